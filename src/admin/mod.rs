@@ -1,0 +1,361 @@
+//! Admin commands (`traffix user|pair|device|ledger|backup`), one function per command over the
+//! store and, when the server runs, its live state. The CLI sends them over the local admin
+//! socket (`socket.rs`) to a running server, or runs them directly on the database when the
+//! server is stopped — the same code either way.
+
+pub mod socket;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::money::{Micros, format_signed};
+use crate::store::{Account, DeviceRecord, PairCode, Store, StoreError, UserRecord, now_secs};
+use crate::tunnel::protocol::ErrorCode;
+use crate::tunnel::registry::Registry;
+
+/// How long a pairing code stays valid.
+pub const PAIR_CODE_TTL_SECS: u64 = 600;
+
+/// One admin command, as sent over the admin socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum AdminRequest {
+    UserAdd { name: String, password: Option<String>, admin: bool },
+    UserList,
+    UserShow { name: String },
+    UserCredit { name: String, amount: String, reason: Option<String> },
+    UserProxyPassword { name: String },
+    UserDisable { name: String, reason: Option<String> },
+    Pair { name: String },
+    DeviceList,
+    DeviceBan { id: String, reason: String },
+    DeviceUnban { id: String },
+    LedgerList { user: Option<String> },
+    LedgerVerify,
+    Backup { path: String },
+}
+
+/// A command failure: a stable code and a reason for the user.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{reason}")]
+pub struct AdminError {
+    pub error: String,
+    pub reason: String,
+}
+
+impl AdminError {
+    pub fn new(code: &str, reason: impl Into<String>) -> Self {
+        AdminError { error: code.into(), reason: reason.into() }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        let code = match &e {
+            StoreError::NotFound(_) => "not_found",
+            StoreError::AlreadyExists(_) => "already_exists",
+            StoreError::Invalid(_) => "invalid",
+            StoreError::Locked => "locked",
+            _ => "store_error",
+        };
+        AdminError::new(code, e.to_string())
+    }
+}
+
+/// The running server's state that admin commands touch.
+#[derive(Clone)]
+pub struct Live {
+    pub registry: Arc<Registry>,
+    /// Forgets a cached proxy account after a change (rotation, disable, credit).
+    pub invalidate_account: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// What admin commands run against.
+#[derive(Clone)]
+pub struct AdminCtx {
+    pub store: Arc<Store>,
+    pub public_address: String,
+    pub pin: String,
+    pub live: Option<Live>,
+}
+
+/// User names: SPEC.md's NAME (3–32 of a-z, 0-9, `_`).
+pub fn valid_name(name: &str) -> bool {
+    (3..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Formats Unix seconds as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+impl AdminCtx {
+    fn invalidate(&self, name: &str) {
+        if let Some(l) = &self.live {
+            (l.invalidate_account)(name);
+        }
+    }
+
+    fn user_json(&self, u: &UserRecord) -> Result<Value, AdminError> {
+        let bal = self.store.balance(&Account::User(u.name.clone()))?;
+        let devices = self.store.list_devices()?.iter().filter(|d| d.owner == u.name).count();
+        Ok(json!({
+            "name": u.name,
+            "admin": u.admin,
+            "disabled": u.disabled,
+            "disabled_reason": u.disabled_reason,
+            "telegram_id": u.telegram_id,
+            "balance_micros": bal,
+            "balance": format_signed(bal),
+            "proxy_password": u.proxy_password,
+            "devices": devices,
+            "created_at": rfc3339(u.created_at),
+        }))
+    }
+
+    fn device_json(&self, d: &DeviceRecord) -> Value {
+        let live = self.live.as_ref().and_then(|l| {
+            hex::decode(&d.id).ok().and_then(|id| <[u8; 16]>::try_from(id).ok()).and_then(|id| l.registry.get(&id))
+        });
+        let status = live.as_ref().map(|n| n.status());
+        json!({
+            "id": d.id,
+            "owner": d.owner,
+            "vip": d.vip,
+            "online": live.is_some(),
+            "state": live.as_ref().map(|n| n.state()),
+            "active_streams": live.as_ref().map(|n| n.mux.active_streams()),
+            "public_ip": live.as_ref().map(|n| n.public_ip.to_string()).or_else(|| d.last_ip.clone()),
+            "country": live.as_ref().and_then(|n| n.country_str()).or_else(|| d.country.clone()),
+            "battery_pct": status.as_ref().and_then(|s| s.battery_pct),
+            "network": status.as_ref().map(|s| s.network),
+            "model": d.model,
+            "os": d.os,
+            "key_alg": d.key_alg,
+            "paired_at": rfc3339(d.paired_at),
+            "last_seen": d.last_seen.map(rfc3339),
+            "banned": d.banned,
+            "ban_reason": d.ban_reason,
+        })
+    }
+
+    /// Finds a device by full id, unique id prefix (≥ 6 hex digits) or virtual IP.
+    fn find_device(&self, key: &str) -> Result<DeviceRecord, AdminError> {
+        let all = self.store.list_devices()?;
+        let key = key.trim().to_ascii_lowercase();
+        if let Ok(vip) = key.parse::<Ipv4Addr>() {
+            return all
+                .into_iter()
+                .find(|d| d.vip == vip)
+                .ok_or_else(|| AdminError::new("not_found", format!("no device has virtual IP {vip}")));
+        }
+        if key.len() < 6 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(AdminError::new("invalid", "give a device id (at least 6 hex digits) or its virtual IP"));
+        }
+        let mut hits: Vec<DeviceRecord> = all.into_iter().filter(|d| d.id.starts_with(&key)).collect();
+        match hits.len() {
+            0 => Err(AdminError::new("not_found", format!("no device id starts with {key}"))),
+            1 => Ok(hits.remove(0)),
+            n => Err(AdminError::new("ambiguous", format!("{n} devices start with {key}; give more digits"))),
+        }
+    }
+
+    /// Runs one command. Blocking (store I/O, argon2): call it from a blocking context.
+    pub fn execute(&self, req: AdminRequest) -> Result<Value, AdminError> {
+        match req {
+            AdminRequest::UserAdd { name, password, admin } => {
+                if !valid_name(&name) {
+                    return Err(AdminError::new(
+                        "invalid",
+                        format!("user name {name:?} must be 3-32 characters of a-z, 0-9 and _"),
+                    ));
+                }
+                let generated = password.is_none();
+                let password = match password {
+                    Some(p) => p,
+                    None => {
+                        crate::auth::new_login_password().map_err(|e| AdminError::new("internal", e.to_string()))?
+                    }
+                };
+                if password.len() < 8 {
+                    return Err(AdminError::new("invalid", "passwords need at least 8 characters"));
+                }
+                let hash =
+                    crate::auth::hash_password(&password).map_err(|e| AdminError::new("internal", e.to_string()))?;
+                let user = UserRecord {
+                    name: name.clone(),
+                    admin,
+                    disabled: false,
+                    disabled_reason: None,
+                    telegram_id: None,
+                    password_hash: Some(hash),
+                    proxy_password: crate::auth::new_proxy_password()
+                        .map_err(|e| AdminError::new("internal", e.to_string()))?,
+                    created_at: now_secs(),
+                };
+                self.store.create_user(&user)?;
+                tracing::info!(user = %name, admin, "user added");
+                let mut v = self.user_json(&user)?;
+                if generated {
+                    v["password"] = json!(password);
+                }
+                Ok(v)
+            }
+            AdminRequest::UserList => {
+                let users = self.store.list_users()?;
+                Ok(Value::Array(users.iter().map(|u| self.user_json(u)).collect::<Result<_, _>>()?))
+            }
+            AdminRequest::UserShow { name } => {
+                let u = self
+                    .store
+                    .get_user(&name)?
+                    .ok_or_else(|| AdminError::new("not_found", format!("no user {name:?}")))?;
+                self.user_json(&u)
+            }
+            AdminRequest::UserCredit { name, amount, reason } => {
+                let amount = Micros::parse(&amount).map_err(|e| AdminError::new("invalid", e.to_string()))?;
+                if amount.0 == 0 {
+                    return Err(AdminError::new("invalid", "amount must be greater than zero"));
+                }
+                if self.store.get_user(&name)?.is_none() {
+                    return Err(AdminError::new("not_found", format!("no user {name:?}")));
+                }
+                let nonce = hex::encode(
+                    crate::auth::random_bytes::<8>().map_err(|e| AdminError::new("internal", e.to_string()))?,
+                );
+                let reference = reason.unwrap_or_else(|| "admin credit".into());
+                let (tr, bal) =
+                    self.store.deposit(&name, amount, &format!("admin-credit:{nonce}"), &reference, now_secs())?;
+                self.invalidate(&name);
+                tracing::info!(user = %name, amount = %amount, transfer = tr.seq, "admin credit");
+                Ok(
+                    json!({"user": name, "amount": amount, "transfer": tr.seq, "balance_micros": bal, "balance": format_signed(bal)}),
+                )
+            }
+            AdminRequest::UserProxyPassword { name } => {
+                let pw = crate::auth::new_proxy_password().map_err(|e| AdminError::new("internal", e.to_string()))?;
+                let u = self.store.update_user(&name, |u| u.proxy_password = pw.clone())?;
+                self.invalidate(&name);
+                tracing::info!(user = %name, "proxy password rotated");
+                Ok(json!({"name": u.name, "proxy_password": u.proxy_password}))
+            }
+            AdminRequest::UserDisable { name, reason } => {
+                let u = self.store.update_user(&name, |u| {
+                    u.disabled = true;
+                    u.disabled_reason = reason.clone();
+                })?;
+                self.invalidate(&name);
+                tracing::info!(user = %name, reason = ?reason, "user disabled");
+                self.user_json(&u)
+            }
+            AdminRequest::Pair { name } => {
+                let code = crate::auth::new_pairing_code().map_err(|e| AdminError::new("internal", e.to_string()))?;
+                let now = now_secs();
+                let expires_at = now + PAIR_CODE_TTL_SECS;
+                match self.store.get_user(&name)? {
+                    None => return Err(AdminError::new("not_found", format!("no user {name:?}"))),
+                    Some(u) if u.disabled => {
+                        return Err(AdminError::new("disabled", format!("user {name:?} is disabled")));
+                    }
+                    Some(_) => {}
+                }
+                self.store.create_pair_code(
+                    &crate::auth::pairing_code_hash(&code),
+                    &PairCode { user: name.clone(), created_at: now, expires_at, used: false },
+                )?;
+                let link = format!("traffix://pair?server={}&pin={}&code={}", self.public_address, self.pin, code);
+                Ok(json!({"link": link, "code": code, "expires_at": rfc3339(expires_at), "user": name}))
+            }
+            AdminRequest::DeviceList => {
+                let devices = self.store.list_devices()?;
+                Ok(Value::Array(devices.iter().map(|d| self.device_json(d)).collect()))
+            }
+            AdminRequest::DeviceBan { id, reason } => {
+                let dev = self.find_device(&id)?;
+                let raw = hex::decode(&dev.id).map_err(|_| AdminError::new("store_error", "corrupt device id"))?;
+                let dev = self.store.update_device(&raw, |d| {
+                    d.banned = true;
+                    d.ban_reason = Some(reason.clone());
+                })?;
+                if let (Some(l), Ok(id16)) = (&self.live, <[u8; 16]>::try_from(raw.as_slice())) {
+                    l.registry.kick(&id16, ErrorCode::DeviceBanned, &format!("device banned: {reason}"));
+                }
+                tracing::info!(device = %dev.id, %reason, "device banned");
+                Ok(self.device_json(&dev))
+            }
+            AdminRequest::DeviceUnban { id } => {
+                let dev = self.find_device(&id)?;
+                let raw = hex::decode(&dev.id).map_err(|_| AdminError::new("store_error", "corrupt device id"))?;
+                let dev = self.store.update_device(&raw, |d| {
+                    d.banned = false;
+                    d.ban_reason = None;
+                })?;
+                tracing::info!(device = %dev.id, "device unbanned");
+                Ok(self.device_json(&dev))
+            }
+            AdminRequest::LedgerList { user } => {
+                let acct = user.map(Account::User);
+                let list = self.store.list_transfers(acct.as_ref())?;
+                Ok(Value::Array(
+                    list.iter()
+                        .map(|t| json!({"seq": t.seq, "id": t.id, "time": rfc3339(t.time), "debit": t.debit, "credit": t.credit, "amount": t.amount, "amount_micros": t.amount.0, "kind": t.kind, "reference": t.reference}))
+                        .collect(),
+                ))
+            }
+            AdminRequest::LedgerVerify => {
+                let balances = self.store.balances()?;
+                let sum: i128 = balances.iter().map(|(_, b)| i128::from(*b)).sum();
+                let mut replay: std::collections::HashMap<String, i128> = std::collections::HashMap::new();
+                let transfers = self.store.list_transfers(None)?;
+                let mut problems = Vec::new();
+                for (i, t) in transfers.iter().enumerate() {
+                    if t.seq != i as u64 + 1 {
+                        problems.push(format!("sequence gap: transfer #{} has seq {}", i + 1, t.seq));
+                    }
+                    *replay.entry(t.debit.clone()).or_default() -= i128::from(t.amount.0);
+                    *replay.entry(t.credit.clone()).or_default() += i128::from(t.amount.0);
+                }
+                if sum != 0 {
+                    problems.push(format!("balances sum to {sum}, not zero"));
+                }
+                for (acct, bal) in &balances {
+                    let r = replay.get(acct).copied().unwrap_or(0);
+                    if r != i128::from(*bal) {
+                        problems.push(format!("{acct}: balance {bal} but its transfers sum to {r}"));
+                    }
+                }
+                let ok = problems.is_empty();
+                Ok(json!({"ok": ok, "transfers": transfers.len(), "accounts": balances.len(), "problems": problems}))
+            }
+            AdminRequest::Backup { path } => {
+                self.store.backup(std::path::Path::new(&path))?;
+                Ok(json!({"backup": path}))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_647_793), "2026-11-25T23:03:13Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

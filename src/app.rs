@@ -1,0 +1,367 @@
+//! Wiring: `init` creates a data directory; [`App::build`] opens the store and builds every
+//! service from the config; [`App::run`] binds the listeners, serves until shutdown, drains
+//! live streams under the grace timeout and closes the database.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminCtx, AdminRequest, Live};
+use crate::config::{self, Config};
+use crate::egress::EgressPolicy;
+use crate::geoip::GeoIp;
+use crate::proxy::auth::Accounts;
+use crate::proxy::router::{Router, server_endpoints};
+use crate::proxy::{self, ProxyService};
+use crate::shutdown::{self, Shutdown};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use crate::tunnel::registry::Registry;
+use crate::tunnel::session::TunnelService;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "traffix.redb";
+/// File holding the JWT signing secret (used by the REST API).
+pub const JWT_SECRET_FILE: &str = "jwt.secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0} is already initialised (found {1}); refusing to overwrite it")]
+    AlreadyInitialised(PathBuf, PathBuf),
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot {what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
+    let what = what.into();
+    move |source| AppError::Io { what, source }
+}
+
+/// Options of `traffix init`.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    pub data_dir: PathBuf,
+    pub public_address: Option<String>,
+    pub web_listen: Option<SocketAddr>,
+    pub socks_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// What `traffix init --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitOutput {
+    pub admin_user: String,
+    pub admin_password: String,
+    pub pin: String,
+    pub public_address: String,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+/// Replaces port 0 with a currently free port: a saved config never holds port 0.
+fn concrete(addr: SocketAddr) -> Result<SocketAddr, AppError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let l = std::net::TcpListener::bind(addr).map_err(io(format!("bind {addr} to pick a free port")))?;
+    l.local_addr().map_err(io("read the picked port"))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), AppError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io(format!("create {}", path.display())))?;
+    f.write_all(data).map_err(io(format!("write {}", path.display())))
+}
+
+fn set_line(text: &str, key: &str, value: &str) -> String {
+    let mut done = false;
+    text.lines()
+        .map(|l| {
+            if !done && l.trim_start().starts_with(&format!("{key} =")) {
+                done = true;
+                format!("{key} = {value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// `traffix init`: config, TLS certificate and key, JWT secret, database, admin user.
+pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
+    let dir = &opts.data_dir;
+    let cfg_path = dir.join(config::CONFIG_FILE);
+    if cfg_path.exists() {
+        return Err(AppError::AlreadyInitialised(dir.clone(), cfg_path));
+    }
+    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("restrict the data directory"))?;
+    }
+    let web = concrete(opts.web_listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))))?;
+    let socks = concrete(opts.socks_listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1080))))?;
+    let http = concrete(opts.http_listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3128))))?;
+    let metrics = concrete(opts.metrics_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))))?;
+    let public = match &opts.public_address {
+        Some(p) => {
+            let (h, port) = p
+                .rsplit_once(':')
+                .ok_or_else(|| AppError::Other(format!("--public-address {p:?} must be HOST:PORT")))?;
+            match port.parse::<u16>() {
+                Ok(0) => format!("{h}:{}", web.port()),
+                Ok(_) => p.clone(),
+                Err(_) => return Err(AppError::Other(format!("--public-address {p:?} must be HOST:PORT"))),
+            }
+        }
+        None => config::default_public_address(web),
+    };
+
+    let mut text = config::EXAMPLE.to_owned();
+    for (k, v) in [
+        ("public_address", format!("{public:?}")),
+        ("web_listen", format!("\"{web}\"")),
+        ("socks_listen", format!("\"{socks}\"")),
+        ("http_listen", format!("\"{http}\"")),
+        ("metrics_listen", format!("\"{metrics}\"")),
+    ] {
+        text = set_line(&text, k, &v);
+    }
+    // Validate before writing anything else.
+    let cfg = Config::from_str_with_env(&text, &cfg_path, dir, std::iter::empty())?;
+
+    let host = public.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_owned()).unwrap_or_default();
+    let mut names = vec![host, "localhost".to_owned(), "127.0.0.1".to_owned()];
+    names.dedup();
+    let g = crate::tls::generate_self_signed(&names)?;
+    let cert_path = cfg.path(&cfg.tls.cert);
+    let key_path = cfg.path(&cfg.tls.key);
+    if let Some(p) = cert_path.parent() {
+        std::fs::create_dir_all(p).map_err(io(format!("create {}", p.display())))?;
+    }
+    write_private(&key_path, g.key_pem.as_bytes())?;
+    std::fs::write(&cert_path, g.cert_pem.as_bytes()).map_err(io(format!("write {}", cert_path.display())))?;
+    let secret = crate::auth::random_bytes::<32>().map_err(|e| AppError::Other(e.to_string()))?;
+    write_private(&dir.join(JWT_SECRET_FILE), hex::encode(secret).as_bytes())?;
+
+    let store = Arc::new(Store::open(&dir.join(DB_FILE))?);
+    let ctx = AdminCtx { store, public_address: public.clone(), pin: g.pin.clone(), live: None };
+    let admin = ctx
+        .execute(AdminRequest::UserAdd { name: "admin".into(), password: None, admin: true })
+        .map_err(|e| AppError::Other(e.reason))?;
+    let password = admin["password"].as_str().unwrap_or_default().to_owned();
+    // The config goes last: its presence is what marks the directory as initialised.
+    std::fs::write(&cfg_path, text).map_err(io(format!("write {}", cfg_path.display())))?;
+    Ok(InitOutput {
+        admin_user: "admin".into(),
+        admin_password: password,
+        pin: g.pin,
+        public_address: public,
+        config_path: cfg_path,
+        data_dir: dir.clone(),
+    })
+}
+
+/// Loads the config of a data directory (with `TRAFFIX_*` overrides from the environment).
+pub fn load_config(data_dir: &Path, config: Option<&Path>) -> Result<Config, AppError> {
+    let path = config.map(Path::to_path_buf).unwrap_or_else(|| data_dir.join(config::CONFIG_FILE));
+    if !path.exists() {
+        return Err(AppError::Other(format!(
+            "{} not found: run `traffix init --data-dir {}` first",
+            path.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(Config::load(&path, data_dir, std::env::vars())?)
+}
+
+/// The pin of the configured certificate.
+pub fn configured_pin(cfg: &Config) -> Result<String, AppError> {
+    let (certs, _) = crate::tls::load_cert_and_key(&cfg.path(&cfg.tls.cert), &cfg.path(&cfg.tls.key))?;
+    let first = certs.first().ok_or_else(|| AppError::Other("no certificate".into()))?;
+    Ok(crate::tls::pin_of_cert(first)?)
+}
+
+/// A built server, ready to run.
+pub struct App {
+    pub cfg: Config,
+    pub store: Arc<Store>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub proxy: Arc<ProxyService>,
+    pin: String,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    geoip: Option<Arc<GeoIp>>,
+    trigger: shutdown::ShutdownTrigger,
+}
+
+impl App {
+    /// Opens the store and builds every service. Fails fast on a bad certificate or database.
+    pub fn build(cfg: Config) -> Result<App, AppError> {
+        let store = Arc::new(Store::open(&cfg.data_dir.join(DB_FILE))?);
+        let (certs, key) = crate::tls::load_cert_and_key(&cfg.path(&cfg.tls.cert), &cfg.path(&cfg.tls.key))?;
+        let pin = crate::tls::pin_of_cert(certs.first().ok_or_else(|| AppError::Other("no certificate".into()))?)?;
+        let tls = if cfg.server.insecure_http {
+            warn!("--insecure-http: the web listener serves plain HTTP (development and tests only)");
+            None
+        } else {
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::server_config(certs, key)?)))
+        };
+        let geoip = match cfg.geoip.country_db.trim() {
+            "" => None,
+            p => Some(Arc::new(GeoIp::open(&cfg.path(Path::new(p))).map_err(AppError::Other)?)),
+        };
+        if cfg.egress.allow_private_targets {
+            warn!("egress.allow_private_targets is ON: clients may reach private and loopback targets (tests only)");
+        }
+        let registry = Arc::new(Registry::new());
+        let metrics = Arc::new(Metrics::default());
+        let s = &cfg.server;
+        let policy = EgressPolicy {
+            allow_private_targets: cfg.egress.allow_private_targets,
+            blocked_ports: cfg.egress.port_ranges().map_err(AppError::Other)?,
+            own_networks: Vec::new(),
+            server_endpoints: server_endpoints(
+                &[s.web_listen, s.socks_listen, s.http_listen, s.metrics_listen],
+                &s.public_address,
+            ),
+        };
+        let router = Router::new(
+            registry.clone(),
+            policy,
+            geoip.is_some(),
+            cfg.limits.node_max_streams,
+            cfg.limits.dial_timeout(),
+        );
+        let proxy = Arc::new(ProxyService {
+            accounts: Accounts::new(store.clone(), cfg.limits.clone()),
+            router,
+            metrics: metrics.clone(),
+            limits: cfg.limits.clone(),
+            tracker: tokio_util::task::TaskTracker::new(),
+        });
+        let (trigger, _) = shutdown::channel();
+        Ok(App { cfg, store, registry, metrics, proxy, pin, tls, geoip, trigger })
+    }
+
+    /// A handle that stops the server when triggered.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.trigger.subscribe()
+    }
+
+    pub fn trigger_shutdown(&self) {
+        self.trigger.trigger();
+    }
+
+    pub fn pin(&self) -> &str {
+        &self.pin
+    }
+
+    /// Binds every listener, serves until `stop` resolves, then drains and closes.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+        let cfg = &self.cfg;
+        let s = &cfg.server;
+        let backlog = cfg.limits.listen_backlog;
+        let web = proxy::bind(s.web_listen, backlog).map_err(io(format!("listen on {} (web)", s.web_listen)))?;
+        let socks =
+            proxy::bind(s.socks_listen, backlog).map_err(io(format!("listen on {} (SOCKS5)", s.socks_listen)))?;
+        let http =
+            proxy::bind(s.http_listen, backlog).map_err(io(format!("listen on {} (HTTP proxy)", s.http_listen)))?;
+        let metrics_l =
+            proxy::bind(s.metrics_listen, 128).map_err(io(format!("listen on {} (metrics)", s.metrics_listen)))?;
+        let admin_l = admin::socket::bind(&cfg.data_dir).map_err(io("create the admin socket"))?;
+
+        let mut prom = prometheus_client::registry::Registry::default();
+        self.metrics.register(&mut prom);
+        let tunnel = Arc::new(TunnelService {
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            limits: cfg.limits.clone(),
+            pin: crate::tls::parse_pin(&self.pin).unwrap_or_default(),
+            geoip: self.geoip.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.trigger.subscribe(),
+        });
+        let proxy_svc = self.proxy.clone();
+        let admin_ctx = Arc::new(AdminCtx {
+            store: self.store.clone(),
+            public_address: s.public_address.clone(),
+            pin: self.pin.clone(),
+            live: Some(Live {
+                registry: self.registry.clone(),
+                invalidate_account: Arc::new(move |name: &str| proxy_svc.accounts.invalidate(name)),
+            }),
+        });
+        let web_tracker = tokio_util::task::TaskTracker::new();
+        let hs = cfg.limits.handshake_timeout();
+        let tasks = vec![
+            tokio::spawn(crate::web::serve(
+                web,
+                self.tls.clone(),
+                crate::web::router(tunnel),
+                hs,
+                self.trigger.subscribe(),
+                web_tracker.clone(),
+            )),
+            tokio::spawn(crate::proxy::socks5::serve(socks, self.proxy.clone(), self.trigger.subscribe())),
+            tokio::spawn(crate::proxy::http::serve(http, self.proxy.clone(), self.trigger.subscribe())),
+            tokio::spawn(crate::web::serve_metrics(metrics_l, Arc::new(prom), self.trigger.subscribe())),
+            tokio::spawn(admin::socket::serve(admin_l, admin_ctx, self.trigger.subscribe())),
+        ];
+        info!(
+            web = %s.web_listen, socks5 = %s.socks_listen, http = %s.http_listen, metrics = %s.metrics_listen,
+            public_address = %s.public_address, pin = %self.pin, tls = self.tls.is_some(),
+            "traffix serving"
+        );
+
+        let mut own = self.trigger.subscribe();
+        tokio::select! {
+            _ = stop => {}
+            _ = own.recv() => {}
+        }
+        info!("shutting down: no new connections; draining live streams");
+        self.trigger.trigger();
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.proxy.tracker.close();
+        let grace = Duration::from_secs(s.shutdown_grace_secs);
+        if tokio::time::timeout(grace, self.proxy.tracker.wait()).await.is_err() {
+            warn!(grace_secs = s.shutdown_grace_secs, "streams still open after the grace period; cutting them");
+        }
+        // Node sessions saw the shutdown signal and are closing; give them a moment.
+        for n in self.registry.all() {
+            n.mux.close("server shutdown");
+        }
+        web_tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), web_tracker.wait()).await;
+        let _ = std::fs::remove_file(admin::socket::socket_path(&cfg.data_dir));
+        drop(self.proxy);
+        info!("database closed; bye");
+        Ok(())
+    }
+}

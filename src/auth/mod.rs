@@ -1,0 +1,132 @@
+//! Authentication rules: login password hashing (argon2id), proxy-password tokens, pairing
+//! codes, and device signature checks. No HTTP types, no storage: callers bring the records.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
+use subtle::ConstantTimeEq;
+
+use crate::tunnel::protocol::{DEVICE_ID_LEN, KeyAlg, NONCE_LEN, challenge_message};
+
+/// argon2id with the OWASP parameters of SECURITY.md §3: m = 19456 KiB, t = 2, p = 1.
+fn argon2() -> Argon2<'static> {
+    // The parameters are constants within argon2's documented bounds.
+    let params = Params::new(19_456, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the system random generator failed")]
+    Random,
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// Fills `n` random bytes from the OS generator.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], AuthError> {
+    let mut b = [0u8; N];
+    SystemRandom::new().fill(&mut b).map_err(|_| AuthError::Random)?;
+    Ok(b)
+}
+
+/// Hashes a login password (slow: run it on the blocking pool).
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let salt_bytes = random_bytes::<16>()?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| AuthError::Hash(e.to_string()))?;
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Checks a login password against a stored PHC hash (slow: run it on the blocking pool).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// A fresh proxy password: 128 random bits, URL-safe base64 (22 characters, no symbols that
+/// need quoting in a proxy URL).
+pub fn new_proxy_password() -> Result<String, AuthError> {
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>()?).replace(['-', '_'], "x"))
+}
+
+/// A generated login password for `init` and `user add` without `--password`.
+pub fn new_login_password() -> Result<String, AuthError> {
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<15>()?))
+}
+
+/// A one-time pairing code: 20 characters of an unambiguous alphabet (~100 bits).
+pub fn new_pairing_code() -> Result<String, AuthError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let raw = random_bytes::<20>()?;
+    Ok(raw.iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect())
+}
+
+/// The stored key of a pairing code (only its hash is kept).
+pub fn pairing_code_hash(code: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, code.trim().to_ascii_uppercase().as_bytes()))
+}
+
+/// Constant-time string equality (proxy passwords).
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Checks a device's answer to a challenge (docs/protocol.md, "Signed bytes").
+pub fn verify_device_signature(
+    alg: KeyAlg,
+    public_key: &[u8],
+    pin: &[u8; 32],
+    device_id: &[u8; DEVICE_ID_LEN],
+    nonce: &[u8; NONCE_LEN],
+    signature: &[u8],
+) -> bool {
+    let msg = challenge_message(pin, device_id, nonce);
+    let algorithm: &dyn ring::signature::VerificationAlgorithm = match alg {
+        KeyAlg::Ed25519 if public_key.len() == 32 => &ring::signature::ED25519,
+        KeyAlg::EcdsaP256 if public_key.len() == 65 => &ring::signature::ECDSA_P256_SHA256_ASN1,
+        _ => return false,
+    };
+    ring::signature::UnparsedPublicKey::new(algorithm, public_key).verify(&msg, signature).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    #[test]
+    fn password_hash_round_trip() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn tokens_are_long_and_distinct() {
+        let a = new_proxy_password().unwrap();
+        assert!(a.len() >= 22 && a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, new_proxy_password().unwrap());
+        assert!(ct_eq(&a, &a.clone()) && !ct_eq(&a, "x"));
+        assert_eq!(pairing_code_hash("abc "), pairing_code_hash("ABC"));
+    }
+
+    #[test]
+    fn device_signature_binds_pin_id_and_nonce() {
+        let rng = SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let kp = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
+        let pk = kp.public_key().as_ref().to_vec();
+        let id = crate::tunnel::protocol::device_id(KeyAlg::Ed25519, &pk);
+        let (pin, nonce) = ([1u8; 32], [2u8; 32]);
+        let sig = kp.sign(&challenge_message(&pin, &id, &nonce));
+        assert!(verify_device_signature(KeyAlg::Ed25519, &pk, &pin, &id, &nonce, sig.as_ref()));
+        assert!(!verify_device_signature(KeyAlg::Ed25519, &pk, &[9; 32], &id, &nonce, sig.as_ref()));
+        assert!(!verify_device_signature(KeyAlg::Ed25519, &pk, &pin, &id, &[3; 32], sig.as_ref()));
+        assert!(!verify_device_signature(KeyAlg::EcdsaP256, &pk, &pin, &id, &nonce, sig.as_ref()));
+    }
+}

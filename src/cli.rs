@@ -1,0 +1,493 @@
+//! The `traffix` command line (clap), with the names and outputs of SPEC.md's scripting
+//! contract. Read commands print a human table, or JSON with `--json`. Admin commands go to a
+//! running server through its admin socket, or straight to the database when it is stopped.
+#![allow(clippy::print_stdout)] // printing results is this module's job
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::admin::{AdminCtx, AdminError, AdminRequest};
+use crate::app::{self, App, InitOptions};
+
+pub const ENV_DATA_DIR: &str = "TRAFFIX_DATA_DIR";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "traffix",
+    version,
+    about = "Self-hosted residential-proxy appliance: server, node agent and admin CLI"
+)]
+pub struct Cli {
+    /// Data directory (config, database, TLS key).
+    #[arg(long, global = true, env = ENV_DATA_DIR, default_value = "./traffix-data")]
+    pub data_dir: PathBuf,
+    /// Config file (default: traffix.toml in the data directory).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a data directory: config, TLS certificate, database and the admin user.
+    Init(InitArgs),
+    /// Run the server until SIGTERM.
+    Serve(ServeArgs),
+    /// Run a Linux node agent (pair once with --pair, then reuse --state).
+    Node(NodeArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Print a one-time pairing link for a user's new node.
+    Pair {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage paired devices (nodes).
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Inspect and verify the ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
+    /// Write a consistent copy of the database to FILE.
+    Backup { file: PathBuf },
+    /// Print the example configuration with every key and its default.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Start a complete local network (server, node, funded client, origin) and print a curl line.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// HOST:PORT nodes dial (default: the web listen address, or this host's name).
+    #[arg(long)]
+    pub public_address: Option<String>,
+    #[arg(long)]
+    pub web_listen: Option<SocketAddr>,
+    #[arg(long)]
+    pub socks_listen: Option<SocketAddr>,
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Serve the web listener over plain HTTP (development and tests only).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Let clients reach private and loopback targets (tests on one machine only).
+    #[arg(long)]
+    pub allow_private_targets: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// One-time pairing link: traffix://pair?server=HOST:PORT&pin=HEX&code=CODE
+    #[arg(long)]
+    pub pair: Option<String>,
+    /// Identity file (created with mode 0600).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Local source address of the tunnel connection.
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Let clients reach private and loopback targets through this node (tests only).
+    #[arg(long)]
+    pub allow_private_targets: bool,
+    /// Most concurrent streams this node accepts.
+    #[arg(long, default_value_t = crate::node::DEFAULT_MAX_STREAMS)]
+    pub max_streams: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user (a login password is generated unless given).
+    Add {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Credit a user's balance (AMOUNT in currency units, e.g. 12.50).
+    Credit {
+        name: String,
+        amount: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate a user's proxy password and print the new one.
+    ProxyPassword {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: proxy access and pairing stop.
+    Disable {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// List devices with their online state.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban a device (id, id prefix or virtual IP); a connected one is disconnected.
+    Ban {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a ban.
+    Unban {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCmd {
+    /// List transfers.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every ledger invariant; exit 1 on any violation.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the example configuration.
+    Example,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's data here instead of a temporary directory.
+    #[arg(long)]
+    pub demo_dir: Option<PathBuf>,
+}
+
+/// A failure with its exit code (64 = bad usage or config, 1 = anything else).
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    fn usage(m: impl Into<String>) -> Self {
+        CliError { code: 64, message: m.into() }
+    }
+    fn fail(m: impl Into<String>) -> Self {
+        CliError { code: 1, message: m.into() }
+    }
+}
+
+impl From<app::AppError> for CliError {
+    fn from(e: app::AppError) -> Self {
+        match e {
+            app::AppError::Config(_) => CliError::usage(e.to_string()),
+            other => CliError::fail(other.to_string()),
+        }
+    }
+}
+
+impl From<AdminError> for CliError {
+    fn from(e: AdminError) -> Self {
+        CliError::fail(format!("{} ({})", e.reason, e.error))
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Runs an admin command through the running server, or directly on the database.
+pub async fn admin(data_dir: &Path, config: Option<&Path>, req: AdminRequest) -> Result<Value, CliError> {
+    if let Some(res) = crate::admin::socket::call(data_dir, &req).await.map_err(CliError::fail)? {
+        return Ok(res?);
+    }
+    let cfg = app::load_config(data_dir, config)?;
+    let pin = app::configured_pin(&cfg)?;
+    let store = crate::store::Store::open(&data_dir.join(app::DB_FILE)).map_err(|e| match e {
+        crate::store::StoreError::Locked => {
+            CliError::fail("the database is open in another process, but no server answers on its admin socket")
+        }
+        e => CliError::fail(e.to_string()),
+    })?;
+    let ctx = AdminCtx { store: Arc::new(store), public_address: cfg.server.public_address.clone(), pin, live: None };
+    tokio::task::spawn_blocking(move || ctx.execute(req))
+        .await
+        .map_err(|e| CliError::fail(e.to_string()))?
+        .map_err(Into::into)
+}
+
+fn print_user(v: &Value) {
+    for k in [
+        "name",
+        "admin",
+        "disabled",
+        "disabled_reason",
+        "balance",
+        "proxy_password",
+        "devices",
+        "telegram_id",
+        "created_at",
+    ] {
+        println!("{k:>16}: {}", s(v, k));
+    }
+    if let Some(p) = v.get("password").and_then(Value::as_str) {
+        println!("{:>16}: {p}   (shown once)", "login password");
+    }
+}
+
+/// Runs one CLI invocation.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let dd = cli.data_dir.clone();
+    let cfgp = cli.config.clone();
+    let admin_cmd = |req| admin(&dd, cfgp.as_deref(), req);
+    match cli.command {
+        Command::Init(a) => {
+            let out = app::init(&InitOptions {
+                data_dir: cli.data_dir.clone(),
+                public_address: a.public_address,
+                web_listen: a.web_listen,
+                socks_listen: a.socks_listen,
+                http_listen: a.http_listen,
+                metrics_listen: a.metrics_listen,
+            })
+            .map_err(|e| CliError::fail(e.to_string()))?;
+            if a.json {
+                print_json(&serde_json::to_value(&out).unwrap_or_default());
+            } else {
+                println!("Initialised {}", out.data_dir.display());
+                println!("  config:          {}", out.config_path.display());
+                println!("  public address:  {}", out.public_address);
+                println!("  TLS pin:         {}", out.pin);
+                println!("  admin user:      {}", out.admin_user);
+                println!("  admin password:  {}   (shown once: store it now)", out.admin_password);
+                println!("Start it with: traffix serve --data-dir {}", out.data_dir.display());
+            }
+        }
+        Command::Serve(a) => {
+            let mut cfg = app::load_config(&cli.data_dir, cli.config.as_deref())?;
+            cfg.server.insecure_http |= a.insecure_http;
+            cfg.egress.allow_private_targets |= a.allow_private_targets;
+            crate::telemetry::init(&cfg.log.level, cfg.log.format == "json");
+            let app = App::build(cfg)?;
+            app.run(crate::shutdown::os_signal()).await?;
+        }
+        Command::Node(a) => {
+            let cfg = app::load_config(&cli.data_dir, cli.config.as_deref()).ok();
+            let limits = cfg.map(|c| c.limits).unwrap_or_default();
+            let (trigger, shutdown) = crate::shutdown::channel();
+            tokio::spawn(async move {
+                crate::shutdown::os_signal().await;
+                trigger.trigger();
+            });
+            let opts = crate::node::NodeOptions {
+                state: a.state,
+                pair: a.pair,
+                bind: a.bind,
+                allow_private_targets: a.allow_private_targets,
+                max_streams: a.max_streams.max(1),
+                limits,
+            };
+            crate::node::run(opts, shutdown).await.map_err(CliError::fail)?;
+        }
+        Command::User(cmd) => match cmd {
+            UserCmd::Add { name, password, admin, json } => {
+                let v = admin_cmd(AdminRequest::UserAdd { name, password, admin }).await?;
+                if json { print_json(&v) } else { print_user(&v) }
+            }
+            UserCmd::List { json } => {
+                let v = admin_cmd(AdminRequest::UserList).await?;
+                if json {
+                    print_json(&v);
+                } else {
+                    println!("{:<32} {:<5} {:<8} {:>14} {:>7}", "NAME", "ADMIN", "DISABLED", "BALANCE", "DEVICES");
+                    for u in v.as_array().into_iter().flatten() {
+                        println!(
+                            "{:<32} {:<5} {:<8} {:>14} {:>7}",
+                            s(u, "name"),
+                            s(u, "admin"),
+                            s(u, "disabled"),
+                            s(u, "balance"),
+                            s(u, "devices")
+                        );
+                    }
+                }
+            }
+            UserCmd::Show { name, json } => {
+                let v = admin_cmd(AdminRequest::UserShow { name }).await?;
+                if json { print_json(&v) } else { print_user(&v) }
+            }
+            UserCmd::Credit { name, amount, reason, json } => {
+                let v = admin_cmd(AdminRequest::UserCredit { name, amount, reason }).await?;
+                if json {
+                    print_json(&v);
+                } else {
+                    println!(
+                        "credited {} to {}; balance now {} (transfer #{})",
+                        s(&v, "amount"),
+                        s(&v, "user"),
+                        s(&v, "balance"),
+                        s(&v, "transfer")
+                    );
+                }
+            }
+            UserCmd::ProxyPassword { name, json } => {
+                let v = admin_cmd(AdminRequest::UserProxyPassword { name }).await?;
+                if json { print_json(&v) } else { println!("{}", s(&v, "proxy_password")) }
+            }
+            UserCmd::Disable { name, reason, json } => {
+                let v = admin_cmd(AdminRequest::UserDisable { name, reason }).await?;
+                if json { print_json(&v) } else { println!("user {} disabled", s(&v, "name")) }
+            }
+        },
+        Command::Pair { name, json } => {
+            let v = admin_cmd(AdminRequest::Pair { name }).await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{}", s(&v, "link"));
+                println!(
+                    "code {} for user {}, valid until {} (single use)",
+                    s(&v, "code"),
+                    s(&v, "user"),
+                    s(&v, "expires_at")
+                );
+                println!("On the node: traffix node --pair '{}' --state node.json", s(&v, "link"));
+            }
+        }
+        Command::Device(cmd) => {
+            let (v, json) = match cmd {
+                DeviceCmd::List { json } => (admin_cmd(AdminRequest::DeviceList).await?, json),
+                DeviceCmd::Ban { id, reason, json } => (admin_cmd(AdminRequest::DeviceBan { id, reason }).await?, json),
+                DeviceCmd::Unban { id, json } => (admin_cmd(AdminRequest::DeviceUnban { id }).await?, json),
+            };
+            if json {
+                print_json(&v);
+            } else {
+                let rows = match &v {
+                    Value::Array(a) => a.clone(),
+                    other => vec![other.clone()],
+                };
+                println!(
+                    "{:<32} {:<16} {:<15} {:<7} {:<7} {:<20} BANNED",
+                    "ID", "OWNER", "VIP", "ONLINE", "COUNTRY", "LAST SEEN"
+                );
+                for d in rows {
+                    println!(
+                        "{:<32} {:<16} {:<15} {:<7} {:<7} {:<20} {}",
+                        s(&d, "id"),
+                        s(&d, "owner"),
+                        s(&d, "vip"),
+                        s(&d, "online"),
+                        s(&d, "country"),
+                        s(&d, "last_seen"),
+                        s(&d, "banned")
+                    );
+                }
+            }
+        }
+        Command::Ledger(LedgerCmd::List { user, json }) => {
+            let v = admin_cmd(AdminRequest::LedgerList { user }).await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:>6} {:<20} {:<18} {:<22} {:<22} {:>12}  REFERENCE",
+                    "SEQ", "TIME", "KIND", "DEBIT", "CREDIT", "AMOUNT"
+                );
+                for t in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:>6} {:<20} {:<18} {:<22} {:<22} {:>12}  {}",
+                        s(t, "seq"),
+                        s(t, "time"),
+                        s(t, "kind"),
+                        s(t, "debit"),
+                        s(t, "credit"),
+                        s(t, "amount"),
+                        s(t, "reference")
+                    );
+                }
+            }
+        }
+        Command::Ledger(LedgerCmd::Verify { json }) => {
+            let v = admin_cmd(AdminRequest::LedgerVerify).await?;
+            let ok = v.get("ok").and_then(Value::as_bool).unwrap_or(false);
+            if json {
+                print_json(&v);
+            } else if ok {
+                println!("ledger OK: {} transfers over {} accounts", s(&v, "transfers"), s(&v, "accounts"));
+            } else {
+                for p in v["problems"].as_array().into_iter().flatten() {
+                    println!("VIOLATION: {}", p.as_str().unwrap_or_default());
+                }
+            }
+            if !ok {
+                return Err(CliError::fail("ledger verification failed"));
+            }
+        }
+        Command::Backup { file } => {
+            let path = std::path::absolute(&file).map_err(|e| CliError::fail(e.to_string()))?;
+            let v = admin_cmd(AdminRequest::Backup { path: path.display().to_string() }).await?;
+            println!("backup written to {}", s(&v, "backup"));
+        }
+        Command::Config(ConfigCmd::Example) => print!("{}", crate::config::EXAMPLE),
+        Command::Demo(a) => crate::demo::run(a.demo_dir).await.map_err(CliError::fail)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,438 @@
+//! Configuration: the TOML file, `TRAFFIX_<SECTION>__<KEY>` environment overrides, validation.
+//!
+//! `packaging/traffix.toml` is the single source of truth for keys and defaults: it is embedded
+//! here, printed by `traffix config example`, and parsed by a unit test. This module does no
+//! network I/O and knows nothing of axum, redb or teloxide.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::Micros;
+
+/// The shipped example configuration.
+pub const EXAMPLE: &str = include_str!("../packaging/traffix.toml");
+/// File name of the config inside the data directory.
+pub const CONFIG_FILE: &str = "traffix.toml";
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "TRAFFIX_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub billing: BillingConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub egress: EgressConfig,
+    #[serde(default)]
+    pub geoip: GeoipConfig,
+    #[serde(default)]
+    pub telegram: TelegramConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The data directory (not a file key: comes from `--data-dir`).
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub public_address: String,
+    #[serde(default = "d_web")]
+    pub web_listen: SocketAddr,
+    #[serde(default = "d_socks")]
+    pub socks_listen: SocketAddr,
+    #[serde(default = "d_http")]
+    pub http_listen: SocketAddr,
+    #[serde(default = "d_metrics")]
+    pub metrics_listen: SocketAddr,
+    #[serde(default)]
+    pub insecure_http: bool,
+    #[serde(default = "d_grace")]
+    pub shutdown_grace_secs: u64,
+}
+fn d_web() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn d_socks() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 1080))
+}
+fn d_http() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 3128))
+}
+fn d_metrics() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn d_grace() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { cert: "tls/cert.pem".into(), key: "tls/key.pem".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    pub currency: String,
+    pub price_per_gb: Micros,
+    pub platform_fee_percent: u8,
+    pub min_payout: Micros,
+}
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            currency: "USD".into(),
+            price_per_gb: Micros(3_000_000),
+            platform_fee_percent: 30,
+            min_payout: Micros(5_000_000),
+        }
+    }
+}
+
+/// Every limit of SECURITY.md §2, one key each.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub client_max_streams: u32,
+    pub client_max_dials: u32,
+    pub client_new_streams_per_s: u32,
+    pub client_new_streams_burst: u32,
+    pub node_max_streams: u32,
+    pub login_failures_per_hour: u32,
+    pub auth_failures_per_minute_per_ip: u32,
+    pub handshake_timeout_secs: u64,
+    pub dial_timeout_secs: u64,
+    pub idle_stream_timeout_secs: u64,
+    pub ping_interval_secs: u64,
+    pub node_dead_after_secs: u64,
+    pub heartbeat_interval_secs: u16,
+    pub challenge_interval_secs: u16,
+    pub initial_window: u32,
+    pub max_window: u32,
+    pub node_max_inflight: u32,
+    pub ws_max_frame: usize,
+    pub ws_max_message: usize,
+    pub ws_max_write_buffer: usize,
+    pub ws_read_buffer: usize,
+    pub ws_write_buffer: usize,
+    pub max_connections: usize,
+    pub listen_backlog: u32,
+}
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            client_max_streams: 256,
+            client_max_dials: 32,
+            client_new_streams_per_s: 20,
+            client_new_streams_burst: 100,
+            node_max_streams: 1024,
+            login_failures_per_hour: 100,
+            auth_failures_per_minute_per_ip: 20,
+            handshake_timeout_secs: 10,
+            dial_timeout_secs: 10,
+            idle_stream_timeout_secs: 60,
+            ping_interval_secs: 20,
+            node_dead_after_secs: 60,
+            heartbeat_interval_secs: 15,
+            challenge_interval_secs: 300,
+            initial_window: 256 * 1024,
+            max_window: 4 * 1024 * 1024,
+            node_max_inflight: 16 * 1024 * 1024,
+            ws_max_frame: 64 * 1024,
+            ws_max_message: 256 * 1024,
+            ws_max_write_buffer: 1024 * 1024,
+            ws_read_buffer: 8 * 1024,
+            ws_write_buffer: 16 * 1024,
+            max_connections: 20_000,
+            listen_backlog: 4096,
+        }
+    }
+}
+
+impl Limits {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+    pub fn dial_timeout(&self) -> Duration {
+        Duration::from_secs(self.dial_timeout_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_stream_timeout_secs)
+    }
+}
+
+/// A blocked port or an inclusive range, written `25` or `"135-139"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PortSpec {
+    One(u16),
+    Range(String),
+}
+
+impl PortSpec {
+    pub fn range(&self) -> Result<(u16, u16), String> {
+        match self {
+            PortSpec::One(p) => Ok((*p, *p)),
+            PortSpec::Range(s) => {
+                let parse = |t: &str| t.trim().parse::<u16>().map_err(|_| format!("bad port range {s:?}"));
+                match s.split_once('-') {
+                    Some((a, b)) => {
+                        let (a, b) = (parse(a)?, parse(b)?);
+                        if a > b {
+                            return Err(format!("port range {s:?} is reversed"));
+                        }
+                        Ok((a, b))
+                    }
+                    None => parse(s).map(|p| (p, p)),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    pub allow_private_targets: bool,
+    pub blocked_ports: Vec<PortSpec>,
+}
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            allow_private_targets: false,
+            blocked_ports: crate::egress::DEFAULT_BLOCKED_PORTS
+                .iter()
+                .map(|&(a, b)| if a == b { PortSpec::One(a) } else { PortSpec::Range(format!("{a}-{b}")) })
+                .collect(),
+        }
+    }
+}
+impl EgressConfig {
+    pub fn port_ranges(&self) -> Result<Vec<(u16, u16)>, String> {
+        self.blocked_ports.iter().map(PortSpec::range).collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoipConfig {
+    pub country_db: String,
+    pub asn_db: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramConfig {
+    pub bot_token: crate::secret::Secret,
+    pub api_url: String,
+}
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        TelegramConfig { bot_token: crate::secret::Secret::default(), api_url: "https://api.telegram.org".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: String,
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+impl Config {
+    /// Loads `path`, applies `TRAFFIX_<SECTION>__<KEY>` overrides from `env`, validates.
+    pub fn load(
+        path: &Path,
+        data_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::from_str_with_env(&text, path, data_dir, env)
+    }
+
+    pub fn from_str_with_env(
+        text: &str,
+        path: &Path,
+        data_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        apply_env(&mut table, env)?;
+        let mut cfg: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        cfg.data_dir = data_dir.to_path_buf();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-field rules and normalises.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.billing.platform_fee_percent > 100 {
+            return bad(format!(
+                "billing.platform_fee_percent is {}, must be 0..=100",
+                self.billing.platform_fee_percent
+            ));
+        }
+        if self.server.public_address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+            return bad(format!(
+                "server.public_address {:?} must be HOST:PORT with a non-zero port",
+                self.server.public_address
+            ));
+        }
+        let l = &self.limits;
+        if l.ws_max_frame < crate::tunnel::protocol::MAX_FRAME_LEN {
+            return bad(format!("limits.ws_max_frame must be at least {}", crate::tunnel::protocol::MAX_FRAME_LEN));
+        }
+        if l.initial_window < 65_536 || l.max_window < l.initial_window {
+            return bad("limits.initial_window must be ≥ 65536 and ≤ limits.max_window".into());
+        }
+        if l.node_max_inflight < l.initial_window {
+            return bad("limits.node_max_inflight must be ≥ limits.initial_window".into());
+        }
+        for (name, v) in [
+            ("client_max_streams", l.client_max_streams),
+            ("client_max_dials", l.client_max_dials),
+            ("client_new_streams_burst", l.client_new_streams_burst),
+            ("node_max_streams", l.node_max_streams),
+        ] {
+            if v == 0 {
+                return bad(format!("limits.{name} must be at least 1"));
+            }
+        }
+        if l.handshake_timeout_secs == 0
+            || l.dial_timeout_secs == 0
+            || l.idle_stream_timeout_secs == 0
+            || l.ping_interval_secs == 0
+        {
+            return bad("limits timeouts must be at least 1 second".into());
+        }
+        self.egress.port_ranges().map_err(ConfigError::Invalid)?;
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad(format!("log.format {:?} must be \"text\" or \"json\"", self.log.format));
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the config relative to the data directory.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.data_dir.join(p) }
+    }
+}
+
+/// Applies `TRAFFIX_<SECTION>__<KEY>=value` overrides. A value is read as a TOML value when it
+/// parses as one (numbers, booleans, arrays), otherwise as a string.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let Some((section, key)) = rest.split_once("__") else { continue };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        // Floats stay strings: no key is a float, and money ("2.50") must stay decimal text.
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !v.is_float())
+            .unwrap_or(toml::Value::String(value.clone()));
+        let sect = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Env { var: var.clone(), message: format!("[{section}] is not a table") })?;
+        sect.insert(key, parsed);
+    }
+    Ok(())
+}
+
+/// The `public_address` to use when `init` was not given one: the web listen address, or the
+/// machine's host name when that is unspecified.
+pub fn default_public_address(web: SocketAddr) -> String {
+    if web.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", web.port())
+    } else {
+        web.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: Vec<(&str, &str)>) -> Result<Config, ConfigError> {
+        Config::from_str_with_env(
+            text,
+            Path::new("t.toml"),
+            Path::new("/tmp"),
+            env.into_iter().map(|(a, b)| (a.to_owned(), b.to_owned())),
+        )
+    }
+
+    #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let cfg = load(EXAMPLE, vec![]).unwrap();
+        assert_eq!(cfg.billing.price_per_gb, Micros(3_000_000));
+        assert_eq!(cfg.limits.client_max_streams, Limits::default().client_max_streams);
+        assert_eq!(cfg.egress.port_ranges().unwrap(), crate::egress::DEFAULT_BLOCKED_PORTS.to_vec());
+    }
+
+    #[test]
+    fn env_overrides_apply_and_unknown_keys_fail() {
+        let cfg =
+            load(EXAMPLE, vec![("TRAFFIX_BILLING__PRICE_PER_GB", "2.50"), ("TRAFFIX_LIMITS__CLIENT_MAX_STREAMS", "7")])
+                .unwrap();
+        assert_eq!(cfg.billing.price_per_gb, Micros(2_500_000));
+        assert_eq!(cfg.limits.client_max_streams, 7);
+        assert!(load(EXAMPLE, vec![("TRAFFIX_LIMITS__NOPE", "1")]).is_err());
+        assert!(load("[server]\npublic_address='a:1'\nbogus=1\n", vec![]).is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_key_named() {
+        let e = load("[server]\npublic_address='a:0'\n", vec![]).unwrap_err().to_string();
+        assert!(e.contains("public_address"), "{e}");
+        let e = load("[server]\npublic_address='a:1'\n[billing]\ncurrency='USD'\nprice_per_gb=3.0\nplatform_fee_percent=30\nmin_payout='1'\n", vec![]).unwrap_err();
+        assert!(e.to_string().contains("price"), "{e}");
+        let e = load("[server]\npublic_address='a:1'\n[egress]\nblocked_ports=['9-3']\n", vec![]).unwrap_err();
+        assert!(e.to_string().contains("reversed"), "{e}");
+    }
+}

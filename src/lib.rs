@@ -1,0 +1,42 @@
+//! Traffix: a self-hosted residential-proxy appliance. Nodes (Android phones, Linux boxes) hold
+//! one TLS WebSocket tunnel to the server; paying clients connect over SOCKS5 or an HTTP proxy
+//! and their streams exit through a node.
+//!
+//! # Layout
+//! - [`app`]: wires the services together and runs them until shutdown.
+//! - [`cli`]: the `traffix` command line (clap), exactly as SPEC.md names it.
+//! - [`config`]: `traffix.toml`, `TRAFFIX_*` overrides, validation.
+//! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`shutdown`]: the shutdown signal shared by every task.
+//! - [`tls`]: the appliance certificate, its pin, server and pinned-client configs.
+//! - [`store`]: durable state in redb behind a narrow interface.
+//! - [`auth`]: password hashing, proxy tokens, pairing codes, device signatures (pure).
+//! - [`egress`]: the node egress policy of SECURITY.md §1 (pure).
+//! - [`money`]: integer micro-unit amounts (pure).
+//! - [`tunnel`]: the frame protocol (pure), the stream multiplexer, the relay, the server's
+//!   node sessions and the registry of online nodes.
+//! - [`proxy`]: client front-ends (SOCKS5, HTTP proxy), username grammar, routing.
+//! - [`node`]: the Linux node agent (`traffix node`).
+//! - [`admin`]: admin commands, served over a local socket and run directly on the store.
+//! - [`web`]: the HTTPS listener: `/healthz` and the node tunnel endpoint.
+//! - [`demo`]: `traffix demo`, a whole local network in one process.
+//! - [`geoip`]: country lookups from an operator-supplied MaxMind database.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod egress;
+pub mod geoip;
+pub mod money;
+pub mod node;
+pub mod proxy;
+pub mod secret;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
+pub mod tunnel;
+pub mod web;

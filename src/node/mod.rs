@@ -1,0 +1,427 @@
+//! `traffix node`: the Linux node agent. Pairs from a link, keeps its identity in `--state`,
+//! holds one TLS WebSocket to the server with jittered exponential back-off, answers
+//! challenges, heartbeats, and relays the streams the server opens — each checked against the
+//! egress policy first (resolve once, check every address, dial the literal, compare the peer).
+
+pub mod netinfo;
+pub mod state;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ring::signature::KeyPair;
+use tokio::net::{TcpSocket, TcpStream};
+use tracing::{debug, info, warn};
+
+use self::state::{NodeIdentity, PairLink};
+use crate::config::Limits;
+use crate::egress::{EgressPolicy, Host};
+use crate::shutdown::Shutdown;
+use crate::tunnel::mux::{Mux, MuxConfig, MuxStream};
+use crate::tunnel::protocol::{
+    self, ErrorCode, Frame, Heartbeat, Hello, NetworkType, NodeState, OpenErrReason, Pair, Proof, Target,
+};
+use crate::tunnel::relay::{self, NoMeter};
+use crate::tunnel::ws::{self, ReadEnd};
+
+/// The agent's declared stream cap (SECURITY.md §2: Linux agent 1024).
+pub const DEFAULT_MAX_STREAMS: u32 = 1024;
+/// Back-off bounds between connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A session that lasted this long resets the back-off.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub state: PathBuf,
+    pub pair: Option<String>,
+    pub bind: Option<IpAddr>,
+    pub allow_private_targets: bool,
+    pub max_streams: u32,
+    pub limits: Limits,
+}
+
+/// How one connection ended.
+enum SessionEnd {
+    /// Reconnect after back-off.
+    Retry(String),
+    /// Stop for good (banned, pairing refused, version mismatch...).
+    Fatal(String),
+    /// The agent was asked to stop.
+    Shutdown,
+}
+
+/// Runs the agent until shutdown or a fatal refusal.
+pub async fn run(opts: NodeOptions, mut shutdown: Shutdown) -> Result<(), String> {
+    let mut identity = NodeIdentity::load(&opts.state)?;
+    let mut pair_code = None;
+    if let Some(link) = &opts.pair {
+        let link = PairLink::parse(link)?;
+        let mut id = match identity.take() {
+            Some(id) => id,
+            None => NodeIdentity::generate(&link)?,
+        };
+        id.server = link.server.clone();
+        id.pin = hex::encode(link.pin);
+        id.paired = false;
+        id.save(&opts.state)?;
+        pair_code = Some(link.code);
+        identity = Some(id);
+    }
+    let Some(mut identity) = identity else {
+        return Err(format!("{} holds no node identity: pair first with --pair LINK", opts.state.display()));
+    };
+    if opts.allow_private_targets {
+        warn!(
+            "--allow-private-targets is ON: clients may reach private and loopback addresses through this node (tests only)"
+        );
+    }
+    info!(device = %hex::encode(identity.device_id()?), server = %identity.server, "node agent starting");
+
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        let end = tokio::select! {
+            e = connect_once(&opts, &mut identity, &mut pair_code, shutdown.clone()) => e,
+            _ = shutdown.recv() => SessionEnd::Shutdown,
+        };
+        match end {
+            SessionEnd::Shutdown => return Ok(()),
+            SessionEnd::Fatal(why) => return Err(why),
+            SessionEnd::Retry(why) => {
+                if started.elapsed() > STABLE_AFTER {
+                    backoff = BACKOFF_MIN;
+                }
+                let wait = jitter(backoff);
+                warn!(reason = %why, retry_in_ms = wait.as_millis() as u64, "tunnel down; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.recv() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Full jitter in [d/2, d]: spreads reconnects after a server restart.
+fn jitter(d: Duration) -> Duration {
+    let r = crate::auth::random_bytes::<2>().map(u16::from_be_bytes).unwrap_or(0);
+    d / 2 + d.mul_f64(f64::from(r) / f64::from(u16::MAX) / 2.0)
+}
+
+async fn dial_server(opts: &NodeOptions, server: &str) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host(server).await.map_err(|e| format!("cannot resolve {server}: {e}"))?.collect();
+    let mut last = format!("{server} resolved to no address");
+    for addr in addrs {
+        let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
+        if let Some(b) = opts.bind {
+            if b.is_ipv4() != addr.is_ipv4() {
+                continue;
+            }
+            sock.bind(SocketAddr::new(b, 0)).map_err(|e| format!("cannot bind {b}: {e}"))?;
+        }
+        match tokio::time::timeout(opts.limits.dial_timeout(), sock.connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
+            Err(_) => last = format!("connecting to {addr} timed out"),
+        }
+    }
+    Err(last)
+}
+
+async fn connect_once(
+    opts: &NodeOptions,
+    identity: &mut NodeIdentity,
+    pair_code: &mut Option<String>,
+    shutdown: Shutdown,
+) -> SessionEnd {
+    match session(opts, identity, pair_code, shutdown).await {
+        Ok(end) => end,
+        Err(e) => SessionEnd::Retry(e),
+    }
+}
+
+async fn session(
+    opts: &NodeOptions,
+    identity: &mut NodeIdentity,
+    pair_code: &mut Option<String>,
+    mut shutdown: Shutdown,
+) -> Result<SessionEnd, String> {
+    let pin = identity.pin_bytes()?;
+    let keypair = identity.keypair()?;
+    let device_id = identity.device_id()?;
+    let server = identity.server.clone();
+    let host = server.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&server).to_owned();
+
+    let tcp = dial_server(opts, &server).await?;
+    let local = tcp.local_addr().ok();
+    let tls_cfg = crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| format!("bad server name {host:?}"))?;
+    let hs = opts.limits.handshake_timeout();
+    let tls = tokio::time::timeout(hs, tokio_rustls::TlsConnector::from(Arc::new(tls_cfg)).connect(name, tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS handshake with {server} failed (wrong pin?): {e}"))?;
+    let url = format!("wss://{server}/v1/tunnel");
+    let (mut wsock, _) = tokio::time::timeout(
+        hs,
+        tokio_tungstenite::client_async_with_config(url, tls, Some(ws::ws_config(&opts.limits))),
+    )
+    .await
+    .map_err(|_| "WebSocket upgrade timed out".to_string())?
+    .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
+
+    let hello = Hello {
+        min_version: protocol::MIN_PROTOCOL_VERSION,
+        max_version: protocol::PROTOCOL_VERSION,
+        device_id: Some(device_id),
+        agent: Some(format!("traffix-node/{}", env!("CARGO_PKG_VERSION"))),
+        max_streams: Some(opts.max_streams),
+        max_inflight: Some(opts.limits.node_max_inflight),
+    };
+    let step = |e: ReadEnd| format!("handshake: {e}");
+    ws::send_handshake_frame(&mut wsock, &Frame::Hello(hello)).await.map_err(step)?;
+    let challenge = match tokio::time::timeout(hs, ws::read_handshake_frame(&mut wsock))
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(step)?
+    {
+        Frame::Challenge(c) => c,
+        Frame::Error { code, message } => return Ok(refused(code, message)),
+        other => return Err(format!("expected CHALLENGE, got {}", other.name())),
+    };
+    let sign = |nonce: &[u8; 32]| keypair.sign(&protocol::challenge_message(&pin, &device_id, nonce)).as_ref().to_vec();
+    let answer = match (identity.paired, pair_code.as_ref()) {
+        (_, Some(code)) => Frame::Pair(Box::new(Pair {
+            code: code.clone(),
+            key_alg: identity.key_alg,
+            public_key: keypair.public_key().as_ref().to_vec(),
+            nonce: challenge.nonce,
+            signature: sign(&challenge.nonce),
+            model: std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()),
+            os: Some(format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)),
+            app_version: Some(env!("CARGO_PKG_VERSION").into()),
+            attestation: Vec::new(),
+        })),
+        (true, None) => Frame::Proof(Proof { nonce: challenge.nonce, signature: sign(&challenge.nonce) }),
+        (false, None) => return Ok(SessionEnd::Fatal("this node was never paired: run with --pair LINK".into())),
+    };
+    ws::send_handshake_frame(&mut wsock, &answer).await.map_err(step)?;
+    let welcome = match tokio::time::timeout(hs, ws::read_handshake_frame(&mut wsock))
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(step)?
+    {
+        Frame::Welcome(w) => w,
+        Frame::Error { code, message } => return Ok(refused(code, message)),
+        other => return Err(format!("expected WELCOME, got {}", other.name())),
+    };
+    if pair_code.take().is_some() || !identity.paired || identity.vip.as_deref() != Some(&welcome.vip.to_string()) {
+        identity.paired = true;
+        identity.vip = Some(welcome.vip.to_string());
+        identity.save(&opts.state)?;
+        info!(vip = %welcome.vip, "paired with the server");
+    }
+    info!(vip = %welcome.vip, local = ?local, "tunnel up");
+
+    let (mux, out_rx) = Mux::new(MuxConfig {
+        initial_window: opts.limits.initial_window,
+        max_window: opts.limits.max_window,
+        own_inflight: opts.limits.node_max_inflight,
+        peer_inflight: welcome.max_inflight,
+        max_data: protocol::MAX_DATA_LEN,
+        idle_timeout: opts.limits.idle_timeout(),
+    });
+    let epoch = tokio::time::Instant::now();
+    let (sink, mut stream) = wsock.split();
+    let writer =
+        tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(opts.limits.ping_interval_secs)), epoch));
+
+    let mut policy = EgressPolicy { allow_private_targets: opts.allow_private_targets, ..EgressPolicy::default() };
+    policy.own_networks = netinfo::own_networks();
+    if let Ok(addrs) = tokio::net::lookup_host(&server).await {
+        policy.server_endpoints.extend(addrs);
+    }
+    let policy = Arc::new(policy);
+    let max_streams = welcome.max_streams.min(opts.max_streams) as usize;
+    let dial_timeout = opts.limits.dial_timeout();
+    let hb_every = Duration::from_secs(u64::from(welcome.heartbeat_interval_s.max(1)));
+    let mut heartbeat = tokio::time::interval(hb_every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let dead_after = Duration::from_secs(opts.limits.node_dead_after_secs);
+    let mut seq = 0u32;
+    let mut sent_at: Option<(u32, tokio::time::Instant)> = None;
+    let mut state = NodeState::Serving;
+    let mut rtt = None;
+    let mut stopping = false;
+
+    let end = loop {
+        tokio::select! {
+            frame = ws::next_frame(&mut stream, dead_after, epoch, &mut rtt) => {
+                if let Some(r) = rtt.take() {
+                    mux.observe_rtt(r);
+                }
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => {
+                        if matches!(e, ReadEnd::Protocol(_) | ReadEnd::Text) {
+                            mux.send_error(ErrorCode::ProtocolViolation, &e.to_string());
+                        }
+                        break SessionEnd::Retry(e.to_string());
+                    }
+                };
+                let control = match mux.dispatch(frame) {
+                    Ok(None) => continue,
+                    Ok(Some(c)) => c,
+                    Err(v) => {
+                        mux.send_error(ErrorCode::ProtocolViolation, &v.0);
+                        break SessionEnd::Retry(v.0);
+                    }
+                };
+                match control {
+                    Frame::Open { stream: id, window, target } => {
+                        let Some(s) = mux.accept(id, window, max_streams) else {
+                            mux.send_frame(&Frame::OpenErr { stream: id, reason: OpenErrReason::NodeBusy, message: format!("node is at its {max_streams}-stream limit") });
+                            continue;
+                        };
+                        if state != NodeState::Serving {
+                            s.reject(OpenErrReason::Draining, "node is draining");
+                            continue;
+                        }
+                        tokio::spawn(serve_stream(s, target, policy.clone(), dial_timeout));
+                    }
+                    Frame::Challenge(c) => {
+                        mux.send_frame(&Frame::Proof(Proof { nonce: c.nonce, signature: sign(&c.nonce) }));
+                    }
+                    Frame::HeartbeatAck { seq: s, .. } => {
+                        if let Some((want, at)) = sent_at.take()
+                            && want == s {
+                                mux.observe_rtt(at.elapsed());
+                            }
+                    }
+                    Frame::Drain { reason, .. } => {
+                        info!(reason = ?reason, "server asked us to drain");
+                        state = NodeState::Draining;
+                    }
+                    Frame::Error { code, message } => break refused(code, message),
+                    other => {
+                        mux.send_error(ErrorCode::ProtocolViolation, &format!("unexpected {} from the server", other.name()));
+                        break SessionEnd::Retry(format!("server sent unexpected {}", other.name()));
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if state == NodeState::Draining && mux.active_streams() == 0 {
+                    break if stopping { SessionEnd::Shutdown } else { SessionEnd::Retry("drained".into()) };
+                }
+                seq = seq.wrapping_add(1);
+                sent_at = Some((seq, tokio::time::Instant::now()));
+                mux.send_frame(&Frame::Heartbeat(Heartbeat {
+                    seq,
+                    state,
+                    network: NetworkType::Ethernet,
+                    max_streams: Some(max_streams as u32),
+                    active_streams: Some(mux.active_streams() as u32),
+                    uptime_s: Some(epoch.elapsed().as_secs()),
+                    ..Heartbeat::default()
+                }));
+            }
+            _ = shutdown.recv(), if !stopping => {
+                stopping = true;
+                state = NodeState::Draining;
+                mux.send_frame(&Frame::Drain { reason: Some("node agent stopping".into()), deadline_s: Some(10) });
+                if mux.active_streams() == 0 {
+                    break SessionEnd::Shutdown;
+                }
+                heartbeat.reset_after(Duration::from_millis(200));
+            }
+        }
+    };
+    mux.close("session ended");
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    Ok(end)
+}
+
+fn refused(code: ErrorCode, message: String) -> SessionEnd {
+    let why = format!("server refused: {code:?}: {message}");
+    if code.is_fatal() { SessionEnd::Fatal(why) } else { SessionEnd::Retry(why) }
+}
+
+/// Dials `target` under the egress policy and relays the stream.
+async fn serve_stream(stream: MuxStream, target: Target, policy: Arc<EgressPolicy>, timeout: Duration) {
+    match dial(&policy, &target, timeout).await {
+        Ok(sock) => {
+            let peer = sock.peer_addr().ok();
+            stream.send_open_ok(peer);
+            let stats = relay::relay(sock, stream, Arc::new(NoMeter), false).await;
+            debug!(target = %target, sent = stats.sent, received = stats.received, end = stats.end.as_str(), "stream done");
+        }
+        Err((reason, message)) => {
+            debug!(target = %target, reason = reason.as_str(), %message, "open refused");
+            stream.reject(reason, &message);
+        }
+    }
+}
+
+/// SECURITY.md §1 on the node: check the spelling and port, resolve once, check every
+/// address, dial the checked literal, and make sure the connected peer is the checked one.
+pub async fn dial(
+    policy: &EgressPolicy,
+    target: &Target,
+    timeout: Duration,
+) -> Result<TcpStream, (OpenErrReason, String)> {
+    let refused = |r: crate::egress::Refusal| (OpenErrReason::RefusedByPolicy, r.to_string());
+    let port = target.port();
+    let host = policy.check_target(&target.host(), port).map_err(refused)?;
+    let addrs: Vec<SocketAddr> = match host {
+        Host::Ip(ip) => vec![SocketAddr::new(ip, port)],
+        Host::Name(name) => match tokio::time::timeout(timeout, tokio::net::lookup_host((name.as_str(), port))).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => return Err((OpenErrReason::DnsFailed, format!("cannot resolve {name}: {e}"))),
+            Err(_) => return Err((OpenErrReason::DnsFailed, format!("resolving {name} timed out"))),
+        },
+    };
+    if addrs.is_empty() {
+        return Err((OpenErrReason::DnsFailed, "name resolved to no address".into()));
+    }
+    for a in &addrs {
+        policy.check_addr(*a).map_err(refused)?;
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = (OpenErrReason::HostUnreachable, "no address could be reached".to_string());
+    for a in addrs {
+        match tokio::time::timeout_at(deadline, TcpStream::connect(a)).await {
+            Err(_) => return Err((OpenErrReason::Timeout, format!("connecting to {a} timed out"))),
+            Ok(Ok(s)) => {
+                if s.peer_addr().ok() != Some(a) {
+                    return Err((
+                        OpenErrReason::RefusedByPolicy,
+                        format!("connected peer is not the checked address {a}"),
+                    ));
+                }
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => {
+                let reason = match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => OpenErrReason::ConnectionRefused,
+                    std::io::ErrorKind::NetworkUnreachable => OpenErrReason::NetworkUnreachable,
+                    std::io::ErrorKind::TimedOut => OpenErrReason::Timeout,
+                    _ => OpenErrReason::HostUnreachable,
+                };
+                last = (reason, format!("{a}: {e}"));
+            }
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,250 @@
+//! Devices (paired nodes), their virtual IPs, and one-time pairing codes.
+
+use std::net::Ipv4Addr;
+
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use super::tables::{DEVICES, META, PAIR_CODES, USERS, VIPS};
+use super::{Store, StoreError, from_json, to_json};
+use crate::tunnel::protocol::KeyAlg;
+
+/// First address of the virtual IP space `100.64.0.0/10`.
+const VIP_BASE: u32 = u32::from_be_bytes([100, 64, 0, 0]);
+/// Number of addresses in `100.64.0.0/10`.
+const VIP_SPACE: u32 = 1 << 22;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// Lowercase hex of the 16-byte device id.
+    pub id: String,
+    pub owner: String,
+    pub vip: Ipv4Addr,
+    pub key_alg: KeyAlg,
+    /// Hex of the public key as sent at pairing.
+    pub public_key: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub app_version: Option<String>,
+    /// Hex DER of the attestation chain, leaf first (verified by the device-trust checks).
+    #[serde(default)]
+    pub attestation: Vec<String>,
+    pub paired_at: u64,
+    #[serde(default)]
+    pub last_seen: Option<u64>,
+    #[serde(default)]
+    pub last_ip: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub banned: bool,
+    #[serde(default)]
+    pub ban_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PairCode {
+    pub user: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub used: bool,
+}
+
+/// One last-seen update: device id, time, public IP, country.
+pub type SeenRow = (Vec<u8>, u64, Option<String>, Option<String>);
+
+/// Why a pairing was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    #[error("pairing code is unknown")]
+    Unknown,
+    #[error("pairing code was already used")]
+    Used,
+    #[error("pairing code expired")]
+    Expired,
+    #[error("the owner account is disabled")]
+    OwnerDisabled,
+    #[error("device is banned")]
+    Banned,
+    #[error("device is already paired to another user")]
+    OtherOwner,
+    #[error("virtual IP space exhausted")]
+    VipExhausted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+macro_rules! pair_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for PairError {
+            fn from(e: $t) -> Self { PairError::Store(e.into()) }
+        }
+    )*};
+}
+pair_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+fn vip_of(n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(VIP_BASE + n)
+}
+
+impl Store {
+    /// Stores a pairing code (by its hash) for `user`.
+    pub fn create_pair_code(&self, code_hash: &str, code: &PairCode) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            if txn.open_table(USERS)?.get(code.user.as_str())?.is_none() {
+                return Err(StoreError::NotFound(format!("user {:?}", code.user)));
+            }
+            let mut t = txn.open_table(PAIR_CODES)?;
+            // Forget expired codes while we are here, so the table stays small.
+            let now = code.created_at;
+            let expired: Vec<String> = t
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter_map(|(k, v)| {
+                    let c: PairCode = from_json(v.value()).ok()?;
+                    (c.expires_at + 86_400 < now).then(|| k.value().to_owned())
+                })
+                .collect();
+            for k in expired {
+                t.remove(k.as_str())?;
+            }
+            t.insert(code_hash, to_json(code)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Redeems a pairing code and registers (or re-registers) the device in one transaction.
+    /// A device already known keeps its virtual IP; a new one gets the next free address.
+    pub fn pair_device(&self, code_hash: &str, now: u64, mut device: DeviceRecord) -> Result<DeviceRecord, PairError> {
+        let txn = self.write()?;
+        let result = {
+            let mut codes = txn.open_table(PAIR_CODES)?;
+            let mut code: PairCode = match codes.get(code_hash)? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(PairError::Unknown),
+            };
+            if code.used {
+                return Err(PairError::Used);
+            }
+            if now >= code.expires_at {
+                return Err(PairError::Expired);
+            }
+            let owner: super::UserRecord = match txn.open_table(USERS)?.get(code.user.as_str())? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(PairError::Unknown),
+            };
+            if owner.disabled {
+                return Err(PairError::OwnerDisabled);
+            }
+            code.used = true;
+            codes.insert(code_hash, to_json(&code)?.as_slice())?;
+
+            let id = hex::decode(&device.id).map_err(|_| StoreError::Invalid("device id is not hex".into()))?;
+            let mut devices = txn.open_table(DEVICES)?;
+            let existing: Option<DeviceRecord> =
+                devices.get(id.as_slice())?.map(|v| from_json(v.value())).transpose()?;
+            device.owner = code.user.clone();
+            device.paired_at = now;
+            match existing {
+                Some(old) if old.banned => return Err(PairError::Banned),
+                Some(old) if old.owner != device.owner => return Err(PairError::OtherOwner),
+                Some(old) => {
+                    device.vip = old.vip;
+                    device.country = old.country;
+                }
+                None => {
+                    let mut meta = txn.open_table(META)?;
+                    let mut vips = txn.open_table(VIPS)?;
+                    let mut n = meta.get("next_vip")?.map(|v| v.value() as u32).unwrap_or(1);
+                    let mut tries = 0u32;
+                    loop {
+                        // Skip .0 and .255 host bytes: valid here, but they confuse people.
+                        let last = n & 0xff;
+                        if n == 0 || n >= VIP_SPACE - 1 {
+                            n = 1;
+                        } else if last != 0 && last != 255 && vips.get(u32::from(vip_of(n)))?.is_none() {
+                            break;
+                        } else {
+                            n += 1;
+                        }
+                        tries += 1;
+                        if tries > VIP_SPACE {
+                            return Err(PairError::VipExhausted);
+                        }
+                    }
+                    device.vip = vip_of(n);
+                    vips.insert(u32::from(device.vip), id.as_slice())?;
+                    meta.insert("next_vip", u64::from(n + 1))?;
+                }
+            }
+            devices.insert(id.as_slice(), to_json(&device)?.as_slice())?;
+            device
+        };
+        txn.commit()?;
+        Ok(result)
+    }
+
+    pub fn get_device(&self, id: &[u8]) -> Result<Option<DeviceRecord>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(DEVICES)?;
+        t.get(id)?.map(|v| from_json(v.value())).transpose()
+    }
+
+    pub fn list_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(DEVICES)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            out.push(from_json(row?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Reads, changes and writes one device in one transaction.
+    pub fn update_device(&self, id: &[u8], change: impl FnOnce(&mut DeviceRecord)) -> Result<DeviceRecord, StoreError> {
+        let txn = self.write()?;
+        let dev = {
+            let mut t = txn.open_table(DEVICES)?;
+            let mut dev: DeviceRecord = match t.get(id)? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(StoreError::NotFound(format!("device {}", hex::encode(id)))),
+            };
+            change(&mut dev);
+            t.insert(id, to_json(&dev)?.as_slice())?;
+            dev
+        };
+        txn.commit()?;
+        Ok(dev)
+    }
+
+    /// Persists last-seen times (and addresses, countries) of many devices in one transaction.
+    pub fn touch_devices(&self, seen: &[SeenRow]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let txn = self.write()?;
+        {
+            let mut t = txn.open_table(DEVICES)?;
+            for (id, at, ip, country) in seen {
+                let dev: Option<DeviceRecord> = t.get(id.as_slice())?.map(|v| from_json(v.value())).transpose()?;
+                if let Some(mut dev) = dev {
+                    dev.last_seen = Some(*at);
+                    if ip.is_some() {
+                        dev.last_ip = ip.clone();
+                    }
+                    if country.is_some() {
+                        dev.country = country.clone();
+                    }
+                    t.insert(id.as_slice(), to_json(&dev)?.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! Durable state in one embedded redb file: users, devices, pairing codes, the ledger's
+//! transfers and balances, the audit log.
+//!
+//! The methods are the storage interface: one call per business operation, each one write
+//! transaction, domain types in and out (no redb types leak). A PostgreSQL backend later
+//! implements the same calls. Hot counters never live only here or only in memory: the
+//! services flush them through these calls.
+
+mod devices;
+mod ledger;
+pub mod migrations;
+pub mod tables;
+mod users;
+
+use std::path::Path;
+
+pub use devices::{DeviceRecord, PairCode, PairError};
+pub use ledger::{Account, Transfer};
+pub use users::UserRecord;
+
+/// Errors from the store. Callers branch on the variants that describe domain outcomes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("the database is in use by another process (is `traffix serve` running without its admin socket?)")]
+    Locked,
+    #[error("database schema version {found} is newer than this build supports ({supported}); upgrade traffix")]
+    TooNew { found: u64, supported: u64 },
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(e: redb::DatabaseError) -> Self {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+            e => StoreError::Db(e.into()),
+        }
+    }
+}
+
+/// The store. Cheap to share behind an `Arc`; redb serialises writers internally.
+pub struct Store {
+    db: redb::Database,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// Begins a write transaction the way every write must (SECURITY.md §4): two-phase commit and
+/// quick repair, so a kill -9 leaves the last committed state and reopening stays fast.
+pub(crate) fn begin_write(db: &redb::Database) -> Result<redb::WriteTransaction, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(true);
+    txn.set_quick_repair(true);
+    Ok(txn)
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = redb::Database::create(path)?;
+        migrations::migrate(&db)?;
+        Ok(Store { db })
+    }
+
+    fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        begin_write(&self.db)
+    }
+
+    /// The schema version on disk.
+    pub fn schema_version(&self) -> Result<u64, StoreError> {
+        use redb::ReadableDatabase;
+        let rtx = self.db.begin_read()?;
+        Ok(rtx.open_table(tables::META)?.get("schema_version")?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Copies a consistent snapshot of the database to `dest` (a fresh file).
+    pub fn backup(&self, dest: &Path) -> Result<(), StoreError> {
+        use redb::{ReadableDatabase, ReadableTable};
+        if dest.exists() {
+            return Err(StoreError::AlreadyExists(dest.display().to_string()));
+        }
+        let out = redb::Database::create(dest)?;
+        let rtx = self.db.begin_read()?;
+        let wtx = begin_write(&out)?;
+        macro_rules! copy {
+            ($t:expr) => {{
+                let src = rtx.open_table($t)?;
+                let mut dst = wtx.open_table($t)?;
+                for row in src.iter()? {
+                    let (k, v) = row?;
+                    dst.insert(k.value(), v.value())?;
+                }
+            }};
+        }
+        copy!(tables::META);
+        copy!(tables::USERS);
+        copy!(tables::DEVICES);
+        copy!(tables::VIPS);
+        copy!(tables::PAIR_CODES);
+        copy!(tables::TRANSFERS);
+        copy!(tables::TRANSFER_IDS);
+        copy!(tables::BALANCES);
+        copy!(tables::AUDIT);
+        wtx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_store_is_at_the_last_schema_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.redb");
+        {
+            let s = Store::open(&p).unwrap();
+            assert_eq!(s.schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
+        }
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.redb");
+        {
+            let s = Store::open(&p).unwrap();
+            let txn = s.write().unwrap();
+            txn.open_table(tables::META).unwrap().insert("schema_version", 99).unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(Store::open(&p), Err(StoreError::TooNew { found: 99, .. })));
+    }
+}

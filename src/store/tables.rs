@@ -1,0 +1,23 @@
+//! Every redb table of the store, in one place. Values are JSON documents (serde) so that
+//! adding a field is not a migration; renames and re-keyings are (see `migrations.rs`).
+
+use redb::TableDefinition;
+
+/// Schema metadata and counters: `schema_version`, `next_vip`, `transfer_seq`, `audit_seq`.
+pub const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// User name → `UserRecord` JSON.
+pub const USERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("users");
+/// Device id (16 bytes) → `DeviceRecord` JSON.
+pub const DEVICES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("devices");
+/// Virtual IP (u32) → device id: keeps vIPs unique.
+pub const VIPS: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("vips");
+/// SHA-256 (hex) of a pairing code → `PairCode` JSON.
+pub const PAIR_CODES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("pair_codes");
+/// Transfer sequence → `Transfer` JSON (immutable, append-only).
+pub const TRANSFERS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("transfers");
+/// Transfer id → sequence: idempotency of external events.
+pub const TRANSFER_IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("transfer_ids");
+/// Account → balance in micro-units, maintained in the same transaction as its transfers.
+pub const BALANCES: TableDefinition<'_, &str, i64> = TableDefinition::new("balances");
+/// Audit sequence → `AuditEntry` JSON.
+pub const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");

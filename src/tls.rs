@@ -1,0 +1,245 @@
+//! TLS: the appliance's self-signed certificate, its pin, the TLS 1.3-only server config, and
+//! the node's pin-checking client config.
+//!
+//! The pin is the lowercase hex SHA-256 of the certificate's DER SubjectPublicKeyInfo, so
+//! renewing the certificate with the same key keeps every paired node working. The node trusts
+//! exactly the pinned key: a self-signed certificate never passes a platform trust store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} holds no {what}")]
+    Missing { path: String, what: &'static str },
+    #[error("certificate is not valid DER X.509: {0}")]
+    BadCertificate(&'static str),
+    #[error("generating the certificate failed: {0}")]
+    Generate(String),
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The process-wide crypto provider (ring). Installed first thing in `main` and in tests.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Installs [`provider`] as the process default; harmless if one is installed already.
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A freshly generated certificate and key, PEM-encoded, with its pin.
+pub struct Generated {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub pin: String,
+}
+
+/// Generates a self-signed ECDSA P-256 certificate for `names` (DNS names or IP literals).
+pub fn generate_self_signed(names: &[String]) -> Result<Generated, TlsError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names.first().cloned().unwrap_or_else(|| "traffix".into()));
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2099, 12, 31);
+    let cert = params.self_signed(&key).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let pin = pin_of_cert(cert.der())?;
+    Ok(Generated { cert_pem: cert.pem(), key_pem: key.serialize_pem(), pin })
+}
+
+/// Reads one DER TLV at the start of `b`: (tag, whole TLV length, content range start).
+fn der_tlv(b: &[u8]) -> Result<(u8, usize, usize), TlsError> {
+    let bad = TlsError::BadCertificate;
+    let tag = *b.first().ok_or(bad("empty"))?;
+    let l0 = *b.get(1).ok_or(bad("truncated length"))?;
+    let (len, hdr) = if l0 < 0x80 {
+        (l0 as usize, 2)
+    } else {
+        let n = (l0 & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return Err(bad("unsupported length form"));
+        }
+        let bytes = b.get(2..2 + n).ok_or(bad("truncated length"))?;
+        (bytes.iter().fold(0usize, |acc, &x| (acc << 8) | x as usize), 2 + n)
+    };
+    let total = hdr.checked_add(len).ok_or(bad("length overflow"))?;
+    if total > b.len() {
+        return Err(bad("truncated value"));
+    }
+    Ok((tag, total, hdr))
+}
+
+/// Extracts the DER SubjectPublicKeyInfo of an X.509 certificate.
+pub fn spki_of_cert(cert: &[u8]) -> Result<&[u8], TlsError> {
+    let bad = TlsError::BadCertificate;
+    let (tag, total, hdr) = der_tlv(cert)?;
+    if tag != 0x30 {
+        return Err(bad("certificate is not a SEQUENCE"));
+    }
+    let cert = &cert[hdr..total];
+    let (tag, total, hdr) = der_tlv(cert)?;
+    if tag != 0x30 {
+        return Err(bad("tbsCertificate is not a SEQUENCE"));
+    }
+    let mut tbs = &cert[hdr..total];
+    // version [0] (optional), serial, signature, issuer, validity, subject, then the SPKI.
+    let (tag, total, _) = der_tlv(tbs)?;
+    if tag == 0xa0 {
+        tbs = &tbs[total..];
+    }
+    for _ in 0..5 {
+        let (_, total, _) = der_tlv(tbs)?;
+        tbs = &tbs[total..];
+    }
+    let (tag, total, _) = der_tlv(tbs)?;
+    if tag != 0x30 {
+        return Err(bad("subjectPublicKeyInfo is not a SEQUENCE"));
+    }
+    Ok(&tbs[..total])
+}
+
+/// The raw 32-byte pin of a certificate.
+pub fn pin_bytes_of_cert(cert: &[u8]) -> Result<[u8; 32], TlsError> {
+    let d = ring::digest::digest(&ring::digest::SHA256, spki_of_cert(cert)?);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    Ok(out)
+}
+
+/// The pin of a certificate as lowercase hex.
+pub fn pin_of_cert(cert: &[u8]) -> Result<String, TlsError> {
+    Ok(hex::encode(pin_bytes_of_cert(cert)?))
+}
+
+/// Reads the certificate chain and key from PEM files.
+pub fn load_cert_and_key(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|source| TlsError::Read { path: p.display().to_string(), source });
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut read(cert)?.as_slice()).filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        return Err(TlsError::Missing { path: cert.display().to_string(), what: "PEM certificate" });
+    }
+    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| TlsError::Missing { path: key.display().to_string(), what: "PEM private key" })?;
+    Ok((certs, key))
+}
+
+/// The web listener's TLS config: TLS 1.3 only, HTTP/1.1 (the tunnel is a WebSocket upgrade).
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// A certificate verifier that accepts exactly the pinned public key.
+#[derive(Debug)]
+pub struct PinVerifier {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinVerifier {
+    pub fn new(pin: [u8; 32]) -> Self {
+        PinVerifier { pin, provider: provider() }
+    }
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = pin_bytes_of_cert(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        if got == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The node's TLS client config: TLS 1.3, trusting only `pin`.
+pub fn pinned_client_config(pin: [u8; 32]) -> Result<rustls::ClientConfig, TlsError> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinVerifier::new(pin)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Parses a 64-hex-digit pin.
+pub fn parse_pin(s: &str) -> Option<[u8; 32]> {
+    let v = hex::decode(s.trim()).ok()?;
+    v.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_is_sha256_of_the_spki_and_survives_any_truncation() {
+        let g = generate_self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let der = rustls_pemfile::certs(&mut g.cert_pem.as_bytes()).next().unwrap().unwrap();
+        assert_eq!(pin_of_cert(&der).unwrap(), g.pin);
+        use rcgen::PublicKeyData;
+        let key = rcgen::KeyPair::from_pem(&g.key_pem).unwrap();
+        let expect = hex::encode(ring::digest::digest(&ring::digest::SHA256, &key.subject_public_key_info()));
+        assert_eq!(g.pin, expect);
+        for n in 0..der.len() {
+            let _ = spki_of_cert(&der[..n]);
+        }
+        assert!(spki_of_cert(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}

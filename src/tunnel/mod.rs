@@ -1,0 +1,9 @@
+//! The node tunnel: frame protocol, stream multiplexer, relay, and on the server the node
+//! sessions and the registry that maps virtual IPs to live sessions.
+
+pub mod mux;
+pub mod protocol;
+pub mod registry;
+pub mod relay;
+pub mod session;
+pub mod ws;

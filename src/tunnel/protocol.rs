@@ -1,0 +1,999 @@
+//! The tunnel frame codec: every frame of `docs/protocol.md`, encoded and decoded.
+//!
+//! Pure: no I/O, no async, no knowledge of sessions. Decoding never panics on any input and
+//! rejects what the spec calls a violation with a [`ProtocolError`] naming the problem.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The newest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The oldest protocol version this build still speaks.
+pub const MIN_PROTOCOL_VERSION: u8 = 1;
+/// Frame header: type, flags, stream id.
+pub const HEADER_LEN: usize = 6;
+/// Largest frame (one WebSocket message), header included.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+/// Largest DATA payload that fits in one frame.
+pub const MAX_DATA_LEN: usize = MAX_FRAME_LEN - HEADER_LEN;
+/// Length of a device id.
+pub const DEVICE_ID_LEN: usize = 16;
+/// Length of a challenge nonce.
+pub const NONCE_LEN: usize = 32;
+/// DATA flag: the sender's direction ends with this frame.
+pub const FLAG_FIN: u8 = 0x01;
+
+/// Frame type bytes.
+pub mod kind {
+    pub const HELLO: u8 = 0x01;
+    pub const CHALLENGE: u8 = 0x02;
+    pub const PROOF: u8 = 0x03;
+    pub const PAIR: u8 = 0x04;
+    pub const WELCOME: u8 = 0x05;
+    pub const HEARTBEAT: u8 = 0x06;
+    pub const HEARTBEAT_ACK: u8 = 0x07;
+    pub const DRAIN: u8 = 0x08;
+    pub const ERROR: u8 = 0x09;
+    pub const OPEN: u8 = 0x10;
+    pub const OPEN_OK: u8 = 0x11;
+    pub const OPEN_ERR: u8 = 0x12;
+    pub const DATA: u8 = 0x13;
+    pub const WINDOW: u8 = 0x14;
+    pub const RESET: u8 = 0x15;
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("frame of {0} bytes is shorter than the {HEADER_LEN}-byte header")]
+    Short(usize),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    TooLarge(usize),
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownType(u8),
+    #[error("{0} frame must use stream 0")]
+    NeedsConnectionStream(&'static str),
+    #[error("{0} frame must use a non-zero stream id")]
+    NeedsStream(&'static str),
+    #[error("{frame} frame is truncated: {what}")]
+    Truncated { frame: &'static str, what: &'static str },
+    #[error("{frame} field {tag} has length {len}, expected {expected}")]
+    FieldLength { frame: &'static str, tag: u8, len: usize, expected: usize },
+    #[error("{frame} field {tag} repeats")]
+    RepeatedField { frame: &'static str, tag: u8 },
+    #[error("{frame} lacks required field {tag}")]
+    MissingField { frame: &'static str, tag: u8 },
+    #[error("{frame} field {tag} is not valid: {why}")]
+    BadField { frame: &'static str, tag: u8, why: &'static str },
+    #[error("bad target address: {0}")]
+    BadAddress(&'static str),
+    #[error("empty DATA frame without FIN")]
+    EmptyData,
+}
+
+/// Where a stream should go: an IP endpoint or a name the node resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Ip(SocketAddr),
+    Domain(String, u16),
+}
+
+impl Target {
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Ip(a) => a.port(),
+            Target::Domain(_, p) => *p,
+        }
+    }
+
+    /// The host part as text (no brackets, no port).
+    pub fn host(&self) -> String {
+        match self {
+            Target::Ip(a) => a.ip().to_string(),
+            Target::Domain(d, _) => d.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Ip(a) => write!(f, "{a}"),
+            Target::Domain(d, p) => write!(f, "{d}:{p}"),
+        }
+    }
+}
+
+/// Signing algorithm of a device key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAlg {
+    Ed25519 = 1,
+    EcdsaP256 = 2,
+}
+
+impl KeyAlg {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(KeyAlg::Ed25519),
+            2 => Some(KeyAlg::EcdsaP256),
+            _ => None,
+        }
+    }
+}
+
+/// What a node is willing to do, as reported in heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    #[default]
+    Serving = 0,
+    Draining = 1,
+    Paused = 2,
+}
+
+impl NodeState {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(NodeState::Serving),
+            1 => Some(NodeState::Draining),
+            2 => Some(NodeState::Paused),
+            _ => None,
+        }
+    }
+}
+
+/// The network a node is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkType {
+    #[default]
+    Unknown = 0,
+    Wifi = 1,
+    Cellular = 2,
+    Ethernet = 3,
+}
+
+impl NetworkType {
+    /// Unknown values read as `Unknown`: a newer node may know more network kinds.
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => NetworkType::Wifi,
+            2 => NetworkType::Cellular,
+            3 => NetworkType::Ethernet,
+            _ => NetworkType::Unknown,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hello {
+    pub min_version: u8,
+    pub max_version: u8,
+    pub device_id: Option<[u8; DEVICE_ID_LEN]>,
+    pub agent: Option<String>,
+    pub max_streams: Option<u32>,
+    pub max_inflight: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub version: Option<u8>,
+    pub nonce: [u8; NONCE_LEN],
+    pub server_time_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    pub nonce: [u8; NONCE_LEN],
+    pub signature: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub code: String,
+    pub key_alg: KeyAlg,
+    pub public_key: Vec<u8>,
+    pub nonce: [u8; NONCE_LEN],
+    pub signature: Vec<u8>,
+    pub model: Option<String>,
+    pub os: Option<String>,
+    pub app_version: Option<String>,
+    pub attestation: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub device_id: [u8; DEVICE_ID_LEN],
+    pub vip: Ipv4Addr,
+    pub heartbeat_interval_s: u16,
+    pub max_streams: u32,
+    pub initial_window: u32,
+    pub max_frame: u32,
+    pub challenge_interval_s: u16,
+    pub max_inflight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Heartbeat {
+    pub seq: u32,
+    pub state: NodeState,
+    pub battery_pct: Option<u8>,
+    pub charging: Option<bool>,
+    pub network: NetworkType,
+    pub bytes_today: Option<u64>,
+    pub bytes_month: Option<u64>,
+    pub max_streams: Option<u32>,
+    pub daily_cap: Option<u64>,
+    pub monthly_cap: Option<u64>,
+    pub active_streams: Option<u32>,
+    pub uptime_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    VersionUnsupported = 1,
+    AuthFailed = 2,
+    PairingCodeInvalid = 3,
+    DeviceBanned = 4,
+    ProtocolViolation = 5,
+    Replaced = 6,
+    ServerShutdown = 7,
+    LimitExceeded = 8,
+    ChallengeTimeout = 9,
+    Internal = 10,
+}
+
+impl ErrorCode {
+    pub fn from_u16(v: u16) -> Self {
+        match v {
+            1 => ErrorCode::VersionUnsupported,
+            2 => ErrorCode::AuthFailed,
+            3 => ErrorCode::PairingCodeInvalid,
+            4 => ErrorCode::DeviceBanned,
+            5 => ErrorCode::ProtocolViolation,
+            6 => ErrorCode::Replaced,
+            7 => ErrorCode::ServerShutdown,
+            8 => ErrorCode::LimitExceeded,
+            9 => ErrorCode::ChallengeTimeout,
+            _ => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether a node should give up instead of reconnecting.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::VersionUnsupported
+                | ErrorCode::AuthFailed
+                | ErrorCode::PairingCodeInvalid
+                | ErrorCode::DeviceBanned
+        )
+    }
+}
+
+/// Why a node could not open a stream. The proxy maps these to SOCKS5 replies and HTTP statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenErrReason {
+    RefusedByPolicy = 1,
+    DnsFailed = 2,
+    ConnectionRefused = 3,
+    Timeout = 4,
+    HostUnreachable = 5,
+    NetworkUnreachable = 6,
+    NodeBusy = 7,
+    Draining = 8,
+    Internal = 9,
+}
+
+impl OpenErrReason {
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::RefusedByPolicy,
+            2 => Self::DnsFailed,
+            3 => Self::ConnectionRefused,
+            4 => Self::Timeout,
+            5 => Self::HostUnreachable,
+            6 => Self::NetworkUnreachable,
+            7 => Self::NodeBusy,
+            8 => Self::Draining,
+            _ => Self::Internal,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RefusedByPolicy => "refused_by_policy",
+            Self::DnsFailed => "dns_failed",
+            Self::ConnectionRefused => "connection_refused",
+            Self::Timeout => "timeout",
+            Self::HostUnreachable => "host_unreachable",
+            Self::NetworkUnreachable => "network_unreachable",
+            Self::NodeBusy => "node_busy",
+            Self::Draining => "draining",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    Cancel = 0,
+    ProtocolViolation = 1,
+    FlowControl = 2,
+    IdleTimeout = 3,
+    Internal = 4,
+    Shutdown = 5,
+    Billing = 6,
+}
+
+impl ResetReason {
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Cancel,
+            1 => Self::ProtocolViolation,
+            2 => Self::FlowControl,
+            3 => Self::IdleTimeout,
+            5 => Self::Shutdown,
+            6 => Self::Billing,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello(Hello),
+    Challenge(Challenge),
+    Proof(Proof),
+    Pair(Box<Pair>),
+    Welcome(Welcome),
+    Heartbeat(Heartbeat),
+    HeartbeatAck { seq: u32, server_time_ms: Option<u64> },
+    Drain { reason: Option<String>, deadline_s: Option<u16> },
+    Error { code: ErrorCode, message: String },
+    Open { stream: u32, window: u32, target: Target },
+    OpenOk { stream: u32, window: u32, peer: Option<SocketAddr> },
+    OpenErr { stream: u32, reason: OpenErrReason, message: String },
+    Data { stream: u32, fin: bool, payload: Bytes },
+    Window { stream: u32, increment: u32 },
+    Reset { stream: u32, reason: ResetReason, message: String },
+}
+
+fn header(buf: &mut BytesMut, kind: u8, flags: u8, stream: u32) {
+    buf.put_u8(kind);
+    buf.put_u8(flags);
+    buf.put_u32(stream);
+}
+
+/// Writes the header of a DATA frame into the first [`HEADER_LEN`] bytes of `buf`.
+/// Used by the relay, which reads socket bytes straight into a buffer behind a reserved header.
+pub fn write_data_header(buf: &mut [u8], stream: u32, fin: bool) {
+    if buf.len() >= HEADER_LEN {
+        buf[0] = kind::DATA;
+        buf[1] = if fin { FLAG_FIN } else { 0 };
+        buf[2..6].copy_from_slice(&stream.to_be_bytes());
+    }
+}
+
+struct Tlv<'a>(&'a mut BytesMut);
+
+impl Tlv<'_> {
+    fn bytes(&mut self, tag: u8, v: &[u8]) {
+        // Fields are bounded well below u16::MAX by construction (frame ≤ 64 KiB);
+        // clamp rather than emit a corrupt length.
+        let n = v.len().min(u16::MAX as usize);
+        self.0.put_u8(tag);
+        self.0.put_u16(n as u16);
+        self.0.put_slice(&v[..n]);
+    }
+    fn u8(&mut self, tag: u8, v: u8) {
+        self.bytes(tag, &[v]);
+    }
+    fn u16(&mut self, tag: u8, v: u16) {
+        self.bytes(tag, &v.to_be_bytes());
+    }
+    fn u32(&mut self, tag: u8, v: u32) {
+        self.bytes(tag, &v.to_be_bytes());
+    }
+    fn u64(&mut self, tag: u8, v: u64) {
+        self.bytes(tag, &v.to_be_bytes());
+    }
+    fn opt_u8(&mut self, tag: u8, v: Option<u8>) {
+        if let Some(v) = v {
+            self.u8(tag, v);
+        }
+    }
+    fn opt_u32(&mut self, tag: u8, v: Option<u32>) {
+        if let Some(v) = v {
+            self.u32(tag, v);
+        }
+    }
+    fn opt_u64(&mut self, tag: u8, v: Option<u64>) {
+        if let Some(v) = v {
+            self.u64(tag, v);
+        }
+    }
+    fn opt_str(&mut self, tag: u8, v: &Option<String>) {
+        if let Some(v) = v {
+            self.bytes(tag, v.as_bytes());
+        }
+    }
+}
+
+fn put_addr(buf: &mut BytesMut, target: &Target) {
+    match target {
+        Target::Ip(SocketAddr::V4(a)) => {
+            buf.put_u16(a.port());
+            buf.put_u8(1);
+            buf.put_slice(&a.ip().octets());
+        }
+        Target::Ip(SocketAddr::V6(a)) => {
+            buf.put_u16(a.port());
+            buf.put_u8(4);
+            buf.put_slice(&a.ip().octets());
+        }
+        Target::Domain(d, port) => {
+            let d = &d.as_bytes()[..d.len().min(255)];
+            buf.put_u16(*port);
+            buf.put_u8(3);
+            buf.put_u8(d.len() as u8);
+            buf.put_slice(d);
+        }
+    }
+}
+
+impl Frame {
+    /// The stream this frame belongs to (0 for connection frames).
+    pub fn stream(&self) -> u32 {
+        match self {
+            Frame::Open { stream, .. }
+            | Frame::OpenOk { stream, .. }
+            | Frame::OpenErr { stream, .. }
+            | Frame::Data { stream, .. }
+            | Frame::Window { stream, .. }
+            | Frame::Reset { stream, .. } => *stream,
+            _ => 0,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "HELLO",
+            Frame::Challenge(_) => "CHALLENGE",
+            Frame::Proof(_) => "PROOF",
+            Frame::Pair(_) => "PAIR",
+            Frame::Welcome(_) => "WELCOME",
+            Frame::Heartbeat(_) => "HEARTBEAT",
+            Frame::HeartbeatAck { .. } => "HEARTBEAT_ACK",
+            Frame::Drain { .. } => "DRAIN",
+            Frame::Error { .. } => "ERROR",
+            Frame::Open { .. } => "OPEN",
+            Frame::OpenOk { .. } => "OPEN_OK",
+            Frame::OpenErr { .. } => "OPEN_ERR",
+            Frame::Data { .. } => "DATA",
+            Frame::Window { .. } => "WINDOW",
+            Frame::Reset { .. } => "RESET",
+        }
+    }
+
+    /// Encodes the frame into one WebSocket message payload.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(64);
+        match self {
+            Frame::Hello(h) => {
+                header(&mut buf, kind::HELLO, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.u8(1, h.min_version);
+                t.u8(2, h.max_version);
+                if let Some(id) = &h.device_id {
+                    t.bytes(3, id);
+                }
+                t.opt_str(4, &h.agent);
+                t.opt_u32(5, h.max_streams);
+                t.opt_u32(6, h.max_inflight);
+            }
+            Frame::Challenge(c) => {
+                header(&mut buf, kind::CHALLENGE, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.opt_u8(1, c.version);
+                t.bytes(2, &c.nonce);
+                t.opt_u64(3, c.server_time_ms);
+            }
+            Frame::Proof(p) => {
+                header(&mut buf, kind::PROOF, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.bytes(1, &p.nonce);
+                t.bytes(2, &p.signature);
+            }
+            Frame::Pair(p) => {
+                header(&mut buf, kind::PAIR, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.bytes(1, p.code.as_bytes());
+                t.u8(2, p.key_alg as u8);
+                t.bytes(3, &p.public_key);
+                t.bytes(4, &p.nonce);
+                t.bytes(5, &p.signature);
+                t.opt_str(6, &p.model);
+                t.opt_str(7, &p.os);
+                t.opt_str(8, &p.app_version);
+                for cert in &p.attestation {
+                    t.bytes(9, cert);
+                }
+            }
+            Frame::Welcome(w) => {
+                header(&mut buf, kind::WELCOME, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.bytes(1, &w.device_id);
+                t.bytes(2, &w.vip.octets());
+                t.u16(3, w.heartbeat_interval_s);
+                t.u32(4, w.max_streams);
+                t.u32(5, w.initial_window);
+                t.u32(6, w.max_frame);
+                t.u16(7, w.challenge_interval_s);
+                t.u32(8, w.max_inflight);
+            }
+            Frame::Heartbeat(h) => {
+                header(&mut buf, kind::HEARTBEAT, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.u32(1, h.seq);
+                t.u8(2, h.state as u8);
+                t.opt_u8(3, h.battery_pct);
+                t.opt_u8(4, h.charging.map(u8::from));
+                t.u8(5, h.network as u8);
+                t.opt_u64(6, h.bytes_today);
+                t.opt_u64(7, h.bytes_month);
+                t.opt_u32(8, h.max_streams);
+                t.opt_u64(9, h.daily_cap);
+                t.opt_u64(10, h.monthly_cap);
+                t.opt_u32(11, h.active_streams);
+                t.opt_u64(12, h.uptime_s);
+            }
+            Frame::HeartbeatAck { seq, server_time_ms } => {
+                header(&mut buf, kind::HEARTBEAT_ACK, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.u32(1, *seq);
+                t.opt_u64(2, *server_time_ms);
+            }
+            Frame::Drain { reason, deadline_s } => {
+                header(&mut buf, kind::DRAIN, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.opt_str(1, reason);
+                if let Some(d) = deadline_s {
+                    t.u16(2, *d);
+                }
+            }
+            Frame::Error { code, message } => {
+                header(&mut buf, kind::ERROR, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.u16(1, *code as u16);
+                t.bytes(2, message.as_bytes());
+            }
+            Frame::Open { stream, window, target } => {
+                header(&mut buf, kind::OPEN, 0, *stream);
+                buf.put_u32(*window);
+                put_addr(&mut buf, target);
+            }
+            Frame::OpenOk { stream, window, peer } => {
+                header(&mut buf, kind::OPEN_OK, 0, *stream);
+                buf.put_u32(*window);
+                let peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                put_addr(&mut buf, &Target::Ip(peer));
+            }
+            Frame::OpenErr { stream, reason, message } => {
+                header(&mut buf, kind::OPEN_ERR, 0, *stream);
+                buf.put_u8(*reason as u8);
+                buf.put_slice(&message.as_bytes()[..message.len().min(1024)]);
+            }
+            Frame::Data { stream, fin, payload } => {
+                buf.reserve(payload.len());
+                header(&mut buf, kind::DATA, if *fin { FLAG_FIN } else { 0 }, *stream);
+                buf.put_slice(payload);
+            }
+            Frame::Window { stream, increment } => {
+                header(&mut buf, kind::WINDOW, 0, *stream);
+                buf.put_u32(*increment);
+            }
+            Frame::Reset { stream, reason, message } => {
+                header(&mut buf, kind::RESET, 0, *stream);
+                buf.put_u8(*reason as u8);
+                buf.put_slice(&message.as_bytes()[..message.len().min(1024)]);
+            }
+        }
+        buf.freeze()
+    }
+
+    /// Decodes one WebSocket message payload. `DATA` payloads are zero-copy slices of `msg`.
+    pub fn decode(msg: Bytes) -> Result<Frame, ProtocolError> {
+        if msg.len() < HEADER_LEN {
+            return Err(ProtocolError::Short(msg.len()));
+        }
+        if msg.len() > MAX_FRAME_LEN {
+            return Err(ProtocolError::TooLarge(msg.len()));
+        }
+        let ty = msg[0];
+        let flags = msg[1];
+        let stream = u32::from_be_bytes([msg[2], msg[3], msg[4], msg[5]]);
+        let body = &msg[HEADER_LEN..];
+        let conn = |name: &'static str| {
+            if stream == 0 { Ok(()) } else { Err(ProtocolError::NeedsConnectionStream(name)) }
+        };
+        let strm = |name: &'static str| {
+            if stream != 0 { Ok(()) } else { Err(ProtocolError::NeedsStream(name)) }
+        };
+        match ty {
+            kind::HELLO => {
+                conn("HELLO")?;
+                let f = Fields::parse("HELLO", body, &[])?;
+                Ok(Frame::Hello(Hello {
+                    min_version: f.req_u8(1)?,
+                    max_version: f.req_u8(2)?,
+                    device_id: f.opt_array::<DEVICE_ID_LEN>(3)?,
+                    agent: f.opt_str(4)?,
+                    max_streams: f.opt_u32(5)?,
+                    max_inflight: f.opt_u32(6)?,
+                }))
+            }
+            kind::CHALLENGE => {
+                conn("CHALLENGE")?;
+                let f = Fields::parse("CHALLENGE", body, &[])?;
+                Ok(Frame::Challenge(Challenge {
+                    version: f.opt_u8(1)?,
+                    nonce: f.req_array::<NONCE_LEN>(2)?,
+                    server_time_ms: f.opt_u64(3)?,
+                }))
+            }
+            kind::PROOF => {
+                conn("PROOF")?;
+                let f = Fields::parse("PROOF", body, &[])?;
+                Ok(Frame::Proof(Proof { nonce: f.req_array::<NONCE_LEN>(1)?, signature: f.req_bytes(2)?.to_vec() }))
+            }
+            kind::PAIR => {
+                conn("PAIR")?;
+                let f = Fields::parse("PAIR", body, &[9])?;
+                let alg = f.req_u8(2)?;
+                Ok(Frame::Pair(Box::new(Pair {
+                    code: f.req_str(1)?,
+                    key_alg: KeyAlg::from_u8(alg).ok_or(ProtocolError::BadField {
+                        frame: "PAIR",
+                        tag: 2,
+                        why: "unknown key algorithm",
+                    })?,
+                    public_key: f.req_bytes(3)?.to_vec(),
+                    nonce: f.req_array::<NONCE_LEN>(4)?,
+                    signature: f.req_bytes(5)?.to_vec(),
+                    model: f.opt_str(6)?,
+                    os: f.opt_str(7)?,
+                    app_version: f.opt_str(8)?,
+                    attestation: f.list(9).map(<[u8]>::to_vec).collect(),
+                })))
+            }
+            kind::WELCOME => {
+                conn("WELCOME")?;
+                let f = Fields::parse("WELCOME", body, &[])?;
+                Ok(Frame::Welcome(Welcome {
+                    device_id: f.req_array::<DEVICE_ID_LEN>(1)?,
+                    vip: Ipv4Addr::from(f.req_array::<4>(2)?),
+                    heartbeat_interval_s: f.req_u16(3)?,
+                    max_streams: f.req_u32(4)?,
+                    initial_window: f.req_u32(5)?,
+                    max_frame: f.req_u32(6)?,
+                    challenge_interval_s: f.req_u16(7)?,
+                    max_inflight: f.req_u32(8)?,
+                }))
+            }
+            kind::HEARTBEAT => {
+                conn("HEARTBEAT")?;
+                let f = Fields::parse("HEARTBEAT", body, &[])?;
+                let state = f.req_u8(2)?;
+                Ok(Frame::Heartbeat(Heartbeat {
+                    seq: f.req_u32(1)?,
+                    state: NodeState::from_u8(state).ok_or(ProtocolError::BadField {
+                        frame: "HEARTBEAT",
+                        tag: 2,
+                        why: "unknown node state",
+                    })?,
+                    battery_pct: f.opt_u8(3)?,
+                    charging: f.opt_u8(4)?.map(|v| v != 0),
+                    network: NetworkType::from_u8(f.opt_u8(5)?.unwrap_or(0)),
+                    bytes_today: f.opt_u64(6)?,
+                    bytes_month: f.opt_u64(7)?,
+                    max_streams: f.opt_u32(8)?,
+                    daily_cap: f.opt_u64(9)?,
+                    monthly_cap: f.opt_u64(10)?,
+                    active_streams: f.opt_u32(11)?,
+                    uptime_s: f.opt_u64(12)?,
+                }))
+            }
+            kind::HEARTBEAT_ACK => {
+                conn("HEARTBEAT_ACK")?;
+                let f = Fields::parse("HEARTBEAT_ACK", body, &[])?;
+                Ok(Frame::HeartbeatAck { seq: f.req_u32(1)?, server_time_ms: f.opt_u64(2)? })
+            }
+            kind::DRAIN => {
+                conn("DRAIN")?;
+                let f = Fields::parse("DRAIN", body, &[])?;
+                Ok(Frame::Drain { reason: f.opt_str(1)?, deadline_s: f.opt_u16(2)? })
+            }
+            kind::ERROR => {
+                conn("ERROR")?;
+                let f = Fields::parse("ERROR", body, &[])?;
+                Ok(Frame::Error {
+                    code: ErrorCode::from_u16(f.req_u16(1)?),
+                    message: f.opt_str(2)?.unwrap_or_default(),
+                })
+            }
+            kind::OPEN => {
+                strm("OPEN")?;
+                let (window, target) = read_window_addr("OPEN", body)?;
+                Ok(Frame::Open { stream, window, target })
+            }
+            kind::OPEN_OK => {
+                strm("OPEN_OK")?;
+                let (window, target) = read_window_addr("OPEN_OK", body)?;
+                let peer = match target {
+                    Target::Ip(a) if a.port() != 0 || !a.ip().is_unspecified() => Some(a),
+                    Target::Ip(_) => None,
+                    Target::Domain(..) => {
+                        return Err(ProtocolError::BadAddress("OPEN_OK peer must be an IP"));
+                    }
+                };
+                Ok(Frame::OpenOk { stream, window, peer })
+            }
+            kind::OPEN_ERR => {
+                strm("OPEN_ERR")?;
+                let (&reason, msg) =
+                    body.split_first().ok_or(ProtocolError::Truncated { frame: "OPEN_ERR", what: "reason" })?;
+                Ok(Frame::OpenErr {
+                    stream,
+                    reason: OpenErrReason::from_u8(reason),
+                    message: String::from_utf8_lossy(msg).into_owned(),
+                })
+            }
+            kind::DATA => {
+                strm("DATA")?;
+                let fin = flags & FLAG_FIN != 0;
+                if body.is_empty() && !fin {
+                    return Err(ProtocolError::EmptyData);
+                }
+                Ok(Frame::Data { stream, fin, payload: msg.slice(HEADER_LEN..) })
+            }
+            kind::WINDOW => {
+                let b: [u8; 4] = body
+                    .get(..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(ProtocolError::Truncated { frame: "WINDOW", what: "increment" })?;
+                Ok(Frame::Window { stream, increment: u32::from_be_bytes(b) })
+            }
+            kind::RESET => {
+                strm("RESET")?;
+                let (&reason, msg) =
+                    body.split_first().ok_or(ProtocolError::Truncated { frame: "RESET", what: "reason" })?;
+                Ok(Frame::Reset {
+                    stream,
+                    reason: ResetReason::from_u8(reason),
+                    message: String::from_utf8_lossy(msg).into_owned(),
+                })
+            }
+            other => Err(ProtocolError::UnknownType(other)),
+        }
+    }
+}
+
+fn read_window_addr(frame: &'static str, body: &[u8]) -> Result<(u32, Target), ProtocolError> {
+    if body.len() < 7 {
+        return Err(ProtocolError::Truncated { frame, what: "window, port and address type" });
+    }
+    let window = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let port = u16::from_be_bytes([body[4], body[5]]);
+    let rest = &body[7..];
+    let target = match body[6] {
+        1 => {
+            let o: [u8; 4] = rest
+                .get(..4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(ProtocolError::Truncated { frame, what: "IPv4 address" })?;
+            Target::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), port))
+        }
+        4 => {
+            let o: [u8; 16] = rest
+                .get(..16)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(ProtocolError::Truncated { frame, what: "IPv6 address" })?;
+            Target::Ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port))
+        }
+        3 => {
+            let (&n, name) = rest.split_first().ok_or(ProtocolError::Truncated { frame, what: "name length" })?;
+            if n == 0 {
+                return Err(ProtocolError::BadAddress("empty domain name"));
+            }
+            let name = name.get(..n as usize).ok_or(ProtocolError::Truncated { frame, what: "name" })?;
+            let name = std::str::from_utf8(name).map_err(|_| ProtocolError::BadAddress("domain name is not UTF-8"))?;
+            Target::Domain(name.to_owned(), port)
+        }
+        _ => return Err(ProtocolError::BadAddress("unknown address type")),
+    };
+    Ok((window, target))
+}
+
+/// The parsed TLV fields of a control frame, borrowed from the message.
+struct Fields<'a> {
+    frame: &'static str,
+    items: Vec<(u8, &'a [u8])>,
+}
+
+impl<'a> Fields<'a> {
+    fn parse(frame: &'static str, mut body: &'a [u8], lists: &[u8]) -> Result<Self, ProtocolError> {
+        let mut items: Vec<(u8, &'a [u8])> = Vec::new();
+        while !body.is_empty() {
+            if body.len() < 3 {
+                return Err(ProtocolError::Truncated { frame, what: "field header" });
+            }
+            let tag = body[0];
+            let len = u16::from_be_bytes([body[1], body[2]]) as usize;
+            let value = body.get(3..3 + len).ok_or(ProtocolError::Truncated { frame, what: "field value" })?;
+            if !lists.contains(&tag) && items.iter().any(|(t, _)| *t == tag) {
+                return Err(ProtocolError::RepeatedField { frame, tag });
+            }
+            items.push((tag, value));
+            body = &body[3 + len..];
+        }
+        Ok(Fields { frame, items })
+    }
+
+    fn get(&self, tag: u8) -> Option<&'a [u8]> {
+        self.items.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v)
+    }
+
+    fn list(&self, tag: u8) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.items.iter().filter(move |(t, _)| *t == tag).map(|(_, v)| *v)
+    }
+
+    fn opt_array<const N: usize>(&self, tag: u8) -> Result<Option<[u8; N]>, ProtocolError> {
+        match self.get(tag) {
+            None => Ok(None),
+            Some(v) => v.try_into().map(Some).map_err(|_| ProtocolError::FieldLength {
+                frame: self.frame,
+                tag,
+                len: v.len(),
+                expected: N,
+            }),
+        }
+    }
+
+    fn req_array<const N: usize>(&self, tag: u8) -> Result<[u8; N], ProtocolError> {
+        self.opt_array(tag)?.ok_or(ProtocolError::MissingField { frame: self.frame, tag })
+    }
+
+    fn opt_u8(&self, tag: u8) -> Result<Option<u8>, ProtocolError> {
+        Ok(self.opt_array::<1>(tag)?.map(u8::from_be_bytes))
+    }
+    fn req_u8(&self, tag: u8) -> Result<u8, ProtocolError> {
+        Ok(u8::from_be_bytes(self.req_array(tag)?))
+    }
+    fn opt_u16(&self, tag: u8) -> Result<Option<u16>, ProtocolError> {
+        Ok(self.opt_array::<2>(tag)?.map(u16::from_be_bytes))
+    }
+    fn req_u16(&self, tag: u8) -> Result<u16, ProtocolError> {
+        Ok(u16::from_be_bytes(self.req_array(tag)?))
+    }
+    fn opt_u32(&self, tag: u8) -> Result<Option<u32>, ProtocolError> {
+        Ok(self.opt_array::<4>(tag)?.map(u32::from_be_bytes))
+    }
+    fn req_u32(&self, tag: u8) -> Result<u32, ProtocolError> {
+        Ok(u32::from_be_bytes(self.req_array(tag)?))
+    }
+    fn opt_u64(&self, tag: u8) -> Result<Option<u64>, ProtocolError> {
+        Ok(self.opt_array::<8>(tag)?.map(u64::from_be_bytes))
+    }
+    fn req_bytes(&self, tag: u8) -> Result<&'a [u8], ProtocolError> {
+        self.get(tag).ok_or(ProtocolError::MissingField { frame: self.frame, tag })
+    }
+    fn opt_str(&self, tag: u8) -> Result<Option<String>, ProtocolError> {
+        match self.get(tag) {
+            None => Ok(None),
+            Some(v) => std::str::from_utf8(v).map(|s| Some(s.to_owned())).map_err(|_| ProtocolError::BadField {
+                frame: self.frame,
+                tag,
+                why: "text is not UTF-8",
+            }),
+        }
+    }
+    fn req_str(&self, tag: u8) -> Result<String, ProtocolError> {
+        self.opt_str(tag)?.ok_or(ProtocolError::MissingField { frame: self.frame, tag })
+    }
+}
+
+/// The bytes a device signs to answer a challenge (docs/protocol.md, "Signed bytes").
+pub fn challenge_message(pin: &[u8; 32], device_id: &[u8; DEVICE_ID_LEN], nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    const LABEL: &[u8] = b"traffix-challenge-v1\0";
+    let mut m = Vec::with_capacity(LABEL.len() + 32 + DEVICE_ID_LEN + NONCE_LEN);
+    m.extend_from_slice(LABEL);
+    m.extend_from_slice(pin);
+    m.extend_from_slice(device_id);
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// A device's id, derived from its public key (docs/protocol.md, "Device id").
+pub fn device_id(alg: KeyAlg, public_key: &[u8]) -> [u8; DEVICE_ID_LEN] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"traffix-device-id-v1");
+    ctx.update(&[alg as u8]);
+    ctx.update(public_key);
+    let d = ctx.finish();
+    let mut id = [0u8; DEVICE_ID_LEN];
+    id.copy_from_slice(&d.as_ref()[..DEVICE_ID_LEN]);
+    id
+}
+
+/// Picks the protocol version both sides speak, or explains who must upgrade.
+pub fn negotiate_version(node_min: u8, node_max: u8) -> Result<u8, String> {
+    let hi = node_max.min(PROTOCOL_VERSION);
+    let lo = node_min.max(MIN_PROTOCOL_VERSION);
+    if node_min > node_max {
+        return Err(format!("node sent an empty version range {node_min}..{node_max}"));
+    }
+    if hi >= lo {
+        return Ok(hi);
+    }
+    if node_max < MIN_PROTOCOL_VERSION {
+        Err(format!(
+            "node speaks protocol {node_min}..{node_max} but this server needs \
+             {MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}: upgrade the node"
+        ))
+    } else {
+        Err(format!(
+            "node speaks protocol {node_min}..{node_max} but this server only speaks \
+             {MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}: upgrade the server"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_prefix_of_a_frame_decodes_without_panic() {
+        let frames = [
+            Frame::Hello(Hello {
+                min_version: 1,
+                max_version: 1,
+                device_id: Some([7; 16]),
+                agent: Some("a".into()),
+                max_streams: Some(5),
+                max_inflight: None,
+            }),
+            Frame::Open { stream: 3, window: 262_144, target: Target::Domain("example.com".into(), 443) },
+            Frame::Data { stream: 3, fin: true, payload: Bytes::from_static(b"hello") },
+        ];
+        for f in frames {
+            let enc = f.encode();
+            assert_eq!(Frame::decode(enc.clone()), Ok(f));
+            for n in 0..enc.len() {
+                let _ = Frame::decode(enc.slice(..n));
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_tlv_fields_are_skipped_and_repeats_rejected() {
+        let mut b = Frame::HeartbeatAck { seq: 9, server_time_ms: None }.encode().to_vec();
+        b.extend_from_slice(&[200, 0, 2, 0xaa, 0xbb]);
+        assert_eq!(Frame::decode(Bytes::from(b.clone())), Ok(Frame::HeartbeatAck { seq: 9, server_time_ms: None }));
+        b.extend_from_slice(&[1, 0, 4, 0, 0, 0, 1]);
+        assert!(matches!(Frame::decode(Bytes::from(b)), Err(ProtocolError::RepeatedField { .. })));
+    }
+
+    #[test]
+    fn version_negotiation_names_the_side_to_upgrade() {
+        assert_eq!(negotiate_version(1, 3), Ok(1));
+        assert!(negotiate_version(2, 3).unwrap_err().contains("upgrade the server"));
+        assert!(negotiate_version(0, 0).unwrap_err().contains("upgrade the node"));
+        assert!(negotiate_version(3, 1).is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! The registry of online nodes: virtual IP → live session, with each node's reported status.
+//! In memory only (atomics and a read-mostly lock); last-seen times are persisted by the
+//! session through the store. A second connection of a device replaces the first.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::mux::Mux;
+use super::protocol::{DEVICE_ID_LEN, ErrorCode, Heartbeat, NodeState};
+
+pub type DeviceId = [u8; DEVICE_ID_LEN];
+
+/// One live node session.
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub device_id: DeviceId,
+    pub vip: Ipv4Addr,
+    pub owner: String,
+    /// Distinguishes this connection from a later one of the same device.
+    pub session_id: u64,
+    pub mux: Mux,
+    /// The address the tunnel connection came from (the node's public IP).
+    pub public_ip: IpAddr,
+    /// ISO country of `public_ip`, upper case, when a GeoIP database is configured.
+    pub country: Option<[u8; 2]>,
+    pub connected_at: u64,
+    state: AtomicU8,
+    /// The smaller of the server's cap and the node's declared `max_streams`.
+    max_streams: AtomicU32,
+    last_heartbeat: AtomicU64,
+    status: Mutex<Heartbeat>,
+}
+
+impl NodeHandle {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        device_id: DeviceId,
+        vip: Ipv4Addr,
+        owner: String,
+        session_id: u64,
+        mux: Mux,
+        public_ip: IpAddr,
+        country: Option<[u8; 2]>,
+        max_streams: u32,
+        now: u64,
+    ) -> Self {
+        NodeHandle {
+            device_id,
+            vip,
+            owner,
+            session_id,
+            mux,
+            public_ip,
+            country,
+            connected_at: now,
+            state: AtomicU8::new(NodeState::Serving as u8),
+            max_streams: AtomicU32::new(max_streams),
+            last_heartbeat: AtomicU64::new(now),
+            status: Mutex::new(Heartbeat::default()),
+        }
+    }
+
+    pub fn state(&self) -> NodeState {
+        NodeState::from_u8(self.state.load(Ordering::Acquire)).unwrap_or(NodeState::Paused)
+    }
+
+    pub fn set_state(&self, s: NodeState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
+    pub fn max_streams(&self) -> usize {
+        self.max_streams.load(Ordering::Relaxed) as usize
+    }
+
+    /// Takes a heartbeat: state, declared stream cap (never above the server's), status.
+    pub fn heartbeat(&self, hb: Heartbeat, server_cap: u32, now: u64) {
+        self.set_state(hb.state);
+        if let Some(m) = hb.max_streams {
+            self.max_streams.store(m.min(server_cap), Ordering::Relaxed);
+        }
+        self.last_heartbeat.store(now, Ordering::Relaxed);
+        if let Ok(mut s) = self.status.lock() {
+            *s = hb;
+        }
+    }
+
+    pub fn status(&self) -> Heartbeat {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn last_heartbeat(&self) -> u64 {
+        self.last_heartbeat.load(Ordering::Relaxed)
+    }
+
+    /// Whether new streams may go here.
+    pub fn accepts_streams(&self) -> bool {
+        self.state() == NodeState::Serving && !self.mux.is_closed() && self.mux.active_streams() < self.max_streams()
+    }
+
+    pub fn country_str(&self) -> Option<String> {
+        self.country.map(|c| String::from_utf8_lossy(&c).into_owned())
+    }
+}
+
+/// All online nodes.
+#[derive(Debug, Default)]
+pub struct Registry {
+    nodes: RwLock<HashMap<DeviceId, Arc<NodeHandle>>>,
+    next_session: AtomicU64,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds a node; an older session of the same device is told it was replaced and closed.
+    pub fn insert(&self, node: Arc<NodeHandle>) {
+        let old = self.nodes.write().ok().and_then(|mut m| m.insert(node.device_id, node));
+        if let Some(old) = old {
+            tracing::info!(device = %hex::encode(old.device_id), "device reconnected; replacing its previous session");
+            old.mux.send_error(ErrorCode::Replaced, "this device connected again; closing the older connection");
+            old.mux.close("replaced by a newer connection");
+        }
+    }
+
+    /// Removes the node if `session_id` is still its current session.
+    pub fn remove(&self, device_id: &DeviceId, session_id: u64) -> bool {
+        if let Ok(mut m) = self.nodes.write()
+            && m.get(device_id).is_some_and(|n| n.session_id == session_id)
+        {
+            m.remove(device_id);
+            return true;
+        }
+        false
+    }
+
+    pub fn get(&self, device_id: &DeviceId) -> Option<Arc<NodeHandle>> {
+        self.nodes.read().ok().and_then(|m| m.get(device_id).cloned())
+    }
+
+    pub fn by_vip(&self, vip: Ipv4Addr) -> Option<Arc<NodeHandle>> {
+        self.nodes.read().ok().and_then(|m| m.values().find(|n| n.vip == vip).cloned())
+    }
+
+    pub fn all(&self) -> Vec<Arc<NodeHandle>> {
+        self.nodes.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The least-loaded node that accepts streams and passes `filter`.
+    pub fn pick(&self, filter: impl Fn(&NodeHandle) -> bool) -> Option<Arc<NodeHandle>> {
+        let m = self.nodes.read().ok()?;
+        m.values()
+            .filter(|n| n.accepts_streams() && filter(n))
+            .min_by_key(|n| (n.mux.active_streams() * 1024) / n.max_streams().max(1))
+            .cloned()
+    }
+
+    /// Disconnects a node (ban): it is told why and its streams are reset.
+    pub fn kick(&self, device_id: &DeviceId, code: ErrorCode, why: &str) -> bool {
+        let node = self.nodes.write().ok().and_then(|mut m| m.remove(device_id));
+        match node {
+            Some(n) => {
+                n.mux.send_error(code, why);
+                n.mux.close(why);
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The relay: copies bytes between a socket and a multiplexed stream, both ways, with
+//! half-close, idle timeout and byte counting. It knows nothing of SOCKS5, HTTP or billing:
+//! the front-ends hand it `(socket, stream)`, and a [`Meter`] hears about the bytes.
+//!
+//! Per-stream counters are plain locals of the two copy loops (no shared atomic per read); the
+//! meter is told in batches. Read buffers are allocated only while data flows and go to the
+//! WebSocket writer as the frame itself (the header is reserved in front of the payload).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use super::mux::{Inbound, MuxStream};
+use super::protocol::{HEADER_LEN, ResetReason};
+
+/// Report usage to the meter after at least this many bytes (and at the end).
+const METER_BATCH: u64 = 1 << 20;
+
+/// Receives byte counts of a relayed stream. Implemented by billing and metrics.
+pub trait Meter: Send + Sync {
+    /// `up` = client → target bytes, `down` = target → client bytes, since the last call.
+    fn record(&self, up: u64, down: u64);
+}
+
+/// A meter that ignores everything.
+#[derive(Debug, Default)]
+pub struct NoMeter;
+impl Meter for NoMeter {
+    fn record(&self, _up: u64, _down: u64) {}
+}
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Both directions finished with EOF.
+    Closed,
+    /// The peer reset the stream or the tunnel went away.
+    PeerReset(ResetReason),
+    /// Our socket failed.
+    SocketError,
+    /// Nothing moved for the idle timeout.
+    Idle,
+}
+
+impl RelayEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayEnd::Closed => "closed",
+            RelayEnd::PeerReset(ResetReason::Shutdown) => "tunnel_closed",
+            RelayEnd::PeerReset(ResetReason::Billing) => "billing",
+            RelayEnd::PeerReset(_) => "peer_reset",
+            RelayEnd::SocketError => "socket_error",
+            RelayEnd::Idle => "idle_timeout",
+        }
+    }
+}
+
+/// Totals of one relayed stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Bytes read from the socket and sent into the tunnel.
+    pub sent: u64,
+    /// Bytes received from the tunnel and written to the socket.
+    pub received: u64,
+    pub end: RelayEnd,
+}
+
+/// Milliseconds since `start`: the "last activity" clock shared by the two copy loops.
+fn now_ms(start: tokio::time::Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+/// Relays until both directions are done or either side fails.
+///
+/// `socket_is_client` says which way is "up" for the meter: on the server the socket is the
+/// client (socket → tunnel is up); on the node it is the target (tunnel → socket is up).
+pub async fn relay<S>(socket: S, stream: MuxStream, meter: Arc<dyn Meter>, socket_is_client: bool) -> RelayStats
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(socket);
+    let (mut tx, mut rx) = stream.into_split();
+    let start = tokio::time::Instant::now();
+    let last = AtomicU64::new(0);
+    let stop_up = Notify::new();
+    let idle = tx.idle_timeout();
+    let idle_ms = idle.as_millis() as u64;
+    let max = tx.max_data();
+    let record = |sent: u64, received: u64| {
+        if socket_is_client { meter.record(sent, received) } else { meter.record(received, sent) }
+    };
+
+    // socket → tunnel
+    let up = async {
+        let mut sent = 0u64;
+        let mut unmetered = 0u64;
+        let end = loop {
+            let credit = tokio::select! {
+                c = tx.reserve(max) => c,
+                _ = stop_up.notified() => break None,
+            };
+            let Some(credit) = credit else { break None };
+            let mut buf = BytesMut::with_capacity(HEADER_LEN + credit);
+            buf.resize(HEADER_LEN, 0);
+            let read = tokio::select! {
+                r = tokio::time::timeout(idle, read_some(&mut rd, &mut buf, credit)) => r,
+                _ = stop_up.notified() => break None,
+            };
+            match read {
+                Err(_) => {
+                    if now_ms(start).saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
+                        tx.reset(ResetReason::IdleTimeout, "idle timeout");
+                        break Some(RelayEnd::Idle);
+                    }
+                }
+                Ok(Err(_)) => {
+                    tx.reset(ResetReason::Cancel, "socket error");
+                    break Some(RelayEnd::SocketError);
+                }
+                Ok(Ok(0)) => {
+                    tx.send_fin();
+                    break None;
+                }
+                Ok(Ok(n)) => {
+                    last.store(now_ms(start), Ordering::Relaxed);
+                    sent += n as u64;
+                    unmetered += n as u64;
+                    if unmetered >= METER_BATCH {
+                        record(unmetered, 0);
+                        unmetered = 0;
+                    }
+                    if !tx.send_data(buf, false).await {
+                        break Some(RelayEnd::PeerReset(ResetReason::Shutdown));
+                    }
+                }
+            }
+        };
+        if unmetered > 0 {
+            record(unmetered, 0);
+        }
+        (sent, end)
+    };
+
+    // tunnel → socket
+    let down = async {
+        let mut received = 0u64;
+        let mut unmetered = 0u64;
+        let end = loop {
+            match tokio::time::timeout(idle, rx.recv()).await {
+                Err(_) => {
+                    if now_ms(start).saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
+                        stop_up.notify_one();
+                        break Some(RelayEnd::Idle);
+                    }
+                }
+                Ok(Some(Inbound::Data(b))) => {
+                    last.store(now_ms(start), Ordering::Relaxed);
+                    if wr.write_all(&b).await.is_err() {
+                        stop_up.notify_one();
+                        break Some(RelayEnd::SocketError);
+                    }
+                    received += b.len() as u64;
+                    unmetered += b.len() as u64;
+                    if unmetered >= METER_BATCH {
+                        record(0, unmetered);
+                        unmetered = 0;
+                    }
+                    rx.consumed(b.len());
+                }
+                Ok(Some(Inbound::Fin)) => {
+                    let _ = wr.shutdown().await;
+                    break None;
+                }
+                Ok(Some(Inbound::Reset(reason, _))) => {
+                    stop_up.notify_one();
+                    break Some(RelayEnd::PeerReset(reason));
+                }
+                Ok(None) => {
+                    stop_up.notify_one();
+                    break Some(RelayEnd::PeerReset(ResetReason::Shutdown));
+                }
+            }
+        };
+        if unmetered > 0 {
+            record(0, unmetered);
+        }
+        (received, end)
+    };
+
+    let ((sent, up_end), (received, down_end)) = tokio::join!(up, down);
+    let end = match (up_end, down_end) {
+        (Some(RelayEnd::SocketError), _) | (_, Some(RelayEnd::SocketError)) => RelayEnd::SocketError,
+        (_, Some(e)) | (Some(e), None) => e,
+        (None, None) => RelayEnd::Closed,
+    };
+    if end == RelayEnd::SocketError || end == RelayEnd::Idle {
+        tx.reset(ResetReason::Cancel, end.as_str());
+    }
+    RelayStats { sent, received, end }
+}
+
+async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut, max: usize) -> std::io::Result<usize> {
+    let mut limited = (&mut *rd).take(max as u64);
+    limited.read_buf(buf).await
+}

@@ -1,0 +1,335 @@
+//! The server's side of one node connection: handshake (version, challenge, pairing or proof),
+//! registration in the registry, then the I/O loop that feeds the mux, answers heartbeats and
+//! re-challenges the node periodically.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::mux::{Mux, MuxConfig};
+use super::protocol::{self, Challenge, ErrorCode, Frame, NONCE_LEN, Welcome};
+use super::registry::{NodeHandle, Registry};
+use super::ws::{self, ReadEnd};
+use crate::auth;
+use crate::config::Limits;
+use crate::geoip::GeoIp;
+use crate::shutdown::Shutdown;
+use crate::store::{DeviceRecord, PairError, Store, now_secs};
+use crate::telemetry::Metrics;
+
+/// What node sessions need from the rest of the server.
+pub struct TunnelService {
+    pub store: Arc<Store>,
+    pub registry: Arc<Registry>,
+    pub limits: Limits,
+    /// The raw pin of the web certificate (bound into every device signature).
+    pub pin: [u8; 32],
+    pub geoip: Option<Arc<GeoIp>>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+}
+
+/// A handshake failure: the code sent to the node and a reason for the log.
+struct Refuse(ErrorCode, String);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn nonce() -> Result<[u8; NONCE_LEN], Refuse> {
+    auth::random_bytes::<NONCE_LEN>().map_err(|e| Refuse(ErrorCode::Internal, e.to_string()))
+}
+
+/// Who the handshake proved the node to be.
+struct Authenticated {
+    device: DeviceRecord,
+    device_id: [u8; 16],
+    max_streams: u32,
+    max_inflight: u32,
+    paired_now: bool,
+}
+
+/// Runs one node connection to its end.
+pub async fn serve_node<S>(svc: Arc<TunnelService>, mut ws: WebSocketStream<S>, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = info_span!("node", peer = %peer, device = tracing::field::Empty, vip = tracing::field::Empty);
+    async move {
+        let hs = tokio::time::timeout(svc.limits.handshake_timeout(), handshake(&svc, &mut ws)).await;
+        let who = match hs {
+            Ok(Ok(who)) => who,
+            Ok(Err(Refuse(code, why))) => {
+                warn!(?code, reason = %why, "node handshake refused");
+                svc.metrics.tunnel_handshakes.get_or_create(&crate::telemetry::ResultLabel::failed()).inc();
+                let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code, message: why }).await;
+                let _ = ws.close(None).await;
+                return;
+            }
+            Err(_) => {
+                warn!("node handshake timed out");
+                svc.metrics.tunnel_handshakes.get_or_create(&crate::telemetry::ResultLabel::failed()).inc();
+                let _ = ws::send_handshake_frame(
+                    &mut ws,
+                    &Frame::Error { code: ErrorCode::ProtocolViolation, message: "handshake timed out".into() },
+                )
+                .await;
+                return;
+            }
+        };
+        svc.metrics.tunnel_handshakes.get_or_create(&crate::telemetry::ResultLabel::ok()).inc();
+        let span = tracing::Span::current();
+        span.record("device", hex::encode(who.device_id).as_str());
+        span.record("vip", who.device.vip.to_string().as_str());
+        run_connected(svc, ws, peer, who).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handshake<S>(svc: &TunnelService, ws: &mut WebSocketStream<S>) -> Result<Authenticated, Refuse>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let violation = |e: ReadEnd| Refuse(ErrorCode::ProtocolViolation, e.to_string());
+    let hello = match ws::read_handshake_frame(ws).await.map_err(violation)? {
+        Frame::Hello(h) => h,
+        other => return Err(Refuse(ErrorCode::ProtocolViolation, format!("expected HELLO, got {}", other.name()))),
+    };
+    let version = protocol::negotiate_version(hello.min_version, hello.max_version)
+        .map_err(|m| Refuse(ErrorCode::VersionUnsupported, m))?;
+    let nonce = nonce()?;
+    ws::send_handshake_frame(
+        ws,
+        &Frame::Challenge(Challenge { version: Some(version), nonce, server_time_ms: Some(now_ms()) }),
+    )
+    .await
+    .map_err(violation)?;
+    let limits = &svc.limits;
+    let max_streams = hello.max_streams.unwrap_or(limits.node_max_streams).min(limits.node_max_streams).max(1);
+    let max_inflight =
+        hello.max_inflight.unwrap_or(limits.node_max_inflight).min(limits.node_max_inflight).max(limits.initial_window);
+    match ws::read_handshake_frame(ws).await.map_err(violation)? {
+        Frame::Proof(p) => {
+            let Some(device_id) = hello.device_id else {
+                return Err(Refuse(ErrorCode::ProtocolViolation, "PROOF without a device id in HELLO".into()));
+            };
+            if p.nonce != nonce {
+                return Err(Refuse(ErrorCode::AuthFailed, "proof answers a different challenge".into()));
+            }
+            let device = svc
+                .store
+                .get_device(&device_id)
+                .map_err(|e| Refuse(ErrorCode::Internal, e.to_string()))?
+                .ok_or_else(|| Refuse(ErrorCode::AuthFailed, "unknown device: pair it again".into()))?;
+            if device.banned {
+                return Err(Refuse(
+                    ErrorCode::DeviceBanned,
+                    format!("device is banned: {}", device.ban_reason.clone().unwrap_or_default()),
+                ));
+            }
+            let pk = hex::decode(&device.public_key)
+                .map_err(|_| Refuse(ErrorCode::Internal, "stored key is corrupt".into()))?;
+            if !auth::verify_device_signature(device.key_alg, &pk, &svc.pin, &device_id, &nonce, &p.signature) {
+                return Err(Refuse(ErrorCode::AuthFailed, "challenge signature does not verify".into()));
+            }
+            let owner_ok = svc.store.get_user(&device.owner).ok().flatten().is_some_and(|u| !u.disabled);
+            if !owner_ok {
+                return Err(Refuse(ErrorCode::AuthFailed, "the device owner's account is disabled".into()));
+            }
+            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: false })
+        }
+        Frame::Pair(p) => {
+            if p.nonce != nonce {
+                return Err(Refuse(ErrorCode::AuthFailed, "pairing answers a different challenge".into()));
+            }
+            let device_id = protocol::device_id(p.key_alg, &p.public_key);
+            if hello.device_id.is_some_and(|id| id != device_id) {
+                return Err(Refuse(ErrorCode::ProtocolViolation, "HELLO device id does not match the key".into()));
+            }
+            if !auth::verify_device_signature(p.key_alg, &p.public_key, &svc.pin, &device_id, &nonce, &p.signature) {
+                return Err(Refuse(ErrorCode::AuthFailed, "pairing signature does not verify".into()));
+            }
+            let bound = |s: &Option<String>| s.as_ref().map(|v| v.chars().take(128).collect::<String>());
+            let record = DeviceRecord {
+                id: hex::encode(device_id),
+                owner: String::new(),
+                vip: std::net::Ipv4Addr::UNSPECIFIED,
+                key_alg: p.key_alg,
+                public_key: hex::encode(&p.public_key),
+                model: bound(&p.model),
+                os: bound(&p.os),
+                app_version: bound(&p.app_version),
+                attestation: p.attestation.iter().take(8).map(hex::encode).collect(),
+                paired_at: 0,
+                last_seen: None,
+                last_ip: None,
+                country: None,
+                banned: false,
+                ban_reason: None,
+            };
+            let store = svc.store.clone();
+            let code_hash = auth::pairing_code_hash(&p.code);
+            let res = tokio::task::spawn_blocking(move || store.pair_device(&code_hash, now_secs(), record))
+                .await
+                .map_err(|e| Refuse(ErrorCode::Internal, e.to_string()))?;
+            let device = res.map_err(|e| match e {
+                PairError::Banned => Refuse(ErrorCode::DeviceBanned, e.to_string()),
+                PairError::Store(s) => Refuse(ErrorCode::Internal, s.to_string()),
+                other => Refuse(ErrorCode::PairingCodeInvalid, other.to_string()),
+            })?;
+            info!(device = %device.id, owner = %device.owner, vip = %device.vip, "device paired");
+            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: true })
+        }
+        other => Err(Refuse(ErrorCode::ProtocolViolation, format!("expected PROOF or PAIR, got {}", other.name()))),
+    }
+}
+
+async fn run_connected<S>(svc: Arc<TunnelService>, mut ws: WebSocketStream<S>, peer: SocketAddr, who: Authenticated)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &svc.limits;
+    let welcome = Welcome {
+        device_id: who.device_id,
+        vip: who.device.vip,
+        heartbeat_interval_s: limits.heartbeat_interval_secs,
+        max_streams: who.max_streams,
+        initial_window: limits.initial_window,
+        max_frame: protocol::MAX_FRAME_LEN as u32,
+        challenge_interval_s: limits.challenge_interval_secs,
+        max_inflight: limits.node_max_inflight,
+    };
+    if ws::send_handshake_frame(&mut ws, &Frame::Welcome(welcome)).await.is_err() {
+        return;
+    }
+    let (mux, out_rx) = Mux::new(MuxConfig {
+        initial_window: limits.initial_window,
+        max_window: limits.max_window,
+        own_inflight: limits.node_max_inflight,
+        peer_inflight: who.max_inflight,
+        max_data: protocol::MAX_DATA_LEN,
+        idle_timeout: limits.idle_timeout(),
+    });
+    let epoch = tokio::time::Instant::now();
+    let (sink, mut stream) = ws.split();
+    let writer =
+        tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(limits.ping_interval_secs)), epoch));
+
+    let country = svc.geoip.as_ref().and_then(|g| g.country(peer.ip()));
+    let node = Arc::new(NodeHandle::new(
+        who.device_id,
+        who.device.vip,
+        who.device.owner.clone(),
+        svc.registry.next_session_id(),
+        mux.clone(),
+        peer.ip(),
+        country,
+        who.max_streams,
+        now_secs(),
+    ));
+    svc.registry.insert(node.clone());
+    svc.metrics.nodes_online.set(svc.registry.len() as i64);
+    info!(owner = %node.owner, country = ?node.country_str(), paired_now = who.paired_now, "node online");
+    persist_seen(&svc, &node).await;
+
+    let mut shutdown = svc.shutdown.clone();
+    let dead_after = Duration::from_secs(limits.node_dead_after_secs);
+    let mut rechallenge = tokio::time::interval(Duration::from_secs(u64::from(limits.challenge_interval_secs).max(1)));
+    rechallenge.tick().await;
+    let mut persist = tokio::time::interval(Duration::from_secs(60));
+    persist.tick().await;
+    let mut pending: Option<([u8; NONCE_LEN], tokio::time::Instant)> = None;
+    let pk = hex::decode(&who.device.public_key).unwrap_or_default();
+    let mut rtt = None;
+
+    let end: String = loop {
+        tokio::select! {
+            frame = ws::next_frame(&mut stream, dead_after, epoch, &mut rtt) => {
+                if let Some(r) = rtt.take() {
+                    mux.observe_rtt(r);
+                }
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => {
+                        if matches!(e, ReadEnd::Protocol(_) | ReadEnd::Text) {
+                            mux.send_error(ErrorCode::ProtocolViolation, &e.to_string());
+                        }
+                        break e.to_string();
+                    }
+                };
+                let control = match mux.dispatch(frame) {
+                    Ok(None) => continue,
+                    Ok(Some(c)) => c,
+                    Err(v) => {
+                        mux.send_error(ErrorCode::ProtocolViolation, &v.0);
+                        break v.0;
+                    }
+                };
+                match control {
+                    Frame::Heartbeat(hb) => {
+                        let seq = hb.seq;
+                        debug!(state = ?hb.state, battery = ?hb.battery_pct, network = ?hb.network, "heartbeat");
+                        node.heartbeat(hb, limits.node_max_streams, now_secs());
+                        mux.send_frame(&Frame::HeartbeatAck { seq, server_time_ms: Some(now_ms()) });
+                    }
+                    Frame::Proof(p) => match pending.take() {
+                        Some((n, _)) if n == p.nonce
+                            && auth::verify_device_signature(who.device.key_alg, &pk, &svc.pin, &who.device_id, &n, &p.signature) => {
+                            debug!("periodic challenge answered");
+                        }
+                        _ => {
+                            mux.send_error(ErrorCode::AuthFailed, "challenge answer does not verify");
+                            break "bad periodic proof".into();
+                        }
+                    },
+                    Frame::Drain { reason, .. } => {
+                        info!(reason = ?reason, "node is draining");
+                        node.set_state(protocol::NodeState::Draining);
+                    }
+                    Frame::Error { code, message } => break format!("node sent ERROR {code:?}: {message}"),
+                    other => {
+                        mux.send_error(ErrorCode::ProtocolViolation, &format!("unexpected {} from a node", other.name()));
+                        break format!("unexpected {}", other.name());
+                    }
+                }
+            }
+            _ = rechallenge.tick() => {
+                if let Some((_, since)) = pending {
+                    if since.elapsed() > Duration::from_secs(60) {
+                        mux.send_error(ErrorCode::ChallengeTimeout, "no answer to the challenge within 60 s");
+                        break "challenge timeout".into();
+                    }
+                } else if let Ok(n) = auth::random_bytes::<NONCE_LEN>() {
+                    pending = Some((n, tokio::time::Instant::now()));
+                    mux.send_frame(&Frame::Challenge(Challenge { version: None, nonce: n, server_time_ms: Some(now_ms()) }));
+                }
+            }
+            _ = persist.tick() => persist_seen(&svc, &node).await,
+            _ = shutdown.recv() => {
+                mux.send_error(ErrorCode::ServerShutdown, "server is shutting down; reconnect later");
+                break "server shutdown".into();
+            }
+        }
+    };
+    svc.registry.remove(&who.device_id, node.session_id);
+    svc.metrics.nodes_online.set(svc.registry.len() as i64);
+    mux.close(&end);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    persist_seen(&svc, &node).await;
+    info!(reason = %end, "node offline");
+}
+
+async fn persist_seen(svc: &Arc<TunnelService>, node: &Arc<NodeHandle>) {
+    let store = svc.store.clone();
+    let row = (node.device_id.to_vec(), now_secs(), Some(node.public_ip.to_string()), node.country_str());
+    let res = tokio::task::spawn_blocking(move || store.touch_devices(&[row])).await;
+    if let Ok(Err(e)) = res {
+        warn!(error = %e, "could not persist last-seen");
+    }
+}
