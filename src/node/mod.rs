@@ -298,7 +298,7 @@ async fn session(
                             s.reject(OpenErrReason::Draining, "node is draining");
                             continue;
                         }
-                        tokio::spawn(serve_stream(s, target, policy.clone(), dial_timeout));
+                        tokio::spawn(serve_stream(s, target, policy.clone(), dial_timeout, opts.bind));
                     }
                     Frame::Challenge(c) => {
                         mux.send_frame(&Frame::Proof(Proof { nonce: c.nonce, signature: sign(&c.nonce) }));
@@ -358,8 +358,14 @@ fn refused(code: ErrorCode, message: String) -> SessionEnd {
 }
 
 /// Dials `target` under the egress policy and relays the stream.
-async fn serve_stream(stream: MuxStream, target: Target, policy: Arc<EgressPolicy>, timeout: Duration) {
-    match dial(&policy, &target, timeout).await {
+async fn serve_stream(
+    stream: MuxStream,
+    target: Target,
+    policy: Arc<EgressPolicy>,
+    timeout: Duration,
+    bind: Option<IpAddr>,
+) {
+    match dial(&policy, &target, timeout, bind).await {
         Ok(sock) => {
             let peer = sock.peer_addr().ok();
             stream.send_open_ok(peer);
@@ -375,10 +381,12 @@ async fn serve_stream(stream: MuxStream, target: Target, policy: Arc<EgressPolic
 
 /// SECURITY.md §1 on the node: check the spelling and port, resolve once, check every
 /// address, dial the checked literal, and make sure the connected peer is the checked one.
+/// With `bind`, outgoing connections use that source address (as the tunnel does).
 pub async fn dial(
     policy: &EgressPolicy,
     target: &Target,
     timeout: Duration,
+    bind: Option<IpAddr>,
 ) -> Result<TcpStream, (OpenErrReason, String)> {
     let refused = |r: crate::egress::Refusal| (OpenErrReason::RefusedByPolicy, r.to_string());
     let port = target.port();
@@ -400,7 +408,7 @@ pub async fn dial(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = (OpenErrReason::HostUnreachable, "no address could be reached".to_string());
     for a in addrs {
-        match tokio::time::timeout_at(deadline, TcpStream::connect(a)).await {
+        match tokio::time::timeout_at(deadline, connect_from(a, bind)).await {
             Err(_) => return Err((OpenErrReason::Timeout, format!("connecting to {a} timed out"))),
             Ok(Ok(s)) => {
                 if s.peer_addr().ok() != Some(a) {
@@ -424,4 +432,12 @@ pub async fn dial(
         }
     }
     Err(last)
+}
+
+async fn connect_from(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(b) = bind.filter(|b| b.is_ipv4() == addr.is_ipv4()) {
+        sock.bind(SocketAddr::new(b, 0))?;
+    }
+    sock.connect(addr).await
 }

@@ -109,6 +109,7 @@ impl NodeHandle {
 pub struct Registry {
     nodes: RwLock<HashMap<DeviceId, Arc<NodeHandle>>>,
     next_session: AtomicU64,
+    rotation: std::sync::atomic::AtomicUsize,
 }
 
 impl Registry {
@@ -161,13 +162,29 @@ impl Registry {
         self.len() == 0
     }
 
-    /// The least-loaded node that accepts streams and passes `filter`.
+    /// The least-loaded node that accepts streams and passes `filter`; ties rotate, so idle
+    /// nodes share new connections instead of one node taking them all.
     pub fn pick(&self, filter: impl Fn(&NodeHandle) -> bool) -> Option<Arc<NodeHandle>> {
         let m = self.nodes.read().ok()?;
-        m.values()
-            .filter(|n| n.accepts_streams() && filter(n))
-            .min_by_key(|n| (n.mux.active_streams() * 1024) / n.max_streams().max(1))
-            .cloned()
+        let mut best: Vec<&Arc<NodeHandle>> = Vec::new();
+        let mut best_load = usize::MAX;
+        for n in m.values().filter(|n| n.accepts_streams() && filter(n)) {
+            // Load as a fraction of the node's cap, in 1/1024ths.
+            let load = (n.mux.active_streams() * 1024) / n.max_streams().max(1);
+            if load < best_load {
+                best.clear();
+                best_load = load;
+            }
+            if load == best_load {
+                best.push(n);
+            }
+        }
+        if best.is_empty() {
+            return None;
+        }
+        best.sort_by_key(|n| n.device_id);
+        let i = self.rotation.fetch_add(1, Ordering::Relaxed) % best.len();
+        Some(best[i].clone())
     }
 
     /// Disconnects a node (ban): it is told why and its streams are reset.

@@ -1,0 +1,145 @@
+//! The scripting contract of SPEC.md: init, serve, user, pair, device, ledger, backup —
+//! through the admin socket while the server runs, and on the database while it is stopped.
+
+use std::process::Command;
+
+use crate::common::*;
+
+#[test]
+fn init_refuses_a_second_run_and_json_has_the_contract_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let run = || {
+        Command::new(BIN)
+            .args(["init", "--data-dir"])
+            .arg(&d)
+            .args(["--public-address", "proxy.example.com:8443", "--web-listen", "127.0.0.1:0", "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["admin_user", "admin_password", "pin", "public_address", "config_path", "data_dir"] {
+        assert!(v.get(k).is_some(), "init --json lacks {k}");
+    }
+    assert_eq!(v["admin_user"], "admin");
+    assert_eq!(v["public_address"], "proxy.example.com:8443");
+    assert_eq!(v["pin"].as_str().unwrap().len(), 64);
+    let cfg = std::fs::read_to_string(d.join("traffix.toml")).unwrap();
+    assert!(!cfg.contains(":0\""), "a saved config never holds port 0:\n{cfg}");
+    // The key never leaves the owner.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(d.join("tls/key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let again = run();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already initialised"));
+}
+
+#[test]
+fn admin_commands_work_while_serving_and_while_stopped() {
+    let mut s = Server::start();
+    // While serving: through the admin socket (mode 0600).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.data_dir().join("admin.sock")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let pass = s.add_user("hank", Some("12.50"));
+    let show = s.cli_json(&["user", "show", "hank"]);
+    for k in ["name", "admin", "disabled", "telegram_id", "balance_micros", "proxy_password"] {
+        assert!(show.get(k).is_some(), "user show --json lacks {k}");
+    }
+    assert_eq!(show["balance_micros"], 12_500_000);
+    assert_eq!(show["proxy_password"], pass.as_str());
+    let rotated = s.cli_json(&["user", "proxy-password", "hank"]);
+    assert_ne!(rotated["proxy_password"], pass.as_str());
+    assert!(s.cli_json(&["user", "list"]).as_array().unwrap().iter().any(|u| u["name"] == "hank"));
+    let bad = s.cli(&["user", "add", "Bad-Name"]);
+    assert!(!bad.status.success());
+    let bad = s.cli(&["user", "credit", "hank", "1.2.3"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("decimal"));
+
+    // Pairing links are single use.
+    let link = s.pair_link("hank");
+    assert!(link.starts_with(&format!("traffix://pair?server={}&pin={}&code=", s.web, s.pin)));
+    let state = s.data_dir().join("n1.json");
+    let mut node = Node {
+        child: None,
+        state: state.clone(),
+        bind: "127.0.0.2".into(),
+        vip: String::new(),
+        log: s.data_dir().join("n1.log"),
+    };
+    node.spawn(Some(&link));
+    let vip = s.wait_node_online(&node);
+    assert!(vip.starts_with("100.6") || vip.starts_with("100.7") || vip.starts_with("100.1"));
+    let mut thief = Node {
+        child: None,
+        state: s.data_dir().join("n2.json"),
+        bind: "127.0.0.3".into(),
+        vip: String::new(),
+        log: s.data_dir().join("n2.log"),
+    };
+    thief.spawn(Some(&link));
+    assert!(!thief.wait_exit().success(), "a used pairing code must be refused");
+    assert!(thief.log().contains("already used"), "{}", thief.log());
+
+    // Ban disconnects the node and keeps it out; unban lets it back with the same vIP.
+    let devices = s.devices();
+    let d = devices.iter().find(|d| d["vip"] == vip.as_str()).unwrap();
+    for k in ["id", "owner", "vip", "online", "country"] {
+        assert!(d.get(k).is_some(), "device list --json lacks {k}");
+    }
+    let id = d["id"].as_str().unwrap().to_owned();
+    let out = s.cli(&["device", "ban", &id[..8], "--reason", "fraud"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!node.wait_exit().success(), "a banned node stops");
+    assert!(node.log().contains("banned"), "{}", node.log());
+    assert_eq!(s.online_count(), 0);
+    assert!(s.cli(&["device", "unban", &vip]).status.success());
+    node.spawn(None);
+    assert_eq!(s.wait_node_online(&node), vip);
+
+    // Graceful stop: SIGTERM, exit 0, socket removed; then the CLI works on the database directly.
+    node.kill9();
+    assert!(s.terminate().success(), "{}", s.log());
+    assert!(!s.data_dir().join("admin.sock").exists());
+    assert!(s.log().contains("database closed"));
+    let show = s.cli_json(&["user", "show", "hank"]);
+    assert_eq!(show["balance_micros"], 12_500_000);
+    assert!(s.cli(&["user", "credit", "hank", "0.50"]).status.success());
+    let ledger = s.cli_json(&["ledger", "list", "--user", "hank"]);
+    assert_eq!(ledger.as_array().unwrap().len(), 2);
+    let verify = s.cli(&["ledger", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let backup = s.data_dir().join("backup.redb");
+    assert!(s.cli(&["backup", backup.to_str().unwrap()]).status.success());
+    assert!(backup.exists());
+    // And it starts again on the same database.
+    s.spawn();
+    assert_eq!(s.cli_json(&["user", "show", "hank"])["balance_micros"], 13_000_000);
+}
+
+#[test]
+fn web_listener_is_tls13_only_with_the_printed_pin_and_metrics_stay_on_loopback() {
+    let s = Server::start();
+    let url = format!("https://{}/healthz", s.web);
+    let out = curl(&["-k", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), r#"{"status":"ok"}"#);
+    let out = curl(&["-k", "--tls-max", "1.2", &url]);
+    assert!(!out.status.success(), "TLS 1.2 must be refused");
+    // curl's --pinnedpubkey takes the base64 SHA-256 of the SPKI: the same value as our hex pin.
+    use base64::Engine;
+    let pin_b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(&s.pin).unwrap());
+    let out = curl(&["-k", "--pinnedpubkey", &format!("sha256//{pin_b64}"), &url]);
+    assert!(out.status.success(), "the printed pin matches the served key: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(s.metrics.ip().is_loopback());
+    let m = s.metrics_text();
+    assert!(m.contains("traffix_nodes_online"), "{m}");
+    let out = curl(&["-k", &format!("https://{}/metrics", s.web)]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("traffix_nodes_online"),
+        "metrics never on the public listener"
+    );
+}

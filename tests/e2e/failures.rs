@@ -1,0 +1,128 @@
+//! Every row of SPEC.md's failure table, seen by real clients: SOCKS5 reply codes (through
+//! python-socks, which exposes them) and HTTP statuses with Proxy-Status (through curl).
+
+use std::process::Command;
+
+use crate::common::*;
+
+/// Connects through SOCKS5 with python-socks and returns "ok" or the reply/auth error.
+fn socks_result(s: &Server, user: &str, pass: &str, host: &str, port: u16) -> String {
+    let script = format!(
+        r#"
+from python_socks.sync import Proxy
+from python_socks import ProxyError
+p = Proxy.from_url("socks5://{user}:{pass}@{addr}", rdns=True)
+try:
+    sock = p.connect(dest_host="{host}", dest_port={port}, timeout=60)
+    print("ok")
+except ProxyError as e:
+    print("code", e.error_code, str(e))
+"#,
+        addr = s.socks
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// (status line, Proxy-Status header, body) of one request through the HTTP proxy.
+fn http_result(s: &Server, user: &str, pass: &str, url: &str, connect: bool) -> (String, String, String) {
+    let proxy = s.http_proxy_url(user, pass);
+    let mut args = vec!["-i", "-x", &proxy];
+    if connect {
+        args.push("-p");
+    }
+    args.push(url);
+    let out = curl(&args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let ps = text.lines().find(|l| l.to_ascii_lowercase().starts_with("proxy-status:")).unwrap_or_default().to_owned();
+    (status, ps, text)
+}
+
+#[test]
+fn failure_table_socks5_and_http() {
+    let s = Server::start();
+    let pass = s.add_user("carol", Some("5"));
+    let broke = s.add_user("broke", None);
+    let gone = s.add_user("gone", Some("5"));
+    let o = origin().addr;
+    let host = o.ip().to_string();
+
+    // No node online yet: 0x03 / 503 destination_unavailable.
+    assert!(socks_result(&s, "carol", &pass, &host, o.port()).starts_with("code 3"), "no node");
+    let (st, ps, _) = http_result(&s, "carol", &pass, &format!("http://{o}/hello"), false);
+    assert!(st.contains(" 503"), "{st}");
+    assert!(ps.contains("destination_unavailable"), "{ps}");
+
+    let _node = s.start_node("carol", "127.0.0.2");
+    assert_eq!(socks_result(&s, "carol", &pass, &host, o.port()), "ok");
+
+    // Wrong credentials: RFC 1929 failure / 407.
+    let r = socks_result(&s, "carol", "wrong-password", &host, o.port());
+    assert!(r.contains("authentication failure"), "RFC 1929 failure: {r}");
+    let (st, _, body) = http_result(&s, "carol", "wrong-password", &format!("http://{o}/hello"), false);
+    assert!(st.contains(" 407"), "{st}");
+    assert!(body.contains("wrong username or password"), "{body}");
+
+    // Malformed username (unknown option): auth failure with the reason in the 407 body.
+    let r = socks_result(&s, "carol-colour-blue", &pass, &host, o.port());
+    assert!(r.contains("authentication failure"), "unknown option must fail authentication: {r}");
+    let (st, _, body) = http_result(&s, "carol-colour-blue", &pass, &format!("http://{o}/hello"), false);
+    assert!(st.contains(" 407"), "{st}");
+    assert!(body.contains("colour"), "the reason names the bad key: {body}");
+    let (st, _, body) = http_result(&s, "carol-ttl-30", &pass, &format!("http://{o}/hello"), false);
+    assert!(st.contains(" 407") && body.contains("session"), "{st} {body}");
+    assert!(s.log().contains("authentication failed"), "the log says why");
+
+    // Balance exhausted: 0x02 / 402.
+    assert!(socks_result(&s, "broke", &broke, &host, o.port()).starts_with("code 2"));
+    let (st, ps, body) = http_result(&s, "broke", &broke, &format!("http://{o}/hello"), false);
+    assert!(st.contains(" 402"), "{st}");
+    assert!(ps.contains("http_request_denied") && body.contains("balance"), "{ps} {body}");
+
+    // Disabled account: 0x02 / 403.
+    let out = s.cli(&["user", "disable", "gone", "--reason", "abuse report"]);
+    assert!(out.status.success());
+    assert!(socks_result(&s, "gone", &gone, &host, o.port()).starts_with("code 2"));
+    let (st, _, body) = http_result(&s, "gone", &gone, &format!("http://{o}/hello"), false);
+    assert!(st.contains(" 403") && body.contains("abuse report"), "{st} {body}");
+
+    // Target refused by policy (blocked port, the server's own listener): 0x02 / 403.
+    assert!(socks_result(&s, "carol", &pass, &host, 25).starts_with("code 2"), "port 25");
+    assert!(socks_result(&s, "carol", &pass, "127.0.0.1", s.socks.port()).starts_with("code 2"), "proxy loop");
+    let (st, ps, body) = http_result(&s, "carol", &pass, &format!("http://{host}:25/"), false);
+    assert!(st.contains(" 403") && ps.contains("http_request_denied"), "{st} {ps}");
+    assert!(body.contains("port"), "{body}");
+    let (st, _, _) = http_result(&s, "carol", &pass, &format!("https://{host}:445/"), true);
+    assert!(st.contains(" 403"), "CONNECT to a blocked port: {st}");
+
+    // The node could not connect: 0x05 refused / 502 connection_refused.
+    let closed = free_port();
+    assert!(socks_result(&s, "carol", &pass, "127.0.0.1", closed).starts_with("code 5"));
+    let (st, ps, _) = http_result(&s, "carol", &pass, &format!("http://127.0.0.1:{closed}/"), false);
+    assert!(st.contains(" 502") && ps.contains("connection_refused"), "{st} {ps}");
+
+    // No node matches the targeting: 0x03 / 503.
+    assert!(socks_result(&s, "carol-node-100.64.9.9", &pass, &host, o.port()).starts_with("code 3"));
+    let (st, _, body) = http_result(&s, "carol-country-de", &pass, &format!("http://{o}/hello"), false);
+    assert!(st.contains(" 503") && body.contains("GeoIP"), "country without a GeoIP database: {st} {body}");
+
+    // The server kept serving throughout.
+    assert_eq!(socks_result(&s, "carol", &pass, &host, o.port()), "ok");
+    assert!(s.metrics_text().contains("traffix_proxy_auth_failures_total"));
+}
+
+#[test]
+fn private_targets_are_refused_without_the_test_switch() {
+    let s = Server::start_with(ServerOpts::default());
+    let pass = s.add_user("dave", Some("5"));
+    let o = origin().addr;
+    // The server's own copy of the policy refuses before any node is asked.
+    assert!(socks_result(&s, "dave", &pass, "127.0.0.1", o.port()).starts_with("code 2"));
+    assert!(socks_result(&s, "dave", &pass, "10.1.2.3", 80).starts_with("code 2"));
+    assert!(socks_result(&s, "dave", &pass, "localhost", 80).starts_with("code 2"));
+    assert!(socks_result(&s, "dave", &pass, "2130706433", 80).starts_with("code 2"));
+    let (st, _, body) = http_result(&s, "dave", &pass, "http://192.168.1.1/", false);
+    assert!(st.contains(" 403") && body.contains("192.168.0.0/16"), "{st} {body}");
+}

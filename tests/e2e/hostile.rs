@@ -1,0 +1,128 @@
+//! Hostile bytes on every listener: each bad connection gets an error or is dropped, and the
+//! server goes on serving everyone else.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// Sends `bytes`, then reads whatever comes back until the server closes or goes quiet.
+fn poke(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn garbage(n: usize, seed: u64) -> Vec<u8> {
+    payload(n, seed)
+}
+
+/// A raw WebSocket client over TLS, written in Python's standard library, that upgrades on
+/// /v1/tunnel and then sends `frames_hex` as binary WebSocket messages.
+fn hostile_tunnel(s: &Server, frames_hex: &[&str]) -> String {
+    let frames = frames_hex.iter().map(|h| format!("bytes.fromhex('{h}')")).collect::<Vec<_>>().join(", ");
+    let script = format!(
+        r#"
+import os, socket, ssl, struct, base64
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+raw = socket.create_connection(("{ip}", {port}), timeout=20)
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /v1/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    c = s.recv(1)
+    if not c: break
+    head += c
+print(head.split(b"\r\n")[0].decode())
+def send(payload, opcode=2):
+    mask = os.urandom(4)
+    n = len(payload)
+    hdr = bytes([0x80 | opcode])
+    if n < 126: hdr += bytes([0x80 | n])
+    elif n < 65536: hdr += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else: hdr += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    s.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+try:
+    for f in [{frames}]:
+        send(f)
+    data = b""
+    while True:
+        c = s.recv(65536)
+        if not c: break
+        data += c
+    print("closed", len(data))
+except Exception as e:
+    print("closed", type(e).__name__)
+"#,
+        ip = s.web.ip(),
+        port = s.web.port()
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(script).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn hostile_bytes_on_each_listener_leave_the_server_serving() {
+    let s = Server::start();
+    let pass = s.add_user("gina", Some("5"));
+    let _node = s.start_node("gina", "127.0.0.2");
+    let o = origin().addr;
+    let works = || {
+        let out = curl(&["--proxy", &s.socks_url("gina", &pass), &format!("http://{o}/hello")]);
+        assert!(out.status.success(), "server stopped serving: {}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    // SOCKS5: random bytes, wrong version, truncated greeting, method list lies, huge username.
+    for bad in [
+        garbage(4096, 1),
+        b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00".to_vec(),
+        b"\x05".to_vec(),
+        b"\x05\xff".to_vec(),
+        [b"\x05\x01\x02\x01\xff".to_vec(), vec![b'a'; 255], b"\x00".to_vec()].concat(),
+        b"\x05\x01\x02\x01\x05alice\x03pwd\x05\x09\x00\x03\x00".to_vec(),
+    ] {
+        poke(s.socks, &bad);
+    }
+    works();
+
+    // HTTP proxy: garbage, a huge head, bad request lines, bad Content-Length, bad Basic.
+    let reply = poke(s.http, &garbage(2048, 2));
+    assert!(reply.starts_with(b"HTTP/1.1 400") || reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+    let huge = [b"GET http://x/ HTTP/1.1\r\n".to_vec(), vec![b'X'; 70_000]].concat();
+    let reply = poke(s.http, &huge);
+    assert!(
+        reply.starts_with(b"HTTP/1.1 431") || reply.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let reply = poke(s.http, b"GET http://x/ HTTP/1.1\r\nProxy-Authorization: Basic !!!\r\n\r\n");
+    assert!(reply.starts_with(b"HTTP/1.1 407"));
+    let reply = poke(s.http, b"CONNECT nowhere HTTP/1.1\r\n\r\n");
+    assert!(reply.starts_with(b"HTTP/1.1 407"), "auth comes first");
+    works();
+
+    // Web listener: plain text on the TLS port, a broken TLS record, then hostile tunnel frames.
+    poke(s.web, b"GET / HTTP/1.1\r\n\r\n");
+    poke(s.web, &[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00]);
+    poke(s.web, &garbage(8192, 3));
+    for frames in [
+        vec!["ff00000000000000"],               // unknown frame type
+        vec!["01"],                             // truncated header
+        vec!["0100000000000100"],               // truncated TLV
+        vec!["13000000000100"],                 // DATA before any handshake
+        vec!["010000000000010001010200010103"], // HELLO then EOF
+    ] {
+        let r = hostile_tunnel(&s, &frames);
+        assert!(r.contains("101"), "upgrade first: {r}");
+        assert!(r.contains("closed"), "the server closes a hostile tunnel: {r}");
+    }
+    works();
+    assert!(s.log().contains("node handshake refused"));
+    assert_eq!(s.online_count(), 1);
+}

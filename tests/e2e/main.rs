@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `traffix` binary as server and nodes, real clients nobody here
+//! wrote (curl, python requests), real sockets on 127.0.0.x, real redb files in temp dirs.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod admin;
+mod datapath;
+mod failures;
+mod hostile;
+mod routing;

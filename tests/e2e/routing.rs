@@ -1,0 +1,107 @@
+//! Node selection: rotation, sticky sessions (flex and strict), `-node-`, `-country-` from a
+//! GeoIP database, and what clients see when a node dies mid-stream.
+
+use std::collections::BTreeSet;
+
+use crate::common::*;
+
+fn exit_ip(s: &Server, user: &str, pass: &str) -> Result<String, String> {
+    let out = curl(&["--proxy", &s.socks_url(user, pass), &format!("http://{}/ip", origin().addr)]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn rotation_sticky_sessions_node_pinning_and_country_targeting() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("country.mmdb");
+    make_geoip(&db, &[("127.0.0.2", "DE"), ("127.0.0.3", "US")]);
+    let s = Server::start_with(ServerOpts { allow_private_targets: true, geoip: Some(db), ..ServerOpts::default() });
+    let pass = s.add_user("erin", Some("10"));
+    let de = s.start_node("erin", "127.0.0.2");
+    let mut us = s.start_node("erin", "127.0.0.3");
+    assert_ne!(de.vip, us.vip);
+
+    // Without a session each connection may use another node: both carry traffic.
+    let seen: BTreeSet<String> = (0..12).map(|_| exit_ip(&s, "erin", &pass).unwrap()).collect();
+    assert_eq!(seen, BTreeSet::from(["127.0.0.2".to_owned(), "127.0.0.3".to_owned()]), "rotation");
+
+    // A sticky session holds its node.
+    let first = exit_ip(&s, "erin-session-abc123", &pass).unwrap();
+    for _ in 0..10 {
+        assert_eq!(exit_ip(&s, "erin-session-abc123", &pass).unwrap(), first, "sticky session moved");
+    }
+    // Aliases and key case do not change the session.
+    assert_eq!(exit_ip(&s, "erin-SESSID-abc123-sesstime-30m", &pass).unwrap(), first);
+
+    // Country targeting, from the GeoIP database.
+    for _ in 0..5 {
+        assert_eq!(exit_ip(&s, "erin-country-de", &pass).unwrap(), "127.0.0.2");
+        assert_eq!(exit_ip(&s, "erin-cc-US", &pass).unwrap(), "127.0.0.3");
+    }
+    let err = exit_ip(&s, "erin-country-fr", &pass).unwrap_err();
+    assert!(err.contains("SOCKS") || err.contains("socks"), "no node in FR: {err}");
+    let countries: BTreeSet<String> =
+        s.devices().iter().filter_map(|d| d["country"].as_str().map(str::to_owned)).collect();
+    assert_eq!(countries, BTreeSet::from(["DE".to_owned(), "US".to_owned()]));
+
+    // -node- pins one node by its virtual IP.
+    for _ in 0..5 {
+        assert_eq!(exit_ip(&s, &format!("erin-node-{}", us.vip), &pass).unwrap(), "127.0.0.3");
+    }
+
+    // Pin sessions to the US node, then take it away: strict fails, flex moves to DE.
+    let mut strict = None;
+    let mut flex = None;
+    for i in 0..40 {
+        let (sid_s, sid_f) = (format!("strict{i}"), format!("flex{i}"));
+        if strict.is_none() && exit_ip(&s, &format!("erin-session-{sid_s}-mode-strict"), &pass).unwrap() == "127.0.0.3"
+        {
+            strict = Some(sid_s);
+        }
+        if flex.is_none() && exit_ip(&s, &format!("erin-session-{sid_f}"), &pass).unwrap() == "127.0.0.3" {
+            flex = Some(sid_f);
+        }
+    }
+    let (strict, flex) = (strict.expect("a strict session on US"), flex.expect("a flex session on US"));
+    us.kill9();
+    wait_for("US node offline", || (s.online_count() == 1).then_some(()));
+    assert!(exit_ip(&s, &format!("erin-session-{strict}-mode-strict"), &pass).is_err(), "strict session must fail");
+    assert_eq!(exit_ip(&s, &format!("erin-session-{flex}"), &pass).unwrap(), "127.0.0.2", "flex session re-pins");
+    drop(de);
+}
+
+#[test]
+fn a_node_killed_mid_stream_gives_a_clean_error_and_comes_back() {
+    let s = Server::start();
+    let pass = s.add_user("frank", Some("10"));
+    let mut node = s.start_node("frank", "127.0.0.2");
+    let vip = node.vip.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partial");
+    let proxy = s.socks_url("frank", &pass);
+    let url = format!("http://{}/forever", origin().addr);
+    let mut client = std::process::Command::new("curl")
+        .args(["-sS", "--proxy", &proxy, "-o"])
+        .arg(&file)
+        .arg(&url)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until bytes flow, then kill the node under the live stream.
+    wait_for("bytes through the node", || {
+        (std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) > 256 * 1024).then_some(())
+    });
+    node.kill9();
+    let st = wait_for("client error", || client.try_wait().unwrap());
+    assert!(!st.success(), "the client sees the stream fail, it does not hang");
+
+    // The server is unharmed and the node reconnects with its saved identity (no pairing).
+    assert_eq!(http_get(s.metrics, "/healthz").map(|r| r.0), Some(200));
+    node.spawn(None);
+    assert_eq!(s.wait_node_online(&node), vip, "the vIP is kept across reconnects");
+    assert_eq!(exit_ip(&s, "frank", &pass).unwrap(), "127.0.0.2");
+}
