@@ -204,10 +204,8 @@ impl Server {
         self.child = Some(child);
         let metrics = self.metrics;
         wait_for("server health", || {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("server exited early ({st}):\n{}", self.log());
-                }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("server exited early ({st}):\n{}", self.log());
             }
             http_get(metrics, "/healthz").filter(|(s, _)| *s == 200)
         });

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // test crate: a panic is a failure with a location
 //! End-to-end tests: the real `traffix` binary as server and nodes, real clients nobody here
 //! wrote (curl, python requests), real sockets on 127.0.0.x, real redb files in temp dirs.
 
