@@ -7,3 +7,6 @@ pub mod registry;
 pub mod relay;
 pub mod session;
 pub mod ws;
+
+#[cfg(test)]
+mod tests;

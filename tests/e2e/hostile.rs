@@ -111,7 +111,9 @@ fn hostile_bytes_on_each_listener_leave_the_server_serving() {
     poke(s.web, b"GET / HTTP/1.1\r\n\r\n");
     poke(s.web, &[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00]);
     poke(s.web, &garbage(8192, 3));
+    let oversize = format!("130000000001{}", "00".repeat(70_000));
     for frames in [
+        vec![oversize.as_str()],                // beyond the 64 KiB WebSocket frame limit
         vec!["ff00000000000000"],               // unknown frame type
         vec!["01"],                             // truncated header
         vec!["0100000000000100"],               // truncated TLV

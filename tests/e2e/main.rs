@@ -9,4 +9,5 @@ mod admin;
 mod datapath;
 mod failures;
 mod hostile;
+mod limits;
 mod routing;

@@ -1,0 +1,121 @@
+//! SECURITY.md §2 limits, each set through its `[limits]` key for the test and enforced by the
+//! real server: per-client stream cap and rate, handshake timeout, idle stream timeout.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[test]
+fn client_stream_cap_and_rate_limit_refuse_with_a_reason() {
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: env(&[
+            ("TRAFFIX_LIMITS__CLIENT_MAX_STREAMS", "2"),
+            ("TRAFFIX_LIMITS__CLIENT_NEW_STREAMS_PER_S", "1"),
+            ("TRAFFIX_LIMITS__CLIENT_NEW_STREAMS_BURST", "100"),
+        ]),
+        ..ServerOpts::default()
+    });
+    let pass = s.add_user("ivan", Some("5"));
+    let _node = s.start_node("ivan", "127.0.0.2");
+    let o = origin().addr;
+    // Two endless downloads hold both stream slots.
+    let proxy = s.socks_url("ivan", &pass);
+    let mut long: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new("curl")
+                .args(["-sS", "--proxy", &proxy, "-o", "/dev/null", &format!("http://{o}/forever")])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_for("two live streams", || s.metrics_text().contains("traffix_streams_active 2").then_some(()));
+    let (st, body) = {
+        let out = curl(&["-i", "-x", &s.http_proxy_url("ivan", &pass), &format!("http://{o}/hello")]);
+        let t = String::from_utf8_lossy(&out.stdout).into_owned();
+        (t.lines().next().unwrap_or_default().to_owned(), t)
+    };
+    assert!(st.contains(" 429"), "third stream over the cap: {st}");
+    assert!(body.contains("too many open streams (limit 2)"), "{body}");
+    for c in &mut long {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    wait_for("streams released", || s.metrics_text().contains("traffix_streams_active 0").then_some(()));
+    assert!(curl(&["--proxy", &proxy, &format!("http://{o}/hello")]).status.success());
+}
+
+#[test]
+fn the_new_stream_rate_waits_up_to_a_second_then_refuses() {
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: env(&[
+            ("TRAFFIX_LIMITS__CLIENT_NEW_STREAMS_PER_S", "1"),
+            ("TRAFFIX_LIMITS__CLIENT_NEW_STREAMS_BURST", "2"),
+        ]),
+        ..ServerOpts::default()
+    });
+    let pass = s.add_user("judy", Some("5"));
+    let _node = s.start_node("judy", "127.0.0.2");
+    let o = origin().addr;
+    // Six at once: two from the burst, one after waiting for a token, the rest refused.
+    let mut args =
+        vec!["-Z".to_owned(), "-x".into(), s.http_proxy_url("judy", &pass), "-w".into(), "%{http_code}\\n".into()];
+    for _ in 0..6 {
+        args.extend(["-o".into(), "/dev/null".into(), format!("http://{o}/hello")]);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = curl(&a);
+    let codes: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let ok = codes.iter().filter(|c| *c == "200").count();
+    let limited = codes.iter().filter(|c| *c == "429").count();
+    assert_eq!(ok + limited, 6, "{codes:?}");
+    assert!(ok >= 2 && limited >= 1, "burst admitted, excess refused: {codes:?}");
+}
+
+#[test]
+fn silent_clients_are_dropped_after_the_handshake_timeout_and_idle_streams_are_cut() {
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: env(&[("TRAFFIX_LIMITS__HANDSHAKE_TIMEOUT_SECS", "1"), ("TRAFFIX_LIMITS__IDLE_STREAM_TIMEOUT_SECS", "1")]),
+        ..ServerOpts::default()
+    });
+    let pass = s.add_user("kim", Some("5"));
+    let _node = s.start_node("kim", "127.0.0.2");
+    // A connection that never speaks is closed by the server (EOF before our own 30 s bound).
+    for addr in [s.socks, s.http, s.web] {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).expect("the server closes a silent connection instead of holding it");
+        assert!(
+            n == 0 || buf.starts_with(b"HTTP/1.1 408") || buf.starts_with(b"HTTP/1.1 400"),
+            "{addr}: {:?}",
+            &buf[..n]
+        );
+    }
+    // A stream that moves no bytes is cut after the idle timeout: the client sees EOF.
+    let script = format!(
+        r#"
+from python_socks.sync import Proxy
+p = Proxy.from_url("socks5://kim:{pass}@{socks}", rdns=True)
+s = p.connect(dest_host="{host}", dest_port={port}, timeout=30)
+s.settimeout(30)
+print("eof" if s.recv(1) == b"" else "data")
+"#,
+        socks = s.socks,
+        host = origin().addr.ip(),
+        port = origin().addr.port()
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "eof", "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(s.log().contains("idle_timeout"), "the stream log says why it ended");
+}

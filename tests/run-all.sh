@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, lints, unit, contract-vector, architecture and
+# end-to-end tests. Installs what the tests need first (idempotent; Debian + pip).
+# Benchmarks are not run here: see docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}";
+  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"; fi
+fi
+if ! python3 -c 'import requests, socks, python_socks, mmdb_writer, netaddr' >/dev/null 2>&1; then
+  echo "==> installing python test clients (requests[socks], python-socks, mmdb-writer)"
+  python3 -m pip install --quiet --disable-pip-version-check 'requests[socks]' python-socks mmdb-writer \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'requests[socks]' python-socks mmdb-writer
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --locked
+echo "==> all tests passed"
