@@ -22,9 +22,16 @@ fn garbage(n: usize, seed: u64) -> Vec<u8> {
 }
 
 /// A raw WebSocket client over TLS, written in Python's standard library, that upgrades on
-/// /v1/tunnel and then sends `frames_hex` as binary WebSocket messages.
+/// /v1/tunnel and then sends `frames_hex` as binary WebSocket messages (hex, or `py:EXPR`).
 fn hostile_tunnel(s: &Server, frames_hex: &[&str]) -> String {
-    let frames = frames_hex.iter().map(|h| format!("bytes.fromhex('{h}')")).collect::<Vec<_>>().join(", ");
+    let frames = frames_hex
+        .iter()
+        .map(|h| match h.strip_prefix("py:") {
+            Some(expr) => expr.to_owned(),
+            None => format!("bytes.fromhex('{h}')"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let script = format!(
         r#"
 import os, socket, ssl, struct, base64
@@ -111,14 +118,13 @@ fn hostile_bytes_on_each_listener_leave_the_server_serving() {
     poke(s.web, b"GET / HTTP/1.1\r\n\r\n");
     poke(s.web, &[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00]);
     poke(s.web, &garbage(8192, 3));
-    let oversize = format!("130000000001{}", "00".repeat(70_000));
     for frames in [
-        vec![oversize.as_str()],                // beyond the 64 KiB WebSocket frame limit
-        vec!["ff00000000000000"],               // unknown frame type
-        vec!["01"],                             // truncated header
-        vec!["0100000000000100"],               // truncated TLV
-        vec!["13000000000100"],                 // DATA before any handshake
-        vec!["010000000000010001010200010103"], // HELLO then EOF
+        vec!["py:bytes.fromhex('130000000001') + bytes(70000)"], // beyond the 64 KiB WebSocket frame limit
+        vec!["ff00000000000000"],                                // unknown frame type
+        vec!["01"],                                              // truncated header
+        vec!["0100000000000100"],                                // truncated TLV
+        vec!["13000000000100"],                                  // DATA before any handshake
+        vec!["010000000000010001010200010103"],                  // HELLO then EOF
     ] {
         let r = hostile_tunnel(&s, &frames);
         assert!(r.contains("101"), "upgrade first: {r}");
