@@ -305,6 +305,7 @@ impl App {
             geoip: self.geoip.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.trigger.subscribe(),
+            shutdown_grace_secs: s.shutdown_grace_secs,
         });
         let proxy_svc = self.proxy.clone();
         let admin_ctx = Arc::new(AdminCtx {

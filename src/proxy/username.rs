@@ -512,13 +512,20 @@ pub fn is_node_address(ip: Ipv4Addr) -> bool {
     u32::from(ip) & mask == u32::from(NODE_NETWORK)
 }
 
-/// Whether `code` (upper case) is an officially assigned ISO 3166-1 alpha-2 code.
+/// Whether `code` (upper case) is an officially assigned ISO 3166-1 alpha-2 code, or one of
+/// the few user-assigned codes GeoIP databases report for real places ([`GEOIP_EXTRA_CODES`]).
 pub fn is_assigned_country(code: [u8; 2]) -> bool {
-    std::str::from_utf8(&code).map(|code| ASSIGNED_COUNTRY_CODES.binary_search(&code).is_ok()).unwrap_or(false)
+    std::str::from_utf8(&code)
+        .map(|code| ASSIGNED_COUNTRY_CODES.binary_search(&code).is_ok() || GEOIP_EXTRA_CODES.contains(&code))
+        .unwrap_or(false)
 }
 
+/// User-assigned codes that MaxMind-format databases use for real places, so nodes there can
+/// be targeted: XK is Kosovo.
+pub const GEOIP_EXTRA_CODES: [&str; 1] = ["XK"];
+
 /// The 249 officially assigned ISO 3166-1 alpha-2 codes, sorted. Reserved and user-assigned
-/// codes (UK, EU, UN, XK, ...) are not countries here.
+/// codes (UK, EU, UN, ...) are not countries here, except [`GEOIP_EXTRA_CODES`].
 pub const ASSIGNED_COUNTRY_CODES: [&str; 249] = [
     "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ", "BA", "BB", "BD",
     "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS", "BT", "BV", "BW", "BY", "BZ", "CA",
@@ -635,9 +642,10 @@ mod tests {
             let [a, b] = code.as_bytes() else { panic!() };
             assert!(is_assigned_country([*a, *b]), "{code}");
         }
-        for code in [*b"UK", *b"EU", *b"XK", *b"de", *b"ZZ"] {
+        for code in [*b"UK", *b"EU", *b"de", *b"ZZ"] {
             assert!(!is_assigned_country(code));
         }
+        assert!(is_assigned_country(*b"XK"), "GeoIP databases place Kosovo at XK");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct TunnelService {
     pub geoip: Option<Arc<GeoIp>>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
+    /// How long live streams may run on after SIGTERM.
+    pub shutdown_grace_secs: u64,
 }
 
 /// A handshake failure: the code sent to the node and a reason for the log.
@@ -247,6 +249,7 @@ where
     let mut pending: Option<([u8; NONCE_LEN], tokio::time::Instant)> = None;
     let pk = hex::decode(&who.device.public_key).unwrap_or_default();
     let mut rtt = None;
+    let mut draining = false;
 
     let end: String = loop {
         tokio::select! {
@@ -311,9 +314,18 @@ where
                 }
             }
             _ = persist.tick() => persist_seen(&svc, &node).await,
-            _ = shutdown.recv() => {
-                mux.send_error(ErrorCode::ServerShutdown, "server is shutting down; reconnect later");
-                break "server shutdown".into();
+            _ = shutdown.recv(), if !draining => {
+                // Graceful stop: no new streams are routed here (the front-ends stopped
+                // accepting); live ones finish, then the node is told to come back later.
+                draining = true;
+                node.set_state(protocol::NodeState::Draining);
+                mux.send_frame(&Frame::Drain { reason: Some("server shutting down".into()), deadline_s: Some(limits_grace(&svc)) });
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)), if draining => {
+                if mux.active_streams() == 0 || mux.is_closed() {
+                    mux.send_error(ErrorCode::ServerShutdown, "server is shutting down; reconnect later");
+                    break "server shutdown".into();
+                }
             }
         }
     };
@@ -332,4 +344,9 @@ async fn persist_seen(svc: &Arc<TunnelService>, node: &Arc<NodeHandle>) {
     if let Ok(Err(e)) = res {
         warn!(error = %e, "could not persist last-seen");
     }
+}
+
+/// The drain deadline announced to nodes: the server's own grace period.
+fn limits_grace(svc: &TunnelService) -> u16 {
+    svc.shutdown_grace_secs.min(u64::from(u16::MAX)) as u16
 }

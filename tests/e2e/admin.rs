@@ -143,3 +143,32 @@ fn web_listener_is_tls13_only_with_the_printed_pin_and_metrics_stay_on_loopback(
         "metrics never on the public listener"
     );
 }
+
+#[test]
+fn sigterm_lets_live_streams_finish_and_nodes_come_back_after_a_restart() {
+    let mut s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: vec![("TRAFFIX_SERVER__SHUTDOWN_GRACE_SECS".into(), "120".into())],
+        ..ServerOpts::default()
+    });
+    let pass = s.add_user("lena", Some("5"));
+    let node = s.start_node("lena", "127.0.0.2");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dl");
+    let size = 8 * 1024 * 1024;
+    // A download slow enough to be in flight when SIGTERM arrives.
+    let mut client = Command::new("curl")
+        .args(["-sS", "--limit-rate", "2M", "--proxy", &s.socks_url("lena", &pass), "-o"])
+        .arg(&file)
+        .arg(format!("http://{}/bytes/{size}?seed=5", origin().addr))
+        .spawn()
+        .unwrap();
+    wait_for("download in flight", || (std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) > 0).then_some(()));
+    assert!(s.terminate().success(), "{}", s.log());
+    assert!(client.wait().unwrap().success(), "the live stream finished during the drain");
+    assert_eq!(sha256_hex(&std::fs::read(&file).unwrap()), sha256_hex(&payload(size, 5)));
+    s.spawn();
+    assert_eq!(s.wait_node_online(&node), node.vip, "the node reconnects by itself");
+    let out = curl(&["--proxy", &s.socks_url("lena", &pass), &format!("http://{}/hello", origin().addr)]);
+    assert!(out.status.success());
+}

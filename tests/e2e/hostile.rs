@@ -76,7 +76,12 @@ except Exception as e:
 
 #[test]
 fn hostile_bytes_on_each_listener_leave_the_server_serving() {
-    let s = Server::start();
+    // Profile: a short handshake timeout, so half-sent TLS records are dropped quickly.
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: vec![("TRAFFIX_LIMITS__HANDSHAKE_TIMEOUT_SECS".into(), "2".into())],
+        ..ServerOpts::default()
+    });
     let pass = s.add_user("gina", Some("5"));
     let _node = s.start_node("gina", "127.0.0.2");
     let o = origin().addr;

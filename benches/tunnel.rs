@@ -1,0 +1,583 @@
+//! The tunnel benchmark: SOCKS5 → traffix server → TLS WebSocket → traffix node → origin,
+//! against direct TCP to the same origin, and the same workload through shadowsocks-rust
+//! (sslocal → ssserver) and Dante when they are installed (`benches/setup-peers.sh`).
+//! Every figure is printed with its ratio to direct TCP measured in the same run.
+//!
+//! Run: `cargo bench --bench tunnel` (quick: `TRAFFIX_BENCH_SCALE=0.1 cargo bench --bench tunnel`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_traffix");
+
+/// The `[limits]` profile of this benchmark (printed with the results).
+const PROFILE: &[(&str, &str)] = &[
+    ("TRAFFIX_LIMITS__CLIENT_MAX_STREAMS", "4096"),
+    ("TRAFFIX_LIMITS__CLIENT_MAX_DIALS", "4096"),
+    ("TRAFFIX_LIMITS__CLIENT_NEW_STREAMS_PER_S", "1000000"),
+    ("TRAFFIX_LIMITS__CLIENT_NEW_STREAMS_BURST", "1000000"),
+    ("TRAFFIX_LIMITS__NODE_MAX_STREAMS", "4096"),
+    ("TRAFFIX_LIMITS__IDLE_STREAM_TIMEOUT_SECS", "600"),
+    ("TRAFFIX_LIMITS__AUTH_FAILURES_PER_MINUTE_PER_IP", "1000000"),
+];
+
+fn scale() -> f64 {
+    std::env::var("TRAFFIX_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0)
+}
+
+// ---------------------------------------------------------------- origin
+// Request: op (1 byte) + n (u64). 'D': send n bytes. 'U': read n bytes, answer 1 byte.
+// 'P': send n bytes at once (TTFB). 'H': hold until EOF.
+async fn origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                let mut hdr = [0u8; 9];
+                if s.read_exact(&mut hdr).await.is_err() {
+                    return;
+                }
+                let n = u64::from_be_bytes(hdr[1..].try_into().unwrap());
+                match hdr[0] {
+                    b'D' | b'P' => {
+                        let buf = vec![0x5au8; 256 * 1024];
+                        let mut left = n;
+                        while left > 0 {
+                            let k = left.min(buf.len() as u64) as usize;
+                            if s.write_all(&buf[..k]).await.is_err() {
+                                return;
+                            }
+                            left -= k as u64;
+                        }
+                        let _ = s.shutdown().await;
+                    }
+                    b'U' => {
+                        let mut buf = vec![0u8; 256 * 1024];
+                        let mut left = n;
+                        while left > 0 {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(k) => left = left.saturating_sub(k as u64),
+                            }
+                        }
+                        let _ = s.write_all(b"k").await;
+                    }
+                    _ => {
+                        let mut b = [0u8; 1];
+                        let _ = s.read(&mut b).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+// ---------------------------------------------------------------- clients
+#[derive(Clone)]
+enum Path_ {
+    Direct,
+    Socks { proxy: SocketAddr, auth: Option<(String, String)> },
+}
+
+async fn connect(path: &Path_, origin: SocketAddr) -> std::io::Result<TcpStream> {
+    match path {
+        Path_::Direct => {
+            let s = TcpStream::connect(origin).await?;
+            s.set_nodelay(true)?;
+            Ok(s)
+        }
+        Path_::Socks { proxy, auth } => {
+            let mut s = TcpStream::connect(proxy).await?;
+            s.set_nodelay(true)?;
+            let method = if auth.is_some() { 2u8 } else { 0u8 };
+            s.write_all(&[5, 1, method]).await?;
+            let mut r = [0u8; 2];
+            s.read_exact(&mut r).await?;
+            if r[1] != method {
+                return Err(std::io::Error::other("socks method refused"));
+            }
+            if let Some((u, p)) = auth {
+                let mut m = vec![1, u.len() as u8];
+                m.extend_from_slice(u.as_bytes());
+                m.push(p.len() as u8);
+                m.extend_from_slice(p.as_bytes());
+                s.write_all(&m).await?;
+                s.read_exact(&mut r).await?;
+                if r[1] != 0 {
+                    return Err(std::io::Error::other("socks auth failed"));
+                }
+            }
+            let ip = match origin.ip() {
+                std::net::IpAddr::V4(v4) => v4.octets(),
+                _ => unreachable!(),
+            };
+            let mut req = vec![5, 1, 0, 1];
+            req.extend_from_slice(&ip);
+            req.extend_from_slice(&origin.port().to_be_bytes());
+            s.write_all(&req).await?;
+            let mut rep = [0u8; 10];
+            s.read_exact(&mut rep).await?;
+            if rep[1] != 0 {
+                return Err(std::io::Error::other(format!("socks reply {}", rep[1])));
+            }
+            Ok(s)
+        }
+    }
+}
+
+async fn download(path: &Path_, origin: SocketAddr, n: u64) -> std::io::Result<u64> {
+    let mut s = connect(path, origin).await?;
+    let mut hdr = vec![b'D'];
+    hdr.extend_from_slice(&n.to_be_bytes());
+    s.write_all(&hdr).await?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    loop {
+        let k = s.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        got += k as u64;
+    }
+    if got != n {
+        return Err(std::io::Error::other(format!("short download {got}/{n}")));
+    }
+    Ok(got)
+}
+
+async fn upload(path: &Path_, origin: SocketAddr, n: u64) -> std::io::Result<()> {
+    let mut s = connect(path, origin).await?;
+    let mut hdr = vec![b'U'];
+    hdr.extend_from_slice(&n.to_be_bytes());
+    s.write_all(&hdr).await?;
+    let buf = vec![0xa5u8; 256 * 1024];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..k]).await?;
+        left -= k as u64;
+    }
+    let mut ok = [0u8; 1];
+    s.read_exact(&mut ok).await?;
+    Ok(())
+}
+
+async fn ttfb(path: &Path_, origin: SocketAddr) -> std::io::Result<Duration> {
+    let start = Instant::now();
+    let mut s = connect(path, origin).await?;
+    let mut hdr = vec![b'P'];
+    hdr.extend_from_slice(&100u64.to_be_bytes());
+    s.write_all(&hdr).await?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await?;
+    Ok(start.elapsed())
+}
+
+// ---------------------------------------------------------------- processes
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    if lines.len() < 2 {
+        return 0;
+    }
+    let names: Vec<&str> = lines[0].split_whitespace().collect();
+    let vals: Vec<&str> = lines[1].split_whitespace().collect();
+    names.iter().position(|n| *n == "ListenOverflows").and_then(|i| vals.get(i)?.parse().ok()).unwrap_or(0)
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn traffix(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN).args(args).arg("--data-dir").arg(dir).arg("--json").output().unwrap();
+    assert!(out.status.success(), "traffix {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+struct Traffix {
+    dir: tempfile::TempDir,
+    server: Proc,
+    node: Proc,
+    socks: SocketAddr,
+    pass: String,
+}
+
+fn start_traffix() -> Traffix {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let init = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(d)
+        .args([
+            "--web-listen",
+            "127.0.0.1:0",
+            "--socks-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(d.join("traffix.toml")).unwrap()).unwrap();
+    let socks: SocketAddr = cfg["server"]["socks_listen"].as_str().unwrap().parse().unwrap();
+    let pass = traffix(d, &["user", "add", "bench"])["proxy_password"].as_str().unwrap().to_owned();
+    let out = Command::new(BIN).args(["user", "credit", "bench", "1000000", "--data-dir"]).arg(d).output().unwrap();
+    assert!(out.status.success());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--allow-private-targets", "--data-dir"]).arg(d).env("RUST_LOG", "warn");
+    for (k, v) in PROFILE {
+        cmd.env(k, v);
+    }
+    let server = Proc(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    wait(|| d.join("admin.sock").exists());
+    let link = traffix(d, &["pair", "bench"])["link"].as_str().unwrap().to_owned();
+    let node = Proc(
+        Command::new(BIN)
+            .args(["node", "--allow-private-targets", "--pair", &link, "--state"])
+            .arg(d.join("node.json"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait(|| traffix(d, &["device", "list"]).as_array().is_some_and(|a| a.iter().any(|x| x["online"] == true)));
+    Traffix { dir, server, node, socks, pass }
+}
+
+fn wait(mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(120), "benchmark setup timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------- peers
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    let out = Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().ok()?;
+    out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn wait_port(port: u16) {
+    wait(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
+/// shadowsocks-rust: sslocal (SOCKS5) → ssserver, aes-256-gcm.
+fn start_shadowsocks() -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
+    let (local, server) = (which("sslocal")?, which("ssserver")?);
+    let (sp, lp) = (free_port(), free_port());
+    let key = "traffix-bench-password";
+    let srv = Proc(
+        Command::new(server)
+            .args(["-s", &format!("127.0.0.1:{sp}"), "-m", "aes-256-gcm", "-k", key])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?,
+    );
+    wait_port(sp);
+    let loc = Proc(
+        Command::new(local)
+            .args(["-b", &format!("127.0.0.1:{lp}"), "-s", &format!("127.0.0.1:{sp}"), "-m", "aes-256-gcm", "-k", key])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?,
+    );
+    wait_port(lp);
+    let pids = vec![srv.0.id(), loc.0.id()];
+    Some((vec![srv, loc], SocketAddr::from(([127, 0, 0, 1], lp)), pids))
+}
+
+/// Dante's sockd as a plain SOCKS5 server (no auth).
+fn start_dante(dir: &Path) -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
+    let sockd = which("sockd").or_else(|| which("danted"))?;
+    let port = free_port();
+    let conf = dir.join("sockd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "logoutput: /dev/null\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\nclientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
+             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\nsocks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n"
+        ),
+    )
+    .ok()?;
+    let p = Proc(
+        Command::new(sockd)
+            .arg("-f")
+            .arg(&conf)
+            .arg("-N")
+            .arg("2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?,
+    );
+    wait_port(port);
+    let pid = p.0.id();
+    // sockd forks workers: count the whole process group's CPU through its children.
+    Some((vec![p], SocketAddr::from(([127, 0, 0, 1], port)), vec![pid]))
+}
+
+fn all_pids(roots: &[u32]) -> Vec<u32> {
+    let mut pids = roots.to_vec();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if ppid.is_some_and(|p| roots.contains(&p)) && !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+// ---------------------------------------------------------------- workload
+#[derive(Default, Clone)]
+struct Figures {
+    down_gbps: f64,
+    up_gbps: f64,
+    ttfb_p50_ms: f64,
+    ttfb_p99_ms: f64,
+    conc_gbps: f64,
+    conc_p99_s: f64,
+    conc_errors: usize,
+    cpu_s_per_gib: Option<f64>,
+    overflows: u64,
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
+    let s = scale();
+    let down = ((1u64 << 30) as f64 * s) as u64;
+    let up = ((256u64 << 20) as f64 * s) as u64;
+    let n_ttfb = ((1000.0 * s) as usize).max(50);
+    let n_conc = ((1000.0 * s) as usize).max(50);
+    let mut f = Figures::default();
+
+    let pids = all_pids(pids);
+    let cpu0: f64 = pids.iter().map(|p| cpu_secs(*p)).sum();
+    let t = Instant::now();
+    download(path, origin, down).await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    f.down_gbps = down as f64 * 8.0 / secs / 1e9;
+    let t = Instant::now();
+    upload(path, origin, up).await.unwrap();
+    f.up_gbps = up as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
+    if !pids.is_empty() {
+        let cpu1: f64 = all_pids(&pids).iter().map(|p| cpu_secs(*p)).sum();
+        f.cpu_s_per_gib = Some((cpu1 - cpu0) / ((down + up) as f64 / (1u64 << 30) as f64));
+    }
+
+    let mut lat = Vec::with_capacity(n_ttfb);
+    for _ in 0..n_ttfb {
+        lat.push(ttfb(path, origin).await.unwrap().as_secs_f64() * 1000.0);
+    }
+    f.ttfb_p50_ms = pct(&mut lat, 0.5);
+    f.ttfb_p99_ms = pct(&mut lat, 0.99);
+
+    let ov0 = listen_overflows();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n_conc)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let r = download(&path, origin, 1 << 20).await;
+                (r.is_ok(), start.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for t in tasks {
+        let (ok, at) = t.await.unwrap();
+        if ok {
+            done.push(at);
+        } else {
+            f.conc_errors += 1;
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    f.conc_gbps = (done.len() as f64 * (1u64 << 20) as f64 * 8.0) / wall / 1e9;
+    f.conc_p99_s = if done.is_empty() { f64::NAN } else { pct(&mut done, 0.99) };
+    f.overflows = listen_overflows() - ov0;
+    f
+}
+
+/// Server RSS per idle connected node: 1,000 (× scale) in-process node agents.
+async fn idle_nodes(t: &Traffix) -> (usize, f64) {
+    let n = ((1000.0 * scale()) as usize).max(20);
+    let d = t.dir.path();
+    let before = rss_kib(t.server.0.id());
+    let (_trigger, shutdown) = traffix::shutdown::channel();
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let link = traffix::admin::socket::call(d, &traffix::admin::AdminRequest::Pair { name: "bench".into() })
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()["link"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let opts = traffix::node::NodeOptions {
+            state: d.join(format!("idle-{i}.json")),
+            pair: Some(link),
+            bind: Some(std::net::IpAddr::from([127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8])),
+            allow_private_targets: false,
+            max_streams: 64,
+            limits: traffix::config::Limits::default(),
+        };
+        handles.push(tokio::spawn(traffix::node::run(opts, shutdown.clone())));
+    }
+    let dd = d.to_path_buf();
+    let want = n + 1;
+    tokio::task::spawn_blocking(move || {
+        wait(|| {
+            traffix(&dd, &["device", "list"])
+                .as_array()
+                .is_some_and(|a| a.iter().filter(|x| x["online"] == true).count() >= want)
+        })
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(t.server.0.id());
+    for h in handles {
+        h.abort();
+    }
+    (n, (after.saturating_sub(before)) as f64 / n as f64)
+}
+
+/// Server + node RSS per open idle stream.
+async fn idle_streams(t: &Traffix, origin: SocketAddr) -> (usize, f64) {
+    let n = ((1000.0 * scale()) as usize).max(50);
+    let path = Path_::Socks { proxy: t.socks, auth: Some(("bench".into(), t.pass.clone())) };
+    let before = rss_kib(t.server.0.id()) + rss_kib(t.node.0.id());
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut s = connect(&path, origin).await.unwrap();
+        let mut hdr = vec![b'H'];
+        hdr.extend_from_slice(&0u64.to_be_bytes());
+        s.write_all(&hdr).await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(t.server.0.id()) + rss_kib(t.node.0.id());
+    drop(held);
+    (n, (after.saturating_sub(before)) as f64 / n as f64)
+}
+
+fn row(name: &str, f: &Figures, d: &Figures) {
+    let r = |a: f64, b: f64| if b > 0.0 { format!("{:.2}×", a / b) } else { "-".into() };
+    println!(
+        "| {name} | {:.2} Gbit/s ({}) | {:.2} Gbit/s ({}) | {:.3} / {:.3} ms ({} / {}) | {:.2} Gbit/s ({}), p99 {:.2} s, {} errors | {} | {} |",
+        f.down_gbps,
+        r(f.down_gbps, d.down_gbps),
+        f.up_gbps,
+        r(f.up_gbps, d.up_gbps),
+        f.ttfb_p50_ms,
+        f.ttfb_p99_ms,
+        r(f.ttfb_p50_ms, d.ttfb_p50_ms),
+        r(f.ttfb_p99_ms, d.ttfb_p99_ms),
+        f.conc_gbps,
+        r(f.conc_gbps, d.conc_gbps),
+        f.conc_p99_s,
+        f.conc_errors,
+        f.cpu_s_per_gib.map(|c| format!("{c:.2}")).unwrap_or("-".into()),
+        f.overflows,
+    );
+}
+
+fn main() {
+    traffix::tls::install_provider();
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a listing; there is nothing to list.
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let origin = origin().await;
+        println!("traffix tunnel benchmark — scale {} — {}", scale(), std::env::consts::ARCH);
+        println!("limits profile: {}", PROFILE.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+        let direct = workload(&Path_::Direct, origin, &[]).await;
+        let t = tokio::task::spawn_blocking(start_traffix).await.unwrap();
+        let path = Path_::Socks { proxy: t.socks, auth: Some(("bench".into(), t.pass.clone())) };
+        let tf = workload(&path, origin, &[t.server.0.id(), t.node.0.id()]).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let ss = match start_shadowsocks() {
+            Some((procs, addr, pids)) => Some((workload(&Path_::Socks { proxy: addr, auth: None }, origin, &pids).await, procs)),
+            None => None,
+        };
+        let dante = match start_dante(tmp.path()) {
+            Some((procs, addr, pids)) => Some((workload(&Path_::Socks { proxy: addr, auth: None }, origin, &pids).await, procs)),
+            None => None,
+        };
+        let (streams, per_stream) = idle_streams(&t, origin).await;
+        let (nodes, per_node) = idle_nodes(&t).await;
+
+        println!();
+        println!("| path | 1 GiB down | 256 MiB up | TTFB p50 / p99 | 1,000 × 1 MiB concurrent | CPU s/GiB | listen overflows |");
+        println!("|---|---|---|---|---|---|---|");
+        row("direct TCP", &direct, &direct);
+        row("traffix (SOCKS5 → TLS WS → node)", &tf, &direct);
+        match &ss {
+            Some((f, _)) => row("shadowsocks-rust (sslocal → ssserver)", f, &direct),
+            None => println!("| shadowsocks-rust | not installed (benches/setup-peers.sh) | | | | | |"),
+        }
+        match &dante {
+            Some((f, _)) => row("dante sockd", f, &direct),
+            None => println!("| dante | not installed (benches/setup-peers.sh) | | | | | |"),
+        }
+        println!();
+        println!("server RSS per idle connected TLS node: {per_node:.1} KiB ({nodes} nodes)");
+        println!("server + node RSS per open idle stream: {per_stream:.1} KiB ({streams} streams)");
+        drop(t);
+    });
+}
