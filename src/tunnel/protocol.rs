@@ -437,7 +437,13 @@ fn put_addr(buf: &mut BytesMut, target: &Target) {
             buf.put_slice(&a.ip().octets());
         }
         Target::Domain(d, port) => {
-            let d = &d.as_bytes()[..d.len().min(255)];
+            // Callers pass names the egress policy accepted (≤ 253 bytes); cut on a char
+            // boundary all the same so a frame is never malformed.
+            let mut end = d.len().min(253);
+            while !d.is_char_boundary(end) {
+                end -= 1;
+            }
+            let d = &d.as_bytes()[..end];
             buf.put_u16(*port);
             buf.put_u8(3);
             buf.put_u8(d.len() as u8);
@@ -627,7 +633,7 @@ impl Frame {
         match ty {
             kind::HELLO => {
                 conn("HELLO")?;
-                let f = Fields::parse("HELLO", body, &[])?;
+                let f = Fields::parse("HELLO", body)?;
                 Ok(Frame::Hello(Hello {
                     min_version: f.req_u8(1)?,
                     max_version: f.req_u8(2)?,
@@ -639,7 +645,7 @@ impl Frame {
             }
             kind::CHALLENGE => {
                 conn("CHALLENGE")?;
-                let f = Fields::parse("CHALLENGE", body, &[])?;
+                let f = Fields::parse("CHALLENGE", body)?;
                 Ok(Frame::Challenge(Challenge {
                     version: f.opt_u8(1)?,
                     nonce: f.req_array::<NONCE_LEN>(2)?,
@@ -648,12 +654,12 @@ impl Frame {
             }
             kind::PROOF => {
                 conn("PROOF")?;
-                let f = Fields::parse("PROOF", body, &[])?;
+                let f = Fields::parse("PROOF", body)?;
                 Ok(Frame::Proof(Proof { nonce: f.req_array::<NONCE_LEN>(1)?, signature: f.req_bytes(2)?.to_vec() }))
             }
             kind::PAIR => {
                 conn("PAIR")?;
-                let f = Fields::parse("PAIR", body, &[9])?;
+                let f = Fields::parse("PAIR", body)?;
                 let alg = f.req_u8(2)?;
                 Ok(Frame::Pair(Box::new(Pair {
                     code: f.req_str(1)?,
@@ -673,7 +679,7 @@ impl Frame {
             }
             kind::WELCOME => {
                 conn("WELCOME")?;
-                let f = Fields::parse("WELCOME", body, &[])?;
+                let f = Fields::parse("WELCOME", body)?;
                 Ok(Frame::Welcome(Welcome {
                     device_id: f.req_array::<DEVICE_ID_LEN>(1)?,
                     vip: Ipv4Addr::from(f.req_array::<4>(2)?),
@@ -687,7 +693,7 @@ impl Frame {
             }
             kind::HEARTBEAT => {
                 conn("HEARTBEAT")?;
-                let f = Fields::parse("HEARTBEAT", body, &[])?;
+                let f = Fields::parse("HEARTBEAT", body)?;
                 let state = f.req_u8(2)?;
                 Ok(Frame::Heartbeat(Heartbeat {
                     seq: f.req_u32(1)?,
@@ -710,17 +716,17 @@ impl Frame {
             }
             kind::HEARTBEAT_ACK => {
                 conn("HEARTBEAT_ACK")?;
-                let f = Fields::parse("HEARTBEAT_ACK", body, &[])?;
+                let f = Fields::parse("HEARTBEAT_ACK", body)?;
                 Ok(Frame::HeartbeatAck { seq: f.req_u32(1)?, server_time_ms: f.opt_u64(2)? })
             }
             kind::DRAIN => {
                 conn("DRAIN")?;
-                let f = Fields::parse("DRAIN", body, &[])?;
+                let f = Fields::parse("DRAIN", body)?;
                 Ok(Frame::Drain { reason: f.opt_str(1)?, deadline_s: f.opt_u16(2)? })
             }
             kind::ERROR => {
                 conn("ERROR")?;
-                let f = Fields::parse("ERROR", body, &[])?;
+                let f = Fields::parse("ERROR", body)?;
                 Ok(Frame::Error {
                     code: ErrorCode::from_u16(f.req_u16(1)?),
                     message: f.opt_str(2)?.unwrap_or_default(),
@@ -810,6 +816,9 @@ fn read_window_addr(frame: &'static str, body: &[u8]) -> Result<(u32, Target), P
             if n == 0 {
                 return Err(ProtocolError::BadAddress("empty domain name"));
             }
+            if n > 253 {
+                return Err(ProtocolError::BadAddress("domain name longer than 253 bytes"));
+            }
             let name = name.get(..n as usize).ok_or(ProtocolError::Truncated { frame, what: "name" })?;
             let name = std::str::from_utf8(name).map_err(|_| ProtocolError::BadAddress("domain name is not UTF-8"))?;
             Target::Domain(name.to_owned(), port)
@@ -826,7 +835,9 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn parse(frame: &'static str, mut body: &'a [u8], lists: &[u8]) -> Result<Self, ProtocolError> {
+    /// Splits a TLV body. Repeats are judged when a field is read: a known scalar field that
+    /// repeats is a violation, an unknown tag (skipped) may repeat, list fields may repeat.
+    fn parse(frame: &'static str, mut body: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut items: Vec<(u8, &'a [u8])> = Vec::new();
         while !body.is_empty() {
             if body.len() < 3 {
@@ -835,17 +846,20 @@ impl<'a> Fields<'a> {
             let tag = body[0];
             let len = u16::from_be_bytes([body[1], body[2]]) as usize;
             let value = body.get(3..3 + len).ok_or(ProtocolError::Truncated { frame, what: "field value" })?;
-            if !lists.contains(&tag) && items.iter().any(|(t, _)| *t == tag) {
-                return Err(ProtocolError::RepeatedField { frame, tag });
-            }
             items.push((tag, value));
             body = &body[3 + len..];
         }
         Ok(Fields { frame, items })
     }
 
-    fn get(&self, tag: u8) -> Option<&'a [u8]> {
-        self.items.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v)
+    /// The value of a scalar field; a repeated scalar field is a violation.
+    fn get(&self, tag: u8) -> Result<Option<&'a [u8]>, ProtocolError> {
+        let mut hits = self.items.iter().filter(|(t, _)| *t == tag);
+        let first = hits.next().map(|(_, v)| *v);
+        if hits.next().is_some() {
+            return Err(ProtocolError::RepeatedField { frame: self.frame, tag });
+        }
+        Ok(first)
     }
 
     fn list(&self, tag: u8) -> impl Iterator<Item = &'a [u8]> + '_ {
@@ -853,7 +867,7 @@ impl<'a> Fields<'a> {
     }
 
     fn opt_array<const N: usize>(&self, tag: u8) -> Result<Option<[u8; N]>, ProtocolError> {
-        match self.get(tag) {
+        match self.get(tag)? {
             None => Ok(None),
             Some(v) => v.try_into().map(Some).map_err(|_| ProtocolError::FieldLength {
                 frame: self.frame,
@@ -890,10 +904,10 @@ impl<'a> Fields<'a> {
         Ok(self.opt_array::<8>(tag)?.map(u64::from_be_bytes))
     }
     fn req_bytes(&self, tag: u8) -> Result<&'a [u8], ProtocolError> {
-        self.get(tag).ok_or(ProtocolError::MissingField { frame: self.frame, tag })
+        self.get(tag)?.ok_or(ProtocolError::MissingField { frame: self.frame, tag })
     }
     fn opt_str(&self, tag: u8) -> Result<Option<String>, ProtocolError> {
-        match self.get(tag) {
+        match self.get(tag)? {
             None => Ok(None),
             Some(v) => std::str::from_utf8(v).map(|s| Some(s.to_owned())).map_err(|_| ProtocolError::BadField {
                 frame: self.frame,
@@ -985,6 +999,12 @@ mod tests {
         let mut b = Frame::HeartbeatAck { seq: 9, server_time_ms: None }.encode().to_vec();
         b.extend_from_slice(&[200, 0, 2, 0xaa, 0xbb]);
         assert_eq!(Frame::decode(Bytes::from(b.clone())), Ok(Frame::HeartbeatAck { seq: 9, server_time_ms: None }));
+        b.extend_from_slice(&[200, 0, 1, 0xcc]);
+        assert_eq!(
+            Frame::decode(Bytes::from(b.clone())),
+            Ok(Frame::HeartbeatAck { seq: 9, server_time_ms: None }),
+            "an unknown tag may repeat"
+        );
         b.extend_from_slice(&[1, 0, 4, 0, 0, 0, 1]);
         assert!(matches!(Frame::decode(Bytes::from(b)), Err(ProtocolError::RepeatedField { .. })));
     }
