@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, warn};
 
 use crate::shutdown::Shutdown;
+use crate::tunnel::flowbuf::FlowBuf;
 use crate::tunnel::session::{TunnelService, serve_node};
 
 /// The remote address of the connection a request came in on.
@@ -120,7 +121,7 @@ pub async fn serve(
         let tls = tls.clone();
         tracker.spawn(async move {
             match tls {
-                Some(acceptor) => match tokio::time::timeout(hs, acceptor.accept(tcp)).await {
+                Some(acceptor) => match tokio::time::timeout(hs, acceptor.accept(FlowBuf::new(tcp))).await {
                     Ok(Ok(stream)) => serve_conn(stream, app, hs).await,
                     Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => debug!(%peer, "TLS handshake timed out"),

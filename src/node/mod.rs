@@ -168,6 +168,7 @@ async fn session(
     let name =
         rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| format!("bad server name {host:?}"))?;
     let hs = opts.limits.handshake_timeout();
+    let tcp = crate::tunnel::flowbuf::FlowBuf::new(tcp);
     let tls = tokio::time::timeout(hs, tokio_rustls::TlsConnector::from(Arc::new(tls_cfg)).connect(name, tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?

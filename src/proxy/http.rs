@@ -120,7 +120,7 @@ impl RequestHead {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
-    fn has_token(&self, name: &str, token: &str) -> bool {
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -562,6 +562,20 @@ async fn forward(
     out.extend_from_slice(b"\r\n");
     let io_err = |e: std::io::Error| HttpError::new(502, "proxy_internal_error", format!("upstream failed: {e}"));
     up.io.inner.write_all(&out).await.map_err(io_err)?;
+    // `Expect: 100-continue`: the client waits for the origin's go-ahead before its body.
+    if head.has_token("expect", "100-continue") && !matches!(req_body, Body::None) {
+        let (resp_head, status, body, close) = read_response_head(&mut up.io, &head.method).await?;
+        conn.inner
+            .write_all(&resp_head)
+            .await
+            .map_err(|_| HttpError::new(400, "http_request_error", "client went away"))?;
+        if status != 100 {
+            // A final answer instead: relay it; the unread body makes the connection unusable.
+            relay_body(&mut up.io, &mut conn.inner, body).await;
+            let _ = close;
+            return Ok(false);
+        }
+    }
     match req_body {
         Body::Length(n) => conn.copy_n(&mut up.io.inner, n).await.map_err(io_err)?,
         Body::Chunked => conn.copy_chunked(&mut up.io.inner).await.map_err(io_err)?,
@@ -578,22 +592,26 @@ async fn forward(
         if (100..200).contains(&status) && status != 101 {
             continue;
         }
-        let client = &mut conn.inner;
-        let res = match body {
-            Body::None => Ok(()),
-            Body::Length(n) => up.io.copy_n(client, n).await,
-            Body::Chunked => up.io.copy_chunked(client).await,
-            Body::UntilClose => {
-                up.io.copy_to_end(client).await.map_err(io_err)?;
-                return Ok(false);
-            }
-        };
-        if let Err(e) = res {
-            debug!(error = %e, "response body relay failed");
+        let until_close = matches!(body, Body::UntilClose);
+        if !relay_body(&mut up.io, &mut conn.inner, body).await || until_close {
             return Ok(false);
         }
         return Ok(!close);
     }
+}
+
+/// Copies a response body to the client; false when it could not be relayed whole.
+async fn relay_body(up: &mut Reader<tokio::io::DuplexStream>, client: &mut TcpStream, body: Body) -> bool {
+    let res = match body {
+        Body::None => Ok(()),
+        Body::Length(n) => up.copy_n(client, n).await,
+        Body::Chunked => up.copy_chunked(client).await,
+        Body::UntilClose => up.copy_to_end(client).await,
+    };
+    if let Err(e) = &res {
+        debug!(error = %e, "response body relay failed");
+    }
+    res.is_ok()
 }
 
 fn host_header(t: &Target) -> String {

@@ -1,6 +1,7 @@
 //! The node tunnel: frame protocol, stream multiplexer, relay, and on the server the node
 //! sessions and the registry that maps virtual IPs to live sessions.
 
+pub mod flowbuf;
 pub mod mux;
 pub mod protocol;
 pub mod registry;

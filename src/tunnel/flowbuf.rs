@@ -1,0 +1,120 @@
+//! `FlowBuf`: a read buffer that exists only while data flows.
+//!
+//! rustls pulls ciphertext from the socket 4 KiB at a time, which costs one `read` syscall per
+//! 4 KiB on a busy tunnel. A plain `BufReader` would fix that but pin 64 KiB to every idle node
+//! connection. `FlowBuf` reads up to [`CHUNK`] bytes per syscall into a buffer it allocates on
+//! demand and frees as soon as the buffer is drained and the socket has nothing more: idle
+//! connections hold no buffer at all (SECURITY.md §2: memory per idle node).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes read per syscall while data flows.
+pub const CHUNK: usize = 64 * 1024;
+
+pub struct FlowBuf<S> {
+    inner: S,
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+}
+
+impl<S> FlowBuf<S> {
+    pub fn new(inner: S) -> Self {
+        FlowBuf { inner, buf: None, pos: 0, end: 0 }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FlowBuf<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos == this.end {
+            // Large reads need no staging.
+            if out.remaining() >= CHUNK {
+                this.buf = None;
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            let buf = this.buf.get_or_insert_with(|| vec![0u8; CHUNK].into_boxed_slice());
+            let mut rb = ReadBuf::new(buf);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    this.pos = 0;
+                    this.end = rb.filled().len();
+                    if this.end == 0 {
+                        this.buf = None;
+                        return Poll::Ready(Ok(())); // EOF
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Nothing buffered and nothing arriving: the connection is idle.
+                    this.buf = None;
+                    return Poll::Pending;
+                }
+            }
+        }
+        if let Some(buf) = &this.buf {
+            let n = (this.end - this.pos).min(out.remaining());
+            out.put_slice(&buf[this.pos..this.pos + n]);
+            this.pos += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FlowBuf<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, b)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, b)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn small_reads_see_every_byte_in_order_and_idle_frees_the_buffer() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut f = FlowBuf::new(a);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        b.write_all(&data).await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while got.len() < data.len() {
+            let n = f.read(&mut chunk).await.unwrap();
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(got, data);
+        // Nothing more is coming: a read parks and drops the buffer.
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(20), f.read(&mut chunk)).await;
+        assert!(pending.is_err());
+        assert!(f.buf.is_none(), "an idle connection holds no read buffer");
+        drop(b);
+        assert_eq!(f.read(&mut chunk).await.unwrap(), 0);
+    }
+}
