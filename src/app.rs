@@ -169,7 +169,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
     write_private(&dir.join(JWT_SECRET_FILE), hex::encode(secret).as_bytes())?;
 
     let store = Arc::new(Store::open(&dir.join(DB_FILE))?);
-    let ctx = AdminCtx { store, public_address: public.clone(), pin: g.pin.clone(), live: None };
+    let ctx = AdminCtx { store, public_address: public.clone(), pin: g.pin.clone(), insecure_http: false, live: None };
     let admin = ctx
         .execute(AdminRequest::UserAdd { name: "admin".into(), password: None, admin: true })
         .map_err(|e| AppError::Other(e.reason))?;
@@ -312,6 +312,7 @@ impl App {
             store: self.store.clone(),
             public_address: s.public_address.clone(),
             pin: self.pin.clone(),
+            insecure_http: s.insecure_http,
             live: Some(Live {
                 registry: self.registry.clone(),
                 invalidate_account: Arc::new(move |name: &str| proxy_svc.accounts.invalidate(name)),

@@ -266,7 +266,13 @@ pub async fn admin(data_dir: &Path, config: Option<&Path>, req: AdminRequest) ->
         }
         e => CliError::fail(e.to_string()),
     })?;
-    let ctx = AdminCtx { store: Arc::new(store), public_address: cfg.server.public_address.clone(), pin, live: None };
+    let ctx = AdminCtx {
+        store: Arc::new(store),
+        public_address: cfg.server.public_address.clone(),
+        pin,
+        insecure_http: cfg.server.insecure_http,
+        live: None,
+    };
     tokio::task::spawn_blocking(move || ctx.execute(req))
         .await
         .map_err(|e| CliError::fail(e.to_string()))?

@@ -50,7 +50,13 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
     // Client and pairing code, prepared on the database before the server opens it.
     let (password, link) = {
         let store = Arc::new(crate::store::Store::open(&dir.join(app::DB_FILE)).map_err(|e| e.to_string())?);
-        let ctx = AdminCtx { store, public_address: out.public_address.clone(), pin: out.pin.clone(), live: None };
+        let ctx = AdminCtx {
+            store,
+            public_address: out.public_address.clone(),
+            pin: out.pin.clone(),
+            insecure_http: false,
+            live: None,
+        };
         let user = ctx
             .execute(AdminRequest::UserAdd { name: "demo".into(), password: None, admin: false })
             .map_err(|e| e.reason)?;

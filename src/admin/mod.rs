@@ -79,6 +79,8 @@ pub struct AdminCtx {
     pub store: Arc<Store>,
     pub public_address: String,
     pub pin: String,
+    /// The web listener serves plain HTTP (`--insecure-http`): links say so.
+    pub insecure_http: bool,
     pub live: Option<Live>,
 }
 
@@ -278,7 +280,13 @@ impl AdminCtx {
                     &crate::auth::pairing_code_hash(&code),
                     &PairCode { user: name.clone(), created_at: now, expires_at, used: false },
                 )?;
-                let link = format!("traffix://pair?server={}&pin={}&code={}", self.public_address, self.pin, code);
+                let link = crate::node::state::PairLink {
+                    server: self.public_address.clone(),
+                    pin: crate::tls::parse_pin(&self.pin).unwrap_or_default(),
+                    code: code.clone(),
+                    insecure: self.insecure_http,
+                }
+                .to_link();
                 Ok(json!({"link": link, "code": code, "expires_at": rfc3339(expires_at), "user": name}))
             }
             AdminRequest::DeviceList => {

@@ -67,6 +67,7 @@ pub async fn run(opts: NodeOptions, mut shutdown: Shutdown) -> Result<(), String
         };
         id.server = link.server.clone();
         id.pin = hex::encode(link.pin);
+        id.insecure = link.insecure;
         id.paired = false;
         id.save(&opts.state)?;
         pair_code = Some(link.code);
@@ -154,34 +155,64 @@ async fn session(
     opts: &NodeOptions,
     identity: &mut NodeIdentity,
     pair_code: &mut Option<String>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<SessionEnd, String> {
     let pin = identity.pin_bytes()?;
-    let keypair = identity.keypair()?;
-    let device_id = identity.device_id()?;
     let server = identity.server.clone();
     let host = server.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&server).to_owned();
 
     let tcp = dial_server(opts, &server).await?;
     let local = tcp.local_addr().ok();
+    let tcp = crate::tunnel::flowbuf::FlowBuf::new(tcp);
+    let hs = opts.limits.handshake_timeout();
+    if identity.insecure {
+        warn!("connecting over plain ws:// (the server runs --insecure-http; development only)");
+        let url = format!("ws://{server}/v1/tunnel");
+        let (wsock, _) = tokio::time::timeout(
+            hs,
+            tokio_tungstenite::client_async_with_config(url, tcp, Some(ws::ws_config(&opts.limits))),
+        )
+        .await
+        .map_err(|_| "WebSocket upgrade timed out".to_string())?
+        .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
+        return tunnel(opts, identity, pair_code, shutdown, wsock, local).await;
+    }
     let tls_cfg = crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?;
     let name =
         rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| format!("bad server name {host:?}"))?;
-    let hs = opts.limits.handshake_timeout();
-    let tcp = crate::tunnel::flowbuf::FlowBuf::new(tcp);
     let tls = tokio::time::timeout(hs, tokio_rustls::TlsConnector::from(Arc::new(tls_cfg)).connect(name, tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake with {server} failed (wrong pin?): {e}"))?;
     let url = format!("wss://{server}/v1/tunnel");
-    let (mut wsock, _) = tokio::time::timeout(
+    let (wsock, _) = tokio::time::timeout(
         hs,
         tokio_tungstenite::client_async_with_config(url, tls, Some(ws::ws_config(&opts.limits))),
     )
     .await
     .map_err(|_| "WebSocket upgrade timed out".to_string())?
     .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
+    tunnel(opts, identity, pair_code, shutdown, wsock, local).await
+}
 
+/// Runs the handshake and the serving loop on an upgraded WebSocket (TLS or, in development,
+/// plain).
+async fn tunnel<S>(
+    opts: &NodeOptions,
+    identity: &mut NodeIdentity,
+    pair_code: &mut Option<String>,
+    mut shutdown: Shutdown,
+    mut wsock: tokio_tungstenite::WebSocketStream<S>,
+    local: Option<SocketAddr>,
+) -> Result<SessionEnd, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let pin = identity.pin_bytes()?;
+    let keypair = identity.keypair()?;
+    let device_id = identity.device_id()?;
+    let server = identity.server.clone();
+    let hs = opts.limits.handshake_timeout();
     let hello = Hello {
         min_version: protocol::MIN_PROTOCOL_VERSION,
         max_version: protocol::PROTOCOL_VERSION,

@@ -15,6 +15,8 @@ pub struct PairLink {
     pub server: String,
     pub pin: [u8; 32],
     pub code: String,
+    /// The server runs `--insecure-http` (development only): plain `ws://`, no TLS.
+    pub insecure: bool,
 }
 
 impl PairLink {
@@ -26,11 +28,13 @@ impl PairLink {
         let mut server = None;
         let mut pin = None;
         let mut code = None;
+        let mut insecure = false;
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
                 "server" => server = Some(v.into_owned()),
                 "pin" => pin = Some(crate::tls::parse_pin(&v).ok_or("pin must be 64 hex digits")?),
                 "code" => code = Some(v.into_owned()),
+                "insecure" => insecure = v == "1",
                 _ => {}
             }
         }
@@ -42,11 +46,13 @@ impl PairLink {
             server,
             pin: pin.ok_or("pairing link lacks pin=")?,
             code: code.ok_or("pairing link lacks code=")?,
+            insecure,
         })
     }
 
     pub fn to_link(&self) -> String {
-        format!("traffix://pair?server={}&pin={}&code={}", self.server, hex::encode(self.pin), self.code)
+        let tail = if self.insecure { "&insecure=1" } else { "" };
+        format!("traffix://pair?server={}&pin={}&code={}{tail}", self.server, hex::encode(self.pin), self.code)
     }
 }
 
@@ -63,6 +69,9 @@ pub struct NodeIdentity {
     pub paired: bool,
     #[serde(default)]
     pub vip: Option<String>,
+    /// Plain `ws://` to a server running `--insecure-http` (development only).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 impl std::fmt::Debug for NodeIdentity {
@@ -86,6 +95,7 @@ impl NodeIdentity {
             pkcs8: base64::engine::general_purpose::STANDARD.encode(doc.as_ref()),
             paired: false,
             vip: None,
+            insecure: link.insecure,
         })
     }
 
@@ -141,7 +151,10 @@ mod tests {
 
     #[test]
     fn pairing_link_round_trip_and_errors() {
-        let l = PairLink { server: "example.com:8443".into(), pin: [0xab; 32], code: "ABCD".into() };
+        let mut l =
+            PairLink { server: "example.com:8443".into(), pin: [0xab; 32], code: "ABCD".into(), insecure: false };
+        assert_eq!(PairLink::parse(&l.to_link()), Ok(l.clone()));
+        l.insecure = true;
         assert_eq!(PairLink::parse(&l.to_link()), Ok(l));
         assert!(PairLink::parse("https://pair?server=a:1").is_err());
         assert!(PairLink::parse("traffix://pair?server=a&pin=00&code=x").is_err());
@@ -154,7 +167,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("node.json");
-        let l = PairLink { server: "h:1".into(), pin: [1; 32], code: "C".into() };
+        let l = PairLink { server: "h:1".into(), pin: [1; 32], code: "C".into(), insecure: false };
         let id = NodeIdentity::generate(&l).unwrap();
         id.save(&p).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);

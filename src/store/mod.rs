@@ -156,6 +156,25 @@ mod tests {
         assert_eq!(s.schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
     }
 
+    /// A database written by schema v1 (tests/fixtures/store/v1.redb) opens, migrates to the
+    /// current schema and keeps its users, devices and money.
+    #[test]
+    fn v1_fixture_opens_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v1.redb");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store/v1.redb"), &p).unwrap();
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
+        let u = s.get_user("fixture_user").unwrap().expect("fixture user");
+        assert!(crate::auth::verify_password("fixture-password", u.password_hash.as_deref().unwrap()));
+        assert_eq!(s.balance(&Account::User("fixture_user".into())).unwrap(), 1_230_000);
+        let devices = s.list_devices().unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0].vip, std::net::Ipv4Addr::new(100, 64, 0, 1));
+        assert_eq!(devices[0].owner, "fixture_user");
+        assert!(s.get_user("admin").unwrap().is_some_and(|a| a.admin));
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();

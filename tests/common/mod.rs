@@ -116,6 +116,7 @@ async fn origin_main(l: std::net::TcpListener) {
 #[derive(Debug, Clone, Default)]
 pub struct ServerOpts {
     pub allow_private_targets: bool,
+    pub insecure_http: bool,
     pub geoip: Option<PathBuf>,
     pub env: Vec<(String, String)>,
 }
@@ -192,6 +193,9 @@ impl Server {
         cmd.args(["serve", "--data-dir"]).arg(self.dir.path());
         if self.opts.allow_private_targets {
             cmd.arg("--allow-private-targets");
+        }
+        if self.opts.insecure_http {
+            cmd.arg("--insecure-http");
         }
         if let Some(db) = &self.opts.geoip {
             cmd.env("TRAFFIX_GEOIP__COUNTRY_DB", db);

@@ -172,3 +172,16 @@ fn sigterm_lets_live_streams_finish_and_nodes_come_back_after_a_restart() {
     let out = curl(&["--proxy", &s.socks_url("lena", &pass), &format!("http://{}/hello", origin().addr)]);
     assert!(out.status.success());
 }
+
+#[test]
+fn insecure_http_serves_plain_http_and_its_links_tell_nodes_so() {
+    let s =
+        Server::start_with(ServerOpts { allow_private_targets: true, insecure_http: true, ..ServerOpts::default() });
+    let out = curl(&[&format!("http://{}/healthz", s.web)]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), r#"{"status":"ok"}"#);
+    assert!(s.pair_link("admin").ends_with("&insecure=1"));
+    let pass = s.add_user("mona", Some("1"));
+    let _node = s.start_node("mona", "127.0.0.2");
+    let out = curl(&["--proxy", &s.socks_url("mona", &pass), &format!("http://{}/hello", origin().addr)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

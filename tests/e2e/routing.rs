@@ -105,3 +105,29 @@ fn a_node_killed_mid_stream_gives_a_clean_error_and_comes_back() {
     assert_eq!(s.wait_node_online(&node), vip, "the vIP is kept across reconnects");
     assert_eq!(exit_ip(&s, "frank", &pass).unwrap(), "127.0.0.2");
 }
+
+#[test]
+fn a_second_connection_of_the_same_device_replaces_the_first() {
+    let s = Server::start();
+    let pass = s.add_user("nina", Some("5"));
+    let mut first = s.start_node("nina", "127.0.0.2");
+    // The same identity started again (a cloned state file): the newer connection wins.
+    let clone_state = s.data_dir().join("clone.json");
+    std::fs::copy(&first.state, &clone_state).unwrap();
+    let mut second = Node {
+        child: None,
+        state: clone_state,
+        bind: "127.0.0.3".into(),
+        vip: String::new(),
+        log: s.data_dir().join("clone.log"),
+    };
+    second.spawn(None);
+    wait_for("the older session is replaced", || first.log().contains("Replaced").then_some(()));
+    assert_eq!(s.devices().len(), 1, "one device, however many connections");
+    assert_eq!(s.online_count(), 1);
+    second.kill9();
+    first.kill9();
+    first.spawn(None);
+    assert_eq!(s.wait_node_online(&first), first.vip);
+    assert!(exit_ip(&s, "nina", &pass).is_ok());
+}
