@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_traffix");
 
@@ -35,7 +35,10 @@ fn scale() -> f64 {
 // Request: op (1 byte) + n (u64). 'D': send n bytes. 'U': read n bytes, answer 1 byte.
 // 'P': send n bytes at once (TTFB). 'H': hold until EOF.
 async fn origin() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A deep accept queue, so listen overflows counted below belong to the proxies under test.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = sock.listen(8192).unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -547,6 +550,9 @@ fn main() {
         println!("limits profile: {}", PROFILE.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
         let direct = workload(&Path_::Direct, origin, &[]).await;
         let t = tokio::task::spawn_blocking(start_traffix).await.unwrap();
+        // Memory first, on a fresh server: after bulk transfers the allocator keeps its pages.
+        let (streams, per_stream) = idle_streams(&t, origin).await;
+        let (nodes, per_node) = idle_nodes(&t).await;
         let path = Path_::Socks { proxy: t.socks, auth: Some(("bench".into(), t.pass.clone())) };
         let tf = workload(&path, origin, &[t.server.0.id(), t.node.0.id()]).await;
         let tmp = tempfile::tempdir().unwrap();
@@ -558,8 +564,6 @@ fn main() {
             Some((procs, addr, pids)) => Some((workload(&Path_::Socks { proxy: addr, auth: None }, origin, &pids).await, procs)),
             None => None,
         };
-        let (streams, per_stream) = idle_streams(&t, origin).await;
-        let (nodes, per_node) = idle_nodes(&t).await;
 
         println!();
         println!("| path | 1 GiB down | 256 MiB up | TTFB p50 / p99 | 1,000 × 1 MiB concurrent | CPU s/GiB | listen overflows |");

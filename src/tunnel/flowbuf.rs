@@ -15,16 +15,21 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes read per syscall while data flows.
 pub const CHUNK: usize = 64 * 1024;
 
+/// A fill at least this large means data is flowing: keep the buffer across a `Pending`.
+const FLOWING: usize = 16 * 1024;
+
 pub struct FlowBuf<S> {
     inner: S,
     buf: Option<Box<[u8]>>,
     pos: usize,
     end: usize,
+    /// Size of the last fill from the socket.
+    last_fill: usize,
 }
 
 impl<S> FlowBuf<S> {
     pub fn new(inner: S) -> Self {
-        FlowBuf { inner, buf: None, pos: 0, end: 0 }
+        FlowBuf { inner, buf: None, pos: 0, end: 0, last_fill: 0 }
     }
 
     pub fn get_ref(&self) -> &S {
@@ -47,6 +52,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FlowBuf<S> {
                 Poll::Ready(Ok(())) => {
                     this.pos = 0;
                     this.end = rb.filled().len();
+                    this.last_fill = this.end;
                     if this.end == 0 {
                         this.buf = None;
                         return Poll::Ready(Ok(())); // EOF
@@ -54,8 +60,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FlowBuf<S> {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    // Nothing buffered and nothing arriving: the connection is idle.
-                    this.buf = None;
+                    // Nothing buffered and nothing arriving. After small reads (heartbeats,
+                    // pings) the connection is idle: give the buffer back. During a bulk
+                    // transfer keep it, so it is not re-allocated and re-zeroed per read.
+                    if this.last_fill < FLOWING {
+                        this.buf = None;
+                    }
                     return Poll::Pending;
                 }
             }
@@ -110,7 +120,13 @@ mod tests {
             got.extend_from_slice(&chunk[..n]);
         }
         assert_eq!(got, data);
-        // Nothing more is coming: a read parks and drops the buffer.
+        // A bulk transfer keeps its buffer across a pause...
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(20), f.read(&mut chunk)).await;
+        assert!(pending.is_err());
+        assert!(f.buf.is_some(), "no re-allocation per read while data flows");
+        // ...while small traffic (heartbeats) followed by silence gives it back.
+        b.write_all(b"ping").await.unwrap();
+        assert_eq!(f.read(&mut chunk).await.unwrap(), 4);
         let pending = tokio::time::timeout(std::time::Duration::from_millis(20), f.read(&mut chunk)).await;
         assert!(pending.is_err());
         assert!(f.buf.is_none(), "an idle connection holds no read buffer");

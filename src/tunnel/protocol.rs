@@ -592,7 +592,7 @@ impl Frame {
             Frame::OpenErr { stream, reason, message } => {
                 header(&mut buf, kind::OPEN_ERR, 0, *stream);
                 buf.put_u8(*reason as u8);
-                buf.put_slice(&message.as_bytes()[..message.len().min(1024)]);
+                buf.put_slice(&message.as_bytes()[..text_cut(message)]);
             }
             Frame::Data { stream, fin, payload } => {
                 buf.reserve(payload.len());
@@ -606,7 +606,7 @@ impl Frame {
             Frame::Reset { stream, reason, message } => {
                 header(&mut buf, kind::RESET, 0, *stream);
                 buf.put_u8(*reason as u8);
-                buf.put_slice(&message.as_bytes()[..message.len().min(1024)]);
+                buf.put_slice(&message.as_bytes()[..text_cut(message)]);
             }
         }
         buf.freeze()
@@ -756,7 +756,7 @@ impl Frame {
                 Ok(Frame::OpenErr {
                     stream,
                     reason: OpenErrReason::from_u8(reason),
-                    message: String::from_utf8_lossy(msg).into_owned(),
+                    message: bounded_text(msg),
                 })
             }
             kind::DATA => {
@@ -781,12 +781,33 @@ impl Frame {
                 Ok(Frame::Reset {
                     stream,
                     reason: ResetReason::from_u8(reason),
-                    message: String::from_utf8_lossy(msg).into_owned(),
+                    message: bounded_text(msg),
                 })
             }
             other => Err(ProtocolError::UnknownType(other)),
         }
     }
+}
+
+/// Longest OPEN_ERR / RESET message, in bytes (docs/protocol.md).
+pub const MAX_MESSAGE_LEN: usize = 1024;
+
+/// Where to cut `text` so it fits [`MAX_MESSAGE_LEN`] without splitting a character.
+fn text_cut(text: &str) -> usize {
+    let mut end = text.len().min(MAX_MESSAGE_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+/// A peer's free-text message: invalid UTF-8 replaced, then bounded like the encoder bounds it,
+/// so decode → encode → decode is stable.
+fn bounded_text(raw: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_MESSAGE_LEN)]).into_owned();
+    let cut = text_cut(&text);
+    text.truncate(cut);
+    text
 }
 
 fn read_window_addr(frame: &'static str, body: &[u8]) -> Result<(u32, Target), ProtocolError> {

@@ -16,6 +16,9 @@ use tokio::sync::Notify;
 use super::mux::{Inbound, MuxStream};
 use super::protocol::{HEADER_LEN, ResetReason};
 
+/// Read size while a socket idles or trickles (see the up loop of [`relay`]).
+const SMALL_READ: usize = 4 * 1024;
+
 /// Report usage to the meter after at least this many bytes (and at the end).
 const METER_BATCH: u64 = 1 << 20;
 
@@ -97,12 +100,16 @@ where
     let up = async {
         let mut sent = 0u64;
         let mut unmetered = 0u64;
+        // Read size adapts: small while the socket trickles or idles (an idle stream holds a
+        // 4 KiB buffer, not 64 KiB), a full frame once a read fills its buffer.
+        let mut want = SMALL_READ;
         let end = loop {
             let credit = tokio::select! {
                 c = tx.reserve(max) => c,
                 _ = stop_up.notified() => break None,
             };
             let Some(credit) = credit else { break None };
+            let credit = credit.min(want);
             let mut buf = BytesMut::with_capacity(HEADER_LEN + credit);
             buf.resize(HEADER_LEN, 0);
             let read = tokio::select! {
@@ -126,6 +133,7 @@ where
                 }
                 Ok(Ok(n)) => {
                     last.store(now_ms(start), Ordering::Relaxed);
+                    want = if n == credit { max } else if n < SMALL_READ { SMALL_READ } else { want };
                     sent += n as u64;
                     unmetered += n as u64;
                     if unmetered >= METER_BATCH {
