@@ -10,6 +10,7 @@
 //! - [`shutdown`]: the shutdown signal shared by every task.
 //! - [`tls`]: the appliance certificate, its pin, server and pinned-client configs.
 //! - [`store`]: durable state in redb behind a narrow interface.
+//! - [`billing`]: money rules of metering (pure; not yet wired to the relay).
 //! - [`auth`]: password hashing, proxy tokens, pairing codes, device signatures (pure).
 //! - [`egress`]: the node egress policy of SECURITY.md §1 (pure).
 //! - [`money`]: integer micro-unit amounts (pure).
@@ -25,6 +26,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -11,6 +11,8 @@ const PURE: &[&str] = &[
     "src/egress.rs",
     "src/auth/mod.rs",
     "src/money.rs",
+    "src/billing/rules.rs",
+    "src/billing/mod.rs",
     "src/proxy/username.rs",
     "src/config.rs",
     "src/secret.rs",

@@ -753,11 +753,7 @@ impl Frame {
                 strm("OPEN_ERR")?;
                 let (&reason, msg) =
                     body.split_first().ok_or(ProtocolError::Truncated { frame: "OPEN_ERR", what: "reason" })?;
-                Ok(Frame::OpenErr {
-                    stream,
-                    reason: OpenErrReason::from_u8(reason),
-                    message: bounded_text(msg),
-                })
+                Ok(Frame::OpenErr { stream, reason: OpenErrReason::from_u8(reason), message: bounded_text(msg) })
             }
             kind::DATA => {
                 strm("DATA")?;
@@ -778,11 +774,7 @@ impl Frame {
                 strm("RESET")?;
                 let (&reason, msg) =
                     body.split_first().ok_or(ProtocolError::Truncated { frame: "RESET", what: "reason" })?;
-                Ok(Frame::Reset {
-                    stream,
-                    reason: ResetReason::from_u8(reason),
-                    message: bounded_text(msg),
-                })
+                Ok(Frame::Reset { stream, reason: ResetReason::from_u8(reason), message: bounded_text(msg) })
             }
             other => Err(ProtocolError::UnknownType(other)),
         }

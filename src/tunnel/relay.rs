@@ -133,7 +133,13 @@ where
                 }
                 Ok(Ok(n)) => {
                     last.store(now_ms(start), Ordering::Relaxed);
-                    want = if n == credit { max } else if n < SMALL_READ { SMALL_READ } else { want };
+                    want = if n == credit {
+                        max
+                    } else if n < SMALL_READ {
+                        SMALL_READ
+                    } else {
+                        want
+                    };
                     sent += n as u64;
                     unmetered += n as u64;
                     if unmetered >= METER_BATCH {
