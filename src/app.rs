@@ -257,7 +257,11 @@ impl App {
             cfg.limits.node_max_streams,
             cfg.limits.dial_timeout(),
         );
+        let tariff = crate::billing::rules::Tariff::new(cfg.billing.price_per_gb, cfg.billing.platform_fee_percent)
+            .map_err(|e| AppError::Other(format!("billing config: {e}")))?;
+        let billing = Arc::new(crate::billing::meter::Billing::start(store.clone(), tariff)?);
         let proxy = Arc::new(ProxyService {
+            billing,
             accounts: Accounts::new(store.clone(), cfg.limits.clone()),
             router,
             metrics: metrics.clone(),
@@ -316,6 +320,10 @@ impl App {
             live: Some(Live {
                 registry: self.registry.clone(),
                 invalidate_account: Arc::new(move |name: &str| proxy_svc.accounts.invalidate(name)),
+                credited: {
+                    let billing = self.proxy.billing.clone();
+                    Arc::new(move |name: &str, amount: i64| billing.credited(name, amount))
+                },
             }),
         });
         let web_tracker = tokio_util::task::TaskTracker::new();
@@ -334,6 +342,7 @@ impl App {
             tokio::spawn(crate::web::serve_metrics(metrics_l, Arc::new(prom), self.trigger.subscribe())),
             tokio::spawn(admin::socket::serve(admin_l, admin_ctx, self.trigger.subscribe())),
         ];
+        let flusher = tokio::spawn(self.proxy.billing.clone().run(self.trigger.subscribe()));
         info!(
             web = %s.web_listen, socks5 = %s.socks_listen, http = %s.http_listen, metrics = %s.metrics_listen,
             public_address = %s.public_address, pin = %self.pin, tls = self.tls.is_some(),
@@ -361,6 +370,9 @@ impl App {
         }
         web_tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), web_tracker.wait()).await;
+        // Bill the last bytes: everything still live is closed and posted.
+        let _ = flusher.await;
+        self.proxy.billing.close_all("shutdown").await;
         let _ = std::fs::remove_file(admin::socket::socket_path(&cfg.data_dir));
         drop(self.proxy);
         info!("database closed; bye");

@@ -65,12 +65,17 @@ impl From<StoreError> for AdminError {
     }
 }
 
+/// Called with (user, micro-units) after a deposit.
+pub type CreditHook = Arc<dyn Fn(&str, i64) + Send + Sync>;
+
 /// The running server's state that admin commands touch.
 #[derive(Clone)]
 pub struct Live {
     pub registry: Arc<Registry>,
     /// Forgets a cached proxy account after a change (rotation, disable, credit).
     pub invalidate_account: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Tells metering about a deposit, so a client's live budget grows at once.
+    pub credited: CreditHook,
 }
 
 /// What admin commands run against.
@@ -114,7 +119,10 @@ impl AdminCtx {
     }
 
     fn user_json(&self, u: &UserRecord) -> Result<Value, AdminError> {
-        let bal = self.store.balance(&Account::User(u.name.clone()))?;
+        // Shown balance = posted − unposted accruals (at most one flush behind).
+        let posted = self.store.balance(&Account::User(u.name.clone()))?;
+        let accrued = self.store.accrued_by_client()?.get(&u.name).copied().unwrap_or(0);
+        let bal = posted - accrued;
         let devices = self.store.list_devices()?.iter().filter(|d| d.owner == u.name).count();
         Ok(json!({
             "name": u.name,
@@ -124,6 +132,8 @@ impl AdminCtx {
             "telegram_id": u.telegram_id,
             "balance_micros": bal,
             "balance": format_signed(bal),
+            "posted_micros": posted,
+            "accrued_micros": accrued,
             "proxy_password": u.proxy_password,
             "devices": devices,
             "created_at": rfc3339(u.created_at),
@@ -244,6 +254,9 @@ impl AdminCtx {
                 let (tr, bal) =
                     self.store.deposit(&name, amount, &format!("admin-credit:{nonce}"), &reference, now_secs())?;
                 self.invalidate(&name);
+                if let Some(l) = &self.live {
+                    (l.credited)(&name, i64::try_from(amount.0).unwrap_or(i64::MAX));
+                }
                 tracing::info!(user = %name, amount = %amount, transfer = tr.seq, "admin credit");
                 Ok(
                     json!({"user": name, "amount": amount, "transfer": tr.seq, "balance_micros": bal, "balance": format_signed(bal)}),

@@ -1,6 +1,8 @@
-//! Billing: the pure money rules of metering ([`rules`]: charge per byte in u128 with carried
-//! remainders, the node/platform split, hold sizing and the overdraft bound). No I/O, no axum,
-//! no redb: the ledger's storage lives in `store::ledger`, the metering loop will live with the
-//! relay's meter. (Posting usage to the ledger is the billing issue's work and not wired yet.)
+//! Billing: the pure money rules ([`rules`]: charge per byte in u128 with carried remainders,
+//! the node/platform split, holds and the overdraft bound) and the metering service
+//! ([`meter`]: per-stream sessions, once-a-second accruals, postings at least once a minute and
+//! at session end, per-client budgets that cut streams when the money runs out). Only `rules`
+//! is pure; `meter` talks to the store.
 
+pub mod meter;
 pub mod rules;

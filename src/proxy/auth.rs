@@ -177,9 +177,6 @@ impl Accounts {
         if let Some(why) = &acct.disabled {
             return Err(Denied::Disabled(why.clone()));
         }
-        if acct.balance <= 0 {
-            return Err(Denied::BalanceExhausted);
-        }
         let c = &acct.client;
         let cap = self.limits.client_max_streams;
         if c.streams.fetch_add(1, Ordering::AcqRel) >= cap {

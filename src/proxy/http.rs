@@ -98,6 +98,7 @@ pub fn error_for(e: &ConnectError) -> HttpError {
             _ => HttpError::new(502, "destination_unavailable", reason),
         },
         ConnectError::Route(RouteError::NodeFailed(_)) => HttpError::new(502, "proxy_internal_error", reason),
+        ConnectError::Billing(_) => HttpError::new(503, "proxy_internal_error", reason),
     }
 }
 

@@ -20,6 +20,8 @@ use tracing::info;
 use self::auth::{Accounts, Denied, ProxyAccount, StreamSlot};
 use self::router::{RouteError, Routed, Router};
 use self::username::Targeting;
+use crate::billing::meter::{BillingError, LiveSession, SessionInfo};
+use crate::billing::rules::Tariff;
 use crate::config::Limits;
 use crate::telemetry::{DirLabel, Direction, Frontend, Metrics};
 use crate::tunnel::protocol::{OpenErrReason, Target};
@@ -32,6 +34,8 @@ pub enum ConnectError {
     Denied(#[from] Denied),
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error("{0}")]
+    Billing(String),
 }
 
 impl ConnectError {
@@ -49,6 +53,7 @@ impl ConnectError {
             ConnectError::Route(RouteError::Node { .. }) | ConnectError::Route(RouteError::NodeFailed(_)) => {
                 "node_error"
             }
+            ConnectError::Billing(_) => "billing_unavailable",
         }
     }
 }
@@ -59,6 +64,8 @@ pub struct ProxyService {
     pub router: Router,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// Meters every stream and cuts clients whose money runs out.
+    pub billing: Arc<crate::billing::meter::Billing>,
     /// Tracks live client connections so shutdown can drain them.
     pub tracker: tokio_util::task::TaskTracker,
 }
@@ -68,14 +75,18 @@ pub struct Opened {
     pub routed: Routed,
     slot: StreamSlot,
     started: Instant,
+    session: Arc<LiveSession>,
 }
 
 struct RelayMeter {
     metrics: Arc<Metrics>,
+    session: Arc<LiveSession>,
+    tariff: Tariff,
 }
 
 impl Meter for RelayMeter {
     fn record(&self, up: u64, down: u64) {
+        self.session.record(&self.tariff, up, down);
         if up > 0 {
             self.metrics.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Up }).inc_by(up);
         }
@@ -97,9 +108,27 @@ impl ProxyService {
         let started = Instant::now();
         let result = async {
             let mut slot = self.accounts.admit(acct).await?;
+            // Refuse before any node is asked when the money is visibly gone.
+            if self.billing.available(&acct.name).map_err(ConnectError::Billing)? <= 0 {
+                return Err(ConnectError::Denied(Denied::BalanceExhausted));
+            }
             let routed = self.router.open(targeting, target.clone()).await;
             slot.dialed();
-            Ok::<_, ConnectError>(Opened { routed: routed?, slot, started })
+            let routed = routed?;
+            let node = &routed.node;
+            let info = SessionInfo {
+                client: acct.name.clone(),
+                device: hex::encode(node.device_id),
+                owner: node.owner.clone(),
+                vip: node.vip.to_string(),
+                node_ip: node.public_ip.to_string(),
+                target: target.to_string(),
+            };
+            let session = self.billing.open(info).map_err(|e| match e {
+                BillingError::Exhausted => ConnectError::Denied(Denied::BalanceExhausted),
+                BillingError::Store(m) => ConnectError::Billing(m),
+            })?;
+            Ok::<_, ConnectError>(Opened { routed, slot, started, session })
         }
         .await;
         match &result {
@@ -118,14 +147,36 @@ impl ProxyService {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin,
     {
-        let Opened { routed, slot, started } = opened;
+        let Opened { routed, slot, started, session } = opened;
         let node = routed.node.clone();
         let peer = routed.stream.peer();
         self.metrics.streams_active.inc();
-        let meter: Arc<dyn Meter> = Arc::new(RelayMeter { metrics: self.metrics.clone() });
-        let stats = relay::relay(socket, routed.stream, meter, true).await;
+        let meter: Arc<dyn Meter> = Arc::new(RelayMeter {
+            metrics: self.metrics.clone(),
+            session: session.clone(),
+            tariff: *self.billing.tariff(),
+        });
+        let mut exhausted = session.budget.exhausted();
+        // The relay runs until it ends or the client's money runs out (then the stream is cut:
+        // dropping it resets the node side and closes the client socket).
+        let stats = tokio::select! {
+            stats = relay::relay(socket, routed.stream, meter, true) => Some(stats),
+            // (The watch guard is dropped inside the block: the relay's drop reports its last
+            // bytes, which may update this same watch.)
+            _ = async { let _ = exhausted.wait_for(|v| *v).await; } => None,
+        };
         self.metrics.streams_active.dec();
         drop(slot);
+        let (up, down) = session.bytes();
+        let end = stats.map(|s| s.end.as_str()).unwrap_or("billing");
+        self.billing.end(&session, end);
+        let stats = relay::RelayStats {
+            sent: up,
+            received: down,
+            end: stats
+                .map(|s| s.end)
+                .unwrap_or(relay::RelayEnd::PeerReset(crate::tunnel::protocol::ResetReason::Billing)),
+        };
         info!(
             client = %client,
             node = %node.vip,

@@ -36,6 +36,7 @@ pub fn reply_for(e: &ConnectError) -> ReplyError {
             OpenErrReason::Internal => ReplyError::GeneralFailure,
         },
         ConnectError::Route(RouteError::NodeFailed(_)) => ReplyError::HostUnreachable,
+        ConnectError::Billing(_) => ReplyError::GeneralFailure,
     }
 }
 

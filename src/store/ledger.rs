@@ -54,7 +54,7 @@ pub(crate) fn ensure_account(txn: &WriteTransaction, account: &Account) -> Resul
 
 /// Appends a transfer and moves the balances, inside `txn`. Returns the stored transfer; a
 /// replay of the same id with the same payload returns the original, a different payload fails.
-fn post(txn: &WriteTransaction, mut tr: Transfer) -> Result<Transfer, StoreError> {
+pub(crate) fn post(txn: &WriteTransaction, mut tr: Transfer) -> Result<Transfer, StoreError> {
     {
         let ids = txn.open_table(TRANSFER_IDS)?;
         if let Some(seq) = ids.get(tr.id.as_str())? {

@@ -7,7 +7,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this build writes.
-pub const LAST_SCHEMA_VERSION: u64 = 1;
+pub const LAST_SCHEMA_VERSION: u64 = 2;
 
 /// Brings the database to [`LAST_SCHEMA_VERSION`], one step per transaction.
 pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
@@ -26,6 +26,7 @@ pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
         let txn = super::begin_write(db)?;
         match version {
             1 => migrate_to_v1(&txn)?,
+            2 => migrate_to_v2(&txn)?,
             _ => unreachable_step(version)?,
         }
         txn.open_table(META)?.insert("schema_version", version)?;
@@ -50,5 +51,12 @@ fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(TRANSFER_IDS)?;
     txn.open_table(BALANCES)?;
     txn.open_table(AUDIT)?;
+    Ok(())
+}
+
+/// v2: metering — the per-stream `sessions` table and the per-live-session `accruals`.
+fn migrate_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(SESSIONS)?;
+    txn.open_table(ACCRUALS)?;
     Ok(())
 }

@@ -10,12 +10,14 @@ mod devices;
 mod ledger;
 pub mod migrations;
 pub mod tables;
+mod usage;
 mod users;
 
 use std::path::Path;
 
 pub use devices::{DeviceRecord, PairCode, PairError};
 pub use ledger::{Account, Transfer};
+pub use usage::{Accrual, FlushBatch, SessionRecord};
 pub use users::UserRecord;
 
 /// Errors from the store. Callers branch on the variants that describe domain outcomes.
@@ -135,6 +137,8 @@ impl Store {
         copy!(tables::TRANSFER_IDS);
         copy!(tables::BALANCES);
         copy!(tables::AUDIT);
+        copy!(tables::SESSIONS);
+        copy!(tables::ACCRUALS);
         wtx.commit()?;
         Ok(())
     }

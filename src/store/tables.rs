@@ -21,3 +21,8 @@ pub const TRANSFER_IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("t
 pub const BALANCES: TableDefinition<'_, &str, i64> = TableDefinition::new("balances");
 /// Audit sequence → `AuditEntry` JSON.
 pub const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");
+/// Session id → `SessionRecord` JSON: one row per client stream (the seed's `sessions`).
+pub const SESSIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("sessions");
+/// Session id → `Accrual` JSON: unposted usage of a live session, rewritten every flush
+/// (bounded: one row per live session).
+pub const ACCRUALS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("accruals");

@@ -20,7 +20,7 @@ use super::protocol::{HEADER_LEN, ResetReason};
 const SMALL_READ: usize = 4 * 1024;
 
 /// Report usage to the meter after at least this many bytes (and at the end).
-const METER_BATCH: u64 = 1 << 20;
+pub const METER_BATCH: u64 = 256 * 1024;
 
 /// Receives byte counts of a relayed stream. Implemented by billing and metrics.
 pub trait Meter: Send + Sync {
@@ -71,6 +71,22 @@ pub struct RelayStats {
     pub end: RelayEnd,
 }
 
+/// Bytes counted but not yet reported to the meter; reports them when dropped.
+struct Unmetered<'a, F: Fn(u64, u64)> {
+    sent: AtomicU64,
+    received: AtomicU64,
+    record: &'a F,
+}
+
+impl<F: Fn(u64, u64)> Drop for Unmetered<'_, F> {
+    fn drop(&mut self) {
+        let (s, r) = (*self.sent.get_mut(), *self.received.get_mut());
+        if s > 0 || r > 0 {
+            (self.record)(s, r);
+        }
+    }
+}
+
 /// Milliseconds since `start`: the "last activity" clock shared by the two copy loops.
 fn now_ms(start: tokio::time::Instant) -> u64 {
     start.elapsed().as_millis() as u64
@@ -95,11 +111,13 @@ where
     let record = |sent: u64, received: u64| {
         if socket_is_client { meter.record(sent, received) } else { meter.record(received, sent) }
     };
+    // Bytes moved but not yet reported. Owned by this stream only; the guard reports the tail
+    // even when the relay is dropped mid-way (a cut), so no delivered byte goes unmetered.
+    let pending = Unmetered { sent: AtomicU64::new(0), received: AtomicU64::new(0), record: &record };
 
     // socket → tunnel
     let up = async {
         let mut sent = 0u64;
-        let mut unmetered = 0u64;
         // Read size adapts: small while the socket trickles or idles (an idle stream holds a
         // 4 KiB buffer, not 64 KiB), a full frame once a read fills its buffer.
         let mut want = SMALL_READ;
@@ -141,10 +159,8 @@ where
                         want
                     };
                     sent += n as u64;
-                    unmetered += n as u64;
-                    if unmetered >= METER_BATCH {
-                        record(unmetered, 0);
-                        unmetered = 0;
+                    if pending.sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 >= METER_BATCH {
+                        record(pending.sent.swap(0, Ordering::Relaxed), 0);
                     }
                     if !tx.send_data(buf, false).await {
                         break Some(RelayEnd::PeerReset(ResetReason::Shutdown));
@@ -152,16 +168,12 @@ where
                 }
             }
         };
-        if unmetered > 0 {
-            record(unmetered, 0);
-        }
         (sent, end)
     };
 
     // tunnel → socket
     let down = async {
         let mut received = 0u64;
-        let mut unmetered = 0u64;
         let end = loop {
             match tokio::time::timeout(idle, rx.recv()).await {
                 Err(_) => {
@@ -177,10 +189,9 @@ where
                         break Some(RelayEnd::SocketError);
                     }
                     received += b.len() as u64;
-                    unmetered += b.len() as u64;
-                    if unmetered >= METER_BATCH {
-                        record(0, unmetered);
-                        unmetered = 0;
+                    let n = b.len() as u64;
+                    if pending.received.fetch_add(n, Ordering::Relaxed) + n >= METER_BATCH {
+                        record(0, pending.received.swap(0, Ordering::Relaxed));
                     }
                     rx.consumed(b.len());
                 }
@@ -198,13 +209,11 @@ where
                 }
             }
         };
-        if unmetered > 0 {
-            record(0, unmetered);
-        }
         (received, end)
     };
 
     let ((sent, up_end), (received, down_end)) = tokio::join!(up, down);
+    drop(pending);
     let end = match (up_end, down_end) {
         (Some(RelayEnd::SocketError), _) | (_, Some(RelayEnd::SocketError)) => RelayEnd::SocketError,
         (_, Some(e)) | (Some(e), None) => e,

@@ -1,0 +1,206 @@
+//! Metered usage: the `sessions` table (one row per client stream) and the bounded `accruals`
+//! (unposted charges of live sessions). One call, [`Store::flush_usage`], writes a whole
+//! flush — session rows, accruals, and the postings that are due — in one write transaction.
+
+use std::collections::HashMap;
+
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use super::ledger::{Account, Transfer, post};
+use super::tables::{ACCRUALS, META, SESSIONS};
+use super::{Store, StoreError, from_json, to_json};
+use crate::billing::rules::{Carry, Charge};
+use crate::money::Micros;
+
+/// One client stream, as the seed's `sessions` table holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: u64,
+    pub client: String,
+    /// Node device id (hex), its owner, virtual IP and public IP.
+    pub device: String,
+    pub owner: String,
+    pub vip: String,
+    pub node_ip: String,
+    pub target: String,
+    pub start: u64,
+    #[serde(default)]
+    pub end: Option<u64>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Everything charged to the client so far (posted and accrued), micro-units.
+    pub charge: Micros,
+    #[serde(default)]
+    pub end_reason: Option<String>,
+}
+
+/// Unposted usage of one session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Accrual {
+    pub session: u64,
+    pub client: String,
+    pub owner: String,
+    /// Charged but not yet posted.
+    pub pending: Charge,
+    /// Sub-micro remainders carried for this session.
+    pub carry: Carry,
+    /// Postings made so far (the next posting's id uses this number).
+    pub posts: u32,
+}
+
+/// Everything one flush writes.
+#[derive(Debug, Default)]
+pub struct FlushBatch {
+    pub sessions: Vec<SessionRecord>,
+    pub accruals: Vec<Accrual>,
+    /// Sessions whose accrual is posted now (ended ones, and those due by time).
+    pub post: Vec<u64>,
+    /// Ended sessions whose accrual row goes away after posting.
+    pub done: Vec<u64>,
+}
+
+/// Posts one accrual's pending charge as usage transfers (client → node owner, client →
+/// platform fees) with deterministic ids, and zeroes it.
+fn post_accrual(txn: &redb::WriteTransaction, a: &mut Accrual, now: u64) -> Result<(), StoreError> {
+    if a.pending.client_debit.0 == 0 {
+        return Ok(());
+    }
+    let client = Account::User(a.client.clone()).key();
+    let reference = format!("session {}", a.session);
+    let legs = [
+        (Account::User(a.owner.clone()).key(), a.pending.node_credit, "usage", "node"),
+        (Account::PlatformFees.key(), a.pending.platform_fee, "usage_fee", "fee"),
+    ];
+    for (credit, amount, kind, leg) in legs {
+        // A client using its own node pays only the platform's share.
+        if amount.0 == 0 || credit == client {
+            continue;
+        }
+        post(
+            txn,
+            Transfer {
+                seq: 0,
+                id: format!("usage:{}:{}:{leg}", a.session, a.posts),
+                debit: client.clone(),
+                credit,
+                amount,
+                kind: kind.into(),
+                reference: reference.clone(),
+                time: now,
+            },
+        )?;
+    }
+    a.pending = Charge::ZERO;
+    a.posts += 1;
+    Ok(())
+}
+
+impl Store {
+    /// Writes one metering flush in one write transaction.
+    pub fn flush_usage(&self, batch: &mut FlushBatch, now: u64) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut sessions = txn.open_table(SESSIONS)?;
+            for s in &batch.sessions {
+                sessions.insert(s.id, to_json(s)?.as_slice())?;
+            }
+        }
+        for a in &mut batch.accruals {
+            if batch.post.contains(&a.session) {
+                post_accrual(&txn, a, now)?;
+            }
+        }
+        {
+            let mut accruals = txn.open_table(ACCRUALS)?;
+            for a in &batch.accruals {
+                if batch.done.contains(&a.session) {
+                    accruals.remove(a.session)?;
+                } else {
+                    accruals.insert(a.session, to_json(a)?.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The highest session id ever written (ids continue after it).
+    pub fn max_session_id(&self) -> Result<u64, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(SESSIONS)?;
+        let last = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+        let meta = rtx.open_table(META)?.get("session_seq")?.map(|v| v.value()).unwrap_or(0);
+        Ok(last.max(meta))
+    }
+
+    /// Unposted charges per client, in micro-units.
+    pub fn accrued_by_client(&self) -> Result<HashMap<String, i64>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(ACCRUALS)?;
+        let mut out: HashMap<String, i64> = HashMap::new();
+        for row in t.iter()? {
+            let a: Accrual = from_json(row?.1.value())?;
+            *out.entry(a.client).or_default() += a.pending.client_debit.0 as i64;
+        }
+        Ok(out)
+    }
+
+    /// After a restart: posts what live sessions had accrued when the process stopped and
+    /// closes them with `reason`. Returns how many sessions were recovered.
+    pub fn recover_usage(&self, now: u64, reason: &str) -> Result<usize, StoreError> {
+        let txn = self.write()?;
+        let mut n = 0;
+        {
+            let mut accruals = txn.open_table(ACCRUALS)?;
+            let rows: Vec<Accrual> = accruals
+                .iter()?
+                .map(|r| r.map_err(StoreError::from).and_then(|r| from_json(r.1.value())))
+                .collect::<Result<_, _>>()?;
+            let mut sessions = txn.open_table(SESSIONS)?;
+            for mut a in rows {
+                post_accrual(&txn, &mut a, now)?;
+                accruals.remove(a.session)?;
+                let rec: Option<SessionRecord> = sessions.get(a.session)?.map(|v| from_json(v.value())).transpose()?;
+                if let Some(mut rec) = rec
+                    && rec.end.is_none()
+                {
+                    rec.end = Some(now);
+                    rec.end_reason = Some(reason.into());
+                    sessions.insert(a.session, to_json(&rec)?.as_slice())?;
+                }
+                n += 1;
+            }
+            // Sessions written without an accrual (nothing charged) but never ended.
+            let open: Vec<SessionRecord> = sessions
+                .iter()?
+                .map(|r| r.map_err(StoreError::from).and_then(|r| from_json::<SessionRecord>(r.1.value())))
+                .filter(|r| r.as_ref().map_or(true, |s| s.end.is_none()))
+                .collect::<Result<_, _>>()?;
+            for mut rec in open {
+                rec.end = Some(now);
+                rec.end_reason = Some(reason.into());
+                sessions.insert(rec.id, to_json(&rec)?.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// Sessions, newest first, optionally of one client, at most `limit`.
+    pub fn list_sessions(&self, client: Option<&str>, limit: usize) -> Result<Vec<SessionRecord>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(SESSIONS)?;
+        let mut out = Vec::new();
+        for row in t.iter()?.rev() {
+            let s: SessionRecord = from_json(row?.1.value())?;
+            if client.is_none_or(|c| s.client == c) {
+                out.push(s);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,135 @@
+//! Real-time billing seen from outside: bytes through the proxy debit the client price × bytes,
+//! credit the node's owner exactly its split, and a client whose money runs out is cut.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use crate::common::*;
+
+/// A profile where 1 byte costs 1 micro-unit (price 1000.00 per GB), fee 30 %.
+fn priced() -> ServerOpts {
+    ServerOpts {
+        allow_private_targets: true,
+        env: vec![
+            ("TRAFFIX_BILLING__PRICE_PER_GB".into(), "1000.00".into()),
+            ("TRAFFIX_BILLING__PLATFORM_FEE_PERCENT".into(), "30".into()),
+        ],
+        ..ServerOpts::default()
+    }
+}
+
+fn balance(s: &Server, user: &str) -> i64 {
+    s.cli_json(&["user", "show", user])["balance_micros"].as_i64().unwrap()
+}
+
+/// How many sessions have usage postings in the ledger.
+fn posted_sessions(s: &Server) -> usize {
+    let ledger = s.cli_json(&["ledger", "list"]);
+    let refs: std::collections::BTreeSet<String> = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "usage_fee")
+        .map(|t| t["reference"].as_str().unwrap().to_owned())
+        .collect();
+    refs.len()
+}
+
+fn accrued(s: &Server, user: &str) -> i64 {
+    s.cli_json(&["user", "show", user])["accrued_micros"].as_i64().unwrap()
+}
+
+#[test]
+fn usage_debits_price_times_bytes_and_credits_the_owner_exactly_its_split() {
+    let s = Server::start_with(priced());
+    let pass = s.add_user("payer", Some("100"));
+    s.add_user("owner", None);
+    let _node = s.start_node("owner", "127.0.0.2");
+    let o = origin().addr;
+    let down = 8 * 1024 * 1024;
+    let out = curl(&["--proxy", &s.socks_url("payer", &pass), "-o", "/dev/null", &format!("http://{o}/bytes/{down}")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let up = dir.path().join("up");
+    std::fs::write(&up, payload(2 * 1024 * 1024, 1)).unwrap();
+    let out = curl(&[
+        "-x",
+        &s.http_proxy_url("payer", &pass),
+        "--data-binary",
+        &format!("@{}", up.display()),
+        &format!("http://{o}/sha256"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Sessions end, the next flush posts them: nothing stays accrued.
+    wait_for("usage posted", || (posted_sessions(&s) == 2 && accrued(&s, "payer") == 0).then_some(()));
+    let debit = 100_000_000 - balance(&s, "payer");
+    let payload_bytes = (down + 2 * 1024 * 1024) as i64;
+    // Server-counted bytes include request and response heads: within 1 % of the payload.
+    assert!(
+        debit >= payload_bytes && debit <= payload_bytes + payload_bytes / 100,
+        "debit {debit} for {payload_bytes} bytes"
+    );
+
+    // Per session: the owner gets floor(70 % of the session's debit), the platform the rest.
+    let ledger = s.cli_json(&["ledger", "list"]);
+    let mut per_session: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for t in ledger.as_array().unwrap() {
+        let amount = t["amount_micros"].as_i64().unwrap();
+        let entry = per_session.entry(t["reference"].as_str().unwrap().to_owned()).or_default();
+        match t["kind"].as_str().unwrap() {
+            "usage" => {
+                assert_eq!(t["credit"], "user:owner");
+                entry.0 += amount;
+            }
+            "usage_fee" => {
+                assert_eq!(t["credit"], "platform:fees");
+                entry.1 += amount;
+            }
+            _ => {}
+        }
+    }
+    per_session.remove("test");
+    assert!(per_session.len() >= 2, "one session per stream: {per_session:?}");
+    let mut node_total = 0;
+    for (session, (node, fee)) in &per_session {
+        assert_eq!(*node, (node + fee) * 70 / 100, "{session}: node {node} fee {fee}");
+        node_total += node;
+    }
+    assert_eq!(balance(&s, "owner"), node_total);
+    let verify = s.cli(&["ledger", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[test]
+fn a_client_whose_money_runs_out_is_cut_within_the_bound_and_then_refused() {
+    let s = Server::start_with(priced());
+    // 2.00 at 1 micro per byte buys 2,000,000 bytes.
+    let pass = s.add_user("thin", Some("2"));
+    s.add_user("lender", None);
+    let _node = s.start_node("lender", "127.0.0.2");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("partial");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "120", "--proxy", &s.socks_url("thin", &pass), "-o"])
+        .arg(&file)
+        .arg(format!("http://{}/forever", origin().addr))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an endless download must be cut");
+    let got = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    // Bound: one relay meter batch per direction per stream (2 × 256 KiB).
+    assert!((1_000_000..=2_000_000 + 2 * 256 * 1024).contains(&got), "delivered {got} bytes for 2,000,000 paid");
+
+    wait_for("usage posted", || (posted_sessions(&s) == 1 && accrued(&s, "thin") == 0).then_some(()));
+    let bal = balance(&s, "thin");
+    assert!((-(2 * 256 * 1024)..=0).contains(&bal), "balance {bal} within the documented overdraft bound");
+    // New connections are refused: 402 over HTTP.
+    let out = curl(&["-i", "-x", &s.http_proxy_url("thin", &pass), &format!("http://{}/hello", origin().addr)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 402"), "{text}");
+    // A top-up lets the client back in.
+    assert!(s.cli(&["user", "credit", "thin", "1"]).status.success());
+    let out = curl(&["--proxy", &s.socks_url("thin", &pass), &format!("http://{}/hello", origin().addr)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
