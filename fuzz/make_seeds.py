@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Writes the committed seed inputs under fuzz/seeds/<target>/ (run from anywhere).
+
+Frame seeds are the golden valid and invalid frames of tests/vectors/frames.json; the
+certificates are a traffix self-signed ECDSA P-256 certificate (tls::generate_self_signed) and
+an RSA-2048 one from openssl. Username and egress seeds are a sample of tests/vectors/{username,egress}.json.
+"""
+import json
+import struct
+from pathlib import Path
+
+FUZZ = Path(__file__).resolve().parent
+ROOT = FUZZ.parent
+SEEDS = FUZZ / "seeds"
+
+ECDSA_CERT = (
+    "308201493081f0a00302010202147fa33c96361523caa4f3d7465c09f7c6d6e0d2f5300a06082a8648ce3d0403023014"
+    "3112301006035504030c096c6f63616c686f73743020170d3234303130313030303030305a180f323039393132333130"
+    "30303030305a30143112301006035504030c096c6f63616c686f73743059301306072a8648ce3d020106082a8648ce3d"
+    "0301070342000402d6c1a7453a37fba810eabdbe2e4a06377df974b010e9cec15eb3f7ddf4f81b426bbe672c20245659"
+    "99c819ce931b1af3b088b61871827c819226d648fd40aaa31e301c301a0603551d110413301182096c6f63616c686f73"
+    "7487047f000001300a06082a8648ce3d0403020348003045022100a16965ce3f67a82881737ac137b2477f71234d3877"
+    "0efb7b3bc01ac0f3575021022037dedf1583680331a04f2472ab996ed4ecc0e0241f068fddbbbc18c051e7378a"
+)
+
+RSA_CERT = (
+    "30820315308201fda00302010202147e79dd59e71473ddc1a0362ad1a1815c1d9ccf0b300d06092a864886f70d01010b"
+    "0500301a3118301606035504030c0f747261666669782e6578616d706c65301e170d3236313132353231323033325a17"
+    "0d3336313132323231323033325a301a3118301606035504030c0f747261666669782e6578616d706c6530820122300d"
+    "06092a864886f70d01010105000382010f003082010a0282010100daf01ac3cca1c3b597a897a3860531b712d1f00040"
+    "6a7a6e1a6dcaa9121a034406508efaede46575d852e6ac9f0feca3520abe91f17ffe445ea6e49e9e7a98065467689192"
+    "c4aa29c7008ad57097453bf0a7299060828427301f1feb861a5247877f6b30242f2c006e6d2f40d779949fef4a32dedf"
+    "5cb7820ed4ca3bad449f9f0366d0dac896ec86dd13130e414e5e1e0c1ed9a81eab2fb5646dbcf5267718ea772a234b78"
+    "53c3ac246ec070e7b9fc9c1e3452f1c9e5df4e3fed3638ce57f6efe03606297d049e651ac4aae8e764a2ac0845a8ebae"
+    "4861473f87d85049f775c7b09fe7586345b8fb24162eaa613c0da27fb013eca7a795f2515125fe751bfa3b0203010001"
+    "a3533051301d0603551d0e04160414bdbbf516c342758046bb0d42681bba49aa5614ed301f0603551d23041830168014"
+    "bdbbf516c342758046bb0d42681bba49aa5614ed300f0603551d130101ff040530030101ff300d06092a864886f70d01"
+    "010b050003820101001fcd8d166eff3a89e1db28804b2be95ceea337a852ac1a9843d24c1e66f6f595a725f2eafbcf6d"
+    "2f54cd55c2674ba13757d7cb21d0a9eacb5c4d3f8903bd328e89c340d8e9f17901ca666c311a8f0ca41027d975d3e66b"
+    "3546162d2eefc210ce03d98fabc9c740da971df59663d007f696f1b5fb11bc7023c99f548ff67578be162ed38b53309d"
+    "76ae4989ea9948f0ebd8e94dab162600abebdae7e2cfcf512fd255a40d080dd1afd5a972716b9bc8444b448fc0e54eda"
+    "d3486863627a500f1fd458f49588aeefaebaabd9ba638606e4db20f9792f081529c8c178821c3187ba0c7dbc3e118bad"
+    "c682b8d16ee8af8b5af5c7205a2c73086c667560abe90aef94"
+)
+
+HTTP_HEADS = {
+    "connect": b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n"
+    b"Proxy-Authorization: Basic YWxpY2UtY291bnRyeS1kZTpzZWNyZXQ=\r\n\r\n",
+    "connect_v6": b"CONNECT [2001:db8::1]:8443 HTTP/1.1\r\nHost: [2001:db8::1]:8443\r\n\r\n",
+    "get_absolute": b"GET http://user@example.com:8080/path?q=1#frag HTTP/1.1\r\nHost: example.com\r\n"
+    b"Proxy-Connection: keep-alive\r\n\r\n",
+    "get_http10": b"GET http://93.184.216.34/ HTTP/1.0\r\nConnection: close\r\n\r\n",
+    "get_https": b"GET https://example.com/ HTTP/1.1\r\n\r\n",
+    "partial": b"CONNECT example.com:443 HTTP/1.1\r\nHost: exa",
+    "authority": b"example.com:443",
+    "basic": b"Basic YWxpY2U6cGFzc3dvcmQ=",
+}
+
+PAIRING_LINKS = [
+    "traffix://pair?server=proxy.example.com:8443&pin=" + "ab" * 32 + "&code=ABCD-EFGH",
+    "traffix://pair?server=[2001:db8::1]:8443&pin=" + "0f" * 32 + "&code=1234",
+    "  traffix://pair?code=x%20y&pin=" + "00" * 32 + "&server=10.0.0.1:1\n",
+    "traffix://pair?server=host&pin=zz&code=",
+    "https://pair?server=a:1",
+]
+
+CONFIGS = {
+    "minimal": "[server]\npublic_address = 'a:1'\n",
+    "env_style": "[server]\npublic_address = \"proxy.example.com:8443\"\n[billing]\nprice_per_gb = \"2.50\"\n"
+    "platform_fee_percent = 101\n[egress]\nblocked_ports = [25, \"135-139\", \"9-3\"]\n",
+    "bad_float_money": "[server]\npublic_address='a:1'\n[billing]\nprice_per_gb=3.0\n",
+}
+
+MONEY = ["0", "12", "12.5", "0.000001", "3.00", "18446744073709.551615", "18446744073709.551616",
+         " 1.25 ", "1.", ".5", "1.0000001", "007.10"]
+
+
+def write(target, name, data):
+    d = SEEDS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+def main():
+    frames = json.loads((ROOT / "tests/vectors/frames.json").read_text())
+    for i, c in enumerate(frames["frames"]):
+        write("frame_decode", f"frame_{i:02}", bytes.fromhex(c["hex"]))
+    for i, c in enumerate(frames["invalid"]):
+        if c.get("hex"):  # the two 64 KiB "too_large" cases are given as prefix + repeat: skipped
+            write("frame_decode", f"invalid_{i:02}", bytes.fromhex(c["hex"]))
+
+    for name, head in HTTP_HEADS.items():
+        write("http_request_head", name, head)
+
+    users = json.loads((ROOT / "tests/vectors/username.json").read_text())
+    accepted = [c["username"] for c in users["accept"]][::6]
+    seen_codes, rejected = set(), []
+    for c in users["reject"]:
+        if c["code"] not in seen_codes and c["username"]:
+            seen_codes.add(c["code"])
+            rejected.append(c["username"])
+    for i, u in enumerate(accepted + rejected):
+        write("username", f"vector_{i:02}", u)
+
+    egress = json.loads((ROOT / "tests/vectors/egress.json").read_text())
+    cases, seen = [], set()
+    for i, c in enumerate(egress["cases"]):
+        key = (c["expect"], c.get("code"))
+        if key not in seen or i % 25 == 0:
+            seen.add(key)
+            cases.append(c)
+    for i, c in enumerate(cases):
+        write("egress_host", f"vector_{i:02}", struct.pack(">H", c["port"]) + c["host"].encode())
+
+    ecdsa, rsa = bytes.fromhex("".join(ECDSA_CERT)), bytes.fromhex("".join(RSA_CERT))
+    write("spki", "ecdsa_p256.der", ecdsa)
+    write("spki", "rsa2048.der", rsa)
+    write("spki", "long_length_form", bytes([0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]))
+
+    for i, link in enumerate(PAIRING_LINKS):
+        write("pairing_link", f"link_{i}", link)
+
+    write("config", "packaging_traffix.toml", (ROOT / "packaging/traffix.toml").read_bytes())
+    for name, text in CONFIGS.items():
+        write("config", name + ".toml", text)
+
+    for i, m in enumerate(MONEY):
+        write("money", f"amount_{i:02}", m)
+
+
+if __name__ == "__main__":
+    main()
