@@ -1022,6 +1022,21 @@ mod tests {
         assert!(matches!(Frame::decode(Bytes::from(b)), Err(ProtocolError::RepeatedField { .. })));
     }
 
+    /// Inputs the fuzzer found (fuzz/regressions/frame_decode): decode → encode → decode is stable.
+    #[test]
+    fn fuzz_regressions_round_trip() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions/frame_decode");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let raw = std::fs::read(e.unwrap().path()).unwrap();
+            if let Ok(f) = Frame::decode(Bytes::from(raw)) {
+                assert_eq!(Frame::decode(f.encode()), Ok(f));
+            }
+            n += 1;
+        }
+        assert!(n >= 4);
+    }
+
     #[test]
     fn version_negotiation_names_the_side_to_upgrade() {
         assert_eq!(negotiate_version(1, 3), Ok(1));
