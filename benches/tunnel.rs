@@ -495,6 +495,12 @@ async fn idle_nodes(t: &Traffix) -> (usize, f64) {
     for h in handles {
         h.abort();
     }
+    // Let the server retire those sessions before anything is timed.
+    let dd = d.to_path_buf();
+    tokio::task::spawn_blocking(move || wait(|| traffix(&dd, &["device", "list"]).as_array().is_some_and(|a| a.iter().filter(|x| x["online"] == true).count() == 1)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
     (n, (after.saturating_sub(before)) as f64 / n as f64)
 }
 
@@ -553,7 +559,12 @@ fn main() {
         // Memory first, on a fresh server: after bulk transfers the allocator keeps its pages.
         let (streams, per_stream) = idle_streams(&t, origin).await;
         let (nodes, per_node) = idle_nodes(&t).await;
-        let path = Path_::Socks { proxy: t.socks, auth: Some(("bench".into(), t.pass.clone())) };
+        // Pin the workload to the bench node (the idle nodes above may still be leaving).
+        let vip = serde_json::from_slice::<serde_json::Value>(&std::fs::read(t.dir.path().join("node.json")).unwrap()).unwrap()["vip"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let path = Path_::Socks { proxy: t.socks, auth: Some((format!("bench-node-{vip}"), t.pass.clone())) };
         let tf = workload(&path, origin, &[t.server.0.id(), t.node.0.id()]).await;
         let tmp = tempfile::tempdir().unwrap();
         let ss = match start_shadowsocks() {

@@ -2,12 +2,6 @@
 
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: the relay allocates and frees 64 KiB frame buffers at line
-/// rate, and glibc kept trimming and re-faulting those pages (≈15 % of CPU in `perf`, see
-/// docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     // One rustls crypto provider for the whole process, before anything touches TLS.
     traffix::tls::install_provider();
