@@ -497,9 +497,15 @@ async fn idle_nodes(t: &Traffix) -> (usize, f64) {
     }
     // Let the server retire those sessions before anything is timed.
     let dd = d.to_path_buf();
-    tokio::task::spawn_blocking(move || wait(|| traffix(&dd, &["device", "list"]).as_array().is_some_and(|a| a.iter().filter(|x| x["online"] == true).count() == 1)))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        wait(|| {
+            traffix(&dd, &["device", "list"])
+                .as_array()
+                .is_some_and(|a| a.iter().filter(|x| x["online"] == true).count() == 1)
+        })
+    })
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     (n, (after.saturating_sub(before)) as f64 / n as f64)
 }
