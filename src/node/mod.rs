@@ -294,31 +294,14 @@ where
     let mut seq = 0u32;
     let mut sent_at: Option<(u32, tokio::time::Instant)> = None;
     let mut state = NodeState::Serving;
-    let mut rtt = None;
     let mut stopping = false;
 
     let end = loop {
         tokio::select! {
-            frame = ws::next_frame(&mut stream, dead_after, epoch, &mut rtt) => {
-                if let Some(r) = rtt.take() {
-                    mux.observe_rtt(r);
-                }
-                let frame = match frame {
-                    Ok(f) => f,
-                    Err(e) => {
-                        if matches!(e, ReadEnd::Protocol(_) | ReadEnd::Text) {
-                            mux.send_error(ErrorCode::ProtocolViolation, &e.to_string());
-                        }
-                        break SessionEnd::Retry(e.to_string());
-                    }
-                };
-                let control = match mux.dispatch(frame) {
-                    Ok(None) => continue,
-                    Ok(Some(c)) => c,
-                    Err(v) => {
-                        mux.send_error(ErrorCode::ProtocolViolation, &v.0);
-                        break SessionEnd::Retry(v.0);
-                    }
+            control = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
+                let control = match control {
+                    Ok(c) => c,
+                    Err(reason) => break SessionEnd::Retry(reason),
                 };
                 match control {
                     Frame::Open { stream: id, window, target } => {

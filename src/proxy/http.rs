@@ -13,8 +13,7 @@ use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::{Instrument, debug, info_span};
+use tracing::{debug, info_span};
 
 use super::auth::{AuthFailure, Denied, ProxyAccount};
 use super::router::RouteError;
@@ -343,27 +342,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 }
 
 /// Accepts HTTP proxy clients until shutdown.
-pub async fn serve(listener: TcpListener, svc: Arc<ProxyService>, mut shutdown: Shutdown) {
-    let conns = Arc::new(Semaphore::new(svc.limits.max_connections));
-    loop {
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.recv() => return,
-        };
-        let (sock, peer) = tokio::select! {
-            c = super::accept(&listener) => c,
-            _ = shutdown.recv() => return,
-        };
-        let svc2 = svc.clone();
-        svc.tracker.spawn(
-            async move {
-                let _ = sock.set_nodelay(true);
-                handle(sock, peer, &svc2).await;
-                drop(permit);
-            }
-            .instrument(info_span!("http_proxy", client_addr = %peer)),
-        );
-    }
+pub async fn serve(listener: TcpListener, svc: Arc<ProxyService>, shutdown: Shutdown) {
+    super::serve_frontend(
+        listener,
+        svc,
+        shutdown,
+        |peer| info_span!("http_proxy", client_addr = %peer),
+        |sock, peer, svc| async move { handle(sock, peer, &svc).await },
+    )
+    .await
 }
 
 async fn reply(sock: &mut Reader<TcpStream>, e: &HttpError, close: bool) {

@@ -192,6 +192,41 @@ impl ProxyService {
     }
 }
 
+/// The accept loop of a front-end: a connection cap, accept with back-off, the handshake and
+/// everything after it in a tracked per-connection task (never in the loop itself).
+pub async fn serve_frontend<F, Fut>(
+    listener: TcpListener,
+    svc: Arc<ProxyService>,
+    mut shutdown: crate::shutdown::Shutdown,
+    span: fn(SocketAddr) -> tracing::Span,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr, Arc<ProxyService>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument;
+    let conns = Arc::new(tokio::sync::Semaphore::new(svc.limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.recv() => return,
+        };
+        let (sock, peer) = tokio::select! {
+            c = accept(&listener) => c,
+            _ = shutdown.recv() => return,
+        };
+        let _ = sock.set_nodelay(true);
+        let conn = handle(sock, peer, svc.clone());
+        svc.tracker.spawn(
+            async move {
+                conn.await;
+                drop(permit);
+            }
+            .instrument(span(peer)),
+        );
+    }
+}
+
 /// Binds a listener with the configured backlog (SECURITY.md §2: ≥ 1024).
 pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };

@@ -10,8 +10,7 @@ use fast_socks5::server::{PasswordAuthentication, Socks5ServerProtocol};
 use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{ReplyError, Socks5Command};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::{Instrument, debug, info_span};
+use tracing::{debug, info_span};
 
 use super::router::RouteError;
 use super::{ConnectError, ProxyService};
@@ -41,26 +40,15 @@ pub fn reply_for(e: &ConnectError) -> ReplyError {
 }
 
 /// Accepts SOCKS5 clients until shutdown.
-pub async fn serve(listener: TcpListener, svc: Arc<ProxyService>, mut shutdown: Shutdown) {
-    let conns = Arc::new(Semaphore::new(svc.limits.max_connections));
-    loop {
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.recv() => return,
-        };
-        let (sock, peer) = tokio::select! {
-            c = super::accept(&listener) => c,
-            _ = shutdown.recv() => return,
-        };
-        let svc2 = svc.clone();
-        svc.tracker.spawn(
-            async move {
-                handle(sock, peer, &svc2).await;
-                drop(permit);
-            }
-            .instrument(info_span!("socks5", client_addr = %peer)),
-        );
-    }
+pub async fn serve(listener: TcpListener, svc: Arc<ProxyService>, shutdown: Shutdown) {
+    super::serve_frontend(
+        listener,
+        svc,
+        shutdown,
+        |peer| info_span!("socks5", client_addr = %peer),
+        |sock, peer, svc| async move { handle(sock, peer, &svc).await },
+    )
+    .await
 }
 
 enum Handshake {
@@ -74,7 +62,6 @@ enum Handshake {
 }
 
 async fn handle(sock: TcpStream, peer: SocketAddr, svc: &ProxyService) {
-    let _ = sock.set_nodelay(true);
     let hs = tokio::time::timeout(svc.limits.handshake_timeout(), handshake(sock, peer, svc)).await;
     let (proto, acct, targeting, target) = match hs {
         Ok(Ok(Handshake::Ready(p, a, t, tg))) => (p, a, t, tg),

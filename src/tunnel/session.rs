@@ -248,31 +248,14 @@ where
     persist.tick().await;
     let mut pending: Option<([u8; NONCE_LEN], tokio::time::Instant)> = None;
     let pk = hex::decode(&who.device.public_key).unwrap_or_default();
-    let mut rtt = None;
     let mut draining = false;
 
     let end: String = loop {
         tokio::select! {
-            frame = ws::next_frame(&mut stream, dead_after, epoch, &mut rtt) => {
-                if let Some(r) = rtt.take() {
-                    mux.observe_rtt(r);
-                }
-                let frame = match frame {
-                    Ok(f) => f,
-                    Err(e) => {
-                        if matches!(e, ReadEnd::Protocol(_) | ReadEnd::Text) {
-                            mux.send_error(ErrorCode::ProtocolViolation, &e.to_string());
-                        }
-                        break e.to_string();
-                    }
-                };
-                let control = match mux.dispatch(frame) {
-                    Ok(None) => continue,
-                    Ok(Some(c)) => c,
-                    Err(v) => {
-                        mux.send_error(ErrorCode::ProtocolViolation, &v.0);
-                        break v.0;
-                    }
+            control = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
+                let control = match control {
+                    Ok(c) => c,
+                    Err(reason) => break reason,
                 };
                 match control {
                     Frame::Heartbeat(hb) => {

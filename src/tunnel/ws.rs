@@ -129,6 +129,44 @@ where
     }
 }
 
+/// Reads frames until a control frame arrives, feeding stream frames to `mux` on the way.
+/// Protocol violations are answered with `ERROR 5` before returning the reason. Cancel-safe
+/// between frames, so it can sit in a `select!` loop.
+pub async fn next_control<S>(
+    stream: &mut SplitStream<WebSocketStream<S>>,
+    mux: &super::mux::Mux,
+    dead_after: Duration,
+    epoch: tokio::time::Instant,
+) -> Result<Frame, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let mut rtt = None;
+        let frame = next_frame(stream, dead_after, epoch, &mut rtt).await;
+        if let Some(r) = rtt {
+            mux.observe_rtt(r);
+        }
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                if matches!(e, ReadEnd::Protocol(_) | ReadEnd::Text) {
+                    mux.send_error(super::protocol::ErrorCode::ProtocolViolation, &e.to_string());
+                }
+                return Err(e.to_string());
+            }
+        };
+        match mux.dispatch(frame) {
+            Ok(None) => continue,
+            Ok(Some(control)) => return Ok(control),
+            Err(v) => {
+                mux.send_error(super::protocol::ErrorCode::ProtocolViolation, &v.0);
+                return Err(v.0);
+            }
+        }
+    }
+}
+
 /// Reads one frame from an unsplit socket (used during the handshake).
 pub async fn read_handshake_frame<S>(ws: &mut WebSocketStream<S>) -> Result<Frame, ReadEnd>
 where
