@@ -86,15 +86,18 @@ pub async fn run(opts: NodeOptions, mut shutdown: Shutdown) -> Result<(), String
     let mut backoff = BACKOFF_MIN;
     loop {
         let started = tokio::time::Instant::now();
+        let mut established = false;
         let end = tokio::select! {
-            e = connect_once(&opts, &mut identity, &mut pair_code, shutdown.clone()) => e,
+            e = connect_once(&opts, &mut identity, &mut pair_code, shutdown.clone(), &mut established) => e,
             _ = shutdown.recv() => SessionEnd::Shutdown,
         };
         match end {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Fatal(why) => return Err(why),
             SessionEnd::Retry(why) => {
-                if started.elapsed() > STABLE_AFTER {
+                // A tunnel that came up (or lived long) resets the back-off: after a server
+                // restart the node is back within a second, not after a grown delay.
+                if established || started.elapsed() > STABLE_AFTER {
                     backoff = BACKOFF_MIN;
                 }
                 let wait = jitter(backoff);
@@ -144,8 +147,9 @@ async fn connect_once(
     identity: &mut NodeIdentity,
     pair_code: &mut Option<String>,
     shutdown: Shutdown,
+    established: &mut bool,
 ) -> SessionEnd {
-    match session(opts, identity, pair_code, shutdown).await {
+    match session(opts, identity, pair_code, shutdown, established).await {
         Ok(end) => end,
         Err(e) => SessionEnd::Retry(e),
     }
@@ -156,6 +160,7 @@ async fn session(
     identity: &mut NodeIdentity,
     pair_code: &mut Option<String>,
     shutdown: Shutdown,
+    established: &mut bool,
 ) -> Result<SessionEnd, String> {
     let pin = identity.pin_bytes()?;
     let server = identity.server.clone();
@@ -175,7 +180,7 @@ async fn session(
         .await
         .map_err(|_| "WebSocket upgrade timed out".to_string())?
         .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
-        return tunnel(opts, identity, pair_code, shutdown, wsock, local).await;
+        return tunnel(opts, identity, pair_code, shutdown, wsock, local, established).await;
     }
     let tls_cfg = crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?;
     let name =
@@ -192,7 +197,7 @@ async fn session(
     .await
     .map_err(|_| "WebSocket upgrade timed out".to_string())?
     .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
-    tunnel(opts, identity, pair_code, shutdown, wsock, local).await
+    tunnel(opts, identity, pair_code, shutdown, wsock, local, established).await
 }
 
 /// Runs the handshake and the serving loop on an upgraded WebSocket (TLS or, in development,
@@ -204,6 +209,7 @@ async fn tunnel<S>(
     mut shutdown: Shutdown,
     mut wsock: tokio_tungstenite::WebSocketStream<S>,
     local: Option<SocketAddr>,
+    established: &mut bool,
 ) -> Result<SessionEnd, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -265,6 +271,7 @@ where
         info!(vip = %welcome.vip, "paired with the server");
     }
     info!(vip = %welcome.vip, local = ?local, "tunnel up");
+    *established = true;
 
     let (mux, out_rx) = Mux::new(MuxConfig {
         initial_window: opts.limits.initial_window,

@@ -188,6 +188,8 @@ impl Server {
 
     /// Starts `traffix serve` and waits until it answers on its metrics listener.
     pub fn spawn(&mut self) {
+        // A kill -9 leaves the socket file behind; the new server replaces it.
+        let _ = std::fs::remove_file(self.dir.path().join("admin.sock"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--data-dir"]).arg(self.dir.path());
@@ -287,6 +289,14 @@ impl Server {
 
     pub fn metrics_text(&self) -> String {
         http_get(self.metrics, "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM and wait for the exit status.
