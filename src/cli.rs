@@ -57,6 +57,9 @@ pub enum Command {
     Ledger(LedgerCmd),
     /// Write a consistent copy of the database to FILE.
     Backup { file: PathBuf },
+    /// The audit log: admin actions and money movements not caused by traffic.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Print the example configuration with every key and its default.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -198,6 +201,17 @@ pub enum LedgerCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List the newest entries.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
     /// Print the example configuration.
     Example,
@@ -273,7 +287,16 @@ pub async fn admin(data_dir: &Path, config: Option<&Path>, req: AdminRequest) ->
         insecure_http: cfg.server.insecure_http,
         live: None,
     };
-    tokio::task::spawn_blocking(move || ctx.execute(req))
+    #[cfg(unix)]
+    let actor = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self")
+            .map(|m| format!("uid:{} (offline)", m.uid()))
+            .unwrap_or_else(|_| "offline".into())
+    };
+    #[cfg(not(unix))]
+    let actor = "offline".to_owned();
+    tokio::task::spawn_blocking(move || ctx.execute_as(req, &actor))
         .await
         .map_err(|e| CliError::fail(e.to_string()))?
         .map_err(Into::into)
@@ -485,6 +508,25 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             if !ok {
                 return Err(CliError::fail("ledger verification failed"));
+            }
+        }
+        Command::Audit(AuditCmd::List { limit, json }) => {
+            let v = admin_cmd(AdminRequest::AuditList { limit: Some(limit) }).await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{:>5} {:<20} {:<18} {:<20} {:<34} REASON", "SEQ", "TIME", "ACTOR", "ACTION", "TARGET");
+                for e in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:>5} {:<20} {:<18} {:<20} {:<34} {}",
+                        s(e, "seq"),
+                        s(e, "time"),
+                        s(e, "actor"),
+                        s(e, "action"),
+                        s(e, "target"),
+                        s(e, "reason")
+                    );
+                }
             }
         }
         Command::Backup { file } => {

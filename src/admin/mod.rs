@@ -34,6 +34,7 @@ pub enum AdminRequest {
     DeviceBan { id: String, reason: String },
     DeviceUnban { id: String },
     LedgerList { user: Option<String> },
+    AuditList { limit: Option<usize> },
     LedgerVerify,
     Backup { path: String },
 }
@@ -87,6 +88,18 @@ pub struct AdminCtx {
     /// The web listener serves plain HTTP (`--insecure-http`): links say so.
     pub insecure_http: bool,
     pub live: Option<Live>,
+}
+
+/// Secrets never reach the audit log.
+fn redact(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        for k in ["password", "proxy_password", "code", "link"] {
+            if o.contains_key(k) {
+                o.insert(k.into(), json!("***"));
+            }
+        }
+    }
+    v
 }
 
 /// User names: SPEC.md's NAME (3–32 of a-z, 0-9, `_`).
@@ -187,8 +200,54 @@ impl AdminCtx {
         }
     }
 
-    /// Runs one command. Blocking (store I/O, argon2): call it from a blocking context.
+    /// Runs one command as `system` (init, demo).
     pub fn execute(&self, req: AdminRequest) -> Result<Value, AdminError> {
+        self.execute_as(req, "system")
+    }
+
+    /// Runs one command on behalf of `actor` and writes the audit entry of a change.
+    /// Blocking (store I/O, argon2): call it from a blocking context.
+    pub fn execute_as(&self, req: AdminRequest, actor: &str) -> Result<Value, AdminError> {
+        let (action, target, reason) = match &req {
+            AdminRequest::UserAdd { name, .. } => ("user.add", name.clone(), None),
+            AdminRequest::UserCredit { name, reason, .. } => ("user.credit", name.clone(), reason.clone()),
+            AdminRequest::UserProxyPassword { name } => ("user.proxy_password", name.clone(), None),
+            AdminRequest::UserDisable { name, reason } => ("user.disable", name.clone(), reason.clone()),
+            AdminRequest::Pair { name } => ("pair.create", name.clone(), None),
+            AdminRequest::DeviceBan { id, reason } => ("device.ban", id.clone(), Some(reason.clone())),
+            AdminRequest::DeviceUnban { id } => ("device.unban", id.clone(), None),
+            AdminRequest::Backup { path } => ("store.backup", path.clone(), None),
+            _ => return self.run(req),
+        };
+        let before = match &req {
+            AdminRequest::UserCredit { name, .. }
+            | AdminRequest::UserDisable { name, .. }
+            | AdminRequest::UserProxyPassword { name } => {
+                self.store.get_user(name).ok().flatten().and_then(|u| self.user_json(&u).ok()).map(redact)
+            }
+            AdminRequest::DeviceBan { id, .. } | AdminRequest::DeviceUnban { id } => {
+                self.find_device(id).ok().map(|d| self.device_json(&d))
+            }
+            _ => None,
+        };
+        let result = self.run(req)?;
+        let entry = crate::store::AuditEntry {
+            seq: 0,
+            time: now_secs(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target,
+            reason,
+            before,
+            after: Some(redact(result.clone())),
+        };
+        if let Err(e) = self.store.append_audit(entry) {
+            tracing::error!(error = %e, action, "could not write the audit entry");
+        }
+        Ok(result)
+    }
+
+    fn run(&self, req: AdminRequest) -> Result<Value, AdminError> {
         match req {
             AdminRequest::UserAdd { name, password, admin } => {
                 if !valid_name(&name) {
@@ -362,6 +421,17 @@ impl AdminCtx {
                 }
                 let ok = problems.is_empty();
                 Ok(json!({"ok": ok, "transfers": transfers.len(), "accounts": balances.len(), "problems": problems}))
+            }
+            AdminRequest::AuditList { limit } => {
+                let list = self.store.list_audit(limit.unwrap_or(100))?;
+                Ok(Value::Array(
+                    list.into_iter()
+                        .map(|e| {
+                            json!({"seq": e.seq, "time": rfc3339(e.time), "actor": e.actor, "action": e.action,
+                                   "target": e.target, "reason": e.reason, "before": e.before, "after": e.after})
+                        })
+                        .collect(),
+                ))
             }
             AdminRequest::Backup { path } => {
                 self.store.backup(std::path::Path::new(&path))?;

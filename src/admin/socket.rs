@@ -52,6 +52,8 @@ pub async fn serve(listener: UnixListener, ctx: Arc<AdminCtx>, mut shutdown: Shu
 }
 
 async fn handle(stream: UnixStream, ctx: Arc<AdminCtx>) -> std::io::Result<()> {
+    // The socket is mode 0600; the caller's uid goes into the audit log.
+    let actor = stream.peer_cred().map(|c| format!("uid:{}", c.uid())).unwrap_or_else(|_| "local".into());
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd).take(MAX_LINE as u64);
     let mut line = String::new();
@@ -59,7 +61,7 @@ async fn handle(stream: UnixStream, ctx: Arc<AdminCtx>) -> std::io::Result<()> {
     let reply = match serde_json::from_str::<AdminRequest>(&line) {
         Err(e) => json!({"error": "bad_request", "reason": e.to_string()}),
         Ok(req) => {
-            let res = tokio::task::spawn_blocking(move || ctx.execute(req)).await;
+            let res = tokio::task::spawn_blocking(move || ctx.execute_as(req, &actor)).await;
             match res {
                 Ok(Ok(v)) => json!({"ok": v}),
                 Ok(Err(e)) => json!({"error": e.error, "reason": e.reason}),

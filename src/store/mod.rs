@@ -6,6 +6,7 @@
 //! implements the same calls. Hot counters never live only here or only in memory: the
 //! services flush them through these calls.
 
+mod audit;
 mod devices;
 mod ledger;
 pub mod migrations;
@@ -15,6 +16,7 @@ mod users;
 
 use std::path::Path;
 
+pub use audit::AuditEntry;
 pub use devices::{DeviceRecord, PairCode, PairError};
 pub use ledger::{Account, Transfer};
 pub use usage::{Accrual, FlushBatch, SessionRecord};

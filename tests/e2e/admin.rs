@@ -112,6 +112,22 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     assert_eq!(ledger.as_array().unwrap().len(), 2);
     let verify = s.cli(&["ledger", "verify"]);
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    // Every admin action is in the audit log, with actor and reason, and no secret.
+    let audit = s.cli_json(&["audit", "list"]);
+    let entries = audit.as_array().unwrap();
+    let find = |action: &str| entries.iter().filter(|e| e["action"] == action).cloned().collect::<Vec<_>>();
+    let credits = find("user.credit");
+    assert_eq!(credits.len(), 2, "{audit}");
+    assert!(credits.iter().any(|e| e["actor"].as_str().unwrap().ends_with("(offline)")), "offline actor recorded");
+    assert!(credits.iter().any(|e| e["actor"].as_str().unwrap().starts_with("uid:") && e["reason"] == "test"));
+    let ban = &find("device.ban")[0];
+    assert_eq!(ban["reason"], "fraud");
+    assert_eq!(ban["before"]["banned"], false);
+    assert_eq!(ban["after"]["banned"], true);
+    assert!(
+        !find("user.proxy_password").is_empty() && !find("device.unban").is_empty() && !find("pair.create").is_empty()
+    );
+    assert!(!audit.to_string().contains(&pass), "no proxy password in the audit log");
     let backup = s.data_dir().join("backup.redb");
     assert!(s.cli(&["backup", backup.to_str().unwrap()]).status.success());
     assert!(backup.exists());
