@@ -1,6 +1,7 @@
 //! Proxy authentication and per-client limits: checks `username`/`password` against a cached
 //! copy of the account (constant-time, never argon2 on this path), throttles failures per IP,
 //! and enforces each client's stream cap, dial cap and new-stream rate (SECURITY.md §2).
+//! Money is not checked here: that is the billing meter's job.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::username::{self, Targeting, UsernameError};
 use crate::config::Limits;
-use crate::store::{Account, Store};
+use crate::store::Store;
 
 /// How long a cached account is trusted before it is read from the store again.
 const ACCOUNT_TTL: Duration = Duration::from_secs(2);
@@ -23,8 +24,6 @@ pub struct ProxyAccount {
     pub name: String,
     password: String,
     pub disabled: Option<String>,
-    /// Posted balance in micro-units when loaded.
-    pub balance: i64,
     pub client: Arc<ClientState>,
 }
 
@@ -134,14 +133,12 @@ impl Accounts {
             return Ok(Some(a));
         }
         let Some(user) = self.store.get_user(name).map_err(|_| AuthFailure::Store)? else { return Ok(None) };
-        let balance = self.store.balance(&Account::User(user.name.clone())).map_err(|_| AuthFailure::Store)?;
         let acct = Arc::new(ProxyAccount {
             name: user.name.clone(),
             password: user.proxy_password,
             disabled: user
                 .disabled
                 .then(|| user.disabled_reason.unwrap_or_else(|| "disabled by an administrator".into())),
-            balance,
             client: self.client_state(&user.name),
         });
         self.cache.insert(user.name, acct.clone());
