@@ -5,6 +5,7 @@
 
 pub mod socket;
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -90,6 +91,11 @@ pub struct AdminCtx {
     pub live: Option<Live>,
 }
 
+struct UserTotals {
+    accrued: HashMap<String, i64>,
+    devices: HashMap<String, usize>,
+}
+
 /// Secrets never reach the audit log.
 fn redact(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
@@ -131,12 +137,25 @@ impl AdminCtx {
         }
     }
 
+    /// Unposted accruals and device counts of every user, read once per command.
+    fn user_totals(&self) -> Result<UserTotals, AdminError> {
+        let mut devices: HashMap<String, usize> = HashMap::new();
+        for d in self.store.list_devices()? {
+            *devices.entry(d.owner).or_default() += 1;
+        }
+        Ok(UserTotals { accrued: self.store.accrued_by_client()?, devices })
+    }
+
     fn user_json(&self, u: &UserRecord) -> Result<Value, AdminError> {
+        self.user_json_with(u, &self.user_totals()?)
+    }
+
+    fn user_json_with(&self, u: &UserRecord, totals: &UserTotals) -> Result<Value, AdminError> {
         // Shown balance = posted − unposted accruals (at most one flush behind).
         let posted = self.store.balance(&Account::User(u.name.clone()))?;
-        let accrued = self.store.accrued_by_client()?.get(&u.name).copied().unwrap_or(0);
+        let accrued = totals.accrued.get(&u.name).copied().unwrap_or(0);
         let bal = posted - accrued;
-        let devices = self.store.list_devices()?.iter().filter(|d| d.owner == u.name).count();
+        let devices = totals.devices.get(&u.name).copied().unwrap_or(0);
         Ok(json!({
             "name": u.name,
             "admin": u.admin,
@@ -289,7 +308,8 @@ impl AdminCtx {
             }
             AdminRequest::UserList => {
                 let users = self.store.list_users()?;
-                Ok(Value::Array(users.iter().map(|u| self.user_json(u)).collect::<Result<_, _>>()?))
+                let totals = self.user_totals()?;
+                Ok(Value::Array(users.iter().map(|u| self.user_json_with(u, &totals)).collect::<Result<_, _>>()?))
             }
             AdminRequest::UserShow { name } => {
                 let u = self

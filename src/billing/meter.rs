@@ -169,11 +169,15 @@ impl Billing {
     /// Admits a stream: refuses when the client's money is gone, otherwise opens a session
     /// charged against the client's budget.
     pub fn open(&self, info: SessionInfo) -> Result<Arc<LiveSession>, BillingError> {
-        // Read outside the lock; only used when the client has no live budget yet.
-        let posted = self
-            .store
-            .balance(&crate::store::Account::User(info.client.clone()))
-            .map_err(|e| BillingError::Store(e.to_string()))?;
+        // The ledger is read only when the client has no live budget yet (outside the lock).
+        let existing = Self::lock(&self.budgets).get(&info.client).cloned();
+        let posted = match existing {
+            Some(_) => 0,
+            None => self
+                .store
+                .balance(&crate::store::Account::User(info.client.clone()))
+                .map_err(|e| BillingError::Store(e.to_string()))?,
+        };
         let budget = {
             let mut budgets = Self::lock(&self.budgets);
             // A client without live streams has nothing unposted (finished sessions keep their

@@ -172,14 +172,7 @@ async fn session(
     let hs = opts.limits.handshake_timeout();
     if identity.insecure {
         warn!("connecting over plain ws:// (the server runs --insecure-http; development only)");
-        let url = format!("ws://{server}/v1/tunnel");
-        let (wsock, _) = tokio::time::timeout(
-            hs,
-            tokio_tungstenite::client_async_with_config(url, tcp, Some(ws::ws_config(&opts.limits))),
-        )
-        .await
-        .map_err(|_| "WebSocket upgrade timed out".to_string())?
-        .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
+        let wsock = upgrade(opts, format!("ws://{server}/v1/tunnel"), tcp).await?;
         return tunnel(opts, identity, pair_code, shutdown, wsock, local, established).await;
     }
     let tls_cfg = crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?;
@@ -189,15 +182,21 @@ async fn session(
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake with {server} failed (wrong pin?): {e}"))?;
-    let url = format!("wss://{server}/v1/tunnel");
-    let (wsock, _) = tokio::time::timeout(
-        hs,
-        tokio_tungstenite::client_async_with_config(url, tls, Some(ws::ws_config(&opts.limits))),
-    )
-    .await
-    .map_err(|_| "WebSocket upgrade timed out".to_string())?
-    .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
+    let wsock = upgrade(opts, format!("wss://{server}/v1/tunnel"), tls).await?;
     tunnel(opts, identity, pair_code, shutdown, wsock, local, established).await
+}
+
+/// The WebSocket upgrade on an established (TLS or plain) connection, under the handshake timeout.
+async fn upgrade<S>(opts: &NodeOptions, url: String, io: S) -> Result<tokio_tungstenite::WebSocketStream<S>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let upgrade = tokio_tungstenite::client_async_with_config(url, io, Some(ws::ws_config(&opts.limits)));
+    let (wsock, _) = tokio::time::timeout(opts.limits.handshake_timeout(), upgrade)
+        .await
+        .map_err(|_| "WebSocket upgrade timed out".to_string())?
+        .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
+    Ok(wsock)
 }
 
 /// Runs the handshake and the serving loop on an upgraded WebSocket (TLS or, in development,
