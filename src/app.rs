@@ -169,7 +169,14 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
     write_private(&dir.join(JWT_SECRET_FILE), hex::encode(secret).as_bytes())?;
 
     let store = Arc::new(Store::open(&dir.join(DB_FILE))?);
-    let ctx = AdminCtx { store, public_address: public.clone(), pin: g.pin.clone(), insecure_http: false, live: None };
+    let ctx = AdminCtx {
+        store,
+        public_address: public.clone(),
+        pin: g.pin.clone(),
+        insecure_http: false,
+        live: None,
+        money: admin::MoneyRules::default(),
+    };
     let admin = ctx
         .execute(AdminRequest::UserAdd { name: "admin".into(), password: None, admin: true })
         .map_err(|e| AppError::Other(e.reason))?;
@@ -259,7 +266,16 @@ impl App {
         );
         let tariff = crate::billing::rules::Tariff::new(cfg.billing.price_per_gb, cfg.billing.platform_fee_percent)
             .map_err(|e| AppError::Other(format!("billing config: {e}")))?;
-        let billing = Arc::new(crate::billing::meter::Billing::start(store.clone(), tariff)?);
+        let billing = if cfg.billing.enabled {
+            let holds = crate::billing::rules::HoldPolicy {
+                chunk: cfg.billing.hold_chunk,
+                max_overdraft: crate::billing::meter::overdraft_bound(&tariff, cfg.limits.client_max_streams),
+            };
+            Some(Arc::new(crate::billing::meter::Billing::start(store.clone(), tariff, holds)?))
+        } else {
+            tracing::warn!("billing is off (billing.enabled = false): traffic is neither metered nor charged");
+            None
+        };
         let proxy = Arc::new(ProxyService {
             billing,
             accounts: Accounts::new(store.clone(), cfg.limits.clone()),
@@ -322,9 +338,14 @@ impl App {
                 invalidate_account: Arc::new(move |name: &str| proxy_svc.accounts.invalidate(name)),
                 credited: {
                     let billing = self.proxy.billing.clone();
-                    Arc::new(move |name: &str, amount: i64| billing.credited(name, amount))
+                    Arc::new(move |name: &str| {
+                        if let Some(b) = &billing {
+                            b.credited(name);
+                        }
+                    })
                 },
             }),
+            money: admin::MoneyRules::from_config(cfg),
         });
         let web_tracker = tokio_util::task::TaskTracker::new();
         let hs = cfg.limits.handshake_timeout();
@@ -342,7 +363,7 @@ impl App {
             tokio::spawn(crate::web::serve_metrics(metrics_l, Arc::new(prom), self.trigger.subscribe())),
             tokio::spawn(admin::socket::serve(admin_l, admin_ctx, self.trigger.subscribe())),
         ];
-        let flusher = tokio::spawn(self.proxy.billing.clone().run(self.trigger.subscribe()));
+        let flusher = self.proxy.billing.clone().map(|b| tokio::spawn(b.run(self.trigger.subscribe())));
         info!(
             web = %s.web_listen, socks5 = %s.socks_listen, http = %s.http_listen, metrics = %s.metrics_listen,
             public_address = %s.public_address, pin = %self.pin, tls = self.tls.is_some(),
@@ -371,8 +392,10 @@ impl App {
         web_tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), web_tracker.wait()).await;
         // Bill the last bytes: everything still live is closed and posted.
-        let _ = flusher.await;
-        self.proxy.billing.close_all("shutdown").await;
+        if let (Some(flusher), Some(billing)) = (flusher, &self.proxy.billing) {
+            let _ = flusher.await;
+            billing.close_all("shutdown").await;
+        }
         let _ = std::fs::remove_file(admin::socket::socket_path(&cfg.data_dir));
         drop(self.proxy);
         info!("database closed; bye");

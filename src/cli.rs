@@ -55,6 +55,14 @@ pub enum Command {
     /// Inspect and verify the ledger.
     #[command(subcommand)]
     Ledger(LedgerCmd),
+    /// Node owners' payouts: request, list, approve, reject.
+    #[command(subcommand)]
+    Withdrawal(WithdrawalCmd),
+    /// Client streams (the sessions table), newest first; live ones are at most a second old.
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// Usage and earnings per hour or day of a client, an owner's nodes or one device.
+    Usage(UsageArgs),
     /// Write a consistent copy of the database to FILE.
     Backup { file: PathBuf },
     /// The audit log: admin actions and money movements not caused by traffic.
@@ -201,6 +209,87 @@ pub enum LedgerCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum WithdrawalCmd {
+    /// Request a payout of AMOUNT (currency units) for NAME; the amount is held until decided.
+    Request {
+        name: String,
+        amount: String,
+        /// Where to pay (free text for the operator).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List withdrawals, newest first.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// pending, approved or rejected.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve (pay out) a pending withdrawal.
+    Approve {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a pending withdrawal: the money goes back to the user.
+    Reject {
+        id: u64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// List sessions, newest first.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct UsageSubject {
+    /// What a client used and paid.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// What a user's nodes carried and earned.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// What one device carried and earned (id, id prefix or virtual IP).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    pub subject: UsageSubject,
+    /// Bucket size: hour or day (UTC).
+    #[arg(long, default_value = "day")]
+    pub by: String,
+    /// How many buckets up to now (default 24 hours or 30 days).
+    #[arg(long)]
+    pub last: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCmd {
     /// List the newest entries.
     List {
@@ -259,6 +348,14 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// A JSON array's items, or the one object.
+fn rows(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
 fn s(v: &Value, k: &str) -> String {
     match v.get(k) {
         None | Some(Value::Null) => "-".into(),
@@ -286,6 +383,7 @@ pub async fn admin(data_dir: &Path, config: Option<&Path>, req: AdminRequest) ->
         pin,
         insecure_http: cfg.server.insecure_http,
         live: None,
+        money: crate::admin::MoneyRules::from_config(&cfg),
     };
     #[cfg(unix)]
     let actor = {
@@ -449,15 +547,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&v);
             } else {
-                let rows = match &v {
-                    Value::Array(a) => a.clone(),
-                    other => vec![other.clone()],
-                };
                 println!(
                     "{:<32} {:<16} {:<15} {:<7} {:<7} {:<20} BANNED",
                     "ID", "OWNER", "VIP", "ONLINE", "COUNTRY", "LAST SEEN"
                 );
-                for d in rows {
+                for d in rows(&v) {
                     println!(
                         "{:<32} {:<16} {:<15} {:<7} {:<7} {:<20} {}",
                         s(&d, "id"),
@@ -500,7 +594,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&v);
             } else if ok {
-                println!("ledger OK: {} transfers over {} accounts", s(&v, "transfers"), s(&v, "accounts"));
+                println!(
+                    "ledger OK: {} transfers over {} accounts; {} sessions ({} live), {} holds, {} withdrawals",
+                    s(&v, "transfers"),
+                    s(&v, "accounts"),
+                    s(&v, "sessions"),
+                    s(&v, "live_sessions"),
+                    s(&v, "holds"),
+                    s(&v, "withdrawals")
+                );
             } else {
                 for p in v["problems"].as_array().into_iter().flatten() {
                     println!("VIOLATION: {}", p.as_str().unwrap_or_default());
@@ -527,6 +629,102 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         s(e, "reason")
                     );
                 }
+            }
+        }
+        Command::Withdrawal(cmd) => {
+            let (v, json) = match cmd {
+                WithdrawalCmd::Request { name, amount, to, json } => {
+                    (admin_cmd(AdminRequest::WithdrawalRequest { name, amount, destination: to }).await?, json)
+                }
+                WithdrawalCmd::List { user, status, json } => {
+                    (admin_cmd(AdminRequest::WithdrawalList { user, status }).await?, json)
+                }
+                WithdrawalCmd::Approve { id, reason, json } => {
+                    (admin_cmd(AdminRequest::WithdrawalApprove { id, reason }).await?, json)
+                }
+                WithdrawalCmd::Reject { id, reason, json } => {
+                    (admin_cmd(AdminRequest::WithdrawalReject { id, reason }).await?, json)
+                }
+            };
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:>5} {:<20} {:>12} {:<9} {:<20} {:<20} REASON",
+                    "ID", "USER", "AMOUNT", "STATUS", "REQUESTED", "TO"
+                );
+                for w in rows(&v) {
+                    println!(
+                        "{:>5} {:<20} {:>12} {:<9} {:<20} {:<20} {}",
+                        s(&w, "id"),
+                        s(&w, "user"),
+                        s(&w, "amount"),
+                        s(&w, "status"),
+                        s(&w, "requested_at"),
+                        s(&w, "destination"),
+                        s(&w, "reason")
+                    );
+                }
+            }
+        }
+        Command::Session(SessionCmd::List { user, limit, json }) => {
+            let v = admin_cmd(AdminRequest::SessionList { user, limit: Some(limit) }).await?;
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:>7} {:<16} {:<15} {:<28} {:<20} {:>12} {:>12} {:>10}  END",
+                    "ID", "CLIENT", "NODE", "TARGET", "START", "UP", "DOWN", "CHARGE"
+                );
+                for r in rows(&v) {
+                    let end = if r["live"] == true { "live".to_owned() } else { s(&r, "end_reason") };
+                    println!(
+                        "{:>7} {:<16} {:<15} {:<28} {:<20} {:>12} {:>12} {:>10}  {end}",
+                        s(&r, "id"),
+                        s(&r, "client"),
+                        s(&r, "vip"),
+                        s(&r, "target"),
+                        s(&r, "start"),
+                        s(&r, "bytes_up"),
+                        s(&r, "bytes_down"),
+                        s(&r, "charge"),
+                    );
+                }
+            }
+        }
+        Command::Usage(a) => {
+            let subject = match (a.subject.user, a.subject.owner, a.subject.device) {
+                (Some(u), _, _) => format!("client:{u}"),
+                (_, Some(o), _) => format!("owner:{o}"),
+                (_, _, Some(d)) => format!("device:{d}"),
+                _ => return Err(CliError::usage("give --user, --owner or --device")),
+            };
+            let v = admin_cmd(AdminRequest::Usage { subject, by: a.by, last: a.last }).await?;
+            if a.json {
+                print_json(&v);
+            } else {
+                let money = |v: &Value, k: &str| crate::money::format_signed(v[k].as_i64().unwrap_or(0));
+                println!("{} by {}", s(&v, "subject"), s(&v, "by"));
+                println!(
+                    "{:<22} {:>14} {:>14} {:>12} {:>12} {:>12} {:>8}",
+                    "START", "UP", "DOWN", "PAID", "EARNED", "FEE", "STREAMS"
+                );
+                let line = |start: String, r: &Value| {
+                    println!(
+                        "{:<22} {:>14} {:>14} {:>12} {:>12} {:>12} {:>8}",
+                        start,
+                        s(r, "bytes_up"),
+                        s(r, "bytes_down"),
+                        money(r, "debit_micros"),
+                        money(r, "earned_micros"),
+                        money(r, "fee_micros"),
+                        s(r, "sessions")
+                    )
+                };
+                for r in v["series"].as_array().into_iter().flatten() {
+                    line(s(r, "start"), r);
+                }
+                line("total".into(), &v["total"]);
             }
         }
         Command::Backup { file } => {

@@ -100,20 +100,27 @@ impl Default for TlsConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct BillingConfig {
+    /// `false`: no metering, no balance checks, no sessions recorded (a private network).
+    pub enabled: bool,
     pub currency: String,
     pub price_per_gb: Micros,
     pub platform_fee_percent: u8,
+    /// The smallest withdrawal a node owner may request.
     pub min_payout: Micros,
+    /// The most one hold reserves of a client's balance for its live streams at a time.
+    pub hold_chunk: Micros,
 }
 impl Default for BillingConfig {
     fn default() -> Self {
         BillingConfig {
+            enabled: true,
             currency: "USD".into(),
             price_per_gb: Micros(3_000_000),
             platform_fee_percent: 30,
             min_payout: Micros(5_000_000),
+            hold_chunk: Micros(1_000_000),
         }
     }
 }
@@ -315,6 +322,9 @@ impl Config {
                 "server.public_address {:?} must be HOST:PORT with a non-zero port",
                 self.server.public_address
             ));
+        }
+        if self.billing.hold_chunk.0 == 0 {
+            return bad("billing.hold_chunk must be greater than zero".into());
         }
         let l = &self.limits;
         if l.ws_max_frame < crate::tunnel::protocol::MAX_FRAME_LEN {

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::money::{Micros, format_signed};
-use crate::store::{Account, DeviceRecord, PairCode, Store, StoreError, UserRecord, now_secs};
+use crate::store::{
+    Account, DeviceRecord, PairCode, SessionRecord, Store, StoreError, UsageBucket, UserRecord, VerifyParams,
+    Withdrawal, WithdrawalStatus, now_secs,
+};
 use crate::tunnel::protocol::ErrorCode;
 use crate::tunnel::registry::Registry;
 
@@ -24,20 +27,76 @@ pub const PAIR_CODE_TTL_SECS: u64 = 600;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum AdminRequest {
-    UserAdd { name: String, password: Option<String>, admin: bool },
+    UserAdd {
+        name: String,
+        password: Option<String>,
+        admin: bool,
+    },
     UserList,
-    UserShow { name: String },
-    UserCredit { name: String, amount: String, reason: Option<String> },
-    UserProxyPassword { name: String },
-    UserDisable { name: String, reason: Option<String> },
-    Pair { name: String },
+    UserShow {
+        name: String,
+    },
+    UserCredit {
+        name: String,
+        amount: String,
+        reason: Option<String>,
+    },
+    UserProxyPassword {
+        name: String,
+    },
+    UserDisable {
+        name: String,
+        reason: Option<String>,
+    },
+    Pair {
+        name: String,
+    },
     DeviceList,
-    DeviceBan { id: String, reason: String },
-    DeviceUnban { id: String },
-    LedgerList { user: Option<String> },
-    AuditList { limit: Option<usize> },
+    DeviceBan {
+        id: String,
+        reason: String,
+    },
+    DeviceUnban {
+        id: String,
+    },
+    LedgerList {
+        user: Option<String>,
+    },
+    AuditList {
+        limit: Option<usize>,
+    },
     LedgerVerify,
-    Backup { path: String },
+    Backup {
+        path: String,
+    },
+    WithdrawalRequest {
+        name: String,
+        amount: String,
+        destination: Option<String>,
+    },
+    WithdrawalList {
+        user: Option<String>,
+        status: Option<String>,
+    },
+    WithdrawalApprove {
+        id: u64,
+        reason: Option<String>,
+    },
+    WithdrawalReject {
+        id: u64,
+        reason: String,
+    },
+    SessionList {
+        user: Option<String>,
+        limit: Option<usize>,
+    },
+    /// Usage per hour or day of a client (`client:NAME`), an owner's nodes (`owner:NAME`) or
+    /// one device (`device:ID`), the last `last` buckets, zero-filled.
+    Usage {
+        subject: String,
+        by: String,
+        last: Option<u64>,
+    },
 }
 
 /// A command failure: a stable code and a reason for the user.
@@ -67,8 +126,40 @@ impl From<StoreError> for AdminError {
     }
 }
 
-/// Called with (user, micro-units) after a deposit.
-pub type CreditHook = Arc<dyn Fn(&str, i64) + Send + Sync>;
+/// Called with the user's name after a deposit.
+pub type CreditHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The money settings admin commands apply.
+#[derive(Debug, Clone, Copy)]
+pub struct MoneyRules {
+    /// The smallest withdrawal.
+    pub min_payout: Micros,
+    /// The documented overdraft bound `ledger verify` checks, in money.
+    pub max_overdraft: Micros,
+}
+
+impl Default for MoneyRules {
+    fn default() -> Self {
+        MoneyRules::from_parts(&crate::config::BillingConfig::default(), &crate::config::Limits::default())
+    }
+}
+
+impl MoneyRules {
+    pub fn from_config(cfg: &crate::config::Config) -> MoneyRules {
+        MoneyRules::from_parts(&cfg.billing, &cfg.limits)
+    }
+
+    fn from_parts(b: &crate::config::BillingConfig, limits: &crate::config::Limits) -> MoneyRules {
+        let tariff = crate::billing::rules::Tariff {
+            price_per_gb: b.price_per_gb,
+            platform_fee_percent: b.platform_fee_percent,
+        };
+        MoneyRules {
+            min_payout: b.min_payout,
+            max_overdraft: crate::billing::meter::overdraft_bound(&tariff, limits.client_max_streams),
+        }
+    }
+}
 
 /// The running server's state that admin commands touch.
 #[derive(Clone)]
@@ -89,10 +180,13 @@ pub struct AdminCtx {
     /// The web listener serves plain HTTP (`--insecure-http`): links say so.
     pub insecure_http: bool,
     pub live: Option<Live>,
+    pub money: MoneyRules,
 }
 
 struct UserTotals {
     accrued: HashMap<String, i64>,
+    held: HashMap<String, i64>,
+    withdrawing: HashMap<String, u64>,
     devices: HashMap<String, usize>,
 }
 
@@ -143,7 +237,16 @@ impl AdminCtx {
         for d in self.store.list_devices()? {
             *devices.entry(d.owner).or_default() += 1;
         }
-        Ok(UserTotals { accrued: self.store.accrued_by_client()?, devices })
+        let mut withdrawing: HashMap<String, u64> = HashMap::new();
+        for w in self.store.list_withdrawals(None, Some(WithdrawalStatus::Pending))? {
+            *withdrawing.entry(w.user).or_default() += w.amount.0;
+        }
+        Ok(UserTotals {
+            accrued: self.store.accrued_by_client()?,
+            held: self.store.held_by_client()?,
+            withdrawing,
+            devices,
+        })
     }
 
     fn user_json(&self, u: &UserRecord) -> Result<Value, AdminError> {
@@ -155,6 +258,7 @@ impl AdminCtx {
         let posted = self.store.balance(&Account::User(u.name.clone()))?;
         let accrued = totals.accrued.get(&u.name).copied().unwrap_or(0);
         let bal = posted - accrued;
+        let held = totals.held.get(&u.name).copied().unwrap_or(0);
         let devices = totals.devices.get(&u.name).copied().unwrap_or(0);
         Ok(json!({
             "name": u.name,
@@ -166,6 +270,9 @@ impl AdminCtx {
             "balance": format_signed(bal),
             "posted_micros": posted,
             "accrued_micros": accrued,
+            "held_micros": held,
+            "available_micros": bal - held,
+            "pending_withdrawals_micros": totals.withdrawing.get(&u.name).copied().unwrap_or(0),
             "proxy_password": u.proxy_password,
             "devices": devices,
             "created_at": rfc3339(u.created_at),
@@ -236,7 +343,12 @@ impl AdminCtx {
             AdminRequest::DeviceBan { id, reason } => ("device.ban", id.clone(), Some(reason.clone())),
             AdminRequest::DeviceUnban { id } => ("device.unban", id.clone(), None),
             AdminRequest::Backup { path } => ("store.backup", path.clone(), None),
-            _ => return self.run(req),
+            AdminRequest::WithdrawalRequest { name, .. } => ("withdrawal.request", name.clone(), None),
+            AdminRequest::WithdrawalApprove { id, reason } => ("withdrawal.approve", id.to_string(), reason.clone()),
+            AdminRequest::WithdrawalReject { id, reason } => {
+                ("withdrawal.reject", id.to_string(), Some(reason.clone()))
+            }
+            _ => return self.run(req, actor),
         };
         let before = match &req {
             AdminRequest::UserCredit { name, .. }
@@ -247,9 +359,15 @@ impl AdminCtx {
             AdminRequest::DeviceBan { id, .. } | AdminRequest::DeviceUnban { id } => {
                 self.find_device(id).ok().map(|d| self.device_json(&d))
             }
+            AdminRequest::WithdrawalApprove { id, .. } | AdminRequest::WithdrawalReject { id, .. } => self
+                .store
+                .list_withdrawals(None, None)
+                .ok()
+                .and_then(|all| all.into_iter().find(|w| w.id == *id))
+                .map(|w| withdrawal_json(&w)),
             _ => None,
         };
-        let result = self.run(req)?;
+        let result = self.run(req, actor)?;
         let entry = crate::store::AuditEntry {
             seq: 0,
             time: now_secs(),
@@ -266,7 +384,7 @@ impl AdminCtx {
         Ok(result)
     }
 
-    fn run(&self, req: AdminRequest) -> Result<Value, AdminError> {
+    fn run(&self, req: AdminRequest, actor: &str) -> Result<Value, AdminError> {
         match req {
             AdminRequest::UserAdd { name, password, admin } => {
                 if !valid_name(&name) {
@@ -334,7 +452,7 @@ impl AdminCtx {
                     self.store.deposit(&name, amount, &format!("admin-credit:{nonce}"), &reference, now_secs())?;
                 self.invalidate(&name);
                 if let Some(l) = &self.live {
-                    (l.credited)(&name, i64::try_from(amount.0).unwrap_or(i64::MAX));
+                    (l.credited)(&name);
                 }
                 tracing::info!(user = %name, amount = %amount, transfer = tr.seq, "admin credit");
                 Ok(
@@ -418,29 +536,8 @@ impl AdminCtx {
                 ))
             }
             AdminRequest::LedgerVerify => {
-                let balances = self.store.balances()?;
-                let sum: i128 = balances.iter().map(|(_, b)| i128::from(*b)).sum();
-                let mut replay: std::collections::HashMap<String, i128> = std::collections::HashMap::new();
-                let transfers = self.store.list_transfers(None)?;
-                let mut problems = Vec::new();
-                for (i, t) in transfers.iter().enumerate() {
-                    if t.seq != i as u64 + 1 {
-                        problems.push(format!("sequence gap: transfer #{} has seq {}", i + 1, t.seq));
-                    }
-                    *replay.entry(t.debit.clone()).or_default() -= i128::from(t.amount.0);
-                    *replay.entry(t.credit.clone()).or_default() += i128::from(t.amount.0);
-                }
-                if sum != 0 {
-                    problems.push(format!("balances sum to {sum}, not zero"));
-                }
-                for (acct, bal) in &balances {
-                    let r = replay.get(acct).copied().unwrap_or(0);
-                    if r != i128::from(*bal) {
-                        problems.push(format!("{acct}: balance {bal} but its transfers sum to {r}"));
-                    }
-                }
-                let ok = problems.is_empty();
-                Ok(json!({"ok": ok, "transfers": transfers.len(), "accounts": balances.len(), "problems": problems}))
+                let report = self.store.verify(&VerifyParams { max_overdraft: self.money.max_overdraft })?;
+                serde_json::to_value(&report).map_err(|e| AdminError::new("internal", e.to_string()))
             }
             AdminRequest::AuditList { limit } => {
                 let list = self.store.list_audit(limit.unwrap_or(100))?;
@@ -457,8 +554,110 @@ impl AdminCtx {
                 self.store.backup(std::path::Path::new(&path))?;
                 Ok(json!({"backup": path}))
             }
+            AdminRequest::WithdrawalRequest { name, amount, destination } => {
+                let amount = Micros::parse(&amount).map_err(|e| AdminError::new("invalid", e.to_string()))?;
+                let w = self.store.request_withdrawal(&name, amount, self.money.min_payout, destination, now_secs())?;
+                tracing::info!(user = %name, amount = %amount, withdrawal = w.id, "withdrawal requested");
+                Ok(withdrawal_json(&w))
+            }
+            AdminRequest::WithdrawalList { user, status } => {
+                let status = match status.as_deref() {
+                    None => None,
+                    Some("pending") => Some(WithdrawalStatus::Pending),
+                    Some("approved") => Some(WithdrawalStatus::Approved),
+                    Some("rejected") => Some(WithdrawalStatus::Rejected),
+                    Some(other) => {
+                        return Err(AdminError::new(
+                            "invalid",
+                            format!("status {other:?} must be pending, approved or rejected"),
+                        ));
+                    }
+                };
+                let list = self.store.list_withdrawals(user.as_deref(), status)?;
+                Ok(Value::Array(list.iter().map(withdrawal_json).collect()))
+            }
+            AdminRequest::WithdrawalApprove { id, reason } => {
+                let w = self.store.decide_withdrawal(id, true, actor, reason, now_secs())?;
+                tracing::info!(withdrawal = id, user = %w.user, amount = %w.amount, "withdrawal approved");
+                Ok(withdrawal_json(&w))
+            }
+            AdminRequest::WithdrawalReject { id, reason } => {
+                if reason.trim().is_empty() {
+                    return Err(AdminError::new("invalid", "a rejection needs a reason"));
+                }
+                let w = self.store.decide_withdrawal(id, false, actor, Some(reason), now_secs())?;
+                self.invalidate(&w.user);
+                if let Some(l) = &self.live {
+                    (l.credited)(&w.user);
+                }
+                tracing::info!(withdrawal = id, user = %w.user, amount = %w.amount, "withdrawal rejected");
+                Ok(withdrawal_json(&w))
+            }
+            AdminRequest::SessionList { user, limit } => {
+                let list = self.store.list_sessions(user.as_deref(), limit.unwrap_or(100))?;
+                Ok(Value::Array(list.iter().map(session_json).collect()))
+            }
+            AdminRequest::Usage { subject, by, last } => self.usage(&subject, &by, last),
         }
     }
+
+    /// A zero-filled usage series of `subject`, the last `last` hours or days up to now.
+    fn usage(&self, subject: &str, by: &str, last: Option<u64>) -> Result<Value, AdminError> {
+        let (kind, key) = subject
+            .split_once(':')
+            .ok_or_else(|| AdminError::new("invalid", "the subject is client:NAME, owner:NAME or device:ID"))?;
+        let subject = match kind {
+            "client" | "owner" => {
+                if self.store.get_user(key)?.is_none() {
+                    return Err(AdminError::new("not_found", format!("no user {key:?}")));
+                }
+                format!("{kind}:{key}")
+            }
+            "device" => format!("device:{}", self.find_device(key)?.id),
+            _ => return Err(AdminError::new("invalid", "the subject is client:NAME, owner:NAME or device:ID")),
+        };
+        let (width, default_last) = match by {
+            "hour" => (1u64, 24u64),
+            "day" => (24, 30),
+            _ => return Err(AdminError::new("invalid", "--by is hour or day")),
+        };
+        let last = last.unwrap_or(default_last).clamp(1, 24 * 366 / width);
+        let now_bucket = now_secs() / 3600 / width;
+        let first = now_bucket + 1 - last;
+        let rows = self.store.usage_series(&subject, first * width, (now_bucket + 1) * width)?;
+        let mut buckets = vec![UsageBucket::default(); last as usize];
+        for (hour, b) in rows {
+            if let Some(slot) = buckets.get_mut((hour / width - first) as usize) {
+                slot.add(&b);
+            }
+        }
+        let series: Vec<Value> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                json!({"start": rfc3339((first + i as u64) * width * 3600), "bytes_up": b.up, "bytes_down": b.down,
+                       "debit_micros": b.debit, "earned_micros": b.earned, "fee_micros": b.fee, "sessions": b.sessions})
+            })
+            .collect();
+        let mut total = UsageBucket::default();
+        buckets.iter().for_each(|b| total.add(b));
+        Ok(json!({"subject": subject, "by": by, "series": series,
+                  "total": {"bytes_up": total.up, "bytes_down": total.down, "debit_micros": total.debit,
+                            "earned_micros": total.earned, "fee_micros": total.fee, "sessions": total.sessions}}))
+    }
+}
+
+fn withdrawal_json(w: &Withdrawal) -> Value {
+    json!({"id": w.id, "user": w.user, "amount": w.amount, "amount_micros": w.amount.0, "destination": w.destination,
+           "status": w.status.as_str(), "requested_at": rfc3339(w.requested_at), "decided_at": w.decided_at.map(rfc3339),
+           "decided_by": w.decided_by, "reason": w.reason})
+}
+
+fn session_json(r: &SessionRecord) -> Value {
+    json!({"id": r.id, "client": r.client, "device": r.device, "owner": r.owner, "vip": r.vip, "node_ip": r.node_ip,
+           "target": r.target, "start": rfc3339(r.start), "end": r.end.map(rfc3339), "live": r.end.is_none(),
+           "bytes_up": r.bytes_up, "bytes_down": r.bytes_down, "charge": r.charge, "charge_micros": r.charge.0,
+           "node_credit_micros": r.node_credit.0, "self_use": r.self_use(), "end_reason": r.end_reason})
 }
 
 #[cfg(test)]

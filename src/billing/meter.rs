@@ -1,24 +1,32 @@
 //! Real-time metering: every client stream is a session whose byte counters live with it; a
 //! flusher persists them once a second as accruals (one bounded row per live session, one
 //! write transaction per flush) and posts them to the ledger at least once a minute and when
-//! the session ends. Each client also has an in-memory budget, charged conservatively as bytes
-//! pass, so a client whose money runs out is refused new streams and has live ones cut within
-//! a small, documented bound (see [`Billing::overdraft_bound_bytes`]).
+//! the session ends.
+//!
+//! Streams bill against a **hold** (SECURITY.md §4.4): a client's live streams share one
+//! budget, backed by a reservation in the store of at most [`HoldPolicy::chunk`] at a time.
+//! Bytes are charged to the budget as they pass (rounded up); when it runs low the
+//! [`HoldDesk`] reserves more, many clients' requests in one write transaction (group commit).
+//! When nothing more can be reserved the client's live streams are cut and new ones refused,
+//! within the bound of [`Billing::overdraft_bound_bytes`]. Flushes lower holds by what was
+//! accrued against them and release them when the client's last stream is posted; a restart
+//! expires the holds a previous run left.
 //!
 //! Money never lives only in memory: what a crash loses is at most one flush interval of
 //! traffic, and `Store::recover_usage` posts what the last flush saved.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::rules::{Carry, Charge, Tariff};
+use super::rules::{Carry, Charge, HoldPolicy, Tariff};
 use crate::shutdown::Shutdown;
-use crate::store::{Accrual, FlushBatch, SessionRecord, Store, now_secs};
+use crate::store::{Accrual, FlushBatch, HoldRequest, SessionRecord, Store, UsageBucket, now_secs};
 
 /// How often live usage is persisted as accruals.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -26,6 +34,22 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 pub const POST_EVERY_SECS: u64 = 60;
 /// The relay reports usage at least every this many bytes per direction (its meter batch).
 pub const METER_BATCH_BYTES: u64 = crate::tunnel::relay::METER_BATCH;
+/// A hold reserves at least what this much traffic costs, so a stream at full speed does not
+/// outrun the reservation that extends it (at 10 Gbit/s, half of it lasts about 100 ms).
+pub const HOLD_MIN_BYTES: u64 = 256 << 20;
+
+/// The documented overdraft bound in money for clients of at most `max_streams` streams:
+/// what [`Billing::overdraft_bound_bytes`] costs, rounded up.
+pub fn overdraft_bound(tariff: &Tariff, max_streams: u32) -> crate::money::Micros {
+    tariff.max_debit(Billing::overdraft_bound_bytes(max_streams))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
 
 /// What a session is about (fixed at its start).
 #[derive(Debug, Clone)]
@@ -38,16 +62,40 @@ pub struct SessionInfo {
     pub target: String,
 }
 
-/// A client's spendable money while it has live streams: posted − accrued when the first
-/// stream started, minus a rounded-up charge for every byte since, plus credits since.
+/// A client's spendable money while it has live streams: what its hold reserved, minus a
+/// rounded-up charge for every byte since.
 #[derive(Debug)]
 pub struct Budget {
+    /// The id of its hold in the store.
+    hold: u64,
+    client: String,
     remaining: AtomicI64,
     streams: AtomicUsize,
+    /// The last reservation found no money: at zero the streams are cut.
+    dry: AtomicBool,
+    /// A reservation is queued or running.
+    extending: AtomicBool,
     exhausted: watch::Sender<bool>,
+    /// Completed reservation attempts (waiters watch it).
+    outcomes: watch::Sender<u64>,
+    error: Mutex<Option<String>>,
 }
 
 impl Budget {
+    fn new(hold: u64, client: &str) -> Budget {
+        Budget {
+            hold,
+            client: client.to_owned(),
+            remaining: AtomicI64::new(0),
+            streams: AtomicUsize::new(0),
+            dry: AtomicBool::new(false),
+            extending: AtomicBool::new(false),
+            exhausted: watch::channel(false).0,
+            outcomes: watch::channel(0).0,
+            error: Mutex::new(None),
+        }
+    }
+
     pub fn remaining(&self) -> i64 {
         self.remaining.load(Ordering::Acquire)
     }
@@ -55,6 +103,92 @@ impl Budget {
     /// Resolves when the budget runs out (the stream must be cut).
     pub fn exhausted(&self) -> watch::Receiver<bool> {
         self.exhausted.subscribe()
+    }
+
+    /// A reservation came back with `grant` micro-units (0: the client has nothing left).
+    fn granted(&self, grant: u64) {
+        let grant = i64::try_from(grant).unwrap_or(i64::MAX);
+        let after = self.remaining.fetch_add(grant, Ordering::AcqRel) + grant;
+        self.dry.store(grant == 0, Ordering::Release);
+        *lock(&self.error) = None;
+        self.extending.store(false, Ordering::Release);
+        if after > 0 {
+            self.exhausted.send_if_modified(|v| std::mem::replace(v, false));
+        } else if grant == 0 {
+            self.exhausted.send_replace(true);
+        }
+        self.outcomes.send_modify(|n| *n += 1);
+    }
+
+    fn failed(&self, error: String) {
+        *lock(&self.error) = Some(error);
+        self.extending.store(false, Ordering::Release);
+        self.outcomes.send_modify(|n| *n += 1);
+    }
+}
+
+/// Takes and extends holds. Requests queue up while a write transaction runs and go together
+/// in the next one (group commit); one blocking worker at a time.
+#[derive(Debug)]
+pub struct HoldDesk {
+    store: Arc<Store>,
+    tariff: Tariff,
+    policy: HoldPolicy,
+    /// Ask for more below this many micro-units left (half a chunk).
+    low_water: i64,
+    /// Cut a stream this far below zero even while a reservation is still running.
+    slack: i64,
+    queue: Mutex<Vec<Arc<Budget>>>,
+    busy: AtomicBool,
+    tracker: TaskTracker,
+}
+
+impl HoldDesk {
+    /// Queues a reservation for `b` (a no-op when one is already queued or running).
+    fn ask(self: &Arc<Self>, b: &Arc<Budget>) {
+        if b.extending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&self.queue).push(b.clone());
+        if !self.busy.swap(true, Ordering::AcqRel) {
+            let me = self.clone();
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.tracker.spawn_blocking(move || me.work());
+            } else {
+                me.work();
+            }
+        }
+    }
+
+    fn work(&self) {
+        loop {
+            let batch = std::mem::take(&mut *lock(&self.queue));
+            if batch.is_empty() {
+                self.busy.store(false, Ordering::Release);
+                // An ask may have queued after the take and seen `busy` still set.
+                if lock(&self.queue).is_empty() || self.busy.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                continue;
+            }
+            let reqs: Vec<HoldRequest> = batch
+                .iter()
+                .map(|b| HoldRequest { hold: b.hold, client: b.client.clone(), want: self.policy.chunk })
+                .collect();
+            match self.store.take_holds(&reqs, now_secs()) {
+                Ok(grants) => {
+                    for (b, g) in batch.iter().zip(grants) {
+                        b.granted(g.0);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, requests = batch.len(), "could not reserve money for live streams");
+                    for b in &batch {
+                        b.failed(e.to_string());
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -68,16 +202,27 @@ pub struct LiveSession {
     down: AtomicU64,
     end: Mutex<Option<(u64, String)>>,
     pub budget: Arc<Budget>,
+    desk: Arc<HoldDesk>,
 }
 
 impl LiveSession {
-    /// Counts bytes (called by the relay in batches) and charges the budget, rounding up.
-    pub fn record(&self, tariff: &Tariff, up: u64, down: u64) {
+    /// Counts bytes (called by the relay in batches) and charges the budget, rounding up;
+    /// asks for more money when it runs low and trips the cut when it is gone.
+    pub fn record(&self, up: u64, down: u64) {
         self.up.fetch_add(up, Ordering::Relaxed);
         self.down.fetch_add(down, Ordering::Relaxed);
-        let cost = tariff.max_debit(up + down).0.min(i64::MAX as u64) as i64;
-        if cost > 0 && self.budget.remaining.fetch_sub(cost, Ordering::AcqRel) - cost <= 0 {
-            self.budget.exhausted.send_replace(true);
+        let cost = self.desk.tariff.max_debit(up + down).0.min(i64::MAX as u64) as i64;
+        if cost == 0 {
+            return;
+        }
+        let b = &self.budget;
+        let after = b.remaining.fetch_sub(cost, Ordering::AcqRel) - cost;
+        let dry = b.dry.load(Ordering::Acquire);
+        if after < self.desk.low_water && !dry {
+            self.desk.ask(b);
+        }
+        if after <= 0 && (dry || after <= -self.desk.slack) {
+            b.exhausted.send_replace(true);
         }
     }
 
@@ -86,26 +231,48 @@ impl LiveSession {
     }
 }
 
+/// A stream counted on a budget; uncounted on drop unless it became a session.
+struct Claim(Option<Arc<Budget>>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.streams.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// What the flusher remembers of each session between flushes.
 #[derive(Debug, Default)]
 struct Ledgered {
-    billed: u64,
+    billed_up: u64,
+    billed_down: u64,
     carry: Carry,
     pending: Charge,
     charged: u64,
+    credited: u64,
     posts: u32,
     last_post: u64,
     written: bool,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    sessions: HashMap<u64, Ledgered>,
+    /// Holds released from memory whose deletion has not committed yet.
+    releasing: Vec<u64>,
 }
 
 /// The metering service.
 pub struct Billing {
     tariff: Tariff,
     store: Arc<Store>,
+    desk: Arc<HoldDesk>,
     live: Mutex<HashMap<u64, Arc<LiveSession>>>,
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
-    state: tokio::sync::Mutex<HashMap<u64, Ledgered>>,
+    state: tokio::sync::Mutex<FlushState>,
     next_id: AtomicU64,
+    next_hold: AtomicU64,
 }
 
 impl std::fmt::Debug for Billing {
@@ -123,20 +290,39 @@ pub enum BillingError {
 }
 
 impl Billing {
-    /// Builds the service; posts what a previous run left accrued and closes its sessions.
-    pub fn start(store: Arc<Store>, tariff: Tariff) -> Result<Billing, crate::store::StoreError> {
+    /// Builds the service; posts what a previous run left accrued, closes its sessions and
+    /// expires its holds.
+    pub fn start(store: Arc<Store>, tariff: Tariff, holds: HoldPolicy) -> Result<Billing, crate::store::StoreError> {
         let recovered = store.recover_usage(now_secs(), "server_restart")?;
-        if recovered > 0 {
-            info!(sessions = recovered, "posted usage accrued before the last stop");
+        if recovered.sessions > 0 || recovered.holds > 0 {
+            info!(
+                sessions = recovered.sessions,
+                holds = recovered.holds,
+                "posted usage accrued before the last stop and expired its holds"
+            );
         }
         let next = store.max_session_id()? + 1;
+        let slack = tariff.max_debit(2 * METER_BATCH_BYTES).0.min(i64::MAX as u64) as i64;
+        let holds = HoldPolicy { chunk: holds.chunk.max(tariff.max_debit(HOLD_MIN_BYTES)), ..holds };
+        let desk = Arc::new(HoldDesk {
+            store: store.clone(),
+            tariff,
+            policy: holds,
+            low_water: (holds.chunk.0 / 2).min(i64::MAX as u64) as i64,
+            slack,
+            queue: Mutex::new(Vec::new()),
+            busy: AtomicBool::new(false),
+            tracker: TaskTracker::new(),
+        });
         Ok(Billing {
             tariff,
             store,
+            desk,
             live: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
-            state: tokio::sync::Mutex::new(HashMap::new()),
+            state: tokio::sync::Mutex::new(FlushState::default()),
             next_id: AtomicU64::new(next),
+            next_hold: AtomicU64::new(1),
         })
     }
 
@@ -145,55 +331,35 @@ impl Billing {
     }
 
     /// The worst case a client's balance can go below zero, in bytes: every live stream may
-    /// deliver up to one relay meter batch before the cut takes effect.
+    /// deliver up to one relay meter batch per direction before the cut takes effect, and the
+    /// budget may run one more such batch ahead while its last reservation is being refused.
     pub fn overdraft_bound_bytes(max_streams: u32) -> u64 {
-        u64::from(max_streams) * METER_BATCH_BYTES * 2
+        (u64::from(max_streams) + 1) * METER_BATCH_BYTES * 2
     }
 
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        match m.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
+    /// Whether a new stream of `client` may start: false once its money is visibly gone.
+    pub fn may_open(&self, client: &str) -> Result<bool, String> {
+        if let Some(b) = lock(&self.budgets).get(client) {
+            return Ok(!(b.dry.load(Ordering::Acquire) && b.remaining() <= 0));
         }
+        self.store.available(client).map(|a| a > 0).map_err(|e| e.to_string())
     }
 
-    /// What a client may still spend: its live budget, or its posted balance when it has no
-    /// unposted usage.
-    pub fn available(&self, client: &str) -> Result<i64, String> {
-        if let Some(b) = Self::lock(&self.budgets).get(client) {
-            return Ok(b.remaining());
-        }
-        self.store.balance(&crate::store::Account::User(client.to_owned())).map_err(|e| e.to_string())
-    }
-
-    /// Admits a stream: refuses when the client's money is gone, otherwise opens a session
-    /// charged against the client's budget.
-    pub fn open(&self, info: SessionInfo) -> Result<Arc<LiveSession>, BillingError> {
-        // The ledger is read only when the client has no live budget yet (outside the lock).
-        let existing = Self::lock(&self.budgets).get(&info.client).cloned();
-        let posted = match existing {
-            Some(_) => 0,
-            None => self
-                .store
-                .balance(&crate::store::Account::User(info.client.clone()))
-                .map_err(|e| BillingError::Store(e.to_string()))?,
-        };
-        let budget = {
-            let mut budgets = Self::lock(&self.budgets);
-            // A client without live streams has nothing unposted (finished sessions keep their
-            // budget until the flush that posts them), so its posted balance is what it has.
-            budgets
+    /// Admits a stream: reserves money for the client when its budget is empty, refuses the
+    /// stream when there is none, otherwise opens a session charged against the budget.
+    pub async fn open(&self, info: SessionInfo) -> Result<Arc<LiveSession>, BillingError> {
+        // Counted under the map lock, so a flush never releases a budget a stream is joining.
+        let mut claim = {
+            let mut budgets = lock(&self.budgets);
+            let b = budgets
                 .entry(info.client.clone())
-                .or_insert_with(|| {
-                    let (tx, _) = watch::channel(false);
-                    Arc::new(Budget { remaining: AtomicI64::new(posted), streams: AtomicUsize::new(0), exhausted: tx })
-                })
-                .clone()
+                .or_insert_with(|| Arc::new(Budget::new(self.next_hold.fetch_add(1, Ordering::Relaxed), &info.client)))
+                .clone();
+            b.streams.fetch_add(1, Ordering::AcqRel);
+            Claim(Some(b))
         };
-        if budget.remaining() <= 0 {
-            return Err(BillingError::Exhausted);
-        }
-        budget.streams.fetch_add(1, Ordering::AcqRel);
+        let budget = claim.0.clone().ok_or_else(|| BillingError::Store("no budget".into()))?;
+        self.fund(&budget).await?;
         let s = Arc::new(LiveSession {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             info,
@@ -202,60 +368,100 @@ impl Billing {
             down: AtomicU64::new(0),
             end: Mutex::new(None),
             budget,
+            desk: self.desk.clone(),
         });
-        Self::lock(&self.live).insert(s.id, s.clone());
+        lock(&self.live).insert(s.id, s.clone());
+        claim.0 = None; // the session owns the count now: `end` uncounts it
         Ok(s)
     }
 
-    /// Forgets a client's budget once it has no live stream (the next one re-reads the ledger).
-    fn release(&self, client: &str, budget: &Arc<Budget>) {
-        let mut budgets = Self::lock(&self.budgets);
-        if budget.streams.load(Ordering::Acquire) == 0 && budgets.get(client).is_some_and(|b| Arc::ptr_eq(b, budget)) {
-            budgets.remove(client);
+    /// Makes sure `b` has money, reserving some when it is empty.
+    async fn fund(&self, b: &Arc<Budget>) -> Result<(), BillingError> {
+        if b.remaining() > 0 {
+            return Ok(());
+        }
+        if b.dry.load(Ordering::Acquire) {
+            return Err(BillingError::Exhausted);
+        }
+        let mut outcomes = b.outcomes.subscribe();
+        let seen = *outcomes.borrow_and_update();
+        self.desk.ask(b);
+        outcomes.wait_for(|n| *n > seen).await.map_err(|_| BillingError::Store("billing stopped".into()))?;
+        if b.remaining() > 0 {
+            return Ok(());
+        }
+        match lock(&b.error).clone() {
+            Some(e) => Err(BillingError::Store(e)),
+            None => Err(BillingError::Exhausted),
         }
     }
 
     /// Marks a session ended; the next flush bills its last bytes and posts it.
     pub fn end(&self, s: &LiveSession, reason: &str) {
-        *Self::lock(&s.end) = Some((now_secs(), reason.to_owned()));
+        *lock(&s.end) = Some((now_secs(), reason.to_owned()));
         s.budget.streams.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// A deposit landed: live budgets see it at once.
-    pub fn credited(&self, client: &str, amount: i64) {
-        if let Some(b) = Self::lock(&self.budgets).get(client)
-            && b.remaining.fetch_add(amount, Ordering::AcqRel) + amount > 0
-        {
-            b.exhausted.send_replace(false);
+    /// A deposit landed: a client with live streams gets a fresh reservation at once.
+    pub fn credited(&self, client: &str) {
+        let b = lock(&self.budgets).get(client).cloned();
+        if let Some(b) = b {
+            b.dry.store(false, Ordering::Release);
+            self.desk.ask(&b);
         }
     }
 
-    /// One flush: bill new bytes, persist accruals and session rows, post what is due.
+    /// Waits for running reservations to finish.
+    pub async fn settle(&self) {
+        self.desk.tracker.close();
+        self.desk.tracker.wait().await;
+        self.desk.tracker.reopen();
+    }
+
+    /// One flush: bill new bytes, persist accruals, session rows, holds and the usage roll-up,
+    /// post what is due — one write transaction.
     pub async fn flush(&self) -> Result<(), crate::store::StoreError> {
+        let invalid = |e: super::rules::RuleError| crate::store::StoreError::Invalid(e.to_string());
         let now = now_secs();
-        let sessions: Vec<Arc<LiveSession>> = Self::lock(&self.live).values().cloned().collect();
-        let mut state = self.state.lock().await;
+        let hour = now / 3600;
+        let sessions: Vec<Arc<LiveSession>> = lock(&self.live).values().cloned().collect();
+        let mut guard = self.state.lock().await;
+        let FlushState { sessions: state, releasing } = &mut *guard;
         let mut batch = FlushBatch::default();
+        let mut used: HashMap<u64, u64> = HashMap::new();
+        let mut usage: HashMap<(String, u64), UsageBucket> = HashMap::new();
         for s in &sessions {
             let st = state.entry(s.id).or_insert_with(|| Ledgered { last_post: now, ..Ledgered::default() });
             // End first, bytes second: `end` is set after the relay's last `record`, so bytes
             // read after seeing it are final (the other order could post a session short).
-            let ended = Self::lock(&s.end).clone();
+            let ended = lock(&s.end).clone();
             let (up, down) = s.bytes();
-            let total = up + down;
-            let delta = total - st.billed.min(total);
-            if delta > 0 {
-                let c = self
-                    .tariff
-                    .charge(&mut st.carry, delta)
-                    .map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
-                st.pending = st.pending.checked_add(c).map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
+            let (d_up, d_down) = (up - st.billed_up.min(up), down - st.billed_down.min(down));
+            let self_use = s.info.client == s.info.owner;
+            let mut delta = UsageBucket { sessions: u64::from(!st.written), ..UsageBucket::default() };
+            if d_up + d_down > 0 {
+                let c = self.tariff.charge(&mut st.carry, d_up + d_down).map_err(invalid)?;
+                st.pending = st.pending.checked_add(c).map_err(invalid)?;
                 st.charged += c.client_debit.0;
-                st.billed = total;
+                st.credited += c.node_credit.0;
+                (st.billed_up, st.billed_down) = (up, down);
+                let owed = if self_use { c.platform_fee.0 } else { c.client_debit.0 };
+                *used.entry(s.budget.hold).or_default() += owed;
+                delta.up = d_up;
+                delta.down = d_down;
+                delta.debit = owed;
+                delta.earned = if self_use { 0 } else { c.node_credit.0 };
+                delta.fee = c.platform_fee.0;
             }
             let due = ended.is_some() || now.saturating_sub(st.last_post) >= POST_EVERY_SECS;
-            if delta == 0 && ended.is_none() && !due && st.written {
+            if d_up + d_down == 0 && ended.is_none() && !due && st.written {
                 continue;
+            }
+            if delta != UsageBucket::default() {
+                let client = UsageBucket { earned: 0, fee: 0, ..delta };
+                usage.entry((format!("client:{}", s.info.client), hour)).or_default().add(&client);
+                usage.entry((format!("owner:{}", s.info.owner), hour)).or_default().add(&delta);
+                usage.entry((format!("device:{}", s.info.device), hour)).or_default().add(&delta);
             }
             batch.sessions.push(SessionRecord {
                 id: s.id,
@@ -270,6 +476,8 @@ impl Billing {
                 bytes_up: up,
                 bytes_down: down,
                 charge: crate::money::Micros(st.charged),
+                node_credit: crate::money::Micros(st.credited),
+                tariff: Some(self.tariff),
                 end_reason: ended.as_ref().map(|e| e.1.clone()),
             });
             batch.accruals.push(Accrual {
@@ -287,9 +495,27 @@ impl Billing {
                 batch.done.push(s.id);
             }
         }
-        if batch.sessions.is_empty() {
+        // Budgets whose streams have all ended and will be posted now release their holds.
+        let still_live: HashSet<u64> =
+            sessions.iter().filter(|s| !batch.done.contains(&s.id)).map(|s| s.budget.hold).collect();
+        {
+            let mut budgets = lock(&self.budgets);
+            budgets.retain(|_, b| {
+                let idle = b.streams.load(Ordering::Acquire) == 0
+                    && !b.extending.load(Ordering::Acquire)
+                    && !still_live.contains(&b.hold);
+                if idle {
+                    releasing.push(b.hold);
+                }
+                !idle
+            });
+        }
+        if batch.sessions.is_empty() && releasing.is_empty() {
             return Ok(());
         }
+        batch.hold_used = used.into_iter().collect();
+        batch.hold_release = releasing.clone();
+        batch.usage = usage.into_iter().map(|((subject, hour), b)| (subject, hour, b)).collect();
         let store = self.store.clone();
         let (res, batch) = tokio::task::spawn_blocking(move || {
             let r = store.flush_usage(&mut batch, now);
@@ -299,6 +525,7 @@ impl Billing {
         .map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
         res?;
         // Committed: mirror what the store posted, forget finished sessions.
+        releasing.clear();
         for a in &batch.accruals {
             if let Some(st) = state.get_mut(&a.session) {
                 st.written = true;
@@ -310,13 +537,10 @@ impl Billing {
             }
         }
         if !batch.done.is_empty() {
-            let finished: Vec<Arc<LiveSession>> = {
-                let mut live = Self::lock(&self.live);
-                batch.done.iter().filter_map(|id| live.remove(id)).collect()
-            };
-            for s in finished {
-                state.remove(&s.id);
-                self.release(&s.info.client, &s.budget);
+            let mut live = lock(&self.live);
+            for id in &batch.done {
+                live.remove(id);
+                state.remove(id);
             }
         }
         Ok(())
@@ -340,13 +564,16 @@ impl Billing {
 
     /// The final flush at shutdown: whatever is still live is closed as `reason`.
     pub async fn close_all(&self, reason: &str) {
-        let live: Vec<Arc<LiveSession>> = Self::lock(&self.live).values().cloned().collect();
+        let live: Vec<Arc<LiveSession>> = lock(&self.live).values().cloned().collect();
         for s in live {
-            let mut end = Self::lock(&s.end);
+            let mut end = lock(&s.end);
             if end.is_none() {
+                // (The stream count stays: its relay still calls `end`; the hold expires at
+                // the next start.)
                 *end = Some((now_secs(), reason.to_owned()));
             }
         }
+        self.settle().await;
         if let Err(e) = self.flush().await {
             warn!(error = %e, "final usage flush failed; the next start posts what was saved");
         }
@@ -359,7 +586,7 @@ mod tests {
 
     use super::*;
     use crate::money::Micros;
-    use crate::store::{Account, UserRecord};
+    use crate::store::{Account, UserRecord, VerifyParams, WithdrawalStatus};
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -368,21 +595,26 @@ mod tests {
         Bytes(usize, u64),
         End(usize),
         Flush,
+        Withdraw(usize, u64),
+        Decide(usize, bool),
         Crash,
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..3usize, 1..5_000_000u64).prop_map(|(u, a)| Op::Deposit(u, a)),
-            (0..3usize, 0..3usize).prop_map(|(c, o)| Op::Open(c, o)),
-            (0..8usize, 0..3_000_000u64).prop_map(|(s, b)| Op::Bytes(s, b)),
-            (0..8usize).prop_map(Op::End),
-            Just(Op::Flush),
-            Just(Op::Crash),
+            1 => (0..3usize, 1..5_000_000u64).prop_map(|(u, a)| Op::Deposit(u, a)),
+            1 => (0..3usize, 0..3usize).prop_map(|(c, o)| Op::Open(c, o)),
+            3 => (0..8usize, 0..3_000_000_000u64).prop_map(|(s, b)| Op::Bytes(s, b)),
+            1 => (0..8usize).prop_map(Op::End),
+            2 => Just(Op::Flush),
+            1 => (0..3usize, 0..4_000_000u64).prop_map(|(u, a)| Op::Withdraw(u, a)),
+            1 => (0..4usize, any::<bool>()).prop_map(|(w, a)| Op::Decide(w, a)),
+            1 => Just(Op::Crash),
         ]
     }
 
     const USERS: [&str; 3] = ["alice", "bob_", "carol"];
+    const MIN_PAYOUT: Micros = Micros(1_000_000);
 
     fn user(name: &str) -> UserRecord {
         UserRecord {
@@ -397,62 +629,67 @@ mod tests {
         }
     }
 
-    /// Conservation, replay and gap-free sequence: the store-level invariants of SECURITY.md §4.
-    fn check_ledger(store: &Store) {
-        let balances = store.balances().unwrap();
-        assert_eq!(balances.iter().map(|(_, b)| i128::from(*b)).sum::<i128>(), 0, "conservation");
-        let mut replay: HashMap<String, i128> = HashMap::new();
-        for (i, t) in store.list_transfers(None).unwrap().iter().enumerate() {
-            assert_eq!(t.seq, i as u64 + 1, "gap-free sequence");
-            *replay.entry(t.debit.clone()).or_default() -= i128::from(t.amount.0);
-            *replay.entry(t.credit.clone()).or_default() += i128::from(t.amount.0);
-        }
-        for (acct, b) in balances {
-            assert_eq!(replay.get(&acct).copied().unwrap_or(0), i128::from(b), "replay of {acct}");
-        }
+    fn policy(tariff: &Tariff) -> HoldPolicy {
+        HoldPolicy { chunk: Micros(1_500_000), max_overdraft: overdraft_bound(tariff, 8) }
+    }
+
+    /// Every invariant `ledger verify` checks (SECURITY.md §4), on the store as it is.
+    fn check_ledger(store: &Store, tariff: &Tariff) {
+        let report = store.verify(&VerifyParams { max_overdraft: policy(tariff).max_overdraft }).unwrap();
+        assert!(report.ok, "{:#?}", report.problems);
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-        /// Random deposits, streams, bytes, flushes and crashes (drop everything, reopen,
-        /// recover): the ledger invariants always hold, and clients are never billed more than
-        /// the bytes recorded (1 micro-unit per byte here).
+        /// Random deposits, streams, bytes, flushes, withdrawals and crashes (drop everything,
+        /// reopen, recover): every ledger invariant always holds, and clients are never billed
+        /// more than the bytes recorded.
         #[test]
-        fn invariants_hold_across_usage_and_crashes(ops in proptest::collection::vec(op(), 1..40)) {
+        fn invariants_hold_across_usage_withdrawals_and_crashes(ops in proptest::collection::vec(op(), 1..48)) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("p.redb");
-                let tariff = Tariff::new(Micros(1_000_000_000), 30).unwrap();
+                // 1 micro-unit per 1000 bytes: holds of 1.5 (1.5 GB) are taken and extended.
+                let tariff = Tariff::new(Micros(1_000_000), 30).unwrap();
                 let mut store = Arc::new(Store::open(&path).unwrap());
                 for u in USERS {
                     store.create_user(&user(u)).unwrap();
                 }
-                let mut billing = Billing::start(store.clone(), tariff).unwrap();
+                let mut billing = Billing::start(store.clone(), tariff, policy(&tariff)).unwrap();
                 let mut live: Vec<Arc<LiveSession>> = Vec::new();
                 let mut recorded: u64 = 0;
                 let mut deposits = 0u64;
+                let mut paid_out = 0u64;
                 for (n, op) in ops.into_iter().enumerate() {
                     match op {
                         Op::Deposit(u, a) => {
                             store.deposit(USERS[u], Micros(a), &format!("dep:{n}"), "t", 1).unwrap();
                             deposits += a;
-                            billing.credited(USERS[u], a as i64);
+                            billing.credited(USERS[u]);
                         }
                         Op::Open(c, o) => {
                             let info = SessionInfo {
                                 client: USERS[c].into(), device: "d".into(), owner: USERS[o].into(),
                                 vip: "100.64.0.1".into(), node_ip: "127.0.0.2".into(), target: "t:1".into(),
                             };
-                            if let Ok(s) = billing.open(info) {
+                            if let Ok(s) = billing.open(info).await {
                                 live.push(s);
                             }
                         }
-                        Op::Bytes(i, b) => {
+                        Op::Bytes(i, mut b) => {
                             if let Some(s) = live.get(i % live.len().max(1)) {
-                                s.record(&tariff, b / 2, b - b / 2);
-                                recorded += b;
+                                // In relay-sized batches; a cut stream moves nothing more.
+                                while b > 0 && !*s.budget.exhausted().borrow() {
+                                    let n = b.min(2 * METER_BATCH_BYTES);
+                                    s.record(n / 2, n - n / 2);
+                                    recorded += n;
+                                    b -= n;
+                                    if s.budget.extending.load(Ordering::Acquire) {
+                                        billing.settle().await;
+                                    }
+                                }
                             }
                         }
                         Op::End(i) => {
@@ -462,23 +699,49 @@ mod tests {
                             }
                         }
                         Op::Flush => billing.flush().await.unwrap(),
+                        Op::Withdraw(u, a) => {
+                            let avail = store.available(USERS[u]).unwrap();
+                            let r = store.request_withdrawal(USERS[u], Micros(a), MIN_PAYOUT, None, 2);
+                            prop_assert_eq!(r.is_ok(), a >= MIN_PAYOUT.0 && i128::from(a) <= i128::from(avail));
+                        }
+                        Op::Decide(w, approve) => {
+                            let pending = store.list_withdrawals(None, Some(WithdrawalStatus::Pending)).unwrap();
+                            if let Some(wd) = pending.get(w % pending.len().max(1)) {
+                                store.decide_withdrawal(wd.id, approve, "admin", None, 3).unwrap();
+                                if approve {
+                                    paid_out += wd.amount.0;
+                                } else {
+                                    billing.credited(&wd.user);
+                                }
+                            }
+                        }
                         Op::Crash => {
                             live.clear();
+                            billing.settle().await;
                             drop(billing);
                             drop(store);
                             store = Arc::new(Store::open(&path).unwrap());
-                            billing = Billing::start(store.clone(), tariff).unwrap();
+                            billing = Billing::start(store.clone(), tariff, policy(&tariff)).unwrap();
+                            prop_assert!(store.list_holds().unwrap().is_empty(), "a restart expires every hold");
                         }
                     }
-                    check_ledger(&store);
+                    billing.settle().await;
+                    check_ledger(&store, &tariff);
                 }
                 for s in live.drain(..) {
                     billing.end(&s, "closed");
                 }
                 billing.flush().await.unwrap();
-                check_ledger(&store);
+                check_ledger(&store, &tariff);
+                prop_assert!(store.list_holds().unwrap().is_empty(), "holds are released with the last stream");
+                let pending: u64 = store
+                    .list_withdrawals(None, Some(WithdrawalStatus::Pending))
+                    .unwrap()
+                    .iter()
+                    .map(|w| w.amount.0)
+                    .sum();
                 let spent: i64 = USERS.iter().map(|u| store.balance(&Account::User((*u).into())).unwrap()).sum::<i64>()
-                    - deposits as i64;
+                    - deposits as i64 + (paid_out + pending) as i64;
                 let fees = store.balance(&Account::PlatformFees).unwrap();
                 // Clients' net spending is exactly what the platform kept (owners are clients too).
                 prop_assert_eq!(-spent, fees);
@@ -489,10 +752,63 @@ mod tests {
                     .filter(|t| t.kind == "usage" || t.kind == "usage_fee")
                     .map(|t| t.amount.0)
                     .sum();
-                prop_assert!(billed <= recorded, "billed {} for {} recorded bytes", billed, recorded);
+                prop_assert!(billed <= recorded / 1000, "billed {} for {} recorded bytes", billed, recorded);
                 prop_assert!(store.accrued_by_client().unwrap().is_empty(), "nothing left accrued");
                 Ok(())
             })?;
         }
+    }
+
+    /// A client's streams draw on a hold that is extended chunk by chunk; when it cannot be
+    /// extended the stream is cut, the balance stays within the bound, and a deposit lets the
+    /// client back in.
+    #[tokio::test]
+    async fn exhaustion_cuts_within_the_bound_and_a_deposit_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("b.redb")).unwrap());
+        store.create_user(&user("thin")).unwrap();
+        store.create_user(&user("node")).unwrap();
+        store.deposit("thin", Micros(1_200_000), "d1", "t", 1).unwrap();
+        // 1.00 per GB: 1.20 buys 1.2 GB, in holds of 0.50.
+        let tariff = Tariff::new(Micros(1_000_000), 30).unwrap();
+        let holds = HoldPolicy { chunk: Micros(500_000), max_overdraft: overdraft_bound(&tariff, 1) };
+        let billing = Billing::start(store.clone(), tariff, holds).unwrap();
+        let info = || SessionInfo {
+            client: "thin".into(),
+            device: "d".into(),
+            owner: "node".into(),
+            vip: "v".into(),
+            node_ip: "n".into(),
+            target: "t".into(),
+        };
+        let s = billing.open(info()).await.unwrap();
+        assert_eq!(store.list_holds().unwrap()[0].1.amount, 500_000, "one chunk reserved");
+        assert_eq!(store.available("thin").unwrap(), 700_000);
+        let mut cut = s.budget.exhausted();
+        let mut moved = 0u64;
+        let mut max_held = 0;
+        while !*cut.borrow_and_update() {
+            s.record(0, 2 * METER_BATCH_BYTES);
+            moved += 2 * METER_BATCH_BYTES;
+            billing.settle().await;
+            max_held = max_held.max(store.list_holds().unwrap()[0].1.amount);
+            assert!(moved < 2_000_000_000, "never cut");
+        }
+        assert_eq!(max_held, 1_200_000, "extended chunk by chunk up to the balance, never beyond");
+        let bound = Billing::overdraft_bound_bytes(1);
+        assert!(moved >= 1_190_000_000 && moved <= 1_200_000_000 + bound, "cut after {moved} bytes");
+        assert!(matches!(billing.open(info()).await, Err(BillingError::Exhausted)));
+        assert!(!billing.may_open("thin").unwrap());
+        billing.end(&s, "billing");
+        billing.flush().await.unwrap();
+        assert!(store.list_holds().unwrap().is_empty(), "released with the last stream");
+        let bal = store.balance(&Account::User("thin".into())).unwrap();
+        // The budget rounds each batch up by under a micro-unit; the ledger charges exactly.
+        let rounding = (moved / (2 * METER_BATCH_BYTES)) as i64;
+        assert!(bal <= rounding && bal >= -(holds.max_overdraft.0 as i64), "balance {bal}");
+        store.deposit("thin", Micros(1_000_000), "d2", "t", 2).unwrap();
+        billing.credited("thin");
+        assert!(billing.may_open("thin").unwrap());
+        assert!(billing.open(info()).await.is_ok());
     }
 }

@@ -21,7 +21,6 @@ use self::auth::{Accounts, Denied, ProxyAccount, StreamSlot};
 use self::router::{RouteError, Routed, Router};
 use self::username::Targeting;
 use crate::billing::meter::{BillingError, LiveSession, SessionInfo};
-use crate::billing::rules::Tariff;
 use crate::config::Limits;
 use crate::telemetry::{DirLabel, Direction, Frontend, Metrics};
 use crate::tunnel::protocol::{OpenErrReason, Target};
@@ -64,8 +63,8 @@ pub struct ProxyService {
     pub router: Router,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
-    /// Meters every stream and cuts clients whose money runs out.
-    pub billing: Arc<crate::billing::meter::Billing>,
+    /// Meters every stream and cuts clients whose money runs out (`None`: billing is off).
+    pub billing: Option<Arc<crate::billing::meter::Billing>>,
     /// Tracks live client connections so shutdown can drain them.
     pub tracker: tokio_util::task::TaskTracker,
 }
@@ -75,18 +74,19 @@ pub struct Opened {
     pub routed: Routed,
     slot: StreamSlot,
     started: Instant,
-    session: Arc<LiveSession>,
+    session: Option<Arc<LiveSession>>,
 }
 
 struct RelayMeter {
     metrics: Arc<Metrics>,
-    session: Arc<LiveSession>,
-    tariff: Tariff,
+    session: Option<Arc<LiveSession>>,
 }
 
 impl Meter for RelayMeter {
     fn record(&self, up: u64, down: u64) {
-        self.session.record(&self.tariff, up, down);
+        if let Some(s) = &self.session {
+            s.record(up, down);
+        }
         if up > 0 {
             self.metrics.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Up }).inc_by(up);
         }
@@ -109,7 +109,9 @@ impl ProxyService {
         let result = async {
             let mut slot = self.accounts.admit(acct).await?;
             // Refuse before any node is asked when the money is visibly gone.
-            if self.billing.available(&acct.name).map_err(ConnectError::Billing)? <= 0 {
+            if let Some(billing) = &self.billing
+                && !billing.may_open(&acct.name).map_err(ConnectError::Billing)?
+            {
                 return Err(ConnectError::Denied(Denied::BalanceExhausted));
             }
             let routed = self.router.open(targeting, target.clone()).await;
@@ -124,10 +126,13 @@ impl ProxyService {
                 node_ip: node.public_ip.to_string(),
                 target: target.to_string(),
             };
-            let session = self.billing.open(info).map_err(|e| match e {
-                BillingError::Exhausted => ConnectError::Denied(Denied::BalanceExhausted),
-                BillingError::Store(m) => ConnectError::Billing(m),
-            })?;
+            let session = match &self.billing {
+                Some(billing) => Some(billing.open(info).await.map_err(|e| match e {
+                    BillingError::Exhausted => ConnectError::Denied(Denied::BalanceExhausted),
+                    BillingError::Store(m) => ConnectError::Billing(m),
+                })?),
+                None => None,
+            };
             Ok::<_, ConnectError>(Opened { routed, slot, started, session })
         }
         .await;
@@ -151,25 +156,32 @@ impl ProxyService {
         let node = routed.node.clone();
         let peer = routed.stream.peer();
         self.metrics.streams_active.inc();
-        let meter: Arc<dyn Meter> = Arc::new(RelayMeter {
-            metrics: self.metrics.clone(),
-            session: session.clone(),
-            tariff: *self.billing.tariff(),
-        });
-        let mut exhausted = session.budget.exhausted();
+        let meter: Arc<dyn Meter> = Arc::new(RelayMeter { metrics: self.metrics.clone(), session: session.clone() });
+        let mut exhausted = session.as_ref().map(|s| s.budget.exhausted());
         // The relay runs until it ends or the client's money runs out (then the stream is cut:
         // dropping it resets the node side and closes the client socket).
         let stats = tokio::select! {
             stats = relay::relay(socket, routed.stream, meter, true) => Some(stats),
             // (The watch guard is dropped inside the block: the relay's drop reports its last
             // bytes, which may update this same watch.)
-            _ = async { let _ = exhausted.wait_for(|v| *v).await; } => None,
+            _ = async {
+                match exhausted.as_mut() {
+                    Some(rx) => { let _ = rx.wait_for(|v| *v).await; }
+                    None => std::future::pending().await,
+                }
+            } => None,
         };
         self.metrics.streams_active.dec();
         drop(slot);
-        let (up, down) = session.bytes();
-        let end = stats.map(|s| s.end.as_str()).unwrap_or("billing");
-        self.billing.end(&session, end);
+        let (up, down) = match (&session, &stats) {
+            (Some(s), _) => s.bytes(),
+            (None, Some(st)) => (st.sent, st.received),
+            (None, None) => (0, 0),
+        };
+        let end = stats.as_ref().map(|s| s.end.as_str()).unwrap_or("billing");
+        if let (Some(billing), Some(session)) = (&self.billing, &session) {
+            billing.end(session, end);
+        }
         let stats = relay::RelayStats {
             sent: up,
             received: down,

@@ -16,6 +16,8 @@ pub enum Account {
     ExternalDeposits,
     ExternalPayouts,
     PlatformFees,
+    /// Money of withdrawal requests awaiting an admin's decision.
+    PendingPayouts,
 }
 
 impl Account {
@@ -25,6 +27,7 @@ impl Account {
             Account::ExternalDeposits => "external:deposits".into(),
             Account::ExternalPayouts => "external:payouts".into(),
             Account::PlatformFees => "platform:fees".into(),
+            Account::PendingPayouts => "pending:payouts".into(),
         }
     }
 }

@@ -7,7 +7,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this build writes.
-pub const LAST_SCHEMA_VERSION: u64 = 2;
+pub const LAST_SCHEMA_VERSION: u64 = 3;
 
 /// Brings the database to [`LAST_SCHEMA_VERSION`], one step per transaction.
 pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
@@ -27,6 +27,7 @@ pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
         match version {
             1 => migrate_to_v1(&txn)?,
             2 => migrate_to_v2(&txn)?,
+            3 => migrate_to_v3(&txn)?,
             _ => unreachable_step(version)?,
         }
         txn.open_table(META)?.insert("schema_version", version)?;
@@ -58,5 +59,13 @@ fn migrate_to_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
 fn migrate_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SESSIONS)?;
     txn.open_table(ACCRUALS)?;
+    Ok(())
+}
+
+/// v3: holds, withdrawals and the hourly usage roll-up.
+fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(HOLDS)?;
+    txn.open_table(WITHDRAWALS)?;
+    txn.open_table(USAGE)?;
     Ok(())
 }

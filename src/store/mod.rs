@@ -8,19 +8,25 @@
 
 mod audit;
 mod devices;
+mod holds;
 mod ledger;
 pub mod migrations;
 pub mod tables;
 mod usage;
 mod users;
+mod verify;
+mod withdrawals;
 
 use std::path::Path;
 
 pub use audit::AuditEntry;
 pub use devices::{DeviceRecord, PairCode, PairError};
+pub use holds::{Hold, HoldRequest};
 pub use ledger::{Account, Transfer};
-pub use usage::{Accrual, FlushBatch, SessionRecord};
+pub use usage::{Accrual, FlushBatch, Recovered, SessionRecord, UsageBucket};
 pub use users::UserRecord;
+pub use verify::{VerifyParams, VerifyReport};
+pub use withdrawals::{Withdrawal, WithdrawalStatus};
 
 /// Errors from the store. Callers branch on the variants that describe domain outcomes.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +147,9 @@ impl Store {
         copy!(tables::AUDIT);
         copy!(tables::SESSIONS);
         copy!(tables::ACCRUALS);
+        copy!(tables::HOLDS);
+        copy!(tables::WITHDRAWALS);
+        copy!(tables::USAGE);
         wtx.commit()?;
         Ok(())
     }

@@ -26,3 +26,11 @@ pub const SESSIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("sess
 /// Session id → `Accrual` JSON: unposted usage of a live session, rewritten every flush
 /// (bounded: one row per live session).
 pub const ACCRUALS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("accruals");
+/// Hold id → `Hold` JSON: money reserved for a client's live streams (SECURITY.md §4.4). Holds
+/// live only while the server runs: a restart expires them all.
+pub const HOLDS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("holds");
+/// Withdrawal id → `Withdrawal` JSON: node owners' payout requests and their outcome.
+pub const WITHDRAWALS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("withdrawals");
+/// (subject, hour since the epoch) → `UsageBucket` JSON: hourly usage and earnings rolled up by
+/// every flush, for charts. Subjects: `client:NAME`, `owner:NAME`, `device:HEX`.
+pub const USAGE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("usage");

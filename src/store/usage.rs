@@ -8,9 +8,9 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::ledger::{Account, Transfer, post};
-use super::tables::{ACCRUALS, META, SESSIONS};
+use super::tables::{ACCRUALS, META, SESSIONS, USAGE};
 use super::{Store, StoreError, from_json, to_json};
-use crate::billing::rules::{Carry, Charge};
+use crate::billing::rules::{Carry, Charge, Tariff};
 use crate::money::Micros;
 
 /// One client stream, as the seed's `sessions` table holds it.
@@ -29,10 +29,25 @@ pub struct SessionRecord {
     pub end: Option<u64>,
     pub bytes_up: u64,
     pub bytes_down: u64,
-    /// Everything charged to the client so far (posted and accrued), micro-units.
+    /// Everything charged to the client so far (posted and accrued) by the tariff's rule:
+    /// `floor(price × bytes / 10^9)`, micro-units.
     pub charge: Micros,
+    /// The node owner's share of `charge` (the rest is the platform fee). When the client is
+    /// the node's owner it is not paid: the client pays only the fee.
+    #[serde(default)]
+    pub node_credit: Micros,
+    /// The tariff the session was billed at (fixed at its start).
+    #[serde(default)]
+    pub tariff: Option<Tariff>,
     #[serde(default)]
     pub end_reason: Option<String>,
+}
+
+impl SessionRecord {
+    /// True when the client used its own node (it pays only the platform fee).
+    pub fn self_use(&self) -> bool {
+        self.client == self.owner
+    }
 }
 
 /// Unposted usage of one session.
@@ -49,6 +64,49 @@ pub struct Accrual {
     pub posts: u32,
 }
 
+impl Accrual {
+    /// What the client owes for the pending charge: all of it, or only the platform fee when
+    /// it used its own node.
+    pub fn owed(&self) -> u64 {
+        if self.client == self.owner { self.pending.platform_fee.0 } else { self.pending.client_debit.0 }
+    }
+}
+
+/// Usage of one subject in one hour (the roll-up behind usage and earnings charts).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageBucket {
+    /// Bytes client → target and target → client.
+    pub up: u64,
+    pub down: u64,
+    /// What clients were charged (for a client: what it paid).
+    pub debit: u64,
+    /// What node owners earned (0 for a client's use of its own node).
+    pub earned: u64,
+    /// What the platform kept.
+    pub fee: u64,
+    /// Streams started.
+    pub sessions: u64,
+}
+
+impl UsageBucket {
+    pub fn add(&mut self, o: &UsageBucket) {
+        self.up = self.up.saturating_add(o.up);
+        self.down = self.down.saturating_add(o.down);
+        self.debit = self.debit.saturating_add(o.debit);
+        self.earned = self.earned.saturating_add(o.earned);
+        self.fee = self.fee.saturating_add(o.fee);
+        self.sessions = self.sessions.saturating_add(o.sessions);
+    }
+}
+/// What [`Store::recover_usage`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Sessions whose accrued usage was posted.
+    pub sessions: usize,
+    /// Holds expired.
+    pub holds: usize,
+}
+
 /// Everything one flush writes.
 #[derive(Debug, Default)]
 pub struct FlushBatch {
@@ -58,6 +116,12 @@ pub struct FlushBatch {
     pub post: Vec<u64>,
     /// Ended sessions whose accrual row goes away after posting.
     pub done: Vec<u64>,
+    /// (hold, micro-units accrued against it in this flush).
+    pub hold_used: Vec<(u64, u64)>,
+    /// Holds released (their client has no live stream left).
+    pub hold_release: Vec<u64>,
+    /// Usage roll-up deltas: (subject, hour, delta).
+    pub usage: Vec<(String, u64, UsageBucket)>,
 }
 
 /// Posts one accrual's pending charge as usage transfers (client → node owner, client →
@@ -121,6 +185,19 @@ impl Store {
                 }
             }
         }
+        super::holds::settle_holds(&txn, &batch.hold_used, &batch.hold_release)?;
+        {
+            let mut usage = txn.open_table(USAGE)?;
+            for (subject, hour, delta) in &batch.usage {
+                let mut b: UsageBucket = usage
+                    .get((subject.as_str(), *hour))?
+                    .map(|v| from_json(v.value()))
+                    .transpose()?
+                    .unwrap_or_default();
+                b.add(delta);
+                usage.insert((subject.as_str(), *hour), to_json(&b)?.as_slice())?;
+            }
+        }
         txn.commit()?;
         Ok(())
     }
@@ -137,20 +214,28 @@ impl Store {
     /// Unposted charges per client, in micro-units.
     pub fn accrued_by_client(&self) -> Result<HashMap<String, i64>, StoreError> {
         let rtx = self.db.begin_read()?;
-        let t = rtx.open_table(ACCRUALS)?;
-        let mut out: HashMap<String, i64> = HashMap::new();
-        for row in t.iter()? {
-            let a: Accrual = from_json(row?.1.value())?;
-            *out.entry(a.client).or_default() += a.pending.client_debit.0 as i64;
-        }
-        Ok(out)
+        super::holds::accrued_by(&rtx.open_table(ACCRUALS)?)
     }
 
-    /// After a restart: posts what live sessions had accrued when the process stopped and
-    /// closes them with `reason`. Returns how many sessions were recovered.
-    pub fn recover_usage(&self, now: u64, reason: &str) -> Result<usize, StoreError> {
+    /// Hourly usage of `subject` (`client:NAME`, `owner:NAME`, `device:HEX`) for hours
+    /// `from..to` (hours since the epoch), oldest first; hours without usage are absent.
+    pub fn usage_series(&self, subject: &str, from: u64, to: u64) -> Result<Vec<(u64, UsageBucket)>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(USAGE)?;
+        t.range((subject, from)..(subject, to))?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().1, from_json(v.value())?))
+            })
+            .collect()
+    }
+
+    /// After a restart: posts what live sessions had accrued when the process stopped, closes
+    /// them with `reason` and expires the holds that were taken for them, in one transaction.
+    pub fn recover_usage(&self, now: u64, reason: &str) -> Result<Recovered, StoreError> {
         let txn = self.write()?;
         let mut n = 0;
+        let holds = super::holds::expire_holds_in(&txn)?;
         {
             let mut accruals = txn.open_table(ACCRUALS)?;
             let rows: Vec<Accrual> = accruals
@@ -184,7 +269,7 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(n)
+        Ok(Recovered { sessions: n, holds })
     }
 
     /// Sessions, newest first, optionally of one client, at most `limit`.

@@ -118,12 +118,13 @@ fn a_client_whose_money_runs_out_is_cut_within_the_bound_and_then_refused() {
         .unwrap();
     assert!(!out.status.success(), "an endless download must be cut");
     let got = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-    // Bound: one relay meter batch per direction per stream (2 × 256 KiB).
-    assert!((1_000_000..=2_000_000 + 2 * 256 * 1024).contains(&got), "delivered {got} bytes for 2,000,000 paid");
+    // Bound (README): (streams + 1) × one relay meter batch per direction (2 × 256 KiB).
+    const BOUND: u64 = 2 * 2 * 256 * 1024;
+    assert!((1_000_000..=2_000_000 + BOUND).contains(&got), "delivered {got} bytes for 2,000,000 paid");
 
     wait_for("usage posted", || (posted_sessions(&s) == 1 && accrued(&s, "thin") == 0).then_some(()));
     let bal = balance(&s, "thin");
-    assert!((-(2 * 256 * 1024)..=0).contains(&bal), "balance {bal} within the documented overdraft bound");
+    assert!((-(BOUND as i64)..=0).contains(&bal), "balance {bal} within the documented overdraft bound");
     // New connections are refused: 402 over HTTP.
     let out = curl(&["-i", "-x", &s.http_proxy_url("thin", &pass), &format!("http://{}/hello", origin().addr)]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -1,0 +1,305 @@
+//! `traffix ledger verify`: every invariant of SECURITY.md §4 checked on one consistent
+//! snapshot (one read transaction), so it can run while the server serves.
+//!
+//! 1. conservation: all balances sum to zero;
+//! 2. exact split: per session, `charge = floor(price × bytes / 10^9)`, the owner's share is
+//!    `floor(charge × (100 − fee) / 100)`, and posted + accrued legs equal them;
+//! 3. one counter: usage transfers exist only for sessions the server metered;
+//! 4. overdraft: no client's posted − accrued balance is below the bound; holds never exceed
+//!    what the client has;
+//! 5. immutability and 6. idempotency: the id index and the transfer log agree one to one;
+//! 7. a gap-free sequence whose replay from genesis reproduces every balance;
+//! 8. crash prefix: each session's postings are numbered 0, 1, 2, … without a hole, and
+//!    withdrawals have exactly the transfers their status implies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use redb::{ReadableDatabase, ReadableTable};
+use serde::Serialize;
+
+use super::holds::{accrued_by, held_by};
+use super::ledger::Transfer;
+use super::tables::*;
+use super::usage::{Accrual, SessionRecord, UsageBucket};
+use super::withdrawals::{Withdrawal, WithdrawalStatus};
+use super::{Store, StoreError, from_json};
+use crate::money::Micros;
+
+/// What verification needs from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyParams {
+    /// The documented overdraft bound in money: no client may be further below zero.
+    pub max_overdraft: Micros,
+}
+
+/// The outcome: counts of what was checked and every problem found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub transfers: usize,
+    pub accounts: usize,
+    pub sessions: usize,
+    pub live_sessions: usize,
+    pub holds: usize,
+    pub withdrawals: usize,
+    pub problems: Vec<String>,
+}
+
+#[derive(Default)]
+struct Posted {
+    node: u128,
+    fee: u128,
+    posts: BTreeSet<u32>,
+}
+
+/// Parses a usage transfer id `usage:SESSION:POST:LEG`.
+fn usage_id(id: &str) -> Option<(u64, u32, &str)> {
+    let mut it = id.strip_prefix("usage:")?.splitn(3, ':');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?))
+}
+
+impl Store {
+    /// Checks every ledger invariant; `Ok` carries the report (problems are not errors).
+    pub fn verify(&self, params: &VerifyParams) -> Result<VerifyReport, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let mut problems: Vec<String> = Vec::new();
+        let mut p = |s: String| {
+            if problems.len() < 1000 {
+                problems.push(s);
+            }
+        };
+
+        // 5–7: the log, its index, the sequence and the replay.
+        let transfers_t = rtx.open_table(TRANSFERS)?;
+        let mut replay: HashMap<String, i128> = HashMap::new();
+        let mut ids: HashMap<String, u64> = HashMap::new();
+        let mut usage: HashMap<u64, Posted> = HashMap::new();
+        let mut payouts: HashMap<String, Transfer> = HashMap::new();
+        let mut count = 0u64;
+        for row in transfers_t.iter()? {
+            let (k, v) = row?;
+            let t: Transfer = from_json(v.value())?;
+            count += 1;
+            if k.value() != count || t.seq != count {
+                p(format!("sequence: transfer #{count} is stored at {} with seq {}", k.value(), t.seq));
+            }
+            if t.amount.0 == 0 || t.debit == t.credit {
+                p(format!("transfer {} ({}) moves {} from {} to itself or nothing", t.seq, t.id, t.amount, t.debit));
+            }
+            *replay.entry(t.debit.clone()).or_default() -= i128::from(t.amount.0);
+            *replay.entry(t.credit.clone()).or_default() += i128::from(t.amount.0);
+            if ids.insert(t.id.clone(), t.seq).is_some() {
+                p(format!("transfer id {} is used twice", t.id));
+            }
+            if t.kind == "usage" || t.kind == "usage_fee" {
+                match usage_id(&t.id) {
+                    Some((session, post, leg)) => {
+                        let e = usage.entry(session).or_default();
+                        e.posts.insert(post);
+                        match leg {
+                            "node" => e.node += u128::from(t.amount.0),
+                            "fee" => e.fee += u128::from(t.amount.0),
+                            _ => p(format!("transfer {}: unknown usage leg {leg}", t.id)),
+                        }
+                    }
+                    None => p(format!("transfer {}: usage with a malformed id", t.id)),
+                }
+            }
+            if t.id.starts_with("payout:") {
+                payouts.insert(t.id.clone(), t);
+            }
+        }
+        let last_seq = rtx.open_table(META)?.get("transfer_seq")?.map(|v| v.value()).unwrap_or(0);
+        if last_seq != count {
+            p(format!("sequence: the counter says {last_seq} transfers, the log has {count}"));
+        }
+        let index_t = rtx.open_table(TRANSFER_IDS)?;
+        let mut indexed = 0usize;
+        for row in index_t.iter()? {
+            let (k, v) = row?;
+            indexed += 1;
+            if ids.get(k.value()) != Some(&v.value()) {
+                p(format!("index: id {} points at seq {} but the log disagrees", k.value(), v.value()));
+            }
+        }
+        if indexed != ids.len() {
+            p(format!("index: {indexed} ids for {} transfers", ids.len()));
+        }
+
+        // 1 and 7: balances.
+        let mut balances: BTreeMap<String, i64> = BTreeMap::new();
+        for row in rtx.open_table(BALANCES)?.iter()? {
+            let (k, v) = row?;
+            balances.insert(k.value().to_owned(), v.value());
+        }
+        let sum: i128 = balances.values().map(|b| i128::from(*b)).sum();
+        if sum != 0 {
+            p(format!("conservation: balances sum to {sum}, not zero"));
+        }
+        for (acct, bal) in &balances {
+            let r = replay.get(acct).copied().unwrap_or(0);
+            if r != i128::from(*bal) {
+                p(format!("replay: {acct} has balance {bal} but its transfers sum to {r}"));
+            }
+        }
+        for (acct, r) in &replay {
+            if !balances.contains_key(acct) {
+                p(format!("replay: {acct} has transfers summing to {r} but no balance"));
+            }
+        }
+        let users = rtx.open_table(USERS)?;
+        for acct in balances.keys() {
+            let known = match acct.strip_prefix("user:") {
+                Some(name) => users.get(name)?.is_some(),
+                None => ["external:deposits", "external:payouts", "platform:fees", "pending:payouts"]
+                    .contains(&acct.as_str()),
+            };
+            if !known {
+                p(format!("account {acct} belongs to no user"));
+            }
+        }
+
+        // 4: overdraft bound and holds.
+        let accruals_t = rtx.open_table(ACCRUALS)?;
+        let accrued = accrued_by(&accruals_t)?;
+        let holds_t = rtx.open_table(HOLDS)?;
+        let held = held_by(&holds_t)?;
+        let floor = -i128::from(params.max_overdraft.0);
+        for (acct, bal) in &balances {
+            let Some(name) = acct.strip_prefix("user:") else { continue };
+            let net = i128::from(*bal) - i128::from(accrued.get(name).copied().unwrap_or(0));
+            if net < floor {
+                p(format!("overdraft: {name} is at {net}, beyond the bound of {}", params.max_overdraft));
+            }
+            let h = i128::from(held.get(name).copied().unwrap_or(0));
+            if h > net.max(0) {
+                p(format!("holds: {name} has {h} held but only {net} to hold"));
+            }
+        }
+        for (client, h) in &held {
+            if !balances.contains_key(&format!("user:{client}")) && *h > 0 {
+                p(format!("holds: {client} has {h} held and no account"));
+            }
+        }
+
+        // 2, 3 and 8: sessions against their postings and accruals.
+        let mut live: HashMap<u64, Accrual> = HashMap::new();
+        for row in accruals_t.iter()? {
+            let a: Accrual = from_json(row?.1.value())?;
+            live.insert(a.session, a);
+        }
+        let live_sessions = live.len();
+        let sessions_t = rtx.open_table(SESSIONS)?;
+        let mut sessions = 0usize;
+        let (mut owed_total, mut earned_total, mut fee_total) = (0u128, 0u128, 0u128);
+        for row in sessions_t.iter()? {
+            let r: SessionRecord = from_json(row?.1.value())?;
+            sessions += 1;
+            let posted = usage.remove(&r.id).unwrap_or_default();
+            let accrual = live.remove(&r.id);
+            let posts = accrual.as_ref().map(|a| a.posts).unwrap_or(posted.posts.len() as u32);
+            if !posted.posts.iter().copied().eq(0..posts) {
+                p(format!("session {}: postings {:?}, expected 0..{posts}", r.id, posted.posts));
+            }
+            if accrual.is_some() == r.end.is_some() {
+                p(format!("session {}: ended = {} but accrued = {}", r.id, r.end.is_some(), accrual.is_some()));
+            }
+            let Some(tariff) = r.tariff else { continue };
+            let bytes = r.bytes_up + r.bytes_down;
+            if r.charge != tariff.quote(bytes) {
+                p(format!(
+                    "session {}: charged {} for {bytes} bytes, the rule says {}",
+                    r.id,
+                    r.charge,
+                    tariff.quote(bytes)
+                ));
+            }
+            let node = u128::from(r.charge.0) * u128::from(100 - tariff.platform_fee_percent.min(100)) / 100;
+            if u128::from(r.node_credit.0) != node {
+                p(format!("session {}: owner share {} of {}, the rule says {node}", r.id, r.node_credit, r.charge));
+            }
+            let fee = u128::from(r.charge.0 - r.node_credit.0.min(r.charge.0));
+            let pending = accrual.map(|a| a.pending).unwrap_or_default();
+            let node_due = if r.self_use() { 0 } else { u128::from(r.node_credit.0) };
+            let node_accrued = if r.self_use() { 0 } else { u128::from(pending.node_credit.0) };
+            if posted.fee + u128::from(pending.platform_fee.0) != fee || posted.node + node_accrued != node_due {
+                p(format!(
+                    "session {}: posted node {} + fee {} (+ accrued {:?}) for owner share {node_due} and fee {fee}",
+                    r.id, posted.node, posted.fee, pending
+                ));
+            }
+            owed_total += fee + node_due;
+            earned_total += node_due;
+            fee_total += fee;
+        }
+        for id in usage.keys() {
+            p(format!("usage transfers for session {id}, which was never metered"));
+        }
+        for id in live.keys() {
+            p(format!("accrual for session {id}, which has no session row"));
+        }
+
+        // The usage roll-up agrees with the sessions.
+        let (mut r_debit, mut r_earned, mut r_fee) = (0u128, 0u128, 0u128);
+        for row in rtx.open_table(USAGE)?.iter()? {
+            let (k, v) = row?;
+            let b: UsageBucket = from_json(v.value())?;
+            let (subject, _) = k.value();
+            if subject.starts_with("client:") {
+                r_debit += u128::from(b.debit);
+            } else if subject.starts_with("owner:") {
+                r_earned += u128::from(b.earned);
+                r_fee += u128::from(b.fee);
+            }
+        }
+        if (r_debit, r_earned, r_fee) != (owed_total, earned_total, fee_total) {
+            p(format!(
+                "usage roll-up: clients paid {r_debit}, owners earned {r_earned}, fees {r_fee}; sessions say \
+                 {owed_total}, {earned_total}, {fee_total}"
+            ));
+        }
+
+        // 8: withdrawals and their transfers.
+        let mut pending_sum = 0i128;
+        let mut withdrawals = 0usize;
+        for row in rtx.open_table(WITHDRAWALS)?.iter()? {
+            let w: Withdrawal = from_json(row?.1.value())?;
+            withdrawals += 1;
+            let mut has = |phase: &str| payouts.remove(&format!("payout:{}:{phase}", w.id));
+            let (req, app, rej) = (has("request"), has("approve"), has("reject"));
+            let want = match w.status {
+                WithdrawalStatus::Pending => (true, false, false),
+                WithdrawalStatus::Approved => (true, true, false),
+                WithdrawalStatus::Rejected => (true, false, true),
+            };
+            if (req.is_some(), app.is_some(), rej.is_some()) != want {
+                p(format!("withdrawal {} is {} but its transfers do not say so", w.id, w.status.as_str()));
+            }
+            if [req, app, rej].iter().flatten().any(|t| t.amount != w.amount) {
+                p(format!("withdrawal {}: a transfer's amount differs from {}", w.id, w.amount));
+            }
+            if w.status == WithdrawalStatus::Pending {
+                pending_sum += i128::from(w.amount.0);
+            }
+        }
+        for id in payouts.keys() {
+            p(format!("payout transfer {id} belongs to no withdrawal"));
+        }
+        let pending_bal = balances.get("pending:payouts").copied().unwrap_or(0);
+        if i128::from(pending_bal) != pending_sum {
+            p(format!("pending:payouts holds {pending_bal} but pending withdrawals sum to {pending_sum}"));
+        }
+
+        let holds = holds_t.iter()?.count();
+        Ok(VerifyReport {
+            ok: problems.is_empty(),
+            transfers: count as usize,
+            accounts: balances.len(),
+            sessions,
+            live_sessions,
+            holds,
+            withdrawals,
+            problems,
+        })
+    }
+}
