@@ -150,6 +150,10 @@ pub enum UserCmd {
         amount: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Idempotency key, e.g. the payment's id: crediting again with the same id is a no-op,
+        /// with a different amount an error.
+        #[arg(long)]
+        id: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -500,8 +504,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 let v = admin_cmd(AdminRequest::UserShow { name }).await?;
                 if json { print_json(&v) } else { print_user(&v) }
             }
-            UserCmd::Credit { name, amount, reason, json } => {
-                let v = admin_cmd(AdminRequest::UserCredit { name, amount, reason }).await?;
+            UserCmd::Credit { name, amount, reason, id, json } => {
+                let v = admin_cmd(AdminRequest::UserCredit { name, amount, reason, id }).await?;
                 if json {
                     print_json(&v);
                 } else {

@@ -62,6 +62,7 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
             .execute(AdminRequest::UserAdd { name: "demo".into(), password: None, admin: false })
             .map_err(|e| e.reason)?;
         ctx.execute(AdminRequest::UserCredit {
+            id: None,
             name: "demo".into(),
             amount: "10.00".into(),
             reason: Some("demo credit".into()),

@@ -37,6 +37,9 @@ pub enum AdminRequest {
         name: String,
     },
     UserCredit {
+        /// Idempotency key of an external payment: a replay credits once.
+        #[serde(default)]
+        id: Option<String>,
         name: String,
         amount: String,
         reason: Option<String>,
@@ -436,7 +439,7 @@ impl AdminCtx {
                     .ok_or_else(|| AdminError::new("not_found", format!("no user {name:?}")))?;
                 self.user_json(&u)
             }
-            AdminRequest::UserCredit { name, amount, reason } => {
+            AdminRequest::UserCredit { name, amount, reason, id } => {
                 let amount = Micros::parse(&amount).map_err(|e| AdminError::new("invalid", e.to_string()))?;
                 if amount.0 == 0 {
                     return Err(AdminError::new("invalid", "amount must be greater than zero"));
@@ -444,12 +447,20 @@ impl AdminCtx {
                 if self.store.get_user(&name)?.is_none() {
                     return Err(AdminError::new("not_found", format!("no user {name:?}")));
                 }
-                let nonce = hex::encode(
-                    crate::auth::random_bytes::<8>().map_err(|e| AdminError::new("internal", e.to_string()))?,
-                );
+                let tid = match id {
+                    Some(id) if id.is_empty() || id.len() > 128 => {
+                        return Err(AdminError::new("invalid", "--id must be 1-128 characters"));
+                    }
+                    Some(id) => format!("deposit:{id}"),
+                    None => format!(
+                        "admin-credit:{}",
+                        hex::encode(
+                            crate::auth::random_bytes::<8>().map_err(|e| AdminError::new("internal", e.to_string()))?
+                        )
+                    ),
+                };
                 let reference = reason.unwrap_or_else(|| "admin credit".into());
-                let (tr, bal) =
-                    self.store.deposit(&name, amount, &format!("admin-credit:{nonce}"), &reference, now_secs())?;
+                let (tr, bal) = self.store.deposit(&name, amount, &tid, &reference, now_secs())?;
                 self.invalidate(&name);
                 if let Some(l) = &self.live {
                     (l.credited)(&name);

@@ -11,4 +11,5 @@ mod datapath;
 mod failures;
 mod hostile;
 mod limits;
+mod money;
 mod routing;

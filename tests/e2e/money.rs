@@ -1,0 +1,233 @@
+//! Money beyond metering, through the real CLI and server: holds on live streams, withdrawals
+//! (request, approve, reject, minimum payout), idempotent deposits, the self-use rule, the
+//! sessions table and the hourly/daily usage roll-up — and `ledger verify` after each.
+
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+/// 1 byte costs 1 micro-unit (price 1000.00 per GB), fee 30 %, minimum payout 5.00.
+fn priced() -> ServerOpts {
+    ServerOpts {
+        allow_private_targets: true,
+        env: vec![
+            ("TRAFFIX_BILLING__PRICE_PER_GB".into(), "1000.00".into()),
+            ("TRAFFIX_BILLING__PLATFORM_FEE_PERCENT".into(), "30".into()),
+            ("TRAFFIX_BILLING__MIN_PAYOUT".into(), "5.00".into()),
+        ],
+        ..ServerOpts::default()
+    }
+}
+
+fn show(s: &Server, user: &str) -> serde_json::Value {
+    s.cli_json(&["user", "show", user])
+}
+
+fn micros(v: &serde_json::Value, k: &str) -> i64 {
+    v[k].as_i64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+fn verify_ok(s: &Server) -> serde_json::Value {
+    let out = s.cli(&["ledger", "verify", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success() && v["ok"] == true, "ledger verify: {v}");
+    v
+}
+
+fn fails_with(s: &Server, args: &[&str], needle: &str) {
+    let out = s.cli(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "traffix {args:?} should fail");
+    assert!(err.contains(needle), "traffix {args:?}: {err}");
+}
+
+#[test]
+fn withdrawals_hold_the_amount_until_an_admin_approves_or_rejects_it() {
+    let s = Server::start_with(priced());
+    s.add_user("earner", Some("20"));
+    fails_with(&s, &["withdrawal", "request", "earner", "4.99"], "minimum payout is 5.00");
+    fails_with(&s, &["withdrawal", "request", "earner", "20.01"], "only 20.00 is available");
+    fails_with(&s, &["withdrawal", "request", "nobody", "6"], "not found");
+
+    let a = s.cli_json(&["withdrawal", "request", "earner", "12.50", "--to", "IBAN DE00 1234"]);
+    assert_eq!(a["status"], "pending");
+    assert_eq!(a["destination"], "IBAN DE00 1234");
+    let u = show(&s, "earner");
+    assert_eq!(micros(&u, "balance_micros"), 7_500_000, "the amount leaves the balance at once");
+    assert_eq!(micros(&u, "pending_withdrawals_micros"), 12_500_000);
+    fails_with(&s, &["withdrawal", "request", "earner", "7.51"], "only 7.50 is available");
+    let b = s.cli_json(&["withdrawal", "request", "earner", "5"]);
+
+    let id_a = a["id"].as_u64().unwrap().to_string();
+    let id_b = b["id"].as_u64().unwrap().to_string();
+    let approved = s.cli_json(&["withdrawal", "approve", &id_a, "--reason", "paid by bank transfer"]);
+    assert_eq!(approved["status"], "approved");
+    assert!(approved["decided_by"].as_str().unwrap().starts_with("uid:"), "{approved}");
+    // Deciding again the same way changes nothing; the other way is refused.
+    assert_eq!(s.cli_json(&["withdrawal", "approve", &id_a])["decided_at"], approved["decided_at"]);
+    fails_with(&s, &["withdrawal", "reject", &id_a, "--reason", "x"], "already approved");
+    fails_with(&s, &["withdrawal", "reject", &id_b, "--reason", " "], "needs a reason");
+    let rejected = s.cli_json(&["withdrawal", "reject", &id_b, "--reason", "unknown account"]);
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(micros(&show(&s, "earner"), "balance_micros"), 7_500_000, "a rejection gives the money back");
+
+    let list = s.cli_json(&["withdrawal", "list", "--user", "earner"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(s.cli_json(&["withdrawal", "list", "--status", "pending"]).as_array().unwrap().len(), 0);
+    fails_with(&s, &["withdrawal", "list", "--status", "paid"], "pending, approved or rejected");
+
+    // Each step is a transfer with a deterministic id.
+    let ledger = s.cli_json(&["ledger", "list", "--user", "earner"]);
+    let ids: Vec<&str> = ledger.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    for want in [format!("payout:{id_a}:request"), format!("payout:{id_b}:request"), format!("payout:{id_b}:reject")] {
+        assert!(ids.contains(&want.as_str()), "{want} in {ids:?}");
+    }
+    let all = s.cli_json(&["ledger", "list"]);
+    assert!(all.as_array().unwrap().iter().any(|t| t["id"] == format!("payout:{id_a}:approve")
+        && t["credit"] == "external:payouts"
+        && t["amount_micros"] == 12_500_000));
+    let audit = s.cli_json(&["audit", "list"]);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for want in ["withdrawal.request", "withdrawal.approve", "withdrawal.reject"] {
+        assert!(actions.contains(&want), "{want} in {actions:?}");
+    }
+    let v = verify_ok(&s);
+    assert_eq!(v["withdrawals"], 2);
+}
+
+#[test]
+fn a_replayed_deposit_credits_once_and_a_conflicting_one_is_refused() {
+    let s = Server::start_with(priced());
+    s.add_user("payer", None);
+    for _ in 0..3 {
+        let out = s.cli(&["user", "credit", "payer", "9.99", "--id", "stripe:evt_123", "--reason", "top-up"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(micros(&show(&s, "payer"), "balance_micros"), 9_990_000);
+    fails_with(&s, &["user", "credit", "payer", "10", "--id", "stripe:evt_123"], "different payload");
+    assert_eq!(micros(&show(&s, "payer"), "balance_micros"), 9_990_000);
+    // The same replay against the stopped server's database.
+    let mut s = s;
+    assert!(s.terminate().success());
+    let out = s.cli(&["user", "credit", "payer", "9.99", "--id", "stripe:evt_123"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(micros(&show(&s, "payer"), "balance_micros"), 9_990_000);
+    verify_ok(&s);
+}
+
+/// While a client streams, part of its balance is held (visible, not withdrawable); the hold
+/// goes when the stream ends, and a kill -9 leaves holds that the restart expires.
+#[test]
+fn live_streams_hold_money_and_a_restart_expires_the_holds() {
+    let mut s = Server::start_with(priced());
+    let pass = s.add_user("streamer", Some("200"));
+    s.add_user("host", None);
+    let node = s.start_node("host", "127.0.0.2");
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--proxy", &s.socks_url("streamer", &pass)])
+        .arg(format!("http://{}/forever", origin().addr))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let u = wait_for("a hold", || {
+        let u = show(&s, "streamer");
+        (micros(&u, "held_micros") > 0 && micros(&u, "accrued_micros") > 0).then_some(u)
+    });
+    // At 1 micro per byte a hold is at least 256 MiB of traffic (268.44): here all 200.00.
+    assert_eq!(micros(&u, "available_micros"), micros(&u, "balance_micros") - micros(&u, "held_micros"));
+    assert!(micros(&u, "available_micros") < 5_000_000, "{u}");
+    fails_with(&s, &["withdrawal", "request", "streamer", "5"], "is available");
+    let v = verify_ok(&s);
+    assert_eq!(v["holds"], 1);
+    assert!(v["live_sessions"].as_u64().unwrap() >= 1);
+
+    s.kill9();
+    let _ = curl.wait();
+    s.spawn();
+    let u = show(&s, "streamer");
+    assert_eq!(micros(&u, "held_micros"), 0, "the restart expired the hold");
+    assert_eq!(micros(&u, "accrued_micros"), 0, "and posted what was accrued");
+    let v = verify_ok(&s);
+    assert_eq!(v["holds"], 0);
+    assert_eq!(v["live_sessions"], 0);
+    assert!(s.log().contains("expired its holds"));
+
+    // A short stream: its hold goes with it.
+    s.wait_node_online(&node);
+    let out = curl_ok(&["--proxy", &s.socks_url("streamer", &pass), &format!("http://{}/hello", origin().addr)]);
+    assert!(!out.is_empty());
+    wait_for("hold released", || (micros(&show(&s, "streamer"), "held_micros") == 0).then_some(()));
+    verify_ok(&s);
+}
+
+fn curl_ok(args: &[&str]) -> Vec<u8> {
+    let out = curl(args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// The sessions table and the usage roll-up agree with the ledger; a client using its own node
+/// pays only the platform fee.
+#[test]
+fn sessions_and_usage_series_match_the_ledger_and_self_use_pays_only_the_fee() {
+    let s = Server::start_with(priced());
+    let pass = s.add_user("buyer", Some("100"));
+    let own = s.add_user("host", Some("100"));
+    let node = s.start_node("host", "127.0.0.2");
+    let vip = s.wait_node_online(&node);
+    let device = s.devices().iter().find(|d| d["vip"] == vip.as_str()).unwrap()["id"].as_str().unwrap().to_owned();
+    let o = origin().addr;
+    curl_ok(&["--proxy", &s.socks_url("buyer", &pass), "-o", "/dev/null", &format!("http://{o}/bytes/3000000")]);
+    curl_ok(&["--proxy", &s.socks_url("host", &own), "-o", "/dev/null", &format!("http://{o}/bytes/1000000")]);
+    wait_for("posted", || {
+        let list = s.cli_json(&["session", "list"]);
+        let rows = list.as_array().unwrap().clone();
+        (rows.len() == 2 && rows.iter().all(|r| r["live"] == false)).then_some(())
+    });
+    wait_for("nothing accrued", || {
+        (micros(&show(&s, "buyer"), "accrued_micros") == 0 && micros(&show(&s, "host"), "accrued_micros") == 0)
+            .then_some(())
+    });
+
+    let sessions = s.cli_json(&["session", "list", "--user", "buyer"]);
+    let r = &sessions.as_array().unwrap()[0];
+    assert_eq!(r["client"], "buyer");
+    assert_eq!(r["owner"], "host");
+    assert_eq!(r["device"], device);
+    assert_eq!(r["end_reason"], "closed");
+    let bytes = r["bytes_up"].as_i64().unwrap() + r["bytes_down"].as_i64().unwrap();
+    assert!(bytes > 3_000_000 && bytes < 3_030_000, "{r}");
+    let charge = r["charge_micros"].as_i64().unwrap();
+    assert_eq!(charge, bytes, "1 micro per byte");
+    let node_credit = r["node_credit_micros"].as_i64().unwrap();
+    assert_eq!(node_credit, charge * 70 / 100);
+    assert_eq!(micros(&show(&s, "buyer"), "balance_micros"), 100_000_000 - charge);
+
+    let mine = s.cli_json(&["session", "list", "--user", "host"]);
+    let m = &mine.as_array().unwrap()[0];
+    assert_eq!(m["self_use"], true);
+    let m_charge = m["charge_micros"].as_i64().unwrap();
+    let m_fee = m_charge - m["node_credit_micros"].as_i64().unwrap();
+    // The owner earned the buyer's node share and paid only the fee on its own traffic.
+    assert_eq!(micros(&show(&s, "host"), "balance_micros"), 100_000_000 + node_credit - m_fee);
+
+    // Usage series: per client, per owner and per device, hourly and daily, zero-filled.
+    let hourly = s.cli_json(&["usage", "--user", "buyer", "--by", "hour", "--last", "3"]);
+    assert_eq!(hourly["series"].as_array().unwrap().len(), 3);
+    assert_eq!(hourly["total"]["debit_micros"], charge);
+    assert_eq!(hourly["total"]["sessions"], 1);
+    let daily = s.cli_json(&["usage", "--owner", "host"]);
+    assert_eq!(daily["series"].as_array().unwrap().len(), 30);
+    assert_eq!(daily["total"]["earned_micros"], node_credit, "self-use earns nothing");
+    assert_eq!(daily["total"]["fee_micros"].as_i64().unwrap(), charge - node_credit + m_fee);
+    let dev = s.cli_json(&["usage", "--device", &device[..8], "--by", "day", "--last", "1"]);
+    assert_eq!(dev["subject"], format!("device:{device}"));
+    assert_eq!(dev["total"]["earned_micros"], node_credit);
+    assert_eq!(dev["total"]["sessions"], 2);
+    let text = String::from_utf8_lossy(&s.cli(&["usage", "--owner", "host", "--last", "2"]).stdout).to_string();
+    assert!(text.contains("EARNED") && text.contains("total"), "{text}");
+    fails_with(&s, &["usage", "--user", "nobody"], "no user");
+    fails_with(&s, &["usage", "--user", "buyer", "--by", "week"], "hour or day");
+    assert!(!s.cli(&["usage"]).status.success(), "a subject is required");
+    verify_ok(&s);
+}
