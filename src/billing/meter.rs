@@ -254,6 +254,8 @@ struct Ledgered {
     posts: u32,
     last_post: u64,
     written: bool,
+    /// What the session's accrual row on disk owes.
+    owed_on_disk: u64,
 }
 
 #[derive(Debug, Default)]
@@ -430,6 +432,8 @@ impl Billing {
         let mut batch = FlushBatch::default();
         let mut used: HashMap<u64, u64> = HashMap::new();
         let mut usage: HashMap<(String, u64), UsageBucket> = HashMap::new();
+        let mut accrued_delta: HashMap<String, i64> = HashMap::new();
+        let mut owed_after: HashMap<u64, u64> = HashMap::new();
         for s in &sessions {
             let st = state.entry(s.id).or_insert_with(|| Ledgered { last_post: now, ..Ledgered::default() });
             // End first, bytes second: `end` is set after the relay's last `record`, so bytes
@@ -488,6 +492,18 @@ impl Billing {
                 carry: st.carry,
                 posts: st.posts,
             });
+            // A posting zeroes the row; otherwise it owes its pending charge.
+            let owed = if due {
+                0
+            } else if self_use {
+                st.pending.platform_fee.0
+            } else {
+                st.pending.client_debit.0
+            };
+            if owed != st.owed_on_disk {
+                *accrued_delta.entry(s.info.client.clone()).or_default() += owed as i64 - st.owed_on_disk as i64;
+            }
+            owed_after.insert(s.id, owed);
             if due {
                 batch.post.push(s.id);
             }
@@ -516,6 +532,7 @@ impl Billing {
         batch.hold_used = used.into_iter().collect();
         batch.hold_release = releasing.clone();
         batch.usage = usage.into_iter().map(|((subject, hour), b)| (subject, hour, b)).collect();
+        batch.accrued_delta = accrued_delta.into_iter().filter(|(_, d)| *d != 0).collect();
         let store = self.store.clone();
         let (res, batch) = tokio::task::spawn_blocking(move || {
             let r = store.flush_usage(&mut batch, now);
@@ -529,6 +546,7 @@ impl Billing {
         for a in &batch.accruals {
             if let Some(st) = state.get_mut(&a.session) {
                 st.written = true;
+                st.owed_on_disk = owed_after.get(&a.session).copied().unwrap_or(0);
                 if batch.post.contains(&a.session) {
                     st.pending = a.pending;
                     st.posts = a.posts;

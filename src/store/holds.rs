@@ -9,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransact
 use serde::{Deserialize, Serialize};
 
 use super::ledger::Account;
-use super::tables::{ACCRUALS, BALANCES, HOLDS};
+use super::tables::{ACCRUED, BALANCES, HOLDS};
 use super::usage::Accrual;
 use super::{Store, StoreError, from_json, to_json};
 use crate::money::Micros;
@@ -33,7 +33,13 @@ pub struct HoldRequest {
     pub want: Micros,
 }
 
-/// Unposted accruals per client, as the client owes them.
+/// What `client`'s live sessions owe (the maintained total).
+pub(crate) fn accrued_of(t: &impl ReadableTable<&'static str, i64>, client: &str) -> Result<i64, StoreError> {
+    Ok(t.get(client)?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// Unposted accruals per client, as the client owes them, summed from the accrual rows
+/// (migration and verification; the hot paths read [`ACCRUED`]).
 pub(crate) fn accrued_by(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<HashMap<String, i64>, StoreError> {
     let mut out: HashMap<String, i64> = HashMap::new();
     for row in t.iter()? {
@@ -56,7 +62,7 @@ pub(crate) fn held_by(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<Hash
 /// What `client` may spend or withdraw, inside `txn`: posted − accrued − held.
 pub(crate) fn available_in(txn: &WriteTransaction, client: &str) -> Result<i64, StoreError> {
     let posted = txn.open_table(BALANCES)?.get(Account::User(client.to_owned()).key().as_str())?.map(|v| v.value());
-    let accrued = accrued_by(&txn.open_table(ACCRUALS)?)?.get(client).copied().unwrap_or(0);
+    let accrued = accrued_of(&txn.open_table(ACCRUED)?, client)?;
     let held = held_by(&txn.open_table(HOLDS)?)?.get(client).copied().unwrap_or(0);
     Ok(posted.unwrap_or(0) - accrued - held)
 }
@@ -91,16 +97,16 @@ impl Store {
     /// never exceed the client's available money, so all holds together never exceed it.
     pub fn take_holds(&self, reqs: &[HoldRequest], now: u64) -> Result<Vec<Micros>, StoreError> {
         let txn = self.write()?;
-        let accrued = accrued_by(&txn.open_table(ACCRUALS)?)?;
         let mut held = held_by(&txn.open_table(HOLDS)?)?;
         let mut grants = Vec::with_capacity(reqs.len());
         {
+            let accrued_t = txn.open_table(ACCRUED)?;
             let balances = txn.open_table(BALANCES)?;
             let mut holds = txn.open_table(HOLDS)?;
             for r in reqs {
                 let posted = balances.get(Account::User(r.client.clone()).key().as_str())?.map(|v| v.value());
                 let h = held.entry(r.client.clone()).or_default();
-                let available = posted.unwrap_or(0) - accrued.get(&r.client).copied().unwrap_or(0) - *h;
+                let available = posted.unwrap_or(0) - accrued_of(&accrued_t, &r.client)? - *h;
                 let grant = if available > 0 { r.want.0.min(available.unsigned_abs()) } else { 0 };
                 let row: Option<Hold> = holds.get(r.hold)?.map(|v| from_json(v.value())).transpose()?;
                 let mut row = row.unwrap_or(Hold { client: r.client.clone(), amount: 0, since: now, extended: now });
@@ -141,7 +147,7 @@ impl Store {
     pub fn available(&self, client: &str) -> Result<i64, StoreError> {
         let rtx = self.db.begin_read()?;
         let posted = rtx.open_table(BALANCES)?.get(Account::User(client.to_owned()).key().as_str())?.map(|v| v.value());
-        let accrued = accrued_by(&rtx.open_table(ACCRUALS)?)?.get(client).copied().unwrap_or(0);
+        let accrued = accrued_of(&rtx.open_table(ACCRUED)?, client)?;
         let held = held_by(&rtx.open_table(HOLDS)?)?.get(client).copied().unwrap_or(0);
         Ok(posted.unwrap_or(0) - accrued - held)
     }

@@ -62,10 +62,16 @@ fn migrate_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// v3: holds, withdrawals and the hourly usage roll-up.
+/// v3: holds, withdrawals, the hourly usage roll-up and per-client accrued totals (built from
+/// the accruals a v2 server left).
 fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(HOLDS)?;
     txn.open_table(WITHDRAWALS)?;
     txn.open_table(USAGE)?;
+    let totals = super::holds::accrued_by(&txn.open_table(ACCRUALS)?)?;
+    let mut t = txn.open_table(ACCRUED)?;
+    for (client, owed) in totals {
+        t.insert(client.as_str(), owed)?;
+    }
     Ok(())
 }

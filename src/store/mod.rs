@@ -150,6 +150,7 @@ impl Store {
         copy!(tables::HOLDS);
         copy!(tables::WITHDRAWALS);
         copy!(tables::USAGE);
+        copy!(tables::ACCRUED);
         wtx.commit()?;
         Ok(())
     }

@@ -34,3 +34,6 @@ pub const WITHDRAWALS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("w
 /// (subject, hour since the epoch) → `UsageBucket` JSON: hourly usage and earnings rolled up by
 /// every flush, for charts. Subjects: `client:NAME`, `owner:NAME`, `device:HEX`.
 pub const USAGE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("usage");
+/// Client → what its live sessions' accruals owe in total (micro-units), maintained by every
+/// flush, so reservations and balances read one row instead of every accrual.
+pub const ACCRUED: TableDefinition<'_, &str, i64> = TableDefinition::new("accrued");

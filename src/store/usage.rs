@@ -8,7 +8,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::ledger::{Account, Transfer, post};
-use super::tables::{ACCRUALS, META, SESSIONS, USAGE};
+use super::tables::{ACCRUALS, ACCRUED, META, SESSIONS, USAGE};
 use super::{Store, StoreError, from_json, to_json};
 use crate::billing::rules::{Carry, Charge, Tariff};
 use crate::money::Micros;
@@ -122,6 +122,8 @@ pub struct FlushBatch {
     pub hold_release: Vec<u64>,
     /// Usage roll-up deltas: (subject, hour, delta).
     pub usage: Vec<(String, u64, UsageBucket)>,
+    /// Change of each client's accrued total (what its written accrual rows owe, after posting).
+    pub accrued_delta: Vec<(String, i64)>,
 }
 
 /// Posts one accrual's pending charge as usage transfers (client → node owner, client →
@@ -187,6 +189,20 @@ impl Store {
         }
         super::holds::settle_holds(&txn, &batch.hold_used, &batch.hold_release)?;
         {
+            let mut totals = txn.open_table(ACCRUED)?;
+            for (client, delta) in &batch.accrued_delta {
+                let cur = totals.get(client.as_str())?.map(|v| v.value()).unwrap_or(0);
+                let new = cur.checked_add(*delta).filter(|v| *v >= 0).ok_or_else(|| {
+                    StoreError::Corrupt(format!("accrued total of {client} would be {cur} + {delta}"))
+                })?;
+                if new == 0 {
+                    totals.remove(client.as_str())?;
+                } else {
+                    totals.insert(client.as_str(), new)?;
+                }
+            }
+        }
+        {
             let mut usage = txn.open_table(USAGE)?;
             for (subject, hour, delta) in &batch.usage {
                 let mut b: UsageBucket = usage
@@ -214,7 +230,13 @@ impl Store {
     /// Unposted charges per client, in micro-units.
     pub fn accrued_by_client(&self) -> Result<HashMap<String, i64>, StoreError> {
         let rtx = self.db.begin_read()?;
-        super::holds::accrued_by(&rtx.open_table(ACCRUALS)?)
+        let t = rtx.open_table(ACCRUED)?;
+        t.iter()?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().to_owned(), v.value()))
+            })
+            .collect()
     }
 
     /// Hourly usage of `subject` (`client:NAME`, `owner:NAME`, `device:HEX`) for hours
@@ -236,6 +258,8 @@ impl Store {
         let txn = self.write()?;
         let mut n = 0;
         let holds = super::holds::expire_holds_in(&txn)?;
+        // Every accrual is posted below: nothing stays accrued.
+        txn.open_table(ACCRUED)?.retain(|_, _| false)?;
         {
             let mut accruals = txn.open_table(ACCRUALS)?;
             let rows: Vec<Accrual> = accruals

@@ -162,6 +162,17 @@ impl Store {
         // 4: overdraft bound and holds.
         let accruals_t = rtx.open_table(ACCRUALS)?;
         let accrued = accrued_by(&accruals_t)?;
+        let mut totals: HashMap<String, i64> = HashMap::new();
+        for row in rtx.open_table(ACCRUED)?.iter()? {
+            let (k, v) = row?;
+            totals.insert(k.value().to_owned(), v.value());
+        }
+        let nonzero = |m: &HashMap<String, i64>| {
+            m.iter().filter(|(_, v)| **v != 0).map(|(k, v)| (k.clone(), *v)).collect::<BTreeMap<_, _>>()
+        };
+        if nonzero(&totals) != nonzero(&accrued) {
+            p(format!("accrued totals {:?} differ from the accrual rows {:?}", nonzero(&totals), nonzero(&accrued)));
+        }
         let holds_t = rtx.open_table(HOLDS)?;
         let held = held_by(&holds_t)?;
         let floor = -i128::from(params.max_overdraft.0);
