@@ -287,6 +287,14 @@ impl AdminCtx {
             hex::decode(&d.id).ok().and_then(|id| <[u8; 16]>::try_from(id).ok()).and_then(|id| l.registry.get(&id))
         });
         let status = live.as_ref().map(|n| n.status());
+        // Today (UTC) from the hourly roll-up.
+        let hour = now_secs() / 3600;
+        let mut today = UsageBucket::default();
+        for (_, b) in
+            self.store.usage_series(&format!("device:{}", d.id), hour - hour % 24, hour + 1).unwrap_or_default()
+        {
+            today.add(&b);
+        }
         json!({
             "id": d.id,
             "owner": d.owner,
@@ -305,6 +313,8 @@ impl AdminCtx {
             "last_seen": d.last_seen.map(rfc3339),
             "banned": d.banned,
             "ban_reason": d.ban_reason,
+            "bytes_today": today.up + today.down,
+            "earned_today_micros": today.earned,
         })
     }
 

@@ -505,10 +505,10 @@ impl Billing {
             }
             owed_after.insert(s.id, owed);
             if due {
-                batch.post.push(s.id);
+                batch.post.insert(s.id);
             }
             if ended.is_some() {
-                batch.done.push(s.id);
+                batch.done.insert(s.id);
             }
         }
         // Budgets whose streams have all ended and will be posted now release their holds.

@@ -75,3 +75,55 @@ fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+    use crate::billing::rules::{Carry, Charge};
+    use crate::money::Micros;
+    use crate::store::{Accrual, Store, to_json};
+
+    /// A v2 database left accruals (a crash) and no per-client totals: v3 builds them.
+    #[test]
+    fn v3_builds_accrued_totals_from_v2_accruals() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.redb");
+        {
+            let s = Store::open(&p).unwrap();
+            let txn = s.write().unwrap();
+            {
+                let mut a = txn.open_table(ACCRUALS).unwrap();
+                for (session, client, owner, debit) in
+                    [(1, "ann", "bo", 100), (2, "ann", "bo", 50), (3, "bo", "bo", 10)]
+                {
+                    let pending = Charge {
+                        client_debit: Micros(debit),
+                        node_credit: Micros(debit * 7 / 10),
+                        platform_fee: Micros(debit - debit * 7 / 10),
+                    };
+                    let row = Accrual {
+                        session,
+                        client: client.into(),
+                        owner: owner.into(),
+                        pending,
+                        carry: Carry::default(),
+                        posts: 0,
+                    };
+                    a.insert(session, to_json(&row).unwrap().as_slice()).unwrap();
+                }
+            }
+            txn.delete_table(ACCRUED).unwrap();
+            txn.open_table(META).unwrap().insert("schema_version", 2).unwrap();
+            txn.commit().unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        let mut totals: Vec<(String, i64)> = s.accrued_by_client().unwrap().into_iter().collect();
+        totals.sort();
+        // bo used its own node: it owes only the fee.
+        assert_eq!(totals, vec![("ann".to_owned(), 150), ("bo".to_owned(), 3)]);
+        let rtx = redb::ReadableDatabase::begin_read(&s.db).unwrap();
+        assert_eq!(rtx.open_table(ACCRUALS).unwrap().len().unwrap(), 3);
+    }
+}

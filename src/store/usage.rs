@@ -2,7 +2,7 @@
 //! (unposted charges of live sessions). One call, [`Store::flush_usage`], writes a whole
 //! flush — session rows, accruals, and the postings that are due — in one write transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -113,9 +113,9 @@ pub struct FlushBatch {
     pub sessions: Vec<SessionRecord>,
     pub accruals: Vec<Accrual>,
     /// Sessions whose accrual is posted now (ended ones, and those due by time).
-    pub post: Vec<u64>,
+    pub post: HashSet<u64>,
     /// Ended sessions whose accrual row goes away after posting.
-    pub done: Vec<u64>,
+    pub done: HashSet<u64>,
     /// (hold, micro-units accrued against it in this flush).
     pub hold_used: Vec<(u64, u64)>,
     /// Holds released (their client has no live stream left).

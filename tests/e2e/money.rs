@@ -224,6 +224,8 @@ fn sessions_and_usage_series_match_the_ledger_and_self_use_pays_only_the_fee() {
     assert_eq!(dev["subject"], format!("device:{device}"));
     assert_eq!(dev["total"]["earned_micros"], node_credit);
     assert_eq!(dev["total"]["sessions"], 2);
+    let listed = s.devices().into_iter().find(|d| d["id"] == device.as_str()).unwrap();
+    assert_eq!(listed["earned_today_micros"], node_credit, "{listed}");
     let text = String::from_utf8_lossy(&s.cli(&["usage", "--owner", "host", "--last", "2"]).stdout).to_string();
     assert!(text.contains("EARNED") && text.contains("total"), "{text}");
     fails_with(&s, &["usage", "--user", "nobody"], "no user");
