@@ -4,6 +4,10 @@
 //! Every figure is printed with its ratio to direct TCP measured in the same run.
 //!
 //! Run: `cargo bench --bench tunnel` (quick: `TRAFFIX_BENCH_SCALE=0.1 cargo bench --bench tunnel`).
+//!
+//! `TRAFFIX_BENCH_BILLING=compare` runs instead the same workload against two traffix servers
+//! in one run, one with billing on and one with `billing.enabled = false`, alternating between
+//! them for `TRAFFIX_BENCH_ROUNDS` rounds (default 5), and prints both and the ratio on/off.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
@@ -238,6 +242,11 @@ struct Traffix {
 }
 
 fn start_traffix() -> Traffix {
+    start_traffix_with(&[])
+}
+
+/// A server (with `env` set on `traffix serve` on top of the profile) and one node.
+fn start_traffix_with(env: &[(&str, &str)]) -> Traffix {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let init = Command::new(BIN)
@@ -264,7 +273,7 @@ fn start_traffix() -> Traffix {
     assert!(out.status.success());
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--allow-private-targets", "--data-dir"]).arg(d).env("RUST_LOG", "warn");
-    for (k, v) in PROFILE {
+    for (k, v) in PROFILE.iter().chain(env) {
         cmd.env(k, v);
     }
     let server = Proc(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
@@ -556,6 +565,10 @@ fn main() {
         return; // `cargo test --benches` asks for a listing; there is nothing to list.
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if std::env::var("TRAFFIX_BENCH_BILLING").is_ok_and(|v| v == "compare") {
+        rt.block_on(billing_compare());
+        return;
+    }
     rt.block_on(async {
         let origin = origin().await;
         println!("traffix tunnel benchmark — scale {} — {}", scale(), std::env::consts::ARCH);
@@ -600,4 +613,79 @@ fn main() {
         println!("server + node RSS per open idle stream: {per_stream:.1} KiB ({streams} streams)");
         drop(t);
     });
+}
+
+// ---------------------------------------------------------------- billing on vs off
+fn median_of(v: &[Figures], f: impl Fn(&Figures) -> f64) -> f64 {
+    let mut x: Vec<f64> = v.iter().map(f).collect();
+    pct(&mut x, 0.5)
+}
+
+/// Each figure's median over rounds (errors and overflows: the worst round).
+fn median_figures(v: &[Figures]) -> Figures {
+    Figures {
+        down_gbps: median_of(v, |f| f.down_gbps),
+        up_gbps: median_of(v, |f| f.up_gbps),
+        ttfb_p50_ms: median_of(v, |f| f.ttfb_p50_ms),
+        ttfb_p99_ms: median_of(v, |f| f.ttfb_p99_ms),
+        conc_gbps: median_of(v, |f| f.conc_gbps),
+        conc_p99_s: median_of(v, |f| f.conc_p99_s),
+        conc_errors: v.iter().map(|f| f.conc_errors).max().unwrap_or(0),
+        cpu_s_per_gib: Some(median_of(v, |f| f.cpu_s_per_gib.unwrap_or(f64::NAN))),
+        overflows: v.iter().map(|f| f.overflows).max().unwrap_or(0),
+    }
+}
+
+/// What `user` paid so far, in micro-units (from its deposit of 1,000,000.00).
+fn spent(t: &Traffix) -> i64 {
+    1_000_000_000_000 - traffix(t.dir.path(), &["user", "show", "bench"])["balance_micros"].as_i64().unwrap()
+}
+
+/// `TRAFFIX_BENCH_BILLING=compare`: the workload through a server with billing on and one with
+/// billing off, alternating (on, off, off, on, …) so drift of the machine hits both alike.
+async fn billing_compare() {
+    let rounds: usize = std::env::var("TRAFFIX_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let origin = origin().await;
+    println!("traffix billing on vs off — scale {} — {rounds} rounds — {}", scale(), std::env::consts::ARCH);
+    println!("limits profile: {}", PROFILE.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+    let on = tokio::task::spawn_blocking(start_traffix).await.unwrap();
+    let off =
+        tokio::task::spawn_blocking(|| start_traffix_with(&[("TRAFFIX_BILLING__ENABLED", "false")])).await.unwrap();
+    let path = |t: &Traffix| Path_::Socks { proxy: t.socks, auth: Some(("bench".into(), t.pass.clone())) };
+    let (mut f_on, mut f_off) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [true, false] } else { [false, true] };
+        for billed in order {
+            let t = if billed { &on } else { &off };
+            let f = workload(&path(t), origin, &[t.server.0.id(), t.node.0.id()]).await;
+            if billed { f_on.push(f) } else { f_off.push(f) }
+        }
+    }
+
+    println!();
+    println!(
+        "| server | 1 GiB down | 256 MiB up | TTFB p50 / p99 | 1,000 × 1 MiB concurrent | CPU s/GiB | listen overflows |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (r, (a, b)) in f_on.iter().zip(&f_off).enumerate() {
+        row(&format!("round {}: billing on (ratio to off)", r + 1), a, b);
+        row(&format!("round {}: billing off", r + 1), b, b);
+    }
+    let (m_on, m_off) = (median_figures(&f_on), median_figures(&f_off));
+    row(&format!("**median of {rounds}: billing on** (ratio to off)"), &m_on, &m_off);
+    row(&format!("**median of {rounds}: billing off**"), &m_off, &m_off);
+    println!();
+    let cpu = |f: &Figures| f.cpu_s_per_gib.unwrap_or(f64::NAN);
+    println!(
+        "billing on / off (medians): down {:.3}, up {:.3}, 1,000 streams {:.3}; CPU per GiB {:.3}; TTFB p50 {:.3}",
+        m_on.down_gbps / m_off.down_gbps,
+        m_on.up_gbps / m_off.up_gbps,
+        m_on.conc_gbps / m_off.conc_gbps,
+        cpu(&m_on) / cpu(&m_off),
+        m_on.ttfb_p50_ms / m_off.ttfb_p50_ms,
+    );
+    // Billed while on; nothing while off (after the last flush has posted).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (s_on, s_off) = tokio::task::spawn_blocking(move || (spent(&on), spent(&off))).await.unwrap();
+    println!("billed: {s_on} micro-units with billing on (3.00 per GB), {s_off} with billing off");
 }

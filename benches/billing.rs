@@ -1,0 +1,254 @@
+//! The metering benchmark: how long one billing flush takes with 10,000 live sessions, and how
+//! long `ledger verify` takes on the result. Library calls only (`traffix::billing`,
+//! `traffix::store`) on a redb file in a temp dir, on a multi-threaded tokio runtime like the
+//! server's.
+//!
+//! Setup: 100 funded clients and 50 node owners; 10,000 sessions opened through
+//! `Billing::open` (client `i % 100`, owner `i % 50`, all at once, so holds are taken by group
+//! commit). Then, as the server does, one flush a second: before each one every session records
+//! new bytes (64 KiB up, 256 KiB down, one relay meter batch) and reservations settle, so the
+//! timed call is the flush alone. Flushes are run for just over a minute, so the one where all
+//! sessions come due for their periodic posting (every 60 s) is included; it is printed
+//! separately. Last, every session is ended and the flush that posts and closes them all is
+//! timed. Timings are printed, never asserted.
+//!
+//! Run: `cargo bench --bench billing` (`TRAFFIX_BENCH_SESSIONS=1000` for a quick look).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use traffix::billing::meter::{Billing, LiveSession, POST_EVERY_SECS, SessionInfo, overdraft_bound};
+use traffix::billing::rules::{HoldPolicy, Tariff};
+use traffix::money::Micros;
+use traffix::store::{Account, Store, UserRecord, VerifyParams};
+
+const CLIENTS: usize = 100;
+const OWNERS: usize = 50;
+/// Bytes each session records before every flush (one relay meter batch down, a quarter up).
+const UP: u64 = 64 * 1024;
+const DOWN: u64 = 256 * 1024;
+
+fn sessions() -> usize {
+    std::env::var("TRAFFIX_BENCH_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+}
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        admin: false,
+        disabled: false,
+        disabled_reason: None,
+        telegram_id: None,
+        password_hash: None,
+        proxy_password: "x".into(),
+        created_at: 0,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// p50 / p99 / max of `v` in ms.
+fn summary(v: &[Duration]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let mut s: Vec<f64> = v.iter().map(|d| ms(*d)).collect();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |p: f64| s[((s.len() as f64 - 1.0) * p).round() as usize];
+    format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} flushes)", at(0.5), at(0.99), at(1.0), s.len())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a listing; there is nothing to list.
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let n = sessions();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("billing.redb");
+    let store = Arc::new(Store::open(&path).unwrap());
+    // The shipped defaults: 3.00 per GB, 30 % fee, holds of 1.00, the overdraft bound of
+    // client_max_streams streams.
+    let tariff = Tariff::new(Micros(3_000_000), 30).unwrap();
+    let max_streams = traffix::config::Limits::default().client_max_streams;
+    let policy = HoldPolicy { chunk: Micros(1_000_000), max_overdraft: overdraft_bound(&tariff, max_streams) };
+    let params = VerifyParams { max_overdraft: policy.max_overdraft };
+
+    let t = Instant::now();
+    for c in 0..CLIENTS {
+        store.create_user(&user(&format!("client{c}"))).unwrap();
+        store.deposit(&format!("client{c}"), Micros(1_000_000_000), &format!("dep:{c}"), "bench", 1).unwrap();
+    }
+    for o in 0..OWNERS {
+        store.create_user(&user(&format!("owner{o}"))).unwrap();
+    }
+    let setup = t.elapsed();
+    let billing = Arc::new(Billing::start(store.clone(), tariff, policy).unwrap());
+
+    println!(
+        "traffix billing benchmark — {n} sessions, {CLIENTS} clients, {OWNERS} owners — {}",
+        std::env::consts::ARCH
+    );
+    println!(
+        "tariff 3.00/GB, fee 30 %, hold chunk 1.00; per session and flush: {} KiB up, {} KiB down",
+        UP / 1024,
+        DOWN / 1024
+    );
+    println!("setup: {} users and {CLIENTS} deposits in {:.0} ms", CLIENTS + OWNERS, ms(setup));
+
+    // Open every session at once (each client's first stream takes its hold).
+    let t = Instant::now();
+    let mut opens = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let billing = billing.clone();
+        opens.spawn(async move {
+            let info = SessionInfo {
+                client: format!("client{}", i % CLIENTS),
+                device: format!("{:016x}", 0xd0_0000 + (i % OWNERS) as u64),
+                owner: format!("owner{}", i % OWNERS),
+                vip: format!("100.64.0.{}", 1 + i % OWNERS),
+                node_ip: format!("203.0.113.{}", 1 + i % OWNERS),
+                target: format!("example{}.com:443", i % 997),
+            };
+            billing.open(info).await.unwrap()
+        });
+    }
+    let mut live: Vec<Arc<LiveSession>> = opens.join_all().await;
+    live.sort_by_key(|s| s.id);
+    let open_time = t.elapsed();
+    println!(
+        "open: {n} sessions in {:.0} ms ({:.1} µs each), {} holds",
+        ms(open_time),
+        open_time.as_secs_f64() * 1e6 / n as f64,
+        store.list_holds().unwrap().len()
+    );
+
+    let fees = || store.balance(&Account::PlatformFees).unwrap();
+    let mut record_ns = Vec::new();
+    let mut record_all = |live: &[Arc<LiveSession>]| {
+        let t = Instant::now();
+        for s in live {
+            s.record(UP, DOWN);
+        }
+        record_ns.push(t.elapsed().as_nanos() as f64 / live.len() as f64);
+    };
+
+    // Flush 1: every session row, accrual and roll-up bucket is new.
+    record_all(&live);
+    billing.settle().await;
+    let t = Instant::now();
+    billing.flush().await.unwrap();
+    let first = t.elapsed();
+    let first_at = Instant::now();
+
+    let t = Instant::now();
+    let report = store.verify(&params).unwrap();
+    let verify_live = t.elapsed();
+    assert!(report.ok, "{:#?}", report.problems);
+
+    // One flush a second, bytes on every session before each; run until the periodic posting
+    // (every POST_EVERY_SECS) has happened and a few more flushes after it.
+    let mut steady = Vec::new();
+    let mut posting = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut since_post = 0;
+    loop {
+        tick.tick().await;
+        record_all(&live);
+        billing.settle().await;
+        let before = fees();
+        let t = Instant::now();
+        billing.flush().await.unwrap();
+        let d = t.elapsed();
+        if fees() != before {
+            posting.push(d);
+            since_post = 0;
+        } else {
+            steady.push(d);
+            since_post += 1;
+        }
+        let secs = first_at.elapsed().as_secs();
+        if (!posting.is_empty() && since_post >= 3) || secs > 2 * POST_EVERY_SECS {
+            break;
+        }
+    }
+
+    // A flush with nothing new: no session changed and none is due.
+    let t = Instant::now();
+    billing.flush().await.unwrap();
+    let idle = t.elapsed();
+
+    // One session with new bytes: the fixed cost of a flush (a write transaction and its
+    // commit, and the walk over every live session in memory).
+    live[0].record(UP, DOWN);
+    let t = Instant::now();
+    billing.flush().await.unwrap();
+    let one = t.elapsed();
+
+    // Every session ends: the flush posts all of them, drops their accruals, releases the holds.
+    record_all(&live);
+    billing.settle().await;
+    for s in &live {
+        billing.end(s, "closed");
+    }
+    let t = Instant::now();
+    billing.flush().await.unwrap();
+    let end_all = t.elapsed();
+    assert!(store.list_holds().unwrap().is_empty(), "every hold released");
+
+    let t = Instant::now();
+    let report = store.verify(&params).unwrap();
+    let verify_end = t.elapsed();
+    assert!(report.ok, "{:#?}", report.problems);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+
+    println!();
+    println!("| flush ({n} live sessions) | time |");
+    println!("|---|---|");
+    println!("| first (every session row, accrual and roll-up bucket new) | {:.1} ms |", ms(first));
+    println!("| steady: new bytes on every session, none due for posting | {} |", summary(&steady));
+    println!(
+        "| periodic posting: new bytes on every session, all {n} due (every {POST_EVERY_SECS} s) | {} |",
+        summary(&posting)
+    );
+    println!("| idle: nothing new, nothing due (no write transaction) | {:.2} ms |", ms(idle));
+    println!("| one session with new bytes (one small write transaction) | {:.2} ms |", ms(one));
+    println!("| end: all {n} sessions ended, posted and closed, holds released | {:.1} ms |", ms(end_all));
+    println!();
+    let steady_p50 = median(&steady.iter().map(|d| ms(*d)).collect::<Vec<_>>());
+    let worst = [first, end_all].iter().chain(&steady).chain(&posting).map(|d| ms(*d)).fold(0.0, f64::max);
+    println!(
+        "against the 20 ms target: steady p50 {steady_p50:.1} ms ({:.2}× of it); worst flush of the run {worst:.1} ms ({:.2}×)",
+        steady_p50 / 20.0,
+        worst / 20.0
+    );
+    println!("record(): {:.0} ns per call (median over {} rounds of {n})", median(&record_ns), record_ns.len());
+    println!(
+        "ledger verify: {:.0} ms with {} live sessions; {:.0} ms at the end ({} sessions, {} transfers, {} accounts): ok",
+        ms(verify_live),
+        n,
+        ms(verify_end),
+        report.sessions,
+        report.transfers,
+        report.accounts
+    );
+    println!("database: {:.1} MiB", size as f64 / (1u64 << 20) as f64);
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s[s.len() / 2]
+}
