@@ -1,0 +1,193 @@
+// Formatting of money, bytes, rates and times. Money is integer micro-units (`*_micros`): it is
+// only ever handled as BigInt or integer strings here, never with float arithmetic.
+
+const MICROS = 1000000n;
+
+/** An integer amount of micro-units as a BigInt (from a JSON number, a BigInt or a digit string). */
+export function toMicros(v) {
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'number' && Number.isFinite(v)) return BigInt(Math.trunc(v));
+  if (typeof v === 'string' && /^-?\d+$/.test(v.trim())) return BigInt(v.trim());
+  return 0n;
+}
+
+function groupThousands(digits) {
+  return digits.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
+
+/** "1,234.50" from micros: at least two decimals, more only when they are not zero (up to six). */
+export function microsToDecimal(v, { minFraction = 2, group = true } = {}) {
+  let b = toMicros(v);
+  const neg = b < 0n;
+  if (neg) b = -b;
+  const whole = (b / MICROS).toString();
+  let frac = (b % MICROS).toString().padStart(6, '0').replace(/0+$/, '');
+  if (frac.length < minFraction) frac = frac.padEnd(minFraction, '0');
+  return (neg ? '-' : '') + (group ? groupThousands(whole) : whole) + (frac ? '.' + frac : '');
+}
+
+const symbols = new Map();
+function currencyAffix(code) {
+  if (!symbols.has(code)) {
+    let affix = { prefix: '', suffix: ' ' + code };
+    try {
+      const parts = new Intl.NumberFormat('en', { style: 'currency', currency: code, currencyDisplay: 'narrowSymbol' }).formatToParts(1);
+      const i = parts.findIndex((p) => p.type === 'currency');
+      const n = parts.findIndex((p) => p.type === 'integer');
+      if (i >= 0) {
+        const sym = parts[i].value;
+        const space = /^[A-Za-z]{2,}$/.test(sym) ? '\u00a0' : '';
+        affix = i < n ? { prefix: sym + space, suffix: '' } : { prefix: '', suffix: '\u00a0' + sym };
+      }
+    } catch { /* unknown code: show it after the number */ }
+    symbols.set(code, affix);
+  }
+  return symbols.get(code);
+}
+
+/** "$12.50", "-$0.000412", "12.50 XYZ" from micros and an ISO 4217 code. */
+export function money(v, currency = 'USD') {
+  const s = microsToDecimal(v);
+  const neg = s.startsWith('-');
+  const { prefix, suffix } = currencyAffix(currency || 'USD');
+  return (neg ? '-' : '') + prefix + (neg ? s.slice(1) : s) + suffix;
+}
+
+/** Money rounded (half up) to whole cents, for summaries and KPIs; tables show the exact amount. */
+export function moneyCents(v, currency = 'USD') {
+  const b = toMicros(v);
+  const abs = b < 0n ? -b : b;
+  const r = ((abs + 5000n) / 10000n) * 10000n;
+  return money(b < 0n ? -r : r, currency);
+}
+
+/** Compact money for chart axes: "$1.2k", "$0.35". Micros in, display only. */
+export function moneyShort(v, currency = 'USD') {
+  const b = toMicros(v);
+  const abs = b < 0n ? -b : b;
+  const { prefix, suffix } = currencyAffix(currency || 'USD');
+  const sign = b < 0n ? '-' : '';
+  const units = abs / MICROS;
+  if (units >= 1000000n) return sign + prefix + microsToDecimal((abs / 1000000n / 100000n) * 100000n, { minFraction: 0, group: false }) + 'M' + suffix;
+  if (units >= 1000n) return sign + prefix + microsToDecimal((abs / 1000n / 100000n) * 100000n, { minFraction: 0, group: false }) + 'k' + suffix;
+  // Below 1000 units: two decimals (truncated), the smallest non-zero amounts with more.
+  const cents = (abs / 10000n) * 10000n;
+  return sign + prefix + microsToDecimal(cents === 0n && abs > 0n ? abs : cents) + suffix;
+}
+
+const AMOUNT_RE = /^\d+(\.\d{1,6})?$/;
+/** Validates a decimal amount typed by a person; returns the normalised string or null. */
+export function parseAmount(text) {
+  const t = String(text ?? '').trim().replace(/,/g, '');
+  if (!AMOUNT_RE.test(t)) return null;
+  const [i, f = ''] = t.split('.');
+  const micros = BigInt(i) * MICROS + BigInt((f + '000000').slice(0, 6));
+  return micros > 0n ? { text: t, micros } : null;
+}
+
+const BYTE_UNITS = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
+/** Decimal units, as billing counts them (1 GB = 10^9 bytes). */
+export function bytes(n) {
+  n = Number(n) || 0;
+  let i = 0;
+  let v = Math.abs(n);
+  while (v >= 1000 && i < BYTE_UNITS.length - 1) { v /= 1000; i++; }
+  const digits = i === 0 ? 0 : v < 10 ? 2 : v < 100 ? 1 : 0;
+  return (n < 0 ? '-' : '') + v.toFixed(digits) + '\u00a0' + BYTE_UNITS[i];
+}
+
+export function rate(bytesPerSec) {
+  if (bytesPerSec == null || !Number.isFinite(bytesPerSec)) return '—';
+  return bytes(Math.max(0, bytesPerSec)) + '/s';
+}
+
+/** Megabits per second, the unit people compare line speeds in. */
+export function bits(bytesPerSec) {
+  if (bytesPerSec == null || !Number.isFinite(bytesPerSec)) return '—';
+  const mbit = (Math.max(0, bytesPerSec) * 8) / 1e6;
+  return (mbit < 10 ? mbit.toFixed(2) : mbit < 100 ? mbit.toFixed(1) : mbit.toFixed(0)) + '\u00a0Mbit/s';
+}
+
+export function count(n) {
+  if (n == null) return '—';
+  return new Intl.NumberFormat('en').format(n);
+}
+
+function toDate(t) {
+  if (t == null || t === '') return null;
+  const d = new Date(t);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
+const dateTimeFmt = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+/** Local date and time ("Nov 26, 2026, 00:23"); the exact UTC instant goes in a title. */
+export function dateTime(t) {
+  const d = toDate(t);
+  return d ? dateTimeFmt.format(d) : '—';
+}
+
+export function clock(t) {
+  const d = toDate(t);
+  return d ? timeFmt.format(d) : '—';
+}
+
+/** "3 min ago", "in 9 min". */
+export function relative(t, now = Date.now()) {
+  const d = toDate(t);
+  if (!d) return '—';
+  const s = Math.round((d.getTime() - now) / 1000);
+  const a = Math.abs(s);
+  const rtf = new Intl.RelativeTimeFormat('en', { numeric: 'auto' });
+  if (a < 45) return s <= 0 ? 'just now' : 'in a few seconds';
+  if (a < 3600) return rtf.format(Math.round(s / 60), 'minute');
+  if (a < 86400) return rtf.format(Math.round(s / 3600), 'hour');
+  return rtf.format(Math.round(s / 86400), 'day');
+}
+
+/** "4 min 12 s", "2 h 5 min". */
+export function duration(seconds) {
+  if (seconds == null || !Number.isFinite(seconds)) return '—';
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+export function between(a, b) {
+  const x = toDate(a);
+  const y = b ? toDate(b) : new Date();
+  return x && y ? (y.getTime() - x.getTime()) / 1000 : null;
+}
+
+let regionNames = null;
+/** "Germany" from "DE" (Intl), the code itself when unknown. */
+export function countryName(code) {
+  if (!code) return 'Unknown';
+  try {
+    regionNames ??= new Intl.DisplayNames(['en'], { type: 'region' });
+    return regionNames.of(code.toUpperCase()) || code;
+  } catch {
+    return code;
+  }
+}
+
+/** A regional-indicator flag emoji ("🇩🇪") for a two-letter code, "" otherwise. */
+export function flag(code) {
+  if (!code || !/^[A-Za-z]{2}$/.test(code)) return '';
+  const base = 0x1f1e6;
+  const up = code.toUpperCase();
+  return String.fromCodePoint(base + up.charCodeAt(0) - 65, base + up.charCodeAt(1) - 65);
+}
+
+/** Numeric compare of dotted IPv4 strings, for sorting virtual IPs. */
+export function ipKey(ip) {
+  const p = String(ip || '').split('.').map((x) => Number(x) || 0);
+  return ((p[0] * 256 + p[1]) * 256 + p[2]) * 256 + p[3];
+}
+
+export function titleCase(s) {
+  return s ? String(s).replace(/_/g, ' ').replace(/^./, (c) => c.toUpperCase()) : '';
+}

@@ -1,0 +1,77 @@
+// Admin ledger: the transfer log (double entry), filterable by user.
+
+import * as api from '../api.js';
+import { h, replace } from '../dom.js';
+import { dateTime, money, titleCase } from '../format.js';
+import { card, dataTable, emptyState, loader, pageHeader, searchBox, select, timeEl, button } from '../ui.js';
+import { account } from './common.js';
+
+const KIND_WORDS = {
+  deposit: 'Deposit',
+  usage: 'Usage',
+  usage_fee: 'Usage (fee)',
+  payout_request: 'Withdrawal requested',
+  payout: 'Withdrawal paid',
+  payout_reversal: 'Withdrawal rejected',
+};
+
+export function kindLabel(kind) {
+  return KIND_WORDS[kind] || titleCase(kind || '');
+}
+
+/**
+ * Transfers as a table. With `me` (a user name) amounts are signed from that user's side:
+ * money in is positive, money out negative.
+ */
+export function ledgerTable(rows, { currency, me, testid = 'ledger-table', rowPrefix = 'ledger-row', empty }) {
+  return dataTable({
+    testid,
+    caption: 'Ledger transfers',
+    rows,
+    rowAttrs: (t) => ({ testid: `${rowPrefix}-${t.seq}` }),
+    empty,
+    columns: [
+      { label: '#', num: true, cell: (t) => h('span', { class: 'mono muted' }, String(t.seq)) },
+      { label: 'Time', cell: (t) => timeEl(t.time, dateTime(t.time)) },
+      { label: 'Kind', cell: (t) => kindLabel(t.kind) },
+      me
+        ? { label: 'Counterpart', cell: (t) => account(t.debit === `user:${me}` ? t.credit : t.debit) }
+        : { label: 'From → to', cell: (t) => h('span', { class: 'flow' }, account(t.debit), h('span', { class: 'arrow', 'aria-label': 'to' }, ' → '), account(t.credit)) },
+      {
+        label: 'Amount',
+        num: true,
+        cell: (t) => {
+          if (!me) return h('span', { class: 'strong' }, money(t.amount_micros, currency));
+          const out = t.debit === `user:${me}`;
+          return h('span', { class: out ? 'neg' : 'pos' }, (out ? '−' : '+') + money(t.amount_micros, currency));
+        },
+      },
+      { label: 'Reference', cell: (t) => (t.reference ? h('span', { class: 'ref' }, t.reference) : null) },
+      { label: 'Transfer id', cell: (t) => h('span', { class: 'mono small muted', title: t.id }, t.id) },
+    ],
+  });
+}
+
+export default function ledgerPage(main, ctx) {
+  let user = ctx.params.get('user') || '';
+  let limit = Number(ctx.params.get('limit')) || 200;
+  const refresh = button('Refresh', { kind: 'secondary', iconName: 'refresh', testid: 'ledger-refresh', onClick: () => reload() });
+  main.append(pageHeader('Ledger', { subtitle: 'Every movement of money, newest first. Each transfer debits one account and credits another; balances always sum to zero.', actions: [refresh] }));
+  const search = searchBox({ label: 'User name', testid: 'ledger-user', placeholder: 'Filter by user name…', value: user, onInput: (v) => { user = v; reload(); } });
+  const lim = select({ label: 'Show', testid: 'ledger-limit', value: limit, options: [[50, 'Last 50'], [200, 'Last 200'], [1000, 'Last 1000'], [5000, 'Last 5000']] });
+  lim.input.addEventListener('change', () => { limit = Number(lim.input.value); reload(); });
+  const body = h('div', { testid: 'ledger-table-wrap' });
+  main.append(card(null, { testid: 'ledger-card' }, h('div', { class: 'toolbar' }, search, lim), body));
+  const currency = () => ctx.me?.currency || 'USD';
+  const reload = loader(body, () => api.get(`/admin/ledger${api.qs({ user, limit })}`), (rows) => {
+    replace(body, ledgerTable(rows, {
+      currency: currency(),
+      empty: emptyState({
+        title: user ? `No transfers for “${user}”` : 'The ledger is empty',
+        text: user ? 'Check the user name (it must match exactly).' : 'Credits, usage and withdrawals will appear here.',
+        testid: 'ledger-empty',
+        iconName: 'ledger',
+      }),
+    }));
+  }, { testid: 'ledger-error' });
+}

@@ -1,0 +1,65 @@
+// Admin sessions: one row per stream, live ones first; filter by client; auto-refresh.
+
+import * as api from '../api.js';
+import { h, replace } from '../dom.js';
+import { between, bytes, count, dateTime, duration, money } from '../format.js';
+import { button, card, checkbox, dataTable, emptyState, loader, pageHeader, searchBox, select, timeEl } from '../ui.js';
+import { endReason } from './common.js';
+
+/** The session table, shared with the portal (`mine` hides the client column). */
+export function sessionsTable(rows, { currency, mine = false, testid = 'sessions-table', rowPrefix = 'session-row', empty }) {
+  const sorted = [...rows].sort((a, b) => Number(b.live) - Number(a.live) || String(b.start).localeCompare(String(a.start)));
+  return dataTable({
+    testid,
+    caption: 'Sessions',
+    rows: sorted,
+    rowAttrs: (s) => ({ testid: `${rowPrefix}-${s.id}`, class: s.live && 'row-live' }),
+    empty,
+    columns: [
+      mine ? null : { label: 'Client', cell: (s) => h('span', { class: 'strong' }, s.client) },
+      { label: 'Node', cell: (s) => h('span', null, h('span', { class: 'mono' }, s.vip || '—'), mine ? null : h('span', { class: 'sub' }, `${s.owner || ''}${s.node_ip ? ` · ${s.node_ip}` : ''}`)) },
+      { label: 'Target', cell: (s) => h('span', { class: 'mono target', title: s.target }, s.target) },
+      { label: 'Started', cell: (s) => timeEl(s.start, dateTime(s.start)) },
+      { label: 'Duration', num: true, cell: (s) => duration(between(s.start, s.end)) },
+      { label: 'Bytes ↑ / ↓', num: true, cell: (s) => h('span', null, bytes(s.bytes_up || 0), h('span', { class: 'muted' }, ' / '), bytes(s.bytes_down || 0)) },
+      { label: 'Charge', num: true, cell: (s) => h('span', null, money(s.charge_micros || 0, currency), s.self_use ? h('span', { class: 'sub' }, 'own node: fee only') : null) },
+      mine ? null : { label: 'Node credit', num: true, cell: (s) => money(s.node_credit_micros || 0, currency) },
+      { label: 'End', cell: (s) => endReason(s) },
+    ].filter(Boolean),
+  });
+}
+
+export default function sessionsPage(main, ctx) {
+  let user = ctx.params.get('user') || '';
+  let limit = Number(ctx.params.get('limit')) || 100;
+  let auto = true;
+  const refresh = button('Refresh', { kind: 'secondary', iconName: 'refresh', testid: 'sessions-refresh', onClick: () => reload() });
+  main.append(pageHeader('Sessions', { subtitle: 'Every client connection carried by a node: live ones first.', actions: [refresh] }));
+  const search = searchBox({ label: 'Client user name', testid: 'sessions-user', placeholder: 'Filter by client user name…', value: user, onInput: (v) => { user = v; reload(); } });
+  const lim = select({ label: 'Show', testid: 'sessions-limit', value: limit, options: [[50, 'Last 50'], [100, 'Last 100'], [500, 'Last 500'], [2000, 'Last 2000']] });
+  lim.input.addEventListener('change', () => { limit = Number(lim.input.value); reload(); });
+  const autoBox = checkbox({ label: 'Refresh every 5 s', testid: 'sessions-auto', checked: auto });
+  autoBox.input.addEventListener('change', () => { auto = autoBox.input.checked; });
+  const summary = h('p', { class: 'muted small', testid: 'sessions-summary', 'aria-live': 'polite' });
+  const body = h('div', { testid: 'sessions-table-wrap' });
+  main.append(card(null, { testid: 'sessions-card' }, h('div', { class: 'toolbar' }, search, lim, autoBox), summary, body));
+
+  const currency = () => ctx.me?.currency || 'USD';
+  function render(rows) {
+    const liveN = rows.filter((s) => s.live).length;
+    summary.textContent = rows.length ? `${count(rows.length)} sessions${liveN ? `, ${count(liveN)} live` : ''}${user ? ` of ${user}` : ''}.` : '';
+    replace(body, sessionsTable(rows, {
+      currency: currency(),
+      empty: emptyState({
+        title: user ? `No sessions for “${user}”` : 'No sessions yet',
+        text: user ? 'Check the user name (it must match exactly).' : 'Sessions appear when clients connect through the SOCKS5 or HTTP proxy.',
+        testid: 'sessions-empty',
+        iconName: 'sessions',
+      }),
+    }));
+  }
+  const reload = loader(body, () => api.get(`/admin/sessions${api.qs({ user, limit })}`), render, { testid: 'sessions-error', quiet: true });
+  const timer = setInterval(() => { if (auto && document.visibilityState === 'visible') reload(); }, 5000);
+  return () => clearInterval(timer);
+}
+
