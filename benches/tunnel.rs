@@ -7,7 +7,7 @@
 //!
 //! `TRAFFIX_BENCH_BILLING=compare` runs instead the same workload against two traffix servers
 //! in one run, one with billing on and one with `billing.enabled = false`, alternating between
-//! them for `TRAFFIX_BENCH_ROUNDS` rounds (default 5), and prints both and the ratio on/off.
+//! them for `TRAFFIX_BENCH_ROUNDS` rounds (default 9), and prints both and the ratio on/off.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
@@ -242,11 +242,12 @@ struct Traffix {
 }
 
 fn start_traffix() -> Traffix {
-    start_traffix_with(&[])
+    start_traffix_with(&[], "bench")
 }
 
-/// A server (with `env` set on `traffix serve` on top of the profile) and one node.
-fn start_traffix_with(env: &[(&str, &str)]) -> Traffix {
+/// A server (with `env` set on `traffix serve` on top of the profile) and one node of `owner`
+/// (a user other than the client `bench` is created for it).
+fn start_traffix_with(env: &[(&str, &str)], owner: &str) -> Traffix {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let init = Command::new(BIN)
@@ -278,7 +279,10 @@ fn start_traffix_with(env: &[(&str, &str)]) -> Traffix {
     }
     let server = Proc(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     wait(|| d.join("admin.sock").exists());
-    let link = traffix(d, &["pair", "bench"])["link"].as_str().unwrap().to_owned();
+    if owner != "bench" {
+        traffix(d, &["user", "add", owner]);
+    }
+    let link = traffix(d, &["pair", owner])["link"].as_str().unwrap().to_owned();
     let node = Proc(
         Command::new(BIN)
             .args(["node", "--allow-private-targets", "--pair", &link, "--state"])
@@ -636,6 +640,13 @@ fn median_figures(v: &[Figures]) -> Figures {
     }
 }
 
+/// Payload bytes one [`workload`] moves through the proxy.
+fn workload_bytes() -> u64 {
+    let s = scale();
+    let n = ((1000.0 * s) as usize).max(50) as u64;
+    ((1u64 << 30) as f64 * s) as u64 + ((256u64 << 20) as f64 * s) as u64 + n * 100 + n * (1 << 20)
+}
+
 /// What `user` paid so far, in micro-units (from its deposit of 1,000,000.00).
 fn spent(t: &Traffix) -> i64 {
     1_000_000_000_000 - traffix(t.dir.path(), &["user", "show", "bench"])["balance_micros"].as_i64().unwrap()
@@ -644,13 +655,16 @@ fn spent(t: &Traffix) -> i64 {
 /// `TRAFFIX_BENCH_BILLING=compare`: the workload through a server with billing on and one with
 /// billing off, alternating (on, off, off, on, …) so drift of the machine hits both alike.
 async fn billing_compare() {
-    let rounds: usize = std::env::var("TRAFFIX_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let rounds: usize = std::env::var("TRAFFIX_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(9);
     let origin = origin().await;
     println!("traffix billing on vs off — scale {} — {rounds} rounds — {}", scale(), std::env::consts::ARCH);
     println!("limits profile: {}", PROFILE.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
-    let on = tokio::task::spawn_blocking(start_traffix).await.unwrap();
-    let off =
-        tokio::task::spawn_blocking(|| start_traffix_with(&[("TRAFFIX_BILLING__ENABLED", "false")])).await.unwrap();
+    // The node belongs to another user, so usage pays the owner and the platform (a client
+    // on its own node would pay only the fee).
+    let on = tokio::task::spawn_blocking(|| start_traffix_with(&[], "owner")).await.unwrap();
+    let off = tokio::task::spawn_blocking(|| start_traffix_with(&[("TRAFFIX_BILLING__ENABLED", "false")], "owner"))
+        .await
+        .unwrap();
     let path = |t: &Traffix| Path_::Socks { proxy: t.socks, auth: Some(("bench".into(), t.pass.clone())) };
     let (mut f_on, mut f_off) = (Vec::new(), Vec::new());
     for r in 0..rounds {
@@ -687,5 +701,11 @@ async fn billing_compare() {
     // Billed while on; nothing while off (after the last flush has posted).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (s_on, s_off) = tokio::task::spawn_blocking(move || (spent(&on), spent(&off))).await.unwrap();
-    println!("billed: {s_on} micro-units with billing on (3.00 per GB), {s_off} with billing off");
+    let moved = (rounds as u64 * workload_bytes()) as f64 / 1e9;
+    let billed = s_on as f64 / 3e6;
+    println!(
+        "billed with billing on: {s_on} micro-units = {billed:.3} GB at 3.00 per GB, for {moved:.3} GB of payload \
+         ({:.4}×: each session's charge rounds down, request heads add a little); with billing off: {s_off}",
+        billed / moved
+    );
 }
