@@ -301,6 +301,59 @@ impl App {
         &self.pin
     }
 
+    /// The REST API's state: its signing key, throttles and what it shows of the configuration.
+    fn api_state(
+        &self,
+        admin: Arc<AdminCtx>,
+        socks: &tokio::net::TcpListener,
+        http: &tokio::net::TcpListener,
+    ) -> Result<crate::api::ApiState, AppError> {
+        let cfg = &self.cfg;
+        let secret_path = cfg.data_dir.join(JWT_SECRET_FILE);
+        let secret = match std::fs::read_to_string(&secret_path) {
+            Ok(hexs) => hex::decode(hexs.trim())
+                .map_err(|_| AppError::Other(format!("{} is not hex", secret_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret = crate::auth::random_bytes::<32>().map_err(|e| AppError::Other(e.to_string()))?;
+                write_private(&secret_path, hex::encode(secret).as_bytes())?;
+                secret.to_vec()
+            }
+            Err(e) => return Err(io(format!("read {}", secret_path.display()))(e)),
+        };
+        if secret.len() < 32 {
+            return Err(AppError::Other(format!("{} holds fewer than 32 bytes", secret_path.display())));
+        }
+        let host = cfg.server.public_address.rsplit_once(':').map(|(h, _)| h.to_owned()).unwrap_or_default();
+        let port = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or_default();
+        let b = &cfg.billing;
+        let info = crate::api::ServerInfo {
+            currency: b.currency.clone(),
+            billing_enabled: b.enabled,
+            price_per_gb: b.price_per_gb.to_string(),
+            price_per_gb_micros: b.price_per_gb.0,
+            platform_fee_percent: b.platform_fee_percent,
+            min_payout: b.min_payout.to_string(),
+            min_payout_micros: b.min_payout.0,
+            hold_chunk_micros: b.hold_chunk.0,
+            socks5: format!("{host}:{}", port(socks)),
+            http: format!("{host}:{}", port(http)),
+            limits: serde_json::to_value(&cfg.limits).unwrap_or_default(),
+        };
+        Ok(crate::api::ApiState {
+            admin,
+            jwt: crate::auth::jwt::Jwt::new(&secret),
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+            info,
+            throttle: crate::api::Throttle::new(
+                cfg.limits.login_failures_per_hour,
+                cfg.limits.auth_failures_per_minute_per_ip,
+            ),
+            hashing: tokio::sync::Semaphore::new(2),
+            shutdown: self.trigger.subscribe(),
+        })
+    }
+
     /// Binds every listener, serves until `stop` resolves, then drains and closes.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
         let cfg = &self.cfg;
@@ -347,13 +400,14 @@ impl App {
             }),
             money: admin::MoneyRules::from_config(cfg),
         });
+        let api = Arc::new(self.api_state(admin_ctx.clone(), &socks, &http)?);
         let web_tracker = tokio_util::task::TaskTracker::new();
         let hs = cfg.limits.handshake_timeout();
         let tasks = vec![
             tokio::spawn(crate::web::serve(
                 web,
                 self.tls.clone(),
-                crate::web::router(tunnel),
+                crate::web::router(tunnel).merge(crate::api::router(api)).merge(crate::api::dashboard::router()),
                 hs,
                 self.trigger.subscribe(),
                 web_tracker.clone(),
@@ -361,7 +415,7 @@ impl App {
             tokio::spawn(crate::proxy::socks5::serve(socks, self.proxy.clone(), self.trigger.subscribe())),
             tokio::spawn(crate::proxy::http::serve(http, self.proxy.clone(), self.trigger.subscribe())),
             tokio::spawn(crate::web::serve_metrics(metrics_l, Arc::new(prom), self.trigger.subscribe())),
-            tokio::spawn(admin::socket::serve(admin_l, admin_ctx, self.trigger.subscribe())),
+            tokio::spawn(admin::socket::serve(admin_l, admin_ctx.clone(), self.trigger.subscribe())),
         ];
         let flusher = self.proxy.billing.clone().map(|b| tokio::spawn(b.run(self.trigger.subscribe())));
         info!(

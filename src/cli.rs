@@ -73,6 +73,8 @@ pub enum Command {
     Config(ConfigCmd),
     /// Start a complete local network (server, node, funded client, origin) and print a curl line.
     Demo(DemoArgs),
+    /// Print the REST API's OpenAPI document.
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -738,6 +740,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Config(ConfigCmd::Example) => print!("{}", crate::config::EXAMPLE),
         Command::Demo(a) => crate::demo::run(a.demo_dir).await.map_err(CliError::fail)?,
+        Command::Openapi => println!("{}", crate::api::openapi::document()),
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! - [`shutdown`]: the shutdown signal shared by every task.
 //! - [`tls`]: the appliance certificate, its pin, server and pinned-client configs.
 //! - [`store`]: durable state in redb behind a narrow interface.
-//! - [`billing`]: money rules of metering (pure; not yet wired to the relay).
+//! - [`billing`]: exact charging rules (pure) and the real-time meter with its holds.
 //! - [`auth`]: password hashing, proxy tokens, pairing codes, device signatures (pure).
 //! - [`egress`]: the node egress policy of SECURITY.md §1 (pure).
 //! - [`money`]: integer micro-unit amounts (pure).
@@ -20,10 +20,12 @@
 //! - [`node`]: the Linux node agent (`traffix node`).
 //! - [`admin`]: admin commands, served over a local socket and run directly on the store.
 //! - [`web`]: the HTTPS listener: `/healthz` and the node tunnel endpoint.
+//! - [`api`]: the REST API under `/api/v1` (JWT logins, API keys, OpenAPI) and the dashboard.
 //! - [`demo`]: `traffix demo`, a whole local network in one process.
 //! - [`geoip`]: country lookups from an operator-supplied MaxMind database.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod billing;

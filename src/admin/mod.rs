@@ -4,6 +4,10 @@
 //! server is stopped — the same code either way.
 
 pub mod socket;
+pub mod views;
+
+pub use views::rfc3339;
+use views::*;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -14,8 +18,8 @@ use serde_json::{Value, json};
 
 use crate::money::{Micros, format_signed};
 use crate::store::{
-    Account, DeviceRecord, PairCode, SessionRecord, Store, StoreError, UsageBucket, UserRecord, VerifyParams,
-    Withdrawal, WithdrawalStatus, now_secs,
+    Account, DeviceRecord, PairCode, Store, StoreError, UsageBucket, UserRecord, VerifyParams, WithdrawalStatus,
+    now_secs,
 };
 use crate::tunnel::protocol::ErrorCode;
 use crate::tunnel::registry::Registry;
@@ -210,23 +214,6 @@ pub fn valid_name(name: &str) -> bool {
     (3..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// Formats Unix seconds as RFC 3339 UTC.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
-}
-
 impl AdminCtx {
     fn invalidate(&self, name: &str) {
         if let Some(l) = &self.live {
@@ -252,37 +239,38 @@ impl AdminCtx {
         })
     }
 
-    fn user_json(&self, u: &UserRecord) -> Result<Value, AdminError> {
-        self.user_json_with(u, &self.user_totals()?)
+    fn user_view(&self, u: &UserRecord) -> Result<UserView, AdminError> {
+        self.user_view_with(u, &self.user_totals()?)
     }
 
-    fn user_json_with(&self, u: &UserRecord, totals: &UserTotals) -> Result<Value, AdminError> {
+    fn user_view_with(&self, u: &UserRecord, totals: &UserTotals) -> Result<UserView, AdminError> {
         // Shown balance = posted − unposted accruals (at most one flush behind).
         let posted = self.store.balance(&Account::User(u.name.clone()))?;
         let accrued = totals.accrued.get(&u.name).copied().unwrap_or(0);
         let bal = posted - accrued;
         let held = totals.held.get(&u.name).copied().unwrap_or(0);
-        let devices = totals.devices.get(&u.name).copied().unwrap_or(0);
-        Ok(json!({
-            "name": u.name,
-            "admin": u.admin,
-            "disabled": u.disabled,
-            "disabled_reason": u.disabled_reason,
-            "telegram_id": u.telegram_id,
-            "balance_micros": bal,
-            "balance": format_signed(bal),
-            "posted_micros": posted,
-            "accrued_micros": accrued,
-            "held_micros": held,
-            "available_micros": bal - held,
-            "pending_withdrawals_micros": totals.withdrawing.get(&u.name).copied().unwrap_or(0),
-            "proxy_password": u.proxy_password,
-            "devices": devices,
-            "created_at": rfc3339(u.created_at),
-        }))
+        Ok(UserView {
+            name: u.name.clone(),
+            admin: u.admin,
+            disabled: u.disabled,
+            disabled_reason: u.disabled_reason.clone(),
+            telegram_id: u.telegram_id,
+            balance_micros: bal,
+            balance: format_signed(bal),
+            posted_micros: posted,
+            accrued_micros: accrued,
+            held_micros: held,
+            available_micros: bal - held,
+            pending_withdrawals_micros: totals.withdrawing.get(&u.name).copied().unwrap_or(0),
+            proxy_password: u.proxy_password.clone(),
+            devices: totals.devices.get(&u.name).copied().unwrap_or(0),
+            created_at: rfc3339(u.created_at),
+            password: None,
+        })
     }
 
-    fn device_json(&self, d: &DeviceRecord) -> Value {
+    /// A device with its live state when connected.
+    pub fn device_view(&self, d: &DeviceRecord) -> DeviceView {
         let live = self.live.as_ref().and_then(|l| {
             hex::decode(&d.id).ok().and_then(|id| <[u8; 16]>::try_from(id).ok()).and_then(|id| l.registry.get(&id))
         });
@@ -295,27 +283,28 @@ impl AdminCtx {
         {
             today.add(&b);
         }
-        json!({
-            "id": d.id,
-            "owner": d.owner,
-            "vip": d.vip,
-            "online": live.is_some(),
-            "state": live.as_ref().map(|n| n.state()),
-            "active_streams": live.as_ref().map(|n| n.mux.active_streams()),
-            "public_ip": live.as_ref().map(|n| n.public_ip.to_string()).or_else(|| d.last_ip.clone()),
-            "country": live.as_ref().and_then(|n| n.country_str()).or_else(|| d.country.clone()),
-            "battery_pct": status.as_ref().and_then(|s| s.battery_pct),
-            "network": status.as_ref().map(|s| s.network),
-            "model": d.model,
-            "os": d.os,
-            "key_alg": d.key_alg,
-            "paired_at": rfc3339(d.paired_at),
-            "last_seen": d.last_seen.map(rfc3339),
-            "banned": d.banned,
-            "ban_reason": d.ban_reason,
-            "bytes_today": today.up + today.down,
-            "earned_today_micros": today.earned,
-        })
+        let name = |v: Result<Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned));
+        DeviceView {
+            id: d.id.clone(),
+            owner: d.owner.clone(),
+            vip: d.vip.to_string(),
+            online: live.is_some(),
+            state: live.as_ref().and_then(|n| name(serde_json::to_value(n.state()))),
+            active_streams: live.as_ref().map(|n| n.mux.active_streams()),
+            public_ip: live.as_ref().map(|n| n.public_ip.to_string()).or_else(|| d.last_ip.clone()),
+            country: live.as_ref().and_then(|n| n.country_str()).or_else(|| d.country.clone()),
+            battery_pct: status.as_ref().and_then(|s| s.battery_pct),
+            network: status.as_ref().and_then(|s| name(serde_json::to_value(s.network))),
+            model: d.model.clone(),
+            os: d.os.clone(),
+            key_alg: name(serde_json::to_value(d.key_alg)).unwrap_or_default(),
+            paired_at: rfc3339(d.paired_at),
+            last_seen: d.last_seen.map(rfc3339),
+            banned: d.banned,
+            ban_reason: d.ban_reason.clone(),
+            bytes_today: today.up + today.down,
+            earned_today_micros: today.earned,
+        }
     }
 
     /// Finds a device by full id, unique id prefix (≥ 6 hex digits) or virtual IP.
@@ -366,18 +355,23 @@ impl AdminCtx {
         let before = match &req {
             AdminRequest::UserCredit { name, .. }
             | AdminRequest::UserDisable { name, .. }
-            | AdminRequest::UserProxyPassword { name } => {
-                self.store.get_user(name).ok().flatten().and_then(|u| self.user_json(&u).ok()).map(redact)
-            }
+            | AdminRequest::UserProxyPassword { name } => self
+                .store
+                .get_user(name)
+                .ok()
+                .flatten()
+                .and_then(|u| self.user_view(&u).ok())
+                .and_then(|v| to_json(&v).ok())
+                .map(redact),
             AdminRequest::DeviceBan { id, .. } | AdminRequest::DeviceUnban { id } => {
-                self.find_device(id).ok().map(|d| self.device_json(&d))
+                self.find_device(id).ok().and_then(|d| to_json(&self.device_view(&d)).ok())
             }
             AdminRequest::WithdrawalApprove { id, .. } | AdminRequest::WithdrawalReject { id, .. } => self
                 .store
                 .list_withdrawals(None, None)
                 .ok()
                 .and_then(|all| all.into_iter().find(|w| w.id == *id))
-                .map(|w| withdrawal_json(&w)),
+                .and_then(|w| to_json(&WithdrawalView::from(&w)).ok()),
             _ => None,
         };
         let result = self.run(req, actor)?;
@@ -431,23 +425,24 @@ impl AdminCtx {
                 };
                 self.store.create_user(&user)?;
                 tracing::info!(user = %name, admin, "user added");
-                let mut v = self.user_json(&user)?;
+                let mut v = self.user_view(&user)?;
                 if generated {
-                    v["password"] = json!(password);
+                    v.password = Some(password);
                 }
-                Ok(v)
+                to_json(&v)
             }
             AdminRequest::UserList => {
                 let users = self.store.list_users()?;
                 let totals = self.user_totals()?;
-                Ok(Value::Array(users.iter().map(|u| self.user_json_with(u, &totals)).collect::<Result<_, _>>()?))
+                let views = users.iter().map(|u| self.user_view_with(u, &totals)).collect::<Result<Vec<_>, _>>()?;
+                to_json(&views)
             }
             AdminRequest::UserShow { name } => {
                 let u = self
                     .store
                     .get_user(&name)?
                     .ok_or_else(|| AdminError::new("not_found", format!("no user {name:?}")))?;
-                self.user_json(&u)
+                to_json(&self.user_view(&u)?)
             }
             AdminRequest::UserCredit { name, amount, reason, id } => {
                 let amount = Micros::parse(&amount).map_err(|e| AdminError::new("invalid", e.to_string()))?;
@@ -476,9 +471,7 @@ impl AdminCtx {
                     (l.credited)(&name);
                 }
                 tracing::info!(user = %name, amount = %amount, transfer = tr.seq, "admin credit");
-                Ok(
-                    json!({"user": name, "amount": amount, "transfer": tr.seq, "balance_micros": bal, "balance": format_signed(bal)}),
-                )
+                to_json(&CreditView::new(&name, amount, tr.seq, bal))
             }
             AdminRequest::UserProxyPassword { name } => {
                 let pw = crate::auth::new_proxy_password().map_err(|e| AdminError::new("internal", e.to_string()))?;
@@ -494,7 +487,7 @@ impl AdminCtx {
                 })?;
                 self.invalidate(&name);
                 tracing::info!(user = %name, reason = ?reason, "user disabled");
-                self.user_json(&u)
+                to_json(&self.user_view(&u)?)
             }
             AdminRequest::Pair { name } => {
                 let code = crate::auth::new_pairing_code().map_err(|e| AdminError::new("internal", e.to_string()))?;
@@ -518,11 +511,11 @@ impl AdminCtx {
                     insecure: self.insecure_http,
                 }
                 .to_link();
-                Ok(json!({"link": link, "code": code, "expires_at": rfc3339(expires_at), "user": name}))
+                to_json(&PairView { link, code, expires_at: rfc3339(expires_at), user: name })
             }
             AdminRequest::DeviceList => {
                 let devices = self.store.list_devices()?;
-                Ok(Value::Array(devices.iter().map(|d| self.device_json(d)).collect()))
+                to_json(&devices.iter().map(|d| self.device_view(d)).collect::<Vec<_>>())
             }
             AdminRequest::DeviceBan { id, reason } => {
                 let dev = self.find_device(&id)?;
@@ -535,7 +528,7 @@ impl AdminCtx {
                     l.registry.kick(&id16, ErrorCode::DeviceBanned, &format!("device banned: {reason}"));
                 }
                 tracing::info!(device = %dev.id, %reason, "device banned");
-                Ok(self.device_json(&dev))
+                to_json(&self.device_view(&dev))
             }
             AdminRequest::DeviceUnban { id } => {
                 let dev = self.find_device(&id)?;
@@ -545,31 +538,19 @@ impl AdminCtx {
                     d.ban_reason = None;
                 })?;
                 tracing::info!(device = %dev.id, "device unbanned");
-                Ok(self.device_json(&dev))
+                to_json(&self.device_view(&dev))
             }
             AdminRequest::LedgerList { user } => {
                 let acct = user.map(Account::User);
                 let list = self.store.list_transfers(acct.as_ref())?;
-                Ok(Value::Array(
-                    list.iter()
-                        .map(|t| json!({"seq": t.seq, "id": t.id, "time": rfc3339(t.time), "debit": t.debit, "credit": t.credit, "amount": t.amount, "amount_micros": t.amount.0, "kind": t.kind, "reference": t.reference}))
-                        .collect(),
-                ))
+                to_json(&list.iter().map(TransferView::from).collect::<Vec<_>>())
             }
             AdminRequest::LedgerVerify => {
-                let report = self.store.verify(&VerifyParams { max_overdraft: self.money.max_overdraft })?;
-                serde_json::to_value(&report).map_err(|e| AdminError::new("internal", e.to_string()))
+                to_json(&self.store.verify(&VerifyParams { max_overdraft: self.money.max_overdraft })?)
             }
             AdminRequest::AuditList { limit } => {
                 let list = self.store.list_audit(limit.unwrap_or(100))?;
-                Ok(Value::Array(
-                    list.into_iter()
-                        .map(|e| {
-                            json!({"seq": e.seq, "time": rfc3339(e.time), "actor": e.actor, "action": e.action,
-                                   "target": e.target, "reason": e.reason, "before": e.before, "after": e.after})
-                        })
-                        .collect(),
-                ))
+                to_json(&list.into_iter().map(AuditView::from).collect::<Vec<_>>())
             }
             AdminRequest::Backup { path } => {
                 self.store.backup(std::path::Path::new(&path))?;
@@ -579,7 +560,7 @@ impl AdminCtx {
                 let amount = Micros::parse(&amount).map_err(|e| AdminError::new("invalid", e.to_string()))?;
                 let w = self.store.request_withdrawal(&name, amount, self.money.min_payout, destination, now_secs())?;
                 tracing::info!(user = %name, amount = %amount, withdrawal = w.id, "withdrawal requested");
-                Ok(withdrawal_json(&w))
+                to_json(&WithdrawalView::from(&w))
             }
             AdminRequest::WithdrawalList { user, status } => {
                 let status = match status.as_deref() {
@@ -595,12 +576,12 @@ impl AdminCtx {
                     }
                 };
                 let list = self.store.list_withdrawals(user.as_deref(), status)?;
-                Ok(Value::Array(list.iter().map(withdrawal_json).collect()))
+                to_json(&list.iter().map(WithdrawalView::from).collect::<Vec<_>>())
             }
             AdminRequest::WithdrawalApprove { id, reason } => {
                 let w = self.store.decide_withdrawal(id, true, actor, reason, now_secs())?;
                 tracing::info!(withdrawal = id, user = %w.user, amount = %w.amount, "withdrawal approved");
-                Ok(withdrawal_json(&w))
+                to_json(&WithdrawalView::from(&w))
             }
             AdminRequest::WithdrawalReject { id, reason } => {
                 if reason.trim().is_empty() {
@@ -612,30 +593,30 @@ impl AdminCtx {
                     (l.credited)(&w.user);
                 }
                 tracing::info!(withdrawal = id, user = %w.user, amount = %w.amount, "withdrawal rejected");
-                Ok(withdrawal_json(&w))
+                to_json(&WithdrawalView::from(&w))
             }
             AdminRequest::SessionList { user, limit } => {
                 let list = self.store.list_sessions(user.as_deref(), limit.unwrap_or(100))?;
-                Ok(Value::Array(list.iter().map(session_json).collect()))
+                to_json(&list.iter().map(SessionView::from).collect::<Vec<_>>())
             }
-            AdminRequest::Usage { subject, by, last } => self.usage(&subject, &by, last),
+            AdminRequest::Usage { subject, by, last } => to_json(&self.usage(&subject, &by, last)?),
         }
     }
 
     /// A zero-filled usage series of `subject`, the last `last` hours or days up to now.
-    fn usage(&self, subject: &str, by: &str, last: Option<u64>) -> Result<Value, AdminError> {
-        let (kind, key) = subject
-            .split_once(':')
-            .ok_or_else(|| AdminError::new("invalid", "the subject is client:NAME, owner:NAME or device:ID"))?;
-        let subject = match kind {
-            "client" | "owner" => {
+    pub fn usage(&self, subject: &str, by: &str, last: Option<u64>) -> Result<UsageView, AdminError> {
+        let bad_subject = || AdminError::new("invalid", "the subject is client:NAME, owner:NAME, device:ID or all");
+        let subject = match subject.split_once(':') {
+            None if subject == "all" => subject.to_owned(),
+            None => return Err(bad_subject()),
+            Some((kind @ ("client" | "owner"), key)) => {
                 if self.store.get_user(key)?.is_none() {
                     return Err(AdminError::new("not_found", format!("no user {key:?}")));
                 }
                 format!("{kind}:{key}")
             }
-            "device" => format!("device:{}", self.find_device(key)?.id),
-            _ => return Err(AdminError::new("invalid", "the subject is client:NAME, owner:NAME or device:ID")),
+            Some(("device", key)) => format!("device:{}", self.find_device(key)?.id),
+            Some(_) => return Err(bad_subject()),
         };
         let (width, default_last) = match by {
             "hour" => (1u64, 24u64),
@@ -652,41 +633,22 @@ impl AdminCtx {
                 slot.add(&b);
             }
         }
-        let series: Vec<Value> = buckets
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                json!({"start": rfc3339((first + i as u64) * width * 3600), "bytes_up": b.up, "bytes_down": b.down,
-                       "debit_micros": b.debit, "earned_micros": b.earned, "fee_micros": b.fee, "sessions": b.sessions})
-            })
-            .collect();
         let mut total = UsageBucket::default();
         buckets.iter().for_each(|b| total.add(b));
-        Ok(json!({"subject": subject, "by": by, "series": series,
-                  "total": {"bytes_up": total.up, "bytes_down": total.down, "debit_micros": total.debit,
-                            "earned_micros": total.earned, "fee_micros": total.fee, "sessions": total.sessions}}))
+        Ok(UsageView {
+            subject,
+            by: by.to_owned(),
+            series: buckets
+                .iter()
+                .enumerate()
+                .map(|(i, b)| UsagePoint::new(Some(rfc3339((first + i as u64) * width * 3600)), b))
+                .collect(),
+            total: UsagePoint::new(None, &total),
+        })
     }
 }
 
-fn withdrawal_json(w: &Withdrawal) -> Value {
-    json!({"id": w.id, "user": w.user, "amount": w.amount, "amount_micros": w.amount.0, "destination": w.destination,
-           "status": w.status.as_str(), "requested_at": rfc3339(w.requested_at), "decided_at": w.decided_at.map(rfc3339),
-           "decided_by": w.decided_by, "reason": w.reason})
-}
-
-fn session_json(r: &SessionRecord) -> Value {
-    json!({"id": r.id, "client": r.client, "device": r.device, "owner": r.owner, "vip": r.vip, "node_ip": r.node_ip,
-           "target": r.target, "start": rfc3339(r.start), "end": r.end.map(rfc3339), "live": r.end.is_none(),
-           "bytes_up": r.bytes_up, "bytes_down": r.bytes_down, "charge": r.charge, "charge_micros": r.charge.0,
-           "node_credit_micros": r.node_credit.0, "self_use": r.self_use(), "end_reason": r.end_reason})
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_795_647_793), "2026-11-25T23:03:13Z");
-        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
+/// Serialises a view for the admin socket and the CLI.
+fn to_json<T: Serialize>(v: &T) -> Result<Value, AdminError> {
+    serde_json::to_value(v).map_err(|e| AdminError::new("internal", e.to_string()))
 }

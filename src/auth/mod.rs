@@ -1,6 +1,8 @@
 //! Authentication rules: login password hashing (argon2id), proxy-password tokens, pairing
 //! codes, and device signature checks. No HTTP types, no storage: callers bring the records.
 
+pub mod jwt;
+
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;

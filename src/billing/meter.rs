@@ -466,6 +466,7 @@ impl Billing {
                 usage.entry((format!("client:{}", s.info.client), hour)).or_default().add(&client);
                 usage.entry((format!("owner:{}", s.info.owner), hour)).or_default().add(&delta);
                 usage.entry((format!("device:{}", s.info.device), hour)).or_default().add(&delta);
+                usage.entry(("all".to_owned(), hour)).or_default().add(&delta);
             }
             batch.sessions.push(SessionRecord {
                 id: s.id,

@@ -7,7 +7,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this build writes.
-pub const LAST_SCHEMA_VERSION: u64 = 3;
+pub const LAST_SCHEMA_VERSION: u64 = 4;
 
 /// Brings the database to [`LAST_SCHEMA_VERSION`], one step per transaction.
 pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
@@ -28,6 +28,7 @@ pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
             1 => migrate_to_v1(&txn)?,
             2 => migrate_to_v2(&txn)?,
             3 => migrate_to_v3(&txn)?,
+            4 => migrate_to_v4(&txn)?,
             _ => unreachable_step(version)?,
         }
         txn.open_table(META)?.insert("schema_version", version)?;
@@ -73,6 +74,14 @@ fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     for (client, owed) in totals {
         t.insert(client.as_str(), owed)?;
     }
+    Ok(())
+}
+
+/// v4: the REST API's refresh tokens, their login families and API keys.
+fn migrate_to_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(REFRESH_TOKENS)?;
+    txn.open_table(TOKEN_FAMILIES)?;
+    txn.open_table(API_KEYS)?;
     Ok(())
 }
 

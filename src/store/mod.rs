@@ -10,6 +10,7 @@ mod audit;
 mod devices;
 mod holds;
 mod ledger;
+mod logins;
 pub mod migrations;
 pub mod tables;
 mod usage;
@@ -23,6 +24,7 @@ pub use audit::AuditEntry;
 pub use devices::{DeviceRecord, PairCode, PairError};
 pub use holds::{Hold, HoldRequest};
 pub use ledger::{Account, Transfer};
+pub use logins::{ApiKey, KeyScope, RefreshError, TokenFamily};
 pub use usage::{Accrual, FlushBatch, Recovered, SessionRecord, UsageBucket};
 pub use users::UserRecord;
 pub use verify::{VerifyParams, VerifyReport};
@@ -151,6 +153,9 @@ impl Store {
         copy!(tables::WITHDRAWALS);
         copy!(tables::USAGE);
         copy!(tables::ACCRUED);
+        copy!(tables::REFRESH_TOKENS);
+        copy!(tables::TOKEN_FAMILIES);
+        copy!(tables::API_KEYS);
         wtx.commit()?;
         Ok(())
     }

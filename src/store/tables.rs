@@ -32,8 +32,14 @@ pub const HOLDS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("holds")
 /// Withdrawal id → `Withdrawal` JSON: node owners' payout requests and their outcome.
 pub const WITHDRAWALS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("withdrawals");
 /// (subject, hour since the epoch) → `UsageBucket` JSON: hourly usage and earnings rolled up by
-/// every flush, for charts. Subjects: `client:NAME`, `owner:NAME`, `device:HEX`.
+/// every flush, for charts. Subjects: `client:NAME`, `owner:NAME`, `device:HEX`, `all`.
 pub const USAGE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("usage");
 /// Client → what its live sessions' accruals owe in total (micro-units), maintained by every
 /// flush, so reservations and balances read one row instead of every accrual.
 pub const ACCRUED: TableDefinition<'_, &str, i64> = TableDefinition::new("accrued");
+/// SHA-256 (hex) of a refresh token → `RefreshToken` JSON (SECURITY.md §3: stored hashed).
+pub const REFRESH_TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("refresh_tokens");
+/// Login family id → `TokenFamily` JSON: one per login, revoked as a whole on reuse or logout.
+pub const TOKEN_FAMILIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("token_families");
+/// SHA-256 (hex) of an API key → `ApiKey` JSON.
+pub const API_KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("api_keys");

@@ -117,5 +117,6 @@ print("eof" if s.recv(1) == b"" else "data")
     );
     let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "eof", "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(s.log().contains("idle_timeout"), "the stream log says why it ended");
+    // The stream's log line is written right after the socket closes: wait for it.
+    wait_for("the stream log says why it ended", || s.log().contains("idle_timeout").then_some(()));
 }

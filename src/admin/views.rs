@@ -1,0 +1,307 @@
+//! What admin commands and the REST API return: one typed view per resource. The CLI, the
+//! admin socket and the API all serialise these, and the OpenAPI document is generated from the
+//! same types, so the documented shape is the shape on the wire.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::money::format_signed;
+use crate::store::{AuditEntry, SessionRecord, Transfer, UsageBucket, Withdrawal};
+
+/// Formats Unix seconds as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+/// A user account with its money.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    pub name: String,
+    pub admin: bool,
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    pub telegram_id: Option<i64>,
+    /// Posted balance minus unposted usage (at most a second behind).
+    pub balance_micros: i64,
+    pub balance: String,
+    pub posted_micros: i64,
+    pub accrued_micros: i64,
+    /// Reserved for live streams.
+    pub held_micros: i64,
+    /// What may be spent or withdrawn: balance − held.
+    pub available_micros: i64,
+    pub pending_withdrawals_micros: u64,
+    pub proxy_password: String,
+    pub devices: usize,
+    pub created_at: String,
+    /// The generated login password, only in the answer that created the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// A paired device (node) and, when connected, its live state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceView {
+    pub id: String,
+    pub owner: String,
+    pub vip: String,
+    pub online: bool,
+    /// `serving`, `draining` or `paused` while online.
+    pub state: Option<String>,
+    pub active_streams: Option<usize>,
+    pub public_ip: Option<String>,
+    pub country: Option<String>,
+    pub battery_pct: Option<u8>,
+    /// `wifi`, `cellular`, `ethernet` or `unknown` while online.
+    pub network: Option<String>,
+    pub model: Option<String>,
+    pub os: Option<String>,
+    pub key_alg: String,
+    pub paired_at: String,
+    pub last_seen: Option<String>,
+    pub banned: bool,
+    pub ban_reason: Option<String>,
+    /// Bytes carried and earned today (UTC).
+    pub bytes_today: u64,
+    pub earned_today_micros: u64,
+}
+
+/// One ledger transfer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TransferView {
+    pub seq: u64,
+    pub id: String,
+    pub time: String,
+    pub debit: String,
+    pub credit: String,
+    pub amount: String,
+    pub amount_micros: u64,
+    pub kind: String,
+    pub reference: String,
+}
+
+impl From<&Transfer> for TransferView {
+    fn from(t: &Transfer) -> Self {
+        TransferView {
+            seq: t.seq,
+            id: t.id.clone(),
+            time: rfc3339(t.time),
+            debit: t.debit.clone(),
+            credit: t.credit.clone(),
+            amount: t.amount.to_string(),
+            amount_micros: t.amount.0,
+            kind: t.kind.clone(),
+            reference: t.reference.clone(),
+        }
+    }
+}
+
+/// A payout request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WithdrawalView {
+    pub id: u64,
+    pub user: String,
+    pub amount: String,
+    pub amount_micros: u64,
+    pub destination: Option<String>,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    pub requested_at: String,
+    pub decided_at: Option<String>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl From<&Withdrawal> for WithdrawalView {
+    fn from(w: &Withdrawal) -> Self {
+        WithdrawalView {
+            id: w.id,
+            user: w.user.clone(),
+            amount: w.amount.to_string(),
+            amount_micros: w.amount.0,
+            destination: w.destination.clone(),
+            status: w.status.as_str().into(),
+            requested_at: rfc3339(w.requested_at),
+            decided_at: w.decided_at.map(rfc3339),
+            decided_by: w.decided_by.clone(),
+            reason: w.reason.clone(),
+        }
+    }
+}
+
+/// One client stream.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    pub id: u64,
+    pub client: String,
+    pub device: String,
+    pub owner: String,
+    pub vip: String,
+    pub node_ip: String,
+    pub target: String,
+    pub start: String,
+    pub end: Option<String>,
+    pub live: bool,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub charge: String,
+    pub charge_micros: u64,
+    pub node_credit_micros: u64,
+    /// The client used its own node (it pays only the platform fee).
+    pub self_use: bool,
+    pub end_reason: Option<String>,
+}
+
+impl From<&SessionRecord> for SessionView {
+    fn from(r: &SessionRecord) -> Self {
+        SessionView {
+            id: r.id,
+            client: r.client.clone(),
+            device: r.device.clone(),
+            owner: r.owner.clone(),
+            vip: r.vip.clone(),
+            node_ip: r.node_ip.clone(),
+            target: r.target.clone(),
+            start: rfc3339(r.start),
+            end: r.end.map(rfc3339),
+            live: r.end.is_none(),
+            bytes_up: r.bytes_up,
+            bytes_down: r.bytes_down,
+            charge: r.charge.to_string(),
+            charge_micros: r.charge.0,
+            node_credit_micros: r.node_credit.0,
+            self_use: r.self_use(),
+            end_reason: r.end_reason.clone(),
+        }
+    }
+}
+
+/// An audit-log entry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub seq: u64,
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub reason: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+}
+
+impl From<AuditEntry> for AuditView {
+    fn from(e: AuditEntry) -> Self {
+        AuditView {
+            seq: e.seq,
+            time: rfc3339(e.time),
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            reason: e.reason,
+            before: e.before,
+            after: e.after,
+        }
+    }
+}
+
+/// Usage in one bucket (an hour or a day) or in total.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct UsagePoint {
+    /// Start of the bucket (absent in totals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// What clients paid.
+    pub debit_micros: u64,
+    /// What node owners earned.
+    pub earned_micros: u64,
+    /// What the platform kept.
+    pub fee_micros: u64,
+    /// Streams started.
+    pub sessions: u64,
+}
+
+impl UsagePoint {
+    pub fn new(start: Option<String>, b: &UsageBucket) -> UsagePoint {
+        UsagePoint {
+            start,
+            bytes_up: b.up,
+            bytes_down: b.down,
+            debit_micros: b.debit,
+            earned_micros: b.earned,
+            fee_micros: b.fee,
+            sessions: b.sessions,
+        }
+    }
+}
+
+/// A zero-filled usage series, ready for a chart.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageView {
+    /// `client:NAME`, `owner:NAME`, `device:ID` or `all`.
+    pub subject: String,
+    /// `hour` or `day` (UTC).
+    pub by: String,
+    pub series: Vec<UsagePoint>,
+    pub total: UsagePoint,
+}
+
+/// A credit's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreditView {
+    pub user: String,
+    pub amount: String,
+    pub transfer: u64,
+    pub balance_micros: i64,
+    pub balance: String,
+}
+
+impl CreditView {
+    pub fn new(user: &str, amount: crate::money::Micros, transfer: u64, balance: i64) -> CreditView {
+        CreditView {
+            user: user.to_owned(),
+            amount: amount.to_string(),
+            transfer,
+            balance_micros: balance,
+            balance: format_signed(balance),
+        }
+    }
+}
+
+/// A one-time pairing link.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PairView {
+    /// `traffix://pair?server=HOST:PORT&pin=HEX&code=CODE`
+    pub link: String,
+    pub code: String,
+    pub expires_at: String,
+    pub user: String,
+}
+
+/// What `ledger verify` found.
+pub use crate::store::VerifyReport;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_647_793), "2026-11-25T23:03:13Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,400 @@
+//! `/admin/…`: the operator's endpoints — overview, users, nodes, sessions, ledger,
+//! withdrawals, audit log, settings — and the live event stream the dashboard listens to.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::me::{LimitQuery, UsageQuery};
+use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal, ServerInfo};
+use crate::admin::AdminRequest;
+use crate::admin::views::*;
+use crate::store::{UsageBucket, WithdrawalStatus, now_secs};
+use crate::telemetry::{DirLabel, Direction};
+
+/// The operator's dashboard at a glance.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Overview {
+    pub nodes_online: usize,
+    pub nodes_total: usize,
+    pub streams_active: i64,
+    pub users: usize,
+    /// Bytes relayed since the server started, client → target and back (rates come from two
+    /// samples).
+    pub bytes_up_total: u64,
+    pub bytes_down_total: u64,
+    /// What the platform kept today (UTC).
+    pub revenue_today_micros: u64,
+    pub traffic_today_bytes: u64,
+    pub pending_withdrawals: usize,
+    pub pending_withdrawals_micros: u64,
+    pub currency: String,
+    /// Server time, RFC 3339.
+    pub time: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UserQuery {
+    /// Part of a user name.
+    pub q: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct FilterQuery {
+    /// Only this user's rows.
+    pub user: Option<String>,
+    /// At most this many rows, newest first (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StatusQuery {
+    /// `pending`, `approved` or `rejected`.
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewUser {
+    pub name: String,
+    /// Generated (and returned once) when absent.
+    pub password: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Credit {
+    /// Currency units, e.g. `"12.50"`.
+    pub amount: String,
+    pub reason: String,
+    /// Idempotency key (e.g. a payment's id): replays credit once.
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Reason {
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct OptionalReason {
+    pub reason: Option<String>,
+}
+
+fn limit(n: Option<usize>) -> usize {
+    n.unwrap_or(100).clamp(1, 1000)
+}
+
+fn values<T: serde::de::DeserializeOwned>(v: Value) -> Result<Vec<T>, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn reason(r: &str) -> Result<String, ApiError> {
+    let r = r.trim();
+    if r.is_empty() || r.len() > 500 {
+        return Err(ApiError::invalid("give a reason (1-500 characters)"));
+    }
+    Ok(r.to_owned())
+}
+
+/// Computes the overview (blocking: reads the store).
+fn compute_overview(state: &ApiState) -> Result<Overview, ApiError> {
+    let store = &state.admin.store;
+    let hour = now_secs() / 3600;
+    let mut today = UsageBucket::default();
+    for (_, b) in store.usage_series("all", hour - hour % 24, hour + 1)? {
+        today.add(&b);
+    }
+    let pending = store.list_withdrawals(None, Some(WithdrawalStatus::Pending))?;
+    let bytes = |d| state.metrics.relayed_bytes.get_or_create(&DirLabel { direction: d }).get();
+    Ok(Overview {
+        nodes_online: state.registry.len(),
+        nodes_total: store.list_devices()?.len(),
+        streams_active: state.metrics.streams_active.get(),
+        users: store.list_users()?.len(),
+        bytes_up_total: bytes(Direction::Up),
+        bytes_down_total: bytes(Direction::Down),
+        revenue_today_micros: today.fee,
+        traffic_today_bytes: today.up + today.down,
+        pending_withdrawals: pending.len(),
+        pending_withdrawals_micros: pending.iter().map(|w| w.amount.0).sum(),
+        currency: state.info.currency.clone(),
+        time: rfc3339(now_secs()),
+    })
+}
+
+async fn overview_of(state: &Arc<ApiState>) -> Result<Overview, ApiError> {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || compute_overview(&s)).await.map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+/// Nodes online, streams, traffic and revenue.
+#[utoipa::path(get, path = "/api/v1/admin/overview", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Overview), (status = 403, body = ErrorBody)))]
+pub async fn overview(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Overview>, ApiError> {
+    p.admin_read()?;
+    Ok(Json(overview_of(&state).await?))
+}
+
+/// Platform-wide usage and revenue (fees) per hour or day.
+#[utoipa::path(get, path = "/api/v1/admin/usage", tag = "admin", security(("bearer" = [])), params(UsageQuery),
+    responses((status = 200, body = UsageView), (status = 403, body = ErrorBody)))]
+pub async fn usage(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_read()?;
+    let req = AdminRequest::Usage { subject: "all".into(), by: q.by.unwrap_or("hour".into()), last: q.last };
+    Ok(Json(state.run(req, &p.actor()).await?))
+}
+
+/// Users, optionally those whose name contains `q`.
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", security(("bearer" = [])), params(UserQuery),
+    responses((status = 200, body = [UserView]), (status = 403, body = ErrorBody)))]
+pub async fn users(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<UserQuery>,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    p.admin_read()?;
+    let all: Vec<UserView> = values(state.run(AdminRequest::UserList, &p.actor()).await?)?;
+    let needle = q.q.unwrap_or_default().trim().to_ascii_lowercase();
+    Ok(Json(all.into_iter().filter(|u| u.name.contains(&needle)).collect()))
+}
+
+/// Create a user.
+#[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin", security(("bearer" = [])), request_body = NewUser,
+    responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_user(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    ApiJson(req): ApiJson<NewUser>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_write(false)?;
+    let cmd = AdminRequest::UserAdd { name: req.name, password: req.password, admin: req.admin };
+    Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+/// Credit a user's balance (with a reason; audited).
+#[utoipa::path(post, path = "/api/v1/admin/users/{name}/credit", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)), request_body = Credit,
+    responses((status = 200, body = CreditView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn credit(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Credit>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_write(true)?;
+    super::parse_money(&req.amount)?;
+    let cmd = AdminRequest::UserCredit { name, amount: req.amount, reason: Some(reason(&req.reason)?), id: req.id };
+    Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+/// Disable a user: proxy access and logins stop.
+#[utoipa::path(post, path = "/api/v1/admin/users/{name}/disable", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)), request_body = Reason,
+    responses((status = 200, body = UserView), (status = 404, body = ErrorBody)))]
+pub async fn disable(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Reason>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_write(false)?;
+    if name == p.user.name {
+        return Err(ApiError::invalid("you cannot disable yourself"));
+    }
+    let cmd = AdminRequest::UserDisable { name, reason: Some(reason(&req.reason)?) };
+    Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+/// Every paired device with its live state.
+#[utoipa::path(get, path = "/api/v1/admin/nodes", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = [DeviceView]), (status = 403, body = ErrorBody)))]
+pub async fn nodes(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    p.admin_read()?;
+    Ok(Json(state.run(AdminRequest::DeviceList, &p.actor()).await?))
+}
+
+/// Ban a device (id, id prefix or vIP); a connected one is disconnected.
+#[utoipa::path(post, path = "/api/v1/admin/nodes/{id}/ban", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = Reason,
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
+pub async fn ban(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<Reason>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_write(false)?;
+    Ok(Json(state.run(AdminRequest::DeviceBan { id, reason: reason(&req.reason)? }, &p.actor()).await?))
+}
+
+/// Lift a device's ban.
+#[utoipa::path(post, path = "/api/v1/admin/nodes/{id}/unban", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
+pub async fn unban(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_write(false)?;
+    Ok(Json(state.run(AdminRequest::DeviceUnban { id }, &p.actor()).await?))
+}
+
+/// Client streams, live ones first.
+#[utoipa::path(get, path = "/api/v1/admin/sessions", tag = "admin", security(("bearer" = [])), params(FilterQuery),
+    responses((status = 200, body = [SessionView])))]
+pub async fn sessions(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<FilterQuery>,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    p.admin_read()?;
+    let req = AdminRequest::SessionList { user: q.user, limit: Some(limit(q.limit)) };
+    let mut list: Vec<SessionView> = values(state.run(req, &p.actor()).await?)?;
+    list.sort_by_key(|s| !s.live);
+    Ok(Json(list))
+}
+
+/// Ledger transfers, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/ledger", tag = "admin", security(("bearer" = [])), params(FilterQuery),
+    responses((status = 200, body = [TransferView])))]
+pub async fn ledger(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<FilterQuery>,
+) -> Result<Json<Vec<TransferView>>, ApiError> {
+    p.admin_read()?;
+    let mut list: Vec<TransferView> = values(state.run(AdminRequest::LedgerList { user: q.user }, &p.actor()).await?)?;
+    list.reverse();
+    list.truncate(limit(q.limit));
+    Ok(Json(list))
+}
+
+/// Withdrawals, pending first.
+#[utoipa::path(get, path = "/api/v1/admin/withdrawals", tag = "admin", security(("bearer" = [])), params(StatusQuery),
+    responses((status = 200, body = [WithdrawalView])))]
+pub async fn withdrawals(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
+    p.admin_read()?;
+    let req = AdminRequest::WithdrawalList { user: None, status: q.status };
+    let mut list: Vec<WithdrawalView> = values(state.run(req, &p.actor()).await?)?;
+    list.sort_by_key(|w| w.status != "pending");
+    Ok(Json(list))
+}
+
+/// Approve (pay out) a pending withdrawal.
+#[utoipa::path(post, path = "/api/v1/admin/withdrawals/{id}/approve", tag = "admin", security(("bearer" = [])),
+    params(("id" = u64, Path)), request_body = OptionalReason,
+    responses((status = 200, body = WithdrawalView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn approve(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<u64>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_write(true)?;
+    // The body is optional here.
+    let body: OptionalReason = if body.iter().all(u8::is_ascii_whitespace) {
+        OptionalReason::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?
+    };
+    let reason = body.reason.filter(|r| !r.trim().is_empty());
+    Ok(Json(state.run(AdminRequest::WithdrawalApprove { id, reason }, &p.actor()).await?))
+}
+
+/// Reject a pending withdrawal: the money goes back to the user.
+#[utoipa::path(post, path = "/api/v1/admin/withdrawals/{id}/reject", tag = "admin", security(("bearer" = [])),
+    params(("id" = u64, Path)), request_body = Reason,
+    responses((status = 200, body = WithdrawalView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn reject(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<u64>,
+    ApiJson(req): ApiJson<Reason>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_write(true)?;
+    Ok(Json(state.run(AdminRequest::WithdrawalReject { id, reason: reason(&req.reason)? }, &p.actor()).await?))
+}
+
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", security(("bearer" = [])), params(LimitQuery),
+    responses((status = 200, body = [AuditView])))]
+pub async fn audit(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_read()?;
+    Ok(Json(state.run(AdminRequest::AuditList { limit: Some(limit(q.limit)) }, &p.actor()).await?))
+}
+
+/// The effective billing settings and limits (edited in traffix.toml).
+#[utoipa::path(get, path = "/api/v1/admin/settings", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = ServerInfo)))]
+pub async fn settings(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<ServerInfo>, ApiError> {
+    p.admin_read()?;
+    Ok(Json(state.info.clone()))
+}
+
+/// Live events (Server-Sent Events): `overview` every 2 s, `nodes` when a node comes, goes or
+/// changes state, and every 10 s.
+#[utoipa::path(get, path = "/api/v1/admin/events", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream", description = "`event: overview` / `event: nodes`")))]
+pub async fn events(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    p.admin_read()?;
+    let actor = p.actor();
+    let stream = futures_util::stream::unfold(
+        (state.clone(), actor, 0u64, String::new(), state.shutdown.clone()),
+        |(state, actor, tick, last_nodes, mut shutdown)| async move {
+            if tick > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.recv() => return None,
+                }
+            }
+            let mut events = Vec::new();
+            if let Ok(o) = overview_of(&state).await
+                && let Ok(e) = Event::default().event("overview").json_data(&o)
+            {
+                events.push(Ok(e));
+            }
+            let mut last = last_nodes;
+            if let Ok(nodes) = state.run(AdminRequest::DeviceList, &actor).await {
+                let sig: String = nodes
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| format!("{}:{}:{}:{};", d["id"], d["online"], d["state"], d["banned"]))
+                    .collect();
+                if sig != last || tick % 5 == 0 {
+                    if let Ok(e) = Event::default().event("nodes").json_data(&nodes) {
+                        events.push(Ok(e));
+                    }
+                    last = sig;
+                }
+            }
+            Some((futures_util::stream::iter(events), (state, actor, tick + 1, last, shutdown)))
+        },
+    );
+    use futures_util::StreamExt;
+    Ok(Sse::new(stream.flatten()).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,347 @@
+//! `/me/…`: what every signed-in user sees and does with its own account — balance, usage,
+//! proxy credentials, devices and earnings, pairing, sessions, ledger lines, withdrawals, API
+//! keys.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal};
+use crate::admin::AdminRequest;
+use crate::admin::views::*;
+use crate::store::{ApiKey, KeyScope, now_secs};
+
+/// Proxy credentials with copy-ready command lines.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProxyInfo {
+    pub username: String,
+    pub password: String,
+    /// `HOST:PORT` of the SOCKS5 and HTTP proxies.
+    pub socks5: String,
+    pub http: String,
+    pub curl_socks5: String,
+    pub curl_http: String,
+}
+
+/// The signed-in user: its account, the price it pays, and how to reach the proxies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeView {
+    #[serde(flatten)]
+    pub user: UserView,
+    pub currency: String,
+    pub price_per_gb: String,
+    pub proxy: ProxyInfo,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UsageQuery {
+    /// `hour` or `day` (default `hour`).
+    pub by: Option<String>,
+    /// Buckets up to now (default 24 hours or 30 days).
+    pub last: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LimitQuery {
+    /// At most this many rows, newest first (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct WithdrawalRequest {
+    /// Currency units, e.g. `"12.50"`.
+    pub amount: String,
+    /// Where to pay (free text for the operator).
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PairResponse {
+    #[serde(flatten)]
+    pub pair: PairView,
+    /// An SVG document of the link's QR code.
+    pub qr_svg: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewApiKey {
+    pub name: String,
+    /// `read`, `billing` or `admin`.
+    #[schema(value_type = String)]
+    pub scope: KeyScope,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub scope: KeyScope,
+    pub created_at: String,
+    /// The key itself, only in the answer that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl From<&ApiKey> for ApiKeyView {
+    fn from(k: &ApiKey) -> Self {
+        ApiKeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            scope: k.scope,
+            created_at: rfc3339(k.created_at),
+            key: None,
+        }
+    }
+}
+
+fn limit(q: &LimitQuery) -> usize {
+    q.limit.unwrap_or(100).clamp(1, 1000)
+}
+
+/// The caller's account, balance and proxy credentials.
+#[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
+    responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
+pub async fn me(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    let mut v = state.run(AdminRequest::UserShow { name: p.user.name.clone() }, &p.actor()).await?;
+    let (name, pass) = (&p.user.name, &p.user.proxy_password);
+    let info = &state.info;
+    let proxy = ProxyInfo {
+        username: name.clone(),
+        password: pass.clone(),
+        socks5: info.socks5.clone(),
+        http: info.http.clone(),
+        curl_socks5: format!("curl --socks5-hostname '{name}:{pass}@{}' https://example.com/", info.socks5),
+        curl_http: format!("curl -x 'http://{name}:{pass}@{}' https://example.com/", info.http),
+    };
+    v["currency"] = json!(info.currency);
+    v["price_per_gb"] = json!(info.price_per_gb);
+    v["proxy"] = serde_json::to_value(proxy).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(v))
+}
+
+/// Rotate the proxy password (connections with the old one are refused from now on).
+#[utoipa::path(post, path = "/api/v1/me/proxy-password", tag = "me", security(("bearer" = [])),
+    responses((status = 200, description = "`{\"name\",\"proxy_password\"}`"), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub async fn rotate_proxy_password(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    p.may_write()?;
+    Ok(Json(state.run(AdminRequest::UserProxyPassword { name: p.user.name.clone() }, &p.actor()).await?))
+}
+
+/// What the caller used and paid, per hour or day.
+#[utoipa::path(get, path = "/api/v1/me/usage", tag = "me", security(("bearer" = [])), params(UsageQuery),
+    responses((status = 200, body = UsageView), (status = 400, body = ErrorBody)))]
+pub async fn usage(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let req = AdminRequest::Usage {
+        subject: format!("client:{}", p.user.name),
+        by: q.by.unwrap_or("hour".into()),
+        last: q.last,
+    };
+    Ok(Json(state.run(req, &p.actor()).await?))
+}
+
+/// What the caller's nodes carried and earned, per hour or day.
+#[utoipa::path(get, path = "/api/v1/me/earnings", tag = "me", security(("bearer" = [])), params(UsageQuery),
+    responses((status = 200, body = UsageView), (status = 400, body = ErrorBody)))]
+pub async fn earnings(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let req = AdminRequest::Usage {
+        subject: format!("owner:{}", p.user.name),
+        by: q.by.unwrap_or("day".into()),
+        last: q.last,
+    };
+    Ok(Json(state.run(req, &p.actor()).await?))
+}
+
+/// The caller's devices with their live status and today's earnings.
+#[utoipa::path(get, path = "/api/v1/me/devices", tag = "me", security(("bearer" = [])),
+    responses((status = 200, body = [DeviceView])))]
+pub async fn devices(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    let all = state.run(AdminRequest::DeviceList, &p.actor()).await?;
+    let mine: Vec<Value> =
+        all.as_array().into_iter().flatten().filter(|d| d["owner"] == p.user.name.as_str()).cloned().collect();
+    Ok(Json(Value::Array(mine)))
+}
+
+/// A one-time pairing link (10 minutes) for a new device, with its QR code.
+#[utoipa::path(post, path = "/api/v1/me/pair", tag = "me", security(("bearer" = [])),
+    responses((status = 200, body = PairResponse), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn pair(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    p.may_write()?;
+    state
+        .throttle
+        .pair(&p.user.name)
+        .map_err(|wait| ApiError::throttled(wait, "too many pairing links; try again in a minute"))?;
+    let mut v = state.run(AdminRequest::Pair { name: p.user.name.clone() }, &p.actor()).await?;
+    let link = v["link"].as_str().unwrap_or_default().to_owned();
+    let qr = qrcode::QrCode::new(link.as_bytes()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let svg = qr.render::<qrcode::render::svg::Color<'_>>().min_dimensions(256, 256).quiet_zone(true).build();
+    v["qr_svg"] = json!(svg);
+    Ok(Json(v))
+}
+
+/// The caller's streams, newest first.
+#[utoipa::path(get, path = "/api/v1/me/sessions", tag = "me", security(("bearer" = [])), params(LimitQuery),
+    responses((status = 200, body = [SessionView])))]
+pub async fn sessions(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let req = AdminRequest::SessionList { user: Some(p.user.name.clone()), limit: Some(limit(&q)) };
+    Ok(Json(state.run(req, &p.actor()).await?))
+}
+
+async fn my_transfers(state: &ApiState, p: &Principal, n: usize) -> Result<Vec<TransferView>, ApiError> {
+    let v = state.run(AdminRequest::LedgerList { user: Some(p.user.name.clone()) }, &p.actor()).await?;
+    let mut list: Vec<TransferView> = serde_json::from_value(v).map_err(|e| ApiError::internal(e.to_string()))?;
+    list.reverse();
+    list.truncate(n);
+    Ok(list)
+}
+
+/// The caller's ledger lines, newest first.
+#[utoipa::path(get, path = "/api/v1/me/ledger", tag = "me", security(("bearer" = [])), params(LimitQuery),
+    responses((status = 200, body = [TransferView])))]
+pub async fn ledger(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Vec<TransferView>>, ApiError> {
+    Ok(Json(my_transfers(&state, &p, limit(&q)).await?))
+}
+
+fn csv_field(s: &str) -> String {
+    // Quote everything; neutralise spreadsheet formulas.
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_owned() };
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The caller's whole ledger as CSV (oldest first).
+#[utoipa::path(get, path = "/api/v1/me/ledger.csv", tag = "me", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", description = "seq,time,kind,debit,credit,amount,amount_micros,reference")))]
+pub async fn ledger_csv(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Response, ApiError> {
+    let mut list = my_transfers(&state, &p, usize::MAX).await?;
+    list.reverse();
+    let mut out = String::from("seq,time,kind,debit,credit,amount,amount_micros,reference\n");
+    for t in &list {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            t.seq,
+            t.time,
+            csv_field(&t.kind),
+            csv_field(&t.debit),
+            csv_field(&t.credit),
+            t.amount,
+            t.amount_micros,
+            csv_field(&t.reference)
+        ));
+    }
+    let mut resp = out.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"traffix-ledger.csv\""));
+    Ok(resp)
+}
+
+/// The caller's withdrawals, newest first.
+#[utoipa::path(get, path = "/api/v1/me/withdrawals", tag = "me", security(("bearer" = [])),
+    responses((status = 200, body = [WithdrawalView])))]
+pub async fn withdrawals(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    let req = AdminRequest::WithdrawalList { user: Some(p.user.name.clone()), status: None };
+    Ok(Json(state.run(req, &p.actor()).await?))
+}
+
+/// Ask to be paid out; the amount is held until an admin decides.
+#[utoipa::path(post, path = "/api/v1/me/withdrawals", tag = "me", security(("bearer" = [])), request_body = WithdrawalRequest,
+    responses((status = 200, body = WithdrawalView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn request_withdrawal(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    ApiJson(req): ApiJson<WithdrawalRequest>,
+) -> Result<Json<Value>, ApiError> {
+    p.may_write()?;
+    super::parse_money(&req.amount)?;
+    if req.destination.as_ref().is_some_and(|d| d.len() > 200) {
+        return Err(ApiError::invalid("the destination is at most 200 characters"));
+    }
+    let cmd =
+        AdminRequest::WithdrawalRequest { name: p.user.name.clone(), amount: req.amount, destination: req.destination };
+    Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+/// The caller's API keys (without the keys themselves).
+#[utoipa::path(get, path = "/api/v1/me/api-keys", tag = "me", security(("bearer" = [])),
+    responses((status = 200, body = [ApiKeyView])))]
+pub async fn api_keys(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
+    Ok(Json(state.admin.store.list_api_keys(&p.user.name)?.iter().map(ApiKeyView::from).collect()))
+}
+
+/// Create an API key (signed-in users only, not other keys); the key is shown once.
+#[utoipa::path(post, path = "/api/v1/me/api-keys", tag = "me", security(("bearer" = [])), request_body = NewApiKey,
+    responses((status = 200, body = ApiKeyView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_api_key(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    ApiJson(req): ApiJson<NewApiKey>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    if p.scope.is_some() {
+        return Err(ApiError::forbidden("API keys cannot create API keys; sign in"));
+    }
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 64 {
+        return Err(ApiError::invalid("the key's name is 1-64 characters"));
+    }
+    let id = hex::encode(crate::auth::random_bytes::<6>().map_err(|e| ApiError::internal(e.to_string()))?);
+    let secret = crate::auth::random_bytes::<24>().map_err(|e| ApiError::internal(e.to_string()))?;
+    let key = format!("{}{}", super::API_KEY_PREFIX, hex::encode(secret));
+    let rec = ApiKey { id, user: p.user.name.clone(), name: name.to_owned(), scope: req.scope, created_at: now_secs() };
+    state.admin.store.add_api_key(&crate::auth::pairing_code_hash(&key), &rec)?;
+    let view = ApiKeyView { key: Some(key), ..ApiKeyView::from(&rec) };
+    audit(&state, &p, "api_key.create", &rec.id, serde_json::to_value(ApiKeyView::from(&rec)).ok());
+    Ok(Json(view))
+}
+
+/// Delete one of the caller's API keys.
+#[utoipa::path(delete, path = "/api/v1/me/api-keys/{id}", tag = "me", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_api_key(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.may_write()?;
+    state.admin.store.delete_api_key(&p.user.name, &id)?;
+    audit(&state, &p, "api_key.delete", &id, None);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn audit(state: &ApiState, p: &Principal, action: &str, target: &str, after: Option<Value>) {
+    let entry = crate::store::AuditEntry {
+        seq: 0,
+        time: now_secs(),
+        actor: p.actor(),
+        action: action.into(),
+        target: target.into(),
+        reason: None,
+        before: None,
+        after,
+    };
+    if let Err(e) = state.admin.store.append_audit(entry) {
+        tracing::error!(error = %e, action, "could not write the audit entry");
+    }
+}

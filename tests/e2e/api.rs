@@ -1,0 +1,353 @@
+//! The REST API on a real server (TLS, pinned) and a real redb file, driven with curl: logins,
+//! token rotation and reuse detection, scopes, admin actions, bad input, cross-origin requests,
+//! the OpenAPI document and the dashboard's files.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+struct Api<'a> {
+    s: &'a Server,
+    pin: String,
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl<'a> Api<'a> {
+    fn new(s: &'a Server) -> Api<'a> {
+        let pin = hex_to_b64(&s.pin);
+        Api { s, pin }
+    }
+
+    /// One request; `extra` are raw curl arguments (headers, a raw body).
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>, extra: &[&str]) -> Reply {
+        let url = format!("https://{}{path}", self.s.web);
+        let dir = tempfile::tempdir().unwrap();
+        let head = dir.path().join("h");
+        let mut args: Vec<String> = vec![
+            "-sS".into(),
+            "-k".into(),
+            "--pinnedpubkey".into(),
+            format!("sha256//{}", self.pin),
+            "-X".into(),
+            method.into(),
+            "-D".into(),
+            head.display().to_string(),
+            "-w".into(),
+            "\n%{http_code}".into(),
+        ];
+        if let Some(t) = token {
+            args.push("-H".into());
+            args.push(format!("Authorization: Bearer {t}"));
+        }
+        if let Some(b) = body {
+            args.extend(["-H".into(), "Content-Type: application/json".into(), "--data-binary".into(), b.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(url);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = curl(&refs);
+        assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        Reply {
+            status: code.parse().unwrap(),
+            headers: std::fs::read_to_string(head).unwrap_or_default(),
+            body: body.into(),
+        }
+    }
+
+    fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None, &[])
+    }
+
+    fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(&body), &[])
+    }
+
+    fn login(&self, user: &str, password: &str) -> Value {
+        let r =
+            self.call("POST", "/api/v1/auth/login", None, Some(&json!({"username": user, "password": password})), &[]);
+        assert_eq!(r.status, 200, "login {user}: {}", r.body);
+        r.json()
+    }
+}
+
+fn hex_to_b64(hex: &str) -> String {
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn token(v: &Value) -> String {
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn logins_rotate_refresh_tokens_and_a_reused_one_revokes_the_login() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let t = api.login("admin", &s.admin_password);
+    assert_eq!(t["expires_in"], 600);
+    assert_eq!(t["token_type"], "Bearer");
+    let me = api.get("/api/v1/me", &token(&t)).json();
+    assert_eq!(me["name"], "admin");
+    assert_eq!(me["admin"], true);
+    assert!(me["proxy"]["curl_socks5"].as_str().unwrap().starts_with("curl --socks5-hostname 'admin:"));
+
+    let r1 = t["refresh_token"].as_str().unwrap();
+    let t2 = api.call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": r1})), &[]);
+    assert_eq!(t2.status, 200, "{}", t2.body);
+    let r2 = t2.json()["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2, "rotated");
+    assert_eq!(api.get("/api/v1/me", &token(&t2.json())).status, 200);
+    // r1 is spent: presenting it again is reuse — and revokes r2 with it.
+    let reuse = api.call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": r1})), &[]);
+    assert_eq!((reuse.status, reuse.error()), (401, "invalid_token".into()), "{}", reuse.body);
+    let after = api.call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": r2})), &[]);
+    assert_eq!(after.status, 401, "the whole family is revoked: {}", after.body);
+
+    // Logout revokes the login.
+    let t3 = api.login("admin", &s.admin_password);
+    let r3 = t3["refresh_token"].as_str().unwrap();
+    assert_eq!(api.call("POST", "/api/v1/auth/logout", None, Some(&json!({"refresh_token": r3})), &[]).status, 204);
+    assert_eq!(api.call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": r3})), &[]).status, 401);
+}
+
+#[test]
+fn bad_credentials_tokens_and_bodies_get_the_right_errors() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let bad =
+        api.call("POST", "/api/v1/auth/login", None, Some(&json!({"username": "admin", "password": "nope"})), &[]);
+    assert_eq!((bad.status, bad.error()), (401, "invalid_credentials".into()));
+    let ghost = api.call("POST", "/api/v1/auth/login", None, Some(&json!({"username": "ghost", "password": "x"})), &[]);
+    assert_eq!(ghost.status, 401);
+    let malformed = api.call(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        None,
+        &["-H", "Content-Type: application/json", "--data-binary", "{\"username\":"],
+    );
+    assert_eq!((malformed.status, malformed.error()), (400, "bad_request".into()), "{}", malformed.body);
+    let missing = api.call("POST", "/api/v1/auth/login", None, Some(&json!({"username": "admin"})), &[]);
+    assert_eq!((missing.status, missing.error()), (422, "unprocessable".into()), "{}", missing.body);
+    let wrong_type = api.call("POST", "/api/v1/auth/login", None, None, &["--data-binary", "username=admin"]);
+    assert_eq!(wrong_type.status, 400, "{}", wrong_type.body);
+    let big = json!({"username": "admin", "password": "x".repeat(70_000)});
+    let too_large = api.call("POST", "/api/v1/auth/login", None, Some(&big), &[]);
+    assert_eq!((too_large.status, too_large.error()), (413, "too_large".into()), "{}", too_large.body);
+
+    for t in ["", "garbage", "a.b.c", "tfx_nope", &"x".repeat(5000)] {
+        let r = api.call("GET", "/api/v1/me", None, None, &["-H", &format!("Authorization: Bearer {t}")]);
+        assert_eq!(r.status, 401, "token {t:.20}: {}", r.body);
+    }
+    assert_eq!(api.call("GET", "/api/v1/me", None, None, &[]).status, 401);
+    // An expired token signed with the server's own key is still refused.
+    let secret = hex_decode(std::fs::read_to_string(s.data_dir().join("jwt.secret")).unwrap().trim());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"sub": "admin", "iss": "traffix", "aud": "traffix-api", "iat": now - 700, "nbf": now - 700, "exp": now - 100, "fam": "x"});
+    let expired = sign(&secret, &claims);
+    let r = api.get("/api/v1/me", &expired);
+    assert_eq!((r.status, r.error()), (401, "invalid_token".into()), "{}", r.body);
+    let fresh = sign(
+        &secret,
+        &json!({"sub": "admin", "iss": "traffix", "aud": "traffix-api", "iat": now, "nbf": now, "exp": now + 60, "fam": "x"}),
+    );
+    assert_eq!(api.get("/api/v1/me", &fresh).status, 200, "the forge itself is right");
+    assert_eq!(api.get("/api/v1/nope", &fresh).status, 404);
+
+    // Five failures, then back-off with Retry-After.
+    for _ in 0..5 {
+        api.call("POST", "/api/v1/auth/login", None, Some(&json!({"username": "admin", "password": "wrong"})), &[]);
+    }
+    let r = api.call(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"username": "admin", "password": &s.admin_password})),
+        &[],
+    );
+    assert_eq!((r.status, r.error()), (429, "throttled".into()), "{}", r.body);
+    assert!(r.headers.to_ascii_lowercase().contains("retry-after:"), "{}", r.headers);
+}
+
+fn hex_decode(h: &str) -> Vec<u8> {
+    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
+}
+
+fn sign(secret: &[u8], claims: &Value) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let head = b64.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let body = b64.encode(claims.to_string());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let sig = ring::hmac::sign(&key, format!("{head}.{body}").as_bytes());
+    format!("{head}.{body}.{}", b64.encode(sig.as_ref()))
+}
+
+#[test]
+fn admins_act_through_the_api_and_others_cannot() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let admin = token(&api.login("admin", &s.admin_password));
+    let created = api.post("/api/v1/admin/users", &admin, json!({"name": "carol", "password": "carol-password"}));
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(api.post("/api/v1/admin/users", &admin, json!({"name": "carol"})).status, 409);
+    assert_eq!(api.post("/api/v1/admin/users", &admin, json!({"name": "Bad Name"})).status, 400);
+    let carol = token(&api.login("carol", "carol-password"));
+    for path in ["/api/v1/admin/overview", "/api/v1/admin/users", "/api/v1/admin/nodes", "/api/v1/admin/audit"] {
+        let r = api.get(path, &carol);
+        assert_eq!((r.status, r.error()), (403, "forbidden".into()), "{path}");
+    }
+    let r = api.post("/api/v1/admin/users/carol/credit", &carol, json!({"amount": "100", "reason": "me"}));
+    assert_eq!(r.status, 403);
+
+    let credit = api.post("/api/v1/admin/users/carol/credit", &admin, json!({"amount": "12.50", "reason": "welcome"}));
+    assert_eq!(credit.status, 200, "{}", credit.body);
+    assert_eq!(credit.json()["balance_micros"], 12_500_000);
+    assert_eq!(
+        api.post("/api/v1/admin/users/carol/credit", &admin, json!({"amount": "1.5.0", "reason": "x"})).status,
+        400
+    );
+    assert_eq!(api.post("/api/v1/admin/users/carol/credit", &admin, json!({"amount": "1", "reason": ""})).status, 400);
+    assert_eq!(
+        api.post("/api/v1/admin/users/nobody/credit", &admin, json!({"amount": "1", "reason": "x"})).status,
+        404
+    );
+    assert_eq!(api.get("/api/v1/me", &carol).json()["balance_micros"], 12_500_000);
+
+    // A cross-origin POST is refused and changes nothing.
+    let csrf = api.call(
+        "POST",
+        "/api/v1/admin/users/carol/credit",
+        Some(&admin),
+        Some(&json!({"amount": "1000", "reason": "csrf"})),
+        &["-H", "Origin: https://evil.example"],
+    );
+    assert_eq!((csrf.status, csrf.error()), (403, "forbidden".into()), "{}", csrf.body);
+    assert_eq!(api.get("/api/v1/me", &carol).json()["balance_micros"], 12_500_000);
+    let same = format!("Origin: https://{}", s.web);
+    let ok = api.call(
+        "POST",
+        "/api/v1/admin/users/carol/credit",
+        Some(&admin),
+        Some(&json!({"amount": "1", "reason": "same origin"})),
+        &["-H", &same],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+
+    // Withdrawals: carol asks, the admin rejects one and approves another.
+    let w = api.post("/api/v1/me/withdrawals", &carol, json!({"amount": "6", "destination": "IBAN 1"})).json();
+    assert_eq!(w["status"], "pending");
+    assert_eq!(api.post("/api/v1/me/withdrawals", &carol, json!({"amount": "1"})).status, 400, "below the minimum");
+    let id = w["id"].as_u64().unwrap();
+    let rej = api.post(&format!("/api/v1/admin/withdrawals/{id}/reject"), &admin, json!({"reason": "wrong IBAN"}));
+    assert_eq!(rej.json()["status"], "rejected");
+    let w2 = api.post("/api/v1/me/withdrawals", &carol, json!({"amount": "7.50", "destination": "IBAN 2"})).json();
+    let id2 = w2["id"].as_u64().unwrap();
+    let app = api.call("POST", &format!("/api/v1/admin/withdrawals/{id2}/approve"), Some(&admin), None, &[]);
+    assert_eq!(app.json()["status"], "approved", "{}", app.body);
+    assert_eq!(api.get("/api/v1/me", &carol).json()["balance_micros"], 6_000_000);
+    let list = api.get("/api/v1/admin/withdrawals", &admin).json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    // Disable: carol's tokens stop working.
+    assert_eq!(api.post("/api/v1/admin/users/admin/disable", &admin, json!({"reason": "oops"})).status, 400);
+    assert_eq!(api.post("/api/v1/admin/users/carol/disable", &admin, json!({"reason": "abuse"})).status, 200);
+    assert_eq!(api.get("/api/v1/me", &carol).error(), "disabled");
+
+    let audit = api.get("/api/v1/admin/audit", &admin).json();
+    let entries = audit.as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["action"] == "user.credit" && e["actor"] == "api:admin" && e["reason"] == "welcome")
+    );
+    assert!(entries.iter().any(|e| e["action"] == "withdrawal.reject" && e["reason"] == "wrong IBAN"));
+    let users = api.get("/api/v1/admin/users?q=car", &admin).json();
+    assert_eq!(users.as_array().unwrap().len(), 1);
+    let o = api.get("/api/v1/admin/overview", &admin).json();
+    assert_eq!(o["users"], 2);
+    let verify = s.cli(&["ledger", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[test]
+fn api_keys_have_scopes_and_the_portal_endpoints_work() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let admin = token(&api.login("admin", &s.admin_password));
+    let read = api.post("/api/v1/me/api-keys", &admin, json!({"name": "grafana", "scope": "read"})).json();
+    let read_key = read["key"].as_str().unwrap().to_owned();
+    assert!(read_key.starts_with("tfx_"));
+    assert_eq!(api.get("/api/v1/admin/overview", &read_key).status, 200);
+    let r = api.post("/api/v1/admin/users", &read_key, json!({"name": "zed"}));
+    assert_eq!((r.status, r.error()), (403, "forbidden".into()));
+    assert_eq!(api.post("/api/v1/me/api-keys", &read_key, json!({"name": "x", "scope": "admin"})).status, 403);
+    assert_eq!(api.post("/api/v1/me/api-keys", &admin, json!({"name": "x", "scope": "root"})).status, 422);
+    let billing = api.post("/api/v1/me/api-keys", &admin, json!({"name": "books", "scope": "billing"})).json();
+    let billing_key = billing["key"].as_str().unwrap();
+    s.add_user("dora", None);
+    assert_eq!(
+        api.post("/api/v1/admin/users/dora/credit", billing_key, json!({"amount": "2", "reason": "k"})).status,
+        200
+    );
+    assert_eq!(api.post("/api/v1/admin/users", billing_key, json!({"name": "zed"})).status, 403);
+    let keys = api.get("/api/v1/me/api-keys", &admin).json();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    assert!(keys[0].get("key").is_none(), "keys are shown once");
+    let id = read["id"].as_str().unwrap();
+    assert_eq!(api.call("DELETE", &format!("/api/v1/me/api-keys/{id}"), Some(&admin), None, &[]).status, 204);
+    assert_eq!(api.get("/api/v1/me", &read_key).status, 401);
+
+    // Pairing with a QR code, usage series, ledger lines and their CSV.
+    let pair = api.call("POST", "/api/v1/me/pair", Some(&admin), None, &[]).json();
+    assert!(pair["link"].as_str().unwrap().starts_with("traffix://pair?"));
+    assert!(pair["qr_svg"].as_str().unwrap().contains("<svg"));
+    let usage = api.get("/api/v1/me/usage?by=day&last=7", &admin).json();
+    assert_eq!(usage["series"].as_array().unwrap().len(), 7);
+    assert_eq!(api.get("/api/v1/me/usage?by=week", &admin).status, 400);
+    api.post("/api/v1/admin/users/admin/credit", &admin, json!({"amount": "3", "reason": "=HYPERLINK(\"x\")"}));
+    let ledger = api.get("/api/v1/me/ledger", &admin).json();
+    assert_eq!(ledger[0]["amount_micros"], 3_000_000);
+    let csv = api.get("/api/v1/me/ledger.csv", &admin);
+    assert!(csv.headers.to_ascii_lowercase().contains("content-type: text/csv"), "{}", csv.headers);
+    assert!(csv.body.starts_with("seq,time,kind,debit,credit,amount,amount_micros,reference\n"), "{}", csv.body);
+    assert!(csv.body.contains("\"'=HYPERLINK(\"\"x\"\")\""), "formulas are neutralised: {}", csv.body);
+}
+
+#[test]
+fn openapi_document_and_dashboard_files_are_served() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let doc = api.call("GET", "/api/v1/openapi.json", None, None, &[]);
+    assert_eq!(doc.status, 200);
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc.json(), committed, "the served document is the committed one");
+    assert!(committed["paths"]["/api/v1/auth/login"]["post"].is_object());
+
+    let index = api.call("GET", "/", None, None, &[]);
+    assert_eq!(index.status, 200);
+    assert!(index.body.contains("<html"), "{}", &index.body[..index.body.len().min(200)]);
+    let h = index.headers.to_ascii_lowercase();
+    assert!(h.contains("content-security-policy: default-src 'self'"), "{h}");
+    assert!(h.contains("x-frame-options: deny"));
+    for bad in ["/assets/../Cargo.toml", "/assets/%2e%2e/Cargo.toml", "/assets/nope.js"] {
+        assert_eq!(api.call("GET", bad, None, None, &["--path-as-is"]).status, 404, "{bad}");
+    }
+}
