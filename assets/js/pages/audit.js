@@ -45,7 +45,8 @@ export default function auditPage(main, ctx) {
   const open = new Set();
 
   function actionBadge(action) {
-    const kind = /ban|disable|reject/.test(action) ? 'bad' : /credit|approve|add|unban/.test(action) ? 'ok' : 'muted';
+    const a = String(action || '');
+    const kind = /unban|credit|approve|\.add$/.test(a) ? 'ok' : /ban|disable|reject/.test(a) ? 'bad' : 'muted';
     return badge(action, kind);
   }
 
@@ -62,7 +63,7 @@ export default function auditPage(main, ctx) {
         { label: 'Time', cell: (e) => timeEl(e.time, dateTime(e.time)) },
         { label: 'Actor', cell: (e) => h('span', { class: 'strong' }, e.actor) },
         { label: 'Action', cell: (e) => actionBadge(e.action) },
-        { label: 'Target', cell: (e) => h('span', { class: 'mono' }, e.target) },
+        { label: 'Target', cell: (e) => h('span', { class: 'mono target', title: e.target }, e.target && e.target.length > 24 ? `${e.target.slice(0, 12)}…` : e.target) },
         { label: 'Reason', cell: (e) => e.reason || null },
         {
           label: 'Changes',
