@@ -32,8 +32,13 @@ function storedRefresh() {
   }
 }
 
+let renewTimer = null;
 function storeTokens(t) {
   accessToken = t.access_token;
+  // Renew a little before the access token expires, so that requests rarely meet a 401.
+  clearTimeout(renewTimer);
+  const ttl = Number(t.expires_in);
+  if (ttl > 0) renewTimer = setTimeout(() => { if (accessToken) refreshSession(); }, Math.max(ttl - 60, ttl * 0.8) * 1000);
   try {
     if (t.refresh_token) sessionStorage.setItem(REFRESH_KEY, t.refresh_token);
   } catch { /* private mode: the session ends with the page */ }
@@ -41,6 +46,7 @@ function storeTokens(t) {
 
 export function clearTokens() {
   accessToken = null;
+  clearTimeout(renewTimer);
   try {
     sessionStorage.removeItem(REFRESH_KEY);
   } catch { /* ignore */ }

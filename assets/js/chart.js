@@ -129,6 +129,8 @@ export function usageChart(container, { by = 'hour', currency = 'USD', moneySeri
     };
   };
   const m = mount(container, build, height);
+  const note = h('p', { class: 'chart-note', hidden: true, testid: 'chart-empty' }, 'Nothing in this period yet.');
+  container.append(note);
   return {
     update(usage) {
       const rows = usage.series || [];
@@ -137,6 +139,8 @@ export function usageChart(container, { by = 'hour', currency = 'USD', moneySeri
       // Micro-units stay integers; uPlot only positions them.
       const money = moneySeries.map(([field]) => rows.map((r) => Number(r[field]) || 0));
       m.update([xs, traffic, ...money]);
+      const empty = !traffic.some((v) => v > 0) && !money.some((col) => col.some((v) => v > 0));
+      note.hidden = !empty;
     },
     destroy: () => m.destroy(),
   };

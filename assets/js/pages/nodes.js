@@ -73,6 +73,7 @@ export default function nodesPage(main, ctx) {
     summary.textContent = nodes.length
       ? `${count(online)} online of ${count(nodes.length)} paired${banned ? ` · ${count(banned)} banned` : ''}`
       : 'No node has been paired yet.';
+    mapCard.hidden = nodes.length === 0;
     map.update(nodes);
     const rows = nodes.filter(matches).sort(sorters[sort]);
     const focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.getAttribute('data-testid') : null;
