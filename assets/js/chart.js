@@ -147,7 +147,7 @@ export function usageChart(container, { by = 'hour', currency = 'USD', moneySeri
 }
 
 /** Live throughput (up/down bytes per second) from the admin feed's history. */
-export function throughputChart(container, { height = 140 } = {}) {
+export function throughputChart(container, { height = 140, windowSecs = 300 } = {}) {
   const build = () => {
     const ax = axisStyle();
     return {
@@ -158,16 +158,20 @@ export function throughputChart(container, { height = 140 } = {}) {
       ],
       legend: { live: true },
       cursor: { points: { show: false }, drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max, 1000) * 1.15] } },
+      // A fixed five-minute window ending now, so that the axis reads as time from the start.
+      scales: { x: { time: true, range: (u, min, max) => { const end = Math.max(max || 0, Date.now() / 1000); return [end - windowSecs, end]; } }, y: { range: (u, min, max) => [0, Math.max(max || 0, 1000) * 1.15] } },
       axes: [
-        { ...ax, space: 70, values: (u, vals) => vals.map((v) => secFmt.format(tsToDate(v))) },
+        { ...ax, space: 90, values: (u, vals) => vals.map((v) => secFmt.format(tsToDate(v))) },
         { ...ax, size: 72, values: (u, vals) => vals.map((v) => rate(v)) },
       ],
     };
   };
   const m = mount(container, build, height);
+  const note = h('p', { class: 'chart-note', testid: 'throughput-measuring' }, 'Measuring… the rate needs two samples of the live feed.');
+  container.append(note);
   return {
     update(history) {
+      note.hidden = history.length > 0;
       m.update([history.map((p) => p.t), history.map((p) => p.down), history.map((p) => p.up)]);
     },
     destroy: () => m.destroy(),

@@ -122,8 +122,18 @@ function toDate(t) {
 const dateTimeFmt = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
-/** Local date and time ("Nov 26, 2026, 00:23"); the exact UTC instant goes in a title. */
+const shortFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+const shortYearFmt = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+
+/** Local date and time, compact: "Nov 26, 00:23" this year, with the year otherwise. */
 export function dateTime(t) {
+  const d = toDate(t);
+  if (!d) return '—';
+  return (d.getFullYear() === new Date().getFullYear() ? shortFmt : shortYearFmt).format(d);
+}
+
+/** Local date and time in full ("Nov 26, 2026, 12:23 AM"). */
+export function dateTimeLong(t) {
   const d = toDate(t);
   return d ? dateTimeFmt.format(d) : '—';
 }

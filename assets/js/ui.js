@@ -274,7 +274,7 @@ export function dataTable({ columns, rows, rowAttrs, empty, testid, caption, ext
   if (!rows.length && empty) return empty;
   const table = h('table', { class: 'table', testid },
     caption ? h('caption', { class: 'sr-only' }, caption) : null,
-    h('thead', null, h('tr', null, columns.map((c) => h('th', { scope: 'col', class: [c.num && 'num', c.class] }, c.label)))),
+    h('thead', null, h('tr', null, columns.map((c) => h('th', { scope: 'col', class: [c.num && 'num', c.class] }, c.hideLabel ? h('span', { class: 'sr-only' }, c.label) : c.label)))),
     h('tbody', null, rows.map((r) => {
       const tr = h('tr', rowAttrs ? rowAttrs(r) : null,
         columns.map((c) => {

@@ -96,7 +96,7 @@ export default function nodesPage(main, ctx) {
       columns: [
         { label: 'vIP', cell: (n) => h('span', { title: `device ${n.id}` }, h('span', { class: 'mono strong' }, n.vip), h('span', { class: 'sub' }, [n.model, n.os].filter(Boolean).join(' · ') || String(n.id || '').slice(0, 8))) },
         { label: 'Owner', cell: (n) => n.owner },
-        { label: 'Country · public IP', cell: (n) => h('span', null, countryCell(n.country), n.public_ip ? h('span', { class: 'sub mono', testid: `node-ip-${n.vip}` }, n.public_ip) : null) },
+        { label: 'Country / IP', cell: (n) => h('span', null, countryCell(n.country), n.public_ip ? h('span', { class: 'sub mono', testid: `node-ip-${n.vip}` }, n.public_ip) : null) },
         { label: 'State', cell: (n) => h('span', null, nodeStatus(n, `node-status-${n.vip}`), n.online ? null : h('span', { class: 'sub nowrap' }, n.last_seen ? timeEl(n.last_seen, `seen ${relative(n.last_seen)}`) : 'never seen')) },
         { label: 'Streams', num: true, cell: (n) => (n.online ? count(n.active_streams || 0) : null) },
         { label: 'Battery', cell: (n) => battery(n.battery_pct) },
