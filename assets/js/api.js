@@ -135,7 +135,15 @@ export async function authorizedFetch(method, path, body, opts = {}) {
 /** JSON request: resolves to the parsed body (null for 204), rejects with ApiError. */
 export async function api(method, path, body, opts) {
   const res = await authorizedFetch(method, path, body, opts);
-  if (!res.ok) throw await errorFrom(res);
+  if (!res.ok) {
+    const err = await errorFrom(res);
+    if (res.status === 403 && err.code === 'disabled') {
+      // The account was disabled while signed in: nothing works any more.
+      clearTokens();
+      onAuthLost(`${err.reason.charAt(0).toUpperCase()}${err.reason.slice(1)}. Contact the operator.`);
+    }
+    throw err;
+  }
   if (res.status === 204) return null;
   const text = await res.text();
   return text ? JSON.parse(text) : null;

@@ -16,7 +16,7 @@ export function sessionsTable(rows, { currency, mine = false, testid = 'sessions
     rowAttrs: (s) => ({ testid: `${rowPrefix}-${s.id}`, class: s.live && 'row-live' }),
     empty,
     columns: [
-      mine ? null : { label: 'Client', cell: (s) => h('span', { class: 'strong' }, s.client) },
+      mine ? null : { label: 'Client', cell: (s) => h('span', null, h('span', { class: 'strong' }, s.client), s.sub ? h('span', { class: 'sub' }, `sub-user ${s.sub}`) : null) },
       { label: 'Node', cell: (s) => h('span', null, h('span', { class: 'mono' }, s.vip || '—'), mine ? null : h('span', { class: 'sub' }, `${s.owner || ''}${s.node_ip ? ` · ${s.node_ip}` : ''}`)) },
       { label: 'Target', cell: (s) => h('span', { class: 'mono target', title: s.target }, s.target) },
       { label: 'Started', cell: (s) => timeEl(s.start, dateTime(s.start)) },

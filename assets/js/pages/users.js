@@ -46,7 +46,7 @@ export default function usersPage(main, ctx) {
           class: 'actions',
           cell: (u) => h('div', { class: 'row-actions' },
             button('Credit', { kind: 'secondary', small: true, testid: `user-credit-${u.name}`, onClick: () => credit(u) }),
-            u.disabled ? null : button('Disable', { kind: 'danger-ghost', small: true, testid: `user-disable-${u.name}`, onClick: () => disable(u) })),
+            u.disabled || u.name === ctx.me?.name ? null : button('Disable', { kind: 'danger-ghost', small: true, testid: `user-disable-${u.name}`, onClick: () => disable(u) })),
         },
       ],
     }));
