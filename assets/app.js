@@ -168,11 +168,11 @@ function ensureShell() {
   if (state.shell && state.shell.root.isConnected) return;
   const routes = routesFor(state.me);
   const menu = h('button', { type: 'button', class: 'btn btn-ghost btn-icon menu-toggle', testid: 'nav-toggle', 'aria-label': 'Menu', 'aria-expanded': 'false', 'aria-controls': 'sidebar' }, icon('menu'));
+  const link = (r) => h('li', null, h('a', { href: `#/${r.path}`, 'data-path': r.path, testid: `nav-${r.path}` }, icon(r.icon), h('span', null, r.title)));
   const nav = h('nav', { id: 'sidebar', class: 'sidebar', 'aria-label': 'Main', testid: 'nav' },
-    h('ul', null, routes.map((r) => [
-      r === PORTAL_ROUTE && state.me.admin ? h('li', { class: 'nav-sep', role: 'presentation' }) : null,
-      h('li', null, h('a', { href: `#/${r.path}`, 'data-path': r.path, testid: `nav-${r.path}` }, icon(r.icon), h('span', null, r.title))),
-    ])));
+    h('ul', null, routes.filter((r) => r !== PORTAL_ROUTE).map(link)),
+    h('div', { class: 'nav-sep', 'aria-hidden': 'true' }),
+    h('ul', null, link(PORTAL_ROUTE)));
   const chip = h('div', { class: 'user-chip' });
   const logoutBtn = h('button', { type: 'button', class: 'btn btn-ghost', testid: 'logout' }, icon('logout'), h('span', { class: 'hide-sm' }, 'Sign out'));
   logoutBtn.addEventListener('click', () => doLogout());
@@ -211,7 +211,7 @@ function showLogin() {
   state.shell = null;
   document.title = 'Sign in · Traffix';
   const themeBtn = themeButton();
-  replace(root, h('div', { class: 'login-screen' }, h('div', { class: 'login-theme' }, themeBtn), h('div', { class: 'login-main' })));
+  replace(root, h('div', { class: 'login-screen' }, h('div', { class: 'login-theme' }, themeBtn), h('main', { class: 'login-main' })));
   state.cleanup = loginPage(root.querySelector('.login-main'), {
     message: state.loginMessage,
     async onLogin(username, password) {

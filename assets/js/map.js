@@ -37,7 +37,7 @@ export function onlineByCountry(nodes) {
 export function worldMap(container) {
   const svgHolder = h('div', { class: 'map-svg', testid: 'nodes-map-svg' });
   const legend = h('div', { class: 'map-legend', 'aria-hidden': 'true' });
-  const list = h('ol', { class: 'country-list', testid: 'nodes-country-list', 'aria-label': 'Online nodes by country' });
+  const list = h('ol', { class: 'country-list', testid: 'nodes-country-list', 'aria-label': 'Online nodes by country', tabindex: '0' });
   const tip = h('div', { class: 'map-tip', hidden: true, 'aria-hidden': 'true' });
   container.append(h('div', { class: 'map-layout' }, h('div', { class: 'map-frame' }, svgHolder, tip, legend), list));
 
