@@ -270,21 +270,42 @@ export function infoDialog({ title, testid, content, closeLabel = 'Done' }) {
  * labelled by its column through data-label). columns: [{label, cell(row) → Node|string, class,
  * num, hideLabel}], rowAttrs(row) → attributes (testid…), empty: Node shown when rows is empty.
  */
-export function dataTable({ columns, rows, rowAttrs, empty, testid, caption, extraRow }) {
+export function dataTable({ columns, rows, rowAttrs, empty, testid, caption, extraRow, pageSize = 250 }) {
   if (!rows.length && empty) return empty;
+  const renderRow = (r) => {
+    const tr = h('tr', rowAttrs ? rowAttrs(r) : null,
+      columns.map((c) => {
+        const v = c.cell(r);
+        return h('td', { class: [c.num && 'num', c.class], 'data-label': c.hideLabel ? null : c.label }, h('div', { class: 'cell' }, v == null || v === '' ? '—' : v));
+      }));
+    const extra = extraRow ? extraRow(r, columns.length) : null;
+    return extra ? [tr, extra] : tr;
+  };
+  let shown = Math.min(rows.length, pageSize);
+  const tbody = h('tbody', null, rows.slice(0, shown).map(renderRow));
   const table = h('table', { class: 'table', testid },
     caption ? h('caption', { class: 'sr-only' }, caption) : null,
     h('thead', null, h('tr', null, columns.map((c) => h('th', { scope: 'col', class: [c.num && 'num', c.class] }, c.hideLabel ? h('span', { class: 'sr-only' }, c.label) : c.label)))),
-    h('tbody', null, rows.map((r) => {
-      const tr = h('tr', rowAttrs ? rowAttrs(r) : null,
-        columns.map((c) => {
-          const v = c.cell(r);
-          return h('td', { class: [c.num && 'num', c.class], 'data-label': c.hideLabel ? null : c.label }, h('div', { class: 'cell' }, v == null || v === '' ? '—' : v));
-        }));
-      const extra = extraRow ? extraRow(r, columns.length) : null;
-      return extra ? [tr, extra] : tr;
-    })));
-  return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': caption || 'Table' }, table);
+    tbody);
+  const wrap = h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': caption || 'Table' }, table);
+  if (rows.length <= shown) return wrap;
+  // Long lists render in pages so that thousands of rows do not stall the page.
+  const status = h('span', { class: 'muted small', 'aria-live': 'polite', testid: testid ? `${testid}-count` : null });
+  const more = button('', { kind: 'secondary', small: true, testid: testid ? `${testid}-more` : null });
+  const sync = () => {
+    status.textContent = `Showing ${shown} of ${rows.length}.`;
+    more.lastChild.textContent = `Show ${Math.min(pageSize, rows.length - shown)} more`;
+    more.hidden = shown >= rows.length;
+  };
+  more.append(h('span'));
+  more.addEventListener('click', () => {
+    const next = Math.min(rows.length, shown + pageSize);
+    tbody.append(...rows.slice(shown, next).flatMap((r) => [renderRow(r)].flat()));
+    shown = next;
+    sync();
+  });
+  sync();
+  return h('div', null, wrap, h('div', { class: 'table-more' }, status, more));
 }
 
 /* ---------- states ---------- */
