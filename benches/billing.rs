@@ -111,6 +111,7 @@ async fn run() {
         opens.spawn(async move {
             let info = SessionInfo {
                 client: format!("client{}", i % CLIENTS),
+                sub: None,
                 device: format!("{:016x}", 0xd0_0000 + (i % OWNERS) as u64),
                 owner: format!("owner{}", i % OWNERS),
                 vip: format!("100.64.0.{}", 1 + i % OWNERS),

@@ -55,6 +55,9 @@ pub enum Command {
     /// Inspect and verify the ledger.
     #[command(subcommand)]
     Ledger(LedgerCmd),
+    /// Sub-users: extra proxy credentials billed to an account, with their own caps.
+    #[command(subcommand)]
+    Subuser(SubuserCmd),
     /// Node owners' payouts: request, list, approve, reject.
     #[command(subcommand)]
     Withdrawal(WithdrawalCmd),
@@ -215,6 +218,53 @@ pub enum LedgerCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SubuserCmd {
+    /// Add sub-user NAME under account PARENT (its proxy password is generated).
+    Add {
+        parent: String,
+        name: String,
+        /// Bytes (both directions) it may move in all.
+        #[arg(long)]
+        byte_cap: Option<u64>,
+        /// Streams it may have open at once.
+        #[arg(long)]
+        max_streams: Option<u32>,
+        /// Days until it expires.
+        #[arg(long)]
+        days: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sub-users.
+    List {
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a sub-user's proxy access.
+    Disable {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a disabled sub-user.
+    Enable {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate a sub-user's proxy password.
+    ProxyPassword {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a sub-user (its history stays).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum WithdrawalCmd {
     /// Request a payout of AMOUNT (currency units) for NAME; the amount is held until decided.
     Request {
@@ -279,6 +329,9 @@ pub struct UsageSubject {
     /// What one device carried and earned (id, id prefix or virtual IP).
     #[arg(long)]
     pub device: Option<String>,
+    /// What one sub-user used (billed to its parent).
+    #[arg(long)]
+    pub sub: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -637,6 +690,51 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
         }
+        Command::Subuser(cmd) => {
+            let (v, json) = match cmd {
+                SubuserCmd::Add { parent, name, byte_cap, max_streams, days, json } => (
+                    admin_cmd(AdminRequest::SubUserAdd { parent, name, byte_cap, max_streams, valid_days: days })
+                        .await?,
+                    json,
+                ),
+                SubuserCmd::List { parent, json } => (admin_cmd(AdminRequest::SubUserList { parent }).await?, json),
+                SubuserCmd::Disable { name, json } => {
+                    (admin_cmd(AdminRequest::SubUserDisable { name, parent: None, disabled: true }).await?, json)
+                }
+                SubuserCmd::Enable { name, json } => {
+                    (admin_cmd(AdminRequest::SubUserDisable { name, parent: None, disabled: false }).await?, json)
+                }
+                SubuserCmd::ProxyPassword { name, json } => {
+                    (admin_cmd(AdminRequest::SubUserPassword { name, parent: None }).await?, json)
+                }
+                SubuserCmd::Delete { name } => {
+                    let v = admin_cmd(AdminRequest::SubUserDelete { name, parent: None }).await?;
+                    println!("deleted sub-user {}", s(&v, "deleted"));
+                    return Ok(());
+                }
+            };
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "{:<32} {:<20} {:<24} {:>14} {:>14} {:>8} {:<20} DISABLED",
+                    "NAME", "PARENT", "PROXY PASSWORD", "BYTES USED", "BYTE CAP", "STREAMS", "EXPIRES"
+                );
+                for r in rows(&v) {
+                    println!(
+                        "{:<32} {:<20} {:<24} {:>14} {:>14} {:>8} {:<20} {}",
+                        s(&r, "name"),
+                        s(&r, "parent"),
+                        s(&r, "proxy_password"),
+                        s(&r, "bytes_used"),
+                        s(&r, "byte_cap"),
+                        s(&r, "max_streams"),
+                        s(&r, "expires_at"),
+                        s(&r, "disabled")
+                    );
+                }
+            }
+        }
         Command::Withdrawal(cmd) => {
             let (v, json) = match cmd {
                 WithdrawalCmd::Request { name, amount, to, json } => {
@@ -699,11 +797,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Usage(a) => {
-            let subject = match (a.subject.user, a.subject.owner, a.subject.device) {
-                (Some(u), _, _) => format!("client:{u}"),
-                (_, Some(o), _) => format!("owner:{o}"),
-                (_, _, Some(d)) => format!("device:{d}"),
-                _ => return Err(CliError::usage("give --user, --owner or --device")),
+            let subject = match (a.subject.user, a.subject.owner, a.subject.device, a.subject.sub) {
+                (Some(u), ..) => format!("client:{u}"),
+                (_, Some(o), ..) => format!("owner:{o}"),
+                (_, _, Some(d), _) => format!("device:{d}"),
+                (.., Some(s)) => format!("sub:{s}"),
+                _ => return Err(CliError::usage("give --user, --owner, --device or --sub")),
             };
             let v = admin_cmd(AdminRequest::Usage { subject, by: a.by, last: a.last }).await?;
             if a.json {

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use crate::money::{Micros, format_signed};
 use crate::store::{
-    Account, DeviceRecord, PairCode, Store, StoreError, UsageBucket, UserRecord, VerifyParams, WithdrawalStatus,
-    now_secs,
+    Account, DeviceRecord, PairCode, Store, StoreError, SubUser, UsageBucket, UserRecord, VerifyParams,
+    WithdrawalStatus, now_secs,
 };
 use crate::tunnel::protocol::ErrorCode;
 use crate::tunnel::registry::Registry;
@@ -103,6 +103,31 @@ pub enum AdminRequest {
         subject: String,
         by: String,
         last: Option<u64>,
+    },
+    SubUserAdd {
+        parent: String,
+        name: String,
+        byte_cap: Option<u64>,
+        max_streams: Option<u32>,
+        valid_days: Option<u32>,
+    },
+    /// Sub-users of `parent`, or all.
+    SubUserList {
+        parent: Option<String>,
+    },
+    /// Disables or re-enables a sub-user; with `parent`, only one of that account's.
+    SubUserDisable {
+        name: String,
+        parent: Option<String>,
+        disabled: bool,
+    },
+    SubUserDelete {
+        name: String,
+        parent: Option<String>,
+    },
+    SubUserPassword {
+        name: String,
+        parent: Option<String>,
     },
 }
 
@@ -346,6 +371,11 @@ impl AdminCtx {
             AdminRequest::DeviceUnban { id } => ("device.unban", id.clone(), None),
             AdminRequest::Backup { path } => ("store.backup", path.clone(), None),
             AdminRequest::WithdrawalRequest { name, .. } => ("withdrawal.request", name.clone(), None),
+            AdminRequest::SubUserAdd { name, .. } => ("subuser.add", name.clone(), None),
+            AdminRequest::SubUserDisable { name, disabled: true, .. } => ("subuser.disable", name.clone(), None),
+            AdminRequest::SubUserDisable { name, .. } => ("subuser.enable", name.clone(), None),
+            AdminRequest::SubUserDelete { name, .. } => ("subuser.delete", name.clone(), None),
+            AdminRequest::SubUserPassword { name, .. } => ("subuser.proxy_password", name.clone(), None),
             AdminRequest::WithdrawalApprove { id, reason } => ("withdrawal.approve", id.to_string(), reason.clone()),
             AdminRequest::WithdrawalReject { id, reason } => {
                 ("withdrawal.reject", id.to_string(), Some(reason.clone()))
@@ -600,6 +630,79 @@ impl AdminCtx {
                 to_json(&list.iter().map(SessionView::from).collect::<Vec<_>>())
             }
             AdminRequest::Usage { subject, by, last } => to_json(&self.usage(&subject, &by, last)?),
+            AdminRequest::SubUserAdd { parent, name, byte_cap, max_streams, valid_days } => {
+                if !valid_name(&name) {
+                    return Err(AdminError::new(
+                        "invalid",
+                        format!("sub-user name {name:?} must be 3-32 characters of a-z, 0-9 and _"),
+                    ));
+                }
+                if max_streams == Some(0) || byte_cap == Some(0) || valid_days == Some(0) {
+                    return Err(AdminError::new("invalid", "caps and validity must be greater than zero"));
+                }
+                let now = now_secs();
+                let sub = SubUser {
+                    name: name.clone(),
+                    parent: parent.clone(),
+                    proxy_password: crate::auth::new_proxy_password()
+                        .map_err(|e| AdminError::new("internal", e.to_string()))?,
+                    byte_cap,
+                    max_streams,
+                    expires_at: valid_days.map(|d| now + u64::from(d) * 86_400),
+                    disabled: false,
+                    created_at: now,
+                };
+                self.store.create_subuser(&sub)?;
+                self.invalidate(&name);
+                tracing::info!(parent = %parent, sub = %name, "sub-user added");
+                to_json(&self.subuser_view(&sub)?)
+            }
+            AdminRequest::SubUserList { parent } => {
+                let list = self.store.list_subusers(parent.as_deref())?;
+                to_json(&list.iter().map(|s| self.subuser_view(s)).collect::<Result<Vec<_>, _>>()?)
+            }
+            AdminRequest::SubUserDisable { name, parent, disabled } => {
+                let parent = self.subuser_parent(&name, parent)?;
+                let sub = self.store.update_subuser(&parent, &name, |s| s.disabled = disabled)?;
+                self.invalidate(&name);
+                to_json(&self.subuser_view(&sub)?)
+            }
+            AdminRequest::SubUserDelete { name, parent } => {
+                let parent = self.subuser_parent(&name, parent)?;
+                self.store.delete_subuser(&parent, &name)?;
+                self.invalidate(&name);
+                Ok(json!({"deleted": name}))
+            }
+            AdminRequest::SubUserPassword { name, parent } => {
+                let parent = self.subuser_parent(&name, parent)?;
+                let pw = crate::auth::new_proxy_password().map_err(|e| AdminError::new("internal", e.to_string()))?;
+                let sub = self.store.update_subuser(&parent, &name, |s| s.proxy_password = pw)?;
+                self.invalidate(&name);
+                to_json(&self.subuser_view(&sub)?)
+            }
+        }
+    }
+
+    fn subuser_view(&self, s: &SubUser) -> Result<SubUserView, AdminError> {
+        Ok(SubUserView {
+            name: s.name.clone(),
+            parent: s.parent.clone(),
+            proxy_password: s.proxy_password.clone(),
+            byte_cap: s.byte_cap,
+            bytes_used: self.store.subuser_bytes(&s.name)?,
+            max_streams: s.max_streams,
+            expires_at: s.expires_at.map(rfc3339),
+            disabled: s.disabled,
+            created_at: rfc3339(s.created_at),
+        })
+    }
+
+    /// The parent of sub-user `name`, which must be `parent` when one is given.
+    fn subuser_parent(&self, name: &str, parent: Option<String>) -> Result<String, AdminError> {
+        match (self.store.get_subuser(name)?, parent) {
+            (Some(s), Some(p)) if s.parent == p => Ok(p),
+            (Some(s), None) => Ok(s.parent),
+            _ => Err(AdminError::new("not_found", format!("no sub-user {name:?}"))),
         }
     }
 
@@ -616,6 +719,12 @@ impl AdminCtx {
                 format!("{kind}:{key}")
             }
             Some(("device", key)) => format!("device:{}", self.find_device(key)?.id),
+            Some(("sub", key)) => {
+                if self.store.get_subuser(key)?.is_none() {
+                    return Err(AdminError::new("not_found", format!("no sub-user {key:?}")));
+                }
+                format!("sub:{key}")
+            }
             Some(_) => return Err(bad_subject()),
         };
         let (width, default_last) = match by {

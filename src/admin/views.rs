@@ -145,7 +145,10 @@ impl From<&Withdrawal> for WithdrawalView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SessionView {
     pub id: u64,
+    /// The account billed.
     pub client: String,
+    /// The sub-user that opened the stream, if one did.
+    pub sub: Option<String>,
     pub device: String,
     pub owner: String,
     pub vip: String,
@@ -169,6 +172,7 @@ impl From<&SessionRecord> for SessionView {
         SessionView {
             id: r.id,
             client: r.client.clone(),
+            sub: r.sub.clone(),
             device: r.device.clone(),
             owner: r.owner.clone(),
             vip: r.vip.clone(),
@@ -291,6 +295,22 @@ pub struct PairView {
     pub code: String,
     pub expires_at: String,
     pub user: String,
+}
+
+/// A sub-user: extra proxy credentials billed to its parent account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubUserView {
+    pub name: String,
+    pub parent: String,
+    pub proxy_password: String,
+    /// Bytes (both directions) it may move in all, if capped.
+    pub byte_cap: Option<u64>,
+    /// Bytes moved so far (at most a second behind).
+    pub bytes_used: u64,
+    pub max_streams: Option<u32>,
+    pub expires_at: Option<String>,
+    pub disabled: bool,
+    pub created_at: String,
 }
 
 /// What `ledger verify` found.

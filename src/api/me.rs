@@ -345,3 +345,74 @@ fn audit(state: &ApiState, p: &Principal, action: &str, target: &str, after: Opt
         tracing::error!(error = %e, action, "could not write the audit entry");
     }
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewSubUser {
+    /// 3-32 of a-z, 0-9 and `_`; unique across users and sub-users.
+    pub name: String,
+    /// Bytes (both directions) it may move in all.
+    pub byte_cap: Option<u64>,
+    /// Streams it may have open at once (your account's cap holds too).
+    pub max_streams: Option<u32>,
+    /// Days until it expires.
+    pub valid_days: Option<u32>,
+}
+
+/// The caller's sub-users: extra proxy credentials billed to the caller.
+#[utoipa::path(get, path = "/api/v1/me/sub-users", tag = "me", security(("bearer" = [])),
+    responses((status = 200, body = [SubUserView])))]
+pub async fn sub_users(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.run(AdminRequest::SubUserList { parent: Some(p.user.name.clone()) }, &p.actor()).await?))
+}
+
+/// Create a sub-user with its own proxy name and password, byte cap, stream cap and expiry.
+#[utoipa::path(post, path = "/api/v1/me/sub-users", tag = "me", security(("bearer" = [])), request_body = NewSubUser,
+    responses((status = 200, body = SubUserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_sub_user(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    ApiJson(req): ApiJson<NewSubUser>,
+) -> Result<Json<Value>, ApiError> {
+    p.may_write()?;
+    let cmd = AdminRequest::SubUserAdd {
+        parent: p.user.name.clone(),
+        name: req.name,
+        byte_cap: req.byte_cap,
+        max_streams: req.max_streams,
+        valid_days: req.valid_days,
+    };
+    Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+/// Change one of the caller's sub-users: `disable`, `enable` or `proxy-password` (rotate).
+#[utoipa::path(post, path = "/api/v1/me/sub-users/{name}/{action}", tag = "me", security(("bearer" = [])),
+    params(("name" = String, Path), ("action" = String, Path, description = "disable, enable or proxy-password")),
+    responses((status = 200, body = SubUserView), (status = 404, body = ErrorBody)))]
+pub async fn change_sub_user(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    p.may_write()?;
+    let parent = Some(p.user.name.clone());
+    let cmd = match action.as_str() {
+        "disable" => AdminRequest::SubUserDisable { name, parent, disabled: true },
+        "enable" => AdminRequest::SubUserDisable { name, parent, disabled: false },
+        "proxy-password" => AdminRequest::SubUserPassword { name, parent },
+        _ => return Err(ApiError::not_found("the action is disable, enable or proxy-password")),
+    };
+    Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+/// Delete one of the caller's sub-users (its history stays).
+#[utoipa::path(delete, path = "/api/v1/me/sub-users/{name}", tag = "me", security(("bearer" = [])),
+    params(("name" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_sub_user(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.may_write()?;
+    state.run(AdminRequest::SubUserDelete { name, parent: Some(p.user.name.clone()) }, &p.actor()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -54,7 +54,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// What a session is about (fixed at its start).
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
+    /// The account billed.
     pub client: String,
+    /// The sub-user that opened the stream, if it was one (billed to `client`).
+    pub sub: Option<String>,
     pub device: String,
     pub owner: String,
     pub vip: String,
@@ -467,10 +470,14 @@ impl Billing {
                 usage.entry((format!("owner:{}", s.info.owner), hour)).or_default().add(&delta);
                 usage.entry((format!("device:{}", s.info.device), hour)).or_default().add(&delta);
                 usage.entry(("all".to_owned(), hour)).or_default().add(&delta);
+                if let Some(sub) = &s.info.sub {
+                    usage.entry((format!("sub:{sub}"), hour)).or_default().add(&client);
+                }
             }
             batch.sessions.push(SessionRecord {
                 id: s.id,
                 client: s.info.client.clone(),
+                sub: s.info.sub.clone(),
                 device: s.info.device.clone(),
                 owner: s.info.owner.clone(),
                 vip: s.info.vip.clone(),
@@ -690,7 +697,7 @@ mod tests {
                         }
                         Op::Open(c, o) => {
                             let info = SessionInfo {
-                                client: USERS[c].into(), device: "d".into(), owner: USERS[o].into(),
+                                                client: USERS[c].into(), sub: None, device: "d".into(), owner: USERS[o].into(),
                                 vip: "100.64.0.1".into(), node_ip: "127.0.0.2".into(), target: "t:1".into(),
                             };
                             if let Ok(s) = billing.open(info).await {
@@ -794,6 +801,7 @@ mod tests {
         let billing = Billing::start(store.clone(), tariff, holds).unwrap();
         let info = || SessionInfo {
             client: "thin".into(),
+            sub: None,
             device: "d".into(),
             owner: "node".into(),
             vip: "v".into(),

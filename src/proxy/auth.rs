@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,13 +18,55 @@ use crate::store::Store;
 /// How long a cached account is trusted before it is read from the store again.
 const ACCOUNT_TTL: Duration = Duration::from_secs(2);
 
-/// A client account as the proxy sees it.
+/// A client account as the proxy sees it: an account, or a sub-user billed to one.
 #[derive(Debug)]
 pub struct ProxyAccount {
+    /// The login name (an account's or a sub-user's).
     pub name: String,
+    /// The account that pays (the same as `name` unless this is a sub-user).
+    pub billed_to: String,
     password: String,
+    /// Why it may not open streams (the account or sub-user is disabled or expired).
     pub disabled: Option<String>,
+    /// The paying account's counters: its caps hold for all its sub-users together.
     pub client: Arc<ClientState>,
+    pub sub: Option<SubLimits>,
+}
+
+/// A sub-user's own limits and live counters.
+#[derive(Debug)]
+pub struct SubLimits {
+    pub max_streams: Option<u32>,
+    pub byte_cap: Option<u64>,
+    pub usage: Arc<SubUsage>,
+}
+
+/// A sub-user's counters, kept while the process runs: open streams, and bytes moved in all
+/// (seeded from the usage roll-up when first seen, then counted by the relay).
+#[derive(Debug)]
+pub struct SubUsage {
+    streams: AtomicU32,
+    used: AtomicU64,
+    over: tokio::sync::watch::Sender<bool>,
+}
+
+impl SubUsage {
+    /// Counts bytes; trips `over` once the cap is reached.
+    pub fn record(&self, bytes: u64, cap: Option<u64>) {
+        let used = self.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if cap.is_some_and(|c| used >= c) {
+            self.over.send_replace(true);
+        }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Resolves to `true` once the byte cap is reached.
+    pub fn over(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.over.subscribe()
+    }
 }
 
 /// Why authentication failed (RFC 1929 failure / HTTP 407).
@@ -65,6 +107,7 @@ pub struct ClientState {
 #[derive(Debug)]
 pub struct StreamSlot {
     client: Arc<ClientState>,
+    sub: Option<Arc<SubUsage>>,
     dial: Option<OwnedSemaphorePermit>,
 }
 
@@ -78,6 +121,9 @@ impl StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.client.streams.fetch_sub(1, Ordering::AcqRel);
+        if let Some(s) = &self.sub {
+            s.streams.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -87,12 +133,20 @@ pub struct Accounts {
     limits: Limits,
     cache: moka::sync::Cache<String, Arc<ProxyAccount>>,
     clients: Mutex<HashMap<String, Arc<ClientState>>>,
+    subs: Mutex<HashMap<String, Arc<SubUsage>>>,
     failures: moka::sync::Cache<IpAddr, Arc<AtomicU32>>,
 }
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Accounts")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }
 
@@ -103,6 +157,7 @@ impl Accounts {
             limits,
             cache: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ACCOUNT_TTL).build(),
             clients: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashMap::new()),
             failures: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
         }
     }
@@ -113,11 +168,8 @@ impl Accounts {
     }
 
     fn client_state(&self, name: &str) -> Arc<ClientState> {
-        let mut m = match self.clients.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        m.entry(name.to_owned())
+        lock(&self.clients)
+            .entry(name.to_owned())
             .or_insert_with(|| {
                 Arc::new(ClientState {
                     streams: AtomicU32::new(0),
@@ -128,20 +180,59 @@ impl Accounts {
             .clone()
     }
 
+    fn sub_usage(&self, name: &str) -> Result<Arc<SubUsage>, AuthFailure> {
+        if let Some(u) = lock(&self.subs).get(name) {
+            return Ok(u.clone());
+        }
+        let used = self.store.subuser_bytes(name).map_err(|_| AuthFailure::Store)?;
+        let fresh = Arc::new(SubUsage {
+            streams: AtomicU32::new(0),
+            used: AtomicU64::new(used),
+            over: tokio::sync::watch::channel(false).0,
+        });
+        Ok(lock(&self.subs).entry(name.to_owned()).or_insert(fresh).clone())
+    }
+
     fn load(&self, name: &str) -> Result<Option<Arc<ProxyAccount>>, AuthFailure> {
         if let Some(a) = self.cache.get(name) {
             return Ok(Some(a));
         }
-        let Some(user) = self.store.get_user(name).map_err(|_| AuthFailure::Store)? else { return Ok(None) };
-        let acct = Arc::new(ProxyAccount {
-            name: user.name.clone(),
-            password: user.proxy_password,
-            disabled: user
-                .disabled
-                .then(|| user.disabled_reason.unwrap_or_else(|| "disabled by an administrator".into())),
-            client: self.client_state(&user.name),
-        });
-        self.cache.insert(user.name, acct.clone());
+        let why = |u: &crate::store::UserRecord| {
+            u.disabled.then(|| u.disabled_reason.clone().unwrap_or_else(|| "disabled by an administrator".into()))
+        };
+        let acct = match self.store.get_user(name).map_err(|_| AuthFailure::Store)? {
+            Some(user) => ProxyAccount {
+                name: user.name.clone(),
+                billed_to: user.name.clone(),
+                disabled: why(&user),
+                password: user.proxy_password,
+                client: self.client_state(&user.name),
+                sub: None,
+            },
+            None => {
+                let Some(sub) = self.store.get_subuser(name).map_err(|_| AuthFailure::Store)? else { return Ok(None) };
+                let parent = self.store.get_user(&sub.parent).map_err(|_| AuthFailure::Store)?;
+                let disabled = match &parent {
+                    None => Some(format!("account {} is gone", sub.parent)),
+                    Some(p) => why(p),
+                }
+                .or_else(|| sub.refusal(crate::store::now_secs()));
+                let usage = self.sub_usage(&sub.name)?;
+                if let Some(cap) = sub.byte_cap {
+                    usage.over.send_replace(usage.used() >= cap);
+                }
+                ProxyAccount {
+                    name: sub.name.clone(),
+                    billed_to: sub.parent.clone(),
+                    disabled,
+                    password: sub.proxy_password,
+                    client: self.client_state(&sub.parent),
+                    sub: Some(SubLimits { max_streams: sub.max_streams, byte_cap: sub.byte_cap, usage }),
+                }
+            }
+        };
+        let acct = Arc::new(acct);
+        self.cache.insert(acct.name.clone(), acct.clone());
         Ok(Some(acct))
     }
 
@@ -174,13 +265,28 @@ impl Accounts {
         if let Some(why) = &acct.disabled {
             return Err(Denied::Disabled(why.clone()));
         }
+        if let Some(sub) = &acct.sub
+            && let Some(cap) = sub.byte_cap
+            && sub.usage.used() >= cap
+        {
+            return Err(Denied::Disabled(format!("sub-user {} has used its {cap} bytes", acct.name)));
+        }
         let c = &acct.client;
         let cap = self.limits.client_max_streams;
         if c.streams.fetch_add(1, Ordering::AcqRel) >= cap {
             c.streams.fetch_sub(1, Ordering::AcqRel);
             return Err(Denied::TooManyStreams(cap));
         }
-        let slot = StreamSlot { client: c.clone(), dial: None };
+        let mut slot = StreamSlot { client: c.clone(), sub: None, dial: None };
+        if let Some(sub) = &acct.sub {
+            let n = sub.usage.streams.fetch_add(1, Ordering::AcqRel);
+            slot.sub = Some(sub.usage.clone());
+            if let Some(max) = sub.max_streams
+                && n >= max
+            {
+                return Err(Denied::TooManyStreams(max));
+            }
+        }
         let rate = f64::from(self.limits.client_new_streams_per_s.max(1));
         let burst = f64::from(self.limits.client_new_streams_burst);
         let wait = {

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::info;
 
-use self::auth::{Accounts, Denied, ProxyAccount, StreamSlot};
+use self::auth::{Accounts, Denied, ProxyAccount, StreamSlot, SubUsage};
 use self::router::{RouteError, Routed, Router};
 use self::username::Targeting;
 use crate::billing::meter::{BillingError, LiveSession, SessionInfo};
@@ -75,17 +75,23 @@ pub struct Opened {
     slot: StreamSlot,
     started: Instant,
     session: Option<Arc<LiveSession>>,
+    /// A sub-user's byte counter and cap.
+    sub: Option<(Arc<SubUsage>, Option<u64>)>,
 }
 
 struct RelayMeter {
     metrics: Arc<Metrics>,
     session: Option<Arc<LiveSession>>,
+    sub: Option<(Arc<SubUsage>, Option<u64>)>,
 }
 
 impl Meter for RelayMeter {
     fn record(&self, up: u64, down: u64) {
         if let Some(s) = &self.session {
             s.record(up, down);
+        }
+        if let Some((usage, cap)) = &self.sub {
+            usage.record(up + down, *cap);
         }
         if up > 0 {
             self.metrics.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Up }).inc_by(up);
@@ -110,7 +116,7 @@ impl ProxyService {
             let mut slot = self.accounts.admit(acct).await?;
             // Refuse before any node is asked when the money is visibly gone.
             if let Some(billing) = &self.billing
-                && !billing.may_open(&acct.name).map_err(ConnectError::Billing)?
+                && !billing.may_open(&acct.billed_to).map_err(ConnectError::Billing)?
             {
                 return Err(ConnectError::Denied(Denied::BalanceExhausted));
             }
@@ -119,7 +125,8 @@ impl ProxyService {
             let routed = routed?;
             let node = &routed.node;
             let info = SessionInfo {
-                client: acct.name.clone(),
+                client: acct.billed_to.clone(),
+                sub: acct.sub.as_ref().map(|_| acct.name.clone()),
                 device: hex::encode(node.device_id),
                 owner: node.owner.clone(),
                 vip: node.vip.to_string(),
@@ -133,7 +140,8 @@ impl ProxyService {
                 })?),
                 None => None,
             };
-            Ok::<_, ConnectError>(Opened { routed, slot, started, session })
+            let sub = acct.sub.as_ref().map(|s| (s.usage.clone(), s.byte_cap));
+            Ok::<_, ConnectError>(Opened { routed, slot, started, session, sub })
         }
         .await;
         match &result {
@@ -152,24 +160,30 @@ impl ProxyService {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin,
     {
-        let Opened { routed, slot, started, session } = opened;
+        let Opened { routed, slot, started, session, sub } = opened;
         let node = routed.node.clone();
         let peer = routed.stream.peer();
         self.metrics.streams_active.inc();
-        let meter: Arc<dyn Meter> = Arc::new(RelayMeter { metrics: self.metrics.clone(), session: session.clone() });
+        let mut over = sub.as_ref().map(|(u, _)| u.over());
+        let meter: Arc<dyn Meter> =
+            Arc::new(RelayMeter { metrics: self.metrics.clone(), session: session.clone(), sub });
         let mut exhausted = session.as_ref().map(|s| s.budget.exhausted());
-        // The relay runs until it ends or the client's money runs out (then the stream is cut:
-        // dropping it resets the node side and closes the client socket).
-        let stats = tokio::select! {
-            stats = relay::relay(socket, routed.stream, meter, true) => Some(stats),
-            // (The watch guard is dropped inside the block: the relay's drop reports its last
-            // bytes, which may update this same watch.)
-            _ = async {
-                match exhausted.as_mut() {
-                    Some(rx) => { let _ = rx.wait_for(|v| *v).await; }
-                    None => std::future::pending().await,
+        // The relay runs until it ends, the client's money runs out or a sub-user reaches its
+        // byte cap (then the stream is cut: dropping it resets the node side and closes the
+        // client socket). The watch guards are dropped inside the blocks: the relay's drop
+        // reports its last bytes, which may update these same watches.
+        async fn tripped(rx: Option<&mut tokio::sync::watch::Receiver<bool>>) {
+            match rx {
+                Some(rx) => {
+                    let _ = rx.wait_for(|v| *v).await;
                 }
-            } => None,
+                None => std::future::pending().await,
+            }
+        }
+        let (stats, cut) = tokio::select! {
+            stats = relay::relay(socket, routed.stream, meter, true) => (Some(stats), ""),
+            _ = tripped(exhausted.as_mut()) => (None, "billing"),
+            _ = tripped(over.as_mut()) => (None, "sub_user_cap"),
         };
         self.metrics.streams_active.dec();
         drop(slot);
@@ -178,7 +192,7 @@ impl ProxyService {
             (None, Some(st)) => (st.sent, st.received),
             (None, None) => (0, 0),
         };
-        let end = stats.as_ref().map(|s| s.end.as_str()).unwrap_or("billing");
+        let end = stats.as_ref().map(|s| s.end.as_str()).unwrap_or(cut);
         if let (Some(billing), Some(session)) = (&self.billing, &session) {
             billing.end(session, end);
         }
@@ -198,7 +212,7 @@ impl ProxyService {
             up = stats.sent,
             down = stats.received,
             ms = started.elapsed().as_millis() as u64,
-            end = stats.end.as_str(),
+            end,
             "stream closed"
         );
     }

@@ -77,8 +77,9 @@ fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// v4: the REST API's refresh tokens, their login families and API keys.
+/// v4: the REST API's refresh tokens, their login families and API keys; sub-users.
 fn migrate_to_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(SUBUSERS)?;
     txn.open_table(REFRESH_TOKENS)?;
     txn.open_table(TOKEN_FAMILIES)?;
     txn.open_table(API_KEYS)?;

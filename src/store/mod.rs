@@ -12,6 +12,7 @@ mod holds;
 mod ledger;
 mod logins;
 pub mod migrations;
+mod subusers;
 pub mod tables;
 mod usage;
 mod users;
@@ -25,6 +26,7 @@ pub use devices::{DeviceRecord, PairCode, PairError};
 pub use holds::{Hold, HoldRequest};
 pub use ledger::{Account, Transfer};
 pub use logins::{ApiKey, KeyScope, RefreshError, TokenFamily};
+pub use subusers::SubUser;
 pub use usage::{Accrual, FlushBatch, Recovered, SessionRecord, UsageBucket};
 pub use users::UserRecord;
 pub use verify::{VerifyParams, VerifyReport};
@@ -156,6 +158,7 @@ impl Store {
         copy!(tables::REFRESH_TOKENS);
         copy!(tables::TOKEN_FAMILIES);
         copy!(tables::API_KEYS);
+        copy!(tables::SUBUSERS);
         wtx.commit()?;
         Ok(())
     }

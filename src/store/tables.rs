@@ -32,7 +32,7 @@ pub const HOLDS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("holds")
 /// Withdrawal id → `Withdrawal` JSON: node owners' payout requests and their outcome.
 pub const WITHDRAWALS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("withdrawals");
 /// (subject, hour since the epoch) → `UsageBucket` JSON: hourly usage and earnings rolled up by
-/// every flush, for charts. Subjects: `client:NAME`, `owner:NAME`, `device:HEX`, `all`.
+/// every flush, for charts. Subjects: `client:NAME`, `owner:NAME`, `device:HEX`, `sub:NAME`, `all`.
 pub const USAGE: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("usage");
 /// Client → what its live sessions' accruals owe in total (micro-units), maintained by every
 /// flush, so reservations and balances read one row instead of every accrual.
@@ -43,3 +43,5 @@ pub const REFRESH_TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::ne
 pub const TOKEN_FAMILIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("token_families");
 /// SHA-256 (hex) of an API key → `ApiKey` JSON.
 pub const API_KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("api_keys");
+/// Sub-user name → `SubUser` JSON (names are unique across users and sub-users).
+pub const SUBUSERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("subusers");

@@ -17,7 +17,11 @@ use crate::money::Micros;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
     pub id: u64,
+    /// The account billed.
     pub client: String,
+    /// The sub-user that opened the stream, if one did.
+    #[serde(default)]
+    pub sub: Option<String>,
     /// Node device id (hex), its owner, virtual IP and public IP.
     pub device: String,
     pub owner: String,

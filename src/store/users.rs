@@ -3,7 +3,7 @@
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::tables::USERS;
+use super::tables::{SUBUSERS, USERS};
 use super::{Store, StoreError, from_json, to_json};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -28,7 +28,7 @@ impl Store {
         let txn = self.write()?;
         {
             let mut t = txn.open_table(USERS)?;
-            if t.get(user.name.as_str())?.is_some() {
+            if t.get(user.name.as_str())?.is_some() || txn.open_table(SUBUSERS)?.get(user.name.as_str())?.is_some() {
                 return Err(StoreError::AlreadyExists(format!("user {:?}", user.name)));
             }
             t.insert(user.name.as_str(), to_json(user)?.as_slice())?;

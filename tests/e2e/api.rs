@@ -312,6 +312,20 @@ fn api_keys_have_scopes_and_the_portal_endpoints_work() {
     assert_eq!(api.call("DELETE", &format!("/api/v1/me/api-keys/{id}"), Some(&admin), None, &[]).status, 204);
     assert_eq!(api.get("/api/v1/me", &read_key).status, 401);
 
+    // Sub-users through the portal API.
+    let sub =
+        api.post("/api/v1/me/sub-users", &admin, json!({"name": "admin_ci", "byte_cap": 1000000, "valid_days": 7}));
+    assert_eq!(sub.status, 200, "{}", sub.body);
+    assert_eq!(sub.json()["parent"], "admin");
+    assert_eq!(api.post("/api/v1/me/sub-users", &admin, json!({"name": "admin_ci"})).status, 409);
+    assert_eq!(api.post("/api/v1/me/sub-users", &admin, json!({"name": "X"})).status, 400);
+    let off = api.call("POST", "/api/v1/me/sub-users/admin_ci/disable", Some(&admin), None, &[]);
+    assert_eq!(off.json()["disabled"], true, "{}", off.body);
+    assert_eq!(api.call("POST", "/api/v1/me/sub-users/admin_ci/explode", Some(&admin), None, &[]).status, 404);
+    assert_eq!(api.get("/api/v1/me/sub-users", &admin).json().as_array().unwrap().len(), 1);
+    assert_eq!(api.call("DELETE", "/api/v1/me/sub-users/admin_ci", Some(&admin), None, &[]).status, 204);
+    assert_eq!(api.call("DELETE", "/api/v1/me/sub-users/admin_ci", Some(&admin), None, &[]).status, 404);
+
     // Pairing with a QR code, usage series, ledger lines and their CSV.
     let pair = api.call("POST", "/api/v1/me/pair", Some(&admin), None, &[]).json();
     assert!(pair["link"].as_str().unwrap().starts_with("traffix://pair?"));

@@ -233,3 +233,113 @@ fn sessions_and_usage_series_match_the_ledger_and_self_use_pays_only_the_fee() {
     assert!(!s.cli(&["usage"]).status.success(), "a subject is required");
     verify_ok(&s);
 }
+
+/// Sub-users log in to the proxy with their own name and password, are billed to their parent,
+/// and are held to their own stream cap and byte cap.
+#[test]
+fn sub_users_are_billed_to_their_parent_and_held_to_their_caps() {
+    let s = Server::start_with(priced());
+    s.add_user("agency", Some("100"));
+    s.add_user("host", None);
+    let _node = s.start_node("host", "127.0.0.2");
+    let sub = s.cli_json(&["subuser", "add", "agency", "agency_bot", "--byte-cap", "3000000", "--max-streams", "1"]);
+    let pass = sub["proxy_password"].as_str().unwrap().to_owned();
+    assert_eq!(sub["parent"], "agency");
+    fails_with(&s, &["user", "add", "agency_bot"], "already exists");
+    fails_with(&s, &["subuser", "add", "agency", "host"], "already exists");
+    fails_with(&s, &["subuser", "add", "nobody", "x_bot"], "not found");
+    let o = origin().addr;
+
+    // Its own credentials work; the parent pays.
+    curl_ok(&["--proxy", &s.socks_url("agency_bot", &pass), "-o", "/dev/null", &format!("http://{o}/bytes/1000000")]);
+    wait_for("posted", || {
+        (micros(&show(&s, "agency"), "accrued_micros") == 0
+            && micros(&show(&s, "agency"), "balance_micros") < 100_000_000)
+            .then_some(())
+    });
+    let sessions = s.cli_json(&["session", "list", "--user", "agency"]);
+    let r = &sessions.as_array().unwrap()[0];
+    assert_eq!((r["client"].as_str(), r["sub"].as_str()), (Some("agency"), Some("agency_bot")));
+    let charge = r["charge_micros"].as_i64().unwrap();
+    assert_eq!(micros(&show(&s, "agency"), "balance_micros"), 100_000_000 - charge);
+    let used = s.cli_json(&["usage", "--sub", "agency_bot"])["total"]["bytes_down"].as_u64().unwrap();
+    assert!(used >= 1_000_000, "{used}");
+
+    // One stream at a time: while an idle one is open, a second is refused (429 over HTTP).
+    let script = format!(
+        r#"
+import sys, time
+from python_socks.sync import Proxy
+p = Proxy.from_url("socks5://agency_bot:{pass}@{socks}", rdns=True)
+s = p.connect(dest_host="{host}", dest_port={port}, timeout=30)
+print("open", flush=True)
+time.sleep(60)
+"#,
+        socks = s.socks,
+        host = o.ip(),
+        port = o.port()
+    );
+    let mut hold = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(hold.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "open");
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-x",
+        &s.http_proxy_url("agency_bot", &pass),
+        &format!("http://{o}/hello"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "429");
+    let _ = hold.kill();
+    let _ = hold.wait();
+
+    // The byte cap cuts a stream and then refuses new ones with a reason (403).
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        "--proxy",
+        &s.socks_url("agency_bot", &pass),
+        &format!("http://{o}/forever"),
+    ]);
+    let got: u64 = String::from_utf8_lossy(&out.stdout).parse().unwrap();
+    assert!(got < 3_000_000 + 2 * 256 * 1024, "cut at the cap: {got}");
+    let out = curl(&["-s", "-i", "-x", &s.http_proxy_url("agency_bot", &pass), &format!("http://{o}/hello")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 403") && text.contains("3000000 bytes"), "{text}");
+
+    // Disabled: refused; the parent itself is not affected.
+    s.cli_json(&["subuser", "disable", "agency_bot"]);
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-x",
+        &s.http_proxy_url("agency_bot", &pass),
+        &format!("http://{o}/hello"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    // The persisted count catches up within a flush.
+    let list = wait_for("usage flushed", || {
+        let list = s.cli_json(&["subuser", "list", "--parent", "agency"]);
+        (list[0]["bytes_used"].as_u64().unwrap() >= 3_000_000).then_some(list)
+    });
+    assert_eq!(list[0]["disabled"], true);
+    let audit = s.cli_json(&["audit", "list"]);
+    assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "subuser.disable"));
+    verify_ok(&s);
+}
