@@ -160,6 +160,9 @@ function closeNav() {
 function updateUserChip() {
   if (!state.shell || !state.me) return;
   const { chip } = state.shell;
+  const key = `${state.me.name}|${state.me.admin}`;
+  if (chip.dataset.key === key) return;
+  chip.dataset.key = key;
   replace(chip, h('span', { class: 'user-name', testid: 'current-user' }, state.me.name),
     state.me.admin ? h('span', { class: 'badge badge-accent', testid: 'current-user-admin' }, 'admin') : null);
 }
