@@ -329,6 +329,14 @@ impl AdminCtx {
             ban_reason: d.ban_reason.clone(),
             bytes_today: today.up + today.down,
             earned_today_micros: today.earned,
+            connected_at: live.as_ref().map(|n| rfc3339(n.connected_at)),
+            uptime_s: status.as_ref().and_then(|s| s.uptime_s),
+            charging: status.as_ref().and_then(|s| s.charging),
+            max_streams: status.as_ref().and_then(|s| s.max_streams),
+            daily_cap_bytes: status.as_ref().and_then(|s| s.daily_cap),
+            monthly_cap_bytes: status.as_ref().and_then(|s| s.monthly_cap),
+            node_bytes_today: status.as_ref().and_then(|s| s.bytes_today),
+            node_bytes_month: status.as_ref().and_then(|s| s.bytes_month),
         }
     }
 

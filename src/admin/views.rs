@@ -73,9 +73,19 @@ pub struct DeviceView {
     pub last_seen: Option<String>,
     pub banned: bool,
     pub ban_reason: Option<String>,
-    /// Bytes carried and earned today (UTC).
+    /// Bytes carried and earned today (UTC), as the server metered them.
     pub bytes_today: u64,
     pub earned_today_micros: u64,
+    /// While online: when this connection started, and the node's own report of its resource
+    /// settings and use (its owner's policy: stream cap, data caps, charging).
+    pub connected_at: Option<String>,
+    pub uptime_s: Option<u64>,
+    pub charging: Option<bool>,
+    pub max_streams: Option<u32>,
+    pub daily_cap_bytes: Option<u64>,
+    pub monthly_cap_bytes: Option<u64>,
+    pub node_bytes_today: Option<u64>,
+    pub node_bytes_month: Option<u64>,
 }
 
 /// One ledger transfer.
