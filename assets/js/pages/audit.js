@@ -38,7 +38,7 @@ export default function auditPage(main, ctx) {
   const refresh = button('Refresh', { kind: 'secondary', iconName: 'refresh', testid: 'audit-refresh', onClick: () => reload() });
   main.append(pageHeader('Audit log', { subtitle: 'Every administrative action: who, when, what, why, and the record before and after. Secrets are never recorded.', actions: [refresh] }));
   const search = searchBox({ label: 'Filter the audit log', testid: 'audit-search', placeholder: 'Filter by actor, action, target or reason…', onInput: (v) => { q = v.toLowerCase(); render(); }, delay: 100 });
-  const lim = select({ label: 'Show', testid: 'audit-limit', value: limit, options: [[50, 'Last 50'], [100, 'Last 100'], [500, 'Last 500'], [2000, 'Last 2000']] });
+  const lim = select({ label: 'Show', testid: 'audit-limit', value: limit, options: [[50, 'Last 50'], [100, 'Last 100'], [500, 'Last 500'], [1000, 'Last 1000']] });
   lim.input.addEventListener('change', () => { limit = Number(lim.input.value); reload(); });
   const body = h('div', { testid: 'audit-table-wrap' });
   main.append(card(null, { testid: 'audit-card' }, h('div', { class: 'toolbar' }, search, lim), body));

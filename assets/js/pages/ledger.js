@@ -58,7 +58,7 @@ export default function ledgerPage(main, ctx) {
   const refresh = button('Refresh', { kind: 'secondary', iconName: 'refresh', testid: 'ledger-refresh', onClick: () => reload() });
   main.append(pageHeader('Ledger', { subtitle: 'Every movement of money, newest first. Each transfer debits one account and credits another; balances always sum to zero.', actions: [refresh] }));
   const search = searchBox({ label: 'User name', testid: 'ledger-user', placeholder: 'Filter by user name…', value: user, onInput: (v) => { user = v; reload(); } });
-  const lim = select({ label: 'Show', testid: 'ledger-limit', value: limit, options: [[50, 'Last 50'], [200, 'Last 200'], [1000, 'Last 1000'], [5000, 'Last 5000']] });
+  const lim = select({ label: 'Show', testid: 'ledger-limit', value: limit, options: [[50, 'Last 50'], [200, 'Last 200'], [1000, 'Last 1000']] });
   lim.input.addEventListener('change', () => { limit = Number(lim.input.value); reload(); });
   const body = h('div', { testid: 'ledger-table-wrap' });
   main.append(card(null, { testid: 'ledger-card' }, h('div', { class: 'toolbar' }, search, lim), body));

@@ -378,9 +378,9 @@ export default function portalPage(main, ctx) {
         { label: 'Scope', cell: (k) => badge(k.scope, k.scope === 'admin' ? 'warn' : 'muted') },
         { label: 'Id', cell: (k) => h('span', { class: 'mono small' }, String(k.id)) },
         { label: 'Created', cell: (k) => (k.created_at ? timeEl(k.created_at, dateTime(k.created_at)) : null) },
-        { label: 'Last used', cell: (k) => (k.last_used ? timeEl(k.last_used, relative(k.last_used)) : null) },
+        rows.some((k) => k.last_used) ? { label: 'Last used', cell: (k) => (k.last_used ? timeEl(k.last_used, relative(k.last_used)) : null) } : null,
         { label: 'Actions', hideLabel: true, class: 'actions', cell: (k) => button('Delete', { kind: 'danger-ghost', small: true, testid: `api-key-delete-${k.id}`, onClick: () => deleteKey(k) }) },
-      ],
+      ].filter(Boolean),
     }));
   }, { testid: 'api-keys-error' });
 

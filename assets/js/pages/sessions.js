@@ -36,7 +36,7 @@ export default function sessionsPage(main, ctx) {
   const refresh = button('Refresh', { kind: 'secondary', iconName: 'refresh', testid: 'sessions-refresh', onClick: () => reload() });
   main.append(pageHeader('Sessions', { subtitle: 'Every client connection carried by a node: live ones first.', actions: [refresh] }));
   const search = searchBox({ label: 'Client user name', testid: 'sessions-user', placeholder: 'Filter by client user name…', value: user, onInput: (v) => { user = v; reload(); } });
-  const lim = select({ label: 'Show', testid: 'sessions-limit', value: limit, options: [[50, 'Last 50'], [100, 'Last 100'], [500, 'Last 500'], [2000, 'Last 2000']] });
+  const lim = select({ label: 'Show', testid: 'sessions-limit', value: limit, options: [[50, 'Last 50'], [100, 'Last 100'], [500, 'Last 500'], [1000, 'Last 1000']] });
   lim.input.addEventListener('change', () => { limit = Number(lim.input.value); reload(); });
   const autoBox = checkbox({ label: 'Refresh every 5 s', testid: 'sessions-auto', checked: auto });
   autoBox.input.addEventListener('change', () => { auto = autoBox.input.checked; });
