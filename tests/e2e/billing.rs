@@ -156,7 +156,9 @@ fn kill_9_during_downloads_keeps_the_ledger_consistent_and_never_overbills() {
     let (mut verify_failures, mut overbilled) = (0usize, 0usize);
     let started = std::time::Instant::now();
     let mut s = Server::start_with(priced());
-    let pass = s.add_user("crash", Some("1000"));
+    // A cycle moves ~3.5 MB at 1 micro-unit per byte: 10.00 a cycle keeps the client funded.
+    let deposit = 1000.max(10 * cycles as i64);
+    let pass = s.add_user("crash", Some(&deposit.to_string()));
     s.add_user("owner", None);
     let node = s.start_node("owner", "127.0.0.2");
     let dir = tempfile::tempdir().unwrap();
@@ -197,7 +199,7 @@ fn kill_9_during_downloads_keeps_the_ledger_consistent_and_never_overbills() {
             let out = String::from_utf8_lossy(&verify.stdout);
             violation(format!("cycle {cycle}: ledger verify failed: {out}"), &mut verify_failures);
         }
-        let debit = (1_000_000_000 - balance(&s, "crash")) as u64;
+        let debit = (deposit * 1_000_000 - balance(&s, "crash")) as u64;
         // 1 micro per byte; request heads (≈100 bytes per stream) are billed too.
         let requests = 2 * 200 * (cycle as u64 + 1);
         if debit > delivered + requests {
@@ -214,7 +216,7 @@ fn kill_9_during_downloads_keeps_the_ledger_consistent_and_never_overbills() {
         s.wait_node_online(&node);
     }
     // Something was billed: crashes lose at most the last second of each session.
-    let debit = (1_000_000_000 - balance(&s, "crash")) as u64;
+    let debit = (deposit * 1_000_000 - balance(&s, "crash")) as u64;
     if counting {
         let secs = started.elapsed().as_secs_f64();
         println!(
