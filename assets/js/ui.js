@@ -137,8 +137,8 @@ async function writeClipboard(text) {
 }
 
 /** A copy button; `text` is a string or a function returning one. */
-export function copyButton(text, { testid, label = 'Copy', what = 'Copied' } = {}) {
-  const b = h('button', { type: 'button', class: 'btn btn-ghost btn-sm btn-copy', testid, 'aria-label': label, title: label }, icon('copy'), h('span', { class: 'copy-text' }, 'Copy'));
+export function copyButton(text, { testid, label = 'Copy', what = 'Copied', caption = 'Copy' } = {}) {
+  const b = h('button', { type: 'button', class: 'btn btn-ghost btn-sm btn-copy', testid, 'aria-label': label, title: label }, icon('copy'), h('span', { class: 'copy-text' }, caption));
   b.addEventListener('click', async () => {
     try {
       await writeClipboard(typeof text === 'function' ? text() : text);
@@ -147,7 +147,7 @@ export function copyButton(text, { testid, label = 'Copy', what = 'Copied' } = {
       toast(`${what} to the clipboard`, { type: 'success', timeout: 2000 });
       setTimeout(() => {
         b.classList.remove('copied');
-        replace(b, icon('copy'), h('span', { class: 'copy-text' }, 'Copy'));
+        replace(b, icon('copy'), h('span', { class: 'copy-text' }, caption));
       }, 1500);
     } catch {
       toast('Could not copy: select the text and copy it by hand.', { type: 'error' });

@@ -360,6 +360,108 @@ export default function portalPage(main, ctx) {
     }));
   }, { testid: 'me-ledger-error', quiet: true });
 
+  /* ---------- sub-users ---------- */
+  const newSub = button('New sub-user', { kind: 'secondary', small: true, iconName: 'plus', testid: 'subuser-create', onClick: () => createSub() });
+  const subBody = h('div', { testid: 'subusers' });
+  grid.append(card('Sub-users', { testid: 'subusers-card', cls: 'span-2', actions: [newSub] },
+    h('p', { class: 'muted small' }, 'Extra proxy logins for your scripts, customers or teammates. Their traffic is billed to your balance; each can have a byte cap, a stream cap and an expiry, and can be disabled at any time.'), subBody));
+  const capText = (u) => (u.byte_cap == null ? `${bytes(u.bytes_used || 0)} used, no cap` : `${bytes(u.bytes_used || 0)} of ${bytes(u.byte_cap)}`);
+  function subCurl(u) {
+    const socks = me?.proxy?.socks5;
+    return socks ? `curl --socks5-hostname '${u.name}:${u.proxy_password}@${socks}' https://example.com/` : '';
+  }
+  const reloadSubs = loader(subBody, () => api.get('/me/sub-users'), (rows) => {
+    replace(subBody, dataTable({
+      testid: 'subusers-table',
+      caption: 'Sub-users',
+      rows: [...rows].sort((a, b) => a.name.localeCompare(b.name)),
+      rowAttrs: (u) => ({ testid: `subuser-row-${u.name}`, class: u.disabled && 'row-disabled' }),
+      empty: emptyState({ title: 'No sub-users', text: 'Create one to give a separate proxy login that is billed to you.', testid: 'subusers-empty', iconName: 'users' }),
+      columns: [
+        { label: 'Proxy user name', cell: (u) => h('span', null, h('span', { class: 'mono strong' }, u.name), ' ', u.disabled ? badge('disabled', 'bad') : null, u.expires_at && new Date(u.expires_at) < new Date() ? badge('expired', 'warn') : null) },
+        { label: 'Copy', cell: (u) => h('span', { class: 'cred-inline' }, copyButton(u.proxy_password, { testid: `copy-subuser-password-${u.name}`, label: `Copy the proxy password of ${u.name}`, what: 'Password copied', caption: 'Password' }), subCurl(u) ? copyButton(subCurl(u), { testid: `copy-subuser-curl-${u.name}`, label: `Copy a curl command for ${u.name}`, what: 'Command copied', caption: 'curl' }) : null) },
+        {
+          label: 'Traffic',
+          cell: (u) => {
+            const pct = u.byte_cap ? Math.min(100, Math.round(((u.bytes_used || 0) / u.byte_cap) * 100)) : null;
+            return h('span', { testid: `subuser-usage-${u.name}` }, capText(u), pct == null ? null : h('span', { class: `meter ${pct >= 90 ? 'meter-bad' : pct >= 70 ? 'meter-warn' : ''}`, role: 'img', 'aria-label': `${pct}% of the cap used` }, h('span', { class: 'meter-fill', style: { width: `${pct}%` } })));
+          },
+        },
+        { label: 'Streams', num: true, cell: (u) => (u.max_streams == null ? 'no cap' : count(u.max_streams)) },
+        { label: 'Expires', cell: (u) => (u.expires_at ? timeEl(u.expires_at, dateTime(u.expires_at)) : 'never') },
+        {
+          label: 'Actions',
+          hideLabel: true,
+          class: 'actions',
+          cell: (u) => h('div', { class: 'row-actions' },
+            u.disabled
+              ? button('Enable', { kind: 'secondary', small: true, testid: `subuser-enable-${u.name}`, onClick: () => subAction(u, 'enable') })
+              : button('Disable', { kind: 'secondary', small: true, testid: `subuser-disable-${u.name}`, onClick: () => subAction(u, 'disable') }),
+            button('New password', { kind: 'secondary', small: true, testid: `subuser-rotate-${u.name}`, onClick: () => subAction(u, 'proxy-password') }),
+            button('Delete', { kind: 'danger-ghost', small: true, testid: `subuser-delete-${u.name}`, onClick: () => deleteSub(u) })),
+        },
+      ],
+    }));
+  }, { testid: 'subusers-error' });
+
+  async function createSub() {
+    const name = field({ label: 'Proxy user name', testid: 'subuser-name', required: true, autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', maxlength: '32', hint: '3–32 characters: a–z, 0–9 and _ (unique on this server).' });
+    const cap = field({ label: 'Traffic cap (GB)', testid: 'subuser-cap', inputmode: 'decimal', autocomplete: 'off', placeholder: 'e.g. 5', hint: 'Both directions, 1 GB = 10⁹ bytes. Empty: no cap.' });
+    const streams = field({ label: 'Streams at once', testid: 'subuser-streams', inputmode: 'numeric', autocomplete: 'off', placeholder: 'e.g. 20', hint: 'Empty: your account’s own limit.' });
+    const days = field({ label: 'Valid for (days)', testid: 'subuser-days', inputmode: 'numeric', autocomplete: 'off', placeholder: 'e.g. 30', hint: 'Empty: never expires.' });
+    const result = await formDialog({
+      title: 'New sub-user',
+      testid: 'subuser-dialog',
+      fields: [name, cap, streams, days],
+      submitLabel: 'Create sub-user',
+      onSubmit: ({ fail }) => {
+        const n = name.input.value.trim();
+        if (!/^[a-z0-9_]{3,32}$/.test(n)) return fail('The name must be 3–32 characters of a–z, 0–9 and _.', name.input);
+        const body = { name: n };
+        if (cap.input.value.trim()) {
+          const gb = parseAmount(cap.input.value);
+          if (!gb) return fail('Enter the cap in GB, like 5 or 0.5.', cap.input);
+          body.byte_cap = Number(gb.micros * 1000n); // micro-GB → bytes, exact
+        }
+        for (const [f, key, max] of [[streams, 'max_streams', 100000], [days, 'valid_days', 3650]]) {
+          const v = f.input.value.trim();
+          if (!v) continue;
+          if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) return fail(`Enter a whole number from 1 to ${max}.`, f.input);
+          body[key] = Number(v);
+        }
+        return api.post('/me/sub-users', body);
+      },
+    });
+    if (!result) return;
+    toast(`Sub-user ${result.name} created`, { type: 'success' });
+    reloadSubs();
+  }
+
+  async function subAction(u, action) {
+    const words = { enable: ['Enable', 'enabled'], disable: ['Disable', 'disabled'], 'proxy-password': ['New password', 'has a new password'] }[action];
+    const ok = await confirmDialog({
+      title: `${words[0]} for ${u.name}?`,
+      message: h('p', null, action === 'enable' ? `${u.name} may use the proxy again.` : action === 'disable' ? `${u.name}'s connections are refused from now on.` : `A new proxy password is made for ${u.name}; the old one stops working.`),
+      confirmLabel: words[0],
+      danger: action !== 'enable',
+      testid: 'subuser-action-dialog',
+      onConfirm: () => api.post(`/me/sub-users/${encodeURIComponent(u.name)}/${action}`),
+    });
+    if (ok) { toast(`${u.name} ${words[1]}`, { type: 'success' }); reloadSubs(); }
+  }
+
+  async function deleteSub(u) {
+    const ok = await confirmDialog({
+      title: `Delete ${u.name}?`,
+      message: h('p', null, 'The login stops working at once. Its past connections stay in your history.'),
+      confirmLabel: 'Delete sub-user',
+      danger: true,
+      testid: 'subuser-delete-dialog',
+      onConfirm: () => api.del(`/me/sub-users/${encodeURIComponent(u.name)}`),
+    });
+    if (ok) { toast(`${u.name} deleted`, { type: 'success' }); reloadSubs(); }
+  }
+
   /* ---------- API keys ---------- */
   const newKey = button('New API key', { kind: 'secondary', small: true, iconName: 'key', testid: 'api-key-create', onClick: () => createKey() });
   const kBody = h('div', { testid: 'api-keys' });
@@ -448,7 +550,7 @@ export default function portalPage(main, ctx) {
   loadUsage();
   loadEarnings();
   every(2000, refreshMe);
-  every(10000, () => { reloadDevices(); reloadSessions(); });
+  every(10000, () => { reloadDevices(); reloadSessions(); reloadSubs(); });
   every(60000, () => { loadUsage(); loadEarnings(); reloadLedger(); });
 
   return () => {
