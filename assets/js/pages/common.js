@@ -2,7 +2,7 @@
 
 import { h, replace } from '../dom.js';
 import { badge } from '../ui.js';
-import { countryName, titleCase } from '../format.js';
+import { bytes, countryName, duration, titleCase } from '../format.js';
 
 /** The live-feed indicator: Live / Connecting / Reconnecting in N s. */
 export function liveBadge() {
@@ -44,10 +44,27 @@ export function countryCell(code) {
   return h('abbr', { class: 'country-cell', title: countryName(code) }, code.toUpperCase());
 }
 
-export function battery(pct) {
+export function battery(pct, charging) {
   if (pct == null) return null;
   const cls = pct <= 15 ? 'bad' : pct <= 35 ? 'warn' : 'ok';
-  return h('span', { class: `battery battery-${cls}` }, h('span', { class: 'battery-bar', 'aria-hidden': 'true' }, h('span', { class: 'battery-fill', style: { width: `${Math.max(0, Math.min(100, pct))}%` } })), ` ${pct}%`);
+  return h('span', { class: `battery battery-${cls}`, title: charging ? 'charging' : null }, h('span', { class: 'battery-bar', 'aria-hidden': 'true' }, h('span', { class: 'battery-fill', style: { width: `${Math.max(0, Math.min(100, pct))}%` } })), ` ${pct}%`, charging ? h('span', { class: 'charging' }, ' · charging') : null);
+}
+
+/** "online for 2 h 5 min" from the node's connection time (uptime_s or connected_at). */
+export function onlineFor(n) {
+  if (!n.online) return null;
+  let secs = Number.isFinite(n.uptime_s) ? n.uptime_s : null;
+  if (secs == null && n.connected_at) secs = (Date.now() - new Date(n.connected_at).getTime()) / 1000;
+  return secs == null || !Number.isFinite(secs) ? null : `for ${duration(secs)}`;
+}
+
+/** The node owner's data caps as reported by the node: "1.2 GB of 5 GB today". */
+export function caps(n) {
+  const parts = [];
+  if (n.daily_cap_bytes) parts.push(`${bytes(n.node_bytes_today || 0)} of ${bytes(n.daily_cap_bytes)} today`);
+  if (n.monthly_cap_bytes) parts.push(`${bytes(n.node_bytes_month || 0)} of ${bytes(n.monthly_cap_bytes)} this month`);
+  if (n.max_streams) parts.push(`at most ${n.max_streams} streams`);
+  return parts.length ? parts.join(' · ') : null;
 }
 
 export function network(n) {

@@ -6,7 +6,7 @@ import { h, replace } from '../dom.js';
 import { bytes, count, ipKey, money, relative } from '../format.js';
 import { badge, button, card, confirmDialog, dataTable, emptyState, errorState, field, formDialog, loading, pageHeader, searchBox, segmented, select, toast, timeEl } from '../ui.js';
 import { worldMap } from '../map.js';
-import { battery, countryCell, liveBadge, network, nodeStatus } from './common.js';
+import { battery, caps, countryCell, liveBadge, network, nodeStatus, onlineFor } from './common.js';
 
 export default function nodesPage(main, ctx) {
   const status = liveBadge();
@@ -97,9 +97,9 @@ export default function nodesPage(main, ctx) {
         { label: 'vIP', cell: (n) => h('span', { title: `device ${n.id}` }, h('span', { class: 'mono strong' }, n.vip), h('span', { class: 'sub' }, [n.model, n.os].filter(Boolean).join(' · ') || String(n.id || '').slice(0, 8))) },
         { label: 'Owner', cell: (n) => n.owner },
         { label: 'Country / IP', cell: (n) => h('span', null, countryCell(n.country), n.public_ip ? h('span', { class: 'sub mono', testid: `node-ip-${n.vip}` }, n.public_ip) : null) },
-        { label: 'State', cell: (n) => h('span', null, nodeStatus(n, `node-status-${n.vip}`), n.online ? null : h('span', { class: 'sub nowrap' }, n.last_seen ? timeEl(n.last_seen, `seen ${relative(n.last_seen)}`) : 'never seen')) },
-        { label: 'Streams', num: true, cell: (n) => (n.online ? count(n.active_streams || 0) : null) },
-        { label: 'Battery / network', cell: (n) => (n.battery_pct == null && !network(n.network) ? null : h('span', { testid: `node-power-${n.vip}` }, battery(n.battery_pct) || h('span', { class: 'muted' }, 'no battery'), network(n.network) ? h('span', { class: 'sub' }, network(n.network)) : null)) },
+        { label: 'State', cell: (n) => h('span', null, nodeStatus(n, `node-status-${n.vip}`), n.online ? (onlineFor(n) ? h('span', { class: 'sub' }, onlineFor(n)) : null) : h('span', { class: 'sub' }, n.last_seen ? timeEl(n.last_seen, `seen ${relative(n.last_seen)}`) : 'never seen')) },
+        { label: 'Streams', num: true, cell: (n) => (n.online ? h('span', { title: caps(n) || null }, count(n.active_streams || 0), n.max_streams ? h('span', { class: 'sub' }, `of ${count(n.max_streams)}`) : null) : null) },
+        { label: 'Battery / network', cell: (n) => (n.battery_pct == null && !network(n.network) ? null : h('span', { testid: `node-power-${n.vip}` }, battery(n.battery_pct) || h('span', { class: 'muted' }, 'no battery'), [n.charging ? 'charging' : null, network(n.network)].some(Boolean) ? h('span', { class: 'sub' }, [n.charging ? 'charging' : null, network(n.network)].filter(Boolean).join(' · ')) : null)) },
         { label: 'Bytes today', num: true, cell: (n) => bytes(n.bytes_today || 0) },
         { label: 'Earned today', num: true, cell: (n) => money(n.earned_today_micros || 0, currency()) },
         { label: 'Banned', cell: (n) => (n.banned ? h('span', { testid: `node-banned-${n.vip}` }, badge('banned', 'bad'), n.ban_reason ? h('span', { class: 'sub' }, n.ban_reason) : null) : h('span', { class: 'muted' }, 'no')) },

@@ -9,7 +9,7 @@ import {
   infoDialog, loader, pageHeader, segmented, select, timeEl, toast,
 } from '../ui.js';
 import { usageChart } from '../chart.js';
-import { battery, countryCell, network, nodeStatus, setText } from './common.js';
+import { battery, caps, countryCell, network, nodeStatus, onlineFor, setText } from './common.js';
 import { sessionsTable } from './sessions.js';
 import { ledgerTable } from './ledger.js';
 import { withdrawalsTable } from './withdrawals.js';
@@ -215,14 +215,15 @@ export default function portalPage(main, ctx) {
       columns: [
         { label: 'Device', cell: (d) => h('span', null, h('span', { class: 'strong' }, d.model || 'Device'), h('span', { class: 'sub' }, [d.os, `paired ${relative(d.paired_at)}`].filter(Boolean).join(' · '))) },
         { label: 'vIP', cell: (d) => h('span', { class: 'mono' }, d.vip) },
-        { label: 'Status', cell: (d) => h('span', null, nodeStatus(d, `device-status-${d.vip}`), d.banned ? [' ', badge('banned', 'bad')] : null, !d.online && d.last_seen ? h('span', { class: 'sub' }, timeEl(d.last_seen, `seen ${relative(d.last_seen)}`)) : null, d.banned && d.ban_reason ? h('span', { class: 'sub' }, d.ban_reason) : null) },
+        { label: 'Status', cell: (d) => h('span', null, nodeStatus(d, `device-status-${d.vip}`), d.banned ? [' ', badge('banned', 'bad')] : null, onlineFor(d) ? h('span', { class: 'sub' }, onlineFor(d)) : null, !d.online && d.last_seen ? h('span', { class: 'sub' }, timeEl(d.last_seen, `seen ${relative(d.last_seen)}`)) : null, d.banned && d.ban_reason ? h('span', { class: 'sub' }, d.ban_reason) : null) },
         { label: 'Country', cell: (d) => countryCell(d.country) },
         { label: 'Streams', num: true, cell: (d) => (d.online ? count(d.active_streams || 0) : null) },
-        { label: 'Battery', cell: (d) => battery(d.battery_pct) },
+        { label: 'Battery', cell: (d) => battery(d.battery_pct, d.charging) },
         { label: 'Network', cell: (d) => network(d.network) },
         { label: 'Carried today', num: true, cell: (d) => bytes(d.bytes_today || 0) },
         { label: 'Earned today', num: true, cell: (d) => h('span', { testid: `device-earned-${d.vip}` }, money(d.earned_today_micros || 0, cur())) },
-      ],
+        list.some((d) => caps(d)) ? { label: 'Limits', cell: (d) => caps(d) } : null,
+      ].filter(Boolean),
     }));
   }
   const reloadDevices = loader(devicesBody, () => api.get('/me/devices'), renderDevices, { testid: 'devices-error', quiet: true });
