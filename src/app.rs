@@ -109,6 +109,17 @@ fn set_line(text: &str, key: &str, value: &str) -> String {
         + "\n"
 }
 
+/// Applies the settings changed at run time (stored in the database) over `traffix.toml`.
+pub fn apply_settings(cfg: &mut Config, store: &Store) -> Result<(), AppError> {
+    if let Some(b) = store.billing_settings()? {
+        cfg.billing.price_per_gb = b.price_per_gb;
+        cfg.billing.platform_fee_percent = b.platform_fee_percent;
+        cfg.billing.min_payout = b.min_payout;
+        info!(by = %b.updated_by, "billing settings changed at run time override traffix.toml");
+    }
+    Ok(())
+}
+
 /// `traffix init`: config, TLS certificate and key, JWT secret, database, admin user.
 pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
     let dir = &opts.data_dir;
@@ -175,7 +186,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
         pin: g.pin.clone(),
         insecure_http: false,
         live: None,
-        money: admin::MoneyRules::default(),
+        money: admin::MoneyRules::default().shared(),
     };
     let admin = ctx
         .execute(AdminRequest::UserAdd { name: "admin".into(), password: None, admin: true })
@@ -228,8 +239,9 @@ pub struct App {
 
 impl App {
     /// Opens the store and builds every service. Fails fast on a bad certificate or database.
-    pub fn build(cfg: Config) -> Result<App, AppError> {
+    pub fn build(mut cfg: Config) -> Result<App, AppError> {
         let store = Arc::new(Store::open(&cfg.data_dir.join(DB_FILE))?);
+        apply_settings(&mut cfg, &store)?;
         let (certs, key) = crate::tls::load_cert_and_key(&cfg.path(&cfg.tls.cert), &cfg.path(&cfg.tls.key))?;
         let pin = crate::tls::pin_of_cert(certs.first().ok_or_else(|| AppError::Other("no certificate".into()))?)?;
         let tls = if cfg.server.insecure_http {
@@ -329,11 +341,6 @@ impl App {
         let info = crate::api::ServerInfo {
             currency: b.currency.clone(),
             billing_enabled: b.enabled,
-            price_per_gb: b.price_per_gb.to_string(),
-            price_per_gb_micros: b.price_per_gb.0,
-            platform_fee_percent: b.platform_fee_percent,
-            min_payout: b.min_payout.to_string(),
-            min_payout_micros: b.min_payout.0,
             hold_chunk_micros: b.hold_chunk.0,
             socks5: format!("{host}:{}", port(socks)),
             http: format!("{host}:{}", port(http)),
@@ -397,8 +404,16 @@ impl App {
                         }
                     })
                 },
+                tariff_changed: {
+                    let billing = self.proxy.billing.clone();
+                    Arc::new(move |t| {
+                        if let Some(b) = &billing {
+                            b.set_tariff(t);
+                        }
+                    })
+                },
             }),
-            money: admin::MoneyRules::from_config(cfg),
+            money: admin::MoneyRules::from_config(cfg).shared(),
         });
         let api = Arc::new(self.api_state(admin_ctx.clone(), &socks, &http)?);
         let web_tracker = tokio_util::task::TaskTracker::new();

@@ -74,6 +74,9 @@ pub enum Command {
     /// Print the example configuration with every key and its default.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Billing settings in force, and changing them at run time (overrides traffix.toml).
+    #[command(subcommand)]
+    Settings(SettingsCmd),
     /// Start a complete local network (server, node, funded client, origin) and print a curl line.
     Demo(DemoArgs),
     /// Print the REST API's OpenAPI document.
@@ -173,6 +176,12 @@ pub enum UserCmd {
         name: String,
         #[arg(long)]
         reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-enable a disabled user.
+    Enable {
+        name: String,
         #[arg(long)]
         json: bool,
     },
@@ -360,6 +369,29 @@ pub enum AuditCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SettingsCmd {
+    /// Show the billing settings in force.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change billing settings: new streams are billed at the new price; kept across restarts.
+    Set {
+        /// Price per GB in currency units, e.g. 3.00.
+        #[arg(long)]
+        price_per_gb: Option<String>,
+        /// The operator's share of every charge, 0-100.
+        #[arg(long)]
+        platform_fee_percent: Option<u8>,
+        /// The smallest withdrawal, in currency units.
+        #[arg(long)]
+        min_payout: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
     /// Print the example configuration.
     Example,
@@ -436,13 +468,15 @@ pub async fn admin(data_dir: &Path, config: Option<&Path>, req: AdminRequest) ->
         }
         e => CliError::fail(e.to_string()),
     })?;
+    let mut cfg = cfg;
+    app::apply_settings(&mut cfg, &store)?;
     let ctx = AdminCtx {
         store: Arc::new(store),
         public_address: cfg.server.public_address.clone(),
         pin,
         insecure_http: cfg.server.insecure_http,
         live: None,
-        money: crate::admin::MoneyRules::from_config(&cfg),
+        money: crate::admin::MoneyRules::from_config(&cfg).shared(),
     };
     #[cfg(unix)]
     let actor = {
@@ -580,6 +614,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             UserCmd::Disable { name, reason, json } => {
                 let v = admin_cmd(AdminRequest::UserDisable { name, reason }).await?;
                 if json { print_json(&v) } else { println!("user {} disabled", s(&v, "name")) }
+            }
+            UserCmd::Enable { name, json } => {
+                let v = admin_cmd(AdminRequest::UserEnable { name }).await?;
+                if json { print_json(&v) } else { println!("user {} enabled", s(&v, "name")) }
             }
         },
         Command::Pair { name, json } => {
@@ -838,6 +876,34 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("backup written to {}", s(&v, "backup"));
         }
         Command::Config(ConfigCmd::Example) => print!("{}", crate::config::EXAMPLE),
+        Command::Settings(cmd) => {
+            let (v, json) = match cmd {
+                SettingsCmd::Show { json } => (admin_cmd(AdminRequest::SettingsShow).await?, json),
+                SettingsCmd::Set { price_per_gb, platform_fee_percent, min_payout, json } => {
+                    if price_per_gb.is_none() && platform_fee_percent.is_none() && min_payout.is_none() {
+                        return Err(CliError::usage("give --price-per-gb, --platform-fee-percent or --min-payout"));
+                    }
+                    (
+                        admin_cmd(AdminRequest::SettingsSet { price_per_gb, platform_fee_percent, min_payout }).await?,
+                        json,
+                    )
+                }
+            };
+            if json {
+                print_json(&v);
+            } else {
+                for k in [
+                    "price_per_gb",
+                    "platform_fee_percent",
+                    "min_payout",
+                    "max_overdraft_micros",
+                    "updated_at",
+                    "updated_by",
+                ] {
+                    println!("{k:>22}: {}", s(&v, k));
+                }
+            }
+        }
         Command::Demo(a) => crate::demo::run(a.demo_dir).await.map_err(CliError::fail)?,
         Command::Openapi => println!("{}", crate::api::openapi::document()),
     }

@@ -56,7 +56,7 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
             pin: out.pin.clone(),
             insecure_http: false,
             live: None,
-            money: crate::admin::MoneyRules::from_config(&cfg),
+            money: crate::admin::MoneyRules::from_config(&cfg).shared(),
         };
         let user = ctx
             .execute(AdminRequest::UserAdd { name: "demo".into(), password: None, admin: false })

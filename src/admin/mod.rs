@@ -55,6 +55,9 @@ pub enum AdminRequest {
         name: String,
         reason: Option<String>,
     },
+    UserEnable {
+        name: String,
+    },
     Pair {
         name: String,
     },
@@ -129,6 +132,14 @@ pub enum AdminRequest {
         name: String,
         parent: Option<String>,
     },
+    /// The billing settings in force.
+    SettingsShow,
+    /// Changes billing settings at run time (they override traffix.toml from now on).
+    SettingsSet {
+        price_per_gb: Option<String>,
+        platform_fee_percent: Option<u8>,
+        min_payout: Option<String>,
+    },
 }
 
 /// A command failure: a stable code and a reason for the user.
@@ -161,13 +172,14 @@ impl From<StoreError> for AdminError {
 /// Called with the user's name after a deposit.
 pub type CreditHook = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// The money settings admin commands apply.
+/// The money settings admin commands apply (editable at run time: `settings set`).
 #[derive(Debug, Clone, Copy)]
 pub struct MoneyRules {
+    pub tariff: crate::billing::rules::Tariff,
     /// The smallest withdrawal.
     pub min_payout: Micros,
-    /// The documented overdraft bound `ledger verify` checks, in money.
-    pub max_overdraft: Micros,
+    /// The stream cap per client, which the overdraft bound scales with.
+    pub client_max_streams: u32,
 }
 
 impl Default for MoneyRules {
@@ -177,19 +189,30 @@ impl Default for MoneyRules {
 }
 
 impl MoneyRules {
+    /// The rules of `cfg` (after [`crate::app::apply_settings`] has applied run-time changes).
     pub fn from_config(cfg: &crate::config::Config) -> MoneyRules {
         MoneyRules::from_parts(&cfg.billing, &cfg.limits)
     }
 
     fn from_parts(b: &crate::config::BillingConfig, limits: &crate::config::Limits) -> MoneyRules {
-        let tariff = crate::billing::rules::Tariff {
-            price_per_gb: b.price_per_gb,
-            platform_fee_percent: b.platform_fee_percent,
-        };
         MoneyRules {
+            tariff: crate::billing::rules::Tariff {
+                price_per_gb: b.price_per_gb,
+                platform_fee_percent: b.platform_fee_percent,
+            },
             min_payout: b.min_payout,
-            max_overdraft: crate::billing::meter::overdraft_bound(&tariff, limits.client_max_streams),
+            client_max_streams: limits.client_max_streams,
         }
+    }
+
+    /// The documented overdraft bound `ledger verify` checks, in money.
+    pub fn max_overdraft(&self) -> Micros {
+        crate::billing::meter::overdraft_bound(&self.tariff, self.client_max_streams)
+    }
+
+    /// Shared between the admin commands and the API, changed by `settings set`.
+    pub fn shared(self) -> Arc<std::sync::RwLock<MoneyRules>> {
+        Arc::new(std::sync::RwLock::new(self))
     }
 }
 
@@ -201,6 +224,8 @@ pub struct Live {
     pub invalidate_account: Arc<dyn Fn(&str) + Send + Sync>,
     /// Tells metering about a deposit, so a client's live budget grows at once.
     pub credited: CreditHook,
+    /// Tells metering about a new price or fee.
+    pub tariff_changed: Arc<dyn Fn(crate::billing::rules::Tariff) + Send + Sync>,
 }
 
 /// What admin commands run against.
@@ -212,7 +237,7 @@ pub struct AdminCtx {
     /// The web listener serves plain HTTP (`--insecure-http`): links say so.
     pub insecure_http: bool,
     pub live: Option<Live>,
-    pub money: MoneyRules,
+    pub money: Arc<std::sync::RwLock<MoneyRules>>,
 }
 
 struct UserTotals {
@@ -240,6 +265,14 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl AdminCtx {
+    /// The money rules in force.
+    pub fn money(&self) -> MoneyRules {
+        match self.money.read() {
+            Ok(m) => *m,
+            Err(p) => *p.into_inner(),
+        }
+    }
+
     fn invalidate(&self, name: &str) {
         if let Some(l) = &self.live {
             (l.invalidate_account)(name);
@@ -374,12 +407,14 @@ impl AdminCtx {
             AdminRequest::UserCredit { name, reason, .. } => ("user.credit", name.clone(), reason.clone()),
             AdminRequest::UserProxyPassword { name } => ("user.proxy_password", name.clone(), None),
             AdminRequest::UserDisable { name, reason } => ("user.disable", name.clone(), reason.clone()),
+            AdminRequest::UserEnable { name } => ("user.enable", name.clone(), None),
             AdminRequest::Pair { name } => ("pair.create", name.clone(), None),
             AdminRequest::DeviceBan { id, reason } => ("device.ban", id.clone(), Some(reason.clone())),
             AdminRequest::DeviceUnban { id } => ("device.unban", id.clone(), None),
             AdminRequest::Backup { path } => ("store.backup", path.clone(), None),
             AdminRequest::WithdrawalRequest { name, .. } => ("withdrawal.request", name.clone(), None),
             AdminRequest::SubUserAdd { name, .. } => ("subuser.add", name.clone(), None),
+            AdminRequest::SettingsSet { .. } => ("settings.update", "billing".to_owned(), None),
             AdminRequest::SubUserDisable { name, disabled: true, .. } => ("subuser.disable", name.clone(), None),
             AdminRequest::SubUserDisable { name, .. } => ("subuser.enable", name.clone(), None),
             AdminRequest::SubUserDelete { name, .. } => ("subuser.delete", name.clone(), None),
@@ -393,6 +428,7 @@ impl AdminCtx {
         let before = match &req {
             AdminRequest::UserCredit { name, .. }
             | AdminRequest::UserDisable { name, .. }
+            | AdminRequest::UserEnable { name }
             | AdminRequest::UserProxyPassword { name } => self
                 .store
                 .get_user(name)
@@ -404,6 +440,7 @@ impl AdminCtx {
             AdminRequest::DeviceBan { id, .. } | AdminRequest::DeviceUnban { id } => {
                 self.find_device(id).ok().and_then(|d| to_json(&self.device_view(&d)).ok())
             }
+            AdminRequest::SettingsSet { .. } => to_json(&self.settings_view()).ok(),
             AdminRequest::WithdrawalApprove { id, .. } | AdminRequest::WithdrawalReject { id, .. } => self
                 .store
                 .list_withdrawals(None, None)
@@ -527,6 +564,15 @@ impl AdminCtx {
                 tracing::info!(user = %name, reason = ?reason, "user disabled");
                 to_json(&self.user_view(&u)?)
             }
+            AdminRequest::UserEnable { name } => {
+                let u = self.store.update_user(&name, |u| {
+                    u.disabled = false;
+                    u.disabled_reason = None;
+                })?;
+                self.invalidate(&name);
+                tracing::info!(user = %name, "user enabled");
+                to_json(&self.user_view(&u)?)
+            }
             AdminRequest::Pair { name } => {
                 let code = crate::auth::new_pairing_code().map_err(|e| AdminError::new("internal", e.to_string()))?;
                 let now = now_secs();
@@ -584,7 +630,7 @@ impl AdminCtx {
                 to_json(&list.iter().map(TransferView::from).collect::<Vec<_>>())
             }
             AdminRequest::LedgerVerify => {
-                to_json(&self.store.verify(&VerifyParams { max_overdraft: self.money.max_overdraft })?)
+                to_json(&self.store.verify(&VerifyParams { max_overdraft: self.money().max_overdraft() })?)
             }
             AdminRequest::AuditList { limit } => {
                 let list = self.store.list_audit(limit.unwrap_or(100))?;
@@ -596,7 +642,8 @@ impl AdminCtx {
             }
             AdminRequest::WithdrawalRequest { name, amount, destination } => {
                 let amount = Micros::parse(&amount).map_err(|e| AdminError::new("invalid", e.to_string()))?;
-                let w = self.store.request_withdrawal(&name, amount, self.money.min_payout, destination, now_secs())?;
+                let w =
+                    self.store.request_withdrawal(&name, amount, self.money().min_payout, destination, now_secs())?;
                 tracing::info!(user = %name, amount = %amount, withdrawal = w.id, "withdrawal requested");
                 to_json(&WithdrawalView::from(&w))
             }
@@ -665,6 +712,42 @@ impl AdminCtx {
                 tracing::info!(parent = %parent, sub = %name, "sub-user added");
                 to_json(&self.subuser_view(&sub)?)
             }
+            AdminRequest::SettingsShow => to_json(&self.settings_view()),
+            AdminRequest::SettingsSet { price_per_gb, platform_fee_percent, min_payout } => {
+                let mut m = self.money();
+                if let Some(p) = price_per_gb {
+                    m.tariff.price_per_gb =
+                        Micros::parse(&p).map_err(|e| AdminError::new("invalid", format!("price: {e}")))?;
+                }
+                if let Some(f) = platform_fee_percent {
+                    m.tariff.platform_fee_percent = f;
+                }
+                if let Some(p) = min_payout {
+                    m.min_payout =
+                        Micros::parse(&p).map_err(|e| AdminError::new("invalid", format!("minimum payout: {e}")))?;
+                }
+                m.tariff.validate().map_err(|e| AdminError::new("invalid", e.to_string()))?;
+                if m.min_payout.0 == 0 {
+                    return Err(AdminError::new("invalid", "the minimum payout must be greater than zero"));
+                }
+                self.store.set_billing_settings(&crate::store::BillingSettings {
+                    price_per_gb: m.tariff.price_per_gb,
+                    platform_fee_percent: m.tariff.platform_fee_percent,
+                    min_payout: m.min_payout,
+                    updated_at: now_secs(),
+                    updated_by: actor.to_owned(),
+                })?;
+                match self.money.write() {
+                    Ok(mut g) => *g = m,
+                    Err(p) => *p.into_inner() = m,
+                }
+                if let Some(l) = &self.live {
+                    (l.tariff_changed)(m.tariff);
+                }
+                tracing::info!(price_per_gb = %m.tariff.price_per_gb, fee = m.tariff.platform_fee_percent,
+                    min_payout = %m.min_payout, %actor, "billing settings changed");
+                to_json(&self.settings_view())
+            }
             AdminRequest::SubUserList { parent } => {
                 let list = self.store.list_subusers(parent.as_deref())?;
                 to_json(&list.iter().map(|s| self.subuser_view(s)).collect::<Result<Vec<_>, _>>()?)
@@ -688,6 +771,21 @@ impl AdminCtx {
                 self.invalidate(&name);
                 to_json(&self.subuser_view(&sub)?)
             }
+        }
+    }
+
+    fn settings_view(&self) -> SettingsView {
+        let m = self.money();
+        let changed = self.store.billing_settings().ok().flatten();
+        SettingsView {
+            price_per_gb: m.tariff.price_per_gb.to_string(),
+            price_per_gb_micros: m.tariff.price_per_gb.0,
+            platform_fee_percent: m.tariff.platform_fee_percent,
+            min_payout: m.min_payout.to_string(),
+            min_payout_micros: m.min_payout.0,
+            max_overdraft_micros: m.max_overdraft().0,
+            updated_at: changed.as_ref().map(|c| rfc3339(c.updated_at)),
+            updated_by: changed.map(|c| c.updated_by),
         }
     }
 

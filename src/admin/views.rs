@@ -323,6 +323,21 @@ pub struct SubUserView {
     pub created_at: String,
 }
 
+/// The billing settings in force (traffix.toml, or changed at run time).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SettingsView {
+    pub price_per_gb: String,
+    pub price_per_gb_micros: u64,
+    pub platform_fee_percent: u8,
+    pub min_payout: String,
+    pub min_payout_micros: u64,
+    /// How far below zero a client may end (the documented bound, at this price).
+    pub max_overdraft_micros: u64,
+    /// When and by whom they were last changed at run time (absent: as in traffix.toml).
+    pub updated_at: Option<String>,
+    pub updated_by: Option<String>,
+}
+
 /// What `ledger verify` found.
 pub use crate::store::VerifyReport;
 

@@ -37,8 +37,9 @@ pub struct Overview {
     pub pending_withdrawals: usize,
     pub pending_withdrawals_micros: u64,
     pub currency: String,
-    /// Server time, RFC 3339.
+    /// Server time, RFC 3339, and in milliseconds since the epoch (for rates between samples).
     pub time: String,
+    pub time_ms: u64,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -128,6 +129,10 @@ fn compute_overview(state: &ApiState) -> Result<Overview, ApiError> {
         pending_withdrawals_micros: pending.iter().map(|w| w.amount.0).sum(),
         currency: state.info.currency.clone(),
         time: rfc3339(now_secs()),
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
     })
 }
 
@@ -168,7 +173,13 @@ pub async fn users(
     p.admin_read()?;
     let all: Vec<UserView> = values(state.run(AdminRequest::UserList, &p.actor()).await?)?;
     let needle = q.q.unwrap_or_default().trim().to_ascii_lowercase();
-    Ok(Json(all.into_iter().filter(|u| u.name.contains(&needle)).collect()))
+    // The list never carries proxy passwords (each user sees its own in its portal).
+    Ok(Json(
+        all.into_iter()
+            .filter(|u| u.name.contains(&needle))
+            .map(|u| UserView { proxy_password: String::new(), ..u })
+            .collect(),
+    ))
 }
 
 /// Create a user.
@@ -216,6 +227,18 @@ pub async fn disable(
     }
     let cmd = AdminRequest::UserDisable { name, reason: Some(reason(&req.reason)?) };
     Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+/// Re-enable a disabled user.
+#[utoipa::path(post, path = "/api/v1/admin/users/{name}/enable", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)), responses((status = 200, body = UserView), (status = 404, body = ErrorBody)))]
+pub async fn enable(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_write(false)?;
+    Ok(Json(state.run(AdminRequest::UserEnable { name }, &p.actor()).await?))
 }
 
 /// Every paired device with its live state.
@@ -344,12 +367,54 @@ pub async fn audit(
     Ok(Json(state.run(AdminRequest::AuditList { limit: Some(limit(q.limit)) }, &p.actor()).await?))
 }
 
-/// The effective billing settings and limits (edited in traffix.toml).
+/// The server's settings: billing (editable here) and the rest (edited in traffix.toml).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettingsResponse {
+    pub billing: SettingsView,
+    pub server: ServerInfo,
+}
+
+/// A change of billing settings; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SettingsUpdate {
+    /// Currency units per GB, e.g. `"3.00"`.
+    pub price_per_gb: Option<String>,
+    /// 0–100.
+    pub platform_fee_percent: Option<u8>,
+    /// Currency units, e.g. `"5.00"`.
+    pub min_payout: Option<String>,
+}
+
+/// The settings in force.
 #[utoipa::path(get, path = "/api/v1/admin/settings", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = ServerInfo)))]
-pub async fn settings(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<ServerInfo>, ApiError> {
+    responses((status = 200, body = SettingsResponse)))]
+pub async fn settings(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<SettingsResponse>, ApiError> {
     p.admin_read()?;
-    Ok(Json(state.info.clone()))
+    let billing = values_one(state.run(AdminRequest::SettingsShow, &p.actor()).await?)?;
+    Ok(Json(SettingsResponse { billing, server: state.info.clone() }))
+}
+
+/// Change the price, the platform fee or the minimum payout (audited). New streams are billed
+/// at the new price; live ones keep theirs.
+#[utoipa::path(put, path = "/api/v1/admin/settings", tag = "admin", security(("bearer" = [])),
+    request_body = SettingsUpdate,
+    responses((status = 200, body = SettingsView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn update_settings(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    ApiJson(req): ApiJson<SettingsUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    p.admin_write(false)?;
+    let cmd = AdminRequest::SettingsSet {
+        price_per_gb: req.price_per_gb,
+        platform_fee_percent: req.platform_fee_percent,
+        min_payout: req.min_payout,
+    };
+    Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+fn values_one<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Live events (Server-Sent Events): `overview` every 2 s, `nodes` when a node comes, goes or

@@ -36,6 +36,9 @@ pub struct MeView {
     pub user: UserView,
     pub currency: String,
     pub price_per_gb: String,
+    /// The smallest withdrawal.
+    pub min_payout: String,
+    pub min_payout_micros: u64,
     pub proxy: ProxyInfo,
 }
 
@@ -121,7 +124,10 @@ pub async fn me(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json
         curl_http: format!("curl -x 'http://{name}:{pass}@{}' https://example.com/", info.http),
     };
     v["currency"] = json!(info.currency);
-    v["price_per_gb"] = json!(info.price_per_gb);
+    let money = state.admin.money();
+    v["price_per_gb"] = json!(money.tariff.price_per_gb.to_string());
+    v["min_payout"] = json!(money.min_payout.to_string());
+    v["min_payout_micros"] = json!(money.min_payout.0);
     v["proxy"] = serde_json::to_value(proxy).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(v))
 }

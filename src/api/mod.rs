@@ -48,11 +48,6 @@ pub const API_KEY_PREFIX: &str = "tfx_";
 pub struct ServerInfo {
     pub currency: String,
     pub billing_enabled: bool,
-    pub price_per_gb: String,
-    pub price_per_gb_micros: u64,
-    pub platform_fee_percent: u8,
-    pub min_payout: String,
-    pub min_payout_micros: u64,
     pub hold_chunk_micros: u64,
     /// Where clients reach the proxies (`HOST:PORT`).
     pub socks5: String,
@@ -339,6 +334,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/users", get(admin::users).post(admin::create_user))
         .route("/admin/users/{name}/credit", post(admin::credit))
         .route("/admin/users/{name}/disable", post(admin::disable))
+        .route("/admin/users/{name}/enable", post(admin::enable))
         .route("/admin/nodes", get(admin::nodes))
         .route("/admin/nodes/{id}/ban", post(admin::ban))
         .route("/admin/nodes/{id}/unban", post(admin::unban))
@@ -348,7 +344,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/withdrawals/{id}/approve", post(admin::approve))
         .route("/admin/withdrawals/{id}/reject", post(admin::reject))
         .route("/admin/audit", get(admin::audit))
-        .route("/admin/settings", get(admin::settings))
+        .route("/admin/settings", get(admin::settings).put(admin::update_settings))
         .route("/admin/events", get(admin::events))
         .route("/openapi.json", get(openapi::serve))
         .fallback(fallback)

@@ -135,12 +135,10 @@ impl Budget {
 #[derive(Debug)]
 pub struct HoldDesk {
     store: Arc<Store>,
-    tariff: Tariff,
     policy: HoldPolicy,
-    /// Ask for more below this many micro-units left (half a chunk).
-    low_water: i64,
-    /// Cut a stream this far below zero even while a reservation is still running.
-    slack: i64,
+    /// The reservation size in force: the policy's chunk, or what [`HOLD_MIN_BYTES`] cost at
+    /// the current price if more. Ask for more below half of it.
+    chunk: AtomicU64,
     queue: Mutex<Vec<Arc<Budget>>>,
     busy: AtomicBool,
     tracker: TaskTracker,
@@ -174,10 +172,9 @@ impl HoldDesk {
                 }
                 continue;
             }
-            let reqs: Vec<HoldRequest> = batch
-                .iter()
-                .map(|b| HoldRequest { hold: b.hold, client: b.client.clone(), want: self.policy.chunk })
-                .collect();
+            let want = crate::money::Micros(self.chunk.load(Ordering::Relaxed));
+            let reqs: Vec<HoldRequest> =
+                batch.iter().map(|b| HoldRequest { hold: b.hold, client: b.client.clone(), want }).collect();
             match self.store.take_holds(&reqs, now_secs()) {
                 Ok(grants) => {
                     for (b, g) in batch.iter().zip(grants) {
@@ -205,6 +202,10 @@ pub struct LiveSession {
     down: AtomicU64,
     end: Mutex<Option<(u64, String)>>,
     pub budget: Arc<Budget>,
+    /// The tariff the session is billed at (fixed at its start).
+    pub tariff: Tariff,
+    /// Cut this far below zero even while a reservation is still running.
+    slack: i64,
     desk: Arc<HoldDesk>,
 }
 
@@ -214,17 +215,18 @@ impl LiveSession {
     pub fn record(&self, up: u64, down: u64) {
         self.up.fetch_add(up, Ordering::Relaxed);
         self.down.fetch_add(down, Ordering::Relaxed);
-        let cost = self.desk.tariff.max_debit(up + down).0.min(i64::MAX as u64) as i64;
+        let cost = self.tariff.max_debit(up + down).0.min(i64::MAX as u64) as i64;
         if cost == 0 {
             return;
         }
         let b = &self.budget;
         let after = b.remaining.fetch_sub(cost, Ordering::AcqRel) - cost;
         let dry = b.dry.load(Ordering::Acquire);
-        if after < self.desk.low_water && !dry {
+        let low_water = (self.desk.chunk.load(Ordering::Relaxed) / 2).min(i64::MAX as u64) as i64;
+        if after < low_water && !dry {
             self.desk.ask(b);
         }
-        if after <= 0 && (dry || after <= -self.desk.slack) {
+        if after <= 0 && (dry || after <= -self.slack) {
             b.exhausted.send_replace(true);
         }
     }
@@ -270,7 +272,7 @@ struct FlushState {
 
 /// The metering service.
 pub struct Billing {
-    tariff: Tariff,
+    tariff: Mutex<Tariff>,
     store: Arc<Store>,
     desk: Arc<HoldDesk>,
     live: Mutex<HashMap<u64, Arc<LiveSession>>>,
@@ -282,7 +284,7 @@ pub struct Billing {
 
 impl std::fmt::Debug for Billing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Billing").field("tariff", &self.tariff).finish_non_exhaustive()
+        f.debug_struct("Billing").field("tariff", &self.tariff()).finish_non_exhaustive()
     }
 }
 
@@ -307,20 +309,16 @@ impl Billing {
             );
         }
         let next = store.max_session_id()? + 1;
-        let slack = tariff.max_debit(2 * METER_BATCH_BYTES).0.min(i64::MAX as u64) as i64;
-        let holds = HoldPolicy { chunk: holds.chunk.max(tariff.max_debit(HOLD_MIN_BYTES)), ..holds };
         let desk = Arc::new(HoldDesk {
             store: store.clone(),
-            tariff,
             policy: holds,
-            low_water: (holds.chunk.0 / 2).min(i64::MAX as u64) as i64,
-            slack,
+            chunk: AtomicU64::new(holds.chunk.max(tariff.max_debit(HOLD_MIN_BYTES)).0),
             queue: Mutex::new(Vec::new()),
             busy: AtomicBool::new(false),
             tracker: TaskTracker::new(),
         });
         Ok(Billing {
-            tariff,
+            tariff: Mutex::new(tariff),
             store,
             desk,
             live: Mutex::new(HashMap::new()),
@@ -331,8 +329,16 @@ impl Billing {
         })
     }
 
-    pub fn tariff(&self) -> &Tariff {
-        &self.tariff
+    /// The tariff new sessions are billed at.
+    pub fn tariff(&self) -> Tariff {
+        *lock(&self.tariff)
+    }
+
+    /// Changes the price or fee: sessions started from now on use it, live ones keep theirs.
+    pub fn set_tariff(&self, tariff: Tariff) {
+        *lock(&self.tariff) = tariff;
+        self.desk.chunk.store(self.desk.policy.chunk.max(tariff.max_debit(HOLD_MIN_BYTES)).0, Ordering::Relaxed);
+        info!(price_per_gb = %tariff.price_per_gb, fee_percent = tariff.platform_fee_percent, "tariff changed");
     }
 
     /// The worst case a client's balance can go below zero, in bytes: every live stream may
@@ -365,6 +371,7 @@ impl Billing {
         };
         let budget = claim.0.clone().ok_or_else(|| BillingError::Store("no budget".into()))?;
         self.fund(&budget).await?;
+        let tariff = self.tariff();
         let s = Arc::new(LiveSession {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             info,
@@ -373,6 +380,8 @@ impl Billing {
             down: AtomicU64::new(0),
             end: Mutex::new(None),
             budget,
+            tariff,
+            slack: tariff.max_debit(2 * METER_BATCH_BYTES).0.min(i64::MAX as u64) as i64,
             desk: self.desk.clone(),
         });
         lock(&self.live).insert(s.id, s.clone());
@@ -447,7 +456,7 @@ impl Billing {
             let self_use = s.info.client == s.info.owner;
             let mut delta = UsageBucket { sessions: u64::from(!st.written), ..UsageBucket::default() };
             if d_up + d_down > 0 {
-                let c = self.tariff.charge(&mut st.carry, d_up + d_down).map_err(invalid)?;
+                let c = s.tariff.charge(&mut st.carry, d_up + d_down).map_err(invalid)?;
                 st.pending = st.pending.checked_add(c).map_err(invalid)?;
                 st.charged += c.client_debit.0;
                 st.credited += c.node_credit.0;
@@ -489,7 +498,7 @@ impl Billing {
                 bytes_down: down,
                 charge: crate::money::Micros(st.charged),
                 node_credit: crate::money::Micros(st.credited),
-                tariff: Some(self.tariff),
+                tariff: Some(s.tariff),
                 end_reason: ended.as_ref().map(|e| e.1.clone()),
             });
             batch.accruals.push(Accrual {

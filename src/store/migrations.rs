@@ -77,9 +77,11 @@ fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// v4: the REST API's refresh tokens, their login families and API keys; sub-users.
+/// v4: the REST API's refresh tokens, their login families and API keys; sub-users; settings
+/// changed at run time.
 fn migrate_to_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SUBUSERS)?;
+    txn.open_table(SETTINGS)?;
     txn.open_table(REFRESH_TOKENS)?;
     txn.open_table(TOKEN_FAMILIES)?;
     txn.open_table(API_KEYS)?;

@@ -12,6 +12,7 @@ mod holds;
 mod ledger;
 mod logins;
 pub mod migrations;
+mod settings;
 mod subusers;
 pub mod tables;
 mod usage;
@@ -26,6 +27,7 @@ pub use devices::{DeviceRecord, PairCode, PairError};
 pub use holds::{Hold, HoldRequest};
 pub use ledger::{Account, Transfer};
 pub use logins::{ApiKey, KeyScope, RefreshError, TokenFamily};
+pub use settings::BillingSettings;
 pub use subusers::SubUser;
 pub use usage::{Accrual, FlushBatch, Recovered, SessionRecord, UsageBucket};
 pub use users::UserRecord;
@@ -159,6 +161,7 @@ impl Store {
         copy!(tables::TOKEN_FAMILIES);
         copy!(tables::API_KEYS);
         copy!(tables::SUBUSERS);
+        copy!(tables::SETTINGS);
         wtx.commit()?;
         Ok(())
     }

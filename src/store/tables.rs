@@ -45,3 +45,5 @@ pub const TOKEN_FAMILIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::ne
 pub const API_KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("api_keys");
 /// Sub-user name → `SubUser` JSON (names are unique across users and sub-users).
 pub const SUBUSERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("subusers");
+/// Setting group → JSON: settings changed at run time, overriding `traffix.toml`.
+pub const SETTINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("settings");

@@ -269,6 +269,34 @@ fn admins_act_through_the_api_and_others_cannot() {
     assert_eq!(api.post("/api/v1/admin/users/admin/disable", &admin, json!({"reason": "oops"})).status, 400);
     assert_eq!(api.post("/api/v1/admin/users/carol/disable", &admin, json!({"reason": "abuse"})).status, 200);
     assert_eq!(api.get("/api/v1/me", &carol).error(), "disabled");
+    assert_eq!(api.call("POST", "/api/v1/admin/users/carol/enable", Some(&admin), None, &[]).status, 200);
+    assert_eq!(api.get("/api/v1/me", &carol).status, 200, "enabled again");
+    let listed = api.get("/api/v1/admin/users", &admin).json();
+    assert!(listed.as_array().unwrap().iter().all(|u| u["proxy_password"] == ""), "no proxy passwords in lists");
+    // Settings: admins change the price; others may not.
+    assert_eq!(
+        api.call("PUT", "/api/v1/admin/settings", Some(&carol), Some(&json!({"price_per_gb": "1"})), &[]).status,
+        403
+    );
+    let set = api.call(
+        "PUT",
+        "/api/v1/admin/settings",
+        Some(&admin),
+        Some(&json!({"price_per_gb": "4.25", "platform_fee_percent": 25})),
+        &[],
+    );
+    assert_eq!(set.json()["price_per_gb"], "4.25", "{}", set.body);
+    assert_eq!(
+        api.call("PUT", "/api/v1/admin/settings", Some(&admin), Some(&json!({"platform_fee_percent": 300})), &[])
+            .status,
+        422
+    );
+    let shown = api.get("/api/v1/admin/settings", &admin).json();
+    assert_eq!(
+        (shown["billing"]["platform_fee_percent"].as_u64(), shown["billing"]["updated_by"].as_str()),
+        (Some(25), Some("api:admin"))
+    );
+    assert_eq!(api.get("/api/v1/me", &carol).json()["price_per_gb"], "4.25");
 
     let audit = api.get("/api/v1/admin/audit", &admin).json();
     let entries = audit.as_array().unwrap();

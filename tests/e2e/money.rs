@@ -343,3 +343,35 @@ time.sleep(60)
     assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "subuser.disable"));
     verify_ok(&s);
 }
+
+/// The price changed at run time bills new streams at the new price and survives a restart.
+#[test]
+fn settings_changed_at_run_time_apply_to_new_streams_and_persist() {
+    let mut s = Server::start_with(priced());
+    let pass = s.add_user("buyer", Some("100"));
+    s.add_user("host", None);
+    let node = s.start_node("host", "127.0.0.2");
+    fails_with(&s, &["settings", "set", "--platform-fee-percent", "101"], "out of range");
+    fails_with(&s, &["settings", "set", "--price-per-gb", "cheap"], "price");
+    let v = s.cli_json(&["settings", "set", "--price-per-gb", "500.00", "--min-payout", "2.50"]);
+    assert_eq!(v["price_per_gb"], "500.00");
+    assert!(v["updated_by"].as_str().unwrap().starts_with("uid:"), "{v}");
+    let o = origin().addr;
+    curl_ok(&["--proxy", &s.socks_url("buyer", &pass), "-o", "/dev/null", &format!("http://{o}/bytes/2000000")]);
+    let r = wait_for("posted", || {
+        let list = s.cli_json(&["session", "list", "--user", "buyer"]);
+        let r = list[0].clone();
+        (r["live"] == false && micros(&show(&s, "buyer"), "accrued_micros") == 0).then_some(r)
+    });
+    let bytes = r["bytes_up"].as_i64().unwrap() + r["bytes_down"].as_i64().unwrap();
+    assert_eq!(r["charge_micros"].as_i64().unwrap(), bytes / 2, "half a micro per byte");
+    assert!(s.cli_json(&["audit", "list"]).as_array().unwrap().iter().any(|e| e["action"] == "settings.update"));
+
+    assert!(s.terminate().success());
+    s.spawn();
+    s.wait_node_online(&node);
+    let v = s.cli_json(&["settings", "show"]);
+    assert_eq!((v["price_per_gb"].as_str(), v["min_payout"].as_str()), (Some("500.00"), Some("2.50")));
+    fails_with(&s, &["withdrawal", "request", "host", "2.49"], "minimum payout is 2.50");
+    verify_ok(&s);
+}
