@@ -404,6 +404,10 @@ impl App {
                         }
                     })
                 },
+                asn_db: match cfg.geoip.asn_db.trim() {
+                    "" => None,
+                    p => Some(Arc::new(GeoIp::open(&cfg.path(Path::new(p))).map_err(AppError::Other)?)),
+                },
                 tariff_changed: {
                     let billing = self.proxy.billing.clone();
                     Arc::new(move |t| {

@@ -26,11 +26,25 @@ struct Country<'a> {
     iso_code: Option<&'a str>,
 }
 
+#[derive(serde::Deserialize)]
+struct AsnRecord<'a> {
+    autonomous_system_number: Option<u32>,
+    #[serde(borrow)]
+    autonomous_system_organization: Option<&'a str>,
+}
+
 impl GeoIp {
     pub fn open(path: &Path) -> Result<GeoIp, String> {
         maxminddb::Reader::open_readfile(path)
             .map(|reader| GeoIp { reader })
             .map_err(|e| format!("cannot open GeoIP database {}: {e}", path.display()))
+    }
+
+    /// The autonomous system of `ip` and its organisation (an ASN database).
+    pub fn asn(&self, ip: IpAddr) -> Option<(u32, String)> {
+        let result = self.reader.lookup(ip).ok()?;
+        let rec: AsnRecord<'_> = result.decode().ok()??;
+        Some((rec.autonomous_system_number?, rec.autonomous_system_organization.unwrap_or_default().to_owned()))
     }
 
     /// The ISO 3166-1 alpha-2 country of `ip`, upper case.

@@ -226,6 +226,8 @@ pub struct Live {
     pub credited: CreditHook,
     /// Tells metering about a new price or fee.
     pub tariff_changed: Arc<dyn Fn(crate::billing::rules::Tariff) + Send + Sync>,
+    /// The operator's ASN database, if configured.
+    pub asn_db: Option<Arc<crate::geoip::GeoIp>>,
 }
 
 /// What admin commands run against.
@@ -342,6 +344,8 @@ impl AdminCtx {
             today.add(&b);
         }
         let name = |v: Result<Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned));
+        let ip = live.as_ref().map(|n| n.public_ip).or_else(|| d.last_ip.as_deref().and_then(|ip| ip.parse().ok()));
+        let asn = self.live.as_ref().and_then(|l| l.asn_db.as_ref()).zip(ip).and_then(|(db, ip)| db.asn(ip));
         DeviceView {
             id: d.id.clone(),
             owner: d.owner.clone(),
@@ -363,6 +367,9 @@ impl AdminCtx {
             bytes_today: today.up + today.down,
             earned_today_micros: today.earned,
             connected_at: live.as_ref().map(|n| rfc3339(n.connected_at)),
+            rtt_ms: live.as_ref().and_then(|n| n.mux.rtt()).map(|r| r.as_secs_f64() * 1000.0),
+            asn: asn.as_ref().map(|a| a.0),
+            as_org: asn.map(|a| a.1),
             uptime_s: status.as_ref().and_then(|s| s.uptime_s),
             charging: status.as_ref().and_then(|s| s.charging),
             max_streams: status.as_ref().and_then(|s| s.max_streams),

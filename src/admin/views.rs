@@ -76,6 +76,11 @@ pub struct DeviceView {
     /// Bytes carried and earned today (UTC), as the server metered them.
     pub bytes_today: u64,
     pub earned_today_micros: u64,
+    /// The tunnel's smoothed round-trip time while online.
+    pub rtt_ms: Option<f64>,
+    /// The autonomous system of its public IP (with an ASN database configured).
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
     /// While online: when this connection started, and the node's own report of its resource
     /// settings and use (its owner's policy: stream cap, data caps, charging).
     pub connected_at: Option<String>,

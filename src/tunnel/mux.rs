@@ -171,6 +171,14 @@ impl Mux {
     }
 
     /// Records a round-trip sample (heartbeat or ping) for window auto-tuning.
+    /// The smoothed round-trip time of the tunnel, once measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.inner.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
     pub fn observe_rtt(&self, rtt: Duration) {
         let sample = rtt.as_micros().min(u128::from(u32::MAX)) as u64;
         let old = self.inner.rtt_us.load(Ordering::Relaxed);

@@ -387,7 +387,8 @@ pub fn make_geoip(path: &Path, pairs: &[(&str, &str)]) {
     let mut cmd = Command::new("python3");
     cmd.arg(script).arg(path);
     for (ip, cc) in pairs {
-        cmd.arg(format!("{ip}={cc}"));
+        // ("--asn", "") switches the script to an ASN database.
+        cmd.arg(if cc.is_empty() { ip.to_string() } else { format!("{ip}={cc}") });
     }
     let out = cmd.output().unwrap();
     assert!(

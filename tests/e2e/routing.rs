@@ -19,7 +19,17 @@ fn rotation_sticky_sessions_node_pinning_and_country_targeting() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("country.mmdb");
     make_geoip(&db, &[("127.0.0.2", "DE"), ("127.0.0.3", "US")]);
-    let s = Server::start_with(ServerOpts { allow_private_targets: true, geoip: Some(db), ..ServerOpts::default() });
+    let asn = dir.path().join("asn.mmdb");
+    make_geoip(&asn, &[("--asn", ""), ("127.0.0.2", "3320:Deutsche Telekom AG")]);
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        geoip: Some(db),
+        env: vec![
+            ("TRAFFIX_GEOIP__ASN_DB".into(), asn.display().to_string()),
+            ("TRAFFIX_LIMITS__PING_INTERVAL_SECS".into(), "1".into()),
+        ],
+        ..ServerOpts::default()
+    });
     let pass = s.add_user("erin", Some("10"));
     let de = s.start_node("erin", "127.0.0.2");
     let mut us = s.start_node("erin", "127.0.0.3");
@@ -42,6 +52,16 @@ fn rotation_sticky_sessions_node_pinning_and_country_targeting() {
         assert_eq!(exit_ip(&s, "erin-country-de", &pass).unwrap(), "127.0.0.2");
         assert_eq!(exit_ip(&s, "erin-cc-US", &pass).unwrap(), "127.0.0.3");
     }
+    // The node list shows each node's country, ASN and tunnel round-trip time.
+    let listed = wait_for("RTT measured", || {
+        let d = s.devices().into_iter().find(|d| d["vip"] == de.vip.as_str())?;
+        d["rtt_ms"].is_number().then_some(d)
+    });
+    assert_eq!((listed["country"].as_str(), listed["asn"].as_u64()), (Some("DE"), Some(3320)), "{listed}");
+    assert_eq!(listed["as_org"], "Deutsche Telekom AG");
+    let other = s.devices().into_iter().find(|d| d["vip"] == us.vip.as_str()).unwrap();
+    assert!(other["asn"].is_null(), "not in the ASN database: {other}");
+
     let err = exit_ip(&s, "erin-country-fr", &pass).unwrap_err();
     assert!(err.contains("SOCKS") || err.contains("socks"), "no node in FR: {err}");
     let countries: BTreeSet<String> =
