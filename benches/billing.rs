@@ -79,7 +79,10 @@ async fn run() {
     let tariff = Tariff::new(Micros(3_000_000), 30).unwrap();
     let max_streams = traffix::config::Limits::default().client_max_streams;
     let policy = HoldPolicy { chunk: Micros(1_000_000), max_overdraft: overdraft_bound(&tariff, max_streams) };
-    let params = VerifyParams { max_overdraft: policy.max_overdraft };
+    let params = VerifyParams {
+        max_overdraft: policy.max_overdraft,
+        overdraft_bytes: Billing::overdraft_bound_bytes(max_streams),
+    };
 
     let t = Instant::now();
     for c in 0..CLIENTS {

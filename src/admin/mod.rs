@@ -637,7 +637,12 @@ impl AdminCtx {
                 to_json(&list.iter().map(TransferView::from).collect::<Vec<_>>())
             }
             AdminRequest::LedgerVerify => {
-                to_json(&self.store.verify(&VerifyParams { max_overdraft: self.money().max_overdraft() })?)
+                let m = self.money();
+                let params = VerifyParams {
+                    max_overdraft: m.max_overdraft(),
+                    overdraft_bytes: crate::billing::meter::Billing::overdraft_bound_bytes(m.client_max_streams),
+                };
+                to_json(&self.store.verify(&params)?)
             }
             AdminRequest::AuditList { limit } => {
                 let list = self.store.list_audit(limit.unwrap_or(100))?;

@@ -670,7 +670,11 @@ mod tests {
 
     /// Every invariant `ledger verify` checks (SECURITY.md §4), on the store as it is.
     fn check_ledger(store: &Store, tariff: &Tariff) {
-        let report = store.verify(&VerifyParams { max_overdraft: policy(tariff).max_overdraft }).unwrap();
+        let params = VerifyParams {
+            max_overdraft: policy(tariff).max_overdraft,
+            overdraft_bytes: Billing::overdraft_bound_bytes(8),
+        };
+        let report = store.verify(&params).unwrap();
         assert!(report.ok, "{:#?}", report.problems);
     }
 

@@ -28,8 +28,12 @@ use crate::money::Micros;
 /// What verification needs from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifyParams {
-    /// The documented overdraft bound in money: no client may be further below zero.
+    /// The documented overdraft bound in money at the current price: no client may be further
+    /// below zero.
     pub max_overdraft: Micros,
+    /// The same bound in bytes: sessions billed at a higher price (before a price change) may
+    /// have left up to this many bytes' worth at their price.
+    pub overdraft_bytes: u64,
 }
 
 /// The outcome: counts of what was checked and every problem found.
@@ -175,18 +179,6 @@ impl Store {
         }
         let holds_t = rtx.open_table(HOLDS)?;
         let held = held_by(&holds_t)?;
-        let floor = -i128::from(params.max_overdraft.0);
-        for (acct, bal) in &balances {
-            let Some(name) = acct.strip_prefix("user:") else { continue };
-            let net = i128::from(*bal) - i128::from(accrued.get(name).copied().unwrap_or(0));
-            if net < floor {
-                p(format!("overdraft: {name} is at {net}, beyond the bound of {}", params.max_overdraft));
-            }
-            let h = i128::from(held.get(name).copied().unwrap_or(0));
-            if h > net.max(0) {
-                p(format!("holds: {name} has {h} held but only {net} to hold"));
-            }
-        }
         for (client, h) in &held {
             if !balances.contains_key(&format!("user:{client}")) && *h > 0 {
                 p(format!("holds: {client} has {h} held and no account"));
@@ -202,6 +194,7 @@ impl Store {
         let live_sessions = live.len();
         let sessions_t = rtx.open_table(SESSIONS)?;
         let mut sessions = 0usize;
+        let mut max_bound = Micros(0);
         let (mut owed_total, mut earned_total, mut fee_total) = (0u128, 0u128, 0u128);
         for row in sessions_t.iter()? {
             let r: SessionRecord = from_json(row?.1.value())?;
@@ -216,6 +209,7 @@ impl Store {
                 p(format!("session {}: ended = {} but accrued = {}", r.id, r.end.is_some(), accrual.is_some()));
             }
             let Some(tariff) = r.tariff else { continue };
+            max_bound = max_bound.max(tariff.max_debit(params.overdraft_bytes));
             let bytes = r.bytes_up + r.bytes_down;
             if r.charge != tariff.quote(bytes) {
                 p(format!(
@@ -245,6 +239,20 @@ impl Store {
         }
         for id in usage.keys() {
             p(format!("usage transfers for session {id}, which was never metered"));
+        }
+
+        // 4 (continued): the bound in money is the bound in bytes at the highest price billed.
+        let bound = max_bound.max(params.max_overdraft);
+        for (acct, bal) in &balances {
+            let Some(name) = acct.strip_prefix("user:") else { continue };
+            let net = i128::from(*bal) - i128::from(accrued.get(name).copied().unwrap_or(0));
+            if net < -i128::from(bound.0) {
+                p(format!("overdraft: {name} is at {net}, beyond the bound of {bound}"));
+            }
+            let h = i128::from(held.get(name).copied().unwrap_or(0));
+            if h > net.max(0) {
+                p(format!("holds: {name} has {h} held but only {net} to hold"));
+            }
         }
         for id in live.keys() {
             p(format!("accrual for session {id}, which has no session row"));
