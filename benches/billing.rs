@@ -34,16 +34,7 @@ fn sessions() -> usize {
 }
 
 fn user(name: &str) -> UserRecord {
-    UserRecord {
-        name: name.into(),
-        admin: false,
-        disabled: false,
-        disabled_reason: None,
-        telegram_id: None,
-        password_hash: None,
-        proxy_password: "x".into(),
-        created_at: 0,
-    }
+    UserRecord::new(name, "x", 0)
 }
 
 fn ms(d: Duration) -> f64 {

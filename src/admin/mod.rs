@@ -494,16 +494,12 @@ impl AdminCtx {
                 }
                 let hash =
                     crate::auth::hash_password(&password).map_err(|e| AdminError::new("internal", e.to_string()))?;
+                let proxy_password =
+                    crate::auth::new_proxy_password().map_err(|e| AdminError::new("internal", e.to_string()))?;
                 let user = UserRecord {
-                    name: name.clone(),
                     admin,
-                    disabled: false,
-                    disabled_reason: None,
-                    telegram_id: None,
                     password_hash: Some(hash),
-                    proxy_password: crate::auth::new_proxy_password()
-                        .map_err(|e| AdminError::new("internal", e.to_string()))?,
-                    created_at: now_secs(),
+                    ..UserRecord::new(&name, &proxy_password, now_secs())
                 };
                 self.store.create_user(&user)?;
                 tracing::info!(user = %name, admin, "user added");

@@ -652,16 +652,7 @@ mod tests {
     const MIN_PAYOUT: Micros = Micros(1_000_000);
 
     fn user(name: &str) -> UserRecord {
-        UserRecord {
-            name: name.into(),
-            admin: false,
-            disabled: false,
-            disabled_reason: None,
-            telegram_id: None,
-            password_hash: None,
-            proxy_password: "x".into(),
-            created_at: 0,
-        }
+        UserRecord::new(name, "x", 0)
     }
 
     fn policy(tariff: &Tariff) -> HoldPolicy {

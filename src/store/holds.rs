@@ -165,17 +165,7 @@ mod tests {
     }
 
     fn user(s: &Store, name: &str) {
-        s.create_user(&UserRecord {
-            name: name.into(),
-            admin: false,
-            disabled: false,
-            disabled_reason: None,
-            telegram_id: None,
-            password_hash: None,
-            proxy_password: "x".into(),
-            created_at: 0,
-        })
-        .unwrap();
+        s.create_user(&UserRecord::new(name, "x", 0)).unwrap();
     }
 
     #[test]

@@ -173,16 +173,7 @@ mod tests {
     fn deposit_is_idempotent_and_conserves_money() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("l.redb")).unwrap();
-        let u = crate::store::UserRecord {
-            name: "alice".into(),
-            admin: false,
-            disabled: false,
-            disabled_reason: None,
-            telegram_id: None,
-            password_hash: None,
-            proxy_password: "x".into(),
-            created_at: 0,
-        };
+        let u = crate::store::UserRecord::new("alice", "x", 0);
         s.create_user(&u).unwrap();
         let (_, b) = s.deposit("alice", Micros(5_000_000), "dep:1", "test", 1).unwrap();
         assert_eq!(b, 5_000_000);

@@ -139,17 +139,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.redb")).unwrap();
         for n in ["ann", "bob"] {
-            s.create_user(&UserRecord {
-                name: n.into(),
-                admin: false,
-                disabled: false,
-                disabled_reason: None,
-                telegram_id: None,
-                password_hash: None,
-                proxy_password: "x".into(),
-                created_at: 0,
-            })
-            .unwrap();
+            s.create_user(&UserRecord::new(n, "x", 0)).unwrap();
         }
         let sub = |name: &str, parent: &str| SubUser {
             name: name.into(),

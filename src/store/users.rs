@@ -23,6 +23,22 @@ pub struct UserRecord {
     pub created_at: u64,
 }
 
+impl UserRecord {
+    /// A plain enabled user without a login password (it gets one with `user add` or the API).
+    pub fn new(name: &str, proxy_password: &str, created_at: u64) -> UserRecord {
+        UserRecord {
+            name: name.to_owned(),
+            admin: false,
+            disabled: false,
+            disabled_reason: None,
+            telegram_id: None,
+            password_hash: None,
+            proxy_password: proxy_password.to_owned(),
+            created_at,
+        }
+    }
+}
+
 impl Store {
     pub fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let txn = self.write()?;

@@ -179,17 +179,7 @@ mod tests {
     fn request_approve_reject_move_money_once_each() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("w.redb")).unwrap();
-        s.create_user(&UserRecord {
-            name: "owner".into(),
-            admin: false,
-            disabled: false,
-            disabled_reason: None,
-            telegram_id: None,
-            password_hash: None,
-            proxy_password: "x".into(),
-            created_at: 0,
-        })
-        .unwrap();
+        s.create_user(&UserRecord::new("owner", "x", 0)).unwrap();
         s.deposit("owner", Micros(10_000_000), "d", "t", 1).unwrap();
         let min = Micros(5_000_000);
         assert!(s.request_withdrawal("owner", Micros(4_000_000), min, None, 2).is_err(), "below the minimum");
