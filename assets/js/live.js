@@ -1,6 +1,6 @@
 // The admin live feed: one SSE stream (GET /api/v1/admin/events) shared by every page that
 // subscribes, closed a little while after the last one leaves. Keeps the latest `overview` and
-// `nodes` events and derives the throughput from successive byte counters.
+// `nodes` events and derives the throughput from successive byte counters and their `time_ms`.
 
 import { openStream } from './sse.js';
 
@@ -11,7 +11,7 @@ let lingerTimer = null;
 let status = { state: 'closed' };
 let lastOverview = null;
 let lastNodes = null;
-let prev = null; // {t, up, down}
+let prev = null; // {t (s, server time when it has time_ms), up, down, server}
 let throughput = null; // {up, down} bytes/s
 const history = []; // {t (s), up, down}
 
@@ -25,13 +25,21 @@ function emit(kind, value) {
   }
 }
 
-/** Adds one overview sample: from the stream or from a GET /admin/overview. */
+/**
+ * Adds one overview sample: from the stream or from a GET /admin/overview. The rate uses the
+ * server's own sample time (`time_ms`), so that delivery delays of the stream do not distort it;
+ * the local clock only when the server does not send it. The chart's time axis stays local.
+ */
 export function addOverview(ov) {
   lastOverview = ov;
-  const t = performance.now() / 1000;
+  const server = Number.isFinite(ov.time_ms);
+  const t = server ? ov.time_ms / 1000 : performance.now() / 1000;
   const up = Number(ov.bytes_up_total) || 0;
   const down = Number(ov.bytes_down_total) || 0;
-  if (prev && t - prev.t >= 0.5) {
+  if (prev && prev.server !== server) prev = null; // clocks cannot be mixed
+  if (prev && t < prev.t) {
+    prev = { t, up, down, server }; // the server's clock went back: start again
+  } else if (prev && t - prev.t >= 0.5) {
     const dt = t - prev.t;
     const du = up - prev.up;
     const dd = down - prev.down;
@@ -43,9 +51,9 @@ export function addOverview(ov) {
       history.push({ t: Date.now() / 1000, up: throughput.up, down: throughput.down });
       if (history.length > HISTORY) history.shift();
     }
-    prev = { t, up, down };
+    prev = { t, up, down, server };
   } else if (!prev) {
-    prev = { t, up, down };
+    prev = { t, up, down, server };
   }
   emit('overview', ov);
 }

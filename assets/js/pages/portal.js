@@ -284,14 +284,19 @@ export default function portalPage(main, ctx) {
   const wError = h('p', { class: 'form-error', role: 'alert', testid: 'withdraw-error', hidden: true });
   const wSubmit = button('Request withdrawal', { kind: 'primary', type: 'submit', testid: 'withdraw-submit' });
   const wAvail = h('p', { class: 'muted small', testid: 'withdraw-available' });
-  const wForm = h('form', { class: 'withdraw-form', testid: 'withdraw-form', novalidate: true }, wAvail, wAmount, wDest, wError, wSubmit);
+  const wMin = h('p', { class: 'muted small', testid: 'withdraw-minimum' });
+  const wForm = h('form', { class: 'withdraw-form', testid: 'withdraw-form', novalidate: true }, wAvail, wMin, wAmount, wDest, wError, wSubmit);
   const wList = h('div', { testid: 'me-withdrawals' });
   grid.append(card('Withdrawals', { testid: 'withdrawals-card', cls: 'span-2' },
     h('div', { class: 'split' },
       h('div', null, h('p', { class: 'muted small' }, 'Earnings from your devices can be paid out. The amount is set aside at once; the operator sends the money outside Traffix and marks the request approved (or rejects it with a reason, and the amount returns to your balance).'), wForm),
       wList)));
+  const minPayout = () => (me && me.min_payout_micros != null ? toMicros(me.min_payout_micros) : null);
   function renderAvail() {
     setText(wAvail, me ? `Available to withdraw: ${money(me.available_micros, cur())}` : '');
+    const min = minPayout();
+    setText(wMin, min != null ? `The smallest withdrawal is ${money(min, cur())}.` : '');
+    wMin.hidden = min == null;
   }
   wForm.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -299,6 +304,7 @@ export default function portalPage(main, ctx) {
     const fail = (msg, input) => { wError.textContent = msg; wError.hidden = false; if (input) input.focus(); };
     const a = parseAmount(wAmount.input.value);
     if (!a) return fail('Enter an amount greater than zero, like 12.50.', wAmount.input);
+    if (minPayout() != null && a.micros < minPayout()) return fail(`The smallest withdrawal is ${money(minPayout(), cur())}.`, wAmount.input);
     if (me && a.micros > toMicros(me.available_micros)) return fail(`You can withdraw at most ${money(me.available_micros, cur())}.`, wAmount.input);
     const dest = wDest.input.value.trim();
     if (!dest) return fail('Say where the money should be sent.', wDest.input);

@@ -1,9 +1,26 @@
-// Admin settings: a read-only view of the effective configuration (edited in traffix.toml).
+// Admin settings: the billing values that can change at run time (price, platform fee, minimum
+// payout: PUT /admin/settings, audited, kept across restarts), and a read-only view of the rest
+// of the configuration (edited in traffix.toml).
 
 import * as api from '../api.js';
 import { h, icon, replace } from '../dom.js';
-import { money, titleCase } from '../format.js';
-import { card, loader, pageHeader } from '../ui.js';
+import { dateTimeLong, money, titleCase, toMicros } from '../format.js';
+import { busy, button, card, errorText, field, loader, pageHeader, timeEl, toast } from '../ui.js';
+
+/** Micros of a decimal amount as typed ("3", "2.5", "0.000001"), or null when it is not one. */
+function amountMicros(text) {
+  const m = /^(\d+)(?:\.(\d{1,6}))?$/.exec(String(text ?? '').trim());
+  return m ? BigInt(m[1]) * 1000000n + BigInt((m[2] || '').padEnd(6, '0')) : null;
+}
+
+/** The decimal text of an amount in micros, for an input: "3.00", "0.000412". */
+function decimalText(micros) {
+  const b = toMicros(micros);
+  const whole = b / 1000000n;
+  let frac = (b % 1000000n).toString().padStart(6, '0').replace(/0+$/, '');
+  if (frac.length < 2) frac = frac.padEnd(2, '0');
+  return `${whole}.${frac}`;
+}
 
 function value(k, v, currency) {
   if (typeof v === 'boolean') return h('span', { class: v ? 'pos' : 'muted' }, v ? 'yes' : 'no');
@@ -15,25 +32,124 @@ function value(k, v, currency) {
   return h('span', { class: 'mono' }, String(v));
 }
 
-function section(name, obj, currency) {
+function section(name, obj, currency, note) {
   return card(titleCase(name), { testid: `settings-section-${name}` },
+    note ? h('p', { class: 'muted small' }, note) : null,
     h('dl', { class: 'settings-list' }, Object.entries(obj).map(([k, v]) => h('div', { class: 'settings-row', testid: `setting-${name}-${k}` },
       h('dt', null, h('code', null, k)), h('dd', null, value(k, v, currency))))));
 }
 
 export default function settingsPage(main) {
-  main.append(pageHeader('Settings', { subtitle: 'The configuration this server is running with.' }));
-  main.append(h('div', { class: 'notice', testid: 'settings-note', role: 'note' }, icon('settings'),
-    h('p', null, 'These settings are read-only here. They are edited in ', h('code', null, 'traffix.toml'), ' in the data directory (or overridden with ',
-      h('code', null, 'TRAFFIX_<SECTION>__<KEY>'), ' environment variables) and read when the server starts; ', h('code', null, 'traffix config example'), ' prints every key with its default.')));
-  const body = h('div', { class: 'settings-grid', testid: 'settings-view' });
+  main.append(pageHeader('Settings', { subtitle: 'Billing can be changed here at run time; the rest is the configuration this server started with.' }));
+  const body = h('div', { class: 'settings-page', testid: 'settings-view' });
   main.append(body);
+  let currency = 'USD';
+
+  /* ---------- billing (editable) ---------- */
+  const price = field({ label: 'Price per GB', testid: 'settings-price', required: true, inputmode: 'decimal', autocomplete: 'off', hint: 'What clients pay per GB (10⁹ bytes, both directions), up to 6 decimals.' });
+  const fee = field({ label: 'Platform fee (%)', testid: 'settings-fee', required: true, inputmode: 'numeric', autocomplete: 'off', hint: 'The operator’s share of every charge, 0–100; node owners earn the rest.' });
+  const minPayout = field({ label: 'Minimum payout', testid: 'settings-min-payout', required: true, inputmode: 'decimal', autocomplete: 'off', hint: 'The smallest withdrawal a node owner may request.' });
+  const err = h('p', { class: 'form-error', role: 'alert', testid: 'settings-error', hidden: true });
+  const save = button('Save billing settings', { kind: 'primary', type: 'submit', testid: 'settings-save' });
+  const changed = h('p', { class: 'muted small', testid: 'settings-updated' });
+  const derived = h('dl', { class: 'settings-list' });
+  const form = h('form', { class: 'settings-form', testid: 'settings-billing-form', novalidate: true },
+    price, fee, minPayout, err, h('div', { class: 'form-actions' }, save));
+  const billingCard = card('Billing', { testid: 'settings-section-billing', cls: 'settings-billing' },
+    h('p', { class: 'muted small' }, 'Changes apply to new connections at once (live ones keep the price they started with), are kept across restarts and override ',
+      h('code', null, 'traffix.toml'), '. Every change is in the audit log.'),
+    form, changed, derived);
+
+  function renderBilling(b) {
+    price.input.value = b.price_per_gb_micros != null ? decimalText(b.price_per_gb_micros) : String(b.price_per_gb ?? '');
+    fee.input.value = String(b.platform_fee_percent ?? '');
+    minPayout.input.value = b.min_payout_micros != null ? decimalText(b.min_payout_micros) : String(b.min_payout ?? '');
+    const unit = `(${currency})`;
+    price.querySelector('label').firstChild.textContent = `Price per GB ${unit}`;
+    minPayout.querySelector('label').firstChild.textContent = `Minimum payout ${unit}`;
+    if (b.updated_at) {
+      replace(changed, 'Last changed by ', h('strong', { testid: 'settings-updated-by' }, b.updated_by || 'unknown'), ' at ',
+        timeEl(b.updated_at, dateTimeLong(b.updated_at)), '.');
+    } else {
+      replace(changed, 'Not changed at run time: these values come from ', h('code', null, 'traffix.toml'), ' (or its environment overrides).');
+    }
+    const rest = Object.fromEntries(Object.entries(b).filter(([k]) => !['price_per_gb', 'price_per_gb_micros', 'platform_fee_percent', 'min_payout', 'min_payout_micros', 'updated_at', 'updated_by'].includes(k)));
+    replace(derived, Object.entries(rest).map(([k, v]) => h('div', { class: 'settings-row', testid: `setting-billing-${k}` },
+      h('dt', null, h('code', null, k), k === 'max_overdraft_micros' ? h('span', { class: 'hint' }, ' (follows from the price and the stream limit)') : null),
+      h('dd', null, value(k, v, currency)))));
+  }
+
+  let current = null;
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    busy(save, submit);
+  });
+  async function submit() {
+    err.hidden = true;
+    for (const x of form.querySelectorAll('[aria-invalid="true"]')) x.removeAttribute('aria-invalid');
+    const fail = (message, input) => {
+      err.textContent = message;
+      err.hidden = false;
+      if (input) {
+        input.setAttribute('aria-invalid', 'true');
+        input.focus();
+        input.addEventListener('input', () => input.removeAttribute('aria-invalid'), { once: true });
+      }
+    };
+    const body = {};
+    // Only what changed is sent (the API checks the values and says what is wrong).
+    const p = price.input.value.trim();
+    if (!p) return fail('Enter the price per GB, like 3.00.', price.input);
+    if (amountMicros(p) === null || amountMicros(p) !== toMicros(current?.price_per_gb_micros ?? -1)) body.price_per_gb = p;
+    const f = fee.input.value.trim();
+    if (!/^\d{1,3}$/.test(f)) return fail('Enter the platform fee as a whole number of percent, 0 to 100.', fee.input);
+    if (Number(f) !== current?.platform_fee_percent) body.platform_fee_percent = Number(f);
+    const m = minPayout.input.value.trim();
+    if (!m) return fail('Enter the minimum payout, like 5.00.', minPayout.input);
+    if (amountMicros(m) === null || amountMicros(m) !== toMicros(current?.min_payout_micros ?? -1)) body.min_payout = m;
+    if (!Object.keys(body).length) {
+      toast('Nothing to save: the values are unchanged.', { type: 'info' });
+      return;
+    }
+    try {
+      const b = await api.put('/admin/settings', body);
+      current = b;
+      renderBilling(b);
+      const what = [
+        body.price_per_gb !== undefined && `price ${money(b.price_per_gb_micros, currency)} per GB`,
+        body.platform_fee_percent !== undefined && `fee ${b.platform_fee_percent}%`,
+        body.min_payout !== undefined && `minimum payout ${money(b.min_payout_micros, currency)}`,
+      ].filter(Boolean).join(', ');
+      toast(`Billing settings saved: ${what}.`, { type: 'success' });
+    } catch (ex) {
+      if (ex.status === 401) return;
+      const input = body.price_per_gb !== undefined && /price/i.test(ex.reason || '') ? price.input
+        : body.platform_fee_percent !== undefined && /fee/i.test(ex.reason || '') ? fee.input
+          : body.min_payout !== undefined && /payout/i.test(ex.reason || '') ? minPayout.input : null;
+      fail(errorText(ex), input);
+    }
+  }
+
+  /* ---------- the rest (read-only) ---------- */
+  const note = h('div', { class: 'notice', testid: 'settings-note', role: 'note' }, icon('settings'),
+    h('p', null, 'Everything below is read-only here. It is edited in ', h('code', null, 'traffix.toml'), ' in the data directory (or overridden with ',
+      h('code', null, 'TRAFFIX_<SECTION>__<KEY>'), ' environment variables) and read when the server starts; ', h('code', null, 'traffix config example'), ' prints every key with its default.'));
+  const rest = h('div', { class: 'settings-grid' });
+  const view = h('div', { class: 'settings-rest' }, note, rest);
+
   loader(body, () => api.get('/admin/settings'), (s) => {
-    const currency = s?.billing?.currency || s?.currency || 'USD';
-    const scalars = Object.entries(s || {}).filter(([, v]) => v === null || typeof v !== 'object' || Array.isArray(v));
-    const sections = Object.entries(s || {}).filter(([, v]) => v && typeof v === 'object' && !Array.isArray(v));
-    replace(body,
-      scalars.length ? section('general', Object.fromEntries(scalars), currency) : null,
-      sections.map(([k, v]) => section(k, v, currency)));
-  }, { testid: 'settings-error' });
+    const server = s?.server || {};
+    currency = server.currency || s?.currency || 'USD';
+    current = s?.billing || null;
+    const scalars = Object.fromEntries(Object.entries(server).filter(([, v]) => v === null || typeof v !== 'object' || Array.isArray(v)));
+    const objects = Object.entries(server).filter(([, v]) => v && typeof v === 'object' && !Array.isArray(v));
+    // Top-level values other than billing and server (none today) still show.
+    const others = Object.entries(s || {}).filter(([k]) => k !== 'billing' && k !== 'server');
+    replace(rest,
+      Object.keys(scalars).length ? section('server', scalars, currency) : null,
+      objects.map(([k, v]) => section(k, v, currency)),
+      others.map(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) ? section(k, v, currency) : section('general', { [k]: v }, currency))));
+    replace(body, current ? billingCard : null, view);
+    if (current) renderBilling(current);
+  }, { testid: 'settings-load-error' });
 }

@@ -1,9 +1,9 @@
-// Admin users: search, create, credit, disable.
+// Admin users: search, create, credit, disable, enable.
 
 import * as api from '../api.js';
 import { h, replace } from '../dom.js';
 import { count, dateTime, money, parseAmount } from '../format.js';
-import { badge, button, card, checkbox, copyButton, dataTable, emptyState, field, formDialog, infoDialog, loader, pageHeader, searchBox, toast, timeEl } from '../ui.js';
+import { badge, button, card, checkbox, confirmDialog, copyButton, dataTable, emptyState, field, formDialog, infoDialog, loader, pageHeader, searchBox, toast, timeEl } from '../ui.js';
 
 export default function usersPage(main, ctx) {
   let q = ctx.params.get('q') || '';
@@ -46,7 +46,9 @@ export default function usersPage(main, ctx) {
           class: 'actions',
           cell: (u) => h('div', { class: 'row-actions' },
             button('Credit', { kind: 'secondary', small: true, testid: `user-credit-${u.name}`, onClick: () => credit(u) }),
-            u.disabled || u.name === ctx.me?.name ? null : button('Disable', { kind: 'danger-ghost', small: true, testid: `user-disable-${u.name}`, onClick: () => disable(u) })),
+            u.disabled
+              ? button('Enable', { kind: 'secondary', small: true, testid: `user-enable-${u.name}`, onClick: () => enable(u) })
+              : u.name === ctx.me?.name ? null : button('Disable', { kind: 'danger-ghost', small: true, testid: `user-disable-${u.name}`, onClick: () => disable(u) })),
         },
       ],
     }));
@@ -132,6 +134,20 @@ export default function usersPage(main, ctx) {
     });
     if (result) {
       toast(`${u.name} disabled`, { type: 'success' });
+      reload();
+    }
+  }
+
+  async function enable(u) {
+    const ok = await confirmDialog({
+      title: `Enable ${u.name}?`,
+      message: h('p', null, `${u.name} can sign in and use the proxy again.`, u.disabled_reason ? ` They were disabled because: ${u.disabled_reason}.` : ''),
+      confirmLabel: 'Enable user',
+      testid: 'enable-dialog',
+      onConfirm: () => api.post(`/admin/users/${encodeURIComponent(u.name)}/enable`),
+    });
+    if (ok) {
+      toast(`${u.name} enabled`, { type: 'success' });
       reload();
     }
   }
