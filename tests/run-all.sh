@@ -25,4 +25,5 @@ echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --locked
+tests/browser/run.sh
 echo "==> all tests passed"

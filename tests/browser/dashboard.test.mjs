@@ -1,0 +1,405 @@
+// Browser tests of the dashboard: the real server (target/debug/traffix), real nodes and curl
+// clients, Debian's Chromium driven by playwright-core. One server for the whole file; the flows
+// run in order and each sets up the users it needs. The last test saves the screenshots of
+// docs/screenshots/ with the data the flows left behind. Run with tests/browser/run.sh.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  SCREENSHOTS, Traffix, launchBrowser, markDocument, micros, openPage, sameDocument, screenshot, signIn, startOrigin, stopProcess, waitFor,
+} from './harness.mjs';
+
+let t;
+let origin;
+let browser;
+let failed = false;
+const users = {};
+let nodeA = null; // carol's node, online from the first flow on
+
+before(async () => {
+  origin = await startOrigin();
+  // 1000.00 per GB is one micro-unit per byte: money visibly moves while a download runs.
+  t = await Traffix.start({ env: { TRAFFIX_BILLING__PRICE_PER_GB: '1000.00' } });
+  browser = await launchBrowser();
+  users.alice = await t.addUser('alice', { credit: '1000.00' }); // a client
+  users.carol = await t.addUser('carol'); // owns the nodes
+  users.bob = await t.addUser('bob'); // gets credited
+  users.mallory = await t.addUser('mallory'); // types a wrong password
+  users.dave = await t.addUser('dave'); // disabled, then enabled again
+}, { timeout: 120_000 });
+
+after(async () => {
+  if (browser) await browser.close();
+  if (origin) await origin.close();
+  if (t) {
+    await t.stop({ keep: failed });
+    if (failed) console.error(`# kept the server's data and logs in ${t.tmp}`);
+  }
+}, { timeout: 60_000 });
+
+/** A test whose failure leaves a screenshot and the server's log behind. */
+function flow(name, fn) {
+  // The bound for a stuck browser or process; every wait inside has its own, shorter one.
+  test(name, { timeout: 180_000 }, async () => {
+    const pages = [];
+    const open = async (opts) => {
+      const p = await openPage(browser, t, opts);
+      pages.push(p);
+      return p;
+    };
+    try {
+      await fn(open);
+      for (const p of pages) assert.deepEqual(p.problems, [], 'the page had errors');
+    } catch (e) {
+      failed = true;
+      for (const [i, p] of pages.entries()) {
+        const file = path.join(t.tmp, `failure-${name.replace(/\W+/g, '-')}-${i}.png`);
+        await p.screenshot({ path: file, fullPage: true }).catch(() => {});
+        console.error(`# failure screenshot: ${file}`);
+      }
+      console.error(`# server log (tail):\n${t.log().split('\n').slice(-40).join('\n')}`);
+      throw e;
+    } finally {
+      for (const p of pages) await p.context().close().catch(() => {});
+    }
+  });
+}
+
+const text = async (page, testid) => (await page.getByTestId(testid).textContent()).replace(/\u00a0/g, ' ').trim();
+
+/** Waits until the element's text satisfies `ok` (a predicate or an exact string); returns it. */
+async function waitText(page, testid, ok, what = testid) {
+  const pred = typeof ok === 'function' ? ok : (s) => s === ok;
+  let last = null;
+  try {
+    return await waitFor(what, async () => {
+      last = await text(page, testid);
+      return pred(last) ? last : null;
+    });
+  } catch (e) {
+    throw new Error(`${e.message}; its text was ${JSON.stringify(last)}`);
+  }
+}
+
+async function ensureNodeOnline() {
+  if (!nodeA) nodeA = await t.startNode('carol', '127.0.0.2');
+  await nodeA.online();
+  return nodeA;
+}
+
+/* ---------- the flows ---------- */
+
+flow('the admin sees a node come online live (SSE, no reload)', async (open) => {
+  const nodes = await open();
+  await signIn(nodes, t, 'admin', t.adminPassword, '#/nodes');
+  const overview = await open();
+  await signIn(overview, t, 'admin', t.adminPassword, '#/overview');
+  for (const p of [nodes, overview]) await waitFor('the live feed', async () => (await p.getByTestId('live-status').getAttribute('data-state')) === 'live');
+  await nodes.getByTestId('nodes-empty').waitFor();
+  await waitText(overview, 'kpi-nodes-online-value', '0 / 0');
+  await markDocument(nodes);
+  await markDocument(overview);
+
+  // Only now does the node start.
+  nodeA = await t.startNode('carol', '127.0.0.2');
+  await nodes.getByTestId(`node-row-${nodeA.vip}`).waitFor();
+  await waitText(nodes, `node-status-${nodeA.vip}`, (s) => s === 'online', 'the node shown online');
+  await waitText(nodes, 'nodes-summary', (s) => s.startsWith('1 online of 1 paired'));
+  assert.match(await text(nodes, `node-row-${nodeA.vip}`), /carol/);
+  await waitText(overview, 'kpi-nodes-online-value', '1 / 1');
+  assert.ok(await sameDocument(nodes), 'the nodes page was not reloaded');
+  assert.ok(await sameDocument(overview), 'the overview was not reloaded');
+  // The server agrees.
+  assert.ok((await t.devices()).some((d) => d.vip === nodeA.vip && d.online && d.owner === 'carol'));
+});
+
+flow('the admin credits a user through the credit dialog', async (open) => {
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/users');
+  await waitText(page, 'user-balance-bob', '$0.00');
+  await page.getByTestId('user-credit-bob').click();
+  const dialog = page.getByTestId('credit-dialog');
+  await dialog.waitFor();
+  await page.getByTestId('credit-amount').fill('12.5');
+  await page.getByTestId('credit-reason').fill('bank transfer 1234');
+  await page.getByTestId('credit-dialog-submit').click();
+  await dialog.waitFor({ state: 'detached' });
+  await waitText(page, 'user-balance-bob', '$12.50', 'the new balance in the table');
+  await page.getByTestId('toast-success').filter({ hasText: 'Credited bob' }).waitFor();
+  assert.equal((await t.user('bob')).balance_micros, 12_500_000);
+});
+
+flow('the admin bans a node with a reason', async (open) => {
+  await ensureNodeOnline();
+  const nodeB = await t.startNode('carol', '127.0.0.3');
+  await nodeB.online();
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/nodes');
+  await waitText(page, `node-status-${nodeB.vip}`, 'online');
+  await page.getByTestId(`node-ban-${nodeB.vip}`).click();
+  const dialog = page.getByTestId('ban-dialog');
+  await dialog.waitFor();
+  // A ban needs a reason.
+  await page.getByTestId('ban-dialog-submit').click();
+  await waitText(page, 'ban-dialog-error', (s) => /reason/i.test(s));
+  await page.getByTestId('ban-reason').fill('fraud report 42');
+  await page.getByTestId('ban-dialog-submit').click();
+  await dialog.waitFor({ state: 'detached' });
+  await waitText(page, `node-banned-${nodeB.vip}`, (s) => s.includes('banned') && s.includes('fraud report 42'));
+  await page.getByTestId(`node-unban-${nodeB.vip}`).waitFor();
+  const d = (await t.devices()).find((x) => x.vip === nodeB.vip);
+  assert.equal(d.banned, true);
+  assert.equal(d.ban_reason, 'fraud report 42');
+  // The other node is untouched.
+  await waitText(page, `node-status-${nodeA.vip}`, 'online');
+});
+
+flow('the admin approves a withdrawal', async (open) => {
+  await t.cli(['user', 'credit', 'carol', '10', '--reason', 'earnings for the test']);
+  const w = await t.cliJson(['withdrawal', 'request', 'carol', '6', '--to', 'IBAN DE89 3704 0044 0532 0130 00']);
+  assert.equal(w.status, 'pending');
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/withdrawals');
+  await waitText(page, `withdrawal-row-${w.id}`, (s) => s.includes('pending') && s.includes('carol') && s.includes('$6.00'));
+  await page.getByTestId(`withdrawal-approve-${w.id}`).click();
+  const dialog = page.getByTestId('approve-dialog');
+  await dialog.waitFor();
+  await page.getByTestId('approve-reason').fill('paid, bank ref 5678');
+  await page.getByTestId('approve-dialog-submit').click();
+  await dialog.waitFor({ state: 'detached' });
+  await waitText(page, `withdrawal-row-${w.id}`, (s) => s.includes('approved') && s.includes('paid, bank ref 5678'));
+  assert.equal(await page.getByTestId(`withdrawal-approve-${w.id}`).count(), 0);
+  const list = await t.cliJson(['withdrawal', 'list']);
+  assert.equal(list.find((x) => x.id === w.id).status, 'approved');
+});
+
+flow('a client sees its balance fall while it downloads through the proxy', async (open) => {
+  await ensureNodeOnline();
+  const page = await open();
+  await signIn(page, t, 'alice', users.alice.password, '#/me');
+  const start = micros(await waitText(page, 'balance', (s) => /\d/.test(s)));
+  assert.ok(start > 0n, 'alice has money');
+  await markDocument(page);
+  const curl = t.curl('alice', users.alice.proxyPassword, origin.url('/forever'));
+  try {
+    const first = micros(await waitText(page, 'balance', (s) => micros(s) < start, 'the balance to fall'));
+    // And it keeps falling while the download runs.
+    await waitText(page, 'balance', (s) => micros(s) < first, 'the balance to fall again');
+    assert.ok(await sameDocument(page), 'the portal was not reloaded');
+    assert.equal(curl.exitCode, null, 'the download is still running');
+  } finally {
+    await stopProcess(curl);
+  }
+  // The server bills what it relayed: the client's posted balance fell too.
+  await waitFor('the usage to be posted', async () => BigInt((await t.user('alice')).balance_micros) < start);
+});
+
+flow('a client copies its credentials', async (open) => {
+  const page = await open({ permissions: ['clipboard-read', 'clipboard-write'] });
+  await signIn(page, t, 'alice', users.alice.password, '#/me');
+  await page.getByTestId('curl-socks5').waitFor();
+  await page.getByTestId('copy-curl-socks5').click();
+  await page.getByTestId('toast-success').filter({ hasText: 'copied' }).waitFor();
+  const clip = await page.evaluate(() => navigator.clipboard.readText());
+  assert.ok(clip.includes(`curl --socks5-hostname 'alice:${users.alice.proxyPassword}@${t.socks}'`), `clipboard: ${clip}`);
+  assert.equal(clip, await text(page, 'curl-socks5'));
+  await page.getByTestId('copy-proxy-username').click();
+  await waitFor('the user name in the clipboard', async () => (await page.evaluate(() => navigator.clipboard.readText())) === 'alice');
+});
+
+flow('bad input: a wrong password shows the API reason on the login page', async (open) => {
+  const api = await t.apiLogin('mallory', 'not-the-password');
+  assert.equal(api.status, 401);
+  const reason = api.json().reason;
+  assert.ok(reason, 'the API gives a reason');
+  const page = await open();
+  await page.goto(t.url);
+  await page.getByTestId('login-username').fill('mallory');
+  await page.getByTestId('login-password').fill('not-the-password');
+  await page.getByTestId('login-submit').click();
+  await waitText(page, 'login-error', reason);
+  assert.equal(await page.getByTestId('shell').count(), 0, 'still signed out');
+  // The right password still works.
+  await page.getByTestId('login-password').fill(users.mallory.password);
+  await page.getByTestId('login-submit').click();
+  await waitText(page, 'portal-user', 'mallory');
+});
+
+flow('bad input: an invalid credit shows the error in the dialog and changes nothing', async (open) => {
+  const before = (await t.user('bob')).balance_micros;
+  const ledgerBefore = (await t.cliJson(['ledger', 'list', '--user', 'bob'])).length;
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/users');
+  const balance = await waitText(page, 'user-balance-bob', (s) => /\d/.test(s));
+  await page.getByTestId('user-credit-bob').click();
+  const dialog = page.getByTestId('credit-dialog');
+  await dialog.waitFor();
+  // Not a number: refused in the dialog before anything is sent.
+  await page.getByTestId('credit-amount').fill('twelve');
+  await page.getByTestId('credit-reason').fill('bad input test');
+  await page.getByTestId('credit-dialog-submit').click();
+  await waitText(page, 'credit-dialog-error', (s) => /amount/i.test(s));
+  assert.equal(await page.getByTestId('credit-amount').getAttribute('aria-invalid'), 'true');
+  // Well-formed but too large: the API refuses it and the dialog shows its reason.
+  const huge = '10000000000000';
+  const token = (await t.apiLogin('admin', t.adminPassword)).json().access_token;
+  const api = await t.api('POST', '/admin/users/bob/credit', { amount: huge, reason: 'bad input test' }, token);
+  assert.equal(api.status, 400, `the API refuses ${huge}: ${api.text}`);
+  await page.getByTestId('credit-amount').fill(huge);
+  await page.getByTestId('credit-dialog-submit').click();
+  const shown = await waitText(page, 'credit-dialog-error', (s) => !/Enter an amount/.test(s) && s.length > 0, 'the API reason in the dialog');
+  assert.equal(shown, api.json().reason, 'the dialog shows the API reason');
+  assert.ok(await dialog.isVisible(), 'the dialog stays open');
+  await page.getByTestId('credit-dialog-cancel').click();
+  await dialog.waitFor({ state: 'detached' });
+  // Nothing changed.
+  assert.equal(await text(page, 'user-balance-bob'), balance);
+  assert.equal((await t.user('bob')).balance_micros, before);
+  assert.equal((await t.cliJson(['ledger', 'list', '--user', 'bob'])).length, ledgerBefore);
+});
+
+flow('the admin edits the billing settings; the portal shows the new minimum payout', async (open) => {
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/settings');
+  await waitFor('the current values', async () => (await page.getByTestId('settings-price').inputValue()) === '1000.00');
+  assert.equal(await page.getByTestId('settings-fee').inputValue(), '30');
+  assert.equal(await page.getByTestId('settings-min-payout').inputValue(), '5.00');
+  await page.getByTestId('settings-note').waitFor();
+  // Out of range: the API's reason, nothing saved.
+  await page.getByTestId('settings-fee').fill('150');
+  await page.getByTestId('settings-save').click();
+  const err = await waitText(page, 'settings-error', (s) => s.length > 0);
+  assert.match(err, /150/);
+  assert.equal((await t.cliJson(['settings', 'show'])).platform_fee_percent, 30);
+  // A valid change.
+  await page.getByTestId('settings-fee').fill('25');
+  await page.getByTestId('settings-min-payout').fill('2.50');
+  await page.getByTestId('settings-save').click();
+  await page.getByTestId('toast-success').filter({ hasText: /fee 25%.*minimum payout \$2\.50/ }).waitFor();
+  assert.ok(await page.getByTestId('settings-error').isHidden());
+  await waitText(page, 'settings-updated-by', 'api:admin');
+  const s = await t.cliJson(['settings', 'show']);
+  assert.equal(s.platform_fee_percent, 25);
+  assert.equal(s.min_payout_micros, 2_500_000);
+  assert.equal(s.price_per_gb_micros, 1_000_000_000, 'the price was not sent, so it is unchanged');
+
+  // The node owner sees the minimum before typing, and the form holds to it.
+  const portal = await open();
+  await signIn(portal, t, 'carol', users.carol.password, '#/me');
+  await waitText(portal, 'withdraw-minimum', (s) => s.includes('$2.50'));
+  await portal.getByTestId('withdraw-amount').fill('1');
+  await portal.getByTestId('withdraw-destination').fill('IBAN DE89 3704 0044 0532 0130 00');
+  await portal.getByTestId('withdraw-submit').click();
+  await waitText(portal, 'withdraw-error', (s) => s.includes('$2.50'));
+});
+
+flow('the admin enables a disabled user', async (open) => {
+  await t.cli(['user', 'disable', 'dave', '--reason', 'chargeback']);
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/users');
+  await page.getByTestId('user-enable-dave').click();
+  const dialog = page.getByTestId('enable-dialog');
+  await dialog.waitFor();
+  await page.getByTestId('enable-dialog-submit').click();
+  await dialog.waitFor({ state: 'detached' });
+  await page.getByTestId('user-disable-dave').waitFor();
+  assert.equal(await page.getByTestId('user-enable-dave').count(), 0);
+  assert.equal((await t.user('dave')).disabled, false);
+});
+
+/* ---------- screenshots ---------- */
+
+flow('screenshots of every main page with real data', async (open) => {
+  await ensureNodeOnline();
+  // A pending withdrawal next to the approved one, and some finished traffic of every size.
+  await t.cli(['user', 'credit', 'carol', '20', '--reason', 'bank transfer 8812']);
+  await t.cliJson(['withdrawal', 'request', 'carol', '7.25', '--to', 'PayPal carol@example.com']);
+  await t.cli(['user', 'disable', 'mallory', '--reason', 'chargeback 2026-11']); // shows Enable
+  for (const n of [250_000, 1_500_000]) {
+    const c = t.curl('alice', users.alice.proxyPassword, origin.url(`/bytes/${n}`));
+    assert.equal((await c.exited).code, 0, 'the download through the proxy worked');
+  }
+
+  const login = await open();
+  await login.goto(t.url);
+  await login.getByTestId('login-username').waitFor();
+  await screenshot(login, 'login');
+
+  // A live download while the admin pages are taken: live sessions, throughput, moving money.
+  const curl = t.curl('alice', users.alice.proxyPassword, origin.url('/forever'));
+  try {
+    const admin = await open();
+    await signIn(admin, t, 'admin', t.adminPassword, '#/overview');
+    const liveSamples = () => admin.evaluate(() => import('/assets/js/live.js').then((m) => m.latest.history.length));
+    await waitFor('a first throughput sample', async () => (await liveSamples()) >= 1);
+
+    const go = async (route) => {
+      await admin.evaluate((r) => { location.hash = r; }, `#/${route}`);
+      await waitFor(`the ${route} page`, async () => (await admin.getByTestId('main').getAttribute('data-page')) === route);
+    };
+
+    await go('nodes');
+    await admin.getByTestId(`node-row-${nodeA.vip}`).waitFor();
+    await admin.getByTestId('nodes-map-svg').waitFor();
+    await screenshot(admin, 'nodes');
+
+    await go('users');
+    await admin.getByTestId('user-row-alice').waitFor();
+    await admin.getByTestId('user-enable-mallory').waitFor();
+    await screenshot(admin, 'users');
+
+    await go('sessions');
+    await waitFor('a live session', async () => /live/.test(await text(admin, 'sessions-table')));
+    await screenshot(admin, 'sessions');
+
+    await go('ledger');
+    await admin.getByTestId('ledger-table').waitFor();
+    await screenshot(admin, 'ledger');
+
+    await go('withdrawals');
+    await waitText(admin, 'withdrawals-table', (s) => s.includes('approved') && s.includes('pending'));
+    await screenshot(admin, 'withdrawals');
+
+    await go('audit');
+    const firstToggle = admin.locator('[data-testid^="audit-toggle-"]').first();
+    await firstToggle.waitFor();
+    await firstToggle.click();
+    await admin.locator('[data-testid^="audit-details-"]').first().waitFor();
+    await screenshot(admin, 'audit');
+
+    await go('settings');
+    await admin.getByTestId('settings-updated-by').waitFor();
+    await screenshot(admin, 'settings');
+
+    // Back to the overview: the throughput chart has a few minutes' worth of points by now…
+    // or at least several samples.
+    await go('overview');
+    await waitFor('several throughput samples', async () => (await liveSamples()) >= 5);
+    await waitText(admin, 'kpi-throughput-value', (s) => /\d/.test(s) && !s.startsWith('0 B'));
+    await waitText(admin, 'kpi-nodes-online-value', (s) => s.startsWith('1 /'));
+    await admin.getByTestId('usage-total-traffic').waitFor();
+    await screenshot(admin, 'overview');
+
+    // The client's portal: light, dark and on a phone.
+    const shots = [
+      ['portal', {}],
+      ['portal-dark', { colorScheme: 'dark' }],
+      ['portal-phone', { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 }],
+    ];
+    for (const [name, opts] of shots) {
+      const p = await open(opts);
+      await signIn(p, t, 'alice', users.alice.password, '#/me');
+      await waitText(p, 'balance', (s) => /\d/.test(s));
+      await p.getByTestId('me-sessions-table').waitFor();
+      await p.getByTestId('me-usage-total-bytes').waitFor();
+      await screenshot(p, name, { fullPage: name !== 'portal-phone' });
+    }
+  } finally {
+    await stopProcess(curl);
+  }
+  for (const name of ['login', 'overview', 'nodes', 'users', 'sessions', 'ledger', 'withdrawals', 'audit', 'settings', 'portal', 'portal-dark', 'portal-phone']) {
+    assert.ok(fs.statSync(path.join(SCREENSHOTS, `${name}.png`)).size > 10_000, `${name}.png written`);
+  }
+});
