@@ -386,6 +386,9 @@ pub enum SettingsCmd {
         /// The smallest withdrawal, in currency units.
         #[arg(long)]
         min_payout: Option<String>,
+        /// Why (for the audit log).
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -879,12 +882,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Settings(cmd) => {
             let (v, json) = match cmd {
                 SettingsCmd::Show { json } => (admin_cmd(AdminRequest::SettingsShow).await?, json),
-                SettingsCmd::Set { price_per_gb, platform_fee_percent, min_payout, json } => {
+                SettingsCmd::Set { price_per_gb, platform_fee_percent, min_payout, reason, json } => {
                     if price_per_gb.is_none() && platform_fee_percent.is_none() && min_payout.is_none() {
                         return Err(CliError::usage("give --price-per-gb, --platform-fee-percent or --min-payout"));
                     }
                     (
-                        admin_cmd(AdminRequest::SettingsSet { price_per_gb, platform_fee_percent, min_payout }).await?,
+                        admin_cmd(AdminRequest::SettingsSet { price_per_gb, platform_fee_percent, min_payout, reason })
+                            .await?,
                         json,
                     )
                 }

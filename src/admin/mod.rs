@@ -139,6 +139,8 @@ pub enum AdminRequest {
         price_per_gb: Option<String>,
         platform_fee_percent: Option<u8>,
         min_payout: Option<String>,
+        #[serde(default)]
+        reason: Option<String>,
     },
 }
 
@@ -421,7 +423,7 @@ impl AdminCtx {
             AdminRequest::Backup { path } => ("store.backup", path.clone(), None),
             AdminRequest::WithdrawalRequest { name, .. } => ("withdrawal.request", name.clone(), None),
             AdminRequest::SubUserAdd { name, .. } => ("subuser.add", name.clone(), None),
-            AdminRequest::SettingsSet { .. } => ("settings.update", "billing".to_owned(), None),
+            AdminRequest::SettingsSet { reason, .. } => ("settings.update", "billing".to_owned(), reason.clone()),
             AdminRequest::SubUserDisable { name, disabled: true, .. } => ("subuser.disable", name.clone(), None),
             AdminRequest::SubUserDisable { name, .. } => ("subuser.enable", name.clone(), None),
             AdminRequest::SubUserDelete { name, .. } => ("subuser.delete", name.clone(), None),
@@ -721,7 +723,13 @@ impl AdminCtx {
                 to_json(&self.subuser_view(&sub)?)
             }
             AdminRequest::SettingsShow => to_json(&self.settings_view()),
-            AdminRequest::SettingsSet { price_per_gb, platform_fee_percent, min_payout } => {
+            AdminRequest::SettingsSet { price_per_gb, platform_fee_percent, min_payout, .. } => {
+                if price_per_gb.is_none() && platform_fee_percent.is_none() && min_payout.is_none() {
+                    return Err(AdminError::new(
+                        "invalid",
+                        "nothing to change: give a price, a fee or a minimum payout",
+                    ));
+                }
                 let mut m = self.money();
                 if let Some(p) = price_per_gb {
                     m.tariff.price_per_gb =

@@ -383,6 +383,8 @@ pub struct SettingsUpdate {
     pub platform_fee_percent: Option<u8>,
     /// Currency units, e.g. `"5.00"`.
     pub min_payout: Option<String>,
+    /// Why (for the audit log).
+    pub reason: Option<String>,
 }
 
 /// The settings in force.
@@ -409,6 +411,7 @@ pub async fn update_settings(
         price_per_gb: req.price_per_gb,
         platform_fee_percent: req.platform_fee_percent,
         min_payout: req.min_payout,
+        reason: req.reason.filter(|r| !r.trim().is_empty()),
     };
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
