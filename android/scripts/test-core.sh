@@ -79,8 +79,9 @@ if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ] || [ ! -d "$
   # of Java 9+ (List.of, String.repeat…), so the same sources must not reach for it. java.time
   # is in both. Tests run on the JDK only and may use Java 17 (Ed25519).
   "$kotlinc" -nowarn -jvm-target 1.8 -Xjdk-release=1.8 -cp "$main_cp" -d "$build_dir/main" "$main_src"
+  # -Xfriend-paths: tests see core's internal declarations, as in Gradle's test source set.
   echo "==> kotlinc core tests ($(find "$test_src" -name '*.kt' | wc -l) files)"
-  "$kotlinc" -nowarn -jvm-target 17 -cp "$build_dir/main:$test_cp" -d "$build_dir/test" "$test_src"
+  "$kotlinc" -nowarn -jvm-target 17 -Xfriend-paths="$build_dir/main" -cp "$build_dir/main:$test_cp" -d "$build_dir/test" "$test_src"
   echo "$stamp" >"$stamp_file"
 else
   echo "==> core unchanged since the last build; reusing its classes"
