@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use super::rules::{Carry, Charge, HoldPolicy, Tariff};
 use crate::shutdown::Shutdown;
-use crate::store::{Accrual, FlushBatch, HoldRequest, SessionRecord, Store, UsageBucket, now_secs};
+use crate::store::{Accrual, FlushBatch, HoldRequest, Progress, SessionRecord, Store, UsageBucket, now_secs};
 
 /// How often live usage is persisted as accruals.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -248,7 +248,7 @@ impl Drop for Claim {
 }
 
 /// What the flusher remembers of each session between flushes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Ledgered {
     billed_up: u64,
     billed_down: u64,
@@ -446,8 +446,12 @@ impl Billing {
         let mut usage: HashMap<(String, u64), UsageBucket> = HashMap::new();
         let mut accrued_delta: HashMap<String, i64> = HashMap::new();
         let mut owed_after: HashMap<u64, u64> = HashMap::new();
+        // Changes are staged and applied to `state` only once the transaction commits: a failed
+        // flush leaves everything to the next one.
+        let mut staged: Vec<(u64, Ledgered)> = Vec::new();
         for s in &sessions {
-            let st = state.entry(s.id).or_insert_with(|| Ledgered { last_post: now, ..Ledgered::default() });
+            let mut st =
+                state.get(&s.id).cloned().unwrap_or_else(|| Ledgered { last_post: now, ..Ledgered::default() });
             // End first, bytes second: `end` is set after the relay's last `record`, so bytes
             // read after seeing it are final (the other order could post a session short).
             let ended = lock(&s.end).clone();
@@ -483,24 +487,30 @@ impl Billing {
                     usage.entry((format!("sub:{sub}"), hour)).or_default().add(&client);
                 }
             }
-            batch.sessions.push(SessionRecord {
-                id: s.id,
-                client: s.info.client.clone(),
-                sub: s.info.sub.clone(),
-                device: s.info.device.clone(),
-                owner: s.info.owner.clone(),
-                vip: s.info.vip.clone(),
-                node_ip: s.info.node_ip.clone(),
-                target: s.info.target.clone(),
-                start: s.start,
-                end: ended.as_ref().map(|e| e.0),
-                bytes_up: up,
-                bytes_down: down,
-                charge: crate::money::Micros(st.charged),
-                node_credit: crate::money::Micros(st.credited),
-                tariff: Some(s.tariff),
-                end_reason: ended.as_ref().map(|e| e.1.clone()),
-            });
+            let progress =
+                Progress { bytes_up: up, bytes_down: down, charge_micros: st.charged, node_credit_micros: st.credited };
+            // The session row is written when it starts, at each posting and when it ends; in
+            // between, its accrual row carries its progress (half the writes per second).
+            if !st.written || due {
+                batch.sessions.push(SessionRecord {
+                    id: s.id,
+                    client: s.info.client.clone(),
+                    sub: s.info.sub.clone(),
+                    device: s.info.device.clone(),
+                    owner: s.info.owner.clone(),
+                    vip: s.info.vip.clone(),
+                    node_ip: s.info.node_ip.clone(),
+                    target: s.info.target.clone(),
+                    start: s.start,
+                    end: ended.as_ref().map(|e| e.0),
+                    bytes_up: up,
+                    bytes_down: down,
+                    charge: crate::money::Micros(st.charged),
+                    node_credit: crate::money::Micros(st.credited),
+                    tariff: Some(s.tariff),
+                    end_reason: ended.as_ref().map(|e| e.1.clone()),
+                });
+            }
             batch.accruals.push(Accrual {
                 session: s.id,
                 client: s.info.client.clone(),
@@ -508,6 +518,7 @@ impl Billing {
                 pending: st.pending,
                 carry: st.carry,
                 posts: st.posts,
+                progress: Some(progress),
             });
             // A posting zeroes the row; otherwise it owes its pending charge.
             let owed = if due {
@@ -527,6 +538,7 @@ impl Billing {
             if ended.is_some() {
                 batch.done.insert(s.id);
             }
+            staged.push((s.id, st));
         }
         // Budgets whose streams have all ended and will be posted now release their holds.
         let still_live: HashSet<u64> =
@@ -543,7 +555,7 @@ impl Billing {
                 !idle
             });
         }
-        if batch.sessions.is_empty() && releasing.is_empty() {
+        if batch.accruals.is_empty() && releasing.is_empty() {
             return Ok(());
         }
         batch.hold_used = used.into_iter().collect();
@@ -558,18 +570,20 @@ impl Billing {
         .await
         .map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
         res?;
-        // Committed: mirror what the store posted, forget finished sessions.
+        // Committed: apply the staged state, mirror what the store posted, forget finished
+        // sessions.
         releasing.clear();
-        for a in &batch.accruals {
-            if let Some(st) = state.get_mut(&a.session) {
-                st.written = true;
-                st.owed_on_disk = owed_after.get(&a.session).copied().unwrap_or(0);
-                if batch.post.contains(&a.session) {
-                    st.pending = a.pending;
-                    st.posts = a.posts;
-                    st.last_post = now;
-                }
+        let posted: HashMap<u64, &Accrual> =
+            batch.accruals.iter().filter(|a| batch.post.contains(&a.session)).map(|a| (a.session, a)).collect();
+        for (id, mut st) in staged {
+            st.written = true;
+            st.owed_on_disk = owed_after.get(&id).copied().unwrap_or(0);
+            if let Some(a) = posted.get(&id) {
+                st.pending = a.pending;
+                st.posts = a.posts;
+                st.last_post = now;
             }
+            state.insert(id, st);
         }
         if !batch.done.is_empty() {
             let mut live = lock(&self.live);

@@ -122,6 +122,7 @@ mod tests {
                         pending,
                         carry: Carry::default(),
                         posts: 0,
+                        progress: None,
                     };
                     a.insert(session, to_json(&row).unwrap().as_slice()).unwrap();
                 }

@@ -66,6 +66,28 @@ pub struct Accrual {
     pub carry: Carry,
     /// Postings made so far (the next posting's id uses this number).
     pub posts: u32,
+    /// The session's totals so far (its row is rewritten only at postings and at its end).
+    #[serde(default)]
+    pub progress: Option<Progress>,
+}
+
+/// A live session's bytes and cumulative charge, as of the last flush.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Progress {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub charge_micros: u64,
+    pub node_credit_micros: u64,
+}
+
+impl SessionRecord {
+    /// Brings a live session's row up to date with its accrual's progress.
+    pub fn apply(&mut self, p: &Progress) {
+        self.bytes_up = p.bytes_up;
+        self.bytes_down = p.bytes_down;
+        self.charge = Micros(p.charge_micros);
+        self.node_credit = Micros(p.node_credit_micros);
+    }
 }
 
 impl Accrual {
@@ -278,6 +300,9 @@ impl Store {
                 if let Some(mut rec) = rec
                     && rec.end.is_none()
                 {
+                    if let Some(p) = &a.progress {
+                        rec.apply(p);
+                    }
                     rec.end = Some(now);
                     rec.end_reason = Some(reason.into());
                     sessions.insert(a.session, to_json(&rec)?.as_slice())?;
@@ -304,10 +329,17 @@ impl Store {
     pub fn list_sessions(&self, client: Option<&str>, limit: usize) -> Result<Vec<SessionRecord>, StoreError> {
         let rtx = self.db.begin_read()?;
         let t = rtx.open_table(SESSIONS)?;
+        let accruals = rtx.open_table(ACCRUALS)?;
         let mut out = Vec::new();
         for row in t.iter()?.rev() {
-            let s: SessionRecord = from_json(row?.1.value())?;
+            let mut s: SessionRecord = from_json(row?.1.value())?;
             if client.is_none_or(|c| s.client == c) {
+                if s.end.is_none()
+                    && let Some(a) = accruals.get(s.id)?
+                    && let Some(p) = from_json::<Accrual>(a.value())?.progress
+                {
+                    s.apply(&p);
+                }
                 out.push(s);
                 if out.len() >= limit {
                     break;

@@ -197,10 +197,14 @@ impl Store {
         let mut max_bound = Micros(0);
         let (mut owed_total, mut earned_total, mut fee_total) = (0u128, 0u128, 0u128);
         for row in sessions_t.iter()? {
-            let r: SessionRecord = from_json(row?.1.value())?;
+            let mut r: SessionRecord = from_json(row?.1.value())?;
             sessions += 1;
             let posted = usage.remove(&r.id).unwrap_or_default();
             let accrual = live.remove(&r.id);
+            // A live session's latest totals are in its accrual.
+            if let Some(p) = accrual.as_ref().and_then(|a| a.progress) {
+                r.apply(&p);
+            }
             let posts = accrual.as_ref().map(|a| a.posts).unwrap_or(posted.posts.len() as u32);
             if !posted.posts.iter().copied().eq(0..posts) {
                 p(format!("session {}: postings {:?}, expected 0..{posts}", r.id, posted.posts));
