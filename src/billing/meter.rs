@@ -450,8 +450,10 @@ impl Billing {
         // flush leaves everything to the next one.
         let mut staged: Vec<(u64, Ledgered)> = Vec::new();
         for s in &sessions {
-            let mut st =
-                state.get(&s.id).cloned().unwrap_or_else(|| Ledgered { last_post: now, ..Ledgered::default() });
+            // A new session's first posting comes after 1–60 s, spread by id, so sessions that
+            // started together do not all post in the same flush.
+            let first = || Ledgered { last_post: now.saturating_sub(s.id % POST_EVERY_SECS), ..Ledgered::default() };
+            let mut st = state.get(&s.id).cloned().unwrap_or_else(first);
             // End first, bytes second: `end` is set after the relay's last `record`, so bytes
             // read after seeing it are final (the other order could post a session short).
             let ended = lock(&s.end).clone();
