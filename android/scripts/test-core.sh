@@ -70,7 +70,7 @@ test_cp="$main_cp:$(jar junit4 junit):$(jar hamcrest-core hamcrest-all hamcrest)
 main_src="$android_dir/core/src/main/kotlin"
 test_src="$android_dir/core/src/test/kotlin"
 stamp_file="$build_dir/sources.sha256"
-stamp=$( (echo "$KOTLIN_VERSION $main_cp $test_cp"; find "$main_src" "$test_src" -name '*.kt' -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1)
+stamp=$( (echo "$KOTLIN_VERSION $main_cp $test_cp"; sha256sum <"$0"; find "$main_src" "$test_src" -name '*.kt' -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ] || [ ! -d "$build_dir/test" ]; then
   rm -rf "$build_dir"
   mkdir -p "$build_dir/main" "$build_dir/test"
@@ -78,10 +78,10 @@ if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ] || [ ! -d "$
   # core compiles against the Java 8 API (-Xjdk-release=1.8): Android 10 (minSdk 29) lacks most
   # of Java 9+ (List.of, String.repeat…), so the same sources must not reach for it. java.time
   # is in both. Tests run on the JDK only and may use Java 17 (Ed25519).
-  "$kotlinc" -nowarn -jvm-target 1.8 -Xjdk-release=1.8 -cp "$main_cp" -d "$build_dir/main" "$main_src"
+  "$kotlinc" -jvm-target 1.8 -Xjdk-release=1.8 -cp "$main_cp" -d "$build_dir/main" "$main_src"
   # -Xfriend-paths: tests see core's internal declarations, as in Gradle's test source set.
   echo "==> kotlinc core tests ($(find "$test_src" -name '*.kt' | wc -l) files)"
-  "$kotlinc" -nowarn -jvm-target 17 -Xfriend-paths="$build_dir/main" -cp "$build_dir/main:$test_cp" -d "$build_dir/test" "$test_src"
+  "$kotlinc" -jvm-target 17 -Xfriend-paths="$build_dir/main" -cp "$build_dir/main:$test_cp" -d "$build_dir/test" "$test_src"
   echo "$stamp" >"$stamp_file"
 else
   echo "==> core unchanged since the last build; reusing its classes"
