@@ -26,4 +26,6 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --locked
 tests/browser/run.sh
+echo "==> android core (Kotlin/JVM): android/scripts/test-core.sh"
+android/scripts/test-core.sh
 echo "==> all tests passed"
