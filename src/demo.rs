@@ -118,6 +118,8 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
     println!("  curl --socks5-hostname 'demo:{password}@{socks}' http://{origin_addr}/");
     println!("Through the HTTP proxy:");
     println!("  curl -x 'http://demo:{password}@{http}' http://{origin_addr}/");
+    println!("Dashboard (self-signed certificate: accept it once):");
+    println!("  https://{}/   admin / {}", out.public_address, out.admin_password);
     println!();
 
     let res = server.await.map_err(|e| e.to_string())?;
