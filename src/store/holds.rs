@@ -43,7 +43,7 @@ pub(crate) fn accrued_of(t: &impl ReadableTable<&'static str, i64>, client: &str
 pub(crate) fn accrued_by(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<HashMap<String, i64>, StoreError> {
     let mut out: HashMap<String, i64> = HashMap::new();
     for row in t.iter()? {
-        let a: Accrual = from_json(row?.1.value())?;
+        let a = Accrual::decode(row?.1.value())?;
         *out.entry(a.client.clone()).or_default() += a.owed() as i64;
     }
     Ok(out)

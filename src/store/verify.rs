@@ -188,7 +188,7 @@ impl Store {
         // 2, 3 and 8: sessions against their postings and accruals.
         let mut live: HashMap<u64, Accrual> = HashMap::new();
         for row in accruals_t.iter()? {
-            let a: Accrual = from_json(row?.1.value())?;
+            let a = Accrual::decode(row?.1.value())?;
             live.insert(a.session, a);
         }
         let live_sessions = live.len();
