@@ -210,17 +210,20 @@ async fn run() {
     println!("| flush ({n} live sessions) | time |");
     println!("|---|---|");
     println!("| first (every session row, accrual and roll-up bucket new) | {:.1} ms |", ms(first));
-    println!("| steady: new bytes on every session, none due for posting | {} |", summary(&steady));
+    // The server spreads each session's first posting over the first minute by id, so in the
+    // steady state about 1/60 of the sessions post in each flush.
+    let all: Vec<Duration> = steady.iter().chain(&posting).copied().collect();
     println!(
-        "| periodic posting: new bytes on every session, all {n} due (every {POST_EVERY_SECS} s) | {} |",
-        summary(&posting)
+        "| steady: new bytes on every session, postings spread over each {POST_EVERY_SECS} s | {} |",
+        summary(&all)
     );
+    println!("| of which: flushes that posted nothing | {} |", summary(&steady));
     println!("| idle: nothing new, nothing due (no write transaction) | {:.2} ms |", ms(idle));
     println!("| one session with new bytes (one small write transaction) | {:.2} ms |", ms(one));
     println!("| end: all {n} sessions ended, posted and closed, holds released | {:.1} ms |", ms(end_all));
     println!();
-    let steady_p50 = median(&steady.iter().map(|d| ms(*d)).collect::<Vec<_>>());
-    let worst = [first, end_all].iter().chain(&steady).chain(&posting).map(|d| ms(*d)).fold(0.0, f64::max);
+    let steady_p50 = median(&all.iter().map(|d| ms(*d)).collect::<Vec<_>>());
+    let worst = [first, end_all].iter().chain(&all).map(|d| ms(*d)).fold(0.0, f64::max);
     println!(
         "against the 20 ms target: steady p50 {steady_p50:.1} ms ({:.2}× of it); worst flush of the run {worst:.1} ms ({:.2}×)",
         steady_p50 / 20.0,

@@ -443,8 +443,9 @@ impl Billing {
         let FlushState { sessions: state, releasing } = &mut *guard;
         let mut batch = FlushBatch::default();
         let mut used: HashMap<u64, u64> = HashMap::new();
-        let mut usage: HashMap<(String, u64), UsageBucket> = HashMap::new();
-        let mut accrued_delta: HashMap<String, i64> = HashMap::new();
+        // Keyed by borrowed names; the subject strings are built once per flush, not per session.
+        let mut usage: HashMap<(&str, &str), UsageBucket> = HashMap::new();
+        let mut accrued_delta: HashMap<&str, i64> = HashMap::new();
         let mut owed_after: HashMap<u64, u64> = HashMap::new();
         // Changes are staged and applied to `state` only once the transaction commits: a failed
         // flush leaves everything to the next one.
@@ -481,12 +482,12 @@ impl Billing {
             }
             if delta != UsageBucket::default() {
                 let client = UsageBucket { earned: 0, fee: 0, ..delta };
-                usage.entry((format!("client:{}", s.info.client), hour)).or_default().add(&client);
-                usage.entry((format!("owner:{}", s.info.owner), hour)).or_default().add(&delta);
-                usage.entry((format!("device:{}", s.info.device), hour)).or_default().add(&delta);
-                usage.entry(("all".to_owned(), hour)).or_default().add(&delta);
+                usage.entry(("client:", &s.info.client)).or_default().add(&client);
+                usage.entry(("owner:", &s.info.owner)).or_default().add(&delta);
+                usage.entry(("device:", &s.info.device)).or_default().add(&delta);
+                usage.entry(("all", "")).or_default().add(&delta);
                 if let Some(sub) = &s.info.sub {
-                    usage.entry((format!("sub:{sub}"), hour)).or_default().add(&client);
+                    usage.entry(("sub:", sub)).or_default().add(&client);
                 }
             }
             let progress =
@@ -531,7 +532,7 @@ impl Billing {
                 st.pending.client_debit.0
             };
             if owed != st.owed_on_disk {
-                *accrued_delta.entry(s.info.client.clone()).or_default() += owed as i64 - st.owed_on_disk as i64;
+                *accrued_delta.entry(&s.info.client).or_default() += owed as i64 - st.owed_on_disk as i64;
             }
             owed_after.insert(s.id, owed);
             if due {
@@ -562,8 +563,9 @@ impl Billing {
         }
         batch.hold_used = used.into_iter().collect();
         batch.hold_release = releasing.clone();
-        batch.usage = usage.into_iter().map(|((subject, hour), b)| (subject, hour, b)).collect();
-        batch.accrued_delta = accrued_delta.into_iter().filter(|(_, d)| *d != 0).collect();
+        batch.usage = usage.into_iter().map(|((kind, name), b)| (format!("{kind}{name}"), hour, b)).collect();
+        batch.accrued_delta =
+            accrued_delta.into_iter().filter(|(_, d)| *d != 0).map(|(c, d)| (c.to_owned(), d)).collect();
         let store = self.store.clone();
         let (res, batch) = tokio::task::spawn_blocking(move || {
             let r = store.flush_usage(&mut batch, now);
