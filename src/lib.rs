@@ -8,6 +8,7 @@
 //! - [`config`]: `traffix.toml`, `TRAFFIX_*` overrides, validation.
 //! - [`telemetry`]: logging and Prometheus metrics.
 //! - [`shutdown`]: the shutdown signal shared by every task.
+//! - [`sync`]: lock helpers that survive poisoning.
 //! - [`tls`]: the appliance certificate, its pin, server and pinned-client configs.
 //! - [`store`]: durable state in redb behind a narrow interface.
 //! - [`billing`]: exact charging rules (pure) and the real-time meter with its holds.
@@ -40,6 +41,7 @@ pub mod proxy;
 pub mod secret;
 pub mod shutdown;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel;

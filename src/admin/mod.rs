@@ -271,10 +271,7 @@ pub fn valid_name(name: &str) -> bool {
 impl AdminCtx {
     /// The money rules in force.
     pub fn money(&self) -> MoneyRules {
-        match self.money.read() {
-            Ok(m) => *m,
-            Err(p) => *p.into_inner(),
-        }
+        crate::sync::read(&self.money)
     }
 
     fn invalidate(&self, name: &str) {
@@ -753,10 +750,7 @@ impl AdminCtx {
                     updated_at: now_secs(),
                     updated_by: actor.to_owned(),
                 })?;
-                match self.money.write() {
-                    Ok(mut g) => *g = m,
-                    Err(p) => *p.into_inner() = m,
-                }
+                crate::sync::write(&self.money, m);
                 if let Some(l) = &self.live {
                     (l.tariff_changed)(m.tariff);
                 }

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use super::rules::{Carry, Charge, HoldPolicy, Tariff};
 use crate::shutdown::Shutdown;
 use crate::store::{Accrual, FlushBatch, HoldRequest, Progress, SessionRecord, Store, UsageBucket, now_secs};
+use crate::sync::lock;
 
 /// How often live usage is persisted as accruals.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -42,13 +43,6 @@ pub const HOLD_MIN_BYTES: u64 = 256 << 20;
 /// what [`Billing::overdraft_bound_bytes`] costs, rounded up.
 pub fn overdraft_bound(tariff: &Tariff, max_streams: u32) -> crate::money::Micros {
     tariff.max_debit(Billing::overdraft_bound_bytes(max_streams))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 /// What a session is about (fixed at its start).

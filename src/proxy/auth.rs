@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::username::{self, Targeting, UsernameError};
 use crate::config::Limits;
 use crate::store::Store;
+use crate::sync::lock;
 
 /// How long a cached account is trusted before it is read from the store again.
 const ACCOUNT_TTL: Duration = Duration::from_secs(2);
@@ -140,13 +141,6 @@ pub struct Accounts {
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Accounts")
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -290,10 +284,7 @@ impl Accounts {
         let rate = f64::from(self.limits.client_new_streams_per_s.max(1));
         let burst = f64::from(self.limits.client_new_streams_burst);
         let wait = {
-            let mut b = match c.bucket.lock() {
-                Ok(b) => b,
-                Err(p) => p.into_inner(),
-            };
+            let mut b = lock(&c.bucket);
             let now = Instant::now();
             b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(burst);
             b.1 = now;
@@ -301,9 +292,7 @@ impl Accounts {
             if b.0 >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-b.0 / rate) }
         };
         if wait > Duration::from_secs(1) {
-            if let Ok(mut b) = c.bucket.lock() {
-                b.0 += 1.0;
-            }
+            lock(&c.bucket).0 += 1.0;
             return Err(Denied::RateLimited(self.limits.client_new_streams_per_s));
         }
         if !wait.is_zero() {
