@@ -24,6 +24,9 @@ use crate::store::{
 use crate::tunnel::protocol::ErrorCode;
 use crate::tunnel::registry::Registry;
 
+/// Prefix of API keys (`tfx_…`), told apart from JWTs in the `Authorization` header.
+pub const API_KEY_PREFIX: &str = "tfx_";
+
 /// How long a pairing code stays valid.
 pub const PAIR_CODE_TTL_SECS: u64 = 600;
 
@@ -131,6 +134,20 @@ pub enum AdminRequest {
     SubUserPassword {
         name: String,
         parent: Option<String>,
+    },
+    /// A user's API keys (never the keys themselves).
+    ApiKeyList {
+        user: String,
+    },
+    /// Creates an API key for `user`; the answer carries the key, shown once.
+    ApiKeyCreate {
+        user: String,
+        name: String,
+        scope: crate::store::KeyScope,
+    },
+    ApiKeyDelete {
+        user: String,
+        id: String,
     },
     /// The billing settings in force.
     SettingsShow,
@@ -254,7 +271,7 @@ struct UserTotals {
 /// Secrets never reach the audit log.
 fn redact(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
-        for k in ["password", "proxy_password", "code", "link"] {
+        for k in ["password", "proxy_password", "code", "link", "key"] {
             if o.contains_key(k) {
                 o.insert(k.into(), json!("***"));
             }
@@ -334,14 +351,7 @@ impl AdminCtx {
             hex::decode(&d.id).ok().and_then(|id| <[u8; 16]>::try_from(id).ok()).and_then(|id| l.registry.get(&id))
         });
         let status = live.as_ref().map(|n| n.status());
-        // Today (UTC) from the hourly roll-up.
-        let hour = now_secs() / 3600;
-        let mut today = UsageBucket::default();
-        for (_, b) in
-            self.store.usage_series(&format!("device:{}", d.id), hour - hour % 24, hour + 1).unwrap_or_default()
-        {
-            today.add(&b);
-        }
+        let today = self.store.usage_today(&format!("device:{}", d.id), now_secs()).unwrap_or_default();
         let name = |v: Result<Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned));
         let ip = live.as_ref().map(|n| n.public_ip).or_else(|| d.last_ip.as_deref().and_then(|ip| ip.parse().ok()));
         let asn = self.live.as_ref().and_then(|l| l.asn_db.as_ref()).zip(ip).and_then(|(db, ip)| db.asn(ip));
@@ -420,6 +430,8 @@ impl AdminCtx {
             AdminRequest::Backup { path } => ("store.backup", path.clone(), None),
             AdminRequest::WithdrawalRequest { name, .. } => ("withdrawal.request", name.clone(), None),
             AdminRequest::SubUserAdd { name, .. } => ("subuser.add", name.clone(), None),
+            AdminRequest::ApiKeyCreate { user, .. } => ("api_key.create", user.clone(), None),
+            AdminRequest::ApiKeyDelete { id, .. } => ("api_key.delete", id.clone(), None),
             AdminRequest::SettingsSet { reason, .. } => ("settings.update", "billing".to_owned(), reason.clone()),
             AdminRequest::SubUserDisable { name, disabled: true, .. } => ("subuser.disable", name.clone(), None),
             AdminRequest::SubUserDisable { name, .. } => ("subuser.enable", name.clone(), None),
@@ -719,6 +731,26 @@ impl AdminCtx {
                 tracing::info!(parent = %parent, sub = %name, "sub-user added");
                 to_json(&self.subuser_view(&sub)?)
             }
+            AdminRequest::ApiKeyList { user } => {
+                to_json(&self.store.list_api_keys(&user)?.iter().map(ApiKeyView::from).collect::<Vec<_>>())
+            }
+            AdminRequest::ApiKeyCreate { user, name, scope } => {
+                let name = name.trim();
+                if name.is_empty() || name.len() > 64 {
+                    return Err(AdminError::new("invalid", "the key's name is 1-64 characters"));
+                }
+                let internal = |e: crate::auth::AuthError| AdminError::new("internal", e.to_string());
+                let id = hex::encode(crate::auth::random_bytes::<6>().map_err(internal)?);
+                let key =
+                    format!("{}{}", API_KEY_PREFIX, hex::encode(crate::auth::random_bytes::<24>().map_err(internal)?));
+                let rec = crate::store::ApiKey { id, user, name: name.to_owned(), scope, created_at: now_secs() };
+                self.store.add_api_key(&crate::auth::pairing_code_hash(&key), &rec)?;
+                to_json(&ApiKeyView { key: Some(key), ..ApiKeyView::from(&rec) })
+            }
+            AdminRequest::ApiKeyDelete { user, id } => {
+                self.store.delete_api_key(&user, &id)?;
+                Ok(json!({"deleted": id}))
+            }
             AdminRequest::SettingsShow => to_json(&self.settings_view()),
             AdminRequest::SettingsSet { price_per_gb, platform_fee_percent, min_payout, .. } => {
                 if price_per_gb.is_none() && platform_fee_percent.is_none() && min_payout.is_none() {
@@ -853,13 +885,13 @@ impl AdminCtx {
         let first = now_bucket + 1 - last;
         let rows = self.store.usage_series(&subject, first * width, (now_bucket + 1) * width)?;
         let mut buckets = vec![UsageBucket::default(); last as usize];
+        let mut total = UsageBucket::default();
         for (hour, b) in rows {
+            total.add(&b);
             if let Some(slot) = buckets.get_mut((hour / width - first) as usize) {
                 slot.add(&b);
             }
         }
-        let mut total = UsageBucket::default();
-        buckets.iter().for_each(|b| total.add(b));
         Ok(UsageView {
             subject,
             by: by.to_owned(),

@@ -343,6 +343,31 @@ pub struct SettingsView {
     pub updated_by: Option<String>,
 }
 
+/// An API key (the key itself only in the answer that created it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub scope: crate::store::KeyScope,
+    pub created_at: String,
+    /// The key itself, only in the answer that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl From<&crate::store::ApiKey> for ApiKeyView {
+    fn from(k: &crate::store::ApiKey) -> Self {
+        ApiKeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            scope: k.scope,
+            created_at: rfc3339(k.created_at),
+            key: None,
+        }
+    }
+}
+
 /// What `ledger verify` found.
 pub use crate::store::VerifyReport;
 

@@ -17,7 +17,7 @@ use super::me::{LimitQuery, UsageQuery};
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal, ServerInfo};
 use crate::admin::AdminRequest;
 use crate::admin::views::*;
-use crate::store::{UsageBucket, WithdrawalStatus, now_secs};
+use crate::store::{WithdrawalStatus, now_secs};
 use crate::telemetry::{DirLabel, Direction};
 
 /// The operator's dashboard at a glance.
@@ -109,11 +109,7 @@ fn reason(r: &str) -> Result<String, ApiError> {
 /// Computes the overview (blocking: reads the store).
 fn compute_overview(state: &ApiState) -> Result<Overview, ApiError> {
     let store = &state.admin.store;
-    let hour = now_secs() / 3600;
-    let mut today = UsageBucket::default();
-    for (_, b) in store.usage_series("all", hour - hour % 24, hour + 1)? {
-        today.add(&b);
-    }
+    let today = store.usage_today("all", now_secs())?;
     let pending = store.list_withdrawals(None, Some(WithdrawalStatus::Pending))?;
     let bytes = |d| state.metrics.relayed_bytes.get_or_create(&DirLabel { direction: d }).get();
     Ok(Overview {

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal};
 use crate::admin::AdminRequest;
 use crate::admin::views::*;
-use crate::store::{ApiKey, KeyScope, now_secs};
+use crate::store::KeyScope;
 
 /// Proxy credentials with copy-ready command lines.
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,30 +78,6 @@ pub struct NewApiKey {
     /// `read`, `billing` or `admin`.
     #[schema(value_type = String)]
     pub scope: KeyScope,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApiKeyView {
-    pub id: String,
-    pub name: String,
-    #[schema(value_type = String)]
-    pub scope: KeyScope,
-    pub created_at: String,
-    /// The key itself, only in the answer that created it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-}
-
-impl From<&ApiKey> for ApiKeyView {
-    fn from(k: &ApiKey) -> Self {
-        ApiKeyView {
-            id: k.id.clone(),
-            name: k.name.clone(),
-            scope: k.scope,
-            created_at: rfc3339(k.created_at),
-            key: None,
-        }
-    }
 }
 
 fn limit(q: &LimitQuery) -> usize {
@@ -293,8 +269,8 @@ pub async fn request_withdrawal(
 /// The caller's API keys (without the keys themselves).
 #[utoipa::path(get, path = "/api/v1/me/api-keys", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [ApiKeyView])))]
-pub async fn api_keys(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
-    Ok(Json(state.admin.store.list_api_keys(&p.user.name)?.iter().map(ApiKeyView::from).collect()))
+pub async fn api_keys(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.run(AdminRequest::ApiKeyList { user: p.user.name.clone() }, &p.actor()).await?))
 }
 
 /// Create an API key (signed-in users only, not other keys); the key is shown once.
@@ -304,22 +280,12 @@ pub async fn create_api_key(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     ApiJson(req): ApiJson<NewApiKey>,
-) -> Result<Json<ApiKeyView>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     if p.scope.is_some() {
         return Err(ApiError::forbidden("API keys cannot create API keys; sign in"));
     }
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > 64 {
-        return Err(ApiError::invalid("the key's name is 1-64 characters"));
-    }
-    let id = hex::encode(crate::auth::random_bytes::<6>().map_err(|e| ApiError::internal(e.to_string()))?);
-    let secret = crate::auth::random_bytes::<24>().map_err(|e| ApiError::internal(e.to_string()))?;
-    let key = format!("{}{}", super::API_KEY_PREFIX, hex::encode(secret));
-    let rec = ApiKey { id, user: p.user.name.clone(), name: name.to_owned(), scope: req.scope, created_at: now_secs() };
-    state.admin.store.add_api_key(&crate::auth::pairing_code_hash(&key), &rec)?;
-    let view = ApiKeyView { key: Some(key), ..ApiKeyView::from(&rec) };
-    audit(&state, &p, "api_key.create", &rec.id, serde_json::to_value(ApiKeyView::from(&rec)).ok());
-    Ok(Json(view))
+    let cmd = AdminRequest::ApiKeyCreate { user: p.user.name.clone(), name: req.name, scope: req.scope };
+    Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
 /// Delete one of the caller's API keys.
@@ -331,25 +297,8 @@ pub async fn delete_api_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.may_write()?;
-    state.admin.store.delete_api_key(&p.user.name, &id)?;
-    audit(&state, &p, "api_key.delete", &id, None);
+    state.run(AdminRequest::ApiKeyDelete { user: p.user.name.clone(), id }, &p.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn audit(state: &ApiState, p: &Principal, action: &str, target: &str, after: Option<Value>) {
-    let entry = crate::store::AuditEntry {
-        seq: 0,
-        time: now_secs(),
-        actor: p.actor(),
-        action: action.into(),
-        target: target.into(),
-        reason: None,
-        before: None,
-        after,
-    };
-    if let Err(e) = state.admin.store.append_audit(entry) {
-        tracing::error!(error = %e, action, "could not write the audit entry");
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

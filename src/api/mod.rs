@@ -40,8 +40,7 @@ pub use throttle::Throttle;
 
 /// Largest JSON body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Prefix of API keys (`tfx_…`), told apart from JWTs in the `Authorization` header.
-pub const API_KEY_PREFIX: &str = "tfx_";
+pub use crate::admin::API_KEY_PREFIX;
 
 /// What the API shows of the server's configuration.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -125,7 +125,8 @@ impl Store {
 
     /// Bytes a sub-user has moved in all, from the usage roll-up (at most a flush behind).
     pub fn subuser_bytes(&self, name: &str) -> Result<u64, StoreError> {
-        Ok(self.usage_series(&format!("sub:{name}"), 0, u64::MAX)?.iter().map(|(_, b)| b.up + b.down).sum())
+        let total = self.usage_total(&format!("sub:{name}"), 0, u64::MAX)?;
+        Ok(total.up + total.down)
     }
 }
 

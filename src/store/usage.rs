@@ -342,6 +342,21 @@ impl Store {
             .collect()
     }
 
+    /// The sum of `subject`'s usage over hours `from..to`.
+    pub fn usage_total(&self, subject: &str, from: u64, to: u64) -> Result<UsageBucket, StoreError> {
+        let mut total = UsageBucket::default();
+        for (_, b) in self.usage_series(subject, from, to)? {
+            total.add(&b);
+        }
+        Ok(total)
+    }
+
+    /// `subject`'s usage today (UTC), up to `now`.
+    pub fn usage_today(&self, subject: &str, now: u64) -> Result<UsageBucket, StoreError> {
+        let hour = now / 3600;
+        self.usage_total(subject, hour - hour % 24, hour + 1)
+    }
+
     /// Hourly usage of `subject` (`client:NAME`, `owner:NAME`, `device:HEX`) for hours
     /// `from..to` (hours since the epoch), oldest first; hours without usage are absent.
     pub fn usage_series(&self, subject: &str, from: u64, to: u64) -> Result<Vec<(u64, UsageBucket)>, StoreError> {
