@@ -442,6 +442,23 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Prints a JSON array (or one object) as a table: per column its header, JSON key and width
+/// (negative: left-aligned; 0: the last column, unpadded).
+fn table(v: &Value, cols: &[(&str, &str, i32)]) {
+    let cell = |text: &str, w: i32| match w {
+        0 => text.to_owned(),
+        w if w < 0 => format!("{text:<width$}", width = w.unsigned_abs() as usize),
+        w => format!("{text:>width$}", width = w as usize),
+    };
+    let line = |f: &dyn Fn(&str, &str) -> String| {
+        cols.iter().map(|(h, k, w)| cell(&f(h, k), *w)).collect::<Vec<_>>().join(" ")
+    };
+    println!("{}", line(&|h, _| h.to_string()));
+    for r in rows(v) {
+        println!("{}", line(&|_, k| s(&r, k)));
+    }
+}
+
 /// A JSON array's items, or the one object.
 fn rows(v: &Value) -> Vec<Value> {
     match v {
@@ -579,17 +596,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 if json {
                     print_json(&v);
                 } else {
-                    println!("{:<32} {:<5} {:<8} {:>14} {:>7}", "NAME", "ADMIN", "DISABLED", "BALANCE", "DEVICES");
-                    for u in v.as_array().into_iter().flatten() {
-                        println!(
-                            "{:<32} {:<5} {:<8} {:>14} {:>7}",
-                            s(u, "name"),
-                            s(u, "admin"),
-                            s(u, "disabled"),
-                            s(u, "balance"),
-                            s(u, "devices")
-                        );
-                    }
+                    table(
+                        &v,
+                        &[
+                            ("NAME", "name", -32),
+                            ("ADMIN", "admin", -5),
+                            ("DISABLED", "disabled", -8),
+                            ("BALANCE", "balance", 14),
+                            ("DEVICES", "devices", 0),
+                        ],
+                    );
                 }
             }
             UserCmd::Show { name, json } => {
@@ -647,22 +663,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&v);
             } else {
-                println!(
-                    "{:<32} {:<16} {:<15} {:<7} {:<7} {:<20} BANNED",
-                    "ID", "OWNER", "VIP", "ONLINE", "COUNTRY", "LAST SEEN"
+                table(
+                    &v,
+                    &[
+                        ("ID", "id", -32),
+                        ("OWNER", "owner", -16),
+                        ("VIP", "vip", -15),
+                        ("ONLINE", "online", -7),
+                        ("COUNTRY", "country", -7),
+                        ("LAST SEEN", "last_seen", -20),
+                        ("BANNED", "banned", 0),
+                    ],
                 );
-                for d in rows(&v) {
-                    println!(
-                        "{:<32} {:<16} {:<15} {:<7} {:<7} {:<20} {}",
-                        s(&d, "id"),
-                        s(&d, "owner"),
-                        s(&d, "vip"),
-                        s(&d, "online"),
-                        s(&d, "country"),
-                        s(&d, "last_seen"),
-                        s(&d, "banned")
-                    );
-                }
             }
         }
         Command::Ledger(LedgerCmd::List { user, json }) => {
@@ -670,22 +682,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&v);
             } else {
-                println!(
-                    "{:>6} {:<20} {:<18} {:<22} {:<22} {:>12}  REFERENCE",
-                    "SEQ", "TIME", "KIND", "DEBIT", "CREDIT", "AMOUNT"
+                table(
+                    &v,
+                    &[
+                        ("SEQ", "seq", 6),
+                        ("TIME", "time", -20),
+                        ("KIND", "kind", -18),
+                        ("DEBIT", "debit", -22),
+                        ("CREDIT", "credit", -22),
+                        ("AMOUNT", "amount", 12),
+                        ("REFERENCE", "reference", 0),
+                    ],
                 );
-                for t in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{:>6} {:<20} {:<18} {:<22} {:<22} {:>12}  {}",
-                        s(t, "seq"),
-                        s(t, "time"),
-                        s(t, "kind"),
-                        s(t, "debit"),
-                        s(t, "credit"),
-                        s(t, "amount"),
-                        s(t, "reference")
-                    );
-                }
             }
         }
         Command::Ledger(LedgerCmd::Verify { json }) => {
@@ -717,18 +725,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&v);
             } else {
-                println!("{:>5} {:<20} {:<18} {:<20} {:<34} REASON", "SEQ", "TIME", "ACTOR", "ACTION", "TARGET");
-                for e in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{:>5} {:<20} {:<18} {:<20} {:<34} {}",
-                        s(e, "seq"),
-                        s(e, "time"),
-                        s(e, "actor"),
-                        s(e, "action"),
-                        s(e, "target"),
-                        s(e, "reason")
-                    );
-                }
+                table(
+                    &v,
+                    &[
+                        ("SEQ", "seq", 5),
+                        ("TIME", "time", -20),
+                        ("ACTOR", "actor", -18),
+                        ("ACTION", "action", -20),
+                        ("TARGET", "target", -34),
+                        ("REASON", "reason", 0),
+                    ],
+                );
             }
         }
         Command::Subuser(cmd) => {
@@ -757,23 +764,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&v);
             } else {
-                println!(
-                    "{:<32} {:<20} {:<24} {:>14} {:>14} {:>8} {:<20} DISABLED",
-                    "NAME", "PARENT", "PROXY PASSWORD", "BYTES USED", "BYTE CAP", "STREAMS", "EXPIRES"
+                table(
+                    &v,
+                    &[
+                        ("NAME", "name", -32),
+                        ("PARENT", "parent", -20),
+                        ("PROXY PASSWORD", "proxy_password", -24),
+                        ("BYTES USED", "bytes_used", 14),
+                        ("BYTE CAP", "byte_cap", 14),
+                        ("STREAMS", "max_streams", 8),
+                        ("EXPIRES", "expires_at", -20),
+                        ("DISABLED", "disabled", 0),
+                    ],
                 );
-                for r in rows(&v) {
-                    println!(
-                        "{:<32} {:<20} {:<24} {:>14} {:>14} {:>8} {:<20} {}",
-                        s(&r, "name"),
-                        s(&r, "parent"),
-                        s(&r, "proxy_password"),
-                        s(&r, "bytes_used"),
-                        s(&r, "byte_cap"),
-                        s(&r, "max_streams"),
-                        s(&r, "expires_at"),
-                        s(&r, "disabled")
-                    );
-                }
             }
         }
         Command::Withdrawal(cmd) => {
@@ -794,22 +797,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&v);
             } else {
-                println!(
-                    "{:>5} {:<20} {:>12} {:<9} {:<20} {:<20} REASON",
-                    "ID", "USER", "AMOUNT", "STATUS", "REQUESTED", "TO"
+                table(
+                    &v,
+                    &[
+                        ("ID", "id", 5),
+                        ("USER", "user", -20),
+                        ("AMOUNT", "amount", 12),
+                        ("STATUS", "status", -9),
+                        ("REQUESTED", "requested_at", -20),
+                        ("TO", "destination", -20),
+                        ("REASON", "reason", 0),
+                    ],
                 );
-                for w in rows(&v) {
-                    println!(
-                        "{:>5} {:<20} {:>12} {:<9} {:<20} {:<20} {}",
-                        s(&w, "id"),
-                        s(&w, "user"),
-                        s(&w, "amount"),
-                        s(&w, "status"),
-                        s(&w, "requested_at"),
-                        s(&w, "destination"),
-                        s(&w, "reason")
-                    );
-                }
             }
         }
         Command::Session(SessionCmd::List { user, limit, json }) => {
@@ -817,24 +816,27 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&v);
             } else {
-                println!(
-                    "{:>7} {:<16} {:<15} {:<28} {:<20} {:>12} {:>12} {:>10}  END",
-                    "ID", "CLIENT", "NODE", "TARGET", "START", "UP", "DOWN", "CHARGE"
-                );
-                for r in rows(&v) {
-                    let end = if r["live"] == true { "live".to_owned() } else { s(&r, "end_reason") };
-                    println!(
-                        "{:>7} {:<16} {:<15} {:<28} {:<20} {:>12} {:>12} {:>10}  {end}",
-                        s(&r, "id"),
-                        s(&r, "client"),
-                        s(&r, "vip"),
-                        s(&r, "target"),
-                        s(&r, "start"),
-                        s(&r, "bytes_up"),
-                        s(&r, "bytes_down"),
-                        s(&r, "charge"),
-                    );
+                // A live session's END reads "live".
+                let mut v = v;
+                for r in v.as_array_mut().into_iter().flatten() {
+                    if r["live"] == true {
+                        r["end_reason"] = Value::from("live");
+                    }
                 }
+                table(
+                    &v,
+                    &[
+                        ("ID", "id", 7),
+                        ("CLIENT", "client", -16),
+                        ("NODE", "vip", -15),
+                        ("TARGET", "target", -28),
+                        ("START", "start", -20),
+                        ("UP", "bytes_up", 12),
+                        ("DOWN", "bytes_down", 12),
+                        ("CHARGE", "charge", 10),
+                        ("END", "end_reason", 0),
+                    ],
+                );
             }
         }
         Command::Usage(a) => {
