@@ -26,6 +26,17 @@ interface DeviceSigner {
 
     /** The Key Attestation chain, leaf first, for PAIR; empty when the key has none. */
     fun attestation(): List<Bytes> = emptyList()
+
+    /**
+     * Called on the first connection of an unpaired device, with the server's CHALLENGE nonce,
+     * before [publicKey] and [sign] are used for PAIR. A Keystore signer creates its key here
+     * with the nonce as the attestation challenge (SECURITY.md §5: the chain must carry the
+     * server's challenge); the public key, and so the device id, may change. HELLO therefore
+     * carries no device id while pairing.
+     *
+     * @throws SigningException when no key can be made.
+     */
+    fun prepareForPairing(nonce: Bytes) {}
 }
 
 /** The key store could not sign; the agent backs off and reports it, it does not crash. */

@@ -245,6 +245,12 @@ class Mux(val config: MuxConfig, private val sink: FrameSink, private val clock:
         send(Frame.Reset(id, reason, message))
     }
 
+    /** Resets every live stream (the owner's hard limit hit: no live stream may carry on). */
+    fun resetAll(reason: ResetReason, message: String) {
+        val all = lock.withLock { streams.keys.toList() }
+        for (id in all) resetStream(id, reason, message)
+    }
+
     /** Ends the connection: every stream sees a reset and blocked writers return [SendResult.CLOSED]. */
     fun close(reason: String) {
         val all = lock.withLock {
@@ -346,6 +352,9 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
         granted.addAndGet(inc)
         mux.send(Frame.Window(id, inc))
     }
+
+    /** Largest DATA payload per frame: the natural read size for a busy stream. */
+    val maxData: Int get() = mux.config.maxData
 
     /** Our current receive window (for tests and diagnostics). */
     val receiveWindow: Long get() = window

@@ -20,6 +20,11 @@ class Bytes private constructor(private val data: ByteArray) {
 
     fun hex(): String = Hex.encode(data)
 
+    /** Writes the bytes to [out] without an intermediate copy. */
+    fun writeTo(out: java.io.OutputStream) {
+        out.write(data)
+    }
+
     override fun equals(other: Any?): Boolean = other is Bytes && data.contentEquals(other.data)
 
     override fun hashCode(): Int = data.contentHashCode()

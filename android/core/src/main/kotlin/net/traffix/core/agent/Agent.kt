@@ -1,0 +1,656 @@
+package net.traffix.core.agent
+
+import java.time.Instant
+import java.time.LocalDateTime
+import java.time.ZoneId
+import java.util.concurrent.ExecutorService
+import java.util.concurrent.Executors
+import java.util.concurrent.ThreadLocalRandom
+import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicLong
+import net.traffix.core.egress.EgressPolicy
+import net.traffix.core.egress.OwnNetwork
+import net.traffix.core.identity.DeviceSigner
+import net.traffix.core.identity.SigningException
+import net.traffix.core.identity.deviceId
+import net.traffix.core.identity.signChallenge
+import net.traffix.core.mux.Dispatched
+import net.traffix.core.mux.Mux
+import net.traffix.core.mux.MuxStream
+import net.traffix.core.net.IpAddr
+import net.traffix.core.net.SocketAddr
+import net.traffix.core.policy.Action
+import net.traffix.core.policy.DataUsage
+import net.traffix.core.policy.DeviceConditions
+import net.traffix.core.policy.ResourceDecision
+import net.traffix.core.policy.ResourcePolicy
+import net.traffix.core.policy.ResourceSettings
+import net.traffix.core.protocol.DecodeResult
+import net.traffix.core.protocol.ErrorCode
+import net.traffix.core.protocol.Frame
+import net.traffix.core.protocol.FrameCodec
+import net.traffix.core.protocol.HEADER_LEN
+import net.traffix.core.protocol.MAX_DATA_LEN
+import net.traffix.core.protocol.MIN_PROTOCOL_VERSION
+import net.traffix.core.protocol.NetworkType
+import net.traffix.core.protocol.NodeState
+import net.traffix.core.protocol.OpenErrReason
+import net.traffix.core.protocol.PROTOCOL_VERSION
+import net.traffix.core.protocol.ResetReason
+import net.traffix.core.protocol.Target
+import net.traffix.core.relay.DialResult
+import net.traffix.core.relay.Dialer
+import net.traffix.core.relay.Resolver
+import net.traffix.core.relay.StreamRelay
+import net.traffix.core.time.Clock
+import net.traffix.core.transport.CloseCodes
+import net.traffix.core.transport.TunnelListener
+import net.traffix.core.transport.TunnelSocket
+import net.traffix.core.transport.TunnelTransport
+
+/**
+ * The node agent: holds one tunnel to the server, answers its challenges, reports the owner's
+ * resource policy in heartbeats and relays the streams the server opens — the Android twin of
+ * the Rust `traffix node` (src/node/mod.rs).
+ *
+ * Threads: every state change runs on the [scheduler]'s one thread (no locks in the state
+ * machine); the transport's reader thread decodes frames and feeds stream frames straight to the
+ * multiplexer, posting the rest; each stream is relayed on two threads of [streamPool].
+ *
+ * The app feeds it the owner's [ResourceSettings], the phone's [DeviceSample] and its own
+ * networks, and hears [AgentStatus] through the [AgentListener].
+ */
+class Agent(
+    private val config: AgentConfig,
+    private val signer: DeviceSigner,
+    private val transport: TunnelTransport,
+    private val listener: AgentListener,
+    settings: ResourceSettings,
+    device: DeviceSample,
+    usage: DataUsage? = null,
+    private val clock: Clock = Clock.SYSTEM,
+    private val zone: ZoneId = ZoneId.systemDefault(),
+    private val scheduler: Scheduler = ThreadScheduler(),
+    random: () -> Double = { ThreadLocalRandom.current().nextDouble() },
+    private val streamPool: ExecutorService = newStreamPool(),
+    resolver: Resolver = Resolver.SYSTEM,
+) {
+    // ---- state owned by the scheduler thread ----
+    private var phase = Phase.PAIRED
+    @Volatile private var settings = settings
+    private var device = device
+    private var usage: DataUsage = (usage ?: DataUsage(today())).rolledTo(today(), settings.monthStartDay)
+    private var decision: ResourceDecision = ResourceDecision.SERVE
+    @Volatile private var paired = config.paired
+    private var current: Conn? = null
+    private var stopping = false
+    private var retryTask: Cancellable? = null
+    private var retryAtMillis: Long? = null
+    private var lastError: String? = null
+    private var vip: String? = null
+    private var server: ServerTally? = null
+    private val backoff = Backoff(random = random)
+
+    // ---- shared with relay threads ----
+    /** Bytes relayed and not yet folded into [usage]. */
+    private val unfolded = AtomicLong(0)
+
+    /** Bytes left before the nearest data cap; crossing zero asks for a decision at once. */
+    private val capHeadroom = AtomicLong(Long.MAX_VALUE)
+    private val served = AtomicLong(0)
+    private val refused = AtomicLong(0)
+    private val failed = AtomicLong(0)
+
+    @Volatile private var egress: EgressPolicy =
+        EgressPolicy(allowPrivateTargets = config.allowPrivateTargets, blockedPorts = config.blockedPorts)
+    private val dialer = Dialer({ egress }, config.dialTimeoutMillis, resolver, clock = clock)
+
+    /** The latest snapshot (also delivered to the listener). */
+    @Volatile var status: AgentStatus = snapshot()
+        private set
+
+    // ---- the app's controls (any thread) ----
+
+    /** Starts connecting (no-op when already running). */
+    fun start() =
+        scheduler.execute {
+            if (phase == Phase.PAIRED || phase == Phase.STOPPED) {
+                stopping = false
+                reevaluate()
+                connect()
+            }
+        }
+
+    /**
+     * Stops for the owner: DRAIN to the server, live streams finish (at most
+     * [AgentConfig.drainDeadlineMillis]), then [Phase.STOPPED].
+     */
+    fun stop() = scheduler.execute { stopNow() }
+
+    /** Reconnects now: the owner pressed retry, or the phone got a network back. */
+    fun retryNow() =
+        scheduler.execute {
+            if (phase == Phase.BACKING_OFF || phase == Phase.FAILED || phase == Phase.STOPPED) {
+                stopping = false
+                backoff.reset()
+                cancelRetry()
+                connect()
+            }
+        }
+
+    fun updateSettings(new: ResourceSettings) =
+        scheduler.execute {
+            settings = new
+            reevaluate()
+            publish()
+        }
+
+    fun updateDevice(new: DeviceSample) =
+        scheduler.execute {
+            val networkBack = device.network == NetworkType.UNKNOWN && new.network != NetworkType.UNKNOWN
+            device = new
+            reevaluate()
+            // A network came back while waiting out a back-off: try now, not in a minute.
+            if (networkBack && phase == Phase.BACKING_OFF) {
+                backoff.reset()
+                cancelRetry()
+                connect()
+            }
+            publish()
+        }
+
+    /** The phone's own addresses, on-link prefixes, gateway and DNS servers (SECURITY.md §1). */
+    fun updateOwnNetworks(networks: List<OwnNetwork>) {
+        egress = egress.copy(ownNetworks = networks)
+    }
+
+    /** Cuts everything at once and frees the threads (the service is being destroyed). */
+    fun close() {
+        scheduler.execute {
+            stopping = true
+            current?.let { end(it, "agent closed") }
+            cancelRetry()
+            phase = Phase.STOPPED
+            publish()
+            scheduler.shutdown()
+        }
+        streamPool.shutdown()
+    }
+
+    // ---- connection life (scheduler thread) ----
+
+    private fun connect() {
+        if (stopping) return
+        if (!paired && config.link.code.isEmpty()) {
+            fail("this device was never paired: scan a new pairing code")
+            return
+        }
+        if (config.link.insecure && !config.allowInsecure) {
+            fail("the pairing link is for a development server without TLS; this app only connects over TLS")
+            return
+        }
+        val scheme = if (config.link.insecure) "ws" else "wss"
+        retryAtMillis = null
+        val conn = Conn(clock.nanoTime())
+        current = conn
+        phase = Phase.CONNECTING
+        publish()
+        conn.handshakeTimer =
+            scheduler.schedule(config.handshakeTimeoutMillis, Runnable {
+                if (current === conn && !conn.established) end(conn, "handshake timed out")
+            })
+        try {
+            conn.socket = transport.open("$scheme://${config.link.server}/v1/tunnel", config.link.pin, conn)
+        } catch (e: RuntimeException) {
+            end(conn, "cannot open the tunnel: ${e.message}")
+        }
+    }
+
+    /** The tunnel is gone: clean up, then back off, stop or fail. */
+    private fun end(conn: Conn, why: String, fatal: Boolean = false) {
+        if (current !== conn) return
+        current = null
+        conn.handshakeTimer?.cancel()
+        conn.heartbeatTimer?.cancel()
+        conn.drainTimer?.cancel()
+        conn.mux?.close(why)
+        conn.socket?.let {
+            it.close(CloseCodes.NORMAL, "bye")
+            // A socket that cannot flush its close (dead network) must not linger.
+            scheduler.schedule(2_000, Runnable { it.cancel() })
+        }
+        val lived = TimeUnit.NANOSECONDS.toMillis(clock.nanoTime() - conn.startedNanos)
+        foldUsage()
+        when {
+            stopping -> {
+                phase = Phase.STOPPED
+                lastError = null
+            }
+            fatal -> fail(why)
+            else -> {
+                lastError = why
+                val delay = backoff.failed(conn.established, lived)
+                phase = Phase.BACKING_OFF
+                retryAtMillis = clock.wallMillis() + delay
+                retryTask = scheduler.schedule(delay, Runnable {
+                    retryTask = null
+                    if (phase == Phase.BACKING_OFF) connect()
+                })
+            }
+        }
+        publish()
+    }
+
+    private fun fail(why: String) {
+        current?.let { c ->
+            current = null
+            c.socket?.cancel()
+            c.mux?.close(why)
+        }
+        phase = Phase.FAILED
+        lastError = why
+        retryAtMillis = null
+        publish()
+    }
+
+    private fun cancelRetry() {
+        retryTask?.cancel()
+        retryTask = null
+        retryAtMillis = null
+    }
+
+    private fun stopNow() {
+        stopping = true
+        cancelRetry()
+        val conn = current
+        if (conn == null || !conn.established) {
+            conn?.let { end(it, "stopped") } ?: run {
+                phase = Phase.STOPPED
+                publish()
+            }
+            return
+        }
+        conn.send(Frame.Drain("node stopping", (config.drainDeadlineMillis / 1000).toInt().coerceIn(1, 0xffff)))
+        startDrain(conn, "the owner stopped the node")
+    }
+
+    /** No new streams; the tunnel ends once the live ones are done (or at the deadline). */
+    private fun startDrain(conn: Conn, why: String) {
+        if (phase == Phase.DRAINING) return
+        phase = Phase.DRAINING
+        sendHeartbeat(conn)
+        publish()
+        if (conn.activeStreams() == 0) {
+            end(conn, "drained: $why")
+            return
+        }
+        conn.drainTimer =
+            scheduler.schedule(config.drainDeadlineMillis, Runnable {
+                if (current === conn) end(conn, "drain deadline passed: $why")
+            })
+    }
+
+    // ---- frames (scheduler thread) ----
+
+    private fun onFrame(conn: Conn, frame: Frame) {
+        if (current !== conn) return
+        when (frame) {
+            is Frame.Error -> {
+                val why = "server refused: ${frame.code.name.lowercase()}: ${frame.message}"
+                end(conn, why, fatal = frame.code.isFatal)
+            }
+            is Frame.Challenge ->
+                when {
+                    !conn.established && phase == Phase.CONNECTING -> answerFirstChallenge(conn, frame)
+                    conn.established -> answerChallenge(conn, frame)
+                    else -> violation(conn, "a second CHALLENGE during the handshake")
+                }
+            is Frame.Welcome ->
+                if (phase == Phase.CHALLENGED && !conn.established) welcome(conn, frame) else violation(conn, "unexpected WELCOME")
+            is Frame.Open -> if (conn.established) open(conn, frame) else violation(conn, "OPEN before WELCOME")
+            is Frame.HeartbeatAck -> ack(conn, frame)
+            is Frame.Drain -> if (conn.established) startDrain(conn, "server asked: ${frame.reason ?: "drain"}")
+            else -> violation(conn, "unexpected ${frame.name} from the server")
+        }
+    }
+
+    private fun violation(conn: Conn, why: String) {
+        if (current !== conn) return
+        conn.send(Frame.Error(ErrorCode.PROTOCOL_VIOLATION, why.take(200)))
+        end(conn, "protocol violation by the server: $why")
+    }
+
+    private fun answerFirstChallenge(conn: Conn, c: Frame.Challenge) {
+        val v = c.version
+        if (v != null && (v < MIN_PROTOCOL_VERSION || v > PROTOCOL_VERSION)) {
+            violation(conn, "server chose protocol $v outside $MIN_PROTOCOL_VERSION..$PROTOCOL_VERSION")
+            return
+        }
+        val signature =
+            try {
+                if (!paired) signer.prepareForPairing(c.nonce)
+                signer.signChallenge(config.link.pin, c.nonce)
+            } catch (e: SigningException) {
+                end(conn, "the device key cannot sign: ${e.message}")
+                return
+            }
+        val answer =
+            if (paired) {
+                Frame.Proof(c.nonce, signature)
+            } else {
+                Frame.Pair(
+                    code = config.link.code,
+                    keyAlg = signer.keyAlg,
+                    publicKey = signer.publicKey,
+                    nonce = c.nonce,
+                    signature = signature,
+                    model = config.device.model?.take(64),
+                    os = config.device.os?.take(64),
+                    appVersion = config.device.appVersion?.take(64),
+                    attestation = signer.attestation(),
+                )
+            }
+        conn.send(answer)
+        phase = Phase.CHALLENGED
+        publish()
+    }
+
+    private fun answerChallenge(conn: Conn, c: Frame.Challenge) {
+        try {
+            conn.send(Frame.Proof(c.nonce, signer.signChallenge(config.link.pin, c.nonce)))
+        } catch (e: SigningException) {
+            end(conn, "the device key cannot sign: ${e.message}")
+        }
+    }
+
+    private fun welcome(conn: Conn, w: Frame.Welcome) {
+        if (w.deviceId != signer.deviceId()) {
+            violation(conn, "WELCOME for another device ${w.deviceId.hex()}")
+            return
+        }
+        conn.established = true
+        conn.handshakeTimer?.cancel()
+        conn.welcome = w
+        conn.upSinceMillis = clock.wallMillis()
+        conn.upSinceNanos = clock.nanoTime()
+        vip = w.vip.toString()
+        lastError = null
+        if (!paired) {
+            paired = true
+            listener.onPaired(w.vip.toString())
+        }
+        phase = Phase.SERVING
+        // Our own view of what is reachable: never the server itself (SECURITY.md §1).
+        serverEndpoints(conn)
+        reevaluate()
+        sendHeartbeat(conn)
+        scheduleHeartbeat(conn)
+        publish()
+    }
+
+    private fun serverEndpoints(conn: Conn) {
+        val host = config.link.host
+        val port = config.link.port
+        streamPool.execute {
+            val addrs =
+                try {
+                    Resolver.SYSTEM.resolve(host).map { SocketAddr(it, port) }
+                } catch (e: Exception) {
+                    IpAddr.parse(host)?.let { listOf(SocketAddr(it, port)) } ?: emptyList()
+                }
+            if (addrs.isNotEmpty()) egress = egress.copy(serverEndpoints = addrs)
+        }
+    }
+
+    private fun open(conn: Conn, o: Frame.Open) {
+        val mux = conn.mux ?: return
+        val w = conn.welcome ?: return
+        val cap = minOf(settings.maxStreams.toLong(), w.maxStreams).toInt()
+        val s = mux.accept(o.stream, o.window, cap)
+        if (s == null) {
+            refused.incrementAndGet()
+            conn.send(Frame.OpenErr(o.stream, OpenErrReason.NODE_BUSY, "node is at its $cap-stream limit"))
+        } else if (phase == Phase.DRAINING) {
+            refused.incrementAndGet()
+            s.reject(OpenErrReason.DRAINING, "node is draining")
+        } else {
+            val refusal = ResourcePolicy.admitStream(settings, decision, mux.activeStreams - 1)
+            if (refusal != null) {
+                refused.incrementAndGet()
+                s.reject(refusal, decision.describe())
+            } else {
+                try {
+                    streamPool.execute { serve(conn, s, o.target) }
+                } catch (e: java.util.concurrent.RejectedExecutionException) {
+                    s.reject(OpenErrReason.INTERNAL, "node is shutting down")
+                }
+            }
+        }
+        publish()
+    }
+
+    /** Stream thread: dial under the egress policy, then relay. */
+    private fun serve(conn: Conn, s: MuxStream, target: Target) {
+        when (val r = dialer.dial(target)) {
+            is DialResult.Failed -> {
+                (if (r.reason == OpenErrReason.REFUSED_BY_POLICY) refused else failed).incrementAndGet()
+                s.reject(r.reason, r.message)
+            }
+            is DialResult.Connected -> {
+                served.incrementAndGet()
+                s.sendOpenOk(r.peer)
+                StreamRelay(r.socket, s, streamPool, config.idleTimeoutMillis, clock, ::counted).run()
+            }
+        }
+        scheduler.execute { streamEnded(conn) }
+    }
+
+    /** Relay threads: count bytes for the owner's caps; crossing a cap asks for a decision now. */
+    private fun counted(n: Long) {
+        unfolded.addAndGet(n)
+        val left = capHeadroom.addAndGet(-n)
+        if (left <= 0 && left + n > 0) scheduler.execute { reevaluate() }
+    }
+
+    private fun streamEnded(conn: Conn) {
+        if (current !== conn) return
+        if (phase == Phase.DRAINING && conn.activeStreams() == 0) {
+            end(conn, if (stopping) "stopped" else "drained")
+            return
+        }
+        reevaluate()
+        publish()
+    }
+
+    private fun ack(conn: Conn, a: Frame.HeartbeatAck) {
+        if (a.seq == conn.sentSeq) {
+            conn.mux?.observeRtt(clock.nanoTime() - conn.sentAtNanos)
+            conn.sentSeq = -1
+        }
+        publish()
+    }
+
+    // ---- heartbeats and the resource policy (scheduler thread) ----
+
+    private fun scheduleHeartbeat(conn: Conn) {
+        val every = (conn.welcome?.heartbeatIntervalS ?: 15).coerceAtLeast(1) * 1000L
+        conn.heartbeatTimer =
+            scheduler.schedule(every, Runnable {
+                if (current !== conn) return@Runnable
+                val silent = TimeUnit.NANOSECONDS.toMillis(clock.nanoTime() - conn.lastInboundNanos)
+                if (silent >= config.deadAfterMillis) {
+                    end(conn, "server silent for ${silent / 1000} s")
+                    return@Runnable
+                }
+                reevaluate()
+                sendHeartbeat(conn)
+                scheduleHeartbeat(conn)
+                publish()
+            })
+    }
+
+    private fun sendHeartbeat(conn: Conn) {
+        if (!conn.established) return
+        conn.seq = (conn.seq + 1) and 0xffff_ffffL
+        conn.sentSeq = conn.seq
+        conn.sentAtNanos = clock.nanoTime()
+        val uptime = TimeUnit.NANOSECONDS.toSeconds(clock.nanoTime() - conn.upSinceNanos)
+        val hb = ResourcePolicy.heartbeat(conn.seq, settings, decision, conditions(conn.activeStreams()), uptime)
+        conn.send(if (phase == Phase.DRAINING) hb.copy(state = NodeState.DRAINING) else hb)
+    }
+
+    private fun today() = LocalDateTime.ofInstant(Instant.ofEpochMilli(clock.wallMillis()), zone).toLocalDate()
+
+    private fun conditions(active: Int) =
+        DeviceConditions(
+            network = device.network,
+            batteryPct = device.batteryPct,
+            charging = device.charging,
+            usage = usage,
+            now = LocalDateTime.ofInstant(Instant.ofEpochMilli(clock.wallMillis()), zone),
+            activeStreams = active,
+        )
+
+    private fun foldUsage() {
+        usage = usage.rolledTo(today(), settings.monthStartDay).plus(unfolded.getAndSet(0))
+        val daily = settings.dailyCapBytes?.let { it - usage.bytesToday } ?: Long.MAX_VALUE
+        val monthly = settings.monthlyCapBytes?.let { it - usage.bytesMonth } ?: Long.MAX_VALUE
+        capHeadroom.set(minOf(daily, monthly))
+    }
+
+    /** Decides serve / drain / pause; a change is reported to the server at once. */
+    private fun reevaluate() {
+        foldUsage()
+        val conn = current
+        val active = conn?.activeStreams() ?: 0
+        val next = ResourcePolicy.decide(settings, conditions(active), decision)
+        val changed = next != decision
+        decision = next
+        if (conn == null || !conn.established) return
+        if (next.action == Action.PAUSE && next.reasons.any { it.hard } && active > 0) {
+            conn.mux?.resetAll(ResetReason.CANCEL, next.describe())
+        }
+        if (changed) {
+            sendHeartbeat(conn)
+            publish()
+        }
+    }
+
+    private fun snapshot(): AgentStatus {
+        val conn = current
+        return AgentStatus(
+            phase = phase,
+            decision = decision,
+            activeStreams = conn?.activeStreams() ?: 0,
+            vip = vip,
+            lastError = lastError,
+            retryAtMillis = retryAtMillis,
+            connectedSinceMillis = conn?.upSinceMillis,
+            rttMillis = conn?.mux?.rttNanosSmoothed?.takeIf { it > 0 }?.let { TimeUnit.NANOSECONDS.toMillis(it) },
+            usage = usage.plus(unfolded.get()),
+            streamsServed = served.get(),
+            streamsRefused = refused.get(),
+            streamsFailed = failed.get(),
+            server = server,
+        )
+    }
+
+    private fun publish() {
+        val s = snapshot()
+        status = s
+        listener.onStatus(s)
+    }
+
+    /** One tunnel attempt: the transport's events for it, and its timers. */
+    private inner class Conn(val startedNanos: Long) : TunnelListener {
+        @Volatile var socket: TunnelSocket? = null
+
+        /** Created by the reader thread on WELCOME, so every later frame reaches it in order. */
+        @Volatile var mux: Mux? = null
+
+        @Volatile var lastInboundNanos: Long = clock.nanoTime()
+        var established = false
+        var welcome: Frame.Welcome? = null
+        var upSinceMillis: Long? = null
+        var upSinceNanos = 0L
+        var seq = 0L
+        var sentSeq = -1L
+        var sentAtNanos = 0L
+        var handshakeTimer: Cancellable? = null
+        var heartbeatTimer: Cancellable? = null
+        var drainTimer: Cancellable? = null
+
+        fun activeStreams(): Int = mux?.activeStreams ?: 0
+
+        /** Queues one frame; a refused send means the socket is closing and onClosed follows. */
+        fun send(frame: Frame) {
+            socket?.send(FrameCodec.encode(frame))
+        }
+
+        override fun onOpen(socket: TunnelSocket) {
+            this.socket = socket
+            send(
+                Frame.Hello(
+                    minVersion = MIN_PROTOCOL_VERSION,
+                    maxVersion = PROTOCOL_VERSION,
+                    // Absent while pairing: the key may be made for the server's challenge.
+                    deviceId = if (paired) signer.deviceId() else null,
+                    agent = config.agentName.take(64),
+                    maxStreams = settings.maxStreams.toLong(),
+                    maxInflight = config.mux.ownInflight,
+                ),
+            )
+        }
+
+        override fun onMessage(socket: TunnelSocket, message: ByteArray) {
+            lastInboundNanos = clock.nanoTime()
+            val frame =
+                when (val r = FrameCodec.decode(message)) {
+                    is DecodeResult.Err -> {
+                        scheduler.execute { violation(this, r.error.toString()) }
+                        return
+                    }
+                    is DecodeResult.Ok -> r.frame
+                }
+            val m = mux
+            if (m == null) {
+                if (frame is Frame.Welcome) mux = newMux(frame)
+                scheduler.execute { onFrame(this, frame) }
+                return
+            }
+            when (val d = m.dispatch(frame)) {
+                is Dispatched.Handled -> {}
+                is Dispatched.ForAgent -> scheduler.execute { onFrame(this, d.frame) }
+                is Dispatched.Violation -> scheduler.execute { violation(this, d.message) }
+            }
+        }
+
+        override fun onText(socket: TunnelSocket) {
+            scheduler.execute { violation(this, "a text message on the tunnel") }
+        }
+
+        override fun onClosed(socket: TunnelSocket, why: String) {
+            scheduler.execute { end(this, why) }
+        }
+
+        private fun newMux(w: Frame.Welcome): Mux {
+            val maxData = (w.maxFrame - HEADER_LEN).coerceIn(1, MAX_DATA_LEN.toLong()).toInt()
+            val cfg =
+                config.mux.copy(
+                    peerInflight = minOf(w.maxInflight, config.maxQueuedBytes),
+                    maxData = minOf(maxData, config.mux.maxData),
+                )
+            return Mux(cfg, { f -> send(f) }, clock)
+        }
+    }
+
+    companion object {
+        /** Stream threads: daemon, named, created on demand (two per live stream). */
+        fun newStreamPool(): ExecutorService {
+            val n = AtomicLong(0)
+            return Executors.newCachedThreadPool { r ->
+                Thread(r, "traffix-stream-${n.incrementAndGet()}").apply { isDaemon = true }
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+package net.traffix.core.agent
+
+import net.traffix.core.egress.EgressPolicy
+import net.traffix.core.mux.MuxConfig
+import net.traffix.core.pairing.PairLink
+import net.traffix.core.policy.DataUsage
+import net.traffix.core.policy.ResourceDecision
+import net.traffix.core.protocol.NetworkType
+
+/**
+ * Where the agent is in a tunnel's life (docs/protocol.md "Connection handshake"):
+ * paired → connecting → challenged → serving → draining → backing off → connecting …, until
+ * stopped, or failed for a reason only the owner can fix.
+ */
+enum class Phase(val text: String) {
+    /** Has a pairing link (and maybe a key the server knows); not started. */
+    PAIRED("ready"),
+
+    /** Opening TLS and the WebSocket, HELLO sent, waiting for CHALLENGE. */
+    CONNECTING("connecting"),
+
+    /** CHALLENGE answered with PROOF (or PAIR), waiting for WELCOME. */
+    CHALLENGED("signing in"),
+
+    /** WELCOME received: the tunnel is up. Whether streams are taken is the [ResourceDecision]. */
+    SERVING("online"),
+
+    /** The server asked for a drain, or the owner stopped the node: live streams finish, no new ones. */
+    DRAINING("finishing streams"),
+
+    /** The tunnel is down; the next attempt is scheduled. */
+    BACKING_OFF("reconnecting"),
+
+    /** The owner stopped the node. */
+    STOPPED("stopped"),
+
+    /** The server refused for good (banned, pairing code invalid, version): needs the owner. */
+    FAILED("needs attention"),
+}
+
+/** What PAIR tells the server about the device (shown in the dashboard). */
+data class DeviceInfo(val model: String? = null, val os: String? = null, val appVersion: String? = null)
+
+/** The phone's state that the resource policy needs; the app pushes it when it changes. */
+data class DeviceSample(
+    val network: NetworkType,
+    /** 0–100, or null without a battery (mains). */
+    val batteryPct: Int?,
+    val charging: Boolean,
+)
+
+/** How the agent connects and serves. Defaults are the server's `[limits]` and SECURITY.md §2. */
+data class AgentConfig(
+    /** From the dashboard's QR code or pasted link. */
+    val link: PairLink,
+    /** The server accepted this device's key before: answer CHALLENGE with PROOF, not PAIR. */
+    val paired: Boolean,
+    val device: DeviceInfo = DeviceInfo(),
+    /** HELLO's agent text (≤ 64 bytes). */
+    val agentName: String = "traffix-android",
+    val mux: MuxConfig = MuxConfig(),
+    /**
+     * Most DATA bytes the node keeps in flight towards the server, whatever the server's window:
+     * what OkHttp may queue stays well under its 16 MiB limit (past which it closes the socket).
+     */
+    val maxQueuedBytes: Long = 8L * 1024 * 1024,
+    /** Lifts the special-range checks (SECURITY.md §1): loopback test rigs only. */
+    val allowPrivateTargets: Boolean = false,
+    val blockedPorts: List<IntRange> = EgressPolicy.DEFAULT_BLOCKED_PORTS,
+    val dialTimeoutMillis: Long = 10_000,
+    val handshakeTimeoutMillis: Long = 10_000,
+    val idleTimeoutMillis: Long = 60_000,
+    /** A tunnel with nothing inbound for this long is dead (the server pings every 20 s). */
+    val deadAfterMillis: Long = 60_000,
+    /** How long a stop waits for live streams before cutting them. */
+    val drainDeadlineMillis: Long = 10_000,
+    /** Plain `ws://` for a server on `--insecure-http` (development only; the app never sets it). */
+    val allowInsecure: Boolean = false,
+)
+
+/** What the server said this device did today (HEARTBEAT_ACK; informational, the ledger is authoritative). */
+data class ServerTally(val bytesToday: Long?, val earnedToday: Long?, val currency: String?)
+
+/** A snapshot for the notification and the stats screen. */
+data class AgentStatus(
+    val phase: Phase,
+    val decision: ResourceDecision,
+    val activeStreams: Int,
+    /** The device's virtual IP once the server welcomed it. */
+    val vip: String?,
+    /** Why the last tunnel ended or the last attempt failed. */
+    val lastError: String?,
+    /** Wall-clock time of the next attempt while [Phase.BACKING_OFF]. */
+    val retryAtMillis: Long?,
+    /** Wall-clock time the current tunnel came up. */
+    val connectedSinceMillis: Long?,
+    /** Smoothed heartbeat round trip. */
+    val rttMillis: Long?,
+    /** Bytes this node carried, as the owner's caps count them. */
+    val usage: DataUsage,
+    /** Streams dialed and relayed since start. */
+    val streamsServed: Long,
+    /** Streams refused by the egress policy, the owner's limits or a drain. */
+    val streamsRefused: Long,
+    /** Streams whose target could not be reached (DNS, refused, timeout). */
+    val streamsFailed: Long,
+    val server: ServerTally?,
+) {
+    /** Share of dials that reached their target, 0–100; null before the first. */
+    val dialSuccessPct: Int?
+        get() {
+            val tried = streamsServed + streamsFailed
+            return if (tried == 0L) null else (streamsServed * 100 / tried).toInt()
+        }
+}
+
+/** What the app hears from the agent; called on the agent's thread, so keep it short. */
+interface AgentListener {
+    fun onStatus(status: AgentStatus) {}
+
+    /** The server accepted the pairing: persist that PROOF is used from now on. */
+    fun onPaired(vip: String) {}
+}

@@ -1,0 +1,447 @@
+package net.traffix.core.agent
+
+import java.io.IOException
+import java.net.InetAddress
+import java.net.ServerSocket
+import java.time.ZoneOffset
+import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.Executors
+import net.traffix.core.identity.deviceId
+import net.traffix.core.net.IpAddr
+import net.traffix.core.net.SocketAddr
+import net.traffix.core.pairing.PairLink
+import net.traffix.core.policy.Action
+import net.traffix.core.policy.PauseReason
+import net.traffix.core.policy.ResourceSettings
+import net.traffix.core.protocol.ErrorCode
+import net.traffix.core.protocol.Frame
+import net.traffix.core.protocol.Handshake
+import net.traffix.core.protocol.NetworkType
+import net.traffix.core.protocol.NodeState
+import net.traffix.core.protocol.OpenErrReason
+import net.traffix.core.protocol.ResetReason
+import net.traffix.core.protocol.Target
+import net.traffix.core.testing.FakeClock
+import net.traffix.core.testing.FakeTransport
+import net.traffix.core.testing.ManualScheduler
+import net.traffix.core.testing.SignatureCheck
+import net.traffix.core.testing.SoftwareSigner
+import net.traffix.core.util.Bytes
+import org.junit.After
+import org.junit.Assert.assertEquals
+import org.junit.Assert.assertNotNull
+import org.junit.Assert.assertNull
+import org.junit.Assert.assertTrue
+import org.junit.Test
+
+/** The agent's state machine against a scripted server (FakeTransport) on a hand-run clock. */
+class AgentTest {
+    private val clock = FakeClock()
+    private val sched = ManualScheduler(clock)
+    private val transport = FakeTransport()
+    private val signer = SoftwareSigner.newP256()
+    private val pin = Bytes.of(ByteArray(32) { 7 })
+    private val link = PairLink("127.0.0.1:8443", pin, "PAIRCODE")
+    private val pool = Executors.newCachedThreadPool()
+    private val paired = CopyOnWriteArrayList<String>()
+    private val listener =
+        object : AgentListener {
+            override fun onPaired(vip: String) {
+                paired.add(vip)
+            }
+        }
+    private val wifi = DeviceSample(NetworkType.WIFI, batteryPct = 80, charging = false)
+    private val nonce = Bytes.of(ByteArray(32) { it.toByte() })
+
+    private fun agent(
+        isPaired: Boolean = true,
+        settings: ResourceSettings = ResourceSettings(),
+        allowPrivate: Boolean = false,
+    ) = Agent(
+        AgentConfig(link, isPaired, allowPrivateTargets = allowPrivate),
+        signer,
+        transport,
+        listener,
+        settings,
+        wifi,
+        clock = clock,
+        zone = ZoneOffset.UTC,
+        scheduler = sched,
+        random = { 0.5 },
+        streamPool = pool,
+    )
+
+    private fun welcome(maxStreams: Long = 64) =
+        Frame.Welcome(signer.deviceId(), IpAddr.v4(100, 64, 0, 9), 15, maxStreams, 262_144, 65_536, 300, 16 shl 20)
+
+    /** Starts [a] and walks the handshake to SERVING; returns the socket. */
+    private fun serving(a: Agent): FakeTransport.FakeSocket {
+        a.start()
+        sched.runDue()
+        val s = transport.last
+        s.open()
+        s.deliver(Frame.Challenge(1, nonce, 0))
+        sched.runDue()
+        s.deliver(welcome())
+        sched.runDue()
+        assertEquals(Phase.SERVING, a.status.phase)
+        return s
+    }
+
+    @After
+    fun tearDown() {
+        pool.shutdownNow()
+    }
+
+    @Test
+    fun pairingSendsPairWithAValidSignatureAndNoDeviceIdInHello() {
+        val a = agent(isPaired = false)
+        a.start()
+        sched.runDue()
+        val s = transport.last
+        assertEquals("wss://127.0.0.1:8443/v1/tunnel", s.url)
+        assertEquals(pin, s.pin)
+        assertEquals(Phase.CONNECTING, a.status.phase)
+        s.open()
+        val hello = s.sentOf<Frame.Hello>().single()
+        assertNull("HELLO carries no device id while pairing", hello.deviceId)
+        assertEquals(1, hello.minVersion)
+
+        s.deliver(Frame.Challenge(1, nonce, 0))
+        sched.runDue()
+        assertEquals(Phase.CHALLENGED, a.status.phase)
+        val pair = s.sentOf<Frame.Pair>().single()
+        assertEquals("PAIRCODE", pair.code)
+        assertEquals(signer.publicKey, pair.publicKey)
+        val msg = Handshake.challengeMessage(pin, signer.deviceId(), nonce)
+        assertTrue(SignatureCheck.verify(pair.keyAlg, pair.publicKey, msg, pair.signature))
+
+        s.deliver(welcome())
+        sched.runDue()
+        assertEquals(Phase.SERVING, a.status.phase)
+        assertEquals(listOf("100.64.0.9"), paired)
+        assertEquals("100.64.0.9", a.status.vip)
+        val hb = s.sentOf<Frame.Heartbeat>().single()
+        assertEquals(NodeState.SERVING, hb.state)
+        assertEquals(64L, hb.maxStreams)
+    }
+
+    @Test
+    fun aPairedDeviceProvesItsKeyAndStaysPairedAcrossReconnects() {
+        val a = agent(isPaired = true)
+        val s = serving(a)
+        assertEquals(signer.deviceId(), s.sentOf<Frame.Hello>().single().deviceId)
+        val proof = s.sentOf<Frame.Proof>().single()
+        assertTrue(SignatureCheck.verify(signer.keyAlg, signer.publicKey, Handshake.challengeMessage(pin, signer.deviceId(), nonce), proof.signature))
+        assertTrue(s.sentOf<Frame.Pair>().isEmpty())
+
+        // A periodic challenge (no version tag) is answered too.
+        val again = Bytes.of(ByteArray(32) { 9 })
+        s.deliver(Frame.Challenge(null, again, null))
+        sched.runDue()
+        assertEquals(again, s.sentOf<Frame.Proof>().last().nonce)
+    }
+
+    @Test
+    fun backOffIsJitteredDoublesAndResetsOnceATunnelCameUp() {
+        val a = agent()
+        a.start()
+        sched.runDue()
+        val delays = ArrayList<Long>()
+        repeat(4) {
+            transport.last.drop("refused")
+            sched.runDue()
+            assertEquals(Phase.BACKING_OFF, a.status.phase)
+            assertEquals("refused", a.status.lastError)
+            val d = a.status.retryAtMillis!! - clock.wallMillis()
+            delays.add(d)
+            val before = transport.sockets.size
+            sched.advance(d)
+            assertEquals("one new attempt after the delay", before + 1, transport.sockets.size)
+        }
+        // random() = 0.5: three quarters of 500, 1000, 2000, 4000 ms.
+        assertEquals(listOf(375L, 750L, 1500L, 3000L), delays)
+
+        // A tunnel that came up starts the sequence over.
+        val s = transport.last
+        s.open()
+        s.deliver(Frame.Challenge(1, nonce, 0))
+        sched.runDue()
+        s.deliver(welcome())
+        sched.runDue()
+        s.drop("server restarted")
+        sched.runDue()
+        assertEquals(375L, a.status.retryAtMillis!! - clock.wallMillis())
+    }
+
+    @Test
+    fun backOffStaysWithinHalfToFullOfItsBase() {
+        for (r in listOf(0.0, 0.25, 0.999)) {
+            val b = Backoff(random = { r })
+            var base = 500L
+            repeat(10) {
+                val d = b.failed(established = false, livedMillis = 0)
+                assertTrue("$d within [${base / 2}, $base]", d in base / 2..base)
+                base = minOf(base * 2, 60_000)
+            }
+            assertEquals("capped at a minute", 60_000L, b.nextBase)
+            b.failed(established = false, livedMillis = 30_000)
+            assertEquals("a long-lived tunnel resets", 1_000L, b.nextBase)
+        }
+    }
+
+    @Test
+    fun aFatalRefusalStopsRetryingUntilTheOwnerActs() {
+        val a = agent()
+        val s = serving(a)
+        s.deliver(Frame.Error(ErrorCode.DEVICE_BANNED, "banned by admin"))
+        sched.runDue()
+        assertEquals(Phase.FAILED, a.status.phase)
+        assertTrue(a.status.lastError!!.contains("device_banned"))
+        val n = transport.sockets.size
+        sched.advance(3_600_000)
+        assertEquals("no retry after a fatal refusal", n, transport.sockets.size)
+        a.retryNow()
+        sched.runDue()
+        assertEquals(n + 1, transport.sockets.size)
+        assertEquals(Phase.CONNECTING, a.status.phase)
+    }
+
+    @Test
+    fun aNonFatalErrorBacksOff() {
+        val a = agent()
+        val s = serving(a)
+        s.deliver(Frame.Error(ErrorCode.REPLACED, "same device connected again"))
+        sched.runDue()
+        assertEquals(Phase.BACKING_OFF, a.status.phase)
+    }
+
+    @Test
+    fun aServerThatNeverChallengesTimesOut() {
+        val a = agent()
+        a.start()
+        sched.runDue()
+        transport.last.open()
+        sched.advance(9_999)
+        assertEquals(Phase.CONNECTING, a.status.phase)
+        sched.advance(1)
+        assertEquals(Phase.BACKING_OFF, a.status.phase)
+        assertEquals("handshake timed out", a.status.lastError)
+    }
+
+    @Test
+    fun hostileServerMessagesEndTheTunnelWithErrorFive() {
+        val cases: List<(FakeTransport.FakeSocket) -> Unit> =
+            listOf(
+                { it.deliverRaw(byteArrayOf(1, 2, 3)) }, // shorter than a header
+                { it.deliverRaw(ByteArray(70_000)) }, // oversized
+                { it.deliverRaw(byteArrayOf(0x7f, 0, 0, 0, 0, 0)) }, // unknown type
+                { it.deliverText() },
+                { it.deliver(welcome()) }, // WELCOME twice
+                { it.deliver(Frame.OpenOk(5, 1000, null)) }, // only a node answers OPEN
+                { it.deliver(Frame.Hello(1, 1)) },
+            )
+        for ((i, hostile) in cases.withIndex()) {
+            val a = agent()
+            val s = serving(a)
+            hostile(s)
+            sched.runDue()
+            val err = s.sentOf<Frame.Error>().singleOrNull()
+            assertNotNull("case $i: ERROR sent", err)
+            assertEquals("case $i", ErrorCode.PROTOCOL_VIOLATION, err!!.code)
+            assertEquals("case $i", Phase.BACKING_OFF, a.status.phase)
+        }
+    }
+
+    @Test
+    fun aSilentServerIsDeclaredDeadAndHeartbeatsCarryRtt() {
+        val a = agent()
+        val s = serving(a)
+        sched.advance(15_000)
+        val hbs = s.sentOf<Frame.Heartbeat>()
+        assertEquals(listOf(1L, 2L), hbs.map { it.seq })
+        clock.advanceMillis(40)
+        s.deliver(Frame.HeartbeatAck(2, null))
+        sched.runDue()
+        assertEquals(40L, a.status.rttMillis)
+        // Nothing inbound for a minute: dead.
+        sched.advance(15_000)
+        sched.advance(15_000)
+        sched.advance(15_000)
+        assertEquals(Phase.SERVING, a.status.phase)
+        sched.advance(15_000)
+        assertEquals(Phase.BACKING_OFF, a.status.phase)
+        assertTrue(a.status.lastError!!.contains("silent"))
+    }
+
+    @Test
+    fun theOwnersPolicyIsReportedAtOnceAndRefusesStreams() {
+        val a = agent(settings = ResourceSettings(wifiOnly = true))
+        val s = serving(a)
+        a.updateDevice(wifi.copy(network = NetworkType.CELLULAR))
+        sched.runDue()
+        assertEquals(Action.PAUSE, a.status.decision.action)
+        assertEquals(setOf(PauseReason.NOT_ON_WIFI), a.status.decision.reasons)
+        assertEquals(NodeState.PAUSED, s.sentOf<Frame.Heartbeat>().last().state)
+        s.deliver(Frame.Open(3, 65_536, Target.Domain("example.com", 443)))
+        sched.runDue()
+        val err = s.sentOf<Frame.OpenErr>().single()
+        assertEquals(OpenErrReason.DRAINING, err.reason)
+        assertEquals(1L, a.status.streamsRefused)
+
+        a.updateDevice(wifi)
+        sched.runDue()
+        assertEquals(NodeState.SERVING, s.sentOf<Frame.Heartbeat>().last().state)
+    }
+
+    @Test
+    fun theEgressPolicyRefusesBeforeAnyDial() {
+        val a = agent(allowPrivate = false)
+        val s = serving(a)
+        s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(10, 0, 0, 1), 80))))
+        s.deliver(Frame.Open(5, 65_536, Target.Ip(SocketAddr(IpAddr.v4(93, 184, 216, 34), 25))))
+        s.deliver(Frame.Open(7, 65_536, Target.Domain("printer.local", 80)))
+        s.deliver(Frame.Open(9, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), 8443))))
+        sched.runUntil { s.sentOf<Frame.OpenErr>().size == 4 }
+        for (e in s.sentOf<Frame.OpenErr>()) assertEquals(e.toString(), OpenErrReason.REFUSED_BY_POLICY, e.reason)
+        assertEquals(4L, a.status.streamsRefused)
+        assertEquals(0, a.status.activeStreams)
+    }
+
+    @Test
+    fun theNodeTakesNoMoreStreamsThanItsCap() {
+        ServerSocket(0, 50, InetAddress.getLoopbackAddress()).use { target ->
+            val a = agent(settings = ResourceSettings(maxStreams = 1), allowPrivate = true)
+            val s = serving(a)
+            val to = Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), target.localPort))
+            s.deliver(Frame.Open(3, 65_536, to))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            s.deliver(Frame.Open(5, 65_536, to))
+            sched.runUntil { s.sentOf<Frame.OpenErr>().isNotEmpty() }
+            assertEquals(OpenErrReason.NODE_BUSY, s.sentOf<Frame.OpenErr>().single().reason)
+            a.close()
+            sched.runDue()
+        }
+    }
+
+    @Test
+    fun aLiveStreamRelaysAndAStopDrainsIt() {
+        EchoServer().use { echo ->
+            val a = agent(allowPrivate = true)
+            val s = serving(a)
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), echo.port))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            val ok = s.sentOf<Frame.OpenOk>().single()
+            assertEquals(SocketAddr(IpAddr.v4(127, 0, 0, 1), echo.port), ok.peer)
+            s.deliver(Frame.Data(3, false, Bytes.of("hello".toByteArray())))
+            sched.runUntil { s.sentOf<Frame.Data>().isNotEmpty() }
+            assertEquals("hello", String(s.sentOf<Frame.Data>().single().payload.toByteArray()))
+
+            // The owner stops: DRAIN, no new streams, the live one finishes.
+            a.stop()
+            sched.runDue()
+            assertEquals(Phase.DRAINING, a.status.phase)
+            assertEquals(1, s.sentOf<Frame.Drain>().size)
+            assertEquals(NodeState.DRAINING, s.sentOf<Frame.Heartbeat>().last().state)
+            s.deliver(Frame.Open(5, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), echo.port))))
+            sched.runUntil { s.sentOf<Frame.OpenErr>().isNotEmpty() }
+            assertEquals(OpenErrReason.DRAINING, s.sentOf<Frame.OpenErr>().single().reason)
+            s.deliver(Frame.Data(3, true, Bytes.of(" world".toByteArray())))
+            sched.runUntil { a.status.phase == Phase.STOPPED }
+            val echoed = s.sentOf<Frame.Data>().filter { it.stream == 3L }
+            assertEquals("hello world", echoed.joinToString("") { String(it.payload.toByteArray()) })
+            assertTrue("the echo's EOF came back as FIN", echoed.last().fin)
+            assertTrue(s.sentOf<Frame.Reset>().isEmpty())
+            assertNotNull(s.closedWith)
+        }
+    }
+
+    @Test
+    fun aDataCapCutsLiveStreamsAndPauses() {
+        EchoServer().use { echo ->
+            val a = agent(settings = ResourceSettings(dailyCapBytes = 100), allowPrivate = true)
+            val s = serving(a)
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), echo.port))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            s.deliver(Frame.Data(3, false, Bytes.of(ByteArray(60))))
+            sched.runUntil { a.status.phase == Phase.SERVING && s.sentOf<Frame.Reset>().isNotEmpty() }
+            val reset = s.sentOf<Frame.Reset>().single()
+            assertEquals(ResetReason.CANCEL, reset.reason)
+            assertTrue(reset.message.contains("daily data cap"))
+            assertEquals(Action.PAUSE, a.status.decision.action)
+            assertEquals(NodeState.PAUSED, s.sentOf<Frame.Heartbeat>().last().state)
+            assertTrue(a.status.usage.bytesToday >= 100)
+        }
+    }
+
+    @Test
+    fun aServerDrainEndsTheTunnelAndReconnects() {
+        val a = agent()
+        val s = serving(a)
+        s.deliver(Frame.Drain("server shutting down", 10))
+        sched.runDue()
+        assertEquals(Phase.BACKING_OFF, a.status.phase)
+        val n = transport.sockets.size
+        sched.advance(a.status.retryAtMillis!! - clock.wallMillis())
+        assertEquals(n + 1, transport.sockets.size)
+    }
+
+    @Test
+    fun stoppingWhileBackingOffStopsAtOnce() {
+        val a = agent()
+        a.start()
+        sched.runDue()
+        transport.last.drop()
+        sched.runDue()
+        a.stop()
+        sched.runDue()
+        assertEquals(Phase.STOPPED, a.status.phase)
+        val n = transport.sockets.size
+        sched.advance(120_000)
+        assertEquals(n, transport.sockets.size)
+    }
+
+    @Test
+    fun anInsecureLinkIsRefusedUnlessAllowed() {
+        val a =
+            Agent(AgentConfig(link.copy(insecure = true), true), signer, transport, listener, ResourceSettings(), wifi, clock = clock, scheduler = sched, streamPool = pool)
+        a.start()
+        sched.runDue()
+        assertEquals(Phase.FAILED, a.status.phase)
+        assertTrue(transport.sockets.isEmpty())
+    }
+
+    /** Echoes every byte back and closes its side after the client's EOF. */
+    private class EchoServer : AutoCloseable {
+        private val server = ServerSocket(0, 50, InetAddress.getLoopbackAddress())
+        val port: Int = server.localPort
+        private val thread =
+            Thread {
+                try {
+                    while (true) {
+                        val c = server.accept()
+                        Thread {
+                            c.use {
+                                val buf = ByteArray(8192)
+                                val input = it.getInputStream()
+                                val out = it.getOutputStream()
+                                while (true) {
+                                    val n = input.read(buf)
+                                    if (n < 0) break
+                                    out.write(buf, 0, n)
+                                    out.flush()
+                                }
+                                it.shutdownOutput()
+                            }
+                        }.start()
+                    }
+                } catch (_: IOException) {
+                }
+            }.apply {
+                isDaemon = true
+                start()
+            }
+
+        override fun close() = server.close()
+    }
+}
