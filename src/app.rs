@@ -386,6 +386,7 @@ impl App {
             metrics: self.metrics.clone(),
             shutdown: self.trigger.subscribe(),
             shutdown_grace_secs: s.shutdown_grace_secs,
+            currency: cfg.billing.enabled.then(|| cfg.billing.currency.clone()),
         });
         let proxy_svc = self.proxy.clone();
         let admin_ctx = Arc::new(AdminCtx {

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use traffix::tunnel::protocol::{
-    Challenge, ErrorCode, Frame, HEADER_LEN, Heartbeat, Hello, KeyAlg, MAX_DATA_LEN, MAX_FRAME_LEN, NetworkType,
-    NodeState, OpenErrReason, Pair, Proof, ProtocolError, ResetReason, Target, Welcome, challenge_message, device_id,
-    negotiate_version,
+    Challenge, ErrorCode, Frame, HEADER_LEN, Heartbeat, HeartbeatAck, Hello, KeyAlg, MAX_CURRENCY_LEN, MAX_DATA_LEN,
+    MAX_FRAME_LEN, NetworkType, NodeState, OpenErrReason, Pair, Proof, ProtocolError, ResetReason, Target, Welcome,
+    challenge_message, device_id, negotiate_version,
 };
 
 fn load() -> Value {
@@ -121,7 +121,7 @@ fn allowed_fields(ty: &str) -> &'static [&'static str] {
             "active_streams",
             "uptime_s",
         ],
-        "HEARTBEAT_ACK" => &["seq", "server_time_ms"],
+        "HEARTBEAT_ACK" => &["seq", "server_time_ms", "bytes_today", "earned_today", "currency"],
         "DRAIN" => &["reason", "deadline_s"],
         "ERROR" => &["code", "message"],
         "OPEN" | "OPEN_OK" => &["stream", "window", "port", "atyp", "addr"],
@@ -287,7 +287,15 @@ fn build(case: &Value) -> Frame {
             active_streams: f.opt_uint("active_streams"),
             uptime_s: f.opt_uint("uptime_s"),
         }),
-        "HEARTBEAT_ACK" => Frame::HeartbeatAck { seq: f.uint("seq"), server_time_ms: f.opt_uint("server_time_ms") },
+        "HEARTBEAT_ACK" => Frame::HeartbeatAck(HeartbeatAck {
+            seq: f.uint("seq"),
+            server_time_ms: f.opt_uint("server_time_ms"),
+            bytes_today: f.opt_uint("bytes_today"),
+            earned_today: f.opt_uint("earned_today"),
+            currency: f.opt_text("currency").inspect(|c| {
+                assert!(c.len() <= MAX_CURRENCY_LEN, "currency over {MAX_CURRENCY_LEN} bytes in a valid vector {case}")
+            }),
+        }),
         "DRAIN" => Frame::Drain { reason: f.opt_text("reason"), deadline_s: f.opt_uint("deadline_s") },
         "ERROR" => {
             let n: u16 = f.uint("code");
@@ -628,8 +636,13 @@ fn control_frame() -> impl Strategy<Value = Frame> {
         (1u16..=10, text(100)).prop_map(|(code, message)| Frame::Error { code: ErrorCode::from_u16(code), message });
     let drain = (proptest::option::of(text(50)), proptest::option::of(any::<u16>()))
         .prop_map(|(reason, deadline_s)| Frame::Drain { reason, deadline_s });
-    let ack = (any::<u32>(), proptest::option::of(any::<u64>()))
-        .prop_map(|(seq, server_time_ms)| Frame::HeartbeatAck { seq, server_time_ms });
+    // At most 16 bytes: up to 16 ASCII letters, or up to 4 characters of any width.
+    let currency = proptest::string::string_regex("[A-Z]{0,16}|\\PC{0,4}").expect("valid regex");
+    let ack = (any::<u32>(), opt64(), opt64(), opt64(), proptest::option::of(currency)).prop_map(
+        |(seq, server_time_ms, bytes_today, earned_today, currency)| {
+            Frame::HeartbeatAck(HeartbeatAck { seq, server_time_ms, bytes_today, earned_today, currency })
+        },
+    );
     let proof = (any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..80))
         .prop_map(|(nonce, signature)| Frame::Proof(Proof { nonce, signature }));
     prop_oneof![hello, challenge, proof, pair, welcome, heartbeat, ack, drain, error]

@@ -351,7 +351,7 @@ impl AdminCtx {
             hex::decode(&d.id).ok().and_then(|id| <[u8; 16]>::try_from(id).ok()).and_then(|id| l.registry.get(&id))
         });
         let status = live.as_ref().map(|n| n.status());
-        let today = self.store.usage_today(&format!("device:{}", d.id), now_secs()).unwrap_or_default();
+        let today = self.store.device_today(&d.id, now_secs()).unwrap_or_default();
         let name = |v: Result<Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned));
         let ip = live.as_ref().map(|n| n.public_ip).or_else(|| d.last_ip.as_deref().and_then(|ip| ip.parse().ok()));
         let asn = self.live.as_ref().and_then(|l| l.asn_db.as_ref()).zip(ip).and_then(|(db, ip)| db.asn(ip));
@@ -373,7 +373,7 @@ impl AdminCtx {
             last_seen: d.last_seen.map(rfc3339),
             banned: d.banned,
             ban_reason: d.ban_reason.clone(),
-            bytes_today: today.up + today.down,
+            bytes_today: today.bytes(),
             earned_today_micros: today.earned,
             connected_at: live.as_ref().map(|n| rfc3339(n.connected_at)),
             rtt_ms: live.as_ref().and_then(|n| n.mux.rtt()).map(|r| r.as_secs_f64() * 1000.0),

@@ -324,11 +324,14 @@ where
                     Frame::Challenge(c) => {
                         mux.send_frame(&Frame::Proof(Proof { nonce: c.nonce, signature: sign(&c.nonce) }));
                     }
-                    Frame::HeartbeatAck { seq: s, .. } => {
+                    Frame::HeartbeatAck(ack) => {
                         if let Some((want, at)) = sent_at.take()
-                            && want == s {
+                            && want == ack.seq {
                                 mux.observe_rtt(at.elapsed());
                             }
+                        // The server's count for this device today (absent fields are not logged).
+                        debug!(seq = ack.seq, today_bytes = ack.bytes_today, earned_today = ack.earned_today,
+                            currency = ack.currency.as_deref(), "heartbeat acknowledged");
                     }
                     Frame::Drain { reason, .. } => {
                         info!(reason = ?reason, "server asked us to drain");

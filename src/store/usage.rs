@@ -192,6 +192,11 @@ pub struct UsageBucket {
 }
 
 impl UsageBucket {
+    /// Bytes both ways.
+    pub fn bytes(&self) -> u64 {
+        self.up.saturating_add(self.down)
+    }
+
     pub fn add(&mut self, o: &UsageBucket) {
         self.up = self.up.saturating_add(o.up);
         self.down = self.down.saturating_add(o.down);
@@ -355,6 +360,12 @@ impl Store {
     pub fn usage_today(&self, subject: &str, now: u64) -> Result<UsageBucket, StoreError> {
         let hour = now / 3600;
         self.usage_total(subject, hour - hour % 24, hour + 1)
+    }
+
+    /// What device `device` (hex id) carried and earned its owner today (UTC), up to `now`: the
+    /// device's "today" on its admin page and in the HEARTBEAT_ACK its node receives.
+    pub fn device_today(&self, device: &str, now: u64) -> Result<UsageBucket, StoreError> {
+        self.usage_today(&format!("device:{device}"), now)
     }
 
     /// Hourly usage of `subject` (`client:NAME`, `owner:NAME`, `device:HEX`) for hours

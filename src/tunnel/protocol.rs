@@ -23,6 +23,8 @@ pub const DEVICE_ID_LEN: usize = 16;
 pub const NONCE_LEN: usize = 32;
 /// DATA flag: the sender's direction ends with this frame.
 pub const FLAG_FIN: u8 = 0x01;
+/// Longest HEARTBEAT_ACK currency code, in bytes of UTF-8.
+pub const MAX_CURRENCY_LEN: usize = 16;
 
 /// Frame type bytes.
 pub mod kind {
@@ -231,6 +233,20 @@ pub struct Heartbeat {
     pub uptime_s: Option<u64>,
 }
 
+/// The server's answer to a HEARTBEAT.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeartbeatAck {
+    /// The HEARTBEAT's `seq`, echoed.
+    pub seq: u32,
+    pub server_time_ms: Option<u64>,
+    /// The server's count for the node's device today (UTC): bytes both ways, and its owner's
+    /// earnings in micro-units of `currency` (at most [`MAX_CURRENCY_LEN`] bytes). Informational
+    /// (the node shows them to its owner); the ledger is authoritative.
+    pub bytes_today: Option<u64>,
+    pub earned_today: Option<u64>,
+    pub currency: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum ErrorCode {
@@ -352,7 +368,7 @@ pub enum Frame {
     Pair(Box<Pair>),
     Welcome(Welcome),
     Heartbeat(Heartbeat),
-    HeartbeatAck { seq: u32, server_time_ms: Option<u64> },
+    HeartbeatAck(HeartbeatAck),
     Drain { reason: Option<String>, deadline_s: Option<u16> },
     Error { code: ErrorCode, message: String },
     Open { stream: u32, window: u32, target: Target },
@@ -474,7 +490,7 @@ impl Frame {
             Frame::Pair(_) => "PAIR",
             Frame::Welcome(_) => "WELCOME",
             Frame::Heartbeat(_) => "HEARTBEAT",
-            Frame::HeartbeatAck { .. } => "HEARTBEAT_ACK",
+            Frame::HeartbeatAck(_) => "HEARTBEAT_ACK",
             Frame::Drain { .. } => "DRAIN",
             Frame::Error { .. } => "ERROR",
             Frame::Open { .. } => "OPEN",
@@ -558,11 +574,18 @@ impl Frame {
                 t.opt_u32(11, h.active_streams);
                 t.opt_u64(12, h.uptime_s);
             }
-            Frame::HeartbeatAck { seq, server_time_ms } => {
+            Frame::HeartbeatAck(a) => {
                 header(&mut buf, kind::HEARTBEAT_ACK, 0, 0);
                 let mut t = Tlv(&mut buf);
-                t.u32(1, *seq);
-                t.opt_u64(2, *server_time_ms);
+                t.u32(1, a.seq);
+                t.opt_u64(2, a.server_time_ms);
+                t.opt_u64(3, a.bytes_today);
+                t.opt_u64(4, a.earned_today);
+                if let Some(c) = &a.currency {
+                    // Callers pass a configured code (validated short); cut on a char boundary
+                    // all the same so a frame is never malformed.
+                    t.bytes(5, &c.as_bytes()[..char_cut(c, MAX_CURRENCY_LEN)]);
+                }
             }
             Frame::Drain { reason, deadline_s } => {
                 header(&mut buf, kind::DRAIN, 0, 0);
@@ -717,7 +740,13 @@ impl Frame {
             kind::HEARTBEAT_ACK => {
                 conn("HEARTBEAT_ACK")?;
                 let f = Fields::parse("HEARTBEAT_ACK", body)?;
-                Ok(Frame::HeartbeatAck { seq: f.req_u32(1)?, server_time_ms: f.opt_u64(2)? })
+                Ok(Frame::HeartbeatAck(HeartbeatAck {
+                    seq: f.req_u32(1)?,
+                    server_time_ms: f.opt_u64(2)?,
+                    bytes_today: f.opt_u64(3)?,
+                    earned_today: f.opt_u64(4)?,
+                    currency: f.opt_str_max(5, MAX_CURRENCY_LEN, "currency is longer than 16 bytes")?,
+                }))
             }
             kind::DRAIN => {
                 conn("DRAIN")?;
@@ -786,7 +815,12 @@ pub const MAX_MESSAGE_LEN: usize = 1024;
 
 /// Where to cut `text` so it fits [`MAX_MESSAGE_LEN`] without splitting a character.
 fn text_cut(text: &str) -> usize {
-    let mut end = text.len().min(MAX_MESSAGE_LEN);
+    char_cut(text, MAX_MESSAGE_LEN)
+}
+
+/// Where to cut `text` so it fits `max` bytes without splitting a character.
+fn char_cut(text: &str, max: usize) -> usize {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -929,6 +963,13 @@ impl<'a> Fields<'a> {
             }),
         }
     }
+    /// Text of at most `max` bytes; longer is a violation (`why` says which limit).
+    fn opt_str_max(&self, tag: u8, max: usize, why: &'static str) -> Result<Option<String>, ProtocolError> {
+        if self.get(tag)?.is_some_and(|v| v.len() > max) {
+            return Err(ProtocolError::BadField { frame: self.frame, tag, why });
+        }
+        self.opt_str(tag)
+    }
     fn req_str(&self, tag: u8) -> Result<String, ProtocolError> {
         self.opt_str(tag)?.ok_or(ProtocolError::MissingField { frame: self.frame, tag })
     }
@@ -1007,19 +1048,79 @@ mod tests {
         }
     }
 
+    /// A HEARTBEAT_ACK with only a seq.
+    fn ack(seq: u32) -> Frame {
+        Frame::HeartbeatAck(HeartbeatAck { seq, ..HeartbeatAck::default() })
+    }
+
+    /// A HEARTBEAT_ACK of seq 1 with only a currency.
+    fn ack_in(currency: &str) -> Frame {
+        Frame::HeartbeatAck(HeartbeatAck { seq: 1, currency: Some(currency.into()), ..HeartbeatAck::default() })
+    }
+
     #[test]
     fn unknown_tlv_fields_are_skipped_and_repeats_rejected() {
-        let mut b = Frame::HeartbeatAck { seq: 9, server_time_ms: None }.encode().to_vec();
+        let mut b = ack(9).encode().to_vec();
         b.extend_from_slice(&[200, 0, 2, 0xaa, 0xbb]);
-        assert_eq!(Frame::decode(Bytes::from(b.clone())), Ok(Frame::HeartbeatAck { seq: 9, server_time_ms: None }));
+        assert_eq!(Frame::decode(Bytes::from(b.clone())), Ok(ack(9)));
         b.extend_from_slice(&[200, 0, 1, 0xcc]);
-        assert_eq!(
-            Frame::decode(Bytes::from(b.clone())),
-            Ok(Frame::HeartbeatAck { seq: 9, server_time_ms: None }),
-            "an unknown tag may repeat"
-        );
+        assert_eq!(Frame::decode(Bytes::from(b.clone())), Ok(ack(9)), "an unknown tag may repeat");
         b.extend_from_slice(&[1, 0, 4, 0, 0, 0, 1]);
         assert!(matches!(Frame::decode(Bytes::from(b)), Err(ProtocolError::RepeatedField { .. })));
+    }
+
+    #[test]
+    fn heartbeat_ack_carries_todays_traffic_and_earnings() {
+        let full = Frame::HeartbeatAck(HeartbeatAck {
+            seq: 7,
+            server_time_ms: Some(1_767_225_615_000),
+            bytes_today: Some(3_010_422),
+            earned_today: Some(u64::MAX),
+            currency: Some("USD".into()),
+        });
+        let wire = full.encode();
+        assert_eq!(Frame::decode(wire.clone()), Ok(full));
+        // Tags 3, 4, 5 follow the old fields: a reader that knows only tags 1 and 2 skips them.
+        assert_eq!(&wire[HEADER_LEN + 7 + 11..][..3], &[3, 0, 8]);
+        assert!(wire.ends_with(&[5, 0, 3, b'U', b'S', b'D']));
+        let sixteen = "€€€€€x".to_owned(); // 16 bytes
+        assert_eq!(Frame::decode(ack_in(&sixteen).encode()), Ok(ack_in(&sixteen)));
+        // The encoder cuts an over-long currency on a character boundary, so it still decodes.
+        assert_eq!(Frame::decode(ack_in(&format!("{sixteen}€")).encode()), Ok(ack_in(&sixteen)));
+        assert_eq!(Frame::decode(ack_in("€€€€€€").encode()), Ok(ack_in("€€€€€")));
+    }
+
+    #[test]
+    fn malformed_heartbeat_ack_fields_are_violations() {
+        let with = |field: &[u8]| {
+            let mut b = ack(1).encode().to_vec();
+            b.extend_from_slice(field);
+            Frame::decode(Bytes::from(b))
+        };
+        for tag in [3u8, 4] {
+            for len in [0u8, 4, 9] {
+                let mut field = vec![tag, 0, len];
+                field.resize(3 + usize::from(len), 0);
+                assert_eq!(
+                    with(&field),
+                    Err(ProtocolError::FieldLength { frame: "HEARTBEAT_ACK", tag, len: usize::from(len), expected: 8 }),
+                    "tag {tag}, {len} bytes"
+                );
+            }
+            let mut twice = vec![tag, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1];
+            twice.extend_from_within(..);
+            assert_eq!(with(&twice), Err(ProtocolError::RepeatedField { frame: "HEARTBEAT_ACK", tag }));
+        }
+        let long = with(b"\x05\x00\x11ABCDEFGHIJKLMNOPQ");
+        assert!(
+            matches!(long, Err(ProtocolError::BadField { tag: 5, why, .. }) if why.contains("16 bytes")),
+            "{long:?}"
+        );
+        assert_eq!(
+            with(&[5, 0, 2, 0xc3, 0x28]),
+            Err(ProtocolError::BadField { frame: "HEARTBEAT_ACK", tag: 5, why: "text is not UTF-8" })
+        );
+        assert_eq!(with(&[5, 0, 0]), Ok(ack_in("")), "an empty currency is well-formed (the server never sends one)");
     }
 
     /// Inputs the fuzzer found (fuzz/regressions/frame_decode): decode → encode → decode is stable.

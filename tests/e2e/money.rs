@@ -160,6 +160,20 @@ fn live_streams_hold_money_and_a_restart_expires_the_holds() {
     verify_ok(&s);
 }
 
+/// `log` without terminal colour codes (ESC `[` … `m`).
+fn without_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn curl_ok(args: &[&str]) -> Vec<u8> {
     let out = curl(args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -170,7 +184,10 @@ fn curl_ok(args: &[&str]) -> Vec<u8> {
 /// pays only the platform fee.
 #[test]
 fn sessions_and_usage_series_match_the_ledger_and_self_use_pays_only_the_fee() {
-    let s = Server::start_with(priced());
+    let mut opts = priced();
+    // Heartbeats every second, so the node hears the server's count for today soon.
+    opts.env.push(("TRAFFIX_LIMITS__HEARTBEAT_INTERVAL_SECS".into(), "1".into()));
+    let s = Server::start_with(opts);
     let pass = s.add_user("buyer", Some("100"));
     let own = s.add_user("host", Some("100"));
     let node = s.start_node("host", "127.0.0.2");
@@ -226,6 +243,10 @@ fn sessions_and_usage_series_match_the_ledger_and_self_use_pays_only_the_fee() {
     assert_eq!(dev["total"]["sessions"], 2);
     let listed = s.devices().into_iter().find(|d| d["id"] == device.as_str()).unwrap();
     assert_eq!(listed["earned_today_micros"], node_credit, "{listed}");
+    // The node hears the same count in its HEARTBEAT_ACKs (docs/protocol.md, tags 3-5).
+    let want = format!("today_bytes={} earned_today={node_credit} currency=\"USD\"", listed["bytes_today"]);
+    assert!(listed["bytes_today"].as_i64().unwrap() > bytes, "{listed}");
+    wait_for("the node logs today's count from the server", || without_ansi(&node.log()).contains(&want).then_some(()));
     let text = String::from_utf8_lossy(&s.cli(&["usage", "--owner", "host", "--last", "2"]).stdout).to_string();
     assert!(text.contains("EARNED") && text.contains("total"), "{text}");
     fails_with(&s, &["usage", "--user", "nobody"], "no user");

@@ -37,6 +37,9 @@ const val MAX_MESSAGE_LEN = 1024
 /** Longest domain name in OPEN, in bytes. */
 const val MAX_DOMAIN_LEN = 253
 
+/** Longest HEARTBEAT_ACK currency, in bytes of UTF-8; longer is a protocol violation. */
+const val MAX_CURRENCY_LEN = 16
+
 internal const val U32_MAX = 0xffff_ffffL
 
 internal fun requireU8(v: Int, what: String) = require(v in 0..0xff) { "$what $v does not fit a u8" }
@@ -286,9 +289,27 @@ sealed class Frame {
         override val name get() = "HEARTBEAT"
     }
 
-    data class HeartbeatAck(val seq: Long, val serverTimeMs: Long? = null) : Control() {
+    /**
+     * [bytesToday], [earnedToday] and [currency] are the server's count for this device today
+     * (UTC day): bytes carried both ways, and what its owner earned from it in integer
+     * micro-units (1_000_000 = 1.00) of [currency] (at most [MAX_CURRENCY_LEN] bytes of UTF-8).
+     * The server sends them when it meters traffic. Informational, for the owner's notification
+     * and stats screen: the server's ledger is authoritative. Not [Heartbeat.bytesToday], which
+     * is the node's own measure against its data caps.
+     */
+    data class HeartbeatAck(
+        val seq: Long,
+        val serverTimeMs: Long? = null,
+        val bytesToday: Long? = null,
+        val earnedToday: Long? = null,
+        val currency: String? = null,
+    ) : Control() {
         init {
             requireU32(seq, "seq")
+            currency?.let {
+                val n = it.toByteArray(Charsets.UTF_8).size
+                require(n <= MAX_CURRENCY_LEN) { "currency of $n bytes (at most $MAX_CURRENCY_LEN)" }
+            }
         }
 
         override val name get() = "HEARTBEAT_ACK"

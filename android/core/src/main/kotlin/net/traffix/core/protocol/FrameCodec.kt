@@ -118,6 +118,9 @@ object FrameCodec {
                 w.header(Kind.HEARTBEAT_ACK, 0, 0)
                 w.tlvU32(1, frame.seq)
                 frame.serverTimeMs?.let { w.tlvU64(2, it) }
+                frame.bytesToday?.let { w.tlvU64(3, it) }
+                frame.earnedToday?.let { w.tlvU64(4, it) }
+                frame.currency?.let { w.tlvText(5, it) }
             }
             is Frame.Drain -> {
                 w.header(Kind.DRAIN, 0, 0)
@@ -347,7 +350,13 @@ object FrameCodec {
             Kind.HEARTBEAT_ACK -> {
                 conn("HEARTBEAT_ACK")
                 val f = Fields.parse("HEARTBEAT_ACK", body)
-                Frame.HeartbeatAck(seq = f.reqU32(1), serverTimeMs = f.optU64(2))
+                Frame.HeartbeatAck(
+                    seq = f.reqU32(1),
+                    serverTimeMs = f.optU64(2),
+                    bytesToday = f.optU64(3),
+                    earnedToday = f.optU64(4),
+                    currency = f.optText(5, MAX_CURRENCY_LEN, "currency is longer than $MAX_CURRENCY_LEN bytes"),
+                )
             }
             Kind.DRAIN -> {
                 conn("DRAIN")
@@ -557,6 +566,13 @@ object FrameCodec {
             val i = find(tag)
             if (i < 0) return null
             return strictUtf8(msg, offsets[i], lengths[i]) ?: fail(DecodeError.BadField(frame, tag, "text is not UTF-8"))
+        }
+
+        /** Text of at most [max] bytes; longer is a violation ([why] names the limit). */
+        fun optText(tag: Int, max: Int, why: String): String? {
+            val i = find(tag)
+            if (i >= 0 && lengths[i] > max) fail(DecodeError.BadField(frame, tag, why))
+            return optText(tag)
         }
 
         fun reqText(tag: Int): String = optText(tag) ?: fail(DecodeError.MissingField(frame, tag))

@@ -125,6 +125,26 @@ class FrameCodecTest {
     }
 
     @Test
+    fun heartbeatAckCarriesTodaysCountAndRejectsMalformedFields() {
+        val full = Frame.HeartbeatAck(7, 1_767_225_615_000, 3_010_422, -1, "€€€€€x")
+        assertEquals("u64 earnings carry all 64 bits", DecodeResult.Ok(full), FrameCodec.decode(FrameCodec.encode(full)))
+        val seqOnly = FrameCodec.encode(Frame.HeartbeatAck(1))
+        fun with(vararg field: Int) = FrameCodec.decode(seqOnly + ByteArray(field.size) { field[it].toByte() })
+        for (tag in intArrayOf(3, 4)) {
+            for (len in intArrayOf(0, 4, 9)) {
+                assertEquals(
+                    DecodeResult.Err(DecodeError.FieldLength("HEARTBEAT_ACK", tag, len, 8)),
+                    with(tag, 0, len, *IntArray(len)),
+                )
+            }
+        }
+        val long = with(5, 0, 17, *IntArray(17) { 'A'.code + it })
+        assertTrue("$long", long is DecodeResult.Err && long.error is DecodeError.BadField && long.error.message.contains("16 bytes"))
+        assertEquals(DecodeResult.Err(DecodeError.BadField("HEARTBEAT_ACK", 5, "text is not UTF-8")), with(5, 0, 2, 0xc3, 0x28))
+        assertEquals(DecodeResult.Ok(Frame.HeartbeatAck(1, currency = "")), with(5, 0, 0))
+    }
+
+    @Test
     fun messagesAreCutToTheLimitOnACharacterBoundary() {
         val long = "é".repeat(600) // 1,200 bytes of UTF-8
         val wire = FrameCodec.encode(Frame.Reset(3, ResetReason.CANCEL, long))
@@ -156,6 +176,7 @@ class FrameCodecTest {
             { Frame.Challenge(nonce = Bytes.of(ByteArray(31))) },
             { Frame.HeartbeatAck(-1) },
             { Frame.HeartbeatAck(1L shl 32) },
+            { Frame.HeartbeatAck(1, currency = "€€€€€xy") },
             { Frame.Data(0, true, Bytes.EMPTY) },
             { Frame.Data(1, false, Bytes.EMPTY) },
             { Frame.Data(1, false, Bytes.of(ByteArray(MAX_DATA_LEN + 1))) },
@@ -229,7 +250,8 @@ class FrameCodecTest {
                 NetworkType.entries[r.nextInt(4)], r.maybe { r.nextLong() }, r.maybe { r.nextLong() }, r.maybe { r.u32() },
                 r.maybe { r.nextLong() }, r.maybe { r.nextLong() }, r.maybe { r.u32() }, r.maybe { r.nextLong() },
             )
-            6 -> Frame.HeartbeatAck(r.u32(), r.maybe { r.nextLong() })
+            6 -> Frame.HeartbeatAck(r.u32(), r.maybe { r.nextLong() }, r.maybe { r.nextLong() }, r.maybe { r.nextLong() },
+                r.maybe { r.text(4) })
             7 -> Frame.Drain(r.maybe { r.text(50) }, r.maybe { r.nextInt(65536) })
             8 -> Frame.Error(ErrorCode.entries[r.nextInt(ErrorCode.entries.size)], r.text(100))
             9 -> Frame.Open(r.stream(), r.u32(),

@@ -175,7 +175,7 @@ class FrameVectorsTest {
                     "seq", "state", "battery_pct", "charging", "network", "bytes_today", "bytes_month", "max_streams",
                     "daily_cap", "monthly_cap", "active_streams", "uptime_s",
                 )
-                "HEARTBEAT_ACK" -> setOf("seq", "server_time_ms")
+                "HEARTBEAT_ACK" -> setOf("seq", "server_time_ms", "bytes_today", "earned_today", "currency")
                 "DRAIN" -> setOf("reason", "deadline_s")
                 "ERROR" -> setOf("code", "message")
                 "OPEN", "OPEN_OK" -> setOf("stream", "window", "port", "atyp", "addr")
@@ -273,7 +273,13 @@ class FrameVectorsTest {
                     activeStreams = f.optLong("active_streams"),
                     uptimeS = f.optLong("uptime_s"),
                 )
-                "HEARTBEAT_ACK" -> Frame.HeartbeatAck(f.long("seq"), f.optLong("server_time_ms"))
+                "HEARTBEAT_ACK" -> Frame.HeartbeatAck(
+                    seq = f.long("seq"),
+                    serverTimeMs = f.optLong("server_time_ms"),
+                    bytesToday = f.optLong("bytes_today"),
+                    earnedToday = f.optLong("earned_today"),
+                    currency = f.optStr("currency"),
+                )
                 "DRAIN" -> Frame.Drain(f.optStr("reason"), f.optInt("deadline_s"))
                 "ERROR" -> {
                     val n = f.int("code")
