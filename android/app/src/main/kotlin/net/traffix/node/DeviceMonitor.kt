@@ -1,0 +1,190 @@
+package net.traffix.node
+
+import android.content.BroadcastReceiver
+import android.content.Context
+import android.content.Intent
+import android.content.IntentFilter
+import android.net.ConnectivityManager
+import android.net.LinkProperties
+import android.net.Network
+import android.net.NetworkCapabilities
+import android.net.NetworkRequest
+import android.os.BatteryManager
+import android.os.Handler
+import android.os.Looper
+import androidx.core.content.ContextCompat
+import java.net.InetAddress
+import net.traffix.core.agent.DeviceSample
+import net.traffix.core.egress.OwnNetwork
+import net.traffix.core.net.IpAddr
+import net.traffix.core.protocol.NetworkType
+
+/**
+ * The phone's facts the core's policies need, pushed when they change:
+ * - [DeviceSample] (battery level, charging, the default network's type) for ResourcePolicy;
+ * - the phone's own networks — every interface's addresses with their prefixes (the on-link
+ *   IPv6 prefixes too), gateways and DNS servers — for the egress policy (SECURITY.md §1).
+ *
+ * It decides nothing: Wi-Fi only, floors and caps are the core's. Callbacks arrive on the main
+ * thread; [start] and [stop] are called there too.
+ */
+class DeviceMonitor(
+    context: Context,
+    private val onSample: (DeviceSample) -> Unit,
+    private val onOwnNetworks: (List<OwnNetwork>) -> Unit,
+) {
+    private val context = context.applicationContext
+    private val connectivity = context.getSystemService(ConnectivityManager::class.java)
+    private val batteryManager = context.getSystemService(BatteryManager::class.java)
+    private val main = Handler(Looper.getMainLooper())
+
+    private var batteryPct: Int? = null
+    private var charging = false
+    private var type = NetworkType.UNKNOWN
+    private var defaultNetwork: Network? = null
+
+    /** Link properties of every network the phone is on (Wi-Fi and cellular may both be up). */
+    private val links = HashMap<Network, List<OwnNetwork>>()
+    private var started = false
+
+    var sample: DeviceSample = DeviceSample(NetworkType.UNKNOWN, null, false)
+        private set
+
+    var ownNetworks: List<OwnNetwork> = emptyList()
+        private set
+
+    private val batteryReceiver =
+        object : BroadcastReceiver() {
+            override fun onReceive(context: Context, intent: Intent) {
+                readBattery(intent)
+                publishSample()
+            }
+        }
+
+    /** The default network: its type is what "Wi-Fi only" is judged on. */
+    private val defaultCallback =
+        object : ConnectivityManager.NetworkCallback() {
+            override fun onCapabilitiesChanged(network: Network, networkCapabilities: NetworkCapabilities) {
+                defaultNetwork = network
+                type = typeOf(networkCapabilities)
+                publishSample()
+            }
+
+            override fun onLost(network: Network) {
+                if (network == defaultNetwork) {
+                    defaultNetwork = null
+                    type = NetworkType.UNKNOWN
+                    publishSample()
+                }
+            }
+        }
+
+    /** Every network, VPNs and networks without internet included: all are the phone's own. */
+    private val allCallback =
+        object : ConnectivityManager.NetworkCallback() {
+            override fun onLinkPropertiesChanged(network: Network, linkProperties: LinkProperties) {
+                links[network] = ownNetworksOf(linkProperties)
+                publishOwnNetworks()
+            }
+
+            override fun onLost(network: Network) {
+                if (links.remove(network) != null) publishOwnNetworks()
+            }
+        }
+
+    /** Registers the receivers; [sample] and [ownNetworks] hold the current state on return. */
+    fun start() {
+        if (started) return
+        started = true
+        // ACTION_BATTERY_CHANGED is sticky: registering returns the current state at once.
+        ContextCompat.registerReceiver(
+            context,
+            batteryReceiver,
+            IntentFilter(Intent.ACTION_BATTERY_CHANGED),
+            ContextCompat.RECEIVER_NOT_EXPORTED,
+        )?.let { readBattery(it) }
+        connectivity.activeNetwork?.let { net ->
+            defaultNetwork = net
+            type = connectivity.getNetworkCapabilities(net)?.let(::typeOf) ?: NetworkType.UNKNOWN
+            connectivity.getLinkProperties(net)?.let { links[net] = ownNetworksOf(it) }
+        }
+        sample = DeviceSample(type, batteryPct, charging)
+        ownNetworks = links.values.flatten().distinct()
+        connectivity.registerDefaultNetworkCallback(defaultCallback, main)
+        val everyNetwork =
+            NetworkRequest.Builder()
+                .removeCapability(NetworkCapabilities.NET_CAPABILITY_NOT_VPN)
+                .removeCapability(NetworkCapabilities.NET_CAPABILITY_INTERNET)
+                .build()
+        connectivity.registerNetworkCallback(everyNetwork, allCallback, main)
+    }
+
+    fun stop() {
+        if (!started) return
+        started = false
+        context.unregisterReceiver(batteryReceiver)
+        connectivity.unregisterNetworkCallback(defaultCallback)
+        connectivity.unregisterNetworkCallback(allCallback)
+    }
+
+    private fun readBattery(intent: Intent) {
+        val present = intent.getBooleanExtra(BatteryManager.EXTRA_PRESENT, true)
+        val level = intent.getIntExtra(BatteryManager.EXTRA_LEVEL, -1)
+        val scale = intent.getIntExtra(BatteryManager.EXTRA_SCALE, -1)
+        batteryPct =
+            when {
+                !present -> null // mains-powered: the core treats it as charging
+                level >= 0 && scale > 0 -> (level * 100 / scale).coerceIn(0, 100)
+                else -> batteryManager.getIntProperty(BatteryManager.BATTERY_PROPERTY_CAPACITY).takeIf { it in 0..100 }
+            }
+        // Plugged in counts as charging even when the phone holds at 80 % or is full: the owner's
+        // "charging only" means "on the charger".
+        val plugged = intent.getIntExtra(BatteryManager.EXTRA_PLUGGED, 0) != 0
+        val status = intent.getIntExtra(BatteryManager.EXTRA_STATUS, BatteryManager.BATTERY_STATUS_UNKNOWN)
+        charging = plugged || status == BatteryManager.BATTERY_STATUS_CHARGING || status == BatteryManager.BATTERY_STATUS_FULL
+    }
+
+    private fun publishSample() {
+        val next = DeviceSample(type, batteryPct, charging)
+        if (next == sample) return // battery broadcasts repeat for voltage and temperature
+        sample = next
+        if (started) onSample(next)
+    }
+
+    private fun publishOwnNetworks() {
+        val next = links.values.flatten().distinct()
+        if (next == ownNetworks) return
+        ownNetworks = next
+        if (started) onOwnNetworks(next)
+    }
+
+    private companion object {
+        /**
+         * Cellular wins over Wi-Fi when a network has both (a VPN over both): "Wi-Fi only" exists
+         * to spare the owner's mobile data.
+         */
+        fun typeOf(caps: NetworkCapabilities): NetworkType =
+            when {
+                caps.hasTransport(NetworkCapabilities.TRANSPORT_CELLULAR) -> NetworkType.CELLULAR
+                caps.hasTransport(NetworkCapabilities.TRANSPORT_WIFI) -> NetworkType.WIFI
+                caps.hasTransport(NetworkCapabilities.TRANSPORT_ETHERNET) -> NetworkType.ETHERNET
+                else -> NetworkType.UNKNOWN
+            }
+
+        /** Addresses with their prefix (the on-link network), gateways and DNS servers as single hosts. */
+        fun ownNetworksOf(lp: LinkProperties): List<OwnNetwork> {
+            val out = ArrayList<OwnNetwork>()
+            for (la in lp.linkAddresses) out.add(OwnNetwork(ip(la.address), la.prefixLength))
+            for (route in lp.routes) {
+                val gw = route.gateway
+                if (route.hasGateway() && gw != null) out.add(host(gw))
+            }
+            for (dns in lp.dnsServers) out.add(host(dns))
+            return out.distinct()
+        }
+
+        private fun ip(a: InetAddress): IpAddr = IpAddr.fromBytes(a.address)
+
+        private fun host(a: InetAddress): OwnNetwork = OwnNetwork(ip(a), a.address.size * 8)
+    }
+}

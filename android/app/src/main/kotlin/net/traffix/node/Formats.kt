@@ -1,0 +1,125 @@
+package net.traffix.node
+
+import java.math.BigDecimal
+import java.math.RoundingMode
+import java.time.DayOfWeek
+import java.time.LocalTime
+import java.time.format.TextStyle
+import java.util.Locale
+import net.traffix.core.policy.Schedule
+
+/*
+ * Pure text ↔ value conversions shared by the notification, the screens and the settings store:
+ * money from integer micro-units, byte sizes, the schedule's stored form. No android.* import,
+ * so FormatsTest runs on a plain JVM.
+ */
+
+/** What is shown for a value not known yet (earnings before the first HEARTBEAT_ACK, no RTT sample). */
+const val UNKNOWN = "—"
+
+/** Units for the owner's data caps: decimal, as Android's own data-usage screens count. */
+enum class SizeUnit(val bytes: Long) {
+    MB(1_000_000L),
+    GB(1_000_000_000L),
+}
+
+object Formats {
+    private const val MICROS_SCALE = 6
+
+    /**
+     * An amount of integer micro-units (1 000 000 = 1.00) exactly: at least two decimals, more
+     * only when the amount has them (0.125 stays 0.125, never rounded), then the currency.
+     */
+    fun money(micros: Long, currency: String?): String {
+        val exact = BigDecimal.valueOf(micros, MICROS_SCALE).stripTrailingZeros()
+        // Raising the scale never rounds.
+        val shown = if (exact.scale() < 2) exact.setScale(2) else exact
+        return if (currency.isNullOrEmpty()) shown.toPlainString() else "${shown.toPlainString()} $currency"
+    }
+
+    /** Bytes in decimal units with three significant digits: 999 B, 1.50 kB, 12.3 MB, 128 GB. */
+    fun bytes(n: Long): String {
+        if (n < 1000) return "$n B"
+        val units = arrayOf("kB", "MB", "GB", "TB", "PB", "EB")
+        var unit = 0
+        var div = 1000L
+        while (unit < units.size - 1 && n / div >= 1000) {
+            div *= 1000
+            unit++
+        }
+        val q = BigDecimal.valueOf(n).divide(BigDecimal.valueOf(div))
+        val decimals = if (q < BigDecimal.TEN) 2 else if (q < BigDecimal.valueOf(100)) 1 else 0
+        return "${q.setScale(decimals, RoundingMode.HALF_UP).toPlainString()} ${units[unit]}"
+    }
+
+    /**
+     * The owner's cap text in [unit] → bytes; blank → null (no cap). A decimal comma is accepted.
+     * @throws IllegalArgumentException with a message for the owner when the text is no number.
+     */
+    fun parseCap(text: String, unit: SizeUnit): Long? {
+        val t = text.trim().replace(',', '.')
+        if (t.isEmpty()) return null
+        val value =
+            try {
+                BigDecimal(t)
+            } catch (e: NumberFormatException) {
+                throw IllegalArgumentException("“${text.trim()}” is not a number")
+            }
+        return try {
+            value.multiply(BigDecimal.valueOf(unit.bytes)).setScale(0, RoundingMode.HALF_UP).longValueExact()
+        } catch (e: ArithmeticException) {
+            throw IllegalArgumentException("“${text.trim()}” ${unit.name} is too large")
+        }
+    }
+
+    /** A stored cap as text in the largest unit that shows it exactly enough: GB from 1 GB up. */
+    fun capText(bytes: Long?): Pair<String, SizeUnit> {
+        if (bytes == null) return "" to SizeUnit.GB
+        val unit = if (bytes >= SizeUnit.GB.bytes) SizeUnit.GB else SizeUnit.MB
+        val value = BigDecimal.valueOf(bytes).divide(BigDecimal.valueOf(unit.bytes)).stripTrailingZeros()
+        return value.toPlainString() to unit
+    }
+
+    /** `H:MM` or `HH:MM` (24-hour) → the time, else null. */
+    fun parseTime(text: String): LocalTime? {
+        val m = Regex("""(\d{1,2}):(\d{2})""").matchEntire(text.trim()) ?: return null
+        val h = m.groupValues[1].toInt()
+        val min = m.groupValues[2].toInt()
+        return if (h in 0..23 && min in 0..59) LocalTime.of(h, min) else null
+    }
+
+    /** `HH:MM`. */
+    fun time(t: LocalTime): String = "%02d:%02d".format(Locale.ROOT, t.hour, t.minute)
+
+    /** Days in week order (Monday first) as short names, or [everyDay] when all seven are set. */
+    fun days(days: Set<DayOfWeek>, locale: Locale, everyDay: String): String =
+        if (days.containsAll(Schedule.EVERY_DAY)) {
+            everyDay
+        } else {
+            DayOfWeek.values().filter { it in days }.joinToString(", ") { it.getDisplayName(TextStyle.SHORT, locale) }
+        }
+
+    // ---- the schedule's stored form: MONDAY,FRIDAY@22:00-07:00;SATURDAY@00:00-00:00 ----
+
+    fun encodeSchedule(schedule: Schedule): String =
+        schedule.windows.joinToString(";") { w ->
+            DayOfWeek.values().filter { it in w.days }.joinToString(",") { it.name } + "@" + time(w.start) + "-" + time(w.end)
+        }
+
+    /** @throws IllegalArgumentException when [text] is not what [encodeSchedule] writes. */
+    fun decodeSchedule(text: String): Schedule {
+        if (text.isBlank()) return Schedule.ALWAYS
+        val windows =
+            text.split(';').map { part ->
+                val at = part.indexOf('@')
+                val dash = part.indexOf('-', at + 1)
+                require(at > 0 && dash > at) { "bad schedule window “$part”" }
+                val days = part.substring(0, at).split(',').map { DayOfWeek.valueOf(it) }.toSet()
+                val start = parseTime(part.substring(at + 1, dash))
+                val end = parseTime(part.substring(dash + 1))
+                require(start != null && end != null) { "bad schedule window “$part”" }
+                Schedule.Window(days, start, end)
+            }
+        return Schedule(windows)
+    }
+}
