@@ -87,6 +87,21 @@ else
   echo "==> core unchanged since the last build; reusing its classes"
 fi
 
+# --- The traffix binary for the end-to-end tests ----------------------------------------------
+# ServerE2ETest runs the Kotlin node against the real `traffix serve` (curl and python-socks as
+# clients). TRAFFIX_BIN names a prebuilt binary; otherwise the debug build is brought up to date
+# (a no-op after tests/run-all.sh's `cargo test`, which built it).
+traffix_bin="${TRAFFIX_BIN:-}"
+if [ -z "$traffix_bin" ]; then
+  echo "==> cargo build --bin traffix (for the end-to-end tests)"
+  (cd "$repo_dir" && cargo build --locked --quiet --bin traffix)
+  traffix_bin="$repo_dir/target/debug/traffix"
+fi
+for tool in curl python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "test-core: $tool is needed by the end-to-end tests (tests/run-all.sh installs it)" >&2; exit 1; }
+done
+python3 -c 'import python_socks' 2>/dev/null || { echo "test-core: python-socks is needed by the end-to-end tests (tests/run-all.sh installs it)" >&2; exit 1; }
+
 # --- Run every test class ----------------------------------------------------------------------
 classes=$(cd "$build_dir/test" && find . -name '*Test.class' ! -name '*$*' | sed 's|^\./||; s|\.class$||; s|/|.|g' | sort)
 if [ -z "$classes" ]; then
@@ -97,7 +112,7 @@ echo "==> JUnit: $(echo "$classes" | wc -l) test classes"
 log="$build_dir/junit.log"
 set +e
 # shellcheck disable=SC2086 # one argument per class name
-java -Dtraffix.vectors="$repo_dir/tests/vectors" -cp "$build_dir/test:$build_dir/main:$test_cp:$stdlib" \
+java -Dtraffix.vectors="$repo_dir/tests/vectors" -Dtraffix.bin="$traffix_bin" -cp "$build_dir/test:$build_dir/main:$test_cp:$stdlib" \
   org.junit.runner.JUnitCore $classes 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e

@@ -467,6 +467,7 @@ class Agent(
             conn.mux?.observeRtt(clock.nanoTime() - conn.sentAtNanos)
             conn.sentSeq = -1
         }
+        if (a.bytesToday != null || a.earnedToday != null) server = ServerTally(a.bytesToday, a.earnedToday, a.currency)
         publish()
     }
 

@@ -264,6 +264,10 @@ class AgentTest {
         s.deliver(Frame.HeartbeatAck(2, null))
         sched.runDue()
         assertEquals(40L, a.status.rttMillis)
+        assertNull("no tally before the server sends one", a.status.server)
+        s.deliver(Frame.HeartbeatAck(7, null, bytesToday = 1_000_000, earnedToday = 1_234, currency = "USD"))
+        sched.runDue()
+        assertEquals(ServerTally(1_000_000, 1_234, "USD"), a.status.server)
         // Nothing inbound for a minute: dead.
         sched.advance(15_000)
         sched.advance(15_000)
