@@ -326,29 +326,28 @@ class Agent(
             violation(conn, "server chose protocol $v outside $MIN_PROTOCOL_VERSION..$PROTOCOL_VERSION")
             return
         }
-        val signature =
+        // The Keystore may fail at any of these (key lost, hardware error): back off, never crash.
+        val answer =
             try {
-                if (!paired) signer.prepareForPairing(c.nonce)
-                signer.signChallenge(config.link.pin, c.nonce)
+                if (paired) {
+                    Frame.Proof(c.nonce, signer.signChallenge(config.link.pin, c.nonce))
+                } else {
+                    signer.prepareForPairing(c.nonce)
+                    Frame.Pair(
+                        code = config.link.code,
+                        keyAlg = signer.keyAlg,
+                        publicKey = signer.publicKey,
+                        nonce = c.nonce,
+                        signature = signer.signChallenge(config.link.pin, c.nonce),
+                        model = config.device.model?.take(64),
+                        os = config.device.os?.take(64),
+                        appVersion = config.device.appVersion?.take(64),
+                        attestation = signer.attestation(),
+                    )
+                }
             } catch (e: SigningException) {
                 end(conn, "the device key cannot sign: ${e.message}")
                 return
-            }
-        val answer =
-            if (paired) {
-                Frame.Proof(c.nonce, signature)
-            } else {
-                Frame.Pair(
-                    code = config.link.code,
-                    keyAlg = signer.keyAlg,
-                    publicKey = signer.publicKey,
-                    nonce = c.nonce,
-                    signature = signature,
-                    model = config.device.model?.take(64),
-                    os = config.device.os?.take(64),
-                    appVersion = config.device.appVersion?.take(64),
-                    attestation = signer.attestation(),
-                )
             }
         conn.send(answer)
         phase = Phase.CHALLENGED
@@ -364,7 +363,14 @@ class Agent(
     }
 
     private fun welcome(conn: Conn, w: Frame.Welcome) {
-        if (w.deviceId != signer.deviceId()) {
+        val ours =
+            try {
+                signer.deviceId()
+            } catch (e: SigningException) {
+                end(conn, "the device key is gone: ${e.message}")
+                return
+            }
+        if (w.deviceId != ours) {
             violation(conn, "WELCOME for another device ${w.deviceId.hex()}")
             return
         }
@@ -590,12 +596,23 @@ class Agent(
 
         override fun onOpen(socket: TunnelSocket) {
             this.socket = socket
+            // Absent while pairing: the key may be made for the server's challenge.
+            val id =
+                if (!paired) {
+                    null
+                } else {
+                    try {
+                        signer.deviceId()
+                    } catch (e: SigningException) {
+                        scheduler.execute { end(this, "the device key is gone: ${e.message}") }
+                        return
+                    }
+                }
             send(
                 Frame.Hello(
                     minVersion = MIN_PROTOCOL_VERSION,
                     maxVersion = PROTOCOL_VERSION,
-                    // Absent while pairing: the key may be made for the server's challenge.
-                    deviceId = if (paired) signer.deviceId() else null,
+                    deviceId = id,
                     agent = config.agentName.take(64),
                     maxStreams = settings.maxStreams.toLong(),
                     maxInflight = config.mux.ownInflight,

@@ -415,6 +415,23 @@ class AgentTest {
         assertTrue(transport.sockets.isEmpty())
     }
 
+    @Test
+    fun aKeyStoreThatCannotSignBacksOffInsteadOfCrashing() {
+        val broken =
+            object : net.traffix.core.identity.DeviceSigner by signer {
+                override fun sign(message: ByteArray): Bytes = throw net.traffix.core.identity.SigningException("user locked the key")
+            }
+        val a =
+            Agent(AgentConfig(link, true), broken, transport, listener, ResourceSettings(), wifi, clock = clock, scheduler = sched, random = { 0.5 }, streamPool = pool)
+        a.start()
+        sched.runDue()
+        transport.last.open()
+        transport.last.deliver(Frame.Challenge(1, nonce, 0))
+        sched.runDue()
+        assertEquals(Phase.BACKING_OFF, a.status.phase)
+        assertTrue(a.status.lastError!!, a.status.lastError!!.contains("user locked the key"))
+    }
+
     /** Echoes every byte back and closes its side after the client's EOF. */
     private class EchoServer : AutoCloseable {
         private val server = ServerSocket(0, 50, InetAddress.getLoopbackAddress())
