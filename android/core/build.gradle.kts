@@ -27,6 +27,12 @@ dependencies {
 tasks.test {
     // The shared golden vectors, the same files the Rust tests read.
     systemProperty("traffix.vectors", rootProject.file("../tests/vectors").absolutePath)
+    // ServerE2ETest runs the Kotlin node against the real server when a Rust build is there
+    // (`cargo build` at the repository root); without one it is skipped. scripts/test-core.sh
+    // always builds it, so CI never skips.
+    rootProject.file("../target/debug/traffix").takeIf { it.canExecute() }?.let {
+        systemProperty("traffix.bin", it.absolutePath)
+    }
 }
 
 // Test sources may use the JDK 17 API (the JDK's Ed25519 provider for software keys); main stays on
