@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::mux::Mux;
@@ -30,7 +30,23 @@ pub struct NodeHandle {
     /// The smaller of the server's cap and the node's declared `max_streams`.
     max_streams: AtomicU32,
     last_heartbeat: AtomicU64,
+    /// The node's last heartbeat put it within [`CAP_MARGIN_BYTES`] of its owner's daily or
+    /// monthly data cap: route nothing new there before the node has to cut streams.
+    near_cap: AtomicBool,
     status: Mutex<Heartbeat>,
+}
+
+/// How close to a node's data cap the server stops routing new streams to it: 1 % of the cap,
+/// at least 1 MiB. The node cuts its live streams itself when the cap is reached.
+pub const CAP_MARGIN_MIN_BYTES: u64 = 1 << 20;
+
+/// Whether `hb` reports the node within the margin of its daily or monthly cap.
+pub fn near_data_cap(hb: &Heartbeat) -> bool {
+    let near = |used: Option<u64>, cap: Option<u64>| match cap {
+        Some(cap) => used.unwrap_or(0).saturating_add((cap / 100).max(CAP_MARGIN_MIN_BYTES)) >= cap,
+        None => false,
+    };
+    near(hb.bytes_today, hb.daily_cap) || near(hb.bytes_month, hb.monthly_cap)
 }
 
 impl NodeHandle {
@@ -58,6 +74,7 @@ impl NodeHandle {
             state: AtomicU8::new(NodeState::Serving as u8),
             max_streams: AtomicU32::new(max_streams),
             last_heartbeat: AtomicU64::new(now),
+            near_cap: AtomicBool::new(false),
             status: Mutex::new(Heartbeat::default()),
         }
     }
@@ -81,6 +98,7 @@ impl NodeHandle {
             self.max_streams.store(m.min(server_cap), Ordering::Relaxed);
         }
         self.last_heartbeat.store(now, Ordering::Relaxed);
+        self.near_cap.store(near_data_cap(&hb), Ordering::Relaxed);
         if let Ok(mut s) = self.status.lock() {
             *s = hb;
         }
@@ -94,9 +112,13 @@ impl NodeHandle {
         self.last_heartbeat.load(Ordering::Relaxed)
     }
 
-    /// Whether new streams may go here.
+    /// Whether new streams may go here: serving, below its stream cap and not about to reach
+    /// its owner's data cap (docs/protocol.md "Heartbeats and drain").
     pub fn accepts_streams(&self) -> bool {
-        self.state() == NodeState::Serving && !self.mux.is_closed() && self.mux.active_streams() < self.max_streams()
+        self.state() == NodeState::Serving
+            && !self.near_cap.load(Ordering::Relaxed)
+            && !self.mux.is_closed()
+            && self.mux.active_streams() < self.max_streams()
     }
 
     pub fn country_str(&self) -> Option<String> {
@@ -198,5 +220,39 @@ impl Registry {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_stops_within_the_margin_of_a_data_cap() {
+        let hb = |today: u64, month: u64, daily: Option<u64>, monthly: Option<u64>| Heartbeat {
+            bytes_today: Some(today),
+            bytes_month: Some(month),
+            daily_cap: daily,
+            monthly_cap: monthly,
+            ..Heartbeat::default()
+        };
+        let gb = 1_000_000_000;
+        assert!(!near_data_cap(&hb(0, 0, None, None)), "no caps");
+        assert!(!near_data_cap(&hb(5 * gb, 50 * gb, None, None)));
+        assert!(!near_data_cap(&hb(gb - 10_000_001, 0, Some(gb), None)), "1 % of 1 GB is 10 MB");
+        assert!(near_data_cap(&hb(gb - 10_000_000, 0, Some(gb), None)));
+        assert!(near_data_cap(&hb(gb, 0, Some(gb), None)), "at the cap");
+        assert!(near_data_cap(&hb(gb + 5, 0, Some(gb), None)), "past it");
+        assert!(near_data_cap(&hb(0, 30 * gb, None, Some(30 * gb))), "monthly");
+        // Small caps keep at least a 1 MiB margin.
+        let small = 50_000_000;
+        assert!(!near_data_cap(&hb(small - CAP_MARGIN_MIN_BYTES - 1, 0, Some(small), None)));
+        assert!(near_data_cap(&hb(small - CAP_MARGIN_MIN_BYTES, 0, Some(small), None)));
+        assert!(near_data_cap(&hb(0, 0, Some(500_000), None)), "a cap below the margin routes nothing");
+        // A node that does not report its counters is not held to a cap it declared.
+        let unknown = Heartbeat { daily_cap: Some(gb), ..Heartbeat::default() };
+        assert!(!near_data_cap(&unknown));
+        let huge = Heartbeat { daily_cap: Some(u64::MAX), bytes_today: Some(u64::MAX - 1), ..Heartbeat::default() };
+        assert!(near_data_cap(&huge), "no overflow near u64::MAX");
     }
 }

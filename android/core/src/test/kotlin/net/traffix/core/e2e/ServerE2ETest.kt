@@ -18,6 +18,7 @@ import net.traffix.core.agent.DeviceSample
 import net.traffix.core.agent.Phase
 import net.traffix.core.egress.EgressPolicy
 import net.traffix.core.pairing.PairLink
+import net.traffix.core.policy.Action
 import net.traffix.core.policy.ResourceSettings
 import net.traffix.core.protocol.NetworkType
 import net.traffix.core.testing.SoftwareSigner
@@ -65,14 +66,18 @@ class ServerE2ETest {
         if (::origin.isInitialized) origin.close()
     }
 
-    private fun startNode(link: PairLink, blockedPorts: List<IntRange> = EgressPolicy.DEFAULT_BLOCKED_PORTS): Agent {
+    private fun startNode(
+        link: PairLink,
+        blockedPorts: List<IntRange> = EgressPolicy.DEFAULT_BLOCKED_PORTS,
+        settings: ResourceSettings = ResourceSettings(wifiOnly = false, batteryFloorPct = null),
+    ): Agent {
         val a =
             Agent(
                 AgentConfig(link, paired = false, allowPrivateTargets = true, blockedPorts = blockedPorts, agentName = "traffix-core-e2e"),
                 SoftwareSigner.newP256(),
                 OkHttpTransport(),
                 object : AgentListener {},
-                ResourceSettings(wifiOnly = false, batteryFloorPct = null),
+                settings,
                 DeviceSample(NetworkType.ETHERNET, batteryPct = null, charging = false),
             )
         agents.add(a)
@@ -156,6 +161,19 @@ class ServerE2ETest {
         } finally {
             forbidden.close()
         }
+    }
+
+    @Test
+    fun theServerStopsRoutingToANodeNearItsOwnersDataCap() {
+        val cap = 3_000_000L
+        val a = startNode(pairLink(), settings = ResourceSettings(wifiOnly = false, batteryFloorPct = null, dailyCapBytes = cap))
+        // 2.2 MB puts the node within the server's margin (1 MiB) of its 3 MB cap, not at it.
+        assertEquals(Origin.expectedSha(2_200_000, 6), fetch("/bytes/2200000/6"))
+        waitFor("the server to stop routing to the node", detail = { "${a.status}" }) {
+            socksResult("127.0.0.1", origin.port).startsWith("code 3")
+        }
+        assertEquals("the node itself has not reached its cap", Action.SERVE, a.status.decision.action)
+        assertTrue(a.status.usage.bytesToday < cap)
     }
 
     @Test
