@@ -9,6 +9,7 @@
 # tests/vectors/ through the system property traffix.vectors.
 #
 # Exit status: non-zero when anything fails to install or compile, or when a test fails.
+# With --bench it runs the node benchmark instead of the tests (not in CI).
 set -euo pipefail
 
 # Pinned: keep equal to `kotlin` in android/gradle/libs.versions.toml.
@@ -85,6 +86,16 @@ if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ] || [ ! -d "$
   echo "$stamp" >"$stamp_file"
 else
   echo "==> core unchanged since the last build; reusing its classes"
+fi
+
+# --- Or the benchmark (`test-core.sh --bench`; docs/benchmarks.md) -----------------------------
+# The Kotlin node against the Rust node and direct TCP through a release `traffix serve`.
+# TRAFFIX_BENCH_SCALE (default 1) scales every workload.
+if [ "${1:-}" = "--bench" ]; then
+  echo "==> cargo build --release --bin traffix"
+  (cd "$repo_dir" && cargo build --locked --release --quiet --bin traffix)
+  exec java -Xmx2g -cp "$build_dir/test:$build_dir/main:$test_cp:$stdlib" net.traffix.core.e2e.NodeBenchKt \
+    "${TRAFFIX_BIN:-$repo_dir/target/release/traffix}" "${TRAFFIX_BENCH_SCALE:-1}"
 fi
 
 # --- The traffix binary for the end-to-end tests ----------------------------------------------

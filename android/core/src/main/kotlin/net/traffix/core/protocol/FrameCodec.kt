@@ -54,7 +54,7 @@ object FrameCodec {
      *   TLV field 65 535 bytes (only possible with oversized PAIR or text fields: a caller bug).
      */
     fun encode(frame: Frame): ByteArray {
-        val w = Writer(if (frame is Frame.Data) HEADER_LEN + frame.payload.size else 64)
+        val w = Writer(64)
         when (frame) {
             is Frame.Hello -> {
                 w.header(Kind.HELLO, 0, 0)
@@ -147,10 +147,7 @@ object FrameCodec {
                 w.u8(frame.reason.wire)
                 w.bytes(boundedUtf8(frame.message))
             }
-            is Frame.Data -> {
-                w.header(Kind.DATA, if (frame.fin) FLAG_FIN else 0, frame.stream)
-                w.bytes(frame.payload)
-            }
+            is Frame.Data -> return encodeData(frame)
             is Frame.Window -> {
                 w.header(Kind.WINDOW, 0, frame.stream)
                 w.u32(frame.increment)
@@ -173,6 +170,20 @@ object FrameCodec {
         var end = MAX_MESSAGE_LEN
         while (end > 0 && (b[end].toInt() and 0xc0) == 0x80) end--
         return b.copyOf(end)
+    }
+
+    /** DATA, the hot path: one exact array, the payload copied once. */
+    private fun encodeData(frame: Frame.Data): ByteArray {
+        val out = ByteArray(HEADER_LEN + frame.payload.size)
+        out[0] = Kind.DATA.toByte()
+        out[1] = (if (frame.fin) FLAG_FIN else 0).toByte()
+        val id = frame.stream
+        out[2] = (id ushr 24).toByte()
+        out[3] = (id ushr 16).toByte()
+        out[4] = (id ushr 8).toByte()
+        out[5] = id.toByte()
+        frame.payload.copyInto(out, HEADER_LEN)
+        return out
     }
 
     private class Writer(capacity: Int) {
@@ -199,7 +210,7 @@ object FrameCodec {
 
         fun bytes(b: ByteArray) = out.write(b, 0, b.size)
 
-        fun bytes(b: Bytes) = bytes(b.toByteArray())
+        fun bytes(b: Bytes) = b.writeTo(out)
 
         fun header(kind: Int, flags: Int, stream: Long) {
             u8(kind)

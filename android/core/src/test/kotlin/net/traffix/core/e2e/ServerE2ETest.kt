@@ -116,8 +116,10 @@ class ServerE2ETest {
         } finally {
             file.delete()
         }
-        assertTrue(a.status.streamsServed >= 2)
-        assertTrue("the node counted the bytes", a.status.usage.bytesToday >= (1 shl 20) + 300_000)
+        // The status is a snapshot the agent publishes as streams end, just after curl is done.
+        waitFor("both streams counted, with their bytes", detail = { "${a.status}" }) {
+            a.status.streamsServed >= 2 && a.status.usage.bytesToday >= (1 shl 20) + 300_000
+        }
         // The server's count for today comes back in HEARTBEAT_ACK: what the owner's notification shows.
         waitFor("the server's tally in a HEARTBEAT_ACK", detail = { "${a.status.server}" }) {
             val t = a.status.server
@@ -140,7 +142,7 @@ class ServerE2ETest {
             for (i in 0 until n) {
                 assertEquals("stream $i", Origin.expectedSha(200_000 + i * 1000, i), sha256(File(dir, "$i").readBytes()))
             }
-            assertTrue("${a.status.streamsServed} streams served", a.status.streamsServed >= n)
+            waitFor("$n streams counted", detail = { "${a.status}" }) { a.status.streamsServed >= n }
         } finally {
             dir.deleteRecursively()
         }
@@ -155,7 +157,7 @@ class ServerE2ETest {
             val a = startNode(pairLink(), blocked)
             val r = socksResult("127.0.0.1", forbidden.port)
             assertTrue(r, r.startsWith("code 2"))
-            assertEquals(1L, a.status.streamsRefused)
+            waitFor("the refusal counted by the node", detail = { "${a.status}" }) { a.status.streamsRefused == 1L }
             assertEquals(0, forbidden.hits)
             assertEquals("ok", socksResult("127.0.0.1", origin.port))
         } finally {
@@ -279,7 +281,7 @@ class ServerE2ETest {
 }
 
 /** A `traffix serve` on its own data directory and loopback ports, as tests/common/mod.rs starts it. */
-class TraffixServer(private val bin: File) : AutoCloseable {
+class TraffixServer(private val bin: File, private val env: Map<String, String> = emptyMap()) : AutoCloseable {
     private val dir: File = Files.createTempDirectory("traffix-kotlin-e2e").toFile()
     private var process: Process? = null
     val socks: String
@@ -326,6 +328,20 @@ class TraffixServer(private val bin: File) : AutoCloseable {
 
     private fun devicesJson(): String = cli("device", "list", "--json")
 
+    /** The vIP of the one device whose vIP is not [vip] (benchmarks pair two nodes). */
+    fun vipOtherThan(vip: String): String =
+        Regex(""""vip"\s*:\s*"([^"]+)"""").findAll(devicesJson()).map { it.groupValues[1] }.first { it != vip }
+
+    /** Pairs and starts the Rust agent (`traffix node`) with [link]; the caller stops it. */
+    fun startRustNode(link: String): Process {
+        val state = File(dir, "rust-node.json")
+        val pb = ProcessBuilder(bin.path, "node", "--state", state.path, "--pair", link, "--allow-private-targets")
+        pb.environment()["RUST_LOG"] = "warn"
+        pb.redirectOutput(ProcessBuilder.Redirect.DISCARD)
+        pb.redirectError(ProcessBuilder.Redirect.appendTo(File(dir, "rust-node.log")))
+        return pb.start()
+    }
+
     fun deviceCount(): Int = Regex(""""vip"\s*:""").findAll(devicesJson()).count()
 
     fun onlineDevices(): Int = Regex(""""online"\s*:\s*true""").findAll(devicesJson()).count()
@@ -336,6 +352,7 @@ class TraffixServer(private val bin: File) : AutoCloseable {
         pb.environment()["RUST_LOG"] = "info,traffix=debug"
         // Heartbeats every second, so the node hears its HEARTBEAT_ACK tally soon.
         pb.environment()["TRAFFIX_LIMITS__HEARTBEAT_INTERVAL_SECS"] = "1"
+        pb.environment().putAll(env)
         pb.redirectOutput(ProcessBuilder.Redirect.DISCARD)
         pb.redirectError(ProcessBuilder.Redirect.appendTo(File(dir, "serve.log")))
         val p = pb.start()
@@ -404,6 +421,33 @@ class Origin : AutoCloseable {
                         val body = payload(parts[1].toInt(), parts[2].toInt())
                         ex.sendResponseHeaders(200, body.size.toLong())
                         ex.responseBody.use { it.write(body) }
+                    }
+                    "stream" -> {
+                        // Any size without holding it: one 64 KiB block, repeated.
+                        val n = parts[1].toLong()
+                        ex.sendResponseHeaders(200, n)
+                        ex.responseBody.use { out ->
+                            var left = n
+                            while (left > 0) {
+                                val k = minOf(left, BLOCK.size.toLong()).toInt()
+                                out.write(BLOCK, 0, k)
+                                left -= k
+                            }
+                        }
+                    }
+                    "discard" -> {
+                        val buf = ByteArray(64 * 1024)
+                        var total = 0L
+                        ex.requestBody.use { input ->
+                            while (true) {
+                                val k = input.read(buf)
+                                if (k < 0) break
+                                total += k
+                            }
+                        }
+                        val text = "$total".toByteArray()
+                        ex.sendResponseHeaders(200, text.size.toLong())
+                        ex.responseBody.use { it.write(text) }
                     }
                     "sha256" -> {
                         val got = ex.requestBody.readBytes()
@@ -478,5 +522,7 @@ class Origin : AutoCloseable {
         }
 
         fun expectedSha(n: Int, seed: Int): String = ServerE2ETest.sha256(payload(n, seed))
+
+        private val BLOCK = payload(64 * 1024, 0)
     }
 }
