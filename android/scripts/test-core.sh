@@ -70,8 +70,11 @@ test_cp="$main_cp:$(jar junit4 junit):$(jar hamcrest-core hamcrest-all hamcrest)
 # --- Compile (skipped when nothing changed) ----------------------------------------------------
 main_src="$android_dir/core/src/main/kotlin"
 test_src="$android_dir/core/src/test/kotlin"
+# The app's pure-Kotlin helpers (no android.* import) and their JVM unit tests run here too.
+app_pure_src="$android_dir/app/src/main/kotlin/net/traffix/node/Formats.kt"
+app_test_src="$android_dir/app/src/test/kotlin"
 stamp_file="$build_dir/sources.sha256"
-stamp=$( (echo "$KOTLIN_VERSION $main_cp $test_cp"; sha256sum <"$0"; find "$main_src" "$test_src" -name '*.kt' -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1)
+stamp=$( (echo "$KOTLIN_VERSION $main_cp $test_cp"; sha256sum <"$0"; find "$main_src" "$test_src" "$app_pure_src" "$app_test_src" -name '*.kt' -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ] || [ ! -d "$build_dir/test" ]; then
   rm -rf "$build_dir"
   mkdir -p "$build_dir/main" "$build_dir/test"
@@ -83,6 +86,9 @@ if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp" ] || [ ! -d "$
   # -Xfriend-paths: tests see core's internal declarations, as in Gradle's test source set.
   echo "==> kotlinc core tests ($(find "$test_src" -name '*.kt' | wc -l) files)"
   "$kotlinc" -jvm-target 17 -Xfriend-paths="$build_dir/main" -cp "$build_dir/main:$test_cp" -d "$build_dir/test" "$test_src"
+  echo "==> kotlinc app's JVM-testable helpers and their tests"
+  "$kotlinc" -jvm-target 1.8 -Xjdk-release=1.8 -cp "$build_dir/main:$main_cp" -d "$build_dir/main" "$app_pure_src"
+  "$kotlinc" -jvm-target 17 -cp "$build_dir/main:$test_cp" -d "$build_dir/test" "$app_test_src"
   echo "$stamp" >"$stamp_file"
 else
   echo "==> core unchanged since the last build; reusing its classes"
