@@ -111,11 +111,12 @@ class Agent(
 
     // ---- the app's controls (any thread) ----
 
-    /** Starts connecting (no-op when already running). */
+    /** Starts connecting (no-op when already running); after a failure it tries again at once. */
     fun start() =
         scheduler.execute {
-            if (phase == Phase.PAIRED || phase == Phase.STOPPED) {
+            if (phase == Phase.PAIRED || phase == Phase.STOPPED || phase == Phase.FAILED) {
                 stopping = false
+                backoff.reset()
                 reevaluate()
                 connect()
             }

@@ -205,6 +205,15 @@ class AgentTest {
         sched.runDue()
         assertEquals(n + 1, transport.sockets.size)
         assertEquals(Phase.CONNECTING, a.status.phase)
+
+        // Start after a failure tries again too (the owner's Start button).
+        transport.last.open()
+        transport.last.deliver(Frame.Error(ErrorCode.PAIRING_CODE_INVALID, "expired"))
+        sched.runDue()
+        assertEquals(Phase.FAILED, a.status.phase)
+        a.start()
+        sched.runDue()
+        assertEquals(n + 2, transport.sockets.size)
     }
 
     @Test
