@@ -438,18 +438,30 @@ class Agent(
 
     /** Stream thread: dial under the egress policy, then relay. */
     private fun serve(conn: Conn, s: MuxStream, target: Target) {
-        when (val r = dialer.dial(target)) {
-            is DialResult.Failed -> {
-                (if (r.reason == OpenErrReason.REFUSED_BY_POLICY) refused else failed).incrementAndGet()
-                s.reject(r.reason, r.message)
+        var answered = false
+        try {
+            when (val r = dialer.dial(target)) {
+                is DialResult.Failed -> {
+                    (if (r.reason == OpenErrReason.REFUSED_BY_POLICY) refused else failed).incrementAndGet()
+                    answered = true
+                    s.reject(r.reason, r.message)
+                }
+                is DialResult.Connected -> {
+                    served.incrementAndGet()
+                    answered = true
+                    s.sendOpenOk(r.peer)
+                    StreamRelay(r.socket, s, streamPool, config.idleTimeoutMillis, clock, ::counted).run()
+                }
             }
-            is DialResult.Connected -> {
-                served.incrementAndGet()
-                s.sendOpenOk(r.peer)
-                StreamRelay(r.socket, s, streamPool, config.idleTimeoutMillis, clock, ::counted).run()
-            }
+        } catch (e: RuntimeException) {
+            // A platform surprise (SecurityException without the INTERNET permission, a closed
+            // pool): the stream fails, the node carries on.
+            val why = "node error: ${e.javaClass.simpleName}"
+            if (answered) s.reset(ResetReason.INTERNAL, why) else s.reject(OpenErrReason.INTERNAL, why)
+            s.release()
+        } finally {
+            scheduler.execute { streamEnded(conn) }
         }
-        scheduler.execute { streamEnded(conn) }
     }
 
     /** Relay threads: count bytes for the owner's caps; crossing a cap asks for a decision now. */
