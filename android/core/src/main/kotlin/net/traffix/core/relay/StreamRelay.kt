@@ -89,7 +89,8 @@ class StreamRelay(
                 socket.soTimeout = idleTimeoutMillis.coerceIn(1, Int.MAX_VALUE.toLong()).toInt()
                 socket.getInputStream()
             } catch (e: IOException) {
-                return Pair(0L, RelayEnd.SOCKET_ERROR)
+                // The other direction may already have closed the socket on a server RESET.
+                return Pair(0L, if (socket.isClosed) RelayEnd.PEER_RESET else RelayEnd.SOCKET_ERROR)
             }
         while (true) {
             val n =
