@@ -8,6 +8,7 @@ import android.content.Intent
 import android.content.pm.PackageManager
 import android.content.pm.ServiceInfo
 import android.os.Build
+import android.util.Log
 import androidx.core.app.NotificationChannelCompat
 import androidx.core.app.NotificationCompat
 import androidx.core.app.NotificationManagerCompat
@@ -30,6 +31,7 @@ import net.traffix.core.agent.AgentConfig
 import net.traffix.core.agent.AgentListener
 import net.traffix.core.agent.AgentStatus
 import net.traffix.core.agent.DeviceInfo
+import net.traffix.core.agent.LogLevel
 import net.traffix.core.agent.Phase
 import net.traffix.core.policy.DataUsage
 import net.traffix.core.transport.OkHttpTransport
@@ -218,10 +220,29 @@ class NodeService : LifecycleService() {
             )
         val ev = Events()
         events = ev
-        val a = Agent(config, signer, OkHttpTransport(), ev, store.settings.value, monitor.sample, store.usage())
+        val a =
+            Agent(
+                config,
+                signer,
+                OkHttpTransport(),
+                ev,
+                store.settings.value,
+                monitor.sample,
+                store.usage(),
+                log = ::logcat,
+            )
         a.updateOwnNetworks(monitor.ownNetworks)
         NodeStatus.publish(a.status)
         return a
+    }
+
+    /** The agent's log lines to Logcat (`adb logcat -s traffix`); debug lines only in debug builds. */
+    private fun logcat(level: LogLevel, message: String) {
+        when (level) {
+            LogLevel.DEBUG -> if (BuildConfig.DEBUG) Log.d(LOG_TAG, message)
+            LogLevel.INFO -> Log.i(LOG_TAG, message)
+            LogLevel.WARN -> Log.w(LOG_TAG, message)
+        }
     }
 
     /** The agent's events, on its thread: hand off, never block. */
@@ -321,6 +342,7 @@ class NodeService : LifecycleService() {
 
     companion object {
         private const val CHANNEL = "node"
+        private const val LOG_TAG = "traffix"
         private const val NOTIFICATION_ID = 1
         private const val NOTIFY_INTERVAL_MS = 2_000L
 

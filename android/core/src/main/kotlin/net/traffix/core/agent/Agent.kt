@@ -74,6 +74,7 @@ class Agent(
     random: () -> Double = { ThreadLocalRandom.current().nextDouble() },
     private val streamPool: ExecutorService = newStreamPool(),
     resolver: Resolver = Resolver.SYSTEM,
+    private val log: AgentLog = AgentLog.NONE,
 ) {
     // ---- state owned by the scheduler thread ----
     private var phase = Phase.PAIRED
@@ -195,6 +196,7 @@ class Agent(
         val conn = Conn(clock.nanoTime())
         current = conn
         phase = Phase.CONNECTING
+        log.log(LogLevel.DEBUG, "connecting server=${config.link.server} pairing=${!paired}")
         publish()
         conn.handshakeTimer =
             scheduler.schedule(config.handshakeTimeoutMillis, Runnable {
@@ -226,11 +228,13 @@ class Agent(
             stopping -> {
                 phase = Phase.STOPPED
                 lastError = null
+                log.log(LogLevel.INFO, "stopped reason=\"$why\"")
             }
             fatal -> fail(why)
             else -> {
                 lastError = why
                 val delay = backoff.failed(conn.established, lived)
+                log.log(LogLevel.WARN, "tunnel down reason=\"$why\" lived_ms=$lived retry_in_ms=$delay")
                 phase = Phase.BACKING_OFF
                 retryAtMillis = clock.wallMillis() + delay
                 retryTask = scheduler.schedule(delay, Runnable {
@@ -251,6 +255,7 @@ class Agent(
         phase = Phase.FAILED
         lastError = why
         retryAtMillis = null
+        log.log(LogLevel.WARN, "stopped until the owner acts reason=\"$why\"")
         publish()
     }
 
@@ -317,6 +322,7 @@ class Agent(
 
     private fun violation(conn: Conn, why: String) {
         if (current !== conn) return
+        log.log(LogLevel.WARN, "protocol violation by the server: $why")
         conn.send(Frame.Error(ErrorCode.PROTOCOL_VIOLATION, why.take(200)))
         end(conn, "protocol violation by the server: $why")
     }
@@ -387,6 +393,7 @@ class Agent(
             listener.onPaired(w.vip.toString())
         }
         phase = Phase.SERVING
+        log.log(LogLevel.INFO, "tunnel up vip=${w.vip} max_streams=${w.maxStreams} heartbeat_s=${w.heartbeatIntervalS}")
         // Our own view of what is reachable: never the server itself (SECURITY.md §1).
         serverEndpoints(conn)
         reevaluate()
@@ -443,6 +450,8 @@ class Agent(
             when (val r = dialer.dial(target)) {
                 is DialResult.Failed -> {
                     (if (r.reason == OpenErrReason.REFUSED_BY_POLICY) refused else failed).incrementAndGet()
+                    // No target in the log: the owner's phone is not told where clients go.
+                    log.log(LogLevel.DEBUG, "open refused stream=${s.id} reason=${r.reason.name.lowercase()}")
                     answered = true
                     s.reject(r.reason, r.message)
                 }
@@ -457,6 +466,7 @@ class Agent(
             // A platform surprise (SecurityException without the INTERNET permission, a closed
             // pool): the stream fails, the node carries on.
             val why = "node error: ${e.javaClass.simpleName}"
+            log.log(LogLevel.WARN, "stream failed stream=${s.id} error=${e.javaClass.name}")
             if (answered) s.reset(ResetReason.INTERNAL, why) else s.reject(OpenErrReason.INTERNAL, why)
             s.release()
         } finally {
@@ -545,6 +555,7 @@ class Agent(
         val active = conn?.activeStreams() ?: 0
         val next = ResourcePolicy.decide(settings, conditions(active), decision)
         val changed = next != decision
+        if (changed) log.log(LogLevel.INFO, "policy action=${next.action.name.lowercase()} reasons=\"${next.describe()}\"")
         decision = next
         if (conn == null || !conn.established) return
         if (next.action == Action.PAUSE && next.reasons.any { it.hard } && active > 0) {

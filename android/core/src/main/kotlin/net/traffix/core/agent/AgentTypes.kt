@@ -121,3 +121,20 @@ interface AgentListener {
     /** The server accepted the pairing: persist that PROOF is used from now on. */
     fun onPaired(vip: String) {}
 }
+
+enum class LogLevel { DEBUG, INFO, WARN }
+
+/**
+ * Where the agent says what it did, for the platform's log (Logcat in the app): tunnel up and
+ * down with the reason, back-off delays, policy changes, refused and failed streams. Messages are
+ * `event key=value …` lines without secrets (no pairing code, no key material) and without
+ * client targets (the owner's phone is not told where clients go). Called from the
+ * agent's and the stream threads: keep it cheap.
+ */
+fun interface AgentLog {
+    fun log(level: LogLevel, message: String)
+
+    companion object {
+        val NONE = AgentLog { _, _ -> }
+    }
+}

@@ -50,6 +50,7 @@ class AgentTest {
                 paired.add(vip)
             }
         }
+    private val logs = CopyOnWriteArrayList<String>()
     private val wifi = DeviceSample(NetworkType.WIFI, batteryPct = 80, charging = false)
     private val nonce = Bytes.of(ByteArray(32) { it.toByte() })
 
@@ -69,6 +70,7 @@ class AgentTest {
         scheduler = sched,
         random = { 0.5 },
         streamPool = pool,
+        log = { level, msg -> logs.add("$level $msg") },
     )
 
     private fun welcome(maxStreams: Long = 64) =
@@ -172,6 +174,10 @@ class AgentTest {
         s.drop("server restarted")
         sched.runDue()
         assertEquals(375L, a.status.retryAtMillis!! - clock.wallMillis())
+        assertTrue(logs.toString(), logs.contains("INFO tunnel up vip=100.64.0.9 max_streams=64 heartbeat_s=15"))
+        assertTrue(logs.toString(), logs.last().startsWith("WARN tunnel down reason=\"server restarted\""))
+        assertTrue(logs.toString(), logs.last().endsWith("retry_in_ms=375"))
+        assertTrue("the pairing code never reaches the log", logs.none { it.contains("PAIRCODE") })
     }
 
     @Test
@@ -319,6 +325,8 @@ class AgentTest {
         for (e in s.sentOf<Frame.OpenErr>()) assertEquals(e.toString(), OpenErrReason.REFUSED_BY_POLICY, e.reason)
         assertEquals(4L, a.status.streamsRefused)
         assertEquals(0, a.status.activeStreams)
+        sched.runUntil { logs.count { it.startsWith("DEBUG open refused") } == 4 }
+        assertTrue("no client target in the node's log: $logs", logs.none { it.contains("10.0.0.1") || it.contains("printer.local") })
     }
 
     @Test
