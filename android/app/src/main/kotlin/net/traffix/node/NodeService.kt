@@ -229,7 +229,7 @@ class NodeService : LifecycleService() {
                 store.settings.value,
                 monitor.sample,
                 store.usage(),
-                log = ::logcat,
+                log = { level, message -> logcat(level, message) },
             )
         a.updateOwnNetworks(monitor.ownNetworks)
         NodeStatus.publish(a.status)
