@@ -69,8 +69,6 @@ class OkHttpTransport(
 
         override fun send(message: ByteArray): Boolean = ws.send(ByteString.of(message, 0, message.size))
 
-        override fun queuedBytes(): Long = ws.queueSize()
-
         override fun close(code: Int, reason: String) {
             ws.close(code, reason.take(120))
         }

@@ -8,7 +8,6 @@ import javax.net.ssl.SSLSession
 import javax.net.ssl.X509TrustManager
 import net.traffix.core.protocol.Handshake
 import net.traffix.core.util.Bytes
-import net.traffix.core.util.Hex
 
 /*
  * Trust by pin (docs/protocol.md "Transport"): the appliance's certificate is self-signed, so no
@@ -59,6 +58,3 @@ class PinnedHostnameVerifier(private val pin: Bytes) : HostnameVerifier {
         return MessageDigest.isEqual(spkiPin(leaf).toByteArray(), pin.toByteArray())
     }
 }
-
-/** The pin as the dashboard prints it. */
-fun pinHex(pin: Bytes): String = Hex.encode(pin.toByteArray())

@@ -24,9 +24,6 @@ interface TunnelSocket {
     /** Queues one binary message; false when the socket is closing or closed. */
     fun send(message: ByteArray): Boolean
 
-    /** Bytes queued for sending and not yet written to the network. */
-    fun queuedBytes(): Long
-
     /** Closes gracefully with a WebSocket close [code] after the queued messages. */
     fun close(code: Int, reason: String)
 
@@ -55,6 +52,4 @@ interface TunnelListener {
 /** WebSocket close codes the agent uses. */
 object CloseCodes {
     const val NORMAL = 1000
-    const val GOING_AWAY = 1001
-    const val PROTOCOL_ERROR = 1002
 }

@@ -42,8 +42,6 @@ class FakeTransport : TunnelTransport {
             return true
         }
 
-        override fun queuedBytes(): Long = 0
-
         override fun close(code: Int, reason: String) {
             if (closedWith == null) closedWith = code
         }
