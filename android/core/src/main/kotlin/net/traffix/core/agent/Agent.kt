@@ -116,10 +116,8 @@ class Agent(
     fun start() =
         scheduler.execute {
             if (phase == Phase.PAIRED || phase == Phase.STOPPED || phase == Phase.FAILED) {
-                stopping = false
-                backoff.reset()
                 reevaluate()
-                connect()
+                connectNow()
             }
         }
 
@@ -132,12 +130,7 @@ class Agent(
     /** Reconnects now: the owner pressed retry, or the phone got a network back. */
     fun retryNow() =
         scheduler.execute {
-            if (phase == Phase.BACKING_OFF || phase == Phase.FAILED || phase == Phase.STOPPED) {
-                stopping = false
-                backoff.reset()
-                cancelRetry()
-                connect()
-            }
+            if (phase == Phase.BACKING_OFF || phase == Phase.FAILED || phase == Phase.STOPPED) connectNow()
         }
 
     fun updateSettings(new: ResourceSettings) =
@@ -153,11 +146,7 @@ class Agent(
             device = new
             reevaluate()
             // A network came back while waiting out a back-off: try now, not in a minute.
-            if (networkBack && phase == Phase.BACKING_OFF) {
-                backoff.reset()
-                cancelRetry()
-                connect()
-            }
+            if (networkBack && phase == Phase.BACKING_OFF) connectNow()
             publish()
         }
 
@@ -180,6 +169,14 @@ class Agent(
     }
 
     // ---- connection life (scheduler thread) ----
+
+    /** Connects at once, forgetting the back-off: the owner asked, or the network came back. */
+    private fun connectNow() {
+        stopping = false
+        backoff.reset()
+        cancelRetry()
+        connect()
+    }
 
     private fun connect() {
         if (stopping) return
@@ -529,7 +526,9 @@ class Agent(
         conn.send(if (phase == Phase.DRAINING) hb.copy(state = NodeState.DRAINING) else hb)
     }
 
-    private fun today() = LocalDateTime.ofInstant(Instant.ofEpochMilli(clock.wallMillis()), zone).toLocalDate()
+    private fun localNow(): LocalDateTime = LocalDateTime.ofInstant(Instant.ofEpochMilli(clock.wallMillis()), zone)
+
+    private fun today() = localNow().toLocalDate()
 
     private fun conditions(active: Int) =
         DeviceConditions(
@@ -537,7 +536,7 @@ class Agent(
             batteryPct = device.batteryPct,
             charging = device.charging,
             usage = usage,
-            now = LocalDateTime.ofInstant(Instant.ofEpochMilli(clock.wallMillis()), zone),
+            now = localNow(),
             activeStreams = active,
         )
 

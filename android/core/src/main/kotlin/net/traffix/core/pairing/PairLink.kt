@@ -80,8 +80,9 @@ data class PairLink(val server: String, val pin: Bytes, val code: String, val in
         internal fun splitServer(server: String): kotlin.Pair<String, Int>? {
             val colon = server.lastIndexOf(':')
             if (colon <= 0) return null
-            val port = server.substring(colon + 1).toIntOrNull()?.takeIf { it in 0..0xffff } ?: return null
-            if (server.substring(colon + 1).any { it !in '0'..'9' }) return null
+            val digits = server.substring(colon + 1)
+            if (digits.isEmpty() || digits.length > 5 || digits.any { it !in '0'..'9' }) return null
+            val port = digits.toInt().takeIf { it <= 0xffff } ?: return null
             var host = server.substring(0, colon)
             if (host.startsWith("[") && host.endsWith("]")) host = host.substring(1, host.length - 1)
             if (host.isEmpty()) return null
