@@ -73,7 +73,7 @@ class Agent(
     private val scheduler: Scheduler = ThreadScheduler(),
     random: () -> Double = { ThreadLocalRandom.current().nextDouble() },
     private val streamPool: ExecutorService = newStreamPool(),
-    resolver: Resolver = Resolver.SYSTEM,
+    private val resolver: Resolver = Resolver.SYSTEM,
     private val log: AgentLog = AgentLog.NONE,
 ) {
     // ---- state owned by the scheduler thread ----
@@ -405,7 +405,7 @@ class Agent(
         streamPool.execute {
             val addrs =
                 try {
-                    Resolver.SYSTEM.resolve(host).map { SocketAddr(it, port) }
+                    resolver.resolve(host).map { SocketAddr(it, port) }
                 } catch (e: Exception) {
                     IpAddr.parse(host)?.let { listOf(SocketAddr(it, port)) } ?: emptyList()
                 }
