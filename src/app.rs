@@ -14,9 +14,10 @@ use crate::admin::{self, AdminCtx, AdminRequest, Live};
 use crate::config::{self, Config};
 use crate::egress::EgressPolicy;
 use crate::geoip::GeoIp;
-use crate::proxy::auth::Accounts;
-use crate::proxy::router::{Router, server_endpoints};
-use crate::proxy::{self, ProxyService};
+use crate::listener::bind;
+use crate::relay::RelayService;
+use crate::relay::accounts::Accounts;
+use crate::relay::router::{Router, server_endpoints};
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -230,7 +231,7 @@ pub struct App {
     pub store: Arc<Store>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
-    pub proxy: Arc<ProxyService>,
+    pub relay: Arc<RelayService>,
     pin: String,
     tls: Option<tokio_rustls::TlsAcceptor>,
     geoip: Option<Arc<GeoIp>>,
@@ -288,7 +289,7 @@ impl App {
             tracing::warn!("billing is off (billing.enabled = false): traffic is neither metered nor charged");
             None
         };
-        let proxy = Arc::new(ProxyService {
+        let relay = Arc::new(RelayService {
             billing,
             accounts: Accounts::new(store.clone(), cfg.limits.clone()),
             router,
@@ -297,7 +298,7 @@ impl App {
             tracker: tokio_util::task::TaskTracker::new(),
         });
         let (trigger, _) = shutdown::channel();
-        Ok(App { cfg, store, registry, metrics, proxy, pin, tls, geoip, trigger })
+        Ok(App { cfg, store, registry, metrics, relay, pin, tls, geoip, trigger })
     }
 
     /// A handle that stops the server when triggered.
@@ -366,13 +367,10 @@ impl App {
         let cfg = &self.cfg;
         let s = &cfg.server;
         let backlog = cfg.limits.listen_backlog;
-        let web = proxy::bind(s.web_listen, backlog).map_err(io(format!("listen on {} (web)", s.web_listen)))?;
-        let socks =
-            proxy::bind(s.socks_listen, backlog).map_err(io(format!("listen on {} (SOCKS5)", s.socks_listen)))?;
-        let http =
-            proxy::bind(s.http_listen, backlog).map_err(io(format!("listen on {} (HTTP proxy)", s.http_listen)))?;
-        let metrics_l =
-            proxy::bind(s.metrics_listen, 128).map_err(io(format!("listen on {} (metrics)", s.metrics_listen)))?;
+        let web = bind(s.web_listen, backlog).map_err(io(format!("listen on {} (web)", s.web_listen)))?;
+        let socks = bind(s.socks_listen, backlog).map_err(io(format!("listen on {} (SOCKS5)", s.socks_listen)))?;
+        let http = bind(s.http_listen, backlog).map_err(io(format!("listen on {} (HTTP proxy)", s.http_listen)))?;
+        let metrics_l = bind(s.metrics_listen, 128).map_err(io(format!("listen on {} (metrics)", s.metrics_listen)))?;
         let admin_l = admin::socket::bind(&cfg.data_dir).map_err(io("create the admin socket"))?;
 
         let mut prom = prometheus_client::registry::Registry::default();
@@ -388,7 +386,7 @@ impl App {
             shutdown_grace_secs: s.shutdown_grace_secs,
             currency: cfg.billing.enabled.then(|| cfg.billing.currency.clone()),
         });
-        let proxy_svc = self.proxy.clone();
+        let relay_svc = self.relay.clone();
         let admin_ctx = Arc::new(AdminCtx {
             store: self.store.clone(),
             public_address: s.public_address.clone(),
@@ -396,9 +394,9 @@ impl App {
             insecure_http: s.insecure_http,
             live: Some(Live {
                 registry: self.registry.clone(),
-                invalidate_account: Arc::new(move |name: &str| proxy_svc.accounts.invalidate(name)),
+                invalidate_account: Arc::new(move |name: &str| relay_svc.accounts.invalidate(name)),
                 credited: {
-                    let billing = self.proxy.billing.clone();
+                    let billing = self.relay.billing.clone();
                     Arc::new(move |name: &str| {
                         if let Some(b) = &billing {
                             b.credited(name);
@@ -410,7 +408,7 @@ impl App {
                     p => Some(Arc::new(GeoIp::open(&cfg.path(Path::new(p))).map_err(AppError::Other)?)),
                 },
                 tariff_changed: {
-                    let billing = self.proxy.billing.clone();
+                    let billing = self.relay.billing.clone();
                     Arc::new(move |t| {
                         if let Some(b) = &billing {
                             b.set_tariff(t);
@@ -432,12 +430,12 @@ impl App {
                 self.trigger.subscribe(),
                 web_tracker.clone(),
             )),
-            tokio::spawn(crate::proxy::socks5::serve(socks, self.proxy.clone(), self.trigger.subscribe())),
-            tokio::spawn(crate::proxy::http::serve(http, self.proxy.clone(), self.trigger.subscribe())),
+            tokio::spawn(crate::proxy::socks5::serve(socks, self.relay.clone(), self.trigger.subscribe())),
+            tokio::spawn(crate::proxy::http::serve(http, self.relay.clone(), self.trigger.subscribe())),
             tokio::spawn(crate::web::serve_metrics(metrics_l, Arc::new(prom), self.trigger.subscribe())),
             tokio::spawn(admin::socket::serve(admin_l, admin_ctx.clone(), self.trigger.subscribe())),
         ];
-        let flusher = self.proxy.billing.clone().map(|b| tokio::spawn(b.run(self.trigger.subscribe())));
+        let flusher = self.relay.billing.clone().map(|b| tokio::spawn(b.run(self.trigger.subscribe())));
         info!(
             web = %s.web_listen, socks5 = %s.socks_listen, http = %s.http_listen, metrics = %s.metrics_listen,
             public_address = %s.public_address, pin = %self.pin, tls = self.tls.is_some(),
@@ -454,9 +452,9 @@ impl App {
         for t in tasks {
             let _ = t.await;
         }
-        self.proxy.tracker.close();
+        self.relay.tracker.close();
         let grace = Duration::from_secs(s.shutdown_grace_secs);
-        if tokio::time::timeout(grace, self.proxy.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.relay.tracker.wait()).await.is_err() {
             warn!(grace_secs = s.shutdown_grace_secs, "streams still open after the grace period; cutting them");
         }
         // Node sessions saw the shutdown signal and are closing; give them a moment.
@@ -466,12 +464,12 @@ impl App {
         web_tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), web_tracker.wait()).await;
         // Bill the last bytes: everything still live is closed and posted.
-        if let (Some(flusher), Some(billing)) = (flusher, &self.proxy.billing) {
+        if let (Some(flusher), Some(billing)) = (flusher, &self.relay.billing) {
             let _ = flusher.await;
             billing.close_all("shutdown").await;
         }
         let _ = std::fs::remove_file(admin::socket::socket_path(&cfg.data_dir));
-        drop(self.proxy);
+        drop(self.relay);
         info!("database closed; bye");
         Ok(())
     }

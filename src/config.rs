@@ -18,6 +18,9 @@ pub const EXAMPLE: &str = include_str!("../packaging/traffix.toml");
 pub const CONFIG_FILE: &str = "traffix.toml";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "TRAFFIX_";
+/// The smallest `limits.ws_max_frame`: one WebSocket frame must hold the largest tunnel frame
+/// (docs/protocol.md; `tunnel::ws` asserts the two agree at compile time).
+pub const MIN_WS_MAX_FRAME: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -174,7 +177,7 @@ impl Default for Limits {
             initial_window: 256 * 1024,
             max_window: 4 * 1024 * 1024,
             node_max_inflight: 16 * 1024 * 1024,
-            ws_max_frame: 64 * 1024,
+            ws_max_frame: MIN_WS_MAX_FRAME,
             ws_max_message: 256 * 1024,
             ws_max_write_buffer: 1024 * 1024,
             ws_read_buffer: 8 * 1024,
@@ -327,8 +330,8 @@ impl Config {
             return bad("billing.hold_chunk must be greater than zero".into());
         }
         let l = &self.limits;
-        if l.ws_max_frame < crate::tunnel::protocol::MAX_FRAME_LEN {
-            return bad(format!("limits.ws_max_frame must be at least {}", crate::tunnel::protocol::MAX_FRAME_LEN));
+        if l.ws_max_frame < MIN_WS_MAX_FRAME {
+            return bad(format!("limits.ws_max_frame must be at least {MIN_WS_MAX_FRAME}"));
         }
         if l.initial_window < 65_536 || l.max_window < l.initial_window {
             return bad("limits.initial_window must be ≥ 65536 and ≤ limits.max_window".into());

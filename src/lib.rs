@@ -15,9 +15,15 @@
 //! - [`auth`]: password hashing, proxy tokens, pairing codes, device signatures (pure).
 //! - [`egress`]: the node egress policy of SECURITY.md §1 (pure).
 //! - [`money`]: integer micro-unit amounts (pure).
-//! - [`tunnel`]: the frame protocol (pure), the stream multiplexer, the relay, the server's
-//!   node sessions and the registry of online nodes.
-//! - [`proxy`]: client front-ends (SOCKS5, HTTP proxy), username grammar, routing.
+//! - [`target`], [`identity`]: leaf types every side shares (a stream's target and its failure
+//!   reasons; device key algorithms, ids and challenge bytes). They import nothing of the project.
+//! - [`listener`]: binding and accepting TCP listeners.
+//! - [`tunnel`]: the frame protocol (pure), the stream multiplexer, copying a socket to a stream,
+//!   the server's node sessions and the registry of online nodes. Knows nothing of proxies or money.
+//! - [`relay`]: the join between a client's stream and everything it needs: account checks,
+//!   username grammar, routing, the billing hold and meter, opening on a node, copying.
+//! - [`proxy`]: client front-ends (SOCKS5, HTTP proxy) that hand (stream, account, target) to the
+//!   relay.
 //! - [`node`]: the Linux node agent (`traffix node`).
 //! - [`admin`]: admin commands, served over a local socket and run directly on the store.
 //! - [`web`]: the HTTPS listener: `/healthz` and the node tunnel endpoint.
@@ -35,13 +41,17 @@ pub mod config;
 pub mod demo;
 pub mod egress;
 pub mod geoip;
+pub mod identity;
+pub mod listener;
 pub mod money;
 pub mod node;
 pub mod proxy;
+pub mod relay;
 pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod sync;
+pub mod target;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel;

@@ -113,7 +113,7 @@ pub async fn serve(
 ) {
     loop {
         let (tcp, peer) = tokio::select! {
-            c = crate::proxy::accept(&listener) => c,
+            c = crate::listener::accept(&listener) => c,
             _ = shutdown.recv() => return,
         };
         let _ = tcp.set_nodelay(true);
@@ -154,7 +154,7 @@ pub async fn serve_metrics(
         .route("/healthz", get(healthz));
     loop {
         let (tcp, peer) = tokio::select! {
-            c = crate::proxy::accept(&listener) => c,
+            c = crate::listener::accept(&listener) => c,
             _ = shutdown.recv() => return,
         };
         if !peer.ip().is_loopback() && listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {

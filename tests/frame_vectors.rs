@@ -9,10 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
+use traffix::identity::{KeyAlg, challenge_message, device_id};
+use traffix::target::{OpenErrReason, ResetReason, Target};
 use traffix::tunnel::protocol::{
-    Challenge, ErrorCode, Frame, HEADER_LEN, Heartbeat, HeartbeatAck, Hello, KeyAlg, MAX_CURRENCY_LEN, MAX_DATA_LEN,
-    MAX_FRAME_LEN, NetworkType, NodeState, OpenErrReason, Pair, Proof, ProtocolError, ResetReason, Target, Welcome,
-    challenge_message, device_id, negotiate_version,
+    Challenge, ErrorCode, Frame, HEADER_LEN, Heartbeat, HeartbeatAck, Hello, MAX_CURRENCY_LEN, MAX_DATA_LEN,
+    MAX_FRAME_LEN, NetworkType, NodeState, Pair, Proof, ProtocolError, Welcome, negotiate_version,
 };
 
 fn load() -> Value {

@@ -1,11 +1,11 @@
 //! Runs every case of `tests/vectors/username.json` (shared with the Android app) against
-//! `proxy::username::parse`.
+//! `relay::username::parse`.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
-use traffix::proxy::username::{self, SessionMode, Targeting};
+use traffix::relay::username::{self, SessionMode, Targeting};
 
 fn vectors() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/username.json");

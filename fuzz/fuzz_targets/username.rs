@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use traffix::proxy::username::{parse, parse_bytes};
+use traffix::relay::username::{parse, parse_bytes};
 
 fuzz_target!(|data: &[u8]| {
     let from_bytes = parse_bytes(data);

@@ -9,7 +9,7 @@ use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 
-use crate::tunnel::protocol::{DEVICE_ID_LEN, KeyAlg, NONCE_LEN, challenge_message};
+use crate::identity::{DEVICE_ID_LEN, KeyAlg, NONCE_LEN, challenge_message};
 
 /// argon2id with the OWASP parameters of SECURITY.md §3: m = 19456 KiB, t = 2, p = 1.
 fn argon2() -> Argon2<'static> {
@@ -123,7 +123,7 @@ mod tests {
         let doc = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let kp = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
         let pk = kp.public_key().as_ref().to_vec();
-        let id = crate::tunnel::protocol::device_id(KeyAlg::Ed25519, &pk);
+        let id = crate::identity::device_id(KeyAlg::Ed25519, &pk);
         let (pin, nonce) = ([1u8; 32], [2u8; 32]);
         let sig = kp.sign(&challenge_message(&pin, &id, &nonce));
         assert!(verify_device_signature(KeyAlg::Ed25519, &pk, &pin, &id, &nonce, sig.as_ref()));

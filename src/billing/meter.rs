@@ -33,8 +33,10 @@ use crate::sync::lock;
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How often a live session's accrual is posted to the ledger.
 pub const POST_EVERY_SECS: u64 = 60;
-/// The relay reports usage at least every this many bytes per direction (its meter batch).
-pub const METER_BATCH_BYTES: u64 = crate::tunnel::relay::METER_BATCH;
+/// The relay reports usage at least every this many bytes per direction (its meter batch); the
+/// overdraft bound is computed from it. `crate::relay` asserts at compile time that the copy's
+/// batch is no larger.
+pub const METER_BATCH_BYTES: u64 = 256 * 1024;
 /// A hold reserves at least what this much traffic costs, so a stream at full speed does not
 /// outrun the reservation that extends it (at 10 Gbit/s, half of it lasts about 100 ms).
 pub const HOLD_MIN_BYTES: u64 = 256 << 20;

@@ -19,12 +19,12 @@ use tracing::{debug, info, warn};
 use self::state::{NodeIdentity, PairLink};
 use crate::config::Limits;
 use crate::egress::{EgressPolicy, Host};
+use crate::identity::challenge_message;
 use crate::shutdown::Shutdown;
+use crate::target::{OpenErrReason, Target};
+use crate::tunnel::copy::{self, NoMeter};
 use crate::tunnel::mux::{Mux, MuxConfig, MuxStream};
-use crate::tunnel::protocol::{
-    self, ErrorCode, Frame, Heartbeat, Hello, NetworkType, NodeState, OpenErrReason, Pair, Proof, Target,
-};
-use crate::tunnel::relay::{self, NoMeter};
+use crate::tunnel::protocol::{self, ErrorCode, Frame, Heartbeat, Hello, NetworkType, NodeState, Pair, Proof};
 use crate::tunnel::ws::{self, ReadEnd};
 
 /// The agent's declared stream cap (SECURITY.md §2: Linux agent 1024).
@@ -237,7 +237,7 @@ where
         Frame::Error { code, message } => return Ok(refused(code, message)),
         other => return Err(format!("expected CHALLENGE, got {}", other.name())),
     };
-    let sign = |nonce: &[u8; 32]| keypair.sign(&protocol::challenge_message(&pin, &device_id, nonce)).as_ref().to_vec();
+    let sign = |nonce: &[u8; 32]| keypair.sign(&challenge_message(&pin, &device_id, nonce)).as_ref().to_vec();
     let answer = match (identity.paired, pair_code.as_ref()) {
         (_, Some(code)) => Frame::Pair(Box::new(Pair {
             code: code.clone(),
@@ -393,7 +393,7 @@ async fn serve_stream(
         Ok(sock) => {
             let peer = sock.peer_addr().ok();
             stream.send_open_ok(peer);
-            let stats = relay::relay(sock, stream, Arc::new(NoMeter), false).await;
+            let stats = copy::bidirectional(sock, stream, Arc::new(NoMeter), false).await;
             debug!(target = %target, sent = stats.sent, received = stats.received, end = stats.end.as_str(), "stream done");
         }
         Err((reason, message)) => {

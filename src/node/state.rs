@@ -7,7 +7,7 @@ use base64::Engine;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 
-use crate::tunnel::protocol::{DEVICE_ID_LEN, KeyAlg, device_id};
+use crate::identity::{DEVICE_ID_LEN, KeyAlg, device_id};
 
 /// `traffix://pair?server=HOST:PORT&pin=HEX&code=CODE`
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,13 +15,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span};
 
-use super::auth::{AuthFailure, Denied, ProxyAccount};
-use super::router::RouteError;
-use super::username::Targeting;
-use super::{ConnectError, ProxyService};
+use crate::relay::accounts::{AuthFailure, Denied, ProxyAccount};
+use crate::relay::router::RouteError;
+use crate::relay::username::Targeting;
+use crate::relay::{ConnectError, RelayService};
 use crate::shutdown::Shutdown;
+use crate::target::{OpenErrReason, Target};
 use crate::telemetry::Frontend;
-use crate::tunnel::protocol::{OpenErrReason, Target};
 
 /// Largest request or response head accepted.
 pub const MAX_HEAD: usize = 32 * 1024;
@@ -342,7 +342,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 }
 
 /// Accepts HTTP proxy clients until shutdown.
-pub async fn serve(listener: TcpListener, svc: Arc<ProxyService>, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, svc: Arc<RelayService>, shutdown: Shutdown) {
     super::serve_frontend(
         listener,
         svc,
@@ -367,7 +367,7 @@ struct Upstream {
     relay: tokio::task::JoinHandle<()>,
 }
 
-async fn handle(sock: TcpStream, peer: SocketAddr, svc: &Arc<ProxyService>) {
+async fn handle(sock: TcpStream, peer: SocketAddr, svc: &Arc<RelayService>) {
     let mut conn = Reader::new(sock);
     let mut upstream: Option<Upstream> = None;
     let mut first = true;
@@ -445,7 +445,7 @@ async fn read_head(conn: &mut Reader<TcpStream>) -> Result<Option<RequestHead>, 
 
 async fn connect_tunnel(
     mut conn: Reader<TcpStream>,
-    svc: &Arc<ProxyService>,
+    svc: &Arc<RelayService>,
     acct: &ProxyAccount,
     targeting: &Targeting,
     target: Target,
@@ -499,7 +499,7 @@ fn content_length(v: Option<&[u8]>) -> Result<Option<u64>, ()> {
 async fn forward(
     conn: &mut Reader<TcpStream>,
     upstream: &mut Option<Upstream>,
-    svc: &Arc<ProxyService>,
+    svc: &Arc<RelayService>,
     acct: &Arc<ProxyAccount>,
     targeting: &Targeting,
     head: &RequestHead,

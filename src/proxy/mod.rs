@@ -1,233 +1,32 @@
-//! Client front-ends. SOCKS5 and the HTTP proxy are servers that authenticate a client and
-//! yield `(socket, Target)`; [`ProxyService::connect`] admits and routes it and
-//! [`ProxyService::relay`] moves the bytes through [`crate::tunnel::relay`]. A new front-end
-//! never touches tunnel code.
+//! Client front-ends: SOCKS5 ([`socks5`]) and the HTTP proxy ([`http`]). Each turns a client
+//! connection into (socket, account, requested target) — the handshake, the credentials checked
+//! by [`crate::relay::accounts`], the protocol's own replies — and hands it to the
+//! [`RelayService`], which admits, routes, opens and meters the stream. Front-ends import
+//! nothing from the tunnel and nothing of billing: a new front-end is a new file here and
+//! touches no other part.
 
-pub mod auth;
 pub mod http;
-pub mod router;
 pub mod socks5;
-pub mod username;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket};
-use tracing::info;
+use tokio::net::{TcpListener, TcpStream};
 
-use self::auth::{Accounts, Denied, ProxyAccount, StreamSlot, SubUsage};
-use self::router::{RouteError, Routed, Router};
-use self::username::Targeting;
-use crate::billing::meter::{BillingError, LiveSession, SessionInfo};
-use crate::config::Limits;
-use crate::telemetry::{DirLabel, Direction, Frontend, Metrics};
-use crate::tunnel::protocol::{OpenErrReason, Target};
-use crate::tunnel::relay::{self, Meter};
-
-/// Why a client's stream was not opened, across both front-ends.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(transparent)]
-    Denied(#[from] Denied),
-    #[error(transparent)]
-    Route(#[from] RouteError),
-    #[error("{0}")]
-    Billing(String),
-}
-
-impl ConnectError {
-    /// A short stable code for metrics and logs.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ConnectError::Denied(Denied::BalanceExhausted) => "balance",
-            ConnectError::Denied(Denied::Disabled(_)) => "disabled",
-            ConnectError::Denied(Denied::TooManyStreams(_)) => "too_many_streams",
-            ConnectError::Denied(Denied::RateLimited(_)) => "rate_limited",
-            ConnectError::Route(RouteError::Policy(_)) => "policy",
-            ConnectError::Route(RouteError::NoNode(_)) => "no_node",
-            ConnectError::Route(RouteError::Node { reason: OpenErrReason::RefusedByPolicy, .. }) => "node_policy",
-            ConnectError::Route(RouteError::Node { reason: OpenErrReason::DnsFailed, .. }) => "dns",
-            ConnectError::Route(RouteError::Node { .. }) | ConnectError::Route(RouteError::NodeFailed(_)) => {
-                "node_error"
-            }
-            ConnectError::Billing(_) => "billing_unavailable",
-        }
-    }
-}
-
-/// Everything the front-ends share.
-pub struct ProxyService {
-    pub accounts: Accounts,
-    pub router: Router,
-    pub metrics: Arc<Metrics>,
-    pub limits: Limits,
-    /// Meters every stream and cuts clients whose money runs out (`None`: billing is off).
-    pub billing: Option<Arc<crate::billing::meter::Billing>>,
-    /// Tracks live client connections so shutdown can drain them.
-    pub tracker: tokio_util::task::TaskTracker,
-}
-
-/// A stream admitted for a client and opened on a node.
-pub struct Opened {
-    pub routed: Routed,
-    slot: StreamSlot,
-    started: Instant,
-    session: Option<Arc<LiveSession>>,
-    /// A sub-user's byte counter and cap.
-    sub: Option<(Arc<SubUsage>, Option<u64>)>,
-}
-
-struct RelayMeter {
-    metrics: Arc<Metrics>,
-    session: Option<Arc<LiveSession>>,
-    sub: Option<(Arc<SubUsage>, Option<u64>)>,
-}
-
-impl Meter for RelayMeter {
-    fn record(&self, up: u64, down: u64) {
-        if let Some(s) = &self.session {
-            s.record(up, down);
-        }
-        if let Some((usage, cap)) = &self.sub {
-            usage.record(up + down, *cap);
-        }
-        if up > 0 {
-            self.metrics.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Up }).inc_by(up);
-        }
-        if down > 0 {
-            self.metrics.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Down }).inc_by(down);
-        }
-    }
-}
-
-impl ProxyService {
-    /// Admits the stream for `acct` and opens it on a node.
-    pub async fn connect(
-        &self,
-        frontend: Frontend,
-        acct: &ProxyAccount,
-        targeting: &Targeting,
-        target: Target,
-    ) -> Result<Opened, ConnectError> {
-        let started = Instant::now();
-        let result = async {
-            let mut slot = self.accounts.admit(acct).await?;
-            // Refuse before any node is asked when the money is visibly gone.
-            if let Some(billing) = &self.billing
-                && !billing.may_open(&acct.billed_to).map_err(ConnectError::Billing)?
-            {
-                return Err(ConnectError::Denied(Denied::BalanceExhausted));
-            }
-            let routed = self.router.open(targeting, target.clone()).await;
-            slot.dialed();
-            let routed = routed?;
-            let node = &routed.node;
-            let info = SessionInfo {
-                client: acct.billed_to.clone(),
-                sub: acct.sub.as_ref().map(|_| acct.name.clone()),
-                device: hex::encode(node.device_id),
-                owner: node.owner.clone(),
-                vip: node.vip.to_string(),
-                node_ip: node.public_ip.to_string(),
-                target: target.to_string(),
-            };
-            let session = match &self.billing {
-                Some(billing) => Some(billing.open(info).await.map_err(|e| match e {
-                    BillingError::Exhausted => ConnectError::Denied(Denied::BalanceExhausted),
-                    BillingError::Store(m) => ConnectError::Billing(m),
-                })?),
-                None => None,
-            };
-            let sub = acct.sub.as_ref().map(|s| (s.usage.clone(), s.byte_cap));
-            Ok::<_, ConnectError>(Opened { routed, slot, started, session, sub })
-        }
-        .await;
-        match &result {
-            Ok(_) => self.metrics.stream_result(frontend, "ok"),
-            Err(e) => {
-                self.metrics.stream_result(frontend, e.code());
-                info!(client = %acct.name, target = %target, code = e.code(), reason = %e, "stream refused");
-            }
-        }
-        result
-    }
-
-    /// Relays an opened stream to its end and logs it (SECURITY.md §2: who, which node, where,
-    /// how much — never payloads).
-    pub async fn relay<S>(&self, socket: S, opened: Opened, client: &str, target: &Target)
-    where
-        S: AsyncRead + AsyncWrite + Send + Unpin,
-    {
-        let Opened { routed, slot, started, session, sub } = opened;
-        let node = routed.node.clone();
-        let peer = routed.stream.peer();
-        self.metrics.streams_active.inc();
-        let mut over = sub.as_ref().map(|(u, _)| u.over());
-        let meter: Arc<dyn Meter> =
-            Arc::new(RelayMeter { metrics: self.metrics.clone(), session: session.clone(), sub });
-        let mut exhausted = session.as_ref().map(|s| s.budget.exhausted());
-        // The relay runs until it ends, the client's money runs out or a sub-user reaches its
-        // byte cap (then the stream is cut: dropping it resets the node side and closes the
-        // client socket). The watch guards are dropped inside the blocks: the relay's drop
-        // reports its last bytes, which may update these same watches.
-        async fn tripped(rx: Option<&mut tokio::sync::watch::Receiver<bool>>) {
-            match rx {
-                Some(rx) => {
-                    let _ = rx.wait_for(|v| *v).await;
-                }
-                None => std::future::pending().await,
-            }
-        }
-        let (stats, cut) = tokio::select! {
-            stats = relay::relay(socket, routed.stream, meter, true) => (Some(stats), ""),
-            _ = tripped(exhausted.as_mut()) => (None, "billing"),
-            _ = tripped(over.as_mut()) => (None, "sub_user_cap"),
-        };
-        self.metrics.streams_active.dec();
-        drop(slot);
-        let (up, down) = match (&session, &stats) {
-            (Some(s), _) => s.bytes(),
-            (None, Some(st)) => (st.sent, st.received),
-            (None, None) => (0, 0),
-        };
-        let end = stats.as_ref().map(|s| s.end.as_str()).unwrap_or(cut);
-        if let (Some(billing), Some(session)) = (&self.billing, &session) {
-            billing.end(session, end);
-        }
-        let stats = relay::RelayStats {
-            sent: up,
-            received: down,
-            end: stats
-                .map(|s| s.end)
-                .unwrap_or(relay::RelayEnd::PeerReset(crate::tunnel::protocol::ResetReason::Billing)),
-        };
-        info!(
-            client = %client,
-            node = %node.vip,
-            node_ip = %node.public_ip,
-            target = %target,
-            dest = ?peer,
-            up = stats.sent,
-            down = stats.received,
-            ms = started.elapsed().as_millis() as u64,
-            end,
-            "stream closed"
-        );
-    }
-}
+use crate::listener::accept;
+use crate::relay::RelayService;
+use crate::shutdown::Shutdown;
 
 /// The accept loop of a front-end: a connection cap, accept with back-off, the handshake and
 /// everything after it in a tracked per-connection task (never in the loop itself).
 pub async fn serve_frontend<F, Fut>(
     listener: TcpListener,
-    svc: Arc<ProxyService>,
-    mut shutdown: crate::shutdown::Shutdown,
+    svc: Arc<RelayService>,
+    mut shutdown: Shutdown,
     span: fn(SocketAddr) -> tracing::Span,
     handle: F,
 ) where
-    F: Fn(tokio::net::TcpStream, SocketAddr, Arc<ProxyService>) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Arc<RelayService>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     use tracing::Instrument;
@@ -250,28 +49,5 @@ pub async fn serve_frontend<F, Fut>(
             }
             .instrument(span(peer)),
         );
-    }
-}
-
-/// Binds a listener with the configured backlog (SECURITY.md §2: ≥ 1024).
-pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr)?;
-    sock.listen(backlog)
-}
-
-/// Accepts with back-off on transient errors (EMFILE and friends) instead of spinning.
-pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
-    let mut backoff = std::time::Duration::from_millis(5);
-    loop {
-        match listener.accept().await {
-            Ok(c) => return c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
-            }
-        }
     }
 }

@@ -12,11 +12,13 @@ use fast_socks5::{ReplyError, Socks5Command};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span};
 
-use super::router::RouteError;
-use super::{ConnectError, ProxyService};
+use crate::relay::accounts::ProxyAccount;
+use crate::relay::router::RouteError;
+use crate::relay::username::Targeting;
+use crate::relay::{ConnectError, RelayService};
 use crate::shutdown::Shutdown;
+use crate::target::{OpenErrReason, Target};
 use crate::telemetry::Frontend;
-use crate::tunnel::protocol::{OpenErrReason, Target};
 
 /// SPEC.md's failure table, SOCKS5 column.
 pub fn reply_for(e: &ConnectError) -> ReplyError {
@@ -40,7 +42,7 @@ pub fn reply_for(e: &ConnectError) -> ReplyError {
 }
 
 /// Accepts SOCKS5 clients until shutdown.
-pub async fn serve(listener: TcpListener, svc: Arc<ProxyService>, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, svc: Arc<RelayService>, shutdown: Shutdown) {
     super::serve_frontend(
         listener,
         svc,
@@ -54,14 +56,14 @@ pub async fn serve(listener: TcpListener, svc: Arc<ProxyService>, shutdown: Shut
 enum Handshake {
     Ready(
         Socks5ServerProtocol<TcpStream, fast_socks5::server::states::CommandRead>,
-        Arc<super::auth::ProxyAccount>,
-        super::username::Targeting,
+        Arc<ProxyAccount>,
+        Targeting,
         Target,
     ),
     Done,
 }
 
-async fn handle(sock: TcpStream, peer: SocketAddr, svc: &ProxyService) {
+async fn handle(sock: TcpStream, peer: SocketAddr, svc: &RelayService) {
     let hs = tokio::time::timeout(svc.limits.handshake_timeout(), handshake(sock, peer, svc)).await;
     let (proto, acct, targeting, target) = match hs {
         Ok(Ok(Handshake::Ready(p, a, t, tg))) => (p, a, t, tg),
@@ -90,7 +92,7 @@ async fn handle(sock: TcpStream, peer: SocketAddr, svc: &ProxyService) {
 async fn handshake(
     sock: TcpStream,
     peer: SocketAddr,
-    svc: &ProxyService,
+    svc: &RelayService,
 ) -> Result<Handshake, fast_socks5::server::SocksServerError> {
     let started = Socks5ServerProtocol::start(sock).negotiate_auth(&[PasswordAuthentication]).await?;
     let (user, pass, auth) = started.read_username_password().await?;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tables::{DEVICES, META, PAIR_CODES, USERS, VIPS};
 use super::{Store, StoreError, from_json, to_json};
-use crate::tunnel::protocol::KeyAlg;
+use crate::identity::KeyAlg;
 
 /// First address of the virtual IP space `100.64.0.0/10`.
 const VIP_BASE: u32 = u32::from_be_bytes([100, 64, 0, 0]);

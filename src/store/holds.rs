@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::Account;
 use super::tables::{ACCRUED, BALANCES, HOLDS};
-use super::usage::Accrual;
 use super::{Store, StoreError, from_json, to_json};
 use crate::money::Micros;
 
@@ -36,17 +35,6 @@ pub struct HoldRequest {
 /// What `client`'s live sessions owe (the maintained total).
 pub(crate) fn accrued_of(t: &impl ReadableTable<&'static str, i64>, client: &str) -> Result<i64, StoreError> {
     Ok(t.get(client)?.map(|v| v.value()).unwrap_or(0))
-}
-
-/// Unposted accruals per client, as the client owes them, summed from the accrual rows
-/// (migration and verification; the hot paths read [`ACCRUED`]).
-pub(crate) fn accrued_by(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<HashMap<String, i64>, StoreError> {
-    let mut out: HashMap<String, i64> = HashMap::new();
-    for row in t.iter()? {
-        let a = Accrual::decode(row?.1.value())?;
-        *out.entry(a.client.clone()).or_default() += a.owed() as i64;
-    }
-    Ok(out)
 }
 
 /// Live holds per client.

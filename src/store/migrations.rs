@@ -69,7 +69,7 @@ fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(HOLDS)?;
     txn.open_table(WITHDRAWALS)?;
     txn.open_table(USAGE)?;
-    let totals = super::holds::accrued_by(&txn.open_table(ACCRUALS)?)?;
+    let totals = super::usage::accrued_by(&txn.open_table(ACCRUALS)?)?;
     let mut t = txn.open_table(ACCRUED)?;
     for (client, owed) in totals {
         t.insert(client.as_str(), owed)?;

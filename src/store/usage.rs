@@ -175,6 +175,17 @@ impl Accrual {
     }
 }
 
+/// Unposted accruals per client, as the client owes them, summed from the accrual rows
+/// (migration and verification; the hot paths read [`ACCRUED`]).
+pub(crate) fn accrued_by(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<HashMap<String, i64>, StoreError> {
+    let mut out: HashMap<String, i64> = HashMap::new();
+    for row in t.iter()? {
+        let a = Accrual::decode(row?.1.value())?;
+        *out.entry(a.client.clone()).or_default() += a.owed() as i64;
+    }
+    Ok(out)
+}
+
 /// Usage of one subject in one hour (the roll-up behind usage and earnings charts).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UsageBucket {

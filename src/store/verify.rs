@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 
-use super::holds::{accrued_by, held_by};
+use super::holds::held_by;
 use super::ledger::Transfer;
 use super::tables::*;
-use super::usage::{Accrual, SessionRecord, UsageBucket};
+use super::usage::{Accrual, SessionRecord, UsageBucket, accrued_by};
 use super::withdrawals::{Withdrawal, WithdrawalStatus};
 use super::{Store, StoreError, from_json};
 use crate::money::Micros;

@@ -15,7 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
-use super::protocol::{ErrorCode, Frame, OpenErrReason, ResetReason, Target};
+use super::protocol::{ErrorCode, Frame};
+use crate::target::{OpenErrReason, ResetReason, Target};
 
 /// Upper bound on credit a peer may grant, so hostile WINDOW floods cannot overflow counters.
 const MAX_CREDIT: i64 = 1 << 40;

@@ -2,10 +2,17 @@
 //!
 //! Pure: no I/O, no async, no knowledge of sessions. Decoding never panics on any input and
 //! rejects what the spec calls a violation with a [`ProtocolError`] naming the problem.
+//!
+//! The domain types the frames carry — a stream's [`Target`] and its open-error and reset
+//! reasons ([`crate::target`]), a device's key algorithm, id and nonce ([`crate::identity`]) —
+//! live below the tunnel; this module only gives them their wire encoding.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::identity::{DEVICE_ID_LEN, KeyAlg, NONCE_LEN};
+use crate::target::{OpenErrReason, ResetReason, Target};
 
 /// The newest protocol version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -17,10 +24,6 @@ pub const HEADER_LEN: usize = 6;
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Largest DATA payload that fits in one frame.
 pub const MAX_DATA_LEN: usize = MAX_FRAME_LEN - HEADER_LEN;
-/// Length of a device id.
-pub const DEVICE_ID_LEN: usize = 16;
-/// Length of a challenge nonce.
-pub const NONCE_LEN: usize = 32;
 /// DATA flag: the sender's direction ends with this frame.
 pub const FLAG_FIN: u8 = 0x01;
 /// Longest HEARTBEAT_ACK currency code, in bytes of UTF-8.
@@ -72,57 +75,6 @@ pub enum ProtocolError {
     BadAddress(&'static str),
     #[error("empty DATA frame without FIN")]
     EmptyData,
-}
-
-/// Where a stream should go: an IP endpoint or a name the node resolves.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
-    Ip(SocketAddr),
-    Domain(String, u16),
-}
-
-impl Target {
-    pub fn port(&self) -> u16 {
-        match self {
-            Target::Ip(a) => a.port(),
-            Target::Domain(_, p) => *p,
-        }
-    }
-
-    /// The host part as text (no brackets, no port).
-    pub fn host(&self) -> String {
-        match self {
-            Target::Ip(a) => a.ip().to_string(),
-            Target::Domain(d, _) => d.clone(),
-        }
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Ip(a) => write!(f, "{a}"),
-            Target::Domain(d, p) => write!(f, "{d}:{p}"),
-        }
-    }
-}
-
-/// Signing algorithm of a device key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyAlg {
-    Ed25519 = 1,
-    EcdsaP256 = 2,
-}
-
-impl KeyAlg {
-    pub fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            1 => Some(KeyAlg::Ed25519),
-            2 => Some(KeyAlg::EcdsaP256),
-            _ => None,
-        }
-    }
 }
 
 /// What a node is willing to do, as reported in heartbeats.
@@ -287,75 +239,6 @@ impl ErrorCode {
                 | ErrorCode::PairingCodeInvalid
                 | ErrorCode::DeviceBanned
         )
-    }
-}
-
-/// Why a node could not open a stream. The proxy maps these to SOCKS5 replies and HTTP statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenErrReason {
-    RefusedByPolicy = 1,
-    DnsFailed = 2,
-    ConnectionRefused = 3,
-    Timeout = 4,
-    HostUnreachable = 5,
-    NetworkUnreachable = 6,
-    NodeBusy = 7,
-    Draining = 8,
-    Internal = 9,
-}
-
-impl OpenErrReason {
-    pub fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::RefusedByPolicy,
-            2 => Self::DnsFailed,
-            3 => Self::ConnectionRefused,
-            4 => Self::Timeout,
-            5 => Self::HostUnreachable,
-            6 => Self::NetworkUnreachable,
-            7 => Self::NodeBusy,
-            8 => Self::Draining,
-            _ => Self::Internal,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RefusedByPolicy => "refused_by_policy",
-            Self::DnsFailed => "dns_failed",
-            Self::ConnectionRefused => "connection_refused",
-            Self::Timeout => "timeout",
-            Self::HostUnreachable => "host_unreachable",
-            Self::NetworkUnreachable => "network_unreachable",
-            Self::NodeBusy => "node_busy",
-            Self::Draining => "draining",
-            Self::Internal => "internal",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetReason {
-    Cancel = 0,
-    ProtocolViolation = 1,
-    FlowControl = 2,
-    IdleTimeout = 3,
-    Internal = 4,
-    Shutdown = 5,
-    Billing = 6,
-}
-
-impl ResetReason {
-    pub fn from_u8(v: u8) -> Self {
-        match v {
-            0 => Self::Cancel,
-            1 => Self::ProtocolViolation,
-            2 => Self::FlowControl,
-            3 => Self::IdleTimeout,
-            5 => Self::Shutdown,
-            6 => Self::Billing,
-            _ => Self::Internal,
-        }
     }
 }
 
@@ -973,29 +856,6 @@ impl<'a> Fields<'a> {
     fn req_str(&self, tag: u8) -> Result<String, ProtocolError> {
         self.opt_str(tag)?.ok_or(ProtocolError::MissingField { frame: self.frame, tag })
     }
-}
-
-/// The bytes a device signs to answer a challenge (docs/protocol.md, "Signed bytes").
-pub fn challenge_message(pin: &[u8; 32], device_id: &[u8; DEVICE_ID_LEN], nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
-    const LABEL: &[u8] = b"traffix-challenge-v1\0";
-    let mut m = Vec::with_capacity(LABEL.len() + 32 + DEVICE_ID_LEN + NONCE_LEN);
-    m.extend_from_slice(LABEL);
-    m.extend_from_slice(pin);
-    m.extend_from_slice(device_id);
-    m.extend_from_slice(nonce);
-    m
-}
-
-/// A device's id, derived from its public key (docs/protocol.md, "Device id").
-pub fn device_id(alg: KeyAlg, public_key: &[u8]) -> [u8; DEVICE_ID_LEN] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"traffix-device-id-v1");
-    ctx.update(&[alg as u8]);
-    ctx.update(public_key);
-    let d = ctx.finish();
-    let mut id = [0u8; DEVICE_ID_LEN];
-    id.copy_from_slice(&d.as_ref()[..DEVICE_ID_LEN]);
-    id
 }
 
 /// Picks the protocol version both sides speak, or explains who must upgrade.

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::mux::Mux;
-use super::protocol::{DEVICE_ID_LEN, ErrorCode, Heartbeat, NodeState};
-
-pub type DeviceId = [u8; DEVICE_ID_LEN];
+use super::protocol::{ErrorCode, Heartbeat, NodeState};
+use crate::identity::DeviceId;
 
 /// One live node session.
 #[derive(Debug)]

@@ -12,12 +12,13 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::mux::{Mux, MuxConfig};
-use super::protocol::{self, Challenge, ErrorCode, Frame, HeartbeatAck, NONCE_LEN, Welcome};
+use super::protocol::{self, Challenge, ErrorCode, Frame, HeartbeatAck, Welcome};
 use super::registry::{NodeHandle, Registry};
 use super::ws::{self, ReadEnd};
 use crate::auth;
 use crate::config::Limits;
 use crate::geoip::GeoIp;
+use crate::identity::{DeviceId, NONCE_LEN, device_id};
 use crate::shutdown::Shutdown;
 use crate::store::{DeviceRecord, PairError, Store, UsageBucket, now_secs};
 use crate::telemetry::Metrics;
@@ -53,7 +54,7 @@ fn nonce() -> Result<[u8; NONCE_LEN], Refuse> {
 /// Who the handshake proved the node to be.
 struct Authenticated {
     device: DeviceRecord,
-    device_id: [u8; 16],
+    device_id: DeviceId,
     max_streams: u32,
     max_inflight: u32,
     paired_now: bool,
@@ -153,7 +154,7 @@ where
             if p.nonce != nonce {
                 return Err(Refuse(ErrorCode::AuthFailed, "pairing answers a different challenge".into()));
             }
-            let device_id = protocol::device_id(p.key_alg, &p.public_key);
+            let device_id = device_id(p.key_alg, &p.public_key);
             if hello.device_id.is_some_and(|id| id != device_id) {
                 return Err(Refuse(ErrorCode::ProtocolViolation, "HELLO device id does not match the key".into()));
             }

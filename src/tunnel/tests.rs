@@ -6,9 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::copy::{self, CopyEnd, NoMeter};
 use super::mux::{Inbound, Mux, MuxConfig, OpenFailure};
-use super::protocol::{Frame, OpenErrReason, ResetReason, Target};
-use super::relay::{self, NoMeter, RelayEnd};
+use super::protocol::Frame;
+use crate::target::{OpenErrReason, ResetReason, Target};
 
 fn cfg(window: u32) -> MuxConfig {
     MuxConfig {
@@ -64,7 +65,7 @@ fn pair(window: u32) -> (Mux, Mux) {
                     let _ = tokio::io::copy(&mut r, &mut w).await;
                     let _ = w.shutdown().await;
                 });
-                tokio::spawn(relay::relay(a, s, Arc::new(NoMeter), false));
+                tokio::spawn(copy::bidirectional(a, s, Arc::new(NoMeter), false));
             }
         }
     });
@@ -80,7 +81,7 @@ async fn bytes_cross_intact_with_windows_much_smaller_than_the_payload() {
     let (server, _node) = pair(64 * 1024);
     let stream = server.open(target(), 64, std::time::Duration::from_secs(5)).await.unwrap();
     let (client, mut app) = tokio::io::duplex(64 * 1024);
-    let relay = tokio::spawn(relay::relay(client, stream, Arc::new(NoMeter), true));
+    let relay = tokio::spawn(copy::bidirectional(client, stream, Arc::new(NoMeter), true));
     let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let (mut r, mut w) = tokio::io::split(&mut app);
     let send = data.clone();
@@ -97,7 +98,7 @@ async fn bytes_cross_intact_with_windows_much_smaller_than_the_payload() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "echoed bytes differ");
     let stats = relay.await.unwrap();
-    assert_eq!(stats.end, RelayEnd::Closed);
+    assert_eq!(stats.end, CopyEnd::Closed);
     assert_eq!((stats.sent, stats.received), (5_000_000, 5_000_000));
     assert_eq!(server.active_streams(), 0, "finished streams are forgotten");
 }
@@ -170,6 +171,6 @@ async fn an_idle_stream_is_reset_after_the_idle_timeout() {
     let (server, _node) = pair(64 * 1024);
     let stream = server.open(target(), 64, std::time::Duration::from_secs(5)).await.unwrap();
     let (client, _keep) = tokio::io::duplex(1024);
-    let stats = relay::relay(client, stream, Arc::new(NoMeter), true).await;
-    assert_eq!(stats.end, RelayEnd::Idle);
+    let stats = copy::bidirectional(client, stream, Arc::new(NoMeter), true).await;
+    assert_eq!(stats.end, CopyEnd::Idle);
 }

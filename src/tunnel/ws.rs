@@ -20,6 +20,10 @@ use crate::config::Limits;
 /// (Real frames are never empty: the header alone is 6 bytes.)
 pub const CLOSE_SENTINEL_LEN: usize = 0;
 
+// Config validation keeps `limits.ws_max_frame` at or above its own minimum, which must fit the
+// largest tunnel frame.
+const _: () = assert!(crate::config::MIN_WS_MAX_FRAME >= super::protocol::MAX_FRAME_LEN);
+
 /// tungstenite configuration from `[limits]`: small buffers on idle sockets, bounded frames.
 pub fn ws_config(l: &Limits) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();

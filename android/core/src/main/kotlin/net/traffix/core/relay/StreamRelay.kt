@@ -32,7 +32,7 @@ data class RelayStats(val sent: Long, val received: Long, val end: RelayEnd)
 
 /**
  * Copies bytes between a dialed target [socket] and its [stream], both ways, with half-close and
- * an idle timeout — the node half of src/tunnel/relay.rs on plain threads. The calling thread
+ * an idle timeout — the node half of src/tunnel/copy.rs on plain threads. The calling thread
  * carries tunnel → target; one thread from [pool] carries target → tunnel. [onBytes] hears every
  * chunk (for the owner's data caps) from either thread.
  *

@@ -1,6 +1,7 @@
-//! The relay: copies bytes between a socket and a multiplexed stream, both ways, with
+//! Copying one stream: moves bytes between a socket and a multiplexed stream, both ways, with
 //! half-close, idle timeout and byte counting. It knows nothing of SOCKS5, HTTP or billing:
-//! the front-ends hand it `(socket, stream)`, and a [`Meter`] hears about the bytes.
+//! the server's relay (`crate::relay`) and the node agent hand it `(socket, stream)`, and a
+//! [`Meter`] hears about the bytes.
 //!
 //! Per-stream counters are plain locals of the two copy loops (no shared atomic per read); the
 //! meter is told in batches. Read buffers are allocated only while data flows and go to the
@@ -14,15 +15,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::mux::{Inbound, MuxStream};
-use super::protocol::{HEADER_LEN, ResetReason};
+use super::protocol::HEADER_LEN;
+use crate::target::ResetReason;
 
-/// Read size while a socket idles or trickles (see the up loop of [`relay`]).
+/// Read size while a socket idles or trickles (see the up loop of [`bidirectional`]).
 const SMALL_READ: usize = 4 * 1024;
 
 /// Report usage to the meter after at least this many bytes (and at the end).
 pub const METER_BATCH: u64 = 256 * 1024;
 
-/// Receives byte counts of a relayed stream. Implemented by billing and metrics.
+/// Receives byte counts of a copied stream. The server's relay implements it for billing and
+/// metrics.
 pub trait Meter: Send + Sync {
     /// `up` = client → target bytes, `down` = target → client bytes, since the last call.
     fn record(&self, up: u64, down: u64);
@@ -35,9 +38,9 @@ impl Meter for NoMeter {
     fn record(&self, _up: u64, _down: u64) {}
 }
 
-/// How a relay ended.
+/// How a copy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayEnd {
+pub enum CopyEnd {
     /// Both directions finished with EOF.
     Closed,
     /// The peer reset the stream or the tunnel went away.
@@ -48,27 +51,27 @@ pub enum RelayEnd {
     Idle,
 }
 
-impl RelayEnd {
+impl CopyEnd {
     pub fn as_str(self) -> &'static str {
         match self {
-            RelayEnd::Closed => "closed",
-            RelayEnd::PeerReset(ResetReason::Shutdown) => "tunnel_closed",
-            RelayEnd::PeerReset(ResetReason::Billing) => "billing",
-            RelayEnd::PeerReset(_) => "peer_reset",
-            RelayEnd::SocketError => "socket_error",
-            RelayEnd::Idle => "idle_timeout",
+            CopyEnd::Closed => "closed",
+            CopyEnd::PeerReset(ResetReason::Shutdown) => "tunnel_closed",
+            CopyEnd::PeerReset(ResetReason::Billing) => "billing",
+            CopyEnd::PeerReset(_) => "peer_reset",
+            CopyEnd::SocketError => "socket_error",
+            CopyEnd::Idle => "idle_timeout",
         }
     }
 }
 
-/// Totals of one relayed stream.
+/// Totals of one copied stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayStats {
+pub struct CopyStats {
     /// Bytes read from the socket and sent into the tunnel.
     pub sent: u64,
     /// Bytes received from the tunnel and written to the socket.
     pub received: u64,
-    pub end: RelayEnd,
+    pub end: CopyEnd,
 }
 
 /// Bytes counted but not yet reported to the meter; reports them when dropped.
@@ -92,11 +95,11 @@ fn now_ms(start: tokio::time::Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
-/// Relays until both directions are done or either side fails.
+/// Copies until both directions are done or either side fails.
 ///
 /// `socket_is_client` says which way is "up" for the meter: on the server the socket is the
 /// client (socket → tunnel is up); on the node it is the target (tunnel → socket is up).
-pub async fn relay<S>(socket: S, stream: MuxStream, meter: Arc<dyn Meter>, socket_is_client: bool) -> RelayStats
+pub async fn bidirectional<S>(socket: S, stream: MuxStream, meter: Arc<dyn Meter>, socket_is_client: bool) -> CopyStats
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
@@ -112,7 +115,7 @@ where
         if socket_is_client { meter.record(sent, received) } else { meter.record(received, sent) }
     };
     // Bytes moved but not yet reported. Owned by this stream only; the guard reports the tail
-    // even when the relay is dropped mid-way (a cut), so no delivered byte goes unmetered.
+    // even when the copy is dropped mid-way (a cut), so no delivered byte goes unmetered.
     let pending = Unmetered { sent: AtomicU64::new(0), received: AtomicU64::new(0), record: &record };
 
     // socket → tunnel
@@ -138,12 +141,12 @@ where
                 Err(_) => {
                     if now_ms(start).saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
                         tx.reset(ResetReason::IdleTimeout, "idle timeout");
-                        break Some(RelayEnd::Idle);
+                        break Some(CopyEnd::Idle);
                     }
                 }
                 Ok(Err(_)) => {
                     tx.reset(ResetReason::Cancel, "socket error");
-                    break Some(RelayEnd::SocketError);
+                    break Some(CopyEnd::SocketError);
                 }
                 Ok(Ok(0)) => {
                     tx.send_fin();
@@ -163,7 +166,7 @@ where
                         record(pending.sent.swap(0, Ordering::Relaxed), 0);
                     }
                     if !tx.send_data(buf, false).await {
-                        break Some(RelayEnd::PeerReset(ResetReason::Shutdown));
+                        break Some(CopyEnd::PeerReset(ResetReason::Shutdown));
                     }
                 }
             }
@@ -179,14 +182,14 @@ where
                 Err(_) => {
                     if now_ms(start).saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
                         stop_up.notify_one();
-                        break Some(RelayEnd::Idle);
+                        break Some(CopyEnd::Idle);
                     }
                 }
                 Ok(Some(Inbound::Data(b))) => {
                     last.store(now_ms(start), Ordering::Relaxed);
                     if wr.write_all(&b).await.is_err() {
                         stop_up.notify_one();
-                        break Some(RelayEnd::SocketError);
+                        break Some(CopyEnd::SocketError);
                     }
                     received += b.len() as u64;
                     let n = b.len() as u64;
@@ -201,11 +204,11 @@ where
                 }
                 Ok(Some(Inbound::Reset(reason, _))) => {
                     stop_up.notify_one();
-                    break Some(RelayEnd::PeerReset(reason));
+                    break Some(CopyEnd::PeerReset(reason));
                 }
                 Ok(None) => {
                     stop_up.notify_one();
-                    break Some(RelayEnd::PeerReset(ResetReason::Shutdown));
+                    break Some(CopyEnd::PeerReset(ResetReason::Shutdown));
                 }
             }
         };
@@ -215,14 +218,14 @@ where
     let ((sent, up_end), (received, down_end)) = tokio::join!(up, down);
     drop(pending);
     let end = match (up_end, down_end) {
-        (Some(RelayEnd::SocketError), _) | (_, Some(RelayEnd::SocketError)) => RelayEnd::SocketError,
+        (Some(CopyEnd::SocketError), _) | (_, Some(CopyEnd::SocketError)) => CopyEnd::SocketError,
         (_, Some(e)) | (Some(e), None) => e,
-        (None, None) => RelayEnd::Closed,
+        (None, None) => CopyEnd::Closed,
     };
-    if end == RelayEnd::SocketError || end == RelayEnd::Idle {
+    if end == CopyEnd::SocketError || end == CopyEnd::Idle {
         tx.reset(ResetReason::Cancel, end.as_str());
     }
-    RelayStats { sent, received, end }
+    CopyStats { sent, received, end }
 }
 
 async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut, max: usize) -> std::io::Result<usize> {

@@ -11,9 +11,10 @@ use moka::Expiry;
 
 use super::username::{SessionMode, Targeting};
 use crate::egress::{EgressPolicy, Refusal};
+use crate::identity::DeviceId;
+use crate::target::{OpenErrReason, Target};
 use crate::tunnel::mux::{MuxStream, OpenFailure};
-use crate::tunnel::protocol::{OpenErrReason, Target};
-use crate::tunnel::registry::{DeviceId, NodeHandle, Registry};
+use crate::tunnel::registry::{NodeHandle, Registry};
 
 /// How many nodes a rotating connection tries when nodes are busy or vanish mid-open.
 const OPEN_ATTEMPTS: usize = 3;

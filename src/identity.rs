@@ -1,0 +1,53 @@
+//! Device identity: the key algorithms a node may hold, the device id derived from its public
+//! key, and the bytes it signs to answer a challenge (docs/protocol.md, "Device id" and "Signed
+//! bytes"). Leaf types: `auth` verifies with them, `store` keeps them, the node agent and
+//! `tunnel::protocol` carry them; this module imports nothing of the project.
+
+/// A device id: the first [`DEVICE_ID_LEN`] bytes of a hash of its public key.
+pub type DeviceId = [u8; DEVICE_ID_LEN];
+
+/// Length of a device id.
+pub const DEVICE_ID_LEN: usize = 16;
+/// Length of a challenge nonce.
+pub const NONCE_LEN: usize = 32;
+
+/// Signing algorithm of a device key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAlg {
+    Ed25519 = 1,
+    EcdsaP256 = 2,
+}
+
+impl KeyAlg {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(KeyAlg::Ed25519),
+            2 => Some(KeyAlg::EcdsaP256),
+            _ => None,
+        }
+    }
+}
+
+/// The bytes a device signs to answer a challenge (docs/protocol.md, "Signed bytes").
+pub fn challenge_message(pin: &[u8; 32], device_id: &DeviceId, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    const LABEL: &[u8] = b"traffix-challenge-v1\0";
+    let mut m = Vec::with_capacity(LABEL.len() + 32 + DEVICE_ID_LEN + NONCE_LEN);
+    m.extend_from_slice(LABEL);
+    m.extend_from_slice(pin);
+    m.extend_from_slice(device_id);
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// A device's id, derived from its public key (docs/protocol.md, "Device id").
+pub fn device_id(alg: KeyAlg, public_key: &[u8]) -> DeviceId {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"traffix-device-id-v1");
+    ctx.update(&[alg as u8]);
+    ctx.update(public_key);
+    let d = ctx.finish();
+    let mut id = [0u8; DEVICE_ID_LEN];
+    id.copy_from_slice(&d.as_ref()[..DEVICE_ID_LEN]);
+    id
+}
