@@ -1,8 +1,9 @@
-//! HTTP proxy front-end parsers: request head, absolute URI, authority, Basic credentials.
+//! HTTP proxy front-end parsers: request head, absolute URI, authority, Basic credentials,
+//! chunk-size lines.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use traffix::proxy::http::{basic_credentials, parse_absolute_uri, parse_authority, parse_request_head};
+use traffix::proxy::http::{basic_credentials, chunk_size, parse_absolute_uri, parse_authority, parse_request_head};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some((head, n))) = parse_request_head(data) {
@@ -24,4 +25,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = parse_authority(s, None);
     }
     let _ = basic_credentials(data);
+    if let Some(n) = chunk_size(data) {
+        assert!(n.checked_add(2).is_some(), "a chunk size leaves room for its CRLF");
+    }
 });

@@ -227,6 +227,24 @@ pub fn parse_absolute_uri(uri: &str) -> Result<(Target, String), HttpError> {
     Ok((parse_authority(authority, Some(80))?, if path.is_empty() { "/".into() } else { path }))
 }
 
+/// The size of a chunk from its chunk-size line (RFC 9112 §7.1: `1*HEXDIG [ chunk-ext ] CRLF`).
+/// `None` for anything else: no digits, a sign (`+5`, which `from_str_radix` would take), white
+/// space inside the number, or more than 15 hex digits (a size no body reaches, and one that
+/// leaves room for the chunk's own CRLF, so the arithmetic after it cannot overflow).
+pub fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = match line.iter().position(|&b| b == b';') {
+        // Chunk extensions may follow the size after optional white space (BWS).
+        Some(i) => line[..i].trim_ascii_end(),
+        None => line,
+    };
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| Some(n * 16 + u64::from(char::from(d).to_digit(16)?)))
+}
+
 /// A buffered reader with explicit limits.
 struct Reader<R> {
     inner: R,
@@ -279,11 +297,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         loop {
             let line = self.line(MAX_CHUNK_LINE).await?;
             w.write_all(&line).await?;
-            let text = std::str::from_utf8(&line)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
-            let size_txt = text.trim_end().split(';').next().unwrap_or("").trim();
-            let size = u64::from_str_radix(size_txt, 16)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+            let size = chunk_size(&line)
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
             if size == 0 {
                 loop {
                     let t = self.line(MAX_HEAD).await?;
@@ -293,7 +308,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     }
                 }
             }
-            self.copy_n(w, size + 2).await?;
+            // The size is at most 16 hex digits, so adding the chunk's CRLF cannot overflow.
+            self.copy_n(w, size.saturating_add(2)).await?;
         }
     }
 
@@ -679,6 +695,51 @@ async fn read_response_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_sizes_are_hex_digits_only() {
+        for (line, want) in [
+            (&b"0\r\n"[..], Some(0)),
+            (b"1a\r\n", Some(26)),
+            (b"FF;name=value\r\n", Some(255)),
+            (b"10 ;ext\r\n", Some(16)),
+            (b"5\n", Some(5)),
+            (b"fffffffffffffff\r\n", Some(0x0fff_ffff_ffff_ffff)),
+        ] {
+            assert_eq!(chunk_size(line), want, "{}", line.escape_ascii());
+        }
+        for bad in [
+            &b"\r\n"[..],
+            b"+5\r\n",
+            b"-5\r\n",
+            b" 5\r\n",
+            b"5 \r\n",
+            b"0x5\r\n",
+            b"5",
+            b"ffffffffffffffff\r\n",
+            b"10000000000000000\r\n",
+            b"g\r\n",
+            b"\xff\r\n",
+        ] {
+            assert_eq!(chunk_size(bad), None, "{}", bad.escape_ascii());
+        }
+    }
+
+    /// A chunk size of 2^64 − 1 used to overflow `size + 2` (a panic in debug builds, a wrapped
+    /// length in release builds that desynchronised the body): it is refused as bad data.
+    #[tokio::test]
+    async fn a_huge_chunk_size_is_refused_not_overflowed() {
+        for body in [&b"ffffffffffffffff\r\nabc\r\n0\r\n\r\n"[..], b"+3\r\nabc\r\n0\r\n\r\n"] {
+            let mut r = Reader::new(body);
+            let mut out = Vec::new();
+            let e = r.copy_chunked(&mut out).await.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{}", body.escape_ascii());
+        }
+        let mut r = Reader::new(&b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\nnext"[..]);
+        let mut out = Vec::new();
+        r.copy_chunked(&mut out).await.unwrap();
+        assert_eq!(out, b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n");
+    }
 
     #[test]
     fn parses_uris_and_authorities() {
