@@ -48,10 +48,24 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-/// A fresh proxy password: 128 random bits, URL-safe base64 (22 characters, no symbols that
-/// need quoting in a proxy URL).
+/// Characters of a proxy password: letters and digits, nothing that needs quoting in a proxy URL.
+const PROXY_PASSWORD_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// Length of a proxy password: 22 uniform letters or digits carry 22 · log2(62) ≈ 131 bits.
+pub const PROXY_PASSWORD_LEN: usize = 22;
+
+/// A fresh proxy password: [`PROXY_PASSWORD_LEN`] characters drawn uniformly from 62 letters and
+/// digits (at least 128 bits). Bytes of 248 and above are skipped so no character is likelier
+/// than another (248 = 4 · 62).
 pub fn new_proxy_password() -> Result<String, AuthError> {
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<16>()?).replace(['-', '_'], "x"))
+    let mut out = String::with_capacity(PROXY_PASSWORD_LEN);
+    while out.len() < PROXY_PASSWORD_LEN {
+        for b in random_bytes::<32>()? {
+            if b < 248 && out.len() < PROXY_PASSWORD_LEN {
+                out.push(char::from(PROXY_PASSWORD_ALPHABET[usize::from(b % 62)]));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A generated login password for `init` and `user add` without `--password`.
@@ -106,6 +120,30 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("x", "not a hash"));
+    }
+
+    /// Proxy passwords are uniform over 62 symbols (the old base64 with `-` and `_` folded
+    /// into `x` made `x` three times as likely and carried ~126 bits).
+    #[test]
+    fn proxy_passwords_carry_at_least_128_bits() {
+        assert!(PROXY_PASSWORD_LEN as f64 * 62f64.log2() >= 128.0);
+        let mut counts = std::collections::HashMap::new();
+        let n = 2_000;
+        for _ in 0..n {
+            let p = new_proxy_password().unwrap();
+            assert_eq!(p.len(), PROXY_PASSWORD_LEN);
+            for c in p.chars() {
+                assert!(c.is_ascii_alphanumeric(), "{p}");
+                *counts.entry(c).or_insert(0u32) += 1;
+            }
+        }
+        // 44,000 draws: each symbol is expected ~710 times (σ ≈ 26); twice that is impossible
+        // for a uniform draw and certain for a symbol with three times the share.
+        let expected = (n * PROXY_PASSWORD_LEN) as f64 / 62.0;
+        assert_eq!(counts.len(), 62, "every letter and digit appears");
+        for (c, k) in counts {
+            assert!(f64::from(k) < 1.5 * expected && f64::from(k) > 0.5 * expected, "{c} drawn {k} times");
+        }
     }
 
     #[test]

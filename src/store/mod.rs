@@ -126,8 +126,18 @@ impl Store {
     /// Copies a consistent snapshot of the database to `dest` (a fresh file).
     pub fn backup(&self, dest: &Path) -> Result<(), StoreError> {
         use redb::{ReadableDatabase, ReadableTable};
-        if dest.exists() {
-            return Err(StoreError::AlreadyExists(dest.display().to_string()));
+        // The copy holds password hashes and proxy passwords: it is created for the owner only
+        // (mode 0600) and never over an existing file.
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        match open.open(dest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::AlreadyExists(dest.display().to_string()));
+            }
+            Err(e) => return Err(StoreError::Invalid(format!("cannot create {}: {e}", dest.display()))),
         }
         let out = redb::Database::create(dest)?;
         let rtx = self.db.begin_read()?;
@@ -200,6 +210,20 @@ mod tests {
         assert_eq!(devices[0].vip, std::net::Ipv4Addr::new(100, 64, 0, 1));
         assert_eq!(devices[0].owner, "fixture_user");
         assert!(s.get_user("admin").unwrap().is_some_and(|a| a.admin));
+    }
+
+    /// A backup holds password hashes and proxy passwords: only its owner may read it.
+    #[cfg(unix)]
+    #[test]
+    fn backups_are_private_and_never_overwrite() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.redb")).unwrap();
+        let dest = dir.path().join("backup.redb");
+        s.backup(&dest).unwrap();
+        assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(Store::open(&dest).unwrap().schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
+        assert!(matches!(s.backup(&dest), Err(StoreError::AlreadyExists(_))));
     }
 
     #[test]

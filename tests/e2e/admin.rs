@@ -131,6 +131,11 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     let backup = s.data_dir().join("backup.redb");
     assert!(s.cli(&["backup", backup.to_str().unwrap()]).status.success());
     assert!(backup.exists());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the backup holds password hashes: owner only, not {mode:o}");
+    }
     // And it starts again on the same database.
     s.spawn();
     assert_eq!(s.cli_json(&["user", "show", "hank"])["balance_micros"], 13_000_000);
