@@ -40,9 +40,11 @@ fn random_token(prefix: &str) -> Result<String, ApiError> {
     Ok(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
 }
 
-/// Hash of a bearer secret as stored (SHA-256 hex).
+/// Hash of a refresh token as stored: exact (SHA-256 hex of its bytes, no case folding). Tokens
+/// issued before this rule were stored case-folded; they no longer match, so those logins sign
+/// in once more.
 fn hash(token: &str) -> String {
-    crate::auth::pairing_code_hash(token)
+    crate::auth::secret_hash(token)
 }
 
 fn tokens(state: &ApiState, user: &str, family: &str, refresh: String) -> Result<TokenResponse, ApiError> {

@@ -85,6 +85,13 @@ pub fn pairing_code_hash(code: &str) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, code.trim().to_ascii_uppercase().as_bytes()))
 }
 
+/// Hash of a machine-generated bearer secret (refresh tokens, API keys) as stored: SHA-256 hex
+/// of the exact bytes. Unlike [`pairing_code_hash`], nothing is trimmed or case-folded: a token
+/// matches only as it was issued.
+pub fn secret_hash(secret: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()))
+}
+
 /// Constant-time string equality (proxy passwords).
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
@@ -153,6 +160,10 @@ mod tests {
         assert_ne!(a, new_proxy_password().unwrap());
         assert!(ct_eq(&a, &a.clone()) && !ct_eq(&a, "x"));
         assert_eq!(pairing_code_hash("abc "), pairing_code_hash("ABC"));
+        // Generated secrets match exactly: no trimming, no case folding.
+        assert_ne!(secret_hash("tfr_abc"), secret_hash("TFR_ABC"));
+        assert_ne!(secret_hash("tfr_abc"), secret_hash(" tfr_abc "));
+        assert_eq!(secret_hash("tfr_abc"), secret_hash("tfr_abc"));
     }
 
     #[test]

@@ -109,6 +109,11 @@ fn logins_rotate_refresh_tokens_and_a_reused_one_revokes_the_login() {
     assert!(me["proxy"]["curl_socks5"].as_str().unwrap().starts_with("curl --socks5-hostname 'admin:"));
 
     let r1 = t["refresh_token"].as_str().unwrap();
+    // A refresh token matches only exactly as issued: not upper-cased, not padded.
+    for variant in [r1.to_uppercase(), format!(" {r1} "), format!("{} ", r1.to_uppercase())] {
+        let v = api.call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": variant})), &[]);
+        assert_eq!((v.status, v.error()), (401, "invalid_token".into()), "{variant:?}: {}", v.body);
+    }
     let t2 = api.call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": r1})), &[]);
     assert_eq!(t2.status, 200, "{}", t2.body);
     let r2 = t2.json()["refresh_token"].as_str().unwrap().to_owned();
