@@ -3,8 +3,8 @@
 //! Owns the pure decision "may a client reach this target through a node?": the blocked-port
 //! list, the host-spelling rules (canonical literals only, zone ids, local names, malformed
 //! names), the special-purpose address table (IPv4 and IPv6, including the embedded-IPv4 forms
-//! `::ffff:0:0/96`, `::/96`, NAT64, 6to4 and Teredo), the node's own networks and the Traffix
-//! server's own listeners.
+//! `::ffff:0:0/96`, `::/96`, NAT64, 6to4 and Teredo; SIIT's `::ffff:0:0:0/96` refused whole),
+//! the node's own networks and the Traffix server's own listeners.
 //!
 //! The caller drives the sequence from §1: [`EgressPolicy::check_target`] on the requested
 //! host and port, resolve the name **once**, [`EgressPolicy::check_addr`] on **every**
@@ -424,6 +424,9 @@ const SPECIAL_V6: &[V6Range] = &[
     v6([0, 0, 0, 0, 0, 0, 0, 0], 128, "::/128", V6Rule::Refuse),
     v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "::1/128", V6Rule::Refuse),
     v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96, "::ffff:0:0/96", V6Rule::EmbeddedLast32),
+    // IPv4-translated (SIIT, RFC 6052 §2.1 / RFC 2765): a translator would deliver it to the
+    // embedded IPv4. No public target needs this spelling, so it is refused whole.
+    v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96, "::ffff:0:0:0/96", V6Rule::Refuse),
     v6([0, 0, 0, 0, 0, 0, 0, 0], 96, "::/96", V6Rule::EmbeddedLast32),
     v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96, "64:ff9b::/96", V6Rule::EmbeddedLast32),
     v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48, "64:ff9b:1::/48", V6Rule::Refuse),
@@ -448,7 +451,8 @@ const SPECIAL_V6: &[V6Range] = &[
 /// and otherwise report the embedded address's IPv4 range (e.g. `127.0.0.0/8` for
 /// `::ffff:127.0.0.1`). Teredo `2001::/32` reports the client IPv4's range (last 32 bits XOR
 /// `0xffffffff`) when it has one; every other address in `2001::/23`, Teredo with a public
-/// client included, reports `2001::/23`. `64:ff9b:1::/48` is refused whole.
+/// client included, reports `2001::/23`. `64:ff9b:1::/48` and the IPv4-translated (SIIT)
+/// `::ffff:0:0:0/96` are refused whole.
 /// `::` and `::1` report `::/128` and `::1/128`; other `::/96` addresses are IPv4-compatible.
 pub fn special_range(ip: IpAddr) -> Option<&'static str> {
     match ip {

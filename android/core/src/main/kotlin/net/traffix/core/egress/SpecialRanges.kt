@@ -69,6 +69,8 @@ private val SPECIAL_V6: List<V6Range> = listOf(
     V6Range("::/128", V6Rule.REFUSE),
     V6Range("::1/128", V6Rule.REFUSE),
     V6Range("::ffff:0:0/96", V6Rule.EMBEDDED_LAST32),
+    // IPv4-translated (SIIT, RFC 6052 §2.1): refused whole, as no public target needs it.
+    V6Range("::ffff:0:0:0/96", V6Rule.REFUSE),
     V6Range("::/96", V6Rule.EMBEDDED_LAST32),
     V6Range("64:ff9b::/96", V6Rule.EMBEDDED_LAST32),
     V6Range("64:ff9b:1::/48", V6Rule.REFUSE),
