@@ -77,9 +77,10 @@ pub async fn login(
     if name.len() > 64 || req.password.len() > 1024 {
         return Err(ApiError::unauthorized("invalid_credentials", "wrong user name or password"));
     }
-    state
+    // The slot is taken before the (slow) hash, so concurrent attempts cannot overrun the limit.
+    let attempt = state
         .throttle
-        .check_login(ip, &name)
+        .reserve_login(ip, &name)
         .map_err(|wait| ApiError::throttled(wait, format!("too many failed logins; try again in {wait} s")))?;
     let user = state.admin.store.get_user(&name)?;
     let phc = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| dummy_hash().to_owned());
@@ -93,7 +94,7 @@ pub async fn login(
     let user = match user {
         Some(u) if ok && u.password_hash.is_some() => u,
         _ => {
-            state.throttle.login_failed(ip, &name);
+            drop(attempt);
             tracing::info!(user = %name, %ip, "login failed");
             return Err(ApiError::unauthorized("invalid_credentials", "wrong user name or password"));
         }
@@ -101,7 +102,7 @@ pub async fn login(
     if user.disabled {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "disabled", "this account is disabled"));
     }
-    state.throttle.login_ok(&name);
+    attempt.succeeded(&name);
     let family = hex::encode(crate::auth::random_bytes::<12>().map_err(|e| ApiError::internal(e.to_string()))?);
     let refresh = random_token("tfr_")?;
     state.admin.store.start_login(&user.name, &family, &hash(&refresh), now_secs())?;

@@ -2,8 +2,14 @@
 //! account at most `login_failures_per_hour` failures an hour, with exponential back-off after
 //! 5; per IP at most `auth_failures_per_minute_per_ip` failures a minute. Successful logins
 //! clear the account's count.
+//!
+//! A login attempt takes its slot before the password is hashed ([`Throttle::reserve_login`]):
+//! the check and the count happen together under one lock, and the attempt counts as a failure
+//! unless it is settled as a success. Checking first and counting after the hash let hundreds of
+//! concurrent attempts past a limit of twenty.
 
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
@@ -19,6 +25,8 @@ pub struct Throttle {
     per_account: Cache<String, (u32, Instant)>,
     per_ip: Cache<IpAddr, u32>,
     pairs: Cache<String, u32>,
+    /// Makes a login's check and its count one step (held for two cache reads and writes).
+    logins: Mutex<()>,
     account_limit: u32,
     ip_limit: u32,
 }
@@ -38,13 +46,24 @@ impl Throttle {
             per_account: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build(),
             per_ip: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
             pairs: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
+            logins: Mutex::new(()),
             account_limit: account_limit.max(1),
             ip_limit: ip_limit.max(1),
         }
     }
 
+    /// Takes a login attempt's slot for `user` from `ip`, or `Err(seconds to wait)` when it must
+    /// be refused now. The attempt counts as a failure from here on; settle a correct password
+    /// with [`LoginAttempt::succeeded`].
+    pub fn reserve_login(&self, ip: IpAddr, user: &str) -> Result<LoginAttempt<'_>, u64> {
+        let _one_at_a_time = crate::sync::lock(&self.logins);
+        self.check_login(ip, user)?;
+        self.login_failed(ip, user);
+        Ok(LoginAttempt { throttle: self, ip })
+    }
+
     /// `Err(seconds to wait)` when a login attempt for `user` from `ip` must be refused now.
-    pub fn check_login(&self, ip: IpAddr, user: &str) -> Result<(), u64> {
+    fn check_login(&self, ip: IpAddr, user: &str) -> Result<(), u64> {
         if self.per_ip.get(&ip).unwrap_or(0) >= self.ip_limit {
             return Err(60);
         }
@@ -63,14 +82,18 @@ impl Throttle {
         Ok(())
     }
 
-    pub fn login_failed(&self, ip: IpAddr, user: &str) {
+    fn login_failed(&self, ip: IpAddr, user: &str) {
         let n = self.per_ip.get(&ip).unwrap_or(0);
         self.per_ip.insert(ip, n.saturating_add(1));
         let (n, _) = self.per_account.get(user).unwrap_or((0, Instant::now()));
         self.per_account.insert(user.to_owned(), (n.saturating_add(1), Instant::now()));
     }
 
-    pub fn login_ok(&self, user: &str) {
+    fn login_ok(&self, ip: IpAddr, user: &str) {
+        let _one_at_a_time = crate::sync::lock(&self.logins);
+        if let Some(n) = self.per_ip.get(&ip) {
+            self.per_ip.insert(ip, n.saturating_sub(1));
+        }
         self.per_account.invalidate(user);
     }
 
@@ -85,6 +108,26 @@ impl Throttle {
     }
 }
 
+/// A login attempt holding its slot: a failure unless settled as a success.
+#[must_use = "an attempt counts as a failure unless it is settled with succeeded()"]
+pub struct LoginAttempt<'a> {
+    throttle: &'a Throttle,
+    ip: IpAddr,
+}
+
+impl std::fmt::Debug for LoginAttempt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginAttempt").field("ip", &self.ip).finish()
+    }
+}
+
+impl LoginAttempt<'_> {
+    /// The password was right: the attempt is not a failure, and `user`'s count is cleared.
+    pub fn succeeded(self, user: &str) {
+        self.throttle.login_ok(self.ip, user);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,26 +137,49 @@ mod tests {
         let t = Throttle::new(100, 20);
         let ip: IpAddr = [10, 0, 0, 1].into();
         for _ in 0..BACKOFF_AFTER {
-            assert!(t.check_login(ip, "ann").is_ok());
-            t.login_failed(ip, "ann");
+            let _failed = t.reserve_login(ip, "ann").unwrap();
         }
-        assert!(t.check_login(ip, "ann").is_err(), "back-off after five failures");
-        assert!(t.check_login(ip, "bob").is_ok(), "other accounts are not affected");
-        t.login_ok("ann");
-        assert!(t.check_login(ip, "ann").is_ok(), "a success clears the count");
+        assert!(t.reserve_login(ip, "ann").is_err(), "back-off after five failures");
+        t.reserve_login(ip, "bob").unwrap().succeeded("bob");
+        t.reserve_login(ip, "bob").unwrap().succeeded("bob");
+        assert_eq!(t.per_ip.get(&ip), Some(5), "successes are not failures");
+        t.login_ok(ip, "ann");
+        assert!(t.reserve_login(ip, "ann").is_ok(), "a success clears the count");
         for i in 0..20 {
-            t.login_failed(ip, &format!("u{i}"));
+            let _ = t.reserve_login(ip, &format!("u{i}"));
         }
-        assert_eq!(t.check_login(ip, "carol"), Err(60), "the IP is over its limit");
-        assert!(t.check_login([10, 0, 0, 2].into(), "carol").is_ok());
+        assert_eq!(t.reserve_login(ip, "carol").err(), Some(60), "the IP is over its limit");
+        assert!(t.reserve_login([10, 0, 0, 2].into(), "carol").is_ok());
         let t = Throttle::new(3, 1000);
         for _ in 0..3 {
             t.login_failed(ip, "dan");
         }
-        assert_eq!(t.check_login(ip, "dan"), Err(3600));
+        assert_eq!(t.reserve_login(ip, "dan").err(), Some(3600));
         for _ in 0..PAIRS_PER_MINUTE {
             assert!(t.pair("ann").is_ok());
         }
         assert!(t.pair("ann").is_err());
+    }
+
+    /// Many attempts at once from one IP: exactly the limit get a slot (and a hash), however
+    /// they interleave.
+    #[test]
+    fn concurrent_attempts_cannot_pass_the_limit() {
+        let t = std::sync::Arc::new(Throttle::new(1000, 20));
+        let ip: IpAddr = [10, 0, 0, 9].into();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let granted: u32 = (0..16)
+            .map(|w| {
+                let (t, start) = (t.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    (0..20).filter(|i| t.reserve_login(ip, &format!("w{w}u{i}")).is_ok()).count() as u32
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(granted, 20);
     }
 }

@@ -191,6 +191,31 @@ fn bad_credentials_tokens_and_bodies_get_the_right_errors() {
     assert!(r.headers.to_ascii_lowercase().contains("retry-after:"), "{}", r.headers);
 }
 
+/// Sixty wrong logins at once from one address, each for another name: the per-IP limit (20 a
+/// minute) holds exactly — twenty are checked (401), the rest refused before any hash (429).
+/// The check and the count used to be separate steps around the hash, and most got through.
+#[test]
+fn concurrent_wrong_logins_cannot_overrun_the_ip_limit() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..60)
+            .map(|i| {
+                let api = &api;
+                scope.spawn(move || {
+                    let body = json!({"username": format!("nobody{i}"), "password": "wrong password"});
+                    api.call("POST", "/api/v1/auth/login", None, Some(&body), &[]).status
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let count = |code| statuses.iter().filter(|&&s| s == code).count();
+    assert_eq!((count(401), count(429)), (20, 40), "{statuses:?}");
+    let more = api.call("POST", "/api/v1/auth/login", None, Some(&json!({"username": "x", "password": "y"})), &[]);
+    assert_eq!(more.status, 429, "{}", more.body);
+}
+
 fn hex_decode(h: &str) -> Vec<u8> {
     (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
 }
