@@ -154,6 +154,9 @@ pub struct Limits {
     pub ws_max_write_buffer: usize,
     pub ws_read_buffer: usize,
     pub ws_write_buffer: usize,
+    /// Bytes a tunnel's outgoing queue may hold beyond the peer's data windows (SECURITY.md §2:
+    /// the answers a node provokes); a node that lets it fill is disconnected (`limit_exceeded`).
+    pub node_queue_bytes: usize,
     pub max_connections: usize,
     pub listen_backlog: u32,
 }
@@ -182,6 +185,7 @@ impl Default for Limits {
             ws_max_write_buffer: 1024 * 1024,
             ws_read_buffer: 8 * 1024,
             ws_write_buffer: 16 * 1024,
+            node_queue_bytes: 4 * 1024 * 1024,
             max_connections: 20_000,
             listen_backlog: 4096,
         }
@@ -330,6 +334,9 @@ impl Config {
             return bad("billing.hold_chunk must be greater than zero".into());
         }
         let l = &self.limits;
+        if l.node_queue_bytes < 64 * 1024 {
+            return bad("limits.node_queue_bytes must be at least 65536".into());
+        }
         if l.ws_max_frame < MIN_WS_MAX_FRAME {
             return bad(format!("limits.ws_max_frame must be at least {MIN_WS_MAX_FRAME}"));
         }

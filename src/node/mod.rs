@@ -279,10 +279,11 @@ where
         peer_inflight: welcome.max_inflight,
         max_data: protocol::MAX_DATA_LEN,
         idle_timeout: opts.limits.idle_timeout(),
+        max_queued: (welcome.max_inflight as usize).saturating_add(opts.limits.node_queue_bytes),
     });
     let epoch = tokio::time::Instant::now();
     let (sink, mut stream) = wsock.split();
-    let writer =
+    let mut writer =
         tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(opts.limits.ping_interval_secs)), epoch));
 
     let mut policy = EgressPolicy { allow_private_targets: opts.allow_private_targets, ..EgressPolicy::default() };
@@ -360,6 +361,9 @@ where
                     ..Heartbeat::default()
                 }));
             }
+            _ = mux.overflowed() => {
+                break SessionEnd::Retry("the server does not read what it asks for: outgoing queue full".into());
+            }
             _ = shutdown.recv(), if !stopping => {
                 stopping = true;
                 state = NodeState::Draining;
@@ -372,7 +376,9 @@ where
         }
     };
     mux.close("session ended");
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+        writer.abort();
+    }
     Ok(end)
 }
 

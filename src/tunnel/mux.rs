@@ -5,6 +5,12 @@
 //! [`Mux::dispatch`] from its single reader task and drains the outbound queue into the
 //! WebSocket from its single writer task. Control frames come back out of `dispatch` for the
 //! session to handle. Locks are std mutexes held for a map lookup only, never across `.await`.
+//!
+//! The outbound queue is bounded in bytes ([`MuxConfig::max_queued`]): DATA is already bounded
+//! by the peer's windows, but the answers a peer can provoke (HEARTBEAT_ACK, RESET, WINDOW) are
+//! not, and a peer that provokes them and never reads would grow the queue without end. The
+//! frame that would pass the bound is dropped and the mux is marked overflowed
+//! ([`Mux::overflowed`]): the session then ends the connection (`limit_exceeded`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 use super::protocol::{ErrorCode, Frame};
 use crate::target::{OpenErrReason, ResetReason, Target};
@@ -36,6 +42,9 @@ pub struct MuxConfig {
     pub max_data: usize,
     /// A stream with no bytes either way for this long is reset.
     pub idle_timeout: Duration,
+    /// Most bytes queued for the writer at once (DATA within the peer's windows plus the
+    /// control frames on top); past it the mux overflows.
+    pub max_queued: usize,
 }
 
 impl Default for MuxConfig {
@@ -47,6 +56,7 @@ impl Default for MuxConfig {
             peer_inflight: 16 * 1024 * 1024,
             max_data: super::protocol::MAX_DATA_LEN,
             idle_timeout: Duration::from_secs(60),
+            max_queued: 16 * 1024 * 1024 + 4 * 1024 * 1024,
         }
     }
 }
@@ -117,6 +127,10 @@ struct Slot {
 
 struct Inner {
     out: mpsc::UnboundedSender<Bytes>,
+    /// Bytes in `out` not yet taken by the writer (shared with [`OutQueue`]).
+    queued: Arc<AtomicUsize>,
+    /// Set once a frame would have passed `cfg.max_queued`.
+    overflow: watch::Sender<bool>,
     streams: Mutex<HashMap<u32, Slot>>,
     conn_credit: Semaphore,
     conn_unreturned: AtomicU64,
@@ -142,10 +156,13 @@ impl std::fmt::Debug for Mux {
 
 impl Mux {
     /// Creates a mux and the queue of encoded frames its writer task must send.
-    pub fn new(cfg: MuxConfig) -> (Mux, mpsc::UnboundedReceiver<Bytes>) {
+    pub fn new(cfg: MuxConfig) -> (Mux, OutQueue) {
         let (out, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let inner = Inner {
             out,
+            queued: queued.clone(),
+            overflow: watch::channel(false).0,
             streams: Mutex::new(HashMap::new()),
             conn_credit: Semaphore::new(cfg.peer_inflight as usize),
             conn_unreturned: AtomicU64::new(0),
@@ -155,7 +172,42 @@ impl Mux {
             active: AtomicUsize::new(0),
             rtt_us: AtomicU64::new(0),
         };
-        (Mux { inner: Arc::new(inner) }, rx)
+        (Mux { inner: Arc::new(inner) }, OutQueue { rx, queued })
+    }
+
+    /// Queues encoded bytes for the writer, within `max_queued`. False when the frame was not
+    /// queued: the connection is gone, or it would pass the bound (the mux is then overflowed).
+    fn enqueue(&self, b: Bytes) -> bool {
+        let n = b.len();
+        let before = self.inner.queued.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > self.inner.cfg.max_queued {
+            self.inner.queued.fetch_sub(n, Ordering::AcqRel);
+            if !self.inner.overflow.send_replace(true) {
+                tracing::warn!(
+                    queued = before,
+                    limit = self.inner.cfg.max_queued,
+                    "the peer does not read what it asks for: outgoing queue full"
+                );
+            }
+            return false;
+        }
+        if self.inner.out.send(b).is_err() {
+            self.inner.queued.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Resolves once the outgoing queue has overflowed (the peer provokes frames it does not
+    /// read). Cancel-safe.
+    pub async fn overflowed(&self) {
+        let mut rx = self.inner.overflow.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+
+    /// Bytes queued for the writer right now.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued.load(Ordering::Acquire)
     }
 
     pub fn config(&self) -> &MuxConfig {
@@ -187,9 +239,10 @@ impl Mux {
         self.inner.rtt_us.store(new.max(1), Ordering::Relaxed);
     }
 
-    /// Queues an encoded frame. Fails silently once the connection is closed.
+    /// Queues an encoded frame. Fails silently once the connection is closed or its queue is
+    /// full (see [`Mux::overflowed`]).
     pub fn send_frame(&self, frame: &Frame) {
-        let _ = self.inner.out.send(frame.encode());
+        self.enqueue(frame.encode());
     }
 
     /// Server side: opens a stream to `target` through the peer and waits for OPEN_OK.
@@ -392,6 +445,30 @@ impl Mux {
     }
 }
 
+/// The writer's end of the outbound queue: encoded frames in order, each counted off the
+/// mux's queued bytes as it is taken.
+#[derive(Debug)]
+pub struct OutQueue {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutQueue {
+    /// The next frame; `None` once every mux handle is gone. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let b = self.rx.recv().await?;
+        self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        Some(b)
+    }
+
+    /// The next frame if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        let b = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        Some(b)
+    }
+}
+
 /// One multiplexed stream: a sending half and a receiving half that can be driven by two
 /// loops at once. When both halves are gone, a stream that did not finish cleanly (FIN both
 /// ways) is reset towards the peer.
@@ -501,7 +578,7 @@ impl StreamTx {
         if fin {
             self.guard.sent_fin.store(true, Ordering::Release);
         }
-        mux.inner.out.send(frame.freeze()).is_ok()
+        mux.enqueue(frame.freeze())
     }
 
     /// Sends our FIN without payload.

@@ -196,6 +196,44 @@ where
     }
 }
 
+/// Heartbeats a node may send back to back before the rate applies.
+const HEARTBEAT_BURST: u32 = 5;
+
+/// SECURITY.md §2: a node's heartbeats, each answered with a HEARTBEAT_ACK, may come no faster
+/// than half the interval the server gave it, after a burst of [`HEARTBEAT_BURST`]. A token
+/// bucket on an injected clock.
+#[derive(Debug)]
+struct HeartbeatRate {
+    every: Duration,
+    tokens: u32,
+    last: tokio::time::Instant,
+}
+
+impl HeartbeatRate {
+    fn new(interval_secs: u16, now: tokio::time::Instant) -> Self {
+        let every = Duration::from_millis(u64::from(interval_secs.max(1)) * 500);
+        HeartbeatRate { every, tokens: HEARTBEAT_BURST, last: now }
+    }
+
+    /// Takes a token for one heartbeat at `now`; false when the node is over the rate.
+    fn allow(&mut self, now: tokio::time::Instant) -> bool {
+        let earned = (now.saturating_duration_since(self.last).as_millis() / self.every.as_millis().max(1)) as u32;
+        if earned > 0 {
+            self.tokens = self.tokens.saturating_add(earned).min(HEARTBEAT_BURST);
+            self.last += self.every * earned;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        if self.tokens == HEARTBEAT_BURST {
+            // A full bucket does not bank the time spent full.
+            self.last = now;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
 async fn run_connected<S>(svc: Arc<TunnelService>, mut ws: WebSocketStream<S>, peer: SocketAddr, who: Authenticated)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -221,10 +259,11 @@ where
         peer_inflight: who.max_inflight,
         max_data: protocol::MAX_DATA_LEN,
         idle_timeout: limits.idle_timeout(),
+        max_queued: (who.max_inflight as usize).saturating_add(limits.node_queue_bytes),
     });
     let epoch = tokio::time::Instant::now();
     let (sink, mut stream) = ws.split();
-    let writer =
+    let mut writer =
         tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(limits.ping_interval_secs)), epoch));
 
     let country = svc.geoip.as_ref().and_then(|g| g.country(peer.ip()));
@@ -258,6 +297,7 @@ where
     let mut pending: Option<([u8; NONCE_LEN], tokio::time::Instant)> = None;
     let pk = hex::decode(&who.device.public_key).unwrap_or_default();
     let mut draining = false;
+    let mut heartbeats = HeartbeatRate::new(limits.heartbeat_interval_secs, tokio::time::Instant::now());
 
     let end: String = loop {
         tokio::select! {
@@ -268,6 +308,14 @@ where
                 };
                 match control {
                     Frame::Heartbeat(hb) => {
+                        if !heartbeats.allow(tokio::time::Instant::now()) {
+                            let why = format!(
+                                "heartbeats faster than one per {} ms (after a burst of {HEARTBEAT_BURST})",
+                                heartbeats.every.as_millis()
+                            );
+                            mux.send_error(ErrorCode::ProtocolViolation, &why);
+                            break why;
+                        }
                         let seq = hb.seq;
                         debug!(state = ?hb.state, battery = ?hb.battery_pct, network = ?hb.network, "heartbeat");
                         node.heartbeat(hb, limits.node_max_streams, now_secs());
@@ -305,6 +353,12 @@ where
                     mux.send_frame(&Frame::Challenge(Challenge { version: None, nonce: n, server_time_ms: Some(now_ms()) }));
                 }
             }
+            _ = mux.overflowed() => {
+                // The queue is full, so an ERROR frame could not be queued: the connection is
+                // simply dropped (the writer is aborted below).
+                warn!(limit = mux.config().max_queued, "node does not read what it provokes: disconnecting (limit_exceeded)");
+                break "outgoing queue full (limit_exceeded)".into();
+            }
             _ = persist.tick() => persist_seen(&svc, &node).await,
             _ = shutdown.recv(), if !draining => {
                 // Graceful stop: no new streams are routed here (the front-ends stopped
@@ -324,7 +378,11 @@ where
     svc.registry.remove(&who.device_id, node.session_id);
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     mux.close(&end);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // The writer sends what was queued (an ERROR frame) and closes; a node that does not read
+    // would hold it (and the socket) forever, so it is aborted after a grace period.
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+        writer.abort();
+    }
     persist_seen(&svc, &node).await;
     info!(reason = %end, "node offline");
 }
@@ -423,6 +481,37 @@ fn limits_grace(svc: &TunnelService) -> u16 {
 mod tests {
     use super::*;
     use crate::store::FlushBatch;
+
+    #[test]
+    fn heartbeats_past_the_burst_must_keep_half_the_interval() {
+        let t0 = tokio::time::Instant::now();
+        let mut r = HeartbeatRate::new(10, t0);
+        for i in 0..HEARTBEAT_BURST {
+            assert!(r.allow(t0), "burst heartbeat {i}");
+        }
+        assert!(!r.allow(t0), "the sixth at once is a flood");
+        let s = Duration::from_secs;
+        assert!(!r.allow(t0 + s(4)), "4 s is less than half of 10 s");
+        assert!(r.allow(t0 + s(5)));
+        assert!(!r.allow(t0 + s(6)));
+        // A well-behaved node (one every 10 s) is never refused, however long it runs.
+        let mut r = HeartbeatRate::new(10, t0);
+        for i in 0..1000 {
+            assert!(r.allow(t0 + s(10 * i)), "heartbeat {i}");
+        }
+        // Nor one that reconnects its timer and sends two close together now and then.
+        let mut r = HeartbeatRate::new(10, t0);
+        for i in 0..100 {
+            assert!(r.allow(t0 + s(20 * i)) && r.allow(t0 + s(20 * i + 1)), "pair {i}");
+        }
+        // A long pause refills the burst, not more.
+        let mut r = HeartbeatRate::new(10, t0);
+        let later = t0 + s(3600);
+        for _ in 0..HEARTBEAT_BURST {
+            assert!(r.allow(later));
+        }
+        assert!(!r.allow(later));
+    }
 
     /// Adds usage to device `id`'s roll-up in the current hour.
     fn carry(store: &Store, id: &str, bytes: u64, earned: u64) {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::copy::{self, CopyEnd, NoMeter};
-use super::mux::{Inbound, Mux, MuxConfig, OpenFailure};
+use super::mux::{Inbound, Mux, MuxConfig, OpenFailure, OutQueue};
 use super::protocol::Frame;
 use crate::target::{OpenErrReason, ResetReason, Target};
 
@@ -22,7 +22,7 @@ fn cfg(window: u32) -> MuxConfig {
 }
 
 /// Forwards every frame `from` queues into `to.dispatch`, returning control frames on `ctl`.
-fn wire(mut rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>, to: Mux, ctl: tokio::sync::mpsc::UnboundedSender<Frame>) {
+fn wire(mut rx: OutQueue, to: Mux, ctl: tokio::sync::mpsc::UnboundedSender<Frame>) {
     tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if b.is_empty() {
@@ -126,7 +126,7 @@ async fn sending_beyond_the_window_resets_the_stream() {
     m.dispatch(Frame::Data { stream: 7, fin: false, payload: Bytes::from(vec![0u8; 65_536]) }).unwrap();
     m.dispatch(Frame::Data { stream: 7, fin: false, payload: Bytes::from_static(b"x") }).unwrap();
     let mut saw_reset = false;
-    while let Ok(b) = out.try_recv() {
+    while let Some(b) = out.try_recv() {
         if let Ok(Frame::Reset { stream: 7, reason: ResetReason::FlowControl, .. }) = Frame::decode(b) {
             saw_reset = true;
         }
@@ -141,6 +141,30 @@ async fn sending_beyond_the_window_resets_the_stream() {
         }
     }
     assert_eq!(got, 65_536);
+}
+
+/// A peer that provokes answers and never reads cannot grow the outgoing queue past its bound:
+/// the frame that would pass it is dropped and the mux reports the overflow once.
+#[tokio::test]
+async fn the_outgoing_queue_is_bounded_and_overflow_is_reported() {
+    let (m, mut out) = Mux::new(MuxConfig { max_queued: 64 * 1024, ..cfg(65_536) });
+    use futures_util::FutureExt;
+    assert!(m.overflowed().now_or_never().is_none());
+    let ack = Frame::Reset { stream: 9, reason: ResetReason::Cancel, message: "x".repeat(100) };
+    let len = ack.encode().len();
+    for _ in 0..10_000 {
+        m.send_frame(&ack);
+    }
+    assert!(m.queued_bytes() <= 64 * 1024, "{} bytes queued", m.queued_bytes());
+    assert_eq!(m.queued_bytes(), 64 * 1024 / len * len);
+    assert!(m.overflowed().now_or_never().is_some());
+    // The writer taking frames frees room again.
+    let mut taken = 0;
+    while out.try_recv().is_some() {
+        taken += 1;
+    }
+    assert_eq!(taken, 64 * 1024 / len);
+    assert_eq!(m.queued_bytes(), 0);
 }
 
 #[tokio::test]

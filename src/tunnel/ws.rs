@@ -8,11 +8,11 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::mux::OutQueue;
 use super::protocol::{Frame, ProtocolError};
 use crate::config::Limits;
 
@@ -40,7 +40,7 @@ pub fn ws_config(l: &Limits) -> WebSocketConfig {
 /// Returns when the queue closes, a close sentinel arrives, or the socket fails.
 pub async fn run_writer<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: OutQueue,
     ping_every: Option<Duration>,
     epoch: tokio::time::Instant,
 ) where
@@ -63,9 +63,9 @@ pub async fn run_writer<S>(
                 let mut closing = false;
                 for _ in 0..64 {
                     match rx.try_recv() {
-                        Ok(b) if b.len() == CLOSE_SENTINEL_LEN => { closing = true; break; }
-                        Ok(b) => if sink.feed(Message::Binary(b)).await.is_err() { return },
-                        Err(_) => break,
+                        Some(b) if b.len() == CLOSE_SENTINEL_LEN => { closing = true; break; }
+                        Some(b) => if sink.feed(Message::Binary(b)).await.is_err() { return },
+                        None => break,
                     }
                 }
                 if sink.flush().await.is_err() {
