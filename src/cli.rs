@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-use crate::admin::{AdminCtx, AdminError, AdminRequest};
+use crate::admin::{self, AdminCtx, AdminError, AdminRequest};
 use crate::app::{self, App, InitOptions};
 
 pub const ENV_DATA_DIR: &str = "TRAFFIX_DATA_DIR";
@@ -477,7 +477,7 @@ fn s(v: &Value, k: &str) -> String {
 
 /// Runs an admin command through the running server, or directly on the database.
 pub async fn admin(data_dir: &Path, config: Option<&Path>, req: AdminRequest) -> Result<Value, CliError> {
-    if let Some(res) = crate::admin::socket::call(data_dir, &req).await.map_err(CliError::fail)? {
+    if let Some(res) = crate::admin::socket::call_raw(data_dir, &req).await.map_err(CliError::fail)? {
         return Ok(res?);
     }
     let cfg = app::load_config(data_dir, config)?;
@@ -496,7 +496,7 @@ pub async fn admin(data_dir: &Path, config: Option<&Path>, req: AdminRequest) ->
         pin,
         insecure_http: cfg.server.insecure_http,
         live: None,
-        money: crate::admin::MoneyRules::from_config(&cfg).shared(),
+        money: admin::MoneyRules::from_config(&cfg).shared(),
     };
     #[cfg(unix)]
     let actor = {
@@ -507,7 +507,7 @@ pub async fn admin(data_dir: &Path, config: Option<&Path>, req: AdminRequest) ->
     };
     #[cfg(not(unix))]
     let actor = "offline".to_owned();
-    tokio::task::spawn_blocking(move || ctx.execute_as(req, &actor))
+    tokio::task::spawn_blocking(move || ctx.dispatch(req, &actor))
         .await
         .map_err(|e| CliError::fail(e.to_string()))?
         .map_err(Into::into)
@@ -588,11 +588,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::User(cmd) => match cmd {
             UserCmd::Add { name, password, admin, json } => {
-                let v = admin_cmd(AdminRequest::UserAdd { name, password, admin }).await?;
+                let v = admin_cmd(AdminRequest::UserAdd(admin::UserAdd { name, password, admin })).await?;
                 if json { print_json(&v) } else { print_user(&v) }
             }
             UserCmd::List { json } => {
-                let v = admin_cmd(AdminRequest::UserList).await?;
+                let v = admin_cmd(AdminRequest::UserList(admin::UserList {})).await?;
                 if json {
                     print_json(&v);
                 } else {
@@ -609,11 +609,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
             UserCmd::Show { name, json } => {
-                let v = admin_cmd(AdminRequest::UserShow { name }).await?;
+                let v = admin_cmd(AdminRequest::UserShow(admin::UserShow { name })).await?;
                 if json { print_json(&v) } else { print_user(&v) }
             }
             UserCmd::Credit { name, amount, reason, id, json } => {
-                let v = admin_cmd(AdminRequest::UserCredit { name, amount, reason, id }).await?;
+                let v = admin_cmd(AdminRequest::UserCredit(admin::UserCredit { name, amount, reason, id })).await?;
                 if json {
                     print_json(&v);
                 } else {
@@ -627,20 +627,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
             UserCmd::ProxyPassword { name, json } => {
-                let v = admin_cmd(AdminRequest::UserProxyPassword { name }).await?;
+                let v = admin_cmd(AdminRequest::UserProxyPassword(admin::UserProxyPassword { name })).await?;
                 if json { print_json(&v) } else { println!("{}", s(&v, "proxy_password")) }
             }
             UserCmd::Disable { name, reason, json } => {
-                let v = admin_cmd(AdminRequest::UserDisable { name, reason }).await?;
+                let v = admin_cmd(AdminRequest::UserDisable(admin::UserDisable { name, reason })).await?;
                 if json { print_json(&v) } else { println!("user {} disabled", s(&v, "name")) }
             }
             UserCmd::Enable { name, json } => {
-                let v = admin_cmd(AdminRequest::UserEnable { name }).await?;
+                let v = admin_cmd(AdminRequest::UserEnable(admin::UserEnable { name })).await?;
                 if json { print_json(&v) } else { println!("user {} enabled", s(&v, "name")) }
             }
         },
         Command::Pair { name, json } => {
-            let v = admin_cmd(AdminRequest::Pair { name }).await?;
+            let v = admin_cmd(AdminRequest::Pair(admin::Pair { name })).await?;
             if json {
                 print_json(&v);
             } else {
@@ -656,9 +656,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Device(cmd) => {
             let (v, json) = match cmd {
-                DeviceCmd::List { json } => (admin_cmd(AdminRequest::DeviceList).await?, json),
-                DeviceCmd::Ban { id, reason, json } => (admin_cmd(AdminRequest::DeviceBan { id, reason }).await?, json),
-                DeviceCmd::Unban { id, json } => (admin_cmd(AdminRequest::DeviceUnban { id }).await?, json),
+                DeviceCmd::List { json } => (admin_cmd(AdminRequest::DeviceList(admin::DeviceList {})).await?, json),
+                DeviceCmd::Ban { id, reason, json } => {
+                    (admin_cmd(AdminRequest::DeviceBan(admin::DeviceBan { id, reason })).await?, json)
+                }
+                DeviceCmd::Unban { id, json } => {
+                    (admin_cmd(AdminRequest::DeviceUnban(admin::DeviceUnban { id })).await?, json)
+                }
             };
             if json {
                 print_json(&v);
@@ -678,7 +682,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Ledger(LedgerCmd::List { user, json }) => {
-            let v = admin_cmd(AdminRequest::LedgerList { user }).await?;
+            let v = admin_cmd(AdminRequest::LedgerList(admin::LedgerList { user })).await?;
             if json {
                 print_json(&v);
             } else {
@@ -697,7 +701,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Ledger(LedgerCmd::Verify { json }) => {
-            let v = admin_cmd(AdminRequest::LedgerVerify).await?;
+            let v = admin_cmd(AdminRequest::LedgerVerify(admin::LedgerVerify {})).await?;
             let ok = v.get("ok").and_then(Value::as_bool).unwrap_or(false);
             if json {
                 print_json(&v);
@@ -721,7 +725,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Audit(AuditCmd::List { limit, json }) => {
-            let v = admin_cmd(AdminRequest::AuditList { limit: Some(limit) }).await?;
+            let v = admin_cmd(AdminRequest::AuditList(admin::AuditList { limit: Some(limit) })).await?;
             if json {
                 print_json(&v);
             } else {
@@ -741,22 +745,43 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Subuser(cmd) => {
             let (v, json) = match cmd {
                 SubuserCmd::Add { parent, name, byte_cap, max_streams, days, json } => (
-                    admin_cmd(AdminRequest::SubUserAdd { parent, name, byte_cap, max_streams, valid_days: days })
-                        .await?,
+                    admin_cmd(AdminRequest::SubUserAdd(admin::SubUserAdd {
+                        parent,
+                        name,
+                        byte_cap,
+                        max_streams,
+                        valid_days: days,
+                    }))
+                    .await?,
                     json,
                 ),
-                SubuserCmd::List { parent, json } => (admin_cmd(AdminRequest::SubUserList { parent }).await?, json),
-                SubuserCmd::Disable { name, json } => {
-                    (admin_cmd(AdminRequest::SubUserDisable { name, parent: None, disabled: true }).await?, json)
+                SubuserCmd::List { parent, json } => {
+                    (admin_cmd(AdminRequest::SubUserList(admin::SubUserList { parent })).await?, json)
                 }
-                SubuserCmd::Enable { name, json } => {
-                    (admin_cmd(AdminRequest::SubUserDisable { name, parent: None, disabled: false }).await?, json)
-                }
-                SubuserCmd::ProxyPassword { name, json } => {
-                    (admin_cmd(AdminRequest::SubUserPassword { name, parent: None }).await?, json)
-                }
+                SubuserCmd::Disable { name, json } => (
+                    admin_cmd(AdminRequest::SubUserDisable(admin::SubUserDisable {
+                        name,
+                        parent: None,
+                        disabled: true,
+                    }))
+                    .await?,
+                    json,
+                ),
+                SubuserCmd::Enable { name, json } => (
+                    admin_cmd(AdminRequest::SubUserDisable(admin::SubUserDisable {
+                        name,
+                        parent: None,
+                        disabled: false,
+                    }))
+                    .await?,
+                    json,
+                ),
+                SubuserCmd::ProxyPassword { name, json } => (
+                    admin_cmd(AdminRequest::SubUserPassword(admin::SubUserPassword { name, parent: None })).await?,
+                    json,
+                ),
                 SubuserCmd::Delete { name } => {
-                    let v = admin_cmd(AdminRequest::SubUserDelete { name, parent: None }).await?;
+                    let v = admin_cmd(AdminRequest::SubUserDelete(admin::SubUserDelete { name, parent: None })).await?;
                     println!("deleted sub-user {}", s(&v, "deleted"));
                     return Ok(());
                 }
@@ -781,17 +806,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Withdrawal(cmd) => {
             let (v, json) = match cmd {
-                WithdrawalCmd::Request { name, amount, to, json } => {
-                    (admin_cmd(AdminRequest::WithdrawalRequest { name, amount, destination: to }).await?, json)
-                }
+                WithdrawalCmd::Request { name, amount, to, json } => (
+                    admin_cmd(AdminRequest::WithdrawalRequest(admin::WithdrawalRequest {
+                        name,
+                        amount,
+                        destination: to,
+                    }))
+                    .await?,
+                    json,
+                ),
                 WithdrawalCmd::List { user, status, json } => {
-                    (admin_cmd(AdminRequest::WithdrawalList { user, status }).await?, json)
+                    (admin_cmd(AdminRequest::WithdrawalList(admin::WithdrawalList { user, status })).await?, json)
                 }
                 WithdrawalCmd::Approve { id, reason, json } => {
-                    (admin_cmd(AdminRequest::WithdrawalApprove { id, reason }).await?, json)
+                    (admin_cmd(AdminRequest::WithdrawalApprove(admin::WithdrawalApprove { id, reason })).await?, json)
                 }
                 WithdrawalCmd::Reject { id, reason, json } => {
-                    (admin_cmd(AdminRequest::WithdrawalReject { id, reason }).await?, json)
+                    (admin_cmd(AdminRequest::WithdrawalReject(admin::WithdrawalReject { id, reason })).await?, json)
                 }
             };
             if json {
@@ -812,7 +843,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Session(SessionCmd::List { user, limit, json }) => {
-            let v = admin_cmd(AdminRequest::SessionList { user, limit: Some(limit) }).await?;
+            let v = admin_cmd(AdminRequest::SessionList(admin::SessionList { user, limit: Some(limit) })).await?;
             if json {
                 print_json(&v);
             } else {
@@ -847,7 +878,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 (.., Some(s)) => format!("sub:{s}"),
                 _ => return Err(CliError::usage("give --user, --owner, --device or --sub")),
             };
-            let v = admin_cmd(AdminRequest::Usage { subject, by: a.by, last: a.last }).await?;
+            let v = admin_cmd(AdminRequest::Usage(admin::Usage { subject, by: a.by, last: a.last })).await?;
             if a.json {
                 print_json(&v);
             } else {
@@ -877,20 +908,27 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Backup { file } => {
             let path = std::path::absolute(&file).map_err(|e| CliError::fail(e.to_string()))?;
-            let v = admin_cmd(AdminRequest::Backup { path: path.display().to_string() }).await?;
+            let v = admin_cmd(AdminRequest::Backup(admin::Backup { path: path.display().to_string() })).await?;
             println!("backup written to {}", s(&v, "backup"));
         }
         Command::Config(ConfigCmd::Example) => print!("{}", crate::config::EXAMPLE),
         Command::Settings(cmd) => {
             let (v, json) = match cmd {
-                SettingsCmd::Show { json } => (admin_cmd(AdminRequest::SettingsShow).await?, json),
+                SettingsCmd::Show { json } => {
+                    (admin_cmd(AdminRequest::SettingsShow(admin::SettingsShow {})).await?, json)
+                }
                 SettingsCmd::Set { price_per_gb, platform_fee_percent, min_payout, reason, json } => {
                     if price_per_gb.is_none() && platform_fee_percent.is_none() && min_payout.is_none() {
                         return Err(CliError::usage("give --price-per-gb, --platform-fee-percent or --min-payout"));
                     }
                     (
-                        admin_cmd(AdminRequest::SettingsSet { price_per_gb, platform_fee_percent, min_payout, reason })
-                            .await?,
+                        admin_cmd(AdminRequest::SettingsSet(admin::SettingsSet {
+                            price_per_gb,
+                            platform_fee_percent,
+                            min_payout,
+                            reason,
+                        }))
+                        .await?,
                         json,
                     )
                 }

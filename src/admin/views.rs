@@ -1,6 +1,6 @@
-//! What admin commands and the REST API return: one typed view per resource. The CLI, the
-//! admin socket and the API all serialise these, and the OpenAPI document is generated from the
-//! same types, so the documented shape is the shape on the wire.
+//! What admin commands and the REST API return: one typed view per answer (each command's
+//! `Output`). The CLI, the admin socket and the API all serialise these, and the OpenAPI
+//! document is generated from the same types, so the documented shape is the shape on the wire.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -15,8 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::me::{LimitQuery, UsageQuery};
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal, ServerInfo};
-use crate::admin::AdminRequest;
 use crate::admin::views::*;
+use crate::admin::{self, AdminRequest};
 use crate::store::{WithdrawalStatus, now_secs};
 use crate::telemetry::{DirLabel, Direction};
 
@@ -154,7 +154,8 @@ pub async fn usage(
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     p.admin_read()?;
-    let req = AdminRequest::Usage { subject: "all".into(), by: q.by.unwrap_or("hour".into()), last: q.last };
+    let req =
+        AdminRequest::Usage(admin::Usage { subject: "all".into(), by: q.by.unwrap_or("hour".into()), last: q.last });
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
@@ -167,7 +168,7 @@ pub async fn users(
     Query(q): Query<UserQuery>,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
     p.admin_read()?;
-    let all: Vec<UserView> = values(state.run(AdminRequest::UserList, &p.actor()).await?)?;
+    let all: Vec<UserView> = values(state.run(AdminRequest::UserList(admin::UserList {}), &p.actor()).await?)?;
     let needle = q.q.unwrap_or_default().trim().to_ascii_lowercase();
     // The list never carries proxy passwords (each user sees its own in its portal).
     Ok(Json(
@@ -187,7 +188,7 @@ pub async fn create_user(
     ApiJson(req): ApiJson<NewUser>,
 ) -> Result<Json<Value>, ApiError> {
     p.admin_write(false)?;
-    let cmd = AdminRequest::UserAdd { name: req.name, password: req.password, admin: req.admin };
+    let cmd = AdminRequest::UserAdd(admin::UserAdd { name: req.name, password: req.password, admin: req.admin });
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -203,7 +204,12 @@ pub async fn credit(
 ) -> Result<Json<Value>, ApiError> {
     p.admin_write(true)?;
     super::parse_money(&req.amount)?;
-    let cmd = AdminRequest::UserCredit { name, amount: req.amount, reason: Some(reason(&req.reason)?), id: req.id };
+    let cmd = AdminRequest::UserCredit(admin::UserCredit {
+        name,
+        amount: req.amount,
+        reason: Some(reason(&req.reason)?),
+        id: req.id,
+    });
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -221,7 +227,7 @@ pub async fn disable(
     if name == p.user.name {
         return Err(ApiError::invalid("you cannot disable yourself"));
     }
-    let cmd = AdminRequest::UserDisable { name, reason: Some(reason(&req.reason)?) };
+    let cmd = AdminRequest::UserDisable(admin::UserDisable { name, reason: Some(reason(&req.reason)?) });
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -234,7 +240,7 @@ pub async fn enable(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     p.admin_write(false)?;
-    Ok(Json(state.run(AdminRequest::UserEnable { name }, &p.actor()).await?))
+    Ok(Json(state.run(AdminRequest::UserEnable(admin::UserEnable { name }), &p.actor()).await?))
 }
 
 /// Every paired device with its live state.
@@ -242,7 +248,7 @@ pub async fn enable(
     responses((status = 200, body = [DeviceView]), (status = 403, body = ErrorBody)))]
 pub async fn nodes(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
     p.admin_read()?;
-    Ok(Json(state.run(AdminRequest::DeviceList, &p.actor()).await?))
+    Ok(Json(state.run(AdminRequest::DeviceList(admin::DeviceList {}), &p.actor()).await?))
 }
 
 /// Ban a device (id, id prefix or vIP); a connected one is disconnected.
@@ -256,7 +262,9 @@ pub async fn ban(
     ApiJson(req): ApiJson<Reason>,
 ) -> Result<Json<Value>, ApiError> {
     p.admin_write(false)?;
-    Ok(Json(state.run(AdminRequest::DeviceBan { id, reason: reason(&req.reason)? }, &p.actor()).await?))
+    Ok(Json(
+        state.run(AdminRequest::DeviceBan(admin::DeviceBan { id, reason: reason(&req.reason)? }), &p.actor()).await?,
+    ))
 }
 
 /// Lift a device's ban.
@@ -268,7 +276,7 @@ pub async fn unban(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     p.admin_write(false)?;
-    Ok(Json(state.run(AdminRequest::DeviceUnban { id }, &p.actor()).await?))
+    Ok(Json(state.run(AdminRequest::DeviceUnban(admin::DeviceUnban { id }), &p.actor()).await?))
 }
 
 /// Client streams, live ones first.
@@ -280,7 +288,7 @@ pub async fn sessions(
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     p.admin_read()?;
-    let req = AdminRequest::SessionList { user: q.user, limit: Some(limit(q.limit)) };
+    let req = AdminRequest::SessionList(admin::SessionList { user: q.user, limit: Some(limit(q.limit)) });
     let mut list: Vec<SessionView> = values(state.run(req, &p.actor()).await?)?;
     list.sort_by_key(|s| !s.live);
     Ok(Json(list))
@@ -295,7 +303,8 @@ pub async fn ledger(
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Vec<TransferView>>, ApiError> {
     p.admin_read()?;
-    let mut list: Vec<TransferView> = values(state.run(AdminRequest::LedgerList { user: q.user }, &p.actor()).await?)?;
+    let mut list: Vec<TransferView> =
+        values(state.run(AdminRequest::LedgerList(admin::LedgerList { user: q.user }), &p.actor()).await?)?;
     list.reverse();
     list.truncate(limit(q.limit));
     Ok(Json(list))
@@ -310,7 +319,7 @@ pub async fn withdrawals(
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
     p.admin_read()?;
-    let req = AdminRequest::WithdrawalList { user: None, status: q.status };
+    let req = AdminRequest::WithdrawalList(admin::WithdrawalList { user: None, status: q.status });
     let mut list: Vec<WithdrawalView> = values(state.run(req, &p.actor()).await?)?;
     list.sort_by_key(|w| w.status != "pending");
     Ok(Json(list))
@@ -334,7 +343,7 @@ pub async fn approve(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?
     };
     let reason = body.reason.filter(|r| !r.trim().is_empty());
-    Ok(Json(state.run(AdminRequest::WithdrawalApprove { id, reason }, &p.actor()).await?))
+    Ok(Json(state.run(AdminRequest::WithdrawalApprove(admin::WithdrawalApprove { id, reason }), &p.actor()).await?))
 }
 
 /// Reject a pending withdrawal: the money goes back to the user.
@@ -348,7 +357,14 @@ pub async fn reject(
     ApiJson(req): ApiJson<Reason>,
 ) -> Result<Json<Value>, ApiError> {
     p.admin_write(true)?;
-    Ok(Json(state.run(AdminRequest::WithdrawalReject { id, reason: reason(&req.reason)? }, &p.actor()).await?))
+    Ok(Json(
+        state
+            .run(
+                AdminRequest::WithdrawalReject(admin::WithdrawalReject { id, reason: reason(&req.reason)? }),
+                &p.actor(),
+            )
+            .await?,
+    ))
 }
 
 /// The audit log, newest first.
@@ -360,7 +376,7 @@ pub async fn audit(
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     p.admin_read()?;
-    Ok(Json(state.run(AdminRequest::AuditList { limit: Some(limit(q.limit)) }, &p.actor()).await?))
+    Ok(Json(state.run(AdminRequest::AuditList(admin::AuditList { limit: Some(limit(q.limit)) }), &p.actor()).await?))
 }
 
 /// The server's settings: billing (editable here) and the rest (edited in traffix.toml).
@@ -388,7 +404,7 @@ pub struct SettingsUpdate {
     responses((status = 200, body = SettingsResponse)))]
 pub async fn settings(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<SettingsResponse>, ApiError> {
     p.admin_read()?;
-    let billing = values_one(state.run(AdminRequest::SettingsShow, &p.actor()).await?)?;
+    let billing = values_one(state.run(AdminRequest::SettingsShow(admin::SettingsShow {}), &p.actor()).await?)?;
     Ok(Json(SettingsResponse { billing, server: state.info.clone() }))
 }
 
@@ -403,12 +419,12 @@ pub async fn update_settings(
     ApiJson(req): ApiJson<SettingsUpdate>,
 ) -> Result<Json<Value>, ApiError> {
     p.admin_write(false)?;
-    let cmd = AdminRequest::SettingsSet {
+    let cmd = AdminRequest::SettingsSet(admin::SettingsSet {
         price_per_gb: req.price_per_gb,
         platform_fee_percent: req.platform_fee_percent,
         min_payout: req.min_payout,
         reason: req.reason.filter(|r| !r.trim().is_empty()),
-    };
+    });
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -442,7 +458,7 @@ pub async fn events(
                 events.push(Ok(e));
             }
             let mut last = last_nodes;
-            if let Ok(nodes) = state.run(AdminRequest::DeviceList, &actor).await {
+            if let Ok(nodes) = state.run(AdminRequest::DeviceList(admin::DeviceList {}), &actor).await {
                 let sig: String = nodes
                     .as_array()
                     .into_iter()

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal};
-use crate::admin::AdminRequest;
 use crate::admin::views::*;
+use crate::admin::{self, AdminRequest};
 use crate::store::KeyScope;
 
 /// Proxy credentials with copy-ready command lines.
@@ -88,7 +88,7 @@ fn limit(q: &LimitQuery) -> usize {
 #[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
 pub async fn me(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    let mut v = state.run(AdminRequest::UserShow { name: p.user.name.clone() }, &p.actor()).await?;
+    let mut v = state.run(AdminRequest::UserShow(admin::UserShow { name: p.user.name.clone() }), &p.actor()).await?;
     let (name, pass) = (&p.user.name, &p.user.proxy_password);
     let info = &state.info;
     let proxy = ProxyInfo {
@@ -114,7 +114,11 @@ pub async fn me(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json
               (status = 403, body = ErrorBody)))]
 pub async fn rotate_proxy_password(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
     p.may_write()?;
-    Ok(Json(state.run(AdminRequest::UserProxyPassword { name: p.user.name.clone() }, &p.actor()).await?))
+    Ok(Json(
+        state
+            .run(AdminRequest::UserProxyPassword(admin::UserProxyPassword { name: p.user.name.clone() }), &p.actor())
+            .await?,
+    ))
 }
 
 /// What the caller used and paid, per hour or day.
@@ -125,11 +129,11 @@ pub async fn usage(
     p: Principal,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let req = AdminRequest::Usage {
+    let req = AdminRequest::Usage(admin::Usage {
         subject: format!("client:{}", p.user.name),
         by: q.by.unwrap_or("hour".into()),
         last: q.last,
-    };
+    });
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
@@ -141,11 +145,11 @@ pub async fn earnings(
     p: Principal,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let req = AdminRequest::Usage {
+    let req = AdminRequest::Usage(admin::Usage {
         subject: format!("owner:{}", p.user.name),
         by: q.by.unwrap_or("day".into()),
         last: q.last,
-    };
+    });
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
@@ -153,7 +157,7 @@ pub async fn earnings(
 #[utoipa::path(get, path = "/api/v1/me/devices", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [DeviceView])))]
 pub async fn devices(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    let all = state.run(AdminRequest::DeviceList, &p.actor()).await?;
+    let all = state.run(AdminRequest::DeviceList(admin::DeviceList {}), &p.actor()).await?;
     let mine: Vec<Value> =
         all.as_array().into_iter().flatten().filter(|d| d["owner"] == p.user.name.as_str()).cloned().collect();
     Ok(Json(Value::Array(mine)))
@@ -168,7 +172,7 @@ pub async fn pair(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Js
         .throttle
         .pair(&p.user.name)
         .map_err(|wait| ApiError::throttled(wait, "too many pairing links; try again in a minute"))?;
-    let mut v = state.run(AdminRequest::Pair { name: p.user.name.clone() }, &p.actor()).await?;
+    let mut v = state.run(AdminRequest::Pair(admin::Pair { name: p.user.name.clone() }), &p.actor()).await?;
     let link = v["link"].as_str().unwrap_or_default().to_owned();
     let qr = qrcode::QrCode::new(link.as_bytes()).map_err(|e| ApiError::internal(e.to_string()))?;
     let svg = qr.render::<qrcode::render::svg::Color<'_>>().min_dimensions(256, 256).quiet_zone(true).build();
@@ -184,12 +188,13 @@ pub async fn sessions(
     p: Principal,
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let req = AdminRequest::SessionList { user: Some(p.user.name.clone()), limit: Some(limit(&q)) };
+    let req = AdminRequest::SessionList(admin::SessionList { user: Some(p.user.name.clone()), limit: Some(limit(&q)) });
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
 async fn my_transfers(state: &ApiState, p: &Principal, n: usize) -> Result<Vec<TransferView>, ApiError> {
-    let v = state.run(AdminRequest::LedgerList { user: Some(p.user.name.clone()) }, &p.actor()).await?;
+    let v =
+        state.run(AdminRequest::LedgerList(admin::LedgerList { user: Some(p.user.name.clone()) }), &p.actor()).await?;
     let mut list: Vec<TransferView> = serde_json::from_value(v).map_err(|e| ApiError::internal(e.to_string()))?;
     list.reverse();
     list.truncate(n);
@@ -244,7 +249,7 @@ pub async fn ledger_csv(State(state): State<Arc<ApiState>>, p: Principal) -> Res
 #[utoipa::path(get, path = "/api/v1/me/withdrawals", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [WithdrawalView])))]
 pub async fn withdrawals(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    let req = AdminRequest::WithdrawalList { user: Some(p.user.name.clone()), status: None };
+    let req = AdminRequest::WithdrawalList(admin::WithdrawalList { user: Some(p.user.name.clone()), status: None });
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
@@ -261,8 +266,11 @@ pub async fn request_withdrawal(
     if req.destination.as_ref().is_some_and(|d| d.len() > 200) {
         return Err(ApiError::invalid("the destination is at most 200 characters"));
     }
-    let cmd =
-        AdminRequest::WithdrawalRequest { name: p.user.name.clone(), amount: req.amount, destination: req.destination };
+    let cmd = AdminRequest::WithdrawalRequest(admin::WithdrawalRequest {
+        name: p.user.name.clone(),
+        amount: req.amount,
+        destination: req.destination,
+    });
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -270,7 +278,7 @@ pub async fn request_withdrawal(
 #[utoipa::path(get, path = "/api/v1/me/api-keys", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [ApiKeyView])))]
 pub async fn api_keys(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.run(AdminRequest::ApiKeyList { user: p.user.name.clone() }, &p.actor()).await?))
+    Ok(Json(state.run(AdminRequest::ApiKeyList(admin::ApiKeyList { user: p.user.name.clone() }), &p.actor()).await?))
 }
 
 /// Create an API key (signed-in users only, not other keys); the key is shown once.
@@ -284,7 +292,8 @@ pub async fn create_api_key(
     if p.scope.is_some() {
         return Err(ApiError::forbidden("API keys cannot create API keys; sign in"));
     }
-    let cmd = AdminRequest::ApiKeyCreate { user: p.user.name.clone(), name: req.name, scope: req.scope };
+    let cmd =
+        AdminRequest::ApiKeyCreate(admin::ApiKeyCreate { user: p.user.name.clone(), name: req.name, scope: req.scope });
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -297,7 +306,7 @@ pub async fn delete_api_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.may_write()?;
-    state.run(AdminRequest::ApiKeyDelete { user: p.user.name.clone(), id }, &p.actor()).await?;
+    state.run(AdminRequest::ApiKeyDelete(admin::ApiKeyDelete { user: p.user.name.clone(), id }), &p.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -317,7 +326,11 @@ pub struct NewSubUser {
 #[utoipa::path(get, path = "/api/v1/me/sub-users", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [SubUserView])))]
 pub async fn sub_users(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.run(AdminRequest::SubUserList { parent: Some(p.user.name.clone()) }, &p.actor()).await?))
+    Ok(Json(
+        state
+            .run(AdminRequest::SubUserList(admin::SubUserList { parent: Some(p.user.name.clone()) }), &p.actor())
+            .await?,
+    ))
 }
 
 /// Create a sub-user with its own proxy name and password, byte cap, stream cap and expiry.
@@ -329,13 +342,13 @@ pub async fn create_sub_user(
     ApiJson(req): ApiJson<NewSubUser>,
 ) -> Result<Json<Value>, ApiError> {
     p.may_write()?;
-    let cmd = AdminRequest::SubUserAdd {
+    let cmd = AdminRequest::SubUserAdd(admin::SubUserAdd {
         parent: p.user.name.clone(),
         name: req.name,
         byte_cap: req.byte_cap,
         max_streams: req.max_streams,
         valid_days: req.valid_days,
-    };
+    });
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -351,9 +364,9 @@ pub async fn change_sub_user(
     p.may_write()?;
     let parent = Some(p.user.name.clone());
     let cmd = match action.as_str() {
-        "disable" => AdminRequest::SubUserDisable { name, parent, disabled: true },
-        "enable" => AdminRequest::SubUserDisable { name, parent, disabled: false },
-        "proxy-password" => AdminRequest::SubUserPassword { name, parent },
+        "disable" => AdminRequest::SubUserDisable(admin::SubUserDisable { name, parent, disabled: true }),
+        "enable" => AdminRequest::SubUserDisable(admin::SubUserDisable { name, parent, disabled: false }),
+        "proxy-password" => AdminRequest::SubUserPassword(admin::SubUserPassword { name, parent }),
         _ => return Err(ApiError::not_found("the action is disable, enable or proxy-password")),
     };
     Ok(Json(state.run(cmd, &p.actor()).await?))
@@ -368,6 +381,8 @@ pub async fn delete_sub_user(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.may_write()?;
-    state.run(AdminRequest::SubUserDelete { name, parent: Some(p.user.name.clone()) }, &p.actor()).await?;
+    state
+        .run(AdminRequest::SubUserDelete(admin::SubUserDelete { name, parent: Some(p.user.name.clone()) }), &p.actor())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -73,7 +73,7 @@ impl ApiState {
     async fn run(&self, req: AdminRequest, actor: &str) -> Result<Value, ApiError> {
         let admin = self.admin.clone();
         let actor = actor.to_owned();
-        tokio::task::spawn_blocking(move || admin.execute_as(req, &actor))
+        tokio::task::spawn_blocking(move || admin.dispatch(req, &actor))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(ApiError::from)
