@@ -91,7 +91,7 @@ pub async fn call<C: Command>(data_dir: &Path, cmd: &C) -> Result<Option<Result<
 }
 
 /// Sends a request and reads the reply line: the answer as JSON, or the command's error.
-pub async fn call_raw(data_dir: &Path, req: &AdminRequest) -> Result<Option<Result<Value, AdminError>>, String> {
+async fn call_raw(data_dir: &Path, req: &AdminRequest) -> Result<Option<Result<Value, AdminError>>, String> {
     let path = socket_path(data_dir);
     let stream = match UnixStream::connect(&path).await {
         Ok(s) => s,
