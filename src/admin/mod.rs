@@ -66,7 +66,8 @@ pub trait Command: Clone + Serialize + DeserializeOwned + Into<AdminRequest> + S
         None
     }
 
-    /// Runs the command on behalf of `actor`. Blocking (store I/O, argon2).
+    /// Runs the command on behalf of `actor`. Blocking (store I/O, argon2). Callers go through
+    /// [`AdminCtx::execute_as`]: this alone writes no audit entry.
     fn run(self, ctx: &AdminCtx, actor: &str) -> Result<Self::Output, AdminError>;
 }
 
