@@ -474,14 +474,12 @@ async fn idle_nodes(t: &Traffix) -> (usize, f64) {
     let (_trigger, shutdown) = traffix::shutdown::channel();
     let mut handles = Vec::new();
     for i in 0..n {
-        let link = traffix::admin::socket::call(d, &traffix::admin::AdminRequest::Pair { name: "bench".into() })
+        let link = traffix::admin::socket::call(d, &traffix::admin::Pair { name: "bench".into() })
             .await
             .unwrap()
             .unwrap()
-            .unwrap()["link"]
-            .as_str()
             .unwrap()
-            .to_owned();
+            .link;
         let opts = traffix::node::NodeOptions {
             state: d.join(format!("idle-{i}.json")),
             pair: Some(link),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::admin::{self, AdminCtx, AdminRequest, Live};
+use crate::admin::{self, AdminCtx, Live};
 use crate::config::{self, Config};
 use crate::egress::EgressPolicy;
 use crate::geoip::GeoIp;
@@ -190,9 +190,9 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
         money: admin::MoneyRules::default().shared(),
     };
     let admin = ctx
-        .execute(AdminRequest::UserAdd { name: "admin".into(), password: None, admin: true })
+        .execute(admin::UserAdd { name: "admin".into(), password: None, admin: true })
         .map_err(|e| AppError::Other(e.reason))?;
-    let password = admin["password"].as_str().unwrap_or_default().to_owned();
+    let password = admin.password.unwrap_or_default();
     // The config goes last: its presence is what marks the directory as initialised.
     std::fs::write(&cfg_path, text).map_err(io(format!("write {}", cfg_path.display())))?;
     Ok(InitOutput {

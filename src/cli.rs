@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
+use serde::Serialize;
 
-use crate::admin::{AdminCtx, AdminError, AdminRequest};
+use crate::admin::views::{DeviceView, SubUserView, UsagePoint, UserView, WithdrawalView};
+use crate::admin::{self, AdminCtx, AdminError};
 use crate::app::{self, App, InitOptions};
 
 pub const ENV_DATA_DIR: &str = "TRAFFIX_DATA_DIR";
@@ -438,105 +439,180 @@ impl From<AdminError> for CliError {
     }
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// Prints an answer as pretty JSON. It goes through a `Value`, whose keys are sorted, so the
+/// text does not depend on the order of a view's fields.
+fn print_json<T: Serialize>(v: &T) {
+    let v = serde_json::to_value(v).unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 
-/// Prints a JSON array (or one object) as a table: per column its header, JSON key and width
-/// (negative: left-aligned; 0: the last column, unpadded).
-fn table(v: &Value, cols: &[(&str, &str, i32)]) {
+/// How a field reads in a table cell or a `key: value` line: `-` when absent, text raw,
+/// numbers and booleans as JSON writes them.
+trait Cell {
+    fn cell(&self) -> String;
+}
+
+impl Cell for String {
+    fn cell(&self) -> String {
+        self.clone()
+    }
+}
+
+macro_rules! display_cell {
+    ($($t:ty),*) => {$(
+        impl Cell for $t {
+            fn cell(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+display_cell!(bool, u8, u32, u64, i64, usize);
+
+impl<T: Cell> Cell for Option<T> {
+    fn cell(&self) -> String {
+        self.as_ref().map_or_else(|| "-".into(), Cell::cell)
+    }
+}
+
+/// A table column: its header, its width (negative: left-aligned; 0: the last column,
+/// unpadded) and its cell.
+type Column<T> = (&'static str, i32, fn(&T) -> String);
+
+/// Prints rows as a table.
+fn table<T>(rows: &[T], cols: &[Column<T>]) {
     let cell = |text: &str, w: i32| match w {
         0 => text.to_owned(),
         w if w < 0 => format!("{text:<width$}", width = w.unsigned_abs() as usize),
         w => format!("{text:>width$}", width = w as usize),
     };
-    let line = |f: &dyn Fn(&str, &str) -> String| {
-        cols.iter().map(|(h, k, w)| cell(&f(h, k), *w)).collect::<Vec<_>>().join(" ")
-    };
-    println!("{}", line(&|h, _| h.to_string()));
-    for r in rows(v) {
-        println!("{}", line(&|_, k| s(&r, k)));
+    println!("{}", cols.iter().map(|(h, w, _)| cell(h, *w)).collect::<Vec<_>>().join(" "));
+    for r in rows {
+        println!("{}", cols.iter().map(|(_, w, f)| cell(&f(r), *w)).collect::<Vec<_>>().join(" "));
     }
 }
 
-/// A JSON array's items, or the one object.
-fn rows(v: &Value) -> Vec<Value> {
-    match v {
-        Value::Array(a) => a.clone(),
-        other => vec![other.clone()],
-    }
+/// The answer of a list (printed as a JSON array) or of a change to one item (one object);
+/// both print as a table.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Rows<T> {
+    One(T),
+    Many(Vec<T>),
 }
 
-fn s(v: &Value, k: &str) -> String {
-    match v.get(k) {
-        None | Some(Value::Null) => "-".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
-/// Runs an admin command through the running server, or directly on the database.
-pub async fn admin(data_dir: &Path, config: Option<&Path>, req: AdminRequest) -> Result<Value, CliError> {
-    if let Some(res) = crate::admin::socket::call(data_dir, &req).await.map_err(CliError::fail)? {
-        return Ok(res?);
-    }
-    let cfg = app::load_config(data_dir, config)?;
-    let pin = app::configured_pin(&cfg)?;
-    let store = crate::store::Store::open(&data_dir.join(app::DB_FILE)).map_err(|e| match e {
-        crate::store::StoreError::Locked => {
-            CliError::fail("the database is open in another process, but no server answers on its admin socket")
+impl<T> Rows<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Rows::One(t) => std::slice::from_ref(t),
+            Rows::Many(v) => v,
         }
-        e => CliError::fail(e.to_string()),
-    })?;
-    let mut cfg = cfg;
-    app::apply_settings(&mut cfg, &store)?;
-    let ctx = AdminCtx {
-        store: Arc::new(store),
-        public_address: cfg.server.public_address.clone(),
-        pin,
-        insecure_http: cfg.server.insecure_http,
-        live: None,
-        money: crate::admin::MoneyRules::from_config(&cfg).shared(),
-    };
-    #[cfg(unix)]
-    let actor = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self")
-            .map(|m| format!("uid:{} (offline)", m.uid()))
-            .unwrap_or_else(|_| "offline".into())
-    };
-    #[cfg(not(unix))]
-    let actor = "offline".to_owned();
-    tokio::task::spawn_blocking(move || ctx.execute_as(req, &actor))
-        .await
-        .map_err(|e| CliError::fail(e.to_string()))?
-        .map_err(Into::into)
+    }
 }
 
-fn print_user(v: &Value) {
-    for k in [
-        "name",
-        "admin",
-        "disabled",
-        "disabled_reason",
-        "balance",
-        "proxy_password",
-        "devices",
-        "telegram_id",
-        "created_at",
-    ] {
-        println!("{k:>16}: {}", s(v, k));
+const DEVICE_COLUMNS: &[Column<DeviceView>] = &[
+    ("ID", -32, |d| d.id.cell()),
+    ("OWNER", -16, |d| d.owner.cell()),
+    ("VIP", -15, |d| d.vip.cell()),
+    ("ONLINE", -7, |d| d.online.cell()),
+    ("COUNTRY", -7, |d| d.country.cell()),
+    ("LAST SEEN", -20, |d| d.last_seen.cell()),
+    ("BANNED", 0, |d| d.banned.cell()),
+];
+
+const SUBUSER_COLUMNS: &[Column<SubUserView>] = &[
+    ("NAME", -32, |s| s.name.cell()),
+    ("PARENT", -20, |s| s.parent.cell()),
+    ("PROXY PASSWORD", -24, |s| s.proxy_password.cell()),
+    ("BYTES USED", 14, |s| s.bytes_used.cell()),
+    ("BYTE CAP", 14, |s| s.byte_cap.cell()),
+    ("STREAMS", 8, |s| s.max_streams.cell()),
+    ("EXPIRES", -20, |s| s.expires_at.cell()),
+    ("DISABLED", 0, |s| s.disabled.cell()),
+];
+
+const WITHDRAWAL_COLUMNS: &[Column<WithdrawalView>] = &[
+    ("ID", 5, |w| w.id.cell()),
+    ("USER", -20, |w| w.user.cell()),
+    ("AMOUNT", 12, |w| w.amount.cell()),
+    ("STATUS", -9, |w| w.status.cell()),
+    ("REQUESTED", -20, |w| w.requested_at.cell()),
+    ("TO", -20, |w| w.destination.cell()),
+    ("REASON", 0, |w| w.reason.cell()),
+];
+
+/// Where admin commands go: the running server, or the database when it is stopped.
+pub struct Admin<'a> {
+    pub data_dir: &'a Path,
+    pub config: Option<&'a Path>,
+}
+
+impl Admin<'_> {
+    /// Runs an admin command through the running server's admin socket, or directly on the
+    /// database when no server answers.
+    pub async fn run<C: admin::Command>(&self, cmd: C) -> Result<C::Output, CliError> {
+        let data_dir = self.data_dir;
+        if let Some(res) = admin::socket::call(data_dir, &cmd).await.map_err(CliError::fail)? {
+            return Ok(res?);
+        }
+        let cfg = app::load_config(data_dir, self.config)?;
+        let pin = app::configured_pin(&cfg)?;
+        let store = crate::store::Store::open(&data_dir.join(app::DB_FILE)).map_err(|e| match e {
+            crate::store::StoreError::Locked => {
+                CliError::fail("the database is open in another process, but no server answers on its admin socket")
+            }
+            e => CliError::fail(e.to_string()),
+        })?;
+        let mut cfg = cfg;
+        app::apply_settings(&mut cfg, &store)?;
+        let ctx = AdminCtx {
+            store: Arc::new(store),
+            public_address: cfg.server.public_address.clone(),
+            pin,
+            insecure_http: cfg.server.insecure_http,
+            live: None,
+            money: admin::MoneyRules::from_config(&cfg).shared(),
+        };
+        #[cfg(unix)]
+        let actor = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self")
+                .map(|m| format!("uid:{} (offline)", m.uid()))
+                .unwrap_or_else(|_| "offline".into())
+        };
+        #[cfg(not(unix))]
+        let actor = "offline".to_owned();
+        tokio::task::spawn_blocking(move || ctx.execute_as(cmd, &actor))
+            .await
+            .map_err(|e| CliError::fail(e.to_string()))?
+            .map_err(Into::into)
     }
-    if let Some(p) = v.get("password").and_then(Value::as_str) {
+}
+
+fn print_user(u: &UserView) {
+    let fields = [
+        ("name", u.name.cell()),
+        ("admin", u.admin.cell()),
+        ("disabled", u.disabled.cell()),
+        ("disabled_reason", u.disabled_reason.cell()),
+        ("balance", u.balance.cell()),
+        ("proxy_password", u.proxy_password.cell()),
+        ("devices", u.devices.cell()),
+        ("telegram_id", u.telegram_id.cell()),
+        ("created_at", u.created_at.cell()),
+    ];
+    for (k, v) in fields {
+        println!("{k:>16}: {v}");
+    }
+    if let Some(p) = &u.password {
         println!("{:>16}: {p}   (shown once)", "login password");
     }
 }
 
 /// Runs one CLI invocation.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let dd = cli.data_dir.clone();
-    let cfgp = cli.config.clone();
-    let admin_cmd = |req| admin(&dd, cfgp.as_deref(), req);
+    let (data_dir, config) = (cli.data_dir.clone(), cli.config.clone());
+    let admin_cmds = Admin { data_dir: &data_dir, config: config.as_deref() };
     match cli.command {
         Command::Init(a) => {
             let out = app::init(&InitOptions {
@@ -549,7 +625,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             })
             .map_err(|e| CliError::fail(e.to_string()))?;
             if a.json {
-                print_json(&serde_json::to_value(&out).unwrap_or_default());
+                print_json(&out);
             } else {
                 println!("Initialised {}", out.data_dir.display());
                 println!("  config:          {}", out.config_path.display());
@@ -588,253 +664,196 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::User(cmd) => match cmd {
             UserCmd::Add { name, password, admin, json } => {
-                let v = admin_cmd(AdminRequest::UserAdd { name, password, admin }).await?;
-                if json { print_json(&v) } else { print_user(&v) }
+                let u = admin_cmds.run(admin::UserAdd { name, password, admin }).await?;
+                if json { print_json(&u) } else { print_user(&u) }
             }
             UserCmd::List { json } => {
-                let v = admin_cmd(AdminRequest::UserList).await?;
+                let users = admin_cmds.run(admin::UserList {}).await?;
                 if json {
-                    print_json(&v);
+                    print_json(&users);
                 } else {
                     table(
-                        &v,
+                        &users,
                         &[
-                            ("NAME", "name", -32),
-                            ("ADMIN", "admin", -5),
-                            ("DISABLED", "disabled", -8),
-                            ("BALANCE", "balance", 14),
-                            ("DEVICES", "devices", 0),
+                            ("NAME", -32, |u| u.name.cell()),
+                            ("ADMIN", -5, |u| u.admin.cell()),
+                            ("DISABLED", -8, |u| u.disabled.cell()),
+                            ("BALANCE", 14, |u| u.balance.cell()),
+                            ("DEVICES", 0, |u| u.devices.cell()),
                         ],
                     );
                 }
             }
             UserCmd::Show { name, json } => {
-                let v = admin_cmd(AdminRequest::UserShow { name }).await?;
-                if json { print_json(&v) } else { print_user(&v) }
+                let u = admin_cmds.run(admin::UserShow { name }).await?;
+                if json { print_json(&u) } else { print_user(&u) }
             }
             UserCmd::Credit { name, amount, reason, id, json } => {
-                let v = admin_cmd(AdminRequest::UserCredit { name, amount, reason, id }).await?;
+                let c = admin_cmds.run(admin::UserCredit { name, amount, reason, id }).await?;
                 if json {
-                    print_json(&v);
+                    print_json(&c);
                 } else {
                     println!(
                         "credited {} to {}; balance now {} (transfer #{})",
-                        s(&v, "amount"),
-                        s(&v, "user"),
-                        s(&v, "balance"),
-                        s(&v, "transfer")
+                        c.amount, c.user, c.balance, c.transfer
                     );
                 }
             }
             UserCmd::ProxyPassword { name, json } => {
-                let v = admin_cmd(AdminRequest::UserProxyPassword { name }).await?;
-                if json { print_json(&v) } else { println!("{}", s(&v, "proxy_password")) }
+                let p = admin_cmds.run(admin::UserProxyPassword { name }).await?;
+                if json { print_json(&p) } else { println!("{}", p.proxy_password) }
             }
             UserCmd::Disable { name, reason, json } => {
-                let v = admin_cmd(AdminRequest::UserDisable { name, reason }).await?;
-                if json { print_json(&v) } else { println!("user {} disabled", s(&v, "name")) }
+                let u = admin_cmds.run(admin::UserDisable { name, reason }).await?;
+                if json { print_json(&u) } else { println!("user {} disabled", u.name) }
             }
             UserCmd::Enable { name, json } => {
-                let v = admin_cmd(AdminRequest::UserEnable { name }).await?;
-                if json { print_json(&v) } else { println!("user {} enabled", s(&v, "name")) }
+                let u = admin_cmds.run(admin::UserEnable { name }).await?;
+                if json { print_json(&u) } else { println!("user {} enabled", u.name) }
             }
         },
         Command::Pair { name, json } => {
-            let v = admin_cmd(AdminRequest::Pair { name }).await?;
+            let p = admin_cmds.run(admin::Pair { name }).await?;
             if json {
-                print_json(&v);
+                print_json(&p);
             } else {
-                println!("{}", s(&v, "link"));
-                println!(
-                    "code {} for user {}, valid until {} (single use)",
-                    s(&v, "code"),
-                    s(&v, "user"),
-                    s(&v, "expires_at")
-                );
-                println!("On the node: traffix node --pair '{}' --state node.json", s(&v, "link"));
+                println!("{}", p.link);
+                println!("code {} for user {}, valid until {} (single use)", p.code, p.user, p.expires_at);
+                println!("On the node: traffix node --pair '{}' --state node.json", p.link);
             }
         }
         Command::Device(cmd) => {
-            let (v, json) = match cmd {
-                DeviceCmd::List { json } => (admin_cmd(AdminRequest::DeviceList).await?, json),
-                DeviceCmd::Ban { id, reason, json } => (admin_cmd(AdminRequest::DeviceBan { id, reason }).await?, json),
-                DeviceCmd::Unban { id, json } => (admin_cmd(AdminRequest::DeviceUnban { id }).await?, json),
+            let (devices, json) = match cmd {
+                DeviceCmd::List { json } => (Rows::Many(admin_cmds.run(admin::DeviceList {}).await?), json),
+                DeviceCmd::Ban { id, reason, json } => {
+                    (Rows::One(admin_cmds.run(admin::DeviceBan { id, reason }).await?), json)
+                }
+                DeviceCmd::Unban { id, json } => (Rows::One(admin_cmds.run(admin::DeviceUnban { id }).await?), json),
             };
-            if json {
-                print_json(&v);
-            } else {
-                table(
-                    &v,
-                    &[
-                        ("ID", "id", -32),
-                        ("OWNER", "owner", -16),
-                        ("VIP", "vip", -15),
-                        ("ONLINE", "online", -7),
-                        ("COUNTRY", "country", -7),
-                        ("LAST SEEN", "last_seen", -20),
-                        ("BANNED", "banned", 0),
-                    ],
-                );
-            }
+            if json { print_json(&devices) } else { table(devices.as_slice(), DEVICE_COLUMNS) }
         }
         Command::Ledger(LedgerCmd::List { user, json }) => {
-            let v = admin_cmd(AdminRequest::LedgerList { user }).await?;
+            let transfers = admin_cmds.run(admin::LedgerList { user }).await?;
             if json {
-                print_json(&v);
+                print_json(&transfers);
             } else {
                 table(
-                    &v,
+                    &transfers,
                     &[
-                        ("SEQ", "seq", 6),
-                        ("TIME", "time", -20),
-                        ("KIND", "kind", -18),
-                        ("DEBIT", "debit", -22),
-                        ("CREDIT", "credit", -22),
-                        ("AMOUNT", "amount", 12),
-                        ("REFERENCE", "reference", 0),
+                        ("SEQ", 6, |t| t.seq.cell()),
+                        ("TIME", -20, |t| t.time.cell()),
+                        ("KIND", -18, |t| t.kind.cell()),
+                        ("DEBIT", -22, |t| t.debit.cell()),
+                        ("CREDIT", -22, |t| t.credit.cell()),
+                        ("AMOUNT", 12, |t| t.amount.cell()),
+                        ("REFERENCE", 0, |t| t.reference.cell()),
                     ],
                 );
             }
         }
         Command::Ledger(LedgerCmd::Verify { json }) => {
-            let v = admin_cmd(AdminRequest::LedgerVerify).await?;
-            let ok = v.get("ok").and_then(Value::as_bool).unwrap_or(false);
+            let r = admin_cmds.run(admin::LedgerVerify {}).await?;
             if json {
-                print_json(&v);
-            } else if ok {
+                print_json(&r);
+            } else if r.ok {
                 println!(
                     "ledger OK: {} transfers over {} accounts; {} sessions ({} live), {} holds, {} withdrawals",
-                    s(&v, "transfers"),
-                    s(&v, "accounts"),
-                    s(&v, "sessions"),
-                    s(&v, "live_sessions"),
-                    s(&v, "holds"),
-                    s(&v, "withdrawals")
+                    r.transfers, r.accounts, r.sessions, r.live_sessions, r.holds, r.withdrawals
                 );
             } else {
-                for p in v["problems"].as_array().into_iter().flatten() {
-                    println!("VIOLATION: {}", p.as_str().unwrap_or_default());
+                for p in &r.problems {
+                    println!("VIOLATION: {p}");
                 }
             }
-            if !ok {
+            if !r.ok {
                 return Err(CliError::fail("ledger verification failed"));
             }
         }
         Command::Audit(AuditCmd::List { limit, json }) => {
-            let v = admin_cmd(AdminRequest::AuditList { limit: Some(limit) }).await?;
+            let entries = admin_cmds.run(admin::AuditList { limit: Some(limit) }).await?;
             if json {
-                print_json(&v);
+                print_json(&entries);
             } else {
                 table(
-                    &v,
+                    &entries,
                     &[
-                        ("SEQ", "seq", 5),
-                        ("TIME", "time", -20),
-                        ("ACTOR", "actor", -18),
-                        ("ACTION", "action", -20),
-                        ("TARGET", "target", -34),
-                        ("REASON", "reason", 0),
+                        ("SEQ", 5, |e| e.seq.cell()),
+                        ("TIME", -20, |e| e.time.cell()),
+                        ("ACTOR", -18, |e| e.actor.cell()),
+                        ("ACTION", -20, |e| e.action.cell()),
+                        ("TARGET", -34, |e| e.target.cell()),
+                        ("REASON", 0, |e| e.reason.cell()),
                     ],
                 );
             }
         }
         Command::Subuser(cmd) => {
-            let (v, json) = match cmd {
+            let (subs, json) = match cmd {
                 SubuserCmd::Add { parent, name, byte_cap, max_streams, days, json } => (
-                    admin_cmd(AdminRequest::SubUserAdd { parent, name, byte_cap, max_streams, valid_days: days })
-                        .await?,
+                    Rows::One(
+                        admin_cmds
+                            .run(admin::SubUserAdd { parent, name, byte_cap, max_streams, valid_days: days })
+                            .await?,
+                    ),
                     json,
                 ),
-                SubuserCmd::List { parent, json } => (admin_cmd(AdminRequest::SubUserList { parent }).await?, json),
-                SubuserCmd::Disable { name, json } => {
-                    (admin_cmd(AdminRequest::SubUserDisable { name, parent: None, disabled: true }).await?, json)
+                SubuserCmd::List { parent, json } => {
+                    (Rows::Many(admin_cmds.run(admin::SubUserList { parent }).await?), json)
                 }
-                SubuserCmd::Enable { name, json } => {
-                    (admin_cmd(AdminRequest::SubUserDisable { name, parent: None, disabled: false }).await?, json)
-                }
+                SubuserCmd::Disable { name, json } => (
+                    Rows::One(admin_cmds.run(admin::SubUserDisable { name, parent: None, disabled: true }).await?),
+                    json,
+                ),
+                SubuserCmd::Enable { name, json } => (
+                    Rows::One(admin_cmds.run(admin::SubUserDisable { name, parent: None, disabled: false }).await?),
+                    json,
+                ),
                 SubuserCmd::ProxyPassword { name, json } => {
-                    (admin_cmd(AdminRequest::SubUserPassword { name, parent: None }).await?, json)
+                    (Rows::One(admin_cmds.run(admin::SubUserPassword { name, parent: None }).await?), json)
                 }
                 SubuserCmd::Delete { name } => {
-                    let v = admin_cmd(AdminRequest::SubUserDelete { name, parent: None }).await?;
-                    println!("deleted sub-user {}", s(&v, "deleted"));
+                    let d = admin_cmds.run(admin::SubUserDelete { name, parent: None }).await?;
+                    println!("deleted sub-user {}", d.deleted);
                     return Ok(());
                 }
             };
-            if json {
-                print_json(&v);
-            } else {
-                table(
-                    &v,
-                    &[
-                        ("NAME", "name", -32),
-                        ("PARENT", "parent", -20),
-                        ("PROXY PASSWORD", "proxy_password", -24),
-                        ("BYTES USED", "bytes_used", 14),
-                        ("BYTE CAP", "byte_cap", 14),
-                        ("STREAMS", "max_streams", 8),
-                        ("EXPIRES", "expires_at", -20),
-                        ("DISABLED", "disabled", 0),
-                    ],
-                );
-            }
+            if json { print_json(&subs) } else { table(subs.as_slice(), SUBUSER_COLUMNS) }
         }
         Command::Withdrawal(cmd) => {
-            let (v, json) = match cmd {
+            let (list, json) = match cmd {
                 WithdrawalCmd::Request { name, amount, to, json } => {
-                    (admin_cmd(AdminRequest::WithdrawalRequest { name, amount, destination: to }).await?, json)
+                    (Rows::One(admin_cmds.run(admin::WithdrawalRequest { name, amount, destination: to }).await?), json)
                 }
                 WithdrawalCmd::List { user, status, json } => {
-                    (admin_cmd(AdminRequest::WithdrawalList { user, status }).await?, json)
+                    (Rows::Many(admin_cmds.run(admin::WithdrawalList { user, status }).await?), json)
                 }
                 WithdrawalCmd::Approve { id, reason, json } => {
-                    (admin_cmd(AdminRequest::WithdrawalApprove { id, reason }).await?, json)
+                    (Rows::One(admin_cmds.run(admin::WithdrawalApprove { id, reason }).await?), json)
                 }
                 WithdrawalCmd::Reject { id, reason, json } => {
-                    (admin_cmd(AdminRequest::WithdrawalReject { id, reason }).await?, json)
+                    (Rows::One(admin_cmds.run(admin::WithdrawalReject { id, reason }).await?), json)
                 }
             };
-            if json {
-                print_json(&v);
-            } else {
-                table(
-                    &v,
-                    &[
-                        ("ID", "id", 5),
-                        ("USER", "user", -20),
-                        ("AMOUNT", "amount", 12),
-                        ("STATUS", "status", -9),
-                        ("REQUESTED", "requested_at", -20),
-                        ("TO", "destination", -20),
-                        ("REASON", "reason", 0),
-                    ],
-                );
-            }
+            if json { print_json(&list) } else { table(list.as_slice(), WITHDRAWAL_COLUMNS) }
         }
         Command::Session(SessionCmd::List { user, limit, json }) => {
-            let v = admin_cmd(AdminRequest::SessionList { user, limit: Some(limit) }).await?;
+            let sessions = admin_cmds.run(admin::SessionList { user, limit: Some(limit) }).await?;
             if json {
-                print_json(&v);
+                print_json(&sessions);
             } else {
-                // A live session's END reads "live".
-                let mut v = v;
-                for r in v.as_array_mut().into_iter().flatten() {
-                    if r["live"] == true {
-                        r["end_reason"] = Value::from("live");
-                    }
-                }
                 table(
-                    &v,
+                    &sessions,
                     &[
-                        ("ID", "id", 7),
-                        ("CLIENT", "client", -16),
-                        ("NODE", "vip", -15),
-                        ("TARGET", "target", -28),
-                        ("START", "start", -20),
-                        ("UP", "bytes_up", 12),
-                        ("DOWN", "bytes_down", 12),
-                        ("CHARGE", "charge", 10),
-                        ("END", "end_reason", 0),
+                        ("ID", 7, |s| s.id.cell()),
+                        ("CLIENT", -16, |s| s.client.cell()),
+                        ("NODE", -15, |s| s.vip.cell()),
+                        ("TARGET", -28, |s| s.target.cell()),
+                        ("START", -20, |s| s.start.cell()),
+                        ("UP", 12, |s| s.bytes_up.cell()),
+                        ("DOWN", 12, |s| s.bytes_down.cell()),
+                        ("CHARGE", 10, |s| s.charge.cell()),
+                        // A live session's END reads "live".
+                        ("END", 0, |s| if s.live { "live".into() } else { s.end_reason.cell() }),
                     ],
                 );
             }
@@ -847,66 +866,68 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 (.., Some(s)) => format!("sub:{s}"),
                 _ => return Err(CliError::usage("give --user, --owner, --device or --sub")),
             };
-            let v = admin_cmd(AdminRequest::Usage { subject, by: a.by, last: a.last }).await?;
+            let u = admin_cmds.run(admin::Usage { subject, by: a.by, last: a.last }).await?;
             if a.json {
-                print_json(&v);
+                print_json(&u);
             } else {
-                let money = |v: &Value, k: &str| crate::money::format_signed(v[k].as_i64().unwrap_or(0));
-                println!("{} by {}", s(&v, "subject"), s(&v, "by"));
+                let money = |m: u64| crate::money::format_signed(i64::try_from(m).unwrap_or(0));
+                println!("{} by {}", u.subject, u.by);
                 println!(
                     "{:<22} {:>14} {:>14} {:>12} {:>12} {:>12} {:>8}",
                     "START", "UP", "DOWN", "PAID", "EARNED", "FEE", "STREAMS"
                 );
-                let line = |start: String, r: &Value| {
+                let line = |start: String, r: &UsagePoint| {
                     println!(
                         "{:<22} {:>14} {:>14} {:>12} {:>12} {:>12} {:>8}",
                         start,
-                        s(r, "bytes_up"),
-                        s(r, "bytes_down"),
-                        money(r, "debit_micros"),
-                        money(r, "earned_micros"),
-                        money(r, "fee_micros"),
-                        s(r, "sessions")
+                        r.bytes_up,
+                        r.bytes_down,
+                        money(r.debit_micros),
+                        money(r.earned_micros),
+                        money(r.fee_micros),
+                        r.sessions
                     )
                 };
-                for r in v["series"].as_array().into_iter().flatten() {
-                    line(s(r, "start"), r);
+                for r in &u.series {
+                    line(r.start.cell(), r);
                 }
-                line("total".into(), &v["total"]);
+                line("total".into(), &u.total);
             }
         }
         Command::Backup { file } => {
             let path = std::path::absolute(&file).map_err(|e| CliError::fail(e.to_string()))?;
-            let v = admin_cmd(AdminRequest::Backup { path: path.display().to_string() }).await?;
-            println!("backup written to {}", s(&v, "backup"));
+            let b = admin_cmds.run(admin::Backup { path: path.display().to_string() }).await?;
+            println!("backup written to {}", b.backup);
         }
         Command::Config(ConfigCmd::Example) => print!("{}", crate::config::EXAMPLE),
         Command::Settings(cmd) => {
-            let (v, json) = match cmd {
-                SettingsCmd::Show { json } => (admin_cmd(AdminRequest::SettingsShow).await?, json),
+            let (s, json) = match cmd {
+                SettingsCmd::Show { json } => (admin_cmds.run(admin::SettingsShow {}).await?, json),
                 SettingsCmd::Set { price_per_gb, platform_fee_percent, min_payout, reason, json } => {
                     if price_per_gb.is_none() && platform_fee_percent.is_none() && min_payout.is_none() {
                         return Err(CliError::usage("give --price-per-gb, --platform-fee-percent or --min-payout"));
                     }
                     (
-                        admin_cmd(AdminRequest::SettingsSet { price_per_gb, platform_fee_percent, min_payout, reason })
+                        admin_cmds
+                            .run(admin::SettingsSet { price_per_gb, platform_fee_percent, min_payout, reason })
                             .await?,
                         json,
                     )
                 }
             };
             if json {
-                print_json(&v);
+                print_json(&s);
             } else {
-                for k in [
-                    "price_per_gb",
-                    "platform_fee_percent",
-                    "min_payout",
-                    "max_overdraft_micros",
-                    "updated_at",
-                    "updated_by",
-                ] {
-                    println!("{k:>22}: {}", s(&v, k));
+                let fields = [
+                    ("price_per_gb", s.price_per_gb.cell()),
+                    ("platform_fee_percent", s.platform_fee_percent.cell()),
+                    ("min_payout", s.min_payout.cell()),
+                    ("max_overdraft_micros", s.max_overdraft_micros.cell()),
+                    ("updated_at", s.updated_at.cell()),
+                    ("updated_by", s.updated_by.cell()),
+                ];
+                for (k, v) in fields {
+                    println!("{k:>22}: {v}");
                 }
             }
         }

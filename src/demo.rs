@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 
-use crate::admin::{AdminCtx, AdminRequest};
+use crate::admin::{self, AdminCtx};
 use crate::app::{self, App, InitOptions};
 
 const ORIGIN_TEXT: &str =
@@ -56,23 +56,19 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
             pin: out.pin.clone(),
             insecure_http: false,
             live: None,
-            money: crate::admin::MoneyRules::from_config(&cfg).shared(),
+            money: admin::MoneyRules::from_config(&cfg).shared(),
         };
-        let user = ctx
-            .execute(AdminRequest::UserAdd { name: "demo".into(), password: None, admin: false })
-            .map_err(|e| e.reason)?;
-        ctx.execute(AdminRequest::UserCredit {
+        let user =
+            ctx.execute(admin::UserAdd { name: "demo".into(), password: None, admin: false }).map_err(|e| e.reason)?;
+        ctx.execute(admin::UserCredit {
             id: None,
             name: "demo".into(),
             amount: "10.00".into(),
             reason: Some("demo credit".into()),
         })
         .map_err(|e| e.reason)?;
-        let pair = ctx.execute(AdminRequest::Pair { name: "demo".into() }).map_err(|e| e.reason)?;
-        (
-            user["proxy_password"].as_str().unwrap_or_default().to_owned(),
-            pair["link"].as_str().unwrap_or_default().to_owned(),
-        )
+        let pair = ctx.execute(admin::Pair { name: "demo".into() }).map_err(|e| e.reason)?;
+        (user.proxy_password, pair.link)
     };
 
     let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;

@@ -1,6 +1,7 @@
 //! The local admin socket: `admin.sock` in the data directory, mode 0600, so only the
 //! operator (and root) can drive a running server. One JSON request line in, one JSON reply
-//! line out: `{"ok": …}` or `{"error": code, "reason": text}`.
+//! line out: `{"ok": …}` or `{"error": code, "reason": text}`. Requests are [`AdminRequest`]s;
+//! [`call`] sends one typed command and reads its typed answer back.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{AdminCtx, AdminError, AdminRequest};
+use super::{AdminCtx, AdminError, AdminRequest, Command};
 use crate::shutdown::Shutdown;
 
 pub const SOCKET_FILE: &str = "admin.sock";
@@ -61,7 +62,7 @@ async fn handle(stream: UnixStream, ctx: Arc<AdminCtx>) -> std::io::Result<()> {
     let reply = match serde_json::from_str::<AdminRequest>(&line) {
         Err(e) => json!({"error": "bad_request", "reason": e.to_string()}),
         Ok(req) => {
-            let res = tokio::task::spawn_blocking(move || ctx.execute_as(req, &actor)).await;
+            let res = tokio::task::spawn_blocking(move || ctx.dispatch(req, &actor)).await;
             match res {
                 Ok(Ok(v)) => json!({"ok": v}),
                 Ok(Err(e)) => json!({"error": e.error, "reason": e.reason}),
@@ -77,8 +78,20 @@ async fn handle(stream: UnixStream, ctx: Arc<AdminCtx>) -> std::io::Result<()> {
 
 use tokio::io::AsyncReadExt;
 
-/// Sends a request to a running server. `Ok(None)` when no server listens on the socket.
-pub async fn call(data_dir: &Path, req: &AdminRequest) -> Result<Option<Result<Value, AdminError>>, String> {
+/// Sends a command to a running server and reads its typed answer. `Ok(None)` when no server
+/// listens on the socket.
+pub async fn call<C: Command>(data_dir: &Path, cmd: &C) -> Result<Option<Result<C::Output, AdminError>>, String> {
+    match call_raw(data_dir, &cmd.clone().into()).await? {
+        None => Ok(None),
+        Some(Err(e)) => Ok(Some(Err(e))),
+        Some(Ok(v)) => {
+            serde_json::from_value(v).map(|o| Some(Ok(o))).map_err(|e| format!("admin socket sent a bad reply: {e}"))
+        }
+    }
+}
+
+/// Sends a request and reads the reply line: the answer as JSON, or the command's error.
+async fn call_raw(data_dir: &Path, req: &AdminRequest) -> Result<Option<Result<Value, AdminError>>, String> {
     let path = socket_path(data_dir);
     let stream = match UnixStream::connect(&path).await {
         Ok(s) => s,

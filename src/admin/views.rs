@@ -1,12 +1,12 @@
-//! What admin commands and the REST API return: one typed view per resource. The CLI, the
-//! admin socket and the API all serialise these, and the OpenAPI document is generated from the
-//! same types, so the documented shape is the shape on the wire.
+//! What admin commands and the REST API return: one typed view per answer (each command's
+//! `Output`). The CLI, the admin socket and the API all serialise these, and the OpenAPI
+//! document is generated from the same types, so the documented shape is the shape on the wire.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::money::format_signed;
-use crate::store::{AuditEntry, SessionRecord, Transfer, UsageBucket, Withdrawal};
+use crate::store::{AuditEntry, SessionRecord, Transfer, UsageBucket, VerifyReport, Withdrawal};
 
 /// Formats Unix seconds as RFC 3339 UTC.
 pub fn rfc3339(secs: u64) -> String {
@@ -368,8 +368,53 @@ impl From<&crate::store::ApiKey> for ApiKeyView {
     }
 }
 
-/// What `ledger verify` found.
-pub use crate::store::VerifyReport;
+/// A user's new proxy password (`user proxy-password`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProxyPasswordView {
+    pub name: String,
+    pub proxy_password: String,
+}
+
+/// Where a backup was written.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupView {
+    pub backup: String,
+}
+
+/// What a delete removed: a sub-user's name or an API key's id.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeletedView {
+    pub deleted: String,
+}
+
+/// What `ledger verify` found: counts of what was checked and every problem.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerifyView {
+    /// No problem found.
+    pub ok: bool,
+    pub transfers: usize,
+    pub accounts: usize,
+    pub sessions: usize,
+    pub live_sessions: usize,
+    pub holds: usize,
+    pub withdrawals: usize,
+    pub problems: Vec<String>,
+}
+
+impl From<VerifyReport> for VerifyView {
+    fn from(r: VerifyReport) -> Self {
+        VerifyView {
+            ok: r.ok,
+            transfers: r.transfers,
+            accounts: r.accounts,
+            sessions: r.sessions,
+            live_sessions: r.live_sessions,
+            holds: r.holds,
+            withdrawals: r.withdrawals,
+            problems: r.problems,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

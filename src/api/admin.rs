@@ -10,12 +10,11 @@ use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::me::{LimitQuery, UsageQuery};
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal, ServerInfo};
-use crate::admin::AdminRequest;
+use crate::admin;
 use crate::admin::views::*;
 use crate::store::{WithdrawalStatus, now_secs};
 use crate::telemetry::{DirLabel, Direction};
@@ -94,10 +93,6 @@ fn limit(n: Option<usize>) -> usize {
     n.unwrap_or(100).clamp(1, 1000)
 }
 
-fn values<T: serde::de::DeserializeOwned>(v: Value) -> Result<Vec<T>, ApiError> {
-    serde_json::from_value(v).map_err(|e| ApiError::internal(e.to_string()))
-}
-
 fn reason(r: &str) -> Result<String, ApiError> {
     let r = r.trim();
     if r.is_empty() || r.len() > 500 {
@@ -152,9 +147,9 @@ pub async fn usage(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Query(q): Query<UsageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UsageView>, ApiError> {
     p.admin_read()?;
-    let req = AdminRequest::Usage { subject: "all".into(), by: q.by.unwrap_or("hour".into()), last: q.last };
+    let req = admin::Usage { subject: "all".into(), by: q.by.unwrap_or("hour".into()), last: q.last };
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
@@ -167,7 +162,7 @@ pub async fn users(
     Query(q): Query<UserQuery>,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
     p.admin_read()?;
-    let all: Vec<UserView> = values(state.run(AdminRequest::UserList, &p.actor()).await?)?;
+    let all = state.run(admin::UserList {}, &p.actor()).await?;
     let needle = q.q.unwrap_or_default().trim().to_ascii_lowercase();
     // The list never carries proxy passwords (each user sees its own in its portal).
     Ok(Json(
@@ -185,9 +180,9 @@ pub async fn create_user(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     ApiJson(req): ApiJson<NewUser>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     p.admin_write(false)?;
-    let cmd = AdminRequest::UserAdd { name: req.name, password: req.password, admin: req.admin };
+    let cmd = admin::UserAdd { name: req.name, password: req.password, admin: req.admin };
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -200,10 +195,10 @@ pub async fn credit(
     p: Principal,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<Credit>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CreditView>, ApiError> {
     p.admin_write(true)?;
     super::parse_money(&req.amount)?;
-    let cmd = AdminRequest::UserCredit { name, amount: req.amount, reason: Some(reason(&req.reason)?), id: req.id };
+    let cmd = admin::UserCredit { name, amount: req.amount, reason: Some(reason(&req.reason)?), id: req.id };
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -216,12 +211,12 @@ pub async fn disable(
     p: Principal,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<Reason>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     p.admin_write(false)?;
     if name == p.user.name {
         return Err(ApiError::invalid("you cannot disable yourself"));
     }
-    let cmd = AdminRequest::UserDisable { name, reason: Some(reason(&req.reason)?) };
+    let cmd = admin::UserDisable { name, reason: Some(reason(&req.reason)?) };
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -232,17 +227,17 @@ pub async fn enable(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     p.admin_write(false)?;
-    Ok(Json(state.run(AdminRequest::UserEnable { name }, &p.actor()).await?))
+    Ok(Json(state.run(admin::UserEnable { name }, &p.actor()).await?))
 }
 
 /// Every paired device with its live state.
 #[utoipa::path(get, path = "/api/v1/admin/nodes", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = [DeviceView]), (status = 403, body = ErrorBody)))]
-pub async fn nodes(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+pub async fn nodes(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<DeviceView>>, ApiError> {
     p.admin_read()?;
-    Ok(Json(state.run(AdminRequest::DeviceList, &p.actor()).await?))
+    Ok(Json(state.run(admin::DeviceList {}, &p.actor()).await?))
 }
 
 /// Ban a device (id, id prefix or vIP); a connected one is disconnected.
@@ -254,9 +249,9 @@ pub async fn ban(
     p: Principal,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<Reason>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeviceView>, ApiError> {
     p.admin_write(false)?;
-    Ok(Json(state.run(AdminRequest::DeviceBan { id, reason: reason(&req.reason)? }, &p.actor()).await?))
+    Ok(Json(state.run(admin::DeviceBan { id, reason: reason(&req.reason)? }, &p.actor()).await?))
 }
 
 /// Lift a device's ban.
@@ -266,9 +261,9 @@ pub async fn unban(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeviceView>, ApiError> {
     p.admin_write(false)?;
-    Ok(Json(state.run(AdminRequest::DeviceUnban { id }, &p.actor()).await?))
+    Ok(Json(state.run(admin::DeviceUnban { id }, &p.actor()).await?))
 }
 
 /// Client streams, live ones first.
@@ -280,8 +275,8 @@ pub async fn sessions(
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     p.admin_read()?;
-    let req = AdminRequest::SessionList { user: q.user, limit: Some(limit(q.limit)) };
-    let mut list: Vec<SessionView> = values(state.run(req, &p.actor()).await?)?;
+    let req = admin::SessionList { user: q.user, limit: Some(limit(q.limit)) };
+    let mut list = state.run(req, &p.actor()).await?;
     list.sort_by_key(|s| !s.live);
     Ok(Json(list))
 }
@@ -295,7 +290,7 @@ pub async fn ledger(
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Vec<TransferView>>, ApiError> {
     p.admin_read()?;
-    let mut list: Vec<TransferView> = values(state.run(AdminRequest::LedgerList { user: q.user }, &p.actor()).await?)?;
+    let mut list = state.run(admin::LedgerList { user: q.user }, &p.actor()).await?;
     list.reverse();
     list.truncate(limit(q.limit));
     Ok(Json(list))
@@ -310,8 +305,8 @@ pub async fn withdrawals(
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
     p.admin_read()?;
-    let req = AdminRequest::WithdrawalList { user: None, status: q.status };
-    let mut list: Vec<WithdrawalView> = values(state.run(req, &p.actor()).await?)?;
+    let req = admin::WithdrawalList { user: None, status: q.status };
+    let mut list = state.run(req, &p.actor()).await?;
     list.sort_by_key(|w| w.status != "pending");
     Ok(Json(list))
 }
@@ -325,7 +320,7 @@ pub async fn approve(
     p: Principal,
     Path(id): Path<u64>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WithdrawalView>, ApiError> {
     p.admin_write(true)?;
     // The body is optional here.
     let body: OptionalReason = if body.iter().all(u8::is_ascii_whitespace) {
@@ -334,7 +329,7 @@ pub async fn approve(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?
     };
     let reason = body.reason.filter(|r| !r.trim().is_empty());
-    Ok(Json(state.run(AdminRequest::WithdrawalApprove { id, reason }, &p.actor()).await?))
+    Ok(Json(state.run(admin::WithdrawalApprove { id, reason }, &p.actor()).await?))
 }
 
 /// Reject a pending withdrawal: the money goes back to the user.
@@ -346,9 +341,9 @@ pub async fn reject(
     p: Principal,
     Path(id): Path<u64>,
     ApiJson(req): ApiJson<Reason>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WithdrawalView>, ApiError> {
     p.admin_write(true)?;
-    Ok(Json(state.run(AdminRequest::WithdrawalReject { id, reason: reason(&req.reason)? }, &p.actor()).await?))
+    Ok(Json(state.run(admin::WithdrawalReject { id, reason: reason(&req.reason)? }, &p.actor()).await?))
 }
 
 /// The audit log, newest first.
@@ -358,9 +353,9 @@ pub async fn audit(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Query(q): Query<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<AuditView>>, ApiError> {
     p.admin_read()?;
-    Ok(Json(state.run(AdminRequest::AuditList { limit: Some(limit(q.limit)) }, &p.actor()).await?))
+    Ok(Json(state.run(admin::AuditList { limit: Some(limit(q.limit)) }, &p.actor()).await?))
 }
 
 /// The server's settings: billing (editable here) and the rest (edited in traffix.toml).
@@ -388,7 +383,7 @@ pub struct SettingsUpdate {
     responses((status = 200, body = SettingsResponse)))]
 pub async fn settings(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<SettingsResponse>, ApiError> {
     p.admin_read()?;
-    let billing = values_one(state.run(AdminRequest::SettingsShow, &p.actor()).await?)?;
+    let billing = state.run(admin::SettingsShow {}, &p.actor()).await?;
     Ok(Json(SettingsResponse { billing, server: state.info.clone() }))
 }
 
@@ -401,19 +396,15 @@ pub async fn update_settings(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     ApiJson(req): ApiJson<SettingsUpdate>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SettingsView>, ApiError> {
     p.admin_write(false)?;
-    let cmd = AdminRequest::SettingsSet {
+    let cmd = admin::SettingsSet {
         price_per_gb: req.price_per_gb,
         platform_fee_percent: req.platform_fee_percent,
         min_payout: req.min_payout,
         reason: req.reason.filter(|r| !r.trim().is_empty()),
     };
     Ok(Json(state.run(cmd, &p.actor()).await?))
-}
-
-fn values_one<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
-    serde_json::from_value(v).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Live events (Server-Sent Events): `overview` every 2 s, `nodes` when a node comes, goes or
@@ -442,13 +433,9 @@ pub async fn events(
                 events.push(Ok(e));
             }
             let mut last = last_nodes;
-            if let Ok(nodes) = state.run(AdminRequest::DeviceList, &actor).await {
-                let sig: String = nodes
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|d| format!("{}:{}:{}:{};", d["id"], d["online"], d["state"], d["banned"]))
-                    .collect();
+            if let Ok(nodes) = state.run(admin::DeviceList {}, &actor).await {
+                let sig: String =
+                    nodes.iter().map(|d| format!("{}:{}:{:?}:{};", d.id, d.online, d.state, d.banned)).collect();
                 if sig != last || tick % 5 == 0 {
                     if let Ok(e) = Event::default().event("nodes").json_data(&nodes) {
                         events.push(Ok(e));

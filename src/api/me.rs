@@ -9,11 +9,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal};
-use crate::admin::AdminRequest;
+use crate::admin;
 use crate::admin::views::*;
 use crate::store::KeyScope;
 
@@ -87,8 +86,8 @@ fn limit(q: &LimitQuery) -> usize {
 /// The caller's account, balance and proxy credentials.
 #[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
-pub async fn me(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    let mut v = state.run(AdminRequest::UserShow { name: p.user.name.clone() }, &p.actor()).await?;
+pub async fn me(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<MeView>, ApiError> {
+    let user = state.run(admin::UserShow { name: p.user.name.clone() }, &p.actor()).await?;
     let (name, pass) = (&p.user.name, &p.user.proxy_password);
     let info = &state.info;
     let proxy = ProxyInfo {
@@ -99,22 +98,27 @@ pub async fn me(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json
         curl_socks5: format!("curl --socks5-hostname '{name}:{pass}@{}' https://example.com/", info.socks5),
         curl_http: format!("curl -x 'http://{name}:{pass}@{}' https://example.com/", info.http),
     };
-    v["currency"] = json!(info.currency);
     let money = state.admin.money();
-    v["price_per_gb"] = json!(money.tariff.price_per_gb.to_string());
-    v["min_payout"] = json!(money.min_payout.to_string());
-    v["min_payout_micros"] = json!(money.min_payout.0);
-    v["proxy"] = serde_json::to_value(proxy).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(v))
+    Ok(Json(MeView {
+        user,
+        currency: info.currency.clone(),
+        price_per_gb: money.tariff.price_per_gb.to_string(),
+        min_payout: money.min_payout.to_string(),
+        min_payout_micros: money.min_payout.0,
+        proxy,
+    }))
 }
 
 /// Rotate the proxy password (connections with the old one are refused from now on).
 #[utoipa::path(post, path = "/api/v1/me/proxy-password", tag = "me", security(("bearer" = [])),
-    responses((status = 200, description = "`{\"name\",\"proxy_password\"}`"), (status = 401, body = ErrorBody),
+    responses((status = 200, body = ProxyPasswordView), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody)))]
-pub async fn rotate_proxy_password(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+pub async fn rotate_proxy_password(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+) -> Result<Json<ProxyPasswordView>, ApiError> {
     p.may_write()?;
-    Ok(Json(state.run(AdminRequest::UserProxyPassword { name: p.user.name.clone() }, &p.actor()).await?))
+    Ok(Json(state.run(admin::UserProxyPassword { name: p.user.name.clone() }, &p.actor()).await?))
 }
 
 /// What the caller used and paid, per hour or day.
@@ -124,12 +128,9 @@ pub async fn usage(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Query(q): Query<UsageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let req = AdminRequest::Usage {
-        subject: format!("client:{}", p.user.name),
-        by: q.by.unwrap_or("hour".into()),
-        last: q.last,
-    };
+) -> Result<Json<UsageView>, ApiError> {
+    let req =
+        admin::Usage { subject: format!("client:{}", p.user.name), by: q.by.unwrap_or("hour".into()), last: q.last };
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
@@ -140,40 +141,33 @@ pub async fn earnings(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Query(q): Query<UsageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let req = AdminRequest::Usage {
-        subject: format!("owner:{}", p.user.name),
-        by: q.by.unwrap_or("day".into()),
-        last: q.last,
-    };
+) -> Result<Json<UsageView>, ApiError> {
+    let req =
+        admin::Usage { subject: format!("owner:{}", p.user.name), by: q.by.unwrap_or("day".into()), last: q.last };
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
 /// The caller's devices with their live status and today's earnings.
 #[utoipa::path(get, path = "/api/v1/me/devices", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [DeviceView])))]
-pub async fn devices(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    let all = state.run(AdminRequest::DeviceList, &p.actor()).await?;
-    let mine: Vec<Value> =
-        all.as_array().into_iter().flatten().filter(|d| d["owner"] == p.user.name.as_str()).cloned().collect();
-    Ok(Json(Value::Array(mine)))
+pub async fn devices(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    let all = state.run(admin::DeviceList {}, &p.actor()).await?;
+    Ok(Json(all.into_iter().filter(|d| d.owner == p.user.name).collect()))
 }
 
 /// A one-time pairing link (10 minutes) for a new device, with its QR code.
 #[utoipa::path(post, path = "/api/v1/me/pair", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = PairResponse), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn pair(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+pub async fn pair(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<PairResponse>, ApiError> {
     p.may_write()?;
     state
         .throttle
         .pair(&p.user.name)
         .map_err(|wait| ApiError::throttled(wait, "too many pairing links; try again in a minute"))?;
-    let mut v = state.run(AdminRequest::Pair { name: p.user.name.clone() }, &p.actor()).await?;
-    let link = v["link"].as_str().unwrap_or_default().to_owned();
-    let qr = qrcode::QrCode::new(link.as_bytes()).map_err(|e| ApiError::internal(e.to_string()))?;
-    let svg = qr.render::<qrcode::render::svg::Color<'_>>().min_dimensions(256, 256).quiet_zone(true).build();
-    v["qr_svg"] = json!(svg);
-    Ok(Json(v))
+    let pair = state.run(admin::Pair { name: p.user.name.clone() }, &p.actor()).await?;
+    let qr = qrcode::QrCode::new(pair.link.as_bytes()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let qr_svg = qr.render::<qrcode::render::svg::Color<'_>>().min_dimensions(256, 256).quiet_zone(true).build();
+    Ok(Json(PairResponse { pair, qr_svg }))
 }
 
 /// The caller's streams, newest first.
@@ -183,14 +177,13 @@ pub async fn sessions(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Query(q): Query<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let req = AdminRequest::SessionList { user: Some(p.user.name.clone()), limit: Some(limit(&q)) };
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    let req = admin::SessionList { user: Some(p.user.name.clone()), limit: Some(limit(&q)) };
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
 async fn my_transfers(state: &ApiState, p: &Principal, n: usize) -> Result<Vec<TransferView>, ApiError> {
-    let v = state.run(AdminRequest::LedgerList { user: Some(p.user.name.clone()) }, &p.actor()).await?;
-    let mut list: Vec<TransferView> = serde_json::from_value(v).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut list = state.run(admin::LedgerList { user: Some(p.user.name.clone()) }, &p.actor()).await?;
     list.reverse();
     list.truncate(n);
     Ok(list)
@@ -243,8 +236,11 @@ pub async fn ledger_csv(State(state): State<Arc<ApiState>>, p: Principal) -> Res
 /// The caller's withdrawals, newest first.
 #[utoipa::path(get, path = "/api/v1/me/withdrawals", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [WithdrawalView])))]
-pub async fn withdrawals(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    let req = AdminRequest::WithdrawalList { user: Some(p.user.name.clone()), status: None };
+pub async fn withdrawals(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
+    let req = admin::WithdrawalList { user: Some(p.user.name.clone()), status: None };
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
@@ -255,22 +251,21 @@ pub async fn request_withdrawal(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     ApiJson(req): ApiJson<WithdrawalRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WithdrawalView>, ApiError> {
     p.may_write()?;
     super::parse_money(&req.amount)?;
     if req.destination.as_ref().is_some_and(|d| d.len() > 200) {
         return Err(ApiError::invalid("the destination is at most 200 characters"));
     }
-    let cmd =
-        AdminRequest::WithdrawalRequest { name: p.user.name.clone(), amount: req.amount, destination: req.destination };
+    let cmd = admin::WithdrawalRequest { name: p.user.name.clone(), amount: req.amount, destination: req.destination };
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
 /// The caller's API keys (without the keys themselves).
 #[utoipa::path(get, path = "/api/v1/me/api-keys", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [ApiKeyView])))]
-pub async fn api_keys(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.run(AdminRequest::ApiKeyList { user: p.user.name.clone() }, &p.actor()).await?))
+pub async fn api_keys(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
+    Ok(Json(state.run(admin::ApiKeyList { user: p.user.name.clone() }, &p.actor()).await?))
 }
 
 /// Create an API key (signed-in users only, not other keys); the key is shown once.
@@ -280,11 +275,11 @@ pub async fn create_api_key(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     ApiJson(req): ApiJson<NewApiKey>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApiKeyView>, ApiError> {
     if p.scope.is_some() {
         return Err(ApiError::forbidden("API keys cannot create API keys; sign in"));
     }
-    let cmd = AdminRequest::ApiKeyCreate { user: p.user.name.clone(), name: req.name, scope: req.scope };
+    let cmd = admin::ApiKeyCreate { user: p.user.name.clone(), name: req.name, scope: req.scope };
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
@@ -297,7 +292,7 @@ pub async fn delete_api_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.may_write()?;
-    state.run(AdminRequest::ApiKeyDelete { user: p.user.name.clone(), id }, &p.actor()).await?;
+    state.run(admin::ApiKeyDelete { user: p.user.name.clone(), id }, &p.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,8 +311,8 @@ pub struct NewSubUser {
 /// The caller's sub-users: extra proxy credentials billed to the caller.
 #[utoipa::path(get, path = "/api/v1/me/sub-users", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [SubUserView])))]
-pub async fn sub_users(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    Ok(Json(state.run(AdminRequest::SubUserList { parent: Some(p.user.name.clone()) }, &p.actor()).await?))
+pub async fn sub_users(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<SubUserView>>, ApiError> {
+    Ok(Json(state.run(admin::SubUserList { parent: Some(p.user.name.clone()) }, &p.actor()).await?))
 }
 
 /// Create a sub-user with its own proxy name and password, byte cap, stream cap and expiry.
@@ -327,9 +322,9 @@ pub async fn create_sub_user(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     ApiJson(req): ApiJson<NewSubUser>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SubUserView>, ApiError> {
     p.may_write()?;
-    let cmd = AdminRequest::SubUserAdd {
+    let cmd = admin::SubUserAdd {
         parent: p.user.name.clone(),
         name: req.name,
         byte_cap: req.byte_cap,
@@ -347,16 +342,16 @@ pub async fn change_sub_user(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Path((name, action)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SubUserView>, ApiError> {
     p.may_write()?;
     let parent = Some(p.user.name.clone());
-    let cmd = match action.as_str() {
-        "disable" => AdminRequest::SubUserDisable { name, parent, disabled: true },
-        "enable" => AdminRequest::SubUserDisable { name, parent, disabled: false },
-        "proxy-password" => AdminRequest::SubUserPassword { name, parent },
+    let sub = match action.as_str() {
+        "disable" => state.run(admin::SubUserDisable { name, parent, disabled: true }, &p.actor()).await?,
+        "enable" => state.run(admin::SubUserDisable { name, parent, disabled: false }, &p.actor()).await?,
+        "proxy-password" => state.run(admin::SubUserPassword { name, parent }, &p.actor()).await?,
         _ => return Err(ApiError::not_found("the action is disable, enable or proxy-password")),
     };
-    Ok(Json(state.run(cmd, &p.actor()).await?))
+    Ok(Json(sub))
 }
 
 /// Delete one of the caller's sub-users (its history stays).
@@ -368,6 +363,6 @@ pub async fn delete_sub_user(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.may_write()?;
-    state.run(AdminRequest::SubUserDelete { name, parent: Some(p.user.name.clone()) }, &p.actor()).await?;
+    state.run(admin::SubUserDelete { name, parent: Some(p.user.name.clone()) }, &p.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::admin::{AdminCtx, AdminError, AdminRequest};
+use crate::admin::{AdminCtx, AdminError, Command};
 use crate::auth::jwt::Jwt;
 use crate::money::Micros;
 use crate::store::{KeyScope, UserRecord};
@@ -70,10 +70,10 @@ pub struct ApiState {
 
 impl ApiState {
     /// Runs an admin command on the blocking pool as `actor`.
-    async fn run(&self, req: AdminRequest, actor: &str) -> Result<Value, ApiError> {
+    async fn run<C: Command>(&self, cmd: C, actor: &str) -> Result<C::Output, ApiError> {
         let admin = self.admin.clone();
         let actor = actor.to_owned();
-        tokio::task::spawn_blocking(move || admin.execute_as(req, &actor))
+        tokio::task::spawn_blocking(move || admin.execute_as(cmd, &actor))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(ApiError::from)

@@ -1,0 +1,200 @@
+//! Pairing and devices (`traffix pair`, `traffix device …`): one-time pairing links, the device
+//! list with each node's live state, ban and unban, and finding a device by id prefix or vIP.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::views::{DeviceView, PairView, rfc3339};
+use super::{AdminCtx, AdminError, Audit, Command, PAIR_CODE_TTL_SECS};
+use crate::store::{DeviceRecord, PairCode, now_secs};
+use crate::tunnel::protocol::ErrorCode;
+
+/// Creates a one-time pairing link for a new node of `name`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pair {
+    pub name: String,
+}
+
+/// Every paired device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceList {}
+
+/// Bans a device (id, id prefix or virtual IP); a connected one is disconnected.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceBan {
+    pub id: String,
+    pub reason: String,
+}
+
+/// Lifts a device's ban.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceUnban {
+    pub id: String,
+}
+
+impl Command for Pair {
+    type Output = PairView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(Audit::new("pair.create", &self.name))
+    }
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<PairView, AdminError> {
+        let name = self.name;
+        let code = crate::auth::new_pairing_code().map_err(|e| AdminError::new("internal", e.to_string()))?;
+        let now = now_secs();
+        let expires_at = now + PAIR_CODE_TTL_SECS;
+        match ctx.store.get_user(&name)? {
+            None => return Err(AdminError::new("not_found", format!("no user {name:?}"))),
+            Some(u) if u.disabled => {
+                return Err(AdminError::new("disabled", format!("user {name:?} is disabled")));
+            }
+            Some(_) => {}
+        }
+        ctx.store.create_pair_code(
+            &crate::auth::pairing_code_hash(&code),
+            &PairCode { user: name.clone(), created_at: now, expires_at, used: false },
+        )?;
+        let link = crate::node::state::PairLink {
+            server: ctx.public_address.clone(),
+            pin: crate::tls::parse_pin(&ctx.pin).unwrap_or_default(),
+            code: code.clone(),
+            insecure: ctx.insecure_http,
+        }
+        .to_link();
+        Ok(PairView { link, code, expires_at: rfc3339(expires_at), user: name })
+    }
+}
+
+impl Command for DeviceList {
+    type Output = Vec<DeviceView>;
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<DeviceView>, AdminError> {
+        let devices = ctx.store.list_devices()?;
+        Ok(devices.iter().map(|d| ctx.device_view(d)).collect())
+    }
+}
+
+impl Command for DeviceBan {
+    type Output = DeviceView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(Audit::new("device.ban", &self.id).reason(Some(self.reason.clone())))
+    }
+
+    fn before(&self, ctx: &AdminCtx) -> Option<Value> {
+        ctx.device_before(&self.id)
+    }
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<DeviceView, AdminError> {
+        let DeviceBan { id, reason } = self;
+        let dev = ctx.find_device(&id)?;
+        let raw = hex::decode(&dev.id).map_err(|_| AdminError::new("store_error", "corrupt device id"))?;
+        let dev = ctx.store.update_device(&raw, |d| {
+            d.banned = true;
+            d.ban_reason = Some(reason.clone());
+        })?;
+        if let (Some(l), Ok(id16)) = (&ctx.live, <[u8; 16]>::try_from(raw.as_slice())) {
+            l.registry.kick(&id16, ErrorCode::DeviceBanned, &format!("device banned: {reason}"));
+        }
+        tracing::info!(device = %dev.id, %reason, "device banned");
+        Ok(ctx.device_view(&dev))
+    }
+}
+
+impl Command for DeviceUnban {
+    type Output = DeviceView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(Audit::new("device.unban", &self.id))
+    }
+
+    fn before(&self, ctx: &AdminCtx) -> Option<Value> {
+        ctx.device_before(&self.id)
+    }
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<DeviceView, AdminError> {
+        let dev = ctx.find_device(&self.id)?;
+        let raw = hex::decode(&dev.id).map_err(|_| AdminError::new("store_error", "corrupt device id"))?;
+        let dev = ctx.store.update_device(&raw, |d| {
+            d.banned = false;
+            d.ban_reason = None;
+        })?;
+        tracing::info!(device = %dev.id, "device unbanned");
+        Ok(ctx.device_view(&dev))
+    }
+}
+
+impl AdminCtx {
+    /// A device with its live state when connected.
+    pub fn device_view(&self, d: &DeviceRecord) -> DeviceView {
+        let live = self.live.as_ref().and_then(|l| {
+            hex::decode(&d.id).ok().and_then(|id| <[u8; 16]>::try_from(id).ok()).and_then(|id| l.registry.get(&id))
+        });
+        let status = live.as_ref().map(|n| n.status());
+        let today = self.store.device_today(&d.id, now_secs()).unwrap_or_default();
+        let name = |v: Result<Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned));
+        let ip = live.as_ref().map(|n| n.public_ip).or_else(|| d.last_ip.as_deref().and_then(|ip| ip.parse().ok()));
+        let asn = self.live.as_ref().and_then(|l| l.asn_db.as_ref()).zip(ip).and_then(|(db, ip)| db.asn(ip));
+        DeviceView {
+            id: d.id.clone(),
+            owner: d.owner.clone(),
+            vip: d.vip.to_string(),
+            online: live.is_some(),
+            state: live.as_ref().and_then(|n| name(serde_json::to_value(n.state()))),
+            active_streams: live.as_ref().map(|n| n.mux.active_streams()),
+            public_ip: live.as_ref().map(|n| n.public_ip.to_string()).or_else(|| d.last_ip.clone()),
+            country: live.as_ref().and_then(|n| n.country_str()).or_else(|| d.country.clone()),
+            battery_pct: status.as_ref().and_then(|s| s.battery_pct),
+            network: status.as_ref().and_then(|s| name(serde_json::to_value(s.network))),
+            model: d.model.clone(),
+            os: d.os.clone(),
+            key_alg: name(serde_json::to_value(d.key_alg)).unwrap_or_default(),
+            paired_at: rfc3339(d.paired_at),
+            last_seen: d.last_seen.map(rfc3339),
+            banned: d.banned,
+            ban_reason: d.ban_reason.clone(),
+            bytes_today: today.bytes(),
+            earned_today_micros: today.earned,
+            connected_at: live.as_ref().map(|n| rfc3339(n.connected_at)),
+            rtt_ms: live.as_ref().and_then(|n| n.mux.rtt()).map(|r| r.as_secs_f64() * 1000.0),
+            asn: asn.as_ref().map(|a| a.0),
+            as_org: asn.map(|a| a.1),
+            uptime_s: status.as_ref().and_then(|s| s.uptime_s),
+            charging: status.as_ref().and_then(|s| s.charging),
+            max_streams: status.as_ref().and_then(|s| s.max_streams),
+            daily_cap_bytes: status.as_ref().and_then(|s| s.daily_cap),
+            monthly_cap_bytes: status.as_ref().and_then(|s| s.monthly_cap),
+            node_bytes_today: status.as_ref().and_then(|s| s.bytes_today),
+            node_bytes_month: status.as_ref().and_then(|s| s.bytes_month),
+        }
+    }
+
+    /// Finds a device by full id, unique id prefix (≥ 6 hex digits) or virtual IP.
+    pub(super) fn find_device(&self, key: &str) -> Result<DeviceRecord, AdminError> {
+        let all = self.store.list_devices()?;
+        let key = key.trim().to_ascii_lowercase();
+        if let Ok(vip) = key.parse::<Ipv4Addr>() {
+            return all
+                .into_iter()
+                .find(|d| d.vip == vip)
+                .ok_or_else(|| AdminError::new("not_found", format!("no device has virtual IP {vip}")));
+        }
+        if key.len() < 6 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(AdminError::new("invalid", "give a device id (at least 6 hex digits) or its virtual IP"));
+        }
+        let mut hits: Vec<DeviceRecord> = all.into_iter().filter(|d| d.id.starts_with(&key)).collect();
+        match hits.len() {
+            0 => Err(AdminError::new("not_found", format!("no device id starts with {key}"))),
+            1 => Ok(hits.remove(0)),
+            n => Err(AdminError::new("ambiguous", format!("{n} devices start with {key}; give more digits"))),
+        }
+    }
+
+    /// A device as it was before a change, for the audit log.
+    fn device_before(&self, key: &str) -> Option<Value> {
+        self.find_device(key).ok().and_then(|d| serde_json::to_value(self.device_view(&d)).ok())
+    }
+}

@@ -1,0 +1,60 @@
+//! The ledger and the database as a whole (`traffix ledger …`, `traffix backup`): transfers,
+//! verification of every ledger invariant, and consistent backups.
+
+use serde::{Deserialize, Serialize};
+
+use super::views::{BackupView, TransferView, VerifyView};
+use super::{AdminCtx, AdminError, Audit, Command};
+use crate::store::{Account, VerifyParams};
+
+/// Ledger transfers, oldest first; with `user`, only that user's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerList {
+    pub user: Option<String>,
+}
+
+/// Checks every ledger invariant (SECURITY.md §4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerVerify {}
+
+/// Writes a consistent copy of the database to `path`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Backup {
+    pub path: String,
+}
+
+impl Command for LedgerList {
+    type Output = Vec<TransferView>;
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<TransferView>, AdminError> {
+        let acct = self.user.map(Account::User);
+        let list = ctx.store.list_transfers(acct.as_ref())?;
+        Ok(list.iter().map(TransferView::from).collect())
+    }
+}
+
+impl Command for LedgerVerify {
+    type Output = VerifyView;
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<VerifyView, AdminError> {
+        let m = ctx.money();
+        let params = VerifyParams {
+            max_overdraft: m.max_overdraft(),
+            overdraft_bytes: crate::billing::meter::Billing::overdraft_bound_bytes(m.client_max_streams),
+        };
+        Ok(VerifyView::from(ctx.store.verify(&params)?))
+    }
+}
+
+impl Command for Backup {
+    type Output = BackupView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(Audit::new("store.backup", &self.path))
+    }
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<BackupView, AdminError> {
+        ctx.store.backup(std::path::Path::new(&self.path))?;
+        Ok(BackupView { backup: self.path })
+    }
+}
