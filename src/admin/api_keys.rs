@@ -53,7 +53,7 @@ impl Command for ApiKeyCreate {
         let id = hex::encode(crate::auth::random_bytes::<6>().map_err(internal)?);
         let key = format!("{}{}", API_KEY_PREFIX, hex::encode(crate::auth::random_bytes::<24>().map_err(internal)?));
         let rec = crate::store::ApiKey { id, user, name: name.to_owned(), scope, created_at: now_secs() };
-        ctx.store.add_api_key(&crate::auth::pairing_code_hash(&key), &rec)?;
+        ctx.store.add_api_key(&crate::auth::secret_hash(&key), &rec)?;
         Ok(ApiKeyView { key: Some(key), ..ApiKeyView::from(&rec) })
     }
 }

@@ -246,6 +246,13 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("invalid_token", "send Authorization: Bearer <token>"))
 }
 
+/// An API key as issued: the prefix, then 48 lower-case hex digits.
+fn is_canonical_api_key(token: &str) -> bool {
+    token
+        .strip_prefix(API_KEY_PREFIX)
+        .is_some_and(|hex| hex.len() == 48 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 impl FromRequestParts<Arc<ApiState>> for Principal {
     type Rejection = ApiError;
 
@@ -253,9 +260,15 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
         let token = bearer(&parts.headers)?;
         let store = &state.admin.store;
         let (name, scope, key_id) = if token.starts_with(API_KEY_PREFIX) {
-            let key = store
-                .api_key(&crate::auth::pairing_code_hash(token))?
-                .ok_or_else(|| ApiError::unauthorized("invalid_token", "unknown API key"))?;
+            // Exact match only. Keys made before exact hashing were stored case-folded: they
+            // are looked up that way too, but only when presented exactly as issued (the
+            // canonical lower-case form), so no other spelling of a key passes.
+            let legacy = || is_canonical_api_key(token).then(|| crate::auth::pairing_code_hash(token));
+            let key = match store.api_key(&crate::auth::secret_hash(token))? {
+                Some(k) => Some(k),
+                None => legacy().map(|h| store.api_key(&h)).transpose()?.flatten(),
+            }
+            .ok_or_else(|| ApiError::unauthorized("invalid_token", "unknown API key"))?;
             if parts.method != Method::GET && key.scope == KeyScope::Read {
                 return Err(ApiError::forbidden("this API key is read-only"));
             }
@@ -356,4 +369,26 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// Micro-units parsed from a decimal string, as an API error when malformed.
 fn parse_money(s: &str) -> Result<Micros, ApiError> {
     Micros::parse(s).map_err(|e| ApiError::invalid(format!("amount {s:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keys_as_issued_are_canonical() {
+        let key = format!("tfx_{}", "0123456789abcdef".repeat(3));
+        assert!(is_canonical_api_key(&key));
+        for bad in [
+            key.to_uppercase(),
+            format!("tfx_{}", "0123456789ABCDEF".repeat(3)),
+            format!(" {key}"),
+            format!("{key} "),
+            key[..key.len() - 1].to_owned(),
+            format!("{key}0"),
+            format!("tfx_{}", "0123456789abcdeg".repeat(3)),
+        ] {
+            assert!(!is_canonical_api_key(&bad), "{bad:?}");
+        }
+    }
 }

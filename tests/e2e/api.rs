@@ -350,6 +350,9 @@ fn api_keys_have_scopes_and_the_portal_endpoints_work() {
     let read = api.post("/api/v1/me/api-keys", &admin, json!({"name": "grafana", "scope": "read"})).json();
     let read_key = read["key"].as_str().unwrap().to_owned();
     assert!(read_key.starts_with("tfx_"));
+    // A key matches only exactly as issued, not upper-cased.
+    let upper = format!("tfx_{}", read_key["tfx_".len()..].to_uppercase());
+    assert_eq!(api.get("/api/v1/admin/overview", &upper).status, 401);
     assert_eq!(api.get("/api/v1/admin/overview", &read_key).status, 200);
     let r = api.post("/api/v1/admin/users", &read_key, json!({"name": "zed"}));
     assert_eq!((r.status, r.error()), (403, "forbidden".into()));
