@@ -30,11 +30,24 @@ impl Target {
     }
 }
 
+/// `host:port` for logs, session rows and messages. A name is client text (a SOCKS5 name may
+/// hold any byte), so control characters and backslashes are written escaped (`\r`, `\n`,
+/// `\0`, `\\`): a target can never forge a log line or a table row.
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
         match self {
             Target::Ip(a) => write!(f, "{a}"),
-            Target::Domain(d, p) => write!(f, "{d}:{p}"),
+            Target::Domain(d, p) => {
+                for c in d.chars() {
+                    if c.is_control() || c == '\\' {
+                        write!(f, "{}", c.escape_debug())?;
+                    } else {
+                        f.write_char(c)?;
+                    }
+                }
+                write!(f, ":{p}")
+            }
         }
     }
 }
@@ -105,5 +118,21 @@ impl ResetReason {
             6 => Self::Billing,
             _ => Self::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_display_control_bytes_escaped() {
+        let t = |d: &str| Target::Domain(d.into(), 80).to_string();
+        assert_eq!(t("example.com"), "example.com:80");
+        assert_eq!(t("bücher.de"), "bücher.de:80");
+        assert_eq!(t("evil\r\nX-Injected: 1"), "evil\\r\\nX-Injected: 1:80");
+        assert_eq!(t("nul\0tab\tdel\u{7f}"), "nul\\0tab\\tdel\\u{7f}:80");
+        assert_eq!(t("back\\slash"), "back\\\\slash:80");
+        assert_eq!(Target::Ip("[::1]:443".parse().unwrap()).to_string(), "[::1]:443");
     }
 }

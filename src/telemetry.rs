@@ -2,12 +2,18 @@
 //!
 //! fast-socks5 logs RFC 1929 passwords at `debug`: its target is capped at `info` whatever
 //! level is configured (SECURITY.md §3).
+//!
+//! Lines an outsider can cause at will (failed authentications, refused node handshakes) go
+//! through a [`LogLimiter`]: a few lines a minute, then one summary of how many were not logged.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use tracing_subscriber::EnvFilter;
 
 /// Initialises the global subscriber. `level` uses EnvFilter syntax; `RUST_LOG` overrides it.
@@ -103,4 +109,80 @@ pub fn render(reg: &Registry) -> String {
         out.clear();
     }
     out
+}
+
+/// At most `max_lines` log lines of one kind per `window`; the rest are counted, and the first
+/// line of the next window carries the count. Metrics still count every event.
+#[derive(Debug)]
+pub struct LogLimiter {
+    max_lines: u32,
+    window: Duration,
+    state: Mutex<LimiterWindow>,
+}
+
+#[derive(Debug)]
+struct LimiterWindow {
+    start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub const fn new(max_lines: u32, window: Duration) -> LogLimiter {
+        LogLimiter { max_lines, window, state: Mutex::new(LimiterWindow { start: None, logged: 0, suppressed: 0 }) }
+    }
+
+    /// Whether the event at `now` may be logged: `Some(n)` where `n` events of the window that
+    /// just ended went unlogged (log a summary of them first), `None` to stay quiet.
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        let mut w = crate::sync::lock(&self.state);
+        if w.start.is_none_or(|s| now.saturating_duration_since(s) >= self.window) {
+            let skipped = w.suppressed;
+            *w = LimiterWindow { start: Some(now), logged: 1, suppressed: 0 };
+            return Some(skipped);
+        }
+        if w.logged < self.max_lines {
+            w.logged += 1;
+            return Some(0);
+        }
+        w.suppressed += 1;
+        None
+    }
+
+    /// `admit` at the current time, writing the summary line when one is due; true when the
+    /// caller should log its event.
+    pub fn admit_now(&self, what: &'static str) -> bool {
+        match self.admit(Instant::now()) {
+            Some(0) => true,
+            Some(skipped) => {
+                tracing::warn!(skipped, window_secs = self.window.as_secs(), "{what}: more happened than were logged");
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Proxy authentication failures (SOCKS5 and HTTP).
+pub static PROXY_AUTH_FAILURES: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
+/// Failed logins on the API.
+pub static LOGIN_FAILURES: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
+/// Refused node handshakes (bad pairing codes, bad signatures, banned devices).
+pub static TUNNEL_REFUSALS: LogLimiter = LogLimiter::new(10, Duration::from_secs(60));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_logs_a_few_lines_a_window_then_counts() {
+        let l = LogLimiter::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let admitted: Vec<Option<u64>> = (0..10).map(|i| l.admit(t0 + Duration::from_millis(i))).collect();
+        assert_eq!(admitted, [Some(0), Some(0), Some(0), None, None, None, None, None, None, None]);
+        // The next window's first line says how many went unlogged.
+        assert_eq!(l.admit(t0 + Duration::from_secs(60)), Some(7));
+        assert_eq!(l.admit(t0 + Duration::from_secs(61)), Some(0));
+        assert_eq!(l.admit(t0 + Duration::from_secs(200)), Some(0), "nothing was suppressed");
+    }
 }

@@ -95,7 +95,9 @@ pub async fn login(
         Some(u) if ok && u.password_hash.is_some() => u,
         _ => {
             drop(attempt);
-            tracing::info!(user = %name, %ip, "login failed");
+            if crate::telemetry::LOGIN_FAILURES.admit_now("failed logins") {
+                tracing::info!(user = %name.escape_debug(), %ip, "login failed");
+            }
             return Err(ApiError::unauthorized("invalid_credentials", "wrong user name or password"));
         }
     };

@@ -410,7 +410,9 @@ async fn handle(sock: TcpStream, peer: SocketAddr, svc: &Arc<RelayService>) {
             Err(e) => {
                 svc.metrics.proxy_auth_failures.inc();
                 svc.metrics.stream_result(Frontend::Http, "auth");
-                tracing::info!(user = %user.escape_debug(), reason = %e, "http proxy authentication failed");
+                if crate::telemetry::PROXY_AUTH_FAILURES.admit_now("proxy authentication failures") {
+                    tracing::info!(user = %user.escape_debug(), reason = %e, "http proxy authentication failed");
+                }
                 reply(&mut conn, &auth_error(&e), true).await;
                 break;
             }

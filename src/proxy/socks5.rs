@@ -101,7 +101,9 @@ async fn handshake(
         Err(e) => {
             svc.metrics.proxy_auth_failures.inc();
             svc.metrics.stream_result(Frontend::Socks5, "auth");
-            tracing::info!(user = %user.escape_debug(), reason = %e, "socks5 authentication failed");
+            if crate::telemetry::PROXY_AUTH_FAILURES.admit_now("proxy authentication failures") {
+                tracing::info!(user = %user.escape_debug(), reason = %e, "socks5 authentication failed");
+            }
             auth.reject().await?;
             return Ok(Handshake::Done);
         }

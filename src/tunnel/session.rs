@@ -71,7 +71,9 @@ where
         let who = match hs {
             Ok(Ok(who)) => who,
             Ok(Err(Refuse(code, why))) => {
-                warn!(?code, reason = %why, "node handshake refused");
+                if crate::telemetry::TUNNEL_REFUSALS.admit_now("refused node handshakes") {
+                    warn!(?code, reason = %why, "node handshake refused");
+                }
                 svc.metrics.tunnel_handshakes.get_or_create(&crate::telemetry::ResultLabel::failed()).inc();
                 let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code, message: why }).await;
                 let _ = ws.close(None).await;

@@ -139,3 +139,42 @@ fn hostile_bytes_on_each_listener_leave_the_server_serving() {
     assert!(s.log().contains("node handshake refused"));
     assert_eq!(s.online_count(), 1);
 }
+
+/// One RFC 1929 attempt: the status byte the server answers (0 = success).
+fn socks5_auth(addr: SocketAddr, user: &[u8], pass: &[u8]) -> Option<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(&[5, 1, 2]).ok()?;
+    let mut method = [0u8; 2];
+    s.read_exact(&mut method).ok()?;
+    assert_eq!(method, [5, 2], "username/password is the only method offered");
+    let mut req = vec![1, user.len() as u8];
+    req.extend_from_slice(user);
+    req.push(pass.len() as u8);
+    req.extend_from_slice(pass);
+    s.write_all(&req).ok()?;
+    let mut status = [0u8; 2];
+    s.read_exact(&mut status).ok()?;
+    Some(status[1])
+}
+
+/// Forty failed proxy logins (one with CR/LF in the name): every one is refused and counted,
+/// but the log gets a handful of lines, never one per attempt, and no forged line.
+#[test]
+fn failed_proxy_authentications_are_counted_but_not_logged_one_by_one() {
+    let s = Server::start();
+    for i in 0..40 {
+        let user = if i == 0 { b"evil\r\nFORGED log line".to_vec() } else { format!("nobody{i}").into_bytes() };
+        assert_ne!(socks5_auth(s.socks, &user, b"wrong"), Some(0));
+    }
+    let metrics = s.metrics_text();
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("traffix_proxy_auth_failures_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(failures, Some(40.0), "every failure is counted");
+    let log = s.log();
+    let lines = log.lines().filter(|l| l.contains("socks5 authentication failed")).count();
+    assert!((1..=10).contains(&lines), "{lines} lines for 40 failures:\n{log}");
+    assert!(!log.lines().any(|l| l.starts_with("FORGED")), "a user name cannot start a log line:\n{log}");
+}

@@ -119,6 +119,8 @@ class EgressVectorsTest {
             "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "64:ff9b:1::/48",
             "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10",
             "fec0::/10", "ff00::/8",
+            // IPv4-translated (SIIT), refused whole since the hardening of the open-internet issue.
+            "::ffff:0:0:0/96",
         )
     }
 }
