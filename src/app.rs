@@ -24,6 +24,9 @@ use crate::telemetry::Metrics;
 use crate::tunnel::registry::Registry;
 use crate::tunnel::session::TunnelService;
 
+/// How long an admin command that cuts live streams waits for them to end.
+const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "traffix.redb";
 /// File holding the JWT signing secret (used by the REST API).
@@ -296,6 +299,7 @@ impl App {
             metrics: metrics.clone(),
             limits: cfg.limits.clone(),
             tracker: tokio_util::task::TaskTracker::new(),
+            live: Arc::new(crate::relay::live::LiveStreams::default()),
         });
         let (trigger, _) = shutdown::channel();
         Ok(App { cfg, store, registry, metrics, relay, pin, tls, geoip, trigger })
@@ -406,6 +410,10 @@ impl App {
                 asn_db: match cfg.geoip.asn_db.trim() {
                     "" => None,
                     p => Some(Arc::new(GeoIp::open(&cfg.path(Path::new(p))).map_err(AppError::Other)?)),
+                },
+                cut_streams: {
+                    let live = self.relay.live.clone();
+                    Arc::new(move |which, reason| live.cut(which, reason, CUT_WAIT))
                 },
                 tariff_changed: {
                     let billing = self.relay.billing.clone();

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::views::{DeviceView, PairView, rfc3339};
 use super::{AdminCtx, AdminError, Audit, Command, PAIR_CODE_TTL_SECS};
+use crate::relay::live::Cut;
 use crate::store::{DeviceRecord, PairCode, now_secs};
 use crate::tunnel::protocol::ErrorCode;
 
@@ -97,6 +98,8 @@ impl Command for DeviceBan {
             d.ban_reason = Some(reason.clone());
         })?;
         if let (Some(l), Ok(id16)) = (&ctx.live, <[u8; 16]>::try_from(raw.as_slice())) {
+            // Its streams end as banned (their session rows say so) before its tunnel goes.
+            ctx.cut(Cut::Device(id16), "device_banned");
             l.registry.kick(&id16, ErrorCode::DeviceBanned, &format!("device banned: {reason}"));
         }
         tracing::info!(device = %dev.id, %reason, "device banned");

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::money::Micros;
+use crate::relay::live::Cut;
 use crate::store::{Store, StoreError};
 use crate::tunnel::registry::Registry;
 
@@ -183,6 +184,9 @@ impl From<StoreError> for AdminError {
 /// Called with the user's name after a deposit.
 pub type CreditHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Cuts the live streams a change affects with a reason and waits for them; how many.
+pub type CutHook = Arc<dyn Fn(&Cut, &'static str) -> usize + Send + Sync>;
+
 /// The money settings admin commands apply (editable at run time: `settings set`).
 #[derive(Debug, Clone, Copy)]
 pub struct MoneyRules {
@@ -239,6 +243,9 @@ pub struct Live {
     pub tariff_changed: Arc<dyn Fn(crate::billing::rules::Tariff) + Send + Sync>,
     /// The operator's ASN database, if configured.
     pub asn_db: Option<Arc<crate::geoip::GeoIp>>,
+    /// Cuts the live client streams a change affects, with the reason for their session rows,
+    /// and returns once they have ended (bounded); how many were cut.
+    pub cut_streams: CutHook,
 }
 
 /// What admin commands run against.
@@ -267,6 +274,17 @@ impl AdminCtx {
     fn invalidate(&self, name: &str) {
         if let Some(l) = &self.live {
             (l.invalidate_account)(name);
+        }
+    }
+
+    /// Cuts the live streams `which` matches (a running server only) and waits until they
+    /// have ended, so a command that disables something returns once it is in force.
+    fn cut(&self, which: Cut, reason: &'static str) {
+        if let Some(l) = &self.live {
+            let n = (l.cut_streams)(&which, reason);
+            if n > 0 {
+                tracing::info!(?which, reason, streams = n, "live streams cut");
+            }
         }
     }
 

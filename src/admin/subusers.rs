@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::views::{DeletedView, SubUserView, rfc3339};
 use super::{AdminCtx, AdminError, Audit, Command, valid_name};
+use crate::relay::live::Cut;
 use crate::store::{SubUser, now_secs};
 
 /// Adds sub-user `name` under `parent`; its proxy password is generated.
@@ -104,6 +105,9 @@ impl Command for SubUserDisable {
         let parent = ctx.subuser_parent(&name, parent)?;
         let sub = ctx.store.update_subuser(&parent, &name, |s| s.disabled = disabled)?;
         ctx.invalidate(&name);
+        if disabled {
+            ctx.cut(Cut::Sub(name.clone()), "sub_user_disabled");
+        }
         ctx.subuser_view(&sub)
     }
 }
@@ -120,6 +124,7 @@ impl Command for SubUserDelete {
         let parent = ctx.subuser_parent(&name, parent)?;
         ctx.store.delete_subuser(&parent, &name)?;
         ctx.invalidate(&name);
+        ctx.cut(Cut::Sub(name.clone()), "sub_user_deleted");
         Ok(DeletedView { deleted: name })
     }
 }

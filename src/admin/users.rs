@@ -9,7 +9,9 @@ use serde_json::Value;
 use super::views::{CreditView, ProxyPasswordView, UserView, rfc3339};
 use super::{AdminCtx, AdminError, Audit, Command, valid_name};
 use crate::money::{Micros, format_signed};
+use crate::relay::live::Cut;
 use crate::store::{Account, UserRecord, WithdrawalStatus, now_secs};
+use crate::tunnel::protocol::ErrorCode;
 
 /// Adds a user; a login password is generated, and returned once, unless given.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +200,17 @@ impl Command for UserDisable {
             u.disabled_reason = reason.clone();
         })?;
         ctx.invalidate(&name);
+        // In force at once: its streams, and the streams through its nodes, which leave the
+        // network (a disabled owner's device may not connect either).
+        ctx.cut(Cut::Client(name.clone()), "account_disabled");
+        ctx.cut(Cut::Owner(name.clone()), "owner_disabled");
+        if let Some(l) = &ctx.live {
+            for d in ctx.store.list_devices()?.iter().filter(|d| d.owner == name) {
+                if let Some(id) = hex::decode(&d.id).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+                    l.registry.kick(&id, ErrorCode::AuthFailed, "the device owner's account is disabled");
+                }
+            }
+        }
         tracing::info!(user = %name, reason = ?reason, "user disabled");
         ctx.user_view(&u)
     }

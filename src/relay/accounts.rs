@@ -39,6 +39,8 @@ pub struct ProxyAccount {
 pub struct SubLimits {
     pub max_streams: Option<u32>,
     pub byte_cap: Option<u64>,
+    /// When it expires (Unix seconds): its live streams are cut then.
+    pub expires_at: Option<u64>,
     pub usage: Arc<SubUsage>,
 }
 
@@ -221,7 +223,12 @@ impl Accounts {
                     disabled,
                     password: sub.proxy_password,
                     client: self.client_state(&sub.parent),
-                    sub: Some(SubLimits { max_streams: sub.max_streams, byte_cap: sub.byte_cap, usage }),
+                    sub: Some(SubLimits {
+                        max_streams: sub.max_streams,
+                        byte_cap: sub.byte_cap,
+                        expires_at: sub.expires_at,
+                        usage,
+                    }),
                 }
             }
         };

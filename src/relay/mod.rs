@@ -12,6 +12,7 @@
 //! knows nothing of proxies or money.
 
 pub mod accounts;
+pub mod live;
 pub mod router;
 pub mod username;
 
@@ -22,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use self::accounts::{Accounts, Denied, ProxyAccount, StreamSlot, SubUsage};
+use self::live::{LiveStreams, StreamOwner};
 use self::router::{RouteError, Routed, Router};
 use self::username::Targeting;
 use crate::billing::meter::{Billing, BillingError, LiveSession, METER_BATCH_BYTES, SessionInfo};
@@ -75,6 +77,8 @@ pub struct RelayService {
     pub billing: Option<Arc<Billing>>,
     /// Tracks live client connections so shutdown can drain them.
     pub tracker: tokio_util::task::TaskTracker,
+    /// The streams being relayed, so admin changes can cut the ones they affect.
+    pub live: Arc<LiveStreams>,
 }
 
 /// A stream admitted for a client and opened on a node.
@@ -85,6 +89,10 @@ pub struct Opened {
     session: Option<Arc<LiveSession>>,
     /// A sub-user's byte counter and cap.
     sub: Option<(Arc<SubUsage>, Option<u64>)>,
+    /// Whose stream it is, for admin cuts.
+    who: StreamOwner,
+    /// When the sub-user that opened it expires (Unix seconds).
+    expires_at: Option<u64>,
 }
 
 struct RelayMeter {
@@ -149,7 +157,14 @@ impl RelayService {
                 None => None,
             };
             let sub = acct.sub.as_ref().map(|s| (s.usage.clone(), s.byte_cap));
-            Ok::<_, ConnectError>(Opened { routed, slot, started, session, sub })
+            let who = StreamOwner {
+                client: acct.billed_to.clone(),
+                sub: acct.sub.as_ref().map(|_| acct.name.clone()),
+                device: node.device_id,
+                owner: node.owner.clone(),
+            };
+            let expires_at = acct.sub.as_ref().and_then(|s| s.expires_at);
+            Ok::<_, ConnectError>(Opened { routed, slot, started, session, sub, who, expires_at })
         }
         .await;
         match &result {
@@ -168,7 +183,9 @@ impl RelayService {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin,
     {
-        let Opened { routed, slot, started, session, sub } = opened;
+        let Opened { routed, slot, started, session, sub, who, expires_at } = opened;
+        // Registered before the copy starts: an admin cut from here on reaches this stream.
+        let mut cutter = self.live.register(who);
         let node = routed.node.clone();
         let peer = routed.stream.peer();
         self.metrics.streams_active.inc();
@@ -176,9 +193,9 @@ impl RelayService {
         let meter: Arc<dyn Meter> =
             Arc::new(RelayMeter { metrics: self.metrics.clone(), session: session.clone(), sub });
         let mut exhausted = session.as_ref().map(|s| s.budget.exhausted());
-        // The relay runs until it ends, the client's money runs out or a sub-user reaches its
-        // byte cap (then the stream is cut: dropping it resets the node side and closes the
-        // client socket). The watch guards are dropped inside the blocks: the relay's drop
+        // The relay runs until it ends, the client's money runs out, a sub-user reaches its
+        // byte cap or expires, or an admin change cuts it (then the stream is cut: dropping it
+        // resets the node side and closes the client socket). The watch guards are dropped inside the blocks: the relay's drop
         // reports its last bytes, which may update these same watches.
         async fn tripped(rx: Option<&mut tokio::sync::watch::Receiver<bool>>) {
             match rx {
@@ -192,6 +209,8 @@ impl RelayService {
             stats = copy::bidirectional(socket, routed.stream, meter, true) => (Some(stats), ""),
             _ = tripped(exhausted.as_mut()) => (None, "billing"),
             _ = tripped(over.as_mut()) => (None, "sub_user_cap"),
+            _ = until_unix(expires_at) => (None, "sub_user_expired"),
+            reason = cutter.cut() => (None, reason),
         };
         self.metrics.streams_active.dec();
         drop(slot);
@@ -209,6 +228,9 @@ impl RelayService {
             received: down,
             end: stats.map(|s| s.end).unwrap_or(CopyEnd::PeerReset(ResetReason::Billing)),
         };
+        // Leaving the live table tells a waiting admin command that this stream is gone (after
+        // its end reason went to billing).
+        drop(cutter);
         info!(
             client = %client,
             node = %node.vip,
@@ -221,5 +243,18 @@ impl RelayService {
             end,
             "stream closed"
         );
+    }
+}
+
+/// Resolves at Unix time `at` (never when `None`). Sleeps in steps of at most a minute, so a
+/// changed system clock is noticed.
+async fn until_unix(at: Option<u64>) {
+    let Some(at) = at else { return std::future::pending().await };
+    loop {
+        let now = crate::store::now_secs();
+        if now >= at {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs((at - now).min(60))).await;
     }
 }

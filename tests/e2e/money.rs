@@ -403,3 +403,107 @@ fn settings_changed_at_run_time_apply_to_new_streams_and_persist() {
     fails_with(&s, &["withdrawal", "request", "host", "2.49"], "minimum payout is 2.50");
     verify_ok(&s);
 }
+
+/// Opens an idle stream through the SOCKS5 front-end (python-socks) and returns once it is
+/// open; the child prints `closed` when the server ends it.
+fn hold_stream(s: &Server, user: &str, pass: &str) -> std::process::Child {
+    let o = origin().addr;
+    let script = format!(
+        r#"
+from python_socks.sync import Proxy
+p = Proxy.from_url("socks5://{user}:{pass}@{socks}", rdns=True)
+s = p.connect(dest_host="{host}", dest_port={port}, timeout=30)
+print("open", flush=True)
+try:
+    while s.recv(4096):
+        pass
+except OSError:
+    pass
+print("closed", flush=True)
+"#,
+        socks = s.socks,
+        host = o.ip(),
+        port = o.port()
+    );
+    let mut child =
+        Command::new("python3").arg("-c").arg(script).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "open", "the stream opened");
+    // Keep reading in the background so the child never blocks on its pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    child
+}
+
+fn streams_active(s: &Server) -> i64 {
+    let m = s.metrics_text();
+    m.lines()
+        .find_map(|l| l.strip_prefix("traffix_streams_active "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no traffix_streams_active in\n{m}"))
+}
+
+/// The end reasons of `user`'s ended streams, once `n` have ended.
+fn end_reasons(s: &Server, user: &str, n: usize) -> Vec<String> {
+    wait_for("the ended streams' rows", || {
+        let rows = s.cli_json(&["session", "list", "--user", user]);
+        let ended: Vec<String> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["live"] != true)
+            .filter_map(|r| r["end_reason"].as_str().map(str::to_owned))
+            .collect();
+        (ended.len() >= n).then_some(ended)
+    })
+}
+
+/// Disable means now: each admin change that takes rights away returns only after the live
+/// streams it affects have ended — nothing is still relaying when the command returns — and
+/// their session rows say why. (Streams used to run on until they ended by themselves.)
+#[test]
+fn admin_changes_end_the_live_streams_they_affect_before_returning() {
+    let s = Server::start_with(priced());
+    let pass = s.add_user("payer", Some("100"));
+    s.add_user("owner_a", None);
+    let node_a = s.start_node("owner_a", "127.0.0.2");
+    let sub = s.cli_json(&["subuser", "add", "payer", "payer_bot"]);
+    let sub_pass = sub["proxy_password"].as_str().unwrap().to_owned();
+
+    // A sub-user's disable.
+    let mut held = hold_stream(&s, "payer_bot", &sub_pass);
+    assert_eq!(streams_active(&s), 1);
+    assert!(s.cli(&["subuser", "disable", "payer_bot"]).status.success());
+    assert_eq!(streams_active(&s), 0, "cut before the command returned");
+    held.wait().unwrap();
+
+    // A device ban.
+    let mut held = hold_stream(&s, "payer", &pass);
+    let id = s.devices()[0]["id"].as_str().unwrap().to_owned();
+    assert!(s.cli(&["device", "ban", &id, "--reason", "abuse"]).status.success());
+    assert_eq!(streams_active(&s), 0);
+    held.wait().unwrap();
+    drop(node_a);
+
+    // A node owner's disable: the streams through its node end, and the node leaves.
+    s.add_user("owner_b", None);
+    let node_b = s.start_node("owner_b", "127.0.0.3");
+    let mut held = hold_stream(&s, &format!("payer-node-{}", node_b.vip), &pass);
+    assert!(s.cli(&["user", "disable", "owner_b"]).status.success());
+    assert_eq!(streams_active(&s), 0);
+    held.wait().unwrap();
+    wait_for("owner_b's node is gone", || (s.online_count() == 0).then_some(()));
+
+    // The client's own disable.
+    s.add_user("owner_c", None);
+    let _node_c = s.start_node("owner_c", "127.0.0.4");
+    let mut held = hold_stream(&s, "payer", &pass);
+    assert!(s.cli(&["user", "disable", "payer"]).status.success());
+    assert_eq!(streams_active(&s), 0);
+    held.wait().unwrap();
+
+    let mut reasons = end_reasons(&s, "payer", 4);
+    reasons.sort();
+    assert_eq!(reasons, ["account_disabled", "device_banned", "owner_disabled", "sub_user_disabled"]);
+}
