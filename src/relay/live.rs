@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::identity::DeviceId;
 
@@ -54,7 +54,8 @@ impl Cut {
 
 struct Entry {
     who: StreamOwner,
-    cut: watch::Sender<Option<&'static str>>,
+    /// Set when the stream is cut.
+    cut: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -64,11 +65,17 @@ struct Table {
 }
 
 /// The live streams of this process.
+///
+/// One [`Notify`] serves every stream: a cut wakes all relays, and each looks up its own
+/// entry. Cuts are rare admin actions, while every idle stream would pay for a channel of its
+/// own (a watch channel per stream cost about a kilobyte each).
 #[derive(Default)]
 pub struct LiveStreams {
     table: Mutex<Table>,
     /// Signalled whenever a stream leaves the table.
     gone: Condvar,
+    /// Woken on every cut.
+    cuts: Notify,
 }
 
 impl std::fmt::Debug for LiveStreams {
@@ -80,12 +87,15 @@ impl std::fmt::Debug for LiveStreams {
 impl LiveStreams {
     /// Registers a stream for as long as the returned [`Cutter`] lives.
     pub fn register(self: &Arc<Self>, who: StreamOwner) -> Cutter {
-        let (tx, rx) = watch::channel(None);
         let mut t = crate::sync::lock(&self.table);
         t.next += 1;
         let id = t.next;
-        t.streams.insert(id, Entry { who, cut: tx });
-        Cutter { live: self.clone(), id, rx }
+        t.streams.insert(id, Entry { who, cut: None });
+        Cutter { live: self.clone(), id }
+    }
+
+    fn reason(&self, id: u64) -> Option<&'static str> {
+        crate::sync::lock(&self.table).streams.get(&id).and_then(|e| e.cut)
     }
 
     /// Streams registered now.
@@ -105,13 +115,16 @@ impl LiveStreams {
         let mut t = crate::sync::lock(&self.table);
         let ids: Vec<u64> = t
             .streams
-            .iter()
+            .iter_mut()
             .filter(|(_, e)| which.matches(&e.who))
             .map(|(id, e)| {
-                e.cut.send_replace(Some(reason));
+                e.cut.get_or_insert(reason);
                 *id
             })
             .collect();
+        if !ids.is_empty() {
+            self.cuts.notify_waiters();
+        }
         while ids.iter().any(|id| t.streams.contains_key(id)) {
             let now = Instant::now();
             if now >= deadline {
@@ -132,7 +145,6 @@ impl LiveStreams {
 pub struct Cutter {
     live: Arc<LiveStreams>,
     id: u64,
-    rx: watch::Receiver<Option<&'static str>>,
 }
 
 impl std::fmt::Debug for Cutter {
@@ -144,12 +156,15 @@ impl std::fmt::Debug for Cutter {
 impl Cutter {
     /// Resolves with the reason once the stream is cut. Cancel-safe.
     pub async fn cut(&mut self) -> &'static str {
-        // The guard the wait returns must not live across another await.
-        let reason = self.rx.wait_for(Option::is_some).await.map(|v| (*v).unwrap_or("cut"));
-        match reason {
-            Ok(reason) => reason,
-            // The sender lives in the table until this cutter is dropped.
-            Err(_) => std::future::pending().await,
+        loop {
+            // Registered before the check, so a cut between the two is not missed.
+            let notified = self.live.cuts.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.live.reason(self.id) {
+                return reason;
+            }
+            notified.await;
         }
     }
 }

@@ -186,6 +186,8 @@ impl RelayService {
         let Opened { routed, slot, started, session, sub, who, expires_at } = opened;
         // Registered before the copy starts: an admin cut from here on reaches this stream.
         let mut cutter = self.live.register(who);
+        // Only a sub-user with an expiry pays for a timer (boxed, so idle streams stay small).
+        let mut expires = expires_at.map(|at| Box::pin(until_unix(at)));
         let node = routed.node.clone();
         let peer = routed.stream.peer();
         self.metrics.streams_active.inc();
@@ -209,7 +211,7 @@ impl RelayService {
             stats = copy::bidirectional(socket, routed.stream, meter, true) => (Some(stats), ""),
             _ = tripped(exhausted.as_mut()) => (None, "billing"),
             _ = tripped(over.as_mut()) => (None, "sub_user_cap"),
-            _ = until_unix(expires_at) => (None, "sub_user_expired"),
+            _ = expiry(&mut expires), if expires.is_some() => (None, "sub_user_expired"),
             reason = cutter.cut() => (None, reason),
         };
         self.metrics.streams_active.dec();
@@ -246,10 +248,17 @@ impl RelayService {
     }
 }
 
-/// Resolves at Unix time `at` (never when `None`). Sleeps in steps of at most a minute, so a
-/// changed system clock is noticed.
-async fn until_unix(at: Option<u64>) {
-    let Some(at) = at else { return std::future::pending().await };
+/// Waits for a boxed expiry timer, if there is one.
+async fn expiry<F: std::future::Future<Output = ()> + Unpin>(timer: &mut Option<F>) {
+    match timer {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at Unix time `at`. Sleeps in steps of at most a minute, so a changed system clock
+/// is noticed.
+async fn until_unix(at: u64) {
     loop {
         let now = crate::store::now_secs();
         if now >= at {
