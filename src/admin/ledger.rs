@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::views::{BackupView, TransferView, VerifyView};
+use super::views::{BackupView, TransferView};
 use super::{AdminCtx, AdminError, Audit, Command};
-use crate::store::{Account, VerifyParams};
+use crate::store::{Account, VerifyParams, VerifyReport};
 
 /// Ledger transfers, oldest first; with `user`, only that user's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,15 +34,15 @@ impl Command for LedgerList {
 }
 
 impl Command for LedgerVerify {
-    type Output = VerifyView;
+    type Output = VerifyReport;
 
-    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<VerifyView, AdminError> {
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<VerifyReport, AdminError> {
         let m = ctx.money();
         let params = VerifyParams {
             max_overdraft: m.max_overdraft(),
             overdraft_bytes: crate::billing::meter::Billing::overdraft_bound_bytes(m.client_max_streams),
         };
-        Ok(VerifyView::from(ctx.store.verify(&params)?))
+        Ok(ctx.store.verify(&params)?)
     }
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::money::format_signed;
-use crate::store::{AuditEntry, SessionRecord, Transfer, UsageBucket, VerifyReport, Withdrawal};
+use crate::store::{AuditEntry, SessionRecord, Transfer, UsageBucket, Withdrawal};
 
 /// Formats Unix seconds as RFC 3339 UTC.
 pub fn rfc3339(secs: u64) -> String {
@@ -385,35 +385,6 @@ pub struct BackupView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeletedView {
     pub deleted: String,
-}
-
-/// What `ledger verify` found: counts of what was checked and every problem.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct VerifyView {
-    /// No problem found.
-    pub ok: bool,
-    pub transfers: usize,
-    pub accounts: usize,
-    pub sessions: usize,
-    pub live_sessions: usize,
-    pub holds: usize,
-    pub withdrawals: usize,
-    pub problems: Vec<String>,
-}
-
-impl From<VerifyReport> for VerifyView {
-    fn from(r: VerifyReport) -> Self {
-        VerifyView {
-            ok: r.ok,
-            transfers: r.transfers,
-            accounts: r.accounts,
-            sessions: r.sessions,
-            live_sessions: r.live_sessions,
-            holds: r.holds,
-            withdrawals: r.withdrawals,
-            problems: r.problems,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use redb::{ReadableDatabase, ReadableTable};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::holds::held_by;
 use super::ledger::Transfer;
@@ -36,8 +36,9 @@ pub struct VerifyParams {
     pub overdraft_bytes: u64,
 }
 
-/// The outcome: counts of what was checked and every problem found.
-#[derive(Debug, Clone, Serialize)]
+/// The outcome: counts of what was checked and every problem found (also the answer of the
+/// `ledger verify` admin command).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyReport {
     pub ok: bool,
     pub transfers: usize,
