@@ -157,7 +157,13 @@ pub struct Limits {
     /// Bytes a tunnel's outgoing queue may hold beyond the peer's data windows (SECURITY.md §2:
     /// the answers a node provokes); a node that lets it fill is disconnected (`limit_exceeded`).
     pub node_queue_bytes: usize,
+    /// Connections at once on each listener (web, SOCKS5, HTTP proxy); over it a new one is
+    /// refused at once.
     pub max_connections: usize,
+    /// Connections at once from one source address, on each listener.
+    pub max_connections_per_ip: usize,
+    /// Connections from one source address still in their handshake, on each listener.
+    pub max_handshakes_per_ip: usize,
     pub listen_backlog: u32,
 }
 impl Default for Limits {
@@ -187,12 +193,23 @@ impl Default for Limits {
             ws_write_buffer: 16 * 1024,
             node_queue_bytes: 4 * 1024 * 1024,
             max_connections: 20_000,
+            max_connections_per_ip: 256,
+            max_handshakes_per_ip: 64,
             listen_backlog: 4096,
         }
     }
 }
 
 impl Limits {
+    /// The connection caps of each listener.
+    pub fn conn_limits(&self) -> crate::listener::ConnLimits {
+        crate::listener::ConnLimits {
+            total: self.max_connections,
+            per_ip: self.max_connections_per_ip,
+            handshakes_per_ip: self.max_handshakes_per_ip,
+        }
+    }
+
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
     }
@@ -334,6 +351,11 @@ impl Config {
             return bad("billing.hold_chunk must be greater than zero".into());
         }
         let l = &self.limits;
+        if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.max_handshakes_per_ip == 0 {
+            return bad(
+                "limits.max_connections, max_connections_per_ip and max_handshakes_per_ip must be at least 1".into()
+            );
+        }
         if l.node_queue_bytes < 64 * 1024 {
             return bad("limits.node_queue_bytes must be at least 65536".into());
         }

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub relayed_bytes: Family<DirLabel, Counter>,
     pub tunnel_handshakes: Family<ResultLabel, Counter>,
     pub proxy_auth_failures: Counter,
+    /// New connections refused by a listener's caps (all, per address, handshakes per address).
+    pub connections_refused: Counter,
 }
 
 impl Metrics {
@@ -95,6 +97,11 @@ impl Metrics {
         );
         reg.register("traffix_tunnel_handshakes", "Node tunnel handshakes by result", self.tunnel_handshakes.clone());
         reg.register("traffix_proxy_auth_failures", "Failed proxy authentications", self.proxy_auth_failures.clone());
+        reg.register(
+            "traffix_connections_refused",
+            "New connections refused by a listener's connection caps",
+            self.connections_refused.clone(),
+        );
     }
 
     pub fn stream_result(&self, frontend: Frontend, result: &str) {

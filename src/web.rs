@@ -103,11 +103,14 @@ where
 }
 
 /// Accepts web clients until shutdown; `tls` is `None` only with `--insecure-http`.
+/// A connection over one of `gate`'s caps is closed at once (no TLS handshake, so no response
+/// fits) and accepting goes on.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     hs: std::time::Duration,
+    gate: Arc<crate::listener::Gate>,
     mut shutdown: Shutdown,
     tracker: tokio_util::task::TaskTracker,
 ) {
@@ -116,18 +119,26 @@ pub async fn serve(
             c = crate::listener::accept(&listener) => c,
             _ = shutdown.recv() => return,
         };
+        let Ok(mut admitted) = gate.admit(peer.ip()) else { continue };
         let _ = tcp.set_nodelay(true);
         let app = app.clone().layer(Extension(PeerAddr(peer)));
         let tls = tls.clone();
         tracker.spawn(async move {
             match tls {
                 Some(acceptor) => match tokio::time::timeout(hs, acceptor.accept(FlowBuf::new(tcp))).await {
-                    Ok(Ok(stream)) => serve_conn(stream, app, hs).await,
+                    Ok(Ok(stream)) => {
+                        admitted.handshake_done();
+                        serve_conn(stream, app, hs).await
+                    }
                     Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => debug!(%peer, "TLS handshake timed out"),
                 },
-                None => serve_conn(tcp, app, hs).await,
+                None => {
+                    admitted.handshake_done();
+                    serve_conn(tcp, app, hs).await
+                }
             }
+            drop(admitted);
         });
     }
 }

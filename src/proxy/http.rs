@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span};
 
+use crate::listener::{Admitted, Gate, Refused};
 use crate::relay::accounts::{AuthFailure, Denied, ProxyAccount};
 use crate::relay::router::RouteError;
 use crate::relay::username::Targeting;
@@ -359,14 +360,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
 /// Accepts HTTP proxy clients until shutdown.
 pub async fn serve(listener: TcpListener, svc: Arc<RelayService>, shutdown: Shutdown) {
+    let gate = Gate::new("http_proxy", svc.limits.conn_limits(), svc.metrics.connections_refused.clone());
     super::serve_frontend(
         listener,
         svc,
         shutdown,
+        gate,
         |peer| info_span!("http_proxy", client_addr = %peer),
-        |sock, peer, svc| async move { handle(sock, peer, &svc).await },
+        refuse,
+        |sock, peer, svc, admitted| async move { handle(sock, peer, &svc, admitted).await },
     )
     .await
+}
+
+/// Over a connection cap: a 503 with `Retry-After`, written without waiting (a fresh socket's
+/// send buffer has room for it), then the connection is closed.
+fn refuse(sock: &TcpStream, why: Refused) {
+    let e = HttpError::new(503, "connection_limit_reached", why.as_str());
+    let mut resp = e.response(true).to_vec();
+    // Before the blank line that ends the head.
+    if let Some(i) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+        resp.splice(i + 2..i + 2, b"Retry-After: 5\r\n".iter().copied());
+    }
+    let _ = sock.try_write(&resp);
 }
 
 async fn reply(sock: &mut Reader<TcpStream>, e: &HttpError, close: bool) {
@@ -383,7 +399,7 @@ struct Upstream {
     relay: tokio::task::JoinHandle<()>,
 }
 
-async fn handle(sock: TcpStream, peer: SocketAddr, svc: &Arc<RelayService>) {
+async fn handle(sock: TcpStream, peer: SocketAddr, svc: &Arc<RelayService>, mut admitted: Admitted) {
     let mut conn = Reader::new(sock);
     let mut upstream: Option<Upstream> = None;
     let mut first = true;
@@ -417,6 +433,7 @@ async fn handle(sock: TcpStream, peer: SocketAddr, svc: &Arc<RelayService>) {
                 break;
             }
         };
+        admitted.handshake_done();
         if head.method.eq_ignore_ascii_case("CONNECT") {
             let target = match parse_authority(&head.target, None) {
                 Ok(t) => t,

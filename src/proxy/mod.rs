@@ -13,41 +13,41 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::listener::accept;
+use crate::listener::{Admitted, Gate, Refused, accept};
 use crate::relay::RelayService;
 use crate::shutdown::Shutdown;
 
-/// The accept loop of a front-end: a connection cap, accept with back-off, the handshake and
-/// everything after it in a tracked per-connection task (never in the loop itself).
+/// The accept loop of a front-end: accept with back-off, the connection caps of the listener
+/// (a connection over one is refused at once with `refuse`, and accepting goes on), then the
+/// handshake and everything after it in a tracked per-connection task (never in the loop
+/// itself). `handle` gets the connection's place in the [`Gate`]; it calls
+/// [`Admitted::handshake_done`] once the client is authenticated.
 pub async fn serve_frontend<F, Fut>(
     listener: TcpListener,
     svc: Arc<RelayService>,
     mut shutdown: Shutdown,
+    gate: Arc<Gate>,
     span: fn(SocketAddr) -> tracing::Span,
+    refuse: fn(&TcpStream, Refused),
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, Arc<RelayService>) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Arc<RelayService>, Admitted) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     use tracing::Instrument;
-    let conns = Arc::new(tokio::sync::Semaphore::new(svc.limits.max_connections));
     loop {
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.recv() => return,
-        };
         let (sock, peer) = tokio::select! {
             c = accept(&listener) => c,
             _ = shutdown.recv() => return,
         };
-        let _ = sock.set_nodelay(true);
-        let conn = handle(sock, peer, svc.clone());
-        svc.tracker.spawn(
-            async move {
-                conn.await;
-                drop(permit);
+        let admitted = match gate.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(why) => {
+                refuse(&sock, why);
+                continue;
             }
-            .instrument(span(peer)),
-        );
+        };
+        let _ = sock.set_nodelay(true);
+        svc.tracker.spawn(handle(sock, peer, svc.clone(), admitted).instrument(span(peer)));
     }
 }

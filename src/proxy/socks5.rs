@@ -12,6 +12,7 @@ use fast_socks5::{ReplyError, Socks5Command};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span};
 
+use crate::listener::{Admitted, Gate};
 use crate::relay::accounts::ProxyAccount;
 use crate::relay::router::RouteError;
 use crate::relay::username::Targeting;
@@ -43,12 +44,16 @@ pub fn reply_for(e: &ConnectError) -> ReplyError {
 
 /// Accepts SOCKS5 clients until shutdown.
 pub async fn serve(listener: TcpListener, svc: Arc<RelayService>, shutdown: Shutdown) {
+    let gate = Gate::new("socks5", svc.limits.conn_limits(), svc.metrics.connections_refused.clone());
     super::serve_frontend(
         listener,
         svc,
         shutdown,
+        gate,
         |peer| info_span!("socks5", client_addr = %peer),
-        |sock, peer, svc| async move { handle(sock, peer, &svc).await },
+        // SOCKS5 has nothing to say before the greeting: the connection is just closed.
+        |_, _| {},
+        |sock, peer, svc, admitted| async move { handle(sock, peer, &svc, admitted).await },
     )
     .await
 }
@@ -63,10 +68,13 @@ enum Handshake {
     Done,
 }
 
-async fn handle(sock: TcpStream, peer: SocketAddr, svc: &RelayService) {
+async fn handle(sock: TcpStream, peer: SocketAddr, svc: &RelayService, mut admitted: Admitted) {
     let hs = tokio::time::timeout(svc.limits.handshake_timeout(), handshake(sock, peer, svc)).await;
     let (proto, acct, targeting, target) = match hs {
-        Ok(Ok(Handshake::Ready(p, a, t, tg))) => (p, a, t, tg),
+        Ok(Ok(Handshake::Ready(p, a, t, tg))) => {
+            admitted.handshake_done();
+            (p, a, t, tg)
+        }
         Ok(Ok(Handshake::Done)) => return,
         Ok(Err(e)) => {
             debug!(error = %e, "socks5 handshake failed");

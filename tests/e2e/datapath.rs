@@ -59,6 +59,8 @@ fn two_hundred_concurrent_streams_on_one_node() {
             ("TRAFFIX_LIMITS__CLIENT_NEW_STREAMS_PER_S".into(), "400".into()),
             ("TRAFFIX_LIMITS__CLIENT_MAX_STREAMS".into(), "400".into()),
             ("TRAFFIX_LIMITS__CLIENT_MAX_DIALS".into(), "400".into()),
+            // 200 SOCKS5 handshakes at once from one address (the default allows 64).
+            ("TRAFFIX_LIMITS__MAX_HANDSHAKES_PER_IP".into(), "400".into()),
         ],
         ..ServerOpts::default()
     });

@@ -120,3 +120,76 @@ print("eof" if s.recv(1) == b"" else "data")
     // The stream's log line is written right after the socket closes: wait for it.
     wait_for("the stream log says why it ended", || s.log().contains("idle_timeout").then_some(()));
 }
+
+/// What a client from `src` (a loopback address of its own) gets on `addr` after sending
+/// `send`: the first bytes of the answer, or what went wrong.
+fn answer_from(src: &str, addr: std::net::SocketAddr, send: &[u8]) -> String {
+    let script = format!(
+        r#"
+import socket, sys
+s = socket.socket(); s.settimeout(20); s.bind(("{src}", 0)); s.connect(("{ip}", {port}))
+s.sendall(bytes.fromhex("{hex}"))
+try:
+    print(s.recv(64).hex())
+except Exception as e:
+    print("error", e)
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+        hex = hex::encode(send)
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A flood of unfinished handshakes from one address: on every listener the connection over the
+/// cap is closed at once (the HTTP proxy first answers 503 with Retry-After) — not after the
+/// handshake timeout — while accepting goes on for everyone else, and a freed place is usable
+/// again. (Before the caps, a listener took every connection and held each until its
+/// handshake timed out.)
+#[test]
+fn connection_caps_refuse_the_excess_at_once_and_accepting_goes_on() {
+    let s = Server::start_with(ServerOpts {
+        env: env(&[
+            ("TRAFFIX_LIMITS__MAX_CONNECTIONS_PER_IP", "3"),
+            ("TRAFFIX_LIMITS__MAX_HANDSHAKES_PER_IP", "2"),
+            ("TRAFFIX_LIMITS__HANDSHAKE_TIMEOUT_SECS", "600"),
+        ]),
+        ..ServerOpts::default()
+    });
+    let greeting: &[u8] = b"\x05\x01\x02";
+    for (name, addr, hello, served) in [
+        ("socks5", s.socks, greeting, "0502"),
+        (
+            "http proxy",
+            s.http,
+            &b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"[..],
+            "485454502f312e3120343037",
+        ),
+        // Plain HTTP to the TLS listener: a served connection gets a TLS alert record (0x15).
+        ("web", s.web, &b"GET /healthz HTTP/1.1\r\n\r\n"[..], "15"),
+    ] {
+        let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut third = TcpStream::connect(addr).unwrap();
+        third.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        let end = third.read_to_end(&mut got);
+        assert!(end.is_ok(), "{name}: the connection over the cap is closed at once, not held: {end:?}");
+        if name == "http proxy" {
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 503 "), "{name}: {text}");
+            assert!(text.contains("Retry-After: 5\r\n") && text.contains("connection_limit_reached"), "{text}");
+        }
+        // Another address is served meanwhile.
+        let other = answer_from("127.0.0.2", addr, hello);
+        assert!(other.starts_with(served), "{name} from 127.0.0.2: {other:?}");
+        // Places are freed when connections end.
+        drop(held);
+        wait_for("the places are freed", || answer_from("127.0.0.1", addr, hello).starts_with(served).then_some(()));
+    }
+    let refused = s
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("traffix_connections_refused_total ").map(|v| v.trim().to_owned()));
+    assert_eq!(refused.as_deref(), Some("3"), "one refusal per listener is counted");
+}

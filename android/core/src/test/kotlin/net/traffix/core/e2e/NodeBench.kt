@@ -93,6 +93,8 @@ private val BENCH_LIMITS =
         "CLIENT_NEW_STREAMS_BURST" to "1000000",
         "NODE_MAX_STREAMS" to "4096",
         "IDLE_STREAM_TIMEOUT_SECS" to "600",
+        "MAX_CONNECTIONS_PER_IP" to "20000",
+        "MAX_HANDSHAKES_PER_IP" to "20000",
     ).mapKeys { "TRAFFIX_LIMITS__${it.key}" }
 
 private class Figures(val down: Double, val up: Double, val ttfbP50: Double, val ttfbP99: Double, val parallel: Double)
