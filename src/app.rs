@@ -435,6 +435,7 @@ impl App {
                 self.tls.clone(),
                 crate::web::router(tunnel).merge(crate::api::router(api)).merge(crate::api::dashboard::router()),
                 hs,
+                crate::web::RequestDeadline(std::time::Duration::from_secs(cfg.limits.request_timeout_secs)),
                 crate::listener::Gate::new("web", cfg.limits.conn_limits(), self.metrics.connections_refused.clone()),
                 self.trigger.subscribe(),
                 web_tracker.clone(),

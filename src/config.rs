@@ -162,6 +162,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections at once from one source address, on each listener.
     pub max_connections_per_ip: usize,
+    /// A request body on the web listener must be complete this long after its head.
+    pub request_timeout_secs: u64,
     /// Connections from one source address still in their handshake, on each listener.
     pub max_handshakes_per_ip: usize,
     pub listen_backlog: u32,
@@ -194,6 +196,7 @@ impl Default for Limits {
             node_queue_bytes: 4 * 1024 * 1024,
             max_connections: 20_000,
             max_connections_per_ip: 256,
+            request_timeout_secs: 30,
             max_handshakes_per_ip: 64,
             listen_backlog: 4096,
         }
@@ -351,6 +354,9 @@ impl Config {
             return bad("billing.hold_chunk must be greater than zero".into());
         }
         let l = &self.limits;
+        if l.request_timeout_secs == 0 {
+            return bad("limits.request_timeout_secs must be at least 1".into());
+        }
         if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.max_handshakes_per_ip == 0 {
             return bad(
                 "limits.max_connections, max_connections_per_ip and max_handshakes_per_ip must be at least 1".into()

@@ -4,12 +4,18 @@
 //! node WebSocket. (The REST API and dashboard mount here in their own issue.) Routes on the
 //! metrics listener: `GET /metrics` (Prometheus text), `GET /healthz`. TLS handshakes run in the
 //! per-connection task under the handshake timeout; the accept loop only accepts.
+//!
+//! Deadlines on the web listener: a request head (and an idle keep-alive connection waiting for
+//! its next head) within `handshake_timeout_secs` (hyper's header read timeout, which hyper
+//! also starts when a connection goes idle), and a request body complete within
+//! `request_timeout_secs` of its head ([`RequestDeadline`]): a body trickled byte by byte is cut.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -85,6 +91,50 @@ async fn tunnel(
     resp
 }
 
+/// A request body that must be complete by a deadline: past it, reading the body fails, the
+/// handler answers (or fails) and the connection, whose body was not read to its end, closes.
+struct DeadlineBody {
+    inner: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(axum::Error::new("the request body did not arrive in time"))));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Gives every request with a body the deadline `limit` from now (the head has just arrived).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadline(pub std::time::Duration);
+
+async fn request_deadline(State(RequestDeadline(limit)): State<RequestDeadline>, req: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body = DeadlineBody { inner: body, deadline: Box::pin(tokio::time::sleep(limit)) };
+    next.run(Request::from_parts(parts, axum::body::Body::new(body))).await
+}
+
 /// Serves HTTP/1.1 (with upgrades) on one established connection.
 async fn serve_conn<I>(io: I, app: Router, hs: std::time::Duration)
 where
@@ -104,16 +154,19 @@ where
 
 /// Accepts web clients until shutdown; `tls` is `None` only with `--insecure-http`.
 /// A connection over one of `gate`'s caps is closed at once (no TLS handshake, so no response
-/// fits) and accepting goes on.
+/// fits) and accepting goes on. Every request body must be complete within `deadline`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     hs: std::time::Duration,
+    deadline: RequestDeadline,
     gate: Arc<crate::listener::Gate>,
     mut shutdown: Shutdown,
     tracker: tokio_util::task::TaskTracker,
 ) {
+    let app = app.layer(axum::middleware::from_fn_with_state(deadline, request_deadline));
     loop {
         let (tcp, peer) = tokio::select! {
             c = crate::listener::accept(&listener) => c,

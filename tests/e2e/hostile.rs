@@ -178,3 +178,44 @@ fn failed_proxy_authentications_are_counted_but_not_logged_one_by_one() {
     assert!((1..=10).contains(&lines), "{lines} lines for 40 failures:\n{log}");
     assert!(!log.lines().any(|l| l.starts_with("FORGED")), "a user name cannot start a log line:\n{log}");
 }
+
+/// Slowloris on the web listener's body: a request that sends its head and then trickles (here:
+/// stops sending) its body is answered and closed once `request_timeout_secs` have passed,
+/// instead of holding the connection for as long as the client likes; the server serves
+/// others meanwhile.
+#[test]
+fn a_trickled_request_body_is_cut_at_the_request_deadline() {
+    let s = Server::start_with(ServerOpts {
+        env: vec![("TRAFFIX_LIMITS__REQUEST_TIMEOUT_SECS".into(), "2".into())],
+        ..ServerOpts::default()
+    });
+    let script = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("{ip}", {port}), timeout=30), server_hostname="localhost")
+s.sendall(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          b"Content-Length: 100000\r\n\r\n" + b'{{"username": "admin", ')
+got = b""
+try:
+    while True:
+        c = s.recv(4096)
+        if not c:
+            break
+        got += c
+    print("closed", got.split(b"\r\n")[0].decode())
+except socket.timeout:
+    print("held", got.split(b"\r\n")[0].decode())
+except (ssl.SSLError, OSError) as e:
+    print("closed", got.split(b"\r\n")[0].decode(), e)
+"#,
+        ip = s.web.ip(),
+        port = s.web.port()
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(script).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("closed"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(" 400 ") || !text.contains("HTTP/1.1"), "answered with a client error, if at all: {text}");
+    let health = curl(&["-sk", "-o", "/dev/null", "-w", "%{http_code}", &format!("https://{}/healthz", s.web)]);
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "200");
+}

@@ -69,6 +69,9 @@ class StreamRelay(
         val end =
             when {
                 upEnd == RelayEnd.SOCKET_ERROR || downEnd == RelayEnd.SOCKET_ERROR -> RelayEnd.SOCKET_ERROR
+                // One loop timing out resets the stream, which the other loop may then see as a
+                // reset: the stream ended idle, whichever loop finished first.
+                upEnd == RelayEnd.IDLE || downEnd == RelayEnd.IDLE -> RelayEnd.IDLE
                 downEnd != null -> downEnd
                 upEnd != null -> upEnd
                 else -> RelayEnd.CLOSED

@@ -323,8 +323,9 @@ class AgentTest {
         s.deliver(Frame.Open(9, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), 8443))))
         sched.runUntil { s.sentOf<Frame.OpenErr>().size == 4 }
         for (e in s.sentOf<Frame.OpenErr>()) assertEquals(e.toString(), OpenErrReason.REFUSED_BY_POLICY, e.reason)
-        assertEquals(4L, a.status.streamsRefused)
-        assertEquals(0, a.status.activeStreams)
+        // The status is republished on the scheduler after each stream thread ends: wait for it
+        // rather than read it right after the fourth OPEN_ERR went out.
+        sched.runUntil { a.status.streamsRefused == 4L && a.status.activeStreams == 0 }
         sched.runUntil { logs.count { it.startsWith("DEBUG open refused") } == 4 }
         assertTrue("no client target in the node's log: $logs", logs.none { it.contains("10.0.0.1") || it.contains("printer.local") })
     }
