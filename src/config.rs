@@ -114,7 +114,15 @@ pub struct BillingConfig {
     pub min_payout: Micros,
     /// The most one hold reserves of a client's balance for its live streams at a time.
     pub hold_chunk: Micros,
+    /// The largest single credit (an admin credit or a payment). Balances are i64 micro-units:
+    /// with credits of at most [`MAX_CREDIT_CEILING`], reaching the end of that range takes
+    /// more than 900,000 of the largest credits, so no sequence of accepted deposits can make
+    /// a later one fail.
+    pub max_credit: Micros,
 }
+
+/// The highest `billing.max_credit` accepted: 10,000,000.00.
+pub const MAX_CREDIT_CEILING: Micros = Micros(10_000_000_000_000);
 impl Default for BillingConfig {
     fn default() -> Self {
         BillingConfig {
@@ -124,6 +132,7 @@ impl Default for BillingConfig {
             platform_fee_percent: 30,
             min_payout: Micros(5_000_000),
             hold_chunk: Micros(1_000_000),
+            max_credit: Micros(1_000_000_000_000),
         }
     }
 }
@@ -353,6 +362,9 @@ impl Config {
         if self.billing.hold_chunk.0 == 0 {
             return bad("billing.hold_chunk must be greater than zero".into());
         }
+        if self.billing.max_credit.0 == 0 || self.billing.max_credit > MAX_CREDIT_CEILING {
+            return bad(format!("billing.max_credit must be greater than zero and at most {MAX_CREDIT_CEILING}"));
+        }
         let l = &self.limits;
         if l.request_timeout_secs == 0 {
             return bad("limits.request_timeout_secs must be at least 1".into());
@@ -453,6 +465,18 @@ mod tests {
             Path::new("/tmp"),
             env.into_iter().map(|(a, b)| (a.to_owned(), b.to_owned())),
         )
+    }
+
+    /// No sequence of accepted credits can overflow a balance in practice: with the largest
+    /// allowed `max_credit`, `external:deposits` (the most negative balance there is, since
+    /// every unit in the ledger came through it) reaches the end of i64 only after more than
+    /// 900,000 of the largest credits; and the validation refuses anything larger.
+    #[test]
+    fn max_credit_keeps_balances_inside_their_range() {
+        assert!(i64::MAX as u64 / MAX_CREDIT_CEILING.0 > 900_000);
+        assert!(BillingConfig::default().max_credit <= MAX_CREDIT_CEILING);
+        let e = load("[server]\npublic_address='a:1'\n[billing]\nmax_credit='10000000.01'\n", vec![]).unwrap_err();
+        assert!(e.to_string().contains("billing.max_credit"), "{e}");
     }
 
     #[test]

@@ -193,6 +193,8 @@ pub struct MoneyRules {
     pub tariff: crate::billing::rules::Tariff,
     /// The smallest withdrawal.
     pub min_payout: Micros,
+    /// The largest single credit.
+    pub max_credit: Micros,
     /// The stream cap per client, which the overdraft bound scales with.
     pub client_max_streams: u32,
 }
@@ -216,6 +218,7 @@ impl MoneyRules {
                 platform_fee_percent: b.platform_fee_percent,
             },
             min_payout: b.min_payout,
+            max_credit: b.max_credit,
             client_max_streams: limits.client_max_streams,
         }
     }

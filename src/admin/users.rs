@@ -137,6 +137,13 @@ impl Command for UserCredit {
         if amount.0 == 0 {
             return Err(AdminError::new("invalid", "amount must be greater than zero"));
         }
+        let max = ctx.money().max_credit;
+        if amount > max {
+            return Err(AdminError::new(
+                "invalid",
+                format!("a single credit is at most {max} (billing.max_credit); split a larger sum"),
+            ));
+        }
         if ctx.store.get_user(&name)?.is_none() {
             return Err(AdminError::new("not_found", format!("no user {name:?}")));
         }

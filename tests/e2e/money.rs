@@ -507,3 +507,22 @@ fn admin_changes_end_the_live_streams_they_affect_before_returning() {
     reasons.sort();
     assert_eq!(reasons, ["account_disabled", "device_banned", "owner_disabled", "sub_user_disabled"]);
 }
+
+/// A credit above `billing.max_credit` is refused with the limit in the message (a credit of
+/// 9,000,000,000,000.00 used to be accepted, and then every later deposit failed on an
+/// overflowing `external:deposits`); later credits go through.
+#[test]
+fn a_credit_above_the_maximum_is_refused_and_later_deposits_go_through() {
+    let s = Server::start_with(priced());
+    s.add_user("payer", None);
+    fails_with(&s, &["user", "credit", "payer", "9000000000000"], "at most 1000000.00");
+    fails_with(&s, &["user", "credit", "payer", "1000000.01"], "at most 1000000.00");
+    for _ in 0..3 {
+        let out = s.cli(&["user", "credit", "payer", "1000000.00", "--reason", "the largest credit"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = s.cli(&["user", "credit", "payer", "0.01"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(micros(&show(&s, "payer"), "balance_micros"), 3_000_000_010_000);
+    assert!(s.cli(&["ledger", "verify"]).status.success());
+}
