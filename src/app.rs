@@ -246,6 +246,20 @@ impl App {
     pub fn build(mut cfg: Config) -> Result<App, AppError> {
         let store = Arc::new(Store::open(&cfg.data_dir.join(DB_FILE))?);
         apply_settings(&mut cfg, &store)?;
+        // Three listeners take client connections (web, SOCKS5, HTTP proxy); full, they must
+        // still leave descriptors for everything else.
+        let nofile = crate::listener::raise_nofile();
+        let fit = crate::listener::fit_connections(cfg.limits.max_connections, 3, nofile);
+        if fit < cfg.limits.max_connections {
+            warn!(
+                nofile,
+                configured = cfg.limits.max_connections,
+                max_connections = fit,
+                "limits.max_connections lowered to fit the open-file limit"
+            );
+            cfg.limits.max_connections = fit;
+        }
+        info!(nofile, max_connections = cfg.limits.max_connections, "open-file limit");
         let (certs, key) = crate::tls::load_cert_and_key(&cfg.path(&cfg.tls.cert), &cfg.path(&cfg.tls.key))?;
         let pin = crate::tls::pin_of_cert(certs.first().ok_or_else(|| AppError::Other("no certificate".into()))?)?;
         let tls = if cfg.server.insecure_http {

@@ -33,6 +33,31 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
+/// Descriptors kept free of the listeners' caps: the database, the admin socket, logs, DNS.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one (one listener's flood must not exhaust the
+/// descriptors the others need) and returns the soft limit now in force (`u64::MAX`: none).
+pub fn raise_nofile() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum || (lim.current.is_some() && lim.maximum.is_none()) {
+        let raised = Rlimit { current: lim.maximum, maximum: lim.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+        }
+    }
+    // `None` reads as unlimited.
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// `max_connections` per listener such that `listeners` full listeners still leave
+/// [`RESERVED_FDS`] descriptors free under a soft limit of `nofile`.
+pub fn fit_connections(max_connections: usize, listeners: u64, nofile: u64) -> usize {
+    let room = nofile.saturating_sub(RESERVED_FDS) / listeners.max(1);
+    max_connections.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
+}
+
 /// Caps on the connections of one listener (SECURITY.md §2; `[limits]`).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -174,6 +199,14 @@ impl Drop for Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_caps_fit_the_descriptor_limit() {
+        assert_eq!(fit_connections(20_000, 3, 1_048_576), 20_000);
+        assert_eq!(fit_connections(20_000, 3, 1024), 256, "(1024 - 256) / 3");
+        assert_eq!(fit_connections(20_000, 3, 100), 1, "never zero");
+        assert_eq!(fit_connections(20_000, 3, u64::MAX), 20_000);
+    }
 
     #[test]
     fn caps_refuse_new_connections_and_free_their_places() {

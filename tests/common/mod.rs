@@ -119,6 +119,8 @@ pub struct ServerOpts {
     pub insecure_http: bool,
     pub geoip: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// Arguments for the shell's `ulimit` before the server starts (e.g. `-Sn 512`).
+    pub ulimit: Option<String>,
 }
 
 /// A running `traffix serve` on its own data directory.
@@ -191,7 +193,14 @@ impl Server {
         // A kill -9 leaves the socket file behind; the new server replaces it.
         let _ = std::fs::remove_file(self.dir.path().join("admin.sock"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match &self.opts.ulimit {
+            Some(u) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit {u} && exec \"$0\" \"$@\""), BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(["serve", "--data-dir"]).arg(self.dir.path());
         if self.opts.allow_private_targets {
             cmd.arg("--allow-private-targets");

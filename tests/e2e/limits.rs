@@ -193,3 +193,29 @@ fn connection_caps_refuse_the_excess_at_once_and_accepting_goes_on() {
         .find_map(|l| l.strip_prefix("traffix_connections_refused_total ").map(|v| v.trim().to_owned()));
     assert_eq!(refused.as_deref(), Some("3"), "one refusal per listener is counted");
 }
+
+/// `(soft, hard)` "Max open files" of a process, from /proc.
+fn nofile(pid: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    let mut f = line["Max open files".len()..].split_whitespace();
+    (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
+}
+
+/// One listener's flood must not take the descriptors the others need: the server raises its
+/// soft open-file limit to the hard one at start, and under a low hard limit it lowers
+/// `max_connections` so three full listeners still leave room (and says so).
+#[test]
+fn the_server_raises_its_open_file_limit_and_fits_its_caps_under_it() {
+    let s = Server::start_with(ServerOpts { ulimit: Some("-Sn 512".into()), ..ServerOpts::default() });
+    let pid = s.child.as_ref().unwrap().id().to_string();
+    let (soft, hard) = nofile(&pid);
+    assert_eq!(soft, hard, "soft limit raised from 512 to the hard limit");
+
+    let s = Server::start_with(ServerOpts { ulimit: Some("-n 1024".into()), ..ServerOpts::default() });
+    let pid = s.child.as_ref().unwrap().id().to_string();
+    assert_eq!(nofile(&pid), ("1024".to_owned(), "1024".to_owned()));
+    // The log's fields, without terminal colours.
+    let log: String = s.log().split('\x1b').map(|part| part.split_once('m').map_or(part, |(_, rest)| rest)).collect();
+    assert!(log.contains("lowered to fit the open-file limit") && log.contains("max_connections=256"), "{log}");
+}
