@@ -164,7 +164,8 @@ pub struct Limits {
     pub ws_read_buffer: usize,
     pub ws_write_buffer: usize,
     /// Bytes a tunnel's outgoing queue may hold beyond the peer's data windows (SECURITY.md §2:
-    /// the answers a node provokes); a node that lets it fill is disconnected (`limit_exceeded`).
+    /// the answers a node provokes; each frame counts with a small fixed overhead); a node that
+    /// lets it fill is disconnected (`limit_exceeded` in the log).
     pub node_queue_bytes: usize,
     /// Connections at once on each listener (web, SOCKS5, HTTP proxy); over it a new one is
     /// refused at once.

@@ -1,9 +1,10 @@
 //! The HTTPS listener (TLS 1.3) and the loopback metrics listener.
 //!
 //! Routes on the web listener: `GET /healthz` → `200 {"status":"ok"}`; `GET /v1/tunnel` → the
-//! node WebSocket. (The REST API and dashboard mount here in their own issue.) Routes on the
-//! metrics listener: `GET /metrics` (Prometheus text), `GET /healthz`. TLS handshakes run in the
-//! per-connection task under the handshake timeout; the accept loop only accepts.
+//! node WebSocket; the REST API (`crate::api`) and the dashboard are merged in by the app.
+//! Routes on the metrics listener: `GET /metrics` (Prometheus text), `GET /healthz`. TLS
+//! handshakes run in the per-connection task under the handshake timeout; the accept loop only
+//! accepts.
 //!
 //! Deadlines on the web listener: a request head (and an idle keep-alive connection waiting for
 //! its next head) within `handshake_timeout_secs` (hyper's header read timeout, which hyper

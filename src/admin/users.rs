@@ -207,6 +207,10 @@ impl Command for UserDisable {
             u.disabled_reason = reason.clone();
         })?;
         ctx.invalidate(&name);
+        // Its sub-users' cached accounts carry its state too.
+        for sub in ctx.store.list_subusers(Some(&name))? {
+            ctx.invalidate(&sub.name);
+        }
         // In force at once: its streams, and the streams through its nodes, which leave the
         // network (a disabled owner's device may not connect either).
         ctx.cut(Cut::Client(name.clone()), "account_disabled");

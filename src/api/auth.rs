@@ -40,6 +40,12 @@ fn random_token(prefix: &str) -> Result<String, ApiError> {
     Ok(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
 }
 
+/// A refresh token in the form this server issues: `tfr_` and URL-safe base64.
+fn is_refresh_token(t: &str) -> bool {
+    t.strip_prefix("tfr_")
+        .is_some_and(|b| !b.is_empty() && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'))
+}
+
 /// Hash of a refresh token as stored: exact (SHA-256 hex of its bytes, no case folding). Tokens
 /// issued before this rule were stored case-folded; they no longer match, so those logins sign
 /// in once more.
@@ -101,10 +107,11 @@ pub async fn login(
             return Err(ApiError::unauthorized("invalid_credentials", "wrong user name or password"));
         }
     };
+    // The password was right: not a failed attempt, whether or not the account may sign in.
+    attempt.succeeded(&name);
     if user.disabled {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "disabled", "this account is disabled"));
     }
-    attempt.succeeded(&name);
     let family = hex::encode(crate::auth::random_bytes::<12>().map_err(|e| ApiError::internal(e.to_string()))?);
     let refresh = random_token("tfr_")?;
     state.admin.store.start_login(&user.name, &family, &hash(&refresh), now_secs())?;
@@ -120,7 +127,9 @@ pub async fn refresh(
     State(state): State<Arc<ApiState>>,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    if req.refresh_token.len() > 256 {
+    // Only a token as issued (`tfr_` and base64url) is looked up: tokens stored before exact
+    // hashing were stored case-folded, and an upper-cased copy must not find them.
+    if req.refresh_token.len() > 256 || !is_refresh_token(&req.refresh_token) {
         return Err(ApiError::unauthorized("invalid_token", "unknown refresh token"));
     }
     let next = random_token("tfr_")?;
@@ -148,7 +157,7 @@ pub async fn logout(
     State(state): State<Arc<ApiState>>,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if req.refresh_token.len() <= 256 {
+    if req.refresh_token.len() <= 256 && is_refresh_token(&req.refresh_token) {
         state.admin.store.revoke_refresh(&hash(&req.refresh_token), "logout")?;
     }
     Ok(StatusCode::NO_CONTENT)

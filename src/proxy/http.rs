@@ -309,7 +309,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     }
                 }
             }
-            // The size is at most 16 hex digits, so adding the chunk's CRLF cannot overflow.
+            // The size is at most 15 hex digits, so adding the chunk's CRLF cannot overflow.
             self.copy_n(w, size.saturating_add(2)).await?;
         }
     }
@@ -493,7 +493,7 @@ async fn connect_tunnel(
         }
     };
     let mut ok = b"HTTP/1.1 200 Connection established\r\n".to_vec();
-    if opened.routed.repinned {
+    if opened.repinned() {
         ok.extend_from_slice(b"Proxy-Status: traffix; details=\"session re-pinned to another node\"\r\n");
     }
     ok.extend_from_slice(b"\r\n");

@@ -29,16 +29,18 @@ pub enum Cut {
     Owner(String),
 }
 
-/// Who a live stream belongs to and where it goes out.
+/// Who a live stream belongs to and where it goes out. A stream is registered before it is
+/// admitted (so a change made while it is being opened reaches it); its device and owner are
+/// known once it is routed.
 #[derive(Debug, Clone)]
 pub struct StreamOwner {
     /// The paying account.
     pub client: String,
     /// The sub-user whose credentials opened it.
     pub sub: Option<String>,
-    pub device: DeviceId,
+    pub device: Option<DeviceId>,
     /// The device's owner.
-    pub owner: String,
+    pub owner: Option<String>,
 }
 
 impl Cut {
@@ -46,8 +48,8 @@ impl Cut {
         match self {
             Cut::Client(c) => &s.client == c,
             Cut::Sub(n) => s.sub.as_ref() == Some(n),
-            Cut::Device(d) => &s.device == d,
-            Cut::Owner(o) => &s.owner == o,
+            Cut::Device(d) => s.device.as_ref() == Some(d),
+            Cut::Owner(o) => s.owner.as_ref() == Some(o),
         }
     }
 }
@@ -154,6 +156,20 @@ impl std::fmt::Debug for Cutter {
 }
 
 impl Cutter {
+    /// Records where the stream goes out, once it is routed; the reason if it was cut already.
+    pub fn routed(&self, device: DeviceId, owner: &str) -> Option<&'static str> {
+        let mut t = crate::sync::lock(&self.live.table);
+        let e = t.streams.get_mut(&self.id)?;
+        e.who.device = Some(device);
+        e.who.owner = Some(owner.to_owned());
+        e.cut
+    }
+
+    /// The reason, if the stream has been cut.
+    pub fn reason(&self) -> Option<&'static str> {
+        self.live.reason(self.id)
+    }
+
     /// Resolves with the reason once the stream is cut. Cancel-safe.
     pub async fn cut(&mut self) -> &'static str {
         loop {
@@ -181,7 +197,23 @@ mod tests {
     use super::*;
 
     fn who(client: &str, sub: Option<&str>, device: u8, owner: &str) -> StreamOwner {
-        StreamOwner { client: client.into(), sub: sub.map(Into::into), device: [device; 16], owner: owner.into() }
+        StreamOwner {
+            client: client.into(),
+            sub: sub.map(Into::into),
+            device: Some([device; 16]),
+            owner: Some(owner.into()),
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_while_it_is_opened_learns_it_when_routed() {
+        let live = Arc::new(LiveStreams::default());
+        let c = live.register(StreamOwner { client: "ann".into(), sub: None, device: None, owner: None });
+        assert_eq!(live.cut(&Cut::Owner("olga".into()), "owner_disabled", Duration::from_millis(1)), 0);
+        assert_eq!(c.routed([1; 16], "olga"), None, "not cut: it was not routed to olga then");
+        assert_eq!(live.cut(&Cut::Client("ann".into()), "account_disabled", Duration::from_millis(1)), 1);
+        assert_eq!(c.reason(), Some("account_disabled"));
+        assert_eq!(c.routed([1; 16], "olga"), Some("account_disabled"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

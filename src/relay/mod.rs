@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use self::accounts::{Accounts, Denied, ProxyAccount, StreamSlot, SubUsage};
-use self::live::{LiveStreams, StreamOwner};
+use self::live::{Cutter, LiveStreams, StreamOwner};
 use self::router::{RouteError, Routed, Router};
 use self::username::Targeting;
 use crate::billing::meter::{Billing, BillingError, LiveSession, METER_BATCH_BYTES, SessionInfo};
@@ -83,14 +83,15 @@ pub struct RelayService {
 
 /// A stream admitted for a client and opened on a node.
 pub struct Opened {
-    pub routed: Routed,
+    /// Private: the front-ends must not reach the tunnel's stream or node through it.
+    routed: Routed,
     slot: StreamSlot,
     started: Instant,
     session: Option<Arc<LiveSession>>,
     /// A sub-user's byte counter and cap.
     sub: Option<(Arc<SubUsage>, Option<u64>)>,
-    /// Whose stream it is, for admin cuts.
-    who: StreamOwner,
+    /// Its place in the live table, for admin cuts.
+    cutter: Cutter,
     /// When the sub-user that opened it expires (Unix seconds).
     expires_at: Option<u64>,
 }
@@ -118,6 +119,13 @@ impl Meter for RelayMeter {
     }
 }
 
+impl Opened {
+    /// A flex sticky session moved to another node because its node went away.
+    pub fn repinned(&self) -> bool {
+        self.routed.repinned
+    }
+}
+
 impl RelayService {
     /// Admits the stream for `acct` and opens it on a node.
     pub async fn connect(
@@ -129,6 +137,15 @@ impl RelayService {
     ) -> Result<Opened, ConnectError> {
         let started = Instant::now();
         let result = async {
+            // Registered before anything is checked: an admin change from here on reaches this
+            // stream, and one made just before is seen by the fresh check below.
+            let cutter = self.live.register(StreamOwner {
+                client: acct.billed_to.clone(),
+                sub: acct.sub.as_ref().map(|_| acct.name.clone()),
+                device: None,
+                owner: None,
+            });
+            self.accounts.check_current(acct)?;
             let mut slot = self.accounts.admit(acct).await?;
             // Refuse before any node is asked when the money is visibly gone.
             if let Some(billing) = &self.billing
@@ -157,21 +174,22 @@ impl RelayService {
                 None => None,
             };
             let sub = acct.sub.as_ref().map(|s| (s.usage.clone(), s.byte_cap));
-            let who = StreamOwner {
-                client: acct.billed_to.clone(),
-                sub: acct.sub.as_ref().map(|_| acct.name.clone()),
-                device: node.device_id,
-                owner: node.owner.clone(),
-            };
+            if let Some(reason) = cutter.routed(node.device_id, &node.owner) {
+                if let (Some(billing), Some(session)) = (&self.billing, &session) {
+                    billing.end(session, reason);
+                }
+                return Err(ConnectError::Denied(Denied::Disabled(reason.replace('_', " "))));
+            }
             let expires_at = acct.sub.as_ref().and_then(|s| s.expires_at);
-            Ok::<_, ConnectError>(Opened { routed, slot, started, session, sub, who, expires_at })
+            Ok::<_, ConnectError>(Opened { routed, slot, started, session, sub, cutter, expires_at })
         }
         .await;
         match &result {
             Ok(_) => self.metrics.stream_result(frontend, "ok"),
             Err(e) => {
                 self.metrics.stream_result(frontend, e.code());
-                info!(client = %acct.name, target = %target, code = e.code(), reason = %e, "stream refused");
+                // The reason may quote a node's words: escaped, like the target.
+                info!(client = %acct.name, target = %target, code = e.code(), reason = %e.to_string().escape_debug(), "stream refused");
             }
         }
         result
@@ -183,9 +201,7 @@ impl RelayService {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin,
     {
-        let Opened { routed, slot, started, session, sub, who, expires_at } = opened;
-        // Registered before the copy starts: an admin cut from here on reaches this stream.
-        let mut cutter = self.live.register(who);
+        let Opened { routed, slot, started, session, sub, mut cutter, expires_at } = opened;
         // Only a sub-user with an expiry pays for a timer (boxed, so idle streams stay small).
         let mut expires = expires_at.map(|at| Box::pin(until_unix(at)));
         let node = routed.node.clone();

@@ -1,5 +1,7 @@
-//! The node tunnel: frame protocol, stream multiplexer, relay, and on the server the node
-//! sessions and the registry that maps virtual IPs to live sessions.
+//! The node tunnel: frame protocol, stream multiplexer, copying a socket to a stream, and on the
+//! server the node sessions and the registry that maps virtual IPs to live sessions. It carries
+//! streams for whoever opens them and knows nothing of proxies or money (`crate::relay` joins
+//! the two).
 
 pub mod copy;
 pub mod flowbuf;

@@ -27,6 +27,15 @@ use crate::target::{OpenErrReason, ResetReason, Target};
 /// Upper bound on credit a peer may grant, so hostile WINDOW floods cannot overflow counters.
 const MAX_CREDIT: i64 = 1 << 40;
 
+/// What one queued frame costs beyond its bytes (the queue node and the `Bytes` handle), counted
+/// against [`MuxConfig::max_queued`] so that many tiny frames cannot hide behind their length.
+const FRAME_OVERHEAD: usize = 64;
+
+/// The queued cost of a frame of `len` bytes.
+fn queued_cost(len: usize) -> usize {
+    len.saturating_add(FRAME_OVERHEAD)
+}
+
 /// Flow-control numbers for one tunnel (SECURITY.md §2; `[limits]` in the config).
 #[derive(Debug, Clone)]
 pub struct MuxConfig {
@@ -178,7 +187,7 @@ impl Mux {
     /// Queues encoded bytes for the writer, within `max_queued`. False when the frame was not
     /// queued: the connection is gone, or it would pass the bound (the mux is then overflowed).
     fn enqueue(&self, b: Bytes) -> bool {
-        let n = b.len();
+        let n = queued_cost(b.len());
         let before = self.inner.queued.fetch_add(n, Ordering::AcqRel);
         if before.saturating_add(n) > self.inner.cfg.max_queued {
             self.inner.queued.fetch_sub(n, Ordering::AcqRel);
@@ -457,14 +466,14 @@ impl OutQueue {
     /// The next frame; `None` once every mux handle is gone. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Bytes> {
         let b = self.rx.recv().await?;
-        self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        self.queued.fetch_sub(queued_cost(b.len()), Ordering::AcqRel);
         Some(b)
     }
 
     /// The next frame if one is queued now.
     pub fn try_recv(&mut self) -> Option<Bytes> {
         let b = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        self.queued.fetch_sub(queued_cost(b.len()), Ordering::AcqRel);
         Some(b)
     }
 }
@@ -578,7 +587,14 @@ impl StreamTx {
         if fin {
             self.guard.sent_fin.store(true, Ordering::Release);
         }
-        mux.enqueue(frame.freeze())
+        // A small read sits in a buffer sized for a trickle (4 KiB) or a full frame: while it
+        // waits in the queue it would pin all of it, so it is copied to its own size.
+        let frame = if frame.capacity() > 2 * frame.len() + FRAME_OVERHEAD {
+            Bytes::copy_from_slice(&frame)
+        } else {
+            frame.freeze()
+        };
+        mux.enqueue(frame)
     }
 
     /// Sends our FIN without payload.

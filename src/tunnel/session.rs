@@ -337,7 +337,7 @@ where
                         info!(reason = ?reason, "node is draining");
                         node.set_state(protocol::NodeState::Draining);
                     }
-                    Frame::Error { code, message } => break format!("node sent ERROR {code:?}: {message}"),
+                    Frame::Error { code, message } => break format!("node sent ERROR {code:?}: {}", message.escape_debug()),
                     other => {
                         mux.send_error(ErrorCode::ProtocolViolation, &format!("unexpected {} from a node", other.name()));
                         break format!("unexpected {}", other.name());

@@ -151,7 +151,8 @@ async fn the_outgoing_queue_is_bounded_and_overflow_is_reported() {
     use futures_util::FutureExt;
     assert!(m.overflowed().now_or_never().is_none());
     let ack = Frame::Reset { stream: 9, reason: ResetReason::Cancel, message: "x".repeat(100) };
-    let len = ack.encode().len();
+    // Each frame counts its bytes and a fixed overhead.
+    let len = ack.encode().len() + 64;
     for _ in 0..10_000 {
         m.send_frame(&ack);
     }

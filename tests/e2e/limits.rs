@@ -187,11 +187,13 @@ fn connection_caps_refuse_the_excess_at_once_and_accepting_goes_on() {
         drop(held);
         wait_for("the places are freed", || answer_from("127.0.0.1", addr, hello).starts_with(served).then_some(()));
     }
+    // At least the one refusal per listener above (a retry while places were still being freed
+    // may add more).
     let refused = s
         .metrics_text()
         .lines()
-        .find_map(|l| l.strip_prefix("traffix_connections_refused_total ").map(|v| v.trim().to_owned()));
-    assert_eq!(refused.as_deref(), Some("3"), "one refusal per listener is counted");
+        .find_map(|l| l.strip_prefix("traffix_connections_refused_total ").and_then(|v| v.trim().parse::<f64>().ok()));
+    assert!(refused.is_some_and(|n| n >= 3.0), "refusals are counted: {refused:?}");
 }
 
 /// `(soft, hard)` "Max open files" of a process, from /proc.

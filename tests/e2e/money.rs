@@ -436,6 +436,16 @@ print("closed", flush=True)
     child
 }
 
+/// Waits until the server relays exactly `n` streams.
+fn wait_streams_active(s: &Server, n: i64) {
+    wait_for(&format!("{n} active streams"), || (streams_active(s) == n).then_some(()));
+}
+
+/// Waits for a held stream's client to see its end (bounded, unlike `Child::wait`).
+fn wait_closed(held: &mut std::process::Child) {
+    wait_for("the client sees its stream end", || held.try_wait().ok().flatten().map(|_| ()));
+}
+
 fn streams_active(s: &Server) -> i64 {
     let m = s.metrics_text();
     m.lines()
@@ -473,38 +483,49 @@ fn admin_changes_end_the_live_streams_they_affect_before_returning() {
 
     // A sub-user's disable.
     let mut held = hold_stream(&s, "payer_bot", &sub_pass);
-    assert_eq!(streams_active(&s), 1);
+    wait_streams_active(&s, 1);
     assert!(s.cli(&["subuser", "disable", "payer_bot"]).status.success());
     assert_eq!(streams_active(&s), 0, "cut before the command returned");
-    held.wait().unwrap();
+    wait_closed(&mut held);
 
     // A device ban.
     let mut held = hold_stream(&s, "payer", &pass);
+    wait_streams_active(&s, 1);
     let id = s.devices()[0]["id"].as_str().unwrap().to_owned();
     assert!(s.cli(&["device", "ban", &id, "--reason", "abuse"]).status.success());
     assert_eq!(streams_active(&s), 0);
-    held.wait().unwrap();
+    wait_closed(&mut held);
     drop(node_a);
 
     // A node owner's disable: the streams through its node end, and the node leaves.
     s.add_user("owner_b", None);
     let node_b = s.start_node("owner_b", "127.0.0.3");
     let mut held = hold_stream(&s, &format!("payer-node-{}", node_b.vip), &pass);
+    wait_streams_active(&s, 1);
     assert!(s.cli(&["user", "disable", "owner_b"]).status.success());
     assert_eq!(streams_active(&s), 0);
-    held.wait().unwrap();
+    wait_closed(&mut held);
     wait_for("owner_b's node is gone", || (s.online_count() == 0).then_some(()));
 
-    // The client's own disable.
+    // The client's own disable: its streams end, and its sub-users (whose cached accounts
+    // carry its state) are refused at once too.
     s.add_user("owner_c", None);
     let _node_c = s.start_node("owner_c", "127.0.0.4");
+    let two = s.cli_json(&["subuser", "add", "payer", "payer_two"]);
+    let two_pass = two["proxy_password"].as_str().unwrap().to_owned();
+    let hello = format!("http://{}/hello", origin().addr);
+    let via_two = || curl(&["-sS", "--max-time", "20", "--proxy", &s.socks_url("payer_two", &two_pass), &hello]);
+    assert!(via_two().status.success(), "the sub-user is served (and its account cached)");
     let mut held = hold_stream(&s, "payer", &pass);
+    wait_streams_active(&s, 1);
     assert!(s.cli(&["user", "disable", "payer"]).status.success());
     assert_eq!(streams_active(&s), 0);
-    held.wait().unwrap();
+    wait_closed(&mut held);
+    assert!(!via_two().status.success(), "a disabled account's sub-user is refused at once");
 
-    let mut reasons = end_reasons(&s, "payer", 4);
+    let mut reasons = end_reasons(&s, "payer", 5);
     reasons.sort();
+    reasons.retain(|r| r != "closed");
     assert_eq!(reasons, ["account_disabled", "device_banned", "owner_disabled", "sub_user_disabled"]);
 }
 
