@@ -71,6 +71,18 @@ const RULES: &[Rule] = &[
         why: "leaf types sit below every part that shares them and import nothing of the project",
     },
     Rule {
+        parts: &[
+            "src/tunnel/protocol.rs",
+            "src/billing/rules.rs",
+            "src/billing/mod.rs",
+            "src/relay/username.rs",
+            "src/auth/mod.rs",
+        ],
+        forbidden: &["crate::store", "crate::admin", "crate::web", "crate::api", "crate::proxy", "crate::app"],
+        why: "pure rules (the frame codec, charging, the username grammar, auth) decide without \
+              storage, adapters or front-ends",
+    },
+    Rule {
         parts: &["src/config.rs", "src/money.rs", "src/egress.rs", "src/secret.rs"],
         forbidden: &["crate::tunnel", "crate::store", "crate::proxy", "crate::relay", "crate::api", "crate::admin"],
         why: "configuration and the pure rules below it are read by every part and depend on none of them",
@@ -92,6 +104,7 @@ const PURE: &[&str] = &[
     "src/identity.rs",
 ];
 const FORBIDDEN_CRATES: &[&str] = &[
+    "tokio",
     "axum",
     "teloxide",
     "redb",
@@ -472,6 +485,10 @@ fn a_forbidden_import_fails_with_the_rules_reason() {
     assert!(v[0].contains("crate::tunnel::mux::Mux::new"), "{v:?}");
     let v = violations("src/auth/jwt.rs", "use crate::store::Store as S;\n");
     assert_eq!(v.len(), 1, "{v:?}");
+    // A grouped import in a pure file is resolved like any other.
+    let v = violations("src/billing/rules.rs", "use crate::{money::Micros, store::Store};\n");
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("names crate::store::Store"), "{v:?}");
     // Leaf types may name nothing of the project, but std is fine and so is themselves.
     assert_eq!(violations("src/target.rs", "use std::net::SocketAddr;\nimpl self::Target {}\n").len(), 0);
     assert_eq!(violations("src/identity.rs", "use super::money::Micros;\n").len(), 1);
@@ -617,6 +634,7 @@ fn the_check_catches_a_forbidden_import() {
         vec!["let t = redb::TableDefinition::new(\"x\");"]
     );
     assert!(offending_lines("// axum:: in a comment\nuse bytes::Bytes;").is_empty());
+    assert_eq!(offending_lines("use tokio::net::TcpStream;"), vec!["use tokio::net::TcpStream;"]);
 }
 
 #[test]

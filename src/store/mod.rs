@@ -125,21 +125,30 @@ impl Store {
 
     /// Copies a consistent snapshot of the database to `dest` (a fresh file).
     pub fn backup(&self, dest: &Path) -> Result<(), StoreError> {
-        use redb::{ReadableDatabase, ReadableTable};
         // The copy holds password hashes and proxy passwords: it is created for the owner only
-        // (mode 0600) and never over an existing file.
+        // (mode 0600), never over an existing file, and written through the handle that created
+        // it (not reopened by name). A failed backup removes its partial file.
         let mut open = std::fs::OpenOptions::new();
-        open.write(true).create_new(true);
+        open.read(true).write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-        match open.open(dest) {
-            Ok(_) => {}
+        let file = match open.open(dest) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StoreError::AlreadyExists(dest.display().to_string()));
             }
             Err(e) => return Err(StoreError::Invalid(format!("cannot create {}: {e}", dest.display()))),
+        };
+        let written = self.backup_into(file);
+        if written.is_err() {
+            let _ = std::fs::remove_file(dest);
         }
-        let out = redb::Database::create(dest)?;
+        written
+    }
+
+    fn backup_into(&self, file: std::fs::File) -> Result<(), StoreError> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let out = redb::Builder::new().create_with_backend(redb::backends::FileBackend::new(file)?)?;
         let rtx = self.db.begin_read()?;
         let wtx = begin_write(&out)?;
         macro_rules! copy {
