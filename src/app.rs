@@ -394,6 +394,7 @@ impl App {
         let mut prom = prometheus_client::registry::Registry::default();
         self.metrics.register(&mut prom);
         let tunnel = Arc::new(TunnelService {
+            pair_attempts: TunnelService::pair_attempts_table(),
             store: self.store.clone(),
             registry: self.registry.clone(),
             limits: cfg.limits.clone(),

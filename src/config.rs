@@ -148,6 +148,10 @@ pub struct Limits {
     pub node_max_streams: u32,
     pub login_failures_per_hour: u32,
     pub auth_failures_per_minute_per_ip: u32,
+    /// Proxy-auth failures a minute for one account from one address.
+    pub auth_failures_per_minute_per_account_ip: u32,
+    /// Pairing attempts (PAIR with a code) a minute from one address.
+    pub pair_attempts_per_minute_per_ip: u32,
     pub handshake_timeout_secs: u64,
     pub dial_timeout_secs: u64,
     pub idle_stream_timeout_secs: u64,
@@ -188,6 +192,8 @@ impl Default for Limits {
             node_max_streams: 1024,
             login_failures_per_hour: 100,
             auth_failures_per_minute_per_ip: 20,
+            auth_failures_per_minute_per_account_ip: 10,
+            pair_attempts_per_minute_per_ip: 20,
             handshake_timeout_secs: 10,
             dial_timeout_secs: 10,
             idle_stream_timeout_secs: 60,
@@ -392,6 +398,8 @@ impl Config {
             ("client_max_dials", l.client_max_dials),
             ("client_new_streams_burst", l.client_new_streams_burst),
             ("node_max_streams", l.node_max_streams),
+            ("auth_failures_per_minute_per_account_ip", l.auth_failures_per_minute_per_account_ip),
+            ("pair_attempts_per_minute_per_ip", l.pair_attempts_per_minute_per_ip),
         ] {
             if v == 0 {
                 return bad(format!("limits.{name} must be at least 1"));

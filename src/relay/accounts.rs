@@ -1,5 +1,6 @@
 //! Proxy authentication and per-client limits: checks `username`/`password` against a cached
-//! copy of the account (constant-time, never argon2 on this path), throttles failures per IP,
+//! copy of the account (constant-time, never argon2 on this path), throttles failures per IP
+//! and per (account, IP),
 //! and enforces each client's stream cap, dial cap and new-stream rate (SECURITY.md §2).
 //! Money is not checked here: that is the billing meter's job.
 
@@ -138,6 +139,8 @@ pub struct Accounts {
     clients: Mutex<HashMap<String, Arc<ClientState>>>,
     subs: Mutex<HashMap<String, Arc<SubUsage>>>,
     failures: moka::sync::Cache<IpAddr, Arc<AtomicU32>>,
+    /// Failures per (account name, address).
+    pair_failures: moka::sync::Cache<(String, IpAddr), Arc<AtomicU32>>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -155,6 +158,10 @@ impl Accounts {
             clients: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
             failures: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
+            pair_failures: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
         }
     }
 
@@ -238,21 +245,40 @@ impl Accounts {
     }
 
     /// Checks credentials. The username carries the targeting options (SPEC.md grammar).
+    ///
+    /// Failures are limited per address and per (account, address) (SECURITY.md §3). Proxy
+    /// passwords carry 128 bits, so the limits cap work and log volume rather than guard the
+    /// secret, and they never lock out a paying client: an account with no failure from this
+    /// address (a clean source) is checked even when the address is over its limit — another
+    /// client behind the same NAT cannot shut it out — while an account that failed here is
+    /// refused unchecked once either limit is reached.
     pub fn authenticate(
         &self,
         username: &str,
         password: &str,
         from: IpAddr,
     ) -> Result<(Arc<ProxyAccount>, Targeting), AuthFailure> {
-        let counter = self.failures.get_with(from, || Arc::new(AtomicU32::new(0)));
-        if counter.load(Ordering::Relaxed) >= self.limits.auth_failures_per_minute_per_ip {
+        let per_ip = self.failures.get_with(from, || Arc::new(AtomicU32::new(0)));
+        let ip_over = per_ip.load(Ordering::Relaxed) >= self.limits.auth_failures_per_minute_per_ip;
+        let targeting = match username::parse(username) {
+            Ok(t) => t,
+            Err(_) if ip_over => return Err(AuthFailure::Throttled),
+            Err(e) => {
+                per_ip.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        let key = (targeting.name.clone(), from);
+        let per_pair = self.pair_failures.get(&key);
+        let pair_failed = per_pair.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
+        if pair_failed >= self.limits.auth_failures_per_minute_per_account_ip || (ip_over && pair_failed > 0) {
             return Err(AuthFailure::Throttled);
         }
         let fail = |e: AuthFailure| {
-            counter.fetch_add(1, Ordering::Relaxed);
+            per_ip.fetch_add(1, Ordering::Relaxed);
+            self.pair_failures.get_with(key.clone(), || Arc::new(AtomicU32::new(0))).fetch_add(1, Ordering::Relaxed);
             e
         };
-        let targeting = username::parse(username).map_err(|e| fail(e.into()))?;
         let acct = self.load(&targeting.name)?.ok_or_else(|| fail(AuthFailure::BadCredentials))?;
         if !crate::auth::ct_eq(&acct.password, password) {
             return Err(fail(AuthFailure::BadCredentials));

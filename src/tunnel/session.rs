@@ -38,6 +38,15 @@ pub struct TunnelService {
     /// The billing currency, told to nodes with their earnings; `None` when billing is off
     /// (nothing is metered, so HEARTBEAT_ACK carries no count for today).
     pub currency: Option<String>,
+    /// PAIR attempts per address in the last minute (`pair_attempts_per_minute_per_ip`).
+    pub pair_attempts: moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>>,
+}
+
+impl TunnelService {
+    /// The table of pairing attempts per address: entries live a minute; bounded.
+    pub fn pair_attempts_table() -> moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>> {
+        moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build()
+    }
 }
 
 /// A handshake failure: the code sent to the node and a reason for the log.
@@ -67,7 +76,7 @@ where
 {
     let span = info_span!("node", peer = %peer, device = tracing::field::Empty, vip = tracing::field::Empty);
     async move {
-        let hs = tokio::time::timeout(svc.limits.handshake_timeout(), handshake(&svc, &mut ws)).await;
+        let hs = tokio::time::timeout(svc.limits.handshake_timeout(), handshake(&svc, &mut ws, peer.ip())).await;
         let who = match hs {
             Ok(Ok(who)) => who,
             Ok(Err(Refuse(code, why))) => {
@@ -100,7 +109,11 @@ where
     .await
 }
 
-async fn handshake<S>(svc: &TunnelService, ws: &mut WebSocketStream<S>) -> Result<Authenticated, Refuse>
+async fn handshake<S>(
+    svc: &TunnelService,
+    ws: &mut WebSocketStream<S>,
+    from: std::net::IpAddr,
+) -> Result<Authenticated, Refuse>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -155,6 +168,16 @@ where
         Frame::Pair(p) => {
             if p.nonce != nonce {
                 return Err(Refuse(ErrorCode::AuthFailed, "pairing answers a different challenge".into()));
+            }
+            // Every attempt counts, taken before any signature check or lookup (SECURITY.md §3:
+            // pairing codes are throttled per address like logins).
+            let attempts = svc.pair_attempts.get_with(from, Default::default);
+            let limit = svc.limits.pair_attempts_per_minute_per_ip;
+            if attempts.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= limit {
+                return Err(Refuse(
+                    ErrorCode::LimitExceeded,
+                    format!("more than {limit} pairing attempts a minute from this address; wait a minute"),
+                ));
             }
             let device_id = device_id(p.key_alg, &p.public_key);
             if hello.device_id.is_some_and(|id| id != device_id) {

@@ -219,3 +219,78 @@ except (ssl.SSLError, OSError) as e:
     let health = curl(&["-sk", "-o", "/dev/null", "-w", "%{http_code}", &format!("https://{}/healthz", s.web)]);
     assert_eq!(String::from_utf8_lossy(&health.stdout), "200");
 }
+
+/// Proxy-auth throttles per address and per (account, address): a client behind the same
+/// address as someone failing (a shared NAT) is still served with its correct password, while
+/// the account that was failing from there is refused unchecked once its own limit is reached.
+/// (The per-address limit alone used to refuse everyone behind that address.)
+#[test]
+fn a_clean_account_is_served_from_an_address_over_its_failure_limit() {
+    let s = Server::start();
+    let alice = s.add_user("alice", None);
+    let victim = s.add_user("victim", None);
+    // 25 failures from 127.0.0.1: the address is over its limit of 20, and `victim` over its
+    // own 10.
+    for i in 0..25 {
+        let user = if i % 2 == 0 { "victim".to_owned() } else { format!("nobody{i}") };
+        assert_ne!(socks5_auth(s.socks, user.as_bytes(), b"wrong"), Some(0));
+    }
+    assert_eq!(socks5_auth(s.socks, b"alice", alice.as_bytes()), Some(0), "a clean account is served");
+    assert_ne!(socks5_auth(s.socks, b"victim", victim.as_bytes()), Some(0), "a failing account is refused unchecked");
+}
+
+/// Pairing attempts are throttled per address before any lookup: after 20 in a minute the
+/// server answers `limit_exceeded` instead of checking the code, and another address pairs.
+#[test]
+fn pairing_attempts_are_limited_per_address() {
+    let s = Server::start();
+    s.add_user("owner", None);
+    let good = s.pair_link("owner");
+    let bad = good.replace("code=", "code=X");
+    let dir = tempfile::tempdir().unwrap();
+    // A node agent pairing from `bind`; its log lines arrive on the returned channel.
+    let spawn = |link: &str, bind: &str, n: usize| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_traffix"))
+            .args(["node", "--pair", link, "--state"])
+            .arg(dir.path().join(format!("node-{bind}-{n}.json")))
+            .args(["--bind", bind, "--allow-private-targets"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (child, rx)
+    };
+    // Waits (bounded) for a log line containing `needle`.
+    let saw = |rx: &std::sync::mpsc::Receiver<String>, needle: &str| {
+        let mut seen = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+            if line.contains(needle) {
+                return true;
+            }
+            seen.push(line);
+        }
+        panic!("no line with {needle:?} in {seen:#?}");
+    };
+    for n in 0..20 {
+        let (mut child, rx) = spawn(&bad, "127.0.0.5", n);
+        assert!(saw(&rx, "pairing code"), "attempt {n}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (mut child, rx) = spawn(&good, "127.0.0.5", 20);
+    assert!(saw(&rx, "pairing attempts a minute"), "the 21st is refused before the code is looked up");
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut child, _rx) = spawn(&good, "127.0.0.6", 21);
+    wait_for("the node from another address comes online", || (s.online_count() == 1).then_some(()));
+    let _ = child.kill();
+    let _ = child.wait();
+}
