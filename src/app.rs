@@ -24,6 +24,25 @@ use crate::telemetry::Metrics;
 use crate::tunnel::registry::Registry;
 use crate::tunnel::session::TunnelService;
 
+/// Removes dead API logins and their refresh tokens at start and every hour, until shutdown.
+async fn prune_logins(store: Arc<Store>, mut shutdown: Shutdown) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.recv() => return,
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.prune_logins(crate::store::now_secs())).await {
+            Ok(Ok(p)) if p.families + p.tokens > 0 => {
+                info!(logins = p.families, tokens = p.tokens, "dead logins pruned");
+            }
+            Ok(Err(e)) => warn!(error = %e, "could not prune dead logins"),
+            _ => {}
+        }
+    }
+}
+
 /// How long an admin command that cuts live streams waits for them to end.
 const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -377,6 +396,7 @@ impl App {
             ),
             hashing: tokio::sync::Semaphore::new(2),
             shutdown: self.trigger.subscribe(),
+            max_logins_per_user: cfg.limits.max_logins_per_user as usize,
         })
     }
 
@@ -459,6 +479,7 @@ impl App {
             tokio::spawn(crate::proxy::http::serve(http, self.relay.clone(), self.trigger.subscribe())),
             tokio::spawn(crate::web::serve_metrics(metrics_l, Arc::new(prom), self.trigger.subscribe())),
             tokio::spawn(admin::socket::serve(admin_l, admin_ctx.clone(), self.trigger.subscribe())),
+            tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
         ];
         let flusher = self.relay.billing.clone().map(|b| tokio::spawn(b.run(self.trigger.subscribe())));
         info!(

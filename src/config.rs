@@ -152,6 +152,9 @@ pub struct Limits {
     pub auth_failures_per_minute_per_account_ip: u32,
     /// Pairing attempts (PAIR with a code) a minute from one address.
     pub pair_attempts_per_minute_per_ip: u32,
+    /// Live API logins (refresh-token families) per user; one more signs out the least
+    /// recently used.
+    pub max_logins_per_user: u32,
     pub handshake_timeout_secs: u64,
     pub dial_timeout_secs: u64,
     pub idle_stream_timeout_secs: u64,
@@ -194,6 +197,7 @@ impl Default for Limits {
             auth_failures_per_minute_per_ip: 20,
             auth_failures_per_minute_per_account_ip: 10,
             pair_attempts_per_minute_per_ip: 20,
+            max_logins_per_user: 20,
             handshake_timeout_secs: 10,
             dial_timeout_secs: 10,
             idle_stream_timeout_secs: 60,
@@ -400,6 +404,7 @@ impl Config {
             ("node_max_streams", l.node_max_streams),
             ("auth_failures_per_minute_per_account_ip", l.auth_failures_per_minute_per_account_ip),
             ("pair_attempts_per_minute_per_ip", l.pair_attempts_per_minute_per_ip),
+            ("max_logins_per_user", l.max_logins_per_user),
         ] {
             if v == 0 {
                 return bad(format!("limits.{name} must be at least 1"));

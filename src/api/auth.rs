@@ -114,7 +114,7 @@ pub async fn login(
     }
     let family = hex::encode(crate::auth::random_bytes::<12>().map_err(|e| ApiError::internal(e.to_string()))?);
     let refresh = random_token("tfr_")?;
-    state.admin.store.start_login(&user.name, &family, &hash(&refresh), now_secs())?;
+    state.admin.store.start_login(&user.name, &family, &hash(&refresh), now_secs(), state.max_logins_per_user)?;
     tracing::info!(user = %user.name, %ip, "login");
     Ok(Json(tokens(&state, &user.name, &family, refresh)?))
 }

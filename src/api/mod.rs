@@ -66,6 +66,8 @@ pub struct ApiState {
     /// At most two argon2 hashes at once (each takes 19 MiB).
     pub hashing: tokio::sync::Semaphore,
     pub shutdown: crate::shutdown::Shutdown,
+    /// Live logins per user (`limits.max_logins_per_user`).
+    pub max_logins_per_user: usize,
 }
 
 impl ApiState {

@@ -66,10 +66,52 @@ pub struct ApiKey {
     pub created_at: u64,
 }
 
+impl TokenFamily {
+    /// Signed out, revoked, or past its idle or absolute lifetime at `now`.
+    pub fn is_dead(&self, now: u64) -> bool {
+        self.revoked
+            || now.saturating_sub(self.started_at) > REFRESH_ABSOLUTE_SECS
+            || now.saturating_sub(self.last_used) > REFRESH_IDLE_SECS
+    }
+}
+
+/// What [`Store::prune_logins`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub families: usize,
+    pub tokens: usize,
+}
+
 impl Store {
-    /// Starts a login family with its first refresh token (given by its hash).
-    pub fn start_login(&self, user: &str, family: &str, token_hash: &str, now: u64) -> Result<(), StoreError> {
+    /// Starts a login family with its first refresh token (given by its hash). A user keeps at
+    /// most `max_live` live logins: starting one more revokes the least recently used.
+    pub fn start_login(
+        &self,
+        user: &str,
+        family: &str,
+        token_hash: &str,
+        now: u64,
+        max_live: usize,
+    ) -> Result<(), StoreError> {
         let txn = self.write()?;
+        {
+            let mut families = txn.open_table(TOKEN_FAMILIES)?;
+            let mut live: Vec<(u64, String, TokenFamily)> = Vec::new();
+            for row in families.iter()? {
+                let (k, v) = row?;
+                let f: TokenFamily = from_json(v.value())?;
+                if f.user == user && !f.is_dead(now) {
+                    live.push((f.last_used, k.value().to_owned(), f));
+                }
+            }
+            live.sort_by_key(|(used, ..)| *used);
+            let excess = (live.len() + 1).saturating_sub(max_live.max(1));
+            for (_, key, mut f) in live.into_iter().take(excess) {
+                f.revoked = true;
+                f.revoked_reason = Some("too many logins: the least recently used one was signed out".into());
+                families.insert(key.as_str(), to_json(&f)?.as_slice())?;
+            }
+        }
         let fam =
             TokenFamily { user: user.into(), started_at: now, last_used: now, revoked: false, revoked_reason: None };
         txn.open_table(TOKEN_FAMILIES)?.insert(family, to_json(&fam)?.as_slice())?;
@@ -152,6 +194,47 @@ impl Store {
         Ok(done)
     }
 
+    /// Removes dead logins (signed out, revoked or expired at `now`) with all their refresh
+    /// tokens, spent or not, and tokens whose login is gone. A token of a removed login is then
+    /// simply unknown (401), as it would have been refused anyway.
+    pub fn prune_logins(&self, now: u64) -> Result<Pruned, StoreError> {
+        let txn = self.write()?;
+        let mut pruned = Pruned::default();
+        {
+            let mut families = txn.open_table(TOKEN_FAMILIES)?;
+            let mut dead = Vec::new();
+            let mut live = std::collections::HashSet::new();
+            for row in families.iter()? {
+                let (k, v) = row?;
+                let f: TokenFamily = from_json(v.value())?;
+                if f.is_dead(now) {
+                    dead.push(k.value().to_owned());
+                } else {
+                    live.insert(k.value().to_owned());
+                }
+            }
+            for k in &dead {
+                families.remove(k.as_str())?;
+            }
+            pruned.families = dead.len();
+            let mut tokens = txn.open_table(REFRESH_TOKENS)?;
+            let mut gone = Vec::new();
+            for row in tokens.iter()? {
+                let (k, v) = row?;
+                let t: RefreshToken = from_json(v.value())?;
+                if !live.contains(&t.family) {
+                    gone.push(k.value().to_owned());
+                }
+            }
+            for k in &gone {
+                tokens.remove(k.as_str())?;
+            }
+            pruned.tokens = gone.len();
+        }
+        txn.commit()?;
+        Ok(pruned)
+    }
+
     /// Stores an API key (by its hash).
     pub fn add_api_key(&self, hash: &str, key: &ApiKey) -> Result<(), StoreError> {
         let txn = self.write()?;
@@ -209,7 +292,7 @@ mod tests {
     fn rotation_reuse_detection_and_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("l.redb")).unwrap();
-        s.start_login("ann", "fam1", "h1", 100).unwrap();
+        s.start_login("ann", "fam1", "h1", 100, 20).unwrap();
         assert_eq!(s.rotate_refresh("h1", "h2", 110).unwrap(), Ok(("ann".into(), "fam1".into())));
         assert_eq!(s.rotate_refresh("h2", "h3", 120).unwrap(), Ok(("ann".into(), "fam1".into())));
         assert_eq!(s.rotate_refresh("nope", "h9", 120).unwrap(), Err(RefreshError::Unknown));
@@ -217,9 +300,9 @@ mod tests {
         assert_eq!(s.rotate_refresh("h1", "h4", 130).unwrap(), Err(RefreshError::Reused));
         assert_eq!(s.rotate_refresh("h3", "h5", 131).unwrap(), Err(RefreshError::Revoked));
 
-        s.start_login("ann", "fam2", "k1", 0).unwrap();
+        s.start_login("ann", "fam2", "k1", 0, 20).unwrap();
         assert_eq!(s.rotate_refresh("k1", "k2", REFRESH_IDLE_SECS + 1).unwrap(), Err(RefreshError::Expired));
-        s.start_login("ann", "fam3", "m1", 0).unwrap();
+        s.start_login("ann", "fam3", "m1", 0, 20).unwrap();
         let mut old = "m1".to_owned();
         let mut t = 0;
         while t < REFRESH_ABSOLUTE_SECS {
@@ -235,9 +318,40 @@ mod tests {
         }
         assert_eq!(s.rotate_refresh(&old, "late", t + 86_400).unwrap(), Err(RefreshError::Expired));
 
-        s.start_login("bob", "fam4", "b1", 0).unwrap();
+        s.start_login("bob", "fam4", "b1", 0, 20).unwrap();
         assert!(s.revoke_refresh("b1", "logout").unwrap());
         assert_eq!(s.rotate_refresh("b1", "b2", 1).unwrap(), Err(RefreshError::Revoked));
+    }
+
+    /// A user keeps at most its cap of live logins (the least recently used one goes), and
+    /// pruning removes dead logins with every token they issued, spent or not.
+    #[test]
+    fn logins_are_capped_per_user_and_dead_ones_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("p.redb")).unwrap();
+        for i in 0..3u64 {
+            s.start_login("ann", &format!("f{i}"), &format!("t{i}"), 100 + i, 3).unwrap();
+        }
+        // f0 is the least recently used once f1 and f2 rotate.
+        assert!(s.rotate_refresh("t1", "t1b", 200).unwrap().is_ok());
+        assert!(s.rotate_refresh("t2", "t2b", 201).unwrap().is_ok());
+        s.start_login("ann", "f3", "t3", 300, 3).unwrap();
+        assert_eq!(s.rotate_refresh("t0", "t0b", 301).unwrap(), Err(RefreshError::Revoked), "f0 was signed out");
+        assert!(s.rotate_refresh("t1b", "t1c", 302).unwrap().is_ok(), "the others live on");
+        s.start_login("bob", "g0", "u0", 300, 3).unwrap();
+        assert!(s.rotate_refresh("u0", "u1", 303).unwrap().is_ok(), "another user's logins are not counted");
+
+        // f0 (revoked) goes with its token; f1..f3 and g0 stay with theirs (spent ones too).
+        let p = s.prune_logins(400).unwrap();
+        assert_eq!(p, Pruned { families: 1, tokens: 1 });
+        assert_eq!(s.rotate_refresh("t0", "x", 401).unwrap(), Err(RefreshError::Unknown));
+        assert_eq!(s.rotate_refresh("t1", "x", 402).unwrap(), Err(RefreshError::Reused), "reuse is still detected");
+        // Past the idle time every login is dead (f1, revoked by that reuse, f2, f3 and g0): all go.
+        let p = s.prune_logins(10_000 + REFRESH_IDLE_SECS).unwrap();
+        assert_eq!(p.families, 4);
+        assert_eq!(s.prune_logins(20_000 + REFRESH_IDLE_SECS).unwrap(), Pruned::default());
+        let rtx = s.db.begin_read().unwrap();
+        assert_eq!(rtx.open_table(REFRESH_TOKENS).unwrap().iter().unwrap().count(), 0);
     }
 
     #[test]

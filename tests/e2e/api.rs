@@ -426,3 +426,25 @@ fn openapi_document_and_dashboard_files_are_served() {
         assert_eq!(api.call("GET", bad, None, None, &["--path-as-is"]).status, 404, "{bad}");
     }
 }
+
+/// A user keeps at most `max_logins_per_user` live logins: one more signs out the least
+/// recently used (its refresh token is refused), the others go on.
+#[test]
+fn logins_beyond_the_per_user_cap_sign_out_the_oldest() {
+    let s = Server::start_with(ServerOpts {
+        env: vec![("TRAFFIX_LIMITS__MAX_LOGINS_PER_USER".into(), "2".into())],
+        ..ServerOpts::default()
+    });
+    let api = Api::new(&s);
+    let refresh = |t: &Value| t["refresh_token"].as_str().unwrap().to_owned();
+    let first = refresh(&api.login("admin", &s.admin_password));
+    let second = refresh(&api.login("admin", &s.admin_password));
+    let third = refresh(&api.login("admin", &s.admin_password));
+    let try_refresh = |r: &str| api.call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": r})), &[]);
+    // The newest login always lives; of the two before it (started in the same second here,
+    // so equally old) exactly one was signed out.
+    assert_eq!(try_refresh(&third).status, 200);
+    let mut earlier = [try_refresh(&first).status, try_refresh(&second).status];
+    earlier.sort_unstable();
+    assert_eq!(earlier, [200, 401]);
+}
