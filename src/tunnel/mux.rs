@@ -444,8 +444,12 @@ impl Mux {
             }
         }
         self.inner.conn_credit.close();
-        // Ask the writer to stop once what is queued (e.g. an ERROR frame) has been sent.
-        let _ = self.inner.out.send(Bytes::new());
+        // Ask the writer to stop once what is queued (e.g. an ERROR frame) has been sent. The
+        // sentinel is counted like a frame (the writer counts it off) but never refused.
+        self.inner.queued.fetch_add(queued_cost(0), Ordering::AcqRel);
+        if self.inner.out.send(Bytes::new()).is_err() {
+            self.inner.queued.fetch_sub(queued_cost(0), Ordering::AcqRel);
+        }
     }
 
     /// Queues a connection-level ERROR frame (the writer closes after sending it).
