@@ -133,9 +133,7 @@ impl Command for DeviceUnban {
 impl AdminCtx {
     /// A device with its live state when connected.
     pub fn device_view(&self, d: &DeviceRecord) -> DeviceView {
-        let live = self.live.as_ref().and_then(|l| {
-            hex::decode(&d.id).ok().and_then(|id| <[u8; 16]>::try_from(id).ok()).and_then(|id| l.registry.get(&id))
-        });
+        let live = self.live.as_ref().and_then(|l| d.device_id().and_then(|id| l.registry.get(&id)));
         let status = live.as_ref().map(|n| n.status());
         let today = self.store.device_today(&d.id, now_secs()).unwrap_or_default();
         let name = |v: Result<Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned));

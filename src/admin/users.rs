@@ -217,7 +217,7 @@ impl Command for UserDisable {
         ctx.cut(Cut::Owner(name.clone()), "owner_disabled");
         if let Some(l) = &ctx.live {
             for d in ctx.store.list_devices()?.iter().filter(|d| d.owner == name) {
-                if let Some(id) = hex::decode(&d.id).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+                if let Some(id) = d.device_id() {
                     l.registry.kick(&id, ErrorCode::AuthFailed, "the device owner's account is disabled");
                 }
             }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tables::{DEVICES, META, PAIR_CODES, USERS, VIPS};
 use super::{Store, StoreError, from_json, to_json};
-use crate::identity::KeyAlg;
+use crate::identity::{DeviceId, KeyAlg};
 
 /// First address of the virtual IP space `100.64.0.0/10`.
 const VIP_BASE: u32 = u32::from_be_bytes([100, 64, 0, 0]);
@@ -43,6 +43,13 @@ pub struct DeviceRecord {
     pub banned: bool,
     #[serde(default)]
     pub ban_reason: Option<String>,
+}
+
+impl DeviceRecord {
+    /// The device id as bytes (`None` if the stored hex is corrupt).
+    pub fn device_id(&self) -> Option<DeviceId> {
+        hex::decode(&self.id).ok().and_then(|b| DeviceId::try_from(b).ok())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
