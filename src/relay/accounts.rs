@@ -286,26 +286,21 @@ impl Accounts {
         Ok((acct, targeting))
     }
 
-    /// Checks `acct` against its current record (the cached copy, which admin changes
-    /// invalidate) rather than the copy taken when it authenticated: a disable that landed
-    /// since then refuses the stream.
-    pub fn check_current(&self, acct: &ProxyAccount) -> Result<(), Denied> {
-        match self.load(&acct.name) {
-            Ok(Some(now)) => match &now.disabled {
-                Some(why) => Err(Denied::Disabled(why.clone())),
-                None => Ok(()),
-            },
-            Ok(None) => Err(Denied::Disabled(format!("{} no longer exists", acct.name))),
-            // The store is unreadable: the admission below still applies the copy we have.
-            Err(_) => Ok(()),
-        }
-    }
-
     /// Admits one new stream for an authenticated client: account state, stream cap, rate.
     /// Past the rate it waits up to one second for a token, then refuses.
+    ///
+    /// The account's state is read from its current record (the cached copy, which admin
+    /// changes invalidate), not from the copy taken when the client authenticated: a disable
+    /// that landed since then refuses the stream. (If the store cannot be read, that copy
+    /// decides.)
     pub async fn admit(&self, acct: &ProxyAccount) -> Result<StreamSlot, Denied> {
-        if let Some(why) = &acct.disabled {
-            return Err(Denied::Disabled(why.clone()));
+        let disabled = match self.load(&acct.name) {
+            Ok(Some(now)) => now.disabled.clone(),
+            Ok(None) => Some(format!("{} no longer exists", acct.name)),
+            Err(_) => acct.disabled.clone(),
+        };
+        if let Some(why) = disabled {
+            return Err(Denied::Disabled(why));
         }
         if let Some(sub) = &acct.sub
             && let Some(cap) = sub.byte_cap

@@ -138,14 +138,14 @@ impl RelayService {
         let started = Instant::now();
         let result = async {
             // Registered before anything is checked: an admin change from here on reaches this
-            // stream, and one made just before is seen by the fresh check below.
+            // stream, and one made just before is seen by `admit`, which reads the account's
+            // current state.
             let cutter = self.live.register(StreamOwner {
                 client: acct.billed_to.clone(),
                 sub: acct.sub.as_ref().map(|_| acct.name.clone()),
                 device: None,
                 owner: None,
             });
-            self.accounts.check_current(acct)?;
             let mut slot = self.accounts.admit(acct).await?;
             // Refuse before any node is asked when the money is visibly gone.
             if let Some(billing) = &self.billing
