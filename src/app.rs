@@ -469,8 +469,13 @@ impl App {
                 web,
                 self.tls.clone(),
                 crate::web::router(tunnel).merge(crate::api::router(api)).merge(crate::api::dashboard::router()),
-                hs,
-                crate::web::RequestDeadline(std::time::Duration::from_secs(cfg.limits.request_timeout_secs)),
+                crate::web::WebTimeouts {
+                    handshake: hs,
+                    request: crate::web::RequestDeadline(std::time::Duration::from_secs(
+                        cfg.limits.request_timeout_secs,
+                    )),
+                    keepalive_idle: std::time::Duration::from_secs(cfg.limits.keepalive_idle_secs),
+                },
                 crate::listener::Gate::new("web", cfg.limits.conn_limits(), self.metrics.connections_refused.clone()),
                 self.trigger.subscribe(),
                 web_tracker.clone(),

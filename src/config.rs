@@ -179,8 +179,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections at once from one source address, on each listener.
     pub max_connections_per_ip: usize,
-    /// A request body on the web listener must be complete this long after its head.
+    /// A whole request on the web listener (head and body) must be complete this long after its
+    /// first byte.
     pub request_timeout_secs: u64,
+    /// An idle keep-alive connection on the web listener is closed after this long without a
+    /// new request.
+    pub keepalive_idle_secs: u64,
     /// Connections from one source address still in their handshake, on each listener.
     pub max_handshakes_per_ip: usize,
     pub listen_backlog: u32,
@@ -217,6 +221,7 @@ impl Default for Limits {
             max_connections: 20_000,
             max_connections_per_ip: 256,
             request_timeout_secs: 30,
+            keepalive_idle_secs: 60,
             max_handshakes_per_ip: 64,
             listen_backlog: 4096,
         }
@@ -377,8 +382,8 @@ impl Config {
             return bad(format!("billing.max_credit must be greater than zero and at most {MAX_CREDIT_CEILING}"));
         }
         let l = &self.limits;
-        if l.request_timeout_secs == 0 {
-            return bad("limits.request_timeout_secs must be at least 1".into());
+        if l.request_timeout_secs == 0 || l.keepalive_idle_secs == 0 {
+            return bad("limits.request_timeout_secs and keepalive_idle_secs must be at least 1".into());
         }
         if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.max_handshakes_per_ip == 0 {
             return bad(

@@ -33,6 +33,22 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
+/// The key per-address caps and throttles count a source under: an IPv4 address as itself
+/// (also when it arrives IPv4-mapped, `::ffff:a.b.c.d`), an IPv6 address by its /64 — one
+/// host is handed a whole /64 and could otherwise walk past every per-address limit.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// Descriptors kept free of the listeners' caps: the database, the admin socket, logs, DNS.
 const RESERVED_FDS: u64 = 256;
 
@@ -126,6 +142,7 @@ impl Gate {
     /// [`Admitted::handshake_done`]; or says which cap it is over (and logs that, a few lines a
     /// minute).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refused> {
+        let ip = source_key(ip);
         let refused = {
             let mut c = crate::sync::lock(&self.counts);
             let (conns, handshakes) = c.per_ip.get(&ip).copied().unwrap_or((0, 0));
@@ -142,15 +159,17 @@ impl Gate {
             }
         };
         match refused {
-            None => Ok(Admitted { gate: self.clone(), ip, in_handshake: true }),
-            Some(r) => {
-                self.refused.inc();
-                if self.refusals.admit_now("refused connections") {
-                    tracing::warn!(listener = self.name, %ip, reason = r.as_str(), "connection refused");
-                }
-                Err(r)
-            }
+            None => Ok(Admitted { gate: self.clone(), ip, in_handshake: true, per_address: true }),
+            Some(r) => Err(self.refuse(ip, r)),
         }
+    }
+
+    fn refuse(&self, ip: IpAddr, r: Refused) -> Refused {
+        self.refused.inc();
+        if self.refusals.admit_now("refused connections") {
+            tracing::warn!(listener = self.name, %ip, reason = r.as_str(), "connection refused");
+        }
+        r
     }
 
     /// Connections open now.
@@ -165,6 +184,8 @@ pub struct Admitted {
     gate: Arc<Gate>,
     ip: IpAddr,
     in_handshake: bool,
+    /// Counted against `max_connections_per_ip` (until [`Admitted::release_address`]).
+    per_address: bool,
 }
 
 impl Admitted {
@@ -180,18 +201,64 @@ impl Admitted {
     }
 }
 
+impl Admitted {
+    /// The connection starts another handshake (a node's tunnel after its WebSocket upgrade,
+    /// until the server's WELCOME): it counts against `max_handshakes_per_ip` again, or is
+    /// refused when that address is at the cap.
+    pub fn handshake_again(&mut self) -> Result<(), Refused> {
+        if self.in_handshake || !self.per_address {
+            return Ok(());
+        }
+        let over = {
+            let mut c = crate::sync::lock(&self.gate.counts);
+            match c.per_ip.get_mut(&self.ip) {
+                Some(e) if e.1 >= self.gate.limits.handshakes_per_ip => true,
+                Some(e) => {
+                    e.1 += 1;
+                    false
+                }
+                None => {
+                    c.per_ip.insert(self.ip, (0, 1));
+                    false
+                }
+            }
+        };
+        if over {
+            return Err(self.gate.refuse(self.ip, Refused::Handshakes));
+        }
+        self.in_handshake = true;
+        Ok(())
+    }
+
+    /// The connection stops counting against its address's caps and counts only against the
+    /// listener's total: an established node tunnel (many phones share one carrier address).
+    pub fn release_address(&mut self) {
+        self.handshake_done();
+        if std::mem::take(&mut self.per_address) {
+            let mut c = crate::sync::lock(&self.gate.counts);
+            Self::forget_one(&mut c, self.ip, false);
+        }
+    }
+
+    fn forget_one(c: &mut Counts, ip: IpAddr, in_handshake: bool) {
+        if let Some(e) = c.per_ip.get_mut(&ip) {
+            e.0 = e.0.saturating_sub(1);
+            if in_handshake {
+                e.1 = e.1.saturating_sub(1);
+            }
+            if e.0 == 0 && e.1 == 0 {
+                c.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut c = crate::sync::lock(&self.gate.counts);
         c.total = c.total.saturating_sub(1);
-        if let Some(e) = c.per_ip.get_mut(&self.ip) {
-            e.0 = e.0.saturating_sub(1);
-            if self.in_handshake {
-                e.1 = e.1.saturating_sub(1);
-            }
-            if e.0 == 0 {
-                c.per_ip.remove(&self.ip);
-            }
+        if self.per_address {
+            Self::forget_one(&mut c, self.ip, self.in_handshake);
         }
     }
 }
@@ -199,6 +266,63 @@ impl Drop for Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_are_keyed_by_ipv4_address_and_ipv6_slash_64() {
+        let k = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(k("203.0.113.7"), "203.0.113.7");
+        assert_eq!(k("::ffff:203.0.113.7"), "203.0.113.7", "IPv4-mapped folds to IPv4");
+        assert_eq!(k("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"), "one /64, one key");
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("::1"), "::");
+    }
+
+    #[test]
+    fn one_slash_64_shares_one_per_address_cap() {
+        let g = Gate::new(
+            "test",
+            ConnLimits { total: 10, per_ip: 2, handshakes_per_ip: 2 },
+            prometheus_client::metrics::counter::Counter::default(),
+        );
+        let _a = g.admit("2001:db8::1".parse().unwrap()).unwrap();
+        let _b = g.admit("2001:db8::2".parse().unwrap()).unwrap();
+        assert_eq!(g.admit("2001:db8::3:4:5".parse().unwrap()).err(), Some(Refused::PerIp));
+        assert!(g.admit("2001:db8:0:1::1".parse().unwrap()).is_ok(), "the next /64 is another source");
+        let _v4 = g.admit("192.0.2.1".parse().unwrap()).unwrap();
+        let _v4b = g.admit("::ffff:192.0.2.1".parse().unwrap()).unwrap();
+        assert_eq!(g.admit("192.0.2.1".parse().unwrap()).err(), Some(Refused::PerIp), "mapped = the same IPv4");
+    }
+
+    #[test]
+    fn a_tunnel_counts_as_a_handshake_again_then_only_against_the_total() {
+        let g = Gate::new(
+            "test",
+            ConnLimits { total: 4, per_ip: 2, handshakes_per_ip: 1 },
+            prometheus_client::metrics::counter::Counter::default(),
+        );
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let mut t1 = g.admit(a).unwrap();
+        t1.handshake_done();
+        let mut t2 = g.admit(a).unwrap();
+        t2.handshake_done();
+        assert_eq!(g.admit(a).err(), Some(Refused::PerIp));
+        t1.handshake_again().unwrap();
+        assert_eq!(t2.handshake_again().err(), Some(Refused::Handshakes), "one HELLO at a time from this address");
+        t1.release_address();
+        t2.release_address();
+        assert_eq!(g.open(), 2, "established tunnels still count against the total");
+        let mut c = g.admit(a).unwrap();
+        c.handshake_done();
+        let d = g.admit(a).unwrap();
+        assert_eq!(g.admit(a).err(), Some(Refused::Total));
+        drop(t1);
+        drop(t2);
+        drop(c);
+        drop(d);
+        assert_eq!(g.open(), 0);
+        assert!(crate::sync::lock(&g.counts).per_ip.is_empty());
+    }
 
     #[test]
     fn the_caps_fit_the_descriptor_limit() {

@@ -6,13 +6,21 @@
 //! handshakes run in the per-connection task under the handshake timeout; the accept loop only
 //! accepts.
 //!
-//! Deadlines on the web listener: a request head (and an idle keep-alive connection waiting for
-//! its next head) within `handshake_timeout_secs` (hyper's header read timeout, which hyper
-//! also starts when a connection goes idle), and a request body complete within
-//! `request_timeout_secs` of its head ([`RequestDeadline`]): a body trickled byte by byte is cut.
+//! Deadlines on the web listener ([`Deadlines`]): a request head within
+//! `handshake_timeout_secs` of its first byte (or of the connection's start), the whole request
+//! — head and body — within `request_timeout_secs` of that first byte (a body trickled byte by
+//! byte is cut), and an idle keep-alive connection closed after `keepalive_idle_secs` without
+//! a new request (hyper's header read timeout, which hyper starts when a connection goes idle).
+//!
+//! A node's tunnel stays counted by the listener's [`crate::listener::Gate`] after its
+//! WebSocket upgrade: as a handshake again until the server's WELCOME, then against the
+//! listener's total only (many phones share one carrier address).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -21,8 +29,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -56,9 +65,17 @@ fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
+fn listener_full(why: &str) -> Response {
+    let mut r =
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "busy", "reason": why}))).into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
 async fn tunnel(
     State(svc): State<Arc<TunnelService>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    conn: Option<Extension<Conn>>,
     mut req: Request,
 ) -> Response {
     let h = req.headers();
@@ -70,13 +87,32 @@ async fn tunnel(
     }
     let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else { return bad_upgrade("missing Sec-WebSocket-Key") };
     let accept = derive_accept_key(key.as_bytes());
+    // The tunnel's node handshake (HELLO → WELCOME) counts as a handshake of its address again.
+    let admitted = match conn.as_ref().and_then(|Extension(c)| c.take_admitted()) {
+        Some(mut a) => match a.handshake_again() {
+            Ok(()) => Some(a),
+            Err(r) => return listener_full(r.as_str()),
+        },
+        None => None,
+    };
+    if let Some(Extension(c)) = &conn {
+        c.phase.upgraded();
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let cfg = crate::tunnel::ws::ws_config(&svc.limits);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
-                serve_node(svc, ws, peer).await;
+                let admitted = Arc::new(Mutex::new(admitted));
+                let welcomed = admitted.clone();
+                serve_node(svc, ws, peer, move || {
+                    if let Some(a) = crate::sync::lock(&welcomed).as_mut() {
+                        a.release_address();
+                    }
+                })
+                .await;
+                drop(admitted);
             }
             Err(e) => debug!(error = %e, "tunnel upgrade failed"),
         }
@@ -92,11 +128,141 @@ async fn tunnel(
     resp
 }
 
+/// Where a web connection is between requests, shared by its [`Deadlines`] reader, the
+/// request middleware and the tunnel handler.
+#[derive(Debug)]
+struct ConnPhase(Mutex<Phase>);
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// A request head is being read; it started at the given instant.
+    Head(Instant),
+    /// A request is being served: the middleware gave its body a deadline.
+    Request,
+    /// Between requests: the next byte read starts a head.
+    Idle,
+    /// Upgraded to a WebSocket: no HTTP deadlines apply any more.
+    Upgraded,
+}
+
+impl ConnPhase {
+    /// The head was read: returns when it started.
+    fn request_started(&self) -> Instant {
+        let mut p = crate::sync::lock(&self.0);
+        let since = match *p {
+            Phase::Head(since) => since,
+            _ => Instant::now(),
+        };
+        if !matches!(*p, Phase::Upgraded) {
+            *p = Phase::Request;
+        }
+        since
+    }
+
+    /// The response went out: the connection is idle until its next head begins.
+    fn response_done(&self) {
+        let mut p = crate::sync::lock(&self.0);
+        if matches!(*p, Phase::Request) {
+            *p = Phase::Idle;
+        }
+    }
+
+    fn upgraded(&self) {
+        *crate::sync::lock(&self.0) = Phase::Upgraded;
+    }
+}
+
+/// One web connection, as the request handlers see it (an extension on every request).
+#[derive(Clone, Debug)]
+struct Conn {
+    phase: Arc<ConnPhase>,
+    /// Its place in the listener's [`crate::listener::Gate`]; a tunnel takes it along.
+    admitted: Arc<Mutex<Option<crate::listener::Admitted>>>,
+}
+
+impl Conn {
+    fn take_admitted(&self) -> Option<crate::listener::Admitted> {
+        crate::sync::lock(&self.admitted).take()
+    }
+}
+
+/// The web listener's read side: fails a read once a request head has taken longer than `head`
+/// since its first byte (hyper's own header timer also counts the idle time before it, so it
+/// serves as the keep-alive idle timeout instead).
+struct Deadlines<I> {
+    io: I,
+    phase: Arc<ConnPhase>,
+    head: Duration,
+    timer: Option<(Instant, Pin<Box<Sleep>>)>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Deadlines<I> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        let got_bytes = buf.filled().len() > before;
+        let since = {
+            let mut p = crate::sync::lock(&self.phase.0);
+            match *p {
+                Phase::Idle if got_bytes => {
+                    let now = Instant::now();
+                    *p = Phase::Head(now);
+                    Some(now)
+                }
+                Phase::Head(since) => Some(since),
+                _ => None,
+            }
+        };
+        let Some(since) = since else {
+            self.timer = None;
+            return read;
+        };
+        let head = self.head;
+        let timer = match &mut self.timer {
+            Some((armed, t)) if *armed == since => t,
+            slot => &mut slot.insert((since, Box::pin(tokio::time::sleep_until(since + head)))).1,
+        };
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request head did not arrive in time",
+            )));
+        }
+        read
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlines<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
 /// A request body that must be complete by a deadline: past it, reading the body fails, the
 /// handler answers (or fails) and the connection, whose body was not read to its end, closes.
 struct DeadlineBody {
     inner: axum::body::Body,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl http_body::Body for DeadlineBody {
@@ -104,13 +270,13 @@ impl http_body::Body for DeadlineBody {
     type Error = axum::Error;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         if self.deadline.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(Some(Err(axum::Error::new("the request body did not arrive in time"))));
+            return Poll::Ready(Some(Err(axum::Error::new("the request body did not arrive in time"))));
         }
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -122,29 +288,75 @@ impl http_body::Body for DeadlineBody {
     }
 }
 
-/// Gives every request with a body the deadline `limit` from now (the head has just arrived).
-#[derive(Clone, Copy, Debug)]
-pub struct RequestDeadline(pub std::time::Duration);
-
-async fn request_deadline(State(RequestDeadline(limit)): State<RequestDeadline>, req: Request, next: Next) -> Response {
-    use http_body::Body as _;
-    if req.body().is_end_stream() {
-        return next.run(req).await;
-    }
-    let (parts, body) = req.into_parts();
-    let body = DeadlineBody { inner: body, deadline: Box::pin(tokio::time::sleep(limit)) };
-    next.run(Request::from_parts(parts, axum::body::Body::new(body))).await
+/// A response body that marks its connection idle once it is sent (or dropped).
+struct ResponseEnd {
+    inner: axum::body::Body,
+    phase: Arc<ConnPhase>,
 }
 
-/// Serves HTTP/1.1 (with upgrades) on one established connection.
-async fn serve_conn<I>(io: I, app: Router, hs: std::time::Duration)
+impl http_body::Body for ResponseEnd {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseEnd {
+    fn drop(&mut self) {
+        self.phase.response_done();
+    }
+}
+
+/// The whole request — head and body — must be complete within this long of its first byte.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadline(pub Duration);
+
+async fn request_deadline(
+    State(RequestDeadline(limit)): State<RequestDeadline>,
+    conn: Option<Extension<Conn>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use http_body::Body as _;
+    let phase = conn.map(|Extension(c)| c.phase);
+    let since = phase.as_ref().map_or_else(Instant::now, |p| p.request_started());
+    let req = if req.body().is_end_stream() {
+        req
+    } else {
+        let (parts, body) = req.into_parts();
+        let body = DeadlineBody { inner: body, deadline: Box::pin(tokio::time::sleep_until(since + limit)) };
+        Request::from_parts(parts, axum::body::Body::new(body))
+    };
+    let resp = next.run(req).await;
+    match phase {
+        Some(phase) => resp.map(|inner| axum::body::Body::new(ResponseEnd { inner, phase })),
+        None => resp,
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one established connection; `idle` bounds the wait for
+/// a request head (with [`Deadlines`] in front, the keep-alive idle time).
+async fn serve_conn<I>(io: I, app: Router, idle: Duration)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper_util::service::TowerToHyperService::new(app);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(hs)
+        .header_read_timeout(idle)
         .max_buf_size(64 * 1024)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
@@ -153,21 +365,43 @@ where
     }
 }
 
+/// Per-connection deadlines of the web listener (SECURITY.md §2; `[limits]`).
+#[derive(Clone, Copy, Debug)]
+pub struct WebTimeouts {
+    /// TLS handshake, and a request head from its first byte (`handshake_timeout_secs`).
+    pub handshake: Duration,
+    /// A whole request from its first byte (`request_timeout_secs`).
+    pub request: RequestDeadline,
+    /// An idle keep-alive connection (`keepalive_idle_secs`).
+    pub keepalive_idle: Duration,
+}
+
+async fn serve_web_conn<I>(io: I, app: Router, t: WebTimeouts, admitted: crate::listener::Admitted)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let phase = Arc::new(ConnPhase(Mutex::new(Phase::Head(Instant::now()))));
+    let conn = Conn { phase: phase.clone(), admitted: Arc::new(Mutex::new(Some(admitted))) };
+    let io = Deadlines { io, phase, head: t.handshake, timer: None };
+    serve_conn(io, app.layer(Extension(conn.clone())), t.keepalive_idle.max(t.handshake)).await;
+    // A tunnel took its place along; any other connection's place is freed here.
+    drop(conn.take_admitted());
+}
+
 /// Accepts web clients until shutdown; `tls` is `None` only with `--insecure-http`.
 /// A connection over one of `gate`'s caps is closed at once (no TLS handshake, so no response
-/// fits) and accepting goes on. Every request body must be complete within `deadline`.
-#[allow(clippy::too_many_arguments)]
+/// fits) and accepting goes on. Each connection gets the [`WebTimeouts`].
 pub async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
-    hs: std::time::Duration,
-    deadline: RequestDeadline,
+    t: WebTimeouts,
     gate: Arc<crate::listener::Gate>,
     mut shutdown: Shutdown,
     tracker: tokio_util::task::TaskTracker,
 ) {
-    let app = app.layer(axum::middleware::from_fn_with_state(deadline, request_deadline));
+    let hs = t.handshake;
+    let app = app.layer(axum::middleware::from_fn_with_state(t.request, request_deadline));
     loop {
         let (tcp, peer) = tokio::select! {
             c = crate::listener::accept(&listener) => c,
@@ -182,17 +416,16 @@ pub async fn serve(
                 Some(acceptor) => match tokio::time::timeout(hs, acceptor.accept(FlowBuf::new(tcp))).await {
                     Ok(Ok(stream)) => {
                         admitted.handshake_done();
-                        serve_conn(stream, app, hs).await
+                        serve_web_conn(stream, app, t, admitted).await
                     }
                     Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => debug!(%peer, "TLS handshake timed out"),
                 },
                 None => {
                     admitted.handshake_done();
-                    serve_conn(tcp, app, hs).await
+                    serve_web_conn(tcp, app, t, admitted).await
                 }
             }
-            drop(admitted);
         });
     }
 }
@@ -227,6 +460,6 @@ pub async fn serve_metrics(
             continue;
         }
         let app = app.clone();
-        tokio::spawn(serve_conn(tcp, app, std::time::Duration::from_secs(10)));
+        tokio::spawn(serve_conn(tcp, app, Duration::from_secs(10)));
     }
 }

@@ -56,6 +56,7 @@ impl Throttle {
     /// be refused now. The attempt counts as a failure from here on; settle a correct password
     /// with [`LoginAttempt::succeeded`].
     pub fn reserve_login(&self, ip: IpAddr, user: &str) -> Result<LoginAttempt<'_>, u64> {
+        let ip = crate::listener::source_key(ip);
         let _one_at_a_time = crate::sync::lock(&self.logins);
         self.check_login(ip, user)?;
         self.login_failed(ip, user);

@@ -258,6 +258,7 @@ impl Accounts {
         password: &str,
         from: IpAddr,
     ) -> Result<(Arc<ProxyAccount>, Targeting), AuthFailure> {
+        let from = crate::listener::source_key(from);
         let per_ip = self.failures.get_with(from, || Arc::new(AtomicU32::new(0)));
         let ip_over = per_ip.load(Ordering::Relaxed) >= self.limits.auth_failures_per_minute_per_ip;
         let targeting = match username::parse(username) {

@@ -69,9 +69,14 @@ struct Authenticated {
     paired_now: bool,
 }
 
-/// Runs one node connection to its end.
-pub async fn serve_node<S>(svc: Arc<TunnelService>, mut ws: WebSocketStream<S>, peer: SocketAddr)
-where
+/// Runs one node connection to its end; `welcomed` runs once the node's handshake succeeded
+/// (the web listener then stops counting the connection against its address).
+pub async fn serve_node<S>(
+    svc: Arc<TunnelService>,
+    mut ws: WebSocketStream<S>,
+    peer: SocketAddr,
+    welcomed: impl FnOnce() + Send,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let span = info_span!("node", peer = %peer, device = tracing::field::Empty, vip = tracing::field::Empty);
@@ -100,6 +105,7 @@ where
             }
         };
         svc.metrics.tunnel_handshakes.get_or_create(&crate::telemetry::ResultLabel::ok()).inc();
+        welcomed();
         let span = tracing::Span::current();
         span.record("device", hex::encode(who.device_id).as_str());
         span.record("vip", who.device.vip.to_string().as_str());
@@ -171,7 +177,7 @@ where
             }
             // Every attempt counts, taken before any signature check or lookup (SECURITY.md §3:
             // pairing codes are throttled per address like logins).
-            let attempts = svc.pair_attempts.get_with(from, Default::default);
+            let attempts = svc.pair_attempts.get_with(crate::listener::source_key(from), Default::default);
             let limit = svc.limits.pair_attempts_per_minute_per_ip;
             if attempts.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= limit {
                 return Err(Refuse(
@@ -223,39 +229,55 @@ where
 
 /// Heartbeats a node may send back to back before the rate applies.
 const HEARTBEAT_BURST: u32 = 5;
+/// Other control frames a node sends (DRAIN, an answer to a periodic challenge): a legitimate
+/// node sends one now and then, so a small fixed rate — this many back to back, then one per
+/// [`CONTROL_EVERY`] — is never felt, while a flood ends the session.
+const CONTROL_BURST: u32 = 10;
+const CONTROL_EVERY: Duration = Duration::from_secs(1);
 
-/// SECURITY.md §2: a node's heartbeats, each answered with a HEARTBEAT_ACK, may come no faster
-/// than half the interval the server gave it, after a burst of [`HEARTBEAT_BURST`]. A token
-/// bucket on an injected clock.
+/// A token bucket for one kind of control frame from a node, on an injected clock
+/// (SECURITY.md §2). Heartbeats, each answered with a HEARTBEAT_ACK, may come no faster than
+/// half the interval the server gave the node, after a burst of [`HEARTBEAT_BURST`]; other
+/// control frames at [`CONTROL_EVERY`] after [`CONTROL_BURST`].
 #[derive(Debug)]
-struct HeartbeatRate {
+struct ControlRate {
     every: Duration,
+    burst: u32,
     tokens: u32,
     last: tokio::time::Instant,
 }
 
-impl HeartbeatRate {
-    fn new(interval_secs: u16, now: tokio::time::Instant) -> Self {
+impl ControlRate {
+    fn heartbeats(interval_secs: u16, now: tokio::time::Instant) -> Self {
         let every = Duration::from_millis(u64::from(interval_secs.max(1)) * 500);
-        HeartbeatRate { every, tokens: HEARTBEAT_BURST, last: now }
+        ControlRate { every, burst: HEARTBEAT_BURST, tokens: HEARTBEAT_BURST, last: now }
     }
 
-    /// Takes a token for one heartbeat at `now`; false when the node is over the rate.
+    fn other_control(now: tokio::time::Instant) -> Self {
+        ControlRate { every: CONTROL_EVERY, burst: CONTROL_BURST, tokens: CONTROL_BURST, last: now }
+    }
+
+    /// Takes a token for one frame at `now`; false when the node is over the rate.
     fn allow(&mut self, now: tokio::time::Instant) -> bool {
         let earned = (now.saturating_duration_since(self.last).as_millis() / self.every.as_millis().max(1)) as u32;
         if earned > 0 {
-            self.tokens = self.tokens.saturating_add(earned).min(HEARTBEAT_BURST);
+            self.tokens = self.tokens.saturating_add(earned).min(self.burst);
             self.last += self.every * earned;
         }
         if self.tokens == 0 {
             return false;
         }
-        if self.tokens == HEARTBEAT_BURST {
+        if self.tokens == self.burst {
             // A full bucket does not bank the time spent full.
             self.last = now;
         }
         self.tokens -= 1;
         true
+    }
+
+    /// Why a frame over the rate ends the session.
+    fn violation(&self, what: &str) -> String {
+        format!("{what} faster than one per {} ms (after a burst of {})", self.every.as_millis(), self.burst)
     }
 }
 
@@ -322,7 +344,8 @@ where
     let mut pending: Option<([u8; NONCE_LEN], tokio::time::Instant)> = None;
     let pk = hex::decode(&who.device.public_key).unwrap_or_default();
     let mut draining = false;
-    let mut heartbeats = HeartbeatRate::new(limits.heartbeat_interval_secs, tokio::time::Instant::now());
+    let mut heartbeats = ControlRate::heartbeats(limits.heartbeat_interval_secs, tokio::time::Instant::now());
+    let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
 
     let end: String = loop {
         tokio::select! {
@@ -332,15 +355,17 @@ where
                     Err(reason) => break reason,
                 };
                 match control {
+                    Frame::Heartbeat(_) if !heartbeats.allow(tokio::time::Instant::now()) => {
+                        let why = heartbeats.violation("heartbeats");
+                        mux.send_error(ErrorCode::ProtocolViolation, &why);
+                        break why;
+                    }
+                    Frame::Proof(_) | Frame::Drain { .. } if !other_control.allow(tokio::time::Instant::now()) => {
+                        let why = other_control.violation("control frames");
+                        mux.send_error(ErrorCode::ProtocolViolation, &why);
+                        break why;
+                    }
                     Frame::Heartbeat(hb) => {
-                        if !heartbeats.allow(tokio::time::Instant::now()) {
-                            let why = format!(
-                                "heartbeats faster than one per {} ms (after a burst of {HEARTBEAT_BURST})",
-                                heartbeats.every.as_millis()
-                            );
-                            mux.send_error(ErrorCode::ProtocolViolation, &why);
-                            break why;
-                        }
                         let seq = hb.seq;
                         debug!(state = ?hb.state, battery = ?hb.battery_pct, network = ?hb.network, "heartbeat");
                         node.heartbeat(hb, limits.node_max_streams, now_secs());
@@ -510,7 +535,7 @@ mod tests {
     #[test]
     fn heartbeats_past_the_burst_must_keep_half_the_interval() {
         let t0 = tokio::time::Instant::now();
-        let mut r = HeartbeatRate::new(10, t0);
+        let mut r = ControlRate::heartbeats(10, t0);
         for i in 0..HEARTBEAT_BURST {
             assert!(r.allow(t0), "burst heartbeat {i}");
         }
@@ -520,22 +545,40 @@ mod tests {
         assert!(r.allow(t0 + s(5)));
         assert!(!r.allow(t0 + s(6)));
         // A well-behaved node (one every 10 s) is never refused, however long it runs.
-        let mut r = HeartbeatRate::new(10, t0);
+        let mut r = ControlRate::heartbeats(10, t0);
         for i in 0..1000 {
             assert!(r.allow(t0 + s(10 * i)), "heartbeat {i}");
         }
         // Nor one that reconnects its timer and sends two close together now and then.
-        let mut r = HeartbeatRate::new(10, t0);
+        let mut r = ControlRate::heartbeats(10, t0);
         for i in 0..100 {
             assert!(r.allow(t0 + s(20 * i)) && r.allow(t0 + s(20 * i + 1)), "pair {i}");
         }
         // A long pause refills the burst, not more.
-        let mut r = HeartbeatRate::new(10, t0);
+        let mut r = ControlRate::heartbeats(10, t0);
         let later = t0 + s(3600);
         for _ in 0..HEARTBEAT_BURST {
             assert!(r.allow(later));
         }
         assert!(!r.allow(later));
+    }
+
+    #[test]
+    fn other_control_frames_have_a_small_fixed_rate() {
+        let t0 = tokio::time::Instant::now();
+        let mut r = ControlRate::other_control(t0);
+        for i in 0..CONTROL_BURST {
+            assert!(r.allow(t0), "burst frame {i}");
+        }
+        assert!(!r.allow(t0), "a flood");
+        assert!(r.allow(t0 + CONTROL_EVERY));
+        assert!(!r.allow(t0 + CONTROL_EVERY));
+        assert!(r.violation("control frames").contains("1000 ms"), "{}", r.violation("control frames"));
+        // A node answering a challenge every five minutes and draining once is never refused.
+        let mut r = ControlRate::other_control(t0);
+        for i in 0..1000 {
+            assert!(r.allow(t0 + Duration::from_secs(300 * i)), "answer {i}");
+        }
     }
 
     /// Adds usage to device `id`'s roll-up in the current hour.

@@ -221,3 +221,123 @@ fn the_server_raises_its_open_file_limit_and_fits_its_caps_under_it() {
     let log: String = s.log().split('\x1b').map(|part| part.split_once('m').map_or(part, |(_, rest)| rest)).collect();
     assert!(log.contains("lowered to fit the open-file limit") && log.contains("max_connections=256"), "{log}");
 }
+
+/// Runs a Python script (standard library only) and returns its output.
+fn python(script: &str) -> String {
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Python: `tls()` opens a TLS connection to the web listener; `status(s, req)` sends a request
+/// and returns its status line (and reads its small body).
+fn web_client(s: &Server) -> String {
+    format!(
+        r#"
+import socket, ssl, time, os, base64
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def tls():
+    return ctx.wrap_socket(socket.create_connection(("{ip}", {port}), timeout=30), server_hostname="localhost")
+def status(s, req):
+    s.sendall(req)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        c = s.recv(1)
+        if not c:
+            return "closed"
+        head += c
+    length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+    if length:
+        body = b""
+        while len(body) < length[0]:
+            body += s.recv(length[0] - len(body))
+    return head.split(b"\r\n")[0].decode()
+def upgrade():
+    key = base64.b64encode(os.urandom(16)).decode()
+    return ("GET /v1/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode()
+GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+"#,
+        ip = s.web.ip(),
+        port = s.web.port()
+    )
+}
+
+/// The web listener's keep-alive idle time is its own key: a connection idle for longer than the
+/// head timeout still serves its next request (it used to be closed after the head timeout), and
+/// is closed after `keepalive_idle_secs` with nothing sent; a head that starts but does not end
+/// is still cut at the head timeout.
+#[test]
+fn keep_alive_connections_idle_for_keepalive_idle_secs_and_heads_are_cut_at_the_head_timeout() {
+    let s = Server::start_with(ServerOpts {
+        env: env(&[("TRAFFIX_LIMITS__HANDSHAKE_TIMEOUT_SECS", "1"), ("TRAFFIX_LIMITS__KEEPALIVE_IDLE_SECS", "3600")]),
+        ..ServerOpts::default()
+    });
+    let out = python(&format!(
+        "{}\nc = tls()\nprint(status(c, GET))\ntime.sleep(3)\nprint(status(c, GET))\n\
+         h = tls()\nh.sendall(b'GET /healthz HTTP/1.1\\r\\n')\nprint('head', h.recv(100) or b'closed')\n",
+        web_client(&s)
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"HTTP/1.1 200 OK"), "{out}");
+    assert_eq!(lines.get(1), Some(&"HTTP/1.1 200 OK"), "served after 3 s idle, past the 1 s head timeout: {out}");
+    assert!(lines.get(2).is_some_and(|l| l.starts_with("head") && !l.contains("timed out")), "{out}");
+
+    let s = Server::start_with(ServerOpts {
+        env: env(&[("TRAFFIX_LIMITS__KEEPALIVE_IDLE_SECS", "1")]),
+        ..ServerOpts::default()
+    });
+    let out = python(&format!(
+        "{}\nc = tls()\nprint(status(c, GET))\nc.settimeout(50)\nprint('idle', c.recv(100) or b'closed')\n",
+        web_client(&s)
+    ));
+    assert!(out.contains("HTTP/1.1 200 OK") && out.contains("idle b'closed'"), "closed when idle: {out}");
+}
+
+/// A node's tunnel is counted as a handshake of its address again from its WebSocket upgrade
+/// until the server's WELCOME (an upgrade over the cap gets 503 with Retry-After), and once
+/// established counts only against the listener's total: more nodes than
+/// `max_connections_per_ip` come online from one address, which is still served.
+#[test]
+fn tunnels_count_as_handshakes_until_welcomed_and_then_not_per_address() {
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: env(&[
+            ("TRAFFIX_LIMITS__MAX_HANDSHAKES_PER_IP", "1"),
+            ("TRAFFIX_LIMITS__MAX_CONNECTIONS_PER_IP", "3"),
+            ("TRAFFIX_LIMITS__HANDSHAKE_TIMEOUT_SECS", "600"),
+        ]),
+        ..ServerOpts::default()
+    });
+    let out = python(&format!(
+        "{}\na = tls()\nb = tls()\nprint('a', status(a, upgrade()))\nb.sendall(upgrade())\n\
+         print('b', b.recv(300).decode().replace('\\r\\n', '|'))\na.close()\nb.close()\n\
+         time.sleep(0.5)\nc = tls()\nprint('c', status(c, upgrade()))\n",
+        web_client(&s)
+    ));
+    assert!(out.contains("a HTTP/1.1 101"), "{out}");
+    assert!(
+        out.contains("b HTTP/1.1 503") && out.contains("retry-after: 5"),
+        "the second HELLO phase is refused: {out}"
+    );
+    assert!(out.contains("c HTTP/1.1 101"), "places are freed: {out}");
+
+    s.add_user("olga", None);
+    let nodes: Vec<Node> = (0..4)
+        .map(|i| {
+            let mut node = Node {
+                child: None,
+                state: s.dir.path().join(format!("node-{i}.json")),
+                bind: "127.0.0.1".into(),
+                vip: String::new(),
+                log: s.dir.path().join(format!("node-{i}.log")),
+            };
+            node.spawn(Some(&s.pair_link("olga")));
+            node.vip = s.wait_node_online(&node);
+            node
+        })
+        .collect();
+    assert_eq!(s.online_count(), 4, "four tunnels from one address, over its cap of 3");
+    let health = curl(&["-sk", "-o", "/dev/null", "-w", "%{http_code}", &format!("https://{}/healthz", s.web)]);
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "200");
+    drop(nodes);
+}
