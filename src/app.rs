@@ -487,9 +487,23 @@ impl App {
             tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
         ];
         let flusher = self.relay.billing.clone().map(|b| tokio::spawn(b.run(self.trigger.subscribe())));
+        let changed = cfg.limits.changed_from_default();
+        let limits = if changed.is_empty() { "defaults".to_owned() } else { changed.join(" ") };
+        let geoip = match (&self.geoip, cfg.geoip.country_db.trim()) {
+            (Some(_), db) => format!("on ({db})"),
+            _ => "off (no geoip.country_db; -country- targeting is refused)".to_owned(),
+        };
+        let billing = match &self.relay.billing {
+            Some(_) => format!(
+                "on ({} {} per GB, fee {}%)",
+                cfg.billing.price_per_gb, cfg.billing.currency, cfg.billing.platform_fee_percent
+            ),
+            None => "off".to_owned(),
+        };
         info!(
             web = %s.web_listen, socks5 = %s.socks_listen, http = %s.http_listen, metrics = %s.metrics_listen,
             public_address = %s.public_address, pin = %self.pin, tls = self.tls.is_some(),
+            data_dir = %cfg.data_dir.display(), limits = %limits, geoip = %geoip, billing = %billing,
             "traffix serving"
         );
 

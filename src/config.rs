@@ -189,6 +189,19 @@ pub struct Limits {
     pub max_handshakes_per_ip: usize,
     pub listen_backlog: u32,
 }
+impl Limits {
+    /// The keys whose value differs from the default (`key=value`, in declaration order): the
+    /// limits profile a server runs with, for its start-up log line. Empty: the defaults.
+    pub fn changed_from_default(&self) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(now)), Ok(serde_json::Value::Object(default))) =
+            (serde_json::to_value(self), serde_json::to_value(Limits::default()))
+        else {
+            return Vec::new();
+        };
+        now.iter().filter(|(k, v)| default.get(*k) != Some(*v)).map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -496,6 +509,17 @@ mod tests {
         assert!(BillingConfig::default().max_credit <= MAX_CREDIT_CEILING);
         let e = load("[server]\npublic_address='a:1'\n[billing]\nmax_credit='10000000.01'\n", vec![]).unwrap_err();
         assert!(e.to_string().contains("billing.max_credit"), "{e}");
+    }
+
+    #[test]
+    fn the_limits_profile_names_the_keys_that_differ_from_the_defaults() {
+        assert!(Limits::default().changed_from_default().is_empty());
+        let l = Limits { max_connections: 7, request_timeout_secs: 2, ..Limits::default() };
+        let changed = l.changed_from_default();
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert!(
+            changed.contains(&"max_connections=7".to_owned()) && changed.contains(&"request_timeout_secs=2".to_owned())
+        );
     }
 
     #[test]

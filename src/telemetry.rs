@@ -25,15 +25,39 @@ pub fn init(level: &str, json: bool) {
             filter = filter.add_directive(d);
         }
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = colours_wanted(std::io::IsTerminal::is_terminal(&std::io::stderr()), std::env::var_os("NO_COLOR"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
+/// Colours only on a terminal, and never when `NO_COLOR` is set to anything but the empty
+/// string (no-color.org).
+fn colours_wanted(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Label values are lowercase snake_case (`result="failed"`, `frontend="socks5"`), as
+/// Prometheus convention has them; the derive would print the variant's name.
+macro_rules! snake_case_label {
+    ($t:ty { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl EncodeLabelValue for $t {
+            fn encode(
+                &self,
+                encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+            ) -> Result<(), std::fmt::Error> {
+                let s = match self { $(Self::$v => $s),+ };
+                EncodeLabelValue::encode(&s, encoder)
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
     Failed,
 }
+snake_case_label!(Outcome { Ok => "ok", Failed => "failed" });
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -48,17 +72,19 @@ impl ResultLabel {
     }
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub enum Frontend {
     Socks5,
     Http,
 }
+snake_case_label!(Frontend { Socks5 => "socks5", Http => "http" });
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub enum Direction {
     Up,
     Down,
 }
+snake_case_label!(Direction { Up => "up", Down => "down" });
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
@@ -191,5 +217,43 @@ mod tests {
         assert_eq!(l.admit(t0 + Duration::from_secs(60)), Some(7));
         assert_eq!(l.admit(t0 + Duration::from_secs(61)), Some(0));
         assert_eq!(l.admit(t0 + Duration::from_secs(200)), Some(0), "nothing was suppressed");
+    }
+
+    #[test]
+    fn label_values_are_lowercase_snake_case() {
+        let m = Metrics::default();
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        m.stream_result(Frontend::Socks5, "ok");
+        m.stream_result(Frontend::Http, "too_many_streams");
+        m.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Up }).inc();
+        m.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Down }).inc();
+        m.tunnel_handshakes.get_or_create(&ResultLabel::ok()).inc();
+        m.tunnel_handshakes.get_or_create(&ResultLabel::failed()).inc();
+        let text = render(&reg);
+        let mut values = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((_, labels)) = line.split_once('{') else { continue };
+            let labels = labels.split('}').next().unwrap_or_default();
+            for pair in labels.split(',') {
+                let (_, v) = pair.split_once('=').expect("name=value");
+                let v = v.trim_matches('"');
+                assert!(
+                    !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "{line}"
+                );
+                values += 1;
+            }
+        }
+        assert_eq!(values, 8, "{text}");
+        assert!(text.contains(r#"frontend="socks5""#) && text.contains(r#"result="failed""#), "{text}");
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours_wanted(true, None));
+        assert!(!colours_wanted(false, None), "a file or a pipe gets no escape codes");
+        assert!(!colours_wanted(true, Some("1".into())));
+        assert!(colours_wanted(true, Some("".into())), "an empty NO_COLOR is unset (no-color.org)");
     }
 }

@@ -286,7 +286,7 @@ impl AdminCtx {
         if let Some(l) = &self.live {
             let n = (l.cut_streams)(&which, reason);
             if n > 0 {
-                tracing::info!(?which, reason, streams = n, "live streams cut");
+                tracing::info!(which = %which, reason, streams = n, "live streams cut");
             }
         }
     }

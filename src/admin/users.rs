@@ -222,7 +222,7 @@ impl Command for UserDisable {
                 }
             }
         }
-        tracing::info!(user = %name, reason = ?reason, "user disabled");
+        tracing::info!(user = %name, reason = reason.as_deref(), "user disabled");
         ctx.user_view(&u)
     }
 }

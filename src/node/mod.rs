@@ -269,7 +269,7 @@ where
         identity.save(&opts.state)?;
         info!(vip = %welcome.vip, "paired with the server");
     }
-    info!(vip = %welcome.vip, local = ?local, "tunnel up");
+    info!(vip = %welcome.vip, local = local.map(tracing::field::display), "tunnel up");
     *established = true;
 
     let (mux, out_rx) = Mux::new(MuxConfig {
@@ -335,7 +335,7 @@ where
                             currency = ack.currency.as_deref(), "heartbeat acknowledged");
                     }
                     Frame::Drain { reason, .. } => {
-                        info!(reason = ?reason, "server asked us to drain");
+                        info!(reason = reason.as_deref(), "server asked us to drain");
                         state = NodeState::Draining;
                     }
                     Frame::Error { code, message } => break refused(code, message),
@@ -383,7 +383,7 @@ where
 }
 
 fn refused(code: ErrorCode, message: String) -> SessionEnd {
-    let why = format!("server refused: {code:?}: {message}");
+    let why = format!("server refused: {code}: {message}");
     if code.is_fatal() { SessionEnd::Fatal(why) } else { SessionEnd::Retry(why) }
 }
 

@@ -54,6 +54,17 @@ impl Cut {
     }
 }
 
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::Client(c) => write!(f, "account {c}"),
+            Cut::Sub(n) => write!(f, "sub-user {n}"),
+            Cut::Device(d) => write!(f, "device {}", hex::encode(d)),
+            Cut::Owner(o) => write!(f, "devices of {o}"),
+        }
+    }
+}
+
 struct Entry {
     who: StreamOwner,
     /// Set when the stream is cut.
@@ -130,7 +141,7 @@ impl LiveStreams {
         while ids.iter().any(|id| t.streams.contains_key(id)) {
             let now = Instant::now();
             if now >= deadline {
-                tracing::warn!(?which, reason, "cut streams did not end in time");
+                tracing::warn!(which = %which, reason, "cut streams did not end in time");
                 break;
             }
             t = match self.gone.wait_timeout(t, deadline - now) {

@@ -254,7 +254,7 @@ impl RelayService {
             node = %node.vip,
             node_ip = %node.public_ip,
             target = %target,
-            dest = ?peer,
+            dest = peer.map(tracing::field::display),
             up = stats.sent,
             down = stats.received,
             ms = started.elapsed().as_millis() as u64,

@@ -88,6 +88,14 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Serving => "serving",
+            NodeState::Draining => "draining",
+            NodeState::Paused => "paused",
+        }
+    }
+
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(NodeState::Serving),
@@ -110,6 +118,15 @@ pub enum NetworkType {
 }
 
 impl NetworkType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkType::Unknown => "unknown",
+            NetworkType::Wifi => "wifi",
+            NetworkType::Cellular => "cellular",
+            NetworkType::Ethernet => "ethernet",
+        }
+    }
+
     /// Unknown values read as `Unknown`: a newer node may know more network kinds.
     pub fn from_u8(v: u8) -> Self {
         match v {
@@ -215,6 +232,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code's name, as SPEC.md and logs write it (`protocol_violation`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::VersionUnsupported => "version_unsupported",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::PairingCodeInvalid => "pairing_code_invalid",
+            ErrorCode::DeviceBanned => "device_banned",
+            ErrorCode::ProtocolViolation => "protocol_violation",
+            ErrorCode::Replaced => "replaced",
+            ErrorCode::ServerShutdown => "server_shutdown",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::ChallengeTimeout => "challenge_timeout",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
     pub fn from_u16(v: u16) -> Self {
         match v {
             1 => ErrorCode::VersionUnsupported,
@@ -878,6 +911,12 @@ pub fn negotiate_version(node_min: u8, node_max: u8) -> Result<u8, String> {
             "node speaks protocol {node_min}..{node_max} but this server only speaks \
              {MIN_PROTOCOL_VERSION}..{PROTOCOL_VERSION}: upgrade the server"
         ))
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

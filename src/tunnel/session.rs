@@ -86,7 +86,7 @@ pub async fn serve_node<S>(
             Ok(Ok(who)) => who,
             Ok(Err(Refuse(code, why))) => {
                 if crate::telemetry::TUNNEL_REFUSALS.admit_now("refused node handshakes") {
-                    warn!(?code, reason = %why, "node handshake refused");
+                    warn!(code = code.as_str(), reason = %why, "node handshake refused");
                 }
                 svc.metrics.tunnel_handshakes.get_or_create(&crate::telemetry::ResultLabel::failed()).inc();
                 let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code, message: why }).await;
@@ -327,7 +327,7 @@ where
     ));
     svc.registry.insert(node.clone());
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
-    info!(owner = %node.owner, country = ?node.country_str(), paired_now = who.paired_now, "node online");
+    info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, "node online");
     persist_seen(&svc, &node).await;
     let today = Today::new(&svc, &who.device.id);
     if let Some(t) = &today {
@@ -367,7 +367,7 @@ where
                     }
                     Frame::Heartbeat(hb) => {
                         let seq = hb.seq;
-                        debug!(state = ?hb.state, battery = ?hb.battery_pct, network = ?hb.network, "heartbeat");
+                        debug!(state = hb.state.as_str(), battery = hb.battery_pct, network = hb.network.as_str(), "heartbeat");
                         node.heartbeat(hb, limits.node_max_streams, now_secs());
                         mux.send_frame(&heartbeat_ack(seq, today.as_ref()));
                     }
@@ -382,10 +382,10 @@ where
                         }
                     },
                     Frame::Drain { reason, .. } => {
-                        info!(reason = ?reason, "node is draining");
+                        info!(reason = reason.as_deref(), "node is draining");
                         node.set_state(protocol::NodeState::Draining);
                     }
-                    Frame::Error { code, message } => break format!("node sent ERROR {code:?}: {}", message.escape_debug()),
+                    Frame::Error { code, message } => break format!("node sent ERROR {code}: {}", message.escape_debug()),
                     other => {
                         mux.send_error(ErrorCode::ProtocolViolation, &format!("unexpected {} from a node", other.name()));
                         break format!("unexpected {}", other.name());

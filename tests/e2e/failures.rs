@@ -126,3 +126,44 @@ fn private_targets_are_refused_without_the_test_switch() {
     let (st, _, body) = http_result(&s, "dave", &pass, "http://192.168.1.1/", false);
     assert!(st.contains(" 403") && body.contains("192.168.0.0/16"), "{st} {body}");
 }
+
+/// The server's and the node's logs, written to files, are plain text: no ANSI colour codes,
+/// and optional fields are logged as their value or left out — never `Some(…)` or `None`.
+#[test]
+fn logs_written_to_files_are_plain_and_print_values_not_options() {
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: vec![("TRAFFIX_LIMITS__HEARTBEAT_INTERVAL_SECS".into(), "1".into())],
+        ..ServerOpts::default()
+    });
+    let pass = s.add_user("carol", Some("5"));
+    s.add_user("olga", None);
+    let node = s.start_node("olga", "127.0.0.41");
+    let url = format!("http://{}/bytes/10", origin().addr);
+    let out = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", "-x", &s.socks_url("carol", &pass), &url]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    wait_for("a heartbeat and the stream's log line", || {
+        let log = s.log();
+        (log.contains("heartbeat") && log.contains("stream closed")).then_some(())
+    });
+    let log = s.log();
+    let summary = log.lines().find(|l| l.contains("traffix serving")).expect("one start-up summary");
+    for field in [
+        "web=",
+        "socks5=",
+        "http=",
+        "pin=",
+        "data_dir=",
+        "limits=heartbeat_interval_secs=1",
+        "geoip=off",
+        "billing=on (",
+    ] {
+        assert!(summary.contains(field), "{field} in {summary}");
+    }
+    for (who, log) in [("server", log), ("node", node.log())] {
+        assert!(!log.contains('\u{1b}'), "{who} log has colour codes:\n{log}");
+        for bad in ["Some(", "=None", ": None"] {
+            assert!(!log.contains(bad), "{who} log prints an Option ({bad}):\n{log}");
+        }
+    }
+}
