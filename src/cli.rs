@@ -574,14 +574,13 @@ impl Admin<'_> {
             money: admin::MoneyRules::from_config(&cfg).shared(),
         };
         #[cfg(unix)]
-        let actor = {
+        let uid = {
             use std::os::unix::fs::MetadataExt;
-            std::fs::metadata("/proc/self")
-                .map(|m| format!("uid:{} (offline)", m.uid()))
-                .unwrap_or_else(|_| "offline".into())
+            std::fs::metadata("/proc/self").ok().map(|m| m.uid())
         };
         #[cfg(not(unix))]
-        let actor = "offline".to_owned();
+        let uid = None;
+        let actor = admin::socket::cli_actor(uid, true);
         tokio::task::spawn_blocking(move || ctx.execute_as(cmd, &actor))
             .await
             .map_err(|e| CliError::fail(e.to_string()))?

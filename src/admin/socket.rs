@@ -52,9 +52,26 @@ pub async fn serve(listener: UnixListener, ctx: Arc<AdminCtx>, mut shutdown: Shu
     }
 }
 
+/// The audit actor of a command given on the server's command line: `admin (cli)` for root,
+/// `admin (cli, uid N)` for another local user allowed on the socket; `offline` when the
+/// command ran against the database directly (no server running).
+pub fn cli_actor(uid: Option<u32>, offline: bool) -> String {
+    let mut parts = vec!["cli".to_owned()];
+    match uid {
+        Some(0) => {}
+        Some(u) => parts.push(format!("uid {u}")),
+        None if offline => {}
+        None => parts.push("unknown uid".into()),
+    }
+    if offline {
+        parts.push("offline".into());
+    }
+    format!("admin ({})", parts.join(", "))
+}
+
 async fn handle(stream: UnixStream, ctx: Arc<AdminCtx>) -> std::io::Result<()> {
-    // The socket is mode 0600; the caller's uid goes into the audit log.
-    let actor = stream.peer_cred().map(|c| format!("uid:{}", c.uid())).unwrap_or_else(|_| "local".into());
+    // The socket is mode 0600; the caller goes into the audit log as the admin at the CLI.
+    let actor = cli_actor(stream.peer_cred().ok().map(|c| c.uid()), false);
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd).take(MAX_LINE as u64);
     let mut line = String::new();
@@ -115,4 +132,17 @@ async fn call_raw(data_dir: &Path, req: &AdminRequest) -> Result<Option<Result<V
         v.get("reason").and_then(Value::as_str).unwrap_or("unknown error"),
     );
     Ok(Some(Err(err)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cli_actor;
+
+    #[test]
+    fn the_cli_actor_names_the_admin_not_a_uid() {
+        assert_eq!(cli_actor(Some(0), false), "admin (cli)");
+        assert_eq!(cli_actor(Some(1000), false), "admin (cli, uid 1000)");
+        assert_eq!(cli_actor(Some(0), true), "admin (cli, offline)");
+        assert_eq!(cli_actor(None, true), "admin (cli, offline)");
+    }
 }

@@ -199,14 +199,17 @@ pub struct Principal {
     /// `None` for a JWT (everything the user may do), the key's scope otherwise.
     pub scope: Option<KeyScope>,
     pub key_id: Option<String>,
+    /// The API key's name, when the caller used one.
+    pub key_name: Option<String>,
 }
 
 impl Principal {
-    /// The audit actor: `api:NAME` or `api:NAME/key:ID`.
+    /// The audit actor, as screens show it: the login name, or `api-key:KEY (USER)` for a call
+    /// made with an API key.
     pub fn actor(&self) -> String {
-        match &self.key_id {
-            Some(k) => format!("api:{}/key:{k}", self.user.name),
-            None => format!("api:{}", self.user.name),
+        match &self.key_name {
+            Some(k) => format!("api-key:{k} ({})", self.user.name),
+            None => self.user.name.clone(),
         }
     }
 
@@ -261,7 +264,7 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers)?;
         let store = &state.admin.store;
-        let (name, scope, key_id) = if token.starts_with(API_KEY_PREFIX) {
+        let (name, scope, key_id, key_name) = if token.starts_with(API_KEY_PREFIX) {
             // Exact match only. Keys made before exact hashing were stored case-folded: they
             // are looked up that way too, but only when presented exactly as issued (the
             // canonical lower-case form), so no other spelling of a key passes.
@@ -274,16 +277,16 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
             if parts.method != Method::GET && key.scope == KeyScope::Read {
                 return Err(ApiError::forbidden("this API key is read-only"));
             }
-            (key.user, Some(key.scope), Some(key.id))
+            (key.user, Some(key.scope), Some(key.id), Some(key.name))
         } else {
             let claims = state.jwt.verify(token).map_err(|e| ApiError::unauthorized("invalid_token", e.to_string()))?;
-            (claims.sub, None, None)
+            (claims.sub, None, None, None)
         };
         let user = store.get_user(&name)?.ok_or_else(|| ApiError::unauthorized("invalid_token", "the user is gone"))?;
         if user.disabled {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "disabled", "this account is disabled"));
         }
-        Ok(Principal { user, scope, key_id })
+        Ok(Principal { user, scope, key_id, key_name })
     }
 }
 

@@ -279,7 +279,7 @@ flow('the admin edits the billing settings; the portal shows the new minimum pay
   await page.getByTestId('settings-save').click();
   await page.getByTestId('toast-success').filter({ hasText: /fee 25%.*minimum payout \$2\.50/ }).waitFor();
   assert.ok(await page.getByTestId('settings-error').isHidden());
-  await waitText(page, 'settings-updated-by', 'api:admin');
+  await waitText(page, 'settings-updated-by', 'admin');
   const s = await t.cliJson(['settings', 'show']);
   assert.equal(s.platform_fee_percent, 25);
   assert.equal(s.min_payout_micros, 2_500_000);

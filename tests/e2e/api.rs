@@ -324,15 +324,13 @@ fn admins_act_through_the_api_and_others_cannot() {
     let shown = api.get("/api/v1/admin/settings", &admin).json();
     assert_eq!(
         (shown["billing"]["platform_fee_percent"].as_u64(), shown["billing"]["updated_by"].as_str()),
-        (Some(25), Some("api:admin"))
+        (Some(25), Some("admin"))
     );
     assert_eq!(api.get("/api/v1/me", &carol).json()["price_per_gb"], "4.25");
 
     let audit = api.get("/api/v1/admin/audit", &admin).json();
     let entries = audit.as_array().unwrap();
-    assert!(
-        entries.iter().any(|e| e["action"] == "user.credit" && e["actor"] == "api:admin" && e["reason"] == "welcome")
-    );
+    assert!(entries.iter().any(|e| e["action"] == "user.credit" && e["actor"] == "admin" && e["reason"] == "welcome"));
     assert!(entries.iter().any(|e| e["action"] == "withdrawal.reject" && e["reason"] == "wrong IBAN"));
     let users = api.get("/api/v1/admin/users?q=car", &admin).json();
     assert_eq!(users.as_array().unwrap().len(), 1);
@@ -366,6 +364,11 @@ fn api_keys_have_scopes_and_the_portal_endpoints_work() {
         200
     );
     assert_eq!(api.post("/api/v1/admin/users", billing_key, json!({"name": "zed"})).status, 403);
+    let audit = api.get("/api/v1/admin/audit", &admin).json();
+    assert!(
+        audit.as_array().unwrap().iter().any(|e| e["action"] == "user.credit" && e["actor"] == "api-key:books (admin)"),
+        "a key's action names the key and its user: {audit}"
+    );
     let keys = api.get("/api/v1/me/api-keys", &admin).json();
     assert_eq!(keys.as_array().unwrap().len(), 2);
     assert!(keys[0].get("key").is_none(), "keys are shown once");
