@@ -3,7 +3,6 @@
 //! challenges, heartbeats, and relays the streams the server opens — each checked against the
 //! egress policy first (resolve once, check every address, dial the literal, compare the peer).
 
-pub mod netinfo;
 pub mod state;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +19,7 @@ use self::state::{NodeIdentity, PairLink};
 use crate::config::Limits;
 use crate::egress::{EgressPolicy, Host};
 use crate::identity::challenge_message;
+use crate::netinfo;
 use crate::shutdown::Shutdown;
 use crate::target::{OpenErrReason, Target};
 use crate::tunnel::copy::{self, NoMeter};
