@@ -17,7 +17,8 @@ use crate::geoip::GeoIp;
 use crate::listener::bind;
 use crate::relay::RelayService;
 use crate::relay::accounts::Accounts;
-use crate::relay::router::{Router, server_endpoints};
+use crate::relay::own_addresses::{self, OwnAddresses, PolicyInputs, PublicHost};
+use crate::relay::router::Router;
 use crate::shutdown::{self, Shutdown};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -41,6 +42,40 @@ async fn prune_logins(store: Arc<Store>, mut shutdown: Shutdown) {
             _ => {}
         }
     }
+}
+
+/// What the router's policy is built from, besides the server's own addresses.
+fn policy_inputs(cfg: &Config) -> Result<PolicyInputs, AppError> {
+    let s = &cfg.server;
+    Ok(PolicyInputs {
+        base: EgressPolicy {
+            allow_private_targets: cfg.egress.allow_private_targets,
+            blocked_ports: cfg.egress.port_ranges().map_err(AppError::Other)?,
+            ..EgressPolicy::default()
+        },
+        listeners: vec![s.web_listen, s.socks_listen, s.http_listen, s.metrics_listen],
+        public_address: s.public_address.clone(),
+    })
+}
+
+/// Looks at the server's own addresses once (resolving a host-name `public_address`) and puts
+/// them in the router's policy; then starts the task that looks again every
+/// `server.address_refresh_secs` until shutdown.
+async fn watch_own_addresses(
+    cfg: &Config,
+    router: impl Fn(own_addresses::ServerPolicy) + Send + 'static,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, AppError> {
+    let inputs = policy_inputs(cfg)?;
+    let sources = own_addresses::Sources::system();
+    let own = inputs.look(&sources, &OwnAddresses::default()).await;
+    info!(
+        interfaces = ?own.interfaces, public_address = %inputs.public_address, public = ?own.public,
+        "the server's own addresses are refused as targets"
+    );
+    router(inputs.policy(&own));
+    let every = Duration::from_secs(cfg.server.address_refresh_secs);
+    Ok(tokio::spawn(own_addresses::refresh(inputs, sources, own, every, router, shutdown)))
 }
 
 /// How long an admin command that cuts live streams waits for them to end.
@@ -296,19 +331,18 @@ impl App {
         }
         let registry = Arc::new(Registry::new());
         let metrics = Arc::new(Metrics::default());
-        let s = &cfg.server;
-        let policy = EgressPolicy {
-            allow_private_targets: cfg.egress.allow_private_targets,
-            blocked_ports: cfg.egress.port_ranges().map_err(AppError::Other)?,
-            own_networks: Vec::new(),
-            server_endpoints: server_endpoints(
-                &[s.web_listen, s.socks_listen, s.http_listen, s.metrics_listen],
-                &s.public_address,
-            ),
+        // Until `run` has resolved a host-name public_address: the interfaces and a literal.
+        let inputs = policy_inputs(&cfg)?;
+        let own = OwnAddresses {
+            interfaces: crate::netinfo::interface_addresses().into_iter().collect(),
+            public: match PublicHost::of(&cfg.server.public_address) {
+                PublicHost::Ip(ip) => [ip].into(),
+                PublicHost::Name(_) => Default::default(),
+            },
         };
         let router = Router::new(
             registry.clone(),
-            policy,
+            inputs.policy(&own),
             geoip.is_some(),
             cfg.limits.node_max_streams,
             cfg.limits.dial_timeout(),
@@ -462,6 +496,9 @@ impl App {
             money: admin::MoneyRules::from_config(cfg).shared(),
         });
         let api = Arc::new(self.api_state(admin_ctx.clone(), &socks, &http)?);
+        let relay = self.relay.clone();
+        let own_addresses =
+            watch_own_addresses(cfg, move |p| relay.router.set_policy(p), self.trigger.subscribe()).await?;
         let web_tracker = tokio_util::task::TaskTracker::new();
         let hs = cfg.limits.handshake_timeout();
         let tasks = vec![
@@ -485,6 +522,7 @@ impl App {
             tokio::spawn(crate::web::serve_metrics(metrics_l, Arc::new(prom), self.trigger.subscribe())),
             tokio::spawn(admin::socket::serve(admin_l, admin_ctx.clone(), self.trigger.subscribe())),
             tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
+            own_addresses,
         ];
         let flusher = self.relay.billing.clone().map(|b| tokio::spawn(b.run(self.trigger.subscribe())));
         let changed = cfg.limits.changed_from_default();

@@ -73,6 +73,10 @@ pub struct ServerConfig {
     pub insecure_http: bool,
     #[serde(default = "d_grace")]
     pub shutdown_grace_secs: u64,
+    /// How often the server looks again at its own addresses (interfaces, and `public_address`
+    /// resolved when it is a host name), which are refused as targets.
+    #[serde(default = "d_address_refresh")]
+    pub address_refresh_secs: u64,
 }
 fn d_web() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8443))
@@ -88,6 +92,9 @@ fn d_metrics() -> SocketAddr {
 }
 fn d_grace() -> u64 {
     10
+}
+fn d_address_refresh() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -387,6 +394,9 @@ impl Config {
                 "server.public_address {:?} must be HOST:PORT with a non-zero port",
                 self.server.public_address
             ));
+        }
+        if self.server.address_refresh_secs == 0 {
+            return bad("server.address_refresh_secs must be at least 1".into());
         }
         if self.billing.hold_chunk.0 == 0 {
             return bad("billing.hold_chunk must be greater than zero".into());

@@ -55,7 +55,8 @@ pub enum Refusal {
     NonCanonicalNumeric(String),
     /// An IPv6 literal with a zone id (`fe80::1%wlan0`).
     ZonedIpv6(String),
-    /// One of the node's own addresses or networks (interfaces, on-link prefixes, gateway, DNS).
+    /// One of the node's own addresses or networks (interfaces, on-link prefixes, gateway, DNS),
+    /// or one of the server's own addresses (its interfaces, its `public_address`).
     OwnAddress(IpAddr),
     /// The Traffix server's own listener (a proxy loop).
     ServerListener(SocketAddr),
@@ -92,7 +93,7 @@ impl fmt::Display for Refusal {
                 write!(f, "{host:?} is a non-canonical numeric address (use a dotted quad)")
             }
             Refusal::ZonedIpv6(host) => write!(f, "{host:?} is an IPv6 address with a zone id"),
-            Refusal::OwnAddress(addr) => write!(f, "{addr} belongs to the node's own network"),
+            Refusal::OwnAddress(addr) => write!(f, "{addr} belongs to the node's or the server's own network"),
             Refusal::ServerListener(addr) => {
                 write!(f, "{addr} is the Traffix server's own listener")
             }
@@ -152,7 +153,8 @@ pub struct EgressPolicy {
     pub allow_private_targets: bool,
     /// Inclusive port ranges that are refused. Port 0 is refused even if not listed.
     pub blocked_ports: Vec<(u16, u16)>,
-    /// Networks (addr, prefix_len) of the node itself: interface addresses, on-link prefixes, gateway, DNS servers.
+    /// Networks (addr, prefix_len) of the node itself: interface addresses, on-link prefixes, gateway, DNS servers,
+    /// and the server's addresses; on the server, its own interface and public addresses.
     /// A prefix length above 32 (IPv4) or 128 (IPv6) is read as a single address.
     pub own_networks: Vec<(IpAddr, u8)>,
     /// The Traffix server's own listeners (never reachable through a node, even with allow_private_targets).

@@ -15,6 +15,7 @@
 //! - [`auth`]: password hashing, proxy tokens, pairing codes, device signatures (pure).
 //! - [`egress`]: the node egress policy of SECURITY.md §1 (pure).
 //! - [`money`]: integer micro-unit amounts (pure).
+//! - [`netinfo`]: the machine's own addresses and networks, read from `/proc` (a leaf).
 //! - [`target`], [`identity`]: leaf types every side shares (a stream's target and its failure
 //!   reasons; device key algorithms, ids and challenge bytes). They import nothing of the project.
 //! - [`listener`]: binding and accepting TCP listeners.
@@ -44,6 +45,7 @@ pub mod geoip;
 pub mod identity;
 pub mod listener;
 pub mod money;
+pub mod netinfo;
 pub mod node;
 pub mod proxy;
 pub mod relay;

@@ -3,7 +3,6 @@
 //! challenges, heartbeats, and relays the streams the server opens — each checked against the
 //! egress policy first (resolve once, check every address, dial the literal, compare the peer).
 
-pub mod netinfo;
 pub mod state;
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +19,7 @@ use self::state::{NodeIdentity, PairLink};
 use crate::config::Limits;
 use crate::egress::{EgressPolicy, Host};
 use crate::identity::challenge_message;
+use crate::netinfo;
 use crate::shutdown::Shutdown;
 use crate::target::{OpenErrReason, Target};
 use crate::tunnel::copy::{self, NoMeter};
@@ -289,7 +289,7 @@ where
     let mut policy = EgressPolicy { allow_private_targets: opts.allow_private_targets, ..EgressPolicy::default() };
     policy.own_networks = netinfo::own_networks();
     if let Ok(addrs) = tokio::net::lookup_host(&server).await {
-        policy.server_endpoints.extend(addrs);
+        add_server(&mut policy, addrs);
     }
     let policy = Arc::new(policy);
     let max_streams = welcome.max_streams.min(opts.max_streams) as usize;
@@ -382,6 +382,15 @@ where
     Ok(end)
 }
 
+/// The server's addresses: its tunnel endpoint is refused always, and its addresses on every
+/// port unless `allow_private_targets` (its other listeners are not known to the node).
+fn add_server(policy: &mut EgressPolicy, addrs: impl IntoIterator<Item = SocketAddr>) {
+    for a in addrs {
+        policy.server_endpoints.push(a);
+        policy.own_networks.push((a.ip(), if a.is_ipv4() { 32 } else { 128 }));
+    }
+}
+
 fn refused(code: ErrorCode, message: String) -> SessionEnd {
     let why = format!("server refused: {code}: {message}");
     if code.is_fatal() { SessionEnd::Fatal(why) } else { SessionEnd::Retry(why) }
@@ -470,4 +479,28 @@ async fn connect_from(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result
         sock.bind(SocketAddr::new(b, 0))?;
     }
     sock.connect(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_addresses_are_refused_on_every_port_and_its_endpoint_always() {
+        let server: SocketAddr = "81.2.69.7:8443".parse().expect("sockaddr");
+        let code = |p: &EgressPolicy, t: &str| {
+            let a: SocketAddr = t.parse().expect("sockaddr");
+            p.check_addr(a).map_err(|r| r.code())
+        };
+        let mut strict = EgressPolicy::default();
+        add_server(&mut strict, [server]);
+        assert_eq!(code(&strict, "81.2.69.7:8443"), Err("server_listener"));
+        assert_eq!(code(&strict, "81.2.69.7:1080"), Err("own_address"));
+        assert_eq!(code(&strict, "[64:ff9b::5102:4507]:1080"), Err("own_address"));
+        assert_eq!(code(&strict, "81.2.69.8:1080"), Ok(()));
+        let mut open = EgressPolicy { allow_private_targets: true, ..EgressPolicy::default() };
+        add_server(&mut open, [server]);
+        assert_eq!(code(&open, "[::ffff:81.2.69.7]:8443"), Err("server_listener"));
+        assert_eq!(code(&open, "81.2.69.7:1080"), Ok(()));
+    }
 }

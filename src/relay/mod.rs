@@ -2,10 +2,10 @@
 //! ([`crate::proxy`]) authenticates a client with [`accounts`] and hands over (socket, account,
 //! requested target); [`RelayService::connect`] admits the stream (account state, stream and
 //! rate caps), reserves money for it (the billing meter's hold), routes it ([`router`]: egress
-//! policy, targeting, sticky sessions) and opens it on a node's multiplexer;
-//! [`RelayService::relay`] then copies the bytes ([`crate::tunnel::copy`]) through a meter that
-//! bills them, counts a sub-user's bytes and feeds the metrics, and cuts the stream when the
-//! money or the sub-user's cap runs out.
+//! policy, targeting, sticky sessions; [`own_addresses`] keeps the server itself out of reach)
+//! and opens it on a node's multiplexer; [`RelayService::relay`] then copies the bytes
+//! ([`crate::tunnel::copy`]) through a meter that bills them, counts a sub-user's bytes and
+//! feeds the metrics, and cuts the stream when the money or the sub-user's cap runs out.
 //!
 //! This is the only part that sees the front-ends' accounts, the billing meter and the tunnel
 //! together. It speaks no client protocol (no SOCKS5 or HTTP types), and the tunnel below it
@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod live;
+pub mod own_addresses;
 pub mod router;
 pub mod username;
 

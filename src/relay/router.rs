@@ -3,14 +3,14 @@
 //! sessions (`flex` re-pins, `strict` fails), rotates to the least-loaded node otherwise, and
 //! retries another node when the chosen one is busy or went away.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use moka::Expiry;
 
+use super::own_addresses::ServerPolicy;
 use super::username::{SessionMode, Targeting};
-use crate::egress::{EgressPolicy, Refusal};
+use crate::egress::Refusal;
 use crate::identity::DeviceId;
 use crate::target::{OpenErrReason, Target};
 use crate::tunnel::mux::{MuxStream, OpenFailure};
@@ -74,7 +74,8 @@ impl Expiry<(String, String), Pin> for PinExpiry {
 
 pub struct Router {
     registry: Arc<Registry>,
-    policy: EgressPolicy,
+    /// Swapped whole when the server's own addresses change (`own_addresses::refresh`).
+    policy: RwLock<Arc<ServerPolicy>>,
     sessions: moka::sync::Cache<(String, String), Pin>,
     geoip_enabled: bool,
     max_node_streams: usize,
@@ -90,14 +91,14 @@ impl std::fmt::Debug for Router {
 impl Router {
     pub fn new(
         registry: Arc<Registry>,
-        policy: EgressPolicy,
+        policy: ServerPolicy,
         geoip_enabled: bool,
         max_node_streams: u32,
         dial_timeout: Duration,
     ) -> Self {
         Router {
             registry,
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
             sessions: moka::sync::Cache::builder().max_capacity(1_000_000).expire_after(PinExpiry).build(),
             geoip_enabled,
             max_node_streams: max_node_streams as usize,
@@ -108,10 +109,17 @@ impl Router {
 
     /// The server's copy of the egress policy, checked before any node is asked.
     pub fn check_target(&self, target: &Target) -> Result<(), Refusal> {
-        match target {
-            Target::Ip(a) => self.policy.check_target(&a.ip().to_string(), a.port()).map(|_| ()),
-            Target::Domain(d, p) => self.policy.check_target(d, *p).map(|_| ()),
-        }
+        self.policy().check_target(target)
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<ServerPolicy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the policy; streams already open keep going, new ones are checked against it.
+    pub fn set_policy(&self, policy: ServerPolicy) {
+        crate::sync::write(&self.policy, Arc::new(policy));
     }
 
     fn matches(&self, t: &Targeting, n: &NodeHandle) -> bool {
@@ -196,23 +204,4 @@ impl Router {
         }
         Err(last_err.unwrap_or_else(|| RouteError::NoNode("no node accepted the stream".into())))
     }
-}
-
-/// The server endpoints a node must never be asked to reach (proxy loops): each listener, and
-/// for wildcard listeners the loopback address and the public address.
-pub fn server_endpoints(listeners: &[SocketAddr], public: &str) -> Vec<SocketAddr> {
-    let public_ip: Option<IpAddr> = public.rsplit_once(':').and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok());
-    let mut out = Vec::new();
-    for l in listeners {
-        if l.ip().is_unspecified() {
-            out.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), l.port()));
-            out.push(SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::LOCALHOST), l.port()));
-            if let Some(ip) = public_ip {
-                out.push(SocketAddr::new(ip, l.port()));
-            }
-        } else {
-            out.push(*l);
-        }
-    }
-    out
 }

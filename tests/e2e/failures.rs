@@ -167,3 +167,54 @@ fn logs_written_to_files_are_plain_and_print_values_not_options() {
         }
     }
 }
+
+/// A client must not loop through a node back into the server: its listeners are refused under
+/// every address the server has, here its interface addresses (the SOCKS5 and HTTP proxy
+/// listeners are on the wildcard address) and its host-name public_address.
+#[test]
+fn the_server_itself_is_refused_under_its_own_addresses_and_name() {
+    let (web, socks, http) = (free_port(), free_port(), free_port());
+    let mut s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: vec![
+            ("TRAFFIX_SERVER__PUBLIC_ADDRESS".into(), format!("localhost:{web}")),
+            ("TRAFFIX_SERVER__WEB_LISTEN".into(), format!("127.0.0.1:{web}")),
+            ("TRAFFIX_SERVER__SOCKS_LISTEN".into(), format!("0.0.0.0:{socks}")),
+            ("TRAFFIX_SERVER__HTTP_LISTEN".into(), format!("0.0.0.0:{http}")),
+        ],
+        ..ServerOpts::default()
+    });
+    s.web = format!("127.0.0.1:{web}").parse().unwrap();
+    s.socks = format!("127.0.0.1:{socks}").parse().unwrap();
+    s.http = format!("127.0.0.1:{http}").parse().unwrap();
+    let pass = s.add_user("oscar", Some("5"));
+    let _node = s.start_node("oscar", "127.0.0.2");
+    let o = origin().addr;
+    assert_eq!(socks_result(&s, "oscar", &pass, &o.ip().to_string(), o.port()), "ok", "the node serves");
+    assert!(s.log().contains("own addresses are refused as targets"), "{}", s.log());
+
+    // The name the server is known by stands for what it resolved to (127.0.0.1 here): through
+    // a node it would reach the server's own proxy listeners.
+    for port in [socks, http, web] {
+        assert!(socks_result(&s, "oscar", &pass, "localhost", port).starts_with("code 2"), "localhost:{port}");
+    }
+    let (st, _, body) = http_result(&s, "oscar", &pass, &format!("http://localhost:{socks}/"), false);
+    assert!(st.contains(" 403") && body.contains("own listener"), "{st} {body}");
+    let (st, _, body) = http_result(&s, "oscar", &pass, &format!("https://LOCALHOST.:{http}/"), true);
+    assert!(st.contains(" 403") && body.contains("own listener"), "CONNECT: {st} {body}");
+    // Other ports of the server's host stay reachable under allow_private_targets (tests only).
+    assert_eq!(socks_result(&s, "oscar", &pass, "localhost", o.port()), "ok");
+
+    // Every interface address reaches a wildcard listener: each is refused on those ports.
+    let interfaces: Vec<_> =
+        traffix::netinfo::interface_addresses().into_iter().filter(|a| a.is_ipv4() && !a.is_loopback()).collect();
+    if interfaces.is_empty() {
+        eprintln!("no IPv4 interface address besides loopback: the interface part is not exercised");
+    }
+    for a in interfaces {
+        let host = a.to_string();
+        assert!(socks_result(&s, "oscar", &pass, &host, socks).starts_with("code 2"), "{host}:{socks}");
+        let (st, _, body) = http_result(&s, "oscar", &pass, &format!("http://{host}:{http}/"), false);
+        assert!(st.contains(" 403") && body.contains("own listener"), "{host}: {st} {body}");
+    }
+}

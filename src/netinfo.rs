@@ -1,6 +1,9 @@
-//! The node's own networks, for the egress policy (SECURITY.md §1: own interface addresses,
-//! on-link prefixes, gateways, DNS servers). Read from Linux `/proc` and `/etc/resolv.conf`;
-//! on other systems the list is empty and the special-range table still applies.
+//! A machine's own addresses and networks, for the egress policy (SECURITY.md §1). The node
+//! refuses its interface addresses, on-link prefixes, gateways and DNS servers
+//! ([`own_networks`]); the server refuses its interface addresses only
+//! ([`interface_addresses`]): other hosts of its subnet are legitimate targets. Read from Linux
+//! `/proc` and `/etc/resolv.conf`; on other systems the lists are empty and the special-range
+//! table still applies. A leaf: it imports nothing of the project.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -18,6 +21,21 @@ pub fn own_networks() -> Vec<(IpAddr, u8)> {
     }
     if let Ok(r) = std::fs::read_to_string("/etc/resolv.conf") {
         out.extend(parse_resolv(&r).into_iter().map(|ip| (ip, if ip.is_ipv4() { 32 } else { 128 })));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The machine's own interface addresses (IPv4 `LOCAL` host entries and every IPv6 address),
+/// each a single address: no on-link prefixes, gateways or DNS servers.
+pub fn interface_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
+        out.extend(parse_fib_trie_locals(&trie).into_iter().map(IpAddr::V4));
+    }
+    if let Ok(v6) = std::fs::read_to_string("/proc/net/if_inet6") {
+        out.extend(parse_if_inet6_addresses(&v6).into_iter().map(IpAddr::V6));
     }
     out.sort();
     out.dedup();
@@ -65,6 +83,14 @@ fn parse_fib_trie_locals(text: &str) -> Vec<Ipv4Addr> {
     out
 }
 
+/// The IPv6 addresses of `/proc/net/if_inet6`, without their prefixes.
+fn parse_if_inet6_addresses(text: &str) -> Vec<Ipv6Addr> {
+    text.lines()
+        .filter_map(|line| u128::from_str_radix(line.split_whitespace().next()?, 16).ok())
+        .map(Ipv6Addr::from)
+        .collect()
+}
+
 /// IPv6 addresses with their on-link prefix lengths.
 fn parse_if_inet6(text: &str) -> Vec<(IpAddr, u8)> {
     text.lines()
@@ -106,5 +132,16 @@ mod tests {
             parse_resolv("# x\nnameserver 10.0.0.53\nnameserver fe80::1%eth0\n"),
             vec!["10.0.0.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]
         );
+    }
+
+    /// The server's set: single interface addresses only, from both tables, each once.
+    #[test]
+    fn interface_addresses_are_single_addresses() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 127.0.0.0/8 2 0 2\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              /32 host LOCAL\n        |-- 127.255.255.255\n           /32 link BROADCAST\n           |-- 192.0.2.0\n              /24 link UNICAST\n           |-- 192.0.2.2\n              /32 host LOCAL\nLocal:\n           |-- 127.0.0.1\n              /32 host LOCAL\n           |-- 192.0.2.2\n              /32 host LOCAL\n";
+        assert_eq!(parse_fib_trie_locals(trie), vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(192, 0, 2, 2)]);
+        let v6 = "00000000000000000000000000000001 01 80 10 80       lo\nfe8000000000000000fc00fffe000001 04 40 20 80     eth0\n2a0204b8000000000000000000000002 04 40 00 82     eth0\nnot-hex\n";
+        let want: Vec<Ipv6Addr> =
+            ["::1", "fe80::fc:ff:fe00:1", "2a02:4b8::2"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(parse_if_inet6_addresses(v6), want);
     }
 }
