@@ -128,6 +128,10 @@ pub struct NodeArgs {
     /// Most concurrent streams this node accepts.
     #[arg(long, default_value_t = crate::node::DEFAULT_MAX_STREAMS)]
     pub max_streams: u32,
+    /// While the server refuses this device (banned, or its owner disabled), ask again every
+    /// this many seconds; an unban brings the node back on its own.
+    #[arg(long, default_value_t = crate::node::DEFAULT_REFUSED_RETRY_SECS, value_name = "SECS")]
+    pub refused_retry_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,9 +207,12 @@ pub enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Lift a ban.
+    /// Lift a ban; the node comes back at its next attempt.
     Unban {
         id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -658,6 +665,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 allow_private_targets: a.allow_private_targets,
                 max_streams: a.max_streams.max(1),
                 limits,
+                refused_retry: std::time::Duration::from_secs(a.refused_retry_secs.max(1)),
             };
             crate::node::run(opts, shutdown).await.map_err(CliError::fail)?;
         }
@@ -727,7 +735,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 DeviceCmd::Ban { id, reason, json } => {
                     (Rows::One(admin_cmds.run(admin::DeviceBan { id, reason }).await?), json)
                 }
-                DeviceCmd::Unban { id, json } => (Rows::One(admin_cmds.run(admin::DeviceUnban { id }).await?), json),
+                DeviceCmd::Unban { id, reason, json } => {
+                    (Rows::One(admin_cmds.run(admin::DeviceUnban { id, reason }).await?), json)
+                }
             };
             if json { print_json(&devices) } else { table(devices.as_slice(), DEVICE_COLUMNS) }
         }

@@ -29,10 +29,12 @@ pub struct DeviceBan {
     pub reason: String,
 }
 
-/// Lifts a device's ban.
+/// Lifts a device's ban; the reason, if given, goes into the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceUnban {
     pub id: String,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl Command for Pair {
@@ -111,7 +113,7 @@ impl Command for DeviceUnban {
     type Output = DeviceView;
 
     fn audit(&self) -> Option<Audit> {
-        Some(Audit::new("device.unban", &self.id))
+        Some(Audit::new("device.unban", &self.id).reason(self.reason.clone()))
     }
 
     fn before(&self, ctx: &AdminCtx) -> Option<Value> {
@@ -125,7 +127,7 @@ impl Command for DeviceUnban {
             d.banned = false;
             d.ban_reason = None;
         })?;
-        tracing::info!(device = %dev.id, "device unbanned");
+        tracing::info!(device = %dev.id, reason = self.reason.as_deref(), "device unbanned");
         Ok(ctx.device_view(&dev))
     }
 }

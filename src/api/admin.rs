@@ -254,16 +254,29 @@ pub async fn ban(
     Ok(Json(state.run(admin::DeviceBan { id, reason: reason(&req.reason)? }, &p.actor()).await?))
 }
 
-/// Lift a device's ban.
+/// Lift a device's ban (an optional reason goes into the audit log).
 #[utoipa::path(post, path = "/api/v1/admin/nodes/{id}/unban", tag = "admin", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path)), request_body = OptionalReason,
+    responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn unban(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<DeviceView>, ApiError> {
     p.admin_write(false)?;
-    Ok(Json(state.run(admin::DeviceUnban { id }, &p.actor()).await?))
+    let reason = optional_reason(&body)?;
+    Ok(Json(state.run(admin::DeviceUnban { id, reason }, &p.actor()).await?))
+}
+
+/// An optional `{"reason": …}` body: none, whitespace, or a reason of 1-500 characters.
+fn optional_reason(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let body: OptionalReason =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    body.reason.filter(|r| !r.trim().is_empty()).map(|r| reason(&r)).transpose()
 }
 
 /// Client streams, live ones first.
@@ -323,12 +336,7 @@ pub async fn approve(
 ) -> Result<Json<WithdrawalView>, ApiError> {
     p.admin_write(true)?;
     // The body is optional here.
-    let body: OptionalReason = if body.iter().all(u8::is_ascii_whitespace) {
-        OptionalReason::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?
-    };
-    let reason = body.reason.filter(|r| !r.trim().is_empty());
+    let reason = optional_reason(&body)?;
     Ok(Json(state.run(admin::WithdrawalApprove { id, reason }, &p.actor()).await?))
 }
 

@@ -343,9 +343,15 @@ pub struct Node {
 
 impl Node {
     pub fn spawn(&mut self, link: Option<&str>) {
+        self.spawn_with(link, &[]);
+    }
+
+    /// Starts the node agent with `extra` arguments.
+    pub fn spawn_with(&mut self, link: Option<&str>, extra: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("node").arg("--state").arg(&self.state).args(["--bind", &self.bind, "--allow-private-targets"]);
+        cmd.args(extra);
         if let Some(l) = link {
             cmd.args(["--pair", l]);
         }
@@ -355,6 +361,13 @@ impl Node {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (a graceful stop).
+    pub fn sigterm(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
     }
 
     pub fn kill9(&mut self) {
