@@ -51,6 +51,7 @@ impl HttpError {
             402 => "Payment Required",
             403 => "Forbidden",
             407 => "Proxy Authentication Required",
+            408 => "Request Timeout",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             502 => "Bad Gateway",
@@ -250,18 +251,25 @@ pub fn chunk_size(line: &[u8]) -> Option<u64> {
 struct Reader<R> {
     inner: R,
     buf: BytesMut,
+    /// Longest wait for the next bytes (`TimedOut` past it); `None`: no limit.
+    idle: Option<std::time::Duration>,
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
     fn new(inner: R) -> Self {
-        Reader { inner, buf: BytesMut::with_capacity(8 * 1024) }
+        Reader { inner, buf: BytesMut::with_capacity(8 * 1024), idle: None }
     }
 
     async fn fill(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(8 * 1024);
         }
-        self.inner.read_buf(&mut self.buf).await
+        match self.idle {
+            Some(d) => tokio::time::timeout(d, self.inner.read_buf(&mut self.buf))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+            None => self.inner.read_buf(&mut self.buf).await,
+        }
     }
 
     /// Reads one line (with its CRLF) of at most `max` bytes.
@@ -401,6 +409,9 @@ struct Upstream {
 
 async fn handle(sock: TcpStream, peer: SocketAddr, svc: &Arc<RelayService>, mut admitted: Admitted) {
     let mut conn = Reader::new(sock);
+    // A request body that stops arriving is cut like an idle stream (it used to hold the
+    // connection for as long as the client kept it open).
+    conn.idle = Some(svc.limits.idle_timeout());
     let mut upstream: Option<Upstream> = None;
     let mut first = true;
     loop {
@@ -632,9 +643,13 @@ async fn forward(
             return Ok(false);
         }
     }
+    let body_err = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::TimedOut => HttpError::new(408, "http_request_error", "the request body stopped arriving"),
+        _ => io_err(e),
+    };
     match req_body {
-        Body::Length(n) => conn.copy_n(&mut up.io.inner, n).await.map_err(io_err)?,
-        Body::Chunked => conn.copy_chunked(&mut up.io.inner).await.map_err(io_err)?,
+        Body::Length(n) => conn.copy_n(&mut up.io.inner, n).await.map_err(body_err)?,
+        Body::Chunked => conn.copy_chunked(&mut up.io.inner).await.map_err(body_err)?,
         _ => {}
     }
 
