@@ -7,6 +7,7 @@ mod common;
 
 mod admin;
 mod api;
+mod attacks;
 mod billing;
 mod datapath;
 mod failures;
