@@ -15,6 +15,7 @@
 //! - [`auth`]: password hashing, proxy tokens, pairing codes, device signatures (pure).
 //! - [`egress`]: the node egress policy of SECURITY.md §1 (pure).
 //! - [`money`]: integer micro-unit amounts (pure).
+//! - [`units`]: byte sizes, instants and `HOST:PORT` as people type them (pure).
 //! - [`target`], [`identity`]: leaf types every side shares (a stream's target and its failure
 //!   reasons; device key algorithms, ids and challenge bytes). They import nothing of the project.
 //! - [`listener`]: binding and accepting TCP listeners.
@@ -55,4 +56,5 @@ pub mod target;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
+pub mod units;
 pub mod web;
