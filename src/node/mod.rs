@@ -383,7 +383,7 @@ where
 }
 
 fn refused(code: ErrorCode, message: String) -> SessionEnd {
-    let why = format!("server refused: {code:?}: {message}");
+    let why = format!("server refused: {}: {message}", code.describe());
     if code.is_fatal() { SessionEnd::Fatal(why) } else { SessionEnd::Retry(why) }
 }
 
