@@ -8,6 +8,7 @@ mod common;
 mod admin;
 mod api;
 mod billing;
+mod cli;
 mod datapath;
 mod failures;
 mod hostile;
