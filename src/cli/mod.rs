@@ -1047,8 +1047,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         ("UP", 12, |s| s.bytes_up.cell()),
                         ("DOWN", 12, |s| s.bytes_down.cell()),
                         ("CHARGE", 10, |s| s.charge.cell()),
-                        // A live session's END reads "live".
-                        ("END", 0, |s| if s.live { "live".into() } else { s.end_reason.cell() }),
+                        // A live session's END reads "live"; reasons are codes (`sub_user_cap`),
+                        // read as words here.
+                        ("END", 0, |s| if s.live { "live".into() } else { s.end_reason.cell().replace('_', " ") }),
                     ],
                 );
             }
