@@ -4,13 +4,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::views::{BackupView, TransferView};
-use super::{AdminCtx, AdminError, Audit, Command};
+use super::{AdminCtx, AdminError, Audit, Command, Window};
 use crate::store::{Account, VerifyParams, VerifyReport};
 
-/// Ledger transfers, oldest first; with `user`, only that user's.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Ledger transfers inside `window`, newest first; with `user`, only that user's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LedgerList {
     pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Window::is_all")]
+    pub window: Window,
 }
 
 /// Checks every ledger invariant (SECURITY.md §4).
@@ -27,8 +29,11 @@ impl Command for LedgerList {
     type Output = Vec<TransferView>;
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<TransferView>, AdminError> {
+        if let Some(u) = &self.user {
+            ctx.require_user(u)?;
+        }
         let acct = self.user.map(Account::User);
-        let list = ctx.store.list_transfers(acct.as_ref())?;
+        let list = self.window.apply(ctx.store.list_transfers(acct.as_ref())?, |t| t.time);
         Ok(list.iter().map(TransferView::from).collect())
     }
 }

@@ -162,7 +162,7 @@ pub async fn users(
     Query(q): Query<UserQuery>,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
     p.admin_read()?;
-    let all = state.run(admin::UserList {}, &p.actor()).await?;
+    let all = state.run(admin::UserList::default(), &p.actor()).await?;
     let needle = q.q.unwrap_or_default().trim().to_ascii_lowercase();
     // The list never carries proxy passwords (each user sees its own in its portal).
     Ok(Json(
@@ -237,7 +237,7 @@ pub async fn enable(
     responses((status = 200, body = [DeviceView]), (status = 403, body = ErrorBody)))]
 pub async fn nodes(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<DeviceView>>, ApiError> {
     p.admin_read()?;
-    Ok(Json(state.run(admin::DeviceList {}, &p.actor()).await?))
+    Ok(Json(state.run(admin::DeviceList::default(), &p.actor()).await?))
 }
 
 /// Ban a device (id, id prefix or vIP); a connected one is disconnected.
@@ -279,16 +279,38 @@ fn optional_reason(body: &[u8]) -> Result<Option<String>, ApiError> {
     body.reason.filter(|r| !r.trim().is_empty()).map(|r| reason(&r)).transpose()
 }
 
-/// Client streams, live ones first.
-#[utoipa::path(get, path = "/api/v1/admin/sessions", tag = "admin", security(("bearer" = [])), params(FilterQuery),
-    responses((status = 200, body = [SessionView])))]
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SessionQuery {
+    /// Only this user's streams.
+    pub user: Option<String>,
+    /// Only streams carried by the node with this public IP (an abuse report's address).
+    pub node_ip: Option<String>,
+    /// Only streams still open at or after this time: RFC 3339, a date (`2026-12-01`) or an
+    /// age (`24h`, `7d`).
+    pub since: Option<String>,
+    /// Only streams started at or before this time (same forms).
+    pub until: Option<String>,
+    /// At most this many rows, newest first (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// Client streams, live ones first; filtered by user, node public IP and time for abuse reports.
+#[utoipa::path(get, path = "/api/v1/admin/sessions", tag = "admin", security(("bearer" = [])), params(SessionQuery),
+    responses((status = 200, body = [SessionView]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn sessions(
     State(state): State<Arc<ApiState>>,
     p: Principal,
-    Query(q): Query<FilterQuery>,
+    Query(q): Query<SessionQuery>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     p.admin_read()?;
-    let req = admin::SessionList { user: q.user, limit: Some(limit(q.limit)) };
+    let now = now_secs();
+    let time = |t: Option<String>, name: &str| {
+        t.map(|t| crate::units::parse_instant(&t, now).map_err(|e| ApiError::invalid(format!("{name}: {e}"))))
+            .transpose()
+    };
+    let window =
+        admin::Window { since: time(q.since, "since")?, until: time(q.until, "until")?, limit: Some(limit(q.limit)) };
+    let req = admin::SessionList { user: q.user, node_ip: q.node_ip, window };
     let mut list = state.run(req, &p.actor()).await?;
     list.sort_by_key(|s| !s.live);
     Ok(Json(list))
@@ -303,10 +325,8 @@ pub async fn ledger(
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Vec<TransferView>>, ApiError> {
     p.admin_read()?;
-    let mut list = state.run(admin::LedgerList { user: q.user }, &p.actor()).await?;
-    list.reverse();
-    list.truncate(limit(q.limit));
-    Ok(Json(list))
+    let window = admin::Window { limit: Some(limit(q.limit)), ..admin::Window::default() };
+    Ok(Json(state.run(admin::LedgerList { user: q.user, window }, &p.actor()).await?))
 }
 
 /// Withdrawals, pending first.
@@ -318,7 +338,7 @@ pub async fn withdrawals(
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
     p.admin_read()?;
-    let req = admin::WithdrawalList { user: None, status: q.status };
+    let req = admin::WithdrawalList { user: None, status: q.status, window: admin::Window::default() };
     let mut list = state.run(req, &p.actor()).await?;
     list.sort_by_key(|w| w.status != "pending");
     Ok(Json(list))
@@ -363,7 +383,14 @@ pub async fn audit(
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
     p.admin_read()?;
-    Ok(Json(state.run(admin::AuditList { limit: Some(limit(q.limit)) }, &p.actor()).await?))
+    Ok(Json(
+        state
+            .run(
+                admin::AuditList { window: admin::Window { limit: Some(limit(q.limit)), ..admin::Window::default() } },
+                &p.actor(),
+            )
+            .await?,
+    ))
 }
 
 /// The server's settings: billing (editable here) and the rest (edited in traffix.toml).
@@ -441,7 +468,7 @@ pub async fn events(
                 events.push(Ok(e));
             }
             let mut last = last_nodes;
-            if let Ok(nodes) = state.run(admin::DeviceList {}, &actor).await {
+            if let Ok(nodes) = state.run(admin::DeviceList::default(), &actor).await {
                 let sig: String =
                     nodes.iter().map(|d| format!("{}:{}:{:?}:{};", d.id, d.online, d.state, d.banned)).collect();
                 if sig != last || tick % 5 == 0 {

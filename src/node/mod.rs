@@ -439,7 +439,7 @@ fn add_server(policy: &mut EgressPolicy, addrs: impl IntoIterator<Item = SocketA
 }
 
 fn refused(code: ErrorCode, message: String) -> SessionEnd {
-    let why = format!("server refused: {code}: {message}");
+    let why = format!("server refused: {}: {message}", code.describe());
     match code {
         ErrorCode::DeviceBanned | ErrorCode::AuthFailed => SessionEnd::Refused(why),
         c if c.is_fatal() => SessionEnd::Fatal(why),

@@ -29,7 +29,7 @@ pub use ledger::{Account, Transfer};
 pub use logins::{ApiKey, KeyScope, RefreshError, TokenFamily};
 pub use settings::BillingSettings;
 pub use subusers::SubUser;
-pub use usage::{Accrual, FlushBatch, Progress, Recovered, SessionRecord, UsageBucket};
+pub use usage::{Accrual, FlushBatch, Progress, Recovered, SessionFilter, SessionRecord, UsageBucket};
 pub use users::UserRecord;
 pub use verify::{VerifyParams, VerifyReport};
 pub use withdrawals::{Withdrawal, WithdrawalStatus};
@@ -100,6 +100,49 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, S
 }
 
 /// Seconds since the Unix epoch.
+/// Which rows of a time-ordered list a reader wants: those from `since` up to `until` (Unix
+/// seconds, both inclusive), newest first, at most `limit` (all when `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub until: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+impl Window {
+    /// Whether it takes every row (no bounds, no limit).
+    pub fn is_all(&self) -> bool {
+        *self == Window::default()
+    }
+
+    /// Whether something that happened at `t` is inside the window.
+    pub fn admits(&self, t: u64) -> bool {
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+    }
+
+    /// Whether something that lasted from `start` to `end` (`None`: still going) overlaps it.
+    pub fn overlaps(&self, start: u64, end: Option<u64>) -> bool {
+        self.until.is_none_or(|u| start <= u) && self.since.is_none_or(|s| end.is_none_or(|e| e >= s))
+    }
+
+    /// Whether a list of `len` rows is full.
+    pub fn full(&self, len: usize) -> bool {
+        self.limit.is_some_and(|l| len >= l)
+    }
+
+    /// Keeps the rows inside the window, newest first, given them oldest first with their times.
+    pub fn apply<T>(&self, oldest_first: Vec<T>, time: impl Fn(&T) -> u64) -> Vec<T> {
+        let mut out: Vec<T> = oldest_first.into_iter().rev().filter(|r| self.admits(time(r))).collect();
+        if let Some(l) = self.limit {
+            out.truncate(l);
+        }
+        out
+    }
+}
+
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -439,15 +439,22 @@ impl Store {
         Ok(Recovered { sessions: n, holds })
     }
 
-    /// Sessions, newest first, optionally of one client, at most `limit`.
-    pub fn list_sessions(&self, client: Option<&str>, limit: usize) -> Result<Vec<SessionRecord>, StoreError> {
+    /// Sessions, newest first, that match `filter` (client, node public IP) and overlap its
+    /// window (a live session lasts until now).
+    pub fn list_sessions(&self, filter: &SessionFilter<'_>) -> Result<Vec<SessionRecord>, StoreError> {
         let rtx = self.db.begin_read()?;
         let t = rtx.open_table(SESSIONS)?;
         let accruals = rtx.open_table(ACCRUALS)?;
         let mut out = Vec::new();
         for row in t.iter()?.rev() {
+            if filter.window.full(out.len()) {
+                break;
+            }
             let mut s: SessionRecord = from_json(row?.1.value())?;
-            if client.is_none_or(|c| s.client == c) {
+            if filter.client.is_none_or(|c| s.client == c)
+                && filter.node_ip.is_none_or(|ip| s.node_ip == ip)
+                && filter.window.overlaps(s.start, s.end)
+            {
                 if s.end.is_none()
                     && let Some(a) = accruals.get(s.id)?
                     && let Some(p) = Accrual::decode(a.value())?.progress
@@ -455,13 +462,20 @@ impl Store {
                     s.apply(&p);
                 }
                 out.push(s);
-                if out.len() >= limit {
-                    break;
-                }
             }
         }
         Ok(out)
     }
+}
+
+/// Which sessions [`Store::list_sessions`] returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionFilter<'a> {
+    /// Only this client's.
+    pub client: Option<&'a str>,
+    /// Only those carried by a node with this public IP (as the server saw it).
+    pub node_ip: Option<&'a str>,
+    pub window: super::Window,
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     let id = d["id"].as_str().unwrap().to_owned();
     let out = s.cli(&["device", "ban", &id[..8], "--reason", "fraud"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("the node hears why", || node.log().contains("device_banned: device banned: fraud").then_some(()));
+    wait_for("the node hears why", || node.log().contains("device banned: device banned: fraud").then_some(()));
     wait_for("a second refusal", || (node.log().matches("asking again later").count() >= 2).then_some(()));
     assert!(node.child.as_mut().unwrap().try_wait().unwrap().is_none(), "a banned node keeps running");
     assert_eq!(s.online_count(), 0);

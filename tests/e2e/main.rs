@@ -9,6 +9,7 @@ mod admin;
 mod api;
 mod attacks;
 mod billing;
+mod cli;
 mod datapath;
 mod failures;
 mod hostile;

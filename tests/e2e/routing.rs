@@ -142,7 +142,7 @@ fn a_second_connection_of_the_same_device_replaces_the_first() {
         log: s.data_dir().join("clone.log"),
     };
     second.spawn(None);
-    wait_for("the older session is replaced", || first.log().contains("server refused: replaced").then_some(()));
+    wait_for("the older session is replaced", || first.log().contains("replaced by a newer connection").then_some(()));
     assert_eq!(s.devices().len(), 1, "one device, however many connections");
     assert_eq!(s.online_count(), 1);
     second.kill9();
