@@ -308,6 +308,7 @@ where
         max_data: protocol::MAX_DATA_LEN,
         idle_timeout: opts.limits.idle_timeout(),
         max_queued: (welcome.max_inflight as usize).saturating_add(opts.limits.node_queue_bytes),
+        opens_streams: false,
     });
     let epoch = tokio::time::Instant::now();
     let (sink, mut stream) = wsock.split();

@@ -535,11 +535,11 @@ fn a_heartbeat_flood_from_a_node_that_never_reads_is_cut() {
     figure(&format!("heartbeat flood ({sent} sent), node never reads"), "small", 1, before, peak, s.rss_kib());
 }
 
-/// A paired node floods OPEN_OK for streams the server never opened: they are dropped without
-/// keeping anything (the server's memory stays flat) and the session goes on answering. (The
-/// server does not treat the flood as a violation; docs/reliability.md, "Not yet".)
+/// A paired node floods OPEN_OK for streams the server never opened: the first one is a
+/// protocol violation and the node is disconnected, so the flood keeps nothing (the server's
+/// memory stays flat); clients are served right after.
 #[test]
-fn an_open_ok_flood_for_unopened_streams_keeps_no_state() {
+fn an_open_ok_flood_for_unopened_streams_disconnects_the_node() {
     let s = small_server(&[]);
     s.add_user("olga", None);
     let state = paired_identity(&s, "olga", "127.0.0.3");
@@ -554,23 +554,17 @@ fn an_open_ok_flood_for_unopened_streams_keeps_no_state() {
         batch.extend_from_slice(&[0x82, 0x80 | f.len() as u8, 0, 0, 0, 0]);
         batch.extend_from_slice(&f);
         if batch.len() > 256 * 1024 || i + 1 == n {
-            ws.io.write_all(&batch).unwrap();
+            // The server hangs up after the first frame; later writes may fail.
+            if ws.io.write_all(&batch).is_err() {
+                break;
+            }
             batch.clear();
         }
     }
-    ws.io.flush().unwrap();
-    // The session still answers after the whole flood (frames are handled in order).
-    ws.send_frame(&Frame::Heartbeat(Heartbeat { seq: 7, ..Heartbeat::default() })).unwrap();
-    let ack = loop {
-        match ws.next_frame() {
-            Some(Frame::HeartbeatAck(a)) => break a,
-            Some(_) => {}
-            None => panic!("the server closed the tunnel"),
-        }
-    };
-    assert_eq!(ack.seq, 7);
+    let _ = ws.io.flush();
+    wait_for("the node disconnected", || (s.online_count() == 0).then_some(()));
+    assert!(s.log().contains("OPEN_OK for stream 1000000, which was never opened"), "{}", s.log());
     let peak = probe.stop();
-    assert_eq!(s.online_count(), 1);
     healthz(&s, "127.0.0.1");
     assert!(peak.saturating_sub(before) < 16 * 1024, "RSS grew by {} KiB", peak.saturating_sub(before));
     figure(&format!("OPEN_OK flood ({n} frames, unopened streams)"), "small", 1, before, peak, s.rss_kib());
@@ -765,7 +759,6 @@ fn memory_per_attacker_connection_on_each_listener() {
 /// socket's buffers are full), the stream should be reset after `idle_stream_timeout_secs` (3 s
 /// in the profile) and its connection closed.
 #[test]
-#[ignore = "finding: a stream whose client stops reading is never cut by idle_stream_timeout_secs (src/tunnel/copy.rs)"]
 fn a_client_that_never_reads_its_download_is_cut_as_idle() {
     let s = small_server(&[]);
     let pass = s.add_user("rex", Some("50"));
