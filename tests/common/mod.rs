@@ -92,6 +92,7 @@ async fn origin_main(l: std::net::TcpListener) {
         seed: Option<u64>,
     }
     let app = Router::new()
+        .route("/", get(|| async { "hello from origin\n" }))
         .route("/hello", get(|| async { "hello from origin\n" }))
         .route("/ip", get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }))
         .route(

@@ -755,7 +755,7 @@ fn memory_per_attacker_connection_on_each_listener() {
     assert!(worst < 128.0, "at most 128 KiB per held connection, got {worst:.1}");
 }
 
-/// A client that asks for a large download and then never reads: once nothing moves (the
+/// A client that asks for an endless download and then never reads: once nothing moves (the
 /// socket's buffers are full), the stream should be reset after `idle_stream_timeout_secs` (3 s
 /// in the profile) and its connection closed.
 #[test]
@@ -767,7 +767,7 @@ fn a_client_that_never_reads_its_download_is_cut_as_idle() {
     let host = o.ip().to_string();
     let (mut c, rep) = socks5_connect("127.0.0.1", s.socks, "rex", &pass, host.as_bytes(), o.port());
     assert_eq!(rep, Some(0));
-    write!(c, "GET /bytes/500000000 HTTP/1.1\r\nHost: {o}\r\n\r\n").unwrap();
+    write!(c, "GET /forever HTTP/1.1\r\nHost: {o}\r\n\r\n").unwrap();
     wait_for("the stalled stream cut as idle", || {
         (s.metric("traffix_streams_active") == 0.0 && s.log().contains("idle_timeout")).then_some(())
     });

@@ -15,4 +15,5 @@ mod failures;
 mod hostile;
 mod limits;
 mod money;
+mod readme;
 mod routing;
