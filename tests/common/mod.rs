@@ -147,6 +147,22 @@ impl Server {
     }
 
     pub fn start_with(opts: ServerOpts) -> Server {
+        // init picks free ports and writes them to the config; another process can take one
+        // before serve binds it. Such a start is retried in a fresh directory.
+        for _ in 0..2 {
+            let mut s = Server::init_with(opts.clone());
+            match s.try_spawn() {
+                Ok(()) => return s,
+                Err(log) if log.contains("in use") => continue,
+                Err(log) => panic!("server exited early:\n{log}"),
+            }
+        }
+        let mut s = Server::init_with(opts);
+        s.spawn();
+        s
+    }
+
+    fn init_with(opts: ServerOpts) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(BIN)
             .args(["init", "--data-dir"])
@@ -161,7 +177,7 @@ impl Server {
         let cfg: toml::Table = toml::from_str(&cfg).unwrap();
         let server = cfg["server"].as_table().unwrap();
         let get = |k: &str| server[k].as_str().unwrap().parse::<SocketAddr>().unwrap();
-        let mut s = Server {
+        let s = Server {
             web: get("web_listen"),
             socks: get("socks_listen"),
             http: get("http_listen"),
@@ -173,7 +189,6 @@ impl Server {
             opts,
         };
         let _ = addr_of;
-        s.spawn();
         s
     }
 
@@ -191,6 +206,13 @@ impl Server {
 
     /// Starts `traffix serve` and waits until it answers on its metrics listener.
     pub fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("server exited early:\n{log}");
+        }
+    }
+
+    /// Starts `traffix serve`; `Err(its log)` when it exits before answering.
+    fn try_spawn(&mut self) -> Result<(), String> {
         // A kill -9 leaves the socket file behind; the new server replaces it.
         let _ = std::fs::remove_file(self.dir.path().join("admin.sock"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
@@ -219,13 +241,20 @@ impl Server {
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         let metrics = self.metrics;
+        let mut exited = None;
         wait_for("server health", || {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("server exited early ({st}):\n{}", self.log());
+                exited = Some(format!("({st}) {}", self.log()));
+                return Some(());
             }
-            http_get(metrics, "/healthz").filter(|(s, _)| *s == 200)
+            http_get(metrics, "/healthz").filter(|(s, _)| *s == 200).map(|_| ())
         });
+        if let Some(log) = exited {
+            self.child = None;
+            return Err(log);
+        }
         wait_for("admin socket", || self.dir.path().join("admin.sock").exists().then_some(()));
+        Ok(())
     }
 
     /// Runs `traffix ARGS --data-dir D`.
