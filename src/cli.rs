@@ -166,6 +166,29 @@ pub enum UserCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Correct a user's balance by a signed AMOUNT (e.g. -13.50 or +2), against the
+    /// platform:adjustments account; never below what is held for live streams.
+    Adjust {
+        name: String,
+        #[arg(allow_negative_numbers = true)]
+        amount: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a user's login password (signs out all its logins).
+    Password {
+        name: String,
+        /// Generate a random password and print it once.
+        #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+        generate: bool,
+        /// Read the new password from one line of standard input.
+        #[arg(long)]
+        stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rotate a user's proxy password and print the new one.
     ProxyPassword {
         name: String,
@@ -217,6 +240,15 @@ pub enum LedgerCmd {
     List {
         #[arg(long)]
         user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reverse a deposit or an adjustment (by sequence number or id) once, with the exact
+    /// opposite transfer.
+    Reverse {
+        id: String,
+        #[arg(long)]
+        reason: String,
         #[arg(long)]
         json: bool,
     },
@@ -608,6 +640,21 @@ fn print_user(u: &UserView) {
     }
 }
 
+/// Reads a new login password from one line of standard input (the line break is not part
+/// of it).
+fn read_password_line() -> Result<String, CliError> {
+    let mut line = String::new();
+    // Bounded: anything over the maximum length is refused anyway.
+    let mut input = std::io::Read::take(std::io::stdin().lock(), 4096);
+    let n = std::io::BufRead::read_line(&mut input, &mut line)
+        .map_err(|e| CliError::fail(format!("reading stdin: {e}")))?;
+    if n == 0 {
+        return Err(CliError::usage("--stdin: no password on standard input"));
+    }
+    let pw = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    Ok(pw.to_owned())
+}
+
 /// Runs one CLI invocation.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let (data_dir, config) = (cli.data_dir.clone(), cli.config.clone());
@@ -698,6 +745,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     );
                 }
             }
+            UserCmd::Adjust { name, amount, reason, json } => {
+                let c = admin_cmds.run(admin::UserAdjust { name, amount, reason }).await?;
+                if json {
+                    print_json(&c);
+                } else {
+                    println!(
+                        "adjusted {} by {}; balance now {} (transfer #{})",
+                        c.user, c.amount, c.balance, c.transfer
+                    );
+                }
+            }
+            UserCmd::Password { name, generate, stdin: _, json } => {
+                let password = if generate { None } else { Some(read_password_line()?) };
+                let p = admin_cmds.run(admin::UserPassword { name, password, keep_login: None }).await?;
+                if json {
+                    print_json(&p);
+                } else {
+                    match &p.password {
+                        Some(pw) => println!("new login password of {}: {pw}   (shown once: store it now)", p.name),
+                        None => println!("login password of {} changed", p.name),
+                    }
+                    println!("signed out {} login(s)", p.revoked_logins);
+                }
+            }
             UserCmd::ProxyPassword { name, json } => {
                 let p = admin_cmds.run(admin::UserProxyPassword { name }).await?;
                 if json { print_json(&p) } else { println!("{}", p.proxy_password) }
@@ -747,6 +818,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         ("AMOUNT", 12, |t| t.amount.cell()),
                         ("REFERENCE", 0, |t| t.reference.cell()),
                     ],
+                );
+            }
+        }
+        Command::Ledger(LedgerCmd::Reverse { id, reason, json }) => {
+            let c = admin_cmds.run(admin::LedgerReverse { id, reason }).await?;
+            if json {
+                print_json(&c);
+            } else {
+                println!(
+                    "reversed transfer #{} with transfer #{}: {} {}; balance now {}",
+                    c.reverses.unwrap_or_default(),
+                    c.transfer,
+                    c.user,
+                    c.amount,
+                    c.balance
                 );
             }
         }

@@ -1,16 +1,24 @@
 //! The ledger and the database as a whole (`traffix ledger …`, `traffix backup`): transfers,
-//! verification of every ledger invariant, and consistent backups.
+//! reversals, verification of every ledger invariant, and consistent backups.
 
 use serde::{Deserialize, Serialize};
 
-use super::views::{BackupView, TransferView};
-use super::{AdminCtx, AdminError, Audit, Command};
-use crate::store::{Account, VerifyParams, VerifyReport};
+use super::views::{BackupView, CorrectionView, TransferView};
+use super::{AdminCtx, AdminError, Audit, Command, checked_reason};
+use crate::store::{Account, TransferRef, VerifyParams, VerifyReport, now_secs};
 
 /// Ledger transfers, oldest first; with `user`, only that user's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LedgerList {
     pub user: Option<String>,
+}
+
+/// Reverses a deposit or an adjustment once: the exact opposite transfer, with a reason.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerReverse {
+    /// The transfer's sequence number (as `ledger list` shows it) or its id.
+    pub id: String,
+    pub reason: String,
 }
 
 /// Checks every ledger invariant (SECURITY.md §4).
@@ -30,6 +38,29 @@ impl Command for LedgerList {
         let acct = self.user.map(Account::User);
         let list = ctx.store.list_transfers(acct.as_ref())?;
         Ok(list.iter().map(TransferView::from).collect())
+    }
+}
+
+impl Command for LedgerReverse {
+    type Output = CorrectionView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(
+            Audit::new("ledger.reverse", format!("transfer {}", self.id.trim()))
+                .reason(Some(self.reason.trim().to_owned())),
+        )
+    }
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<CorrectionView, AdminError> {
+        let reason = checked_reason(&self.reason)?;
+        let which = TransferRef::parse(&self.id);
+        if matches!(&which, TransferRef::Id(id) if id.is_empty() || id.len() > 256) {
+            return Err(AdminError::new("invalid", "give a transfer's sequence number or id"));
+        }
+        let c = ctx.store.reverse(&which, &reason, now_secs())?;
+        ctx.after_correction(&c);
+        tracing::info!(user = %c.user, transfer = c.transfer.seq, reverses = %which, "reversal");
+        Ok(CorrectionView::from(&c))
     }
 }
 
