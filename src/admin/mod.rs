@@ -376,6 +376,9 @@ mod tests {
             r#"{"cmd":"user_credit","name":"ann","amount":"1.00"}"#,
             r#"{"cmd":"settings_set","price_per_gb":"2.00"}"#,
             r#"{"cmd":"usage","subject":"all","by":"day"}"#,
+            r#"{"cmd":"user_adjust","name":"ann","amount":"-1.50","reason":"typo"}"#,
+            r#"{"cmd":"ledger_reverse","id":"42","reason":"typo"}"#,
+            r#"{"cmd":"user_password","name":"ann","password":null}"#,
         ] {
             let req: AdminRequest = serde_json::from_str(line).unwrap();
             let back: Value = serde_json::to_value(&req).unwrap();
@@ -384,5 +387,7 @@ mod tests {
         let credit: AdminRequest = serde_json::from_str(r#"{"cmd":"user_credit","name":"ann","amount":"1"}"#).unwrap();
         assert!(matches!(credit, AdminRequest::UserCredit(UserCredit { id: None, reason: None, .. })));
         assert!(serde_json::from_str::<AdminRequest>(r#"{"cmd":"user_add","name":"ann"}"#).is_err());
+        let pw = UserPassword { name: "ann".into(), password: Some("hunter2hunter2".into()), keep_login: None };
+        assert!(!format!("{:?}", AdminRequest::from(pw)).contains("hunter2"), "Debug masks the password");
     }
 }
