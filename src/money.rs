@@ -58,6 +58,28 @@ impl fmt::Display for Micros {
     }
 }
 
+/// Parses a signed amount for corrections: the unsigned grammar of [`Micros::parse`] after an
+/// optional `+` or `-` (`"-13.50"`, `"+2"`, `"2.00"`). Nothing may sit between the sign and the
+/// digits. The magnitude must fit an `i64`.
+pub fn parse_signed(s: &str) -> Result<i64, MoneyError> {
+    let t = s.trim();
+    let (negative, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    if !digits.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(MoneyError::Syntax(s.into()));
+    }
+    let m = Micros::parse(digits).map_err(|e| match e {
+        MoneyError::Syntax(_) => MoneyError::Syntax(s.into()),
+        MoneyError::TooPrecise(_) => MoneyError::TooPrecise(s.into()),
+        MoneyError::Overflow(_) => MoneyError::Overflow(s.into()),
+    })?;
+    let v = i64::try_from(m.0).map_err(|_| MoneyError::Overflow(s.into()))?;
+    Ok(if negative { -v } else { v })
+}
+
 /// Formats a signed balance in micro-units as a decimal string.
 pub fn format_signed(v: i64) -> String {
     let m = Micros(v.unsigned_abs());
@@ -110,5 +132,36 @@ mod tests {
             assert!(Micros::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(format_signed(-1_500_000), "-1.50");
+    }
+
+    #[test]
+    fn signed_amounts_take_one_sign_and_the_same_grammar() {
+        for (s, v) in [("-13.50", -13_500_000), ("+2", 2_000_000), ("2.00", 2_000_000), ("-0.000001", -1), ("0", 0)] {
+            assert_eq!(parse_signed(s), Ok(v), "{s}");
+        }
+        for bad in [
+            "",
+            "-",
+            "+",
+            "--1",
+            "+-1",
+            "- 1",
+            "-.5",
+            "-1.",
+            "1,5",
+            "-1,5",
+            "-1e3",
+            "1E3",
+            "-1.0000001",
+            "1-",
+            "-+1",
+            "-99999999999999999999",
+            "-18446744073709.551615",
+            "½",
+            "-١",
+        ] {
+            assert!(parse_signed(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_signed("-1.0000001"), Err(MoneyError::TooPrecise("-1.0000001".into())));
     }
 }

@@ -1,11 +1,11 @@
 //! The ledger and the database as a whole (`traffix ledger …`, `traffix backup`): transfers,
-//! verification of every ledger invariant, and consistent backups.
+//! reversals, verification of every ledger invariant, and consistent backups.
 
 use serde::{Deserialize, Serialize};
 
-use super::views::{BackupView, TransferView};
-use super::{AdminCtx, AdminError, Audit, Command, Window};
-use crate::store::{Account, VerifyParams, VerifyReport};
+use super::views::{BackupView, CorrectionView, TransferView};
+use super::{AdminCtx, AdminError, Audit, Command, Window, checked_reason};
+use crate::store::{Account, TransferRef, VerifyParams, VerifyReport, now_secs};
 
 /// Ledger transfers inside `window`, newest first; with `user`, only that user's.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -13,6 +13,14 @@ pub struct LedgerList {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Window::is_all")]
     pub window: Window,
+}
+
+/// Reverses a deposit or an adjustment once: the exact opposite transfer, with a reason.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerReverse {
+    /// The transfer's sequence number (as `ledger list` shows it) or its id.
+    pub id: String,
+    pub reason: String,
 }
 
 /// Checks every ledger invariant (SECURITY.md §4).
@@ -35,6 +43,29 @@ impl Command for LedgerList {
         let acct = self.user.map(Account::User);
         let list = self.window.apply(ctx.store.list_transfers(acct.as_ref())?, |t| t.time);
         Ok(list.iter().map(TransferView::from).collect())
+    }
+}
+
+impl Command for LedgerReverse {
+    type Output = CorrectionView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(
+            Audit::new("ledger.reverse", format!("transfer {}", self.id.trim()))
+                .reason(Some(self.reason.trim().to_owned())),
+        )
+    }
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<CorrectionView, AdminError> {
+        let reason = checked_reason(&self.reason)?;
+        let which = TransferRef::parse(&self.id);
+        if matches!(&which, TransferRef::Id(id) if id.is_empty() || id.len() > 256) {
+            return Err(AdminError::new("invalid", "give a transfer's sequence number or id"));
+        }
+        let c = ctx.store.reverse(&which, &reason, now_secs())?;
+        ctx.after_correction(&c);
+        tracing::info!(user = %c.user, transfer = c.transfer.seq, reverses = %which, "reversal");
+        Ok(CorrectionView::from(&c))
     }
 }
 

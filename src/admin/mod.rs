@@ -28,11 +28,13 @@ pub use crate::store::Window;
 pub use api_keys::{ApiKeyCreate, ApiKeyDelete, ApiKeyList};
 pub use audit::AuditList;
 pub use devices::{DeviceBan, DeviceList, DeviceUnban, Pair};
-pub use ledger::{Backup, LedgerList, LedgerVerify};
+pub use ledger::{Backup, LedgerList, LedgerReverse, LedgerVerify};
 pub use sessions::{SessionList, Usage};
 pub use settings::{SettingsSet, SettingsShow};
 pub use subusers::{SubUserAdd, SubUserDelete, SubUserDisable, SubUserList, SubUserPassword};
-pub use users::{UserAdd, UserCredit, UserDisable, UserEnable, UserList, UserProxyPassword, UserShow};
+pub use users::{
+    UserAdd, UserAdjust, UserCredit, UserDisable, UserEnable, UserList, UserPassword, UserProxyPassword, UserShow,
+};
 pub use views::rfc3339;
 pub use withdrawals::{WithdrawalApprove, WithdrawalList, WithdrawalReject, WithdrawalRequest};
 
@@ -126,6 +128,8 @@ admin_requests!(
     UserList,
     UserShow,
     UserCredit,
+    UserAdjust,
+    UserPassword,
     UserProxyPassword,
     UserDisable,
     UserEnable,
@@ -136,6 +140,7 @@ admin_requests!(
     LedgerList,
     AuditList,
     LedgerVerify,
+    LedgerReverse,
     Backup,
     WithdrawalRequest,
     WithdrawalList,
@@ -174,6 +179,7 @@ impl From<StoreError> for AdminError {
         let code = match &e {
             StoreError::NotFound(_) => "not_found",
             StoreError::AlreadyExists(_) => "already_exists",
+            StoreError::Conflict(_) => "conflict",
             StoreError::Invalid(_) => "invalid",
             StoreError::Locked => "locked",
             _ => "store_error",
@@ -264,6 +270,15 @@ pub struct AdminCtx {
     pub money: Arc<std::sync::RwLock<MoneyRules>>,
 }
 
+/// The reason of a correction: trimmed, 1-500 characters.
+pub(crate) fn checked_reason(reason: &str) -> Result<String, AdminError> {
+    let r = reason.trim();
+    if r.is_empty() || r.chars().count() > 500 {
+        return Err(AdminError::new("invalid", "a correction needs a reason (1-500 characters)"));
+    }
+    Ok(r.to_owned())
+}
+
 /// User names: SPEC.md's NAME (3–32 of a-z, 0-9, `_`).
 pub fn valid_name(name: &str) -> bool {
     (3..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -287,6 +302,17 @@ impl AdminCtx {
     fn invalidate(&self, name: &str) {
         if let Some(l) = &self.live {
             (l.invalidate_account)(name);
+        }
+    }
+
+    /// Tells the running server about a correction: the user's cached account is stale, and
+    /// money given lets its live streams go on.
+    fn after_correction(&self, c: &crate::store::Correction) {
+        self.invalidate(&c.user);
+        if let Some(l) = &self.live
+            && c.delta > 0
+        {
+            (l.credited)(&c.user);
         }
     }
 
@@ -324,6 +350,22 @@ fn to_json<T: Serialize>(v: &T) -> Result<Value, AdminError> {
     serde_json::to_value(v).map_err(|e| AdminError::new("internal", e.to_string()))
 }
 
+/// A context over a fresh database with the default money rules, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_ctx() -> (tempfile::TempDir, AdminCtx) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("t.redb")).expect("store");
+    let ctx = AdminCtx {
+        store: Arc::new(store),
+        public_address: "127.0.0.1:8443".into(),
+        pin: "00".into(),
+        insecure_http: true,
+        live: None,
+        money: MoneyRules::default().shared(),
+    };
+    (dir, ctx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +386,9 @@ mod tests {
             r#"{"cmd":"user_credit","name":"ann","amount":"1.00"}"#,
             r#"{"cmd":"settings_set","price_per_gb":"2.00"}"#,
             r#"{"cmd":"usage","subject":"all","by":"day"}"#,
+            r#"{"cmd":"user_adjust","name":"ann","amount":"-1.50","reason":"typo"}"#,
+            r#"{"cmd":"ledger_reverse","id":"42","reason":"typo"}"#,
+            r#"{"cmd":"user_password","name":"ann","password":null}"#,
         ] {
             let req: AdminRequest = serde_json::from_str(line).unwrap();
             let back: Value = serde_json::to_value(&req).unwrap();
@@ -352,5 +397,7 @@ mod tests {
         let credit: AdminRequest = serde_json::from_str(r#"{"cmd":"user_credit","name":"ann","amount":"1"}"#).unwrap();
         assert!(matches!(credit, AdminRequest::UserCredit(UserCredit { id: None, reason: None, .. })));
         assert!(serde_json::from_str::<AdminRequest>(r#"{"cmd":"user_add","name":"ann"}"#).is_err());
+        let pw = UserPassword { name: "ann".into(), password: Some("hunter2hunter2".into()), keep_login: None };
+        assert!(!format!("{:?}", AdminRequest::from(pw)).contains("hunter2"), "Debug masks the password");
     }
 }

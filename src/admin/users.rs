@@ -1,14 +1,15 @@
-//! User commands (`traffix user …`): add, list, show, credit, proxy-password, disable and
-//! enable — and the user view, whose balance is the posted one minus unposted accruals.
+//! User commands (`traffix user …`): add, list, show, credit, adjust, password,
+//! proxy-password, disable and enable — and the user view, whose balance is the posted one
+//! minus unposted accruals.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::views::{CreditView, ProxyPasswordView, UserView, rfc3339};
-use super::{AdminCtx, AdminError, Audit, Command, Window, valid_name};
-use crate::money::{Micros, format_signed};
+use super::views::{CorrectionView, CreditView, PasswordView, ProxyPasswordView, UserView, rfc3339};
+use super::{AdminCtx, AdminError, Audit, Command, Window, checked_reason, valid_name};
+use crate::money::{Micros, format_signed, parse_signed};
 use crate::relay::live::Cut;
 use crate::store::{Account, UserRecord, WithdrawalStatus, now_secs};
 use crate::tunnel::protocol::ErrorCode;
@@ -44,6 +45,37 @@ pub struct UserCredit {
     /// Currency units, e.g. `12.50`.
     pub amount: String,
     pub reason: Option<String>,
+}
+
+/// Corrects a user's balance by a signed amount, against `platform:adjustments`, with a reason.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserAdjust {
+    pub name: String,
+    /// Signed currency units, e.g. `-13.50` or `+2`.
+    pub amount: String,
+    pub reason: String,
+}
+
+/// Sets a user's login password (given, or generated and returned once) and signs out its
+/// logins — all of them, or all but `keep_login` when users change their own.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UserPassword {
+    pub name: String,
+    /// The new password; `None` generates one.
+    pub password: Option<String>,
+    /// A login (refresh-token family) that stays signed in.
+    #[serde(default)]
+    pub keep_login: Option<String>,
+}
+
+impl std::fmt::Debug for UserPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserPassword")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("keep_login", &self.keep_login)
+            .finish()
+    }
 }
 
 /// Rotates a user's proxy password.
@@ -85,9 +117,7 @@ impl Command for UserAdd {
             Some(p) => p,
             None => crate::auth::new_login_password().map_err(|e| AdminError::new("internal", e.to_string()))?,
         };
-        if password.len() < 8 {
-            return Err(AdminError::new("invalid", "passwords need at least 8 characters"));
-        }
+        crate::auth::check_login_password(&password).map_err(|e| AdminError::new("invalid", e))?;
         let hash = crate::auth::hash_password(&password).map_err(|e| AdminError::new("internal", e.to_string()))?;
         let proxy_password =
             crate::auth::new_proxy_password().map_err(|e| AdminError::new("internal", e.to_string()))?;
@@ -170,6 +200,69 @@ impl Command for UserCredit {
         }
         tracing::info!(user = %name, amount = %amount, transfer = tr.seq, "admin credit");
         Ok(CreditView::new(&name, amount, tr.seq, bal))
+    }
+}
+
+impl Command for UserAdjust {
+    type Output = CorrectionView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(Audit::new("user.adjust", &self.name).reason(Some(self.reason.trim().to_owned())))
+    }
+
+    fn before(&self, ctx: &AdminCtx) -> Option<Value> {
+        ctx.user_before(&self.name)
+    }
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<CorrectionView, AdminError> {
+        let UserAdjust { name, amount, reason } = self;
+        let reason = checked_reason(&reason)?;
+        let delta = parse_signed(&amount).map_err(|e| AdminError::new("invalid", e.to_string()))?;
+        if delta == 0 {
+            return Err(AdminError::new("invalid", "an adjustment of zero changes nothing"));
+        }
+        let max = ctx.money().max_credit;
+        if delta > 0 && Micros(delta.unsigned_abs()) > max {
+            return Err(AdminError::new(
+                "invalid",
+                format!("a single adjustment is at most {max} (billing.max_credit); split a larger sum"),
+            ));
+        }
+        let id = format!(
+            "adjustment:{}",
+            hex::encode(crate::auth::random_bytes::<8>().map_err(|e| AdminError::new("internal", e.to_string()))?)
+        );
+        let c = ctx.store.adjust(&name, delta, &id, &reason, now_secs())?;
+        ctx.after_correction(&c);
+        tracing::info!(user = %name, amount = %format_signed(delta), transfer = c.transfer.seq, "adjustment");
+        Ok(CorrectionView::from(&c))
+    }
+}
+
+impl Command for UserPassword {
+    type Output = PasswordView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(Audit::new("user.password", &self.name))
+    }
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<PasswordView, AdminError> {
+        let UserPassword { name, password, keep_login } = self;
+        if ctx.store.get_user(&name)?.is_none() {
+            return Err(AdminError::new("not_found", format!("no user {name:?}")));
+        }
+        let generated = password.is_none();
+        let password = match password {
+            Some(p) => p,
+            None => crate::auth::new_login_password().map_err(|e| AdminError::new("internal", e.to_string()))?,
+        };
+        crate::auth::check_login_password(&password).map_err(|e| AdminError::new("invalid", e))?;
+        let hash = crate::auth::hash_password(&password).map_err(|e| AdminError::new("internal", e.to_string()))?;
+        ctx.store.update_user(&name, |u| u.password_hash = Some(hash))?;
+        let reason = if keep_login.is_some() { "password changed" } else { "password reset" };
+        let revoked = ctx.store.revoke_logins(&name, keep_login.as_deref(), reason, now_secs())?;
+        tracing::info!(user = %name, revoked_logins = revoked, "{reason}");
+        Ok(PasswordView { name, password: generated.then_some(password), revoked_logins: revoked })
     }
 }
 
@@ -316,5 +409,87 @@ impl AdminCtx {
     fn user_before(&self, name: &str) -> Option<Value> {
         let u = self.store.get_user(name).ok().flatten()?;
         serde_json::to_value(self.user_view(&u).ok()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::{LedgerReverse, test_ctx};
+
+    fn add(ctx: &AdminCtx, name: &str, credit: &str) {
+        ctx.execute(UserAdd { name: name.into(), password: Some("long enough".into()), admin: false }).unwrap();
+        ctx.execute(UserCredit { id: None, name: name.into(), amount: credit.into(), reason: None }).unwrap();
+    }
+
+    fn adjust(ctx: &AdminCtx, amount: &str, reason: &str) -> Result<CorrectionView, AdminError> {
+        ctx.execute_as(UserAdjust { name: "bob".into(), amount: amount.into(), reason: reason.into() }, "admin (cli)")
+    }
+
+    #[test]
+    fn adjustments_are_signed_bounded_audited_and_reversible_once() {
+        let (_d, ctx) = test_ctx();
+        add(&ctx, "bob", "20");
+        let down = adjust(&ctx, "-13.50", "double top-up").unwrap();
+        assert_eq!((down.amount.as_str(), down.amount_micros, down.balance_micros), ("-13.50", -13_500_000, 6_500_000));
+        assert_eq!(down.kind, "adjustment");
+        assert!(down.transfer_id.starts_with("adjustment:"));
+        assert_eq!(adjust(&ctx, "+2", "goodwill").unwrap().balance_micros, 8_500_000);
+        for bad in ["0", "-0.00", "1,5", "1e3", "-1.0000001", "--1", "", "abc"] {
+            let e = adjust(&ctx, bad, "x").unwrap_err();
+            assert_eq!(e.error, "invalid", "{bad}: {e}");
+        }
+        assert!(adjust(&ctx, "1000000.01", "x").unwrap_err().reason.contains("billing.max_credit"));
+        assert!(adjust(&ctx, "-8.500001", "x").unwrap_err().reason.contains("only 8.50 is available"));
+        assert_eq!(adjust(&ctx, "-1", "  ").unwrap_err().error, "invalid", "a reason is required");
+        let nobody = ctx.execute(UserAdjust { name: "nobody".into(), amount: "1".into(), reason: "x".into() });
+        assert_eq!(nobody.unwrap_err().error, "not_found");
+
+        let entry = &ctx.store.list_audit(&crate::store::Window { limit: Some(10), ..Default::default() }).unwrap()[1];
+        assert_eq!((entry.action.as_str(), entry.actor.as_str()), ("user.adjust", "admin (cli)"));
+        assert_eq!((entry.target.as_str(), entry.reason.as_deref()), ("bob", Some("double top-up")));
+
+        let rev = LedgerReverse { id: down.transfer.to_string(), reason: "it was right".into() };
+        let r = ctx.execute_as(rev.clone(), "ann").unwrap();
+        assert_eq!((r.amount.as_str(), r.reverses, r.balance_micros), ("13.50", Some(down.transfer), 22_000_000));
+        assert_eq!(ctx.execute(rev).unwrap_err().error, "conflict");
+        let again = ctx.execute(LedgerReverse { id: r.transfer_id.clone(), reason: "x".into() }).unwrap_err();
+        assert!(again.reason.contains("is a reversal itself"), "{again}");
+        let audit = &ctx.store.list_audit(&crate::store::Window { limit: Some(1), ..Default::default() }).unwrap()[0];
+        assert_eq!((audit.action.as_str(), audit.actor.as_str()), ("ledger.reverse", "ann"));
+        let report = ctx.execute(crate::admin::LedgerVerify {}).unwrap();
+        assert!(report.ok, "{:?}", report.problems);
+    }
+
+    #[test]
+    fn passwords_are_reset_within_bounds_audited_without_the_secret_and_logins_revoked() {
+        let (_d, ctx) = test_ctx();
+        add(&ctx, "bob", "1");
+        ctx.store.start_login("bob", "f1", "t1", now_secs(), 20).unwrap();
+        ctx.store.start_login("bob", "f2", "t2", now_secs(), 20).unwrap();
+        let set = |password: Option<&str>, keep: Option<&str>| {
+            ctx.execute(UserPassword {
+                name: "bob".into(),
+                password: password.map(str::to_owned),
+                keep_login: keep.map(str::to_owned),
+            })
+        };
+        assert_eq!(set(Some("short"), None).unwrap_err().error, "invalid");
+        assert_eq!(set(Some(&"x".repeat(1025)), None).unwrap_err().error, "invalid");
+        let kept = set(Some("a new secret"), Some("f2")).unwrap();
+        assert_eq!((kept.password, kept.revoked_logins), (None, 1));
+        let hash = ctx.store.get_user("bob").unwrap().unwrap().password_hash.unwrap();
+        assert!(crate::auth::verify_password("a new secret", &hash));
+        let generated = set(None, None).unwrap();
+        assert_eq!(generated.revoked_logins, 1, "f2 goes too");
+        let pw = generated.password.unwrap();
+        let hash = ctx.store.get_user("bob").unwrap().unwrap().password_hash.unwrap();
+        assert!(crate::auth::verify_password(&pw, &hash));
+        let entries = ctx.store.list_audit(&crate::store::Window { limit: Some(10), ..Default::default() }).unwrap();
+        let text = serde_json::to_string(&entries).unwrap();
+        assert!(!text.contains(&pw) && !text.contains("a new secret"), "{text}");
+        assert_eq!(entries.iter().filter(|e| e.action == "user.password").count(), 2);
+        let nobody = ctx.execute(UserPassword { name: "nobody".into(), password: None, keep_login: None });
+        assert_eq!(nobody.unwrap_err().error, "not_found");
     }
 }

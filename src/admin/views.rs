@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::money::format_signed;
-use crate::store::{AuditEntry, SessionRecord, Transfer, UsageBucket, Withdrawal};
+use crate::store::{AuditEntry, Correction, SessionRecord, Transfer, UsageBucket, Withdrawal};
 
 /// Formats Unix seconds as RFC 3339 UTC.
 pub fn rfc3339(secs: u64) -> String {
@@ -300,6 +300,58 @@ impl CreditView {
             balance: format_signed(balance),
         }
     }
+}
+
+/// A correction's outcome: an adjustment, or a reversal of a deposit or an adjustment.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CorrectionView {
+    pub user: String,
+    /// The signed change of the user's balance, e.g. `"-13.50"`.
+    pub amount: String,
+    pub amount_micros: i64,
+    /// The new transfer's sequence number and id.
+    pub transfer: u64,
+    pub transfer_id: String,
+    /// `adjustment` or `reversal`.
+    pub kind: String,
+    /// The transfer a reversal undid: its sequence number and id.
+    pub reverses: Option<u64>,
+    pub reverses_id: Option<String>,
+    /// The user's posted balance after the correction.
+    pub balance_micros: i64,
+    pub balance: String,
+    /// What the user may spend or withdraw after it (balance − unposted usage − held).
+    pub available_micros: i64,
+}
+
+impl From<&Correction> for CorrectionView {
+    fn from(c: &Correction) -> Self {
+        CorrectionView {
+            user: c.user.clone(),
+            amount: format_signed(c.delta),
+            amount_micros: c.delta,
+            transfer: c.transfer.seq,
+            transfer_id: c.transfer.id.clone(),
+            kind: c.transfer.kind.clone(),
+            reverses: c.reverses.as_ref().map(|t| t.seq),
+            reverses_id: c.reverses.as_ref().map(|t| t.id.clone()),
+            balance_micros: c.balance,
+            balance: format_signed(c.balance),
+            available_micros: c.available,
+        }
+    }
+}
+
+/// A login password set by an admin or changed by its user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PasswordView {
+    pub name: String,
+    /// The generated password, only when one was generated (shown once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Logins signed out (their refresh tokens stop working; access tokens expire within
+    /// 10 minutes).
+    pub revoked_logins: usize,
 }
 
 /// A one-time pairing link.

@@ -80,6 +80,22 @@ pub struct Credit {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+pub struct Adjustment {
+    /// Signed currency units, e.g. `"-13.50"` or `"+2"`.
+    pub amount: String,
+    pub reason: String,
+}
+
+/// A new login password: give one, or ask for one to be generated (returned once).
+#[derive(Default, Deserialize, ToSchema)]
+pub struct NewPassword {
+    /// 8 characters to 1024 bytes.
+    pub password: Option<String>,
+    #[serde(default)]
+    pub generate: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Reason {
     pub reason: String,
 }
@@ -200,6 +216,45 @@ pub async fn credit(
     super::parse_money(&req.amount)?;
     let cmd = admin::UserCredit { name, amount: req.amount, reason: Some(reason(&req.reason)?), id: req.id };
     Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+/// Correct a user's balance by a signed amount (against `platform:adjustments`; audited). Money
+/// held for live streams or owed for unposted usage cannot be taken.
+#[utoipa::path(post, path = "/api/v1/admin/users/{name}/adjust", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)), request_body = Adjustment,
+    responses((status = 200, body = CorrectionView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn adjust(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Adjustment>,
+) -> Result<Json<CorrectionView>, ApiError> {
+    p.admin_write(true)?;
+    let cmd = admin::UserAdjust { name, amount: req.amount, reason: reason(&req.reason)? };
+    Ok(Json(state.run(cmd, &p.actor()).await?))
+}
+
+/// Set a user's login password, or generate one (returned once); every login of the user is
+/// signed out (audited, without the password).
+#[utoipa::path(post, path = "/api/v1/admin/users/{name}/password", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)), request_body = NewPassword,
+    responses((status = 200, body = PasswordView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn set_password(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<NewPassword>,
+) -> Result<Json<PasswordView>, ApiError> {
+    p.admin_write(false)?;
+    let password = match (req.password, req.generate) {
+        (Some(pw), false) => Some(pw),
+        (None, true) => None,
+        _ => return Err(ApiError::invalid("give either a password or \"generate\": true")),
+    };
+    let _permit = state.hashing.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(state.run(admin::UserPassword { name, password, keep_login: None }, &p.actor()).await?))
 }
 
 /// Disable a user: proxy access and logins stop.
@@ -327,6 +382,22 @@ pub async fn ledger(
     p.admin_read()?;
     let window = admin::Window { limit: Some(limit(q.limit)), ..admin::Window::default() };
     Ok(Json(state.run(admin::LedgerList { user: q.user, window }, &p.actor()).await?))
+}
+
+/// Reverse a deposit or an adjustment (by sequence number or id) with the exact opposite
+/// transfer, once (audited). Reversals, usage and withdrawals cannot be reversed.
+#[utoipa::path(post, path = "/api/v1/admin/ledger/{id}/reverse", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the transfer's sequence number or id")), request_body = Reason,
+    responses((status = 200, body = CorrectionView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn reverse(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<Reason>,
+) -> Result<Json<CorrectionView>, ApiError> {
+    p.admin_write(true)?;
+    Ok(Json(state.run(admin::LedgerReverse { id, reason: reason(&req.reason)? }, &p.actor()).await?))
 }
 
 /// Withdrawals, pending first.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -119,6 +119,62 @@ pub async fn rotate_proxy_password(
 ) -> Result<Json<ProxyPasswordView>, ApiError> {
     p.may_write()?;
     Ok(Json(state.run(admin::UserProxyPassword { name: p.user.name.clone() }, &p.actor()).await?))
+}
+
+/// A change of the caller's own login password.
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordChange {
+    pub current: String,
+    /// 8 characters to 1024 bytes.
+    pub new: String,
+}
+
+/// Change the caller's login password (signed-in users only, not API keys). The current
+/// password is checked like a login (and counted by the same throttle); the caller's other
+/// logins are signed out, this one stays.
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "me", security(("bearer" = [])), request_body = PasswordChange,
+    responses((status = 200, body = PasswordView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn change_password(
+    State(state): State<Arc<ApiState>>,
+    ext: Extensions,
+    p: Principal,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> Result<Json<PasswordView>, ApiError> {
+    if p.scope.is_some() {
+        return Err(ApiError::forbidden("API keys cannot change passwords; sign in"));
+    }
+    crate::auth::check_login_password(&req.new).map_err(ApiError::invalid)?;
+    let wrong = || ApiError::new(StatusCode::FORBIDDEN, "invalid_credentials", "the current password is wrong");
+    if req.current.len() > crate::auth::MAX_LOGIN_PASSWORD_BYTES {
+        return Err(wrong());
+    }
+    let name = p.user.name.clone();
+    let ip = super::peer_ip(&ext);
+    // As at login: the slot is taken before the (slow) hash.
+    let attempt = state
+        .throttle
+        .reserve_login(ip, &name)
+        .map_err(|wait| ApiError::throttled(wait, format!("too many failed attempts; try again in {wait} s")))?;
+    let phc = p.user.password_hash.clone();
+    let current = req.current;
+    let ok = {
+        let _permit = state.hashing.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || phc.is_some_and(|h| crate::auth::verify_password(&current, &h)))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    };
+    if !ok {
+        drop(attempt);
+        if crate::telemetry::LOGIN_FAILURES.admit_now("failed logins") {
+            tracing::info!(user = %name, %ip, "password change with a wrong current password");
+        }
+        return Err(wrong());
+    }
+    attempt.succeeded(&name);
+    let cmd = admin::UserPassword { name, password: Some(req.new), keep_login: p.family.clone() };
+    let _permit = state.hashing.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
 /// What the caller used and paid, per hour or day.

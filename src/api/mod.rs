@@ -133,7 +133,7 @@ impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         let (status, code) = match e.error.as_str() {
             "not_found" => (StatusCode::NOT_FOUND, "not_found"),
-            "already_exists" => (StatusCode::CONFLICT, "conflict"),
+            "already_exists" | "conflict" => (StatusCode::CONFLICT, "conflict"),
             "invalid" | "ambiguous" => (StatusCode::BAD_REQUEST, "invalid"),
             "disabled" => (StatusCode::FORBIDDEN, "disabled"),
             "locked" => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -201,6 +201,8 @@ pub struct Principal {
     pub key_id: Option<String>,
     /// The API key's name, when the caller used one.
     pub key_name: Option<String>,
+    /// The login (refresh-token family) a JWT belongs to.
+    pub family: Option<String>,
 }
 
 impl Principal {
@@ -264,7 +266,7 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers)?;
         let store = &state.admin.store;
-        let (name, scope, key_id, key_name) = if token.starts_with(API_KEY_PREFIX) {
+        let (name, scope, key_id, key_name, family) = if token.starts_with(API_KEY_PREFIX) {
             // Exact match only. Keys made before exact hashing were stored case-folded: they
             // are looked up that way too, but only when presented exactly as issued (the
             // canonical lower-case form), so no other spelling of a key passes.
@@ -277,16 +279,16 @@ impl FromRequestParts<Arc<ApiState>> for Principal {
             if parts.method != Method::GET && key.scope == KeyScope::Read {
                 return Err(ApiError::forbidden("this API key is read-only"));
             }
-            (key.user, Some(key.scope), Some(key.id), Some(key.name))
+            (key.user, Some(key.scope), Some(key.id), Some(key.name), None)
         } else {
             let claims = state.jwt.verify(token).map_err(|e| ApiError::unauthorized("invalid_token", e.to_string()))?;
-            (claims.sub, None, None, None)
+            (claims.sub, None, None, None, Some(claims.fam))
         };
         let user = store.get_user(&name)?.ok_or_else(|| ApiError::unauthorized("invalid_token", "the user is gone"))?;
         if user.disabled {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "disabled", "this account is disabled"));
         }
-        Ok(Principal { user, scope, key_id, key_name })
+        Ok(Principal { user, scope, key_id, key_name, family })
     }
 }
 
@@ -333,6 +335,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/auth/logout", post(auth::logout))
         .route("/me", get(me::me))
         .route("/me/proxy-password", post(me::rotate_proxy_password))
+        .route("/me/password", post(me::change_password))
         .route("/me/usage", get(me::usage))
         .route("/me/earnings", get(me::earnings))
         .route("/me/devices", get(me::devices))
@@ -350,6 +353,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/usage", get(admin::usage))
         .route("/admin/users", get(admin::users).post(admin::create_user))
         .route("/admin/users/{name}/credit", post(admin::credit))
+        .route("/admin/users/{name}/adjust", post(admin::adjust))
+        .route("/admin/users/{name}/password", post(admin::set_password))
         .route("/admin/users/{name}/disable", post(admin::disable))
         .route("/admin/users/{name}/enable", post(admin::enable))
         .route("/admin/nodes", get(admin::nodes))
@@ -357,6 +362,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/nodes/{id}/unban", post(admin::unban))
         .route("/admin/sessions", get(admin::sessions))
         .route("/admin/ledger", get(admin::ledger))
+        .route("/admin/ledger/{id}/reverse", post(admin::reverse))
         .route("/admin/withdrawals", get(admin::withdrawals))
         .route("/admin/withdrawals/{id}/approve", post(admin::approve))
         .route("/admin/withdrawals/{id}/reject", post(admin::reject))

@@ -48,6 +48,23 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// Shortest login password accepted, in characters.
+pub const MIN_LOGIN_PASSWORD_CHARS: usize = 8;
+/// Longest login password accepted, in bytes (logins refuse longer ones before hashing).
+pub const MAX_LOGIN_PASSWORD_BYTES: usize = 1024;
+
+/// Checks a login password chosen by a person: at least [`MIN_LOGIN_PASSWORD_CHARS`]
+/// characters and at most [`MAX_LOGIN_PASSWORD_BYTES`] bytes. The reason when it is refused.
+pub fn check_login_password(password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_LOGIN_PASSWORD_CHARS {
+        return Err(format!("passwords need at least {MIN_LOGIN_PASSWORD_CHARS} characters"));
+    }
+    if password.len() > MAX_LOGIN_PASSWORD_BYTES {
+        return Err(format!("passwords are at most {MAX_LOGIN_PASSWORD_BYTES} bytes"));
+    }
+    Ok(())
+}
+
 /// Characters of a proxy password: letters and digits, nothing that needs quoting in a proxy URL.
 const PROXY_PASSWORD_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /// Length of a proxy password: 22 uniform letters or digits carry 22 · log2(62) ≈ 131 bits.
@@ -127,6 +144,17 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn chosen_passwords_have_a_minimum_and_a_maximum_length() {
+        assert!(check_login_password("1234567").is_err());
+        assert!(check_login_password("12345678").is_ok());
+        assert!(check_login_password("ääääääää").is_ok(), "characters, not bytes, for the minimum");
+        assert!(check_login_password("äääää").is_err(), "ten bytes, five characters");
+        assert!(check_login_password(&"x".repeat(1024)).is_ok());
+        assert_eq!(check_login_password(&"x".repeat(1025)), Err("passwords are at most 1024 bytes".into()));
+        assert!(new_login_password().is_ok_and(|p| check_login_password(&p).is_ok()));
     }
 
     /// Proxy passwords are uniform over 62 symbols (the old base64 with `-` and `_` folded

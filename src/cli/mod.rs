@@ -226,6 +226,35 @@ pub enum UserCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Correct a user's balance by a signed AMOUNT (e.g. -13.50 or +2), against the
+    /// platform:adjustments account; never below what is held for live streams.
+    Adjust {
+        /// The user.
+        name: String,
+        /// A signed amount: `-13.50` takes, `2.00` or `+2.00` gives.
+        #[arg(allow_negative_numbers = true)]
+        amount: String,
+        /// Why (recorded in the audit log and the ledger).
+        #[arg(long)]
+        reason: String,
+        /// Print the correction as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a user's login password (signs out all its logins).
+    Password {
+        /// The user.
+        name: String,
+        /// Generate a random password and print it once.
+        #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+        generate: bool,
+        /// Read the new password from one line of standard input.
+        #[arg(long)]
+        stdin: bool,
+        /// Print JSON: {"name","password"?,"revoked_logins"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rotate a user's proxy password and print the new one.
     ProxyPassword {
         /// The user.
@@ -299,6 +328,18 @@ pub enum LedgerCmd {
         #[command(flatten)]
         window: WindowArgs,
         /// Print a JSON array of transfers.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reverse a deposit or an adjustment (by sequence number or id) once, with the exact
+    /// opposite transfer.
+    Reverse {
+        /// The transfer: its sequence number (as `ledger list` shows it) or its id.
+        id: String,
+        /// Why (recorded in the audit log and the ledger).
+        #[arg(long)]
+        reason: String,
+        /// Print the correction as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -790,6 +831,21 @@ fn print_user(u: &UserView) {
     }
 }
 
+/// Reads a new login password from one line of standard input (the line break is not part
+/// of it).
+fn read_password_line() -> Result<String, CliError> {
+    let mut line = String::new();
+    // Bounded: anything over the maximum length is refused anyway.
+    let mut input = std::io::Read::take(std::io::stdin().lock(), 4096);
+    let n = std::io::BufRead::read_line(&mut input, &mut line)
+        .map_err(|e| CliError::fail(format!("reading stdin: {e}")))?;
+    if n == 0 {
+        return Err(CliError::usage("--stdin: no password on standard input"));
+    }
+    let pw = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    Ok(pw.to_owned())
+}
+
 /// Runs one CLI invocation.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let (data_dir, config) = (cli.data_dir.clone(), cli.config.clone());
@@ -886,6 +942,27 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     outln!("credited {} to {}; balance now {} (transfer #{})", c.amount, c.user, c.balance, c.transfer);
                 }
             }
+            UserCmd::Adjust { name, amount, reason, json } => {
+                let c = admin_cmds.run(admin::UserAdjust { name, amount, reason }).await?;
+                if json {
+                    print_json(&c);
+                } else {
+                    outln!("adjusted {} by {}; balance now {} (transfer #{})", c.user, c.amount, c.balance, c.transfer);
+                }
+            }
+            UserCmd::Password { name, generate, stdin: _, json } => {
+                let password = if generate { None } else { Some(read_password_line()?) };
+                let p = admin_cmds.run(admin::UserPassword { name, password, keep_login: None }).await?;
+                if json {
+                    print_json(&p);
+                } else {
+                    match &p.password {
+                        Some(pw) => outln!("new login password of {}: {pw}   (shown once: store it now)", p.name),
+                        None => outln!("login password of {} changed", p.name),
+                    }
+                    outln!("signed out {} login(s)", p.revoked_logins);
+                }
+            }
             UserCmd::ProxyPassword { name, json } => {
                 let p = admin_cmds.run(admin::UserProxyPassword { name }).await?;
                 if json { print_json(&p) } else { outln!("{}", p.proxy_password) }
@@ -939,6 +1016,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         ("AMOUNT", 12, |t| t.amount.cell()),
                         ("REFERENCE", 0, |t| t.reference.cell()),
                     ],
+                );
+            }
+        }
+        Command::Ledger(LedgerCmd::Reverse { id, reason, json }) => {
+            let c = admin_cmds.run(admin::LedgerReverse { id, reason }).await?;
+            if json {
+                print_json(&c);
+            } else {
+                outln!(
+                    "reversed transfer #{} with transfer #{}: {} {}; balance now {}",
+                    c.reverses.unwrap_or_default(),
+                    c.transfer,
+                    c.user,
+                    c.amount,
+                    c.balance
                 );
             }
         }

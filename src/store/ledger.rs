@@ -18,6 +18,8 @@ pub enum Account {
     PlatformFees,
     /// Money of withdrawal requests awaiting an admin's decision.
     PendingPayouts,
+    /// The operator's side of adjustments (corrections by hand, with a reason).
+    Adjustments,
 }
 
 impl Account {
@@ -28,7 +30,19 @@ impl Account {
             Account::ExternalPayouts => "external:payouts".into(),
             Account::PlatformFees => "platform:fees".into(),
             Account::PendingPayouts => "pending:payouts".into(),
+            Account::Adjustments => "platform:adjustments".into(),
         }
+    }
+
+    /// The keys of every system account (all accounts that belong to no user).
+    pub fn system_keys() -> [String; 5] {
+        [
+            Account::ExternalDeposits.key(),
+            Account::ExternalPayouts.key(),
+            Account::PlatformFees.key(),
+            Account::PendingPayouts.key(),
+            Account::Adjustments.key(),
+        ]
     }
 }
 

@@ -194,6 +194,32 @@ impl Store {
         Ok(done)
     }
 
+    /// Revokes every live login of `user` but `keep` (a family id), e.g. after a password
+    /// change; returns how many were revoked.
+    pub fn revoke_logins(&self, user: &str, keep: Option<&str>, reason: &str, now: u64) -> Result<usize, StoreError> {
+        let txn = self.write()?;
+        let mut n = 0;
+        {
+            let mut families = txn.open_table(TOKEN_FAMILIES)?;
+            let mut hit = Vec::new();
+            for row in families.iter()? {
+                let (k, v) = row?;
+                let f: TokenFamily = from_json(v.value())?;
+                if f.user == user && !f.is_dead(now) && Some(k.value()) != keep {
+                    hit.push((k.value().to_owned(), f));
+                }
+            }
+            for (key, mut f) in hit {
+                f.revoked = true;
+                f.revoked_reason = Some(reason.to_owned());
+                families.insert(key.as_str(), to_json(&f)?.as_slice())?;
+                n += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(n)
+    }
+
     /// Removes dead logins (signed out, revoked or expired at `now`) with all their refresh
     /// tokens, spent or not, and tokens whose login is gone. A token of a removed login is then
     /// simply unknown (401), as it would have been refused anyway.
@@ -352,6 +378,23 @@ mod tests {
         assert_eq!(s.prune_logins(20_000 + REFRESH_IDLE_SECS).unwrap(), Pruned::default());
         let rtx = s.db.begin_read().unwrap();
         assert_eq!(rtx.open_table(REFRESH_TOKENS).unwrap().iter().unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_password_change_revokes_the_users_other_logins() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("r.redb")).unwrap();
+        for (fam, tok) in [("a1", "ta1"), ("a2", "ta2"), ("a3", "ta3")] {
+            s.start_login("ann", fam, tok, 100, 20).unwrap();
+        }
+        s.start_login("bob", "b1", "tb1", 100, 20).unwrap();
+        assert_eq!(s.revoke_logins("ann", Some("a2"), "password changed", 200).unwrap(), 2);
+        assert_eq!(s.rotate_refresh("ta1", "x1", 201).unwrap(), Err(RefreshError::Revoked));
+        assert_eq!(s.rotate_refresh("ta3", "x3", 201).unwrap(), Err(RefreshError::Revoked));
+        assert_eq!(s.rotate_refresh("ta2", "x2", 201).unwrap(), Ok(("ann".into(), "a2".into())), "kept");
+        assert_eq!(s.rotate_refresh("tb1", "y1", 201).unwrap(), Ok(("bob".into(), "b1".into())), "not ann's");
+        assert_eq!(s.revoke_logins("ann", None, "password reset", 202).unwrap(), 1, "dead ones are not counted");
+        assert_eq!(s.rotate_refresh("x2", "x4", 203).unwrap(), Err(RefreshError::Revoked));
     }
 
     #[test]

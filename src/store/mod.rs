@@ -7,6 +7,7 @@
 //! services flush them through these calls.
 
 mod audit;
+mod corrections;
 mod devices;
 mod holds;
 mod ledger;
@@ -23,6 +24,7 @@ mod withdrawals;
 use std::path::Path;
 
 pub use audit::AuditEntry;
+pub use corrections::{Correction, TransferRef};
 pub use devices::{DeviceRecord, PairCode, PairError};
 pub use holds::{Hold, HoldRequest};
 pub use ledger::{Account, Transfer};
@@ -49,6 +51,9 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// The change contradicts one already made (e.g. reversing a transfer twice).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Invalid(String),
 }

@@ -10,15 +10,19 @@
 //! 5. immutability and 6. idempotency: the id index and the transfer log agree one to one;
 //! 7. a gap-free sequence whose replay from genesis reproduces every balance;
 //! 8. crash prefix: each session's postings are numbered 0, 1, 2, … without a hole, and
-//!    withdrawals have exactly the transfers their status implies.
+//!    withdrawals have exactly the transfers their status implies;
+//! 9. corrections: an adjustment moves money between one user and `platform:adjustments` (and
+//!    nothing else touches that account but reversals of adjustments); a reversal undoes exactly
+//!    an earlier deposit or adjustment, and no transfer is reversed twice.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
+use super::corrections::{ADJUSTMENT, REVERSAL, REVERSAL_PREFIX};
 use super::holds::held_by;
-use super::ledger::Transfer;
+use super::ledger::{Account, Transfer};
 use super::tables::*;
 use super::usage::{Accrual, SessionRecord, UsageBucket, accrued_by};
 use super::withdrawals::{Withdrawal, WithdrawalStatus};
@@ -80,6 +84,10 @@ impl Store {
         let mut ids: HashMap<String, u64> = HashMap::new();
         let mut usage: HashMap<u64, Posted> = HashMap::new();
         let mut payouts: HashMap<String, Transfer> = HashMap::new();
+        let adjustments = Account::Adjustments.key();
+        // 9: deposits and adjustments by id (what a reversal may undo), and reversals per original.
+        let mut reversible: HashMap<String, Transfer> = HashMap::new();
+        let mut reversed: BTreeMap<String, u32> = BTreeMap::new();
         let mut count = 0u64;
         for row in transfers_t.iter()? {
             let (k, v) = row?;
@@ -110,8 +118,52 @@ impl Store {
                     None => p(format!("transfer {}: usage with a malformed id", t.id)),
                 }
             }
+            let corrects = t.kind == ADJUSTMENT || t.kind == REVERSAL;
+            if !corrects && (t.debit == adjustments || t.credit == adjustments) {
+                p(format!("transfer {} of kind {} touches {adjustments}", t.id, t.kind));
+            }
+            match t.kind.as_str() {
+                ADJUSTMENT => {
+                    let user_side = |a: &str| a.starts_with("user:");
+                    let ok = (t.debit == adjustments && user_side(&t.credit))
+                        || (t.credit == adjustments && user_side(&t.debit));
+                    if !ok {
+                        p(format!(
+                            "adjustment {}: moves money from {} to {}, not between a user and {adjustments}",
+                            t.id, t.debit, t.credit
+                        ));
+                    }
+                    reversible.insert(t.id.clone(), t.clone());
+                }
+                "deposit" => {
+                    reversible.insert(t.id.clone(), t.clone());
+                }
+                REVERSAL => match t.id.strip_prefix(REVERSAL_PREFIX) {
+                    None => p(format!("reversal {} names no transfer (its id is not {REVERSAL_PREFIX}ID)", t.id)),
+                    Some(orig) => {
+                        *reversed.entry(orig.to_owned()).or_default() += 1;
+                        match reversible.get(orig) {
+                            Some(o) if o.debit == t.credit && o.credit == t.debit && o.amount == t.amount => {}
+                            Some(o) => p(format!(
+                                "reversal {}: moves {} from {} to {}, which does not undo transfer {} ({} from {} to {})",
+                                t.id, t.amount, t.debit, t.credit, o.id, o.amount, o.debit, o.credit
+                            )),
+                            None if ids.get(orig).is_some_and(|&seq| seq < t.seq) => {
+                                p(format!("reversal {}: transfer {orig} is not a deposit or an adjustment", t.id))
+                            }
+                            None => p(format!("reversal {}: there is no earlier transfer {orig}", t.id)),
+                        }
+                    }
+                },
+                _ => {}
+            }
             if t.id.starts_with("payout:") {
                 payouts.insert(t.id.clone(), t);
+            }
+        }
+        for (orig, n) in &reversed {
+            if *n > 1 {
+                p(format!("transfer {orig} is reversed {n} times"));
             }
         }
         let last_seq = rtx.open_table(META)?.get("transfer_seq")?.map(|v| v.value()).unwrap_or(0);
@@ -156,8 +208,7 @@ impl Store {
         for acct in balances.keys() {
             let known = match acct.strip_prefix("user:") {
                 Some(name) => users.get(name)?.is_some(),
-                None => ["external:deposits", "external:payouts", "platform:fees", "pending:payouts"]
-                    .contains(&acct.as_str()),
+                None => Account::system_keys().contains(acct),
             };
             if !known {
                 p(format!("account {acct} belongs to no user"));
@@ -325,5 +376,145 @@ impl Store {
             withdrawals,
             problems,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ledger::post;
+    use crate::store::{TransferRef, UserRecord};
+
+    const PARAMS: VerifyParams = VerifyParams { max_overdraft: Micros(0), overdraft_bytes: 0 };
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("v.redb")).unwrap();
+        s.create_user(&UserRecord::new("alice", "x", 0)).unwrap();
+        s.deposit("alice", Micros(10_000_000), "d1", "top-up", 1).unwrap();
+        (dir, s)
+    }
+
+    fn transfer(id: &str, kind: &str, debit: &str, credit: &str, amount: u64) -> Transfer {
+        Transfer {
+            seq: 0,
+            id: id.into(),
+            debit: debit.into(),
+            credit: credit.into(),
+            amount: Micros(amount),
+            kind: kind.into(),
+            reference: "corrupt".into(),
+            time: 9,
+        }
+    }
+
+    /// Posts a transfer as the ledger would, bypassing the corrections' own checks.
+    fn forge(s: &Store, t: Transfer) {
+        let txn = s.write().unwrap();
+        post(&txn, t).unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// Appends a copy of transfer `seq` under the next sequence number, balances moved, as a
+    /// second row with the same id (which the index cannot hold twice).
+    fn duplicate(s: &Store, seq: u64) {
+        let txn = s.write().unwrap();
+        {
+            let mut t: Transfer =
+                from_json(txn.open_table(TRANSFERS).unwrap().get(seq).unwrap().unwrap().value()).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            t.seq = meta.get("transfer_seq").unwrap().unwrap().value() + 1;
+            meta.insert("transfer_seq", t.seq).unwrap();
+            let mut bal = txn.open_table(BALANCES).unwrap();
+            for (acct, delta) in [(&t.debit, -(t.amount.0 as i64)), (&t.credit, t.amount.0 as i64)] {
+                let cur = bal.get(acct.as_str()).unwrap().unwrap().value();
+                bal.insert(acct.as_str(), cur + delta).unwrap();
+            }
+            txn.open_table(TRANSFERS).unwrap().insert(t.seq, crate::store::to_json(&t).unwrap().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    fn problems(s: &Store) -> Vec<String> {
+        s.verify(&PARAMS).unwrap().problems
+    }
+
+    fn fires(s: &Store, needle: &str) {
+        let p = problems(s);
+        assert!(p.iter().any(|x| x.contains(needle)), "{needle:?} in {p:#?}");
+    }
+
+    #[test]
+    fn adjustments_and_reversals_verify_clean() {
+        let (_d, s) = store();
+        s.adjust("alice", 2_000_000, "adj:1", "goodwill", 2).unwrap();
+        s.adjust("alice", -500_000, "adj:2", "fee", 3).unwrap();
+        s.reverse(&TransferRef::Id("adj:2".into()), "waived", 4).unwrap();
+        s.reverse(&TransferRef::Id("d1".into()), "wrong user", 5).unwrap();
+        s.reverse(&TransferRef::Id("adj:1".into()), "no", 6).unwrap();
+        let r = s.verify(&PARAMS).unwrap();
+        assert!(r.ok, "{:#?}", r.problems);
+        assert_eq!(s.balance(&Account::Adjustments).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_adjustment_must_be_between_a_user_and_the_adjustments_account() {
+        let (_d, s) = store();
+        forge(&s, transfer("adj:x", "adjustment", "external:deposits", "user:alice", 1));
+        fires(&s, "adjustment adj:x: moves money from external:deposits to user:alice");
+    }
+
+    #[test]
+    fn only_adjustments_and_their_reversals_touch_the_adjustments_account() {
+        let (_d, s) = store();
+        forge(&s, transfer("gift", "deposit", "platform:adjustments", "user:alice", 1));
+        fires(&s, "transfer gift of kind deposit touches platform:adjustments");
+    }
+
+    #[test]
+    fn a_reversal_must_undo_its_original_exactly() {
+        let (_d, s) = store();
+        forge(&s, transfer("reversal:d1", "reversal", "user:alice", "external:deposits", 9_000_000));
+        fires(&s, "reversal reversal:d1: moves 9.00 from user:alice to external:deposits, which does not undo");
+        let (_d, s) = store();
+        forge(&s, transfer("reversal:d1", "reversal", "user:alice", "platform:fees", 10_000_000));
+        fires(&s, "which does not undo transfer d1");
+    }
+
+    #[test]
+    fn a_reversal_must_point_at_an_earlier_reversible_transfer() {
+        let (_d, s) = store();
+        forge(&s, transfer("reversal:ghost", "reversal", "user:alice", "external:deposits", 1));
+        fires(&s, "reversal reversal:ghost: there is no earlier transfer ghost");
+        forge(&s, transfer("undo-1", "reversal", "user:alice", "external:deposits", 1));
+        fires(&s, "reversal undo-1 names no transfer");
+        let w = s.request_withdrawal("alice", Micros(1_000_000), Micros(1), None, 3).unwrap();
+        let id = format!("payout:{}:request", w.id);
+        forge(&s, transfer(&format!("reversal:{id}"), "reversal", "pending:payouts", "user:alice", 1_000_000));
+        fires(&s, &format!("transfer {id} is not a deposit or an adjustment"));
+        // A reversal of a reversal is the same: only deposits and adjustments are reversible.
+        s.adjust("alice", 3_000_000, "adj:1", "x", 5).unwrap();
+        let r = s.reverse(&TransferRef::Id("adj:1".into()), "x", 6).unwrap();
+        forge(
+            &s,
+            transfer(
+                &format!("reversal:{}", r.transfer.id),
+                "reversal",
+                "user:alice",
+                "platform:adjustments",
+                3_000_000,
+            ),
+        );
+        fires(&s, "transfer reversal:adj:1 is not a deposit or an adjustment");
+    }
+
+    #[test]
+    fn no_transfer_is_reversed_twice() {
+        let (_d, s) = store();
+        let r = s.reverse(&TransferRef::Id("d1".into()), "wrong user", 2).unwrap();
+        assert!(problems(&s).is_empty());
+        s.deposit("alice", Micros(10_000_000), "d2", "top-up", 3).unwrap();
+        duplicate(&s, r.transfer.seq);
+        fires(&s, "transfer d1 is reversed 2 times");
     }
 }

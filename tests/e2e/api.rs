@@ -451,3 +451,212 @@ fn logins_beyond_the_per_user_cap_sign_out_the_oldest() {
     earlier.sort_unstable();
     assert_eq!(earlier, [200, 401]);
 }
+
+/// Adjustments and reversals through the API: admins and billing keys only, bad amounts and
+/// a second reversal refused with their codes, `ledger verify` passing after each.
+#[test]
+fn corrections_through_the_api_have_the_billing_scope_and_clear_errors() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let admin = token(&api.login("admin", &s.admin_password));
+    let verify = || {
+        let out = s.cli(&["ledger", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    };
+    s.cli_json(&["user", "add", "erin", "--password", "erin-password"]);
+    let erin = token(&api.login("erin", "erin-password"));
+    let credit =
+        api.post("/api/v1/admin/users/erin/credit", &admin, json!({"amount": "10", "reason": "top-up"})).json();
+    let credit_seq = credit["transfer"].as_u64().unwrap();
+
+    let adj = api.post("/api/v1/admin/users/erin/adjust", &admin, json!({"amount": "-3.50", "reason": "typo"}));
+    assert_eq!(adj.status, 200, "{}", adj.body);
+    let adj = adj.json();
+    assert_eq!((adj["amount"].as_str(), adj["balance_micros"].as_i64()), (Some("-3.50"), Some(6_500_000)));
+    verify();
+    for bad in ["1e3", "0", "1,5", "-1.0000001", "- 1", "lots"] {
+        let r = api.post("/api/v1/admin/users/erin/adjust", &admin, json!({"amount": bad, "reason": "x"}));
+        assert_eq!((r.status, r.error()), (400, "invalid".into()), "{bad}: {}", r.body);
+    }
+    let r = api.post("/api/v1/admin/users/erin/adjust", &admin, json!({"amount": "-6.51", "reason": "x"}));
+    assert!(r.status == 400 && r.json()["reason"].as_str().unwrap().contains("only 6.50 is available"), "{}", r.body);
+    let r = api.post("/api/v1/admin/users/erin/adjust", &admin, json!({"amount": "1", "reason": ""}));
+    assert_eq!(r.status, 400);
+    let r = api.post("/api/v1/admin/users/erin/adjust", &admin, json!({"amount": 1, "reason": "x"}));
+    assert_eq!(r.status, 422, "amounts are strings: {}", r.body);
+    assert_eq!(
+        api.post("/api/v1/admin/users/nobody/adjust", &admin, json!({"amount": "1", "reason": "x"})).status,
+        404
+    );
+    let r = api.post("/api/v1/admin/users/erin/adjust", &erin, json!({"amount": "100", "reason": "me"}));
+    assert_eq!((r.status, r.error()), (403, "forbidden".into()));
+    let r = api.post(&format!("/api/v1/admin/ledger/{credit_seq}/reverse"), &erin, json!({"reason": "me"}));
+    assert_eq!((r.status, r.error()), (403, "forbidden".into()));
+    let billing = api.post("/api/v1/me/api-keys", &admin, json!({"name": "books", "scope": "billing"})).json();
+    let billing = billing["key"].as_str().unwrap();
+    let read = api.post("/api/v1/me/api-keys", &admin, json!({"name": "ro", "scope": "read"})).json();
+    let read = read["key"].as_str().unwrap();
+    assert_eq!(api.post("/api/v1/admin/users/erin/adjust", read, json!({"amount": "1", "reason": "k"})).status, 403);
+    let by_key = api.post("/api/v1/admin/users/erin/adjust", billing, json!({"amount": "+1.25", "reason": "k"}));
+    assert_eq!(by_key.json()["balance_micros"], 7_750_000, "{}", by_key.body);
+    verify();
+
+    // Reverse the credit by its id: the opposite transfer, once.
+    let id = api
+        .get("/api/v1/admin/ledger?user=erin", &admin)
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["seq"] == credit_seq)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api.post(&format!("/api/v1/admin/ledger/{credit_seq}/reverse"), &admin, json!({"reason": "x"}));
+    assert!(r.status == 400 && r.json()["reason"].as_str().unwrap().contains("only 7.75 is available"), "{}", r.body);
+    api.post("/api/v1/admin/users/erin/credit", &admin, json!({"amount": "5", "reason": "more"}));
+    let rev = api.post(&format!("/api/v1/admin/ledger/{id}/reverse"), &admin, json!({"reason": "wrong user"}));
+    assert_eq!(rev.status, 200, "{}", rev.body);
+    let rev = rev.json();
+    assert_eq!(
+        (rev["amount"].as_str(), rev["reverses"].as_u64(), rev["kind"].as_str()),
+        (Some("-10.00"), Some(credit_seq), Some("reversal"))
+    );
+    assert_eq!(rev["balance_micros"], 2_750_000);
+    verify();
+    let again = api.post(&format!("/api/v1/admin/ledger/{credit_seq}/reverse"), billing, json!({"reason": "again"}));
+    assert_eq!((again.status, again.error()), (409, "conflict".into()), "{}", again.body);
+    let rr = rev["transfer"].as_u64().unwrap();
+    let r = api.post(&format!("/api/v1/admin/ledger/{rr}/reverse"), &admin, json!({"reason": "x"}));
+    assert_eq!((r.status, r.error()), (400, "invalid".into()), "{}", r.body);
+    assert_eq!(api.post("/api/v1/admin/ledger/424242/reverse", &admin, json!({"reason": "x"})).status, 404);
+    assert_eq!(api.post("/api/v1/admin/ledger/nope/reverse", &admin, json!({"reason": "x"})).status, 404);
+    assert_eq!(api.post(&format!("/api/v1/admin/ledger/{rr}/reverse"), &admin, json!({})).status, 422);
+    let audit = api.get("/api/v1/admin/audit", &admin).json();
+    assert!(
+        audit.as_array().unwrap().iter().any(|e| e["action"] == "user.adjust" && e["actor"] == "api-key:books (admin)")
+    );
+    assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "ledger.reverse" && e["reason"] == "wrong user"));
+    assert_eq!(api.get("/api/v1/me", &erin).json()["balance_micros"], 2_750_000);
+    verify();
+}
+
+/// Runs `traffix ARGS --data-dir D` with `input` on standard input.
+fn cli_with_stdin(s: &Server, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// An admin resets a password (CLI or API) and every login of the user ends; a user changes
+/// its own with the current one (wrong: 403, throttled like a login) and keeps this login only.
+#[test]
+fn passwords_are_reset_by_admins_and_changed_by_their_users() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let refresh = |t: &Value| {
+        let r = t["refresh_token"].as_str().unwrap();
+        api.call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": r})), &[])
+    };
+    let login_status = |user: &str, pw: &str| {
+        api.call("POST", "/api/v1/auth/login", None, Some(&json!({"username": user, "password": pw})), &[]).status
+    };
+    s.cli_json(&["user", "add", "dave", "--password", "dave-password-1"]);
+    let (l1, l2) = (api.login("dave", "dave-password-1"), api.login("dave", "dave-password-1"));
+
+    // The CLI: --stdin or --generate, exactly one; the length rules of `user add`.
+    let out = cli_with_stdin(&s, &["user", "password", "dave", "--stdin"], "short\n");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at least 8 characters"));
+    let long = format!("{}\n", "x".repeat(1025));
+    let out = cli_with_stdin(&s, &["user", "password", "dave", "--stdin"], &long);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("at most 1024 bytes"));
+    assert!(!s.cli(&["user", "password", "dave"]).status.success(), "--generate or --stdin");
+    assert!(!s.cli(&["user", "password", "dave", "--generate", "--stdin"]).status.success());
+    assert!(!cli_with_stdin(&s, &["user", "password", "dave", "--stdin"], "").status.success());
+    assert_eq!(refresh(&l1).status, 200, "nothing changed yet");
+    let out = cli_with_stdin(&s, &["user", "password", "dave", "--stdin", "--json"], "dave-password-2\r\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["revoked_logins"].as_u64(), v.get("password")), (Some(2), None), "{v}");
+    assert_eq!(refresh(&l2).status, 401, "every login ended");
+    assert_eq!(login_status("dave", "dave-password-1"), 401);
+    assert_eq!(login_status("dave", "dave-password-2"), 200);
+    let v = s.cli_json(&["user", "password", "dave", "--generate"]);
+    let generated = v["password"].as_str().unwrap().to_owned();
+    assert!(generated.len() >= 16, "{v}");
+    assert_eq!(login_status("dave", &generated), 200);
+    let text = String::from_utf8_lossy(&s.cli(&["user", "password", "dave", "--generate"]).stdout).to_string();
+    assert!(text.contains("shown once"), "{text}");
+
+    // The API: admins only, either a password or generate.
+    let admin = token(&api.login("admin", &s.admin_password));
+    let dave = token(&api.login("dave", text.split_whitespace().find(|w| w.len() >= 16).unwrap()));
+    let path = "/api/v1/admin/users/dave/password";
+    for body in [json!({}), json!({"generate": false}), json!({"password": "new-password-3", "generate": true})] {
+        let r = api.post(path, &admin, body.clone());
+        assert_eq!((r.status, r.error()), (400, "invalid".into()), "{body}: {}", r.body);
+    }
+    assert_eq!(api.post(path, &admin, json!({"password": "short"})).status, 400);
+    assert_eq!(api.post("/api/v1/admin/users/nobody/password", &admin, json!({"generate": true})).status, 404);
+    let r = api.post("/api/v1/admin/users/admin/password", &dave, json!({"password": "i-am-admin-now"}));
+    assert_eq!((r.status, r.error()), (403, "forbidden".into()));
+    let billing = api.post("/api/v1/me/api-keys", &admin, json!({"name": "books", "scope": "billing"})).json();
+    let billing = billing["key"].as_str().unwrap().to_owned();
+    assert_eq!(api.post(path, &billing, json!({"generate": true})).status, 403, "not a billing matter");
+    let r = api.post(path, &admin, json!({"password": "dave-password-4"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json().get("password").is_none());
+    let g = api.post(path, &admin, json!({"generate": true})).json();
+    assert_eq!(login_status("dave", g["password"].as_str().unwrap()), 200);
+    api.post(path, &admin, json!({"password": "dave-password-5"}));
+
+    // Self-service: the current password is checked; the other logins end, this one stays.
+    let mine = api.login("dave", "dave-password-5");
+    let other = api.login("dave", "dave-password-5");
+    let me = token(&mine);
+    let change =
+        |t: &str, current: &str, new: &str| api.post("/api/v1/me/password", t, json!({"current": current, "new": new}));
+    let r = change(&me, "wrong password", "dave-password-6");
+    assert_eq!((r.status, r.error()), (403, "invalid_credentials".into()), "{}", r.body);
+    let r = change(&me, "dave-password-5", "short");
+    assert_eq!((r.status, r.error()), (400, "invalid".into()), "{}", r.body);
+    let key = api.post("/api/v1/me/api-keys", &me, json!({"name": "k", "scope": "admin"})).json();
+    let r = change(key["key"].as_str().unwrap(), "dave-password-5", "dave-password-6");
+    assert_eq!((r.status, r.error()), (403, "forbidden".into()), "API keys cannot: {}", r.body);
+    let missing = api.post("/api/v1/me/password", &me, json!({"new": "dave-password-6"}));
+    assert_eq!(missing.status, 422);
+    let r = change(&me, "dave-password-5", "dave-password-6");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["revoked_logins"], 1, "{}", r.body);
+    assert_eq!(refresh(&other).status, 401, "the other login ended");
+    let kept = refresh(&mine);
+    assert_eq!(kept.status, 200, "this login stays: {}", kept.body);
+    assert_eq!(api.get("/api/v1/me", &token(&kept.json())).status, 200);
+    assert_eq!(login_status("dave", "dave-password-5"), 401);
+    assert_eq!(login_status("dave", "dave-password-6"), 200);
+
+    // Wrong current passwords count like failed logins: back-off after five.
+    let statuses: Vec<u16> = (0..6).map(|_| change(&me, "not it", "dave-password-7").status).collect();
+    assert_eq!(statuses, [403, 403, 403, 403, 403, 429], "{statuses:?}");
+    assert_eq!(login_status("dave", "dave-password-6"), 429, "the same throttle as logins");
+
+    let audit = s.cli(&["audit", "list", "--json"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    let entries: Value = serde_json::from_str(&text).unwrap();
+    let resets = entries.as_array().unwrap().iter().filter(|e| e["action"] == "user.password").count();
+    assert_eq!(resets, 7, "{text}");
+    for secret in ["dave-password-2", "dave-password-4", "dave-password-6", generated.as_str()] {
+        assert!(!text.contains(secret), "no secret in the audit log");
+    }
+    assert!(s.cli(&["ledger", "verify"]).status.success());
+}

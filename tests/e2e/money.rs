@@ -547,3 +547,130 @@ fn a_credit_above_the_maximum_is_refused_and_later_deposits_go_through() {
     assert_eq!(micros(&show(&s, "payer"), "balance_micros"), 3_000_000_010_000);
     assert!(s.cli(&["ledger", "verify"]).status.success());
 }
+
+/// The newest transfer of `user` of `kind`, from `ledger list`.
+/// The newest transfer of `kind` of `user` (`ledger list` is newest first).
+fn last_of_kind(s: &Server, user: &str, kind: &str) -> serde_json::Value {
+    let list = s.cli_json(&["ledger", "list", "--user", user]);
+    list.as_array().unwrap().iter().find(|t| t["kind"] == kind).unwrap_or_else(|| panic!("no {kind}")).clone()
+}
+
+/// Corrections by hand through the CLI: signed adjustments (never below what is held or
+/// withdrawn), a reversal of a deposit or an adjustment once, refusals of everything else — and
+/// `ledger verify` passing after each, with the server up and down.
+#[test]
+fn corrections_adjust_and_reverse_through_the_cli_and_the_ledger_verifies_after_each() {
+    let mut s = Server::start_with(priced());
+    s.add_user("payer", Some("20"));
+    for (bad, why) in [
+        ("1,5", "not a decimal number"),
+        ("1e3", "not a decimal number"),
+        ("-1e3", "not a decimal number"),
+        ("-1.0000001", "more than 6 decimal places"),
+        ("0", "zero changes nothing"),
+        ("-0.00", "zero changes nothing"),
+        ("+-1", "not a decimal number"),
+        ("1000000.01", "billing.max_credit"),
+    ] {
+        fails_with(&s, &["user", "adjust", "payer", bad, "--reason", "typo"], why);
+    }
+    assert!(!s.cli(&["user", "adjust", "payer", "-1"]).status.success(), "a reason is required");
+    fails_with(&s, &["user", "adjust", "payer", "-1", "--reason", " "], "needs a reason");
+    fails_with(&s, &["user", "adjust", "nobody", "1", "--reason", "x"], "not found");
+    verify_ok(&s);
+
+    let down = s.cli_json(&["user", "adjust", "payer", "-13.50", "--reason", "double top-up"]);
+    assert_eq!((down["amount"].as_str(), down["kind"].as_str()), (Some("-13.50"), Some("adjustment")), "{down}");
+    assert_eq!(micros(&show(&s, "payer"), "balance_micros"), 6_500_000);
+    verify_ok(&s);
+    let up = s.cli_json(&["user", "adjust", "payer", "+2", "--reason", "goodwill"]);
+    assert_eq!(up["balance_micros"], 8_500_000);
+    let t = last_of_kind(&s, "payer", "adjustment");
+    assert_eq!((t["debit"].as_str(), t["credit"].as_str()), (Some("platform:adjustments"), Some("user:payer")));
+    verify_ok(&s);
+
+    // A pending withdrawal has left the balance: it cannot be taken again.
+    let w = s.cli_json(&["withdrawal", "request", "payer", "5"])["id"].as_u64().unwrap().to_string();
+    fails_with(&s, &["user", "adjust", "payer", "-3.51", "--reason", "x"], "only 3.50 is available");
+    let deposit = last_of_kind(&s, "payer", "deposit");
+    let dep_seq = deposit["seq"].as_u64().unwrap().to_string();
+    fails_with(&s, &["ledger", "reverse", &dep_seq, "--reason", "x"], "cannot take 20.00 from payer: only 3.50");
+    let withdrawal = last_of_kind(&s, "payer", "withdrawal")["seq"].as_u64().unwrap().to_string();
+    fails_with(&s, &["ledger", "reverse", &withdrawal, "--reason", "x"], "rejecting them");
+    verify_ok(&s);
+
+    // Reversing the negative adjustment gives the money back, once.
+    let down_seq = down["transfer"].as_u64().unwrap().to_string();
+    let back = s.cli_json(&["ledger", "reverse", &down_seq, "--reason", "it was right"]);
+    assert_eq!((back["amount"].as_str(), back["reverses"].as_u64()), (Some("13.50"), down["transfer"].as_u64()));
+    assert_eq!(micros(&show(&s, "payer"), "balance_micros"), 17_000_000);
+    verify_ok(&s);
+    fails_with(&s, &["ledger", "reverse", &down_seq, "--reason", "again"], "already reversed");
+    fails_with(&s, &["ledger", "reverse", &down_seq, "--reason", "again", "--json"], r#""error":"conflict""#);
+    let back_id = back["transfer_id"].as_str().unwrap().to_owned();
+    assert_eq!(back_id, format!("reversal:{}", down["transfer_id"].as_str().unwrap()));
+    fails_with(&s, &["ledger", "reverse", &back_id, "--reason", "x"], "is a reversal itself");
+    fails_with(&s, &["ledger", "reverse", "99999", "--reason", "x"], "not found");
+    // By id, against the stopped server's database too.
+    s.cli_json(&["withdrawal", "reject", &w, "--reason", "wrong account"]);
+    assert!(s.terminate().success());
+    let dep_id = deposit["id"].as_str().unwrap();
+    let r = s.cli_json(&["ledger", "reverse", dep_id, "--reason", "credited the wrong user"]);
+    assert_eq!((r["amount"].as_str(), r["balance_micros"].as_i64()), (Some("-20.00"), Some(2_000_000)));
+    verify_ok(&s);
+    s.spawn();
+    fails_with(&s, &["ledger", "reverse", &dep_seq, "--reason", "again"], "already reversed");
+
+    let audit = s.cli_json(&["audit", "list"]);
+    let entries = audit.as_array().unwrap();
+    assert!(entries.iter().any(|e| e["action"] == "user.adjust"
+        && e["actor"] == "admin (cli)"
+        && e["target"] == "payer"
+        && e["reason"] == "double top-up"));
+    assert!(entries.iter().any(|e| e["action"] == "ledger.reverse" && e["reason"] == "credited the wrong user"));
+    let v = verify_ok(&s);
+    assert_eq!(v["accounts"].as_u64(), Some(5), "{v}");
+}
+
+/// Money held for a live stream cannot be taken by an adjustment or a reversal, and usage
+/// transfers cannot be reversed.
+#[test]
+fn corrections_never_take_what_live_streams_hold_and_usage_is_not_reversible() {
+    let s = Server::start_with(priced());
+    let pass = s.add_user("streamer", Some("200"));
+    s.add_user("host", None);
+    let _node = s.start_node("host", "127.0.0.2");
+    let o = origin().addr;
+    curl_ok(&["--proxy", &s.socks_url("streamer", &pass), "-o", "/dev/null", &format!("http://{o}/bytes/100000")]);
+    let usage = wait_for("usage posted", || {
+        let list = s.cli_json(&["ledger", "list", "--user", "streamer"]);
+        list.as_array().unwrap().iter().find(|t| t["kind"] == "usage" || t["kind"] == "usage_fee").cloned()
+    });
+    let usage_seq = usage["seq"].as_u64().unwrap().to_string();
+    fails_with(&s, &["ledger", "reverse", &usage_seq, "--reason", "x"], "usage is billed by metering");
+
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--proxy", &s.socks_url("streamer", &pass)])
+        .arg(format!("http://{o}/forever"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let u = wait_for("a hold", || {
+        let u = show(&s, "streamer");
+        (micros(&u, "held_micros") > 100_000_000).then_some(u)
+    });
+    let available = micros(&u, "available_micros");
+    assert!(available < 100_000_000, "{u}");
+    let m = available + 100_000_000;
+    let too_much = format!("{}.{:06}", m / 1_000_000, m % 1_000_000);
+    let out = s.cli(&["user", "adjust", "streamer", &format!("-{too_much}"), "--reason", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is available") && err.contains("held for live streams"), "{err}");
+    let deposit = last_of_kind(&s, "streamer", "deposit")["seq"].as_u64().unwrap().to_string();
+    fails_with(&s, &["ledger", "reverse", &deposit, "--reason", "x"], "cannot take 200.00 from streamer");
+    verify_ok(&s);
+    let _ = curl.kill();
+    let _ = curl.wait();
+    wait_for("hold released", || (micros(&show(&s, "streamer"), "held_micros") == 0).then_some(()));
+    verify_ok(&s);
+}
