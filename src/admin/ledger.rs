@@ -5,12 +5,22 @@ use serde::{Deserialize, Serialize};
 
 use super::views::{BackupView, TransferView};
 use super::{AdminCtx, AdminError, Audit, Command};
-use crate::store::{Account, VerifyParams, VerifyReport};
+use crate::store::{Account, VerifyParams, VerifyReport, Window};
 
 /// Ledger transfers, oldest first; with `user`, only that user's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LedgerList {
     pub user: Option<String>,
+}
+
+/// One page of ledger transfers, newest first: with `user` only that user's, inside `window`
+/// (`before` is a transfer's `seq`; times are when the transfer was made), at most `limit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerPage {
+    pub user: Option<String>,
+    #[serde(default)]
+    pub window: Window,
+    pub limit: usize,
 }
 
 /// Checks every ledger invariant (SECURITY.md §4).
@@ -30,6 +40,22 @@ impl Command for LedgerList {
         let acct = self.user.map(Account::User);
         let list = ctx.store.list_transfers(acct.as_ref())?;
         Ok(list.iter().map(TransferView::from).collect())
+    }
+}
+
+impl Command for LedgerPage {
+    type Output = Vec<TransferView>;
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<TransferView>, AdminError> {
+        let acct = self.user.map(Account::User);
+        let list = ctx.store.list_transfers(acct.as_ref())?;
+        Ok(list
+            .iter()
+            .rev()
+            .filter(|t| self.window.admits(t.seq, t.time))
+            .take(self.limit)
+            .map(TransferView::from)
+            .collect())
     }
 }
 

@@ -27,8 +27,8 @@ mod withdrawals;
 pub use api_keys::{ApiKeyCreate, ApiKeyDelete, ApiKeyList};
 pub use audit::AuditList;
 pub use devices::{DeviceBan, DeviceList, DeviceUnban, Pair};
-pub use ledger::{Backup, LedgerList, LedgerVerify};
-pub use sessions::{SessionList, Usage};
+pub use ledger::{Backup, LedgerList, LedgerPage, LedgerVerify};
+pub use sessions::{SessionList, SessionPage, Usage};
 pub use settings::{SettingsSet, SettingsShow};
 pub use subusers::{SubUserAdd, SubUserDelete, SubUserDisable, SubUserList, SubUserPassword};
 pub use users::{UserAdd, UserCredit, UserDisable, UserEnable, UserList, UserProxyPassword, UserShow};
@@ -133,6 +133,7 @@ admin_requests!(
     DeviceBan,
     DeviceUnban,
     LedgerList,
+    LedgerPage,
     AuditList,
     LedgerVerify,
     Backup,
@@ -141,6 +142,7 @@ admin_requests!(
     WithdrawalApprove,
     WithdrawalReject,
     SessionList,
+    SessionPage,
     Usage,
     SubUserAdd,
     SubUserList,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::views::{SessionView, UsagePoint, UsageView, rfc3339};
 use super::{AdminCtx, AdminError, Command};
-use crate::store::{UsageBucket, now_secs};
+use crate::store::{UsageBucket, Window, now_secs};
 
 /// Client streams, newest first; with `user`, only that client's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -13,6 +13,16 @@ pub struct SessionList {
     pub user: Option<String>,
     /// At most this many (default 100).
     pub limit: Option<usize>,
+}
+
+/// One page of client streams, newest first: with `user` only that client's, inside `window`
+/// (`before` is a session's `id`; times are when the stream started), at most `limit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionPage {
+    pub user: Option<String>,
+    #[serde(default)]
+    pub window: Window,
+    pub limit: usize,
 }
 
 /// Usage per hour or day of a client (`client:NAME`), an owner's nodes (`owner:NAME`), one
@@ -30,6 +40,15 @@ impl Command for SessionList {
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<SessionView>, AdminError> {
         let list = ctx.store.list_sessions(self.user.as_deref(), self.limit.unwrap_or(100))?;
+        Ok(list.iter().map(SessionView::from).collect())
+    }
+}
+
+impl Command for SessionPage {
+    type Output = Vec<SessionView>;
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<SessionView>, AdminError> {
+        let list = ctx.store.list_sessions_in(self.user.as_deref(), &self.window, self.limit)?;
         Ok(list.iter().map(SessionView::from).collect())
     }
 }

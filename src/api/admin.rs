@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::me::{LimitQuery, UsageQuery};
+use super::me::{LimitQuery, UsageQuery, csv_field, transfers_csv};
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal, ServerInfo};
 use crate::admin;
 use crate::admin::views::*;
-use crate::store::{WithdrawalStatus, now_secs};
+use crate::store::{Window, WithdrawalStatus, now_secs};
 use crate::telemetry::{DirLabel, Direction};
 
 /// The operator's dashboard at a glance.
@@ -36,6 +38,9 @@ pub struct Overview {
     pub pending_withdrawals: usize,
     pub pending_withdrawals_micros: u64,
     pub currency: String,
+    /// A GeoIP country database is loaded: without one, nodes have no country (the nodes map is
+    /// empty) and `-country-` targeting is refused.
+    pub geoip_country: bool,
     /// Server time, RFC 3339, and in milliseconds since the epoch (for rates between samples).
     pub time: String,
     pub time_ms: u64,
@@ -53,6 +58,53 @@ pub struct FilterQuery {
     pub user: Option<String>,
     /// At most this many rows, newest first (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// Only rows from this time on (inclusive): RFC 3339, a date (midnight UTC) or Unix seconds.
+    pub since: Option<String>,
+    /// Only rows before this time (exclusive), in the same forms as `since`.
+    pub until: Option<String>,
+    /// The next page: only rows older than this one (a transfer's `seq`, a session's `id`: the
+    /// smallest of the page before).
+    pub before: Option<u64>,
+}
+
+/// The rows a CSV export holds: all that match, oldest first, at most [`CSV_MAX_ROWS`] (the
+/// newest of them).
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ExportQuery {
+    /// Only this user's rows.
+    pub user: Option<String>,
+    /// Only rows from this time on (inclusive): RFC 3339, a date (midnight UTC) or Unix seconds.
+    pub since: Option<String>,
+    /// Only rows before this time (exclusive), in the same forms as `since`.
+    pub until: Option<String>,
+}
+
+/// The most rows one CSV export holds; a narrower date range gets the older ones.
+pub const CSV_MAX_ROWS: usize = 100_000;
+
+fn time_param(name: &str, v: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match v.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => parse_time(v).map(Some).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{name} {v:?} is not a time: use RFC 3339 (2026-12-02T20:41:00Z), a date (2026-12-02) or Unix seconds"
+            ))
+        }),
+    }
+}
+
+fn window(since: Option<&str>, until: Option<&str>, before: Option<u64>) -> Result<Window, ApiError> {
+    Ok(Window { before, since: time_param("since", since)?, until: time_param("until", until)? })
+}
+
+fn csv_response(body: String, filename: &str) -> Response {
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -119,6 +171,7 @@ fn compute_overview(state: &ApiState) -> Result<Overview, ApiError> {
         pending_withdrawals: pending.len(),
         pending_withdrawals_micros: pending.iter().map(|w| w.amount.0).sum(),
         currency: state.info.currency.clone(),
+        geoip_country: state.info.geoip_country,
         time: rfc3339(now_secs()),
         time_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -266,34 +319,92 @@ pub async fn unban(
     Ok(Json(state.run(admin::DeviceUnban { id }, &p.actor()).await?))
 }
 
-/// Client streams, live ones first.
+/// Client streams, newest first by start, one page (live ones first within it). Times filter
+/// on the start of the stream; the next page is `before` the smallest `id` of this one.
 #[utoipa::path(get, path = "/api/v1/admin/sessions", tag = "admin", security(("bearer" = [])), params(FilterQuery),
-    responses((status = 200, body = [SessionView])))]
+    responses((status = 200, body = [SessionView]), (status = 400, body = ErrorBody)))]
 pub async fn sessions(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     p.admin_read()?;
-    let req = admin::SessionList { user: q.user, limit: Some(limit(q.limit)) };
+    let window = window(q.since.as_deref(), q.until.as_deref(), q.before)?;
+    let req = admin::SessionPage { user: q.user, window, limit: limit(q.limit) };
     let mut list = state.run(req, &p.actor()).await?;
     list.sort_by_key(|s| !s.live);
     Ok(Json(list))
 }
 
-/// Ledger transfers, newest first.
+/// Client streams as CSV, oldest first: those of `user`, started in `[since, until)`.
+#[utoipa::path(get, path = "/api/v1/admin/sessions.csv", tag = "admin", security(("bearer" = [])), params(ExportQuery),
+    responses((status = 200, content_type = "text/csv",
+        description = "id,start,end,client,sub,owner,vip,node_ip,target,bytes_up,bytes_down,charge,charge_micros,node_credit_micros,end_reason"),
+        (status = 400, body = ErrorBody)))]
+pub async fn sessions_csv(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    p.admin_read()?;
+    let window = window(q.since.as_deref(), q.until.as_deref(), None)?;
+    let list = state.run(admin::SessionPage { user: q.user, window, limit: CSV_MAX_ROWS }, &p.actor()).await?;
+    let mut out = String::from(
+        "id,start,end,client,sub,owner,vip,node_ip,target,bytes_up,bytes_down,charge,charge_micros,node_credit_micros,end_reason\n",
+    );
+    for s in list.iter().rev() {
+        let opt = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            s.id,
+            s.start,
+            s.end.as_deref().unwrap_or(""),
+            csv_field(&s.client),
+            opt(&s.sub),
+            csv_field(&s.owner),
+            csv_field(&s.vip),
+            csv_field(&s.node_ip),
+            csv_field(&s.target),
+            s.bytes_up,
+            s.bytes_down,
+            s.charge,
+            s.charge_micros,
+            s.node_credit_micros,
+            opt(&s.end_reason),
+        ));
+    }
+    Ok(csv_response(out, "traffix-sessions.csv"))
+}
+
+/// Ledger transfers, newest first, one page. The next page is `before` the smallest `seq` of
+/// this one.
 #[utoipa::path(get, path = "/api/v1/admin/ledger", tag = "admin", security(("bearer" = [])), params(FilterQuery),
-    responses((status = 200, body = [TransferView])))]
+    responses((status = 200, body = [TransferView]), (status = 400, body = ErrorBody)))]
 pub async fn ledger(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Vec<TransferView>>, ApiError> {
     p.admin_read()?;
-    let mut list = state.run(admin::LedgerList { user: q.user }, &p.actor()).await?;
+    let window = window(q.since.as_deref(), q.until.as_deref(), q.before)?;
+    let req = admin::LedgerPage { user: q.user, window, limit: limit(q.limit) };
+    Ok(Json(state.run(req, &p.actor()).await?))
+}
+
+/// Ledger transfers as CSV, oldest first: those of `user`, made in `[since, until)`.
+#[utoipa::path(get, path = "/api/v1/admin/ledger.csv", tag = "admin", security(("bearer" = [])), params(ExportQuery),
+    responses((status = 200, content_type = "text/csv", description = "seq,time,kind,debit,credit,amount,amount_micros,reference"),
+        (status = 400, body = ErrorBody)))]
+pub async fn ledger_csv(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    p.admin_read()?;
+    let window = window(q.since.as_deref(), q.until.as_deref(), None)?;
+    let mut list = state.run(admin::LedgerPage { user: q.user, window, limit: CSV_MAX_ROWS }, &p.actor()).await?;
     list.reverse();
-    list.truncate(limit(q.limit));
-    Ok(Json(list))
+    Ok(csv_response(transfers_csv(&list), "traffix-ledger.csv"))
 }
 
 /// Withdrawals, pending first.

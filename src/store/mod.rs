@@ -29,7 +29,7 @@ pub use ledger::{Account, Transfer};
 pub use logins::{ApiKey, KeyScope, RefreshError, TokenFamily};
 pub use settings::BillingSettings;
 pub use subusers::SubUser;
-pub use usage::{Accrual, FlushBatch, Progress, Recovered, SessionRecord, UsageBucket};
+pub use usage::{Accrual, FlushBatch, Progress, Recovered, SessionRecord, UsageBucket, Window};
 pub use users::UserRecord;
 pub use verify::{VerifyParams, VerifyReport};
 pub use withdrawals::{Withdrawal, WithdrawalStatus};

@@ -441,13 +441,24 @@ impl Store {
 
     /// Sessions, newest first, optionally of one client, at most `limit`.
     pub fn list_sessions(&self, client: Option<&str>, limit: usize) -> Result<Vec<SessionRecord>, StoreError> {
+        self.list_sessions_in(client, &Window::default(), limit)
+    }
+
+    /// Sessions, newest first, optionally of one client, inside `window` (by id and start
+    /// time), at most `limit`.
+    pub fn list_sessions_in(
+        &self,
+        client: Option<&str>,
+        window: &Window,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         let rtx = self.db.begin_read()?;
         let t = rtx.open_table(SESSIONS)?;
         let accruals = rtx.open_table(ACCRUALS)?;
         let mut out = Vec::new();
-        for row in t.iter()?.rev() {
+        for row in t.range(..window.before.unwrap_or(u64::MAX))?.rev() {
             let mut s: SessionRecord = from_json(row?.1.value())?;
-            if client.is_none_or(|c| s.client == c) {
+            if client.is_none_or(|c| s.client == c) && window.admits(s.id, s.start) {
                 if s.end.is_none()
                     && let Some(a) = accruals.get(s.id)?
                     && let Some(p) = Accrual::decode(a.value())?.progress
@@ -461,6 +472,26 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// Which rows of a newest-first list a page holds: keys (ids, sequence numbers) below `before`,
+/// the cursor of the next page, and times (Unix seconds) in `[since, until)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    #[serde(default)]
+    pub before: Option<u64>,
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub until: Option<u64>,
+}
+
+impl Window {
+    pub fn admits(&self, key: u64, time: u64) -> bool {
+        self.before.is_none_or(|b| key < b)
+            && self.since.is_none_or(|s| time >= s)
+            && self.until.is_none_or(|u| time < u)
     }
 }
 
