@@ -75,14 +75,39 @@ export function moneyShort(v, currency = 'USD') {
   return sign + prefix + microsToDecimal(cents === 0n && abs > 0n ? abs : cents) + suffix;
 }
 
-const AMOUNT_RE = /^\d+(\.\d{1,6})?$/;
-/** Validates a decimal amount typed by a person; returns the normalised string or null. */
-export function parseAmount(text) {
-  const t = String(text ?? '').trim().replace(/,/g, '');
-  if (!AMOUNT_RE.test(t)) return null;
-  const [i, f = ''] = t.split('.');
-  const micros = BigInt(i) * MICROS + BigInt((f + '000000').slice(0, 6));
-  return micros > 0n ? { text: t, micros } : null;
+// The money grammar of the CLI and the API (Micros::parse in src/money.rs), case for case: the
+// shared cases are tests/vectors/amounts.json. White space around the amount is Unicode
+// White_Space, as Rust's str::trim removes it (JavaScript's own trim() also removes U+FEFF and
+// keeps U+0085, so it is not used here).
+const WS = '\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+const TRIM_RE = new RegExp(`^[${WS}]+|[${WS}]+$`, 'g');
+const U64_MAX = 18446744073709551615n;
+
+/** What to tell a person about an amount the grammar refuses; `example` is a well-formed one. */
+export function amountMessage(error, example = '12.50') {
+  if (error === 'too_precise') return `Enter an amount like ${example}: at most 6 decimals.`;
+  if (error === 'overflow') return `That amount is too large. Enter an amount like ${example}.`;
+  return `Enter an amount like ${example}: digits, and a dot before the decimals (no commas, spaces, signs or letters).`;
+}
+
+/**
+ * Reads a decimal amount typed by a person, exactly as the server does: "12", "12.5",
+ * "0.000001"; no sign, exponent, separator or more than 6 decimals. Returns {ok: true, text,
+ * micros (BigInt)} or {ok: false, error: 'syntax' | 'too_precise' | 'overflow', message}.
+ * `signed` (for adjustments, "-13.50") waits for the server's signed grammar.
+ */
+export function parseAmount(text, { signed = false, example } = {}) {
+  if (signed) throw new Error('signed amounts are not supported yet');
+  const fail = (error) => ({ ok: false, error, message: amountMessage(error, example) });
+  const t = String(text ?? '').replace(TRIM_RE, '');
+  const dot = t.indexOf('.');
+  const int = dot < 0 ? t : t.slice(0, dot);
+  const frac = dot < 0 ? '' : t.slice(dot + 1);
+  if (!/^[0-9]+$/.test(int) || !/^[0-9]*$/.test(frac) || (dot >= 0 && !frac)) return fail('syntax');
+  if (frac.length > 6) return fail('too_precise');
+  const micros = BigInt(int) * MICROS + BigInt(frac.padEnd(6, '0'));
+  if (micros > U64_MAX) return fail('overflow');
+  return { ok: true, text: t, micros };
 }
 
 const BYTE_UNITS = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
