@@ -144,28 +144,48 @@ function toDate(t) {
   return Number.isNaN(d.getTime()) ? null : d;
 }
 
-const dateTimeFmt = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+// One time format everywhere: 24-hour, year first, in the browser's zone, named
+// ("2026-12-02 20:41 UTC", "2026-12-02 21:41 GMT+1").
+const stampFmt = new Intl.DateTimeFormat('en-US', { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZoneName: 'short' });
 
-const shortFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
-const shortYearFmt = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+function stamp(d) {
+  const p = Object.fromEntries(stampFmt.formatToParts(d).map((x) => [x.type, x.value]));
+  return { date: `${p.year}-${p.month}-${p.day}`, hm: `${p.hour}:${p.minute}`, s: p.second, zone: p.timeZoneName || '' };
+}
 
-/** Local date and time, compact: "Nov 26, 00:23" this year, with the year otherwise. */
+/** Date and time in the browser's zone: "2026-12-02 20:41 UTC". */
 export function dateTime(t) {
   const d = toDate(t);
   if (!d) return '—';
-  return (d.getFullYear() === new Date().getFullYear() ? shortFmt : shortYearFmt).format(d);
+  const p = stamp(d);
+  return `${p.date} ${p.hm} ${p.zone}`.trim();
 }
 
-/** Local date and time in full ("Nov 26, 2026, 12:23 AM"). */
+/** Date and time to the second: "2026-12-02 20:41:07 UTC". */
 export function dateTimeLong(t) {
   const d = toDate(t);
-  return d ? dateTimeFmt.format(d) : '—';
+  if (!d) return '—';
+  const p = stamp(d);
+  return `${p.date} ${p.hm}:${p.s} ${p.zone}`.trim();
 }
 
+/** The date alone: "2026-12-02". */
+export function dateOnly(t) {
+  const d = toDate(t);
+  return d ? stamp(d).date : '—';
+}
+
+/** The time of day, 24-hour: "20:41:07". */
 export function clock(t) {
   const d = toDate(t);
-  return d ? timeFmt.format(d) : '—';
+  if (!d) return '—';
+  const p = stamp(d);
+  return `${p.hm}:${p.s}`;
+}
+
+/** The short name of the browser's time zone ("UTC", "GMT+1"). */
+export function zoneName() {
+  return stamp(new Date()).zone;
 }
 
 /** "3 min ago", "in 9 min". */
