@@ -489,6 +489,7 @@ async fn idle_nodes(t: &Traffix) -> (usize, f64) {
             allow_private_targets: false,
             max_streams: 64,
             limits: traffix::config::Limits::default(),
+            refused_retry: std::time::Duration::from_secs(traffix::node::DEFAULT_REFUSED_RETRY_SECS),
         };
         handles.push(tokio::spawn(traffix::node::run(opts, shutdown.clone())));
     }

@@ -85,6 +85,8 @@ const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub const DB_FILE: &str = "traffix.redb";
 /// File holding the JWT signing secret (used by the REST API).
 pub const JWT_SECRET_FILE: &str = "jwt.secret";
+/// The process id of the server that holds the database, so a second `serve` can name it.
+pub const PID_FILE: &str = "serve.pid";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -98,6 +100,11 @@ pub enum AppError {
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot {what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a server is already running on {}{}; stop it first (systemctl stop traffix, or kill -TERM the pid)",
+        .0.display(), .1.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    AlreadyRunning(PathBuf, Option<u32>),
     #[error("{0}")]
     Other(String),
 }
@@ -127,6 +134,9 @@ pub struct InitOutput {
     pub public_address: String,
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
+    /// `public_address` was not given but defaulted (not in the JSON: its shape is a contract).
+    #[serde(skip)]
+    pub public_address_defaulted: bool,
 }
 
 /// Replaces port 0 with a currently free port: a saved config never holds port 0.
@@ -185,6 +195,10 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
     if cfg_path.exists() {
         return Err(AppError::AlreadyInitialised(dir.clone(), cfg_path));
     }
+    // Checked before anything is written: a link with a URL in it reaches no node.
+    if let Some(p) = &opts.public_address {
+        crate::units::check_host_port(p).map_err(|e| AppError::Invalid(format!("--public-address {e}")))?;
+    }
     std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     #[cfg(unix)]
     {
@@ -197,16 +211,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
     let http = concrete(opts.http_listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3128))))?;
     let metrics = concrete(opts.metrics_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))))?;
     let public = match &opts.public_address {
-        Some(p) => {
-            let (h, port) = p
-                .rsplit_once(':')
-                .ok_or_else(|| AppError::Other(format!("--public-address {p:?} must be HOST:PORT")))?;
-            match port.parse::<u16>() {
-                Ok(0) => format!("{h}:{}", web.port()),
-                Ok(_) => p.clone(),
-                Err(_) => return Err(AppError::Other(format!("--public-address {p:?} must be HOST:PORT"))),
-            }
-        }
+        Some(p) => p.clone(),
         None => config::default_public_address(web),
     };
 
@@ -259,6 +264,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
         public_address: public,
         config_path: cfg_path,
         data_dir: dir.clone(),
+        public_address_defaulted: opts.public_address.is_none(),
     })
 }
 
@@ -298,7 +304,19 @@ pub struct App {
 impl App {
     /// Opens the store and builds every service. Fails fast on a bad certificate or database.
     pub fn build(mut cfg: Config) -> Result<App, AppError> {
-        let store = Arc::new(Store::open(&cfg.data_dir.join(DB_FILE))?);
+        let pid_file = cfg.data_dir.join(PID_FILE);
+        let store = match Store::open(&cfg.data_dir.join(DB_FILE)) {
+            Ok(s) => Arc::new(s),
+            Err(crate::store::StoreError::Locked) => {
+                let pid = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse().ok());
+                return Err(AppError::AlreadyRunning(cfg.data_dir.clone(), pid));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // This process holds the database now: say which one it is.
+        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            warn!(error = %e, "cannot write {}", pid_file.display());
+        }
         apply_settings(&mut cfg, &store)?;
         // Three listeners take client connections (web, SOCKS5, HTTP proxy); full, they must
         // still leave descriptors for everything else.
@@ -573,6 +591,7 @@ impl App {
             billing.close_all("shutdown").await;
         }
         let _ = std::fs::remove_file(admin::socket::socket_path(&cfg.data_dir));
+        let _ = std::fs::remove_file(cfg.data_dir.join(PID_FILE));
         drop(self.relay);
         info!("database closed; bye");
         Ok(())

@@ -93,6 +93,7 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
             allow_private_targets: true,
             max_streams: crate::node::DEFAULT_MAX_STREAMS,
             limits,
+            refused_retry: std::time::Duration::from_secs(crate::node::DEFAULT_REFUSED_RETRY_SECS),
         },
         node_stop,
     ));

@@ -16,6 +16,7 @@
 //! - [`egress`]: the node egress policy of SECURITY.md §1 (pure).
 //! - [`money`]: integer micro-unit amounts (pure).
 //! - [`netinfo`]: the machine's own addresses and networks, read from `/proc` (a leaf).
+//! - [`units`]: byte sizes, instants and `HOST:PORT` as people type them (pure).
 //! - [`target`], [`identity`]: leaf types every side shares (a stream's target and its failure
 //!   reasons; device key algorithms, ids and challenge bytes). They import nothing of the project.
 //! - [`listener`]: binding and accepting TCP listeners.
@@ -57,4 +58,5 @@ pub mod target;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
+pub mod units;
 pub mod web;

@@ -1,11 +1,9 @@
 //! `traffix`: parse the command line, install the TLS provider, run, map errors to exit codes.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
     // One rustls crypto provider for the whole process, before anything touches TLS.
     traffix::tls::install_provider();
-    let cli = traffix::cli::Cli::parse();
+    let (cli, json) = traffix::cli::parse();
     // `serve` initialises logging from its config; everything else logs at warn unless RUST_LOG says more.
     if !matches!(cli.command, traffix::cli::Command::Serve(_)) {
         let level = if matches!(cli.command, traffix::cli::Command::Node(_) | traffix::cli::Command::Demo(_)) {
@@ -25,7 +23,7 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(traffix::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("traffix: {}", e.message);
+            e.print(json);
             std::process::ExitCode::from(e.code.clamp(1, 255) as u8)
         }
     }

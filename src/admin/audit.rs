@@ -6,21 +6,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::views::AuditView;
-use super::{AdminCtx, AdminError, Audit, Command};
+use super::{AdminCtx, AdminError, Audit, Command, Window};
 use crate::store::now_secs;
 
-/// The newest audit entries.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Audit entries inside `window`, newest first (at most 100 by default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditList {
-    /// At most this many (default 100).
-    pub limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Window::is_all")]
+    pub window: Window,
 }
 
 impl Command for AuditList {
     type Output = Vec<AuditView>;
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<AuditView>, AdminError> {
-        let list = ctx.store.list_audit(self.limit.unwrap_or(100))?;
+        let window = Window { limit: Some(self.window.limit.unwrap_or(100)), ..self.window };
+        let list = ctx.store.list_audit(&window)?;
         Ok(list.into_iter().map(AuditView::from).collect())
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::views::{DeviceView, PairView, rfc3339};
-use super::{AdminCtx, AdminError, Audit, Command, PAIR_CODE_TTL_SECS};
+use super::{AdminCtx, AdminError, Audit, Command, PAIR_CODE_TTL_SECS, Window};
 use crate::relay::live::Cut;
 use crate::store::{DeviceRecord, PairCode, now_secs};
 use crate::tunnel::protocol::ErrorCode;
@@ -18,9 +18,12 @@ pub struct Pair {
     pub name: String,
 }
 
-/// Every paired device.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeviceList {}
+/// Devices paired inside `window`, newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeviceList {
+    #[serde(default, skip_serializing_if = "Window::is_all")]
+    pub window: Window,
+}
 
 /// Bans a device (id, id prefix or virtual IP); a connected one is disconnected.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,10 +32,12 @@ pub struct DeviceBan {
     pub reason: String,
 }
 
-/// Lifts a device's ban.
+/// Lifts a device's ban; the reason, if given, goes into the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceUnban {
     pub id: String,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl Command for Pair {
@@ -73,7 +78,9 @@ impl Command for DeviceList {
     type Output = Vec<DeviceView>;
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<DeviceView>, AdminError> {
-        let devices = ctx.store.list_devices()?;
+        let mut devices = ctx.store.list_devices()?;
+        devices.sort_by(|a, b| (a.paired_at, &a.id).cmp(&(b.paired_at, &b.id)));
+        let devices = self.window.apply(devices, |d| d.paired_at);
         Ok(devices.iter().map(|d| ctx.device_view(d)).collect())
     }
 }
@@ -111,7 +118,7 @@ impl Command for DeviceUnban {
     type Output = DeviceView;
 
     fn audit(&self) -> Option<Audit> {
-        Some(Audit::new("device.unban", &self.id))
+        Some(Audit::new("device.unban", &self.id).reason(self.reason.clone()))
     }
 
     fn before(&self, ctx: &AdminCtx) -> Option<Value> {
@@ -125,7 +132,7 @@ impl Command for DeviceUnban {
             d.banned = false;
             d.ban_reason = None;
         })?;
-        tracing::info!(device = %dev.id, "device unbanned");
+        tracing::info!(device = %dev.id, reason = self.reason.as_deref(), "device unbanned");
         Ok(ctx.device_view(&dev))
     }
 }

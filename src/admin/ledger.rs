@@ -4,23 +4,17 @@
 use serde::{Deserialize, Serialize};
 
 use super::views::{BackupView, TransferView};
-use super::{AdminCtx, AdminError, Audit, Command};
-use crate::store::{Account, VerifyParams, VerifyReport, Window};
+use super::{AdminCtx, AdminError, Audit, Command, Window};
+use crate::store::{Account, VerifyParams, VerifyReport};
 
-/// Ledger transfers, oldest first; with `user`, only that user's.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Ledger transfers made inside `window`, newest first; with `user`, only that user's (an unknown
+/// user is `not_found`). The window's `before` is a transfer's `seq`: the next page of a list
+/// continues before the smallest `seq` of the one before.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LedgerList {
     pub user: Option<String>,
-}
-
-/// One page of ledger transfers, newest first: with `user` only that user's, inside `window`
-/// (`before` is a transfer's `seq`; times are when the transfer was made), at most `limit`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LedgerPage {
-    pub user: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Window::is_all")]
     pub window: Window,
-    pub limit: usize,
 }
 
 /// Checks every ledger invariant (SECURITY.md §4).
@@ -37,25 +31,12 @@ impl Command for LedgerList {
     type Output = Vec<TransferView>;
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<TransferView>, AdminError> {
+        if let Some(u) = &self.user {
+            ctx.require_user(u)?;
+        }
         let acct = self.user.map(Account::User);
-        let list = ctx.store.list_transfers(acct.as_ref())?;
+        let list = self.window.apply_keyed(ctx.store.list_transfers(acct.as_ref())?, |t| t.seq, |t| t.time);
         Ok(list.iter().map(TransferView::from).collect())
-    }
-}
-
-impl Command for LedgerPage {
-    type Output = Vec<TransferView>;
-
-    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<TransferView>, AdminError> {
-        let acct = self.user.map(Account::User);
-        let list = ctx.store.list_transfers(acct.as_ref())?;
-        Ok(list
-            .iter()
-            .rev()
-            .filter(|t| self.window.admits(t.seq, t.time))
-            .take(self.limit)
-            .map(TransferView::from)
-            .collect())
     }
 }
 

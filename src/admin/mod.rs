@@ -24,11 +24,12 @@ mod users;
 pub mod views;
 mod withdrawals;
 
+pub use crate::store::Window;
 pub use api_keys::{ApiKeyCreate, ApiKeyDelete, ApiKeyList};
 pub use audit::AuditList;
 pub use devices::{DeviceBan, DeviceList, DeviceUnban, Pair};
-pub use ledger::{Backup, LedgerList, LedgerPage, LedgerVerify};
-pub use sessions::{SessionList, SessionPage, Usage};
+pub use ledger::{Backup, LedgerList, LedgerVerify};
+pub use sessions::{SessionList, Usage};
 pub use settings::{SettingsSet, SettingsShow};
 pub use subusers::{SubUserAdd, SubUserDelete, SubUserDisable, SubUserList, SubUserPassword};
 pub use users::{UserAdd, UserCredit, UserDisable, UserEnable, UserList, UserProxyPassword, UserShow};
@@ -133,7 +134,6 @@ admin_requests!(
     DeviceBan,
     DeviceUnban,
     LedgerList,
-    LedgerPage,
     AuditList,
     LedgerVerify,
     Backup,
@@ -142,7 +142,6 @@ admin_requests!(
     WithdrawalApprove,
     WithdrawalReject,
     SessionList,
-    SessionPage,
     Usage,
     SubUserAdd,
     SubUserList,
@@ -276,6 +275,15 @@ impl AdminCtx {
         crate::sync::read(&self.money)
     }
 
+    /// Fails with `not_found` unless user `name` exists (a filter naming nobody is a mistake,
+    /// not an empty list).
+    fn require_user(&self, name: &str) -> Result<(), AdminError> {
+        match self.store.get_user(name)? {
+            Some(_) => Ok(()),
+            None => Err(AdminError::new("not_found", format!("no user {name:?}"))),
+        }
+    }
+
     fn invalidate(&self, name: &str) {
         if let Some(l) = &self.live {
             (l.invalidate_account)(name);
@@ -329,7 +337,7 @@ mod tests {
             serde_json::to_string(&add).unwrap(),
             r#"{"cmd":"user_add","name":"ann","password":null,"admin":true}"#
         );
-        assert_eq!(serde_json::to_string(&AdminRequest::from(UserList {})).unwrap(), r#"{"cmd":"user_list"}"#);
+        assert_eq!(serde_json::to_string(&AdminRequest::from(UserList::default())).unwrap(), r#"{"cmd":"user_list"}"#);
         for line in [
             r#"{"cmd":"user_list"}"#,
             r#"{"cmd":"ledger_verify"}"#,

@@ -4,25 +4,21 @@
 use serde::{Deserialize, Serialize};
 
 use super::views::{SessionView, UsagePoint, UsageView, rfc3339};
-use super::{AdminCtx, AdminError, Command};
-use crate::store::{UsageBucket, Window, now_secs};
+use super::{AdminCtx, AdminError, Command, Window};
+use crate::store::{SessionFilter, UsageBucket, now_secs};
 
-/// Client streams, newest first; with `user`, only that client's.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Client streams, newest first; with `user`, only that client's (an unknown user is
+/// `not_found`); with `node_ip`, only those a node with that public IP carried; only those
+/// overlapping `window` (open at some moment from `since` to `until`; a live stream lasts until
+/// now), at most 100 by default. The window's `before` is a session `id`: the next page of a list
+/// continues before the smallest `id` of the one before.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionList {
     pub user: Option<String>,
-    /// At most this many (default 100).
-    pub limit: Option<usize>,
-}
-
-/// One page of client streams, newest first: with `user` only that client's, inside `window`
-/// (`before` is a session's `id`; times are when the stream started), at most `limit`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionPage {
-    pub user: Option<String>,
     #[serde(default)]
+    pub node_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Window::is_all")]
     pub window: Window,
-    pub limit: usize,
 }
 
 /// Usage per hour or day of a client (`client:NAME`), an owner's nodes (`owner:NAME`), one
@@ -39,16 +35,21 @@ impl Command for SessionList {
     type Output = Vec<SessionView>;
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<SessionView>, AdminError> {
-        let list = ctx.store.list_sessions(self.user.as_deref(), self.limit.unwrap_or(100))?;
-        Ok(list.iter().map(SessionView::from).collect())
-    }
-}
-
-impl Command for SessionPage {
-    type Output = Vec<SessionView>;
-
-    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<SessionView>, AdminError> {
-        let list = ctx.store.list_sessions_in(self.user.as_deref(), &self.window, self.limit)?;
+        if let Some(u) = &self.user {
+            ctx.require_user(u)?;
+        }
+        let node_ip = match self.node_ip.as_deref().map(str::trim) {
+            None => None,
+            // The canonical spelling, as the session rows store it.
+            Some(ip) => Some(
+                ip.parse::<std::net::IpAddr>()
+                    .map_err(|_| AdminError::new("invalid", format!("{ip:?} is not an IP address")))?
+                    .to_string(),
+            ),
+        };
+        let window = Window { limit: Some(self.window.limit.unwrap_or(100)), ..self.window };
+        let filter = SessionFilter { client: self.user.as_deref(), node_ip: node_ip.as_deref(), window };
+        let list = ctx.store.list_sessions(&filter)?;
         Ok(list.iter().map(SessionView::from).collect())
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::views::{DeletedView, SubUserView, rfc3339};
-use super::{AdminCtx, AdminError, Audit, Command, valid_name};
+use super::{AdminCtx, AdminError, Audit, Command, Window, valid_name};
 use crate::relay::live::Cut;
 use crate::store::{SubUser, now_secs};
 
@@ -18,10 +18,12 @@ pub struct SubUserAdd {
     pub valid_days: Option<u32>,
 }
 
-/// Sub-users of `parent`, or all.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Sub-users of `parent`, or all, created inside `window`, newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SubUserList {
     pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Window::is_all")]
+    pub window: Window,
 }
 
 /// Disables or re-enables a sub-user; with `parent`, only one of that account's.
@@ -87,7 +89,12 @@ impl Command for SubUserList {
     type Output = Vec<SubUserView>;
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<SubUserView>, AdminError> {
-        let list = ctx.store.list_subusers(self.parent.as_deref())?;
+        if let Some(p) = &self.parent {
+            ctx.require_user(p)?;
+        }
+        let mut list = ctx.store.list_subusers(self.parent.as_deref())?;
+        list.sort_by_key(|s| (s.created_at, s.name.clone()));
+        let list = self.window.apply(list, |s| s.created_at);
         list.iter().map(|s| ctx.subuser_view(s)).collect()
     }
 }

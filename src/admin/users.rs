@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::views::{CreditView, ProxyPasswordView, UserView, rfc3339};
-use super::{AdminCtx, AdminError, Audit, Command, valid_name};
+use super::{AdminCtx, AdminError, Audit, Command, Window, valid_name};
 use crate::money::{Micros, format_signed};
 use crate::relay::live::Cut;
 use crate::store::{Account, UserRecord, WithdrawalStatus, now_secs};
@@ -21,9 +21,12 @@ pub struct UserAdd {
     pub admin: bool,
 }
 
-/// Every user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UserList {}
+/// Users created inside `window`, newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserList {
+    #[serde(default, skip_serializing_if = "Window::is_all")]
+    pub window: Window,
+}
 
 /// One user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,7 +107,9 @@ impl Command for UserList {
     type Output = Vec<UserView>;
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<UserView>, AdminError> {
-        let users = ctx.store.list_users()?;
+        let mut users = ctx.store.list_users()?;
+        users.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+        let users = self.window.apply(users, |u| u.created_at);
         let totals = ctx.user_totals()?;
         users.iter().map(|u| ctx.user_view_with(u, &totals)).collect()
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::views::WithdrawalView;
-use super::{AdminCtx, AdminError, Audit, Command};
+use super::{AdminCtx, AdminError, Audit, Command, Window};
 use crate::money::Micros;
 use crate::store::{WithdrawalStatus, now_secs};
 
@@ -18,12 +18,14 @@ pub struct WithdrawalRequest {
     pub destination: Option<String>,
 }
 
-/// Withdrawals, newest first, optionally of one user or in one status.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Withdrawals requested inside `window`, newest first, optionally of one user or in one status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WithdrawalList {
     pub user: Option<String>,
     /// `pending`, `approved` or `rejected`.
     pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Window::is_all")]
+    pub window: Window,
 }
 
 /// Approves (pays out) a pending withdrawal.
@@ -72,7 +74,12 @@ impl Command for WithdrawalList {
                 ));
             }
         };
-        let list = ctx.store.list_withdrawals(self.user.as_deref(), status)?;
+        if let Some(u) = &self.user {
+            ctx.require_user(u)?;
+        }
+        let mut list = ctx.store.list_withdrawals(self.user.as_deref(), status)?;
+        list.reverse();
+        let list = self.window.apply(list, |w| w.requested_at);
         Ok(list.iter().map(WithdrawalView::from).collect())
     }
 }

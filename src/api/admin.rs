@@ -18,7 +18,7 @@ use super::me::{LimitQuery, UsageQuery, csv_field, transfers_csv};
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal, ServerInfo};
 use crate::admin;
 use crate::admin::views::*;
-use crate::store::{Window, WithdrawalStatus, now_secs};
+use crate::store::{WithdrawalStatus, now_secs};
 use crate::telemetry::{DirLabel, Direction};
 
 /// The operator's dashboard at a glance.
@@ -53,48 +53,58 @@ pub struct UserQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-pub struct FilterQuery {
-    /// Only this user's rows.
+pub struct LedgerQuery {
+    /// Only this user's rows (an unknown user is 404 `not_found`).
     pub user: Option<String>,
     /// At most this many rows, newest first (default 100, at most 1000).
     pub limit: Option<usize>,
-    /// Only rows from this time on (inclusive): RFC 3339, a date (midnight UTC) or Unix seconds.
+    /// Only rows from this time on (inclusive): RFC 3339 (`2026-12-01T08:00:00Z`), a date
+    /// (`2026-12-01`, midnight UTC), Unix seconds or an age (`24h`, `7d`).
     pub since: Option<String>,
-    /// Only rows before this time (exclusive), in the same forms as `since`.
+    /// Only rows up to this time (inclusive), in the same forms as `since`.
     pub until: Option<String>,
-    /// The next page: only rows older than this one (a transfer's `seq`, a session's `id`: the
-    /// smallest of the page before).
+    /// The next page: only rows older than this one (a transfer's `seq`: the smallest of the page
+    /// before).
     pub before: Option<u64>,
 }
 
-/// The rows a CSV export holds: all that match, oldest first, at most [`CSV_MAX_ROWS`] (the
+/// The rows a ledger CSV holds: all that match, oldest first, at most [`CSV_MAX_ROWS`] (the
 /// newest of them).
 #[derive(Debug, Deserialize, IntoParams)]
-pub struct ExportQuery {
-    /// Only this user's rows.
+pub struct LedgerExportQuery {
+    /// Only this user's rows (an unknown user is 404 `not_found`).
     pub user: Option<String>,
-    /// Only rows from this time on (inclusive): RFC 3339, a date (midnight UTC) or Unix seconds.
+    /// Only rows from this time on (inclusive), in the forms of `/admin/ledger`.
     pub since: Option<String>,
-    /// Only rows before this time (exclusive), in the same forms as `since`.
+    /// Only rows up to this time (inclusive), in the same forms as `since`.
     pub until: Option<String>,
 }
 
 /// The most rows one CSV export holds; a narrower date range gets the older ones.
 pub const CSV_MAX_ROWS: usize = 100_000;
 
-fn time_param(name: &str, v: Option<&str>) -> Result<Option<u64>, ApiError> {
+/// A `since`/`until` query value read by the one parser of times ([`crate::units::parse_instant`]);
+/// empty is no bound.
+fn time_param(name: &str, v: Option<&str>, now: u64) -> Result<Option<u64>, ApiError> {
     match v.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => parse_time(v).map(Some).ok_or_else(|| {
-            ApiError::invalid(format!(
-                "{name} {v:?} is not a time: use RFC 3339 (2026-12-02T20:41:00Z), a date (2026-12-02) or Unix seconds"
-            ))
-        }),
+        Some(v) => crate::units::parse_instant(v, now).map(Some).map_err(|e| ApiError::invalid(format!("{name}: {e}"))),
     }
 }
 
-fn window(since: Option<&str>, until: Option<&str>, before: Option<u64>) -> Result<Window, ApiError> {
-    Ok(Window { before, since: time_param("since", since)?, until: time_param("until", until)? })
+fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<admin::Window, ApiError> {
+    let now = now_secs();
+    Ok(admin::Window {
+        since: time_param("since", since, now)?,
+        until: time_param("until", until, now)?,
+        before,
+        limit: Some(limit),
+    })
 }
 
 fn csv_response(body: String, filename: &str) -> Response {
@@ -215,7 +225,7 @@ pub async fn users(
     Query(q): Query<UserQuery>,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
     p.admin_read()?;
-    let all = state.run(admin::UserList {}, &p.actor()).await?;
+    let all = state.run(admin::UserList::default(), &p.actor()).await?;
     let needle = q.q.unwrap_or_default().trim().to_ascii_lowercase();
     // The list never carries proxy passwords (each user sees its own in its portal).
     Ok(Json(
@@ -290,7 +300,7 @@ pub async fn enable(
     responses((status = 200, body = [DeviceView]), (status = 403, body = ErrorBody)))]
 pub async fn nodes(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<DeviceView>>, ApiError> {
     p.admin_read()?;
-    Ok(Json(state.run(admin::DeviceList {}, &p.actor()).await?))
+    Ok(Json(state.run(admin::DeviceList::default(), &p.actor()).await?))
 }
 
 /// Ban a device (id, id prefix or vIP); a connected one is disconnected.
@@ -307,48 +317,97 @@ pub async fn ban(
     Ok(Json(state.run(admin::DeviceBan { id, reason: reason(&req.reason)? }, &p.actor()).await?))
 }
 
-/// Lift a device's ban.
+/// Lift a device's ban (an optional reason goes into the audit log).
 #[utoipa::path(post, path = "/api/v1/admin/nodes/{id}/unban", tag = "admin", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path)), request_body = OptionalReason,
+    responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn unban(
     State(state): State<Arc<ApiState>>,
     p: Principal,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<DeviceView>, ApiError> {
     p.admin_write(false)?;
-    Ok(Json(state.run(admin::DeviceUnban { id }, &p.actor()).await?))
+    let reason = optional_reason(&body)?;
+    Ok(Json(state.run(admin::DeviceUnban { id, reason }, &p.actor()).await?))
 }
 
-/// Client streams, newest first by start, one page (live ones first within it). Times filter
-/// on the start of the stream; the next page is `before` the smallest `id` of this one.
-#[utoipa::path(get, path = "/api/v1/admin/sessions", tag = "admin", security(("bearer" = [])), params(FilterQuery),
-    responses((status = 200, body = [SessionView]), (status = 400, body = ErrorBody)))]
+/// An optional `{"reason": …}` body: none, whitespace, or a reason of 1-500 characters.
+fn optional_reason(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let body: OptionalReason =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    body.reason.filter(|r| !r.trim().is_empty()).map(|r| reason(&r)).transpose()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SessionQuery {
+    /// Only this user's streams (an unknown user is 404 `not_found`).
+    pub user: Option<String>,
+    /// Only streams carried by the node with this public IP (an abuse report's address).
+    pub node_ip: Option<String>,
+    /// Only streams still open at or after this time (ended then or later, or live): RFC 3339
+    /// (`2026-12-01T08:00:00Z`), a date (`2026-12-01`, midnight UTC), Unix seconds or an age
+    /// (`24h`, `7d`).
+    pub since: Option<String>,
+    /// Only streams started at or before this time (same forms). With `since`, the streams open
+    /// at some moment of `[since, until]`.
+    pub until: Option<String>,
+    /// The next page: only streams with an `id` below this one (the smallest `id` of the page
+    /// before).
+    pub before: Option<u64>,
+    /// At most this many rows, newest first (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// The streams a sessions CSV holds: all that match, oldest first, at most [`CSV_MAX_ROWS`] (the
+/// newest of them).
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SessionExportQuery {
+    /// Only this user's streams (an unknown user is 404 `not_found`).
+    pub user: Option<String>,
+    /// Only streams carried by the node with this public IP.
+    pub node_ip: Option<String>,
+    /// Only streams still open at or after this time, in the forms of `/admin/sessions`.
+    pub since: Option<String>,
+    /// Only streams started at or before this time (same forms).
+    pub until: Option<String>,
+}
+
+/// Client streams, newest first, one page (live ones first within it); filtered by user, node
+/// public IP and time (the streams open at some moment of `[since, until]`) for abuse reports.
+/// The next page is `before` the smallest `id` of this one.
+#[utoipa::path(get, path = "/api/v1/admin/sessions", tag = "admin", security(("bearer" = [])), params(SessionQuery),
+    responses((status = 200, body = [SessionView]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn sessions(
     State(state): State<Arc<ApiState>>,
     p: Principal,
-    Query(q): Query<FilterQuery>,
+    Query(q): Query<SessionQuery>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     p.admin_read()?;
-    let window = window(q.since.as_deref(), q.until.as_deref(), q.before)?;
-    let req = admin::SessionPage { user: q.user, window, limit: limit(q.limit) };
+    let window = window(q.since.as_deref(), q.until.as_deref(), q.before, limit(q.limit))?;
+    let req = admin::SessionList { user: q.user, node_ip: q.node_ip, window };
     let mut list = state.run(req, &p.actor()).await?;
     list.sort_by_key(|s| !s.live);
     Ok(Json(list))
 }
 
-/// Client streams as CSV, oldest first: those of `user`, started in `[since, until)`.
-#[utoipa::path(get, path = "/api/v1/admin/sessions.csv", tag = "admin", security(("bearer" = [])), params(ExportQuery),
+/// Client streams as CSV, oldest first: those of `user` and `node_ip` open at some moment of
+/// `[since, until]`.
+#[utoipa::path(get, path = "/api/v1/admin/sessions.csv", tag = "admin", security(("bearer" = [])), params(SessionExportQuery),
     responses((status = 200, content_type = "text/csv",
         description = "id,start,end,client,sub,owner,vip,node_ip,target,bytes_up,bytes_down,charge,charge_micros,node_credit_micros,end_reason"),
-        (status = 400, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn sessions_csv(
     State(state): State<Arc<ApiState>>,
     p: Principal,
-    Query(q): Query<ExportQuery>,
+    Query(q): Query<SessionExportQuery>,
 ) -> Result<Response, ApiError> {
     p.admin_read()?;
-    let window = window(q.since.as_deref(), q.until.as_deref(), None)?;
-    let list = state.run(admin::SessionPage { user: q.user, window, limit: CSV_MAX_ROWS }, &p.actor()).await?;
+    let window = window(q.since.as_deref(), q.until.as_deref(), None, CSV_MAX_ROWS)?;
+    let list = state.run(admin::SessionList { user: q.user, node_ip: q.node_ip, window }, &p.actor()).await?;
     let mut out = String::from(
         "id,start,end,client,sub,owner,vip,node_ip,target,bytes_up,bytes_down,charge,charge_micros,node_credit_micros,end_reason\n",
     );
@@ -378,31 +437,30 @@ pub async fn sessions_csv(
 
 /// Ledger transfers, newest first, one page. The next page is `before` the smallest `seq` of
 /// this one.
-#[utoipa::path(get, path = "/api/v1/admin/ledger", tag = "admin", security(("bearer" = [])), params(FilterQuery),
-    responses((status = 200, body = [TransferView]), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/admin/ledger", tag = "admin", security(("bearer" = [])), params(LedgerQuery),
+    responses((status = 200, body = [TransferView]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn ledger(
     State(state): State<Arc<ApiState>>,
     p: Principal,
-    Query(q): Query<FilterQuery>,
+    Query(q): Query<LedgerQuery>,
 ) -> Result<Json<Vec<TransferView>>, ApiError> {
     p.admin_read()?;
-    let window = window(q.since.as_deref(), q.until.as_deref(), q.before)?;
-    let req = admin::LedgerPage { user: q.user, window, limit: limit(q.limit) };
-    Ok(Json(state.run(req, &p.actor()).await?))
+    let window = window(q.since.as_deref(), q.until.as_deref(), q.before, limit(q.limit))?;
+    Ok(Json(state.run(admin::LedgerList { user: q.user, window }, &p.actor()).await?))
 }
 
-/// Ledger transfers as CSV, oldest first: those of `user`, made in `[since, until)`.
-#[utoipa::path(get, path = "/api/v1/admin/ledger.csv", tag = "admin", security(("bearer" = [])), params(ExportQuery),
+/// Ledger transfers as CSV, oldest first: those of `user` made in `[since, until]`.
+#[utoipa::path(get, path = "/api/v1/admin/ledger.csv", tag = "admin", security(("bearer" = [])), params(LedgerExportQuery),
     responses((status = 200, content_type = "text/csv", description = "seq,time,kind,debit,credit,amount,amount_micros,reference"),
-        (status = 400, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn ledger_csv(
     State(state): State<Arc<ApiState>>,
     p: Principal,
-    Query(q): Query<ExportQuery>,
+    Query(q): Query<LedgerExportQuery>,
 ) -> Result<Response, ApiError> {
     p.admin_read()?;
-    let window = window(q.since.as_deref(), q.until.as_deref(), None)?;
-    let mut list = state.run(admin::LedgerPage { user: q.user, window, limit: CSV_MAX_ROWS }, &p.actor()).await?;
+    let window = window(q.since.as_deref(), q.until.as_deref(), None, CSV_MAX_ROWS)?;
+    let mut list = state.run(admin::LedgerList { user: q.user, window }, &p.actor()).await?;
     list.reverse();
     Ok(csv_response(transfers_csv(&list), "traffix-ledger.csv"))
 }
@@ -416,7 +474,7 @@ pub async fn withdrawals(
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
     p.admin_read()?;
-    let req = admin::WithdrawalList { user: None, status: q.status };
+    let req = admin::WithdrawalList { user: None, status: q.status, window: admin::Window::default() };
     let mut list = state.run(req, &p.actor()).await?;
     list.sort_by_key(|w| w.status != "pending");
     Ok(Json(list))
@@ -434,12 +492,7 @@ pub async fn approve(
 ) -> Result<Json<WithdrawalView>, ApiError> {
     p.admin_write(true)?;
     // The body is optional here.
-    let body: OptionalReason = if body.iter().all(u8::is_ascii_whitespace) {
-        OptionalReason::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?
-    };
-    let reason = body.reason.filter(|r| !r.trim().is_empty());
+    let reason = optional_reason(&body)?;
     Ok(Json(state.run(admin::WithdrawalApprove { id, reason }, &p.actor()).await?))
 }
 
@@ -466,7 +519,14 @@ pub async fn audit(
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
     p.admin_read()?;
-    Ok(Json(state.run(admin::AuditList { limit: Some(limit(q.limit)) }, &p.actor()).await?))
+    Ok(Json(
+        state
+            .run(
+                admin::AuditList { window: admin::Window { limit: Some(limit(q.limit)), ..admin::Window::default() } },
+                &p.actor(),
+            )
+            .await?,
+    ))
 }
 
 /// The server's settings: billing (editable here) and the rest (edited in traffix.toml).
@@ -544,7 +604,7 @@ pub async fn events(
                 events.push(Ok(e));
             }
             let mut last = last_nodes;
-            if let Ok(nodes) = state.run(admin::DeviceList {}, &actor).await {
+            if let Ok(nodes) = state.run(admin::DeviceList::default(), &actor).await {
                 let sig: String =
                     nodes.iter().map(|d| format!("{}:{}:{:?}:{};", d.id, d.online, d.state, d.banned)).collect();
                 if sig != last || tick % 5 == 0 {

@@ -151,7 +151,7 @@ pub async fn earnings(
 #[utoipa::path(get, path = "/api/v1/me/devices", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [DeviceView])))]
 pub async fn devices(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<DeviceView>>, ApiError> {
-    let all = state.run(admin::DeviceList {}, &p.actor()).await?;
+    let all = state.run(admin::DeviceList::default(), &p.actor()).await?;
     Ok(Json(all.into_iter().filter(|d| d.owner == p.user.name).collect()))
 }
 
@@ -178,15 +178,14 @@ pub async fn sessions(
     p: Principal,
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
-    let req = admin::SessionList { user: Some(p.user.name.clone()), limit: Some(limit(&q)) };
+    let window = admin::Window { limit: Some(limit(&q)), ..admin::Window::default() };
+    let req = admin::SessionList { user: Some(p.user.name.clone()), node_ip: None, window };
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
 async fn my_transfers(state: &ApiState, p: &Principal, n: usize) -> Result<Vec<TransferView>, ApiError> {
-    let mut list = state.run(admin::LedgerList { user: Some(p.user.name.clone()) }, &p.actor()).await?;
-    list.reverse();
-    list.truncate(n);
-    Ok(list)
+    let window = admin::Window { limit: Some(n), ..admin::Window::default() };
+    state.run(admin::LedgerList { user: Some(p.user.name.clone()), window }, &p.actor()).await
 }
 
 /// The caller's ledger lines, newest first.
@@ -246,7 +245,7 @@ pub async fn withdrawals(
     State(state): State<Arc<ApiState>>,
     p: Principal,
 ) -> Result<Json<Vec<WithdrawalView>>, ApiError> {
-    let req = admin::WithdrawalList { user: Some(p.user.name.clone()), status: None };
+    let req = admin::WithdrawalList { user: Some(p.user.name.clone()), ..Default::default() };
     Ok(Json(state.run(req, &p.actor()).await?))
 }
 
@@ -318,7 +317,9 @@ pub struct NewSubUser {
 #[utoipa::path(get, path = "/api/v1/me/sub-users", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = [SubUserView])))]
 pub async fn sub_users(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<SubUserView>>, ApiError> {
-    Ok(Json(state.run(admin::SubUserList { parent: Some(p.user.name.clone()) }, &p.actor()).await?))
+    Ok(Json(
+        state.run(admin::SubUserList { parent: Some(p.user.name.clone()), ..Default::default() }, &p.actor()).await?,
+    ))
 }
 
 /// Create a sub-user with its own proxy name and password, byte cap, stream cap and expiry.

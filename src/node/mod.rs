@@ -8,6 +8,7 @@ pub mod state;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -34,6 +35,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A session that lasted this long resets the back-off.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// How long a stopping agent lets its live streams finish (the DRAIN frame says so too).
+pub const DRAIN_SECS: u16 = 10;
+/// How often a banned (or no longer recognised) device asks again, by default: an unban or a
+/// re-enabled owner brings it back without anyone restarting it.
+pub const DEFAULT_REFUSED_RETRY_SECS: u64 = 600;
 
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -43,13 +49,17 @@ pub struct NodeOptions {
     pub allow_private_targets: bool,
     pub max_streams: u32,
     pub limits: Limits,
+    /// Wait between attempts while the server refuses this device (banned, owner disabled).
+    pub refused_retry: Duration,
 }
 
 /// How one connection ended.
 enum SessionEnd {
     /// Reconnect after back-off.
     Retry(String),
-    /// Stop for good (banned, pairing refused, version mismatch...).
+    /// The server refuses this device for now (banned, its owner disabled): ask again slowly.
+    Refused(String),
+    /// Stop for good (pairing refused, version mismatch...).
     Fatal(String),
     /// The agent was asked to stop.
     Shutdown,
@@ -86,14 +96,32 @@ pub async fn run(opts: NodeOptions, mut shutdown: Shutdown) -> Result<(), String
     let mut backoff = BACKOFF_MIN;
     loop {
         let started = tokio::time::Instant::now();
-        let mut established = false;
+        let established = AtomicBool::new(false);
+        let connecting = connect_once(&opts, &mut identity, &mut pair_code, shutdown.clone(), &established);
+        tokio::pin!(connecting);
         let end = tokio::select! {
-            e = connect_once(&opts, &mut identity, &mut pair_code, shutdown.clone(), &mut established) => e,
-            _ = shutdown.recv() => SessionEnd::Shutdown,
+            e = &mut connecting => e,
+            // A live tunnel drains itself (DRAIN, live streams finish up to DRAIN_SECS, a
+            // clean close); a connection still being set up is dropped.
+            _ = shutdown.recv() => {
+                if established.load(Ordering::Acquire) { connecting.await } else { SessionEnd::Shutdown }
+            }
         };
+        let established = established.load(Ordering::Acquire);
         match end {
-            SessionEnd::Shutdown => return Ok(()),
+            SessionEnd::Shutdown => {
+                info!("node agent stopped");
+                return Ok(());
+            }
             SessionEnd::Fatal(why) => return Err(why),
+            SessionEnd::Refused(why) => {
+                backoff = BACKOFF_MIN;
+                warn!(reason = %why, retry_in_s = opts.refused_retry.as_secs(), "the server refuses this device; asking again later");
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.refused_retry) => {}
+                    _ = shutdown.recv() => return Ok(()),
+                }
+            }
             SessionEnd::Retry(why) => {
                 // A tunnel that came up (or lived long) resets the back-off: after a server
                 // restart the node is back within a second, not after a grown delay.
@@ -147,7 +175,7 @@ async fn connect_once(
     identity: &mut NodeIdentity,
     pair_code: &mut Option<String>,
     shutdown: Shutdown,
-    established: &mut bool,
+    established: &AtomicBool,
 ) -> SessionEnd {
     match session(opts, identity, pair_code, shutdown, established).await {
         Ok(end) => end,
@@ -160,7 +188,7 @@ async fn session(
     identity: &mut NodeIdentity,
     pair_code: &mut Option<String>,
     shutdown: Shutdown,
-    established: &mut bool,
+    established: &AtomicBool,
 ) -> Result<SessionEnd, String> {
     let pin = identity.pin_bytes()?;
     let server = identity.server.clone();
@@ -208,7 +236,7 @@ async fn tunnel<S>(
     mut shutdown: Shutdown,
     mut wsock: tokio_tungstenite::WebSocketStream<S>,
     local: Option<SocketAddr>,
-    established: &mut bool,
+    established: &AtomicBool,
 ) -> Result<SessionEnd, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -270,7 +298,7 @@ where
         info!(vip = %welcome.vip, "paired with the server");
     }
     info!(vip = %welcome.vip, local = local.map(tracing::field::display), "tunnel up");
-    *established = true;
+    established.store(true, Ordering::Release);
 
     let (mux, out_rx) = Mux::new(MuxConfig {
         initial_window: opts.limits.initial_window,
@@ -280,6 +308,7 @@ where
         max_data: protocol::MAX_DATA_LEN,
         idle_timeout: opts.limits.idle_timeout(),
         max_queued: (welcome.max_inflight as usize).saturating_add(opts.limits.node_queue_bytes),
+        opens_streams: false,
     });
     let epoch = tokio::time::Instant::now();
     let (sink, mut stream) = wsock.split();
@@ -302,6 +331,7 @@ where
     let mut sent_at: Option<(u32, tokio::time::Instant)> = None;
     let mut state = NodeState::Serving;
     let mut stopping = false;
+    let mut drain_until = tokio::time::Instant::now();
 
     let end = loop {
         tokio::select! {
@@ -347,7 +377,14 @@ where
             }
             _ = heartbeat.tick() => {
                 if state == NodeState::Draining && mux.active_streams() == 0 {
+                    if stopping {
+                        info!("drained: every live stream finished");
+                    }
                     break if stopping { SessionEnd::Shutdown } else { SessionEnd::Retry("drained".into()) };
+                }
+                if stopping && tokio::time::Instant::now() >= drain_until {
+                    warn!(streams = mux.active_streams(), "drain deadline passed: closing the streams still open");
+                    break SessionEnd::Shutdown;
                 }
                 seq = seq.wrapping_add(1);
                 sent_at = Some((seq, tokio::time::Instant::now()));
@@ -367,7 +404,9 @@ where
             _ = shutdown.recv(), if !stopping => {
                 stopping = true;
                 state = NodeState::Draining;
-                mux.send_frame(&Frame::Drain { reason: Some("node agent stopping".into()), deadline_s: Some(10) });
+                drain_until = tokio::time::Instant::now() + Duration::from_secs(u64::from(DRAIN_SECS));
+                mux.send_frame(&Frame::Drain { reason: Some("node agent stopping".into()), deadline_s: Some(DRAIN_SECS) });
+                info!(streams = mux.active_streams(), deadline_s = DRAIN_SECS, "stopping: draining live streams");
                 if mux.active_streams() == 0 {
                     break SessionEnd::Shutdown;
                 }
@@ -376,8 +415,17 @@ where
         }
     };
     mux.close("session ended");
-    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
-        writer.abort();
+    // The writer sends what is queued and a WebSocket Close; then the connection itself is
+    // shut down (TLS close_notify), so the server sees a clean end, not a dropped socket.
+    match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
+        Ok(Ok(Some(sink))) => {
+            if let Ok(mut ws) = sink.reunite(stream) {
+                let _ = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncWriteExt::shutdown(ws.get_mut()))
+                    .await;
+            }
+        }
+        Ok(_) => {}
+        Err(_) => writer.abort(),
     }
     Ok(end)
 }
@@ -392,8 +440,12 @@ fn add_server(policy: &mut EgressPolicy, addrs: impl IntoIterator<Item = SocketA
 }
 
 fn refused(code: ErrorCode, message: String) -> SessionEnd {
-    let why = format!("server refused: {code}: {message}");
-    if code.is_fatal() { SessionEnd::Fatal(why) } else { SessionEnd::Retry(why) }
+    let why = format!("server refused: {}: {message}", code.describe());
+    match code {
+        ErrorCode::DeviceBanned | ErrorCode::AuthFailed => SessionEnd::Refused(why),
+        c if c.is_fatal() => SessionEnd::Fatal(why),
+        _ => SessionEnd::Retry(why),
+    }
 }
 
 /// Dials `target` under the egress policy and relays the stream.

@@ -51,6 +51,7 @@ impl HttpError {
             402 => "Payment Required",
             403 => "Forbidden",
             407 => "Proxy Authentication Required",
+            408 => "Request Timeout",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             502 => "Bad Gateway",
@@ -250,18 +251,25 @@ pub fn chunk_size(line: &[u8]) -> Option<u64> {
 struct Reader<R> {
     inner: R,
     buf: BytesMut,
+    /// Longest wait for the next bytes (`TimedOut` past it); `None`: no limit.
+    idle: Option<std::time::Duration>,
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
     fn new(inner: R) -> Self {
-        Reader { inner, buf: BytesMut::with_capacity(8 * 1024) }
+        Reader { inner, buf: BytesMut::with_capacity(8 * 1024), idle: None }
     }
 
     async fn fill(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(8 * 1024);
         }
-        self.inner.read_buf(&mut self.buf).await
+        match self.idle {
+            Some(d) => tokio::time::timeout(d, self.inner.read_buf(&mut self.buf))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+            None => self.inner.read_buf(&mut self.buf).await,
+        }
     }
 
     /// Reads one line (with its CRLF) of at most `max` bytes.
@@ -401,6 +409,9 @@ struct Upstream {
 
 async fn handle(sock: TcpStream, peer: SocketAddr, svc: &Arc<RelayService>, mut admitted: Admitted) {
     let mut conn = Reader::new(sock);
+    // A request body that stops arriving is cut like an idle stream (it used to hold the
+    // connection for as long as the client kept it open).
+    conn.idle = Some(svc.limits.idle_timeout());
     let mut upstream: Option<Upstream> = None;
     let mut first = true;
     loop {
@@ -529,6 +540,47 @@ fn content_length(v: Option<&[u8]>) -> Result<Option<u64>, ()> {
     }
 }
 
+/// How a request's body is framed (RFC 9112 §6.1–6.3). Every header is forwarded as it came, so
+/// any framing the origin could read differently from us is refused (400, and the connection is
+/// closed): Content-Length together with Transfer-Encoding, a Transfer-Encoding whose last coding
+/// is not a single `chunked`, Content-Length headers that differ, and a Content-Length that is
+/// not plain digits (`+5`, `5, 6`). Those are the shapes of request smuggling: a request hidden
+/// in a body we forward as data would be read by the origin as a request of its own.
+fn request_body(head: &RequestHead) -> Result<Body, HttpError> {
+    let bad = |why: &str| Err(HttpError::new(400, "http_request_error", why.to_owned()));
+    let values = |name: &str| -> Vec<&[u8]> {
+        head.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice()).collect()
+    };
+    let lengths = values("content-length");
+    let codings: Vec<String> = values("transfer-encoding")
+        .iter()
+        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .collect();
+    if !codings.is_empty() {
+        if !lengths.is_empty() {
+            return bad("Content-Length together with Transfer-Encoding");
+        }
+        let chunked = codings.iter().filter(|c| *c == "chunked").count();
+        if codings.last().map(String::as_str) != Some("chunked") || chunked != 1 || codings.iter().any(String::is_empty)
+        {
+            return bad("Transfer-Encoding must end with one chunked coding");
+        }
+        return Ok(Body::Chunked);
+    }
+    let Some((first, rest)) = lengths.split_first() else { return Ok(Body::None) };
+    if rest.iter().any(|v| v != first) {
+        return bad("differing Content-Length headers");
+    }
+    let digits = first.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return bad("bad Content-Length");
+    }
+    match std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()) {
+        Some(n) => Ok(Body::Length(n)),
+        None => bad("bad Content-Length"),
+    }
+}
+
 /// Forwards one absolute-URI request and its response. Returns whether the connection may be
 /// reused for another request.
 async fn forward(
@@ -540,15 +592,7 @@ async fn forward(
     head: &RequestHead,
 ) -> Result<bool, HttpError> {
     let (target, path) = parse_absolute_uri(&head.target)?;
-    let req_body = if is_chunked(head.header("transfer-encoding")) {
-        Body::Chunked
-    } else {
-        match content_length(head.header("content-length")) {
-            Err(()) => return Err(HttpError::new(400, "http_request_error", "bad Content-Length")),
-            Ok(Some(n)) => Body::Length(n),
-            Ok(None) => Body::None,
-        }
-    };
+    let req_body = request_body(head)?;
     // Reuse the open upstream only for the same target.
     if upstream.as_ref().is_some_and(|u| u.target != target)
         && let Some(u) = upstream.take()
@@ -599,9 +643,13 @@ async fn forward(
             return Ok(false);
         }
     }
+    let body_err = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::TimedOut => HttpError::new(408, "http_request_error", "the request body stopped arriving"),
+        _ => io_err(e),
+    };
     match req_body {
-        Body::Length(n) => conn.copy_n(&mut up.io.inner, n).await.map_err(io_err)?,
-        Body::Chunked => conn.copy_chunked(&mut up.io.inner).await.map_err(io_err)?,
+        Body::Length(n) => conn.copy_n(&mut up.io.inner, n).await.map_err(body_err)?,
+        Body::Chunked => conn.copy_chunked(&mut up.io.inner).await.map_err(body_err)?,
         _ => {}
     }
 
@@ -799,6 +847,39 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(parse_request_head(&many).unwrap_err().status, 431);
+    }
+
+    /// Ambiguous body framing is refused before anything is forwarded (the proxy forwards every
+    /// header as it came, so the origin could read another body than we did). Content-Length
+    /// with Transfer-Encoding and a doubled `chunked` used to be forwarded.
+    #[test]
+    fn ambiguous_request_framing_is_refused() {
+        let head = |extra: &str| {
+            let raw = format!("POST http://x/ HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+            parse_request_head(raw.as_bytes()).unwrap().unwrap().0
+        };
+        for ok in ["", "Content-Length: 5\r\n", "Content-Length: 5\r\nContent-Length: 5\r\n"] {
+            assert!(request_body(&head(ok)).is_ok(), "{ok}");
+        }
+        for chunked in ["Transfer-Encoding: chunked\r\n", "Transfer-Encoding: gzip, CHUNKED\r\n"] {
+            assert!(matches!(request_body(&head(chunked)), Ok(Body::Chunked)), "{chunked}");
+        }
+        for bad in [
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+            "Content-Length: 0\r\nContent-Length: 5\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: \r\n",
+            "Transfer-Encoding: chunked, identity\r\n",
+            "Transfer-Encoding: identity\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+            "Transfer-Encoding: chunked, chunked\r\n",
+            "Transfer-Encoding: chunked,\r\n",
+            "Transfer-Encoding: xchunked\r\n",
+        ] {
+            assert_eq!(request_body(&head(bad)).err().map(|e| e.status), Some(400), "{bad}");
+        }
     }
 
     #[test]

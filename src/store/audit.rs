@@ -40,13 +40,19 @@ impl Store {
         Ok(entry.seq)
     }
 
-    /// The newest `limit` entries, newest first.
-    pub fn list_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    /// The entries inside `window`, newest first.
+    pub fn list_audit(&self, window: &super::Window) -> Result<Vec<AuditEntry>, StoreError> {
         let rtx = self.db.begin_read()?;
         let t = rtx.open_table(AUDIT)?;
         let mut out = Vec::new();
-        for row in t.iter()?.rev().take(limit) {
-            out.push(from_json(row?.1.value())?);
+        for row in t.iter()?.rev() {
+            if window.full(out.len()) {
+                break;
+            }
+            let e: AuditEntry = from_json(row?.1.value())?;
+            if window.admits(e.time) {
+                out.push(e);
+            }
         }
         Ok(out)
     }

@@ -439,26 +439,22 @@ impl Store {
         Ok(Recovered { sessions: n, holds })
     }
 
-    /// Sessions, newest first, optionally of one client, at most `limit`.
-    pub fn list_sessions(&self, client: Option<&str>, limit: usize) -> Result<Vec<SessionRecord>, StoreError> {
-        self.list_sessions_in(client, &Window::default(), limit)
-    }
-
-    /// Sessions, newest first, optionally of one client, inside `window` (by id and start
-    /// time), at most `limit`.
-    pub fn list_sessions_in(
-        &self,
-        client: Option<&str>,
-        window: &Window,
-        limit: usize,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
+    /// Sessions, newest first, that match `filter` (client, node public IP), come before its
+    /// window's `before` (a session id) and overlap its window (a live session lasts until now).
+    pub fn list_sessions(&self, filter: &SessionFilter<'_>) -> Result<Vec<SessionRecord>, StoreError> {
         let rtx = self.db.begin_read()?;
         let t = rtx.open_table(SESSIONS)?;
         let accruals = rtx.open_table(ACCRUALS)?;
         let mut out = Vec::new();
-        for row in t.range(..window.before.unwrap_or(u64::MAX))?.rev() {
+        for row in t.range(..filter.window.before.unwrap_or(u64::MAX))?.rev() {
+            if filter.window.full(out.len()) {
+                break;
+            }
             let mut s: SessionRecord = from_json(row?.1.value())?;
-            if client.is_none_or(|c| s.client == c) && window.admits(s.id, s.start) {
+            if filter.client.is_none_or(|c| s.client == c)
+                && filter.node_ip.is_none_or(|ip| s.node_ip == ip)
+                && filter.window.overlaps(s.start, s.end)
+            {
                 if s.end.is_none()
                     && let Some(a) = accruals.get(s.id)?
                     && let Some(p) = Accrual::decode(a.value())?.progress
@@ -466,33 +462,20 @@ impl Store {
                     s.apply(&p);
                 }
                 out.push(s);
-                if out.len() >= limit {
-                    break;
-                }
             }
         }
         Ok(out)
     }
 }
 
-/// Which rows of a newest-first list a page holds: keys (ids, sequence numbers) below `before`,
-/// the cursor of the next page, and times (Unix seconds) in `[since, until)`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    #[serde(default)]
-    pub before: Option<u64>,
-    #[serde(default)]
-    pub since: Option<u64>,
-    #[serde(default)]
-    pub until: Option<u64>,
-}
-
-impl Window {
-    pub fn admits(&self, key: u64, time: u64) -> bool {
-        self.before.is_none_or(|b| key < b)
-            && self.since.is_none_or(|s| time >= s)
-            && self.until.is_none_or(|u| time < u)
-    }
+/// Which sessions [`Store::list_sessions`] returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionFilter<'a> {
+    /// Only this client's.
+    pub client: Option<&'a str>,
+    /// Only those carried by a node with this public IP (as the server saw it).
+    pub node_ip: Option<&'a str>,
+    pub window: super::Window,
 }
 
 #[cfg(test)]

@@ -108,6 +108,9 @@ where
     let start = tokio::time::Instant::now();
     let last = AtomicU64::new(0);
     let stop_up = Notify::new();
+    // The up side ended the stream (idle, a socket error, the tunnel gone): the down side may
+    // be waiting on a write a client never reads, so it is told to stop too.
+    let stop_down = Notify::new();
     let idle = tx.idle_timeout();
     let idle_ms = idle.as_millis() as u64;
     let max = tx.max_data();
@@ -141,11 +144,13 @@ where
                 Err(_) => {
                     if now_ms(start).saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
                         tx.reset(ResetReason::IdleTimeout, "idle timeout");
+                        stop_down.notify_one();
                         break Some(CopyEnd::Idle);
                     }
                 }
                 Ok(Err(_)) => {
                     tx.reset(ResetReason::Cancel, "socket error");
+                    stop_down.notify_one();
                     break Some(CopyEnd::SocketError);
                 }
                 Ok(Ok(0)) => {
@@ -166,6 +171,7 @@ where
                         record(pending.sent.swap(0, Ordering::Relaxed), 0);
                     }
                     if !tx.send_data(buf, false).await {
+                        stop_down.notify_one();
                         break Some(CopyEnd::PeerReset(ResetReason::Shutdown));
                     }
                 }
@@ -187,9 +193,31 @@ where
                 }
                 Ok(Some(Inbound::Data(b))) => {
                     last.store(now_ms(start), Ordering::Relaxed);
-                    if wr.write_all(&b).await.is_err() {
+                    // Written piece by piece: each write that moves bytes counts as activity,
+                    // and a socket that takes nothing for the idle timeout (a client that never
+                    // reads its download) ends the stream as idle.
+                    let mut off = 0;
+                    let mut failed = None;
+                    while off < b.len() && failed.is_none() {
+                        tokio::select! {
+                            w = tokio::time::timeout(idle, wr.write(&b[off..])) => match w {
+                                Ok(Ok(0)) | Ok(Err(_)) => failed = Some(CopyEnd::SocketError),
+                                Ok(Ok(n)) => {
+                                    off += n;
+                                    last.store(now_ms(start), Ordering::Relaxed);
+                                }
+                                Err(_) => {
+                                    if now_ms(start).saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
+                                        failed = Some(CopyEnd::Idle);
+                                    }
+                                }
+                            },
+                            _ = stop_down.notified() => failed = Some(CopyEnd::Idle),
+                        }
+                    }
+                    if let Some(end) = failed {
                         stop_up.notify_one();
-                        break Some(CopyEnd::SocketError);
+                        break Some(end);
                     }
                     received += b.len() as u64;
                     let n = b.len() as u64;

@@ -54,6 +54,9 @@ pub struct MuxConfig {
     /// Most bytes queued for the writer at once (DATA within the peer's windows plus the
     /// control frames on top); past it the mux overflows.
     pub max_queued: usize,
+    /// This side opens the streams (the server): a frame about a stream id it never opened
+    /// is a protocol violation.
+    pub opens_streams: bool,
 }
 
 impl Default for MuxConfig {
@@ -66,6 +69,7 @@ impl Default for MuxConfig {
             max_data: super::protocol::MAX_DATA_LEN,
             idle_timeout: Duration::from_secs(60),
             max_queued: 16 * 1024 * 1024 + 4 * 1024 * 1024,
+            opens_streams: false,
         }
     }
 }
@@ -322,6 +326,15 @@ impl Mux {
     /// Feeds one frame read from the peer. Stream frames are handled here; control frames and
     /// OPEN (which needs the node's dial logic) are returned for the session to handle.
     pub fn dispatch(&self, frame: Frame) -> Result<Option<Frame>, MuxViolation> {
+        if let Frame::Data { stream, .. }
+        | Frame::Window { stream: stream @ 1.., .. }
+        | Frame::OpenOk { stream, .. }
+        | Frame::OpenErr { stream, .. }
+        | Frame::Reset { stream, .. } = &frame
+            && self.never_opened(*stream)
+        {
+            return Err(MuxViolation(format!("{} for stream {stream}, which was never opened", frame.name())));
+        }
         match frame {
             Frame::Data { stream, fin, payload } => {
                 let len = payload.len() as u64;
@@ -412,6 +425,12 @@ impl Mux {
             }
             other => Ok(Some(other)),
         }
+    }
+
+    /// On the opening side: `stream` is an id this side has not handed out (yet). A late
+    /// answer for a stream it gave up on is not this: its id was handed out.
+    fn never_opened(&self, stream: u32) -> bool {
+        self.inner.cfg.opens_streams && (stream == 0 || stream >= self.inner.next_id.load(Ordering::Acquire))
     }
 
     fn return_conn_credit(&self, len: u64) {

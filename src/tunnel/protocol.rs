@@ -263,6 +263,22 @@ impl ErrorCode {
         }
     }
 
+    /// The code in words, for people reading a node's log or output.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::VersionUnsupported => "unsupported protocol version",
+            ErrorCode::AuthFailed => "device authentication failed",
+            ErrorCode::PairingCodeInvalid => "pairing code not accepted",
+            ErrorCode::DeviceBanned => "device banned",
+            ErrorCode::ProtocolViolation => "protocol violation",
+            ErrorCode::Replaced => "replaced by a newer connection of this device",
+            ErrorCode::ServerShutdown => "server shutting down",
+            ErrorCode::LimitExceeded => "limit exceeded",
+            ErrorCode::ChallengeTimeout => "challenge answered too late",
+            ErrorCode::Internal => "internal server error",
+        }
+    }
+
     /// Whether a node should give up instead of reconnecting.
     pub fn is_fatal(self) -> bool {
         matches!(

@@ -307,6 +307,7 @@ where
         max_data: protocol::MAX_DATA_LEN,
         idle_timeout: limits.idle_timeout(),
         max_queued: (who.max_inflight as usize).saturating_add(limits.node_queue_bytes),
+        opens_streams: true,
     });
     let epoch = tokio::time::Instant::now();
     let (sink, mut stream) = ws.split();

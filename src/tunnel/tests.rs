@@ -205,3 +205,22 @@ async fn an_idle_stream_is_reset_after_the_idle_timeout() {
     let stats = copy::bidirectional(client, stream, Arc::new(NoMeter), true).await;
     assert_eq!(stats.end, CopyEnd::Idle);
 }
+
+#[tokio::test]
+async fn frames_about_streams_the_opener_never_opened_are_violations() {
+    let (m, _out) = Mux::new(MuxConfig { opens_streams: true, ..cfg(65_536) });
+    let ok = |stream| Frame::OpenOk { stream, window: 1024, peer: None };
+    assert!(m.dispatch(ok(1)).is_err(), "no stream was opened yet");
+    assert!(m.dispatch(Frame::Data { stream: 0, fin: false, payload: Bytes::from_static(b"x") }).is_err());
+    assert!(m.dispatch(Frame::Window { stream: 0, increment: 1 }).is_ok(), "stream 0 is the connection window");
+    // A stream the server gave up on (its open timed out): the node's late answers are fine.
+    let gave_up = m.open(Target::Domain("example.com".into(), 80), 8, std::time::Duration::from_millis(1)).await;
+    assert!(gave_up.is_err());
+    assert!(m.dispatch(ok(1)).is_ok(), "a late OPEN_OK");
+    assert!(m.dispatch(Frame::Reset { stream: 1, reason: ResetReason::Cancel, message: String::new() }).is_ok());
+    let e = m.dispatch(ok(2)).unwrap_err();
+    assert!(e.0.contains("OPEN_OK for stream 2, which was never opened"), "{}", e.0);
+    // The node's side accepts what the server opens, so it has no such rule.
+    let (node, _out) = Mux::new(cfg(65_536));
+    assert!(node.dispatch(ok(9)).is_ok());
+}

@@ -43,7 +43,8 @@ pub async fn run_writer<S>(
     mut rx: OutQueue,
     ping_every: Option<Duration>,
     epoch: tokio::time::Instant,
-) where
+) -> Option<SplitSink<WebSocketStream<S>, Message>>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
@@ -57,19 +58,19 @@ pub async fn run_writer<S>(
                     break;
                 }
                 if sink.feed(Message::Binary(first)).await.is_err() {
-                    return;
+                    return None;
                 }
                 // Batch what is already queued, bounded so pings and fairness are kept.
                 let mut closing = false;
                 for _ in 0..64 {
                     match rx.try_recv() {
                         Some(b) if b.len() == CLOSE_SENTINEL_LEN => { closing = true; break; }
-                        Some(b) => if sink.feed(Message::Binary(b)).await.is_err() { return },
+                        Some(b) => if sink.feed(Message::Binary(b)).await.is_err() { return None },
                         None => break,
                     }
                 }
                 if sink.flush().await.is_err() {
-                    return;
+                    return None;
                 }
                 if closing {
                     break;
@@ -78,13 +79,14 @@ pub async fn run_writer<S>(
             _ = ping.tick(), if ping_every.is_some() => {
                 let ts = (epoch.elapsed().as_micros() as u64).to_be_bytes();
                 if sink.send(Message::Ping(Bytes::copy_from_slice(&ts))).await.is_err() {
-                    return;
+                    return None;
                 }
             }
         }
     }
     let _ = sink.flush().await;
     let _ = sink.close().await;
+    Some(sink)
 }
 
 /// Why reading frames stopped.

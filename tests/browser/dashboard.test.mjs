@@ -493,6 +493,10 @@ flow('the admin ledger pages past the first page, filters by date and exports wh
   await page.getByTestId('ledger-empty').waitFor();
   const none = await download(page, 'ledger-export');
   assert.equal(none.text.trim().split('\n').length, 1, 'only the header');
+  // A user name that names nobody (the API's 404) is an empty state, not an error panel.
+  await page.getByTestId('ledger-user').fill('nobody');
+  await waitText(page, 'ledger-empty', (m) => m.includes('No user “nobody”'));
+  assert.equal(await page.getByTestId('ledger-error').count(), 0);
 });
 
 flow('the admin sessions page pages, filters by date and exports CSV', async (open) => {
@@ -525,6 +529,10 @@ flow('the admin sessions page pages, filters by date and exports CSV', async (op
   assert.match(lines[0], /^id,start,end,client,sub,owner,vip,node_ip,target,bytes_up,bytes_down,/);
   assert.equal(lines.length, 4, csv.text);
   assert.ok(lines.slice(1).every((l) => l.includes(',"fay",')), csv.text);
+  await waitText(page, 'sessions-summary', (m) => m.includes(`of fay open up to ${today}`));
+  await page.getByTestId('sessions-user').fill('nobody');
+  await waitText(page, 'sessions-empty', (m) => m.includes('No user “nobody”'));
+  assert.equal(await page.getByTestId('sessions-error').count(), 0);
 });
 
 flow('one time format on every admin page, in the browser\'s zone', async (open) => {

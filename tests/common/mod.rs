@@ -92,6 +92,7 @@ async fn origin_main(l: std::net::TcpListener) {
         seed: Option<u64>,
     }
     let app = Router::new()
+        .route("/", get(|| async { "hello from origin\n" }))
         .route("/hello", get(|| async { "hello from origin\n" }))
         .route("/ip", get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }))
         .route(
@@ -343,9 +344,15 @@ pub struct Node {
 
 impl Node {
     pub fn spawn(&mut self, link: Option<&str>) {
+        self.spawn_with(link, &[]);
+    }
+
+    /// Starts the node agent with `extra` arguments.
+    pub fn spawn_with(&mut self, link: Option<&str>, extra: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("node").arg("--state").arg(&self.state).args(["--bind", &self.bind, "--allow-private-targets"]);
+        cmd.args(extra);
         if let Some(l) = link {
             cmd.args(["--pair", l]);
         }
@@ -355,6 +362,13 @@ impl Node {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (a graceful stop).
+    pub fn sigterm(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
     }
 
     pub fn kill9(&mut self) {
@@ -405,4 +419,404 @@ pub fn make_geoip(path: &Path, pairs: &[(&str, &str)]) {
         "make_mmdb.py failed (pip install mmdb-writer): {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of the hostile suite (tests/e2e/attacks.rs): a small-limits profile, the server's
+// memory, raw TLS and WebSocket clients and a raw node that speaks tunnel frames itself.
+
+/// The small-limits test profile (as `TRAFFIX_LIMITS__*` env overrides): deadlines of 2–3 s and
+/// small caps, so attacks hit them quickly. `extra` overrides or adds keys (without the prefix).
+pub fn small_limits(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> = [
+        ("MAX_CONNECTIONS", "64"),
+        ("MAX_CONNECTIONS_PER_IP", "8"),
+        ("MAX_HANDSHAKES_PER_IP", "4"),
+        ("HANDSHAKE_TIMEOUT_SECS", "2"),
+        ("REQUEST_TIMEOUT_SECS", "2"),
+        ("IDLE_STREAM_TIMEOUT_SECS", "3"),
+        ("NODE_QUEUE_BYTES", "65536"),
+        ("WS_MAX_MESSAGE", "131072"),
+        ("AUTH_FAILURES_PER_MINUTE_PER_IP", "5"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    for (k, v) in extra {
+        match keys.iter_mut().find(|(key, _)| key == k) {
+            Some(e) => e.1 = (*v).to_owned(),
+            None => keys.push(((*k).to_owned(), (*v).to_owned())),
+        }
+    }
+    keys.into_iter().map(|(k, v)| (format!("TRAFFIX_LIMITS__{k}"), v)).collect()
+}
+
+/// Resident memory of a process (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Samples a process's RSS on a thread until stopped; [`RssProbe::stop`] gives the peak.
+pub struct RssProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl RssProbe {
+    pub fn start(pid: u32) -> RssProbe {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = rss_kib(pid);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak.max(rss_kib(pid))
+        });
+        RssProbe { stop, thread: Some(thread) }
+    }
+
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map(|t| t.join().unwrap()).unwrap_or(0)
+    }
+}
+
+/// Prints one memory figure as a `FIGURE` line (collected into docs/reliability.md).
+pub fn figure(attack: &str, profile: &str, held: usize, before: u64, peak: u64, after: u64) {
+    let per = if held == 0 { 0.0 } else { peak.saturating_sub(before) as f64 / held as f64 };
+    eprintln!(
+        "FIGURE attack={attack:?} profile={profile:?} held={held} rss_before_kib={before} rss_peak_kib={peak} rss_after_kib={after} kib_per_conn={per:.1}"
+    );
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// The value of an unlabelled metric (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Whether the server process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+/// A TCP connection to `addr` from the loopback address `src` (127.0.0.x).
+pub fn connect_from(src: &str, addr: SocketAddr) -> TcpStream {
+    let src: std::net::IpAddr = src.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let s = rt
+        .block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::new(src, 0))?;
+            sock.connect(addr).await
+        })
+        .unwrap_or_else(|e| panic!("connect {src} -> {addr}: {e}"));
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+/// Whether the peer has closed the connection or sent something (a peek that does not block).
+pub fn closed_or_spoke(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let r = s.peek(&mut [0u8; 1]);
+    s.set_nonblocking(false).unwrap();
+    match r {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Reads until the peer closes; `Some(bytes)` when it did (EOF or reset) within 30 s, `None`
+/// when the connection was still open.
+pub fn read_until_closed(r: &mut impl Read, sock: &TcpStream) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Some(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(out),
+        }
+    }
+}
+
+pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client of the web listener (pinned to the server's key) whose handshake is not run
+/// yet; [`tls_to`] runs it.
+pub fn tls_client(s: &Server, src: &str) -> Tls {
+    traffix::tls::install_provider();
+    let pin = traffix::tls::parse_pin(&s.pin).unwrap();
+    let cfg = std::sync::Arc::new(traffix::tls::pinned_client_config(pin).unwrap());
+    let conn = rustls::ClientConnection::new(cfg, "localhost".try_into().unwrap()).unwrap();
+    let sock = connect_from(src, s.web);
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// A TLS connection to the web listener from `src`, handshake done.
+pub fn tls_to(s: &Server, src: &str) -> Tls {
+    let mut t = tls_client(s, src);
+    while t.conn.is_handshaking() {
+        t.conn.complete_io(&mut t.sock).unwrap();
+    }
+    t
+}
+
+/// The TLS ClientHello a real client sends first (raw record bytes).
+pub fn client_hello(s: &Server) -> Vec<u8> {
+    traffix::tls::install_provider();
+    let pin = traffix::tls::parse_pin(&s.pin).unwrap();
+    let cfg = std::sync::Arc::new(traffix::tls::pinned_client_config(pin).unwrap());
+    let mut conn = rustls::ClientConnection::new(cfg, "localhost".try_into().unwrap()).unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
+/// What a raw WebSocket read got.
+#[derive(Debug)]
+pub enum WsRead {
+    /// A frame: opcode, FIN, payload.
+    Msg(u8, bool, Vec<u8>),
+    /// Nothing within the wait.
+    Quiet,
+    /// The connection ended (EOF or an error).
+    Closed,
+}
+
+/// A raw WebSocket client over TLS: frames are built by hand (any opcode, FIN or size), and
+/// reads are buffered so a read that times out loses nothing.
+pub struct Ws {
+    pub io: Tls,
+    rbuf: Vec<u8>,
+}
+
+impl Ws {
+    /// Upgrades on /v1/tunnel from `src` and checks the 101.
+    pub fn tunnel(s: &Server, src: &str) -> Ws {
+        let mut io = tls_to(s, src);
+        io.write_all(
+            b"GET /v1/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(io.read(&mut b).unwrap(), 1, "upgrade answer cut: {}", String::from_utf8_lossy(&head));
+            head.push(b[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        Ws { io, rbuf: Vec::new() }
+    }
+
+    /// Sends one WebSocket frame (masked with a zero key, which leaves the payload as is).
+    pub fn send(&mut self, opcode: u8, fin: bool, payload: &[u8]) -> std::io::Result<()> {
+        let mut hdr = vec![if fin { 0x80 } else { 0 } | opcode];
+        let n = payload.len();
+        if n < 126 {
+            hdr.push(0x80 | n as u8);
+        } else if n < 65536 {
+            hdr.push(0x80 | 126);
+            hdr.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            hdr.push(0x80 | 127);
+            hdr.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+        hdr.extend_from_slice(&[0, 0, 0, 0]);
+        self.io.write_all(&hdr)?;
+        self.io.write_all(payload)?;
+        self.io.flush()
+    }
+
+    /// Sends a tunnel frame as one binary message.
+    pub fn send_frame(&mut self, f: &traffix::tunnel::protocol::Frame) -> std::io::Result<()> {
+        self.send(2, true, &f.encode())
+    }
+
+    fn parse(&mut self) -> Option<(u8, bool, Vec<u8>)> {
+        let b = &self.rbuf;
+        if b.len() < 2 {
+            return None;
+        }
+        let (mut len, mut at) = (u64::from(b[1] & 0x7f), 2usize);
+        if len == 126 {
+            if b.len() < 4 {
+                return None;
+            }
+            len = u64::from(u16::from_be_bytes([b[2], b[3]]));
+            at = 4;
+        } else if len == 127 {
+            if b.len() < 10 {
+                return None;
+            }
+            len = u64::from_be_bytes(b[2..10].try_into().unwrap());
+            at = 10;
+        }
+        let masked = b[1] & 0x80 != 0;
+        let key_at = at;
+        if masked {
+            at += 4;
+        }
+        let end = at + len as usize;
+        if b.len() < end {
+            return None;
+        }
+        let mut payload = b[at..end].to_vec();
+        if masked {
+            let key: [u8; 4] = b[key_at..key_at + 4].try_into().unwrap();
+            payload.iter_mut().enumerate().for_each(|(i, x)| *x ^= key[i % 4]);
+        }
+        let (op, fin) = (b[0] & 0x0f, b[0] & 0x80 != 0);
+        self.rbuf.drain(..end);
+        Some((op, fin, payload))
+    }
+
+    /// The next WebSocket frame, waiting at most `wait`.
+    pub fn read(&mut self, wait: Duration) -> WsRead {
+        let _ = self.io.sock.set_read_timeout(Some(wait));
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Some((op, fin, p)) = self.parse() {
+                return WsRead::Msg(op, fin, p);
+            }
+            match self.io.read(&mut buf) {
+                Ok(0) => return WsRead::Closed,
+                Ok(n) => self.rbuf.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return WsRead::Quiet;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return WsRead::Closed,
+            }
+        }
+    }
+
+    /// The next tunnel frame (binary message), skipping pings; `None` once the connection ends
+    /// or a close frame arrives (its payload is kept in `closed_with`).
+    pub fn next_frame(&mut self) -> Option<traffix::tunnel::protocol::Frame> {
+        loop {
+            match self.read(PATIENCE) {
+                WsRead::Msg(2, _, p) => {
+                    return Some(traffix::tunnel::protocol::Frame::decode(p.into()).expect("a valid frame"));
+                }
+                WsRead::Msg(8, _, _) | WsRead::Closed => return None,
+                WsRead::Msg(..) => {}
+                WsRead::Quiet => panic!("the server said nothing for {PATIENCE:?}"),
+            }
+        }
+    }
+
+    /// Reads frames until the connection ends; returns the tunnel frames seen on the way.
+    pub fn until_closed(&mut self) -> Vec<traffix::tunnel::protocol::Frame> {
+        let mut seen = Vec::new();
+        while let Some(f) = self.next_frame() {
+            seen.push(f);
+        }
+        seen
+    }
+}
+
+/// A paired node's identity and a raw tunnel client that uses it: pairs a real `traffix node`
+/// for `owner` from `bind`, stops it, and keeps its state file (the key) for [`raw_node`].
+pub fn paired_identity(s: &Server, owner: &str, bind: &str) -> PathBuf {
+    let mut node = s.start_node(owner, bind);
+    node.kill9();
+    wait_for("the paired node's agent offline", || (s.online_count() == 0).then_some(()));
+    node.state.clone()
+}
+
+/// Runs HELLO → CHALLENGE → PROOF → WELCOME from `src` with the key in `state`, declaring
+/// `max_inflight`; returns the tunnel and the WELCOME.
+pub fn raw_node(
+    s: &Server,
+    state: &Path,
+    src: &str,
+    max_inflight: Option<u32>,
+) -> (Ws, traffix::tunnel::protocol::Welcome) {
+    use traffix::tunnel::protocol::{self as p, Frame};
+    let id = traffix::node::state::NodeIdentity::load(state).unwrap().unwrap();
+    let key = id.keypair().unwrap();
+    let device = id.device_id().unwrap();
+    let pin = id.pin_bytes().unwrap();
+    let mut ws = Ws::tunnel(s, src);
+    ws.send_frame(&Frame::Hello(p::Hello {
+        min_version: p::MIN_PROTOCOL_VERSION,
+        max_version: p::PROTOCOL_VERSION,
+        device_id: Some(device),
+        agent: Some("raw-test-node".into()),
+        max_streams: Some(64),
+        max_inflight,
+    }))
+    .unwrap();
+    let challenge = match ws.next_frame() {
+        Some(Frame::Challenge(c)) => c,
+        other => panic!("expected CHALLENGE, got {other:?}"),
+    };
+    let sig = key.sign(&traffix::identity::challenge_message(&pin, &device, &challenge.nonce));
+    ws.send_frame(&Frame::Proof(p::Proof { nonce: challenge.nonce, signature: sig.as_ref().to_vec() })).unwrap();
+    match ws.next_frame() {
+        Some(Frame::Welcome(w)) => (ws, w),
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+/// A SOCKS5 CONNECT (RFC 1929 authentication) from `src` to a domain target: the socket and the
+/// reply code (0 = succeeded), or `None` when the server closed before replying.
+pub fn socks5_connect(
+    src: &str,
+    addr: SocketAddr,
+    user: &str,
+    pass: &str,
+    host: &[u8],
+    port: u16,
+) -> (TcpStream, Option<u8>) {
+    let mut s = connect_from(src, addr);
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = vec![5, 1, 2, 1, user.len() as u8];
+    req.extend_from_slice(user.as_bytes());
+    req.push(pass.len() as u8);
+    req.extend_from_slice(pass.as_bytes());
+    let _ = s.write_all(&req);
+    let mut b = [0u8; 4];
+    if s.read_exact(&mut b).is_err() || b != [5, 2, 1, 0] {
+        return (s, None);
+    }
+    let mut c = vec![5, 1, 0, 3, host.len() as u8];
+    c.extend_from_slice(host);
+    c.extend_from_slice(&port.to_be_bytes());
+    let _ = s.write_all(&c);
+    let mut r = [0u8; 10];
+    match s.read_exact(&mut r) {
+        Ok(()) => (s, Some(r[1])),
+        Err(_) => (s, None),
+    }
 }

@@ -70,7 +70,7 @@ fn admin_commands_work_while_serving_and_while_stopped() {
         vip: String::new(),
         log: s.data_dir().join("n1.log"),
     };
-    node.spawn(Some(&link));
+    node.spawn_with(Some(&link), &["--refused-retry-secs", "1"]);
     let vip = s.wait_node_online(&node);
     assert!(vip.starts_with("100.6") || vip.starts_with("100.7") || vip.starts_with("100.1"));
     let mut thief = Node {
@@ -84,7 +84,8 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     assert!(!thief.wait_exit().success(), "a used pairing code must be refused");
     assert!(thief.log().contains("already used"), "{}", thief.log());
 
-    // Ban disconnects the node and keeps it out; unban lets it back with the same vIP.
+    // Ban disconnects the node and keeps it out — the agent keeps running and asks again now and
+    // then — and an unban lets it back by itself, with the same vIP.
     let devices = s.devices();
     let d = devices.iter().find(|d| d["vip"] == vip.as_str()).unwrap();
     for k in ["id", "owner", "vip", "online", "country"] {
@@ -93,12 +94,12 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     let id = d["id"].as_str().unwrap().to_owned();
     let out = s.cli(&["device", "ban", &id[..8], "--reason", "fraud"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!node.wait_exit().success(), "a banned node stops");
-    assert!(node.log().contains("banned"), "{}", node.log());
+    wait_for("the node hears why", || node.log().contains("device banned: device banned: fraud").then_some(()));
+    wait_for("a second refusal", || (node.log().matches("asking again later").count() >= 2).then_some(()));
+    assert!(node.child.as_mut().unwrap().try_wait().unwrap().is_none(), "a banned node keeps running");
     assert_eq!(s.online_count(), 0);
-    assert!(s.cli(&["device", "unban", &vip]).status.success());
-    node.spawn(None);
-    assert_eq!(s.wait_node_online(&node), vip);
+    assert!(s.cli(&["device", "unban", &vip, "--reason", "appeal upheld"]).status.success());
+    assert_eq!(s.wait_node_online(&node), vip, "back without a restart");
 
     // Graceful stop: SIGTERM, exit 0, socket removed; then the CLI works on the database directly.
     node.kill9();
@@ -123,6 +124,7 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     assert!(!audit.to_string().contains("uid:"), "the actor is named, never a uid: {audit}");
     let ban = &find("device.ban")[0];
     assert_eq!(ban["reason"], "fraud");
+    assert_eq!(find("device.unban")[0]["reason"], "appeal upheld");
     assert_eq!(ban["before"]["banned"], false);
     assert_eq!(ban["after"]["banned"], true);
     assert!(

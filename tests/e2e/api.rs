@@ -476,7 +476,7 @@ fn admin_ledger_and_sessions_page_by_cursor_and_date_and_export_csv() {
     assert_eq!(second, all[2..4]);
     let third = seqs(&api.get(&format!("/api/v1/admin/ledger?user=paula&limit=2&before={}", second[1]), &admin));
     assert_eq!(third, all[4..]);
-    // Date ranges: `since` inclusive, `until` exclusive; dates, RFC 3339 and Unix seconds.
+    // Date ranges: `since` and `until` both inclusive; dates, RFC 3339, Unix seconds and ages.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let day = |d: i64| traffix::admin::rfc3339((now as i64 + d * 86_400) as u64)[..10].to_owned();
     let count = |q: &str| seqs(&api.get(&format!("/api/v1/admin/ledger?user=paula&{q}"), &admin)).len();
@@ -485,6 +485,16 @@ fn admin_ledger_and_sessions_page_by_cursor_and_date_and_export_csv() {
     assert_eq!(count(&format!("until={}", day(0))), 0);
     assert_eq!(count(&format!("since={}", now - 3600)), 5);
     assert_eq!(count(&format!("until={}", traffix::admin::rfc3339(now + 3600))), 5);
+    assert_eq!(count("since=1h"), 5);
+    assert_eq!(count("since=1h&until=2h"), 0, "until two hours ago");
+    let newest =
+        api.get("/api/v1/admin/ledger?user=paula&limit=1", &admin).json()[0]["time"].as_str().unwrap().to_owned();
+    assert!(count(&format!("since={newest}&until={newest}")) >= 1, "a transfer made at `until` is inside");
+    // An unknown user is not an empty list.
+    for path in ["ledger", "ledger.csv", "sessions", "sessions.csv"] {
+        let r = api.get(&format!("/api/v1/admin/{path}?user=nobody"), &admin);
+        assert_eq!((r.status, r.error()), (404, "not_found".into()), "{path}: {}", r.body);
+    }
     for bad in ["since=yesterday", "until=2026-02-30", "since=2026-11-25T23:03:13"] {
         let r = api.get(&format!("/api/v1/admin/ledger?{bad}"), &admin);
         assert_eq!((r.status, r.error()), (400, "invalid".into()), "{bad}: {}", r.body);
@@ -516,9 +526,10 @@ fn admin_ledger_and_sessions_page_by_cursor_and_date_and_export_csv() {
         assert_eq!(r.status, 200, "{}", r.body);
         r.json().as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect()
     };
-    let all = wait_for("three sessions listed", || {
-        let v = ids(&api.get("/api/v1/admin/sessions?user=paula", &admin));
-        (v.len() == 3).then_some(v)
+    let all = wait_for("three sessions ended", || {
+        let r = api.get("/api/v1/admin/sessions?user=paula", &admin);
+        let ended = r.json().as_array().is_some_and(|l| l.len() == 3 && l.iter().all(|s| !s["end"].is_null()));
+        ended.then(|| ids(&r))
     });
     let page1 = ids(&api.get("/api/v1/admin/sessions?user=paula&limit=2", &admin));
     assert_eq!(page1.len(), 2);
@@ -527,9 +538,16 @@ fn admin_ledger_and_sessions_page_by_cursor_and_date_and_export_csv() {
     assert_eq!(page2, vec![*all.iter().min().unwrap()]);
     let scount = |q: &str| ids(&api.get(&format!("/api/v1/admin/sessions?user=paula&{q}"), &admin)).len();
     assert_eq!(scount(&format!("since={}&until={}", day(0), day(1))), 3);
-    assert_eq!(scount(&format!("since={}", day(1))), 0);
+    assert_eq!(scount(&format!("since={}", day(1))), 0, "all ended before tomorrow");
+    assert_eq!(scount(&format!("until={}", day(-1))), 0, "none had started by yesterday");
+    assert_eq!(scount("since=1h"), 3);
+    // The node-IP filter of abuse reports goes with the cursor and the window.
+    let by_ip = ids(&api.get(&format!("/api/v1/admin/sessions?node_ip=127.0.0.2&since=1h&before={min}"), &admin));
+    assert_eq!(by_ip, vec![*all.iter().min().unwrap()]);
+    assert_eq!(scount("node_ip=127.0.0.9"), 0);
     assert_eq!(api.get("/api/v1/admin/sessions?since=soon", &admin).status, 400);
-    let csv = api.get(&format!("/api/v1/admin/sessions.csv?user=paula&until={}", day(1)), &admin);
+    assert_eq!(api.get("/api/v1/admin/sessions.csv?node_ip=nope", &admin).status, 400);
+    let csv = api.get(&format!("/api/v1/admin/sessions.csv?user=paula&node_ip=127.0.0.2&until={}", day(1)), &admin);
     assert_eq!(csv.status, 200, "{}", csv.body);
     let lines: Vec<&str> = csv.body.lines().collect();
     assert!(lines[0].starts_with("id,start,end,client,"), "{}", lines[0]);

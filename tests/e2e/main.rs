@@ -7,10 +7,13 @@ mod common;
 
 mod admin;
 mod api;
+mod attacks;
 mod billing;
+mod cli;
 mod datapath;
 mod failures;
 mod hostile;
 mod limits;
 mod money;
+mod readme;
 mod routing;

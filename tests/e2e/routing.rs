@@ -142,7 +142,7 @@ fn a_second_connection_of_the_same_device_replaces_the_first() {
         log: s.data_dir().join("clone.log"),
     };
     second.spawn(None);
-    wait_for("the older session is replaced", || first.log().contains("server refused: replaced").then_some(()));
+    wait_for("the older session is replaced", || first.log().contains("replaced by a newer connection").then_some(()));
     assert_eq!(s.devices().len(), 1, "one device, however many connections");
     assert_eq!(s.online_count(), 1);
     second.kill9();
@@ -150,4 +150,62 @@ fn a_second_connection_of_the_same_device_replaces_the_first() {
     first.spawn(None);
     assert_eq!(s.wait_node_online(&first), first.vip);
     assert!(exit_ip(&s, "nina", &pass).is_ok());
+}
+
+/// SIGTERM on a node agent drains it: the server is told (DRAIN, so no new stream is routed
+/// there), a stream in flight finishes, and the agent closes its tunnel cleanly and exits 0.
+#[test]
+fn a_node_stopped_with_sigterm_lets_live_streams_finish_then_exits_cleanly() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let s = Server::start_with(ServerOpts { allow_private_targets: true, ..ServerOpts::default() });
+    let pass = s.add_user("pia", Some("5"));
+    s.add_user("olga", None);
+    let mut node = s.start_node("olga", "127.0.0.51");
+    let body = payload(200_000, 7);
+    let script = format!(
+        r#"
+import sys
+from python_socks.sync import Proxy
+sock = Proxy.from_url("socks5://pia:{pass}@{socks}").connect(dest_host="{host}", dest_port={port}, timeout=60)
+sock.settimeout(60)
+body = sys.stdin.buffer.read({n})
+sock.sendall(b"POST /sha256 HTTP/1.1\r\nHost: o\r\nConnection: close\r\nContent-Length: {n}\r\n\r\n" + body[:1000])
+print("half", flush=True)
+sys.stdin.readline()
+sock.sendall(body[1000:])
+got = b""
+while True:
+    c = sock.recv(65536)
+    if not c:
+        break
+    got += c
+print(got.split(b"\r\n\r\n", 1)[-1].decode().strip(), flush=True)
+"#,
+        socks = s.socks,
+        host = origin().addr.ip(),
+        port = origin().addr.port(),
+        n = body.len(),
+    );
+    let mut client =
+        Command::new("python3").arg("-c").arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(&body).unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "half");
+
+    node.sigterm();
+    wait_for("the node drains", || node.log().contains("stopping: draining live streams").then_some(()));
+    wait_for("the server hears it", || s.log().contains("node is draining").then_some(()));
+    stdin.write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("{} {}", body.len(), sha256_hex(&body)), "the stream in flight finished");
+    assert!(client.wait().unwrap().success());
+    assert!(node.wait_exit().success(), "exit 0 after the drain:\n{}", node.log());
+    let log = node.log();
+    assert!(log.contains("drained: every live stream finished") && log.contains("node agent stopped"), "{log}");
 }

@@ -107,16 +107,27 @@ export function setText(el, text) {
 
 /* ---------- date range, pages and CSV of the admin lists ---------- */
 
-/** The instant a local day starts ("2026-12-02" → ISO string), or '' for ''. */
-function dayStart(day, plusDays = 0) {
+/** A local day ("2026-12-02") as a Date at its midnight plus `plusDays`, or null. */
+function localDay(day, plusDays = 0) {
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(day || '');
-  if (!m) return '';
-  return new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]) + plusDays).toISOString();
+  return m ? new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]) + plusDays) : null;
+}
+
+/** The instant a local day starts, as an ISO string, or '' for ''. */
+function dayStart(day) {
+  const d = localDay(day);
+  return d ? d.toISOString() : '';
+}
+
+/** The last second of a local day (the API's `until` is inclusive), or '' for ''. */
+function dayEnd(day) {
+  const d = localDay(day, 1);
+  return d ? new Date(d.getTime() - 1000).toISOString() : '';
 }
 
 /**
  * From / to day pickers, whole days in the browser's zone. `.query()` gives {since, until} for
- * the API: since the start of "from", until the start of the day after "to".
+ * the API, both inclusive: from the start of "from" to the last second of "to".
  */
 export function dateRange({ testid, from = '', to = '', onChange }) {
   const pick = (label, value, id) => {
@@ -133,7 +144,7 @@ export function dateRange({ testid, from = '', to = '', onChange }) {
     el,
     from: () => value(f),
     to: () => value(t),
-    query: () => ({ since: dayStart(value(f)), until: dayStart(value(t), 1) }),
+    query: () => ({ since: dayStart(value(f)), until: dayEnd(value(t)) }),
     describe: () => {
       const a = value(f);
       const b = value(t);
@@ -182,6 +193,19 @@ export function csvButton({ testid, path, name, query }) {
     }
   }));
   return b;
+}
+
+/**
+ * The rows `fetch()` gets, or `{ unknownUser }` when the user filter names nobody (the API's 404
+ * `not_found`): a name still being typed is not an error panel.
+ */
+export async function rowsOrUnknownUser(user, fetch) {
+  try {
+    return await fetch();
+  } catch (e) {
+    if (user && e && e.status === 404 && e.code === 'not_found') return { unknownUser: user };
+    throw e;
+  }
 }
 
 /** The page sizes offered, with `limit` among them when a link asked for another one. */

@@ -4,7 +4,7 @@ import * as api from '../api.js';
 import { h, replace } from '../dom.js';
 import { count, dateTime, money, titleCase } from '../format.js';
 import { card, dataTable, emptyState, loader, pageHeader, searchBox, select, timeEl, button } from '../ui.js';
-import { account, csvButton, dateRange, pager, pageSize, perPage } from './common.js';
+import { account, csvButton, dateRange, pager, pageSize, perPage, rowsOrUnknownUser } from './common.js';
 
 const KIND_WORDS = {
   deposit: 'Deposit',
@@ -70,7 +70,10 @@ export default function ledgerPage(main, ctx) {
     h('div', { class: 'toolbar' }, search, range.el, lim, csv),
     summary, body, h('div', { class: 'toolbar toolbar-end' }, pages.el)));
   const currency = () => ctx.me?.currency || 'USD';
-  const reload = loader(body, () => api.get(`/admin/ledger${api.qs({ user, limit, before: pages.before(), ...range.query() })}`), (rows) => {
+  const fetchRows = () => rowsOrUnknownUser(user, () => api.get(`/admin/ledger${api.qs({ user, limit, before: pages.before(), ...range.query() })}`));
+  const reload = loader(body, fetchRows, (got) => {
+    const unknown = Array.isArray(got) ? '' : got.unknownUser;
+    const rows = unknown ? [] : got;
     pages.update(rows, limit, (t) => t.seq);
     const what = [user && `of ${user}`, range.describe()].filter(Boolean).join(' ');
     summary.textContent = rows.length
@@ -80,8 +83,8 @@ export default function ledgerPage(main, ctx) {
     replace(body, ledgerTable(rows, {
       currency: currency(),
       empty: emptyState({
-        title: pages.before() ? 'No older transfers' : filtered ? 'No transfers match' : 'The ledger is empty',
-        text: filtered ? `Nothing ${what}. Check the user name (it must match exactly) and the dates.` : 'Credits, usage and withdrawals will appear here.',
+        title: unknown ? `No user “${unknown}”` : pages.before() ? 'No older transfers' : filtered ? 'No transfers match' : 'The ledger is empty',
+        text: unknown ? 'User names must match exactly.' : filtered ? `Nothing ${what}. Check the user name (it must match exactly) and the dates.` : 'Credits, usage and withdrawals will appear here.',
         testid: 'ledger-empty',
         iconName: 'ledger',
       }),

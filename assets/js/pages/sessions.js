@@ -5,7 +5,7 @@ import * as api from '../api.js';
 import { h, replace } from '../dom.js';
 import { between, bytes, count, dateTime, duration, money } from '../format.js';
 import { button, card, checkbox, dataTable, emptyState, loader, pageHeader, searchBox, select, timeEl } from '../ui.js';
-import { csvButton, dateRange, endReason, pager, pageSize, perPage } from './common.js';
+import { csvButton, dateRange, endReason, pager, pageSize, perPage, rowsOrUnknownUser } from './common.js';
 
 /** The session table, shared with the portal (`mine` hides the client column). */
 export function sessionsTable(rows, { currency, mine = false, testid = 'sessions-table', rowPrefix = 'session-row', empty }) {
@@ -52,23 +52,28 @@ export default function sessionsPage(main, ctx) {
     summary, body, h('div', { class: 'toolbar toolbar-end' }, pages.el)));
 
   const currency = () => ctx.me?.currency || 'USD';
-  function render(rows) {
+  function render(got) {
+    const unknown = Array.isArray(got) ? '' : got.unknownUser;
+    const rows = unknown ? [] : got;
     pages.update(rows, limit, (s) => s.id);
     const liveN = rows.filter((s) => s.live).length;
-    const what = [user && `of ${user}`, range.describe() && `started ${range.describe()}`].filter(Boolean).join(' ');
+    // A date range selects the sessions open at some moment of it (started by its end, and
+    // ended at its start or later, or still live): the API's since/until.
+    const what = [user && `of ${user}`, range.describe() && `open ${range.describe()}`].filter(Boolean).join(' ');
     summary.textContent = rows.length ? `${count(rows.length)} sessions${liveN ? `, ${count(liveN)} live` : ''}${what ? ` ${what}` : ''}.` : '';
     const filtered = user || range.describe();
     replace(body, sessionsTable(rows, {
       currency: currency(),
       empty: emptyState({
-        title: pages.before() ? 'No older sessions' : filtered ? 'No sessions match' : 'No sessions yet',
-        text: filtered ? `Nothing ${what}. Check the user name (it must match exactly) and the dates.` : 'Sessions appear when clients connect through the SOCKS5 or HTTP proxy.',
+        title: unknown ? `No user “${unknown}”` : pages.before() ? 'No older sessions' : filtered ? 'No sessions match' : 'No sessions yet',
+        text: unknown ? 'User names must match exactly.' : filtered ? `Nothing ${what}. Check the user name (it must match exactly) and the dates.` : 'Sessions appear when clients connect through the SOCKS5 or HTTP proxy.',
         testid: 'sessions-empty',
         iconName: 'sessions',
       }),
     }));
   }
-  const reload = loader(body, () => api.get(`/admin/sessions${api.qs({ user, limit, before: pages.before(), ...range.query() })}`), render, { testid: 'sessions-error', quiet: true });
+  const fetchRows = () => rowsOrUnknownUser(user, () => api.get(`/admin/sessions${api.qs({ user, limit, before: pages.before(), ...range.query() })}`));
+  const reload = loader(body, fetchRows, render, { testid: 'sessions-error', quiet: true });
   const timer = setInterval(() => { if (auto && document.visibilityState === 'visible') reload(); }, 5000);
   return () => clearInterval(timer);
 }

@@ -1,7 +1,8 @@
 //! The `traffix` command line (clap), with the names and outputs of SPEC.md's scripting
 //! contract. Read commands print a human table, or JSON with `--json`. Admin commands go to a
 //! running server through its admin socket, or straight to the database when it is stopped.
-#![allow(clippy::print_stdout)] // printing results is this module's job
+
+pub mod output;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use serde::Serialize;
 use crate::admin::views::{DeviceView, SubUserView, UsagePoint, UserView, WithdrawalView};
 use crate::admin::{self, AdminCtx, AdminError};
 use crate::app::{self, App, InitOptions};
+use output::outln;
 
 pub const ENV_DATA_DIR: &str = "TRAFFIX_DATA_DIR";
 
@@ -46,7 +48,9 @@ pub enum Command {
     User(UserCmd),
     /// Print a one-time pairing link for a user's new node.
     Pair {
+        /// The user whose node it will be.
         name: String,
+        /// Print JSON: {"link","code","expires_at","user"}.
         #[arg(long)]
         json: bool,
     },
@@ -68,7 +72,10 @@ pub enum Command {
     /// Usage and earnings per hour or day of a client, an owner's nodes or one device.
     Usage(UsageArgs),
     /// Write a consistent copy of the database to FILE.
-    Backup { file: PathBuf },
+    Backup {
+        /// Where to write the copy (created with mode 0600).
+        file: PathBuf,
+    },
     /// The audit log: admin actions and money movements not caused by traffic.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -86,17 +93,23 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// HOST:PORT nodes dial (default: the web listen address, or this host's name).
-    #[arg(long)]
+    /// HOST:PORT nodes dial: a host name, an IPv4 address or a bracketed IPv6 address, and a
+    /// port (default: the web listen address, or this host's name when that is 0.0.0.0).
+    #[arg(long, value_name = "HOST:PORT")]
     pub public_address: Option<String>,
-    #[arg(long)]
+    /// Address of the web listener: dashboard, API and node tunnel [default: 0.0.0.0:8443].
+    #[arg(long, value_name = "ADDR")]
     pub web_listen: Option<SocketAddr>,
-    #[arg(long)]
+    /// Address of the SOCKS5 proxy listener [default: 0.0.0.0:1080].
+    #[arg(long, value_name = "ADDR")]
     pub socks_listen: Option<SocketAddr>,
-    #[arg(long)]
+    /// Address of the HTTP proxy listener [default: 0.0.0.0:3128].
+    #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
-    #[arg(long)]
+    /// Address of the Prometheus metrics listener [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Print JSON: {"admin_user","admin_password","pin","public_address","config_path","data_dir"}.
     #[arg(long)]
     pub json: bool,
 }
@@ -114,13 +127,13 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// One-time pairing link: traffix://pair?server=HOST:PORT&pin=HEX&code=CODE
-    #[arg(long)]
+    #[arg(long, value_name = "LINK")]
     pub pair: Option<String>,
     /// Identity file (created with mode 0600).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
     /// Local source address of the tunnel connection.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
     /// Let clients reach private and loopback targets through this node (tests only).
     #[arg(long)]
@@ -128,61 +141,116 @@ pub struct NodeArgs {
     /// Most concurrent streams this node accepts.
     #[arg(long, default_value_t = crate::node::DEFAULT_MAX_STREAMS)]
     pub max_streams: u32,
+    /// While the server refuses this device (banned, or its owner disabled), ask again every
+    /// this many seconds; an unban brings the node back on its own.
+    #[arg(long, default_value_t = crate::node::DEFAULT_REFUSED_RETRY_SECS, value_name = "SECS")]
+    pub refused_retry_secs: u64,
+}
+
+/// Which rows of a list: newest first, `--limit`, `--since`, `--until`.
+#[derive(Debug, Clone, Args)]
+pub struct WindowArgs {
+    /// Show at most N rows (the newest).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Only rows from this time on: RFC 3339, a UTC date (2026-12-01), Unix seconds or an age
+    /// (24h, 7d).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<u64>,
+    /// Only rows up to this time (same forms as --since).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<u64>,
+}
+
+impl WindowArgs {
+    fn window(&self, default_limit: Option<usize>) -> admin::Window {
+        admin::Window { since: self.since, until: self.until, limit: self.limit.or(default_limit), before: None }
+    }
+}
+
+/// `--since`/`--until` values: an instant, or an age meaning that long before now.
+fn parse_time(s: &str) -> Result<u64, String> {
+    crate::units::parse_instant(s, crate::store::now_secs())
+}
+
+/// Byte-size values: `5GB`, `500MiB`, `1.5GiB` or raw bytes.
+fn parse_byte_size(s: &str) -> Result<u64, String> {
+    crate::units::parse_bytes(s)
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
     /// Add a user (a login password is generated unless given).
     Add {
+        /// The user name: 3-32 characters of a-z, 0-9 and _.
         name: String,
+        /// The login password (default: a generated one, printed once).
         #[arg(long)]
         password: Option<String>,
+        /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
+        /// Print the new user as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List users.
+    /// List users, newest first.
     List {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Print a JSON array of users.
         #[arg(long)]
         json: bool,
     },
     /// Show one user.
     Show {
+        /// The user.
         name: String,
+        /// Print the user as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Credit a user's balance (AMOUNT in currency units, e.g. 12.50).
     Credit {
+        /// The user to credit.
         name: String,
+        /// How much, in currency units with at most six decimals, e.g. 12.50.
         amount: String,
+        /// Why (for the audit log).
         #[arg(long)]
         reason: Option<String>,
         /// Idempotency key, e.g. the payment's id: crediting again with the same id is a no-op,
         /// with a different amount an error.
         #[arg(long)]
         id: Option<String>,
+        /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Rotate a user's proxy password and print the new one.
     ProxyPassword {
+        /// The user.
         name: String,
+        /// Print JSON: {"name","proxy_password"}.
         #[arg(long)]
         json: bool,
     },
     /// Disable a user: proxy access and pairing stop.
     Disable {
+        /// The user.
         name: String,
+        /// Why (for the audit log and the user).
         #[arg(long)]
         reason: Option<String>,
+        /// Print the user as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Re-enable a disabled user.
     Enable {
+        /// The user.
         name: String,
+        /// Print the user as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -190,22 +258,33 @@ pub enum UserCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCmd {
-    /// List devices with their online state.
+    /// List devices with their online state, newest paired first.
     List {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Print a JSON array of devices.
         #[arg(long)]
         json: bool,
     },
     /// Ban a device (id, id prefix or virtual IP); a connected one is disconnected.
     Ban {
+        /// The device: its id, an unambiguous id prefix, or its virtual IP.
         id: String,
+        /// Why (for the audit log and the device's owner).
         #[arg(long)]
         reason: String,
+        /// Print the device as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Lift a ban.
+    /// Lift a ban; the node comes back at its next attempt.
     Unban {
+        /// The device: its id, an unambiguous id prefix, or its virtual IP.
         id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the device as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -213,15 +292,20 @@ pub enum DeviceCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerCmd {
-    /// List transfers.
+    /// List transfers, newest first.
     List {
+        /// Only transfers to or from this user.
         #[arg(long)]
         user: Option<String>,
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Print a JSON array of transfers.
         #[arg(long)]
         json: bool,
     },
     /// Check every ledger invariant; exit 1 on any violation.
     Verify {
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -231,10 +315,12 @@ pub enum LedgerCmd {
 pub enum SubuserCmd {
     /// Add sub-user NAME under account PARENT (its proxy password is generated).
     Add {
+        /// The account it is billed to.
         parent: String,
+        /// The sub-user's name: 3-32 characters of a-z, 0-9 and _.
         name: String,
-        /// Bytes (both directions) it may move in all.
-        #[arg(long)]
+        /// Bytes (both directions) it may move in all: 5GB, 500MiB, 1.5GiB or raw bytes.
+        #[arg(long, value_name = "SIZE", value_parser = parse_byte_size)]
         byte_cap: Option<u64>,
         /// Streams it may have open at once.
         #[arg(long)]
@@ -242,73 +328,100 @@ pub enum SubuserCmd {
         /// Days until it expires.
         #[arg(long)]
         days: Option<u32>,
+        /// Print the sub-user as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List sub-users.
+    /// List sub-users, newest first.
     List {
-        #[arg(long)]
-        parent: Option<String>,
+        /// Only this account's sub-users.
+        #[arg(long, visible_alias = "parent")]
+        user: Option<String>,
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Print a JSON array of sub-users.
         #[arg(long)]
         json: bool,
     },
     /// Stop a sub-user's proxy access.
     Disable {
+        /// The sub-user.
         name: String,
+        /// Print the sub-user as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Restore a disabled sub-user.
     Enable {
+        /// The sub-user.
         name: String,
+        /// Print the sub-user as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Rotate a sub-user's proxy password.
     ProxyPassword {
+        /// The sub-user.
         name: String,
+        /// Print the sub-user as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Delete a sub-user (its history stays).
-    Delete { name: String },
+    Delete {
+        /// The sub-user.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum WithdrawalCmd {
     /// Request a payout of AMOUNT (currency units) for NAME; the amount is held until decided.
     Request {
+        /// The user to pay.
         name: String,
+        /// How much, in currency units, e.g. 25.00.
         amount: String,
         /// Where to pay (free text for the operator).
         #[arg(long)]
         to: Option<String>,
+        /// Print the withdrawal as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List withdrawals, newest first.
     List {
+        /// Only this user's withdrawals.
         #[arg(long)]
         user: Option<String>,
         /// pending, approved or rejected.
         #[arg(long)]
         status: Option<String>,
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Print a JSON array of withdrawals.
         #[arg(long)]
         json: bool,
     },
     /// Approve (pay out) a pending withdrawal.
     Approve {
+        /// The withdrawal's number.
         id: u64,
+        /// Why, or a payment reference (for the audit log).
         #[arg(long)]
         reason: Option<String>,
+        /// Print the withdrawal as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Reject a pending withdrawal: the money goes back to the user.
     Reject {
+        /// The withdrawal's number.
         id: u64,
+        /// Why (for the audit log and the user).
         #[arg(long)]
         reason: String,
+        /// Print the withdrawal as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -316,12 +429,26 @@ pub enum WithdrawalCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum SessionCmd {
-    /// List sessions, newest first.
+    /// List sessions, newest first: with --node-ip, --since and --until, who used a node's
+    /// public IP at the time of an abuse report.
     List {
+        /// Only this client's sessions.
         #[arg(long)]
         user: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// Only sessions carried by the node with this public IP.
+        #[arg(long, value_name = "IP")]
+        node_ip: Option<IpAddr>,
+        /// Show at most N sessions (the newest).
+        #[arg(long, value_name = "N", default_value_t = 50)]
         limit: usize,
+        /// Only sessions still open at or after this time: RFC 3339, a UTC date (2026-12-01),
+        /// Unix seconds or an age (24h, 7d).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<u64>,
+        /// Only sessions started at or before this time (same forms as --since).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<u64>,
+        /// Print a JSON array of sessions.
         #[arg(long)]
         json: bool,
     },
@@ -354,16 +481,26 @@ pub struct UsageArgs {
     /// How many buckets up to now (default 24 hours or 30 days).
     #[arg(long)]
     pub last: Option<u64>,
+    /// Print the series as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// List the newest entries.
+    /// List entries, newest first.
     List {
-        #[arg(long, default_value_t = 100)]
+        /// Show at most N entries (the newest).
+        #[arg(long, value_name = "N", default_value_t = 100)]
         limit: usize,
+        /// Only entries from this time on: RFC 3339, a UTC date (2026-12-01), Unix seconds or an
+        /// age (24h, 7d).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<u64>,
+        /// Only entries up to this time (same forms as --since).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<u64>,
+        /// Print a JSON array of entries.
         #[arg(long)]
         json: bool,
     },
@@ -373,6 +510,7 @@ pub enum AuditCmd {
 pub enum SettingsCmd {
     /// Show the billing settings in force.
     Show {
+        /// Print the settings as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -390,6 +528,7 @@ pub enum SettingsCmd {
         /// Why (for the audit log).
         #[arg(long)]
         reason: Option<String>,
+        /// Print the settings as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -408,34 +547,71 @@ pub struct DemoArgs {
     pub demo_dir: Option<PathBuf>,
 }
 
-/// A failure with its exit code (64 = bad usage or config, 1 = anything else).
+/// A failure: its exit code (64 = bad usage or config, 1 = anything else), a stable
+/// snake_case code as the API's error bodies have (printed with `--json`), and the reason.
 #[derive(Debug)]
 pub struct CliError {
     pub code: i32,
+    pub error: String,
     pub message: String,
 }
 
 impl CliError {
     fn usage(m: impl Into<String>) -> Self {
-        CliError { code: 64, message: m.into() }
+        CliError { code: 64, error: "invalid".into(), message: m.into() }
     }
     fn fail(m: impl Into<String>) -> Self {
-        CliError { code: 1, message: m.into() }
+        CliError::with(1, "failed", m)
+    }
+    fn with(code: i32, error: &str, m: impl Into<String>) -> Self {
+        CliError { code, error: error.into(), message: m.into() }
+    }
+
+    /// Prints the failure on stderr: its reason, or with `json` the API's error body.
+    pub fn print(&self, json: bool) {
+        output::error(&self.error, &self.message, json);
     }
 }
 
 impl From<app::AppError> for CliError {
     fn from(e: app::AppError) -> Self {
         match e {
-            app::AppError::Config(_) => CliError::usage(e.to_string()),
+            app::AppError::Config(_) => CliError::with(64, "config_invalid", e.to_string()),
+            app::AppError::Invalid(_) => CliError::usage(e.to_string()),
+            app::AppError::AlreadyInitialised(..) => CliError::with(1, "already_exists", e.to_string()),
+            app::AppError::Store(crate::store::StoreError::Locked) => CliError::with(1, "locked", e.to_string()),
+            app::AppError::AlreadyRunning(..) => CliError::with(1, "already_running", e.to_string()),
             other => CliError::fail(other.to_string()),
         }
     }
 }
 
 impl From<AdminError> for CliError {
+    /// The reason alone is for people; the code is for scripts (`--json`).
     fn from(e: AdminError) -> Self {
-        CliError::fail(format!("{} ({})", e.reason, e.error))
+        CliError::with(1, &e.error, e.reason)
+    }
+}
+
+/// Parses the command line, and tells whether the command asked for JSON (its errors are then
+/// JSON too). `--help` and `--version` print and exit 0; a usage error prints (as the API's
+/// error body with `--json`) and exits 2, as clap does.
+pub fn parse() -> (Cli, bool) {
+    use clap::{CommandFactory, FromArgMatches};
+    fn json_flag(m: &clap::ArgMatches) -> bool {
+        m.try_get_one::<bool>("json").ok().flatten().copied().unwrap_or(false)
+            || m.subcommand().is_some_and(|(_, sub)| json_flag(sub))
+    }
+    let parsed =
+        Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, json_flag(&m))));
+    match parsed {
+        Ok(v) => v,
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            let text = e.to_string();
+            output::error("usage", text.lines().next().unwrap_or_default().trim_start_matches("error: "), true);
+            std::process::exit(e.exit_code());
+        }
+        Err(e) => e.exit(),
     }
 }
 
@@ -443,7 +619,7 @@ impl From<AdminError> for CliError {
 /// text does not depend on the order of a view's fields.
 fn print_json<T: Serialize>(v: &T) {
     let v = serde_json::to_value(v).unwrap_or_default();
-    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 
 /// How a field reads in a table cell or a `key: value` line: `-` when absent, text raw,
@@ -469,6 +645,13 @@ macro_rules! display_cell {
 }
 display_cell!(bool, u8, u32, u64, i64, usize);
 
+impl Cell for f64 {
+    /// Two decimals: `0.35`, not `0.35100000000000003`.
+    fn cell(&self) -> String {
+        format!("{self:.2}")
+    }
+}
+
 impl<T: Cell> Cell for Option<T> {
     fn cell(&self) -> String {
         self.as_ref().map_or_else(|| "-".into(), Cell::cell)
@@ -486,9 +669,9 @@ fn table<T>(rows: &[T], cols: &[Column<T>]) {
         w if w < 0 => format!("{text:<width$}", width = w.unsigned_abs() as usize),
         w => format!("{text:>width$}", width = w as usize),
     };
-    println!("{}", cols.iter().map(|(h, w, _)| cell(h, *w)).collect::<Vec<_>>().join(" "));
+    outln!("{}", cols.iter().map(|(h, w, _)| cell(h, *w)).collect::<Vec<_>>().join(" "));
     for r in rows {
-        println!("{}", cols.iter().map(|(_, w, f)| cell(&f(r), *w)).collect::<Vec<_>>().join(" "));
+        outln!("{}", cols.iter().map(|(_, w, f)| cell(&f(r), *w)).collect::<Vec<_>>().join(" "));
     }
 }
 
@@ -517,6 +700,7 @@ const DEVICE_COLUMNS: &[Column<DeviceView>] = &[
     ("ONLINE", -7, |d| d.online.cell()),
     ("COUNTRY", -7, |d| d.country.cell()),
     ("LAST SEEN", -20, |d| d.last_seen.cell()),
+    ("RTT MS", 7, |d| d.rtt_ms.cell()),
     ("BANNED", 0, |d| d.banned.cell()),
 ];
 
@@ -601,10 +785,10 @@ fn print_user(u: &UserView) {
         ("created_at", u.created_at.cell()),
     ];
     for (k, v) in fields {
-        println!("{k:>16}: {v}");
+        outln!("{k:>16}: {v}");
     }
     if let Some(p) = &u.password {
-        println!("{:>16}: {p}   (shown once)", "login password");
+        outln!("{:>16}: {p}   (shown once)", "login password");
     }
 }
 
@@ -621,18 +805,26 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 socks_listen: a.socks_listen,
                 http_listen: a.http_listen,
                 metrics_listen: a.metrics_listen,
-            })
-            .map_err(|e| CliError::fail(e.to_string()))?;
+            })?;
             if a.json {
                 print_json(&out);
             } else {
-                println!("Initialised {}", out.data_dir.display());
-                println!("  config:          {}", out.config_path.display());
-                println!("  public address:  {}", out.public_address);
-                println!("  TLS pin:         {}", out.pin);
-                println!("  admin user:      {}", out.admin_user);
-                println!("  admin password:  {}   (shown once: store it now)", out.admin_password);
-                println!("Start it with: traffix serve --data-dir {}", out.data_dir.display());
+                outln!("Initialised {}", out.data_dir.display());
+                outln!("  config:          {}", out.config_path.display());
+                if out.public_address_defaulted {
+                    outln!("  public address:  {}   (defaulted: no --public-address given)", out.public_address);
+                } else {
+                    outln!("  public address:  {}", out.public_address);
+                }
+                outln!("  TLS pin:         {}", out.pin);
+                outln!("  admin user:      {}", out.admin_user);
+                outln!("  admin password:  {}   (shown once: store it now)", out.admin_password);
+                outln!(
+                    "Nodes must be able to reach {} (pairing links tell them to dial it); \
+                     change it with server.public_address in the config.",
+                    out.public_address
+                );
+                outln!("Start it with: traffix serve --data-dir {}", out.data_dir.display());
             }
         }
         Command::Serve(a) => {
@@ -658,6 +850,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 allow_private_targets: a.allow_private_targets,
                 max_streams: a.max_streams.max(1),
                 limits,
+                refused_retry: std::time::Duration::from_secs(a.refused_retry_secs.max(1)),
             };
             crate::node::run(opts, shutdown).await.map_err(CliError::fail)?;
         }
@@ -666,8 +859,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 let u = admin_cmds.run(admin::UserAdd { name, password, admin }).await?;
                 if json { print_json(&u) } else { print_user(&u) }
             }
-            UserCmd::List { json } => {
-                let users = admin_cmds.run(admin::UserList {}).await?;
+            UserCmd::List { window, json } => {
+                let users = admin_cmds.run(admin::UserList { window: window.window(None) }).await?;
                 if json {
                     print_json(&users);
                 } else {
@@ -692,23 +885,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 if json {
                     print_json(&c);
                 } else {
-                    println!(
-                        "credited {} to {}; balance now {} (transfer #{})",
-                        c.amount, c.user, c.balance, c.transfer
-                    );
+                    outln!("credited {} to {}; balance now {} (transfer #{})", c.amount, c.user, c.balance, c.transfer);
                 }
             }
             UserCmd::ProxyPassword { name, json } => {
                 let p = admin_cmds.run(admin::UserProxyPassword { name }).await?;
-                if json { print_json(&p) } else { println!("{}", p.proxy_password) }
+                if json { print_json(&p) } else { outln!("{}", p.proxy_password) }
             }
             UserCmd::Disable { name, reason, json } => {
                 let u = admin_cmds.run(admin::UserDisable { name, reason }).await?;
-                if json { print_json(&u) } else { println!("user {} disabled", u.name) }
+                if json { print_json(&u) } else { outln!("user {} disabled", u.name) }
             }
             UserCmd::Enable { name, json } => {
                 let u = admin_cmds.run(admin::UserEnable { name }).await?;
-                if json { print_json(&u) } else { println!("user {} enabled", u.name) }
+                if json { print_json(&u) } else { outln!("user {} enabled", u.name) }
             }
         },
         Command::Pair { name, json } => {
@@ -716,23 +906,27 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&p);
             } else {
-                println!("{}", p.link);
-                println!("code {} for user {}, valid until {} (single use)", p.code, p.user, p.expires_at);
-                println!("On the node: traffix node --pair '{}' --state node.json", p.link);
+                outln!("{}", p.link);
+                outln!("code {} for user {}, valid until {} (single use)", p.code, p.user, p.expires_at);
+                outln!("On the node: traffix node --pair '{}' --state node.json", p.link);
             }
         }
         Command::Device(cmd) => {
             let (devices, json) = match cmd {
-                DeviceCmd::List { json } => (Rows::Many(admin_cmds.run(admin::DeviceList {}).await?), json),
+                DeviceCmd::List { window, json } => {
+                    (Rows::Many(admin_cmds.run(admin::DeviceList { window: window.window(None) }).await?), json)
+                }
                 DeviceCmd::Ban { id, reason, json } => {
                     (Rows::One(admin_cmds.run(admin::DeviceBan { id, reason }).await?), json)
                 }
-                DeviceCmd::Unban { id, json } => (Rows::One(admin_cmds.run(admin::DeviceUnban { id }).await?), json),
+                DeviceCmd::Unban { id, reason, json } => {
+                    (Rows::One(admin_cmds.run(admin::DeviceUnban { id, reason }).await?), json)
+                }
             };
             if json { print_json(&devices) } else { table(devices.as_slice(), DEVICE_COLUMNS) }
         }
-        Command::Ledger(LedgerCmd::List { user, json }) => {
-            let transfers = admin_cmds.run(admin::LedgerList { user }).await?;
+        Command::Ledger(LedgerCmd::List { user, window, json }) => {
+            let transfers = admin_cmds.run(admin::LedgerList { user, window: window.window(None) }).await?;
             if json {
                 print_json(&transfers);
             } else {
@@ -755,21 +949,27 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&r);
             } else if r.ok {
-                println!(
+                outln!(
                     "ledger OK: {} transfers over {} accounts; {} sessions ({} live), {} holds, {} withdrawals",
-                    r.transfers, r.accounts, r.sessions, r.live_sessions, r.holds, r.withdrawals
+                    r.transfers,
+                    r.accounts,
+                    r.sessions,
+                    r.live_sessions,
+                    r.holds,
+                    r.withdrawals
                 );
             } else {
                 for p in &r.problems {
-                    println!("VIOLATION: {p}");
+                    outln!("VIOLATION: {p}");
                 }
             }
             if !r.ok {
                 return Err(CliError::fail("ledger verification failed"));
             }
         }
-        Command::Audit(AuditCmd::List { limit, json }) => {
-            let entries = admin_cmds.run(admin::AuditList { limit: Some(limit) }).await?;
+        Command::Audit(AuditCmd::List { limit, since, until, json }) => {
+            let window = admin::Window { since, until, limit: Some(limit), before: None };
+            let entries = admin_cmds.run(admin::AuditList { window }).await?;
             if json {
                 print_json(&entries);
             } else {
@@ -796,9 +996,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     ),
                     json,
                 ),
-                SubuserCmd::List { parent, json } => {
-                    (Rows::Many(admin_cmds.run(admin::SubUserList { parent }).await?), json)
-                }
+                SubuserCmd::List { user, window, json } => (
+                    Rows::Many(admin_cmds.run(admin::SubUserList { parent: user, window: window.window(None) }).await?),
+                    json,
+                ),
                 SubuserCmd::Disable { name, json } => (
                     Rows::One(admin_cmds.run(admin::SubUserDisable { name, parent: None, disabled: true }).await?),
                     json,
@@ -812,7 +1013,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 SubuserCmd::Delete { name } => {
                     let d = admin_cmds.run(admin::SubUserDelete { name, parent: None }).await?;
-                    println!("deleted sub-user {}", d.deleted);
+                    outln!("deleted sub-user {}", d.deleted);
                     return Ok(());
                 }
             };
@@ -823,9 +1024,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 WithdrawalCmd::Request { name, amount, to, json } => {
                     (Rows::One(admin_cmds.run(admin::WithdrawalRequest { name, amount, destination: to }).await?), json)
                 }
-                WithdrawalCmd::List { user, status, json } => {
-                    (Rows::Many(admin_cmds.run(admin::WithdrawalList { user, status }).await?), json)
-                }
+                WithdrawalCmd::List { user, status, window, json } => (
+                    Rows::Many(
+                        admin_cmds.run(admin::WithdrawalList { user, status, window: window.window(None) }).await?,
+                    ),
+                    json,
+                ),
                 WithdrawalCmd::Approve { id, reason, json } => {
                     (Rows::One(admin_cmds.run(admin::WithdrawalApprove { id, reason }).await?), json)
                 }
@@ -835,8 +1039,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             if json { print_json(&list) } else { table(list.as_slice(), WITHDRAWAL_COLUMNS) }
         }
-        Command::Session(SessionCmd::List { user, limit, json }) => {
-            let sessions = admin_cmds.run(admin::SessionList { user, limit: Some(limit) }).await?;
+        Command::Session(SessionCmd::List { user, node_ip, limit, since, until, json }) => {
+            let window = admin::Window { since, until, limit: Some(limit), before: None };
+            let node_ip = node_ip.map(|ip| ip.to_string());
+            let sessions = admin_cmds.run(admin::SessionList { user, node_ip, window }).await?;
             if json {
                 print_json(&sessions);
             } else {
@@ -846,13 +1052,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                         ("ID", 7, |s| s.id.cell()),
                         ("CLIENT", -16, |s| s.client.cell()),
                         ("NODE", -15, |s| s.vip.cell()),
+                        ("NODE IP", -15, |s| s.node_ip.cell()),
                         ("TARGET", -28, |s| s.target.cell()),
                         ("START", -20, |s| s.start.cell()),
                         ("UP", 12, |s| s.bytes_up.cell()),
                         ("DOWN", 12, |s| s.bytes_down.cell()),
                         ("CHARGE", 10, |s| s.charge.cell()),
-                        // A live session's END reads "live".
-                        ("END", 0, |s| if s.live { "live".into() } else { s.end_reason.cell() }),
+                        // A live session's END reads "live"; reasons are codes (`sub_user_cap`),
+                        // read as words here.
+                        ("END", 0, |s| if s.live { "live".into() } else { s.end_reason.cell().replace('_', " ") }),
                     ],
                 );
             }
@@ -870,13 +1078,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 print_json(&u);
             } else {
                 let money = |m: u64| crate::money::format_signed(i64::try_from(m).unwrap_or(0));
-                println!("{} by {}", u.subject, u.by);
-                println!(
+                outln!("{} by {}", u.subject, u.by);
+                outln!(
                     "{:<22} {:>14} {:>14} {:>12} {:>12} {:>12} {:>8}",
-                    "START", "UP", "DOWN", "PAID", "EARNED", "FEE", "STREAMS"
+                    "START",
+                    "UP",
+                    "DOWN",
+                    "PAID",
+                    "EARNED",
+                    "FEE",
+                    "STREAMS"
                 );
                 let line = |start: String, r: &UsagePoint| {
-                    println!(
+                    outln!(
                         "{:<22} {:>14} {:>14} {:>12} {:>12} {:>12} {:>8}",
                         start,
                         r.bytes_up,
@@ -896,9 +1110,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Backup { file } => {
             let path = std::path::absolute(&file).map_err(|e| CliError::fail(e.to_string()))?;
             let b = admin_cmds.run(admin::Backup { path: path.display().to_string() }).await?;
-            println!("backup written to {}", b.backup);
+            outln!("backup written to {}", b.backup);
         }
-        Command::Config(ConfigCmd::Example) => print!("{}", crate::config::EXAMPLE),
+        Command::Config(ConfigCmd::Example) => output::write(format_args!("{}", crate::config::EXAMPLE)),
         Command::Settings(cmd) => {
             let (s, json) = match cmd {
                 SettingsCmd::Show { json } => (admin_cmds.run(admin::SettingsShow {}).await?, json),
@@ -917,21 +1131,87 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json {
                 print_json(&s);
             } else {
+                let money = |m: u64| crate::money::format_signed(i64::try_from(m).unwrap_or(i64::MAX));
                 let fields = [
                     ("price_per_gb", s.price_per_gb.cell()),
                     ("platform_fee_percent", s.platform_fee_percent.cell()),
                     ("min_payout", s.min_payout.cell()),
-                    ("max_overdraft_micros", s.max_overdraft_micros.cell()),
+                    ("max_overdraft", money(s.max_overdraft_micros)),
                     ("updated_at", s.updated_at.cell()),
                     ("updated_by", s.updated_by.cell()),
                 ];
                 for (k, v) in fields {
-                    println!("{k:>22}: {v}");
+                    outln!("{k:>22}: {v}");
                 }
             }
         }
         Command::Demo(a) => crate::demo::run(a.demo_dir).await.map_err(CliError::fail)?,
-        Command::Openapi => println!("{}", crate::api::openapi::document()),
+        Command::Openapi => outln!("{}", crate::api::openapi::document()),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every option and argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("{path} (the command itself)"));
+            }
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "arguments without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn byte_sizes_and_times_parse_on_the_command_line() {
+        let cli = Cli::try_parse_from(["traffix", "subuser", "add", "ann", "ann_sub", "--byte-cap", "1.5GiB"]).unwrap();
+        assert!(matches!(cli.command, Command::Subuser(SubuserCmd::Add { byte_cap: Some(1_610_612_736), .. })));
+        let cli = Cli::try_parse_from(["traffix", "subuser", "add", "ann", "ann_sub", "--byte-cap", "5 GB"]).unwrap();
+        assert!(matches!(cli.command, Command::Subuser(SubuserCmd::Add { byte_cap: Some(5_000_000_000), .. })));
+        for bad in ["-5GB", "1.5B", "lots", "99999999999TB"] {
+            assert!(
+                Cli::try_parse_from(["traffix", "subuser", "add", "ann", "ann_sub", "--byte-cap", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        let cli = Cli::try_parse_from(["traffix", "ledger", "list", "--since", "2026-12-01", "--limit", "5"]).unwrap();
+        let Command::Ledger(LedgerCmd::List { window, .. }) = cli.command else { panic!("ledger list") };
+        assert_eq!(
+            window.window(None),
+            admin::Window { since: Some(1_796_083_200), until: None, limit: Some(5), before: None }
+        );
+        // --parent stays as an alias of subuser list's --user.
+        let cli = Cli::try_parse_from(["traffix", "subuser", "list", "--parent", "ann"]).unwrap();
+        assert!(matches!(cli.command, Command::Subuser(SubuserCmd::List { user: Some(ref u), .. }) if u == "ann"));
+        assert!(Cli::try_parse_from(["traffix", "session", "list", "--node-ip", "not-an-ip"]).is_err());
+    }
+
+    #[test]
+    fn admin_errors_print_their_reason_not_their_code() {
+        let e = CliError::from(AdminError::new("not_found", "no user \"bob\""));
+        assert_eq!((e.code, e.error.as_str(), e.message.as_str()), (1, "not_found", "no user \"bob\""));
+    }
 }
