@@ -434,6 +434,7 @@ impl App {
             hold_chunk_micros: b.hold_chunk.0,
             socks5: format!("{host}:{}", port(socks)),
             http: format!("{host}:{}", port(http)),
+            geoip_country: self.geoip.is_some(),
             limits: serde_json::to_value(&cfg.limits).unwrap_or_default(),
         };
         Ok(crate::api::ApiState {

@@ -1,6 +1,6 @@
 //! What people type for sizes and times, parsed one way everywhere: byte sizes with SI or
-//! binary units (`5GB`, `500 MiB`, `1.5GiB`, `1024`), instants (`2026-12-01`, RFC 3339) and
-//! "that long ago" (`24h`, `7d`), and `HOST:PORT` addresses. Pure: imports nothing of the project.
+//! binary units (`5GB`, `500 MiB`, `1.5GiB`, `1024`), instants (`2026-12-01`, RFC 3339, Unix
+//! seconds) and "that long ago" (`24h`, `7d`), and `HOST:PORT` addresses. Pure: imports nothing of the project.
 
 /// Parses a byte size: a non-negative decimal number and an optional unit, case-insensitive,
 /// optionally separated by a space. SI units are powers of 1000 (`kB`, `MB`, `GB`, `TB`, `PB`),
@@ -47,11 +47,21 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 /// Parses an instant as Unix seconds: RFC 3339 (`2026-12-01T08:00:00Z`, `…+02:00`, fractions
-/// dropped), a UTC date (`2026-12-01`, its midnight), or a duration meaning that long before
-/// `now` (`90s`, `30m`, `24h`, `7d`, `2w`).
+/// of a second dropped, the seconds optional: `2026-12-01T08:00Z`), a UTC date (`2026-12-01`,
+/// its midnight), Unix seconds (`1796112000`), or a duration meaning that long before `now`
+/// (`90s`, `30m`, `24h`, `7d`, `2w`). The CLI's `--since`/`--until` and the API's
+/// `since=`/`until=` all read times with it.
 pub fn parse_instant(text: &str, now: u64) -> Result<u64, String> {
     let s = text.trim();
-    let bad = || format!("{text:?} is not a time: use RFC 3339, a date like 2026-12-01, or an age like 24h or 7d");
+    let bad = || {
+        format!(
+            "{text:?} is not a time: use RFC 3339 (2026-12-01T08:00:00Z), a date like 2026-12-01, \
+             Unix seconds, or an age like 24h or 7d"
+        )
+    };
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| bad());
+    }
     if let Some(unit) = s.chars().last().filter(|c| c.is_ascii_alphabetic() && !s.contains('-')) {
         let n: u64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
         let secs = match unit.to_ascii_lowercase() {
@@ -85,7 +95,11 @@ pub fn parse_instant(text: &str, now: u64) -> Result<u64, String> {
             Some(i) => t.split_at(i),
             None => return Err(bad()),
         };
-        let clock = clock.split_once('.').map_or(clock, |(c, _)| c);
+        let clock = match clock.split_once('.') {
+            Some((c, frac)) if !frac.is_empty() && frac.bytes().all(|b| b.is_ascii_digit()) => c,
+            Some(_) => return Err(bad()),
+            None => clock,
+        };
         let hms: Vec<&str> = clock.split(':').collect();
         let field = |i: usize, max: i64| {
             hms.get(i)
@@ -93,10 +107,12 @@ pub fn parse_instant(text: &str, now: u64) -> Result<u64, String> {
                 .and_then(|p| p.parse::<i64>().ok())
                 .filter(|v| *v <= max)
         };
-        let (Some(h), Some(mi), Some(se)) = (field(0, 23), field(1, 59), field(2, 60)) else {
+        // Seconds may be left out (`08:00Z`), but not with a fraction after the minutes.
+        let seconds = if hms.len() == 2 && !t.contains('.') { Some(0) } else { field(2, 60) };
+        let (Some(h), Some(mi), Some(se)) = (field(0, 23), field(1, 59), seconds) else {
             return Err(bad());
         };
-        if hms.len() != 3 {
+        if !(2..=3).contains(&hms.len()) {
             return Err(bad());
         }
         secs += h * 3600 + mi * 60 + se;
@@ -255,6 +271,12 @@ mod tests {
         assert_eq!(parse_instant("7d", now), Ok(now - 7 * 86_400));
         assert_eq!(parse_instant("30m", now), Ok(now - 1800));
         assert_eq!(parse_instant("99999999999999w", now), Ok(0));
+        assert_eq!(parse_instant("1795647793", now), Ok(1_795_647_793), "Unix seconds");
+        assert_eq!(parse_instant("0", now), Ok(0));
+        assert_eq!(parse_instant("2026-11-25T20:03-03:00", now), Ok(1_795_647_780), "no seconds");
+        assert_eq!(parse_instant("2026-12-01T10:00Z", now), Ok(1_796_119_200));
+        assert_eq!(parse_instant("2026-11-25 23:03:13.999Z", now), Ok(1_795_647_793));
+        assert_eq!(parse_instant("2026-12-02T23:59:59.999Z", now), Ok(1_796_255_999), "what a browser sends");
         for bad in [
             "",
             "yesterday",
@@ -263,8 +285,14 @@ mod tests {
             "2025-02-29",
             "2026-1-1",
             "2026-12-01T25:00:00Z",
-            "2026-12-01T10:00Z",
             "2026-12-01T10:00:00",
+            "2026-12-01T10:00",
+            "2026-12-01T10Z",
+            "2026-12-01T10:00.5Z",
+            "2026-11-25T23:03:13.Z",
+            "2026-11-25T23:03:13.5xZ",
+            "2026-11-25X",
+            "99999999999999999999999",
             "2026-12-01T10:00:00+2",
             "1969-12-31",
             "-5h",

@@ -3,7 +3,7 @@
 // formatted for display.
 
 import { h } from './dom.js';
-import { bytes, moneyShort, moneyCents, rate } from './format.js';
+import { bytes, clock, dateOnly, dateTime, moneyShort, moneyCents, rate } from './format.js';
 
 function css(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -79,10 +79,9 @@ function tsToDate(ts) {
   return new Date(ts * 1000);
 }
 
-const hourFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+// Axis labels are short (24-hour "20:00", "Nov 26"); legends use the dashboard's one time format.
+const hourFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
 const dayFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' });
-const fullFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
-const secFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
 /**
  * Traffic bars plus money lines from a usage series (GET …/usage): {series:[{start, bytes_up,
@@ -94,7 +93,7 @@ export function usageChart(container, { by = 'hour', currency = 'USD', moneySeri
     const bars = window.uPlot.paths.bars({ size: [0.7, 48], align: 0 });
     const traffic = css('--chart-1');
     const series = [
-      { value: (u, v) => (v == null ? '—' : (by === 'day' ? dayFmt : fullFmt).format(tsToDate(v - bucket / 2))) },
+      { value: (u, v) => (v == null ? '—' : (by === 'day' ? dateOnly : dateTime)(tsToDate(v - bucket / 2))) },
       {
         label: trafficLabel,
         scale: 'bytes',
@@ -152,7 +151,7 @@ export function throughputChart(container, { height = 140, windowSecs = 300 } = 
     const ax = axisStyle();
     return {
       series: [
-        { value: (u, v) => (v == null ? '—' : secFmt.format(tsToDate(v))) },
+        { value: (u, v) => (v == null ? '—' : clock(tsToDate(v))) },
         { label: 'Down', stroke: css('--chart-1'), fill: css('--chart-1-fill'), width: 2, points: { show: false }, value: (u, v) => rate(v) },
         { label: 'Up', stroke: css('--chart-2'), width: 2, points: { show: false }, value: (u, v) => rate(v) },
       ],
@@ -161,7 +160,7 @@ export function throughputChart(container, { height = 140, windowSecs = 300 } = 
       // A fixed five-minute window ending now, so that the axis reads as time from the start.
       scales: { x: { time: true, range: (u, min, max) => { const end = Math.max(max || 0, Date.now() / 1000); return [end - windowSecs, end]; } }, y: { range: (u, min, max) => [0, Math.max(max || 0, 1000) * 1.15] } },
       axes: [
-        { ...ax, space: 90, values: (u, vals) => vals.map((v) => secFmt.format(tsToDate(v))) },
+        { ...ax, space: 90, values: (u, vals) => vals.map((v) => clock(tsToDate(v))) },
         { ...ax, size: 72, values: (u, vals) => vals.map((v) => rate(v)) },
       ],
     };

@@ -75,14 +75,39 @@ export function moneyShort(v, currency = 'USD') {
   return sign + prefix + microsToDecimal(cents === 0n && abs > 0n ? abs : cents) + suffix;
 }
 
-const AMOUNT_RE = /^\d+(\.\d{1,6})?$/;
-/** Validates a decimal amount typed by a person; returns the normalised string or null. */
-export function parseAmount(text) {
-  const t = String(text ?? '').trim().replace(/,/g, '');
-  if (!AMOUNT_RE.test(t)) return null;
-  const [i, f = ''] = t.split('.');
-  const micros = BigInt(i) * MICROS + BigInt((f + '000000').slice(0, 6));
-  return micros > 0n ? { text: t, micros } : null;
+// The money grammar of the CLI and the API (Micros::parse in src/money.rs), case for case: the
+// shared cases are tests/vectors/amounts.json. White space around the amount is Unicode
+// White_Space, as Rust's str::trim removes it (JavaScript's own trim() also removes U+FEFF and
+// keeps U+0085, so it is not used here).
+const WS = '\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+const TRIM_RE = new RegExp(`^[${WS}]+|[${WS}]+$`, 'g');
+const U64_MAX = 18446744073709551615n;
+
+/** What to tell a person about an amount the grammar refuses; `example` is a well-formed one. */
+export function amountMessage(error, example = '12.50') {
+  if (error === 'too_precise') return `Enter an amount like ${example}: at most 6 decimals.`;
+  if (error === 'overflow') return `That amount is too large. Enter an amount like ${example}.`;
+  return `Enter an amount like ${example}: digits, and a dot before the decimals (no commas, spaces, signs or letters).`;
+}
+
+/**
+ * Reads a decimal amount typed by a person, exactly as the server does: "12", "12.5",
+ * "0.000001"; no sign, exponent, separator or more than 6 decimals. Returns {ok: true, text,
+ * micros (BigInt)} or {ok: false, error: 'syntax' | 'too_precise' | 'overflow', message}.
+ * `signed` (for adjustments, "-13.50") waits for the server's signed grammar.
+ */
+export function parseAmount(text, { signed = false, example } = {}) {
+  if (signed) throw new Error('signed amounts are not supported yet');
+  const fail = (error) => ({ ok: false, error, message: amountMessage(error, example) });
+  const t = String(text ?? '').replace(TRIM_RE, '');
+  const dot = t.indexOf('.');
+  const int = dot < 0 ? t : t.slice(0, dot);
+  const frac = dot < 0 ? '' : t.slice(dot + 1);
+  if (!/^[0-9]+$/.test(int) || !/^[0-9]*$/.test(frac) || (dot >= 0 && !frac)) return fail('syntax');
+  if (frac.length > 6) return fail('too_precise');
+  const micros = BigInt(int) * MICROS + BigInt(frac.padEnd(6, '0'));
+  if (micros > U64_MAX) return fail('overflow');
+  return { ok: true, text: t, micros };
 }
 
 const BYTE_UNITS = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
@@ -119,28 +144,48 @@ function toDate(t) {
   return Number.isNaN(d.getTime()) ? null : d;
 }
 
-const dateTimeFmt = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+// One time format everywhere: 24-hour, year first, in the browser's zone, named
+// ("2026-12-02 20:41 UTC", "2026-12-02 21:41 GMT+1").
+const stampFmt = new Intl.DateTimeFormat('en-US', { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZoneName: 'short' });
 
-const shortFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
-const shortYearFmt = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+function stamp(d) {
+  const p = Object.fromEntries(stampFmt.formatToParts(d).map((x) => [x.type, x.value]));
+  return { date: `${p.year}-${p.month}-${p.day}`, hm: `${p.hour}:${p.minute}`, s: p.second, zone: p.timeZoneName || '' };
+}
 
-/** Local date and time, compact: "Nov 26, 00:23" this year, with the year otherwise. */
+/** Date and time in the browser's zone: "2026-12-02 20:41 UTC". */
 export function dateTime(t) {
   const d = toDate(t);
   if (!d) return '—';
-  return (d.getFullYear() === new Date().getFullYear() ? shortFmt : shortYearFmt).format(d);
+  const p = stamp(d);
+  return `${p.date} ${p.hm} ${p.zone}`.trim();
 }
 
-/** Local date and time in full ("Nov 26, 2026, 12:23 AM"). */
+/** Date and time to the second: "2026-12-02 20:41:07 UTC". */
 export function dateTimeLong(t) {
   const d = toDate(t);
-  return d ? dateTimeFmt.format(d) : '—';
+  if (!d) return '—';
+  const p = stamp(d);
+  return `${p.date} ${p.hm}:${p.s} ${p.zone}`.trim();
 }
 
+/** The date alone: "2026-12-02". */
+export function dateOnly(t) {
+  const d = toDate(t);
+  return d ? stamp(d).date : '—';
+}
+
+/** The time of day, 24-hour: "20:41:07". */
 export function clock(t) {
   const d = toDate(t);
-  return d ? timeFmt.format(d) : '—';
+  if (!d) return '—';
+  const p = stamp(d);
+  return `${p.hm}:${p.s}`;
+}
+
+/** The short name of the browser's time zone ("UTC", "GMT+1"). */
+export function zoneName() {
+  return stamp(new Date()).zone;
 }
 
 /** "3 min ago", "in 9 min". */

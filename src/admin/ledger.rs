@@ -7,7 +7,9 @@ use super::views::{BackupView, CorrectionView, TransferView};
 use super::{AdminCtx, AdminError, Audit, Command, Window, checked_reason};
 use crate::store::{Account, TransferRef, VerifyParams, VerifyReport, now_secs};
 
-/// Ledger transfers inside `window`, newest first; with `user`, only that user's.
+/// Ledger transfers made inside `window`, newest first; with `user`, only that user's (an unknown
+/// user is `not_found`). The window's `before` is a transfer's `seq`: the next page of a list
+/// continues before the smallest `seq` of the one before.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LedgerList {
     pub user: Option<String>,
@@ -41,7 +43,7 @@ impl Command for LedgerList {
             ctx.require_user(u)?;
         }
         let acct = self.user.map(Account::User);
-        let list = self.window.apply(ctx.store.list_transfers(acct.as_ref())?, |t| t.time);
+        let list = self.window.apply_keyed(ctx.store.list_transfers(acct.as_ref())?, |t| t.seq, |t| t.time);
         Ok(list.iter().map(TransferView::from).collect())
     }
 }

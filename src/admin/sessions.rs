@@ -7,8 +7,11 @@ use super::views::{SessionView, UsagePoint, UsageView, rfc3339};
 use super::{AdminCtx, AdminError, Command, Window};
 use crate::store::{SessionFilter, UsageBucket, now_secs};
 
-/// Client streams, newest first; with `user`, only that client's; with `node_ip`, only those
-/// a node with that public IP carried; only those overlapping `window` (at most 100 by default).
+/// Client streams, newest first; with `user`, only that client's (an unknown user is
+/// `not_found`); with `node_ip`, only those a node with that public IP carried; only those
+/// overlapping `window` (open at some moment from `since` to `until`; a live stream lasts until
+/// now), at most 100 by default. The window's `before` is a session `id`: the next page of a list
+/// continues before the smallest `id` of the one before.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SessionList {
     pub user: Option<String>,

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::me::{LimitQuery, UsageQuery};
+use super::me::{LimitQuery, UsageQuery, csv_field, transfers_csv};
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal, ServerInfo};
 use crate::admin;
 use crate::admin::views::*;
@@ -36,6 +38,9 @@ pub struct Overview {
     pub pending_withdrawals: usize,
     pub pending_withdrawals_micros: u64,
     pub currency: String,
+    /// A GeoIP country database is loaded: without one, nodes have no country (the nodes map is
+    /// empty) and `-country-` targeting is refused.
+    pub geoip_country: bool,
     /// Server time, RFC 3339, and in milliseconds since the epoch (for rates between samples).
     pub time: String,
     pub time_ms: u64,
@@ -48,11 +53,68 @@ pub struct UserQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-pub struct FilterQuery {
-    /// Only this user's rows.
+pub struct LedgerQuery {
+    /// Only this user's rows (an unknown user is 404 `not_found`).
     pub user: Option<String>,
     /// At most this many rows, newest first (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// Only rows from this time on (inclusive): RFC 3339 (`2026-12-01T08:00:00Z`), a date
+    /// (`2026-12-01`, midnight UTC), Unix seconds or an age (`24h`, `7d`).
+    pub since: Option<String>,
+    /// Only rows up to this time (inclusive), in the same forms as `since`.
+    pub until: Option<String>,
+    /// The next page: only rows older than this one (a transfer's `seq`: the smallest of the page
+    /// before).
+    pub before: Option<u64>,
+}
+
+/// The rows a ledger CSV holds: all that match, oldest first, at most [`CSV_MAX_ROWS`] (the
+/// newest of them).
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LedgerExportQuery {
+    /// Only this user's rows (an unknown user is 404 `not_found`).
+    pub user: Option<String>,
+    /// Only rows from this time on (inclusive), in the forms of `/admin/ledger`.
+    pub since: Option<String>,
+    /// Only rows up to this time (inclusive), in the same forms as `since`.
+    pub until: Option<String>,
+}
+
+/// The most rows one CSV export holds; a narrower date range gets the older ones.
+pub const CSV_MAX_ROWS: usize = 100_000;
+
+/// A `since`/`until` query value read by the one parser of times ([`crate::units::parse_instant`]);
+/// empty is no bound.
+fn time_param(name: &str, v: Option<&str>, now: u64) -> Result<Option<u64>, ApiError> {
+    match v.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => crate::units::parse_instant(v, now).map(Some).map_err(|e| ApiError::invalid(format!("{name}: {e}"))),
+    }
+}
+
+fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<admin::Window, ApiError> {
+    let now = now_secs();
+    Ok(admin::Window {
+        since: time_param("since", since, now)?,
+        until: time_param("until", until, now)?,
+        before,
+        limit: Some(limit),
+    })
+}
+
+fn csv_response(body: String, filename: &str) -> Response {
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -135,6 +197,7 @@ fn compute_overview(state: &ApiState) -> Result<Overview, ApiError> {
         pending_withdrawals: pending.len(),
         pending_withdrawals_micros: pending.iter().map(|w| w.amount.0).sum(),
         currency: state.info.currency.clone(),
+        geoip_country: state.info.geoip_country,
         time: rfc3339(now_secs()),
         time_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -336,20 +399,41 @@ fn optional_reason(body: &[u8]) -> Result<Option<String>, ApiError> {
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SessionQuery {
-    /// Only this user's streams.
+    /// Only this user's streams (an unknown user is 404 `not_found`).
     pub user: Option<String>,
     /// Only streams carried by the node with this public IP (an abuse report's address).
     pub node_ip: Option<String>,
-    /// Only streams still open at or after this time: RFC 3339, a date (`2026-12-01`) or an
-    /// age (`24h`, `7d`).
+    /// Only streams still open at or after this time (ended then or later, or live): RFC 3339
+    /// (`2026-12-01T08:00:00Z`), a date (`2026-12-01`, midnight UTC), Unix seconds or an age
+    /// (`24h`, `7d`).
     pub since: Option<String>,
-    /// Only streams started at or before this time (same forms).
+    /// Only streams started at or before this time (same forms). With `since`, the streams open
+    /// at some moment of `[since, until]`.
     pub until: Option<String>,
+    /// The next page: only streams with an `id` below this one (the smallest `id` of the page
+    /// before).
+    pub before: Option<u64>,
     /// At most this many rows, newest first (default 100, at most 1000).
     pub limit: Option<usize>,
 }
 
-/// Client streams, live ones first; filtered by user, node public IP and time for abuse reports.
+/// The streams a sessions CSV holds: all that match, oldest first, at most [`CSV_MAX_ROWS`] (the
+/// newest of them).
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SessionExportQuery {
+    /// Only this user's streams (an unknown user is 404 `not_found`).
+    pub user: Option<String>,
+    /// Only streams carried by the node with this public IP.
+    pub node_ip: Option<String>,
+    /// Only streams still open at or after this time, in the forms of `/admin/sessions`.
+    pub since: Option<String>,
+    /// Only streams started at or before this time (same forms).
+    pub until: Option<String>,
+}
+
+/// Client streams, newest first, one page (live ones first within it); filtered by user, node
+/// public IP and time (the streams open at some moment of `[since, until]`) for abuse reports.
+/// The next page is `before` the smallest `id` of this one.
 #[utoipa::path(get, path = "/api/v1/admin/sessions", tag = "admin", security(("bearer" = [])), params(SessionQuery),
     responses((status = 200, body = [SessionView]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn sessions(
@@ -358,29 +442,65 @@ pub async fn sessions(
     Query(q): Query<SessionQuery>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     p.admin_read()?;
-    let now = now_secs();
-    let time = |t: Option<String>, name: &str| {
-        t.map(|t| crate::units::parse_instant(&t, now).map_err(|e| ApiError::invalid(format!("{name}: {e}"))))
-            .transpose()
-    };
-    let window =
-        admin::Window { since: time(q.since, "since")?, until: time(q.until, "until")?, limit: Some(limit(q.limit)) };
+    let window = window(q.since.as_deref(), q.until.as_deref(), q.before, limit(q.limit))?;
     let req = admin::SessionList { user: q.user, node_ip: q.node_ip, window };
     let mut list = state.run(req, &p.actor()).await?;
     list.sort_by_key(|s| !s.live);
     Ok(Json(list))
 }
 
-/// Ledger transfers, newest first.
-#[utoipa::path(get, path = "/api/v1/admin/ledger", tag = "admin", security(("bearer" = [])), params(FilterQuery),
-    responses((status = 200, body = [TransferView])))]
+/// Client streams as CSV, oldest first: those of `user` and `node_ip` open at some moment of
+/// `[since, until]`.
+#[utoipa::path(get, path = "/api/v1/admin/sessions.csv", tag = "admin", security(("bearer" = [])), params(SessionExportQuery),
+    responses((status = 200, content_type = "text/csv",
+        description = "id,start,end,client,sub,owner,vip,node_ip,target,bytes_up,bytes_down,charge,charge_micros,node_credit_micros,end_reason"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sessions_csv(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<SessionExportQuery>,
+) -> Result<Response, ApiError> {
+    p.admin_read()?;
+    let window = window(q.since.as_deref(), q.until.as_deref(), None, CSV_MAX_ROWS)?;
+    let list = state.run(admin::SessionList { user: q.user, node_ip: q.node_ip, window }, &p.actor()).await?;
+    let mut out = String::from(
+        "id,start,end,client,sub,owner,vip,node_ip,target,bytes_up,bytes_down,charge,charge_micros,node_credit_micros,end_reason\n",
+    );
+    for s in list.iter().rev() {
+        let opt = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            s.id,
+            s.start,
+            s.end.as_deref().unwrap_or(""),
+            csv_field(&s.client),
+            opt(&s.sub),
+            csv_field(&s.owner),
+            csv_field(&s.vip),
+            csv_field(&s.node_ip),
+            csv_field(&s.target),
+            s.bytes_up,
+            s.bytes_down,
+            s.charge,
+            s.charge_micros,
+            s.node_credit_micros,
+            opt(&s.end_reason),
+        ));
+    }
+    Ok(csv_response(out, "traffix-sessions.csv"))
+}
+
+/// Ledger transfers, newest first, one page. The next page is `before` the smallest `seq` of
+/// this one.
+#[utoipa::path(get, path = "/api/v1/admin/ledger", tag = "admin", security(("bearer" = [])), params(LedgerQuery),
+    responses((status = 200, body = [TransferView]), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn ledger(
     State(state): State<Arc<ApiState>>,
     p: Principal,
-    Query(q): Query<FilterQuery>,
+    Query(q): Query<LedgerQuery>,
 ) -> Result<Json<Vec<TransferView>>, ApiError> {
     p.admin_read()?;
-    let window = admin::Window { limit: Some(limit(q.limit)), ..admin::Window::default() };
+    let window = window(q.since.as_deref(), q.until.as_deref(), q.before, limit(q.limit))?;
     Ok(Json(state.run(admin::LedgerList { user: q.user, window }, &p.actor()).await?))
 }
 
@@ -398,6 +518,22 @@ pub async fn reverse(
 ) -> Result<Json<CorrectionView>, ApiError> {
     p.admin_write(true)?;
     Ok(Json(state.run(admin::LedgerReverse { id, reason: reason(&req.reason)? }, &p.actor()).await?))
+}
+
+/// Ledger transfers as CSV, oldest first: those of `user` made in `[since, until]`.
+#[utoipa::path(get, path = "/api/v1/admin/ledger.csv", tag = "admin", security(("bearer" = [])), params(LedgerExportQuery),
+    responses((status = 200, content_type = "text/csv", description = "seq,time,kind,debit,credit,amount,amount_micros,reference"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn ledger_csv(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<LedgerExportQuery>,
+) -> Result<Response, ApiError> {
+    p.admin_read()?;
+    let window = window(q.since.as_deref(), q.until.as_deref(), None, CSV_MAX_ROWS)?;
+    let mut list = state.run(admin::LedgerList { user: q.user, window }, &p.actor()).await?;
+    list.reverse();
+    Ok(csv_response(transfers_csv(&list), "traffix-ledger.csv"))
 }
 
 /// Withdrawals, pending first.

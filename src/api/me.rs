@@ -255,20 +255,17 @@ pub async fn ledger(
     Ok(Json(my_transfers(&state, &p, limit(&q)).await?))
 }
 
-fn csv_field(s: &str) -> String {
-    // Quote everything; neutralise spreadsheet formulas.
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_owned() };
+/// One CSV field, quoted. A leading `=`, `+`, `-`, `@`, tab or carriage return gets a `'` so
+/// that spreadsheets show the text instead of running it as a formula.
+pub(super) fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() };
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// The caller's whole ledger as CSV (oldest first).
-#[utoipa::path(get, path = "/api/v1/me/ledger.csv", tag = "me", security(("bearer" = [])),
-    responses((status = 200, content_type = "text/csv", description = "seq,time,kind,debit,credit,amount,amount_micros,reference")))]
-pub async fn ledger_csv(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Response, ApiError> {
-    let mut list = my_transfers(&state, &p, usize::MAX).await?;
-    list.reverse();
+/// Transfers as CSV lines under a header, in the order given.
+pub(super) fn transfers_csv(list: &[TransferView]) -> String {
     let mut out = String::from("seq,time,kind,debit,credit,amount,amount_micros,reference\n");
-    for t in &list {
+    for t in list {
         out.push_str(&format!(
             "{},{},{},{},{},{},{},{}\n",
             t.seq,
@@ -281,7 +278,16 @@ pub async fn ledger_csv(State(state): State<Arc<ApiState>>, p: Principal) -> Res
             csv_field(&t.reference)
         ));
     }
-    let mut resp = out.into_response();
+    out
+}
+
+/// The caller's whole ledger as CSV (oldest first).
+#[utoipa::path(get, path = "/api/v1/me/ledger.csv", tag = "me", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", description = "seq,time,kind,debit,credit,amount,amount_micros,reference")))]
+pub async fn ledger_csv(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Response, ApiError> {
+    let mut list = my_transfers(&state, &p, usize::MAX).await?;
+    list.reverse();
+    let mut resp = transfers_csv(&list).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
     h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"traffix-ledger.csv\""));

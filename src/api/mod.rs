@@ -51,6 +51,9 @@ pub struct ServerInfo {
     /// Where clients reach the proxies (`HOST:PORT`).
     pub socks5: String,
     pub http: String,
+    /// A GeoIP country database is loaded (`geoip.country_db`): nodes have countries and
+    /// `-country-` targeting works.
+    pub geoip_country: bool,
     #[schema(value_type = Object)]
     pub limits: Value,
 }
@@ -361,7 +364,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/nodes/{id}/ban", post(admin::ban))
         .route("/admin/nodes/{id}/unban", post(admin::unban))
         .route("/admin/sessions", get(admin::sessions))
+        .route("/admin/sessions.csv", get(admin::sessions_csv))
         .route("/admin/ledger", get(admin::ledger))
+        .route("/admin/ledger.csv", get(admin::ledger_csv))
         .route("/admin/ledger/{id}/reverse", post(admin::reverse))
         .route("/admin/withdrawals", get(admin::withdrawals))
         .route("/admin/withdrawals/{id}/approve", post(admin::approve))

@@ -153,7 +153,8 @@ pub struct WindowArgs {
     /// Show at most N rows (the newest).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Only rows from this time on: RFC 3339, a UTC date (2026-12-01) or an age (24h, 7d).
+    /// Only rows from this time on: RFC 3339, a UTC date (2026-12-01), Unix seconds or an age
+    /// (24h, 7d).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub since: Option<u64>,
     /// Only rows up to this time (same forms as --since).
@@ -163,7 +164,7 @@ pub struct WindowArgs {
 
 impl WindowArgs {
     fn window(&self, default_limit: Option<usize>) -> admin::Window {
-        admin::Window { since: self.since, until: self.until, limit: self.limit.or(default_limit) }
+        admin::Window { since: self.since, until: self.until, limit: self.limit.or(default_limit), before: None }
     }
 }
 
@@ -481,8 +482,8 @@ pub enum SessionCmd {
         /// Show at most N sessions (the newest).
         #[arg(long, value_name = "N", default_value_t = 50)]
         limit: usize,
-        /// Only sessions still open at or after this time: RFC 3339, a UTC date (2026-12-01)
-        /// or an age (24h, 7d).
+        /// Only sessions still open at or after this time: RFC 3339, a UTC date (2026-12-01),
+        /// Unix seconds or an age (24h, 7d).
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         since: Option<u64>,
         /// Only sessions started at or before this time (same forms as --since).
@@ -533,7 +534,8 @@ pub enum AuditCmd {
         /// Show at most N entries (the newest).
         #[arg(long, value_name = "N", default_value_t = 100)]
         limit: usize,
-        /// Only entries from this time on: RFC 3339, a UTC date (2026-12-01) or an age (24h, 7d).
+        /// Only entries from this time on: RFC 3339, a UTC date (2026-12-01), Unix seconds or an
+        /// age (24h, 7d).
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         since: Option<u64>,
         /// Only entries up to this time (same forms as --since).
@@ -1058,7 +1060,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Audit(AuditCmd::List { limit, since, until, json }) => {
-            let window = admin::Window { since, until, limit: Some(limit) };
+            let window = admin::Window { since, until, limit: Some(limit), before: None };
             let entries = admin_cmds.run(admin::AuditList { window }).await?;
             if json {
                 print_json(&entries);
@@ -1130,7 +1132,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if json { print_json(&list) } else { table(list.as_slice(), WITHDRAWAL_COLUMNS) }
         }
         Command::Session(SessionCmd::List { user, node_ip, limit, since, until, json }) => {
-            let window = admin::Window { since, until, limit: Some(limit) };
+            let window = admin::Window { since, until, limit: Some(limit), before: None };
             let node_ip = node_ip.map(|ip| ip.to_string());
             let sessions = admin_cmds.run(admin::SessionList { user, node_ip, window }).await?;
             if json {
@@ -1289,7 +1291,10 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["traffix", "ledger", "list", "--since", "2026-12-01", "--limit", "5"]).unwrap();
         let Command::Ledger(LedgerCmd::List { window, .. }) = cli.command else { panic!("ledger list") };
-        assert_eq!(window.window(None), admin::Window { since: Some(1_796_083_200), until: None, limit: Some(5) });
+        assert_eq!(
+            window.window(None),
+            admin::Window { since: Some(1_796_083_200), until: None, limit: Some(5), before: None }
+        );
         // --parent stays as an alias of subuser list's --user.
         let cli = Cli::try_parse_from(["traffix", "subuser", "list", "--parent", "ann"]).unwrap();
         assert!(matches!(cli.command, Command::Subuser(SubuserCmd::List { user: Some(ref u), .. }) if u == "ann"));

@@ -104,21 +104,24 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, S
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Seconds since the Unix epoch.
 /// Which rows of a time-ordered list a reader wants: those from `since` up to `until` (Unix
-/// seconds, both inclusive), newest first, at most `limit` (all when `None`).
+/// seconds, both inclusive), keyed below `before` (a ledger `seq` or a session `id`: the cursor
+/// of the next page, for the lists that have such keys), newest first, at most `limit` (all when
+/// `None`). The CLI, the admin socket and the API all filter with it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     #[serde(default)]
     pub since: Option<u64>,
     #[serde(default)]
     pub until: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
     #[serde(default)]
     pub limit: Option<usize>,
 }
 
 impl Window {
-    /// Whether it takes every row (no bounds, no limit).
+    /// Whether it takes every row (no bounds, no cursor, no limit).
     pub fn is_all(&self) -> bool {
         *self == Window::default()
     }
@@ -126,6 +129,11 @@ impl Window {
     /// Whether something that happened at `t` is inside the window.
     pub fn admits(&self, t: u64) -> bool {
         self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+    }
+
+    /// Whether a row keyed `key` comes after the cursor (is older than the page before).
+    pub fn after_cursor(&self, key: u64) -> bool {
+        self.before.is_none_or(|b| key < b)
     }
 
     /// Whether something that lasted from `start` to `end` (`None`: still going) overlaps it.
@@ -139,15 +147,22 @@ impl Window {
     }
 
     /// Keeps the rows inside the window, newest first, given them oldest first with their times.
+    /// For lists without keys: `before` is not looked at (see [`Window::apply_keyed`]).
     pub fn apply<T>(&self, oldest_first: Vec<T>, time: impl Fn(&T) -> u64) -> Vec<T> {
-        let mut out: Vec<T> = oldest_first.into_iter().rev().filter(|r| self.admits(time(r))).collect();
-        if let Some(l) = self.limit {
-            out.truncate(l);
-        }
-        out
+        self.take(oldest_first.into_iter().rev().filter(|r| self.admits(time(r))))
+    }
+
+    /// [`Window::apply`] for rows with a cursor key, which `before` applies to.
+    pub fn apply_keyed<T>(&self, oldest_first: Vec<T>, key: impl Fn(&T) -> u64, time: impl Fn(&T) -> u64) -> Vec<T> {
+        self.take(oldest_first.into_iter().rev().filter(|r| self.after_cursor(key(r)) && self.admits(time(r))))
+    }
+
+    fn take<T>(&self, rows: impl Iterator<Item = T>) -> Vec<T> {
+        rows.take(self.limit.unwrap_or(usize::MAX)).collect()
     }
 }
 
+/// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -237,6 +252,27 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_bounds_times_inclusively_pages_by_key_and_overlaps_spans() {
+        // Rows (key, time), oldest first.
+        let rows: Vec<(u64, u64)> = (1..=6).map(|k| (k, 100 * k)).collect();
+        let keys = |w: Window, keyed: bool| -> Vec<u64> {
+            let out =
+                if keyed { w.apply_keyed(rows.clone(), |r| r.0, |r| r.1) } else { w.apply(rows.clone(), |r| r.1) };
+            out.iter().map(|r| r.0).collect()
+        };
+        assert_eq!(keys(Window::default(), true), [6, 5, 4, 3, 2, 1]);
+        let w = Window { since: Some(200), until: Some(500), ..Window::default() };
+        assert_eq!(keys(w, true), [5, 4, 3, 2], "both ends inclusive");
+        assert_eq!(keys(Window { before: Some(4), limit: Some(1), ..w }, true), [3], "the next page");
+        assert_eq!(keys(Window { before: Some(4), ..w }, false), [5, 4, 3, 2], "unkeyed lists have no cursor");
+        assert!(!Window { before: Some(1), ..Window::default() }.is_all());
+        // A span overlaps a window when it was open at some moment of it.
+        let w = Window { since: Some(200), until: Some(300), ..Window::default() };
+        assert!(w.overlaps(100, Some(200)) && w.overlaps(300, None) && w.overlaps(100, None));
+        assert!(!w.overlaps(100, Some(199)) && !w.overlaps(301, Some(400)));
+    }
 
     #[test]
     fn fresh_store_is_at_the_last_schema_and_reopens() {

@@ -439,14 +439,14 @@ impl Store {
         Ok(Recovered { sessions: n, holds })
     }
 
-    /// Sessions, newest first, that match `filter` (client, node public IP) and overlap its
-    /// window (a live session lasts until now).
+    /// Sessions, newest first, that match `filter` (client, node public IP), come before its
+    /// window's `before` (a session id) and overlap its window (a live session lasts until now).
     pub fn list_sessions(&self, filter: &SessionFilter<'_>) -> Result<Vec<SessionRecord>, StoreError> {
         let rtx = self.db.begin_read()?;
         let t = rtx.open_table(SESSIONS)?;
         let accruals = rtx.open_table(ACCRUALS)?;
         let mut out = Vec::new();
-        for row in t.iter()?.rev() {
+        for row in t.range(..filter.window.before.unwrap_or(u64::MAX))?.rev() {
             if filter.window.full(out.len()) {
                 break;
             }

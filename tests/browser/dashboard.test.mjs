@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  SCREENSHOTS, Traffix, launchBrowser, markDocument, micros, openPage, sameDocument, screenshot, signIn, startOrigin, stopProcess, waitFor,
+  ROOT, SCREENSHOTS, Traffix, launchBrowser, markDocument, micros, openPage, sameDocument, screenshot, signIn, startOrigin, stopProcess, waitFor,
 } from './harness.mjs';
 
 let t;
@@ -125,6 +125,19 @@ flow('the admin credits a user through the credit dialog', async (open) => {
   await page.getByTestId('credit-amount').fill('12.5');
   await page.getByTestId('credit-reason').fill('bank transfer 1234');
   await page.getByTestId('credit-dialog-submit').click();
+  // The amount and the balance it makes, to confirm; going back changes nothing.
+  const confirm = page.getByTestId('credit-confirm-dialog');
+  await confirm.waitFor();
+  assert.equal(await text(page, 'credit-confirm-amount'), '$12.50');
+  assert.equal(await text(page, 'credit-confirm-before'), '$0.00');
+  assert.equal(await text(page, 'credit-confirm-after'), '$12.50');
+  await page.getByTestId('credit-confirm-dialog-cancel').click();
+  await confirm.waitFor({ state: 'detached' });
+  assert.ok(await dialog.isVisible(), 'back in the credit dialog');
+  assert.equal((await t.user('bob')).balance_micros, 0);
+  await page.getByTestId('credit-dialog-submit').click();
+  await confirm.waitFor();
+  await page.getByTestId('credit-confirm-dialog-submit').click();
   await dialog.waitFor({ state: 'detached' });
   await waitText(page, 'user-balance-bob', '$12.50', 'the new balance in the table');
   await page.getByTestId('toast-success').filter({ hasText: 'Credited bob' }).waitFor();
@@ -249,6 +262,7 @@ flow('bad input: an invalid credit shows the error in the dialog and changes not
   assert.equal(api.status, 400, `the API refuses ${huge}: ${api.text}`);
   await page.getByTestId('credit-amount').fill(huge);
   await page.getByTestId('credit-dialog-submit').click();
+  await page.getByTestId('credit-confirm-dialog-submit').click();
   const shown = await waitText(page, 'credit-dialog-error', (s) => !/Enter an amount/.test(s) && s.length > 0, 'the API reason in the dialog');
   assert.equal(shown, api.json().reason, 'the dialog shows the API reason');
   assert.ok(await dialog.isVisible(), 'the dialog stays open');
@@ -307,6 +321,257 @@ flow('the admin enables a disabled user', async (open) => {
   await page.getByTestId('user-disable-dave').waitFor();
   assert.equal(await page.getByTestId('user-enable-dave').count(), 0);
   assert.equal((await t.user('dave')).disabled, false);
+});
+
+flow('the dashboard reads amounts exactly as the server does (tests/vectors/amounts.json)', async (open) => {
+  const vectors = JSON.parse(fs.readFileSync(path.join(ROOT, 'tests/vectors/amounts.json'), 'utf8'));
+  assert.ok(vectors.unsigned.length >= 40);
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/users');
+  // The module as the server serves it, in the browser.
+  const results = await page.evaluate(async (cases) => {
+    const { parseAmount } = await import('/assets/js/format.js');
+    let signedThrows = false;
+    try { parseAmount('1', { signed: true }); } catch { signedThrows = true; }
+    return {
+      signedThrows,
+      got: cases.map((c) => {
+        const r = parseAmount(c.input);
+        return r.ok ? { ok: true, micros: r.micros.toString() } : { ok: false, error: r.error, message: r.message };
+      }),
+    };
+  }, vectors.unsigned);
+  const differ = [];
+  vectors.unsigned.forEach((c, i) => {
+    const g = results.got[i];
+    const same = c.ok ? g.ok && g.micros === c.micros : !g.ok && g.error === c.error;
+    if (!same) differ.push(`${JSON.stringify(c.input)}: want ${JSON.stringify(c)}, got ${JSON.stringify(g)}`);
+    if (!g.ok) assert.match(g.message, /like 12\.50/, 'a refusal shows the expected form');
+  });
+  assert.deepEqual(differ, [], 'the dashboard and Micros::parse agree');
+  assert.equal(vectors.signed.length, 0, 'no signed cases until there is a signed parser');
+  assert.ok(results.signedThrows, 'signed amounts are refused until the server has a grammar for them');
+});
+
+flow('bad input: a comma, sign or exponent is refused in every amount field', async (open) => {
+  await t.cli(['user', 'credit', 'carol', '3', '--reason', 'for the comma test']);
+  const before = { bob: (await t.user('bob')).balance_micros, carol: (await t.user('carol')).balance_micros };
+  const admin = await open();
+  await signIn(admin, t, 'admin', t.adminPassword, '#/users');
+  await admin.getByTestId('user-credit-bob').click();
+  await admin.getByTestId('credit-dialog').waitFor();
+  await admin.getByTestId('credit-reason').fill('comma test');
+  for (const bad of ['1,5', '-1', '1e3', '.5', '1.', '0x10', '1.0000001', '１２']) {
+    await admin.getByTestId('credit-amount').fill(bad);
+    await admin.getByTestId('credit-dialog-submit').click();
+    await waitText(admin, 'credit-dialog-error', (m) => /like 12\.50/.test(m), `the refusal of ${bad}`);
+    assert.equal(await admin.getByTestId('credit-amount').getAttribute('aria-invalid'), 'true');
+    assert.equal(await admin.getByTestId('credit-confirm-dialog').count(), 0, `no confirmation for ${bad}`);
+  }
+  await admin.getByTestId('credit-dialog-cancel').click();
+
+  // Settings: "3,00" is not 300.
+  await admin.evaluate(() => { location.hash = '#/settings'; });
+  await waitFor('the settings form', async () => (await admin.getByTestId('settings-price').inputValue()) !== '');
+  const price = await admin.getByTestId('settings-price').inputValue();
+  await admin.getByTestId('settings-price').fill('3,00');
+  await admin.getByTestId('settings-save').click();
+  await waitText(admin, 'settings-error', (m) => /Price per GB: Enter an amount like 3\.00/.test(m));
+  await admin.getByTestId('settings-price').fill(price);
+  await admin.getByTestId('settings-min-payout').fill('+2');
+  await admin.getByTestId('settings-save').click();
+  await waitText(admin, 'settings-error', (m) => /Minimum payout: Enter an amount like 5\.00/.test(m));
+
+  // The portal: a withdrawal of "5,00" is not 500, a sub-user cap of "1,5" GB is not 15.
+  const portal = await open();
+  await signIn(portal, t, 'carol', users.carol.password, '#/me');
+  await portal.getByTestId('withdraw-amount').fill('5,00');
+  await portal.getByTestId('withdraw-destination').fill('IBAN DE89 3704 0044 0532 0130 00');
+  await portal.getByTestId('withdraw-submit').click();
+  await waitText(portal, 'withdraw-error', (m) => /like 12\.50/.test(m));
+  assert.equal(await portal.getByTestId('withdraw-confirm-dialog').count(), 0);
+  await portal.getByTestId('subuser-create').click();
+  await portal.getByTestId('subuser-dialog').waitFor();
+  await portal.getByTestId('subuser-name').fill('carol_sub');
+  await portal.getByTestId('subuser-cap').fill('1,5');
+  await portal.getByTestId('subuser-dialog-submit').click();
+  await waitText(portal, 'subuser-dialog-error', (m) => /GB.*like 5\.5/.test(m));
+  await portal.getByTestId('subuser-dialog-cancel').click();
+  const carolToken = (await t.apiLogin('carol', users.carol.password)).json().access_token;
+  const subs = await t.api('GET', '/me/sub-users', undefined, carolToken);
+  assert.deepEqual(subs.json().map((u) => u.name), [], 'no sub-user was created');
+
+  // Nothing changed anywhere.
+  assert.equal((await t.user('bob')).balance_micros, before.bob);
+  assert.equal((await t.user('carol')).balance_micros, before.carol);
+  assert.equal((await t.cliJson(['settings', 'show'])).min_payout_micros, 2_500_000);
+  assert.equal((await t.cliJson(['withdrawal', 'list'])).filter((w) => w.user === 'carol' && w.status === 'pending').length, 0);
+});
+
+flow('a withdrawal shows the amount and the balance left before it is requested', async (open) => {
+  const page = await open();
+  await signIn(page, t, 'carol', users.carol.password, '#/me');
+  const avail = micros(await waitText(page, 'withdraw-available', (m) => /\d/.test(m)));
+  assert.ok(avail >= 3_000_000n, `carol has money (${avail})`);
+  await page.getByTestId('withdraw-amount').fill('2.75');
+  await page.getByTestId('withdraw-destination').fill('PayPal carol@example.com');
+  await page.getByTestId('withdraw-submit').click();
+  await page.getByTestId('withdraw-confirm-dialog').waitFor();
+  assert.equal(await text(page, 'withdraw-confirm-amount'), '$2.75');
+  assert.equal(micros(await text(page, 'withdraw-confirm-before')), avail);
+  assert.equal(micros(await text(page, 'withdraw-confirm-after')), avail - 2_750_000n);
+  await page.getByTestId('withdraw-confirm-dialog-submit').click();
+  await page.getByTestId('toast-success').filter({ hasText: 'Withdrawal requested' }).waitFor();
+  const w = (await t.cliJson(['withdrawal', 'list'])).find((x) => x.user === 'carol' && x.status === 'pending');
+  assert.equal(w.amount_micros, 2_750_000);
+  // Rejected again, so that later flows see carol's balance as before.
+  await t.cli(['withdrawal', 'reject', String(w.id), '--reason', 'test only']);
+});
+
+/** Reads a download the page starts by clicking `testid`: {name, text}. */
+async function download(page, testid) {
+  const [d] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testid).click()]);
+  const file = await d.path();
+  return { name: d.suggestedFilename(), text: fs.readFileSync(file, 'utf8') };
+}
+
+const STAMP = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$/;
+
+flow('the admin ledger pages past the first page, filters by date and exports what it selects', async (open) => {
+  await t.addUser('erin');
+  const token = (await t.apiLogin('admin', t.adminPassword)).json().access_token;
+  for (let i = 1; i <= 7; i++) {
+    const reason = i === 4 ? '=HYPERLINK("http://evil.example")' : `invoice ${i}`;
+    const r = await t.api('POST', '/admin/users/erin/credit', { amount: `${i}.00`, reason }, token);
+    assert.equal(r.status, 200, r.text);
+  }
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/ledger?user=erin&limit=3');
+  const rows = () => page.locator('[data-testid="ledger-table"] tbody tr');
+  await waitFor('the first page', async () => (await rows().count()) === 3);
+  assert.equal(await text(page, 'ledger-pager-page'), 'Page 1');
+  assert.ok(await page.getByTestId('ledger-pager-newer').isDisabled());
+  const firstTexts = await rows().allTextContents();
+  assert.match(firstTexts[0], /invoice 7/);
+  // Older, older: 3 + 3 + 1; then newer again.
+  await page.getByTestId('ledger-pager-older').click();
+  await waitText(page, 'ledger-pager-page', 'Page 2');
+  await waitFor('the second page', async () => /invoice 4|HYPERLINK/.test((await rows().allTextContents()).join()));
+  await page.getByTestId('ledger-pager-older').click();
+  await waitText(page, 'ledger-pager-page', 'Page 3');
+  await waitFor('the last page', async () => (await rows().count()) === 1 && /invoice 1/.test(await rows().first().textContent()));
+  assert.ok(await page.getByTestId('ledger-pager-older').isDisabled(), 'nothing older');
+  await page.getByTestId('ledger-pager-newer').click();
+  await page.getByTestId('ledger-pager-newer').click();
+  await waitText(page, 'ledger-pager-page', 'Page 1');
+  await waitFor('the first page again', async () => (await rows().allTextContents()).join() === firstTexts.join());
+  // Times: one format, 24-hour, with the zone.
+  const times = await page.locator('[data-testid="ledger-table"] tbody time').allTextContents();
+  assert.ok(times.length === 3 && times.every((x) => STAMP.test(x.trim())), `times: ${times}`);
+
+  // A date range: today holds all of them, tomorrow none.
+  const today = new Date().toISOString().slice(0, 10);
+  const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10);
+  await page.getByTestId('ledger-range-from').fill(tomorrow);
+  await page.getByTestId('ledger-empty').waitFor();
+  await page.getByTestId('ledger-range-from').fill(today);
+  await page.getByTestId('ledger-range-to').fill(today);
+  // Wait for the summary of this very filter: the rows alone look the same as before.
+  await waitText(page, 'ledger-summary', (m) => m.includes(`of erin from ${today} to ${today}`));
+  assert.equal(await rows().count(), 3);
+
+  // The CSV holds every transfer the filter selects, not only the page, formulas neutralised.
+  const csv = await download(page, 'ledger-export');
+  assert.equal(csv.name, `traffix-ledger-erin-${today}_${today}.csv`);
+  const lines = csv.text.trim().split('\n');
+  assert.equal(lines[0], 'seq,time,kind,debit,credit,amount,amount_micros,reference');
+  assert.equal(lines.length, 8, csv.text);
+  assert.ok(lines.every((l) => !/(^|,)"?=/.test(l)), 'no cell starts with =');
+  assert.ok(csv.text.includes('"\'=HYPERLINK(""http://evil.example"")"'), csv.text);
+  assert.match(lines[7], /,7\.00,7000000,"invoice 7"$/);
+  await page.getByTestId('ledger-range-from').fill(tomorrow);
+  await page.getByTestId('ledger-empty').waitFor();
+  const none = await download(page, 'ledger-export');
+  assert.equal(none.text.trim().split('\n').length, 1, 'only the header');
+  // A user name that names nobody (the API's 404) is an empty state, not an error panel.
+  await page.getByTestId('ledger-user').fill('nobody');
+  await waitText(page, 'ledger-empty', (m) => m.includes('No user “nobody”'));
+  assert.equal(await page.getByTestId('ledger-error').count(), 0);
+});
+
+flow('the admin sessions page pages, filters by date and exports CSV', async (open) => {
+  await ensureNodeOnline();
+  const fay = await t.addUser('fay', { credit: '50' });
+  for (let i = 0; i < 3; i++) {
+    const c = t.curl('fay', fay.proxyPassword, origin.url(`/bytes/${1000 + i}`));
+    assert.equal((await c.exited).code, 0);
+  }
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/sessions?user=fay&limit=2');
+  const rows = () => page.locator('[data-testid="sessions-table"] tbody tr');
+  await waitFor('the first page', async () => (await rows().count()) === 2);
+  await page.getByTestId('sessions-auto').uncheck();
+  await page.getByTestId('sessions-pager-older').click();
+  await waitText(page, 'sessions-pager-page', 'Page 2');
+  await waitFor('the second page', async () => (await rows().count()) === 1);
+  assert.ok(await page.getByTestId('sessions-pager-older').isDisabled());
+  const times = await page.locator('[data-testid="sessions-table"] tbody time').allTextContents();
+  assert.ok(times.every((x) => STAMP.test(x.trim())), `times: ${times}`);
+  const today = new Date().toISOString().slice(0, 10);
+  const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
+  await page.getByTestId('sessions-range-to').fill(yesterday);
+  await page.getByTestId('sessions-empty').waitFor();
+  assert.equal(await text(page, 'sessions-pager-page'), 'Page 1', 'a new filter starts at the first page');
+  await page.getByTestId('sessions-range-to').fill(today);
+  await waitFor('today\'s sessions', async () => (await rows().count()) === 2);
+  const csv = await download(page, 'sessions-export');
+  const lines = csv.text.trim().split('\n');
+  assert.match(lines[0], /^id,start,end,client,sub,owner,vip,node_ip,target,bytes_up,bytes_down,/);
+  assert.equal(lines.length, 4, csv.text);
+  assert.ok(lines.slice(1).every((l) => l.includes(',"fay",')), csv.text);
+  await waitText(page, 'sessions-summary', (m) => m.includes(`of fay open up to ${today}`));
+  await page.getByTestId('sessions-user').fill('nobody');
+  await waitText(page, 'sessions-empty', (m) => m.includes('No user “nobody”'));
+  assert.equal(await page.getByTestId('sessions-error').count(), 0);
+});
+
+flow('one time format on every admin page, in the browser\'s zone', async (open) => {
+  for (const [zone, re] of [['UTC', STAMP], ['Asia/Tokyo', /^\d{4}-\d{2}-\d{2} \d{2}:\d{2} GMT\+9$/]]) {
+    const page = await open({ timezoneId: zone });
+    await signIn(page, t, 'admin', t.adminPassword, '#/users');
+    for (const route of ['users', 'ledger', 'sessions', 'withdrawals', 'audit']) {
+      await page.evaluate((r) => { location.hash = r; }, `#/${route}`);
+      await waitFor(`the ${route} page`, async () => (await page.getByTestId('main').getAttribute('data-page')) === route);
+      await waitFor(`times on ${route}`, async () => (await page.locator('main table time').count()) > 0);
+      const times = (await page.locator('main table time').allTextContents()).map((x) => x.trim());
+      const odd = times.filter((x) => !re.test(x));
+      assert.deepEqual(odd, [], `${route} in ${zone}`);
+    }
+  }
+});
+
+flow('the overview leaves no lone KPI card, on a desktop or a phone', async (open) => {
+  for (const viewport of [{ width: 1280, height: 900 }, { width: 1600, height: 900 }, { width: 1024, height: 768 }, { width: 820, height: 1000 }, { width: 390, height: 844 }]) {
+    const page = await open({ viewport });
+    await signIn(page, t, 'admin', t.adminPassword, '#/overview');
+    await waitText(page, 'kpi-users-value', (v) => /\d/.test(v));
+    const tops = await page.locator('[data-testid="overview-kpis"] > *').evaluateAll((els) => els.map((e) => Math.round(e.getBoundingClientRect().top)));
+    const perRow = [...tops.reduce((m, y) => m.set(y, (m.get(y) || 0) + 1), new Map()).values()];
+    assert.equal(tops.length, 6);
+    assert.ok(perRow.every((n) => n === perRow[0]) && perRow[0] > 1, `${viewport.width} px: cards per row ${perRow}`);
+  }
+});
+
+flow('the nodes map says how to turn GeoIP on when it is off', async (open) => {
+  await ensureNodeOnline();
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/nodes');
+  await page.getByTestId('nodes-geoip-off').waitFor();
+  const note = await text(page, 'nodes-geoip-off');
+  assert.match(note, /geoip\.country_db/);
+  assert.match(note, /traffix\.toml/);
+  assert.match(note, /\.mmdb/);
+  assert.match(note, /restart/);
 });
 
 /* ---------- screenshots ---------- */

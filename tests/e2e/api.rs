@@ -660,3 +660,128 @@ fn passwords_are_reset_by_admins_and_changed_by_their_users() {
     }
     assert!(s.cli(&["ledger", "verify"]).status.success());
 }
+
+#[test]
+fn admin_ledger_and_sessions_page_by_cursor_and_date_and_export_csv() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let admin = token(&api.login("admin", &s.admin_password));
+    let pass = s.add_user("paula", None);
+    for (i, reason) in ["one", "two", "three", "=HYPERLINK(\"http://evil\")", "five"].iter().enumerate() {
+        let body = json!({"amount": format!("{}.00", i + 1), "reason": reason, "id": format!("pay-{i}")});
+        assert_eq!(api.post("/api/v1/admin/users/paula/credit", &admin, body).status, 200);
+    }
+    let seqs = |r: &Reply| -> Vec<u64> {
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json().as_array().unwrap().iter().map(|t| t["seq"].as_u64().unwrap()).collect()
+    };
+    let all = seqs(&api.get("/api/v1/admin/ledger?user=paula", &admin));
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0] > w[1]), "newest first: {all:?}");
+    // Cursor paging: each page continues before the smallest seq of the one before.
+    let first = seqs(&api.get("/api/v1/admin/ledger?user=paula&limit=2", &admin));
+    assert_eq!(first, all[..2]);
+    let second = seqs(&api.get(&format!("/api/v1/admin/ledger?user=paula&limit=2&before={}", first[1]), &admin));
+    assert_eq!(second, all[2..4]);
+    let third = seqs(&api.get(&format!("/api/v1/admin/ledger?user=paula&limit=2&before={}", second[1]), &admin));
+    assert_eq!(third, all[4..]);
+    // Date ranges: `since` and `until` both inclusive; dates, RFC 3339, Unix seconds and ages.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let day = |d: i64| traffix::admin::rfc3339((now as i64 + d * 86_400) as u64)[..10].to_owned();
+    let count = |q: &str| seqs(&api.get(&format!("/api/v1/admin/ledger?user=paula&{q}"), &admin)).len();
+    assert_eq!(count(&format!("since={}&until={}", day(0), day(1))), 5);
+    assert_eq!(count(&format!("since={}", day(1))), 0);
+    assert_eq!(count(&format!("until={}", day(0))), 0);
+    assert_eq!(count(&format!("since={}", now - 3600)), 5);
+    assert_eq!(count(&format!("until={}", traffix::admin::rfc3339(now + 3600))), 5);
+    assert_eq!(count("since=1h"), 5);
+    assert_eq!(count("since=1h&until=2h"), 0, "until two hours ago");
+    let newest =
+        api.get("/api/v1/admin/ledger?user=paula&limit=1", &admin).json()[0]["time"].as_str().unwrap().to_owned();
+    assert!(count(&format!("since={newest}&until={newest}")) >= 1, "a transfer made at `until` is inside");
+    // An unknown user is not an empty list.
+    for path in ["ledger", "ledger.csv", "sessions", "sessions.csv"] {
+        let r = api.get(&format!("/api/v1/admin/{path}?user=nobody"), &admin);
+        assert_eq!((r.status, r.error()), (404, "not_found".into()), "{path}: {}", r.body);
+    }
+    for bad in ["since=yesterday", "until=2026-02-30", "since=2026-11-25T23:03:13"] {
+        let r = api.get(&format!("/api/v1/admin/ledger?{bad}"), &admin);
+        assert_eq!((r.status, r.error()), (400, "invalid".into()), "{bad}: {}", r.body);
+        assert!(r.json()["reason"].as_str().unwrap().contains("RFC 3339"), "{}", r.body);
+    }
+    // CSV: what the filter selects, oldest first, formulas neutralised.
+    let csv = api.get(&format!("/api/v1/admin/ledger.csv?user=paula&since={}", day(0)), &admin);
+    assert_eq!(csv.status, 200, "{}", csv.body);
+    assert!(csv.headers.to_ascii_lowercase().contains("content-type: text/csv"), "{}", csv.headers);
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines[0], "seq,time,kind,debit,credit,amount,amount_micros,reference");
+    assert_eq!(lines.len(), 6, "{}", csv.body);
+    assert!(lines[1].starts_with(&format!("{},", all[4])) && lines[5].starts_with(&format!("{},", all[0])));
+    assert!(lines[5].contains(",5.00,5000000,"), "{}", lines[5]);
+    assert!(!csv.body.contains(",\"=") && !csv.body.contains("\n="), "no cell starts with '=': {}", csv.body);
+    assert!(csv.body.contains(",\"'=HYPERLINK(\"\"http://evil\"\")\""), "{}", csv.body);
+    let empty = api.get(&format!("/api/v1/admin/ledger.csv?user=paula&since={}", day(1)), &admin);
+    assert_eq!(empty.body.lines().count(), 1, "only the header: {}", empty.body);
+    assert_eq!(api.get("/api/v1/admin/ledger.csv?until=nope", &admin).status, 400);
+
+    // Sessions: three through a node, then the same paging, range and CSV.
+    let _node = s.start_node("paula", "127.0.0.2");
+    for i in 0..3 {
+        let out =
+            curl(&["-sS", "--proxy", &s.socks_url("paula", &pass), &format!("http://{}/hello?{i}", origin().addr)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let ids = |r: &Reply| -> Vec<u64> {
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json().as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect()
+    };
+    let all = wait_for("three sessions ended", || {
+        let r = api.get("/api/v1/admin/sessions?user=paula", &admin);
+        let ended = r.json().as_array().is_some_and(|l| l.len() == 3 && l.iter().all(|s| !s["end"].is_null()));
+        ended.then(|| ids(&r))
+    });
+    let page1 = ids(&api.get("/api/v1/admin/sessions?user=paula&limit=2", &admin));
+    assert_eq!(page1.len(), 2);
+    let min = *page1.iter().min().unwrap();
+    let page2 = ids(&api.get(&format!("/api/v1/admin/sessions?user=paula&limit=2&before={min}"), &admin));
+    assert_eq!(page2, vec![*all.iter().min().unwrap()]);
+    let scount = |q: &str| ids(&api.get(&format!("/api/v1/admin/sessions?user=paula&{q}"), &admin)).len();
+    assert_eq!(scount(&format!("since={}&until={}", day(0), day(1))), 3);
+    assert_eq!(scount(&format!("since={}", day(1))), 0, "all ended before tomorrow");
+    assert_eq!(scount(&format!("until={}", day(-1))), 0, "none had started by yesterday");
+    assert_eq!(scount("since=1h"), 3);
+    // The node-IP filter of abuse reports goes with the cursor and the window.
+    let by_ip = ids(&api.get(&format!("/api/v1/admin/sessions?node_ip=127.0.0.2&since=1h&before={min}"), &admin));
+    assert_eq!(by_ip, vec![*all.iter().min().unwrap()]);
+    assert_eq!(scount("node_ip=127.0.0.9"), 0);
+    assert_eq!(api.get("/api/v1/admin/sessions?since=soon", &admin).status, 400);
+    assert_eq!(api.get("/api/v1/admin/sessions.csv?node_ip=nope", &admin).status, 400);
+    let csv = api.get(&format!("/api/v1/admin/sessions.csv?user=paula&node_ip=127.0.0.2&until={}", day(1)), &admin);
+    assert_eq!(csv.status, 200, "{}", csv.body);
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert!(lines[0].starts_with("id,start,end,client,"), "{}", lines[0]);
+    assert_eq!(lines.len(), 4, "{}", csv.body);
+    assert!(lines[1..].iter().all(|l| l.contains(",\"paula\",")), "{}", csv.body);
+    // Not for non-admins.
+    s.cli(&["user", "add", "quinn", "--password", "quinn-password"]);
+    let quinn = token(&api.login("quinn", "quinn-password"));
+    for path in ["/api/v1/admin/ledger.csv", "/api/v1/admin/sessions.csv"] {
+        assert_eq!(api.get(path, &quinn).status, 403, "{path}");
+    }
+}
+
+#[test]
+fn overview_says_whether_geoip_is_configured() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let admin = token(&api.login("admin", &s.admin_password));
+    assert_eq!(api.get("/api/v1/admin/overview", &admin).json()["geoip_country"], false);
+    assert_eq!(api.get("/api/v1/admin/settings", &admin).json()["server"]["geoip_country"], false);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("country.mmdb");
+    make_geoip(&db, &[("127.0.0.2", "DE")]);
+    let s = Server::start_with(ServerOpts { allow_private_targets: true, geoip: Some(db), ..ServerOpts::default() });
+    let api = Api::new(&s);
+    let admin = token(&api.login("admin", &s.admin_password));
+    assert_eq!(api.get("/api/v1/admin/overview", &admin).json()["geoip_country"], true);
+}

@@ -1,8 +1,9 @@
 // Pieces shared by several pages.
 
+import * as api from '../api.js';
 import { h, replace } from '../dom.js';
-import { badge } from '../ui.js';
-import { bytes, countryName, duration, titleCase } from '../format.js';
+import { badge, busy, button, toast } from '../ui.js';
+import { bytes, countryName, duration, titleCase, zoneName } from '../format.js';
 
 /** The live-feed indicator: Live / Connecting / Reconnecting in N s. */
 export function liveBadge() {
@@ -102,4 +103,118 @@ export function statusBadge(status) {
 /** Sets children only when the text changed, to keep focus and selection in live tables. */
 export function setText(el, text) {
   if (el.textContent !== text) replace(el, text);
+}
+
+/* ---------- date range, pages and CSV of the admin lists ---------- */
+
+/** A local day ("2026-12-02") as a Date at its midnight plus `plusDays`, or null. */
+function localDay(day, plusDays = 0) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(day || '');
+  return m ? new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]) + plusDays) : null;
+}
+
+/** The instant a local day starts, as an ISO string, or '' for ''. */
+function dayStart(day) {
+  const d = localDay(day);
+  return d ? d.toISOString() : '';
+}
+
+/** The last second of a local day (the API's `until` is inclusive), or '' for ''. */
+function dayEnd(day) {
+  const d = localDay(day, 1);
+  return d ? new Date(d.getTime() - 1000).toISOString() : '';
+}
+
+/**
+ * From / to day pickers, whole days in the browser's zone. `.query()` gives {since, until} for
+ * the API, both inclusive: from the start of "from" to the last second of "to".
+ */
+export function dateRange({ testid, from = '', to = '', onChange }) {
+  const pick = (label, value, id) => {
+    const input = h('input', { type: 'date', class: 'input input-date', id: `${testid}-${id}-input`, testid: `${testid}-${id}`, value });
+    input.addEventListener('change', () => onChange());
+    return h('div', { class: 'field field-inline' }, h('label', { class: 'label', for: `${testid}-${id}-input` }, label), input);
+  };
+  const f = pick('From', from, 'from');
+  const t = pick('To', to, 'to');
+  const el = h('div', { class: 'date-range', role: 'group', 'aria-label': `Date range (${zoneName()})`, testid }, f, t,
+    h('span', { class: 'muted small', title: 'Days start at midnight in this time zone' }, zoneName()));
+  const value = (x) => x.querySelector('input').value;
+  return {
+    el,
+    from: () => value(f),
+    to: () => value(t),
+    query: () => ({ since: dayStart(value(f)), until: dayEnd(value(t)) }),
+    describe: () => {
+      const a = value(f);
+      const b = value(t);
+      return a && b ? `from ${a} to ${b}` : a ? `from ${a}` : b ? `up to ${b}` : '';
+    },
+  };
+}
+
+/**
+ * Newer / Older buttons over a cursor: `before()` is the cursor of the page shown (undefined on
+ * the first); `update(rows, limit, key)` after each load; `reset()` when the filter changes.
+ */
+export function pager({ testid, onChange }) {
+  const stack = [];
+  const label = h('span', { class: 'muted small', testid: `${testid}-page`, 'aria-live': 'polite' }, 'Page 1');
+  const newer = button('Newer', { kind: 'secondary', small: true, testid: `${testid}-newer`, disabled: true, onClick: () => { stack.pop(); sync(); onChange(); } });
+  const older = button('Older', { kind: 'secondary', small: true, testid: `${testid}-older`, disabled: true, onClick: () => { stack.push(next); sync(); onChange(); } });
+  let next;
+  const sync = () => {
+    newer.disabled = stack.length === 0;
+    label.textContent = `Page ${stack.length + 1}`;
+  };
+  return {
+    el: h('div', { class: 'pager', testid }, newer, label, older),
+    before: () => stack[stack.length - 1],
+    reset: () => { stack.length = 0; next = undefined; sync(); },
+    /** `key(row)` is the row's cursor value (a transfer's seq, a session's id). */
+    update(rows, limit, key) {
+      next = rows.length ? rows.reduce((m, r) => Math.min(m, key(r)), Infinity) : undefined;
+      older.disabled = rows.length < limit || next === undefined;
+      sync();
+    },
+  };
+}
+
+/** A "Download CSV" button for an admin export; `query()` gives the filter at click time. */
+export function csvButton({ testid, path, name, query }) {
+  const b = button('Download CSV', { kind: 'secondary', small: true, iconName: 'download', testid });
+  b.addEventListener('click', () => busy(b, async () => {
+    const q = query();
+    const parts = [name, q.user, q.fromDay && q.toDay ? `${q.fromDay}_${q.toDay}` : q.fromDay ? `from-${q.fromDay}` : q.toDay ? `to-${q.toDay}` : new Date().toISOString().slice(0, 10)];
+    try {
+      await api.download(`${path}${api.qs({ user: q.user, since: q.since, until: q.until })}`, `${parts.filter(Boolean).join('-')}.csv`);
+    } catch (e) {
+      toast(`Could not download the CSV: ${e.reason || e.message}`, { type: 'error' });
+    }
+  }));
+  return b;
+}
+
+/**
+ * The rows `fetch()` gets, or `{ unknownUser }` when the user filter names nobody (the API's 404
+ * `not_found`): a name still being typed is not an error panel.
+ */
+export async function rowsOrUnknownUser(user, fetch) {
+  try {
+    return await fetch();
+  } catch (e) {
+    if (user && e && e.status === 404 && e.code === 'not_found') return { unknownUser: user };
+    throw e;
+  }
+}
+
+/** The page sizes offered, with `limit` among them when a link asked for another one. */
+export function perPage(options, limit) {
+  return options.some(([v]) => v === limit) ? options : [...options, [limit, String(limit)]].sort((a, b) => a[0] - b[0]);
+}
+
+/** A page size from a link (1–1000, what the API allows), else `fallback`. */
+export function pageSize(text, fallback) {
+  const n = Math.trunc(Number(text));
+  return n >= 1 ? Math.min(1000, n) : fallback;
 }

@@ -2,7 +2,7 @@
 
 import * as api from '../api.js';
 import * as live from '../live.js';
-import { h, replace } from '../dom.js';
+import { h, icon, replace } from '../dom.js';
 import { bytes, count, ipKey, money, relative } from '../format.js';
 import { badge, button, card, confirmDialog, dataTable, emptyState, errorState, field, formDialog, loading, pageHeader, searchBox, segmented, select, toast, timeEl } from '../ui.js';
 import { worldMap } from '../map.js';
@@ -15,8 +15,20 @@ export default function nodesPage(main, ctx) {
   main.querySelector('.page-head > div').append(summary);
 
   const mapCard = card('Where nodes are online', { testid: 'nodes-map' });
+  // Without a GeoIP database no node has a country: say how to get one (the overview says).
+  const geoipNote = h('div', { class: 'notice notice-geoip', role: 'note', testid: 'nodes-geoip-off', hidden: true }, icon('alert'),
+    h('div', null,
+      h('p', { class: 'strong' }, 'Countries are unknown: GeoIP is off'),
+      h('p', null, 'Set ', h('code', null, 'geoip.country_db'), ' in ', h('code', null, 'traffix.toml'),
+        ' to a MaxMind GeoLite2 or DB-IP country database (', h('code', null, '.mmdb'), ' file) and restart the server (',
+        h('code', null, 'systemctl restart traffix'), '). Nodes then show their country here, and clients can choose one with ',
+        h('code', null, '-country-de'), ' in the proxy user name.')));
+  mapCard.append(geoipNote);
   const map = worldMap(mapCard);
   main.append(mapCard);
+  const showGeoip = (ov) => { if (ov && typeof ov.geoip_country === 'boolean') geoipNote.hidden = ov.geoip_country; };
+  showGeoip(live.latest.overview);
+  if (!live.latest.overview) api.get('/admin/overview').then(showGeoip).catch(() => {});
 
   let nodes = null;
   let filter = 'all';
@@ -173,6 +185,7 @@ export default function nodesPage(main, ctx) {
   reload();
   const unsub = live.subscribe((kind, value) => {
     if (kind === 'nodes') { nodes = value; render(); }
+    else if (kind === 'overview') showGeoip(value);
     else if (kind === 'status') status.set(value);
   });
   // Offline times ("seen 3 min ago") age: re-render each minute.

@@ -279,7 +279,7 @@ export default function portalPage(main, ctx) {
   }
 
   /* ---------- withdrawals ---------- */
-  const wAmount = field({ label: 'Amount', testid: 'withdraw-amount', required: true, inputmode: 'decimal', autocomplete: 'off', placeholder: '12.50' });
+  const wAmount = field({ label: 'Amount', testid: 'withdraw-amount', required: true, inputmode: 'decimal', autocomplete: 'off', placeholder: '12.50', hint: 'Like 12.50: a dot before at most 6 decimals.' });
   const wDest = field({ label: 'Pay to', testid: 'withdraw-destination', required: true, autocomplete: 'off', placeholder: 'IBAN, PayPal address…', maxlength: '200', hint: 'Where the operator should send the money.' });
   const wError = h('p', { class: 'form-error', role: 'alert', testid: 'withdraw-error', hidden: true });
   const wSubmit = button('Request withdrawal', { kind: 'primary', type: 'submit', testid: 'withdraw-submit' });
@@ -303,14 +303,22 @@ export default function portalPage(main, ctx) {
     wError.hidden = true;
     const fail = (msg, input) => { wError.textContent = msg; wError.hidden = false; if (input) input.focus(); };
     const a = parseAmount(wAmount.input.value);
-    if (!a) return fail('Enter an amount greater than zero, like 12.50.', wAmount.input);
+    if (!a.ok) return fail(a.message, wAmount.input);
+    if (a.micros === 0n) return fail('Enter an amount greater than zero, like 12.50.', wAmount.input);
     if (minPayout() != null && a.micros < minPayout()) return fail(`The smallest withdrawal is ${money(minPayout(), cur())}.`, wAmount.input);
     if (me && a.micros > toMicros(me.available_micros)) return fail(`You can withdraw at most ${money(me.available_micros, cur())}.`, wAmount.input);
     const dest = wDest.input.value.trim();
     if (!dest) return fail('Say where the money should be sent.', wDest.input);
     const ok = await confirmDialog({
       title: 'Request this withdrawal?',
-      message: h('p', null, 'Withdraw ', h('strong', null, money(a.micros, cur())), ' to ', h('strong', null, dest), '. The amount leaves your available balance now.'),
+      message: h('div', null,
+        defList([
+          ['Amount', h('strong', { testid: 'withdraw-confirm-amount' }, money(a.micros, cur()))],
+          ['Pay to', dest],
+          ['Available now', h('span', { testid: 'withdraw-confirm-before' }, money(me.available_micros, cur()))],
+          ['Available after', h('strong', { testid: 'withdraw-confirm-after' }, money(toMicros(me.available_micros) - a.micros, cur()))],
+        ]),
+        h('p', { class: 'muted small' }, 'The amount leaves your available balance now; if the operator rejects the request, it comes back.')),
       confirmLabel: 'Request withdrawal',
       testid: 'withdraw-confirm-dialog',
       onConfirm: () => api.post('/me/withdrawals', { amount: a.text, destination: dest }),
@@ -426,8 +434,10 @@ export default function portalPage(main, ctx) {
         if (!/^[a-z0-9_]{3,32}$/.test(n)) return fail('The name must be 3–32 characters of a–z, 0–9 and _.', name.input);
         const body = { name: n };
         if (cap.input.value.trim()) {
-          const gb = parseAmount(cap.input.value);
-          if (!gb) return fail('Enter the cap in GB, like 5 or 0.5.', cap.input);
+          const gb = parseAmount(cap.input.value, { example: '5.5' });
+          if (!gb.ok) return fail(`The cap is in GB. ${gb.message}`, cap.input);
+          if (gb.micros === 0n) return fail('Enter a cap greater than zero, like 5.5 (GB), or leave it empty.', cap.input);
+          if (gb.micros * 1000n > BigInt(Number.MAX_SAFE_INTEGER)) return fail('That cap is too large. Enter a cap like 5.5 (GB), or leave it empty.', cap.input);
           body.byte_cap = Number(gb.micros * 1000n); // micro-GB → bytes, exact
         }
         for (const [f, key, max] of [[streams, 'max_streams', 100000], [days, 'valid_days', 3650]]) {

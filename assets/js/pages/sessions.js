@@ -1,10 +1,11 @@
-// Admin sessions: one row per stream, live ones first; filter by client; auto-refresh.
+// Admin sessions: one row per stream, live ones first; by client and date range, page by page,
+// as CSV; auto-refresh.
 
 import * as api from '../api.js';
 import { h, replace } from '../dom.js';
 import { between, bytes, count, dateTime, duration, money } from '../format.js';
 import { button, card, checkbox, dataTable, emptyState, loader, pageHeader, searchBox, select, timeEl } from '../ui.js';
-import { endReason } from './common.js';
+import { csvButton, dateRange, endReason, pager, pageSize, perPage, rowsOrUnknownUser } from './common.js';
 
 /** The session table, shared with the portal (`mine` hides the client column). */
 export function sessionsTable(rows, { currency, mine = false, testid = 'sessions-table', rowPrefix = 'session-row', empty }) {
@@ -31,35 +32,48 @@ export function sessionsTable(rows, { currency, mine = false, testid = 'sessions
 
 export default function sessionsPage(main, ctx) {
   let user = ctx.params.get('user') || '';
-  let limit = Number(ctx.params.get('limit')) || 100;
+  let limit = pageSize(ctx.params.get('limit'), 100);
   let auto = true;
   const refresh = button('Refresh', { kind: 'secondary', iconName: 'refresh', testid: 'sessions-refresh', onClick: () => reload() });
-  main.append(pageHeader('Sessions', { subtitle: 'Every client connection carried by a node: live ones first.', actions: [refresh] }));
-  const search = searchBox({ label: 'Client user name', testid: 'sessions-user', placeholder: 'Filter by client user name…', value: user, onInput: (v) => { user = v; reload(); } });
-  const lim = select({ label: 'Show', testid: 'sessions-limit', value: limit, options: [[50, 'Last 50'], [100, 'Last 100'], [500, 'Last 500'], [1000, 'Last 1000']] });
-  lim.input.addEventListener('change', () => { limit = Number(lim.input.value); reload(); });
+  main.append(pageHeader('Sessions', { subtitle: 'Every client connection carried by a node, newest first (live ones first on each page).', actions: [refresh] }));
+  const changed = () => { pages.reset(); reload(); };
+  const search = searchBox({ label: 'Client user name', testid: 'sessions-user', placeholder: 'Filter by client user name…', value: user, onInput: (v) => { user = v; changed(); } });
+  const range = dateRange({ testid: 'sessions-range', from: ctx.params.get('from') || '', to: ctx.params.get('to') || '', onChange: changed });
+  const lim = select({ label: 'Per page', testid: 'sessions-limit', value: limit, options: perPage([[50, '50'], [100, '100'], [500, '500'], [1000, '1000']], limit) });
+  lim.input.addEventListener('change', () => { limit = Number(lim.input.value); changed(); });
   const autoBox = checkbox({ label: 'Refresh every 5 s', testid: 'sessions-auto', checked: auto });
   autoBox.input.addEventListener('change', () => { auto = autoBox.input.checked; });
+  const pages = pager({ testid: 'sessions-pager', onChange: () => reload() });
+  const csv = csvButton({ testid: 'sessions-export', path: '/admin/sessions.csv', name: 'traffix-sessions', query: () => ({ user, ...range.query(), fromDay: range.from(), toDay: range.to() }) });
   const summary = h('p', { class: 'muted small', testid: 'sessions-summary', 'aria-live': 'polite' });
   const body = h('div', { testid: 'sessions-table-wrap' });
-  main.append(card(null, { testid: 'sessions-card' }, h('div', { class: 'toolbar' }, search, lim, autoBox), summary, body));
+  main.append(card(null, { testid: 'sessions-card' },
+    h('div', { class: 'toolbar' }, search, range.el, lim, autoBox, csv),
+    summary, body, h('div', { class: 'toolbar toolbar-end' }, pages.el)));
 
   const currency = () => ctx.me?.currency || 'USD';
-  function render(rows) {
+  function render(got) {
+    const unknown = Array.isArray(got) ? '' : got.unknownUser;
+    const rows = unknown ? [] : got;
+    pages.update(rows, limit, (s) => s.id);
     const liveN = rows.filter((s) => s.live).length;
-    summary.textContent = rows.length ? `${count(rows.length)} sessions${liveN ? `, ${count(liveN)} live` : ''}${user ? ` of ${user}` : ''}.` : '';
+    // A date range selects the sessions open at some moment of it (started by its end, and
+    // ended at its start or later, or still live): the API's since/until.
+    const what = [user && `of ${user}`, range.describe() && `open ${range.describe()}`].filter(Boolean).join(' ');
+    summary.textContent = rows.length ? `${count(rows.length)} sessions${liveN ? `, ${count(liveN)} live` : ''}${what ? ` ${what}` : ''}.` : '';
+    const filtered = user || range.describe();
     replace(body, sessionsTable(rows, {
       currency: currency(),
       empty: emptyState({
-        title: user ? `No sessions for “${user}”` : 'No sessions yet',
-        text: user ? 'Check the user name (it must match exactly).' : 'Sessions appear when clients connect through the SOCKS5 or HTTP proxy.',
+        title: unknown ? `No user “${unknown}”` : pages.before() ? 'No older sessions' : filtered ? 'No sessions match' : 'No sessions yet',
+        text: unknown ? 'User names must match exactly.' : filtered ? `Nothing ${what}. Check the user name (it must match exactly) and the dates.` : 'Sessions appear when clients connect through the SOCKS5 or HTTP proxy.',
         testid: 'sessions-empty',
         iconName: 'sessions',
       }),
     }));
   }
-  const reload = loader(body, () => api.get(`/admin/sessions${api.qs({ user, limit })}`), render, { testid: 'sessions-error', quiet: true });
+  const fetchRows = () => rowsOrUnknownUser(user, () => api.get(`/admin/sessions${api.qs({ user, limit, before: pages.before(), ...range.query() })}`));
+  const reload = loader(body, fetchRows, render, { testid: 'sessions-error', quiet: true });
   const timer = setInterval(() => { if (auto && document.visibilityState === 'visible') reload(); }, 5000);
   return () => clearInterval(timer);
 }
-

@@ -4,14 +4,8 @@
 
 import * as api from '../api.js';
 import { h, icon, replace } from '../dom.js';
-import { dateTimeLong, money, titleCase, toMicros } from '../format.js';
+import { dateTimeLong, money, parseAmount, titleCase, toMicros } from '../format.js';
 import { busy, button, card, errorText, field, loader, pageHeader, timeEl, toast } from '../ui.js';
-
-/** Micros of a decimal amount as typed ("3", "2.5", "0.000001"), or null when it is not one. */
-function amountMicros(text) {
-  const m = /^(\d+)(?:\.(\d{1,6}))?$/.exec(String(text ?? '').trim());
-  return m ? BigInt(m[1]) * 1000000n + BigInt((m[2] || '').padEnd(6, '0')) : null;
-}
 
 /** The decimal text of an amount in micros, for an input: "3.00", "0.000412". */
 function decimalText(micros) {
@@ -46,9 +40,9 @@ export default function settingsPage(main) {
   let currency = 'USD';
 
   /* ---------- billing (editable) ---------- */
-  const price = field({ label: 'Price per GB', testid: 'settings-price', required: true, inputmode: 'decimal', autocomplete: 'off', hint: 'What clients pay per GB (10⁹ bytes, both directions), up to 6 decimals.' });
+  const price = field({ label: 'Price per GB', testid: 'settings-price', required: true, inputmode: 'decimal', autocomplete: 'off', hint: 'What clients pay per GB (10⁹ bytes, both directions), like 3.00: a dot before at most 6 decimals.' });
   const fee = field({ label: 'Platform fee (%)', testid: 'settings-fee', required: true, inputmode: 'numeric', autocomplete: 'off', hint: 'The operator’s share of every charge, 0–100; node owners earn the rest.' });
-  const minPayout = field({ label: 'Minimum payout', testid: 'settings-min-payout', required: true, inputmode: 'decimal', autocomplete: 'off', hint: 'The smallest withdrawal a node owner may request.' });
+  const minPayout = field({ label: 'Minimum payout', testid: 'settings-min-payout', required: true, inputmode: 'decimal', autocomplete: 'off', hint: 'The smallest withdrawal a node owner may request, like 5.00.' });
   const err = h('p', { class: 'form-error', role: 'alert', testid: 'settings-error', hidden: true });
   const save = button('Save billing settings', { kind: 'primary', type: 'submit', testid: 'settings-save' });
   const changed = h('p', { class: 'muted small', testid: 'settings-updated' });
@@ -98,15 +92,15 @@ export default function settingsPage(main) {
     };
     const body = {};
     // Only what changed is sent (the API checks the values and says what is wrong).
-    const p = price.input.value.trim();
-    if (!p) return fail('Enter the price per GB, like 3.00.', price.input);
-    if (amountMicros(p) === null || amountMicros(p) !== toMicros(current?.price_per_gb_micros ?? -1)) body.price_per_gb = p;
+    const p = parseAmount(price.input.value, { example: '3.00' });
+    if (!p.ok) return fail(`Price per GB: ${p.message}`, price.input);
+    if (p.micros !== toMicros(current?.price_per_gb_micros ?? -1)) body.price_per_gb = p.text;
     const f = fee.input.value.trim();
     if (!/^\d{1,3}$/.test(f)) return fail('Enter the platform fee as a whole number of percent, 0 to 100.', fee.input);
     if (Number(f) !== current?.platform_fee_percent) body.platform_fee_percent = Number(f);
-    const m = minPayout.input.value.trim();
-    if (!m) return fail('Enter the minimum payout, like 5.00.', minPayout.input);
-    if (amountMicros(m) === null || amountMicros(m) !== toMicros(current?.min_payout_micros ?? -1)) body.min_payout = m;
+    const m = parseAmount(minPayout.input.value, { example: '5.00' });
+    if (!m.ok) return fail(`Minimum payout: ${m.message}`, minPayout.input);
+    if (m.micros !== toMicros(current?.min_payout_micros ?? -1)) body.min_payout = m.text;
     if (!Object.keys(body).length) {
       toast('Nothing to save: the values are unchanged.', { type: 'info' });
       return;

@@ -2,8 +2,8 @@
 
 import * as api from '../api.js';
 import { h, replace } from '../dom.js';
-import { count, dateTime, money, parseAmount } from '../format.js';
-import { badge, button, card, checkbox, confirmDialog, copyButton, dataTable, emptyState, field, formDialog, infoDialog, loader, pageHeader, searchBox, toast, timeEl } from '../ui.js';
+import { count, dateTime, money, parseAmount, toMicros } from '../format.js';
+import { badge, button, card, checkbox, confirmDialog, copyButton, dataTable, defList, emptyState, field, formDialog, infoDialog, loader, pageHeader, searchBox, toast, timeEl } from '../ui.js';
 
 export default function usersPage(main, ctx) {
   let q = ctx.params.get('q') || '';
@@ -91,7 +91,7 @@ export default function usersPage(main, ctx) {
   }
 
   async function credit(u) {
-    const amount = field({ label: `Amount (${cur(u)})`, testid: 'credit-amount', required: true, inputmode: 'decimal', autocomplete: 'off', placeholder: '25.00', hint: 'Up to 6 decimals.' });
+    const amount = field({ label: `Amount (${cur(u)})`, testid: 'credit-amount', required: true, inputmode: 'decimal', autocomplete: 'off', placeholder: '25.00', hint: 'Like 12.50: a dot before at most 6 decimals.' });
     const reason = field({ label: 'Reason', testid: 'credit-reason', required: true, placeholder: 'e.g. bank transfer 1234', maxlength: '500' });
     const pid = field({ label: 'Payment id', testid: 'credit-id', autocomplete: 'off', hint: 'The bank or provider reference. With it, submitting the same payment twice credits it only once.', maxlength: '128' });
     const result = await formDialog({
@@ -102,12 +102,30 @@ export default function usersPage(main, ctx) {
       submitLabel: 'Credit',
       onSubmit: async ({ fail }) => {
         const a = parseAmount(amount.input.value);
-        if (!a) return fail('Enter an amount greater than zero, like 25 or 12.50 (at most 6 decimals).', amount.input);
+        if (!a.ok) return fail(a.message, amount.input);
+        if (a.micros === 0n) return fail('Enter an amount greater than zero, like 12.50.', amount.input);
         const r = reason.input.value.trim();
         if (!r) return fail('Give a reason: it goes in the ledger and the audit log.', reason.input);
         const body = { amount: a.text, reason: r };
         const id = pid.input.value.trim();
         if (id) body.id = id;
+        // The balance right now (the table's may be seconds old), then the person confirms.
+        const fresh = (await api.get(`/admin/users${api.qs({ q: u.name })}`)).find((x) => x.name === u.name) || u;
+        const now = toMicros(fresh.balance_micros);
+        const ok = await confirmDialog({
+          title: `Credit ${money(a.micros, cur(u))} to ${u.name}?`,
+          testid: 'credit-confirm-dialog',
+          confirmLabel: `Credit ${money(a.micros, cur(u))}`,
+          message: h('div', null,
+            defList([
+              ['Amount', h('strong', { testid: 'credit-confirm-amount' }, money(a.micros, cur(u)))],
+              ['Balance now', h('span', { testid: 'credit-confirm-before' }, money(now, cur(u)))],
+              ['Balance after', h('strong', { testid: 'credit-confirm-after' }, money(now + a.micros, cur(u)))],
+              ['Reason', r],
+            ]),
+            h('p', { class: 'muted small' }, 'A credit cannot be edited afterwards; it stays in the ledger.')),
+        });
+        if (!ok) return false;
         return api.post(`/admin/users/${encodeURIComponent(u.name)}/credit`, body);
       },
     });
