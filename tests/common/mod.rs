@@ -28,7 +28,23 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A port free right now, chosen below Linux's ephemeral range (32768-60999): the outgoing
+/// connections and port-0 binds of tests running in parallel cannot take it before the server
+/// binds it, as they could with a port the kernel handed out.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    for i in 0..1000u64 {
+        let mut x = seed ^ (u64::from(std::process::id()) << 20) ^ NEXT.fetch_add(0x9E37_79B9, Ordering::Relaxed) ^ i;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        let port = 20_000 + (x % 12_000) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -150,9 +166,8 @@ impl Server {
         // init picks free ports and writes them to the config; another process can take one
         // before serve binds it. Such a start is retried in a fresh directory.
         for _ in 0..2 {
-            let mut s = Server::init_with(opts.clone());
-            match s.try_spawn() {
-                Ok(()) => return s,
+            match Server::try_start_with(opts.clone()) {
+                Ok(s) => return s,
                 Err(log) if log.contains("in use") => continue,
                 Err(log) => panic!("server exited early:\n{log}"),
             }
@@ -162,13 +177,23 @@ impl Server {
         s
     }
 
+    /// One attempt at [`Server::start_with`]: `Err(the server's log)` when it exits early
+    /// (a test that chooses its own ports retries with new ones on "in use").
+    pub fn try_start_with(opts: ServerOpts) -> Result<Server, String> {
+        let mut s = Server::init_with(opts);
+        s.try_spawn()?;
+        Ok(s)
+    }
+
     fn init_with(opts: ServerOpts) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(BIN)
             .args(["init", "--data-dir"])
             .arg(dir.path())
-            .args(["--web-listen", "127.0.0.1:0", "--socks-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--json"])
+            .args(["--web-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--socks-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port()), "--json"])
             .output()
             .unwrap();
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -173,17 +173,27 @@ fn logs_written_to_files_are_plain_and_print_values_not_options() {
 /// listeners are on the wildcard address) and its host-name public_address.
 #[test]
 fn the_server_itself_is_refused_under_its_own_addresses_and_name() {
-    let (web, socks, http) = (free_port(), free_port(), free_port());
-    let mut s = Server::start_with(ServerOpts {
-        allow_private_targets: true,
-        env: vec![
-            ("TRAFFIX_SERVER__PUBLIC_ADDRESS".into(), format!("localhost:{web}")),
-            ("TRAFFIX_SERVER__WEB_LISTEN".into(), format!("127.0.0.1:{web}")),
-            ("TRAFFIX_SERVER__SOCKS_LISTEN".into(), format!("0.0.0.0:{socks}")),
-            ("TRAFFIX_SERVER__HTTP_LISTEN".into(), format!("0.0.0.0:{http}")),
-        ],
-        ..ServerOpts::default()
-    });
+    // Ports chosen here (another process may take one before the server binds it: then again).
+    let (mut s, web, socks, http) = (0..5)
+        .find_map(|_| {
+            let (web, socks, http) = (free_port(), free_port(), free_port());
+            let started = Server::try_start_with(ServerOpts {
+                allow_private_targets: true,
+                env: vec![
+                    ("TRAFFIX_SERVER__PUBLIC_ADDRESS".into(), format!("localhost:{web}")),
+                    ("TRAFFIX_SERVER__WEB_LISTEN".into(), format!("127.0.0.1:{web}")),
+                    ("TRAFFIX_SERVER__SOCKS_LISTEN".into(), format!("0.0.0.0:{socks}")),
+                    ("TRAFFIX_SERVER__HTTP_LISTEN".into(), format!("0.0.0.0:{http}")),
+                ],
+                ..ServerOpts::default()
+            });
+            match started {
+                Ok(s) => Some((s, web, socks, http)),
+                Err(log) if log.contains("in use") => None,
+                Err(log) => panic!("server exited early:\n{log}"),
+            }
+        })
+        .expect("five tries at free ports");
     s.web = format!("127.0.0.1:{web}").parse().unwrap();
     s.socks = format!("127.0.0.1:{socks}").parse().unwrap();
     s.http = format!("127.0.0.1:{http}").parse().unwrap();
