@@ -69,6 +69,7 @@ fn listener_full(why: &str) -> Response {
     let mut r =
         (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "busy", "reason": why}))).into_response();
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 
@@ -87,10 +88,11 @@ async fn tunnel(
     }
     let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else { return bad_upgrade("missing Sec-WebSocket-Key") };
     let accept = derive_accept_key(key.as_bytes());
-    // The tunnel's node handshake (HELLO → WELCOME) counts as a handshake of its address again.
-    let admitted = match conn.as_ref().and_then(|Extension(c)| c.take_admitted()) {
-        Some(mut a) => match a.handshake_again() {
-            Ok(()) => Some(a),
+    // The tunnel's node handshake (HELLO → WELCOME) counts as a handshake of its address again;
+    // refused, the connection keeps its place and closes after the 503.
+    let admitted = match &conn {
+        Some(Extension(c)) => match c.admit_tunnel() {
+            Ok(a) => a,
             Err(r) => return listener_full(r.as_str()),
         },
         None => None,
@@ -183,6 +185,16 @@ struct Conn {
 impl Conn {
     fn take_admitted(&self) -> Option<crate::listener::Admitted> {
         crate::sync::lock(&self.admitted).take()
+    }
+
+    /// Takes the connection's place along to a tunnel, counted as a handshake again; when its
+    /// address is at `max_handshakes_per_ip` the place stays with the connection.
+    fn admit_tunnel(&self) -> Result<Option<crate::listener::Admitted>, crate::listener::Refused> {
+        let mut slot = crate::sync::lock(&self.admitted);
+        if let Some(a) = slot.as_mut() {
+            a.handshake_again()?;
+        }
+        Ok(slot.take())
     }
 }
 
@@ -383,6 +395,7 @@ where
     let phase = Arc::new(ConnPhase(Mutex::new(Phase::Head(Instant::now()))));
     let conn = Conn { phase: phase.clone(), admitted: Arc::new(Mutex::new(Some(admitted))) };
     let io = Deadlines { io, phase, head: t.handshake, timer: None };
+    // An idle connection gets at least the time a request head gets.
     serve_conn(io, app.layer(Extension(conn.clone())), t.keepalive_idle.max(t.handshake)).await;
     // A tunnel took its place along; any other connection's place is freed here.
     drop(conn.take_admitted());

@@ -213,7 +213,12 @@ impl Principal {
     /// made with an API key.
     pub fn actor(&self) -> String {
         match &self.key_name {
-            Some(k) => format!("api-key:{k} ({})", self.user.name),
+            // A key's name is free text: anything but a plain word is quoted, so a name cannot
+            // pass for another actor.
+            Some(k) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) => {
+                format!("api-key:{k} ({})", self.user.name)
+            }
+            Some(k) => format!("api-key:{k:?} ({})", self.user.name),
             None => self.user.name.clone(),
         }
     }

@@ -382,10 +382,6 @@ where
                     }
                     break if stopping { SessionEnd::Shutdown } else { SessionEnd::Retry("drained".into()) };
                 }
-                if stopping && tokio::time::Instant::now() >= drain_until {
-                    warn!(streams = mux.active_streams(), "drain deadline passed: closing the streams still open");
-                    break SessionEnd::Shutdown;
-                }
                 seq = seq.wrapping_add(1);
                 sent_at = Some((seq, tokio::time::Instant::now()));
                 mux.send_frame(&Frame::Heartbeat(Heartbeat {
@@ -397,6 +393,18 @@ where
                     uptime_s: Some(epoch.elapsed().as_secs()),
                     ..Heartbeat::default()
                 }));
+            }
+            // Stopping: look at the live streams often, not once a heartbeat interval, and end
+            // at the deadline the DRAIN frame announced.
+            _ = tokio::time::sleep(Duration::from_millis(100)), if stopping => {
+                if mux.active_streams() == 0 {
+                    info!("drained: every live stream finished");
+                    break SessionEnd::Shutdown;
+                }
+                if tokio::time::Instant::now() >= drain_until {
+                    warn!(streams = mux.active_streams(), "drain deadline passed: closing the streams still open");
+                    break SessionEnd::Shutdown;
+                }
             }
             _ = mux.overflowed() => {
                 break SessionEnd::Retry("the server does not read what it asks for: outgoing queue full".into());
@@ -410,7 +418,6 @@ where
                 if mux.active_streams() == 0 {
                     break SessionEnd::Shutdown;
                 }
-                heartbeat.reset_after(Duration::from_millis(200));
             }
         }
     };

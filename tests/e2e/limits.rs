@@ -269,21 +269,21 @@ GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 #[test]
 fn keep_alive_connections_idle_for_keepalive_idle_secs_and_heads_are_cut_at_the_head_timeout() {
     let s = Server::start_with(ServerOpts {
-        env: env(&[("TRAFFIX_LIMITS__HANDSHAKE_TIMEOUT_SECS", "1"), ("TRAFFIX_LIMITS__KEEPALIVE_IDLE_SECS", "3600")]),
+        env: env(&[("TRAFFIX_LIMITS__HANDSHAKE_TIMEOUT_SECS", "2"), ("TRAFFIX_LIMITS__KEEPALIVE_IDLE_SECS", "3600")]),
         ..ServerOpts::default()
     });
     let out = python(&format!(
-        "{}\nc = tls()\nprint(status(c, GET))\ntime.sleep(3)\nprint(status(c, GET))\n\
+        "{}\nc = tls()\nprint(status(c, GET))\ntime.sleep(4)\nprint(status(c, GET))\n\
          h = tls()\nh.sendall(b'GET /healthz HTTP/1.1\\r\\n')\nprint('head', h.recv(100) or b'closed')\n",
         web_client(&s)
     ));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"HTTP/1.1 200 OK"), "{out}");
-    assert_eq!(lines.get(1), Some(&"HTTP/1.1 200 OK"), "served after 3 s idle, past the 1 s head timeout: {out}");
+    assert_eq!(lines.get(1), Some(&"HTTP/1.1 200 OK"), "served after 4 s idle, past the 2 s head timeout: {out}");
     assert!(lines.get(2).is_some_and(|l| l.starts_with("head") && !l.contains("timed out")), "{out}");
 
     let s = Server::start_with(ServerOpts {
-        env: env(&[("TRAFFIX_LIMITS__KEEPALIVE_IDLE_SECS", "1")]),
+        env: env(&[("TRAFFIX_LIMITS__HANDSHAKE_TIMEOUT_SECS", "2"), ("TRAFFIX_LIMITS__KEEPALIVE_IDLE_SECS", "3")]),
         ..ServerOpts::default()
     });
     let out = python(&format!(
@@ -318,6 +318,14 @@ status(b, GET)
 print('a', status(a, upgrade()))
 b.sendall(upgrade())
 print('b', b.recv(300).decode().replace('\r\n', '|'))
+try:
+    while b.recv(300):
+        pass
+    print('b closed')
+except socket.timeout:
+    print('b held')
+except OSError:
+    print('b closed')
 a.close()
 b.close()
 r = 'none'
@@ -339,6 +347,7 @@ print('c', r)
         out.contains("b HTTP/1.1 503") && out.contains("retry-after: 5"),
         "the second HELLO phase is refused: {out}"
     );
+    assert!(out.contains("b closed"), "the refused connection is closed, keeping its place until then: {out}");
     assert!(out.contains("c HTTP/1.1 101"), "places are freed once the tunnels close: {out}");
 
     s.add_user("olga", None);
