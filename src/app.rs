@@ -281,6 +281,17 @@ pub fn load_config(data_dir: &Path, config: Option<&Path>) -> Result<Config, App
     Ok(Config::load(&path, data_dir, std::env::vars())?)
 }
 
+/// Where a server's files are, for backup archives.
+pub fn backup_sources(cfg: &Config) -> admin::backup::Sources {
+    admin::backup::Sources {
+        data_dir: cfg.data_dir.clone(),
+        config: cfg.config_path.clone(),
+        cert: cfg.path(&cfg.tls.cert),
+        key: cfg.path(&cfg.tls.key),
+        jwt_secret: cfg.data_dir.join(JWT_SECRET_FILE),
+    }
+}
+
 /// The pin of the configured certificate.
 pub fn configured_pin(cfg: &Config) -> Result<String, AppError> {
     let (certs, _) = crate::tls::load_cert_and_key(&cfg.path(&cfg.tls.cert), &cfg.path(&cfg.tls.key))?;
@@ -539,7 +550,12 @@ impl App {
             tokio::spawn(crate::proxy::socks5::serve(socks, self.relay.clone(), self.trigger.subscribe())),
             tokio::spawn(crate::proxy::http::serve(http, self.relay.clone(), self.trigger.subscribe())),
             tokio::spawn(crate::web::serve_metrics(metrics_l, Arc::new(prom), self.trigger.subscribe())),
-            tokio::spawn(admin::socket::serve(admin_l, admin_ctx.clone(), self.trigger.subscribe())),
+            tokio::spawn(admin::socket::serve(
+                admin_l,
+                admin_ctx.clone(),
+                Arc::new(backup_sources(cfg)),
+                self.trigger.subscribe(),
+            )),
             tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
             own_addresses,
         ];

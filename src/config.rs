@@ -55,6 +55,9 @@ pub struct Config {
     /// The data directory (not a file key: comes from `--data-dir`).
     #[serde(skip)]
     pub data_dir: PathBuf,
+    /// The file this config was read from (not a file key).
+    #[serde(skip)]
+    pub config_path: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -376,6 +379,7 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         cfg.data_dir = data_dir.to_path_buf();
+        cfg.config_path = path.to_path_buf();
         cfg.validate()?;
         Ok(cfg)
     }

@@ -31,6 +31,7 @@
 //! - [`web`]: the HTTPS listener: `/healthz` and the node tunnel endpoint.
 //! - [`api`]: the REST API under `/api/v1` (JWT logins, API keys, OpenAPI) and the dashboard.
 //! - [`demo`]: `traffix demo`, a whole local network in one process.
+//! - [`doctor`]: `traffix doctor`, health checks of a data directory, each problem with its fix.
 //! - [`geoip`]: country lookups from an operator-supplied MaxMind database.
 
 pub mod admin;
@@ -41,6 +42,7 @@ pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod egress;
 pub mod geoip;
 pub mod identity;

@@ -109,6 +109,66 @@ pub fn spki_of_cert(cert: &[u8]) -> Result<&[u8], TlsError> {
     Ok(&tbs[..total])
 }
 
+/// A certificate's validity period as Unix seconds: (notBefore, notAfter).
+pub fn validity_of_cert(cert: &[u8]) -> Result<(u64, u64), TlsError> {
+    let bad = TlsError::BadCertificate;
+    let (tag, total, hdr) = der_tlv(cert)?;
+    if tag != 0x30 {
+        return Err(bad("certificate is not a SEQUENCE"));
+    }
+    let cert = &cert[hdr..total];
+    let (tag, total, hdr) = der_tlv(cert)?;
+    if tag != 0x30 {
+        return Err(bad("tbsCertificate is not a SEQUENCE"));
+    }
+    let mut tbs = &cert[hdr..total];
+    // version [0] (optional), serial, signature, issuer, then the validity.
+    let (tag, total, _) = der_tlv(tbs)?;
+    if tag == 0xa0 {
+        tbs = &tbs[total..];
+    }
+    for _ in 0..3 {
+        let (_, total, _) = der_tlv(tbs)?;
+        tbs = &tbs[total..];
+    }
+    let (tag, total, hdr) = der_tlv(tbs)?;
+    if tag != 0x30 {
+        return Err(bad("validity is not a SEQUENCE"));
+    }
+    let validity = &tbs[hdr..total];
+    let (_, first, _) = der_tlv(validity)?;
+    let not_before = der_time(&validity[..first])?;
+    let not_after = der_time(&validity[first..])?;
+    Ok((not_before, not_after))
+}
+
+/// An X.509 Time (UTCTime `YYMMDDHHMMSSZ` or GeneralizedTime `YYYYMMDDHHMMSSZ`) as Unix seconds.
+fn der_time(b: &[u8]) -> Result<u64, TlsError> {
+    let bad = TlsError::BadCertificate;
+    let (tag, total, hdr) = der_tlv(b)?;
+    let text = std::str::from_utf8(&b[hdr..total]).map_err(|_| bad("time is not text"))?;
+    let digits = text.strip_suffix('Z').ok_or(bad("time is not UTC"))?;
+    let full = match (tag, digits.len()) {
+        // RFC 5280 §4.1.2.5.1: two-digit years 50-99 are 19xx, 00-49 are 20xx.
+        (0x17, 12) => format!("{}{digits}", if digits < "50" { "20" } else { "19" }),
+        (0x18, 14) => digits.to_owned(),
+        _ => return Err(bad("unsupported time form")),
+    };
+    if !full.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(bad("time is not digits"));
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &full[0..4],
+        &full[4..6],
+        &full[6..8],
+        &full[8..10],
+        &full[10..12],
+        &full[12..14]
+    );
+    crate::units::parse_instant(&rfc3339, 0).map_err(|_| bad("time out of range"))
+}
+
 /// The raw 32-byte pin of a certificate.
 pub fn pin_bytes_of_cert(cert: &[u8]) -> Result<[u8; 32], TlsError> {
     let d = ring::digest::digest(&ring::digest::SHA256, spki_of_cert(cert)?);
@@ -241,5 +301,21 @@ mod tests {
             let _ = spki_of_cert(&der[..n]);
         }
         assert!(spki_of_cert(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn validity_is_read_from_the_certificate_and_survives_any_truncation() {
+        let g = generate_self_signed(&["localhost".into()]).unwrap();
+        let der = rustls_pemfile::certs(&mut g.cert_pem.as_bytes()).next().unwrap().unwrap();
+        let (from, until) = validity_of_cert(&der).unwrap();
+        let now = crate::store::now_secs();
+        assert!(from <= now + 60 && until > now + 365 * 86_400, "{from} {until} {now}");
+        for n in 0..der.len() {
+            let _ = validity_of_cert(&der[..n]);
+        }
+        // UTCTime 491231235959Z is 2049, 500101000000Z is 1950.
+        assert_eq!(der_time(b"\x17\x0d491231235959Z").unwrap(), 2_524_607_999);
+        assert_eq!(der_time(b"\x18\x0f20300101000000Z").unwrap(), 1_893_456_000);
+        assert!(der_time(b"\x18\x0f2030010100000xZ").is_err());
     }
 }

@@ -7,18 +7,22 @@
 //!
 //! This file owns the context, the errors, the [`Command`] trait, the wire enum
 //! [`AdminRequest`] and its dispatch; the commands live one family per file: `users.rs`,
-//! `devices.rs` (pairing, devices), `ledger.rs` (transfers, verify, backup), `withdrawals.rs`,
+//! `devices.rs` (pairing, devices), `ledger.rs` (transfers, verify, a database copy),
+//! `backup.rs` (whole-server archives and restore; `stream.rs` frames them on the socket),
+//! `withdrawals.rs`,
 //! `sessions.rs` (sessions, usage), `subusers.rs`, `api_keys.rs`, `settings.rs` and `audit.rs`
 //! (the audit log, and writing its entries). Every change is audited here, in
 //! [`AdminCtx::execute_as`], whoever asks for it.
 
 mod api_keys;
 mod audit;
+pub mod backup;
 mod devices;
 mod ledger;
 mod sessions;
 mod settings;
 pub mod socket;
+pub mod stream;
 mod subusers;
 mod users;
 pub mod views;
@@ -51,6 +55,9 @@ use crate::tunnel::registry::Registry;
 
 /// Prefix of API keys (`tfx_…`), told apart from JWTs in the `Authorization` header.
 pub const API_KEY_PREFIX: &str = "tfx_";
+
+/// The admin socket's file name in the data directory (`socket.rs`).
+pub const SOCKET_FILE: &str = "admin.sock";
 
 /// How long a pairing code stays valid.
 pub const PAIR_CODE_TTL_SECS: u64 = 600;

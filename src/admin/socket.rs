@@ -2,6 +2,10 @@
 //! operator (and root) can drive a running server. One JSON request line in, one JSON reply
 //! line out: `{"ok": …}` or `{"error": code, "reason": text}`. Requests are [`AdminRequest`]s;
 //! [`call`] sends one typed command and reads its typed answer back.
+//!
+//! One request streams its answer: `{"cmd": "backup_archive"}`. Its reply line is
+//! `{"ok": {"manifest": …}}` (or an error line), followed by the archive in the frames of
+//! `stream.rs`; [`call_backup`] reads them into a file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,10 +14,12 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::backup::{self, Manifest, Sources};
+use super::stream;
 use super::{AdminCtx, AdminError, AdminRequest, Command};
 use crate::shutdown::Shutdown;
 
-pub const SOCKET_FILE: &str = "admin.sock";
+pub use super::SOCKET_FILE;
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -35,21 +41,119 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves admin requests until shutdown.
-pub async fn serve(listener: UnixListener, ctx: Arc<AdminCtx>, mut shutdown: Shutdown) {
+/// Serves admin requests until shutdown; `files` says where the server's files are, for
+/// backup archives.
+pub async fn serve(listener: UnixListener, ctx: Arc<AdminCtx>, files: Arc<Sources>, mut shutdown: Shutdown) {
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
             _ = shutdown.recv() => return,
         };
         let Ok((stream, _)) = conn else { continue };
-        let ctx = ctx.clone();
+        let (ctx, files) = (ctx.clone(), files.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, ctx).await {
+            if let Err(e) = handle(stream, ctx, files).await {
                 tracing::debug!(error = %e, "admin connection failed");
             }
         });
     }
+}
+
+/// Requests whose answer is streamed (see the module doc).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+enum StreamRequest {
+    /// A backup archive of the whole server.
+    BackupArchive {},
+}
+
+/// The reply line of a streamed backup: what the archive holds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BackupHeader {
+    pub manifest: Manifest,
+}
+
+/// Bytes of the archive the blocking writer hands the socket at once, and how many such
+/// chunks may wait: the server holds at most this much of an archive in memory.
+const CHANNEL_CHUNKS: usize = 8;
+
+/// A blocking `Write` that sends fixed-size chunks to the socket task (backpressure: it waits
+/// while the socket is slow).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = stream::MAX_CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == stream::MAX_CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(stream::MAX_CHUNK));
+        self.tx.blocking_send(chunk).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+/// Streams a backup archive: the header line, then the frames.
+async fn stream_backup(
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    ctx: Arc<AdminCtx>,
+    files: Arc<Sources>,
+    actor: String,
+) -> std::io::Result<()> {
+    let prepared = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_blocking(move || backup::prepare(&ctx, &files, &actor)).await
+    };
+    let prepared = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return reply(&mut wr, json!({"error": e.error, "reason": e.reason})).await,
+        Err(e) => return reply(&mut wr, json!({"error": "internal", "reason": e.to_string()})).await,
+    };
+    let header = BackupHeader { manifest: prepared.manifest.clone() };
+    let mut line = serde_json::to_vec(&json!({"ok": header})).unwrap_or_default();
+    line.push(b'\n');
+    wr.write_all(&line).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHANNEL_CHUNKS);
+    let job = tokio::task::spawn_blocking(move || {
+        let w = ChannelWriter { tx, buf: Vec::with_capacity(stream::MAX_CHUNK) };
+        // `prepared` is dropped at the end of this task, which removes the snapshot.
+        prepared.write_tar(w).map(drop)
+    });
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut bytes = 0u64;
+    while let Some(chunk) = rx.recv().await {
+        hash.update(&chunk);
+        bytes += chunk.len() as u64;
+        // A client that goes away ends the stream: the writer's next send fails.
+        stream::write_data(&mut wr, &chunk).await?;
+    }
+    match job.await {
+        Ok(Ok(())) => {
+            tracing::info!(bytes, "backup archive streamed over the admin socket");
+            stream::write_end(&mut wr, &stream::StreamEnd { bytes, sha256: hex::encode(hash.finish()) }).await?;
+        }
+        Ok(Err(e)) => stream::write_error(&mut wr, &e).await?,
+        Err(e) => stream::write_error(&mut wr, &AdminError::new("internal", e.to_string())).await?,
+    }
+    wr.shutdown().await
+}
+
+async fn reply(wr: &mut tokio::net::unix::OwnedWriteHalf, v: Value) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(&v).unwrap_or_default();
+    out.push(b'\n');
+    wr.write_all(&out).await?;
+    wr.shutdown().await
 }
 
 /// The audit actor of a command given on the server's command line: `admin (cli)` for root,
@@ -69,13 +173,16 @@ pub fn cli_actor(uid: Option<u32>, offline: bool) -> String {
     format!("admin ({})", parts.join(", "))
 }
 
-async fn handle(stream: UnixStream, ctx: Arc<AdminCtx>) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, ctx: Arc<AdminCtx>, files: Arc<Sources>) -> std::io::Result<()> {
     // The socket is mode 0600; the caller goes into the audit log as the admin at the CLI.
     let actor = cli_actor(stream.peer_cred().ok().map(|c| c.uid()), false);
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd).take(MAX_LINE as u64);
     let mut line = String::new();
     rd.read_line(&mut line).await?;
+    if let Ok(StreamRequest::BackupArchive {}) = serde_json::from_str::<StreamRequest>(&line) {
+        return stream_backup(wr, ctx, files, actor).await;
+    }
     let reply = match serde_json::from_str::<AdminRequest>(&line) {
         Err(e) => json!({"error": "bad_request", "reason": e.to_string()}),
         Ok(req) => {
@@ -104,6 +211,49 @@ pub async fn call<C: Command>(data_dir: &Path, cmd: &C) -> Result<Option<Result<
         Some(Ok(v)) => {
             serde_json::from_value(v).map(|o| Some(Ok(o))).map_err(|e| format!("admin socket sent a bad reply: {e}"))
         }
+    }
+}
+
+/// Asks a running server for a backup archive and writes it to `out` (as it arrives). `Ok(None)`
+/// when no server listens; the outer error is a broken or hostile stream.
+pub async fn call_backup(
+    data_dir: &Path,
+    mut out: impl std::io::Write,
+) -> Result<Option<Result<(BackupHeader, stream::StreamEnd), AdminError>>, String> {
+    let path = socket_path(data_dir);
+    let stream = match UnixStream::connect(&path).await {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("cannot reach the admin socket {}: {e}", path.display())),
+    };
+    let (rd, mut wr) = stream.into_split();
+    let req = serde_json::to_vec(&StreamRequest::BackupArchive {}).map_err(|e| e.to_string())?;
+    wr.write_all(&req).await.map_err(|e| e.to_string())?;
+    wr.write_all(b"\n").await.map_err(|e| e.to_string())?;
+    let mut rd = BufReader::new(rd);
+    let mut line = Vec::new();
+    (&mut rd).take(MAX_LINE as u64).read_until(b'\n', &mut line).await.map_err(|e| format!("admin socket: {e}"))?;
+    if !line.ends_with(b"\n") {
+        return Err("admin socket: the reply line is missing or too long".into());
+    }
+    let v: Value = serde_json::from_slice(&line).map_err(|e| format!("admin socket sent a bad reply: {e}"))?;
+    let Some(ok) = v.get("ok") else {
+        return Ok(Some(Err(AdminError::new(
+            v.get("error").and_then(Value::as_str).unwrap_or("error"),
+            v.get("reason").and_then(Value::as_str).unwrap_or("unknown error"),
+        ))));
+    };
+    let header: BackupHeader =
+        serde_json::from_value(ok.clone()).map_err(|e| format!("admin socket sent a bad reply: {e}"))?;
+    match stream::read_stream(&mut rd, |d| out.write_all(d)).await {
+        Ok(Ok(end)) => {
+            out.flush().map_err(|e| e.to_string())?;
+            Ok(Some(Ok((header, end))))
+        }
+        Ok(Err(e)) => Ok(Some(Err(e))),
+        Err(e) => Err(format!("the backup stream from the server is broken: {e}")),
     }
 }
 

@@ -71,10 +71,33 @@ pub enum Command {
     Session(SessionCmd),
     /// Usage and earnings per hour or day of a client, an owner's nodes or one device.
     Usage(UsageArgs),
-    /// Write a consistent copy of the database to FILE.
+    /// Write one archive that brings the whole server back: a consistent snapshot of the
+    /// database, traffix.toml, the TLS certificate and key, and the JWT secret (streamed by a
+    /// running server; built directly when it is stopped).
     Backup {
-        /// Where to write the copy (created with mode 0600).
+        /// Where to write the archive, a tar (created with mode 0600; never overwritten).
         file: PathBuf,
+        /// Print JSON: {"manifest","bytes","sha256","streamed"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup archive into --data-dir, then verify its ledger (exit 1 if it fails).
+    Restore {
+        /// The archive `traffix backup` wrote.
+        file: PathBuf,
+        /// Replace the server files of a non-empty (stopped) data directory.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON: {"restore","ledger_verify","tls_paths_elsewhere"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a server's health: config, ports, certificate, database, GeoIP, clock, permissions,
+    /// admin socket; each problem with its fix (exit 0 healthy, 1 problems, 2 warnings only).
+    Doctor {
+        /// Print JSON: {"ok","problems","warnings","checks":[{"check","status","message","fix"}]}.
+        #[arg(long)]
+        json: bool,
     },
     /// The audit log: admin actions and money movements not caused by traffic.
     #[command(subcommand)]
@@ -780,6 +803,17 @@ impl Admin<'_> {
         if let Some(res) = admin::socket::call(data_dir, &cmd).await.map_err(CliError::fail)? {
             return Ok(res?);
         }
+        let (ctx, _) = self.offline()?;
+        let actor = offline_actor();
+        tokio::task::spawn_blocking(move || ctx.execute_as(cmd, &actor))
+            .await
+            .map_err(|e| CliError::fail(e.to_string()))?
+            .map_err(Into::into)
+    }
+
+    /// The admin context on the database itself (no server running), and the config.
+    fn offline(&self) -> Result<(AdminCtx, crate::config::Config), CliError> {
+        let data_dir = self.data_dir;
         let cfg = app::load_config(data_dir, self.config)?;
         let pin = app::configured_pin(&cfg)?;
         let store = crate::store::Store::open(&data_dir.join(app::DB_FILE)).map_err(|e| match e {
@@ -798,18 +832,106 @@ impl Admin<'_> {
             live: None,
             money: admin::MoneyRules::from_config(&cfg).shared(),
         };
-        #[cfg(unix)]
-        let uid = {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+        Ok((ctx, cfg))
+    }
+
+    /// Writes a backup archive to `file` (created 0600, never over an existing file): streamed
+    /// by the running server, or built here when it is stopped. A failure removes the file.
+    async fn backup(&self, file: &Path) -> Result<BackupDone, CliError> {
+        let out = admin::backup::create_private(file)?;
+        let written = self.backup_into(std::io::BufWriter::new(out)).await;
+        if written.is_err() {
+            let _ = std::fs::remove_file(file);
+        }
+        written
+    }
+
+    async fn backup_into(&self, mut out: std::io::BufWriter<std::fs::File>) -> Result<BackupDone, CliError> {
+        let done = match admin::socket::call_backup(self.data_dir, &mut out).await.map_err(CliError::fail)? {
+            Some(res) => {
+                let (header, end) = res?;
+                BackupDone { manifest: header.manifest, bytes: end.bytes, sha256: end.sha256, streamed: true }
+            }
+            None => {
+                let (ctx, cfg) = self.offline()?;
+                let sources = app::backup_sources(&cfg);
+                tokio::task::spawn_blocking(move || {
+                    let prepared = admin::backup::prepare(&ctx, &sources, &offline_actor())?;
+                    let mut counted =
+                        Counted { inner: out, bytes: 0, hash: ring::digest::Context::new(&ring::digest::SHA256) };
+                    counted = prepared.write_tar(counted)?;
+                    Ok::<_, AdminError>(BackupDone {
+                        manifest: prepared.manifest.clone(),
+                        bytes: counted.bytes,
+                        sha256: hex::encode(counted.hash.finish()),
+                        streamed: false,
+                    })
+                })
+                .await
+                .map_err(|e| CliError::fail(e.to_string()))??
+            }
         };
-        #[cfg(not(unix))]
-        let uid = None;
-        let actor = admin::socket::cli_actor(uid, true);
-        tokio::task::spawn_blocking(move || ctx.execute_as(cmd, &actor))
-            .await
-            .map_err(|e| CliError::fail(e.to_string()))?
-            .map_err(Into::into)
+        Ok(done)
+    }
+}
+
+/// What `traffix backup` wrote.
+#[derive(Debug, Serialize)]
+struct BackupDone {
+    manifest: admin::backup::Manifest,
+    bytes: u64,
+    sha256: String,
+    /// Streamed by a running server (`false`: built from the stopped server's files).
+    streamed: bool,
+}
+
+/// A writer that counts and hashes what goes through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+    hash: ring::digest::Context,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The audit actor of a command run on the database directly.
+fn offline_actor() -> String {
+    #[cfg(unix)]
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    };
+    #[cfg(not(unix))]
+    let uid = None;
+    admin::socket::cli_actor(uid, true)
+}
+
+fn print_verify(r: &crate::store::VerifyReport) {
+    if r.ok {
+        outln!(
+            "ledger OK: {} transfers over {} accounts; {} sessions ({} live), {} holds, {} withdrawals",
+            r.transfers,
+            r.accounts,
+            r.sessions,
+            r.live_sessions,
+            r.holds,
+            r.withdrawals
+        );
+    } else {
+        for p in &r.problems {
+            outln!("VIOLATION: {p}");
+        }
     }
 }
 
@@ -1040,20 +1162,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let r = admin_cmds.run(admin::LedgerVerify {}).await?;
             if json {
                 print_json(&r);
-            } else if r.ok {
-                outln!(
-                    "ledger OK: {} transfers over {} accounts; {} sessions ({} live), {} holds, {} withdrawals",
-                    r.transfers,
-                    r.accounts,
-                    r.sessions,
-                    r.live_sessions,
-                    r.holds,
-                    r.withdrawals
-                );
             } else {
-                for p in &r.problems {
-                    outln!("VIOLATION: {p}");
-                }
+                print_verify(&r);
             }
             if !r.ok {
                 return Err(CliError::fail("ledger verification failed"));
@@ -1199,10 +1309,92 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 line("total".into(), &u.total);
             }
         }
-        Command::Backup { file } => {
-            let path = std::path::absolute(&file).map_err(|e| CliError::fail(e.to_string()))?;
-            let b = admin_cmds.run(admin::Backup { path: path.display().to_string() }).await?;
-            outln!("backup written to {}", b.backup);
+        Command::Backup { file, json } => {
+            let b = admin_cmds.backup(&file).await?;
+            if json {
+                print_json(&b);
+            } else {
+                outln!(
+                    "backup written to {} ({} bytes, sha256 {}): database (schema v{}), config, TLS certificate and key, JWT secret",
+                    file.display(),
+                    b.bytes,
+                    b.sha256,
+                    b.manifest.schema_version
+                );
+                outln!("It holds password hashes, proxy passwords and the TLS key: keep it private.");
+            }
+        }
+        Command::Restore { file, force, json } => {
+            let dir = data_dir.clone();
+            let report = tokio::task::spawn_blocking(move || admin::backup::restore(&file, &dir, force))
+                .await
+                .map_err(|e| CliError::fail(e.to_string()))??;
+            let verify = admin_cmds.run(admin::LedgerVerify {}).await?;
+            let cfg = app::load_config(&data_dir, config.as_deref())?;
+            let tls_elsewhere = [(&cfg.tls.cert, admin::backup::CERT), (&cfg.tls.key, admin::backup::KEY)]
+                .into_iter()
+                .filter(|(p, name)| cfg.path(p) != data_dir.join(name))
+                .map(|(p, _)| cfg.path(p).display().to_string())
+                .collect::<Vec<_>>();
+            if json {
+                print_json(&serde_json::json!({
+                    "restore": report,
+                    "ledger_verify": verify,
+                    "tls_paths_elsewhere": tls_elsewhere,
+                }));
+            } else {
+                let m = &report.manifest;
+                outln!(
+                    "restored {} into {} (made {} by traffix {}, schema v{})",
+                    report.files.join(", "),
+                    report.data_dir,
+                    m.created_at,
+                    m.traffix_version,
+                    m.schema_version
+                );
+                for p in &tls_elsewhere {
+                    outln!(
+                        "note: the config points at {p}; the archive's copy is under {}/tls/ — point the config there or copy it",
+                        report.data_dir
+                    );
+                }
+                print_verify(&verify);
+                if verify.ok {
+                    outln!("Start it with: traffix serve --data-dir {}", report.data_dir);
+                }
+            }
+            if !verify.ok {
+                return Err(CliError::fail("the restored ledger does not verify"));
+            }
+        }
+        Command::Doctor { json } => {
+            let report = crate::doctor::run(&data_dir, config.as_deref()).await;
+            if json {
+                print_json(&report);
+            } else {
+                for c in &report.checks {
+                    let status = match c.status {
+                        crate::doctor::Status::Ok => "ok",
+                        crate::doctor::Status::Warning => "WARNING",
+                        crate::doctor::Status::Problem => "PROBLEM",
+                    };
+                    outln!("{status:<8} {:<14} {}", c.check, c.message);
+                    if let Some(fix) = &c.fix {
+                        outln!("{:<8} {:<14} fix: {fix}", "", "");
+                    }
+                }
+                outln!("{} problems, {} warnings", report.problems, report.warnings);
+            }
+            match report.exit_code() {
+                0 => {}
+                code => {
+                    return Err(CliError::with(
+                        code,
+                        "doctor",
+                        format!("doctor found {} problems and {} warnings", report.problems, report.warnings),
+                    ));
+                }
+            }
         }
         Command::Config(ConfigCmd::Example) => output::write(format_args!("{}", crate::config::EXAMPLE)),
         Command::Settings(cmd) => {

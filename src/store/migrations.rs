@@ -9,16 +9,33 @@ use super::tables::*;
 /// The schema this build writes.
 pub const LAST_SCHEMA_VERSION: u64 = 4;
 
+/// The schema version of a database (0: a new, empty one).
+pub fn version(db: &redb::Database) -> Result<u64, StoreError> {
+    let rtx = db.begin_read()?;
+    match rtx.open_table(META) {
+        Ok(t) => Ok(t.get("schema_version")?.map(|v| v.value()).unwrap_or(0)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether opening a database at schema `found` migrates data that exists (a new database has
+/// nothing to lose; a newer one is refused).
+pub fn needs_backup(found: u64) -> bool {
+    found > 0 && found < LAST_SCHEMA_VERSION
+}
+
+/// Where the copy taken before migrating the database at `db` from schema `from` goes:
+/// `backups/pre-migration-FROM-TO-TIME.redb` beside it, TIME as `YYYYMMDDTHHMMSSZ`.
+pub fn pre_migration_path(db: &std::path::Path, from: u64, now: u64) -> std::path::PathBuf {
+    let time: String = crate::units::rfc3339(now).chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let dir = db.parent().unwrap_or(std::path::Path::new("."));
+    dir.join("backups").join(format!("pre-migration-{from}-{LAST_SCHEMA_VERSION}-{time}.redb"))
+}
+
 /// Brings the database to [`LAST_SCHEMA_VERSION`], one step per transaction.
 pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
-    let current = {
-        let rtx = db.begin_read()?;
-        match rtx.open_table(META) {
-            Ok(t) => t.get("schema_version")?.map(|v| v.value()).unwrap_or(0),
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let current = version(db)?;
     if current > LAST_SCHEMA_VERSION {
         return Err(StoreError::TooNew { found: current, supported: LAST_SCHEMA_VERSION });
     }

@@ -162,6 +162,41 @@ impl Window {
     }
 }
 
+/// Creates `path` for the owner only (mode 0600 from the start, never over an existing file).
+pub(crate) fn create_private(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(StoreError::AlreadyExists(path.display().to_string()))
+        }
+        Err(e) => Err(StoreError::Invalid(format!("cannot create {}: {e}", path.display()))),
+    }
+}
+
+/// Copies the database file at `src` (open in this process, no transaction running) to a new
+/// private file `dest`, creating its folder (mode 0700) if needed.
+fn copy_private(src: &Path, dest: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = dest.parent() {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir).map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut out = create_private(dest)?;
+    let copied =
+        std::fs::File::open(src).and_then(|mut f| std::io::copy(&mut f, &mut out)).and_then(|_| out.sync_all());
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(dest);
+        return Err(StoreError::Invalid(format!("cannot copy {} to {}: {e}", src.display(), dest.display())));
+    }
+    Ok(())
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -169,10 +204,46 @@ pub fn now_secs() -> u64 {
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
+    /// A database about to be migrated is first copied to
+    /// `backups/pre-migration-FROM-TO-TIME.redb` beside it (mode 0600).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            // It will hold password hashes and proxy passwords: private from the first byte
+            // (redb starts a new database in an empty file).
+            drop(create_private(path)?);
+        }
         let db = redb::Database::create(path)?;
+        let found = migrations::version(&db)?;
+        if migrations::needs_backup(found) {
+            let dest = migrations::pre_migration_path(path, found, now_secs());
+            copy_private(path, &dest)?;
+            tracing::warn!(
+                from = found, to = migrations::LAST_SCHEMA_VERSION, backup = %dest.display(),
+                "the database schema is about to be upgraded: a copy of the database was taken first"
+            );
+        }
         migrations::migrate(&db)?;
         Ok(Store { db })
+    }
+
+    /// Opens an existing database without migrating it (for checks that must change nothing),
+    /// with the schema version it has. A database with an older schema answers only
+    /// [`Store::schema_version`] safely.
+    pub fn open_unmigrated(path: &Path) -> Result<(Store, u64), StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound(path.display().to_string()));
+        }
+        let db = redb::Database::open(path)?;
+        let found = migrations::version(&db)?;
+        if found > migrations::LAST_SCHEMA_VERSION {
+            return Err(StoreError::TooNew { found, supported: migrations::LAST_SCHEMA_VERSION });
+        }
+        Ok((Store { db }, found))
+    }
+
+    /// Whether another process holds the database at `path` open (a running server).
+    pub fn in_use(path: &Path) -> bool {
+        path.exists() && matches!(redb::Database::open(path), Err(redb::DatabaseError::DatabaseAlreadyOpen))
     }
 
     fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
@@ -191,17 +262,7 @@ impl Store {
         // The copy holds password hashes and proxy passwords: it is created for the owner only
         // (mode 0600), never over an existing file, and written through the handle that created
         // it (not reopened by name). A failed backup removes its partial file.
-        let mut open = std::fs::OpenOptions::new();
-        open.read(true).write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-        let file = match open.open(dest) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StoreError::AlreadyExists(dest.display().to_string()));
-            }
-            Err(e) => return Err(StoreError::Invalid(format!("cannot create {}: {e}", dest.display()))),
-        };
+        let file = create_private(dest)?;
         let written = self.backup_into(file);
         if written.is_err() {
             let _ = std::fs::remove_file(dest);
@@ -282,6 +343,11 @@ mod tests {
             let s = Store::open(&p).unwrap();
             assert_eq!(s.schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
         }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "private from the start");
+        }
         let s = Store::open(&p).unwrap();
         assert_eq!(s.schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
     }
@@ -317,6 +383,40 @@ mod tests {
         assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(Store::open(&dest).unwrap().schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
         assert!(matches!(s.backup(&dest), Err(StoreError::AlreadyExists(_))));
+    }
+
+    /// A database about to be migrated is copied first, privately, as it was.
+    #[cfg(unix)]
+    #[test]
+    fn a_migration_takes_a_private_copy_of_the_database_first() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.redb");
+        let from = migrations::LAST_SCHEMA_VERSION - 1;
+        {
+            let s = Store::open(&p).unwrap();
+            let txn = s.write().unwrap();
+            txn.open_table(tables::META).unwrap().insert("schema_version", from).unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(!dir.path().join("backups").exists(), "no copy when nothing migrates");
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
+        drop(s);
+        let copies: Vec<_> =
+            std::fs::read_dir(dir.path().join("backups")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        let name = copies[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("pre-migration-{from}-{}-", migrations::LAST_SCHEMA_VERSION)), "{name}");
+        assert!(name.ends_with(".redb"), "{name}");
+        assert_eq!(std::fs::metadata(&copies[0]).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(dir.path().join("backups")).unwrap().permissions().mode() & 0o777, 0o700);
+        // The copy is the database as it was, before the upgrade.
+        let (old, found) = Store::open_unmigrated(&copies[0]).unwrap();
+        assert_eq!((found, old.schema_version().unwrap()), (from, from));
+        // Reopening the upgraded database takes no further copy.
+        drop(Store::open(&p).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path().join("backups")).unwrap().count(), 1);
     }
 
     #[test]

@@ -131,7 +131,7 @@ fn admin_commands_work_while_serving_and_while_stopped() {
         !find("user.proxy_password").is_empty() && !find("device.unban").is_empty() && !find("pair.create").is_empty()
     );
     assert!(!audit.to_string().contains(&pass), "no proxy password in the audit log");
-    let backup = s.data_dir().join("backup.redb");
+    let backup = s.data_dir().join("backup.tar");
     assert!(s.cli(&["backup", backup.to_str().unwrap()]).status.success());
     assert!(backup.exists());
     {

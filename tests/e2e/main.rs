@@ -15,5 +15,6 @@ mod failures;
 mod hostile;
 mod limits;
 mod money;
+mod ops;
 mod readme;
 mod routing;
