@@ -9,6 +9,7 @@ import loginPage from './js/pages/login.js';
 import overviewPage from './js/pages/overview.js';
 import nodesPage from './js/pages/nodes.js';
 import usersPage from './js/pages/users.js';
+import userPage from './js/pages/user.js';
 import sessionsPage from './js/pages/sessions.js';
 import ledgerPage from './js/pages/ledger.js';
 import withdrawalsPage from './js/pages/withdrawals.js';
@@ -27,6 +28,8 @@ const ADMIN_ROUTES = [
   { path: 'settings', title: 'Settings', icon: 'settings', page: settingsPage },
 ];
 const PORTAL_ROUTE = { path: 'me', title: 'My account', icon: 'me', page: portalPage };
+/** One user (#/users/NAME), under Users in the navigation. */
+const USER_ROUTE = { path: 'user', title: 'User', nav: 'users', page: userPage };
 
 const root = document.getElementById('app');
 const state = { me: null, shell: null, cleanup: null, routeKey: null, loginMessage: '' };
@@ -106,9 +109,14 @@ async function route({ focus = true } = {}) {
     return;
   }
   const routes = routesFor(state.me);
-  const r = routes.find((x) => x.path === path);
+  const userMatch = /^users\/([^/]+)$/.exec(path);
+  let name = null;
+  if (userMatch) {
+    try { name = decodeURIComponent(userMatch[1]); } catch { name = null; }
+  }
+  const r = name && state.me.admin ? USER_ROUTE : routes.find((x) => x.path === path);
   if (!r) {
-    if (ADMIN_ROUTES.some((x) => x.path === path) && path) toast('That page is for administrators.', { type: 'error' });
+    if ((ADMIN_ROUTES.some((x) => x.path === path) || userMatch) && path) toast('That page is for administrators.', { type: 'error' });
     history.replaceState(null, '', `#/${homeFor(state.me)}`);
     return route({ focus });
   }
@@ -119,14 +127,15 @@ async function route({ focus = true } = {}) {
   replace(main);
   main.dataset.page = r.path;
   for (const a of state.shell.nav.querySelectorAll('a[data-path]')) {
-    if (a.dataset.path === r.path) a.setAttribute('aria-current', 'page');
+    if (a.dataset.path === (r.nav || r.path)) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
   closeNav();
-  document.title = `${r.title} · Traffix`;
+  document.title = name ? `${name} · Users · Traffix` : `${r.title} · Traffix`;
   const ctx = {
     get me() { return state.me; },
     params,
+    name,
     navigate,
     setMe(me) { state.me = me; updateUserChip(); },
     async refreshMe() {

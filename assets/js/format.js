@@ -83,10 +83,13 @@ const WS = '\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\
 const TRIM_RE = new RegExp(`^[${WS}]+|[${WS}]+$`, 'g');
 const U64_MAX = 18446744073709551615n;
 
+const I64_MAX = 9223372036854775807n;
+
 /** What to tell a person about an amount the grammar refuses; `example` is a well-formed one. */
-export function amountMessage(error, example = '12.50') {
+export function amountMessage(error, example = '12.50', { signed = false } = {}) {
   if (error === 'too_precise') return `Enter an amount like ${example}: at most 6 decimals.`;
   if (error === 'overflow') return `That amount is too large. Enter an amount like ${example}.`;
+  if (signed) return `Enter an amount like ${example}: an optional + or - right before the digits, and a dot before the decimals (no commas, spaces or letters).`;
   return `Enter an amount like ${example}: digits, and a dot before the decimals (no commas, spaces, signs or letters).`;
 }
 
@@ -94,20 +97,26 @@ export function amountMessage(error, example = '12.50') {
  * Reads a decimal amount typed by a person, exactly as the server does: "12", "12.5",
  * "0.000001"; no sign, exponent, separator or more than 6 decimals. Returns {ok: true, text,
  * micros (BigInt)} or {ok: false, error: 'syntax' | 'too_precise' | 'overflow', message}.
- * `signed` (for adjustments, "-13.50") waits for the server's signed grammar.
+ * With `signed` (adjustments) it reads as `parse_signed` does: an optional "+" or "-" right
+ * before the digits ("-13.50", "+2"), a magnitude that fits an i64; `micros` is negative for "-".
  */
-export function parseAmount(text, { signed = false, example } = {}) {
-  if (signed) throw new Error('signed amounts are not supported yet');
-  const fail = (error) => ({ ok: false, error, message: amountMessage(error, example) });
+export function parseAmount(text, { signed = false, example = signed ? '-13.50' : '12.50' } = {}) {
+  const fail = (error) => ({ ok: false, error, message: amountMessage(error, example, { signed }) });
   const t = String(text ?? '').replace(TRIM_RE, '');
-  const dot = t.indexOf('.');
-  const int = dot < 0 ? t : t.slice(0, dot);
-  const frac = dot < 0 ? '' : t.slice(dot + 1);
+  let negative = false;
+  let digits = t;
+  if (signed) {
+    if (t[0] === '-' || t[0] === '+') { negative = t[0] === '-'; digits = t.slice(1); }
+    if (!/^[0-9]/.test(digits)) return fail('syntax');
+  }
+  const dot = digits.indexOf('.');
+  const int = dot < 0 ? digits : digits.slice(0, dot);
+  const frac = dot < 0 ? '' : digits.slice(dot + 1);
   if (!/^[0-9]+$/.test(int) || !/^[0-9]*$/.test(frac) || (dot >= 0 && !frac)) return fail('syntax');
   if (frac.length > 6) return fail('too_precise');
   const micros = BigInt(int) * MICROS + BigInt(frac.padEnd(6, '0'));
-  if (micros > U64_MAX) return fail('overflow');
-  return { ok: true, text: t, micros };
+  if (micros > (signed ? I64_MAX : U64_MAX)) return fail('overflow');
+  return { ok: true, text: t, micros: negative ? -micros : micros };
 }
 
 const BYTE_UNITS = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];

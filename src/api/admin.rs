@@ -14,7 +14,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::me::{LimitQuery, UsageQuery, csv_field, transfers_csv};
+use super::me::{LimitQuery, PairResponse, UsageQuery, csv_field, transfers_csv};
 use super::{ApiError, ApiJson, ApiState, ErrorBody, Principal, ServerInfo};
 use crate::admin;
 use crate::admin::views::*;
@@ -318,6 +318,54 @@ pub async fn set_password(
     };
     let _permit = state.hashing.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(state.run(admin::UserPassword { name, password, keep_login: None }, &p.actor()).await?))
+}
+
+/// Rotate a user's proxy password (connections with the old one are refused from now on); the
+/// new one is in the answer.
+#[utoipa::path(post, path = "/api/v1/admin/users/{name}/proxy-password", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, body = ProxyPasswordView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rotate_proxy_password(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<ProxyPasswordView>, ApiError> {
+    p.admin_write(false)?;
+    Ok(Json(state.run(admin::UserProxyPassword { name }, &p.actor()).await?))
+}
+
+/// A one-time pairing link (10 minutes) for a new device of the user, with its QR code; counted
+/// by the same per-account limit as the user's own links. A disabled user gets none (400).
+#[utoipa::path(post, path = "/api/v1/admin/users/{name}/pair", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, body = PairResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn pair(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<PairResponse>, ApiError> {
+    p.admin_write(false)?;
+    // 403 `disabled` means "your own account is disabled" to clients; here it is the user's.
+    let pair = super::me::pair_link(&state, &name, &p.actor()).await.map_err(|e| match e.code {
+        "disabled" => ApiError::invalid(format!("{}: enable the user first", e.reason)),
+        _ => e,
+    })?;
+    Ok(Json(pair))
+}
+
+/// The user's sub-users, oldest first, without their proxy passwords.
+#[utoipa::path(get, path = "/api/v1/admin/users/{name}/sub-users", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, body = [SubUserView]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sub_users(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<SubUserView>>, ApiError> {
+    p.admin_read()?;
+    let list = state.run(admin::SubUserList { parent: Some(name), ..Default::default() }, &p.actor()).await?;
+    Ok(Json(list.into_iter().map(|s| SubUserView { proxy_password: String::new(), ..s }).collect()))
 }
 
 /// Disable a user: proxy access and logins stop.

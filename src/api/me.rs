@@ -216,14 +216,20 @@ pub async fn devices(State(state): State<Arc<ApiState>>, p: Principal) -> Result
     responses((status = 200, body = PairResponse), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn pair(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<PairResponse>, ApiError> {
     p.may_write()?;
+    Ok(Json(pair_link(&state, &p.user.name, &p.actor()).await?))
+}
+
+/// A pairing link for `user` with its QR code, counted by the per-account pairing throttle
+/// (shared by the user's own portal and the admin's user page).
+pub(super) async fn pair_link(state: &ApiState, user: &str, actor: &str) -> Result<PairResponse, ApiError> {
     state
         .throttle
-        .pair(&p.user.name)
+        .pair(user)
         .map_err(|wait| ApiError::throttled(wait, "too many pairing links; try again in a minute"))?;
-    let pair = state.run(admin::Pair { name: p.user.name.clone() }, &p.actor()).await?;
+    let pair = state.run(admin::Pair { name: user.to_owned() }, actor).await?;
     let qr = qrcode::QrCode::new(pair.link.as_bytes()).map_err(|e| ApiError::internal(e.to_string()))?;
     let qr_svg = qr.render::<qrcode::render::svg::Color<'_>>().min_dimensions(256, 256).quiet_zone(true).build();
-    Ok(Json(PairResponse { pair, qr_svg }))
+    Ok(PairResponse { pair, qr_svg })
 }
 
 /// The caller's streams, newest first.

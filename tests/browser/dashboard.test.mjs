@@ -326,31 +326,28 @@ flow('the admin enables a disabled user', async (open) => {
 flow('the dashboard reads amounts exactly as the server does (tests/vectors/amounts.json)', async (open) => {
   const vectors = JSON.parse(fs.readFileSync(path.join(ROOT, 'tests/vectors/amounts.json'), 'utf8'));
   assert.ok(vectors.unsigned.length >= 40);
+  assert.ok(vectors.signed.length >= 40);
   const page = await open();
   await signIn(page, t, 'admin', t.adminPassword, '#/users');
-  // The module as the server serves it, in the browser.
-  const results = await page.evaluate(async (cases) => {
-    const { parseAmount } = await import('/assets/js/format.js');
-    let signedThrows = false;
-    try { parseAmount('1', { signed: true }); } catch { signedThrows = true; }
-    return {
-      signedThrows,
-      got: cases.map((c) => {
-        const r = parseAmount(c.input);
+  // The module as the server serves it, in the browser: unsigned as Micros::parse, signed as
+  // parse_signed.
+  for (const [section, signed, example] of [['unsigned', false, /like 12\.50/], ['signed', true, /like -13\.50/]]) {
+    const got = await page.evaluate(async ({ cases, signed }) => {
+      const { parseAmount } = await import('/assets/js/format.js');
+      return cases.map((c) => {
+        const r = parseAmount(c.input, { signed });
         return r.ok ? { ok: true, micros: r.micros.toString() } : { ok: false, error: r.error, message: r.message };
-      }),
-    };
-  }, vectors.unsigned);
-  const differ = [];
-  vectors.unsigned.forEach((c, i) => {
-    const g = results.got[i];
-    const same = c.ok ? g.ok && g.micros === c.micros : !g.ok && g.error === c.error;
-    if (!same) differ.push(`${JSON.stringify(c.input)}: want ${JSON.stringify(c)}, got ${JSON.stringify(g)}`);
-    if (!g.ok) assert.match(g.message, /like 12\.50/, 'a refusal shows the expected form');
-  });
-  assert.deepEqual(differ, [], 'the dashboard and Micros::parse agree');
-  assert.equal(vectors.signed.length, 0, 'no signed cases until there is a signed parser');
-  assert.ok(results.signedThrows, 'signed amounts are refused until the server has a grammar for them');
+      });
+    }, { cases: vectors[section], signed });
+    const differ = [];
+    vectors[section].forEach((c, i) => {
+      const g = got[i];
+      const same = c.ok ? g.ok && g.micros === c.micros : !g.ok && g.error === c.error;
+      if (!same) differ.push(`${JSON.stringify(c.input)}: want ${JSON.stringify(c)}, got ${JSON.stringify(g)}`);
+      if (!g.ok) assert.match(g.message, example, 'a refusal shows the expected form');
+    });
+    assert.deepEqual(differ, [], `the dashboard and the server agree on the ${section} cases`);
+  }
 });
 
 flow('bad input: a comma, sign or exponent is refused in every amount field', async (open) => {
@@ -574,6 +571,233 @@ flow('the nodes map says how to turn GeoIP on when it is off', async (open) => {
   assert.match(note, /restart/);
 });
 
+flow('the admin user page shows a user\'s money and lists and runs every action', async (open) => {
+  await ensureNodeOnline();
+  const hana = await t.addUser('hana', { credit: '20' });
+  const hanaToken = (await t.apiLogin('hana', hana.password)).json().access_token;
+  assert.equal((await t.api('POST', '/me/sub-users', { name: 'hana_bot', max_streams: 4 }, hanaToken)).status, 200);
+  const c = t.curl('hana', hana.proxyPassword, origin.url('/bytes/2000'));
+  assert.equal((await c.exited).code, 0);
+  await waitFor('hana\'s usage to be posted', async () => (await t.user('hana')).balance_micros < 20_000_000);
+
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/users');
+  await page.getByTestId('user-open-hana').click();
+  await waitFor('the user page', async () => (await page.getByTestId('main').getAttribute('data-page')) === 'user');
+  assert.equal(await page.getByTestId('nav-users').getAttribute('aria-current'), 'page');
+  const server = await t.user('hana');
+  await waitText(page, 'user-page-balance', (s) => /\d/.test(s));
+  assert.equal(micros(await text(page, 'user-page-balance')), BigInt(server.balance_micros));
+  assert.equal(micros(await text(page, 'user-page-available')), BigInt(server.available_micros));
+  assert.equal(await text(page, 'user-page-held'), '$0.00');
+  assert.equal(await text(page, 'user-page-pending'), '$0.00');
+  await waitFor('hana\'s session', async () => (await page.locator('[data-testid="user-sessions-table"] tbody tr').count()) === 1);
+  await waitText(page, 'user-ledger-table', (s) => s.includes('Deposit') && s.includes('+$20.00'));
+  assert.equal(await page.getByTestId('user-ledger-all').getAttribute('href'), '#/ledger?user=hana');
+  assert.equal(await page.getByTestId('user-sessions-all').getAttribute('href'), '#/sessions?user=hana');
+  await page.getByTestId('user-subuser-row-hana_bot').waitFor();
+  await page.getByTestId('user-devices-empty').waitFor();
+
+  // Adjust: the signed grammar in the dialog, then the amount and the balance it makes.
+  await page.getByTestId('user-page-adjust').click();
+  await page.getByTestId('adjust-dialog').waitFor();
+  await page.getByTestId('adjust-reason').fill('refund of a failed job');
+  for (const bad of ['1,5', '--1', '- 1', '1e3', '-1.0000001', '−1']) {
+    await page.getByTestId('adjust-amount').fill(bad);
+    await page.getByTestId('adjust-dialog-submit').click();
+    await waitText(page, 'adjust-dialog-error', (m) => /like -13\.50/.test(m), `the refusal of ${bad}`);
+    assert.equal(await page.getByTestId('adjust-confirm-dialog').count(), 0);
+  }
+  await page.getByTestId('adjust-amount').fill('-0');
+  await page.getByTestId('adjust-dialog-submit').click();
+  await waitText(page, 'adjust-dialog-error', (m) => /other than zero/.test(m));
+  // More than is available: the API's reason, in the dialog.
+  await page.getByTestId('adjust-amount').fill('-1000');
+  await page.getByTestId('adjust-dialog-submit').click();
+  await page.getByTestId('adjust-confirm-dialog-submit').click();
+  await waitText(page, 'adjust-dialog-error', (m) => /available/.test(m), 'the API refusing too much');
+  const before = BigInt((await t.user('hana')).balance_micros);
+  await page.getByTestId('adjust-amount').fill(' -5.25 ');
+  await page.getByTestId('adjust-dialog-submit').click();
+  await page.getByTestId('adjust-confirm-dialog').waitFor();
+  assert.equal(await text(page, 'adjust-confirm-amount'), '-$5.25');
+  assert.equal(micros(await text(page, 'adjust-confirm-before')), before);
+  assert.equal(micros(await text(page, 'adjust-confirm-after')), before - 5_250_000n);
+  await page.getByTestId('adjust-confirm-dialog-submit').click();
+  await page.getByTestId('adjust-dialog').waitFor({ state: 'detached' });
+  await page.getByTestId('toast-success').filter({ hasText: 'Adjusted hana by -$5.25' }).waitFor();
+  assert.equal(BigInt((await t.user('hana')).balance_micros), before - 5_250_000n);
+  await waitText(page, 'user-page-balance', (s) => micros(s) === before - 5_250_000n);
+  await waitText(page, 'user-ledger-table', (s) => s.includes('Adjustment') && s.includes('Adjustments (platform)'));
+  await page.getByTestId('user-page-adjust').click();
+  await page.getByTestId('adjust-amount').fill('+2');
+  await page.getByTestId('adjust-reason').fill('goodwill');
+  await page.getByTestId('adjust-dialog-submit').click();
+  assert.equal(await text(page, 'adjust-confirm-amount'), '+$2.00');
+  await page.getByTestId('adjust-confirm-dialog-submit').click();
+  await page.getByTestId('adjust-dialog').waitFor({ state: 'detached' });
+  assert.equal(BigInt((await t.user('hana')).balance_micros), before - 3_250_000n);
+
+  // Rotate the proxy password: the new one is shown once, and only it works.
+  await page.getByTestId('user-page-rotate').click();
+  await page.getByTestId('user-rotate-dialog-submit').click();
+  const proxyPw = await waitText(page, 'user-proxy-password', (s) => s.length >= 8);
+  assert.notEqual(proxyPw, hana.proxyPassword);
+  await page.getByTestId('user-proxy-password-dialog-done').click();
+  assert.equal((await t.curl('hana', proxyPw, origin.url('/bytes/10')).exited).code, 0, 'the new proxy password works');
+  assert.notEqual((await t.curl('hana', hana.proxyPassword, origin.url('/bytes/10')).exited).code, 0, 'the old one does not');
+
+  // Reset the login password: generated, shown once; the old one stops working.
+  await page.getByTestId('user-page-reset-password').click();
+  await page.getByTestId('reset-password-dialog-submit').click();
+  const loginPw = await waitText(page, 'reset-password-value', (s) => s.length >= 8);
+  await waitText(page, 'reset-password-revoked', (s) => /\d+ logins? w(as|ere) signed out/.test(s));
+  await page.getByTestId('password-reset-dialog-done').click();
+  assert.equal((await t.apiLogin('hana', loginPw)).status, 200);
+  assert.equal((await t.apiLogin('hana', hana.password)).status, 401);
+
+  // A pairing link with its QR code.
+  await page.getByTestId('user-page-pair').click();
+  await page.getByTestId('pair-dialog').waitFor();
+  assert.match(await text(page, 'pair-link'), /^traffix:\/\/pair\?/);
+  assert.match(await page.getByTestId('pair-qr').getAttribute('src'), /^data:image\/svg\+xml;charset=utf-8,.*svg/);
+  await page.getByTestId('pair-dialog-done').click();
+
+  // Disable (a reason), then enable.
+  await page.getByTestId('user-page-disable').click();
+  await page.getByTestId('disable-reason').fill('abuse report 77');
+  await page.getByTestId('disable-dialog-submit').click();
+  await waitText(page, 'user-page-status', (s) => s.includes('disabled') && s.includes('abuse report 77'));
+  assert.equal(await page.getByTestId('user-page-pair').count(), 0, 'no pairing link for a disabled user');
+  assert.equal((await t.user('hana')).disabled, true);
+  await page.getByTestId('user-page-enable').click();
+  await page.getByTestId('enable-dialog-submit').click();
+  await page.getByTestId('user-page-disable').waitFor();
+  assert.equal((await t.user('hana')).disabled, false);
+
+  // The owner of the nodes has them listed; an unknown name says so.
+  await page.evaluate(() => { location.hash = '#/users/carol'; });
+  await page.getByTestId(`user-device-row-${nodeA.vip}`).waitFor();
+  await page.evaluate(() => { location.hash = '#/users/nobody'; });
+  await waitText(page, 'user-page-missing', (s) => s.includes('No user “nobody”'));
+});
+
+flow('the admin reverses a deposit once; the second time shows the API\'s refusal', async (open) => {
+  await t.addUser('ivan');
+  const token = (await t.apiLogin('admin', t.adminPassword)).json().access_token;
+  const credit = (await t.api('POST', '/admin/users/ivan/credit', { amount: '10', reason: 'wrong user' }, token)).json();
+  const seq = credit.transfer;
+  assert.equal((await t.api('POST', '/admin/users/ivan/adjust', { amount: '+1.50', reason: 'goodwill' }, token)).status, 200);
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/ledger?user=ivan');
+  await waitText(page, 'ledger-table', (s) => s.includes('Adjustment') && s.includes('Adjustments (platform)'));
+  await page.getByTestId(`reverse-${seq}`).click();
+  await page.getByTestId('reverse-dialog').waitFor();
+  await page.getByTestId('reverse-dialog-submit').click();
+  await waitText(page, 'reverse-dialog-error', (s) => /reason/i.test(s));
+  await page.getByTestId('reverse-reason').fill('credited the wrong user');
+  await page.getByTestId('reverse-dialog-submit').click();
+  await page.getByTestId('reverse-confirm-dialog').waitFor();
+  assert.equal(await text(page, 'reverse-confirm-amount'), '$10.00');
+  assert.match(await text(page, 'reverse-confirm-flow'), /ivan → Deposits \(outside\)/);
+  await page.getByTestId('reverse-confirm-dialog-submit').click();
+  await page.getByTestId('reverse-dialog').waitFor({ state: 'detached' });
+  await page.getByTestId('toast-success').filter({ hasText: `Reversed transfer #${seq}. ivan's balance is now $1.50.` }).waitFor();
+  assert.equal((await t.user('ivan')).balance_micros, 1_500_000);
+  await waitText(page, 'ledger-table', (s) => s.includes('Reversal'));
+  const reversal = page.locator('[data-testid="ledger-table"] tbody tr').filter({ hasText: 'Reversal' });
+  assert.equal(await reversal.locator('[data-testid^="reverse-"]').count(), 0, 'a reversal cannot be reversed');
+
+  // Again: the API refuses (409), and the dialog says why.
+  await page.getByTestId(`reverse-${seq}`).click();
+  await page.getByTestId('reverse-reason').fill('twice');
+  await page.getByTestId('reverse-dialog-submit').click();
+  await page.getByTestId('reverse-confirm-dialog-submit').click();
+  const api = await t.api('POST', `/admin/ledger/${seq}/reverse`, { reason: 'twice' }, token);
+  assert.equal(api.status, 409);
+  await waitText(page, 'reverse-dialog-error', api.json().reason);
+  await page.getByTestId('reverse-dialog-cancel').click();
+  assert.equal((await t.user('ivan')).balance_micros, 1_500_000, 'nothing changed');
+});
+
+flow('a user changes the sign-in password: wrong, mismatched, right, then throttled', async (open) => {
+  const jill = await t.addUser('jill');
+  const other = await open();
+  await signIn(other, t, 'jill', jill.password, '#/me');
+  const page = await open();
+  await signIn(page, t, 'jill', jill.password, '#/me');
+  await page.getByTestId('password-card').waitFor();
+  const submit = async () => {
+    const [res] = await Promise.all([page.waitForResponse((r) => r.url().endsWith('/api/v1/me/password')), page.getByTestId('password-submit').click()]);
+    return res.status();
+  };
+  await page.getByTestId('password-current').fill('not my password');
+  await page.getByTestId('password-new').fill('jill-new-password');
+  await page.getByTestId('password-repeat').fill('jill-new-password');
+  assert.equal(await submit(), 403);
+  await waitText(page, 'password-error', 'The current password is wrong. Nothing was changed.');
+  // A repeat that differs is refused before anything is sent.
+  await page.getByTestId('password-current').fill(jill.password);
+  await page.getByTestId('password-repeat').fill('jill-new-passwort');
+  await page.getByTestId('password-submit').click();
+  await waitText(page, 'password-error', (s) => /do not match/.test(s));
+  assert.equal(await page.getByTestId('password-repeat').getAttribute('aria-invalid'), 'true');
+  await page.getByTestId('password-repeat').fill('jill-new-password');
+  assert.equal(await submit(), 200);
+  await waitText(page, 'password-done', (s) => s.includes('Your 1 other session was signed out') && s.includes('this one stays signed in'));
+  assert.equal((await t.apiLogin('jill', jill.password)).status, 401);
+  assert.equal((await t.apiLogin('jill', 'jill-new-password')).status, 200);
+  // This tab stays signed in across a reload; the other one's login has ended.
+  await page.reload();
+  await waitText(page, 'portal-user', 'jill');
+  await other.reload();
+  await other.getByTestId('login-page').waitFor();
+
+  // Wrong current passwords are throttled like logins: the wait is shown.
+  let status = 0;
+  for (let i = 0; i < 8 && status !== 429; i++) {
+    await page.getByTestId('password-current').fill('still not it');
+    await page.getByTestId('password-new').fill('jill-third-password');
+    await page.getByTestId('password-repeat').fill('jill-third-password');
+    status = await submit();
+  }
+  assert.equal(status, 429);
+  await waitText(page, 'password-error', (s) => /Too many wrong passwords.*Try again in \d+ s\./.test(s));
+});
+
+flow('the admin traces an abuse report by the node\'s IP on the sessions page', async (open) => {
+  const node = await ensureNodeOnline();
+  const kim = await t.addUser('kim', { credit: '5' });
+  assert.equal((await t.curl('kim', kim.proxyPassword, origin.url('/bytes/500')).exited).code, 0);
+  const ip = (await t.devices()).find((d) => d.vip === node.vip).public_ip;
+  assert.ok(ip, 'the node has a public IP');
+  // The session is stored once the stream's end is processed: wait for the API to list it.
+  const token = (await t.apiLogin('admin', t.adminPassword)).json().access_token;
+  await waitFor('kim\'s session stored', async () => (await t.api('GET', '/admin/sessions?user=kim', undefined, token)).json().length === 1);
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, `#/sessions?node_ip=${ip}`);
+  await page.getByTestId('sessions-auto').uncheck();
+  assert.equal(await page.getByTestId('sessions-node-ip').inputValue(), ip);
+  const rows = page.locator('[data-testid="sessions-table"] tbody tr');
+  await waitFor('the node\'s sessions', async () => (await rows.count()) > 0);
+  const texts = await rows.allTextContents();
+  assert.ok(texts.every((r) => r.includes(ip)), `every row was carried by ${ip}`);
+  assert.ok(texts.some((r) => r.includes('kim')), 'kim\'s session is among them');
+  await waitText(page, 'sessions-summary', (s) => s.includes(`on node ${ip}`));
+  const csv = await download(page, 'sessions-export');
+  assert.ok(csv.name.includes(ip), csv.name);
+  const lines = csv.text.trim().split('\n').slice(1);
+  assert.ok(lines.length >= texts.length && lines.every((l) => l.includes(`,"${ip}",`) || l.includes(`,${ip},`)), csv.text);
+  // With a client too; another address has none; a partial address is a hint, not an error.
+  await page.getByTestId('sessions-user').fill('kim');
+  await waitFor('kim\'s sessions on the node', async () => (await rows.count()) === 1 && /kim/.test(await rows.first().textContent()));
+  await page.getByTestId('sessions-node-ip').fill('192.0.2.1');
+  await waitText(page, 'sessions-empty', (s) => s.includes('No sessions match'));
+  await page.getByTestId('sessions-node-ip').fill('192.0.2');
+  await waitText(page, 'sessions-empty', (s) => s.includes('“192.0.2” is not an IP address'));
+  assert.equal(await page.getByTestId('sessions-error').count(), 0);
+});
+
 /* ---------- screenshots ---------- */
 
 flow('screenshots of every main page with real data', async (open) => {
@@ -602,7 +826,8 @@ flow('screenshots of every main page with real data', async (open) => {
 
     const go = async (route) => {
       await admin.evaluate((r) => { location.hash = r; }, `#/${route}`);
-      await waitFor(`the ${route} page`, async () => (await admin.getByTestId('main').getAttribute('data-page')) === route);
+      const page = route.startsWith('users/') ? 'user' : route;
+      await waitFor(`the ${route} page`, async () => (await admin.getByTestId('main').getAttribute('data-page')) === page);
     };
 
     await go('nodes');
@@ -614,6 +839,13 @@ flow('screenshots of every main page with real data', async (open) => {
     await admin.getByTestId('user-row-alice').waitFor();
     await admin.getByTestId('user-enable-mallory').waitFor();
     await screenshot(admin, 'users');
+
+    await go('users/alice');
+    await admin.getByTestId('user-sessions-table').waitFor();
+    await admin.getByTestId('user-ledger-table').waitFor();
+    await admin.getByTestId('user-subusers-empty').waitFor();
+    await waitText(admin, 'user-page-balance', (s) => /\d/.test(s));
+    await screenshot(admin, 'user');
 
     await go('sessions');
     await waitFor('a live session', async () => /live/.test(await text(admin, 'sessions-table')));
@@ -664,7 +896,7 @@ flow('screenshots of every main page with real data', async (open) => {
   } finally {
     await stopProcess(curl);
   }
-  for (const name of ['login', 'overview', 'nodes', 'users', 'sessions', 'ledger', 'withdrawals', 'audit', 'settings', 'portal', 'portal-dark', 'portal-phone']) {
+  for (const name of ['login', 'overview', 'nodes', 'users', 'user', 'sessions', 'ledger', 'withdrawals', 'audit', 'settings', 'portal', 'portal-dark', 'portal-phone']) {
     assert.ok(fs.statSync(path.join(SCREENSHOTS, `${name}.png`)).size > 10_000, `${name}.png written`);
   }
 });

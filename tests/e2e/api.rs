@@ -661,6 +661,72 @@ fn passwords_are_reset_by_admins_and_changed_by_their_users() {
     assert!(s.cli(&["ledger", "verify"]).status.success());
 }
 
+/// The admin's user page acts for another user: rotates its proxy password, makes it a pairing
+/// link with a QR code and lists its sub-users (without their passwords); others cannot.
+#[test]
+fn admins_rotate_pair_and_list_sub_users_for_a_user() {
+    let s = Server::start();
+    let api = Api::new(&s);
+    let admin = token(&api.login("admin", &s.admin_password));
+    s.cli_json(&["user", "add", "gus", "--password", "gus-password"]);
+    let gus = token(&api.login("gus", "gus-password"));
+    let old = api.get("/api/v1/me", &gus).json()["proxy"]["password"].as_str().unwrap().to_owned();
+
+    let r = api.post("/api/v1/admin/users/gus/proxy-password", &admin, json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let new = r.json()["proxy_password"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(api.get("/api/v1/me", &gus).json()["proxy"]["password"], new.as_str(), "the user sees the new one");
+
+    let r = api.post("/api/v1/admin/users/gus/pair", &admin, json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pair = r.json();
+    assert_eq!(pair["user"], "gus");
+    assert!(pair["link"].as_str().unwrap().starts_with("traffix://pair?"), "{pair}");
+    assert!(pair["qr_svg"].as_str().unwrap().contains("<svg"), "{pair}");
+
+    api.post("/api/v1/me/sub-users", &gus, json!({"name": "gus_bot", "max_streams": 3}));
+    let subs = api.get("/api/v1/admin/users/gus/sub-users", &admin);
+    assert_eq!(subs.status, 200, "{}", subs.body);
+    let subs = subs.json();
+    assert_eq!(subs.as_array().map(Vec::len), Some(1), "{subs}");
+    assert_eq!((subs[0]["name"].as_str(), subs[0]["max_streams"].as_u64()), (Some("gus_bot"), Some(3)));
+    assert_eq!(subs[0]["proxy_password"], "", "lists never carry proxy passwords");
+
+    for (method, path) in [
+        ("POST", "/api/v1/admin/users/nobody/proxy-password"),
+        ("POST", "/api/v1/admin/users/nobody/pair"),
+        ("GET", "/api/v1/admin/users/nobody/sub-users"),
+    ] {
+        let body = (method == "POST").then(|| json!({}));
+        let r = api.call(method, path, Some(&admin), body.as_ref(), &[]);
+        assert_eq!((r.status, r.error()), (404, "not_found".into()), "{path}: {}", r.body);
+    }
+    let billing = api.post("/api/v1/me/api-keys", &admin, json!({"name": "books", "scope": "billing"})).json();
+    let billing = billing["key"].as_str().unwrap().to_owned();
+    for t in [gus.as_str(), billing.as_str()] {
+        for path in ["/api/v1/admin/users/gus/proxy-password", "/api/v1/admin/users/gus/pair"] {
+            let r = api.post(path, t, json!({}));
+            assert_eq!((r.status, r.error()), (403, "forbidden".into()), "{path}: {}", r.body);
+        }
+    }
+    assert_eq!(api.get("/api/v1/admin/users/gus/sub-users", &gus).status, 403);
+    // A disabled user gets no pairing link, and the refusal is not the caller's own `disabled`.
+    api.post("/api/v1/admin/users/gus/disable", &admin, json!({"reason": "test"}));
+    let r = api.post("/api/v1/admin/users/gus/pair", &admin, json!({}));
+    assert_eq!((r.status, r.error()), (400, "invalid".into()), "{}", r.body);
+    assert!(r.json()["reason"].as_str().unwrap().contains("disabled"), "{}", r.body);
+    api.post("/api/v1/admin/users/gus/enable", &admin, json!({}));
+    let gus = token(&api.login("gus", "gus-password"));
+    assert_eq!(api.get("/api/v1/me", &gus).json()["proxy"]["password"], new.as_str(), "nothing else changed");
+
+    let audit = api.get("/api/v1/admin/audit", &admin).json();
+    let by_admin = |action: &str| {
+        audit.as_array().unwrap().iter().any(|e| e["action"] == action && e["actor"] == "admin" && e["target"] == "gus")
+    };
+    assert!(by_admin("user.proxy_password") && by_admin("pair.create"), "{audit}");
+}
+
 #[test]
 fn admin_ledger_and_sessions_page_by_cursor_and_date_and_export_csv() {
     let s = Server::start();

@@ -2,8 +2,8 @@
 
 import * as api from '../api.js';
 import { h, replace } from '../dom.js';
-import { badge, busy, button, toast } from '../ui.js';
-import { bytes, countryName, duration, titleCase, zoneName } from '../format.js';
+import { badge, busy, button, copyButton, infoDialog, toast } from '../ui.js';
+import { bytes, countryName, dateTime, duration, titleCase, zoneName } from '../format.js';
 
 /** The live-feed indicator: Live / Connecting / Reconnecting in N s. */
 export function liveBadge() {
@@ -81,10 +81,72 @@ export function account(key) {
     'external:deposits': 'Deposits (outside)',
     'external:payouts': 'Payouts (outside)',
     'platform:fees': 'Platform fees',
+    'platform:adjustments': 'Adjustments (platform)',
     'pending:payouts': 'Pending payouts',
   };
   if (kind === 'user') return h('span', { class: 'acct acct-user', title: key }, name);
   return h('span', { class: 'acct acct-system', title: key }, labels[key] || key);
+}
+
+const KIND_WORDS = {
+  deposit: 'Deposit',
+  usage: 'Usage',
+  usage_fee: 'Usage (fee)',
+  payout_request: 'Withdrawal requested',
+  payout: 'Withdrawal paid',
+  payout_reversal: 'Withdrawal rejected',
+  adjustment: 'Adjustment',
+  reversal: 'Reversal',
+};
+
+/** A ledger transfer's kind ("deposit", "adjustment") in words. */
+export function kindLabel(kind) {
+  return KIND_WORDS[kind] || titleCase(kind || '');
+}
+
+/** The transfers an admin may reverse: deposits and adjustments (once; the API says if it was). */
+export function reversible(t) {
+  return t.kind === 'deposit' || t.kind === 'adjustment';
+}
+
+/**
+ * The pairing dialog for a `POST …/pair` answer: the QR code (an <img> of the SVG), the link,
+ * the code, the Linux command and a live expiry countdown. `who` names the account in the steps.
+ */
+export async function pairDialog(result, { who = 'your account' } = {}) {
+  const img = h('img', { class: 'qr', testid: 'pair-qr', alt: 'QR code of the pairing link', src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(result.qr_svg || '')}` });
+  const expiry = h('p', { class: 'pair-expiry', testid: 'pair-expiry', role: 'status' });
+  const cmd = `traffix node --pair '${result.link}' --state ~/.traffix-node.json`;
+  const until = new Date(result.expires_at).getTime();
+  const tick = () => {
+    const left = Math.round((until - Date.now()) / 1000);
+    if (left <= 0) {
+      expiry.textContent = 'This code has expired. Close this and create a new one.';
+      expiry.classList.add('neg');
+      clearInterval(t);
+      return;
+    }
+    expiry.textContent = `Valid for ${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')} more (until ${dateTime(result.expires_at)}). It works once.`;
+  };
+  const t = setInterval(tick, 1000);
+  tick();
+  await infoDialog({
+    title: 'Pair a device',
+    testid: 'pair-dialog',
+    content: h('div', { class: 'pair' },
+      h('div', { class: 'qr-frame' }, img),
+      h('div', { class: 'pair-text' },
+        h('ol', { class: 'steps' },
+          h('li', null, 'Open the Traffix app on the phone and choose to pair it.'),
+          h('li', null, `Scan this code. The phone joins ${who} and starts earning when it shares its connection.`)),
+        expiry,
+        h('p', { class: 'label' }, 'Pairing link'),
+        h('div', { class: 'secret-row' }, h('code', { class: 'secret wrap', testid: 'pair-link' }, result.link), copyButton(result.link, { testid: 'copy-pair-link', label: 'Copy the pairing link', what: 'Link copied' })),
+        result.code ? h('p', { class: 'small muted' }, 'Code: ', h('code', { testid: 'pair-code' }, result.code)) : null,
+        h('p', { class: 'label' }, 'On Linux'),
+        h('div', { class: 'secret-row' }, h('code', { class: 'secret wrap', testid: 'pair-command' }, cmd), copyButton(cmd, { testid: 'copy-pair-command', label: 'Copy the Linux command', what: 'Command copied' })))),
+  });
+  clearInterval(t);
 }
 
 /** Ends of a session, in words. */
@@ -185,9 +247,9 @@ export function csvButton({ testid, path, name, query }) {
   const b = button('Download CSV', { kind: 'secondary', small: true, iconName: 'download', testid });
   b.addEventListener('click', () => busy(b, async () => {
     const q = query();
-    const parts = [name, q.user, q.fromDay && q.toDay ? `${q.fromDay}_${q.toDay}` : q.fromDay ? `from-${q.fromDay}` : q.toDay ? `to-${q.toDay}` : new Date().toISOString().slice(0, 10)];
+    const parts = [name, q.user, q.nodeIp, q.fromDay && q.toDay ? `${q.fromDay}_${q.toDay}` : q.fromDay ? `from-${q.fromDay}` : q.toDay ? `to-${q.toDay}` : new Date().toISOString().slice(0, 10)];
     try {
-      await api.download(`${path}${api.qs({ user: q.user, since: q.since, until: q.until })}`, `${parts.filter(Boolean).join('-')}.csv`);
+      await api.download(`${path}${api.qs({ user: q.user, node_ip: q.nodeIp, since: q.since, until: q.until })}`, `${parts.filter(Boolean).join('-')}.csv`);
     } catch (e) {
       toast(`Could not download the CSV: ${e.reason || e.message}`, { type: 'error' });
     }

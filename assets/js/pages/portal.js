@@ -1,5 +1,6 @@
 // The portal (#/me) of every user: balance (refreshed every 2 s), usage, proxy credentials,
-// devices and earnings, pairing, withdrawals, connections, ledger with CSV, API keys.
+// devices and earnings, pairing, withdrawals, connections, ledger with CSV, API keys, and the
+// sign-in password.
 
 import * as api from '../api.js';
 import { h, icon, replace } from '../dom.js';
@@ -9,7 +10,7 @@ import {
   infoDialog, loader, pageHeader, segmented, select, timeEl, toast,
 } from '../ui.js';
 import { usageChart } from '../chart.js';
-import { battery, caps, countryCell, network, nodeStatus, onlineFor, setText } from './common.js';
+import { battery, caps, countryCell, network, nodeStatus, onlineFor, pairDialog, setText } from './common.js';
 import { sessionsTable } from './sessions.js';
 import { ledgerTable } from './ledger.js';
 import { withdrawalsTable } from './withdrawals.js';
@@ -242,39 +243,7 @@ export default function portalPage(main, ctx) {
       toast(`Could not create a pairing code: ${e.reason || e.message}`, { type: 'error' });
       return;
     }
-    const img = h('img', { class: 'qr', testid: 'pair-qr', alt: 'QR code of the pairing link', src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(result.qr_svg || '')}` });
-    const expiry = h('p', { class: 'pair-expiry', testid: 'pair-expiry', role: 'status' });
-    const cmd = `traffix node --pair '${result.link}' --state ~/.traffix-node.json`;
-    const until = new Date(result.expires_at).getTime();
-    const tick = () => {
-      const left = Math.round((until - Date.now()) / 1000);
-      if (left <= 0) {
-        expiry.textContent = 'This code has expired. Close this and create a new one.';
-        expiry.classList.add('neg');
-        clearInterval(t);
-        return;
-      }
-      expiry.textContent = `Valid for ${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')} more (until ${dateTime(result.expires_at)}). It works once.`;
-    };
-    const t = setInterval(tick, 1000);
-    tick();
-    await infoDialog({
-      title: 'Pair a device',
-      testid: 'pair-dialog',
-      content: h('div', { class: 'pair' },
-        h('div', { class: 'qr-frame' }, img),
-        h('div', { class: 'pair-text' },
-          h('ol', { class: 'steps' },
-            h('li', null, 'Open the Traffix app on the phone and choose to pair it.'),
-            h('li', null, 'Scan this code. The phone joins your account and starts earning when it shares its connection.')),
-          expiry,
-          h('p', { class: 'label' }, 'Pairing link'),
-          h('div', { class: 'secret-row' }, h('code', { class: 'secret wrap', testid: 'pair-link' }, result.link), copyButton(result.link, { testid: 'copy-pair-link', label: 'Copy the pairing link', what: 'Link copied' })),
-          result.code ? h('p', { class: 'small muted' }, 'Code: ', h('code', { testid: 'pair-code' }, result.code)) : null,
-          h('p', { class: 'label' }, 'On Linux'),
-          h('div', { class: 'secret-row' }, h('code', { class: 'secret wrap', testid: 'pair-command' }, cmd), copyButton(cmd, { testid: 'copy-pair-command', label: 'Copy the Linux command', what: 'Command copied' })))),
-    });
-    clearInterval(t);
+    await pairDialog(result);
     reloadDevices();
   }
 
@@ -539,6 +508,53 @@ export default function portalPage(main, ctx) {
     });
     if (ok) { toast('API key deleted', { type: 'success' }); reloadKeys(); }
   }
+
+  /* ---------- sign-in password ---------- */
+  const pwField = (label, testid, autocomplete, hint) => field({ label, testid, type: 'password', required: true, autocomplete, hint });
+  const pwCurrent = pwField('Current password', 'password-current', 'current-password');
+  const pwNew = pwField('New password', 'password-new', 'new-password', 'At least 8 characters.');
+  const pwRepeat = pwField('Repeat the new password', 'password-repeat', 'new-password');
+  const pwError = h('p', { class: 'form-error', role: 'alert', testid: 'password-error', hidden: true });
+  const pwDone = h('p', { class: 'notice notice-ok', role: 'status', testid: 'password-done', hidden: true });
+  const pwSubmit = button('Change password', { kind: 'primary', type: 'submit', testid: 'password-submit' });
+  const pwForm = h('form', { class: 'password-form', testid: 'password-form', novalidate: true }, pwCurrent, pwNew, pwRepeat, pwError, pwDone, pwSubmit);
+  grid.append(card('Sign-in password', { testid: 'password-card' },
+    h('p', { class: 'muted small' }, 'The password you sign in to this dashboard with (not the proxy password). Changing it signs out your other sessions; this one stays signed in.'),
+    pwForm));
+  pwForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    pwError.hidden = true;
+    pwDone.hidden = true;
+    for (const f of [pwCurrent, pwNew, pwRepeat]) f.input.removeAttribute('aria-invalid');
+    const fail = (msg, f) => {
+      pwError.textContent = msg;
+      pwError.hidden = false;
+      if (f) { f.input.setAttribute('aria-invalid', 'true'); f.input.focus(); }
+    };
+    const current = pwCurrent.input.value;
+    const next = pwNew.input.value;
+    if (!current) return fail('Enter your current password.', pwCurrent);
+    if (next.length < 8) return fail('The new password needs at least 8 characters.', pwNew);
+    if (pwRepeat.input.value !== next) return fail('The two new passwords do not match: type the same one twice.', pwRepeat);
+    if (next === current) return fail('The new password is the same as the current one.', pwNew);
+    await busy(pwSubmit, async () => {
+      try {
+        const r = await api.post('/me/password', { current, new: next });
+        for (const f of [pwCurrent, pwNew, pwRepeat]) f.input.value = '';
+        const n = r.revoked_logins || 0;
+        pwDone.textContent = `Password changed. ${n === 0 ? 'You had no other sessions to sign out' : n === 1 ? 'Your 1 other session was signed out' : `Your ${count(n)} other sessions were signed out`}; this one stays signed in.`;
+        pwDone.hidden = false;
+        toast('Password changed', { type: 'success' });
+      } catch (ex) {
+        if (ex.status === 403 && ex.code === 'invalid_credentials') return fail('The current password is wrong. Nothing was changed.', pwCurrent);
+        if (ex.status === 429) {
+          const wait = ex.retryAfter != null ? ` Try again in ${count(ex.retryAfter)} s.` : ` ${ex.reason}`;
+          return fail(`Too many wrong passwords: changing it is paused for a while.${wait}`, null);
+        }
+        return fail(ex.reason || String(ex), null);
+      }
+    });
+  });
 
   /* ---------- refresh ---------- */
   let meFailures = 0;

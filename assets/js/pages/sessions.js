@@ -1,5 +1,5 @@
-// Admin sessions: one row per stream, live ones first; by client and date range, page by page,
-// as CSV; auto-refresh.
+// Admin sessions: one row per stream, live ones first; by client, node IP (abuse reports) and
+// date range, page by page, as CSV; auto-refresh.
 
 import * as api from '../api.js';
 import { h, replace } from '../dom.js';
@@ -32,47 +32,58 @@ export function sessionsTable(rows, { currency, mine = false, testid = 'sessions
 
 export default function sessionsPage(main, ctx) {
   let user = ctx.params.get('user') || '';
+  let nodeIp = ctx.params.get('node_ip') || '';
   let limit = pageSize(ctx.params.get('limit'), 100);
   let auto = true;
   const refresh = button('Refresh', { kind: 'secondary', iconName: 'refresh', testid: 'sessions-refresh', onClick: () => reload() });
   main.append(pageHeader('Sessions', { subtitle: 'Every client connection carried by a node, newest first (live ones first on each page).', actions: [refresh] }));
   const changed = () => { pages.reset(); reload(); };
   const search = searchBox({ label: 'Client user name', testid: 'sessions-user', placeholder: 'Filter by client user name…', value: user, onInput: (v) => { user = v; changed(); } });
+  const ipBox = searchBox({ label: 'Node public IP', testid: 'sessions-node-ip', placeholder: 'Node IP, e.g. from an abuse report…', value: nodeIp, onInput: (v) => { nodeIp = v; changed(); } });
   const range = dateRange({ testid: 'sessions-range', from: ctx.params.get('from') || '', to: ctx.params.get('to') || '', onChange: changed });
   const lim = select({ label: 'Per page', testid: 'sessions-limit', value: limit, options: perPage([[50, '50'], [100, '100'], [500, '500'], [1000, '1000']], limit) });
   lim.input.addEventListener('change', () => { limit = Number(lim.input.value); changed(); });
   const autoBox = checkbox({ label: 'Refresh every 5 s', testid: 'sessions-auto', checked: auto });
   autoBox.input.addEventListener('change', () => { auto = autoBox.input.checked; });
   const pages = pager({ testid: 'sessions-pager', onChange: () => reload() });
-  const csv = csvButton({ testid: 'sessions-export', path: '/admin/sessions.csv', name: 'traffix-sessions', query: () => ({ user, ...range.query(), fromDay: range.from(), toDay: range.to() }) });
+  const csv = csvButton({ testid: 'sessions-export', path: '/admin/sessions.csv', name: 'traffix-sessions', query: () => ({ user, nodeIp, ...range.query(), fromDay: range.from(), toDay: range.to() }) });
   const summary = h('p', { class: 'muted small', testid: 'sessions-summary', 'aria-live': 'polite' });
   const body = h('div', { testid: 'sessions-table-wrap' });
   main.append(card(null, { testid: 'sessions-card' },
-    h('div', { class: 'toolbar' }, search, range.el, lim, autoBox, csv),
+    h('div', { class: 'toolbar' }, search, ipBox, range.el, lim, autoBox, csv),
     summary, body, h('div', { class: 'toolbar toolbar-end' }, pages.el)));
 
   const currency = () => ctx.me?.currency || 'USD';
   function render(got) {
     const unknown = Array.isArray(got) ? '' : got.unknownUser;
-    const rows = unknown ? [] : got;
+    const badIp = Array.isArray(got) ? '' : got.badIp;
+    const rows = Array.isArray(got) ? got : [];
     pages.update(rows, limit, (s) => s.id);
     const liveN = rows.filter((s) => s.live).length;
     // A date range selects the sessions open at some moment of it (started by its end, and
     // ended at its start or later, or still live): the API's since/until.
-    const what = [user && `of ${user}`, range.describe() && `open ${range.describe()}`].filter(Boolean).join(' ');
+    const what = [user && `of ${user}`, nodeIp && `on node ${nodeIp}`, range.describe() && `open ${range.describe()}`].filter(Boolean).join(' ');
     summary.textContent = rows.length ? `${count(rows.length)} sessions${liveN ? `, ${count(liveN)} live` : ''}${what ? ` ${what}` : ''}.` : '';
-    const filtered = user || range.describe();
+    const filtered = user || nodeIp || range.describe();
     replace(body, sessionsTable(rows, {
       currency: currency(),
       empty: emptyState({
-        title: unknown ? `No user “${unknown}”` : pages.before() ? 'No older sessions' : filtered ? 'No sessions match' : 'No sessions yet',
-        text: unknown ? 'User names must match exactly.' : filtered ? `Nothing ${what}. Check the user name (it must match exactly) and the dates.` : 'Sessions appear when clients connect through the SOCKS5 or HTTP proxy.',
+        title: unknown ? `No user “${unknown}”` : badIp ? `“${badIp}” is not an IP address` : pages.before() ? 'No older sessions' : filtered ? 'No sessions match' : 'No sessions yet',
+        text: unknown ? 'User names must match exactly.' : badIp ? 'Enter a node\'s public IP address, like 203.0.113.7 or 2001:db8::1.' : filtered ? `Nothing ${what}. Check the user name and the node IP (they must match exactly) and the dates.` : 'Sessions appear when clients connect through the SOCKS5 or HTTP proxy.',
         testid: 'sessions-empty',
         iconName: 'sessions',
       }),
     }));
   }
-  const fetchRows = () => rowsOrUnknownUser(user, () => api.get(`/admin/sessions${api.qs({ user, limit, before: pages.before(), ...range.query() })}`));
+  const fetchRows = async () => {
+    try {
+      return await rowsOrUnknownUser(user, () => api.get(`/admin/sessions${api.qs({ user, node_ip: nodeIp, limit, before: pages.before(), ...range.query() })}`));
+    } catch (e) {
+      // An address still being typed is not an error panel.
+      if (nodeIp && e && e.status === 400 && e.code === 'invalid' && /not an IP address/.test(e.reason)) return { badIp: nodeIp };
+      throw e;
+    }
+  };
   const reload = loader(body, fetchRows, render, { testid: 'sessions-error', quiet: true });
   const timer = setInterval(() => { if (auto && document.visibilityState === 'visible') reload(); }, 5000);
   return () => clearInterval(timer);

@@ -1,4 +1,4 @@
-// Admin users: search, create, credit, disable, enable.
+// Admin users: search, create, credit, disable, enable; each name opens the user's page (user.js).
 
 import * as api from '../api.js';
 import { h, replace } from '../dom.js';
@@ -28,7 +28,7 @@ export default function usersPage(main, ctx) {
       columns: [
         {
           label: 'Name',
-          cell: (u) => h('span', null, h('span', { class: 'strong' }, u.name), ' ', u.admin ? badge('admin', 'accent') : null, ' ', u.disabled ? badge('disabled', 'bad') : null,
+          cell: (u) => h('span', null, h('a', { class: 'strong', href: `#/users/${encodeURIComponent(u.name)}`, testid: `user-open-${u.name}`, title: `Open ${u.name}` }, u.name), ' ', u.admin ? badge('admin', 'accent') : null, ' ', u.disabled ? badge('disabled', 'bad') : null,
             u.disabled && u.disabled_reason ? h('span', { class: 'sub' }, u.disabled_reason) : null,
             h('span', { class: 'sub links' },
               h('a', { href: `#/sessions?user=${encodeURIComponent(u.name)}`, testid: `user-sessions-${u.name}` }, 'sessions'), ' · ',
@@ -91,82 +91,93 @@ export default function usersPage(main, ctx) {
   }
 
   async function credit(u) {
-    const amount = field({ label: `Amount (${cur(u)})`, testid: 'credit-amount', required: true, inputmode: 'decimal', autocomplete: 'off', placeholder: '25.00', hint: 'Like 12.50: a dot before at most 6 decimals.' });
-    const reason = field({ label: 'Reason', testid: 'credit-reason', required: true, placeholder: 'e.g. bank transfer 1234', maxlength: '500' });
-    const pid = field({ label: 'Payment id', testid: 'credit-id', autocomplete: 'off', hint: 'The bank or provider reference. With it, submitting the same payment twice credits it only once.', maxlength: '128' });
-    const result = await formDialog({
-      title: `Credit ${u.name}`,
-      testid: 'credit-dialog',
-      description: h('p', null, 'Current balance: ', h('strong', null, money(u.balance_micros, cur(u))), '. The credit is a ledger transfer from external deposits.'),
-      fields: [amount, reason, pid],
-      submitLabel: 'Credit',
-      onSubmit: async ({ fail }) => {
-        const a = parseAmount(amount.input.value);
-        if (!a.ok) return fail(a.message, amount.input);
-        if (a.micros === 0n) return fail('Enter an amount greater than zero, like 12.50.', amount.input);
-        const r = reason.input.value.trim();
-        if (!r) return fail('Give a reason: it goes in the ledger and the audit log.', reason.input);
-        const body = { amount: a.text, reason: r };
-        const id = pid.input.value.trim();
-        if (id) body.id = id;
-        // The balance right now (the table's may be seconds old), then the person confirms.
-        const fresh = (await api.get(`/admin/users${api.qs({ q: u.name })}`)).find((x) => x.name === u.name) || u;
-        const now = toMicros(fresh.balance_micros);
-        const ok = await confirmDialog({
-          title: `Credit ${money(a.micros, cur(u))} to ${u.name}?`,
-          testid: 'credit-confirm-dialog',
-          confirmLabel: `Credit ${money(a.micros, cur(u))}`,
-          message: h('div', null,
-            defList([
-              ['Amount', h('strong', { testid: 'credit-confirm-amount' }, money(a.micros, cur(u)))],
-              ['Balance now', h('span', { testid: 'credit-confirm-before' }, money(now, cur(u)))],
-              ['Balance after', h('strong', { testid: 'credit-confirm-after' }, money(now + a.micros, cur(u)))],
-              ['Reason', r],
-            ]),
-            h('p', { class: 'muted small' }, 'A credit cannot be edited afterwards; it stays in the ledger.')),
-        });
-        if (!ok) return false;
-        return api.post(`/admin/users/${encodeURIComponent(u.name)}/credit`, body);
-      },
-    });
-    if (!result) return;
-    const bal = result.balance_micros != null ? ` New balance: ${money(result.balance_micros, cur(u))}.` : '';
-    toast(`Credited ${u.name}.${bal}`, { type: 'success' });
-    reload();
+    if (await creditUser(u, { currency: cur(u) })) reload();
   }
 
   async function disable(u) {
-    const reason = field({ label: 'Reason', testid: 'disable-reason', required: true, placeholder: 'e.g. chargeback', maxlength: '500' });
-    const result = await formDialog({
-      title: `Disable ${u.name}?`,
-      testid: 'disable-dialog',
-      description: h('p', null, `${u.name} can no longer sign in or use the proxy; live connections are refused from now on. Their balance and history stay.`),
-      fields: [reason],
-      submitLabel: 'Disable user',
-      danger: true,
-      onSubmit: async ({ fail }) => {
-        const r = reason.input.value.trim();
-        if (!r) return fail('Give a reason: it goes in the audit log.', reason.input);
-        return api.post(`/admin/users/${encodeURIComponent(u.name)}/disable`, { reason: r });
-      },
-    });
-    if (result) {
-      toast(`${u.name} disabled`, { type: 'success' });
-      reload();
-    }
+    if (await disableUser(u)) reload();
   }
 
   async function enable(u) {
-    const ok = await confirmDialog({
-      title: `Enable ${u.name}?`,
-      message: h('p', null, `${u.name} can sign in and use the proxy again.`, u.disabled_reason ? ` They were disabled because: ${u.disabled_reason}.` : ''),
-      confirmLabel: 'Enable user',
-      testid: 'enable-dialog',
-      onConfirm: () => api.post(`/admin/users/${encodeURIComponent(u.name)}/enable`),
-    });
-    if (ok) {
-      toast(`${u.name} enabled`, { type: 'success' });
-      reload();
-    }
+    if (await enableUser(u)) reload();
   }
+}
+
+/** The credit dialog (amount, reason, payment id) and its confirmation; resolves with the API's answer or null. */
+export async function creditUser(u, { currency = 'USD' } = {}) {
+  const amount = field({ label: `Amount (${currency})`, testid: 'credit-amount', required: true, inputmode: 'decimal', autocomplete: 'off', placeholder: '25.00', hint: 'Like 12.50: a dot before at most 6 decimals.' });
+  const reason = field({ label: 'Reason', testid: 'credit-reason', required: true, placeholder: 'e.g. bank transfer 1234', maxlength: '500' });
+  const pid = field({ label: 'Payment id', testid: 'credit-id', autocomplete: 'off', hint: 'The bank or provider reference. With it, submitting the same payment twice credits it only once.', maxlength: '128' });
+  const result = await formDialog({
+    title: `Credit ${u.name}`,
+    testid: 'credit-dialog',
+    description: h('p', null, 'Current balance: ', h('strong', null, money(u.balance_micros, currency)), '. The credit is a ledger transfer from external deposits.'),
+    fields: [amount, reason, pid],
+    submitLabel: 'Credit',
+    onSubmit: async ({ fail }) => {
+      const a = parseAmount(amount.input.value);
+      if (!a.ok) return fail(a.message, amount.input);
+      if (a.micros === 0n) return fail('Enter an amount greater than zero, like 12.50.', amount.input);
+      const r = reason.input.value.trim();
+      if (!r) return fail('Give a reason: it goes in the ledger and the audit log.', reason.input);
+      const body = { amount: a.text, reason: r };
+      const id = pid.input.value.trim();
+      if (id) body.id = id;
+      // The balance right now (the table's may be seconds old), then the person confirms.
+      const fresh = (await api.get(`/admin/users${api.qs({ q: u.name })}`)).find((x) => x.name === u.name) || u;
+      const now = toMicros(fresh.balance_micros);
+      const ok = await confirmDialog({
+        title: `Credit ${money(a.micros, currency)} to ${u.name}?`,
+        testid: 'credit-confirm-dialog',
+        confirmLabel: `Credit ${money(a.micros, currency)}`,
+        message: h('div', null,
+          defList([
+            ['Amount', h('strong', { testid: 'credit-confirm-amount' }, money(a.micros, currency))],
+            ['Balance now', h('span', { testid: 'credit-confirm-before' }, money(now, currency))],
+            ['Balance after', h('strong', { testid: 'credit-confirm-after' }, money(now + a.micros, currency))],
+            ['Reason', r],
+          ]),
+          h('p', { class: 'muted small' }, 'A credit cannot be edited afterwards; it stays in the ledger.')),
+      });
+      if (!ok) return false;
+      return api.post(`/admin/users/${encodeURIComponent(u.name)}/credit`, body);
+    },
+  });
+  if (!result) return null;
+  const bal = result.balance_micros != null ? ` New balance: ${money(result.balance_micros, currency)}.` : '';
+  toast(`Credited ${u.name}.${bal}`, { type: 'success' });
+  return result;
+}
+
+/** Disables a user after asking for a reason; resolves with the API's answer or null. */
+export async function disableUser(u) {
+  const reason = field({ label: 'Reason', testid: 'disable-reason', required: true, placeholder: 'e.g. chargeback', maxlength: '500' });
+  const result = await formDialog({
+    title: `Disable ${u.name}?`,
+    testid: 'disable-dialog',
+    description: h('p', null, `${u.name} can no longer sign in or use the proxy; live connections are refused from now on. Their balance and history stay.`),
+    fields: [reason],
+    submitLabel: 'Disable user',
+    danger: true,
+    onSubmit: async ({ fail }) => {
+      const r = reason.input.value.trim();
+      if (!r) return fail('Give a reason: it goes in the audit log.', reason.input);
+      return api.post(`/admin/users/${encodeURIComponent(u.name)}/disable`, { reason: r });
+    },
+  });
+  if (result) toast(`${u.name} disabled`, { type: 'success' });
+  return result || null;
+}
+
+/** Enables a disabled user after a confirmation; resolves true when done. */
+export async function enableUser(u) {
+  const ok = await confirmDialog({
+    title: `Enable ${u.name}?`,
+    message: h('p', null, `${u.name} can sign in and use the proxy again.`, u.disabled_reason ? ` They were disabled because: ${u.disabled_reason}.` : ''),
+    confirmLabel: 'Enable user',
+    testid: 'enable-dialog',
+    onConfirm: () => api.post(`/admin/users/${encodeURIComponent(u.name)}/enable`),
+  });
+  if (ok) toast(`${u.name} enabled`, { type: 'success' });
+  return ok;
 }
