@@ -199,7 +199,7 @@ fn ports(c: &mut Checks, cfg: &Config, running: bool) {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => c.problem(
                 "ports",
                 format!("{key} {addr}: not allowed to bind ({e})"),
-                "run with CAP_NET_BIND_SERVICE (the systemd unit grants it) or choose a port above 1023",
+                "grant CAP_NET_BIND_SERVICE (a drop-in for traffix.service: docs/operations.md) or choose a port above 1023",
             ),
             Err(e) => c.problem(
                 "ports",

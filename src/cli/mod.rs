@@ -18,6 +18,14 @@ use output::outln;
 
 pub const ENV_DATA_DIR: &str = "TRAFFIX_DATA_DIR";
 
+/// The data directory when neither `--data-dir` nor `TRAFFIX_DATA_DIR` names one: the system
+/// directory in the packaged build (the `system-paths` feature the `.deb` and the container
+/// enable), `./traffix-data` otherwise.
+#[cfg(feature = "system-paths")]
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/traffix";
+#[cfg(not(feature = "system-paths"))]
+pub const DEFAULT_DATA_DIR: &str = "./traffix-data";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "traffix",
@@ -26,7 +34,7 @@ pub const ENV_DATA_DIR: &str = "TRAFFIX_DATA_DIR";
 )]
 pub struct Cli {
     /// Data directory (config, database, TLS key).
-    #[arg(long, global = true, env = ENV_DATA_DIR, default_value = "./traffix-data")]
+    #[arg(long, global = true, env = ENV_DATA_DIR, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Config file (default: traffix.toml in the data directory).
     #[arg(long, global = true)]
