@@ -28,4 +28,6 @@ cargo test --locked
 tests/browser/run.sh
 echo "==> android core (Kotlin/JVM): android/scripts/test-core.sh"
 android/scripts/test-core.sh
+echo "==> packaging (.deb, systemd units, container): packaging/test-packaging.sh"
+packaging/test-packaging.sh
 echo "==> all tests passed"

@@ -19,4 +19,6 @@ mkdir -p "$ctx/rootfs/var/lib/traffix" "$ctx/rootfs/var/lib/traffix-node"
 chmod 0700 "$ctx/rootfs/var/lib/traffix" "$ctx/rootfs/var/lib/traffix-node"
 args=(-t "${TAG:-localhost/traffix:latest}" -f "$ctx/Containerfile")
 [ -n "${BASE:-}" ] && args+=(--build-arg "BASE=$BASE")
+# OCI images cannot carry a HEALTHCHECK: podman keeps it only in the docker format.
+[ "${BUILDER:-podman}" = podman ] && args+=(--format docker)
 "${BUILDER:-podman}" build "${args[@]}" "$@" "$ctx"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Container test (run by packaging/test-packaging.sh): builds the image of Containerfile from
-# BINARY on a base made here from this host's glibc, dash, bash, sed and chmod (no image is
+# BINARY on a base made here from this host's glibc, dash, bash, sed, chmod and env (no image is
 # pulled), checks its config (user, volume, ports, health check), then runs the exported root
 # filesystem with chroot as the image's user: first start (init, admin-password 0600), serve,
 # and the health check. Needs podman and root; skipped otherwise.
@@ -33,7 +33,7 @@ export CONTAINERS_STORAGE_CONF="$work/storage.conf"
 echo "==> container: base image from this host's libraries"
 base="$work/base"
 mkdir -p "$base/bin" "$base/usr/bin" "$base/tmp"
-for tool in dash bash sed chmod; do cp "$(command -v "$tool")" "$base/bin/$tool"; done
+for tool in dash bash sed chmod env; do cp "$(command -v "$tool")" "$base/bin/$tool"; done
 mv "$base/bin/dash" "$base/bin/sh"
 for f in "$bin" "$base"/bin/*; do
   ldd "$f" | grep -o '/[^ ]*' | while read -r lib; do cp --parents -L "$lib" "$base/"; done
@@ -56,18 +56,18 @@ podman export traffix-pkgtest | tar -x -C "$rootfs"
 echo "==> container: first start, serve and health check (chroot as 10001)"
 web=$(free_port); socks=$(free_port); http=$(free_port); metrics=$(free_port)
 run() {
-  chroot --userspec=10001:10001 "$rootfs" /usr/bin/env -i PATH=/usr/bin:/bin TRAFFIX_DATA_DIR=/var/lib/traffix \
+  chroot --userspec=10001:10001 "$rootfs" /bin/env -i PATH=/usr/bin:/bin TRAFFIX_DATA_DIR=/var/lib/traffix \
     TRAFFIX_PUBLIC_ADDRESS="127.0.0.1:$web" TRAFFIX_SERVER__WEB_LISTEN="127.0.0.1:$web" \
     TRAFFIX_SERVER__SOCKS_LISTEN="127.0.0.1:$socks" TRAFFIX_SERVER__HTTP_LISTEN="127.0.0.1:$http" \
     TRAFFIX_SERVER__METRICS_LISTEN="127.0.0.1:$metrics" TRAFFIX_HEALTH_ADDR="127.0.0.1:$metrics" "$@"
 }
 run /usr/bin/traffix --version | grep -q '^traffix '
-if run /usr/bin/traffix-entrypoint healthcheck; then echo "health check passed with no server" >&2; exit 1; fi
+if run /usr/bin/traffix-entrypoint healthcheck 2>/dev/null; then echo "health check passed with no server" >&2; exit 1; fi
 run /usr/bin/traffix-entrypoint serve >"$work/serve.log" 2>&1 &
 pid=$!
 ok=""
 for _ in $(seq 1 100); do
-  if run /usr/bin/traffix-entrypoint healthcheck; then ok=1; break; fi
+  if run /usr/bin/traffix-entrypoint healthcheck 2>/dev/null; then ok=1; break; fi
   kill -0 "$pid" 2>/dev/null || break
   sleep 0.2
 done

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Packaging test (run by tests/run-all.sh after the other steps): builds the .deb with the cheap
+# `deb` profile, checks its files, permissions and maintainer scripts, runs lintian, extracts it
+# and runs the installed binary (--version, init, doctor, serve, /healthz) as the current user on
+# free loopback ports, verifies the systemd units, then builds the container image from the same
+# binary and runs it from the exported image's root filesystem (chroot, when root).
+# A step whose tool cannot be installed here is skipped with a message saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+skip() { echo "==> packaging: SKIPPED $*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+apt_install() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 \
+  || { as_root apt-get update -qq >/dev/null 2>&1 && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; }; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start=$SECONDS
+
+if ! command -v dpkg-deb >/dev/null; then skip "the .deb test: dpkg-deb is missing (not a Debian system)"; exit 0; fi
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "==> installing cargo-deb"
+  cargo install --locked --quiet cargo-deb || { skip "the .deb test: cargo-deb cannot be installed"; exit 0; }
+fi
+command -v lintian >/dev/null || apt_install lintian || true
+command -v podman >/dev/null || apt_install podman || true
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "==> packaging: cargo deb --profile deb"
+deb=$(cargo deb --locked --profile deb --output target/deb-pkg/ </dev/null | tail -n 1)
+[ -f "$deb" ] || { echo "cargo deb did not name a .deb: $deb" >&2; exit 1; }
+echo "    $deb ($((SECONDS - start)) s so far)"
+
+echo "==> packaging: file list, permissions, control"
+dpkg-deb -c "$deb" >"$work/files"
+expect_file() { # MODE OWNER PATH
+  grep -Eq "^$1 $2 +[0-9]+ [0-9-]+ [0-9:]+ \\.$3\$" "$work/files" || { echo "missing or wrong: $1 $2 $3" >&2; cat "$work/files" >&2; exit 1; }
+}
+expect_file -rwxr-xr-x "(root/root|0/0)" /usr/bin/traffix
+expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix.service
+expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix-node.service
+expect_file -rw-r--r-- "(root/root|0/0)" /etc/default/traffix
+expect_file -rw-r--r-- "(root/root|0/0)" /usr/share/doc/traffix/copyright
+if grep -E '^[-d]r.{8} ' "$work/files" | grep -Ev '^(-rw-r--r--|-rwxr-xr-x|drwxr-xr-x) (root/root|0/0) ' ; then
+  echo "files above have unexpected modes or owners" >&2; exit 1
+fi
+dpkg-deb -e "$deb" "$work/control"
+for s in postinst prerm postrm; do
+  [ -x "$work/control/$s" ] || { echo "maintainer script $s missing or not executable" >&2; exit 1; }
+  sh -n "$work/control/$s"
+done
+grep -qx /etc/default/traffix "$work/control/conffiles"
+grep -q '^Depends:.*adduser' "$work/control/control"
+grep -q 'runuser -u traffix' "$work/control/postinst"
+grep -q 'rm -rf /var/lib/traffix ' "$work/control/postrm"
+if command -v shellcheck >/dev/null; then
+  shellcheck packaging/deb/scripts/* packaging/container/*.sh packaging/test-packaging.sh
+else
+  skip "shellcheck (not installed)"
+fi
+
+if command -v lintian >/dev/null; then
+  echo "==> packaging: lintian"
+  lintian --fail-on error,warning --tag-display-limit 0 "$deb"
+else
+  skip "lintian (cannot be installed)"
+fi
+
+echo "==> packaging: run the extracted package as $(id -un)"
+root="$work/root"
+dpkg-deb -x "$deb" "$root"
+bin="$root/usr/bin/traffix"
+"$bin" --version | grep -q '^traffix '
+"$bin" --help | grep -q 'default: /var/lib/traffix'
+data="$work/data"
+web=$(free_port); socks=$(free_port); http=$(free_port); metrics=$(free_port)
+TRAFFIX_DATA_DIR="$data" "$bin" init --public-address "127.0.0.1:$web" --web-listen "127.0.0.1:$web" \
+  --socks-listen "127.0.0.1:$socks" --http-listen "127.0.0.1:$http" --metrics-listen "127.0.0.1:$metrics" --json >"$work/init.json"
+grep -q '"admin_password"' "$work/init.json"
+rc=0; TRAFFIX_DATA_DIR="$data" "$bin" doctor >"$work/doctor.txt" || rc=$?
+# 2 = warnings only (no GeoIP database, a loopback public address): fine for a test.
+[ "$rc" = 0 ] || [ "$rc" = 2 ] || { cat "$work/doctor.txt" >&2; exit 1; }
+TRAFFIX_DATA_DIR="$data" "$bin" serve >"$work/serve.log" 2>&1 &
+server_pid=$!
+ok=""
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:$metrics/healthz" >/dev/null 2>&1; then ok=1; break; fi
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$ok" ] || { cat "$work/serve.log" >&2; echo "serve never answered /healthz" >&2; exit 1; }
+curl -fsSk "https://127.0.0.1:$web/healthz" | grep -q '"ok"'
+TRAFFIX_DATA_DIR="$data" "$bin" user add pkgtest --json | grep -q '"password"'
+kill "$server_pid"; wait "$server_pid" || true; server_pid=""
+
+if command -v systemd-analyze >/dev/null && systemd-analyze --version >/dev/null 2>&1; then
+  echo "==> packaging: systemd-analyze verify"
+  units="$work/units"; mkdir -p "$units"
+  for u in traffix.service traffix-node.service; do
+    sed "s|/usr/bin/traffix|$bin|" "$root/lib/systemd/system/$u" >"$units/$u"
+  done
+  if ! out=$(systemd-analyze verify "$units"/*.service 2>&1); then
+    echo "$out" >&2; exit 1
+  fi
+  if [ -n "$out" ]; then echo "$out" >&2; exit 1; fi
+else
+  skip "systemd-analyze verify (systemd-analyze does not run here)"
+fi
+
+packaging/container/test-container.sh "$bin"
+echo "==> packaging: passed in $((SECONDS - start)) s"
