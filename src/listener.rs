@@ -263,9 +263,130 @@ impl Drop for Admitted {
     }
 }
 
+/// A connection's write side that must make progress: a write (or flush) that stays blocked for
+/// `limit` — a peer that stopped reading — fails with `TimedOut`, so the task serving it ends
+/// and its descriptor is freed. A slow reader that takes some bytes now and then is not cut.
+#[derive(Debug)]
+pub struct WriteProgress<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteProgress<S> {
+    pub fn new(inner: S, limit: Duration) -> Self {
+        WriteProgress { inner, limit, stalled: None }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// `Pending` from the inner side: arms the stall timer (once), and fails when it ran out.
+    fn stalled<T>(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer took nothing for the idle timeout",
+            )));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteProgress<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteProgress<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.stalled(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Pending => self.stalled(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Pending => self.stalled(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_nobody_takes_fails_after_the_limit_and_a_slow_reader_is_not_cut() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, _b) = tokio::io::duplex(16);
+        let mut w = WriteProgress::new(a, Duration::from_secs(5));
+        let err = w.write_all(&[7u8; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "the peer read nothing");
+
+        let (a, mut b2) = tokio::io::duplex(16);
+        let mut w = WriteProgress::new(a, Duration::from_secs(5));
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0u8; 8];
+            while got < 64 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                got += b2.read(&mut buf).await.unwrap();
+            }
+            got
+        });
+        w.write_all(&[7u8; 64]).await.expect("8 bytes every 4 s is progress");
+        assert_eq!(reader.await.unwrap(), 64);
+    }
 
     #[test]
     fn sources_are_keyed_by_ipv4_address_and_ipv6_slash_64() {
