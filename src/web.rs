@@ -394,9 +394,6 @@ where
 {
     let phase = Arc::new(ConnPhase(Mutex::new(Phase::Head(Instant::now()))));
     let conn = Conn { phase: phase.clone(), admitted: Arc::new(Mutex::new(Some(admitted))) };
-    // A response (or, after an upgrade, a tunnel's frames) the peer takes nothing of for the
-    // keep-alive idle time ends the connection.
-    let io = crate::listener::WriteProgress::new(io, t.keepalive_idle.max(t.handshake));
     let io = Deadlines { io, phase, head: t.handshake, timer: None };
     // An idle connection gets at least the time a request head gets.
     serve_conn(io, app.layer(Extension(conn.clone())), t.keepalive_idle.max(t.handshake)).await;
