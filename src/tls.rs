@@ -80,8 +80,9 @@ fn der_tlv(b: &[u8]) -> Result<(u8, usize, usize), TlsError> {
     Ok((tag, total, hdr))
 }
 
-/// Extracts the DER SubjectPublicKeyInfo of an X.509 certificate.
-pub fn spki_of_cert(cert: &[u8]) -> Result<&[u8], TlsError> {
+/// The tbsCertificate's fields from the `skip`-th one on (after the optional version [0]:
+/// serial, signature, issuer, validity, subject, subjectPublicKeyInfo, …).
+fn tbs_fields_from(cert: &[u8], skip: usize) -> Result<&[u8], TlsError> {
     let bad = TlsError::BadCertificate;
     let (tag, total, hdr) = der_tlv(cert)?;
     if tag != 0x30 {
@@ -93,18 +94,24 @@ pub fn spki_of_cert(cert: &[u8]) -> Result<&[u8], TlsError> {
         return Err(bad("tbsCertificate is not a SEQUENCE"));
     }
     let mut tbs = &cert[hdr..total];
-    // version [0] (optional), serial, signature, issuer, validity, subject, then the SPKI.
     let (tag, total, _) = der_tlv(tbs)?;
     if tag == 0xa0 {
         tbs = &tbs[total..];
     }
-    for _ in 0..5 {
+    for _ in 0..skip {
         let (_, total, _) = der_tlv(tbs)?;
         tbs = &tbs[total..];
     }
+    Ok(tbs)
+}
+
+/// Extracts the DER SubjectPublicKeyInfo of an X.509 certificate.
+pub fn spki_of_cert(cert: &[u8]) -> Result<&[u8], TlsError> {
+    // serial, signature, issuer, validity, subject, then the SPKI.
+    let tbs = tbs_fields_from(cert, 5)?;
     let (tag, total, _) = der_tlv(tbs)?;
     if tag != 0x30 {
-        return Err(bad("subjectPublicKeyInfo is not a SEQUENCE"));
+        return Err(TlsError::BadCertificate("subjectPublicKeyInfo is not a SEQUENCE"));
     }
     Ok(&tbs[..total])
 }
@@ -112,25 +119,8 @@ pub fn spki_of_cert(cert: &[u8]) -> Result<&[u8], TlsError> {
 /// A certificate's validity period as Unix seconds: (notBefore, notAfter).
 pub fn validity_of_cert(cert: &[u8]) -> Result<(u64, u64), TlsError> {
     let bad = TlsError::BadCertificate;
-    let (tag, total, hdr) = der_tlv(cert)?;
-    if tag != 0x30 {
-        return Err(bad("certificate is not a SEQUENCE"));
-    }
-    let cert = &cert[hdr..total];
-    let (tag, total, hdr) = der_tlv(cert)?;
-    if tag != 0x30 {
-        return Err(bad("tbsCertificate is not a SEQUENCE"));
-    }
-    let mut tbs = &cert[hdr..total];
-    // version [0] (optional), serial, signature, issuer, then the validity.
-    let (tag, total, _) = der_tlv(tbs)?;
-    if tag == 0xa0 {
-        tbs = &tbs[total..];
-    }
-    for _ in 0..3 {
-        let (_, total, _) = der_tlv(tbs)?;
-        tbs = &tbs[total..];
-    }
+    // serial, signature, issuer, then the validity.
+    let tbs = tbs_fields_from(cert, 3)?;
     let (tag, total, hdr) = der_tlv(tbs)?;
     if tag != 0x30 {
         return Err(bad("validity is not a SEQUENCE"));
