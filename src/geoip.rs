@@ -1,17 +1,39 @@
-//! Country (and ASN) lookups from operator-supplied MaxMind-format databases. With no database
-//! configured there is no country, and `-country-` targeting says so.
+//! GeoIP: country and ASN lookups from MaxMind-format databases, and keeping them current.
+//!
+//! The server reads two files: the operator's own (`geoip.country_db`, `geoip.asn_db`), or,
+//! when those keys are empty, the ones `traffix geoip update` keeps in `geoip/` in the data
+//! directory. [`SharedGeoIp`] holds what is loaded and is swapped whole by [`SharedGeoIp::reload`]
+//! while the server runs: a lookup sees the old databases or the new ones, never a mix, and a
+//! file that does not open leaves the loaded one in place. With no country database there is
+//! no country, and `-country-` targeting says so.
+//!
+//! The parts of an update: `archive.rs` unpacks and checks what a source sends (pure),
+//! `fetch.rs` is the bounded HTTPS client, `update.rs` fetches, verifies and installs. This
+//! module never downloads anything itself and knows nothing of the tunnel or the API.
+
+pub mod archive;
+pub mod fetch;
+pub mod update;
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
-/// An opened country database.
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// The folder of the data directory that `traffix geoip update` writes to.
+pub const DIR: &str = "geoip";
+
+/// An opened database.
 pub struct GeoIp {
     reader: maxminddb::Reader<Vec<u8>>,
 }
 
 impl std::fmt::Debug for GeoIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GeoIp")
+        write!(f, "GeoIp({})", self.database_type())
     }
 }
 
@@ -33,11 +55,80 @@ struct AsnRecord<'a> {
     autonomous_system_organization: Option<&'a str>,
 }
 
+/// The two databases Traffix reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Country,
+    Asn,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Country, Kind::Asn];
+
+    /// The file `traffix geoip update` keeps in [`DIR`].
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Kind::Country => "country.mmdb",
+            Kind::Asn => "asn.mmdb",
+        }
+    }
+
+    /// The config key naming the operator's own file.
+    pub fn key(self) -> &'static str {
+        match self {
+            Kind::Country => "geoip.country_db",
+            Kind::Asn => "geoip.asn_db",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Country => "country",
+            Kind::Asn => "ASN",
+        }
+    }
+
+    /// Whether a database of `database_type` (its metadata) holds this kind of record: country
+    /// data is in Country, City and Enterprise databases; ASN data in ASN databases, whatever
+    /// the vendor (`GeoLite2-ASN`, `DBIP-ASN-Lite (compat=GeoLite2-ASN)`).
+    pub fn accepts_type(self, database_type: &str) -> bool {
+        let t = database_type.to_ascii_lowercase();
+        match self {
+            Kind::Country => ["country", "city", "enterprise"].iter().any(|w| t.contains(w)),
+            Kind::Asn => t.contains("asn"),
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl GeoIp {
     pub fn open(path: &Path) -> Result<GeoIp, String> {
         maxminddb::Reader::open_readfile(path)
             .map(|reader| GeoIp { reader })
             .map_err(|e| format!("cannot open GeoIP database {}: {e}", path.display()))
+    }
+
+    /// A database from its bytes (a download not yet written anywhere).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<GeoIp, String> {
+        maxminddb::Reader::from_source(bytes)
+            .map(|reader| GeoIp { reader })
+            .map_err(|e| format!("not a MaxMind DB: {e}"))
+    }
+
+    /// The vendor's name of the database (`GeoLite2-Country`, `DBIP-Country-Lite`, …).
+    pub fn database_type(&self) -> &str {
+        &self.reader.metadata.database_type
+    }
+
+    /// When the vendor built it, in Unix seconds.
+    pub fn build_epoch(&self) -> u64 {
+        self.reader.metadata.build_epoch
     }
 
     /// The autonomous system of `ip` and its organisation (an ASN database).
@@ -58,5 +149,334 @@ impl GeoIp {
             }
             _ => None,
         }
+    }
+
+    /// Checks a database before it is installed: its structure verifies, its type is one of
+    /// `kind`, and a lookup of the first network it holds answers with a `kind` record.
+    pub fn check(&self, kind: Kind) -> Result<(), String> {
+        let t = self.database_type();
+        if !kind.accepts_type(t) {
+            return Err(format!("it is a {t:?} database, not a {kind} database"));
+        }
+        self.reader.verify().map_err(|e| format!("the database does not verify: {e}"))?;
+        let first = self
+            .reader
+            .networks(Default::default())
+            .map_err(|e| format!("cannot walk the database: {e}"))?
+            .next()
+            .ok_or_else(|| "the database holds no networks".to_owned())?
+            .map_err(|e| format!("cannot walk the database: {e}"))?;
+        let ip = first.network().map_err(|e| format!("cannot walk the database: {e}"))?.network();
+        let answers = match kind {
+            Kind::Country => self.country(ip).is_some(),
+            Kind::Asn => self.asn(ip).is_some(),
+        };
+        if !answers {
+            return Err(format!("a lookup of {ip}, its first network, found no {kind} record"));
+        }
+        Ok(())
+    }
+
+    /// What a licence asks to be said wherever this database's data is shown.
+    pub fn attribution(&self) -> Option<&'static str> {
+        attribution_of(self.database_type())
+    }
+}
+
+/// DB-IP Lite is CC BY 4.0 and GeoLite2's licence asks for a credit too.
+pub fn attribution_of(database_type: &str) -> Option<&'static str> {
+    let t = database_type.to_ascii_lowercase();
+    if t.starts_with("dbip") {
+        Some("IP geolocation by DB-IP (https://db-ip.com), licensed CC BY 4.0")
+    } else if t.starts_with("geolite2") {
+        Some("This product includes GeoLite2 data created by MaxMind, available from https://www.maxmind.com")
+    } else {
+        None
+    }
+}
+
+/// Where `traffix geoip update` keeps the `kind` database of a data directory.
+pub fn managed_path(data_dir: &Path, kind: Kind) -> PathBuf {
+    data_dir.join(DIR).join(kind.file_name())
+}
+
+/// The file the server reads for `kind`, and whether the operator named it in the config.
+pub fn db_path(cfg: &Config, kind: Kind) -> (PathBuf, bool) {
+    let key = match kind {
+        Kind::Country => &cfg.geoip.country_db,
+        Kind::Asn => &cfg.geoip.asn_db,
+    };
+    match key.trim() {
+        "" => (managed_path(&cfg.data_dir, kind), false),
+        p => (cfg.path(Path::new(p)), true),
+    }
+}
+
+/// What identifies one version of a file: a new file renamed over it changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    let m = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Ok(Stamp { modified: m.modified().ok(), len: m.len(), inode })
+}
+
+/// One loaded database and the file it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub db: Arc<GeoIp>,
+    pub path: PathBuf,
+    stamp: Option<Stamp>,
+}
+
+/// The databases in use.
+#[derive(Debug, Clone, Default)]
+pub struct Databases {
+    pub country: Option<Loaded>,
+    pub asn: Option<Loaded>,
+}
+
+impl Databases {
+    pub fn get(&self, kind: Kind) -> Option<&Loaded> {
+        match kind {
+            Kind::Country => self.country.as_ref(),
+            Kind::Asn => self.asn.as_ref(),
+        }
+    }
+
+    fn set(&mut self, kind: Kind, l: Option<Loaded>) {
+        match kind {
+            Kind::Country => self.country = l,
+            Kind::Asn => self.asn = l,
+        }
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The databases now in use that were not before.
+    pub changed: Vec<Kind>,
+    /// Files that could not be used (the loaded database, if any, stays).
+    pub errors: Vec<String>,
+}
+
+/// The server's GeoIP databases, swapped whole when their files change.
+#[derive(Debug)]
+pub struct SharedGeoIp {
+    /// Each kind's file, and whether the operator named it (then it must open).
+    files: Vec<(Kind, PathBuf, bool)>,
+    /// A short lock around an `Arc` clone or swap: std, never held across an await.
+    current: RwLock<Arc<Databases>>,
+}
+
+impl SharedGeoIp {
+    /// No databases and no files (tests, a server without GeoIP).
+    pub fn empty() -> SharedGeoIp {
+        SharedGeoIp { files: Vec::new(), current: RwLock::new(Arc::default()) }
+    }
+
+    /// Loads the databases of `cfg`. A file named in the config must open; a missing file in
+    /// the default location means no database yet, and a broken one there is logged and skipped
+    /// (the next `traffix geoip update` replaces it).
+    pub fn load(cfg: &Config) -> Result<SharedGeoIp, String> {
+        let files: Vec<_> = Kind::ALL
+            .iter()
+            .map(|&k| {
+                let (p, configured) = db_path(cfg, k);
+                (k, p, configured)
+            })
+            .collect();
+        let mut dbs = Databases::default();
+        for (kind, path, configured) in &files {
+            match open_file(path) {
+                Ok(l) => dbs.set(*kind, Some(l)),
+                Err(e) if *configured => return Err(format!("{}: {e}", kind.key())),
+                Err(e) if path.exists() => {
+                    tracing::warn!(error = %e, "the {kind} database of `traffix geoip update` does not open; run it again");
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(SharedGeoIp { files, current: RwLock::new(Arc::new(dbs)) })
+    }
+
+    /// The databases in use now.
+    pub fn databases(&self) -> Arc<Databases> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn has_country(&self) -> bool {
+        self.databases().country.is_some()
+    }
+
+    pub fn country(&self, ip: IpAddr) -> Option<[u8; 2]> {
+        self.databases().country.as_ref()?.db.country(ip)
+    }
+
+    pub fn asn(&self, ip: IpAddr) -> Option<(u32, String)> {
+        self.databases().asn.as_ref()?.db.asn(ip)
+    }
+
+    /// Opens every file that changed since it was loaded (or appeared) and swaps the new set
+    /// in. A file that is gone or does not open keeps the database loaded from it.
+    pub fn reload(&self) -> Reloaded {
+        let old = self.databases();
+        let mut new = (*old).clone();
+        let mut out = Reloaded::default();
+        for (kind, path, configured) in &self.files {
+            let loaded = old.get(*kind);
+            let now = match stamp(path) {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if *configured || loaded.is_some() {
+                        out.errors.push(format!(
+                            "{} is missing{}",
+                            path.display(),
+                            if loaded.is_some() { "; the loaded database stays in use" } else { "" }
+                        ));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    out.errors.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            if loaded.is_some_and(|l| l.stamp == Some(now)) {
+                continue;
+            }
+            match open_file(path) {
+                Ok(l) => {
+                    new.set(*kind, Some(l));
+                    out.changed.push(*kind);
+                }
+                Err(e) => out
+                    .errors
+                    .push(format!("{e}{}", if loaded.is_some() { "; the loaded database stays in use" } else { "" })),
+            }
+        }
+        if !out.changed.is_empty() {
+            crate::sync::write(&self.current, Arc::new(new));
+        }
+        out
+    }
+}
+
+fn open_file(path: &Path) -> Result<Loaded, String> {
+    // The stamp first: a file replaced while it is read is opened again at the next reload.
+    let s = stamp(path).ok();
+    let db = GeoIp::open(path)?;
+    Ok(Loaded { db: Arc::new(db), path: path.to_path_buf(), stamp: s })
+}
+
+/// One database as the dashboard and `traffix geoip status` show it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DatabaseInfo {
+    pub path: String,
+    /// The vendor's name of it (`GeoLite2-Country`, `DBIP-Country-Lite`, …).
+    pub database_type: String,
+    /// When the vendor built it, RFC 3339.
+    pub built_at: String,
+    pub age_days: u64,
+    /// Built longer ago than `geoip.stale_after_days`.
+    pub stale: bool,
+    /// Kept by `traffix geoip update` (false: the operator's own file, named in the config).
+    pub managed: bool,
+}
+
+/// The GeoIP state: source, databases in use, updates.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GeoipStatus {
+    /// Where updates come from: `dbip`, `maxmind` or `off`.
+    pub source: String,
+    /// The country database in use (none: countries are unknown and `-country-` is refused).
+    pub country: Option<DatabaseInfo>,
+    pub asn: Option<DatabaseInfo>,
+    /// The last update that left every database current, RFC 3339.
+    pub last_update: Option<String>,
+    /// The last time `traffix geoip update` ran, RFC 3339.
+    pub last_check: Option<String>,
+    /// What went wrong the last time, if it failed.
+    pub last_error: Option<String>,
+    /// When the next update is due: the last run plus `geoip.update_interval_days`.
+    pub next_update: Option<String>,
+    /// The credit the databases' licences ask for, to show with their data.
+    pub attribution: Vec<String>,
+    /// What updates the databases.
+    pub update_command: String,
+}
+
+/// The status of `dbs` (what a server has loaded, or the files a stopped one would load).
+pub fn status(cfg: &Config, dbs: &Databases, now: u64) -> GeoipStatus {
+    let state = update::State::read(&cfg.data_dir);
+    let info = |kind: Kind| {
+        dbs.get(kind).map(|l| {
+            let built = l.db.build_epoch();
+            let age_days = now.saturating_sub(built) / 86_400;
+            DatabaseInfo {
+                path: l.path.display().to_string(),
+                database_type: l.db.database_type().to_owned(),
+                built_at: crate::units::rfc3339(built),
+                age_days,
+                stale: age_days > u64::from(cfg.geoip.stale_after_days),
+                managed: !db_path(cfg, kind).1,
+            }
+        })
+    };
+    let mut attribution: Vec<String> =
+        Kind::ALL.iter().filter_map(|&k| dbs.get(k).and_then(|l| l.db.attribution())).map(str::to_owned).collect();
+    attribution.dedup();
+    let interval = u64::from(cfg.geoip.update_interval_days) * 86_400;
+    GeoipStatus {
+        source: cfg.geoip.source.name().to_owned(),
+        country: info(Kind::Country),
+        asn: info(Kind::Asn),
+        last_update: state.updated_at.map(crate::units::rfc3339),
+        last_check: state.checked_at.map(crate::units::rfc3339),
+        last_error: state.last_error.clone(),
+        next_update: match cfg.geoip.source {
+            crate::config::GeoipSource::Off => None,
+            _ => Some(crate::units::rfc3339(state.checked_at.map_or(now, |c| c.saturating_add(interval)))),
+        },
+        attribution,
+        update_command: "traffix geoip update".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_types_are_told_apart() {
+        for t in ["GeoLite2-Country", "GeoIP2-Country", "DBIP-Country-Lite", "GeoIP2-City", "DBIP-City-Lite"] {
+            assert!(Kind::Country.accepts_type(t), "{t}");
+            assert!(!Kind::Asn.accepts_type(t), "{t}");
+        }
+        for t in ["GeoLite2-ASN", "DBIP-ASN-Lite (compat=GeoLite2-ASN)"] {
+            assert!(Kind::Asn.accepts_type(t), "{t}");
+            assert!(!Kind::Country.accepts_type(t), "{t}");
+        }
+        assert!(!Kind::Country.accepts_type("GeoIP2-Anonymous-IP"));
+        assert!(attribution_of("DBIP-Country-Lite").is_some_and(|a| a.contains("CC BY 4.0")));
+        assert!(attribution_of("GeoLite2-ASN").is_some_and(|a| a.contains("MaxMind")));
+        assert_eq!(attribution_of("GeoIP2-Country"), None);
+    }
+
+    #[test]
+    fn an_empty_handle_knows_no_country() {
+        let g = SharedGeoIp::empty();
+        assert!(!g.has_country());
+        assert_eq!(g.country("1.2.3.4".parse().unwrap()), None);
+        assert_eq!(g.reload(), Reloaded::default());
     }
 }
