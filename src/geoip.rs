@@ -56,7 +56,7 @@ struct AsnRecord<'a> {
 }
 
 /// The two databases Traffix reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Country,
@@ -151,22 +151,37 @@ impl GeoIp {
         }
     }
 
-    /// Checks a database before it is installed: its structure verifies, its type is one of
-    /// `kind`, and a lookup of the first network it holds answers with a `kind` record.
+    /// Checks a database before it is installed: its type is one of `kind`, every network in
+    /// its search tree leads to a record that decodes as a `kind` record, and the first one
+    /// answers a lookup. (maxminddb's own `verify` also refuses files with an empty metadata
+    /// description, which some vendors' tools write, so the walk is done here.)
     pub fn check(&self, kind: Kind) -> Result<(), String> {
         let t = self.database_type();
         if !kind.accepts_type(t) {
             return Err(format!("it is a {t:?} database, not a {kind} database"));
         }
-        self.reader.verify().map_err(|e| format!("the database does not verify: {e}"))?;
-        let first = self
-            .reader
-            .networks(Default::default())
-            .map_err(|e| format!("cannot walk the database: {e}"))?
-            .next()
-            .ok_or_else(|| "the database holds no networks".to_owned())?
-            .map_err(|e| format!("cannot walk the database: {e}"))?;
-        let ip = first.network().map_err(|e| format!("cannot walk the database: {e}"))?.network();
+        let walk_err = |e: maxminddb::MaxMindDbError| format!("the database is corrupt: {e}");
+        // A tree has at most twice as many networks as nodes; a crafted one whose nodes are
+        // shared would otherwise be walked for ever.
+        let limit = u64::from(self.reader.metadata.node_count).saturating_mul(2).saturating_add(1);
+        let mut first = None;
+        let mut walked = 0u64;
+        for item in self.reader.networks(Default::default()).map_err(walk_err)? {
+            walked += 1;
+            if walked > limit {
+                return Err("the database is corrupt: its search tree holds more networks than it has nodes".into());
+            }
+            let found = item.map_err(walk_err)?;
+            let decoded = match kind {
+                Kind::Country => found.decode::<CountryRecord<'_>>().map(|_| ()),
+                Kind::Asn => found.decode::<AsnRecord<'_>>().map(|_| ()),
+            };
+            decoded.map_err(walk_err)?;
+            if first.is_none() {
+                first = Some(found.network().map_err(walk_err)?.network());
+            }
+        }
+        let ip = first.ok_or_else(|| "the database holds no networks".to_owned())?;
         let answers = match kind {
             Kind::Country => self.country(ip).is_some(),
             Kind::Asn => self.asn(ip).is_some(),
@@ -288,6 +303,16 @@ impl SharedGeoIp {
     /// the default location means no database yet, and a broken one there is logged and skipped
     /// (the next `traffix geoip update` replaces it).
     pub fn load(cfg: &Config) -> Result<SharedGeoIp, String> {
+        let (g, problems) = SharedGeoIp::open(cfg);
+        match problems.into_iter().find(|(_, configured, _)| *configured) {
+            Some((kind, _, e)) => Err(format!("{}: {e}", kind.key())),
+            None => Ok(g),
+        }
+    }
+
+    /// Loads what opens of the databases of `cfg`, and says what does not: each problem's
+    /// kind, whether the config names the file, and the error.
+    pub fn open(cfg: &Config) -> (SharedGeoIp, Vec<(Kind, bool, String)>) {
         let files: Vec<_> = Kind::ALL
             .iter()
             .map(|&k| {
@@ -296,17 +321,20 @@ impl SharedGeoIp {
             })
             .collect();
         let mut dbs = Databases::default();
+        let mut problems = Vec::new();
         for (kind, path, configured) in &files {
             match open_file(path) {
                 Ok(l) => dbs.set(*kind, Some(l)),
-                Err(e) if *configured => return Err(format!("{}: {e}", kind.key())),
-                Err(e) if path.exists() => {
-                    tracing::warn!(error = %e, "the {kind} database of `traffix geoip update` does not open; run it again");
+                Err(e) if *configured || path.exists() => {
+                    if !configured {
+                        tracing::warn!(error = %e, "the {kind} database of `traffix geoip update` does not open; run it again");
+                    }
+                    problems.push((*kind, *configured, e));
                 }
                 Err(_) => {}
             }
         }
-        Ok(SharedGeoIp { files, current: RwLock::new(Arc::new(dbs)) })
+        (SharedGeoIp { files, current: RwLock::new(Arc::new(dbs)) }, problems)
     }
 
     /// The databases in use now.

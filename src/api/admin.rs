@@ -197,13 +197,18 @@ fn compute_overview(state: &ApiState) -> Result<Overview, ApiError> {
         pending_withdrawals: pending.len(),
         pending_withdrawals_micros: pending.iter().map(|w| w.amount.0).sum(),
         currency: state.info.currency.clone(),
-        geoip_country: state.info.geoip_country,
+        geoip_country: geoip_country(state),
         time: rfc3339(now_secs()),
         time_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     })
+}
+
+/// Whether a country database is loaded now (it can arrive while the server runs).
+fn geoip_country(state: &ApiState) -> bool {
+    state.admin.live.as_ref().map_or(state.info.geoip_country, |l| l.geoip.has_country())
 }
 
 async fn overview_of(state: &Arc<ApiState>) -> Result<Overview, ApiError> {
@@ -653,6 +658,9 @@ pub async fn audit(
 pub struct SettingsResponse {
     pub billing: SettingsView,
     pub server: ServerInfo,
+    /// GeoIP: the source of updates, the databases in use (build dates, ages) and the last
+    /// and next update.
+    pub geoip: Option<crate::geoip::GeoipStatus>,
 }
 
 /// A change of billing settings; absent fields stay as they are.
@@ -674,7 +682,13 @@ pub struct SettingsUpdate {
 pub async fn settings(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<SettingsResponse>, ApiError> {
     p.admin_read()?;
     let billing = state.run(admin::SettingsShow {}, &p.actor()).await?;
-    Ok(Json(SettingsResponse { billing, server: state.info.clone() }))
+    let geoip = match state.admin.live.clone() {
+        // Reads the update record from the data directory: the blocking pool.
+        Some(l) => tokio::task::spawn_blocking(move || (l.geoip_status)()).await.ok(),
+        None => None,
+    };
+    let server = ServerInfo { geoip_country: geoip_country(&state), ..state.info.clone() };
+    Ok(Json(SettingsResponse { billing, server, geoip }))
 }
 
 /// Change the price, the platform fee or the minimum payout (audited). New streams are billed

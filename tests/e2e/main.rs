@@ -12,6 +12,7 @@ mod billing;
 mod cli;
 mod datapath;
 mod failures;
+mod geoip;
 mod hostile;
 mod limits;
 mod money;
