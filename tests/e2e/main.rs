@@ -18,3 +18,4 @@ mod money;
 mod ops;
 mod readme;
 mod routing;
+mod upgrade;
