@@ -2,7 +2,8 @@
 # Packaging test (run by tests/run-all.sh after the other steps): builds the .deb with the cheap
 # `deb` profile, checks its files, permissions and maintainer scripts, runs lintian, extracts it
 # and runs the installed binary (--version, init, doctor, serve, /healthz) as the current user on
-# free loopback ports, verifies the systemd units, then builds the container image from the same
+# free loopback ports, verifies the systemd units, installs, upgrades, removes and purges it with
+# dpkg in a debootstrapped root (packaging/deb/test-install.sh), then builds the container image from the same
 # binary and runs it from the exported image's root filesystem (chroot, when root).
 # A step whose tool cannot be installed here is skipped with a message saying so.
 set -euo pipefail
@@ -50,16 +51,19 @@ if grep -E '^[-d]r.{8} ' "$work/files" | grep -Ev '^(-rw-r--r--|-rwxr-xr-x|drwxr
   echo "files above have unexpected modes or owners" >&2; exit 1
 fi
 dpkg-deb -e "$deb" "$work/control"
-for s in postinst prerm postrm; do
+for s in config postinst prerm postrm; do
   [ -x "$work/control/$s" ] || { echo "maintainer script $s missing or not executable" >&2; exit 1; }
   sh -n "$work/control/$s"
 done
+grep -q '^Template: traffix/public_address$' "$work/control/templates"
 grep -qx /etc/default/traffix "$work/control/conffiles"
 grep -q '^Depends:.*adduser' "$work/control/control"
+grep -q '^Depends:.*debconf' "$work/control/control"
 grep -q 'runuser -u traffix' "$work/control/postinst"
 grep -q 'rm -rf /var/lib/traffix ' "$work/control/postrm"
 if command -v shellcheck >/dev/null; then
-  shellcheck packaging/deb/scripts/* packaging/container/*.sh packaging/test-packaging.sh
+  shellcheck packaging/deb/scripts/{config,postinst,prerm,postrm} packaging/deb/*.sh packaging/container/*.sh \
+    packaging/test-packaging.sh
 else
   skip "shellcheck (not installed)"
 fi
@@ -112,5 +116,6 @@ else
   skip "systemd-analyze verify (systemd-analyze does not run here)"
 fi
 
+packaging/deb/test-install.sh "$deb"
 packaging/container/test-container.sh "$bin"
 echo "==> packaging: passed in $((SECONDS - start)) s"

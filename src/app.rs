@@ -181,6 +181,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
 pub struct InitOptions {
     pub data_dir: PathBuf,
     pub public_address: Option<String>,
+    /// No public address: the server runs with pairing off until `server.public_address` is set.
+    pub no_public_address: bool,
     pub web_listen: Option<SocketAddr>,
     pub socks_listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
@@ -274,6 +276,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
     let metrics = concrete(opts.metrics_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))))?;
     let public = match &opts.public_address {
         Some(p) => p.clone(),
+        None if opts.no_public_address => String::new(),
         None => config::default_public_address(web),
     };
 
@@ -292,6 +295,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
 
     let host = public.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_owned()).unwrap_or_default();
     let mut names = vec![host, "localhost".to_owned(), "127.0.0.1".to_owned()];
+    names.retain(|n| !n.is_empty());
     names.dedup();
     let g = crate::tls::generate_self_signed(&names)?;
     let cert_path = cfg.path(&cfg.tls.cert);
@@ -326,7 +330,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
         public_address: public,
         config_path: cfg_path,
         data_dir: dir.clone(),
-        public_address_defaulted: opts.public_address.is_none(),
+        public_address_defaulted: opts.public_address.is_none() && !opts.no_public_address,
     })
 }
 
@@ -424,8 +428,8 @@ impl App {
         let own = OwnAddresses {
             interfaces: crate::netinfo::interface_addresses().into_iter().collect(),
             public: match PublicHost::of(&cfg.server.public_address) {
-                PublicHost::Ip(ip) => [ip].into(),
-                PublicHost::Name(_) => Default::default(),
+                Some(PublicHost::Ip(ip)) => [ip].into(),
+                Some(PublicHost::Name(_)) | None => Default::default(),
             },
         };
         let router = Router::new(
@@ -495,7 +499,9 @@ impl App {
         if secret.len() < 32 {
             return Err(AppError::Other(format!("{} holds fewer than 32 bytes", secret_path.display())));
         }
-        let host = cfg.server.public_address.rsplit_once(':').map(|(h, _)| h.to_owned()).unwrap_or_default();
+        // With no public address (pairing off) the proxy addresses shown carry a placeholder.
+        let host =
+            cfg.server.public_address.rsplit_once(':').map_or_else(|| "SERVER".to_owned(), |(h, _)| h.to_owned());
         let port = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or_default();
         let b = &cfg.billing;
         let info = crate::api::ServerInfo {
@@ -642,6 +648,13 @@ impl App {
             data_dir = %cfg.data_dir.display(), limits = %limits, geoip = %geoip, billing = %billing,
             "traffix serving"
         );
+        if s.public_address.is_empty() {
+            warn!(
+                config = %cfg.config_path.display(),
+                "pairing is off: server.public_address is not set; set it to the HOST:PORT nodes can reach \
+                 (the web listener as seen from the internet) and restart"
+            );
+        }
 
         let mut own = self.trigger.subscribe();
         tokio::select! {

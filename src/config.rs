@@ -63,6 +63,7 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// HOST:PORT nodes dial; empty: pairing is off until it is set.
     pub public_address: String,
     #[serde(default = "d_web")]
     pub web_listen: SocketAddr,
@@ -477,9 +478,11 @@ impl Config {
                 self.billing.platform_fee_percent
             ));
         }
-        if self.server.public_address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0) {
+        let public = &self.server.public_address;
+        if !public.is_empty() && public.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none_or(|p| p == 0)
+        {
             return bad(format!(
-                "server.public_address {:?} must be HOST:PORT with a non-zero port",
+                "server.public_address {:?} must be HOST:PORT with a non-zero port, or empty (pairing off)",
                 self.server.public_address
             ));
         }
@@ -608,6 +611,16 @@ mod tests {
         assert!(BillingConfig::default().max_credit <= MAX_CREDIT_CEILING);
         let e = load("[server]\npublic_address='a:1'\n[billing]\nmax_credit='10000000.01'\n", vec![]).unwrap_err();
         assert!(e.to_string().contains("billing.max_credit"), "{e}");
+    }
+
+    /// An empty public address is pairing off, not an error; anything else must be HOST:PORT.
+    #[test]
+    fn the_public_address_is_host_port_or_empty() {
+        assert_eq!(load("[server]\npublic_address=''\n", vec![]).unwrap().server.public_address, "");
+        for bad in ["a", "a:0", "a:x", ":"] {
+            let e = load(&format!("[server]\npublic_address='{bad}'\n"), vec![]).unwrap_err();
+            assert!(e.to_string().contains("or empty (pairing off)"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
     let out = app::init(&InitOptions {
         data_dir: dir.to_path_buf(),
         public_address: None,
+        no_public_address: false,
         web_listen: loopback0(),
         socks_listen: loopback0(),
         http_listen: loopback0(),

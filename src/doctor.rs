@@ -146,6 +146,18 @@ async fn server_running(data_dir: &Path) -> Option<Result<Option<u32>, (Option<u
 
 async fn public_address(c: &mut Checks, cfg: &Config) {
     let addr = &cfg.server.public_address;
+    if addr.is_empty() {
+        c.warn(
+            "public_address",
+            "no public address: the server runs with pairing off",
+            format!(
+                "set server.public_address = \"HOST:PORT\" in {} to the web listener as seen from the internet, \
+                 then restart the server",
+                cfg.config_path.display()
+            ),
+        );
+        return;
+    }
     if let Err(e) = crate::units::check_host_port(addr) {
         c.problem(
             "public_address",

@@ -48,6 +48,13 @@ impl Command for Pair {
     }
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<PairView, AdminError> {
+        if ctx.public_address.is_empty() {
+            return Err(AdminError::new(
+                "pairing_off",
+                "pairing is off: this server has no public address for nodes to dial; set \
+                 server.public_address = \"HOST:PORT\" in traffix.toml and restart the server",
+            ));
+        }
         let name = self.name;
         let code = crate::auth::new_pairing_code().map_err(|e| AdminError::new("internal", e.to_string()))?;
         let now = now_secs();

@@ -139,7 +139,7 @@ impl From<AdminError> for ApiError {
             "already_exists" | "conflict" => (StatusCode::CONFLICT, "conflict"),
             "invalid" | "ambiguous" => (StatusCode::BAD_REQUEST, "invalid"),
             "disabled" => (StatusCode::FORBIDDEN, "disabled"),
-            "locked" => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            "locked" | "pairing_off" => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ => return ApiError::internal(e.reason),
         };
         ApiError::new(status, code, e.reason)

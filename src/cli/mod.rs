@@ -132,6 +132,10 @@ pub struct InitArgs {
     /// port (default: the web listen address, or this host's name when that is 0.0.0.0).
     #[arg(long, value_name = "HOST:PORT")]
     pub public_address: Option<String>,
+    /// Set no public address: the server runs with pairing off until server.public_address is
+    /// set in the config (then restart it).
+    #[arg(long, conflicts_with = "public_address")]
+    pub no_public_address: bool,
     /// Address of the web listener: dashboard, API and node tunnel [default: 0.0.0.0:8443].
     #[arg(long, value_name = "ADDR")]
     pub web_listen: Option<SocketAddr>,
@@ -1128,6 +1132,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let out = app::init(&InitOptions {
                 data_dir: cli.data_dir.clone(),
                 public_address: a.public_address,
+                no_public_address: a.no_public_address,
                 web_listen: a.web_listen,
                 socks_listen: a.socks_listen,
                 http_listen: a.http_listen,
@@ -1138,7 +1143,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 outln!("Initialised {}", out.data_dir.display());
                 outln!("  config:          {}", out.config_path.display());
-                if out.public_address_defaulted {
+                if out.public_address.is_empty() {
+                    outln!("  public address:  none: pairing is off until server.public_address is set");
+                } else if out.public_address_defaulted {
                     outln!("  public address:  {}   (defaulted: no --public-address given)", out.public_address);
                 } else {
                     outln!("  public address:  {}", out.public_address);
@@ -1146,11 +1153,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 outln!("  TLS pin:         {}", out.pin);
                 outln!("  admin user:      {}", out.admin_user);
                 outln!("  admin password:  {}   (shown once: store it now)", out.admin_password);
-                outln!(
-                    "Nodes must be able to reach {} (pairing links tell them to dial it); \
-                     change it with server.public_address in the config.",
-                    out.public_address
-                );
+                if out.public_address.is_empty() {
+                    outln!(
+                        "Set server.public_address = \"HOST:PORT\" in {} to the address nodes can \
+                         reach, then restart the server to turn pairing on.",
+                        out.config_path.display()
+                    );
+                } else {
+                    outln!(
+                        "Nodes must be able to reach {} (pairing links tell them to dial it); \
+                         change it with server.public_address in the config.",
+                        out.public_address
+                    );
+                }
                 outln!("Start it with: traffix serve --data-dir {}", out.data_dir.display());
             }
         }

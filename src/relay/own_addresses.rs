@@ -58,18 +58,22 @@ pub enum PublicHost {
 }
 
 impl PublicHost {
-    pub fn of(public_address: &str) -> PublicHost {
+    /// `None` when there is no public address (pairing off).
+    pub fn of(public_address: &str) -> Option<PublicHost> {
+        if public_address.is_empty() {
+            return None;
+        }
         let host = public_address.rsplit_once(':').map(|(h, _)| h).unwrap_or(public_address);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
-            return PublicHost::Ip(ip);
+            return Some(PublicHost::Ip(ip));
         }
-        match parse_host(host) {
+        Some(match parse_host(host) {
             Ok(Host::Ip(ip)) => PublicHost::Ip(ip),
             Ok(Host::Name(name)) => PublicHost::Name(name),
             // An odd spelling (`127.1`) is still what the resolver is asked about.
             Err(_) => PublicHost::Name(host.to_ascii_lowercase()),
-        }
+        })
     }
 }
 
@@ -138,8 +142,8 @@ impl PolicyInputs {
         egress.own_networks.extend(all.iter().map(|&ip| (ip, if ip.is_ipv4() { 32 } else { 128 })));
         egress.server_endpoints.extend(server_endpoints(&self.listeners, &self.public_address, &all));
         let own_name = match PublicHost::of(&self.public_address) {
-            PublicHost::Name(name) => Some((name, own.public.iter().copied().collect())),
-            PublicHost::Ip(_) => None,
+            Some(PublicHost::Name(name)) => Some((name, own.public.iter().copied().collect())),
+            Some(PublicHost::Ip(_)) | None => None,
         };
         ServerPolicy { egress, own_name }
     }
@@ -149,8 +153,9 @@ impl PolicyInputs {
     pub async fn look(&self, sources: &Sources, last: &OwnAddresses) -> OwnAddresses {
         let interfaces = (sources.interfaces)().into_iter().collect();
         let public = match PublicHost::of(&self.public_address) {
-            PublicHost::Ip(ip) => BTreeSet::from([ip]),
-            PublicHost::Name(_) => {
+            None => BTreeSet::new(),
+            Some(PublicHost::Ip(ip)) => BTreeSet::from([ip]),
+            Some(PublicHost::Name(_)) => {
                 let why =
                     match tokio::time::timeout(RESOLVE_TIMEOUT, (sources.resolve)(self.public_address.clone())).await {
                         Ok(Ok(addrs)) if !addrs.is_empty() => {
@@ -177,7 +182,7 @@ impl PolicyInputs {
 pub fn server_endpoints(listeners: &[SocketAddr], public: &str, own: &BTreeSet<IpAddr>) -> Vec<SocketAddr> {
     let mut wildcard_ips: BTreeSet<IpAddr> =
         BTreeSet::from([IpAddr::from([127, 0, 0, 1]), IpAddr::V6(Ipv6Addr::LOCALHOST)]);
-    if let PublicHost::Ip(ip) = PublicHost::of(public) {
+    if let Some(PublicHost::Ip(ip)) = PublicHost::of(public) {
         wildcard_ips.insert(ip);
     }
     wildcard_ips.extend(own.iter().copied());
@@ -281,10 +286,11 @@ mod tests {
 
     #[test]
     fn public_host_is_a_literal_or_a_name() {
-        assert_eq!(PublicHost::of("203.0.113.7:8443"), PublicHost::Ip(ip("203.0.113.7")));
-        assert_eq!(PublicHost::of("[2001:db8::1]:8443"), PublicHost::Ip(ip("2001:db8::1")));
-        assert_eq!(PublicHost::of("Proxy.Example.COM.:8443"), PublicHost::Name("proxy.example.com".into()));
-        assert_eq!(PublicHost::of("localhost:8443"), PublicHost::Name("localhost".into()));
+        assert_eq!(PublicHost::of("203.0.113.7:8443"), Some(PublicHost::Ip(ip("203.0.113.7"))));
+        assert_eq!(PublicHost::of("[2001:db8::1]:8443"), Some(PublicHost::Ip(ip("2001:db8::1"))));
+        assert_eq!(PublicHost::of("Proxy.Example.COM.:8443"), Some(PublicHost::Name("proxy.example.com".into())));
+        assert_eq!(PublicHost::of("localhost:8443"), Some(PublicHost::Name("localhost".into())));
+        assert_eq!(PublicHost::of(""), None, "no public address: pairing off");
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@ use super::tables::*;
 /// The schema this build writes.
 pub const LAST_SCHEMA_VERSION: u64 = 4;
 
-/// The schema version of a database (0: a new, empty one).
-pub fn version(db: &redb::Database) -> Result<u64, StoreError> {
+/// The schema version of a database (0: a new, empty one), open for writing or read-only.
+pub fn version(db: &impl ReadableDatabase) -> Result<u64, StoreError> {
     let rtx = db.begin_read()?;
     match rtx.open_table(META) {
         Ok(t) => Ok(t.get("schema_version")?.map(|v| v.value()).unwrap_or(0)),

@@ -177,8 +177,9 @@ pub(crate) fn create_private(path: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
-/// Copies the database file at `src` (open in this process, no transaction running) to a new
-/// private file `dest`, creating its folder (mode 0700) if needed.
+/// Copies the database file at `src` (held open by this process, so no other process writes it,
+/// and no transaction running) to a new private file `dest`, creating its folder (mode 0700) if
+/// needed.
 fn copy_private(src: &Path, dest: &Path) -> Result<(), StoreError> {
     if let Some(dir) = dest.parent() {
         let mut b = std::fs::DirBuilder::new();
@@ -197,6 +198,17 @@ fn copy_private(src: &Path, dest: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Copies the database at `path`, at schema `found`, to its pre-migration path.
+fn pre_migration_copy(path: &Path, found: u64) -> Result<(), StoreError> {
+    let dest = migrations::pre_migration_path(path, found, now_secs());
+    copy_private(path, &dest)?;
+    tracing::warn!(
+        from = found, to = migrations::LAST_SCHEMA_VERSION, backup = %dest.display(),
+        "the database schema is about to be upgraded: a copy of the database was taken first"
+    );
+    Ok(())
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -205,25 +217,54 @@ pub fn now_secs() -> u64 {
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
     /// A database about to be migrated is first copied to
-    /// `backups/pre-migration-FROM-TO-TIME.redb` beside it (mode 0600).
+    /// `backups/pre-migration-FROM-TO-TIME.redb` beside it (mode 0600), byte for byte as it was.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut looked = false;
         if !path.exists() {
             // It will hold password hashes and proxy passwords: private from the first byte
             // (redb starts a new database in an empty file).
             drop(create_private(path)?);
+        } else {
+            looked = Store::copy_if_migrating(path)?;
         }
         let db = redb::Database::create(path)?;
-        let found = migrations::version(&db)?;
-        if migrations::needs_backup(found) {
-            let dest = migrations::pre_migration_path(path, found, now_secs());
-            copy_private(path, &dest)?;
-            tracing::warn!(
-                from = found, to = migrations::LAST_SCHEMA_VERSION, backup = %dest.display(),
-                "the database schema is about to be upgraded: a copy of the database was taken first"
-            );
+        if !looked {
+            // A new or empty file has nothing to copy. One a crash left is repaired only by a
+            // write handle, so its copy is taken under that handle, after the repair; it carries
+            // redb's in-use mark, so opening the copy repairs again.
+            let found = migrations::version(&db)?;
+            if migrations::needs_backup(found) {
+                pre_migration_copy(path, found)?;
+            }
         }
         migrations::migrate(&db)?;
         Ok(Store { db })
+    }
+
+    /// Reads the schema of the existing database at `path` through a read-only handle and, if
+    /// this build will migrate it, copies the file first. Read-only, because a write handle
+    /// marks the header as in use the moment it opens: a copy taken under it is not the file
+    /// the old release left, and opening it is a repair. The read-only handle's shared lock
+    /// keeps writers out while the bytes are copied (and a running server's lock refuses it:
+    /// [`StoreError::Locked`]). `false` when a read-only handle cannot tell: an empty file, or
+    /// one a crash left needing a repair.
+    fn copy_if_migrating(path: &Path) -> Result<bool, StoreError> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| StoreError::Invalid(format!("cannot read {}: {e}", path.display())))?
+            .len();
+        if len == 0 {
+            return Ok(false);
+        }
+        let db = match redb::ReadOnlyDatabase::open(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::RepairAborted) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let found = migrations::version(&db)?;
+        if migrations::needs_backup(found) {
+            pre_migration_copy(path, found)?;
+        }
+        Ok(true)
     }
 
     /// Opens an existing database without migrating it (for checks that must change nothing),
@@ -400,6 +441,7 @@ mod tests {
             txn.commit().unwrap();
         }
         assert!(!dir.path().join("backups").exists(), "no copy when nothing migrates");
+        let before = std::fs::read(&p).unwrap();
         let s = Store::open(&p).unwrap();
         assert_eq!(s.schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
         drop(s);
@@ -411,12 +453,41 @@ mod tests {
         assert!(name.ends_with(".redb"), "{name}");
         assert_eq!(std::fs::metadata(&copies[0]).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(dir.path().join("backups")).unwrap().permissions().mode() & 0o777, 0o700);
-        // The copy is the database as it was, before the upgrade.
+        // The copy is the database as it was, before the upgrade: byte for byte (not with the
+        // in-use mark a write handle puts in the header, which would make opening it a repair).
+        assert!(std::fs::read(&copies[0]).unwrap() == before, "the copy differs from the file as it was");
         let (old, found) = Store::open_unmigrated(&copies[0]).unwrap();
         assert_eq!((found, old.schema_version().unwrap()), (from, from));
         // Reopening the upgraded database takes no further copy.
         drop(Store::open(&p).unwrap());
         assert_eq!(std::fs::read_dir(dir.path().join("backups")).unwrap().count(), 1);
+    }
+
+    /// A database a crash left (redb's in-use mark still set) cannot be read read-only: the
+    /// write handle repairs it, and the copy is taken under that handle before migrating.
+    #[test]
+    fn a_database_left_by_a_crash_is_still_copied_before_migrating() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.redb");
+        let crashed = dir.path().join("crashed").join("t.redb");
+        std::fs::create_dir(crashed.parent().unwrap()).unwrap();
+        let from = migrations::LAST_SCHEMA_VERSION - 1;
+        {
+            let s = Store::open(&p).unwrap();
+            let txn = s.write().unwrap();
+            txn.open_table(tables::META).unwrap().insert("schema_version", from).unwrap();
+            txn.commit().unwrap();
+            // The file as a kill -9 leaves it: committed, but marked in use.
+            std::fs::copy(&p, &crashed).unwrap();
+        }
+        assert!(matches!(redb::ReadOnlyDatabase::open(&crashed), Err(redb::DatabaseError::RepairAborted)));
+        let s = Store::open(&crashed).unwrap();
+        assert_eq!(s.schema_version().unwrap(), migrations::LAST_SCHEMA_VERSION);
+        let copies: Vec<_> =
+            std::fs::read_dir(crashed.parent().unwrap().join("backups")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        let (_, found) = Store::open_unmigrated(&copies[0]).unwrap();
+        assert_eq!(found, from);
     }
 
     #[test]

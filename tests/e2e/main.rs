@@ -19,3 +19,4 @@ mod money;
 mod ops;
 mod readme;
 mod routing;
+mod upgrade;

@@ -216,3 +216,56 @@ fn doctor_passes_a_healthy_server_and_names_each_problem_with_its_fix() {
     assert_eq!(bad[0]["check"], "certificate");
     assert!(bad[0]["message"].as_str().unwrap().contains("days"), "{bad:#?}");
 }
+
+/// A server installed without a public address (the package asked and got no answer) runs with
+/// pairing off, says so, and pairs once the address is set.
+#[test]
+fn without_a_public_address_the_server_runs_with_pairing_off_and_says_how_to_turn_it_on() {
+    let fresh = tempfile::tempdir().unwrap();
+    let d = fresh.path().join("data");
+    let out = Command::new(BIN)
+        .args(["init", "--no-public-address", "--web-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("pairing is off until server.public_address is set"), "{}", text(&out));
+    let cfg = std::fs::read_to_string(d.join("traffix.toml")).unwrap();
+    assert!(cfg.lines().any(|l| l == "public_address = \"\""), "{cfg}");
+    let both = Command::new(BIN)
+        .args(["init", "--no-public-address", "--public-address", "a.example:8443", "--data-dir"])
+        .arg(fresh.path().join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both));
+
+    let mut s = Server::start();
+    s.add_user("bob", None);
+    assert!(s.terminate().success());
+    let path = s.data_dir().join("traffix.toml");
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    let with = |addr: &str| {
+        cfg.lines()
+            .map(
+                |l| if l.starts_with("public_address") { format!("public_address = \"{addr}\"") } else { l.to_owned() },
+            )
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    std::fs::write(&path, with("")).unwrap();
+    s.spawn();
+    assert!(s.log().contains("pairing is off: server.public_address is not set"), "{}", s.log());
+    let pair = s.cli(&["pair", "bob"]);
+    assert!(!pair.status.success());
+    assert!(text(&pair).contains("pairing is off") && text(&pair).contains("server.public_address"), "{}", text(&pair));
+    let (code, bad) = doctor(s.data_dir());
+    assert_eq!(code, Some(2), "{bad:#?}");
+    let warn = bad.iter().find(|c| c["check"] == "public_address").unwrap_or_else(|| panic!("{bad:#?}"));
+    assert_eq!(warn["status"], "warning");
+    assert!(warn["fix"].as_str().unwrap().contains("server.public_address"), "{warn}");
+    assert!(s.terminate().success());
+
+    std::fs::write(&path, with(&s.web.to_string())).unwrap();
+    s.spawn();
+    assert!(s.pair_link("bob").starts_with("traffix://pair?"));
+}
