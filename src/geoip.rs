@@ -26,9 +26,28 @@ use crate::config::Config;
 /// The folder of the data directory that `traffix geoip update` writes to.
 pub const DIR: &str = "geoip";
 
-/// An opened database.
+/// The marker before a MaxMind DB's metadata, at the end of the file.
+const METADATA_MARKER: &[u8] = b"\xab\xcd\xefMaxMind.com";
+/// The zero bytes between the search tree and the data section.
+const DATA_SEPARATOR: u64 = 16;
+
+/// A database's bytes, shared by its reader and the checks of its search tree.
+#[derive(Clone)]
+struct Bytes(Arc<[u8]>);
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// An opened database whose search tree was walked once: every pointer in it leads to a node,
+/// to nothing or into the data section, so lookups stay inside the file.
 pub struct GeoIp {
-    reader: maxminddb::Reader<Vec<u8>>,
+    reader: maxminddb::Reader<Bytes>,
+    bytes: Bytes,
+    /// Where the metadata marker starts (the data section ends there).
+    metadata_at: usize,
 }
 
 impl std::fmt::Debug for GeoIp {
@@ -89,6 +108,14 @@ impl Kind {
         }
     }
 
+    /// The name with its article, for sentences.
+    fn a(self) -> &'static str {
+        match self {
+            Kind::Country => "a country",
+            Kind::Asn => "an ASN",
+        }
+    }
+
     /// Whether a database of `database_type` (its metadata) holds this kind of record: country
     /// data is in Country, City and Enterprise databases; ASN data in ASN databases, whatever
     /// the vendor (`GeoLite2-ASN`, `DBIP-ASN-Lite (compat=GeoLite2-ASN)`).
@@ -109,16 +136,100 @@ impl std::fmt::Display for Kind {
 
 impl GeoIp {
     pub fn open(path: &Path) -> Result<GeoIp, String> {
-        maxminddb::Reader::open_readfile(path)
-            .map(|reader| GeoIp { reader })
-            .map_err(|e| format!("cannot open GeoIP database {}: {e}", path.display()))
+        let fail = |e: String| format!("cannot open GeoIP database {}: {e}", path.display());
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let db = GeoIp::from_bytes(bytes).map_err(fail)?;
+        db.walk().map_err(fail)?;
+        Ok(db)
     }
 
-    /// A database from its bytes (a download not yet written anywhere).
+    /// A database from its bytes (a download not yet written anywhere). The search tree the
+    /// metadata declares must fit in the file before maxminddb opens it: it reads the tree while
+    /// it opens and indexes past the end of one that does not.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GeoIp, String> {
-        maxminddb::Reader::from_source(bytes)
-            .map(|reader| GeoIp { reader })
-            .map_err(|e| format!("not a MaxMind DB: {e}"))
+        let bad = |e: String| format!("not a MaxMind DB: {e}");
+        let at = bytes
+            .windows(METADATA_MARKER.len())
+            .rposition(|w| w == METADATA_MARKER)
+            .ok_or_else(|| bad("it has no MaxMind DB metadata".into()))?;
+        // The metadata alone, after one all-zero node (whatever the record size): opening it
+        // reads nothing but that node.
+        let mut probe = vec![0u8; 8];
+        probe.extend_from_slice(&bytes[at..]);
+        let meta = maxminddb::Reader::from_source(probe).map_err(|e| bad(e.to_string()))?.metadata;
+        let tree = u64::from(meta.node_count) * u64::from(meta.record_size) / 4;
+        if tree + DATA_SEPARATOR > at as u64 {
+            return Err(bad(format!("its search tree ({} nodes) is larger than the file", meta.node_count)));
+        }
+        if !matches!(meta.ip_version, 4 | 6) {
+            return Err(bad(format!("ip_version is {}, not 4 or 6", meta.ip_version)));
+        }
+        let bytes = Bytes(Arc::from(bytes));
+        let reader = maxminddb::Reader::from_source(bytes.clone()).map_err(|e| bad(e.to_string()))?;
+        Ok(GeoIp { reader, bytes, metadata_at: at })
+    }
+
+    /// Walks the search tree once, each node at most once and never deeper than an address
+    /// has bits, checking every pointer: a node, nothing, or a record inside the data section.
+    /// Returns one address for each distinct record. (maxminddb's own iterator would follow a
+    /// crafted tree whose nodes point back up for ever.)
+    fn walk(&self) -> Result<Vec<IpAddr>, String> {
+        let meta = &self.reader.metadata;
+        let buf = self.bytes.as_ref();
+        let nodes = meta.node_count as usize;
+        let bits: u32 = if meta.ip_version == 6 { 128 } else { 32 };
+        let data_start = nodes * meta.record_size as usize / 4 + DATA_SEPARATOR as usize;
+        let data_len = self.metadata_at.saturating_sub(data_start);
+        let corrupt = |what: &str| format!("the database is corrupt: {what}");
+        let read = |node: usize, right: bool| -> Option<usize> {
+            let at = node * meta.record_size as usize / 4;
+            let b = |i: usize| buf.get(at + i).map(|&x| x as usize);
+            Some(match (meta.record_size, right) {
+                (24, false) => b(0)? << 16 | b(1)? << 8 | b(2)?,
+                (24, true) => b(3)? << 16 | b(4)? << 8 | b(5)?,
+                (28, false) => (b(3)? & 0xF0) << 20 | b(0)? << 16 | b(1)? << 8 | b(2)?,
+                (28, true) => (b(3)? & 0x0F) << 24 | b(4)? << 16 | b(5)? << 8 | b(6)?,
+                (32, false) => b(0)? << 24 | b(1)? << 16 | b(2)? << 8 | b(3)?,
+                (32, true) => b(4)? << 24 | b(5)? << 16 | b(6)? << 8 | b(7)?,
+                _ => return None,
+            })
+        };
+        if nodes == 0 {
+            return Err(corrupt("its search tree is empty"));
+        }
+        let mut seen = vec![false; nodes];
+        let mut stack: Vec<(usize, u32, u128)> = vec![(0, 0, 0)];
+        let mut records = std::collections::BTreeMap::new();
+        while let Some((node, depth, ip)) = stack.pop() {
+            if std::mem::replace(&mut seen[node], true) {
+                continue;
+            }
+            for right in [false, true] {
+                let child = read(node, right).ok_or_else(|| corrupt("its search tree is cut short"))?;
+                let child_ip = ip | (u128::from(right) << (bits - 1 - depth));
+                match child.cmp(&nodes) {
+                    std::cmp::Ordering::Less if depth + 1 >= bits => {
+                        return Err(corrupt("its search tree is deeper than an address"));
+                    }
+                    std::cmp::Ordering::Less => stack.push((child, depth + 1, child_ip)),
+                    std::cmp::Ordering::Equal => {}
+                    std::cmp::Ordering::Greater => {
+                        let offset = child - nodes;
+                        if offset < DATA_SEPARATOR as usize || offset - DATA_SEPARATOR as usize >= data_len {
+                            return Err(corrupt("a record pointer leads outside the data section"));
+                        }
+                        records.entry(offset).or_insert(child_ip);
+                    }
+                }
+            }
+        }
+        Ok(records
+            .into_values()
+            .map(|ip| match bits {
+                32 => IpAddr::from(std::net::Ipv4Addr::from(ip as u32)),
+                _ => IpAddr::from(std::net::Ipv6Addr::from(ip)),
+            })
+            .collect())
     }
 
     /// The vendor's name of the database (`GeoLite2-Country`, `DBIP-Country-Lite`, …).
@@ -151,43 +262,35 @@ impl GeoIp {
         }
     }
 
-    /// Checks a database before it is installed: its type is one of `kind`, every network in
-    /// its search tree leads to a record that decodes as a `kind` record, and the first one
-    /// answers a lookup. (maxminddb's own `verify` also refuses files with an empty metadata
-    /// description, which some vendors' tools write, so the walk is done here.)
+    /// Checks a database before it is installed: its type is one of `kind`, its search tree
+    /// is sound ([`GeoIp::walk`]), every record it holds decodes as a `kind` record, and some
+    /// record answers a lookup with a country (or an AS number).
     pub fn check(&self, kind: Kind) -> Result<(), String> {
         let t = self.database_type();
         if !kind.accepts_type(t) {
-            return Err(format!("it is a {t:?} database, not a {kind} database"));
+            return Err(format!("it is a {t:?} database, not {} database", kind.a()));
         }
-        let walk_err = |e: maxminddb::MaxMindDbError| format!("the database is corrupt: {e}");
-        // A tree has at most twice as many networks as nodes; a crafted one whose nodes are
-        // shared would otherwise be walked for ever.
-        let limit = u64::from(self.reader.metadata.node_count).saturating_mul(2).saturating_add(1);
-        let mut first = None;
-        let mut walked = 0u64;
-        for item in self.reader.networks(Default::default()).map_err(walk_err)? {
-            walked += 1;
-            if walked > limit {
-                return Err("the database is corrupt: its search tree holds more networks than it has nodes".into());
-            }
-            let found = item.map_err(walk_err)?;
-            let decoded = match kind {
-                Kind::Country => found.decode::<CountryRecord<'_>>().map(|_| ()),
-                Kind::Asn => found.decode::<AsnRecord<'_>>().map(|_| ()),
+        let records = self.walk()?;
+        if records.is_empty() {
+            return Err("the database holds no records".into());
+        }
+        let corrupt =
+            |ip: IpAddr, e: maxminddb::MaxMindDbError| format!("the database is corrupt: the record of {ip}: {e}");
+        let mut answers = false;
+        for ip in records {
+            let found = self.reader.lookup(ip).map_err(|e| corrupt(ip, e))?;
+            answers |= match kind {
+                Kind::Country => {
+                    found.decode::<CountryRecord<'_>>().map_err(|e| corrupt(ip, e))?.is_some()
+                        && self.country(ip).is_some()
+                }
+                Kind::Asn => {
+                    found.decode::<AsnRecord<'_>>().map_err(|e| corrupt(ip, e))?.is_some() && self.asn(ip).is_some()
+                }
             };
-            decoded.map_err(walk_err)?;
-            if first.is_none() {
-                first = Some(found.network().map_err(walk_err)?.network());
-            }
         }
-        let ip = first.ok_or_else(|| "the database holds no networks".to_owned())?;
-        let answers = match kind {
-            Kind::Country => self.country(ip).is_some(),
-            Kind::Asn => self.asn(ip).is_some(),
-        };
         if !answers {
-            return Err(format!("a lookup of {ip}, its first network, found no {kind} record"));
+            return Err(format!("no lookup in it finds {} record", kind.a()));
         }
         Ok(())
     }
@@ -498,6 +601,84 @@ mod tests {
         assert!(attribution_of("DBIP-Country-Lite").is_some_and(|a| a.contains("CC BY 4.0")));
         assert!(attribution_of("GeoLite2-ASN").is_some_and(|a| a.contains("MaxMind")));
         assert_eq!(attribution_of("GeoIP2-Country"), None);
+    }
+
+    /// MaxMind DB encodings, enough for a metadata map and one record.
+    fn str_(s: &str) -> Vec<u8> {
+        [vec![0x40 | s.len() as u8], s.as_bytes().to_vec()].concat()
+    }
+    fn uint(ty: u8, v: u64) -> Vec<u8> {
+        let b: Vec<u8> = v.to_be_bytes().iter().copied().skip_while(|&x| x == 0).collect();
+        match ty {
+            5 | 6 => [vec![(ty << 5) | b.len() as u8], b].concat(),
+            _ => [vec![b.len() as u8, ty - 7], b].concat(), // extended types (uint64: 9)
+        }
+    }
+    fn map(pairs: Vec<(&str, Vec<u8>)>) -> Vec<u8> {
+        let mut out = vec![0xE0 | pairs.len() as u8];
+        for (k, v) in pairs {
+            out.extend(str_(k));
+            out.extend(v);
+        }
+        out
+    }
+
+    /// A database of record size 24 and IPv4 with `nodes` (each two 24-bit records) and `data`.
+    fn mmdb(node_count: u32, nodes: &[[u32; 2]], data: &[u8], database_type: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for n in nodes {
+            for r in n {
+                out.extend_from_slice(&r.to_be_bytes()[1..]);
+            }
+        }
+        out.extend_from_slice(&[0u8; 16]);
+        out.extend_from_slice(data);
+        out.extend_from_slice(METADATA_MARKER);
+        out.extend(map(vec![
+            ("binary_format_major_version", uint(5, 2)),
+            ("binary_format_minor_version", uint(5, 0)),
+            ("build_epoch", uint(9, 1_780_000_000)),
+            ("database_type", str_(database_type)),
+            ("description", map(vec![("en", str_("test"))])),
+            ("ip_version", uint(5, 4)),
+            ("languages", vec![0x00, 0x04]), // an empty array
+            ("node_count", uint(6, u64::from(node_count))),
+            ("record_size", uint(5, 24)),
+        ]));
+        out
+    }
+
+    #[test]
+    fn a_sound_tiny_database_passes_and_crafted_trees_are_refused_without_hanging() {
+        let de = map(vec![("country", map(vec![("iso_code", str_("DE"))]))]);
+        // One node: 0.0.0.0/1 → the record (pointer 1 + 16 + 0), 128.0.0.0/1 → nothing (1).
+        let good = GeoIp::from_bytes(mmdb(1, &[[17, 1]], &de, "Test-Country")).unwrap();
+        assert_eq!(good.country("1.2.3.4".parse().unwrap()), Some(*b"DE"));
+        assert_eq!(good.country("200.1.1.1".parse().unwrap()), None);
+        good.check(Kind::Country).unwrap();
+        assert!(good.check(Kind::Asn).unwrap_err().contains("not an ASN database"));
+        let asn_type = GeoIp::from_bytes(mmdb(1, &[[17, 1]], &de, "Test-ASN")).unwrap();
+        assert!(asn_type.check(Kind::Asn).unwrap_err().contains("no lookup"), "a country record in an ASN db");
+
+        // Node 1 points back at node 0: maxminddb's iterator would never end; the walk does.
+        let cycle = GeoIp::from_bytes(mmdb(2, &[[1, 1], [0, 2]], &de, "Test-Country")).unwrap();
+        assert!(cycle.check(Kind::Country).unwrap_err().contains("no records"));
+        // A pointer into the 16-byte separator, and one past the data.
+        for bad in [[3u32, 1], [17 + 500, 1]] {
+            let db = GeoIp::from_bytes(mmdb(1, &[bad], &de, "Test-Country")).unwrap();
+            assert!(db.check(Kind::Country).unwrap_err().contains("outside the data section"), "{bad:?}");
+        }
+        // A node chain deeper than 32 bits.
+        let deep: Vec<[u32; 2]> = (0..40).map(|i| [i + 1, 40]).collect();
+        let db = GeoIp::from_bytes(mmdb(40, &deep, &de, "Test-Country")).unwrap();
+        assert!(db.check(Kind::Country).unwrap_err().contains("deeper than an address"));
+        // A tree that claims more nodes than the file holds is refused before maxminddb reads it.
+        let e = GeoIp::from_bytes(mmdb(1_000_000, &[[17, 1]], &de, "Test-Country")).unwrap_err();
+        assert!(e.contains("larger than the file"), "{e}");
+        assert!(GeoIp::from_bytes(b"not a database".to_vec()).unwrap_err().contains("no MaxMind DB metadata"));
+        let mut cut = mmdb(1, &[[17, 1]], &de, "Test-Country");
+        cut.truncate(cut.len() - 5);
+        assert!(GeoIp::from_bytes(cut).is_err());
     }
 
     #[test]
