@@ -308,6 +308,15 @@ fn dbip_falls_back_to_last_month_until_this_months_file_is_published() {
     );
     assert!(err.contains("failed") && err.contains("old database stays"), "{err}");
     assert_eq!(std::fs::read(dir.path().join("geoip/country.mmdb")).unwrap(), before_bytes);
+
+    // DB-IP publishes no checksum: a file cut short fails its gzip trailer, and is not installed.
+    let cut = gzip(&mmdb(tmp.path(), "n.mmdb", &[("--type=DBIP-Country-Lite", ""), ("127.0.0.2", "AT")]));
+    let cut = cut[..cut.len() - 9].to_vec();
+    web.set(move |_| Reply::Ok(cut.clone()));
+    let (code, report, _) = update(dir.path(), &geo, &["--force"]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(error_of(&report, "country").contains("not a complete gzip file"), "{report}");
+    assert_eq!(std::fs::read(dir.path().join("geoip/country.mmdb")).unwrap(), before_bytes);
 }
 
 /// A data directory from `traffix init` (no server).
