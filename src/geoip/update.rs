@@ -153,7 +153,7 @@ pub async fn run(cfg: &Config, now: u64, force: bool) -> Result<Report, StartErr
     let dir = cfg.data_dir.join(DIR);
     let owner = data_dir_owner(&cfg.data_dir);
     create_private_dir(&dir, owner).map_err(|e| StartError(format!("cannot create {}: {e}", dir.display())))?;
-    let _lock = lock(&dir)?;
+    let _lock = lock(&dir, owner)?;
     let client = Client::new(Duration::from_secs(g.download_timeout_secs)).map_err(StartError)?;
     let mut state = State::read(&cfg.data_dir);
     let mut report = Report { source: source.name().into(), databases: Vec::new(), skipped: None };
@@ -368,9 +368,11 @@ fn create_private_dir(dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<
     }
 }
 
-fn lock(dir: &Path) -> Result<std::fs::File, StartError> {
+fn lock(dir: &Path, owner: Option<(u32, u32)>) -> Result<std::fs::File, StartError> {
     let path = dir.join(LOCK_FILE);
-    let f = private_file(&path).map_err(|e| StartError(format!("cannot create {}: {e}", path.display())))?;
+    let f = private_file(&path)
+        .and_then(|f| adopt(&path, owner).map(|()| f))
+        .map_err(|e| StartError(format!("cannot create {}: {e}", path.display())))?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => {

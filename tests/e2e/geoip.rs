@@ -279,10 +279,22 @@ fn dbip_falls_back_to_last_month_until_this_months_file_is_published() {
         }
     });
     let dir = init_dir();
+    // Run as root on a data directory that belongs to someone else (the service user): the new
+    // files are handed to that owner, so the service can read them and update them later.
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    if root {
+        std::os::unix::fs::chown(dir.path(), Some(65_534), Some(65_534)).unwrap();
+    }
     let geo = env(&[("TRAFFIX_GEOIP__SOURCE", "dbip"), ("TRAFFIX_GEOIP__DBIP_URL", &format!("{}/free/", web.url()))]);
     let (code, report, err) = update(dir.path(), &geo, &[]);
     assert_eq!(code, Some(0), "{report} {err}");
     assert_eq!(report["server"]["running"], false);
+    if root {
+        for f in ["geoip", "geoip/country.mmdb", "geoip/asn.mmdb", "geoip/state.json", "geoip/.lock"] {
+            let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path().join(f)).unwrap());
+            assert_eq!(uid, 65_534, "{f} belongs to the data directory's owner");
+        }
+    }
     let asked = asked.lock().unwrap().clone();
     assert_eq!(asked.len(), 4, "{asked:?}");
     let month = |p: &str| p[p.len() - 15..p.len() - 8].to_owned();
