@@ -78,5 +78,8 @@ pub fn challenge_cert(domain: &str, key_auth_digest: &[u8]) -> Result<Arc<Certif
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(key_auth_digest)];
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| e.to_string())?;
-    crate::tls::certified_key(vec![cert.der().clone()], der).map_err(|e| e.to_string())
+    // Not `tls::certified_key`: its key check parses the certificate with webpki, which
+    // refuses the critical acmeIdentifier extension (validators expect it critical).
+    let signer = crate::tls::provider().key_provider.load_private_key(der).map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)))
 }
