@@ -388,6 +388,26 @@ fn an_unreachable_ca_leaves_the_self_signed_certificate_with_a_warning_and_the_e
     // The dashboard keeps working over the self-signed certificate (nodes never noticed).
     let out = curl(&["-k", &format!("https://127.0.0.1:{}/healthz", s.web.port())]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The dashboard's settings show it; its "Renew now" (the API) tries again and says why not.
+    let base = format!("https://127.0.0.1:{}/api/v1", s.web.port());
+    let call = |method: &str, path: &str, token: Option<&str>, body: &str| -> Value {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}")).unwrap_or_else(|| "X-None: 1".into());
+        let url = format!("{base}{path}");
+        let out = curl(&["-k", "-X", method, "-H", "Content-Type: application/json", "-H", &auth, "-d", body, &url]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{method} {path}: {out:?}"))
+    };
+    let login = serde_json::json!({"username": "admin", "password": s.admin_password}).to_string();
+    let token = call("POST", "/auth/login", None, &login)["access_token"].as_str().unwrap().to_owned();
+    let cert = &call("GET", "/admin/settings", Some(&token), "")["certificate"];
+    assert_eq!((cert["source"].as_str(), cert["pin"].as_str()), (Some("self_signed"), Some(s.pin.as_str())), "{cert}");
+    assert_eq!(cert["acme"]["domain"], DOMAIN, "{cert}");
+    let again = call("POST", "/admin/tls/renew", Some(&token), "{}");
+    assert_eq!(
+        (again["source"].as_str(), again["acme"]["failures"].as_u64()),
+        (Some("self_signed"), Some(2)),
+        "{again}"
+    );
+
     // A renewal asked for by hand fails the same way, and says so.
     let out = s.cli(&["tls", "renew"]);
     assert!(!out.status.success());
