@@ -477,3 +477,114 @@ impl Certificates {
         self.self_signed.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    const DOMAIN: &str = "proxy.example.com";
+    const DAY: u64 = 86_400;
+
+    struct FakeClock(AtomicU64);
+    impl Clock for FakeClock {
+        fn now(&self) -> u64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    /// A data directory as `init` leaves it, with ACME on for `DOMAIN`.
+    fn data_dir() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let g = crate::tls::generate_self_signed(&["localhost".into()]).unwrap();
+        std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+        std::fs::write(dir.path().join("tls/cert.pem"), &g.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls/key.pem"), &g.key_pem).unwrap();
+        let text = format!(
+            "[server]\npublic_address='{DOMAIN}:443'\n[tls]\nacme_domain='{DOMAIN}'\nacme_contact='ops@example.com'\n"
+        );
+        let cfg = Config::from_str_with_env(&text, Path::new("t.toml"), dir.path(), std::iter::empty()).unwrap();
+        (dir, cfg)
+    }
+
+    /// A CA-signed chain (leaf, CA) for `names` and the key in `key_pem`, valid `from..until`.
+    fn issued(key_pem: &str, names: &[&str], from: u64, until: u64) -> String {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "Test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::from_pem(key_pem).unwrap();
+        let mut leaf =
+            rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+        let (y, m, d) = day_of(from);
+        leaf.not_before = rcgen::date_time_ymd(y, m, d);
+        let (y, m, d) = day_of(until);
+        leaf.not_after = rcgen::date_time_ymd(y, m, d);
+        let leaf = leaf.signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key)).unwrap();
+        format!("{}{}", leaf.pem(), ca_cert.pem())
+    }
+
+    /// Midnight of `t` (which the tests keep at midnight) as rcgen takes it.
+    fn day_of(t: u64) -> (i32, u8, u8) {
+        let d = crate::units::rfc3339(t);
+        let ymd: Vec<i32> = d[..10].split('-').map(|p| p.parse().unwrap()).collect();
+        (ymd[0], ymd[1] as u8, ymd[2] as u8)
+    }
+
+    #[test]
+    fn a_stored_certificate_is_served_only_for_the_same_key_and_domain_and_renewal_follows_the_clock() {
+        let (dir, cfg) = data_dir();
+        let key_pem = std::fs::read_to_string(dir.path().join("tls/key.pem")).unwrap();
+        let t0 = 1_900_000_000 / DAY * DAY;
+        let clock = Arc::new(FakeClock(AtomicU64::new(t0)));
+        let load = || Certificates::load(&cfg, clock.clone()).unwrap();
+
+        // Nothing stored: self-signed, and an attempt is due at once.
+        let v = load().view();
+        assert_eq!(v.source, "self_signed");
+        assert_eq!(v.acme.unwrap().next_attempt_at, Some(crate::units::rfc3339(t0)));
+
+        // Another key's certificate would change the pin: refused.
+        let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        std::fs::write(dir.path().join(CERT_FILE), issued(&other, &[DOMAIN], t0 - DAY, t0 + 90 * DAY)).unwrap();
+        assert_eq!(load().view().source, "self_signed");
+        // Another name, or an expired one: refused.
+        std::fs::write(dir.path().join(CERT_FILE), issued(&key_pem, &["other.example.com"], t0 - DAY, t0 + 90 * DAY))
+            .unwrap();
+        assert_eq!(load().view().source, "self_signed");
+        std::fs::write(dir.path().join(CERT_FILE), issued(&key_pem, &[DOMAIN], t0 - 90 * DAY, t0 - DAY)).unwrap();
+        assert_eq!(load().view().source, "self_signed");
+
+        // Ours: served, with the pin unchanged, renewed 30 days before its end.
+        std::fs::write(dir.path().join(CERT_FILE), issued(&key_pem, &[DOMAIN], t0, t0 + 90 * DAY)).unwrap();
+        let certs = load();
+        let v = certs.view();
+        assert_eq!(
+            (v.source.as_str(), v.issuer.as_str(), v.dns_names.clone()),
+            ("acme", "Test CA", vec![DOMAIN.into()])
+        );
+        assert_eq!(v.pin, crate::app::configured_pin(&cfg).unwrap(), "the pin is the key's");
+        let renew_at = t0 + 60 * DAY;
+        assert_eq!(v.acme.unwrap().renew_at, Some(crate::units::rfc3339(renew_at)));
+        let due = |c: &Certificates| {
+            schedule::next_attempt(clock.now(), &c.facts(), &c.acme.as_ref().unwrap().policy) <= clock.now()
+        };
+        assert!(!due(&certs));
+        clock.0.store(renew_at - 1, Ordering::Relaxed);
+        assert!(!due(&certs));
+        clock.0.store(renew_at, Ordering::Relaxed);
+        assert!(due(&certs), "the fake clock reached the renewal window");
+    }
+
+    #[test]
+    fn the_csr_carries_the_appliance_key() {
+        let g = crate::tls::generate_self_signed(&["localhost".into()]).unwrap();
+        let der = csr_der(DOMAIN, &g.key_pem).unwrap();
+        use rcgen::PublicKeyData;
+        let spki = rcgen::KeyPair::from_pem(&g.key_pem).unwrap().subject_public_key_info();
+        assert!(der.windows(spki.len()).any(|w| w == spki), "the CSR holds the appliance's public key");
+        assert!(der.windows(DOMAIN.len()).any(|w| w == DOMAIN.as_bytes()), "and names the domain");
+    }
+}
