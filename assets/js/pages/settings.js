@@ -177,7 +177,7 @@ function certificateCard(initial) {
       row('pin', 'Pin', text(c.pin, 'mono small')),
       acme ? [
         row('domain', 'ACME domain', h('span', null, h('span', { class: 'mono' }, acme.domain), h('span', { class: 'muted small' }, ` (${acme.challenge}, ${acme.directory})`))),
-        row('renew-at', 'Renews', when(acme.renew_at)),
+        row('renew-at', 'Renews', acme.renew_at ? when(acme.renew_at) : h('span', { class: 'muted' }, 'once an ACME certificate is served')),
         row('last-attempt', 'Last attempt', when(acme.last_attempt_at)),
         row('last-error', 'Last error', acme.last_error ? h('span', { class: 'neg' }, acme.last_error) : h('span', { class: 'muted' }, 'none')),
       ] : row('acme', 'ACME', h('span', { class: 'muted' }, 'off: set ', h('code', null, 'tls.acme_domain'), ' and ', h('code', null, 'tls.acme_contact'), ' in traffix.toml for a certificate browsers trust')));
