@@ -53,7 +53,10 @@ fn policy_inputs(cfg: &Config) -> Result<PolicyInputs, AppError> {
             blocked_ports: cfg.egress.port_ranges().map_err(AppError::Other)?,
             ..EgressPolicy::default()
         },
-        listeners: vec![s.web_listen, s.socks_listen, s.http_listen, s.metrics_listen],
+        listeners: [s.web_listen, s.socks_listen, s.http_listen, s.metrics_listen]
+            .into_iter()
+            .chain(cfg.tls.acme_enabled().then(|| cfg.tls.http_listen().ok().flatten()).flatten())
+            .collect(),
         public_address: s.public_address.clone(),
     })
 }

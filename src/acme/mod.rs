@@ -161,8 +161,9 @@ pub struct Certificates {
     attempts: Mutex<Attempts>,
     tokens: Arc<http01::Tokens>,
     renew: tokio::sync::Notify,
-    /// Bumped after every attempt (for [`Certificates::renew`] to wait on).
-    done: tokio::sync::watch::Sender<u64>,
+    /// (attempts ended, one under way): for [`Certificates::renew`] to wait on. One value, so
+    /// the two always agree.
+    done: tokio::sync::watch::Sender<(u64, bool)>,
     clock: Arc<dyn Clock>,
     metrics: AcmeMetrics,
 }
@@ -267,7 +268,7 @@ impl Certificates {
             attempts: Mutex::new(attempts),
             tokens: Arc::default(),
             renew: tokio::sync::Notify::new(),
-            done: tokio::sync::watch::Sender::new(0),
+            done: tokio::sync::watch::Sender::new((0, false)),
             clock,
             metrics: AcmeMetrics::default(),
         };
@@ -363,10 +364,19 @@ impl Certificates {
             return Err("ACME is off: set tls.acme_domain and tls.acme_contact in traffix.toml".into());
         }
         let mut done = self.done.subscribe();
-        done.mark_unchanged();
+        // An attempt already under way ends first; the one asked for here is the next.
+        let (ended, busy) = *done.borrow_and_update();
+        let want = ended + if busy { 2 } else { 1 };
         self.renew.notify_one();
-        match tokio::time::timeout(wait, done.changed()).await {
-            Ok(_) => Ok(self.view()),
+        let ours = async {
+            while done.borrow_and_update().0 < want {
+                if done.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        match tokio::time::timeout(wait, ours).await {
+            Ok(()) => Ok(self.view()),
             Err(_) => {
                 Err(format!("no answer from the CA within {}s; `traffix tls status` shows the outcome", wait.as_secs()))
             }
@@ -392,6 +402,7 @@ impl Certificates {
                     _ = shutdown.recv() => return,
                 }
             }
+            self.done.send_modify(|d| d.1 = true);
             let outcome = tokio::select! {
                 r = tokio::time::timeout(ISSUE_TIMEOUT, self.attempt(&s, &http)) => match r {
                     Ok(r) => r,
@@ -469,7 +480,7 @@ impl Certificates {
             }
             Err(e) => warn!(error = %e, "cannot keep the ACME state"),
         }
-        self.done.send_modify(|n| *n += 1);
+        self.done.send_modify(|d| *d = (d.0 + 1, false));
     }
 
     /// The self-signed certificate (served while ACME has nothing better).
