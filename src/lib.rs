@@ -10,6 +10,7 @@
 //! - [`shutdown`]: the shutdown signal shared by every task.
 //! - [`sync`]: lock helpers that survive poisoning.
 //! - [`tls`]: the appliance certificate, its pin, server and pinned-client configs.
+//! - [`acme`]: certificates from an ACME CA for the appliance's key, swapped in while serving.
 //! - [`store`]: durable state in redb behind a narrow interface.
 //! - [`billing`]: exact charging rules (pure) and the real-time meter with its holds.
 //! - [`auth`]: password hashing, proxy tokens, pairing codes, device signatures (pure).
@@ -34,6 +35,7 @@
 //! - [`doctor`]: `traffix doctor`, health checks of a data directory, each problem with its fix.
 //! - [`geoip`]: country lookups from an operator-supplied MaxMind database.
 
+pub mod acme;
 pub mod admin;
 pub mod api;
 pub mod app;

@@ -10,7 +10,8 @@
 //! `devices.rs` (pairing, devices), `ledger.rs` (transfers, verify, a database copy),
 //! `backup.rs` (whole-server archives and restore; `stream.rs` frames them on the socket),
 //! `withdrawals.rs`,
-//! `sessions.rs` (sessions, usage), `subusers.rs`, `api_keys.rs`, `settings.rs` and `audit.rs`
+//! `sessions.rs` (sessions, usage), `subusers.rs`, `api_keys.rs`, `settings.rs`, `tls.rs` (the
+//! certificate and ACME) and `audit.rs`
 //! (the audit log, and writing its entries). Every change is audited here, in
 //! [`AdminCtx::execute_as`], whoever asks for it.
 
@@ -24,6 +25,7 @@ mod settings;
 pub mod socket;
 pub mod stream;
 mod subusers;
+mod tls;
 mod users;
 pub mod views;
 mod withdrawals;
@@ -36,6 +38,7 @@ pub use ledger::{Backup, LedgerList, LedgerReverse, LedgerVerify};
 pub use sessions::{SessionList, Usage};
 pub use settings::{SettingsSet, SettingsShow};
 pub use subusers::{SubUserAdd, SubUserDelete, SubUserDisable, SubUserList, SubUserPassword};
+pub use tls::{TlsRenew, TlsStatus};
 pub use users::{
     UserAdd, UserAdjust, UserCredit, UserDisable, UserEnable, UserList, UserPassword, UserProxyPassword, UserShow,
 };
@@ -165,6 +168,8 @@ admin_requests!(
     ApiKeyDelete,
     SettingsShow,
     SettingsSet,
+    TlsStatus,
+    TlsRenew,
 );
 
 /// A command failure: a stable code and a reason for the user.
@@ -258,6 +263,8 @@ pub struct Live {
     pub credited: CreditHook,
     /// Tells metering about a new price or fee.
     pub tariff_changed: Arc<dyn Fn(crate::billing::rules::Tariff) + Send + Sync>,
+    /// The web listener's certificates and the ACME service (`traffix tls …`).
+    pub certificates: Option<Arc<crate::acme::Certificates>>,
     /// The operator's ASN database, if configured.
     pub asn_db: Option<Arc<crate::geoip::GeoIp>>,
     /// Cuts the live client streams a change affects, with the reason for their session rows,
