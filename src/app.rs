@@ -53,7 +53,10 @@ fn policy_inputs(cfg: &Config) -> Result<PolicyInputs, AppError> {
             blocked_ports: cfg.egress.port_ranges().map_err(AppError::Other)?,
             ..EgressPolicy::default()
         },
-        listeners: vec![s.web_listen, s.socks_listen, s.http_listen, s.metrics_listen],
+        listeners: [s.web_listen, s.socks_listen, s.http_listen, s.metrics_listen]
+            .into_iter()
+            .chain(cfg.tls.acme_enabled().then(|| cfg.tls.http_listen().ok().flatten()).flatten())
+            .collect(),
         public_address: s.public_address.clone(),
     })
 }
@@ -374,6 +377,8 @@ pub struct App {
     pub relay: Arc<RelayService>,
     pin: String,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The web listener's certificates and the ACME service.
+    certificates: Arc<crate::acme::Certificates>,
     geoip: Arc<SharedGeoIp>,
     trigger: shutdown::ShutdownTrigger,
 }
@@ -409,13 +414,18 @@ impl App {
             cfg.limits.max_connections = fit;
         }
         info!(nofile, max_connections = cfg.limits.max_connections, "open-file limit");
-        let (certs, key) = crate::tls::load_cert_and_key(&cfg.path(&cfg.tls.cert), &cfg.path(&cfg.tls.key))?;
-        let pin = crate::tls::pin_of_cert(certs.first().ok_or_else(|| AppError::Other("no certificate".into()))?)?;
+        let certificates = Arc::new(
+            crate::acme::Certificates::load(&cfg, Arc::new(crate::acme::schedule::SystemClock))
+                .map_err(AppError::Other)?,
+        );
+        let pin = certificates.view().pin;
         let tls = if cfg.server.insecure_http {
             warn!("--insecure-http: the web listener serves plain HTTP (development and tests only)");
             None
         } else {
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::server_config(certs, key)?)))
+            let alpn = certificates.acme().is_some_and(|a| a.challenge == crate::config::Challenge::TlsAlpn01);
+            let server = crate::tls::server_config_with_resolver(certificates.resolver.clone(), alpn)?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
         };
         let geoip = Arc::new(SharedGeoIp::load(&cfg).map_err(AppError::Other)?);
         if cfg.egress.allow_private_targets {
@@ -461,7 +471,7 @@ impl App {
             live: Arc::new(crate::relay::live::LiveStreams::default()),
         });
         let (trigger, _) = shutdown::channel();
-        Ok(App { cfg, store, registry, metrics, relay, pin, tls, geoip, trigger })
+        Ok(App { cfg, store, registry, metrics, relay, pin, tls, certificates, geoip, trigger })
     }
 
     /// A handle that stops the server when triggered.
@@ -540,8 +550,16 @@ impl App {
         let metrics_l = bind(s.metrics_listen, 128).map_err(io(format!("listen on {} (metrics)", s.metrics_listen)))?;
         let admin_l = admin::socket::bind(&cfg.data_dir).map_err(io("create the admin socket"))?;
 
+        let acme_http = match self.certificates.acme().and_then(|a| a.http_listen) {
+            Some(a) => Some(
+                bind(a, 128)
+                    .map_err(io(format!("listen on {a} (ACME HTTP-01; below 1024 it needs CAP_NET_BIND_SERVICE)")))?,
+            ),
+            None => None,
+        };
         let mut prom = prometheus_client::registry::Registry::default();
         self.metrics.register(&mut prom);
+        self.certificates.metrics().register(&mut prom);
         let tunnel = Arc::new(TunnelService {
             pair_attempts: TunnelService::pair_attempts_table(),
             store: self.store.clone(),
@@ -585,6 +603,7 @@ impl App {
                     let live = self.relay.live.clone();
                     Arc::new(move |which, reason| live.cut(which, reason, CUT_WAIT))
                 },
+                certificates: Some(self.certificates.clone()),
                 tariff_changed: {
                     let billing = self.relay.billing.clone();
                     Arc::new(move |t| {
@@ -602,7 +621,7 @@ impl App {
             watch_own_addresses(cfg, move |p| relay.router.set_policy(p), self.trigger.subscribe()).await?;
         let web_tracker = tokio_util::task::TaskTracker::new();
         let hs = cfg.limits.handshake_timeout();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(crate::web::serve(
                 web,
                 self.tls.clone(),
@@ -630,7 +649,24 @@ impl App {
             tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
             tokio::spawn(watch_geoip(geoip_reload, self.trigger.subscribe())),
             own_addresses,
+            tokio::spawn(self.certificates.clone().run(self.trigger.subscribe())),
         ];
+        if let (Some(l), Some(a)) = (acme_http, self.certificates.acme()) {
+            let port = s.public_address.rsplit_once(':').map(|(_, p)| p).filter(|p| *p != "443");
+            let base = format!("https://{}{}", a.domain, port.map(|p| format!(":{p}")).unwrap_or_default());
+            let gate = crate::listener::Gate::new(
+                "acme-http",
+                cfg.limits.conn_limits(),
+                self.metrics.connections_refused.clone(),
+            );
+            tasks.push(tokio::spawn(crate::acme::http01::serve(
+                l,
+                self.certificates.tokens(),
+                base,
+                gate,
+                self.trigger.subscribe(),
+            )));
+        }
         let flusher = self.relay.billing.clone().map(|b| tokio::spawn(b.run(self.trigger.subscribe())));
         let changed = cfg.limits.changed_from_default();
         let limits = if changed.is_empty() { "defaults".to_owned() } else { changed.join(" ") };
@@ -645,6 +681,7 @@ impl App {
         info!(
             web = %s.web_listen, socks5 = %s.socks_listen, http = %s.http_listen, metrics = %s.metrics_listen,
             public_address = %s.public_address, pin = %self.pin, tls = self.tls.is_some(),
+            certificate = %self.certificates.view().source,
             data_dir = %cfg.data_dir.display(), limits = %limits, geoip = %geoip, billing = %billing,
             "traffix serving"
         );

@@ -101,15 +101,133 @@ fn d_address_refresh() -> u64 {
     300
 }
 
+/// `[tls]`: the appliance's key and self-signed certificate, and ACME (`crate::acme`). ACME is
+/// on when `acme_domain` is set: the certificate then comes from a CA, for the same key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The DNS name the certificate is for (it must resolve to this server); empty: ACME off.
+    pub acme_domain: String,
+    /// The account's contact e-mail address (required with `acme_domain`).
+    pub acme_contact: String,
+    /// The CA's ACME directory URL.
+    pub acme_directory: String,
+    /// A PEM file of extra roots trusted for the directory's own HTTPS (a test CA); empty: none.
+    pub acme_ca_roots: String,
+    /// Renew when fewer than this many days are left (and never before a third of the
+    /// certificate's lifetime is left: see `crate::acme::schedule`).
+    pub acme_renew_before_days: u32,
+    /// `"http-01"` or `"tls-alpn-01"`; empty: http-01 when `acme_http_listen` is set, else
+    /// tls-alpn-01 (answered on the web listener, which the CA reaches on port 443).
+    pub acme_challenge: String,
+    /// Where the HTTP-01 responder listens (the CA connects to port 80); empty: none.
+    pub acme_http_listen: String,
+    /// The first wait after a failed attempt; it doubles up to `acme_retry_max_secs`.
+    pub acme_retry_secs: u64,
+    pub acme_retry_max_secs: u64,
 }
 impl Default for TlsConfig {
     fn default() -> Self {
-        TlsConfig { cert: "tls/cert.pem".into(), key: "tls/key.pem".into() }
+        TlsConfig {
+            cert: "tls/cert.pem".into(),
+            key: "tls/key.pem".into(),
+            acme_domain: String::new(),
+            acme_contact: String::new(),
+            acme_directory: LETS_ENCRYPT_DIRECTORY.into(),
+            acme_ca_roots: String::new(),
+            acme_renew_before_days: 30,
+            acme_challenge: String::new(),
+            acme_http_listen: String::new(),
+            acme_retry_secs: 60,
+            acme_retry_max_secs: 6 * 3600,
+        }
+    }
+}
+
+/// Let's Encrypt's production directory, the default `tls.acme_directory`.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// The ACME challenge a server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Challenge {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl Challenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Challenge::Http01 => "http-01",
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn acme_enabled(&self) -> bool {
+        !self.acme_domain.trim().is_empty()
+    }
+
+    /// The HTTP-01 responder's address, if one is configured.
+    pub fn http_listen(&self) -> Result<Option<SocketAddr>, String> {
+        match self.acme_http_listen.trim() {
+            "" => Ok(None),
+            a => a.parse().map(Some).map_err(|_| format!("tls.acme_http_listen {a:?} is not an IP:PORT address")),
+        }
+    }
+
+    /// The challenge in force (see `acme_challenge`).
+    pub fn challenge(&self) -> Result<Challenge, String> {
+        match self.acme_challenge.trim() {
+            "" if self.http_listen()?.is_some() => Ok(Challenge::Http01),
+            "" | "tls-alpn-01" => Ok(Challenge::TlsAlpn01),
+            "http-01" => Ok(Challenge::Http01),
+            c => Err(format!("tls.acme_challenge {c:?} must be \"http-01\" or \"tls-alpn-01\"")),
+        }
+    }
+
+    fn validate_acme(&mut self) -> Result<(), String> {
+        self.acme_domain = self.acme_domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !self.acme_enabled() {
+            return Ok(());
+        }
+        let d = &self.acme_domain;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if d.len() > 253 || !d.contains('.') || !d.split('.').all(label_ok) || d.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!(
+                "tls.acme_domain {d:?} must be a DNS name like proxy.example.com (no IP, no wildcard)"
+            ));
+        }
+        let contact = self.acme_contact.trim();
+        if contact.is_empty() || !contact.contains('@') || contact.contains(char::is_whitespace) {
+            return Err("tls.acme_contact must be an e-mail address when tls.acme_domain is set".into());
+        }
+        let dir = url::Url::parse(self.acme_directory.trim())
+            .map_err(|e| format!("tls.acme_directory {:?}: {e}", self.acme_directory))?;
+        if dir.scheme() != "https" {
+            return Err("tls.acme_directory must be an https:// URL".into());
+        }
+        if self.acme_renew_before_days == 0 {
+            return Err("tls.acme_renew_before_days must be at least 1".into());
+        }
+        if self.acme_retry_secs == 0 || self.acme_retry_max_secs < self.acme_retry_secs {
+            return Err("tls.acme_retry_secs must be at least 1 and at most tls.acme_retry_max_secs".into());
+        }
+        let challenge = self.challenge()?;
+        if challenge == Challenge::Http01 && self.http_listen()?.is_none() {
+            return Err("tls.acme_challenge \"http-01\" needs tls.acme_http_listen (e.g. \"0.0.0.0:80\")".into());
+        }
+        Ok(())
     }
 }
 
@@ -537,6 +655,7 @@ impl Config {
             return bad("limits timeouts must be at least 1 second".into());
         }
         self.egress.port_ranges().map_err(ConfigError::Invalid)?;
+        self.tls.validate_acme().map_err(ConfigError::Invalid)?;
         self.geoip.validate().map_err(ConfigError::Invalid)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!("log.format {:?} must be \"text\" or \"json\"", self.log.format));
@@ -679,6 +798,41 @@ mod tests {
         assert_eq!(cfg.limits.client_max_streams, 7);
         assert!(load(EXAMPLE, vec![("TRAFFIX_LIMITS__NOPE", "1")]).is_err());
         assert!(load("[server]\npublic_address='a:1'\nbogus=1\n", vec![]).is_err());
+    }
+
+    #[test]
+    fn acme_keys_are_checked_and_choose_the_challenge() {
+        let base = "[server]\npublic_address='a:1'\n[tls]\n";
+        let cfg = load(base, vec![]).unwrap();
+        assert!(!cfg.tls.acme_enabled(), "off by default");
+        assert_eq!(cfg.tls.acme_directory, LETS_ENCRYPT_DIRECTORY);
+        let on = |extra: &str| {
+            load(&format!("{base}acme_domain='Proxy.Example.com.'\nacme_contact='ops@example.com'\n{extra}"), vec![])
+        };
+        let cfg = on("").unwrap();
+        assert_eq!(cfg.tls.acme_domain, "proxy.example.com", "normalised");
+        assert_eq!(cfg.tls.challenge(), Ok(Challenge::TlsAlpn01));
+        let cfg = on("acme_http_listen='0.0.0.0:80'").unwrap();
+        assert_eq!(cfg.tls.challenge(), Ok(Challenge::Http01));
+        for (extra, key) in [
+            ("acme_challenge='http-01'", "acme_http_listen"),
+            ("acme_challenge='dns-01'", "acme_challenge"),
+            ("acme_http_listen='port 80'", "acme_http_listen"),
+            ("acme_directory='http://ca.example/dir'", "acme_directory"),
+            ("acme_renew_before_days=0", "acme_renew_before_days"),
+            ("acme_retry_secs=100\nacme_retry_max_secs=10", "acme_retry_secs"),
+        ] {
+            let e = on(extra).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        for domain in ["127.0.0.1", "*.example.com", "localhost", "-a.example.com"] {
+            let text = format!("{base}acme_domain='{domain}'\nacme_contact='ops@example.com'\n");
+            assert!(load(&text, vec![]).unwrap_err().to_string().contains("acme_domain"), "{domain}");
+        }
+        let e = load(&format!("{base}acme_domain='proxy.example.com'\n"), vec![]).unwrap_err().to_string();
+        assert!(e.contains("acme_contact"), "{e}");
+        let env = vec![("TRAFFIX_TLS__ACME_DOMAIN", "p.example.com"), ("TRAFFIX_TLS__ACME_CONTACT", "a@b.c")];
+        assert!(load(EXAMPLE, env).unwrap().tls.acme_enabled(), "environment overrides reach the keys");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Checks, in order: the config parses; `public_address` is HOST:PORT and resolves; the listen
 //! ports are free or held by this data directory's running server; the certificate and key load,
-//! match, and are valid (a warning under 30 days left); the database opens and its ledger
+//! match, and are valid (a warning under 30 days left); ACME's state when it is on (a warning
+//! while the self-signed certificate is served or renewals fail); the database opens and its ledger
 //! verifies; the GeoIP databases open and are not stale (missing ones, and a failed last update,
 //! are warnings naming `traffix geoip update`); the clock is after this build and not absurdly
 //! ahead; the data directory is 0700 and the key, JWT secret and database 0600, all with one
@@ -107,6 +108,7 @@ pub async fn run(data_dir: &Path, config: Option<&Path>) -> Report {
         public_address(&mut c, cfg).await;
         ports(&mut c, cfg, running.is_some());
         certificate(&mut c, cfg);
+        acme(&mut c, cfg);
         geoip(&mut c, cfg, crate::store::now_secs());
     }
     database(&mut c, data_dir, cfg.as_ref(), running.is_some()).await;
@@ -265,6 +267,54 @@ fn certificate(c: &mut Checks, cfg: &Config) {
                 c.ok("certificate", format!("valid until {expires}; pin {pin}"));
             }
         }
+    }
+}
+
+/// ACME's state, from the files the server keeps (`crate::acme`): which certificate a start
+/// would serve, and the last attempt.
+fn acme(c: &mut Checks, cfg: &Config) {
+    if !cfg.tls.acme_enabled() {
+        return c.ok("acme", "off: the self-signed certificate is served (tls.acme_domain gets one browsers trust)");
+    }
+    let certs = match crate::acme::Certificates::load(cfg, std::sync::Arc::new(crate::acme::schedule::SystemClock)) {
+        Ok(certs) => certs,
+        Err(e) => return c.problem("acme", e, "fix the certificate check above first"),
+    };
+    let v = certs.view();
+    let Some(a) = v.acme else { return };
+    let reach = match certs.acme().map(|s| s.challenge) {
+        Some(crate::config::Challenge::Http01) => "port 80 reaches tls.acme_http_listen",
+        _ => "port 443 reaches the web listener",
+    };
+    let fix = format!(
+        "check that {} resolves to this server and {reach}, then run `traffix tls renew` (the server also retries by itself)",
+        a.domain
+    );
+    let last = a
+        .last_error
+        .map(|e| format!("; last attempt {}: {e}", a.last_attempt_at.unwrap_or_default()))
+        .unwrap_or_default();
+    match (v.source.as_str(), a.failures) {
+        ("acme", 0) => c.ok(
+            "acme",
+            format!(
+                "certificate for {} from {}, valid until {}; renewed from {}",
+                a.domain,
+                v.issuer,
+                v.not_after,
+                a.renew_at.unwrap_or_default()
+            ),
+        ),
+        ("acme", n) => c.warn(
+            "acme",
+            format!("certificate for {} valid until {}, but {n} renewal attempts failed{last}", a.domain, v.not_after),
+            fix,
+        ),
+        _ => c.warn(
+            "acme",
+            format!("no ACME certificate for {} yet: the self-signed one is served{last}", a.domain),
+            fix,
+        ),
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`shutdown`]: the shutdown signal shared by every task.
 //! - [`sync`]: lock helpers that survive poisoning.
 //! - [`tls`]: the appliance certificate, its pin, server and pinned-client configs.
+//! - [`acme`]: certificates from an ACME CA for the appliance's key, swapped in while serving.
 //! - [`store`]: durable state in redb behind a narrow interface.
 //! - [`billing`]: exact charging rules (pure) and the real-time meter with its holds.
 //! - [`auth`]: password hashing, proxy tokens, pairing codes, device signatures (pure).
@@ -35,6 +36,7 @@
 //! - [`geoip`]: country and ASN lookups from MaxMind-format databases, swapped in while serving,
 //!   and `traffix geoip update`, which downloads, verifies and installs them.
 
+pub mod acme;
 pub mod admin;
 pub mod api;
 pub mod app;

@@ -159,6 +159,87 @@ fn der_time(b: &[u8]) -> Result<u64, TlsError> {
     crate::units::parse_instant(&rfc3339, 0).map_err(|_| bad("time out of range"))
 }
 
+/// The TLVs inside a DER content region: (tag, content) each.
+fn der_children(mut b: &[u8]) -> Result<Vec<(u8, &[u8])>, TlsError> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (tag, total, hdr) = der_tlv(b)?;
+        out.push((tag, &b[hdr..total]));
+        b = &b[total..];
+    }
+    Ok(out)
+}
+
+/// OID 2.5.4.3 (commonName), 2.5.4.10 (organizationName), 2.5.29.17 (subjectAltName).
+const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
+const OID_O: &[u8] = &[0x55, 0x04, 0x0a];
+const OID_SAN: &[u8] = &[0x55, 0x1d, 0x11];
+
+/// A Name's commonName, or its organizationName, as text ("" when it has neither).
+fn name_text(name: &[u8]) -> Result<String, TlsError> {
+    let (mut cn, mut o) = (None, None);
+    for (tag, rdn) in der_children(name)? {
+        if tag != 0x31 {
+            return Err(TlsError::BadCertificate("name part is not a SET"));
+        }
+        for (_, atv) in der_children(rdn)? {
+            let parts = der_children(atv)?;
+            let (Some((0x06, oid)), Some((_, value))) = (parts.first(), parts.get(1)) else { continue };
+            let text = String::from_utf8_lossy(value).into_owned();
+            if *oid == OID_CN {
+                cn = Some(text);
+            } else if *oid == OID_O {
+                o = Some(text);
+            }
+        }
+    }
+    Ok(cn.or(o).unwrap_or_default())
+}
+
+/// What a certificate says about itself, for people and for the ACME checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertNames {
+    /// The issuer's common name (or organization).
+    pub issuer: String,
+    /// The subject's common name (or organization); may be empty (ACME certificates).
+    pub subject: String,
+    /// The DNS names of the subjectAltName extension, lower case.
+    pub dns_names: Vec<String>,
+}
+
+/// Reads the issuer, the subject and the subjectAltName DNS names of a certificate.
+pub fn names_of_cert(cert: &[u8]) -> Result<CertNames, TlsError> {
+    let bad = TlsError::BadCertificate;
+    // serial, signature, then issuer, validity, subject, subjectPublicKeyInfo, then optional
+    // issuerUniqueID [1], subjectUniqueID [2] and extensions [3].
+    let fields = der_children(tbs_fields_from(cert, 2)?)?;
+    let name = |i: usize| match fields.get(i) {
+        Some((0x30, n)) => name_text(n),
+        _ => Err(bad("issuer or subject is not a SEQUENCE")),
+    };
+    let (issuer, subject) = (name(0)?, name(2)?);
+    let mut dns_names = Vec::new();
+    if let Some((_, exts)) = fields.iter().skip(4).find(|(tag, _)| *tag == 0xa3) {
+        let [(0x30, list)] = der_children(exts)?[..] else { return Err(bad("extensions are not a SEQUENCE")) };
+        for (_, ext) in der_children(list)? {
+            let parts = der_children(ext)?;
+            if parts.first() != Some(&(0x06, OID_SAN)) {
+                continue;
+            }
+            let Some((0x04, value)) = parts.last() else { return Err(bad("subjectAltName has no value")) };
+            let [(0x30, names)] = der_children(value)?[..] else {
+                return Err(bad("subjectAltName is not a SEQUENCE"));
+            };
+            for (tag, n) in der_children(names)? {
+                if tag == 0x82 {
+                    dns_names.push(String::from_utf8_lossy(n).to_ascii_lowercase());
+                }
+            }
+        }
+    }
+    Ok(CertNames { issuer, subject, dns_names })
+}
+
 /// The raw 32-byte pin of a certificate.
 pub fn pin_bytes_of_cert(cert: &[u8]) -> Result<[u8; 32], TlsError> {
     let d = ring::digest::digest(&ring::digest::SHA256, spki_of_cert(cert)?);
@@ -200,6 +281,38 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// A certificate chain and its key, ready for a resolver.
+pub fn certified_key(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let signer = provider().key_provider.load_private_key(key)?;
+    let ck = rustls::sign::CertifiedKey::new(certs, signer);
+    ck.keys_match()?;
+    Ok(Arc::new(ck))
+}
+
+/// The web listener's TLS config with a certificate resolver (one whose certificate can be
+/// swapped while serving: `crate::acme::CertResolver`). `acme_alpn` also offers `acme-tls/1`,
+/// which only TLS-ALPN-01 validators ask for.
+pub fn server_config_with_resolver(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    acme_alpn: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if acme_alpn {
+        cfg.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Ok(cfg)
 }
 
@@ -307,5 +420,18 @@ mod tests {
         assert_eq!(der_time(b"\x17\x0d491231235959Z").unwrap(), 2_524_607_999);
         assert_eq!(der_time(b"\x18\x0f20300101000000Z").unwrap(), 1_893_456_000);
         assert!(der_time(b"\x18\x0f2030010100000xZ").is_err());
+    }
+
+    #[test]
+    fn names_are_read_from_the_certificate_and_survive_any_truncation() {
+        let g = generate_self_signed(&["Proxy.Example.com".into(), "127.0.0.1".into()]).unwrap();
+        let der = rustls_pemfile::certs(&mut g.cert_pem.as_bytes()).next().unwrap().unwrap();
+        let n = names_of_cert(&der).unwrap();
+        assert_eq!(n.issuer, "Proxy.Example.com");
+        assert_eq!(n.subject, "Proxy.Example.com");
+        assert_eq!(n.dns_names, ["proxy.example.com"], "IP addresses are not DNS names");
+        for len in 0..der.len() {
+            let _ = names_of_cert(&der[..len]);
+        }
     }
 }

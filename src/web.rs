@@ -427,6 +427,10 @@ pub async fn serve(
         tracker.spawn(async move {
             match tls {
                 Some(acceptor) => match tokio::time::timeout(hs, acceptor.accept(FlowBuf::new(tcp))).await {
+                    // A TLS-ALPN-01 validator only looks at the certificate (RFC 8737).
+                    Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+                        debug!(%peer, "TLS-ALPN-01 validation handshake done");
+                    }
                     Ok(Ok(stream)) => {
                         admitted.handshake_done();
                         serve_web_conn(stream, app, t, admitted).await

@@ -10,9 +10,9 @@
 //! `devices.rs` (pairing, devices), `ledger.rs` (transfers, verify, a database copy),
 //! `backup.rs` (whole-server archives and restore; `stream.rs` frames them on the socket),
 //! `withdrawals.rs`,
-//! `sessions.rs` (sessions, usage), `subusers.rs`, `api_keys.rs`, `settings.rs`, `geoip.rs`
-//! (reloading GeoIP databases while serving) and `audit.rs` (the audit log, and writing its
-//! entries). Every change is audited here, in
+//! `sessions.rs` (sessions, usage), `subusers.rs`, `api_keys.rs`, `settings.rs`, `tls.rs` (the
+//! certificate and ACME), `geoip.rs` (reloading GeoIP databases while serving) and `audit.rs`
+//! (the audit log, and writing its entries). Every change is audited here, in
 //! [`AdminCtx::execute_as`], whoever asks for it.
 
 mod api_keys;
@@ -26,6 +26,7 @@ mod settings;
 pub mod socket;
 pub mod stream;
 mod subusers;
+mod tls;
 mod users;
 pub mod views;
 mod withdrawals;
@@ -39,6 +40,7 @@ pub use ledger::{Backup, LedgerList, LedgerReverse, LedgerVerify};
 pub use sessions::{SessionList, Usage};
 pub use settings::{SettingsSet, SettingsShow};
 pub use subusers::{SubUserAdd, SubUserDelete, SubUserDisable, SubUserList, SubUserPassword};
+pub use tls::{TlsRenew, TlsStatus};
 pub use users::{
     UserAdd, UserAdjust, UserCredit, UserDisable, UserEnable, UserList, UserPassword, UserProxyPassword, UserShow,
 };
@@ -168,6 +170,8 @@ admin_requests!(
     ApiKeyDelete,
     SettingsShow,
     SettingsSet,
+    TlsStatus,
+    TlsRenew,
     GeoipReload,
     GeoipShow,
 );
@@ -263,6 +267,8 @@ pub struct Live {
     pub credited: CreditHook,
     /// Tells metering about a new price or fee.
     pub tariff_changed: Arc<dyn Fn(crate::billing::rules::Tariff) + Send + Sync>,
+    /// The web listener's certificates and the ACME service (`traffix tls …`).
+    pub certificates: Option<Arc<crate::acme::Certificates>>,
     /// The GeoIP databases in use (the ASN one names a node's network).
     pub geoip: Arc<crate::geoip::SharedGeoIp>,
     /// Loads GeoIP files that changed, looks up the countries of online nodes again and says

@@ -658,6 +658,8 @@ pub async fn audit(
 pub struct SettingsResponse {
     pub billing: SettingsView,
     pub server: ServerInfo,
+    /// The web listener's certificate (ACME or self-signed) and ACME's last attempt.
+    pub certificate: Option<crate::acme::CertificateView>,
     /// GeoIP: the source of updates, the databases in use (build dates, ages) and the last
     /// and next update.
     pub geoip: Option<crate::geoip::GeoipStatus>,
@@ -682,13 +684,14 @@ pub struct SettingsUpdate {
 pub async fn settings(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<SettingsResponse>, ApiError> {
     p.admin_read()?;
     let billing = state.run(admin::SettingsShow {}, &p.actor()).await?;
+    let certificate = state.admin.live.as_ref().and_then(|l| l.certificates.as_ref()).map(|c| c.view());
     let geoip = match state.admin.live.clone() {
         // Reads the update record from the data directory: the blocking pool.
         Some(l) => tokio::task::spawn_blocking(move || (l.geoip_status)()).await.ok(),
         None => None,
     };
     let server = ServerInfo { geoip_country: geoip_country(&state), ..state.info.clone() };
-    Ok(Json(SettingsResponse { billing, server, geoip }))
+    Ok(Json(SettingsResponse { billing, server, certificate, geoip }))
 }
 
 /// Change the price, the platform fee or the minimum payout (audited). New streams are billed
@@ -752,4 +755,17 @@ pub async fn events(
     );
     use futures_util::StreamExt;
     Ok(Sse::new(stream.flatten()).keep_alive(KeepAlive::default()))
+}
+
+/// Ask the CA for a certificate now (issue or renew, whatever the schedule says; audited) and
+/// wait for the outcome (up to two minutes). 400 when ACME is off.
+#[utoipa::path(post, path = "/api/v1/admin/tls/renew", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = crate::acme::CertificateView, description = "The certificate served after the attempt; `acme.last_error` says why it failed"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn tls_renew(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+) -> Result<Json<crate::acme::CertificateView>, ApiError> {
+    p.admin_write(false)?;
+    Ok(Json(state.run(admin::TlsRenew {}, &p.actor()).await?))
 }

@@ -381,6 +381,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/withdrawals/{id}/reject", post(admin::reject))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/settings", get(admin::settings).put(admin::update_settings))
+        .route("/admin/tls/renew", post(admin::tls_renew))
         .route("/admin/events", get(admin::events))
         .route("/openapi.json", get(openapi::serve))
         .fallback(fallback)

@@ -40,6 +40,7 @@ impl Modify for Bearer {
         admin::nodes, admin::ban, admin::unban, admin::sessions, admin::sessions_csv, admin::ledger, admin::ledger_csv,
         admin::reverse, admin::withdrawals,
         admin::approve, admin::reject, admin::audit, admin::settings, admin::update_settings, admin::events,
+        admin::tls_renew,
     ),
     tags((name = "auth"), (name = "me", description = "The signed-in user's own account"),
          (name = "admin", description = "Operator endpoints (admins only)"))

@@ -120,6 +120,9 @@ pub enum Command {
     /// what is in use.
     #[command(subcommand)]
     Geoip(GeoipCmd),
+    /// The web listener's certificate: what is served (ACME or self-signed) and renewing it.
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Start a complete local network (server, node, funded client, origin) and print a curl line.
     Demo(DemoArgs),
     /// Print the REST API's OpenAPI document.
@@ -630,6 +633,22 @@ pub enum GeoipCmd {
     /// Show the GeoIP source, the databases in use (build date, age) and the last and next update.
     Status {
         /// Print JSON: the dashboard's GeoIP section (GET /api/v1/admin/settings, "geoip").
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCmd {
+    /// Show the certificate served: issuer, names, expiry, pin, and ACME's last attempt.
+    Status {
+        /// Print JSON: {"source","issuer","subject","dns_names","not_after","pin","acme",…}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running server for an ACME certificate now (issue or renew) and wait for it.
+    Renew {
+        /// Print the certificate served afterwards as JSON (as `tls status --json`).
         #[arg(long)]
         json: bool,
     },
@@ -1606,6 +1625,51 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
             };
             if json { print_json(&status) } else { print_geoip_status(&status) }
+        }
+        Command::Tls(cmd) => {
+            let (v, json, renew) = match cmd {
+                TlsCmd::Status { json } => {
+                    let v = match admin::socket::call(&data_dir, &admin::TlsStatus {}).await.map_err(CliError::fail)? {
+                        Some(r) => r?,
+                        None => {
+                            let cfg = app::load_config(&data_dir, config.as_deref())?;
+                            crate::acme::Certificates::load(&cfg, Arc::new(crate::acme::schedule::SystemClock))
+                                .map_err(CliError::fail)?
+                                .view()
+                        }
+                    };
+                    (v, json, false)
+                }
+                TlsCmd::Renew { json } => {
+                    match admin::socket::call(&data_dir, &admin::TlsRenew {}).await.map_err(CliError::fail)? {
+                        Some(r) => (r?, json, true),
+                        None => {
+                            return Err(CliError::fail(
+                                "no server is running: `traffix serve` issues and renews the certificate",
+                            ));
+                        }
+                    }
+                }
+            };
+            if json {
+                print_json(&v);
+            } else {
+                outln!("{:>16}: {}", "source", v.source.replace('_', "-"));
+                outln!("{:>16}: {}", "issuer", v.issuer);
+                outln!("{:>16}: {}", "names", v.dns_names.join(", "));
+                outln!("{:>16}: {}", "valid until", v.not_after);
+                outln!("{:>16}: {}", "pin", v.pin);
+                if let Some(a) = &v.acme {
+                    outln!("{:>16}: {} ({}, {})", "acme", a.domain, a.challenge, a.directory);
+                    outln!("{:>16}: {}", "renews at", a.renew_at.cell());
+                    outln!("{:>16}: {}", "next attempt", a.next_attempt_at.cell());
+                    outln!("{:>16}: {}", "last attempt", a.last_attempt_at.cell());
+                    outln!("{:>16}: {}", "last error", a.last_error.cell());
+                }
+            }
+            if let Some(e) = v.acme.as_ref().filter(|a| renew && a.failures > 0).and_then(|a| a.last_error.clone()) {
+                return Err(CliError::fail(format!("the ACME attempt failed: {e}")));
+            }
         }
         Command::Demo(a) => crate::demo::run(a.demo_dir).await.map_err(CliError::fail)?,
         Command::Openapi => outln!("{}", crate::api::openapi::document()),

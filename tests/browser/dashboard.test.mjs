@@ -281,6 +281,10 @@ flow('the admin edits the billing settings; the portal shows the new minimum pay
   assert.equal(await page.getByTestId('settings-fee').inputValue(), '30');
   assert.equal(await page.getByTestId('settings-min-payout').inputValue(), '5.00');
   await page.getByTestId('settings-note').waitFor();
+  // The certificate card: self-signed (ACME is off here), so no Renew now; the pin is the server's.
+  await waitText(page, 'cert-source-badge', 'self-signed');
+  assert.equal(await page.getByTestId('cert-pin').locator('dd').innerText(), (await t.cliJson(['tls', 'status'])).pin);
+  assert.equal(await page.getByTestId('cert-renew').count(), 0);
   // Out of range: the API's reason, nothing saved.
   await page.getByTestId('settings-fee').fill('150');
   await page.getByTestId('settings-save').click();

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod acme;
 mod admin;
 mod api;
 mod attacks;

@@ -5,7 +5,7 @@
 import * as api from '../api.js';
 import { h, icon, replace } from '../dom.js';
 import { dateOnly, dateTime, dateTimeLong, money, parseAmount, relative, titleCase, toMicros } from '../format.js';
-import { busy, button, card, errorText, field, loader, pageHeader, timeEl, toast } from '../ui.js';
+import { badge, busy, button, card, errorText, field, loader, pageHeader, timeEl, toast } from '../ui.js';
 import { linkified } from './common.js';
 
 /** The decimal text of an amount in micros, for an input: "3.00", "0.000412". */
@@ -171,13 +171,63 @@ export default function settingsPage(main) {
     current = s?.billing || null;
     const scalars = Object.fromEntries(Object.entries(server).filter(([, v]) => v === null || typeof v !== 'object' || Array.isArray(v)));
     const objects = Object.entries(server).filter(([, v]) => v && typeof v === 'object' && !Array.isArray(v));
-    // Top-level values other than billing, server and geoip (none today) still show.
-    const others = Object.entries(s || {}).filter(([k]) => !['billing', 'server', 'geoip'].includes(k));
+    // Top-level values other than billing, server, certificate and geoip (none today) still show.
+    const others = Object.entries(s || {}).filter(([k]) => !['billing', 'server', 'certificate', 'geoip'].includes(k));
     replace(rest,
       Object.keys(scalars).length ? section('server', scalars, currency) : null,
       objects.map(([k, v]) => section(k, v, currency)),
       others.map(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) ? section(k, v, currency) : section('general', { [k]: v }, currency))));
-    replace(body, current ? billingCard : null, s?.geoip ? geoipCard(s.geoip) : null, view);
+    replace(body, current ? billingCard : null, s?.certificate ? certificateCard(s.certificate) : null,
+      s?.geoip ? geoipCard(s.geoip) : null, view);
     if (current) renderBilling(current);
   }, { testid: 'settings-load-error' });
+}
+
+/* ---------- the web listener's certificate (GET /admin/settings → certificate) ---------- */
+
+function row(key, label, content) {
+  return h('div', { class: 'settings-row', testid: `cert-${key}` }, h('dt', null, label), h('dd', null, content));
+}
+
+/** Issuer, names, expiry and source of the certificate served, ACME's last attempt, and a
+ * "Renew now" button (POST /admin/tls/renew) when ACME is on. */
+function certificateCard(initial) {
+  const list = h('dl', { class: 'settings-list' });
+  const renewBtn = button('Renew now', { kind: 'secondary', testid: 'cert-renew', iconName: 'refresh' });
+  const cardEl = card('Certificate', { testid: 'settings-section-certificate', actions: initial.acme ? [renewBtn] : [] },
+    h('p', { class: 'muted small' }, 'The certificate of this web listener. Paired nodes check its key (the pin), never the certificate, so renewals and a move to ACME keep them connected.'),
+    list);
+  const text = (v, cls = 'mono') => (v ? h('span', { class: cls }, String(v)) : h('span', { class: 'muted' }, 'none'));
+  const when = (t) => (t ? timeEl(t, dateTimeLong(t)) : h('span', { class: 'muted' }, 'never'));
+  function render(c) {
+    const acme = c.acme;
+    const source = c.source === 'acme'
+      ? badge('ACME', 'ok', 'cert-source-badge')
+      : badge(acme ? 'self-signed (ACME has none yet)' : 'self-signed', 'warn', 'cert-source-badge');
+    replace(list,
+      row('source', 'Source', source),
+      row('issuer', 'Issuer', text(c.issuer)),
+      row('names', 'Names', text((c.dns_names || []).join(', ') || c.subject)),
+      row('expiry', 'Valid until', when(c.not_after)),
+      row('pin', 'Pin', text(c.pin, 'mono small')),
+      acme ? [
+        row('domain', 'ACME domain', h('span', null, h('span', { class: 'mono' }, acme.domain), h('span', { class: 'muted small' }, ` (${acme.challenge}, ${acme.directory})`))),
+        row('renew-at', 'Renews', acme.renew_at ? when(acme.renew_at) : h('span', { class: 'muted' }, 'once an ACME certificate is served')),
+        row('last-attempt', 'Last attempt', when(acme.last_attempt_at)),
+        row('last-error', 'Last error', acme.last_error ? h('span', { class: 'neg' }, acme.last_error) : h('span', { class: 'muted' }, 'none')),
+      ] : row('acme', 'ACME', h('span', { class: 'muted' }, 'off: set ', h('code', null, 'tls.acme_domain'), ' and ', h('code', null, 'tls.acme_contact'), ' in traffix.toml for a certificate browsers trust')));
+  }
+  renewBtn.addEventListener('click', () => busy(renewBtn, async () => {
+    try {
+      const c = await api.post('/admin/tls/renew', {});
+      render(c);
+      if (c.acme?.failures) toast(`The CA did not issue a certificate: ${c.acme.last_error}`, { type: 'error', timeout: 9000 });
+      else toast(`Certificate for ${c.acme?.domain} issued; valid until ${dateTimeLong(c.not_after)}.`, { type: 'success' });
+    } catch (ex) {
+      if (ex.status === 401) return;
+      toast(errorText(ex), { type: 'error' });
+    }
+  }));
+  render(initial);
+  return cardEl;
 }
