@@ -374,6 +374,7 @@ impl App {
         }
         let registry = Arc::new(Registry::new());
         let metrics = Arc::new(Metrics::default());
+        metrics.start_time.set(i64::try_from(crate::store::now_secs()).unwrap_or(i64::MAX));
         // Until `run` has resolved a host-name public_address: the interfaces and a literal.
         let inputs = policy_inputs(&cfg)?;
         let own = OwnAddresses {
@@ -560,7 +561,12 @@ impl App {
             tokio::spawn(crate::web::serve(
                 web,
                 self.tls.clone(),
-                crate::web::router(tunnel).merge(crate::api::router(api)).merge(crate::api::dashboard::router()),
+                crate::web::router(tunnel).merge(crate::api::router(api)).merge(crate::api::dashboard::router()).layer(
+                    axum::middleware::from_fn_with_state(
+                        self.metrics.http_requests.clone(),
+                        crate::web::count_responses,
+                    ),
+                ),
                 crate::web::WebTimeouts {
                     handshake: hs,
                     request: crate::web::RequestDeadline(std::time::Duration::from_secs(

@@ -10,7 +10,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,13 @@ fn colours_wanted(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>
 }
 
 /// Label values are lowercase snake_case (`result="failed"`, `frontend="socks5"`), as
-/// Prometheus convention has them; the derive would print the variant's name.
+/// Prometheus convention has them; the derive would print the variant's name. `ALL` lists the
+/// values, so registration can create every series at zero.
 macro_rules! snake_case_label {
     ($t:ty { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl $t {
+            pub const ALL: &'static [$t] = &[$(Self::$v),+];
+        }
         impl EncodeLabelValue for $t {
             fn encode(
                 &self,
@@ -98,9 +102,51 @@ pub struct DirLabel {
     pub direction: Direction,
 }
 
+/// The class of an HTTP status code.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum StatusClass {
+    Informational,
+    Success,
+    Redirection,
+    ClientError,
+    ServerError,
+}
+snake_case_label!(StatusClass {
+    Informational => "1xx",
+    Success => "2xx",
+    Redirection => "3xx",
+    ClientError => "4xx",
+    ServerError => "5xx",
+});
+
+impl StatusClass {
+    pub fn of(status: u16) -> StatusClass {
+        match status {
+            ..200 => StatusClass::Informational,
+            200..300 => StatusClass::Success,
+            300..400 => StatusClass::Redirection,
+            400..500 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub class: StatusClass,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub build_info: Family<VersionLabel, Gauge>,
+    /// Unix seconds.
+    pub start_time: Gauge,
     pub nodes_online: Gauge,
     pub streams_active: Gauge,
     pub streams: Family<StreamLabels, Counter>,
@@ -109,10 +155,34 @@ pub struct Metrics {
     pub proxy_auth_failures: Counter,
     /// New connections refused by a listener's caps (all, per address, handshakes per address).
     pub connections_refused: Counter,
+    /// Responses of the web listener's router (API, dashboard, tunnel upgrades).
+    pub http_requests: Family<StatusLabel, Counter>,
 }
 
 impl Metrics {
+    /// Registers every metric. Every series of a closed label set is created at zero, so that
+    /// a family is listed (and a ratio can be computed) before its first event.
     pub fn register(&self, reg: &mut Registry) {
+        for frontend in Frontend::ALL {
+            self.streams.get_or_create(&StreamLabels { frontend: frontend.clone(), result: "ok".into() }).inc_by(0);
+        }
+        for direction in Direction::ALL {
+            self.relayed_bytes.get_or_create(&DirLabel { direction: direction.clone() }).inc_by(0);
+        }
+        for result in Outcome::ALL {
+            self.tunnel_handshakes.get_or_create(&ResultLabel { result: result.clone() }).inc_by(0);
+        }
+        for class in StatusClass::ALL {
+            self.http_requests.get_or_create(&StatusLabel { class: *class }).inc_by(0);
+        }
+        self.build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_owned() }).set(1);
+        reg.register("traffix_build_info", "The running version (always 1)", self.build_info.clone());
+        reg.register_with_unit(
+            "traffix_start_time",
+            "When the server started, Unix time",
+            Unit::Seconds,
+            self.start_time.clone(),
+        );
         reg.register("traffix_nodes_online", "Nodes with a live tunnel", self.nodes_online.clone());
         reg.register("traffix_streams_active", "Client streams being relayed", self.streams_active.clone());
         reg.register("traffix_streams", "Client stream attempts by front-end and result", self.streams.clone());
@@ -127,6 +197,11 @@ impl Metrics {
             "traffix_connections_refused",
             "New connections refused by a listener's connection caps",
             self.connections_refused.clone(),
+        );
+        reg.register(
+            "traffix_http_requests",
+            "Requests answered by the web listener (API, dashboard, tunnel upgrades), by status class",
+            self.http_requests.clone(),
         );
     }
 
@@ -205,6 +280,8 @@ pub static TUNNEL_REFUSALS: LogLimiter = LogLimiter::new(10, Duration::from_secs
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -224,29 +301,65 @@ mod tests {
         let m = Metrics::default();
         let mut reg = Registry::default();
         m.register(&mut reg);
-        m.stream_result(Frontend::Socks5, "ok");
         m.stream_result(Frontend::Http, "too_many_streams");
-        m.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Up }).inc();
-        m.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Down }).inc();
-        m.tunnel_handshakes.get_or_create(&ResultLabel::ok()).inc();
-        m.tunnel_handshakes.get_or_create(&ResultLabel::failed()).inc();
         let text = render(&reg);
-        let mut values = 0;
+        let mut values = BTreeSet::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((_, labels)) = line.split_once('{') else { continue };
             let labels = labels.split('}').next().unwrap_or_default();
             for pair in labels.split(',') {
-                let (_, v) = pair.split_once('=').expect("name=value");
+                let (k, v) = pair.split_once('=').expect("name=value");
                 let v = v.trim_matches('"');
+                if k == "version" {
+                    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+                    continue;
+                }
                 assert!(
                     !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                     "{line}"
                 );
-                values += 1;
+                values.insert(format!("{k}={v}"));
             }
         }
-        assert_eq!(values, 8, "{text}");
-        assert!(text.contains(r#"frontend="socks5""#) && text.contains(r#"result="failed""#), "{text}");
+        // Every value of a closed set is there from the start, at zero.
+        let expected = [
+            "frontend=socks5",
+            "frontend=http",
+            "result=ok",
+            "result=failed",
+            "result=too_many_streams",
+            "direction=up",
+            "direction=down",
+            "class=1xx",
+            "class=2xx",
+            "class=3xx",
+            "class=4xx",
+            "class=5xx",
+        ];
+        assert_eq!(values, expected.iter().map(|v| v.to_string()).collect(), "{text}");
+        assert!(text.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));
+    }
+
+    #[test]
+    fn status_codes_fall_into_their_class() {
+        let cases = [
+            (100, StatusClass::Informational),
+            (101, StatusClass::Informational),
+            (199, StatusClass::Informational),
+            (200, StatusClass::Success),
+            (299, StatusClass::Success),
+            (300, StatusClass::Redirection),
+            (304, StatusClass::Redirection),
+            (400, StatusClass::ClientError),
+            (499, StatusClass::ClientError),
+            (500, StatusClass::ServerError),
+            (599, StatusClass::ServerError),
+            // http's StatusCode allows up to 999: counted with the server errors, not lost.
+            (999, StatusClass::ServerError),
+        ];
+        for (code, class) in cases {
+            assert_eq!(StatusClass::of(code), class, "{code}");
+        }
     }
 
     #[test]

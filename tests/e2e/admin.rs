@@ -166,6 +166,18 @@ fn web_listener_is_tls13_only_with_the_printed_pin_and_metrics_stay_on_loopback(
         !String::from_utf8_lossy(&out.stdout).contains("traffix_nodes_online"),
         "metrics never on the public listener"
     );
+    // What the server says about itself, and the web listener's answers by class: the
+    // /healthz calls above were 200s, the /metrics on the web listener a 404.
+    let m = s.metrics_text();
+    assert!(m.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))), "{m}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as f64;
+    let started = s.metric("traffix_start_time_seconds");
+    assert!(started > now - 600.0 && started <= now + 1.0, "started at {started}, now {now}");
+    // `traffix init`'s self-signed certificate runs for decades.
+    assert!(s.metric("traffix_tls_cert_expiry_timestamp_seconds") > now + 10.0 * 365.0 * 86400.0, "{m}");
+    assert!(s.metric(r#"traffix_http_requests_total{class="2xx"}"#) >= 2.0, "{m}");
+    assert!(s.metric(r#"traffix_http_requests_total{class="4xx"}"#) >= 1.0, "{m}");
+    assert_eq!(s.metric(r#"traffix_http_requests_total{class="5xx"}"#), 0.0, "{m}");
 }
 
 #[test]
