@@ -102,6 +102,40 @@ pub struct DirLabel {
     pub direction: Direction,
 }
 
+/// Why a node's tunnel ended after a successful handshake.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum NodeDisconnect {
+    /// The node closed the connection, or it dropped (EOF, reset, a failed write).
+    Closed,
+    /// Nothing from the node for `node_dead_after_secs`.
+    Timeout,
+    /// Malformed, unexpected or too frequent frames.
+    ProtocolViolation,
+    /// A periodic challenge answered wrongly or not within 60 s.
+    Auth,
+    /// The node did not read what it was sent (`limit_exceeded`).
+    QueueFull,
+    /// The node sent ERROR.
+    NodeError,
+    /// The server ended it: shutdown, a ban or a disabled owner, or the same device connecting
+    /// again.
+    Server,
+}
+snake_case_label!(NodeDisconnect {
+    Closed => "closed",
+    Timeout => "timeout",
+    ProtocolViolation => "protocol_violation",
+    Auth => "auth",
+    QueueFull => "queue_full",
+    NodeError => "node_error",
+    Server => "server",
+});
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DisconnectLabel {
+    pub reason: NodeDisconnect,
+}
+
 /// The class of an HTTP status code.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum StatusClass {
@@ -152,6 +186,7 @@ pub struct Metrics {
     pub streams: Family<StreamLabels, Counter>,
     pub relayed_bytes: Family<DirLabel, Counter>,
     pub tunnel_handshakes: Family<ResultLabel, Counter>,
+    pub tunnel_disconnects: Family<DisconnectLabel, Counter>,
     pub proxy_auth_failures: Counter,
     /// New connections refused by a listener's caps (all, per address, handshakes per address).
     pub connections_refused: Counter,
@@ -171,6 +206,9 @@ impl Metrics {
         }
         for result in Outcome::ALL {
             self.tunnel_handshakes.get_or_create(&ResultLabel { result: result.clone() }).inc_by(0);
+        }
+        for reason in NodeDisconnect::ALL {
+            self.tunnel_disconnects.get_or_create(&DisconnectLabel { reason: *reason }).inc_by(0);
         }
         for class in StatusClass::ALL {
             self.http_requests.get_or_create(&StatusLabel { class: *class }).inc_by(0);
@@ -192,6 +230,11 @@ impl Metrics {
             self.relayed_bytes.clone(),
         );
         reg.register("traffix_tunnel_handshakes", "Node tunnel handshakes by result", self.tunnel_handshakes.clone());
+        reg.register(
+            "traffix_tunnel_disconnects",
+            "Node tunnels ended after a successful handshake, by reason",
+            self.tunnel_disconnects.clone(),
+        );
         reg.register("traffix_proxy_auth_failures", "Failed proxy authentications", self.proxy_auth_failures.clone());
         reg.register(
             "traffix_connections_refused",
@@ -207,6 +250,10 @@ impl Metrics {
 
     pub fn stream_result(&self, frontend: Frontend, result: &str) {
         self.streams.get_or_create(&StreamLabels { frontend, result: result.to_owned() }).inc();
+    }
+
+    pub fn tunnel_disconnect(&self, reason: NodeDisconnect) {
+        self.tunnel_disconnects.get_or_create(&DisconnectLabel { reason }).inc();
     }
 }
 
@@ -330,6 +377,13 @@ mod tests {
             "result=too_many_streams",
             "direction=up",
             "direction=down",
+            "reason=closed",
+            "reason=timeout",
+            "reason=protocol_violation",
+            "reason=auth",
+            "reason=queue_full",
+            "reason=node_error",
+            "reason=server",
             "class=1xx",
             "class=2xx",
             "class=3xx",
@@ -338,6 +392,7 @@ mod tests {
         ];
         assert_eq!(values, expected.iter().map(|v| v.to_string()).collect(), "{text}");
         assert!(text.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));
+        assert!(text.contains("traffix_tunnel_disconnects_total{reason=\"server\"} 0\n"), "{text}");
     }
 
     #[test]

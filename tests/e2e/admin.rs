@@ -83,6 +83,7 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     thief.spawn(Some(&link));
     assert!(!thief.wait_exit().success(), "a used pairing code must be refused");
     assert!(thief.log().contains("already used"), "{}", thief.log());
+    assert!(s.metric(r#"traffix_tunnel_handshakes_total{result="failed"}"#) >= 1.0, "{}", s.metrics_text());
 
     // Ban disconnects the node and keeps it out — the agent keeps running and asks again now and
     // then — and an unban lets it back by itself, with the same vIP.
@@ -98,11 +99,22 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     wait_for("a second refusal", || (node.log().matches("asking again later").count() >= 2).then_some(()));
     assert!(node.child.as_mut().unwrap().try_wait().unwrap().is_none(), "a banned node keeps running");
     assert_eq!(s.online_count(), 0);
+    // The ban ended the tunnel from the server's side, whatever the node did next.
+    wait_for("the banned node's tunnel counted", || {
+        (s.metric(r#"traffix_tunnel_disconnects_total{reason="server"}"#) == 1.0).then_some(())
+    });
     assert!(s.cli(&["device", "unban", &vip, "--reason", "appeal upheld"]).status.success());
     assert_eq!(s.wait_node_online(&node), vip, "back without a restart");
 
-    // Graceful stop: SIGTERM, exit 0, socket removed; then the CLI works on the database directly.
+    // A node that dies is counted as a closed tunnel.
     node.kill9();
+    wait_for("the killed node's tunnel counted", || {
+        (s.metric(r#"traffix_tunnel_disconnects_total{reason="closed"}"#) == 1.0).then_some(())
+    });
+    assert_eq!(s.metric(r#"traffix_tunnel_disconnects_total{reason="server"}"#), 1.0);
+    assert_eq!(s.metric("traffix_nodes_online"), 0.0);
+
+    // Graceful stop: SIGTERM, exit 0, socket removed; then the CLI works on the database directly.
     assert!(s.terminate().success(), "{}", s.log());
     assert!(!s.data_dir().join("admin.sock").exists());
     assert!(s.log().contains("database closed"));
