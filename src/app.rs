@@ -398,7 +398,12 @@ impl App {
                 chunk: cfg.billing.hold_chunk,
                 max_overdraft: crate::billing::meter::overdraft_bound(&tariff, cfg.limits.client_max_streams),
             };
-            Some(Arc::new(crate::billing::meter::Billing::start(store.clone(), tariff, holds)?))
+            Some(Arc::new(crate::billing::meter::Billing::start(
+                store.clone(),
+                tariff,
+                holds,
+                metrics.billing.clone(),
+            )?))
         } else {
             tracing::warn!("billing is off (billing.enabled = false): traffic is neither metered nor charged");
             None
@@ -502,6 +507,9 @@ impl App {
         let mut prom = prometheus_client::registry::Registry::default();
         self.metrics.register(&mut prom);
         self.certificates.metrics().register(&mut prom);
+        if self.relay.billing.is_some() {
+            self.metrics.register_billing(&mut prom);
+        }
         let tunnel = Arc::new(TunnelService {
             pair_attempts: TunnelService::pair_attempts_table(),
             store: self.store.clone(),

@@ -175,6 +175,16 @@ pub struct VersionLabel {
     pub version: String,
 }
 
+/// What the usage flusher posted to the ledger, in micro-units, and its failed flushes.
+/// Cheap clones: each counter is shared.
+#[derive(Debug, Default, Clone)]
+pub struct BillingCounters {
+    pub client_debits: Counter,
+    pub node_credits: Counter,
+    pub platform_fees: Counter,
+    pub flush_failures: Counter,
+}
+
 /// Every metric the server exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -192,11 +202,13 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Responses of the web listener's router (API, dashboard, tunnel upgrades).
     pub http_requests: Family<StatusLabel, Counter>,
+    pub billing: BillingCounters,
 }
 
 impl Metrics {
-    /// Registers every metric. Every series of a closed label set is created at zero, so that
-    /// a family is listed (and a ratio can be computed) before its first event.
+    /// Registers every metric but billing's (see [`Metrics::register_billing`]). Every series
+    /// of a closed label set is created at zero, so that a family is listed (and a ratio can be
+    /// computed) before its first event.
     pub fn register(&self, reg: &mut Registry) {
         for frontend in Frontend::ALL {
             self.streams.get_or_create(&StreamLabels { frontend: frontend.clone(), result: "ok".into() }).inc_by(0);
@@ -245,6 +257,36 @@ impl Metrics {
             "traffix_http_requests",
             "Requests answered by the web listener (API, dashboard, tunnel upgrades), by status class",
             self.http_requests.clone(),
+        );
+    }
+
+    /// The metering metrics; registered only when billing is on, so that alerts over them
+    /// see no series (rather than a flat zero) on a server that bills nothing.
+    pub fn register_billing(&self, reg: &mut Registry) {
+        let b = &self.billing;
+        let micros = || Unit::Other("micros".into());
+        reg.register_with_unit(
+            "traffix_billing_client_debit",
+            "Usage charged to clients and posted to the ledger, micro-units",
+            micros(),
+            b.client_debits.clone(),
+        );
+        reg.register_with_unit(
+            "traffix_billing_node_credit",
+            "Usage credited to node owners and posted to the ledger, micro-units",
+            micros(),
+            b.node_credits.clone(),
+        );
+        reg.register_with_unit(
+            "traffix_billing_platform_fee",
+            "Platform fees on usage posted to the ledger, micro-units",
+            micros(),
+            b.platform_fees.clone(),
+        );
+        reg.register(
+            "traffix_billing_flush_failures",
+            "Usage flushes (the once-a-second write of metering and postings) that failed; the next retries",
+            b.flush_failures.clone(),
         );
     }
 
