@@ -185,7 +185,8 @@ pub struct BillingCounters {
     pub flush_failures: Counter,
 }
 
-/// Every metric the server exports.
+/// Every metric the server exports. The names, types and labels an operator sees are listed
+/// in docs/operations.md ("Monitoring"); a test keeps the two in step.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub build_info: Family<VersionLabel, Gauge>,
@@ -457,6 +458,98 @@ mod tests {
         for (code, class) in cases {
             assert_eq!(StatusClass::of(code), class, "{code}");
         }
+    }
+
+    /// The names an operator queries, from a rendered registry: a counter's samples end in
+    /// `_total`; everything else is named as its `# TYPE` line says.
+    fn exported_names(text: &str) -> BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, ty)| if ty == "counter" { format!("{name}_total") } else { name.to_owned() })
+            .collect()
+    }
+
+    /// Every `traffix_…` word of `text`.
+    fn metric_words(text: &str) -> BTreeSet<String> {
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let bytes = text.as_bytes();
+        text.match_indices("traffix_")
+            .filter(|(i, _)| *i == 0 || !(word(bytes[i - 1]) || bytes[i - 1] == b'-'))
+            .map(|(i, _)| {
+                let end = bytes[i..].iter().position(|b| !word(*b)).map_or(bytes.len(), |n| i + n);
+                text[i..end].to_owned()
+            })
+            .collect()
+    }
+
+    /// The body of the `## title` section of a Markdown document.
+    fn section<'a>(doc: &'a str, title: &str) -> &'a str {
+        let head = format!("\n## {title}\n");
+        let start = doc.find(&head).unwrap_or_else(|| panic!("no section {head:?}")) + head.len();
+        let len = doc[start..].find("\n## ").unwrap_or(doc.len() - start);
+        &doc[start..start + len]
+    }
+
+    fn read_repo_file(path: &str) -> String {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+    }
+
+    /// docs/operations.md lists every metric (one table row each, named as queried) and
+    /// nothing that is not one; the alert rules and the other operator sections name only
+    /// metrics that exist.
+    #[test]
+    fn the_operations_guide_and_the_alert_rules_name_exactly_the_exported_metrics() {
+        // What the server registers (app.rs: these three calls and no other).
+        let m = Metrics::default();
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        m.register_billing(&mut reg);
+        crate::acme::AcmeMetrics::default().register(&mut reg);
+        let app = read_repo_file("src/app.rs");
+        assert_eq!(
+            app.matches("register(&mut prom)").count() + app.matches("register_billing(&mut prom)").count(),
+            3,
+            "app.rs registers metrics this test does not know: add them here"
+        );
+        let text = render(&reg);
+        let exported = exported_names(&text);
+        // A family without series is not rendered: each must have its series created at
+        // registration, or this test would not see it.
+        let registered: usize = ["src/telemetry.rs", "src/acme/mod.rs"]
+            .iter()
+            .map(|file| {
+                let source = read_repo_file(file);
+                let source = &source[..source.find("#[cfg(test)]").expect("a test module")];
+                source.matches("reg.register(").count() + source.matches("reg.register_with_unit(").count()
+            })
+            .sum();
+        assert_eq!(exported.len(), registered, "a registered family renders nothing until it has a series:\n{text}");
+
+        let doc = read_repo_file("docs/operations.md");
+        let monitoring = section(&doc, "Monitoring");
+        let table: BTreeSet<String> = monitoring
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `traffix_"))
+            .filter_map(|l| l.split_once('`'))
+            .map(|(rest, _)| format!("traffix_{rest}"))
+            .collect();
+        let missing: Vec<_> = exported.difference(&table).collect();
+        assert!(missing.is_empty(), "metrics without a row in the Monitoring table of docs/operations.md: {missing:?}");
+        let stale: Vec<_> = table.difference(&exported).collect();
+        assert!(stale.is_empty(), "rows of the Monitoring table that are no metric: {stale:?}");
+
+        for title in ["Monitoring", "Alerts", "Logs", "When someone complains"] {
+            let unknown: Vec<_> =
+                metric_words(section(&doc, title)).into_iter().filter(|w| !exported.contains(w)).collect();
+            assert!(unknown.is_empty(), "docs/operations.md \"{title}\" names no such metric: {unknown:?}");
+        }
+        let rules = read_repo_file("packaging/prometheus/traffix-alerts.yml");
+        let used = metric_words(&rules);
+        assert!(used.len() >= 8, "{used:?}");
+        let unknown: Vec<_> = used.iter().filter(|w| !exported.contains(*w)).collect();
+        assert!(unknown.is_empty(), "packaging/prometheus/traffix-alerts.yml uses no such metric: {unknown:?}");
     }
 
     #[test]
