@@ -70,6 +70,7 @@ expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix.service
 expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix-node.service
 expect_file -rw-r--r-- "(root/root|0/0)" /etc/default/traffix
 expect_file -rw-r--r-- "(root/root|0/0)" /usr/share/doc/traffix/copyright
+expect_file -rw-r--r-- "(root/root|0/0)" /usr/share/doc/traffix/examples/traffix-alerts.yml
 if grep -E '^[-d]r.{8} ' "$work/files" | grep -Ev '^(-rw-r--r--|-rwxr-xr-x|drwxr-xr-x) (root/root|0/0) ' ; then
   echo "files above have unexpected modes or owners" >&2; exit 1
 fi
