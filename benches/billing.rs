@@ -84,7 +84,7 @@ async fn run() {
         store.create_user(&user(&format!("owner{o}"))).unwrap();
     }
     let setup = t.elapsed();
-    let billing = Arc::new(Billing::start(store.clone(), tariff, policy).unwrap());
+    let billing = Arc::new(Billing::start(store.clone(), tariff, policy, Default::default()).unwrap());
 
     println!(
         "traffix billing benchmark — {n} sessions, {CLIENTS} clients, {OWNERS} owners — {}",

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Packaging test (run by tests/run-all.sh after the other steps): builds the .deb with the cheap
-# `deb` profile, checks its files, permissions and maintainer scripts, runs lintian, extracts it
-# and runs the installed binary (--version, init, doctor, serve, /healthz) as the current user on
-# free loopback ports, verifies the systemd units, installs, upgrades, removes and purges it with
-# dpkg in a debootstrapped root (packaging/deb/test-install.sh), then builds the container image from the same
-# binary and runs it from the exported image's root filesystem (chroot, when root).
+# Packaging test (run by tests/run-all.sh after the other steps): checks the Prometheus alert
+# rules with promtool, builds the .deb with the cheap `deb` profile, checks its files, permissions
+# and maintainer scripts, runs lintian, extracts it and runs the installed binary (--version,
+# init, doctor, serve, /healthz) as the current user on free loopback ports, verifies the systemd
+# units, installs, upgrades, removes and purges it with dpkg in a debootstrapped root
+# (packaging/deb/test-install.sh), then builds the container image from the same binary and runs
+# it from the exported image's root filesystem (chroot, when root).
 # A step whose tool cannot be installed here is skipped with a message saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,28 @@ apt_install() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q
   || { as_root apt-get update -qq >/dev/null 2>&1 && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1; }; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start=$SECONDS
+
+# The Prometheus alert rules (docs/operations.md, "Alerts"): their syntax, then their unit tests.
+# promtool comes from Debian's prometheus package, extracted rather than installed: installing it
+# would also enable and start a Prometheus server on the machine that runs the tests.
+promtool_dir=$(mktemp -d)
+promtool=$(command -v promtool || true)
+if [ -z "$promtool" ] && command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then
+  get_prometheus() { (cd "$promtool_dir" && apt-get download prometheus >/dev/null 2>&1); }
+  if get_prometheus || { as_root apt-get update -qq >/dev/null 2>&1 && get_prometheus; }; then
+    dpkg-deb -x "$promtool_dir"/prometheus_*.deb "$promtool_dir/root" && promtool="$promtool_dir/root/usr/bin/promtool"
+  fi
+fi
+if [ -n "$promtool" ] && "$promtool" --version >/dev/null 2>&1; then
+  echo "==> packaging: promtool check rules, promtool test rules"
+  if ! { "$promtool" check rules packaging/prometheus/traffix-alerts.yml \
+      && "$promtool" test rules packaging/prometheus/traffix-alerts.test.yml; }; then
+    rm -rf "$promtool_dir"; exit 1
+  fi
+else
+  skip "the alert rules check (promtool cannot be installed)"
+fi
+rm -rf "$promtool_dir"
 
 if ! command -v dpkg-deb >/dev/null; then skip "the .deb test: dpkg-deb is missing (not a Debian system)"; exit 0; fi
 if ! cargo deb --version >/dev/null 2>&1; then
@@ -49,6 +72,7 @@ expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix-geoip.servi
 expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix-geoip.timer
 expect_file -rw-r--r-- "(root/root|0/0)" /etc/default/traffix
 expect_file -rw-r--r-- "(root/root|0/0)" /usr/share/doc/traffix/copyright
+expect_file -rw-r--r-- "(root/root|0/0)" /usr/share/doc/traffix/examples/traffix-alerts.yml
 if grep -E '^[-d]r.{8} ' "$work/files" | grep -Ev '^(-rw-r--r--|-rwxr-xr-x|drwxr-xr-x) (root/root|0/0) ' ; then
   echo "files above have unexpected modes or owners" >&2; exit 1
 fi

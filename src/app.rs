@@ -433,6 +433,7 @@ impl App {
         }
         let registry = Arc::new(Registry::new());
         let metrics = Arc::new(Metrics::default());
+        metrics.start_time.set(i64::try_from(crate::store::now_secs()).unwrap_or(i64::MAX));
         // Until `run` has resolved a host-name public_address: the interfaces and a literal.
         let inputs = policy_inputs(&cfg)?;
         let own = OwnAddresses {
@@ -456,7 +457,12 @@ impl App {
                 chunk: cfg.billing.hold_chunk,
                 max_overdraft: crate::billing::meter::overdraft_bound(&tariff, cfg.limits.client_max_streams),
             };
-            Some(Arc::new(crate::billing::meter::Billing::start(store.clone(), tariff, holds)?))
+            Some(Arc::new(crate::billing::meter::Billing::start(
+                store.clone(),
+                tariff,
+                holds,
+                metrics.billing.clone(),
+            )?))
         } else {
             tracing::warn!("billing is off (billing.enabled = false): traffic is neither metered nor charged");
             None
@@ -560,6 +566,9 @@ impl App {
         let mut prom = prometheus_client::registry::Registry::default();
         self.metrics.register(&mut prom);
         self.certificates.metrics().register(&mut prom);
+        if self.relay.billing.is_some() {
+            self.metrics.register_billing(&mut prom);
+        }
         let tunnel = Arc::new(TunnelService {
             pair_attempts: TunnelService::pair_attempts_table(),
             store: self.store.clone(),
@@ -625,7 +634,12 @@ impl App {
             tokio::spawn(crate::web::serve(
                 web,
                 self.tls.clone(),
-                crate::web::router(tunnel).merge(crate::api::router(api)).merge(crate::api::dashboard::router()),
+                crate::web::router(tunnel).merge(crate::api::router(api)).merge(crate::api::dashboard::router()).layer(
+                    axum::middleware::from_fn_with_state(
+                        self.metrics.http_requests.clone(),
+                        crate::web::count_responses,
+                    ),
+                ),
                 crate::web::WebTimeouts {
                     handshake: hs,
                     request: crate::web::RequestDeadline(std::time::Duration::from_secs(

@@ -10,7 +10,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,13 @@ fn colours_wanted(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>
 }
 
 /// Label values are lowercase snake_case (`result="failed"`, `frontend="socks5"`), as
-/// Prometheus convention has them; the derive would print the variant's name.
+/// Prometheus convention has them; the derive would print the variant's name. `ALL` lists the
+/// values, so registration can create every series at zero.
 macro_rules! snake_case_label {
     ($t:ty { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl $t {
+            pub const ALL: &'static [$t] = &[$(Self::$v),+];
+        }
         impl EncodeLabelValue for $t {
             fn encode(
                 &self,
@@ -98,21 +102,138 @@ pub struct DirLabel {
     pub direction: Direction,
 }
 
-/// Every metric the server exports.
+/// Why a node's tunnel ended after a successful handshake.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum NodeDisconnect {
+    /// The node closed the connection, or it dropped (EOF, reset, a failed write).
+    Closed,
+    /// Nothing from the node for `node_dead_after_secs`.
+    Timeout,
+    /// Malformed, unexpected or too frequent frames.
+    ProtocolViolation,
+    /// A periodic challenge answered wrongly or not within 60 s.
+    Auth,
+    /// The node did not read what it was sent (`limit_exceeded`).
+    QueueFull,
+    /// The node sent ERROR.
+    NodeError,
+    /// The server ended it: shutdown, a ban or a disabled owner, or the same device connecting
+    /// again.
+    Server,
+}
+snake_case_label!(NodeDisconnect {
+    Closed => "closed",
+    Timeout => "timeout",
+    ProtocolViolation => "protocol_violation",
+    Auth => "auth",
+    QueueFull => "queue_full",
+    NodeError => "node_error",
+    Server => "server",
+});
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DisconnectLabel {
+    pub reason: NodeDisconnect,
+}
+
+/// The class of an HTTP status code.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum StatusClass {
+    Informational,
+    Success,
+    Redirection,
+    ClientError,
+    ServerError,
+}
+snake_case_label!(StatusClass {
+    Informational => "1xx",
+    Success => "2xx",
+    Redirection => "3xx",
+    ClientError => "4xx",
+    ServerError => "5xx",
+});
+
+impl StatusClass {
+    pub fn of(status: u16) -> StatusClass {
+        match status {
+            ..200 => StatusClass::Informational,
+            200..300 => StatusClass::Success,
+            300..400 => StatusClass::Redirection,
+            400..500 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub class: StatusClass,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
+/// What the usage flusher posted to the ledger, in micro-units, and its failed flushes.
+/// Cheap clones: each counter is shared.
+#[derive(Debug, Default, Clone)]
+pub struct BillingCounters {
+    pub client_debits: Counter,
+    pub node_credits: Counter,
+    pub platform_fees: Counter,
+    pub flush_failures: Counter,
+}
+
+/// Every metric the server exports. The names, types and labels an operator sees are listed
+/// in docs/operations.md ("Monitoring"); a test keeps the two in step.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub build_info: Family<VersionLabel, Gauge>,
+    /// Unix seconds.
+    pub start_time: Gauge,
     pub nodes_online: Gauge,
     pub streams_active: Gauge,
     pub streams: Family<StreamLabels, Counter>,
     pub relayed_bytes: Family<DirLabel, Counter>,
     pub tunnel_handshakes: Family<ResultLabel, Counter>,
+    pub tunnel_disconnects: Family<DisconnectLabel, Counter>,
     pub proxy_auth_failures: Counter,
     /// New connections refused by a listener's caps (all, per address, handshakes per address).
     pub connections_refused: Counter,
+    /// Responses of the web listener's router (API, dashboard, tunnel upgrades).
+    pub http_requests: Family<StatusLabel, Counter>,
+    pub billing: BillingCounters,
 }
 
 impl Metrics {
+    /// Registers every metric but billing's (see [`Metrics::register_billing`]). Every series
+    /// of a closed label set is created at zero, so that a family is listed (and a ratio can be
+    /// computed) before its first event.
     pub fn register(&self, reg: &mut Registry) {
+        for frontend in Frontend::ALL {
+            self.streams.get_or_create(&StreamLabels { frontend: frontend.clone(), result: "ok".into() }).inc_by(0);
+        }
+        for direction in Direction::ALL {
+            self.relayed_bytes.get_or_create(&DirLabel { direction: direction.clone() }).inc_by(0);
+        }
+        for result in Outcome::ALL {
+            self.tunnel_handshakes.get_or_create(&ResultLabel { result: result.clone() }).inc_by(0);
+        }
+        for reason in NodeDisconnect::ALL {
+            self.tunnel_disconnects.get_or_create(&DisconnectLabel { reason: *reason }).inc_by(0);
+        }
+        for class in StatusClass::ALL {
+            self.http_requests.get_or_create(&StatusLabel { class: *class }).inc_by(0);
+        }
+        self.build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_owned() }).set(1);
+        reg.register("traffix_build_info", "The running version (always 1)", self.build_info.clone());
+        reg.register_with_unit(
+            "traffix_start_time",
+            "When the server started, Unix time",
+            Unit::Seconds,
+            self.start_time.clone(),
+        );
         reg.register("traffix_nodes_online", "Nodes with a live tunnel", self.nodes_online.clone());
         reg.register("traffix_streams_active", "Client streams being relayed", self.streams_active.clone());
         reg.register("traffix_streams", "Client stream attempts by front-end and result", self.streams.clone());
@@ -122,16 +243,60 @@ impl Metrics {
             self.relayed_bytes.clone(),
         );
         reg.register("traffix_tunnel_handshakes", "Node tunnel handshakes by result", self.tunnel_handshakes.clone());
+        reg.register(
+            "traffix_tunnel_disconnects",
+            "Node tunnels ended after a successful handshake, by reason",
+            self.tunnel_disconnects.clone(),
+        );
         reg.register("traffix_proxy_auth_failures", "Failed proxy authentications", self.proxy_auth_failures.clone());
         reg.register(
             "traffix_connections_refused",
             "New connections refused by a listener's connection caps",
             self.connections_refused.clone(),
         );
+        reg.register(
+            "traffix_http_requests",
+            "Requests answered by the web listener (API, dashboard, tunnel upgrades), by status class",
+            self.http_requests.clone(),
+        );
+    }
+
+    /// The metering metrics; registered only when billing is on, so that alerts over them
+    /// see no series (rather than a flat zero) on a server that bills nothing.
+    pub fn register_billing(&self, reg: &mut Registry) {
+        let b = &self.billing;
+        let micros = || Unit::Other("micros".into());
+        reg.register_with_unit(
+            "traffix_billing_client_debit",
+            "Usage charged to clients and posted to the ledger, micro-units",
+            micros(),
+            b.client_debits.clone(),
+        );
+        reg.register_with_unit(
+            "traffix_billing_node_credit",
+            "Usage credited to node owners and posted to the ledger, micro-units",
+            micros(),
+            b.node_credits.clone(),
+        );
+        reg.register_with_unit(
+            "traffix_billing_platform_fee",
+            "Platform fees on usage posted to the ledger, micro-units",
+            micros(),
+            b.platform_fees.clone(),
+        );
+        reg.register(
+            "traffix_billing_flush_failures",
+            "Usage flushes (the once-a-second write of metering and postings) that failed; the next retries",
+            b.flush_failures.clone(),
+        );
     }
 
     pub fn stream_result(&self, frontend: Frontend, result: &str) {
         self.streams.get_or_create(&StreamLabels { frontend, result: result.to_owned() }).inc();
+    }
+
+    pub fn tunnel_disconnect(&self, reason: NodeDisconnect) {
+        self.tunnel_disconnects.get_or_create(&DisconnectLabel { reason }).inc();
     }
 }
 
@@ -205,6 +370,8 @@ pub static TUNNEL_REFUSALS: LogLimiter = LogLimiter::new(10, Duration::from_secs
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -224,29 +391,165 @@ mod tests {
         let m = Metrics::default();
         let mut reg = Registry::default();
         m.register(&mut reg);
-        m.stream_result(Frontend::Socks5, "ok");
         m.stream_result(Frontend::Http, "too_many_streams");
-        m.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Up }).inc();
-        m.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Down }).inc();
-        m.tunnel_handshakes.get_or_create(&ResultLabel::ok()).inc();
-        m.tunnel_handshakes.get_or_create(&ResultLabel::failed()).inc();
         let text = render(&reg);
-        let mut values = 0;
+        let mut values = BTreeSet::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((_, labels)) = line.split_once('{') else { continue };
             let labels = labels.split('}').next().unwrap_or_default();
             for pair in labels.split(',') {
-                let (_, v) = pair.split_once('=').expect("name=value");
+                let (k, v) = pair.split_once('=').expect("name=value");
                 let v = v.trim_matches('"');
+                if k == "version" {
+                    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+                    continue;
+                }
                 assert!(
                     !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                     "{line}"
                 );
-                values += 1;
+                values.insert(format!("{k}={v}"));
             }
         }
-        assert_eq!(values, 8, "{text}");
-        assert!(text.contains(r#"frontend="socks5""#) && text.contains(r#"result="failed""#), "{text}");
+        // Every value of a closed set is there from the start, at zero.
+        let expected = [
+            "frontend=socks5",
+            "frontend=http",
+            "result=ok",
+            "result=failed",
+            "result=too_many_streams",
+            "direction=up",
+            "direction=down",
+            "reason=closed",
+            "reason=timeout",
+            "reason=protocol_violation",
+            "reason=auth",
+            "reason=queue_full",
+            "reason=node_error",
+            "reason=server",
+            "class=1xx",
+            "class=2xx",
+            "class=3xx",
+            "class=4xx",
+            "class=5xx",
+        ];
+        assert_eq!(values, expected.iter().map(|v| v.to_string()).collect(), "{text}");
+        assert!(text.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));
+        assert!(text.contains("traffix_tunnel_disconnects_total{reason=\"server\"} 0\n"), "{text}");
+    }
+
+    #[test]
+    fn status_codes_fall_into_their_class() {
+        let cases = [
+            (100, StatusClass::Informational),
+            (101, StatusClass::Informational),
+            (199, StatusClass::Informational),
+            (200, StatusClass::Success),
+            (299, StatusClass::Success),
+            (300, StatusClass::Redirection),
+            (304, StatusClass::Redirection),
+            (400, StatusClass::ClientError),
+            (499, StatusClass::ClientError),
+            (500, StatusClass::ServerError),
+            (599, StatusClass::ServerError),
+            // http's StatusCode allows up to 999: counted with the server errors, not lost.
+            (999, StatusClass::ServerError),
+        ];
+        for (code, class) in cases {
+            assert_eq!(StatusClass::of(code), class, "{code}");
+        }
+    }
+
+    /// The names an operator queries, from a rendered registry: a counter's samples end in
+    /// `_total`; everything else is named as its `# TYPE` line says.
+    fn exported_names(text: &str) -> BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, ty)| if ty == "counter" { format!("{name}_total") } else { name.to_owned() })
+            .collect()
+    }
+
+    /// Every `traffix_…` word of `text`.
+    fn metric_words(text: &str) -> BTreeSet<String> {
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let bytes = text.as_bytes();
+        text.match_indices("traffix_")
+            .filter(|(i, _)| *i == 0 || !(word(bytes[i - 1]) || bytes[i - 1] == b'-'))
+            .map(|(i, _)| {
+                let end = bytes[i..].iter().position(|b| !word(*b)).map_or(bytes.len(), |n| i + n);
+                text[i..end].to_owned()
+            })
+            .collect()
+    }
+
+    /// The body of the `## title` section of a Markdown document.
+    fn section<'a>(doc: &'a str, title: &str) -> &'a str {
+        let head = format!("\n## {title}\n");
+        let start = doc.find(&head).unwrap_or_else(|| panic!("no section {head:?}")) + head.len();
+        let len = doc[start..].find("\n## ").unwrap_or(doc.len() - start);
+        &doc[start..start + len]
+    }
+
+    fn read_repo_file(path: &str) -> String {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+    }
+
+    /// docs/operations.md lists every metric (one table row each, named as queried) and
+    /// nothing that is not one; the alert rules and the other operator sections name only
+    /// metrics that exist.
+    #[test]
+    fn the_operations_guide_and_the_alert_rules_name_exactly_the_exported_metrics() {
+        // What the server registers (app.rs: these three calls and no other).
+        let m = Metrics::default();
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        m.register_billing(&mut reg);
+        crate::acme::AcmeMetrics::default().register(&mut reg);
+        let app = read_repo_file("src/app.rs");
+        assert_eq!(
+            app.matches("register(&mut prom)").count() + app.matches("register_billing(&mut prom)").count(),
+            3,
+            "app.rs registers metrics this test does not know: add them here"
+        );
+        let text = render(&reg);
+        let exported = exported_names(&text);
+        // A family without series is not rendered: each must have its series created at
+        // registration, or this test would not see it.
+        let registered: usize = ["src/telemetry.rs", "src/acme/mod.rs"]
+            .iter()
+            .map(|file| {
+                let source = read_repo_file(file);
+                let source = &source[..source.find("#[cfg(test)]").expect("a test module")];
+                source.matches("reg.register(").count() + source.matches("reg.register_with_unit(").count()
+            })
+            .sum();
+        assert_eq!(exported.len(), registered, "a registered family renders nothing until it has a series:\n{text}");
+
+        let doc = read_repo_file("docs/operations.md");
+        let monitoring = section(&doc, "Monitoring");
+        let table: BTreeSet<String> = monitoring
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `traffix_"))
+            .filter_map(|l| l.split_once('`'))
+            .map(|(rest, _)| format!("traffix_{rest}"))
+            .collect();
+        let missing: Vec<_> = exported.difference(&table).collect();
+        assert!(missing.is_empty(), "metrics without a row in the Monitoring table of docs/operations.md: {missing:?}");
+        let stale: Vec<_> = table.difference(&exported).collect();
+        assert!(stale.is_empty(), "rows of the Monitoring table that are no metric: {stale:?}");
+
+        for title in ["Monitoring", "Alerts", "Logs", "When someone complains"] {
+            let unknown: Vec<_> =
+                metric_words(section(&doc, title)).into_iter().filter(|w| !exported.contains(w)).collect();
+            assert!(unknown.is_empty(), "docs/operations.md \"{title}\" names no such metric: {unknown:?}");
+        }
+        let rules = read_repo_file("packaging/prometheus/traffix-alerts.yml");
+        let used = metric_words(&rules);
+        assert!(used.len() >= 8, "{used:?}");
+        let unknown: Vec<_> = used.iter().filter(|w| !exported.contains(*w)).collect();
+        assert!(unknown.is_empty(), "packaging/prometheus/traffix-alerts.yml uses no such metric: {unknown:?}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Routes on the web listener: `GET /healthz` → `200 {"status":"ok"}`; `GET /v1/tunnel` → the
 //! node WebSocket; the REST API (`crate::api`) and the dashboard are merged in by the app.
-//! Routes on the metrics listener: `GET /metrics` (Prometheus text), `GET /healthz`. TLS
+//! Routes on the metrics listener: `GET /metrics` (Prometheus text), `GET /healthz`; the web
+//! listener's responses are counted by status class ([`count_responses`]). TLS
 //! handshakes run in the per-connection task under the handshake timeout; the accept loop only
 //! accepts.
 //!
@@ -29,6 +30,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
@@ -38,6 +41,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, warn};
 
 use crate::shutdown::Shutdown;
+use crate::telemetry::{StatusClass, StatusLabel};
 use crate::tunnel::flowbuf::FlowBuf;
 use crate::tunnel::session::{TunnelService, serve_node};
 
@@ -330,6 +334,18 @@ impl Drop for ResponseEnd {
     fn drop(&mut self) {
         self.phase.response_done();
     }
+}
+
+/// Counts every response of the router by status class (`traffix_http_requests`). Requests
+/// hyper refuses before the router (a malformed head, a head timeout) are not seen here.
+pub async fn count_responses(
+    State(requests): State<Family<StatusLabel, Counter>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let resp = next.run(req).await;
+    requests.get_or_create(&StatusLabel { class: StatusClass::of(resp.status().as_u16()) }).inc();
+    resp
 }
 
 /// The whole request — head and body — must be complete within this long of its first byte.

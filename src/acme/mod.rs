@@ -168,11 +168,13 @@ pub struct Certificates {
     metrics: AcmeMetrics,
 }
 
-/// `traffix_tls_certificate_acme` (1 while an ACME certificate is served) and
+/// `traffix_tls_certificate_acme` (1 while an ACME certificate is served),
+/// `traffix_tls_cert_expiry_timestamp_seconds` (the served certificate's notAfter) and
 /// `traffix_acme_failures_total`.
 #[derive(Debug, Clone, Default)]
 pub struct AcmeMetrics {
     pub acme_served: Gauge,
+    pub cert_expiry: Gauge,
     pub failures: Counter,
 }
 
@@ -183,7 +185,22 @@ impl AcmeMetrics {
             "1 while the web listener serves an ACME certificate, 0 while it serves the self-signed one",
             self.acme_served.clone(),
         );
+        reg.register_with_unit(
+            "traffix_tls_cert_expiry_timestamp",
+            "End of validity (notAfter) of the certificate the web listener serves, Unix time",
+            prometheus_client::registry::Unit::Seconds,
+            self.cert_expiry.clone(),
+        );
         reg.register("traffix_acme_failures", "Failed ACME issuance or renewal attempts", self.failures.clone());
+    }
+
+    /// What `resolver` serves now. The expiry is 0 when the certificate's validity cannot be
+    /// read: an expiry alert then fires, which is the point.
+    fn observe(&self, resolver: &CertResolver) {
+        let cur = resolver.current();
+        self.acme_served.set(i64::from(cur.source == Source::Acme));
+        let not_after = cur.key.cert.first().and_then(|c| crate::tls::validity_of_cert(c).ok()).map_or(0, |v| v.1);
+        self.cert_expiry.set(i64::try_from(not_after).unwrap_or(i64::MAX));
     }
 }
 
@@ -287,7 +304,7 @@ impl Certificates {
                 Err(e) => warn!(file = %path.display(), error = %e, "cannot read the stored ACME certificate"),
             }
         }
-        c.metrics.acme_served.set(i64::from(c.resolver.current().source == Source::Acme));
+        c.metrics.observe(&c.resolver);
         Ok(c)
     }
 
@@ -456,7 +473,7 @@ impl Certificates {
             a.clone()
         };
         let acme_served = self.resolver.current().source == Source::Acme;
-        self.metrics.acme_served.set(i64::from(acme_served));
+        self.metrics.observe(&self.resolver);
         match &outcome {
             Ok((_, na)) => {
                 let renew =
@@ -553,8 +570,12 @@ mod tests {
         let load = || Certificates::load(&cfg, clock.clone()).unwrap();
 
         // Nothing stored: self-signed, and an attempt is due at once.
-        let v = load().view();
+        let certs = load();
+        let v = certs.view();
         assert_eq!(v.source, "self_signed");
+        let self_signed_until = crate::tls::validity_of_cert(certs.resolver.current().key.cert[0].as_ref()).unwrap().1;
+        assert_eq!(certs.metrics().cert_expiry.get(), self_signed_until as i64, "the metric follows what is served");
+        assert_eq!(certs.metrics().acme_served.get(), 0);
         assert_eq!(v.acme.unwrap().next_attempt_at, Some(crate::units::rfc3339(t0)));
 
         // Another key's certificate would change the pin: refused.
@@ -577,6 +598,8 @@ mod tests {
             ("acme", "Test CA", vec![DOMAIN.into()])
         );
         assert_eq!(v.pin, crate::app::configured_pin(&cfg).unwrap(), "the pin is the key's");
+        assert_eq!(certs.metrics().cert_expiry.get(), (t0 + 90 * DAY) as i64, "the metric follows what is served");
+        assert_eq!(certs.metrics().acme_served.get(), 1);
         let renew_at = t0 + 60 * DAY;
         assert_eq!(v.acme.unwrap().renew_at, Some(crate::units::rfc3339(renew_at)));
         let due = |c: &Certificates| {

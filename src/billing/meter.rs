@@ -26,8 +26,9 @@ use tracing::{info, warn};
 
 use super::rules::{Carry, Charge, HoldPolicy, Tariff};
 use crate::shutdown::Shutdown;
-use crate::store::{Accrual, FlushBatch, HoldRequest, Progress, SessionRecord, Store, UsageBucket, now_secs};
+use crate::store::{Accrual, FlushBatch, HoldRequest, Posted, Progress, SessionRecord, Store, UsageBucket, now_secs};
 use crate::sync::lock;
+use crate::telemetry::BillingCounters;
 
 /// How often live usage is persisted as accruals.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -276,6 +277,8 @@ pub struct Billing {
     state: tokio::sync::Mutex<FlushState>,
     next_id: AtomicU64,
     next_hold: AtomicU64,
+    /// What was posted, and failed flushes, for the metrics.
+    counters: BillingCounters,
 }
 
 impl std::fmt::Debug for Billing {
@@ -294,9 +297,15 @@ pub enum BillingError {
 
 impl Billing {
     /// Builds the service; posts what a previous run left accrued, closes its sessions and
-    /// expires its holds.
-    pub fn start(store: Arc<Store>, tariff: Tariff, holds: HoldPolicy) -> Result<Billing, crate::store::StoreError> {
+    /// expires its holds. Postings and failed flushes are counted in `counters`.
+    pub fn start(
+        store: Arc<Store>,
+        tariff: Tariff,
+        holds: HoldPolicy,
+        counters: BillingCounters,
+    ) -> Result<Billing, crate::store::StoreError> {
         let recovered = store.recover_usage(now_secs(), "server_restart")?;
+        count_posted(&counters, recovered.posted);
         if recovered.sessions > 0 || recovered.holds > 0 {
             info!(
                 sessions = recovered.sessions,
@@ -322,6 +331,7 @@ impl Billing {
             state: tokio::sync::Mutex::new(FlushState::default()),
             next_id: AtomicU64::new(next),
             next_hold: AtomicU64::new(1),
+            counters,
         })
     }
 
@@ -570,6 +580,7 @@ impl Billing {
         .await
         .map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
         res?;
+        count_posted(&self.counters, batch.posted);
         // Committed: apply the staged state, mirror what the store posted, forget finished
         // sessions.
         releasing.clear();
@@ -603,6 +614,7 @@ impl Billing {
             tokio::select! {
                 _ = tick.tick() => {
                     if let Err(e) = self.flush().await {
+                        self.counters.flush_failures.inc();
                         warn!(error = %e, "usage flush failed; retrying next second");
                     }
                 }
@@ -624,9 +636,16 @@ impl Billing {
         }
         self.settle().await;
         if let Err(e) = self.flush().await {
+            self.counters.flush_failures.inc();
             warn!(error = %e, "final usage flush failed; the next start posts what was saved");
         }
     }
+}
+
+fn count_posted(counters: &BillingCounters, posted: Posted) {
+    counters.client_debits.inc_by(posted.client_debit);
+    counters.node_credits.inc_by(posted.node_credit);
+    counters.platform_fees.inc_by(posted.platform_fee);
 }
 
 #[cfg(test)]
@@ -701,7 +720,9 @@ mod tests {
                 for u in USERS {
                     store.create_user(&user(u)).unwrap();
                 }
-                let mut billing = Billing::start(store.clone(), tariff, policy(&tariff)).unwrap();
+                // One set of counters across restarts: together they saw every posting.
+                let counters = BillingCounters::default();
+                let mut billing = Billing::start(store.clone(), tariff, policy(&tariff), counters.clone()).unwrap();
                 let mut live: Vec<Arc<LiveSession>> = Vec::new();
                 let mut recorded: u64 = 0;
                 let mut deposits = 0u64;
@@ -765,7 +786,7 @@ mod tests {
                             drop(billing);
                             drop(store);
                             store = Arc::new(Store::open(&path).unwrap());
-                            billing = Billing::start(store.clone(), tariff, policy(&tariff)).unwrap();
+                            billing = Billing::start(store.clone(), tariff, policy(&tariff), counters.clone()).unwrap();
                             prop_assert!(store.list_holds().unwrap().is_empty(), "a restart expires every hold");
                         }
                     }
@@ -789,14 +810,17 @@ mod tests {
                 let fees = store.balance(&Account::PlatformFees).unwrap();
                 // Clients' net spending is exactly what the platform kept (owners are clients too).
                 prop_assert_eq!(-spent, fees);
-                let billed: u64 = store
-                    .list_transfers(None)
-                    .unwrap()
-                    .iter()
-                    .filter(|t| t.kind == "usage" || t.kind == "usage_fee")
-                    .map(|t| t.amount.0)
-                    .sum();
+                let transfers = store.list_transfers(None).unwrap();
+                let sum_of = |kind: &str| -> u64 {
+                    transfers.iter().filter(|t| t.kind == kind).map(|t| t.amount.0).sum()
+                };
+                let billed = sum_of("usage") + sum_of("usage_fee");
                 prop_assert!(billed <= recorded / 1000, "billed {} for {} recorded bytes", billed, recorded);
+                // The metrics count exactly what was posted, including what restarts recovered.
+                prop_assert_eq!(counters.client_debits.get(), billed);
+                prop_assert_eq!(counters.node_credits.get(), sum_of("usage"));
+                prop_assert_eq!(counters.platform_fees.get(), sum_of("usage_fee"));
+                prop_assert_eq!(counters.flush_failures.get(), 0);
                 prop_assert!(store.accrued_by_client().unwrap().is_empty(), "nothing left accrued");
                 Ok(())
             })?;
@@ -816,7 +840,7 @@ mod tests {
         // 1.00 per GB: 1.20 buys 1.2 GB, in holds of 0.50.
         let tariff = Tariff::new(Micros(1_000_000), 30).unwrap();
         let holds = HoldPolicy { chunk: Micros(500_000), max_overdraft: overdraft_bound(&tariff, 1) };
-        let billing = Billing::start(store.clone(), tariff, holds).unwrap();
+        let billing = Billing::start(store.clone(), tariff, holds, BillingCounters::default()).unwrap();
         let info = || SessionInfo {
             client: "thin".into(),
             sub: None,

@@ -338,7 +338,7 @@ where
             control = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
                 let control = match control {
                     Ok(c) => c,
-                    Err(reason) => break SessionEnd::Retry(reason),
+                    Err(reason) => break SessionEnd::Retry(reason.to_string()),
                 };
                 match control {
                     Frame::Open { stream: id, window, target } => {

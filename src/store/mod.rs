@@ -31,7 +31,7 @@ pub use ledger::{Account, Transfer};
 pub use logins::{ApiKey, KeyScope, RefreshError, TokenFamily};
 pub use settings::BillingSettings;
 pub use subusers::SubUser;
-pub use usage::{Accrual, FlushBatch, Progress, Recovered, SessionFilter, SessionRecord, UsageBucket};
+pub use usage::{Accrual, FlushBatch, Posted, Progress, Recovered, SessionFilter, SessionRecord, UsageBucket};
 pub use users::UserRecord;
 pub use verify::{VerifyParams, VerifyReport};
 pub use withdrawals::{Withdrawal, WithdrawalStatus};

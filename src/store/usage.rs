@@ -224,6 +224,18 @@ pub struct Recovered {
     pub sessions: usize,
     /// Holds expired.
     pub holds: usize,
+    /// What the postings moved.
+    pub posted: Posted,
+}
+
+/// Money that usage postings moved, in micro-units: what clients paid, what node owners got,
+/// what the platform kept (`client_debit = node_credit + platform_fee`; a client using its own
+/// node pays only the fee).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Posted {
+    pub client_debit: u64,
+    pub node_credit: u64,
+    pub platform_fee: u64,
 }
 
 /// Everything one flush writes.
@@ -243,11 +255,18 @@ pub struct FlushBatch {
     pub usage: Vec<(String, u64, UsageBucket)>,
     /// Change of each client's accrued total (what its written accrual rows owe, after posting).
     pub accrued_delta: Vec<(String, i64)>,
+    /// Out: what the postings of a committed flush moved.
+    pub posted: Posted,
 }
 
 /// Posts one accrual's pending charge as usage transfers (client → node owner, client →
-/// platform fees) with deterministic ids, and zeroes it.
-fn post_accrual(txn: &redb::WriteTransaction, a: &mut Accrual, now: u64) -> Result<(), StoreError> {
+/// platform fees) with deterministic ids, and zeroes it; adds what it posted to `posted`.
+fn post_accrual(
+    txn: &redb::WriteTransaction,
+    a: &mut Accrual,
+    now: u64,
+    posted: &mut Posted,
+) -> Result<(), StoreError> {
     if a.pending.client_debit.0 == 0 {
         return Ok(());
     }
@@ -275,6 +294,9 @@ fn post_accrual(txn: &redb::WriteTransaction, a: &mut Accrual, now: u64) -> Resu
                 time: now,
             },
         )?;
+        posted.client_debit = posted.client_debit.saturating_add(amount.0);
+        let share = if leg == "node" { &mut posted.node_credit } else { &mut posted.platform_fee };
+        *share = share.saturating_add(amount.0);
     }
     a.pending = Charge::ZERO;
     a.posts += 1;
@@ -291,9 +313,10 @@ impl Store {
                 sessions.insert(s.id, to_json(s)?.as_slice())?;
             }
         }
+        let mut posted = Posted::default();
         for a in &mut batch.accruals {
             if batch.post.contains(&a.session) {
-                post_accrual(&txn, a, now)?;
+                post_accrual(&txn, a, now, &mut posted)?;
             }
         }
         {
@@ -334,6 +357,7 @@ impl Store {
             }
         }
         txn.commit()?;
+        batch.posted = posted;
         Ok(())
     }
 
@@ -397,6 +421,7 @@ impl Store {
     pub fn recover_usage(&self, now: u64, reason: &str) -> Result<Recovered, StoreError> {
         let txn = self.write()?;
         let mut n = 0;
+        let mut posted = Posted::default();
         let holds = super::holds::expire_holds_in(&txn)?;
         // Every accrual is posted below: nothing stays accrued.
         txn.open_table(ACCRUED)?.retain(|_, _| false)?;
@@ -408,7 +433,7 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             let mut sessions = txn.open_table(SESSIONS)?;
             for mut a in rows {
-                post_accrual(&txn, &mut a, now)?;
+                post_accrual(&txn, &mut a, now, &mut posted)?;
                 accruals.remove(a.session)?;
                 let rec: Option<SessionRecord> = sessions.get(a.session)?.map(|v| from_json(v.value())).transpose()?;
                 if let Some(mut rec) = rec
@@ -436,7 +461,7 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(Recovered { sessions: n, holds })
+        Ok(Recovered { sessions: n, holds, posted })
     }
 
     /// Sessions, newest first, that match `filter` (client, node public IP), come before its

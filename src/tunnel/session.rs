@@ -14,14 +14,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::mux::{Mux, MuxConfig};
 use super::protocol::{self, Challenge, ErrorCode, Frame, HeartbeatAck, Welcome};
 use super::registry::{NodeHandle, Registry};
-use super::ws::{self, ReadEnd};
+use super::ws::{self, ControlEnd, ReadEnd};
 use crate::auth;
 use crate::config::Limits;
 use crate::geoip::SharedGeoIp;
 use crate::identity::{DeviceId, NONCE_LEN, device_id};
 use crate::shutdown::Shutdown;
 use crate::store::{DeviceRecord, PairError, Store, UsageBucket, now_secs};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, NodeDisconnect};
 
 /// What node sessions need from the rest of the server.
 pub struct TunnelService {
@@ -349,23 +349,23 @@ where
     let mut heartbeats = ControlRate::heartbeats(limits.heartbeat_interval_secs, tokio::time::Instant::now());
     let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
 
-    let end: String = loop {
+    let (cause, end): (NodeDisconnect, String) = loop {
         tokio::select! {
             control = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
                 let control = match control {
                     Ok(c) => c,
-                    Err(reason) => break reason,
+                    Err(e) => break (read_end_cause(&e), e.to_string()),
                 };
                 match control {
                     Frame::Heartbeat(_) if !heartbeats.allow(tokio::time::Instant::now()) => {
                         let why = heartbeats.violation("heartbeats");
                         mux.send_error(ErrorCode::ProtocolViolation, &why);
-                        break why;
+                        break (NodeDisconnect::ProtocolViolation, why);
                     }
                     Frame::Proof(_) | Frame::Drain { .. } if !other_control.allow(tokio::time::Instant::now()) => {
                         let why = other_control.violation("control frames");
                         mux.send_error(ErrorCode::ProtocolViolation, &why);
-                        break why;
+                        break (NodeDisconnect::ProtocolViolation, why);
                     }
                     Frame::Heartbeat(hb) => {
                         let seq = hb.seq;
@@ -380,17 +380,19 @@ where
                         }
                         _ => {
                             mux.send_error(ErrorCode::AuthFailed, "challenge answer does not verify");
-                            break "bad periodic proof".into();
+                            break (NodeDisconnect::Auth, "bad periodic proof".into());
                         }
                     },
                     Frame::Drain { reason, .. } => {
                         info!(reason = reason.as_deref(), "node is draining");
                         node.set_state(protocol::NodeState::Draining);
                     }
-                    Frame::Error { code, message } => break format!("node sent ERROR {code}: {}", message.escape_debug()),
+                    Frame::Error { code, message } => {
+                        break (NodeDisconnect::NodeError, format!("node sent ERROR {code}: {}", message.escape_debug()));
+                    }
                     other => {
                         mux.send_error(ErrorCode::ProtocolViolation, &format!("unexpected {} from a node", other.name()));
-                        break format!("unexpected {}", other.name());
+                        break (NodeDisconnect::ProtocolViolation, format!("unexpected {}", other.name()));
                     }
                 }
             }
@@ -398,7 +400,7 @@ where
                 if let Some((_, since)) = pending {
                     if since.elapsed() > Duration::from_secs(60) {
                         mux.send_error(ErrorCode::ChallengeTimeout, "no answer to the challenge within 60 s");
-                        break "challenge timeout".into();
+                        break (NodeDisconnect::Auth, "challenge timeout".into());
                     }
                 } else if let Ok(n) = auth::random_bytes::<NONCE_LEN>() {
                     pending = Some((n, tokio::time::Instant::now()));
@@ -409,7 +411,7 @@ where
                 // The queue is full, so an ERROR frame could not be queued: the connection is
                 // simply dropped (the writer is aborted below).
                 warn!(limit = mux.config().max_queued, "node does not read what it provokes: disconnecting (limit_exceeded)");
-                break "outgoing queue full (limit_exceeded)".into();
+                break (NodeDisconnect::QueueFull, "outgoing queue full (limit_exceeded)".into());
             }
             _ = persist.tick() => persist_seen(&svc, &node).await,
             _ = shutdown.recv(), if !draining => {
@@ -422,13 +424,18 @@ where
             _ = tokio::time::sleep(Duration::from_millis(100)), if draining => {
                 if mux.active_streams() == 0 || mux.is_closed() {
                     mux.send_error(ErrorCode::ServerShutdown, "server is shutting down; reconnect later");
-                    break "server shutdown".into();
+                    break (NodeDisconnect::Server, "server shutdown".into());
                 }
             }
         }
     };
-    svc.registry.remove(&who.device_id, node.session_id);
+    let still_registered = svc.registry.remove(&who.device_id, node.session_id);
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
+    // A ban or a newer connection of the device takes the node out of the registry before it
+    // tells the node, and shutdown closes the mux: then the server ended the tunnel, whatever
+    // the read loop saw next (the node may well have closed first, having read the ERROR).
+    let cause = if !still_registered || mux.is_closed() { NodeDisconnect::Server } else { cause };
+    svc.metrics.tunnel_disconnect(cause);
     mux.close(&end);
     // The writer sends what was queued (an ERROR frame) and closes; a node that does not read
     // would hold it (and the socket) forever, so it is aborted after a grace period.
@@ -437,6 +444,26 @@ where
     }
     persist_seen(&svc, &node).await;
     info!(reason = %end, "node offline");
+}
+
+/// The metric label of a tunnel whose reading ended.
+fn read_end_cause(e: &ControlEnd) -> NodeDisconnect {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError as WsProtocol;
+    match e {
+        ControlEnd::Read(ReadEnd::Dead(_)) => NodeDisconnect::Timeout,
+        // A peer that vanished (killed, network gone) shows up as a reset.
+        ControlEnd::Read(
+            ReadEnd::Closed | ReadEnd::Ws(WsError::Protocol(WsProtocol::ResetWithoutClosingHandshake)),
+        ) => NodeDisconnect::Closed,
+        ControlEnd::Read(
+            ReadEnd::Protocol(_)
+            | ReadEnd::Text
+            | ReadEnd::Ws(WsError::Capacity(_) | WsError::Protocol(_) | WsError::Utf8(_) | WsError::AttackAttempt),
+        )
+        | ControlEnd::Violation(_) => NodeDisconnect::ProtocolViolation,
+        ControlEnd::Read(ReadEnd::Ws(_)) => NodeDisconnect::Closed,
+    }
 }
 
 async fn persist_seen(svc: &Arc<TunnelService>, node: &Arc<NodeHandle>) {
@@ -533,6 +560,44 @@ fn limits_grace(svc: &TunnelService) -> u16 {
 mod tests {
     use super::*;
     use crate::store::FlushBatch;
+
+    #[test]
+    fn a_tunnel_that_stopped_reading_is_counted_under_its_cause() {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError as WsProtocol};
+        let io = |k| ControlEnd::Read(ReadEnd::Ws(WsError::Io(std::io::Error::from(k))));
+        let cases = [
+            (ControlEnd::Read(ReadEnd::Closed), NodeDisconnect::Closed),
+            (
+                ControlEnd::Read(ReadEnd::Ws(WsError::Protocol(WsProtocol::ResetWithoutClosingHandshake))),
+                NodeDisconnect::Closed,
+            ),
+            (io(std::io::ErrorKind::ConnectionReset), NodeDisconnect::Closed),
+            (io(std::io::ErrorKind::UnexpectedEof), NodeDisconnect::Closed),
+            (ControlEnd::Read(ReadEnd::Ws(WsError::ConnectionClosed)), NodeDisconnect::Closed),
+            (ControlEnd::Read(ReadEnd::Dead(Duration::from_secs(60))), NodeDisconnect::Timeout),
+            (ControlEnd::Read(ReadEnd::Text), NodeDisconnect::ProtocolViolation),
+            (
+                ControlEnd::Read(ReadEnd::Protocol(protocol::Frame::decode(bytes::Bytes::new()).unwrap_err())),
+                NodeDisconnect::ProtocolViolation,
+            ),
+            (
+                ControlEnd::Read(ReadEnd::Ws(WsError::Capacity(CapacityError::MessageTooLong {
+                    size: 2,
+                    max_size: 1,
+                }))),
+                NodeDisconnect::ProtocolViolation,
+            ),
+            (
+                ControlEnd::Read(ReadEnd::Ws(WsError::Protocol(WsProtocol::InvalidOpcode(15)))),
+                NodeDisconnect::ProtocolViolation,
+            ),
+            (ControlEnd::Violation("DATA for an unknown stream".into()), NodeDisconnect::ProtocolViolation),
+        ];
+        for (end, cause) in cases {
+            assert_eq!(read_end_cause(&end), cause, "{end}");
+        }
+    }
 
     #[test]
     fn heartbeats_past_the_burst_must_keep_half_the_interval() {

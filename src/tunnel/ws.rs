@@ -104,6 +104,16 @@ pub enum ReadEnd {
     Text,
 }
 
+/// Why [`next_control`] returned without a control frame.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlEnd {
+    #[error(transparent)]
+    Read(#[from] ReadEnd),
+    /// A frame the multiplexer refused (answered with ERROR 5).
+    #[error("{0}")]
+    Violation(String),
+}
+
 /// Reads the next frame. Pongs update `rtt` (microseconds) and are otherwise skipped.
 pub async fn next_frame<S>(
     stream: &mut SplitStream<WebSocketStream<S>>,
@@ -143,7 +153,7 @@ pub async fn next_control<S>(
     mux: &super::mux::Mux,
     dead_after: Duration,
     epoch: tokio::time::Instant,
-) -> Result<Frame, String>
+) -> Result<Frame, ControlEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -159,7 +169,7 @@ where
                 if matches!(e, ReadEnd::Protocol(_) | ReadEnd::Text) {
                     mux.send_error(super::protocol::ErrorCode::ProtocolViolation, &e.to_string());
                 }
-                return Err(e.to_string());
+                return Err(e.into());
             }
         };
         match mux.dispatch(frame) {
@@ -167,7 +177,7 @@ where
             Ok(Some(control)) => return Ok(control),
             Err(v) => {
                 mux.send_error(super::protocol::ErrorCode::ProtocolViolation, &v.0);
-                return Err(v.0);
+                return Err(ControlEnd::Violation(v.0));
             }
         }
     }

@@ -243,6 +243,9 @@ fn assert_self_signed_fallback(s: &Server) {
     assert!(st["acme"]["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{st}");
     assert_eq!(s.metric("traffix_tls_certificate_acme"), 0.0);
     assert_eq!(s.metric("traffix_acme_failures_total"), 1.0);
+    // The self-signed certificate of `init` runs for decades.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as f64;
+    assert!(s.metric("traffix_tls_cert_expiry_timestamp_seconds") > now + 10.0 * 365.0 * 86400.0);
 }
 
 #[test]
@@ -285,6 +288,9 @@ fn http01_certificate_for_the_pinned_key_a_node_stays_connected_and_reconnects_a
     let first = verified_by(&s, &root).expect("the served chain leads to pebble's root");
     assert_eq!(traffix::tls::pin_of_cert(&first).unwrap(), s.pin, "the CA certified the appliance's own key");
     assert_eq!(s.metric("traffix_tls_certificate_acme"), 1.0);
+    // The expiry metric follows the swap.
+    let not_after = traffix::units::parse_instant(v["not_after"].as_str().unwrap(), 0).unwrap();
+    assert_eq!(s.metric("traffix_tls_cert_expiry_timestamp_seconds"), not_after as f64, "{v}");
     let on_disk = std::fs::read(s.data_dir().join("tls/acme-cert.pem")).unwrap();
     assert!(String::from_utf8_lossy(&on_disk).matches("BEGIN CERTIFICATE").count() >= 2, "leaf and intermediate");
     let account = s.data_dir().join("acme/account.json");

@@ -83,6 +83,7 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     thief.spawn(Some(&link));
     assert!(!thief.wait_exit().success(), "a used pairing code must be refused");
     assert!(thief.log().contains("already used"), "{}", thief.log());
+    assert!(s.metric(r#"traffix_tunnel_handshakes_total{result="failed"}"#) >= 1.0, "{}", s.metrics_text());
 
     // Ban disconnects the node and keeps it out — the agent keeps running and asks again now and
     // then — and an unban lets it back by itself, with the same vIP.
@@ -98,11 +99,22 @@ fn admin_commands_work_while_serving_and_while_stopped() {
     wait_for("a second refusal", || (node.log().matches("asking again later").count() >= 2).then_some(()));
     assert!(node.child.as_mut().unwrap().try_wait().unwrap().is_none(), "a banned node keeps running");
     assert_eq!(s.online_count(), 0);
+    // The ban ended the tunnel from the server's side, whatever the node did next.
+    wait_for("the banned node's tunnel counted", || {
+        (s.metric(r#"traffix_tunnel_disconnects_total{reason="server"}"#) == 1.0).then_some(())
+    });
     assert!(s.cli(&["device", "unban", &vip, "--reason", "appeal upheld"]).status.success());
     assert_eq!(s.wait_node_online(&node), vip, "back without a restart");
 
-    // Graceful stop: SIGTERM, exit 0, socket removed; then the CLI works on the database directly.
+    // A node that dies is counted as a closed tunnel.
     node.kill9();
+    wait_for("the killed node's tunnel counted", || {
+        (s.metric(r#"traffix_tunnel_disconnects_total{reason="closed"}"#) == 1.0).then_some(())
+    });
+    assert_eq!(s.metric(r#"traffix_tunnel_disconnects_total{reason="server"}"#), 1.0);
+    assert_eq!(s.metric("traffix_nodes_online"), 0.0);
+
+    // Graceful stop: SIGTERM, exit 0, socket removed; then the CLI works on the database directly.
     assert!(s.terminate().success(), "{}", s.log());
     assert!(!s.data_dir().join("admin.sock").exists());
     assert!(s.log().contains("database closed"));
@@ -166,6 +178,18 @@ fn web_listener_is_tls13_only_with_the_printed_pin_and_metrics_stay_on_loopback(
         !String::from_utf8_lossy(&out.stdout).contains("traffix_nodes_online"),
         "metrics never on the public listener"
     );
+    // What the server says about itself, and the web listener's answers by class: the
+    // /healthz calls above were 200s, the /metrics on the web listener a 404.
+    let m = s.metrics_text();
+    assert!(m.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))), "{m}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as f64;
+    let started = s.metric("traffix_start_time_seconds");
+    assert!(started > now - 600.0 && started <= now + 1.0, "started at {started}, now {now}");
+    // `traffix init`'s self-signed certificate runs for decades.
+    assert!(s.metric("traffix_tls_cert_expiry_timestamp_seconds") > now + 10.0 * 365.0 * 86400.0, "{m}");
+    assert!(s.metric(r#"traffix_http_requests_total{class="2xx"}"#) >= 2.0, "{m}");
+    assert!(s.metric(r#"traffix_http_requests_total{class="4xx"}"#) >= 1.0, "{m}");
+    assert_eq!(s.metric(r#"traffix_http_requests_total{class="5xx"}"#), 0.0, "{m}");
 }
 
 #[test]

@@ -493,6 +493,9 @@ fn window_overflow_and_stream_id_reuse_by_a_paired_node_are_cut() {
     assert!(why.contains("window overflow"), "{why}");
     let peak = probe.stop();
     wait_for("the node offline", || (s.online_count() == 0).then_some(()));
+    wait_for("both tunnels counted as protocol violations", || {
+        (s.metric(r#"traffix_tunnel_disconnects_total{reason="protocol_violation"}"#) == 2.0).then_some(())
+    });
     healthz(&s, "127.0.0.1");
     figure("window overflow + stream-id reuse by a paired node", "small, 64 KiB windows", 1, before, peak, s.rss_kib());
 }
@@ -518,6 +521,9 @@ fn a_heartbeat_flood_from_a_node_that_never_reads_is_cut() {
     }
     wait_for("the flood named", || s.log().contains("heartbeats faster than").then_some(()));
     wait_for("the node offline", || (s.online_count() == 0).then_some(()));
+    wait_for("the tunnel counted as a protocol violation", || {
+        (s.metric(r#"traffix_tunnel_disconnects_total{reason="protocol_violation"}"#) == 1.0).then_some(())
+    });
     let peak = probe.stop();
     // Only now does the node read: the connection has ended. (What was queued for it — ACKs
     // for the burst and the ERROR — is usually lost: the server closed a socket holding the

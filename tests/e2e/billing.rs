@@ -99,6 +99,15 @@ fn usage_debits_price_times_bytes_and_credits_the_owner_exactly_its_split() {
     assert_eq!(balance(&s, "owner"), node_total);
     let verify = s.cli(&["ledger", "verify"]);
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+
+    // The billing metrics count exactly what was posted (just after the commit that posted it).
+    wait_for("the postings counted", || {
+        (s.metric("traffix_billing_client_debit_micros_total") == debit as f64).then_some(())
+    });
+    let m = s.metrics_text();
+    assert_eq!(s.metric("traffix_billing_node_credit_micros_total"), node_total as f64, "{m}");
+    assert_eq!(s.metric("traffix_billing_platform_fee_micros_total"), (debit - node_total) as f64, "{m}");
+    assert!(m.contains("traffix_billing_flush_failures_total 0\n"), "{m}");
 }
 
 #[test]
@@ -129,6 +138,7 @@ fn a_client_whose_money_runs_out_is_cut_within_the_bound_and_then_refused() {
     let out = curl(&["-i", "-x", &s.http_proxy_url("thin", &pass), &format!("http://{}/hello", origin().addr)]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 402"), "{text}");
+    assert_eq!(s.metric(r#"traffix_streams_total{frontend="http",result="balance"}"#), 1.0, "{}", s.metrics_text());
     // A top-up lets the client back in.
     assert!(s.cli(&["user", "credit", "thin", "1"]).status.success());
     let out = curl(&["--proxy", &s.socks_url("thin", &pass), &format!("http://{}/hello", origin().addr)]);
