@@ -5,8 +5,11 @@ Frame seeds are the golden valid and invalid frames of tests/vectors/frames.json
 certificates are a traffix self-signed ECDSA P-256 certificate (tls::generate_self_signed) and
 an RSA-2048 one from openssl. Username and egress seeds are a sample of tests/vectors/{username,egress}.json.
 """
+import gzip
+import io
 import json
 import struct
+import tarfile
 from pathlib import Path
 
 FUZZ = Path(__file__).resolve().parent
@@ -126,6 +129,18 @@ def main():
 
     for i, m in enumerate(MONEY):
         write("money", f"amount_{i:02}", m)
+
+    # geoip_archive: MaxMind's checksum line, a gzip file, MaxMind's tar.gz layout (the database
+    # bytes are a stand-in: the target also opens its whole input as a MaxMind DB).
+    write("geoip_archive", "sha256_line", b"a" * 64 + b"  GeoLite2-Country_20260512.tar.gz\n")
+    write("geoip_archive", "mmdb_gz", gzip.compress(b"\xab\xcd\xefMaxMind.com" + b"\0" * 64, mtime=0))
+    tgz = io.BytesIO()
+    with tarfile.open(fileobj=tgz, mode="w:gz", format=tarfile.GNU_FORMAT) as t:
+        for name, data in [("COPYRIGHT.txt", b"(c) MaxMind"), ("GeoLite2-Country.mmdb", b"\xab\xcd\xefMaxMind.com")]:
+            info = tarfile.TarInfo(f"GeoLite2-Country_20260512/{name}")
+            info.size, info.mtime = len(data), 0
+            t.addfile(info, io.BytesIO(data))
+    write("geoip_archive", "maxmind_tar_gz", tgz.getvalue())
 
 
 if __name__ == "__main__":

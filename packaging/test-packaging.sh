@@ -68,6 +68,8 @@ expect_file() { # MODE OWNER PATH
 expect_file -rwxr-xr-x "(root/root|0/0)" /usr/bin/traffix
 expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix.service
 expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix-node.service
+expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix-geoip.service
+expect_file -rw-r--r-- "(root/root|0/0)" /lib/systemd/system/traffix-geoip.timer
 expect_file -rw-r--r-- "(root/root|0/0)" /etc/default/traffix
 expect_file -rw-r--r-- "(root/root|0/0)" /usr/share/doc/traffix/copyright
 expect_file -rw-r--r-- "(root/root|0/0)" /usr/share/doc/traffix/examples/traffix-alerts.yml
@@ -129,10 +131,10 @@ kill "$server_pid"; wait "$server_pid" || true; server_pid=""
 if command -v systemd-analyze >/dev/null && systemd-analyze --version >/dev/null 2>&1; then
   echo "==> packaging: systemd-analyze verify"
   units="$work/units"; mkdir -p "$units"
-  for u in traffix.service traffix-node.service; do
+  for u in traffix.service traffix-node.service traffix-geoip.service traffix-geoip.timer; do
     sed "s|/usr/bin/traffix|$bin|" "$root/lib/systemd/system/$u" >"$units/$u"
   done
-  if ! out=$(systemd-analyze verify "$units"/*.service 2>&1); then
+  if ! out=$(systemd-analyze verify "$units"/*.service "$units"/*.timer 2>&1); then
     echo "$out" >&2; exit 1
   fi
   if [ -n "$out" ]; then echo "$out" >&2; exit 1; fi

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminCtx, Live};
 use crate::config::{self, Config};
 use crate::egress::EgressPolicy;
-use crate::geoip::GeoIp;
+use crate::geoip::{Kind, Reloaded, SharedGeoIp};
 use crate::listener::bind;
 use crate::relay::RelayService;
 use crate::relay::accounts::Accounts;
@@ -79,6 +79,68 @@ async fn watch_own_addresses(
     router(inputs.policy(&own));
     let every = Duration::from_secs(cfg.server.address_refresh_secs);
     Ok(tokio::spawn(own_addresses::refresh(inputs, sources, own, every, router, shutdown)))
+}
+
+/// How often the server looks at its GeoIP files for a new version (one installed by hand, or
+/// by an update that could not reach the admin socket). `traffix geoip update` itself asks for
+/// a reload at once.
+const GEOIP_WATCH: Duration = Duration::from_secs(60);
+
+/// Loads the GeoIP files that changed; after a new country database, looks up the country of
+/// every online node again, so `-country-` targeting sees it at once.
+fn reload_geoip(geoip: &SharedGeoIp, registry: &Registry) -> Reloaded {
+    let r = geoip.reload();
+    if r.changed.contains(&Kind::Country) {
+        for n in registry.all() {
+            n.set_country(geoip.country(n.public_ip));
+        }
+    }
+    let dbs = geoip.databases();
+    for kind in &r.changed {
+        if let Some(l) = dbs.get(*kind) {
+            info!(
+                database = %kind, path = %l.path.display(), database_type = l.db.database_type(),
+                built = %crate::units::rfc3339(l.db.build_epoch()), "GeoIP database loaded"
+            );
+        }
+    }
+    r
+}
+
+/// Reloads the GeoIP databases whose files changed, every [`GEOIP_WATCH`] until shutdown. A
+/// problem is logged when it first appears, not every minute.
+async fn watch_geoip(reload: Arc<dyn Fn() -> Reloaded + Send + Sync>, mut shutdown: Shutdown) {
+    let mut every = tokio::time::interval(GEOIP_WATCH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    let mut last_errors = Vec::new();
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.recv() => return,
+        }
+        let reload = reload.clone();
+        let Ok(r) = tokio::task::spawn_blocking(move || reload()).await else { continue };
+        if r.errors != last_errors {
+            for e in &r.errors {
+                warn!(error = %e, "GeoIP database not loaded");
+            }
+            last_errors = r.errors;
+        }
+    }
+}
+
+/// A one-line account of the GeoIP databases in use, for the start-up summary.
+fn geoip_summary(geoip: &SharedGeoIp) -> String {
+    let dbs = geoip.databases();
+    let one = |kind: Kind| dbs.get(kind).map(|l| format!("{kind} {} ({})", l.path.display(), l.db.database_type()));
+    match (one(Kind::Country), one(Kind::Asn)) {
+        (None, asn) => format!(
+            "off (no country database: -country- targeting is refused; run `traffix geoip update`){}",
+            asn.map(|a| format!("; {a}")).unwrap_or_default()
+        ),
+        (Some(c), asn) => format!("on ({c}{})", asn.map(|a| format!("; {a}")).unwrap_or_default()),
+    }
 }
 
 /// How long an admin command that cuts live streams waits for them to end.
@@ -317,7 +379,7 @@ pub struct App {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// The web listener's certificates and the ACME service.
     certificates: Arc<crate::acme::Certificates>,
-    geoip: Option<Arc<GeoIp>>,
+    geoip: Arc<SharedGeoIp>,
     trigger: shutdown::ShutdownTrigger,
 }
 
@@ -365,10 +427,7 @@ impl App {
             let server = crate::tls::server_config_with_resolver(certificates.resolver.clone(), alpn)?;
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
         };
-        let geoip = match cfg.geoip.country_db.trim() {
-            "" => None,
-            p => Some(Arc::new(GeoIp::open(&cfg.path(Path::new(p))).map_err(AppError::Other)?)),
-        };
+        let geoip = Arc::new(SharedGeoIp::load(&cfg).map_err(AppError::Other)?);
         if cfg.egress.allow_private_targets {
             warn!("egress.allow_private_targets is ON: clients may reach private and loopback targets (tests only)");
         }
@@ -387,7 +446,7 @@ impl App {
         let router = Router::new(
             registry.clone(),
             inputs.policy(&own),
-            geoip.is_some(),
+            geoip.clone(),
             cfg.limits.node_max_streams,
             cfg.limits.dial_timeout(),
         );
@@ -467,7 +526,7 @@ impl App {
             hold_chunk_micros: b.hold_chunk.0,
             socks5: format!("{host}:{}", port(socks)),
             http: format!("{host}:{}", port(http)),
-            geoip_country: self.geoip.is_some(),
+            geoip_country: self.geoip.has_country(),
             limits: serde_json::to_value(&cfg.limits).unwrap_or_default(),
         };
         Ok(crate::api::ApiState {
@@ -523,6 +582,10 @@ impl App {
             currency: cfg.billing.enabled.then(|| cfg.billing.currency.clone()),
         });
         let relay_svc = self.relay.clone();
+        let geoip_reload: Arc<dyn Fn() -> Reloaded + Send + Sync> = {
+            let (geoip, registry) = (self.geoip.clone(), self.registry.clone());
+            Arc::new(move || reload_geoip(&geoip, &registry))
+        };
         let admin_ctx = Arc::new(AdminCtx {
             store: self.store.clone(),
             public_address: s.public_address.clone(),
@@ -539,9 +602,11 @@ impl App {
                         }
                     })
                 },
-                asn_db: match cfg.geoip.asn_db.trim() {
-                    "" => None,
-                    p => Some(Arc::new(GeoIp::open(&cfg.path(Path::new(p))).map_err(AppError::Other)?)),
+                geoip: self.geoip.clone(),
+                geoip_reload: geoip_reload.clone(),
+                geoip_status: {
+                    let (geoip, cfg) = (self.geoip.clone(), cfg.clone());
+                    Arc::new(move || crate::geoip::status(&cfg, &geoip.databases(), crate::store::now_secs()))
                 },
                 cut_streams: {
                     let live = self.relay.live.clone();
@@ -596,6 +661,7 @@ impl App {
                 self.trigger.subscribe(),
             )),
             tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
+            tokio::spawn(watch_geoip(geoip_reload, self.trigger.subscribe())),
             own_addresses,
             tokio::spawn(self.certificates.clone().run(self.trigger.subscribe())),
         ];
@@ -618,10 +684,7 @@ impl App {
         let flusher = self.relay.billing.clone().map(|b| tokio::spawn(b.run(self.trigger.subscribe())));
         let changed = cfg.limits.changed_from_default();
         let limits = if changed.is_empty() { "defaults".to_owned() } else { changed.join(" ") };
-        let geoip = match (&self.geoip, cfg.geoip.country_db.trim()) {
-            (Some(_), db) => format!("on ({db})"),
-            _ => "off (no geoip.country_db; -country- targeting is refused)".to_owned(),
-        };
+        let geoip = geoip_summary(&self.geoip);
         let billing = match &self.relay.billing {
             Some(_) => format!(
                 "on ({} {} per GB, fee {}%)",

@@ -443,11 +443,95 @@ impl EgressConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// GeoIP: the databases the server reads, and where `traffix geoip update` fetches them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GeoipConfig {
+    /// A country database of the operator's own; empty: the one `traffix geoip update` keeps
+    /// in the data directory (`geoip/country.mmdb`), when there is one.
     pub country_db: String,
+    /// An ASN database of the operator's own; empty: `geoip/asn.mmdb`, when there is one.
     pub asn_db: String,
+    /// Where `traffix geoip update` downloads from.
+    pub source: GeoipSource,
+    /// MaxMind GeoLite2 licence key (`source = "maxmind"`).
+    pub maxmind_license_key: crate::secret::Secret,
+    /// MaxMind account id: when set, downloads authenticate with it and the key (HTTP Basic)
+    /// instead of putting the key in the URL. 0: not set.
+    pub maxmind_account_id: u64,
+    /// Base URL of MaxMind's downloads.
+    pub maxmind_url: String,
+    /// Base URL of DB-IP's free downloads (the monthly `dbip-*-lite-YYYY-MM.mmdb.gz` files).
+    pub dbip_url: String,
+    /// The largest download, and the largest database unpacked from one, in bytes.
+    pub max_download_bytes: u64,
+    /// One download (redirects included) must be complete within this many seconds.
+    pub download_timeout_secs: u64,
+    /// How often the databases are meant to be updated (the packaged timer runs weekly): the
+    /// next update shown is the last one plus this.
+    pub update_interval_days: u32,
+    /// A database built longer ago than this is stale (`traffix doctor` warns).
+    pub stale_after_days: u32,
+}
+
+/// Where GeoIP databases come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeoipSource {
+    /// DB-IP Lite: free, no account; CC BY 4.0 (the dashboard shows the attribution).
+    Dbip,
+    /// MaxMind GeoLite2: needs a free account's licence key.
+    Maxmind,
+    /// No downloads: only databases the operator installs.
+    Off,
+}
+
+impl GeoipSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            GeoipSource::Dbip => "dbip",
+            GeoipSource::Maxmind => "maxmind",
+            GeoipSource::Off => "off",
+        }
+    }
+}
+
+impl Default for GeoipConfig {
+    fn default() -> Self {
+        GeoipConfig {
+            country_db: String::new(),
+            asn_db: String::new(),
+            source: GeoipSource::Dbip,
+            maxmind_license_key: crate::secret::Secret::default(),
+            maxmind_account_id: 0,
+            maxmind_url: "https://download.maxmind.com".into(),
+            dbip_url: "https://download.db-ip.com/free".into(),
+            max_download_bytes: 256 * 1024 * 1024,
+            download_timeout_secs: 600,
+            update_interval_days: 7,
+            stale_after_days: 45,
+        }
+    }
+}
+
+impl GeoipConfig {
+    fn validate(&self) -> Result<(), String> {
+        for (key, u) in [("maxmind_url", &self.maxmind_url), ("dbip_url", &self.dbip_url)] {
+            match url::Url::parse(u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {}
+                _ => return Err(format!("geoip.{key} {u:?} must be an http:// or https:// URL")),
+            }
+        }
+        if self.max_download_bytes < 1024 {
+            return Err("geoip.max_download_bytes must be at least 1024".into());
+        }
+        if self.download_timeout_secs == 0 || self.update_interval_days == 0 || self.stale_after_days == 0 {
+            return Err(
+                "geoip.download_timeout_secs, update_interval_days and stale_after_days must be at least 1".into()
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -572,6 +656,7 @@ impl Config {
         }
         self.egress.port_ranges().map_err(ConfigError::Invalid)?;
         self.tls.validate_acme().map_err(ConfigError::Invalid)?;
+        self.geoip.validate().map_err(ConfigError::Invalid)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!("log.format {:?} must be \"text\" or \"json\"", self.log.format));
         }
@@ -654,6 +739,34 @@ mod tests {
         for bad in ["a", "a:0", "a:x", ":"] {
             let e = load(&format!("[server]\npublic_address='{bad}'\n"), vec![]).unwrap_err();
             assert!(e.to_string().contains("or empty (pairing off)"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn geoip_keys_read_from_the_file_and_the_environment() {
+        let cfg = load(EXAMPLE, vec![]).unwrap();
+        assert_eq!(cfg.geoip.source, GeoipSource::Dbip);
+        assert_eq!(cfg.geoip.max_download_bytes, GeoipConfig::default().max_download_bytes);
+        let cfg = load(
+            EXAMPLE,
+            vec![
+                ("TRAFFIX_GEOIP__SOURCE", "maxmind"),
+                ("TRAFFIX_GEOIP__MAXMIND_LICENSE_KEY", "k3y"),
+                ("TRAFFIX_GEOIP__MAXMIND_ACCOUNT_ID", "123456"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((cfg.geoip.source, cfg.geoip.maxmind_account_id), (GeoipSource::Maxmind, 123_456));
+        assert!(!format!("{cfg:?}").contains("k3y"), "the licence key never prints");
+        for (bad, key) in [
+            ("source='geoip.example'", "unknown variant"),
+            ("dbip_url='ftp://x/'", "geoip.dbip_url"),
+            ("maxmind_url='not a url'", "geoip.maxmind_url"),
+            ("max_download_bytes=10", "geoip.max_download_bytes"),
+            ("stale_after_days=0", "stale_after_days"),
+        ] {
+            let e = load(&format!("[server]\npublic_address='a:1'\n[geoip]\n{bad}\n"), vec![]).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
         }
     }
 

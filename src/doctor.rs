@@ -4,7 +4,8 @@
 //! ports are free or held by this data directory's running server; the certificate and key load,
 //! match, and are valid (a warning under 30 days left); ACME's state when it is on (a warning
 //! while the self-signed certificate is served or renewals fail); the database opens and its ledger
-//! verifies; configured GeoIP databases open; the clock is after this build and not absurdly
+//! verifies; the GeoIP databases open and are not stale (missing ones, and a failed last update,
+//! are warnings naming `traffix geoip update`); the clock is after this build and not absurdly
 //! ahead; the data directory is 0700 and the key, JWT secret and database 0600, all with one
 //! owner; and, when a server runs, its admin socket answers.
 //!
@@ -108,7 +109,7 @@ pub async fn run(data_dir: &Path, config: Option<&Path>) -> Report {
         ports(&mut c, cfg, running.is_some());
         certificate(&mut c, cfg);
         acme(&mut c, cfg);
-        geoip(&mut c, cfg);
+        geoip(&mut c, cfg, crate::store::now_secs());
     }
     database(&mut c, data_dir, cfg.as_ref(), running.is_some()).await;
     clock(&mut c, crate::store::now_secs());
@@ -317,21 +318,85 @@ fn acme(c: &mut Checks, cfg: &Config) {
     }
 }
 
-fn geoip(c: &mut Checks, cfg: &Config) {
-    for (key, path) in [("country_db", &cfg.geoip.country_db), ("asn_db", &cfg.geoip.asn_db)] {
-        let p = path.trim();
-        if p.is_empty() {
+/// What brings the GeoIP databases up to date, as the config stands.
+fn geoip_update_fix(cfg: &Config) -> String {
+    use crate::config::GeoipSource;
+    match cfg.geoip.source {
+        GeoipSource::Off => "set geoip.source = \"dbip\" (free, no account) or \"maxmind\" in traffix.toml, then run \
+                             `traffix geoip update`"
+            .to_owned(),
+        GeoipSource::Maxmind if cfg.geoip.maxmind_license_key.is_empty() => {
+            "set geoip.maxmind_license_key (or geoip.source = \"dbip\"), then run `traffix geoip update`".to_owned()
+        }
+        _ => "run `traffix geoip update` (the package's traffix-geoip.timer runs it weekly: \
+              systemctl enable --now traffix-geoip.timer)"
+            .to_owned(),
+    }
+}
+
+fn geoip(c: &mut Checks, cfg: &Config, now: u64) {
+    use crate::geoip::Kind;
+    let (g, problems) = crate::geoip::SharedGeoIp::open(cfg);
+    let dbs = g.databases();
+    let stale_days = u64::from(cfg.geoip.stale_after_days);
+    for kind in Kind::ALL {
+        let (path, configured) = crate::geoip::db_path(cfg, kind);
+        let key = kind.key();
+        if let Some((_, _, e)) = problems.iter().find(|(k, ..)| *k == kind) {
+            if configured {
+                c.problem(
+                    "geoip",
+                    format!("{key}: {e}"),
+                    format!(
+                        "put a MaxMind-format database at {}, or empty {key} to use the one `traffix geoip update` keeps",
+                        path.display()
+                    ),
+                );
+            } else {
+                c.problem(
+                    "geoip",
+                    format!("the {kind} database does not open: {e}"),
+                    "run `traffix geoip update --force`",
+                );
+            }
             continue;
         }
-        let full = cfg.path(Path::new(p));
-        match crate::geoip::GeoIp::open(&full) {
-            Ok(_) => c.ok("geoip", format!("geoip.{key} {} opens", full.display())),
-            Err(e) => c.problem(
-                "geoip",
-                format!("geoip.{key} {}: {e}", full.display()),
-                format!("put a MaxMind-format database there, or empty geoip.{key}"),
-            ),
+        let Some(l) = dbs.get(kind) else {
+            if cfg.geoip.source == crate::config::GeoipSource::Off {
+                c.ok("geoip", format!("no {kind} database (geoip.source is \"off\")"));
+            } else {
+                let what = match kind {
+                    Kind::Country => ": nodes have no country and -country- targeting is refused",
+                    Kind::Asn => ": the networks of nodes are unknown",
+                };
+                c.warn("geoip", format!("no {kind} database yet{what}"), geoip_update_fix(cfg));
+            }
+            continue;
+        };
+        let built = l.db.build_epoch();
+        let age = now.saturating_sub(built) / 86_400;
+        let date = crate::units::rfc3339(built);
+        let date = date.get(..10).unwrap_or(&date);
+        let about = format!("the {kind} database {} ({}, built {date})", path.display(), l.db.database_type());
+        if age > stale_days {
+            let fix = if configured {
+                format!("replace {} with a current copy, or empty {key} and run `traffix geoip update`", path.display())
+            } else {
+                geoip_update_fix(cfg)
+            };
+            c.warn("geoip", format!("{about} is {age} days old (geoip.stale_after_days = {stale_days})"), fix);
+        } else {
+            c.ok("geoip", format!("{about} opens"));
         }
+    }
+    let state = crate::geoip::update::State::read(&cfg.data_dir);
+    if let Some(e) = state.last_error {
+        let when = state.checked_at.map(crate::units::rfc3339).unwrap_or_default();
+        c.warn(
+            "geoip",
+            format!("the last `traffix geoip update` ({when}) failed: {e}"),
+            "fix what it names, then run `traffix geoip update`",
+        );
     }
 }
 

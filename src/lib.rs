@@ -33,7 +33,8 @@
 //! - [`api`]: the REST API under `/api/v1` (JWT logins, API keys, OpenAPI) and the dashboard.
 //! - [`demo`]: `traffix demo`, a whole local network in one process.
 //! - [`doctor`]: `traffix doctor`, health checks of a data directory, each problem with its fix.
-//! - [`geoip`]: country lookups from an operator-supplied MaxMind database.
+//! - [`geoip`]: country and ASN lookups from MaxMind-format databases, swapped in while serving,
+//!   and `traffix geoip update`, which downloads, verifies and installs them.
 
 pub mod acme;
 pub mod admin;

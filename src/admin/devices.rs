@@ -152,7 +152,7 @@ impl AdminCtx {
         let today = self.store.device_today(&d.id, now_secs()).unwrap_or_default();
         let name = |v: Result<Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned));
         let ip = live.as_ref().map(|n| n.public_ip).or_else(|| d.last_ip.as_deref().and_then(|ip| ip.parse().ok()));
-        let asn = self.live.as_ref().and_then(|l| l.asn_db.as_ref()).zip(ip).and_then(|(db, ip)| db.asn(ip));
+        let asn = self.live.as_ref().zip(ip).and_then(|(l, ip)| l.geoip.asn(ip));
         DeviceView {
             id: d.id.clone(),
             owner: d.owner.clone(),

@@ -11,7 +11,7 @@
 //! `backup.rs` (whole-server archives and restore; `stream.rs` frames them on the socket),
 //! `withdrawals.rs`,
 //! `sessions.rs` (sessions, usage), `subusers.rs`, `api_keys.rs`, `settings.rs`, `tls.rs` (the
-//! certificate and ACME) and `audit.rs`
+//! certificate and ACME), `geoip.rs` (reloading GeoIP databases while serving) and `audit.rs`
 //! (the audit log, and writing its entries). Every change is audited here, in
 //! [`AdminCtx::execute_as`], whoever asks for it.
 
@@ -19,6 +19,7 @@ mod api_keys;
 mod audit;
 pub mod backup;
 mod devices;
+mod geoip;
 mod ledger;
 mod sessions;
 mod settings;
@@ -34,6 +35,7 @@ pub use crate::store::Window;
 pub use api_keys::{ApiKeyCreate, ApiKeyDelete, ApiKeyList};
 pub use audit::AuditList;
 pub use devices::{DeviceBan, DeviceList, DeviceUnban, Pair};
+pub use geoip::{GeoipReload, GeoipReloadView, GeoipShow};
 pub use ledger::{Backup, LedgerList, LedgerReverse, LedgerVerify};
 pub use sessions::{SessionList, Usage};
 pub use settings::{SettingsSet, SettingsShow};
@@ -170,6 +172,8 @@ admin_requests!(
     SettingsSet,
     TlsStatus,
     TlsRenew,
+    GeoipReload,
+    GeoipShow,
 );
 
 /// A command failure: a stable code and a reason for the user.
@@ -265,8 +269,13 @@ pub struct Live {
     pub tariff_changed: Arc<dyn Fn(crate::billing::rules::Tariff) + Send + Sync>,
     /// The web listener's certificates and the ACME service (`traffix tls …`).
     pub certificates: Option<Arc<crate::acme::Certificates>>,
-    /// The operator's ASN database, if configured.
-    pub asn_db: Option<Arc<crate::geoip::GeoIp>>,
+    /// The GeoIP databases in use (the ASN one names a node's network).
+    pub geoip: Arc<crate::geoip::SharedGeoIp>,
+    /// Loads GeoIP files that changed, looks up the countries of online nodes again and says
+    /// what is in use now (`traffix geoip update` asks for it after installing).
+    pub geoip_reload: Arc<dyn Fn() -> crate::geoip::Reloaded + Send + Sync>,
+    /// The GeoIP databases in use and the state of their updates.
+    pub geoip_status: Arc<dyn Fn() -> crate::geoip::GeoipStatus + Send + Sync>,
     /// Cuts the live client streams a change affects, with the reason for their session rows,
     /// and returns once they have ended (bounded); how many were cut.
     pub cut_streams: CutHook,

@@ -197,13 +197,18 @@ fn compute_overview(state: &ApiState) -> Result<Overview, ApiError> {
         pending_withdrawals: pending.len(),
         pending_withdrawals_micros: pending.iter().map(|w| w.amount.0).sum(),
         currency: state.info.currency.clone(),
-        geoip_country: state.info.geoip_country,
+        geoip_country: geoip_country(state),
         time: rfc3339(now_secs()),
         time_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     })
+}
+
+/// Whether a country database is loaded now (it can arrive while the server runs).
+fn geoip_country(state: &ApiState) -> bool {
+    state.admin.live.as_ref().map_or(state.info.geoip_country, |l| l.geoip.has_country())
 }
 
 async fn overview_of(state: &Arc<ApiState>) -> Result<Overview, ApiError> {
@@ -655,6 +660,9 @@ pub struct SettingsResponse {
     pub server: ServerInfo,
     /// The web listener's certificate (ACME or self-signed) and ACME's last attempt.
     pub certificate: Option<crate::acme::CertificateView>,
+    /// GeoIP: the source of updates, the databases in use (build dates, ages) and the last
+    /// and next update.
+    pub geoip: Option<crate::geoip::GeoipStatus>,
 }
 
 /// A change of billing settings; absent fields stay as they are.
@@ -677,7 +685,13 @@ pub async fn settings(State(state): State<Arc<ApiState>>, p: Principal) -> Resul
     p.admin_read()?;
     let billing = state.run(admin::SettingsShow {}, &p.actor()).await?;
     let certificate = state.admin.live.as_ref().and_then(|l| l.certificates.as_ref()).map(|c| c.view());
-    Ok(Json(SettingsResponse { billing, server: state.info.clone(), certificate }))
+    let geoip = match state.admin.live.clone() {
+        // Reads the update record from the data directory: the blocking pool.
+        Some(l) => tokio::task::spawn_blocking(move || (l.geoip_status)()).await.ok(),
+        None => None,
+    };
+    let server = ServerInfo { geoip_country: geoip_country(&state), ..state.info.clone() };
+    Ok(Json(SettingsResponse { billing, server, certificate, geoip }))
 }
 
 /// Change the price, the platform fee or the minimum payout (audited). New streams are billed

@@ -116,6 +116,10 @@ pub enum Command {
     /// Billing settings in force, and changing them at run time (overrides traffix.toml).
     #[command(subcommand)]
     Settings(SettingsCmd),
+    /// GeoIP databases (countries and networks of nodes): download and swap them in, or show
+    /// what is in use.
+    #[command(subcommand)]
+    Geoip(GeoipCmd),
     /// The web listener's certificate: what is served (ACME or self-signed) and renewing it.
     #[command(subcommand)]
     Tls(TlsCmd),
@@ -614,6 +618,27 @@ pub enum SettingsCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum GeoipCmd {
+    /// Download the country and ASN databases from geoip.source (DB-IP Lite or MaxMind
+    /// GeoLite2), verify them and swap them in; a running server loads them at once. Exit 1 if
+    /// any failed: its old database stays in place.
+    Update {
+        /// Download even the databases that are already current.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON: {"source","databases":[{"database","status",…}],"skipped","server"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the GeoIP source, the databases in use (build date, age) and the last and next update.
+    Status {
+        /// Print JSON: the dashboard's GeoIP section (GET /api/v1/admin/settings, "geoip").
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TlsCmd {
     /// Show the certificate served: issuer, names, expiry, pin, and ACME's last attempt.
     Status {
@@ -999,6 +1024,122 @@ fn read_password_line() -> Result<String, CliError> {
     }
     let pw = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
     Ok(pw.to_owned())
+}
+
+/// `traffix geoip update`: downloads, verifies and installs, then asks a running server to load
+/// what changed.
+async fn geoip_update(data_dir: &Path, config: Option<&Path>, force: bool, json: bool) -> Result<(), CliError> {
+    use crate::geoip::update::Outcome;
+    let cfg = app::load_config(data_dir, config)?;
+    let report = crate::geoip::update::run(&cfg, crate::store::now_secs(), force)
+        .await
+        .map_err(|e| CliError::with(1, "geoip_update_failed", e.0))?;
+    // The server loads what changed (and anything it could not load before).
+    let server = match report.skipped {
+        Some(_) => None,
+        None => match admin::socket::call(data_dir, &admin::GeoipReload {}).await {
+            Ok(None) => None,
+            Ok(Some(r)) => Some(r.map_err(|e| e.reason)),
+            Err(e) => Some(Err(e)),
+        },
+    };
+    if json {
+        print_json(&serde_json::json!({
+            "source": report.source,
+            "databases": report.databases,
+            "skipped": report.skipped,
+            "server": match &server {
+                None => serde_json::json!({"running": false}),
+                Some(Ok(v)) => serde_json::json!({"running": true, "reloaded": v.changed, "errors": v.errors}),
+                Some(Err(e)) => serde_json::json!({"running": true, "reloaded": [], "errors": [e]}),
+            },
+        }));
+    } else {
+        if let Some(why) = &report.skipped {
+            outln!("{why}");
+        }
+        for d in &report.databases {
+            match &d.outcome {
+                Outcome::Installed { origin, path, database_type, built_at } => outln!(
+                    "{:<8} installed {origin} ({database_type}, built {}) as {path}",
+                    d.database.name(),
+                    built_at.get(..10).unwrap_or(built_at)
+                ),
+                Outcome::Current { origin } => outln!("{:<8} up to date ({origin})", d.database.name()),
+                Outcome::Failed { error } => {
+                    outln!("{:<8} FAILED: {error}; the old database stays in place", d.database.name())
+                }
+            }
+            if let Some(note) = &d.note {
+                outln!("{:<8} note: {note}", "");
+            }
+        }
+        match &server {
+            None if report.skipped.is_none() => outln!("no server is running: it loads the databases when it starts"),
+            None => {}
+            Some(Ok(v)) => {
+                if v.changed.is_empty() {
+                    outln!("the running server already uses these databases");
+                } else {
+                    let names: Vec<_> = v.changed.iter().map(|k| k.name()).collect();
+                    outln!("the running server now uses the new {} database(s)", names.join(" and "));
+                }
+                for e in &v.errors {
+                    outln!("the running server could not load: {e}");
+                }
+                for a in &v.status.attribution {
+                    outln!("{a}");
+                }
+            }
+            Some(Err(e)) => {
+                outln!("the running server could not be told to reload: {e} (it looks again within a minute)")
+            }
+        }
+    }
+    if !report.ok() {
+        let failed: Vec<_> = report
+            .databases
+            .iter()
+            .filter(|d| matches!(d.outcome, Outcome::Failed { .. }))
+            .map(|d| d.database.name())
+            .collect();
+        return Err(CliError::with(
+            1,
+            "geoip_update_failed",
+            format!("the {} update failed; the old database stays in place", failed.join(" and ")),
+        ));
+    }
+    Ok(())
+}
+
+fn print_geoip_status(s: &crate::geoip::GeoipStatus) {
+    let db = |d: &Option<crate::geoip::DatabaseInfo>, none: &str| match d {
+        Some(d) => format!(
+            "{} ({}, built {}, {} days old{}{})",
+            d.path,
+            d.database_type,
+            d.built_at.get(..10).unwrap_or(&d.built_at),
+            d.age_days,
+            if d.stale { ", STALE" } else { "" },
+            if d.managed { "" } else { ", your own file" }
+        ),
+        None => none.to_owned(),
+    };
+    let fields = [
+        ("source", format!("{} (updates: {})", s.source, s.update_command)),
+        ("country", db(&s.country, "none: countries are unknown and -country- targeting is refused")),
+        ("asn", db(&s.asn, "none")),
+        ("last update", s.last_update.cell()),
+        ("last check", s.last_check.cell()),
+        ("next update", s.next_update.cell()),
+        ("last error", s.last_error.cell()),
+    ];
+    for (k, v) in fields {
+        outln!("{k:>12}: {v}");
+    }
+    for a in &s.attribution {
+        outln!("{:>12}: {a}", "credit");
+    }
 }
 
 /// Runs one CLI invocation.
@@ -1470,6 +1611,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     outln!("{k:>22}: {v}");
                 }
             }
+        }
+        Command::Geoip(GeoipCmd::Update { force, json }) => {
+            geoip_update(&data_dir, config.as_deref(), force, json).await?
+        }
+        Command::Geoip(GeoipCmd::Status { json }) => {
+            let status = match admin::socket::call(&data_dir, &admin::GeoipShow {}).await.map_err(CliError::fail)? {
+                Some(r) => r?,
+                None => {
+                    let cfg = app::load_config(&data_dir, config.as_deref())?;
+                    let (g, _) = crate::geoip::SharedGeoIp::open(&cfg);
+                    crate::geoip::status(&cfg, &g.databases(), crate::store::now_secs())
+                }
+            };
+            if json { print_json(&status) } else { print_geoip_status(&status) }
         }
         Command::Tls(cmd) => {
             let (v, json, renew) = match cmd {

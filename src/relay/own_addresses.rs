@@ -381,8 +381,13 @@ mod tests {
         );
         let inputs = inputs(false, "proxy.example.com:8443");
         let first = inputs.look(&src, &OwnAddresses::default()).await;
-        let router =
-            Arc::new(Router::new(Arc::new(Registry::new()), inputs.policy(&first), false, 16, Duration::from_secs(1)));
+        let router = Arc::new(Router::new(
+            Arc::new(Registry::new()),
+            inputs.policy(&first),
+            Arc::new(crate::geoip::SharedGeoIp::empty()),
+            16,
+            Duration::from_secs(1),
+        ));
         assert_eq!(router.check_target(&at("81.2.69.7", 443)).map_err(|r| r.code()), Err("own_address"));
         assert_eq!(router.check_target(&at("81.2.69.8", 443)), Ok(()));
 

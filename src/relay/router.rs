@@ -77,7 +77,8 @@ pub struct Router {
     /// Swapped whole when the server's own addresses change (`own_addresses::refresh`).
     policy: RwLock<Arc<ServerPolicy>>,
     sessions: moka::sync::Cache<(String, String), Pin>,
-    geoip_enabled: bool,
+    /// Country targeting works while a country database is loaded (swapped at run time).
+    geoip: Arc<crate::geoip::SharedGeoIp>,
     max_node_streams: usize,
     open_wait: Duration,
 }
@@ -92,7 +93,7 @@ impl Router {
     pub fn new(
         registry: Arc<Registry>,
         policy: ServerPolicy,
-        geoip_enabled: bool,
+        geoip: Arc<crate::geoip::SharedGeoIp>,
         max_node_streams: u32,
         dial_timeout: Duration,
     ) -> Self {
@@ -100,7 +101,7 @@ impl Router {
             registry,
             policy: RwLock::new(Arc::new(policy)),
             sessions: moka::sync::Cache::builder().max_capacity(1_000_000).expire_after(PinExpiry).build(),
-            geoip_enabled,
+            geoip,
             max_node_streams: max_node_streams as usize,
             // The node's own dial timeout plus a margin for the round trip.
             open_wait: dial_timeout + Duration::from_secs(5),
@@ -123,13 +124,15 @@ impl Router {
     }
 
     fn matches(&self, t: &Targeting, n: &NodeHandle) -> bool {
-        t.country.is_none_or(|c| n.country == Some(c)) && t.node.is_none_or(|v| n.vip == v)
+        t.country.is_none_or(|c| n.country() == Some(c)) && t.node.is_none_or(|v| n.vip == v)
     }
 
     fn pick(&self, t: &Targeting, exclude: &[DeviceId]) -> Result<Arc<NodeHandle>, RouteError> {
-        if t.country.is_some() && !self.geoip_enabled {
+        if t.country.is_some() && !self.geoip.has_country() {
             return Err(RouteError::NoNode(
-                "country targeting needs a GeoIP database (geoip.country_db) and none is configured".into(),
+                "country targeting needs a GeoIP database and none is loaded (run `traffix geoip update`, \
+                 or set geoip.country_db)"
+                    .into(),
             ));
         }
         self.registry.pick(|n| self.matches(t, n) && !exclude.contains(&n.device_id)).ok_or_else(|| {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::mux::Mux;
@@ -22,8 +22,9 @@ pub struct NodeHandle {
     pub mux: Mux,
     /// The address the tunnel connection came from (the node's public IP).
     pub public_ip: IpAddr,
-    /// ISO country of `public_ip`, upper case, when a GeoIP database is configured.
-    pub country: Option<[u8; 2]>,
+    /// ISO country of `public_ip` (two upper-case ASCII letters, 0: unknown), looked up again
+    /// when the GeoIP database changes.
+    country: AtomicU16,
     pub connected_at: u64,
     state: AtomicU8,
     /// The smaller of the server's cap and the node's declared `max_streams`.
@@ -68,7 +69,7 @@ impl NodeHandle {
             session_id,
             mux,
             public_ip,
-            country,
+            country: AtomicU16::new(country.map_or(0, u16::from_be_bytes)),
             connected_at: now,
             state: AtomicU8::new(NodeState::Serving as u8),
             max_streams: AtomicU32::new(max_streams),
@@ -120,8 +121,21 @@ impl NodeHandle {
             && self.mux.active_streams() < self.max_streams()
     }
 
+    /// ISO country of `public_ip`, upper case, when a GeoIP database knows it.
+    pub fn country(&self) -> Option<[u8; 2]> {
+        match self.country.load(Ordering::Relaxed) {
+            0 => None,
+            c => Some(c.to_be_bytes()),
+        }
+    }
+
+    /// Sets the country after a new GeoIP database was loaded.
+    pub fn set_country(&self, country: Option<[u8; 2]>) {
+        self.country.store(country.map_or(0, u16::from_be_bytes), Ordering::Relaxed);
+    }
+
     pub fn country_str(&self) -> Option<String> {
-        self.country.map(|c| String::from_utf8_lossy(&c).into_owned())
+        self.country().map(|c| String::from_utf8_lossy(&c).into_owned())
     }
 }
 

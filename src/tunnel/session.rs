@@ -17,7 +17,7 @@ use super::registry::{NodeHandle, Registry};
 use super::ws::{self, ControlEnd, ReadEnd};
 use crate::auth;
 use crate::config::Limits;
-use crate::geoip::GeoIp;
+use crate::geoip::SharedGeoIp;
 use crate::identity::{DeviceId, NONCE_LEN, device_id};
 use crate::shutdown::Shutdown;
 use crate::store::{DeviceRecord, PairError, Store, UsageBucket, now_secs};
@@ -30,7 +30,8 @@ pub struct TunnelService {
     pub limits: Limits,
     /// The raw pin of the web certificate (bound into every device signature).
     pub pin: [u8; 32],
-    pub geoip: Option<Arc<GeoIp>>,
+    /// Countries of nodes' addresses (the databases in use when a node connects).
+    pub geoip: Arc<SharedGeoIp>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     /// How long live streams may run on after SIGTERM.
@@ -314,7 +315,7 @@ where
     let mut writer =
         tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(limits.ping_interval_secs)), epoch));
 
-    let country = svc.geoip.as_ref().and_then(|g| g.country(peer.ip()));
+    let country = svc.geoip.country(peer.ip());
     let node = Arc::new(NodeHandle::new(
         who.device_id,
         who.device.vip,

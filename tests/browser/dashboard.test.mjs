@@ -569,10 +569,17 @@ flow('the nodes map says how to turn GeoIP on when it is off', async (open) => {
   await signIn(page, t, 'admin', t.adminPassword, '#/nodes');
   await page.getByTestId('nodes-geoip-off').waitFor();
   const note = await text(page, 'nodes-geoip-off');
-  assert.match(note, /geoip\.country_db/);
-  assert.match(note, /traffix\.toml/);
-  assert.match(note, /\.mmdb/);
-  assert.match(note, /restart/);
+  assert.match(note, /traffix geoip update/);
+  assert.match(note, /traffix-geoip\.timer/);
+  assert.match(note, /without a restart/);
+  // The note leads to the settings page's GeoIP section: source, no database, the fix.
+  assert.equal(await page.getByTestId('nodes-geoip-settings').getAttribute('href'), '#/settings');
+  await page.getByTestId('nodes-geoip-settings').click();
+  await page.getByTestId('settings-geoip').waitFor();
+  assert.match(await text(page, 'settings-geoip-source'), /DB-IP Lite/);
+  assert.match(await text(page, 'settings-geoip-missing'), /traffix geoip update/);
+  assert.match(await text(page, 'settings-geoip-country'), /none/);
+  assert.match(await text(page, 'settings-geoip-next-update'), /\d{4}-\d{2}-\d{2}/);
 });
 
 flow('the admin user page shows a user\'s money and lists and runs every action', async (open) => {

@@ -198,6 +198,11 @@ impl Server {
             .unwrap();
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let init: Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Test servers download no GeoIP databases (and doctor expects none): tests that do
+        // set geoip.source themselves.
+        let path = dir.path().join("traffix.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replace("source = \"dbip\"", "source = \"off\"");
+        std::fs::write(&path, text).unwrap();
         let cfg = std::fs::read_to_string(dir.path().join("traffix.toml")).unwrap();
         let cfg: toml::Table = toml::from_str(&cfg).unwrap();
         let server = cfg["server"].as_table().unwrap();

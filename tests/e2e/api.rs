@@ -842,7 +842,11 @@ fn overview_says_whether_geoip_is_configured() {
     let api = Api::new(&s);
     let admin = token(&api.login("admin", &s.admin_password));
     assert_eq!(api.get("/api/v1/admin/overview", &admin).json()["geoip_country"], false);
-    assert_eq!(api.get("/api/v1/admin/settings", &admin).json()["server"]["geoip_country"], false);
+    let settings = api.get("/api/v1/admin/settings", &admin).json();
+    assert_eq!(settings["server"]["geoip_country"], false);
+    // The dashboard's GeoIP section: no database, and what brings one.
+    assert!(settings["geoip"]["country"].is_null(), "{settings}");
+    assert_eq!(settings["geoip"]["update_command"], "traffix geoip update");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("country.mmdb");
     make_geoip(&db, &[("127.0.0.2", "DE")]);
@@ -850,4 +854,8 @@ fn overview_says_whether_geoip_is_configured() {
     let api = Api::new(&s);
     let admin = token(&api.login("admin", &s.admin_password));
     assert_eq!(api.get("/api/v1/admin/overview", &admin).json()["geoip_country"], true);
+    let geoip = api.get("/api/v1/admin/settings", &admin).json()["geoip"].clone();
+    assert_eq!(geoip["country"]["database_type"], "GeoIP2-Country", "{geoip}");
+    assert_eq!(geoip["country"]["managed"], false, "the operator's own file: {geoip}");
+    assert_eq!(geoip["country"]["stale"], false, "{geoip}");
 }

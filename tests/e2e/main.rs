@@ -13,6 +13,7 @@ mod billing;
 mod cli;
 mod datapath;
 mod failures;
+mod geoip;
 mod hostile;
 mod limits;
 mod money;

@@ -280,3 +280,10 @@ export function pageSize(text, fallback) {
   const n = Math.trunc(Number(text));
   return n >= 1 ? Math.min(1000, n) : fallback;
 }
+
+/** Text with its https:// URLs as links (a licence's credit line): nothing is parsed as HTML. */
+export function linkified(text) {
+  return String(text).split(/(https:\/\/[^\s()]+)/).map((part, i) => (i % 2
+    ? h('a', { href: part, target: '_blank', rel: 'noopener noreferrer' }, part)
+    : part));
+}

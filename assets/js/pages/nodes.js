@@ -6,7 +6,7 @@ import { h, icon, replace } from '../dom.js';
 import { bytes, count, ipKey, money, relative } from '../format.js';
 import { badge, button, card, confirmDialog, dataTable, emptyState, errorState, field, formDialog, loading, pageHeader, searchBox, segmented, select, toast, timeEl } from '../ui.js';
 import { worldMap } from '../map.js';
-import { battery, caps, countryCell, liveBadge, network, nodeStatus, onlineFor } from './common.js';
+import { battery, caps, countryCell, linkified, liveBadge, network, nodeStatus, onlineFor } from './common.js';
 
 export default function nodesPage(main, ctx) {
   const status = liveBadge();
@@ -18,13 +18,21 @@ export default function nodesPage(main, ctx) {
   // Without a GeoIP database no node has a country: say how to get one (the overview says).
   const geoipNote = h('div', { class: 'notice notice-geoip', role: 'note', testid: 'nodes-geoip-off', hidden: true }, icon('alert'),
     h('div', null,
-      h('p', { class: 'strong' }, 'Countries are unknown: GeoIP is off'),
-      h('p', null, 'Set ', h('code', null, 'geoip.country_db'), ' in ', h('code', null, 'traffix.toml'),
-        ' to a MaxMind GeoLite2 or DB-IP country database (', h('code', null, '.mmdb'), ' file) and restart the server (',
-        h('code', null, 'systemctl restart traffix'), '). Nodes then show their country here, and clients can choose one with ',
-        h('code', null, '-country-de'), ' in the proxy user name.')));
+      h('p', { class: 'strong' }, 'Countries are unknown: no GeoIP database is loaded'),
+      h('p', null, 'Run ', h('code', null, 'traffix geoip update'), ' on the server (as the service user: ',
+        h('code', null, 'sudo systemctl start traffix-geoip.service'), '). It downloads DB-IP Lite’s free country and network databases, or MaxMind GeoLite2’s with a licence key, and the server loads them without a restart; the package’s ',
+        h('code', null, 'traffix-geoip.timer'), ' keeps them current every week. Nodes then show their country here, and clients can choose one with ',
+        h('code', null, '-country-de'), ' in the proxy user name.'),
+      h('p', null, h('a', { href: '#/settings', testid: 'nodes-geoip-settings' }, 'GeoIP settings and update status'))));
   mapCard.append(geoipNote);
   const map = worldMap(mapCard);
+  // The databases' licences ask for a credit wherever their data shows (DB-IP Lite: CC BY 4.0).
+  const credit = h('p', { class: 'muted small map-credit', testid: 'nodes-geoip-credit', hidden: true });
+  mapCard.append(credit);
+  api.get('/admin/settings').then((st) => {
+    const lines = st?.geoip?.attribution || [];
+    if (lines.length) { replace(credit, lines.map((l, i) => [i ? ' · ' : null, linkified(l)])); credit.hidden = false; }
+  }).catch(() => {});
   main.append(mapCard);
   const showGeoip = (ov) => { if (ov && typeof ov.geoip_country === 'boolean') geoipNote.hidden = ov.geoip_country; };
   showGeoip(live.latest.overview);

@@ -1,11 +1,12 @@
 // Admin settings: the billing values that can change at run time (price, platform fee, minimum
-// payout: PUT /admin/settings, audited, kept across restarts), and a read-only view of the rest
-// of the configuration (edited in traffix.toml).
+// payout: PUT /admin/settings, audited, kept across restarts), GeoIP (the databases in use and
+// their updates), and a read-only view of the rest of the configuration (edited in traffix.toml).
 
 import * as api from '../api.js';
 import { h, icon, replace } from '../dom.js';
-import { dateTimeLong, money, parseAmount, titleCase, toMicros } from '../format.js';
+import { dateOnly, dateTime, dateTimeLong, money, parseAmount, relative, titleCase, toMicros } from '../format.js';
 import { badge, busy, button, card, errorText, field, loader, pageHeader, timeEl, toast } from '../ui.js';
+import { linkified } from './common.js';
 
 /** The decimal text of an amount in micros, for an input: "3.00", "0.000412". */
 function decimalText(micros) {
@@ -31,6 +32,39 @@ function section(name, obj, currency, note) {
     note ? h('p', { class: 'muted small' }, note) : null,
     h('dl', { class: 'settings-list' }, Object.entries(obj).map(([k, v]) => h('div', { class: 'settings-row', testid: `setting-${name}-${k}` },
       h('dt', null, h('code', null, k)), h('dd', null, value(k, v, currency))))));
+}
+
+const SOURCES = { dbip: 'DB-IP Lite (free, no account; CC BY 4.0)', maxmind: 'MaxMind GeoLite2 (licence key)', off: 'Off: no downloads' };
+
+/** The GeoIP card: the source of updates, the databases in use, the last and next update. */
+function geoipCard(g) {
+  const row = (label, value, testid) => h('div', { class: 'settings-row', testid },
+    h('dt', null, label), h('dd', null, value ?? h('span', { class: 'muted' }, '—')));
+  const db = (d, none) => (d
+    ? h('span', null, h('span', { class: 'mono' }, d.database_type), ', built ', timeEl(d.built_at, dateOnly(d.built_at)),
+      ` (${d.age_days} ${d.age_days === 1 ? 'day' : 'days'} old)`,
+      d.stale ? h('span', { class: 'neg' }, ' — stale') : null,
+      h('br'), h('span', { class: 'muted small mono' }, d.path), d.managed ? null : h('span', { class: 'muted small' }, ' (your own file)'))
+    : h('span', { class: 'neg' }, none));
+  const when = (t) => (t ? h('span', null, timeEl(t, dateTime(t)), h('span', { class: 'muted' }, ` (${relative(t)})`)) : null);
+  const missing = !g.country;
+  return card('GeoIP', { testid: 'settings-geoip', cls: 'settings-geoip' },
+    h('p', { class: 'muted small' }, 'Countries of nodes (the map, ', h('code', null, '-country-'), ' targeting) and their networks come from these databases. ',
+      h('code', null, g.update_command), ' downloads them from the source below, verifies them and swaps them into the running server; the package’s ',
+      h('code', null, 'traffix-geoip.timer'), ' runs it every week.'),
+    missing ? h('div', { class: 'notice notice-bad', role: 'note', testid: 'settings-geoip-missing' }, icon('alert'),
+      h('p', null, 'No country database is loaded: nodes have no country and ', h('code', null, '-country-'), ' targeting is refused. Run ',
+        h('code', null, g.update_command), ' on the server (', h('code', null, 'sudo systemctl start traffix-geoip.service'), ').')) : null,
+    h('dl', { class: 'settings-list' },
+      row('Source', h('span', null, SOURCES[g.source] || g.source, ' ', h('code', { class: 'muted small' }, `geoip.source = "${g.source}"`)), 'settings-geoip-source'),
+      row('Country database', db(g.country, 'none'), 'settings-geoip-country'),
+      row('Network (ASN) database', db(g.asn, 'none'), 'settings-geoip-asn'),
+      row('Last update', when(g.last_update), 'settings-geoip-last-update'),
+      row('Last check', when(g.last_check), 'settings-geoip-last-check'),
+      row('Next update due', when(g.next_update), 'settings-geoip-next-update'),
+      g.last_error ? row('Last error', h('span', { class: 'neg' }, g.last_error), 'settings-geoip-error') : null),
+    g.attribution?.length ? h('p', { class: 'muted small', testid: 'settings-geoip-attribution' },
+      g.attribution.map((a, i) => [i ? h('br') : null, linkified(a)])) : null);
 }
 
 export default function settingsPage(main) {
@@ -137,13 +171,14 @@ export default function settingsPage(main) {
     current = s?.billing || null;
     const scalars = Object.fromEntries(Object.entries(server).filter(([, v]) => v === null || typeof v !== 'object' || Array.isArray(v)));
     const objects = Object.entries(server).filter(([, v]) => v && typeof v === 'object' && !Array.isArray(v));
-    // Top-level values other than billing and server (none today) still show.
-    const others = Object.entries(s || {}).filter(([k]) => !['billing', 'server', 'certificate'].includes(k));
+    // Top-level values other than billing, server, certificate and geoip (none today) still show.
+    const others = Object.entries(s || {}).filter(([k]) => !['billing', 'server', 'certificate', 'geoip'].includes(k));
     replace(rest,
       Object.keys(scalars).length ? section('server', scalars, currency) : null,
       objects.map(([k, v]) => section(k, v, currency)),
       others.map(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) ? section(k, v, currency) : section('general', { [k]: v }, currency))));
-    replace(body, current ? billingCard : null, s?.certificate ? certificateCard(s.certificate) : null, view);
+    replace(body, current ? billingCard : null, s?.certificate ? certificateCard(s.certificate) : null,
+      s?.geoip ? geoipCard(s.geoip) : null, view);
     if (current) renderBilling(current);
   }, { testid: 'settings-load-error' });
 }
