@@ -34,6 +34,8 @@
 //! - [`demo`]: `traffix demo`, a whole local network in one process.
 //! - [`doctor`]: `traffix doctor`, health checks of a data directory, each problem with its fix.
 //! - [`geoip`]: country lookups from an operator-supplied MaxMind database.
+//! - [`payments`]: money in from providers (signed webhooks, Crypto Pay invoices and polling)
+//!   and automatic payout requests.
 
 pub mod acme;
 pub mod admin;
@@ -52,6 +54,7 @@ pub mod listener;
 pub mod money;
 pub mod netinfo;
 pub mod node;
+pub mod payments;
 pub mod proxy;
 pub mod relay;
 pub mod secret;

@@ -107,7 +107,7 @@ fn window(
     })
 }
 
-fn csv_response(body: String, filename: &str) -> Response {
+pub(super) fn csv_response(body: String, filename: &str) -> Response {
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
