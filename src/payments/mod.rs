@@ -37,7 +37,7 @@ use crate::store::{
 pub const MAX_WEBHOOK_BODY: usize = 64 * 1024;
 
 /// Rejected webhooks and failed provider calls: at most this many log lines a minute.
-pub static WEBHOOK_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new(20, Duration::from_secs(60));
+pub static WEBHOOK_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new(100, Duration::from_secs(60));
 
 /// Why a webhook was refused; each maps to one 4xx (a store failure to 500).
 #[derive(Debug, thiserror::Error)]

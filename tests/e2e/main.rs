@@ -17,6 +17,7 @@ mod hostile;
 mod limits;
 mod money;
 mod ops;
+mod payments;
 mod readme;
 mod routing;
 mod upgrade;
