@@ -72,6 +72,9 @@ pub struct PaymentsConfig {
     pub max_open_invoices: u32,
     /// How often automatic withdrawal thresholds are looked at.
     pub auto_withdraw_interval_secs: u64,
+    /// Invoices that expired unpaid are deleted this many days after they were created (a user
+    /// can open a few every hour; paid and disputed ones are kept).
+    pub expired_invoice_retention_days: u32,
 }
 
 impl Default for PaymentsConfig {
@@ -92,6 +95,7 @@ impl Default for PaymentsConfig {
             max_open_invoices_per_user: 5,
             max_open_invoices: 1000,
             auto_withdraw_interval_secs: 60,
+            expired_invoice_retention_days: 7,
         }
     }
 }
@@ -207,6 +211,9 @@ impl PaymentsConfig {
         }
         if self.cryptopay_timeout_secs == 0 || self.auto_withdraw_interval_secs == 0 {
             return Err("payments.cryptopay_timeout_secs and auto_withdraw_interval_secs must be at least 1".into());
+        }
+        if self.expired_invoice_retention_days == 0 {
+            return Err("payments.expired_invoice_retention_days must be at least 1".into());
         }
         if self.cryptopay_max_response_bytes < 4096 {
             return Err("payments.cryptopay_max_response_bytes must be at least 4096".into());

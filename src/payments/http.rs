@@ -127,3 +127,58 @@ where
     });
     sender.send_request(req).await.map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-shot HTTP server on 127.0.0.1 that answers the first request with `answer`.
+    async fn serve_once(answer: Vec<u8>) -> url::Url {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(&answer).await;
+            let _ = s.shutdown().await;
+        });
+        url::Url::parse(&format!("http://{addr}/api/getInvoices?invoice_ids=1")).unwrap()
+    }
+
+    fn client() -> HttpClient {
+        crate::tls::install_provider();
+        HttpClient::new(Duration::from_secs(30), 4096).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_within_its_cap() {
+        let body = r#"{"ok":true,"result":{"items":[]}}"#;
+        let url =
+            serve_once(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()).await;
+        let a = client().send(Method::GET, &url, &[("Crypto-Pay-API-Token", "1:x".into())], None).await.unwrap();
+        assert_eq!((a.status, &a.body[..]), (200, body.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn oversized_truncated_and_malformed_answers_are_errors() {
+        let big = format!("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{}", "x".repeat(5000));
+        let chunked_big =
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1388\r\n{}\r\n0\r\n\r\n", "y".repeat(5000));
+        for (what, answer) in [
+            ("over the cap", big.into_bytes()),
+            ("over the cap, chunked", chunked_big.into_bytes()),
+            ("cut short", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"ok\":".to_vec()),
+            ("not HTTP", b"\x16\x03\x01\x00\xffgarbage\r\n\r\n".to_vec()),
+            ("no answer", Vec::new()),
+        ] {
+            let url = serve_once(answer).await;
+            let e = client().send(Method::GET, &url, &[], None).await.unwrap_err();
+            assert!(e.starts_with("GET http://127.0.0.1/api/getInvoices"), "{what}: {e}");
+            assert!(!e.contains("invoice_ids"), "no query in errors: {e}");
+        }
+    }
+}

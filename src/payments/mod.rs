@@ -394,6 +394,14 @@ impl Payments {
         else {
             return PollOutcome::Failed;
         };
+        let retention = u64::from(self.config().expired_invoice_retention_days) * 86_400;
+        let store = self.store.clone();
+        if let Ok(Ok(n)) =
+            tokio::task::spawn_blocking(move || store.prune_expired_invoices(now.saturating_sub(retention))).await
+            && n > 0
+        {
+            tracing::info!(invoices = n, "expired invoices pruned");
+        }
         let mut changed = false;
         let mut watch = Vec::new();
         for inv in all.into_iter().filter(|i| i.status == InvoiceStatus::Active) {

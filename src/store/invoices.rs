@@ -197,6 +197,31 @@ impl Store {
         Ok(Settled::Deposit(Box::new(out)))
     }
 
+    /// Deletes invoices that expired unpaid and were created before `before` (paid and disputed
+    /// ones stay: they are records); how many.
+    pub fn prune_expired_invoices(&self, before: u64) -> Result<usize, StoreError> {
+        let txn = self.write()?;
+        let n = {
+            let mut t = txn.open_table(INVOICES)?;
+            let mut gone = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let inv: Invoice = from_json(v.value())?;
+                if inv.status == InvoiceStatus::Expired && inv.created_at < before {
+                    gone.push(k.value().to_owned());
+                }
+            }
+            for k in &gone {
+                t.remove(k.as_str())?;
+            }
+            gone.len()
+        };
+        if n > 0 {
+            txn.commit()?;
+        }
+        Ok(n)
+    }
+
     /// Marks an active invoice expired or disputed (with a note); a settled one stays as it is.
     pub fn mark_invoice(
         &self,
@@ -283,5 +308,11 @@ mod tests {
         assert!(matches!(s.credit_invoice("cryptopay", "2", "late", 400).unwrap(), Settled::Deposit(_)));
         assert!(matches!(s.credit_invoice("cryptopay", "9", "x", 400), Err(StoreError::NotFound(_))));
         assert_eq!(s.list_invoices(Some("cryptopay"), Some("alice")).unwrap().len(), 2);
+        // Expired unpaid ones go after their retention; credited ones stay.
+        s.mark_invoice("cryptopay", "4", InvoiceStatus::Expired, None, 300).unwrap();
+        assert_eq!(s.prune_expired_invoices(100).unwrap(), 0, "created at 100, not before");
+        assert_eq!(s.prune_expired_invoices(101).unwrap(), 1);
+        let left: Vec<String> = s.list_invoices(None, None).unwrap().into_iter().map(|i| i.invoice_id).collect();
+        assert_eq!(left, ["1", "2"]);
     }
 }
