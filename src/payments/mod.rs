@@ -156,6 +156,9 @@ impl Payments {
             on_credit,
         };
         p.reload()?;
+        let cfg = p.config();
+        tracing::info!(enabled = ?cfg.enabled, generic_secret = ?cfg.generic_secret,
+            cryptopay_token = ?cfg.cryptopay_token, "payments");
         Ok(p)
     }
 
