@@ -13,6 +13,7 @@ import userPage from './js/pages/user.js';
 import sessionsPage from './js/pages/sessions.js';
 import ledgerPage from './js/pages/ledger.js';
 import withdrawalsPage from './js/pages/withdrawals.js';
+import paymentsAdminPage from './js/pages/payments-admin.js';
 import auditPage from './js/pages/audit.js';
 import settingsPage from './js/pages/settings.js';
 import portalPage from './js/pages/portal.js';
@@ -24,6 +25,7 @@ const ADMIN_ROUTES = [
   { path: 'sessions', title: 'Sessions', icon: 'sessions', page: sessionsPage },
   { path: 'ledger', title: 'Ledger', icon: 'ledger', page: ledgerPage },
   { path: 'withdrawals', title: 'Withdrawals', icon: 'withdrawals', page: withdrawalsPage },
+  { path: 'payments', title: 'Payments', icon: 'wallet', page: paymentsAdminPage },
   { path: 'audit', title: 'Audit', icon: 'audit', page: auditPage },
   { path: 'settings', title: 'Settings', icon: 'settings', page: settingsPage },
 ];

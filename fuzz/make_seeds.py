@@ -78,6 +78,25 @@ MONEY = ["0", "12", "12.5", "0.000001", "3.00", "18446744073709.551615", "184467
          " 1.25 ", "1.", ".5", "1.0000001", "007.10"]
 
 
+GENERIC_BODY = b'{"id":"ord-1","user":"alice","amount":"12.50","currency":"USD"}'
+CRYPTOPAY_INVOICE = (
+    b'{"invoice_id":1000,"hash":"IV1000abc","currency_type":"fiat","fiat":"USD","amount":"5.00",'
+    b'"status":"paid","bot_invoice_url":"https://t.me/CryptoBot?start=IV1000abc","paid_asset":"USDT"}'
+)
+CRYPTOPAY_UPDATE = (
+    b'{"update_id":1,"update_type":"invoice_paid","request_date":"2026-01-01T00:05:01.000Z","payload":'
+    + CRYPTOPAY_INVOICE + b"}"
+)
+PAYMENT_WEBHOOKS = {
+    "generic_signed": (None, GENERIC_BODY),
+    "generic_two_signatures": (b"t=1700000000,v1=" + b"0" * 64 + b",v1=" + b"f" * 64, GENERIC_BODY),
+    "generic_number_amount": (b"t=1", b'{"id":"a","user":"alice","amount":12.5,"currency":"USD"}'),
+    "cryptopay_update": (b"0" * 64, CRYPTOPAY_UPDATE),
+    "cryptopay_answer": (b"", b'{"ok":true,"result":{"items":[' + CRYPTOPAY_INVOICE + b"]}}"),
+    "cryptopay_error": (b"", b'{"ok":false,"error":{"code":401,"name":"UNAUTHORIZED"}}'),
+}
+
+
 def write(target, name, data):
     d = SEEDS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -141,6 +160,14 @@ def main():
             info.size, info.mtime = len(data), 0
             t.addfile(info, io.BytesIO(data))
     write("geoip_archive", "maxmind_tar_gz", tgz.getvalue())
+    # Payment webhooks: a header length byte, the header, the body.
+    import hashlib
+    import hmac
+    for name, (header, body) in PAYMENT_WEBHOOKS.items():
+        if header is None:
+            sig = hmac.new(b"fuzz-secret", b"1700000000." + body, hashlib.sha256).hexdigest()
+            header = f"t=1700000000,v1={sig}".encode()
+        write("payment_webhook", name, bytes([len(header)]) + header + body)
 
 
 if __name__ == "__main__":

@@ -252,6 +252,11 @@ pub fn apply_settings(cfg: &mut Config, store: &Store) -> Result<(), AppError> {
         cfg.billing.min_payout = b.min_payout;
         info!(by = %b.updated_by, "billing settings changed at run time override traffix.toml");
     }
+    if let Some(p) = store.payment_settings()? {
+        crate::payments::apply_settings(&mut cfg.payments, &p);
+        cfg.payments.validate().map_err(AppError::Invalid)?;
+        info!(by = %p.updated_by, "payment settings changed at run time override traffix.toml");
+    }
     Ok(())
 }
 
@@ -497,6 +502,7 @@ impl App {
     fn api_state(
         &self,
         admin: Arc<AdminCtx>,
+        payments: Arc<crate::payments::Payments>,
         socks: &tokio::net::TcpListener,
         http: &tokio::net::TcpListener,
     ) -> Result<crate::api::ApiState, AppError> {
@@ -531,6 +537,7 @@ impl App {
         };
         Ok(crate::api::ApiState {
             admin,
+            payments,
             jwt: crate::auth::jwt::Jwt::new(&secret),
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
@@ -581,6 +588,25 @@ impl App {
             shutdown_grace_secs: s.shutdown_grace_secs,
             currency: cfg.billing.enabled.then(|| cfg.billing.currency.clone()),
         });
+        let payments = {
+            let relay = self.relay.clone();
+            let on_credit: crate::payments::CreditHook = Arc::new(move |name: &str| {
+                relay.accounts.invalidate(name);
+                if let Some(b) = &relay.billing {
+                    b.credited(name);
+                }
+            });
+            Arc::new(
+                crate::payments::Payments::new(
+                    self.store.clone(),
+                    cfg.payments.clone(),
+                    &cfg.billing.currency,
+                    cfg.billing.max_credit,
+                    on_credit,
+                )
+                .map_err(AppError::Invalid)?,
+            )
+        };
         let relay_svc = self.relay.clone();
         let geoip_reload: Arc<dyn Fn() -> Reloaded + Send + Sync> = {
             let (geoip, registry) = (self.geoip.clone(), self.registry.clone());
@@ -613,6 +639,14 @@ impl App {
                     Arc::new(move |which, reason| live.cut(which, reason, CUT_WAIT))
                 },
                 certificates: Some(self.certificates.clone()),
+                payments_changed: {
+                    let p = payments.clone();
+                    Arc::new(move || {
+                        if let Err(e) = p.reload() {
+                            warn!(error = %e, "payment settings could not be applied");
+                        }
+                    })
+                },
                 tariff_changed: {
                     let billing = self.relay.billing.clone();
                     Arc::new(move |t| {
@@ -624,7 +658,7 @@ impl App {
             }),
             money: admin::MoneyRules::from_config(cfg).shared(),
         });
-        let api = Arc::new(self.api_state(admin_ctx.clone(), &socks, &http)?);
+        let api = Arc::new(self.api_state(admin_ctx.clone(), payments.clone(), &socks, &http)?);
         let relay = self.relay.clone();
         let own_addresses =
             watch_own_addresses(cfg, move |p| relay.router.set_policy(p), self.trigger.subscribe()).await?;
@@ -662,6 +696,14 @@ impl App {
             )),
             tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
             tokio::spawn(watch_geoip(geoip_reload, self.trigger.subscribe())),
+            tokio::spawn(payments.clone().run_poller(self.trigger.subscribe())),
+            tokio::spawn(payments.clone().run_auto_withdrawals(
+                {
+                    let money = admin_ctx.money.clone();
+                    Arc::new(move || crate::sync::read(&money).min_payout)
+                },
+                self.trigger.subscribe(),
+            )),
             own_addresses,
             tokio::spawn(self.certificates.clone().run(self.trigger.subscribe())),
         ];

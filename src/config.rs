@@ -52,6 +52,8 @@ pub struct Config {
     pub telegram: TelegramConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub payments: crate::payments::config::PaymentsConfig,
     /// The data directory (not a file key: comes from `--data-dir`).
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -657,6 +659,7 @@ impl Config {
         self.egress.port_ranges().map_err(ConfigError::Invalid)?;
         self.tls.validate_acme().map_err(ConfigError::Invalid)?;
         self.geoip.validate().map_err(ConfigError::Invalid)?;
+        self.payments.validate().map_err(ConfigError::Invalid)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!("log.format {:?} must be \"text\" or \"json\"", self.log.format));
         }

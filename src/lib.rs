@@ -35,6 +35,8 @@
 //! - [`doctor`]: `traffix doctor`, health checks of a data directory, each problem with its fix.
 //! - [`geoip`]: country and ASN lookups from MaxMind-format databases, swapped in while serving,
 //!   and `traffix geoip update`, which downloads, verifies and installs them.
+//! - [`payments`]: money in from providers (signed webhooks, Crypto Pay invoices and polling)
+//!   and automatic payout requests.
 
 pub mod acme;
 pub mod admin;
@@ -53,6 +55,7 @@ pub mod listener;
 pub mod money;
 pub mod netinfo;
 pub mod node;
+pub mod payments;
 pub mod proxy;
 pub mod relay;
 pub mod secret;

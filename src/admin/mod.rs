@@ -21,6 +21,7 @@ pub mod backup;
 mod devices;
 mod geoip;
 mod ledger;
+pub mod payments;
 mod sessions;
 mod settings;
 pub mod socket;
@@ -37,6 +38,10 @@ pub use audit::AuditList;
 pub use devices::{DeviceBan, DeviceList, DeviceUnban, Pair};
 pub use geoip::{GeoipReload, GeoipReloadView, GeoipShow};
 pub use ledger::{Backup, LedgerList, LedgerReverse, LedgerVerify};
+pub use payments::{
+    DepositList, DepositReturnCmd, InvoiceList, PaymentSettingsSet, PaymentSettingsShow, PayoutExport, PayoutMarkPaid,
+    PayoutProfileSet, PayoutProfileShow,
+};
 pub use sessions::{SessionList, Usage};
 pub use settings::{SettingsSet, SettingsShow};
 pub use subusers::{SubUserAdd, SubUserDelete, SubUserDisable, SubUserList, SubUserPassword};
@@ -174,6 +179,15 @@ admin_requests!(
     TlsRenew,
     GeoipReload,
     GeoipShow,
+    DepositList,
+    DepositReturnCmd,
+    InvoiceList,
+    PayoutProfileShow,
+    PayoutProfileSet,
+    PayoutExport,
+    PayoutMarkPaid,
+    PaymentSettingsShow,
+    PaymentSettingsSet,
 );
 
 /// A command failure: a stable code and a reason for the user.
@@ -220,21 +234,31 @@ pub struct MoneyRules {
     pub max_credit: Micros,
     /// The stream cap per client, which the overdraft bound scales with.
     pub client_max_streams: u32,
+    /// The payment providers in force and their rates (no secrets).
+    pub payments: crate::payments::config::PaymentRules,
 }
 
 impl Default for MoneyRules {
     fn default() -> Self {
-        MoneyRules::from_parts(&crate::config::BillingConfig::default(), &crate::config::Limits::default())
+        MoneyRules::from_parts(
+            &crate::config::BillingConfig::default(),
+            &crate::config::Limits::default(),
+            &crate::payments::config::PaymentsConfig::default(),
+        )
     }
 }
 
 impl MoneyRules {
     /// The rules of `cfg` (after [`crate::app::apply_settings`] has applied run-time changes).
     pub fn from_config(cfg: &crate::config::Config) -> MoneyRules {
-        MoneyRules::from_parts(&cfg.billing, &cfg.limits)
+        MoneyRules::from_parts(&cfg.billing, &cfg.limits, &cfg.payments)
     }
 
-    fn from_parts(b: &crate::config::BillingConfig, limits: &crate::config::Limits) -> MoneyRules {
+    fn from_parts(
+        b: &crate::config::BillingConfig,
+        limits: &crate::config::Limits,
+        payments: &crate::payments::config::PaymentsConfig,
+    ) -> MoneyRules {
         MoneyRules {
             tariff: crate::billing::rules::Tariff {
                 price_per_gb: b.price_per_gb,
@@ -243,6 +267,7 @@ impl MoneyRules {
             min_payout: b.min_payout,
             max_credit: b.max_credit,
             client_max_streams: limits.client_max_streams,
+            payments: payments.rules(),
         }
     }
 
@@ -279,6 +304,8 @@ pub struct Live {
     /// Cuts the live client streams a change affects, with the reason for their session rows,
     /// and returns once they have ended (bounded); how many were cut.
     pub cut_streams: CutHook,
+    /// Tells the payments service that its settings changed in the store.
+    pub payments_changed: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// What admin commands run against.

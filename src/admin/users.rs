@@ -182,18 +182,31 @@ impl Command for UserCredit {
         if ctx.store.get_user(&name)?.is_none() {
             return Err(AdminError::new("not_found", format!("no user {name:?}")));
         }
-        let tid = match id {
-            Some(id) if id.is_empty() || id.len() > 128 => {
-                return Err(AdminError::new("invalid", "--id must be 1-128 characters"));
+        let (tid, external_id) = match id {
+            Some(id) if !crate::store::valid_external_id(&id) => {
+                return Err(AdminError::new("invalid", "--id must be 1-128 visible ASCII characters (no spaces)"));
             }
-            Some(id) => format!("deposit:{id}"),
-            None => format!(
-                "admin-credit:{}",
-                hex::encode(crate::auth::random_bytes::<8>().map_err(|e| AdminError::new("internal", e.to_string()))?)
-            ),
+            Some(id) => (crate::store::deposit_transfer_id(crate::store::ADMIN_PROVIDER, &id), id),
+            None => {
+                let hex = hex::encode(
+                    crate::auth::random_bytes::<8>().map_err(|e| AdminError::new("internal", e.to_string()))?,
+                );
+                (format!("admin-credit:{hex}"), format!("admin-credit:{hex}"))
+            }
         };
         let reference = reason.unwrap_or_else(|| "admin credit".into());
-        let (tr, bal) = ctx.store.deposit(&name, amount, &tid, &reference, now_secs())?;
+        let req = crate::store::DepositRequest {
+            transfer_id: Some(tid),
+            provider: crate::store::ADMIN_PROVIDER.into(),
+            external_id,
+            user: name.clone(),
+            amount,
+            currency: None,
+            reference,
+            time: now_secs(),
+        };
+        let (out, bal) = ctx.store.record_deposit(&req)?;
+        let tr = out.deposit();
         ctx.invalidate(&name);
         if let Some(l) = &ctx.live {
             (l.credited)(&name);

@@ -122,6 +122,11 @@ pub struct WithdrawalView {
     pub decided_at: Option<String>,
     pub decided_by: Option<String>,
     pub reason: Option<String>,
+    /// Requested by the user's automatic threshold, not by hand.
+    pub auto: bool,
+    /// An approved withdrawal the operator marked paid (outside Traffix), with the reference.
+    pub paid_at: Option<String>,
+    pub paid_reference: Option<String>,
 }
 
 impl From<&Withdrawal> for WithdrawalView {
@@ -137,6 +142,9 @@ impl From<&Withdrawal> for WithdrawalView {
             decided_at: w.decided_at.map(rfc3339),
             decided_by: w.decided_by.clone(),
             reason: w.reason.clone(),
+            auto: w.auto,
+            paid_at: w.paid_at.map(rfc3339),
+            paid_reference: w.paid_reference.clone(),
         }
     }
 }

@@ -107,7 +107,7 @@ fn window(
     })
 }
 
-fn csv_response(body: String, filename: &str) -> Response {
+pub(super) fn csv_response(body: String, filename: &str) -> Response {
     let mut resp = body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
@@ -270,10 +270,12 @@ pub async fn create_user(
     Ok(Json(state.run(cmd, &p.actor()).await?))
 }
 
-/// Credit a user's balance (with a reason; audited).
+/// Credit a user's balance (with a reason; audited). An `id` seen before with the same user and
+/// amount credits nothing more; with another user or amount it is 409.
 #[utoipa::path(post, path = "/api/v1/admin/users/{name}/credit", tag = "admin", security(("bearer" = [])),
     params(("name" = String, Path)), request_body = Credit,
-    responses((status = 200, body = CreditView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CreditView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
 pub async fn credit(
     State(state): State<Arc<ApiState>>,
     p: Principal,

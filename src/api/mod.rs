@@ -11,6 +11,7 @@ mod auth;
 pub mod dashboard;
 mod me;
 pub mod openapi;
+mod payments;
 mod throttle;
 
 use std::net::IpAddr;
@@ -36,6 +37,7 @@ use crate::store::{KeyScope, UserRecord};
 use crate::telemetry::Metrics;
 use crate::tunnel::registry::Registry;
 
+pub use payments::payouts_to_csv;
 pub use throttle::Throttle;
 
 /// Largest JSON body the API reads.
@@ -61,6 +63,8 @@ pub struct ServerInfo {
 /// Everything the handlers share.
 pub struct ApiState {
     pub admin: Arc<AdminCtx>,
+    /// The payment providers' webhooks and top-up invoices.
+    pub payments: Arc<crate::payments::Payments>,
     pub jwt: Jwt,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
@@ -383,6 +387,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/settings", get(admin::settings).put(admin::update_settings))
         .route("/admin/tls/renew", post(admin::tls_renew))
         .route("/admin/events", get(admin::events))
+        .route("/payments/generic/webhook", post(payments::generic_webhook))
+        .route("/payments/cryptopay/webhook", post(payments::cryptopay_webhook))
+        .route("/me/topup", get(payments::topup_options))
+        .route("/me/topup/cryptopay", post(payments::topup_cryptopay))
+        .route("/me/deposits", get(payments::my_deposits))
+        .route("/me/deposits.csv", get(payments::my_deposits_csv))
+        .route("/me/payout-profile", get(payments::my_payout_profile).put(payments::set_my_payout_profile))
+        .route("/admin/deposits", get(payments::deposits))
+        .route("/admin/deposits.csv", get(payments::deposits_csv_export))
+        .route("/admin/deposits/{id}/return", post(payments::deposit_return))
+        .route("/admin/invoices", get(payments::invoices))
+        .route("/admin/payouts.csv", get(payments::payouts_csv))
+        .route("/admin/payouts/mark-paid", post(payments::mark_paid))
+        .route("/admin/payments/settings", get(payments::payment_settings).put(payments::update_payment_settings))
         .route("/openapi.json", get(openapi::serve))
         .fallback(fallback)
         .layer(axum::middleware::from_fn(same_origin))

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, auth, me};
+use super::{admin, auth, me, payments};
 
 struct Bearer;
 
@@ -41,9 +41,14 @@ impl Modify for Bearer {
         admin::reverse, admin::withdrawals,
         admin::approve, admin::reject, admin::audit, admin::settings, admin::update_settings, admin::events,
         admin::tls_renew,
+        payments::generic_webhook, payments::cryptopay_webhook, payments::topup_options, payments::topup_cryptopay,
+        payments::my_deposits, payments::my_deposits_csv, payments::my_payout_profile, payments::set_my_payout_profile,
+        payments::deposits, payments::deposits_csv_export, payments::deposit_return, payments::invoices,
+        payments::payouts_csv, payments::mark_paid, payments::payment_settings, payments::update_payment_settings,
     ),
     tags((name = "auth"), (name = "me", description = "The signed-in user's own account"),
-         (name = "admin", description = "Operator endpoints (admins only)"))
+         (name = "admin", description = "Operator endpoints (admins only)"),
+         (name = "payments", description = "Payment providers' webhooks (signed; no bearer token)"))
 )]
 pub struct ApiDoc;
 

@@ -3,6 +3,7 @@
 //! running server through its admin socket, or straight to the database when it is stopped.
 
 pub mod output;
+mod payments;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,12 @@ pub enum Command {
     /// Node owners' payouts: request, list, approve, reject.
     #[command(subcommand)]
     Withdrawal(WithdrawalCmd),
+    /// Payments: deposit receipts, refunds and chargebacks, provider invoices, payment settings.
+    #[command(subcommand)]
+    Payment(payments::PaymentCmd),
+    /// Payouts: where node owners are paid, the batch export of approved payouts, marking them paid.
+    #[command(subcommand)]
+    Payout(payments::PayoutCmd),
     /// Client streams (the sessions table), newest first; live ones are at most a second old.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -1673,6 +1680,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Demo(a) => crate::demo::run(a.demo_dir).await.map_err(CliError::fail)?,
         Command::Openapi => outln!("{}", crate::api::openapi::document()),
+        Command::Payment(cmd) => payments::payment(&admin_cmds, cmd).await?,
+        Command::Payout(cmd) => payments::payout(&admin_cmds, cmd).await?,
     }
     Ok(())
 }

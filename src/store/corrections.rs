@@ -27,6 +27,7 @@ pub const REVERSAL_PREFIX: &str = "reversal:";
 pub fn irreversible(kind: &str) -> Option<&'static str> {
     match kind {
         "deposit" | ADJUSTMENT => None,
+        "refund" | "chargeback" => Some("it is a return of a deposit itself; correct it with an adjustment"),
         REVERSAL => Some("it is a reversal itself; post an adjustment instead"),
         "usage" | "usage_fee" => Some("usage is billed by metering; correct it with an adjustment"),
         "withdrawal" | "payout" | "payout_reversal" => {
@@ -193,6 +194,8 @@ impl Store {
                 )));
             }
         };
+        // A deposit's receipt says it was reversed (refused when refunds took some of it back).
+        super::deposits::note_reversal(&txn, &original.id, &id)?;
         if takes_back {
             check_take(&txn, &user, original.amount)?;
         }

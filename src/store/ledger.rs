@@ -113,38 +113,6 @@ pub(crate) fn post(txn: &WriteTransaction, mut tr: Transfer) -> Result<Transfer,
 }
 
 impl Store {
-    /// Credits a user from `external:deposits` (an admin credit or a payment).
-    pub fn deposit(
-        &self,
-        user: &str,
-        amount: Micros,
-        id: &str,
-        reference: &str,
-        now: u64,
-    ) -> Result<(Transfer, i64), StoreError> {
-        if amount.0 == 0 {
-            return Err(StoreError::Invalid("amount must be greater than zero".into()));
-        }
-        let txn = self.write()?;
-        let account = Account::User(user.to_owned());
-        let tr = post(
-            &txn,
-            Transfer {
-                seq: 0,
-                id: id.to_owned(),
-                debit: Account::ExternalDeposits.key(),
-                credit: account.key(),
-                amount,
-                kind: "deposit".into(),
-                reference: reference.to_owned(),
-                time: now,
-            },
-        )?;
-        let bal = txn.open_table(BALANCES)?.get(account.key().as_str())?.map(|v| v.value()).unwrap_or(0);
-        txn.commit()?;
-        Ok((tr, bal))
-    }
-
     /// The posted balance of an account in micro-units.
     pub fn balance(&self, account: &Account) -> Result<i64, StoreError> {
         let rtx = self.db.begin_read()?;

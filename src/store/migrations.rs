@@ -7,7 +7,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this build writes.
-pub const LAST_SCHEMA_VERSION: u64 = 4;
+pub const LAST_SCHEMA_VERSION: u64 = 5;
 
 /// The schema version of a database (0: a new, empty one), open for writing or read-only.
 pub fn version(db: &impl ReadableDatabase) -> Result<u64, StoreError> {
@@ -46,6 +46,7 @@ pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
             2 => migrate_to_v2(&txn)?,
             3 => migrate_to_v3(&txn)?,
             4 => migrate_to_v4(&txn)?,
+            5 => migrate_to_v5(&txn)?,
             _ => unreachable_step(version)?,
         }
         txn.open_table(META)?.insert("schema_version", version)?;
@@ -105,6 +106,19 @@ fn migrate_to_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// v5: payments — deposit receipts (one per deposit transfer a v4 server made, as admin
+/// credits), provider invoices, payout profiles.
+fn migrate_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(DEPOSITS)?;
+    txn.open_table(INVOICES)?;
+    txn.open_table(PAYOUT_PROFILES)?;
+    let n = super::deposits::backfill_receipts(txn, super::corrections::REVERSAL_PREFIX)?;
+    if n > 0 {
+        tracing::info!(receipts = n, "receipts written for the deposits made before v5");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use redb::ReadableTableMetadata;
@@ -155,5 +169,34 @@ mod tests {
         assert_eq!(totals, vec![("ann".to_owned(), 150), ("bo".to_owned(), 3)]);
         let rtx = redb::ReadableDatabase::begin_read(&s.db).unwrap();
         assert_eq!(rtx.open_table(ACCRUALS).unwrap().len().unwrap(), 3);
+    }
+
+    /// A v4 database's deposits (admin credits, one reversed) get receipts in v5, and the
+    /// ledger verifies afterwards.
+    #[test]
+    fn v5_writes_receipts_for_the_deposits_of_a_v4_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.redb");
+        {
+            let s = Store::open(&p).unwrap();
+            s.create_user(&crate::store::UserRecord::new("ann", "x", 0)).unwrap();
+            s.deposit("ann", Micros(5_000_000), "deposit:stripe:1", "top-up", 1).unwrap();
+            s.deposit("ann", Micros(2_000_000), "admin-credit:ab", "gift", 2).unwrap();
+            s.reverse(&crate::store::TransferRef::Id("admin-credit:ab".into()), "oops", 3).unwrap();
+            let txn = s.write().unwrap();
+            txn.delete_table(DEPOSITS).unwrap();
+            txn.delete_table(INVOICES).unwrap();
+            txn.delete_table(PAYOUT_PROFILES).unwrap();
+            txn.open_table(META).unwrap().insert("schema_version", 4).unwrap();
+            txn.commit().unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        let list = s.list_deposits(Some("ann")).unwrap();
+        let got: Vec<(&str, &str, &str)> =
+            list.iter().map(|d| (d.provider.as_str(), d.external_id.as_str(), d.status())).collect();
+        assert_eq!(got, [("admin", "stripe:1", "credited"), ("admin", "admin-credit:ab", "reversed")]);
+        let params = crate::store::VerifyParams { max_overdraft: Micros(0), overdraft_bytes: 0 };
+        let r = s.verify(&params).unwrap();
+        assert!(r.ok, "{:?}", r.problems);
     }
 }

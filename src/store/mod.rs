@@ -8,11 +8,14 @@
 
 mod audit;
 mod corrections;
+mod deposits;
 mod devices;
 mod holds;
+mod invoices;
 mod ledger;
 mod logins;
 pub mod migrations;
+mod payouts;
 mod settings;
 mod subusers;
 pub mod tables;
@@ -25,16 +28,22 @@ use std::path::Path;
 
 pub use audit::AuditEntry;
 pub use corrections::{Correction, TransferRef};
+pub use deposits::{
+    ADMIN_PROVIDER, Deposit, DepositOutcome, DepositRequest, DepositReturn, ReturnKind, ReturnOutcome, ReturnRequest,
+    deposit_transfer_id, valid_external_id,
+};
 pub use devices::{DeviceRecord, PairCode, PairError};
 pub use holds::{Hold, HoldRequest};
+pub use invoices::{INVOICE_GRACE_SECS, Invoice, InvoiceStatus, Settled};
 pub use ledger::{Account, Transfer};
 pub use logins::{ApiKey, KeyScope, RefreshError, TokenFamily};
-pub use settings::BillingSettings;
+pub use payouts::PayoutProfile;
+pub use settings::{BillingSettings, PaymentSettings};
 pub use subusers::SubUser;
 pub use usage::{Accrual, FlushBatch, Posted, Progress, Recovered, SessionFilter, SessionRecord, UsageBucket};
 pub use users::UserRecord;
 pub use verify::{VerifyParams, VerifyReport};
-pub use withdrawals::{Withdrawal, WithdrawalStatus};
+pub use withdrawals::{Withdrawal, WithdrawalStatus, auto_amount};
 
 /// Errors from the store. Callers branch on the variants that describe domain outcomes.
 #[derive(Debug, thiserror::Error)]
@@ -346,6 +355,9 @@ impl Store {
         copy!(tables::API_KEYS);
         copy!(tables::SUBUSERS);
         copy!(tables::SETTINGS);
+        copy!(tables::DEPOSITS);
+        copy!(tables::INVOICES);
+        copy!(tables::PAYOUT_PROFILES);
         wtx.commit()?;
         Ok(())
     }

@@ -47,3 +47,13 @@ pub const API_KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("api
 pub const SUBUSERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("subusers");
 /// Setting group → JSON: settings changed at run time, overriding `traffix.toml`.
 pub const SETTINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("settings");
+/// Deposit transfer id → `Deposit` JSON: the receipt of every credit from outside (admin
+/// credits and payments), written in the same transaction as the credit; its key is the
+/// payment's dedup key.
+pub const DEPOSITS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("deposits");
+/// `PROVIDER:INVOICE_ID` → `Invoice` JSON: invoices created at a payment provider for a user's
+/// top-up, watched until paid (and credited) or expired.
+pub const INVOICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("invoices");
+/// User name → `PayoutProfile` JSON: where a node owner wants to be paid, and the optional
+/// threshold of automatic withdrawal requests.
+pub const PAYOUT_PROFILES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("payout_profiles");

@@ -13,7 +13,10 @@
 //!    withdrawals have exactly the transfers their status implies;
 //! 9. corrections: an adjustment moves money between one user and `platform:adjustments` (and
 //!    nothing else touches that account but reversals of adjustments); a reversal undoes exactly
-//!    an earlier deposit or adjustment, and no transfer is reversed twice.
+//!    an earlier deposit or adjustment, and no transfer is reversed twice;
+//! 10. receipts: every deposit has exactly one receipt that agrees with it, every refund or
+//!     chargeback transfer belongs to a return on a receipt, and no receipt gives back more
+//!     than was deposited.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -21,6 +24,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::corrections::{ADJUSTMENT, REVERSAL, REVERSAL_PREFIX};
+use super::deposits::Deposit;
 use super::holds::held_by;
 use super::ledger::{Account, Transfer};
 use super::tables::*;
@@ -88,6 +92,9 @@ impl Store {
         // 9: deposits and adjustments by id (what a reversal may undo), and reversals per original.
         let mut reversible: HashMap<String, Transfer> = HashMap::new();
         let mut reversed: BTreeMap<String, u32> = BTreeMap::new();
+        // 10: deposits and returns by id, matched against the receipts below.
+        let mut deposits: HashMap<String, Transfer> = HashMap::new();
+        let mut returns: HashMap<String, Transfer> = HashMap::new();
         let mut count = 0u64;
         for row in transfers_t.iter()? {
             let (k, v) = row?;
@@ -137,6 +144,10 @@ impl Store {
                 }
                 "deposit" => {
                     reversible.insert(t.id.clone(), t.clone());
+                    deposits.insert(t.id.clone(), t.clone());
+                }
+                "refund" | "chargeback" => {
+                    returns.insert(t.id.clone(), t.clone());
                 }
                 REVERSAL => match t.id.strip_prefix(REVERSAL_PREFIX) {
                     None => p(format!("reversal {} names no transfer (its id is not {REVERSAL_PREFIX}ID)", t.id)),
@@ -165,6 +176,75 @@ impl Store {
             if *n > 1 {
                 p(format!("transfer {orig} is reversed {n} times"));
             }
+        }
+        for row in rtx.open_table(DEPOSITS)?.iter()? {
+            let (k, v) = row?;
+            let d: Deposit = from_json(v.value())?;
+            let Some(t) = deposits.remove(k.value()) else {
+                p(format!("receipt {} has no deposit transfer", k.value()));
+                continue;
+            };
+            let user = Account::User(d.user.clone()).key();
+            if d.transfer_id != k.value()
+                || t.seq != d.seq
+                || t.amount != d.amount
+                || t.credit != user
+                || t.debit != Account::ExternalDeposits.key()
+            {
+                p(format!(
+                    "receipt {}: says {} to {} at #{}, its transfer #{} moves {} from {} to {}",
+                    k.value(),
+                    d.amount,
+                    d.user,
+                    d.seq,
+                    t.seq,
+                    t.amount,
+                    t.debit,
+                    t.credit
+                ));
+            }
+            if d.claimed() > d.amount {
+                p(format!("receipt {}: {} claimed back of a deposit of {}", d.transfer_id, d.claimed(), d.amount));
+            }
+            for r in &d.returns {
+                let moved = r.transfer_id.as_ref().map(|id| (id, returns.remove(id)));
+                let ok = r.recovered <= r.claimed
+                    && match moved {
+                        None => r.recovered.0 == 0,
+                        Some((_, None)) => false,
+                        Some((_, Some(rt))) => {
+                            rt.amount == r.recovered
+                                && rt.kind == r.kind.as_str()
+                                && rt.debit == user
+                                && rt.credit == Account::ExternalDeposits.key()
+                        }
+                    };
+                if !ok {
+                    p(format!(
+                        "receipt {}: {} {} (claimed {}, recovered {}) does not match its transfer {:?}",
+                        d.transfer_id,
+                        r.kind.as_str(),
+                        r.id,
+                        r.claimed,
+                        r.recovered,
+                        r.transfer_id
+                    ));
+                }
+            }
+            let reversal = format!("{REVERSAL_PREFIX}{}", d.transfer_id);
+            let has_reversal = ids.contains_key(&reversal);
+            if has_reversal != (d.reversed_by.as_deref() == Some(reversal.as_str())) {
+                p(format!(
+                    "receipt {}: reversed_by {:?}, reversal in the log: {has_reversal}",
+                    d.transfer_id, d.reversed_by
+                ));
+            }
+        }
+        for id in deposits.keys() {
+            p(format!("deposit {id} has no receipt"));
+        }
+        for id in returns.keys() {
+            p(format!("return transfer {id} belongs to no receipt"));
         }
         let last_seq = rtx.open_table(META)?.get("transfer_seq")?.map(|v| v.value()).unwrap_or(0);
         if last_seq != count {
@@ -442,6 +522,27 @@ mod tests {
     fn fires(s: &Store, needle: &str) {
         let p = problems(s);
         assert!(p.iter().any(|x| x.contains(needle)), "{needle:?} in {p:#?}");
+    }
+
+    #[test]
+    fn receipts_and_returns_verify_clean_and_strays_are_named() {
+        let (_d, s) = store();
+        let req = crate::store::ReturnRequest {
+            transfer_id: "d1".into(),
+            kind: crate::store::ReturnKind::Refund,
+            id: None,
+            amount: Some(Micros(4_000_000)),
+            reason: "asked".into(),
+            actor: "admin".into(),
+            time: 2,
+        };
+        s.return_deposit(&req).unwrap();
+        s.return_deposit(&crate::store::ReturnRequest { kind: crate::store::ReturnKind::Chargeback, ..req }).unwrap();
+        assert_eq!(problems(&s), Vec::<String>::new());
+        forge(&s, transfer("refund:d1:9", "refund", "user:alice", "external:deposits", 1));
+        fires(&s, "return transfer refund:d1:9 belongs to no receipt");
+        forge(&s, transfer("deposit:x", "deposit", "external:deposits", "user:alice", 5));
+        fires(&s, "deposit deposit:x has no receipt");
     }
 
     #[test]

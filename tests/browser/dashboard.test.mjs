@@ -8,11 +8,14 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  ROOT, SCREENSHOTS, Traffix, launchBrowser, markDocument, micros, openPage, sameDocument, screenshot, signIn, startOrigin, stopProcess, waitFor,
+  ROOT, SCREENSHOTS, Traffix, launchBrowser, markDocument, micros, openPage, sameDocument, screenshot, signIn, startFakeCryptoPay, startOrigin,
+  stopProcess, waitFor,
 } from './harness.mjs';
 
 let t;
 let origin;
+let cryptoPay;
+const CRYPTOPAY_TOKEN = '4711:AAbrowserTestToken';
 let browser;
 let failed = false;
 const users = {};
@@ -20,19 +23,31 @@ let nodeA = null; // carol's node, online from the first flow on
 
 before(async () => {
   origin = await startOrigin();
-  // 1000.00 per GB is one micro-unit per byte: money visibly moves while a download runs.
-  t = await Traffix.start({ env: { TRAFFIX_BILLING__PRICE_PER_GB: '1000.00' } });
+  cryptoPay = await startFakeCryptoPay(CRYPTOPAY_TOKEN);
+  // 1000.00 per GB is one micro-unit per byte: money visibly moves while a download runs. No
+  // payment provider is enabled at start (the payments flow turns Crypto Pay on); its API is
+  // the fake one, looked at every second or two.
+  t = await Traffix.start({
+    env: {
+      TRAFFIX_BILLING__PRICE_PER_GB: '1000.00',
+      TRAFFIX_PAYMENTS__CRYPTOPAY_API_URL: cryptoPay.url,
+      TRAFFIX_PAYMENTS__CRYPTOPAY_POLL_SECS: '1',
+      TRAFFIX_PAYMENTS__CRYPTOPAY_POLL_MAX_SECS: '2',
+    },
+  });
   browser = await launchBrowser();
   users.alice = await t.addUser('alice', { credit: '1000.00' }); // a client
   users.carol = await t.addUser('carol'); // owns the nodes
   users.bob = await t.addUser('bob'); // gets credited
   users.mallory = await t.addUser('mallory'); // types a wrong password
   users.dave = await t.addUser('dave'); // disabled, then enabled again
+  users.paula = await t.addUser('paula'); // tops up with Crypto Pay
 }, { timeout: 120_000 });
 
 after(async () => {
   if (browser) await browser.close();
   if (origin) await origin.close();
+  if (cryptoPay) await cryptoPay.close();
   if (t) {
     await t.stop({ keep: failed });
     if (failed) console.error(`# kept the server's data and logs in ${t.tmp}`);
@@ -810,6 +825,72 @@ flow('the admin traces an abuse report by the node\'s IP on the sessions page', 
 });
 
 /* ---------- screenshots ---------- */
+
+flow('the admin enables Crypto Pay (a write-only token); a user tops up in the portal and the paid invoice is credited once', async (open) => {
+  // Before: no provider, so the portal says top-ups are made by the operator.
+  const portal = await open();
+  await signIn(portal, t, 'paula', users.paula.password, '#/me');
+  await waitText(portal, 'topup-note', (s) => s.includes('made by the operator'));
+  assert.equal(await portal.getByTestId('topup-cryptopay').count(), 0);
+
+  const admin = await open();
+  await signIn(admin, t, 'admin', t.adminPassword, '#/payments');
+  await admin.getByTestId('payment-settings-form').waitFor();
+  assert.equal(await admin.getByTestId('payments-enable-cryptopay').isChecked(), false);
+  // Enabling without the token: the API's reason, nothing saved.
+  await admin.getByTestId('payments-enable-cryptopay').check();
+  await admin.getByTestId('payment-settings-save').click();
+  await waitText(admin, 'payment-settings-form-error', (s) => /token/i.test(s));
+  await admin.getByTestId('payments-cryptopay-token').fill(CRYPTOPAY_TOKEN);
+  await admin.getByTestId('payment-settings-save').click();
+  await admin.getByTestId('toast-success').filter({ hasText: /Crypto Pay enabled/ }).waitFor();
+  // Write-only: the form is empty again and says it is set; the API never returns it.
+  assert.equal(await admin.getByTestId('payments-cryptopay-token').inputValue(), '');
+  assert.match(await admin.locator('[data-testid="payments-cryptopay-token"] ~ .hint, .field:has([data-testid="payments-cryptopay-token"]) .hint').first().innerText(), /^Set\./);
+  const token = (await (await t.apiLogin('admin', t.adminPassword)).json()).access_token;
+  const settings = await t.api('GET', '/admin/payments/settings', undefined, token);
+  assert.equal(settings.json().cryptopay_token_set, true);
+  assert.ok(!settings.text.includes(CRYPTOPAY_TOKEN), 'the token is never returned');
+  assert.ok(!t.log().includes(CRYPTOPAY_TOKEN), 'the token is never logged');
+
+  // The portal shows only the enabled provider, and its form reads amounts exactly.
+  await portal.reload();
+  await portal.getByTestId('topup-cryptopay').waitFor();
+  assert.equal(await portal.getByTestId('topup-note').count(), 0);
+  assert.equal(await portal.getByTestId('topup-generic').count(), 0);
+  assert.equal(await portal.getByTestId('topup-stars').count(), 0);
+  await portal.getByTestId('topup-amount').fill('5,00');
+  await portal.getByTestId('topup-cryptopay-submit').click();
+  await waitText(portal, 'topup-error', (s) => /like 12\.50/.test(s));
+  assert.equal(cryptoPay.created.length, 0, 'nothing was asked of Crypto Pay');
+  await portal.getByTestId('topup-amount').fill('5.00');
+  await portal.getByTestId('topup-cryptopay-submit').click();
+  const link = portal.locator('[data-testid^="topup-pay-link-"]');
+  await link.waitFor();
+  assert.match(await link.getAttribute('href'), /^https:\/\/t\.me\/CryptoBot\?start=IV/);
+  assert.equal(await link.getAttribute('target'), '_blank');
+  const id = (await link.getAttribute('data-testid')).replace('topup-pay-link-', '');
+  assert.deepEqual([cryptoPay.created[0].currency_type, cryptoPay.created[0].fiat, cryptoPay.created[0].amount], ['fiat', 'USD', '5.00']);
+  await waitText(portal, `topup-invoice-status-${id}`, 'active');
+
+  // The payer pays in @CryptoBot; the server's poller sees it and credits it, the portal too.
+  const before = (await t.user('paula')).balance_micros;
+  cryptoPay.pay(id);
+  await waitText(portal, `topup-invoice-status-${id}`, 'credited');
+  await portal.getByTestId('toast-success').filter({ hasText: /Payment of \$5\.00 received/ }).waitFor();
+  await waitText(portal, 'balance', (s) => micros(s) === BigInt(before) + 5000000n);
+  const receipt = portal.locator('[data-testid^="me-deposit-row-"]').filter({ hasText: 'Crypto Pay' });
+  await receipt.waitFor();
+  assert.match(await receipt.innerText(), new RegExp(`${id}[\\s\\S]*\\$5\\.00[\\s\\S]*credited`));
+  // Credited once, and the ledger holds.
+  assert.equal((await t.user('paula')).balance_micros, before + 5000000);
+  await t.cli(['ledger', 'verify']);
+
+  // The admin sees the receipt and the invoice.
+  await admin.goto(`${t.url}#/payments`);
+  await admin.locator(`[data-testid="invoice-row-${id}"]`).filter({ hasText: 'credited' }).waitFor();
+  await admin.locator('[data-testid^="deposit-row-"]').filter({ hasText: `${id}` }).waitFor();
+});
 
 flow('screenshots of every main page with real data', async (open) => {
   await ensureNodeOnline();

@@ -152,6 +152,57 @@ export async function startOrigin() {
   };
 }
 
+/**
+ * A fake Crypto Pay API (node:http on 127.0.0.1) speaking its JSON: createInvoice and
+ * getInvoices, both checking the Crypto-Pay-API-Token header. `pay(id)` marks an invoice paid,
+ * as a payer in @CryptoBot would.
+ */
+export async function startFakeCryptoPay(token) {
+  const invoices = new Map();
+  const created = [];
+  let next = 1000;
+  const answer = (res, code, body) => { res.writeHead(code, { 'Content-Type': 'application/json' }); res.end(JSON.stringify(body)); };
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    let data = '';
+    req.on('data', (c) => { data += c; });
+    req.on('end', () => {
+      if (req.headers['crypto-pay-api-token'] !== token) return answer(res, 401, { ok: false, error: { code: 401, name: 'UNAUTHORIZED' } });
+      if (url.pathname === '/api/createInvoice' && req.method === 'POST') {
+        const q = JSON.parse(data);
+        created.push(q);
+        const id = next++;
+        const hash = `IV${id}test`;
+        const inv = {
+          invoice_id: id, hash, currency_type: q.currency_type, fiat: q.fiat, amount: q.amount, status: 'active',
+          accepted_assets: q.accepted_assets ? q.accepted_assets.split(',') : undefined, description: q.description, payload: q.payload,
+          bot_invoice_url: `https://t.me/CryptoBot?start=${hash}`, web_app_invoice_url: `https://app.send.tg/invoices/${hash}`,
+          created_at: new Date().toISOString(), allow_comments: false, allow_anonymous: true,
+        };
+        invoices.set(id, inv);
+        return answer(res, 200, { ok: true, result: inv });
+      }
+      if (url.pathname === '/api/getInvoices' && req.method === 'GET') {
+        const ids = (url.searchParams.get('invoice_ids') || '').split(',').map(Number);
+        return answer(res, 200, { ok: true, result: { items: ids.filter((i) => invoices.has(i)).map((i) => invoices.get(i)) } });
+      }
+      return answer(res, 404, { ok: false, error: { code: 404, name: 'METHOD_NOT_FOUND' } });
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  return {
+    url: `http://127.0.0.1:${port}/api`,
+    created,
+    invoices,
+    pay(id) {
+      const inv = invoices.get(Number(id));
+      Object.assign(inv, { status: 'paid', paid_asset: 'USDT', paid_amount: inv.amount, paid_at: new Date().toISOString() });
+    },
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
 /* ---------- small HTTP helpers ---------- */
 
 function request(url, { method = 'GET', body, headers = {}, insecure = true } = {}) {

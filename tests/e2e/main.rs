@@ -18,6 +18,7 @@ mod hostile;
 mod limits;
 mod money;
 mod ops;
+mod payments;
 mod readme;
 mod routing;
 mod upgrade;

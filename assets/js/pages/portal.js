@@ -1,6 +1,6 @@
-// The portal (#/me) of every user: balance (refreshed every 2 s), usage, proxy credentials,
-// devices and earnings, pairing, withdrawals, connections, ledger with CSV, API keys, and the
-// sign-in password.
+// The portal (#/me) of every user: balance (refreshed every 2 s), top-up, usage, proxy
+// credentials, devices and earnings, pairing, payout details and withdrawals, connections,
+// payments and ledger with CSV, API keys, and the sign-in password.
 
 import * as api from '../api.js';
 import { h, icon, replace } from '../dom.js';
@@ -14,6 +14,7 @@ import { battery, caps, countryCell, network, nodeStatus, onlineFor, pairDialog,
 import { sessionsTable } from './sessions.js';
 import { ledgerTable } from './ledger.js';
 import { withdrawalsTable } from './withdrawals.js';
+import { depositsCard, payoutCard, topupCard } from './payments.js';
 
 export default function portalPage(main, ctx) {
   const timers = [];
@@ -43,10 +44,10 @@ export default function portalPage(main, ctx) {
       h('div', null, h('dt', null, 'Available'), balanceRows.available),
       h('div', null, h('dt', { title: 'Reserved for your live connections; released as they are billed' }, 'Held for live use'), balanceRows.held),
       h('div', null, h('dt', null, 'Pending withdrawals'), balanceRows.pending)),
-    priceLine,
-    h('div', { class: 'topup', testid: 'topup-note' }, icon('wallet'),
-      h('div', null, h('p', { class: 'strong' }, 'Top up'),
-        h('p', null, 'Top-ups are made by the operator of this server for now: contact them to add money to your balance. It shows here as soon as they have credited it. Paying online will come later.')))));
+    priceLine));
+  const topup = topupCard({ cur, onCredited: () => { refreshMe(); reloadLedger(); deposits.reload(); } });
+  grid.append(topup);
+  cleanups.push(() => topup.stop());
 
   function renderMe(m) {
     me = m;
@@ -256,6 +257,8 @@ export default function portalPage(main, ctx) {
   const wMin = h('p', { class: 'muted small', testid: 'withdraw-minimum' });
   const wForm = h('form', { class: 'withdraw-form', testid: 'withdraw-form', novalidate: true }, wAvail, wMin, wAmount, wDest, wError, wSubmit);
   const wList = h('div', { testid: 'me-withdrawals' });
+  const payout = payoutCard({ cur, onProfile: (p) => { if (p.method && !wDest.input.value.trim()) wDest.input.value = `${p.method}: ${p.details}`; } });
+  grid.append(payout);
   grid.append(card('Withdrawals', { testid: 'withdrawals-card', cls: 'span-2' },
     h('div', { class: 'split' },
       h('div', null, h('p', { class: 'muted small' }, 'Earnings from your devices can be paid out. The amount is set aside at once; the operator sends the money outside Traffix and marks the request approved (or rejects it with a reason, and the amount returns to your balance).'), wForm),
@@ -343,6 +346,10 @@ export default function portalPage(main, ctx) {
       empty: emptyState({ title: 'No transactions yet', text: 'Top-ups, usage, earnings and withdrawals appear here.', testid: 'me-ledger-empty', iconName: 'ledger' }),
     }));
   }, { testid: 'me-ledger-error', quiet: true });
+
+  /* ---------- payments (receipts) ---------- */
+  const deposits = depositsCard({ me: () => me, cur });
+  grid.append(deposits);
 
   /* ---------- sub-users ---------- */
   const newSub = button('New sub-user', { kind: 'secondary', small: true, iconName: 'plus', testid: 'subuser-create', onClick: () => createSub() });
@@ -584,7 +591,8 @@ export default function portalPage(main, ctx) {
   loadEarnings();
   every(2000, refreshMe);
   every(10000, () => { reloadDevices(); reloadSessions(); reloadSubs(); });
-  every(60000, () => { loadUsage(); loadEarnings(); reloadLedger(); });
+  payout.reload();
+  every(60000, () => { loadUsage(); loadEarnings(); reloadLedger(); deposits.reload(); });
 
   return () => {
     timers.forEach(clearInterval);
