@@ -72,7 +72,12 @@ struct PebblePorts {
 
 impl PebblePorts {
     fn new() -> PebblePorts {
-        PebblePorts { acme: free_port(), management: free_port(), dns: free_port(), dns_management: free_port() }
+        // challtestsrv answers DNS over UDP as well: the port must be free for both.
+        let dns = wait_for("a port free for TCP and UDP", || {
+            let port = free_port();
+            std::net::UdpSocket::bind(("127.0.0.1", port)).ok().map(|_| port)
+        });
+        PebblePorts { acme: free_port(), management: free_port(), dns, dns_management: free_port() }
     }
 
     fn directory(&self) -> String {
@@ -122,9 +127,15 @@ impl Pebble {
             .stderr(out())
             .spawn()
             .unwrap();
-        let pb = Pebble { children: vec![dns, pebble], management: p.management, ca_pem: ca.ca_pem.clone(), log };
+        let mut pb = Pebble { children: vec![dns, pebble], management: p.management, ca_pem: ca.ca_pem.clone(), log };
         for port in [p.acme, p.management, p.dns_management] {
-            wait_for("pebble listening", || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+            wait_for("pebble listening", || {
+                // A pebble that exited (a port taken meanwhile) will never listen: say why now.
+                if let Some(status) = pb.children.iter_mut().find_map(|c| c.try_wait().ok().flatten()) {
+                    panic!("pebble or its DNS exited ({status}):\n{}", pb.log());
+                }
+                TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+            });
         }
         pb
     }
