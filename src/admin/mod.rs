@@ -286,6 +286,8 @@ impl MoneyRules {
 #[derive(Clone)]
 pub struct Live {
     pub registry: Arc<Registry>,
+    /// Node quality: shown with each device, overridden and reset by admin commands.
+    pub watchdog: Option<Arc<crate::watchdog::Watchdog>>,
     /// Forgets a cached proxy account after a change (rotation, disable, credit).
     pub invalidate_account: Arc<dyn Fn(&str) + Send + Sync>,
     /// Tells metering about a deposit, so a client's live budget grows at once.

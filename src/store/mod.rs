@@ -16,6 +16,7 @@ mod ledger;
 mod logins;
 pub mod migrations;
 mod payouts;
+mod quality;
 mod settings;
 mod subusers;
 pub mod tables;
