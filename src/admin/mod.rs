@@ -35,7 +35,7 @@ mod withdrawals;
 pub use crate::store::Window;
 pub use api_keys::{ApiKeyCreate, ApiKeyDelete, ApiKeyList};
 pub use audit::AuditList;
-pub use devices::{DeviceBan, DeviceList, DeviceUnban, Pair};
+pub use devices::{DeviceBan, DeviceList, DeviceQuality, DeviceUnban, Pair};
 pub use geoip::{GeoipReload, GeoipReloadView, GeoipShow};
 pub use ledger::{Backup, LedgerList, LedgerReverse, LedgerVerify};
 pub use payments::{
@@ -154,6 +154,7 @@ admin_requests!(
     DeviceList,
     DeviceBan,
     DeviceUnban,
+    DeviceQuality,
     LedgerList,
     AuditList,
     LedgerVerify,
