@@ -820,6 +820,8 @@ mod tests {
         assert_eq!(cfg.billing.price_per_gb, Micros(3_000_000));
         assert_eq!(cfg.limits.client_max_streams, Limits::default().client_max_streams);
         assert_eq!(cfg.egress.port_ranges().unwrap(), crate::egress::DEFAULT_BLOCKED_PORTS.to_vec());
+        assert_eq!(cfg.watchdog, crate::watchdog::config::WatchdogConfig::default());
+        assert_eq!(serde_json::to_value(&cfg.limits).unwrap(), serde_json::to_value(Limits::default()).unwrap());
     }
 
     #[test]
