@@ -504,6 +504,21 @@ mod tests {
             "class=3xx",
             "class=4xx",
             "class=5xx",
+            "state=healthy",
+            "state=degraded",
+            "state=flagged",
+            "state=banned",
+            "to=flagged",
+            "reason=open_failures",
+            "class=refused",
+            "class=dns",
+            "class=timeout",
+            "class=policy",
+            "class=node_error",
+            "counted=yes",
+            "counted=no",
+            "country=any",
+            "reason=no_node",
         ];
         assert_eq!(values, expected.iter().map(|v| v.to_string()).collect(), "{text}");
         assert!(text.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));

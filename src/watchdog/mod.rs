@@ -503,7 +503,11 @@ impl Watchdog {
         let country = if country == "ANY" { "any".to_owned() } else { country };
         self.metrics
             .unmet_demand
-            .get_or_create(&crate::telemetry::UnmetLabel { country: country.clone(), reason: reason.as_str().into() })
+            .get_or_create(&crate::telemetry::UnmetLabel {
+                // Label values are lower case (`de`, `any`).
+                country: country.to_ascii_lowercase(),
+                reason: reason.as_str().into(),
+            })
             .inc();
         // Bounded: countries are two letters (or `any`), reasons four.
         *crate::sync::lock(&self.unmet).entry((country, reason)).or_insert(0) += 1;
