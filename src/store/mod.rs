@@ -359,6 +359,7 @@ impl Store {
         copy!(tables::DEPOSITS);
         copy!(tables::INVOICES);
         copy!(tables::PAYOUT_PROFILES);
+        copy!(tables::NODE_QUALITY);
         wtx.commit()?;
         Ok(())
     }

@@ -85,7 +85,7 @@ export default function nodesPage(main, ctx) {
     if (n.banned) {
       return button('Unban', { kind: 'secondary', small: true, testid: `node-unban-${n.vip}`, onClick: () => unban(n) });
     }
-    return h('span', { class: 'row-actions' },
+    return h('span', { class: 'row-actions row-actions-stacked' },
       button('Quality…', { kind: 'ghost', small: true, testid: `node-quality-${n.vip}`, onClick: () => setQuality(n) }),
       button('Ban', { kind: 'danger-ghost', small: true, testid: `node-ban-${n.vip}`, onClick: () => ban(n) }));
   }
@@ -121,13 +121,12 @@ export default function nodesPage(main, ctx) {
         { label: 'vIP', cell: (n) => h('span', { title: `device ${n.id}` }, h('span', { class: 'mono strong' }, n.vip), h('span', { class: 'sub' }, [n.model, n.os].filter(Boolean).join(' · ') || String(n.id || '').slice(0, 8))) },
         { label: 'Owner', cell: (n) => n.owner },
         { label: 'Country / IP', cell: (n) => h('span', null, countryCell(n.country), n.public_ip ? h('span', { class: 'sub mono', testid: `node-ip-${n.vip}` }, n.public_ip) : null) },
-        { label: 'State', cell: (n) => h('span', null, nodeStatus(n, `node-status-${n.vip}`), n.online ? (onlineFor(n) ? h('span', { class: 'sub' }, onlineFor(n)) : null) : h('span', { class: 'sub' }, n.last_seen ? timeEl(n.last_seen, `seen ${relative(n.last_seen)}`) : 'never seen')) },
+        { label: 'State', cell: (n) => h('span', null, nodeStatus(n, `node-status-${n.vip}`), n.banned ? h('span', { testid: `node-banned-${n.vip}` }, ' ', badge('banned', 'bad'), n.ban_reason ? h('span', { class: 'sub' }, n.ban_reason) : null) : null, n.online ? (onlineFor(n) ? h('span', { class: 'sub' }, onlineFor(n)) : null) : h('span', { class: 'sub' }, n.last_seen ? timeEl(n.last_seen, `seen ${relative(n.last_seen)}`) : 'never seen')) },
         { label: 'Streams', num: true, cell: (n) => (n.online ? h('span', { title: caps(n) || null }, count(n.active_streams || 0), n.max_streams ? h('span', { class: 'sub' }, `of ${count(n.max_streams)}`) : null) : null) },
         { label: 'Battery / network', cell: (n) => (n.battery_pct == null && !network(n.network) ? null : h('span', { testid: `node-power-${n.vip}` }, battery(n.battery_pct) || h('span', { class: 'muted' }, 'no battery'), [n.charging ? 'charging' : null, network(n.network)].some(Boolean) ? h('span', { class: 'sub' }, [n.charging ? 'charging' : null, network(n.network)].filter(Boolean).join(' · ')) : null)) },
-        { label: 'Quality', cell: (n) => h('span', { testid: `node-quality-cell-${n.vip}` }, qualityBadge(n, `node-quality-state-${n.vip}`), n.quality?.reasons?.length || n.quality?.admin ? h('details', { class: 'sub' }, h('summary', null, n.quality.reasons[0]?.code?.replaceAll('_', ' ') || 'override'), qualityReasons(n, `node-reasons-${n.vip}`)) : null) },
+        { label: 'Quality', cell: (n) => (n.banned ? h('span', { class: 'muted' }, '—') : h('span', { testid: `node-quality-cell-${n.vip}` }, qualityBadge(n, `node-quality-state-${n.vip}`), n.quality?.reasons?.length || n.quality?.admin ? h('details', { class: 'sub' }, h('summary', null, n.quality.reasons[0]?.code?.replaceAll('_', ' ') || 'override'), qualityReasons(n, `node-reasons-${n.vip}`)) : null)) },
         { label: 'Bytes today', num: true, cell: (n) => bytes(n.bytes_today || 0) },
         { label: 'Earned today', num: true, cell: (n) => money(n.earned_today_micros || 0, currency()) },
-        { label: 'Banned', cell: (n) => (n.banned ? h('span', { testid: `node-banned-${n.vip}` }, badge('banned', 'bad'), n.ban_reason ? h('span', { class: 'sub' }, n.ban_reason) : null) : h('span', { class: 'muted' }, 'no')) },
         { label: 'Actions', hideLabel: true, class: 'actions', cell: actions },
       ],
     }));
