@@ -326,6 +326,17 @@ impl Watchdog {
                         self.ip_count(old, -1);
                     }
                 }
+                // The handshake refuses banned devices: one that connects was unbanned (perhaps
+                // while the server was stopped), so it starts afresh.
+                if q.state == State::Banned {
+                    tracing::info!(device = %hex::encode(device), "a device the watchdog had banned is back: judged afresh");
+                    q.forget_measurements();
+                    q.flags.clear();
+                    q.state = State::Healthy;
+                    q.since = now;
+                    q.score = 100;
+                    q.reasons.clear();
+                }
                 q.owner = owner.to_owned();
                 q.online = true;
                 q.public_ip = Some(ip);

@@ -431,4 +431,12 @@ fn changes_go_to_the_audit_log_to_subscribers_and_a_ban_bans_the_device() {
     // An unban starts the device afresh.
     assert_eq!(w2.unbanned(&id(1), T0 + 100).map(|t| t.to), Some(State::Healthy));
     assert_eq!(w2.view(&id(1)).unwrap().score, 100);
+    // Unbanned while the server was stopped (`traffix device unban` offline): it connects, so
+    // it is not banned, and it is routed again.
+    let w3 = watchdog(cfg());
+    w3.restore(store.list_quality().unwrap());
+    assert_eq!(state(&w3, 1), State::Banned);
+    online(&w3, 1, T0 + 200);
+    assert_eq!(state(&w3, 1), State::Healthy);
+    assert!(w3.routable(&id(1)));
 }
