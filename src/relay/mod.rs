@@ -262,6 +262,7 @@ impl RelayService {
             self.router.watchdog().record(
                 crate::watchdog::Event::StreamEnded {
                     device: node.device_id,
+                    target: &target.to_string(),
                     up: stats.sent,
                     down: stats.received,
                     ttfb,

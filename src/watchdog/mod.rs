@@ -44,9 +44,9 @@ pub enum Event<'a> {
     /// An open failed. `answered`: the node said why (OPEN_ERR); false: it never answered or
     /// the tunnel closed. `client` is the account that asked.
     OpenFailed { device: DeviceId, target: &'a str, client: &'a str, class: FailureClass, answered: bool },
-    /// A stream ended after carrying `up` bytes out and `down` back; `ttfb`: from the open to
-    /// the first byte back.
-    StreamEnded { device: DeviceId, up: u64, down: u64, ttfb: Option<Duration> },
+    /// A stream to `target` ended after carrying `up` bytes out and `down` back; `ttfb`: from
+    /// the open to the first byte back.
+    StreamEnded { device: DeviceId, target: &'a str, up: u64, down: u64, ttfb: Option<Duration> },
 }
 
 /// What [`Watchdog::record`] made of an open failure.
@@ -181,6 +181,8 @@ pub struct Watchdog {
     ips: Mutex<HashMap<IpAddr, u32>>,
     /// Target → the node it last worked through (attribution of failures).
     targets: moka::sync::Cache<String, DeviceId>,
+    /// Target → the node it last sent bytes back through (attribution of silent streams).
+    answered: moka::sync::Cache<String, DeviceId>,
     /// Failed opens per client this minute.
     client_failures: moka::sync::Cache<String, Arc<AtomicU32>>,
     client_failure_cap: u32,
@@ -242,6 +244,7 @@ impl Watchdog {
             tiers: Mutex::default(),
             ips: Mutex::default(),
             targets: moka::sync::Cache::builder().max_capacity(limits.max_targets).time_to_live(window).build(),
+            answered: moka::sync::Cache::builder().max_capacity(limits.max_targets).time_to_live(window).build(),
             client_failures: moka::sync::Cache::builder()
                 .max_capacity(limits.max_clients)
                 .time_to_live(Duration::from_secs(60))
@@ -410,10 +413,18 @@ impl Watchdog {
                     }
                 }
             }
-            Event::StreamEnded { device, up, down, ttfb } => {
+            Event::StreamEnded { device, target, up, down, ttfb } => {
+                // Silent only counts when the target answered through another node: a target
+                // that never answers anyone (a tarpit) flags nobody.
+                let judged = if down > 0 {
+                    self.answered.insert(target.to_owned(), device);
+                    true
+                } else {
+                    self.answered.get(target).is_some_and(|d| d != device)
+                };
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
-                    if up > 0 {
+                    if up > 0 && judged {
                         let m = q.minute(now);
                         m.streams += 1;
                         if down == 0 {

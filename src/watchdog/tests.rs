@@ -42,7 +42,13 @@ fn good_traffic(w: &Watchdog, n: u8, count: u32, now: u64) {
         let target = format!("site{i}.example:443");
         w.record(Event::Opened { device: id(n), target: &target }, now);
         w.record(
-            Event::StreamEnded { device: id(n), up: 500, down: 5000, ttfb: Some(Duration::from_millis(120)) },
+            Event::StreamEnded {
+                device: id(n),
+                target: &target,
+                up: 500,
+                down: 5000,
+                ttfb: Some(Duration::from_millis(120)),
+            },
             now,
         );
     }
@@ -104,17 +110,27 @@ fn a_node_failing_every_dial_is_flagged_then_banned_and_a_healthy_one_is_not() {
 }
 
 #[test]
-fn a_node_that_drops_data_is_flagged_then_banned() {
+fn a_node_that_drops_data_is_flagged_then_banned_but_a_target_that_answers_nobody_flags_nobody() {
     let w = watchdog(cfg());
     online(&w, 1, T0);
+    online(&w, 2, T0);
     let changes = run(&w, 40, T0, |w, now| {
+        // The targets answer through node 2.
+        good_traffic(w, 2, 4, now);
         for i in 0..4 {
             let target = format!("site{i}.example:443");
             w.record(Event::Opened { device: id(1), target: &target }, now);
             // Online, accepting opens, returning nothing.
-            w.record(Event::StreamEnded { device: id(1), up: 700, down: 0, ttfb: None }, now);
+            w.record(Event::StreamEnded { device: id(1), target: &target, up: 700, down: 0, ttfb: None }, now);
+            // A tarpit that answers nobody, through either node.
+            for n in [1, 2] {
+                let tarpit =
+                    Event::StreamEnded { device: id(n), target: "tarpit.example:443", up: 700, down: 0, ttfb: None };
+                w.record(tarpit, now);
+            }
         }
     });
+    assert!(states(&changes, 2).is_empty(), "{changes:#?}");
     assert_eq!(states(&changes, 1), [State::Flagged, State::Degraded, State::Banned], "{changes:#?}");
     assert_eq!(changes[0].reason, ReasonCode::Blackhole);
     let v = w.view(&id(1)).unwrap();
@@ -131,7 +147,14 @@ fn a_slow_node_is_flagged_and_a_fast_one_is_not() {
         for i in 0..3 {
             let target = format!("slow{i}.example:443");
             w.record(Event::Opened { device: id(1), target: &target }, now);
-            w.record(Event::StreamEnded { device: id(1), up: 10, down: 10, ttfb: Some(Duration::from_secs(12)) }, now);
+            let ended = Event::StreamEnded {
+                device: id(1),
+                target: &target,
+                up: 10,
+                down: 10,
+                ttfb: Some(Duration::from_secs(12)),
+            };
+            w.record(ended, now);
         }
         w.record(
             Event::Heartbeat { device: id(1), serving: true, pause_reason: None, rtt: Some(Duration::from_secs(6)) },
