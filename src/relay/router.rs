@@ -365,3 +365,165 @@ fn node_side(reason: OpenErrReason) -> bool {
             | OpenErrReason::Internal
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::config::Limits;
+    use crate::tunnel::mux::{Mux, MuxConfig, OutQueue};
+    use crate::tunnel::protocol::Frame;
+    use crate::watchdog::config::WatchdogConfig;
+    use crate::watchdog::{Watchdog, WatchdogLimits};
+
+    /// How a fake node answers OPENs.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Behaviour {
+        /// OPEN_OK for every target but port 1, which the target refuses.
+        Answers,
+        /// Never answers (a frozen node whose tunnel is still up).
+        Frozen,
+        /// Its own network cannot reach anything: OPEN_ERR network unreachable.
+        Unreachable,
+    }
+
+    /// A node's mux on the server side, its frames handled in memory as `b` says.
+    fn fake_node(b: Behaviour) -> Mux {
+        let cfg = MuxConfig { opens_streams: true, ..MuxConfig::default() };
+        let (server, s_rx) = Mux::new(cfg);
+        let (node, n_rx) = Mux::new(MuxConfig::default());
+        fn wire(mut rx: OutQueue, to: Mux, b: Option<Behaviour>, node: Mux) {
+            tokio::spawn(async move {
+                while let Some(bytes) = rx.recv().await {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    let f = Frame::decode(bytes).expect("valid frame");
+                    match (b, f) {
+                        (Some(Behaviour::Frozen), _) => {}
+                        (Some(b), Frame::Open { stream, window, target }) => {
+                            let Some(s) = node.accept(stream, window, 64) else { continue };
+                            if b == Behaviour::Unreachable {
+                                s.reject(OpenErrReason::NetworkUnreachable, "no route");
+                            } else if target.port() == 1 {
+                                s.reject(OpenErrReason::ConnectionRefused, "nothing listens on port 1");
+                            } else {
+                                s.send_open_ok(None);
+                                std::mem::forget(s);
+                            }
+                        }
+                        (_, f) => {
+                            let _ = to.dispatch(f);
+                        }
+                    }
+                }
+            });
+        }
+        wire(s_rx, node.clone(), Some(b), node.clone());
+        wire(n_rx, server.clone(), None, node);
+        server
+    }
+
+    fn add(reg: &Registry, w: &Watchdog, n: u8, b: Behaviour) {
+        let id = [n; 16];
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, n));
+        reg.insert(Arc::new(NodeHandle::new(
+            id,
+            Ipv4Addr::new(100, 64, 0, n),
+            "bob".into(),
+            u64::from(n),
+            fake_node(b),
+            ip,
+            None,
+            64,
+            0,
+        )));
+        w.record(crate::watchdog::Event::Online { device: id, owner: "bob", ip }, crate::store::now_secs());
+    }
+
+    fn router(nodes: &[(u8, Behaviour)]) -> (Router, Arc<Watchdog>, Arc<crate::telemetry::Metrics>) {
+        let limits = Limits::default();
+        let metrics = Arc::new(crate::telemetry::Metrics::default());
+        let w = Arc::new(Watchdog::new(
+            WatchdogConfig::default(),
+            WatchdogLimits::from_limits(&limits),
+            None,
+            metrics.clone(),
+        ));
+        let reg = Arc::new(Registry::new());
+        for (n, b) in nodes {
+            add(&reg, &w, *n, *b);
+        }
+        let base = crate::egress::EgressPolicy { allow_private_targets: true, ..Default::default() };
+        let inputs =
+            super::super::own_addresses::PolicyInputs { base, listeners: vec![], public_address: String::new() };
+        let policy = inputs.policy(&Default::default());
+        let geoip = Arc::new(crate::geoip::SharedGeoIp::empty());
+        (Router::new(reg, policy, geoip, w.clone(), &limits, metrics.clone()), w, metrics)
+    }
+
+    fn targeting(username: &str) -> Targeting {
+        crate::relay::username::parse(username).unwrap()
+    }
+
+    fn target(port: u16) -> Target {
+        Target::Domain("example.com".into(), port)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_node_costs_one_retry_and_is_then_skipped() {
+        let (r, w, metrics) = router(&[(1, Behaviour::Frozen), (2, Behaviour::Answers)]);
+        for i in 0..10 {
+            let routed = r.open(&targeting("alice"), target(443)).await.unwrap_or_else(|e| panic!("open {i}: {e}"));
+            assert_eq!(routed.node.device_id, [2; 16]);
+        }
+        assert_eq!(metrics.open_retries.get(), 1, "one client waited on the frozen node, once");
+        assert!(!w.routable(&[1; 16]) && w.routable(&[2; 16]));
+        // Pinned to the frozen node: no node to wait on, refused at once.
+        let pinned = r.open(&targeting("alice-node-100.64.0.1"), target(443)).await;
+        assert!(matches!(pinned, Err(RouteError::NoNode(_))), "{:?}", pinned.err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn node_side_failures_are_retried_elsewhere_but_a_targets_refusal_is_not() {
+        let (r, w, metrics) = router(&[(1, Behaviour::Unreachable), (2, Behaviour::Answers)]);
+        for _ in 0..6 {
+            let routed = r.open(&targeting("alice"), target(443)).await.unwrap();
+            assert_eq!(routed.node.device_id, [2; 16]);
+        }
+        let retries = metrics.open_retries.get();
+        assert!(retries >= 1, "the unreachable node was tried and retried around");
+        // A refused connection is the target's answer: returned at once, not tried elsewhere.
+        let (only, _, m) = router(&[(2, Behaviour::Answers), (3, Behaviour::Answers)]);
+        let refused = only.open(&targeting("alice"), target(1)).await;
+        assert!(
+            matches!(refused, Err(RouteError::Node { reason: OpenErrReason::ConnectionRefused, .. })),
+            "{:?}",
+            refused.err()
+        );
+        assert_eq!(m.open_retries.get(), 0);
+        // The unreachable node answered each time: it stays routable until judged.
+        assert!(w.routable(&[1; 16]));
+        // A strict session or a pinned node is never retried elsewhere.
+        let pinned = r.open(&targeting("alice-node-100.64.0.1"), target(443)).await;
+        assert!(
+            matches!(pinned, Err(RouteError::Node { reason: OpenErrReason::NetworkUnreachable, .. })),
+            "{:?}",
+            pinned.err()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_node_is_counted_as_unmet_demand_by_reason() {
+        let (r, w, _) = router(&[]);
+        assert!(matches!(r.open(&targeting("alice"), target(443)).await, Err(RouteError::NoNode(_))));
+        let (r2, w2, _) = router(&[(1, Behaviour::Answers)]);
+        w2.set_override(&[1; 16], "bob", Some(crate::watchdog::quality::State::Flagged), "test", "admin", 0);
+        let e = r2.open(&targeting("alice"), target(443)).await.err().unwrap();
+        assert!(e.to_string().contains("flagged"), "{e}");
+        let reasons = |w: &Watchdog| w.unmet_demand().into_iter().map(|u| (u.reason, u.count)).collect::<Vec<_>>();
+        assert_eq!(reasons(&w), [(UnmetReason::NoNode, 1)]);
+        assert_eq!(reasons(&w2), [(UnmetReason::AllFlagged, 1)]);
+    }
+}
