@@ -40,6 +40,7 @@ pub struct WatchdogConfig {
     /// Flaggings inside `ban_window_secs` that ban the device (disconnected, cannot reconnect
     /// until an admin unbans it). 0: the watchdog never bans.
     pub ban_after_flags: u32,
+    /// The window (seconds) in which flaggings are counted towards a ban.
     pub ban_window_secs: u64,
     /// ASNs of hosting and datacenter networks: a node there is degraded ("on a hosting network").
     pub hosting_asns: Vec<u32>,
