@@ -386,6 +386,8 @@ pub struct App {
     certificates: Arc<crate::acme::Certificates>,
     geoip: Arc<SharedGeoIp>,
     trigger: shutdown::ShutdownTrigger,
+    /// Node quality (`src/watchdog`): fed by the tunnel and the relay, consulted by routing.
+    pub watchdog: Arc<crate::watchdog::Watchdog>,
 }
 
 impl App {
@@ -448,12 +450,21 @@ impl App {
                 Some(PublicHost::Name(_)) | None => Default::default(),
             },
         };
+        let watchdog = Arc::new(crate::watchdog::Watchdog::new(
+            cfg.watchdog.clone(),
+            crate::watchdog::WatchdogLimits::from_limits(&cfg.limits),
+            Some(geoip.clone()),
+            metrics.clone(),
+        ));
+        // Flags, bans in progress and admin overrides survive a restart.
+        watchdog.restore(store.list_quality()?);
         let router = Router::new(
             registry.clone(),
             inputs.policy(&own),
             geoip.clone(),
-            cfg.limits.node_max_streams,
-            cfg.limits.dial_timeout(),
+            watchdog.clone(),
+            &cfg.limits,
+            metrics.clone(),
         );
         let tariff = crate::billing::rules::Tariff::new(cfg.billing.price_per_gb, cfg.billing.platform_fee_percent)
             .map_err(|e| AppError::Other(format!("billing config: {e}")))?;
@@ -482,7 +493,17 @@ impl App {
             live: Arc::new(crate::relay::live::LiveStreams::default()),
         });
         let (trigger, _) = shutdown::channel();
-        Ok(App { cfg, store, registry, metrics, relay, pin, tls, certificates, geoip, trigger })
+        Ok(App { cfg, store, registry, metrics, relay, pin, tls, certificates, geoip, trigger, watchdog })
+    }
+
+    /// What the watchdog calls to ban a device (after marking it banned in the store): its
+    /// streams are cut, then its tunnel is told why and closed (`traffix device ban` does the same).
+    fn ban_hook(&self) -> crate::watchdog::BanHook {
+        let (live, registry) = (self.relay.live.clone(), self.registry.clone());
+        Arc::new(move |id, why: &str| {
+            live.cut(&crate::relay::live::Cut::Device(id), "device_banned", CUT_WAIT);
+            registry.kick(&id, crate::tunnel::protocol::ErrorCode::DeviceBanned, &format!("device banned: {why}"));
+        })
     }
 
     /// A handle that stops the server when triggered.
@@ -587,6 +608,7 @@ impl App {
             shutdown: self.trigger.subscribe(),
             shutdown_grace_secs: s.shutdown_grace_secs,
             currency: cfg.billing.enabled.then(|| cfg.billing.currency.clone()),
+            watchdog: self.watchdog.clone(),
         });
         let payments = {
             let relay = self.relay.clone();
@@ -619,6 +641,7 @@ impl App {
             insecure_http: s.insecure_http,
             live: Some(Live {
                 registry: self.registry.clone(),
+                watchdog: Some(self.watchdog.clone()),
                 invalidate_account: Arc::new(move |name: &str| relay_svc.accounts.invalidate(name)),
                 credited: {
                     let billing = self.relay.billing.clone();
@@ -696,6 +719,7 @@ impl App {
             )),
             tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
             tokio::spawn(watch_geoip(geoip_reload, self.trigger.subscribe())),
+            tokio::spawn(self.watchdog.clone().run(self.store.clone(), self.ban_hook(), self.trigger.subscribe())),
             tokio::spawn(payments.clone().run_poller(self.trigger.subscribe())),
             tokio::spawn(payments.clone().run_auto_withdrawals(
                 {

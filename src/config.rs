@@ -54,6 +54,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub payments: crate::payments::config::PaymentsConfig,
+    #[serde(default)]
+    pub watchdog: crate::watchdog::config::WatchdogConfig,
     /// The data directory (not a file key: comes from `--data-dir`).
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -319,6 +321,20 @@ pub struct Limits {
     /// Connections from one source address still in their handshake, on each listener.
     pub max_handshakes_per_ip: usize,
     pub listen_backlog: u32,
+    /// Other nodes tried after a node-side open failure (no answer, dial timeout, unreachable,
+    /// the node's own refusal) before the client hears of it; 0: no retry.
+    pub open_retries: u32,
+    /// Seconds one client open may take in all, retries included.
+    pub open_retry_budget_secs: u64,
+    /// Failed opens a minute one client may have judged against nodes (and retried); past it,
+    /// its failures count against no node and are not retried.
+    pub client_failed_opens_per_minute: u32,
+    /// Devices the quality watchdog keeps measurements of (the offline one idle longest goes).
+    pub watchdog_max_nodes: usize,
+    /// Targets the watchdog remembers as recently working, and through which node.
+    pub watchdog_max_targets: u64,
+    /// Clients whose failed opens the watchdog counts in the current minute.
+    pub watchdog_max_clients: u64,
 }
 impl Limits {
     /// The keys whose value differs from the default (`key=value`, in declaration order): the
@@ -368,6 +384,12 @@ impl Default for Limits {
             keepalive_idle_secs: 60,
             max_handshakes_per_ip: 64,
             listen_backlog: 4096,
+            open_retries: 2,
+            open_retry_budget_secs: 30,
+            client_failed_opens_per_minute: 60,
+            watchdog_max_nodes: 100_000,
+            watchdog_max_targets: 100_000,
+            watchdog_max_clients: 100_000,
         }
     }
 }
@@ -660,6 +682,14 @@ impl Config {
         self.tls.validate_acme().map_err(ConfigError::Invalid)?;
         self.geoip.validate().map_err(ConfigError::Invalid)?;
         self.payments.validate().map_err(ConfigError::Invalid)?;
+        self.watchdog.validate().map_err(ConfigError::Invalid)?;
+        if l.open_retry_budget_secs == 0
+            || l.watchdog_max_nodes == 0
+            || l.watchdog_max_targets == 0
+            || l.watchdog_max_clients == 0
+        {
+            return bad("limits.open_retry_budget_secs and the watchdog_max_* keys must be at least 1".into());
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!("log.format {:?} must be \"text\" or \"json\"", self.log.format));
         }
@@ -790,6 +820,8 @@ mod tests {
         assert_eq!(cfg.billing.price_per_gb, Micros(3_000_000));
         assert_eq!(cfg.limits.client_max_streams, Limits::default().client_max_streams);
         assert_eq!(cfg.egress.port_ranges().unwrap(), crate::egress::DEFAULT_BLOCKED_PORTS.to_vec());
+        assert_eq!(cfg.watchdog, crate::watchdog::config::WatchdogConfig::default());
+        assert_eq!(serde_json::to_value(&cfg.limits).unwrap(), serde_json::to_value(Limits::default()).unwrap());
     }
 
     #[test]

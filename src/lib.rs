@@ -37,6 +37,8 @@
 //!   and `traffix geoip update`, which downloads, verifies and installs them.
 //! - [`payments`]: money in from providers (signed webhooks, Crypto Pay invoices and polling)
 //!   and automatic payout requests.
+//! - [`watchdog`]: node quality: measurements fed by the tunnel's and the relay's events,
+//!   scores, states (healthy, degraded, flagged, banned) with reasons, tiers for routing.
 
 pub mod acme;
 pub mod admin;
@@ -67,4 +69,5 @@ pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
 pub mod units;
+pub mod watchdog;
 pub mod web;

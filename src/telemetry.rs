@@ -170,6 +170,33 @@ pub struct StatusLabel {
     pub class: StatusClass,
 }
 
+/// A quality state of the watchdog (`healthy`, `degraded`, `flagged`, `banned`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QualityStateLabel {
+    pub state: String,
+}
+
+/// A watchdog state change: the new state and its reason code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabel {
+    pub to: String,
+    pub reason: String,
+}
+
+/// A failed open on a node: its class and whether it counted against the node.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpenFailureLabel {
+    pub class: String,
+    pub counted: String,
+}
+
+/// A request that found no node: the country asked for (`any`: none) and why.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnmetLabel {
+    pub country: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: String,
@@ -204,6 +231,16 @@ pub struct Metrics {
     /// Responses of the web listener's router (API, dashboard, tunnel upgrades).
     pub http_requests: Family<StatusLabel, Counter>,
     pub billing: BillingCounters,
+    /// Online nodes by quality state (the watchdog's last evaluation).
+    pub watchdog_nodes: Family<QualityStateLabel, Gauge>,
+    /// Quality state changes by new state and reason.
+    pub watchdog_transitions: Family<TransitionLabel, Counter>,
+    /// Failed opens on nodes by class, and whether they counted against the node.
+    pub node_open_failures: Family<OpenFailureLabel, Counter>,
+    /// Opens retried on another node after a node-side failure.
+    pub open_retries: Counter,
+    /// Requests that found no node, by country and reason.
+    pub unmet_demand: Family<UnmetLabel, Counter>,
 }
 
 impl Metrics {
@@ -226,6 +263,41 @@ impl Metrics {
         for class in StatusClass::ALL {
             self.http_requests.get_or_create(&StatusLabel { class: *class }).inc_by(0);
         }
+        for state in ["healthy", "degraded", "flagged", "banned"] {
+            self.watchdog_nodes.get_or_create(&QualityStateLabel { state: state.into() }).set(0);
+        }
+        self.watchdog_transitions
+            .get_or_create(&TransitionLabel { to: "flagged".into(), reason: "open_failures".into() })
+            .inc_by(0);
+        for class in ["refused", "dns", "timeout", "policy", "node_error"] {
+            for counted in ["yes", "no"] {
+                self.node_open_failures
+                    .get_or_create(&OpenFailureLabel { class: class.into(), counted: counted.into() })
+                    .inc_by(0);
+            }
+        }
+        self.unmet_demand.get_or_create(&UnmetLabel { country: "any".into(), reason: "no_node".into() }).inc_by(0);
+        reg.register("traffix_watchdog_nodes", "Online nodes by quality state", self.watchdog_nodes.clone());
+        reg.register(
+            "traffix_watchdog_transitions",
+            "Node quality state changes by new state and reason code",
+            self.watchdog_transitions.clone(),
+        );
+        reg.register(
+            "traffix_node_open_failures",
+            "Failed opens on nodes by class, and whether they counted against the node",
+            self.node_open_failures.clone(),
+        );
+        reg.register(
+            "traffix_open_retries",
+            "Client opens retried on another node after a node-side failure",
+            self.open_retries.clone(),
+        );
+        reg.register(
+            "traffix_unmet_demand",
+            "Client requests that found no node, by country asked for (any: none) and reason",
+            self.unmet_demand.clone(),
+        );
         self.build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_owned() }).set(1);
         reg.register("traffix_build_info", "The running version (always 1)", self.build_info.clone());
         reg.register_with_unit(
@@ -432,6 +504,21 @@ mod tests {
             "class=3xx",
             "class=4xx",
             "class=5xx",
+            "state=healthy",
+            "state=degraded",
+            "state=flagged",
+            "state=banned",
+            "to=flagged",
+            "reason=open_failures",
+            "class=refused",
+            "class=dns",
+            "class=timeout",
+            "class=policy",
+            "class=node_error",
+            "counted=yes",
+            "counted=no",
+            "country=any",
+            "reason=no_node",
         ];
         assert_eq!(values, expected.iter().map(|v| v.to_string()).collect(), "{text}");
         assert!(text.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));

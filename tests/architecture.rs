@@ -99,8 +99,25 @@ const RULES: &[Rule] = &[
               never reaches into the admin commands, the API or the data path",
     },
     Rule {
+        parts: &["src/watchdog/"],
+        forbidden: &[
+            "crate::tunnel",
+            "crate::relay",
+            "crate::proxy",
+            "crate::billing",
+            "crate::admin",
+            "crate::api",
+            "crate::web",
+            "crate::cli",
+            "crate::app",
+        ],
+        why: "the watchdog is fed events by the tunnel and the relay and answers the router's \
+              questions; it never reaches into them (bans go through a hook the app wires)",
+    },
+    Rule {
         parts: &[
             "src/config.rs",
+            "src/watchdog/config.rs",
             "src/money.rs",
             "src/egress.rs",
             "src/secret.rs",
@@ -127,6 +144,8 @@ const PURE: &[&str] = &[
     "src/payments/signature.rs",
     "src/target.rs",
     "src/identity.rs",
+    "src/watchdog/config.rs",
+    "src/watchdog/quality.rs",
 ];
 const FORBIDDEN_CRATES: &[&str] = &[
     "tokio",

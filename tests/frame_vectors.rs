@@ -13,7 +13,7 @@ use traffix::identity::{KeyAlg, challenge_message, device_id};
 use traffix::target::{OpenErrReason, ResetReason, Target};
 use traffix::tunnel::protocol::{
     Challenge, ErrorCode, Frame, HEADER_LEN, Heartbeat, HeartbeatAck, Hello, MAX_CURRENCY_LEN, MAX_DATA_LEN,
-    MAX_FRAME_LEN, NetworkType, NodeState, Pair, Proof, ProtocolError, Welcome, negotiate_version,
+    MAX_FRAME_LEN, NetworkType, NodeState, Pair, PauseReason, Proof, ProtocolError, Welcome, negotiate_version,
 };
 
 fn load() -> Value {
@@ -121,6 +121,7 @@ fn allowed_fields(ty: &str) -> &'static [&'static str] {
             "monthly_cap",
             "active_streams",
             "uptime_s",
+            "pause_reason",
         ],
         "HEARTBEAT_ACK" => &["seq", "server_time_ms", "bytes_today", "earned_today", "currency"],
         "DRAIN" => &["reason", "deadline_s"],
@@ -287,6 +288,11 @@ fn build(case: &Value) -> Frame {
             monthly_cap: f.opt_uint("monthly_cap"),
             active_streams: f.opt_uint("active_streams"),
             uptime_s: f.opt_uint("uptime_s"),
+            pause_reason: f.opt_uint::<u8>("pause_reason").map(|r| {
+                let reason = PauseReason::from_u8(r);
+                assert_eq!(reason as u8, r, "pause_reason {r} is not modelled: {case}");
+                reason
+            }),
         }),
         "HEARTBEAT_ACK" => Frame::HeartbeatAck(HeartbeatAck {
             seq: f.uint("seq"),
@@ -587,13 +593,13 @@ fn control_frame() -> impl Strategy<Value = Frame> {
     let heartbeat = (
         (any::<u32>(), state, proptest::option::of(0u8..=100), proptest::option::of(any::<bool>()), network),
         (opt64(), opt64(), proptest::option::of(any::<u32>()), opt64(), opt64()),
-        (proptest::option::of(any::<u32>()), opt64()),
+        (proptest::option::of(any::<u32>()), opt64(), proptest::option::of((0u8..=7).prop_map(PauseReason::from_u8))),
     )
         .prop_map(
             |(
                 (seq, state, battery_pct, charging, network),
                 (bytes_today, bytes_month, max_streams, daily_cap, monthly_cap),
-                (active_streams, uptime_s),
+                (active_streams, uptime_s, pause_reason),
             )| {
                 Frame::Heartbeat(Heartbeat {
                     seq,
@@ -608,6 +614,7 @@ fn control_frame() -> impl Strategy<Value = Frame> {
                     monthly_cap,
                     active_streams,
                     uptime_s,
+                    pause_reason,
                 })
             },
         );

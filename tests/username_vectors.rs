@@ -54,6 +54,11 @@ fn expected(case: &Value) -> Targeting {
             "strict" => SessionMode::Strict,
             other => panic!("bad mode {other:?} in vector {case}"),
         },
+        quality_high: match &case["quality"] {
+            Value::Null => false,
+            v if v == "high" => true,
+            other => panic!("bad quality {other} in vector {case}"),
+        },
     }
 }
 

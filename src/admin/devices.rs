@@ -32,6 +32,15 @@ pub struct DeviceBan {
     pub reason: String,
 }
 
+/// Sets a device's quality state by hand (`healthy`, `degraded`, `flagged`) with a note, or
+/// gives it back to the watchdog (`auto`). Banning stays `device ban`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceQuality {
+    pub id: String,
+    pub state: String,
+    pub note: String,
+}
+
 /// Lifts a device's ban; the reason, if given, goes into the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceUnban {
@@ -139,7 +148,51 @@ impl Command for DeviceUnban {
             d.banned = false;
             d.ban_reason = None;
         })?;
+        if let (Some(w), Some(id)) = (ctx.live.as_ref().and_then(|l| l.watchdog.as_ref()), dev.device_id()) {
+            w.unbanned(&id, now_secs());
+        }
         tracing::info!(device = %dev.id, reason = self.reason.as_deref(), "device unbanned");
+        Ok(ctx.device_view(&dev))
+    }
+}
+
+impl Command for DeviceQuality {
+    type Output = DeviceView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(Audit::new("device.quality_override", &self.id).reason(Some(format!("{}: {}", self.state, self.note))))
+    }
+
+    fn before(&self, ctx: &AdminCtx) -> Option<Value> {
+        ctx.device_before(&self.id)
+    }
+
+    fn run(self, ctx: &AdminCtx, actor: &str) -> Result<DeviceView, AdminError> {
+        let state = match self.state.trim().to_ascii_lowercase().as_str() {
+            "auto" => None,
+            s => match crate::watchdog::quality::State::parse(s) {
+                Some(crate::watchdog::quality::State::Banned) | None => {
+                    return Err(AdminError::new(
+                        "invalid",
+                        format!(
+                            "quality state {:?}: use healthy, degraded, flagged or auto (to ban: traffix device ban)",
+                            self.state
+                        ),
+                    ));
+                }
+                st => st,
+            },
+        };
+        let note = super::checked_reason(&self.note)
+            .map_err(|_| AdminError::new("invalid", "an override needs a note (1-500 characters)"))?;
+        let dev = ctx.find_device(&self.id)?;
+        let Some(w) = ctx.live.as_ref().and_then(|l| l.watchdog.as_ref()) else {
+            return Err(AdminError::new("offline", "the quality watchdog runs in the server: start `traffix serve`"));
+        };
+        let id = dev.device_id().ok_or_else(|| AdminError::new("store_error", "corrupt device id"))?;
+        if let Some(t) = w.set_override(&id, &dev.owner, state, &note, actor, now_secs()) {
+            tracing::info!(device = %dev.id, to = t.to.as_str(), %note, "device quality set by an admin");
+        }
         Ok(ctx.device_view(&dev))
     }
 }
@@ -153,6 +206,8 @@ impl AdminCtx {
         let name = |v: Result<Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned));
         let ip = live.as_ref().map(|n| n.public_ip).or_else(|| d.last_ip.as_deref().and_then(|ip| ip.parse().ok()));
         let asn = self.live.as_ref().zip(ip).and_then(|(l, ip)| l.geoip.asn(ip));
+        let quality =
+            self.live.as_ref().and_then(|l| l.watchdog.as_ref()).zip(d.device_id()).and_then(|(w, id)| w.view(&id));
         DeviceView {
             id: d.id.clone(),
             owner: d.owner.clone(),
@@ -184,6 +239,9 @@ impl AdminCtx {
             monthly_cap_bytes: status.as_ref().and_then(|s| s.monthly_cap),
             node_bytes_today: status.as_ref().and_then(|s| s.bytes_today),
             node_bytes_month: status.as_ref().and_then(|s| s.bytes_month),
+            quality_state: quality.as_ref().map(|q| q.state.as_str().to_owned()),
+            score: quality.as_ref().map(|q| q.score),
+            quality,
         }
     }
 

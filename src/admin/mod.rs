@@ -35,7 +35,7 @@ mod withdrawals;
 pub use crate::store::Window;
 pub use api_keys::{ApiKeyCreate, ApiKeyDelete, ApiKeyList};
 pub use audit::AuditList;
-pub use devices::{DeviceBan, DeviceList, DeviceUnban, Pair};
+pub use devices::{DeviceBan, DeviceList, DeviceQuality, DeviceUnban, Pair};
 pub use geoip::{GeoipReload, GeoipReloadView, GeoipShow};
 pub use ledger::{Backup, LedgerList, LedgerReverse, LedgerVerify};
 pub use payments::{
@@ -154,6 +154,7 @@ admin_requests!(
     DeviceList,
     DeviceBan,
     DeviceUnban,
+    DeviceQuality,
     LedgerList,
     AuditList,
     LedgerVerify,
@@ -286,6 +287,8 @@ impl MoneyRules {
 #[derive(Clone)]
 pub struct Live {
     pub registry: Arc<Registry>,
+    /// Node quality: shown with each device, overridden and reset by admin commands.
+    pub watchdog: Option<Arc<crate::watchdog::Watchdog>>,
     /// Forgets a cached proxy account after a change (rotation, disable, credit).
     pub invalidate_account: Arc<dyn Fn(&str) + Send + Sync>,
     /// Tells metering about a deposit, so a client's live budget grows at once.

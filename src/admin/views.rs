@@ -76,6 +76,11 @@ pub struct DeviceView {
     pub monthly_cap_bytes: Option<u64>,
     pub node_bytes_today: Option<u64>,
     pub node_bytes_month: Option<u64>,
+    /// The quality watchdog's state (`healthy`, `degraded`, `flagged`, `banned`) and score, and
+    /// the whole judgement: reasons (worst first) with what would raise the score.
+    pub quality_state: Option<String>,
+    pub score: Option<u8>,
+    pub quality: Option<crate::watchdog::QualityView>,
 }
 
 /// One ledger transfer.

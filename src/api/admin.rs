@@ -44,6 +44,22 @@ pub struct Overview {
     /// Server time, RFC 3339, and in milliseconds since the epoch (for rates between samples).
     pub time: String,
     pub time_ms: u64,
+    /// Online nodes by quality state (docs/watchdog.md): `healthy`, `degraded`, `flagged`.
+    pub nodes_healthy: usize,
+    pub nodes_degraded: usize,
+    pub nodes_flagged: usize,
+    /// Requests that found no node since the server started, by country asked for (`any`:
+    /// none) and reason, most first: where to recruit nodes.
+    pub unmet_demand: Vec<crate::watchdog::UnmetRow>,
+}
+
+/// An admin's quality state for a device.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct QualityOverride {
+    /// `healthy`, `degraded`, `flagged`, or `auto` to give the device back to the watchdog.
+    pub state: String,
+    /// Why (1-500 characters): the audit log and the owner's portal show it.
+    pub note: String,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -185,7 +201,20 @@ fn compute_overview(state: &ApiState) -> Result<Overview, ApiError> {
     let today = store.usage_today("all", now_secs())?;
     let pending = store.list_withdrawals(None, Some(WithdrawalStatus::Pending))?;
     let bytes = |d| state.metrics.relayed_bytes.get_or_create(&DirLabel { direction: d }).get();
+    let watchdog = state.admin.live.as_ref().and_then(|l| l.watchdog.clone());
+    let mut by_state = [0usize; 4];
+    if let Some(w) = &watchdog {
+        for n in state.registry.all() {
+            if let Some(v) = w.view(&n.device_id) {
+                by_state[v.state as usize] += 1;
+            }
+        }
+    }
     Ok(Overview {
+        nodes_healthy: by_state[0],
+        nodes_degraded: by_state[1],
+        nodes_flagged: by_state[2],
+        unmet_demand: watchdog.map(|w| w.unmet_demand()).unwrap_or_default(),
         nodes_online: state.registry.len(),
         nodes_total: store.list_devices()?.len(),
         streams_active: state.metrics.streams_active.get(),
@@ -425,6 +454,21 @@ pub async fn ban(
 ) -> Result<Json<DeviceView>, ApiError> {
     p.admin_write(false)?;
     Ok(Json(state.run(admin::DeviceBan { id, reason: reason(&req.reason)? }, &p.actor()).await?))
+}
+
+/// Set a device's quality state by hand (`healthy`, `degraded`, `flagged`) with a note, or give
+/// it back to the watchdog (`auto`).
+#[utoipa::path(post, path = "/api/v1/admin/nodes/{id}/quality", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = QualityOverride,
+    responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn quality(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<QualityOverride>,
+) -> Result<Json<DeviceView>, ApiError> {
+    p.admin_write(false)?;
+    Ok(Json(state.run(admin::DeviceQuality { id, state: req.state, note: reason(&req.note)? }, &p.actor()).await?))
 }
 
 /// Lift a device's ban (an optional reason goes into the audit log).

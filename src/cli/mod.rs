@@ -355,6 +355,21 @@ pub enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Set a device's quality state by hand, or give it back to the watchdog (docs/watchdog.md).
+    Quality {
+        /// The device: its id, an unambiguous id prefix, or its virtual IP.
+        id: String,
+        /// `healthy`, `degraded` (routed last), `flagged` (not routed) or `auto` (the watchdog
+        /// judges it again). To ban: `traffix device ban`.
+        #[arg(long = "set")]
+        state: String,
+        /// Why (for the audit log and the device's owner).
+        #[arg(long)]
+        note: String,
+        /// Print the device as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lift a ban; the node comes back at its next attempt.
     Unban {
         /// The device: its id, an unambiguous id prefix, or its virtual IP.
@@ -828,6 +843,8 @@ const DEVICE_COLUMNS: &[Column<DeviceView>] = &[
     ("COUNTRY", -7, |d| d.country.cell()),
     ("LAST SEEN", -20, |d| d.last_seen.cell()),
     ("RTT MS", 7, |d| d.rtt_ms.cell()),
+    ("QUALITY", -9, |d| d.quality_state.cell()),
+    ("SCORE", 5, |d| d.score.cell()),
     ("BANNED", 0, |d| d.banned.cell()),
 ];
 
@@ -1310,6 +1327,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 DeviceCmd::Unban { id, reason, json } => {
                     (Rows::One(admin_cmds.run(admin::DeviceUnban { id, reason }).await?), json)
+                }
+                DeviceCmd::Quality { id, state, note, json } => {
+                    (Rows::One(admin_cmds.run(admin::DeviceQuality { id, state, note }).await?), json)
                 }
             };
             if json { print_json(&devices) } else { table(devices.as_slice(), DEVICE_COLUMNS) }

@@ -101,6 +101,8 @@ struct RelayMeter {
     metrics: Arc<Metrics>,
     session: Option<Arc<LiveSession>>,
     sub: Option<(Arc<SubUsage>, Option<u64>)>,
+    /// When the first byte came back from the node (time to first byte, for the watchdog).
+    first_down: std::sync::OnceLock<Instant>,
 }
 
 impl Meter for RelayMeter {
@@ -115,6 +117,7 @@ impl Meter for RelayMeter {
             self.metrics.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Up }).inc_by(up);
         }
         if down > 0 {
+            let _ = self.first_down.set(Instant::now());
             self.metrics.relayed_bytes.get_or_create(&DirLabel { direction: Direction::Down }).inc_by(down);
         }
     }
@@ -209,8 +212,14 @@ impl RelayService {
         let peer = routed.stream.peer();
         self.metrics.streams_active.inc();
         let mut over = sub.as_ref().map(|(u, _)| u.over());
-        let meter: Arc<dyn Meter> =
-            Arc::new(RelayMeter { metrics: self.metrics.clone(), session: session.clone(), sub });
+        let relay_meter = Arc::new(RelayMeter {
+            metrics: self.metrics.clone(),
+            session: session.clone(),
+            sub,
+            first_down: std::sync::OnceLock::new(),
+        });
+        let opened_at = Instant::now();
+        let meter: Arc<dyn Meter> = relay_meter.clone();
         let mut exhausted = session.as_ref().map(|s| s.budget.exhausted());
         // The relay runs until it ends, the client's money runs out, a sub-user reaches its
         // byte cap or expires, or an admin change cuts it (then the stream is cut: dropping it
@@ -247,6 +256,20 @@ impl RelayService {
             received: down,
             end: stats.map(|s| s.end).unwrap_or(CopyEnd::PeerReset(ResetReason::Billing)),
         };
+        // The watchdog judges streams that ended on their own (a cut says nothing of the node).
+        if cut.is_empty() {
+            let ttfb = relay_meter.first_down.get().map(|t| t.saturating_duration_since(opened_at));
+            self.router.watchdog().record(
+                crate::watchdog::Event::StreamEnded {
+                    device: node.device_id,
+                    target: &target.to_string(),
+                    up: stats.sent,
+                    down: stats.received,
+                    ttfb,
+                },
+                crate::store::now_secs(),
+            );
+        }
         // Leaving the live table tells a waiting admin command that this stream is gone (after
         // its end reason went to billing).
         drop(cutter);

@@ -385,8 +385,14 @@ mod tests {
             Arc::new(Registry::new()),
             inputs.policy(&first),
             Arc::new(crate::geoip::SharedGeoIp::empty()),
-            16,
-            Duration::from_secs(1),
+            Arc::new(crate::watchdog::Watchdog::new(
+                crate::watchdog::config::WatchdogConfig::default(),
+                crate::watchdog::WatchdogLimits::from_limits(&crate::config::Limits::default()),
+                None,
+                Arc::default(),
+            )),
+            &crate::config::Limits::default(),
+            Arc::default(),
         ));
         assert_eq!(router.check_target(&at("81.2.69.7", 443)).map_err(|r| r.code()), Err("own_address"));
         assert_eq!(router.check_target(&at("81.2.69.8", 443)), Ok(()));

@@ -15,9 +15,13 @@ use crate::identity::DeviceId;
 use crate::target::{OpenErrReason, Target};
 use crate::tunnel::mux::{MuxStream, OpenFailure};
 use crate::tunnel::registry::{NodeHandle, Registry};
+use crate::watchdog::quality::FailureClass;
+use crate::watchdog::{Event, UnmetReason, Watchdog};
 
 /// How many nodes a rotating connection tries when nodes are busy or vanish mid-open.
 const OPEN_ATTEMPTS: usize = 3;
+/// How many routable nodes a pick compares by load (offered best tier first).
+const PICK_SAMPLE: usize = 8;
 
 /// Why no stream could be opened. Each maps to one row of SPEC.md's failure table.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +85,12 @@ pub struct Router {
     geoip: Arc<crate::geoip::SharedGeoIp>,
     max_node_streams: usize,
     open_wait: Duration,
+    /// Node quality: which nodes may be routed, in which order; told every open's outcome.
+    watchdog: Arc<Watchdog>,
+    /// Other nodes tried after node-side failures, and the time one open may take in all.
+    retries: u32,
+    retry_budget: Duration,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl std::fmt::Debug for Router {
@@ -94,18 +104,28 @@ impl Router {
         registry: Arc<Registry>,
         policy: ServerPolicy,
         geoip: Arc<crate::geoip::SharedGeoIp>,
-        max_node_streams: u32,
-        dial_timeout: Duration,
+        watchdog: Arc<Watchdog>,
+        limits: &crate::config::Limits,
+        metrics: Arc<crate::telemetry::Metrics>,
     ) -> Self {
         Router {
             registry,
             policy: RwLock::new(Arc::new(policy)),
             sessions: moka::sync::Cache::builder().max_capacity(1_000_000).expire_after(PinExpiry).build(),
             geoip,
-            max_node_streams: max_node_streams as usize,
+            max_node_streams: limits.node_max_streams as usize,
             // The node's own dial timeout plus a margin for the round trip.
-            open_wait: dial_timeout + Duration::from_secs(5),
+            open_wait: limits.dial_timeout() + Duration::from_secs(5),
+            watchdog,
+            retries: limits.open_retries,
+            retry_budget: Duration::from_secs(limits.open_retry_budget_secs),
+            metrics,
         }
+    }
+
+    /// The watchdog the router consults.
+    pub fn watchdog(&self) -> &Arc<Watchdog> {
+        &self.watchdog
     }
 
     /// The server's copy of the egress policy, checked before any node is asked.
@@ -135,76 +155,375 @@ impl Router {
                     .into(),
             ));
         }
-        self.registry.pick(|n| self.matches(t, n) && !exclude.contains(&n.device_id)).ok_or_else(|| {
-            let mut what = Vec::new();
-            if let Some(c) = t.country_code() {
-                what.push(format!("country {c}"));
+        // The least loaded of a few routable nodes, offered best tier first by the watchdog.
+        let mut best: Option<(usize, Arc<NodeHandle>)> = None;
+        self.watchdog.offer(t.quality_high, PICK_SAMPLE, |id| {
+            if exclude.contains(id) {
+                return false;
             }
-            if let Some(v) = t.node {
-                what.push(format!("node {v}"));
+            let Some(n) = self.registry.get(id) else { return false };
+            if !n.accepts_streams() || !self.matches(t, &n) {
+                return false;
             }
-            if what.is_empty() {
-                RouteError::NoNode("no node is online and accepting streams".into())
-            } else {
-                RouteError::NoNode(format!("no online node matches {}", what.join(", ")))
+            // Load as a fraction of the node's cap, in 1/1024ths.
+            let load = (n.mux.active_streams() * 1024) / n.max_streams().max(1);
+            if best.as_ref().is_none_or(|(l, _)| load < *l) {
+                best = Some((load, n));
             }
-        })
+            true
+        });
+        best.map(|(_, n)| n).ok_or_else(|| self.no_node(t, exclude))
     }
 
-    /// Opens a stream for `client` to `target` as `targeting` asks.
+    /// Why nothing matched, counted as unmet demand on a request's first pick.
+    fn no_node(&self, t: &Targeting, exclude: &[DeviceId]) -> RouteError {
+        let matching: Vec<Arc<NodeHandle>> =
+            self.registry.all().into_iter().filter(|n| self.matches(t, n) && !exclude.contains(&n.device_id)).collect();
+        let reason = if matching.is_empty() {
+            UnmetReason::NoNode
+        } else if matching.iter().any(|n| n.accepts_streams()) {
+            UnmetReason::AllFlagged
+        } else if matching.iter().any(|n| n.at_stream_cap()) {
+            UnmetReason::AllBusy
+        } else {
+            UnmetReason::AllPaused
+        };
+        if exclude.is_empty() {
+            self.watchdog.unmet(t.country_code(), reason);
+        }
+        let mut what = Vec::new();
+        if let Some(c) = t.country_code() {
+            what.push(format!("country {c}"));
+        }
+        if let Some(v) = t.node {
+            what.push(format!("node {v}"));
+        }
+        if t.quality_high {
+            what.push("the high quality tier".to_owned());
+        }
+        let why = match reason {
+            UnmetReason::NoNode | UnmetReason::AllPaused if what.is_empty() => {
+                "no node is online and accepting streams".to_owned()
+            }
+            UnmetReason::NoNode | UnmetReason::AllPaused => format!("no online node matches {}", what.join(", ")),
+            UnmetReason::AllBusy => "every matching node is at its stream cap".to_owned(),
+            UnmetReason::AllFlagged if what.is_empty() => {
+                "no node is online and accepting streams (the online ones are flagged or not answering)".to_owned()
+            }
+            UnmetReason::AllFlagged => {
+                format!("no online node matches {} (the matching ones are flagged or not answering)", what.join(", "))
+            }
+        };
+        RouteError::NoNode(why)
+    }
+
+    /// Records a failed open with the watchdog; whether another node may be tried.
+    fn failed(
+        &self,
+        node: &NodeHandle,
+        targeting: &Targeting,
+        target: &str,
+        class: FailureClass,
+        answered: bool,
+    ) -> bool {
+        let verdict = self.watchdog.record(
+            Event::OpenFailed { device: node.device_id, target, client: &targeting.name, class, answered },
+            crate::store::now_secs(),
+        );
+        !verdict.client_capped
+    }
+
+    /// Opens a stream for `client` to `target` as `targeting` asks. A node-side failure (no
+    /// answer, a dial timeout, an unreachable network, the node's own refusal) is retried on
+    /// another node, up to `limits.open_retries` times within `open_retry_budget_secs`, unless
+    /// the client pinned a node or a strict session; the failed tries cost the client nothing.
     pub async fn open(&self, targeting: &Targeting, target: Target) -> Result<Routed, RouteError> {
         self.check_target(&target)?;
+        let deadline = tokio::time::Instant::now() + self.retry_budget;
+        let target_key = target.to_string();
         let session_key = targeting.session.as_ref().map(|s| (targeting.name.clone(), s.clone()));
+        let pinned = targeting.node.is_some() || (session_key.is_some() && targeting.mode == SessionMode::Strict);
         let mut repinned = false;
         let mut tried: Vec<DeviceId> = Vec::new();
         let mut last_err = None;
-        for _ in 0..OPEN_ATTEMPTS {
+        let (mut moved_on, mut retries) = (0usize, 0u32);
+        loop {
             let node = match &session_key {
                 Some(key) => match self.sessions.get(key) {
-                    Some(pin) => match self
-                        .registry
-                        .get(&pin.device)
-                        .filter(|n| n.accepts_streams() && !tried.contains(&n.device_id))
-                    {
+                    Some(pin) => match self.registry.get(&pin.device).filter(|n| {
+                        n.accepts_streams() && self.watchdog.routable(&n.device_id) && !tried.contains(&n.device_id)
+                    }) {
                         Some(n) => n,
                         None if targeting.mode == SessionMode::Strict => {
-                            return Err(RouteError::NoNode(format!("the node of strict session {:?} is gone", key.1)));
+                            return Err(last_err.unwrap_or_else(|| {
+                                RouteError::NoNode(format!("the node of strict session {:?} is gone", key.1))
+                            }));
                         }
                         None => {
                             repinned = true;
-                            let n = self.pick(targeting, &tried)?;
+                            let n = self.pick(targeting, &tried).map_err(|e| last_err.take().unwrap_or(e))?;
                             self.sessions
                                 .insert(key.clone(), Pin { device: n.device_id, ttl: targeting.session_ttl() });
                             n
                         }
                     },
                     None => {
-                        let n = self.pick(targeting, &tried)?;
+                        let n = self.pick(targeting, &tried).map_err(|e| last_err.take().unwrap_or(e))?;
                         self.sessions.insert(key.clone(), Pin { device: n.device_id, ttl: targeting.session_ttl() });
                         n
                     }
                 },
-                None => self.pick(targeting, &tried)?,
+                None => self.pick(targeting, &tried).map_err(|e| last_err.take().unwrap_or(e))?,
             };
-            match node.mux.open(target.clone(), node.max_streams().min(self.max_node_streams), self.open_wait).await {
-                Ok(stream) => return Ok(Routed { stream, node, repinned }),
+            let wait = self.open_wait.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            if wait.is_zero() {
+                break;
+            }
+            let mut retry = false;
+            match node.mux.open(target.clone(), node.max_streams().min(self.max_node_streams), wait).await {
+                Ok(stream) => {
+                    self.watchdog.record(
+                        Event::Opened { device: node.device_id, target: &target_key },
+                        crate::store::now_secs(),
+                    );
+                    return Ok(Routed { stream, node, repinned });
+                }
                 Err(OpenFailure::Refused {
                     reason: r @ (OpenErrReason::NodeBusy | OpenErrReason::Draining),
                     message,
                 }) => {
                     last_err = Some(RouteError::Node { reason: r, message });
+                    moved_on += 1;
                 }
-                Err(OpenFailure::Refused { reason, message }) => return Err(RouteError::Node { reason, message }),
-                Err(e @ (OpenFailure::Closed | OpenFailure::Busy)) => {
-                    last_err = Some(RouteError::NodeFailed(e.to_string()))
+                Err(OpenFailure::Refused { reason, message }) => {
+                    let may = self.failed(&node, targeting, &target_key, failure_class(reason), true);
+                    if !(may && node_side(reason)) {
+                        return Err(RouteError::Node { reason, message });
+                    }
+                    last_err = Some(RouteError::Node { reason, message });
+                    retry = true;
                 }
-                Err(e @ OpenFailure::Timeout(_)) => return Err(RouteError::NodeFailed(e.to_string())),
+                Err(e @ OpenFailure::Closed) => {
+                    let may = self.failed(&node, targeting, &target_key, FailureClass::NodeError, false);
+                    last_err = Some(RouteError::NodeFailed(e.to_string()));
+                    retry = may;
+                    moved_on += 1;
+                }
+                Err(e @ OpenFailure::Busy) => {
+                    last_err = Some(RouteError::NodeFailed(e.to_string()));
+                    moved_on += 1;
+                }
+                Err(e @ OpenFailure::Timeout(_)) => {
+                    let may = self.failed(&node, targeting, &target_key, FailureClass::Timeout, false);
+                    if !may {
+                        return Err(RouteError::NodeFailed(e.to_string()));
+                    }
+                    last_err = Some(RouteError::NodeFailed(e.to_string()));
+                    retry = true;
+                }
             }
-            if targeting.node.is_some() || (session_key.is_some() && targeting.mode == SessionMode::Strict) {
+            if pinned {
+                break;
+            }
+            if retry {
+                if retries >= self.retries {
+                    break;
+                }
+                retries += 1;
+                self.metrics.open_retries.inc();
+                tracing::debug!(node = %node.vip, target = %target_key.escape_debug(), retry = retries, "open failed on the node; trying another");
+            } else if moved_on >= OPEN_ATTEMPTS {
                 break;
             }
             tried.push(node.device_id);
         }
         Err(last_err.unwrap_or_else(|| RouteError::NoNode("no node accepted the stream".into())))
+    }
+}
+
+/// How a node's OPEN_ERR is counted.
+fn failure_class(reason: OpenErrReason) -> FailureClass {
+    match reason {
+        OpenErrReason::ConnectionRefused => FailureClass::Refused,
+        OpenErrReason::DnsFailed => FailureClass::Dns,
+        OpenErrReason::Timeout => FailureClass::Timeout,
+        OpenErrReason::RefusedByPolicy => FailureClass::Policy,
+        _ => FailureClass::NodeError,
+    }
+}
+
+/// Whether an OPEN_ERR may be the node's own trouble, so another node might succeed: a dial
+/// timeout, an unreachable network, the node's own egress refusal, an internal error. A
+/// refused connection and a failed name lookup are the target's answer: not retried.
+fn node_side(reason: OpenErrReason) -> bool {
+    matches!(
+        reason,
+        OpenErrReason::Timeout
+            | OpenErrReason::HostUnreachable
+            | OpenErrReason::NetworkUnreachable
+            | OpenErrReason::RefusedByPolicy
+            | OpenErrReason::Internal
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::config::Limits;
+    use crate::tunnel::mux::{Mux, MuxConfig, OutQueue};
+    use crate::tunnel::protocol::Frame;
+    use crate::watchdog::config::WatchdogConfig;
+    use crate::watchdog::{Watchdog, WatchdogLimits};
+
+    /// How a fake node answers OPENs.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Behaviour {
+        /// OPEN_OK for every target but port 1, which the target refuses.
+        Answers,
+        /// Never answers (a frozen node whose tunnel is still up).
+        Frozen,
+        /// Its own network cannot reach anything: OPEN_ERR network unreachable.
+        Unreachable,
+    }
+
+    /// A node's mux on the server side, its frames handled in memory as `b` says.
+    fn fake_node(b: Behaviour) -> Mux {
+        let cfg = MuxConfig { opens_streams: true, ..MuxConfig::default() };
+        let (server, s_rx) = Mux::new(cfg);
+        let (node, n_rx) = Mux::new(MuxConfig::default());
+        fn wire(mut rx: OutQueue, to: Mux, b: Option<Behaviour>, node: Mux) {
+            tokio::spawn(async move {
+                while let Some(bytes) = rx.recv().await {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    let f = Frame::decode(bytes).expect("valid frame");
+                    match (b, f) {
+                        (Some(Behaviour::Frozen), _) => {}
+                        (Some(b), Frame::Open { stream, window, target }) => {
+                            let Some(s) = node.accept(stream, window, 64) else { continue };
+                            if b == Behaviour::Unreachable {
+                                s.reject(OpenErrReason::NetworkUnreachable, "no route");
+                            } else if target.port() == 1 {
+                                s.reject(OpenErrReason::ConnectionRefused, "nothing listens on port 1");
+                            } else {
+                                s.send_open_ok(None);
+                                std::mem::forget(s);
+                            }
+                        }
+                        (_, f) => {
+                            let _ = to.dispatch(f);
+                        }
+                    }
+                }
+            });
+        }
+        wire(s_rx, node.clone(), Some(b), node.clone());
+        wire(n_rx, server.clone(), None, node);
+        server
+    }
+
+    fn add(reg: &Registry, w: &Watchdog, n: u8, b: Behaviour) {
+        let id = [n; 16];
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, n));
+        reg.insert(Arc::new(NodeHandle::new(
+            id,
+            Ipv4Addr::new(100, 64, 0, n),
+            "bob".into(),
+            u64::from(n),
+            fake_node(b),
+            ip,
+            None,
+            64,
+            0,
+        )));
+        w.record(crate::watchdog::Event::Online { device: id, owner: "bob", ip }, crate::store::now_secs());
+    }
+
+    fn router(nodes: &[(u8, Behaviour)]) -> (Router, Arc<Watchdog>, Arc<crate::telemetry::Metrics>) {
+        let limits = Limits::default();
+        let metrics = Arc::new(crate::telemetry::Metrics::default());
+        let w = Arc::new(Watchdog::new(
+            WatchdogConfig::default(),
+            WatchdogLimits::from_limits(&limits),
+            None,
+            metrics.clone(),
+        ));
+        let reg = Arc::new(Registry::new());
+        for (n, b) in nodes {
+            add(&reg, &w, *n, *b);
+        }
+        let base = crate::egress::EgressPolicy { allow_private_targets: true, ..Default::default() };
+        let inputs =
+            super::super::own_addresses::PolicyInputs { base, listeners: vec![], public_address: String::new() };
+        let policy = inputs.policy(&Default::default());
+        let geoip = Arc::new(crate::geoip::SharedGeoIp::empty());
+        (Router::new(reg, policy, geoip, w.clone(), &limits, metrics.clone()), w, metrics)
+    }
+
+    fn targeting(username: &str) -> Targeting {
+        crate::relay::username::parse(username).unwrap()
+    }
+
+    fn target(port: u16) -> Target {
+        Target::Domain("example.com".into(), port)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_node_costs_one_retry_and_is_then_skipped() {
+        let (r, w, metrics) = router(&[(1, Behaviour::Frozen), (2, Behaviour::Answers)]);
+        for i in 0..10 {
+            let routed = r.open(&targeting("alice"), target(443)).await.unwrap_or_else(|e| panic!("open {i}: {e}"));
+            assert_eq!(routed.node.device_id, [2; 16]);
+        }
+        assert_eq!(metrics.open_retries.get(), 1, "one client waited on the frozen node, once");
+        assert!(!w.routable(&[1; 16]) && w.routable(&[2; 16]));
+        // Pinned to the frozen node: no node to wait on, refused at once.
+        let pinned = r.open(&targeting("alice-node-100.64.0.1"), target(443)).await;
+        assert!(matches!(pinned, Err(RouteError::NoNode(_))), "{:?}", pinned.err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn node_side_failures_are_retried_elsewhere_but_a_targets_refusal_is_not() {
+        let (r, w, metrics) = router(&[(1, Behaviour::Unreachable), (2, Behaviour::Answers)]);
+        for _ in 0..6 {
+            let routed = r.open(&targeting("alice"), target(443)).await.unwrap();
+            assert_eq!(routed.node.device_id, [2; 16]);
+        }
+        let retries = metrics.open_retries.get();
+        assert!(retries >= 1, "the unreachable node was tried and retried around");
+        // A refused connection is the target's answer: returned at once, not tried elsewhere.
+        let (only, _, m) = router(&[(2, Behaviour::Answers), (3, Behaviour::Answers)]);
+        let refused = only.open(&targeting("alice"), target(1)).await;
+        assert!(
+            matches!(refused, Err(RouteError::Node { reason: OpenErrReason::ConnectionRefused, .. })),
+            "{:?}",
+            refused.err()
+        );
+        assert_eq!(m.open_retries.get(), 0);
+        // The unreachable node answered each time: it stays routable until judged.
+        assert!(w.routable(&[1; 16]));
+        // A strict session or a pinned node is never retried elsewhere.
+        let pinned = r.open(&targeting("alice-node-100.64.0.1"), target(443)).await;
+        assert!(
+            matches!(pinned, Err(RouteError::Node { reason: OpenErrReason::NetworkUnreachable, .. })),
+            "{:?}",
+            pinned.err()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_node_is_counted_as_unmet_demand_by_reason() {
+        let (r, w, _) = router(&[]);
+        assert!(matches!(r.open(&targeting("alice"), target(443)).await, Err(RouteError::NoNode(_))));
+        let (r2, w2, _) = router(&[(1, Behaviour::Answers)]);
+        w2.set_override(&[1; 16], "bob", Some(crate::watchdog::quality::State::Flagged), "test", "admin", 0);
+        let e = r2.open(&targeting("alice"), target(443)).await.err().unwrap();
+        assert!(e.to_string().contains("flagged"), "{e}");
+        let reasons = |w: &Watchdog| w.unmet_demand().into_iter().map(|u| (u.reason, u.count)).collect::<Vec<_>>();
+        assert_eq!(reasons(&w), [(UnmetReason::NoNode, 1)]);
+        assert_eq!(reasons(&w2), [(UnmetReason::AllFlagged, 1)]);
     }
 }

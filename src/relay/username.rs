@@ -40,7 +40,7 @@ pub const NODE_NETWORK: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);
 pub const NODE_NETWORK_PREFIX: u8 = 10;
 
 /// Every code [`UsernameError::code`] can return.
-pub const ERROR_CODES: [&str; 15] = [
+pub const ERROR_CODES: [&str; 16] = [
     "empty",
     "too_long",
     "non_ascii",
@@ -54,6 +54,7 @@ pub const ERROR_CODES: [&str; 15] = [
     "ttl_out_of_range",
     "bad_node",
     "bad_mode",
+    "bad_quality",
     "ttl_without_session",
     "mode_without_session",
 ];
@@ -98,11 +99,13 @@ pub enum Key {
     Node,
     /// `mode`
     Mode,
+    /// `quality`
+    Quality,
 }
 
 impl Key {
     /// All keys, in the order the grammar lists them.
-    pub const ALL: [Key; 5] = [Key::Country, Key::Session, Key::Ttl, Key::Node, Key::Mode];
+    pub const ALL: [Key; 6] = [Key::Country, Key::Session, Key::Ttl, Key::Node, Key::Mode, Key::Quality];
 
     /// The canonical (first-listed) spelling.
     pub fn as_str(self) -> &'static str {
@@ -117,6 +120,7 @@ impl Key {
             Key::Ttl => &["ttl", "sesstime", "lifetime"],
             Key::Node => &["node"],
             Key::Mode => &["mode"],
+            Key::Quality => &["quality"],
         }
     }
 
@@ -133,6 +137,7 @@ impl Key {
             Key::Ttl => 2,
             Key::Node => 3,
             Key::Mode => 4,
+            Key::Quality => 5,
         }
     }
 }
@@ -158,6 +163,8 @@ pub struct Targeting {
     pub node: Option<Ipv4Addr>,
     /// Only meaningful with `session`; `Flex` unless the username says `mode-strict`.
     pub mode: SessionMode,
+    /// `quality-high`: only nodes of the watchdog's high tier (docs/watchdog.md).
+    pub quality_high: bool,
 }
 
 impl Targeting {
@@ -205,6 +212,8 @@ pub enum UsernameError {
     BadNode { value: String, detail: &'static str },
     /// Neither `flex` nor `strict`.
     BadMode { value: String },
+    /// Not `high`.
+    BadQuality { value: String },
     /// `ttl` given without `session`.
     TtlWithoutSession,
     /// `mode` given without `session`.
@@ -228,6 +237,7 @@ impl UsernameError {
             UsernameError::TtlOutOfRange { .. } => "ttl_out_of_range",
             UsernameError::BadNode { .. } => "bad_node",
             UsernameError::BadMode { .. } => "bad_mode",
+            UsernameError::BadQuality { .. } => "bad_quality",
             UsernameError::TtlWithoutSession => "ttl_without_session",
             UsernameError::ModeWithoutSession => "mode_without_session",
         }
@@ -259,7 +269,7 @@ impl fmt::Display for UsernameError {
             UsernameError::UnknownKey { key } => write!(
                 f,
                 "unknown option {key:?}; known options are country (cc), \
-                 session (sessid, sessionid), ttl (sesstime, lifetime), node and mode"
+                 session (sessid, sessionid), ttl (sesstime, lifetime), node, mode and quality"
             ),
             UsernameError::RepeatedKey { key, first, second } => write!(
                 f,
@@ -295,6 +305,9 @@ impl fmt::Display for UsernameError {
             UsernameError::BadMode { value } => {
                 write!(f, "bad mode {value:?}: use flex or strict")
             }
+            UsernameError::BadQuality { value } => {
+                write!(f, "bad quality {value:?}: the only tier a client can ask for is high")
+            }
             UsernameError::TtlWithoutSession => {
                 f.write_str("ttl needs a session: add -session-ID (ttl is how long a sticky session lives)")
             }
@@ -319,7 +332,7 @@ impl std::error::Error for UsernameError {}
 ///    nothing or by an empty value (a trailing `-`, or `--` at the end) → `missing_value`;
 ///    an unknown key, including an empty key before a value (`alice--de`) → `unknown_key`; already seen under any alias → `repeated_key`; no value or an empty value
 ///    → `missing_value`; then the value itself → `bad_country`, `bad_session`, `bad_ttl`,
-///    `ttl_out_of_range`, `bad_node`, `bad_mode`.
+///    `ttl_out_of_range`, `bad_node`, `bad_mode`, `bad_quality`.
 /// 4. Finally `ttl` without `session` → `ttl_without_session`, then `mode` without `session`
 ///    → `mode_without_session`.
 pub fn parse(username: &str) -> Result<Targeting, UsernameError> {
@@ -354,6 +367,7 @@ fn parse_ascii(username: &str) -> Result<Targeting, UsernameError> {
         ttl_minutes: None,
         node: None,
         mode: SessionMode::Flex,
+        quality_high: false,
     };
     // The spelling each option was first given under, to report repeats.
     let mut seen: [Option<&str>; Key::ALL.len()] = [None; Key::ALL.len()];
@@ -382,6 +396,12 @@ fn parse_ascii(username: &str) -> Result<Targeting, UsernameError> {
             Key::Ttl => target.ttl_minutes = Some(parse_ttl(value)?),
             Key::Node => target.node = Some(parse_node(value)?),
             Key::Mode => target.mode = parse_mode(value)?,
+            Key::Quality => {
+                if !value.eq_ignore_ascii_case("high") {
+                    return Err(UsernameError::BadQuality { value: value.to_owned() });
+                }
+                target.quality_high = true;
+            }
         }
     }
 
@@ -555,6 +575,7 @@ mod tests {
             ttl_minutes: None,
             node: None,
             mode: SessionMode::Flex,
+            quality_high: false,
         }
     }
 
@@ -563,6 +584,7 @@ mod tests {
         let cases: Vec<(&str, Targeting)> = vec![
             ("bob", t("bob")),
             ("bob-CC-fr", Targeting { country: Some(*b"FR"), ..t("bob") }),
+            ("bob-quality-HIGH", Targeting { quality_high: true, ..t("bob") }),
             (
                 "bob-mode-STRICT-sessid-Ab1-lifetime-1440M",
                 Targeting {

@@ -7,7 +7,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this build writes.
-pub const LAST_SCHEMA_VERSION: u64 = 5;
+pub const LAST_SCHEMA_VERSION: u64 = 6;
 
 /// The schema version of a database (0: a new, empty one), open for writing or read-only.
 pub fn version(db: &impl ReadableDatabase) -> Result<u64, StoreError> {
@@ -47,6 +47,7 @@ pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
             3 => migrate_to_v3(&txn)?,
             4 => migrate_to_v4(&txn)?,
             5 => migrate_to_v5(&txn)?,
+            6 => migrate_to_v6(&txn)?,
             _ => unreachable_step(version)?,
         }
         txn.open_table(META)?.insert("schema_version", version)?;
@@ -108,6 +109,12 @@ fn migrate_to_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 /// v5: payments — deposit receipts (one per deposit transfer a v4 server made, as admin
 /// credits), provider invoices, payout profiles.
+/// v6: the quality watchdog's summary of each node (`node_quality`).
+fn migrate_to_v6(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(NODE_QUALITY)?;
+    Ok(())
+}
+
 fn migrate_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DEPOSITS)?;
     txn.open_table(INVOICES)?;

@@ -16,6 +16,7 @@ mod ledger;
 mod logins;
 pub mod migrations;
 mod payouts;
+mod quality;
 mod settings;
 mod subusers;
 pub mod tables;
@@ -358,6 +359,7 @@ impl Store {
         copy!(tables::DEPOSITS);
         copy!(tables::INVOICES);
         copy!(tables::PAYOUT_PROFILES);
+        copy!(tables::NODE_QUALITY);
         wtx.commit()?;
         Ok(())
     }

@@ -57,3 +57,7 @@ pub const INVOICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("inv
 /// User name → `PayoutProfile` JSON: where a node owner wants to be paid, and the optional
 /// threshold of automatic withdrawal requests.
 pub const PAYOUT_PROFILES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("payout_profiles");
+/// Device id (16 bytes) → the quality watchdog's record of the node (state, score, reasons,
+/// flags, an admin's override and the last window's summary), rewritten every evaluation:
+/// one row per device.
+pub const NODE_QUALITY: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("node_quality");

@@ -138,6 +138,57 @@ impl NetworkType {
     }
 }
 
+/// Which owner setting paused a node (HEARTBEAT tag 13, sent with state `paused`). The first
+/// reason that applies, hard ones (that stop live streams) first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// A reason this version does not know (a newer node may have more).
+    #[default]
+    Other = 0,
+    /// Wi-Fi only, and not on Wi-Fi.
+    NotOnWifi = 1,
+    DailyCap = 2,
+    MonthlyCap = 3,
+    /// Share only while charging, and not charging.
+    NotCharging = 4,
+    /// Battery below the owner's floor.
+    BatteryLow = 5,
+    /// Outside the owner's schedule.
+    OutsideSchedule = 6,
+    /// Paused by hand.
+    ByOwner = 7,
+}
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Other => "other",
+            PauseReason::NotOnWifi => "not_on_wifi",
+            PauseReason::DailyCap => "daily_cap",
+            PauseReason::MonthlyCap => "monthly_cap",
+            PauseReason::NotCharging => "not_charging",
+            PauseReason::BatteryLow => "battery_low",
+            PauseReason::OutsideSchedule => "outside_schedule",
+            PauseReason::ByOwner => "by_owner",
+        }
+    }
+
+    /// Unknown values read as `Other`.
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => PauseReason::NotOnWifi,
+            2 => PauseReason::DailyCap,
+            3 => PauseReason::MonthlyCap,
+            4 => PauseReason::NotCharging,
+            5 => PauseReason::BatteryLow,
+            6 => PauseReason::OutsideSchedule,
+            7 => PauseReason::ByOwner,
+            _ => PauseReason::Other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hello {
     pub min_version: u8,
@@ -200,6 +251,9 @@ pub struct Heartbeat {
     pub monthly_cap: Option<u64>,
     pub active_streams: Option<u32>,
     pub uptime_s: Option<u64>,
+    /// Why the node paused (tag 13), sent with state `paused`.
+    #[serde(default)]
+    pub pause_reason: Option<PauseReason>,
 }
 
 /// The server's answer to a HEARTBEAT.
@@ -505,6 +559,7 @@ impl Frame {
                 t.opt_u64(10, h.monthly_cap);
                 t.opt_u32(11, h.active_streams);
                 t.opt_u64(12, h.uptime_s);
+                t.opt_u8(13, h.pause_reason.map(|r| r as u8));
             }
             Frame::HeartbeatAck(a) => {
                 header(&mut buf, kind::HEARTBEAT_ACK, 0, 0);
@@ -667,6 +722,7 @@ impl Frame {
                     monthly_cap: f.opt_u64(10)?,
                     active_streams: f.opt_u32(11)?,
                     uptime_s: f.opt_u64(12)?,
+                    pause_reason: f.opt_u8(13)?.map(PauseReason::from_u8),
                 }))
             }
             kind::HEARTBEAT_ACK => {

@@ -121,6 +121,14 @@ impl NodeHandle {
             && self.mux.active_streams() < self.max_streams()
     }
 
+    /// Serving and below its data caps, but at its stream cap: busy, not paused.
+    pub fn at_stream_cap(&self) -> bool {
+        self.state() == NodeState::Serving
+            && !self.near_cap.load(Ordering::Relaxed)
+            && !self.mux.is_closed()
+            && self.mux.active_streams() >= self.max_streams()
+    }
+
     /// ISO country of `public_ip`, upper case, when a GeoIP database knows it.
     pub fn country(&self) -> Option<[u8; 2]> {
         match self.country.load(Ordering::Relaxed) {

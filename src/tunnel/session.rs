@@ -22,6 +22,7 @@ use crate::identity::{DeviceId, NONCE_LEN, device_id};
 use crate::shutdown::Shutdown;
 use crate::store::{DeviceRecord, PairError, Store, UsageBucket, now_secs};
 use crate::telemetry::{Metrics, NodeDisconnect};
+use crate::watchdog::Event;
 
 /// What node sessions need from the rest of the server.
 pub struct TunnelService {
@@ -41,6 +42,8 @@ pub struct TunnelService {
     pub currency: Option<String>,
     /// PAIR attempts per address in the last minute (`pair_attempts_per_minute_per_ip`).
     pub pair_attempts: moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>>,
+    /// Told when a node comes online, heartbeats and goes away (the quality watchdog).
+    pub watchdog: Arc<crate::watchdog::Watchdog>,
 }
 
 impl TunnelService {
@@ -328,6 +331,7 @@ where
         now_secs(),
     ));
     svc.registry.insert(node.clone());
+    svc.watchdog.record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip() }, now_secs());
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, "node online");
     persist_seen(&svc, &node).await;
@@ -370,7 +374,12 @@ where
                     Frame::Heartbeat(hb) => {
                         let seq = hb.seq;
                         debug!(state = hb.state.as_str(), battery = hb.battery_pct, network = hb.network.as_str(), "heartbeat");
+                        let (serving, pause) = (hb.state == protocol::NodeState::Serving, hb.pause_reason);
                         node.heartbeat(hb, limits.node_max_streams, now_secs());
+                        svc.watchdog.record(
+                            Event::Heartbeat { device: who.device_id, serving, pause_reason: pause.map(|p| p.as_str()), rtt: mux.rtt() },
+                            now_secs(),
+                        );
                         mux.send_frame(&heartbeat_ack(seq, today.as_ref()));
                     }
                     Frame::Proof(p) => match pending.take() {
@@ -386,6 +395,11 @@ where
                     Frame::Drain { reason, .. } => {
                         info!(reason = reason.as_deref(), "node is draining");
                         node.set_state(protocol::NodeState::Draining);
+                        // A node that drains before leaving is not churning.
+                        svc.watchdog.record(
+                            Event::Heartbeat { device: who.device_id, serving: false, pause_reason: Some("draining"), rtt: None },
+                            now_secs(),
+                        );
                     }
                     Frame::Error { code, message } => {
                         break (NodeDisconnect::NodeError, format!("node sent ERROR {code}: {}", message.escape_debug()));
@@ -435,6 +449,10 @@ where
     // tells the node, and shutdown closes the mux: then the server ended the tunnel, whatever
     // the read loop saw next (the node may well have closed first, having read the ERROR).
     let cause = if !still_registered || mux.is_closed() { NodeDisconnect::Server } else { cause };
+    if still_registered {
+        let node_side = matches!(cause, NodeDisconnect::Closed | NodeDisconnect::Timeout | NodeDisconnect::NodeError);
+        svc.watchdog.record(Event::Offline { device: who.device_id, node_side }, now_secs());
+    }
     svc.metrics.tunnel_disconnect(cause);
     mux.close(&end);
     // The writer sends what was queued (an ERROR frame) and closes; a node that does not read

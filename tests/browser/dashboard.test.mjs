@@ -184,6 +184,38 @@ flow('the admin bans a node with a reason', async (open) => {
   await waitText(page, `node-status-${nodeA.vip}`, 'online');
 });
 
+flow('the admin flags a node with a note; its owner reads why, and unmet demand shows on the overview', async (open) => {
+  await ensureNodeOnline();
+  const page = await open();
+  await signIn(page, t, 'admin', t.adminPassword, '#/nodes');
+  await waitText(page, `node-quality-state-${nodeA.vip}`, (s) => s.includes('healthy'), 'measured and healthy');
+  await page.getByTestId(`node-quality-${nodeA.vip}`).click();
+  const dialog = page.getByTestId('quality-dialog');
+  await dialog.waitFor();
+  await page.getByTestId('quality-state').selectOption('flagged');
+  // An override needs a note.
+  await page.getByTestId('quality-dialog-submit').click();
+  await waitText(page, 'quality-dialog-error', (s) => /note/i.test(s));
+  await page.getByTestId('quality-note').fill('abuse report 17');
+  await page.getByTestId('quality-dialog-submit').click();
+  await dialog.waitFor({ state: 'detached' });
+  await waitText(page, `node-quality-state-${nodeA.vip}`, (s) => s.includes('flagged'));
+  const d = (await t.devices()).find((x) => x.vip === nodeA.vip);
+  assert.equal(d.quality_state, 'flagged');
+  assert.equal(d.quality.admin.note, 'abuse report 17');
+  // The owner's portal says why the device gets no traffic.
+  const portal = await open();
+  await signIn(portal, t, 'carol', users.carol.password, '#/me');
+  await waitText(portal, `device-quality-${nodeA.vip}`, (s) => s.includes('flagged'));
+  await waitText(portal, `device-reasons-${nodeA.vip}`, (s) => s.includes('No traffic because') && s.includes('abuse report 17'));
+  // Back to automatic; the overview counts a request that found no node.
+  await t.cli(['device', 'quality', nodeA.vip, '--set', 'auto', '--note', 'cleared']);
+  const overview = await open();
+  await signIn(overview, t, 'admin', t.adminPassword, '#/overview');
+  await waitText(overview, 'overview-quality', (s) => /\d+ healthy/.test(s));
+  await overview.getByTestId('unmet-card').waitFor();
+});
+
 flow('the admin approves a withdrawal', async (open) => {
   await t.cli(['user', 'credit', 'carol', '10', '--reason', 'earnings for the test']);
   const w = await t.cliJson(['withdrawal', 'request', 'carol', '6', '--to', 'IBAN DE89 3704 0044 0532 0130 00']);

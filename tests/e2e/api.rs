@@ -7,19 +7,19 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-struct Api<'a> {
+pub(crate) struct Api<'a> {
     s: &'a Server,
     pin: String,
 }
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     fn error(&self) -> String {
@@ -28,7 +28,7 @@ impl Reply {
 }
 
 impl<'a> Api<'a> {
-    fn new(s: &'a Server) -> Api<'a> {
+    pub(crate) fn new(s: &'a Server) -> Api<'a> {
         let pin = hex_to_b64(&s.pin);
         Api { s, pin }
     }
@@ -71,15 +71,15 @@ impl<'a> Api<'a> {
         }
     }
 
-    fn get(&self, path: &str, token: &str) -> Reply {
+    pub(crate) fn get(&self, path: &str, token: &str) -> Reply {
         self.call("GET", path, Some(token), None, &[])
     }
 
-    fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+    pub(crate) fn post(&self, path: &str, token: &str, body: Value) -> Reply {
         self.call("POST", path, Some(token), Some(&body), &[])
     }
 
-    fn login(&self, user: &str, password: &str) -> Value {
+    pub(crate) fn login(&self, user: &str, password: &str) -> Value {
         let r =
             self.call("POST", "/api/v1/auth/login", None, Some(&json!({"username": user, "password": password})), &[]);
         assert_eq!(r.status, 200, "login {user}: {}", r.body);
@@ -92,7 +92,7 @@ fn hex_to_b64(hex: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn token(v: &Value) -> String {
+pub(crate) fn token(v: &Value) -> String {
     v["access_token"].as_str().unwrap().to_owned()
 }
 

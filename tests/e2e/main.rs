@@ -22,3 +22,4 @@ mod payments;
 mod readme;
 mod routing;
 mod upgrade;
+mod watchdog;

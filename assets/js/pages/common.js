@@ -40,6 +40,42 @@ export function nodeStatus(n, testid) {
   return h('span', { class: 'badges', testid, title: n.online ? `online, ${n.state || 'serving'}` : 'offline' }, b);
 }
 
+const QUALITY_KIND = { healthy: 'ok', degraded: 'warn', flagged: 'bad', banned: 'bad' };
+const PAUSE_TEXT = {
+  not_on_wifi: 'Wi-Fi only, and not on Wi-Fi',
+  daily_cap: 'daily data cap reached',
+  monthly_cap: 'monthly data cap reached',
+  not_charging: 'shares only while charging',
+  battery_low: 'battery below its floor',
+  outside_schedule: 'outside its schedule',
+  by_owner: 'paused by its owner',
+  draining: 'stopping',
+  other: 'paused by a setting of the app',
+};
+
+/** The quality watchdog's state and score as one badge ("healthy 92"), docs/watchdog.md. */
+export function qualityBadge(d, testid) {
+  const q = d.quality;
+  if (!q) return h('span', { class: 'muted', testid }, 'not measured yet');
+  const label = q.unresponsive ? 'not answering' : q.state;
+  const kind = q.unresponsive ? 'warn' : QUALITY_KIND[q.state] || 'muted';
+  return h('span', { class: 'badges', testid, title: `score ${q.score} of 100${q.high_tier ? ' · high tier' : ''}` }, badge(label, kind), h('span', { class: 'sub' }, `score ${q.score}${q.high_tier ? ' · high tier' : ''}`));
+}
+
+/** Why a device has its state and what would raise its score: one line per reason. */
+export function qualityReasons(d, testid) {
+  const q = d.quality;
+  const lines = [];
+  if (d.online && d.state === 'paused') lines.push(h('li', null, h('span', { class: 'strong' }, 'Paused: '), PAUSE_TEXT[q?.pause_reason] || PAUSE_TEXT.other, '. No traffic until it serves again.'));
+  if (q?.admin) lines.push(h('li', null, h('span', { class: 'strong' }, `Set to ${q.admin.state} by the operator: `), q.admin.note));
+  for (const r of q?.reasons || []) {
+    lines.push(h('li', { testid: testid ? `${testid}-${r.code}` : null }, h('span', { class: 'strong' }, `${r.detail}. `), h('span', { class: 'muted' }, r.hint)));
+  }
+  if (!lines.length) return null;
+  const lead = q && (q.state === 'flagged' || q.state === 'banned') ? 'No traffic because:' : q && (q.state === 'degraded' || q.unresponsive) ? 'Less traffic because:' : 'Notes:';
+  return h('div', { class: 'quality-reasons', testid }, h('p', { class: 'small' }, lead), h('ul', { class: 'small' }, lines));
+}
+
 export function countryCell(code) {
   if (!code) return h('span', { class: 'muted' }, 'unknown');
   return h('abbr', { class: 'country-cell', title: countryName(code) }, code.toUpperCase());

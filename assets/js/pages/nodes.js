@@ -6,7 +6,7 @@ import { h, icon, replace } from '../dom.js';
 import { bytes, count, ipKey, money, relative } from '../format.js';
 import { badge, button, card, confirmDialog, dataTable, emptyState, errorState, field, formDialog, loading, pageHeader, searchBox, segmented, select, toast, timeEl } from '../ui.js';
 import { worldMap } from '../map.js';
-import { battery, caps, countryCell, linkified, liveBadge, network, nodeStatus, onlineFor } from './common.js';
+import { battery, caps, countryCell, linkified, liveBadge, network, nodeStatus, onlineFor, qualityBadge, qualityReasons } from './common.js';
 
 export default function nodesPage(main, ctx) {
   const status = liveBadge();
@@ -49,14 +49,14 @@ export default function nodesPage(main, ctx) {
     label: 'Show',
     value: filter,
     testid: 'nodes-filter',
-    options: [['all', 'All', 'nodes-filter-all'], ['online', 'Online', 'nodes-filter-online'], ['offline', 'Offline', 'nodes-filter-offline'], ['banned', 'Banned', 'nodes-filter-banned']],
+    options: [['all', 'All', 'nodes-filter-all'], ['online', 'Online', 'nodes-filter-online'], ['offline', 'Offline', 'nodes-filter-offline'], ['flagged', 'Flagged', 'nodes-filter-flagged'], ['banned', 'Banned', 'nodes-filter-banned']],
     onChange: (v) => { filter = v; render(); },
   });
   const sorter = select({
     label: 'Sort by',
     testid: 'nodes-sort',
     value: sort,
-    options: [['status', 'Online first'], ['vip', 'Virtual IP'], ['streams', 'Active streams'], ['bytes', 'Bytes today'], ['earned', 'Earned today'], ['owner', 'Owner']],
+    options: [['status', 'Online first'], ['vip', 'Virtual IP'], ['streams', 'Active streams'], ['bytes', 'Bytes today'], ['earned', 'Earned today'], ['score', 'Quality score'], ['owner', 'Owner']],
   });
   sorter.input.addEventListener('change', () => { sort = sorter.input.value; render(); });
   const body = h('div', { testid: 'nodes-table-wrap' }, loading());
@@ -66,6 +66,7 @@ export default function nodesPage(main, ctx) {
     if (filter === 'online' && !(n.online && !n.banned)) return false;
     if (filter === 'offline' && n.online) return false;
     if (filter === 'banned' && !n.banned) return false;
+    if (filter === 'flagged' && !['degraded', 'flagged'].includes(n.quality?.state)) return false;
     if (!query) return true;
     return [n.vip, n.owner, n.country, n.public_ip, n.model, n.os, n.id, n.network].some((x) => x && String(x).toLowerCase().includes(query));
   }
@@ -77,13 +78,16 @@ export default function nodesPage(main, ctx) {
     bytes: (a, b) => (b.bytes_today || 0) - (a.bytes_today || 0),
     earned: (a, b) => (b.earned_today_micros || 0) - (a.earned_today_micros || 0),
     owner: (a, b) => String(a.owner).localeCompare(String(b.owner)) || ipKey(a.vip) - ipKey(b.vip),
+    score: (a, b) => (a.quality?.score ?? 101) - (b.quality?.score ?? 101) || ipKey(a.vip) - ipKey(b.vip),
   };
 
   function actions(n) {
     if (n.banned) {
       return button('Unban', { kind: 'secondary', small: true, testid: `node-unban-${n.vip}`, onClick: () => unban(n) });
     }
-    return button('Ban', { kind: 'danger-ghost', small: true, testid: `node-ban-${n.vip}`, onClick: () => ban(n) });
+    return h('span', { class: 'row-actions row-actions-stacked' },
+      button('Quality…', { kind: 'ghost', small: true, testid: `node-quality-${n.vip}`, onClick: () => setQuality(n) }),
+      button('Ban', { kind: 'danger-ghost', small: true, testid: `node-ban-${n.vip}`, onClick: () => ban(n) }));
   }
 
   function render() {
@@ -117,12 +121,12 @@ export default function nodesPage(main, ctx) {
         { label: 'vIP', cell: (n) => h('span', { title: `device ${n.id}` }, h('span', { class: 'mono strong' }, n.vip), h('span', { class: 'sub' }, [n.model, n.os].filter(Boolean).join(' · ') || String(n.id || '').slice(0, 8))) },
         { label: 'Owner', cell: (n) => n.owner },
         { label: 'Country / IP', cell: (n) => h('span', null, countryCell(n.country), n.public_ip ? h('span', { class: 'sub mono', testid: `node-ip-${n.vip}` }, n.public_ip) : null) },
-        { label: 'State', cell: (n) => h('span', null, nodeStatus(n, `node-status-${n.vip}`), n.online ? (onlineFor(n) ? h('span', { class: 'sub' }, onlineFor(n)) : null) : h('span', { class: 'sub' }, n.last_seen ? timeEl(n.last_seen, `seen ${relative(n.last_seen)}`) : 'never seen')) },
+        { label: 'State', cell: (n) => h('span', null, nodeStatus(n, `node-status-${n.vip}`), n.banned ? h('span', { testid: `node-banned-${n.vip}` }, ' ', badge('banned', 'bad'), n.ban_reason ? h('span', { class: 'sub' }, n.ban_reason) : null) : null, n.online ? (onlineFor(n) ? h('span', { class: 'sub' }, onlineFor(n)) : null) : h('span', { class: 'sub' }, n.last_seen ? timeEl(n.last_seen, `seen ${relative(n.last_seen)}`) : 'never seen')) },
         { label: 'Streams', num: true, cell: (n) => (n.online ? h('span', { title: caps(n) || null }, count(n.active_streams || 0), n.max_streams ? h('span', { class: 'sub' }, `of ${count(n.max_streams)}`) : null) : null) },
         { label: 'Battery / network', cell: (n) => (n.battery_pct == null && !network(n.network) ? null : h('span', { testid: `node-power-${n.vip}` }, battery(n.battery_pct) || h('span', { class: 'muted' }, 'no battery'), [n.charging ? 'charging' : null, network(n.network)].some(Boolean) ? h('span', { class: 'sub' }, [n.charging ? 'charging' : null, network(n.network)].filter(Boolean).join(' · ')) : null)) },
+        { label: 'Quality', cell: (n) => (n.banned ? h('span', { class: 'muted' }, '—') : h('span', { testid: `node-quality-cell-${n.vip}` }, qualityBadge(n, `node-quality-state-${n.vip}`), n.quality?.reasons?.length || n.quality?.admin ? h('details', { class: 'sub' }, h('summary', null, n.quality.reasons[0]?.code?.replaceAll('_', ' ') || 'override'), qualityReasons(n, `node-reasons-${n.vip}`)) : null)) },
         { label: 'Bytes today', num: true, cell: (n) => bytes(n.bytes_today || 0) },
         { label: 'Earned today', num: true, cell: (n) => money(n.earned_today_micros || 0, currency()) },
-        { label: 'Banned', cell: (n) => (n.banned ? h('span', { testid: `node-banned-${n.vip}` }, badge('banned', 'bad'), n.ban_reason ? h('span', { class: 'sub' }, n.ban_reason) : null) : h('span', { class: 'muted' }, 'no')) },
         { label: 'Actions', hideLabel: true, class: 'actions', cell: actions },
       ],
     }));
@@ -150,6 +154,29 @@ export default function nodesPage(main, ctx) {
     });
     if (ok) {
       toast(`Node ${n.vip} banned`, { type: 'success' });
+      merge(ok);
+      reload();
+    }
+  }
+
+  async function setQuality(n) {
+    const state = select({ label: 'State', testid: 'quality-state', value: n.quality?.admin ? n.quality.admin.state : 'auto', options: [['auto', 'Automatic (the watchdog decides)'], ['healthy', 'Healthy'], ['degraded', 'Degraded (routed last)'], ['flagged', 'Flagged (not routed)']] });
+    const note = field({ label: 'Note', testid: 'quality-note', required: true, placeholder: 'e.g. checked with the owner', maxlength: '500' });
+    const ok = await formDialog({
+      title: `Quality of node ${n.vip}`,
+      testid: 'quality-dialog',
+      description: h('p', null, `Now ${n.quality ? `${n.quality.state}, score ${n.quality.score}` : 'not measured'}. A state set here stays until it is set back to automatic; the note goes to the audit log and to ${n.owner}’s portal.`),
+      fields: [state, note],
+      submitLabel: 'Set quality',
+      onSubmit: async ({ fail }) => {
+        const r = note.input.value.trim();
+        if (!r) return fail('Give a note.', note.input);
+        const d = await api.post(`/admin/nodes/${encodeURIComponent(n.id)}/quality`, { state: state.input.value, note: r });
+        return d || true;
+      },
+    });
+    if (ok) {
+      toast(`Node ${n.vip}: quality ${ok.quality_state || 'set'}`, { type: 'success' });
       merge(ok);
       reload();
     }

@@ -4,7 +4,7 @@ import * as api from '../api.js';
 import * as live from '../live.js';
 import { h, replace } from '../dom.js';
 import { bytes, bits, count, money, moneyCents, rate } from '../format.js';
-import { card, errorState, kpi, pageHeader, segmented, defList } from '../ui.js';
+import { card, dataTable, emptyState, errorState, kpi, pageHeader, segmented, defList } from '../ui.js';
 import { throughputChart, usageChart } from '../chart.js';
 import { liveBadge } from './common.js';
 
@@ -32,8 +32,32 @@ export default function overviewPage(main, ctx) {
     k.revenue.set(moneyCents(ov.revenue_today_micros, cur), `${bytes(ov.traffic_today_bytes)} relayed today (UTC)`, `exactly ${money(ov.revenue_today_micros, cur)}`);
     k.pending.set(count(ov.pending_withdrawals), ov.pending_withdrawals ? `${moneyCents(ov.pending_withdrawals_micros, cur)} to decide` : 'nothing to decide');
     k.users.set(count(ov.users));
+    if (Number.isFinite(ov.nodes_healthy)) {
+      quality.textContent = `Online nodes by quality: ${count(ov.nodes_healthy)} healthy · ${count(ov.nodes_degraded || 0)} degraded (routed last) · ${count(ov.nodes_flagged || 0)} flagged (not routed).`;
+    }
+    renderUnmet(ov.unmet_demand || []);
     const t = live.latest.throughput;
     if (t) k.throughput.set(rate(t.up + t.down), `↓ ${bits(t.down)} · ↑ ${bits(t.up)}`);
+  }
+
+  // Requests that found no node: where to recruit nodes (docs/watchdog.md, "Unmet demand").
+  const REASONS = { no_node: 'no node at all', all_busy: 'all nodes busy', all_paused: 'all paused or at their caps', all_flagged: 'all flagged or not answering' };
+  const unmetBody = h('div', { testid: 'unmet-body' });
+  const quality = h('p', { class: 'small', testid: 'overview-quality' });
+  main.append(card('Supply and demand', { testid: 'unmet-card' }, quality, h('p', { class: 'muted small' }, 'Client requests that found no node since the server started, by the country asked for and why: where to recruit nodes.'), unmetBody));
+  function renderUnmet(rows) {
+    replace(unmetBody, dataTable({
+      testid: 'unmet-table',
+      caption: 'Unmet demand',
+      rows,
+      rowAttrs: (r) => ({ testid: `unmet-row-${r.country}-${r.reason}` }),
+      empty: emptyState({ title: 'Every request found a node', text: 'Requests that find no node are counted here by country.', testid: 'unmet-empty', iconName: 'nodes' }),
+      columns: [
+        { label: 'Country', cell: (r) => (r.country === 'any' ? h('span', { class: 'muted' }, 'any') : h('span', { class: 'mono' }, r.country)) },
+        { label: 'Why', cell: (r) => REASONS[r.reason] || r.reason },
+        { label: 'Requests', num: true, cell: (r) => count(r.count) },
+      ],
+    }));
   }
 
   // Live throughput chart.

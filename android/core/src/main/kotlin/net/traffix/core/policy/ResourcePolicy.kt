@@ -8,6 +8,7 @@ import net.traffix.core.protocol.Frame
 import net.traffix.core.protocol.NetworkType
 import net.traffix.core.protocol.NodeState
 import net.traffix.core.protocol.OpenErrReason
+import net.traffix.core.protocol.PauseCode
 
 /*
  * The owner's resource policy: when may this phone carry other people's traffic?
@@ -131,19 +132,19 @@ data class DeviceConditions(
 }
 
 /** Why the node is not serving. [hard] reasons stop live streams at once. */
-enum class PauseReason(val hard: Boolean, val text: String) {
+enum class PauseReason(val hard: Boolean, val text: String, val code: PauseCode) {
     /** Every further byte would cost the owner mobile data. */
-    NOT_ON_WIFI(true, "not on Wi-Fi"),
+    NOT_ON_WIFI(true, "not on Wi-Fi", PauseCode.NOT_ON_WIFI),
 
     /** The counted bytes reached the owner's daily cap. */
-    DAILY_CAP(true, "daily data cap reached"),
+    DAILY_CAP(true, "daily data cap reached", PauseCode.DAILY_CAP),
 
     /** The counted bytes reached the owner's monthly cap. */
-    MONTHLY_CAP(true, "monthly data cap reached"),
+    MONTHLY_CAP(true, "monthly data cap reached", PauseCode.MONTHLY_CAP),
 
-    NOT_CHARGING(false, "not charging"),
-    BATTERY_LOW(false, "battery below the owner's floor"),
-    OUTSIDE_SCHEDULE(false, "outside the owner's schedule"),
+    NOT_CHARGING(false, "not charging", PauseCode.NOT_CHARGING),
+    BATTERY_LOW(false, "battery below the owner's floor", PauseCode.BATTERY_LOW),
+    OUTSIDE_SCHEDULE(false, "outside the owner's schedule", PauseCode.OUTSIDE_SCHEDULE),
 }
 
 /** What the node does. */
@@ -250,5 +251,7 @@ object ResourcePolicy {
             monthlyCap = settings.monthlyCapBytes,
             activeStreams = now.activeStreams.toLong(),
             uptimeS = uptimeS,
+            // The first reason (hard ones are added first), so the server can tell its owner why.
+            pauseReason = if (decision.state == NodeState.PAUSED) decision.reasons.firstOrNull()?.code else null,
         )
 }

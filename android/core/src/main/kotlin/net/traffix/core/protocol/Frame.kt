@@ -91,6 +91,26 @@ enum class NetworkType(val wire: Int) {
     }
 }
 
+/**
+ * Which owner setting paused a node: HEARTBEAT tag 13, sent with state PAUSED. Unknown wire
+ * values read as [OTHER] (a newer node may know more reasons).
+ */
+enum class PauseCode(val wire: Int) {
+    OTHER(0),
+    NOT_ON_WIFI(1),
+    DAILY_CAP(2),
+    MONTHLY_CAP(3),
+    NOT_CHARGING(4),
+    BATTERY_LOW(5),
+    OUTSIDE_SCHEDULE(6),
+    BY_OWNER(7),
+    ;
+
+    companion object {
+        fun fromWire(v: Int): PauseCode = entries.firstOrNull { it.wire == v } ?: OTHER
+    }
+}
+
 /** ERROR codes. Unknown wire values read as [INTERNAL]. */
 enum class ErrorCode(val wire: Int) {
     VERSION_UNSUPPORTED(1),
@@ -278,6 +298,7 @@ sealed class Frame {
         val monthlyCap: Long? = null,
         val activeStreams: Long? = null,
         val uptimeS: Long? = null,
+        val pauseReason: PauseCode? = null,
     ) : Control() {
         init {
             requireU32(seq, "seq")

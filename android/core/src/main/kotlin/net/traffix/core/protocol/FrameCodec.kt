@@ -113,6 +113,7 @@ object FrameCodec {
                 frame.monthlyCap?.let { w.tlvU64(10, it) }
                 frame.activeStreams?.let { w.tlvU32(11, it) }
                 frame.uptimeS?.let { w.tlvU64(12, it) }
+                frame.pauseReason?.let { w.tlvU8(13, it.wire) }
             }
             is Frame.HeartbeatAck -> {
                 w.header(Kind.HEARTBEAT_ACK, 0, 0)
@@ -356,6 +357,7 @@ object FrameCodec {
                     monthlyCap = f.optU64(10),
                     activeStreams = f.optU32(11),
                     uptimeS = f.optU64(12),
+                    pauseReason = f.optU8(13)?.let { PauseCode.fromWire(it) },
                 )
             }
             Kind.HEARTBEAT_ACK -> {

@@ -8,6 +8,7 @@ import net.traffix.core.protocol.FrameCodec
 import net.traffix.core.protocol.DecodeResult
 import net.traffix.core.protocol.NetworkType
 import net.traffix.core.protocol.NodeState
+import net.traffix.core.protocol.PauseCode
 import net.traffix.core.protocol.OpenErrReason
 import net.traffix.core.policy.PauseReason.BATTERY_LOW
 import net.traffix.core.policy.PauseReason.DAILY_CAP
@@ -169,12 +170,15 @@ class ResourcePolicyTest {
         assertEquals(100_000_000_000L, hb.monthlyCap)
         assertEquals(3L, hb.activeStreams)
         assertEquals(86_400L, hb.uptimeS)
+        // Paused: the first (hard) reason goes to the server as HEARTBEAT tag 13.
+        assertEquals(PauseCode.NOT_ON_WIFI, hb.pauseReason)
         assertEquals(DecodeResult.Ok(hb), FrameCodec.decode(FrameCodec.encode(hb)))
         // A device on mains reports neither battery nor charging ("absent = mains").
         val mains = ResourcePolicy.heartbeat(8, open, ResourceDecision.SERVE, device(battery = null), 1)
         assertNull(mains.batteryPct)
         assertNull(mains.charging)
         assertNull(mains.dailyCap)
+        assertNull("a serving node sends no pause reason", mains.pauseReason)
     }
 
     @Test

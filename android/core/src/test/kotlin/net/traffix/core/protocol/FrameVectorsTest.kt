@@ -173,7 +173,7 @@ class FrameVectorsTest {
                 )
                 "HEARTBEAT" -> setOf(
                     "seq", "state", "battery_pct", "charging", "network", "bytes_today", "bytes_month", "max_streams",
-                    "daily_cap", "monthly_cap", "active_streams", "uptime_s",
+                    "daily_cap", "monthly_cap", "active_streams", "uptime_s", "pause_reason",
                 )
                 "HEARTBEAT_ACK" -> setOf("seq", "server_time_ms", "bytes_today", "earned_today", "currency")
                 "DRAIN" -> setOf("reason", "deadline_s")
@@ -272,6 +272,9 @@ class FrameVectorsTest {
                     monthlyCap = f.optLong("monthly_cap"),
                     activeStreams = f.optLong("active_streams"),
                     uptimeS = f.optLong("uptime_s"),
+                    pauseReason = f.optInt("pause_reason")?.let { r ->
+                        PauseCode.fromWire(r).also { assertEquals("pause_reason $r is not modelled", r, it.wire) }
+                    },
                 )
                 "HEARTBEAT_ACK" -> Frame.HeartbeatAck(
                     seq = f.long("seq"),

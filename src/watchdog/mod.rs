@@ -1,0 +1,791 @@
+//! The quality watchdog: measures every node from events the tunnel and the relay report
+//! (never by reaching into them), scores it, moves it between healthy, degraded, flagged and
+//! banned with reasons, and answers the router's questions — which nodes may be routed, best
+//! tier first — from per-tier lists, without scanning every node.
+//!
+//! Events arrive through [`Watchdog::record`], a lock-light recorder: one read of the node map
+//! and the node's own mutex; no I/O. Every `evaluate_secs` [`Watchdog::run`] re-scores the
+//! nodes, applies the changes (the audit log, the device ban for `banned`), writes a summary of
+//! each node to the database, and publishes each change on [`Watchdog::subscribe`] — the one
+//! place a notifier (the Telegram bot) listens. docs/watchdog.md explains the numbers.
+
+pub mod config;
+pub mod quality;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use self::config::WatchdogConfig;
+use self::quality::{Change, FailureClass, NodeQuality, Override, Reason, ReasonCode, State, Summary};
+use crate::identity::DeviceId;
+use crate::store::{AuditEntry, Store};
+use crate::telemetry::Metrics;
+
+/// What the tunnel and the relay report. `device` is always the node's device id.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// A node finished its handshake.
+    Online { device: DeviceId, owner: &'a str, ip: IpAddr },
+    /// A heartbeat, with the tunnel's last round-trip sample.
+    Heartbeat { device: DeviceId, serving: bool, pause_reason: Option<&'a str>, rtt: Option<Duration> },
+    /// The tunnel ended; `node_side`: the node went away (not a ban, replacement or shutdown).
+    Offline { device: DeviceId, node_side: bool },
+    /// A stream opened for `client` to `target`.
+    Opened { device: DeviceId, target: &'a str },
+    /// An open failed. `answered`: the node said why (OPEN_ERR); false: it never answered or
+    /// the tunnel closed. `client` is the account that asked.
+    OpenFailed { device: DeviceId, target: &'a str, client: &'a str, class: FailureClass, answered: bool },
+    /// A stream to `target` ended after carrying `up` bytes out and `down` back; `ttfb`: from
+    /// the open to the first byte back.
+    StreamEnded { device: DeviceId, target: &'a str, up: u64, down: u64, ttfb: Option<Duration> },
+}
+
+/// What [`Watchdog::record`] made of an open failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Counted against the node.
+    pub counted: bool,
+    /// The client is over its cap of failed opens: no more retries for it this minute.
+    pub client_capped: bool,
+}
+
+/// Routing tiers, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Healthy with a score of at least `high_score`, on enough evidence.
+    High = 0,
+    /// Healthy.
+    Normal = 1,
+    /// Degraded.
+    Low = 2,
+}
+
+/// Why a request found no node (unmet demand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmetReason {
+    /// No online node matches at all.
+    NoNode,
+    /// Matching nodes are all at their stream caps.
+    AllBusy,
+    /// Matching nodes are all paused, draining or at their owners' data caps.
+    AllPaused,
+    /// Matching nodes are all flagged or not answering.
+    AllFlagged,
+}
+
+impl UnmetReason {
+    pub const ALL: [UnmetReason; 4] =
+        [UnmetReason::NoNode, UnmetReason::AllBusy, UnmetReason::AllPaused, UnmetReason::AllFlagged];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnmetReason::NoNode => "no_node",
+            UnmetReason::AllBusy => "all_busy",
+            UnmetReason::AllPaused => "all_paused",
+            UnmetReason::AllFlagged => "all_flagged",
+        }
+    }
+}
+
+/// Unmet demand for one country (`any` without country targeting) and reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UnmetRow {
+    pub country: String,
+    pub reason: UnmetReason,
+    pub count: u64,
+}
+
+/// A state change of one device: the event a notifier subscribes to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Transition {
+    /// Device id (hex).
+    pub device: String,
+    pub owner: String,
+    pub from: State,
+    pub to: State,
+    pub reason: ReasonCode,
+    pub detail: String,
+    pub score: u8,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// A device's quality as the pages show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QualityView {
+    pub state: State,
+    pub score: u8,
+    /// Unix seconds of the last change of state.
+    pub since: u64,
+    /// Worst first; each says what would raise the score.
+    pub reasons: Vec<Reason>,
+    /// Not answering OPENs: no new streams until its next heartbeat.
+    pub unresponsive: bool,
+    /// In the high tier (`-quality-high`).
+    pub high_tier: bool,
+    /// The node paused itself, and the owner setting that did it.
+    pub pause_reason: Option<String>,
+    pub admin: Option<Override>,
+    pub summary: Summary,
+}
+
+/// Called to ban a device (the device ban: store, streams cut, tunnel kicked).
+pub type BanHook = Arc<dyn Fn(DeviceId, &str) + Send + Sync>;
+
+#[derive(Debug, Default)]
+struct TierList {
+    ids: Vec<DeviceId>,
+    pos: HashMap<DeviceId, usize>,
+}
+
+impl TierList {
+    fn insert(&mut self, id: DeviceId) {
+        if !self.pos.contains_key(&id) {
+            self.pos.insert(id, self.ids.len());
+            self.ids.push(id);
+        }
+    }
+
+    fn remove(&mut self, id: &DeviceId) {
+        if let Some(i) = self.pos.remove(id) {
+            self.ids.swap_remove(i);
+            if let Some(moved) = self.ids.get(i) {
+                self.pos.insert(*moved, i);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tiers {
+    lists: [TierList; 3],
+    member: HashMap<DeviceId, Tier>,
+}
+
+/// The watchdog service.
+pub struct Watchdog {
+    cfg: WatchdogConfig,
+    nodes: RwLock<HashMap<DeviceId, Arc<Mutex<NodeQuality>>>>,
+    tiers: Mutex<Tiers>,
+    /// Online devices per public IP.
+    ips: Mutex<HashMap<IpAddr, u32>>,
+    /// Target → the node it last worked through (attribution of failures).
+    targets: moka::sync::Cache<String, DeviceId>,
+    /// Target → the node it last sent bytes back through (attribution of silent streams).
+    answered: moka::sync::Cache<String, DeviceId>,
+    /// Failed opens per client this minute.
+    client_failures: moka::sync::Cache<String, Arc<AtomicU32>>,
+    client_failure_cap: u32,
+    max_nodes: usize,
+    unmet: Mutex<HashMap<(String, UnmetReason), u64>>,
+    changes: tokio::sync::broadcast::Sender<Transition>,
+    geoip: Option<Arc<crate::geoip::SharedGeoIp>>,
+    metrics: Arc<Metrics>,
+    rotation: AtomicUsize,
+}
+
+impl std::fmt::Debug for Watchdog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watchdog")
+    }
+}
+
+/// The bounds the watchdog keeps (`[limits]` keys).
+#[derive(Debug, Clone, Copy)]
+pub struct WatchdogLimits {
+    pub max_nodes: usize,
+    pub max_targets: u64,
+    pub max_clients: u64,
+    pub client_failed_opens_per_minute: u32,
+}
+
+impl WatchdogLimits {
+    pub fn from_limits(l: &crate::config::Limits) -> Self {
+        WatchdogLimits {
+            max_nodes: l.watchdog_max_nodes,
+            max_targets: l.watchdog_max_targets,
+            max_clients: l.watchdog_max_clients,
+            client_failed_opens_per_minute: l.client_failed_opens_per_minute,
+        }
+    }
+}
+
+fn tier_of(cfg: &WatchdogConfig, q: &NodeQuality) -> Option<Tier> {
+    if !q.routable() {
+        return None;
+    }
+    Some(match q.state {
+        State::Healthy if q.score >= cfg.high_score && q.judged_opens() >= cfg.min_opens => Tier::High,
+        State::Healthy => Tier::Normal,
+        _ => Tier::Low,
+    })
+}
+
+impl Watchdog {
+    pub fn new(
+        cfg: WatchdogConfig,
+        limits: WatchdogLimits,
+        geoip: Option<Arc<crate::geoip::SharedGeoIp>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let window = Duration::from_secs(cfg.window_secs);
+        Watchdog {
+            nodes: RwLock::default(),
+            tiers: Mutex::default(),
+            ips: Mutex::default(),
+            targets: moka::sync::Cache::builder().max_capacity(limits.max_targets).time_to_live(window).build(),
+            answered: moka::sync::Cache::builder().max_capacity(limits.max_targets).time_to_live(window).build(),
+            client_failures: moka::sync::Cache::builder()
+                .max_capacity(limits.max_clients)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            client_failure_cap: limits.client_failed_opens_per_minute,
+            max_nodes: limits.max_nodes,
+            unmet: Mutex::default(),
+            changes: tokio::sync::broadcast::channel(256).0,
+            geoip,
+            metrics,
+            rotation: AtomicUsize::new(0),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &WatchdogConfig {
+        &self.cfg
+    }
+
+    /// Every state change, as it happens (slow receivers miss the oldest: a bounded channel).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Transition> {
+        self.changes.subscribe()
+    }
+
+    fn node(&self, id: &DeviceId) -> Option<Arc<Mutex<NodeQuality>>> {
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// The node's entry, created for a device coming online (bounded: when full, the offline
+    /// entry idle longest is forgotten).
+    fn entry(&self, id: &DeviceId, owner: &str, now: u64) -> Arc<Mutex<NodeQuality>> {
+        if let Some(n) = self.node(id) {
+            return n;
+        }
+        let mut map = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.max_nodes && !map.contains_key(id) {
+            let victim = map
+                .iter()
+                .filter_map(|(k, v)| {
+                    let q = crate::sync::lock(v);
+                    (!q.online && q.admin.is_none()).then_some((q.since, *k))
+                })
+                .min();
+            if let Some((_, k)) = victim {
+                map.remove(&k);
+            }
+        }
+        map.entry(*id).or_insert_with(|| Arc::new(Mutex::new(NodeQuality::new(owner, now)))).clone()
+    }
+
+    fn retier(&self, id: &DeviceId, q: &NodeQuality) {
+        let tier = if self.cfg.enabled { tier_of(&self.cfg, q) } else { q.online.then_some(Tier::Normal) };
+        let mut t = crate::sync::lock(&self.tiers);
+        let old = t.member.get(id).copied();
+        if old == tier {
+            return;
+        }
+        if let Some(o) = old {
+            t.lists[o as usize].remove(id);
+            t.member.remove(id);
+        }
+        if let Some(n) = tier {
+            t.lists[n as usize].insert(*id);
+            t.member.insert(*id, n);
+        }
+    }
+
+    /// Records one event at `now` (Unix seconds). Never blocks on I/O.
+    pub fn record(&self, ev: Event<'_>, now: u64) -> Verdict {
+        let mut verdict = Verdict { counted: false, client_capped: false };
+        match ev {
+            Event::Online { device, owner, ip } => {
+                let n = self.entry(&device, owner, now);
+                let asn = self.geoip.as_ref().and_then(|g| g.asn(ip));
+                let mut q = crate::sync::lock(&n);
+                if q.online {
+                    // A new connection replacing a live one: the node lost its tunnel.
+                    if q.serving {
+                        q.minute(now).reconnects += 1;
+                    }
+                    if let Some(old) = q.public_ip {
+                        self.ip_count(old, -1);
+                    }
+                }
+                // The handshake refuses banned devices: one that connects was unbanned (perhaps
+                // while the server was stopped), so it starts afresh.
+                if q.state == State::Banned {
+                    tracing::info!(device = %hex::encode(device), "a device the watchdog had banned is back: judged afresh");
+                    q.forget_measurements();
+                    q.flags.clear();
+                    q.state = State::Healthy;
+                    q.since = now;
+                    q.score = 100;
+                    q.reasons.clear();
+                }
+                q.owner = owner.to_owned();
+                q.online = true;
+                q.public_ip = Some(ip);
+                q.asn = asn;
+                q.connected_at = now;
+                q.serving = true;
+                q.unresponsive_since = None;
+                self.ip_count(ip, 1);
+                self.retier(&device, &q);
+            }
+            Event::Heartbeat { device, serving, pause_reason, rtt } => {
+                if let Some(n) = self.node(&device) {
+                    let mut q = crate::sync::lock(&n);
+                    q.serving = serving;
+                    q.pause_reason = if serving { None } else { pause_reason.map(|r| r.chars().take(32).collect()) };
+                    if let Some(r) = rtt {
+                        q.sample_rtt(now, r.as_millis().min(u128::from(u32::MAX)) as u32);
+                    }
+                    q.unresponsive_since = None;
+                    self.retier(&device, &q);
+                }
+            }
+            Event::Offline { device, node_side } => {
+                if let Some(n) = self.node(&device) {
+                    let mut q = crate::sync::lock(&n);
+                    if q.online {
+                        if let Some(ip) = q.public_ip {
+                            self.ip_count(ip, -1);
+                        }
+                        // A node that paused itself, with its owner's reason, is not churning.
+                        if node_side && q.serving {
+                            q.minute(now).reconnects += 1;
+                        }
+                    }
+                    q.online = false;
+                    self.retier(&device, &q);
+                }
+            }
+            Event::Opened { device, target } => {
+                self.targets.insert(target.to_owned(), device);
+                if let Some(n) = self.node(&device) {
+                    let mut q = crate::sync::lock(&n);
+                    q.minute(now).opens_ok += 1;
+                    if q.unresponsive_since.take().is_some() {
+                        self.retier(&device, &q);
+                    }
+                }
+            }
+            Event::OpenFailed { device, target, client, class, answered } => {
+                let fails = self.client_failures.get_with(client.to_owned(), Default::default);
+                let capped = fails.fetch_add(1, Ordering::Relaxed) >= self.client_failure_cap;
+                verdict.client_capped = capped;
+                // Against the node only when it never answered, or when the target recently
+                // worked through another node: a client asking for dead targets flags nobody.
+                let worked_elsewhere = self.targets.get(target).is_some_and(|d| d != device);
+                let counted = !capped && class != FailureClass::Policy && (!answered || worked_elsewhere);
+                verdict.counted = counted;
+                self.metrics
+                    .node_open_failures
+                    .get_or_create(&crate::telemetry::OpenFailureLabel {
+                        class: class.as_str().into(),
+                        counted: if counted { "yes" } else { "no" }.into(),
+                    })
+                    .inc();
+                if let Some(n) = self.node(&device) {
+                    let mut q = crate::sync::lock(&n);
+                    q.record_failure(now, class, counted);
+                    if !answered && class == FailureClass::Timeout {
+                        q.unresponsive_since = Some(now);
+                        self.retier(&device, &q);
+                    }
+                }
+            }
+            Event::StreamEnded { device, target, up, down, ttfb } => {
+                // Silent only counts when the target answered through another node: a target
+                // that never answers anyone (a tarpit) flags nobody.
+                let judged = if down > 0 {
+                    self.answered.insert(target.to_owned(), device);
+                    true
+                } else {
+                    self.answered.get(target).is_some_and(|d| d != device)
+                };
+                if let Some(n) = self.node(&device) {
+                    let mut q = crate::sync::lock(&n);
+                    if up > 0 && judged {
+                        let m = q.minute(now);
+                        m.streams += 1;
+                        if down == 0 {
+                            m.silent += 1;
+                        }
+                    }
+                    if let Some(t) = ttfb {
+                        q.sample_ttfb(now, t.as_millis().min(u128::from(u32::MAX)) as u32);
+                    }
+                }
+            }
+        }
+        verdict
+    }
+
+    fn ip_count(&self, ip: IpAddr, delta: i32) {
+        let mut ips = crate::sync::lock(&self.ips);
+        let key = crate::listener::source_key(ip);
+        let c = ips.entry(key).or_insert(0);
+        *c = c.saturating_add_signed(delta);
+        if *c == 0 {
+            ips.remove(&key);
+        }
+    }
+
+    /// Whether new streams may go to `device` now.
+    pub fn routable(&self, device: &DeviceId) -> bool {
+        if !self.cfg.enabled {
+            return true;
+        }
+        crate::sync::lock(&self.tiers).member.contains_key(device)
+    }
+
+    /// Routable nodes in `tier`.
+    pub fn tier_len(&self, tier: Tier) -> usize {
+        crate::sync::lock(&self.tiers).lists[tier as usize].ids.len()
+    }
+
+    /// Offers routable nodes to `accept`, best tier first, until it has accepted `want` of
+    /// them: the high and normal tiers in an order weighted by their sizes (a high-tier node
+    /// is twice as likely to be offered first as a normal one), then the degraded tier only
+    /// when no healthy node was accepted. Each tier is walked from a rotating start, so the
+    /// work is about `want` nodes when most fit, not every node.
+    pub fn offer(&self, high_only: bool, want: usize, mut accept: impl FnMut(&DeviceId) -> bool) {
+        let r = self.rotation.fetch_add(1, Ordering::Relaxed);
+        // Copy the ids to visit in bounded chunks, so `accept` never runs under the lock.
+        let snapshot = |tier: Tier, start: usize, take: usize| -> (Vec<DeviceId>, usize) {
+            let t = crate::sync::lock(&self.tiers);
+            let ids = &t.lists[tier as usize].ids;
+            let len = ids.len();
+            let v = (0..take.min(len)).map(|i| ids[(start + i) % len.max(1)]).collect();
+            (v, len)
+        };
+        let order: Vec<Tier> = if high_only {
+            vec![Tier::High]
+        } else {
+            let (h, n) = (self.tier_len(Tier::High), self.tier_len(Tier::Normal));
+            let total = 2 * h + n;
+            // A deterministic spread of the rotation counter over the weights.
+            let high_first = total > 0 && (r.wrapping_mul(2_654_435_761) % total.max(1)) < 2 * h;
+            if high_first {
+                vec![Tier::High, Tier::Normal, Tier::Low]
+            } else {
+                vec![Tier::Normal, Tier::High, Tier::Low]
+            }
+        };
+        let mut accepted = 0usize;
+        for tier in order {
+            if tier == Tier::Low && accepted > 0 {
+                break;
+            }
+            let mut seen = 0usize;
+            let start = r;
+            loop {
+                let (chunk, len) = snapshot(tier, start + seen, 64);
+                if chunk.is_empty() {
+                    break;
+                }
+                for id in &chunk {
+                    if accept(id) {
+                        accepted += 1;
+                        if accepted >= want {
+                            return;
+                        }
+                    }
+                }
+                seen += chunk.len();
+                if seen >= len {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Counts a request that found no node.
+    pub fn unmet(&self, country: Option<&str>, reason: UnmetReason) {
+        let country = country.unwrap_or("any").to_ascii_uppercase();
+        let country = if country == "ANY" { "any".to_owned() } else { country };
+        self.metrics
+            .unmet_demand
+            .get_or_create(&crate::telemetry::UnmetLabel {
+                // Label values are lower case (`de`, `any`).
+                country: country.to_ascii_lowercase(),
+                reason: reason.as_str().into(),
+            })
+            .inc();
+        // Bounded: countries are two letters (or `any`), reasons four.
+        *crate::sync::lock(&self.unmet).entry((country, reason)).or_insert(0) += 1;
+    }
+
+    /// Unmet demand since the server started, most first.
+    pub fn unmet_demand(&self) -> Vec<UnmetRow> {
+        let mut rows: Vec<UnmetRow> = crate::sync::lock(&self.unmet)
+            .iter()
+            .map(|((c, r), n)| UnmetRow { country: c.clone(), reason: *r, count: *n })
+            .collect();
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.country.cmp(&b.country)).then(a.reason.cmp(&b.reason)));
+        rows
+    }
+
+    /// A device's quality, when the watchdog knows it.
+    pub fn view(&self, device: &DeviceId) -> Option<QualityView> {
+        let n = self.node(device)?;
+        let q = crate::sync::lock(&n);
+        let mut reasons = q.reasons.clone();
+        if q.unresponsive_since.is_some() {
+            reasons.insert(
+                0,
+                Reason {
+                    code: ReasonCode::Unresponsive,
+                    detail: "did not answer a stream request: no new streams until its next heartbeat".into(),
+                    hint: "the node app or its connection froze: restart the app or check the network".into(),
+                    factor: 1.0,
+                },
+            );
+        }
+        Some(QualityView {
+            state: q.state,
+            score: q.score,
+            since: q.since,
+            reasons,
+            unresponsive: q.unresponsive_since.is_some(),
+            high_tier: crate::sync::lock(&self.tiers).member.get(device) == Some(&Tier::High),
+            pause_reason: q.pause_reason.clone(),
+            admin: q.admin.clone(),
+            summary: q.summary.clone(),
+        })
+    }
+
+    /// Re-scores every node at `now`; the changes, published and counted (side effects on
+    /// the database and the device ban are [`Watchdog::apply`]'s).
+    pub fn evaluate(&self, now: u64) -> Vec<Transition> {
+        if !self.cfg.enabled {
+            return Vec::new();
+        }
+        let nodes: Vec<(DeviceId, Arc<Mutex<NodeQuality>>)> =
+            self.nodes.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
+        let ips = crate::sync::lock(&self.ips).clone();
+        let mut out = Vec::new();
+        let mut by_state = [0i64; 4];
+        for (id, n) in nodes {
+            let mut q = crate::sync::lock(&n);
+            q.shared_ip = q.public_ip.filter(|_| q.online).and_then(|ip| {
+                let count = ips.get(&crate::listener::source_key(ip)).copied().unwrap_or(0);
+                let cgnat = q.asn.as_ref().is_some_and(|(a, _)| self.cfg.cgnat_asns.contains(a));
+                (count > self.cfg.max_devices_per_ip && !cgnat).then_some(count)
+            });
+            if let Some(c) = q.evaluate(&self.cfg, now) {
+                out.push(self.transition(&id, &q.owner, c, now));
+            }
+            if q.online {
+                by_state[q.state as usize] += 1;
+            }
+            self.retier(&id, &q);
+        }
+        for (s, n) in State::ALL.iter().zip(by_state) {
+            self.metrics
+                .watchdog_nodes
+                .get_or_create(&crate::telemetry::QualityStateLabel { state: s.as_str().into() })
+                .set(n);
+        }
+        out
+    }
+
+    fn transition(&self, id: &DeviceId, owner: &str, c: Change, now: u64) -> Transition {
+        let t = Transition {
+            device: hex::encode(id),
+            owner: owner.to_owned(),
+            from: c.from,
+            to: c.to,
+            reason: c.reason,
+            detail: c.detail,
+            score: c.score,
+            at: now,
+        };
+        self.metrics
+            .watchdog_transitions
+            .get_or_create(&crate::telemetry::TransitionLabel {
+                to: t.to.as_str().into(),
+                reason: t.reason.as_str().into(),
+            })
+            .inc();
+        tracing::info!(device = %t.device, owner = %t.owner, from = t.from.as_str(), to = t.to.as_str(),
+            reason = t.reason.as_str(), detail = %t.detail, score = t.score, "node quality changed");
+        let _ = self.changes.send(t.clone());
+        t
+    }
+
+    /// Sets (or with `None` clears) an admin's state for a device; the change, if any.
+    pub fn set_override(
+        &self,
+        device: &DeviceId,
+        owner: &str,
+        state: Option<State>,
+        note: &str,
+        by: &str,
+        now: u64,
+    ) -> Option<Transition> {
+        let n = self.entry(device, owner, now);
+        let mut q = crate::sync::lock(&n);
+        let had = q.admin.take();
+        q.admin = state.map(|s| Override { state: s, note: note.to_owned(), by: by.to_owned(), at: now });
+        let change = match state {
+            // Back to automatic: from healthy, judged at the next evaluation on the window.
+            None if had.is_some() && q.state != State::Healthy => {
+                let c = Change {
+                    from: q.state,
+                    to: State::Healthy,
+                    reason: ReasonCode::AdminOverride,
+                    detail: if note.is_empty() { "override cleared".to_owned() } else { note.to_owned() },
+                    score: q.score,
+                };
+                q.state = State::Healthy;
+                q.since = now;
+                Some(c)
+            }
+            Some(s) if s != q.state => {
+                let c = Change {
+                    from: q.state,
+                    to: s,
+                    reason: ReasonCode::AdminOverride,
+                    detail: note.to_owned(),
+                    score: q.score,
+                };
+                q.state = s;
+                q.since = now;
+                Some(c)
+            }
+            _ => None,
+        };
+        let t = change.map(|c| self.transition(device, &q.owner.clone(), c, now));
+        self.retier(device, &q);
+        t
+    }
+
+    /// An admin lifted the device's ban: it starts afresh, healthy, with no flags.
+    pub fn unbanned(&self, device: &DeviceId, now: u64) -> Option<Transition> {
+        let n = self.node(device)?;
+        let mut q = crate::sync::lock(&n);
+        q.forget_measurements();
+        q.flags.clear();
+        let from = q.state;
+        q.state = State::Healthy;
+        q.since = now;
+        q.score = 100;
+        q.reasons.clear();
+        if q.admin.as_ref().is_some_and(|o| o.state == State::Banned) {
+            q.admin = None;
+        }
+        self.retier(device, &q);
+        (from != State::Healthy).then(|| {
+            let c = Change {
+                from,
+                to: State::Healthy,
+                reason: ReasonCode::AdminUnban,
+                detail: "ban lifted".into(),
+                score: 100,
+            };
+            self.transition(device, &q.owner.clone(), c, now)
+        })
+    }
+
+    /// Restores what the database kept (states, flags, overrides), all offline.
+    pub fn restore(&self, rows: Vec<(DeviceId, NodeQuality)>) {
+        let mut map = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        for (id, mut q) in rows.into_iter().take(self.max_nodes) {
+            q.online = false;
+            q.unresponsive_since = None;
+            map.insert(id, Arc::new(Mutex::new(q)));
+        }
+    }
+
+    /// Every node's record, to write to the database.
+    pub fn snapshot(&self) -> Vec<(DeviceId, NodeQuality)> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, crate::sync::lock(v).clone()))
+            .collect()
+    }
+
+    /// Writes the changes to the audit log and bans the devices that reached `banned`.
+    pub fn apply(&self, store: &Store, changes: &[Transition], ban: &BanHook) {
+        for t in changes {
+            let entry = AuditEntry {
+                seq: 0,
+                time: t.at,
+                actor: "watchdog".into(),
+                action: "device.quality".into(),
+                target: t.device.clone(),
+                reason: Some(format!("{}: {}", t.reason.as_str(), t.detail)),
+                before: Some(serde_json::json!({ "state": t.from })),
+                after: Some(serde_json::json!({ "state": t.to, "score": t.score })),
+            };
+            if let Err(e) = store.append_audit(entry) {
+                tracing::warn!(error = %e, "could not write a quality change to the audit log");
+            }
+            if t.to == State::Banned
+                && let Some(id) = hex::decode(&t.device).ok().and_then(|v| <[u8; 16]>::try_from(v).ok())
+            {
+                let why = format!("watchdog: {}: {}", t.reason.as_str(), t.detail);
+                match store.update_device(&id, |d| {
+                    d.banned = true;
+                    d.ban_reason = Some(why.clone());
+                }) {
+                    Ok(_) => ban(id, &why),
+                    Err(e) => tracing::warn!(device = %t.device, error = %e, "could not ban a device"),
+                }
+            }
+        }
+    }
+
+    /// Evaluates every `evaluate_secs`, applies the changes and writes the summaries, until
+    /// shutdown.
+    pub async fn run(self: Arc<Self>, store: Arc<Store>, ban: BanHook, mut shutdown: crate::shutdown::Shutdown) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(self.cfg.evaluate_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.recv() => break,
+            }
+            let me = self.clone();
+            let (store, ban) = (store.clone(), ban.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                let now = crate::store::now_secs();
+                let changes = me.evaluate(now);
+                me.apply(&store, &changes, &ban);
+                if let Err(e) = store.put_quality(&me.snapshot()) {
+                    tracing::warn!(error = %e, "could not write node quality summaries");
+                }
+            })
+            .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "watchdog evaluation failed");
+            }
+        }
+    }
+}

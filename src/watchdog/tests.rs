@@ -1,0 +1,467 @@
+//! The watchdog on an injected clock: every event carries its time and evaluations are called
+//! at chosen instants, so nothing here depends on timing.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::config::WatchdogConfig;
+use super::quality::{FailureClass, NodeQuality, ReasonCode, State};
+use super::*;
+
+const T0: u64 = 1_800_000_000;
+
+fn cfg() -> WatchdogConfig {
+    WatchdogConfig { ban_after_flags: 2, probation_secs: 600, ..WatchdogConfig::default() }
+}
+
+fn watchdog(cfg: WatchdogConfig) -> Watchdog {
+    let limits = WatchdogLimits::from_limits(&crate::config::Limits::default());
+    Watchdog::new(cfg, limits, None, Arc::default())
+}
+
+fn id(n: u8) -> DeviceId {
+    [n; 16]
+}
+
+fn ip(n: u8) -> IpAddr {
+    IpAddr::from([198, 51, 100, n])
+}
+
+fn online(w: &Watchdog, n: u8, now: u64) {
+    w.record(Event::Online { device: id(n), owner: "bob", ip: ip(n) }, now);
+}
+
+fn state(w: &Watchdog, n: u8) -> State {
+    w.view(&id(n)).map(|v| v.state).unwrap_or(State::Healthy)
+}
+
+/// `n` healthy opens and streams with quick first bytes, at `now`.
+fn good_traffic(w: &Watchdog, n: u8, count: u32, now: u64) {
+    for i in 0..count {
+        let target = format!("site{i}.example:443");
+        w.record(Event::Opened { device: id(n), target: &target }, now);
+        w.record(
+            Event::StreamEnded {
+                device: id(n),
+                target: &target,
+                up: 500,
+                down: 5000,
+                ttfb: Some(Duration::from_millis(120)),
+            },
+            now,
+        );
+    }
+    w.record(
+        Event::Heartbeat { device: id(n), serving: true, pause_reason: None, rtt: Some(Duration::from_millis(40)) },
+        now,
+    );
+}
+
+/// A behaviour fed for a while, evaluated each minute; the states seen, in order.
+fn run(w: &Watchdog, minutes: u64, start: u64, mut feed: impl FnMut(&Watchdog, u64)) -> Vec<Transition> {
+    let mut all = Vec::new();
+    for m in 0..minutes {
+        let now = start + m * 60;
+        feed(w, now);
+        all.extend(w.evaluate(now));
+    }
+    all
+}
+
+fn states(changes: &[Transition], device: u8) -> Vec<State> {
+    let hex = hex::encode(id(device));
+    changes.iter().filter(|t| t.device == hex).map(|t| t.to).collect()
+}
+
+#[test]
+fn a_node_failing_every_dial_is_flagged_then_banned_and_a_healthy_one_is_not() {
+    let w = watchdog(cfg());
+    online(&w, 1, T0);
+    online(&w, 2, T0);
+    // The targets work through node 2; node 1 times out every dial (it answers OPEN_ERR).
+    let changes = run(&w, 40, T0, |w, now| {
+        good_traffic(w, 2, 5, now);
+        for i in 0..5 {
+            let target = format!("site{i}.example:443");
+            let v = w.record(
+                Event::OpenFailed {
+                    device: id(1),
+                    target: &target,
+                    client: &format!("c{}", now % 7),
+                    class: FailureClass::Timeout,
+                    answered: true,
+                },
+                now,
+            );
+            assert!(v.counted, "the target worked through another node: counted");
+        }
+    });
+    assert_eq!(states(&changes, 1), [State::Flagged, State::Degraded, State::Banned], "{changes:#?}");
+    let flagged = changes.iter().find(|t| t.to == State::Flagged).unwrap();
+    assert_eq!(flagged.reason, ReasonCode::OpenFailures);
+    assert!(flagged.detail.starts_with("100 % of opens failed"), "{}", flagged.detail);
+    let degraded = changes.iter().find(|t| t.to == State::Degraded).unwrap();
+    assert_eq!(degraded.reason, ReasonCode::Probation);
+    assert_eq!(changes.iter().find(|t| t.to == State::Banned).unwrap().reason, ReasonCode::RepeatedFlags);
+    assert!(states(&changes, 2).is_empty(), "the healthy node never changed state");
+    assert_eq!(state(&w, 2), State::Healthy);
+    assert!(!w.routable(&id(1)) && w.routable(&id(2)));
+}
+
+#[test]
+fn a_node_that_drops_data_is_flagged_then_banned_but_a_target_that_answers_nobody_flags_nobody() {
+    let w = watchdog(cfg());
+    online(&w, 1, T0);
+    online(&w, 2, T0);
+    let changes = run(&w, 40, T0, |w, now| {
+        // The targets answer through node 2.
+        good_traffic(w, 2, 4, now);
+        for i in 0..4 {
+            let target = format!("site{i}.example:443");
+            w.record(Event::Opened { device: id(1), target: &target }, now);
+            // Online, accepting opens, returning nothing.
+            w.record(Event::StreamEnded { device: id(1), target: &target, up: 700, down: 0, ttfb: None }, now);
+            // A tarpit that answers nobody, through either node.
+            for n in [1, 2] {
+                let tarpit =
+                    Event::StreamEnded { device: id(n), target: "tarpit.example:443", up: 700, down: 0, ttfb: None };
+                w.record(tarpit, now);
+            }
+        }
+    });
+    assert!(states(&changes, 2).is_empty(), "{changes:#?}");
+    assert_eq!(states(&changes, 1), [State::Flagged, State::Degraded, State::Banned], "{changes:#?}");
+    assert_eq!(changes[0].reason, ReasonCode::Blackhole);
+    let v = w.view(&id(1)).unwrap();
+    assert_eq!(v.summary.silent_streams, v.summary.streams);
+}
+
+#[test]
+fn a_slow_node_is_flagged_and_a_fast_one_is_not() {
+    let w = watchdog(WatchdogConfig { ban_after_flags: 0, ..cfg() });
+    online(&w, 1, T0);
+    online(&w, 2, T0);
+    let changes = run(&w, 10, T0, |w, now| {
+        good_traffic(w, 2, 3, now);
+        for i in 0..3 {
+            let target = format!("slow{i}.example:443");
+            w.record(Event::Opened { device: id(1), target: &target }, now);
+            let ended = Event::StreamEnded {
+                device: id(1),
+                target: &target,
+                up: 10,
+                down: 10,
+                ttfb: Some(Duration::from_secs(12)),
+            };
+            w.record(ended, now);
+        }
+        w.record(
+            Event::Heartbeat { device: id(1), serving: true, pause_reason: None, rtt: Some(Duration::from_secs(6)) },
+            now,
+        );
+    });
+    assert_eq!(states(&changes, 1), [State::Flagged]);
+    let v = w.view(&id(1)).unwrap();
+    let codes: Vec<ReasonCode> = v.reasons.iter().map(|r| r.code).collect();
+    assert!(codes.contains(&ReasonCode::SlowTtfb) && codes.contains(&ReasonCode::SlowRtt), "{codes:?}");
+    assert!(v.reasons.iter().all(|r| !r.hint.is_empty()), "every reason says what would raise the score");
+    assert!(states(&changes, 2).is_empty());
+}
+
+#[test]
+fn a_flapping_node_is_flagged_then_banned_but_a_node_that_pauses_itself_is_not_churning() {
+    let w = watchdog(cfg());
+    let changes = run(&w, 60, T0, |w, now| {
+        // Node 1 drops its tunnel every minute (until banned: the handshake refuses it then).
+        if state(w, 1) != State::Banned {
+            online(w, 1, now);
+            w.record(Event::Offline { device: id(1), node_side: true }, now + 30);
+        }
+        // Node 2 pauses (Wi-Fi only, off Wi-Fi) and then goes away, every minute.
+        online(w, 2, now);
+        w.record(
+            Event::Heartbeat { device: id(2), serving: false, pause_reason: Some("not_on_wifi"), rtt: None },
+            now + 10,
+        );
+        w.record(Event::Offline { device: id(2), node_side: true }, now + 30);
+        // Node 3 is disconnected by the server (shutdown, replacement): not its doing.
+        online(w, 3, now);
+        w.record(Event::Offline { device: id(3), node_side: false }, now + 30);
+    });
+    assert_eq!(
+        states(&changes, 1),
+        [State::Degraded, State::Flagged, State::Degraded, State::Banned],
+        "degraded as the reconnects add up, flagged, on probation, banned: {changes:#?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .filter(|t| t.to != State::Degraded || t.reason != ReasonCode::Probation)
+            .all(|t| t.reason == ReasonCode::Churn || t.reason == ReasonCode::RepeatedFlags)
+    );
+    assert!(states(&changes, 2).is_empty(), "paused with a reason is not churn");
+    assert!(states(&changes, 3).is_empty(), "server-side disconnects are not churn");
+    assert_eq!(w.view(&id(2)).unwrap().summary.reconnects, 0);
+}
+
+#[test]
+fn a_client_asking_only_for_dead_targets_flags_nobody() {
+    let w = watchdog(cfg());
+    for n in 1..=3 {
+        online(&w, n, T0);
+    }
+    let changes = run(&w, 60, T0, |w, now| {
+        for n in 1..=3 {
+            good_traffic(w, n, 2, now);
+            for i in 0..20 {
+                let dead = format!("dead{i}.invalid:443");
+                for class in [FailureClass::Dns, FailureClass::Refused, FailureClass::Timeout] {
+                    let v = w.record(
+                        Event::OpenFailed { device: id(n), target: &dead, client: "mallory", class, answered: true },
+                        now,
+                    );
+                    assert!(!v.counted, "a dead target never worked anywhere: not the node's fault");
+                }
+            }
+        }
+    });
+    assert!(changes.is_empty(), "{changes:#?}");
+    for n in 1..=3 {
+        let v = w.view(&id(n)).unwrap();
+        assert_eq!((v.state, v.score), (State::Healthy, 100));
+        assert!(v.summary.failed_dns > 0 && v.summary.failed_counted == 0);
+    }
+}
+
+#[test]
+fn failures_one_client_causes_are_capped() {
+    let limits =
+        WatchdogLimits { client_failed_opens_per_minute: 3, ..WatchdogLimits::from_limits(&Default::default()) };
+    let w = Watchdog::new(cfg(), limits, None, Arc::default());
+    online(&w, 1, T0);
+    online(&w, 2, T0);
+    w.record(Event::Opened { device: id(2), target: "a.example:443" }, T0);
+    let verdicts: Vec<Verdict> = (0..5)
+        .map(|_| {
+            w.record(
+                Event::OpenFailed {
+                    device: id(1),
+                    target: "a.example:443",
+                    client: "eve",
+                    class: FailureClass::Timeout,
+                    answered: false,
+                },
+                T0,
+            )
+        })
+        .collect();
+    assert_eq!(verdicts.iter().filter(|v| v.counted).count(), 3);
+    assert!(verdicts[3].client_capped && verdicts[4].client_capped && !verdicts[2].client_capped);
+}
+
+#[test]
+fn hysteresis_keeps_a_node_degraded_until_it_is_clearly_better() {
+    let c = cfg();
+    let mut q = NodeQuality::new("bob", T0);
+    q.online = true;
+    let feed = |q: &mut NodeQuality, ok: u32, failed: u32, now: u64| {
+        q.minutes.clear();
+        let m = q.minute(now);
+        m.opens_ok = ok;
+        m.failures[2] = failed;
+        m.counted = failed;
+    };
+    // 35 % failures: score 65, degraded.
+    feed(&mut q, 65, 35, T0);
+    assert_eq!(q.evaluate(&c, T0).map(|c| c.to), Some(State::Degraded));
+    // 25 %: score 75, above 70 but below 70 + 10: still degraded.
+    feed(&mut q, 75, 25, T0 + 60);
+    assert_eq!(q.evaluate(&c, T0 + 60), None);
+    assert_eq!((q.state, q.score), (State::Degraded, 75));
+    // 15 %: score 85: healthy again.
+    feed(&mut q, 85, 15, T0 + 120);
+    let change = q.evaluate(&c, T0 + 120).unwrap();
+    assert_eq!((change.to, change.reason), (State::Healthy, ReasonCode::Recovered));
+    // Going down needs no margin: 31 % is degraded at once.
+    feed(&mut q, 69, 31, T0 + 180);
+    assert_eq!(q.evaluate(&c, T0 + 180).map(|c| c.to), Some(State::Degraded));
+    // Too little evidence judges nothing: 9 opens, all failed.
+    let mut fresh = NodeQuality::new("bob", T0);
+    feed(&mut fresh, 0, 9, T0);
+    assert_eq!(fresh.evaluate(&c, T0), None);
+    assert_eq!(fresh.score, 100);
+}
+
+#[test]
+fn a_hosting_network_and_many_devices_behind_one_ip_are_degraded_except_on_cgnat() {
+    let c = cfg();
+    let mut q = NodeQuality::new("bob", T0);
+    q.online = true;
+    q.asn = Some((16509, "AMAZON-02".into()));
+    let change = q.evaluate(&c, T0).unwrap();
+    assert_eq!((change.to, change.reason), (State::Degraded, ReasonCode::HostingNetwork));
+    assert!(q.reasons[0].detail.contains("AS16509"), "{:?}", q.reasons);
+
+    let w = watchdog(c);
+    for n in 1..=5 {
+        w.record(Event::Online { device: id(n), owner: "bob", ip: ip(9) }, T0);
+    }
+    let changes = w.evaluate(T0);
+    assert_eq!(changes.len(), 5, "{changes:#?}");
+    assert!(changes.iter().all(|t| t.to == State::Degraded && t.reason == ReasonCode::SharedIp));
+    // Two of them leave: three left is allowed; they recover (score 100 ≥ 70 + 10).
+    w.record(Event::Offline { device: id(4), node_side: false }, T0 + 60);
+    w.record(Event::Offline { device: id(5), node_side: false }, T0 + 60);
+    let back = w.evaluate(T0 + 60);
+    assert_eq!(states(&back, 1), [State::Healthy]);
+}
+
+#[test]
+fn routing_offers_healthy_tiers_first_degraded_only_as_a_fallback_and_never_flagged_ones() {
+    let w = watchdog(WatchdogConfig { ban_after_flags: 0, ..cfg() });
+    for n in 1..=4 {
+        online(&w, n, T0);
+    }
+    // 1: high tier (enough good opens); 2: healthy without evidence (normal); 3: degraded; 4: flagged.
+    good_traffic(&w, 1, 20, T0);
+    w.set_override(&id(3), "bob", Some(State::Degraded), "test", "admin", T0);
+    w.set_override(&id(4), "bob", Some(State::Flagged), "test", "admin", T0);
+    w.evaluate(T0);
+    assert_eq!((w.tier_len(Tier::High), w.tier_len(Tier::Normal), w.tier_len(Tier::Low)), (1, 1, 1));
+    let offered = |high: bool, accept: &dyn Fn(&DeviceId) -> bool| {
+        let seen = Mutex::new(Vec::new());
+        w.offer(high, 8, |d| {
+            seen.lock().unwrap().push(d[0]);
+            accept(d)
+        });
+        seen.into_inner().unwrap()
+    };
+    for _ in 0..6 {
+        let seen = offered(false, &|_| true);
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, [1, 2], "healthy nodes accepted: the degraded one is not offered ({seen:?})");
+    }
+    // When no healthy node fits (say, all busy), the degraded one is offered; never the flagged.
+    let seen = offered(false, &|d| d[0] == 3);
+    assert!(seen.contains(&3) && !seen.contains(&4), "{seen:?}");
+    assert_eq!(offered(true, &|_| true), [1], "-quality-high: the high tier only");
+    // Both healthy tiers get offered first, weighted by size.
+    let firsts: Vec<u8> = (0..30).map(|_| offered(false, &|_| true)[0]).collect();
+    assert!(firsts.contains(&1) && firsts.contains(&2), "{firsts:?}");
+    // Back to automatic: judged again from the window (no evidence against 4: healthy).
+    let cleared = w.set_override(&id(4), "bob", None, "", "admin", T0 + 60).unwrap();
+    assert_eq!((cleared.from, cleared.to, cleared.reason), (State::Flagged, State::Healthy, ReasonCode::AdminOverride));
+    assert!(states(&w.evaluate(T0 + 60), 4).is_empty());
+    assert!(w.routable(&id(4)));
+}
+
+#[test]
+fn a_node_that_does_not_answer_an_open_is_skipped_until_it_shows_life() {
+    let w = watchdog(cfg());
+    online(&w, 1, T0);
+    assert!(w.routable(&id(1)));
+    w.record(
+        Event::OpenFailed {
+            device: id(1),
+            target: "a.example:443",
+            client: "c",
+            class: FailureClass::Timeout,
+            answered: false,
+        },
+        T0,
+    );
+    assert!(!w.routable(&id(1)), "skipped at once, without waiting for an evaluation");
+    let v = w.view(&id(1)).unwrap();
+    assert!(v.unresponsive && v.reasons[0].code == ReasonCode::Unresponsive);
+    w.record(Event::Heartbeat { device: id(1), serving: true, pause_reason: None, rtt: None }, T0 + 15);
+    assert!(w.routable(&id(1)));
+}
+
+#[test]
+fn unmet_demand_is_counted_by_country_and_reason() {
+    let w = watchdog(cfg());
+    w.unmet(Some("DE"), UnmetReason::NoNode);
+    w.unmet(Some("DE"), UnmetReason::NoNode);
+    w.unmet(None, UnmetReason::AllBusy);
+    w.unmet(Some("de"), UnmetReason::AllPaused);
+    let rows = w.unmet_demand();
+    let got: Vec<(&str, UnmetReason, u64)> = rows.iter().map(|r| (r.country.as_str(), r.reason, r.count)).collect();
+    assert_eq!(
+        got,
+        [("DE", UnmetReason::NoNode, 2), ("DE", UnmetReason::AllPaused, 1), ("any", UnmetReason::AllBusy, 1)]
+    );
+}
+
+#[test]
+fn changes_go_to_the_audit_log_to_subscribers_and_a_ban_bans_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("w.redb")).unwrap();
+    store.create_user(&crate::store::UserRecord::new("bob", "x", 0)).unwrap();
+    let rec = crate::store::DeviceRecord {
+        id: hex::encode(id(1)),
+        owner: "bob".into(),
+        vip: std::net::Ipv4Addr::new(100, 64, 0, 1),
+        key_alg: crate::identity::KeyAlg::Ed25519,
+        public_key: hex::encode([7u8; 32]),
+        model: None,
+        os: None,
+        app_version: None,
+        attestation: Vec::new(),
+        paired_at: T0,
+        last_seen: None,
+        last_ip: None,
+        country: None,
+        banned: false,
+        ban_reason: None,
+    };
+    let code = crate::store::PairCode { user: "bob".into(), created_at: T0, expires_at: T0 + 600, used: false };
+    store.create_pair_code("h", &code).unwrap();
+    store.pair_device("h", T0, rec).unwrap();
+    let w = watchdog(WatchdogConfig { ban_after_flags: 1, ..cfg() });
+    let mut rx = w.subscribe();
+    online(&w, 1, T0);
+    w.record(Event::Opened { device: id(2), target: "a.example:443" }, T0);
+    for _ in 0..12 {
+        w.record(
+            Event::OpenFailed {
+                device: id(1),
+                target: "a.example:443",
+                client: "c",
+                class: FailureClass::Refused,
+                answered: true,
+            },
+            T0,
+        );
+    }
+    let changes = w.evaluate(T0 + 1);
+    assert_eq!(states(&changes, 1), [State::Banned]);
+    let kicked = Arc::new(Mutex::new(Vec::new()));
+    let k = kicked.clone();
+    let hook: BanHook = Arc::new(move |d, why: &str| k.lock().unwrap().push((d, why.to_owned())));
+    w.apply(&store, &changes, &hook);
+    let dev = store.get_device(&id(1)).unwrap().unwrap();
+    assert!(dev.banned);
+    assert!(dev.ban_reason.as_deref().unwrap().starts_with("watchdog: repeated_flags"), "{:?}", dev.ban_reason);
+    assert_eq!(kicked.lock().unwrap().len(), 1);
+    let audit = store.list_audit(&crate::store::Window::default()).unwrap();
+    assert_eq!((audit[0].actor.as_str(), audit[0].action.as_str()), ("watchdog", "device.quality"));
+    assert_eq!(rx.try_recv().unwrap().to, State::Banned);
+    // The summary survives a restart, with its state.
+    store.put_quality(&w.snapshot()).unwrap();
+    let w2 = watchdog(cfg());
+    w2.restore(store.list_quality().unwrap());
+    assert_eq!(state(&w2, 1), State::Banned);
+    // An unban starts the device afresh.
+    assert_eq!(w2.unbanned(&id(1), T0 + 100).map(|t| t.to), Some(State::Healthy));
+    assert_eq!(w2.view(&id(1)).unwrap().score, 100);
+    // Unbanned while the server was stopped (`traffix device unban` offline): it connects, so
+    // it is not banned, and it is routed again.
+    let w3 = watchdog(cfg());
+    w3.restore(store.list_quality().unwrap());
+    assert_eq!(state(&w3, 1), State::Banned);
+    online(&w3, 1, T0 + 200);
+    assert_eq!(state(&w3, 1), State::Healthy);
+    assert!(w3.routable(&id(1)));
+}

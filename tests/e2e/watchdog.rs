@@ -1,0 +1,139 @@
+//! The quality watchdog end to end: two real `traffix node` processes, one frozen (SIGSTOP)
+//! while it still holds its tunnel; unmet demand; an admin's override. No timing assertions:
+//! what the server did is read from its metrics, its device list and its audit log.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::api::{Api, token};
+use crate::common::*;
+
+fn exit_ip(s: &Server, user: &str, pass: &str) -> Result<String, String> {
+    let out = curl(&["--proxy", &s.socks_url(user, pass), &format!("http://{}/ip", origin().addr)]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn signal(node: &Node, sig: &str) {
+    let pid = node.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+}
+
+fn device(s: &Server, vip: &str) -> Value {
+    s.devices().into_iter().find(|d| d["vip"] == vip).unwrap()
+}
+
+/// The value of one series, e.g. `traffix_node_open_failures_total{class="timeout",counted="yes"}`.
+fn series(s: &Server, name: &str) -> f64 {
+    s.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+const NO_ANSWER: &str = r#"traffix_node_open_failures_total{class="timeout",counted="yes"}"#;
+const RETRIES: &str = "traffix_open_retries_total";
+
+#[test]
+fn a_frozen_node_costs_one_retry_then_is_skipped_until_it_answers_again() {
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: vec![
+            // A node has 1 s to dial, so an OPEN unanswered for 6 s means the node is gone.
+            ("TRAFFIX_LIMITS__DIAL_TIMEOUT_SECS".into(), "1".into()),
+            ("TRAFFIX_LIMITS__OPEN_RETRY_BUDGET_SECS".into(), "60".into()),
+            // The frozen node keeps its tunnel for the whole test.
+            ("TRAFFIX_LIMITS__NODE_DEAD_AFTER_SECS".into(), "600".into()),
+        ],
+        ..ServerOpts::default()
+    });
+    let pass = s.add_user("fay", Some("10"));
+    let frozen = s.start_node("fay", "127.0.0.2");
+    let _alive = s.start_node("fay", "127.0.0.3");
+    // Both carry traffic while both answer.
+    let seen: BTreeSet<String> = (0..8).map(|_| exit_ip(&s, "fay", &pass).unwrap()).collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    signal(&frozen, "-STOP");
+    // Every request succeeds, through the node that answers; the first one routed to the
+    // frozen node waits for its OPEN to time out and is retried on the other.
+    let mut requests = 0;
+    while series(&s, NO_ANSWER) < 1.0 {
+        assert_eq!(exit_ip(&s, "fay", &pass).unwrap(), "127.0.0.3");
+        requests += 1;
+        assert!(requests <= 10, "rotation never reached the frozen node");
+    }
+    assert_eq!((series(&s, NO_ANSWER), series(&s, RETRIES)), (1.0, 1.0));
+    let d = device(&s, &frozen.vip);
+    assert_eq!(d["quality"]["unresponsive"], true, "{d}");
+    assert_eq!(d["quality"]["reasons"][0]["code"], "unresponsive", "{d}");
+    // From now on nobody waits on it: no second unanswered OPEN, no second retry.
+    for _ in 0..10 {
+        assert_eq!(exit_ip(&s, "fay", &pass).unwrap(), "127.0.0.3");
+    }
+    assert_eq!((series(&s, NO_ANSWER), series(&s, RETRIES)), (1.0, 1.0), "a request waited on the frozen node");
+    // Pinned to the frozen node, a client is told at once (no node to wait on).
+    let pinned = exit_ip(&s, &format!("fay-node-{}", frozen.vip), &pass);
+    assert!(pinned.is_err(), "{pinned:?}");
+
+    // Thawed, its next heartbeat puts it back in rotation.
+    signal(&frozen, "-CONT");
+    wait_for("the thawed node is routable again", || {
+        (device(&s, &frozen.vip)["quality"]["unresponsive"] == false).then_some(())
+    });
+    let seen: BTreeSet<String> = (0..8).map(|_| exit_ip(&s, "fay", &pass).unwrap()).collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn unmet_demand_is_counted_and_an_admin_override_routes_around_a_node() {
+    let s = Server::start();
+    let pass = s.add_user("gus", Some("10"));
+    // No node at all: the request fails and is counted as unmet demand.
+    assert!(exit_ip(&s, "gus", &pass).is_err());
+    assert!(exit_ip(&s, "gus-quality-high", &pass).is_err());
+    assert_eq!(series(&s, r#"traffix_unmet_demand_total{country="any",reason="no_node"}"#), 2.0);
+
+    let a = s.start_node("gus", "127.0.0.2");
+    let _b = s.start_node("gus", "127.0.0.3");
+    // The admin flags node a with a note: nothing goes there; the CLI and the audit log say so.
+    let out = s.cli_json(&["device", "quality", &a.vip, "--set", "flagged", "--note", "abuse report 17"]);
+    assert_eq!(
+        (out["quality_state"].as_str(), out["quality"]["admin"]["note"].as_str()),
+        (Some("flagged"), Some("abuse report 17"))
+    );
+    for _ in 0..8 {
+        assert_eq!(exit_ip(&s, "gus", &pass).unwrap(), "127.0.0.3");
+    }
+    let pinned = exit_ip(&s, &format!("gus-node-{}", a.vip), &pass);
+    assert!(pinned.is_err(), "a flagged node is not routed, pinned or not: {pinned:?}");
+    assert_eq!(
+        series(&s, r#"traffix_unmet_demand_total{country="any",reason="all_flagged"}"#),
+        1.0,
+        "the pinned request found only a flagged node"
+    );
+    let bad = s.cli(&["device", "quality", &a.vip, "--set", "banned", "--note", "x"]);
+    assert!(!bad.status.success(), "banning is `device ban`");
+    let audit = s.cli_json(&["audit", "list", "--limit", "5"]);
+    assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "device.quality_override"), "{audit}");
+
+    // The overview shows unmet demand and the states; the API sets the device back to auto.
+    let api = Api::new(&s);
+    let t = token(&api.login("admin", &s.admin_password));
+    let o = api.get("/api/v1/admin/overview", &t).json();
+    assert_eq!((o["nodes_healthy"].as_u64(), o["nodes_flagged"].as_u64()), (Some(1), Some(1)), "{o}");
+    let rows = o["unmet_demand"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["country"] == "any" && r["reason"] == "no_node" && r["count"] == 2), "{o}");
+    let r =
+        api.post(&format!("/api/v1/admin/nodes/{}/quality", a.vip), &t, json!({"state": "auto", "note": "cleared"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["quality_state"], "healthy");
+    let seen: BTreeSet<String> = (0..8).map(|_| exit_ip(&s, "gus", &pass).unwrap()).collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
