@@ -51,3 +51,18 @@ pub fn device_id(alg: KeyAlg, public_key: &[u8]) -> DeviceId {
     id.copy_from_slice(&d.as_ref()[..DEVICE_ID_LEN]);
     id
 }
+
+/// The Android Key Attestation challenge for pairing with `code` at the server whose pin is
+/// `pin` (docs/protocol.md, "Attestation challenge"): `SHA-256("traffix-attest-v1" ‖ pin ‖ code)`,
+/// `code` as the UTF-8 text of the pairing link. A phone computes it before it dials (making a
+/// Keystore key can take seconds); it is fresh because pairing codes are one-time and
+/// server-issued.
+pub fn attestation_challenge(pin: &[u8; 32], code: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"traffix-attest-v1");
+    ctx.update(pin);
+    ctx.update(code.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}

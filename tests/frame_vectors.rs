@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use traffix::identity::{KeyAlg, challenge_message, device_id};
+use traffix::identity::{KeyAlg, attestation_challenge, challenge_message, device_id};
 use traffix::target::{OpenErrReason, ResetReason, Target};
 use traffix::tunnel::protocol::{
     Challenge, ErrorCode, Frame, HEADER_LEN, Heartbeat, HeartbeatAck, Hello, MAX_CURRENCY_LEN, MAX_DATA_LEN,
@@ -415,6 +415,19 @@ fn frame_size_limit_is_inclusive() {
     let mut over = wire.to_vec();
     over.push(0xab);
     assert_eq!(Frame::decode(Bytes::from(over)).map_err(|e| error_name(&e)), Err("too_large"));
+}
+
+#[test]
+fn attestation_challenges_match() {
+    let vectors = load();
+    let all = cases(&vectors, "attestation_challenges");
+    assert!(all.len() >= 3);
+    for case in all {
+        let name = str_of(case, "name");
+        let pin: [u8; 32] = array_of(case, "pin");
+        let challenge = attestation_challenge(&pin, str_of(case, "code"));
+        assert_eq!(hex::encode(challenge), str_of(case, "challenge"), "{name}");
+    }
 }
 
 #[test]

@@ -30,6 +30,7 @@ import net.traffix.core.protocol.ErrorCode
 import net.traffix.core.protocol.Frame
 import net.traffix.core.protocol.FrameCodec
 import net.traffix.core.protocol.HEADER_LEN
+import net.traffix.core.protocol.Handshake
 import net.traffix.core.protocol.MAX_DATA_LEN
 import net.traffix.core.protocol.MIN_PROTOCOL_VERSION
 import net.traffix.core.protocol.NetworkType
@@ -91,6 +92,9 @@ class Agent(
     private var vip: String? = null
     private var server: ServerTally? = null
     private val backoff = Backoff(random = random)
+
+    /** The pairing code the device key was made for (its attestation challenge binds it). */
+    private var preparedForCode: String? = null
 
     // ---- shared with relay threads ----
     /** Bytes relayed and not yet folded into [usage]. */
@@ -187,6 +191,17 @@ class Agent(
         if (config.link.insecure && !config.allowInsecure) {
             fail("the pairing link is for a development server without TLS; this app only connects over TLS")
             return
+        }
+        if (!paired && preparedForCode != config.link.code) {
+            // The Keystore key and its attestation are made before dialling: StrongBox can take
+            // seconds, more than the handshake allows. Once per code: retries reuse the key.
+            try {
+                signer.prepareForPairing(Handshake.attestationChallenge(config.link.pin, config.link.code))
+                preparedForCode = config.link.code
+            } catch (e: SigningException) {
+                fail("cannot create the device key: ${e.message}")
+                return
+            }
         }
         val scheme = if (config.link.insecure) "ws" else "wss"
         retryAtMillis = null
@@ -336,7 +351,6 @@ class Agent(
                 if (paired) {
                     Frame.Proof(c.nonce, signer.signChallenge(config.link.pin, c.nonce))
                 } else {
-                    signer.prepareForPairing(c.nonce)
                     Frame.Pair(
                         code = config.link.code,
                         keyAlg = signer.keyAlg,
@@ -619,7 +633,7 @@ class Agent(
 
         override fun onOpen(socket: TunnelSocket) {
             this.socket = socket
-            // Absent while pairing: the key may be made for the server's challenge.
+            // Absent while pairing (docs/protocol.md): the server derives it from PAIR's key.
             val id =
                 if (!paired) {
                     null

@@ -6,6 +6,8 @@ import java.net.ServerSocket
 import java.time.ZoneOffset
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.Executors
+import net.traffix.core.identity.DeviceSigner
+import net.traffix.core.identity.SigningException
 import net.traffix.core.identity.deviceId
 import net.traffix.core.net.IpAddr
 import net.traffix.core.net.SocketAddr
@@ -29,6 +31,7 @@ import net.traffix.core.testing.SoftwareSigner
 import net.traffix.core.util.Bytes
 import org.junit.After
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertNotEquals
 import org.junit.Assert.assertNotNull
 import org.junit.Assert.assertNull
 import org.junit.Assert.assertTrue
@@ -58,6 +61,7 @@ class AgentTest {
         isPaired: Boolean = true,
         settings: ResourceSettings = ResourceSettings(),
         allowPrivate: Boolean = false,
+        signer: DeviceSigner = this.signer,
     ) = Agent(
         AgentConfig(link, isPaired, allowPrivateTargets = allowPrivate),
         signer,
@@ -126,6 +130,48 @@ class AgentTest {
         val hb = s.sentOf<Frame.Heartbeat>().single()
         assertEquals(NodeState.SERVING, hb.state)
         assertEquals(64L, hb.maxStreams)
+    }
+
+    /** Records the attestation challenges the agent makes keys for, and when (sockets open by then). */
+    private inner class PreparingSigner(private val inner: DeviceSigner = signer) : DeviceSigner by inner {
+        val prepared = CopyOnWriteArrayList<Pair<Bytes, Int>>()
+        var failWith: String? = null
+
+        override fun prepareForPairing(attestationChallenge: Bytes) {
+            failWith?.let { throw SigningException(it) }
+            prepared.add(attestationChallenge to transport.sockets.size)
+        }
+    }
+
+    @Test
+    fun theKeyIsMadeForTheAttestationChallengeBeforeDiallingOncePerCode() {
+        val ps = PreparingSigner()
+        val a = agent(isPaired = false, signer = ps)
+        a.start()
+        sched.runDue()
+        val want = Handshake.attestationChallenge(pin, "PAIRCODE")
+        assertEquals("made before the first socket opened", listOf(want to 0), ps.prepared.toList())
+        // A failed first try reconnects with the same key: no second key generation.
+        transport.last.drop()
+        sched.runDue()
+        assertEquals(Phase.BACKING_OFF, a.status.phase)
+        sched.advance(120_000)
+        assertEquals(2, transport.sockets.size)
+        assertEquals(1, ps.prepared.size)
+        // The challenge is the one of docs/protocol.md, and it binds the code.
+        assertEquals(32, want.size)
+        assertNotEquals(want, Handshake.attestationChallenge(pin, "OTHERCODE"))
+    }
+
+    @Test
+    fun aKeyThatCannotBeMadeStopsBeforeDialling() {
+        val ps = PreparingSigner().apply { failWith = "no secure hardware" }
+        val a = agent(isPaired = false, signer = ps)
+        a.start()
+        sched.runDue()
+        assertTrue(transport.sockets.isEmpty())
+        assertEquals(Phase.FAILED, a.status.phase)
+        assertTrue(a.status.lastError!!.contains("no secure hardware"))
     }
 
     @Test

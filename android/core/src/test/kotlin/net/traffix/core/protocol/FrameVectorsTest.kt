@@ -96,6 +96,16 @@ class FrameVectorsTest {
     }
 
     @Test
+    fun attestationChallengesMatch() {
+        val all = cases("attestation_challenges")
+        assertTrue(all.size >= 3)
+        for (case in all) {
+            val challenge = Handshake.attestationChallenge(Bytes.ofHex(case.str("pin")), case.str("code"))
+            assertEquals(case.name, case.str("challenge"), challenge.hex())
+        }
+    }
+
+    @Test
     fun challengeMessagesAndSignaturesMatch() {
         val signing = cases("signing")
         assertTrue(signing.isNotEmpty())
