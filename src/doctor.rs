@@ -446,6 +446,7 @@ async fn database(c: &mut Checks, data_dir: &Path, cfg: Option<&Config>, running
             insecure_http: false,
             live: None,
             money: money.shared(),
+            shared_key_accounts: crate::config::TrustConfig::default().shared_key_accounts,
         };
         match tokio::task::spawn_blocking(move || ctx.execute(admin::LedgerVerify {})).await {
             Ok(Ok(r)) => r,

@@ -203,7 +203,15 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Responses of the web listener's router (API, dashboard, tunnel upgrades).
     pub http_requests: Family<StatusLabel, Counter>,
+    /// Attestation verdicts at pairing, by trust level (docs/trust.md).
+    pub trust_verdicts: Family<TrustLabel, Counter>,
     pub billing: BillingCounters,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrustLabel {
+    /// `none`, `software` or `hardware`.
+    pub level: String,
 }
 
 impl Metrics {
@@ -225,6 +233,9 @@ impl Metrics {
         }
         for class in StatusClass::ALL {
             self.http_requests.get_or_create(&StatusLabel { class: *class }).inc_by(0);
+        }
+        for level in [crate::identity::TrustLevel::None, crate::identity::TrustLevel::Software, crate::identity::TrustLevel::Hardware] {
+            self.trust_verdicts.get_or_create(&TrustLabel { level: level.name().into() }).inc_by(0);
         }
         self.build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_owned() }).set(1);
         reg.register("traffix_build_info", "The running version (always 1)", self.build_info.clone());
@@ -258,6 +269,11 @@ impl Metrics {
             "traffix_http_requests",
             "Requests answered by the web listener (API, dashboard, tunnel upgrades), by status class",
             self.http_requests.clone(),
+        );
+        reg.register(
+            "traffix_trust_verdicts",
+            "Attestation chains judged at pairing, by the trust level they earned",
+            self.trust_verdicts.clone(),
         );
     }
 
@@ -293,6 +309,11 @@ impl Metrics {
 
     pub fn stream_result(&self, frontend: Frontend, result: &str) {
         self.streams.get_or_create(&StreamLabels { frontend, result: result.to_owned() }).inc();
+    }
+
+    /// Counts one pairing's trust verdict.
+    pub fn trust_verdict(&self, level: crate::identity::TrustLevel) {
+        self.trust_verdicts.get_or_create(&TrustLabel { level: level.name().into() }).inc();
     }
 
     pub fn tunnel_disconnect(&self, reason: NodeDisconnect) {

@@ -54,6 +54,9 @@ fn expected(case: &Value) -> Targeting {
             "strict" => SessionMode::Strict,
             other => panic!("bad mode {other:?} in vector {case}"),
         },
+        trust: opt_str(case, "trust").map(|t| {
+            traffix::identity::TrustLevel::parse(t).unwrap_or_else(|| panic!("bad trust {t:?} in vector {case}"))
+        }),
     }
 }
 

@@ -76,6 +76,19 @@ pub struct DeviceView {
     pub monthly_cap_bytes: Option<u64>,
     pub node_bytes_today: Option<u64>,
     pub node_bytes_month: Option<u64>,
+    /// Device trust (docs/trust.md): `none`, `software` or `hardware`, judged from the Key
+    /// Attestation chain at pairing.
+    pub trust: String,
+    /// Why the level is not `hardware` (empty when it is, or when there was no chain).
+    pub trust_reasons: Vec<String>,
+    /// Where the key lives as the attestation claims: `software`, `tee` or `strongbox`.
+    pub security_level: Option<String>,
+    /// Admin only: how many accounts have a device attested by this device's attestation key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_key_accounts: Option<u32>,
+    /// Admin only: that count is above `trust.shared_key_accounts` (a leaked keybox?).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_attestation_key: Option<bool>,
 }
 
 /// One ledger transfer.

@@ -828,6 +828,10 @@ const DEVICE_COLUMNS: &[Column<DeviceView>] = &[
     ("COUNTRY", -7, |d| d.country.cell()),
     ("LAST SEEN", -20, |d| d.last_seen.cell()),
     ("RTT MS", 7, |d| d.rtt_ms.cell()),
+    ("TRUST", -22, |d| match d.shared_attestation_key {
+        Some(true) => format!("{} (shared key)", d.trust),
+        _ => d.trust.clone(),
+    }),
     ("BANNED", 0, |d| d.banned.cell()),
 ];
 
@@ -894,6 +898,7 @@ impl Admin<'_> {
             insecure_http: cfg.server.insecure_http,
             live: None,
             money: admin::MoneyRules::from_config(&cfg).shared(),
+            shared_key_accounts: cfg.trust.shared_key_accounts,
         };
         Ok((ctx, cfg))
     }

@@ -387,6 +387,7 @@ mod tests {
             Arc::new(crate::geoip::SharedGeoIp::empty()),
             16,
             Duration::from_secs(1),
+            crate::identity::TrustLevel::None,
         ));
         assert_eq!(router.check_target(&at("81.2.69.7", 443)).map_err(|r| r.code()), Err("own_address"));
         assert_eq!(router.check_target(&at("81.2.69.8", 443)), Ok(()));

@@ -81,6 +81,8 @@ pub struct Router {
     geoip: Arc<crate::geoip::SharedGeoIp>,
     max_node_streams: usize,
     open_wait: Duration,
+    /// The weakest device trust that may carry traffic (`trust.require`).
+    min_trust: crate::identity::TrustLevel,
 }
 
 impl std::fmt::Debug for Router {
@@ -96,6 +98,7 @@ impl Router {
         geoip: Arc<crate::geoip::SharedGeoIp>,
         max_node_streams: u32,
         dial_timeout: Duration,
+        min_trust: crate::identity::TrustLevel,
     ) -> Self {
         Router {
             registry,
@@ -105,6 +108,7 @@ impl Router {
             max_node_streams: max_node_streams as usize,
             // The node's own dial timeout plus a margin for the round trip.
             open_wait: dial_timeout + Duration::from_secs(5),
+            min_trust,
         }
     }
 
@@ -124,7 +128,9 @@ impl Router {
     }
 
     fn matches(&self, t: &Targeting, n: &NodeHandle) -> bool {
-        t.country.is_none_or(|c| n.country() == Some(c)) && t.node.is_none_or(|v| n.vip == v)
+        t.country.is_none_or(|c| n.country() == Some(c))
+            && t.node.is_none_or(|v| n.vip == v)
+            && n.trust >= self.min_trust.max(t.trust.unwrap_or_default())
     }
 
     fn pick(&self, t: &Targeting, exclude: &[DeviceId]) -> Result<Arc<NodeHandle>, RouteError> {
@@ -142,6 +148,10 @@ impl Router {
             }
             if let Some(v) = t.node {
                 what.push(format!("node {v}"));
+            }
+            let trust = self.min_trust.max(t.trust.unwrap_or_default());
+            if trust > crate::identity::TrustLevel::None {
+                what.push(format!("device trust {trust} or better"));
             }
             if what.is_empty() {
                 RouteError::NoNode("no node is online and accepting streams".into())

@@ -40,7 +40,7 @@ pub const NODE_NETWORK: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);
 pub const NODE_NETWORK_PREFIX: u8 = 10;
 
 /// Every code [`UsernameError::code`] can return.
-pub const ERROR_CODES: [&str; 15] = [
+pub const ERROR_CODES: [&str; 16] = [
     "empty",
     "too_long",
     "non_ascii",
@@ -54,6 +54,7 @@ pub const ERROR_CODES: [&str; 15] = [
     "ttl_out_of_range",
     "bad_node",
     "bad_mode",
+    "bad_trust",
     "ttl_without_session",
     "mode_without_session",
 ];
@@ -98,11 +99,13 @@ pub enum Key {
     Node,
     /// `mode`
     Mode,
+    /// `trust`
+    Trust,
 }
 
 impl Key {
     /// All keys, in the order the grammar lists them.
-    pub const ALL: [Key; 5] = [Key::Country, Key::Session, Key::Ttl, Key::Node, Key::Mode];
+    pub const ALL: [Key; 6] = [Key::Country, Key::Session, Key::Ttl, Key::Node, Key::Mode, Key::Trust];
 
     /// The canonical (first-listed) spelling.
     pub fn as_str(self) -> &'static str {
@@ -117,6 +120,7 @@ impl Key {
             Key::Ttl => &["ttl", "sesstime", "lifetime"],
             Key::Node => &["node"],
             Key::Mode => &["mode"],
+            Key::Trust => &["trust"],
         }
     }
 
@@ -133,6 +137,7 @@ impl Key {
             Key::Ttl => 2,
             Key::Node => 3,
             Key::Mode => 4,
+            Key::Trust => 5,
         }
     }
 }
@@ -158,6 +163,9 @@ pub struct Targeting {
     pub node: Option<Ipv4Addr>,
     /// Only meaningful with `session`; `Flex` unless the username says `mode-strict`.
     pub mode: SessionMode,
+    /// The weakest device trust a node needs to carry this connection (docs/trust.md); the
+    /// server's `trust.require` applies on top.
+    pub trust: Option<crate::identity::TrustLevel>,
 }
 
 impl Targeting {
@@ -205,6 +213,8 @@ pub enum UsernameError {
     BadNode { value: String, detail: &'static str },
     /// Neither `flex` nor `strict`.
     BadMode { value: String },
+    /// Not `none`, `software` or `hardware`.
+    BadTrust { value: String },
     /// `ttl` given without `session`.
     TtlWithoutSession,
     /// `mode` given without `session`.
@@ -228,6 +238,7 @@ impl UsernameError {
             UsernameError::TtlOutOfRange { .. } => "ttl_out_of_range",
             UsernameError::BadNode { .. } => "bad_node",
             UsernameError::BadMode { .. } => "bad_mode",
+            UsernameError::BadTrust { .. } => "bad_trust",
             UsernameError::TtlWithoutSession => "ttl_without_session",
             UsernameError::ModeWithoutSession => "mode_without_session",
         }
@@ -259,7 +270,7 @@ impl fmt::Display for UsernameError {
             UsernameError::UnknownKey { key } => write!(
                 f,
                 "unknown option {key:?}; known options are country (cc), \
-                 session (sessid, sessionid), ttl (sesstime, lifetime), node and mode"
+                 session (sessid, sessionid), ttl (sesstime, lifetime), node, mode and trust"
             ),
             UsernameError::RepeatedKey { key, first, second } => write!(
                 f,
@@ -294,6 +305,9 @@ impl fmt::Display for UsernameError {
             UsernameError::BadNode { value, detail } => write!(f, "bad node {value:?}: {detail}"),
             UsernameError::BadMode { value } => {
                 write!(f, "bad mode {value:?}: use flex or strict")
+            }
+            UsernameError::BadTrust { value } => {
+                write!(f, "bad trust {value:?}: use none, software or hardware")
             }
             UsernameError::TtlWithoutSession => {
                 f.write_str("ttl needs a session: add -session-ID (ttl is how long a sticky session lives)")
@@ -354,6 +368,7 @@ fn parse_ascii(username: &str) -> Result<Targeting, UsernameError> {
         ttl_minutes: None,
         node: None,
         mode: SessionMode::Flex,
+        trust: None,
     };
     // The spelling each option was first given under, to report repeats.
     let mut seen: [Option<&str>; Key::ALL.len()] = [None; Key::ALL.len()];
@@ -382,6 +397,7 @@ fn parse_ascii(username: &str) -> Result<Targeting, UsernameError> {
             Key::Ttl => target.ttl_minutes = Some(parse_ttl(value)?),
             Key::Node => target.node = Some(parse_node(value)?),
             Key::Mode => target.mode = parse_mode(value)?,
+            Key::Trust => target.trust = Some(parse_trust(value)?),
         }
     }
 
@@ -394,6 +410,11 @@ fn parse_ascii(username: &str) -> Result<Targeting, UsernameError> {
         }
     }
     Ok(target)
+}
+
+fn parse_trust(value: &str) -> Result<crate::identity::TrustLevel, UsernameError> {
+    crate::identity::TrustLevel::parse(&value.to_ascii_lowercase())
+        .ok_or_else(|| UsernameError::BadTrust { value: value.to_owned() })
 }
 
 fn check_name(name: &str) -> Result<(), &'static str> {
@@ -555,6 +576,7 @@ mod tests {
             ttl_minutes: None,
             node: None,
             mode: SessionMode::Flex,
+            trust: None,
         }
     }
 
@@ -562,6 +584,7 @@ mod tests {
     fn accepts() {
         let cases: Vec<(&str, Targeting)> = vec![
             ("bob", t("bob")),
+            ("bob-trust-HARDWARE", Targeting { trust: Some(crate::identity::TrustLevel::Hardware), ..t("bob") }),
             ("bob-CC-fr", Targeting { country: Some(*b"FR"), ..t("bob") }),
             (
                 "bob-mode-STRICT-sessid-Ab1-lifetime-1440M",

@@ -13,6 +13,7 @@
 //! panic.
 
 pub mod der;
+pub mod gate;
 pub mod key_description;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -33,40 +34,8 @@ pub const MAX_CERT_BYTES: usize = 16 * 1024;
 /// At most this many reasons are kept per device.
 const MAX_REASONS: usize = 8;
 
-/// A device's trust level, weakest first (so `>=` compares strength).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    #[default]
-    None,
-    Software,
-    Hardware,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::None => "none",
-            Level::Software => "software",
-            Level::Hardware => "hardware",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Level> {
-        match s {
-            "none" => Some(Level::None),
-            "software" => Some(Level::Software),
-            "hardware" => Some(Level::Hardware),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Level {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// A device's trust level (defined with the other device identity types).
+pub use crate::identity::TrustLevel as Level;
 
 /// What a chain proved, as stored with the device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
