@@ -234,7 +234,11 @@ impl Metrics {
         for class in StatusClass::ALL {
             self.http_requests.get_or_create(&StatusLabel { class: *class }).inc_by(0);
         }
-        for level in [crate::identity::TrustLevel::None, crate::identity::TrustLevel::Software, crate::identity::TrustLevel::Hardware] {
+        for level in [
+            crate::identity::TrustLevel::None,
+            crate::identity::TrustLevel::Software,
+            crate::identity::TrustLevel::Hardware,
+        ] {
             self.trust_verdicts.get_or_create(&TrustLabel { level: level.name().into() }).inc_by(0);
         }
         self.build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_owned() }).set(1);

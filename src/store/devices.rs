@@ -112,9 +112,9 @@ pub(super) fn backfill_trust(txn: &redb::WriteTransaction) -> Result<usize, Stor
         if d.trust.is_none() {
             let mut verdict = crate::trust::Verdict::default();
             if !d.attestation.is_empty() {
-                verdict.reasons.push(
-                    "paired before attestation chains were verified; pair it again to verify its chain".into(),
-                );
+                verdict
+                    .reasons
+                    .push("paired before attestation chains were verified; pair it again to verify its chain".into());
             }
             d.trust = Some(verdict);
             updates.push((k.value().to_vec(), to_json(&d)?));

@@ -239,13 +239,17 @@ mod tests {
         {
             let s = Store::open(&p).unwrap();
             s.create_user(&crate::store::UserRecord::new("bo", "x", 0)).unwrap();
-            for (i, (id, chain)) in [("00112233445566778899aabbccddeeff", true), ("ffeeddccbbaa99887766554433221100", false)]
-                .into_iter()
-                .enumerate()
+            for (i, (id, chain)) in
+                [("00112233445566778899aabbccddeeff", true), ("ffeeddccbbaa99887766554433221100", false)]
+                    .into_iter()
+                    .enumerate()
             {
                 let code = format!("code{i}");
-                s.create_pair_code(&code, &crate::store::PairCode { user: "bo".into(), created_at: 1, expires_at: u64::MAX, used: false })
-                    .unwrap();
+                s.create_pair_code(
+                    &code,
+                    &crate::store::PairCode { user: "bo".into(), created_at: 1, expires_at: 1_000_000, used: false },
+                )
+                .unwrap();
                 s.pair_device(&code, 2, rec(id, chain)).unwrap();
             }
             let txn = s.write().unwrap();

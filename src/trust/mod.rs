@@ -178,7 +178,7 @@ pub fn verify(chain: &[Vec<u8>], challenge: &[u8; 32], device_key: &[u8], policy
             return v;
         }
         match X509Certificate::from_der(der) {
-            Ok((rest, c)) if rest.is_empty() => certs.push(c),
+            Ok(([], c)) => certs.push(c),
             Ok((rest, _)) => {
                 v.push(format!("certificate {i} has {} trailing bytes", rest.len()));
                 return v;
@@ -219,7 +219,8 @@ pub fn verify(chain: &[Vec<u8>], challenge: &[u8; 32], device_key: &[u8], policy
         if !bool::from(subtle::ConstantTimeEq::ct_eq(d.challenge.as_slice(), challenge.as_slice())) {
             v.push("the attestation challenge is not this pairing's (pin and code)".into());
         }
-        if d.attestation_security_level == SecurityLevel::Software || d.keymint_security_level == SecurityLevel::Software
+        if d.attestation_security_level == SecurityLevel::Software
+            || d.keymint_security_level == SecurityLevel::Software
         {
             v.push("the key is attested by software, not a TEE or StrongBox".into());
         }

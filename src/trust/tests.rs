@@ -1,3 +1,5 @@
+//! Unit tests of device trust: chains with the real Key Attestation layout under a test root,
+//! one broken property at a time, and malformed or hostile DER.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::testkit::{Attest, ChainSpec, TestRoot, chain, device_point, key_description, new_key, tlv};
@@ -269,4 +271,12 @@ fn root_sets_load_from_pem() {
     assert!(root_keys_from_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
     let keys = root_keys_from_pem(GOOGLE_ROOTS_PEM).expect("bundled roots");
     assert_eq!(keys.len(), 2, "the RSA root and Key Attestation CA1");
+}
+
+#[test]
+fn the_fuzz_seed_key_description_is_a_valid_one() {
+    // fuzz/make_seeds.py writes it by hand, byte for byte like `testkit::key_description`.
+    let seed = include_bytes!("../../fuzz/seeds/attestation/key_description");
+    let d = key_description::parse(&seed[1..]).expect("seed parses");
+    assert_eq!(d, key_description::parse(&key_description(&Attest::good(&[7; 32], PACKAGE, &DIGEST))).expect("kit"));
 }

@@ -208,9 +208,14 @@ where
             svc.metrics.trust_verdict(verdict.level);
             let required = svc.trust.require();
             if verdict.level < required {
-                let why = if verdict.reasons.is_empty() { String::new() } else { format!(": {}", verdict.reasons.join("; ")) };
+                let why = if verdict.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", verdict.reasons.join("; "))
+                };
                 info!(level = %verdict.level, %required, reasons = ?verdict.reasons, "pairing refused: device trust too low");
-                let msg = format!("this server requires device trust {required}; this device's is {}{why}", verdict.level);
+                let msg =
+                    format!("this server requires device trust {required}; this device's is {}{why}", verdict.level);
                 return Err(Refuse(ErrorCode::AuthFailed, msg.chars().take(500).collect()));
             }
             let bound = |s: &Option<String>| s.as_ref().map(|v| v.chars().take(128).collect::<String>());
@@ -337,17 +342,20 @@ where
         tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(limits.ping_interval_secs)), epoch));
 
     let country = svc.geoip.country(peer.ip());
-    let node = Arc::new(NodeHandle::new(
-        who.device_id,
-        who.device.vip,
-        who.device.owner.clone(),
-        svc.registry.next_session_id(),
-        mux.clone(),
-        peer.ip(),
-        country,
-        who.max_streams,
-        now_secs(),
-    ).with_trust(who.device.trust_level()));
+    let node = Arc::new(
+        NodeHandle::new(
+            who.device_id,
+            who.device.vip,
+            who.device.owner.clone(),
+            svc.registry.next_session_id(),
+            mux.clone(),
+            peer.ip(),
+            country,
+            who.max_streams,
+            now_secs(),
+        )
+        .with_trust(who.device.trust_level()),
+    );
     svc.registry.insert(node.clone());
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, "node online");

@@ -67,7 +67,8 @@ fn device(s: &Server, id: &str) -> serde_json::Value {
 
 /// Fetches the origin through the HTTP proxy as `user`: (status, body).
 fn fetch(s: &Server, user: &str, pass: &str) -> (String, String) {
-    let out = curl(&["-x", &s.http_proxy_url(user, pass), "-w", "\n%{http_code}", &format!("http://{}/ip", origin().addr)]);
+    let out =
+        curl(&["-x", &s.http_proxy_url(user, pass), "-w", "\n%{http_code}", &format!("http://{}/ip", origin().addr)]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.to_owned(), body.to_owned())
