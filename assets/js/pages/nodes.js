@@ -6,7 +6,7 @@ import { h, icon, replace } from '../dom.js';
 import { bytes, count, ipKey, money, relative } from '../format.js';
 import { badge, button, card, confirmDialog, dataTable, emptyState, errorState, field, formDialog, loading, pageHeader, searchBox, segmented, select, toast, timeEl } from '../ui.js';
 import { worldMap } from '../map.js';
-import { battery, caps, countryCell, linkified, liveBadge, network, nodeStatus, onlineFor } from './common.js';
+import { battery, caps, countryCell, linkified, liveBadge, network, nodeStatus, onlineFor, trustCell } from './common.js';
 
 export default function nodesPage(main, ctx) {
   const status = liveBadge();
@@ -67,7 +67,7 @@ export default function nodesPage(main, ctx) {
     if (filter === 'offline' && n.online) return false;
     if (filter === 'banned' && !n.banned) return false;
     if (!query) return true;
-    return [n.vip, n.owner, n.country, n.public_ip, n.model, n.os, n.id, n.network].some((x) => x && String(x).toLowerCase().includes(query));
+    return [n.vip, n.owner, n.country, n.public_ip, n.model, n.os, n.id, n.network, n.trust].some((x) => x && String(x).toLowerCase().includes(query));
   }
 
   const sorters = {
@@ -120,8 +120,8 @@ export default function nodesPage(main, ctx) {
         { label: 'State', cell: (n) => h('span', null, nodeStatus(n, `node-status-${n.vip}`), n.online ? (onlineFor(n) ? h('span', { class: 'sub' }, onlineFor(n)) : null) : h('span', { class: 'sub' }, n.last_seen ? timeEl(n.last_seen, `seen ${relative(n.last_seen)}`) : 'never seen')) },
         { label: 'Streams', num: true, cell: (n) => (n.online ? h('span', { title: caps(n) || null }, count(n.active_streams || 0), n.max_streams ? h('span', { class: 'sub' }, `of ${count(n.max_streams)}`) : null) : null) },
         { label: 'Battery / network', cell: (n) => (n.battery_pct == null && !network(n.network) ? null : h('span', { testid: `node-power-${n.vip}` }, battery(n.battery_pct) || h('span', { class: 'muted' }, 'no battery'), [n.charging ? 'charging' : null, network(n.network)].some(Boolean) ? h('span', { class: 'sub' }, [n.charging ? 'charging' : null, network(n.network)].filter(Boolean).join(' · ')) : null)) },
-        { label: 'Bytes today', num: true, cell: (n) => bytes(n.bytes_today || 0) },
-        { label: 'Earned today', num: true, cell: (n) => money(n.earned_today_micros || 0, currency()) },
+        { label: 'Trust', cell: (n) => trustCell(n, `node-trust-${n.vip}`) },
+        { label: 'Today', num: true, cell: (n) => h('span', { title: 'carried and earned today (UTC)' }, bytes(n.bytes_today || 0), h('span', { class: 'sub' }, money(n.earned_today_micros || 0, currency()))) },
         { label: 'Banned', cell: (n) => (n.banned ? h('span', { testid: `node-banned-${n.vip}` }, badge('banned', 'bad'), n.ban_reason ? h('span', { class: 'sub' }, n.ban_reason) : null) : h('span', { class: 'muted' }, 'no')) },
         { label: 'Actions', hideLabel: true, class: 'actions', cell: actions },
       ],
