@@ -457,6 +457,9 @@ mod tests {
             "class=3xx",
             "class=4xx",
             "class=5xx",
+            "level=none",
+            "level=software",
+            "level=hardware",
         ];
         assert_eq!(values, expected.iter().map(|v| v.to_string()).collect(), "{text}");
         assert!(text.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));
