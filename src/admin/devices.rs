@@ -221,6 +221,7 @@ impl AdminCtx {
             security_level: d.trust.as_ref().and_then(|t| t.security_level.clone()),
             attestation_key_accounts: accounts,
             shared_attestation_key: accounts.map(|n| n > self.shared_key_accounts),
+            emulator_hints: Some(d.emulator_hints.clone()),
         }
     }
 

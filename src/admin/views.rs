@@ -89,6 +89,10 @@ pub struct DeviceView {
     /// Admin only: that count is above `trust.shared_key_accounts` (a leaked keybox?).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_attestation_key: Option<bool>,
+    /// Admin only: emulator hints the app reported at pairing (weak signals, never a ban by
+    /// themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator_hints: Option<Vec<String>>,
 }
 
 /// One ledger transfer.

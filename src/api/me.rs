@@ -215,6 +215,7 @@ pub async fn devices(State(state): State<Arc<ApiState>>, p: Principal) -> Result
         .map(|mut d| {
             d.attestation_key_accounts = None;
             d.shared_attestation_key = None;
+            d.emulator_hints = None;
             d
         })
         .collect();

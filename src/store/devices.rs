@@ -47,6 +47,9 @@ pub struct DeviceRecord {
     /// device from schema 6 on (`migrations::migrate_to_v6` fills it in for older ones).
     #[serde(default)]
     pub trust: Option<crate::trust::Verdict>,
+    /// Emulator hints the app reported at pairing: weak signals, shown to the admin only.
+    #[serde(default)]
+    pub emulator_hints: Vec<String>,
 }
 
 impl DeviceRecord {

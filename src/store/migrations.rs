@@ -235,6 +235,7 @@ mod tests {
             banned: false,
             ban_reason: None,
             trust: None,
+            emulator_hints: vec![],
         };
         {
             let s = Store::open(&p).unwrap();

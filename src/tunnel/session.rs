@@ -236,6 +236,7 @@ where
                 banned: false,
                 ban_reason: None,
                 trust: Some(verdict),
+                emulator_hints: p.hints.iter().map(|h| h.chars().take(64).collect()).collect(),
             };
             let store = svc.store.clone();
             let code_hash = auth::pairing_code_hash(&p.code);

@@ -51,6 +51,7 @@ impl Phone {
             os: Some("Android 16".into()),
             app_version: Some("1.0".into()),
             attestation,
+            hints: vec!["test-hint".into()],
         })))
         .unwrap();
         ws.next_frame().expect("an answer to PAIR")
@@ -103,6 +104,7 @@ fn phones_get_the_trust_their_chain_deserves_and_require_refuses_and_filters() {
     let d = device(&s, &hw.hex_id());
     assert_eq!((d["trust"].as_str(), d["security_level"].as_str()), (Some("hardware"), Some("strongbox")), "{d}");
     assert_eq!(d["trust_reasons"], serde_json::json!([]));
+    assert_eq!(d["emulator_hints"], serde_json::json!(["test-hint"]), "the admin sees the app's hints");
 
     // A software-level key: paired (nothing is required yet), software with its reason.
     let sw = Phone::new();

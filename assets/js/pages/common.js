@@ -43,7 +43,8 @@ export function nodeStatus(n, testid) {
 /**
  * Device trust (docs/trust.md): hardware / software / none as a badge, the attested security
  * level and the first reason under it (all reasons on hover). Admin views also flag an
- * attestation key shared by more accounts than `trust.shared_key_accounts`.
+ * attestation key shared by more accounts than `trust.shared_key_accounts`, and list the
+ * emulator hints the app reported (the portal's device objects carry neither).
  */
 export function trustCell(d, testid) {
   const level = d.trust || 'none';
@@ -55,7 +56,8 @@ export function trustCell(d, testid) {
     badge(level, kind),
     d.shared_attestation_key ? [' ', badge('shared key', 'bad', testid ? `${testid}-shared` : undefined)] : null,
     sub ? h('span', { class: 'sub' }, sub) : null,
-    d.shared_attestation_key ? h('span', { class: 'sub' }, `attestation key on ${d.attestation_key_accounts} accounts`) : null);
+    d.shared_attestation_key ? h('span', { class: 'sub' }, `attestation key on ${d.attestation_key_accounts} accounts`) : null,
+    d.emulator_hints && d.emulator_hints.length ? h('span', { class: 'sub', title: 'emulator hints the app reported: weak signals, never a ban by themselves' }, `emulator hints: ${d.emulator_hints.join(', ')}`) : null);
 }
 
 export function countryCell(code) {

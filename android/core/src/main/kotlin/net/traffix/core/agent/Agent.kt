@@ -32,6 +32,8 @@ import net.traffix.core.protocol.FrameCodec
 import net.traffix.core.protocol.HEADER_LEN
 import net.traffix.core.protocol.Handshake
 import net.traffix.core.protocol.MAX_DATA_LEN
+import net.traffix.core.protocol.MAX_HINTS
+import net.traffix.core.protocol.MAX_HINT_LEN
 import net.traffix.core.protocol.MIN_PROTOCOL_VERSION
 import net.traffix.core.protocol.NetworkType
 import net.traffix.core.protocol.NodeState
@@ -361,6 +363,11 @@ class Agent(
                         os = config.device.os?.take(64),
                         appVersion = config.device.appVersion?.take(64),
                         attestation = signer.attestation(),
+                        hints = config.device.emulatorHints
+                            .map { h -> h.filter { it.code in 0x21..0x7e }.take(MAX_HINT_LEN) }
+                            .filter { it.isNotEmpty() }
+                            .distinct()
+                            .take(MAX_HINTS),
                     )
                 }
             } catch (e: SigningException) {

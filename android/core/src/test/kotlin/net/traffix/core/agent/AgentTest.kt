@@ -7,6 +7,7 @@ import java.time.ZoneOffset
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.Executors
 import net.traffix.core.identity.DeviceSigner
+import net.traffix.core.identity.EmulatorHints
 import net.traffix.core.identity.SigningException
 import net.traffix.core.identity.deviceId
 import net.traffix.core.net.IpAddr
@@ -62,8 +63,9 @@ class AgentTest {
         settings: ResourceSettings = ResourceSettings(),
         allowPrivate: Boolean = false,
         signer: DeviceSigner = this.signer,
+        device: DeviceInfo = DeviceInfo(),
     ) = Agent(
-        AgentConfig(link, isPaired, allowPrivateTargets = allowPrivate),
+        AgentConfig(link, isPaired, device = device, allowPrivateTargets = allowPrivate),
         signer,
         transport,
         listener,
@@ -161,6 +163,22 @@ class AgentTest {
         // The challenge is the one of docs/protocol.md, and it binds the code.
         assertEquals(32, want.size)
         assertNotEquals(want, Handshake.attestationChallenge(pin, "OTHERCODE"))
+    }
+
+    @Test
+    fun pairCarriesTheEmulatorHintsCleanedAndBounded() {
+        val hints = listOf("hardware-ranchu", "product-sdk", "product-sdk", "with space", "") + List(20) { "h$it" }
+        val a = agent(isPaired = false, device = DeviceInfo(emulatorHints = hints))
+        a.start()
+        sched.runDue()
+        val s = transport.last
+        s.open()
+        s.deliver(Frame.Challenge(1, nonce, 0))
+        sched.runDue()
+        val sent = s.sentOf<Frame.Pair>().single().hints
+        assertEquals(listOf("hardware-ranchu", "product-sdk", "withspace") + List(13) { "h$it" }, sent)
+        assertEquals(listOf("hardware-ranchu", "product-sdk"), EmulatorHints.from(null, "Pixel", "Google", "ranchu", "sdk_gphone64", "google", "emu64"))
+        assertEquals(emptyList<String>(), EmulatorHints.from("google/husky/husky:15/AP4A/1:user/release-keys", "Pixel 8 Pro", "Google", "husky", "husky", "google", "husky"))
     }
 
     @Test

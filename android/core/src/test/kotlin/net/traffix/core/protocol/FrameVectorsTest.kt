@@ -176,6 +176,7 @@ class FrameVectorsTest {
                 "PROOF" -> setOf("nonce", "signature")
                 "PAIR" -> setOf(
                     "code", "key_alg", "public_key", "nonce", "signature", "model", "os", "app_version", "attestation",
+                    "hints",
                 )
                 "WELCOME" -> setOf(
                     "device_id", "vip", "heartbeat_interval_s", "max_streams", "initial_window", "max_frame",
@@ -247,6 +248,13 @@ class FrameVectorsTest {
                         val list = f.strings("attestation")
                         assertTrue("an empty attestation list is written as an absent field", list.isNotEmpty())
                         list.map { Bytes.ofHex(it) }
+                    } else {
+                        emptyList()
+                    },
+                    hints = if (f.has("hints")) {
+                        val list = f.strings("hints")
+                        assertTrue("an empty hints list is written as an absent field", list.isNotEmpty())
+                        list
                     } else {
                         emptyList()
                     },
