@@ -209,6 +209,15 @@ pub fn verify(chain: &[Vec<u8>], challenge: &[u8; 32], device_key: &[u8], policy
         },
     };
 
+    // Only the leaf may describe a key: an attested key with PURPOSE_SIGN can sign a made-up
+    // certificate, so a chain "extended" below a genuine leaf must not pass for the genuine one.
+    for (i, c) in certs.iter().enumerate().skip(1) {
+        if c.extensions().iter().any(|e| e.oid.as_bytes() == key_description::OID) {
+            v.push(format!(
+                "certificate {i} is not the leaf but has a Key Attestation extension (a chain extended by an attested key)"
+            ));
+        }
+    }
     check_path(&certs, policy, now, &mut v);
 
     if leaf.public_key().subject_public_key.data.as_ref() != device_key {

@@ -189,6 +189,21 @@ pub fn chain(root: &TestRoot, intermediate: &KeyPair, device: &KeyPair, spec: &C
     vec![leaf_der, inter_der, root.der.clone()]
 }
 
+/// A made-up leaf for `device`, signed by the genuine leaf's key `signer` (an attested key
+/// with PURPOSE_SIGN), carrying `attest`: prepended to a genuine chain it must not pass.
+pub fn forged_leaf(signer: &KeyPair, genuine_leaf_params_name: &str, device: &KeyPair, attest: &Attest) -> Vec<u8> {
+    let mut sp = CertificateParams::new(Vec::<String>::new()).expect("params");
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, genuine_leaf_params_name);
+    sp.distinguished_name = dn;
+    let issuer = Issuer::from_params(&sp, signer);
+    let mut lp = CertificateParams::new(Vec::<String>::new()).expect("params");
+    lp.not_before = date_time_ymd(2026, 1, 1);
+    lp.not_after = date_time_ymd(2036, 1, 1);
+    lp.custom_extensions.push(CustomExtension::from_oid_content(ATTEST_OID, key_description(attest)));
+    lp.signed_by(device, &issuer).expect("forged leaf").der().to_vec()
+}
+
 /// The 65-byte uncompressed point of a P-256 key pair (PAIR's public key).
 pub fn device_point(device: &KeyPair) -> Vec<u8> {
     device.public_key_raw().to_vec()

@@ -168,6 +168,25 @@ fn a_chain_that_misses_the_roots_says_how() {
 }
 
 #[test]
+fn a_chain_extended_below_a_genuine_leaf_is_refused() {
+    let f = fixture();
+    // A real phone's hardware key (f.device) with a genuine chain made for another challenge…
+    let mut old = f.good();
+    old.attest.challenge = vec![0; 32];
+    let genuine = chain(&f.root, &f.inter, &f.device, &old);
+    // …signs a made-up leaf for an emulator's key, claiming this pairing's challenge.
+    let emulator = new_key();
+    let forged = super::testkit::forged_leaf(&f.device, "Android Keystore Key", &emulator, &f.good().attest);
+    let c: Vec<Vec<u8>> = std::iter::once(forged).chain(genuine).collect();
+    let v = verify(&c, &f.challenge, &device_point(&emulator), &f.policy, NOW);
+    assert_eq!(v.level, Level::Software);
+    // Every signature links and every claim holds: the extension in certificate 1 is all that
+    // gives it away.
+    assert_eq!(v.reasons.len(), 1, "{:?}", v.reasons);
+    assert!(v.reasons[0].contains("certificate 1 is not the leaf"), "{:?}", v.reasons);
+}
+
+#[test]
 fn another_device_key_is_refused() {
     let f = fixture();
     let c = chain(&f.root, &f.inter, &f.device, &f.good());
