@@ -259,6 +259,15 @@ fn check_path(certs: &[X509Certificate<'_>], policy: &Policy, now: i64, v: &mut 
     // The anchor: the first certificate whose key is a trusted root's (later ones are ignored).
     let anchor = certs.iter().position(|c| trusted(c.public_key().raw));
     let path_end = anchor.unwrap_or(certs.len() - 1);
+    // SHA-1 signatures are forgeable (chosen-prefix collisions): not accepted, whatever ring
+    // would verify.
+    use x509_parser::oid_registry::{OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA};
+    for (i, c) in certs.iter().enumerate().take(path_end) {
+        let alg = &c.signature_algorithm.algorithm;
+        if *alg == OID_PKCS1_SHA1WITHRSA || *alg == OID_SHA1_WITH_RSA {
+            v.push(format!("certificate {i} is signed with SHA-1"));
+        }
+    }
     for i in 0..path_end {
         if let Err(e) = certs[i].verify_signature(Some(certs[i + 1].public_key())) {
             v.push(format!("certificate {i} is not signed by certificate {}: {e}", i + 1));

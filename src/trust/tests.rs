@@ -299,3 +299,16 @@ fn the_fuzz_seed_key_description_is_a_valid_one() {
     let d = key_description::parse(&seed[1..]).expect("seed parses");
     assert_eq!(d, key_description::parse(&key_description(&Attest::good(&[7; 32], PACKAGE, &DIGEST))).expect("kit"));
 }
+
+#[test]
+fn sha1_signatures_are_refused() {
+    // Made once with openssl: an RSA root (SHA-256, the anchor) and a certificate it signed
+    // with SHA-1 (`openssl x509 -req … -sha1`).
+    let leaf = include_bytes!("../../tests/fixtures/trust/sha1-signed-leaf.der").to_vec();
+    let root = include_bytes!("../../tests/fixtures/trust/sha1-test-root.der").to_vec();
+    let (_, r) = X509Certificate::from_der(&root).expect("root");
+    let policy = Policy { root_keys: vec![r.public_key().raw.to_vec()], ..Policy::default() };
+    let v = verify(&[leaf, root], &[0; 32], &[4; 65], &policy, NOW);
+    assert!(v.reasons.iter().any(|r| r == "certificate 0 is signed with SHA-1"), "{:?}", v.reasons);
+    assert!(!v.reasons.iter().any(|r| r.contains("certificate 1")), "the anchor's own signature is not judged");
+}
