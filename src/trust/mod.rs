@@ -189,7 +189,11 @@ pub fn verify(chain: &[Vec<u8>], challenge: &[u8; 32], device_key: &[u8], policy
             }
         }
     }
-    if let Some(inter) = certs.get(1) {
+    // The key that signed the leaf, when it did (a made-up chain cannot pin its leaf on
+    // somebody else's attestation key and so make it look shared).
+    if let Some(inter) = certs.get(1)
+        && certs[0].verify_signature(Some(inter.public_key())).is_ok()
+    {
         v.attestation_key = Some(sha256_hex(inter.public_key().raw));
     }
 

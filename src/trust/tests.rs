@@ -159,6 +159,7 @@ fn a_chain_that_misses_the_roots_says_how() {
     let v = verify(&mixed, &f.challenge, &device_point(&f.device), &f.policy, NOW);
     assert!(v.reasons.iter().any(|r| r.contains("certificate 0 is not signed by certificate 1")), "{:?}", v.reasons);
     assert!(v.reasons.iter().any(|r| r.contains("certificate 1 is not signed by certificate 2")), "{:?}", v.reasons);
+    assert_eq!(v.attestation_key, None, "a leaf the intermediate did not sign names no attestation key");
 
     // The Google default set does not trust the test root.
     let google = Policy { root_keys: root_keys_from_pem(GOOGLE_ROOTS_PEM).expect("bundled"), ..f.policy.clone() };
