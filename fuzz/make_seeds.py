@@ -169,6 +169,49 @@ def main():
             header = f"t=1700000000,v1={sig}".encode()
         write("payment_webhook", name, bytes([len(header)]) + header + body)
 
+    # Android Key Attestation: a KeyDescription with the real layout (mode byte 0), and chains
+    # of the bundled Google roots (mode byte 1, each certificate behind a 2-byte length).
+    write("attestation", "key_description", b"\x00" + key_description())
+    write("attestation", "key_description_trailing", b"\x00" + key_description() + b"\x00")
+    roots = pem_certs((ROOT / "assets/trust/google-attestation-roots.pem").read_text())
+    write("attestation", "google_roots_chain", b"\x01" + b"".join(struct.pack(">H", len(c)) + c for c in roots))
+    write("attestation", "ecdsa_leaf_chain", b"\x01" + struct.pack(">H", len(ecdsa)) + ecdsa)
+
+
+def tlv(tag, content):
+    n = len(content)
+    if n < 0x80:
+        return bytes(tag) + bytes([n]) + content
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes(tag) + bytes([0x80 | len(b)]) + b + content
+
+
+def key_description():
+    """The KeyDescription of src/trust/testkit.rs `Attest::good` (StrongBox, locked, verified)."""
+    seq = lambda *parts: tlv([0x30], b"".join(parts))
+    rot = tlv([0xBF, 0x85, 0x40], seq(tlv([0x04], b"\xaa" * 32), tlv([0x01], b"\xff"), tlv([0x0A], b"\x00"),
+                                       tlv([0x04], b"\xbb" * 32)))
+    info = seq(tlv([0x04], b"net.traffix.node"), tlv([0x02], b"\x07"))
+    app_id = seq(tlv([0x31], info), tlv([0x31], tlv([0x04], b"\x5a" * 32)))
+    app = tlv([0xBF, 0x85, 0x45], tlv([0x04], app_id))
+    origin = tlv([0xBF, 0x85, 0x3E], tlv([0x02], b"\x00"))
+    return seq(tlv([0x02], b"\x01\x2c"), tlv([0x0A], b"\x02"), tlv([0x02], b"\x01\x2c"), tlv([0x0A], b"\x02"),
+               tlv([0x04], b"\x07" * 32), tlv([0x04], b""), seq(app), seq(origin, rot))
+
+
+def pem_certs(text):
+    import base64
+    out, cur = [], None
+    for line in text.splitlines():
+        if line.startswith("-----BEGIN CERTIFICATE"):
+            cur = []
+        elif line.startswith("-----END CERTIFICATE"):
+            out.append(base64.b64decode("".join(cur)))
+            cur = None
+        elif cur is not None:
+            cur.append(line.strip())
+    return out
+
 
 if __name__ == "__main__":
     main()

@@ -324,6 +324,7 @@ pub fn init(opts: &InitOptions) -> Result<InitOutput, AppError> {
         insecure_http: false,
         live: None,
         money: admin::MoneyRules::default().shared(),
+        shared_key_accounts: crate::config::TrustConfig::default().shared_key_accounts,
     };
     let admin = ctx
         .execute(admin::UserAdd { name: "admin".into(), password: None, admin: true })
@@ -385,6 +386,8 @@ pub struct App {
     /// The web listener's certificates and the ACME service.
     certificates: Arc<crate::acme::Certificates>,
     geoip: Arc<SharedGeoIp>,
+    /// Device trust: the attestation policy and required level (docs/trust.md).
+    trust: Arc<crate::trust::gate::TrustGate>,
     trigger: shutdown::ShutdownTrigger,
     /// Node quality (`src/watchdog`): fed by the tunnel and the relay, consulted by routing.
     pub watchdog: Arc<crate::watchdog::Watchdog>,
@@ -435,6 +438,10 @@ impl App {
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
         };
         let geoip = Arc::new(SharedGeoIp::load(&cfg).map_err(AppError::Other)?);
+        let trust = Arc::new(
+            crate::trust::gate::TrustGate::new(&cfg.trust, &cfg.data_dir)
+                .map_err(|e| AppError::Other(format!("device trust: {e}")))?,
+        );
         if cfg.egress.allow_private_targets {
             warn!("egress.allow_private_targets is ON: clients may reach private and loopback targets (tests only)");
         }
@@ -465,6 +472,7 @@ impl App {
             watchdog.clone(),
             &cfg.limits,
             metrics.clone(),
+            cfg.trust.require,
         );
         let tariff = crate::billing::rules::Tariff::new(cfg.billing.price_per_gb, cfg.billing.platform_fee_percent)
             .map_err(|e| AppError::Other(format!("billing config: {e}")))?;
@@ -493,7 +501,7 @@ impl App {
             live: Arc::new(crate::relay::live::LiveStreams::default()),
         });
         let (trigger, _) = shutdown::channel();
-        Ok(App { cfg, store, registry, metrics, relay, pin, tls, certificates, geoip, trigger, watchdog })
+        Ok(App { cfg, store, registry, metrics, relay, pin, tls, certificates, geoip, trust, trigger, watchdog })
     }
 
     /// What the watchdog calls to ban a device (after marking it banned in the store): its
@@ -598,6 +606,7 @@ impl App {
             self.metrics.register_billing(&mut prom);
         }
         let tunnel = Arc::new(TunnelService {
+            trust: self.trust.clone(),
             pair_attempts: TunnelService::pair_attempts_table(),
             store: self.store.clone(),
             registry: self.registry.clone(),
@@ -680,6 +689,7 @@ impl App {
                 },
             }),
             money: admin::MoneyRules::from_config(cfg).shared(),
+            shared_key_accounts: cfg.trust.shared_key_accounts,
         });
         let api = Arc::new(self.api_state(admin_ctx.clone(), payments.clone(), &socks, &http)?);
         let relay = self.relay.clone();

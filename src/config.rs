@@ -56,6 +56,7 @@ pub struct Config {
     pub payments: crate::payments::config::PaymentsConfig,
     #[serde(default)]
     pub watchdog: crate::watchdog::config::WatchdogConfig,
+    pub trust: TrustConfig,
     /// The data directory (not a file key: comes from `--data-dir`).
     #[serde(skip)]
     pub data_dir: PathBuf,
@@ -498,6 +499,76 @@ pub struct GeoipConfig {
     pub stale_after_days: u32,
 }
 
+/// Device trust (docs/trust.md): how Android Key Attestation chains are judged at pairing, and
+/// the level routing requires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// The weakest trust level a device may pair with and carry traffic at: `none` (any device),
+    /// `software` (any attestation chain) or `hardware` (a fully verified chain).
+    pub require: crate::identity::TrustLevel,
+    /// A PEM file of trusted attestation roots; empty: Google's roots, bundled. Read at every
+    /// pairing, so a replaced file applies at once.
+    pub roots: String,
+    /// Google's attestation status list as JSON (a saved copy of
+    /// https://android.googleapis.com/attestation/status); empty: no revocation check. Read at
+    /// every pairing.
+    pub revocation_list: String,
+    /// The app's package names; empty: not checked.
+    pub packages: Vec<String>,
+    /// SHA-256 digests (hex, colons allowed) of the app's signing certificates; empty: not
+    /// checked.
+    pub signing_digests: Vec<String>,
+    /// Devices whose attestation key is shared by more than this many accounts are flagged.
+    pub shared_key_accounts: u32,
+    /// The most entries a revocation list may have.
+    pub max_revocation_entries: usize,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            require: crate::identity::TrustLevel::None,
+            roots: String::new(),
+            revocation_list: String::new(),
+            packages: vec!["net.traffix.node".into()],
+            signing_digests: Vec::new(),
+            shared_key_accounts: 3,
+            max_revocation_entries: 1_000_000,
+        }
+    }
+}
+
+impl TrustConfig {
+    /// The signing digests as bytes.
+    pub fn digests(&self) -> Result<Vec<Vec<u8>>, String> {
+        self.signing_digests
+            .iter()
+            .map(|d| {
+                let clean: String = d.chars().filter(|c| *c != ':').collect();
+                match hex::decode(&clean) {
+                    Ok(b) if b.len() == 32 => Ok(b),
+                    _ => Err(format!("trust.signing_digests entry {d:?} is not a SHA-256 digest (64 hex digits)")),
+                }
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.digests()?;
+        if self.shared_key_accounts == 0 {
+            return Err("trust.shared_key_accounts must be at least 1".into());
+        }
+        if self.max_revocation_entries == 0 {
+            return Err("trust.max_revocation_entries must be at least 1".into());
+        }
+        if self.packages.iter().any(|p| p.is_empty() || p.len() > 256) {
+            return Err("trust.packages entries must be 1 to 256 characters".into());
+        }
+        Ok(())
+    }
+}
+
 /// Where GeoIP databases come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -690,6 +761,7 @@ impl Config {
         {
             return bad("limits.open_retry_budget_secs and the watchdog_max_* keys must be at least 1".into());
         }
+        self.trust.validate().map_err(ConfigError::Invalid)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!("log.format {:?} must be \"text\" or \"json\"", self.log.format));
         }

@@ -58,6 +58,7 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
             insecure_http: false,
             live: None,
             money: admin::MoneyRules::from_config(&cfg).shared(),
+            shared_key_accounts: cfg.trust.shared_key_accounts,
         };
         let user =
             ctx.execute(admin::UserAdd { name: "demo".into(), password: None, admin: false }).map_err(|e| e.reason)?;

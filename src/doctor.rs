@@ -5,7 +5,9 @@
 //! match, and are valid (a warning under 30 days left); ACME's state when it is on (a warning
 //! while the self-signed certificate is served or renewals fail); the database opens and its ledger
 //! verifies; the GeoIP databases open and are not stale (missing ones, and a failed last update,
-//! are warnings naming `traffix geoip update`); the clock is after this build and not absurdly
+//! are warnings naming `traffix geoip update`); the device trust files load (`[trust] roots`,
+//! `revocation_list`; requiring `hardware` without a signing digest is a warning); the clock is
+//! after this build and not absurdly
 //! ahead; the data directory is 0700 and the key, JWT secret and database 0600, all with one
 //! owner; and, when a server runs, its admin socket answers.
 //!
@@ -110,6 +112,7 @@ pub async fn run(data_dir: &Path, config: Option<&Path>) -> Report {
         certificate(&mut c, cfg);
         acme(&mut c, cfg);
         geoip(&mut c, cfg, crate::store::now_secs());
+        trust(&mut c, cfg);
     }
     database(&mut c, data_dir, cfg.as_ref(), running.is_some()).await;
     clock(&mut c, crate::store::now_secs());
@@ -319,6 +322,38 @@ fn acme(c: &mut Checks, cfg: &Config) {
 }
 
 /// What brings the GeoIP databases up to date, as the config stands.
+/// Device trust (docs/trust.md): the root set and status list load; requiring `hardware` without
+/// a signing digest lets any app on a real phone reach it (a warning).
+fn trust(c: &mut Checks, cfg: &Config) {
+    let t = &cfg.trust;
+    match crate::trust::gate::TrustGate::new(t, &cfg.data_dir).and_then(|g| g.policy()) {
+        Err(e) => c.problem(
+            "trust",
+            e.to_string(),
+            "fix the file or empty the key in [trust] (roots = \"\" uses Google's bundled roots; \
+             revocation_list = \"\" skips revocation): docs/trust.md",
+        ),
+        Ok(p) => {
+            let roots = if t.roots.is_empty() { "Google's bundled roots".to_owned() } else { t.roots.clone() };
+            let list = if t.revocation_list.is_empty() {
+                "no revocation list".to_owned()
+            } else {
+                format!("{} revoked or suspended serials", p.revoked.len())
+            };
+            if t.require == crate::identity::TrustLevel::Hardware && t.signing_digests.is_empty() {
+                c.warn(
+                    "trust",
+                    "trust.require = \"hardware\" but trust.signing_digests is empty: any app on a real phone can pair",
+                    "add the SHA-256 of your APK's signing certificate (`apksigner verify --print-certs`) to \
+                     trust.signing_digests",
+                );
+            } else {
+                c.ok("trust", format!("require {}; {} ({} keys); {list}", t.require, roots, p.root_keys.len()));
+            }
+        }
+    }
+}
+
 fn geoip_update_fix(cfg: &Config) -> String {
     use crate::config::GeoipSource;
     match cfg.geoip.source {
@@ -446,6 +481,7 @@ async fn database(c: &mut Checks, data_dir: &Path, cfg: Option<&Config>, running
             insecure_http: false,
             live: None,
             money: money.shared(),
+            shared_key_accounts: crate::config::TrustConfig::default().shared_key_accounts,
         };
         match tokio::task::spawn_blocking(move || ctx.execute(admin::LedgerVerify {})).await {
             Ok(Ok(r)) => r,
@@ -554,6 +590,31 @@ mod tests {
         assert!(clock_sanity(built - 1, built).unwrap_err().contains("before this program was built"));
         assert!(clock_sanity(built + CLOCK_AHEAD_LIMIT_SECS + 1, built).unwrap_err().contains("20 years"));
         assert!(BUILD_TIME.parse::<u64>().is_ok_and(|t| t > 1_700_000_000), "{BUILD_TIME}");
+    }
+
+    #[test]
+    fn trust_files_are_checked_and_hardware_without_a_signer_warns() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = |extra: &[(&str, &str)]| {
+            let env = extra.iter().map(|(k, v)| (format!("TRAFFIX_TRUST__{k}"), (*v).to_owned()));
+            Config::from_str_with_env(crate::config::EXAMPLE, Path::new("t.toml"), dir.path(), env).expect("config")
+        };
+        let run = |cfg: &Config| {
+            let mut c = Checks::default();
+            trust(&mut c, cfg);
+            c.0.pop().expect("one check")
+        };
+        let ok = run(&cfg(&[]));
+        assert_eq!(ok.status, Status::Ok, "{}", ok.message);
+        assert!(ok.message.contains("Google's bundled roots (2 keys)"), "{}", ok.message);
+        let missing = run(&cfg(&[("REVOCATION_LIST", "status.json")]));
+        assert_eq!(missing.status, Status::Problem);
+        assert!(missing.message.contains("status.json"), "{}", missing.message);
+        std::fs::write(dir.path().join("status.json"), r#"{"entries": {"0a": {"status": "REVOKED"}}}"#).expect("write");
+        assert!(run(&cfg(&[("REVOCATION_LIST", "status.json")])).message.contains("1 revoked or suspended serials"));
+        assert_eq!(run(&cfg(&[("REQUIRE", "hardware")])).status, Status::Warning);
+        let digest = "[\"".to_owned() + &"ab".repeat(32) + "\"]";
+        assert_eq!(run(&cfg(&[("REQUIRE", "hardware"), ("SIGNING_DIGESTS", &digest)])).status, Status::Ok);
     }
 
     #[test]

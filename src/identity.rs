@@ -51,3 +51,58 @@ pub fn device_id(alg: KeyAlg, public_key: &[u8]) -> DeviceId {
     id.copy_from_slice(&d.as_ref()[..DEVICE_ID_LEN]);
     id
 }
+
+/// The Android Key Attestation challenge for pairing with `code` at the server whose pin is
+/// `pin` (docs/protocol.md, "Attestation challenge"): `SHA-256("traffix-attest-v1" ‖ pin ‖ code)`,
+/// `code` as the UTF-8 text of the pairing link. A phone computes it before it dials (making a
+/// Keystore key can take seconds); it is fresh because pairing codes are one-time and
+/// server-issued.
+pub fn attestation_challenge(pin: &[u8; 32], code: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"traffix-attest-v1");
+    ctx.update(pin);
+    ctx.update(code.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// How far a device's attestation proves it is a real phone with its key in secure hardware
+/// (docs/trust.md), weakest first so that `>=` compares strength.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustLevel {
+    /// No attestation chain (Linux nodes, phones without Key Attestation).
+    #[default]
+    None,
+    /// A chain that does not prove everything `Hardware` needs; the device's reasons say why.
+    Software,
+    /// A Key Attestation chain to a trusted root for a TEE or StrongBox key, on a locked phone
+    /// with verified boot, for this server's challenge and our app.
+    Hardware,
+}
+
+impl TrustLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrustLevel::None => "none",
+            TrustLevel::Software => "software",
+            TrustLevel::Hardware => "hardware",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TrustLevel> {
+        match s {
+            "none" => Some(TrustLevel::None),
+            "software" => Some(TrustLevel::Software),
+            "hardware" => Some(TrustLevel::Hardware),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TrustLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

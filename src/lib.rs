@@ -35,6 +35,8 @@
 //! - [`doctor`]: `traffix doctor`, health checks of a data directory, each problem with its fix.
 //! - [`geoip`]: country and ASN lookups from MaxMind-format databases, swapped in while serving,
 //!   and `traffix geoip update`, which downloads, verifies and installs them.
+//! - [`trust`]: Android Key Attestation chains verified offline at pairing, and device trust
+//!   levels (pure).
 //! - [`payments`]: money in from providers (signed webhooks, Crypto Pay invoices and polling)
 //!   and automatic payout requests.
 //! - [`watchdog`]: node quality: measurements fed by the tunnel's and the relay's events,
@@ -67,6 +69,7 @@ pub mod sync;
 pub mod target;
 pub mod telemetry;
 pub mod tls;
+pub mod trust;
 pub mod tunnel;
 pub mod units;
 pub mod watchdog;

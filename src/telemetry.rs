@@ -230,6 +230,8 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Responses of the web listener's router (API, dashboard, tunnel upgrades).
     pub http_requests: Family<StatusLabel, Counter>,
+    /// Attestation verdicts at pairing, by trust level (docs/trust.md).
+    pub trust_verdicts: Family<TrustLabel, Counter>,
     pub billing: BillingCounters,
     /// Online nodes by quality state (the watchdog's last evaluation).
     pub watchdog_nodes: Family<QualityStateLabel, Gauge>,
@@ -241,6 +243,12 @@ pub struct Metrics {
     pub open_retries: Counter,
     /// Requests that found no node, by country and reason.
     pub unmet_demand: Family<UnmetLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrustLabel {
+    /// `none`, `software` or `hardware`.
+    pub level: String,
 }
 
 impl Metrics {
@@ -298,6 +306,13 @@ impl Metrics {
             "Client requests that found no node, by country asked for (any: none) and reason",
             self.unmet_demand.clone(),
         );
+        for level in [
+            crate::identity::TrustLevel::None,
+            crate::identity::TrustLevel::Software,
+            crate::identity::TrustLevel::Hardware,
+        ] {
+            self.trust_verdicts.get_or_create(&TrustLabel { level: level.name().into() }).inc_by(0);
+        }
         self.build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION").to_owned() }).set(1);
         reg.register("traffix_build_info", "The running version (always 1)", self.build_info.clone());
         reg.register_with_unit(
@@ -330,6 +345,11 @@ impl Metrics {
             "traffix_http_requests",
             "Requests answered by the web listener (API, dashboard, tunnel upgrades), by status class",
             self.http_requests.clone(),
+        );
+        reg.register(
+            "traffix_trust_verdicts",
+            "Attestation chains judged at pairing, by the trust level they earned",
+            self.trust_verdicts.clone(),
         );
     }
 
@@ -365,6 +385,11 @@ impl Metrics {
 
     pub fn stream_result(&self, frontend: Frontend, result: &str) {
         self.streams.get_or_create(&StreamLabels { frontend, result: result.to_owned() }).inc();
+    }
+
+    /// Counts one pairing's trust verdict.
+    pub fn trust_verdict(&self, level: crate::identity::TrustLevel) {
+        self.trust_verdicts.get_or_create(&TrustLabel { level: level.name().into() }).inc();
     }
 
     pub fn tunnel_disconnect(&self, reason: NodeDisconnect) {
@@ -519,6 +544,9 @@ mod tests {
             "counted=no",
             "country=any",
             "reason=no_node",
+            "level=none",
+            "level=software",
+            "level=hardware",
         ];
         assert_eq!(values, expected.iter().map(|v| v.to_string()).collect(), "{text}");
         assert!(text.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));

@@ -84,6 +84,21 @@ const RULES: &[Rule] = &[
               storage, adapters or front-ends",
     },
     Rule {
+        parts: &["src/trust/"],
+        forbidden: &[
+            "crate::store",
+            "crate::tunnel",
+            "crate::api",
+            "crate::admin",
+            "crate::proxy",
+            "crate::relay",
+            "crate::web",
+            "crate::app",
+        ],
+        why: "device trust judges a chain against a policy: callers bring the chain and store the \
+              verdict; it never reaches into storage, the tunnel or the front-ends",
+    },
+    Rule {
         parts: &["src/payments/"],
         forbidden: &[
             "crate::admin",
@@ -146,6 +161,9 @@ const PURE: &[&str] = &[
     "src/identity.rs",
     "src/watchdog/config.rs",
     "src/watchdog/quality.rs",
+    "src/trust/mod.rs",
+    "src/trust/der.rs",
+    "src/trust/key_description.rs",
 ];
 const FORBIDDEN_CRATES: &[&str] = &[
     "tokio",

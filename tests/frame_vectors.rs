@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use traffix::identity::{KeyAlg, challenge_message, device_id};
+use traffix::identity::{KeyAlg, attestation_challenge, challenge_message, device_id};
 use traffix::target::{OpenErrReason, ResetReason, Target};
 use traffix::tunnel::protocol::{
     Challenge, ErrorCode, Frame, HEADER_LEN, Heartbeat, HeartbeatAck, Hello, MAX_CURRENCY_LEN, MAX_DATA_LEN,
@@ -97,7 +97,18 @@ fn allowed_fields(ty: &str) -> &'static [&'static str] {
         "HELLO" => &["min_version", "max_version", "device_id", "agent", "max_streams", "max_inflight"],
         "CHALLENGE" => &["version", "nonce", "server_time_ms"],
         "PROOF" => &["nonce", "signature"],
-        "PAIR" => &["code", "key_alg", "public_key", "nonce", "signature", "model", "os", "app_version", "attestation"],
+        "PAIR" => &[
+            "code",
+            "key_alg",
+            "public_key",
+            "nonce",
+            "signature",
+            "model",
+            "os",
+            "app_version",
+            "attestation",
+            "hints",
+        ],
         "WELCOME" => &[
             "device_id",
             "vip",
@@ -253,6 +264,14 @@ fn build(case: &Value) -> Frame {
                     list.iter()
                         .map(|c| hex::decode(c.as_str().unwrap_or_default()).expect("attestation entries are hex"))
                         .collect()
+                }
+            },
+            hints: match f.map.get("hints") {
+                None => Vec::new(),
+                Some(list) => {
+                    let list = list.as_array().unwrap_or_else(|| panic!("hints is not a list in {case}"));
+                    assert!(!list.is_empty(), "an empty hints list is written as an absent field: {case}");
+                    list.iter().map(|h| h.as_str().expect("hints are text").to_owned()).collect()
                 }
             },
         })),
@@ -424,6 +443,19 @@ fn frame_size_limit_is_inclusive() {
 }
 
 #[test]
+fn attestation_challenges_match() {
+    let vectors = load();
+    let all = cases(&vectors, "attestation_challenges");
+    assert!(all.len() >= 3);
+    for case in all {
+        let name = str_of(case, "name");
+        let pin: [u8; 32] = array_of(case, "pin");
+        let challenge = attestation_challenge(&pin, str_of(case, "code"));
+        assert_eq!(hex::encode(challenge), str_of(case, "challenge"), "{name}");
+    }
+}
+
+#[test]
 fn challenge_messages_and_signatures_match() {
     let vectors = load();
     for case in cases(&vectors, "signing") {
@@ -568,20 +600,24 @@ fn control_frame() -> impl Strategy<Value = Frame> {
         proptest::collection::vec(any::<u8>(), 0..80),
         (proptest::option::of(text(30)), proptest::option::of(text(30)), proptest::option::of(text(10))),
         proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..4),
+        proptest::collection::vec(text(16), 0..4),
     )
-        .prop_map(|((code, key_alg, public_key, nonce), signature, (model, os, app_version), attestation)| {
-            Frame::Pair(Box::new(Pair {
-                code,
-                key_alg,
-                public_key,
-                nonce,
-                signature,
-                model,
-                os,
-                app_version,
-                attestation,
-            }))
-        });
+        .prop_map(
+            |((code, key_alg, public_key, nonce), signature, (model, os, app_version), attestation, hints)| {
+                Frame::Pair(Box::new(Pair {
+                    code,
+                    key_alg,
+                    public_key,
+                    nonce,
+                    signature,
+                    model,
+                    os,
+                    app_version,
+                    attestation,
+                    hints,
+                }))
+            },
+        );
     let state = prop_oneof![Just(NodeState::Serving), Just(NodeState::Draining), Just(NodeState::Paused)];
     let network = prop_oneof![
         Just(NetworkType::Unknown),

@@ -59,6 +59,9 @@ fn expected(case: &Value) -> Targeting {
             v if v == "high" => true,
             other => panic!("bad quality {other} in vector {case}"),
         },
+        trust: opt_str(case, "trust").map(|t| {
+            traffix::identity::TrustLevel::parse(t).unwrap_or_else(|| panic!("bad trust {t:?} in vector {case}"))
+        }),
     }
 }
 

@@ -466,6 +466,7 @@ mod tests {
             insecure_http: false,
             live: None,
             money: super::super::MoneyRules::default().shared(),
+            shared_key_accounts: crate::config::TrustConfig::default().shared_key_accounts,
         };
         ctx.execute(super::super::UserAdd { name: "ann".into(), password: Some("pw-ann-123".into()), admin: false })
             .unwrap();

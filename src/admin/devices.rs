@@ -1,6 +1,7 @@
 //! Pairing and devices (`traffix pair`, `traffix device …`): one-time pairing links, the device
 //! list with each node's live state, ban and unban, and finding a device by id prefix or vIP.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -96,8 +97,9 @@ impl Command for DeviceList {
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<DeviceView>, AdminError> {
         let mut devices = ctx.store.list_devices()?;
         devices.sort_by(|a, b| (a.paired_at, &a.id).cmp(&(b.paired_at, &b.id)));
+        let keys = key_accounts(&devices);
         let devices = self.window.apply(devices, |d| d.paired_at);
-        Ok(devices.iter().map(|d| ctx.device_view(d)).collect())
+        Ok(devices.iter().map(|d| ctx.device_view_with(d, &keys)).collect())
     }
 }
 
@@ -197,9 +199,33 @@ impl Command for DeviceQuality {
     }
 }
 
+/// Attestation key (SHA-256 hex) → the accounts with a device it attested.
+pub type KeyAccounts = HashMap<String, BTreeSet<String>>;
+
+/// Which accounts each attestation key appears on, over `devices`.
+pub fn key_accounts(devices: &[DeviceRecord]) -> KeyAccounts {
+    let mut out: KeyAccounts = HashMap::new();
+    for d in devices {
+        if let Some(k) = d.trust.as_ref().and_then(|t| t.attestation_key.as_ref()) {
+            out.entry(k.clone()).or_default().insert(d.owner.clone());
+        }
+    }
+    out
+}
+
 impl AdminCtx {
     /// A device with its live state when connected.
     pub fn device_view(&self, d: &DeviceRecord) -> DeviceView {
+        let shared = d.trust.as_ref().and_then(|t| t.attestation_key.as_ref());
+        let keys = match shared {
+            Some(_) => key_accounts(&self.store.list_devices().unwrap_or_default()),
+            None => KeyAccounts::new(),
+        };
+        self.device_view_with(d, &keys)
+    }
+
+    /// [`AdminCtx::device_view`] with the accounts of every attestation key worked out once.
+    pub fn device_view_with(&self, d: &DeviceRecord, keys: &KeyAccounts) -> DeviceView {
         let live = self.live.as_ref().and_then(|l| d.device_id().and_then(|id| l.registry.get(&id)));
         let status = live.as_ref().map(|n| n.status());
         let today = self.store.device_today(&d.id, now_secs()).unwrap_or_default();
@@ -208,6 +234,12 @@ impl AdminCtx {
         let asn = self.live.as_ref().zip(ip).and_then(|(l, ip)| l.geoip.asn(ip));
         let quality =
             self.live.as_ref().and_then(|l| l.watchdog.as_ref()).zip(d.device_id()).and_then(|(w, id)| w.view(&id));
+        let accounts = d
+            .trust
+            .as_ref()
+            .and_then(|t| t.attestation_key.as_ref())
+            .and_then(|k| keys.get(k))
+            .map(|owners| u32::try_from(owners.len()).unwrap_or(u32::MAX));
         DeviceView {
             id: d.id.clone(),
             owner: d.owner.clone(),
@@ -242,6 +274,12 @@ impl AdminCtx {
             quality_state: quality.as_ref().map(|q| q.state.as_str().to_owned()),
             score: quality.as_ref().map(|q| q.score),
             quality,
+            trust: d.trust_level().name().to_owned(),
+            trust_reasons: d.trust.as_ref().map(|t| t.reasons.clone()).unwrap_or_default(),
+            security_level: d.trust.as_ref().and_then(|t| t.security_level.clone()),
+            attestation_key_accounts: accounts,
+            shared_attestation_key: accounts.map(|n| n > self.shared_key_accounts),
+            emulator_hints: Some(d.emulator_hints.clone()),
         }
     }
 

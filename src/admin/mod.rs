@@ -321,6 +321,8 @@ pub struct AdminCtx {
     pub insecure_http: bool,
     pub live: Option<Live>,
     pub money: Arc<std::sync::RwLock<MoneyRules>>,
+    /// Devices whose attestation key is on more accounts than this are flagged (`[trust]`).
+    pub shared_key_accounts: u32,
 }
 
 /// The reason of a correction: trimmed, 1-500 characters.
@@ -415,6 +417,7 @@ pub(crate) fn test_ctx() -> (tempfile::TempDir, AdminCtx) {
         insecure_http: true,
         live: None,
         money: MoneyRules::default().shared(),
+        shared_key_accounts: crate::config::TrustConfig::default().shared_key_accounts,
     };
     (dir, ctx)
 }

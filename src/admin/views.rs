@@ -81,6 +81,23 @@ pub struct DeviceView {
     pub quality_state: Option<String>,
     pub score: Option<u8>,
     pub quality: Option<crate::watchdog::QualityView>,
+    /// Device trust (docs/trust.md): `none`, `software` or `hardware`, judged from the Key
+    /// Attestation chain at pairing.
+    pub trust: String,
+    /// Why the level is not `hardware` (empty when it is, or when there was no chain).
+    pub trust_reasons: Vec<String>,
+    /// Where the key lives as the attestation claims: `software`, `tee` or `strongbox`.
+    pub security_level: Option<String>,
+    /// Admin only: how many accounts have a device attested by this device's attestation key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_key_accounts: Option<u32>,
+    /// Admin only: that count is above `trust.shared_key_accounts` (a leaked keybox?).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_attestation_key: Option<bool>,
+    /// Admin only: emulator hints the app reported at pairing (weak signals, never a ban by
+    /// themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator_hints: Option<Vec<String>>,
 }
 
 /// One ledger transfer.

@@ -208,7 +208,18 @@ pub async fn earnings(
     responses((status = 200, body = [DeviceView])))]
 pub async fn devices(State(state): State<Arc<ApiState>>, p: Principal) -> Result<Json<Vec<DeviceView>>, ApiError> {
     let all = state.run(admin::DeviceList::default(), &p.actor()).await?;
-    Ok(Json(all.into_iter().filter(|d| d.owner == p.user.name).collect()))
+    // Other accounts' use of an attestation key is the operator's business, not the owner's.
+    let mine = all
+        .into_iter()
+        .filter(|d| d.owner == p.user.name)
+        .map(|mut d| {
+            d.attestation_key_accounts = None;
+            d.shared_attestation_key = None;
+            d.emulator_hints = None;
+            d
+        })
+        .collect();
+    Ok(Json(mine))
 }
 
 /// A one-time pairing link (10 minutes) for a new device, with its QR code.

@@ -845,6 +845,10 @@ const DEVICE_COLUMNS: &[Column<DeviceView>] = &[
     ("RTT MS", 7, |d| d.rtt_ms.cell()),
     ("QUALITY", -9, |d| d.quality_state.cell()),
     ("SCORE", 5, |d| d.score.cell()),
+    ("TRUST", -22, |d| match d.shared_attestation_key {
+        Some(true) => format!("{} (shared key)", d.trust),
+        _ => d.trust.clone(),
+    }),
     ("BANNED", 0, |d| d.banned.cell()),
 ];
 
@@ -911,6 +915,7 @@ impl Admin<'_> {
             insecure_http: cfg.server.insecure_http,
             live: None,
             money: admin::MoneyRules::from_config(&cfg).shared(),
+            shared_key_accounts: cfg.trust.shared_key_accounts,
         };
         Ok((ctx, cfg))
     }

@@ -277,6 +277,7 @@ where
             os: Some(format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)),
             app_version: Some(env!("CARGO_PKG_VERSION").into()),
             attestation: Vec::new(),
+            hints: Vec::new(),
         })),
         (true, None) => Frame::Proof(Proof { nonce: challenge.nonce, signature: sign(&challenge.nonce) }),
         (false, None) => return Ok(SessionEnd::Fatal("this node was never paired: run with --pair LINK".into())),

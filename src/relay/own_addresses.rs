@@ -393,6 +393,7 @@ mod tests {
             )),
             &crate::config::Limits::default(),
             Arc::default(),
+            crate::identity::TrustLevel::None,
         ));
         assert_eq!(router.check_target(&at("81.2.69.7", 443)).map_err(|r| r.code()), Err("own_address"));
         assert_eq!(router.check_target(&at("81.2.69.8", 443)), Ok(()));

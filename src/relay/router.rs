@@ -91,6 +91,8 @@ pub struct Router {
     retries: u32,
     retry_budget: Duration,
     metrics: Arc<crate::telemetry::Metrics>,
+    /// The weakest device trust that may carry traffic (`trust.require`).
+    min_trust: crate::identity::TrustLevel,
 }
 
 impl std::fmt::Debug for Router {
@@ -107,6 +109,7 @@ impl Router {
         watchdog: Arc<Watchdog>,
         limits: &crate::config::Limits,
         metrics: Arc<crate::telemetry::Metrics>,
+        min_trust: crate::identity::TrustLevel,
     ) -> Self {
         Router {
             registry,
@@ -120,6 +123,7 @@ impl Router {
             retries: limits.open_retries,
             retry_budget: Duration::from_secs(limits.open_retry_budget_secs),
             metrics,
+            min_trust,
         }
     }
 
@@ -144,7 +148,9 @@ impl Router {
     }
 
     fn matches(&self, t: &Targeting, n: &NodeHandle) -> bool {
-        t.country.is_none_or(|c| n.country() == Some(c)) && t.node.is_none_or(|v| n.vip == v)
+        t.country.is_none_or(|c| n.country() == Some(c))
+            && t.node.is_none_or(|v| n.vip == v)
+            && n.trust >= self.min_trust.max(t.trust.unwrap_or_default())
     }
 
     fn pick(&self, t: &Targeting, exclude: &[DeviceId]) -> Result<Arc<NodeHandle>, RouteError> {
@@ -200,6 +206,10 @@ impl Router {
         }
         if t.quality_high {
             what.push("the high quality tier".to_owned());
+        }
+        let trust = self.min_trust.max(t.trust.unwrap_or_default());
+        if trust > crate::identity::TrustLevel::None {
+            what.push(format!("device trust {trust} or better"));
         }
         let why = match reason {
             UnmetReason::NoNode | UnmetReason::AllPaused if what.is_empty() => {
@@ -460,7 +470,11 @@ mod tests {
             super::super::own_addresses::PolicyInputs { base, listeners: vec![], public_address: String::new() };
         let policy = inputs.policy(&Default::default());
         let geoip = Arc::new(crate::geoip::SharedGeoIp::empty());
-        (Router::new(reg, policy, geoip, w.clone(), &limits, metrics.clone()), w, metrics)
+        (
+            Router::new(reg, policy, geoip, w.clone(), &limits, metrics.clone(), crate::identity::TrustLevel::None),
+            w,
+            metrics,
+        )
     }
 
     fn targeting(username: &str) -> Targeting {

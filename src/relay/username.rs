@@ -40,7 +40,7 @@ pub const NODE_NETWORK: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);
 pub const NODE_NETWORK_PREFIX: u8 = 10;
 
 /// Every code [`UsernameError::code`] can return.
-pub const ERROR_CODES: [&str; 16] = [
+pub const ERROR_CODES: [&str; 17] = [
     "empty",
     "too_long",
     "non_ascii",
@@ -55,6 +55,7 @@ pub const ERROR_CODES: [&str; 16] = [
     "bad_node",
     "bad_mode",
     "bad_quality",
+    "bad_trust",
     "ttl_without_session",
     "mode_without_session",
 ];
@@ -101,11 +102,13 @@ pub enum Key {
     Mode,
     /// `quality`
     Quality,
+    /// `trust`
+    Trust,
 }
 
 impl Key {
     /// All keys, in the order the grammar lists them.
-    pub const ALL: [Key; 6] = [Key::Country, Key::Session, Key::Ttl, Key::Node, Key::Mode, Key::Quality];
+    pub const ALL: [Key; 7] = [Key::Country, Key::Session, Key::Ttl, Key::Node, Key::Mode, Key::Quality, Key::Trust];
 
     /// The canonical (first-listed) spelling.
     pub fn as_str(self) -> &'static str {
@@ -121,6 +124,7 @@ impl Key {
             Key::Node => &["node"],
             Key::Mode => &["mode"],
             Key::Quality => &["quality"],
+            Key::Trust => &["trust"],
         }
     }
 
@@ -138,6 +142,7 @@ impl Key {
             Key::Node => 3,
             Key::Mode => 4,
             Key::Quality => 5,
+            Key::Trust => 6,
         }
     }
 }
@@ -165,6 +170,9 @@ pub struct Targeting {
     pub mode: SessionMode,
     /// `quality-high`: only nodes of the watchdog's high tier (docs/watchdog.md).
     pub quality_high: bool,
+    /// The weakest device trust a node needs to carry this connection (docs/trust.md); the
+    /// server's `trust.require` applies on top.
+    pub trust: Option<crate::identity::TrustLevel>,
 }
 
 impl Targeting {
@@ -214,6 +222,8 @@ pub enum UsernameError {
     BadMode { value: String },
     /// Not `high`.
     BadQuality { value: String },
+    /// Not `none`, `software` or `hardware`.
+    BadTrust { value: String },
     /// `ttl` given without `session`.
     TtlWithoutSession,
     /// `mode` given without `session`.
@@ -238,6 +248,7 @@ impl UsernameError {
             UsernameError::BadNode { .. } => "bad_node",
             UsernameError::BadMode { .. } => "bad_mode",
             UsernameError::BadQuality { .. } => "bad_quality",
+            UsernameError::BadTrust { .. } => "bad_trust",
             UsernameError::TtlWithoutSession => "ttl_without_session",
             UsernameError::ModeWithoutSession => "mode_without_session",
         }
@@ -269,7 +280,7 @@ impl fmt::Display for UsernameError {
             UsernameError::UnknownKey { key } => write!(
                 f,
                 "unknown option {key:?}; known options are country (cc), \
-                 session (sessid, sessionid), ttl (sesstime, lifetime), node, mode and quality"
+                 session (sessid, sessionid), ttl (sesstime, lifetime), node, mode, quality and trust"
             ),
             UsernameError::RepeatedKey { key, first, second } => write!(
                 f,
@@ -307,6 +318,9 @@ impl fmt::Display for UsernameError {
             }
             UsernameError::BadQuality { value } => {
                 write!(f, "bad quality {value:?}: the only tier a client can ask for is high")
+            }
+            UsernameError::BadTrust { value } => {
+                write!(f, "bad trust {value:?}: use none, software or hardware")
             }
             UsernameError::TtlWithoutSession => {
                 f.write_str("ttl needs a session: add -session-ID (ttl is how long a sticky session lives)")
@@ -368,6 +382,7 @@ fn parse_ascii(username: &str) -> Result<Targeting, UsernameError> {
         node: None,
         mode: SessionMode::Flex,
         quality_high: false,
+        trust: None,
     };
     // The spelling each option was first given under, to report repeats.
     let mut seen: [Option<&str>; Key::ALL.len()] = [None; Key::ALL.len()];
@@ -402,6 +417,7 @@ fn parse_ascii(username: &str) -> Result<Targeting, UsernameError> {
                 }
                 target.quality_high = true;
             }
+            Key::Trust => target.trust = Some(parse_trust(value)?),
         }
     }
 
@@ -414,6 +430,11 @@ fn parse_ascii(username: &str) -> Result<Targeting, UsernameError> {
         }
     }
     Ok(target)
+}
+
+fn parse_trust(value: &str) -> Result<crate::identity::TrustLevel, UsernameError> {
+    crate::identity::TrustLevel::parse(&value.to_ascii_lowercase())
+        .ok_or_else(|| UsernameError::BadTrust { value: value.to_owned() })
 }
 
 fn check_name(name: &str) -> Result<(), &'static str> {
@@ -576,6 +597,7 @@ mod tests {
             node: None,
             mode: SessionMode::Flex,
             quality_high: false,
+            trust: None,
         }
     }
 
@@ -583,6 +605,7 @@ mod tests {
     fn accepts() {
         let cases: Vec<(&str, Targeting)> = vec![
             ("bob", t("bob")),
+            ("bob-trust-HARDWARE", Targeting { trust: Some(crate::identity::TrustLevel::Hardware), ..t("bob") }),
             ("bob-CC-fr", Targeting { country: Some(*b"FR"), ..t("bob") }),
             ("bob-quality-HIGH", Targeting { quality_high: true, ..t("bob") }),
             (

@@ -43,9 +43,21 @@ pub struct DeviceRecord {
     pub banned: bool,
     #[serde(default)]
     pub ban_reason: Option<String>,
+    /// The device trust verdict of its attestation at pairing (docs/trust.md). Set for every
+    /// device from schema 6 on (`migrations::migrate_to_v6` fills it in for older ones).
+    #[serde(default)]
+    pub trust: Option<crate::trust::Verdict>,
+    /// Emulator hints the app reported at pairing: weak signals, shown to the admin only.
+    #[serde(default)]
+    pub emulator_hints: Vec<String>,
 }
 
 impl DeviceRecord {
+    /// The device's trust level (`none` when it was never judged).
+    pub fn trust_level(&self) -> crate::identity::TrustLevel {
+        self.trust.as_ref().map(|t| t.level).unwrap_or_default()
+    }
+
     /// The device id as bytes (`None` if the stored hex is corrupt).
     pub fn device_id(&self) -> Option<DeviceId> {
         hex::decode(&self.id).ok().and_then(|b| DeviceId::try_from(b).ok())
@@ -92,6 +104,30 @@ macro_rules! pair_from {
     )*};
 }
 pair_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// Sets a trust verdict on every device without one (schema 6); returns how many.
+pub(super) fn backfill_trust(txn: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let mut t = txn.open_table(DEVICES)?;
+    let mut updates = Vec::new();
+    for row in t.iter()? {
+        let (k, v) = row?;
+        let mut d: DeviceRecord = from_json(v.value())?;
+        if d.trust.is_none() {
+            let mut verdict = crate::trust::Verdict::default();
+            if !d.attestation.is_empty() {
+                verdict
+                    .reasons
+                    .push("paired before attestation chains were verified; pair it again to verify its chain".into());
+            }
+            d.trust = Some(verdict);
+            updates.push((k.value().to_vec(), to_json(&d)?));
+        }
+    }
+    for (k, v) in &updates {
+        t.insert(k.as_slice(), v.as_slice())?;
+    }
+    Ok(updates.len())
+}
 
 fn vip_of(n: u32) -> Ipv4Addr {
     Ipv4Addr::from(VIP_BASE + n)

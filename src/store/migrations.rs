@@ -7,7 +7,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this build writes.
-pub const LAST_SCHEMA_VERSION: u64 = 6;
+pub const LAST_SCHEMA_VERSION: u64 = 7;
 
 /// The schema version of a database (0: a new, empty one), open for writing or read-only.
 pub fn version(db: &impl ReadableDatabase) -> Result<u64, StoreError> {
@@ -48,6 +48,7 @@ pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
             4 => migrate_to_v4(&txn)?,
             5 => migrate_to_v5(&txn)?,
             6 => migrate_to_v6(&txn)?,
+            7 => migrate_to_v7(&txn)?,
             _ => unreachable_step(version)?,
         }
         txn.open_table(META)?.insert("schema_version", version)?;
@@ -109,12 +110,6 @@ fn migrate_to_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 /// v5: payments — deposit receipts (one per deposit transfer a v4 server made, as admin
 /// credits), provider invoices, payout profiles.
-/// v6: the quality watchdog's summary of each node (`node_quality`).
-fn migrate_to_v6(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(NODE_QUALITY)?;
-    Ok(())
-}
-
 fn migrate_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DEPOSITS)?;
     txn.open_table(INVOICES)?;
@@ -122,6 +117,23 @@ fn migrate_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
     let n = super::deposits::backfill_receipts(txn, super::corrections::REVERSAL_PREFIX)?;
     if n > 0 {
         tracing::info!(receipts = n, "receipts written for the deposits made before v5");
+    }
+    Ok(())
+}
+
+/// v6: the quality watchdog's summary of each node (`node_quality`).
+fn migrate_to_v6(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(NODE_QUALITY)?;
+    Ok(())
+}
+
+/// v7: device trust — every device gets a trust verdict. Devices paired before had their chain
+/// made for another challenge, so it cannot be judged now: level `none`, saying so when a chain
+/// was stored. (Self-contained: renumber freely if another migration lands first.)
+fn migrate_to_v7(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let n = super::devices::backfill_trust(txn)?;
+    if n > 0 {
+        tracing::info!(devices = n, "trust levels set for the devices paired before v7");
     }
     Ok(())
 }
@@ -205,5 +217,59 @@ mod tests {
         let params = crate::store::VerifyParams { max_overdraft: Micros(0), overdraft_bytes: 0 };
         let r = s.verify(&params).unwrap();
         assert!(r.ok, "{:?}", r.problems);
+    }
+
+    /// A v6 device (with and without a chain) gets trust `none` in v7, with a reason when its
+    /// chain could not be judged; the v7 verdict of a newer device is kept.
+    #[test]
+    fn v7_sets_trust_none_for_devices_paired_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.redb");
+        let rec = |id: &str, chain: bool| crate::store::DeviceRecord {
+            id: id.into(),
+            owner: String::new(),
+            vip: std::net::Ipv4Addr::UNSPECIFIED,
+            key_alg: crate::identity::KeyAlg::EcdsaP256,
+            public_key: "04".into(),
+            model: None,
+            os: None,
+            app_version: None,
+            attestation: if chain { vec!["3000".into()] } else { vec![] },
+            paired_at: 0,
+            last_seen: None,
+            last_ip: None,
+            country: None,
+            banned: false,
+            ban_reason: None,
+            trust: None,
+            emulator_hints: vec![],
+        };
+        {
+            let s = Store::open(&p).unwrap();
+            s.create_user(&crate::store::UserRecord::new("bo", "x", 0)).unwrap();
+            for (i, (id, chain)) in
+                [("00112233445566778899aabbccddeeff", true), ("ffeeddccbbaa99887766554433221100", false)]
+                    .into_iter()
+                    .enumerate()
+            {
+                let code = format!("code{i}");
+                s.create_pair_code(
+                    &code,
+                    &crate::store::PairCode { user: "bo".into(), created_at: 1, expires_at: 1_000_000, used: false },
+                )
+                .unwrap();
+                s.pair_device(&code, 2, rec(id, chain)).unwrap();
+            }
+            let txn = s.write().unwrap();
+            txn.open_table(META).unwrap().insert("schema_version", 6).unwrap();
+            txn.commit().unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        let mut devices = s.list_devices().unwrap();
+        devices.sort_by(|a, b| a.id.cmp(&b.id));
+        let with_chain = devices[0].trust.clone().unwrap();
+        assert_eq!(with_chain.level, crate::identity::TrustLevel::None);
+        assert!(with_chain.reasons[0].contains("pair it again"), "{:?}", with_chain.reasons);
+        assert_eq!(devices[1].trust, Some(crate::trust::Verdict::default()));
     }
 }

@@ -223,7 +223,15 @@ pub struct Pair {
     pub os: Option<String>,
     pub app_version: Option<String>,
     pub attestation: Vec<Vec<u8>>,
+    /// Emulator hints the app reports (weak signals for the admin, docs/trust.md): at most
+    /// [`MAX_HINTS`] texts of at most [`MAX_HINT_LEN`] bytes.
+    pub hints: Vec<String>,
 }
+
+/// The most emulator hints a PAIR may carry.
+pub const MAX_HINTS: usize = 16;
+/// The longest emulator hint, in bytes.
+pub const MAX_HINT_LEN: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
@@ -531,6 +539,9 @@ impl Frame {
                 for cert in &p.attestation {
                     t.bytes(9, cert);
                 }
+                for hint in &p.hints {
+                    t.bytes(10, hint.as_bytes());
+                }
             }
             Frame::Welcome(w) => {
                 header(&mut buf, kind::WELCOME, 0, 0);
@@ -685,6 +696,7 @@ impl Frame {
                     os: f.opt_str(7)?,
                     app_version: f.opt_str(8)?,
                     attestation: f.list(9).map(<[u8]>::to_vec).collect(),
+                    hints: f.hints(10)?,
                 })))
             }
             kind::WELCOME => {
@@ -950,6 +962,21 @@ impl<'a> Fields<'a> {
                 why: "text is not UTF-8",
             }),
         }
+    }
+    /// PAIR's emulator hints: at most [`MAX_HINTS`] UTF-8 texts of at most [`MAX_HINT_LEN`] bytes.
+    fn hints(&self, tag: u8) -> Result<Vec<String>, ProtocolError> {
+        let bad = |why| ProtocolError::BadField { frame: self.frame, tag, why };
+        let mut out = Vec::new();
+        for v in self.list(tag) {
+            if out.len() == MAX_HINTS {
+                return Err(bad("more than 16 hints"));
+            }
+            if v.len() > MAX_HINT_LEN {
+                return Err(bad("a hint longer than 64 bytes"));
+            }
+            out.push(std::str::from_utf8(v).map_err(|_| bad("text is not UTF-8"))?.to_owned());
+        }
+        Ok(out)
     }
     /// Text of at most `max` bytes; longer is a violation (`why` says which limit).
     fn opt_str_max(&self, tag: u8, max: usize, why: &'static str) -> Result<Option<String>, ProtocolError> {

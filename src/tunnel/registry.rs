@@ -34,6 +34,8 @@ pub struct NodeHandle {
     /// monthly data cap: route nothing new there before the node has to cut streams.
     near_cap: AtomicBool,
     status: Mutex<Heartbeat>,
+    /// The device's trust level as judged at pairing (routing may require one).
+    pub trust: crate::identity::TrustLevel,
 }
 
 /// How close to a node's data cap the server stops routing new streams to it: 1 % of the cap,
@@ -76,7 +78,14 @@ impl NodeHandle {
             last_heartbeat: AtomicU64::new(now),
             near_cap: AtomicBool::new(false),
             status: Mutex::new(Heartbeat::default()),
+            trust: crate::identity::TrustLevel::None,
         }
+    }
+
+    /// The same node with the device trust level `trust`.
+    pub fn with_trust(mut self, trust: crate::identity::TrustLevel) -> Self {
+        self.trust = trust;
+        self
     }
 
     pub fn state(&self) -> NodeState {

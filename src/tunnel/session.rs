@@ -40,6 +40,8 @@ pub struct TunnelService {
     /// The billing currency, told to nodes with their earnings; `None` when billing is off
     /// (nothing is metered, so HEARTBEAT_ACK carries no count for today).
     pub currency: Option<String>,
+    /// Device trust: the attestation policy and the level pairing requires (docs/trust.md).
+    pub trust: Arc<crate::trust::gate::TrustGate>,
     /// PAIR attempts per address in the last minute (`pair_attempts_per_minute_per_ip`).
     pub pair_attempts: moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>>,
     /// Told when a node comes online, heartbeats and goes away (the quality watchdog).
@@ -196,6 +198,29 @@ where
             if !auth::verify_device_signature(p.key_alg, &p.public_key, &svc.pin, &device_id, &nonce, &p.signature) {
                 return Err(Refuse(ErrorCode::AuthFailed, "pairing signature does not verify".into()));
             }
+            // Device trust (docs/trust.md): the chain must carry this pairing's challenge. Judged
+            // before the code is redeemed, so a refusal leaves the code for another device.
+            let challenge = crate::identity::attestation_challenge(&svc.pin, &p.code);
+            let gate = svc.trust.clone();
+            let (chain, key) = (p.attestation.clone(), p.public_key.clone());
+            let verdict = tokio::task::spawn_blocking(move || {
+                gate.judge(&chain, &challenge, &key, i64::try_from(now_secs()).unwrap_or(i64::MAX))
+            })
+            .await
+            .map_err(|e| Refuse(ErrorCode::Internal, e.to_string()))?;
+            svc.metrics.trust_verdict(verdict.level);
+            let required = svc.trust.require();
+            if verdict.level < required {
+                let why = if verdict.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", verdict.reasons.join("; "))
+                };
+                info!(level = %verdict.level, %required, reasons = ?verdict.reasons, "pairing refused: device trust too low");
+                let msg =
+                    format!("this server requires device trust {required}; this device's is {}{why}", verdict.level);
+                return Err(Refuse(ErrorCode::AuthFailed, msg.chars().take(500).collect()));
+            }
             let bound = |s: &Option<String>| s.as_ref().map(|v| v.chars().take(128).collect::<String>());
             let record = DeviceRecord {
                 id: hex::encode(device_id),
@@ -213,6 +238,8 @@ where
                 country: None,
                 banned: false,
                 ban_reason: None,
+                trust: Some(verdict),
+                emulator_hints: p.hints.iter().map(|h| h.chars().take(64).collect()).collect(),
             };
             let store = svc.store.clone();
             let code_hash = auth::pairing_code_hash(&p.code);
@@ -224,7 +251,7 @@ where
                 PairError::Store(s) => Refuse(ErrorCode::Internal, s.to_string()),
                 other => Refuse(ErrorCode::PairingCodeInvalid, other.to_string()),
             })?;
-            info!(device = %device.id, owner = %device.owner, vip = %device.vip, "device paired");
+            info!(device = %device.id, owner = %device.owner, vip = %device.vip, trust = %device.trust_level(), "device paired");
             Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: true })
         }
         other => Err(Refuse(ErrorCode::ProtocolViolation, format!("expected PROOF or PAIR, got {}", other.name()))),
@@ -319,17 +346,20 @@ where
         tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(limits.ping_interval_secs)), epoch));
 
     let country = svc.geoip.country(peer.ip());
-    let node = Arc::new(NodeHandle::new(
-        who.device_id,
-        who.device.vip,
-        who.device.owner.clone(),
-        svc.registry.next_session_id(),
-        mux.clone(),
-        peer.ip(),
-        country,
-        who.max_streams,
-        now_secs(),
-    ));
+    let node = Arc::new(
+        NodeHandle::new(
+            who.device_id,
+            who.device.vip,
+            who.device.owner.clone(),
+            svc.registry.next_session_id(),
+            mux.clone(),
+            peer.ip(),
+            country,
+            who.max_streams,
+            now_secs(),
+        )
+        .with_trust(who.device.trust_level()),
+    );
     svc.registry.insert(node.clone());
     svc.watchdog.record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip() }, now_secs());
     svc.metrics.nodes_online.set(svc.registry.len() as i64);

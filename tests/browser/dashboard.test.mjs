@@ -123,6 +123,8 @@ flow('the admin sees a node come online live (SSE, no reload)', async (open) => 
   await waitText(nodes, `node-status-${nodeA.vip}`, (s) => s === 'online', 'the node shown online');
   await waitText(nodes, 'nodes-summary', (s) => s.startsWith('1 online of 1 paired'));
   assert.match(await text(nodes, `node-row-${nodeA.vip}`), /carol/);
+  // A Linux node sends no attestation chain: device trust none (docs/trust.md).
+  await waitText(nodes, `node-trust-${nodeA.vip}`, (s) => s.startsWith('none') && s.includes('no attestation'), 'the node trust shown');
   await waitText(overview, 'kpi-nodes-online-value', '1 / 1');
   assert.ok(await sameDocument(nodes), 'the nodes page was not reloaded');
   assert.ok(await sameDocument(overview), 'the overview was not reloaded');
@@ -736,6 +738,7 @@ flow('the admin user page shows a user\'s money and lists and runs every action'
   // The owner of the nodes has them listed; an unknown name says so.
   await page.evaluate(() => { location.hash = '#/users/carol'; });
   await page.getByTestId(`user-device-row-${nodeA.vip}`).waitFor();
+  await waitText(page, `user-device-trust-${nodeA.vip}`, (s) => s.startsWith('none'), 'the device trust on the user page');
   await page.evaluate(() => { location.hash = '#/users/nobody'; });
   await waitText(page, 'user-page-missing', (s) => s.includes('No user “nobody”'));
 });

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Android Key Attestation test chains (the same kit the unit tests of `trust` use).
+#[path = "../../src/trust/testkit.rs"]
+pub mod attest;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_traffix");
 /// Upper bound for any wait; a healthy run takes a fraction of it.
 pub const PATIENCE: Duration = Duration::from_secs(60);

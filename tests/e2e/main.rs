@@ -21,5 +21,6 @@ mod ops;
 mod payments;
 mod readme;
 mod routing;
+mod trust;
 mod upgrade;
 mod watchdog;

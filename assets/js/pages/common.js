@@ -76,6 +76,26 @@ export function qualityReasons(d, testid) {
   return h('div', { class: 'quality-reasons', testid }, h('p', { class: 'small' }, lead), h('ul', { class: 'small' }, lines));
 }
 
+/**
+ * Device trust (docs/trust.md): hardware / software / none as a badge, the attested security
+ * level and the first reason under it (all reasons on hover). Admin views also flag an
+ * attestation key shared by more accounts than `trust.shared_key_accounts`, and list the
+ * emulator hints the app reported (the portal's device objects carry neither).
+ */
+export function trustCell(d, testid) {
+  const level = d.trust || 'none';
+  const kind = level === 'hardware' ? 'ok' : level === 'software' ? 'warn' : 'muted';
+  const reasons = d.trust_reasons || [];
+  const sub = reasons[0] || (level === 'hardware' && d.security_level === 'strongbox' ? 'StrongBox' : level === 'hardware' ? 'TEE' : level === 'none' ? 'no attestation' : null);
+  const title = reasons.length ? reasons.join('\n') : `device trust: ${level}`;
+  return h('span', { class: 'badges', testid, title },
+    badge(level, kind),
+    d.shared_attestation_key ? [' ', badge('shared key', 'bad', testid ? `${testid}-shared` : undefined)] : null,
+    sub ? h('span', { class: 'sub' }, sub) : null,
+    d.shared_attestation_key ? h('span', { class: 'sub' }, `attestation key on ${d.attestation_key_accounts} accounts`) : null,
+    d.emulator_hints && d.emulator_hints.length ? h('span', { class: 'sub', title: 'emulator hints the app reported: weak signals, never a ban by themselves' }, `emulator hints: ${d.emulator_hints.join(', ')}`) : null);
+}
+
 export function countryCell(code) {
   if (!code) return h('span', { class: 'muted' }, 'unknown');
   return h('abbr', { class: 'country-cell', title: countryName(code) }, code.toUpperCase());

@@ -6,7 +6,7 @@ import { h, icon, replace } from '../dom.js';
 import { bytes, count, ipKey, money, relative } from '../format.js';
 import { badge, button, card, confirmDialog, dataTable, emptyState, errorState, field, formDialog, loading, pageHeader, searchBox, segmented, select, toast, timeEl } from '../ui.js';
 import { worldMap } from '../map.js';
-import { battery, caps, countryCell, linkified, liveBadge, network, nodeStatus, onlineFor, qualityBadge, qualityReasons } from './common.js';
+import { battery, caps, countryCell, linkified, liveBadge, network, nodeStatus, onlineFor, qualityBadge, qualityReasons, trustCell } from './common.js';
 
 export default function nodesPage(main, ctx) {
   const status = liveBadge();
@@ -68,7 +68,7 @@ export default function nodesPage(main, ctx) {
     if (filter === 'banned' && !n.banned) return false;
     if (filter === 'flagged' && !['degraded', 'flagged'].includes(n.quality?.state)) return false;
     if (!query) return true;
-    return [n.vip, n.owner, n.country, n.public_ip, n.model, n.os, n.id, n.network].some((x) => x && String(x).toLowerCase().includes(query));
+    return [n.vip, n.owner, n.country, n.public_ip, n.model, n.os, n.id, n.network, n.trust].some((x) => x && String(x).toLowerCase().includes(query));
   }
 
   const sorters = {
@@ -125,8 +125,8 @@ export default function nodesPage(main, ctx) {
         { label: 'Streams', num: true, cell: (n) => (n.online ? h('span', { title: caps(n) || null }, count(n.active_streams || 0), n.max_streams ? h('span', { class: 'sub' }, `of ${count(n.max_streams)}`) : null) : null) },
         { label: 'Battery / network', cell: (n) => (n.battery_pct == null && !network(n.network) ? null : h('span', { testid: `node-power-${n.vip}` }, battery(n.battery_pct) || h('span', { class: 'muted' }, 'no battery'), [n.charging ? 'charging' : null, network(n.network)].some(Boolean) ? h('span', { class: 'sub' }, [n.charging ? 'charging' : null, network(n.network)].filter(Boolean).join(' · ')) : null)) },
         { label: 'Quality', cell: (n) => (n.banned ? h('span', { class: 'muted' }, '—') : h('span', { testid: `node-quality-cell-${n.vip}` }, qualityBadge(n, `node-quality-state-${n.vip}`), n.quality?.reasons?.length || n.quality?.admin ? h('details', { class: 'sub' }, h('summary', null, n.quality.reasons[0]?.code?.replaceAll('_', ' ') || 'override'), qualityReasons(n, `node-reasons-${n.vip}`)) : null)) },
-        { label: 'Bytes today', num: true, cell: (n) => bytes(n.bytes_today || 0) },
-        { label: 'Earned today', num: true, cell: (n) => money(n.earned_today_micros || 0, currency()) },
+        { label: 'Trust', cell: (n) => trustCell(n, `node-trust-${n.vip}`) },
+        { label: 'Today', num: true, cell: (n) => h('span', { title: 'carried and earned today (UTC)' }, bytes(n.bytes_today || 0), h('span', { class: 'sub' }, money(n.earned_today_micros || 0, currency()))) },
         { label: 'Actions', hideLabel: true, class: 'actions', cell: actions },
       ],
     }));

@@ -10,7 +10,7 @@ import {
   infoDialog, loader, pageHeader, segmented, select, timeEl, toast,
 } from '../ui.js';
 import { usageChart } from '../chart.js';
-import { battery, caps, countryCell, network, nodeStatus, onlineFor, pairDialog, qualityBadge, qualityReasons, setText } from './common.js';
+import { battery, caps, countryCell, network, nodeStatus, onlineFor, pairDialog, qualityBadge, qualityReasons, setText, trustCell } from './common.js';
 import { sessionsTable } from './sessions.js';
 import { ledgerTable } from './ledger.js';
 import { withdrawalsTable } from './withdrawals.js';
@@ -220,6 +220,7 @@ export default function portalPage(main, ctx) {
         { label: 'Status', cell: (d) => h('span', null, nodeStatus(d, `device-status-${d.vip}`), d.banned ? [' ', badge('banned', 'bad')] : null, onlineFor(d) ? h('span', { class: 'sub' }, onlineFor(d)) : null, !d.online && d.last_seen ? h('span', { class: 'sub' }, timeEl(d.last_seen, `seen ${relative(d.last_seen)}`)) : null, d.banned && d.ban_reason ? h('span', { class: 'sub' }, d.ban_reason) : null) },
         { label: 'Quality', cell: (d) => h('span', null, qualityBadge(d, `device-quality-${d.vip}`), qualityReasons(d, `device-reasons-${d.vip}`)) },
         { label: 'Country', cell: (d) => countryCell(d.country) },
+        { label: 'Trust', cell: (d) => trustCell(d, `device-trust-${d.vip}`) },
         { label: 'Streams', num: true, cell: (d) => (d.online ? count(d.active_streams || 0) : null) },
         { label: 'Battery', cell: (d) => battery(d.battery_pct, d.charging) },
         { label: 'Network', cell: (d) => network(d.network) },

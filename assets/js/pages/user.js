@@ -10,7 +10,7 @@ import {
   badge, button, card, confirmDialog, copyButton, dataTable, defList, emptyState, errorState, field, formDialog,
   infoDialog, loading, pageHeader, timeEl, toast,
 } from '../ui.js';
-import { battery, countryCell, nodeStatus, onlineFor, pairDialog } from './common.js';
+import { battery, countryCell, nodeStatus, onlineFor, pairDialog, trustCell } from './common.js';
 import { sessionsTable } from './sessions.js';
 import { ledgerTable, reverseTransfer } from './ledger.js';
 import { creditUser, disableUser, enableUser } from './users.js';
@@ -170,6 +170,7 @@ export default function userPage(main, ctx) {
         { label: 'vIP', cell: (d) => h('span', null, h('span', { class: 'mono strong' }, d.vip), h('span', { class: 'sub' }, [d.model, d.os].filter(Boolean).join(' · '))) },
         { label: 'Status', cell: (d) => h('span', null, nodeStatus(d), d.banned ? [' ', badge('banned', 'bad')] : null, onlineFor(d) ? h('span', { class: 'sub' }, onlineFor(d)) : null, !d.online && d.last_seen ? h('span', { class: 'sub' }, timeEl(d.last_seen, `seen ${relative(d.last_seen)}`)) : null, d.banned && d.ban_reason ? h('span', { class: 'sub' }, d.ban_reason) : null) },
         { label: 'Country / IP', cell: (d) => h('span', null, countryCell(d.country), d.public_ip ? h('span', { class: 'sub mono' }, d.public_ip) : null) },
+        { label: 'Trust', cell: (d) => trustCell(d, `user-device-trust-${d.vip}`) },
         { label: 'Streams', num: true, cell: (d) => (d.online ? count(d.active_streams || 0) : null) },
         { label: 'Battery', cell: (d) => battery(d.battery_pct, d.charging) },
         { label: 'Carried today', num: true, cell: (d) => bytes(d.bytes_today || 0) },

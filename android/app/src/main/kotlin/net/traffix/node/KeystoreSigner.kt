@@ -24,9 +24,11 @@ import net.traffix.core.util.Bytes
  * The device key in the Android Keystore: ECDSA P-256, in StrongBox when the phone has one, else
  * in the TEE; it never leaves the secure hardware.
  *
- * The key is made while pairing ([prepareForPairing], called by the agent with the server's
- * CHALLENGE nonce) with that nonce as the attestation challenge, so the Key Attestation chain
- * sent in PAIR proves the key is hardware-backed *and* fresh (SECURITY.md §5). Once paired the
+ * The key is made before pairing dials ([prepareForPairing], called by the agent with the
+ * attestation challenge of docs/protocol.md: SHA-256 of a label, the server's pin and the one-time
+ * pairing code), so the Key Attestation chain sent in PAIR proves the key is hardware-backed *and*
+ * fresh (SECURITY.md §5, docs/trust.md), and StrongBox's slow key generation runs outside the
+ * handshake. Once paired the
  * same key is used for every PROOF; a new pairing replaces it.
  *
  * Thread-safe: every Keystore access holds [lock] (the agent calls from its own thread).
@@ -86,12 +88,12 @@ class KeystoreSigner(private val strongBox: Boolean, private val alias: String =
             }
         }
 
-    /** (Re)creates the key with [nonce] as its attestation challenge; the device id changes. */
-    override fun prepareForPairing(nonce: Bytes) {
+    /** (Re)creates the key with [attestationChallenge]; the device id changes. */
+    override fun prepareForPairing(attestationChallenge: Bytes) {
         synchronized(lock) {
             cachedPublicKey = null
             keystore { ks -> if (ks.containsAlias(alias)) ks.deleteEntry(alias) }
-            val challenge = nonce.toByteArray()
+            val challenge = attestationChallenge.toByteArray()
             if (strongBox) {
                 try {
                     generate(challenge, strongBox = true)

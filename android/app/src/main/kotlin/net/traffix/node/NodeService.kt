@@ -33,6 +33,7 @@ import net.traffix.core.agent.AgentStatus
 import net.traffix.core.agent.DeviceInfo
 import net.traffix.core.agent.LogLevel
 import net.traffix.core.agent.Phase
+import net.traffix.core.identity.EmulatorHints
 import net.traffix.core.policy.DataUsage
 import net.traffix.core.transport.OkHttpTransport
 import net.traffix.node.ui.MainActivity
@@ -216,7 +217,14 @@ class NodeService : LifecycleService() {
             AgentConfig(
                 link = pairing.link,
                 paired = pairing.paired,
-                device = DeviceInfo(model = Build.MODEL, os = "Android ${Build.VERSION.RELEASE}", appVersion = BuildConfig.VERSION_NAME),
+                device = DeviceInfo(
+                    model = Build.MODEL,
+                    os = "Android ${Build.VERSION.RELEASE}",
+                    appVersion = BuildConfig.VERSION_NAME,
+                    emulatorHints = EmulatorHints.from(
+                        Build.FINGERPRINT, Build.MODEL, Build.MANUFACTURER, Build.HARDWARE, Build.PRODUCT, Build.BRAND, Build.DEVICE,
+                    ),
+                ),
             )
         val ev = Events()
         events = ev

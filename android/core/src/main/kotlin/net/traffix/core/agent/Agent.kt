@@ -30,7 +30,10 @@ import net.traffix.core.protocol.ErrorCode
 import net.traffix.core.protocol.Frame
 import net.traffix.core.protocol.FrameCodec
 import net.traffix.core.protocol.HEADER_LEN
+import net.traffix.core.protocol.Handshake
 import net.traffix.core.protocol.MAX_DATA_LEN
+import net.traffix.core.protocol.MAX_HINTS
+import net.traffix.core.protocol.MAX_HINT_LEN
 import net.traffix.core.protocol.MIN_PROTOCOL_VERSION
 import net.traffix.core.protocol.NetworkType
 import net.traffix.core.protocol.NodeState
@@ -91,6 +94,9 @@ class Agent(
     private var vip: String? = null
     private var server: ServerTally? = null
     private val backoff = Backoff(random = random)
+
+    /** The pairing code the device key was made for (its attestation challenge binds it). */
+    private var preparedForCode: String? = null
 
     // ---- shared with relay threads ----
     /** Bytes relayed and not yet folded into [usage]. */
@@ -187,6 +193,17 @@ class Agent(
         if (config.link.insecure && !config.allowInsecure) {
             fail("the pairing link is for a development server without TLS; this app only connects over TLS")
             return
+        }
+        if (!paired && preparedForCode != config.link.code) {
+            // The Keystore key and its attestation are made before dialling: StrongBox can take
+            // seconds, more than the handshake allows. Once per code: retries reuse the key.
+            try {
+                signer.prepareForPairing(Handshake.attestationChallenge(config.link.pin, config.link.code))
+                preparedForCode = config.link.code
+            } catch (e: SigningException) {
+                fail("cannot create the device key: ${e.message}")
+                return
+            }
         }
         val scheme = if (config.link.insecure) "ws" else "wss"
         retryAtMillis = null
@@ -336,7 +353,6 @@ class Agent(
                 if (paired) {
                     Frame.Proof(c.nonce, signer.signChallenge(config.link.pin, c.nonce))
                 } else {
-                    signer.prepareForPairing(c.nonce)
                     Frame.Pair(
                         code = config.link.code,
                         keyAlg = signer.keyAlg,
@@ -347,6 +363,11 @@ class Agent(
                         os = config.device.os?.take(64),
                         appVersion = config.device.appVersion?.take(64),
                         attestation = signer.attestation(),
+                        hints = config.device.emulatorHints
+                            .map { h -> h.filter { it.code in 0x21..0x7e }.take(MAX_HINT_LEN) }
+                            .filter { it.isNotEmpty() }
+                            .distinct()
+                            .take(MAX_HINTS),
                     )
                 }
             } catch (e: SigningException) {
@@ -619,7 +640,7 @@ class Agent(
 
         override fun onOpen(socket: TunnelSocket) {
             this.socket = socket
-            // Absent while pairing: the key may be made for the server's challenge.
+            // Absent while pairing (docs/protocol.md): the server derives it from PAIR's key.
             val id =
                 if (!paired) {
                     null

@@ -38,8 +38,16 @@ enum class Phase(val text: String) {
     FAILED("needs attention"),
 }
 
-/** What PAIR tells the server about the device (shown in the dashboard). */
-data class DeviceInfo(val model: String? = null, val os: String? = null, val appVersion: String? = null)
+/**
+ * What PAIR tells the server about the device (shown in the dashboard). [emulatorHints] are weak
+ * signals for the admin ([net.traffix.core.identity.EmulatorHints]).
+ */
+data class DeviceInfo(
+    val model: String? = null,
+    val os: String? = null,
+    val appVersion: String? = null,
+    val emulatorHints: List<String> = emptyList(),
+)
 
 /** The phone's state that the resource policy needs; the app pushes it when it changes. */
 data class DeviceSample(

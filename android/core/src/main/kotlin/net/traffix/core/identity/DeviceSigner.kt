@@ -28,15 +28,16 @@ interface DeviceSigner {
     fun attestation(): List<Bytes> = emptyList()
 
     /**
-     * Called on the first connection of an unpaired device, with the server's CHALLENGE nonce,
-     * before [publicKey] and [sign] are used for PAIR. A Keystore signer creates its key here
-     * with the nonce as the attestation challenge (SECURITY.md §5: the chain must carry the
-     * server's challenge); the public key, and so the device id, may change. HELLO therefore
-     * carries no device id while pairing.
+     * Called once per pairing code, before the first connection of an unpaired device dials,
+     * with the attestation challenge of docs/protocol.md
+     * ([net.traffix.core.protocol.Handshake.attestationChallenge] of the link's pin and code). A
+     * Keystore signer creates its key here with that challenge (SECURITY.md §5: the chain must
+     * carry it), which can take seconds in StrongBox — outside the 10 s handshake. The public
+     * key, and so the device id, may change. HELLO therefore carries no device id while pairing.
      *
      * @throws SigningException when no key can be made.
      */
-    fun prepareForPairing(nonce: Bytes) {}
+    fun prepareForPairing(attestationChallenge: Bytes) {}
 }
 
 /** The key store could not sign; the agent backs off and reports it, it does not crash. */

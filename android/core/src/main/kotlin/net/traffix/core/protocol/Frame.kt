@@ -31,6 +31,10 @@ const val MAX_DATA_LEN = MAX_FRAME_LEN - HEADER_LEN
 const val DEVICE_ID_LEN = 16
 const val NONCE_LEN = 32
 
+/** The most emulator hints a PAIR carries (tag 10), each at most [MAX_HINT_LEN] bytes of UTF-8. */
+const val MAX_HINTS = 16
+const val MAX_HINT_LEN = 64
+
 /** Longest OPEN_ERR / RESET message in bytes of UTF-8; the encoder cuts longer text. */
 const val MAX_MESSAGE_LEN = 1024
 
@@ -242,7 +246,10 @@ sealed class Frame {
         override val name get() = "PROOF"
     }
 
-    /** [attestation] is the certificate chain in wire order, leaf first; empty when absent. */
+    /**
+     * [attestation] is the certificate chain in wire order, leaf first; empty when absent.
+     * [hints] are emulator hints the app reports (weak signals for the admin, docs/trust.md).
+     */
     data class Pair(
         val code: String,
         val keyAlg: KeyAlg,
@@ -253,6 +260,7 @@ sealed class Frame {
         val os: String? = null,
         val appVersion: String? = null,
         val attestation: List<Bytes> = emptyList(),
+        val hints: List<String> = emptyList(),
     ) : Control() {
         init {
             requireLen(nonce, NONCE_LEN, "nonce")

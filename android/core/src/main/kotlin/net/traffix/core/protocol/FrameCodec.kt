@@ -87,6 +87,7 @@ object FrameCodec {
                 frame.os?.let { w.tlvText(7, it) }
                 frame.appVersion?.let { w.tlvText(8, it) }
                 for (cert in frame.attestation) w.tlv(9, cert.toByteArray())
+                for (hint in frame.hints) w.tlvText(10, hint)
             }
             is Frame.Welcome -> {
                 w.header(Kind.WELCOME, 0, 0)
@@ -324,6 +325,7 @@ object FrameCodec {
                     os = f.optText(7),
                     appVersion = f.optText(8),
                     attestation = f.list(9),
+                    hints = f.hints(10),
                 )
             }
             Kind.WELCOME -> {
@@ -589,6 +591,16 @@ object FrameCodec {
         }
 
         fun reqText(tag: Int): String = optText(tag) ?: fail(DecodeError.MissingField(frame, tag))
+
+        /** PAIR's emulator hints: at most [MAX_HINTS] texts of at most [MAX_HINT_LEN] bytes. */
+        fun hints(tag: Int): List<String> {
+            val idx = tags.indices.filter { tags[it] == tag }
+            if (idx.size > MAX_HINTS) fail(DecodeError.BadField(frame, tag, "more than $MAX_HINTS hints"))
+            return idx.map { i ->
+                if (lengths[i] > MAX_HINT_LEN) fail(DecodeError.BadField(frame, tag, "a hint longer than $MAX_HINT_LEN bytes"))
+                strictUtf8(msg, offsets[i], lengths[i]) ?: fail(DecodeError.BadField(frame, tag, "text is not UTF-8"))
+            }
+        }
     }
 }
 

@@ -10,6 +10,9 @@ object Handshake {
     /** `"traffix-challenge-v1" ‖ 0x00`. */
     private val CHALLENGE_LABEL = "traffix-challenge-v1\u0000".toByteArray(Charsets.US_ASCII)
 
+    /** `"traffix-attest-v1"`, the label of the attestation challenge. */
+    private val ATTEST_LABEL = "traffix-attest-v1".toByteArray(Charsets.US_ASCII)
+
     /** Length of a pin: SHA-256 of the server certificate's SubjectPublicKeyInfo. */
     const val PIN_LEN = 32
 
@@ -41,6 +44,21 @@ object Handshake {
         at += DEVICE_ID_LEN
         nonce.copyInto(m, at)
         return m
+    }
+
+    /**
+     * The Android Key Attestation challenge for pairing with [code] at the server whose pin is
+     * [pin]: `SHA-256("traffix-attest-v1" ‖ pin (32) ‖ code (UTF-8))`, with [code] exactly as the
+     * pairing link has it (and as PAIR sends it). The app makes its Keystore key with this
+     * challenge before it dials, so the slow key generation never runs inside the handshake.
+     */
+    fun attestationChallenge(pin: Bytes, code: String): Bytes {
+        require(pin.size == PIN_LEN) { "pin has ${pin.size} bytes, not $PIN_LEN" }
+        val md = MessageDigest.getInstance("SHA-256")
+        md.update(ATTEST_LABEL)
+        md.update(pin.toByteArray())
+        md.update(code.toByteArray(Charsets.UTF_8))
+        return Bytes.of(md.digest())
     }
 
     /** The outcome of version negotiation: the version both speak, or why there is none. */

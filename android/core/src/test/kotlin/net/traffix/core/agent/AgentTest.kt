@@ -6,6 +6,9 @@ import java.net.ServerSocket
 import java.time.ZoneOffset
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.Executors
+import net.traffix.core.identity.DeviceSigner
+import net.traffix.core.identity.EmulatorHints
+import net.traffix.core.identity.SigningException
 import net.traffix.core.identity.deviceId
 import net.traffix.core.net.IpAddr
 import net.traffix.core.net.SocketAddr
@@ -29,6 +32,7 @@ import net.traffix.core.testing.SoftwareSigner
 import net.traffix.core.util.Bytes
 import org.junit.After
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertNotEquals
 import org.junit.Assert.assertNotNull
 import org.junit.Assert.assertNull
 import org.junit.Assert.assertTrue
@@ -58,8 +62,10 @@ class AgentTest {
         isPaired: Boolean = true,
         settings: ResourceSettings = ResourceSettings(),
         allowPrivate: Boolean = false,
+        signer: DeviceSigner = this.signer,
+        device: DeviceInfo = DeviceInfo(),
     ) = Agent(
-        AgentConfig(link, isPaired, allowPrivateTargets = allowPrivate),
+        AgentConfig(link, isPaired, device = device, allowPrivateTargets = allowPrivate),
         signer,
         transport,
         listener,
@@ -126,6 +132,64 @@ class AgentTest {
         val hb = s.sentOf<Frame.Heartbeat>().single()
         assertEquals(NodeState.SERVING, hb.state)
         assertEquals(64L, hb.maxStreams)
+    }
+
+    /** Records the attestation challenges the agent makes keys for, and when (sockets open by then). */
+    private inner class PreparingSigner(private val inner: DeviceSigner = signer) : DeviceSigner by inner {
+        val prepared = CopyOnWriteArrayList<Pair<Bytes, Int>>()
+        var failWith: String? = null
+
+        override fun prepareForPairing(attestationChallenge: Bytes) {
+            failWith?.let { throw SigningException(it) }
+            prepared.add(attestationChallenge to transport.sockets.size)
+        }
+    }
+
+    @Test
+    fun theKeyIsMadeForTheAttestationChallengeBeforeDiallingOncePerCode() {
+        val ps = PreparingSigner()
+        val a = agent(isPaired = false, signer = ps)
+        a.start()
+        sched.runDue()
+        val want = Handshake.attestationChallenge(pin, "PAIRCODE")
+        assertEquals("made before the first socket opened", listOf(want to 0), ps.prepared.toList())
+        // A failed first try reconnects with the same key: no second key generation.
+        transport.last.drop()
+        sched.runDue()
+        assertEquals(Phase.BACKING_OFF, a.status.phase)
+        sched.advance(120_000)
+        assertEquals(2, transport.sockets.size)
+        assertEquals(1, ps.prepared.size)
+        // The challenge is the one of docs/protocol.md, and it binds the code.
+        assertEquals(32, want.size)
+        assertNotEquals(want, Handshake.attestationChallenge(pin, "OTHERCODE"))
+    }
+
+    @Test
+    fun pairCarriesTheEmulatorHintsCleanedAndBounded() {
+        val hints = listOf("hardware-ranchu", "product-sdk", "product-sdk", "with space", "") + List(20) { "h$it" }
+        val a = agent(isPaired = false, device = DeviceInfo(emulatorHints = hints))
+        a.start()
+        sched.runDue()
+        val s = transport.last
+        s.open()
+        s.deliver(Frame.Challenge(1, nonce, 0))
+        sched.runDue()
+        val sent = s.sentOf<Frame.Pair>().single().hints
+        assertEquals(listOf("hardware-ranchu", "product-sdk", "withspace") + List(13) { "h$it" }, sent)
+        assertEquals(listOf("hardware-ranchu", "product-sdk"), EmulatorHints.from(null, "Pixel", "Google", "ranchu", "sdk_gphone64", "google", "emu64"))
+        assertEquals(emptyList<String>(), EmulatorHints.from("google/husky/husky:15/AP4A/1:user/release-keys", "Pixel 8 Pro", "Google", "husky", "husky", "google", "husky"))
+    }
+
+    @Test
+    fun aKeyThatCannotBeMadeStopsBeforeDialling() {
+        val ps = PreparingSigner().apply { failWith = "no secure hardware" }
+        val a = agent(isPaired = false, signer = ps)
+        a.start()
+        sched.runDue()
+        assertTrue(transport.sockets.isEmpty())
+        assertEquals(Phase.FAILED, a.status.phase)
+        assertTrue(a.status.lastError!!.contains("no secure hardware"))
     }
 
     @Test

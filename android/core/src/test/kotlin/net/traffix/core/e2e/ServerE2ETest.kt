@@ -17,11 +17,15 @@ import net.traffix.core.agent.AgentListener
 import net.traffix.core.agent.DeviceSample
 import net.traffix.core.agent.Phase
 import net.traffix.core.egress.EgressPolicy
+import net.traffix.core.identity.DeviceSigner
 import net.traffix.core.pairing.PairLink
 import net.traffix.core.policy.Action
 import net.traffix.core.policy.ResourceSettings
+import net.traffix.core.protocol.Handshake
 import net.traffix.core.protocol.NetworkType
+import net.traffix.core.testing.AttestingSigner
 import net.traffix.core.testing.SoftwareSigner
+import net.traffix.core.testing.TestAttestationCa
 import net.traffix.core.transport.OkHttpTransport
 import net.traffix.core.util.Bytes
 import net.traffix.core.util.Hex
@@ -217,6 +221,42 @@ class ServerE2ETest {
         } finally {
             curl.destroyForcibly()
             out.delete()
+        }
+    }
+
+    @Test
+    fun aPhoneWithAHardwareChainPairsWhereTheServerRequiresHardware() {
+        val ca = TestAttestationCa()
+        val roots = Files.createTempFile("traffix-roots", ".pem").toFile().apply { writeText(ca.pem()) }
+        val env = mapOf("TRAFFIX_TRUST__ROOTS" to roots.path, "TRAFFIX_TRUST__REQUIRE" to "hardware")
+        TraffixServer(File(System.getProperty("traffix.bin")), env).use { strict ->
+            strict.addUser("bob", credit = "0")
+            val link = (PairLink.parse(strict.pairLink("bob")) as PairLink.Result.Ok).link
+            fun agent(signer: DeviceSigner): Agent =
+                Agent(
+                    AgentConfig(link, paired = false, allowPrivateTargets = true, agentName = "traffix-core-e2e"),
+                    signer,
+                    OkHttpTransport(),
+                    object : AgentListener {},
+                    ResourceSettings(wifiOnly = false, batteryFloorPct = null),
+                    DeviceSample(NetworkType.ETHERNET, batteryPct = null, charging = false),
+                ).also { agents.add(it); it.start() }
+            // A software-level key: refused, with the reason, and the code stays usable.
+            val weak = agent(AttestingSigner(ca, securityLevel = 0))
+            waitFor("the software-level phone refused", detail = { "${weak.status}" }) {
+                weak.status.lastError?.contains("requires device trust hardware") == true
+            }
+            weak.close()
+            // A StrongBox key made for this link's challenge pairs and serves.
+            val signer = AttestingSigner(ca, securityLevel = 2)
+            val good = agent(signer)
+            waitFor("the hardware phone online", detail = { "${good.status}\n${strict.logTail()}" }) {
+                good.status.phase == Phase.SERVING && strict.onlineDevices() == 1
+            }
+            assertEquals(listOf(Handshake.attestationChallenge(link.pin, link.code)), signer.challenges.toList())
+            val listed = strict.cli("device", "list", "--json")
+            assertTrue(listed, Regex(""""trust"\s*:\s*"hardware"""").containsMatchIn(listed))
+            assertTrue(listed, Regex(""""security_level"\s*:\s*"strongbox"""").containsMatchIn(listed))
         }
     }
 

@@ -96,6 +96,16 @@ class FrameVectorsTest {
     }
 
     @Test
+    fun attestationChallengesMatch() {
+        val all = cases("attestation_challenges")
+        assertTrue(all.size >= 3)
+        for (case in all) {
+            val challenge = Handshake.attestationChallenge(Bytes.ofHex(case.str("pin")), case.str("code"))
+            assertEquals(case.name, case.str("challenge"), challenge.hex())
+        }
+    }
+
+    @Test
     fun challengeMessagesAndSignaturesMatch() {
         val signing = cases("signing")
         assertTrue(signing.isNotEmpty())
@@ -166,6 +176,7 @@ class FrameVectorsTest {
                 "PROOF" -> setOf("nonce", "signature")
                 "PAIR" -> setOf(
                     "code", "key_alg", "public_key", "nonce", "signature", "model", "os", "app_version", "attestation",
+                    "hints",
                 )
                 "WELCOME" -> setOf(
                     "device_id", "vip", "heartbeat_interval_s", "max_streams", "initial_window", "max_frame",
@@ -237,6 +248,13 @@ class FrameVectorsTest {
                         val list = f.strings("attestation")
                         assertTrue("an empty attestation list is written as an absent field", list.isNotEmpty())
                         list.map { Bytes.ofHex(it) }
+                    } else {
+                        emptyList()
+                    },
+                    hints = if (f.has("hints")) {
+                        val list = f.strings("hints")
+                        assertTrue("an empty hints list is written as an absent field", list.isNotEmpty())
+                        list
                     } else {
                         emptyList()
                     },
