@@ -56,6 +56,7 @@ pub struct Config {
     pub payments: crate::payments::config::PaymentsConfig,
     #[serde(default)]
     pub watchdog: crate::watchdog::config::WatchdogConfig,
+    #[serde(default)]
     pub trust: TrustConfig,
     /// The data directory (not a file key: comes from `--data-dir`).
     #[serde(skip)]
