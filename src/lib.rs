@@ -37,6 +37,9 @@
 //!   and `traffix geoip update`, which downloads, verifies and installs them.
 //! - [`payments`]: money in from providers (signed webhooks, Crypto Pay invoices and polling)
 //!   and automatic payout requests.
+//! - [`telegram`]: the Telegram bot (teloxide): sign-up and linking, commands, Stars payments,
+//!   notification delivery; another front end of the admin commands.
+//! - [`notify`]: notification events other parts emit, and the node and balance watcher's rules.
 
 pub mod acme;
 pub mod admin;
@@ -55,6 +58,7 @@ pub mod listener;
 pub mod money;
 pub mod netinfo;
 pub mod node;
+pub mod notify;
 pub mod payments;
 pub mod proxy;
 pub mod relay;
@@ -63,6 +67,7 @@ pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod target;
+pub mod telegram;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel;

@@ -171,6 +171,7 @@ impl AdminCtx {
             last_seen: d.last_seen.map(rfc3339),
             banned: d.banned,
             ban_reason: d.ban_reason.clone(),
+            paused: d.paused,
             bytes_today: today.bytes(),
             earned_today_micros: today.earned,
             connected_at: live.as_ref().map(|n| rfc3339(n.connected_at)),

@@ -388,7 +388,7 @@ impl AdminCtx {
         })
     }
 
-    fn user_view(&self, u: &UserRecord) -> Result<UserView, AdminError> {
+    pub(super) fn user_view(&self, u: &UserRecord) -> Result<UserView, AdminError> {
         self.user_view_with(u, &self.user_totals()?)
     }
 
@@ -419,7 +419,7 @@ impl AdminCtx {
     }
 
     /// A user as it was before a change, for the audit log.
-    fn user_before(&self, name: &str) -> Option<Value> {
+    pub(super) fn user_before(&self, name: &str) -> Option<Value> {
         let u = self.store.get_user(name).ok().flatten()?;
         serde_json::to_value(self.user_view(&u).ok()?).ok()
     }

@@ -43,6 +43,9 @@ pub struct DeviceRecord {
     pub banned: bool,
     #[serde(default)]
     pub ban_reason: Option<String>,
+    /// Paused by its owner (the bot's /devices, the portal): online, but routed nothing.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl DeviceRecord {

@@ -7,7 +7,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this build writes.
-pub const LAST_SCHEMA_VERSION: u64 = 5;
+pub const LAST_SCHEMA_VERSION: u64 = 6;
 
 /// The schema version of a database (0: a new, empty one), open for writing or read-only.
 pub fn version(db: &impl ReadableDatabase) -> Result<u64, StoreError> {
@@ -47,6 +47,7 @@ pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
             3 => migrate_to_v3(&txn)?,
             4 => migrate_to_v4(&txn)?,
             5 => migrate_to_v5(&txn)?,
+            6 => migrate_to_v6(&txn)?,
             _ => unreachable_step(version)?,
         }
         txn.open_table(META)?.insert("schema_version", version)?;
@@ -115,6 +116,24 @@ fn migrate_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
     let n = super::deposits::backfill_receipts(txn, super::corrections::REVERSAL_PREFIX)?;
     if n > 0 {
         tracing::info!(receipts = n, "receipts written for the deposits made before v5");
+    }
+    Ok(())
+}
+
+/// v6: the Telegram bot — links of Telegram ids to users (from the `telegram_id` a user record
+/// may already hold), one-time codes, the notification inbox and preferences.
+fn migrate_to_v6(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(TELEGRAM_TOKENS)?;
+    txn.open_table(NOTICES)?;
+    txn.open_table(NOTIFY_PREFS)?;
+    let mut links = txn.open_table(TELEGRAM_LINKS)?;
+    let users = txn.open_table(USERS)?;
+    for row in redb::ReadableTable::iter(&users)? {
+        let (name, v) = row?;
+        let u: super::UserRecord = super::from_json(v.value())?;
+        if let Some(id) = u.telegram_id {
+            links.insert(id, name.value())?;
+        }
     }
     Ok(())
 }

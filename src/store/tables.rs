@@ -57,3 +57,12 @@ pub const INVOICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("inv
 /// User name → `PayoutProfile` JSON: where a node owner wants to be paid, and the optional
 /// threshold of automatic withdrawal requests.
 pub const PAYOUT_PROFILES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("payout_profiles");
+/// Telegram user id → user name: the bot's accounts (the user record holds the other side).
+pub const TELEGRAM_LINKS: TableDefinition<'_, i64, &str> = TableDefinition::new("telegram_links");
+/// SHA-256 (hex) of a one-time Telegram code (link, invite or login) → `TelegramToken` JSON.
+/// At most one of each kind per user: a new one replaces the old.
+pub const TELEGRAM_TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("telegram_tokens");
+/// (user name, sequence) → `Notice` JSON: the notification inbox, bounded per user.
+pub const NOTICES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("notices");
+/// User name → `NotifyPrefs` JSON: which notifications a user wants and when.
+pub const NOTIFY_PREFS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("notify_prefs");

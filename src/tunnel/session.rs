@@ -210,6 +210,7 @@ where
                 country: None,
                 banned: false,
                 ban_reason: None,
+                paused: false,
             };
             let store = svc.store.clone();
             let code_hash = auth::pairing_code_hash(&p.code);
@@ -327,6 +328,7 @@ where
         who.max_streams,
         now_secs(),
     ));
+    node.set_owner_paused(who.device.paused);
     svc.registry.insert(node.clone());
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, "node online");
