@@ -35,7 +35,7 @@ pub fn parse(text: &str, bot: Option<&str>) -> Option<Command> {
         Some((i, _)) => &text[..i],
         None => text,
     };
-    let rest = text.strip_prefix('/')?;
+    let rest = text.strip_prefix('/').filter(|r| !r.starts_with(char::is_whitespace))?;
     let mut words = rest.split_whitespace();
     let head = words.next()?;
     let (name, to) = match head.split_once('@') {

@@ -65,15 +65,15 @@ pub struct BotMetrics {
 }
 
 impl BotMetrics {
-    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
-        r.register("traffix_telegram_updates", "Telegram updates handled", self.updates.clone());
-        r.register(
+    pub fn register(&self, reg: &mut prometheus_client::registry::Registry) {
+        reg.register("traffix_telegram_updates", "Telegram updates handled", self.updates.clone());
+        reg.register(
             "traffix_telegram_updates_skipped",
             "Telegram updates skipped as malformed or unsupported",
             self.updates_skipped.clone(),
         );
-        r.register("traffix_telegram_api_errors", "Failed calls to the Telegram Bot API", self.api_errors.clone());
-        r.register("traffix_telegram_notices_sent", "Notifications delivered by the bot", self.notices_sent.clone());
+        reg.register("traffix_telegram_api_errors", "Failed calls to the Telegram Bot API", self.api_errors.clone());
+        reg.register("traffix_telegram_notices_sent", "Notifications delivered by the bot", self.notices_sent.clone());
     }
 }
 
@@ -864,4 +864,22 @@ pub fn webhook_router(bot: Arc<Bot>) -> axum::Router {
         )
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
         .with_state(bot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Login links are sent with previews off: a preview fetch must never see the link.
+    #[test]
+    fn messages_are_sent_without_link_previews() {
+        let p = serde_json::to_value(no_preview()).unwrap();
+        assert_eq!(p["is_disabled"], true);
+    }
+
+    #[test]
+    fn api_urls_parse() {
+        assert!(reqwest_url("http://127.0.0.1:9/").is_ok());
+        assert!(reqwest_url("not a url").is_err());
+    }
 }
