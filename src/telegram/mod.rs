@@ -245,7 +245,8 @@ impl Bot {
             {
                 next = next.max(Some(id + 1));
             }
-            match serde_json::from_value::<Update>(item.clone()) {
+            // From text: teloxide's update reader wants borrowed keys, which a Value cannot lend.
+            match serde_json::from_str::<Update>(&item.to_string()) {
                 Ok(u) => self.handle_update(u).await,
                 Err(e) => {
                     self.metrics.updates_skipped.inc();

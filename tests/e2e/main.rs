@@ -21,4 +21,5 @@ mod ops;
 mod payments;
 mod readme;
 mod routing;
+mod telegram;
 mod upgrade;
