@@ -727,7 +727,7 @@ impl Bot {
                 Callback::ApproveWithdrawal(_) | Callback::RejectWithdrawal(_) => Ok(texts::admin_only()),
                 Callback::TopUpStars(m) => {
                     self.topup(chat, &name, Some(Micros(m).to_string())).await?;
-                    return Err(AdminError::new("", ""));
+                    Err(AdminError::new("", ""))
                 }
             }
         }

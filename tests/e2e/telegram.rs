@@ -231,7 +231,7 @@ impl IntoText for axum::Json<Value> {
 fn multipart_chat(body: &[u8]) -> i64 {
     let t = String::from_utf8_lossy(body);
     let i = t.find("name=\"chat_id\"").unwrap_or(0);
-    t[i..].lines().skip(2).next().and_then(|l| l.trim().parse().ok()).unwrap_or(0)
+    t[i..].lines().nth(2).and_then(|l| l.trim().parse().ok()).unwrap_or(0)
 }
 
 fn start_server(fake: &FakeBotApi, signup: &str) -> Server {
