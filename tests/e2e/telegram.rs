@@ -500,3 +500,54 @@ fn invite_only_signup_needs_a_code() {
     fake.text(5, "/balance");
     fake.wait_message(5, "no Traffix account");
 }
+
+#[test]
+fn webhook_mode_checks_the_secret_token_and_skips_malformed_updates() {
+    let fake = FakeBotApi::start();
+    let secret = "s3cret_TOKEN-1";
+    let env = vec![
+        ("TRAFFIX_TELEGRAM__BOT_TOKEN".into(), TOKEN.into()),
+        ("TRAFFIX_TELEGRAM__API_URL".into(), format!("http://{}", fake.addr)),
+        ("TRAFFIX_TELEGRAM__WEBHOOK_URL".into(), "http://127.0.0.1:8443/telegram/webhook".into()),
+        ("TRAFFIX_TELEGRAM__WEBHOOK_SECRET".into(), secret.into()),
+    ];
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        insecure_http: true,
+        env,
+        ..ServerOpts::default()
+    });
+    *fake.log.lock().unwrap() = Some(s.log_path());
+    let set = fake.wait_call("setWebhook", |_| true);
+    // setWebhook goes as multipart/form-data (it may carry a certificate file).
+    let form = |c: &Call, name: &str| {
+        let raw = String::from_utf8_lossy(&c.raw).into_owned();
+        let i = raw.find(&format!("name=\"{name}\""))?;
+        raw[i..].lines().nth(2).map(|l| l.trim().to_owned())
+    };
+    assert_eq!(form(&set, "secret_token").as_deref(), Some(secret));
+    assert_eq!(form(&set, "url").as_deref(), Some("http://127.0.0.1:8443/telegram/webhook"));
+    assert!(!fake.calls().iter().any(|c| c.method == "getUpdates"), "no polling with a webhook");
+
+    let url = format!("http://{}/telegram/webhook", s.web);
+    let update = json!({"update_id": 5, "message": {"message_id": 1, "date": 1, "text": "/start",
+        "chat": {"id": 31, "type": "private", "first_name": "U"}, "from": {"id": 31, "is_bot": false, "first_name": "U"}}})
+    .to_string();
+    let post = |secret: Option<&str>, body: &str| {
+        let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json"];
+        let h = secret.map(|s| format!("X-Telegram-Bot-Api-Secret-Token: {s}"));
+        if let Some(h) = &h {
+            args.extend(["-H", h.as_str()]);
+        }
+        args.extend(["--data-binary", body, url.as_str()]);
+        String::from_utf8_lossy(&curl(&args).stdout).into_owned()
+    };
+    assert_eq!(post(None, &update), "401");
+    assert_eq!(post(Some("wrong"), &update), "401");
+    assert_eq!(fake.count_messages(31, ""), 0, "refused updates are not handled");
+    assert_eq!(post(Some(secret), "{not json"), "200", "malformed: skipped, not retried");
+    assert_eq!(post(Some(secret), r#"{"message":{}}"#), "200");
+    assert_eq!(post(Some(secret), &update), "200");
+    fake.wait_message(31, "tg_31");
+    assert!(s.metric("traffix_telegram_updates_skipped_total") >= 2.0);
+}
