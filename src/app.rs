@@ -46,7 +46,7 @@ async fn prune_logins(store: Arc<Store>, mut shutdown: Shutdown) {
 
 /// Looks at nodes and balances every `every` until shutdown and emits what users should hear
 /// about: a node offline for its owner's threshold (not when paused by its owner) and back, a
-/// balance below its owner's alert level, a mass disconnect (admins).
+/// balance below its owner's alert level, a sub-user at its byte cap, a mass disconnect (admins).
 async fn watch_for_notices(
     admin: Arc<AdminCtx>,
     registry: Arc<Registry>,
@@ -88,10 +88,11 @@ async fn watch_for_notices(
                     balances.push((name.clone(), v.balance_micros, crate::money::Micros(p.low_balance_micros)));
                 }
             }
-            Ok((devices, prefs, balances))
+            let subs = ctx.execute(admin::SubUserList { parent: None, window: Default::default() }).unwrap_or_default();
+            Ok((devices, prefs, balances, subs))
         })
         .await;
-        let Ok(Ok((devices, prefs, balances))) = round else {
+        let Ok(Ok((devices, prefs, balances, subs))) = round else {
             warn!("the notification watcher could not read the store");
             continue;
         };
@@ -101,6 +102,11 @@ async fn watch_for_notices(
         }
         for (name, bal, threshold) in balances {
             if let Some(e) = watcher.balance(&name, bal, threshold) {
+                notifier.emit(e);
+            }
+        }
+        for s in subs {
+            if let Some(e) = watcher.sub_cap(&s.parent, &s.name, s.bytes_used, s.byte_cap) {
                 notifier.emit(e);
             }
         }

@@ -212,6 +212,9 @@ impl Command for UserCredit {
             (l.credited)(&name);
         }
         tracing::info!(user = %name, amount = %amount, transfer = tr.seq, "admin credit");
+        if out.is_new() {
+            ctx.notify(crate::notify::Event::Deposit { user: name.clone(), amount, provider: "operator".into() });
+        }
         Ok(CreditView::new(&name, amount, tr.seq, bal))
     }
 }

@@ -150,6 +150,8 @@ pub struct Watcher {
     offline: HashMap<String, (u64, bool)>,
     /// Users already told their balance is low.
     low: HashSet<String>,
+    /// Sub-users already reported at their byte cap.
+    capped: HashSet<String>,
     /// Devices online last round (for the mass-disconnect alert).
     was_online: HashSet<String>,
     started: Option<u64>,
@@ -217,9 +219,36 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// A sub-user's use against its byte cap: a `CapReached` for its parent the first time it
+    /// is reached, nothing again until the use is below the cap (a raised cap, a new sub-user).
+    pub fn sub_cap(&mut self, parent: &str, sub: &str, used: u64, cap: Option<u64>) -> Option<Event> {
+        let reached = cap.is_some_and(|c| used >= c);
+        if !reached {
+            self.capped.remove(sub);
+            return None;
+        }
+        self.capped.insert(sub.to_owned()).then(|| Event::CapReached {
+            user: parent.to_owned(),
+            what: format!("sub-user {sub} used its {} bytes", cap.unwrap_or_default()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sub_user_cap_is_reported_once() {
+        let mut w = Watcher::default();
+        assert!(w.sub_cap("alice", "alice_s", 10, Some(100)).is_none());
+        assert!(matches!(w.sub_cap("alice", "alice_s", 100, Some(100)), Some(Event::CapReached { .. })));
+        assert!(w.sub_cap("alice", "alice_s", 150, Some(100)).is_none(), "told once");
+        assert!(w.sub_cap("alice", "alice_s", 150, Some(1000)).is_none(), "cap raised");
+        assert!(w.sub_cap("alice", "alice_s", 1000, Some(1000)).is_some());
+        assert!(w.sub_cap("alice", "other", u64::MAX, None).is_none());
+    }
 
     fn dev(id: &str, online: bool, paused: bool, last_seen: u64) -> DeviceState {
         DeviceState {
