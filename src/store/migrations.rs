@@ -190,6 +190,29 @@ mod tests {
         assert_eq!(rtx.open_table(ACCRUALS).unwrap().len().unwrap(), 3);
     }
 
+    /// A v5 database whose users carry a Telegram id (set before the bot existed) gets their
+    /// links in v6, so the bot finds them.
+    #[test]
+    fn v6_links_the_telegram_ids_users_already_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.redb");
+        {
+            let s = Store::open(&p).unwrap();
+            let mut u = crate::store::UserRecord::new("ann", "pw", 1);
+            u.telegram_id = Some(77);
+            s.create_user(&u).unwrap();
+            s.create_user(&crate::store::UserRecord::new("bo", "pw", 1)).unwrap();
+            let txn = s.write().unwrap();
+            txn.delete_table(TELEGRAM_LINKS).unwrap();
+            txn.open_table(META).unwrap().insert("schema_version", 5).unwrap();
+            txn.commit().unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 6);
+        assert_eq!(s.telegram_user(77).unwrap().map(|u| u.name), Some("ann".into()));
+        assert!(s.telegram_user(78).unwrap().is_none());
+    }
+
     /// A v4 database's deposits (admin credits, one reversed) get receipts in v5, and the
     /// ledger verifies afterwards.
     #[test]
