@@ -499,6 +499,19 @@ fn invite_only_signup_needs_a_code() {
     assert!(s.cli_json(&["user", "show", "tg_5"])["telegram_id"].is_null());
     fake.text(5, "/balance");
     fake.wait_message(5, "no Traffix account");
+    // The CLI: an invitation and a link code, then unlinking again.
+    let inv = s.cli_json(&["telegram", "invite"]);
+    fake.text(8, inv["command"].as_str().unwrap());
+    fake.wait_message(8, "tg_8 is ready");
+    let code = s.cli_json(&["telegram", "link-code", "tg_5"]);
+    fake.text(5, code["command"].as_str().unwrap());
+    fake.wait_message(5, "linked to tg_5");
+    assert_eq!(s.cli_json(&["user", "show", "tg_5"])["telegram_id"], 5);
+    assert!(s.cli_json(&["telegram", "unlink", "tg_5"])["telegram_id"].is_null());
+    let audit = s.cli_json(&["audit", "list"]).to_string();
+    for action in ["telegram.invite", "telegram.start", "telegram.link_code", "telegram.unlink"] {
+        assert!(audit.contains(action), "{action} is audited: {audit}");
+    }
 }
 
 #[test]
