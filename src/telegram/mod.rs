@@ -393,17 +393,26 @@ impl Bot {
                     .await?;
                 let today = day.series.last().cloned().unwrap_or_default();
                 let t = &day.total;
-                (
-                    texts::usage(
-                        today.bytes_up + today.bytes_down,
-                        Micros(today.debit_micros),
-                        t.bytes_up + t.bytes_down,
-                        Micros(t.debit_micros),
-                        Micros(earned.total.earned_micros),
-                        &cur,
-                    ),
-                    None,
-                )
+                let text = texts::usage(
+                    today.bytes_up + today.bytes_down,
+                    Micros(today.debit_micros),
+                    t.bytes_up + t.bytes_down,
+                    Micros(t.debit_micros),
+                    Micros(earned.total.earned_micros),
+                    &cur,
+                );
+                // With traffic to show, the 7 days as a bar chart with the figures as caption.
+                let per_day: Vec<u64> = day.series.iter().map(|p| p.bytes_up + p.bytes_down).collect();
+                if per_day.iter().any(|b| *b > 0)
+                    && let Some(Ok(png)) = qr::bar_chart(&per_day)
+                {
+                    let photo = InputFile::memory(png).file_name("usage.png");
+                    match self.api.send_photo(chat, photo).caption(text.clone()).await {
+                        Ok(_) => return Ok(None),
+                        Err(e) => self.api_failed("sendPhoto", &e),
+                    }
+                }
+                (text, None)
             }
             Command::Proxy => {
                 let v = self.exec(admin::UserShow { name: name.clone() }, &name).await?;
