@@ -46,10 +46,12 @@ async fn prune_logins(store: Arc<Store>, mut shutdown: Shutdown) {
 
 /// Looks at nodes and balances every `every` until shutdown and emits what users should hear
 /// about: a node offline for its owner's threshold (not when paused by its owner) and back, a
-/// balance below its owner's alert level, a sub-user at its byte cap, a mass disconnect (admins).
+/// balance below its owner's alert level, a sub-user at its byte cap, a mass disconnect and a
+/// flood of failures (admins).
 async fn watch_for_notices(
     admin: Arc<AdminCtx>,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     notifier: crate::notify::Notifier,
     every: Duration,
     mut shutdown: Shutdown,
@@ -109,6 +111,10 @@ async fn watch_for_notices(
             if let Some(e) = watcher.sub_cap(&s.parent, &s.name, s.bytes_used, s.byte_cap) {
                 notifier.emit(e);
             }
+        }
+        let (auth, refused) = (metrics.proxy_auth_failures.get(), metrics.connections_refused.get());
+        if let Some(e) = watcher.failures(auth, refused, crate::store::now_secs()) {
+            notifier.emit(e);
         }
     }
 }
@@ -810,6 +816,7 @@ impl App {
             tokio::spawn(watch_for_notices(
                 admin_ctx.clone(),
                 self.registry.clone(),
+                self.metrics.clone(),
                 notifier.clone(),
                 Duration::from_secs(cfg.telegram.watch_interval_secs),
                 self.trigger.subscribe(),

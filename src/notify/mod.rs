@@ -152,6 +152,9 @@ pub struct Watcher {
     low: HashSet<String>,
     /// Sub-users already reported at their byte cap.
     capped: HashSet<String>,
+    /// The failure counters at the last round and when, and when a flood was last reported.
+    failures: Option<(u64, u64, u64)>,
+    flood_told: Option<u64>,
     /// Devices online last round (for the mass-disconnect alert).
     was_online: HashSet<String>,
     started: Option<u64>,
@@ -219,7 +222,35 @@ impl Watcher {
     }
 }
 
+/// Proxy-auth failures plus refused connections a minute that make a "flood of failures"
+/// admin alert, and the quiet time after one.
+pub const FLOOD_PER_MINUTE: u64 = 1000;
+pub const FLOOD_ALERT_EVERY_SECS: u64 = 600;
+
 impl Watcher {
+    /// The failure counters (proxy-auth failures, connections refused; both totals since the
+    /// start) at `now`: an admin alert when their rate since the last round reaches
+    /// [`FLOOD_PER_MINUTE`], at most once per [`FLOOD_ALERT_EVERY_SECS`].
+    pub fn failures(&mut self, auth: u64, refused: u64, now: u64) -> Option<Event> {
+        let last = self.failures.replace((auth, refused, now));
+        let (a0, r0, t0) = last?;
+        let secs = now.saturating_sub(t0).max(1);
+        let n = auth.saturating_sub(a0) + refused.saturating_sub(r0);
+        if n.saturating_mul(60) / secs < FLOOD_PER_MINUTE
+            || self.flood_told.is_some_and(|t| now.saturating_sub(t) < FLOOD_ALERT_EVERY_SECS)
+        {
+            return None;
+        }
+        self.flood_told = Some(now);
+        Some(Event::AdminAlert {
+            text: format!(
+                "flood of failures: {} proxy-auth failures and {} refused connections in {secs} s",
+                auth.saturating_sub(a0),
+                refused.saturating_sub(r0)
+            ),
+        })
+    }
+
     /// A sub-user's use against its byte cap: a `CapReached` for its parent the first time it
     /// is reached, nothing again until the use is below the cap (a raised cap, a new sub-user).
     pub fn sub_cap(&mut self, parent: &str, sub: &str, used: u64, cap: Option<u64>) -> Option<Event> {
@@ -238,6 +269,16 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_failures_alerts_admins_once_in_a_while() {
+        let mut w = Watcher::default();
+        assert!(w.failures(0, 0, 0).is_none(), "the first round only sets the base");
+        assert!(w.failures(100, 0, 60).is_none(), "100 a minute is not a flood");
+        assert!(matches!(w.failures(1100, 100, 120), Some(Event::AdminAlert { .. })));
+        assert!(w.failures(5000, 100, 180).is_none(), "told at most every 10 minutes");
+        assert!(w.failures(20000, 100, 780).is_some());
+    }
 
     #[test]
     fn a_sub_user_cap_is_reported_once() {
