@@ -117,6 +117,13 @@ impl Command for DeviceBan {
             l.registry.kick(&id16, ErrorCode::DeviceBanned, &format!("device banned: {reason}"));
         }
         tracing::info!(device = %dev.id, %reason, "device banned");
+        ctx.notify(crate::notify::Event::NodeFlagged {
+            owner: dev.owner.clone(),
+            device: dev.id.clone(),
+            vip: dev.vip.to_string(),
+            banned: true,
+            reason: reason.clone(),
+        });
         Ok(ctx.device_view(&dev))
     }
 }

@@ -180,10 +180,12 @@ pub async fn telegram_login(
     ApiJson(req): ApiJson<TelegramLoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let ip = super::peer_ip(&ext);
-    // Guessing tokens counts against the address like failed password logins.
+    // Guessing tokens counts against the address like failed password logins. The account key
+    // is the token's own (a shared key would let one guesser lock everyone out).
+    let key = format!("tg-link:{}", &crate::auth::secret_hash(&req.token)[..16]);
     let attempt = state
         .throttle
-        .reserve_login(ip, "telegram-link")
+        .reserve_login(ip, &key)
         .map_err(|wait| ApiError::throttled(wait, format!("too many failed logins; try again in {wait} s")))?;
     let user = match state.run(crate::admin::TelegramLoginRedeem { token: req.token }, "telegram").await {
         Ok(v) => v.user,
@@ -193,7 +195,7 @@ pub async fn telegram_login(
             return Err(ApiError::unauthorized("invalid_token", "this login link is unknown, used or expired"));
         }
     };
-    attempt.succeeded("telegram-link");
+    attempt.succeeded(&key);
     let family = hex::encode(crate::auth::random_bytes::<12>().map_err(|e| ApiError::internal(e.to_string()))?);
     let refresh = random_token("tfr_")?;
     state.admin.store.start_login(&user, &family, &hash(&refresh), now_secs(), state.max_logins_per_user)?;

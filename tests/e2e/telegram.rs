@@ -464,6 +464,11 @@ fn the_bot_signs_up_links_serves_commands_takes_stars_and_notifies() {
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert_eq!(fake.count_messages(42, "has been offline"), 1, "a paused node is not reported offline");
 
+    // An admin's ban reaches the owner with its reason.
+    let out = s.cli(&["device", "ban", &node.vip, "--reason", "fraud report 17"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fake.wait_message(42, "was banned: fraud report 17");
+
     // The inbox in the API holds what was sent.
     let (code, inbox) = api(&s, "GET", "/api/v1/me/notifications", Some(&tg_access), None);
     assert_eq!(code, 200);
