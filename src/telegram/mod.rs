@@ -200,8 +200,11 @@ impl Bot {
                 Ok(updates) => {
                     delay = min;
                     for u in updates {
-                        offset = offset.max(u.id.as_offset());
-                        self.handle_update(u).await;
+                        // Not `as_offset`: a hostile id near u32::MAX must not overflow it.
+                        if let Some(next) = i32::try_from(u.id.0).ok().and_then(|i| i.checked_add(1)) {
+                            offset = offset.max(next);
+                        }
+                        self.handle_isolated(u).await;
                     }
                     None
                 }
@@ -233,8 +236,18 @@ impl Bot {
         }
     }
 
+    /// Handles one update in its own task, so that even a bug that panics on it costs only
+    /// that update, never the bot.
+    async fn handle_isolated(self: &Arc<Self>, u: Update) {
+        let me = self.clone();
+        if let Err(e) = tokio::spawn(async move { me.handle_update(u).await }).await {
+            self.metrics.updates_skipped.inc();
+            tracing::error!(error = %e, "handling a Telegram update failed; the bot goes on");
+        }
+    }
+
     /// Handles each update of a malformed batch that parses on its own; the next offset.
-    async fn salvage(&self, raw: &str) -> Option<i32> {
+    async fn salvage(self: &Arc<Self>, raw: &str) -> Option<i32> {
         let v: serde_json::Value = serde_json::from_str(raw).ok()?;
         let list = v.get("result")?.as_array()?;
         let mut next = None;
@@ -247,7 +260,7 @@ impl Bot {
             }
             // From text: teloxide's update reader wants borrowed keys, which a Value cannot lend.
             match parse_update(item.to_string().as_bytes()) {
-                Ok(u) => self.handle_update(u).await,
+                Ok(u) => self.handle_isolated(u).await,
                 Err(e) => {
                     self.metrics.updates_skipped.inc();
                     tracing::warn!(error = %e, "malformed Telegram update skipped");
