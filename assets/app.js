@@ -279,7 +279,24 @@ api.setAuthLostHandler((message) => {
 
 window.addEventListener('hashchange', () => route());
 
+// A one-time login link from the Telegram bot: `#/telegram-login/TOKEN`. The token is in the
+// fragment, which link previews never send; it is spent here with a POST, then removed from the
+// address bar and history.
+async function telegramLink() {
+  const m = /^#\/telegram-login\/([A-Za-z0-9_-]{1,64})$/.exec(location.hash);
+  if (!m) return;
+  history.replaceState(null, '', '#/');
+  try {
+    await api.telegramLogin(m[1]);
+  } catch (ex) {
+    state.loginMessage = ex && ex.status === 401
+      ? 'That Telegram login link is used or expired: send /login to the bot again.'
+      : 'Signing in with the Telegram link failed; try again.';
+  }
+}
+
 async function boot() {
+  await telegramLink();
   if (api.hasSession()) {
     const ok = await api.refreshSession();
     if (ok) {

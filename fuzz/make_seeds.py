@@ -96,6 +96,19 @@ PAYMENT_WEBHOOKS = {
     "cryptopay_error": (b"", b'{"ok":false,"error":{"code":401,"name":"UNAUTHORIZED"}}'),
 }
 
+TELEGRAM = {
+    "start": b'{"update_id":1,"message":{"message_id":1,"date":1,"text":"/start abc","chat":{"id":42,"type":"private",'
+    b'"first_name":"U"},"from":{"id":42,"is_bot":false,"first_name":"U"}}}',
+    "callback": b'{"update_id":2,"callback_query":{"id":"c","chat_instance":"i","data":"dev:pause:a1b2c3d4",'
+    b'"from":{"id":42,"is_bot":false,"first_name":"U"}}}',
+    "pre_checkout": b'{"update_id":3,"pre_checkout_query":{"id":"p","currency":"XTR","total_amount":250,'
+    b'"invoice_payload":"topup:tg_42:5000000:250","from":{"id":42,"is_bot":false,"first_name":"U"}}}',
+    "no_id": b'{"message":"not an object"}',
+    "command": b"/withdraw@traffix_bot 5.00 IBAN DE00 1",
+    "button": b"wd:approve:7",
+    "payload": b"topup:tg_42:5000000:250",
+}
+
 
 def write(target, name, data):
     d = SEEDS / target
@@ -110,6 +123,9 @@ def main():
     for i, c in enumerate(frames["invalid"]):
         if c.get("hex"):  # the two 64 KiB "too_large" cases are given as prefix + repeat: skipped
             write("frame_decode", f"invalid_{i:02}", bytes.fromhex(c["hex"]))
+
+    for name, data in TELEGRAM.items():
+        write("telegram_update", name, data)
 
     for name, head in HTTP_HEADS.items():
         write("http_request_head", name, head)

@@ -44,6 +44,119 @@ async fn prune_logins(store: Arc<Store>, mut shutdown: Shutdown) {
     }
 }
 
+/// Tells owners when the quality watchdog flags or bans one of their nodes (an admin's override
+/// included), with the reason, through the notification path the bot and the inbox read.
+async fn notify_quality(
+    mut changes: tokio::sync::broadcast::Receiver<crate::watchdog::Transition>,
+    store: Arc<Store>,
+    notifier: crate::notify::Notifier,
+    mut shutdown: Shutdown,
+) {
+    use crate::watchdog::quality::State;
+    loop {
+        let t = tokio::select! {
+            r = changes.recv() => match r {
+                Ok(t) => t,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "quality notifications fell behind; some were not sent");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = shutdown.recv() => return,
+        };
+        if !matches!(t.to, State::Flagged | State::Banned) || t.from == t.to {
+            continue;
+        }
+        let vip = hex::decode(&t.device)
+            .ok()
+            .and_then(|id| store.get_device(&id).ok().flatten())
+            .map_or_else(|| t.device.clone(), |d| d.vip.to_string());
+        notifier.emit(crate::notify::Event::NodeFlagged {
+            owner: t.owner,
+            device: t.device,
+            vip,
+            banned: t.to == State::Banned,
+            reason: if t.detail.is_empty() { t.reason.as_str().to_owned() } else { t.detail },
+        });
+    }
+}
+
+/// Looks at nodes and balances every `every` until shutdown and emits what users should hear
+/// about: a node offline for its owner's threshold (not when paused by its owner) and back, a
+/// balance below its owner's alert level, a sub-user at its byte cap, a mass disconnect and a
+/// flood of failures (admins).
+async fn watch_for_notices(
+    admin: Arc<AdminCtx>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    notifier: crate::notify::Notifier,
+    every: Duration,
+    mut shutdown: Shutdown,
+) {
+    let mut watcher = crate::notify::Watcher::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.recv() => return,
+        }
+        let (ctx, reg) = (admin.clone(), registry.clone());
+        let round = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
+            let devices: Vec<crate::notify::DeviceState> = ctx
+                .store
+                .list_devices()?
+                .into_iter()
+                .map(|d| crate::notify::DeviceState {
+                    online: d.device_id().is_some_and(|id| reg.get(&id).is_some()),
+                    id: d.id,
+                    owner: d.owner,
+                    vip: d.vip.to_string(),
+                    paused: d.paused,
+                    banned: d.banned,
+                    last_seen: d.last_seen,
+                })
+                .collect();
+            let mut prefs = std::collections::HashMap::new();
+            for u in ctx.store.list_users()? {
+                prefs.insert(u.name.clone(), ctx.store.notify_prefs(&u.name)?);
+            }
+            let mut balances = Vec::new();
+            for (name, p) in &prefs {
+                if p.low_balance_micros > 0
+                    && let Ok(v) = ctx.execute(admin::UserShow { name: name.clone() })
+                {
+                    balances.push((name.clone(), v.balance_micros, crate::money::Micros(p.low_balance_micros)));
+                }
+            }
+            let subs = ctx.execute(admin::SubUserList { parent: None, window: Default::default() }).unwrap_or_default();
+            Ok((devices, prefs, balances, subs))
+        })
+        .await;
+        let Ok(Ok((devices, prefs, balances, subs))) = round else {
+            warn!("the notification watcher could not read the store");
+            continue;
+        };
+        let after = |owner: &str| prefs.get(owner).map_or(600, |p| u64::from(p.offline_minutes) * 60);
+        for e in watcher.devices(&devices, crate::store::now_secs(), after) {
+            notifier.emit(e);
+        }
+        for (name, bal, threshold) in balances {
+            if let Some(e) = watcher.balance(&name, bal, threshold) {
+                notifier.emit(e);
+            }
+        }
+        for s in subs {
+            if let Some(e) = watcher.sub_cap(&s.parent, &s.name, s.bytes_used, s.byte_cap) {
+                notifier.emit(e);
+            }
+        }
+        let (auth, refused) = (metrics.proxy_auth_failures.get(), metrics.connections_refused.get());
+        if let Some(e) = watcher.failures(auth, refused, crate::store::now_secs()) {
+            notifier.emit(e);
+        }
+    }
+}
+
 /// What the router's policy is built from, besides the server's own addresses.
 fn policy_inputs(cfg: &Config) -> Result<PolicyInputs, AppError> {
     let s = &cfg.server;
@@ -638,6 +751,8 @@ impl App {
                 .map_err(AppError::Invalid)?,
             )
         };
+        let (notifier, notices_rx) = crate::notify::Notifier::channel(cfg.limits.notify_queue);
+        payments.set_notifier(notifier.clone());
         let relay_svc = self.relay.clone();
         let geoip_reload: Arc<dyn Fn() -> Reloaded + Send + Sync> = {
             let (geoip, registry) = (self.geoip.clone(), self.registry.clone());
@@ -679,6 +794,7 @@ impl App {
                         }
                     })
                 },
+                notify: notifier.clone(),
                 tariff_changed: {
                     let billing = self.relay.billing.clone();
                     Arc::new(move |t| {
@@ -692,6 +808,27 @@ impl App {
             shared_key_accounts: cfg.trust.shared_key_accounts,
         });
         let api = Arc::new(self.api_state(admin_ctx.clone(), payments.clone(), &socks, &http)?);
+        let bot = if cfg.telegram.enabled() {
+            let bot = crate::telegram::Bot::new(
+                cfg.telegram.clone(),
+                admin_ctx.clone(),
+                payments.clone(),
+                crate::telegram::ProxyAddrs { socks5: api.info.socks5.clone(), http: api.info.http.clone() },
+                &cfg.billing.currency,
+                cfg.path(&cfg.tls.cert),
+                cfg.limits.telegram_webhook_concurrency,
+            )
+            .map_err(AppError::Invalid)?;
+            bot.metrics.register(&mut prom);
+            Some(Arc::new(bot))
+        } else {
+            None
+        };
+        let mut web_routes =
+            crate::web::router(tunnel).merge(crate::api::router(api)).merge(crate::api::dashboard::router());
+        if let Some(b) = &bot {
+            web_routes = web_routes.merge(crate::telegram::webhook_router(b.clone()));
+        }
         let relay = self.relay.clone();
         let own_addresses =
             watch_own_addresses(cfg, move |p| relay.router.set_policy(p), self.trigger.subscribe()).await?;
@@ -701,12 +838,10 @@ impl App {
             tokio::spawn(crate::web::serve(
                 web,
                 self.tls.clone(),
-                crate::web::router(tunnel).merge(crate::api::router(api)).merge(crate::api::dashboard::router()).layer(
-                    axum::middleware::from_fn_with_state(
-                        self.metrics.http_requests.clone(),
-                        crate::web::count_responses,
-                    ),
-                ),
+                web_routes.layer(axum::middleware::from_fn_with_state(
+                    self.metrics.http_requests.clone(),
+                    crate::web::count_responses,
+                )),
                 crate::web::WebTimeouts {
                     handshake: hs,
                     request: crate::web::RequestDeadline(std::time::Duration::from_secs(
@@ -730,6 +865,12 @@ impl App {
             tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
             tokio::spawn(watch_geoip(geoip_reload, self.trigger.subscribe())),
             tokio::spawn(self.watchdog.clone().run(self.store.clone(), self.ban_hook(), self.trigger.subscribe())),
+            tokio::spawn(notify_quality(
+                self.watchdog.subscribe(),
+                self.store.clone(),
+                notifier.clone(),
+                self.trigger.subscribe(),
+            )),
             tokio::spawn(payments.clone().run_poller(self.trigger.subscribe())),
             tokio::spawn(payments.clone().run_auto_withdrawals(
                 {
@@ -740,7 +881,28 @@ impl App {
             )),
             own_addresses,
             tokio::spawn(self.certificates.clone().run(self.trigger.subscribe())),
+            tokio::spawn(
+                crate::telegram::notices::Delivery {
+                    store: self.store.clone(),
+                    bot: bot.clone(),
+                    currency: cfg.billing.currency.clone(),
+                    per_minute: cfg.telegram.notify_per_minute,
+                    inbox_max: cfg.limits.notify_inbox_per_user,
+                }
+                .run(notices_rx, self.trigger.subscribe()),
+            ),
+            tokio::spawn(watch_for_notices(
+                admin_ctx.clone(),
+                self.registry.clone(),
+                self.metrics.clone(),
+                notifier.clone(),
+                Duration::from_secs(cfg.telegram.watch_interval_secs),
+                self.trigger.subscribe(),
+            )),
         ];
+        if let Some(b) = &bot {
+            tasks.push(tokio::spawn(b.clone().run(self.trigger.subscribe())));
+        }
         if let (Some(l), Some(a)) = (acme_http, self.certificates.acme()) {
             let port = s.public_address.rsplit_once(':').map(|(_, p)| p).filter(|p| *p != "443");
             let base = format!("https://{}{}", a.domain, port.map(|p| format!(":{p}")).unwrap_or_default());

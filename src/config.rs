@@ -337,6 +337,12 @@ pub struct Limits {
     pub watchdog_max_targets: u64,
     /// Clients whose failed opens the watchdog counts in the current minute.
     pub watchdog_max_clients: u64,
+    /// Notification events waiting for delivery; when full, a new event is dropped (counted).
+    pub notify_queue: usize,
+    /// Notifications kept in each user's inbox (the oldest go first).
+    pub notify_inbox_per_user: usize,
+    /// Telegram webhook updates handled at once; beyond it Telegram is told to retry (503).
+    pub telegram_webhook_concurrency: usize,
 }
 impl Limits {
     /// The keys whose value differs from the default (`key=value`, in declaration order): the
@@ -392,6 +398,9 @@ impl Default for Limits {
             watchdog_max_nodes: 100_000,
             watchdog_max_targets: 100_000,
             watchdog_max_clients: 100_000,
+            notify_queue: 1024,
+            notify_inbox_per_user: 100,
+            telegram_webhook_concurrency: 16,
         }
     }
 }
@@ -630,15 +639,113 @@ impl GeoipConfig {
     }
 }
 
+/// `[telegram]`: the bot (docs/telegram.md). It runs inside `serve` when `bot_token` is set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelegramConfig {
+    /// The token @BotFather gave; empty: no bot.
     pub bot_token: crate::secret::Secret,
+    /// The Bot API server (a self-hosted one, or a fake in tests); plain http:// only to a
+    /// loopback address.
     pub api_url: String,
+    /// Receive updates by webhook at this public https:// URL (ending in `/telegram/webhook`, on
+    /// port 443, 80, 88 or 8443); empty: long polling.
+    pub webhook_url: String,
+    /// The secret Telegram sends in `X-Telegram-Bot-Api-Secret-Token` (1-256 of A-Z a-z 0-9 _ -);
+    /// required with `webhook_url`.
+    pub webhook_secret: crate::secret::Secret,
+    /// Upload the server's certificate (`tls.cert`) in `setWebhook`: needed while it is
+    /// self-signed.
+    pub webhook_upload_cert: bool,
+    /// Who may create an account by writing to the bot: `open`, `invite` (with a code from
+    /// `/invite` or the dashboard) or `off` (web accounts link with a code only).
+    pub signup: String,
+    /// Long-polling wait of one `getUpdates`.
+    pub poll_timeout_secs: u32,
+    /// After a failed call to the Bot API the bot waits this long, doubling up to the maximum.
+    pub retry_min_secs: u64,
+    pub retry_max_secs: u64,
+    /// How long a dashboard login link from `/login` is valid (30-3600).
+    pub login_link_ttl_secs: u64,
+    /// Notifications sent to one user a minute at most (the rest go only to the inbox).
+    pub notify_per_minute: u32,
+    /// How often nodes and balances are looked at for notifications.
+    pub watch_interval_secs: u64,
 }
 impl Default for TelegramConfig {
     fn default() -> Self {
-        TelegramConfig { bot_token: crate::secret::Secret::default(), api_url: "https://api.telegram.org".into() }
+        TelegramConfig {
+            bot_token: crate::secret::Secret::default(),
+            api_url: "https://api.telegram.org".into(),
+            webhook_url: String::new(),
+            webhook_secret: crate::secret::Secret::default(),
+            webhook_upload_cert: false,
+            signup: "open".into(),
+            poll_timeout_secs: 25,
+            retry_min_secs: 1,
+            retry_max_secs: 300,
+            login_link_ttl_secs: 300,
+            notify_per_minute: 6,
+            watch_interval_secs: 30,
+        }
+    }
+}
+
+impl TelegramConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !matches!(self.signup.as_str(), "open" | "invite" | "off") {
+            return Err(format!("telegram.signup {:?} must be \"open\", \"invite\" or \"off\"", self.signup));
+        }
+        match url::Url::parse(&self.api_url) {
+            Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+            Ok(u) if u.scheme() == "http" && is_loopback_host(u.host_str()) => {}
+            _ => {
+                return Err(format!(
+                    "telegram.api_url {:?} must be an https:// URL (http:// only to a loopback address)",
+                    self.api_url
+                ));
+            }
+        }
+        if !self.webhook_url.is_empty() {
+            match url::Url::parse(&self.webhook_url) {
+                Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+                Ok(u) if u.scheme() == "http" && is_loopback_host(u.host_str()) => {}
+                _ => return Err("telegram.webhook_url must be an https:// URL".into()),
+            }
+            let s = self.webhook_secret.expose();
+            if s.is_empty() || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(
+                    "telegram.webhook_secret (1-256 of A-Z a-z 0-9 _ -) is required with telegram.webhook_url".into()
+                );
+            }
+        }
+        if self.poll_timeout_secs > 50 {
+            return Err("telegram.poll_timeout_secs is at most 50".into());
+        }
+        if self.retry_min_secs == 0 || self.retry_max_secs < self.retry_min_secs {
+            return Err("telegram.retry_min_secs must be at least 1 and at most retry_max_secs".into());
+        }
+        if !(30..=3600).contains(&self.login_link_ttl_secs) {
+            return Err("telegram.login_link_ttl_secs must be 30-3600".into());
+        }
+        if self.watch_interval_secs == 0 {
+            return Err("telegram.watch_interval_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the bot runs.
+    pub fn enabled(&self) -> bool {
+        !self.bot_token.is_empty()
+    }
+}
+
+fn is_loopback_host(h: Option<&str>) -> bool {
+    match h {
+        Some("localhost") => true,
+        Some(h) => h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 
@@ -738,6 +845,9 @@ impl Config {
             ("auth_failures_per_minute_per_account_ip", l.auth_failures_per_minute_per_account_ip),
             ("pair_attempts_per_minute_per_ip", l.pair_attempts_per_minute_per_ip),
             ("max_logins_per_user", l.max_logins_per_user),
+            ("notify_queue", u32::try_from(l.notify_queue).unwrap_or(u32::MAX)),
+            ("notify_inbox_per_user", u32::try_from(l.notify_inbox_per_user).unwrap_or(u32::MAX)),
+            ("telegram_webhook_concurrency", u32::try_from(l.telegram_webhook_concurrency).unwrap_or(u32::MAX)),
         ] {
             if v == 0 {
                 return bad(format!("limits.{name} must be at least 1"));
@@ -763,6 +873,7 @@ impl Config {
             return bad("limits.open_retry_budget_secs and the watchdog_max_* keys must be at least 1".into());
         }
         self.trust.validate().map_err(ConfigError::Invalid)?;
+        self.telegram.validate().map_err(ConfigError::Invalid)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!("log.format {:?} must be \"text\" or \"json\"", self.log.format));
         }

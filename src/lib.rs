@@ -41,6 +41,9 @@
 //!   and automatic payout requests.
 //! - [`watchdog`]: node quality: measurements fed by the tunnel's and the relay's events,
 //!   scores, states (healthy, degraded, flagged, banned) with reasons, tiers for routing.
+//! - [`telegram`]: the Telegram bot (teloxide): sign-up and linking, commands, Stars payments,
+//!   notification delivery; another front end of the admin commands.
+//! - [`notify`]: notification events other parts emit, and the node and balance watcher's rules.
 
 pub mod acme;
 pub mod admin;
@@ -59,6 +62,7 @@ pub mod listener;
 pub mod money;
 pub mod netinfo;
 pub mod node;
+pub mod notify;
 pub mod payments;
 pub mod proxy;
 pub mod relay;
@@ -67,6 +71,7 @@ pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod target;
+pub mod telegram;
 pub mod telemetry;
 pub mod tls;
 pub mod trust;

@@ -622,17 +622,18 @@ mod tests {
         m.register(&mut reg);
         m.register_billing(&mut reg);
         crate::acme::AcmeMetrics::default().register(&mut reg);
+        crate::telegram::BotMetrics::default().register(&mut reg);
         let app = read_repo_file("src/app.rs");
         assert_eq!(
             app.matches("register(&mut prom)").count() + app.matches("register_billing(&mut prom)").count(),
-            3,
+            4,
             "app.rs registers metrics this test does not know: add them here"
         );
         let text = render(&reg);
         let exported = exported_names(&text);
         // A family without series is not rendered: each must have its series created at
         // registration, or this test would not see it.
-        let registered: usize = ["src/telemetry.rs", "src/acme/mod.rs"]
+        let registered: usize = ["src/telemetry.rs", "src/acme/mod.rs", "src/telegram/mod.rs"]
             .iter()
             .map(|file| {
                 let source = read_repo_file(file);

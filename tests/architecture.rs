@@ -130,6 +130,34 @@ const RULES: &[Rule] = &[
               questions; it never reaches into them (bans go through a hook the app wires)",
     },
     Rule {
+        parts: &["src/telegram/"],
+        forbidden: &[
+            "crate::api",
+            "crate::proxy",
+            "crate::relay",
+            "crate::tunnel",
+            "crate::web",
+            "crate::cli",
+            "crate::app",
+        ],
+        why: "the bot is a front end of the admin commands and the payments service, like the API; it \
+              never reaches into the data path or another front end",
+    },
+    Rule {
+        parts: &["src/notify/"],
+        forbidden: &[
+            "crate::api",
+            "crate::admin",
+            "crate::telegram",
+            "crate::proxy",
+            "crate::relay",
+            "crate::tunnel",
+            "crate::web",
+        ],
+        why: "notification events are emitted by every part and delivered by the bot: the event type and \
+              the watcher's rules depend on none of them",
+    },
+    Rule {
         parts: &[
             "src/config.rs",
             "src/watchdog/config.rs",

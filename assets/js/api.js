@@ -160,6 +160,13 @@ export async function login(username, password) {
   storeTokens(await res.json());
 }
 
+/** Spends a one-time login link of the Telegram bot (the token came in the URL's fragment). */
+export async function telegramLogin(token) {
+  const res = await send('POST', '/auth/telegram', { token }, { auth: false });
+  if (!res.ok) throw await errorFrom(res);
+  storeTokens(await res.json());
+}
+
 export async function logout() {
   const rt = storedRefresh();
   clearTokens();

@@ -128,6 +128,13 @@ impl Command for DeviceBan {
             l.registry.kick(&id16, ErrorCode::DeviceBanned, &format!("device banned: {reason}"));
         }
         tracing::info!(device = %dev.id, %reason, "device banned");
+        ctx.notify(crate::notify::Event::NodeFlagged {
+            owner: dev.owner.clone(),
+            device: dev.id.clone(),
+            vip: dev.vip.to_string(),
+            banned: true,
+            reason: reason.clone(),
+        });
         Ok(ctx.device_view(&dev))
     }
 }
@@ -258,6 +265,7 @@ impl AdminCtx {
             last_seen: d.last_seen.map(rfc3339),
             banned: d.banned,
             ban_reason: d.ban_reason.clone(),
+            paused: d.paused,
             bytes_today: today.bytes(),
             earned_today_micros: today.earned,
             connected_at: live.as_ref().map(|n| rfc3339(n.connected_at)),

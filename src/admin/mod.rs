@@ -27,6 +27,7 @@ mod settings;
 pub mod socket;
 pub mod stream;
 mod subusers;
+pub mod telegram;
 mod tls;
 mod users;
 pub mod views;
@@ -45,6 +46,10 @@ pub use payments::{
 pub use sessions::{SessionList, Usage};
 pub use settings::{SettingsSet, SettingsShow};
 pub use subusers::{SubUserAdd, SubUserDelete, SubUserDisable, SubUserList, SubUserPassword};
+pub use telegram::{
+    DevicePause, NoticeList, NoticeRead, NotifyPrefsSet, NotifyPrefsShow, TelegramInvite, TelegramLinkCode,
+    TelegramLoginLink, TelegramLoginRedeem, TelegramStart, TelegramUnlink,
+};
 pub use tls::{TlsRenew, TlsStatus};
 pub use users::{
     UserAdd, UserAdjust, UserCredit, UserDisable, UserEnable, UserList, UserPassword, UserProxyPassword, UserShow,
@@ -189,6 +194,17 @@ admin_requests!(
     PayoutMarkPaid,
     PaymentSettingsShow,
     PaymentSettingsSet,
+    TelegramLinkCode,
+    TelegramInvite,
+    TelegramUnlink,
+    TelegramStart,
+    TelegramLoginLink,
+    TelegramLoginRedeem,
+    DevicePause,
+    NoticeList,
+    NoticeRead,
+    NotifyPrefsShow,
+    NotifyPrefsSet,
 );
 
 /// A command failure: a stable code and a reason for the user.
@@ -309,6 +325,8 @@ pub struct Live {
     pub cut_streams: CutHook,
     /// Tells the payments service that its settings changed in the store.
     pub payments_changed: Arc<dyn Fn() + Send + Sync>,
+    /// Where events for the users' notifications go (withdrawal decisions, admin alerts).
+    pub notify: crate::notify::Notifier,
 }
 
 /// What admin commands run against.
@@ -351,6 +369,13 @@ impl AdminCtx {
         match self.store.get_user(name)? {
             Some(_) => Ok(()),
             None => Err(AdminError::new("not_found", format!("no user {name:?}"))),
+        }
+    }
+
+    /// Emits a notification event (a running server only).
+    pub(crate) fn notify(&self, e: crate::notify::Event) {
+        if let Some(l) = &self.live {
+            l.notify.emit(e);
         }
     }
 

@@ -552,6 +552,15 @@ impl Command for PayoutMarkPaid {
         ids.dedup();
         let paid = ctx.store.mark_withdrawals_paid(&ids, actor, &reference, now_secs())?;
         tracing::info!(count = paid.len(), reference = %reference, "payouts marked paid");
+        for w in &paid {
+            ctx.notify(crate::notify::Event::Withdrawal {
+                user: w.user.clone(),
+                id: w.id,
+                amount: w.amount,
+                outcome: crate::notify::WithdrawalOutcome::Paid,
+                reason: Some(reference.clone()),
+            });
+        }
         Ok(paid.iter().map(WithdrawalView::from).collect())
     }
 }

@@ -212,6 +212,9 @@ impl Command for UserCredit {
             (l.credited)(&name);
         }
         tracing::info!(user = %name, amount = %amount, transfer = tr.seq, "admin credit");
+        if out.is_new() {
+            ctx.notify(crate::notify::Event::Deposit { user: name.clone(), amount, provider: "operator".into() });
+        }
         Ok(CreditView::new(&name, amount, tr.seq, bal))
     }
 }
@@ -388,7 +391,7 @@ impl AdminCtx {
         })
     }
 
-    fn user_view(&self, u: &UserRecord) -> Result<UserView, AdminError> {
+    pub(super) fn user_view(&self, u: &UserRecord) -> Result<UserView, AdminError> {
         self.user_view_with(u, &self.user_totals()?)
     }
 
@@ -419,7 +422,7 @@ impl AdminCtx {
     }
 
     /// A user as it was before a change, for the audit log.
-    fn user_before(&self, name: &str) -> Option<Value> {
+    pub(super) fn user_before(&self, name: &str) -> Option<Value> {
         let u = self.store.get_user(name).ok().flatten()?;
         serde_json::to_value(self.user_view(&u).ok()?).ok()
     }

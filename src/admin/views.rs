@@ -58,6 +58,9 @@ pub struct DeviceView {
     pub last_seen: Option<String>,
     pub banned: bool,
     pub ban_reason: Option<String>,
+    /// Paused by its owner: routed nothing while set (and never reported offline).
+    #[serde(default)]
+    pub paused: bool,
     /// Bytes carried and earned today (UTC), as the server metered them.
     pub bytes_today: u64,
     pub earned_today_micros: u64,

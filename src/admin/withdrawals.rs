@@ -54,6 +54,9 @@ impl Command for WithdrawalRequest {
         let amount = Micros::parse(&amount).map_err(|e| AdminError::new("invalid", e.to_string()))?;
         let w = ctx.store.request_withdrawal(&name, amount, ctx.money().min_payout, destination, now_secs())?;
         tracing::info!(user = %name, amount = %amount, withdrawal = w.id, "withdrawal requested");
+        ctx.notify(crate::notify::Event::AdminAlert {
+            text: format!("withdrawal #{} of {} requested by {}", w.id, w.amount, w.user),
+        });
         Ok(WithdrawalView::from(&w))
     }
 }
@@ -99,6 +102,13 @@ impl Command for WithdrawalApprove {
         let WithdrawalApprove { id, reason } = self;
         let w = ctx.store.decide_withdrawal(id, true, actor, reason, now_secs())?;
         tracing::info!(withdrawal = id, user = %w.user, amount = %w.amount, "withdrawal approved");
+        ctx.notify(crate::notify::Event::Withdrawal {
+            user: w.user.clone(),
+            id,
+            amount: w.amount,
+            outcome: crate::notify::WithdrawalOutcome::Approved,
+            reason: w.reason.clone(),
+        });
         Ok(WithdrawalView::from(&w))
     }
 }
@@ -121,6 +131,13 @@ impl Command for WithdrawalReject {
         }
         let w = ctx.store.decide_withdrawal(id, false, actor, Some(reason), now_secs())?;
         ctx.invalidate(&w.user);
+        ctx.notify(crate::notify::Event::Withdrawal {
+            user: w.user.clone(),
+            id,
+            amount: w.amount,
+            outcome: crate::notify::WithdrawalOutcome::Rejected,
+            reason: w.reason.clone(),
+        });
         if let Some(l) = &ctx.live {
             (l.credited)(&w.user);
         }

@@ -162,3 +162,43 @@ pub async fn logout(
     }
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A one-time login token from the Telegram bot's `/login` link.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TelegramLoginRequest {
+    pub token: String,
+}
+
+/// Sign in with a one-time link from the Telegram bot (`/login`). The link carries the token
+/// in its fragment, which no link-preview fetch sends; the dashboard page spends it here, once.
+#[utoipa::path(post, path = "/api/v1/auth/telegram", tag = "auth", request_body = TelegramLoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn telegram_login(
+    State(state): State<Arc<ApiState>>,
+    ext: Extensions,
+    ApiJson(req): ApiJson<TelegramLoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let ip = super::peer_ip(&ext);
+    // Guessing tokens counts against the address like failed password logins. The account key
+    // is the token's own (a shared key would let one guesser lock everyone out).
+    let key = format!("tg-link:{}", &crate::auth::secret_hash(&req.token)[..16]);
+    let attempt = state
+        .throttle
+        .reserve_login(ip, &key)
+        .map_err(|wait| ApiError::throttled(wait, format!("too many failed logins; try again in {wait} s")))?;
+    let user = match state.run(crate::admin::TelegramLoginRedeem { token: req.token }, "telegram").await {
+        Ok(v) => v.user,
+        Err(e) if e.status == StatusCode::FORBIDDEN => return Err(e),
+        Err(_) => {
+            drop(attempt);
+            return Err(ApiError::unauthorized("invalid_token", "this login link is unknown, used or expired"));
+        }
+    };
+    attempt.succeeded(&key);
+    let family = hex::encode(crate::auth::random_bytes::<12>().map_err(|e| ApiError::internal(e.to_string()))?);
+    let refresh = random_token("tfr_")?;
+    state.admin.store.start_login(&user, &family, &hash(&refresh), now_secs(), state.max_logins_per_user)?;
+    tracing::info!(user = %user, %ip, "login with a Telegram link");
+    Ok(Json(tokens(&state, &user, &family, refresh)?))
+}

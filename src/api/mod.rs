@@ -12,6 +12,7 @@ pub mod dashboard;
 mod me;
 pub mod openapi;
 mod payments;
+mod telegram;
 mod throttle;
 
 use std::net::IpAddr;
@@ -141,7 +142,10 @@ impl From<AdminError> for ApiError {
         let (status, code) = match e.error.as_str() {
             "not_found" => (StatusCode::NOT_FOUND, "not_found"),
             "already_exists" | "conflict" => (StatusCode::CONFLICT, "conflict"),
-            "invalid" | "ambiguous" => (StatusCode::BAD_REQUEST, "invalid"),
+            "invalid" | "ambiguous" | "not_linked" | "signup_off" | "invite_required" => {
+                (StatusCode::BAD_REQUEST, "invalid")
+            }
+            "invalid_token" => (StatusCode::UNAUTHORIZED, "invalid_token"),
             "disabled" => (StatusCode::FORBIDDEN, "disabled"),
             "locked" | "pairing_off" => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             _ => return ApiError::internal(e.reason),
@@ -345,6 +349,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/telegram", post(auth::telegram_login))
+        .route("/me/telegram", delete(telegram::unlink_me))
+        .route("/me/telegram/link-code", post(telegram::link_code))
+        .route("/me/notifications", get(telegram::notifications))
+        .route("/me/notifications/read", post(telegram::mark_read))
+        .route("/me/notify-prefs", get(telegram::prefs).put(telegram::set_prefs))
+        .route("/admin/users/{name}/telegram/unlink", post(telegram::unlink_user))
+        .route("/admin/telegram/invite", post(telegram::invite))
         .route("/me", get(me::me))
         .route("/me/proxy-password", post(me::rotate_proxy_password))
         .route("/me/password", post(me::change_password))

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, auth, me, payments};
+use super::{admin, auth, me, payments, telegram};
 
 struct Bearer;
 
@@ -31,7 +31,9 @@ impl Modify for Bearer {
     info(title = "Traffix API", version = "1", description = "The REST API of a Traffix server (docs/api.md)."),
     modifiers(&Bearer),
     paths(
-        auth::login, auth::refresh, auth::logout,
+        auth::login, auth::refresh, auth::logout, auth::telegram_login,
+        telegram::link_code, telegram::unlink_me, telegram::notifications, telegram::mark_read, telegram::prefs,
+        telegram::set_prefs, telegram::unlink_user, telegram::invite,
         me::me, me::rotate_proxy_password, me::change_password, me::usage, me::earnings, me::devices, me::pair, me::sessions,
         me::ledger, me::ledger_csv, me::withdrawals, me::request_withdrawal, me::api_keys, me::create_api_key,
         me::delete_api_key, me::sub_users, me::create_sub_user, me::change_sub_user, me::delete_sub_user,

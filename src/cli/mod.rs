@@ -81,6 +81,9 @@ pub enum Command {
     /// Payouts: where node owners are paid, the batch export of approved payouts, marking them paid.
     #[command(subcommand)]
     Payout(payments::PayoutCmd),
+    /// The Telegram bot's accounts: invitations, link codes, unlinking (docs/telegram.md).
+    #[command(subcommand)]
+    Telegram(TelegramCmd),
     /// Client streams (the sessions table), newest first; live ones are at most a second old.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -1707,6 +1710,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Openapi => outln!("{}", crate::api::openapi::document()),
         Command::Payment(cmd) => payments::payment(&admin_cmds, cmd).await?,
         Command::Payout(cmd) => payments::payout(&admin_cmds, cmd).await?,
+        Command::Telegram(cmd) => telegram(&admin_cmds, cmd).await?,
     }
     Ok(())
 }
@@ -1774,4 +1778,51 @@ mod tests {
         let e = CliError::from(AdminError::new("not_found", "no user \"bob\""));
         assert_eq!((e.code, e.error.as_str(), e.message.as_str()), (1, "not_found", "no user \"bob\""));
     }
+}
+
+/// `traffix telegram …`.
+#[derive(Debug, Subcommand)]
+pub enum TelegramCmd {
+    /// An invitation code for sign-up through the bot while telegram.signup = "invite" (once, 7 days).
+    Invite {
+        /// Print JSON: {"code","kind","expires_at","command"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A code that links user NAME's Telegram account when sent to the bot (once, 10 minutes).
+    LinkCode {
+        /// The user to link.
+        name: String,
+        /// Print JSON: {"code","kind","expires_at","command"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove user NAME's Telegram link (the bot no longer knows it until it links again).
+    Unlink {
+        /// The user to unlink.
+        name: String,
+        /// Print the user as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn telegram(admin_cmds: &Admin<'_>, cmd: TelegramCmd) -> Result<(), CliError> {
+    let code = |c: &admin::telegram::TelegramCodeView, json: bool| {
+        if json {
+            print_json(c);
+        } else {
+            outln!("send to the bot: {}", c.command);
+            outln!("valid until {}, once", c.expires_at);
+        }
+    };
+    match cmd {
+        TelegramCmd::Invite { json } => code(&admin_cmds.run(admin::TelegramInvite {}).await?, json),
+        TelegramCmd::LinkCode { name, json } => code(&admin_cmds.run(admin::TelegramLinkCode { name }).await?, json),
+        TelegramCmd::Unlink { name, json } => {
+            let u = admin_cmds.run(admin::TelegramUnlink { name }).await?;
+            if json { print_json(&u) } else { print_user(&u) }
+        }
+    }
+    Ok(())
 }

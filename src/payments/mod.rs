@@ -125,6 +125,8 @@ pub struct Payments {
     /// Woken when an invoice is created: the poller starts looking again at its shortest wait.
     poke: tokio::sync::Notify,
     on_credit: CreditHook,
+    /// Where "money arrived" notifications go, once the app has wired it.
+    notifier: std::sync::OnceLock<crate::notify::Notifier>,
 }
 
 impl std::fmt::Debug for Payments {
@@ -154,6 +156,7 @@ impl Payments {
             http,
             poke: tokio::sync::Notify::new(),
             on_credit,
+            notifier: std::sync::OnceLock::new(),
         };
         p.reload()?;
         let cfg = p.config();
@@ -196,7 +199,65 @@ impl Payments {
             tracing::info!(provider = %d.provider, payment = %d.external_id, user = %d.user, amount = %d.amount,
                 transfer = d.seq, "payment credited");
             (self.on_credit)(&d.user);
+            if let Some(n) = self.notifier.get() {
+                n.emit(crate::notify::Event::Deposit {
+                    user: d.user.clone(),
+                    amount: d.amount,
+                    provider: d.provider.clone(),
+                });
+            }
         }
+    }
+
+    /// Sends "money arrived" notifications to `n` from now on.
+    pub fn set_notifier(&self, n: crate::notify::Notifier) {
+        let _ = self.notifier.set(n);
+    }
+
+    /// Stars for one currency unit while Telegram Stars are enabled.
+    pub fn stars_rate(&self) -> Option<u32> {
+        self.enabled(Provider::Stars).then(|| self.config().stars_per_unit)
+    }
+
+    /// Whether Crypto Pay top-ups are enabled (with a token).
+    pub fn cryptopay_enabled(&self) -> bool {
+        self.enabled(Provider::Cryptopay) && !self.config().cryptopay_token.is_empty()
+    }
+
+    /// The smallest top-up.
+    pub fn min_topup(&self) -> Micros {
+        self.config().min_topup
+    }
+
+    /// Credits a Telegram Stars payment (blocking): `amount` to `user`, keyed by Telegram's
+    /// charge id through the same idempotent deposit as every provider (a replayed
+    /// `successful_payment` answers the first credit).
+    pub fn stars_payment(
+        &self,
+        user: &str,
+        charge_id: &str,
+        amount: Micros,
+        stars: u32,
+        now: u64,
+    ) -> Result<DepositOutcome, StoreError> {
+        if !self.enabled(Provider::Stars) {
+            // Paid while enabled, arriving after it was turned off: still credited (the money
+            // is in the bot's account), and said loudly.
+            tracing::warn!(user, charge = charge_id, "a Stars payment arrived while Stars are disabled; crediting it");
+        }
+        let req = DepositRequest {
+            transfer_id: None,
+            provider: Provider::Stars.as_str().into(),
+            external_id: charge_id.to_owned(),
+            user: user.to_owned(),
+            amount,
+            currency: Some(self.currency.clone()),
+            reference: format!("Telegram Stars payment ({stars} XTR)"),
+            time: now,
+        };
+        let (out, _) = self.store.record_deposit(&req)?;
+        self.credited(&out);
+        Ok(out)
     }
 
     /// The generic webhook (blocking: writes the store): the signature over the raw body within

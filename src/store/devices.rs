@@ -44,12 +44,15 @@ pub struct DeviceRecord {
     #[serde(default)]
     pub ban_reason: Option<String>,
     /// The device trust verdict of its attestation at pairing (docs/trust.md). Set for every
-    /// device from schema 6 on (`migrations::migrate_to_v6` fills it in for older ones).
+    /// device from schema 7 on (`migrations::migrate_to_v7` fills it in for older ones).
     #[serde(default)]
     pub trust: Option<crate::trust::Verdict>,
     /// Emulator hints the app reported at pairing: weak signals, shown to the admin only.
     #[serde(default)]
     pub emulator_hints: Vec<String>,
+    /// Paused by its owner (the bot's /devices, the portal): online, but routed nothing.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl DeviceRecord {
@@ -105,7 +108,7 @@ macro_rules! pair_from {
 }
 pair_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
-/// Sets a trust verdict on every device without one (schema 6); returns how many.
+/// Sets a trust verdict on every device without one (schema 7); returns how many.
 pub(super) fn backfill_trust(txn: &redb::WriteTransaction) -> Result<usize, StoreError> {
     let mut t = txn.open_table(DEVICES)?;
     let mut updates = Vec::new();

@@ -7,7 +7,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this build writes.
-pub const LAST_SCHEMA_VERSION: u64 = 7;
+pub const LAST_SCHEMA_VERSION: u64 = 8;
 
 /// The schema version of a database (0: a new, empty one), open for writing or read-only.
 pub fn version(db: &impl ReadableDatabase) -> Result<u64, StoreError> {
@@ -49,6 +49,7 @@ pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
             5 => migrate_to_v5(&txn)?,
             6 => migrate_to_v6(&txn)?,
             7 => migrate_to_v7(&txn)?,
+            8 => migrate_to_v8(&txn)?,
             _ => unreachable_step(version)?,
         }
         txn.open_table(META)?.insert("schema_version", version)?;
@@ -138,6 +139,24 @@ fn migrate_to_v7(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// v8: the Telegram bot — links of Telegram ids to users (from the `telegram_id` a user record
+/// may already hold), one-time codes, the notification inbox and preferences.
+fn migrate_to_v8(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(TELEGRAM_TOKENS)?;
+    txn.open_table(NOTICES)?;
+    txn.open_table(NOTIFY_PREFS)?;
+    let mut links = txn.open_table(TELEGRAM_LINKS)?;
+    let users = txn.open_table(USERS)?;
+    for row in redb::ReadableTable::iter(&users)? {
+        let (name, v) = row?;
+        let u: super::UserRecord = super::from_json(v.value())?;
+        if let Some(id) = u.telegram_id {
+            links.insert(id, name.value())?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use redb::ReadableTableMetadata;
@@ -188,6 +207,29 @@ mod tests {
         assert_eq!(totals, vec![("ann".to_owned(), 150), ("bo".to_owned(), 3)]);
         let rtx = redb::ReadableDatabase::begin_read(&s.db).unwrap();
         assert_eq!(rtx.open_table(ACCRUALS).unwrap().len().unwrap(), 3);
+    }
+
+    /// A v5 database whose users carry a Telegram id (set before the bot existed) gets their
+    /// links in v8, so the bot finds them.
+    #[test]
+    fn v8_links_the_telegram_ids_users_already_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.redb");
+        {
+            let s = Store::open(&p).unwrap();
+            let mut u = crate::store::UserRecord::new("ann", "pw", 1);
+            u.telegram_id = Some(77);
+            s.create_user(&u).unwrap();
+            s.create_user(&crate::store::UserRecord::new("bo", "pw", 1)).unwrap();
+            let txn = s.write().unwrap();
+            txn.delete_table(TELEGRAM_LINKS).unwrap();
+            txn.open_table(META).unwrap().insert("schema_version", 7).unwrap();
+            txn.commit().unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 8);
+        assert_eq!(s.telegram_user(77).unwrap().map(|u| u.name), Some("ann".into()));
+        assert!(s.telegram_user(78).unwrap().is_none());
     }
 
     /// A v4 database's deposits (admin credits, one reversed) get receipts in v5, and the
@@ -243,6 +285,7 @@ mod tests {
             ban_reason: None,
             trust: None,
             emulator_hints: vec![],
+            paused: false,
         };
         {
             let s = Store::open(&p).unwrap();

@@ -61,3 +61,12 @@ pub const PAYOUT_PROFILES: TableDefinition<'_, &str, &[u8]> = TableDefinition::n
 /// flags, an admin's override and the last window's summary), rewritten every evaluation:
 /// one row per device.
 pub const NODE_QUALITY: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("node_quality");
+/// Telegram user id → user name: the bot's accounts (the user record holds the other side).
+pub const TELEGRAM_LINKS: TableDefinition<'_, i64, &str> = TableDefinition::new("telegram_links");
+/// SHA-256 (hex) of a one-time Telegram code (link, invite or login) → `TelegramToken` JSON.
+/// At most one of each kind per user: a new one replaces the old.
+pub const TELEGRAM_TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("telegram_tokens");
+/// (user name, sequence) → `Notice` JSON: the notification inbox, bounded per user.
+pub const NOTICES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("notices");
+/// User name → `NotifyPrefs` JSON: which notifications a user wants and when.
+pub const NOTIFY_PREFS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("notify_prefs");

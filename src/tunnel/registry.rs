@@ -33,6 +33,8 @@ pub struct NodeHandle {
     /// The node's last heartbeat put it within [`CAP_MARGIN_BYTES`] of its owner's daily or
     /// monthly data cap: route nothing new there before the node has to cut streams.
     near_cap: AtomicBool,
+    /// Paused by its owner on the server (the bot's /devices): connected, routed nothing.
+    owner_paused: AtomicBool,
     status: Mutex<Heartbeat>,
     /// The device's trust level as judged at pairing (routing may require one).
     pub trust: crate::identity::TrustLevel,
@@ -77,6 +79,7 @@ impl NodeHandle {
             max_streams: AtomicU32::new(max_streams),
             last_heartbeat: AtomicU64::new(now),
             near_cap: AtomicBool::new(false),
+            owner_paused: AtomicBool::new(false),
             status: Mutex::new(Heartbeat::default()),
             trust: crate::identity::TrustLevel::None,
         }
@@ -126,6 +129,7 @@ impl NodeHandle {
     pub fn accepts_streams(&self) -> bool {
         self.state() == NodeState::Serving
             && !self.near_cap.load(Ordering::Relaxed)
+            && !self.owner_paused.load(Ordering::Relaxed)
             && !self.mux.is_closed()
             && self.mux.active_streams() < self.max_streams()
     }
@@ -134,8 +138,18 @@ impl NodeHandle {
     pub fn at_stream_cap(&self) -> bool {
         self.state() == NodeState::Serving
             && !self.near_cap.load(Ordering::Relaxed)
+            && !self.owner_paused.load(Ordering::Relaxed)
             && !self.mux.is_closed()
             && self.mux.active_streams() >= self.max_streams()
+    }
+
+    /// Pauses or resumes routing to this node by its owner's wish (kept in its device record).
+    pub fn set_owner_paused(&self, paused: bool) {
+        self.owner_paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn owner_paused(&self) -> bool {
+        self.owner_paused.load(Ordering::Relaxed)
     }
 
     /// ISO country of `public_ip`, upper case, when a GeoIP database knows it.

@@ -240,6 +240,7 @@ where
                 ban_reason: None,
                 trust: Some(verdict),
                 emulator_hints: p.hints.iter().map(|h| h.chars().take(64).collect()).collect(),
+                paused: false,
             };
             let store = svc.store.clone();
             let code_hash = auth::pairing_code_hash(&p.code);
@@ -360,6 +361,7 @@ where
         )
         .with_trust(who.device.trust_level()),
     );
+    node.set_owner_paused(who.device.paused);
     svc.registry.insert(node.clone());
     svc.watchdog.record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip() }, now_secs());
     svc.metrics.nodes_online.set(svc.registry.len() as i64);

@@ -8,13 +8,15 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  ROOT, SCREENSHOTS, Traffix, launchBrowser, markDocument, micros, openPage, sameDocument, screenshot, signIn, startFakeCryptoPay, startOrigin,
+  ROOT, SCREENSHOTS, Traffix, launchBrowser, markDocument, micros, openPage, sameDocument, screenshot, signIn, startFakeBotApi, startFakeCryptoPay, startOrigin,
   stopProcess, waitFor,
 } from './harness.mjs';
 
 let t;
 let origin;
 let cryptoPay;
+let bot;
+const BOT_TOKEN = '4242:browserBotToken';
 const CRYPTOPAY_TOKEN = '4711:AAbrowserTestToken';
 let browser;
 let failed = false;
@@ -24,6 +26,7 @@ let nodeA = null; // carol's node, online from the first flow on
 before(async () => {
   origin = await startOrigin();
   cryptoPay = await startFakeCryptoPay(CRYPTOPAY_TOKEN);
+  bot = await startFakeBotApi(BOT_TOKEN);
   // 1000.00 per GB is one micro-unit per byte: money visibly moves while a download runs. No
   // payment provider is enabled at start (the payments flow turns Crypto Pay on); its API is
   // the fake one, looked at every second or two.
@@ -33,6 +36,10 @@ before(async () => {
       TRAFFIX_PAYMENTS__CRYPTOPAY_API_URL: cryptoPay.url,
       TRAFFIX_PAYMENTS__CRYPTOPAY_POLL_SECS: '1',
       TRAFFIX_PAYMENTS__CRYPTOPAY_POLL_MAX_SECS: '2',
+      // The Telegram bot, against a fake Bot API (the Telegram flow).
+      TRAFFIX_TELEGRAM__BOT_TOKEN: BOT_TOKEN,
+      TRAFFIX_TELEGRAM__API_URL: bot.url,
+      TRAFFIX_TELEGRAM__POLL_TIMEOUT_SECS: '0',
     },
   });
   browser = await launchBrowser();
@@ -48,6 +55,7 @@ after(async () => {
   if (browser) await browser.close();
   if (origin) await origin.close();
   if (cryptoPay) await cryptoPay.close();
+  if (bot) await bot.close();
   if (t) {
     await t.stop({ keep: failed });
     if (failed) console.error(`# kept the server's data and logs in ${t.tmp}`);
@@ -925,6 +933,33 @@ flow('the admin enables Crypto Pay (a write-only token); a user tops up in the p
   await admin.goto(`${t.url}#/payments`);
   await admin.locator(`[data-testid="invoice-row-${id}"]`).filter({ hasText: 'credited' }).waitFor();
   await admin.locator('[data-testid^="deposit-row-"]').filter({ hasText: `${id}` }).waitFor();
+});
+
+flow('a user links Telegram in the portal and signs in once with the bot\'s login link', async (open) => {
+  const tina = await t.addUser('tina');
+  const page = await open();
+  await signIn(page, t, 'tina', tina.password, '#/me');
+  await page.getByTestId('telegram-link').click();
+  const command = (await page.getByTestId('telegram-command').textContent()).trim();
+  assert.match(command, /^\/start [A-Za-z0-9_-]+$/);
+  bot.message(777, command);
+  await bot.waitMessage(777, 'linked to tina');
+  await waitFor('the portal to show the link', async () => (await page.getByTestId('telegram-status').textContent()).includes('777'));
+  assert.equal((await t.user('tina')).telegram_id, 777);
+
+  bot.message(777, '/login');
+  const text = await bot.waitMessage(777, '/#/telegram-login/');
+  const link = text.split('\n').find((l) => l.startsWith('https://'));
+  const fresh = await open();
+  await fresh.goto(link);
+  await fresh.getByTestId('portal-user').waitFor();
+  assert.equal(await fresh.getByTestId('portal-user').textContent(), 'tina');
+  assert.ok(!fresh.url().includes('telegram-login'), 'the token leaves the address bar');
+
+  const again = await open();
+  await again.goto(link);
+  await again.getByTestId('login-message').waitFor();
+  assert.match(await again.getByTestId('login-message').textContent(), /used or expired/);
 });
 
 flow('screenshots of every main page with real data', async (open) => {

@@ -203,6 +203,63 @@ export async function startFakeCryptoPay(token) {
   };
 }
 
+/**
+ * A fake Telegram Bot API (node:http on 127.0.0.1) speaking its JSON: getMe, deleteWebhook,
+ * getUpdates (serving the scripted updates from `offset` on) and sendMessage (recorded).
+ * `message(from, text)` queues a private message as Telegram would deliver it.
+ */
+export async function startFakeBotApi(token) {
+  const updates = [];
+  const calls = [];
+  let next = 1;
+  const answer = (res, body) => { res.writeHead(200, { 'Content-Type': 'application/json' }); res.end(JSON.stringify(body)); };
+  const server = http.createServer((req, res) => {
+    let data = '';
+    req.on('data', (c) => { data += c; });
+    req.on('end', () => {
+      const m = /^\/bot([^/]+)\/(\w+)$/.exec(new URL(req.url, 'http://x').pathname);
+      if (!m || m[1] !== token) return answer(res, { ok: false, error_code: 401, description: 'Unauthorized' });
+      const method = m[2].charAt(0).toLowerCase() + m[2].slice(1);
+      let body = {};
+      try { body = JSON.parse(data || '{}'); } catch { /* multipart: not used here */ }
+      if (method === 'getUpdates') {
+        const pending = updates.filter((u) => u.update_id >= (body.offset || 0));
+        if (pending.length) return answer(res, { ok: true, result: pending });
+        return setTimeout(() => answer(res, { ok: true, result: [] }), 100);
+      }
+      calls.push({ method, body });
+      if (method === 'getMe') {
+        return answer(res, { ok: true, result: { id: 1, is_bot: true, first_name: 'Traffix', username: 'traffix_test_bot',
+          can_join_groups: false, can_read_all_group_messages: false, supports_inline_queries: false,
+          can_connect_to_business: false, has_main_web_app: false } });
+      }
+      if (method === 'sendMessage') {
+        return answer(res, { ok: true, result: { message_id: calls.length, date: 1700000000, text: body.text,
+          chat: { id: body.chat_id, type: 'private', first_name: 'U' } } });
+      }
+      return answer(res, { ok: true, result: true });
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    calls,
+    message(from, text) {
+      const user = { id: from, is_bot: false, first_name: 'U' };
+      updates.push({ update_id: next++, message: { message_id: next, date: 1700000000, text, chat: { id: from, type: 'private', first_name: 'U' }, from: user } });
+    },
+    /** Waits for a message the bot sent to `chat` containing `needle`; its text. */
+    waitMessage(chat, needle) {
+      return waitFor(`a bot message to ${chat} containing ${needle}`, () => {
+        const c = calls.find((x) => x.method === 'sendMessage' && x.body.chat_id === chat && String(x.body.text).includes(needle));
+        return c ? c.body.text : null;
+      });
+    },
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
 /* ---------- small HTTP helpers ---------- */
 
 function request(url, { method = 'GET', body, headers = {}, insecure = true } = {}) {

@@ -21,6 +21,7 @@ mod ops;
 mod payments;
 mod readme;
 mod routing;
+mod telegram;
 mod trust;
 mod upgrade;
 mod watchdog;

@@ -61,6 +61,7 @@ export default function portalPage(main, ctx) {
     disabledBanner.hidden = !m.disabled;
     if (m.disabled) replace(disabledBanner, icon('alert'), h('p', null, 'Your account is disabled', m.disabled_reason ? `: ${m.disabled_reason}` : '', '. The proxy refuses your connections; contact the operator.'));
     renderProxy(m.proxy);
+    renderTelegram(m);
   }
 
   /* ---------- proxy credentials ---------- */
@@ -519,6 +520,48 @@ export default function portalPage(main, ctx) {
   }
 
   /* ---------- sign-in password ---------- */
+  /* ---------- Telegram and notifications (docs/telegram.md) ---------- */
+  const tgStatus = h('p', { testid: 'telegram-status' });
+  const tgCode = h('p', { class: 'notice', testid: 'telegram-code', hidden: true });
+  const linkBtn = button('Link Telegram', { kind: 'secondary', small: true, testid: 'telegram-link', onClick: () => busy(linkBtn, async () => {
+    try {
+      const c = await api.post('/me/telegram/link-code');
+      replace(tgCode, h('span', null, 'Send this to the bot within 10 minutes: '), h('code', { testid: 'telegram-command' }, c.command), ' ', copyButton(c.command));
+      tgCode.hidden = false;
+    } catch (ex) { toast(ex.reason, { type: 'error' }); }
+  }) });
+  const unlinkBtn = button('Unlink', { kind: 'ghost', small: true, testid: 'telegram-unlink', onClick: async () => {
+    const ok = await confirmDialog({
+      title: 'Unlink Telegram?',
+      message: h('p', null, 'The bot will no longer know this account; you can link it again later.'),
+      confirmLabel: 'Unlink',
+      danger: true,
+      testid: 'telegram-unlink-dialog',
+      onConfirm: () => api.del('/me/telegram'),
+    });
+    if (ok) { toast('Telegram unlinked', { type: 'success' }); refreshMe(); }
+  } });
+  const inbox = h('ul', { class: 'inbox', testid: 'inbox' });
+  function renderTelegram(m) {
+    const linked = m.telegram_id != null;
+    setText(tgStatus, linked ? `Linked to Telegram account ${m.telegram_id}.` : 'Not linked: link it to use the bot and get notifications there.');
+    linkBtn.hidden = linked;
+    unlinkBtn.hidden = !linked;
+    if (linked) tgCode.hidden = true;
+  }
+  async function reloadInbox() {
+    try {
+      const list = await api.get('/me/notifications?limit=20');
+      if (!main.isConnected) return;
+      replace(inbox, ...(list.length ? list.map((n) => h('li', { class: n.read ? 'read' : 'unread', testid: 'inbox-item' },
+        timeEl(n.time), ' ', h('span', null, n.text))) : [h('li', { class: 'muted' }, 'No notifications yet.')]));
+      const newest = list.find((n) => !n.read);
+      if (newest) await api.post('/me/notifications/read', { upto: list[0].seq });
+    } catch { /* shown again on the next refresh */ }
+  }
+  grid.append(card('Telegram and notifications', { testid: 'telegram-card', cls: 'span-2', actions: [linkBtn, unlinkBtn] },
+    tgStatus, tgCode, inbox));
+
   const pwField = (label, testid, autocomplete, hint) => field({ label, testid, type: 'password', required: true, autocomplete, hint });
   const pwCurrent = pwField('Current password', 'password-current', 'current-password');
   const pwNew = pwField('New password', 'password-new', 'new-password', 'At least 8 characters.');
@@ -592,7 +635,8 @@ export default function portalPage(main, ctx) {
   loadUsage();
   loadEarnings();
   every(2000, refreshMe);
-  every(10000, () => { reloadDevices(); reloadSessions(); reloadSubs(); });
+  reloadInbox();
+  every(10000, () => { reloadDevices(); reloadSessions(); reloadSubs(); reloadInbox(); });
   payout.reload();
   every(60000, () => { loadUsage(); loadEarnings(); reloadLedger(); deposits.reload(); });
 

@@ -107,6 +107,9 @@ export default function userPage(main, ctx) {
       ['Role', u.admin ? 'Administrator' : 'User'],
       ['Status', u.disabled ? `Disabled${u.disabled_reason ? `: ${u.disabled_reason}` : ''}` : 'Active', 'user-page-state'],
       ['Devices', count(u.devices || 0)],
+      ['Telegram', u.telegram_id != null
+        ? h('span', null, `linked (id ${u.telegram_id}) `, button('Unlink', { kind: 'ghost', small: true, testid: 'user-page-telegram-unlink', onClick: () => unlinkTelegram() }))
+        : 'not linked', 'user-page-telegram'],
       u.created_at ? ['Created', timeEl(u.created_at, dateTime(u.created_at))] : null,
     ]));
   }
@@ -316,6 +319,18 @@ export default function userPage(main, ctx) {
 
   async function disable() {
     if (await disableUser(user)) loadUser();
+  }
+
+  async function unlinkTelegram() {
+    const ok = await confirmDialog({
+      title: `Unlink ${name}'s Telegram account?`,
+      message: h('p', null, 'The bot will no longer know this user until it links again with a code from its portal.'),
+      confirmLabel: 'Unlink',
+      danger: true,
+      testid: 'telegram-unlink-dialog',
+      onConfirm: () => api.post(`/admin/users/${encodeURIComponent(name)}/telegram/unlink`),
+    });
+    if (ok) { toast('Telegram unlinked', { type: 'success' }); loadUser(); }
   }
 
   async function enable() {
