@@ -84,7 +84,7 @@ async fn notify_quality(
 
 /// Looks at nodes and balances every `every` until shutdown and emits what users should hear
 /// about: a node offline for its owner's threshold (not when paused by its owner) and back, a
-/// balance below its owner's alert level, a sub-user at its byte cap, a mass disconnect and a
+/// node at its own data cap, a balance below its owner's alert level, a sub-user at its byte cap, a mass disconnect and a
 /// flood of failures (admins).
 async fn watch_for_notices(
     admin: Arc<AdminCtx>,
@@ -107,6 +107,14 @@ async fn watch_for_notices(
                 .list_devices()?
                 .into_iter()
                 .map(|d| crate::notify::DeviceState {
+                    // The data cap a node reports itself paused at (its heartbeat, via the watchdog).
+                    cap: d.device_id().and_then(|id| ctx.live.as_ref()?.watchdog.as_ref()?.view(&id)).and_then(|q| {
+                        match q.pause_reason.as_deref() {
+                            Some("daily_cap") => Some("daily"),
+                            Some("monthly_cap") => Some("monthly"),
+                            _ => None,
+                        }
+                    }),
                     online: d.device_id().is_some_and(|id| reg.get(&id).is_some()),
                     id: d.id,
                     owner: d.owner,
@@ -976,5 +984,56 @@ impl App {
         drop(self.relay);
         info!("database closed; bye");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::Event;
+    use crate::watchdog::Transition;
+    use crate::watchdog::quality::{ReasonCode, State};
+
+    fn change(from: State, to: State) -> Transition {
+        Transition {
+            device: "00112233445566778899aabbccddeeff".into(),
+            owner: "bob".into(),
+            from,
+            to,
+            reason: ReasonCode::OpenFailures,
+            detail: "34 % of opens failed in the last hour".into(),
+            score: 30,
+            at: 1,
+        }
+    }
+
+    /// Flags and bans reach the owner with the reason; recoveries and degradations do not.
+    #[tokio::test]
+    async fn quality_flags_and_bans_become_owner_notifications() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("n.redb")).unwrap());
+        let (tx, rx) = tokio::sync::broadcast::channel(8);
+        let (notifier, mut notices) = crate::notify::Notifier::channel(8);
+        let (trigger, shutdown) = shutdown::channel();
+        let task = tokio::spawn(notify_quality(rx, store, notifier, shutdown));
+        for (from, to) in [
+            (State::Healthy, State::Degraded),
+            (State::Degraded, State::Flagged),
+            (State::Flagged, State::Healthy),
+            (State::Flagged, State::Banned),
+        ] {
+            tx.send(change(from, to)).unwrap();
+        }
+        let first = notices.recv().await.unwrap();
+        assert!(
+            matches!(&first, Event::NodeFlagged { owner, banned: false, reason, vip, .. }
+                if owner == "bob" && reason.contains("34 %") && vip == "00112233445566778899aabbccddeeff"),
+            "{first:?}"
+        );
+        let second = notices.recv().await.unwrap();
+        assert!(matches!(second, Event::NodeFlagged { banned: true, .. }), "{second:?}");
+        trigger.trigger();
+        task.await.unwrap();
+        assert!(notices.try_recv().is_err(), "nothing for the degradation or the recovery");
     }
 }

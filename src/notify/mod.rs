@@ -137,6 +137,8 @@ pub struct DeviceState {
     pub banned: bool,
     /// When the server last heard from it (seconds since the epoch).
     pub last_seen: Option<u64>,
+    /// `daily` or `monthly` while the node reports itself paused at that data cap of its own.
+    pub cap: Option<&'static str>,
 }
 
 /// How many nodes dropping within one round make an admin alert, and the least share of those
@@ -152,6 +154,8 @@ pub struct Watcher {
     low: HashSet<String>,
     /// Sub-users already reported at their byte cap.
     capped: HashSet<String>,
+    /// Devices already reported at their own data cap.
+    node_capped: HashSet<String>,
     /// The failure counters at the last round and when, and when a flood was last reported.
     failures: Option<(u64, u64, u64)>,
     flood_told: Option<u64>,
@@ -168,9 +172,20 @@ impl Watcher {
         let mut out = Vec::new();
         let ids: HashSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
         self.offline.retain(|k, _| ids.contains(k.as_str()));
+        self.node_capped.retain(|k| ids.contains(k.as_str()));
         let mut dropped = 0;
         for d in devices {
             if d.online {
+                match d.cap {
+                    Some(cap) if self.node_capped.insert(d.id.clone()) => out.push(Event::CapReached {
+                        user: d.owner.clone(),
+                        what: format!("node {} reached its {cap} data cap and pauses until it resets", d.vip),
+                    }),
+                    Some(_) => {}
+                    None => {
+                        self.node_capped.remove(&d.id);
+                    }
+                }
                 if let Some((_, true)) = self.offline.remove(&d.id) {
                     out.push(Event::NodeBack { owner: d.owner.clone(), device: d.id.clone(), vip: d.vip.clone() });
                 } else {
@@ -300,7 +315,24 @@ mod tests {
             paused,
             banned: false,
             last_seen: Some(last_seen),
+            cap: None,
         }
+    }
+
+    #[test]
+    fn a_node_at_its_own_data_cap_is_reported_once_until_it_resets() {
+        let mut w = Watcher::default();
+        let after = |_: &str| 600;
+        let capped = |cap| DeviceState { cap, ..dev("a", true, false, 0) };
+        assert!(w.devices(&[capped(None)], 10, after).is_empty());
+        let e = w.devices(&[capped(Some("daily"))], 20, after);
+        assert!(
+            matches!(&e[..], [Event::CapReached { user, what }] if user == "bob" && what.contains("daily data cap")),
+            "{e:?}"
+        );
+        assert!(w.devices(&[capped(Some("daily"))], 30, after).is_empty(), "told once");
+        assert!(w.devices(&[capped(None)], 40, after).is_empty(), "the cap reset");
+        assert_eq!(w.devices(&[capped(Some("monthly"))], 50, after).len(), 1, "again after a reset");
     }
 
     #[test]

@@ -277,6 +277,25 @@ fn check_path(certs: &[X509Certificate<'_>], policy: &Policy, now: i64, v: &mut 
             v.push(format!("certificate {i} is not signed by certificate {}: {e}", i + 1));
         }
     }
+    // A certificate that signs another must be allowed to (RFC 5280 4.2.1.3 and 4.2.1.9): when
+    // it says what it is, it must say CA and certificate signing. (Some older attestation
+    // intermediates carry neither extension; those are judged by their signatures alone.)
+    for (i, c) in certs.iter().enumerate().take(path_end + 1).skip(1) {
+        match c.basic_constraints() {
+            Ok(Some(bc)) if !bc.value.ca => {
+                v.push(format!("certificate {i} signs another but is not a CA (basicConstraints CA false)"));
+            }
+            Err(e) => v.push(format!("certificate {i} has a malformed basicConstraints: {e}")),
+            _ => {}
+        }
+        match c.key_usage() {
+            Ok(Some(ku)) if !ku.value.key_cert_sign() => {
+                v.push(format!("certificate {i} signs another but its key usage does not allow certificate signing"));
+            }
+            Err(e) => v.push(format!("certificate {i} has a malformed key usage: {e}")),
+            _ => {}
+        }
+    }
     match anchor {
         Some(_) => {}
         None => {

@@ -148,6 +148,8 @@ pub struct ChainSpec {
     pub intermediate_from: (i32, u8, u8),
     pub intermediate_to: (i32, u8, u8),
     pub intermediate_serial: Vec<u8>,
+    /// The intermediate says it is not a CA (basicConstraints CA false).
+    pub intermediate_not_ca: bool,
 }
 
 impl ChainSpec {
@@ -159,6 +161,7 @@ impl ChainSpec {
             intermediate_from: (2024, 1, 1),
             intermediate_to: (2034, 1, 1),
             intermediate_serial: vec![0x2c, 0x8c, 0xdd, 0xdf],
+            intermediate_not_ca: false,
         }
     }
 }
@@ -172,7 +175,11 @@ pub fn new_key() -> KeyPair {
 /// `[leaf, intermediate, root]` DER: the leaf certifies `device`'s public key.
 pub fn chain(root: &TestRoot, intermediate: &KeyPair, device: &KeyPair, spec: &ChainSpec) -> Vec<Vec<u8>> {
     let root_issuer = Issuer::from_params(&root.params, &root.key);
-    let ip = ca_params("Test Attestation Key", &spec.intermediate_serial, spec.intermediate_from, spec.intermediate_to);
+    let mut ip =
+        ca_params("Test Attestation Key", &spec.intermediate_serial, spec.intermediate_from, spec.intermediate_to);
+    if spec.intermediate_not_ca {
+        ip.is_ca = IsCa::ExplicitNoCa;
+    }
     let inter_der = ip.signed_by(intermediate, &root_issuer).expect("intermediate").der().to_vec();
     let inter_issuer = Issuer::from_params(&ip, intermediate);
     let mut lp = CertificateParams::new(Vec::<String>::new()).expect("params");

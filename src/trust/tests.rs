@@ -188,6 +188,12 @@ fn a_chain_extended_below_a_genuine_leaf_is_refused() {
 }
 
 #[test]
+fn an_intermediate_that_is_not_a_ca_is_refused() {
+    let f = fixture();
+    f.one_reason(&ChainSpec { intermediate_not_ca: true, ..f.good() }, "certificate 1 signs another but is not a CA");
+}
+
+#[test]
 fn another_device_key_is_refused() {
     let f = fixture();
     let c = chain(&f.root, &f.inter, &f.device, &f.good());
