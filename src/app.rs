@@ -924,6 +924,7 @@ impl App {
                 self.certificates.tokens(),
                 base,
                 gate,
+                cfg.limits.handshake_timeout(),
                 self.trigger.subscribe(),
             )));
         }
