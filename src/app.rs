@@ -68,10 +68,14 @@ async fn notify_quality(
         if !matches!(t.to, State::Flagged | State::Banned) || t.from == t.to {
             continue;
         }
-        let vip = hex::decode(&t.device)
-            .ok()
-            .and_then(|id| store.get_device(&id).ok().flatten())
-            .map_or_else(|| t.device.clone(), |d| d.vip.to_string());
+        let (s, device) = (store.clone(), t.device.clone());
+        let vip = tokio::task::spawn_blocking(move || {
+            hex::decode(&device).ok().and_then(|id| s.get_device(&id).ok().flatten()).map(|d| d.vip.to_string())
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| t.device.clone());
         notifier.emit(crate::notify::Event::NodeFlagged {
             owner: t.owner,
             device: t.device,
@@ -924,6 +928,7 @@ impl App {
                 self.certificates.tokens(),
                 base,
                 gate,
+                cfg.limits.handshake_timeout(),
                 self.trigger.subscribe(),
             )));
         }

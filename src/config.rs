@@ -713,11 +713,11 @@ impl TelegramConfig {
                 _ => return Err("telegram.webhook_url must be an https:// URL".into()),
             }
             let s = self.webhook_secret.expose();
-            if s.is_empty() || s.len() > 256 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            if !(32..=64).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
-                return Err(
-                    "telegram.webhook_secret (1-256 of A-Z a-z 0-9 _ -) is required with telegram.webhook_url".into()
-                );
+                return Err("telegram.webhook_secret (32-64 random characters of A-Z a-z 0-9 _ -, e.g. from \
+                            `openssl rand -hex 24`) is required with telegram.webhook_url"
+                    .into());
             }
         }
         if self.poll_timeout_secs > 50 {

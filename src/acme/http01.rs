@@ -19,8 +19,6 @@ use tracing::debug;
 
 use crate::shutdown::Shutdown;
 
-/// A whole connection, request head to last byte: a validator asks once and is done.
-const CONN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The path prefix of HTTP-01 (RFC 8555 §8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -73,6 +71,7 @@ pub async fn serve(
     tokens: Arc<Tokens>,
     https_base: String,
     gate: Arc<crate::listener::Gate>,
+    conn_timeout: Duration,
     mut shutdown: Shutdown,
 ) {
     let https_base: Arc<str> = https_base.into();
@@ -91,11 +90,12 @@ pub async fn serve(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(CONN_TIMEOUT)
+                .header_read_timeout(conn_timeout)
                 .keep_alive(false)
                 .max_buf_size(16 * 1024)
                 .serve_connection(TokioIo::new(tcp), svc);
-            match tokio::time::timeout(CONN_TIMEOUT, conn).await {
+            // A whole connection, request head to last byte: a validator asks once and is done.
+            match tokio::time::timeout(conn_timeout, conn).await {
                 Ok(Err(e)) => debug!(%peer, error = %e, "HTTP-01 connection ended with an error"),
                 Err(_) => debug!(%peer, "HTTP-01 connection timed out"),
                 Ok(Ok(())) => {}

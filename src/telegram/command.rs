@@ -22,7 +22,8 @@ pub enum Command {
     // Admin commands.
     Today,
     Withdrawals,
-    Refund(Option<String>),
+    /// A charge id, and `force`: refund all the Stars even when part of the credit is spent.
+    Refund(Option<String>, bool),
     Invite,
     Unknown(String),
 }
@@ -70,7 +71,7 @@ pub fn parse(text: &str, bot: Option<&str>) -> Option<Command> {
         "inbox" => Command::Inbox,
         "today" => Command::Today,
         "withdrawals" => Command::Withdrawals,
-        "refund" => Command::Refund(first),
+        "refund" => Command::Refund(first, args.get(1).is_some_and(|a| a.eq_ignore_ascii_case("force"))),
         "invite" => Command::Invite,
         other => Command::Unknown(other.to_owned()),
     })

@@ -382,7 +382,7 @@ impl Bot {
         tg: i64,
     ) -> Result<Option<(String, Markup)>, AdminError> {
         let name = user.name.clone();
-        let admin_cmd = matches!(cmd, Command::Today | Command::Withdrawals | Command::Refund(_) | Command::Invite);
+        let admin_cmd = matches!(cmd, Command::Today | Command::Withdrawals | Command::Refund(..) | Command::Invite);
         if admin_cmd && !user.admin {
             return Ok(Some((texts::admin_only(), None)));
         }
@@ -479,9 +479,9 @@ impl Bot {
             }
             Command::Today => self.today(&name).await?,
             Command::Withdrawals => self.pending_withdrawals(&name).await?,
-            Command::Refund(charge) => {
+            Command::Refund(charge, force) => {
                 let Some(charge) = charge else { return Ok(Some((texts::refund_usage(), None))) };
-                (self.refund(&name, &charge).await?, None)
+                (self.refund(&name, &charge, force).await?, None)
             }
             Command::Invite => {
                 let v = self.exec(admin::TelegramInvite {}, &name).await?;
@@ -669,7 +669,9 @@ impl Bot {
     }
 
     /// Refunds a Stars payment at Telegram, then takes back the unspent part of its deposit.
-    async fn refund(&self, admin_name: &str, charge: &str) -> Result<String, AdminError> {
+    /// Telegram always pays back every Star, so nothing is sent there for a deposit already
+    /// reversed or returned, and a deposit partly spent needs `force`.
+    async fn refund(&self, admin_name: &str, charge: &str, force: bool) -> Result<String, AdminError> {
         let transfer = crate::store::deposit_transfer_id("stars", charge);
         let store = self.admin.store.clone();
         let t = transfer.clone();
@@ -677,6 +679,24 @@ impl Bot {
             .await
             .map_err(|e| AdminError::new("internal", e.to_string()))??
             .ok_or_else(|| AdminError::new("not_found", format!("no Stars payment {charge}")))?;
+        if dep.reversed_by.is_some() || !dep.returns.is_empty() {
+            return Err(AdminError::new(
+                "conflict",
+                format!("the Stars payment {charge} was already reversed or refunded: nothing was sent to Telegram"),
+            ));
+        }
+        let payer = self.exec(admin::UserShow { name: dep.user.clone() }, admin_name).await?;
+        if i128::from(payer.available_micros) < i128::from(dep.amount.0) && !force {
+            return Err(AdminError::new(
+                "partly_spent",
+                texts::refund_partly_spent(
+                    charge,
+                    &crate::money::format_signed(payer.available_micros.max(0)),
+                    &dep.amount.to_string(),
+                    &self.currency,
+                ),
+            ));
+        }
         let store = self.admin.store.clone();
         let u = dep.user.clone();
         let tg = tokio::task::spawn_blocking(move || store.get_user(&u))
@@ -768,8 +788,12 @@ impl Bot {
         if currency != "XTR" || total != p.stars {
             return Err("the amount or currency does not match the invoice".into());
         }
-        if self.payments.stars_rate().is_none() {
+        let Some(rate) = self.payments.stars_rate() else {
             return Err("Stars payments are not enabled".into());
+        };
+        // An invoice message stays payable: its price must still be today's.
+        if command::stars_for(p.micros, rate) != Some(p.stars) || p.micros < self.payments.min_topup().0 {
+            return Err("the price changed since this invoice was made: ask for a new one with /topup".into());
         }
         let user = self.linked_user(tg).await.ok_or("this Telegram account has no active user")?;
         if user.name != p.user {
@@ -846,10 +870,16 @@ impl Bot {
         let Ok(permit) = self.webhook_slots.clone().try_acquire_owned() else {
             return StatusCode::SERVICE_UNAVAILABLE;
         };
-        tokio::spawn(async move {
+        // A payment is credited before Telegram hears 200: a restart in between makes Telegram
+        // deliver it again (credited once, by its charge id) instead of losing it.
+        let money = matches!(&update.kind, UpdateKind::Message(m) if m.successful_payment().is_some());
+        let task = tokio::spawn(async move {
             let _permit = permit;
             self.handle_update(update).await;
         });
+        if money && task.await.is_err() {
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
         StatusCode::OK
     }
 }

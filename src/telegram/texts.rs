@@ -266,6 +266,13 @@ pub fn refund_usage() -> String {
     "Send /refund CHARGE_ID (the Telegram charge id of a Stars payment).".into()
 }
 
+pub fn refund_partly_spent(charge: &str, available: &str, amount: &str, currency: &str) -> String {
+    format!(
+        "Not refunded: Telegram pays back every Star of {charge}, but only {available} of its {amount} {currency} \
+         is still unspent, so the rest would be lost. Send /refund {charge} force to refund it anyway."
+    )
+}
+
 pub fn refunded(charge: &str, taken: &str, currency: &str) -> String {
     format!("Refunded the Stars payment {charge}; {taken} {currency} taken back from the balance.")
 }
