@@ -183,6 +183,12 @@ pub struct TransitionLabel {
     pub reason: String,
 }
 
+/// A watchdog probe's result.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabel {
+    pub result: String,
+}
+
 /// A failed open on a node: its class and whether it counted against the node.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpenFailureLabel {
@@ -241,6 +247,8 @@ pub struct Metrics {
     pub node_open_failures: Family<OpenFailureLabel, Counter>,
     /// Opens retried on another node after a node-side failure.
     pub open_retries: Counter,
+    /// Watchdog probes by result (`ok`, `egress_mismatch`, `failed`).
+    pub watchdog_probes: Family<ProbeLabel, Counter>,
     /// Requests that found no node, by country and reason.
     pub unmet_demand: Family<UnmetLabel, Counter>,
 }
@@ -295,6 +303,11 @@ impl Metrics {
             "traffix_node_open_failures",
             "Failed opens on nodes by class, and whether they counted against the node",
             self.node_open_failures.clone(),
+        );
+        reg.register(
+            "traffix_watchdog_probes",
+            "Watchdog probes through nodes to the server's probe endpoint, by result",
+            self.watchdog_probes.clone(),
         );
         reg.register(
             "traffix_open_retries",

@@ -48,6 +48,20 @@ pub struct WatchdogConfig {
     pub cgnat_asns: Vec<u32>,
     /// More online devices than this behind one public IP (outside `cgnat_asns`) are degraded.
     pub max_devices_per_ip: u32,
+    /// The server's probe endpoint (a small TCP echo), e.g. `203.0.113.5:7070`; absent: no
+    /// probes. Nodes dial it through their tunnels with OPENs flagged `probe`, the only target
+    /// exempt from their own-server refusal, so it must be an address of the server as the
+    /// nodes know it (the tunnel's address): a specific IP, not `0.0.0.0`.
+    pub probe_listen: Option<std::net::SocketAddr>,
+    /// Seconds between two probes of one node (at least 10).
+    pub probe_interval_secs: u64,
+    /// Bytes echoed per probe (time to first byte, throughput), at most 1 MiB.
+    pub probe_bytes: u32,
+    /// Probe nodes that declare a data cap too (their probes count against the owner's cap;
+    /// off by default: a capped node is never probed).
+    pub probe_capped_nodes: bool,
+    /// Probes in the window before the egress-vs-tunnel IP check counts.
+    pub min_probes: u32,
 }
 
 /// A short default list of large hosting and cloud networks (AWS, Google Cloud, Azure,
@@ -85,6 +99,11 @@ impl Default for WatchdogConfig {
             hosting_asns: DEFAULT_HOSTING_ASNS.to_vec(),
             cgnat_asns: DEFAULT_CGNAT_ASNS.to_vec(),
             max_devices_per_ip: 3,
+            probe_listen: None,
+            probe_interval_secs: 300,
+            probe_bytes: 16 * 1024,
+            probe_capped_nodes: false,
+            min_probes: 2,
         }
     }
 }
@@ -109,6 +128,14 @@ impl WatchdogConfig {
         if self.hosting_asns.len() > 100_000 || self.cgnat_asns.len() > 100_000 {
             return Err("watchdog.hosting_asns and cgnat_asns hold at most 100000 entries".into());
         }
+        if let Some(a) = self.probe_listen
+            && a.ip().is_unspecified()
+        {
+            return Err("watchdog.probe_listen must be a specific address of the server, as nodes reach it".into());
+        }
+        if self.probe_interval_secs < 10 || self.probe_bytes == 0 || self.probe_bytes > 1 << 20 || self.min_probes == 0 {
+            return Err("watchdog: probe_interval_secs ≥ 10, 1 ≤ probe_bytes ≤ 1048576, min_probes ≥ 1".into());
+        }
         Ok(())
     }
 
@@ -132,6 +159,10 @@ mod tests {
         let c = WatchdogConfig { window_secs: 10, ..WatchdogConfig::default() };
         assert!(c.validate().is_err());
         let c = WatchdogConfig { min_opens: 0, ..WatchdogConfig::default() };
+        assert!(c.validate().is_err());
+        let c = WatchdogConfig { probe_listen: Some("0.0.0.0:7070".parse().expect("addr")), ..WatchdogConfig::default() };
+        assert!(c.validate().unwrap_err().contains("probe_listen"));
+        let c = WatchdogConfig { probe_interval_secs: 1, ..WatchdogConfig::default() };
         assert!(c.validate().is_err());
     }
 }

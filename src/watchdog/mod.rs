@@ -47,6 +47,10 @@ pub enum Event<'a> {
     /// A stream to `target` ended after carrying `up` bytes out and `down` back; `ttfb`: from
     /// the open to the first byte back.
     StreamEnded { device: DeviceId, target: &'a str, up: u64, down: u64, ttfb: Option<Duration> },
+    /// A probe through the node came back from the server's probe endpoint: the IP the
+    /// endpoint saw (the node's egress), the time from the open to the first echoed byte, and
+    /// the throughput (kbit/s) when measurable.
+    Probe { device: DeviceId, egress: IpAddr, ttfb: Duration, kbps: Option<u32> },
 }
 
 /// What [`Watchdog::record`] made of an open failure.
@@ -192,6 +196,16 @@ pub struct Watchdog {
     geoip: Option<Arc<crate::geoip::SharedGeoIp>>,
     metrics: Arc<Metrics>,
     rotation: AtomicUsize,
+    probes: Mutex<ProbeClock>,
+    probes_per_minute: u32,
+}
+
+/// When each node was last probed, and the probes started this minute (the rate limit).
+#[derive(Debug, Default)]
+struct ProbeClock {
+    last: HashMap<DeviceId, u64>,
+    minute: u64,
+    started: u32,
 }
 
 impl std::fmt::Debug for Watchdog {
@@ -207,6 +221,7 @@ pub struct WatchdogLimits {
     pub max_targets: u64,
     pub max_clients: u64,
     pub client_failed_opens_per_minute: u32,
+    pub probes_per_minute: u32,
 }
 
 impl WatchdogLimits {
@@ -216,6 +231,7 @@ impl WatchdogLimits {
             max_targets: l.watchdog_max_targets,
             max_clients: l.watchdog_max_clients,
             client_failed_opens_per_minute: l.client_failed_opens_per_minute,
+            probes_per_minute: l.watchdog_probes_per_minute,
         }
     }
 }
@@ -256,6 +272,8 @@ impl Watchdog {
             geoip,
             metrics,
             rotation: AtomicUsize::new(0),
+            probes: Mutex::default(),
+            probes_per_minute: limits.probes_per_minute,
             cfg,
         }
     }
@@ -413,6 +431,19 @@ impl Watchdog {
                     }
                 }
             }
+            Event::Probe { device, egress, ttfb, kbps } => {
+                if let Some(n) = self.node(&device) {
+                    let mut q = crate::sync::lock(&n);
+                    let tunnel = q.public_ip.map(crate::listener::source_key);
+                    let m = q.minute(now);
+                    m.probes += 1;
+                    if tunnel.is_some_and(|t| t != crate::listener::source_key(egress)) {
+                        m.egress_mismatch += 1;
+                    }
+                    q.last_probe = Some((egress, kbps));
+                    q.sample_ttfb(now, ttfb.as_millis().min(u128::from(u32::MAX)) as u32);
+                }
+            }
             Event::StreamEnded { device, target, up, down, ttfb } => {
                 // Silent only counts when the target answered through another node: a target
                 // that never answers anyone (a tarpit) flags nobody.
@@ -517,6 +548,38 @@ impl Watchdog {
                 }
             }
         }
+    }
+
+    /// Whether to probe `device` now (and if so, the probe is counted as started): probes are
+    /// on (`probe_listen`), the node was not probed in the last `probe_interval_secs`, and
+    /// fewer than `limits.watchdog_probes_per_minute` probes started this minute. Whether the
+    /// node may be probed at all (serving, no data cap) is the caller's to say.
+    pub fn probe_due(&self, device: &DeviceId, now: u64) -> bool {
+        if !self.cfg.enabled || self.cfg.probe_listen.is_none() {
+            return false;
+        }
+        let mut c = crate::sync::lock(&self.probes);
+        if c.minute != now / 60 {
+            c.minute = now / 60;
+            c.started = 0;
+        }
+        if c.started >= self.probes_per_minute {
+            return false;
+        }
+        if c.last.get(device).is_some_and(|t| now.saturating_sub(*t) < self.cfg.probe_interval_secs) {
+            return false;
+        }
+        // Bounded: past `watchdog_max_nodes` entries, the ones due anyway are forgotten.
+        if c.last.len() >= self.max_nodes && !c.last.contains_key(device) {
+            let interval = self.cfg.probe_interval_secs;
+            c.last.retain(|_, t| now.saturating_sub(*t) < interval);
+            if c.last.len() >= self.max_nodes {
+                return false;
+            }
+        }
+        c.last.insert(*device, now);
+        c.started += 1;
+        true
     }
 
     /// Counts a request that found no node.
