@@ -293,6 +293,9 @@ impl Metrics {
             }
         }
         self.unmet_demand.get_or_create(&UnmetLabel { country: "any".into(), reason: "no_node".into() }).inc_by(0);
+        for result in ["ok", "egress_mismatch", "failed"] {
+            self.watchdog_probes.get_or_create(&ProbeLabel { result: result.into() }).inc_by(0);
+        }
         reg.register("traffix_watchdog_nodes", "Online nodes by quality state", self.watchdog_nodes.clone());
         reg.register(
             "traffix_watchdog_transitions",

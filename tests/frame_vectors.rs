@@ -700,13 +700,8 @@ fn control_frame() -> impl Strategy<Value = Frame> {
 }
 
 fn stream_frame() -> impl Strategy<Value = Frame> {
-    let open =
-        (stream_id(), any::<u32>(), target(), any::<bool>()).prop_map(|(stream, window, target, probe)| Frame::Open {
-            stream,
-            window,
-            target,
-            probe,
-        });
+    let open = (stream_id(), any::<u32>(), target(), any::<bool>())
+        .prop_map(|(stream, window, target, probe)| Frame::Open { stream, window, target, probe });
     let peer =
         proptest::option::of(socket_addr().prop_filter("the unspecified address at port 0 means no peer", |a| {
             a.port() != 0 || !a.ip().is_unspecified()

@@ -468,7 +468,11 @@ async fn serve_stream(
     timeout: Duration,
     bind: Option<IpAddr>,
 ) {
-    let dialled = if probe { dial_probe(&policy, &target, timeout, bind).await } else { dial(&policy, &target, timeout, bind).await };
+    let dialled = if probe {
+        dial_probe(&policy, &target, timeout, bind).await
+    } else {
+        dial(&policy, &target, timeout, bind).await
+    };
     match dialled {
         Ok(sock) => {
             let peer = sock.peer_addr().ok();

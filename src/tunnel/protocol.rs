@@ -366,15 +366,45 @@ pub enum Frame {
     Welcome(Welcome),
     Heartbeat(Heartbeat),
     HeartbeatAck(HeartbeatAck),
-    Drain { reason: Option<String>, deadline_s: Option<u16> },
-    Error { code: ErrorCode, message: String },
+    Drain {
+        reason: Option<String>,
+        deadline_s: Option<u16>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     /// `probe`: flag bit 1, a watchdog probe to the server's own probe endpoint.
-    Open { stream: u32, window: u32, target: Target, probe: bool },
-    OpenOk { stream: u32, window: u32, peer: Option<SocketAddr> },
-    OpenErr { stream: u32, reason: OpenErrReason, message: String },
-    Data { stream: u32, fin: bool, payload: Bytes },
-    Window { stream: u32, increment: u32 },
-    Reset { stream: u32, reason: ResetReason, message: String },
+    Open {
+        stream: u32,
+        window: u32,
+        target: Target,
+        probe: bool,
+    },
+    OpenOk {
+        stream: u32,
+        window: u32,
+        peer: Option<SocketAddr>,
+    },
+    OpenErr {
+        stream: u32,
+        reason: OpenErrReason,
+        message: String,
+    },
+    Data {
+        stream: u32,
+        fin: bool,
+        payload: Bytes,
+    },
+    Window {
+        stream: u32,
+        increment: u32,
+    },
+    Reset {
+        stream: u32,
+        reason: ResetReason,
+        message: String,
+    },
 }
 
 fn header(buf: &mut BytesMut, kind: u8, flags: u8, stream: u32) {
@@ -1039,7 +1069,12 @@ mod tests {
                 max_inflight: None,
             }),
             Frame::Open { stream: 3, window: 262_144, target: Target::Domain("example.com".into(), 443), probe: false },
-            Frame::Open { stream: 5, window: 65_536, target: Target::Ip("127.0.0.1:9".parse().expect("addr")), probe: true },
+            Frame::Open {
+                stream: 5,
+                window: 65_536,
+                target: Target::Ip("127.0.0.1:9".parse().expect("addr")),
+                probe: true,
+            },
             Frame::Data { stream: 3, fin: true, payload: Bytes::from_static(b"hello") },
         ];
         for f in frames {

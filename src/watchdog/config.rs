@@ -133,7 +133,8 @@ impl WatchdogConfig {
         {
             return Err("watchdog.probe_listen must be a specific address of the server, as nodes reach it".into());
         }
-        if self.probe_interval_secs < 10 || self.probe_bytes == 0 || self.probe_bytes > 1 << 20 || self.min_probes == 0 {
+        if self.probe_interval_secs < 10 || self.probe_bytes == 0 || self.probe_bytes > 1 << 20 || self.min_probes == 0
+        {
             return Err("watchdog: probe_interval_secs ≥ 10, 1 ≤ probe_bytes ≤ 1048576, min_probes ≥ 1".into());
         }
         Ok(())
@@ -160,7 +161,8 @@ mod tests {
         assert!(c.validate().is_err());
         let c = WatchdogConfig { min_opens: 0, ..WatchdogConfig::default() };
         assert!(c.validate().is_err());
-        let c = WatchdogConfig { probe_listen: Some("0.0.0.0:7070".parse().expect("addr")), ..WatchdogConfig::default() };
+        let c =
+            WatchdogConfig { probe_listen: Some("0.0.0.0:7070".parse().expect("addr")), ..WatchdogConfig::default() };
         assert!(c.validate().unwrap_err().contains("probe_listen"));
         let c = WatchdogConfig { probe_interval_secs: 1, ..WatchdogConfig::default() };
         assert!(c.validate().is_err());

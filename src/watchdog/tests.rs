@@ -488,10 +488,17 @@ fn a_node_whose_egress_ip_is_not_its_tunnel_ip_is_flagged_then_banned_and_a_dire
     let flagged = changes.iter().find(|t| t.to == State::Flagged).unwrap();
     assert_eq!(flagged.reason, ReasonCode::EgressMismatch);
     assert!(flagged.detail.contains("another proxy or VPN"), "{}", flagged.detail);
-    assert!(flagged.detail.contains("203.0.113.9") && flagged.detail.contains(&ip(1).to_string()), "{}", flagged.detail);
+    assert!(
+        flagged.detail.contains("203.0.113.9") && flagged.detail.contains(&ip(1).to_string()),
+        "{}",
+        flagged.detail
+    );
     assert!(states(&changes, 2).is_empty(), "the direct node never changed state: {changes:#?}");
     let v = w.view(&id(2)).unwrap();
-    assert_eq!((v.summary.egress_ip, v.summary.probe_kbps, v.summary.egress_mismatches), (Some(ip(2)), Some(20_000), 0));
+    assert_eq!(
+        (v.summary.egress_ip, v.summary.probe_kbps, v.summary.egress_mismatches),
+        (Some(ip(2)), Some(20_000), 0)
+    );
     assert!(v.summary.probes >= 30);
 }
 
@@ -514,11 +521,8 @@ fn one_stray_probe_is_not_enough_and_a_majority_of_matching_probes_clears_the_re
 fn probes_are_due_once_an_interval_per_node_and_rate_limited_per_minute() {
     let mut limits = WatchdogLimits::from_limits(&crate::config::Limits::default());
     limits.probes_per_minute = 3;
-    let on = WatchdogConfig {
-        probe_listen: Some("192.0.2.1:7070".parse().unwrap()),
-        probe_interval_secs: 300,
-        ..cfg()
-    };
+    let on =
+        WatchdogConfig { probe_listen: Some("192.0.2.1:7070".parse().unwrap()), probe_interval_secs: 300, ..cfg() };
     let w = Watchdog::new(on.clone(), limits, None, Arc::default());
     let t = T0 - T0 % 60;
     // Three nodes due; the fourth waits for the next minute (the rate limit).

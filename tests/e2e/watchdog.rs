@@ -137,3 +137,67 @@ fn unmet_demand_is_counted_and_an_admin_override_routes_around_a_node() {
     let seen: BTreeSet<String> = (0..8).map(|_| exit_ip(&s, "gus", &pass).unwrap()).collect();
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+/// Pairs and starts a node with extra arguments (e.g. `--egress-bind`).
+fn start_node_with(s: &Server, owner: &str, bind: &str, extra: &[&str]) -> Node {
+    let link = s.pair_link(owner);
+    let mut node = Node {
+        child: None,
+        state: s.dir.path().join(format!("node-{bind}.json")),
+        bind: bind.to_owned(),
+        vip: String::new(),
+        log: s.dir.path().join(format!("node-{bind}.log")),
+    };
+    node.spawn_with(Some(&link), extra);
+    node.vip = s.wait_node_online(&node);
+    node
+}
+
+#[test]
+fn a_node_whose_egress_is_not_its_tunnel_is_flagged_and_banned_by_probes_and_a_direct_one_is_not() {
+    let probe_port = free_port();
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: vec![
+            ("TRAFFIX_WATCHDOG__PROBE_LISTEN".into(), format!("127.0.0.1:{probe_port}")),
+            ("TRAFFIX_WATCHDOG__PROBE_INTERVAL_SECS".into(), "10".into()),
+            ("TRAFFIX_WATCHDOG__EVALUATE_SECS".into(), "1".into()),
+            ("TRAFFIX_WATCHDOG__MIN_PROBES".into(), "2".into()),
+            // The first flagging bans.
+            ("TRAFFIX_WATCHDOG__BAN_AFTER_FLAGS".into(), "1".into()),
+        ],
+        ..ServerOpts::default()
+    });
+    s.add_user("ida", Some("10"));
+    // Node a dials from its tunnel's address; node b's tunnel comes from 127.0.0.4 but it dials
+    // from 127.0.0.5 (as a node behind another proxy or VPN would).
+    let a = start_node_with(&s, "ida", "127.0.0.2", &[]);
+    let b = start_node_with(&s, "ida", "127.0.0.4", &["--egress-bind", "127.0.0.5"]);
+    let banned = wait_for("the relaying node banned by the watchdog", || {
+        let audit = s.cli_json(&["audit", "list", "--limit", "50"]);
+        audit.as_array()?.iter().find(|e| e["action"] == "device.quality" && e["after"]["state"] == "banned").cloned()
+    });
+    let audit = s.cli_json(&["audit", "list", "--limit", "50"]);
+    let changes: Vec<&Value> = audit.as_array().unwrap().iter().filter(|e| e["action"] == "device.quality").collect();
+    let b_dev = device(&s, &b.vip);
+    let b_id = b_dev["id"].clone();
+    assert_eq!(banned["target"], b_id, "{audit}");
+    // With ban_after_flags = 1 the first flagging is the ban; it names the mismatch.
+    let why = banned["reason"].as_str().unwrap();
+    assert!(why.starts_with("repeated_flags: flagged 1 times"), "{why}");
+    assert!(why.contains("relays through another proxy or VPN"), "{why}");
+    assert!(why.contains("127.0.0.5") && why.contains("127.0.0.4"), "{why}");
+    assert_eq!(b_dev["quality"]["state"], "banned", "{b_dev}");
+    assert!(b_dev["quality"]["reasons"].as_array().unwrap().iter().any(|r| r["code"] == "egress_mismatch"), "{b_dev}");
+    assert!(changes.iter().all(|e| e["target"] == b_id), "only the relaying node changed state: {audit}");
+    // The direct node was probed too, leaves from its tunnel's address, and stays healthy.
+    let d = wait_for("the direct node probed twice", || {
+        let d = device(&s, &a.vip);
+        (d["quality"]["summary"]["probes"].as_u64()? >= 2).then_some(d)
+    });
+    assert_eq!(d["quality"]["state"], "healthy", "{d}");
+    assert_eq!(d["quality"]["summary"]["egress_ip"], "127.0.0.2", "{d}");
+    assert_eq!(d["quality"]["summary"]["egress_mismatches"], 0, "{d}");
+    assert!(series(&s, r#"traffix_watchdog_probes_total{result="egress_mismatch"}"#) >= 2.0);
+    assert!(series(&s, r#"traffix_watchdog_probes_total{result="ok"}"#) >= 2.0);
+}
