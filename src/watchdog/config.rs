@@ -62,6 +62,17 @@ pub struct WatchdogConfig {
     pub probe_capped_nodes: bool,
     /// Probes in the window before the egress-vs-tunnel IP check counts.
     pub min_probes: u32,
+    /// An external IP-reputation service, e.g. `https://rep.example/v1/{ip}` (`{ip}` is
+    /// replaced by the node's public IP); absent: no lookups (the default).
+    pub reputation_url: Option<String>,
+    /// JSON pointer of the risk (0–100, or a boolean) in the service's answer.
+    pub reputation_pointer: String,
+    /// A risk above this lowers the score (`bad_reputation`).
+    pub reputation_max_risk: f64,
+    /// Seconds one lookup may take.
+    pub reputation_timeout_secs: u64,
+    /// Seconds an answer is kept before the IP is looked up again.
+    pub reputation_cache_secs: u64,
 }
 
 /// A short default list of large hosting and cloud networks (AWS, Google Cloud, Azure,
@@ -104,6 +115,11 @@ impl Default for WatchdogConfig {
             probe_bytes: 16 * 1024,
             probe_capped_nodes: false,
             min_probes: 2,
+            reputation_url: None,
+            reputation_pointer: "/risk".into(),
+            reputation_max_risk: 75.0,
+            reputation_timeout_secs: 5,
+            reputation_cache_secs: 86_400,
         }
     }
 }
@@ -137,6 +153,22 @@ impl WatchdogConfig {
         {
             return Err("watchdog: probe_interval_secs ≥ 10, 1 ≤ probe_bytes ≤ 1048576, min_probes ≥ 1".into());
         }
+        if let Some(u) = &self.reputation_url {
+            let parsed = url::Url::parse(&u.replace("{ip}", "192.0.2.1"))
+                .map_err(|e| format!("watchdog.reputation_url is not a URL: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || !u.contains("{ip}") {
+                return Err("watchdog.reputation_url must be an http(s) URL with {ip} in it".into());
+            }
+        }
+        if !(0.0..=100.0).contains(&self.reputation_max_risk)
+            || self.reputation_timeout_secs == 0
+            || self.reputation_cache_secs == 0
+            || !(self.reputation_pointer.is_empty() || self.reputation_pointer.starts_with('/'))
+        {
+            return Err("watchdog: reputation_max_risk 0–100, reputation_timeout_secs and reputation_cache_secs ≥ 1, \
+                        reputation_pointer a JSON pointer"
+                .into());
+        }
         Ok(())
     }
 
@@ -166,5 +198,14 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("probe_listen"));
         let c = WatchdogConfig { probe_interval_secs: 1, ..WatchdogConfig::default() };
         assert!(c.validate().is_err());
+        let c = WatchdogConfig {
+            reputation_url: Some("https://rep.example/v1/lookup".into()),
+            ..WatchdogConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("{ip}"));
+        let c = WatchdogConfig { reputation_url: Some("ftp://rep.example/{ip}".into()), ..WatchdogConfig::default() };
+        assert!(c.validate().is_err());
+        let c = WatchdogConfig { reputation_url: Some("https://rep.example/{ip}".into()), ..WatchdogConfig::default() };
+        assert!(c.validate().is_ok());
     }
 }

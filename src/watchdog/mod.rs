@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod quality;
+pub mod reputation;
 
 #[cfg(test)]
 mod tests;
@@ -198,6 +199,7 @@ pub struct Watchdog {
     rotation: AtomicUsize,
     probes: Mutex<ProbeClock>,
     probes_per_minute: u32,
+    reputation: Option<Arc<reputation::Reputation>>,
 }
 
 /// When each node was last probed, and the probes started this minute (the rate limit).
@@ -274,6 +276,12 @@ impl Watchdog {
             rotation: AtomicUsize::new(0),
             probes: Mutex::default(),
             probes_per_minute: limits.probes_per_minute,
+            reputation: reputation::Reputation::new(&cfg, limits.max_nodes as u64)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "no IP-reputation lookups");
+                    None
+                })
+                .map(Arc::new),
             cfg,
         }
     }
@@ -582,6 +590,28 @@ impl Watchdog {
         true
     }
 
+    /// The public IPs of the online nodes (each once).
+    pub fn online_ips(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|n| {
+                let q = crate::sync::lock(n);
+                q.public_ip.filter(|_| q.online)
+            })
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
+        ips
+    }
+
+    /// The reputation service, when `reputation_url` is set.
+    pub fn reputation(&self) -> Option<&Arc<reputation::Reputation>> {
+        self.reputation.as_ref()
+    }
+
     /// Counts a request that found no node.
     pub fn unmet(&self, country: Option<&str>, reason: UnmetReason) {
         let country = country.unwrap_or("any").to_ascii_uppercase();
@@ -655,6 +685,10 @@ impl Watchdog {
                 let cgnat = q.asn.as_ref().is_some_and(|(a, _)| self.cfg.cgnat_asns.contains(a));
                 (count > self.cfg.max_devices_per_ip && !cgnat).then_some(count)
             });
+            q.reputation_risk = match (&self.reputation, q.public_ip) {
+                (Some(r), Some(ip)) if q.online => r.cached(ip),
+                _ => None,
+            };
             if let Some(c) = q.evaluate(&self.cfg, now) {
                 out.push(self.transition(&id, &q.owner, c, now));
             }
@@ -826,6 +860,10 @@ impl Watchdog {
     pub async fn run(self: Arc<Self>, store: Arc<Store>, ban: BanHook, mut shutdown: crate::shutdown::Shutdown) {
         if !self.cfg.enabled {
             return;
+        }
+        if let Some(r) = self.reputation.clone() {
+            // Lookups in their own task: evaluations read only the cache.
+            tokio::spawn(r.run(self.clone(), Duration::from_secs(self.cfg.evaluate_secs), shutdown.clone()));
         }
         let mut tick = tokio::time::interval(Duration::from_secs(self.cfg.evaluate_secs));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

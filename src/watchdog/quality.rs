@@ -102,6 +102,8 @@ pub enum ReasonCode {
     /// The probe endpoint saw the node's traffic leave from another IP than its tunnel: it
     /// relays through another proxy or VPN.
     EgressMismatch,
+    /// The external reputation service rates the node's public IP as risky.
+    BadReputation,
     /// Did not answer an OPEN: no new streams until it shows life again.
     Unresponsive,
     /// Flagged long enough: routed again, judged on fresh measurements.
@@ -127,6 +129,7 @@ impl ReasonCode {
             ReasonCode::HostingNetwork => "hosting_network",
             ReasonCode::SharedIp => "shared_ip",
             ReasonCode::EgressMismatch => "egress_mismatch",
+            ReasonCode::BadReputation => "bad_reputation",
             ReasonCode::Unresponsive => "unresponsive",
             ReasonCode::Probation => "probation",
             ReasonCode::RepeatedFlags => "repeated_flags",
@@ -268,6 +271,9 @@ pub struct NodeQuality {
     /// The last probe: the egress IP the probe endpoint saw, and the throughput (kbit/s).
     #[serde(default)]
     pub last_probe: Option<(IpAddr, Option<u32>)>,
+    /// Set by the service from the reputation cache: the public IP's risk (0–100).
+    #[serde(skip)]
+    pub reputation_risk: Option<f64>,
 }
 
 /// A change of state.
@@ -314,6 +320,7 @@ impl NodeQuality {
             summary: Summary::default(),
             probation: false,
             last_probe: None,
+            reputation_risk: None,
         }
     }
 
@@ -509,6 +516,21 @@ impl NodeQuality {
                        node's own address"
                     .into(),
                 factor: 0.3,
+            });
+        }
+        if let (Some(risk), Some(ip)) = (self.reputation_risk, self.public_ip)
+            && risk > cfg.reputation_max_risk
+        {
+            reasons.push(Reason {
+                code: ReasonCode::BadReputation,
+                detail: format!(
+                    "the reputation service rates {ip} at risk {risk:.0} (more than {:.0})",
+                    cfg.reputation_max_risk
+                ),
+                hint: "the address is listed as a proxy, VPN, hosting or abuse source: run the node on a \
+                       residential connection without a VPN"
+                    .into(),
+                factor: 0.5,
             });
         }
         let product: f64 = reasons.iter().map(|r| r.factor.clamp(0.0, 1.0)).product();
