@@ -201,3 +201,43 @@ fn a_node_whose_egress_is_not_its_tunnel_is_flagged_and_banned_by_probes_and_a_d
     assert!(series(&s, r#"traffix_watchdog_probes_total{result="egress_mismatch"}"#) >= 2.0);
     assert!(series(&s, r#"traffix_watchdog_probes_total{result="ok"}"#) >= 2.0);
 }
+
+#[test]
+fn a_node_the_reputation_service_rates_risky_is_degraded_and_still_serves_when_alone() {
+    // A reputation service on loopback: every address has risk 91; it records what it is asked.
+    let rep = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rep_port = rep.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut c in rep.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned();
+            log.lock().unwrap().push(head);
+            let body = r#"{"risk":91}"#;
+            let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: vec![
+            ("TRAFFIX_WATCHDOG__REPUTATION_URL".into(), format!("http://127.0.0.1:{rep_port}/v1/{{ip}}")),
+            ("TRAFFIX_WATCHDOG__EVALUATE_SECS".into(), "1".into()),
+        ],
+        ..ServerOpts::default()
+    });
+    let pass = s.add_user("jo", Some("10"));
+    let n = s.start_node("jo", "127.0.0.6");
+    let d = wait_for("the node degraded for its reputation", || {
+        let d = device(&s, &n.vip);
+        (d["quality"]["state"] == "degraded").then_some(d)
+    });
+    assert_eq!(d["quality"]["reasons"][0]["code"], "bad_reputation", "{d}");
+    let detail = d["quality"]["reasons"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("127.0.0.6") && detail.contains("risk 91"), "{detail}");
+    assert!(asked.lock().unwrap().iter().any(|l| l == "GET /v1/127.0.0.6 HTTP/1.1"), "{:?}", asked.lock().unwrap());
+    // Degraded is routed when no healthy node fits.
+    assert_eq!(exit_ip(&s, "jo", &pass).unwrap(), "127.0.0.6");
+}
