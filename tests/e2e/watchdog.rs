@@ -228,8 +228,8 @@ fn a_node_the_reputation_service_rates_risky_is_degraded_and_still_serves_when_a
         ],
         ..ServerOpts::default()
     });
-    let pass = s.add_user("jo", Some("10"));
-    let n = s.start_node("jo", "127.0.0.6");
+    let pass = s.add_user("joe", Some("10"));
+    let n = s.start_node("joe", "127.0.0.6");
     let d = wait_for("the node degraded for its reputation", || {
         let d = device(&s, &n.vip);
         (d["quality"]["state"] == "degraded").then_some(d)
@@ -239,5 +239,5 @@ fn a_node_the_reputation_service_rates_risky_is_degraded_and_still_serves_when_a
     assert!(detail.contains("127.0.0.6") && detail.contains("risk 91"), "{detail}");
     assert!(asked.lock().unwrap().iter().any(|l| l == "GET /v1/127.0.0.6 HTTP/1.1"), "{:?}", asked.lock().unwrap());
     // Degraded is routed when no healthy node fits.
-    assert_eq!(exit_ip(&s, "jo", &pass).unwrap(), "127.0.0.6");
+    assert_eq!(exit_ip(&s, "joe", &pass).unwrap(), "127.0.0.6");
 }
