@@ -443,10 +443,15 @@ impl Watchdog {
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
                     let tunnel = q.public_ip.map(crate::listener::source_key);
-                    let m = q.minute(now);
-                    m.probes += 1;
-                    if tunnel.is_some_and(|t| t != crate::listener::source_key(egress)) {
-                        m.egress_mismatch += 1;
+                    let egress_key = crate::listener::source_key(egress);
+                    // Judged only within one address family: a dual-stack node's IPv6 tunnel
+                    // and IPv4 egress are one connection, not a relay.
+                    if let Some(t) = tunnel.filter(|t| t.is_ipv4() == egress_key.is_ipv4()) {
+                        let m = q.minute(now);
+                        m.probes += 1;
+                        if t != egress_key {
+                            m.egress_mismatch += 1;
+                        }
                     }
                     q.last_probe = Some((egress, kbps));
                     q.sample_ttfb(now, ttfb.as_millis().min(u128::from(u32::MAX)) as u32);

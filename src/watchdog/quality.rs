@@ -177,7 +177,7 @@ pub struct Minute {
     pub silent: u32,
     /// Reconnects that count as churn.
     pub reconnects: u32,
-    /// Probes that came back.
+    /// Probes that came back and were judged (egress and tunnel in one address family).
     #[serde(default)]
     pub probes: u32,
     /// Of those, the ones the probe endpoint saw from another IP than the tunnel's.

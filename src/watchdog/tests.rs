@@ -515,6 +515,16 @@ fn one_stray_probe_is_not_enough_and_a_majority_of_matching_probes_clears_the_re
     probe(&w, 1, ip(1), T0 + 2);
     assert!(w.evaluate(T0 + 3).is_empty());
     assert!(w.view(&id(1)).unwrap().reasons.iter().all(|r| r.code != ReasonCode::EgressMismatch));
+    // A dual-stack node: its IPv4 tunnel and IPv6 egress are not compared at all.
+    online(&w, 3, T0);
+    for i in 0..5 {
+        probe(&w, 3, "2001:db8::7".parse().unwrap(), T0 + i);
+    }
+    w.evaluate(T0 + 10);
+    let v = w.view(&id(3)).unwrap();
+    assert_eq!((v.summary.probes, v.summary.egress_mismatches), (0, 0));
+    assert_eq!(v.summary.egress_ip, Some("2001:db8::7".parse().unwrap()));
+    assert_eq!(v.state, State::Healthy);
 }
 
 #[test]
