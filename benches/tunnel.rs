@@ -486,6 +486,7 @@ async fn idle_nodes(t: &Traffix) -> (usize, f64) {
             state: d.join(format!("idle-{i}.json")),
             pair: Some(link),
             bind: Some(std::net::IpAddr::from([127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8])),
+            egress_bind: None,
             allow_private_targets: false,
             max_streams: 64,
             limits: traffix::config::Limits::default(),

@@ -44,6 +44,37 @@ async fn prune_logins(store: Arc<Store>, mut shutdown: Shutdown) {
     }
 }
 
+/// The watchdog's probe endpoint and prober (`[watchdog] probe_listen`; nothing without it).
+async fn run_probes(
+    listener: Option<tokio::net::TcpListener>,
+    (wd, limits): (crate::watchdog::config::WatchdogConfig, config::Limits),
+    registry: Arc<Registry>,
+    watchdog: Arc<crate::watchdog::Watchdog>,
+    metrics: Arc<Metrics>,
+    (stop_endpoint, stop_prober): (Shutdown, Shutdown),
+) {
+    use crate::relay::probe;
+    let (Some(l), Some(target)) = (listener, wd.probe_listen) else { return };
+    let seen = probe::seen_table(limits.watchdog_max_nodes as u64);
+    let endpoint = tokio::spawn(probe::serve_endpoint(
+        l,
+        seen.clone(),
+        limits.watchdog_probe_connections,
+        u64::from(wd.probe_bytes),
+        stop_endpoint,
+    ));
+    let settings = probe::ProberSettings {
+        target,
+        bytes: wd.probe_bytes,
+        capped_too: wd.probe_capped_nodes,
+        open_wait: limits.dial_timeout() + Duration::from_secs(5),
+        tick: Duration::from_secs(wd.probe_interval_secs.clamp(1, 10)),
+    };
+    info!(%target, interval_s = wd.probe_interval_secs, "watchdog probes on");
+    probe::run_prober(registry, watchdog, seen, settings, metrics, stop_prober).await;
+    let _ = endpoint.await;
+}
+
 /// Tells owners when the quality watchdog flags or bans one of their nodes (an admin's override
 /// included), with the reason, through the notification path the bot and the inbox read.
 async fn notify_quality(
@@ -180,6 +211,9 @@ fn policy_inputs(cfg: &Config) -> Result<PolicyInputs, AppError> {
         },
         listeners: [s.web_listen, s.socks_listen, s.http_listen, s.metrics_listen]
             .into_iter()
+            // The probe endpoint: no client reaches it through a node (only the prober's
+            // probe-flagged opens, which do not pass the router's policy).
+            .chain(cfg.watchdog.probe_listen)
             .chain(cfg.tls.acme_enabled().then(|| cfg.tls.http_listen().ok().flatten()).flatten())
             .collect(),
         public_address: s.public_address.clone(),
@@ -716,6 +750,10 @@ impl App {
         let http = bind(s.http_listen, backlog).map_err(io(format!("listen on {} (HTTP proxy)", s.http_listen)))?;
         let metrics_l = bind(s.metrics_listen, 128).map_err(io(format!("listen on {} (metrics)", s.metrics_listen)))?;
         let admin_l = admin::socket::bind(&cfg.data_dir).map_err(io("create the admin socket"))?;
+        let probe_l = match cfg.watchdog.probe_listen.filter(|_| cfg.watchdog.enabled) {
+            Some(a) => Some(bind(a, 128).map_err(io(format!("listen on {a} (watchdog probe endpoint)")))?),
+            None => None,
+        };
 
         let acme_http = match self.certificates.acme().and_then(|a| a.http_listen) {
             Some(a) => Some(
@@ -877,6 +915,14 @@ impl App {
             tokio::spawn(prune_logins(self.store.clone(), self.trigger.subscribe())),
             tokio::spawn(watch_geoip(geoip_reload, self.trigger.subscribe())),
             tokio::spawn(self.watchdog.clone().run(self.store.clone(), self.ban_hook(), self.trigger.subscribe())),
+            tokio::spawn(run_probes(
+                probe_l,
+                (cfg.watchdog.clone(), cfg.limits.clone()),
+                self.registry.clone(),
+                self.watchdog.clone(),
+                self.metrics.clone(),
+                (self.trigger.subscribe(), self.trigger.subscribe()),
+            )),
             tokio::spawn(notify_quality(
                 self.watchdog.subscribe(),
                 self.store.clone(),

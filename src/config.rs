@@ -337,6 +337,10 @@ pub struct Limits {
     pub watchdog_max_targets: u64,
     /// Clients whose failed opens the watchdog counts in the current minute.
     pub watchdog_max_clients: u64,
+    /// Watchdog probes started a minute, over all nodes (`[watchdog] probe_listen`).
+    pub watchdog_probes_per_minute: u32,
+    /// Connections the probe endpoint serves at once; more are closed at once.
+    pub watchdog_probe_connections: usize,
     /// Notification events waiting for delivery; when full, a new event is dropped (counted).
     pub notify_queue: usize,
     /// Notifications kept in each user's inbox (the oldest go first).
@@ -398,6 +402,8 @@ impl Default for Limits {
             watchdog_max_nodes: 100_000,
             watchdog_max_targets: 100_000,
             watchdog_max_clients: 100_000,
+            watchdog_probes_per_minute: 120,
+            watchdog_probe_connections: 64,
             notify_queue: 1024,
             notify_inbox_per_user: 100,
             telegram_webhook_concurrency: 16,
@@ -869,6 +875,8 @@ impl Config {
             || l.watchdog_max_nodes == 0
             || l.watchdog_max_targets == 0
             || l.watchdog_max_clients == 0
+            || l.watchdog_probes_per_minute == 0
+            || l.watchdog_probe_connections == 0
         {
             return bad("limits.open_retry_budget_secs and the watchdog_max_* keys must be at least 1".into());
         }

@@ -92,6 +92,7 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
             state: dir.join("node.json"),
             pair: Some(link),
             bind: None,
+            egress_bind: None,
             allow_private_targets: true,
             max_streams: crate::node::DEFAULT_MAX_STREAMS,
             limits,

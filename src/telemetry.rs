@@ -183,6 +183,12 @@ pub struct TransitionLabel {
     pub reason: String,
 }
 
+/// A watchdog probe's result.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabel {
+    pub result: String,
+}
+
 /// A failed open on a node: its class and whether it counted against the node.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpenFailureLabel {
@@ -241,6 +247,8 @@ pub struct Metrics {
     pub node_open_failures: Family<OpenFailureLabel, Counter>,
     /// Opens retried on another node after a node-side failure.
     pub open_retries: Counter,
+    /// Watchdog probes by result (`ok`, `egress_mismatch`, `failed`).
+    pub watchdog_probes: Family<ProbeLabel, Counter>,
     /// Requests that found no node, by country and reason.
     pub unmet_demand: Family<UnmetLabel, Counter>,
 }
@@ -285,6 +293,9 @@ impl Metrics {
             }
         }
         self.unmet_demand.get_or_create(&UnmetLabel { country: "any".into(), reason: "no_node".into() }).inc_by(0);
+        for result in ["ok", "egress_mismatch", "failed"] {
+            self.watchdog_probes.get_or_create(&ProbeLabel { result: result.into() }).inc_by(0);
+        }
         reg.register("traffix_watchdog_nodes", "Online nodes by quality state", self.watchdog_nodes.clone());
         reg.register(
             "traffix_watchdog_transitions",
@@ -295,6 +306,11 @@ impl Metrics {
             "traffix_node_open_failures",
             "Failed opens on nodes by class, and whether they counted against the node",
             self.node_open_failures.clone(),
+        );
+        reg.register(
+            "traffix_watchdog_probes",
+            "Watchdog probes through nodes to the server's probe endpoint, by result",
+            self.watchdog_probes.clone(),
         );
         reg.register(
             "traffix_open_retries",
@@ -544,6 +560,9 @@ mod tests {
             "counted=no",
             "country=any",
             "reason=no_node",
+            "result=ok",
+            "result=egress_mismatch",
+            "result=failed",
             "level=none",
             "level=software",
             "level=hardware",

@@ -137,7 +137,8 @@ fn allowed_fields(ty: &str) -> &'static [&'static str] {
         "HEARTBEAT_ACK" => &["seq", "server_time_ms", "bytes_today", "earned_today", "currency"],
         "DRAIN" => &["reason", "deadline_s"],
         "ERROR" => &["code", "message"],
-        "OPEN" | "OPEN_OK" => &["stream", "window", "port", "atyp", "addr"],
+        "OPEN" => &["stream", "window", "port", "atyp", "addr", "probe"],
+        "OPEN_OK" => &["stream", "window", "port", "atyp", "addr"],
         "OPEN_ERR" | "RESET" => &["stream", "reason", "message"],
         "DATA" => &["stream", "fin", "payload"],
         "WINDOW" => &["stream", "increment"],
@@ -329,7 +330,13 @@ fn build(case: &Value) -> Frame {
             assert_eq!(code as u16, n, "ERROR code {n} is not modelled: {case}");
             Frame::Error { code, message: f.opt_text("message").unwrap_or_default() }
         }
-        "OPEN" => Frame::Open { stream: f.stream(), window: f.uint("window"), target: f.target() },
+        "OPEN" => Frame::Open {
+            stream: f.stream(),
+            window: f.uint("window"),
+            target: f.target(),
+            // Flag bit 1 (docs/protocol.md); absent: not a probe.
+            probe: f.map.contains_key("probe") && f.flag("probe"),
+        },
         "OPEN_OK" => {
             let peer = match f.target() {
                 Target::Ip(a) if a.port() == 0 && a.ip().is_unspecified() => None,
@@ -693,11 +700,8 @@ fn control_frame() -> impl Strategy<Value = Frame> {
 }
 
 fn stream_frame() -> impl Strategy<Value = Frame> {
-    let open = (stream_id(), any::<u32>(), target()).prop_map(|(stream, window, target)| Frame::Open {
-        stream,
-        window,
-        target,
-    });
+    let open = (stream_id(), any::<u32>(), target(), any::<bool>())
+        .prop_map(|(stream, window, target, probe)| Frame::Open { stream, window, target, probe });
     let peer =
         proptest::option::of(socket_addr().prop_filter("the unspecified address at port 0 means no peer", |a| {
             a.port() != 0 || !a.ip().is_unspecified()

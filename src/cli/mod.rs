@@ -187,6 +187,9 @@ pub struct NodeArgs {
     /// Local source address of the tunnel connection.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
+    /// Local source address of the connections dialled for clients (default: --bind).
+    #[arg(long, value_name = "ADDR")]
+    pub egress_bind: Option<IpAddr>,
     /// Let clients reach private and loopback targets through this node (tests only).
     #[arg(long)]
     pub allow_private_targets: bool,
@@ -1240,6 +1243,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 state: a.state,
                 pair: a.pair,
                 bind: a.bind,
+                egress_bind: a.egress_bind,
                 allow_private_targets: a.allow_private_targets,
                 max_streams: a.max_streams.max(1),
                 limits,

@@ -46,6 +46,9 @@ pub struct NodeOptions {
     pub state: PathBuf,
     pub pair: Option<String>,
     pub bind: Option<IpAddr>,
+    /// Source address of the connections the node dials for clients (default: `bind`). A
+    /// node whose tunnel and egress differ is what the watchdog's `egress_mismatch` finds.
+    pub egress_bind: Option<IpAddr>,
     pub allow_private_targets: bool,
     pub max_streams: u32,
     pub limits: Limits,
@@ -342,7 +345,7 @@ where
                     Err(reason) => break SessionEnd::Retry(reason.to_string()),
                 };
                 match control {
-                    Frame::Open { stream: id, window, target } => {
+                    Frame::Open { stream: id, window, target, probe } => {
                         let Some(s) = mux.accept(id, window, max_streams) else {
                             mux.send_frame(&Frame::OpenErr { stream: id, reason: OpenErrReason::NodeBusy, message: format!("node is at its {max_streams}-stream limit") });
                             continue;
@@ -351,7 +354,7 @@ where
                             s.reject(OpenErrReason::Draining, "node is draining");
                             continue;
                         }
-                        tokio::spawn(serve_stream(s, target, policy.clone(), dial_timeout, opts.bind));
+                        tokio::spawn(serve_stream(s, target, probe, policy.clone(), dial_timeout, opts.egress_bind.or(opts.bind)));
                     }
                     Frame::Challenge(c) => {
                         mux.send_frame(&Frame::Proof(Proof { nonce: c.nonce, signature: sign(&c.nonce) }));
@@ -460,11 +463,17 @@ fn refused(code: ErrorCode, message: String) -> SessionEnd {
 async fn serve_stream(
     stream: MuxStream,
     target: Target,
+    probe: bool,
     policy: Arc<EgressPolicy>,
     timeout: Duration,
     bind: Option<IpAddr>,
 ) {
-    match dial(&policy, &target, timeout, bind).await {
+    let dialled = if probe {
+        dial_probe(&policy, &target, timeout, bind).await
+    } else {
+        dial(&policy, &target, timeout, bind).await
+    };
+    match dialled {
         Ok(sock) => {
             let peer = sock.peer_addr().ok();
             stream.send_open_ok(peer);
@@ -533,6 +542,43 @@ pub async fn dial(
     Err(last)
 }
 
+/// The one target exempt from the own-server refusal (SECURITY.md §1): an OPEN flagged
+/// `probe` to one of the server's own addresses (the watchdog's probe endpoint), never its
+/// tunnel endpoint. A probe-flagged OPEN to anything else is refused.
+pub fn probe_target(policy: &EgressPolicy, target: &Target) -> Result<SocketAddr, (OpenErrReason, String)> {
+    let refused = |m: &str| Err((OpenErrReason::RefusedByPolicy, m.to_owned()));
+    let Target::Ip(addr) = target else {
+        return refused("a probe must name the server's address literally");
+    };
+    let ip = addr.ip().to_canonical();
+    if policy.server_endpoints.iter().any(|ep| ep.ip().to_canonical() == ip && ep.port() == addr.port()) {
+        return refused("a probe to the server's tunnel endpoint");
+    }
+    if !policy.server_endpoints.iter().any(|ep| ep.ip().to_canonical() == ip) {
+        return refused("probe opens go only to the server's own address");
+    }
+    Ok(SocketAddr::new(ip, addr.port()))
+}
+
+/// Dials the server's probe endpoint for a probe-flagged OPEN ([`probe_target`]), from the
+/// egress address like any client stream, so the server sees the node's egress IP.
+async fn dial_probe(
+    policy: &EgressPolicy,
+    target: &Target,
+    timeout: Duration,
+    bind: Option<IpAddr>,
+) -> Result<TcpStream, (OpenErrReason, String)> {
+    let a = probe_target(policy, target)?;
+    match tokio::time::timeout(timeout, connect_from(a, bind)).await {
+        Err(_) => Err((OpenErrReason::Timeout, format!("connecting to {a} timed out"))),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err((OpenErrReason::ConnectionRefused, format!("{a}: {e}"))),
+    }
+}
+
 async fn connect_from(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
     let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(b) = bind.filter(|b| b.is_ipv4() == addr.is_ipv4()) {
@@ -562,5 +608,22 @@ mod tests {
         add_server(&mut open, [server]);
         assert_eq!(code(&open, "[::ffff:81.2.69.7]:8443"), Err("server_listener"));
         assert_eq!(code(&open, "81.2.69.7:1080"), Ok(()));
+    }
+
+    #[test]
+    fn only_probe_opens_to_the_servers_own_address_are_exempt() {
+        let server: SocketAddr = "81.2.69.7:8443".parse().expect("sockaddr");
+        let mut strict = EgressPolicy::default();
+        add_server(&mut strict, [server]);
+        let t = |s: &str| Target::Ip(s.parse().expect("sockaddr"));
+        // The probe endpoint on the server's address: exempt (a plain OPEN there is refused).
+        assert_eq!(probe_target(&strict, &t("81.2.69.7:7070")), Ok("81.2.69.7:7070".parse().expect("sockaddr")));
+        assert_eq!(probe_target(&strict, &t("[::ffff:81.2.69.7]:7070")).map(|a| a.port()), Ok(7070));
+        assert!(strict.check_addr("81.2.69.7:7070".parse().expect("sockaddr")).is_err());
+        // Never the tunnel endpoint, never another host, never a name.
+        assert!(probe_target(&strict, &t("81.2.69.7:8443")).is_err());
+        assert!(probe_target(&strict, &t("81.2.69.8:7070")).is_err());
+        assert!(probe_target(&strict, &t("10.0.0.1:7070")).is_err());
+        assert!(probe_target(&strict, &Target::Domain("server.example".into(), 7070)).is_err());
     }
 }

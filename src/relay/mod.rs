@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod live;
 pub mod own_addresses;
+pub mod probe;
 pub mod router;
 pub mod username;
 

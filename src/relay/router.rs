@@ -412,7 +412,7 @@ mod tests {
                     let f = Frame::decode(bytes).expect("valid frame");
                     match (b, f) {
                         (Some(Behaviour::Frozen), _) => {}
-                        (Some(b), Frame::Open { stream, window, target }) => {
+                        (Some(b), Frame::Open { stream, window, target, .. }) => {
                             let Some(s) = node.accept(stream, window, 64) else { continue };
                             if b == Behaviour::Unreachable {
                                 s.reject(OpenErrReason::NetworkUnreachable, "no route");

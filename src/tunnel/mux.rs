@@ -260,6 +260,18 @@ impl Mux {
 
     /// Server side: opens a stream to `target` through the peer and waits for OPEN_OK.
     pub async fn open(&self, target: Target, max_streams: usize, wait: Duration) -> Result<MuxStream, OpenFailure> {
+        self.open_with(target, max_streams, wait, false).await
+    }
+
+    /// [`Mux::open`], with the OPEN's `probe` flag (a watchdog probe to the server's own probe
+    /// endpoint).
+    pub async fn open_with(
+        &self,
+        target: Target,
+        max_streams: usize,
+        wait: Duration,
+        probe: bool,
+    ) -> Result<MuxStream, OpenFailure> {
         if self.is_closed() {
             return Err(OpenFailure::Closed);
         }
@@ -270,7 +282,7 @@ impl Mux {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (done_tx, done_rx) = oneshot::channel();
         let mut stream = self.register(id, 0, Some(done_tx));
-        self.send_frame(&Frame::Open { stream: id, window: self.inner.cfg.initial_window, target });
+        self.send_frame(&Frame::Open { stream: id, window: self.inner.cfg.initial_window, target, probe });
         match tokio::time::timeout(wait, done_rx).await {
             Ok(Ok(Ok((window, peer)))) => {
                 stream.tx.credit.avail.fetch_add(i64::from(window), Ordering::AcqRel);

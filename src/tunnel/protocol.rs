@@ -26,6 +26,9 @@ pub const MAX_FRAME_LEN: usize = 64 * 1024;
 pub const MAX_DATA_LEN: usize = MAX_FRAME_LEN - HEADER_LEN;
 /// DATA flag: the sender's direction ends with this frame.
 pub const FLAG_FIN: u8 = 0x01;
+/// OPEN flag: a quality probe to the server's own probe endpoint (docs/protocol.md; the only
+/// target exempt from the node's own-server refusal, SECURITY.md §1).
+pub const FLAG_PROBE: u8 = 0x02;
 /// Longest HEARTBEAT_ACK currency code, in bytes of UTF-8.
 pub const MAX_CURRENCY_LEN: usize = 16;
 
@@ -363,14 +366,45 @@ pub enum Frame {
     Welcome(Welcome),
     Heartbeat(Heartbeat),
     HeartbeatAck(HeartbeatAck),
-    Drain { reason: Option<String>, deadline_s: Option<u16> },
-    Error { code: ErrorCode, message: String },
-    Open { stream: u32, window: u32, target: Target },
-    OpenOk { stream: u32, window: u32, peer: Option<SocketAddr> },
-    OpenErr { stream: u32, reason: OpenErrReason, message: String },
-    Data { stream: u32, fin: bool, payload: Bytes },
-    Window { stream: u32, increment: u32 },
-    Reset { stream: u32, reason: ResetReason, message: String },
+    Drain {
+        reason: Option<String>,
+        deadline_s: Option<u16>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// `probe`: flag bit 1, a watchdog probe to the server's own probe endpoint.
+    Open {
+        stream: u32,
+        window: u32,
+        target: Target,
+        probe: bool,
+    },
+    OpenOk {
+        stream: u32,
+        window: u32,
+        peer: Option<SocketAddr>,
+    },
+    OpenErr {
+        stream: u32,
+        reason: OpenErrReason,
+        message: String,
+    },
+    Data {
+        stream: u32,
+        fin: bool,
+        payload: Bytes,
+    },
+    Window {
+        stream: u32,
+        increment: u32,
+    },
+    Reset {
+        stream: u32,
+        reason: ResetReason,
+        message: String,
+    },
 }
 
 fn header(buf: &mut BytesMut, kind: u8, flags: u8, stream: u32) {
@@ -599,8 +633,8 @@ impl Frame {
                 t.u16(1, *code as u16);
                 t.bytes(2, message.as_bytes());
             }
-            Frame::Open { stream, window, target } => {
-                header(&mut buf, kind::OPEN, 0, *stream);
+            Frame::Open { stream, window, target, probe } => {
+                header(&mut buf, kind::OPEN, if *probe { FLAG_PROBE } else { 0 }, *stream);
                 buf.put_u32(*window);
                 put_addr(&mut buf, target);
             }
@@ -764,7 +798,7 @@ impl Frame {
             kind::OPEN => {
                 strm("OPEN")?;
                 let (window, target) = read_window_addr("OPEN", body)?;
-                Ok(Frame::Open { stream, window, target })
+                Ok(Frame::Open { stream, window, target, probe: flags & FLAG_PROBE != 0 })
             }
             kind::OPEN_OK => {
                 strm("OPEN_OK")?;
@@ -1034,7 +1068,13 @@ mod tests {
                 max_streams: Some(5),
                 max_inflight: None,
             }),
-            Frame::Open { stream: 3, window: 262_144, target: Target::Domain("example.com".into(), 443) },
+            Frame::Open { stream: 3, window: 262_144, target: Target::Domain("example.com".into(), 443), probe: false },
+            Frame::Open {
+                stream: 5,
+                window: 65_536,
+                target: Target::Ip("127.0.0.1:9".parse().expect("addr")),
+                probe: true,
+            },
             Frame::Data { stream: 3, fin: true, payload: Bytes::from_static(b"hello") },
         ];
         for f in frames {

@@ -51,7 +51,7 @@ fn pair(window: u32) -> (Mux, Mux) {
     let node2 = node.clone();
     tokio::spawn(async move {
         while let Some(f) = n_ctl_rx.recv().await {
-            if let Frame::Open { stream, window, target } = f {
+            if let Frame::Open { stream, window, target, .. } = f {
                 let Some(s) = node2.accept(stream, window, 64) else { continue };
                 if target.port() == 1 {
                     s.reject(OpenErrReason::ConnectionRefused, "nothing listens on port 1");

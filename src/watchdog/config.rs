@@ -48,6 +48,31 @@ pub struct WatchdogConfig {
     pub cgnat_asns: Vec<u32>,
     /// More online devices than this behind one public IP (outside `cgnat_asns`) are degraded.
     pub max_devices_per_ip: u32,
+    /// The server's probe endpoint (a small TCP echo), e.g. `203.0.113.5:7070`; absent: no
+    /// probes. Nodes dial it through their tunnels with OPENs flagged `probe`, the only target
+    /// exempt from their own-server refusal, so it must be an address of the server as the
+    /// nodes know it (the tunnel's address): a specific IP, not `0.0.0.0`.
+    pub probe_listen: Option<std::net::SocketAddr>,
+    /// Seconds between two probes of one node (at least 10).
+    pub probe_interval_secs: u64,
+    /// Bytes echoed per probe (time to first byte, throughput), at most 1 MiB.
+    pub probe_bytes: u32,
+    /// Probe nodes that declare a data cap too (their probes count against the owner's cap;
+    /// off by default: a capped node is never probed).
+    pub probe_capped_nodes: bool,
+    /// Probes in the window before the egress-vs-tunnel IP check counts.
+    pub min_probes: u32,
+    /// An external IP-reputation service, e.g. `https://rep.example/v1/{ip}` (`{ip}` is
+    /// replaced by the node's public IP); absent: no lookups (the default).
+    pub reputation_url: Option<String>,
+    /// JSON pointer of the risk (0–100, or a boolean) in the service's answer.
+    pub reputation_pointer: String,
+    /// A risk above this lowers the score (`bad_reputation`).
+    pub reputation_max_risk: f64,
+    /// Seconds one lookup may take.
+    pub reputation_timeout_secs: u64,
+    /// Seconds an answer is kept before the IP is looked up again.
+    pub reputation_cache_secs: u64,
 }
 
 /// A short default list of large hosting and cloud networks (AWS, Google Cloud, Azure,
@@ -85,6 +110,16 @@ impl Default for WatchdogConfig {
             hosting_asns: DEFAULT_HOSTING_ASNS.to_vec(),
             cgnat_asns: DEFAULT_CGNAT_ASNS.to_vec(),
             max_devices_per_ip: 3,
+            probe_listen: None,
+            probe_interval_secs: 300,
+            probe_bytes: 16 * 1024,
+            probe_capped_nodes: false,
+            min_probes: 2,
+            reputation_url: None,
+            reputation_pointer: "/risk".into(),
+            reputation_max_risk: 75.0,
+            reputation_timeout_secs: 5,
+            reputation_cache_secs: 86_400,
         }
     }
 }
@@ -108,6 +143,31 @@ impl WatchdogConfig {
         }
         if self.hosting_asns.len() > 100_000 || self.cgnat_asns.len() > 100_000 {
             return Err("watchdog.hosting_asns and cgnat_asns hold at most 100000 entries".into());
+        }
+        if let Some(a) = self.probe_listen
+            && a.ip().is_unspecified()
+        {
+            return Err("watchdog.probe_listen must be a specific address of the server, as nodes reach it".into());
+        }
+        if self.probe_interval_secs < 10 || self.probe_bytes == 0 || self.probe_bytes > 1 << 20 || self.min_probes == 0
+        {
+            return Err("watchdog: probe_interval_secs ≥ 10, 1 ≤ probe_bytes ≤ 1048576, min_probes ≥ 1".into());
+        }
+        if let Some(u) = &self.reputation_url {
+            let parsed = url::Url::parse(&u.replace("{ip}", "192.0.2.1"))
+                .map_err(|e| format!("watchdog.reputation_url is not a URL: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || !u.contains("{ip}") {
+                return Err("watchdog.reputation_url must be an http(s) URL with {ip} in it".into());
+            }
+        }
+        if !(0.0..=100.0).contains(&self.reputation_max_risk)
+            || self.reputation_timeout_secs == 0
+            || self.reputation_cache_secs == 0
+            || !(self.reputation_pointer.is_empty() || self.reputation_pointer.starts_with('/'))
+        {
+            return Err("watchdog: reputation_max_risk 0–100, reputation_timeout_secs and reputation_cache_secs ≥ 1, \
+                        reputation_pointer a JSON pointer"
+                .into());
         }
         Ok(())
     }
@@ -133,5 +193,19 @@ mod tests {
         assert!(c.validate().is_err());
         let c = WatchdogConfig { min_opens: 0, ..WatchdogConfig::default() };
         assert!(c.validate().is_err());
+        let c =
+            WatchdogConfig { probe_listen: Some("0.0.0.0:7070".parse().expect("addr")), ..WatchdogConfig::default() };
+        assert!(c.validate().unwrap_err().contains("probe_listen"));
+        let c = WatchdogConfig { probe_interval_secs: 1, ..WatchdogConfig::default() };
+        assert!(c.validate().is_err());
+        let c = WatchdogConfig {
+            reputation_url: Some("https://rep.example/v1/lookup".into()),
+            ..WatchdogConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("{ip}"));
+        let c = WatchdogConfig { reputation_url: Some("ftp://rep.example/{ip}".into()), ..WatchdogConfig::default() };
+        assert!(c.validate().is_err());
+        let c = WatchdogConfig { reputation_url: Some("https://rep.example/{ip}".into()), ..WatchdogConfig::default() };
+        assert!(c.validate().is_ok());
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod quality;
+pub mod reputation;
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,10 @@ pub enum Event<'a> {
     /// A stream to `target` ended after carrying `up` bytes out and `down` back; `ttfb`: from
     /// the open to the first byte back.
     StreamEnded { device: DeviceId, target: &'a str, up: u64, down: u64, ttfb: Option<Duration> },
+    /// A probe through the node came back from the server's probe endpoint: the IP the
+    /// endpoint saw (the node's egress), the time from the open to the first echoed byte, and
+    /// the throughput (kbit/s) when measurable.
+    Probe { device: DeviceId, egress: IpAddr, ttfb: Duration, kbps: Option<u32> },
 }
 
 /// What [`Watchdog::record`] made of an open failure.
@@ -192,6 +197,17 @@ pub struct Watchdog {
     geoip: Option<Arc<crate::geoip::SharedGeoIp>>,
     metrics: Arc<Metrics>,
     rotation: AtomicUsize,
+    probes: Mutex<ProbeClock>,
+    probes_per_minute: u32,
+    reputation: Option<Arc<reputation::Reputation>>,
+}
+
+/// When each node was last probed, and the probes started this minute (the rate limit).
+#[derive(Debug, Default)]
+struct ProbeClock {
+    last: HashMap<DeviceId, u64>,
+    minute: u64,
+    started: u32,
 }
 
 impl std::fmt::Debug for Watchdog {
@@ -207,6 +223,7 @@ pub struct WatchdogLimits {
     pub max_targets: u64,
     pub max_clients: u64,
     pub client_failed_opens_per_minute: u32,
+    pub probes_per_minute: u32,
 }
 
 impl WatchdogLimits {
@@ -216,6 +233,7 @@ impl WatchdogLimits {
             max_targets: l.watchdog_max_targets,
             max_clients: l.watchdog_max_clients,
             client_failed_opens_per_minute: l.client_failed_opens_per_minute,
+            probes_per_minute: l.watchdog_probes_per_minute,
         }
     }
 }
@@ -256,6 +274,14 @@ impl Watchdog {
             geoip,
             metrics,
             rotation: AtomicUsize::new(0),
+            probes: Mutex::default(),
+            probes_per_minute: limits.probes_per_minute,
+            reputation: reputation::Reputation::new(&cfg, limits.max_nodes as u64)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "no IP-reputation lookups");
+                    None
+                })
+                .map(Arc::new),
             cfg,
         }
     }
@@ -413,6 +439,24 @@ impl Watchdog {
                     }
                 }
             }
+            Event::Probe { device, egress, ttfb, kbps } => {
+                if let Some(n) = self.node(&device) {
+                    let mut q = crate::sync::lock(&n);
+                    let tunnel = q.public_ip.map(crate::listener::source_key);
+                    let egress_key = crate::listener::source_key(egress);
+                    // Judged only within one address family: a dual-stack node's IPv6 tunnel
+                    // and IPv4 egress are one connection, not a relay.
+                    if let Some(t) = tunnel.filter(|t| t.is_ipv4() == egress_key.is_ipv4()) {
+                        let m = q.minute(now);
+                        m.probes += 1;
+                        if t != egress_key {
+                            m.egress_mismatch += 1;
+                        }
+                    }
+                    q.last_probe = Some((egress, kbps));
+                    q.sample_ttfb(now, ttfb.as_millis().min(u128::from(u32::MAX)) as u32);
+                }
+            }
             Event::StreamEnded { device, target, up, down, ttfb } => {
                 // Silent only counts when the target answered through another node: a target
                 // that never answers anyone (a tarpit) flags nobody.
@@ -519,6 +563,60 @@ impl Watchdog {
         }
     }
 
+    /// Whether to probe `device` now (and if so, the probe is counted as started): probes are
+    /// on (`probe_listen`), the node was not probed in the last `probe_interval_secs`, and
+    /// fewer than `limits.watchdog_probes_per_minute` probes started this minute. Whether the
+    /// node may be probed at all (serving, no data cap) is the caller's to say.
+    pub fn probe_due(&self, device: &DeviceId, now: u64) -> bool {
+        if !self.cfg.enabled || self.cfg.probe_listen.is_none() {
+            return false;
+        }
+        let mut c = crate::sync::lock(&self.probes);
+        if c.minute != now / 60 {
+            c.minute = now / 60;
+            c.started = 0;
+        }
+        if c.started >= self.probes_per_minute {
+            return false;
+        }
+        if c.last.get(device).is_some_and(|t| now.saturating_sub(*t) < self.cfg.probe_interval_secs) {
+            return false;
+        }
+        // Bounded: past `watchdog_max_nodes` entries, the ones due anyway are forgotten.
+        if c.last.len() >= self.max_nodes && !c.last.contains_key(device) {
+            let interval = self.cfg.probe_interval_secs;
+            c.last.retain(|_, t| now.saturating_sub(*t) < interval);
+            if c.last.len() >= self.max_nodes {
+                return false;
+            }
+        }
+        c.last.insert(*device, now);
+        c.started += 1;
+        true
+    }
+
+    /// The public IPs of the online nodes (each once).
+    pub fn online_ips(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|n| {
+                let q = crate::sync::lock(n);
+                q.public_ip.filter(|_| q.online)
+            })
+            .collect();
+        ips.sort_unstable();
+        ips.dedup();
+        ips
+    }
+
+    /// The reputation service, when `reputation_url` is set.
+    pub fn reputation(&self) -> Option<&Arc<reputation::Reputation>> {
+        self.reputation.as_ref()
+    }
+
     /// Counts a request that found no node.
     pub fn unmet(&self, country: Option<&str>, reason: UnmetReason) {
         let country = country.unwrap_or("any").to_ascii_uppercase();
@@ -592,6 +690,10 @@ impl Watchdog {
                 let cgnat = q.asn.as_ref().is_some_and(|(a, _)| self.cfg.cgnat_asns.contains(a));
                 (count > self.cfg.max_devices_per_ip && !cgnat).then_some(count)
             });
+            q.reputation_risk = match (&self.reputation, q.public_ip) {
+                (Some(r), Some(ip)) if q.online => r.cached(ip),
+                _ => None,
+            };
             if let Some(c) = q.evaluate(&self.cfg, now) {
                 out.push(self.transition(&id, &q.owner, c, now));
             }
@@ -763,6 +865,10 @@ impl Watchdog {
     pub async fn run(self: Arc<Self>, store: Arc<Store>, ban: BanHook, mut shutdown: crate::shutdown::Shutdown) {
         if !self.cfg.enabled {
             return;
+        }
+        if let Some(r) = self.reputation.clone() {
+            // Lookups in their own task: evaluations read only the cache.
+            tokio::spawn(r.run(self.clone(), Duration::from_secs(self.cfg.evaluate_secs), shutdown.clone()));
         }
         let mut tick = tokio::time::interval(Duration::from_secs(self.cfg.evaluate_secs));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

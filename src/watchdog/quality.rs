@@ -99,6 +99,11 @@ pub enum ReasonCode {
     HostingNetwork,
     /// Many devices online behind one public IP.
     SharedIp,
+    /// The probe endpoint saw the node's traffic leave from another IP than its tunnel: it
+    /// relays through another proxy or VPN.
+    EgressMismatch,
+    /// The external reputation service rates the node's public IP as risky.
+    BadReputation,
     /// Did not answer an OPEN: no new streams until it shows life again.
     Unresponsive,
     /// Flagged long enough: routed again, judged on fresh measurements.
@@ -123,6 +128,8 @@ impl ReasonCode {
             ReasonCode::Churn => "churn",
             ReasonCode::HostingNetwork => "hosting_network",
             ReasonCode::SharedIp => "shared_ip",
+            ReasonCode::EgressMismatch => "egress_mismatch",
+            ReasonCode::BadReputation => "bad_reputation",
             ReasonCode::Unresponsive => "unresponsive",
             ReasonCode::Probation => "probation",
             ReasonCode::RepeatedFlags => "repeated_flags",
@@ -170,6 +177,12 @@ pub struct Minute {
     pub silent: u32,
     /// Reconnects that count as churn.
     pub reconnects: u32,
+    /// Probes that came back and were judged (egress and tunnel in one address family).
+    #[serde(default)]
+    pub probes: u32,
+    /// Of those, the ones the probe endpoint saw from another IP than the tunnel's.
+    #[serde(default)]
+    pub egress_mismatch: u32,
 }
 
 /// The measurements of a window, summarised (what the database keeps and the pages show).
@@ -190,6 +203,17 @@ pub struct Summary {
     pub streams: u32,
     pub silent_streams: u32,
     pub reconnects: u32,
+    /// Probes that came back, and of those the ones whose egress IP was not the tunnel's.
+    #[serde(default)]
+    pub probes: u32,
+    #[serde(default)]
+    pub egress_mismatches: u32,
+    /// Throughput of the last probe (kbit/s) and the egress IP it saw.
+    #[serde(default)]
+    pub probe_kbps: Option<u32>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub egress_ip: Option<IpAddr>,
     /// Seconds of the current connection (0: offline).
     pub uptime_s: u64,
 }
@@ -244,6 +268,12 @@ pub struct NodeQuality {
     /// `probation_secs` without a reason.
     #[serde(default)]
     pub probation: bool,
+    /// The last probe: the egress IP the probe endpoint saw, and the throughput (kbit/s).
+    #[serde(default)]
+    pub last_probe: Option<(IpAddr, Option<u32>)>,
+    /// Set by the service from the reputation cache: the public IP's risk (0–100).
+    #[serde(skip)]
+    pub reputation_risk: Option<f64>,
 }
 
 /// A change of state.
@@ -289,6 +319,8 @@ impl NodeQuality {
             shared_ip: None,
             summary: Summary::default(),
             probation: false,
+            last_probe: None,
+            reputation_risk: None,
         }
     }
 
@@ -352,6 +384,8 @@ impl NodeQuality {
             rtt_p95_ms: percentile(&self.rtt, 95),
             ttfb_p50_ms: percentile(&self.ttfb, 50),
             uptime_s: if self.online { now.saturating_sub(self.connected_at) } else { 0 },
+            egress_ip: self.last_probe.map(|p| p.0),
+            probe_kbps: self.last_probe.and_then(|p| p.1),
             ..Summary::default()
         };
         for m in &self.minutes {
@@ -365,6 +399,8 @@ impl NodeQuality {
             s.streams += m.streams;
             s.silent_streams += m.silent;
             s.reconnects += m.reconnects;
+            s.probes += m.probes;
+            s.egress_mismatches += m.egress_mismatch;
         }
         s
     }
@@ -463,6 +499,38 @@ impl NodeQuality {
                 detail: format!("{n} devices online behind one public IP ({ip}; at most {})", cfg.max_devices_per_ip),
                 hint: "share each connection from one device".into(),
                 factor: 0.6,
+            });
+        }
+        // Most probes in the window left from another IP than the tunnel's.
+        if s.probes >= cfg.min_probes && s.egress_mismatches * 2 > s.probes {
+            let tunnel = self.public_ip.map_or_else(|| "?".to_owned(), |ip| ip.to_string());
+            let egress = s.egress_ip.map_or_else(|| "?".to_owned(), |ip| ip.to_string());
+            reasons.push(Reason {
+                code: ReasonCode::EgressMismatch,
+                detail: format!(
+                    "relays through another proxy or VPN: {} of {} probes in the last {mins} min left from {egress}, \
+                     the tunnel comes from {tunnel}",
+                    s.egress_mismatches, s.probes
+                ),
+                hint: "turn off the VPN or proxy on the node's device or network: clients must leave from the \
+                       node's own address"
+                    .into(),
+                factor: 0.3,
+            });
+        }
+        if let (Some(risk), Some(ip)) = (self.reputation_risk, self.public_ip)
+            && risk > cfg.reputation_max_risk
+        {
+            reasons.push(Reason {
+                code: ReasonCode::BadReputation,
+                detail: format!(
+                    "the reputation service rates {ip} at risk {risk:.0} (more than {:.0})",
+                    cfg.reputation_max_risk
+                ),
+                hint: "the address is listed as a proxy, VPN, hosting or abuse source: run the node on a \
+                       residential connection without a VPN"
+                    .into(),
+                factor: 0.5,
             });
         }
         let product: f64 = reasons.iter().map(|r| r.factor.clamp(0.0, 1.0)).product();

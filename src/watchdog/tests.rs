@@ -468,3 +468,83 @@ fn changes_go_to_the_audit_log_to_subscribers_and_a_ban_bans_the_device() {
     assert_eq!(state(&w3, 1), State::Healthy);
     assert!(w3.routable(&id(1)));
 }
+
+fn probe(w: &Watchdog, n: u8, egress: IpAddr, now: u64) {
+    w.record(Event::Probe { device: id(n), egress, ttfb: Duration::from_millis(80), kbps: Some(20_000) }, now);
+}
+
+#[test]
+fn a_node_whose_egress_ip_is_not_its_tunnel_ip_is_flagged_then_banned_and_a_direct_one_is_not() {
+    let w = watchdog(WatchdogConfig { probe_listen: Some("192.0.2.1:7070".parse().unwrap()), ..cfg() });
+    online(&w, 1, T0);
+    online(&w, 2, T0);
+    // One probe of each a minute: node 1's leave from another address (a VPN), node 2's from
+    // its own.
+    let changes = run(&w, 40, T0, |w, now| {
+        probe(w, 1, IpAddr::from([203, 0, 113, 9]), now);
+        probe(w, 2, ip(2), now);
+    });
+    assert_eq!(states(&changes, 1), [State::Flagged, State::Degraded, State::Banned], "{changes:#?}");
+    let flagged = changes.iter().find(|t| t.to == State::Flagged).unwrap();
+    assert_eq!(flagged.reason, ReasonCode::EgressMismatch);
+    assert!(flagged.detail.contains("another proxy or VPN"), "{}", flagged.detail);
+    assert!(
+        flagged.detail.contains("203.0.113.9") && flagged.detail.contains(&ip(1).to_string()),
+        "{}",
+        flagged.detail
+    );
+    assert!(states(&changes, 2).is_empty(), "the direct node never changed state: {changes:#?}");
+    let v = w.view(&id(2)).unwrap();
+    assert_eq!(
+        (v.summary.egress_ip, v.summary.probe_kbps, v.summary.egress_mismatches),
+        (Some(ip(2)), Some(20_000), 0)
+    );
+    assert!(v.summary.probes >= 30);
+}
+
+#[test]
+fn one_stray_probe_is_not_enough_and_a_majority_of_matching_probes_clears_the_reason() {
+    let w = watchdog(WatchdogConfig { probe_listen: Some("192.0.2.1:7070".parse().unwrap()), ..cfg() });
+    online(&w, 1, T0);
+    // A single mismatching probe is below min_probes (2): no reason.
+    probe(&w, 1, IpAddr::from([203, 0, 113, 9]), T0);
+    assert!(w.evaluate(T0).is_empty());
+    assert!(w.view(&id(1)).unwrap().reasons.is_empty());
+    // Two of three leaving from the tunnel's own IP: no mismatch majority, no reason.
+    probe(&w, 1, ip(1), T0 + 1);
+    probe(&w, 1, ip(1), T0 + 2);
+    assert!(w.evaluate(T0 + 3).is_empty());
+    assert!(w.view(&id(1)).unwrap().reasons.iter().all(|r| r.code != ReasonCode::EgressMismatch));
+    // A dual-stack node: its IPv4 tunnel and IPv6 egress are not compared at all.
+    online(&w, 3, T0);
+    for i in 0..5 {
+        probe(&w, 3, "2001:db8::7".parse().unwrap(), T0 + i);
+    }
+    w.evaluate(T0 + 10);
+    let v = w.view(&id(3)).unwrap();
+    assert_eq!((v.summary.probes, v.summary.egress_mismatches), (0, 0));
+    assert_eq!(v.summary.egress_ip, Some("2001:db8::7".parse().unwrap()));
+    assert_eq!(v.state, State::Healthy);
+}
+
+#[test]
+fn probes_are_due_once_an_interval_per_node_and_rate_limited_per_minute() {
+    let mut limits = WatchdogLimits::from_limits(&crate::config::Limits::default());
+    limits.probes_per_minute = 3;
+    let on =
+        WatchdogConfig { probe_listen: Some("192.0.2.1:7070".parse().unwrap()), probe_interval_secs: 300, ..cfg() };
+    let w = Watchdog::new(on.clone(), limits, None, Arc::default());
+    let t = T0 - T0 % 60;
+    // Three nodes due; the fourth waits for the next minute (the rate limit).
+    assert!((1..=3).all(|n| w.probe_due(&id(n), t)));
+    assert!(!w.probe_due(&id(4), t + 30));
+    assert!(w.probe_due(&id(4), t + 60));
+    // A node probed is not due again before its interval, and is after it.
+    assert!(!w.probe_due(&id(1), t + 299));
+    assert!(w.probe_due(&id(1), t + 300));
+    // Without a probe endpoint, or with the watchdog off, nothing is ever due.
+    let off = Watchdog::new(WatchdogConfig { probe_listen: None, ..on.clone() }, limits, None, Arc::default());
+    assert!(!off.probe_due(&id(1), t));
+    let disabled = Watchdog::new(WatchdogConfig { enabled: false, ..on }, limits, None, Arc::default());
+    assert!(!disabled.probe_due(&id(1), t));
+}

@@ -477,7 +477,7 @@ fn window_overflow_and_stream_id_reuse_by_a_paired_node_are_cut() {
     assert!(client.join().unwrap().is_some(), "the client's connection ends with the stream");
 
     // The same stream id, opened by the node.
-    ws.send_frame(&Frame::Open { stream, window: 65536, target: Target::Ip(o) }).unwrap();
+    ws.send_frame(&Frame::Open { stream, window: 65536, target: Target::Ip(o), probe: false }).unwrap();
     let why = closed_with(&mut ws, ErrorCode::ProtocolViolation);
     assert!(why.contains("unexpected OPEN"), "{why}");
     wait_for("the node offline", || (s.online_count() == 0).then_some(()));

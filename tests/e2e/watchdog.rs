@@ -137,3 +137,107 @@ fn unmet_demand_is_counted_and_an_admin_override_routes_around_a_node() {
     let seen: BTreeSet<String> = (0..8).map(|_| exit_ip(&s, "gus", &pass).unwrap()).collect();
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+/// Pairs and starts a node with extra arguments (e.g. `--egress-bind`).
+fn start_node_with(s: &Server, owner: &str, bind: &str, extra: &[&str]) -> Node {
+    let link = s.pair_link(owner);
+    let mut node = Node {
+        child: None,
+        state: s.dir.path().join(format!("node-{bind}.json")),
+        bind: bind.to_owned(),
+        vip: String::new(),
+        log: s.dir.path().join(format!("node-{bind}.log")),
+    };
+    node.spawn_with(Some(&link), extra);
+    node.vip = s.wait_node_online(&node);
+    node
+}
+
+#[test]
+fn a_node_whose_egress_is_not_its_tunnel_is_flagged_and_banned_by_probes_and_a_direct_one_is_not() {
+    let probe_port = free_port();
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: vec![
+            ("TRAFFIX_WATCHDOG__PROBE_LISTEN".into(), format!("127.0.0.1:{probe_port}")),
+            ("TRAFFIX_WATCHDOG__PROBE_INTERVAL_SECS".into(), "10".into()),
+            ("TRAFFIX_WATCHDOG__EVALUATE_SECS".into(), "1".into()),
+            ("TRAFFIX_WATCHDOG__MIN_PROBES".into(), "2".into()),
+            // The first flagging bans.
+            ("TRAFFIX_WATCHDOG__BAN_AFTER_FLAGS".into(), "1".into()),
+        ],
+        ..ServerOpts::default()
+    });
+    s.add_user("ida", Some("10"));
+    // Node a dials from its tunnel's address; node b's tunnel comes from 127.0.0.4 but it dials
+    // from 127.0.0.5 (as a node behind another proxy or VPN would).
+    let a = start_node_with(&s, "ida", "127.0.0.2", &[]);
+    let b = start_node_with(&s, "ida", "127.0.0.4", &["--egress-bind", "127.0.0.5"]);
+    let banned = wait_for("the relaying node banned by the watchdog", || {
+        let audit = s.cli_json(&["audit", "list", "--limit", "50"]);
+        audit.as_array()?.iter().find(|e| e["action"] == "device.quality" && e["after"]["state"] == "banned").cloned()
+    });
+    let audit = s.cli_json(&["audit", "list", "--limit", "50"]);
+    let changes: Vec<&Value> = audit.as_array().unwrap().iter().filter(|e| e["action"] == "device.quality").collect();
+    let b_dev = device(&s, &b.vip);
+    let b_id = b_dev["id"].clone();
+    assert_eq!(banned["target"], b_id, "{audit}");
+    // With ban_after_flags = 1 the first flagging is the ban; it names the mismatch.
+    let why = banned["reason"].as_str().unwrap();
+    assert!(why.starts_with("repeated_flags: flagged 1 times"), "{why}");
+    assert!(why.contains("relays through another proxy or VPN"), "{why}");
+    assert!(why.contains("127.0.0.5") && why.contains("127.0.0.4"), "{why}");
+    assert_eq!(b_dev["quality"]["state"], "banned", "{b_dev}");
+    assert!(b_dev["quality"]["reasons"].as_array().unwrap().iter().any(|r| r["code"] == "egress_mismatch"), "{b_dev}");
+    assert!(changes.iter().all(|e| e["target"] == b_id), "only the relaying node changed state: {audit}");
+    // The direct node was probed too, leaves from its tunnel's address, and stays healthy.
+    let d = wait_for("the direct node probed twice", || {
+        let d = device(&s, &a.vip);
+        (d["quality"]["summary"]["probes"].as_u64()? >= 2).then_some(d)
+    });
+    assert_eq!(d["quality"]["state"], "healthy", "{d}");
+    assert_eq!(d["quality"]["summary"]["egress_ip"], "127.0.0.2", "{d}");
+    assert_eq!(d["quality"]["summary"]["egress_mismatches"], 0, "{d}");
+    assert!(series(&s, r#"traffix_watchdog_probes_total{result="egress_mismatch"}"#) >= 2.0);
+    assert!(series(&s, r#"traffix_watchdog_probes_total{result="ok"}"#) >= 2.0);
+}
+
+#[test]
+fn a_node_the_reputation_service_rates_risky_is_degraded_and_still_serves_when_alone() {
+    // A reputation service on loopback: every address has risk 91; it records what it is asked.
+    let rep = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rep_port = rep.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut c in rep.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned();
+            log.lock().unwrap().push(head);
+            let body = r#"{"risk":91}"#;
+            let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    let s = Server::start_with(ServerOpts {
+        allow_private_targets: true,
+        env: vec![
+            ("TRAFFIX_WATCHDOG__REPUTATION_URL".into(), format!("http://127.0.0.1:{rep_port}/v1/{{ip}}")),
+            ("TRAFFIX_WATCHDOG__EVALUATE_SECS".into(), "1".into()),
+        ],
+        ..ServerOpts::default()
+    });
+    let pass = s.add_user("joe", Some("10"));
+    let n = s.start_node("joe", "127.0.0.6");
+    let d = wait_for("the node degraded for its reputation", || {
+        let d = device(&s, &n.vip);
+        (d["quality"]["state"] == "degraded").then_some(d)
+    });
+    assert_eq!(d["quality"]["reasons"][0]["code"], "bad_reputation", "{d}");
+    let detail = d["quality"]["reasons"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("127.0.0.6") && detail.contains("risk 91"), "{detail}");
+    assert!(asked.lock().unwrap().iter().any(|l| l == "GET /v1/127.0.0.6 HTTP/1.1"), "{:?}", asked.lock().unwrap());
+    // Degraded is routed when no healthy node fits.
+    assert_eq!(exit_ip(&s, "joe", &pass).unwrap(), "127.0.0.6");
+}

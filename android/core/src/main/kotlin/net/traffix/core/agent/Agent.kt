@@ -452,7 +452,7 @@ class Agent(
                 s.reject(refusal, decision.describe())
             } else {
                 try {
-                    streamPool.execute { serve(conn, s, o.target) }
+                    streamPool.execute { serve(conn, s, o.target, o.probe) }
                 } catch (e: java.util.concurrent.RejectedExecutionException) {
                     s.reject(OpenErrReason.INTERNAL, "node is shutting down")
                 }
@@ -462,10 +462,10 @@ class Agent(
     }
 
     /** Stream thread: dial under the egress policy, then relay. */
-    private fun serve(conn: Conn, s: MuxStream, target: Target) {
+    private fun serve(conn: Conn, s: MuxStream, target: Target, probe: Boolean) {
         var answered = false
         try {
-            when (val r = dialer.dial(target)) {
+            when (val r = if (probe) dialer.dialProbe(target) else dialer.dial(target)) {
                 is DialResult.Failed -> {
                     (if (r.reason == OpenErrReason.REFUSED_BY_POLICY) refused else failed).incrementAndGet()
                     // No target in the log: the owner's phone is not told where clients go.

@@ -182,6 +182,16 @@ data class EgressPolicy(
         return checkIp(addr.ip)
     }
 
+    /**
+     * The one exemption from the own-server refusal: an OPEN flagged `probe` (the server's
+     * watchdog) to one of the server's own addresses — never its tunnel endpoint. The address to
+     * dial, or null when a probe there is refused.
+     */
+    fun probeEndpoint(addr: SocketAddr): SocketAddr? {
+        if (serverEndpoints.any { it.port == addr.port && sameHost(addr.ip, it.ip) }) return null
+        return if (serverEndpoints.any { sameHost(addr.ip, it.ip) }) addr else null
+    }
+
     /** Special ranges, then the node's own networks; both lifted by [allowPrivateTargets]. Null when allowed. */
     fun checkIp(ip: IpAddr): Refusal? {
         if (allowPrivateTargets) return null

@@ -361,7 +361,11 @@ sealed class Frame {
     /** A stream frame: [stream] is never 0, except for WINDOW, where 0 is the connection window. */
     sealed class StreamFrame : Frame()
 
-    data class Open(override val stream: Long, val window: Long, val target: Target) : StreamFrame() {
+    /**
+     * [probe]: flag bit 1, a quality probe from the server's watchdog to its own probe endpoint —
+     * the only target exempt from the own-server refusal (SECURITY.md §1, [net.traffix.core.egress.EgressPolicy.probeEndpoint]).
+     */
+    data class Open(override val stream: Long, val window: Long, val target: Target, val probe: Boolean = false) : StreamFrame() {
         init {
             requireStream(stream)
             requireU32(window, "window")

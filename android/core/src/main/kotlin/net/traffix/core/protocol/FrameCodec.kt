@@ -40,6 +40,9 @@ object FrameCodec {
     }
 
     private const val FLAG_FIN = 0x01
+
+    /** OPEN flag: a watchdog probe to the server's own probe endpoint (docs/protocol.md). */
+    private const val FLAG_PROBE = 0x02
     private const val ATYP_IPV4 = 1
     private const val ATYP_DOMAIN = 3
     private const val ATYP_IPV6 = 4
@@ -135,7 +138,7 @@ object FrameCodec {
                 w.tlvText(2, frame.message)
             }
             is Frame.Open -> {
-                w.header(Kind.OPEN, 0, frame.stream)
+                w.header(Kind.OPEN, if (frame.probe) FLAG_PROBE else 0, frame.stream)
                 w.u32(frame.window)
                 w.target(frame.target)
             }
@@ -386,7 +389,7 @@ object FrameCodec {
             Kind.OPEN -> {
                 strm("OPEN")
                 val (window, target) = readWindowAddr("OPEN", body)
-                Frame.Open(stream, window, target)
+                Frame.Open(stream, window, target, flags and FLAG_PROBE != 0)
             }
             Kind.OPEN_OK -> {
                 strm("OPEN_OK")

@@ -113,6 +113,25 @@ class Dialer(
         return last
     }
 
+    /**
+     * A probe-flagged OPEN: only to the server's own address ([EgressPolicy.probeEndpoint]),
+     * from the same source address as client streams, so the server sees the node's egress.
+     */
+    fun dialProbe(target: Target): DialResult {
+        val addr = (target as? Target.Ip)?.addr?.let { policy().probeEndpoint(it) }
+            ?: return DialResult.Failed(OpenErrReason.REFUSED_BY_POLICY, "probe opens go only to the server's own address")
+        val socket = Socket()
+        return try {
+            if (bind != null && (bind.address.size == 4) == (addr.ip is IpAddr.V4)) socket.bind(InetSocketAddress(bind, 0))
+            socket.connect(InetSocketAddress(InetAddress.getByAddress(addr.ip.toByteArray()), addr.port), timeoutMillis.toInt().coerceAtLeast(1))
+            socket.tcpNoDelay = true
+            DialResult.Connected(socket, addr)
+        } catch (e: IOException) {
+            closeQuietly(socket)
+            DialResult.Failed(reasonOf(e), "$addr: ${e.message ?: e.javaClass.simpleName}")
+        }
+    }
+
     private sealed class Resolved {
         class Ok(val addrs: List<IpAddr>) : Resolved()
 

@@ -148,4 +148,15 @@ class EgressPolicyTest {
             assertEquals(n, false, isLocalName(n))
         }
     }
+
+    @Test
+    fun onlyProbesToTheServersOwnAddressAreExemptNeverItsTunnelEndpoint() {
+        val server = SocketAddr.parse("81.2.69.7:8443") ?: throw AssertionError("addr")
+        val p = EgressPolicy(serverEndpoints = listOf(server))
+        val probe = SocketAddr.parse("81.2.69.7:7070") ?: throw AssertionError("addr")
+        assertEquals(probe, p.probeEndpoint(probe))
+        assertNull(p.probeEndpoint(server))
+        assertNull(p.probeEndpoint(SocketAddr.parse("81.2.69.8:7070") ?: throw AssertionError("addr")))
+        assertNull(p.probeEndpoint(SocketAddr.parse("10.0.0.1:7070") ?: throw AssertionError("addr")))
+    }
 }

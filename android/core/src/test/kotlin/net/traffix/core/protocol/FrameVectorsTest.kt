@@ -189,7 +189,8 @@ class FrameVectorsTest {
                 "HEARTBEAT_ACK" -> setOf("seq", "server_time_ms", "bytes_today", "earned_today", "currency")
                 "DRAIN" -> setOf("reason", "deadline_s")
                 "ERROR" -> setOf("code", "message")
-                "OPEN", "OPEN_OK" -> setOf("stream", "window", "port", "atyp", "addr")
+                "OPEN" -> setOf("stream", "window", "port", "atyp", "addr", "probe")
+                "OPEN_OK" -> setOf("stream", "window", "port", "atyp", "addr")
                 "OPEN_ERR", "RESET" -> setOf("stream", "reason", "message")
                 "DATA" -> setOf("stream", "fin", "payload")
                 "WINDOW" -> setOf("stream", "increment")
@@ -308,7 +309,7 @@ class FrameVectorsTest {
                     assertEquals("ERROR code $n is not modelled", n, code.wire)
                     Frame.Error(code, f.optStr("message") ?: "")
                 }
-                "OPEN" -> Frame.Open(f.long("stream"), f.long("window"), f.target())
+                "OPEN" -> Frame.Open(f.long("stream"), f.long("window"), f.target(), f.has("probe") && f.bool("probe"))
                 "OPEN_OK" -> {
                     val peer =
                         when (val t = f.target()) {

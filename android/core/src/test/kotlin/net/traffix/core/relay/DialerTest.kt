@@ -74,6 +74,25 @@ class DialerTest {
     }
 
     @Test
+    fun aProbeReachesOnlyTheServersOwnAddressWhichAnOrdinaryOpenMayNot() {
+        ServerSocket(0, 5, InetAddress.getLoopbackAddress()).use { probe ->
+            // The server's tunnel endpoint on loopback; its probe endpoint on another port.
+            val p = EgressPolicy(serverEndpoints = listOf(SocketAddr(loopback, 1)))
+            val d = Dialer({ p })
+            val at = Target.Ip(SocketAddr(loopback, probe.localPort))
+            assertEquals(OpenErrReason.REFUSED_BY_POLICY, failed(d.dial(at)).reason)
+            val r = d.dialProbe(at) as DialResult.Connected
+            assertEquals(SocketAddr(loopback, probe.localPort), r.peer)
+            r.socket.close()
+            // Never the tunnel endpoint, another host or a name.
+            assertEquals(OpenErrReason.REFUSED_BY_POLICY, failed(d.dialProbe(Target.Ip(SocketAddr(loopback, 1)))).reason)
+            val other = Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 2), probe.localPort))
+            assertEquals(OpenErrReason.REFUSED_BY_POLICY, failed(d.dialProbe(other)).reason)
+            assertEquals(OpenErrReason.REFUSED_BY_POLICY, failed(d.dialProbe(Target.Domain("localhost", probe.localPort))).reason)
+        }
+    }
+
+    @Test
     fun ownNetworksAndTheServerItselfAreRefusedEvenWhenPublic() {
         val server = SocketAddr(IpAddr.v4(203, 0, 113, 10), 8443)
         val p = EgressPolicy(serverEndpoints = listOf(server))
