@@ -264,9 +264,11 @@ impl RelayService {
                 crate::watchdog::Event::StreamEnded {
                     device: node.device_id,
                     target: &target.to_string(),
+                    client,
                     up: stats.sent,
                     down: stats.received,
                     ttfb,
+                    waited: stats.end == CopyEnd::Idle || opened_at.elapsed() >= crate::watchdog::SILENT_AFTER,
                 },
                 crate::store::now_secs(),
             );

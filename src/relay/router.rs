@@ -260,8 +260,13 @@ impl Router {
         loop {
             let node = match &session_key {
                 Some(key) => match self.sessions.get(key) {
+                    // The pin is kept only while its node still matches what this connection
+                    // asks for (country, node, trust: the session key is just name and id).
                     Some(pin) => match self.registry.get(&pin.device).filter(|n| {
-                        n.accepts_streams() && self.watchdog.routable(&n.device_id) && !tried.contains(&n.device_id)
+                        n.accepts_streams()
+                            && self.watchdog.routable(&n.device_id)
+                            && self.matches(targeting, n)
+                            && !tried.contains(&n.device_id)
                     }) {
                         Some(n) => n,
                         None if targeting.mode == SessionMode::Strict => {
@@ -322,6 +327,12 @@ impl Router {
                 Err(e @ OpenFailure::Busy) => {
                     last_err = Some(RouteError::NodeFailed(e.to_string()));
                     moved_on += 1;
+                }
+                // The budget cut this wait short of `open_wait`: the node may just be slower than
+                // what was left, so nothing is held against it.
+                Err(e @ OpenFailure::Timeout(_)) if wait < self.open_wait => {
+                    last_err = Some(RouteError::NodeFailed(e.to_string()));
+                    break;
                 }
                 Err(e @ OpenFailure::Timeout(_)) => {
                     let may = self.failed(&node, targeting, &target_key, FailureClass::Timeout, false);

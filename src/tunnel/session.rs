@@ -481,7 +481,9 @@ where
     // tells the node, and shutdown closes the mux: then the server ended the tunnel, whatever
     // the read loop saw next (the node may well have closed first, having read the ERROR).
     let cause = if !still_registered || mux.is_closed() { NodeDisconnect::Server } else { cause };
-    if still_registered {
+    // Kicked (banned, owner disabled) takes it out of the registry too: the watchdog hears of
+    // it unless a newer connection of the device took its place.
+    if still_registered || svc.registry.get(&who.device_id).is_none() {
         let node_side = matches!(cause, NodeDisconnect::Closed | NodeDisconnect::Timeout | NodeDisconnect::NodeError);
         svc.watchdog.record(Event::Offline { device: who.device_id, node_side }, now_secs());
     }

@@ -47,12 +47,26 @@ pub enum Event<'a> {
     OpenFailed { device: DeviceId, target: &'a str, client: &'a str, class: FailureClass, answered: bool },
     /// A stream to `target` ended after carrying `up` bytes out and `down` back; `ttfb`: from
     /// the open to the first byte back.
-    StreamEnded { device: DeviceId, target: &'a str, up: u64, down: u64, ttfb: Option<Duration> },
+    /// `waited`: the stream ended by the idle timeout or lasted at least [`SILENT_AFTER`]; only
+    /// such a stream may count as silent (a client that closes at once proves nothing).
+    StreamEnded {
+        device: DeviceId,
+        target: &'a str,
+        client: &'a str,
+        up: u64,
+        down: u64,
+        ttfb: Option<Duration>,
+        waited: bool,
+    },
     /// A probe through the node came back from the server's probe endpoint: the IP the
     /// endpoint saw (the node's egress), the time from the open to the first echoed byte, and
     /// the throughput (kbit/s) when measurable.
     Probe { device: DeviceId, egress: IpAddr, ttfb: Duration, kbps: Option<u32> },
 }
+
+/// How long a stream that brought nothing back must have waited for it before it may count
+/// as silent (unless it ended by the idle timeout).
+pub const SILENT_AFTER: Duration = Duration::from_secs(10);
 
 /// What [`Watchdog::record`] made of an open failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +203,8 @@ pub struct Watchdog {
     /// Target → the node it last sent bytes back through (attribution of silent streams).
     answered: moka::sync::Cache<String, DeviceId>,
     /// Failed opens per client this minute.
-    client_failures: moka::sync::Cache<String, Arc<AtomicU32>>,
+    /// Failures held against nodes per (client, minute of the watchdog's clock).
+    client_failures: moka::sync::Cache<(String, u64), Arc<AtomicU32>>,
     client_failure_cap: u32,
     max_nodes: usize,
     unmet: Mutex<HashMap<(String, UnmetReason), u64>>,
@@ -265,7 +280,7 @@ impl Watchdog {
             answered: moka::sync::Cache::builder().max_capacity(limits.max_targets).time_to_live(window).build(),
             client_failures: moka::sync::Cache::builder()
                 .max_capacity(limits.max_clients)
-                .time_to_live(Duration::from_secs(60))
+                .time_to_live(Duration::from_secs(120))
                 .build(),
             client_failure_cap: limits.client_failed_opens_per_minute,
             max_nodes: limits.max_nodes,
@@ -415,7 +430,7 @@ impl Watchdog {
                 }
             }
             Event::OpenFailed { device, target, client, class, answered } => {
-                let fails = self.client_failures.get_with(client.to_owned(), Default::default);
+                let fails = self.client_failures.get_with((client.to_owned(), now / 60), Default::default);
                 let capped = fails.fetch_add(1, Ordering::Relaxed) >= self.client_failure_cap;
                 verdict.client_capped = capped;
                 // Against the node only when it never answered, or when the target recently
@@ -457,14 +472,19 @@ impl Watchdog {
                     q.sample_ttfb(now, ttfb.as_millis().min(u128::from(u32::MAX)) as u32);
                 }
             }
-            Event::StreamEnded { device, target, up, down, ttfb } => {
-                // Silent only counts when the target answered through another node: a target
-                // that never answers anyone (a tarpit) flags nobody.
+            Event::StreamEnded { device, target, client, up, down, ttfb, waited } => {
+                // Silent only counts when the target answered through another node (a target
+                // that never answers anyone, a tarpit, flags nobody), when the stream waited
+                // long enough (a client closing at once proves nothing), and within the client's
+                // cap of failures held against nodes (like failed opens).
                 let judged = if down > 0 {
                     self.answered.insert(target.to_owned(), device);
                     true
+                } else if waited && up > 0 && self.answered.get(target).is_some_and(|d| d != device) {
+                    let fails = self.client_failures.get_with((client.to_owned(), now / 60), Default::default);
+                    fails.fetch_add(1, Ordering::Relaxed) < self.client_failure_cap
                 } else {
-                    self.answered.get(target).is_some_and(|d| d != device)
+                    false
                 };
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);

@@ -240,10 +240,12 @@ pub struct NodeQuality {
     pub pause_reason: Option<String>,
     #[serde(default)]
     pub minutes: VecDeque<Minute>,
-    /// (Unix second, milliseconds).
-    #[serde(default)]
+    /// (Unix second, milliseconds). Not written to the database every minute (up to 256 samples
+    /// each, for every node): after a restart the percentiles start again from fresh samples
+    /// (judged once there are `min_samples`).
+    #[serde(skip)]
     pub rtt: VecDeque<(u64, u32)>,
-    #[serde(default)]
+    #[serde(skip)]
     pub ttfb: VecDeque<(u64, u32)>,
     /// Set when the node did not answer an OPEN; cleared by its next sign of life.
     #[serde(default)]

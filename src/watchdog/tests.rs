@@ -45,9 +45,11 @@ fn good_traffic(w: &Watchdog, n: u8, count: u32, now: u64) {
             Event::StreamEnded {
                 device: id(n),
                 target: &target,
+                client: "carol",
                 up: 500,
                 down: 5000,
                 ttfb: Some(Duration::from_millis(120)),
+                waited: false,
             },
             now,
         );
@@ -109,6 +111,62 @@ fn a_node_failing_every_dial_is_flagged_then_banned_and_a_healthy_one_is_not() {
     assert!(!w.routable(&id(1)) && w.routable(&id(2)));
 }
 
+/// A stream through node `n` to `target` that sent 700 bytes, got nothing back and waited for
+/// it (the idle timeout).
+fn silent(n: u8, target: &str) -> Event<'_> {
+    Event::StreamEnded { device: id(n), target, client: "carol", up: 700, down: 0, ttfb: None, waited: true }
+}
+
+/// A client that closes its streams at once, or closes many after waiting, cannot make a
+/// healthy node look like a blackhole.
+#[test]
+fn a_client_closing_its_own_streams_flags_nobody() {
+    let w = watchdog(cfg());
+    online(&w, 1, T0);
+    online(&w, 2, T0);
+    let changes = run(&w, 40, T0, |w, now| {
+        good_traffic(w, 2, 4, now);
+        for i in 0..4 {
+            let target = format!("site{i}.example:443");
+            w.record(Event::Opened { device: id(1), target: &target }, now);
+            // One byte out, closed at once: 200 of them a minute.
+            for _ in 0..50 {
+                let quick = Event::StreamEnded {
+                    device: id(1),
+                    target: &target,
+                    client: "mallory",
+                    up: 1,
+                    down: 0,
+                    ttfb: None,
+                    waited: false,
+                };
+                w.record(quick, now);
+            }
+        }
+    });
+    assert!(states(&changes, 1).is_empty(), "{changes:#?}");
+    // Waiting each time is held against the node only up to the client's cap of failures.
+    let w = watchdog(cfg());
+    online(&w, 1, T0);
+    online(&w, 2, T0);
+    good_traffic(&w, 2, 1, T0);
+    for _ in 0..1000 {
+        let waited = Event::StreamEnded {
+            device: id(1),
+            target: "site0.example:443",
+            client: "mallory",
+            up: 1,
+            down: 0,
+            ttfb: None,
+            waited: true,
+        };
+        w.record(waited, T0);
+    }
+    w.evaluate(T0);
+    let v = w.view(&id(1)).unwrap();
+    assert_eq!(v.summary.silent_streams, crate::config::Limits::default().client_failed_opens_per_minute);
+}
+
 #[test]
 fn a_node_that_drops_data_is_flagged_then_banned_but_a_target_that_answers_nobody_flags_nobody() {
     let w = watchdog(cfg());
@@ -121,12 +179,10 @@ fn a_node_that_drops_data_is_flagged_then_banned_but_a_target_that_answers_nobod
             let target = format!("site{i}.example:443");
             w.record(Event::Opened { device: id(1), target: &target }, now);
             // Online, accepting opens, returning nothing.
-            w.record(Event::StreamEnded { device: id(1), target: &target, up: 700, down: 0, ttfb: None }, now);
+            w.record(silent(1, &target), now);
             // A tarpit that answers nobody, through either node.
             for n in [1, 2] {
-                let tarpit =
-                    Event::StreamEnded { device: id(n), target: "tarpit.example:443", up: 700, down: 0, ttfb: None };
-                w.record(tarpit, now);
+                w.record(silent(n, "tarpit.example:443"), now);
             }
         }
     });
@@ -150,9 +206,11 @@ fn a_slow_node_is_flagged_and_a_fast_one_is_not() {
             let ended = Event::StreamEnded {
                 device: id(1),
                 target: &target,
+                client: "carol",
                 up: 10,
                 down: 10,
                 ttfb: Some(Duration::from_secs(12)),
+                waited: true,
             };
             w.record(ended, now);
         }
