@@ -268,7 +268,8 @@ impl RelayService {
                     up: stats.sent,
                     down: stats.received,
                     ttfb,
-                    waited: stats.end == CopyEnd::Idle || opened_at.elapsed() >= crate::watchdog::SILENT_AFTER,
+                    waited: matches!(stats.end, CopyEnd::Idle | CopyEnd::PeerReset(ResetReason::IdleTimeout))
+                        || opened_at.elapsed() >= crate::watchdog::SILENT_AFTER,
                 },
                 crate::store::now_secs(),
             );

@@ -57,6 +57,8 @@ impl CopyEnd {
             CopyEnd::Closed => "closed",
             CopyEnd::PeerReset(ResetReason::Shutdown) => "tunnel_closed",
             CopyEnd::PeerReset(ResetReason::Billing) => "billing",
+            // The node's own idle timer fired first (it has the same timeout): the same end.
+            CopyEnd::PeerReset(ResetReason::IdleTimeout) => "idle_timeout",
             CopyEnd::PeerReset(_) => "peer_reset",
             CopyEnd::SocketError => "socket_error",
             CopyEnd::Idle => "idle_timeout",
