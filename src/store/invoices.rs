@@ -170,12 +170,7 @@ impl Store {
     ) -> Result<Settled, StoreError> {
         let txn = self.write()?;
         let key = invoice_key(provider, invoice_id);
-        let mut inv: Invoice = txn
-            .open_table(INVOICES)?
-            .get(key.as_str())?
-            .map(|v| from_json(v.value()))
-            .transpose()?
-            .ok_or_else(|| StoreError::NotFound(format!("invoice {key}")))?;
+        let mut inv = read_invoice(&txn, &key)?;
         let req = DepositRequest {
             transfer_id: None,
             provider: provider.to_owned(),
@@ -233,12 +228,7 @@ impl Store {
     ) -> Result<Settled, StoreError> {
         let txn = self.write()?;
         let key = invoice_key(provider, invoice_id);
-        let mut inv: Invoice = txn
-            .open_table(INVOICES)?
-            .get(key.as_str())?
-            .map(|v| from_json(v.value()))
-            .transpose()?
-            .ok_or_else(|| StoreError::NotFound(format!("invoice {key}")))?;
+        let mut inv = read_invoice(&txn, &key)?;
         if inv.status != InvoiceStatus::Active {
             return Ok(Settled::Marked(inv.status));
         }
@@ -249,6 +239,15 @@ impl Store {
         txn.commit()?;
         Ok(Settled::Marked(status))
     }
+}
+
+/// The invoice under `key`, read inside the write transaction that changes it.
+fn read_invoice(txn: &redb::WriteTransaction, key: &str) -> Result<Invoice, StoreError> {
+    txn.open_table(INVOICES)?
+        .get(key)?
+        .map(|v| from_json(v.value()))
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("invoice {key}")))
 }
 
 #[cfg(test)]
