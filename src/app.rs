@@ -143,13 +143,13 @@ async fn watch_for_notices(
                 .into_iter()
                 .map(|d| crate::notify::DeviceState {
                     // The data cap a node reports itself paused at (its heartbeat, via the watchdog).
-                    cap: d.device_id().and_then(|id| ctx.live.as_ref()?.watchdog.as_ref()?.view(&id)).and_then(|q| {
-                        match q.pause_reason.as_deref() {
-                            Some("daily_cap") => Some("daily"),
-                            Some("monthly_cap") => Some("monthly"),
+                    cap: d.device_id().and_then(|id| ctx.live.as_ref()?.watchdog.as_ref()?.pause_reason(&id)).and_then(
+                        |r| match r.as_str() {
+                            "daily_cap" => Some("daily"),
+                            "monthly_cap" => Some("monthly"),
                             _ => None,
-                        }
-                    }),
+                        },
+                    ),
                     online: d.device_id().is_some_and(|id| reg.get(&id).is_some()),
                     id: d.id,
                     owner: d.owner,

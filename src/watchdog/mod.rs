@@ -664,6 +664,11 @@ impl Watchdog {
     }
 
     /// A device's quality, when the watchdog knows it.
+    /// The pause reason the node last reported in a heartbeat (`daily_cap`, `not_on_wifi`…).
+    pub fn pause_reason(&self, device: &DeviceId) -> Option<String> {
+        self.node(device).and_then(|n| crate::sync::lock(&n).pause_reason.clone())
+    }
+
     pub fn view(&self, device: &DeviceId) -> Option<QualityView> {
         let n = self.node(device)?;
         let q = crate::sync::lock(&n);
