@@ -33,6 +33,22 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Installs [`provider`] as the process default; harmless if one is installed already.
+/// A client config for HTTPS to public services (ACME CAs, GeoIP sources, payment APIs): the
+/// web PKI roots plus `extra` (a test CA), HTTP/1.1 over ALPN, the one crypto provider.
+pub fn public_client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for cert in extra {
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS client: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -33,26 +33,20 @@ pub struct AcmeHttp {
 impl AcmeHttp {
     /// A client trusting Mozilla's roots and every certificate in the PEM file `extra_roots`.
     pub fn new(extra_roots: Option<&Path>) -> Result<AcmeHttp, String> {
-        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let mut extra = Vec::new();
         if let Some(path) = extra_roots {
             let pem =
                 std::fs::read(path).map_err(|e| format!("tls.acme_ca_roots: cannot read {}: {e}", path.display()))?;
-            let mut added = 0;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("tls.acme_ca_roots {}: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("tls.acme_ca_roots {}: {e}", path.display()))?;
-                added += 1;
+                extra.push(cert.map_err(|e| format!("tls.acme_ca_roots {}: {e}", path.display()))?);
             }
-            if added == 0 {
+            if extra.is_empty() {
                 return Err(format!("tls.acme_ca_roots {} holds no PEM certificate", path.display()));
             }
         }
-        let mut cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let cfg = crate::tls::public_client_config(extra).map_err(|e| {
+            format!("tls.acme_ca_roots {}: {e}", extra_roots.map(|p| p.display().to_string()).unwrap_or_default())
+        })?;
         Ok(AcmeHttp { tls: Arc::new(cfg) })
     }
 }

@@ -97,13 +97,7 @@ pub struct Client {
 impl Client {
     /// A client whose every download (redirects included) must end within `timeout`.
     pub fn new(timeout: Duration) -> Result<Client, String> {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let mut cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS client: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let cfg = crate::tls::public_client_config(Vec::new())?;
         Ok(Client { tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)), timeout })
     }
 

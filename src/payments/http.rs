@@ -35,13 +35,7 @@ impl std::fmt::Debug for HttpClient {
 
 impl HttpClient {
     pub fn new(timeout: Duration, max_body: usize) -> Result<HttpClient, String> {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let mut cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let cfg = crate::tls::public_client_config(Vec::new())?;
         Ok(HttpClient { tls: Arc::new(cfg), timeout, max_body })
     }
 
