@@ -110,6 +110,16 @@ TELEGRAM = {
 }
 
 
+# reputation_answer: 1 byte N, N bytes of JSON pointer, the service's answer.
+REPUTATION = {
+    "risk_number": b"\x05/risk" + b'{"risk": 73.5, "ip": "203.0.113.7"}',
+    "nested_bool": b"\x0d/security/vpn" + b'{"security": {"vpn": true, "proxy": false}}',
+    "array_index": b"\x09/scores/0" + b'{"scores": [12, 90]}',
+    "escaped_pointer": b"\x06/a~1b~0" + b'{"a/b~": 1e400}',
+    "not_json": b"\x05/risk" + b"<html>rate limited</html>",
+}
+
+
 def write(target, name, data):
     d = SEEDS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -123,6 +133,9 @@ def main():
     for i, c in enumerate(frames["invalid"]):
         if c.get("hex"):  # the two 64 KiB "too_large" cases are given as prefix + repeat: skipped
             write("frame_decode", f"invalid_{i:02}", bytes.fromhex(c["hex"]))
+
+    for name, data in REPUTATION.items():
+        write("reputation_answer", name, data)
 
     for name, data in TELEGRAM.items():
         write("telegram_update", name, data)
