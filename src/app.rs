@@ -247,11 +247,13 @@ const GEOIP_WATCH: Duration = Duration::from_secs(60);
 
 /// Loads the GeoIP files that changed; after a new country database, looks up the country of
 /// every online node again, so `-country-` targeting sees it at once.
-fn reload_geoip(geoip: &SharedGeoIp, registry: &Registry) -> Reloaded {
+fn reload_geoip(geoip: &SharedGeoIp, registry: &Registry, watchdog: &crate::watchdog::Watchdog) -> Reloaded {
     let r = geoip.reload();
     if r.changed.contains(&Kind::Country) {
         for n in registry.all() {
-            n.set_country(geoip.country(n.public_ip));
+            let country = geoip.country(n.public_ip);
+            n.set_country(country);
+            watchdog.set_country(&n.device_id, country);
         }
     }
     let dbs = geoip.databases();
@@ -805,8 +807,8 @@ impl App {
         payments.set_notifier(notifier.clone());
         let relay_svc = self.relay.clone();
         let geoip_reload: Arc<dyn Fn() -> Reloaded + Send + Sync> = {
-            let (geoip, registry) = (self.geoip.clone(), self.registry.clone());
-            Arc::new(move || reload_geoip(&geoip, &registry))
+            let (geoip, registry, watchdog) = (self.geoip.clone(), self.registry.clone(), self.watchdog.clone());
+            Arc::new(move || reload_geoip(&geoip, &registry, &watchdog))
         };
         let admin_ctx = Arc::new(AdminCtx {
             store: self.store.clone(),

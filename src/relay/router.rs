@@ -163,7 +163,7 @@ impl Router {
         }
         // The least loaded of a few routable nodes, offered best tier first by the watchdog.
         let mut best: Option<(usize, Arc<NodeHandle>)> = None;
-        self.watchdog.offer(t.quality_high, PICK_SAMPLE, |id| {
+        self.watchdog.offer(t.quality_high, t.country, PICK_SAMPLE, |id| {
             if exclude.contains(id) {
                 return false;
             }
@@ -460,7 +460,10 @@ mod tests {
             64,
             0,
         )));
-        w.record(crate::watchdog::Event::Online { device: id, owner: "bob", ip }, crate::store::now_secs());
+        w.record(
+            crate::watchdog::Event::Online { device: id, owner: "bob", ip, country: None },
+            crate::store::now_secs(),
+        );
     }
 
     fn router(nodes: &[(u8, Behaviour)]) -> (Router, Arc<Watchdog>, Arc<crate::telemetry::Metrics>) {

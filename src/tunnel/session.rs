@@ -363,7 +363,8 @@ where
     );
     node.set_owner_paused(who.device.paused);
     svc.registry.insert(node.clone());
-    svc.watchdog.record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip() }, now_secs());
+    svc.watchdog
+        .record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip(), country }, now_secs());
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, "node online");
     persist_seen(&svc, &node).await;

@@ -34,8 +34,9 @@ use crate::telemetry::Metrics;
 /// What the tunnel and the relay report. `device` is always the node's device id.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
-    /// A node finished its handshake.
-    Online { device: DeviceId, owner: &'a str, ip: IpAddr },
+    /// A node finished its handshake; `country`: of its public IP, when a GeoIP database
+    /// knows it (routing by country walks that country's tier lists only).
+    Online { device: DeviceId, owner: &'a str, ip: IpAddr, country: Option<[u8; 2]> },
     /// A heartbeat, with the tunnel's last round-trip sample.
     Heartbeat { device: DeviceId, serving: bool, pause_reason: Option<&'a str>, rtt: Option<Duration> },
     /// The tunnel ended; `node_side`: the node went away (not a ban, replacement or shutdown).
@@ -185,10 +186,53 @@ impl TierList {
     }
 }
 
+/// The routable nodes by tier, all of them and per country, so a request for a rare country
+/// walks that country's nodes, not a whole tier. Bounded by the nodes the watchdog keeps
+/// (`limits.watchdog_max_nodes`); a country's lists go when its last node leaves.
 #[derive(Debug, Default)]
 struct Tiers {
     lists: [TierList; 3],
-    member: HashMap<DeviceId, Tier>,
+    by_country: HashMap<[u8; 2], [TierList; 3]>,
+    member: HashMap<DeviceId, (Tier, Option<[u8; 2]>)>,
+}
+
+impl Tiers {
+    fn list(&self, tier: Tier, country: Option<[u8; 2]>) -> Option<&TierList> {
+        match country {
+            None => Some(&self.lists[tier as usize]),
+            Some(c) => self.by_country.get(&c).map(|l| &l[tier as usize]),
+        }
+    }
+
+    fn len(&self, tier: Tier, country: Option<[u8; 2]>) -> usize {
+        self.list(tier, country).map_or(0, |l| l.ids.len())
+    }
+
+    fn set(&mut self, id: &DeviceId, to: Option<(Tier, Option<[u8; 2]>)>) {
+        let old = self.member.get(id).copied();
+        if old == to {
+            return;
+        }
+        if let Some((t, c)) = old {
+            self.lists[t as usize].remove(id);
+            if let Some(c) = c
+                && let Some(l) = self.by_country.get_mut(&c)
+            {
+                l[t as usize].remove(id);
+                if l.iter().all(|x| x.ids.is_empty()) {
+                    self.by_country.remove(&c);
+                }
+            }
+            self.member.remove(id);
+        }
+        if let Some((t, c)) = to {
+            self.lists[t as usize].insert(*id);
+            if let Some(c) = c {
+                self.by_country.entry(c).or_default()[t as usize].insert(*id);
+            }
+            self.member.insert(*id, (t, c));
+        }
+    }
 }
 
 /// The watchdog service.
@@ -338,18 +382,17 @@ impl Watchdog {
 
     fn retier(&self, id: &DeviceId, q: &NodeQuality) {
         let tier = if self.cfg.enabled { tier_of(&self.cfg, q) } else { q.online.then_some(Tier::Normal) };
-        let mut t = crate::sync::lock(&self.tiers);
-        let old = t.member.get(id).copied();
-        if old == tier {
-            return;
-        }
-        if let Some(o) = old {
-            t.lists[o as usize].remove(id);
-            t.member.remove(id);
-        }
-        if let Some(n) = tier {
-            t.lists[n as usize].insert(*id);
-            t.member.insert(*id, n);
+        crate::sync::lock(&self.tiers).set(id, tier.map(|t| (t, q.country)));
+    }
+
+    /// A new GeoIP database gave the node's public IP another country (or none).
+    pub fn set_country(&self, device: &DeviceId, country: Option<[u8; 2]>) {
+        if let Some(n) = self.node(device) {
+            let mut q = crate::sync::lock(&n);
+            if q.country != country {
+                q.country = country;
+                self.retier(device, &q);
+            }
         }
     }
 
@@ -357,7 +400,7 @@ impl Watchdog {
     pub fn record(&self, ev: Event<'_>, now: u64) -> Verdict {
         let mut verdict = Verdict { counted: false, client_capped: false };
         match ev {
-            Event::Online { device, owner, ip } => {
+            Event::Online { device, owner, ip, country } => {
                 let n = self.entry(&device, owner, now);
                 let asn = self.geoip.as_ref().and_then(|g| g.asn(ip));
                 let mut q = crate::sync::lock(&n);
@@ -384,6 +427,7 @@ impl Watchdog {
                 q.owner = owner.to_owned();
                 q.online = true;
                 q.public_ip = Some(ip);
+                q.country = country;
                 q.asn = asn;
                 q.connected_at = now;
                 q.serving = true;
@@ -524,20 +568,33 @@ impl Watchdog {
 
     /// Routable nodes in `tier`.
     pub fn tier_len(&self, tier: Tier) -> usize {
-        crate::sync::lock(&self.tiers).lists[tier as usize].ids.len()
+        crate::sync::lock(&self.tiers).len(tier, None)
+    }
+
+    /// Routable nodes in `tier` in `country` (upper case).
+    pub fn country_tier_len(&self, tier: Tier, country: [u8; 2]) -> usize {
+        crate::sync::lock(&self.tiers).len(tier, Some(country))
     }
 
     /// Offers routable nodes to `accept`, best tier first, until it has accepted `want` of
     /// them: the high and normal tiers in an order weighted by their sizes (a high-tier node
     /// is twice as likely to be offered first as a normal one), then the degraded tier only
     /// when no healthy node was accepted. Each tier is walked from a rotating start, so the
-    /// work is about `want` nodes when most fit, not every node.
-    pub fn offer(&self, high_only: bool, want: usize, mut accept: impl FnMut(&DeviceId) -> bool) {
+    /// work is about `want` nodes when most fit, not every node. With `country` (upper case)
+    /// only that country's nodes are offered, from its own lists.
+    pub fn offer(
+        &self,
+        high_only: bool,
+        country: Option<[u8; 2]>,
+        want: usize,
+        mut accept: impl FnMut(&DeviceId) -> bool,
+    ) {
         let r = self.rotation.fetch_add(1, Ordering::Relaxed);
         // Copy the ids to visit in bounded chunks, so `accept` never runs under the lock.
         let snapshot = |tier: Tier, start: usize, take: usize| -> (Vec<DeviceId>, usize) {
             let t = crate::sync::lock(&self.tiers);
-            let ids = &t.lists[tier as usize].ids;
+            let Some(list) = t.list(tier, country) else { return (Vec::new(), 0) };
+            let ids = &list.ids;
             let len = ids.len();
             let v = (0..take.min(len)).map(|i| ids[(start + i) % len.max(1)]).collect();
             (v, len)
@@ -545,7 +602,10 @@ impl Watchdog {
         let order: Vec<Tier> = if high_only {
             vec![Tier::High]
         } else {
-            let (h, n) = (self.tier_len(Tier::High), self.tier_len(Tier::Normal));
+            let (h, n) = {
+                let t = crate::sync::lock(&self.tiers);
+                (t.len(Tier::High, country), t.len(Tier::Normal, country))
+            };
             let total = 2 * h + n;
             // A deterministic spread of the rotation counter over the weights.
             let high_first = total > 0 && (r.wrapping_mul(2_654_435_761) % total.max(1)) < 2 * h;
@@ -690,7 +750,7 @@ impl Watchdog {
             since: q.since,
             reasons,
             unresponsive: q.unresponsive_since.is_some(),
-            high_tier: crate::sync::lock(&self.tiers).member.get(device) == Some(&Tier::High),
+            high_tier: crate::sync::lock(&self.tiers).member.get(device).is_some_and(|m| m.0 == Tier::High),
             pause_reason: q.pause_reason.clone(),
             admin: q.admin.clone(),
             summary: q.summary.clone(),

@@ -231,6 +231,10 @@ pub struct NodeQuality {
     pub public_ip: Option<IpAddr>,
     #[serde(default)]
     pub asn: Option<(u32, String)>,
+    /// The country of `public_ip` (upper case), when a GeoIP database knows it: which
+    /// country's tier lists the node is on.
+    #[serde(skip)]
+    pub country: Option<[u8; 2]>,
     #[serde(default)]
     pub connected_at: u64,
     /// The last heartbeat said serving (not paused or draining).
@@ -305,6 +309,7 @@ impl NodeQuality {
             online: false,
             public_ip: None,
             asn: None,
+            country: None,
             connected_at: 0,
             serving: true,
             pause_reason: None,

@@ -164,7 +164,7 @@ mod tests {
         let limits = super::super::WatchdogLimits::from_limits(&crate::config::Limits::default());
         let w = super::super::Watchdog::new(cfg, limits, None, Arc::default());
         let now = 1_800_000_000;
-        w.record(super::super::Event::Online { device: [1; 16], owner: "bob", ip }, now);
+        w.record(super::super::Event::Online { device: [1; 16], owner: "bob", ip, country: None }, now);
         assert!(w.evaluate(now).is_empty());
         assert_eq!(w.online_ips(), [ip]);
         assert_eq!(w.reputation().expect("on").lookup(ip).await, Ok(91.0));

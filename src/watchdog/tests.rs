@@ -29,7 +29,7 @@ fn ip(n: u8) -> IpAddr {
 }
 
 fn online(w: &Watchdog, n: u8, now: u64) {
-    w.record(Event::Online { device: id(n), owner: "bob", ip: ip(n) }, now);
+    w.record(Event::Online { device: id(n), owner: "bob", ip: ip(n), country: None }, now);
 }
 
 fn state(w: &Watchdog, n: u8) -> State {
@@ -363,7 +363,7 @@ fn a_hosting_network_and_many_devices_behind_one_ip_are_degraded_except_on_cgnat
 
     let w = watchdog(c);
     for n in 1..=5 {
-        w.record(Event::Online { device: id(n), owner: "bob", ip: ip(9) }, T0);
+        w.record(Event::Online { device: id(n), owner: "bob", ip: ip(9), country: None }, T0);
     }
     let changes = w.evaluate(T0);
     assert_eq!(changes.len(), 5, "{changes:#?}");
@@ -389,7 +389,7 @@ fn routing_offers_healthy_tiers_first_degraded_only_as_a_fallback_and_never_flag
     assert_eq!((w.tier_len(Tier::High), w.tier_len(Tier::Normal), w.tier_len(Tier::Low)), (1, 1, 1));
     let offered = |high: bool, accept: &dyn Fn(&DeviceId) -> bool| {
         let seen = Mutex::new(Vec::new());
-        w.offer(high, 8, |d| {
+        w.offer(high, None, 8, |d| {
             seen.lock().unwrap().push(d[0]);
             accept(d)
         });
@@ -413,6 +413,47 @@ fn routing_offers_healthy_tiers_first_degraded_only_as_a_fallback_and_never_flag
     assert_eq!((cleared.from, cleared.to, cleared.reason), (State::Flagged, State::Healthy, ReasonCode::AdminOverride));
     assert!(states(&w.evaluate(T0 + 60), 4).is_empty());
     assert!(w.routable(&id(4)));
+}
+
+#[test]
+fn a_rare_country_is_routed_from_its_own_lists_without_walking_the_whole_tier() {
+    let w = watchdog(cfg());
+    let node = |n: u16| -> DeviceId {
+        let mut d = [0u8; 16];
+        d[..2].copy_from_slice(&n.to_be_bytes());
+        d
+    };
+    for n in 0..2000u16 {
+        let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, (n >> 8) as u8, n as u8));
+        let country = if n == 1234 { *b"IS" } else { *b"US" };
+        w.record(Event::Online { device: node(n), owner: "bob", ip, country: Some(country) }, T0);
+    }
+    let offered = |country: Option<[u8; 2]>, want: usize| {
+        let mut seen = Vec::new();
+        w.offer(false, country, want, |d| {
+            seen.push(*d);
+            true
+        });
+        seen
+    };
+    // Iceland: its one node, and nothing else looked at.
+    assert_eq!(offered(Some(*b"IS"), 8), [node(1234)]);
+    assert_eq!(w.country_tier_len(Tier::Normal, *b"IS"), 1);
+    // The United States: `want` nodes looked at, none from Iceland.
+    let us = offered(Some(*b"US"), 8);
+    assert_eq!(us.len(), 8);
+    assert!(!us.contains(&node(1234)));
+    assert_eq!(offered(Some(*b"DE"), 8), Vec::<DeviceId>::new(), "no node in Germany: nothing offered");
+    assert_eq!(offered(None, 8).len(), 8, "without a country: every country's nodes");
+    // A new GeoIP database moves the node; going offline takes it off its country's lists.
+    w.set_country(&node(1234), Some(*b"NO"));
+    assert!(offered(Some(*b"IS"), 8).is_empty());
+    assert_eq!(offered(Some(*b"NO"), 8), [node(1234)]);
+    w.record(Event::Offline { device: node(1234), node_side: true }, T0 + 1);
+    assert!(offered(Some(*b"NO"), 8).is_empty());
+    assert_eq!(w.country_tier_len(Tier::Normal, *b"NO"), 0);
+    assert_eq!(w.tier_len(Tier::Normal), 1999);
+    assert!(crate::sync::lock(&w.tiers).by_country.len() == 1, "an emptied country's lists are dropped");
 }
 
 #[test]
