@@ -2,6 +2,18 @@
 //! binary units (`5GB`, `500 MiB`, `1.5GiB`, `1024`), instants (`2026-12-01`, RFC 3339, Unix
 //! seconds) and "that long ago" (`24h`, `7d`), and `HOST:PORT` addresses. Pure: imports nothing of the project.
 
+/// Bytes for people, in decimal units: `950 B`, `1.50 MB`, `2.00 GB`.
+pub fn format_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.2} {}", UNITS[u]) }
+}
+
 /// Parses a byte size: a non-negative decimal number and an optional unit, case-insensitive,
 /// optionally separated by a space. SI units are powers of 1000 (`kB`, `MB`, `GB`, `TB`, `PB`),
 /// binary ones powers of 1024 (`KiB`, `MiB`, `GiB`, `TiB`, `PiB`); no unit or `B` is bytes.

@@ -307,6 +307,14 @@ impl Router {
                     reason: r @ (OpenErrReason::NodeBusy | OpenErrReason::Draining),
                     message,
                 }) => {
+                    if r == OpenErrReason::NodeBusy {
+                        // Busy below its declared cap: measured, and no more streams for it
+                        // until it finishes one or declares its cap again.
+                        let (active, declared) = (node.mux.active_streams(), node.max_streams());
+                        self.watchdog
+                            .record(Event::Busy { device: node.device_id, active, declared }, crate::store::now_secs());
+                        node.busy_at(active);
+                    }
                     last_err = Some(RouteError::Node { reason: r, message });
                     moved_on += 1;
                 }
@@ -407,6 +415,8 @@ mod tests {
         Frozen,
         /// Its own network cannot reach anything: OPEN_ERR network unreachable.
         Unreachable,
+        /// Declares 64 streams but refuses every one as busy.
+        Busy,
     }
 
     /// A node's mux on the server side, its frames handled in memory as `b` says.
@@ -427,6 +437,8 @@ mod tests {
                             let Some(s) = node.accept(stream, window, 64) else { continue };
                             if b == Behaviour::Unreachable {
                                 s.reject(OpenErrReason::NetworkUnreachable, "no route");
+                            } else if b == Behaviour::Busy {
+                                s.reject(OpenErrReason::NodeBusy, "busy");
                             } else if target.port() == 1 {
                                 s.reject(OpenErrReason::ConnectionRefused, "nothing listens on port 1");
                             } else {
@@ -511,6 +523,23 @@ mod tests {
         // Pinned to the frozen node: no node to wait on, refused at once.
         let pinned = r.open(&targeting("alice-node-100.64.0.1"), target(443)).await;
         assert!(matches!(pinned, Err(RouteError::NoNode(_))), "{:?}", pinned.err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_busy_below_its_declared_cap_gets_no_more_streams_until_it_declares_again() {
+        let (r, w, _) = router(&[(1, Behaviour::Busy), (2, Behaviour::Answers)]);
+        let mut via = Vec::new();
+        for _ in 0..6 {
+            via.push(r.open(&targeting("alice"), target(443)).await.unwrap().node.device_id[0]);
+        }
+        assert!(via.iter().all(|n| *n == 2), "{via:?}");
+        let busy = r.registry.get(&[1; 16]).unwrap();
+        assert_eq!(busy.max_streams(), 0, "taken at its word: no stream fits");
+        let (_, q) = w.snapshot().into_iter().find(|(d, _)| *d == [1; 16]).unwrap();
+        assert_eq!(q.minutes.iter().map(|m| m.busy_below).sum::<u32>(), 1, "asked once, then skipped");
+        // Its next heartbeat declares 64 again.
+        busy.heartbeat(crate::tunnel::protocol::Heartbeat { max_streams: Some(64), ..Default::default() }, 1024, 0);
+        assert_eq!(busy.max_streams(), 64);
     }
 
     #[tokio::test(start_paused = true)]

@@ -78,14 +78,7 @@ pub fn usage(
 }
 
 pub fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 { format!("{b} B") } else { format!("{v:.2} {}", UNITS[u]) }
+    crate::units::format_bytes(b)
 }
 
 pub fn proxy(user: &str, password: &str, socks: &str, http: &str) -> String {

@@ -153,6 +153,8 @@ struct Inner {
     active: AtomicUsize,
     /// Smoothed round-trip time in microseconds (0 = unknown), for window auto-tuning.
     rtt_us: AtomicU64,
+    /// DATA payload bytes carried both ways since the tunnel opened.
+    carried: AtomicU64,
 }
 
 /// One tunnel's multiplexer. Cheap to clone.
@@ -184,6 +186,7 @@ impl Mux {
             next_id: AtomicU32::new(1),
             active: AtomicUsize::new(0),
             rtt_us: AtomicU64::new(0),
+            carried: AtomicU64::new(0),
         };
         (Mux { inner: Arc::new(inner) }, OutQueue { rx, queued })
     }
@@ -230,6 +233,12 @@ impl Mux {
     /// Streams currently open on this tunnel.
     pub fn active_streams(&self) -> usize {
         self.inner.active.load(Ordering::Relaxed)
+    }
+
+    /// DATA payload bytes carried both ways since the tunnel opened (what the quality watchdog
+    /// holds a node's own traffic counter against).
+    pub fn carried_bytes(&self) -> u64 {
+        self.inner.carried.load(Ordering::Relaxed)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -350,6 +359,7 @@ impl Mux {
         match frame {
             Frame::Data { stream, fin, payload } => {
                 let len = payload.len() as u64;
+                self.inner.carried.fetch_add(len, Ordering::Relaxed);
                 self.return_conn_credit(len);
                 let mut reset = None;
                 if let Ok(mut map) = self.inner.streams.lock()
@@ -617,6 +627,7 @@ impl StreamTx {
                 Err(_) => return false,
             }
             self.credit.avail.fetch_sub(n as i64, Ordering::AcqRel);
+            mux.inner.carried.fetch_add(n as u64, Ordering::Relaxed);
         }
         write_data_header(&mut frame, self.guard.id, fin);
         if fin {

@@ -116,6 +116,13 @@ impl NodeHandle {
         }
     }
 
+    /// The node refused a stream as busy with `active` streams open: no more than that until
+    /// its next heartbeat declares its cap again.
+    pub fn busy_at(&self, active: usize) {
+        let active = u32::try_from(active).unwrap_or(u32::MAX);
+        self.max_streams.fetch_min(active, Ordering::Relaxed);
+    }
+
     pub fn status(&self) -> Heartbeat {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }

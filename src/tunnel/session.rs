@@ -408,9 +408,10 @@ where
                         let seq = hb.seq;
                         debug!(state = hb.state.as_str(), battery = hb.battery_pct, network = hb.network.as_str(), "heartbeat");
                         let (serving, pause) = (hb.state == protocol::NodeState::Serving, hb.pause_reason);
+                        let counter = traffic_counter(&hb, mux.carried_bytes());
                         node.heartbeat(hb, limits.node_max_streams, now_secs());
                         svc.watchdog.record(
-                            Event::Heartbeat { device: who.device_id, serving, pause_reason: pause.map(|p| p.as_str()), rtt: mux.rtt() },
+                            Event::Heartbeat { device: who.device_id, serving, pause_reason: pause.map(|p| p.as_str()), rtt: mux.rtt(), counter },
                             now_secs(),
                         );
                         mux.send_frame(&heartbeat_ack(seq, today.as_ref()));
@@ -430,7 +431,7 @@ where
                         node.set_state(protocol::NodeState::Draining);
                         // A node that drains before leaving is not churning.
                         svc.watchdog.record(
-                            Event::Heartbeat { device: who.device_id, serving: false, pause_reason: Some("draining"), rtt: None },
+                            Event::Heartbeat { device: who.device_id, serving: false, pause_reason: Some("draining"), rtt: None, counter: None },
                             now_secs(),
                         );
                     }
@@ -530,6 +531,17 @@ async fn persist_seen(svc: &Arc<TunnelService>, node: &Arc<NodeHandle>) {
 
 /// The HEARTBEAT_ACK for `seq`, sent at once: with the device's count for today when there is
 /// one (billing on and a read done), without it otherwise.
+/// The traffic counter a node holds against the data caps it declares (its month's count, else
+/// its day's), with the payload carried through its tunnel so far; `None` without a cap.
+fn traffic_counter(hb: &protocol::Heartbeat, carried: u64) -> Option<crate::watchdog::Counter> {
+    let node = match (hb.daily_cap, hb.monthly_cap) {
+        (None, None) => None,
+        (_, Some(_)) => hb.bytes_month.or(hb.bytes_today),
+        (Some(_), None) => hb.bytes_today.or(hb.bytes_month),
+    }?;
+    Some(crate::watchdog::Counter { node, carried })
+}
+
 fn heartbeat_ack(seq: u32, today: Option<&Today>) -> Frame {
     let count = today.and_then(Today::current);
     Frame::HeartbeatAck(HeartbeatAck {
@@ -714,6 +726,24 @@ mod tests {
             Frame::HeartbeatAck(a) => (a.bytes_today, a.earned_today, a.currency.as_deref()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_traffic_counter_is_the_one_held_against_a_declared_cap() {
+        let hb = |daily: Option<u64>, monthly: Option<u64>| protocol::Heartbeat {
+            bytes_today: Some(10),
+            bytes_month: Some(300),
+            daily_cap: daily,
+            monthly_cap: monthly,
+            ..Default::default()
+        };
+        let node = |h: &protocol::Heartbeat| traffic_counter(h, 7).map(|c| (c.node, c.carried));
+        assert_eq!(node(&hb(None, None)), None, "no cap declared: nothing to hold it against");
+        assert_eq!(node(&hb(Some(100), None)), Some((10, 7)));
+        assert_eq!(node(&hb(None, Some(1000))), Some((300, 7)));
+        assert_eq!(node(&hb(Some(100), Some(1000))), Some((300, 7)), "the month's counter rolls over less often");
+        let only_today = protocol::Heartbeat { bytes_month: None, ..hb(None, Some(1000)) };
+        assert_eq!(node(&only_today), Some((10, 7)));
     }
 
     #[tokio::test]

@@ -101,6 +101,7 @@ async fn bytes_cross_intact_with_windows_much_smaller_than_the_payload() {
     assert_eq!(stats.end, CopyEnd::Closed);
     assert_eq!((stats.sent, stats.received), (5_000_000, 5_000_000));
     assert_eq!(server.active_streams(), 0, "finished streams are forgotten");
+    assert_eq!(server.carried_bytes(), 10_000_000, "payload both ways, what the watchdog compares");
 }
 
 #[tokio::test]

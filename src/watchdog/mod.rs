@@ -37,8 +37,19 @@ pub enum Event<'a> {
     /// A node finished its handshake; `country`: of its public IP, when a GeoIP database
     /// knows it (routing by country walks that country's tier lists only).
     Online { device: DeviceId, owner: &'a str, ip: IpAddr, country: Option<[u8; 2]> },
-    /// A heartbeat, with the tunnel's last round-trip sample.
-    Heartbeat { device: DeviceId, serving: bool, pause_reason: Option<&'a str>, rtt: Option<Duration> },
+    /// A heartbeat, with the tunnel's last round-trip sample. `counter`: when the node declares
+    /// a data cap, the traffic counter it holds against it with what the server carried
+    /// through its tunnel so far (see [`Counter`]).
+    Heartbeat {
+        device: DeviceId,
+        serving: bool,
+        pause_reason: Option<&'a str>,
+        rtt: Option<Duration>,
+        counter: Option<Counter>,
+    },
+    /// The node refused an OPEN as busy (OPEN_ERR node_busy) with `active` streams open on the
+    /// server's side and a declared cap of `declared` (the smaller of its own and the server's).
+    Busy { device: DeviceId, active: usize, declared: usize },
     /// The tunnel ended; `node_side`: the node went away (not a ban, replacement or shutdown).
     Offline { device: DeviceId, node_side: bool },
     /// A stream opened for `client` to `target`.
@@ -68,6 +79,23 @@ pub enum Event<'a> {
 /// How long a stream that brought nothing back must have waited for it before it may count
 /// as silent (unless it ended by the idle timeout).
 pub const SILENT_AFTER: Duration = Duration::from_secs(10);
+
+/// A node's own traffic counter (HEARTBEAT `bytes_month`, else `bytes_today`: what it holds
+/// against its declared data caps) next to the DATA payload the server carried through its
+/// tunnel (both ways, since the tunnel opened). Their growth between heartbeats is compared:
+/// a node that counts much less than it carries would let its owner's cap be passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub node: u64,
+    pub carried: u64,
+}
+
+/// How many streams fewer than its declared cap a node must have open before a busy refusal
+/// counts as refusing below its cap: a tenth of the cap, at least 2 (the node may still count
+/// streams whose RESET is on its way).
+pub fn busy_slack(declared: usize) -> usize {
+    (declared / 10).max(2)
+}
 
 /// What [`Watchdog::record`] made of an open failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,14 +458,16 @@ impl Watchdog {
                 q.country = country;
                 q.asn = asn;
                 q.connected_at = now;
+                q.counter = None;
                 q.serving = true;
                 q.unresponsive_since = None;
                 self.ip_count(ip, 1);
                 self.retier(&device, &q);
             }
-            Event::Heartbeat { device, serving, pause_reason, rtt } => {
+            Event::Heartbeat { device, serving, pause_reason, rtt, counter } => {
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
+                    q.count_traffic(now, counter);
                     q.serving = serving;
                     q.pause_reason = if serving { None } else { pause_reason.map(|r| r.chars().take(32).collect()) };
                     if let Some(r) = rtt {
@@ -461,6 +491,17 @@ impl Watchdog {
                     }
                     q.online = false;
                     self.retier(&device, &q);
+                }
+            }
+            Event::Busy { device, active, declared } => {
+                if active.saturating_add(busy_slack(declared)) <= declared
+                    && let Some(n) = self.node(&device)
+                {
+                    let mut q = crate::sync::lock(&n);
+                    let m = q.minute(now);
+                    m.busy_below += 1;
+                    m.busy_max_active = m.busy_max_active.max(active.min(u32::MAX as usize) as u32);
+                    m.busy_declared = declared.min(u32::MAX as usize) as u32;
                 }
             }
             Event::Opened { device, target } => {

@@ -89,6 +89,11 @@ pub enum ReasonCode {
     OpenFailures,
     /// Streams that carried the client's bytes out and brought nothing back.
     Blackhole,
+    /// Refused streams as busy well below the stream cap it declared.
+    BusyBelowDeclared,
+    /// Its own traffic counter, which its data caps are held against, grew much less than the
+    /// traffic the server carried through it.
+    UndercountedTraffic,
     /// A slow median time to first byte.
     SlowTtfb,
     /// A slow 95th-percentile tunnel round trip.
@@ -123,6 +128,8 @@ impl ReasonCode {
         match self {
             ReasonCode::OpenFailures => "open_failures",
             ReasonCode::Blackhole => "blackhole",
+            ReasonCode::BusyBelowDeclared => "busy_below_declared",
+            ReasonCode::UndercountedTraffic => "undercounted_traffic",
             ReasonCode::SlowTtfb => "slow_ttfb",
             ReasonCode::SlowRtt => "slow_rtt",
             ReasonCode::Churn => "churn",
@@ -183,6 +190,20 @@ pub struct Minute {
     /// Of those, the ones the probe endpoint saw from another IP than the tunnel's.
     #[serde(default)]
     pub egress_mismatch: u32,
+    /// Busy refusals with clearly fewer streams open than the node declared it takes.
+    #[serde(default)]
+    pub busy_below: u32,
+    /// The most streams open at such a refusal, and the cap the node had declared.
+    #[serde(default)]
+    pub busy_max_active: u32,
+    #[serde(default)]
+    pub busy_declared: u32,
+    /// Growth of the node's own traffic counter between heartbeats, and of the payload the
+    /// server carried through it over the same heartbeats.
+    #[serde(default)]
+    pub counted_node: u64,
+    #[serde(default)]
+    pub counted_carried: u64,
 }
 
 /// The measurements of a window, summarised (what the database keeps and the pages show).
@@ -208,6 +229,20 @@ pub struct Summary {
     pub probes: u32,
     #[serde(default)]
     pub egress_mismatches: u32,
+    /// Busy refusals well below the declared stream cap; the most streams open at one of
+    /// them; the declared cap.
+    #[serde(default)]
+    pub busy_below_declared: u32,
+    #[serde(default)]
+    pub busy_max_active: u32,
+    #[serde(default)]
+    pub declared_streams: u32,
+    /// Growth of the node's own traffic counter (held against its declared data caps) and of
+    /// the payload the server carried through it, over the same heartbeats.
+    #[serde(default)]
+    pub node_counted_bytes: u64,
+    #[serde(default)]
+    pub server_carried_bytes: u64,
     /// Throughput of the last probe (kbit/s) and the egress IP it saw.
     #[serde(default)]
     pub probe_kbps: Option<u32>,
@@ -217,6 +252,13 @@ pub struct Summary {
     /// Seconds of the current connection (0: offline).
     pub uptime_s: u64,
 }
+
+/// Busy refusals below the declared cap in a window before they count (one is a race).
+pub const MIN_BUSY_BELOW: u32 = 5;
+
+/// Payload the server must have carried through a node in a window before its traffic counter
+/// is judged (heartbeats and the data in flight make short spans noisy).
+pub const MIN_CARRIED_JUDGED: u64 = 256 << 20;
 
 /// Samples kept per kind (RTT, time to first byte), newest last.
 pub const MAX_SAMPLES: usize = 256;
@@ -280,6 +322,9 @@ pub struct NodeQuality {
     /// Set by the service from the reputation cache: the public IP's risk (0–100).
     #[serde(skip)]
     pub reputation_risk: Option<f64>,
+    /// The last heartbeat's traffic counter, the baseline for the next one (this tunnel only).
+    #[serde(skip)]
+    pub counter: Option<super::Counter>,
 }
 
 /// A change of state.
@@ -328,6 +373,7 @@ impl NodeQuality {
             probation: false,
             last_probe: None,
             reputation_risk: None,
+            counter: None,
         }
     }
 
@@ -359,6 +405,24 @@ impl NodeQuality {
         m.failures[class.index()] += 1;
         if counted {
             m.counted += 1;
+        }
+    }
+
+    /// Adds the growth of the node's traffic counter since its last heartbeat, and of what the
+    /// server carried meanwhile, to the minute of `now`. An interval where the node's counter
+    /// went back (its day or month rolled over, it restarted) is skipped.
+    pub fn count_traffic(&mut self, now: u64, counter: Option<super::Counter>) {
+        let Some(c) = counter else {
+            self.counter = None;
+            return;
+        };
+        if let Some(last) = self.counter.replace(c)
+            && c.node >= last.node
+            && c.carried >= last.carried
+        {
+            let m = self.minute(now);
+            m.counted_node = m.counted_node.saturating_add(c.node - last.node);
+            m.counted_carried = m.counted_carried.saturating_add(c.carried - last.carried);
         }
     }
 
@@ -408,6 +472,13 @@ impl NodeQuality {
             s.reconnects += m.reconnects;
             s.probes += m.probes;
             s.egress_mismatches += m.egress_mismatch;
+            s.busy_below_declared += m.busy_below;
+            s.busy_max_active = s.busy_max_active.max(m.busy_max_active);
+            if m.busy_declared > 0 {
+                s.declared_streams = m.busy_declared;
+            }
+            s.node_counted_bytes = s.node_counted_bytes.saturating_add(m.counted_node);
+            s.server_carried_bytes = s.server_carried_bytes.saturating_add(m.counted_carried);
         }
         s
     }
@@ -449,6 +520,32 @@ impl NodeQuality {
                        broken VPN on its network"
                     .into(),
                 factor,
+            });
+        }
+        // Declared limits against observed behaviour: the stream cap it declared…
+        if s.busy_below_declared >= MIN_BUSY_BELOW {
+            let judged = s.opens_ok + s.busy_below_declared;
+            reasons.push(Reason {
+                code: ReasonCode::BusyBelowDeclared,
+                detail: format!(
+                    "refused {} streams as busy in the last {mins} min with at most {} of the {} streams it declares open",
+                    s.busy_below_declared, s.busy_max_active, s.declared_streams
+                ),
+                hint: "lower “max streams” in the node's settings to what its device and connection can carry".into(),
+                factor: (f64::from(s.opens_ok) / f64::from(judged)).max(0.5),
+            });
+        }
+        // …and the traffic counter it holds against its declared data caps.
+        if s.server_carried_bytes >= MIN_CARRIED_JUDGED && s.node_counted_bytes < s.server_carried_bytes / 2 {
+            reasons.push(Reason {
+                code: ReasonCode::UndercountedTraffic,
+                detail: format!(
+                    "counted {} against its data cap while the server carried {} through it in the last {mins} min",
+                    crate::units::format_bytes(s.node_counted_bytes),
+                    crate::units::format_bytes(s.server_carried_bytes)
+                ),
+                hint: "the node's data counter is behind, so its data cap will be passed: update the node app".into(),
+                factor: 0.8,
             });
         }
         if self.ttfb.len() >= cfg.min_samples as usize

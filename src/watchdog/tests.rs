@@ -55,7 +55,13 @@ fn good_traffic(w: &Watchdog, n: u8, count: u32, now: u64) {
         );
     }
     w.record(
-        Event::Heartbeat { device: id(n), serving: true, pause_reason: None, rtt: Some(Duration::from_millis(40)) },
+        Event::Heartbeat {
+            device: id(n),
+            serving: true,
+            pause_reason: None,
+            rtt: Some(Duration::from_millis(40)),
+            counter: None,
+        },
         now,
     );
 }
@@ -215,7 +221,13 @@ fn a_slow_node_is_flagged_and_a_fast_one_is_not() {
             w.record(ended, now);
         }
         w.record(
-            Event::Heartbeat { device: id(1), serving: true, pause_reason: None, rtt: Some(Duration::from_secs(6)) },
+            Event::Heartbeat {
+                device: id(1),
+                serving: true,
+                pause_reason: None,
+                rtt: Some(Duration::from_secs(6)),
+                counter: None,
+            },
             now,
         );
     });
@@ -239,7 +251,13 @@ fn a_flapping_node_is_flagged_then_banned_but_a_node_that_pauses_itself_is_not_c
         // Node 2 pauses (Wi-Fi only, off Wi-Fi) and then goes away, every minute.
         online(w, 2, now);
         w.record(
-            Event::Heartbeat { device: id(2), serving: false, pause_reason: Some("not_on_wifi"), rtt: None },
+            Event::Heartbeat {
+                device: id(2),
+                serving: false,
+                pause_reason: Some("not_on_wifi"),
+                rtt: None,
+                counter: None,
+            },
             now + 10,
         );
         w.record(Event::Offline { device: id(2), node_side: true }, now + 30);
@@ -474,7 +492,7 @@ fn a_node_that_does_not_answer_an_open_is_skipped_until_it_shows_life() {
     assert!(!w.routable(&id(1)), "skipped at once, without waiting for an evaluation");
     let v = w.view(&id(1)).unwrap();
     assert!(v.unresponsive && v.reasons[0].code == ReasonCode::Unresponsive);
-    w.record(Event::Heartbeat { device: id(1), serving: true, pause_reason: None, rtt: None }, T0 + 15);
+    w.record(Event::Heartbeat { device: id(1), serving: true, pause_reason: None, rtt: None, counter: None }, T0 + 15);
     assert!(w.routable(&id(1)));
 }
 
@@ -646,4 +664,89 @@ fn probes_are_due_once_an_interval_per_node_and_rate_limited_per_minute() {
     assert!(!off.probe_due(&id(1), t));
     let disabled = Watchdog::new(WatchdogConfig { enabled: false, ..on }, limits, None, Arc::default());
     assert!(!disabled.probe_due(&id(1), t));
+}
+
+#[test]
+fn a_node_busy_well_below_its_declared_cap_is_degraded_and_one_busy_at_its_cap_is_not() {
+    let w = watchdog(cfg());
+    online(&w, 1, T0);
+    online(&w, 2, T0);
+    let changes = run(&w, 10, T0, |w, now| {
+        good_traffic(w, 1, 2, now);
+        good_traffic(w, 2, 2, now);
+        // 1 declares 64 streams and says busy with 3 open; 2 says busy with 60 of 64 open.
+        w.record(Event::Busy { device: id(1), active: 3, declared: 64 }, now);
+        w.record(Event::Busy { device: id(2), active: 60, declared: 64 }, now);
+    });
+    assert_eq!(states(&changes, 1), [State::Degraded], "{changes:#?}");
+    assert!(states(&changes, 2).is_empty(), "{changes:#?}");
+    let v = w.view(&id(1)).unwrap();
+    assert_eq!(v.reasons[0].code, ReasonCode::BusyBelowDeclared);
+    assert!(
+        v.reasons[0].detail.contains("refused 10 streams as busy")
+            && v.reasons[0].detail.contains("at most 3 of the 64"),
+        "{:?}",
+        v.reasons
+    );
+    assert!(v.reasons[0].hint.contains("max streams"));
+    assert_eq!((v.summary.busy_below_declared, v.summary.declared_streams), (10, 64));
+    assert_eq!(w.view(&id(2)).unwrap().summary.busy_below_declared, 0, "within the slack of its cap");
+    // A small cap: the slack is 2 streams.
+    assert_eq!((busy_slack(4), busy_slack(64), busy_slack(1024)), (2, 6, 102));
+}
+
+#[test]
+fn a_node_whose_traffic_counter_lags_what_it_carried_is_told_and_honest_counters_are_not() {
+    let w = watchdog(cfg());
+    for n in 1..=3 {
+        online(&w, n, T0);
+    }
+    const MIB: u64 = 1 << 20;
+    let beat = |w: &Watchdog, n: u8, node: u64, carried: u64, now: u64| {
+        w.record(
+            Event::Heartbeat {
+                device: id(n),
+                serving: true,
+                pause_reason: None,
+                rtt: None,
+                counter: Some(Counter { node, carried }),
+            },
+            now,
+        );
+    };
+    // 40 heartbeats, 20 MiB carried through each node between two of them (800 MiB in all).
+    // 1 counts a tenth of it; 2 counts what the radio moved (twice the payload and some); 3
+    // counts exactly the payload but its day rolled over halfway (its counter went back to 0).
+    for i in 0..=40u64 {
+        let now = T0 + i * 15;
+        let carried = i * 20 * MIB;
+        beat(&w, 1, i * 2 * MIB, carried, now);
+        beat(&w, 2, i * 45 * MIB, carried, now);
+        let day = if i < 20 { i } else { i - 20 };
+        beat(&w, 3, day * 20 * MIB, carried, now);
+    }
+    let changes = w.evaluate(T0 + 600);
+    let v1 = w.view(&id(1)).unwrap();
+    assert_eq!(
+        v1.reasons.iter().map(|r| r.code).collect::<Vec<_>>(),
+        [ReasonCode::UndercountedTraffic],
+        "{changes:#?}"
+    );
+    assert!(
+        v1.reasons[0].detail.contains("counted 83.89 MB") && v1.reasons[0].detail.contains("838.86 MB"),
+        "{:?}",
+        v1.reasons
+    );
+    assert_eq!(v1.score, 80);
+    assert!(w.view(&id(2)).unwrap().reasons.is_empty());
+    let v3 = w.view(&id(3)).unwrap();
+    assert!(v3.reasons.is_empty(), "{:?}", v3.reasons);
+    assert_eq!(v3.summary.server_carried_bytes, 39 * 20 * MIB, "the interval where the counter went back is skipped");
+    // A new tunnel starts a new baseline (the server's count starts again from 0).
+    online(&w, 3, T0 + 700);
+    beat(&w, 3, 0, 0, T0 + 700);
+    beat(&w, 3, 10 * MIB, 10 * MIB, T0 + 715);
+    assert_eq!(w.view(&id(3)).unwrap().summary.server_carried_bytes, 39 * 20 * MIB, "not evaluated yet");
+    w.evaluate(T0 + 720);
+    assert_eq!(w.view(&id(3)).unwrap().summary.server_carried_bytes, 39 * 20 * MIB + 10 * MIB);
 }
