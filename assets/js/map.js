@@ -30,8 +30,20 @@ export function onlineByCountry(nodes) {
   return m;
 }
 
+/** Requests that found no node per country code (the overview's `unmet_demand`; `any` left out). */
+export function unmetByCountry(rows) {
+  const m = new Map();
+  for (const r of rows || []) {
+    if (!r.country || r.country === 'any') continue;
+    const c = r.country.toUpperCase();
+    m.set(c, (m.get(c) || 0) + (Number(r.count) || 0));
+  }
+  return m;
+}
+
 /**
- * Mounts the map into `container`. Returns {update(nodes)}. The map is one labelled image for
+ * Mounts the map into `container`. Returns {update(nodes), setUnmet(rows)}: online nodes shade
+ * a country, and a dashed outline marks one where client requests found no node. The map is one labelled image for
  * screen readers; the country list beside it carries the same numbers as text.
  */
 export function worldMap(container) {
@@ -44,6 +56,7 @@ export function worldMap(container) {
   let svg = null;
   let byCode = new Map(); // code → element(s)
   let counts = new Map();
+  let unmet = new Map();
   let pending = null;
 
   loadShapes().then((data) => {
@@ -66,7 +79,8 @@ export function worldMap(container) {
       if (!t) { tip.hidden = true; return; }
       const code = t.getAttribute('data-code');
       const n = counts.get(code) || 0;
-      tip.textContent = `${countryName(code) || t.getAttribute('data-name')}: ${n} online`;
+      const u = unmet.get(code) || 0;
+      tip.textContent = `${countryName(code) || t.getAttribute('data-name')}: ${n} online${u ? ` · ${count(u)} ${u === 1 ? 'request' : 'requests'} found no node` : ''}`;
       const box = svgHolder.getBoundingClientRect();
       tip.style.left = `${e.clientX - box.left + 12}px`;
       tip.style.top = `${e.clientY - box.top + 12}px`;
@@ -86,21 +100,30 @@ export function worldMap(container) {
     if (svg) {
       for (const [code, el] of byCode) {
         const n = counts.get(code) || 0;
-        const cls = `country${el.tagName === 'circle' ? ' dot' : ''} lvl${level(n, max)}`;
+        const cls = `country${el.tagName === 'circle' ? ' dot' : ''} lvl${level(n, max)}${unmet.get(code) ? ' unmet' : ''}`;
         if (el.getAttribute('class') !== cls) el.setAttribute('class', cls);
         if (el.tagName === 'circle') el.setAttribute('r', n ? '5' : '3');
       }
     }
     replace(legend, h('span', null, 'Online nodes'), h('span', { class: 'legend-scale' },
       Array.from({ length: LEVELS + 1 }, (_, i) => h('i', { class: `lvl${i}` }))),
-    h('span', null, max ? `0 – ${count(max)}` : 'none'));
-    const rows = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    h('span', null, max ? `0 – ${count(max)}` : 'none'),
+    unmet.size ? h('span', { testid: 'map-legend-unmet' }, h('i', { class: 'legend-unmet' }), ' requests found no node') : null);
+    const codes = [...new Set([...counts.keys(), ...unmet.keys()])];
+    const rows = codes.map((c) => [c, counts.get(c) || 0, unmet.get(c) || 0])
+      .sort((a, b) => b[1] - a[1] || b[2] - a[2] || a[0].localeCompare(b[0]));
     replace(list, rows.length
-      ? rows.map(([code, n]) => h('li', { testid: `nodes-country-${code}` },
+      ? rows.map(([code, n, u]) => h('li', { testid: `nodes-country-${code}`, class: u ? 'has-unmet' : null },
         h('span', { class: 'cc' }, code === '??' ? '—' : code),
         h('span', { class: 'cname' }, code === '??' ? 'Unknown country' : countryName(code)),
-        h('span', { class: 'cnum' }, count(n))))
+        h('span', { class: 'cnum' }, count(n)),
+        u ? h('span', { class: 'cunmet', testid: `nodes-country-unmet-${code}`, title: 'Client requests for this country that found no node since the server started' }, `${count(u)} unmet`) : null))
       : h('li', { class: 'muted' }, 'No node is online.'));
   }
-  return { update };
+
+  function setUnmet(rows) {
+    unmet = unmetByCountry(rows);
+    if (pending) update(pending);
+  }
+  return { update, setUnmet };
 }

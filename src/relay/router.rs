@@ -155,6 +155,10 @@ impl Router {
 
     fn pick(&self, t: &Targeting, exclude: &[DeviceId]) -> Result<Arc<NodeHandle>, RouteError> {
         if t.country.is_some() && !self.geoip.has_country() {
+            // Demand for the country all the same: the map shows where clients asked.
+            if exclude.is_empty() {
+                self.watchdog.unmet(t.country_code(), UnmetReason::NoNode);
+            }
             return Err(RouteError::NoNode(
                 "country targeting needs a GeoIP database and none is loaded (run `traffix geoip update`, \
                  or set geoip.country_db)"
@@ -582,5 +586,10 @@ mod tests {
         let reasons = |w: &Watchdog| w.unmet_demand().into_iter().map(|u| (u.reason, u.count)).collect::<Vec<_>>();
         assert_eq!(reasons(&w), [(UnmetReason::NoNode, 1)]);
         assert_eq!(reasons(&w2), [(UnmetReason::AllFlagged, 1)]);
+        // A country asked for without a GeoIP database: demand for it all the same.
+        let e = r.open(&targeting("alice-country-de"), target(443)).await.err().unwrap();
+        assert!(e.to_string().contains("GeoIP"), "{e}");
+        let rows = w.unmet_demand();
+        assert!(rows.iter().any(|u| u.country == "DE" && u.reason == UnmetReason::NoNode && u.count == 1), "{rows:?}");
     }
 }

@@ -224,6 +224,15 @@ flow('the admin flags a node with a note; its owner reads why, and unmet demand 
   await signIn(overview, t, 'admin', t.adminPassword, '#/overview');
   await waitText(overview, 'overview-quality', (s) => /\d+ healthy/.test(s));
   await overview.getByTestId('unmet-card').waitFor();
+  // A client asks for a country no node serves: the overview and the map say where to recruit.
+  const asked = await t.curl('alice-country-de', users.alice.proxyPassword, origin.url('/bytes/10')).exited;
+  assert.notEqual(asked.code, 0, 'no node in Germany');
+  await waitText(overview, 'unmet-row-DE-no_node', (s) => /^DE.*\D1$/.test(s));
+  await overview.evaluate(() => { location.hash = '#/nodes'; });
+  await waitText(overview, 'nodes-country-unmet-DE', (s) => /1 unmet/.test(s));
+  await overview.getByTestId('map-legend-unmet').waitFor();
+  await waitFor('Germany outlined on the map', async () =>
+    /\bunmet\b/.test(await overview.getByTestId('map-country-DE').first().getAttribute('class') || ''));
 });
 
 flow('the admin approves a withdrawal', async (open) => {

@@ -34,11 +34,15 @@ export default function nodesPage(main, ctx) {
     if (lines.length) { replace(credit, lines.map((l, i) => [i ? ' · ' : null, linkified(l)])); credit.hidden = false; }
   }).catch(() => {});
   main.append(mapCard);
-  const showGeoip = (ov) => { if (ov && typeof ov.geoip_country === 'boolean') geoipNote.hidden = ov.geoip_country; };
+  let nodes = null;
+  let unmetRows = [];
+  const showGeoip = (ov) => {
+    if (ov && typeof ov.geoip_country === 'boolean') geoipNote.hidden = ov.geoip_country;
+    if (ov && Array.isArray(ov.unmet_demand)) { unmetRows = ov.unmet_demand; map.setUnmet(unmetRows); if (nodes) render(); }
+  };
   showGeoip(live.latest.overview);
   if (!live.latest.overview) api.get('/admin/overview').then(showGeoip).catch(() => {});
 
-  let nodes = null;
   let filter = 'all';
   let query = '';
   let sort = 'status';
@@ -97,7 +101,8 @@ export default function nodesPage(main, ctx) {
     summary.textContent = nodes.length
       ? `${count(online)} online of ${count(nodes.length)} paired${banned ? ` · ${count(banned)} banned` : ''}`
       : 'No node has been paired yet.';
-    mapCard.hidden = nodes.length === 0;
+    // Shown once a node is paired, or as soon as clients asked for a country nobody serves.
+    mapCard.hidden = nodes.length === 0 && !unmetRows.some((r) => r.country && r.country !== 'any');
     map.update(nodes);
     const rows = nodes.filter(matches).sort(sorters[sort]);
     const focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.getAttribute('data-testid') : null;
