@@ -76,8 +76,23 @@ impl Expiry<(String, String), Pin> for PinExpiry {
     }
 }
 
+/// What a pick filters nodes by; the key of [`Router::no_node`]'s short memory.
+type Shape = (Option<[u8; 2]>, Option<std::net::Ipv4Addr>, crate::identity::TrustLevel, bool);
+
+/// How long a pick that found no matching node at all answers the same filters at once, so a
+/// client asking again and again for what no node has (a country, a trust level, a vIP) costs
+/// one walk of the nodes a second, not one a request. A node coming online ends it at once
+/// (the registry's generation moves); a node whose country or trust changed may wait this long.
+const NO_NODE_MEMORY: Duration = Duration::from_secs(1);
+
+/// Filters remembered as finding no node (a fixed bound: each entry is a few bytes).
+const NO_NODE_ENTRIES: u64 = 4096;
+
 pub struct Router {
     registry: Arc<Registry>,
+    /// Recent picks that found no matching node, by filters: the registry generation they saw
+    /// and why, for [`NO_NODE_MEMORY`].
+    no_node: moka::sync::Cache<Shape, (u64, String)>,
     /// Swapped whole when the server's own addresses change (`own_addresses::refresh`).
     policy: RwLock<Arc<ServerPolicy>>,
     sessions: moka::sync::Cache<(String, String), Pin>,
@@ -115,6 +130,7 @@ impl Router {
             registry,
             policy: RwLock::new(Arc::new(policy)),
             sessions: moka::sync::Cache::builder().max_capacity(1_000_000).expire_after(PinExpiry).build(),
+            no_node: moka::sync::Cache::builder().max_capacity(NO_NODE_ENTRIES).time_to_live(NO_NODE_MEMORY).build(),
             geoip,
             max_node_streams: limits.node_max_streams as usize,
             // The node's own dial timeout plus a margin for the round trip.
@@ -165,6 +181,26 @@ impl Router {
                     .into(),
             ));
         }
+        let trust = self.min_trust.max(t.trust.unwrap_or_default());
+        let shape: Shape = (t.country, t.node, trust, t.quality_high);
+        if exclude.is_empty()
+            && let Some((generation, why)) = self.no_node.get(&shape)
+            && generation == self.registry.generation()
+        {
+            self.watchdog.unmet(t.country_code(), UnmetReason::NoNode);
+            return Err(RouteError::NoNode(why));
+        }
+        // A pinned node is looked up, not searched for.
+        if let Some(vip) = t.node {
+            let n = self.registry.by_vip(vip).filter(|n| {
+                !exclude.contains(&n.device_id)
+                    && n.accepts_streams()
+                    && self.watchdog.routable(&n.device_id)
+                    && (!t.quality_high || self.watchdog.view(&n.device_id).is_some_and(|v| v.high_tier))
+                    && self.matches(t, n)
+            });
+            return n.ok_or_else(|| self.no_node(t, exclude, shape));
+        }
         // The least loaded of a few routable nodes, offered best tier first by the watchdog.
         let mut best: Option<(usize, Arc<NodeHandle>)> = None;
         self.watchdog.offer(t.quality_high, t.country, PICK_SAMPLE, |id| {
@@ -182,13 +218,20 @@ impl Router {
             }
             true
         });
-        best.map(|(_, n)| n).ok_or_else(|| self.no_node(t, exclude))
+        best.map(|(_, n)| n).ok_or_else(|| self.no_node(t, exclude, shape))
     }
 
-    /// Why nothing matched, counted as unmet demand on a request's first pick.
-    fn no_node(&self, t: &Targeting, exclude: &[DeviceId]) -> RouteError {
-        let matching: Vec<Arc<NodeHandle>> =
-            self.registry.all().into_iter().filter(|n| self.matches(t, n) && !exclude.contains(&n.device_id)).collect();
+    /// Why nothing matched, counted as unmet demand on a request's first pick (when no node
+    /// matches at all, remembered for [`NO_NODE_MEMORY`] for the same filters).
+    fn no_node(&self, t: &Targeting, exclude: &[DeviceId], shape: Shape) -> RouteError {
+        let generation = self.registry.generation();
+        let matching: Vec<Arc<NodeHandle>> = match t.node {
+            Some(vip) => self.registry.by_vip(vip).into_iter().collect(),
+            None => self.registry.all(),
+        }
+        .into_iter()
+        .filter(|n| self.matches(t, n) && !exclude.contains(&n.device_id))
+        .collect();
         let reason = if matching.is_empty() {
             UnmetReason::NoNode
         } else if matching.iter().any(|n| n.accepts_streams()) {
@@ -211,7 +254,7 @@ impl Router {
         if t.quality_high {
             what.push("the high quality tier".to_owned());
         }
-        let trust = self.min_trust.max(t.trust.unwrap_or_default());
+        let trust = shape.2;
         if trust > crate::identity::TrustLevel::None {
             what.push(format!("device trust {trust} or better"));
         }
@@ -228,6 +271,10 @@ impl Router {
                 format!("no online node matches {} (the matching ones are flagged or not answering)", what.join(", "))
             }
         };
+        // Only "no such node at all": busy, paused and flagged nodes come back on their own.
+        if exclude.is_empty() && reason == UnmetReason::NoNode {
+            self.no_node.insert(shape, (generation, why.clone()));
+        }
         RouteError::NoNode(why)
     }
 
@@ -586,10 +633,24 @@ mod tests {
         let reasons = |w: &Watchdog| w.unmet_demand().into_iter().map(|u| (u.reason, u.count)).collect::<Vec<_>>();
         assert_eq!(reasons(&w), [(UnmetReason::NoNode, 1)]);
         assert_eq!(reasons(&w2), [(UnmetReason::AllFlagged, 1)]);
+        // Asking again for a node nobody has is answered from a second's memory, counted all the
+        // same; a node coming online ends the memory at once.
+        let pinned = targeting("alice-node-100.64.0.9");
+        for _ in 0..3 {
+            let e = r.open(&pinned, target(443)).await.err().unwrap();
+            assert!(e.to_string().contains("node 100.64.0.9"), "{e}");
+        }
+        let shape = (None, pinned.node, crate::identity::TrustLevel::None, false);
+        assert!(r.no_node.get(&shape).is_some());
+        assert_eq!(reasons(&w), [(UnmetReason::NoNode, 4)]);
+        add(&r.registry, &w, 9, Behaviour::Answers);
+        let routed = r.open(&pinned, target(443)).await.unwrap();
+        assert_eq!(routed.node.device_id, [9; 16], "a pinned node is looked up");
         // A country asked for without a GeoIP database: demand for it all the same.
         let e = r.open(&targeting("alice-country-de"), target(443)).await.err().unwrap();
         assert!(e.to_string().contains("GeoIP"), "{e}");
         let rows = w.unmet_demand();
         assert!(rows.iter().any(|u| u.country == "DE" && u.reason == UnmetReason::NoNode && u.count == 1), "{rows:?}");
+        assert!(rows.iter().any(|u| u.country == "any" && u.reason == UnmetReason::NoNode && u.count == 4), "{rows:?}");
     }
 }

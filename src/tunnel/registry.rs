@@ -182,6 +182,8 @@ impl NodeHandle {
 pub struct Registry {
     nodes: RwLock<HashMap<DeviceId, Arc<NodeHandle>>>,
     next_session: AtomicU64,
+    /// Nodes inserted so far (see [`Registry::generation`]).
+    inserted: AtomicU64,
     rotation: std::sync::atomic::AtomicUsize,
 }
 
@@ -194,9 +196,16 @@ impl Registry {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Grows with every node added: what was true of the registry's nodes at one generation
+    /// may have changed once it moves.
+    pub fn generation(&self) -> u64 {
+        self.inserted.load(Ordering::Acquire)
+    }
+
     /// Adds a node; an older session of the same device is told it was replaced and closed.
     pub fn insert(&self, node: Arc<NodeHandle>) {
         let old = self.nodes.write().ok().and_then(|mut m| m.insert(node.device_id, node));
+        self.inserted.fetch_add(1, Ordering::Release);
         if let Some(old) = old {
             tracing::info!(device = %hex::encode(old.device_id), "device reconnected; replacing its previous session");
             old.mux.send_error(ErrorCode::Replaced, "this device connected again; closing the older connection");
