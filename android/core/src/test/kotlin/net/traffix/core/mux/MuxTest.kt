@@ -111,15 +111,20 @@ class MuxTest {
     }
 
     @Test
-    fun connectionCreditIsReturnedEveryQuarterOfOurInflight() {
+    fun connectionCreditIsReturnedAsTargetsTakeTheBytesInEighthsOfOurInflight() {
         val m = mux(small.copy(ownInflight = 4000))
         val s = m.accept(1, 100, 10)!!
         m.dispatch(data(1, 300))
         m.dispatch(data(1, 300))
-        m.dispatch(data(9, 300)) // an unknown stream still took connection credit
+        m.dispatch(data(9, 300)) // an unknown stream: dropped, its 300 bytes are free again
         assertEquals(emptyList<Frame>(), drain())
-        m.dispatch(data(1, 200)) // 1,100 ≥ 4,000 / 4
-        assertEquals(listOf<Frame>(Frame.Window(0, 1100)), drain())
+        m.dispatch(data(1, 200))
+        assertEquals("arrival alone returns nothing", emptyList<Frame>(), drain())
+        assertEquals(800L, m.bufferedBytes)
+        s.receive(0)
+        s.consumed(300) // 300 dropped + 300 taken ≥ 4,000 / 8
+        assertEquals(listOf<Frame>(Frame.Window(0, 600)), drain())
+        assertEquals(500L, m.bufferedBytes)
         s.release()
     }
 
