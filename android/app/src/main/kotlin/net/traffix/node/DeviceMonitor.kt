@@ -142,7 +142,7 @@ class DeviceMonitor(
             defaultNetwork = net
             val caps = connectivity.getNetworkCapabilities(net)
             type = caps?.let(::typeOf) ?: NetworkType.UNKNOWN
-            caps?.let(::readCosts)
+            caps?.let { readCosts(it) }
             connectivity.getLinkProperties(net)?.let { links[net] = ownNetworksOf(it) }
         }
         sample = DeviceSample(type, batteryPct, charging)

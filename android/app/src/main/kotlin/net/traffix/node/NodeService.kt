@@ -131,8 +131,19 @@ class NodeService : LifecycleService() {
     private lateinit var store: SettingsStore
     private lateinit var monitor: DeviceMonitor
     private lateinit var meter: RadioUsageMeter
-    private lateinit var wakeLock: PowerManager.WakeLock
-    private lateinit var wifiLock: WifiManager.WifiLock
+    private val wakeLock: PowerManager.WakeLock by lazy {
+        getSystemService(PowerManager::class.java).newWakeLock(PowerManager.PARTIAL_WAKE_LOCK, "traffix:streams").apply {
+            setReferenceCounted(false)
+        }
+    }
+
+    /** FULL_HIGH_PERF (deprecated in 34, still honoured): the mode that keeps a screen-off Wi-Fi radio out of power save. */
+    @Suppress("DEPRECATION")
+    private val wifiLock: WifiManager.WifiLock by lazy {
+        getSystemService(WifiManager::class.java).createWifiLock(WifiManager.WIFI_MODE_FULL_HIGH_PERF, "traffix:streams").apply {
+            setReferenceCounted(false)
+        }
+    }
     private var agent: Agent? = null
 
     /** The listener of [agent]; a replaced agent's late events are ignored. Read on the agent's thread. */
@@ -171,15 +182,6 @@ class NodeService : LifecycleService() {
                 .setDescription(getString(R.string.channel_alerts_description))
                 .build(),
         )
-        wakeLock =
-            getSystemService(PowerManager::class.java).newWakeLock(PowerManager.PARTIAL_WAKE_LOCK, "traffix:streams").apply {
-                setReferenceCounted(false)
-            }
-        @Suppress("DEPRECATION") // FULL_HIGH_PERF: the mode that keeps a screen-off radio out of power save
-        wifiLock =
-            getSystemService(WifiManager::class.java).createWifiLock(WifiManager.WIFI_MODE_FULL_HIGH_PERF, "traffix:streams").apply {
-                setReferenceCounted(false)
-            }
         meter = RadioUsageMeter(store.meterState(LocalDate.now()))
         monitor =
             DeviceMonitor(
@@ -432,11 +434,12 @@ class NodeService : LifecycleService() {
         when {
             next != null && was == null -> {
                 log(LogLevel.INFO, "held by the phone reasons=\"${next.describe()}\"")
-                a.stop()
+                // A refusal that needs the owner (FAILED) stays as it is: stopping would hide it.
+                if (status.phase != Phase.FAILED) a.stop()
             }
             next == null && was != null -> {
                 log(LogLevel.INFO, "hold lifted")
-                if (wanted) a.start()
+                if (wanted && a.status.phase == Phase.STOPPED) a.start()
             }
         }
     }

@@ -3,6 +3,7 @@ package net.traffix.node
 import android.content.Context
 import androidx.annotation.StringRes
 import net.traffix.core.agent.Phase
+import net.traffix.core.device.OemGuide
 import net.traffix.core.policy.Action
 import net.traffix.core.policy.ResourceDecision
 import net.traffix.core.text.UiText
@@ -39,6 +40,19 @@ object Texts {
 
     @StringRes
     fun res(phase: Phase): Int = res(UiText.of(phase))
+
+    /** The battery-manager steps for a phone maker (core [OemGuide] picks the maker). */
+    @StringRes
+    fun res(g: OemGuide): Int =
+        when (g) {
+            OemGuide.XIAOMI -> R.string.guide_xiaomi
+            OemGuide.HUAWEI -> R.string.guide_huawei
+            OemGuide.SAMSUNG -> R.string.guide_samsung
+            OemGuide.ONEPLUS -> R.string.guide_oneplus
+            OemGuide.OPPO -> R.string.guide_oppo
+            OemGuide.VIVO -> R.string.guide_vivo
+            OemGuide.OTHER -> R.string.guide_other
+        }
 
     /** The decision's reasons in the owner's language, joined. */
     fun reasons(context: Context, d: ResourceDecision): String =

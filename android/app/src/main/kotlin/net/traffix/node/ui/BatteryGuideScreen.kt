@@ -13,6 +13,7 @@ import androidx.compose.ui.platform.LocalContext
 import androidx.compose.ui.res.stringResource
 import net.traffix.core.device.OemGuide
 import net.traffix.node.R
+import net.traffix.node.Texts
 
 /**
  * Keeping the node alive: Android's own battery optimisation first, then the extra step this
@@ -23,7 +24,6 @@ import net.traffix.node.R
 internal fun BatteryGuideScreen(onDone: () -> Unit) {
     val context = LocalContext.current
     val guide = OemGuide.forMaker(Build.MANUFACTURER, Build.BRAND)
-    val steps = context.resources.getIdentifier(guide.resName, "string", context.packageName)
     ScreenColumn {
         Text(stringResource(R.string.guide_title), style = MaterialTheme.typography.headlineSmall)
         Text(stringResource(R.string.guide_intro), style = MaterialTheme.typography.bodyMedium)
@@ -34,7 +34,7 @@ internal fun BatteryGuideScreen(onDone: () -> Unit) {
             }
         }
         Section(stringResource(R.string.guide_maker_title, Build.MANUFACTURER)) {
-            if (steps != 0) Text(stringResource(steps), style = MaterialTheme.typography.bodyMedium)
+            Text(stringResource(Texts.res(guide)), style = MaterialTheme.typography.bodyMedium)
             TextButton(onClick = { openUrl(context, "https://dontkillmyapp.com/${Build.MANUFACTURER.lowercase()}", "https://dontkillmyapp.com/") }) {
                 Text(stringResource(R.string.guide_more))
             }
