@@ -327,4 +327,29 @@ class MuxTest {
             assertTrue("stream $id FIN", fins[id])
         }
     }
+
+    @Test
+    fun anOwnedBufferBecomesItsFrameAndIsSplitOnlyWhenCreditIsShort() {
+        val m = mux()
+        val s = m.accept(1, 500, 10)!!
+        val whole = ByteArray(300) { (it * 3).toByte() }
+        assertEquals(SendResult.SENT, s.writeOwned(whole))
+        assertEquals(listOf<Frame>(Frame.Data(1, false, Bytes.of(whole))), drain())
+        // 200 bytes of credit left: the same call splits into copies, in order, the rest waiting for WINDOW.
+        val big = ByteArray(300) { (it + 1).toByte() }
+        val result = AtomicReference<SendResult>()
+        val writer = Thread { result.set(s.writeOwned(big, fin = true)) }.apply { start() }
+        val first = sentFrames(1)
+        assertEquals(listOf(200), first.map { (it as Frame.Data).payload.size })
+        m.dispatch(Frame.Window(1, 100))
+        writer.join(10_000)
+        assertEquals(SendResult.SENT, result.get())
+        val rest = drain()
+        assertEquals(listOf(100), rest.map { (it as Frame.Data).payload.size })
+        assertTrue((rest.single() as Frame.Data).fin)
+        assertEquals(Bytes.of(big), Bytes.of((first + rest).flatMap { (it as Frame.Data).payload.toByteArray().toList() }.toByteArray()))
+    }
+
+    /** Waits for [n] frames from a writer thread (a blocking take, not a sleep). */
+    private fun sentFrames(n: Int): List<Frame> = List(n) { sent.poll(10, TimeUnit.SECONDS) ?: throw AssertionError("no frame") }
 }
