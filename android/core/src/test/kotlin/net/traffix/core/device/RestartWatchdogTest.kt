@@ -1,10 +1,23 @@
 package net.traffix.core.device
 
+import java.time.ZoneOffset
+import net.traffix.core.agent.Agent
+import net.traffix.core.agent.AgentConfig
+import net.traffix.core.agent.AgentListener
 import net.traffix.core.agent.AgentStatus
+import net.traffix.core.agent.DeviceSample
 import net.traffix.core.agent.Phase
-import net.traffix.core.policy.DataUsage
-import net.traffix.core.policy.ResourceDecision
+import net.traffix.core.pairing.PairLink
+import net.traffix.core.policy.ResourceSettings
+import net.traffix.core.protocol.ErrorCode
+import net.traffix.core.protocol.Frame
+import net.traffix.core.protocol.NetworkType
+import net.traffix.core.testing.FakeClock
+import net.traffix.core.testing.FakeTransport
+import net.traffix.core.testing.ManualScheduler
+import net.traffix.core.testing.SoftwareSigner
 import net.traffix.core.text.UiText
+import net.traffix.core.util.Bytes
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertFalse
 import org.junit.Assert.assertNull
@@ -12,8 +25,26 @@ import org.junit.Assert.assertTrue
 import org.junit.Test
 
 class RestartWatchdogTest {
-    private fun status(phase: Phase, lastError: String?) =
-        AgentStatus(phase, ResourceDecision.SERVE, 0, null, lastError, null, null, null, DataUsage(java.time.LocalDate.of(2026, 1, 1)), 0, 0, 0, null)
+    private val clock = FakeClock()
+    private val sched = ManualScheduler(clock)
+    private val transport = FakeTransport()
+
+    /** A real agent on a scripted transport and a hand-run clock. */
+    private fun agent(): Agent =
+        Agent(
+            AgentConfig(PairLink("127.0.0.1:8443", Bytes.of(ByteArray(32) { 7 }), "PAIRCODE"), paired = true),
+            SoftwareSigner.newP256(),
+            transport,
+            object : AgentListener {},
+            ResourceSettings(),
+            DeviceSample(NetworkType.WIFI, 80, false),
+            clock = clock,
+            zone = ZoneOffset.UTC,
+            scheduler = sched,
+            random = { 0.5 },
+        )
+
+    private fun status(phase: Phase, lastError: String?): AgentStatus = agent().status.copy(phase = phase, lastError = lastError)
 
     @Test
     fun stickyRestartsAndBootRunOnlyWhatTheOwnerLeftRunning() {
@@ -61,7 +92,21 @@ class RestartWatchdogTest {
         // The agent's wording is the ErrorCode's name: keep the two in step.
         assertEquals(
             RestartWatchdog.VERSION_REFUSAL,
-            "server refused: " + net.traffix.core.protocol.ErrorCode.VERSION_UNSUPPORTED.name.lowercase(),
+            "server refused: " + ErrorCode.VERSION_UNSUPPORTED.name.lowercase(),
         )
+    }
+
+    @Test
+    fun theRealAgentsVersionRefusalIsRecognised() {
+        // The agent's own wording of an ERROR 1 during the handshake, not a hand-written copy.
+        val a = agent()
+        a.start()
+        sched.runDue()
+        transport.last.open()
+        transport.last.deliver(Frame.Error(ErrorCode.VERSION_UNSUPPORTED, "node speaks 1..1"))
+        sched.runDue()
+        assertTrue(a.status.lastError, RestartWatchdog.needsUpdate(a.status))
+        assertEquals(OwnerNotice(UiText.NOTICE_UPDATE_REQUIRED), RestartWatchdog.assess(RunJournal(), true, 0, a.status))
+        a.close()
     }
 }
