@@ -46,11 +46,13 @@ import net.traffix.core.agent.AgentStatus
 import net.traffix.core.agent.DeviceInfo
 import net.traffix.core.agent.LogLevel
 import net.traffix.core.agent.Phase
+import net.traffix.core.agent.ThreadScheduler
 import net.traffix.core.device.KeepAwake
 import net.traffix.core.device.OwnerNotice
 import net.traffix.core.device.Pacer
 import net.traffix.core.device.RestartWatchdog
 import net.traffix.core.device.StartCause
+import net.traffix.core.device.WakingScheduler
 import net.traffix.core.identity.EmulatorHints
 import net.traffix.core.onboarding.Consent
 import net.traffix.core.policy.Action
@@ -59,7 +61,6 @@ import net.traffix.core.policy.DeviceConditions
 import net.traffix.core.policy.FieldGate
 import net.traffix.core.policy.ResourceDecision
 import net.traffix.core.support.LogRing
-import net.traffix.core.time.Clock
 import net.traffix.core.transport.OkHttpTransport
 import net.traffix.core.usage.RadioUsageMeter
 import net.traffix.node.ui.MainActivity
@@ -155,7 +156,7 @@ class NodeService : LifecycleService() {
     /** A reason only the phone sees holds the agent stopped; null while the agent may run. */
     private var held: ResourceDecision? = null
     private var boundTo: Network? = null
-    private val keepAwake = KeepAwake(Clock.SYSTEM)
+    private val keepAwake = KeepAwake(AlarmWaker.ELAPSED)
     private var lockRecheck: Job? = null
     private val notificationPacer = Pacer(Pacer.NOTIFICATION_MILLIS)
     private val savePacer = Pacer(Pacer.SETTINGS_MILLIS)
@@ -362,6 +363,10 @@ class NodeService : LifecycleService() {
                 // The agent counts relayed payload on top of what the radio counted so far; the
                 // caps themselves are judged on the radio's count (FieldGate, evaluate()).
                 meter.usage(LocalDate.now(), store.settings.value.monthStartDay),
+                // Time that counts the CPU's sleep, and timers that wake the phone (the node
+                // holds no wake lock while idle).
+                clock = AlarmWaker.ELAPSED,
+                scheduler = WakingScheduler(ThreadScheduler(), AlarmWaker(this)),
                 log = { level, message -> log(level, message) },
             )
         a.updateOwnNetworks(monitor.ownNetworks)

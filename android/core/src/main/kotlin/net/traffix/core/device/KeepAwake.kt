@@ -8,7 +8,8 @@ import net.traffix.core.time.Clock
  * When the phone must stay awake: a partial wake lock (and a Wi-Fi lock on Wi-Fi, so the radio
  * does not drop into power save mid-transfer) only while streams are live, kept for [lingerMillis]
  * after the last one ends so a burst of short streams does not flap the locks. An idle tunnel
- * needs neither: the heartbeat wakes the phone when due. The app applies [update]'s answer.
+ * needs neither: the agent's timers wake the phone by alarm when due ([WakingScheduler]), and
+ * the server's frames wake it as they arrive. The app applies [update]'s answer.
  */
 class KeepAwake(private val clock: Clock, private val lingerMillis: Long = 30_000) {
     /** Which locks to hold. */
