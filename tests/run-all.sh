@@ -30,6 +30,8 @@ cargo test --locked
 tests/browser/run.sh
 echo "==> android core (Kotlin/JVM): android/scripts/test-core.sh"
 android/scripts/test-core.sh
+echo "==> android app (aapt2 link against framework-res, R references, ktlint): android/scripts/check-app.sh"
+android/scripts/check-app.sh
 echo "==> packaging (.deb, systemd units, container): packaging/test-packaging.sh"
 packaging/test-packaging.sh
 echo "==> all tests passed"

@@ -129,7 +129,7 @@ echo "==> JUnit: $(echo "$classes" | wc -l) test classes"
 log="$build_dir/junit.log"
 set +e
 # shellcheck disable=SC2086 # one argument per class name
-java -Dtraffix.vectors="$repo_dir/tests/vectors" -Dtraffix.bin="$traffix_bin" -cp "$build_dir/test:$build_dir/main:$test_cp:$stdlib" \
+java -Dtraffix.vectors="$repo_dir/tests/vectors" -Dtraffix.strings="$android_dir/app/src/main/res/values/strings.xml" -Dtraffix.bin="$traffix_bin" -cp "$build_dir/test:$build_dir/main:$test_cp:$stdlib" \
   org.junit.runner.JUnitCore $classes 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e

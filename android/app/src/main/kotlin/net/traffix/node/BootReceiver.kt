@@ -15,17 +15,15 @@ class BootReceiver : BroadcastReceiver() {
     override fun onReceive(context: Context, intent: Intent) {
         val store = SettingsStore.get(context)
         if (store.pairing.value?.paired != true) return
-        val start =
-            when (intent.action) {
-                Intent.ACTION_BOOT_COMPLETED -> store.startOnBoot.value
-                Intent.ACTION_MY_PACKAGE_REPLACED -> store.ownerWantsRunning
-                else -> false
-            }
-        if (!start) return
         try {
-            NodeService.start(context)
+            when (intent.action) {
+                // After a reboot only when the owner left it running and wants it on boot.
+                Intent.ACTION_BOOT_COMPLETED -> if (store.startOnBoot.value && store.ownerWantsRunning) NodeService.startAfterBoot(context)
+                Intent.ACTION_MY_PACKAGE_REPLACED -> if (store.ownerWantsRunning) NodeService.startAfterUpdate(context)
+            }
         } catch (e: IllegalStateException) {
-            // ForegroundServiceStartNotAllowedException: the owner starts it from the app.
+            // ForegroundServiceStartNotAllowedException: the Home screen tells the owner (core
+            // RestartWatchdog: meant to run, not running) and offers Start.
             Log.w(TAG, "cannot start the node from ${intent.action}", e)
         }
     }

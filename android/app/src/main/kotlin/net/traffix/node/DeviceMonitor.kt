@@ -12,6 +12,7 @@ import android.net.NetworkRequest
 import android.os.BatteryManager
 import android.os.Handler
 import android.os.Looper
+import android.os.PowerManager
 import androidx.core.content.ContextCompat
 import java.net.InetAddress
 import net.traffix.core.agent.DeviceSample
@@ -20,8 +21,22 @@ import net.traffix.core.net.IpAddr
 import net.traffix.core.protocol.NetworkType
 
 /**
+ * What the phone knows beyond [DeviceSample]: the default network itself (the one the node is
+ * bound to), whether it is metered or roaming (`NET_CAPABILITY_NOT_METERED` /
+ * `NET_CAPABILITY_NOT_ROAMING` absent), Data Saver for this app and Battery Saver.
+ */
+data class PhoneFacts(
+    val network: Network?,
+    val metered: Boolean,
+    val roaming: Boolean,
+    val dataSaver: Boolean,
+    val batterySaver: Boolean,
+)
+
+/**
  * The phone's facts the core's policies need, pushed when they change:
  * - [DeviceSample] (battery level, charging, the default network's type) for ResourcePolicy;
+ * - [PhoneFacts] (metered, roaming, Data Saver, Battery Saver) for the core's `FieldGate`;
  * - the phone's own networks — every interface's addresses with their prefixes (the on-link
  *   IPv6 prefixes too), gateways and DNS servers — for the egress policy (SECURITY.md §1).
  *
@@ -32,10 +47,14 @@ class DeviceMonitor(
     context: Context,
     private val onSample: (DeviceSample) -> Unit,
     private val onOwnNetworks: (List<OwnNetwork>) -> Unit,
+    private val onFacts: (PhoneFacts) -> Unit,
 ) {
     private val context = context.applicationContext
     private val connectivity = context.getSystemService(ConnectivityManager::class.java)
     private val batteryManager = context.getSystemService(BatteryManager::class.java)
+    private val power = context.getSystemService(PowerManager::class.java)
+    private var metered = true
+    private var roaming = false
     private val main = Handler(Looper.getMainLooper())
 
     private var batteryPct: Int? = null
@@ -53,6 +72,17 @@ class DeviceMonitor(
     var ownNetworks: List<OwnNetwork> = emptyList()
         private set
 
+    var facts: PhoneFacts = PhoneFacts(null, metered = true, roaming = false, dataSaver = false, batterySaver = false)
+        private set
+
+    /** Data Saver and Battery Saver switched by the owner. */
+    private val saverReceiver =
+        object : BroadcastReceiver() {
+            override fun onReceive(context: Context, intent: Intent) {
+                publishFacts()
+            }
+        }
+
     private val batteryReceiver =
         object : BroadcastReceiver() {
             override fun onReceive(context: Context, intent: Intent) {
@@ -67,14 +97,19 @@ class DeviceMonitor(
             override fun onCapabilitiesChanged(network: Network, networkCapabilities: NetworkCapabilities) {
                 defaultNetwork = network
                 type = typeOf(networkCapabilities)
+                readCosts(networkCapabilities)
                 publishSample()
+                publishFacts()
             }
 
             override fun onLost(network: Network) {
                 if (network == defaultNetwork) {
                     defaultNetwork = null
                     type = NetworkType.UNKNOWN
+                    metered = true
+                    roaming = false
                     publishSample()
+                    publishFacts()
                 }
             }
         }
@@ -105,10 +140,22 @@ class DeviceMonitor(
         )?.let { readBattery(it) }
         connectivity.activeNetwork?.let { net ->
             defaultNetwork = net
-            type = connectivity.getNetworkCapabilities(net)?.let(::typeOf) ?: NetworkType.UNKNOWN
+            val caps = connectivity.getNetworkCapabilities(net)
+            type = caps?.let(::typeOf) ?: NetworkType.UNKNOWN
+            caps?.let { readCosts(it) }
             connectivity.getLinkProperties(net)?.let { links[net] = ownNetworksOf(it) }
         }
         sample = DeviceSample(type, batteryPct, charging)
+        facts = currentFacts()
+        ContextCompat.registerReceiver(
+            context,
+            saverReceiver,
+            IntentFilter().apply {
+                addAction(ConnectivityManager.ACTION_RESTRICT_BACKGROUND_CHANGED)
+                addAction(PowerManager.ACTION_POWER_SAVE_MODE_CHANGED)
+            },
+            ContextCompat.RECEIVER_NOT_EXPORTED,
+        )
         ownNetworks = links.values.flatten().distinct()
         connectivity.registerDefaultNetworkCallback(defaultCallback, main)
         val everyNetwork =
@@ -123,6 +170,7 @@ class DeviceMonitor(
         if (!started) return
         started = false
         context.unregisterReceiver(batteryReceiver)
+        context.unregisterReceiver(saverReceiver)
         connectivity.unregisterNetworkCallback(defaultCallback)
         connectivity.unregisterNetworkCallback(allCallback)
     }
@@ -149,6 +197,29 @@ class DeviceMonitor(
         if (next == sample) return // battery broadcasts repeat for voltage and temperature
         sample = next
         if (started) onSample(next)
+    }
+
+    /** A hotspot is Wi-Fi without NOT_METERED; a roaming network lacks NOT_ROAMING. */
+    private fun readCosts(caps: NetworkCapabilities) {
+        metered = !caps.hasCapability(NetworkCapabilities.NET_CAPABILITY_NOT_METERED)
+        roaming = !caps.hasCapability(NetworkCapabilities.NET_CAPABILITY_NOT_ROAMING)
+    }
+
+    private fun currentFacts() =
+        PhoneFacts(
+            network = defaultNetwork,
+            metered = metered,
+            roaming = roaming,
+            // Only "enabled" restricts this app; whitelisted (the owner exempted it) and disabled do not.
+            dataSaver = connectivity.restrictBackgroundStatus == ConnectivityManager.RESTRICT_BACKGROUND_STATUS_ENABLED,
+            batterySaver = power.isPowerSaveMode,
+        )
+
+    private fun publishFacts() {
+        val next = currentFacts()
+        if (next == facts) return
+        facts = next
+        if (started) onFacts(next)
     }
 
     private fun publishOwnNetworks() {

@@ -8,19 +8,23 @@ import java.time.format.DateTimeParseException
 import kotlinx.coroutines.flow.MutableStateFlow
 import kotlinx.coroutines.flow.StateFlow
 import kotlinx.coroutines.flow.asStateFlow
+import net.traffix.core.device.RunJournal
 import net.traffix.core.pairing.PairLink
 import net.traffix.core.policy.DataUsage
 import net.traffix.core.policy.ResourceSettings
+import net.traffix.core.usage.RadioUsageMeter
 
 /**
  * What the app keeps across restarts, in one private SharedPreferences file (excluded from
  * backups: the device key cannot leave the phone, so neither may the pairing): the pairing link
- * and whether the server accepted this device's key, the owner's [ResourceSettings], "start on
- * boot", and the byte counters the data caps are measured with.
+ * and whether the server accepted this device's key, the owner's [ResourceSettings] (with the
+ * owner's pause), "start on boot", the accepted disclosure and the operator's terms, the radio's
+ * byte counters the data caps are measured with, and the service's [RunJournal].
  *
  * One instance per process ([get]); its flows are what the service and the screens observe.
  * SharedPreferences rather than DataStore: the boot receiver and the service read it
- * synchronously at start, and writes are small and rare (usage at most every 2 s).
+ * synchronously at start, and writes are small and rare (usage and the journal at most every
+ * 30 s, core's `Pacer`).
  */
 class SettingsStore private constructor(private val prefs: SharedPreferences) {
     /** The stored pairing: [paired] once the server accepted the key (PROOF from then on). */
@@ -36,9 +40,61 @@ class SettingsStore private constructor(private val prefs: SharedPreferences) {
     val startOnBoot: StateFlow<Boolean> = _startOnBoot.asStateFlow()
 
     /** The owner's last Start or Stop: an app update restarts the node only if it was running. */
-    var ownerWantsRunning: Boolean
-        get() = prefs.getBoolean(K_WANT_RUNNING, false)
-        set(value) = prefs.edit { putBoolean(K_WANT_RUNNING, value) }
+    val ownerWantsRunning: Boolean get() = journal().wantRunning
+
+    private val _consentVersion = MutableStateFlow(prefs.getInt(K_CONSENT, 0).takeIf { it > 0 })
+
+    /** The version of the sharing disclosure the owner accepted, or null (core `Consent`). */
+    val consentVersion: StateFlow<Int?> = _consentVersion.asStateFlow()
+
+    /** The operator's terms from the last pairing link, shown again from Home. */
+    val termsUrl: String? get() = prefs.getString(K_TERMS, null)
+
+    fun acceptConsent(version: Int, terms: String?) {
+        prefs.edit {
+            putInt(K_CONSENT, version)
+            if (terms != null) putString(K_TERMS, terms) else remove(K_TERMS)
+        }
+        _consentVersion.value = version
+    }
+
+    /** Pauses or resumes sharing: a setting the core's policy reads (pause reason by_owner). */
+    fun setPaused(paused: Boolean) {
+        if (_settings.value.paused == paused) return
+        saveSettings(_settings.value.copy(paused = paused))
+    }
+
+    /** What the service remembers about its own life (core `RestartWatchdog`). */
+    fun journal(): RunJournal =
+        RunJournal(
+            wantRunning = prefs.getBoolean(K_WANT_RUNNING, false),
+            lastAliveMillis = prefs.getLong(K_ALIVE, NONE).takeIf { it != NONE },
+            restartRefusedAtMillis = prefs.getLong(K_REFUSED, NONE).takeIf { it != NONE },
+        )
+
+    fun saveJournal(j: RunJournal) {
+        prefs.edit {
+            putBoolean(K_WANT_RUNNING, j.wantRunning)
+            putLong(K_ALIVE, j.lastAliveMillis ?: NONE)
+            putLong(K_REFUSED, j.restartRefusedAtMillis ?: NONE)
+        }
+    }
+
+    /** The radio meter's state: the counts and the UID counter reading they were made from. */
+    fun meterState(today: LocalDate): RadioUsageMeter.MeterState =
+        RadioUsageMeter.MeterState(
+            usage = usage() ?: DataUsage(today),
+            lastTotal = prefs.getLong(K_METER_TOTAL, NONE).takeIf { it >= 0 },
+            bootId = prefs.getLong(K_METER_BOOT, NONE).takeIf { it >= 0 },
+        )
+
+    fun saveMeterState(m: RadioUsageMeter.MeterState) {
+        saveUsage(m.usage)
+        prefs.edit {
+            putLong(K_METER_TOTAL, m.lastTotal ?: NONE)
+            putLong(K_METER_BOOT, m.bootId ?: NONE)
+        }
+    }
 
     /** A new pairing link: not paired until the server's WELCOME ([markPaired]). */
     fun savePairLink(link: PairLink) {
@@ -78,6 +134,7 @@ class SettingsStore private constructor(private val prefs: SharedPreferences) {
             putInt(K_MONTH_START, s.monthStartDay)
             putString(K_SCHEDULE, Formats.encodeSchedule(s.schedule))
             putInt(K_MAX_STREAMS, s.maxStreams)
+            putBoolean(K_PAUSED, s.paused)
         }
         _settings.value = s
     }
@@ -126,6 +183,7 @@ class SettingsStore private constructor(private val prefs: SharedPreferences) {
                 monthStartDay = prefs.getInt(K_MONTH_START, d.monthStartDay),
                 schedule = Formats.decodeSchedule(prefs.getString(K_SCHEDULE, "") ?: ""),
                 maxStreams = prefs.getInt(K_MAX_STREAMS, d.maxStreams),
+                paused = prefs.getBoolean(K_PAUSED, false),
             )
         } catch (e: IllegalArgumentException) {
             d
@@ -166,6 +224,13 @@ class SettingsStore private constructor(private val prefs: SharedPreferences) {
         private const val K_USAGE_DAY = "usage_day"
         private const val K_USAGE_TODAY = "usage_today"
         private const val K_USAGE_MONTH = "usage_month"
+        private const val K_PAUSED = "paused_by_owner"
+        private const val K_CONSENT = "consent_version"
+        private const val K_TERMS = "operator_terms_url"
+        private const val K_ALIVE = "last_alive_millis"
+        private const val K_REFUSED = "restart_refused_millis"
+        private const val K_METER_TOTAL = "meter_uid_total"
+        private const val K_METER_BOOT = "meter_boot_id"
 
         @Volatile private var instance: SettingsStore? = null
 

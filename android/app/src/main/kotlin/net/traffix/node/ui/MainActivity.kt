@@ -43,6 +43,8 @@ import androidx.compose.ui.res.stringResource
 import androidx.compose.ui.text.style.TextAlign
 import androidx.compose.ui.unit.dp
 import androidx.lifecycle.compose.collectAsStateWithLifecycle
+import net.traffix.core.onboarding.Consent
+import net.traffix.node.NodeService
 import net.traffix.node.R
 import net.traffix.node.SettingsStore
 
@@ -80,12 +82,29 @@ private enum class Screen(@StringRes val label: Int, @DrawableRes val icon: Int)
     STATS(R.string.tab_stats, R.drawable.ic_tab_stats),
     SETTINGS(R.string.tab_settings, R.drawable.ic_tab_settings),
     PAIR(R.string.tab_pair, 0),
+    GUIDE(R.string.guide_title, 0),
 }
 
 @Composable
 private fun NodeApp(store: SettingsStore, openedLink: String?, onLinkTaken: () -> Unit) {
+    val context = LocalContext.current
     val pairing by store.pairing.collectAsStateWithLifecycle()
+    val consented by store.consentVersion.collectAsStateWithLifecycle()
     var chosen by rememberSaveable { mutableStateOf(Screen.HOME) }
+    val paired = pairing
+    if (paired != null && openedLink == null && Consent.needed(consented)) {
+        // Paired before this version of the disclosure: the owner agrees again before sharing.
+        ConsentScreen(
+            server = paired.link.host,
+            termsUrl = store.termsUrl,
+            onAgree = {
+                store.acceptConsent(Consent.VERSION, store.termsUrl)
+                NodeService.start(context)
+            },
+            onDecline = { NodeService.stop(context) },
+        )
+        return
+    }
     val screen = if (pairing == null || openedLink != null) Screen.PAIR else chosen
     BackHandler(enabled = screen != Screen.HOME && pairing != null) {
         onLinkTaken()
@@ -93,7 +112,7 @@ private fun NodeApp(store: SettingsStore, openedLink: String?, onLinkTaken: () -
     }
     Scaffold(
         bottomBar = {
-            if (screen != Screen.PAIR) {
+            if (screen != Screen.PAIR && screen != Screen.GUIDE) {
                 NavigationBar {
                     for (s in listOf(Screen.HOME, Screen.STATS, Screen.SETTINGS)) {
                         NavigationBarItem(
@@ -109,7 +128,8 @@ private fun NodeApp(store: SettingsStore, openedLink: String?, onLinkTaken: () -
     ) { padding ->
         Box(Modifier.padding(padding)) {
             when (screen) {
-                Screen.HOME -> HomeScreen(store, onPairAgain = { chosen = Screen.PAIR })
+                Screen.HOME -> HomeScreen(store, onPairAgain = { chosen = Screen.PAIR }, onBatteryGuide = { chosen = Screen.GUIDE })
+                Screen.GUIDE -> BatteryGuideScreen(onDone = { chosen = Screen.HOME })
                 Screen.STATS -> StatsScreen(store)
                 Screen.SETTINGS -> SettingsScreen(store)
                 Screen.PAIR ->

@@ -20,6 +20,7 @@ import androidx.compose.ui.text.input.KeyboardType
 import androidx.compose.foundation.text.KeyboardOptions
 import com.journeyapps.barcodescanner.ScanContract
 import com.journeyapps.barcodescanner.ScanOptions
+import net.traffix.core.onboarding.Consent
 import net.traffix.core.pairing.PairLink
 import net.traffix.node.NodeService
 import net.traffix.node.R
@@ -43,15 +44,37 @@ internal fun PairScreen(store: SettingsStore, openedLink: String?, repairing: Bo
         }
     }
 
+    // A good link waiting for the owner's consent (the disclosure comes before any sharing).
+    var pending by rememberSaveable { mutableStateOf<String?>(null) }
+
+    fun accept(value: String, link: PairLink) {
+        store.acceptConsent(Consent.VERSION, Consent.termsUrl(value))
+        store.savePairLink(link)
+        store.setPaused(false)
+        NodeService.start(context)
+        pending = null
+        onDone()
+    }
+
     fun pair(value: String) {
         when (val r = PairLink.parse(value)) {
             is PairLink.Result.Invalid -> error = r.why
-            is PairLink.Result.Ok -> {
-                store.savePairLink(r.link)
-                NodeService.start(context)
-                onDone()
-            }
+            is PairLink.Result.Ok -> pending = value
         }
+    }
+
+    val waiting = pending?.let { p -> (PairLink.parse(p) as? PairLink.Result.Ok)?.link?.let { p to it } }
+    if (waiting != null) {
+        val (value, link) = waiting
+        // Every pairing shows the disclosure with that link's operator terms: a new operator may
+        // have other terms.
+        ConsentScreen(
+            server = link.host,
+            termsUrl = Consent.termsUrl(value),
+            onAgree = { accept(value, link) },
+            onDecline = { pending = null },
+        )
+        return
     }
 
     // zxing-android-embedded's CaptureActivity asks for the camera permission itself.

@@ -131,7 +131,8 @@ internal fun SettingsScreen(store: SettingsStore) {
             Button(onClick = {
                 error =
                     try {
-                        store.saveSettings(form.toSettings(context))
+                        // The owner's pause is not on this form (notification, tile, Home): keep it.
+                        store.saveSettings(form.toSettings(context).copy(paused = store.settings.value.paused))
                         null
                     } catch (e: IllegalArgumentException) {
                         e.message ?: context.getString(R.string.set_invalid)

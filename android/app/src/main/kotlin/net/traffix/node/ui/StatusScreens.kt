@@ -44,36 +44,52 @@ import java.util.Date
 import kotlinx.coroutines.delay
 import net.traffix.core.agent.AgentStatus
 import net.traffix.core.agent.Phase
-import net.traffix.core.policy.Action
+import net.traffix.core.device.OwnerNotice
+import net.traffix.core.device.RestartWatchdog
 import net.traffix.core.policy.DataUsage
+import net.traffix.core.text.UiText
+import net.traffix.node.BuildConfig
 import net.traffix.node.Formats
 import net.traffix.node.NodeService
 import net.traffix.node.NodeStatus
 import net.traffix.node.R
 import net.traffix.node.SettingsStore
+import net.traffix.node.Texts
 import net.traffix.node.UNKNOWN
 
-/** Home: what the node is doing and why, today's numbers, Start / Stop / Retry, permission prompts. */
+/**
+ * Home: what the node is doing and why, today's numbers, Start / Stop / Pause / Retry, what the
+ * owner must know (a refused restart, a node the system ended, an update the server requires),
+ * permission prompts, the battery guide, the operator's terms and the log for support.
+ */
 @Composable
-internal fun HomeScreen(store: SettingsStore, onPairAgain: () -> Unit) {
+internal fun HomeScreen(store: SettingsStore, onPairAgain: () -> Unit, onBatteryGuide: () -> Unit) {
     val context = LocalContext.current
     val status by NodeStatus.agent.collectAsStateWithLifecycle()
     val running by NodeStatus.running.collectAsStateWithLifecycle()
     val notice by NodeStatus.notice.collectAsStateWithLifecycle()
+    val hold by NodeStatus.hold.collectAsStateWithLifecycle()
+    val radio by NodeStatus.radioUsage.collectAsStateWithLifecycle()
     val pairing by store.pairing.collectAsStateWithLifecycle()
+    val settings by store.settings.collectAsStateWithLifecycle()
     val s = status?.takeIf { running }
+    val ownerNotice = RestartWatchdog.assess(store.journal(), running, System.currentTimeMillis(), status)
 
     ScreenColumn {
-        notice?.let { NoticeCard(it) }
+        notice?.let { NoticeCard(stringResource(it)) }
+        ownerNotice?.let { n -> OwnerNoticeCard(n, onBatteryGuide) }
         PermissionCards()
 
         Section(stringResource(R.string.home_status)) {
             Text(
-                s?.phase?.text?.replaceFirstChar { it.uppercase() } ?: stringResource(R.string.state_not_running),
+                s?.phase?.let { stringResource(Texts.res(it)) }?.replaceFirstChar { it.uppercase() } ?: stringResource(R.string.state_not_running),
                 style = MaterialTheme.typography.headlineMedium,
             )
-            if (s != null) {
-                Text(decisionText(s), style = MaterialTheme.typography.bodyLarge)
+            val held = hold
+            if (s != null && held != null) {
+                Text(stringResource(R.string.decision_pause, Texts.reasons(context, held)), style = MaterialTheme.typography.bodyLarge)
+            } else if (s != null) {
+                Text(Texts.decision(context, s.decision), style = MaterialTheme.typography.bodyLarge)
                 ValueRow(stringResource(R.string.home_active_streams), s.activeStreams.toString())
                 ValueRow(stringResource(R.string.home_vip), s.vip ?: pairing?.vip ?: UNKNOWN)
                 s.retryAtMillis?.let {
@@ -84,10 +100,15 @@ internal fun HomeScreen(store: SettingsStore, onPairAgain: () -> Unit) {
                 }
             }
             Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
-                if (s == null || s.phase == Phase.STOPPED) {
+                if (s == null || (s.phase == Phase.STOPPED && hold == null)) {
                     Button(onClick = { NodeService.start(context) }) { Text(stringResource(R.string.action_start)) }
                 } else {
                     OutlinedButton(onClick = { NodeService.stop(context) }) { Text(stringResource(R.string.action_stop)) }
+                }
+                if (settings.paused) {
+                    Button(onClick = { NodeService.resume(context) }) { Text(stringResource(R.string.action_resume)) }
+                } else if (s != null) {
+                    OutlinedButton(onClick = { NodeService.pause(context) }) { Text(stringResource(R.string.action_pause)) }
                 }
                 if (s != null && (s.phase == Phase.BACKING_OFF || s.phase == Phase.FAILED)) {
                     Button(onClick = { NodeService.retry(context) }) { Text(stringResource(R.string.action_retry)) }
@@ -96,23 +117,65 @@ internal fun HomeScreen(store: SettingsStore, onPairAgain: () -> Unit) {
         }
 
         Section(stringResource(R.string.home_today)) {
-            val usage = s?.usage ?: storedUsage(store)
+            val usage = radio ?: storedUsage(store)
             ValueRow(stringResource(R.string.stats_traffic_today), usage?.let { Formats.bytes(it.bytesToday) } ?: UNKNOWN)
             ValueRow(stringResource(R.string.stats_earned_today), s?.let { NodeService.earnedToday(it) } ?: UNKNOWN)
         }
 
+        TextButton(onClick = onBatteryGuide) { Text(stringResource(R.string.home_battery_guide)) }
+        store.termsUrl?.let { terms ->
+            TextButton(onClick = { openUrl(context, terms) }) { Text(stringResource(R.string.home_terms)) }
+        }
+        TextButton(onClick = { shareLog(context, s) }) { Text(stringResource(R.string.home_send_log)) }
         TextButton(onClick = onPairAgain) { Text(stringResource(R.string.home_pair_again)) }
     }
 }
 
-/** The decision in words: the action, and the core's reasons for it. */
+/** A refused restart, a node the system ended, or an update the server requires, with what to do. */
 @Composable
-private fun decisionText(s: AgentStatus): String =
-    when (s.decision.action) {
-        Action.SERVE -> stringResource(R.string.decision_serve)
-        Action.DRAIN -> stringResource(R.string.decision_drain, s.decision.describe())
-        Action.PAUSE -> stringResource(R.string.decision_pause, s.decision.describe())
+private fun OwnerNoticeCard(n: OwnerNotice, onBatteryGuide: () -> Unit) {
+    val context = LocalContext.current
+    val at = n.atMillis?.let { DateFormat.getTimeFormat(context).format(Date(it)) } ?: ""
+    val text = stringResource(Texts.res(n.text), at)
+    when (n.text) {
+        UiText.NOTICE_UPDATE_REQUIRED ->
+            NoticeCard(text, stringResource(R.string.action_update)) {
+                openUrl(context, "market://details?id=${context.packageName}", "https://play.google.com/store/apps/details?id=${context.packageName}")
+            }
+        else ->
+            NoticeCard(text, stringResource(R.string.home_battery_guide), onBatteryGuide, stringResource(R.string.action_start)) {
+                NodeService.start(context)
+            }
     }
+}
+
+/** Opens [url] in whatever handles it, else [fallback]. */
+internal fun openUrl(context: Context, url: String, fallback: String? = null) {
+    try {
+        context.startActivity(Intent(Intent.ACTION_VIEW, url.toUri()))
+    } catch (e: ActivityNotFoundException) {
+        fallback?.let { openUrl(context, it) }
+    }
+}
+
+/**
+ * Support: the recent log (redacted by the core as it was written: no pairing code, pin, key or
+ * signature, no client target) with the app and Android versions, through the share sheet.
+ */
+private fun shareLog(context: Context, s: AgentStatus?) {
+    val header =
+        listOf(
+            "Traffix node ${BuildConfig.VERSION_NAME} (${BuildConfig.VERSION_CODE})",
+            "Android ${Build.VERSION.RELEASE} (API ${Build.VERSION.SDK_INT}), ${Build.MANUFACTURER} ${Build.MODEL}",
+            "phase ${s?.phase?.name?.lowercase() ?: "not running"}, decision ${s?.decision?.describe() ?: "-"}",
+        )
+    val send =
+        Intent(Intent.ACTION_SEND)
+            .setType("text/plain")
+            .putExtra(Intent.EXTRA_SUBJECT, context.getString(R.string.log_subject))
+            .putExtra(Intent.EXTRA_TEXT, NodeStatus.log.export(header))
+    context.startActivity(Intent.createChooser(send, context.getString(R.string.home_send_log)))
+}
 
 /** Stats: traffic, earnings, uptime and quality. Unknown values show "—", never a guess. */
 @Composable
@@ -127,7 +190,8 @@ internal fun StatsScreen(store: SettingsStore) {
             value = System.currentTimeMillis()
         }
     }
-    val usage = s?.usage ?: storedUsage(store)
+    val radio by NodeStatus.radioUsage.collectAsStateWithLifecycle()
+    val usage = radio ?: storedUsage(store)
 
     ScreenColumn {
         Section(stringResource(R.string.stats_traffic)) {
@@ -166,11 +230,20 @@ private fun storedUsage(store: SettingsStore): DataUsage? =
     store.usage()?.rolledTo(LocalDate.now(), store.settings.value.monthStartDay)
 
 @Composable
-private fun NoticeCard(text: String, action: String? = null, onAction: () -> Unit = {}) {
+private fun NoticeCard(
+    text: String,
+    action: String? = null,
+    onAction: () -> Unit = {},
+    action2: String? = null,
+    onAction2: () -> Unit = {},
+) {
     Card(Modifier.fillMaxWidth(), colors = CardDefaults.cardColors(containerColor = MaterialTheme.colorScheme.secondaryContainer)) {
         Column(Modifier.padding(16.dp)) {
             Text(text, style = MaterialTheme.typography.bodyMedium)
-            if (action != null) TextButton(onClick = onAction) { Text(action) }
+            Row {
+                if (action != null) TextButton(onClick = onAction) { Text(action) }
+                if (action2 != null) TextButton(onClick = onAction2) { Text(action2) }
+            }
         }
     }
 }
@@ -210,14 +283,9 @@ private fun PermissionCards() {
         }
     }
     if (!batteryUnrestricted) {
-        NoticeCard(stringResource(R.string.perm_battery), stringResource(R.string.perm_allow)) {
-            try {
-                context.startActivity(
-                    Intent(Settings.ACTION_REQUEST_IGNORE_BATTERY_OPTIMIZATIONS, "package:${context.packageName}".toUri()),
-                )
-            } catch (e: ActivityNotFoundException) {
-                context.startActivity(Intent(Settings.ACTION_IGNORE_BATTERY_OPTIMIZATION_SETTINGS))
-            }
+        // The list of apps, not the direct request: Play restricts REQUEST_IGNORE_BATTERY_OPTIMIZATIONS.
+        NoticeCard(stringResource(R.string.perm_battery), stringResource(R.string.perm_open_settings)) {
+            openBatterySettings(context)
         }
     }
 }
@@ -225,6 +293,15 @@ private fun PermissionCards() {
 private fun notificationsAllowed(context: Context): Boolean =
     Build.VERSION.SDK_INT < Build.VERSION_CODES.TIRAMISU ||
         ContextCompat.checkSelfPermission(context, Manifest.permission.POST_NOTIFICATIONS) == PackageManager.PERMISSION_GRANTED
+
+/** Android's list of battery-optimised apps, where the owner picks "Don't optimise" for this one. */
+internal fun openBatterySettings(context: Context) {
+    try {
+        context.startActivity(Intent(Settings.ACTION_IGNORE_BATTERY_OPTIMIZATION_SETTINGS))
+    } catch (e: ActivityNotFoundException) {
+        context.startActivity(Intent(Settings.ACTION_APPLICATION_DETAILS_SETTINGS, "package:${context.packageName}".toUri()))
+    }
+}
 
 private fun batteryUnrestricted(context: Context): Boolean =
     context.getSystemService(PowerManager::class.java).isIgnoringBatteryOptimizations(context.packageName)

@@ -26,6 +26,15 @@ import net.traffix.core.util.Bytes
  * socket with [MuxStream.receive]); blocking waits end when credit arrives, the stream or the
  * connection closes, or their timeout passes. Locks are held for a map lookup or a counter
  * update only, never while waiting on another lock or on I/O.
+ *
+ * Memory: inbound DATA waits in its stream's queue until the relay has written it to the
+ * target's socket. Connection credit (WINDOW on stream 0) is returned only then — not when the
+ * frame arrives — so [MuxConfig.ownInflight] is a budget for everything queued across all
+ * streams: a server that keeps to the protocol can never make the node hold more, however many
+ * streams there are and however slow their targets; one that sends beyond it is a connection
+ * violation. A stream's window only grows while the budget is less than half used, and never
+ * past a quarter of it, so one stalled target cannot take the whole budget; the bytes a dead
+ * stream still had queued go back to the budget at once.
  */
 
 /** Upper bound on credit a peer may grant, so hostile WINDOW floods cannot overflow counters. */
@@ -35,10 +44,13 @@ const val MAX_CREDIT: Long = 1L shl 40
 data class MuxConfig(
     /** Receive window we advertise for each new stream (in OPEN_OK). */
     val initialWindow: Long = 256 * 1024,
-    /** Largest receive window auto-tuning may grow to. */
-    val maxWindow: Long = 4 * 1024 * 1024,
-    /** Bytes we accept in flight on the whole connection (our HELLO max_inflight). */
-    val ownInflight: Long = 16 * 1024 * 1024,
+    /** Largest receive window auto-tuning may grow to (also never past a quarter of [ownInflight]). */
+    val maxWindow: Long = 1024 * 1024,
+    /**
+     * Bytes we accept in flight on the whole connection (our HELLO max_inflight): the inbound
+     * buffer budget, since credit comes back only as targets take the bytes.
+     */
+    val ownInflight: Long = 4 * 1024 * 1024,
     /** Bytes the peer accepts in flight on the whole connection (WELCOME max_inflight). */
     val peerInflight: Long = 16 * 1024 * 1024,
     /** Largest DATA payload per frame. */
@@ -148,8 +160,27 @@ class Mux(val config: MuxConfig, private val sink: FrameSink, private val clock:
     private val streams = HashMap<Long, MuxStream>()
     private var closed = false
     internal val connCredit = Credit(config.peerInflight)
+    /** Consumed (or dropped) bytes whose connection credit has not gone back yet. */
     private val connUnreturned = AtomicLong(0)
+
+    /** DATA bytes received and not yet returned as connection credit: at most [MuxConfig.ownInflight]. */
+    private val connOutstanding = AtomicLong(0)
+
+    /** DATA bytes queued in streams that no target has taken yet. */
+    private val queued = AtomicLong(0)
     private val rttNanos = AtomicLong(0)
+
+    /** Bytes waiting in stream queues for their targets (the inbound buffer in use). */
+    val bufferedBytes: Long get() = queued.get()
+
+    /** Connection credit the server still holds from us, i.e. the most it may send right now. */
+    val connectionCreditGranted: Long get() = config.ownInflight - connOutstanding.get()
+
+    /** Largest window a stream may grow to: [MuxConfig.maxWindow], at most a quarter of the budget. */
+    internal val windowCeiling: Long = maxOf(config.initialWindow, minOf(config.maxWindow, config.ownInflight / 4))
+
+    /** Whether a stream may grow its window by [grow] now: the budget stays under half used. */
+    internal fun mayGrow(grow: Long): Boolean = queued.get() + grow <= config.ownInflight / 2
 
     /** Streams currently in the table (accepted and neither reset nor released). */
     val activeStreams: Int get() = lock.withLock { streams.size }
@@ -195,9 +226,16 @@ class Mux(val config: MuxConfig, private val sink: FrameSink, private val clock:
         when (frame) {
             is Frame.Data -> {
                 val len = frame.payload.size.toLong()
-                returnConnCredit(len)
-                val s = lookup(frame.stream) ?: return Dispatched.Handled // late frame for a dead id
+                if (connOutstanding.addAndGet(len) > config.ownInflight) {
+                    return Dispatched.Violation("peer sent beyond the connection window (${config.ownInflight} bytes)")
+                }
+                val s = lookup(frame.stream)
+                if (s == null) {
+                    dropped(len) // late frame for a dead id: nothing holds it
+                    return Dispatched.Handled
+                }
                 if (!s.deliver(frame)) {
+                    dropped(len)
                     resetStream(frame.stream, ResetReason.FLOW_CONTROL, "peer sent beyond the stream window")
                 }
                 return Dispatched.Handled
@@ -230,12 +268,38 @@ class Mux(val config: MuxConfig, private val sink: FrameSink, private val clock:
         }
     }
 
-    /** Returns connection credit once a quarter of our connection window has been taken off the wire. */
+    /** A stream queued [n] bytes for its target. */
+    internal fun queuedMore(n: Long) {
+        queued.addAndGet(n)
+    }
+
+    /** [n] queued bytes were taken by their target: their connection credit may go back. */
+    internal fun taken(n: Long) {
+        queued.addAndGet(-n)
+        returnConnCredit(n)
+    }
+
+    /** [n] received bytes that no target will take (dead stream, violation): credit goes back. */
+    internal fun dropped(n: Long) = returnConnCredit(n)
+
+    /**
+     * Returns connection credit in batches of an eighth of our window (one WINDOW per batch, not
+     * per frame). Below that the peer still holds at least seven eighths, so nothing waits on it.
+     */
     private fun returnConnCredit(len: Long) {
+        if (len <= 0) return
         val pending = connUnreturned.addAndGet(len)
-        if (pending >= maxOf(config.ownInflight / 4, 1)) {
-            connUnreturned.addAndGet(-pending)
-            send(Frame.Window(0, minOf(pending, 0xffff_ffffL)))
+        if (pending >= maxOf(config.ownInflight / 8, 1)) {
+            // Only the thread that takes the batch sends it; a racing thread sees 0 and skips.
+            val batch = connUnreturned.getAndSet(0)
+            if (batch <= 0) return
+            connOutstanding.addAndGet(-batch)
+            var left = batch
+            while (left > 0) {
+                val inc = minOf(left, 0xffff_ffffL)
+                send(Frame.Window(0, inc))
+                left -= inc
+            }
         }
     }
 
@@ -282,6 +346,10 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
     /** Payload bytes received; dispatcher thread only. */
     private var received = 0L
 
+    /** Queued bytes no target has taken yet, and whether the stream is gone; guarded by `this`. */
+    private var held = 0L
+    private var finished = false
+
     /** Bytes delivered to our socket and not yet returned as credit; reader thread only. */
     private var unreturned = 0L
     private var lastGrantNanos = mux.nanoTime()
@@ -294,14 +362,43 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
     internal fun deliver(frame: Frame.Data): Boolean {
         received += frame.payload.size
         if (received > granted.get()) return false
-        if (!frame.payload.isEmpty()) inbound.add(Inbound.Data(frame.payload))
+        val n = frame.payload.size.toLong()
+        if (n > 0) {
+            val accepted = synchronized(this) { if (finished) false else { held += n; true } }
+            if (!accepted) {
+                mux.dropped(n) // released between the lookup and here
+                return true
+            }
+            mux.queuedMore(n)
+            inbound.add(Inbound.Data(frame.payload))
+        }
         if (frame.fin) inbound.add(Inbound.Fin)
         return true
+    }
+
+    /**
+     * The stream is gone: what its target never took goes back to the connection budget. A reset
+     * leaves what was queued for the relay to see before the reset; a release drops it.
+     */
+    private fun finish(dropQueued: Boolean) {
+        val left = synchronized(this) {
+            if (finished) return
+            finished = true
+            val h = held
+            held = 0
+            h
+        }
+        if (dropQueued) inbound.clear()
+        if (left > 0) {
+            mux.queuedMore(-left)
+            mux.dropped(left)
+        }
     }
 
     /** The mux forgot this stream: wake both threads with [event]. */
     internal fun gone(event: Inbound.Reset) {
         credit.close()
+        finish(dropQueued = false)
         inbound.add(event)
     }
 
@@ -315,6 +412,7 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
         released.set(true)
         mux.remove(id)
         credit.close()
+        finish(dropQueued = true)
         mux.send(Frame.OpenErr(id, reason, message))
     }
 
@@ -329,22 +427,37 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
     }
 
     /**
-     * Returns credit for [n] bytes delivered to our socket, once half the window is consumed,
-     * and grows the window (doubling, up to [MuxConfig.maxWindow]) when a half-window drained
-     * in less than about two round trips (docs/protocol.md "Credit windows").
+     * The target's socket took [n] bytes of what [receive] returned: their connection credit goes
+     * back to the budget, and the stream's credit once half the window is consumed. The window
+     * grows (doubling, up to [MuxConfig.maxWindow] and a quarter of the budget) when a
+     * half-window drained in less than about two round trips (docs/protocol.md "Credit
+     * windows") and the budget is less than half used.
      */
     fun consumed(n: Int) {
         require(n >= 0) { "negative byte count" }
+        val taken = synchronized(this) {
+            if (finished) {
+                0L
+            } else {
+                val t = minOf(n.toLong(), held)
+                held -= t
+                t
+            }
+        }
+        if (taken > 0) mux.taken(taken)
         unreturned += n
         val w = window
         if (unreturned < w / 2) return
         val now = mux.nanoTime()
         val rtt = maxOf(mux.rttNanosSmoothed, 1_000_000L)
         var grow = 0L
-        if (w < mux.config.maxWindow && now - lastGrantNanos < 2 * rtt) {
-            val bigger = minOf(w * 2, mux.config.maxWindow)
-            grow = bigger - w
-            window = bigger
+        val ceiling = mux.windowCeiling
+        if (w < ceiling && now - lastGrantNanos < 2 * rtt) {
+            val bigger = minOf(w * 2, ceiling)
+            if (mux.mayGrow(bigger - w)) {
+                grow = bigger - w
+                window = bigger
+            }
         }
         lastGrantNanos = now
         val inc = minOf(unreturned + grow, 0xffff_ffffL)
@@ -367,7 +480,17 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
      * credit, in frames of at most [MuxConfig.maxData]; [fin] ends our direction with the last
      * frame. Blocks while there is no credit, at most [timeoutMillis] per wait.
      */
-    fun write(bytes: ByteArray, off: Int, len: Int, fin: Boolean = false, timeoutMillis: Long = Long.MAX_VALUE / 1_000_000): SendResult {
+    fun write(bytes: ByteArray, off: Int, len: Int, fin: Boolean = false, timeoutMillis: Long = Long.MAX_VALUE / 1_000_000): SendResult =
+        write(bytes, off, len, fin, timeoutMillis, owned = false)
+
+    /**
+     * Like [write], for an array the caller hands over and never touches again: when one frame
+     * carries all of it, the frame keeps the array itself instead of a copy.
+     */
+    fun writeOwned(bytes: ByteArray, fin: Boolean = false, timeoutMillis: Long = Long.MAX_VALUE / 1_000_000): SendResult =
+        write(bytes, 0, bytes.size, fin, timeoutMillis, owned = true)
+
+    private fun write(bytes: ByteArray, off: Int, len: Int, fin: Boolean, timeoutMillis: Long, owned: Boolean): SendResult {
         require(off >= 0 && len >= 0 && off + len <= bytes.size) { "range $off+$len outside ${bytes.size} bytes" }
         if (sentFin.get()) return SendResult.CLOSED
         if (len == 0) return if (fin) sendFin() else SendResult.SENT
@@ -385,7 +508,8 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
             credit.spend(n)
             val last = at + n.toInt() == end
             if (last && fin && !sentFin.compareAndSet(false, true)) return SendResult.CLOSED
-            mux.send(Frame.Data(id, last && fin, Bytes.of(bytes, at, at + n.toInt())))
+            val whole = owned && at == 0 && n.toInt() == bytes.size
+            mux.send(Frame.Data(id, last && fin, if (whole) Bytes.wrap(bytes) else Bytes.of(bytes, at, at + n.toInt())))
             at += n.toInt()
         }
         return if (mux.isClosed) SendResult.CLOSED else SendResult.SENT
@@ -414,5 +538,6 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
         if (stillKnown && !(sentFin.get() && gotFin.get())) {
             mux.send(Frame.Reset(id, ResetReason.CANCEL, "stream abandoned"))
         }
+        finish(dropQueued = true)
     }
 }

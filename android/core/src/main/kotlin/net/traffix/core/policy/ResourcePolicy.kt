@@ -21,7 +21,11 @@ import net.traffix.core.protocol.PauseCode
 
 /** The owner's settings. Null limits are off. */
 data class ResourceSettings(
-    /** Serve only on unmetered networks: Wi-Fi or Ethernet, never cellular or unknown. */
+    /**
+     * Serve only on a network that costs the owner nothing per byte: not metered and not
+     * roaming ([DeviceConditions.metered], [DeviceConditions.roaming]). A phone's hotspot is
+     * Wi-Fi but metered, so it does not count.
+     */
     val wifiOnly: Boolean = true,
     /** Serve only while the phone is charging (or has no battery). */
     val chargingOnly: Boolean = false,
@@ -37,6 +41,8 @@ data class ResourceSettings(
     val schedule: Schedule = Schedule.ALWAYS,
     /** Most concurrent streams; declared to the server in HELLO and HEARTBEAT. */
     val maxStreams: Int = 64,
+    /** The owner paused sharing (notification action, Quick Settings tile, app): no streams until resumed. */
+    val paused: Boolean = false,
 ) {
     init {
         require(batteryFloorPct == null || batteryFloorPct in 0..100) { "battery floor $batteryFloorPct% not in 0..100" }
@@ -113,6 +119,7 @@ data class DataUsage(val day: LocalDate, val bytesToday: Long = 0, val bytesMont
 
 /** The device as sampled now. */
 data class DeviceConditions(
+    /** The chosen network's transport, as reported to the server. */
     val network: NetworkType,
     /** 0–100, or null for a device without a battery (on mains, treated as charging). */
     val batteryPct: Int?,
@@ -121,6 +128,17 @@ data class DeviceConditions(
     /** Local wall-clock time, for the schedule. */
     val now: LocalDateTime,
     val activeStreams: Int,
+    /**
+     * The network may cost the owner per byte (Android: no `NET_CAPABILITY_NOT_METERED`).
+     * Without a platform answer: anything but Wi-Fi or Ethernet is metered.
+     */
+    val metered: Boolean = network != NetworkType.WIFI && network != NetworkType.ETHERNET,
+    /** The network is roaming (Android: no `NET_CAPABILITY_NOT_ROAMING`). */
+    val roaming: Boolean = false,
+    /** The owner turned on Data Saver for this app (`RESTRICT_BACKGROUND_STATUS_ENABLED`). */
+    val dataSaver: Boolean = false,
+    /** The phone is in Battery Saver (`PowerManager.isPowerSaveMode`). */
+    val batterySaver: Boolean = false,
 ) {
     init {
         require(batteryPct == null || batteryPct in 0..100) { "battery $batteryPct% not in 0..100" }
@@ -131,10 +149,19 @@ data class DeviceConditions(
     val powered: Boolean get() = charging || batteryPct == null
 }
 
-/** Why the node is not serving. [hard] reasons stop live streams at once. */
+/**
+ * Why the node is not serving. [hard] reasons stop live streams at once. [code] is what
+ * HEARTBEAT's pause_reason says; reasons the protocol has no code for yet send 0 (other).
+ */
 enum class PauseReason(val hard: Boolean, val text: String, val code: PauseCode) {
-    /** Every further byte would cost the owner mobile data. */
-    NOT_ON_WIFI(true, "not on Wi-Fi", PauseCode.NOT_ON_WIFI),
+    /** The owner paused sharing. */
+    BY_OWNER(true, "paused by you", PauseCode.BY_OWNER),
+
+    /** Every further byte would cost the owner: a metered (cellular, hotspot) or roaming network. */
+    NOT_ON_WIFI(true, "not on an unmetered network", PauseCode.NOT_ON_WIFI),
+
+    /** Data Saver is on and the network is metered: the owner asked apps to save data. */
+    DATA_SAVER(true, "Data Saver is on", PauseCode.OTHER),
 
     /** The counted bytes reached the owner's daily cap. */
     DAILY_CAP(true, "daily data cap reached", PauseCode.DAILY_CAP),
@@ -145,6 +172,9 @@ enum class PauseReason(val hard: Boolean, val text: String, val code: PauseCode)
     NOT_CHARGING(false, "not charging", PauseCode.NOT_CHARGING),
     BATTERY_LOW(false, "battery below the owner's floor", PauseCode.BATTERY_LOW),
     OUTSIDE_SCHEDULE(false, "outside the owner's schedule", PauseCode.OUTSIDE_SCHEDULE),
+
+    /** The phone is saving battery: let live streams finish, take no new ones. */
+    BATTERY_SAVER(false, "Battery Saver is on", PauseCode.OTHER),
 }
 
 /** What the node does. */
@@ -186,18 +216,19 @@ object ResourcePolicy {
     /**
      * Serve, drain or pause.
      *
-     * Hard reasons (not on Wi-Fi when Wi-Fi only, a data cap reached) pause at once: live
-     * streams would keep spending what the owner capped. Soft reasons (not charging when
-     * charging only, battery below the floor while not charging, outside the schedule) drain:
-     * no new streams, live ones finish, and the node pauses once none is left.
+     * Hard reasons (paused by the owner, a metered or roaming network when Wi-Fi only, Data
+     * Saver on a metered network, a data cap reached) pause at once: live streams would keep
+     * spending what the owner capped. Soft reasons (not charging when charging only, battery
+     * below the floor while not charging, outside the schedule, Battery Saver) drain: no new
+     * streams, live ones finish, and the node pauses once none is left.
      *
      * [previous] is the last decision, for the battery hysteresis; null at start.
      */
     fun decide(settings: ResourceSettings, now: DeviceConditions, previous: ResourceDecision? = null): ResourceDecision {
         val reasons = LinkedHashSet<PauseReason>()
-        if (settings.wifiOnly && now.network != NetworkType.WIFI && now.network != NetworkType.ETHERNET) {
-            reasons.add(PauseReason.NOT_ON_WIFI)
-        }
+        if (settings.paused) reasons.add(PauseReason.BY_OWNER)
+        if (settings.wifiOnly && (now.metered || now.roaming)) reasons.add(PauseReason.NOT_ON_WIFI)
+        if (now.dataSaver && now.metered) reasons.add(PauseReason.DATA_SAVER)
         settings.dailyCapBytes?.let { if (now.usage.bytesToday >= it) reasons.add(PauseReason.DAILY_CAP) }
         settings.monthlyCapBytes?.let { if (now.usage.bytesMonth >= it) reasons.add(PauseReason.MONTHLY_CAP) }
         if (settings.chargingOnly && !now.powered) reasons.add(PauseReason.NOT_CHARGING)
@@ -209,6 +240,7 @@ object ResourcePolicy {
             if (battery < resumeAt) reasons.add(PauseReason.BATTERY_LOW)
         }
         if (!settings.schedule.allows(now.now)) reasons.add(PauseReason.OUTSIDE_SCHEDULE)
+        if (now.batterySaver && !now.powered) reasons.add(PauseReason.BATTERY_SAVER)
 
         val action =
             when {

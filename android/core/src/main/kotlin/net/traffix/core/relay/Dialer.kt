@@ -7,6 +7,7 @@ import java.net.InetSocketAddress
 import java.net.NoRouteToHostException
 import java.net.Socket
 import java.net.SocketTimeoutException
+import javax.net.SocketFactory
 import java.net.UnknownHostException
 import java.util.concurrent.ExecutionException
 import java.util.concurrent.ExecutorService
@@ -59,6 +60,11 @@ class Dialer(
     private val bind: InetAddress? = null,
     private val clock: Clock = Clock.SYSTEM,
     private val dnsPool: ExecutorService = DEFAULT_DNS_POOL,
+    /**
+     * Makes every unconnected socket a dial uses: on Android the chosen network's
+     * `Network.getSocketFactory()`, so a handover never moves a stream onto another network.
+     */
+    private val socketFactory: SocketFactory = SocketFactory.getDefault(),
 ) {
     fun dial(target: Target): DialResult {
         val deadline = clock.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis)
@@ -92,7 +98,7 @@ class Dialer(
             val left = TimeUnit.NANOSECONDS.toMillis(deadline - clock.nanoTime())
             val where = SocketAddr(a, port)
             if (left <= 0) return DialResult.Failed(OpenErrReason.TIMEOUT, "connecting to $where timed out")
-            val socket = Socket()
+            val socket = socketFactory.createSocket()
             try {
                 if (bind != null && (bind.address.size == 4) == (a is IpAddr.V4)) socket.bind(InetSocketAddress(bind, 0))
                 socket.connect(InetSocketAddress(InetAddress.getByAddress(a.toByteArray()), port), left.toInt().coerceAtLeast(1))
@@ -120,7 +126,7 @@ class Dialer(
     fun dialProbe(target: Target): DialResult {
         val addr = (target as? Target.Ip)?.addr?.let { policy().probeEndpoint(it) }
             ?: return DialResult.Failed(OpenErrReason.REFUSED_BY_POLICY, "probe opens go only to the server's own address")
-        val socket = Socket()
+        val socket = socketFactory.createSocket()
         return try {
             if (bind != null && (bind.address.size == 4) == (addr.ip is IpAddr.V4)) socket.bind(InetSocketAddress(bind, 0))
             socket.connect(InetSocketAddress(InetAddress.getByAddress(addr.ip.toByteArray()), addr.port), timeoutMillis.toInt().coerceAtLeast(1))

@@ -36,8 +36,12 @@ data class RelayStats(val sent: Long, val received: Long, val end: RelayEnd)
  * carries tunnel → target; one thread from [pool] carries target → tunnel. [onBytes] hears every
  * chunk (for the owner's data caps) from either thread.
  *
- * Memory: an idle stream holds one 4 KiB read buffer; a stream whose reads fill their buffer
- * switches to a full frame (64 KiB) and back when the flow slows.
+ * Memory: an idle stream holds one 4 KiB read buffer, allocated once. A stream whose reads fill
+ * it switches to a full-frame buffer (up to 64 KiB) and back after [SLOW_READS_TO_SHRINK] short
+ * reads in a row, so a bursty flow does not reallocate on every change. A read that fills the
+ * full-frame buffer hands that array to its DATA frame as it is (no copy) and takes a fresh one;
+ * a shorter read is copied once into its frame and the buffer is reused. Inbound bytes wait in
+ * the multiplexer's budget ([net.traffix.core.mux.Mux]) until this relay has written them.
  */
 class StreamRelay(
     private val socket: Socket,
@@ -86,7 +90,10 @@ class StreamRelay(
     /** target → tunnel. Returns bytes sent and how it ended (null: our FIN went out). */
     private fun upLoop(): Pair<Long, RelayEnd?> {
         var sent = 0L
-        var buf = ByteArray(SMALL_READ)
+        val small = ByteArray(SMALL_READ)
+        var large: ByteArray? = null
+        var buf = small
+        var shortReads = 0
         val input =
             try {
                 socket.soTimeout = idleTimeoutMillis.coerceIn(1, Int.MAX_VALUE.toLong()).toInt()
@@ -118,16 +125,23 @@ class StreamRelay(
             if (n == 0) continue
             touch()
             onBytes(n.toLong())
-            when (stream.write(buf, 0, n)) {
+            val handOver = buf !== small && n == buf.size
+            val result = if (handOver) stream.writeOwned(buf) else stream.write(buf, 0, n)
+            when (result) {
                 SendResult.SENT -> sent += n
                 SendResult.CLOSED -> return Pair(sent, RelayEnd.PEER_RESET)
                 SendResult.TIMED_OUT -> return Pair(sent, RelayEnd.IDLE)
             }
             // Grow to a full frame while reads fill the buffer; shrink back once the flow trickles.
+            shortReads = if (n < SMALL_READ) shortReads + 1 else 0
             buf =
                 when {
-                    n == buf.size && buf.size < maxData -> ByteArray(maxData)
-                    n < SMALL_READ && buf.size > SMALL_READ -> ByteArray(SMALL_READ)
+                    handOver -> ByteArray(maxData).also { large = it }
+                    buf === small && n == small.size && maxData > SMALL_READ -> large ?: ByteArray(maxData).also { large = it }
+                    buf !== small && shortReads >= SLOW_READS_TO_SHRINK -> {
+                        large = null // an idle stream keeps only the small buffer
+                        small
+                    }
                     else -> buf
                 }
         }
@@ -184,5 +198,8 @@ class StreamRelay(
     companion object {
         /** Read size while the target trickles or idles. */
         const val SMALL_READ = 4 * 1024
+
+        /** Short reads in a row after which a stream goes back to its small buffer. */
+        const val SLOW_READS_TO_SHRINK = 4
     }
 }

@@ -111,15 +111,20 @@ class MuxTest {
     }
 
     @Test
-    fun connectionCreditIsReturnedEveryQuarterOfOurInflight() {
+    fun connectionCreditIsReturnedAsTargetsTakeTheBytesInEighthsOfOurInflight() {
         val m = mux(small.copy(ownInflight = 4000))
         val s = m.accept(1, 100, 10)!!
         m.dispatch(data(1, 300))
         m.dispatch(data(1, 300))
-        m.dispatch(data(9, 300)) // an unknown stream still took connection credit
+        m.dispatch(data(9, 300)) // an unknown stream: dropped, its 300 bytes are free again
         assertEquals(emptyList<Frame>(), drain())
-        m.dispatch(data(1, 200)) // 1,100 ≥ 4,000 / 4
-        assertEquals(listOf<Frame>(Frame.Window(0, 1100)), drain())
+        m.dispatch(data(1, 200))
+        assertEquals("arrival alone returns nothing", emptyList<Frame>(), drain())
+        assertEquals(800L, m.bufferedBytes)
+        s.receive(0)
+        s.consumed(300) // 300 dropped + 300 taken ≥ 4,000 / 8
+        assertEquals(listOf<Frame>(Frame.Window(0, 600)), drain())
+        assertEquals(500L, m.bufferedBytes)
         s.release()
     }
 
@@ -322,4 +327,29 @@ class MuxTest {
             assertTrue("stream $id FIN", fins[id])
         }
     }
+
+    @Test
+    fun anOwnedBufferBecomesItsFrameAndIsSplitOnlyWhenCreditIsShort() {
+        val m = mux()
+        val s = m.accept(1, 500, 10)!!
+        val whole = ByteArray(300) { (it * 3).toByte() }
+        assertEquals(SendResult.SENT, s.writeOwned(whole))
+        assertEquals(listOf<Frame>(Frame.Data(1, false, Bytes.of(whole))), drain())
+        // 200 bytes of credit left: the same call splits into copies, in order, the rest waiting for WINDOW.
+        val big = ByteArray(300) { (it + 1).toByte() }
+        val result = AtomicReference<SendResult>()
+        val writer = Thread { result.set(s.writeOwned(big, fin = true)) }.apply { start() }
+        val first = sentFrames(1)
+        assertEquals(listOf(200), first.map { (it as Frame.Data).payload.size })
+        m.dispatch(Frame.Window(1, 100))
+        writer.join(10_000)
+        assertEquals(SendResult.SENT, result.get())
+        val rest = drain()
+        assertEquals(listOf(100), rest.map { (it as Frame.Data).payload.size })
+        assertTrue((rest.single() as Frame.Data).fin)
+        assertEquals(Bytes.of(big), Bytes.of((first + rest).flatMap { (it as Frame.Data).payload.toByteArray().toList() }.toByteArray()))
+    }
+
+    /** Waits for [n] frames from a writer thread (a blocking take, not a sleep). */
+    private fun sentFrames(n: Int): List<Frame> = List(n) { sent.poll(10, TimeUnit.SECONDS) ?: throw AssertionError("no frame") }
 }

@@ -140,7 +140,7 @@ class ResourcePolicyTest {
         val d = decide(s, device(network = NetworkType.CELLULAR, battery = 20, today = 10, active = 4))
         assertDecision(Action.PAUSE, setOf(NOT_ON_WIFI, DAILY_CAP, NOT_CHARGING, BATTERY_LOW), d)
         assertEquals(NodeState.PAUSED, d.state)
-        assertEquals("not on Wi-Fi; daily data cap reached; not charging; battery below the owner's floor", d.describe())
+        assertEquals("not on an unmetered network; daily data cap reached; not charging; battery below the owner's floor", d.describe())
     }
 
     @Test
@@ -214,5 +214,47 @@ class ResourcePolicyTest {
             } catch (expected: IllegalArgumentException) {
             }
         }
+    }
+
+    @Test
+    fun wifiOnlyMeansUnmeteredAndNotRoamingSoAHotspotDoesNotCount() {
+        val s = ResourceSettings(wifiOnly = true, batteryFloorPct = null)
+        val home = device()
+        assertDecision(Action.SERVE, emptySet(), decide(s, home))
+        assertDecision(Action.PAUSE, setOf(NOT_ON_WIFI), decide(s, home.copy(metered = true)))
+        assertDecision(Action.PAUSE, setOf(NOT_ON_WIFI), decide(s, home.copy(roaming = true)))
+        // An unmetered cellular plan is as good as Wi-Fi to the owner's wallet.
+        assertDecision(Action.SERVE, emptySet(), decide(s, device(network = NetworkType.CELLULAR).copy(metered = false)))
+        // Without the platform's answer, only Wi-Fi and Ethernet are unmetered.
+        assertTrue(device(network = NetworkType.CELLULAR).metered)
+        assertTrue(device(network = NetworkType.UNKNOWN).metered)
+        assertFalse(device(network = NetworkType.ETHERNET).metered)
+        // Off, metered networks are fine.
+        assertDecision(Action.SERVE, emptySet(), decide(open, home.copy(metered = true, roaming = true)))
+    }
+
+    @Test
+    fun dataSaverPausesOnMeteredNetworksAndBatterySaverDrainsOnBattery() {
+        val metered = device(network = NetworkType.CELLULAR, active = 2)
+        assertDecision(Action.PAUSE, setOf(PauseReason.DATA_SAVER), decide(open, metered.copy(dataSaver = true)))
+        assertDecision(Action.SERVE, emptySet(), decide(open, device(active = 2).copy(dataSaver = true)))
+        assertDecision(Action.DRAIN, setOf(PauseReason.BATTERY_SAVER), decide(open, device(active = 2).copy(batterySaver = true)))
+        assertDecision(Action.PAUSE, setOf(PauseReason.BATTERY_SAVER), decide(open, device(active = 0).copy(batterySaver = true)))
+        assertDecision(Action.SERVE, emptySet(), decide(open, device(charging = true).copy(batterySaver = true)))
+        assertTrue(PauseReason.DATA_SAVER.hard)
+        assertFalse(PauseReason.BATTERY_SAVER.hard)
+        // The protocol has no code for either yet: HEARTBEAT says 0 (other).
+        assertEquals(PauseCode.OTHER, PauseReason.DATA_SAVER.code)
+        assertEquals(PauseCode.OTHER, PauseReason.BATTERY_SAVER.code)
+    }
+
+    @Test
+    fun theOwnersPauseIsHardComesFirstAndIsReportedAsByOwner() {
+        val s = open.copy(paused = true, dailyCapBytes = 10)
+        val d = decide(s, device(active = 3, today = 10))
+        assertDecision(Action.PAUSE, setOf(PauseReason.BY_OWNER, DAILY_CAP), d)
+        val hb = ResourcePolicy.heartbeat(1, s, d, device(active = 3, today = 10), 5)
+        assertEquals(PauseCode.BY_OWNER, hb.pauseReason)
+        assertEquals(OpenErrReason.DRAINING, ResourcePolicy.admitStream(s, d, 0))
     }
 }

@@ -99,4 +99,31 @@ class DialerTest {
         val d = Dialer({ p })
         assertEquals(OpenErrReason.REFUSED_BY_POLICY, failed(d.dial(Target.Ip(server))).reason)
     }
+
+    @Test
+    fun everyDialAndProbeTakesItsSocketFromTheInjectedFactory() {
+        // On Android the factory is the chosen network's: no dial may fall back to the default one.
+        val made = java.util.concurrent.atomic.AtomicInteger()
+        val factory =
+            object : javax.net.SocketFactory() {
+                override fun createSocket(): java.net.Socket = java.net.Socket().also { made.incrementAndGet() }
+
+                override fun createSocket(host: String?, port: Int) = throw AssertionError("connected sockets are never asked for")
+
+                override fun createSocket(host: String?, port: Int, local: InetAddress?, localPort: Int) = throw AssertionError()
+
+                override fun createSocket(host: InetAddress?, port: Int) = throw AssertionError()
+
+                override fun createSocket(host: InetAddress?, port: Int, local: InetAddress?, localPort: Int) = throw AssertionError()
+            }
+        ServerSocket(0, 5, InetAddress.getLoopbackAddress()).use { srv ->
+            val open = EgressPolicy(allowPrivateTargets = true, serverEndpoints = listOf(SocketAddr(loopback, 1)))
+            val d = Dialer({ open }, resolver = { listOf(loopback) }, socketFactory = factory)
+            (d.dial(Target.Domain("origin.test", srv.localPort)) as DialResult.Connected).socket.close()
+            val probe = SocketAddr(loopback, srv.localPort)
+            val p = EgressPolicy(serverEndpoints = listOf(SocketAddr(loopback, 1)))
+            (Dialer({ p }, socketFactory = factory).dialProbe(Target.Ip(probe)) as DialResult.Connected).socket.close()
+        }
+        assertEquals(2, made.get())
+    }
 }
