@@ -115,7 +115,8 @@ REPUTATION = {
     "risk_number": b"\x05/risk" + b'{"risk": 73.5, "ip": "203.0.113.7"}',
     "nested_bool": b"\x0d/security/vpn" + b'{"security": {"vpn": true, "proxy": false}}',
     "array_index": b"\x09/scores/0" + b'{"scores": [12, 90]}',
-    "escaped_pointer": b"\x06/a~1b~0" + b'{"a/b~": 1e400}',
+    "escaped_pointer": b"\x07/a~1b~0" + b'{"a/b~": 150}',
+    "out_of_range": b"\x05/risk" + b'{"risk": 1e400}',
     "not_json": b"\x05/risk" + b"<html>rate limited</html>",
 }
 

@@ -196,7 +196,7 @@ impl Router {
                 !exclude.contains(&n.device_id)
                     && n.accepts_streams()
                     && self.watchdog.routable(&n.device_id)
-                    && (!t.quality_high || self.watchdog.view(&n.device_id).is_some_and(|v| v.high_tier))
+                    && (!t.quality_high || self.watchdog.high_tier(&n.device_id))
                     && self.matches(t, n)
             });
             return n.ok_or_else(|| self.no_node(t, exclude, shape));

@@ -181,6 +181,8 @@ impl NodeHandle {
 #[derive(Debug, Default)]
 pub struct Registry {
     nodes: RwLock<HashMap<DeviceId, Arc<NodeHandle>>>,
+    /// The online nodes by virtual IP (a device keeps its vIP forever), for `-node-` pins.
+    vips: RwLock<HashMap<Ipv4Addr, DeviceId>>,
     next_session: AtomicU64,
     /// Nodes inserted so far (see [`Registry::generation`]).
     inserted: AtomicU64,
@@ -204,7 +206,13 @@ impl Registry {
 
     /// Adds a node; an older session of the same device is told it was replaced and closed.
     pub fn insert(&self, node: Arc<NodeHandle>) {
-        let old = self.nodes.write().ok().and_then(|mut m| m.insert(node.device_id, node));
+        // The vIP index changes under the node map's lock (the order everywhere: nodes, vips).
+        let old = self.nodes.write().ok().and_then(|mut m| {
+            if let Ok(mut v) = self.vips.write() {
+                v.insert(node.vip, node.device_id);
+            }
+            m.insert(node.device_id, node)
+        });
         self.inserted.fetch_add(1, Ordering::Release);
         if let Some(old) = old {
             tracing::info!(device = %hex::encode(old.device_id), "device reconnected; replacing its previous session");
@@ -218,7 +226,9 @@ impl Registry {
         if let Ok(mut m) = self.nodes.write()
             && m.get(device_id).is_some_and(|n| n.session_id == session_id)
         {
-            m.remove(device_id);
+            if let Some(n) = m.remove(device_id) {
+                self.forget_vip(&n);
+            }
             return true;
         }
         false
@@ -229,7 +239,17 @@ impl Registry {
     }
 
     pub fn by_vip(&self, vip: Ipv4Addr) -> Option<Arc<NodeHandle>> {
-        self.nodes.read().ok().and_then(|m| m.values().find(|n| n.vip == vip).cloned())
+        let id = self.vips.read().ok()?.get(&vip).copied()?;
+        self.get(&id).filter(|n| n.vip == vip)
+    }
+
+    /// Called with the node map's write lock held.
+    fn forget_vip(&self, node: &NodeHandle) {
+        if let Ok(mut v) = self.vips.write()
+            && v.get(&node.vip) == Some(&node.device_id)
+        {
+            v.remove(&node.vip);
+        }
     }
 
     pub fn all(&self) -> Vec<Arc<NodeHandle>> {
@@ -271,7 +291,11 @@ impl Registry {
 
     /// Disconnects a node (ban): it is told why and its streams are reset.
     pub fn kick(&self, device_id: &DeviceId, code: ErrorCode, why: &str) -> bool {
-        let node = self.nodes.write().ok().and_then(|mut m| m.remove(device_id));
+        let node = self.nodes.write().ok().and_then(|mut m| {
+            let n = m.remove(device_id)?;
+            self.forget_vip(&n);
+            Some(n)
+        });
         match node {
             Some(n) => {
                 n.mux.send_error(code, why);
@@ -286,6 +310,32 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn handle(n: u8, session: u64) -> Arc<NodeHandle> {
+        let (mux, _out) = crate::tunnel::mux::Mux::new(crate::tunnel::mux::MuxConfig::default());
+        let ip = std::net::IpAddr::V4(Ipv4Addr::new(198, 51, 100, n));
+        Arc::new(NodeHandle::new([n; 16], Ipv4Addr::new(100, 64, 0, n), "bob".into(), session, mux, ip, None, 8, 0))
+    }
+
+    #[test]
+    fn nodes_are_found_by_vip_across_replacement_removal_and_kicks() {
+        let r = Registry::new();
+        r.insert(handle(1, 1));
+        r.insert(handle(2, 2));
+        assert_eq!(r.by_vip(Ipv4Addr::new(100, 64, 0, 1)).map(|n| n.session_id), Some(1));
+        assert!(r.by_vip(Ipv4Addr::new(100, 64, 0, 9)).is_none());
+        // The device connects again: the new session is found; the old one's late removal
+        // takes nothing away.
+        r.insert(handle(1, 3));
+        assert!(!r.remove(&[1; 16], 1));
+        assert_eq!(r.by_vip(Ipv4Addr::new(100, 64, 0, 1)).map(|n| n.session_id), Some(3));
+        assert!(r.remove(&[1; 16], 3));
+        assert!(r.by_vip(Ipv4Addr::new(100, 64, 0, 1)).is_none());
+        assert!(r.kick(&[2; 16], ErrorCode::DeviceBanned, "banned"));
+        assert!(r.by_vip(Ipv4Addr::new(100, 64, 0, 2)).is_none());
+        assert!(r.vips.read().unwrap().is_empty(), "the index holds online nodes only");
+        assert_eq!(r.generation(), 3);
+    }
 
     #[test]
     fn routing_stops_within_the_margin_of_a_data_cap() {

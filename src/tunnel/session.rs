@@ -365,6 +365,13 @@ where
     svc.registry.insert(node.clone());
     svc.watchdog
         .record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip(), country }, now_secs());
+    // A GeoIP database swapped in meanwhile updated the registry before the watchdog knew the
+    // node: look again.
+    let now_country = svc.geoip.country(peer.ip());
+    if now_country != country {
+        node.set_country(now_country);
+        svc.watchdog.set_country(&who.device_id, now_country);
+    }
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, "node online");
     persist_seen(&svc, &node).await;
@@ -409,7 +416,9 @@ where
                         debug!(state = hb.state.as_str(), battery = hb.battery_pct, network = hb.network.as_str(), "heartbeat");
                         let (serving, pause) = (hb.state == protocol::NodeState::Serving, hb.pause_reason);
                         let counter = traffic_counter(&hb, mux.carried_bytes());
-                        node.heartbeat(hb, limits.node_max_streams, now_secs());
+                        // Never above the cap this session was welcomed with: a node that raised its
+                        // setting since still refuses above it until it reconnects.
+                        node.heartbeat(hb, who.max_streams, now_secs());
                         svc.watchdog.record(
                             Event::Heartbeat { device: who.device_id, serving, pause_reason: pause.map(|p| p.as_str()), rtt: mux.rtt(), counter },
                             now_secs(),

@@ -607,6 +607,11 @@ impl Watchdog {
         crate::sync::lock(&self.tiers).member.contains_key(device)
     }
 
+    /// Whether `device` is in the high tier (`-quality-high`).
+    pub fn high_tier(&self, device: &DeviceId) -> bool {
+        crate::sync::lock(&self.tiers).member.get(device).is_some_and(|m| m.0 == Tier::High)
+    }
+
     /// Routable nodes in `tier`.
     pub fn tier_len(&self, tier: Tier) -> usize {
         crate::sync::lock(&self.tiers).len(tier, None)
@@ -791,7 +796,7 @@ impl Watchdog {
             since: q.since,
             reasons,
             unresponsive: q.unresponsive_since.is_some(),
-            high_tier: crate::sync::lock(&self.tiers).member.get(device).is_some_and(|m| m.0 == Tier::High),
+            high_tier: self.high_tier(device),
             pause_reason: q.pause_reason.clone(),
             admin: q.admin.clone(),
             summary: q.summary.clone(),

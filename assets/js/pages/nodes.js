@@ -36,9 +36,18 @@ export default function nodesPage(main, ctx) {
   main.append(mapCard);
   let nodes = null;
   let unmetRows = [];
+  let unmetKey = '';
+  const hasCountryDemand = () => unmetRows.some((r) => r.country && r.country !== 'any');
   const showGeoip = (ov) => {
     if (ov && typeof ov.geoip_country === 'boolean') geoipNote.hidden = ov.geoip_country;
-    if (ov && Array.isArray(ov.unmet_demand)) { unmetRows = ov.unmet_demand; map.setUnmet(unmetRows); if (nodes) render(); }
+    // The overview comes every 2 s: the map changes only when the demand did.
+    const key = ov && Array.isArray(ov.unmet_demand) ? JSON.stringify(ov.unmet_demand.map((r) => [r.country, r.count])) : unmetKey;
+    if (key !== unmetKey) {
+      unmetKey = key;
+      unmetRows = ov.unmet_demand;
+      map.setUnmet(unmetRows);
+      if (nodes) mapCard.hidden = nodes.length === 0 && !hasCountryDemand();
+    }
   };
   showGeoip(live.latest.overview);
   if (!live.latest.overview) api.get('/admin/overview').then(showGeoip).catch(() => {});
@@ -102,7 +111,7 @@ export default function nodesPage(main, ctx) {
       ? `${count(online)} online of ${count(nodes.length)} paired${banned ? ` · ${count(banned)} banned` : ''}`
       : 'No node has been paired yet.';
     // Shown once a node is paired, or as soon as clients asked for a country nobody serves.
-    mapCard.hidden = nodes.length === 0 && !unmetRows.some((r) => r.country && r.country !== 'any');
+    mapCard.hidden = nodes.length === 0 && !hasCountryDemand();
     map.update(nodes);
     const rows = nodes.filter(matches).sort(sorters[sort]);
     const focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.getAttribute('data-testid') : null;
