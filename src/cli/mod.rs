@@ -361,6 +361,18 @@ pub enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove (unpair) a device: it can no longer connect until paired again; its live streams
+    /// are cut. Its virtual IP stays reserved and its history stays.
+    Remove {
+        /// The device: its id, an unambiguous id prefix, or its virtual IP.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the removed device as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a device's quality state by hand, or give it back to the watchdog (docs/watchdog.md).
     Quality {
         /// The device: its id, an unambiguous id prefix, or its virtual IP.
@@ -1339,6 +1351,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 DeviceCmd::Unban { id, reason, json } => {
                     (Rows::One(admin_cmds.run(admin::DeviceUnban { id, reason }).await?), json)
+                }
+                DeviceCmd::Remove { id, reason, json } => {
+                    (Rows::One(admin_cmds.run(admin::DeviceRemove { id, reason }).await?), json)
                 }
                 DeviceCmd::Quality { id, state, note, json } => {
                     (Rows::One(admin_cmds.run(admin::DeviceQuality { id, state, note }).await?), json)

@@ -256,6 +256,7 @@ where
         agent: Some(format!("traffix-node/{}", env!("CARGO_PKG_VERSION"))),
         max_streams: Some(opts.max_streams),
         max_inflight: Some(opts.limits.node_max_inflight),
+        control_only: false,
     };
     let step = |e: ReadEnd| format!("handshake: {e}");
     ws::send_handshake_frame(&mut wsock, &Frame::Hello(hello)).await.map_err(step)?;

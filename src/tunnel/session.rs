@@ -46,6 +46,11 @@ pub struct TunnelService {
     pub pair_attempts: moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>>,
     /// Told when a node comes online, heartbeats and goes away (the quality watchdog).
     pub watchdog: Arc<crate::watchdog::Watchdog>,
+    /// Removes a device at its own request (UNPAIR); set by the app once its admin commands
+    /// exist. Unset: UNPAIR is answered `ERROR 10`.
+    pub unpair: std::sync::OnceLock<super::control::UnpairHook>,
+    /// Control-only sessions open per device (docs/protocol.md "Control requests").
+    pub control_sessions: super::control::ControlSessions,
 }
 
 impl TunnelService {
@@ -73,6 +78,10 @@ struct Authenticated {
     max_streams: u32,
     max_inflight: u32,
     paired_now: bool,
+    /// The negotiated protocol version.
+    version: u8,
+    /// HELLO asked for a control-only session (version 2).
+    control_only: bool,
 }
 
 /// Runs one node connection to its end; `welcomed` runs once the node's handshake succeeded
@@ -115,7 +124,11 @@ pub async fn serve_node<S>(
         let span = tracing::Span::current();
         span.record("device", hex::encode(who.device_id).as_str());
         span.record("vip", who.device.vip.to_string().as_str());
-        run_connected(svc, ws, peer, who).await;
+        if who.control_only {
+            super::control::run_control_session(svc, ws, who.device, who.device_id).await;
+        } else {
+            run_connected(svc, ws, peer, who).await;
+        }
     }
     .instrument(span)
     .await
@@ -136,6 +149,10 @@ where
     };
     let version = protocol::negotiate_version(hello.min_version, hello.max_version)
         .map_err(|m| Refuse(ErrorCode::VersionUnsupported, m))?;
+    let control_only = hello.control_only;
+    if control_only && version < protocol::CONTROL_VERSION {
+        return Err(Refuse(ErrorCode::ProtocolViolation, "a control-only session needs protocol version 2".into()));
+    }
     let nonce = nonce()?;
     ws::send_handshake_frame(
         ws,
@@ -175,7 +192,10 @@ where
             if !owner_ok {
                 return Err(Refuse(ErrorCode::AuthFailed, "the device owner's account is disabled".into()));
             }
-            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: false })
+            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: false, version, control_only })
+        }
+        Frame::Pair(_) if control_only => {
+            Err(Refuse(ErrorCode::ProtocolViolation, "a control-only session cannot pair".into()))
         }
         Frame::Pair(p) => {
             if p.nonce != nonce {
@@ -253,7 +273,7 @@ where
                 other => Refuse(ErrorCode::PairingCodeInvalid, other.to_string()),
             })?;
             info!(device = %device.id, owner = %device.owner, vip = %device.vip, trust = %device.trust_level(), "device paired");
-            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: true })
+            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: true, version, control_only })
         }
         other => Err(Refuse(ErrorCode::ProtocolViolation, format!("expected PROOF or PAIR, got {}", other.name()))),
     }
@@ -272,7 +292,7 @@ const CONTROL_EVERY: Duration = Duration::from_secs(1);
 /// half the interval the server gave the node, after a burst of [`HEARTBEAT_BURST`]; other
 /// control frames at [`CONTROL_EVERY`] after [`CONTROL_BURST`].
 #[derive(Debug)]
-struct ControlRate {
+pub(super) struct ControlRate {
     every: Duration,
     burst: u32,
     tokens: u32,
@@ -285,12 +305,12 @@ impl ControlRate {
         ControlRate { every, burst: HEARTBEAT_BURST, tokens: HEARTBEAT_BURST, last: now }
     }
 
-    fn other_control(now: tokio::time::Instant) -> Self {
+    pub(super) fn other_control(now: tokio::time::Instant) -> Self {
         ControlRate { every: CONTROL_EVERY, burst: CONTROL_BURST, tokens: CONTROL_BURST, last: now }
     }
 
     /// Takes a token for one frame at `now`; false when the node is over the rate.
-    fn allow(&mut self, now: tokio::time::Instant) -> bool {
+    pub(super) fn allow(&mut self, now: tokio::time::Instant) -> bool {
         let earned = (now.saturating_duration_since(self.last).as_millis() / self.every.as_millis().max(1)) as u32;
         if earned > 0 {
             self.tokens = self.tokens.saturating_add(earned).min(self.burst);
@@ -308,7 +328,7 @@ impl ControlRate {
     }
 
     /// Why a frame over the rate ends the session.
-    fn violation(&self, what: &str) -> String {
+    pub(super) fn violation(&self, what: &str) -> String {
         format!("{what} faster than one per {} ms (after a burst of {})", self.every.as_millis(), self.burst)
     }
 }
@@ -359,7 +379,8 @@ where
             who.max_streams,
             now_secs(),
         )
-        .with_trust(who.device.trust_level()),
+        .with_trust(who.device.trust_level())
+        .with_version(who.version),
     );
     node.set_owner_paused(who.device.paused);
     svc.registry.insert(node.clone());
@@ -384,6 +405,8 @@ where
     let mut draining = false;
     let mut heartbeats = ControlRate::heartbeats(limits.heartbeat_interval_secs, tokio::time::Instant::now());
     let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
+    let mut ctl = super::control::Control::new(svc.clone(), who.device_id);
+    let requests = who.version >= protocol::CONTROL_VERSION;
 
     let (cause, end): (NodeDisconnect, String) = loop {
         tokio::select! {
@@ -398,7 +421,8 @@ where
                         mux.send_error(ErrorCode::ProtocolViolation, &why);
                         break (NodeDisconnect::ProtocolViolation, why);
                     }
-                    Frame::Proof(_) | Frame::Drain { .. } if !other_control.allow(tokio::time::Instant::now()) => {
+                    Frame::Proof(_) | Frame::Drain { .. } | Frame::StatsRequest(_) | Frame::Unpair { .. }
+                        if !other_control.allow(tokio::time::Instant::now()) => {
                         let why = other_control.violation("control frames");
                         mux.send_error(ErrorCode::ProtocolViolation, &why);
                         break (NodeDisconnect::ProtocolViolation, why);
@@ -432,6 +456,15 @@ where
                             Event::Heartbeat { device: who.device_id, serving: false, pause_reason: Some("draining"), rtt: None },
                             now_secs(),
                         );
+                    }
+                    // Control requests (version 2 sessions; on version 1 they are unexpected).
+                    Frame::StatsRequest(r) if requests => ctl.stats(r, &mux),
+                    Frame::Unpair { request_id, reason } if requests => {
+                        // Out of the registry first: nothing new is routed here, and the
+                        // removal's kick of the device's session does not reach this one.
+                        svc.registry.remove(&who.device_id, node.session_id);
+                        let done = ctl.unpair(request_id, reason, &mux).await;
+                        break (NodeDisconnect::Server, if done.is_ok() { "unpaired".into() } else { "unpair failed".into() });
                     }
                     Frame::Error { code, message } => {
                         break (NodeDisconnect::NodeError, format!("node sent ERROR {code}: {}", message.escape_debug()));
