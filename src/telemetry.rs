@@ -356,7 +356,9 @@ impl Metrics {
         );
         reg.register("traffix_tunnel_handshakes", "Node tunnel handshakes by result", self.tunnel_handshakes.clone());
         for (request, result) in [("stats", "ok"), ("unpair", "ok")] {
-            self.tunnel_control.get_or_create(&ControlLabel { request: request.into(), result: result.into() }).inc_by(0);
+            self.tunnel_control
+                .get_or_create(&ControlLabel { request: request.into(), result: result.into() })
+                .inc_by(0);
         }
         reg.register(
             "traffix_tunnel_control_requests",

@@ -362,7 +362,12 @@ mod tests {
 
     fn pair(ctx: &AdminCtx, code: &str, key: u8) -> DeviceRecord {
         let now = now_secs();
-        ctx.store.create_pair_code(code, &PairCode { user: "bob".into(), created_at: now, expires_at: now + 600, used: false }).unwrap();
+        ctx.store
+            .create_pair_code(
+                code,
+                &PairCode { user: "bob".into(), created_at: now, expires_at: now + 600, used: false },
+            )
+            .unwrap();
         let rec = DeviceRecord {
             id: hex::encode([key; 16]),
             owner: String::new(),

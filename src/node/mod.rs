@@ -3,6 +3,7 @@
 //! challenges, heartbeats, and relays the streams the server opens — each checked against the
 //! egress policy first (resolve once, check every address, dial the literal, compare the peer).
 
+pub mod control;
 pub mod state;
 
 use std::net::{IpAddr, SocketAddr};

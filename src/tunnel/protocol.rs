@@ -360,7 +360,8 @@ impl StatsEntry {
     }
 
     fn from_bytes(b: &[u8; STATS_ENTRY_LEN]) -> Self {
-        let u64_at = |i: usize| u64::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
+        let u64_at =
+            |i: usize| u64::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
         StatsEntry { start_day: u32::from_be_bytes([b[0], b[1], b[2], b[3]]), bytes: u64_at(4), earned: u64_at(12) }
     }
 }
@@ -867,7 +868,11 @@ impl Frame {
                         None | Some(0) => false,
                         Some(1) => true,
                         Some(_) => {
-                            return Err(ProtocolError::BadField { frame: "HELLO", tag: 7, why: "unknown session kind" });
+                            return Err(ProtocolError::BadField {
+                                frame: "HELLO",
+                                tag: 7,
+                                why: "unknown session kind",
+                            });
                         }
                     },
                 }))
@@ -1424,7 +1429,9 @@ mod tests {
             status: StatsStatus::Ok,
             currency: Some("USD".into()),
             today: Some(20_425),
-            days: (0..MAX_STATS_DAYS as u32).map(|i| entry(20_364 + i, u64::from(i) << 33, u64::MAX - u64::from(i))).collect(),
+            days: (0..MAX_STATS_DAYS as u32)
+                .map(|i| entry(20_364 + i, u64::from(i) << 33, u64::MAX - u64::from(i)))
+                .collect(),
             months: (0..MAX_STATS_MONTHS as u32).map(|i| entry(19_700 + 30 * i, 1, 2)).collect(),
             retry_after_s: None,
         };
@@ -1475,7 +1482,10 @@ mod tests {
         let stats_head = [&id[..], &[2, 0, 1, 0]].concat();
         // A wrong-length entry, too many entries, a long currency, a missing status.
         let short_entry = [&stats_head[..], &[5, 0, 19], &[0; 19]].concat();
-        assert!(matches!(with(kind::STATS, &short_entry), Err(ProtocolError::FieldLength { tag: 5, expected: 20, .. })));
+        assert!(matches!(
+            with(kind::STATS, &short_entry),
+            Err(ProtocolError::FieldLength { tag: 5, expected: 20, .. })
+        ));
         let mut many = stats_head.clone();
         for _ in 0..=MAX_STATS_MONTHS {
             many.extend_from_slice(&[6, 0, 20]);
@@ -1496,7 +1506,10 @@ mod tests {
         assert!(matches!(with(kind::UNPAIR, &reason), Err(ProtocolError::BadField { tag: 2, .. })));
         assert!(matches!(with(kind::UNPAIRED, &[1, 0, 2, 0, 1]), Err(ProtocolError::FieldLength { tag: 1, .. })));
         let on_stream = [kind::UNPAIRED, 0, 0, 0, 0, 5, 1, 0, 4, 0, 0, 0, 1];
-        assert_eq!(Frame::decode(Bytes::copy_from_slice(&on_stream)), Err(ProtocolError::NeedsConnectionStream("UNPAIRED")));
+        assert_eq!(
+            Frame::decode(Bytes::copy_from_slice(&on_stream)),
+            Err(ProtocolError::NeedsConnectionStream("UNPAIRED"))
+        );
         // HELLO's session kind: 1 is control-only, anything but 0 and 1 is a violation.
         let hello = |v: u8| with(kind::HELLO, &[1, 0, 1, 1, 2, 0, 1, 2, 7, 0, 1, v]);
         assert!(matches!(hello(1), Ok(Frame::Hello(h)) if h.control_only));
