@@ -252,7 +252,7 @@ impl Control {
     }
 }
 
-/// Runs a control-only session (HELLO tag 7) after its handshake: WELCOME with no streams, then
+/// Runs a control-only session (HELLO tag 16) after its handshake: WELCOME with no streams, then
 /// only control requests (and heartbeats, if the node sends them) for at most
 /// [`CONTROL_SESSION_SECS`]. Not registered: nothing is routed to it, it is not online, and it
 /// does not replace the device's serving tunnel.

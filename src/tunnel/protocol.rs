@@ -215,7 +215,7 @@ pub struct Hello {
     pub agent: Option<String>,
     pub max_streams: Option<u32>,
     pub max_inflight: Option<u32>,
-    /// Tag 7 (version 2): a control-only session (`traffix node stats` while the node serves
+    /// Tag 16 (version 2): a control-only session (`traffix node stats` while the node serves
     /// elsewhere) — no streams, no routing, and it does not replace the device's serving tunnel.
     pub control_only: bool,
 }
@@ -671,7 +671,7 @@ impl Frame {
                 t.opt_u32(5, h.max_streams);
                 t.opt_u32(6, h.max_inflight);
                 if h.control_only {
-                    t.u8(7, 1);
+                    t.u8(16, 1);
                 }
             }
             Frame::Challenge(c) => {
@@ -864,7 +864,7 @@ impl Frame {
                     agent: f.opt_str(4)?,
                     max_streams: f.opt_u32(5)?,
                     max_inflight: f.opt_u32(6)?,
-                    control_only: match f.opt_u8(7)? {
+                    control_only: match f.opt_u8(16)? {
                         None | Some(0) => false,
                         Some(1) => true,
                         Some(_) => {
@@ -1511,9 +1511,9 @@ mod tests {
             Err(ProtocolError::NeedsConnectionStream("UNPAIRED"))
         );
         // HELLO's session kind: 1 is control-only, anything but 0 and 1 is a violation.
-        let hello = |v: u8| with(kind::HELLO, &[1, 0, 1, 1, 2, 0, 1, 2, 7, 0, 1, v]);
+        let hello = |v: u8| with(kind::HELLO, &[1, 0, 1, 1, 2, 0, 1, 2, 16, 0, 1, v]);
         assert!(matches!(hello(1), Ok(Frame::Hello(h)) if h.control_only));
         assert!(matches!(hello(0), Ok(Frame::Hello(h)) if !h.control_only));
-        assert!(matches!(hello(2), Err(ProtocolError::BadField { tag: 7, .. })));
+        assert!(matches!(hello(2), Err(ProtocolError::BadField { tag: 16, .. })));
     }
 }
