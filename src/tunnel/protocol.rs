@@ -870,7 +870,7 @@ impl Frame {
                         Some(_) => {
                             return Err(ProtocolError::BadField {
                                 frame: "HELLO",
-                                tag: 7,
+                                tag: 16,
                                 why: "unknown session kind",
                             });
                         }
