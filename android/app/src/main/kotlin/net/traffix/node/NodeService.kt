@@ -34,6 +34,7 @@ import net.traffix.core.agent.DeviceInfo
 import net.traffix.core.agent.LogLevel
 import net.traffix.core.agent.Phase
 import net.traffix.core.identity.EmulatorHints
+import net.traffix.core.identity.SigningException
 import net.traffix.core.policy.DataUsage
 import net.traffix.core.transport.OkHttpTransport
 import net.traffix.node.ui.MainActivity
@@ -63,6 +64,14 @@ object NodeStatus {
     internal fun notice(text: String?) {
         _notice.value = text
     }
+
+    /**
+     * The running agent, for the history screen's control requests (history, unpair); null
+     * while the service does not run an agent.
+     */
+    @Volatile
+    var liveAgent: Agent? = null
+        internal set
 }
 
 /**
@@ -147,6 +156,7 @@ class NodeService : LifecycleService() {
     }
 
     override fun onDestroy() {
+        NodeStatus.liveAgent = null
         agent?.let {
             store.saveUsage(it.status.usage)
             it.close() // its STOPPED reaches NodeStatus through the still-current listener
@@ -170,6 +180,7 @@ class NodeService : LifecycleService() {
             return
         }
         agent = built
+        NodeStatus.liveAgent = built
         built.start()
     }
 
@@ -191,6 +202,7 @@ class NodeService : LifecycleService() {
 
     private fun replaceAgent() {
         events = null
+        NodeStatus.liveAgent = null
         agent?.let {
             store.saveUsage(it.status.usage)
             it.close()
@@ -268,6 +280,24 @@ class NodeService : LifecycleService() {
 
         override fun onPaired(vip: String) {
             lifecycleScope.launch { store.markPaired(vip) }
+        }
+
+        /** Unpaired (by the owner here, or removed by the admin): the key and pairing go; the Pair screen shows. */
+        override fun onUnpaired() {
+            lifecycleScope.launch {
+                if (events !== this@Events) return@launch
+                wanted = false
+                store.ownerWantsRunning = false
+                NodeStatus.liveAgent = null
+                try {
+                    KeystoreSigner.create(this@NodeService).forget()
+                } catch (e: SigningException) {
+                    Log.w(LOG_TAG, "could not delete the device key: ${e.message}")
+                }
+                store.forgetPairing()
+                NodeStatus.notice(getString(R.string.notice_unpaired))
+                finish()
+            }
         }
     }
 
