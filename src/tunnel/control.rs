@@ -7,20 +7,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
 use tracing::{Instrument, debug, info, warn};
 
-use super::mux::{Mux, MuxConfig};
+use super::mux::Mux;
 use super::protocol::{
-    self, ErrorCode, Frame, HeartbeatAck, MAX_STATS_DAYS, MAX_STATS_MONTHS, Stats, StatsEntry, StatsRequest,
-    StatsStatus, Welcome,
+    ErrorCode, Frame, MAX_STATS_DAYS, MAX_STATS_MONTHS, Stats, StatsEntry, StatsRequest, StatsStatus,
 };
-use super::session::{ControlRate, TunnelService};
-use super::ws;
 use crate::identity::DeviceId;
-use crate::store::{DeviceRecord, Store, StoreError, UsageBucket, now_secs};
+use crate::store::{Store, StoreError, UsageBucket, now_secs};
+use crate::telemetry::Metrics;
 use crate::units::{civil_from_days, days_from_civil};
 
 /// Removes a device as the admin's `device remove` does, on behalf of the device itself, with
@@ -43,13 +38,15 @@ pub const CONTROL_SESSIONS_PER_DEVICE: u32 = 2;
 pub struct ControlSessions(Mutex<HashMap<DeviceId, u32>>);
 
 /// One open control-only session; frees its slot when dropped.
-struct Slot<'a> {
+pub(super) struct Slot<'a> {
     table: &'a ControlSessions,
     device: DeviceId,
 }
 
 impl ControlSessions {
-    fn take(&self, device: DeviceId) -> Option<Slot<'_>> {
+    /// A slot for one more control-only session of `device`, or `None` when it has
+    /// [`CONTROL_SESSIONS_PER_DEVICE`] open.
+    pub(super) fn take(&self, device: DeviceId) -> Option<Slot<'_>> {
         let mut m = crate::sync::lock(&self.0);
         let n = m.entry(device).or_insert(0);
         if *n >= CONTROL_SESSIONS_PER_DEVICE {
@@ -155,9 +152,20 @@ pub fn device_stats(
     Ok((u32::try_from(today).unwrap_or(u32::MAX), days, months))
 }
 
+/// What control requests need from the server (the tunnel service's parts).
+#[derive(Clone)]
+pub struct ControlDeps {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    /// The billing currency; `None` when billing is off (STATS then says `unavailable`).
+    pub currency: Option<String>,
+    /// The removal behind UNPAIR; `None` answers it `ERROR 10`.
+    pub unpair: Option<UnpairHook>,
+}
+
 /// One connection's control requests.
 pub(super) struct Control {
-    svc: Arc<TunnelService>,
+    deps: ControlDeps,
     /// The device id in hex, as the usage roll-up names it.
     device: String,
     device_id: DeviceId,
@@ -165,8 +173,8 @@ pub(super) struct Control {
 }
 
 impl Control {
-    pub(super) fn new(svc: Arc<TunnelService>, device_id: DeviceId) -> Self {
-        Control { svc, device: hex::encode(device_id), device_id, rate: StatsRate::new(tokio::time::Instant::now()) }
+    pub(super) fn new(deps: ControlDeps, device_id: DeviceId) -> Self {
+        Control { deps, device: hex::encode(device_id), device_id, rate: StatsRate::new(tokio::time::Instant::now()) }
     }
 
     /// Answers a STATS_REQUEST: at once when over the rate or with billing off, otherwise once
@@ -177,18 +185,18 @@ impl Control {
             Frame::Stats(Box::new(Stats { request_id, status, retry_after_s, ..Stats::default() }))
         };
         if let Err(wait) = self.rate.take(tokio::time::Instant::now()) {
-            self.svc.metrics.tunnel_control("stats", "rate_limited");
+            self.deps.metrics.tunnel_control("stats", "rate_limited");
             let secs = wait.as_secs_f64().ceil().clamp(1.0, f64::from(u16::MAX)) as u16;
             mux.send_frame(&reply(StatsStatus::RateLimited, Some(secs)));
             return;
         }
-        let Some(currency) = self.svc.currency.clone() else {
-            self.svc.metrics.tunnel_control("stats", "unavailable");
+        let Some(currency) = self.deps.currency.clone() else {
+            self.deps.metrics.tunnel_control("stats", "unavailable");
             mux.send_frame(&reply(StatsStatus::Unavailable, None));
             return;
         };
-        let (svc, device, mux) = (self.svc.clone(), self.device.clone(), mux.clone());
-        let store = svc.store.clone();
+        let (metrics, device, mux) = (self.deps.metrics.clone(), self.device.clone(), mux.clone());
+        let store = self.deps.store.clone();
         tokio::spawn(
             async move {
                 let read = tokio::task::spawn_blocking(move || {
@@ -199,7 +207,7 @@ impl Control {
                 .and_then(|r| r.map_err(|e| e.to_string()));
                 let frame = match read {
                     Ok((today, days, months)) => {
-                        svc.metrics.tunnel_control("stats", "ok");
+                        metrics.tunnel_control("stats", "ok");
                         debug!(days = days.len(), months = months.len(), "stats sent");
                         Frame::Stats(Box::new(Stats {
                             request_id: req.request_id,
@@ -212,7 +220,7 @@ impl Control {
                         }))
                     }
                     Err(e) => {
-                        svc.metrics.tunnel_control("stats", "unavailable");
+                        metrics.tunnel_control("stats", "unavailable");
                         warn!(error = %e, "could not read a device's usage for STATS");
                         reply(StatsStatus::Unavailable, None)
                     }
@@ -226,7 +234,7 @@ impl Control {
     /// Forgets the device (the admin's removal, as the device) and answers UNPAIRED, or ERROR 10
     /// when that failed. Either way the session ends; the caller breaks its loop.
     pub(super) async fn unpair(&self, request_id: u32, reason: Option<String>, mux: &Mux) -> Result<(), String> {
-        let res = match self.svc.unpair.get().cloned() {
+        let res = match self.deps.unpair.clone() {
             None => Err("unpairing is not available on this server".to_owned()),
             Some(hook) => {
                 let id = self.device_id;
@@ -238,117 +246,18 @@ impl Control {
         };
         match &res {
             Ok(()) => {
-                self.svc.metrics.tunnel_control("unpair", "ok");
+                self.deps.metrics.tunnel_control("unpair", "ok");
                 info!("device unpaired at its own request");
                 mux.send_frame(&Frame::Unpaired { request_id });
             }
             Err(e) => {
-                self.svc.metrics.tunnel_control("unpair", "failed");
+                self.deps.metrics.tunnel_control("unpair", "failed");
                 warn!(error = %e, "unpairing failed");
                 mux.send_error(ErrorCode::Internal, &format!("could not unpair: {e}"));
             }
         }
         res
     }
-}
-
-/// Runs a control-only session (HELLO tag 16) after its handshake: WELCOME with no streams, then
-/// only control requests (and heartbeats, if the node sends them) for at most
-/// [`CONTROL_SESSION_SECS`]. Not registered: nothing is routed to it, it is not online, and it
-/// does not replace the device's serving tunnel.
-pub(super) async fn run_control_session<S>(
-    svc: Arc<TunnelService>,
-    mut ws: WebSocketStream<S>,
-    device: DeviceRecord,
-    device_id: DeviceId,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Some(_slot) = svc.control_sessions.take(device_id) else {
-        let msg = format!("at most {CONTROL_SESSIONS_PER_DEVICE} control sessions per device at a time");
-        let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code: ErrorCode::LimitExceeded, message: msg }).await;
-        let _ = ws.close(None).await;
-        return;
-    };
-    let limits = &svc.limits;
-    let welcome = Welcome {
-        device_id,
-        vip: device.vip,
-        heartbeat_interval_s: limits.heartbeat_interval_secs,
-        max_streams: 0,
-        initial_window: limits.initial_window,
-        max_frame: protocol::MAX_FRAME_LEN as u32,
-        challenge_interval_s: limits.challenge_interval_secs,
-        max_inflight: limits.initial_window,
-    };
-    if ws::send_handshake_frame(&mut ws, &Frame::Welcome(welcome)).await.is_err() {
-        return;
-    }
-    info!("control session open");
-    let (mux, out_rx) = Mux::new(MuxConfig {
-        initial_window: limits.initial_window,
-        max_window: limits.initial_window,
-        own_inflight: limits.initial_window,
-        peer_inflight: limits.initial_window,
-        max_data: protocol::MAX_DATA_LEN,
-        idle_timeout: limits.idle_timeout(),
-        max_queued: limits.node_queue_bytes,
-        opens_streams: true,
-    });
-    let epoch = tokio::time::Instant::now();
-    let (sink, mut stream) = ws.split();
-    let mut writer = tokio::spawn(ws::run_writer(sink, out_rx, None, epoch));
-    let mut control = Control::new(svc.clone(), device_id);
-    let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
-    let deadline = tokio::time::sleep(Duration::from_secs(CONTROL_SESSION_SECS));
-    tokio::pin!(deadline);
-    let mut shutdown = svc.shutdown.clone();
-    let dead_after = Duration::from_secs(limits.node_dead_after_secs);
-    let end: String = loop {
-        tokio::select! {
-            frame = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
-                let frame = match frame {
-                    Ok(f) => f,
-                    Err(e) => break e.to_string(),
-                };
-                if !other_control.allow(tokio::time::Instant::now()) {
-                    let why = other_control.violation("control frames");
-                    mux.send_error(ErrorCode::ProtocolViolation, &why);
-                    break why;
-                }
-                match frame {
-                    Frame::StatsRequest(r) => control.stats(r, &mux),
-                    Frame::Unpair { request_id, reason } => {
-                        let _ = control.unpair(request_id, reason, &mux).await;
-                        break "unpair".into();
-                    }
-                    Frame::Heartbeat(hb) => mux.send_frame(&Frame::HeartbeatAck(HeartbeatAck {
-                        seq: hb.seq,
-                        ..HeartbeatAck::default()
-                    })),
-                    Frame::Error { code, message } => break format!("node sent ERROR {code}: {}", message.escape_debug()),
-                    other => {
-                        let why = format!("unexpected {} on a control session", other.name());
-                        mux.send_error(ErrorCode::ProtocolViolation, &why);
-                        break why;
-                    }
-                }
-            }
-            _ = &mut deadline => {
-                mux.send_error(ErrorCode::LimitExceeded, &format!("control sessions last at most {CONTROL_SESSION_SECS} s"));
-                break "control session time limit".into();
-            }
-            _ = shutdown.recv() => {
-                mux.send_error(ErrorCode::ServerShutdown, "server is shutting down; reconnect later");
-                break "server shutdown".into();
-            }
-        }
-    };
-    mux.close(&end);
-    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
-        writer.abort();
-    }
-    info!(reason = %end, "control session closed");
 }
 
 #[cfg(test)]

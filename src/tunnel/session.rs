@@ -54,6 +54,16 @@ pub struct TunnelService {
 }
 
 impl TunnelService {
+    /// What a connection's control requests need (docs/protocol.md "Control requests").
+    fn control_deps(&self) -> super::control::ControlDeps {
+        super::control::ControlDeps {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            currency: self.currency.clone(),
+            unpair: self.unpair.get().cloned(),
+        }
+    }
+
     /// The table of pairing attempts per address: entries live a minute; bounded.
     pub fn pair_attempts_table() -> moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>> {
         moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build()
@@ -125,7 +135,7 @@ pub async fn serve_node<S>(
         span.record("device", hex::encode(who.device_id).as_str());
         span.record("vip", who.device.vip.to_string().as_str());
         if who.control_only {
-            super::control::run_control_session(svc, ws, who.device, who.device_id).await;
+            run_control_session(svc, ws, who.device, who.device_id).await;
         } else {
             run_connected(svc, ws, peer, who).await;
         }
@@ -292,7 +302,7 @@ const CONTROL_EVERY: Duration = Duration::from_secs(1);
 /// half the interval the server gave the node, after a burst of [`HEARTBEAT_BURST`]; other
 /// control frames at [`CONTROL_EVERY`] after [`CONTROL_BURST`].
 #[derive(Debug)]
-pub(super) struct ControlRate {
+struct ControlRate {
     every: Duration,
     burst: u32,
     tokens: u32,
@@ -305,12 +315,12 @@ impl ControlRate {
         ControlRate { every, burst: HEARTBEAT_BURST, tokens: HEARTBEAT_BURST, last: now }
     }
 
-    pub(super) fn other_control(now: tokio::time::Instant) -> Self {
+    fn other_control(now: tokio::time::Instant) -> Self {
         ControlRate { every: CONTROL_EVERY, burst: CONTROL_BURST, tokens: CONTROL_BURST, last: now }
     }
 
     /// Takes a token for one frame at `now`; false when the node is over the rate.
-    pub(super) fn allow(&mut self, now: tokio::time::Instant) -> bool {
+    fn allow(&mut self, now: tokio::time::Instant) -> bool {
         let earned = (now.saturating_duration_since(self.last).as_millis() / self.every.as_millis().max(1)) as u32;
         if earned > 0 {
             self.tokens = self.tokens.saturating_add(earned).min(self.burst);
@@ -328,7 +338,7 @@ impl ControlRate {
     }
 
     /// Why a frame over the rate ends the session.
-    pub(super) fn violation(&self, what: &str) -> String {
+    fn violation(&self, what: &str) -> String {
         format!("{what} faster than one per {} ms (after a burst of {})", self.every.as_millis(), self.burst)
     }
 }
@@ -405,7 +415,7 @@ where
     let mut draining = false;
     let mut heartbeats = ControlRate::heartbeats(limits.heartbeat_interval_secs, tokio::time::Instant::now());
     let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
-    let mut ctl = super::control::Control::new(svc.clone(), who.device_id);
+    let mut ctl = super::control::Control::new(svc.control_deps(), who.device_id);
     let requests = who.version >= protocol::CONTROL_VERSION;
 
     let (cause, end): (NodeDisconnect, String) = loop {
@@ -529,6 +539,106 @@ where
     }
     persist_seen(&svc, &node).await;
     info!(reason = %end, "node offline");
+}
+
+/// Runs a control-only session (HELLO tag 16) after its handshake: WELCOME with no streams, then
+/// only control requests (and heartbeats, if the node sends them) for at most
+/// [`CONTROL_SESSION_SECS`]. Not registered: nothing is routed to it, it is not online, and it
+/// does not replace the device's serving tunnel.
+async fn run_control_session<S>(
+    svc: Arc<TunnelService>,
+    mut ws: WebSocketStream<S>,
+    device: DeviceRecord,
+    device_id: DeviceId,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(_slot) = svc.control_sessions.take(device_id) else {
+        let msg =
+            format!("at most {} control sessions per device at a time", super::control::CONTROL_SESSIONS_PER_DEVICE);
+        let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code: ErrorCode::LimitExceeded, message: msg }).await;
+        let _ = ws.close(None).await;
+        return;
+    };
+    let limits = &svc.limits;
+    let welcome = Welcome {
+        device_id,
+        vip: device.vip,
+        heartbeat_interval_s: limits.heartbeat_interval_secs,
+        max_streams: 0,
+        initial_window: limits.initial_window,
+        max_frame: protocol::MAX_FRAME_LEN as u32,
+        challenge_interval_s: limits.challenge_interval_secs,
+        max_inflight: limits.initial_window,
+    };
+    if ws::send_handshake_frame(&mut ws, &Frame::Welcome(welcome)).await.is_err() {
+        return;
+    }
+    info!("control session open");
+    let (mux, out_rx) = Mux::new(MuxConfig {
+        initial_window: limits.initial_window,
+        max_window: limits.initial_window,
+        own_inflight: limits.initial_window,
+        peer_inflight: limits.initial_window,
+        max_data: protocol::MAX_DATA_LEN,
+        idle_timeout: limits.idle_timeout(),
+        max_queued: limits.node_queue_bytes,
+        opens_streams: true,
+    });
+    let epoch = tokio::time::Instant::now();
+    let (sink, mut stream) = ws.split();
+    let mut writer = tokio::spawn(ws::run_writer(sink, out_rx, None, epoch));
+    let mut control = super::control::Control::new(svc.control_deps(), device_id);
+    let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
+    let deadline = tokio::time::sleep(Duration::from_secs(super::control::CONTROL_SESSION_SECS));
+    tokio::pin!(deadline);
+    let mut shutdown = svc.shutdown.clone();
+    let dead_after = Duration::from_secs(limits.node_dead_after_secs);
+    let end: String = loop {
+        tokio::select! {
+            frame = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => break e.to_string(),
+                };
+                if !other_control.allow(tokio::time::Instant::now()) {
+                    let why = other_control.violation("control frames");
+                    mux.send_error(ErrorCode::ProtocolViolation, &why);
+                    break why;
+                }
+                match frame {
+                    Frame::StatsRequest(r) => control.stats(r, &mux),
+                    Frame::Unpair { request_id, reason } => {
+                        let _ = control.unpair(request_id, reason, &mux).await;
+                        break "unpair".into();
+                    }
+                    Frame::Heartbeat(hb) => mux.send_frame(&Frame::HeartbeatAck(HeartbeatAck {
+                        seq: hb.seq,
+                        ..HeartbeatAck::default()
+                    })),
+                    Frame::Error { code, message } => break format!("node sent ERROR {code}: {}", message.escape_debug()),
+                    other => {
+                        let why = format!("unexpected {} on a control session", other.name());
+                        mux.send_error(ErrorCode::ProtocolViolation, &why);
+                        break why;
+                    }
+                }
+            }
+            _ = &mut deadline => {
+                mux.send_error(ErrorCode::LimitExceeded, &format!("control sessions last at most {} s", super::control::CONTROL_SESSION_SECS));
+                break "control session time limit".into();
+            }
+            _ = shutdown.recv() => {
+                mux.send_error(ErrorCode::ServerShutdown, "server is shutting down; reconnect later");
+                break "server shutdown".into();
+            }
+        }
+    };
+    mux.close(&end);
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+        writer.abort();
+    }
+    info!(reason = %end, "control session closed");
 }
 
 /// The metric label of a tunnel whose reading ended.
