@@ -195,3 +195,31 @@ fn control_requests_are_rate_limited_and_refused_on_version_1() {
     let (code, _) = error_of(&third.until_closed()).expect("an ERROR");
     assert_eq!(code, ErrorCode::LimitExceeded);
 }
+
+/// The admin's removal (CLI and API) is the same path: the device goes, its serving agent is
+/// told `device_removed` and stops for good, and its vIP is not handed to the next device.
+#[test]
+fn the_admin_removes_devices_from_the_cli_and_the_api() {
+    use crate::api::{Api, token};
+    let s = Server::start_with(priced());
+    s.add_user("host", None);
+    let mut first = s.start_node("host", "127.0.0.2");
+    let removed = s.cli_json(&["device", "remove", &first.vip, "--reason", "returned hardware"]);
+    assert_eq!(removed["vip"], first.vip.as_str());
+    assert!(s.devices().is_empty());
+    assert!(!first.wait_exit().success(), "the agent stops: only a new pairing brings it back");
+    assert!(first.log().contains("removed"), "{}", first.log());
+
+    let second = s.start_node("host", "127.0.0.3");
+    assert_ne!(second.vip, first.vip, "a removed device's vIP stays reserved");
+    let api = Api::new(&s);
+    let t = token(&api.login("admin", &s.admin_password));
+    let r = api.post(&format!("/api/v1/admin/nodes/{}/remove", second.vip), &t, serde_json::json!({"reason": "fraud"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(s.devices().is_empty());
+    let r = api.post(&format!("/api/v1/admin/nodes/{}/remove", second.vip), &t, serde_json::json!({}));
+    assert_eq!(r.status, 404, "{}", r.body);
+    let audit = s.cli_json(&["audit", "list", "--limit", "10"]);
+    let removals: Vec<&Value> = audit.as_array().unwrap().iter().filter(|a| a["action"] == "device.remove").collect();
+    assert_eq!(removals.len(), 2, "{audit}");
+}
