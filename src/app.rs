@@ -783,6 +783,8 @@ impl App {
             shutdown_grace_secs: s.shutdown_grace_secs,
             currency: cfg.billing.enabled.then(|| cfg.billing.currency.clone()),
             watchdog: self.watchdog.clone(),
+            unpair: std::sync::OnceLock::new(),
+            control_sessions: Default::default(),
         });
         let payments = {
             let relay = self.relay.clone();
@@ -859,6 +861,16 @@ impl App {
             money: admin::MoneyRules::from_config(cfg).shared(),
             shared_key_accounts: cfg.trust.shared_key_accounts,
         });
+        {
+            // UNPAIR over the tunnel: the admin's removal, on behalf of the device itself.
+            let ctx = admin_ctx.clone();
+            let hook: crate::tunnel::control::UnpairHook = Arc::new(move |id, reason| {
+                let device = hex::encode(id);
+                let cmd = admin::DeviceRemove { id: device.clone(), reason: reason.map(str::to_owned) };
+                ctx.execute_as(cmd, &format!("device:{device}")).map(|_| ()).map_err(|e| e.to_string())
+            });
+            let _ = tunnel.unpair.set(hook);
+        }
         let api = Arc::new(self.api_state(admin_ctx.clone(), payments.clone(), &socks, &http)?);
         let bot = if cfg.telegram.enabled() {
             let bot = crate::telegram::Bot::new(

@@ -203,6 +203,13 @@ pub struct UnmetLabel {
     pub reason: String,
 }
 
+/// A node's control request over the tunnel (docs/protocol.md "Control requests") and its result.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControlLabel {
+    pub request: String,
+    pub result: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: String,
@@ -251,6 +258,8 @@ pub struct Metrics {
     pub watchdog_probes: Family<ProbeLabel, Counter>,
     /// Requests that found no node, by country and reason.
     pub unmet_demand: Family<UnmetLabel, Counter>,
+    /// Nodes' control requests (`stats`, `unpair`) by result.
+    pub tunnel_control: Family<ControlLabel, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -346,6 +355,16 @@ impl Metrics {
             self.relayed_bytes.clone(),
         );
         reg.register("traffix_tunnel_handshakes", "Node tunnel handshakes by result", self.tunnel_handshakes.clone());
+        for (request, result) in [("stats", "ok"), ("unpair", "ok")] {
+            self.tunnel_control
+                .get_or_create(&ControlLabel { request: request.into(), result: result.into() })
+                .inc_by(0);
+        }
+        reg.register(
+            "traffix_tunnel_control_requests",
+            "Nodes' control requests over the tunnel by request and result",
+            self.tunnel_control.clone(),
+        );
         reg.register(
             "traffix_tunnel_disconnects",
             "Node tunnels ended after a successful handshake, by reason",
@@ -406,6 +425,11 @@ impl Metrics {
     /// Counts one pairing's trust verdict.
     pub fn trust_verdict(&self, level: crate::identity::TrustLevel) {
         self.trust_verdicts.get_or_create(&TrustLabel { level: level.name().into() }).inc();
+    }
+
+    /// Counts one control request of a node (`stats`, `unpair`) with its result.
+    pub fn tunnel_control(&self, request: &str, result: &str) {
+        self.tunnel_control.get_or_create(&ControlLabel { request: request.into(), result: result.into() }).inc();
     }
 
     pub fn tunnel_disconnect(&self, reason: NodeDisconnect) {
@@ -566,6 +590,8 @@ mod tests {
             "level=none",
             "level=software",
             "level=hardware",
+            "request=stats",
+            "request=unpair",
         ];
         assert_eq!(values, expected.iter().map(|v| v.to_string()).collect(), "{text}");
         assert!(text.contains(&format!("traffix_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));

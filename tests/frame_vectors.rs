@@ -13,7 +13,8 @@ use traffix::identity::{KeyAlg, attestation_challenge, challenge_message, device
 use traffix::target::{OpenErrReason, ResetReason, Target};
 use traffix::tunnel::protocol::{
     Challenge, ErrorCode, Frame, HEADER_LEN, Heartbeat, HeartbeatAck, Hello, MAX_CURRENCY_LEN, MAX_DATA_LEN,
-    MAX_FRAME_LEN, NetworkType, NodeState, Pair, PauseReason, Proof, ProtocolError, Welcome, negotiate_version,
+    MAX_FRAME_LEN, MAX_STATS_DAYS, MAX_STATS_MONTHS, NetworkType, NodeState, Pair, PauseReason, Proof, ProtocolError,
+    Stats, StatsEntry, StatsRequest, StatsStatus, Welcome, negotiate_version,
 };
 
 fn load() -> Value {
@@ -73,7 +74,7 @@ const ERROR_NAMES: [&str; 12] = [
     "empty_data",
 ];
 
-const FRAME_TYPES: [&str; 15] = [
+const FRAME_TYPES: [&str; 19] = [
     "HELLO",
     "CHALLENGE",
     "PROOF",
@@ -83,6 +84,10 @@ const FRAME_TYPES: [&str; 15] = [
     "HEARTBEAT_ACK",
     "DRAIN",
     "ERROR",
+    "STATS_REQUEST",
+    "STATS",
+    "UNPAIR",
+    "UNPAIRED",
     "OPEN",
     "OPEN_OK",
     "OPEN_ERR",
@@ -94,7 +99,7 @@ const FRAME_TYPES: [&str; 15] = [
 /// The field names a vector of each type may use (docs/protocol.md; `stream` for stream frames).
 fn allowed_fields(ty: &str) -> &'static [&'static str] {
     match ty {
-        "HELLO" => &["min_version", "max_version", "device_id", "agent", "max_streams", "max_inflight"],
+        "HELLO" => &["min_version", "max_version", "device_id", "agent", "max_streams", "max_inflight", "session"],
         "CHALLENGE" => &["version", "nonce", "server_time_ms"],
         "PROOF" => &["nonce", "signature"],
         "PAIR" => &[
@@ -137,6 +142,10 @@ fn allowed_fields(ty: &str) -> &'static [&'static str] {
         "HEARTBEAT_ACK" => &["seq", "server_time_ms", "bytes_today", "earned_today", "currency"],
         "DRAIN" => &["reason", "deadline_s"],
         "ERROR" => &["code", "message"],
+        "STATS_REQUEST" => &["request_id", "days", "months"],
+        "STATS" => &["request_id", "status", "currency", "today", "days", "months", "retry_after_s"],
+        "UNPAIR" => &["request_id", "reason"],
+        "UNPAIRED" => &["request_id"],
         "OPEN" => &["stream", "window", "port", "atyp", "addr", "probe"],
         "OPEN_OK" => &["stream", "window", "port", "atyp", "addr"],
         "OPEN_ERR" | "RESET" => &["stream", "reason", "message"],
@@ -241,6 +250,11 @@ fn build(case: &Value) -> Frame {
             agent: f.opt_text("agent"),
             max_streams: f.opt_uint("max_streams"),
             max_inflight: f.opt_uint("max_inflight"),
+            control_only: match f.opt_uint::<u8>("session") {
+                None | Some(0) => false,
+                Some(1) => true,
+                Some(other) => panic!("session {other} in a valid vector {case}"),
+            },
         }),
         "CHALLENGE" => Frame::Challenge(Challenge {
             version: f.opt_uint("version"),
@@ -330,6 +344,42 @@ fn build(case: &Value) -> Frame {
             assert_eq!(code as u16, n, "ERROR code {n} is not modelled: {case}");
             Frame::Error { code, message: f.opt_text("message").unwrap_or_default() }
         }
+        "STATS_REQUEST" => Frame::StatsRequest(StatsRequest {
+            request_id: f.uint("request_id"),
+            days: f.opt_uint("days").unwrap_or(0),
+            months: f.opt_uint("months").unwrap_or(0),
+        }),
+        "STATS" => {
+            let n: u8 = f.uint("status");
+            let status = StatsStatus::from_u8(n);
+            assert_eq!(status as u8, n, "STATS status {n} is not modelled: {case}");
+            let entries = |key: &str, max: usize| -> Vec<StatsEntry> {
+                let Some(list) = f.map.get(key) else { return Vec::new() };
+                let list = list.as_array().unwrap_or_else(|| panic!("{key} is not a list in {case}"));
+                assert!(!list.is_empty() && list.len() <= max, "{key}: 1..={max} entries in a valid vector: {case}");
+                list.iter()
+                    .map(|e| {
+                        let n = |k: &str| e[k].as_u64().unwrap_or_else(|| panic!("{key}.{k} in {case}"));
+                        StatsEntry {
+                            start_day: u32::try_from(n("start_day")).expect("start_day is a u32"),
+                            bytes: n("bytes"),
+                            earned: n("earned"),
+                        }
+                    })
+                    .collect()
+            };
+            Frame::Stats(Box::new(Stats {
+                request_id: f.uint("request_id"),
+                status,
+                currency: f.opt_text("currency"),
+                today: f.opt_uint("today"),
+                days: entries("days", MAX_STATS_DAYS),
+                months: entries("months", MAX_STATS_MONTHS),
+                retry_after_s: f.opt_uint("retry_after_s"),
+            }))
+        }
+        "UNPAIR" => Frame::Unpair { request_id: f.uint("request_id"), reason: f.opt_text("reason") },
+        "UNPAIRED" => Frame::Unpaired { request_id: f.uint("request_id") },
         "OPEN" => Frame::Open {
             stream: f.stream(),
             window: f.uint("window"),
@@ -526,7 +576,7 @@ fn version_negotiation_matches() {
 // ---------------------------------------------------------------------------------------------
 // Property tests.
 
-const TYPES: [u8; 15] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15];
+const TYPES: [u8; 19] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 0x0a, 0x0b, 0x0c, 0x0d, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15];
 
 /// A well-formed TLV sequence, then cut at a random point (sometimes not at all).
 fn tlv_body() -> impl Strategy<Value = Vec<u8>> {
@@ -596,9 +646,10 @@ fn control_frame() -> impl Strategy<Value = Frame> {
         proptest::option::of(text(64)),
         proptest::option::of(any::<u32>()),
         proptest::option::of(any::<u32>()),
+        any::<bool>(),
     )
-        .prop_map(|(min_version, max_version, device_id, agent, max_streams, max_inflight)| {
-            Frame::Hello(Hello { min_version, max_version, device_id, agent, max_streams, max_inflight })
+        .prop_map(|(min_version, max_version, device_id, agent, max_streams, max_inflight, control_only)| {
+            Frame::Hello(Hello { min_version, max_version, device_id, agent, max_streams, max_inflight, control_only })
         });
     let challenge = (proptest::option::of(any::<u8>()), any::<[u8; 32]>(), proptest::option::of(any::<u64>()))
         .prop_map(|(version, nonce, server_time_ms)| Frame::Challenge(Challenge { version, nonce, server_time_ms }));
@@ -684,7 +735,7 @@ fn control_frame() -> impl Strategy<Value = Frame> {
             })
         });
     let error =
-        (1u16..=10, text(100)).prop_map(|(code, message)| Frame::Error { code: ErrorCode::from_u16(code), message });
+        (1u16..=11, text(100)).prop_map(|(code, message)| Frame::Error { code: ErrorCode::from_u16(code), message });
     let drain = (proptest::option::of(text(50)), proptest::option::of(any::<u16>()))
         .prop_map(|(reason, deadline_s)| Frame::Drain { reason, deadline_s });
     // At most 16 bytes: up to 16 ASCII letters, or up to 4 characters of any width.
@@ -696,7 +747,45 @@ fn control_frame() -> impl Strategy<Value = Frame> {
     );
     let proof = (any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..80))
         .prop_map(|(nonce, signature)| Frame::Proof(Proof { nonce, signature }));
-    prop_oneof![hello, challenge, proof, pair, welcome, heartbeat, ack, drain, error]
+    let entry = (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(start_day, bytes, earned)| StatsEntry {
+        start_day,
+        bytes,
+        earned,
+    });
+    let stats_request = (any::<u32>(), any::<u16>(), any::<u16>())
+        .prop_map(|(request_id, days, months)| Frame::StatsRequest(StatsRequest { request_id, days, months }));
+    let stats = (
+        any::<u32>(),
+        (0u8..=2).prop_map(StatsStatus::from_u8),
+        proptest::option::of(proptest::string::string_regex("[A-Z]{0,16}").expect("valid regex")),
+        proptest::option::of(any::<u32>()),
+        proptest::collection::vec(entry.clone(), 0..=MAX_STATS_DAYS),
+        proptest::collection::vec(entry, 0..=MAX_STATS_MONTHS),
+        proptest::option::of(any::<u16>()),
+    )
+        .prop_map(|(request_id, status, currency, today, days, months, retry_after_s)| {
+            Frame::Stats(Box::new(Stats { request_id, status, currency, today, days, months, retry_after_s }))
+        });
+    // At most 200 bytes: ASCII, or up to 50 characters of any width.
+    let reason = proptest::string::string_regex("[ -~]{0,200}|\\PC{0,50}").expect("valid regex");
+    let unpair = (any::<u32>(), proptest::option::of(reason))
+        .prop_map(|(request_id, reason)| Frame::Unpair { request_id, reason });
+    let unpaired = any::<u32>().prop_map(|request_id| Frame::Unpaired { request_id });
+    prop_oneof![
+        hello,
+        challenge,
+        proof,
+        pair,
+        welcome,
+        heartbeat,
+        ack,
+        drain,
+        error,
+        stats_request,
+        stats,
+        unpair,
+        unpaired
+    ]
 }
 
 fn stream_frame() -> impl Strategy<Value = Frame> {

@@ -42,6 +42,16 @@ pub struct DeviceQuality {
     pub note: String,
 }
 
+/// Removes (unpairs) a device: it no longer authenticates, its live streams are cut and its
+/// tunnel is closed with `device_removed`; its vIP stays reserved and its history stays. The
+/// device itself runs this over the tunnel (UNPAIR, actor `device:<id>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRemove {
+    pub id: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// Lifts a device's ban; the reason, if given, goes into the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceUnban {
@@ -136,6 +146,32 @@ impl Command for DeviceBan {
             reason: reason.clone(),
         });
         Ok(ctx.device_view(&dev))
+    }
+}
+
+impl Command for DeviceRemove {
+    type Output = DeviceView;
+
+    fn audit(&self) -> Option<Audit> {
+        Some(Audit::new("device.remove", &self.id).reason(self.reason.clone()))
+    }
+
+    fn before(&self, ctx: &AdminCtx) -> Option<Value> {
+        ctx.device_before(&self.id)
+    }
+
+    fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<DeviceView, AdminError> {
+        let dev = ctx.find_device(&self.id)?;
+        let raw = hex::decode(&dev.id).map_err(|_| AdminError::new("store_error", "corrupt device id"))?;
+        let view = ctx.device_view(&dev);
+        ctx.store.remove_device(&raw)?;
+        if let (Some(l), Ok(id16)) = (&ctx.live, <[u8; 16]>::try_from(raw.as_slice())) {
+            // Its streams end (their session rows say why) before its tunnel goes.
+            ctx.cut(Cut::Device(id16), "device_removed");
+            l.registry.kick(&id16, ErrorCode::DeviceRemoved, "this device was removed from the server: pair it again");
+        }
+        tracing::info!(device = %dev.id, owner = %dev.owner, reason = self.reason.as_deref(), "device removed");
+        Ok(view)
     }
 }
 
@@ -315,5 +351,66 @@ impl AdminCtx {
     /// A device as it was before a change, for the audit log.
     fn device_before(&self, key: &str) -> Option<Value> {
         self.find_device(key).ok().and_then(|d| serde_json::to_value(self.device_view(&d)).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::test_ctx;
+    use crate::store::{DeviceRecord, PairCode};
+
+    fn pair(ctx: &AdminCtx, code: &str, key: u8) -> DeviceRecord {
+        let now = now_secs();
+        ctx.store
+            .create_pair_code(
+                code,
+                &PairCode { user: "bob".into(), created_at: now, expires_at: now + 600, used: false },
+            )
+            .unwrap();
+        let rec = DeviceRecord {
+            id: hex::encode([key; 16]),
+            owner: String::new(),
+            vip: Ipv4Addr::UNSPECIFIED,
+            key_alg: crate::identity::KeyAlg::Ed25519,
+            public_key: hex::encode([key; 32]),
+            model: None,
+            os: None,
+            app_version: None,
+            attestation: Vec::new(),
+            paired_at: 0,
+            last_seen: None,
+            last_ip: None,
+            country: None,
+            banned: false,
+            ban_reason: None,
+            trust: None,
+            emulator_hints: Vec::new(),
+            paused: false,
+        };
+        ctx.store.pair_device(code, now, rec).unwrap()
+    }
+
+    #[test]
+    fn a_removed_device_is_gone_audited_and_its_vip_never_reused() {
+        let (_dir, ctx) = test_ctx();
+        ctx.execute(crate::admin::UserAdd { name: "bob".into(), password: None, admin: false }).unwrap();
+        let first = pair(&ctx, "c1", 1);
+        let removed = ctx
+            .execute_as(DeviceRemove { id: first.id[..8].into(), reason: Some("selling it".into()) }, "device:0101")
+            .unwrap();
+        assert_eq!(removed.id, first.id);
+        assert!(ctx.store.get_device(&[1; 16]).unwrap().is_none());
+        assert!(ctx.execute(DeviceList::default()).unwrap().is_empty(), "no longer listed");
+        let again = DeviceRemove { id: first.id.clone(), reason: None };
+        assert_eq!(ctx.execute(again).unwrap_err().error, "not_found");
+        let audit = ctx.store.list_audit(&Default::default()).unwrap();
+        let entry = audit.iter().find(|a| a.action == "device.remove").expect("audited");
+        assert_eq!((entry.actor.as_str(), entry.reason.as_deref()), ("device:0101", Some("selling it")));
+        // Another device does not get the removed one's address; the same key pairs as new.
+        let other = pair(&ctx, "c2", 2);
+        assert_ne!(other.vip, first.vip);
+        let back = pair(&ctx, "c3", 1);
+        assert_ne!(back.vip, first.vip);
     }
 }

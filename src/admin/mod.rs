@@ -36,7 +36,7 @@ mod withdrawals;
 pub use crate::store::Window;
 pub use api_keys::{ApiKeyCreate, ApiKeyDelete, ApiKeyList};
 pub use audit::AuditList;
-pub use devices::{DeviceBan, DeviceList, DeviceQuality, DeviceUnban, Pair};
+pub use devices::{DeviceBan, DeviceList, DeviceQuality, DeviceRemove, DeviceUnban, Pair};
 pub use geoip::{GeoipReload, GeoipReloadView, GeoipShow};
 pub use ledger::{Backup, LedgerList, LedgerReverse, LedgerVerify};
 pub use payments::{
@@ -160,6 +160,7 @@ admin_requests!(
     DeviceBan,
     DeviceUnban,
     DeviceQuality,
+    DeviceRemove,
     LedgerList,
     AuditList,
     LedgerVerify,

@@ -486,6 +486,22 @@ pub async fn unban(
     Ok(Json(state.run(admin::DeviceUnban { id, reason }, &p.actor()).await?))
 }
 
+/// Remove (unpair) a device: it can no longer connect until paired again, its live streams are
+/// cut, its vIP stays reserved; an optional reason goes into the audit log.
+#[utoipa::path(post, path = "/api/v1/admin/nodes/{id}/remove", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = OptionalReason,
+    responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(state): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<DeviceView>, ApiError> {
+    p.admin_write(false)?;
+    let reason = optional_reason(&body)?;
+    Ok(Json(state.run(admin::DeviceRemove { id, reason }, &p.actor()).await?))
+}
+
 /// An optional `{"reason": …}` body: none, whitespace, or a reason of 1-500 characters.
 fn optional_reason(body: &[u8]) -> Result<Option<String>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {

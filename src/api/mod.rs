@@ -387,6 +387,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/admin/nodes", get(admin::nodes))
         .route("/admin/nodes/{id}/ban", post(admin::ban))
         .route("/admin/nodes/{id}/unban", post(admin::unban))
+        .route("/admin/nodes/{id}/remove", post(admin::remove))
         .route("/admin/nodes/{id}/quality", post(admin::quality))
         .route("/admin/sessions", get(admin::sessions))
         .route("/admin/sessions.csv", get(admin::sessions_csv))

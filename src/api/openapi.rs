@@ -39,7 +39,7 @@ impl Modify for Bearer {
         me::delete_api_key, me::sub_users, me::create_sub_user, me::change_sub_user, me::delete_sub_user,
         admin::overview, admin::usage, admin::users, admin::create_user, admin::credit, admin::adjust,
         admin::set_password, admin::disable, admin::enable, admin::rotate_proxy_password, admin::pair, admin::sub_users,
-        admin::nodes, admin::ban, admin::unban, admin::quality, admin::sessions, admin::sessions_csv, admin::ledger, admin::ledger_csv,
+        admin::nodes, admin::ban, admin::unban, admin::remove, admin::quality, admin::sessions, admin::sessions_csv, admin::ledger, admin::ledger_csv,
         admin::reverse, admin::withdrawals,
         admin::approve, admin::reject, admin::audit, admin::settings, admin::update_settings, admin::events,
         admin::tls_renew,

@@ -200,6 +200,35 @@ pub struct NodeArgs {
     /// this many seconds; an unban brings the node back on its own.
     #[arg(long, default_value_t = crate::node::DEFAULT_REFUSED_RETRY_SECS, value_name = "SECS")]
     pub refused_retry_secs: u64,
+    /// Instead of serving: ask the server about this node (works while the agent serves).
+    #[command(subcommand)]
+    pub action: Option<NodeAction>,
+}
+
+/// Requests a node makes with its saved identity (docs/protocol.md "Control requests").
+#[derive(Debug, Subcommand)]
+pub enum NodeAction {
+    /// Print this node's traffic and earnings per day and per month, as the server counts them.
+    Stats {
+        /// The last N days, today included (at most 62).
+        #[arg(long, default_value_t = 7, value_name = "N")]
+        days: u16,
+        /// The last N calendar months, this one included (at most 24).
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        months: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpair: the server forgets this device and the identity file is deleted.
+    Unpair {
+        /// Do it (without this, nothing is sent).
+        #[arg(long)]
+        yes: bool,
+        /// Why (recorded in the server's audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// Which rows of a list: newest first, `--limit`, `--since`, `--until`.
@@ -358,6 +387,18 @@ pub enum DeviceCmd {
         #[arg(long)]
         reason: String,
         /// Print the device as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove (unpair) a device: it can no longer connect until paired again; its live streams
+    /// are cut. Its virtual IP stays reserved and its history stays.
+    Remove {
+        /// The device: its id, an unambiguous id prefix, or its virtual IP.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the removed device as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -1061,6 +1102,40 @@ fn read_password_line() -> Result<String, CliError> {
     Ok(pw.to_owned())
 }
 
+/// `traffix node stats` / `traffix node unpair`: one control request with the saved identity.
+async fn node_action(opts: &crate::node::NodeOptions, action: NodeAction) -> Result<(), CliError> {
+    use crate::node::control::{Answer, Request};
+    let (req, json) = match action {
+        NodeAction::Stats { days, months, json } => (Request::Stats { days, months }, json),
+        NodeAction::Unpair { yes: false, .. } => {
+            return Err(CliError::usage(
+                "unpairing makes the server forget this device and deletes its identity file; \
+                 the node can only come back with a new pairing link. Add --yes to do it",
+            ));
+        }
+        NodeAction::Unpair { yes: true, reason } => (Request::Unpair { reason }, false),
+    };
+    match crate::node::control::ask(opts, req).await.map_err(CliError::fail)? {
+        Answer::Stats(v) if json => print_json(&v),
+        Answer::Stats(v) => {
+            outln!("device {} (earnings in {})", v.device, v.currency);
+            for (title, rows) in [("day", &v.days), ("month", &v.months)] {
+                if rows.is_empty() {
+                    continue;
+                }
+                outln!("{title:<10}  {:>16}  {:>14}", "bytes", "earned");
+                for r in rows {
+                    outln!("{:<10}  {:>16}  {:>14}", r.period, r.bytes, r.earned);
+                }
+            }
+        }
+        Answer::Unpaired { device } => {
+            outln!("device {device} unpaired: the server forgot it and {} was deleted", opts.state.display());
+        }
+    }
+    Ok(())
+}
+
 /// `traffix geoip update`: downloads, verifies and installs, then asks a running server to load
 /// what changed.
 async fn geoip_update(data_dir: &Path, config: Option<&Path>, force: bool, json: bool) -> Result<(), CliError> {
@@ -1249,6 +1324,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 limits,
                 refused_retry: std::time::Duration::from_secs(a.refused_retry_secs.max(1)),
             };
+            if let Some(action) = a.action {
+                return node_action(&opts, action).await;
+            }
             crate::node::run(opts, shutdown).await.map_err(CliError::fail)?;
         }
         Command::User(cmd) => match cmd {
@@ -1339,6 +1417,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 DeviceCmd::Unban { id, reason, json } => {
                     (Rows::One(admin_cmds.run(admin::DeviceUnban { id, reason }).await?), json)
+                }
+                DeviceCmd::Remove { id, reason, json } => {
+                    (Rows::One(admin_cmds.run(admin::DeviceRemove { id, reason }).await?), json)
                 }
                 DeviceCmd::Quality { id, state, note, json } => {
                     (Rows::One(admin_cmds.run(admin::DeviceQuality { id, state, note }).await?), json)

@@ -3,6 +3,7 @@
 //! challenges, heartbeats, and relays the streams the server opens — each checked against the
 //! egress policy first (resolve once, check every address, dial the literal, compare the peer).
 
+pub mod control;
 pub mod state;
 
 use std::net::{IpAddr, SocketAddr};
@@ -256,6 +257,7 @@ where
         agent: Some(format!("traffix-node/{}", env!("CARGO_PKG_VERSION"))),
         max_streams: Some(opts.max_streams),
         max_inflight: Some(opts.limits.node_max_inflight),
+        control_only: false,
     };
     let step = |e: ReadEnd| format!("handshake: {e}");
     ws::send_handshake_frame(&mut wsock, &Frame::Hello(hello)).await.map_err(step)?;

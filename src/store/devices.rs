@@ -268,6 +268,24 @@ impl Store {
         Ok(dev)
     }
 
+    /// Forgets a device (unpaired): its row goes, so its key no longer authenticates and it may
+    /// pair again as new. Its virtual IP stays reserved (never handed to another device, so
+    /// session rows and abuse reports keep naming one device); its usage and ledger history stay.
+    /// Returns the record as it was.
+    pub fn remove_device(&self, id: &[u8]) -> Result<DeviceRecord, StoreError> {
+        let txn = self.write()?;
+        let dev = {
+            let mut t = txn.open_table(DEVICES)?;
+            let dev: DeviceRecord = match t.remove(id)? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(StoreError::NotFound(format!("device {}", hex::encode(id)))),
+            };
+            dev
+        };
+        txn.commit()?;
+        Ok(dev)
+    }
+
     /// Persists last-seen times (and addresses, countries) of many devices in one transaction.
     pub fn touch_devices(&self, seen: &[SeenRow]) -> Result<(), StoreError> {
         if seen.is_empty() {

@@ -3,6 +3,7 @@
 //! streams for whoever opens them and knows nothing of proxies or money (`crate::relay` joins
 //! the two).
 
+pub mod control;
 pub mod copy;
 pub mod flowbuf;
 pub mod mux;

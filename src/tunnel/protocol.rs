@@ -15,7 +15,10 @@ use crate::identity::{DEVICE_ID_LEN, KeyAlg, NONCE_LEN};
 use crate::target::{OpenErrReason, ResetReason, Target};
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
+/// The first version with control requests (STATS_REQUEST, STATS, UNPAIR, UNPAIRED and HELLO's
+/// control-only sessions, docs/protocol.md "Control requests"); version 1 peers never see them.
+pub const CONTROL_VERSION: u8 = 2;
 /// The oldest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u8 = 1;
 /// Frame header: type, flags, stream id.
@@ -31,6 +34,14 @@ pub const FLAG_FIN: u8 = 0x01;
 pub const FLAG_PROBE: u8 = 0x02;
 /// Longest HEARTBEAT_ACK currency code, in bytes of UTF-8.
 pub const MAX_CURRENCY_LEN: usize = 16;
+/// Most day entries in one STATS (the last 62 days: two months of days).
+pub const MAX_STATS_DAYS: usize = 62;
+/// Most month entries in one STATS (two years).
+pub const MAX_STATS_MONTHS: usize = 24;
+/// Length of one STATS entry: start_day u32, bytes u64, earned u64.
+pub const STATS_ENTRY_LEN: usize = 20;
+/// Longest UNPAIR reason, in bytes of UTF-8.
+pub const MAX_UNPAIR_REASON_LEN: usize = 200;
 
 /// Frame type bytes.
 pub mod kind {
@@ -43,6 +54,10 @@ pub mod kind {
     pub const HEARTBEAT_ACK: u8 = 0x07;
     pub const DRAIN: u8 = 0x08;
     pub const ERROR: u8 = 0x09;
+    pub const STATS_REQUEST: u8 = 0x0a;
+    pub const STATS: u8 = 0x0b;
+    pub const UNPAIR: u8 = 0x0c;
+    pub const UNPAIRED: u8 = 0x0d;
     pub const OPEN: u8 = 0x10;
     pub const OPEN_OK: u8 = 0x11;
     pub const OPEN_ERR: u8 = 0x12;
@@ -200,6 +215,9 @@ pub struct Hello {
     pub agent: Option<String>,
     pub max_streams: Option<u32>,
     pub max_inflight: Option<u32>,
+    /// Tag 16 (version 2): a control-only session (`traffix node stats` while the node serves
+    /// elsewhere) — no streams, no routing, and it does not replace the device's serving tunnel.
+    pub control_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,6 +299,90 @@ pub struct HeartbeatAck {
     pub currency: Option<String>,
 }
 
+/// STATS_REQUEST (version 2): the device's own traffic and earnings, per day and per month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsRequest {
+    /// Echoed in the STATS that answers it.
+    pub request_id: u32,
+    /// The last this many UTC days, today included (absent: 0; the server answers at most
+    /// [`MAX_STATS_DAYS`]).
+    pub days: u16,
+    /// The last this many UTC calendar months, this one included (at most [`MAX_STATS_MONTHS`]).
+    pub months: u16,
+}
+
+/// Whether a STATS carries the numbers asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatsStatus {
+    #[default]
+    Ok = 0,
+    /// Too many requests on this connection: ask again after `retry_after_s`.
+    RateLimited = 1,
+    /// The server has no numbers to give (billing off, or it could not read them). Unknown
+    /// status values read as this.
+    Unavailable = 2,
+}
+
+impl StatsStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatsStatus::Ok => "ok",
+            StatsStatus::RateLimited => "rate_limited",
+            StatsStatus::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            0 => StatsStatus::Ok,
+            1 => StatsStatus::RateLimited,
+            _ => StatsStatus::Unavailable,
+        }
+    }
+}
+
+/// One day or month of a device's usage: the period's first UTC day (days since 1970-01-01),
+/// bytes carried both ways, and its owner's earnings in micro-units of the STATS currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct StatsEntry {
+    pub start_day: u32,
+    pub bytes: u64,
+    pub earned: u64,
+}
+
+impl StatsEntry {
+    fn to_bytes(self) -> [u8; STATS_ENTRY_LEN] {
+        let mut b = [0u8; STATS_ENTRY_LEN];
+        b[..4].copy_from_slice(&self.start_day.to_be_bytes());
+        b[4..12].copy_from_slice(&self.bytes.to_be_bytes());
+        b[12..].copy_from_slice(&self.earned.to_be_bytes());
+        b
+    }
+
+    fn from_bytes(b: &[u8; STATS_ENTRY_LEN]) -> Self {
+        let u64_at =
+            |i: usize| u64::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
+        StatsEntry { start_day: u32::from_be_bytes([b[0], b[1], b[2], b[3]]), bytes: u64_at(4), earned: u64_at(12) }
+    }
+}
+
+/// STATS (version 2): the server's answer to a STATS_REQUEST.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub request_id: u32,
+    pub status: StatsStatus,
+    /// The billing currency of every `earned` (at most [`MAX_CURRENCY_LEN`] bytes).
+    pub currency: Option<String>,
+    /// The server's current UTC day (days since 1970-01-01).
+    pub today: Option<u32>,
+    /// Oldest first, every day present (zero-filled), the last one today; at most [`MAX_STATS_DAYS`].
+    pub days: Vec<StatsEntry>,
+    /// Oldest first, every month present, the last one this month; at most [`MAX_STATS_MONTHS`].
+    pub months: Vec<StatsEntry>,
+    /// With `RateLimited`: seconds until a request is answered again.
+    pub retry_after_s: Option<u16>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum ErrorCode {
@@ -294,6 +396,9 @@ pub enum ErrorCode {
     LimitExceeded = 8,
     ChallengeTimeout = 9,
     Internal = 10,
+    /// The device was removed (unpaired by itself or by the admin): forget the identity and pair
+    /// again. Sent on version 2 sessions; version 1 sessions get `AuthFailed` instead.
+    DeviceRemoved = 11,
 }
 
 impl ErrorCode {
@@ -310,6 +415,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::ChallengeTimeout => "challenge_timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::DeviceRemoved => "device_removed",
         }
     }
 
@@ -324,6 +430,7 @@ impl ErrorCode {
             7 => ErrorCode::ServerShutdown,
             8 => ErrorCode::LimitExceeded,
             9 => ErrorCode::ChallengeTimeout,
+            11 => ErrorCode::DeviceRemoved,
             _ => ErrorCode::Internal,
         }
     }
@@ -341,6 +448,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit exceeded",
             ErrorCode::ChallengeTimeout => "challenge answered too late",
             ErrorCode::Internal => "internal server error",
+            ErrorCode::DeviceRemoved => "this device was removed from the server (unpaired): pair it again",
         }
     }
 
@@ -352,6 +460,7 @@ impl ErrorCode {
                 | ErrorCode::AuthFailed
                 | ErrorCode::PairingCodeInvalid
                 | ErrorCode::DeviceBanned
+                | ErrorCode::DeviceRemoved
         )
     }
 }
@@ -373,6 +482,18 @@ pub enum Frame {
     Error {
         code: ErrorCode,
         message: String,
+    },
+    StatsRequest(StatsRequest),
+    Stats(Box<Stats>),
+    /// Version 2: the device asks the server to forget it; `reason` (at most
+    /// [`MAX_UNPAIR_REASON_LEN`] bytes) goes into the audit log.
+    Unpair {
+        request_id: u32,
+        reason: Option<String>,
+    },
+    /// Version 2: the device is forgotten; the server closes the tunnel next.
+    Unpaired {
+        request_id: u32,
     },
     /// `probe`: flag bit 1, a watchdog probe to the server's own probe endpoint.
     Open {
@@ -521,6 +642,10 @@ impl Frame {
             Frame::HeartbeatAck(_) => "HEARTBEAT_ACK",
             Frame::Drain { .. } => "DRAIN",
             Frame::Error { .. } => "ERROR",
+            Frame::StatsRequest(_) => "STATS_REQUEST",
+            Frame::Stats(_) => "STATS",
+            Frame::Unpair { .. } => "UNPAIR",
+            Frame::Unpaired { .. } => "UNPAIRED",
             Frame::Open { .. } => "OPEN",
             Frame::OpenOk { .. } => "OPEN_OK",
             Frame::OpenErr { .. } => "OPEN_ERR",
@@ -545,6 +670,9 @@ impl Frame {
                 t.opt_str(4, &h.agent);
                 t.opt_u32(5, h.max_streams);
                 t.opt_u32(6, h.max_inflight);
+                if h.control_only {
+                    t.u8(16, 1);
+                }
             }
             Frame::Challenge(c) => {
                 header(&mut buf, kind::CHALLENGE, 0, 0);
@@ -633,6 +761,46 @@ impl Frame {
                 t.u16(1, *code as u16);
                 t.bytes(2, message.as_bytes());
             }
+            Frame::StatsRequest(r) => {
+                header(&mut buf, kind::STATS_REQUEST, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.u32(1, r.request_id);
+                t.u16(2, r.days);
+                t.u16(3, r.months);
+            }
+            Frame::Stats(s) => {
+                buf.reserve(3 * 16 + (MAX_STATS_DAYS + MAX_STATS_MONTHS) * (3 + STATS_ENTRY_LEN));
+                header(&mut buf, kind::STATS, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.u32(1, s.request_id);
+                t.u8(2, s.status as u8);
+                if let Some(c) = &s.currency {
+                    t.bytes(3, &c.as_bytes()[..char_cut(c, MAX_CURRENCY_LEN)]);
+                }
+                t.opt_u32(4, s.today);
+                // Callers stay within the bounds; the newest entries are kept if not.
+                for e in &s.days[s.days.len().saturating_sub(MAX_STATS_DAYS)..] {
+                    t.bytes(5, &e.to_bytes());
+                }
+                for e in &s.months[s.months.len().saturating_sub(MAX_STATS_MONTHS)..] {
+                    t.bytes(6, &e.to_bytes());
+                }
+                if let Some(r) = s.retry_after_s {
+                    t.u16(7, r);
+                }
+            }
+            Frame::Unpair { request_id, reason } => {
+                header(&mut buf, kind::UNPAIR, 0, 0);
+                let mut t = Tlv(&mut buf);
+                t.u32(1, *request_id);
+                if let Some(r) = reason {
+                    t.bytes(2, &r.as_bytes()[..char_cut(r, MAX_UNPAIR_REASON_LEN)]);
+                }
+            }
+            Frame::Unpaired { request_id } => {
+                header(&mut buf, kind::UNPAIRED, 0, 0);
+                Tlv(&mut buf).u32(1, *request_id);
+            }
             Frame::Open { stream, window, target, probe } => {
                 header(&mut buf, kind::OPEN, if *probe { FLAG_PROBE } else { 0 }, *stream);
                 buf.put_u32(*window);
@@ -696,6 +864,17 @@ impl Frame {
                     agent: f.opt_str(4)?,
                     max_streams: f.opt_u32(5)?,
                     max_inflight: f.opt_u32(6)?,
+                    control_only: match f.opt_u8(16)? {
+                        None | Some(0) => false,
+                        Some(1) => true,
+                        Some(_) => {
+                            return Err(ProtocolError::BadField {
+                                frame: "HELLO",
+                                tag: 16,
+                                why: "unknown session kind",
+                            });
+                        }
+                    },
                 }))
             }
             kind::CHALLENGE => {
@@ -794,6 +973,41 @@ impl Frame {
                     code: ErrorCode::from_u16(f.req_u16(1)?),
                     message: f.opt_str(2)?.unwrap_or_default(),
                 })
+            }
+            kind::STATS_REQUEST => {
+                conn("STATS_REQUEST")?;
+                let f = Fields::parse("STATS_REQUEST", body)?;
+                Ok(Frame::StatsRequest(StatsRequest {
+                    request_id: f.req_u32(1)?,
+                    days: f.opt_u16(2)?.unwrap_or(0),
+                    months: f.opt_u16(3)?.unwrap_or(0),
+                }))
+            }
+            kind::STATS => {
+                conn("STATS")?;
+                let f = Fields::parse("STATS", body)?;
+                Ok(Frame::Stats(Box::new(Stats {
+                    request_id: f.req_u32(1)?,
+                    status: StatsStatus::from_u8(f.req_u8(2)?),
+                    currency: f.opt_str_max(3, MAX_CURRENCY_LEN, "currency is longer than 16 bytes")?,
+                    today: f.opt_u32(4)?,
+                    days: f.entries(5, MAX_STATS_DAYS, "more than 62 day entries")?,
+                    months: f.entries(6, MAX_STATS_MONTHS, "more than 24 month entries")?,
+                    retry_after_s: f.opt_u16(7)?,
+                })))
+            }
+            kind::UNPAIR => {
+                conn("UNPAIR")?;
+                let f = Fields::parse("UNPAIR", body)?;
+                Ok(Frame::Unpair {
+                    request_id: f.req_u32(1)?,
+                    reason: f.opt_str_max(2, MAX_UNPAIR_REASON_LEN, "reason is longer than 200 bytes")?,
+                })
+            }
+            kind::UNPAIRED => {
+                conn("UNPAIRED")?;
+                let f = Fields::parse("UNPAIRED", body)?;
+                Ok(Frame::Unpaired { request_id: f.req_u32(1)? })
             }
             kind::OPEN => {
                 strm("OPEN")?;
@@ -1019,6 +1233,23 @@ impl<'a> Fields<'a> {
         }
         self.opt_str(tag)
     }
+    /// STATS entries of `tag` (a list): each exactly [`STATS_ENTRY_LEN`] bytes, at most `max`.
+    fn entries(&self, tag: u8, max: usize, why: &'static str) -> Result<Vec<StatsEntry>, ProtocolError> {
+        let mut out = Vec::new();
+        for v in self.list(tag) {
+            if out.len() == max {
+                return Err(ProtocolError::BadField { frame: self.frame, tag, why });
+            }
+            let b: &[u8; STATS_ENTRY_LEN] = v.try_into().map_err(|_| ProtocolError::FieldLength {
+                frame: self.frame,
+                tag,
+                len: v.len(),
+                expected: STATS_ENTRY_LEN,
+            })?;
+            out.push(StatsEntry::from_bytes(b));
+        }
+        Ok(out)
+    }
     fn req_str(&self, tag: u8) -> Result<String, ProtocolError> {
         self.opt_str(tag)?.ok_or(ProtocolError::MissingField { frame: self.frame, tag })
     }
@@ -1067,6 +1298,7 @@ mod tests {
                 agent: Some("a".into()),
                 max_streams: Some(5),
                 max_inflight: None,
+                control_only: true,
             }),
             Frame::Open { stream: 3, window: 262_144, target: Target::Domain("example.com".into(), 443), probe: false },
             Frame::Open {
@@ -1178,9 +1410,110 @@ mod tests {
 
     #[test]
     fn version_negotiation_names_the_side_to_upgrade() {
-        assert_eq!(negotiate_version(1, 3), Ok(1));
-        assert!(negotiate_version(2, 3).unwrap_err().contains("upgrade the server"));
+        assert_eq!(negotiate_version(1, 3), Ok(2));
+        assert_eq!(negotiate_version(1, 1), Ok(1), "a version 1 node keeps version 1");
+        assert_eq!(negotiate_version(2, 2), Ok(2));
+        assert!(negotiate_version(3, 4).unwrap_err().contains("upgrade the server"));
         assert!(negotiate_version(0, 0).unwrap_err().contains("upgrade the node"));
         assert!(negotiate_version(3, 1).is_err());
+    }
+
+    fn entry(day: u32, bytes: u64, earned: u64) -> StatsEntry {
+        StatsEntry { start_day: day, bytes, earned }
+    }
+
+    #[test]
+    fn control_requests_round_trip_and_every_prefix_is_safe() {
+        let full = Stats {
+            request_id: 7,
+            status: StatsStatus::Ok,
+            currency: Some("USD".into()),
+            today: Some(20_425),
+            days: (0..MAX_STATS_DAYS as u32)
+                .map(|i| entry(20_364 + i, u64::from(i) << 33, u64::MAX - u64::from(i)))
+                .collect(),
+            months: (0..MAX_STATS_MONTHS as u32).map(|i| entry(19_700 + 30 * i, 1, 2)).collect(),
+            retry_after_s: None,
+        };
+        let frames = [
+            Frame::StatsRequest(StatsRequest { request_id: u32::MAX, days: 62, months: 24 }),
+            Frame::Stats(Box::new(full.clone())),
+            Frame::Stats(Box::new(Stats {
+                request_id: 1,
+                status: StatsStatus::RateLimited,
+                retry_after_s: Some(9),
+                ..Stats::default()
+            })),
+            Frame::Unpair { request_id: 3, reason: Some("selling the phone".into()) },
+            Frame::Unpair { request_id: 4, reason: None },
+            Frame::Unpaired { request_id: 3 },
+        ];
+        for f in frames {
+            let enc = f.encode();
+            assert!(enc.len() <= MAX_FRAME_LEN);
+            assert_eq!(Frame::decode(enc.clone()), Ok(f.clone()), "{}", f.name());
+            for n in 0..enc.len() {
+                let _ = Frame::decode(enc.slice(..n));
+            }
+        }
+        // The largest STATS is far below the frame limit.
+        assert!(Frame::Stats(Box::new(full)).encode().len() < 2_200);
+        // The encoder keeps the newest entries within the bounds and cuts a long reason.
+        let over = Stats { days: (0..70).map(|i| entry(i, 0, 0)).collect(), ..Stats::default() };
+        match Frame::decode(Frame::Stats(Box::new(over)).encode()) {
+            Ok(Frame::Stats(s)) => assert_eq!((s.days.len(), s.days[0].start_day), (MAX_STATS_DAYS, 8)),
+            other => panic!("{other:?}"),
+        }
+        let long = Frame::Unpair { request_id: 1, reason: Some("é".repeat(150)) };
+        match Frame::decode(long.encode()) {
+            Ok(Frame::Unpair { reason: Some(r), .. }) => assert_eq!(r.len(), MAX_UNPAIR_REASON_LEN),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_control_requests_are_violations() {
+        let with = |kind: u8, body: &[u8]| {
+            let mut b = vec![kind, 0, 0, 0, 0, 0];
+            b.extend_from_slice(body);
+            Frame::decode(Bytes::from(b))
+        };
+        let id = [1u8, 0, 4, 0, 0, 0, 9];
+        let stats_head = [&id[..], &[2, 0, 1, 0]].concat();
+        // A wrong-length entry, too many entries, a long currency, a missing status.
+        let short_entry = [&stats_head[..], &[5, 0, 19], &[0; 19]].concat();
+        assert!(matches!(
+            with(kind::STATS, &short_entry),
+            Err(ProtocolError::FieldLength { tag: 5, expected: 20, .. })
+        ));
+        let mut many = stats_head.clone();
+        for _ in 0..=MAX_STATS_MONTHS {
+            many.extend_from_slice(&[6, 0, 20]);
+            many.extend_from_slice(&[0; 20]);
+        }
+        assert!(matches!(with(kind::STATS, &many), Err(ProtocolError::BadField { tag: 6, .. })));
+        let cur = [&stats_head[..], b"\x03\x00\x11ABCDEFGHIJKLMNOPQ"].concat();
+        assert!(matches!(with(kind::STATS, &cur), Err(ProtocolError::BadField { tag: 3, .. })));
+        assert_eq!(with(kind::STATS, &id), Err(ProtocolError::MissingField { frame: "STATS", tag: 2 }));
+        // An unknown status reads as unavailable (a newer server may know more).
+        let odd = [&id[..], &[2, 0, 1, 9]].concat();
+        assert!(matches!(with(kind::STATS, &odd), Ok(Frame::Stats(s)) if s.status == StatsStatus::Unavailable));
+        // A cut field, a repeated scalar, a 201-byte reason, a wrong-width id, a stream id.
+        assert!(matches!(with(kind::STATS_REQUEST, &[1, 0, 4, 0, 0]), Err(ProtocolError::Truncated { .. })));
+        let twice = [&id[..], &[2, 0, 2, 0, 7, 2, 0, 2, 0, 7]].concat();
+        assert!(matches!(with(kind::STATS_REQUEST, &twice), Err(ProtocolError::RepeatedField { tag: 2, .. })));
+        let reason = [&id[..], &[2, 0, 201], &[b'x'; 201]].concat();
+        assert!(matches!(with(kind::UNPAIR, &reason), Err(ProtocolError::BadField { tag: 2, .. })));
+        assert!(matches!(with(kind::UNPAIRED, &[1, 0, 2, 0, 1]), Err(ProtocolError::FieldLength { tag: 1, .. })));
+        let on_stream = [kind::UNPAIRED, 0, 0, 0, 0, 5, 1, 0, 4, 0, 0, 0, 1];
+        assert_eq!(
+            Frame::decode(Bytes::copy_from_slice(&on_stream)),
+            Err(ProtocolError::NeedsConnectionStream("UNPAIRED"))
+        );
+        // HELLO's session kind: 1 is control-only, anything but 0 and 1 is a violation.
+        let hello = |v: u8| with(kind::HELLO, &[1, 0, 1, 1, 2, 0, 1, 2, 16, 0, 1, v]);
+        assert!(matches!(hello(1), Ok(Frame::Hello(h)) if h.control_only));
+        assert!(matches!(hello(0), Ok(Frame::Hello(h)) if !h.control_only));
+        assert!(matches!(hello(2), Err(ProtocolError::BadField { tag: 16, .. })));
     }
 }

@@ -38,6 +38,8 @@ pub struct NodeHandle {
     status: Mutex<Heartbeat>,
     /// The device's trust level as judged at pairing (routing may require one).
     pub trust: crate::identity::TrustLevel,
+    /// The protocol version the session negotiated (ERROR codes it knows).
+    pub version: u8,
 }
 
 /// How close to a node's data cap the server stops routing new streams to it: 1 % of the cap,
@@ -82,7 +84,14 @@ impl NodeHandle {
             owner_paused: AtomicBool::new(false),
             status: Mutex::new(Heartbeat::default()),
             trust: crate::identity::TrustLevel::None,
+            version: crate::tunnel::protocol::MIN_PROTOCOL_VERSION,
         }
+    }
+
+    /// The same node on a session of protocol `version`.
+    pub fn with_version(mut self, version: u8) -> Self {
+        self.version = version;
+        self
     }
 
     /// The same node with the device trust level `trust`.
@@ -298,6 +307,13 @@ impl Registry {
         });
         match node {
             Some(n) => {
+                // Version 1 sessions do not know `device_removed`: to them it is a failed login.
+                let code = match code {
+                    ErrorCode::DeviceRemoved if n.version < crate::tunnel::protocol::CONTROL_VERSION => {
+                        ErrorCode::AuthFailed
+                    }
+                    c => c,
+                };
                 n.mux.send_error(code, why);
                 n.mux.close(why);
                 true

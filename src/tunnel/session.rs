@@ -46,9 +46,24 @@ pub struct TunnelService {
     pub pair_attempts: moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>>,
     /// Told when a node comes online, heartbeats and goes away (the quality watchdog).
     pub watchdog: Arc<crate::watchdog::Watchdog>,
+    /// Removes a device at its own request (UNPAIR); set by the app once its admin commands
+    /// exist. Unset: UNPAIR is answered `ERROR 10`.
+    pub unpair: std::sync::OnceLock<super::control::UnpairHook>,
+    /// Control-only sessions open per device (docs/protocol.md "Control requests").
+    pub control_sessions: super::control::ControlSessions,
 }
 
 impl TunnelService {
+    /// What a connection's control requests need (docs/protocol.md "Control requests").
+    fn control_deps(&self) -> super::control::ControlDeps {
+        super::control::ControlDeps {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            currency: self.currency.clone(),
+            unpair: self.unpair.get().cloned(),
+        }
+    }
+
     /// The table of pairing attempts per address: entries live a minute; bounded.
     pub fn pair_attempts_table() -> moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>> {
         moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build()
@@ -73,6 +88,10 @@ struct Authenticated {
     max_streams: u32,
     max_inflight: u32,
     paired_now: bool,
+    /// The negotiated protocol version.
+    version: u8,
+    /// HELLO asked for a control-only session (version 2).
+    control_only: bool,
 }
 
 /// Runs one node connection to its end; `welcomed` runs once the node's handshake succeeded
@@ -115,7 +134,11 @@ pub async fn serve_node<S>(
         let span = tracing::Span::current();
         span.record("device", hex::encode(who.device_id).as_str());
         span.record("vip", who.device.vip.to_string().as_str());
-        run_connected(svc, ws, peer, who).await;
+        if who.control_only {
+            run_control_session(svc, ws, who.device, who.device_id).await;
+        } else {
+            run_connected(svc, ws, peer, who).await;
+        }
     }
     .instrument(span)
     .await
@@ -136,6 +159,10 @@ where
     };
     let version = protocol::negotiate_version(hello.min_version, hello.max_version)
         .map_err(|m| Refuse(ErrorCode::VersionUnsupported, m))?;
+    let control_only = hello.control_only;
+    if control_only && version < protocol::CONTROL_VERSION {
+        return Err(Refuse(ErrorCode::ProtocolViolation, "a control-only session needs protocol version 2".into()));
+    }
     let nonce = nonce()?;
     ws::send_handshake_frame(
         ws,
@@ -175,7 +202,10 @@ where
             if !owner_ok {
                 return Err(Refuse(ErrorCode::AuthFailed, "the device owner's account is disabled".into()));
             }
-            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: false })
+            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: false, version, control_only })
+        }
+        Frame::Pair(_) if control_only => {
+            Err(Refuse(ErrorCode::ProtocolViolation, "a control-only session cannot pair".into()))
         }
         Frame::Pair(p) => {
             if p.nonce != nonce {
@@ -253,7 +283,7 @@ where
                 other => Refuse(ErrorCode::PairingCodeInvalid, other.to_string()),
             })?;
             info!(device = %device.id, owner = %device.owner, vip = %device.vip, trust = %device.trust_level(), "device paired");
-            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: true })
+            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: true, version, control_only })
         }
         other => Err(Refuse(ErrorCode::ProtocolViolation, format!("expected PROOF or PAIR, got {}", other.name()))),
     }
@@ -359,7 +389,8 @@ where
             who.max_streams,
             now_secs(),
         )
-        .with_trust(who.device.trust_level()),
+        .with_trust(who.device.trust_level())
+        .with_version(who.version),
     );
     node.set_owner_paused(who.device.paused);
     svc.registry.insert(node.clone());
@@ -392,6 +423,8 @@ where
     let mut draining = false;
     let mut heartbeats = ControlRate::heartbeats(limits.heartbeat_interval_secs, tokio::time::Instant::now());
     let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
+    let mut ctl = super::control::Control::new(svc.control_deps(), who.device_id);
+    let requests = who.version >= protocol::CONTROL_VERSION;
 
     let (cause, end): (NodeDisconnect, String) = loop {
         tokio::select! {
@@ -406,7 +439,8 @@ where
                         mux.send_error(ErrorCode::ProtocolViolation, &why);
                         break (NodeDisconnect::ProtocolViolation, why);
                     }
-                    Frame::Proof(_) | Frame::Drain { .. } if !other_control.allow(tokio::time::Instant::now()) => {
+                    Frame::Proof(_) | Frame::Drain { .. } | Frame::StatsRequest(_) | Frame::Unpair { .. }
+                        if !other_control.allow(tokio::time::Instant::now()) => {
                         let why = other_control.violation("control frames");
                         mux.send_error(ErrorCode::ProtocolViolation, &why);
                         break (NodeDisconnect::ProtocolViolation, why);
@@ -443,6 +477,15 @@ where
                             Event::Heartbeat { device: who.device_id, serving: false, pause_reason: Some("draining"), rtt: None, counter: None },
                             now_secs(),
                         );
+                    }
+                    // Control requests (version 2 sessions; on version 1 they are unexpected).
+                    Frame::StatsRequest(r) if requests => ctl.stats(r, &mux),
+                    Frame::Unpair { request_id, reason } if requests => {
+                        // Out of the registry first: nothing new is routed here, and the
+                        // removal's kick of the device's session does not reach this one.
+                        svc.registry.remove(&who.device_id, node.session_id);
+                        let done = ctl.unpair(request_id, reason, &mux).await;
+                        break (NodeDisconnect::Server, if done.is_ok() { "unpaired".into() } else { "unpair failed".into() });
                     }
                     Frame::Error { code, message } => {
                         break (NodeDisconnect::NodeError, format!("node sent ERROR {code}: {}", message.escape_debug()));
@@ -507,6 +550,106 @@ where
     }
     persist_seen(&svc, &node).await;
     info!(reason = %end, "node offline");
+}
+
+/// Runs a control-only session (HELLO tag 16) after its handshake: WELCOME with no streams, then
+/// only control requests (and heartbeats, if the node sends them) for at most
+/// [`CONTROL_SESSION_SECS`]. Not registered: nothing is routed to it, it is not online, and it
+/// does not replace the device's serving tunnel.
+async fn run_control_session<S>(
+    svc: Arc<TunnelService>,
+    mut ws: WebSocketStream<S>,
+    device: DeviceRecord,
+    device_id: DeviceId,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(_slot) = svc.control_sessions.take(device_id) else {
+        let msg =
+            format!("at most {} control sessions per device at a time", super::control::CONTROL_SESSIONS_PER_DEVICE);
+        let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code: ErrorCode::LimitExceeded, message: msg }).await;
+        let _ = ws.close(None).await;
+        return;
+    };
+    let limits = &svc.limits;
+    let welcome = Welcome {
+        device_id,
+        vip: device.vip,
+        heartbeat_interval_s: limits.heartbeat_interval_secs,
+        max_streams: 0,
+        initial_window: limits.initial_window,
+        max_frame: protocol::MAX_FRAME_LEN as u32,
+        challenge_interval_s: limits.challenge_interval_secs,
+        max_inflight: limits.initial_window,
+    };
+    if ws::send_handshake_frame(&mut ws, &Frame::Welcome(welcome)).await.is_err() {
+        return;
+    }
+    info!("control session open");
+    let (mux, out_rx) = Mux::new(MuxConfig {
+        initial_window: limits.initial_window,
+        max_window: limits.initial_window,
+        own_inflight: limits.initial_window,
+        peer_inflight: limits.initial_window,
+        max_data: protocol::MAX_DATA_LEN,
+        idle_timeout: limits.idle_timeout(),
+        max_queued: limits.node_queue_bytes,
+        opens_streams: true,
+    });
+    let epoch = tokio::time::Instant::now();
+    let (sink, mut stream) = ws.split();
+    let mut writer = tokio::spawn(ws::run_writer(sink, out_rx, None, epoch));
+    let mut control = super::control::Control::new(svc.control_deps(), device_id);
+    let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
+    let deadline = tokio::time::sleep(Duration::from_secs(super::control::CONTROL_SESSION_SECS));
+    tokio::pin!(deadline);
+    let mut shutdown = svc.shutdown.clone();
+    let dead_after = Duration::from_secs(limits.node_dead_after_secs);
+    let end: String = loop {
+        tokio::select! {
+            frame = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => break e.to_string(),
+                };
+                if !other_control.allow(tokio::time::Instant::now()) {
+                    let why = other_control.violation("control frames");
+                    mux.send_error(ErrorCode::ProtocolViolation, &why);
+                    break why;
+                }
+                match frame {
+                    Frame::StatsRequest(r) => control.stats(r, &mux),
+                    Frame::Unpair { request_id, reason } => {
+                        let _ = control.unpair(request_id, reason, &mux).await;
+                        break "unpair".into();
+                    }
+                    Frame::Heartbeat(hb) => mux.send_frame(&Frame::HeartbeatAck(HeartbeatAck {
+                        seq: hb.seq,
+                        ..HeartbeatAck::default()
+                    })),
+                    Frame::Error { code, message } => break format!("node sent ERROR {code}: {}", message.escape_debug()),
+                    other => {
+                        let why = format!("unexpected {} on a control session", other.name());
+                        mux.send_error(ErrorCode::ProtocolViolation, &why);
+                        break why;
+                    }
+                }
+            }
+            _ = &mut deadline => {
+                mux.send_error(ErrorCode::LimitExceeded, &format!("control sessions last at most {} s", super::control::CONTROL_SESSION_SECS));
+                break "control session time limit".into();
+            }
+            _ = shutdown.recv() => {
+                mux.send_error(ErrorCode::ServerShutdown, "server is shutting down; reconnect later");
+                break "server shutdown".into();
+            }
+        }
+    };
+    mux.close(&end);
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+        writer.abort();
+    }
+    info!(reason = %end, "control session closed");
 }
 
 /// The metric label of a tunnel whose reading ended.

@@ -838,6 +838,7 @@ pub fn raw_node(
         agent: Some("raw-test-node".into()),
         max_streams: Some(64),
         max_inflight,
+        control_only: false,
     }))
     .unwrap();
     let challenge = match ws.next_frame() {

@@ -341,6 +341,7 @@ fn hello_bytes() -> Vec<u8> {
         agent: Some("fragmented".into()),
         max_streams: None,
         max_inflight: None,
+        control_only: false,
     })
     .encode()
     .to_vec()

@@ -11,6 +11,7 @@ mod api;
 mod attacks;
 mod billing;
 mod cli;
+mod control;
 mod datapath;
 mod failures;
 mod geoip;

@@ -128,6 +128,9 @@ class KeystoreSigner(private val strongBox: Boolean, private val alias: String =
         gen.generateKeyPair()
     }
 
+    /** Deletes the key (after unpairing: the server forgot it, so it can never sign in again). */
+    fun forget() = keystore { it.deleteEntry(alias) }
+
     /** Runs [block] on the loaded Keystore; its failures become [SigningException]s. */
     private inline fun <T> keystore(block: (KeyStore) -> T): T =
         try {

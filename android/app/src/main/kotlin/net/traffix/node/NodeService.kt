@@ -54,6 +54,7 @@ import net.traffix.core.device.RestartWatchdog
 import net.traffix.core.device.StartCause
 import net.traffix.core.device.WakingScheduler
 import net.traffix.core.identity.EmulatorHints
+import net.traffix.core.identity.SigningException
 import net.traffix.core.onboarding.Consent
 import net.traffix.core.policy.Action
 import net.traffix.core.policy.DataUsage
@@ -114,6 +115,14 @@ object NodeStatus {
     internal fun hold(d: ResourceDecision?) {
         _hold.value = d
     }
+
+    /**
+     * The running agent, for the history screen's control requests (history, unpair); null
+     * while the service does not run an agent.
+     */
+    @Volatile
+    var liveAgent: Agent? = null
+        internal set
 }
 
 /**
@@ -265,6 +274,7 @@ class NodeService : LifecycleService() {
     }
 
     override fun onDestroy() {
+        NodeStatus.liveAgent = null
         agent?.let {
             it.close() // its STOPPED reaches NodeStatus through the still-current listener
         }
@@ -291,6 +301,7 @@ class NodeService : LifecycleService() {
             return
         }
         agent = built
+        NodeStatus.liveAgent = built
         evaluate()
         if (held == null) built.start()
     }
@@ -313,6 +324,7 @@ class NodeService : LifecycleService() {
 
     private fun replaceAgent() {
         events = null
+        NodeStatus.liveAgent = null
         agent?.close()
         agent = null
         if (wanted) startAgent()
@@ -513,6 +525,24 @@ class NodeService : LifecycleService() {
 
         override fun onPaired(vip: String) {
             lifecycleScope.launch { store.markPaired(vip) }
+        }
+
+        /** Unpaired (by the owner here, or removed by the admin): the key and pairing go; the Pair screen shows. */
+        override fun onUnpaired() {
+            lifecycleScope.launch {
+                if (events !== this@Events) return@launch
+                wanted = false
+                store.ownerWantsRunning = false
+                NodeStatus.liveAgent = null
+                try {
+                    KeystoreSigner.create(this@NodeService).forget()
+                } catch (e: SigningException) {
+                    Log.w(LOG_TAG, "could not delete the device key: ${e.message}")
+                }
+                store.forgetPairing()
+                NodeStatus.notice(R.string.notice_unpaired)
+                finish()
+            }
         }
     }
 

@@ -25,6 +25,7 @@ import net.traffix.core.policy.DeviceConditions
 import net.traffix.core.policy.ResourceDecision
 import net.traffix.core.policy.ResourcePolicy
 import net.traffix.core.policy.ResourceSettings
+import net.traffix.core.protocol.CONTROL_VERSION
 import net.traffix.core.protocol.DecodeResult
 import net.traffix.core.protocol.ErrorCode
 import net.traffix.core.protocol.Frame
@@ -34,6 +35,9 @@ import net.traffix.core.protocol.Handshake
 import net.traffix.core.protocol.MAX_DATA_LEN
 import net.traffix.core.protocol.MAX_HINTS
 import net.traffix.core.protocol.MAX_HINT_LEN
+import net.traffix.core.protocol.MAX_STATS_DAYS
+import net.traffix.core.protocol.MAX_STATS_MONTHS
+import net.traffix.core.protocol.MAX_UNPAIR_REASON_LEN
 import net.traffix.core.protocol.MIN_PROTOCOL_VERSION
 import net.traffix.core.protocol.NetworkType
 import net.traffix.core.protocol.NodeState
@@ -236,6 +240,7 @@ class Agent(
             // A socket that cannot flush its close (dead network) must not linger.
             scheduler.schedule(2_000, Runnable { it.cancel() })
         }
+        conn.control.closeAll(ControlFailure.TUNNEL_CLOSED, why)
         val lived = TimeUnit.NANOSECONDS.toMillis(clock.nanoTime() - conn.startedNanos)
         foldUsage()
         when {
@@ -265,6 +270,7 @@ class Agent(
             current = null
             c.socket?.cancel()
             c.mux?.close(why)
+            c.control.closeAll(ControlFailure.TUNNEL_CLOSED, why)
         }
         phase = Phase.FAILED
         lastError = why
@@ -310,12 +316,74 @@ class Agent(
             })
     }
 
+    // ---- control requests (docs/protocol.md "Control requests"; any thread) ----
+
+    /**
+     * Asks the server for this device's traffic and earnings: the last [days] days (at most
+     * 62) and [months] calendar months (at most 24). [callback] runs once, on the agent's
+     * thread: the answer, or why there is none (no tunnel, a version 1 server, no answer).
+     */
+    fun requestHistory(days: Int, months: Int, callback: (StatsResult) -> Unit) =
+        scheduler.execute {
+            val conn = current?.takeIf { it.established }
+            when {
+                conn == null -> callback(StatsResult.Failed(ControlFailure.NOT_CONNECTED))
+                conn.version < CONTROL_VERSION -> callback(StatsResult.Failed(ControlFailure.SERVER_TOO_OLD))
+                else -> {
+                    val id = conn.control.add(callback, null)
+                    if (id == null) {
+                        callback(StatsResult.Failed(ControlFailure.BUSY))
+                    } else {
+                        conn.send(Frame.StatsRequest(id, days.coerceIn(0, MAX_STATS_DAYS), months.coerceIn(0, MAX_STATS_MONTHS)))
+                    }
+                }
+            }
+        }
+
+    /**
+     * Asks the server to forget this device (the owner's "Unpair"). On success the server
+     * closes the tunnel, the agent stops, [AgentListener.onUnpaired] tells the app to delete
+     * the key, and [callback] gets [UnpairResult.Unpaired]. Needs a live tunnel: the server
+     * knows the device by the key that signed it in.
+     */
+    fun unpair(reason: String?, callback: (UnpairResult) -> Unit) =
+        scheduler.execute {
+            val conn = current?.takeIf { it.established }
+            when {
+                conn == null -> callback(UnpairResult.Failed(ControlFailure.NOT_CONNECTED))
+                conn.version < CONTROL_VERSION -> callback(UnpairResult.Failed(ControlFailure.SERVER_TOO_OLD))
+                else -> {
+                    val id = conn.control.add(null, callback)
+                    if (id == null) {
+                        callback(UnpairResult.Failed(ControlFailure.BUSY))
+                    } else {
+                        conn.send(Frame.Unpair(id, reason?.let { cutUtf8(it, MAX_UNPAIR_REASON_LEN) }))
+                    }
+                }
+            }
+        }
+
+    private fun unpaired(conn: Conn, u: Frame.Unpaired) {
+        if (!conn.control.unpaired(u)) {
+            violation(conn, "UNPAIRED that answers no request")
+            return
+        }
+        paired = false
+        vip = null
+        log.log(LogLevel.INFO, "unpaired: the server forgot this device")
+        listener.onUnpaired()
+        stopping = true
+        end(conn, "unpaired")
+    }
+
     // ---- frames (scheduler thread) ----
 
     private fun onFrame(conn: Conn, frame: Frame) {
         if (current !== conn) return
         when (frame) {
             is Frame.Error -> {
+                conn.control.closeAll(ControlFailure.SERVER_ERROR, frame.message)
+                if (frame.code == ErrorCode.DEVICE_REMOVED) listener.onUnpaired()
                 val why = "server refused: ${frame.code.name.lowercase()}: ${frame.message}"
                 end(conn, why, fatal = frame.code.isFatal)
             }
@@ -330,6 +398,8 @@ class Agent(
             is Frame.Open -> if (conn.established) open(conn, frame) else violation(conn, "OPEN before WELCOME")
             is Frame.HeartbeatAck -> ack(conn, frame)
             is Frame.Drain -> if (conn.established) startDrain(conn, "server asked: ${frame.reason ?: "drain"}")
+            is Frame.Stats -> conn.control.stats(frame)
+            is Frame.Unpaired -> unpaired(conn, frame)
             else -> violation(conn, "unexpected ${frame.name} from the server")
         }
     }
@@ -347,6 +417,7 @@ class Agent(
             violation(conn, "server chose protocol $v outside $MIN_PROTOCOL_VERSION..$PROTOCOL_VERSION")
             return
         }
+        conn.version = v ?: MIN_PROTOCOL_VERSION
         // The Keystore may fail at any of these (key lost, hardware error): back off, never crash.
         val answer =
             try {
@@ -631,6 +702,12 @@ class Agent(
         var heartbeatTimer: Cancellable? = null
         var drainTimer: Cancellable? = null
 
+        /** The negotiated protocol version (CHALLENGE tag 1). */
+        var version = MIN_PROTOCOL_VERSION
+
+        /** Control requests waiting for their answer on this tunnel. */
+        val control = ControlRequests(scheduler, CONTROL_TIMEOUT_MILLIS)
+
         fun activeStreams(): Int = mux?.activeStreams ?: 0
 
         /** Queues one frame; a refused send means the socket is closing and onClosed follows. */
@@ -707,6 +784,18 @@ class Agent(
     }
 
     companion object {
+        /** How long a control request waits for its answer. */
+        const val CONTROL_TIMEOUT_MILLIS = 30_000L
+
+        /** [text] cut to at most [max] bytes of UTF-8 without splitting a character. */
+        internal fun cutUtf8(text: String, max: Int): String {
+            val b = text.toByteArray(Charsets.UTF_8)
+            if (b.size <= max) return text
+            var end = max
+            while (end > 0 && (b[end].toInt() and 0xc0) == 0x80) end--
+            return String(b, 0, end, Charsets.UTF_8)
+        }
+
         /** Stream threads: daemon, named, created on demand (two per live stream). */
         fun newStreamPool(): ExecutorService {
             val n = AtomicLong(0)

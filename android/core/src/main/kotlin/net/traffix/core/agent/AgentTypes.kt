@@ -128,6 +128,12 @@ interface AgentListener {
 
     /** The server accepted the pairing: persist that PROOF is used from now on. */
     fun onPaired(vip: String) {}
+
+    /**
+     * The server forgot this device (the owner unpaired it, or the admin removed it): delete
+     * the key and the saved pairing; only a new pairing link brings the node back.
+     */
+    fun onUnpaired() {}
 }
 
 enum class LogLevel { DEBUG, INFO, WARN }

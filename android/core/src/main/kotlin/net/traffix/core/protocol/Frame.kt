@@ -5,7 +5,7 @@ import net.traffix.core.net.SocketAddr
 import net.traffix.core.util.Bytes
 
 /*
- * The frames of the Traffix tunnel protocol, version 1 (docs/protocol.md), as values.
+ * The frames of the Traffix tunnel protocol, version 2 (docs/protocol.md), as values.
  *
  * Unsigned wire integers are held in the next wider signed Kotlin type, so none of them reads
  * as negative: u8 and u16 in Int, u32 in Long. u64 fields (times, byte counts, caps) are Long
@@ -14,7 +14,13 @@ import net.traffix.core.util.Bytes
  */
 
 /** The newest protocol version this build speaks. */
-const val PROTOCOL_VERSION = 1
+const val PROTOCOL_VERSION = 2
+
+/**
+ * The first version with control requests (STATS_REQUEST, STATS, UNPAIR, UNPAIRED; docs/protocol.md
+ * "Control requests"). A session that negotiated less never sends them.
+ */
+const val CONTROL_VERSION = 2
 
 /** The oldest protocol version this build still speaks. */
 const val MIN_PROTOCOL_VERSION = 1
@@ -43,6 +49,18 @@ const val MAX_DOMAIN_LEN = 253
 
 /** Longest HEARTBEAT_ACK currency, in bytes of UTF-8; longer is a protocol violation. */
 const val MAX_CURRENCY_LEN = 16
+
+/** Most day entries in a STATS (the last 62 days). */
+const val MAX_STATS_DAYS = 62
+
+/** Most month entries in a STATS (two years). */
+const val MAX_STATS_MONTHS = 24
+
+/** One STATS entry on the wire: start_day u32, bytes u64, earned u64. */
+const val STATS_ENTRY_LEN = 20
+
+/** Longest UNPAIR reason, in bytes of UTF-8. */
+const val MAX_UNPAIR_REASON_LEN = 200
 
 internal const val U32_MAX = 0xffff_ffffL
 
@@ -127,15 +145,45 @@ enum class ErrorCode(val wire: Int) {
     LIMIT_EXCEEDED(8),
     CHALLENGE_TIMEOUT(9),
     INTERNAL(10),
+
+    /** Version 2: the device was unpaired (by itself or the admin); forget the identity, pair again. */
+    DEVICE_REMOVED(11),
     ;
 
     /** Whether a node should give up instead of reconnecting (a person has to act first). */
     val isFatal: Boolean
         get() = this == VERSION_UNSUPPORTED || this == AUTH_FAILED || this == PAIRING_CODE_INVALID ||
-            this == DEVICE_BANNED
+            this == DEVICE_BANNED || this == DEVICE_REMOVED
 
     companion object {
         fun fromWire(v: Int): ErrorCode = entries.firstOrNull { it.wire == v } ?: INTERNAL
+    }
+}
+
+/** Whether a STATS carries the numbers asked for. Unknown wire values read as [UNAVAILABLE]. */
+enum class StatsStatus(val wire: Int) {
+    OK(0),
+
+    /** Too many requests on this connection: ask again after `retryAfterS`. */
+    RATE_LIMITED(1),
+
+    /** The server has no numbers to give (billing off, or it could not read them). */
+    UNAVAILABLE(2),
+    ;
+
+    companion object {
+        fun fromWire(v: Int): StatsStatus = entries.firstOrNull { it.wire == v } ?: UNAVAILABLE
+    }
+}
+
+/**
+ * One day or month of the device's usage in a STATS: the period's first UTC day (days since
+ * 1970-01-01), bytes carried both ways, and what its owner earned, in micro-units of the STATS
+ * currency (u64 carried in a Long, like the other counters).
+ */
+data class StatsEntry(val startDay: Long, val bytes: Long, val earned: Long) {
+    init {
+        requireU32(startDay, "start_day")
     }
 }
 
@@ -216,6 +264,8 @@ sealed class Frame {
         val agent: String? = null,
         val maxStreams: Long? = null,
         val maxInflight: Long? = null,
+        /** Tag 16 (version 2): a control-only session — no streams, never replaces the serving tunnel. */
+        val controlOnly: Boolean = false,
     ) : Control() {
         init {
             requireU8(minVersion, "min_version")
@@ -356,6 +406,67 @@ sealed class Frame {
     /** The sender closes the WebSocket after it. */
     data class Error(val code: ErrorCode, val message: String = "") : Control() {
         override val name get() = "ERROR"
+    }
+
+    /** Version 2: the device's own traffic and earnings, the last [days] days and [months] months. */
+    data class StatsRequest(val requestId: Long, val days: Int = 0, val months: Int = 0) : Control() {
+        init {
+            requireU32(requestId, "request_id")
+            requireU16(days, "days")
+            requireU16(months, "months")
+        }
+
+        override val name get() = "STATS_REQUEST"
+    }
+
+    /**
+     * Version 2: the answer to a STATS_REQUEST. [days] and [months] are oldest first, every
+     * period present, the last one today / this month; earnings in micro-units of [currency].
+     */
+    data class Stats(
+        val requestId: Long,
+        val status: StatsStatus,
+        val currency: String? = null,
+        val today: Long? = null,
+        val days: List<StatsEntry> = emptyList(),
+        val months: List<StatsEntry> = emptyList(),
+        val retryAfterS: Int? = null,
+    ) : Control() {
+        init {
+            requireU32(requestId, "request_id")
+            currency?.let {
+                val n = it.toByteArray(Charsets.UTF_8).size
+                require(n <= MAX_CURRENCY_LEN) { "currency of $n bytes (at most $MAX_CURRENCY_LEN)" }
+            }
+            today?.let { requireU32(it, "today") }
+            require(days.size <= MAX_STATS_DAYS) { "${days.size} day entries (at most $MAX_STATS_DAYS)" }
+            require(months.size <= MAX_STATS_MONTHS) { "${months.size} month entries (at most $MAX_STATS_MONTHS)" }
+            retryAfterS?.let { requireU16(it, "retry_after_s") }
+        }
+
+        override val name get() = "STATS"
+    }
+
+    /** Version 2: forget this device; [reason] (at most [MAX_UNPAIR_REASON_LEN] bytes) is audited. */
+    data class Unpair(val requestId: Long, val reason: String? = null) : Control() {
+        init {
+            requireU32(requestId, "request_id")
+            reason?.let {
+                val n = it.toByteArray(Charsets.UTF_8).size
+                require(n <= MAX_UNPAIR_REASON_LEN) { "reason of $n bytes (at most $MAX_UNPAIR_REASON_LEN)" }
+            }
+        }
+
+        override val name get() = "UNPAIR"
+    }
+
+    /** Version 2: the device is forgotten; the server closes the tunnel next. */
+    data class Unpaired(val requestId: Long) : Control() {
+        init {
+            requireU32(requestId, "request_id")
+        }
+
+        override val name get() = "UNPAIRED"
     }
 
     /** A stream frame: [stream] is never 0, except for WINDOW, where 0 is the connection window. */

@@ -17,8 +17,9 @@ import net.traffix.core.util.Bytes
  * stream id, then body, and within a body field by field, so both name the same error.
  *
  * The encoder reproduces the reference encoder byte for byte: TLV fields in ascending tag
- * order, each once (attestation entries in order), HEARTBEAT network and ERROR message always
- * written, no flags but FIN, OPEN_OK without a peer as `0.0.0.0` port 0.
+ * order, each once (attestation entries in order), HEARTBEAT network, ERROR message and
+ * STATS_REQUEST days and months always written, HELLO session (tag 16) only when control-only,
+ * no flags but FIN, OPEN_OK without a peer as `0.0.0.0` port 0.
  */
 object FrameCodec {
     private object Kind {
@@ -31,6 +32,10 @@ object FrameCodec {
         const val HEARTBEAT_ACK = 0x07
         const val DRAIN = 0x08
         const val ERROR = 0x09
+        const val STATS_REQUEST = 0x0a
+        const val STATS = 0x0b
+        const val UNPAIR = 0x0c
+        const val UNPAIRED = 0x0d
         const val OPEN = 0x10
         const val OPEN_OK = 0x11
         const val OPEN_ERR = 0x12
@@ -67,6 +72,7 @@ object FrameCodec {
                 frame.agent?.let { w.tlvText(4, it) }
                 frame.maxStreams?.let { w.tlvU32(5, it) }
                 frame.maxInflight?.let { w.tlvU32(6, it) }
+                if (frame.controlOnly) w.tlvU8(16, 1)
             }
             is Frame.Challenge -> {
                 w.header(Kind.CHALLENGE, 0, 0)
@@ -137,6 +143,31 @@ object FrameCodec {
                 w.tlvU16(1, frame.code.wire)
                 w.tlvText(2, frame.message)
             }
+            is Frame.StatsRequest -> {
+                w.header(Kind.STATS_REQUEST, 0, 0)
+                w.tlvU32(1, frame.requestId)
+                w.tlvU16(2, frame.days)
+                w.tlvU16(3, frame.months)
+            }
+            is Frame.Stats -> {
+                w.header(Kind.STATS, 0, 0)
+                w.tlvU32(1, frame.requestId)
+                w.tlvU8(2, frame.status.wire)
+                frame.currency?.let { w.tlvText(3, it) }
+                frame.today?.let { w.tlvU32(4, it) }
+                for (e in frame.days) w.tlv(5, entryBytes(e))
+                for (e in frame.months) w.tlv(6, entryBytes(e))
+                frame.retryAfterS?.let { w.tlvU16(7, it) }
+            }
+            is Frame.Unpair -> {
+                w.header(Kind.UNPAIR, 0, 0)
+                w.tlvU32(1, frame.requestId)
+                frame.reason?.let { w.tlvText(2, it) }
+            }
+            is Frame.Unpaired -> {
+                w.header(Kind.UNPAIRED, 0, 0)
+                w.tlvU32(1, frame.requestId)
+            }
             is Frame.Open -> {
                 w.header(Kind.OPEN, if (frame.probe) FLAG_PROBE else 0, frame.stream)
                 w.u32(frame.window)
@@ -166,6 +197,17 @@ object FrameCodec {
         val out = w.toByteArray()
         require(out.size <= MAX_FRAME_LEN) { "${frame.name} frame of ${out.size} bytes exceeds $MAX_FRAME_LEN" }
         return out
+    }
+
+    /** A STATS entry's 20 bytes: start_day u32, bytes u64, earned u64. */
+    private fun entryBytes(e: StatsEntry): ByteArray {
+        val b = ByteArray(STATS_ENTRY_LEN)
+        for (i in 0 until 4) b[i] = (e.startDay ushr (24 - 8 * i)).toByte()
+        for (i in 0 until 8) {
+            b[4 + i] = (e.bytes ushr (56 - 8 * i)).toByte()
+            b[12 + i] = (e.earned ushr (56 - 8 * i)).toByte()
+        }
+        return b
     }
 
     /** The UTF-8 of [text] cut to [MAX_MESSAGE_LEN] bytes without splitting a character. */
@@ -302,6 +344,12 @@ object FrameCodec {
                     agent = f.optText(4),
                     maxStreams = f.optU32(5),
                     maxInflight = f.optU32(6),
+                    controlOnly =
+                    when (f.optU8(16)) {
+                        null, 0 -> false
+                        1 -> true
+                        else -> fail(DecodeError.BadField("HELLO", 16, "unknown session kind"))
+                    },
                 )
             }
             Kind.CHALLENGE -> {
@@ -385,6 +433,37 @@ object FrameCodec {
                 conn("ERROR")
                 val f = Fields.parse("ERROR", body)
                 Frame.Error(code = ErrorCode.fromWire(f.reqU16(1)), message = f.optText(2) ?: "")
+            }
+            Kind.STATS_REQUEST -> {
+                conn("STATS_REQUEST")
+                val f = Fields.parse("STATS_REQUEST", body)
+                Frame.StatsRequest(requestId = f.reqU32(1), days = f.optU16(2) ?: 0, months = f.optU16(3) ?: 0)
+            }
+            Kind.STATS -> {
+                conn("STATS")
+                val f = Fields.parse("STATS", body)
+                Frame.Stats(
+                    requestId = f.reqU32(1),
+                    status = StatsStatus.fromWire(f.reqU8(2)),
+                    currency = f.optText(3, MAX_CURRENCY_LEN, "currency is longer than $MAX_CURRENCY_LEN bytes"),
+                    today = f.optU32(4),
+                    days = f.entries(5, MAX_STATS_DAYS, "more than $MAX_STATS_DAYS day entries"),
+                    months = f.entries(6, MAX_STATS_MONTHS, "more than $MAX_STATS_MONTHS month entries"),
+                    retryAfterS = f.optU16(7),
+                )
+            }
+            Kind.UNPAIR -> {
+                conn("UNPAIR")
+                val f = Fields.parse("UNPAIR", body)
+                Frame.Unpair(
+                    requestId = f.reqU32(1),
+                    reason = f.optText(2, MAX_UNPAIR_REASON_LEN, "reason is longer than $MAX_UNPAIR_REASON_LEN bytes"),
+                )
+            }
+            Kind.UNPAIRED -> {
+                conn("UNPAIRED")
+                val f = Fields.parse("UNPAIRED", body)
+                Frame.Unpaired(requestId = f.reqU32(1))
             }
             Kind.OPEN -> {
                 strm("OPEN")
@@ -594,6 +673,27 @@ object FrameCodec {
         }
 
         fun reqText(tag: Int): String = optText(tag) ?: fail(DecodeError.MissingField(frame, tag))
+
+        /** STATS entries of [tag] (a list): each [STATS_ENTRY_LEN] bytes, at most [max] of them. */
+        fun entries(tag: Int, max: Int, why: String): List<StatsEntry> {
+            val out = ArrayList<StatsEntry>()
+            for (i in tags.indices) {
+                if (tags[i] != tag) continue
+                if (out.size == max) fail(DecodeError.BadField(frame, tag, why))
+                if (lengths[i] != STATS_ENTRY_LEN) fail(DecodeError.FieldLength(frame, tag, lengths[i], STATS_ENTRY_LEN))
+                var start = 0L
+                var bytes = 0L
+                var earned = 0L
+                val at = offsets[i]
+                for (k in 0 until 4) start = (start shl 8) or (msg[at + k].toLong() and 0xff)
+                for (k in 0 until 8) {
+                    bytes = (bytes shl 8) or (msg[at + 4 + k].toLong() and 0xff)
+                    earned = (earned shl 8) or (msg[at + 12 + k].toLong() and 0xff)
+                }
+                out.add(StatsEntry(start, bytes, earned))
+            }
+            return out
+        }
 
         /** PAIR's emulator hints: at most [MAX_HINTS] texts of at most [MAX_HINT_LEN] bytes. */
         fun hints(tag: Int): List<String> {

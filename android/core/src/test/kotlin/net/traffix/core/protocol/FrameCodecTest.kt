@@ -233,9 +233,9 @@ class FrameCodecTest {
         }
 
     private fun randomFrame(r: Random): Frame =
-        when (r.nextInt(15)) {
+        when (r.nextInt(19)) {
             0 -> Frame.Hello(r.nextInt(256), r.nextInt(256), r.maybe { r.bytes(16) }, r.maybe { r.text(64) },
-                r.maybe { r.u32() }, r.maybe { r.u32() })
+                r.maybe { r.u32() }, r.maybe { r.u32() }, r.nextBoolean())
             1 -> Frame.Challenge(r.maybe { r.nextInt(256) }, r.bytes(32), r.maybe { r.nextLong() })
             2 -> Frame.Proof(r.bytes(32), r.bytes(r.nextInt(80)))
             3 -> Frame.Pair(
@@ -263,6 +263,16 @@ class FrameCodecTest {
                 Frame.Data(r.stream(), fin, r.bytes(r.nextInt(2000) + if (fin) 0 else 1))
             }
             13 -> Frame.Window(r.u32(), r.u32())
+            14 -> Frame.StatsRequest(r.u32(), r.nextInt(65536), r.nextInt(65536))
+            15 -> {
+                fun entries(max: Int) = List(r.nextInt(max + 1)) { StatsEntry(r.u32(), r.nextLong(), r.nextLong()) }
+                Frame.Stats(
+                    r.u32(), StatsStatus.entries[r.nextInt(3)], r.maybe { r.text(4) }, r.maybe { r.u32() },
+                    entries(MAX_STATS_DAYS), entries(MAX_STATS_MONTHS), r.maybe { r.nextInt(65536) },
+                )
+            }
+            16 -> Frame.Unpair(r.u32(), r.maybe { r.text(50) })
+            17 -> Frame.Unpaired(r.u32())
             else -> Frame.Reset(r.stream(), ResetReason.entries[r.nextInt(7)], r.text(100))
         }
 }

@@ -164,14 +164,14 @@ class FrameVectorsTest {
 
     companion object {
         val FRAME_TYPES = listOf(
-            "HELLO", "CHALLENGE", "PROOF", "PAIR", "WELCOME", "HEARTBEAT", "HEARTBEAT_ACK", "DRAIN", "ERROR", "OPEN",
-            "OPEN_OK", "OPEN_ERR", "DATA", "WINDOW", "RESET",
+            "HELLO", "CHALLENGE", "PROOF", "PAIR", "WELCOME", "HEARTBEAT", "HEARTBEAT_ACK", "DRAIN", "ERROR",
+            "STATS_REQUEST", "STATS", "UNPAIR", "UNPAIRED", "OPEN", "OPEN_OK", "OPEN_ERR", "DATA", "WINDOW", "RESET",
         )
 
         /** The field names a vector of each type may use (docs/protocol.md; `stream` for stream frames). */
         private fun allowedFields(type: String): Set<String> =
             when (type) {
-                "HELLO" -> setOf("min_version", "max_version", "device_id", "agent", "max_streams", "max_inflight")
+                "HELLO" -> setOf("min_version", "max_version", "device_id", "agent", "max_streams", "max_inflight", "session")
                 "CHALLENGE" -> setOf("version", "nonce", "server_time_ms")
                 "PROOF" -> setOf("nonce", "signature")
                 "PAIR" -> setOf(
@@ -189,6 +189,10 @@ class FrameVectorsTest {
                 "HEARTBEAT_ACK" -> setOf("seq", "server_time_ms", "bytes_today", "earned_today", "currency")
                 "DRAIN" -> setOf("reason", "deadline_s")
                 "ERROR" -> setOf("code", "message")
+                "STATS_REQUEST" -> setOf("request_id", "days", "months")
+                "STATS" -> setOf("request_id", "status", "currency", "today", "days", "months", "retry_after_s")
+                "UNPAIR" -> setOf("request_id", "reason")
+                "UNPAIRED" -> setOf("request_id")
                 "OPEN" -> setOf("stream", "window", "port", "atyp", "addr", "probe")
                 "OPEN_OK" -> setOf("stream", "window", "port", "atyp", "addr")
                 "OPEN_ERR", "RESET" -> setOf("stream", "reason", "message")
@@ -233,6 +237,11 @@ class FrameVectorsTest {
                     agent = f.optStr("agent"),
                     maxStreams = f.optLong("max_streams"),
                     maxInflight = f.optLong("max_inflight"),
+                    controlOnly = when (val v = f.optInt("session")) {
+                        null, 0 -> false
+                        1 -> true
+                        else -> throw AssertionError("session $v in a valid vector")
+                    },
                 )
                 "CHALLENGE" -> Frame.Challenge(f.optInt("version"), f.bytes("nonce"), f.optLong("server_time_ms"))
                 "PROOF" -> Frame.Proof(f.bytes("nonce"), f.bytes("signature"))
@@ -309,6 +318,33 @@ class FrameVectorsTest {
                     assertEquals("ERROR code $n is not modelled", n, code.wire)
                     Frame.Error(code, f.optStr("message") ?: "")
                 }
+                "STATS_REQUEST" -> Frame.StatsRequest(f.long("request_id"), f.optInt("days") ?: 0, f.optInt("months") ?: 0)
+                "STATS" -> {
+                    val n = f.int("status")
+                    val status = StatsStatus.fromWire(n)
+                    assertEquals("STATS status $n is not modelled", n, status.wire)
+                    fun entries(key: String, max: Int): List<StatsEntry> {
+                        if (!f.has(key)) return emptyList()
+                        val list = f.list(key)
+                        assertTrue("$key: 1..$max entries in a valid vector", list.size in 1..max)
+                        return list.map {
+                            @Suppress("UNCHECKED_CAST")
+                            val e = Case(it as Map<String, Any?>)
+                            StatsEntry(e.long("start_day"), e.long("bytes"), e.long("earned"))
+                        }
+                    }
+                    Frame.Stats(
+                        requestId = f.long("request_id"),
+                        status = status,
+                        currency = f.optStr("currency"),
+                        today = f.optLong("today"),
+                        days = entries("days", MAX_STATS_DAYS),
+                        months = entries("months", MAX_STATS_MONTHS),
+                        retryAfterS = f.optInt("retry_after_s"),
+                    )
+                }
+                "UNPAIR" -> Frame.Unpair(f.long("request_id"), f.optStr("reason"))
+                "UNPAIRED" -> Frame.Unpaired(f.long("request_id"))
                 "OPEN" -> Frame.Open(f.long("stream"), f.long("window"), f.target(), f.has("probe") && f.bool("probe"))
                 "OPEN_OK" -> {
                     val peer =
