@@ -241,6 +241,7 @@ where
                 trust: Some(verdict),
                 emulator_hints: p.hints.iter().map(|h| h.chars().take(64).collect()).collect(),
                 paused: false,
+                node_pause: None,
             };
             let store = svc.store.clone();
             let code_hash = auth::pairing_code_hash(&p.code);
@@ -258,6 +259,9 @@ where
         other => Err(Refuse(ErrorCode::ProtocolViolation, format!("expected PROOF or PAIR, got {}", other.name()))),
     }
 }
+
+/// The largest node-reported RTT (HEARTBEAT tag 14) taken as a sample; more is a clock glitch.
+const MAX_REPORTED_RTT_MS: u32 = 120_000;
 
 /// Heartbeats a node may send back to back before the rate applies.
 const HEARTBEAT_BURST: u32 = 5;
@@ -327,6 +331,7 @@ where
         max_frame: protocol::MAX_FRAME_LEN as u32,
         challenge_interval_s: limits.challenge_interval_secs,
         max_inflight: limits.node_max_inflight,
+        idle_heartbeat_interval_s: limits.idle_heartbeat_interval(),
     };
     if ws::send_handshake_frame(&mut ws, &Frame::Welcome(welcome)).await.is_err() {
         return;
@@ -341,10 +346,9 @@ where
         max_queued: (who.max_inflight as usize).saturating_add(limits.node_queue_bytes),
         opens_streams: true,
     });
-    let epoch = tokio::time::Instant::now();
     let (sink, mut stream) = ws.split();
-    let mut writer =
-        tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(limits.ping_interval_secs)), epoch));
+    // No WebSocket pings: the node's heartbeats are the keepalive (docs/protocol.md).
+    let mut writer = tokio::spawn(ws::run_writer(sink, out_rx));
 
     let country = svc.geoip.country(peer.ip());
     let node = Arc::new(
@@ -374,7 +378,8 @@ where
     }
 
     let mut shutdown = svc.shutdown.clone();
-    let dead_after = Duration::from_secs(limits.node_dead_after_secs);
+    let heard = ws::Heard::new();
+    let mut liveness = ws::Liveness::new(limits.heartbeat_interval_secs, limits.idle_heartbeat_interval());
     let mut rechallenge = tokio::time::interval(Duration::from_secs(u64::from(limits.challenge_interval_secs).max(1)));
     rechallenge.tick().await;
     let mut persist = tokio::time::interval(Duration::from_secs(60));
@@ -386,8 +391,10 @@ where
     let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
 
     let (cause, end): (NodeDisconnect, String) = loop {
+        let busy = mux.active_streams() > 0;
+        let dead_at = liveness.deadline(heard.last(), busy, tokio::time::Instant::now());
         tokio::select! {
-            control = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
+            control = ws::next_control(&mut stream, &mux, &heard) => {
                 let control = match control {
                     Ok(c) => c,
                     Err(e) => break (read_end_cause(&e), e.to_string()),
@@ -405,6 +412,11 @@ where
                     }
                     Frame::Heartbeat(hb) => {
                         let seq = hb.seq;
+                        // The node's own HEARTBEAT → ACK round trip is the tunnel RTT (the
+                        // server sends no pings to measure one itself).
+                        if let Some(ms) = hb.rtt_ms.filter(|ms| *ms <= MAX_REPORTED_RTT_MS) {
+                            mux.observe_rtt(Duration::from_millis(u64::from(ms)));
+                        }
                         debug!(state = hb.state.as_str(), battery = hb.battery_pct, network = hb.network.as_str(), "heartbeat");
                         let (serving, pause) = (hb.state == protocol::NodeState::Serving, hb.pause_reason);
                         node.heartbeat(hb, limits.node_max_streams, now_secs());
@@ -458,6 +470,14 @@ where
                 // simply dropped (the writer is aborted below).
                 warn!(limit = mux.config().max_queued, "node does not read what it provokes: disconnecting (limit_exceeded)");
                 break (NodeDisconnect::QueueFull, "outgoing queue full (limit_exceeded)".into());
+            }
+            _ = tokio::time::sleep_until(dead_at) => {
+                // Re-checked: frames the reader consumed meanwhile moved the deadline.
+                let now = tokio::time::Instant::now();
+                if now >= liveness.deadline(heard.last(), mux.active_streams() > 0, now) {
+                    let e = ControlEnd::Read(ReadEnd::Dead(liveness.timeout(busy)));
+                    break (read_end_cause(&e), e.to_string());
+                }
             }
             _ = persist.tick() => persist_seen(&svc, &node).await,
             _ = shutdown.recv(), if !draining => {
@@ -520,11 +540,20 @@ fn read_end_cause(e: &ControlEnd) -> NodeDisconnect {
 
 async fn persist_seen(svc: &Arc<TunnelService>, node: &Arc<NodeHandle>) {
     let store = svc.store.clone();
-    let row = (node.device_id.to_vec(), now_secs(), Some(node.public_ip.to_string()), node.country_str());
+    let row =
+        (node.device_id.to_vec(), now_secs(), Some(node.public_ip.to_string()), node.country_str(), node_pause(node));
     let res = tokio::task::spawn_blocking(move || store.touch_devices(&[row])).await;
     if let Ok(Err(e)) = res {
         warn!(error = %e, "could not persist last-seen");
     }
+}
+
+/// The pause reason the node last reported, kept with its last-seen: a node that paused
+/// itself (a cap, its schedule, its owner's hand) closes its tunnel, and is then shown as
+/// paused, not offline (docs/protocol.md "Heartbeats and drain").
+fn node_pause(node: &NodeHandle) -> Option<String> {
+    let hb = node.status();
+    (hb.state == protocol::NodeState::Paused).then(|| hb.pause_reason.unwrap_or_default().as_str().to_owned())
 }
 
 /// The HEARTBEAT_ACK for `seq`, sent at once: with the device's count for today when there is
