@@ -308,7 +308,8 @@ pub struct Limits {
     /// The heartbeat interval granted to nodes (WELCOME tag 3), used while streams are live.
     pub heartbeat_interval_secs: u16,
     /// The longer interval a node may heartbeat at while it has no live streams (WELCOME tag
-    /// 9); 0 grants none (nodes then always use `heartbeat_interval_secs`).
+    /// 9); 0 grants none (nodes then always use `heartbeat_interval_secs`), and a value below
+    /// `heartbeat_interval_secs` acts as that.
     pub heartbeat_idle_interval_secs: u16,
     pub challenge_interval_secs: u16,
     pub initial_window: u32,
@@ -388,9 +389,11 @@ impl Limits {
         out
     }
 
-    /// The idle heartbeat interval granted in WELCOME tag 9 (`None`: none).
+    /// The idle heartbeat interval granted in WELCOME tag 9 (`None`: none); never shorter
+    /// than `heartbeat_interval_secs`.
     pub fn idle_heartbeat_interval(&self) -> Option<u16> {
-        (self.heartbeat_idle_interval_secs != 0).then_some(self.heartbeat_idle_interval_secs)
+        (self.heartbeat_idle_interval_secs != 0)
+            .then_some(self.heartbeat_idle_interval_secs.max(self.heartbeat_interval_secs))
     }
 }
 
@@ -899,12 +902,6 @@ impl Config {
             || l.heartbeat_interval_secs == 0
         {
             return bad("limits timeouts must be at least 1 second".into());
-        }
-        if l.heartbeat_idle_interval_secs != 0 && l.heartbeat_idle_interval_secs < l.heartbeat_interval_secs {
-            return bad(format!(
-                "limits.heartbeat_idle_interval_secs ({}) must be 0 (none) or at least heartbeat_interval_secs ({})",
-                l.heartbeat_idle_interval_secs, l.heartbeat_interval_secs
-            ));
         }
         if l.heartbeat_interval_secs > MAX_HEARTBEAT_INTERVAL_SECS
             || l.heartbeat_idle_interval_secs > MAX_HEARTBEAT_INTERVAL_SECS

@@ -432,7 +432,9 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// `rate` bytes a second, a burst of a quarter second (at least 64 KiB).
     pub fn new(rate: u64) -> TokenBucket {
-        TokenBucket { rate: rate.max(1), state: Mutex::new((0.0, tokio::time::Instant::now())) }
+        let rate = rate.max(1);
+        let full = (rate as f64 / 4.0).max(64.0 * 1024.0);
+        TokenBucket { rate, state: Mutex::new((full, tokio::time::Instant::now())) }
     }
 
     fn burst(&self) -> f64 {
@@ -751,7 +753,7 @@ mod tests {
             let now = now.clone();
             Arc::new(move || now.load(Ordering::Relaxed))
         };
-        let f = file("daily_cap = 1000\nmonthly_cap = 2500\nmonthly_reset_day = 4\nutc_offset = \"-05:00\"");
+        let f = file("daily_cap = 1000\nmonthly_cap = 2500\nmonthly_reset_day = 6\nutc_offset = \"-05:00\"");
         let path = dir.path().join("n.usage.json");
         let c = Controls::new(Settings::resolve(&f, &flags(), 10).unwrap(), path.clone(), clock.clone());
         assert_eq!(c.pause_reason(), None);
@@ -776,12 +778,13 @@ mod tests {
         let again = Controls::new(c.settings(), path.clone(), clock.clone());
         assert_eq!(again.usage(), c.usage());
         assert_eq!(again.pause_reason(), Some(PauseReason::MonthlyCap));
-        // Local Dec 4 is the reset day: the month starts again (the daily count too).
-        assert_eq!(crate::units::rfc3339(T0 + 17 * 3600 + 86_400), "2026-12-05T05:00:00Z");
-        now.store(T0 + 17 * 3600 - 3600, Ordering::Relaxed);
+        // Local Dec 6 is the reset day: the month starts again (the daily count too).
+        now.store(T0 + 17 * 3600 + 2 * 86_400 - 1, Ordering::Relaxed);
+        assert_eq!(c.pause_reason(), Some(PauseReason::MonthlyCap), "Dec 5, 23:59:59 local");
+        now.store(T0 + 17 * 3600 + 2 * 86_400, Ordering::Relaxed);
+        assert_eq!(c.pause_reason(), None, "Dec 6, 00:00 local: a new period");
+        assert_eq!((c.usage().bytes_today, c.usage().bytes_month), (0, 0));
         let s = c.settings();
-        let u = c.usage();
-        assert_eq!(u.period, month_period_start(local_day(T0, -18_000), 4));
         // Paused by the owner comes first.
         let mut p = s.clone();
         p.paused = true;

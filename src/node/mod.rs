@@ -481,6 +481,8 @@ where
                         mux.send_frame(&Frame::Heartbeat(heartbeat(seq, state, pause, &controls, active, epoch.elapsed(), rtt_ms)));
                         mux.send_frame(&Frame::Drain { reason: Some(format!("paused: {}", r.as_str())), deadline_s: Some(grace) });
                         info!(reason = r.as_str(), streams = active, deadline_s = grace, "paused: draining, then closing the tunnel until it clears");
+                        // A cap reached is kept at once, not up to SAVE_EVERY later (a crash).
+                        controls.save();
                     }
                     (Some(r), _) => {
                         if mux.active_streams() == 0 {

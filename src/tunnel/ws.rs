@@ -260,3 +260,80 @@ where
     ws.send(Message::Binary(frame.encode())).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::protocol::liveness_timeout;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    #[test]
+    fn the_liveness_rule_is_two_and_a_half_intervals_and_ten_seconds() {
+        assert_eq!(liveness_timeout(15), Duration::from_millis(47_500));
+        assert_eq!(liveness_timeout(60), Duration::from_secs(160));
+        assert_eq!(liveness_timeout(0), Duration::from_millis(12_500), "0 reads as 1 s");
+        assert_eq!(liveness_timeout(u16::MAX), Duration::from_millis(65_535 * 2_500 + 10_000));
+    }
+
+    #[test]
+    fn the_server_grants_the_configured_intervals_and_both_ends_derive_the_same_timeouts() {
+        let l = crate::config::Limits::default();
+        assert_eq!((l.heartbeat_interval_secs, l.idle_heartbeat_interval()), (15, Some(60)));
+        let off = crate::config::Limits { heartbeat_idle_interval_secs: 0, ..l.clone() };
+        assert_eq!(off.idle_heartbeat_interval(), None, "0 grants no idle interval (no tag 9)");
+        let live = Liveness::new(l.heartbeat_interval_secs, l.idle_heartbeat_interval());
+        assert_eq!((live.timeout(true), live.timeout(false)), (liveness_timeout(15), liveness_timeout(60)));
+        // An old server (no tag 9): one interval for both.
+        let old = Liveness::new(15, None);
+        assert_eq!(old.timeout(false), liveness_timeout(15));
+        // A shorter idle interval than the busy one is never used to cut a tunnel sooner.
+        assert_eq!(Liveness::new(60, Some(15)).timeout(false), liveness_timeout(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_tunnel_gets_the_idle_timeout_and_a_stream_opening_never_cuts_it_at_once() {
+        let heard = Heard::new();
+        let mut l = Liveness::new(15, Some(60));
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(l.deadline(heard.last(), false, t0), t0 + Duration::from_secs(160));
+        // 100 s of silence (an idle node heartbeats every 60 s; one was late): still alive.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let now = tokio::time::Instant::now();
+        assert!(now < l.deadline(heard.last(), false, now));
+        // A stream opens now: the busy timeout counts from now, not from the last message.
+        assert_eq!(l.deadline(heard.last(), true, now), now + Duration::from_millis(47_500));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        heard.mark();
+        let now = tokio::time::Instant::now();
+        assert_eq!(l.deadline(heard.last(), true, now), now + Duration::from_millis(47_500), "heard again");
+        tokio::time::advance(Duration::from_secs(48)).await;
+        let now = tokio::time::Instant::now();
+        assert!(now >= l.deadline(heard.last(), true, now), "a busy tunnel silent for 48 s is dead");
+        // Streams done: back to the idle timeout from the last message.
+        assert!(now < l.deadline(heard.last(), false, now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_writer_sends_no_pings_and_a_peers_ping_counts_as_heard() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let mut node = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let (sink, mut stream) = server.split();
+        let (q, rx) = crate::tunnel::mux::Mux::new(crate::tunnel::mux::MuxConfig::default());
+        let writer = tokio::spawn(run_writer(sink, rx));
+        // Ten idle minutes: nothing at all reaches the node (no pings, no wake-ups).
+        let quiet = tokio::time::timeout(Duration::from_secs(600), node.next()).await;
+        assert!(quiet.is_err(), "the server wrote {quiet:?} to an idle node");
+        // A ping from an older node is heard (and answered by tungstenite).
+        let heard = Heard::new();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        node.send(Message::Ping(vec![1, 2].into())).await.unwrap();
+        node.send(Message::Binary(Frame::Drain { reason: None, deadline_s: None }.encode())).await.unwrap();
+        let before = heard.last();
+        let f = next_frame(&mut stream, &heard).await.unwrap();
+        assert!(matches!(f, Frame::Drain { .. }));
+        assert!(heard.last() > before);
+        drop(q);
+        writer.abort();
+    }
+}
