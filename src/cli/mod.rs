@@ -1319,7 +1319,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             };
             let settings =
                 crate::node::controls::Settings::resolve(&file, &flags, default_streams).map_err(CliError::fail)?;
-            let clock: crate::node::controls::Clock = Arc::new(crate::store::now_secs);
+            let clock: crate::node::controls::Clock = Arc::new(crate::node::controls::system_secs);
             let controls = Arc::new(crate::node::controls::Controls::new(
                 settings,
                 crate::node::controls::Controls::usage_path(&state),

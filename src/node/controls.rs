@@ -457,6 +457,11 @@ impl TokenBucket {
 /// The clock the controls read (Unix seconds); injected in tests.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// The system clock in Unix seconds.
+pub fn system_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// The node's controls while it runs: settings, counters, limits. Shared by the agent loop and
 /// every stream's meter.
 pub struct Controls {
@@ -500,7 +505,7 @@ impl Controls {
         Arc::new(Controls::new(
             Settings::unlimited(max_streams),
             Controls::usage_path(state),
-            Arc::new(crate::store::now_secs),
+            Arc::new(system_secs),
         ))
     }
 
