@@ -502,11 +502,7 @@ impl Controls {
     /// No limits but `max_streams`, on the system clock, counting next to `state` (the demo,
     /// benchmarks, in-process nodes).
     pub fn unlimited(state: &Path, max_streams: u32) -> Arc<Controls> {
-        Arc::new(Controls::new(
-            Settings::unlimited(max_streams),
-            Controls::usage_path(state),
-            Arc::new(system_secs),
-        ))
+        Arc::new(Controls::new(Settings::unlimited(max_streams), Controls::usage_path(state), Arc::new(system_secs)))
     }
 
     /// The counters file next to the identity file `state`.

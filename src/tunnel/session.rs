@@ -439,11 +439,14 @@ where
                     Frame::Drain { reason, .. } => {
                         info!(reason = reason.as_deref(), "node is draining");
                         node.set_state(protocol::NodeState::Draining);
-                        // A node that drains before leaving is not churning.
-                        svc.watchdog.record(
-                            Event::Heartbeat { device: who.device_id, serving: false, pause_reason: Some("draining"), rtt: None },
-                            now_secs(),
-                        );
+                        // A node that drains before leaving is not churning. One that paused
+                        // itself (and drains to close its tunnel) keeps its reason.
+                        if node.status().state != protocol::NodeState::Paused {
+                            svc.watchdog.record(
+                                Event::Heartbeat { device: who.device_id, serving: false, pause_reason: Some("draining"), rtt: None },
+                                now_secs(),
+                            );
+                        }
                     }
                     Frame::Error { code, message } => {
                         break (NodeDisconnect::NodeError, format!("node sent ERROR {code}: {}", message.escape_debug()));
