@@ -143,8 +143,8 @@ class ServerE2ETest {
         val a = startNode(pairLink(), settings = ResourceSettings(wifiOnly = true, batteryFloorPct = null))
         // The phone leaves Wi-Fi: paused (not_on_wifi), DRAIN, the tunnel closes.
         a.updateDevice(DeviceSample(NetworkType.CELLULAR, batteryPct = null, charging = false))
-        waitFor("the Kotlin node paused with its tunnel closed", detail = { server.logTail() }) {
-            a.status.phase == Phase.PAUSED && server.onlineDevices() == 0 && server.pausedDevices("not_on_wifi") == 1
+        waitFor("the Kotlin node paused with its tunnel closed", detail = { "${a.status} ${server.devices()}" }) {
+            a.status.phase == Phase.PAUSED && server.onlineDevices() == 0 && server.pausedDevices("not_on_wifi") >= 1
         }
         // Back on Wi-Fi: it reconnects and serves.
         a.updateDevice(DeviceSample(NetworkType.ETHERNET, batteryPct = null, charging = false))
@@ -406,8 +406,10 @@ class TraffixServer(private val bin: File, private val env: Map<String, String> 
 
     fun onlineDevices(): Int = Regex(""""online"\s*:\s*true""").findAll(devicesJson()).count()
 
-    /** How many devices the server shows paused for [reason] (a node that paused itself). */
-    fun pausedDevices(reason: String): Int = Regex(""""pause_reason"\s*:\s*"$reason"""").findAll(devicesJson()).count()
+    /** How many times the device list says `pause_reason: reason` (the device, and its quality view while the watchdog has one). */
+    fun pausedDevices(reason: String): Int = Regex("\"pause_reason\"\\s*:\\s*\"$reason\"").findAll(devicesJson()).count()
+
+    fun devices(): String = devicesJson()
 
     private fun spawn() {
         File(dir, "admin.sock").delete()
