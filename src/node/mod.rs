@@ -387,6 +387,8 @@ where
     let mut last_hb: Option<tokio::time::Instant> = None;
     let mut state = NodeState::Serving;
     let mut pause: Option<PauseReason> = None;
+    // What the server last heard that decides its routing: near a cap, the caps, the stream cap.
+    let mut reported: Option<(bool, Option<u64>, Option<u64>, Option<u32>)> = None;
     let mut stopping = false;
     let mut drain_until = tokio::time::Instant::now();
     let mut check = tokio::time::interval(Duration::from_secs(1));
@@ -496,7 +498,18 @@ where
                         }
                     }
                     (None, None) => {
-                        // Settings that changed what the server should know (caps, stream cap).
+                        // Within the server's margin of a cap now (or a cap, the stream cap
+                        // changed): tell it at once, so it stops routing here before the node
+                        // has to cut live streams at the cap itself.
+                        let hb = heartbeat(seq.wrapping_add(1), state, None, &controls, active, epoch.elapsed(), rtt_ms);
+                        let report = (crate::tunnel::registry::near_data_cap(&hb), hb.daily_cap, hb.monthly_cap, hb.max_streams);
+                        if reported.as_ref().is_some_and(|r| *r != report) {
+                            seq = seq.wrapping_add(1);
+                            last_hb = Some(tokio::time::Instant::now());
+                            sent_at = Some((seq, tokio::time::Instant::now()));
+                            mux.send_frame(&Frame::Heartbeat(hb));
+                        }
+                        reported = Some(report);
                     }
                 }
             }
