@@ -388,7 +388,7 @@ where
     let mut state = NodeState::Serving;
     let mut pause: Option<PauseReason> = None;
     // What the server last heard that decides its routing: near a cap, the caps, the stream cap.
-    let mut reported: Option<(bool, Option<u64>, Option<u64>, Option<u32>)> = None;
+    let mut reported: Option<RoutingReport> = None;
     let mut stopping = false;
     let mut drain_until = tokio::time::Instant::now();
     let mut check = tokio::time::interval(Duration::from_secs(1));
@@ -555,6 +555,10 @@ where
     }
     Ok(end)
 }
+
+/// What in a heartbeat decides the server's routing: near a cap, the daily and monthly caps,
+/// the stream cap.
+type RoutingReport = (bool, Option<u64>, Option<u64>, Option<u32>);
 
 /// The HEARTBEAT the node sends: its state and pause reason, the owner's counters and caps as
 /// the Android app reports them (tags 6–13), and its last measured round trip (tag 14).
