@@ -1049,6 +1049,26 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_intervals_are_bounded_and_the_old_ping_keys_still_load_but_are_ignored() {
+        let base = "[server]\npublic_address='a:1'\n[limits]\n";
+        // A config written by an older version (packaging/traffix.toml had both keys).
+        let old = load(&format!("{base}ping_interval_secs = 20\nnode_dead_after_secs = 60\n"), vec![]).unwrap();
+        assert_eq!(old.limits.ignored_keys(), vec!["ping_interval_secs", "node_dead_after_secs"]);
+        assert!(load(EXAMPLE, vec![]).unwrap().limits.ignored_keys().is_empty());
+        let l = load(&format!("{base}heartbeat_interval_secs = 20\nheartbeat_idle_interval_secs = 5\n"), vec![])
+            .unwrap()
+            .limits;
+        assert_eq!(l.idle_heartbeat_interval(), Some(20), "an idle interval below the busy one acts as it");
+        let l = load(&format!("{base}heartbeat_idle_interval_secs = 0\n"), vec![]).unwrap().limits;
+        assert_eq!(l.idle_heartbeat_interval(), None, "0 grants none");
+        for bad in
+            ["heartbeat_interval_secs = 0", "heartbeat_interval_secs = 601", "heartbeat_idle_interval_secs = 601"]
+        {
+            assert!(load(&format!("{base}{bad}\n"), vec![]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn example_config_parses_and_matches_defaults() {
         let cfg = load(EXAMPLE, vec![]).unwrap();
         assert_eq!(cfg.billing.price_per_gb, Micros(3_000_000));
