@@ -817,6 +817,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_meter_counts_both_legs_and_paces_each_direction_by_its_own_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file("max_up = \"100KB\"\nmax_down = \"1MB\"");
+        let c = Arc::new(Controls::new(
+            Settings::resolve(&f, &flags(), 10).unwrap(),
+            dir.path().join("u.json"),
+            Arc::new(|| T0),
+        ));
+        let m = NodeMeter(c.clone());
+        m.record(1_000, 500);
+        assert_eq!(c.usage().bytes_today, 3_000, "each relayed byte crosses the link twice");
+        // What clients download goes into the tunnel: max_up (100 kB/s, a 64 KiB burst).
+        assert_eq!(m.pace(false, 65_536), Duration::ZERO);
+        assert_eq!(m.pace(false, 50_000), Duration::from_millis(500));
+        // What they upload comes from the tunnel: max_down, a bucket of its own.
+        assert_eq!(m.pace(true, 250_000), Duration::ZERO);
+        assert_eq!(m.pace(true, 100_000), Duration::from_millis(100));
+        // Limits lifted at run time (the settings file changed): no more waiting.
+        assert!(c.replace(Settings::resolve(&SettingsFile::default(), &flags(), 10).unwrap()));
+        assert_eq!(m.pace(false, 10_000_000), Duration::ZERO);
+        assert_eq!(m.pace(true, 10_000_000), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_token_bucket_holds_its_rate_across_streams() {
         let b = TokenBucket::new(100_000);
         // The burst (64 KiB here) goes at once; then every byte waits its share.
