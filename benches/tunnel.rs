@@ -488,9 +488,11 @@ async fn idle_nodes(t: &Traffix) -> (usize, f64) {
             bind: Some(std::net::IpAddr::from([127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8])),
             egress_bind: None,
             allow_private_targets: false,
-            max_streams: 64,
             limits: traffix::config::Limits::default(),
             refused_retry: std::time::Duration::from_secs(traffix::node::DEFAULT_REFUSED_RETRY_SECS),
+            controls: traffix::node::controls::Controls::unlimited(&d.join(format!("idle-{i}.json")), 64),
+            settings: None,
+            started: tokio::time::Instant::now(),
         };
         handles.push(tokio::spawn(traffix::node::run(opts, shutdown.clone())));
     }

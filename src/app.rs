@@ -141,22 +141,30 @@ async fn watch_for_notices(
                 .store
                 .list_devices()?
                 .into_iter()
-                .map(|d| crate::notify::DeviceState {
-                    // The data cap a node reports itself paused at (its heartbeat, via the watchdog).
-                    cap: d.device_id().and_then(|id| ctx.live.as_ref()?.watchdog.as_ref()?.pause_reason(&id)).and_then(
-                        |r| match r.as_str() {
+                .map(|d| {
+                    let online = d.device_id().is_some_and(|id| reg.get(&id).is_some());
+                    // The pause reason a node reports: its heartbeat (via the watchdog) while
+                    // online, the one it left with (kept with its last-seen) while gone.
+                    let reason = if online {
+                        d.device_id().and_then(|id| ctx.live.as_ref()?.watchdog.as_ref()?.pause_reason(&id))
+                    } else {
+                        d.node_pause.clone()
+                    };
+                    crate::notify::DeviceState {
+                        cap: reason.as_deref().and_then(|r| match r {
                             "daily_cap" => Some("daily"),
                             "monthly_cap" => Some("monthly"),
                             _ => None,
-                        },
-                    ),
-                    online: d.device_id().is_some_and(|id| reg.get(&id).is_some()),
-                    id: d.id,
-                    owner: d.owner,
-                    vip: d.vip.to_string(),
-                    paused: d.paused,
-                    banned: d.banned,
-                    last_seen: d.last_seen,
+                        }),
+                        left_paused: !online && d.node_pause.is_some(),
+                        online,
+                        id: d.id,
+                        owner: d.owner,
+                        vip: d.vip.to_string(),
+                        paused: d.paused,
+                        banned: d.banned,
+                        last_seen: d.last_seen,
+                    }
                 })
                 .collect();
             let mut prefs = std::collections::HashMap::new();
@@ -557,6 +565,12 @@ pub struct App {
 impl App {
     /// Opens the store and builds every service. Fails fast on a bad certificate or database.
     pub fn build(mut cfg: Config) -> Result<App, AppError> {
+        for key in cfg.limits.ignored_keys() {
+            warn!(
+                key,
+                "limits.{key} is no longer used and is ignored (the heartbeat is the only keepalive): remove it"
+            );
+        }
         let pid_file = cfg.data_dir.join(PID_FILE);
         let store = match Store::open(&cfg.data_dir.join(DB_FILE)) {
             Ok(s) => Arc::new(s),

@@ -272,6 +272,10 @@ impl Default for BillingConfig {
     }
 }
 
+/// The longest heartbeat interval (busy or idle) a server grants: a dead node is then found
+/// within 2.5 × 600 + 10 s, about 25 minutes.
+pub const MAX_HEARTBEAT_INTERVAL_SECS: u16 = 600;
+
 /// Every limit of SECURITY.md §2, one key each.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -293,9 +297,20 @@ pub struct Limits {
     pub handshake_timeout_secs: u64,
     pub dial_timeout_secs: u64,
     pub idle_stream_timeout_secs: u64,
-    pub ping_interval_secs: u64,
-    pub node_dead_after_secs: u64,
+    /// Deprecated and ignored: the server sends nodes no WebSocket pings (the heartbeat is the
+    /// only keepalive, docs/protocol.md). Accepted so configs written by older versions load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_interval_secs: Option<u64>,
+    /// Deprecated and ignored: the liveness timeout is derived from the heartbeat interval in
+    /// force ([`crate::tunnel::protocol::liveness_timeout`]). Accepted so older configs load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_dead_after_secs: Option<u64>,
+    /// The heartbeat interval granted to nodes (WELCOME tag 3), used while streams are live.
     pub heartbeat_interval_secs: u16,
+    /// The longer interval a node may heartbeat at while it has no live streams (WELCOME tag
+    /// 9); 0 grants none (nodes then always use `heartbeat_interval_secs`), and a value below
+    /// `heartbeat_interval_secs` acts as that.
+    pub heartbeat_idle_interval_secs: u16,
     pub challenge_interval_secs: u16,
     pub initial_window: u32,
     pub max_window: u32,
@@ -361,6 +376,27 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// Keys of older versions that are still accepted but no longer do anything.
+    pub fn ignored_keys(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.ping_interval_secs.is_some() {
+            out.push("ping_interval_secs");
+        }
+        if self.node_dead_after_secs.is_some() {
+            out.push("node_dead_after_secs");
+        }
+        out
+    }
+
+    /// The idle heartbeat interval granted in WELCOME tag 9 (`None`: none); never shorter
+    /// than `heartbeat_interval_secs`.
+    pub fn idle_heartbeat_interval(&self) -> Option<u16> {
+        (self.heartbeat_idle_interval_secs != 0)
+            .then_some(self.heartbeat_idle_interval_secs.max(self.heartbeat_interval_secs))
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -377,9 +413,10 @@ impl Default for Limits {
             handshake_timeout_secs: 10,
             dial_timeout_secs: 10,
             idle_stream_timeout_secs: 60,
-            ping_interval_secs: 20,
-            node_dead_after_secs: 60,
+            ping_interval_secs: None,
+            node_dead_after_secs: None,
             heartbeat_interval_secs: 15,
+            heartbeat_idle_interval_secs: 60,
             challenge_interval_secs: 300,
             initial_window: 256 * 1024,
             max_window: 4 * 1024 * 1024,
@@ -862,9 +899,14 @@ impl Config {
         if l.handshake_timeout_secs == 0
             || l.dial_timeout_secs == 0
             || l.idle_stream_timeout_secs == 0
-            || l.ping_interval_secs == 0
+            || l.heartbeat_interval_secs == 0
         {
             return bad("limits timeouts must be at least 1 second".into());
+        }
+        if l.heartbeat_interval_secs > MAX_HEARTBEAT_INTERVAL_SECS
+            || l.heartbeat_idle_interval_secs > MAX_HEARTBEAT_INTERVAL_SECS
+        {
+            return bad(format!("limits heartbeat intervals must be at most {MAX_HEARTBEAT_INTERVAL_SECS} seconds"));
         }
         self.egress.port_ranges().map_err(ConfigError::Invalid)?;
         self.tls.validate_acme().map_err(ConfigError::Invalid)?;
@@ -1004,6 +1046,26 @@ mod tests {
         assert!(
             changed.contains(&"max_connections=7".to_owned()) && changed.contains(&"request_timeout_secs=2".to_owned())
         );
+    }
+
+    #[test]
+    fn heartbeat_intervals_are_bounded_and_the_old_ping_keys_still_load_but_are_ignored() {
+        let base = "[server]\npublic_address='a:1'\n[limits]\n";
+        // A config written by an older version (packaging/traffix.toml had both keys).
+        let old = load(&format!("{base}ping_interval_secs = 20\nnode_dead_after_secs = 60\n"), vec![]).unwrap();
+        assert_eq!(old.limits.ignored_keys(), vec!["ping_interval_secs", "node_dead_after_secs"]);
+        assert!(load(EXAMPLE, vec![]).unwrap().limits.ignored_keys().is_empty());
+        let l = load(&format!("{base}heartbeat_interval_secs = 20\nheartbeat_idle_interval_secs = 5\n"), vec![])
+            .unwrap()
+            .limits;
+        assert_eq!(l.idle_heartbeat_interval(), Some(20), "an idle interval below the busy one acts as it");
+        let l = load(&format!("{base}heartbeat_idle_interval_secs = 0\n"), vec![]).unwrap().limits;
+        assert_eq!(l.idle_heartbeat_interval(), None, "0 grants none");
+        for bad in
+            ["heartbeat_interval_secs = 0", "heartbeat_interval_secs = 601", "heartbeat_idle_interval_secs = 601"]
+        {
+            assert!(load(&format!("{base}{bad}\n"), vec![]).is_err(), "{bad}");
+        }
     }
 
     #[test]

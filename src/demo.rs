@@ -94,9 +94,14 @@ async fn run_in(dir: &std::path::Path) -> Result<(), String> {
             bind: None,
             egress_bind: None,
             allow_private_targets: true,
-            max_streams: crate::node::DEFAULT_MAX_STREAMS,
             limits,
             refused_retry: std::time::Duration::from_secs(crate::node::DEFAULT_REFUSED_RETRY_SECS),
+            controls: crate::node::controls::Controls::unlimited(
+                &dir.join("node.json"),
+                crate::node::DEFAULT_MAX_STREAMS,
+            ),
+            settings: None,
+            started: tokio::time::Instant::now(),
         },
         node_stop,
     ));

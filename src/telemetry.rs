@@ -107,7 +107,7 @@ pub struct DirLabel {
 pub enum NodeDisconnect {
     /// The node closed the connection, or it dropped (EOF, reset, a failed write).
     Closed,
-    /// Nothing from the node for `node_dead_after_secs`.
+    /// Nothing from the node for 2.5 × its heartbeat interval in force + 10 s.
     Timeout,
     /// Malformed, unexpected or too frequent frames.
     ProtocolViolation,

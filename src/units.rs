@@ -143,7 +143,8 @@ pub fn parse_instant(text: &str, now: u64) -> Result<u64, String> {
     u64::try_from(secs).map_err(|_| format!("{text:?} is before 1970"))
 }
 
-fn days_in_month(y: i64, m: u32) -> u32 {
+/// Days in month `m` (1–12) of year `y`.
+pub fn days_in_month(y: i64, m: u32) -> u32 {
     match m {
         2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
         2 => 28,

@@ -123,6 +123,7 @@ fn allowed_fields(ty: &str) -> &'static [&'static str] {
             "max_frame",
             "challenge_interval_s",
             "max_inflight",
+            "idle_heartbeat_interval_s",
         ],
         "HEARTBEAT" => &[
             "seq",
@@ -138,6 +139,7 @@ fn allowed_fields(ty: &str) -> &'static [&'static str] {
             "active_streams",
             "uptime_s",
             "pause_reason",
+            "rtt_ms",
         ],
         "HEARTBEAT_ACK" => &["seq", "server_time_ms", "bytes_today", "earned_today", "currency"],
         "DRAIN" => &["reason", "deadline_s"],
@@ -299,6 +301,7 @@ fn build(case: &Value) -> Frame {
             max_frame: f.uint("max_frame"),
             challenge_interval_s: f.uint("challenge_interval_s"),
             max_inflight: f.uint("max_inflight"),
+            idle_heartbeat_interval_s: f.opt_uint("idle_heartbeat_interval_s"),
         }),
         "HEARTBEAT" => Frame::Heartbeat(Heartbeat {
             seq: f.uint("seq"),
@@ -327,6 +330,7 @@ fn build(case: &Value) -> Frame {
                 assert_eq!(reason as u8, r, "pause_reason {r} is not modelled: {case}");
                 reason
             }),
+            rtt_ms: f.opt_uint("rtt_ms"),
         }),
         "HEARTBEAT_ACK" => Frame::HeartbeatAck(HeartbeatAck {
             seq: f.uint("seq"),
@@ -687,13 +691,18 @@ fn control_frame() -> impl Strategy<Value = Frame> {
     let heartbeat = (
         (any::<u32>(), state, proptest::option::of(0u8..=100), proptest::option::of(any::<bool>()), network),
         (opt64(), opt64(), proptest::option::of(any::<u32>()), opt64(), opt64()),
-        (proptest::option::of(any::<u32>()), opt64(), proptest::option::of((0u8..=7).prop_map(PauseReason::from_u8))),
+        (
+            proptest::option::of(any::<u32>()),
+            opt64(),
+            proptest::option::of((0u8..=7).prop_map(PauseReason::from_u8)),
+            proptest::option::of(any::<u32>()),
+        ),
     )
         .prop_map(
             |(
                 (seq, state, battery_pct, charging, network),
                 (bytes_today, bytes_month, max_streams, daily_cap, monthly_cap),
-                (active_streams, uptime_s, pause_reason),
+                (active_streams, uptime_s, pause_reason, rtt_ms),
             )| {
                 Frame::Heartbeat(Heartbeat {
                     seq,
@@ -709,6 +718,7 @@ fn control_frame() -> impl Strategy<Value = Frame> {
                     active_streams,
                     uptime_s,
                     pause_reason,
+                    rtt_ms,
                 })
             },
         );
@@ -720,9 +730,9 @@ fn control_frame() -> impl Strategy<Value = Frame> {
         any::<u32>(),
         any::<u32>(),
         any::<u16>(),
-        any::<u32>(),
+        (any::<u32>(), proptest::option::of(any::<u16>())),
     )
-        .prop_map(|(device_id, vip, hb, max_streams, initial_window, max_frame, ci, max_inflight)| {
+        .prop_map(|(device_id, vip, hb, max_streams, initial_window, max_frame, ci, (max_inflight, idle))| {
             Frame::Welcome(Welcome {
                 device_id,
                 vip: Ipv4Addr::from(vip),
@@ -732,6 +742,7 @@ fn control_frame() -> impl Strategy<Value = Frame> {
                 max_frame,
                 challenge_interval_s: ci,
                 max_inflight,
+                idle_heartbeat_interval_s: idle,
             })
         });
     let error =

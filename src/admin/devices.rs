@@ -302,6 +302,13 @@ impl AdminCtx {
             banned: d.banned,
             ban_reason: d.ban_reason.clone(),
             paused: d.paused,
+            pause_reason: match &status {
+                Some(s) if s.state == crate::tunnel::protocol::NodeState::Paused => {
+                    Some(s.pause_reason.unwrap_or_default().as_str().to_owned())
+                }
+                Some(_) => None,
+                None => d.node_pause.clone(),
+            },
             bytes_today: today.bytes(),
             earned_today_micros: today.earned,
             connected_at: live.as_ref().map(|n| rfc3339(n.connected_at)),
@@ -387,6 +394,7 @@ mod tests {
             trust: None,
             emulator_hints: Vec::new(),
             paused: false,
+            node_pause: None,
         };
         ctx.store.pair_device(code, now, rec).unwrap()
     }

@@ -61,6 +61,13 @@ pub struct DeviceView {
     /// Paused by its owner: routed nothing while set (and never reported offline).
     #[serde(default)]
     pub paused: bool,
+    /// The reason the node paused itself (its owner's controls on the device: `daily_cap`,
+    /// `monthly_cap`, `outside_schedule`, `not_on_wifi`, `battery_low`, `not_charging`,
+    /// `by_owner`, `other`): while online and paused, from its heartbeat; while offline, the
+    /// reason it left with — such a node closed its tunnel until the condition clears and is
+    /// shown as paused, not offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
     /// Bytes carried and earned today (UTC), as the server metered them.
     pub bytes_today: u64,
     pub earned_today_micros: u64,

@@ -177,13 +177,47 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(subcommand_negates_reqs = true)]
 pub struct NodeArgs {
+    /// Instead of serving: ask the server about this node (`stats`, `unpair`; works while the
+    /// agent serves), or `pause` / `resume` a node through its settings file.
+    #[command(subcommand)]
+    pub action: Option<NodeAction>,
     /// One-time pairing link: traffix://pair?server=HOST:PORT&pin=HEX&code=CODE
     #[arg(long, value_name = "LINK")]
     pub pair: Option<String>,
-    /// Identity file (created with mode 0600).
+    /// Identity file (created with mode 0600); the data counters are kept next to it
+    /// (FILE with the extension `.usage.json`).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub state: Option<PathBuf>,
+    /// The owner's settings file (TOML: paused, daily_cap, monthly_cap, monthly_reset_day,
+    /// max_up, max_down, max_streams, schedule, utc_offset). Re-read when it changes and on
+    /// SIGHUP; the flags below override it.
     #[arg(long, value_name = "FILE")]
-    pub state: PathBuf,
+    pub settings: Option<PathBuf>,
+    /// Stop sharing for the day after this many bytes (both legs of every relayed byte),
+    /// e.g. 2GB.
+    #[arg(long, value_name = "SIZE")]
+    pub daily_cap: Option<String>,
+    /// Stop sharing for the month after this many bytes, e.g. 50GB.
+    #[arg(long, value_name = "SIZE")]
+    pub monthly_cap: Option<String>,
+    /// Day of the month (1-31, the last day of shorter months) the monthly count restarts.
+    #[arg(long, value_name = "DAY")]
+    pub monthly_reset_day: Option<u8>,
+    /// Most bytes a second sent into the tunnel (what clients download), e.g. 1MB.
+    #[arg(long, value_name = "SIZE")]
+    pub max_up: Option<String>,
+    /// Most bytes a second taken from the tunnel (what clients upload), e.g. 1MB.
+    #[arg(long, value_name = "SIZE")]
+    pub max_down: Option<String>,
+    /// When to share: a rule like "mon-fri 18:00-23:30" or "daily 22:00-07:00"; repeat for
+    /// more rules. Without any the node shares at all hours.
+    #[arg(long, value_name = "RULE")]
+    pub schedule: Vec<String>,
+    /// Offset from UTC of the days, months and schedule, e.g. +02:00 [default: UTC].
+    #[arg(long, value_name = "+HH:MM", allow_hyphen_values = true)]
+    pub utc_offset: Option<String>,
     /// Local source address of the tunnel connection.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<IpAddr>,
@@ -193,19 +227,17 @@ pub struct NodeArgs {
     /// Let clients reach private and loopback targets through this node (tests only).
     #[arg(long)]
     pub allow_private_targets: bool,
-    /// Most concurrent streams this node accepts.
-    #[arg(long, default_value_t = crate::node::DEFAULT_MAX_STREAMS)]
-    pub max_streams: u32,
+    /// Most concurrent streams this node accepts [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_streams: Option<u32>,
     /// While the server refuses this device (banned, or its owner disabled), ask again every
     /// this many seconds; an unban brings the node back on its own.
     #[arg(long, default_value_t = crate::node::DEFAULT_REFUSED_RETRY_SECS, value_name = "SECS")]
     pub refused_retry_secs: u64,
-    /// Instead of serving: ask the server about this node (works while the agent serves).
-    #[command(subcommand)]
-    pub action: Option<NodeAction>,
 }
 
-/// Requests a node makes with its saved identity (docs/protocol.md "Control requests").
+/// Requests a node makes with its saved identity (docs/protocol.md "Control requests"), and
+/// pausing or resuming a node by its settings file (a running node applies it within seconds).
 #[derive(Debug, Subcommand)]
 pub enum NodeAction {
     /// Print this node's traffic and earnings per day and per month, as the server counts them.
@@ -228,6 +260,18 @@ pub enum NodeAction {
         /// Why (recorded in the server's audit log).
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Stop sharing: the node reports paused (by_owner), drains and closes its tunnel.
+    Pause {
+        /// The node's settings file (created when missing).
+        #[arg(long, value_name = "FILE")]
+        settings: PathBuf,
+    },
+    /// Share again: the node reconnects.
+    Resume {
+        /// The node's settings file (created when missing).
+        #[arg(long, value_name = "FILE")]
+        settings: PathBuf,
     },
 }
 
@@ -1103,18 +1147,12 @@ fn read_password_line() -> Result<String, CliError> {
 }
 
 /// `traffix node stats` / `traffix node unpair`: one control request with the saved identity.
-async fn node_action(opts: &crate::node::NodeOptions, action: NodeAction) -> Result<(), CliError> {
-    use crate::node::control::{Answer, Request};
-    let (req, json) = match action {
-        NodeAction::Stats { days, months, json } => (Request::Stats { days, months }, json),
-        NodeAction::Unpair { yes: false, .. } => {
-            return Err(CliError::usage(
-                "unpairing makes the server forget this device and deletes its identity file; \
-                 the node can only come back with a new pairing link. Add --yes to do it",
-            ));
-        }
-        NodeAction::Unpair { yes: true, reason } => (Request::Unpair { reason }, false),
-    };
+async fn node_action(
+    opts: &crate::node::NodeOptions,
+    req: crate::node::control::Request,
+    json: bool,
+) -> Result<(), CliError> {
+    use crate::node::control::Answer;
     match crate::node::control::ask(opts, req).await.map_err(CliError::fail)? {
         Answer::Stats(v) if json => print_json(&v),
         Answer::Stats(v) => {
@@ -1307,25 +1345,76 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             app.run(crate::shutdown::os_signal()).await?;
         }
         Command::Node(a) => {
+            use crate::node::control::Request;
+            let control = match a.action {
+                Some(NodeAction::Stats { days, months, json }) => Some((Request::Stats { days, months }, json)),
+                Some(NodeAction::Unpair { yes: false, .. }) => {
+                    return Err(CliError::usage(
+                        "unpairing makes the server forget this device and deletes its identity file; \
+                         the node can only come back with a new pairing link. Add --yes to do it",
+                    ));
+                }
+                Some(NodeAction::Unpair { yes: true, reason }) => Some((Request::Unpair { reason }, false)),
+                Some(NodeAction::Pause { settings }) => {
+                    crate::node::controls::set_paused(&settings, true).map_err(CliError::fail)?;
+                    outln!(
+                        "paused: {} says paused = true; a running node drains and closes its tunnel",
+                        settings.display()
+                    );
+                    return Ok(());
+                }
+                Some(NodeAction::Resume { settings }) => {
+                    crate::node::controls::set_paused(&settings, false).map_err(CliError::fail)?;
+                    outln!("resumed: {} says paused = false; a running node reconnects", settings.display());
+                    return Ok(());
+                }
+                None => None,
+            };
+            let Some(state) = a.state else { return Err(CliError::fail("--state FILE is required")) };
             let cfg = app::load_config(&cli.data_dir, cli.config.as_deref()).ok();
             let limits = cfg.map(|c| c.limits).unwrap_or_default();
+            let flags = crate::node::controls::SettingsFlags {
+                daily_cap: a.daily_cap,
+                monthly_cap: a.monthly_cap,
+                monthly_reset_day: a.monthly_reset_day,
+                max_up: a.max_up,
+                max_down: a.max_down,
+                max_streams: a.max_streams,
+                schedule: a.schedule,
+                utc_offset: a.utc_offset,
+            };
+            let default_streams = crate::node::DEFAULT_MAX_STREAMS;
+            let file = match &a.settings {
+                Some(p) => crate::node::controls::read_file(p).map_err(CliError::fail)?,
+                None => crate::node::controls::SettingsFile::default(),
+            };
+            let settings =
+                crate::node::controls::Settings::resolve(&file, &flags, default_streams).map_err(CliError::fail)?;
+            let clock: crate::node::controls::Clock = Arc::new(crate::node::controls::system_secs);
+            let controls = Arc::new(crate::node::controls::Controls::new(
+                settings,
+                crate::node::controls::Controls::usage_path(&state),
+                clock,
+            ));
             let (trigger, shutdown) = crate::shutdown::channel();
             tokio::spawn(async move {
                 crate::shutdown::os_signal().await;
                 trigger.trigger();
             });
             let opts = crate::node::NodeOptions {
-                state: a.state,
+                state,
                 pair: a.pair,
                 bind: a.bind,
                 egress_bind: a.egress_bind,
                 allow_private_targets: a.allow_private_targets,
-                max_streams: a.max_streams.max(1),
                 limits,
                 refused_retry: std::time::Duration::from_secs(a.refused_retry_secs.max(1)),
+                controls,
+                settings: a.settings.map(|file| crate::node::SettingsSource { file, flags, default_streams }),
+                started: tokio::time::Instant::now(),
             };
-            if let Some(action) = a.action {
-                return node_action(&opts, action).await;
+            if let Some((req, json)) = control {
+                return node_action(&opts, req, json).await;
             }
             crate::node::run(opts, shutdown).await.map_err(CliError::fail)?;
         }

@@ -4,6 +4,7 @@
 //! egress policy first (resolve once, check every address, dial the literal, compare the peer).
 
 pub mod control;
+pub mod controls;
 pub mod state;
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use ring::signature::KeyPair;
 use tokio::net::{TcpSocket, TcpStream};
 use tracing::{debug, info, warn};
 
+use self::controls::{Controls, NodeMeter};
 use self::state::{NodeIdentity, PairLink};
 use crate::config::Limits;
 use crate::egress::{EgressPolicy, Host};
@@ -24,9 +26,11 @@ use crate::identity::challenge_message;
 use crate::netinfo;
 use crate::shutdown::Shutdown;
 use crate::target::{OpenErrReason, Target};
-use crate::tunnel::copy::{self, NoMeter};
+use crate::tunnel::copy;
 use crate::tunnel::mux::{Mux, MuxConfig, MuxStream};
-use crate::tunnel::protocol::{self, ErrorCode, Frame, Heartbeat, Hello, NetworkType, NodeState, Pair, Proof};
+use crate::tunnel::protocol::{
+    self, ErrorCode, Frame, Heartbeat, Hello, NetworkType, NodeState, Pair, PauseReason, Proof,
+};
 use crate::tunnel::ws::{self, ReadEnd};
 
 /// The agent's declared stream cap (SECURITY.md §2: Linux agent 1024).
@@ -38,6 +42,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// How long a stopping agent lets its live streams finish (the DRAIN frame says so too).
 pub const DRAIN_SECS: u16 = 10;
+/// How long live streams may finish after a soft pause (by hand, the schedule) before the
+/// tunnel closes; a data cap closes it at once.
+pub const PAUSE_DRAIN_SECS: u16 = 60;
 /// How often a banned (or no longer recognised) device asks again, by default: an unban or a
 /// re-enabled owner brings it back without anyone restarting it.
 pub const DEFAULT_REFUSED_RETRY_SECS: u64 = 600;
@@ -51,10 +58,23 @@ pub struct NodeOptions {
     /// node whose tunnel and egress differ is what the watchdog's `egress_mismatch` finds.
     pub egress_bind: Option<IpAddr>,
     pub allow_private_targets: bool,
-    pub max_streams: u32,
     pub limits: Limits,
     /// Wait between attempts while the server refuses this device (banned, owner disabled).
     pub refused_retry: Duration,
+    /// The owner's controls: caps, limits, schedule, stream cap, pause.
+    pub controls: Arc<Controls>,
+    /// The settings file and the flags on top of it, re-read when the file changes.
+    pub settings: Option<SettingsSource>,
+    /// When the agent started (HEARTBEAT uptime).
+    pub started: tokio::time::Instant,
+}
+
+/// Where the settings come from, for reloading.
+#[derive(Debug, Clone)]
+pub struct SettingsSource {
+    pub file: PathBuf,
+    pub flags: controls::SettingsFlags,
+    pub default_streams: u32,
 }
 
 /// How one connection ended.
@@ -63,14 +83,25 @@ enum SessionEnd {
     Retry(String),
     /// The server refuses this device for now (banned, its owner disabled): ask again slowly.
     Refused(String),
+    /// Paused by the owner's controls: the tunnel was closed; reconnect once it clears.
+    Paused(PauseReason),
     /// Stop for good (pairing refused, version mismatch...).
     Fatal(String),
     /// The agent was asked to stop.
     Shutdown,
 }
 
-/// Runs the agent until shutdown or a fatal refusal.
-pub async fn run(opts: NodeOptions, mut shutdown: Shutdown) -> Result<(), String> {
+/// Runs the agent until shutdown or a fatal refusal; the owner's settings are watched and the
+/// data counters saved meanwhile (and once more at the end).
+pub async fn run(opts: NodeOptions, shutdown: Shutdown) -> Result<(), String> {
+    let watcher = tokio::spawn(watch_settings(opts.controls.clone(), opts.settings.clone(), shutdown.clone()));
+    let res = run_agent(&opts, shutdown).await;
+    watcher.abort();
+    opts.controls.save();
+    res
+}
+
+async fn run_agent(opts: &NodeOptions, mut shutdown: Shutdown) -> Result<(), String> {
     let mut identity = NodeIdentity::load(&opts.state)?;
     let mut pair_code = None;
     if let Some(link) = &opts.pair {
@@ -101,7 +132,7 @@ pub async fn run(opts: NodeOptions, mut shutdown: Shutdown) -> Result<(), String
     loop {
         let started = tokio::time::Instant::now();
         let established = AtomicBool::new(false);
-        let connecting = connect_once(&opts, &mut identity, &mut pair_code, shutdown.clone(), &established);
+        let connecting = connect_once(opts, &mut identity, &mut pair_code, shutdown.clone(), &established);
         tokio::pin!(connecting);
         let end = tokio::select! {
             e = &mut connecting => e,
@@ -118,6 +149,21 @@ pub async fn run(opts: NodeOptions, mut shutdown: Shutdown) -> Result<(), String
                 return Ok(());
             }
             SessionEnd::Fatal(why) => return Err(why),
+            SessionEnd::Paused(reason) => {
+                backoff = BACKOFF_MIN;
+                info!(reason = reason.as_str(), "paused: tunnel closed; reconnecting when it clears");
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = opts.controls.changed.notified() => {}
+                        _ = shutdown.recv() => return Ok(()),
+                    }
+                    // Cleared, or paused for another reason (reported on a new connection).
+                    if opts.controls.pause_reason() != Some(reason) {
+                        break;
+                    }
+                }
+            }
             SessionEnd::Refused(why) => {
                 backoff = BACKOFF_MIN;
                 warn!(reason = %why, retry_in_s = opts.refused_retry.as_secs(), "the server refuses this device; asking again later");
@@ -255,7 +301,7 @@ where
         max_version: protocol::PROTOCOL_VERSION,
         device_id: Some(device_id),
         agent: Some(format!("traffix-node/{}", env!("CARGO_PKG_VERSION"))),
-        max_streams: Some(opts.max_streams),
+        max_streams: Some(opts.controls.settings().max_streams),
         max_inflight: Some(opts.limits.node_max_inflight),
         control_only: false,
     };
@@ -316,10 +362,10 @@ where
         max_queued: (welcome.max_inflight as usize).saturating_add(opts.limits.node_queue_bytes),
         opens_streams: false,
     });
-    let epoch = tokio::time::Instant::now();
+    let epoch = opts.started;
     let (sink, mut stream) = wsock.split();
-    let mut writer =
-        tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(opts.limits.ping_interval_secs)), epoch));
+    // No WebSocket pings: heartbeats are the keepalive (docs/protocol.md "Heartbeats").
+    let mut writer = tokio::spawn(ws::run_writer(sink, out_rx));
 
     let mut policy = EgressPolicy { allow_private_targets: opts.allow_private_targets, ..EgressPolicy::default() };
     policy.own_networks = netinfo::own_networks();
@@ -327,36 +373,57 @@ where
         add_server(&mut policy, addrs);
     }
     let policy = Arc::new(policy);
-    let max_streams = welcome.max_streams.min(opts.max_streams) as usize;
     let dial_timeout = opts.limits.dial_timeout();
-    let hb_every = Duration::from_secs(u64::from(welcome.heartbeat_interval_s.max(1)));
-    let mut heartbeat = tokio::time::interval(hb_every);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let dead_after = Duration::from_secs(opts.limits.node_dead_after_secs);
+    let busy_every = Duration::from_secs(u64::from(welcome.heartbeat_interval_s.max(1)));
+    let idle_every = welcome
+        .idle_heartbeat_interval_s
+        .map(|s| Duration::from_secs(u64::from(s.max(1))))
+        .unwrap_or(busy_every)
+        .max(busy_every);
+    let heard = ws::Heard::new();
+    let mut liveness = ws::Liveness::new(welcome.heartbeat_interval_s, welcome.idle_heartbeat_interval_s);
     let mut seq = 0u32;
     let mut sent_at: Option<(u32, tokio::time::Instant)> = None;
+    let mut rtt_ms: Option<u32> = None;
+    // The first heartbeat goes at once: the server learns the node's state and counters.
+    let mut last_hb: Option<tokio::time::Instant> = None;
     let mut state = NodeState::Serving;
+    let mut pause: Option<PauseReason> = None;
+    // What the server last heard that decides its routing: near a cap, the caps, the stream cap.
+    let mut reported: Option<RoutingReport> = None;
     let mut stopping = false;
     let mut drain_until = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let controls = opts.controls.clone();
+    let meter: Arc<dyn copy::Meter> = Arc::new(NodeMeter(controls.clone()));
 
     let end = loop {
+        let active = mux.active_streams();
+        let now = tokio::time::Instant::now();
+        let next_hb = match last_hb {
+            None => now,
+            Some(t) => t + if active > 0 { busy_every } else { idle_every },
+        };
+        let dead_at = liveness.deadline(heard.last(), active > 0, now);
         tokio::select! {
-            control = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
+            control = ws::next_control(&mut stream, &mux, &heard) => {
                 let control = match control {
                     Ok(c) => c,
                     Err(reason) => break SessionEnd::Retry(reason.to_string()),
                 };
                 match control {
                     Frame::Open { stream: id, window, target, probe } => {
+                        let max_streams = controls.settings().max_streams.min(welcome.max_streams) as usize;
                         let Some(s) = mux.accept(id, window, max_streams) else {
                             mux.send_frame(&Frame::OpenErr { stream: id, reason: OpenErrReason::NodeBusy, message: format!("node is at its {max_streams}-stream limit") });
                             continue;
                         };
                         if state != NodeState::Serving {
-                            s.reject(OpenErrReason::Draining, "node is draining");
+                            s.reject(OpenErrReason::Draining, if pause.is_some() { "node is paused" } else { "node is draining" });
                             continue;
                         }
-                        tokio::spawn(serve_stream(s, target, probe, policy.clone(), dial_timeout, opts.egress_bind.or(opts.bind)));
+                        tokio::spawn(serve_stream(s, target, probe, policy.clone(), dial_timeout, opts.egress_bind.or(opts.bind), meter.clone()));
                     }
                     Frame::Challenge(c) => {
                         mux.send_frame(&Frame::Proof(Proof { nonce: c.nonce, signature: sign(&c.nonce) }));
@@ -364,7 +431,9 @@ where
                     Frame::HeartbeatAck(ack) => {
                         if let Some((want, at)) = sent_at.take()
                             && want == ack.seq {
-                                mux.observe_rtt(at.elapsed());
+                                let rtt = at.elapsed();
+                                mux.observe_rtt(rtt);
+                                rtt_ms = Some(rtt.as_millis().min(u128::from(u32::MAX)) as u32);
                             }
                         // The server's count for this device today (absent fields are not logged).
                         debug!(seq = ack.seq, today_bytes = ack.bytes_today, earned_today = ack.earned_today,
@@ -381,24 +450,70 @@ where
                     }
                 }
             }
-            _ = heartbeat.tick() => {
-                if state == NodeState::Draining && mux.active_streams() == 0 {
+            _ = tokio::time::sleep_until(next_hb) => {
+                if state == NodeState::Draining && pause.is_none() && active == 0 {
                     if stopping {
                         info!("drained: every live stream finished");
                     }
                     break if stopping { SessionEnd::Shutdown } else { SessionEnd::Retry("drained".into()) };
                 }
                 seq = seq.wrapping_add(1);
+                last_hb = Some(tokio::time::Instant::now());
                 sent_at = Some((seq, tokio::time::Instant::now()));
-                mux.send_frame(&Frame::Heartbeat(Heartbeat {
-                    seq,
-                    state,
-                    network: NetworkType::Ethernet,
-                    max_streams: Some(max_streams as u32),
-                    active_streams: Some(mux.active_streams() as u32),
-                    uptime_s: Some(epoch.elapsed().as_secs()),
-                    ..Heartbeat::default()
-                }));
+                mux.send_frame(&Frame::Heartbeat(heartbeat(seq, state, pause, &controls, active, epoch.elapsed(), rtt_ms)));
+            }
+            _ = tokio::time::sleep_until(dead_at) => {
+                let now = tokio::time::Instant::now();
+                if now >= liveness.deadline(heard.last(), mux.active_streams() > 0, now) {
+                    break SessionEnd::Retry(format!("nothing from the server for {:?}", liveness.timeout(active > 0)));
+                }
+            }
+            // The owner's controls: a pause (by hand, a cap, the schedule) reports itself,
+            // drains and closes the tunnel; the agent then waits for it to clear.
+            _ = async { tokio::select! { _ = check.tick() => {}, _ = controls.changed.notified() => {} } }, if !stopping => {
+                let now_paused = controls.pause_reason();
+                match (pause, now_paused) {
+                    (None, Some(r)) => {
+                        pause = Some(r);
+                        state = NodeState::Paused;
+                        let hard = matches!(r, PauseReason::DailyCap | PauseReason::MonthlyCap);
+                        let grace = if hard { 0 } else { PAUSE_DRAIN_SECS };
+                        drain_until = tokio::time::Instant::now() + Duration::from_secs(u64::from(grace));
+                        seq = seq.wrapping_add(1);
+                        last_hb = Some(tokio::time::Instant::now());
+                        sent_at = Some((seq, tokio::time::Instant::now()));
+                        mux.send_frame(&Frame::Heartbeat(heartbeat(seq, state, pause, &controls, active, epoch.elapsed(), rtt_ms)));
+                        mux.send_frame(&Frame::Drain { reason: Some(format!("paused: {}", r.as_str())), deadline_s: Some(grace) });
+                        info!(reason = r.as_str(), streams = active, deadline_s = grace, "paused: draining, then closing the tunnel until it clears");
+                        // A cap reached is kept at once, not up to SAVE_EVERY later (a crash).
+                        controls.save();
+                    }
+                    (Some(r), _) => {
+                        if mux.active_streams() == 0 {
+                            break SessionEnd::Paused(r);
+                        }
+                        if tokio::time::Instant::now() >= drain_until {
+                            if !matches!(r, PauseReason::DailyCap | PauseReason::MonthlyCap) {
+                                warn!(streams = mux.active_streams(), "pause drain deadline passed: closing the streams still open");
+                            }
+                            break SessionEnd::Paused(r);
+                        }
+                    }
+                    (None, None) => {
+                        // Within the server's margin of a cap now (or a cap, the stream cap
+                        // changed): tell it at once, so it stops routing here before the node
+                        // has to cut live streams at the cap itself.
+                        let hb = heartbeat(seq.wrapping_add(1), state, None, &controls, active, epoch.elapsed(), rtt_ms);
+                        let report = (crate::tunnel::registry::near_data_cap(&hb), hb.daily_cap, hb.monthly_cap, hb.max_streams);
+                        if reported.as_ref().is_some_and(|r| *r != report) {
+                            seq = seq.wrapping_add(1);
+                            last_hb = Some(tokio::time::Instant::now());
+                            sent_at = Some((seq, tokio::time::Instant::now()));
+                            mux.send_frame(&Frame::Heartbeat(hb));
+                        }
+                        reported = Some(report);
+                    }
+                }
             }
             // Stopping: look at the live streams often, not once a heartbeat interval, and end
             // at the deadline the DRAIN frame announced.
@@ -443,6 +558,94 @@ where
     Ok(end)
 }
 
+/// What in a heartbeat decides the server's routing: near a cap, the daily and monthly caps,
+/// the stream cap.
+type RoutingReport = (bool, Option<u64>, Option<u64>, Option<u32>);
+
+/// The HEARTBEAT the node sends: its state and pause reason, the owner's counters and caps as
+/// the Android app reports them (tags 6–13), and its last measured round trip (tag 14).
+fn heartbeat(
+    seq: u32,
+    state: NodeState,
+    pause: Option<PauseReason>,
+    controls: &Controls,
+    active: usize,
+    uptime: Duration,
+    rtt_ms: Option<u32>,
+) -> Heartbeat {
+    let s = controls.settings();
+    let u = controls.usage();
+    Heartbeat {
+        seq,
+        state,
+        network: NetworkType::Ethernet,
+        bytes_today: Some(u.bytes_today),
+        bytes_month: Some(u.bytes_month),
+        max_streams: Some(s.max_streams),
+        daily_cap: s.daily_cap,
+        monthly_cap: s.monthly_cap,
+        active_streams: Some(active as u32),
+        uptime_s: Some(uptime.as_secs()),
+        pause_reason: if state == NodeState::Paused { pause } else { None },
+        rtt_ms,
+        ..Heartbeat::default()
+    }
+}
+
+/// Keeps the settings in force up to date: re-reads the file when it changes (every
+/// [`controls::RELOAD_EVERY`]) and on SIGHUP; a file that no longer parses keeps the last good
+/// settings (and says why). Also saves the counters every [`controls::SAVE_EVERY`].
+pub async fn watch_settings(controls: Arc<Controls>, source: Option<SettingsSource>, mut shutdown: Shutdown) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut seen = source.as_ref().and_then(|s| stamp(&s.file));
+    let mut poll = tokio::time::interval(controls::RELOAD_EVERY);
+    let mut save = tokio::time::interval(controls::SAVE_EVERY);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let forced = tokio::select! {
+            _ = poll.tick() => false,
+            _ = hangup => true,
+            _ = save.tick() => { controls.save(); continue; }
+            _ = shutdown.recv() => { controls.save(); return; }
+        };
+        let Some(src) = &source else { continue };
+        let now = stamp(&src.file);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        match controls::read_file(&src.file)
+            .and_then(|f| controls::Settings::resolve(&f, &src.flags, src.default_streams))
+        {
+            Ok(s) => {
+                if controls.replace(s.clone()) {
+                    info!(
+                        paused = s.paused,
+                        daily_cap = s.daily_cap,
+                        monthly_cap = s.monthly_cap,
+                        max_streams = s.max_streams,
+                        schedule = s.schedule.is_some(),
+                        "settings changed"
+                    );
+                }
+            }
+            Err(e) => warn!(error = %e, "settings file not applied; keeping the last good settings"),
+        }
+    }
+}
+
 /// The server's addresses: its tunnel endpoint is refused always, and its addresses on every
 /// port unless `allow_private_targets` (its other listeners are not known to the node).
 fn add_server(policy: &mut EgressPolicy, addrs: impl IntoIterator<Item = SocketAddr>) {
@@ -469,6 +672,7 @@ async fn serve_stream(
     policy: Arc<EgressPolicy>,
     timeout: Duration,
     bind: Option<IpAddr>,
+    meter: Arc<dyn copy::Meter>,
 ) {
     let dialled = if probe {
         dial_probe(&policy, &target, timeout, bind).await
@@ -479,7 +683,7 @@ async fn serve_stream(
         Ok(sock) => {
             let peer = sock.peer_addr().ok();
             stream.send_open_ok(peer);
-            let stats = copy::bidirectional(sock, stream, Arc::new(NoMeter), false).await;
+            let stats = copy::bidirectional(sock, stream, meter, false).await;
             debug!(target = %target, sent = stats.sent, received = stats.received, end = stats.end.as_str(), "stream done");
         }
         Err((reason, message)) => {

@@ -137,8 +137,13 @@ pub struct DeviceState {
     pub banned: bool,
     /// When the server last heard from it (seconds since the epoch).
     pub last_seen: Option<u64>,
-    /// `daily` or `monthly` while the node reports itself paused at that data cap of its own.
+    /// `daily` or `monthly` while the node reports itself paused at that data cap of its own
+    /// (online, or gone with that reason).
     pub cap: Option<&'static str>,
+    /// Gone, but it paused itself before it left (a cap, its schedule, its owner's hand on the
+    /// device: [`crate::store::DeviceRecord::node_pause`]): it closed its tunnel until that
+    /// clears, so it is paused, not offline.
+    pub left_paused: bool,
 }
 
 /// How many nodes dropping within one round make an admin alert, and the least share of those
@@ -175,7 +180,7 @@ impl Watcher {
         self.node_capped.retain(|k| ids.contains(k.as_str()));
         let mut dropped = 0;
         for d in devices {
-            if d.online {
+            if d.online || d.left_paused {
                 match d.cap {
                     Some(cap) if self.node_capped.insert(d.id.clone()) => out.push(Event::CapReached {
                         user: d.owner.clone(),
@@ -186,6 +191,10 @@ impl Watcher {
                         self.node_capped.remove(&d.id);
                     }
                 }
+            }
+            if d.online || (d.left_paused && !d.paused && !d.banned) {
+                // Online, or it came back since it was reported offline and left paused (it
+                // can only have reported the pause over a new connection): "back", once.
                 if let Some((_, true)) = self.offline.remove(&d.id) {
                     out.push(Event::NodeBack { owner: d.owner.clone(), device: d.id.clone(), vip: d.vip.clone() });
                 } else {
@@ -193,7 +202,7 @@ impl Watcher {
                 }
                 continue;
             }
-            if self.was_online.contains(&d.id) && !d.paused {
+            if self.was_online.contains(&d.id) && !d.paused && !d.left_paused {
                 dropped += 1;
             }
             if d.paused || d.banned {
@@ -316,7 +325,37 @@ mod tests {
             banned: false,
             last_seen: Some(last_seen),
             cap: None,
+            left_paused: false,
         }
+    }
+
+    #[test]
+    fn a_node_that_left_paused_is_not_offline_and_its_return_is_right() {
+        let mut w = Watcher::default();
+        let after = |_: &str| 600;
+        let left = |cap, at| DeviceState { cap, left_paused: true, ..dev("a", false, false, at) };
+        assert!(w.devices(&[dev("a", true, false, 0)], 1000, after).is_empty());
+        // It paused itself (its schedule) and closed its tunnel: never "offline", however long.
+        assert!(w.devices(&[left(None, 1000)], 1100, after).is_empty());
+        assert!(w.devices(&[left(None, 1000)], 90_000, after).is_empty(), "a night outside its schedule");
+        assert!(w.devices(&[dev("a", true, false, 90_000)], 90_001, after).is_empty(), "no 'back' either");
+        // At its daily cap: the owner hears of the cap once, not of an outage.
+        let e = w.devices(&[left(Some("daily"), 90_001)], 90_002, after);
+        assert!(matches!(&e[..], [Event::CapReached { what, .. }] if what.contains("daily")), "{e:?}");
+        assert!(w.devices(&[left(Some("daily"), 90_001)], 99_000, after).is_empty(), "told once");
+        // A real outage is still reported, and a return that ends in a pause is a return.
+        assert!(w.devices(&[dev("a", true, false, 99_000)], 99_001, after).is_empty());
+        let e = w.devices(&[dev("a", false, false, 99_001)], 99_700, after);
+        assert!(matches!(&e[..], [Event::NodeOffline { .. }]), "{e:?}");
+        let e = w.devices(&[left(None, 99_800)], 99_900, after);
+        assert!(matches!(&e[..], [Event::NodeBack { .. }]), "{e:?}");
+        assert!(w.devices(&[left(None, 99_800)], 200_000, after).is_empty());
+        // Six nodes leaving paused at once (a shared schedule) are no mass disconnect.
+        let mut w = Watcher::default();
+        let ids: Vec<String> = (0..6).map(|i| format!("d{i}")).collect();
+        w.devices(&ids.iter().map(|i| dev(i, true, false, 0)).collect::<Vec<_>>(), 10, after);
+        let gone: Vec<_> = ids.iter().map(|i| DeviceState { left_paused: true, ..dev(i, false, false, 10) }).collect();
+        assert!(w.devices(&gone, 20, after).is_empty());
     }
 
     #[test]

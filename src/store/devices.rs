@@ -53,6 +53,11 @@ pub struct DeviceRecord {
     /// Paused by its owner (the bot's /devices, the portal): online, but routed nothing.
     #[serde(default)]
     pub paused: bool,
+    /// The pause reason the node itself last reported (HEARTBEAT tag 13, e.g. `daily_cap`),
+    /// written with its last-seen; `None` while it serves. A node that leaves paused closes its
+    /// tunnel until the condition clears: it is shown as paused (this reason), not offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pause: Option<String>,
 }
 
 impl DeviceRecord {
@@ -76,7 +81,9 @@ pub struct PairCode {
 }
 
 /// One last-seen update: device id, time, public IP, country.
-pub type SeenRow = (Vec<u8>, u64, Option<String>, Option<String>);
+/// A device's last-seen update: id, when, address, country, and its own pause reason
+/// ([`DeviceRecord::node_pause`]; `None` while serving).
+pub type SeenRow = (Vec<u8>, u64, Option<String>, Option<String>, Option<String>);
 
 /// Why a pairing was refused.
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +301,7 @@ impl Store {
         let txn = self.write()?;
         {
             let mut t = txn.open_table(DEVICES)?;
-            for (id, at, ip, country) in seen {
+            for (id, at, ip, country, pause) in seen {
                 let dev: Option<DeviceRecord> = t.get(id.as_slice())?.map(|v| from_json(v.value())).transpose()?;
                 if let Some(mut dev) = dev {
                     dev.last_seen = Some(*at);
@@ -304,6 +311,7 @@ impl Store {
                     if country.is_some() {
                         dev.country = country.clone();
                     }
+                    dev.node_pause = pause.clone();
                     t.insert(id.as_slice(), to_json(&dev)?.as_slice())?;
                 }
             }

@@ -286,6 +286,7 @@ mod tests {
             trust: None,
             emulator_hints: vec![],
             paused: false,
+            node_pause: None,
         };
         {
             let s = Store::open(&p).unwrap();

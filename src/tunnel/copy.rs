@@ -29,6 +29,13 @@ pub const METER_BATCH: u64 = 256 * 1024;
 pub trait Meter: Send + Sync {
     /// `up` = client → target bytes, `down` = target → client bytes, since the last call.
     fn record(&self, up: u64, down: u64);
+
+    /// A bandwidth limit: how long `n` bytes just read in one direction (`client_to_target`
+    /// or back) wait before they are passed on. Asked once per read (a frame, at most 64 KiB),
+    /// never per byte. None by default.
+    fn pace(&self, _client_to_target: bool, _n: u64) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// A meter that ignores everything.
@@ -160,6 +167,13 @@ where
                     break None;
                 }
                 Ok(Ok(n)) => {
+                    let wait = meter.pace(socket_is_client, n as u64);
+                    if !wait.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop_up.notified() => break None,
+                        }
+                    }
                     last.store(now_ms(start), Ordering::Relaxed);
                     want = if n == credit {
                         max
@@ -194,6 +208,16 @@ where
                     }
                 }
                 Ok(Some(Inbound::Data(b))) => {
+                    let wait = meter.pace(!socket_is_client, b.len() as u64);
+                    if !wait.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop_down.notified() => {
+                                stop_up.notify_one();
+                                break Some(CopyEnd::Idle);
+                            }
+                        }
+                    }
                     last.store(now_ms(start), Ordering::Relaxed);
                     // Written piece by piece: each write that moves bytes counts as activity,
                     // and a socket that takes nothing for the idle timeout (a client that never

@@ -254,6 +254,16 @@ pub const MAX_HINTS: usize = 16;
 /// The longest emulator hint, in bytes.
 pub const MAX_HINT_LEN: usize = 64;
 
+/// Slack in the liveness rule, for a slow network and a late timer.
+pub const LIVENESS_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The liveness rule of both ends (docs/protocol.md "Heartbeats"): a tunnel over which nothing
+/// arrived for 2.5 × the heartbeat interval in force + [`LIVENESS_SLACK`] is dead. Two
+/// heartbeats (or their ACKs) may be lost; the third missing one ends it.
+pub fn liveness_timeout(interval_s: u16) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::from(interval_s.max(1)) * 2_500) + LIVENESS_SLACK
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
     pub device_id: [u8; DEVICE_ID_LEN],
@@ -264,6 +274,9 @@ pub struct Welcome {
     pub max_frame: u32,
     pub challenge_interval_s: u16,
     pub max_inflight: u32,
+    /// The longer heartbeat interval the node may use while it has no live streams (tag 9,
+    /// optional); absent: `heartbeat_interval_s` always. See [`liveness_timeout`].
+    pub idle_heartbeat_interval_s: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -283,6 +296,10 @@ pub struct Heartbeat {
     /// Why the node paused (tag 13), sent with state `paused`.
     #[serde(default)]
     pub pause_reason: Option<PauseReason>,
+    /// The node's last HEARTBEAT → HEARTBEAT_ACK round trip in milliseconds (tag 14): the
+    /// server's tunnel RTT now that it sends no WebSocket pings.
+    #[serde(default)]
+    pub rtt_ms: Option<u32>,
 }
 
 /// The server's answer to a HEARTBEAT.
@@ -572,6 +589,11 @@ impl Tlv<'_> {
             self.u8(tag, v);
         }
     }
+    fn opt_u16(&mut self, tag: u8, v: Option<u16>) {
+        if let Some(v) = v {
+            self.u16(tag, v);
+        }
+    }
     fn opt_u32(&mut self, tag: u8, v: Option<u32>) {
         if let Some(v) = v {
             self.u32(tag, v);
@@ -716,6 +738,7 @@ impl Frame {
                 t.u32(6, w.max_frame);
                 t.u16(7, w.challenge_interval_s);
                 t.u32(8, w.max_inflight);
+                t.opt_u16(9, w.idle_heartbeat_interval_s);
             }
             Frame::Heartbeat(h) => {
                 header(&mut buf, kind::HEARTBEAT, 0, 0);
@@ -733,6 +756,7 @@ impl Frame {
                 t.opt_u32(11, h.active_streams);
                 t.opt_u64(12, h.uptime_s);
                 t.opt_u8(13, h.pause_reason.map(|r| r as u8));
+                t.opt_u32(14, h.rtt_ms);
             }
             Frame::HeartbeatAck(a) => {
                 header(&mut buf, kind::HEARTBEAT_ACK, 0, 0);
@@ -924,6 +948,7 @@ impl Frame {
                     max_frame: f.req_u32(6)?,
                     challenge_interval_s: f.req_u16(7)?,
                     max_inflight: f.req_u32(8)?,
+                    idle_heartbeat_interval_s: f.opt_u16(9)?,
                 }))
             }
             kind::HEARTBEAT => {
@@ -948,6 +973,7 @@ impl Frame {
                     active_streams: f.opt_u32(11)?,
                     uptime_s: f.opt_u64(12)?,
                     pause_reason: f.opt_u8(13)?.map(PauseReason::from_u8),
+                    rtt_ms: f.opt_u32(14)?,
                 }))
             }
             kind::HEARTBEAT_ACK => {

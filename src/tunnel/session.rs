@@ -271,6 +271,7 @@ where
                 trust: Some(verdict),
                 emulator_hints: p.hints.iter().map(|h| h.chars().take(64).collect()).collect(),
                 paused: false,
+                node_pause: None,
             };
             let store = svc.store.clone();
             let code_hash = auth::pairing_code_hash(&p.code);
@@ -288,6 +289,9 @@ where
         other => Err(Refuse(ErrorCode::ProtocolViolation, format!("expected PROOF or PAIR, got {}", other.name()))),
     }
 }
+
+/// The largest node-reported RTT (HEARTBEAT tag 14) taken as a sample; more is a clock glitch.
+const MAX_REPORTED_RTT_MS: u32 = 120_000;
 
 /// Heartbeats a node may send back to back before the rate applies.
 const HEARTBEAT_BURST: u32 = 5;
@@ -357,6 +361,7 @@ where
         max_frame: protocol::MAX_FRAME_LEN as u32,
         challenge_interval_s: limits.challenge_interval_secs,
         max_inflight: limits.node_max_inflight,
+        idle_heartbeat_interval_s: limits.idle_heartbeat_interval(),
     };
     if ws::send_handshake_frame(&mut ws, &Frame::Welcome(welcome)).await.is_err() {
         return;
@@ -371,10 +376,9 @@ where
         max_queued: (who.max_inflight as usize).saturating_add(limits.node_queue_bytes),
         opens_streams: true,
     });
-    let epoch = tokio::time::Instant::now();
     let (sink, mut stream) = ws.split();
-    let mut writer =
-        tokio::spawn(ws::run_writer(sink, out_rx, Some(Duration::from_secs(limits.ping_interval_secs)), epoch));
+    // No WebSocket pings: the node's heartbeats are the keepalive (docs/protocol.md).
+    let mut writer = tokio::spawn(ws::run_writer(sink, out_rx));
 
     let country = svc.geoip.country(peer.ip());
     let node = Arc::new(
@@ -413,7 +417,8 @@ where
     }
 
     let mut shutdown = svc.shutdown.clone();
-    let dead_after = Duration::from_secs(limits.node_dead_after_secs);
+    let heard = ws::Heard::new();
+    let mut liveness = ws::Liveness::new(limits.heartbeat_interval_secs, limits.idle_heartbeat_interval());
     let mut rechallenge = tokio::time::interval(Duration::from_secs(u64::from(limits.challenge_interval_secs).max(1)));
     rechallenge.tick().await;
     let mut persist = tokio::time::interval(Duration::from_secs(60));
@@ -427,8 +432,10 @@ where
     let requests = who.version >= protocol::CONTROL_VERSION;
 
     let (cause, end): (NodeDisconnect, String) = loop {
+        let busy = mux.active_streams() > 0;
+        let dead_at = liveness.deadline(heard.last(), busy, tokio::time::Instant::now());
         tokio::select! {
-            control = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
+            control = ws::next_control(&mut stream, &mux, &heard) => {
                 let control = match control {
                     Ok(c) => c,
                     Err(e) => break (read_end_cause(&e), e.to_string()),
@@ -447,6 +454,11 @@ where
                     }
                     Frame::Heartbeat(hb) => {
                         let seq = hb.seq;
+                        // The node's own HEARTBEAT → ACK round trip is the tunnel RTT (the
+                        // server sends no pings to measure one itself).
+                        if let Some(ms) = hb.rtt_ms.filter(|ms| *ms <= MAX_REPORTED_RTT_MS) {
+                            mux.observe_rtt(Duration::from_millis(u64::from(ms)));
+                        }
                         debug!(state = hb.state.as_str(), battery = hb.battery_pct, network = hb.network.as_str(), "heartbeat");
                         let (serving, pause) = (hb.state == protocol::NodeState::Serving, hb.pause_reason);
                         let counter = traffic_counter(&hb, mux.carried_bytes());
@@ -472,11 +484,14 @@ where
                     Frame::Drain { reason, .. } => {
                         info!(reason = reason.as_deref(), "node is draining");
                         node.set_state(protocol::NodeState::Draining);
-                        // A node that drains before leaving is not churning.
-                        svc.watchdog.record(
-                            Event::Heartbeat { device: who.device_id, serving: false, pause_reason: Some("draining"), rtt: None, counter: None },
-                            now_secs(),
-                        );
+                        // A node that drains before leaving is not churning. One that paused
+                        // itself (and drains to close its tunnel) keeps its reason.
+                        if node.status().state != protocol::NodeState::Paused {
+                            svc.watchdog.record(
+                                Event::Heartbeat { device: who.device_id, serving: false, pause_reason: Some("draining"), rtt: None, counter: None },
+                                now_secs(),
+                            );
+                        }
                     }
                     // Control requests (version 2 sessions; on version 1 they are unexpected).
                     Frame::StatsRequest(r) if requests => ctl.stats(r, &mux),
@@ -512,6 +527,14 @@ where
                 // simply dropped (the writer is aborted below).
                 warn!(limit = mux.config().max_queued, "node does not read what it provokes: disconnecting (limit_exceeded)");
                 break (NodeDisconnect::QueueFull, "outgoing queue full (limit_exceeded)".into());
+            }
+            _ = tokio::time::sleep_until(dead_at) => {
+                // Re-checked: frames the reader consumed meanwhile moved the deadline.
+                let now = tokio::time::Instant::now();
+                if now >= liveness.deadline(heard.last(), mux.active_streams() > 0, now) {
+                    let e = ControlEnd::Read(ReadEnd::Dead(liveness.timeout(busy)));
+                    break (read_end_cause(&e), e.to_string());
+                }
             }
             _ = persist.tick() => persist_seen(&svc, &node).await,
             _ = shutdown.recv(), if !draining => {
@@ -581,6 +604,7 @@ async fn run_control_session<S>(
         max_frame: protocol::MAX_FRAME_LEN as u32,
         challenge_interval_s: limits.challenge_interval_secs,
         max_inflight: limits.initial_window,
+        idle_heartbeat_interval_s: limits.idle_heartbeat_interval(),
     };
     if ws::send_handshake_frame(&mut ws, &Frame::Welcome(welcome)).await.is_err() {
         return;
@@ -596,18 +620,18 @@ async fn run_control_session<S>(
         max_queued: limits.node_queue_bytes,
         opens_streams: true,
     });
-    let epoch = tokio::time::Instant::now();
     let (sink, mut stream) = ws.split();
-    let mut writer = tokio::spawn(ws::run_writer(sink, out_rx, None, epoch));
+    let mut writer = tokio::spawn(ws::run_writer(sink, out_rx));
+    let heard = ws::Heard::new();
     let mut control = super::control::Control::new(svc.control_deps(), device_id);
     let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
     let deadline = tokio::time::sleep(Duration::from_secs(super::control::CONTROL_SESSION_SECS));
     tokio::pin!(deadline);
     let mut shutdown = svc.shutdown.clone();
-    let dead_after = Duration::from_secs(limits.node_dead_after_secs);
+    // No liveness timer of its own: the session's time limit bounds a silent peer.
     let end: String = loop {
         tokio::select! {
-            frame = ws::next_control(&mut stream, &mux, dead_after, epoch) => {
+            frame = ws::next_control(&mut stream, &mux, &heard) => {
                 let frame = match frame {
                     Ok(f) => f,
                     Err(e) => break e.to_string(),
@@ -674,11 +698,20 @@ fn read_end_cause(e: &ControlEnd) -> NodeDisconnect {
 
 async fn persist_seen(svc: &Arc<TunnelService>, node: &Arc<NodeHandle>) {
     let store = svc.store.clone();
-    let row = (node.device_id.to_vec(), now_secs(), Some(node.public_ip.to_string()), node.country_str());
+    let row =
+        (node.device_id.to_vec(), now_secs(), Some(node.public_ip.to_string()), node.country_str(), node_pause(node));
     let res = tokio::task::spawn_blocking(move || store.touch_devices(&[row])).await;
     if let Ok(Err(e)) = res {
         warn!(error = %e, "could not persist last-seen");
     }
+}
+
+/// The pause reason the node last reported, kept with its last-seen: a node that paused
+/// itself (a cap, its schedule, its owner's hand) closes its tunnel, and is then shown as
+/// paused, not offline (docs/protocol.md "Heartbeats and drain").
+fn node_pause(node: &NodeHandle) -> Option<String> {
+    let hb = node.status();
+    (hb.state == protocol::NodeState::Paused).then(|| hb.pause_reason.unwrap_or_default().as_str().to_owned())
 }
 
 /// The HEARTBEAT_ACK for `seq`, sent at once: with the device's count for today when there is

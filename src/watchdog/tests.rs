@@ -535,6 +535,7 @@ fn changes_go_to_the_audit_log_to_subscribers_and_a_ban_bans_the_device() {
         trust: None,
         emulator_hints: Vec::new(),
         paused: false,
+        node_pause: None,
     };
     let code = crate::store::PairCode { user: "bob".into(), created_at: T0, expires_at: T0 + 600, used: false };
     store.create_pair_code("h", &code).unwrap();

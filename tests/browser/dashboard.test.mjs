@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  ROOT, SCREENSHOTS, Traffix, launchBrowser, markDocument, micros, openPage, sameDocument, screenshot, signIn, startFakeBotApi, startFakeCryptoPay, startOrigin,
-  stopProcess, waitFor,
+  BIN, ROOT, SCREENSHOTS, Traffix, launchBrowser, markDocument, micros, openPage, sameDocument, screenshot, signIn, startFakeBotApi, startFakeCryptoPay, startOrigin,
+  run, stopProcess, waitFor,
 } from './harness.mjs';
 
 let t;
@@ -1070,4 +1070,25 @@ flow('screenshots of every main page with real data', async (open) => {
   for (const name of ['login', 'overview', 'nodes', 'users', 'user', 'sessions', 'ledger', 'withdrawals', 'audit', 'settings', 'portal', 'portal-dark', 'portal-phone']) {
     assert.ok(fs.statSync(path.join(SCREENSHOTS, `${name}.png`)).size > 10_000, `${name}.png written`);
   }
+});
+
+flow('a Linux node that pauses itself is shown paused with its reason, not offline, and comes back', async (open) => {
+  const settings = path.join(t.tmp, 'paused-node.toml');
+  fs.writeFileSync(settings, '# the owner\'s settings\nmax_streams = 8\n');
+  const node = await t.startNode('carol', '127.0.0.9', ['--settings', settings]);
+  await node.online();
+  const admin = await open();
+  await signIn(admin, t, 'admin', t.adminPassword, '#/nodes');
+  await waitText(admin, `node-status-${node.vip}`, 'online');
+  // `traffix node pause`: the node says why, drains and closes its tunnel.
+  assert.equal((await run(BIN, ['node', 'pause', '--settings', settings])).code, 0);
+  await waitText(admin, `node-status-${node.vip}`, 'paused (paused by its owner)', 'the node shown paused, not offline');
+  assert.ok((await t.devices()).some((d) => d.vip === node.vip && !d.online && d.pause_reason === 'by_owner'));
+  // The offline filter leaves it out.
+  await admin.getByTestId('nodes-filter-offline').click();
+  await waitFor('the paused node out of the offline filter', async () => (await admin.getByTestId(`node-row-${node.vip}`).count()) === 0);
+  await admin.getByTestId('nodes-filter-all').click();
+  // Resumed: online again.
+  assert.equal((await run(BIN, ['node', 'resume', '--settings', settings])).code, 0);
+  await waitText(admin, `node-status-${node.vip}`, 'online', 'the node back online');
 });

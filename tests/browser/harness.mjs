@@ -358,14 +358,15 @@ export class Traffix {
   }
 
   /**
-   * Pairs a node for `owner` and starts `traffix node` bound to `bind`. Resolves with the node
+   * Pairs a node for `owner` and starts `traffix node` bound to `bind` (with `extra` arguments,
+   * e.g. `--settings FILE`). Resolves with the node
    * ({child, vip, state}) as soon as it has paired (its state file has the vIP); `online()` waits
    * until the server lists it online.
    */
-  async startNode(owner, bind) {
+  async startNode(owner, bind, extra = []) {
     const { link } = await this.cliJson(['pair', owner]);
     const state = path.join(this.tmp, `node-${bind}.json`);
-    const child = startProcess(BIN, ['node', '--pair', link, '--state', state, '--bind', bind, '--allow-private-targets'],
+    const child = startProcess(BIN, ['node', '--pair', link, '--state', state, '--bind', bind, '--allow-private-targets', ...extra],
       { env: { RUST_LOG: 'info' }, log: path.join(this.tmp, `node-${bind}.log`) });
     const node = { child, state, bind, owner };
     node.vip = await waitFor(`node ${bind} to pair`, () => {

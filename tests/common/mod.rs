@@ -329,6 +329,12 @@ impl Server {
 
     /// Pairs and starts a node bound to `bind` and waits until the server lists it online.
     pub fn start_node(&self, owner: &str, bind: &str) -> Node {
+        self.start_node_with(owner, bind, &[])
+    }
+
+    /// [`Server::start_node`] with `extra` arguments for `traffix node` (the owner's controls:
+    /// `--settings FILE`, `--daily-cap 1MB`, `--schedule RULE` …).
+    pub fn start_node_with(&self, owner: &str, bind: &str, extra: &[&str]) -> Node {
         let link = self.pair_link(owner);
         let state = self.dir.path().join(format!("node-{bind}.json"));
         let mut node = Node {
@@ -338,9 +344,14 @@ impl Server {
             vip: String::new(),
             log: self.dir.path().join(format!("node-{bind}.log")),
         };
-        node.spawn(Some(&link));
+        node.spawn_with(Some(&link), extra);
         node.vip = self.wait_node_online(&node);
         node
+    }
+
+    /// The device with virtual IP `vip` as `device list` shows it.
+    pub fn device(&self, vip: &str) -> Option<Value> {
+        self.devices().into_iter().find(|d| d["vip"] == vip)
     }
 
     /// Waits until the node's device is online and returns its vIP.

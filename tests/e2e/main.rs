@@ -18,6 +18,7 @@ mod geoip;
 mod hostile;
 mod limits;
 mod money;
+mod node_controls;
 mod ops;
 mod payments;
 mod readme;

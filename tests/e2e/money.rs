@@ -187,6 +187,7 @@ fn sessions_and_usage_series_match_the_ledger_and_self_use_pays_only_the_fee() {
     let mut opts = priced();
     // Heartbeats every second, so the node hears the server's count for today soon.
     opts.env.push(("TRAFFIX_LIMITS__HEARTBEAT_INTERVAL_SECS".into(), "1".into()));
+    opts.env.push(("TRAFFIX_LIMITS__HEARTBEAT_IDLE_INTERVAL_SECS".into(), "1".into()));
     let s = Server::start_with(opts);
     let pass = s.add_user("buyer", Some("100"));
     let own = s.add_user("host", Some("100"));

@@ -26,7 +26,9 @@ fn rotation_sticky_sessions_node_pinning_and_country_targeting() {
         geoip: Some(db),
         env: vec![
             ("TRAFFIX_GEOIP__ASN_DB".into(), asn.display().to_string()),
-            ("TRAFFIX_LIMITS__PING_INTERVAL_SECS".into(), "1".into()),
+            // Heartbeats (which carry the node's RTT) every second, busy or idle.
+            ("TRAFFIX_LIMITS__HEARTBEAT_INTERVAL_SECS".into(), "1".into()),
+            ("TRAFFIX_LIMITS__HEARTBEAT_IDLE_INTERVAL_SECS".into(), "1".into()),
         ],
         ..ServerOpts::default()
     });

@@ -48,8 +48,10 @@ fn a_frozen_node_costs_one_retry_then_is_skipped_until_it_answers_again() {
             // A node has 1 s to dial, so an OPEN unanswered for 6 s means the node is gone.
             ("TRAFFIX_LIMITS__DIAL_TIMEOUT_SECS".into(), "1".into()),
             ("TRAFFIX_LIMITS__OPEN_RETRY_BUDGET_SECS".into(), "60".into()),
-            // The frozen node keeps its tunnel for the whole test.
-            ("TRAFFIX_LIMITS__NODE_DEAD_AFTER_SECS".into(), "600".into()),
+            // The frozen node keeps its tunnel while frozen (liveness: 2.5 × 12 s + 10 s = 40 s)
+            // and heartbeats within 12 s of being thawed.
+            ("TRAFFIX_LIMITS__HEARTBEAT_INTERVAL_SECS".into(), "12".into()),
+            ("TRAFFIX_LIMITS__HEARTBEAT_IDLE_INTERVAL_SECS".into(), "12".into()),
         ],
         ..ServerOpts::default()
     });

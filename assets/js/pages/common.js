@@ -31,13 +31,20 @@ export function liveBadge() {
   };
 }
 
-/** Online (serving) / draining / paused / offline, as one badge. */
+/**
+ * Online (serving) / draining / paused / offline, as one badge. A node that paused itself and
+ * closed its tunnel (a cap, its schedule, its owner's hand) is "paused (reason)", not offline.
+ */
 export function nodeStatus(n, testid) {
   let b;
-  if (!n.online) b = badge('offline', 'muted');
+  const why = n.pause_reason ? PAUSE_TEXT[n.pause_reason] || PAUSE_TEXT.other : null;
+  if (!n.online && n.pause_reason) b = badge(`paused (${why})`, 'warn');
+  else if (!n.online) b = badge('offline', 'muted');
   else if (!n.state || n.state === 'serving') b = badge('online', 'ok');
+  else if (n.state === 'paused' && why) b = badge(`paused (${why})`, 'warn');
   else b = badge(n.state, 'warn');
-  return h('span', { class: 'badges', testid, title: n.online ? `online, ${n.state || 'serving'}` : 'offline' }, b);
+  const title = n.online ? `online, ${n.state || 'serving'}` : n.pause_reason ? `paused (${why}): its tunnel is closed until that clears` : 'offline';
+  return h('span', { class: 'badges', testid, title }, b);
 }
 
 const QUALITY_KIND = { healthy: 'ok', degraded: 'warn', flagged: 'bad', banned: 'bad' };

@@ -77,7 +77,7 @@ export default function nodesPage(main, ctx) {
 
   function matches(n) {
     if (filter === 'online' && !(n.online && !n.banned)) return false;
-    if (filter === 'offline' && n.online) return false;
+    if (filter === 'offline' && (n.online || n.pause_reason)) return false;
     if (filter === 'banned' && !n.banned) return false;
     if (filter === 'flagged' && !['degraded', 'flagged'].includes(n.quality?.state)) return false;
     if (!query) return true;

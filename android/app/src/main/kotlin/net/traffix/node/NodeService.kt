@@ -636,6 +636,8 @@ class NodeService : LifecycleService() {
                     lines += Texts.decision(this, s.decision)
                     lines += resources.getQuantityString(R.plurals.streams, s.activeStreams, s.activeStreams)
                 }
+                // Paused by a setting, the tunnel closed: which setting (the agent's decision).
+                Phase.PAUSED -> lines += Texts.decision(this, s.decision)
                 Phase.BACKING_OFF, Phase.FAILED -> s.lastError?.let { lines += it }
                 else -> {}
             }

@@ -93,6 +93,7 @@ class Agent(
     private var current: Conn? = null
     private var stopping = false
     private var retryTask: Cancellable? = null
+    private var pauseCheck: Cancellable? = null
     private var retryAtMillis: Long? = null
     private var lastError: String? = null
     private var vip: String? = null
@@ -185,6 +186,8 @@ class Agent(
         stopping = false
         backoff.reset()
         cancelRetry()
+        pauseCheck?.cancel()
+        pauseCheck = null
         connect()
     }
 
@@ -228,7 +231,7 @@ class Agent(
     }
 
     /** The tunnel is gone: clean up, then back off, stop or fail. */
-    private fun end(conn: Conn, why: String, fatal: Boolean = false) {
+    private fun end(conn: Conn, why: String, fatal: Boolean = false, paused: Boolean = false) {
         if (current !== conn) return
         current = null
         conn.handshakeTimer?.cancel()
@@ -250,6 +253,13 @@ class Agent(
                 log.log(LogLevel.INFO, "stopped reason=\"$why\"")
             }
             fatal -> fail(why)
+            paused -> {
+                phase = Phase.PAUSED
+                lastError = null
+                backoff.reset()
+                log.log(LogLevel.INFO, "tunnel closed while paused reason=\"$why\"")
+                schedulePauseCheck()
+            }
             else -> {
                 lastError = why
                 val delay = backoff.failed(conn.established, lived)
@@ -288,6 +298,8 @@ class Agent(
     private fun stopNow() {
         stopping = true
         cancelRetry()
+        pauseCheck?.cancel()
+        pauseCheck = null
         val conn = current
         if (conn == null || !conn.established) {
             conn?.let { end(it, "stopped") } ?: run {
@@ -486,6 +498,8 @@ class Agent(
         // Our own view of what is reachable: never the server itself (SECURITY.md §1).
         serverEndpoints(conn)
         reevaluate()
+        // Paused from the start: the reevaluation said so and closed the tunnel.
+        if (current !== conn) return
         sendHeartbeat(conn)
         scheduleHeartbeat(conn)
         publish()
@@ -522,6 +536,7 @@ class Agent(
                 refused.incrementAndGet()
                 s.reject(refusal, decision.describe())
             } else {
+                if (mux.activeStreams == 1) heartbeatBusy(conn)
                 try {
                     streamPool.execute { serve(conn, s, o.target, o.probe) }
                 } catch (e: java.util.concurrent.RejectedExecutionException) {
@@ -582,7 +597,10 @@ class Agent(
 
     private fun ack(conn: Conn, a: Frame.HeartbeatAck) {
         if (a.seq == conn.sentSeq) {
-            conn.mux?.observeRtt(clock.nanoTime() - conn.sentAtNanos)
+            val rtt = clock.nanoTime() - conn.sentAtNanos
+            conn.mux?.observeRtt(rtt)
+            // Reported in the next HEARTBEAT (tag 14): the server's RTT now that nobody pings.
+            conn.lastRttMillis = TimeUnit.NANOSECONDS.toMillis(rtt).coerceIn(0, 0xffff_ffffL)
             conn.sentSeq = -1
         }
         if (a.bytesToday != null || a.earnedToday != null) server = ServerTally(a.bytesToday, a.earnedToday, a.currency)
@@ -591,21 +609,40 @@ class Agent(
 
     // ---- heartbeats and the resource policy (scheduler thread) ----
 
-    private fun scheduleHeartbeat(conn: Conn) {
-        val every = (conn.welcome?.heartbeatIntervalS ?: 15).coerceAtLeast(1) * 1000L
+    /**
+     * The next heartbeat, [delayMillis] from now (default: the interval in force). Heartbeats are
+     * the only keepalive: every [Keepalive.intervalS] (busy with live streams, idle without), and
+     * the liveness rule is checked at each.
+     */
+    private fun scheduleHeartbeat(conn: Conn, delayMillis: Long? = null) {
+        conn.heartbeatTimer?.cancel()
+        val every = Keepalive.intervalS(conn.welcome, conn.activeStreams()) * 1000L
+        val delay = delayMillis ?: every
+        conn.heartbeatDueNanos = clock.nanoTime() + TimeUnit.MILLISECONDS.toNanos(delay)
         conn.heartbeatTimer =
-            scheduler.schedule(every, Runnable {
+            scheduler.schedule(delay, Runnable {
                 if (current !== conn) return@Runnable
                 val silent = TimeUnit.NANOSECONDS.toMillis(clock.nanoTime() - conn.lastInboundNanos)
-                if (silent >= config.deadAfterMillis) {
+                val deadAfter = Keepalive.livenessMillis(Keepalive.intervalS(conn.welcome, conn.activeStreams()))
+                if (silent >= deadAfter) {
                     end(conn, "server silent for ${silent / 1000} s")
                     return@Runnable
                 }
                 reevaluate()
+                if (current !== conn) return@Runnable
                 sendHeartbeat(conn)
                 scheduleHeartbeat(conn)
                 publish()
             })
+    }
+
+    /** A stream opened on an idle tunnel: the next heartbeat is due one busy interval after the last. */
+    private fun heartbeatBusy(conn: Conn) {
+        val busy = Keepalive.intervalS(conn.welcome, 1) * 1000L
+        val sinceSent = TimeUnit.NANOSECONDS.toMillis(clock.nanoTime() - conn.sentAtNanos)
+        val due = (busy - sinceSent).coerceAtLeast(0)
+        val pending = TimeUnit.NANOSECONDS.toMillis(conn.heartbeatDueNanos - clock.nanoTime())
+        if (pending > due) scheduleHeartbeat(conn, due)
     }
 
     private fun sendHeartbeat(conn: Conn) {
@@ -615,7 +652,8 @@ class Agent(
         conn.sentAtNanos = clock.nanoTime()
         val uptime = TimeUnit.NANOSECONDS.toSeconds(clock.nanoTime() - conn.upSinceNanos)
         val hb = ResourcePolicy.heartbeat(conn.seq, settings, decision, conditions(conn.activeStreams()), uptime)
-        conn.send(if (phase == Phase.DRAINING) hb.copy(state = NodeState.DRAINING) else hb)
+        val sent = hb.copy(rttMs = conn.lastRttMillis)
+        conn.send(if (phase == Phase.DRAINING) sent.copy(state = NodeState.DRAINING) else sent)
     }
 
     private fun localNow(): LocalDateTime = LocalDateTime.ofInstant(Instant.ofEpochMilli(clock.wallMillis()), zone)
@@ -648,14 +686,52 @@ class Agent(
         val changed = next != decision
         if (changed) log.log(LogLevel.INFO, "policy action=${next.action.name.lowercase()} reasons=\"${next.describe()}\"")
         decision = next
-        if (conn == null || !conn.established) return
+        if (conn == null) {
+            // Paused with the tunnel closed: back as soon as the settings allow sharing again.
+            if (phase == Phase.PAUSED && !Keepalive.closesTunnel(next)) {
+                pauseCheck?.cancel()
+                pauseCheck = null
+                log.log(LogLevel.INFO, "pause cleared: reconnecting")
+                connectNow()
+            } else if (changed) {
+                publish()
+            }
+            return
+        }
+        if (!conn.established) return
         if (next.action == Action.PAUSE && next.reasons.any { it.hard } && active > 0) {
             conn.mux?.resetAll(ResetReason.CANCEL, next.describe())
+        }
+        if (Keepalive.closesTunnel(next) && phase == Phase.SERVING) {
+            pauseTunnel(conn, next)
+            return
         }
         if (changed) {
             sendHeartbeat(conn)
             publish()
         }
+    }
+
+    /**
+     * A hard pause: say so (HEARTBEAT paused with its reason), DRAIN, close the tunnel, and
+     * look at the settings again every [Keepalive.PAUSED_RECHECK_MILLIS] (and on every update
+     * of the settings or the device) until sharing is allowed again.
+     */
+    private fun pauseTunnel(conn: Conn, d: ResourceDecision) {
+        sendHeartbeat(conn)
+        conn.send(Frame.Drain("paused: ${d.describe()}".take(200), 0))
+        end(conn, "paused: ${d.describe()}", paused = true)
+    }
+
+    private fun schedulePauseCheck() {
+        pauseCheck?.cancel()
+        pauseCheck =
+            scheduler.schedule(Keepalive.PAUSED_RECHECK_MILLIS, Runnable {
+                pauseCheck = null
+                if (phase != Phase.PAUSED || current != null) return@Runnable
+                reevaluate()
+                if (phase == Phase.PAUSED && current == null) schedulePauseCheck()
+            })
     }
 
     private fun snapshot(): AgentStatus {
@@ -698,6 +774,8 @@ class Agent(
         var seq = 0L
         var sentSeq = -1L
         var sentAtNanos = 0L
+        var lastRttMillis: Long? = null
+        var heartbeatDueNanos = 0L
         var handshakeTimer: Cancellable? = null
         var heartbeatTimer: Cancellable? = null
         var drainTimer: Cancellable? = null

@@ -31,6 +31,12 @@ enum class Phase(val text: String) {
     /** The tunnel is down; the next attempt is scheduled. */
     BACKING_OFF("reconnecting"),
 
+    /**
+     * The owner's settings pause sharing (not on Wi-Fi, a cap, the battery, the schedule): the
+     * tunnel is closed until they allow it again ([ResourceDecision] says why).
+     */
+    PAUSED("paused"),
+
     /** The owner stopped the node. */
     STOPPED("stopped"),
 
@@ -78,8 +84,6 @@ data class AgentConfig(
     val dialTimeoutMillis: Long = 10_000,
     val handshakeTimeoutMillis: Long = 10_000,
     val idleTimeoutMillis: Long = 60_000,
-    /** A tunnel with nothing inbound for this long is dead (the server pings every 20 s). */
-    val deadAfterMillis: Long = 60_000,
     /** How long a stop waits for live streams before cutting them. */
     val drainDeadlineMillis: Long = 10_000,
     /** Plain `ws://` for a server on `--insecure-http` (development only; the app never sets it). */

@@ -328,6 +328,8 @@ sealed class Frame {
         val maxFrame: Long,
         val challengeIntervalS: Int,
         val maxInflight: Long,
+        /** Tag 9: the interval the node may heartbeat at while it has no live streams. */
+        val idleHeartbeatIntervalS: Int? = null,
     ) : Control() {
         init {
             requireLen(deviceId, DEVICE_ID_LEN, "device_id")
@@ -337,6 +339,7 @@ sealed class Frame {
             requireU32(maxFrame, "max_frame")
             requireU16(challengeIntervalS, "challenge_interval_s")
             requireU32(maxInflight, "max_inflight")
+            idleHeartbeatIntervalS?.let { requireU16(it, "idle_heartbeat_interval_s") }
         }
 
         override val name get() = "WELCOME"
@@ -357,9 +360,12 @@ sealed class Frame {
         val activeStreams: Long? = null,
         val uptimeS: Long? = null,
         val pauseReason: PauseCode? = null,
+        /** Tag 14: the node's last HEARTBEAT -> HEARTBEAT_ACK round trip, in milliseconds. */
+        val rttMs: Long? = null,
     ) : Control() {
         init {
             requireU32(seq, "seq")
+            rttMs?.let { requireU32(it, "rtt_ms") }
             batteryPct?.let { requireU8(it, "battery_pct") }
             maxStreams?.let { requireU32(it, "max_streams") }
             activeStreams?.let { requireU32(it, "active_streams") }

@@ -108,6 +108,7 @@ object FrameCodec {
                 w.tlvU32(6, frame.maxFrame)
                 w.tlvU16(7, frame.challengeIntervalS)
                 w.tlvU32(8, frame.maxInflight)
+                frame.idleHeartbeatIntervalS?.let { w.tlvU16(9, it) }
             }
             is Frame.Heartbeat -> {
                 w.header(Kind.HEARTBEAT, 0, 0)
@@ -124,6 +125,7 @@ object FrameCodec {
                 frame.activeStreams?.let { w.tlvU32(11, it) }
                 frame.uptimeS?.let { w.tlvU64(12, it) }
                 frame.pauseReason?.let { w.tlvU8(13, it.wire) }
+                frame.rttMs?.let { w.tlvU32(14, it) }
             }
             is Frame.HeartbeatAck -> {
                 w.header(Kind.HEARTBEAT_ACK, 0, 0)
@@ -391,6 +393,7 @@ object FrameCodec {
                     maxFrame = f.reqU32(6),
                     challengeIntervalS = f.reqU16(7),
                     maxInflight = f.reqU32(8),
+                    idleHeartbeatIntervalS = f.optU16(9),
                 )
             }
             Kind.HEARTBEAT -> {
@@ -411,6 +414,7 @@ object FrameCodec {
                     activeStreams = f.optU32(11),
                     uptimeS = f.optU64(12),
                     pauseReason = f.optU8(13)?.let { PauseCode.fromWire(it) },
+                    rttMs = f.optU32(14),
                 )
             }
             Kind.HEARTBEAT_ACK -> {

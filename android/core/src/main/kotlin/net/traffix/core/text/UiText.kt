@@ -15,6 +15,7 @@ enum class UiText(val resName: String) {
     PHASE_SERVING("phase_serving"),
     PHASE_DRAINING("phase_draining"),
     PHASE_BACKING_OFF("phase_backing_off"),
+    PHASE_PAUSED("phase_paused"),
     PHASE_STOPPED("phase_stopped"),
     PHASE_FAILED("phase_failed"),
 
@@ -47,6 +48,7 @@ enum class UiText(val resName: String) {
                 Phase.SERVING -> PHASE_SERVING
                 Phase.DRAINING -> PHASE_DRAINING
                 Phase.BACKING_OFF -> PHASE_BACKING_OFF
+                Phase.PAUSED -> PHASE_PAUSED
                 Phase.STOPPED -> PHASE_STOPPED
                 Phase.FAILED -> PHASE_FAILED
             }

@@ -21,12 +21,13 @@ import okio.ByteString
  */
 
 /**
- * Tunnels over OkHttp WebSockets: TLS 1.3 only, trust by [PinnedTrustManager], WebSocket pings
- * every [pingSeconds] (the server pings every 20 s and drops a node silent for 60 s).
+ * Tunnels over OkHttp WebSockets: TLS 1.3 only, trust by [PinnedTrustManager], and no WebSocket
+ * pings: the agent's heartbeats are the tunnel's only keepalive (docs/protocol.md "One
+ * keepalive"), so an idle phone's radio wakes once per heartbeat, not also for pings. OkHttp
+ * still answers the server's pings, should an older server send them.
  */
 class OkHttpTransport(
     private val connectTimeoutMillis: Long = 10_000,
-    private val pingSeconds: Long = 20,
     /** Test servers run `--insecure-http`: allow `ws://` only when asked. */
     private val allowPlainWs: Boolean = false,
 ) : TunnelTransport {
@@ -34,10 +35,11 @@ class OkHttpTransport(
     private val base: OkHttpClient =
         OkHttpClient.Builder()
             .connectTimeout(connectTimeoutMillis, TimeUnit.MILLISECONDS)
-            // No read timeout: a quiet tunnel is normal; liveness is the pings and heartbeats.
+            // No read timeout: a quiet tunnel is normal; the agent's liveness rule (2.5 heartbeat
+            // intervals + 10 s without a message) decides when it is dead.
             .readTimeout(0, TimeUnit.MILLISECONDS)
             .writeTimeout(connectTimeoutMillis, TimeUnit.MILLISECONDS)
-            .pingInterval(pingSeconds, TimeUnit.SECONDS)
+            // No .pingInterval(): 0, OkHttp's default, sends none.
             .retryOnConnectionFailure(false)
             .followRedirects(false)
             .build()

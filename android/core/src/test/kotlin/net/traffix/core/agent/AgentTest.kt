@@ -64,13 +64,14 @@ class AgentTest {
         allowPrivate: Boolean = false,
         signer: DeviceSigner = this.signer,
         device: DeviceInfo = DeviceInfo(),
+        sample: DeviceSample = wifi,
     ) = Agent(
         AgentConfig(link, isPaired, device = device, allowPrivateTargets = allowPrivate),
         signer,
         transport,
         listener,
         settings,
-        wifi,
+        sample,
         clock = clock,
         zone = ZoneOffset.UTC,
         scheduler = sched,
@@ -347,14 +348,90 @@ class AgentTest {
         s.deliver(Frame.HeartbeatAck(7, null, bytesToday = 1_000_000, earnedToday = 1_234, currency = "USD"))
         sched.runDue()
         assertEquals(ServerTally(1_000_000, 1_234, "USD"), a.status.server)
-        // Nothing inbound for a minute: dead.
+        // Nothing inbound for 2.5 heartbeat intervals + 10 s (47.5 s): dead at the next check.
         sched.advance(15_000)
+        assertEquals("the round trip is reported in the next heartbeat", 40L, s.sentOf<Frame.Heartbeat>().last().rttMs)
         sched.advance(15_000)
         sched.advance(15_000)
         assertEquals(Phase.SERVING, a.status.phase)
         sched.advance(15_000)
         assertEquals(Phase.BACKING_OFF, a.status.phase)
         assertTrue(a.status.lastError!!.contains("silent"))
+        assertTrue("no WebSocket pings: heartbeats only", s.sent.all { it is Frame.Hello || it is Frame.Proof || it is Frame.Heartbeat })
+    }
+
+    @Test
+    fun anIdleNodeHeartbeatsAtTheIdleIntervalAndABusyOneAtTheBusyOne() {
+        ServerSocket(0, 50, InetAddress.getLoopbackAddress()).use { target ->
+            val a = agent(allowPrivate = true)
+            a.start()
+            sched.runDue()
+            val s = transport.last
+            s.open()
+            s.deliver(Frame.Challenge(1, nonce, 0))
+            sched.runDue()
+            s.deliver(welcome().copy(idleHeartbeatIntervalS = 60))
+            sched.runDue()
+            assertEquals(1, s.sentOf<Frame.Heartbeat>().size)
+            // Idle: nothing at 15, 30, 45 s; the next heartbeat at 60 s.
+            for (i in 1..3) {
+                sched.advance(15_000)
+                s.deliver(Frame.HeartbeatAck(s.sentOf<Frame.Heartbeat>().last().seq, null))
+                sched.runDue()
+            }
+            assertEquals(1, s.sentOf<Frame.Heartbeat>().size)
+            sched.advance(15_000)
+            assertEquals(2, s.sentOf<Frame.Heartbeat>().size)
+            // Idle, the server may stay silent 160 s (2.5 × 60 + 10) before the node gives up.
+            s.deliver(Frame.HeartbeatAck(2, null))
+            sched.runDue()
+            sched.advance(60_000)
+            sched.advance(60_000)
+            assertEquals(Phase.SERVING, a.status.phase)
+            // A stream opens 5 s later: the next heartbeat is due 15 s after the last one.
+            clock.advanceMillis(5_000)
+            sched.runDue()
+            val before = s.sentOf<Frame.Heartbeat>().size
+            s.deliver(Frame.HeartbeatAck(s.sentOf<Frame.Heartbeat>().last().seq, null))
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), target.localPort))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            sched.advance(10_000)
+            assertEquals(before + 1, s.sentOf<Frame.Heartbeat>().size)
+            assertEquals(1L, s.sentOf<Frame.Heartbeat>().last().activeStreams)
+            sched.advance(15_000)
+            assertEquals("busy: every 15 s", before + 2, s.sentOf<Frame.Heartbeat>().size)
+            a.close()
+            sched.runDue()
+        }
+    }
+
+    @Test
+    fun pausedFromTheStartItSaysWhyDrainsClosesAndComesBackWhenItClears() {
+        val a = agent(settings = ResourceSettings(wifiOnly = true), sample = wifi.copy(network = NetworkType.CELLULAR))
+        a.start()
+        sched.runDue()
+        val s = transport.last
+        s.open()
+        s.deliver(Frame.Challenge(1, nonce, 0))
+        sched.runDue()
+        s.deliver(welcome())
+        sched.runDue()
+        assertEquals(Phase.PAUSED, a.status.phase)
+        val hb = s.sentOf<Frame.Heartbeat>().single()
+        assertEquals(NodeState.PAUSED, hb.state)
+        assertEquals(net.traffix.core.protocol.PauseCode.NOT_ON_WIFI, hb.pauseReason)
+        assertEquals(1, s.sentOf<Frame.Drain>().size)
+        assertNotNull("the tunnel is closed", s.closedWith)
+        // Still on cellular: the periodic look changes nothing, nobody dials.
+        val sockets = transport.sockets.size
+        sched.advance(Keepalive.PAUSED_RECHECK_MILLIS * 3)
+        assertEquals(sockets, transport.sockets.size)
+        assertEquals(Phase.PAUSED, a.status.phase)
+        // Wi-Fi again: it reconnects at once.
+        a.updateDevice(wifi)
+        sched.runDue()
+        assertEquals(sockets + 1, transport.sockets.size)
+        assertEquals(Phase.CONNECTING, a.status.phase)
     }
 
     @Test
@@ -365,16 +442,28 @@ class AgentTest {
         sched.runDue()
         assertEquals(Action.PAUSE, a.status.decision.action)
         assertEquals(setOf(PauseReason.NOT_ON_WIFI), a.status.decision.reasons)
-        assertEquals(NodeState.PAUSED, s.sentOf<Frame.Heartbeat>().last().state)
-        s.deliver(Frame.Open(3, 65_536, Target.Domain("example.com", 443)))
-        sched.runDue()
-        val err = s.sentOf<Frame.OpenErr>().single()
-        assertEquals(OpenErrReason.DRAINING, err.reason)
-        assertEquals(1L, a.status.streamsRefused)
+        // A hard pause: reported with its reason, DRAIN, and the tunnel is closed.
+        val hb = s.sentOf<Frame.Heartbeat>().last()
+        assertEquals(NodeState.PAUSED, hb.state)
+        assertEquals(net.traffix.core.protocol.PauseCode.NOT_ON_WIFI, hb.pauseReason)
+        assertEquals(1, s.sentOf<Frame.Drain>().size)
+        assertNotNull(s.closedWith)
+        assertEquals(Phase.PAUSED, a.status.phase)
+        assertNull("a pause is not an error", a.status.lastError)
 
+        // Back on Wi-Fi: a new tunnel, serving.
+        val n = transport.sockets.size
         a.updateDevice(wifi)
         sched.runDue()
-        assertEquals(NodeState.SERVING, s.sentOf<Frame.Heartbeat>().last().state)
+        assertEquals(n + 1, transport.sockets.size)
+        val s2 = transport.last
+        s2.open()
+        s2.deliver(Frame.Challenge(1, nonce, 0))
+        sched.runDue()
+        s2.deliver(welcome())
+        sched.runDue()
+        assertEquals(Phase.SERVING, a.status.phase)
+        assertEquals(NodeState.SERVING, s2.sentOf<Frame.Heartbeat>().last().state)
     }
 
     @Test
@@ -450,12 +539,15 @@ class AgentTest {
             s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), echo.port))))
             sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
             s.deliver(Frame.Data(3, false, Bytes.of(ByteArray(60))))
-            sched.runUntil { a.status.phase == Phase.SERVING && s.sentOf<Frame.Reset>().isNotEmpty() }
+            sched.runUntil { a.status.phase == Phase.PAUSED && s.sentOf<Frame.Reset>().isNotEmpty() }
             val reset = s.sentOf<Frame.Reset>().single()
             assertEquals(ResetReason.CANCEL, reset.reason)
             assertTrue(reset.message.contains("daily data cap"))
             assertEquals(Action.PAUSE, a.status.decision.action)
             assertEquals(NodeState.PAUSED, s.sentOf<Frame.Heartbeat>().last().state)
+            assertEquals(net.traffix.core.protocol.PauseCode.DAILY_CAP, s.sentOf<Frame.Heartbeat>().last().pauseReason)
+            assertEquals("the tunnel is closed until the cap resets", 1, s.sentOf<Frame.Drain>().size)
+            assertNotNull(s.closedWith)
             assertTrue(a.status.usage.bytesToday >= 100)
         }
     }

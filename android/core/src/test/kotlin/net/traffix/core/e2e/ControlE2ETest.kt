@@ -36,7 +36,12 @@ class ControlE2ETest {
         val bin = System.getProperty("traffix.bin")
         assumeTrue("traffix.bin not set: no Rust build to test against", bin != null)
         origin = Origin()
-        server = TraffixServer(File(bin))
+        // Heartbeats (and the server's tally in their ACKs) every second, busy or idle.
+        server =
+            TraffixServer(
+                File(bin),
+                mapOf("TRAFFIX_LIMITS__HEARTBEAT_INTERVAL_SECS" to "1", "TRAFFIX_LIMITS__HEARTBEAT_IDLE_INTERVAL_SECS" to "1"),
+            )
     }
 
     @After

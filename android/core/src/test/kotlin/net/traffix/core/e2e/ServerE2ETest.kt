@@ -57,7 +57,13 @@ class ServerE2ETest {
         assumeTrue("traffix.bin not set: no Rust build to test against", bin != null)
         check(File(bin).canExecute()) { "traffix.bin=$bin is not an executable" }
         origin = Origin()
-        server = TraffixServer(File(bin))
+        // Heartbeats (and the server's tally in their ACKs) every 5 s, busy or idle, so a test
+        // waits seconds for them, not the default idle minute.
+        server =
+            TraffixServer(
+                File(bin),
+                mapOf("TRAFFIX_LIMITS__HEARTBEAT_INTERVAL_SECS" to "5", "TRAFFIX_LIMITS__HEARTBEAT_IDLE_INTERVAL_SECS" to "5"),
+            )
         password = server.addUser("alice", credit = "10")
         // The node's owner: another user, so the traffic earns (self-use pays only the fee).
         server.addUser("bob", credit = "0")
@@ -130,6 +136,20 @@ class ServerE2ETest {
             t != null && (t.bytesToday ?: 0) >= (1 shl 20) + 300_000 && (t.earnedToday ?: 0) > 0
         }
         assertEquals("USD", a.status.server!!.currency)
+    }
+
+    @Test
+    fun aHardPauseClosesTheTunnelTheServerShowsItPausedAndItComesBack() {
+        val a = startNode(pairLink(), settings = ResourceSettings(wifiOnly = true, batteryFloorPct = null))
+        // The phone leaves Wi-Fi: paused (not_on_wifi), DRAIN, the tunnel closes.
+        a.updateDevice(DeviceSample(NetworkType.CELLULAR, batteryPct = null, charging = false))
+        waitFor("the Kotlin node paused with its tunnel closed", detail = { "${a.status} ${server.devices()}" }) {
+            a.status.phase == Phase.PAUSED && server.onlineDevices() == 0 && server.pausedDevices("not_on_wifi") >= 1
+        }
+        // Back on Wi-Fi: it reconnects and serves.
+        a.updateDevice(DeviceSample(NetworkType.ETHERNET, batteryPct = null, charging = false))
+        waitFor("the Kotlin node back") { a.status.phase == Phase.SERVING && server.onlineDevices() == 1 }
+        assertEquals(Origin.expectedSha(1000, 1), fetch("/bytes/1000/1"))
     }
 
     @Test
@@ -385,6 +405,11 @@ class TraffixServer(private val bin: File, private val env: Map<String, String> 
     fun deviceCount(): Int = Regex(""""vip"\s*:""").findAll(devicesJson()).count()
 
     fun onlineDevices(): Int = Regex(""""online"\s*:\s*true""").findAll(devicesJson()).count()
+
+    /** How many times the device list says `pause_reason: reason` (the device, and its quality view while the watchdog has one). */
+    fun pausedDevices(reason: String): Int = Regex("\"pause_reason\"\\s*:\\s*\"$reason\"").findAll(devicesJson()).count()
+
+    fun devices(): String = devicesJson()
 
     private fun spawn() {
         File(dir, "admin.sock").delete()

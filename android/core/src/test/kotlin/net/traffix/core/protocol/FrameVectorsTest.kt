@@ -180,11 +180,11 @@ class FrameVectorsTest {
                 )
                 "WELCOME" -> setOf(
                     "device_id", "vip", "heartbeat_interval_s", "max_streams", "initial_window", "max_frame",
-                    "challenge_interval_s", "max_inflight",
+                    "challenge_interval_s", "max_inflight", "idle_heartbeat_interval_s",
                 )
                 "HEARTBEAT" -> setOf(
                     "seq", "state", "battery_pct", "charging", "network", "bytes_today", "bytes_month", "max_streams",
-                    "daily_cap", "monthly_cap", "active_streams", "uptime_s", "pause_reason",
+                    "daily_cap", "monthly_cap", "active_streams", "uptime_s", "pause_reason", "rtt_ms",
                 )
                 "HEARTBEAT_ACK" -> setOf("seq", "server_time_ms", "bytes_today", "earned_today", "currency")
                 "DRAIN" -> setOf("reason", "deadline_s")
@@ -278,6 +278,7 @@ class FrameVectorsTest {
                     maxFrame = f.long("max_frame"),
                     challengeIntervalS = f.int("challenge_interval_s"),
                     maxInflight = f.long("max_inflight"),
+                    idleHeartbeatIntervalS = f.optInt("idle_heartbeat_interval_s"),
                 )
                 "HEARTBEAT" -> Frame.Heartbeat(
                     seq = f.long("seq"),
@@ -303,6 +304,7 @@ class FrameVectorsTest {
                     pauseReason = f.optInt("pause_reason")?.let { r ->
                         PauseCode.fromWire(r).also { assertEquals("pause_reason $r is not modelled", r, it.wire) }
                     },
+                    rttMs = f.optLong("rtt_ms"),
                 )
                 "HEARTBEAT_ACK" -> Frame.HeartbeatAck(
                     seq = f.long("seq"),
