@@ -162,6 +162,14 @@ impl Command for DeviceRemove {
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<DeviceView, AdminError> {
         let dev = ctx.find_device(&self.id)?;
+        // The device's row is what keeps its key out: removing a banned device would lift the
+        // ban (the key could pair again), so a ban is lifted on purpose first.
+        if dev.banned {
+            return Err(AdminError::new(
+                "conflict",
+                format!("device {} is banned: removing it would let its key pair again; unban it first", dev.vip),
+            ));
+        }
         let raw = hex::decode(&dev.id).map_err(|_| AdminError::new("store_error", "corrupt device id"))?;
         let view = ctx.device_view(&dev);
         ctx.store.remove_device(&raw)?;
@@ -420,5 +428,27 @@ mod tests {
         assert_ne!(other.vip, first.vip);
         let back = pair(&ctx, "c3", 1);
         assert_ne!(back.vip, first.vip);
+    }
+
+    #[test]
+    fn a_banned_device_is_not_removed_so_its_key_stays_out() {
+        let (_dir, ctx) = test_ctx();
+        ctx.execute(crate::admin::UserAdd { name: "bob".into(), password: None, admin: false }).unwrap();
+        let dev = pair(&ctx, "c1", 1);
+        ctx.execute(DeviceBan { id: dev.id.clone(), reason: "fraud".into() }).unwrap();
+        // Neither the admin nor the device itself (its UNPAIR runs this command).
+        let e = ctx.execute_as(DeviceRemove { id: dev.id.clone(), reason: None }, "device:0101").unwrap_err();
+        assert_eq!(e.error, "conflict");
+        assert!(e.reason.contains("unban it first"), "{}", e.reason);
+        assert!(ctx.store.get_device(&[1; 16]).unwrap().is_some_and(|d| d.banned));
+        let now = now_secs();
+        ctx.store
+            .create_pair_code(
+                "c2",
+                &PairCode { user: "bob".into(), created_at: now, expires_at: now + 600, used: false },
+            )
+            .unwrap();
+        let again = DeviceRecord { id: hex::encode([1u8; 16]), ..dev.clone() };
+        assert!(ctx.store.pair_device("c2", now, again).is_err(), "the banned key cannot pair again");
     }
 }

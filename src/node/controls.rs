@@ -202,8 +202,20 @@ pub fn set_paused(path: &Path, paused: bool) -> Result<(), String> {
     };
     let new = with_paused(&text, paused);
     parse_file(&new).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tmp = path.with_extension("tmp");
+    // A name of its own (not `FILE.tmp`, which the identity file next to it may use), with the
+    // file's owner and mode kept: the node that reads it may run as another user.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, new.as_bytes()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::MetadataExt;
+        let kept = std::fs::set_permissions(&tmp, meta.permissions())
+            .and_then(|()| std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid())));
+        if let Err(e) = kept {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("cannot keep the owner and mode of {}: {e}", path.display()));
+        }
+    }
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
@@ -408,8 +420,20 @@ impl Usage {
         }
     }
 
+    /// The saved counters; none when the file is missing. A file that does not parse is kept
+    /// aside as `FILE.corrupt` and the counters start again, loudly (the caps count from zero).
     pub fn load(path: &Path) -> Usage {
-        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        let Ok(bytes) = std::fs::read(path) else { return Usage::default() };
+        match serde_json::from_slice(&bytes) {
+            Ok(u) => u,
+            Err(e) => {
+                let aside = path.with_extension("json.corrupt");
+                let _ = std::fs::rename(path, &aside);
+                tracing::warn!(file = %path.display(), kept_as = %aside.display(), error = %e,
+                    "the data counters could not be read: they start again from zero");
+                Usage::default()
+            }
+        }
     }
 
     pub fn save(&self, path: &Path) -> Result<(), String> {
@@ -419,6 +443,9 @@ impl Usage {
         std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 }
+
+/// The longest a token bucket makes a read wait (its debt's bound, in seconds of rate).
+const MAX_DEBT_SECS: f64 = 2.0;
 
 /// A token bucket shared by every stream of the node for one direction: `take(n)` spends `n`
 /// bytes and says how long to wait so the rate holds (debt is allowed, so a frame is never
@@ -448,7 +475,9 @@ impl TokenBucket {
         let (tokens, last) = *st;
         let refilled =
             (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate as f64).min(self.burst());
-        let left = refilled - n as f64;
+        // Debt is bounded (streams that took bytes and died never pay theirs back): no wait is
+        // longer than MAX_DEBT_SECS.
+        let left = (refilled - n as f64).max(-(self.rate as f64) * MAX_DEBT_SECS);
         *st = (left, now);
         if left >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-left / self.rate as f64) }
     }
@@ -860,5 +889,34 @@ mod tests {
             tokio::time::advance(w.max(Duration::from_millis(1))).await;
         }
         assert!((1_000_000..=1_100_000).contains(&moved), "{moved}");
+        // Streams that took bytes and died leave at most MAX_DEBT_SECS of debt behind.
+        for _ in 0..100 {
+            let _ = b.take(1_000_000);
+        }
+        assert_eq!(b.take(0), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_corrupt_counter_file_is_kept_aside_and_counting_starts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.usage.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        assert_eq!(Usage::load(&path), Usage::default());
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(dir.path().join("node.usage.json.corrupt")).unwrap(), b"{not json");
+    }
+
+    #[test]
+    fn pausing_keeps_the_settings_files_mode_and_never_touches_a_neighbours_tmp() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "daily_cap = \"1GB\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::write(dir.path().join("node.tmp"), b"the identity's").unwrap();
+        set_paused(&path, true).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("paused = true"));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::read(dir.path().join("node.tmp")).unwrap(), b"the identity's");
     }
 }

@@ -397,6 +397,18 @@ where
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let controls = opts.controls.clone();
     let meter: Arc<dyn copy::Meter> = Arc::new(NodeMeter(controls.clone()));
+    // Paused already (it connected to say so): the first heartbeat says paused, with why, and
+    // DRAIN follows; the tunnel closes at the next look at the controls.
+    if let Some(r) = controls.pause_reason() {
+        pause = Some(r);
+        state = NodeState::Paused;
+        seq = seq.wrapping_add(1);
+        last_hb = Some(tokio::time::Instant::now());
+        sent_at = Some((seq, tokio::time::Instant::now()));
+        mux.send_frame(&Frame::Heartbeat(heartbeat(seq, state, pause, &controls, 0, epoch.elapsed(), rtt_ms)));
+        mux.send_frame(&Frame::Drain { reason: Some(format!("paused: {}", r.as_str())), deadline_s: Some(0) });
+        info!(reason = r.as_str(), "paused: telling the server, then closing the tunnel until it clears");
+    }
 
     let end = loop {
         let active = mux.active_streams();

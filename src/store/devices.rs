@@ -278,15 +278,24 @@ impl Store {
     /// Forgets a device (unpaired): its row goes, so its key no longer authenticates and it may
     /// pair again as new. Its virtual IP stays reserved (never handed to another device, so
     /// session rows and abuse reports keep naming one device); its usage and ledger history stay.
-    /// Returns the record as it was.
+    /// Returns the record as it was. A banned device is refused (`Conflict`): its row is what
+    /// keeps a banned key out.
     pub fn remove_device(&self, id: &[u8]) -> Result<DeviceRecord, StoreError> {
         let txn = self.write()?;
         let dev = {
             let mut t = txn.open_table(DEVICES)?;
-            let dev: DeviceRecord = match t.remove(id)? {
+            let dev: DeviceRecord = match t.get(id)? {
                 Some(v) => from_json(v.value())?,
                 None => return Err(StoreError::NotFound(format!("device {}", hex::encode(id)))),
             };
+            // Checked in the same transaction as the removal: a ban that just landed stays.
+            if dev.banned {
+                return Err(StoreError::Conflict(format!(
+                    "device {} is banned: removing it would let its key pair again; unban it first",
+                    dev.vip
+                )));
+            }
+            t.remove(id)?;
             dev
         };
         txn.commit()?;

@@ -35,12 +35,22 @@ pub const CONTROL_SESSIONS_PER_DEVICE: u32 = 2;
 /// The control-only sessions open per device (entries leave with their last session, so the map
 /// is bounded by the paired devices times [`CONTROL_SESSIONS_PER_DEVICE`]).
 #[derive(Default)]
-pub struct ControlSessions(Mutex<HashMap<DeviceId, u32>>);
+pub struct ControlSessions(Mutex<HashMap<DeviceId, Open>>);
+
+/// A device's open control-only sessions and the STATS rate they share, so closing a session
+/// and opening another does not buy a fresh burst. The entry stays while its rate still has
+/// debt (bounded by the paired devices).
+struct Open {
+    sessions: u32,
+    rate: Arc<Mutex<StatsRate>>,
+}
 
 /// One open control-only session; frees its slot when dropped.
 pub(super) struct Slot<'a> {
     table: &'a ControlSessions,
     device: DeviceId,
+    /// The device's STATS rate, shared by its control-only sessions.
+    pub(super) rate: Arc<Mutex<StatsRate>>,
 }
 
 impl ControlSessions {
@@ -48,24 +58,29 @@ impl ControlSessions {
     /// [`CONTROL_SESSIONS_PER_DEVICE`] open.
     pub(super) fn take(&self, device: DeviceId) -> Option<Slot<'_>> {
         let mut m = crate::sync::lock(&self.0);
-        let n = m.entry(device).or_insert(0);
-        if *n >= CONTROL_SESSIONS_PER_DEVICE {
+        let open = m.entry(device).or_insert_with(|| Open {
+            sessions: 0,
+            rate: Arc::new(Mutex::new(StatsRate::new(tokio::time::Instant::now()))),
+        });
+        if open.sessions >= CONTROL_SESSIONS_PER_DEVICE {
             return None;
         }
-        *n += 1;
-        Some(Slot { table: self, device })
+        open.sessions += 1;
+        Some(Slot { table: self, device, rate: open.rate.clone() })
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut m = crate::sync::lock(&self.table.0);
-        if let Some(n) = m.get_mut(&self.device) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(open) = m.get_mut(&self.device) {
+            open.sessions = open.sessions.saturating_sub(1);
+            if open.sessions == 0 && crate::sync::lock(&open.rate).full(tokio::time::Instant::now()) {
                 m.remove(&self.device);
             }
         }
+        // Entries kept for their rate's debt go once it is paid, at the next closing.
+        m.retain(|_, o| o.sessions > 0 || !crate::sync::lock(&o.rate).full(tokio::time::Instant::now()));
     }
 }
 
@@ -80,6 +95,12 @@ pub(super) struct StatsRate {
 impl StatsRate {
     pub(super) fn new(now: tokio::time::Instant) -> Self {
         StatsRate { tokens: STATS_BURST, last: now }
+    }
+
+    /// Whether the burst is whole again at `now` (nothing left to remember).
+    pub(super) fn full(&self, now: tokio::time::Instant) -> bool {
+        let earned = (now.saturating_duration_since(self.last).as_millis() / STATS_EVERY.as_millis()) as u64;
+        u64::from(self.tokens) + earned >= u64::from(STATS_BURST)
     }
 
     /// Takes a token at `now`, or says how long until the next one.
@@ -169,12 +190,15 @@ pub(super) struct Control {
     /// The device id in hex, as the usage roll-up names it.
     device: String,
     device_id: DeviceId,
-    rate: StatsRate,
+    rate: Arc<Mutex<StatsRate>>,
 }
 
 impl Control {
-    pub(super) fn new(deps: ControlDeps, device_id: DeviceId) -> Self {
-        Control { deps, device: hex::encode(device_id), device_id, rate: StatsRate::new(tokio::time::Instant::now()) }
+    /// Requests on a serving tunnel (their own rate) or, with `rate`, on a control-only
+    /// session (the rate its device's control-only sessions share).
+    pub(super) fn new(deps: ControlDeps, device_id: DeviceId, rate: Option<Arc<Mutex<StatsRate>>>) -> Self {
+        let rate = rate.unwrap_or_else(|| Arc::new(Mutex::new(StatsRate::new(tokio::time::Instant::now()))));
+        Control { deps, device: hex::encode(device_id), device_id, rate }
     }
 
     /// Answers a STATS_REQUEST: at once when over the rate or with billing off, otherwise once
@@ -184,7 +208,8 @@ impl Control {
         let reply = move |status, retry_after_s| {
             Frame::Stats(Box::new(Stats { request_id, status, retry_after_s, ..Stats::default() }))
         };
-        if let Err(wait) = self.rate.take(tokio::time::Instant::now()) {
+        let taken = crate::sync::lock(&self.rate).take(tokio::time::Instant::now());
+        if let Err(wait) = taken {
             self.deps.metrics.tunnel_control("stats", "rate_limited");
             let secs = wait.as_secs_f64().ceil().clamp(1.0, f64::from(u16::MAX)) as u16;
             mux.send_frame(&reply(StatsStatus::RateLimited, Some(secs)));
@@ -333,5 +358,22 @@ mod tests {
         assert!(table.take([1; 16]).is_some());
         drop(b);
         assert!(crate::sync::lock(&table.0).is_empty(), "no entry outlives its sessions");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_control_session_does_not_buy_a_fresh_burst_of_stats() {
+        let table = ControlSessions::default();
+        let a = table.take([1; 16]).unwrap();
+        for _ in 0..STATS_BURST {
+            assert!(crate::sync::lock(&a.rate).take(tokio::time::Instant::now()).is_ok());
+        }
+        drop(a);
+        let b = table.take([1; 16]).unwrap();
+        assert!(crate::sync::lock(&b.rate).take(tokio::time::Instant::now()).is_err(), "the device's rate is kept");
+        drop(b);
+        tokio::time::advance(STATS_EVERY * STATS_BURST).await;
+        let c = table.take([1; 16]).unwrap();
+        drop(c);
+        assert!(crate::sync::lock(&table.0).is_empty(), "a paid-off rate is forgotten");
     }
 }

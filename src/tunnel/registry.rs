@@ -186,9 +186,29 @@ impl NodeHandle {
     }
 }
 
+/// A device the server sent away (banned, removed, its owner disabled): what control-only
+/// sessions, which are not in the registry, listen for.
+#[derive(Debug, Clone)]
+pub struct Kick {
+    pub device: DeviceId,
+    pub code: ErrorCode,
+    pub why: String,
+}
+
+/// The kicks broadcast (bounded: a receiver that falls behind is told it lagged).
+#[derive(Debug)]
+struct Kicks(tokio::sync::broadcast::Sender<Kick>);
+
+impl Default for Kicks {
+    fn default() -> Self {
+        Kicks(tokio::sync::broadcast::channel(256).0)
+    }
+}
+
 /// All online nodes.
 #[derive(Debug, Default)]
 pub struct Registry {
+    kicks: Kicks,
     nodes: RwLock<HashMap<DeviceId, Arc<NodeHandle>>>,
     /// The online nodes by virtual IP (a device keeps its vIP forever), for `-node-` pins.
     vips: RwLock<HashMap<Ipv4Addr, DeviceId>>,
@@ -298,8 +318,15 @@ impl Registry {
         Some(best[i].clone())
     }
 
-    /// Disconnects a node (ban): it is told why and its streams are reset.
+    /// Every kick from now on (control-only sessions end when their device is kicked).
+    pub fn kicks(&self) -> tokio::sync::broadcast::Receiver<Kick> {
+        self.kicks.0.subscribe()
+    }
+
+    /// Disconnects a node (ban): it is told why and its streams are reset. Its control-only
+    /// sessions are told too. True when a serving tunnel was disconnected.
     pub fn kick(&self, device_id: &DeviceId, code: ErrorCode, why: &str) -> bool {
+        let _ = self.kicks.0.send(Kick { device: *device_id, code, why: why.to_owned() });
         let node = self.nodes.write().ok().and_then(|mut m| {
             let n = m.remove(device_id)?;
             self.forget_vip(&n);
@@ -350,6 +377,11 @@ mod tests {
         assert!(r.kick(&[2; 16], ErrorCode::DeviceBanned, "banned"));
         assert!(r.by_vip(Ipv4Addr::new(100, 64, 0, 2)).is_none());
         assert!(r.vips.read().unwrap().is_empty(), "the index holds online nodes only");
+        // Kicks reach listeners (control-only sessions) even for a device with no tunnel.
+        let mut kicks = r.kicks();
+        assert!(!r.kick(&[7; 16], ErrorCode::DeviceBanned, "banned"));
+        let k = kicks.try_recv().unwrap();
+        assert_eq!((k.device, k.code, k.why.as_str()), ([7; 16], ErrorCode::DeviceBanned, "banned"));
         assert_eq!(r.generation(), 3);
     }
 

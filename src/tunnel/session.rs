@@ -398,6 +398,17 @@ where
     );
     node.set_owner_paused(who.device.paused);
     svc.registry.insert(node.clone());
+    // A ban or removal that landed while the handshake ran found nothing to kick: look again.
+    match svc.store.get_device(&who.device_id) {
+        Ok(Some(d)) if !d.banned => {}
+        Ok(Some(_)) => {
+            svc.registry.kick(&who.device_id, ErrorCode::DeviceBanned, "device banned");
+        }
+        Ok(None) => {
+            svc.registry.kick(&who.device_id, ErrorCode::AuthFailed, "unknown device");
+        }
+        Err(e) => warn!(error = %e, "could not read the device again after its handshake"),
+    }
     svc.watchdog
         .record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip(), country }, now_secs());
     // A GeoIP database swapped in meanwhile updated the registry before the watchdog knew the
@@ -428,7 +439,7 @@ where
     let mut draining = false;
     let mut heartbeats = ControlRate::heartbeats(limits.heartbeat_interval_secs, tokio::time::Instant::now());
     let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
-    let mut ctl = super::control::Control::new(svc.control_deps(), who.device_id);
+    let mut ctl = super::control::Control::new(svc.control_deps(), who.device_id, None);
     let requests = who.version >= protocol::CONTROL_VERSION;
 
     let (cause, end): (NodeDisconnect, String) = loop {
@@ -587,13 +598,26 @@ async fn run_control_session<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(_slot) = svc.control_sessions.take(device_id) else {
+    let Some(slot) = svc.control_sessions.take(device_id) else {
         let msg =
             format!("at most {} control sessions per device at a time", super::control::CONTROL_SESSIONS_PER_DEVICE);
         let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code: ErrorCode::LimitExceeded, message: msg }).await;
         let _ = ws.close(None).await;
         return;
     };
+    // Kicks (a ban, a removal, the owner disabled) reach this session too: listen first, then
+    // look at the device again, so a kick that came during the handshake is not missed.
+    let mut kicks = svc.registry.kicks();
+    let still = svc.store.get_device(&device_id).ok().flatten();
+    if let Some(why) = match &still {
+        None => Some((ErrorCode::AuthFailed, "unknown device".to_owned())),
+        Some(d) if d.banned => Some((ErrorCode::DeviceBanned, "device banned".to_owned())),
+        Some(_) => None,
+    } {
+        let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code: why.0, message: why.1 }).await;
+        let _ = ws.close(None).await;
+        return;
+    }
     let limits = &svc.limits;
     let welcome = Welcome {
         device_id,
@@ -623,7 +647,7 @@ async fn run_control_session<S>(
     let (sink, mut stream) = ws.split();
     let mut writer = tokio::spawn(ws::run_writer(sink, out_rx));
     let heard = ws::Heard::new();
-    let mut control = super::control::Control::new(svc.control_deps(), device_id);
+    let mut control = super::control::Control::new(svc.control_deps(), device_id, Some(slot.rate.clone()));
     let mut other_control = ControlRate::other_control(tokio::time::Instant::now());
     let deadline = tokio::time::sleep(Duration::from_secs(super::control::CONTROL_SESSION_SECS));
     tokio::pin!(deadline);
@@ -656,6 +680,22 @@ async fn run_control_session<S>(
                         let why = format!("unexpected {} on a control session", other.name());
                         mux.send_error(ErrorCode::ProtocolViolation, &why);
                         break why;
+                    }
+                }
+            }
+            kick = kicks.recv() => {
+                use tokio::sync::broadcast::error::RecvError;
+                match kick {
+                    Ok(k) if k.device == device_id => {
+                        mux.send_error(k.code, &k.why);
+                        break format!("kicked: {}", k.why);
+                    }
+                    Ok(_) => {}
+                    // Kicks it did not see may have been for this device: ending is the safe side
+                    // (the node opens another control session if it still may).
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => {
+                        mux.send_error(ErrorCode::ServerShutdown, "control session ended; try again");
+                        break "missed kicks".into();
                     }
                 }
             }

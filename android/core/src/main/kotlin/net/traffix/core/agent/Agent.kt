@@ -854,6 +854,10 @@ class Agent(
             val maxData = (w.maxFrame - HEADER_LEN).coerceIn(1, MAX_DATA_LEN.toLong()).toInt()
             val cfg =
                 config.mux.copy(
+                    // The server takes a node's max_inflight as at least its own initial window
+                    // (docs/protocol.md "Connection window"): the budget follows, or its DATA would
+                    // look like a violation.
+                    ownInflight = maxOf(config.mux.ownInflight, minOf(w.initialWindow, 0xffff_ffffL)),
                     peerInflight = minOf(w.maxInflight, config.maxQueuedBytes),
                     maxData = minOf(maxData, config.mux.maxData),
                 )

@@ -98,6 +98,8 @@ internal class ControlRequests(private val scheduler: Scheduler, private val tim
 
     /** A STATS arrived; a late or unknown one is ignored. */
     fun stats(s: Frame.Stats) {
+        // Only an answer of the kind asked: a STATS echoing an UNPAIR's id is not its answer.
+        if (pending[s.requestId]?.onStats == null) return
         val p = pending.remove(s.requestId) ?: return
         p.timer.cancel()
         val result =
@@ -111,6 +113,9 @@ internal class ControlRequests(private val scheduler: Scheduler, private val tim
 
     /** UNPAIRED arrived: true when it answers a request of ours. */
     fun unpaired(u: Frame.Unpaired): Boolean {
+        // Only an answer to an UNPAIR of ours: an UNPAIRED echoing a STATS request's id must not
+        // make the app delete its key.
+        if (pending[u.requestId]?.onUnpair == null) return false
         val p = pending.remove(u.requestId) ?: return false
         p.timer.cancel()
         p.onUnpair?.invoke(UnpairResult.Unpaired)

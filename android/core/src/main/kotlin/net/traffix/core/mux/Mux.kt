@@ -377,8 +377,8 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
     }
 
     /**
-     * The stream is gone: what its target never took goes back to the connection budget. A reset
-     * leaves what was queued for the relay to see before the reset; a release drops it.
+     * The stream is gone: what its target never took goes back to the connection budget and is
+     * dropped (a reset abandons the stream; a release is done with it).
      */
     private fun finish(dropQueued: Boolean) {
         val left = synchronized(this) {
@@ -398,7 +398,9 @@ class MuxStream internal constructor(val id: Long, private val mux: Mux, sendWin
     /** The mux forgot this stream: wake both threads with [event]. */
     internal fun gone(event: Inbound.Reset) {
         credit.close()
-        finish(dropQueued = false)
+        // RESET abandons the stream at once (docs/protocol.md): what the target has not taken is
+        // dropped, so a client cannot park bytes outside the budget by filling and resetting.
+        finish(dropQueued = true)
         inbound.add(event)
     }
 

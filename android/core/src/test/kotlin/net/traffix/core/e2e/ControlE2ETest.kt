@@ -89,7 +89,8 @@ class ControlE2ETest {
         val done = ArrayBlockingQueue<UnpairResult>(1)
         a.unpair("e2e test") { done.add(it) }
         assertEquals(UnpairResult.Unpaired, done.poll(30, TimeUnit.SECONDS))
-        assertEquals(1, unpaired.get())
+        // The listener hears it on the agent's thread right after the callback.
+        waitFor("the app told to forget the key") { unpaired.get() == 1 }
         waitFor("the server forgot the device") { server.deviceCount() == 0 }
         assertEquals(Phase.STOPPED, a.status.phase)
     }
