@@ -161,6 +161,23 @@ class Agent(
             publish()
         }
 
+    /**
+     * What the phone's radio really moved today and this month (the app's own UID counters:
+     * both directions, all overhead; core `RadioUsageMeter`). From the first call on, this
+     * count replaces the agent's relayed payload for the owner's caps, for HEARTBEAT's
+     * bytes_today / bytes_month and for [AgentStatus.usage]; between two calls the bytes relayed
+     * since the last one are added, so a cap is still noticed between samples (the radio moves
+     * at least that much). A cap reached pauses at once and cuts live streams; a new day or
+     * month period that clears it brings a paused node back.
+     */
+    fun updateUsage(radio: DataUsage) =
+        scheduler.execute {
+            unfolded.set(0)
+            usage = radio
+            reevaluate()
+            publish()
+        }
+
     /** The phone's own addresses, on-link prefixes, gateway and DNS servers (SECURITY.md §1). */
     fun updateOwnNetworks(networks: List<OwnNetwork>) {
         egress = egress.copy(ownNetworks = networks)
@@ -668,6 +685,10 @@ class Agent(
             usage = usage,
             now = localNow(),
             activeStreams = active,
+            metered = device.isMetered,
+            roaming = device.roaming,
+            dataSaver = device.dataSaver,
+            batterySaver = device.batterySaver,
         )
 
     private fun foldUsage() {

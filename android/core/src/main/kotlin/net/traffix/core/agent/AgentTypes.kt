@@ -55,13 +55,31 @@ data class DeviceInfo(
     val emulatorHints: List<String> = emptyList(),
 )
 
-/** The phone's state that the resource policy needs; the app pushes it when it changes. */
+/**
+ * The phone's state that the resource policy needs ([net.traffix.core.policy.DeviceConditions]);
+ * the app pushes it when it changes.
+ */
 data class DeviceSample(
     val network: NetworkType,
     /** 0–100, or null without a battery (mains). */
     val batteryPct: Int?,
     val charging: Boolean,
-)
+    /**
+     * The network may cost the owner per byte (Android: no `NET_CAPABILITY_NOT_METERED`; a
+     * phone's hotspot is metered Wi-Fi). Null without a platform answer: then anything but
+     * Wi-Fi or Ethernet is metered ([isMetered]), also after a `copy(network = …)`.
+     */
+    val metered: Boolean? = null,
+    /** The network is roaming (Android: no `NET_CAPABILITY_NOT_ROAMING`). */
+    val roaming: Boolean = false,
+    /** The owner turned on Data Saver for this app (`RESTRICT_BACKGROUND_STATUS_ENABLED`). */
+    val dataSaver: Boolean = false,
+    /** The phone is in Battery Saver (`PowerManager.isPowerSaveMode`). */
+    val batterySaver: Boolean = false,
+) {
+    /** [metered], or judged by the network's type when the platform did not say. */
+    val isMetered: Boolean get() = metered ?: (network != NetworkType.WIFI && network != NetworkType.ETHERNET)
+}
 
 /** How the agent connects and serves. Defaults are the server's `[limits]` and SECURITY.md §2. */
 data class AgentConfig(
