@@ -27,7 +27,10 @@ import androidx.core.app.ServiceCompat
 import androidx.core.content.ContextCompat
 import androidx.lifecycle.LifecycleService
 import androidx.lifecycle.lifecycleScope
+import java.net.InetAddress
+import java.net.Socket
 import java.time.LocalDate
+import javax.net.SocketFactory
 import kotlinx.coroutines.Job
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.MutableStateFlow
@@ -149,7 +152,29 @@ class NodeService : LifecycleService() {
     /** The owner wants the node running; false after Stop, so STOPPED ends the service. */
     private var wanted = false
 
-    private var boundTo: Network? = null
+    /** The network the process is bound to; read by the agent's threads through [boundSockets]. */
+    @Volatile private var boundTo: Network? = null
+
+    /**
+     * Every socket the agent makes — the tunnel's and every dial's — on the network the process
+     * is bound to now ([bindNetwork]), explicitly and not only through the process binding.
+     */
+    private val boundSockets =
+        object : SocketFactory() {
+            private fun current(): SocketFactory = boundTo?.socketFactory ?: SocketFactory.getDefault()
+
+            override fun createSocket(): Socket = current().createSocket()
+
+            override fun createSocket(host: String?, port: Int): Socket = current().createSocket(host, port)
+
+            override fun createSocket(host: String?, port: Int, localHost: InetAddress?, localPort: Int): Socket =
+                current().createSocket(host, port, localHost, localPort)
+
+            override fun createSocket(host: InetAddress?, port: Int): Socket = current().createSocket(host, port)
+
+            override fun createSocket(address: InetAddress?, port: Int, localAddress: InetAddress?, localPort: Int): Socket =
+                current().createSocket(address, port, localAddress, localPort)
+        }
     private val keepAwake = KeepAwake(AlarmWaker.ELAPSED)
     private var lockRecheck: Job? = null
     private val notificationPacer = Pacer(Pacer.NOTIFICATION_MILLIS)
@@ -338,6 +363,7 @@ class NodeService : LifecycleService() {
                         Build.FINGERPRINT, Build.MODEL, Build.MANUFACTURER, Build.HARDWARE, Build.PRODUCT, Build.BRAND, Build.DEVICE,
                     ),
                 ),
+                socketFactory = boundSockets,
             )
         val ev = Events()
         events = ev
@@ -345,7 +371,7 @@ class NodeService : LifecycleService() {
             Agent(
                 config,
                 signer,
-                OkHttpTransport(),
+                OkHttpTransport(socketFactory = boundSockets),
                 ev,
                 store.settings.value,
                 monitor.sample,

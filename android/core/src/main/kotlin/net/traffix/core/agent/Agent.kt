@@ -115,7 +115,7 @@ class Agent(
 
     @Volatile private var egress: EgressPolicy =
         EgressPolicy(allowPrivateTargets = config.allowPrivateTargets, blockedPorts = config.blockedPorts)
-    private val dialer = Dialer({ egress }, config.dialTimeoutMillis, resolver, clock = clock)
+    private val dialer = Dialer({ egress }, config.dialTimeoutMillis, resolver, clock = clock, socketFactory = config.socketFactory)
 
     /** The latest snapshot (also delivered to the listener). */
     @Volatile var status: AgentStatus = snapshot()

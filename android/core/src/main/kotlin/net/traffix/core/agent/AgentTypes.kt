@@ -1,5 +1,6 @@
 package net.traffix.core.agent
 
+import javax.net.SocketFactory
 import net.traffix.core.egress.EgressPolicy
 import net.traffix.core.mux.MuxConfig
 import net.traffix.core.pairing.PairLink
@@ -106,6 +107,12 @@ data class AgentConfig(
     val drainDeadlineMillis: Long = 10_000,
     /** Plain `ws://` for a server on `--insecure-http` (development only; the app never sets it). */
     val allowInsecure: Boolean = false,
+    /**
+     * Makes the sockets of every dial to a target: on Android the chosen network's
+     * (`Network.getSocketFactory()`), so a handover never moves a stream onto another network.
+     * The tunnel's sockets are the transport's ([net.traffix.core.transport.OkHttpTransport]).
+     */
+    val socketFactory: SocketFactory = SocketFactory.getDefault(),
 )
 
 /** What the server said this device did today (HEARTBEAT_ACK; informational, the ledger is authoritative). */

@@ -700,6 +700,49 @@ class AgentTest {
     }
 
     @Test
+    fun dialsUseTheConfiguredSocketFactory() {
+        ServerSocket(0, 50, InetAddress.getLoopbackAddress()).use { target ->
+            val made = java.util.concurrent.atomic.AtomicInteger(0)
+            val counting =
+                object : javax.net.SocketFactory() {
+                    private val d = javax.net.SocketFactory.getDefault()
+
+                    override fun createSocket(): java.net.Socket = d.createSocket().also { made.incrementAndGet() }
+
+                    override fun createSocket(host: String?, port: Int): java.net.Socket = throw AssertionError("connected sockets are not used")
+
+                    override fun createSocket(host: String?, port: Int, local: InetAddress?, localPort: Int): java.net.Socket =
+                        throw AssertionError("connected sockets are not used")
+
+                    override fun createSocket(host: InetAddress?, port: Int): java.net.Socket = throw AssertionError("connected sockets are not used")
+
+                    override fun createSocket(host: InetAddress?, port: Int, local: InetAddress?, localPort: Int): java.net.Socket =
+                        throw AssertionError("connected sockets are not used")
+                }
+            val a =
+                Agent(
+                    AgentConfig(link, true, allowPrivateTargets = true, socketFactory = counting),
+                    signer,
+                    transport,
+                    listener,
+                    ResourceSettings(),
+                    wifi,
+                    clock = clock,
+                    zone = ZoneOffset.UTC,
+                    scheduler = sched,
+                    random = { 0.5 },
+                    streamPool = pool,
+                )
+            val s = serving(a)
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), target.localPort))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            assertEquals(1, made.get())
+            a.close()
+            sched.runDue()
+        }
+    }
+
+    @Test
     fun aServerDrainEndsTheTunnelAndReconnects() {
         val a = agent()
         val s = serving(a)
