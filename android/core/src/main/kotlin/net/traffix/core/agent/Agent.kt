@@ -64,7 +64,8 @@ import net.traffix.core.transport.TunnelTransport
  * machine); the transport's reader thread decodes frames and feeds stream frames straight to the
  * multiplexer, posting the rest; each stream is relayed on two threads of [streamPool].
  *
- * The app feeds it the owner's [ResourceSettings], the phone's [DeviceSample] and its own
+ * The app feeds it the owner's [ResourceSettings], the phone's [DeviceSample] (with metered,
+ * roaming, Data Saver and Battery Saver), the radio's byte count ([updateUsage]) and its own
  * networks, and hears [AgentStatus] through the [AgentListener].
  */
 class Agent(

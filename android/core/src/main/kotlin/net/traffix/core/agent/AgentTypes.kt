@@ -33,7 +33,8 @@ enum class Phase(val text: String) {
     BACKING_OFF("reconnecting"),
 
     /**
-     * The owner's settings pause sharing (not on Wi-Fi, a cap, the battery, the schedule): the
+     * The owner's settings or the phone's facts pause sharing (not on Wi-Fi, a cap, the battery,
+     * the schedule, Data Saver, Battery Saver): the
      * tunnel is closed until they allow it again ([ResourceDecision] says why).
      */
     PAUSED("paused"),
