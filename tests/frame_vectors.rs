@@ -694,7 +694,7 @@ fn control_frame() -> impl Strategy<Value = Frame> {
         (
             proptest::option::of(any::<u32>()),
             opt64(),
-            proptest::option::of((0u8..=7).prop_map(PauseReason::from_u8)),
+            proptest::option::of((0u8..=9).prop_map(PauseReason::from_u8)),
             proptest::option::of(any::<u32>()),
         ),
     )

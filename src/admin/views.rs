@@ -63,7 +63,8 @@ pub struct DeviceView {
     pub paused: bool,
     /// The reason the node paused itself (its owner's controls on the device: `daily_cap`,
     /// `monthly_cap`, `outside_schedule`, `not_on_wifi`, `battery_low`, `not_charging`,
-    /// `by_owner`, `other`): while online and paused, from its heartbeat; while offline, the
+    /// `by_owner`, `data_saver`, `battery_saver`, `other`): while online and paused, from its
+    /// heartbeat; while offline, the
     /// reason it left with — such a node closed its tunnel until the condition clears and is
     /// shown as paused, not offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]

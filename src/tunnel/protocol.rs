@@ -176,6 +176,10 @@ pub enum PauseReason {
     OutsideSchedule = 6,
     /// Paused by hand.
     ByOwner = 7,
+    /// Data Saver is on (for the node's app) and the network is metered (Android).
+    DataSaver = 8,
+    /// The phone is in Battery Saver and not charging (Android).
+    BatterySaver = 9,
 }
 
 impl PauseReason {
@@ -189,6 +193,8 @@ impl PauseReason {
             PauseReason::BatteryLow => "battery_low",
             PauseReason::OutsideSchedule => "outside_schedule",
             PauseReason::ByOwner => "by_owner",
+            PauseReason::DataSaver => "data_saver",
+            PauseReason::BatterySaver => "battery_saver",
         }
     }
 
@@ -202,6 +208,8 @@ impl PauseReason {
             5 => PauseReason::BatteryLow,
             6 => PauseReason::OutsideSchedule,
             7 => PauseReason::ByOwner,
+            8 => PauseReason::DataSaver,
+            9 => PauseReason::BatterySaver,
             _ => PauseReason::Other,
         }
     }
@@ -1313,6 +1321,34 @@ impl std::fmt::Display for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pause_reasons_keep_their_wire_codes_and_names() {
+        let names = [
+            "other",
+            "not_on_wifi",
+            "daily_cap",
+            "monthly_cap",
+            "not_charging",
+            "battery_low",
+            "outside_schedule",
+            "by_owner",
+            "data_saver",
+            "battery_saver",
+        ];
+        for (code, name) in names.iter().enumerate() {
+            let r = PauseReason::from_u8(code as u8);
+            assert_eq!(r as u8, code as u8, "{name}");
+            assert_eq!(r.as_str(), *name);
+            // The API's JSON spells it the same way.
+            assert_eq!(serde_json::to_value(r).expect("serializes"), serde_json::json!(name));
+        }
+        assert_eq!(PauseReason::from_u8(8), PauseReason::DataSaver);
+        assert_eq!(PauseReason::from_u8(9), PauseReason::BatterySaver);
+        for unknown in [10u8, 42, 255] {
+            assert_eq!(PauseReason::from_u8(unknown), PauseReason::Other, "a newer node may know more");
+        }
+    }
 
     #[test]
     fn every_prefix_of_a_frame_decodes_without_panic() {

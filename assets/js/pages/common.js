@@ -56,6 +56,8 @@ const PAUSE_TEXT = {
   battery_low: 'battery below its floor',
   outside_schedule: 'outside its schedule',
   by_owner: 'paused by its owner',
+  data_saver: 'Data Saver is on, on a metered network',
+  battery_saver: 'Battery Saver is on',
   draining: 'stopping',
   other: 'paused by a setting of the app',
 };

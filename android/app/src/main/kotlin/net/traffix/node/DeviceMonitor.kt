@@ -21,9 +21,9 @@ import net.traffix.core.net.IpAddr
 import net.traffix.core.protocol.NetworkType
 
 /**
- * What the phone knows beyond [DeviceSample]: the default network itself (the one the node is
- * bound to), whether it is metered or roaming (`NET_CAPABILITY_NOT_METERED` /
- * `NET_CAPABILITY_NOT_ROAMING` absent), Data Saver for this app and Battery Saver.
+ * The default network itself (the one the node is bound to), whether it is metered or roaming
+ * (`NET_CAPABILITY_NOT_METERED` / `NET_CAPABILITY_NOT_ROAMING` absent), Data Saver for this app
+ * and Battery Saver. All but the network also travel in [DeviceSample].
  */
 data class PhoneFacts(
     val network: Network?,
@@ -35,8 +35,9 @@ data class PhoneFacts(
 
 /**
  * The phone's facts the core's policies need, pushed when they change:
- * - [DeviceSample] (battery level, charging, the default network's type) for ResourcePolicy;
- * - [PhoneFacts] (metered, roaming, Data Saver, Battery Saver) for the core's `FieldGate`;
+ * - [DeviceSample] (battery level, charging, the default network's type, metered, roaming, Data
+ *   Saver, Battery Saver) for the agent's ResourcePolicy;
+ * - [PhoneFacts] (the default network with its costs) for binding the process to it;
  * - the phone's own networks — every interface's addresses with their prefixes (the on-link
  *   IPv6 prefixes too), gateways and DNS servers — for the egress policy (SECURITY.md §1).
  *
@@ -80,6 +81,7 @@ class DeviceMonitor(
         object : BroadcastReceiver() {
             override fun onReceive(context: Context, intent: Intent) {
                 publishFacts()
+                publishSample()
             }
         }
 
@@ -98,8 +100,8 @@ class DeviceMonitor(
                 defaultNetwork = network
                 type = typeOf(networkCapabilities)
                 readCosts(networkCapabilities)
-                publishSample()
                 publishFacts()
+                publishSample()
             }
 
             override fun onLost(network: Network) {
@@ -108,8 +110,8 @@ class DeviceMonitor(
                     type = NetworkType.UNKNOWN
                     metered = true
                     roaming = false
-                    publishSample()
                     publishFacts()
+                    publishSample()
                 }
             }
         }
@@ -145,8 +147,8 @@ class DeviceMonitor(
             caps?.let { readCosts(it) }
             connectivity.getLinkProperties(net)?.let { links[net] = ownNetworksOf(it) }
         }
-        sample = DeviceSample(type, batteryPct, charging)
         facts = currentFacts()
+        sample = sampleOf(facts)
         ContextCompat.registerReceiver(
             context,
             saverReceiver,
@@ -192,8 +194,20 @@ class DeviceMonitor(
         charging = plugged || status == BatteryManager.BATTERY_STATUS_CHARGING || status == BatteryManager.BATTERY_STATUS_FULL
     }
 
+    private fun sampleOf(f: PhoneFacts) =
+        DeviceSample(
+            type,
+            batteryPct,
+            charging,
+            metered = f.metered,
+            roaming = f.roaming,
+            dataSaver = f.dataSaver,
+            batterySaver = f.batterySaver,
+        )
+
+    /** After [publishFacts]: the sample carries the facts. */
     private fun publishSample() {
-        val next = DeviceSample(type, batteryPct, charging)
+        val next = sampleOf(facts)
         if (next == sample) return // battery broadcasts repeat for voltage and temperature
         sample = next
         if (started) onSample(next)

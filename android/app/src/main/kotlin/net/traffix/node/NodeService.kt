@@ -27,8 +27,10 @@ import androidx.core.app.ServiceCompat
 import androidx.core.content.ContextCompat
 import androidx.lifecycle.LifecycleService
 import androidx.lifecycle.lifecycleScope
+import java.net.InetAddress
+import java.net.Socket
 import java.time.LocalDate
-import java.time.LocalDateTime
+import javax.net.SocketFactory
 import kotlinx.coroutines.Job
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.MutableStateFlow
@@ -58,9 +60,6 @@ import net.traffix.core.identity.SigningException
 import net.traffix.core.onboarding.Consent
 import net.traffix.core.policy.Action
 import net.traffix.core.policy.DataUsage
-import net.traffix.core.policy.DeviceConditions
-import net.traffix.core.policy.FieldGate
-import net.traffix.core.policy.ResourceDecision
 import net.traffix.core.support.LogRing
 import net.traffix.core.transport.OkHttpTransport
 import net.traffix.core.usage.RadioUsageMeter
@@ -68,8 +67,8 @@ import net.traffix.node.ui.MainActivity
 
 /**
  * What the screens observe: the agent's latest status, whether the service runs, why it could
- * not (no pairing, key lost), the radio's byte counts, a hold by the phone's own facts, and the
- * recent log. One per process; written by [NodeService] only (the log by the agent too).
+ * not (no pairing, key lost), the radio's byte counts and the recent log. One per process;
+ * written by [NodeService] only (the log by the agent too).
  */
 object NodeStatus {
     private val _agent = MutableStateFlow<AgentStatus?>(null)
@@ -87,11 +86,6 @@ object NodeStatus {
 
     /** What the radio moved today and this month, as the caps count it (core `RadioUsageMeter`). */
     val radioUsage: StateFlow<DataUsage?> = _radioUsage.asStateFlow()
-
-    private val _hold = MutableStateFlow<ResourceDecision?>(null)
-
-    /** The app holds the agent stopped for a reason only the phone sees (core `FieldGate`). */
-    val hold: StateFlow<ResourceDecision?> = _hold.asStateFlow()
 
     /** The recent log, redacted on the way in, for the owner to send to support. */
     val log = LogRing()
@@ -112,10 +106,6 @@ object NodeStatus {
         _radioUsage.value = u
     }
 
-    internal fun hold(d: ResourceDecision?) {
-        _hold.value = d
-    }
-
     /**
      * The running agent, for the history screen's control requests (history, unpair); null
      * while the service does not run an agent.
@@ -133,8 +123,8 @@ object NodeStatus {
  * refuses a background restart, tells the owner: core `RestartWatchdog`), builds the agent from
  * the stored pairing and settings, feeds it the [DeviceMonitor]'s samples and own networks,
  * binds the process to the chosen network, meters the radio with the app's UID counters (core
- * `RadioUsageMeter`), holds the agent stopped while the phone's own facts say so (core
- * `FieldGate`), holds wake and Wi-Fi locks while streams are live (core `KeepAwake`) and
+ * `RadioUsageMeter`) and hands that count to the agent (its caps and heartbeats use it), holds
+ * wake and Wi-Fi locks while streams are live (core `KeepAwake`) and
  * refreshes the notification and the saved counters at a calm pace (core `Pacer`).
  */
 class NodeService : LifecycleService() {
@@ -162,9 +152,29 @@ class NodeService : LifecycleService() {
     /** The owner wants the node running; false after Stop, so STOPPED ends the service. */
     private var wanted = false
 
-    /** A reason only the phone sees holds the agent stopped; null while the agent may run. */
-    private var held: ResourceDecision? = null
-    private var boundTo: Network? = null
+    /** The network the process is bound to; read by the agent's threads through [boundSockets]. */
+    @Volatile private var boundTo: Network? = null
+
+    /**
+     * Every socket the agent makes — the tunnel's and every dial's — on the network the process
+     * is bound to now ([bindNetwork]), explicitly and not only through the process binding.
+     */
+    private val boundSockets =
+        object : SocketFactory() {
+            private fun current(): SocketFactory = boundTo?.socketFactory ?: SocketFactory.getDefault()
+
+            override fun createSocket(): Socket = current().createSocket()
+
+            override fun createSocket(host: String?, port: Int): Socket = current().createSocket(host, port)
+
+            override fun createSocket(host: String?, port: Int, localHost: InetAddress?, localPort: Int): Socket =
+                current().createSocket(host, port, localHost, localPort)
+
+            override fun createSocket(host: InetAddress?, port: Int): Socket = current().createSocket(host, port)
+
+            override fun createSocket(address: InetAddress?, port: Int, localAddress: InetAddress?, localPort: Int): Socket =
+                current().createSocket(address, port, localAddress, localPort)
+        }
     private val keepAwake = KeepAwake(AlarmWaker.ELAPSED)
     private var lockRecheck: Job? = null
     private val notificationPacer = Pacer(Pacer.NOTIFICATION_MILLIS)
@@ -173,7 +183,7 @@ class NodeService : LifecycleService() {
     private var lastShown: Shown? = null
 
     /** What an IMPORTANT notification change is: the owner sees these at once. */
-    private data class Shown(val phase: Phase?, val action: Action?, val hold: ResourceDecision?, val paused: Boolean)
+    private data class Shown(val phase: Phase?, val action: Action?, val paused: Boolean)
 
     override fun onCreate() {
         super.onCreate()
@@ -196,15 +206,11 @@ class NodeService : LifecycleService() {
         monitor =
             DeviceMonitor(
                 this,
-                onSample = {
-                    agent?.updateDevice(it)
-                    evaluate()
-                },
+                // Metered, roaming, Data Saver and Battery Saver travel in the sample: the agent
+                // pauses for them itself and tells the server why.
+                onSample = { agent?.updateDevice(it) },
                 onOwnNetworks = { agent?.updateOwnNetworks(it) },
-                onFacts = {
-                    bindNetwork()
-                    evaluate()
-                },
+                onFacts = { bindNetwork() },
             )
         monitor.start()
         bindNetwork()
@@ -214,7 +220,6 @@ class NodeService : LifecycleService() {
         lifecycleScope.launch {
             store.settings.collect {
                 agent?.updateSettings(it)
-                evaluate()
                 showStatus()
             }
         }
@@ -227,7 +232,6 @@ class NodeService : LifecycleService() {
             while (isActive) {
                 delay(METER_INTERVAL_MS)
                 sampleRadio()
-                evaluate()
                 showStatus()
             }
         }
@@ -285,14 +289,13 @@ class NodeService : LifecycleService() {
         monitor.stop()
         getSystemService(ConnectivityManager::class.java).bindProcessToNetwork(null)
         NodeStatus.running(false)
-        NodeStatus.hold(null)
         super.onDestroy()
     }
 
     private fun startAgent() {
         wanted = true
         agent?.let {
-            if (held == null) it.start() // no-op unless ready or stopped
+            it.start() // no-op unless ready or stopped
             return
         }
         val built = buildAgent()
@@ -302,8 +305,7 @@ class NodeService : LifecycleService() {
         }
         agent = built
         NodeStatus.liveAgent = built
-        evaluate()
-        if (held == null) built.start()
+        built.start()
     }
 
     private fun requestStop() {
@@ -361,6 +363,7 @@ class NodeService : LifecycleService() {
                         Build.FINGERPRINT, Build.MODEL, Build.MANUFACTURER, Build.HARDWARE, Build.PRODUCT, Build.BRAND, Build.DEVICE,
                     ),
                 ),
+                socketFactory = boundSockets,
             )
         val ev = Events()
         events = ev
@@ -368,12 +371,12 @@ class NodeService : LifecycleService() {
             Agent(
                 config,
                 signer,
-                OkHttpTransport(),
+                OkHttpTransport(socketFactory = boundSockets),
                 ev,
                 store.settings.value,
                 monitor.sample,
-                // The agent counts relayed payload on top of what the radio counted so far; the
-                // caps themselves are judged on the radio's count (FieldGate, evaluate()).
+                // The radio's count so far; sampleRadio() replaces it every METER_INTERVAL_MS
+                // (updateUsage): the caps and the heartbeats' byte counts are the radio's.
                 meter.usage(LocalDate.now(), store.settings.value.monthStartDay),
                 // Time that counts the CPU's sleep, and timers that wake the phone (the node
                 // holds no wake lock while idle).
@@ -410,6 +413,7 @@ class NodeService : LifecycleService() {
                 store.settings.value.monthStartDay,
             )
         NodeStatus.radio(usage)
+        agent?.updateUsage(usage)
         val now = SystemClock.elapsedRealtime()
         if (savePacer.due(now, Pacer.Change.ROUTINE)) {
             store.saveMeterState(meter.state)
@@ -421,45 +425,6 @@ class NodeService : LifecycleService() {
     /** Which boot the UID counters belong to (they restart at zero with every boot). */
     private fun bootId(): Long? =
         Settings.Global.getInt(contentResolver, Settings.Global.BOOT_COUNT, -1).takeIf { it >= 0 }?.toLong()
-
-    /**
-     * Holds the agent stopped while a reason only the phone sees applies (a metered Wi-Fi, Data
-     * Saver, Battery Saver, the radio's count over a cap), and starts it again once none does.
-     */
-    private fun evaluate() {
-        val a = agent ?: return
-        val status = a.status
-        val facts = monitor.facts
-        val sample = monitor.sample
-        val phone =
-            DeviceConditions(
-                network = sample.network,
-                batteryPct = sample.batteryPct,
-                charging = sample.charging,
-                usage = meter.usage(LocalDate.now(), store.settings.value.monthStartDay),
-                now = LocalDateTime.now(),
-                activeStreams = status.activeStreams,
-                metered = facts.metered,
-                roaming = facts.roaming,
-                dataSaver = facts.dataSaver,
-                batterySaver = facts.batterySaver,
-            )
-        val next = FieldGate.hold(store.settings.value, phone, status.usage, held)
-        val was = held
-        held = next
-        NodeStatus.hold(next)
-        when {
-            next != null && was == null -> {
-                log(LogLevel.INFO, "held by the phone reasons=\"${next.describe()}\"")
-                // A refusal that needs the owner (FAILED) stays as it is: stopping would hide it.
-                if (status.phase != Phase.FAILED) a.stop()
-            }
-            next == null && was != null -> {
-                log(LogLevel.INFO, "hold lifted")
-                if (wanted && a.status.phase == Phase.STOPPED) a.start()
-            }
-        }
-    }
 
     /**
      * Binds the whole process — the tunnel, every dial and DNS — to the default network while the
@@ -514,11 +479,8 @@ class NodeService : LifecycleService() {
                 applyLocks(status)
                 showStatus()
                 if (status.phase == Phase.STOPPED) {
-                    when {
-                        !wanted -> finish()
-                        held == null -> agent?.start()
-                        // Held: stay in the foreground, no tunnel, until the phone's facts change.
-                    }
+                    // Started again while it was still draining after a Stop: run.
+                    if (!wanted) finish() else agent?.start()
                 }
             }
         }
@@ -598,7 +560,7 @@ class NodeService : LifecycleService() {
     /** Refreshes the notification: changes the owner must see at once, the rest every 15 s. */
     private fun showStatus() {
         val s = agent?.status
-        val shown = Shown(s?.phase, s?.decision?.action, held, store.settings.value.paused)
+        val shown = Shown(s?.phase, s?.decision?.action, store.settings.value.paused)
         val change = if (shown != lastShown) Pacer.Change.IMPORTANT else Pacer.Change.ROUTINE
         val now = SystemClock.elapsedRealtime()
         if (change == Pacer.Change.IMPORTANT) {
@@ -625,12 +587,9 @@ class NodeService : LifecycleService() {
     /** Phase and decision, active streams, the radio's count today and earnings; Pause/Resume, Stop, Retry. */
     private fun notification(s: AgentStatus?): Notification {
         val paused = store.settings.value.paused
-        val hold = held
         val title = getString(R.string.notif_title, s?.phase?.let { getString(Texts.res(it)) } ?: getString(R.string.phase_starting))
         val lines = ArrayList<String>()
-        if (hold != null) {
-            lines += getString(R.string.decision_pause, Texts.reasons(this, hold))
-        } else if (s != null) {
+        if (s != null) {
             when (s.phase) {
                 Phase.SERVING, Phase.DRAINING -> {
                     lines += Texts.decision(this, s.decision)

@@ -68,7 +68,6 @@ internal fun HomeScreen(store: SettingsStore, onPairAgain: () -> Unit, onBattery
     val status by NodeStatus.agent.collectAsStateWithLifecycle()
     val running by NodeStatus.running.collectAsStateWithLifecycle()
     val notice by NodeStatus.notice.collectAsStateWithLifecycle()
-    val hold by NodeStatus.hold.collectAsStateWithLifecycle()
     val radio by NodeStatus.radioUsage.collectAsStateWithLifecycle()
     val pairing by store.pairing.collectAsStateWithLifecycle()
     val settings by store.settings.collectAsStateWithLifecycle()
@@ -85,10 +84,7 @@ internal fun HomeScreen(store: SettingsStore, onPairAgain: () -> Unit, onBattery
                 s?.phase?.let { stringResource(Texts.res(it)) }?.replaceFirstChar { it.uppercase() } ?: stringResource(R.string.state_not_running),
                 style = MaterialTheme.typography.headlineMedium,
             )
-            val held = hold
-            if (s != null && held != null) {
-                Text(stringResource(R.string.decision_pause, Texts.reasons(context, held)), style = MaterialTheme.typography.bodyLarge)
-            } else if (s != null) {
+            if (s != null) {
                 Text(Texts.decision(context, s.decision), style = MaterialTheme.typography.bodyLarge)
                 ValueRow(stringResource(R.string.home_active_streams), s.activeStreams.toString())
                 ValueRow(stringResource(R.string.home_vip), s.vip ?: pairing?.vip ?: UNKNOWN)
@@ -100,7 +96,7 @@ internal fun HomeScreen(store: SettingsStore, onPairAgain: () -> Unit, onBattery
                 }
             }
             Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
-                if (s == null || (s.phase == Phase.STOPPED && hold == null)) {
+                if (s == null || s.phase == Phase.STOPPED) {
                     Button(onClick = { NodeService.start(context) }) { Text(stringResource(R.string.action_start)) }
                 } else {
                     OutlinedButton(onClick = { NodeService.stop(context) }) { Text(stringResource(R.string.action_stop)) }

@@ -64,7 +64,8 @@ import net.traffix.core.transport.TunnelTransport
  * machine); the transport's reader thread decodes frames and feeds stream frames straight to the
  * multiplexer, posting the rest; each stream is relayed on two threads of [streamPool].
  *
- * The app feeds it the owner's [ResourceSettings], the phone's [DeviceSample] and its own
+ * The app feeds it the owner's [ResourceSettings], the phone's [DeviceSample] (with metered,
+ * roaming, Data Saver and Battery Saver), the radio's byte count ([updateUsage]) and its own
  * networks, and hears [AgentStatus] through the [AgentListener].
  */
 class Agent(
@@ -115,7 +116,7 @@ class Agent(
 
     @Volatile private var egress: EgressPolicy =
         EgressPolicy(allowPrivateTargets = config.allowPrivateTargets, blockedPorts = config.blockedPorts)
-    private val dialer = Dialer({ egress }, config.dialTimeoutMillis, resolver, clock = clock)
+    private val dialer = Dialer({ egress }, config.dialTimeoutMillis, resolver, clock = clock, socketFactory = config.socketFactory)
 
     /** The latest snapshot (also delivered to the listener). */
     @Volatile var status: AgentStatus = snapshot()
@@ -158,6 +159,23 @@ class Agent(
             reevaluate()
             // A network came back while waiting out a back-off: try now, not in a minute.
             if (networkBack && phase == Phase.BACKING_OFF) connectNow()
+            publish()
+        }
+
+    /**
+     * What the phone's radio really moved today and this month (the app's own UID counters:
+     * both directions, all overhead; core `RadioUsageMeter`). From the first call on, this
+     * count replaces the agent's relayed payload for the owner's caps, for HEARTBEAT's
+     * bytes_today / bytes_month and for [AgentStatus.usage]; between two calls the bytes relayed
+     * since the last one are added, so a cap is still noticed between samples (the radio moves
+     * at least that much). A cap reached pauses at once and cuts live streams; a new day or
+     * month period that clears it brings a paused node back.
+     */
+    fun updateUsage(radio: DataUsage) =
+        scheduler.execute {
+            unfolded.set(0)
+            usage = radio
+            reevaluate()
             publish()
         }
 
@@ -668,6 +686,10 @@ class Agent(
             usage = usage,
             now = localNow(),
             activeStreams = active,
+            metered = device.isMetered,
+            roaming = device.roaming,
+            dataSaver = device.dataSaver,
+            batterySaver = device.batterySaver,
         )
 
     private fun foldUsage() {

@@ -1,5 +1,6 @@
 package net.traffix.core.agent
 
+import javax.net.SocketFactory
 import net.traffix.core.egress.EgressPolicy
 import net.traffix.core.mux.MuxConfig
 import net.traffix.core.pairing.PairLink
@@ -32,7 +33,8 @@ enum class Phase(val text: String) {
     BACKING_OFF("reconnecting"),
 
     /**
-     * The owner's settings pause sharing (not on Wi-Fi, a cap, the battery, the schedule): the
+     * The owner's settings or the phone's facts pause sharing (not on Wi-Fi, a cap, the battery,
+     * the schedule, Data Saver, Battery Saver): the
      * tunnel is closed until they allow it again ([ResourceDecision] says why).
      */
     PAUSED("paused"),
@@ -55,13 +57,31 @@ data class DeviceInfo(
     val emulatorHints: List<String> = emptyList(),
 )
 
-/** The phone's state that the resource policy needs; the app pushes it when it changes. */
+/**
+ * The phone's state that the resource policy needs ([net.traffix.core.policy.DeviceConditions]);
+ * the app pushes it when it changes.
+ */
 data class DeviceSample(
     val network: NetworkType,
     /** 0–100, or null without a battery (mains). */
     val batteryPct: Int?,
     val charging: Boolean,
-)
+    /**
+     * The network may cost the owner per byte (Android: no `NET_CAPABILITY_NOT_METERED`; a
+     * phone's hotspot is metered Wi-Fi). Null without a platform answer: then anything but
+     * Wi-Fi or Ethernet is metered ([isMetered]), also after a `copy(network = …)`.
+     */
+    val metered: Boolean? = null,
+    /** The network is roaming (Android: no `NET_CAPABILITY_NOT_ROAMING`). */
+    val roaming: Boolean = false,
+    /** The owner turned on Data Saver for this app (`RESTRICT_BACKGROUND_STATUS_ENABLED`). */
+    val dataSaver: Boolean = false,
+    /** The phone is in Battery Saver (`PowerManager.isPowerSaveMode`). */
+    val batterySaver: Boolean = false,
+) {
+    /** [metered], or judged by the network's type when the platform did not say. */
+    val isMetered: Boolean get() = metered ?: (network != NetworkType.WIFI && network != NetworkType.ETHERNET)
+}
 
 /** How the agent connects and serves. Defaults are the server's `[limits]` and SECURITY.md §2. */
 data class AgentConfig(
@@ -88,6 +108,12 @@ data class AgentConfig(
     val drainDeadlineMillis: Long = 10_000,
     /** Plain `ws://` for a server on `--insecure-http` (development only; the app never sets it). */
     val allowInsecure: Boolean = false,
+    /**
+     * Makes the sockets of every dial to a target: on Android the chosen network's
+     * (`Network.getSocketFactory()`), so a handover never moves a stream onto another network.
+     * The tunnel's sockets are the transport's ([net.traffix.core.transport.OkHttpTransport]).
+     */
+    val socketFactory: SocketFactory = SocketFactory.getDefault(),
 )
 
 /** What the server said this device did today (HEARTBEAT_ACK; informational, the ledger is authoritative). */

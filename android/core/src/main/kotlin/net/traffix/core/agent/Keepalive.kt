@@ -39,7 +39,7 @@ object Keepalive {
      * cut them; a soft one let them finish). The agent reports it, sends DRAIN and closes the
      * tunnel, then waits for the settings to allow sharing again — it does not hold an idle
      * tunnel open (every reason of the resource policy counts: not on Wi-Fi, a data cap, the
-     * battery floor, charging only, the schedule).
+     * battery floor, charging only, the schedule, Data Saver, Battery Saver).
      */
     fun closesTunnel(decision: ResourceDecision): Boolean = decision.action == Action.PAUSE
 }

@@ -151,7 +151,7 @@ data class DeviceConditions(
 
 /**
  * Why the node is not serving. [hard] reasons stop live streams at once. [code] is what
- * HEARTBEAT's pause_reason says; reasons the protocol has no code for yet send 0 (other).
+ * HEARTBEAT's pause_reason says.
  */
 enum class PauseReason(val hard: Boolean, val text: String, val code: PauseCode) {
     /** The owner paused sharing. */
@@ -161,7 +161,7 @@ enum class PauseReason(val hard: Boolean, val text: String, val code: PauseCode)
     NOT_ON_WIFI(true, "not on an unmetered network", PauseCode.NOT_ON_WIFI),
 
     /** Data Saver is on and the network is metered: the owner asked apps to save data. */
-    DATA_SAVER(true, "Data Saver is on", PauseCode.OTHER),
+    DATA_SAVER(true, "Data Saver is on", PauseCode.DATA_SAVER),
 
     /** The counted bytes reached the owner's daily cap. */
     DAILY_CAP(true, "daily data cap reached", PauseCode.DAILY_CAP),
@@ -174,7 +174,7 @@ enum class PauseReason(val hard: Boolean, val text: String, val code: PauseCode)
     OUTSIDE_SCHEDULE(false, "outside the owner's schedule", PauseCode.OUTSIDE_SCHEDULE),
 
     /** The phone is saving battery: let live streams finish, take no new ones. */
-    BATTERY_SAVER(false, "Battery Saver is on", PauseCode.OTHER),
+    BATTERY_SAVER(false, "Battery Saver is on", PauseCode.BATTERY_SAVER),
 }
 
 /** What the node does. */

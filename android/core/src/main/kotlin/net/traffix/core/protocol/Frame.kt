@@ -126,6 +126,8 @@ enum class PauseCode(val wire: Int) {
     BATTERY_LOW(5),
     OUTSIDE_SCHEDULE(6),
     BY_OWNER(7),
+    DATA_SAVER(8),
+    BATTERY_SAVER(9),
     ;
 
     companion object {

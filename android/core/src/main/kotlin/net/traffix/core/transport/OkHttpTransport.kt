@@ -2,6 +2,7 @@ package net.traffix.core.transport
 
 import java.security.SecureRandom
 import java.util.concurrent.TimeUnit
+import javax.net.SocketFactory
 import javax.net.ssl.SSLContext
 import net.traffix.core.util.Bytes
 import okhttp3.ConnectionSpec
@@ -30,6 +31,11 @@ class OkHttpTransport(
     private val connectTimeoutMillis: Long = 10_000,
     /** Test servers run `--insecure-http`: allow `ws://` only when asked. */
     private val allowPlainWs: Boolean = false,
+    /**
+     * Makes the tunnel's TCP sockets (TLS goes on top): on Android the chosen network's, so the
+     * tunnel never moves onto another network.
+     */
+    private val socketFactory: SocketFactory = SocketFactory.getDefault(),
 ) : TunnelTransport {
     /** Shared pool and dispatcher; per tunnel only the TLS settings differ. */
     private val base: OkHttpClient =
@@ -42,6 +48,7 @@ class OkHttpTransport(
             // No .pingInterval(): 0, OkHttp's default, sends none.
             .retryOnConnectionFailure(false)
             .followRedirects(false)
+            .socketFactory(socketFactory)
             .build()
 
     override fun open(url: String, pin: Bytes, listener: TunnelListener): TunnelSocket {

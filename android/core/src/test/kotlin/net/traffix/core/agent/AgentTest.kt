@@ -22,6 +22,7 @@ import net.traffix.core.protocol.Handshake
 import net.traffix.core.protocol.NetworkType
 import net.traffix.core.protocol.NodeState
 import net.traffix.core.protocol.OpenErrReason
+import net.traffix.core.protocol.PauseCode
 import net.traffix.core.protocol.ResetReason
 import net.traffix.core.protocol.Target
 import net.traffix.core.testing.FakeClock
@@ -56,6 +57,9 @@ class AgentTest {
         }
     private val logs = CopyOnWriteArrayList<String>()
     private val wifi = DeviceSample(NetworkType.WIFI, batteryPct = 80, charging = false)
+
+    /** Metered: not Wi-Fi or Ethernet, and the platform said nothing else. */
+    private val cellular = DeviceSample(NetworkType.CELLULAR, batteryPct = 80, charging = false)
     private val nonce = Bytes.of(ByteArray(32) { it.toByte() })
 
     private fun agent(
@@ -407,7 +411,7 @@ class AgentTest {
 
     @Test
     fun pausedFromTheStartItSaysWhyDrainsClosesAndComesBackWhenItClears() {
-        val a = agent(settings = ResourceSettings(wifiOnly = true), sample = wifi.copy(network = NetworkType.CELLULAR))
+        val a = agent(settings = ResourceSettings(wifiOnly = true), sample = cellular)
         a.start()
         sched.runDue()
         val s = transport.last
@@ -438,7 +442,7 @@ class AgentTest {
     fun theOwnersPolicyIsReportedAtOnceAndRefusesStreams() {
         val a = agent(settings = ResourceSettings(wifiOnly = true))
         val s = serving(a)
-        a.updateDevice(wifi.copy(network = NetworkType.CELLULAR))
+        a.updateDevice(cellular)
         sched.runDue()
         assertEquals(Action.PAUSE, a.status.decision.action)
         assertEquals(setOf(PauseReason.NOT_ON_WIFI), a.status.decision.reasons)
@@ -549,6 +553,192 @@ class AgentTest {
             assertEquals("the tunnel is closed until the cap resets", 1, s.sentOf<Frame.Drain>().size)
             assertNotNull(s.closedWith)
             assertTrue(a.status.usage.bytesToday >= 100)
+        }
+    }
+
+    /** Today's date on the test clock (the agent runs in UTC here). */
+    private fun today() = java.time.Instant.ofEpochMilli(clock.wallMillis()).atZone(ZoneOffset.UTC).toLocalDate()
+
+    @Test
+    fun dataSaverOnAMeteredNetworkCutsLiveStreamsPausesWithItsReasonAndClosesTheTunnel() {
+        EchoServer().use { echo ->
+            val a = agent(settings = ResourceSettings(wifiOnly = false), allowPrivate = true, sample = cellular)
+            val s = serving(a)
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), echo.port))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            a.updateDevice(cellular.copy(dataSaver = true))
+            sched.runDue()
+            assertEquals(setOf(PauseReason.DATA_SAVER), a.status.decision.reasons)
+            assertEquals(Phase.PAUSED, a.status.phase)
+            val reset = s.sentOf<Frame.Reset>().single()
+            assertEquals(ResetReason.CANCEL, reset.reason)
+            assertTrue(reset.message, reset.message.contains("Data Saver"))
+            val hb = s.sentOf<Frame.Heartbeat>().last()
+            assertEquals(NodeState.PAUSED, hb.state)
+            assertEquals(PauseCode.DATA_SAVER, hb.pauseReason)
+            assertEquals(1, s.sentOf<Frame.Drain>().size)
+            assertNotNull("the tunnel is closed", s.closedWith)
+            // Data Saver off: a new tunnel at once.
+            val n = transport.sockets.size
+            a.updateDevice(cellular)
+            sched.runDue()
+            assertEquals(n + 1, transport.sockets.size)
+            assertEquals(Phase.CONNECTING, a.status.phase)
+            a.close()
+            sched.runDue()
+        }
+    }
+
+    @Test
+    fun wifiOnlyJudgesMeteredAndRoamingNotTheTransport() {
+        // A phone's hotspot: Wi-Fi, but metered.
+        val a = agent(settings = ResourceSettings(wifiOnly = true))
+        val s = serving(a)
+        a.updateDevice(wifi.copy(metered = true))
+        sched.runDue()
+        assertEquals(Phase.PAUSED, a.status.phase)
+        assertEquals(PauseCode.NOT_ON_WIFI, s.sentOf<Frame.Heartbeat>().last().pauseReason)
+        assertNotNull(s.closedWith)
+        // An unmetered mobile plan counts; roaming on it does not.
+        a.updateDevice(DeviceSample(NetworkType.CELLULAR, 80, false, metered = false))
+        sched.runDue()
+        val s2 = transport.last
+        assertTrue(s2 !== s)
+        s2.open()
+        s2.deliver(Frame.Challenge(1, nonce, 0))
+        sched.runDue()
+        s2.deliver(welcome())
+        sched.runDue()
+        assertEquals(Phase.SERVING, a.status.phase)
+        assertEquals(NodeState.SERVING, s2.sentOf<Frame.Heartbeat>().last().state)
+        a.updateDevice(DeviceSample(NetworkType.CELLULAR, 80, false, metered = false, roaming = true))
+        sched.runDue()
+        assertEquals(Phase.PAUSED, a.status.phase)
+        assertEquals(PauseCode.NOT_ON_WIFI, s2.sentOf<Frame.Heartbeat>().last().pauseReason)
+        assertNotNull(s2.closedWith)
+    }
+
+    @Test
+    fun batterySaverOnBatteryLetsLiveStreamsFinishThenPausesWithItsReason() {
+        EchoServer().use { echo ->
+            val a = agent(allowPrivate = true)
+            val s = serving(a)
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), echo.port))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            a.updateDevice(wifi.copy(batterySaver = true))
+            sched.runDue()
+            // Soft: draining, the live stream carries on.
+            assertEquals(Action.DRAIN, a.status.decision.action)
+            assertEquals(NodeState.DRAINING, s.sentOf<Frame.Heartbeat>().last().state)
+            assertTrue(s.sentOf<Frame.Reset>().isEmpty())
+            assertNull(s.closedWith)
+            s.deliver(Frame.Data(3, true, Bytes.of("bye".toByteArray())))
+            sched.runUntil { a.status.phase == Phase.PAUSED }
+            val hb = s.sentOf<Frame.Heartbeat>().last()
+            assertEquals(NodeState.PAUSED, hb.state)
+            assertEquals(PauseCode.BATTERY_SAVER, hb.pauseReason)
+            assertTrue("the stream finished, not cut", s.sentOf<Frame.Reset>().isEmpty())
+            assertNotNull(s.closedWith)
+        }
+    }
+
+    @Test
+    fun theRadiosCountDrivesTheCapsAndTheHeartbeatAndCutsAtOnce() {
+        EchoServer().use { echo ->
+            val a = agent(settings = ResourceSettings(dailyCapBytes = 10_000), allowPrivate = true)
+            val s = serving(a)
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), echo.port))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            // The radio's count replaces the relayed one: the next heartbeat reports it.
+            a.updateUsage(net.traffix.core.policy.DataUsage(today(), bytesToday = 4_000, bytesMonth = 7_000))
+            sched.runDue()
+            assertEquals(4_000L, a.status.usage.bytesToday)
+            sched.advance(15_000)
+            val hb = s.sentOf<Frame.Heartbeat>().last()
+            assertEquals(NodeState.SERVING, hb.state)
+            assertEquals(4_000L, hb.bytesToday)
+            assertEquals(7_000L, hb.bytesMonth)
+            // The radio reaches the cap: the live stream is cut at once, paused with the reason.
+            a.updateUsage(net.traffix.core.policy.DataUsage(today(), bytesToday = 10_000, bytesMonth = 13_000))
+            sched.runDue()
+            assertEquals(Phase.PAUSED, a.status.phase)
+            val reset = s.sentOf<Frame.Reset>().single()
+            assertEquals(ResetReason.CANCEL, reset.reason)
+            val paused = s.sentOf<Frame.Heartbeat>().last()
+            assertEquals(NodeState.PAUSED, paused.state)
+            assertEquals(PauseCode.DAILY_CAP, paused.pauseReason)
+            assertEquals(10_000L, paused.bytesToday)
+            assertNotNull(s.closedWith)
+            // A new day: the radio's count starts again and the node comes back.
+            clock.advanceMillis(86_400_000)
+            val n = transport.sockets.size
+            a.updateUsage(net.traffix.core.policy.DataUsage(today(), bytesToday = 0, bytesMonth = 13_000))
+            sched.runDue()
+            assertEquals(n + 1, transport.sockets.size)
+            assertEquals(Phase.CONNECTING, a.status.phase)
+            a.close()
+            sched.runDue()
+        }
+    }
+
+    @Test
+    fun bytesRelayedBetweenRadioSamplesStillReachTheCap() {
+        EchoServer().use { echo ->
+            val a = agent(settings = ResourceSettings(dailyCapBytes = 1_000), allowPrivate = true)
+            val s = serving(a)
+            a.updateUsage(net.traffix.core.policy.DataUsage(today(), bytesToday = 950, bytesMonth = 950))
+            sched.runDue()
+            assertEquals(Phase.SERVING, a.status.phase)
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), echo.port))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            // 60 bytes in and their echo out: past the cap before the radio is read again.
+            s.deliver(Frame.Data(3, false, Bytes.of(ByteArray(60))))
+            sched.runUntil { a.status.phase == Phase.PAUSED && s.sentOf<Frame.Reset>().isNotEmpty() }
+            assertEquals(PauseCode.DAILY_CAP, s.sentOf<Frame.Heartbeat>().last().pauseReason)
+            assertTrue(a.status.usage.bytesToday >= 1_000)
+        }
+    }
+
+    @Test
+    fun dialsUseTheConfiguredSocketFactory() {
+        ServerSocket(0, 50, InetAddress.getLoopbackAddress()).use { target ->
+            val made = java.util.concurrent.atomic.AtomicInteger(0)
+            val counting =
+                object : javax.net.SocketFactory() {
+                    private val d = javax.net.SocketFactory.getDefault()
+
+                    override fun createSocket(): java.net.Socket = d.createSocket().also { made.incrementAndGet() }
+
+                    override fun createSocket(host: String?, port: Int): java.net.Socket = throw AssertionError("connected sockets are not used")
+
+                    override fun createSocket(host: String?, port: Int, local: InetAddress?, localPort: Int): java.net.Socket =
+                        throw AssertionError("connected sockets are not used")
+
+                    override fun createSocket(host: InetAddress?, port: Int): java.net.Socket = throw AssertionError("connected sockets are not used")
+
+                    override fun createSocket(host: InetAddress?, port: Int, local: InetAddress?, localPort: Int): java.net.Socket =
+                        throw AssertionError("connected sockets are not used")
+                }
+            val a =
+                Agent(
+                    AgentConfig(link, true, allowPrivateTargets = true, socketFactory = counting),
+                    signer,
+                    transport,
+                    listener,
+                    ResourceSettings(),
+                    wifi,
+                    clock = clock,
+                    zone = ZoneOffset.UTC,
+                    scheduler = sched,
+                    random = { 0.5 },
+                    streamPool = pool,
+                )
+            val s = serving(a)
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), target.localPort))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            assertEquals(1, made.get())
+            a.close()
+            sched.runDue()
         }
     }
 

@@ -153,6 +153,24 @@ class ServerE2ETest {
     }
 
     @Test
+    fun thePhonesOwnFactsPauseWithTheirReasonOnTheServer() {
+        val a = startNode(pairLink(), settings = ResourceSettings(wifiOnly = false, batteryFloorPct = null, dailyCapBytes = 50_000_000))
+        // Data Saver on a metered network: paused (data_saver), the server shows it, not offline.
+        a.updateDevice(DeviceSample(NetworkType.CELLULAR, batteryPct = null, charging = false, dataSaver = true))
+        waitFor("the Kotlin node paused by Data Saver", detail = { "${a.status} ${server.devices()}" }) {
+            a.status.phase == Phase.PAUSED && server.onlineDevices() == 0 && server.pausedDevices("data_saver") >= 1
+        }
+        a.updateDevice(DeviceSample(NetworkType.CELLULAR, batteryPct = null, charging = false))
+        waitFor("the Kotlin node back") { a.status.phase == Phase.SERVING && server.onlineDevices() == 1 }
+        // The radio's count reaches the daily cap: paused (daily_cap).
+        val today = java.time.LocalDate.now()
+        a.updateUsage(net.traffix.core.policy.DataUsage(today, bytesToday = 50_000_000, bytesMonth = 50_000_000))
+        waitFor("the Kotlin node paused at the radio's cap", detail = { "${a.status} ${server.devices()}" }) {
+            a.status.phase == Phase.PAUSED && server.onlineDevices() == 0 && server.pausedDevices("daily_cap") >= 1
+        }
+    }
+
+    @Test
     fun manyConcurrentStreamsAllArriveIntact() {
         val a = startNode(pairLink())
         val dir = Files.createTempDirectory("traffix-many").toFile()

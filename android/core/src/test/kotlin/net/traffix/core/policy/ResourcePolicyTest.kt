@@ -243,9 +243,11 @@ class ResourcePolicyTest {
         assertDecision(Action.SERVE, emptySet(), decide(open, device(charging = true).copy(batterySaver = true)))
         assertTrue(PauseReason.DATA_SAVER.hard)
         assertFalse(PauseReason.BATTERY_SAVER.hard)
-        // The protocol has no code for either yet: HEARTBEAT says 0 (other).
-        assertEquals(PauseCode.OTHER, PauseReason.DATA_SAVER.code)
-        assertEquals(PauseCode.OTHER, PauseReason.BATTERY_SAVER.code)
+        // HEARTBEAT pause_reason 8 data_saver and 9 battery_saver.
+        assertEquals(PauseCode.DATA_SAVER, PauseReason.DATA_SAVER.code)
+        assertEquals(8, PauseReason.DATA_SAVER.code.wire)
+        assertEquals(PauseCode.BATTERY_SAVER, PauseReason.BATTERY_SAVER.code)
+        assertEquals(9, PauseReason.BATTERY_SAVER.code.wire)
     }
 
     @Test
