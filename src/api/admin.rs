@@ -487,10 +487,12 @@ pub async fn unban(
 }
 
 /// Remove (unpair) a device: it can no longer connect until paired again, its live streams are
-/// cut, its vIP stays reserved; an optional reason goes into the audit log.
+/// cut, its vIP stays reserved; an optional reason goes into the audit log. A banned device is
+/// refused (409): its record keeps the banned key out, so it is unbanned first.
 #[utoipa::path(post, path = "/api/v1/admin/nodes/{id}/remove", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = OptionalReason,
-    responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DeviceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<Arc<ApiState>>,
     p: Principal,
