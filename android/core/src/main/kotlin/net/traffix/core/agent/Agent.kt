@@ -874,12 +874,14 @@ class Agent(
 
         private fun newMux(w: Frame.Welcome): Mux {
             val maxData = (w.maxFrame - HEADER_LEN).coerceIn(1, MAX_DATA_LEN.toLong()).toInt()
+            // The server takes a node's max_inflight as at least its own initial window
+            // (docs/protocol.md "Connection window"): the budget follows, or its DATA would look
+            // like a violation.
+            val budget = maxOf(config.mux.ownInflight, minOf(w.initialWindow, 0xffff_ffffL))
             val cfg =
                 config.mux.copy(
-                    // The server takes a node's max_inflight as at least its own initial window
-                    // (docs/protocol.md "Connection window"): the budget follows, or its DATA would
-                    // look like a violation.
-                    ownInflight = maxOf(config.mux.ownInflight, minOf(w.initialWindow, 0xffff_ffffL)),
+                    ownInflight = budget,
+                    initialWindow = streamWindow(config.mux.initialWindow, budget, minOf(settings.maxStreams.toLong(), w.maxStreams)),
                     peerInflight = minOf(w.maxInflight, config.maxQueuedBytes),
                     maxData = minOf(maxData, config.mux.maxData),
                 )
@@ -888,6 +890,18 @@ class Agent(
     }
 
     companion object {
+        /** The smallest receive window a stream starts with. */
+        const val MIN_STREAM_WINDOW = 16L * 1024
+
+        /**
+         * The receive window a new stream starts with: at most its share of half the inbound
+         * budget, so streams to targets that never read (a client's way to stall the node) cannot
+         * hold the whole connection window and block every other upload; busy streams grow
+         * theirs by auto-tuning while the budget allows.
+         */
+        fun streamWindow(configured: Long, budget: Long, maxStreams: Long): Long =
+            minOf(configured, maxOf(MIN_STREAM_WINDOW, budget / (2 * maxStreams.coerceAtLeast(1))))
+
         /** How long a control request waits for its answer. */
         const val CONTROL_TIMEOUT_MILLIS = 30_000L
 

@@ -488,6 +488,24 @@ class AgentTest {
     }
 
     @Test
+    fun aStreamStartsWithItsShareOfHalfTheBudgetSoStalledStreamsCannotHoldItAll() {
+        // 4 MiB budget, 64 streams: 32 KiB each to start (64 stalled streams hold half).
+        assertEquals(32L * 1024, Agent.streamWindow(262_144, 4L shl 20, 64))
+        assertEquals("one stream: the configured window", 262_144L, Agent.streamWindow(262_144, 4L shl 20, 1))
+        assertEquals(Agent.MIN_STREAM_WINDOW, Agent.streamWindow(262_144, 4L shl 20, 100_000))
+        assertEquals(262_144L, Agent.streamWindow(262_144, 4L shl 20, 0))
+        ServerSocket(0, 50, InetAddress.getLoopbackAddress()).use { target ->
+            val a = agent(allowPrivate = true)
+            val s = serving(a)
+            s.deliver(Frame.Open(3, 65_536, Target.Ip(SocketAddr(IpAddr.v4(127, 0, 0, 1), target.localPort))))
+            sched.runUntil { s.sentOf<Frame.OpenOk>().isNotEmpty() }
+            assertEquals(32L * 1024, s.sentOf<Frame.OpenOk>().single().window)
+            a.close()
+            sched.runDue()
+        }
+    }
+
+    @Test
     fun theNodeTakesNoMoreStreamsThanItsCap() {
         ServerSocket(0, 50, InetAddress.getLoopbackAddress()).use { target ->
             val a = agent(settings = ResourceSettings(maxStreams = 1), allowPrivate = true)
