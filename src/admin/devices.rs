@@ -383,27 +383,7 @@ mod tests {
                 &PairCode { user: "bob".into(), created_at: now, expires_at: now + 600, used: false },
             )
             .unwrap();
-        let rec = DeviceRecord {
-            id: hex::encode([key; 16]),
-            owner: String::new(),
-            vip: Ipv4Addr::UNSPECIFIED,
-            key_alg: crate::identity::KeyAlg::Ed25519,
-            public_key: hex::encode([key; 32]),
-            model: None,
-            os: None,
-            app_version: None,
-            attestation: Vec::new(),
-            paired_at: 0,
-            last_seen: None,
-            last_ip: None,
-            country: None,
-            banned: false,
-            ban_reason: None,
-            trust: None,
-            emulator_hints: Vec::new(),
-            paused: false,
-            node_pause: None,
-        };
+        let rec = DeviceRecord::new(hex::encode([key; 16]), crate::identity::KeyAlg::Ed25519, hex::encode([key; 32]));
         ctx.store.pair_device(code, now, rec).unwrap()
     }
 

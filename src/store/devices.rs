@@ -61,6 +61,32 @@ pub struct DeviceRecord {
 }
 
 impl DeviceRecord {
+    /// A device about to be paired: its id and key, everything else empty (the store assigns
+    /// owner, vIP and pairing time in `pair_device`).
+    pub fn new(id: String, key_alg: crate::identity::KeyAlg, public_key: String) -> Self {
+        DeviceRecord {
+            id,
+            owner: String::new(),
+            vip: std::net::Ipv4Addr::UNSPECIFIED,
+            key_alg,
+            public_key,
+            model: None,
+            os: None,
+            app_version: None,
+            attestation: Vec::new(),
+            paired_at: 0,
+            last_seen: None,
+            last_ip: None,
+            country: None,
+            banned: false,
+            ban_reason: None,
+            trust: None,
+            emulator_hints: Vec::new(),
+            paused: false,
+            node_pause: None,
+        }
+    }
+
     /// The device's trust level (`none` when it was never judged).
     pub fn trust_level(&self) -> crate::identity::TrustLevel {
         self.trust.as_ref().map(|t| t.level).unwrap_or_default()

@@ -268,25 +268,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.redb");
         let rec = |id: &str, chain: bool| crate::store::DeviceRecord {
-            id: id.into(),
-            owner: String::new(),
-            vip: std::net::Ipv4Addr::UNSPECIFIED,
-            key_alg: crate::identity::KeyAlg::EcdsaP256,
-            public_key: "04".into(),
-            model: None,
-            os: None,
-            app_version: None,
             attestation: if chain { vec!["3000".into()] } else { vec![] },
-            paired_at: 0,
-            last_seen: None,
-            last_ip: None,
-            country: None,
-            banned: false,
-            ban_reason: None,
-            trust: None,
-            emulator_hints: vec![],
-            paused: false,
-            node_pause: None,
+            ..crate::store::DeviceRecord::new(id.into(), crate::identity::KeyAlg::EcdsaP256, "04".into())
         };
         {
             let s = Store::open(&p).unwrap();

@@ -253,25 +253,13 @@ where
             }
             let bound = |s: &Option<String>| s.as_ref().map(|v| v.chars().take(128).collect::<String>());
             let record = DeviceRecord {
-                id: hex::encode(device_id),
-                owner: String::new(),
-                vip: std::net::Ipv4Addr::UNSPECIFIED,
-                key_alg: p.key_alg,
-                public_key: hex::encode(&p.public_key),
                 model: bound(&p.model),
                 os: bound(&p.os),
                 app_version: bound(&p.app_version),
                 attestation: p.attestation.iter().take(8).map(hex::encode).collect(),
-                paired_at: 0,
-                last_seen: None,
-                last_ip: None,
-                country: None,
-                banned: false,
-                ban_reason: None,
                 trust: Some(verdict),
                 emulator_hints: p.hints.iter().map(|h| h.chars().take(64).collect()).collect(),
-                paused: false,
-                node_pause: None,
+                ..DeviceRecord::new(hex::encode(device_id), p.key_alg, hex::encode(&p.public_key))
             };
             let store = svc.store.clone();
             let code_hash = auth::pairing_code_hash(&p.code);

@@ -517,25 +517,10 @@ fn changes_go_to_the_audit_log_to_subscribers_and_a_ban_bans_the_device() {
     let store = crate::store::Store::open(&dir.path().join("w.redb")).unwrap();
     store.create_user(&crate::store::UserRecord::new("bob", "x", 0)).unwrap();
     let rec = crate::store::DeviceRecord {
-        id: hex::encode(id(1)),
         owner: "bob".into(),
         vip: std::net::Ipv4Addr::new(100, 64, 0, 1),
-        key_alg: crate::identity::KeyAlg::Ed25519,
-        public_key: hex::encode([7u8; 32]),
-        model: None,
-        os: None,
-        app_version: None,
-        attestation: Vec::new(),
         paired_at: T0,
-        last_seen: None,
-        last_ip: None,
-        country: None,
-        banned: false,
-        ban_reason: None,
-        trust: None,
-        emulator_hints: Vec::new(),
-        paused: false,
-        node_pause: None,
+        ..crate::store::DeviceRecord::new(hex::encode(id(1)), crate::identity::KeyAlg::Ed25519, hex::encode([7u8; 32]))
     };
     let code = crate::store::PairCode { user: "bob".into(), created_at: T0, expires_at: T0 + 600, used: false };
     store.create_pair_code("h", &code).unwrap();
