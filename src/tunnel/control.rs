@@ -75,11 +75,8 @@ impl Drop for Slot<'_> {
         let mut m = crate::sync::lock(&self.table.0);
         if let Some(open) = m.get_mut(&self.device) {
             open.sessions = open.sessions.saturating_sub(1);
-            if open.sessions == 0 && crate::sync::lock(&open.rate).full(tokio::time::Instant::now()) {
-                m.remove(&self.device);
-            }
         }
-        // Entries kept for their rate's debt go once it is paid, at the next closing.
+        // This device's entry, and any kept for its rate's debt, go once nothing is owed.
         m.retain(|_, o| o.sessions > 0 || !crate::sync::lock(&o.rate).full(tokio::time::Instant::now()));
     }
 }
