@@ -35,9 +35,7 @@ use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, warn};
 
 use crate::shutdown::Shutdown;
@@ -105,11 +103,12 @@ async fn tunnel(
         c.phase.upgraded();
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let cfg = crate::tunnel::ws::ws_config(&svc.limits);
+    let limits = crate::tunnel::ws::ws_limits(&svc.limits);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
+                let ws =
+                    crate::tunnel::ws::WsConn::new(TokioIo::new(upgraded), crate::tunnel::ws::Role::Server, limits);
                 let admitted = Arc::new(Mutex::new(admitted));
                 let welcomed = admitted.clone();
                 serve_node(svc, ws, peer, move || {

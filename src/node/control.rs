@@ -140,11 +140,7 @@ fn refusal(code: ErrorCode, message: &str) -> String {
     }
 }
 
-async fn exchange<S>(
-    mut wsock: tokio_tungstenite::WebSocketStream<S>,
-    identity: &NodeIdentity,
-    req: &Request,
-) -> Result<Answer, String>
+async fn exchange<S>(mut wsock: ws::WsConn<S>, identity: &NodeIdentity, req: &Request) -> Result<Answer, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -205,7 +201,7 @@ where
             other => return Err(format!("unexpected {} from the server", other.name())),
         }
     };
-    let _ = wsock.close(None).await;
+    let _ = wsock.close().await;
     Ok(answer)
 }
 

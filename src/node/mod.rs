@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use ring::signature::KeyPair;
 use tokio::net::{TcpSocket, TcpStream};
 use tracing::{debug, info, warn};
@@ -265,7 +264,10 @@ async fn session(
 }
 
 /// The WebSocket upgrade on an established (TLS or plain) connection, under the handshake timeout.
-async fn upgrade<S>(opts: &NodeOptions, url: String, io: S) -> Result<tokio_tungstenite::WebSocketStream<S>, String>
+/// tungstenite does the HTTP upgrade only; frames are then read and written on the stream
+/// directly ([`ws::WsConn`]). Nothing is left in tungstenite's buffer: the server sends no frame
+/// before the node's HELLO.
+async fn upgrade<S>(opts: &NodeOptions, url: String, io: S) -> Result<ws::WsConn<S>, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -274,7 +276,7 @@ where
         .await
         .map_err(|_| "WebSocket upgrade timed out".to_string())?
         .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
-    Ok(wsock)
+    Ok(ws::WsConn::new(wsock.into_inner(), ws::Role::Client, ws::ws_limits(&opts.limits)))
 }
 
 /// Runs the handshake and the serving loop on an upgraded WebSocket (TLS or, in development,
@@ -284,7 +286,7 @@ async fn tunnel<S>(
     identity: &mut NodeIdentity,
     pair_code: &mut Option<String>,
     mut shutdown: Shutdown,
-    mut wsock: tokio_tungstenite::WebSocketStream<S>,
+    mut wsock: ws::WsConn<S>,
     local: Option<SocketAddr>,
     established: &AtomicBool,
 ) -> Result<SessionEnd, String>
@@ -363,7 +365,7 @@ where
         opens_streams: false,
     });
     let epoch = opts.started;
-    let (sink, mut stream) = wsock.split();
+    let (mut stream, sink) = wsock.split();
     // No WebSocket pings: heartbeats are the keepalive (docs/protocol.md "Heartbeats").
     let mut writer = tokio::spawn(ws::run_writer(sink, out_rx));
 
@@ -555,18 +557,12 @@ where
         }
     };
     mux.close("session ended");
-    // The writer sends what is queued and a WebSocket Close; then the connection itself is
-    // shut down (TLS close_notify), so the server sees a clean end, not a dropped socket.
-    match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
-        Ok(Ok(Some(sink))) => {
-            if let Ok(mut ws) = sink.reunite(stream) {
-                let _ = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncWriteExt::shutdown(ws.get_mut()))
-                    .await;
-            }
-        }
-        Ok(_) => {}
-        Err(_) => writer.abort(),
+    // The writer sends what is queued and a WebSocket Close, then shuts the connection down
+    // (TLS close_notify), so the server sees a clean end, not a dropped socket.
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+        writer.abort();
     }
+    drop(stream);
     Ok(end)
 }
 

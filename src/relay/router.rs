@@ -477,10 +477,8 @@ mod tests {
         let (node, n_rx) = Mux::new(MuxConfig::default());
         fn wire(mut rx: OutQueue, to: Mux, b: Option<Behaviour>, node: Mux) {
             tokio::spawn(async move {
-                while let Some(bytes) = rx.recv().await {
-                    if bytes.is_empty() {
-                        break;
-                    }
+                while let Some(out) = rx.recv().await {
+                    let crate::tunnel::mux::Out::Frame(bytes) = out else { break };
                     let f = Frame::decode(bytes).expect("valid frame");
                     match (b, f) {
                         (Some(Behaviour::Frozen), _) => {}

@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod registry;
 pub mod session;
 pub mod ws;
+pub mod wsframe;
 
 #[cfg(test)]
 mod tests;

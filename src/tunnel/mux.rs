@@ -139,7 +139,7 @@ struct Slot {
 }
 
 struct Inner {
-    out: mpsc::UnboundedSender<Bytes>,
+    out: mpsc::UnboundedSender<Out>,
     /// Bytes in `out` not yet taken by the writer (shared with [`OutQueue`]).
     queued: Arc<AtomicUsize>,
     /// Set once a frame would have passed `cfg.max_queued`.
@@ -193,7 +193,7 @@ impl Mux {
 
     /// Queues encoded bytes for the writer, within `max_queued`. False when the frame was not
     /// queued: the connection is gone, or it would pass the bound (the mux is then overflowed).
-    fn enqueue(&self, b: Bytes) -> bool {
+    pub(crate) fn enqueue(&self, b: Bytes) -> bool {
         let n = queued_cost(b.len());
         let before = self.inner.queued.fetch_add(n, Ordering::AcqRel);
         if before.saturating_add(n) > self.inner.cfg.max_queued {
@@ -207,11 +207,21 @@ impl Mux {
             }
             return false;
         }
-        if self.inner.out.send(b).is_err() {
+        if self.inner.out.send(Out::Frame(b)).is_err() {
             self.inner.queued.fetch_sub(n, Ordering::AcqRel);
             return false;
         }
         true
+    }
+
+    /// Queues a WebSocket pong answering a peer's ping (older agents still send them), within
+    /// `max_queued` like any frame.
+    pub fn send_pong(&self, payload: Bytes) {
+        let n = queued_cost(payload.len());
+        let before = self.inner.queued.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > self.inner.cfg.max_queued || self.inner.out.send(Out::Pong(payload)).is_err() {
+            self.inner.queued.fetch_sub(n, Ordering::AcqRel);
+        }
     }
 
     /// Resolves once the outgoing queue has overflowed (the peer provokes frames it does not
@@ -488,7 +498,7 @@ impl Mux {
         // Ask the writer to stop once what is queued (e.g. an ERROR frame) has been sent. The
         // sentinel is counted like a frame (the writer counts it off) but never refused.
         self.inner.queued.fetch_add(queued_cost(0), Ordering::AcqRel);
-        if self.inner.out.send(Bytes::new()).is_err() {
+        if self.inner.out.send(Out::Close).is_err() {
             self.inner.queued.fetch_sub(queued_cost(0), Ordering::AcqRel);
         }
     }
@@ -499,27 +509,58 @@ impl Mux {
     }
 }
 
+/// What the writer is asked to send.
+#[derive(Debug)]
+pub enum Out {
+    /// An encoded tunnel frame (one binary WebSocket message).
+    Frame(Bytes),
+    /// A WebSocket pong with this payload.
+    Pong(Bytes),
+    /// Close after what was queued before.
+    Close,
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Frame(b) | Out::Pong(b) => b.len(),
+            Out::Close => 0,
+        }
+    }
+}
+
 /// The writer's end of the outbound queue: encoded frames in order, each counted off the
 /// mux's queued bytes as it is taken.
 #[derive(Debug)]
 pub struct OutQueue {
-    rx: mpsc::UnboundedReceiver<Bytes>,
+    rx: mpsc::UnboundedReceiver<Out>,
     queued: Arc<AtomicUsize>,
 }
 
 impl OutQueue {
-    /// The next frame; `None` once every mux handle is gone. Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Bytes> {
-        let b = self.rx.recv().await?;
-        self.queued.fetch_sub(queued_cost(b.len()), Ordering::AcqRel);
-        Some(b)
+    /// The next entry; `None` once every mux handle is gone. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Out> {
+        let o = self.rx.recv().await?;
+        self.queued.fetch_sub(queued_cost(o.len()), Ordering::AcqRel);
+        Some(o)
     }
 
-    /// The next frame if one is queued now.
-    pub fn try_recv(&mut self) -> Option<Bytes> {
-        let b = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(queued_cost(b.len()), Ordering::AcqRel);
-        Some(b)
+    /// The next entry if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Out> {
+        let o = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(queued_cost(o.len()), Ordering::AcqRel);
+        Some(o)
+    }
+
+    /// The next encoded tunnel frame queued now, skipping pongs and the close request (tests).
+    #[cfg(test)]
+    pub fn try_recv_frame(&mut self) -> Option<Bytes> {
+        loop {
+            match self.try_recv()? {
+                Out::Frame(b) => return Some(b),
+                Out::Pong(_) | Out::Close => {}
+            }
+        }
     }
 }
 

@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::mux::{Mux, MuxConfig};
@@ -98,7 +96,7 @@ struct Authenticated {
 /// (the web listener then stops counting the connection against its address).
 pub async fn serve_node<S>(
     svc: Arc<TunnelService>,
-    mut ws: WebSocketStream<S>,
+    mut ws: ws::WsConn<S>,
     peer: SocketAddr,
     welcomed: impl FnOnce() + Send,
 ) where
@@ -115,7 +113,7 @@ pub async fn serve_node<S>(
                 }
                 svc.metrics.tunnel_handshakes.get_or_create(&crate::telemetry::ResultLabel::failed()).inc();
                 let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code, message: why }).await;
-                let _ = ws.close(None).await;
+                let _ = ws.close().await;
                 return;
             }
             Err(_) => {
@@ -146,7 +144,7 @@ pub async fn serve_node<S>(
 
 async fn handshake<S>(
     svc: &TunnelService,
-    ws: &mut WebSocketStream<S>,
+    ws: &mut ws::WsConn<S>,
     from: std::net::IpAddr,
 ) -> Result<Authenticated, Refuse>
 where
@@ -335,7 +333,7 @@ impl ControlRate {
     }
 }
 
-async fn run_connected<S>(svc: Arc<TunnelService>, mut ws: WebSocketStream<S>, peer: SocketAddr, who: Authenticated)
+async fn run_connected<S>(svc: Arc<TunnelService>, mut ws: ws::WsConn<S>, peer: SocketAddr, who: Authenticated)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -364,7 +362,7 @@ where
         max_queued: (who.max_inflight as usize).saturating_add(limits.node_queue_bytes),
         opens_streams: true,
     });
-    let (sink, mut stream) = ws.split();
+    let (mut stream, sink) = ws.split();
     // No WebSocket pings: the node's heartbeats are the keepalive (docs/protocol.md).
     let mut writer = tokio::spawn(ws::run_writer(sink, out_rx));
 
@@ -580,7 +578,7 @@ where
 /// does not replace the device's serving tunnel.
 async fn run_control_session<S>(
     svc: Arc<TunnelService>,
-    mut ws: WebSocketStream<S>,
+    mut ws: ws::WsConn<S>,
     device: DeviceRecord,
     device_id: DeviceId,
 ) where
@@ -590,7 +588,7 @@ async fn run_control_session<S>(
         let msg =
             format!("at most {} control sessions per device at a time", super::control::CONTROL_SESSIONS_PER_DEVICE);
         let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code: ErrorCode::LimitExceeded, message: msg }).await;
-        let _ = ws.close(None).await;
+        let _ = ws.close().await;
         return;
     };
     // Kicks (a ban, a removal, the owner disabled) reach this session too: listen first, then
@@ -603,7 +601,7 @@ async fn run_control_session<S>(
         Some(_) => None,
     } {
         let _ = ws::send_handshake_frame(&mut ws, &Frame::Error { code: why.0, message: why.1 }).await;
-        let _ = ws.close(None).await;
+        let _ = ws.close().await;
         return;
     }
     let limits = &svc.limits;
@@ -632,7 +630,7 @@ async fn run_control_session<S>(
         max_queued: limits.node_queue_bytes,
         opens_streams: true,
     });
-    let (sink, mut stream) = ws.split();
+    let (mut stream, sink) = ws.split();
     let mut writer = tokio::spawn(ws::run_writer(sink, out_rx));
     let heard = ws::Heard::new();
     let mut control = super::control::Control::new(svc.control_deps(), device_id, Some(slot.rate.clone()));
@@ -706,21 +704,12 @@ async fn run_control_session<S>(
 
 /// The metric label of a tunnel whose reading ended.
 fn read_end_cause(e: &ControlEnd) -> NodeDisconnect {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    use tokio_tungstenite::tungstenite::error::ProtocolError as WsProtocol;
     match e {
         ControlEnd::Read(ReadEnd::Dead(_)) => NodeDisconnect::Timeout,
-        // A peer that vanished (killed, network gone) shows up as a reset.
-        ControlEnd::Read(
-            ReadEnd::Closed | ReadEnd::Ws(WsError::Protocol(WsProtocol::ResetWithoutClosingHandshake)),
-        ) => NodeDisconnect::Closed,
-        ControlEnd::Read(
-            ReadEnd::Protocol(_)
-            | ReadEnd::Text
-            | ReadEnd::Ws(WsError::Capacity(_) | WsError::Protocol(_) | WsError::Utf8(_) | WsError::AttackAttempt),
-        )
-        | ControlEnd::Violation(_) => NodeDisconnect::ProtocolViolation,
-        ControlEnd::Read(ReadEnd::Ws(_)) => NodeDisconnect::Closed,
+        ControlEnd::Read(r) if r.is_violation() => NodeDisconnect::ProtocolViolation,
+        ControlEnd::Violation(_) => NodeDisconnect::ProtocolViolation,
+        // A peer that closed or vanished (killed, network gone, a reset).
+        ControlEnd::Read(_) => NodeDisconnect::Closed,
     }
 }
 
@@ -841,18 +830,12 @@ mod tests {
 
     #[test]
     fn a_tunnel_that_stopped_reading_is_counted_under_its_cause() {
-        use tokio_tungstenite::tungstenite::Error as WsError;
-        use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError as WsProtocol};
-        let io = |k| ControlEnd::Read(ReadEnd::Ws(WsError::Io(std::io::Error::from(k))));
+        use crate::tunnel::wsframe::WsError;
+        let io = |k| ControlEnd::Read(ReadEnd::Io(std::io::Error::from(k)));
         let cases = [
             (ControlEnd::Read(ReadEnd::Closed), NodeDisconnect::Closed),
-            (
-                ControlEnd::Read(ReadEnd::Ws(WsError::Protocol(WsProtocol::ResetWithoutClosingHandshake))),
-                NodeDisconnect::Closed,
-            ),
             (io(std::io::ErrorKind::ConnectionReset), NodeDisconnect::Closed),
             (io(std::io::ErrorKind::UnexpectedEof), NodeDisconnect::Closed),
-            (ControlEnd::Read(ReadEnd::Ws(WsError::ConnectionClosed)), NodeDisconnect::Closed),
             (ControlEnd::Read(ReadEnd::Dead(Duration::from_secs(60))), NodeDisconnect::Timeout),
             (ControlEnd::Read(ReadEnd::Text), NodeDisconnect::ProtocolViolation),
             (
@@ -860,16 +843,11 @@ mod tests {
                 NodeDisconnect::ProtocolViolation,
             ),
             (
-                ControlEnd::Read(ReadEnd::Ws(WsError::Capacity(CapacityError::MessageTooLong {
-                    size: 2,
-                    max_size: 1,
-                }))),
+                ControlEnd::Read(ReadEnd::Ws(WsError::MessageTooLarge { len: 2, max: 1 })),
                 NodeDisconnect::ProtocolViolation,
             ),
-            (
-                ControlEnd::Read(ReadEnd::Ws(WsError::Protocol(WsProtocol::InvalidOpcode(15)))),
-                NodeDisconnect::ProtocolViolation,
-            ),
+            (ControlEnd::Read(ReadEnd::Ws(WsError::Opcode(15))), NodeDisconnect::ProtocolViolation),
+            (ControlEnd::Read(ReadEnd::Ws(WsError::Unmasked)), NodeDisconnect::ProtocolViolation),
             (ControlEnd::Violation("DATA for an unknown stream".into()), NodeDisconnect::ProtocolViolation),
         ];
         for (end, cause) in cases {

@@ -24,10 +24,8 @@ fn cfg(window: u32) -> MuxConfig {
 /// Forwards every frame `from` queues into `to.dispatch`, returning control frames on `ctl`.
 fn wire(mut rx: OutQueue, to: Mux, ctl: tokio::sync::mpsc::UnboundedSender<Frame>) {
     tokio::spawn(async move {
-        while let Some(b) = rx.recv().await {
-            if b.is_empty() {
-                break;
-            }
+        while let Some(out) = rx.recv().await {
+            let super::mux::Out::Frame(b) = out else { break };
             let f = Frame::decode(b).expect("mux emitted an invalid frame");
             match to.dispatch(f) {
                 Ok(Some(c)) => {
@@ -127,7 +125,7 @@ async fn sending_beyond_the_window_resets_the_stream() {
     m.dispatch(Frame::Data { stream: 7, fin: false, payload: Bytes::from(vec![0u8; 65_536]) }).unwrap();
     m.dispatch(Frame::Data { stream: 7, fin: false, payload: Bytes::from_static(b"x") }).unwrap();
     let mut saw_reset = false;
-    while let Some(b) = out.try_recv() {
+    while let Some(b) = out.try_recv_frame() {
         if let Ok(Frame::Reset { stream: 7, reason: ResetReason::FlowControl, .. }) = Frame::decode(b) {
             saw_reset = true;
         }

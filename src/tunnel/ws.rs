@@ -1,32 +1,63 @@
-//! WebSocket plumbing shared by both ends: the tungstenite limits of SECURITY.md §2, the writer
-//! task that drains a mux's outbound queue, the reader helper that turns messages into frames,
-//! and the liveness rule both ends apply.
+//! WebSocket plumbing shared by both ends, after the HTTP upgrade: frames are read from and
+//! written to the (TLS) stream directly ([`super::wsframe`] does the framing), so a DATA frame
+//! goes from the mux's queue to rustls in one vectored write (its WebSocket header and the
+//! tunnel frame side by side, no copy), and arrives in one buffer that its payload is sliced
+//! from. Also here: the writer task that drains a mux's outbound queue, the reader helpers that
+//! turn messages into tunnel frames, and the liveness rule both ends apply.
 
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
-use super::mux::OutQueue;
+use super::mux::{Out, OutQueue};
 use super::protocol::{Frame, ProtocolError};
+pub use super::wsframe::Role;
+use super::wsframe::{self, Decoder, MAX_HEADER_LEN, Msg, WsError};
 use crate::config::Limits;
-
-/// An outbound queue entry of this length asks the writer to close after what was queued before.
-/// (Real frames are never empty: the header alone is 6 bytes.)
-pub const CLOSE_SENTINEL_LEN: usize = 0;
 
 // Config validation keeps `limits.ws_max_frame` at or above its own minimum, which must fit the
 // largest tunnel frame.
 const _: () = assert!(crate::config::MIN_WS_MAX_FRAME >= super::protocol::MAX_FRAME_LEN);
 
-/// tungstenite configuration from `[limits]`: small buffers on idle sockets, bounded frames.
-pub fn ws_config(l: &Limits) -> WebSocketConfig {
-    let mut c = WebSocketConfig::default();
+/// Frames gathered into one vectored write at most (then the batch is flushed).
+const MAX_BATCH_FRAMES: usize = 64;
+
+/// A read that filled at least this much means data is flowing: the read buffer is kept across
+/// a pause. After smaller reads (heartbeats) an idle connection gives it back.
+const FLOWING: usize = 16 * 1024;
+
+/// The framing limits of SECURITY.md §2, from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct WsLimits {
+    /// Largest frame payload accepted.
+    pub max_frame: usize,
+    /// Largest message (fragments joined) accepted.
+    pub max_message: usize,
+    /// Smallest read: the buffer a read from an idle connection starts with.
+    pub read_chunk: usize,
+    /// Bytes gathered into one write at most.
+    pub max_batch: usize,
+}
+
+/// The framing limits from `[limits]`.
+pub fn ws_limits(l: &Limits) -> WsLimits {
+    WsLimits {
+        max_frame: l.ws_max_frame,
+        max_message: l.ws_max_message,
+        read_chunk: l.ws_read_buffer.max(MAX_HEADER_LEN),
+        max_batch: l.ws_max_write_buffer.max(l.ws_max_frame + MAX_HEADER_LEN),
+    }
+}
+
+/// tungstenite's configuration for the HTTP upgrade of a node (frames are not read through it).
+pub fn ws_config(l: &Limits) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    let mut c = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
     c.read_buffer_size = l.ws_read_buffer;
     c.write_buffer_size = l.ws_write_buffer;
     c.max_write_buffer_size = l.ws_max_write_buffer.max(l.ws_write_buffer + l.ws_max_frame + 16);
@@ -35,50 +66,236 @@ pub fn ws_config(l: &Limits) -> WebSocketConfig {
     c
 }
 
-/// Drains `rx` into the WebSocket, batching whatever is queued into one flush. Sends no
+/// The reading side's state: the buffer frames are sliced from, and the decoder.
+#[derive(Debug)]
+struct ReadState {
+    buf: BytesMut,
+    dec: Decoder,
+    read_chunk: usize,
+    last_fill: usize,
+}
+
+impl ReadState {
+    fn new(role: Role, l: WsLimits) -> ReadState {
+        ReadState {
+            buf: BytesMut::new(),
+            dec: Decoder::new(role, l.max_frame, l.max_message),
+            read_chunk: l.read_chunk,
+            last_fill: 0,
+        }
+    }
+
+    /// The next message. Cancel-safe: bytes read are kept in the buffer.
+    async fn next<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Msg, ReadEnd> {
+        loop {
+            if let Some(m) = self.dec.decode(&mut self.buf)? {
+                return Ok(m);
+            }
+            let want = self.dec.needed().saturating_sub(self.buf.len()).max(self.read_chunk);
+            if self.buf.capacity() - self.buf.len() < want {
+                // A frame in flight gets room for the rest of it; bulk reads a whole frame's worth.
+                let more = if self.last_fill >= FLOWING {
+                    want.max(super::protocol::MAX_FRAME_LEN + MAX_HEADER_LEN)
+                } else {
+                    want
+                };
+                self.buf.reserve(more);
+            }
+            let n = poll_fn(|cx| self.poll_fill(cx, io)).await?;
+            if n == 0 {
+                return Err(ReadEnd::Closed);
+            }
+        }
+    }
+
+    fn poll_fill<R: AsyncRead + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut R) -> Poll<std::io::Result<usize>> {
+        match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf) {
+            Poll::Ready(Ok(n)) => {
+                self.last_fill = n;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                // Nothing buffered and nothing arriving after small reads: the connection is
+                // idle (SECURITY.md §2, memory per idle node), so the buffer goes back.
+                if self.buf.is_empty() && self.last_fill < FLOWING {
+                    self.buf = BytesMut::new();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The writing side's state: header scratch space and, for a client, the mask keys.
+#[derive(Debug)]
+struct WriteState {
+    /// Mask keys for a client's frames (RFC 6455 §5.3); `None` on the server.
+    mask: Option<MaskKeys>,
+    max_batch: usize,
+}
+
+impl WriteState {
+    fn new(role: Role, l: WsLimits) -> WriteState {
+        WriteState { mask: (role == Role::Client).then(MaskKeys::new), max_batch: l.max_batch }
+    }
+
+    /// Writes `msgs` (opcode, payload) as final frames in one vectored write and flushes.
+    async fn send<W: AsyncWrite + Unpin>(&mut self, io: &mut W, msgs: &mut Vec<(u8, Bytes)>) -> std::io::Result<()> {
+        let mut headers = Vec::with_capacity(msgs.len());
+        for (op, payload) in msgs.iter_mut() {
+            let key = self.mask.as_mut().map(MaskKeys::next);
+            let mut h = [0u8; MAX_HEADER_LEN];
+            let n = wsframe::encode_header(&mut h, *op, payload.len(), key);
+            if let Some(k) = key {
+                *payload = masked(std::mem::take(payload), k);
+            }
+            headers.push((h, n));
+        }
+        let mut slices = Vec::with_capacity(2 * msgs.len());
+        for ((h, n), (_, payload)) in headers.iter().zip(msgs.iter()) {
+            slices.push(IoSlice::new(&h[..*n]));
+            if !payload.is_empty() {
+                slices.push(IoSlice::new(payload));
+            }
+        }
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = io.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+        msgs.clear();
+        io.flush().await
+    }
+}
+
+/// `payload` masked with `key`: in place when the bytes are not shared (a DATA frame from the
+/// queue), else in a copy.
+fn masked(payload: Bytes, key: [u8; 4]) -> Bytes {
+    let mut m = payload.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    wsframe::apply_mask(&mut m, key);
+    m.freeze()
+}
+
+/// Mask keys for a client's frames: a xorshift generator seeded from the OS. (Inside TLS the key
+/// protects nothing; RFC 6455 still asks for one that an observer cannot predict.)
+#[derive(Debug)]
+struct MaskKeys(u64);
+
+impl MaskKeys {
+    fn new() -> MaskKeys {
+        let mut seed = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+        MaskKeys(u64::from_ne_bytes(seed) | 1)
+    }
+
+    fn next(&mut self) -> [u8; 4] {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x as u32).to_ne_bytes()
+    }
+}
+
+/// An upgraded connection, before it is split: the node handshake's frames go through it.
+pub struct WsConn<S> {
+    io: S,
+    read: ReadState,
+    write: WriteState,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
+    /// Frames on `io` as `role` (the server reads masked frames and writes unmasked ones).
+    pub fn new(io: S, role: Role, limits: WsLimits) -> WsConn<S> {
+        WsConn { io, read: ReadState::new(role, limits), write: WriteState::new(role, limits) }
+    }
+
+    /// The next message (pings are answered here, so they never reach the caller).
+    async fn next(&mut self) -> Result<Msg, ReadEnd> {
+        loop {
+            match self.read.next(&mut self.io).await? {
+                Msg::Ping(p) => {
+                    self.write.send(&mut self.io, &mut vec![(wsframe::OP_PONG, p)]).await.map_err(ReadEnd::Io)?
+                }
+                m => return Ok(m),
+            }
+        }
+    }
+
+    /// Sends a close frame and shuts the stream down (TLS close_notify), ignoring failures.
+    pub async fn close(&mut self) {
+        let _ = self.write.send(&mut self.io, &mut vec![(wsframe::OP_CLOSE, Bytes::from_static(&[0x03, 0xe8]))]).await;
+        let _ = self.io.shutdown().await;
+    }
+
+    /// The reading and writing halves, for the session's reader and writer tasks.
+    pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
+        let (r, w) = tokio::io::split(self.io);
+        (WsReader { io: r, state: self.read }, WsWriter { io: w, state: self.write })
+    }
+}
+
+/// The reading half of a tunnel's WebSocket.
+pub struct WsReader<S> {
+    io: ReadHalf<S>,
+    state: ReadState,
+}
+
+/// The writing half of a tunnel's WebSocket.
+pub struct WsWriter<S> {
+    io: WriteHalf<S>,
+    state: WriteState,
+}
+
+/// Drains `rx` into the WebSocket, gathering whatever is queued (up to [`MAX_BATCH_FRAMES`]
+/// frames or the batch limit in bytes) into one vectored write and one flush. Sends no
 /// WebSocket pings: the heartbeat is the tunnel's only keepalive (docs/protocol.md), so an idle
-/// tunnel wakes a phone's radio once per heartbeat, not also for pings.
-/// Returns when the queue closes, a close sentinel arrives, or the socket fails.
-pub async fn run_writer<S>(
-    mut sink: SplitSink<WebSocketStream<S>, Message>,
-    mut rx: OutQueue,
-) -> Option<SplitSink<WebSocketStream<S>, Message>>
+/// tunnel wakes a phone's radio once per heartbeat, not also for pings. Returns when the queue
+/// closes, a close request arrives (after a close frame), or the socket fails.
+pub async fn run_writer<S>(mut w: WsWriter<S>, mut rx: OutQueue)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut batch: Vec<(u8, Bytes)> = Vec::with_capacity(MAX_BATCH_FRAMES);
+    let mut closing = false;
     while let Some(first) = rx.recv().await {
-        if first.len() == CLOSE_SENTINEL_LEN {
-            break;
-        }
-        if sink.feed(Message::Binary(first)).await.is_err() {
-            return None;
-        }
-        // Batch what is already queued, bounded for fairness.
-        let mut closing = false;
-        for _ in 0..64 {
-            match rx.try_recv() {
-                Some(b) if b.len() == CLOSE_SENTINEL_LEN => {
+        let mut bytes = 0usize;
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Out::Frame(b) => {
+                    bytes += b.len();
+                    batch.push((wsframe::OP_BINARY, b));
+                }
+                Out::Pong(p) => batch.push((wsframe::OP_PONG, p)),
+                Out::Close => {
                     closing = true;
                     break;
                 }
-                Some(b) => {
-                    if sink.feed(Message::Binary(b)).await.is_err() {
-                        return None;
-                    }
-                }
-                None => break,
+            }
+            if batch.len() < MAX_BATCH_FRAMES && bytes < w.state.max_batch {
+                next = rx.try_recv();
             }
         }
-        if sink.flush().await.is_err() {
-            return None;
+        if closing {
+            batch.push((wsframe::OP_CLOSE, Bytes::from_static(&[0x03, 0xe8])));
+        }
+        if w.state.send(&mut w.io, &mut batch).await.is_err() {
+            return;
         }
         if closing {
             break;
         }
     }
-    let _ = sink.flush().await;
-    let _ = sink.close().await;
-    Some(sink)
+    if !closing {
+        let _ = w.state.send(&mut w.io, &mut vec![(wsframe::OP_CLOSE, Bytes::from_static(&[0x03, 0xe8]))]).await;
+    }
+    let _ = w.io.shutdown().await;
 }
 
 /// When a message last arrived from the peer: written by the reader, read by the liveness
@@ -161,12 +378,21 @@ pub enum ReadEnd {
     Closed,
     #[error("no message from the peer for {0:?}")]
     Dead(Duration),
-    #[error("websocket error: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("websocket protocol violation: {0}")]
+    Ws(#[from] WsError),
     #[error("protocol violation: {0}")]
     Protocol(#[from] ProtocolError),
     #[error("protocol violation: text message")]
     Text,
+}
+
+impl ReadEnd {
+    /// The peer broke the rules (as opposed to going away).
+    pub fn is_violation(&self) -> bool {
+        matches!(self, ReadEnd::Ws(_) | ReadEnd::Protocol(_) | ReadEnd::Text)
+    }
 }
 
 /// Why [`next_control`] returned without a control frame.
@@ -179,24 +405,31 @@ pub enum ControlEnd {
     Violation(String),
 }
 
+/// What a message means for the tunnel: a frame, nothing (pong), or the end.
+fn tunnel_frame(msg: Msg) -> Result<Option<Frame>, ReadEnd> {
+    match msg {
+        Msg::Binary(b) => Ok(Some(Frame::decode(b)?)),
+        Msg::Pong | Msg::Ping(_) => Ok(None),
+        Msg::Close(_) => Err(ReadEnd::Closed),
+        Msg::Text => Err(ReadEnd::Text),
+    }
+}
+
 /// Reads the next frame, marking `heard` for every message (a peer's WebSocket ping counts:
-/// older agents still send them, and tungstenite answers them). No timeout here: the session
-/// loop checks [`Liveness`].
-pub async fn next_frame<S>(stream: &mut SplitStream<WebSocketStream<S>>, heard: &Heard) -> Result<Frame, ReadEnd>
+/// older agents still send them, and they are answered through `mux`). No timeout here: the
+/// session loop checks [`Liveness`]. Cancel-safe.
+pub async fn next_frame<S>(r: &mut WsReader<S>, mux: &super::mux::Mux, heard: &Heard) -> Result<Frame, ReadEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let msg = match stream.next().await {
-            None => return Err(ReadEnd::Closed),
-            Some(m) => m?,
-        };
+        let msg = r.state.next(&mut r.io).await?;
         heard.mark();
-        match msg {
-            Message::Binary(b) => return Ok(Frame::decode(b)?),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(_) => return Err(ReadEnd::Closed),
-            Message::Text(_) => return Err(ReadEnd::Text),
+        if let Msg::Ping(p) = &msg {
+            mux.send_pong(p.clone());
+        }
+        if let Some(f) = tunnel_frame(msg)? {
+            return Ok(f);
         }
     }
 }
@@ -204,20 +437,15 @@ where
 /// Reads frames until a control frame arrives, feeding stream frames to `mux` on the way.
 /// Protocol violations are answered with `ERROR 5` before returning the reason. Cancel-safe
 /// between frames, so it can sit in a `select!` loop.
-pub async fn next_control<S>(
-    stream: &mut SplitStream<WebSocketStream<S>>,
-    mux: &super::mux::Mux,
-    heard: &Heard,
-) -> Result<Frame, ControlEnd>
+pub async fn next_control<S>(r: &mut WsReader<S>, mux: &super::mux::Mux, heard: &Heard) -> Result<Frame, ControlEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let frame = next_frame(stream, heard).await;
-        let frame = match frame {
+        let frame = match next_frame(r, mux, heard).await {
             Ok(f) => f,
             Err(e) => {
-                if matches!(e, ReadEnd::Protocol(_) | ReadEnd::Text) {
+                if e.is_violation() {
                     mux.send_error(super::protocol::ErrorCode::ProtocolViolation, &e.to_string());
                 }
                 return Err(e.into());
@@ -234,30 +462,24 @@ where
     }
 }
 
-/// Reads one frame from an unsplit socket (used during the handshake).
-pub async fn read_handshake_frame<S>(ws: &mut WebSocketStream<S>) -> Result<Frame, ReadEnd>
+/// Reads one frame from an unsplit connection (used during the handshake).
+pub async fn read_handshake_frame<S>(ws: &mut WsConn<S>) -> Result<Frame, ReadEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        match ws.next().await {
-            None => return Err(ReadEnd::Closed),
-            Some(m) => match m? {
-                Message::Binary(b) => return Ok(Frame::decode(b)?),
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                Message::Close(_) => return Err(ReadEnd::Closed),
-                Message::Text(_) => return Err(ReadEnd::Text),
-            },
+        if let Some(f) = tunnel_frame(ws.next().await?)? {
+            return Ok(f);
         }
     }
 }
 
-/// Sends one frame on an unsplit socket (used during the handshake).
-pub async fn send_handshake_frame<S>(ws: &mut WebSocketStream<S>, frame: &Frame) -> Result<(), ReadEnd>
+/// Sends one frame on an unsplit connection (used during the handshake).
+pub async fn send_handshake_frame<S>(ws: &mut WsConn<S>, frame: &Frame) -> Result<(), ReadEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ws.send(Message::Binary(frame.encode())).await?;
+    ws.write.send(&mut ws.io, &mut vec![(wsframe::OP_BINARY, frame.encode())]).await?;
     Ok(())
 }
 
@@ -265,7 +487,6 @@ where
 mod tests {
     use super::*;
     use crate::tunnel::protocol::liveness_timeout;
-    use tokio_tungstenite::tungstenite::protocol::Role;
 
     #[test]
     fn the_liveness_rule_is_two_and_a_half_intervals_and_ten_seconds() {
@@ -313,27 +534,135 @@ mod tests {
         assert!(now < l.deadline(heard.last(), false, now));
     }
 
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role as TRole;
+
+    fn limits() -> WsLimits {
+        ws_limits(&crate::config::Limits::default())
+    }
+
+    /// Our server end and a tungstenite client (a node nobody here wrote) on one pipe.
+    async fn server_and_tungstenite_node() -> (WsConn<tokio::io::DuplexStream>, WebSocketStream<tokio::io::DuplexStream>)
+    {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let node = WebSocketStream::from_raw_socket(b, TRole::Client, None).await;
+        (WsConn::new(a, Role::Server, limits()), node)
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_writer_sends_no_pings_and_a_peers_ping_counts_as_heard() {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
-        let mut node = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
-        let (sink, mut stream) = server.split();
+    async fn the_writer_sends_no_pings_and_a_peers_ping_counts_as_heard_and_is_answered() {
+        let (server, mut node) = server_and_tungstenite_node().await;
+        let (mut reader, writer) = server.split();
         let (q, rx) = crate::tunnel::mux::Mux::new(crate::tunnel::mux::MuxConfig::default());
-        let writer = tokio::spawn(run_writer(sink, rx));
+        let writer = tokio::spawn(run_writer(writer, rx));
         // Ten idle minutes: nothing at all reaches the node (no pings, no wake-ups).
         let quiet = tokio::time::timeout(Duration::from_secs(600), node.next()).await;
         assert!(quiet.is_err(), "the server wrote {quiet:?} to an idle node");
-        // A ping from an older node is heard (and answered by tungstenite).
+        // A ping from an older node is heard and answered with its payload.
         let heard = Heard::new();
         tokio::time::advance(Duration::from_secs(30)).await;
         node.send(Message::Ping(vec![1, 2].into())).await.unwrap();
         node.send(Message::Binary(Frame::Drain { reason: None, deadline_s: None }.encode())).await.unwrap();
         let before = heard.last();
-        let f = next_frame(&mut stream, &heard).await.unwrap();
+        let f = next_frame(&mut reader, &q, &heard).await.unwrap();
         assert!(matches!(f, Frame::Drain { .. }));
         assert!(heard.last() > before);
-        drop(q);
-        writer.abort();
+        match node.next().await {
+            Some(Ok(Message::Pong(p))) => assert_eq!(&p[..], &[1, 2]),
+            other => panic!("expected the pong, got {other:?}"),
+        }
+        // Closing: the queued frame, then a close frame, then the end of the stream.
+        q.send_frame(&Frame::Drain { reason: None, deadline_s: Some(5) });
+        q.close("test");
+        writer.await.unwrap();
+        assert!(matches!(node.next().await, Some(Ok(Message::Binary(_)))));
+        assert!(matches!(node.next().await, Some(Ok(Message::Close(_)))));
+    }
+
+    /// Frames both ways between our framing and tungstenite's, at every size a tunnel frame
+    /// takes, in batches: each arrives whole and in order.
+    #[tokio::test]
+    async fn our_frames_and_tungstenites_understand_each_other_both_ways() {
+        let sizes = [0usize, 1, 125, 126, 127, 65_535, 65_536];
+        // Our server → tungstenite node, through the batching writer.
+        let (server, mut node) = server_and_tungstenite_node().await;
+        let (_reader, writer) = server.split();
+        let (q, rx) = crate::tunnel::mux::Mux::new(crate::tunnel::mux::MuxConfig::default());
+        let w = tokio::spawn(run_writer(writer, rx));
+        let payloads: Vec<Bytes> =
+            sizes.iter().map(|&n| (0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into()).collect();
+        for p in &payloads {
+            assert!(q.enqueue(p.clone()));
+        }
+        for p in &payloads {
+            match node.next().await {
+                Some(Ok(Message::Binary(b))) => assert_eq!(&b, p),
+                other => panic!("{other:?}"),
+            }
+        }
+        q.close("done");
+        w.await.unwrap();
+
+        // tungstenite server → our node (client role), and our node's masked frames back.
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let mut server = WebSocketStream::from_raw_socket(a, TRole::Server, None).await;
+        let mut ours = WsConn::new(b, Role::Client, limits());
+        for p in &payloads {
+            server.send(Message::Binary(p.clone())).await.unwrap();
+        }
+        for p in &payloads {
+            assert_eq!(ours.read.next(&mut ours.io).await.unwrap(), Msg::Binary(p.clone()));
+        }
+        let mut batch: Vec<(u8, Bytes)> = payloads.iter().map(|p| (wsframe::OP_BINARY, p.clone())).collect();
+        ours.write.send(&mut ours.io, &mut batch).await.unwrap();
+        for p in &payloads {
+            match server.next().await {
+                Some(Ok(Message::Binary(b))) => assert_eq!(&b, p, "a masked frame from our node"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The payload we sent is unchanged for its other holders (masking copied shared bytes).
+        assert_eq!(payloads[6][7], 7);
+    }
+
+    /// A node that sends a frame the tunnel does not accept ends the connection with a clear
+    /// error, and a server refuses an unmasked frame (tungstenite's server role writes them).
+    #[tokio::test]
+    async fn unacceptable_frames_end_the_read_with_their_reason() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let mut server = WsConn::new(a, Role::Server, limits());
+        let mut wrong_side = WebSocketStream::from_raw_socket(b, TRole::Server, None).await;
+        wrong_side.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+        let e = read_handshake_frame(&mut server).await.unwrap_err();
+        assert!(matches!(e, ReadEnd::Ws(WsError::Unmasked)), "{e}");
+        assert!(e.is_violation());
+
+        let (mut server, mut node) = server_and_tungstenite_node().await;
+        node.send(Message::Text("hello".into())).await.unwrap();
+        assert!(matches!(read_handshake_frame(&mut server).await, Err(ReadEnd::Text)));
+
+        let (mut server, mut node) = server_and_tungstenite_node().await;
+        node.send(Message::Binary(vec![0xFF; 3].into())).await.unwrap();
+        assert!(matches!(read_handshake_frame(&mut server).await, Err(ReadEnd::Protocol(_))));
+
+        let (mut server, node) = server_and_tungstenite_node().await;
+        drop(node);
+        assert!(matches!(read_handshake_frame(&mut server).await, Err(ReadEnd::Closed)));
+    }
+
+    /// An idle connection gives its read buffer back; one that is moving data keeps it.
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_read_buffer() {
+        let (server, mut node) = server_and_tungstenite_node().await;
+        let (mut reader, _writer) = server.split();
+        let (q, _rx) = crate::tunnel::mux::Mux::new(crate::tunnel::mux::MuxConfig::default());
+        let heard = Heard::new();
+        node.send(Message::Binary(Frame::Drain { reason: None, deadline_s: None }.encode())).await.unwrap();
+        next_frame(&mut reader, &q, &heard).await.unwrap();
+        let idle = tokio::time::timeout(Duration::from_millis(20), next_frame(&mut reader, &q, &heard)).await;
+        assert!(idle.is_err());
+        assert_eq!(reader.state.buf.capacity(), 0, "a heartbeat-sized read, then silence: buffer freed");
     }
 }

@@ -359,11 +359,13 @@ fn send_fragmented(ws: &mut Ws, parts: usize) {
 }
 
 /// WebSocket messages past `ws_max_message` (128 KiB in the profile) built from fragments that
-/// are each under `ws_max_frame`: the tunnel is closed by the WebSocket layer ("Message too
-/// long"), before and after the node's handshake, while a fragmented message under the limit
+/// are each under `ws_max_frame`: the tunnel is closed by the WebSocket layer ("message of …
+/// bytes exceeds the … limit"), before and after the node's handshake, while a fragmented message under the limit
 /// is reassembled and answered.
 #[test]
 fn fragmented_websocket_messages_past_the_message_limit_close_the_tunnel() {
+    /// What the server logs for a message past `ws_max_message` (the third fragment passes it).
+    const TOO_LONG: &str = "message of 180000 bytes exceeds the";
     let s = small_server(&[]);
     s.add_user("fred", None);
     let state = paired_identity(&s, "fred", "127.0.0.3");
@@ -381,7 +383,7 @@ fn fragmented_websocket_messages_past_the_message_limit_close_the_tunnel() {
     let mut ws = Ws::tunnel(&s, "127.0.0.1");
     send_fragmented(&mut ws, 3);
     ws.until_closed();
-    wait_for("the log names the message limit", || s.log().contains("Message too long").then_some(()));
+    wait_for("the log names the message limit", || s.log().contains(TOO_LONG).then_some(()));
 
     // Past it, from a paired node after WELCOME.
     let (mut ws, _) = raw_node(&s, &state, "127.0.0.3", None);
@@ -391,7 +393,7 @@ fn fragmented_websocket_messages_past_the_message_limit_close_the_tunnel() {
     let peak = probe.stop();
     wait_for("the node offline", || (s.online_count() == 0).then_some(()));
     let log = s.log();
-    assert_eq!(log.matches("Message too long").count(), 2, "{log}");
+    assert_eq!(log.matches(TOO_LONG).count(), 2, "{log}");
     healthz(&s, "127.0.0.1");
     figure(
         "fragmented WebSocket messages past ws_max_message",

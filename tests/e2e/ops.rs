@@ -254,7 +254,9 @@ fn without_a_public_address_the_server_runs_with_pairing_off_and_says_how_to_tur
     };
     std::fs::write(&path, with("")).unwrap();
     s.spawn();
-    assert!(s.log().contains("pairing is off: server.public_address is not set"), "{}", s.log());
+    wait_for("the pairing-off warning", || {
+        s.log().contains("pairing is off: server.public_address is not set").then_some(())
+    });
     let pair = s.cli(&["pair", "bob"]);
     assert!(!pair.status.success());
     assert!(text(&pair).contains("pairing is off") && text(&pair).contains("server.public_address"), "{}", text(&pair));
