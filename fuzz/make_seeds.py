@@ -121,6 +121,37 @@ REPUTATION = {
 }
 
 
+# ws_frame: byte 0 = side (even: server reading masked frames) and read size; then the bytes.
+def ws(b0, payload, key=None):
+    n = len(payload)
+    mask = 0x80 if key else 0
+    if n < 126:
+        h = bytes([b0, mask | n])
+    elif n < 65536:
+        h = bytes([b0, mask | 126]) + n.to_bytes(2, "big")
+    else:
+        h = bytes([b0, mask | 127]) + n.to_bytes(8, "big")
+    if key:
+        h += key
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return h + payload
+
+
+KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
+WS = {
+    "masked_binary": b"\x00" + ws(0x82, b"\x01\x00\x00\x00\x03\x00hello", KEY),
+    "masked_16bit_len": b"\x08" + ws(0x82, bytes(300), KEY),
+    "fragments_and_ping": b"\x02" + ws(0x02, b"ab", KEY) + ws(0x89, b"p", KEY) + ws(0x80, b"cd", KEY),
+    "close_with_code": b"\x00" + ws(0x88, b"\x03\xe8bye", KEY),
+    "server_frames": b"\x01" + ws(0x82, b"x" * 70) + ws(0x8A, b"") + ws(0x81, b"text"),
+    "server_64bit_len": b"\x05" + ws(0x82, bytes(65536)),
+    "unmasked_from_client": b"\x00" + ws(0x82, b"x"),
+    "reserved_bits": b"\x01" + ws(0xC2, b"x"),
+    "huge_length": b"\x01" + bytes([0x82, 0x7F, 0x40, 0, 0, 0, 0, 0, 0, 0]),
+    "stray_continuation": b"\x01" + ws(0x80, b"x"),
+}
+
+
 def write(target, name, data):
     d = SEEDS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -137,6 +168,9 @@ def main():
 
     for name, data in REPUTATION.items():
         write("reputation_answer", name, data)
+
+    for name, data in WS.items():
+        write("ws_frame", name, data)
 
     for name, data in TELEGRAM.items():
         write("telegram_update", name, data)
