@@ -315,10 +315,19 @@ pub struct Limits {
     pub initial_window: u32,
     pub max_window: u32,
     pub node_max_inflight: u32,
+    /// Largest WebSocket frame payload accepted from a tunnel peer (at least 64 KiB: one tunnel
+    /// frame); judged from the frame header, before any of the payload is buffered.
     pub ws_max_frame: usize,
+    /// Largest WebSocket message accepted, fragments joined.
     pub ws_max_message: usize,
+    /// Most bytes a tunnel's writer gathers from its queue into one vectored write (at least one
+    /// whole frame).
     pub ws_max_write_buffer: usize,
+    /// The read buffer a quiet tunnel starts with: it grows to a whole frame while data flows and
+    /// is freed when the tunnel goes idle.
     pub ws_read_buffer: usize,
+    /// tungstenite's write buffer, used only for the HTTP upgrade of a node's tunnel (frames
+    /// are written to the stream directly afterwards).
     pub ws_write_buffer: usize,
     /// Bytes a tunnel's outgoing queue may hold beyond the peer's data windows (SECURITY.md §2:
     /// the answers a node provokes; each frame counts with a small fixed overhead); a node that
