@@ -20,6 +20,7 @@ import androidx.compose.runtime.saveable.rememberSaveable
 import androidx.compose.runtime.setValue
 import androidx.compose.ui.Modifier
 import androidx.compose.ui.platform.LocalConfiguration
+import androidx.compose.ui.platform.LocalContext
 import androidx.compose.ui.res.stringResource
 import androidx.compose.ui.unit.dp
 import java.time.format.DateTimeFormatter
@@ -30,9 +31,9 @@ import net.traffix.core.agent.ControlFailure
 import net.traffix.core.agent.HistoryPeriod
 import net.traffix.core.agent.StatsResult
 import net.traffix.core.agent.UnpairResult
-import net.traffix.node.Formats
 import net.traffix.node.NodeStatus
 import net.traffix.node.R
+import net.traffix.node.Texts
 
 /** Days of history the screen asks for (the protocol allows up to 62). */
 private const val HISTORY_DAYS = 31
@@ -42,13 +43,17 @@ private const val HISTORY_MONTHS = 12
 
 /**
  * The owner's earnings and traffic history per day and per month as the server counts them,
- * and "Unpair this phone" with a confirmation — both asked over the tunnel (the app has no
- * login; docs/protocol.md "Control requests"). Shown at the end of the Stats screen. After an
- * unpair the service deletes the key and the pairing, and the app shows the Pair screen.
+ * and "Unpair this phone" with a confirmation — both asked with the device key (the app has no
+ * login; docs/protocol.md "Control requests"): over the live tunnel while the node serves, on
+ * one short control-only session while it is paused or reconnecting (core Agent decides). Asked
+ * once when the screen opens and on Refresh, never in a loop (the server rate-limits them).
+ * Shown at the end of the Stats screen. After an unpair the service deletes the key and the
+ * pairing, and the app shows the Pair screen.
  */
 @Composable
 internal fun HistorySections() {
     val scope = rememberCoroutineScope()
+    val context = LocalContext.current
     var months by rememberSaveable { mutableStateOf(false) }
     var result by remember { mutableStateOf<StatsResult?>(null) }
     var loading by remember { mutableStateOf(false) }
@@ -59,7 +64,7 @@ internal fun HistorySections() {
     fun refresh() {
         val agent = NodeStatus.liveAgent
         if (agent == null) {
-            result = StatsResult.Failed(ControlFailure.NOT_CONNECTED)
+            result = StatsResult.Failed(ControlFailure.NOT_RUNNING)
             return
         }
         loading = true
@@ -89,21 +94,21 @@ internal fun HistorySections() {
                 for (p in periods.asReversed()) {
                     ValueRow(
                         (if (months) monthFormat else dayFormat).format(p.start),
-                        stringResource(R.string.history_row, Formats.bytes(p.bytes), Formats.money(p.earnedMicros, r.history.currency)),
+                        stringResource(R.string.history_row, Texts.bytes(context, p.bytes), Texts.money(context, p.earnedMicros, r.history.currency)),
                     )
                 }
                 Text(stringResource(R.string.history_note), style = MaterialTheme.typography.bodySmall)
             }
             is StatsResult.RateLimited ->
                 Text(stringResource(R.string.history_rate_limited, r.retryAfterS), style = MaterialTheme.typography.bodySmall)
-            is StatsResult.Failed -> Text(failureText(r.reason, r.detail), style = MaterialTheme.typography.bodySmall)
+            is StatsResult.Failed -> Text(Texts.control(context, r.reason, r.detail), style = MaterialTheme.typography.bodySmall)
         }
         TextButton(onClick = { refresh() }, enabled = !loading) { Text(stringResource(R.string.history_refresh)) }
     }
 
     Section(stringResource(R.string.unpair_title)) {
         Text(stringResource(R.string.unpair_help), style = MaterialTheme.typography.bodySmall)
-        unpairError?.let { Text(failureText(it.reason, it.detail), color = MaterialTheme.colorScheme.error) }
+        unpairError?.let { Text(Texts.control(context, it.reason, it.detail), color = MaterialTheme.colorScheme.error) }
         OutlinedButton(
             onClick = { confirming = true },
             enabled = !unpairing,
@@ -125,7 +130,7 @@ internal fun HistorySections() {
                         confirming = false
                         val agent = NodeStatus.liveAgent
                         if (agent == null) {
-                            unpairError = UnpairResult.Failed(ControlFailure.NOT_CONNECTED)
+                            unpairError = UnpairResult.Failed(ControlFailure.NOT_RUNNING)
                             return@TextButton
                         }
                         unpairing = true
@@ -144,16 +149,3 @@ internal fun HistorySections() {
         )
     }
 }
-
-/** Why a control request got no answer, in the owner's words. */
-@Composable
-private fun failureText(reason: ControlFailure, detail: String): String =
-    when (reason) {
-        ControlFailure.NOT_CONNECTED -> stringResource(R.string.control_not_connected)
-        ControlFailure.SERVER_TOO_OLD -> stringResource(R.string.control_server_too_old)
-        ControlFailure.UNAVAILABLE -> stringResource(R.string.control_unavailable)
-        ControlFailure.BUSY -> stringResource(R.string.control_busy)
-        ControlFailure.NO_ANSWER -> stringResource(R.string.control_no_answer)
-        ControlFailure.TUNNEL_CLOSED -> stringResource(R.string.control_closed)
-        ControlFailure.SERVER_ERROR -> stringResource(R.string.control_server_error, detail)
-    }
