@@ -157,20 +157,21 @@ object Texts {
     /** One problem of the settings form: the field's label, the text as typed, the range in the owner's number format. */
     fun settingsProblem(context: Context, p: SettingsProblem): String {
         val field = context.getString(res(UiText.of(p.field)))
-        val numbers = NumberFormat.getIntegerInstance(context.resources.configuration.locales[0])
+        val numbers = NumberFormat.getIntegerInstance(locale(context))
         val t = UiText.of(p.kind)
         return when (p.kind) {
             SettingsProblem.Kind.NEGATIVE -> context.getString(res(t), field)
             SettingsProblem.Kind.OUT_OF_RANGE ->
-                context.getString(res(t), field, numbers.format(p.min ?: 0), numbers.format(p.max ?: 0))
+                context.getString(res(t), field, numbers.format(p.min ?: 0L), numbers.format(p.max ?: 0L))
             else -> context.getString(res(t), field, p.input)
         }
     }
 
-    /** The agent's last error in the owner's words (its detail goes to the log, not here). */
+    /** The agent's last error in the owner's words (its detail goes to the log; only numbers such as the seconds of silence are shown). */
     fun error(context: Context, e: AgentError): String {
         val t = UiText.of(e)
-        val args = UiText.args(e)
+        val numbers = NumberFormat.getIntegerInstance(locale(context))
+        val args = UiText.args(e).map { a -> a.toLongOrNull()?.let { numbers.format(it) } ?: a }
         return if (t.args == 0 || args.size != t.args) context.getString(res(t)) else context.getString(res(t), *args.toTypedArray())
     }
 
