@@ -494,7 +494,7 @@ class NodeService : LifecycleService() {
             lifecycleScope.launch {
                 if (events !== this@Events) return@launch
                 wanted = false
-                store.ownerWantsRunning = false
+                store.saveJournal(RestartWatchdog.ownerStopped(store.journal()))
                 NodeStatus.liveAgent = null
                 try {
                     KeystoreSigner.create(this@NodeService).forget()

@@ -84,7 +84,6 @@ object Texts {
             UiText.REFUSED_DEVICE_REMOVED -> R.string.refused_device_removed
             UiText.CONTROL_NOT_CONNECTED -> R.string.control_not_connected
             UiText.CONTROL_NOT_PAIRED -> R.string.control_not_paired
-            UiText.CONTROL_NOT_RUNNING -> R.string.control_not_running
             UiText.CONTROL_UNREACHABLE -> R.string.control_unreachable
             UiText.CONTROL_KEY_UNAVAILABLE -> R.string.control_key_unavailable
             UiText.CONTROL_BAD_ANSWER -> R.string.control_bad_answer

@@ -27,12 +27,13 @@ import java.time.format.DateTimeFormatter
 import java.time.format.FormatStyle
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.launch
-import net.traffix.core.agent.ControlFailure
 import net.traffix.core.agent.HistoryPeriod
 import net.traffix.core.agent.StatsResult
 import net.traffix.core.agent.UnpairResult
+import net.traffix.node.ControlOnce
 import net.traffix.node.NodeStatus
 import net.traffix.node.R
+import net.traffix.node.SettingsStore
 import net.traffix.node.Texts
 
 /** Days of history the screen asks for (the protocol allows up to 62). */
@@ -45,13 +46,14 @@ private const val HISTORY_MONTHS = 12
  * The owner's earnings and traffic history per day and per month as the server counts them,
  * and "Unpair this phone" with a confirmation — both asked with the device key (the app has no
  * login; docs/protocol.md "Control requests"): over the live tunnel while the node serves, on
- * one short control-only session while it is paused or reconnecting (core Agent decides). Asked
+ * one short control-only session while it is paused or reconnecting (core Agent decides), or
+ * while it is stopped (ControlOnce: an agent built for the one request, never started). Asked
  * once when the screen opens and on Refresh, never in a loop (the server rate-limits them).
  * Shown at the end of the Stats screen. After an unpair the service deletes the key and the
  * pairing, and the app shows the Pair screen.
  */
 @Composable
-internal fun HistorySections() {
+internal fun HistorySections(store: SettingsStore) {
     val scope = rememberCoroutineScope()
     val context = LocalContext.current
     var months by rememberSaveable { mutableStateOf(false) }
@@ -62,18 +64,20 @@ internal fun HistorySections() {
     var unpairError by remember { mutableStateOf<UnpairResult.Failed?>(null) }
 
     fun refresh() {
-        val agent = NodeStatus.liveAgent
-        if (agent == null) {
-            result = StatsResult.Failed(ControlFailure.NOT_RUNNING)
-            return
-        }
         loading = true
         // The answer comes on the agent's thread: hand it to the UI thread.
-        agent.requestHistory(HISTORY_DAYS, HISTORY_MONTHS) { r ->
+        val done = { r: StatsResult ->
             scope.launch(Dispatchers.Main) {
                 result = r
                 loading = false
             }
+            Unit
+        }
+        val agent = NodeStatus.liveAgent
+        if (agent != null) {
+            agent.requestHistory(HISTORY_DAYS, HISTORY_MONTHS, done)
+        } else {
+            ControlOnce.requestHistory(context, store, HISTORY_DAYS, HISTORY_MONTHS, done)
         }
     }
     LaunchedEffect(Unit) { refresh() }
@@ -128,20 +132,19 @@ internal fun HistorySections() {
                 TextButton(
                     onClick = {
                         confirming = false
-                        val agent = NodeStatus.liveAgent
-                        if (agent == null) {
-                            unpairError = UnpairResult.Failed(ControlFailure.NOT_RUNNING)
-                            return@TextButton
-                        }
                         unpairing = true
                         unpairError = null
-                        agent.unpair(null) { r ->
+                        val done = { r: UnpairResult ->
                             scope.launch(Dispatchers.Main) {
                                 unpairing = false
-                                // Success: the service forgets the key and pairing; the Pair screen follows.
+                                // Success: the key and pairing are forgotten (the service's or
+                                // ControlOnce's listener); the Pair screen follows.
                                 if (r is UnpairResult.Failed) unpairError = r
                             }
+                            Unit
                         }
+                        val agent = NodeStatus.liveAgent
+                        if (agent != null) agent.unpair(null, done) else ControlOnce.unpair(context, store, done)
                     },
                 ) { Text(stringResource(R.string.unpair_confirm), color = MaterialTheme.colorScheme.error) }
             },

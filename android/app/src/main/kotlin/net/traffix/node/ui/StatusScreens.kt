@@ -222,7 +222,7 @@ internal fun StatsScreen(store: SettingsStore) {
             ValueRow(stringResource(R.string.stats_refused), s?.streamsRefused?.toString() ?: UNKNOWN)
             ValueRow(stringResource(R.string.stats_failed), s?.streamsFailed?.toString() ?: UNKNOWN)
         }
-        HistorySections()
+        HistorySections(store)
     }
 }
 

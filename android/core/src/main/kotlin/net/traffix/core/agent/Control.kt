@@ -44,9 +44,6 @@ enum class ControlFailure {
     /** This device was never paired: the server does not know it yet. */
     NOT_PAIRED,
 
-    /** The app has no agent running (the owner stopped the node): nothing to ask with. */
-    NOT_RUNNING,
-
     /** A control-only session could not reach the server (no network, refused, TLS or pin failure). */
     UNREACHABLE,
 

@@ -108,7 +108,6 @@ enum class UiText(val resName: String, val args: Int = 0) {
     // ---- why a control request (history, unpair) got no answer (ControlFailure) ----
     CONTROL_NOT_CONNECTED("control_not_connected"),
     CONTROL_NOT_PAIRED("control_not_paired"),
-    CONTROL_NOT_RUNNING("control_not_running"),
     CONTROL_UNREACHABLE("control_unreachable"),
     CONTROL_KEY_UNAVAILABLE("control_key_unavailable"),
     CONTROL_BAD_ANSWER("control_bad_answer"),
@@ -214,7 +213,6 @@ enum class UiText(val resName: String, val args: Int = 0) {
             when (f) {
                 ControlFailure.NOT_CONNECTED -> CONTROL_NOT_CONNECTED
                 ControlFailure.NOT_PAIRED -> CONTROL_NOT_PAIRED
-                ControlFailure.NOT_RUNNING -> CONTROL_NOT_RUNNING
                 ControlFailure.UNREACHABLE -> CONTROL_UNREACHABLE
                 ControlFailure.KEY_UNAVAILABLE -> CONTROL_KEY_UNAVAILABLE
                 ControlFailure.BAD_ANSWER -> CONTROL_BAD_ANSWER
