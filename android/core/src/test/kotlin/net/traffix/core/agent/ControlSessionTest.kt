@@ -321,6 +321,14 @@ class ControlSessionTest {
         assertEquals(ControlFailure.BAD_ANSWER, (got.last() as StatsResult.Failed).reason)
         assertTrue("no request to a stranger", s2.sentOf<Frame.StatsRequest>().isEmpty())
 
+        // Bytes that are no frame.
+        a.requestHistory(1, 0) { got.add(it) }
+        val s3 = controlSession()
+        s3.deliverRaw(byteArrayOf(1, 2))
+        sched.runDue()
+        assertEquals(ControlFailure.BAD_ANSWER, (got.last() as StatsResult.Failed).reason)
+        assertEquals(ErrorCode.PROTOCOL_VIOLATION, s3.sentOf<Frame.Error>().single().code)
+
         // A server choosing protocol 1 for a control-only session.
         a.requestHistory(1, 0) { got.add(it) }
         sched.runDue()
@@ -353,5 +361,24 @@ class ControlSessionTest {
         assertEquals(StatsResult.Failed(ControlFailure.KEY_UNAVAILABLE, "key invalidated"), got.last())
         assertNull(transport.last.sentOf<Frame.Proof>().firstOrNull())
         assertFalse(transport.last.closedWith == null)
+    }
+
+    /** What the app does while its service is stopped (ControlOnce): an agent built for one request, closed in its callback. */
+    @Test
+    fun anUnstartedAgentAsksOnceAndIsClosedAfterTheAnswer() {
+        val a = agent()
+        val got = CopyOnWriteArrayList<StatsResult>()
+        a.requestHistory(1, 0) { r ->
+            got.add(r)
+            a.close()
+        }
+        val s = controlSession()
+        s.deliver(stats(s.sentOf<Frame.StatsRequest>().single().requestId))
+        sched.runDue()
+        assertTrue(got.single() is StatsResult.Ok)
+        assertEquals(Phase.STOPPED, a.status.phase)
+        sched.advance(600_000)
+        assertEquals("no serving tunnel was ever opened", 1, transport.sockets.size)
+        assertTrue(s.sentOf<Frame.Hello>().single().controlOnly)
     }
 }
