@@ -2,74 +2,81 @@ package net.traffix.node
 
 import java.math.BigDecimal
 import java.math.RoundingMode
+import java.text.DecimalFormat
+import java.text.NumberFormat
 import java.time.DayOfWeek
 import java.time.LocalTime
 import java.time.format.TextStyle
+import java.util.Currency
 import java.util.Locale
 import net.traffix.core.policy.Schedule
+import net.traffix.core.policy.SizeUnit
 
 /*
  * Pure text ↔ value conversions shared by the notification, the screens and the settings store:
- * money from integer micro-units, byte sizes, the schedule's stored form. No android.* import,
- * so FormatsTest runs on a plain JVM.
+ * money from integer micro-units and byte sizes in the owner's number format, the schedule's
+ * stored form. No android.* import, so FormatsTest runs on a plain JVM. Words (units, labels)
+ * come from string resources (Texts); numbers are formatted here for the given locale.
  */
 
 /** What is shown for a value not known yet (earnings before the first HEARTBEAT_ACK, no RTT sample). */
 const val UNKNOWN = "—"
 
-/** Units for the owner's data caps: decimal, as Android's own data-usage screens count. */
-enum class SizeUnit(val bytes: Long) {
-    MB(1_000_000L),
-    GB(1_000_000_000L),
-}
+/** Decimal byte units; the app words each through a string resource (`size_*`, Texts.bytes). */
+enum class ByteUnit { B, KB, MB, GB, TB, PB, EB }
 
 object Formats {
     private const val MICROS_SCALE = 6
 
     /**
-     * An amount of integer micro-units (1 000 000 = 1.00) exactly: at least two decimals, more
-     * only when the amount has them (0.125 stays 0.125, never rounded), then the currency.
+     * An amount of integer micro-units (1 000 000 = 1.00) exactly, in [locale]'s number format:
+     * at least two decimals, more only when the amount has them (0.125 stays 0.125, never
+     * rounded). An ISO 4217 [currency] is shown as [locale] shows that currency (symbol or code,
+     * before or after); any other code follows the number.
      */
-    fun money(micros: Long, currency: String?): String {
+    fun money(micros: Long, currency: String?, locale: Locale): String {
         val exact = BigDecimal.valueOf(micros, MICROS_SCALE).stripTrailingZeros()
-        // Raising the scale never rounds.
-        val shown = if (exact.scale() < 2) exact.setScale(2) else exact
-        return if (currency.isNullOrEmpty()) shown.toPlainString() else "${shown.toPlainString()} $currency"
+        val decimals = maxOf(2, exact.scale())
+        val iso =
+            currency?.takeIf { it.length == 3 }?.let {
+                try {
+                    Currency.getInstance(it)
+                } catch (e: IllegalArgumentException) {
+                    null
+                }
+            }
+        val format =
+            if (iso != null) {
+                NumberFormat.getCurrencyInstance(locale).also { it.currency = iso }
+            } else {
+                NumberFormat.getNumberInstance(locale)
+            }
+        format.minimumFractionDigits = decimals
+        format.maximumFractionDigits = decimals
+        // Raising the scale never rounds; the check makes sure nothing ever does.
+        (format as? DecimalFormat)?.roundingMode = RoundingMode.UNNECESSARY
+        val text = format.format(exact)
+        return if (iso == null && !currency.isNullOrEmpty()) "$text $currency" else text
     }
 
-    /** Bytes in decimal units with three significant digits: 999 B, 1.50 kB, 12.3 MB, 128 GB. */
-    fun bytes(n: Long): String {
-        if (n < 1000) return "$n B"
-        val units = arrayOf("kB", "MB", "GB", "TB", "PB", "EB")
-        var unit = 0
+    /**
+     * Bytes in decimal units with three significant digits, the number in [locale]'s format:
+     * 999 B, 1.50 kB, 12.3 MB, 128 GB (the unit's word comes from the resources).
+     */
+    fun size(n: Long, locale: Locale): Pair<String, ByteUnit> {
+        val numbers = NumberFormat.getNumberInstance(locale)
+        if (n < 1000) return numbers.format(n) to ByteUnit.B
+        var unit = 1
         var div = 1000L
-        while (unit < units.size - 1 && n / div >= 1000) {
+        while (unit < ByteUnit.values().size - 1 && n / div >= 1000) {
             div *= 1000
             unit++
         }
         val q = BigDecimal.valueOf(n).divide(BigDecimal.valueOf(div))
         val decimals = if (q < BigDecimal.TEN) 2 else if (q < BigDecimal.valueOf(100)) 1 else 0
-        return "${q.setScale(decimals, RoundingMode.HALF_UP).toPlainString()} ${units[unit]}"
-    }
-
-    /**
-     * The owner's cap text in [unit] → bytes; blank → null (no cap). A decimal comma is accepted.
-     * @throws IllegalArgumentException with a message for the owner when the text is no number.
-     */
-    fun parseCap(text: String, unit: SizeUnit): Long? {
-        val t = text.trim().replace(',', '.')
-        if (t.isEmpty()) return null
-        val value =
-            try {
-                BigDecimal(t)
-            } catch (e: NumberFormatException) {
-                throw IllegalArgumentException("“${text.trim()}” is not a number")
-            }
-        return try {
-            value.multiply(BigDecimal.valueOf(unit.bytes)).setScale(0, RoundingMode.HALF_UP).longValueExact()
-        } catch (e: ArithmeticException) {
-            throw IllegalArgumentException("“${text.trim()}” ${unit.name} is too large")
-        }
+        numbers.minimumFractionDigits = decimals
+        numbers.maximumFractionDigits = decimals
+        return numbers.format(q.setScale(decimals, RoundingMode.HALF_UP)) to ByteUnit.values()[unit]
     }
 
     /** A stored cap as text in the largest unit that shows it exactly enough: GB from 1 GB up. */

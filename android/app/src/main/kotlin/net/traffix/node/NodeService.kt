@@ -494,7 +494,7 @@ class NodeService : LifecycleService() {
             lifecycleScope.launch {
                 if (events !== this@Events) return@launch
                 wanted = false
-                store.ownerWantsRunning = false
+                store.saveJournal(RestartWatchdog.ownerStopped(store.journal()))
                 NodeStatus.liveAgent = null
                 try {
                     KeystoreSigner.create(this@NodeService).forget()
@@ -597,12 +597,12 @@ class NodeService : LifecycleService() {
                 }
                 // Paused by a setting, the tunnel closed: which setting (the agent's decision).
                 Phase.PAUSED -> lines += Texts.decision(this, s.decision)
-                Phase.BACKING_OFF, Phase.FAILED -> s.lastError?.let { lines += it }
+                Phase.BACKING_OFF, Phase.FAILED -> s.lastError?.let { lines += Texts.error(this, it) }
                 else -> {}
             }
         }
-        NodeStatus.radioUsage.value?.let { lines += getString(R.string.notif_today, Formats.bytes(it.bytesToday)) }
-        s?.let { lines += getString(R.string.notif_earned, earnedToday(it)) }
+        NodeStatus.radioUsage.value?.let { lines += getString(R.string.notif_today, Texts.bytes(this, it.bytesToday)) }
+        s?.let { lines += getString(R.string.notif_earned, earnedToday(this, it)) }
         val text = lines.joinToString(" · ")
         val b =
             NotificationCompat.Builder(this, CHANNEL)
@@ -697,10 +697,10 @@ class NodeService : LifecycleService() {
         }
 
         /** Today's earnings exactly, or "—" before the server has told any (first HEARTBEAT_ACK). */
-        fun earnedToday(s: AgentStatus): String {
+        fun earnedToday(context: Context, s: AgentStatus): String {
             val tally = s.server ?: return UNKNOWN
             val micros = tally.earnedToday ?: return UNKNOWN
-            return Formats.money(micros, tally.currency)
+            return Texts.money(context, micros, tally.currency)
         }
     }
 }

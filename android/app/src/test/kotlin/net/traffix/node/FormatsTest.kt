@@ -4,45 +4,48 @@ import java.time.DayOfWeek
 import java.time.LocalTime
 import java.util.Locale
 import net.traffix.core.policy.Schedule
+import net.traffix.core.policy.SizeUnit
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertNull
 import org.junit.Assert.assertThrows
+import org.junit.Assert.assertTrue
 import org.junit.Test
 
 class FormatsTest {
     @Test
-    fun moneyIsExactFromMicros() {
-        assertEquals("0.00 EUR", Formats.money(0, "EUR"))
-        assertEquals("1.00 EUR", Formats.money(1_000_000, "EUR"))
-        assertEquals("0.10", Formats.money(100_000, null))
-        assertEquals("0.000001 USD", Formats.money(1, "USD"))
-        assertEquals("12.345678 USD", Formats.money(12_345_678, "USD"))
-        assertEquals("0.125 USD", Formats.money(125_000, "USD"))
-        // Far past what a double holds exactly.
-        assertEquals("9223372036854.775807 X", Formats.money(Long.MAX_VALUE, "X"))
+    fun moneyIsExactFromMicrosInTheOwnersFormat() {
+        val us = Locale.US
+        assertEquals("$0.00", Formats.money(0, "USD", us))
+        assertEquals("€1.00", Formats.money(1_000_000, "EUR", us))
+        assertEquals("0.10", Formats.money(100_000, null, us))
+        assertEquals("$0.000001", Formats.money(1, "USD", us))
+        assertEquals("$12.345678", Formats.money(12_345_678, "USD", us))
+        assertEquals("$0.125", Formats.money(125_000, "USD", us))
+        // Far past what a double holds exactly; a code that is no ISO currency follows the number.
+        assertEquals("9,223,372,036,854.775807 XTOKEN", Formats.money(Long.MAX_VALUE, "XTOKEN", us))
+        // German: decimal comma, grouping dot, the currency after the number.
+        val de = Formats.money(1_234_500_000, "EUR", Locale.GERMANY)
+        assertTrue(de, de.startsWith("1.234,50") && de.endsWith("€"))
+        assertEquals("0,125", Formats.money(125_000, "", Locale.GERMANY))
     }
 
     @Test
-    fun bytesInDecimalUnits() {
-        assertEquals("0 B", Formats.bytes(0))
-        assertEquals("999 B", Formats.bytes(999))
-        assertEquals("1.00 kB", Formats.bytes(1000))
-        assertEquals("1.50 kB", Formats.bytes(1500))
-        assertEquals("12.3 MB", Formats.bytes(12_345_678))
-        assertEquals("999 MB", Formats.bytes(999_000_000))
-        assertEquals("128 GB", Formats.bytes(128_000_000_000))
-        assertEquals("9.22 EB", Formats.bytes(Long.MAX_VALUE))
+    fun bytesInDecimalUnitsAndTheOwnersNumbers() {
+        val us = Locale.US
+        assertEquals("0" to ByteUnit.B, Formats.size(0, us))
+        assertEquals("999" to ByteUnit.B, Formats.size(999, us))
+        assertEquals("1.00" to ByteUnit.KB, Formats.size(1000, us))
+        assertEquals("1.50" to ByteUnit.KB, Formats.size(1500, us))
+        assertEquals("12.3" to ByteUnit.MB, Formats.size(12_345_678, us))
+        assertEquals("999" to ByteUnit.MB, Formats.size(999_000_000, us))
+        assertEquals("128" to ByteUnit.GB, Formats.size(128_000_000_000, us))
+        assertEquals("9.22" to ByteUnit.EB, Formats.size(Long.MAX_VALUE, us))
+        assertEquals("12,3" to ByteUnit.MB, Formats.size(12_345_678, Locale.GERMANY))
+        assertEquals("1,50" to ByteUnit.KB, Formats.size(1500, Locale.FRANCE))
     }
 
     @Test
-    fun capsParseAndPrint() {
-        assertNull(Formats.parseCap("  ", SizeUnit.GB))
-        assertEquals(1_500_000_000L, Formats.parseCap("1.5", SizeUnit.GB))
-        assertEquals(1_500_000_000L, Formats.parseCap("1,5", SizeUnit.GB))
-        assertEquals(200_000_000L, Formats.parseCap("200", SizeUnit.MB))
-        assertEquals(-1_000_000L, Formats.parseCap("-1", SizeUnit.MB)) // the core's require rejects it
-        assertThrows(IllegalArgumentException::class.java) { Formats.parseCap("lots", SizeUnit.MB) }
-        assertThrows(IllegalArgumentException::class.java) { Formats.parseCap("1e30", SizeUnit.GB) }
+    fun capsPrint() {
         assertEquals("" to SizeUnit.GB, Formats.capText(null))
         assertEquals("1.5" to SizeUnit.GB, Formats.capText(1_500_000_000L))
         assertEquals("200" to SizeUnit.MB, Formats.capText(200_000_000L))

@@ -20,19 +20,21 @@ import androidx.compose.runtime.saveable.rememberSaveable
 import androidx.compose.runtime.setValue
 import androidx.compose.ui.Modifier
 import androidx.compose.ui.platform.LocalConfiguration
+import androidx.compose.ui.platform.LocalContext
 import androidx.compose.ui.res.stringResource
 import androidx.compose.ui.unit.dp
 import java.time.format.DateTimeFormatter
 import java.time.format.FormatStyle
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.launch
-import net.traffix.core.agent.ControlFailure
 import net.traffix.core.agent.HistoryPeriod
 import net.traffix.core.agent.StatsResult
 import net.traffix.core.agent.UnpairResult
-import net.traffix.node.Formats
+import net.traffix.node.ControlOnce
 import net.traffix.node.NodeStatus
 import net.traffix.node.R
+import net.traffix.node.SettingsStore
+import net.traffix.node.Texts
 
 /** Days of history the screen asks for (the protocol allows up to 62). */
 private const val HISTORY_DAYS = 31
@@ -42,13 +44,18 @@ private const val HISTORY_MONTHS = 12
 
 /**
  * The owner's earnings and traffic history per day and per month as the server counts them,
- * and "Unpair this phone" with a confirmation — both asked over the tunnel (the app has no
- * login; docs/protocol.md "Control requests"). Shown at the end of the Stats screen. After an
- * unpair the service deletes the key and the pairing, and the app shows the Pair screen.
+ * and "Unpair this phone" with a confirmation — both asked with the device key (the app has no
+ * login; docs/protocol.md "Control requests"): over the live tunnel while the node serves, on
+ * one short control-only session while it is paused or reconnecting (core Agent decides), or
+ * while it is stopped (ControlOnce: an agent built for the one request, never started). Asked
+ * once when the screen opens and on Refresh, never in a loop (the server rate-limits them).
+ * Shown at the end of the Stats screen. After an unpair the service deletes the key and the
+ * pairing, and the app shows the Pair screen.
  */
 @Composable
-internal fun HistorySections() {
+internal fun HistorySections(store: SettingsStore) {
     val scope = rememberCoroutineScope()
+    val context = LocalContext.current
     var months by rememberSaveable { mutableStateOf(false) }
     var result by remember { mutableStateOf<StatsResult?>(null) }
     var loading by remember { mutableStateOf(false) }
@@ -57,18 +64,20 @@ internal fun HistorySections() {
     var unpairError by remember { mutableStateOf<UnpairResult.Failed?>(null) }
 
     fun refresh() {
-        val agent = NodeStatus.liveAgent
-        if (agent == null) {
-            result = StatsResult.Failed(ControlFailure.NOT_CONNECTED)
-            return
-        }
         loading = true
         // The answer comes on the agent's thread: hand it to the UI thread.
-        agent.requestHistory(HISTORY_DAYS, HISTORY_MONTHS) { r ->
+        val done = { r: StatsResult ->
             scope.launch(Dispatchers.Main) {
                 result = r
                 loading = false
             }
+            Unit
+        }
+        val agent = NodeStatus.liveAgent
+        if (agent != null) {
+            agent.requestHistory(HISTORY_DAYS, HISTORY_MONTHS, done)
+        } else {
+            ControlOnce.requestHistory(context, store, HISTORY_DAYS, HISTORY_MONTHS, done)
         }
     }
     LaunchedEffect(Unit) { refresh() }
@@ -89,21 +98,21 @@ internal fun HistorySections() {
                 for (p in periods.asReversed()) {
                     ValueRow(
                         (if (months) monthFormat else dayFormat).format(p.start),
-                        stringResource(R.string.history_row, Formats.bytes(p.bytes), Formats.money(p.earnedMicros, r.history.currency)),
+                        stringResource(R.string.history_row, Texts.bytes(context, p.bytes), Texts.money(context, p.earnedMicros, r.history.currency)),
                     )
                 }
                 Text(stringResource(R.string.history_note), style = MaterialTheme.typography.bodySmall)
             }
             is StatsResult.RateLimited ->
                 Text(stringResource(R.string.history_rate_limited, r.retryAfterS), style = MaterialTheme.typography.bodySmall)
-            is StatsResult.Failed -> Text(failureText(r.reason, r.detail), style = MaterialTheme.typography.bodySmall)
+            is StatsResult.Failed -> Text(Texts.control(context, r.reason, r.detail), style = MaterialTheme.typography.bodySmall)
         }
         TextButton(onClick = { refresh() }, enabled = !loading) { Text(stringResource(R.string.history_refresh)) }
     }
 
     Section(stringResource(R.string.unpair_title)) {
         Text(stringResource(R.string.unpair_help), style = MaterialTheme.typography.bodySmall)
-        unpairError?.let { Text(failureText(it.reason, it.detail), color = MaterialTheme.colorScheme.error) }
+        unpairError?.let { Text(Texts.control(context, it.reason, it.detail), color = MaterialTheme.colorScheme.error) }
         OutlinedButton(
             onClick = { confirming = true },
             enabled = !unpairing,
@@ -123,20 +132,19 @@ internal fun HistorySections() {
                 TextButton(
                     onClick = {
                         confirming = false
-                        val agent = NodeStatus.liveAgent
-                        if (agent == null) {
-                            unpairError = UnpairResult.Failed(ControlFailure.NOT_CONNECTED)
-                            return@TextButton
-                        }
                         unpairing = true
                         unpairError = null
-                        agent.unpair(null) { r ->
+                        val done = { r: UnpairResult ->
                             scope.launch(Dispatchers.Main) {
                                 unpairing = false
-                                // Success: the service forgets the key and pairing; the Pair screen follows.
+                                // Success: the key and pairing are forgotten (the service's or
+                                // ControlOnce's listener); the Pair screen follows.
                                 if (r is UnpairResult.Failed) unpairError = r
                             }
+                            Unit
                         }
+                        val agent = NodeStatus.liveAgent
+                        if (agent != null) agent.unpair(null, done) else ControlOnce.unpair(context, store, done)
                     },
                 ) { Text(stringResource(R.string.unpair_confirm), color = MaterialTheme.colorScheme.error) }
             },
@@ -144,16 +152,3 @@ internal fun HistorySections() {
         )
     }
 }
-
-/** Why a control request got no answer, in the owner's words. */
-@Composable
-private fun failureText(reason: ControlFailure, detail: String): String =
-    when (reason) {
-        ControlFailure.NOT_CONNECTED -> stringResource(R.string.control_not_connected)
-        ControlFailure.SERVER_TOO_OLD -> stringResource(R.string.control_server_too_old)
-        ControlFailure.UNAVAILABLE -> stringResource(R.string.control_unavailable)
-        ControlFailure.BUSY -> stringResource(R.string.control_busy)
-        ControlFailure.NO_ANSWER -> stringResource(R.string.control_no_answer)
-        ControlFailure.TUNNEL_CLOSED -> stringResource(R.string.control_closed)
-        ControlFailure.SERVER_ERROR -> stringResource(R.string.control_server_error, detail)
-    }

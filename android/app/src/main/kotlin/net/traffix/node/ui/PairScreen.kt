@@ -25,6 +25,7 @@ import net.traffix.core.pairing.PairLink
 import net.traffix.node.NodeService
 import net.traffix.node.R
 import net.traffix.node.SettingsStore
+import net.traffix.node.Texts
 
 /**
  * Pairing: scan the dashboard's QR code or paste its link. The core's parser judges the link
@@ -58,7 +59,7 @@ internal fun PairScreen(store: SettingsStore, openedLink: String?, repairing: Bo
 
     fun pair(value: String) {
         when (val r = PairLink.parse(value)) {
-            is PairLink.Result.Invalid -> error = r.why
+            is PairLink.Result.Invalid -> error = Texts.pairProblem(context, r)
             is PairLink.Result.Ok -> pending = value
         }
     }

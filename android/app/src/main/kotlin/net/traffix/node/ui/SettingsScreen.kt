@@ -1,6 +1,5 @@
 package net.traffix.node.ui
 
-import android.content.Context
 import androidx.compose.foundation.layout.Arrangement
 import androidx.compose.foundation.layout.Column
 import androidx.compose.foundation.layout.ExperimentalLayoutApi
@@ -42,15 +41,19 @@ import kotlin.math.roundToInt
 import net.traffix.core.policy.ResourcePolicy
 import net.traffix.core.policy.ResourceSettings
 import net.traffix.core.policy.Schedule
+import net.traffix.core.policy.SettingsCheck
+import net.traffix.core.policy.SettingsForm
+import net.traffix.core.policy.SettingsInput
+import net.traffix.core.policy.SizeUnit
 import net.traffix.node.Formats
 import net.traffix.node.R
 import net.traffix.node.SettingsStore
-import net.traffix.node.SizeUnit
+import net.traffix.node.Texts
 
 /**
  * Every resource control of the core's ResourcePolicy, edited as a form and saved together:
- * the core's own checks (ResourceSettings' requirements) judge the values, and their messages
- * are shown. A saved change reaches the running agent at once. "Start on boot" saves on tap.
+ * the core judges the form (SettingsInput.check) and its typed problems are shown in the owner's
+ * words (Texts.settingsProblem). A saved change reaches the running agent at once. "Start on boot" saves on tap.
  */
 @Composable
 internal fun SettingsScreen(store: SettingsStore) {
@@ -129,13 +132,14 @@ internal fun SettingsScreen(store: SettingsStore) {
         error?.let { Text(it, color = MaterialTheme.colorScheme.error) }
         Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
             Button(onClick = {
+                // The owner's pause is not on this form (notification, tile, Home): keep it.
                 error =
-                    try {
-                        // The owner's pause is not on this form (notification, tile, Home): keep it.
-                        store.saveSettings(form.toSettings(context).copy(paused = store.settings.value.paused))
-                        null
-                    } catch (e: IllegalArgumentException) {
-                        e.message ?: context.getString(R.string.set_invalid)
+                    when (val r = SettingsInput.check(form.toInput(store.settings.value.paused))) {
+                        is SettingsCheck.Ok -> {
+                            store.saveSettings(r.settings)
+                            null
+                        }
+                        is SettingsCheck.Invalid -> r.problems.joinToString("\n") { Texts.settingsProblem(context, it) }
                     }
             }) { Text(stringResource(R.string.action_save)) }
             OutlinedButton(
@@ -179,17 +183,20 @@ private data class Form(
     val maxStreams: String,
     val windows: List<Schedule.Window>,
 ) {
-    /** @throws IllegalArgumentException with a message for the owner (ours or the core's). */
-    fun toSettings(context: Context): ResourceSettings =
-        ResourceSettings(
+    /** The form as the core judges it (SettingsInput.check). */
+    fun toInput(paused: Boolean): SettingsForm =
+        SettingsForm(
             wifiOnly = wifiOnly,
             chargingOnly = chargingOnly,
             batteryFloorPct = if (floorOn) floorPct else null,
-            dailyCapBytes = Formats.parseCap(daily, dailyUnit),
-            monthlyCapBytes = Formats.parseCap(monthly, monthlyUnit),
-            monthStartDay = whole(monthStartDay, context.getString(R.string.set_month_start), context),
+            dailyCap = daily,
+            dailyUnit = dailyUnit,
+            monthlyCap = monthly,
+            monthlyUnit = monthlyUnit,
+            monthStartDay = monthStartDay,
+            maxStreams = maxStreams,
             schedule = Schedule(windows),
-            maxStreams = whole(maxStreams, context.getString(R.string.set_max_streams), context),
+            paused = paused,
         )
 
     companion object {
@@ -212,9 +219,6 @@ private data class Form(
         }
 
         private val DEFAULT_FLOOR = ResourceSettings().batteryFloorPct ?: 30
-
-        private fun whole(text: String, what: String, context: Context): Int =
-            text.trim().toIntOrNull() ?: throw IllegalArgumentException(context.getString(R.string.set_not_whole, what, text.trim()))
 
         /** Survives rotation and process death: plain values, the schedule in its stored form. */
         val Saver =
@@ -284,7 +288,11 @@ private fun CapRow(label: String, value: String, unit: SizeUnit, onValue: (Strin
             modifier = Modifier.weight(1f),
         )
         for (u in SizeUnit.entries) {
-            FilterChip(selected = u == unit, onClick = { onUnit(u) }, label = { Text(u.name) })
+            FilterChip(
+                selected = u == unit,
+                onClick = { onUnit(u) },
+                label = { Text(stringResource(if (u == SizeUnit.MB) R.string.unit_mb else R.string.unit_gb)) },
+            )
         }
     }
 }

@@ -40,6 +40,8 @@ import androidx.core.net.toUri
 import androidx.lifecycle.compose.LifecycleResumeEffect
 import androidx.lifecycle.compose.collectAsStateWithLifecycle
 import java.time.LocalDate
+import java.time.format.DateTimeFormatter
+import java.time.format.FormatStyle
 import java.util.Date
 import kotlinx.coroutines.delay
 import net.traffix.core.agent.AgentStatus
@@ -49,7 +51,6 @@ import net.traffix.core.device.RestartWatchdog
 import net.traffix.core.policy.DataUsage
 import net.traffix.core.text.UiText
 import net.traffix.node.BuildConfig
-import net.traffix.node.Formats
 import net.traffix.node.NodeService
 import net.traffix.node.NodeStatus
 import net.traffix.node.R
@@ -92,7 +93,7 @@ internal fun HomeScreen(store: SettingsStore, onPairAgain: () -> Unit, onBattery
                     ValueRow(stringResource(R.string.home_next_attempt), DateFormat.getTimeFormat(context).format(Date(it)))
                 }
                 s.lastError?.let {
-                    Text(stringResource(R.string.home_last_error, it), color = MaterialTheme.colorScheme.error)
+                    Text(stringResource(R.string.home_last_error, Texts.error(context, it)), color = MaterialTheme.colorScheme.error)
                 }
             }
             Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
@@ -114,8 +115,8 @@ internal fun HomeScreen(store: SettingsStore, onPairAgain: () -> Unit, onBattery
 
         Section(stringResource(R.string.home_today)) {
             val usage = radio ?: storedUsage(store)
-            ValueRow(stringResource(R.string.stats_traffic_today), usage?.let { Formats.bytes(it.bytesToday) } ?: UNKNOWN)
-            ValueRow(stringResource(R.string.stats_earned_today), s?.let { NodeService.earnedToday(it) } ?: UNKNOWN)
+            ValueRow(stringResource(R.string.stats_traffic_today), usage?.let { Texts.bytes(context, it.bytesToday) } ?: UNKNOWN)
+            ValueRow(stringResource(R.string.stats_earned_today), s?.let { NodeService.earnedToday(context, it) } ?: UNKNOWN)
         }
 
         TextButton(onClick = onBatteryGuide) { Text(stringResource(R.string.home_battery_guide)) }
@@ -176,6 +177,7 @@ private fun shareLog(context: Context, s: AgentStatus?) {
 /** Stats: traffic, earnings, uptime and quality. Unknown values show "—", never a guess. */
 @Composable
 internal fun StatsScreen(store: SettingsStore) {
+    val context = LocalContext.current
     val status by NodeStatus.agent.collectAsStateWithLifecycle()
     val running by NodeStatus.running.collectAsStateWithLifecycle()
     val settings by store.settings.collectAsStateWithLifecycle()
@@ -191,18 +193,20 @@ internal fun StatsScreen(store: SettingsStore) {
 
     ScreenColumn {
         Section(stringResource(R.string.stats_traffic)) {
-            ValueRow(stringResource(R.string.stats_traffic_today), usage?.let { Formats.bytes(it.bytesToday) } ?: UNKNOWN)
+            ValueRow(stringResource(R.string.stats_traffic_today), usage?.let { Texts.bytes(context, it.bytesToday) } ?: UNKNOWN)
             ValueRow(
                 stringResource(
                     R.string.stats_traffic_month,
-                    DataUsage.monthPeriodStart(LocalDate.now(), settings.monthStartDay).toString(),
+                    DateTimeFormatter.ofLocalizedDate(FormatStyle.MEDIUM)
+                        .withLocale(Texts.locale(context))
+                        .format(DataUsage.monthPeriodStart(LocalDate.now(), settings.monthStartDay)),
                 ),
-                usage?.let { Formats.bytes(it.bytesMonth) } ?: UNKNOWN,
+                usage?.let { Texts.bytes(context, it.bytesMonth) } ?: UNKNOWN,
             )
-            ValueRow(stringResource(R.string.stats_server_today), s?.server?.bytesToday?.let(Formats::bytes) ?: UNKNOWN)
+            ValueRow(stringResource(R.string.stats_server_today), s?.server?.bytesToday?.let { Texts.bytes(context, it) } ?: UNKNOWN)
         }
         Section(stringResource(R.string.stats_earnings)) {
-            ValueRow(stringResource(R.string.stats_earned_today), s?.let { NodeService.earnedToday(it) } ?: UNKNOWN)
+            ValueRow(stringResource(R.string.stats_earned_today), s?.let { NodeService.earnedToday(context, it) } ?: UNKNOWN)
             Text(stringResource(R.string.stats_earnings_note), style = MaterialTheme.typography.bodySmall)
         }
         Section(stringResource(R.string.stats_uptime)) {
@@ -218,7 +222,7 @@ internal fun StatsScreen(store: SettingsStore) {
             ValueRow(stringResource(R.string.stats_refused), s?.streamsRefused?.toString() ?: UNKNOWN)
             ValueRow(stringResource(R.string.stats_failed), s?.streamsFailed?.toString() ?: UNKNOWN)
         }
-        HistorySections()
+        HistorySections(store)
     }
 }
 

@@ -96,13 +96,16 @@ class Agent(
     private var retryTask: Cancellable? = null
     private var pauseCheck: Cancellable? = null
     private var retryAtMillis: Long? = null
-    private var lastError: String? = null
+    private var lastError: AgentError? = null
     private var vip: String? = null
     private var server: ServerTally? = null
     private val backoff = Backoff(random = random)
 
     /** The pairing code the device key was made for (its attestation challenge binds it). */
     private var preparedForCode: String? = null
+
+    /** The control-only session open for a request while no tunnel serves ([ControlSession]). */
+    private var controlSession: ControlSession? = null
 
     // ---- shared with relay threads ----
     /** Bytes relayed and not yet folded into [usage]. */
@@ -188,6 +191,7 @@ class Agent(
     fun close() {
         scheduler.execute {
             stopping = true
+            controlSession?.cancel("agent closed")
             current?.let { end(it, "agent closed") }
             cancelRetry()
             phase = Phase.STOPPED
@@ -212,11 +216,11 @@ class Agent(
     private fun connect() {
         if (stopping) return
         if (!paired && config.link.code.isEmpty()) {
-            fail("this device was never paired: scan a new pairing code")
+            fail(AgentError(AgentError.Kind.NOT_PAIRED))
             return
         }
         if (config.link.insecure && !config.allowInsecure) {
-            fail("the pairing link is for a development server without TLS; this app only connects over TLS")
+            fail(AgentError(AgentError.Kind.INSECURE_LINK))
             return
         }
         if (!paired && preparedForCode != config.link.code) {
@@ -226,7 +230,7 @@ class Agent(
                 signer.prepareForPairing(Handshake.attestationChallenge(config.link.pin, config.link.code))
                 preparedForCode = config.link.code
             } catch (e: SigningException) {
-                fail("cannot create the device key: ${e.message}")
+                fail(AgentError(AgentError.Kind.KEY_UNAVAILABLE, detail = e.message ?: ""))
                 return
             }
         }
@@ -239,17 +243,29 @@ class Agent(
         publish()
         conn.handshakeTimer =
             scheduler.schedule(config.handshakeTimeoutMillis, Runnable {
-                if (current === conn && !conn.established) end(conn, "handshake timed out")
+                if (current === conn && !conn.established) end(conn, AgentError(AgentError.Kind.HANDSHAKE_TIMEOUT))
             })
         try {
             conn.socket = transport.open("$scheme://${config.link.server}/v1/tunnel", config.link.pin, conn)
         } catch (e: RuntimeException) {
-            end(conn, "cannot open the tunnel: ${e.message}")
+            end(conn, AgentError(AgentError.Kind.CANNOT_CONNECT, detail = e.message ?: e.javaClass.simpleName))
         }
     }
 
-    /** The tunnel is gone: clean up, then back off, stop or fail. */
-    private fun end(conn: Conn, why: String, fatal: Boolean = false, paused: Boolean = false) {
+    /** The tunnel ended for [error]: back off, or [fatal]ly fail (unless stopping). */
+    private fun end(conn: Conn, error: AgentError, fatal: Boolean = false) = end(conn, error.toString(), fatal, error = error)
+
+    /**
+     * The tunnel is gone: clean up, then back off, stop or fail. [why] is for the log; [error]
+     * what the owner is told (a plain string end only happens while stopping or pausing).
+     */
+    private fun end(
+        conn: Conn,
+        why: String,
+        fatal: Boolean = false,
+        paused: Boolean = false,
+        error: AgentError = AgentError(AgentError.Kind.CONNECTION_LOST, detail = why),
+    ) {
         if (current !== conn) return
         current = null
         conn.handshakeTimer?.cancel()
@@ -270,7 +286,7 @@ class Agent(
                 lastError = null
                 log.log(LogLevel.INFO, "stopped reason=\"$why\"")
             }
-            fatal -> fail(why)
+            fatal -> fail(error)
             paused -> {
                 phase = Phase.PAUSED
                 lastError = null
@@ -279,7 +295,7 @@ class Agent(
                 schedulePauseCheck()
             }
             else -> {
-                lastError = why
+                lastError = error
                 val delay = backoff.failed(conn.established, lived)
                 log.log(LogLevel.WARN, "tunnel down reason=\"$why\" lived_ms=$lived retry_in_ms=$delay")
                 phase = Phase.BACKING_OFF
@@ -293,7 +309,8 @@ class Agent(
         publish()
     }
 
-    private fun fail(why: String) {
+    private fun fail(error: AgentError) {
+        val why = error.toString()
         current?.let { c ->
             current = null
             c.socket?.cancel()
@@ -301,7 +318,7 @@ class Agent(
             c.control.closeAll(ControlFailure.TUNNEL_CLOSED, why)
         }
         phase = Phase.FAILED
-        lastError = why
+        lastError = error
         retryAtMillis = null
         log.log(LogLevel.WARN, "stopped until the owner acts reason=\"$why\"")
         publish()
@@ -337,12 +354,12 @@ class Agent(
         sendHeartbeat(conn)
         publish()
         if (conn.activeStreams() == 0) {
-            end(conn, "drained: $why")
+            end(conn, AgentError(AgentError.Kind.SERVER_DRAINED, detail = why))
             return
         }
         conn.drainTimer =
             scheduler.schedule(config.drainDeadlineMillis, Runnable {
-                if (current === conn) end(conn, "drain deadline passed: $why")
+                if (current === conn) end(conn, AgentError(AgentError.Kind.SERVER_DRAINED, detail = "deadline passed: $why"))
             })
     }
 
@@ -351,47 +368,130 @@ class Agent(
     /**
      * Asks the server for this device's traffic and earnings: the last [days] days (at most
      * 62) and [months] calendar months (at most 24). [callback] runs once, on the agent's
-     * thread: the answer, or why there is none (no tunnel, a version 1 server, no answer).
+     * thread: the answer, or why there is none (a version 1 server, no answer, unreachable).
+     *
+     * While serving it asks over the live tunnel; otherwise (paused, backing off, stopped) it
+     * opens one short control-only session ([ControlSession]) for this one request. Call it for
+     * the owner's action only, never in a loop: the server rate-limits these.
      */
     fun requestHistory(days: Int, months: Int, callback: (StatsResult) -> Unit) =
         scheduler.execute {
+            val d = days.coerceIn(0, MAX_STATS_DAYS)
+            val m = months.coerceIn(0, MAX_STATS_MONTHS)
             val conn = current?.takeIf { it.established }
             when {
-                conn == null -> callback(StatsResult.Failed(ControlFailure.NOT_CONNECTED))
+                conn == null ->
+                    controlAlone(ControlSession.Request.History(d, m), { r, detail -> callback(StatsResult.Failed(r, detail)) }) { o ->
+                        if (o is ControlSession.Outcome.Stats) callback(o.result)
+                    }
                 conn.version < CONTROL_VERSION -> callback(StatsResult.Failed(ControlFailure.SERVER_TOO_OLD))
                 else -> {
                     val id = conn.control.add(callback, null)
                     if (id == null) {
                         callback(StatsResult.Failed(ControlFailure.BUSY))
                     } else {
-                        conn.send(Frame.StatsRequest(id, days.coerceIn(0, MAX_STATS_DAYS), months.coerceIn(0, MAX_STATS_MONTHS)))
+                        conn.send(Frame.StatsRequest(id, d, m))
                     }
                 }
             }
         }
 
     /**
-     * Asks the server to forget this device (the owner's "Unpair"). On success the server
-     * closes the tunnel, the agent stops, [AgentListener.onUnpaired] tells the app to delete
-     * the key, and [callback] gets [UnpairResult.Unpaired]. Needs a live tunnel: the server
-     * knows the device by the key that signed it in.
+     * Asks the server to forget this device (the owner's "Unpair"). On success the agent stops,
+     * [AgentListener.onUnpaired] tells the app to delete the key, and [callback] gets
+     * [UnpairResult.Unpaired]. Over the live tunnel while serving, otherwise on one control-only
+     * session: the server knows the device by the key that signs either in.
      */
     fun unpair(reason: String?, callback: (UnpairResult) -> Unit) =
         scheduler.execute {
+            val why = reason?.let { cutUtf8(it, MAX_UNPAIR_REASON_LEN) }
             val conn = current?.takeIf { it.established }
             when {
-                conn == null -> callback(UnpairResult.Failed(ControlFailure.NOT_CONNECTED))
+                conn == null ->
+                    controlAlone(ControlSession.Request.Unpair(why), { r, detail -> callback(UnpairResult.Failed(r, detail)) }) { o ->
+                        if (o is ControlSession.Outcome.Unpaired) {
+                            callback(UnpairResult.Unpaired)
+                            forgotten()
+                        }
+                    }
                 conn.version < CONTROL_VERSION -> callback(UnpairResult.Failed(ControlFailure.SERVER_TOO_OLD))
                 else -> {
                     val id = conn.control.add(null, callback)
                     if (id == null) {
                         callback(UnpairResult.Failed(ControlFailure.BUSY))
                     } else {
-                        conn.send(Frame.Unpair(id, reason?.let { cutUtf8(it, MAX_UNPAIR_REASON_LEN) }))
+                        conn.send(Frame.Unpair(id, why))
                     }
                 }
             }
         }
+
+    /**
+     * One control-only session for [request] (no serving tunnel is up): [failed] hears why there
+     * is no answer, [answered] the answer. One at a time: a second request while one is open is
+     * [ControlFailure.BUSY].
+     */
+    private fun controlAlone(
+        request: ControlSession.Request,
+        failed: (ControlFailure, String) -> Unit,
+        answered: (ControlSession.Outcome) -> Unit,
+    ) {
+        when {
+            !paired -> failed(ControlFailure.NOT_PAIRED, "")
+            config.link.insecure && !config.allowInsecure -> failed(ControlFailure.NOT_CONNECTED, "")
+            controlSession != null -> failed(ControlFailure.BUSY, "")
+            else -> {
+                val scheme = if (config.link.insecure) "ws" else "wss"
+                val session =
+                    ControlSession(
+                        "$scheme://${config.link.server}/v1/tunnel", config.link.pin, signer, config.agentName, request,
+                        scheduler, CONTROL_TIMEOUT_MILLIS, log,
+                    ) { o ->
+                        controlSession = null
+                        when (o) {
+                            is ControlSession.Outcome.Failed -> {
+                                failed(o.reason, o.detail)
+                                // The admin (or another session) removed the device: forget it, as on the tunnel.
+                                if (o.code == ErrorCode.DEVICE_REMOVED) removedByServer(o.detail)
+                            }
+                            else -> answered(o)
+                        }
+                    }
+                controlSession = session
+                session.start(transport)
+            }
+        }
+    }
+
+    /** The server forgot this device on a control-only session: stop for good, the app forgets the key. */
+    private fun forgotten() {
+        paired = false
+        vip = null
+        log.log(LogLevel.INFO, "unpaired: the server forgot this device")
+        listener.onUnpaired()
+        stopping = true
+        cancelRetry()
+        pauseCheck?.cancel()
+        pauseCheck = null
+        val conn = current
+        if (conn != null) {
+            end(conn, "unpaired")
+        } else {
+            phase = Phase.STOPPED
+            lastError = null
+            publish()
+        }
+    }
+
+    /** ERROR 11 on a control-only session: as on the tunnel, the app forgets the key and the node needs the owner. */
+    private fun removedByServer(message: String) {
+        paired = false
+        listener.onUnpaired()
+        cancelRetry()
+        pauseCheck?.cancel()
+        pauseCheck = null
+        fail(AgentError(AgentError.Kind.SERVER_REFUSED, ErrorCode.DEVICE_REMOVED, message))
+    }
 
     private fun unpaired(conn: Conn, u: Frame.Unpaired) {
         if (!conn.control.unpaired(u)) {
@@ -414,8 +514,7 @@ class Agent(
             is Frame.Error -> {
                 conn.control.closeAll(ControlFailure.SERVER_ERROR, frame.message)
                 if (frame.code == ErrorCode.DEVICE_REMOVED) listener.onUnpaired()
-                val why = "server refused: ${frame.code.name.lowercase()}: ${frame.message}"
-                end(conn, why, fatal = frame.code.isFatal)
+                end(conn, AgentError(AgentError.Kind.SERVER_REFUSED, frame.code, frame.message), fatal = frame.code.isFatal)
             }
             is Frame.Challenge ->
                 when {
@@ -438,7 +537,7 @@ class Agent(
         if (current !== conn) return
         log.log(LogLevel.WARN, "protocol violation by the server: $why")
         conn.send(Frame.Error(ErrorCode.PROTOCOL_VIOLATION, why.take(200)))
-        end(conn, "protocol violation by the server: $why")
+        end(conn, AgentError(AgentError.Kind.PROTOCOL_VIOLATION, detail = why))
     }
 
     private fun answerFirstChallenge(conn: Conn, c: Frame.Challenge) {
@@ -472,7 +571,7 @@ class Agent(
                     )
                 }
             } catch (e: SigningException) {
-                end(conn, "the device key cannot sign: ${e.message}")
+                end(conn, AgentError(AgentError.Kind.KEY_CANNOT_SIGN, detail = e.message ?: ""))
                 return
             }
         conn.send(answer)
@@ -484,7 +583,7 @@ class Agent(
         try {
             conn.send(Frame.Proof(c.nonce, signer.signChallenge(config.link.pin, c.nonce)))
         } catch (e: SigningException) {
-            end(conn, "the device key cannot sign: ${e.message}")
+            end(conn, AgentError(AgentError.Kind.KEY_CANNOT_SIGN, detail = e.message ?: ""))
         }
     }
 
@@ -493,7 +592,7 @@ class Agent(
             try {
                 signer.deviceId()
             } catch (e: SigningException) {
-                end(conn, "the device key is gone: ${e.message}")
+                end(conn, AgentError(AgentError.Kind.KEY_LOST, detail = e.message ?: ""))
                 return
             }
         if (w.deviceId != ours) {
@@ -606,7 +705,7 @@ class Agent(
     private fun streamEnded(conn: Conn) {
         if (current !== conn) return
         if (phase == Phase.DRAINING && conn.activeStreams() == 0) {
-            end(conn, if (stopping) "stopped" else "drained")
+            if (stopping) end(conn, "stopped") else end(conn, AgentError(AgentError.Kind.SERVER_DRAINED))
             return
         }
         reevaluate()
@@ -643,7 +742,7 @@ class Agent(
                 val silent = TimeUnit.NANOSECONDS.toMillis(clock.nanoTime() - conn.lastInboundNanos)
                 val deadAfter = Keepalive.livenessMillis(Keepalive.intervalS(conn.welcome, conn.activeStreams()))
                 if (silent >= deadAfter) {
-                    end(conn, "server silent for ${silent / 1000} s")
+                    end(conn, AgentError(AgentError.Kind.SERVER_SILENT, detail = "${silent / 1000}"))
                     return@Runnable
                 }
                 reevaluate()
@@ -825,7 +924,7 @@ class Agent(
                     try {
                         signer.deviceId()
                     } catch (e: SigningException) {
-                        scheduler.execute { end(this, "the device key is gone: ${e.message}") }
+                        scheduler.execute { end(this, AgentError(AgentError.Kind.KEY_LOST, detail = e.message ?: "")) }
                         return
                     }
                 }
@@ -869,7 +968,9 @@ class Agent(
         }
 
         override fun onClosed(socket: TunnelSocket, why: String) {
-            scheduler.execute { end(this, why) }
+            scheduler.execute {
+                end(this, AgentError(if (established) AgentError.Kind.CONNECTION_LOST else AgentError.Kind.CANNOT_CONNECT, detail = why))
+            }
         }
 
         private fun newMux(w: Frame.Welcome): Mux {

@@ -6,6 +6,7 @@ import net.traffix.core.mux.MuxConfig
 import net.traffix.core.pairing.PairLink
 import net.traffix.core.policy.DataUsage
 import net.traffix.core.policy.ResourceDecision
+import net.traffix.core.protocol.ErrorCode
 import net.traffix.core.protocol.NetworkType
 
 /**
@@ -116,6 +117,83 @@ data class AgentConfig(
     val socketFactory: SocketFactory = SocketFactory.getDefault(),
 )
 
+/**
+ * Why the last tunnel ended or the last attempt failed: a [kind] the app words through a string
+ * resource (core `UiText.of(kind)`), and data — never a sentence of ours for the screen.
+ */
+data class AgentError(
+    val kind: Kind,
+    /** The server's ERROR code ([Kind.SERVER_REFUSED]). */
+    val code: ErrorCode? = null,
+    /**
+     * Data for the text and the log: the server's ERROR message, seconds of silence
+     * ([Kind.SERVER_SILENT]), the platform's or the transport's own reason (an exception's
+     * message, "connection reset"); empty when there is none.
+     */
+    val detail: String = "",
+) {
+    enum class Kind {
+        /** No pairing code and never paired: scan a new one. */
+        NOT_PAIRED,
+
+        /** The link is for a development server without TLS: the app only connects over TLS. */
+        INSECURE_LINK,
+
+        /** The device key could not be made (Keystore, StrongBox). */
+        KEY_UNAVAILABLE,
+
+        /** The device key is gone (Keystore reset, data moved to another phone). */
+        KEY_LOST,
+
+        /** The device key exists but cannot sign (locked, hardware error). */
+        KEY_CANNOT_SIGN,
+
+        /** TLS, WebSocket, CHALLENGE and WELCOME took longer than the handshake allows. */
+        HANDSHAKE_TIMEOUT,
+
+        /** The server was not reached (no network, refused, TLS or pin failure) before WELCOME. */
+        CANNOT_CONNECT,
+
+        /** An established tunnel ended (network lost, server gone). */
+        CONNECTION_LOST,
+
+        /** The server sent nothing for longer than the liveness rule allows; [detail] is the seconds. */
+        SERVER_SILENT,
+
+        /** The server refused with ERROR [code]; [detail] is its message. */
+        SERVER_REFUSED,
+
+        /** The server asked for a drain (restart, maintenance) and the tunnel ended after it. */
+        SERVER_DRAINED,
+
+        /** The server broke the protocol; the node answered ERROR 5. */
+        PROTOCOL_VIOLATION,
+    }
+
+    /** The server refused this app's protocol version (ERROR 1): only an update helps. */
+    val updateRequired: Boolean get() = kind == Kind.SERVER_REFUSED && code == ErrorCode.VERSION_UNSUPPORTED
+
+    /** English, for the log only (`adb logcat`, the support log): the app shows [kind]'s string. */
+    override fun toString(): String {
+        val what =
+            when (kind) {
+                Kind.NOT_PAIRED -> "this device was never paired: scan a new pairing code"
+                Kind.INSECURE_LINK -> "the pairing link is for a development server without TLS; this app only connects over TLS"
+                Kind.KEY_UNAVAILABLE -> "cannot create the device key"
+                Kind.KEY_LOST -> "the device key is gone"
+                Kind.KEY_CANNOT_SIGN -> "the device key cannot sign"
+                Kind.HANDSHAKE_TIMEOUT -> "handshake timed out"
+                Kind.CANNOT_CONNECT -> "cannot open the tunnel"
+                Kind.CONNECTION_LOST -> "tunnel lost"
+                Kind.SERVER_SILENT -> "server silent for $detail s"
+                Kind.SERVER_REFUSED -> "server refused: ${code?.name?.lowercase() ?: "error"}"
+                Kind.SERVER_DRAINED -> "drained"
+                Kind.PROTOCOL_VIOLATION -> "protocol violation by the server"
+            }
+        return if (detail.isEmpty() || kind == Kind.SERVER_SILENT) what else "$what: $detail"
+    }
+}
+
 /** What the server said this device did today (HEARTBEAT_ACK; informational, the ledger is authoritative). */
 data class ServerTally(val bytesToday: Long?, val earnedToday: Long?, val currency: String?)
 
@@ -127,7 +205,7 @@ data class AgentStatus(
     /** The device's virtual IP once the server welcomed it. */
     val vip: String?,
     /** Why the last tunnel ended or the last attempt failed. */
-    val lastError: String?,
+    val lastError: AgentError?,
     /** Wall-clock time of the next attempt while [Phase.BACKING_OFF]. */
     val retryAtMillis: Long?,
     /** Wall-clock time the current tunnel came up. */

@@ -38,8 +38,20 @@ data class DeviceHistory(
 
 /** Why a control request got no answer; the app maps each to a string resource. */
 enum class ControlFailure {
-    /** No tunnel is up (paused, offline, connecting). */
+    /** No tunnel is up and none can be opened for the request (an insecure development link). */
     NOT_CONNECTED,
+
+    /** This device was never paired: the server does not know it yet. */
+    NOT_PAIRED,
+
+    /** A control-only session could not reach the server (no network, refused, TLS or pin failure). */
+    UNREACHABLE,
+
+    /** The device key cannot sign (Keystore reset or locked). */
+    KEY_UNAVAILABLE,
+
+    /** The server's answer broke the protocol (answered with ERROR 5). */
+    BAD_ANSWER,
 
     /** The server speaks protocol 1, which has no control requests: it must be updated. */
     SERVER_TOO_OLD,
@@ -102,13 +114,7 @@ internal class ControlRequests(private val scheduler: Scheduler, private val tim
         if (pending[s.requestId]?.onStats == null) return
         val p = pending.remove(s.requestId) ?: return
         p.timer.cancel()
-        val result =
-            when (s.status) {
-                StatsStatus.OK -> StatsResult.Ok(DeviceHistory.of(s))
-                StatsStatus.RATE_LIMITED -> StatsResult.RateLimited(s.retryAfterS ?: 10)
-                StatsStatus.UNAVAILABLE -> StatsResult.Failed(ControlFailure.UNAVAILABLE)
-            }
-        p.onStats?.invoke(result)
+        p.onStats?.invoke(result(s))
     }
 
     /** UNPAIRED arrived: true when it answers a request of ours. */
@@ -139,5 +145,13 @@ internal class ControlRequests(private val scheduler: Scheduler, private val tim
     companion object {
         /** Requests one tunnel may have waiting at once (the screen asks one at a time). */
         const val MAX_PENDING = 4
+
+        /** A STATS as the app sees it. */
+        fun result(s: Frame.Stats): StatsResult =
+            when (s.status) {
+                StatsStatus.OK -> StatsResult.Ok(DeviceHistory.of(s))
+                StatsStatus.RATE_LIMITED -> StatsResult.RateLimited(s.retryAfterS ?: 10)
+                StatsStatus.UNAVAILABLE -> StatsResult.Failed(ControlFailure.UNAVAILABLE)
+            }
     }
 }

@@ -88,9 +88,5 @@ object RestartWatchdog {
      * The server refused this app's protocol version (ERROR 1, version_unsupported): the agent
      * stops for good with that refusal as its last error.
      */
-    fun needsUpdate(status: AgentStatus): Boolean =
-        status.phase == Phase.FAILED && status.lastError?.startsWith(VERSION_REFUSAL) == true
-
-    /** How the agent words an ERROR 1 refusal ("server refused: " + the code's name). */
-    internal const val VERSION_REFUSAL = "server refused: version_unsupported"
+    fun needsUpdate(status: AgentStatus): Boolean = status.phase == Phase.FAILED && status.lastError?.updateRequired == true
 }

@@ -33,11 +33,11 @@ data class PairLink(val server: String, val pin: Bytes, val code: String, val in
     companion object {
         private const val PREFIX = "traffix://pair?"
 
-        /** Parses a scanned or pasted link; the error says what is wrong in words an owner can act on. */
+        /** Parses a scanned or pasted link; the error names what is wrong ([Problem], shown through a string resource). */
         fun parse(text: String): Result {
             val link = text.trim()
             if (!link.startsWith(PREFIX, ignoreCase = true)) {
-                return Result.Invalid("a pairing link starts with traffix://pair?")
+                return Result.Invalid(Problem.NOT_A_LINK)
             }
             var server: String? = null
             var pin: Bytes? = null
@@ -51,20 +51,20 @@ data class PairLink(val server: String, val pin: Bytes, val code: String, val in
                     try {
                         URLDecoder.decode(if (eq < 0) "" else pair.substring(eq + 1), "UTF-8")
                     } catch (e: IllegalArgumentException) {
-                        return Result.Invalid("the link has a malformed %-escape in $key")
+                        return Result.Invalid(Problem.BAD_ESCAPE, key)
                     }
                 when (key) {
                     "server" -> server = value
-                    "pin" -> pin = parsePin(value) ?: return Result.Invalid("pin must be 64 hex digits")
+                    "pin" -> pin = parsePin(value) ?: return Result.Invalid(Problem.BAD_PIN)
                     "code" -> code = value
                     "insecure" -> insecure = value == "1"
                 }
             }
-            val s = server ?: return Result.Invalid("the link lacks server=")
+            val s = server ?: return Result.Invalid(Problem.NO_SERVER)
             val port = splitServer(s)?.second
-            if (port == null || port == 0) return Result.Invalid("server \"$s\" in the link must be HOST:PORT")
-            val p = pin ?: return Result.Invalid("the link lacks pin=")
-            val c = code?.takeIf { it.isNotEmpty() } ?: return Result.Invalid("the link lacks code=")
+            if (port == null || port == 0) return Result.Invalid(Problem.BAD_SERVER, s)
+            val p = pin ?: return Result.Invalid(Problem.NO_PIN)
+            val c = code?.takeIf { it.isNotEmpty() } ?: return Result.Invalid(Problem.NO_CODE)
             return Result.Ok(PairLink(s, p, c, insecure))
         }
 
@@ -90,9 +90,27 @@ data class PairLink(val server: String, val pin: Bytes, val code: String, val in
         }
     }
 
+    /** Why a text is not a pairing link; the app maps each to a string resource (core `UiText`). */
+    enum class Problem(internal val english: String) {
+        NOT_A_LINK("a pairing link starts with traffix://pair?"),
+        BAD_ESCAPE("the link has a malformed %-escape in %s"),
+        BAD_PIN("pin must be 64 hex digits"),
+        NO_SERVER("the link lacks server="),
+        BAD_SERVER("server \"%s\" in the link must be HOST:PORT"),
+        NO_PIN("the link lacks pin="),
+        NO_CODE("the link lacks code="),
+    }
+
     sealed class Result {
         data class Ok(val link: PairLink) : Result()
 
-        data class Invalid(val why: String) : Result()
+        /**
+         * What is wrong, and [detail] where the text needs it: the parameter with a bad escape
+         * ([Problem.BAD_ESCAPE]) or the server as written ([Problem.BAD_SERVER]).
+         */
+        data class Invalid(val problem: Problem, val detail: String = "") : Result() {
+            /** English, for logs and tests only: the app shows [problem]'s string resource. */
+            val why: String get() = problem.english.replace("%s", detail)
+        }
     }
 }

@@ -45,11 +45,32 @@ data class ResourceSettings(
     val paused: Boolean = false,
 ) {
     init {
-        require(batteryFloorPct == null || batteryFloorPct in 0..100) { "battery floor $batteryFloorPct% not in 0..100" }
-        require(dailyCapBytes == null || dailyCapBytes >= 0) { "negative daily cap" }
-        require(monthlyCapBytes == null || monthlyCapBytes >= 0) { "negative monthly cap" }
-        require(monthStartDay in 1..31) { "month start day $monthStartDay not in 1..31" }
-        require(maxStreams >= 0) { "negative max streams" }
+        // The app judges the owner's form with [SettingsInput.check] first; this guards the rest.
+        val problems = problems(batteryFloorPct, dailyCapBytes, monthlyCapBytes, monthStartDay, maxStreams)
+        require(problems.isEmpty()) { "invalid settings: ${problems.joinToString("; ")}" }
+    }
+
+    companion object {
+        /** What is out of range in these values, as typed problems (none: valid). */
+        fun problems(
+            batteryFloorPct: Int?,
+            dailyCapBytes: Long?,
+            monthlyCapBytes: Long?,
+            monthStartDay: Int,
+            maxStreams: Int,
+        ): List<SettingsProblem> {
+            val out = ArrayList<SettingsProblem>(0)
+            if (batteryFloorPct != null && batteryFloorPct !in 0..100) {
+                out += SettingsProblem(SettingsField.BATTERY_FLOOR, SettingsProblem.Kind.OUT_OF_RANGE, min = 0, max = 100)
+            }
+            if (dailyCapBytes != null && dailyCapBytes < 0) out += SettingsProblem(SettingsField.DAILY_CAP, SettingsProblem.Kind.NEGATIVE)
+            if (monthlyCapBytes != null && monthlyCapBytes < 0) out += SettingsProblem(SettingsField.MONTHLY_CAP, SettingsProblem.Kind.NEGATIVE)
+            if (monthStartDay !in 1..31) {
+                out += SettingsProblem(SettingsField.MONTH_START_DAY, SettingsProblem.Kind.OUT_OF_RANGE, min = 1, max = 31)
+            }
+            if (maxStreams < 0) out += SettingsProblem(SettingsField.MAX_STREAMS, SettingsProblem.Kind.NEGATIVE)
+            return out
+        }
     }
 }
 

@@ -194,7 +194,7 @@ class AgentTest {
         sched.runDue()
         assertTrue(transport.sockets.isEmpty())
         assertEquals(Phase.FAILED, a.status.phase)
-        assertTrue(a.status.lastError!!.contains("no secure hardware"))
+        assertEquals(AgentError(AgentError.Kind.KEY_UNAVAILABLE, detail = "no secure hardware"), a.status.lastError)
     }
 
     @Test
@@ -223,7 +223,7 @@ class AgentTest {
             transport.last.drop("refused")
             sched.runDue()
             assertEquals(Phase.BACKING_OFF, a.status.phase)
-            assertEquals("refused", a.status.lastError)
+            assertEquals(AgentError(AgentError.Kind.CANNOT_CONNECT, detail = "refused"), a.status.lastError)
             val d = a.status.retryAtMillis!! - clock.wallMillis()
             delays.add(d)
             val before = transport.sockets.size
@@ -244,7 +244,7 @@ class AgentTest {
         sched.runDue()
         assertEquals(375L, a.status.retryAtMillis!! - clock.wallMillis())
         assertTrue(logs.toString(), logs.contains("INFO tunnel up vip=100.64.0.9 max_streams=64 heartbeat_s=15"))
-        assertTrue(logs.toString(), logs.last().startsWith("WARN tunnel down reason=\"server restarted\""))
+        assertTrue(logs.toString(), logs.last().startsWith("WARN tunnel down reason=\"tunnel lost: server restarted\""))
         assertTrue(logs.toString(), logs.last().endsWith("retry_in_ms=375"))
         assertTrue("the pairing code never reaches the log", logs.none { it.contains("PAIRCODE") })
     }
@@ -272,7 +272,7 @@ class AgentTest {
         s.deliver(Frame.Error(ErrorCode.DEVICE_BANNED, "banned by admin"))
         sched.runDue()
         assertEquals(Phase.FAILED, a.status.phase)
-        assertTrue(a.status.lastError!!.contains("device_banned"))
+        assertEquals(AgentError(AgentError.Kind.SERVER_REFUSED, ErrorCode.DEVICE_BANNED, "banned by admin"), a.status.lastError)
         val n = transport.sockets.size
         sched.advance(3_600_000)
         assertEquals("no retry after a fatal refusal", n, transport.sockets.size)
@@ -310,7 +310,7 @@ class AgentTest {
         assertEquals(Phase.CONNECTING, a.status.phase)
         sched.advance(1)
         assertEquals(Phase.BACKING_OFF, a.status.phase)
-        assertEquals("handshake timed out", a.status.lastError)
+        assertEquals(AgentError(AgentError.Kind.HANDSHAKE_TIMEOUT), a.status.lastError)
     }
 
     @Test
@@ -360,7 +360,8 @@ class AgentTest {
         assertEquals(Phase.SERVING, a.status.phase)
         sched.advance(15_000)
         assertEquals(Phase.BACKING_OFF, a.status.phase)
-        assertTrue(a.status.lastError!!.contains("silent"))
+        assertEquals(AgentError.Kind.SERVER_SILENT, a.status.lastError!!.kind)
+        assertTrue(a.status.lastError!!.detail.toLong() >= 47)
         assertTrue("no WebSocket pings: heartbeats only", s.sent.all { it is Frame.Hello || it is Frame.Proof || it is Frame.Heartbeat })
     }
 
@@ -811,7 +812,7 @@ class AgentTest {
         transport.last.deliver(Frame.Challenge(1, nonce, 0))
         sched.runDue()
         assertEquals(Phase.BACKING_OFF, a.status.phase)
-        assertTrue(a.status.lastError!!, a.status.lastError!!.contains("user locked the key"))
+        assertEquals(AgentError(AgentError.Kind.KEY_CANNOT_SIGN, detail = "user locked the key"), a.status.lastError)
     }
 
     /** Echoes every byte back and closes its side after the client's EOF. */

@@ -125,7 +125,11 @@ class ControlTest {
         val a = agent()
         a.requestHistory(7, 1) { got.add(it) }
         sched.runDue()
-        assertEquals(StatsResult.Failed(ControlFailure.NOT_CONNECTED), got.single())
+        // No tunnel: a control-only session is tried instead (ControlSessionTest); here it fails to connect.
+        assertTrue(got.isEmpty())
+        transport.last.drop("connection refused")
+        sched.runDue()
+        assertEquals(StatsResult.Failed(ControlFailure.UNREACHABLE, "connection refused"), got.single())
 
         val old = agent()
         val s1 = serving(old, version = 1)
@@ -147,7 +151,7 @@ class ControlTest {
         sched.runDue()
         s.drop("network lost")
         sched.runDue()
-        assertEquals(StatsResult.Failed(ControlFailure.TUNNEL_CLOSED, "network lost"), got.last())
+        assertEquals(StatsResult.Failed(ControlFailure.TUNNEL_CLOSED, "tunnel lost: network lost"), got.last())
     }
 
     @Test

@@ -2,6 +2,7 @@ package net.traffix.core.device
 
 import java.time.ZoneOffset
 import net.traffix.core.agent.Agent
+import net.traffix.core.agent.AgentError
 import net.traffix.core.agent.AgentConfig
 import net.traffix.core.agent.AgentListener
 import net.traffix.core.agent.AgentStatus
@@ -44,7 +45,9 @@ class RestartWatchdogTest {
             random = { 0.5 },
         )
 
-    private fun status(phase: Phase, lastError: String?): AgentStatus = agent().status.copy(phase = phase, lastError = lastError)
+    private fun status(phase: Phase, lastError: AgentError?): AgentStatus = agent().status.copy(phase = phase, lastError = lastError)
+
+    private fun refused(code: ErrorCode) = AgentError(AgentError.Kind.SERVER_REFUSED, code, "node speaks 1..1, server 2..2")
 
     @Test
     fun stickyRestartsAndBootRunOnlyWhatTheOwnerLeftRunning() {
@@ -84,16 +87,14 @@ class RestartWatchdogTest {
 
     @Test
     fun aVersionRefusalAsksForAnUpdate() {
-        val refused = status(Phase.FAILED, "server refused: version_unsupported: node speaks 1..1, server 2..2")
-        assertTrue(RestartWatchdog.needsUpdate(refused))
-        assertEquals(OwnerNotice(UiText.NOTICE_UPDATE_REQUIRED), RestartWatchdog.assess(RunJournal(), true, 0, refused))
-        assertFalse(RestartWatchdog.needsUpdate(status(Phase.FAILED, "server refused: device_banned: banned")))
-        assertFalse(RestartWatchdog.needsUpdate(status(Phase.BACKING_OFF, "server refused: version_unsupported: x")))
-        // The agent's wording is the ErrorCode's name: keep the two in step.
-        assertEquals(
-            RestartWatchdog.VERSION_REFUSAL,
-            "server refused: " + ErrorCode.VERSION_UNSUPPORTED.name.lowercase(),
-        )
+        val old = status(Phase.FAILED, refused(ErrorCode.VERSION_UNSUPPORTED))
+        assertTrue(RestartWatchdog.needsUpdate(old))
+        assertEquals(OwnerNotice(UiText.NOTICE_UPDATE_REQUIRED), RestartWatchdog.assess(RunJournal(), true, 0, old))
+        assertFalse(RestartWatchdog.needsUpdate(status(Phase.FAILED, refused(ErrorCode.DEVICE_BANNED))))
+        assertFalse(RestartWatchdog.needsUpdate(status(Phase.BACKING_OFF, refused(ErrorCode.VERSION_UNSUPPORTED))))
+        // The words the server sent are data: a message that only looks like a version refusal is not one.
+        val lookalike = AgentError(AgentError.Kind.CONNECTION_LOST, detail = "server refused: version_unsupported")
+        assertFalse(RestartWatchdog.needsUpdate(status(Phase.FAILED, lookalike)))
     }
 
     @Test
@@ -105,7 +106,7 @@ class RestartWatchdogTest {
         transport.last.open()
         transport.last.deliver(Frame.Error(ErrorCode.VERSION_UNSUPPORTED, "node speaks 1..1"))
         sched.runDue()
-        assertTrue(a.status.lastError, RestartWatchdog.needsUpdate(a.status))
+        assertTrue("${a.status.lastError}", RestartWatchdog.needsUpdate(a.status))
         assertEquals(OwnerNotice(UiText.NOTICE_UPDATE_REQUIRED), RestartWatchdog.assess(RunJournal(), true, 0, a.status))
         a.close()
     }

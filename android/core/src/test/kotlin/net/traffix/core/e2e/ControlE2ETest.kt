@@ -94,4 +94,53 @@ class ControlE2ETest {
         waitFor("the server forgot the device") { server.deviceCount() == 0 }
         assertEquals(Phase.STOPPED, a.status.phase)
     }
+
+    /**
+     * Paused by the owner, the tunnel is closed: history and unpair still work, each over one
+     * control-only session (HELLO tag 16), which the server neither lists online nor lets
+     * replace the device's state — it stays paused until the unpair removes it.
+     */
+    @Test
+    fun whilePausedHistoryAndUnpairGoOverControlOnlySessions() {
+        server.addUser("carol", credit = "0")
+        val unpaired = AtomicInteger()
+        val link = (PairLink.parse(server.pairLink("carol")) as PairLink.Result.Ok).link
+        val a =
+            Agent(
+                AgentConfig(link, paired = false, allowPrivateTargets = true, agentName = "traffix-core-e2e"),
+                SoftwareSigner.newP256(),
+                OkHttpTransport(),
+                object : AgentListener {
+                    override fun onUnpaired() {
+                        unpaired.incrementAndGet()
+                    }
+                },
+                ResourceSettings(wifiOnly = false, batteryFloorPct = null),
+                DeviceSample(NetworkType.ETHERNET, batteryPct = null, charging = false),
+            )
+        agent = a
+        a.start()
+        waitFor("the Kotlin node online") { a.status.phase == Phase.SERVING && server.onlineDevices() == 1 }
+
+        a.updateSettings(ResourceSettings(wifiOnly = false, batteryFloorPct = null, paused = true))
+        waitFor("paused by the owner with the tunnel closed", detail = { "${a.status} ${server.devices()}" }) {
+            a.status.phase == Phase.PAUSED && server.onlineDevices() == 0 && server.pausedDevices("by_owner") >= 1
+        }
+
+        val answers = ArrayBlockingQueue<StatsResult>(1)
+        a.requestHistory(2, 1) { answers.add(it) }
+        val h = (answers.poll(30, TimeUnit.SECONDS) as StatsResult.Ok).history
+        assertEquals("USD", h.currency)
+        assertEquals(2 to 1, h.days.size to h.months.size)
+        assertEquals("still paused: the session served nothing", Phase.PAUSED, a.status.phase)
+        assertEquals("a control-only session is never online", 0, server.onlineDevices())
+        assertTrue(server.devices(), server.pausedDevices("by_owner") >= 1)
+
+        val done = ArrayBlockingQueue<UnpairResult>(1)
+        a.unpair("e2e test while paused") { done.add(it) }
+        assertEquals(UnpairResult.Unpaired, done.poll(30, TimeUnit.SECONDS))
+        waitFor("the app told to forget the key") { unpaired.get() == 1 }
+        waitFor("the server forgot the device", detail = { server.devices() }) { server.deviceCount() == 0 }
+        assertEquals(Phase.STOPPED, a.status.phase)
+    }
 }

@@ -12,6 +12,7 @@ import java.util.concurrent.CountDownLatch
 import java.util.concurrent.Executors
 import java.util.concurrent.TimeUnit
 import net.traffix.core.agent.Agent
+import net.traffix.core.agent.AgentError
 import net.traffix.core.agent.AgentConfig
 import net.traffix.core.agent.AgentListener
 import net.traffix.core.agent.DeviceSample
@@ -282,7 +283,7 @@ class ServerE2ETest {
             // A software-level key: refused, with the reason, and the code stays usable.
             val weak = agent(AttestingSigner(ca, securityLevel = 0))
             waitFor("the software-level phone refused", detail = { "${weak.status}" }) {
-                weak.status.lastError?.contains("requires device trust hardware") == true
+                weak.status.lastError?.detail?.contains("requires device trust hardware") == true
             }
             weak.close()
             // A StrongBox key made for this link's challenge pairs and serves.
@@ -314,7 +315,8 @@ class ServerE2ETest {
         agents.add(a)
         a.start()
         waitFor("a pin failure") { a.status.phase == Phase.BACKING_OFF && a.status.lastError != null }
-        assertTrue(a.status.lastError!!, a.status.lastError!!.contains("pin"))
+        assertEquals(AgentError.Kind.CANNOT_CONNECT, a.status.lastError!!.kind)
+        assertTrue("${a.status.lastError}", a.status.lastError!!.detail.contains("pin"))
         assertEquals(0, server.deviceCount())
     }
 

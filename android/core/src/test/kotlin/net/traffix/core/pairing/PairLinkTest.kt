@@ -43,6 +43,22 @@ class PairLinkTest {
         assertTrue(invalid("").contains("traffix://pair"))
     }
 
+    private fun problem(text: String): Pair<PairLink.Problem, String> =
+        (PairLink.parse(text) as PairLink.Result.Invalid).let { it.problem to it.detail }
+
+    @Test
+    fun badLinksAreTypedProblemsWithTheirData() {
+        val p = pin.hex()
+        assertEquals(PairLink.Problem.NOT_A_LINK to "", problem("https://pair?server=a:1"))
+        assertEquals(PairLink.Problem.BAD_SERVER to "a", problem("traffix://pair?server=a&pin=$p&code=x"))
+        assertEquals(PairLink.Problem.BAD_SERVER to "a:0", problem("traffix://pair?server=a:0&pin=$p&code=x"))
+        assertEquals(PairLink.Problem.BAD_PIN to "", problem("traffix://pair?server=a:1&pin=zz&code=x"))
+        assertEquals(PairLink.Problem.NO_PIN to "", problem("traffix://pair?server=a:1&code=x"))
+        assertEquals(PairLink.Problem.NO_CODE to "", problem("traffix://pair?server=a:1&pin=$p&code="))
+        assertEquals(PairLink.Problem.NO_SERVER to "", problem("traffix://pair?pin=$p&code=x"))
+        assertEquals(PairLink.Problem.BAD_ESCAPE to "code", problem("traffix://pair?server=a:1&pin=$p&code=%zz"))
+    }
+
     @Test
     fun toStringHidesTheCode() {
         assertTrue(!PairLink("h:1", pin, "SECRET").toString().contains("SECRET"))

@@ -2,7 +2,13 @@ package net.traffix.core.text
 
 import java.io.File
 import javax.xml.parsers.DocumentBuilderFactory
+import net.traffix.core.agent.AgentError
+import net.traffix.core.agent.ControlFailure
 import net.traffix.core.agent.Phase
+import net.traffix.core.pairing.PairLink
+import net.traffix.core.policy.SettingsField
+import net.traffix.core.policy.SettingsProblem
+import net.traffix.core.protocol.ErrorCode
 import net.traffix.core.policy.PauseReason
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertTrue
@@ -50,6 +56,34 @@ class UiTextTest {
     fun everyPhaseAndReasonHasAKey() {
         assertEquals(Phase.values().size, Phase.values().map { UiText.of(it) }.toSet().size)
         assertEquals(PauseReason.values().size, PauseReason.values().map { UiText.of(it) }.toSet().size)
+    }
+
+    @Test
+    fun everyTypedProblemHasItsOwnKey() {
+        fun <T> distinct(values: Array<T>, key: (T) -> UiText) = assertEquals(values.toList().toString(), values.size, values.map(key).toSet().size)
+        distinct(AgentError.Kind.values().filter { it != AgentError.Kind.SERVER_REFUSED }.toTypedArray()) { UiText.of(AgentError(it)) }
+        distinct(ErrorCode.values()) { UiText.of(AgentError(AgentError.Kind.SERVER_REFUSED, it)) }
+        distinct(ControlFailure.values()) { UiText.of(it) }
+        distinct(PairLink.Problem.values()) { UiText.of(it) }
+        distinct(SettingsField.values()) { UiText.of(it) }
+        distinct(SettingsProblem.Kind.values()) { UiText.of(it) }
+        assertEquals(listOf("12"), UiText.args(AgentError(AgentError.Kind.SERVER_SILENT, detail = "12")))
+    }
+
+    /** `%1$s`, `%2$d` …: the distinct argument numbers a resource string uses. */
+    private fun argsOf(text: String): Set<Int> = Regex("""%(\d+)\$""").findAll(text).map { it.groupValues[1].toInt() }.toSet()
+
+    @Test
+    fun everyStringTakesExactlyItsKeysArguments() {
+        val have = strings()
+        val wrong =
+            UiText.values().filter { t ->
+                val text = have[t.resName] ?: return@filter false
+                // Android's getString needs positional arguments once there are any: no bare %s.
+                argsOf(text) != (1..t.args).toSet() || Regex("""%[sd]""").containsMatchIn(text)
+            }
+        assertEquals("keys whose string has other arguments than declared", emptyList<UiText>(), wrong)
+        assertEquals(setOf(1, 2), argsOf("%1\$s: “%2\$s” is not a whole number"))
     }
 
     @Test
