@@ -395,7 +395,7 @@ mod tests {
         writer.await.unwrap();
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn shutdown_writes_what_is_left_and_later_rows_still_land() {
         let (_dir, store) = store_with(2);
         let metrics = Arc::new(Metrics::default());
@@ -411,11 +411,11 @@ mod tests {
         assert_eq!(batches(&metrics, ResultLabel::ok()), 1);
         // A session that ends after the last batch still has its row written, on its own.
         log.record(id(1), seen(9, None));
-        // Written on the blocking pool, in real time: polled.
+        // Written on the blocking pool: polled.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while store.get_device(&id(1)).unwrap().unwrap().last_seen != Some(9) {
             assert!(std::time::Instant::now() < deadline, "the late row was not written");
-            std::thread::sleep(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
