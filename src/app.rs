@@ -141,6 +141,11 @@ async fn watch_for_notices(
                 .store
                 .list_devices()?
                 .into_iter()
+                // A node that just left: its last-seen row may still wait for the batched writer.
+                .map(|d| match ctx.live.as_ref().and_then(|l| l.seen.overlay(&d)) {
+                    Some(pending) => pending,
+                    None => d,
+                })
                 .map(|d| {
                     let online = d.device_id().is_some_and(|id| reg.get(&id).is_some());
                     // The pause reason a node reports: its heartbeat (via the watchdog) while
@@ -784,6 +789,9 @@ impl App {
         if self.relay.billing.is_some() {
             self.metrics.register_billing(&mut prom);
         }
+        let seen = crate::tunnel::seen::SeenLog::new(self.store.clone(), self.metrics.clone(), cfg.limits.seen_queue);
+        // Not one of `tasks`: it outlives them, to take the rows of the last sessions to end.
+        let seen_writer = tokio::spawn(seen.clone().run(Duration::from_millis(s.seen_flush_ms)));
         let tunnel = Arc::new(TunnelService {
             trust: self.trust.clone(),
             pair_attempts: TunnelService::pair_attempts_table(),
@@ -799,6 +807,7 @@ impl App {
             watchdog: self.watchdog.clone(),
             unpair: std::sync::OnceLock::new(),
             control_sessions: Default::default(),
+            seen: seen.clone(),
         });
         let payments = {
             let relay = self.relay.clone();
@@ -863,6 +872,7 @@ impl App {
                     })
                 },
                 notify: notifier.clone(),
+                seen: seen.clone(),
                 tariff_changed: {
                     let billing = self.relay.billing.clone();
                     Arc::new(move |t| {
@@ -1053,6 +1063,12 @@ impl App {
         }
         web_tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), web_tracker.wait()).await;
+        // The sessions have ended (or are past waiting for): their last-seen rows are written
+        // now; a session later still writes its own row.
+        seen.close();
+        if let Err(e) = seen_writer.await {
+            warn!(error = %e, "the last-seen writer failed");
+        }
         // Bill the last bytes: everything still live is closed and posted.
         if let (Some(flusher), Some(billing)) = (flusher, &self.relay.billing) {
             let _ = flusher.await;

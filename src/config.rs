@@ -87,6 +87,10 @@ pub struct ServerConfig {
     /// resolved when it is a host name), which are refused as targets.
     #[serde(default = "d_address_refresh")]
     pub address_refresh_secs: u64,
+    /// Nodes' last-seen rows (came, left, their pause reason) are written together at most
+    /// this often, in one transaction, and at shutdown (`tunnel::seen`).
+    #[serde(default = "d_seen_flush")]
+    pub seen_flush_ms: u64,
 }
 fn d_web() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8443))
@@ -105,6 +109,9 @@ fn d_grace() -> u64 {
 }
 fn d_address_refresh() -> u64 {
     300
+}
+fn d_seen_flush() -> u64 {
+    1000
 }
 
 /// `[tls]`: the appliance's key and self-signed certificate, and ACME (`crate::acme`). ACME is
@@ -367,6 +374,9 @@ pub struct Limits {
     pub watchdog_probe_connections: usize,
     /// Notification events waiting for delivery; when full, a new event is dropped (counted).
     pub notify_queue: usize,
+    /// Nodes' last-seen rows waiting for the writer; when full, a row is coalesced with the
+    /// device's other waiting row (one per device), never dropped and never waited for.
+    pub seen_queue: usize,
     /// Notifications kept in each user's inbox (the oldest go first).
     pub notify_inbox_per_user: usize,
     /// Telegram webhook updates handled at once; beyond it Telegram is told to retry (503).
@@ -451,6 +461,7 @@ impl Default for Limits {
             watchdog_probes_per_minute: 120,
             watchdog_probe_connections: 64,
             notify_queue: 1024,
+            seen_queue: 4096,
             notify_inbox_per_user: 100,
             telegram_webhook_concurrency: 16,
         }
@@ -862,6 +873,9 @@ impl Config {
         if self.server.address_refresh_secs == 0 {
             return bad("server.address_refresh_secs must be at least 1".into());
         }
+        if !(1..=60_000).contains(&self.server.seen_flush_ms) {
+            return bad("server.seen_flush_ms must be 1..=60000".into());
+        }
         if self.billing.hold_chunk.0 == 0 {
             return bad("billing.hold_chunk must be greater than zero".into());
         }
@@ -898,6 +912,7 @@ impl Config {
             ("pair_attempts_per_minute_per_ip", l.pair_attempts_per_minute_per_ip),
             ("max_logins_per_user", l.max_logins_per_user),
             ("notify_queue", u32::try_from(l.notify_queue).unwrap_or(u32::MAX)),
+            ("seen_queue", u32::try_from(l.seen_queue).unwrap_or(u32::MAX)),
             ("notify_inbox_per_user", u32::try_from(l.notify_inbox_per_user).unwrap_or(u32::MAX)),
             ("telegram_webhook_concurrency", u32::try_from(l.telegram_webhook_concurrency).unwrap_or(u32::MAX)),
         ] {

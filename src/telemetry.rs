@@ -260,6 +260,26 @@ pub struct Metrics {
     pub unmet_demand: Family<UnmetLabel, Counter>,
     /// Nodes' control requests (`stats`, `unpair`) by result.
     pub tunnel_control: Family<ControlLabel, Counter>,
+    /// Last-seen batches (one transaction each) by result (`tunnel::seen`).
+    pub seen_batches: Family<ResultLabel, Counter>,
+    /// Last-seen rows written.
+    pub seen_rows: Counter,
+    /// Last-seen rows replaced by a later row of the same device before they were written.
+    pub seen_coalesced: Counter,
+    /// How long one last-seen batch took to write.
+    pub seen_batch_seconds: LatencyHistogram,
+}
+
+/// A histogram of durations in seconds, from 0.5 ms to about 8 s.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram(prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 15),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -385,6 +405,26 @@ impl Metrics {
             "traffix_trust_verdicts",
             "Attestation chains judged at pairing, by the trust level they earned",
             self.trust_verdicts.clone(),
+        );
+        for result in Outcome::ALL {
+            self.seen_batches.get_or_create(&ResultLabel { result: result.clone() }).inc_by(0);
+        }
+        reg.register(
+            "traffix_seen_batches",
+            "Batches of nodes' last-seen rows written, one transaction each, by result",
+            self.seen_batches.clone(),
+        );
+        reg.register("traffix_seen_rows", "Nodes' last-seen rows written", self.seen_rows.clone());
+        reg.register(
+            "traffix_seen_rows_coalesced",
+            "Nodes' last-seen rows replaced by a later row of the same device before being written",
+            self.seen_coalesced.clone(),
+        );
+        reg.register_with_unit(
+            "traffix_seen_batch",
+            "Time to write one batch of nodes' last-seen rows",
+            Unit::Seconds,
+            self.seen_batch_seconds.0.clone(),
         );
     }
 
@@ -539,6 +579,11 @@ mod tests {
                 let v = v.trim_matches('"');
                 if k == "version" {
                     assert_eq!(v, env!("CARGO_PKG_VERSION"));
+                    continue;
+                }
+                // A histogram's bucket bounds are numbers.
+                if k == "le" {
+                    assert!(v == "+Inf" || v.parse::<f64>().is_ok(), "{line}");
                     continue;
                 }
                 assert!(

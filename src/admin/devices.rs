@@ -177,6 +177,10 @@ impl Command for DeviceRemove {
             // Its streams end (their session rows say why) before its tunnel goes.
             ctx.cut(Cut::Device(id16), "device_removed");
             l.registry.kick(&id16, ErrorCode::DeviceRemoved, "this device was removed from the server: pair it again");
+            // Its quality record went with it in the store; the watchdog forgets it too.
+            if let Some(w) = &l.watchdog {
+                w.forget(&id16);
+            }
         }
         tracing::info!(device = %dev.id, owner = %dev.owner, reason = self.reason.as_deref(), "device removed");
         Ok(view)
@@ -277,6 +281,9 @@ impl AdminCtx {
 
     /// [`AdminCtx::device_view`] with the accounts of every attestation key worked out once.
     pub fn device_view_with(&self, d: &DeviceRecord, keys: &KeyAccounts) -> DeviceView {
+        // A node that just left: its last-seen row may still wait for the batched writer.
+        let pending = self.live.as_ref().and_then(|l| l.seen.overlay(d));
+        let d = pending.as_ref().unwrap_or(d);
         let live = self.live.as_ref().and_then(|l| d.device_id().and_then(|id| l.registry.get(&id)));
         let status = live.as_ref().map(|n| n.status());
         let today = self.store.device_today(&d.id, now_secs()).unwrap_or_default();

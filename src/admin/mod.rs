@@ -328,6 +328,8 @@ pub struct Live {
     pub payments_changed: Arc<dyn Fn() + Send + Sync>,
     /// Where events for the users' notifications go (withdrawal decisions, admin alerts).
     pub notify: crate::notify::Notifier,
+    /// Nodes' last-seen rows not yet written (batched): shown with their devices.
+    pub seen: Arc<crate::tunnel::seen::SeenLog>,
 }
 
 /// What admin commands run against.

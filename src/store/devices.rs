@@ -96,6 +96,19 @@ impl DeviceRecord {
     pub fn device_id(&self) -> Option<DeviceId> {
         hex::decode(&self.id).ok().and_then(|b| DeviceId::try_from(b).ok())
     }
+
+    /// Takes a last-seen update (what [`Store::touch_devices`] writes): the time, the address and
+    /// country when known (an unknown one keeps the last), and the node's own pause reason.
+    pub fn saw(&mut self, at: u64, ip: Option<&str>, country: Option<&str>, pause: Option<&str>) {
+        self.last_seen = Some(at);
+        if let Some(ip) = ip {
+            self.last_ip = Some(ip.to_owned());
+        }
+        if let Some(c) = country {
+            self.country = Some(c.to_owned());
+        }
+        self.node_pause = pause.map(str::to_owned);
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -324,8 +337,26 @@ impl Store {
             t.remove(id)?;
             dev
         };
+        // The watchdog's record of it goes with it (its measurements mean nothing for a key that
+        // pairs again).
+        txn.open_table(super::tables::NODE_QUALITY)?.remove(id)?;
         txn.commit()?;
         Ok(dev)
+    }
+
+    /// Test fixtures: stores `recs` as they are, in one transaction (no pairing code, no vIP).
+    #[cfg(test)]
+    pub(crate) fn put_devices_for_test(&self, recs: &[DeviceRecord]) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut t = txn.open_table(DEVICES)?;
+            for d in recs {
+                let id = hex::decode(&d.id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                t.insert(id.as_slice(), to_json(d)?.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Persists last-seen times (and addresses, countries) of many devices in one transaction.
@@ -339,14 +370,7 @@ impl Store {
             for (id, at, ip, country, pause) in seen {
                 let dev: Option<DeviceRecord> = t.get(id.as_slice())?.map(|v| from_json(v.value())).transpose()?;
                 if let Some(mut dev) = dev {
-                    dev.last_seen = Some(*at);
-                    if ip.is_some() {
-                        dev.last_ip = ip.clone();
-                    }
-                    if country.is_some() {
-                        dev.country = country.clone();
-                    }
-                    dev.node_pause = pause.clone();
+                    dev.saw(*at, ip.as_deref(), country.as_deref(), pause.as_deref());
                     t.insert(id.as_slice(), to_json(&dev)?.as_slice())?;
                 }
             }

@@ -34,7 +34,7 @@ pub use deposits::{
     ADMIN_PROVIDER, Deposit, DepositOutcome, DepositRequest, DepositReturn, ReturnKind, ReturnOutcome, ReturnRequest,
     deposit_transfer_id, valid_external_id,
 };
-pub use devices::{DeviceRecord, PairCode, PairError};
+pub use devices::{DeviceRecord, PairCode, PairError, SeenRow};
 pub use holds::{Hold, HoldRequest};
 pub use invoices::{INVOICE_GRACE_SECS, Invoice, InvoiceStatus, Settled};
 pub use ledger::{Account, Transfer};

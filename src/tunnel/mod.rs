@@ -9,6 +9,7 @@ pub mod flowbuf;
 pub mod mux;
 pub mod protocol;
 pub mod registry;
+pub mod seen;
 pub mod session;
 pub mod ws;
 pub mod wsframe;

@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::mux::{Mux, MuxConfig};
 use super::protocol::{self, Challenge, ErrorCode, Frame, HeartbeatAck, Welcome};
-use super::registry::{NodeHandle, Registry};
+use super::registry::{Kick, NodeHandle, Registry};
 use super::ws::{self, ControlEnd, ReadEnd};
 use crate::auth;
 use crate::config::Limits;
@@ -49,6 +49,8 @@ pub struct TunnelService {
     pub unpair: std::sync::OnceLock<super::control::UnpairHook>,
     /// Control-only sessions open per device (docs/protocol.md "Control requests").
     pub control_sessions: super::control::ControlSessions,
+    /// Where nodes' last-seen rows go: written in batches (`server.seen_flush_ms`).
+    pub seen: Arc<super::seen::SeenLog>,
 }
 
 impl TunnelService {
@@ -90,6 +92,9 @@ struct Authenticated {
     version: u8,
     /// HELLO asked for a control-only session (version 2).
     control_only: bool,
+    /// The registry's kicks since just before the device was read (or paired): a ban or a
+    /// removal that lands during the rest of the handshake shows here.
+    kicks: tokio::sync::broadcast::Receiver<Kick>,
 }
 
 /// Runs one node connection to its end; `welcomed` runs once the node's handshake succeeded
@@ -180,6 +185,7 @@ where
             if p.nonce != nonce {
                 return Err(Refuse(ErrorCode::AuthFailed, "proof answers a different challenge".into()));
             }
+            let kicks = svc.registry.kicks();
             let device = svc
                 .store
                 .get_device(&device_id)
@@ -200,7 +206,16 @@ where
             if !owner_ok {
                 return Err(Refuse(ErrorCode::AuthFailed, "the device owner's account is disabled".into()));
             }
-            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: false, version, control_only })
+            Ok(Authenticated {
+                device,
+                device_id,
+                max_streams,
+                max_inflight,
+                paired_now: false,
+                version,
+                control_only,
+                kicks,
+            })
         }
         Frame::Pair(_) if control_only => {
             Err(Refuse(ErrorCode::ProtocolViolation, "a control-only session cannot pair".into()))
@@ -261,6 +276,7 @@ where
             };
             let store = svc.store.clone();
             let code_hash = auth::pairing_code_hash(&p.code);
+            let kicks = svc.registry.kicks();
             let res = tokio::task::spawn_blocking(move || store.pair_device(&code_hash, now_secs(), record))
                 .await
                 .map_err(|e| Refuse(ErrorCode::Internal, e.to_string()))?;
@@ -270,7 +286,16 @@ where
                 other => Refuse(ErrorCode::PairingCodeInvalid, other.to_string()),
             })?;
             info!(device = %device.id, owner = %device.owner, vip = %device.vip, trust = %device.trust_level(), "device paired");
-            Ok(Authenticated { device, device_id, max_streams, max_inflight, paired_now: true, version, control_only })
+            Ok(Authenticated {
+                device,
+                device_id,
+                max_streams,
+                max_inflight,
+                paired_now: true,
+                version,
+                control_only,
+                kicks,
+            })
         }
         other => Err(Refuse(ErrorCode::ProtocolViolation, format!("expected PROOF or PAIR, got {}", other.name()))),
     }
@@ -333,7 +358,7 @@ impl ControlRate {
     }
 }
 
-async fn run_connected<S>(svc: Arc<TunnelService>, mut ws: ws::WsConn<S>, peer: SocketAddr, who: Authenticated)
+async fn run_connected<S>(svc: Arc<TunnelService>, mut ws: ws::WsConn<S>, peer: SocketAddr, mut who: Authenticated)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -384,16 +409,12 @@ where
     );
     node.set_owner_paused(who.device.paused);
     svc.registry.insert(node.clone());
-    // A ban or removal that landed while the handshake ran found nothing to kick: look again.
-    match svc.store.get_device(&who.device_id) {
-        Ok(Some(d)) if !d.banned => {}
-        Ok(Some(_)) => {
-            svc.registry.kick(&who.device_id, ErrorCode::DeviceBanned, "device banned");
-        }
-        Ok(None) => {
-            svc.registry.kick(&who.device_id, ErrorCode::AuthFailed, "unknown device");
-        }
-        Err(e) => warn!(error = %e, "could not read the device again after its handshake"),
+    // A ban or removal that landed while the handshake ran found nothing to kick: the kicks
+    // since the device was read tell (no second read of the row, unless some were missed).
+    if let Some((code, why)) = kicked_meanwhile(&mut who.kicks, &who.device_id, || svc.store.get_device(&who.device_id))
+        && svc.registry.get(&who.device_id).is_some_and(|n| n.session_id == node.session_id)
+    {
+        svc.registry.kick(&who.device_id, code, &why);
     }
     svc.watchdog
         .record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip(), country }, now_secs());
@@ -406,7 +427,7 @@ where
     }
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, "node online");
-    persist_seen(&svc, &node).await;
+    persist_seen(&svc, &node);
     let today = Today::new(&svc, &who.device.id);
     if let Some(t) = &today {
         // Read once before the first heartbeat is answered, so the first ACK has the count.
@@ -533,7 +554,7 @@ where
                     break (read_end_cause(&e), e.to_string());
                 }
             }
-            _ = persist.tick() => persist_seen(&svc, &node).await,
+            _ = persist.tick() => persist_seen(&svc, &node),
             _ = shutdown.recv(), if !draining => {
                 // Graceful stop: no new streams are routed here (the front-ends stopped
                 // accepting); live ones finish, then the node is told to come back later.
@@ -568,7 +589,7 @@ where
     if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
         writer.abort();
     }
-    persist_seen(&svc, &node).await;
+    persist_seen(&svc, &node);
     info!(reason = %end, "node offline");
 }
 
@@ -713,13 +734,44 @@ fn read_end_cause(e: &ControlEnd) -> NodeDisconnect {
     }
 }
 
-async fn persist_seen(svc: &Arc<TunnelService>, node: &Arc<NodeHandle>) {
-    let store = svc.store.clone();
-    let row =
-        (node.device_id.to_vec(), now_secs(), Some(node.public_ip.to_string()), node.country_str(), node_pause(node));
-    let res = tokio::task::spawn_blocking(move || store.touch_devices(&[row])).await;
-    if let Ok(Err(e)) = res {
-        warn!(error = %e, "could not persist last-seen");
+/// Hands the node's last-seen row to the batched writer (never waits).
+fn persist_seen(svc: &TunnelService, node: &NodeHandle) {
+    let seen = super::seen::Seen {
+        at: now_secs(),
+        ip: Some(node.public_ip.to_string()),
+        country: node.country_str(),
+        pause: node_pause(node),
+    };
+    svc.seen.record(node.device_id, seen);
+}
+
+/// Whether `device` was kicked (banned, removed, its owner disabled) since `kicks` was taken,
+/// and with what: the code and reason to kick its new session with. Only when kicks were missed
+/// (the receiver lagged) is the device's row read again (`reread`), for a ban or a removal.
+fn kicked_meanwhile(
+    kicks: &mut tokio::sync::broadcast::Receiver<Kick>,
+    device: &DeviceId,
+    reread: impl FnOnce() -> Result<Option<DeviceRecord>, crate::store::StoreError>,
+) -> Option<(ErrorCode, String)> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    loop {
+        match kicks.try_recv() {
+            Ok(k) if k.device == *device => return Some((k.code, k.why)),
+            Ok(_) => {}
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
+            Err(TryRecvError::Lagged(missed)) => {
+                debug!(missed, "kicks missed during the handshake: reading the device again");
+                return match reread() {
+                    Ok(Some(d)) if !d.banned => None,
+                    Ok(Some(_)) => Some((ErrorCode::DeviceBanned, "device banned".into())),
+                    Ok(None) => Some((ErrorCode::AuthFailed, "unknown device".into())),
+                    Err(e) => {
+                        warn!(error = %e, "could not read the device again after its handshake");
+                        None
+                    }
+                };
+            }
+        }
     }
 }
 
@@ -853,6 +905,64 @@ mod tests {
         for (end, cause) in cases {
             assert_eq!(read_end_cause(&end), cause, "{end}");
         }
+    }
+
+    #[test]
+    fn a_kick_during_the_handshake_is_found_without_reading_the_device_again() {
+        let registry = Registry::new();
+        let me = [1u8; 16];
+        let reads = std::cell::Cell::new(0);
+        let row = |banned: bool, exists: bool| {
+            let reads = &reads;
+            move || {
+                reads.set(reads.get() + 1);
+                let d = DeviceRecord {
+                    banned,
+                    ..DeviceRecord::new(hex::encode(me), crate::identity::KeyAlg::Ed25519, "00".into())
+                };
+                Ok(exists.then_some(d))
+            }
+        };
+        // Nothing happened, or only to other devices: no kick, and the device is not read again.
+        let mut kicks = registry.kicks();
+        assert_eq!(kicked_meanwhile(&mut kicks, &me, row(true, true)), None);
+        registry.kick(&[2; 16], ErrorCode::DeviceBanned, "device banned: spam");
+        assert_eq!(kicked_meanwhile(&mut kicks, &me, row(true, true)), None);
+        // A ban of this device that found no session to kick (the handshake still ran): the new
+        // session is kicked with the same code and reason.
+        registry.kick(&[3; 16], ErrorCode::DeviceBanned, "device banned: spam");
+        registry.kick(&me, ErrorCode::DeviceBanned, "device banned: fraud");
+        assert_eq!(
+            kicked_meanwhile(&mut kicks, &me, row(false, true)),
+            Some((ErrorCode::DeviceBanned, "device banned: fraud".into()))
+        );
+        let mut kicks = registry.kicks();
+        registry.kick(&me, ErrorCode::DeviceRemoved, "removed");
+        assert_eq!(
+            kicked_meanwhile(&mut kicks, &me, row(false, false)),
+            Some((ErrorCode::DeviceRemoved, "removed".into()))
+        );
+        assert_eq!(reads.get(), 0, "the kicks told; the device was never read again");
+        // More kicks than the broadcast holds (a mass ban during the handshake): the row decides.
+        let lagged = || {
+            let kicks = registry.kicks();
+            for i in 0..300u16 {
+                let mut other = [9u8; 16];
+                other[..2].copy_from_slice(&i.to_be_bytes());
+                registry.kick(&other, ErrorCode::DeviceBanned, "device banned: spam");
+            }
+            kicks
+        };
+        assert_eq!(kicked_meanwhile(&mut lagged(), &me, row(false, true)), None);
+        assert_eq!(
+            kicked_meanwhile(&mut lagged(), &me, row(true, true)),
+            Some((ErrorCode::DeviceBanned, "device banned".into()))
+        );
+        assert_eq!(
+            kicked_meanwhile(&mut lagged(), &me, row(false, false)),
+            Some((ErrorCode::AuthFailed, "unknown device".into()))
+        );
+        assert_eq!(reads.get(), 3);
     }
 
     #[test]

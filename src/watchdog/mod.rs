@@ -287,6 +287,9 @@ pub struct Watchdog {
     probes: Mutex<ProbeClock>,
     probes_per_minute: u32,
     reputation: Option<Arc<reputation::Reputation>>,
+    /// A fingerprint of each record as last written to the database: only records whose
+    /// fingerprint changed are written again ([`Watchdog::persist`]). One per node kept.
+    written: Mutex<HashMap<DeviceId, u64>>,
 }
 
 /// When each node was last probed, and the probes started this minute (the rate limit).
@@ -321,6 +324,31 @@ impl WatchdogLimits {
             max_clients: l.watchdog_max_clients,
             client_failed_opens_per_minute: l.client_failed_opens_per_minute,
             probes_per_minute: l.watchdog_probes_per_minute,
+        }
+    }
+}
+
+/// A record as the database keeps it (JSON) and its fingerprint. Left out (empty): the uptime,
+/// which grows every evaluation while online (a restored record is offline), and the RTT and
+/// time-to-first-byte percentiles, which follow every heartbeat and come from samples that are
+/// not kept (after a restart they start again from fresh ones).
+fn durable(id: &DeviceId, q: &mut NodeQuality) -> Option<(Vec<u8>, u64)> {
+    use std::hash::{Hash, Hasher};
+    let s = &mut q.summary;
+    let derived = (std::mem::take(&mut s.uptime_s), s.rtt_p50_ms.take(), s.rtt_p95_ms.take(), s.ttfb_p50_ms.take());
+    let json = serde_json::to_vec(&*q);
+    let s = &mut q.summary;
+    (s.uptime_s, s.rtt_p50_ms, s.rtt_p95_ms, s.ttfb_p50_ms) = derived;
+    match json {
+        Ok(json) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            json.hash(&mut h);
+            let print = h.finish();
+            Some((json, print))
+        }
+        Err(e) => {
+            tracing::warn!(device = %hex::encode(id), error = %e, "could not encode a quality record");
+            None
         }
     }
 }
@@ -363,6 +391,7 @@ impl Watchdog {
             rotation: AtomicUsize::new(0),
             probes: Mutex::default(),
             probes_per_minute: limits.probes_per_minute,
+            written: Mutex::default(),
             reputation: reputation::Reputation::new(&cfg, limits.max_nodes as u64)
                 .unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "no IP-reputation lookups");
@@ -403,6 +432,7 @@ impl Watchdog {
                 .min();
             if let Some((_, k)) = victim {
                 map.remove(&k);
+                crate::sync::lock(&self.written).remove(&k);
             }
         }
         map.entry(*id).or_insert_with(|| Arc::new(Mutex::new(NodeQuality::new(owner, now)))).clone()
@@ -940,14 +970,70 @@ impl Watchdog {
         })
     }
 
-    /// Restores what the database kept (states, flags, overrides), all offline.
+    /// Restores what the database kept (states, flags, overrides), all offline. What was read
+    /// counts as written: an unchanged record is not written again.
     pub fn restore(&self, rows: Vec<(DeviceId, NodeQuality)>) {
         let mut map = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let mut written = crate::sync::lock(&self.written);
         for (id, mut q) in rows.into_iter().take(self.max_nodes) {
             q.online = false;
             q.unresponsive_since = None;
+            q.summary.uptime_s = 0;
+            (q.summary.rtt_p50_ms, q.summary.rtt_p95_ms, q.summary.ttfb_p50_ms) = (None, None, None);
+            if let Some((_, print)) = durable(&id, &mut q) {
+                written.insert(id, print);
+            }
             map.insert(id, Arc::new(Mutex::new(q)));
         }
+    }
+
+    /// Forgets a device that was removed: its measurements and its place in routing. (Its
+    /// record in the database goes with the device, `Store::remove_device`.)
+    pub fn forget(&self, device: &DeviceId) {
+        let gone = self.nodes.write().unwrap_or_else(|p| p.into_inner()).remove(device);
+        if let Some(n) = gone {
+            let q = crate::sync::lock(&n);
+            if q.online
+                && let Some(ip) = q.public_ip
+            {
+                self.ip_count(ip, -1);
+            }
+            crate::sync::lock(&self.tiers).set(device, None);
+        }
+        crate::sync::lock(&self.written).remove(device);
+        crate::sync::lock(&self.probes).last.remove(device);
+    }
+
+    /// Writes the records that changed since they were last written, in one transaction (none
+    /// when nothing changed); how many. What [`durable`] leaves out is no change.
+    pub fn persist(&self, store: &Store) -> Result<usize, crate::store::StoreError> {
+        let nodes: Vec<(DeviceId, Arc<Mutex<NodeQuality>>)> =
+            self.nodes.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut rows = Vec::new();
+        let mut prints = Vec::new();
+        {
+            let written = crate::sync::lock(&self.written);
+            for (id, n) in nodes {
+                let Some((json, print)) = durable(&id, &mut crate::sync::lock(&n)) else { continue };
+                if written.get(&id) != Some(&print) {
+                    rows.push((id, json));
+                    prints.push((id, print));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        store.put_quality_json(&rows)?;
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        let mut written = crate::sync::lock(&self.written);
+        for (id, print) in prints {
+            // Forgotten meanwhile (removed): nothing to remember.
+            if nodes.contains_key(&id) {
+                written.insert(id, print);
+            }
+        }
+        Ok(rows.len())
     }
 
     /// Every node's record, to write to the database.
@@ -1015,8 +1101,9 @@ impl Watchdog {
                 let now = crate::store::now_secs();
                 let changes = me.evaluate(now);
                 me.apply(&store, &changes, &ban);
-                if let Err(e) = store.put_quality(&me.snapshot()) {
-                    tracing::warn!(error = %e, "could not write node quality summaries");
+                match me.persist(&store) {
+                    Ok(n) => tracing::debug!(records = n, "node quality records written"),
+                    Err(e) => tracing::warn!(error = %e, "could not write node quality summaries"),
                 }
             })
             .await;

@@ -416,9 +416,11 @@ impl NodeQuality {
             self.counter = None;
             return;
         };
+        // An idle heartbeat (no growth) adds no minute: nothing changed.
         if let Some(last) = self.counter.replace(c)
             && c.node >= last.node
             && c.carried >= last.carried
+            && (c.node, c.carried) != (last.node, last.carried)
         {
             let m = self.minute(now);
             m.counted_node = m.counted_node.saturating_add(c.node - last.node);

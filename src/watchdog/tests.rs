@@ -736,3 +736,79 @@ fn a_node_whose_traffic_counter_lags_what_it_carried_is_told_and_honest_counters
     w.evaluate(T0 + 720);
     assert_eq!(w.view(&id(3)).unwrap().summary.server_carried_bytes, 39 * 20 * MIB + 10 * MIB);
 }
+
+/// Device `n` of many.
+fn many(n: u32) -> DeviceId {
+    let mut id = [0xa0; 16];
+    id[..4].copy_from_slice(&n.to_be_bytes());
+    id
+}
+
+#[test]
+fn only_records_that_changed_are_written_and_a_removed_device_is_forgotten() {
+    const NODES: u32 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("w.redb")).unwrap();
+    let recs: Vec<_> = (0..NODES)
+        .map(|n| {
+            let hexid = hex::encode(many(n));
+            crate::store::DeviceRecord::new(hexid.clone(), crate::identity::KeyAlg::Ed25519, hexid)
+        })
+        .collect();
+    store.put_devices_for_test(&recs).unwrap();
+    let w = watchdog(cfg());
+    let heartbeat = |w: &Watchdog, n: u32, now: u64| {
+        // An idle node with a data cap: its traffic counter does not move.
+        let counter = Some(Counter { node: 5_000, carried: 7_000 });
+        let rtt = Some(Duration::from_millis(30 + u64::from(n % 7) + now % 11));
+        w.record(Event::Heartbeat { device: many(n), serving: true, pause_reason: None, rtt, counter }, now);
+    };
+    for n in 0..NODES {
+        let ip = IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        w.record(Event::Online { device: many(n), owner: "bob", ip, country: None }, T0);
+        heartbeat(&w, n, T0 + 1);
+    }
+    w.evaluate(T0 + 10);
+    assert_eq!(w.persist(&store).unwrap(), NODES as usize, "every record is new");
+
+    // Idle minutes: heartbeats (their RTTs vary), evaluations, uptimes growing: nothing to write.
+    for minute in 1..=3 {
+        for n in 0..NODES {
+            heartbeat(&w, n, T0 + minute * 60);
+        }
+        w.evaluate(T0 + minute * 60 + 10);
+        assert_eq!(w.persist(&store).unwrap(), 0, "minute {minute}");
+    }
+    // One node carries traffic: its record alone is written, with its counts.
+    w.record(Event::Opened { device: many(7), target: "a.example:443" }, T0 + 250);
+    w.evaluate(T0 + 260);
+    assert_eq!(w.persist(&store).unwrap(), 1);
+    let stored: Vec<(DeviceId, NodeQuality)> = store.list_quality().unwrap();
+    assert_eq!(stored.len(), NODES as usize);
+    let (_, q) = stored.iter().find(|(id, _)| *id == many(7)).unwrap();
+    assert_eq!(q.summary.opens_ok, 1);
+    assert_eq!(w.persist(&store).unwrap(), 0);
+    // A node that leaves changed: written.
+    w.record(Event::Offline { device: many(8), node_side: false }, T0 + 270);
+    assert_eq!(w.persist(&store).unwrap(), 1);
+
+    // After a restart, what was read counts as written.
+    let w2 = watchdog(cfg());
+    w2.restore(store.list_quality().unwrap());
+    assert_eq!(w2.persist(&store).unwrap(), 0);
+    assert_eq!(w2.view(&many(7)).unwrap().summary.opens_ok, 1, "the counts survive the restart");
+
+    // A removed device: its record goes with it in the store, and the watchdog forgets it.
+    assert!(w.routable(&many(7)));
+    store.remove_device(&many(7)).unwrap();
+    w.forget(&many(7));
+    assert!(w.view(&many(7)).is_none());
+    assert!(!w.routable(&many(7)));
+    w.record(Event::Opened { device: many(7), target: "a.example:443" }, T0 + 300);
+    assert_eq!(w.persist(&store).unwrap(), 0);
+    let stored: Vec<(DeviceId, NodeQuality)> = store.list_quality().unwrap();
+    assert_eq!(stored.len(), NODES as usize - 1);
+    assert!(stored.iter().all(|(id, _)| *id != many(7)));
+    // Its address no longer counts as shared with it.
+    assert!(!w.online_ips().contains(&IpAddr::from([10, 0, 0, 7])));
+}

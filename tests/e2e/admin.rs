@@ -196,7 +196,11 @@ fn web_listener_is_tls13_only_with_the_printed_pin_and_metrics_stay_on_loopback(
 fn sigterm_lets_live_streams_finish_and_nodes_come_back_after_a_restart() {
     let mut s = Server::start_with(ServerOpts {
         allow_private_targets: true,
-        env: vec![("TRAFFIX_SERVER__SHUTDOWN_GRACE_SECS".into(), "120".into())],
+        env: vec![
+            ("TRAFFIX_SERVER__SHUTDOWN_GRACE_SECS".into(), "120".into()),
+            // Last-seen rows wait a minute for their batch: only the shutdown writes them here.
+            ("TRAFFIX_SERVER__SEEN_FLUSH_MS".into(), "60000".into()),
+        ],
         ..ServerOpts::default()
     });
     let pass = s.add_user("lena", Some("5"));
@@ -215,6 +219,10 @@ fn sigterm_lets_live_streams_finish_and_nodes_come_back_after_a_restart() {
     assert!(s.terminate().success(), "{}", s.log());
     assert!(client.wait().unwrap().success(), "the live stream finished during the drain");
     assert_eq!(sha256_hex(&std::fs::read(&file).unwrap()), sha256_hex(&payload(size, 5)));
+    // The stopped server wrote the node's last-seen row on its way out.
+    let list = s.cli_json(&["device", "list"]);
+    let d = list.as_array().unwrap().iter().find(|d| d["vip"] == node.vip.as_str()).unwrap().clone();
+    assert_eq!((d["online"].as_bool(), d["last_seen"].is_string()), (Some(false), true), "{d}");
     s.spawn();
     assert_eq!(s.wait_node_online(&node), node.vip, "the node reconnects by itself");
     let out = curl(&["--proxy", &s.socks_url("lena", &pass), &format!("http://{}/hello", origin().addr)]);

@@ -1,0 +1,421 @@
+//! Last-seen persistence in batches. Every node session reports when it came online, every
+//! minute while online, and when it went away ([`SeenLog::record`]); one writer task
+//! ([`SeenLog::run`]) keeps the newest row per device and writes them all with one
+//! `Store::touch_devices` transaction at most every `server.seen_flush_ms`, and once more when
+//! the server stops ([`SeenLog::close`]). So a restart or a network blip that brings 10,000
+//! nodes back (or drops them) costs a handful of fsyncs, not 10,000.
+//!
+//! Rows travel through a channel of `limits.seen_queue`; when it is full a row is coalesced
+//! into a map keyed by device (at most one row per paired device), so a session never waits
+//! and the newest row of a device is never lost. Rows not yet written are shown by
+//! [`SeenLog::overlay`] to whoever reads a device right after its node left (the admin views,
+//! the notification watcher): an overflowed row at once, a queued one as soon as the writer
+//! took it (it takes rows as they come, also while a batch is being written).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::identity::DeviceId;
+use crate::store::{DeviceRecord, SeenRow, Store, StoreError};
+use crate::telemetry::{Metrics, ResultLabel};
+
+/// One last-seen update of a device (see [`DeviceRecord::saw`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Unix seconds.
+    pub at: u64,
+    /// The tunnel's source address; `None` keeps the last one known.
+    pub ip: Option<String>,
+    /// Its country; `None` keeps the last one known.
+    pub country: Option<String>,
+    /// The pause reason the node reported (`None` while it serves).
+    pub pause: Option<String>,
+}
+
+/// A row with its order of arrival: of two rows of one device, the later one wins.
+#[derive(Debug, Clone)]
+struct Row {
+    seq: u64,
+    device: DeviceId,
+    seen: Seen,
+}
+
+impl Row {
+    fn to_store(&self) -> SeenRow {
+        let s = &self.seen;
+        (self.device.to_vec(), s.at, s.ip.clone(), s.country.clone(), s.pause.clone())
+    }
+}
+
+/// Rows the writer holds: waiting for the next batch, and in the batch being written.
+#[derive(Debug, Default)]
+struct Book {
+    pending: HashMap<DeviceId, Row>,
+    writing: HashMap<DeviceId, Row>,
+}
+
+/// Rows that found the channel full; `closed` once the writer took its last batch (later rows
+/// are written one by one).
+#[derive(Debug, Default)]
+struct Overflow {
+    rows: HashMap<DeviceId, Row>,
+    closed: bool,
+}
+
+/// The batched last-seen writer (one per server).
+pub struct SeenLog {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    tx: mpsc::Sender<Row>,
+    rx: Mutex<Option<mpsc::Receiver<Row>>>,
+    seq: AtomicU64,
+    book: Mutex<Book>,
+    overflow: Mutex<Overflow>,
+    closing: tokio::sync::Notify,
+    close_asked: AtomicBool,
+}
+
+impl std::fmt::Debug for SeenLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeenLog")
+    }
+}
+
+/// Keeps the later of `row` and the device's row in `map`, as if both were written in turn (an
+/// address or country the later one lacks comes from the earlier); true when one was coalesced
+/// (it will never be written itself).
+fn keep_newest(map: &mut HashMap<DeviceId, Row>, row: Row) -> bool {
+    let Some(had) = map.get_mut(&row.device) else {
+        map.insert(row.device, row);
+        return false;
+    };
+    let (mut later, earlier) = if had.seq > row.seq { (had.clone(), row) } else { (row, had.clone()) };
+    later.seen.ip = later.seen.ip.or(earlier.seen.ip);
+    later.seen.country = later.seen.country.or(earlier.seen.country);
+    *had = later;
+    true
+}
+
+impl SeenLog {
+    /// A writer for `store` whose channel holds `queue` rows (`limits.seen_queue`, at least 1).
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, queue: usize) -> Arc<SeenLog> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        Arc::new(SeenLog {
+            store,
+            metrics,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            seq: AtomicU64::new(0),
+            book: Mutex::default(),
+            overflow: Mutex::default(),
+            closing: tokio::sync::Notify::new(),
+            close_asked: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes a device's last-seen row for the next batch. Never waits: a full channel coalesces
+    /// the row into the overflow map; after [`SeenLog::close`] it is written on its own.
+    pub fn record(&self, device: DeviceId, seen: Seen) {
+        let row = Row { seq: self.seq.fetch_add(1, Ordering::Relaxed), device, seen };
+        let row = match self.tx.try_send(row) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) => r,
+        };
+        let mut o = crate::sync::lock(&self.overflow);
+        if !o.closed {
+            if keep_newest(&mut o.rows, row) {
+                self.metrics.seen_coalesced.inc();
+            }
+            return;
+        }
+        drop(o);
+        // The server is past its last batch (a session that ended late): this row alone.
+        let store = self.store.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || {
+                    if let Err(e) = store.touch_devices(&[row.to_store()]) {
+                        warn!(error = %e, "could not persist last-seen");
+                    }
+                });
+            }
+            Err(_) => warn!(device = %hex::encode(row.device), "last-seen after shutdown not persisted"),
+        }
+    }
+
+    /// The row of `device` not yet written, if any.
+    pub fn pending(&self, device: &DeviceId) -> Option<Seen> {
+        let from_book = {
+            let b = crate::sync::lock(&self.book);
+            [b.pending.get(device), b.writing.get(device)].into_iter().flatten().max_by_key(|r| r.seq).cloned()
+        };
+        let from_overflow = crate::sync::lock(&self.overflow).rows.get(device).cloned();
+        [from_book, from_overflow].into_iter().flatten().max_by_key(|r| r.seq).map(|r| r.seen)
+    }
+
+    /// `d` as it will be once its pending row is written; `None` when it has none.
+    pub fn overlay(&self, d: &DeviceRecord) -> Option<DeviceRecord> {
+        let s = self.pending(&d.device_id()?)?;
+        let mut d = d.clone();
+        d.saw(s.at, s.ip.as_deref(), s.country.as_deref(), s.pause.as_deref());
+        Some(d)
+    }
+
+    /// Asks the writer to write what it holds and stop ([`SeenLog::run`] returns once it has).
+    pub fn close(&self) {
+        self.close_asked.store(true, Ordering::Release);
+        self.closing.notify_one();
+    }
+
+    fn take(&self, row: Row) {
+        if keep_newest(&mut crate::sync::lock(&self.book).pending, row) {
+            self.metrics.seen_coalesced.inc();
+        }
+    }
+
+    /// Moves the overflow and then everything in the channel (rows a session sent before the
+    /// ones that overflowed) to the pending rows, and those to the batch being written.
+    fn start_batch(&self, rx: &mut mpsc::Receiver<Row>, last: bool) -> Vec<SeenRow> {
+        let overflow = {
+            let mut o = crate::sync::lock(&self.overflow);
+            o.closed = last;
+            std::mem::take(&mut o.rows)
+        };
+        for row in overflow.into_values() {
+            self.take(row);
+        }
+        while let Ok(row) = rx.try_recv() {
+            self.take(row);
+        }
+        let mut b = crate::sync::lock(&self.book);
+        b.writing = std::mem::take(&mut b.pending);
+        b.writing.values().map(Row::to_store).collect()
+    }
+
+    /// After a batch: forgets it when written; when not, its rows wait for the next one (unless
+    /// a later row of the device came meanwhile).
+    fn end_batch(&self, result: Result<(), StoreError>, rows: usize, took: Duration) {
+        let label = match result {
+            Ok(()) => ResultLabel::ok(),
+            Err(_) => ResultLabel::failed(),
+        };
+        self.metrics.seen_batches.get_or_create(&label).inc();
+        self.metrics.seen_batch_seconds.0.observe(took.as_secs_f64());
+        let mut b = crate::sync::lock(&self.book);
+        let batch = std::mem::take(&mut b.writing);
+        match result {
+            Ok(()) => {
+                self.metrics.seen_rows.inc_by(rows as u64);
+                debug!(rows, took_ms = took.as_millis() as u64, "last-seen batch written");
+            }
+            Err(e) => {
+                warn!(error = %e, rows, "could not persist last-seen; retrying with the next batch");
+                let mut coalesced = 0;
+                for row in batch.into_values() {
+                    if keep_newest(&mut b.pending, row) {
+                        coalesced += 1;
+                    }
+                }
+                self.metrics.seen_coalesced.inc_by(coalesced);
+            }
+        }
+    }
+
+    async fn write(&self, rows: Vec<SeenRow>) {
+        let n = rows.len();
+        if n == 0 {
+            crate::sync::lock(&self.book).writing.clear();
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.touch_devices(&rows))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("last-seen writer: {e}"))));
+        self.end_batch(result, n, started.elapsed());
+    }
+
+    /// Writes the rows at most every `every`, until [`SeenLog::close`]; then writes what is
+    /// left and returns. Rows keep arriving (and coalescing) while a batch is written.
+    pub async fn run(self: Arc<Self>, every: Duration) {
+        let Some(mut rx) = crate::sync::lock(&self.rx).take() else { return };
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            if self.close_asked.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::select! {
+                biased;
+                row = rx.recv() => match row {
+                    Some(row) => self.take(row),
+                    None => break,
+                },
+                _ = self.closing.notified() => break,
+                _ = tick.tick() => {
+                    let rows = self.start_batch(&mut rx, false);
+                    let write = self.write(rows);
+                    tokio::pin!(write);
+                    // Rows keep coming in while the batch is written.
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = &mut write => break,
+                            Some(row) = rx.recv() => self.take(row),
+                        }
+                    }
+                }
+            }
+        }
+        rx.close();
+        let rows = self.start_batch(&mut rx, true);
+        let n = rows.len();
+        self.write(rows).await;
+        debug!(rows = n, "last-seen writer stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV: usize = 10_000;
+
+    fn id(n: usize) -> DeviceId {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        id
+    }
+
+    fn seen(at: u64, pause: Option<&str>) -> Seen {
+        Seen { at, ip: Some("198.51.100.7".into()), country: Some("DE".into()), pause: pause.map(str::to_owned) }
+    }
+
+    /// A store with `n` paired devices.
+    fn store_with(n: usize) -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let recs: Vec<DeviceRecord> = (0..n)
+            .map(|i| DeviceRecord::new(hex::encode(id(i)), crate::identity::KeyAlg::Ed25519, hex::encode(id(i))))
+            .collect();
+        store.put_devices_for_test(&recs).unwrap();
+        (dir, store)
+    }
+
+    /// Lets the writer take every row in the channel (readers see a row once it is taken).
+    async fn taken(log: &SeenLog) {
+        while log.tx.capacity() < log.tx.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn batches(m: &Metrics, result: ResultLabel) -> u64 {
+        m.seen_batches.get_or_create(&result).get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_session_ends_are_a_handful_of_transactions_and_the_newest_row_wins() {
+        let (_dir, store) = store_with(DEV);
+        let metrics = Arc::new(Metrics::default());
+        let log = SeenLog::new(store.clone(), metrics.clone(), 1024);
+        let writer = tokio::spawn(log.clone().run(Duration::from_millis(1000)));
+        // Each node came online (t=100) and went away paused (t=105); node 0 twice more.
+        for i in 0..DEV {
+            log.record(id(i), seen(100, None));
+            log.record(id(i), seen(105, Some("daily_cap")));
+            if i % 97 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        log.record(id(0), Seen { at: 106, ip: None, country: None, pause: None });
+        taken(&log).await;
+        // Before anything is written, readers see the newest rows.
+        assert_eq!(store.get_device(&id(1)).unwrap().unwrap().last_seen, None);
+        let d = store.get_device(&id(1)).unwrap().unwrap();
+        let shown = log.overlay(&d).expect("a pending row");
+        assert_eq!((shown.last_seen, shown.node_pause.as_deref()), (Some(105), Some("daily_cap")));
+        assert_eq!(log.overlay(&store.get_device(&id(0)).unwrap().unwrap()).unwrap().last_seen, Some(106));
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        while batches(&metrics, ResultLabel::ok()) == 0 {
+            tokio::task::yield_now().await;
+        }
+        log.close();
+        writer.await.unwrap();
+        let written = batches(&metrics, ResultLabel::ok());
+        assert!((1..=3).contains(&written), "{written} transactions for {} rows", 2 * DEV + 1);
+        assert_eq!(batches(&metrics, ResultLabel::failed()), 0);
+        assert_eq!(metrics.seen_rows.get(), DEV as u64, "one row per device");
+        assert_eq!(metrics.seen_coalesced.get(), DEV as u64 + 1, "every older row was coalesced");
+        for i in [1, 77, DEV - 1] {
+            let d = store.get_device(&id(i)).unwrap().unwrap();
+            assert_eq!((d.last_seen, d.node_pause.as_deref()), (Some(105), Some("daily_cap")), "device {i}");
+            assert_eq!((d.last_ip.as_deref(), d.country.as_deref()), (Some("198.51.100.7"), Some("DE")));
+            assert!(log.pending(&id(i)).is_none());
+        }
+        // The last row had no address or country: the known ones stay; it serves again.
+        let d = store.get_device(&id(0)).unwrap().unwrap();
+        assert_eq!((d.last_seen, d.node_pause, d.last_ip.as_deref()), (Some(106), None, Some("198.51.100.7")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_channel_coalesces_by_device_and_loses_no_newest_row() {
+        let (_dir, store) = store_with(3);
+        let metrics = Arc::new(Metrics::default());
+        // A channel of one row and a writer not yet running: everything past it overflows.
+        let log = SeenLog::new(store.clone(), metrics.clone(), 1);
+        log.record(id(0), seen(10, None));
+        for t in 11..=50 {
+            log.record(id(1), seen(t, None));
+            log.record(id(2), seen(t, Some("by_owner")));
+        }
+        // Overflow holds one row per device: 2 rows, however many came.
+        assert_eq!(crate::sync::lock(&log.overflow).rows.len(), 2);
+        assert_eq!(metrics.seen_coalesced.get(), 78);
+        // A device whose older row waits in the channel and newer one overflowed: the newer wins.
+        log.record(id(0), seen(60, Some("daily_cap")));
+        assert_eq!(log.pending(&id(0)).map(|s| s.at), Some(60));
+        let writer = tokio::spawn(log.clone().run(Duration::from_millis(1000)));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        while batches(&metrics, ResultLabel::ok()) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let at = |i| store.get_device(&id(i)).unwrap().unwrap();
+        assert_eq!((at(0).last_seen, at(0).node_pause.as_deref()), (Some(60), Some("daily_cap")));
+        assert_eq!(at(1).last_seen, Some(50));
+        assert_eq!((at(2).last_seen, at(2).node_pause.as_deref()), (Some(50), Some("by_owner")));
+        assert_eq!(batches(&metrics, ResultLabel::ok()), 1, "one transaction for all of it");
+        log.close();
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_writes_what_is_left_and_later_rows_still_land() {
+        let (_dir, store) = store_with(2);
+        let metrics = Arc::new(Metrics::default());
+        let log = SeenLog::new(store.clone(), metrics.clone(), 16);
+        // An hour between flushes: only the shutdown writes.
+        let writer = tokio::spawn(log.clone().run(Duration::from_secs(3600)));
+        log.record(id(0), seen(7, Some("by_owner")));
+        tokio::task::yield_now().await;
+        log.close();
+        writer.await.unwrap();
+        let d = store.get_device(&id(0)).unwrap().unwrap();
+        assert_eq!((d.last_seen, d.node_pause.as_deref()), (Some(7), Some("by_owner")));
+        assert_eq!(batches(&metrics, ResultLabel::ok()), 1);
+        // A session that ends after the last batch still has its row written, on its own.
+        log.record(id(1), seen(9, None));
+        // Written on the blocking pool: polled.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.get_device(&id(1)).unwrap().unwrap().last_seen != Some(9) {
+            assert!(std::time::Instant::now() < deadline, "the late row was not written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
