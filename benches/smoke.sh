@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# CI smoke of the benchmarks that have a tiny scale (issue 19 item 5): benchmarks are not tests,
+# but this keeps them compiling and running. The debug build (the `test` profile: no release
+# build in CI), so no figure printed here means anything; docs/benchmarks.md has the real runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "==> benches/fleet.rs at tiny scale (50 nodes, 10 clients, 5 s idle, 10 s soak)"
+TRAFFIX_BENCH_SCALE=0.005 cargo test --locked --bench fleet
