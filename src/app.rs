@@ -808,7 +808,9 @@ impl App {
             unpair: std::sync::OnceLock::new(),
             control_sessions: Default::default(),
             seen: seen.clone(),
+            tasks: tokio_util::task::TaskTracker::new(),
         });
+        let tunnel_tasks = tunnel.tasks.clone();
         let payments = {
             let relay = self.relay.clone();
             let on_credit: crate::payments::CreditHook = Arc::new(move |name: &str| {
@@ -1063,6 +1065,12 @@ impl App {
         }
         web_tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), web_tracker.wait()).await;
+        // Node sessions end within their writer's 5 s grace; their last rows go to the writer
+        // before it writes its final batch.
+        tunnel_tasks.close();
+        if tokio::time::timeout(Duration::from_secs(7), tunnel_tasks.wait()).await.is_err() {
+            warn!("node sessions still open after 7 s; their last-seen rows are written on their own");
+        }
         // The sessions have ended (or are past waiting for): their last-seen rows are written
         // now; a session later still writes its own row.
         seen.close();

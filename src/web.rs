@@ -104,7 +104,8 @@ async fn tunnel(
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let limits = crate::tunnel::ws::ws_limits(&svc.limits);
-    tokio::spawn(async move {
+    let tasks = svc.tasks.clone();
+    tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws =

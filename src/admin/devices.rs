@@ -88,7 +88,7 @@ impl Command for Pair {
         }
         ctx.store.create_pair_code(
             &crate::auth::pairing_code_hash(&code),
-            &PairCode { user: name.clone(), created_at: now, expires_at, used: false },
+            &PairCode { user: name.clone(), created_at: now, expires_at, used: false, used_by: None },
         )?;
         let link = crate::node::state::PairLink {
             server: ctx.public_address.clone(),
@@ -387,7 +387,7 @@ mod tests {
         ctx.store
             .create_pair_code(
                 code,
-                &PairCode { user: "bob".into(), created_at: now, expires_at: now + 600, used: false },
+                &PairCode { user: "bob".into(), created_at: now, expires_at: now + 600, used: false, used_by: None },
             )
             .unwrap();
         let rec = DeviceRecord::new(hex::encode([key; 16]), crate::identity::KeyAlg::Ed25519, hex::encode([key; 32]));
@@ -417,6 +417,26 @@ mod tests {
         assert_ne!(back.vip, first.vip);
     }
 
+    /// A node whose pairing handshake timed out after the server had paired it retries with
+    /// the same code: the same key is answered as paired; another key is refused.
+    #[test]
+    fn the_same_key_may_repeat_a_pairing_whose_answer_was_lost() {
+        let (_dir, ctx) = test_ctx();
+        ctx.execute(crate::admin::UserAdd { name: "bob".into(), password: None, admin: false }).unwrap();
+        let first = pair(&ctx, "c1", 1);
+        let now = now_secs();
+        let same = DeviceRecord::new(hex::encode([1u8; 16]), crate::identity::KeyAlg::Ed25519, hex::encode([1u8; 32]));
+        let again = ctx.store.pair_device("c1", now, same).unwrap();
+        assert_eq!((again.vip, again.owner.as_str()), (first.vip, "bob"));
+        assert_eq!(ctx.execute(DeviceList::default()).unwrap().len(), 1, "still one device");
+        let other = DeviceRecord::new(hex::encode([2u8; 16]), crate::identity::KeyAlg::Ed25519, hex::encode([2u8; 32]));
+        assert!(matches!(ctx.store.pair_device("c1", now, other), Err(crate::store::PairError::Used)));
+        // Banned meanwhile: the repeat is refused as banned.
+        ctx.execute(DeviceBan { id: first.id.clone(), reason: "fraud".into() }).unwrap();
+        let same = DeviceRecord::new(hex::encode([1u8; 16]), crate::identity::KeyAlg::Ed25519, hex::encode([1u8; 32]));
+        assert!(matches!(ctx.store.pair_device("c1", now, same), Err(crate::store::PairError::Banned)));
+    }
+
     #[test]
     fn a_banned_device_is_not_removed_so_its_key_stays_out() {
         let (_dir, ctx) = test_ctx();
@@ -432,7 +452,7 @@ mod tests {
         ctx.store
             .create_pair_code(
                 "c2",
-                &PairCode { user: "bob".into(), created_at: now, expires_at: now + 600, used: false },
+                &PairCode { user: "bob".into(), created_at: now, expires_at: now + 600, used: false, used_by: None },
             )
             .unwrap();
         let again = DeviceRecord { id: hex::encode([1u8; 16]), ..dev.clone() };

@@ -117,6 +117,10 @@ pub struct PairCode {
     pub created_at: u64,
     pub expires_at: u64,
     pub used: bool,
+    /// The device (id, hex) that used the code: the same key asking again with it (its first
+    /// answer was lost) is answered as paired, not refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<String>,
 }
 
 /// One last-seen update: device id, time, public IP, country.
@@ -221,6 +225,18 @@ impl Store {
                 None => return Err(PairError::Unknown),
             };
             if code.used {
+                // The same key again with the code it paired with: the handshake that paired it
+                // timed out or its link dropped before WELCOME. It is paired: say so, once more.
+                if code.used_by.as_deref() == Some(device.id.as_str()) {
+                    let id = hex::decode(&device.id).map_err(|_| StoreError::Invalid("device id is not hex".into()))?;
+                    let paired: Option<DeviceRecord> =
+                        txn.open_table(DEVICES)?.get(id.as_slice())?.map(|v| from_json(v.value())).transpose()?;
+                    match paired {
+                        Some(d) if d.banned => return Err(PairError::Banned),
+                        Some(d) if d.owner == code.user => return Ok(d),
+                        _ => {}
+                    }
+                }
                 return Err(PairError::Used);
             }
             if now >= code.expires_at {
@@ -234,6 +250,7 @@ impl Store {
                 return Err(PairError::OwnerDisabled);
             }
             code.used = true;
+            code.used_by = Some(device.id.clone());
             codes.insert(code_hash, to_json(&code)?.as_slice())?;
 
             let id = hex::decode(&device.id).map_err(|_| StoreError::Invalid("device id is not hex".into()))?;

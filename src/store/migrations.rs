@@ -282,7 +282,13 @@ mod tests {
                 let code = format!("code{i}");
                 s.create_pair_code(
                     &code,
-                    &crate::store::PairCode { user: "bo".into(), created_at: 1, expires_at: 1_000_000, used: false },
+                    &crate::store::PairCode {
+                        user: "bo".into(),
+                        created_at: 1,
+                        expires_at: 1_000_000,
+                        used: false,
+                        used_by: None,
+                    },
                 )
                 .unwrap();
                 s.pair_device(&code, 2, rec(id, chain)).unwrap();

@@ -64,7 +64,8 @@ mod tests {
 
     /// Pairs device `id` to bob.
     fn paired(s: &Store, id: DeviceId) {
-        let code = crate::store::PairCode { user: "bob".into(), created_at: 1, expires_at: 1000, used: false };
+        let code =
+            crate::store::PairCode { user: "bob".into(), created_at: 1, expires_at: 1000, used: false, used_by: None };
         let hash = format!("h{}", id[0]);
         s.create_pair_code(&hash, &code).unwrap();
         let rec = crate::store::DeviceRecord::new(hex::encode(id), crate::identity::KeyAlg::Ed25519, hex::encode(id));

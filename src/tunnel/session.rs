@@ -51,6 +51,9 @@ pub struct TunnelService {
     pub control_sessions: super::control::ControlSessions,
     /// Where nodes' last-seen rows go: written in batches (`server.seen_flush_ms`).
     pub seen: Arc<super::seen::SeenLog>,
+    /// Every node connection's task: shutdown waits for them (their last rows) before the
+    /// last-seen writer's final batch.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl TunnelService {
@@ -586,10 +589,10 @@ where
     mux.close(&end);
     // The writer sends what was queued (an ERROR frame) and closes; a node that does not read
     // would hold it (and the socket) forever, so it is aborted after a grace period.
+    persist_seen(&svc, &node);
     if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
         writer.abort();
     }
-    persist_seen(&svc, &node);
     info!(reason = %end, "node offline");
 }
 

@@ -25,6 +25,10 @@ use crate::config::Limits;
 // largest tunnel frame.
 const _: () = assert!(crate::config::MIN_WS_MAX_FRAME >= super::protocol::MAX_FRAME_LEN);
 
+/// How long one frame sent outside the session's writer (handshake frames, the refusal before
+/// closing, the close itself) may wait for a peer that does not read.
+pub const HANDSHAKE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Frames gathered into one vectored write at most (then the batch is flushed).
 const MAX_BATCH_FRAMES: usize = 64;
 
@@ -215,22 +219,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
         WsConn { io, read: ReadState::new(role, limits), write: WriteState::new(role, limits) }
     }
 
-    /// The next message (pings are answered here, so they never reach the caller).
+    /// The next message. Pings are not answered during the handshake (it lasts seconds; a
+    /// peer that floods pings and never reads must not stall it on its own answers).
     async fn next(&mut self) -> Result<Msg, ReadEnd> {
-        loop {
-            match self.read.next(&mut self.io).await? {
-                Msg::Ping(p) => {
-                    self.write.send(&mut self.io, &mut vec![(wsframe::OP_PONG, p)]).await.map_err(ReadEnd::Io)?
-                }
-                m => return Ok(m),
-            }
-        }
+        self.read.next(&mut self.io).await
     }
 
-    /// Sends a close frame and shuts the stream down (TLS close_notify), ignoring failures.
+    /// Sends a close frame and shuts the stream down (TLS close_notify), ignoring failures;
+    /// a peer that does not read is given up on after [`HANDSHAKE_SEND_TIMEOUT`].
     pub async fn close(&mut self) {
-        let _ = self.write.send(&mut self.io, &mut vec![(wsframe::OP_CLOSE, Bytes::from_static(&[0x03, 0xe8]))]).await;
-        let _ = self.io.shutdown().await;
+        let close = async {
+            let _ =
+                self.write.send(&mut self.io, &mut vec![(wsframe::OP_CLOSE, Bytes::from_static(&[0x03, 0xe8]))]).await;
+            let _ = self.io.shutdown().await;
+        };
+        let _ = tokio::time::timeout(HANDSHAKE_SEND_TIMEOUT, close).await;
     }
 
     /// The reading and writing halves, for the session's reader and writer tasks.
@@ -479,8 +482,11 @@ pub async fn send_handshake_frame<S>(ws: &mut WsConn<S>, frame: &Frame) -> Resul
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ws.write.send(&mut ws.io, &mut vec![(wsframe::OP_BINARY, frame.encode())]).await?;
-    Ok(())
+    let send = ws.write.send(&mut ws.io, &mut vec![(wsframe::OP_BINARY, frame.encode())]);
+    match tokio::time::timeout(HANDSHAKE_SEND_TIMEOUT, send).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ReadEnd::Io(std::io::ErrorKind::TimedOut.into())),
+    }
 }
 
 #[cfg(test)]
@@ -650,6 +656,41 @@ mod tests {
         let (mut server, node) = server_and_tungstenite_node().await;
         drop(node);
         assert!(matches!(read_handshake_frame(&mut server).await, Err(ReadEnd::Closed)));
+    }
+
+    /// A peer that floods pings during the handshake and never reads does not stall it (pings
+    /// are not answered before WELCOME), and a frame sent to a peer that never reads is given
+    /// up on after the send timeout instead of holding the task and its socket.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_reads_cannot_hold_the_handshake() {
+        let (a, b) = tokio::io::duplex(4 * 1024);
+        let mut server = WsConn::new(a, Role::Server, limits());
+        let mut node = WsConn::new(b, Role::Client, limits());
+        let hello = Frame::Drain { reason: None, deadline_s: None };
+        let mut pings: Vec<(u8, Bytes)> =
+            (0..500).map(|_| (wsframe::OP_PING, Bytes::from_static(&[7u8; 125]))).collect();
+        pings.push((wsframe::OP_BINARY, hello.encode()));
+        let flood = tokio::spawn(async move {
+            node.write.send(&mut node.io, &mut pings).await.unwrap();
+            node // kept, never read
+        });
+        let got = read_handshake_frame(&mut server).await.unwrap();
+        assert!(matches!(got, Frame::Drain { .. }), "{got:?}");
+        let node = flood.await.unwrap();
+        // 500 pings later, nothing was written back; now a large answer cannot be delivered.
+        let big =
+            Frame::Error { code: super::super::protocol::ErrorCode::ProtocolViolation, message: "x".repeat(1000) };
+        let mut sent = 0;
+        let end = loop {
+            match send_handshake_frame(&mut server, &big).await {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(end, ReadEnd::Io(ref e) if e.kind() == std::io::ErrorKind::TimedOut), "{end}");
+        assert!(sent < 10, "a 4 KiB pipe holds a few frames");
+        server.close().await; // bounded too
+        drop(node);
     }
 
     /// An idle connection gives its read buffer back; one that is moving data keeps it.

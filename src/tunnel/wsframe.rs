@@ -158,6 +158,17 @@ pub const OP_CLOSE: u8 = 8;
 pub const OP_PING: u8 = 9;
 pub const OP_PONG: u8 = 10;
 
+/// Payloads shorter than this are copied out of the read buffer instead of sliced from it: a
+/// slice keeps the whole buffer (64–128 KiB) alive, and windows count only payload bytes, so a
+/// peer sending small frames that are never read could pin many times what it is allowed.
+/// At or above it a slice pins at most about four times its length.
+pub const COPY_BELOW: usize = 32 * 1024;
+
+/// `body` as its own allocation when it is small, else as a slice of the read buffer.
+fn own_if_small(body: BytesMut) -> Bytes {
+    if body.len() < COPY_BELOW { Bytes::copy_from_slice(&body) } else { body.freeze() }
+}
+
 /// Turns a byte stream into messages. Holds only the state of a fragmented message between
 /// calls; the caller owns the buffer, so a read cancelled half-way loses nothing.
 #[derive(Debug)]
@@ -214,7 +225,7 @@ impl Decoder {
             match h.opcode {
                 OP_BINARY | OP_TEXT if self.partial.is_some() => return Err(WsError::Interleaved),
                 OP_TEXT => return Ok(Some(Msg::Text)),
-                OP_BINARY if h.fin => return Ok(Some(Msg::Binary(body.freeze()))),
+                OP_BINARY if h.fin => return Ok(Some(Msg::Binary(own_if_small(body)))),
                 OP_BINARY => self.partial = Some(body),
                 0 => {
                     let Some(p) = self.partial.as_mut() else { return Err(WsError::StrayContinuation) };
@@ -227,7 +238,8 @@ impl Decoder {
                         return Ok(self.partial.take().map(|p| Msg::Binary(p.freeze())));
                     }
                 }
-                OP_PING => return Ok(Some(Msg::Ping(body.freeze()))),
+                // Copied: a queued pong must not keep the whole read buffer alive.
+                OP_PING => return Ok(Some(Msg::Ping(Bytes::copy_from_slice(&body)))),
                 OP_PONG => return Ok(Some(Msg::Pong)),
                 // OP_CLOSE (the only opcode left after parse_header).
                 _ => {
@@ -389,6 +401,29 @@ mod tests {
         let mut buf = BytesMut::from(&frame(Role::Server, 0x02, &[1u8; 60 * 1024])[..]);
         buf.extend_from_slice(&frame(Role::Server, 0x80, &[1u8; 60 * 1024]));
         assert_eq!(d.decode(&mut buf), Err(WsError::MessageTooLarge { len: 120 * 1024, max: 100 * 1024 }));
+    }
+
+    /// Small payloads (and every ping) are copied out of the read buffer, so what a peer holds
+    /// queued or unread never pins a whole buffer; large ones are slices of it (no copy).
+    #[test]
+    fn small_payloads_own_their_bytes_and_large_ones_are_slices() {
+        let wire = [
+            frame(Role::Client, 0x82, b"tiny"),
+            frame(Role::Client, 0x89, b"ping"),
+            frame(Role::Client, 0x82, &[3u8; COPY_BELOW]),
+        ]
+        .concat();
+        let mut buf = BytesMut::with_capacity(128 * 1024);
+        buf.extend_from_slice(&wire);
+        let start = buf.as_ptr() as usize;
+        let inside = |p: *const u8| (start..start + 128 * 1024).contains(&(p as usize));
+        let mut d = Decoder::new(Role::Server, 64 * 1024, 64 * 1024);
+        let Ok(Some(Msg::Binary(tiny))) = d.decode(&mut buf) else { panic!("binary") };
+        let Ok(Some(Msg::Ping(ping))) = d.decode(&mut buf) else { panic!("ping") };
+        let Ok(Some(Msg::Binary(big))) = d.decode(&mut buf) else { panic!("binary") };
+        assert_eq!((&tiny[..], &ping[..], big.len()), (&b"tiny"[..], &b"ping"[..], COPY_BELOW));
+        assert!(!inside(tiny.as_ptr()) && !inside(ping.as_ptr()), "copied");
+        assert!(inside(big.as_ptr()), "a full frame is not copied");
     }
 
     #[test]

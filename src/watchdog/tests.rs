@@ -522,7 +522,8 @@ fn changes_go_to_the_audit_log_to_subscribers_and_a_ban_bans_the_device() {
         paired_at: T0,
         ..crate::store::DeviceRecord::new(hex::encode(id(1)), crate::identity::KeyAlg::Ed25519, hex::encode([7u8; 32]))
     };
-    let code = crate::store::PairCode { user: "bob".into(), created_at: T0, expires_at: T0 + 600, used: false };
+    let code =
+        crate::store::PairCode { user: "bob".into(), created_at: T0, expires_at: T0 + 600, used: false, used_by: None };
     store.create_pair_code("h", &code).unwrap();
     store.pair_device("h", T0, rec).unwrap();
     let w = watchdog(WatchdogConfig { ban_after_flags: 1, ..cfg() });
