@@ -482,7 +482,8 @@ pub async fn send_handshake_frame<S>(ws: &mut WsConn<S>, frame: &Frame) -> Resul
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let send = ws.write.send(&mut ws.io, &mut vec![(wsframe::OP_BINARY, frame.encode())]);
+    let mut msg = vec![(wsframe::OP_BINARY, frame.encode())];
+    let send = ws.write.send(&mut ws.io, &mut msg);
     match tokio::time::timeout(HANDSHAKE_SEND_TIMEOUT, send).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(ReadEnd::Io(std::io::ErrorKind::TimedOut.into())),
