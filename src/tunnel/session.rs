@@ -414,13 +414,18 @@ where
     svc.registry.insert(node.clone());
     // A ban or removal that landed while the handshake ran found nothing to kick: the kicks
     // since the device was read tell (no second read of the row, unless some were missed).
-    if let Some((code, why)) = kicked_meanwhile(&mut who.kicks, &who.device_id, || svc.store.get_device(&who.device_id))
+    let kicked = kicked_meanwhile(&mut who.kicks, &who.device_id, || svc.store.get_device(&who.device_id));
+    if let Some((code, why)) = &kicked
         && svc.registry.get(&who.device_id).is_some_and(|n| n.session_id == node.session_id)
     {
-        svc.registry.kick(&who.device_id, code, &why);
+        svc.registry.kick(&who.device_id, *code, why);
     }
-    svc.watchdog
-        .record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip(), country }, now_secs());
+    // A device kicked on arrival (banned, removed) is not announced to the watchdog: a removal
+    // has just forgotten its record, which must not come back.
+    if kicked.is_none() {
+        svc.watchdog
+            .record(Event::Online { device: who.device_id, owner: &node.owner, ip: peer.ip(), country }, now_secs());
+    }
     // A GeoIP database swapped in meanwhile updated the registry before the watchdog knew the
     // node: look again.
     let now_country = svc.geoip.country(peer.ip());
