@@ -176,6 +176,15 @@ impl WriteState {
     }
 }
 
+impl WriteState {
+    /// Sends a close frame (1000, normal) and shuts the stream down (TLS close_notify),
+    /// ignoring failures: the connection is ending either way.
+    async fn close<W: AsyncWrite + Unpin>(&mut self, io: &mut W) {
+        let _ = self.send(io, &mut vec![(wsframe::OP_CLOSE, Bytes::from_static(&[0x03, 0xe8]))]).await;
+        let _ = io.shutdown().await;
+    }
+}
+
 /// `payload` masked with `key`: in place when the bytes are not shared (a DATA frame from the
 /// queue), else in a copy.
 fn masked(payload: Bytes, key: [u8; 4]) -> Bytes {
@@ -228,12 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     /// Sends a close frame and shuts the stream down (TLS close_notify), ignoring failures;
     /// a peer that does not read is given up on after [`HANDSHAKE_SEND_TIMEOUT`].
     pub async fn close(&mut self) {
-        let close = async {
-            let _ =
-                self.write.send(&mut self.io, &mut vec![(wsframe::OP_CLOSE, Bytes::from_static(&[0x03, 0xe8]))]).await;
-            let _ = self.io.shutdown().await;
-        };
-        let _ = tokio::time::timeout(HANDSHAKE_SEND_TIMEOUT, close).await;
+        let _ = tokio::time::timeout(HANDSHAKE_SEND_TIMEOUT, self.write.close(&mut self.io)).await;
     }
 
     /// The reading and writing halves, for the session's reader and writer tasks.
@@ -285,9 +289,6 @@ where
                 next = rx.try_recv();
             }
         }
-        if closing {
-            batch.push((wsframe::OP_CLOSE, Bytes::from_static(&[0x03, 0xe8])));
-        }
         if w.state.send(&mut w.io, &mut batch).await.is_err() {
             return;
         }
@@ -295,10 +296,7 @@ where
             break;
         }
     }
-    if !closing {
-        let _ = w.state.send(&mut w.io, &mut vec![(wsframe::OP_CLOSE, Bytes::from_static(&[0x03, 0xe8]))]).await;
-    }
-    let _ = w.io.shutdown().await;
+    w.state.close(&mut w.io).await;
 }
 
 /// When a message last arrived from the peer: written by the reader, read by the liveness
