@@ -8,6 +8,10 @@
 //! `TRAFFIX_BENCH_BILLING=compare` runs instead the same workload against two traffix servers
 //! in one run, one with billing on and one with `billing.enabled = false`, alternating between
 //! them for `TRAFFIX_BENCH_ROUNDS` rounds (default 9), and prints both and the ratio on/off.
+//!
+//! `TRAFFIX_BENCH_ONLY=stream` runs only the one-stream workload (down, up, CPU per GiB) through
+//! every path and skips the memory figures: the shape to run under `perf record`.
+//! `TRAFFIX_BENCH_ONLY=memory` measures only the memory figures (per idle node, per idle stream).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
@@ -35,6 +39,16 @@ const PROFILE: &[(&str, &str)] = &[
 
 fn scale() -> f64 {
     std::env::var("TRAFFIX_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0)
+}
+
+/// `TRAFFIX_BENCH_ONLY=stream`: the one-stream workload only.
+fn stream_only() -> bool {
+    std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "stream")
+}
+
+/// `TRAFFIX_BENCH_ONLY=memory`: the memory figures only.
+fn memory_only() -> bool {
+    std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "memory")
 }
 
 // ---------------------------------------------------------------- origin
@@ -433,6 +447,9 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
         let cpu1: f64 = all_pids(&pids).iter().map(|p| cpu_secs(*p)).sum();
         f.cpu_s_per_gib = Some((cpu1 - cpu0) / ((down + up) as f64 / (1u64 << 30) as f64));
     }
+    if stream_only() {
+        return f;
+    }
 
     let mut lat = Vec::with_capacity(n_ttfb);
     for _ in 0..n_ttfb {
@@ -581,11 +598,19 @@ fn main() {
         let origin = origin().await;
         println!("traffix tunnel benchmark — scale {} — {}", scale(), std::env::consts::ARCH);
         println!("limits profile: {}", PROFILE.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+        if memory_only() {
+            let t = tokio::task::spawn_blocking(start_traffix).await.unwrap();
+            let (streams, per_stream) = idle_streams(&t, origin).await;
+            let (nodes, per_node) = idle_nodes(&t).await;
+            println!("server RSS per idle connected TLS node: {per_node:.1} KiB ({nodes} nodes)");
+            println!("server + node RSS per open idle stream: {per_stream:.1} KiB ({streams} streams)");
+            return;
+        }
         let direct = workload(&Path_::Direct, origin, &[]).await;
         let t = tokio::task::spawn_blocking(start_traffix).await.unwrap();
         // Memory first, on a fresh server: after bulk transfers the allocator keeps its pages.
-        let (streams, per_stream) = idle_streams(&t, origin).await;
-        let (nodes, per_node) = idle_nodes(&t).await;
+        let ((streams, per_stream), (nodes, per_node)) =
+            if stream_only() { ((0, f64::NAN), (0, f64::NAN)) } else { (idle_streams(&t, origin).await, idle_nodes(&t).await) };
         // Pin the workload to the bench node (the idle nodes above may still be leaving).
         let vip = serde_json::from_slice::<serde_json::Value>(&std::fs::read(t.dir.path().join("node.json")).unwrap()).unwrap()["vip"]
             .as_str()

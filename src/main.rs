@@ -1,5 +1,12 @@
 //! `traffix`: parse the command line, install the TLS provider, run, map errors to exit codes.
 
+/// jemalloc instead of glibc's malloc: a tunnel moves bytes in 16–64 KiB buffers allocated on
+/// one thread and freed on another, and glibc trims each freed run at the top of a thread's
+/// arena back to the kernel, so the next frame faults zeroed pages in again (about a quarter
+/// of the data path's CPU; docs/benchmarks.md, "Where the time goes").
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     // One rustls crypto provider for the whole process, before anything touches TLS.
     traffix::tls::install_provider();
