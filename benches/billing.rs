@@ -12,7 +12,9 @@
 //! separately. Last, every session is ended and the flush that posts and closes them all is
 //! timed. Timings are printed, never asserted.
 //!
-//! Run: `cargo bench --bench billing` (`TRAFFIX_BENCH_SESSIONS=1000` for a quick look).
+//! Run: `cargo bench --bench billing` (`TRAFFIX_BENCH_SESSIONS=1000` for a quick look;
+//! `TRAFFIX_BENCH_FLUSH_SECS` bounds the steady flushes, two posting periods by default: the CI
+//! smoke runs a few seconds of them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
 
 use std::sync::Arc;
@@ -31,6 +33,11 @@ const DOWN: u64 = 256 * 1024;
 
 fn sessions() -> usize {
     std::env::var("TRAFFIX_BENCH_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+}
+
+/// How long the steady flushes run at most (`TRAFFIX_BENCH_FLUSH_SECS`).
+fn flush_secs() -> u64 {
+    std::env::var("TRAFFIX_BENCH_FLUSH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2 * POST_EVERY_SECS)
 }
 
 fn user(name: &str) -> UserRecord {
@@ -64,7 +71,13 @@ async fn run() {
     let n = sessions();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("billing.redb");
-    let store = Arc::new(Store::open(&path).unwrap());
+    // The server's page cache (`server.store_cache_mb`), or `TRAFFIX_BENCH_CACHE_MB`.
+    let cache_mb = std::env::var("TRAFFIX_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(traffix::store::DEFAULT_CACHE_MB);
+    println!("database page cache: {cache_mb} MiB");
+    let store = Arc::new(Store::open_with_cache(&path, cache_mb).unwrap());
     // The shipped defaults: 3.00 per GB, 30 % fee, holds of 1.00, the overdraft bound of
     // client_max_streams streams.
     let tariff = Tariff::new(Micros(3_000_000), 30).unwrap();
@@ -172,7 +185,7 @@ async fn run() {
             since_post += 1;
         }
         let secs = first_at.elapsed().as_secs();
-        if (!posting.is_empty() && since_post >= 3) || secs > 2 * POST_EVERY_SECS {
+        if (!posting.is_empty() && since_post >= 3) || secs > flush_secs() {
             break;
         }
     }

@@ -577,7 +577,7 @@ impl App {
             );
         }
         let pid_file = cfg.data_dir.join(PID_FILE);
-        let store = match Store::open(&cfg.data_dir.join(DB_FILE)) {
+        let store = match Store::open_with_cache(&cfg.data_dir.join(DB_FILE), cfg.server.store_cache_mb) {
             Ok(s) => Arc::new(s),
             Err(crate::store::StoreError::Locked) => {
                 let pid = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse().ok());
@@ -590,20 +590,22 @@ impl App {
             warn!(error = %e, "cannot write {}", pid_file.display());
         }
         apply_settings(&mut cfg, &store)?;
-        // Three listeners take client connections (web, SOCKS5, HTTP proxy); full, they must
-        // still leave descriptors for everything else.
+        // Three listeners take connections (web with every node's tunnel, SOCKS5, HTTP proxy);
+        // full, they must still leave descriptors for everything else.
         let nofile = crate::listener::raise_nofile();
-        let fit = crate::listener::fit_connections(cfg.limits.max_connections, 3, nofile);
-        if fit < cfg.limits.max_connections {
+        let fit = crate::listener::fit_connections(cfg.limits.max_connections, nofile);
+        if fit.proxy < cfg.limits.max_connections {
             warn!(
                 nofile,
                 configured = cfg.limits.max_connections,
-                max_connections = fit,
-                "limits.max_connections lowered to fit the open-file limit"
+                web = fit.web,
+                proxy = fit.proxy,
+                "limits.max_connections lowered to fit the open-file limit (web listener, each proxy listener)"
             );
-            cfg.limits.max_connections = fit;
         }
-        info!(nofile, max_connections = cfg.limits.max_connections, "open-file limit");
+        cfg.limits.max_connections = fit.web;
+        cfg.limits.proxy_max_connections = Some(fit.proxy);
+        info!(nofile, web = fit.web, proxy = fit.proxy, "open-file limit: connections per listener");
         let certificates = Arc::new(
             crate::acme::Certificates::load(&cfg, Arc::new(crate::acme::schedule::SystemClock))
                 .map_err(AppError::Other)?,
@@ -1004,11 +1006,11 @@ impl App {
         if let (Some(l), Some(a)) = (acme_http, self.certificates.acme()) {
             let port = s.public_address.rsplit_once(':').map(|(_, p)| p).filter(|p| *p != "443");
             let base = format!("https://{}{}", a.domain, port.map(|p| format!(":{p}")).unwrap_or_default());
-            let gate = crate::listener::Gate::new(
-                "acme-http",
-                cfg.limits.conn_limits(),
-                self.metrics.connections_refused.clone(),
-            );
+            let caps = crate::listener::ConnLimits {
+                total: crate::listener::ACME_HTTP_MAX_CONNECTIONS.min(cfg.limits.max_connections),
+                ..cfg.limits.conn_limits()
+            };
+            let gate = crate::listener::Gate::new("acme-http", caps, self.metrics.connections_refused.clone());
             tasks.push(tokio::spawn(crate::acme::http01::serve(
                 l,
                 self.certificates.tokens(),

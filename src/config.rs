@@ -91,6 +91,11 @@ pub struct ServerConfig {
     /// this often, in one transaction, and at shutdown (`tunnel::seen`).
     #[serde(default = "d_seen_flush")]
     pub seen_flush_ms: u64,
+    /// Memory for the database's page cache, in MiB. redb's own default is 1 GiB, which a busy
+    /// server's database (a row per stream) fills over hours; the interior pages every lookup
+    /// touches fit in far less.
+    #[serde(default = "d_store_cache")]
+    pub store_cache_mb: u64,
 }
 fn d_web() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8443))
@@ -112,6 +117,9 @@ fn d_address_refresh() -> u64 {
 }
 fn d_seen_flush() -> u64 {
     1000
+}
+fn d_store_cache() -> u64 {
+    crate::store::DEFAULT_CACHE_MB
 }
 
 /// `[tls]`: the appliance's key and self-signed certificate, and ACME (`crate::acme`). ACME is
@@ -341,8 +349,14 @@ pub struct Limits {
     /// lets it fill is disconnected (`limit_exceeded` in the log).
     pub node_queue_bytes: usize,
     /// Connections at once on each listener (web, SOCKS5, HTTP proxy); over it a new one is
-    /// refused at once.
+    /// refused at once. At start the server lowers it to fit its open-file limit (the web
+    /// listener, which holds every node's tunnel, takes three fifths of the descriptors, each
+    /// proxy listener one fifth).
     pub max_connections: usize,
+    /// The proxy listeners' cap after fitting the open-file limit (`None`: `max_connections`).
+    /// Set at start, not configured.
+    #[serde(skip)]
+    pub proxy_max_connections: Option<usize>,
     /// Connections at once from one source address, on each listener.
     pub max_connections_per_ip: usize,
     /// A whole request on the web listener (head and body) must be complete this long after its
@@ -447,6 +461,7 @@ impl Default for Limits {
             ws_write_buffer: 16 * 1024,
             node_queue_bytes: 4 * 1024 * 1024,
             max_connections: 20_000,
+            proxy_max_connections: None,
             max_connections_per_ip: 256,
             request_timeout_secs: 30,
             keepalive_idle_secs: 60,
@@ -469,12 +484,20 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The connection caps of each listener.
+    /// The connection caps of the web listener.
     pub fn conn_limits(&self) -> crate::listener::ConnLimits {
         crate::listener::ConnLimits {
             total: self.max_connections,
             per_ip: self.max_connections_per_ip,
             handshakes_per_ip: self.max_handshakes_per_ip,
+        }
+    }
+
+    /// The connection caps of a proxy listener (SOCKS5, HTTP).
+    pub fn proxy_conn_limits(&self) -> crate::listener::ConnLimits {
+        crate::listener::ConnLimits {
+            total: self.proxy_max_connections.unwrap_or(self.max_connections).min(self.max_connections),
+            ..self.conn_limits()
         }
     }
 
@@ -876,6 +899,9 @@ impl Config {
         if !(1..=60_000).contains(&self.server.seen_flush_ms) {
             return bad("server.seen_flush_ms must be 1..=60000".into());
         }
+        if !(4..=65_536).contains(&self.server.store_cache_mb) {
+            return bad("server.store_cache_mb must be 4..=65536".into());
+        }
         if self.billing.hold_chunk.0 == 0 {
             return bad("billing.hold_chunk must be greater than zero".into());
         }
@@ -1059,6 +1085,21 @@ mod tests {
             let e = load(&format!("[server]\npublic_address='a:1'\n[geoip]\n{bad}\n"), vec![]).unwrap_err();
             assert!(e.to_string().contains(key), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn proxy_listeners_take_their_fitted_cap_and_never_more_than_max_connections() {
+        let l = Limits { max_connections: 500, max_connections_per_ip: 9, ..Limits::default() };
+        assert_eq!(l.proxy_conn_limits().total, 500, "not fitted: max_connections");
+        let fitted = Limits { proxy_max_connections: Some(120), ..l.clone() };
+        assert_eq!(fitted.proxy_conn_limits().total, 120);
+        assert_eq!(fitted.proxy_conn_limits().per_ip, 9, "the per-address caps are the web listener's");
+        assert_eq!(fitted.conn_limits().total, 500, "the web listener keeps max_connections");
+        let above = Limits { proxy_max_connections: Some(900), ..l };
+        assert_eq!(above.proxy_conn_limits().total, 500);
+        // Set at start, never configured or shown.
+        assert!(toml::from_str::<Limits>("proxy_max_connections = 5").is_err());
+        assert!(!serde_json::to_string(&above).unwrap().contains("proxy_max_connections"));
     }
 
     #[test]

@@ -67,11 +67,32 @@ pub fn raise_nofile() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// `max_connections` per listener such that `listeners` full listeners still leave
-/// [`RESERVED_FDS`] descriptors free under a soft limit of `nofile`.
-pub fn fit_connections(max_connections: usize, listeners: u64, nofile: u64) -> usize {
-    let room = nofile.saturating_sub(RESERVED_FDS) / listeners.max(1);
-    max_connections.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
+/// The connection caps of the listeners under one open-file limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FittedCaps {
+    /// The web listener: every node's tunnel (one long-lived connection each), the dashboard
+    /// and the API.
+    pub web: usize,
+    /// Each proxy listener (SOCKS5, HTTP).
+    pub proxy: usize,
+}
+
+/// Connections at once on the ACME HTTP-01 listener (port 80, only with ACME on): each gets one
+/// request (a challenge answer or a redirect to HTTPS), so a small fixed cap, kept out of the
+/// room the other listeners share.
+pub const ACME_HTTP_MAX_CONNECTIONS: usize = 256;
+
+/// `max_connections` per listener such that all listeners full still leave [`RESERVED_FDS`]
+/// descriptors free under a soft limit of `nofile`. After the ACME listener's
+/// [`ACME_HTTP_MAX_CONNECTIONS`], the web listener gets three fifths of the room (it holds the
+/// fleet: 10,000 nodes are 10,000 descriptors for as long as they are online) and each proxy
+/// listener one fifth, so a flood on one listener still cannot take the descriptors another
+/// needs.
+pub fn fit_connections(max_connections: usize, nofile: u64) -> FittedCaps {
+    let fifth = nofile.saturating_sub(RESERVED_FDS + ACME_HTTP_MAX_CONNECTIONS as u64) / 5;
+    let cap =
+        |fifths: u64| max_connections.min(usize::try_from(fifth.saturating_mul(fifths)).unwrap_or(usize::MAX)).max(1);
+    FittedCaps { web: cap(3), proxy: cap(1) }
 }
 
 /// Caps on the connections of one listener (SECURITY.md §2; `[limits]`).
@@ -326,10 +347,21 @@ mod tests {
 
     #[test]
     fn the_caps_fit_the_descriptor_limit() {
-        assert_eq!(fit_connections(20_000, 3, 1_048_576), 20_000);
-        assert_eq!(fit_connections(20_000, 3, 1024), 256, "(1024 - 256) / 3");
-        assert_eq!(fit_connections(20_000, 3, 100), 1, "never zero");
-        assert_eq!(fit_connections(20_000, 3, u64::MAX), 20_000);
+        let caps = |web, proxy| FittedCaps { web, proxy };
+        assert_eq!(fit_connections(20_000, 1_048_576), caps(20_000, 20_000));
+        // The packaged unit's LimitNOFILE: (131,072 - 512) / 5 = 26,112 per fifth.
+        assert_eq!(fit_connections(20_000, 131_072), caps(20_000, 20_000));
+        // A hard limit of 20,000 still takes 10,000 nodes.
+        assert_eq!(fit_connections(20_000, 20_000), caps(11_691, 3_897), "(20,000 - 512) / 5 = 3,897");
+        assert_eq!(fit_connections(20_000, 1024), caps(306, 102), "(1024 - 512) / 5 = 102");
+        assert_eq!(fit_connections(20_000, 100), caps(1, 1), "never zero");
+        assert_eq!(fit_connections(20_000, u64::MAX), caps(20_000, 20_000));
+        // All listeners full leave the reserve.
+        for nofile in [1024, 4096, 20_000, 65_536, 131_072] {
+            let c = fit_connections(usize::MAX, nofile);
+            let all = (c.web + 2 * c.proxy + ACME_HTTP_MAX_CONNECTIONS) as u64;
+            assert!(all + RESERVED_FDS <= nofile, "{nofile}: {c:?}");
+        }
     }
 
     #[test]

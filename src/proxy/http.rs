@@ -368,7 +368,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
 /// Accepts HTTP proxy clients until shutdown.
 pub async fn serve(listener: TcpListener, svc: Arc<RelayService>, shutdown: Shutdown) {
-    let gate = Gate::new("http_proxy", svc.limits.conn_limits(), svc.metrics.connections_refused.clone());
+    let gate = Gate::new("http_proxy", svc.limits.proxy_conn_limits(), svc.metrics.connections_refused.clone());
     super::serve_frontend(
         listener,
         svc,

@@ -44,7 +44,7 @@ pub fn reply_for(e: &ConnectError) -> ReplyError {
 
 /// Accepts SOCKS5 clients until shutdown.
 pub async fn serve(listener: TcpListener, svc: Arc<RelayService>, shutdown: Shutdown) {
-    let gate = Gate::new("socks5", svc.limits.conn_limits(), svc.metrics.connections_refused.clone());
+    let gate = Gate::new("socks5", svc.limits.proxy_conn_limits(), svc.metrics.connections_refused.clone());
     super::serve_frontend(
         listener,
         svc,

@@ -35,6 +35,9 @@ pub use deposits::{
     deposit_transfer_id, valid_external_id,
 };
 pub use devices::{DeviceRecord, PairCode, PairError, SeenRow};
+/// The database's page cache, in MiB, unless `server.store_cache_mb` says otherwise.
+pub const DEFAULT_CACHE_MB: u64 = 64;
+
 pub use holds::{Hold, HoldRequest};
 pub use invoices::{INVOICE_GRACE_SECS, Invoice, InvoiceStatus, Settled};
 pub use ledger::{Account, Transfer};
@@ -231,6 +234,11 @@ impl Store {
     /// A database about to be migrated is first copied to
     /// `backups/pre-migration-FROM-TO-TIME.redb` beside it (mode 0600), byte for byte as it was.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_MB)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_mb` MiB (`server.store_cache_mb`).
+    pub fn open_with_cache(path: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let mut looked = false;
         if !path.exists() {
             // It will hold password hashes and proxy passwords: private from the first byte
@@ -239,7 +247,8 @@ impl Store {
         } else {
             looked = Store::copy_if_migrating(path)?;
         }
-        let db = redb::Database::create(path)?;
+        let cache = usize::try_from(cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let db = redb::Builder::new().set_cache_size(cache).create(path)?;
         if !looked {
             // A new or empty file has nothing to copy. One a crash left is repaired only by a
             // write handle, so its copy is taken under that handle, after the repair; it carries

@@ -18,10 +18,30 @@ use super::mux::{Inbound, MuxStream};
 use super::protocol::HEADER_LEN;
 use crate::target::ResetReason;
 
-/// Read size while a socket idles or trickles (see the up loop of [`bidirectional`]): the
-/// buffer, with the frame header in front, is exactly 4 KiB, a size class of its own in the
-/// allocator (4 KiB + 6 would take a 5 KiB slot).
+/// Read size while a socket idles (see the up loop of [`bidirectional`]). The read goes into a
+/// 1 KiB array inside the copy task instead of a buffer of its own, and what arrives is copied
+/// into a frame of its size: an idle stream holds no separate read buffer.
+const IDLE_READ: usize = 1024;
+
+/// Read size once an idle-sized read came back full (a request head, an interactive burst):
+/// with the frame header in front the buffer is exactly 4 KiB, one allocator size class.
 const SMALL_READ: usize = 4 * 1024 - HEADER_LEN;
+
+/// The next read size after a read of `n` bytes that was allowed `credit` (at most `want`):
+/// up one step (idle → small → a full frame) when the read filled what it was given, back to
+/// idle-sized reads after one shorter than [`IDLE_READ`], down to small reads after one shorter
+/// than [`SMALL_READ`].
+fn next_read_size(want: usize, credit: usize, n: usize, max: usize) -> usize {
+    if n == credit {
+        if want == IDLE_READ { SMALL_READ.min(max) } else { max }
+    } else if n < IDLE_READ {
+        IDLE_READ
+    } else if n < SMALL_READ {
+        SMALL_READ.min(max)
+    } else {
+        want
+    }
+}
 
 /// Report usage to the meter after at least this many bytes (and at the end).
 pub const METER_BATCH: u64 = 256 * 1024;
@@ -135,9 +155,10 @@ where
     // socket → tunnel
     let up = async {
         let mut sent = 0u64;
-        // Read size adapts: small while the socket trickles or idles (an idle stream holds a
-        // 4 KiB buffer, not 64 KiB), a full frame once a read fills its buffer.
-        let mut want = SMALL_READ;
+        // Read size adapts (`next_read_size`): 1 KiB into `small` while the socket idles, 4 KiB
+        // frames for bursts, full frames once reads fill what they are given.
+        let mut want = IDLE_READ;
+        let mut small = [0u8; IDLE_READ];
         let end = loop {
             let credit = tokio::select! {
                 c = tx.reserve(max) => c,
@@ -145,10 +166,9 @@ where
             };
             let Some(credit) = credit else { break None };
             let credit = credit.min(want);
-            let mut buf = BytesMut::with_capacity(HEADER_LEN + credit);
-            buf.resize(HEADER_LEN, 0);
+            let mut buf = BytesMut::new();
             let read = tokio::select! {
-                r = tokio::time::timeout(idle, read_some(&mut rd, &mut buf, credit)) => r,
+                r = tokio::time::timeout(idle, read_frame(&mut rd, &mut buf, &mut small, credit)) => r,
                 _ = stop_up.notified() => break None,
             };
             match read {
@@ -177,13 +197,7 @@ where
                         }
                     }
                     last.store(now_ms(start), Ordering::Relaxed);
-                    want = if n == credit {
-                        max
-                    } else if n < SMALL_READ {
-                        SMALL_READ
-                    } else {
-                        want
-                    };
+                    want = next_read_size(want, credit, n, max);
                     sent += n as u64;
                     if pending.sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64 >= METER_BATCH {
                         record(pending.sent.swap(0, Ordering::Relaxed), 0);
@@ -284,7 +298,85 @@ where
     CopyStats { sent, received, end }
 }
 
-async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut, max: usize) -> std::io::Result<usize> {
+/// Reads at most `max` bytes into `frame` after the frame header: through `small` when `max`
+/// fits it (the frame is then allocated at the size read), straight into a frame of `max`
+/// otherwise. Returns the bytes read; 0 is end of stream.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    frame: &mut BytesMut,
+    small: &mut [u8],
+    max: usize,
+) -> std::io::Result<usize> {
+    if max <= small.len() {
+        let n = rd.read(&mut small[..max]).await?;
+        *frame = BytesMut::with_capacity(HEADER_LEN + n);
+        frame.resize(HEADER_LEN, 0);
+        frame.extend_from_slice(&small[..n]);
+        return Ok(n);
+    }
+    *frame = BytesMut::with_capacity(HEADER_LEN + max);
+    frame.resize(HEADER_LEN, 0);
     let mut limited = (&mut *rd).take(max as u64);
-    limited.read_buf(buf).await
+    limited.read_buf(frame).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_sized_read_goes_through_the_small_array_into_a_frame_of_its_size() {
+        let mut src: &[u8] = b"hello";
+        let mut small = [0u8; IDLE_READ];
+        let mut frame = BytesMut::new();
+        let n = read_frame(&mut src, &mut frame, &mut small, IDLE_READ).await.unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(frame.len(), HEADER_LEN + 5);
+        assert_eq!(frame.capacity(), HEADER_LEN + 5, "no room kept beyond what was read");
+        assert_eq!(&frame[HEADER_LEN..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_full_frame_read_goes_straight_into_the_frame_and_stops_at_its_limit() {
+        let data = vec![7u8; 3 * IDLE_READ];
+        let mut src: &[u8] = &data;
+        let mut small = [0u8; IDLE_READ];
+        let mut frame = BytesMut::new();
+        let n = read_frame(&mut src, &mut frame, &mut small, 2 * IDLE_READ).await.unwrap();
+        assert_eq!(n, 2 * IDLE_READ);
+        assert_eq!(frame.len(), HEADER_LEN + 2 * IDLE_READ);
+        assert_eq!(src.len(), IDLE_READ, "nothing read past the limit");
+        // An idle-sized read never takes more than it was allowed either.
+        let mut frame = BytesMut::new();
+        let n = read_frame(&mut src, &mut frame, &mut small, 10).await.unwrap();
+        assert_eq!((n, src.len()), (10, IDLE_READ - 10));
+    }
+
+    #[test]
+    fn reads_step_up_when_full_and_back_down_when_short() {
+        let max = 64 * 1024 - HEADER_LEN;
+        // A burst: the idle-sized read fills, then a 4 KiB read, then full frames.
+        assert_eq!(next_read_size(IDLE_READ, IDLE_READ, IDLE_READ, max), SMALL_READ);
+        assert_eq!(next_read_size(SMALL_READ, SMALL_READ, SMALL_READ, max), max);
+        assert_eq!(next_read_size(max, max, max, max), max);
+        // A read limited by the window that fills its credit steps up too.
+        assert_eq!(next_read_size(max, 100, 100, max), max);
+        // A request head of 2.5 KiB: 1 KiB, then the rest in one small frame, staying small.
+        assert_eq!(next_read_size(SMALL_READ, SMALL_READ, 1500, max), SMALL_READ);
+        // Short reads step down: under 1 KiB to idle-sized, under 4 KiB to small.
+        assert_eq!(next_read_size(max, max, 200, max), IDLE_READ);
+        assert_eq!(next_read_size(max, max, 3000, max), SMALL_READ);
+        assert_eq!(next_read_size(max, max, 20_000, max), max);
+        assert_eq!(next_read_size(SMALL_READ, SMALL_READ, 10, max), IDLE_READ);
+    }
+
+    #[tokio::test]
+    async fn end_of_stream_reads_zero_either_way() {
+        let mut small = [0u8; IDLE_READ];
+        for max in [IDLE_READ, 4 * IDLE_READ] {
+            let mut src: &[u8] = b"";
+            let mut frame = BytesMut::new();
+            assert_eq!(read_frame(&mut src, &mut frame, &mut small, max).await.unwrap(), 0);
+        }
+    }
 }

@@ -674,8 +674,8 @@ impl StreamTx {
         if fin {
             self.guard.sent_fin.store(true, Ordering::Release);
         }
-        // A small read sits in a buffer sized for a trickle (4 KiB) or a full frame: while it
-        // waits in the queue it would pin all of it, so it is copied to its own size.
+        // A read much shorter than its buffer (a 4 KiB burst frame, a full frame) would pin all
+        // of it while it waits in the queue, so it is copied to its own size.
         let frame = if frame.capacity() > 2 * frame.len() + FRAME_OVERHEAD {
             Bytes::copy_from_slice(&frame)
         } else {

@@ -268,9 +268,10 @@ pub async fn run_writer<S>(mut w: WsWriter<S>, mut rx: OutQueue)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut batch: Vec<(u8, Bytes)> = Vec::with_capacity(MAX_BATCH_FRAMES);
     let mut closing = false;
     while let Some(first) = rx.recv().await {
+        // Allocated per batch: an idle tunnel's writer holds nothing while it waits.
+        let mut batch: Vec<(u8, Bytes)> = Vec::with_capacity(MAX_BATCH_FRAMES);
         let mut bytes = 0usize;
         let mut next = Some(first);
         while let Some(out) = next.take() {

@@ -211,7 +211,8 @@ fn nofile(pid: &str) -> (String, String) {
 
 /// One listener's flood must not take the descriptors the others need: the server raises its
 /// soft open-file limit to the hard one at start, and under a low hard limit it lowers
-/// `max_connections` so three full listeners still leave room (and says so).
+/// `max_connections` so three full listeners still leave room (and says so): three fifths of it
+/// for the web listener, which holds the node tunnels, a fifth for each proxy listener.
 #[test]
 fn the_server_raises_its_open_file_limit_and_fits_its_caps_under_it() {
     let s = Server::start_with(ServerOpts { ulimit: Some("-Sn 512".into()), ..ServerOpts::default() });
@@ -224,7 +225,42 @@ fn the_server_raises_its_open_file_limit_and_fits_its_caps_under_it() {
     assert_eq!(nofile(&pid), ("1024".to_owned(), "1024".to_owned()));
     // The log's fields, without terminal colours.
     let log: String = s.log().split('\x1b').map(|part| part.split_once('m').map_or(part, |(_, rest)| rest)).collect();
-    assert!(log.contains("lowered to fit the open-file limit") && log.contains("max_connections=256"), "{log}");
+    assert!(log.contains("lowered to fit the open-file limit") && log.contains("web=306 proxy=102"), "{log}");
+}
+
+/// The fitted caps are the ones applied: under `ulimit -n 1024` SOCKS5 holds (1024 − 512) / 5 =
+/// 102 connections at once and closes the next ones at once (the per-address caps are raised
+/// out of the way; the admitted ones wait in their SOCKS5 handshake).
+#[test]
+fn a_proxy_listener_refuses_past_its_fitted_share_of_the_descriptors() {
+    let s = Server::start_with(ServerOpts {
+        ulimit: Some("-n 1024".into()),
+        env: env(&[
+            ("TRAFFIX_LIMITS__MAX_CONNECTIONS_PER_IP", "1000"),
+            ("TRAFFIX_LIMITS__MAX_HANDSHAKES_PER_IP", "1000"),
+        ]),
+        ..ServerOpts::default()
+    });
+    let out = python(&format!(
+        r#"
+import socket, select, time
+conns = [socket.create_connection(("{ip}", {port}), timeout=10) for _ in range(130)]
+closed, pending, deadline = 0, list(conns), time.time() + 5
+while pending and time.time() < deadline:
+    ready, _, _ = select.select(pending, [], [], 0.5)
+    for c in ready:
+        try:
+            gone = c.recv(1) == b""
+        except ConnectionResetError:
+            gone = True
+        closed += gone
+        pending.remove(c)
+print("closed", closed)
+"#,
+        ip = s.socks.ip(),
+        port = s.socks.port()
+    ));
+    assert!(out.contains("closed 28"), "130 connections, 102 admitted: {out}");
 }
 
 /// Runs a Python script (standard library only) and returns its output.
