@@ -75,7 +75,7 @@ async fn run() {
     let cache_mb = std::env::var("TRAFFIX_BENCH_CACHE_MB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(traffix::store::DEFAULT_CACHE_MB);
+        .unwrap_or(traffix::config::DEFAULT_STORE_CACHE_MB);
     println!("database page cache: {cache_mb} MiB");
     let store = Arc::new(Store::open_with_cache(&path, cache_mb).unwrap());
     // The shipped defaults: 3.00 per GB, 30 % fee, holds of 1.00, the overdraft bound of

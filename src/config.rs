@@ -119,8 +119,11 @@ fn d_seen_flush() -> u64 {
     1000
 }
 fn d_store_cache() -> u64 {
-    crate::store::DEFAULT_CACHE_MB
+    DEFAULT_STORE_CACHE_MB
 }
+
+/// The database's page cache, in MiB, unless `server.store_cache_mb` says otherwise.
+pub const DEFAULT_STORE_CACHE_MB: u64 = 64;
 
 /// `[tls]`: the appliance's key and self-signed certificate, and ACME (`crate::acme`). ACME is
 /// on when `acme_domain` is set: the certificate then comes from a CA, for the same key.

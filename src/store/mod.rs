@@ -35,9 +35,6 @@ pub use deposits::{
     deposit_transfer_id, valid_external_id,
 };
 pub use devices::{DeviceRecord, PairCode, PairError, SeenRow};
-/// The database's page cache, in MiB, unless `server.store_cache_mb` says otherwise.
-pub const DEFAULT_CACHE_MB: u64 = 64;
-
 pub use holds::{Hold, HoldRequest};
 pub use invoices::{INVOICE_GRACE_SECS, Invoice, InvoiceStatus, Settled};
 pub use ledger::{Account, Transfer};
@@ -234,7 +231,7 @@ impl Store {
     /// A database about to be migrated is first copied to
     /// `backups/pre-migration-FROM-TO-TIME.redb` beside it (mode 0600), byte for byte as it was.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::open_with_cache(path, DEFAULT_CACHE_MB)
+        Store::open_with_cache(path, crate::config::DEFAULT_STORE_CACHE_MB)
     }
 
     /// [`Store::open`] with a page cache of `cache_mb` MiB (`server.store_cache_mb`).
