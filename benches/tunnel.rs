@@ -336,7 +336,15 @@ fn wait_port(port: u16) {
 }
 
 /// shadowsocks-rust: sslocal (SOCKS5) → ssserver, aes-256-gcm.
+/// `TRAFFIX_BENCH_PEERS=0`: leave the peers out even where they are installed (the CI smoke).
+fn peers_wanted() -> bool {
+    std::env::var("TRAFFIX_BENCH_PEERS").map_or(true, |v| v != "0")
+}
+
 fn start_shadowsocks() -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
+    if !peers_wanted() {
+        return None;
+    }
     let (local, server) = (which("sslocal")?, which("ssserver")?);
     let (sp, lp) = (free_port(), free_port());
     let key = "traffix-bench-password";
@@ -364,6 +372,9 @@ fn start_shadowsocks() -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
 
 /// Dante's sockd as a plain SOCKS5 server (no auth).
 fn start_dante(dir: &Path) -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
+    if !peers_wanted() {
+        return None;
+    }
     let sockd = which("sockd").or_else(|| which("danted"))?;
     let port = free_port();
     let conf = dir.join("sockd.conf");

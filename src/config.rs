@@ -1200,5 +1200,11 @@ mod tests {
         assert!(e.to_string().contains("price"), "{e}");
         let e = load("[server]\npublic_address='a:1'\n[egress]\nblocked_ports=['9-3']\n", vec![]).unwrap_err();
         assert!(e.to_string().contains("reversed"), "{e}");
+        for cache in [3, 65_537] {
+            let e = load(&format!("[server]\npublic_address='a:1'\nstore_cache_mb={cache}\n"), vec![]).unwrap_err();
+            assert!(e.to_string().contains("server.store_cache_mb must be 4..=65536"), "{e}");
+        }
+        let ok = load("[server]\npublic_address='a:1'\nstore_cache_mb=4\n", vec![]).unwrap();
+        assert_eq!(ok.server.store_cache_mb, 4);
     }
 }

@@ -178,6 +178,9 @@ where
                         stop_down.notify_one();
                         break Some(CopyEnd::Idle);
                     }
+                    // Nothing came for a whole idle period (the other way kept the stream
+                    // alive): wait with an idle-sized read, not a frame buffer.
+                    want = IDLE_READ;
                 }
                 Ok(Err(_)) => {
                     tx.reset(ResetReason::Cancel, "socket error");

@@ -270,8 +270,9 @@ where
 {
     let mut closing = false;
     while let Some(first) = rx.recv().await {
-        // Allocated per batch: an idle tunnel's writer holds nothing while it waits.
-        let mut batch: Vec<(u8, Bytes)> = Vec::with_capacity(MAX_BATCH_FRAMES);
+        // Allocated per batch and grown as frames come: an idle tunnel's writer holds nothing
+        // while it waits, and a lone heartbeat takes a small allocation.
+        let mut batch: Vec<(u8, Bytes)> = Vec::new();
         let mut bytes = 0usize;
         let mut next = Some(first);
         while let Some(out) = next.take() {
