@@ -166,9 +166,8 @@ where
             };
             let Some(credit) = credit else { break None };
             let credit = credit.min(want);
-            let mut buf = BytesMut::new();
             let read = tokio::select! {
-                r = tokio::time::timeout(idle, read_frame(&mut rd, &mut buf, &mut small, credit)) => r,
+                r = tokio::time::timeout(idle, read_frame(&mut rd, &mut small, credit)) => r,
                 _ = stop_up.notified() => break None,
             };
             match read {
@@ -187,11 +186,11 @@ where
                     stop_down.notify_one();
                     break Some(CopyEnd::SocketError);
                 }
-                Ok(Ok(0)) => {
+                Ok(Ok((_, 0))) => {
                     tx.send_fin();
                     break None;
                 }
-                Ok(Ok(n)) => {
+                Ok(Ok((buf, n))) => {
                     let wait = meter.pace(socket_is_client, n as u64);
                     if !wait.is_zero() {
                         tokio::select! {
@@ -301,26 +300,25 @@ where
     CopyStats { sent, received, end }
 }
 
-/// Reads at most `max` bytes into `frame` after the frame header: through `small` when `max`
-/// fits it (the frame is then allocated at the size read), straight into a frame of `max`
-/// otherwise. Returns the bytes read; 0 is end of stream.
+/// Reads at most `max` bytes into a new frame, after room for the frame header: through `small`
+/// when `max` fits it (the frame is then allocated at the size read), straight into a frame of
+/// `max` otherwise. Returns the frame and the bytes read; 0 is end of stream.
 async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
-    frame: &mut BytesMut,
     small: &mut [u8],
     max: usize,
-) -> std::io::Result<usize> {
+) -> std::io::Result<(BytesMut, usize)> {
     if max <= small.len() {
         let n = rd.read(&mut small[..max]).await?;
-        *frame = BytesMut::with_capacity(HEADER_LEN + n);
+        let mut frame = BytesMut::with_capacity(HEADER_LEN + n);
         frame.resize(HEADER_LEN, 0);
         frame.extend_from_slice(&small[..n]);
-        return Ok(n);
+        return Ok((frame, n));
     }
-    *frame = BytesMut::with_capacity(HEADER_LEN + max);
+    let mut frame = BytesMut::with_capacity(HEADER_LEN + max);
     frame.resize(HEADER_LEN, 0);
-    let mut limited = (&mut *rd).take(max as u64);
-    limited.read_buf(frame).await
+    let n = (&mut *rd).take(max as u64).read_buf(&mut frame).await?;
+    Ok((frame, n))
 }
 
 #[cfg(test)]
@@ -331,8 +329,7 @@ mod tests {
     async fn an_idle_sized_read_goes_through_the_small_array_into_a_frame_of_its_size() {
         let mut src: &[u8] = b"hello";
         let mut small = [0u8; IDLE_READ];
-        let mut frame = BytesMut::new();
-        let n = read_frame(&mut src, &mut frame, &mut small, IDLE_READ).await.unwrap();
+        let (frame, n) = read_frame(&mut src, &mut small, IDLE_READ).await.unwrap();
         assert_eq!(n, 5);
         assert_eq!(frame.len(), HEADER_LEN + 5);
         assert_eq!(frame.capacity(), HEADER_LEN + 5, "no room kept beyond what was read");
@@ -344,14 +341,12 @@ mod tests {
         let data = vec![7u8; 3 * IDLE_READ];
         let mut src: &[u8] = &data;
         let mut small = [0u8; IDLE_READ];
-        let mut frame = BytesMut::new();
-        let n = read_frame(&mut src, &mut frame, &mut small, 2 * IDLE_READ).await.unwrap();
+        let (frame, n) = read_frame(&mut src, &mut small, 2 * IDLE_READ).await.unwrap();
         assert_eq!(n, 2 * IDLE_READ);
         assert_eq!(frame.len(), HEADER_LEN + 2 * IDLE_READ);
         assert_eq!(src.len(), IDLE_READ, "nothing read past the limit");
         // An idle-sized read never takes more than it was allowed either.
-        let mut frame = BytesMut::new();
-        let n = read_frame(&mut src, &mut frame, &mut small, 10).await.unwrap();
+        let (_, n) = read_frame(&mut src, &mut small, 10).await.unwrap();
         assert_eq!((n, src.len()), (10, IDLE_READ - 10));
     }
 
@@ -378,8 +373,7 @@ mod tests {
         let mut small = [0u8; IDLE_READ];
         for max in [IDLE_READ, 4 * IDLE_READ] {
             let mut src: &[u8] = b"";
-            let mut frame = BytesMut::new();
-            assert_eq!(read_frame(&mut src, &mut frame, &mut small, max).await.unwrap(), 0);
+            assert_eq!(read_frame(&mut src, &mut small, max).await.unwrap().1, 0);
         }
     }
 }
