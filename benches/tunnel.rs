@@ -12,6 +12,7 @@
 //! `TRAFFIX_BENCH_ONLY=stream` runs only the one-stream workload (down, up, CPU per GiB) through
 //! every path and skips the memory figures: the shape to run under `perf record`.
 //! `TRAFFIX_BENCH_ONLY=memory` measures only the memory figures (per idle node, per idle stream).
+//! `TRAFFIX_BENCH_ONLY=ttfb` runs only the sequential new-connection probes (TTFB p50 / p99).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
@@ -44,6 +45,11 @@ fn scale() -> f64 {
 /// `TRAFFIX_BENCH_ONLY=stream`: the one-stream workload only.
 fn stream_only() -> bool {
     std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "stream")
+}
+
+/// `TRAFFIX_BENCH_ONLY=ttfb`: the TTFB probes only.
+fn ttfb_only() -> bool {
+    std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "ttfb")
 }
 
 /// `TRAFFIX_BENCH_ONLY=memory`: the memory figures only.
@@ -446,6 +452,10 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
     let mut f = Figures::default();
 
     let pids = all_pids(pids);
+    if ttfb_only() {
+        (f.ttfb_p50_ms, f.ttfb_p99_ms) = ttfb_probes(path, origin, n_ttfb).await;
+        return f;
+    }
     let cpu0: f64 = pids.iter().map(|p| cpu_secs(*p)).sum();
     let t = Instant::now();
     download(path, origin, down).await.unwrap();
@@ -462,12 +472,7 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
         return f;
     }
 
-    let mut lat = Vec::with_capacity(n_ttfb);
-    for _ in 0..n_ttfb {
-        lat.push(ttfb(path, origin).await.unwrap().as_secs_f64() * 1000.0);
-    }
-    f.ttfb_p50_ms = pct(&mut lat, 0.5);
-    f.ttfb_p99_ms = pct(&mut lat, 0.99);
+    (f.ttfb_p50_ms, f.ttfb_p99_ms) = ttfb_probes(path, origin, n_ttfb).await;
 
     let ov0 = listen_overflows();
     let start = Instant::now();
@@ -494,6 +499,15 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
     f.conc_p99_s = if done.is_empty() { f64::NAN } else { pct(&mut done, 0.99) };
     f.overflows = listen_overflows() - ov0;
     f
+}
+
+/// `n` sequential new connections, each asking for a 100-byte answer: TTFB p50 and p99 in ms.
+async fn ttfb_probes(path: &Path_, origin: SocketAddr, n: usize) -> (f64, f64) {
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        lat.push(ttfb(path, origin).await.unwrap().as_secs_f64() * 1000.0);
+    }
+    (pct(&mut lat, 0.5), pct(&mut lat, 0.99))
 }
 
 /// Server RSS per idle connected node: 1,000 (× scale) in-process node agents.
@@ -621,7 +635,7 @@ fn main() {
         let t = tokio::task::spawn_blocking(start_traffix).await.unwrap();
         // Memory first, on a fresh server: after bulk transfers the allocator keeps its pages.
         let ((streams, per_stream), (nodes, per_node)) =
-            if stream_only() { ((0, f64::NAN), (0, f64::NAN)) } else { (idle_streams(&t, origin).await, idle_nodes(&t).await) };
+            if stream_only() || ttfb_only() { ((0, f64::NAN), (0, f64::NAN)) } else { (idle_streams(&t, origin).await, idle_nodes(&t).await) };
         // Pin the workload to the bench node (the idle nodes above may still be leaving).
         let vip = serde_json::from_slice::<serde_json::Value>(&std::fs::read(t.dir.path().join("node.json")).unwrap()).unwrap()["vip"]
             .as_str()

@@ -27,11 +27,22 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match rt.block_on(traffix::cli::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+    // The command runs as a task on the runtime's workers, not inside `block_on` on the main
+    // thread: there, a node's tunnel reader (or anything else the command awaits itself) would
+    // hand every frame to the workers across threads, a futex wake-up each way.
+    let done = rt.block_on(async move { tokio::spawn(traffix::cli::run(cli)).await });
+    match done {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             e.print(json);
             std::process::ExitCode::from(e.code.clamp(1, 255) as u8)
         }
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => {
+                eprintln!("traffix: {e}");
+                std::process::ExitCode::from(1)
+            }
+        },
     }
 }
