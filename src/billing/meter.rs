@@ -274,6 +274,10 @@ pub struct Billing {
     desk: Arc<HoldDesk>,
     live: Mutex<HashMap<u64, Arc<LiveSession>>>,
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
+    /// Clients whose idle budget a flush took out of `budgets` and whose hold it is deleting:
+    /// until that commits, the hold still counts against their money in the store. Locked
+    /// inside `budgets` or alone, never the other way round.
+    releasing_clients: Mutex<HashSet<String>>,
     state: tokio::sync::Mutex<FlushState>,
     next_id: AtomicU64,
     next_hold: AtomicU64,
@@ -328,6 +332,7 @@ impl Billing {
             desk,
             live: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
+            releasing_clients: Mutex::new(HashSet::new()),
             state: tokio::sync::Mutex::new(FlushState::default()),
             next_id: AtomicU64::new(next),
             next_hold: AtomicU64::new(1),
@@ -355,27 +360,51 @@ impl Billing {
     }
 
     /// Whether a new stream of `client` may start: false once its money is visibly gone.
-    pub fn may_open(&self, client: &str) -> Result<bool, String> {
-        if let Some(b) = lock(&self.budgets).get(client) {
-            return Ok(!(b.dry.load(Ordering::Acquire) && b.remaining() <= 0));
+    pub async fn may_open(&self, client: &str) -> Result<bool, String> {
+        let releasing = {
+            let budgets = lock(&self.budgets);
+            if let Some(b) = budgets.get(client) {
+                return Ok(!(b.dry.load(Ordering::Acquire) && b.remaining() <= 0));
+            }
+            lock(&self.releasing_clients).contains(client)
+        };
+        if releasing && !self.released(client).await {
+            // The store still holds the old hold: `open` decides (and says why).
+            return Ok(true);
         }
         self.store.available(client).map(|a| a > 0).map_err(|e| e.to_string())
+    }
+
+    /// Waits for the flush that is releasing `client`'s hold: it holds the flush state from
+    /// before it takes idle budgets out until its transaction has committed. False when that
+    /// flush failed and the hold is still in the store (the next flush retries the release).
+    async fn released(&self, client: &str) -> bool {
+        drop(self.state.lock().await);
+        !lock(&self.releasing_clients).contains(client)
     }
 
     /// Admits a stream: reserves money for the client when its budget is empty, refuses the
     /// stream when there is none, otherwise opens a session charged against the budget.
     pub async fn open(&self, info: SessionInfo) -> Result<Arc<LiveSession>, BillingError> {
         // Counted under the map lock, so a flush never releases a budget a stream is joining.
-        let mut claim = {
+        let (mut claim, releasing) = {
             let mut budgets = lock(&self.budgets);
+            let releasing = lock(&self.releasing_clients).contains(&info.client);
             let b = budgets
                 .entry(info.client.clone())
                 .or_insert_with(|| Arc::new(Budget::new(self.next_hold.fetch_add(1, Ordering::Relaxed), &info.client)))
                 .clone();
             b.streams.fetch_add(1, Ordering::AcqRel);
-            Claim(Some(b))
+            (Claim(Some(b)), releasing)
         };
         let budget = claim.0.clone().ok_or_else(|| BillingError::Store("no budget".into()))?;
+        // The client's previous hold is being deleted: reserving before that commits would find
+        // its money still held and refuse the stream, and mark the new budget dry for every
+        // stream joining it. (The budget counts this stream, so no flush takes it out meanwhile.)
+        if releasing && !self.released(&info.client).await {
+            // Reserving now would find nothing and mark the budget dry: refuse this stream only.
+            return Err(BillingError::Store("usage flush failing: the previous hold is not released yet".into()));
+        }
         self.fund(&budget).await?;
         let tariff = self.tariff();
         let s = Arc::new(LiveSession {
@@ -424,10 +453,12 @@ impl Billing {
 
     /// A deposit landed: a client with live streams gets a fresh reservation at once.
     pub fn credited(&self, client: &str) {
-        let b = lock(&self.budgets).get(client).cloned();
-        if let Some(b) = b {
+        // Asked under the map lock: a flush cannot take the budget out (and release its hold)
+        // between the look-up and the ask, which would extend a hold nothing releases any more.
+        let budgets = lock(&self.budgets);
+        if let Some(b) = budgets.get(client) {
             b.dry.store(false, Ordering::Release);
-            self.desk.ask(&b);
+            self.desk.ask(b);
         }
     }
 
@@ -554,12 +585,14 @@ impl Billing {
             sessions.iter().filter(|s| !batch.done.contains(&s.id)).map(|s| s.budget.hold).collect();
         {
             let mut budgets = lock(&self.budgets);
+            let mut clients = lock(&self.releasing_clients);
             budgets.retain(|_, b| {
                 let idle = b.streams.load(Ordering::Acquire) == 0
                     && !b.extending.load(Ordering::Acquire)
                     && !still_live.contains(&b.hold);
                 if idle {
                     releasing.push(b.hold);
+                    clients.insert(b.client.clone());
                 }
                 !idle
             });
@@ -584,6 +617,7 @@ impl Billing {
         // Committed: apply the staged state, mirror what the store posted, forget finished
         // sessions.
         releasing.clear();
+        lock(&self.releasing_clients).clear();
         let posted: HashMap<u64, &Accrual> =
             batch.accruals.iter().filter(|a| batch.post.contains(&a.session)).map(|a| (a.session, a)).collect();
         for (id, mut st) in staged {
@@ -827,6 +861,62 @@ mod tests {
         }
     }
 
+    /// A client whose one hold took all its money opens a stream just after its last one ended,
+    /// while the flush that releases that hold is writing: the stream waits for the release. It
+    /// used to find the money still held and was refused as "balance exhausted".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_opened_while_the_clients_hold_is_being_released_waits_for_the_release() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("b.redb")).unwrap());
+        store.create_user(&user("thin")).unwrap();
+        store.create_user(&user("node")).unwrap();
+        // 0.30 in the account and holds of 0.50: one hold reserves all of it.
+        store.deposit("thin", Micros(300_000), "d1", "t", 1).unwrap();
+        let tariff = Tariff::new(Micros(1_000_000), 30).unwrap();
+        let holds = HoldPolicy { chunk: Micros(500_000), max_overdraft: overdraft_bound(&tariff, 1) };
+        let billing = Arc::new(Billing::start(store.clone(), tariff, holds, BillingCounters::default()).unwrap());
+        let info = || SessionInfo {
+            client: "thin".into(),
+            sub: None,
+            device: "d".into(),
+            owner: "node".into(),
+            vip: "v".into(),
+            node_ip: "n".into(),
+            target: "t".into(),
+        };
+        let s = billing.open(info()).await.unwrap();
+        assert_eq!(store.available("thin").unwrap(), 0, "the hold reserved everything");
+        billing.end(&s, "done");
+        // The flush stops inside its write: it has taken the idle budget out, and the hold's
+        // deletion has not committed.
+        let writing = store.write_for_test().unwrap();
+        let flush = tokio::spawn({
+            let billing = billing.clone();
+            async move { billing.flush().await }
+        });
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while lock(&billing.budgets).contains_key("thin") {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the flush takes the idle budget out");
+        assert_eq!(store.available("thin").unwrap(), 0, "the old hold is still in the store");
+        let mut may = Box::pin(billing.may_open("thin"));
+        let mut open = Box::pin(billing.open(info()));
+        assert!((&mut may).now_or_never().is_none(), "may_open waits for the release");
+        assert!((&mut open).now_or_never().is_none(), "open waits for the release");
+        drop(writing);
+        tokio::time::timeout(Duration::from_secs(30), flush).await.expect("the flush ends").unwrap().unwrap();
+        assert!(may.await.unwrap(), "the money is back once the old hold is gone");
+        let s2 = open.await.expect("the stream opens on a new hold");
+        assert_eq!(store.list_holds().unwrap().len(), 1, "one hold: the new one");
+        billing.end(&s2, "done");
+        billing.flush().await.unwrap();
+        assert!(store.list_holds().unwrap().is_empty());
+    }
+
     /// A client's streams draw on a hold that is extended chunk by chunk; when it cannot be
     /// extended the stream is cut, the balance stays within the bound, and a deposit lets the
     /// client back in.
@@ -867,7 +957,7 @@ mod tests {
         let bound = Billing::overdraft_bound_bytes(1);
         assert!(moved >= 1_190_000_000 && moved <= 1_200_000_000 + bound, "cut after {moved} bytes");
         assert!(matches!(billing.open(info()).await, Err(BillingError::Exhausted)));
-        assert!(!billing.may_open("thin").unwrap());
+        assert!(!billing.may_open("thin").await.unwrap());
         billing.end(&s, "billing");
         billing.flush().await.unwrap();
         assert!(store.list_holds().unwrap().is_empty(), "released with the last stream");
@@ -877,7 +967,7 @@ mod tests {
         assert!(bal <= rounding && bal >= -(holds.max_overdraft.0 as i64), "balance {bal}");
         store.deposit("thin", Micros(1_000_000), "d2", "t", 2).unwrap();
         billing.credited("thin");
-        assert!(billing.may_open("thin").unwrap());
+        assert!(billing.may_open("thin").await.unwrap());
         assert!(billing.open(info()).await.is_ok());
     }
 }

@@ -154,7 +154,7 @@ impl RelayService {
             let mut slot = self.accounts.admit(acct).await?;
             // Refuse before any node is asked when the money is visibly gone.
             if let Some(billing) = &self.billing
-                && !billing.may_open(&acct.billed_to).map_err(ConnectError::Billing)?
+                && !billing.may_open(&acct.billed_to).await.map_err(ConnectError::Billing)?
             {
                 return Err(ConnectError::Denied(Denied::BalanceExhausted));
             }

@@ -309,6 +309,12 @@ impl Store {
         begin_write(&self.db)
     }
 
+    /// A write transaction for a test to hold, which stops every other writer until dropped.
+    #[cfg(test)]
+    pub(crate) fn write_for_test(&self) -> Result<redb::WriteTransaction, StoreError> {
+        self.write()
+    }
+
     /// The schema version on disk.
     pub fn schema_version(&self) -> Result<u64, StoreError> {
         use redb::ReadableDatabase;

@@ -431,7 +431,13 @@ print("closed", flush=True)
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "open", "the stream opened");
+    if line.trim() != "open" {
+        // The server says why it refused (`stream refused … code=`).
+        let log = s.log();
+        let why: Vec<&str> =
+            log.lines().filter(|l| l.contains("stream refused") || l.contains("usage flush")).collect();
+        panic!("{user}'s stream did not open (client said {:?}); the server's log:\n{}", line.trim(), why.join("\n"));
+    }
     // Keep reading in the background so the child never blocks on its pipe.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     child
