@@ -199,7 +199,9 @@ export async function startFakeCryptoPay(token) {
       const inv = invoices.get(Number(id));
       Object.assign(inv, { status: 'paid', paid_asset: 'USDT', paid_amount: inv.amount, paid_at: new Date().toISOString() });
     },
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    // A client polling on a keep-alive connection (the server's Telegram poller) never lets it go
+    // idle: `close` alone would wait for it until the keep-alive timeout.
+    close: () => new Promise((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }),
   };
 }
 
@@ -256,7 +258,9 @@ export async function startFakeBotApi(token) {
         return c ? c.body.text : null;
       });
     },
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    // A client polling on a keep-alive connection (the server's Telegram poller) never lets it go
+    // idle: `close` alone would wait for it until the keep-alive timeout.
+    close: () => new Promise((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }),
   };
 }
 
