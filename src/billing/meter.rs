@@ -263,8 +263,15 @@ struct Ledgered {
 #[derive(Debug, Default)]
 struct FlushState {
     sessions: HashMap<u64, Ledgered>,
-    /// Holds released from memory whose deletion has not committed yet.
-    releasing: Vec<u64>,
+}
+
+/// Holds a flush took out of memory (their budgets went idle) whose deletion has not committed
+/// yet, and their clients: until it commits, those holds still count against the clients'
+/// money in the store. A failed flush leaves them for the next one.
+#[derive(Debug, Default)]
+struct Releasing {
+    holds: Vec<u64>,
+    clients: HashSet<String>,
 }
 
 /// The metering service.
@@ -274,10 +281,8 @@ pub struct Billing {
     desk: Arc<HoldDesk>,
     live: Mutex<HashMap<u64, Arc<LiveSession>>>,
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
-    /// Clients whose idle budget a flush took out of `budgets` and whose hold it is deleting:
-    /// until that commits, the hold still counts against their money in the store. Locked
-    /// inside `budgets` or alone, never the other way round.
-    releasing_clients: Mutex<HashSet<String>>,
+    /// Locked inside `budgets` or alone, never the other way round.
+    releasing: Mutex<Releasing>,
     state: tokio::sync::Mutex<FlushState>,
     next_id: AtomicU64,
     next_hold: AtomicU64,
@@ -332,7 +337,7 @@ impl Billing {
             desk,
             live: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
-            releasing_clients: Mutex::new(HashSet::new()),
+            releasing: Mutex::new(Releasing::default()),
             state: tokio::sync::Mutex::new(FlushState::default()),
             next_id: AtomicU64::new(next),
             next_hold: AtomicU64::new(1),
@@ -366,7 +371,7 @@ impl Billing {
             if let Some(b) = budgets.get(client) {
                 return Ok(!(b.dry.load(Ordering::Acquire) && b.remaining() <= 0));
             }
-            lock(&self.releasing_clients).contains(client)
+            lock(&self.releasing).clients.contains(client)
         };
         if releasing && !self.released(client).await {
             // The store still holds the old hold: `open` decides (and says why).
@@ -380,7 +385,7 @@ impl Billing {
     /// flush failed and the hold is still in the store (the next flush retries the release).
     async fn released(&self, client: &str) -> bool {
         drop(self.state.lock().await);
-        !lock(&self.releasing_clients).contains(client)
+        !lock(&self.releasing).clients.contains(client)
     }
 
     /// Admits a stream: reserves money for the client when its budget is empty, refuses the
@@ -389,7 +394,7 @@ impl Billing {
         // Counted under the map lock, so a flush never releases a budget a stream is joining.
         let (mut claim, releasing) = {
             let mut budgets = lock(&self.budgets);
-            let releasing = lock(&self.releasing_clients).contains(&info.client);
+            let releasing = lock(&self.releasing).clients.contains(&info.client);
             let b = budgets
                 .entry(info.client.clone())
                 .or_insert_with(|| Arc::new(Budget::new(self.next_hold.fetch_add(1, Ordering::Relaxed), &info.client)))
@@ -477,7 +482,7 @@ impl Billing {
         let hour = now / 3600;
         let sessions: Vec<Arc<LiveSession>> = lock(&self.live).values().cloned().collect();
         let mut guard = self.state.lock().await;
-        let FlushState { sessions: state, releasing } = &mut *guard;
+        let FlushState { sessions: state } = &mut *guard;
         let mut batch = FlushBatch::default();
         let mut used: HashMap<u64, u64> = HashMap::new();
         // Keyed by borrowed names; the subject strings are built once per flush, not per session.
@@ -583,25 +588,26 @@ impl Billing {
         // Budgets whose streams have all ended and will be posted now release their holds.
         let still_live: HashSet<u64> =
             sessions.iter().filter(|s| !batch.done.contains(&s.id)).map(|s| s.budget.hold).collect();
-        {
+        let release = {
             let mut budgets = lock(&self.budgets);
-            let mut clients = lock(&self.releasing_clients);
+            let mut releasing = lock(&self.releasing);
             budgets.retain(|_, b| {
                 let idle = b.streams.load(Ordering::Acquire) == 0
                     && !b.extending.load(Ordering::Acquire)
                     && !still_live.contains(&b.hold);
                 if idle {
-                    releasing.push(b.hold);
-                    clients.insert(b.client.clone());
+                    releasing.holds.push(b.hold);
+                    releasing.clients.insert(b.client.clone());
                 }
                 !idle
             });
-        }
-        if batch.accruals.is_empty() && releasing.is_empty() {
+            releasing.holds.clone()
+        };
+        if batch.accruals.is_empty() && release.is_empty() {
             return Ok(());
         }
         batch.hold_used = used.into_iter().collect();
-        batch.hold_release = releasing.clone();
+        batch.hold_release = release;
         batch.usage = usage.into_iter().map(|((kind, name), b)| (format!("{kind}{name}"), hour, b)).collect();
         batch.accrued_delta =
             accrued_delta.into_iter().filter(|(_, d)| *d != 0).map(|(c, d)| (c.to_owned(), d)).collect();
@@ -616,8 +622,8 @@ impl Billing {
         count_posted(&self.counters, batch.posted);
         // Committed: apply the staged state, mirror what the store posted, forget finished
         // sessions.
-        releasing.clear();
-        lock(&self.releasing_clients).clear();
+        // (Only a flush adds to `releasing`, under the flush state this one still holds.)
+        *lock(&self.releasing) = Releasing::default();
         let posted: HashMap<u64, &Accrual> =
             batch.accruals.iter().filter(|a| batch.post.contains(&a.session)).map(|a| (a.session, a)).collect();
         for (id, mut st) in staged {
@@ -861,22 +867,23 @@ mod tests {
         }
     }
 
-    /// A client whose one hold took all its money opens a stream just after its last one ended,
-    /// while the flush that releases that hold is writing: the stream waits for the release. It
-    /// used to find the money still held and was refused as "balance exhausted".
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stream_opened_while_the_clients_hold_is_being_released_waits_for_the_release() {
-        use futures_util::FutureExt;
+    /// Client "thin" with `deposit` micro-units and node owner "node", billed 1.00 per GB with
+    /// holds of 0.50 (the database lives as long as the returned directory).
+    fn thin_client(deposit: u64) -> (tempfile::TempDir, Arc<Store>, Billing, HoldPolicy) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("b.redb")).unwrap());
         store.create_user(&user("thin")).unwrap();
         store.create_user(&user("node")).unwrap();
-        // 0.30 in the account and holds of 0.50: one hold reserves all of it.
-        store.deposit("thin", Micros(300_000), "d1", "t", 1).unwrap();
+        store.deposit("thin", Micros(deposit), "d1", "t", 1).unwrap();
         let tariff = Tariff::new(Micros(1_000_000), 30).unwrap();
         let holds = HoldPolicy { chunk: Micros(500_000), max_overdraft: overdraft_bound(&tariff, 1) };
-        let billing = Arc::new(Billing::start(store.clone(), tariff, holds, BillingCounters::default()).unwrap());
-        let info = || SessionInfo {
+        let billing = Billing::start(store.clone(), tariff, holds, BillingCounters::default()).unwrap();
+        (dir, store, billing, holds)
+    }
+
+    /// A stream of "thin" through a node of "node".
+    fn thin_session() -> SessionInfo {
+        SessionInfo {
             client: "thin".into(),
             sub: None,
             device: "d".into(),
@@ -884,8 +891,19 @@ mod tests {
             vip: "v".into(),
             node_ip: "n".into(),
             target: "t".into(),
-        };
-        let s = billing.open(info()).await.unwrap();
+        }
+    }
+
+    /// A client whose one hold took all its money opens a stream just after its last one ended,
+    /// while the flush that releases that hold is writing: the stream waits for the release. It
+    /// used to find the money still held and was refused as "balance exhausted".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_opened_while_the_clients_hold_is_being_released_waits_for_the_release() {
+        use futures_util::FutureExt;
+        // 0.30 in the account and holds of 0.50: one hold reserves all of it.
+        let (_dir, store, billing, _) = thin_client(300_000);
+        let billing = Arc::new(billing);
+        let s = billing.open(thin_session()).await.unwrap();
         assert_eq!(store.available("thin").unwrap(), 0, "the hold reserved everything");
         billing.end(&s, "done");
         // The flush stops inside its write: it has taken the idle budget out, and the hold's
@@ -904,7 +922,7 @@ mod tests {
         .expect("the flush takes the idle budget out");
         assert_eq!(store.available("thin").unwrap(), 0, "the old hold is still in the store");
         let mut may = Box::pin(billing.may_open("thin"));
-        let mut open = Box::pin(billing.open(info()));
+        let mut open = Box::pin(billing.open(thin_session()));
         assert!((&mut may).now_or_never().is_none(), "may_open waits for the release");
         assert!((&mut open).now_or_never().is_none(), "open waits for the release");
         drop(writing);
@@ -922,25 +940,9 @@ mod tests {
     /// client back in.
     #[tokio::test]
     async fn exhaustion_cuts_within_the_bound_and_a_deposit_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("b.redb")).unwrap());
-        store.create_user(&user("thin")).unwrap();
-        store.create_user(&user("node")).unwrap();
-        store.deposit("thin", Micros(1_200_000), "d1", "t", 1).unwrap();
         // 1.00 per GB: 1.20 buys 1.2 GB, in holds of 0.50.
-        let tariff = Tariff::new(Micros(1_000_000), 30).unwrap();
-        let holds = HoldPolicy { chunk: Micros(500_000), max_overdraft: overdraft_bound(&tariff, 1) };
-        let billing = Billing::start(store.clone(), tariff, holds, BillingCounters::default()).unwrap();
-        let info = || SessionInfo {
-            client: "thin".into(),
-            sub: None,
-            device: "d".into(),
-            owner: "node".into(),
-            vip: "v".into(),
-            node_ip: "n".into(),
-            target: "t".into(),
-        };
-        let s = billing.open(info()).await.unwrap();
+        let (_dir, store, billing, holds) = thin_client(1_200_000);
+        let s = billing.open(thin_session()).await.unwrap();
         assert_eq!(store.list_holds().unwrap()[0].1.amount, 500_000, "one chunk reserved");
         assert_eq!(store.available("thin").unwrap(), 700_000);
         let mut cut = s.budget.exhausted();
@@ -956,7 +958,7 @@ mod tests {
         assert_eq!(max_held, 1_200_000, "extended chunk by chunk up to the balance, never beyond");
         let bound = Billing::overdraft_bound_bytes(1);
         assert!(moved >= 1_190_000_000 && moved <= 1_200_000_000 + bound, "cut after {moved} bytes");
-        assert!(matches!(billing.open(info()).await, Err(BillingError::Exhausted)));
+        assert!(matches!(billing.open(thin_session()).await, Err(BillingError::Exhausted)));
         assert!(!billing.may_open("thin").await.unwrap());
         billing.end(&s, "billing");
         billing.flush().await.unwrap();
@@ -968,6 +970,6 @@ mod tests {
         store.deposit("thin", Micros(1_000_000), "d2", "t", 2).unwrap();
         billing.credited("thin");
         assert!(billing.may_open("thin").await.unwrap());
-        assert!(billing.open(info()).await.is_ok());
+        assert!(billing.open(thin_session()).await.is_ok());
     }
 }
