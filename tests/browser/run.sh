@@ -37,11 +37,14 @@ if [ ! -d node_modules/playwright-core ] || [ ! -f "$stamp" ] || [ "$(cat "$stam
   echo "$want" >"$stamp"
 fi
 
-export TRAFFIX_BIN="${TRAFFIX_BIN:-$ROOT/target/debug/traffix}"
-if [ ! -x "$TRAFFIX_BIN" ]; then
-  echo "==> cargo build (no $TRAFFIX_BIN yet)"
-  (cd "$ROOT" && cargo build --locked)
+# TRAFFIX_BIN names a prebuilt binary; otherwise the debug build is brought up to date (a no-op
+# after tests/run-all.sh's `cargo test`), so a run on its own never drives a stale binary.
+if [ -z "${TRAFFIX_BIN:-}" ]; then
+  echo "==> cargo build --bin traffix"
+  (cd "$ROOT" && cargo build --locked --quiet --bin traffix </dev/null)
+  TRAFFIX_BIN="$ROOT/target/debug/traffix"
 fi
+export TRAFFIX_BIN
 
 echo "==> browser tests (node --test tests/browser, Chromium $(/usr/bin/chromium --version 2>/dev/null | grep -o '[0-9][0-9.]*' | head -1))"
 exec node --test dashboard.test.mjs
