@@ -169,14 +169,17 @@ async fn run() {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut since_post = 0;
+    let (mut walks, mut writes) = (Vec::new(), Vec::new());
     loop {
         tick.tick().await;
         record_all(&live);
         billing.settle().await;
         let before = fees();
         let t = Instant::now();
-        billing.flush().await.unwrap();
+        let stats = billing.flush().await.unwrap();
         let d = t.elapsed();
+        walks.push(ms(stats.walk));
+        writes.push(ms(stats.write));
         if fees() != before {
             posting.push(d);
             since_post = 0;
@@ -231,6 +234,11 @@ async fn run() {
         summary(&all)
     );
     println!("| of which: flushes that posted nothing | {} |", summary(&steady));
+    println!(
+        "| steady, split: walk over the live sessions in memory / write transaction until committed | p50 {:.1} / {:.1} ms |",
+        median(&walks),
+        median(&writes)
+    );
     println!("| idle: nothing new, nothing due (no write transaction) | {:.2} ms |", ms(idle));
     println!("| one session with new bytes (one small write transaction) | {:.2} ms |", ms(one));
     println!("| end: all {n} sessions ended, posted and closed, holds released | {:.1} ms |", ms(end_all));

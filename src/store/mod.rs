@@ -43,7 +43,10 @@ pub use payouts::PayoutProfile;
 pub use settings::{BillingSettings, PaymentSettings};
 pub use subusers::SubUser;
 pub use telegram::{Notice, NotifyPrefs, TelegramToken, TokenKind};
-pub use usage::{Accrual, FlushBatch, Posted, Progress, Recovered, SessionFilter, SessionRecord, UsageBucket};
+pub use usage::{
+    Accrual, AccrualRow, AccrualWrite, FlushBatch, Posted, Progress, Recovered, SessionFilter, SessionRecord,
+    UsageBucket,
+};
 pub use users::UserRecord;
 pub use verify::{VerifyParams, VerifyReport};
 pub use withdrawals::{Withdrawal, WithdrawalStatus, auto_amount};

@@ -2,7 +2,7 @@
 //! (unposted charges of live sessions). One call, [`Store::flush_usage`], writes a whole
 //! flush — session rows, accruals, and the postings that are due — in one write transaction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -94,35 +94,18 @@ impl SessionRecord {
 const ACCRUAL_V1: u8 = 0xA1;
 
 impl Accrual {
-    /// The row as stored: a compact fixed layout, rewritten every second for every live session
-    /// (JSON cost a third of a flush). Little-endian: tag, session, the pending charge (client,
-    /// node, fee), the carry (debit remainder, split remainder), posts, a progress flag and its
-    /// four totals, then the client and owner names with u16 lengths.
+    /// The row as stored (see [`AccrualRow::encode`]).
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(96 + self.client.len() + self.owner.len());
-        b.push(ACCRUAL_V1);
-        b.extend_from_slice(&self.session.to_le_bytes());
-        for m in [self.pending.client_debit, self.pending.node_credit, self.pending.platform_fee] {
-            b.extend_from_slice(&m.0.to_le_bytes());
+        AccrualRow {
+            session: self.session,
+            client: &self.client,
+            owner: &self.owner,
+            pending: self.pending,
+            carry: self.carry,
+            posts: self.posts,
+            progress: self.progress,
         }
-        b.extend_from_slice(&self.carry.debit_remainder().to_le_bytes());
-        b.push(self.carry.split_remainder());
-        b.extend_from_slice(&self.posts.to_le_bytes());
-        match &self.progress {
-            None => b.push(0),
-            Some(p) => {
-                b.push(1);
-                for v in [p.bytes_up, p.bytes_down, p.charge_micros, p.node_credit_micros] {
-                    b.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-        }
-        for name in [&self.client, &self.owner] {
-            let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
-            b.extend_from_slice(&len.to_le_bytes());
-            b.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
-        }
-        b
+        .encode()
     }
 
     /// Reads a row in either encoding.
@@ -172,6 +155,52 @@ impl Accrual {
     /// it used its own node.
     pub fn owed(&self) -> u64 {
         if self.client == self.owner { self.pending.platform_fee.0 } else { self.pending.client_debit.0 }
+    }
+}
+
+/// An accrual row's fields, borrowed: what a flush encodes for every live session that moved
+/// bytes, without copying its names into an [`Accrual`] first.
+#[derive(Debug, Clone, Copy)]
+pub struct AccrualRow<'a> {
+    pub session: u64,
+    pub client: &'a str,
+    pub owner: &'a str,
+    pub pending: Charge,
+    pub carry: Carry,
+    pub posts: u32,
+    pub progress: Option<Progress>,
+}
+
+impl AccrualRow<'_> {
+    /// The row as stored: a compact fixed layout, rewritten every second for every live session
+    /// (JSON cost a third of a flush). Little-endian: tag, session, the pending charge (client,
+    /// node, fee), the carry (debit remainder, split remainder), posts, a progress flag and its
+    /// four totals, then the client and owner names with u16 lengths.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(96 + self.client.len() + self.owner.len());
+        b.push(ACCRUAL_V1);
+        b.extend_from_slice(&self.session.to_le_bytes());
+        for m in [self.pending.client_debit, self.pending.node_credit, self.pending.platform_fee] {
+            b.extend_from_slice(&m.0.to_le_bytes());
+        }
+        b.extend_from_slice(&self.carry.debit_remainder().to_le_bytes());
+        b.push(self.carry.split_remainder());
+        b.extend_from_slice(&self.posts.to_le_bytes());
+        match &self.progress {
+            None => b.push(0),
+            Some(p) => {
+                b.push(1);
+                for v in [p.bytes_up, p.bytes_down, p.charge_micros, p.node_credit_micros] {
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        for name in [self.client, self.owner] {
+            let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+            b.extend_from_slice(&len.to_le_bytes());
+            b.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
+        }
+        b
     }
 }
 
@@ -238,15 +267,32 @@ pub struct Posted {
     pub platform_fee: u64,
 }
 
+/// What one flush does with one live session's accrual row.
+#[derive(Debug)]
+pub enum AccrualWrite {
+    /// Rewrite the row, already encoded ([`AccrualRow::encode`]): nothing is due.
+    Keep { session: u64, row: Vec<u8> },
+    /// Post its pending charge (ended sessions, and those due by time), then rewrite it, or
+    /// delete it when the session `ended`. Out: the accrual as written (pending zeroed, one
+    /// more posting).
+    Post { accrual: Accrual, ended: bool },
+}
+
+impl AccrualWrite {
+    pub fn session(&self) -> u64 {
+        match self {
+            AccrualWrite::Keep { session, .. } => *session,
+            AccrualWrite::Post { accrual, .. } => accrual.session,
+        }
+    }
+}
+
 /// Everything one flush writes.
 #[derive(Debug, Default)]
 pub struct FlushBatch {
     pub sessions: Vec<SessionRecord>,
-    pub accruals: Vec<Accrual>,
-    /// Sessions whose accrual is posted now (ended ones, and those due by time).
-    pub post: HashSet<u64>,
-    /// Ended sessions whose accrual row goes away after posting.
-    pub done: HashSet<u64>,
+    /// Live sessions' accrual rows, in the order the caller staged them.
+    pub accruals: Vec<AccrualWrite>,
     /// (hold, micro-units accrued against it in this flush).
     pub hold_used: Vec<(u64, u64)>,
     /// Holds released (their client has no live stream left).
@@ -314,18 +360,24 @@ impl Store {
             }
         }
         let mut posted = Posted::default();
-        for a in &mut batch.accruals {
-            if batch.post.contains(&a.session) {
-                post_accrual(&txn, a, now, &mut posted)?;
+        for w in &mut batch.accruals {
+            if let AccrualWrite::Post { accrual, .. } = w {
+                post_accrual(&txn, accrual, now, &mut posted)?;
             }
         }
         {
             let mut accruals = txn.open_table(ACCRUALS)?;
-            for a in &batch.accruals {
-                if batch.done.contains(&a.session) {
-                    accruals.remove(a.session)?;
-                } else {
-                    accruals.insert(a.session, a.encode().as_slice())?;
+            for w in &batch.accruals {
+                match w {
+                    AccrualWrite::Keep { session, row } => {
+                        accruals.insert(*session, row.as_slice())?;
+                    }
+                    AccrualWrite::Post { accrual, ended: true } => {
+                        accruals.remove(accrual.session)?;
+                    }
+                    AccrualWrite::Post { accrual, ended: false } => {
+                        accruals.insert(accrual.session, accrual.encode().as_slice())?;
+                    }
                 }
             }
         }
