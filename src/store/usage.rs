@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::ledger::{Account, Transfer, post};
+use super::ledger::{Account, Postings, Transfer};
 use super::tables::{ACCRUALS, ACCRUED, META, SESSIONS, USAGE};
 use super::{Store, StoreError, from_json, to_json};
 use crate::billing::rules::{Carry, Charge, Tariff};
@@ -307,12 +307,7 @@ pub struct FlushBatch {
 
 /// Posts one accrual's pending charge as usage transfers (client → node owner, client →
 /// platform fees) with deterministic ids, and zeroes it; adds what it posted to `posted`.
-fn post_accrual(
-    txn: &redb::WriteTransaction,
-    a: &mut Accrual,
-    now: u64,
-    posted: &mut Posted,
-) -> Result<(), StoreError> {
+fn post_accrual(postings: &mut Postings<'_>, a: &mut Accrual, now: u64, posted: &mut Posted) -> Result<(), StoreError> {
     if a.pending.client_debit.0 == 0 {
         return Ok(());
     }
@@ -327,19 +322,16 @@ fn post_accrual(
         if amount.0 == 0 || credit == client {
             continue;
         }
-        post(
-            txn,
-            Transfer {
-                seq: 0,
-                id: format!("usage:{}:{}:{leg}", a.session, a.posts),
-                debit: client.clone(),
-                credit,
-                amount,
-                kind: kind.into(),
-                reference: reference.clone(),
-                time: now,
-            },
-        )?;
+        postings.post(Transfer {
+            seq: 0,
+            id: format!("usage:{}:{}:{leg}", a.session, a.posts),
+            debit: client.clone(),
+            credit,
+            amount,
+            kind: kind.into(),
+            reference: reference.clone(),
+            time: now,
+        })?;
         posted.client_debit = posted.client_debit.saturating_add(amount.0);
         let share = if leg == "node" { &mut posted.node_credit } else { &mut posted.platform_fee };
         *share = share.saturating_add(amount.0);
@@ -360,9 +352,12 @@ impl Store {
             }
         }
         let mut posted = Posted::default();
-        for w in &mut batch.accruals {
-            if let AccrualWrite::Post { accrual, .. } = w {
-                post_accrual(&txn, accrual, now, &mut posted)?;
+        {
+            let mut postings = Postings::open(&txn)?;
+            for w in &mut batch.accruals {
+                if let AccrualWrite::Post { accrual, .. } = w {
+                    post_accrual(&mut postings, accrual, now, &mut posted)?;
+                }
             }
         }
         {
@@ -484,8 +479,9 @@ impl Store {
                 .map(|r| r.map_err(StoreError::from).and_then(|r| Accrual::decode(r.1.value())))
                 .collect::<Result<_, _>>()?;
             let mut sessions = txn.open_table(SESSIONS)?;
+            let mut postings = Postings::open(&txn)?;
             for mut a in rows {
-                post_accrual(&txn, &mut a, now, &mut posted)?;
+                post_accrual(&mut postings, &mut a, now, &mut posted)?;
                 accruals.remove(a.session)?;
                 let rec: Option<SessionRecord> = sessions.get(a.session)?.map(|v| from_json(v.value())).transpose()?;
                 if let Some(mut rec) = rec
