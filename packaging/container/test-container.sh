@@ -56,14 +56,16 @@ podman export traffix-pkgtest | tar -x -C "$rootfs"
 echo "==> container: first start, serve and health check (chroot as 10001)"
 web=$(free_port); socks=$(free_port); http=$(free_port); metrics=$(free_port)
 run() {
-  chroot --userspec=10001:10001 "$rootfs" /bin/env -i PATH=/usr/bin:/bin TRAFFIX_DATA_DIR=/var/lib/traffix \
+  ${RUN_EXEC:+exec} chroot --userspec=10001:10001 "$rootfs" /bin/env -i PATH=/usr/bin:/bin TRAFFIX_DATA_DIR=/var/lib/traffix \
     TRAFFIX_PUBLIC_ADDRESS="127.0.0.1:$web" TRAFFIX_SERVER__WEB_LISTEN="127.0.0.1:$web" \
     TRAFFIX_SERVER__SOCKS_LISTEN="127.0.0.1:$socks" TRAFFIX_SERVER__HTTP_LISTEN="127.0.0.1:$http" \
     TRAFFIX_SERVER__METRICS_LISTEN="127.0.0.1:$metrics" TRAFFIX_HEALTH_ADDR="127.0.0.1:$metrics" "$@"
 }
 run /usr/bin/traffix --version | grep -q '^traffix '
 if run /usr/bin/traffix-entrypoint healthcheck 2>/dev/null; then echo "health check passed with no server" >&2; exit 1; fi
-run /usr/bin/traffix-entrypoint serve >"$work/serve.log" 2>&1 &
+# exec all the way down (subshell, chroot, env, the entrypoint, traffix), so $! is the server
+# itself: killing a subshell that waited for chroot left the server running after the test.
+(RUN_EXEC=1 run /usr/bin/traffix-entrypoint serve) >"$work/serve.log" 2>&1 &
 pid=$!
 ok=""
 for _ in $(seq 1 100); do
