@@ -60,7 +60,7 @@ impl Throttle {
         let _one_at_a_time = crate::sync::lock(&self.logins);
         self.check_login(ip, user)?;
         self.login_failed(ip, user);
-        Ok(LoginAttempt { throttle: self, ip })
+        Ok(LoginAttempt { throttle: self, ip, user: user.to_owned(), ok: false })
     }
 
     /// `Err(seconds to wait)` when a login attempt for `user` from `ip` must be refused now.
@@ -114,6 +114,8 @@ impl Throttle {
 pub struct LoginAttempt<'a> {
     throttle: &'a Throttle,
     ip: IpAddr,
+    user: String,
+    ok: bool,
 }
 
 impl std::fmt::Debug for LoginAttempt<'_> {
@@ -124,8 +126,24 @@ impl std::fmt::Debug for LoginAttempt<'_> {
 
 impl LoginAttempt<'_> {
     /// The password was right: the attempt is not a failure, and `user`'s count is cleared.
-    pub fn succeeded(self, user: &str) {
+    pub fn succeeded(mut self, user: &str) {
+        self.ok = true;
         self.throttle.login_ok(self.ip, user);
+    }
+}
+
+impl Drop for LoginAttempt<'_> {
+    /// A failure's back-off runs from when it was answered, not from when its slot was taken
+    /// before the hash: otherwise a slow hash used up the wait, and the next attempt, sent right
+    /// after the refusal, passed.
+    fn drop(&mut self) {
+        if self.ok {
+            return;
+        }
+        let _one_at_a_time = crate::sync::lock(&self.throttle.logins);
+        if let Some((n, _)) = self.throttle.per_account.get(&self.user) {
+            self.throttle.per_account.insert(self.user.clone(), (n, Instant::now()));
+        }
     }
 }
 
@@ -160,6 +178,23 @@ mod tests {
             assert!(t.pair("ann").is_ok());
         }
         assert!(t.pair("ann").is_err());
+    }
+
+    /// The back-off runs from the failure's answer: a slot held through a slow hash does not
+    /// use up the wait.
+    #[test]
+    fn the_back_off_starts_when_the_failure_is_answered() {
+        let t = Throttle::new(100, 20);
+        let ip: IpAddr = [10, 0, 0, 3].into();
+        let slow = t.reserve_login(ip, "eve").unwrap();
+        let taken = t.per_account.get("eve").unwrap().1;
+        let before_answer = Instant::now();
+        drop(slow);
+        let (n, last) = t.per_account.get("eve").unwrap();
+        assert_eq!(n, 1, "still one failure");
+        assert!(last >= before_answer && last >= taken, "the window restarts at the answer");
+        t.reserve_login(ip, "eve").unwrap().succeeded("eve");
+        assert!(t.per_account.get("eve").is_none(), "a success leaves nothing to restart");
     }
 
     /// Many attempts at once from one IP: exactly the limit get a slot (and a hash), however
