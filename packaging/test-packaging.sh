@@ -65,7 +65,9 @@ trap cleanup EXIT
 echo "==> packaging: cargo deb --profile deb --no-build (a debug build with system-paths)"
 cargo build --locked --quiet --features system-paths --bin traffix </dev/null
 mkdir -p target/deb
-cp -f target/debug/traffix target/deb/traffix
+# (rm first: a cargo-built target/deb/traffix is a hard link to its artifact, which cp would overwrite)
+rm -f target/deb/traffix
+cp target/debug/traffix target/deb/traffix
 cargo build --locked --quiet --bin traffix </dev/null
 deb=$(cargo deb --locked --profile deb --no-build --output target/deb-pkg/ </dev/null | tail -n 1)
 [ -f "$deb" ] || { echo "cargo deb did not name a .deb: $deb" >&2; exit 1; }

@@ -15,6 +15,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 work=$(mktemp -d)
 pid=""
+unset RUN_EXEC # set only for the server below (run() execs with it)
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   podman rm -f traffix-pkgtest >/dev/null 2>&1 || true

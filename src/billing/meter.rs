@@ -678,14 +678,16 @@ impl Billing {
         .await
         .map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
         res?;
-        stats.write = began.elapsed() - stats.walk;
+        stats.write = began.elapsed().saturating_sub(stats.walk);
         count_posted(&self.counters, batch.posted);
         // Committed: apply the staged state, mirror what the store posted, forget finished
         // sessions.
         // (Only a flush adds to `releasing`, under the flush lock this one still holds.)
         *lock(&self.releasing) = Releasing::default();
         let mut done = Vec::new();
+        debug_assert_eq!(staged.len(), batch.accruals.len(), "one row per staged session");
         for ((s, mut st), w) in staged.into_iter().zip(&batch.accruals) {
+            debug_assert_eq!(s.id, w.session(), "rows come back in the order they were staged");
             st.written = true;
             if let AccrualWrite::Post { accrual, ended } = w {
                 st.pending = accrual.pending;

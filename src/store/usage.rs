@@ -352,7 +352,8 @@ impl Store {
             }
         }
         let mut posted = Posted::default();
-        {
+        // (Most flushes post nothing: they leave the ledger's tables closed.)
+        if batch.accruals.iter().any(|w| matches!(w, AccrualWrite::Post { .. })) {
             let mut postings = Postings::open(&txn)?;
             for w in &mut batch.accruals {
                 if let AccrualWrite::Post { accrual, .. } = w {
