@@ -108,7 +108,7 @@ pub async fn login(
         }
     };
     // The password was right: not a failed attempt, whether or not the account may sign in.
-    attempt.succeeded(&name);
+    attempt.succeeded();
     if user.disabled {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "disabled", "this account is disabled"));
     }
@@ -195,7 +195,7 @@ pub async fn telegram_login(
             return Err(ApiError::unauthorized("invalid_token", "this login link is unknown, used or expired"));
         }
     };
-    attempt.succeeded(&key);
+    attempt.succeeded();
     let family = hex::encode(crate::auth::random_bytes::<12>().map_err(|e| ApiError::internal(e.to_string()))?);
     let refresh = random_token("tfr_")?;
     state.admin.store.start_login(&user, &family, &hash(&refresh), now_secs(), state.max_logins_per_user)?;

@@ -171,7 +171,7 @@ pub async fn change_password(
         }
         return Err(wrong());
     }
-    attempt.succeeded(&name);
+    attempt.succeeded();
     let cmd = admin::UserPassword { name, password: Some(req.new), keep_login: p.family.clone() };
     let _permit = state.hashing.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(state.run(cmd, &p.actor()).await?))

@@ -125,10 +125,10 @@ impl std::fmt::Debug for LoginAttempt<'_> {
 }
 
 impl LoginAttempt<'_> {
-    /// The password was right: the attempt is not a failure, and `user`'s count is cleared.
-    pub fn succeeded(mut self, user: &str) {
+    /// The password was right: the attempt is not a failure, and its user's count is cleared.
+    pub fn succeeded(mut self) {
         self.ok = true;
-        self.throttle.login_ok(self.ip, user);
+        self.throttle.login_ok(self.ip, &self.user);
     }
 }
 
@@ -159,8 +159,8 @@ mod tests {
             let _failed = t.reserve_login(ip, "ann").unwrap();
         }
         assert!(t.reserve_login(ip, "ann").is_err(), "back-off after five failures");
-        t.reserve_login(ip, "bob").unwrap().succeeded("bob");
-        t.reserve_login(ip, "bob").unwrap().succeeded("bob");
+        t.reserve_login(ip, "bob").unwrap().succeeded();
+        t.reserve_login(ip, "bob").unwrap().succeeded();
         assert_eq!(t.per_ip.get(&ip), Some(5), "successes are not failures");
         t.login_ok(ip, "ann");
         assert!(t.reserve_login(ip, "ann").is_ok(), "a success clears the count");
@@ -193,7 +193,7 @@ mod tests {
         let (n, last) = t.per_account.get("eve").unwrap();
         assert_eq!(n, 1, "still one failure");
         assert!(last >= before_answer && last >= taken, "the window restarts at the answer");
-        t.reserve_login(ip, "eve").unwrap().succeeded("eve");
+        t.reserve_login(ip, "eve").unwrap().succeeded();
         assert!(t.per_account.get("eve").is_none(), "a success leaves nothing to restart");
     }
 

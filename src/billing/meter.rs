@@ -28,8 +28,7 @@ use tracing::{info, trace, warn};
 use super::rules::{Carry, Charge, HoldPolicy, Tariff};
 use crate::shutdown::Shutdown;
 use crate::store::{
-    Accrual, AccrualRow, AccrualWrite, FlushBatch, HoldRequest, Posted, Progress, SessionRecord, Store, UsageBucket,
-    now_secs,
+    AccrualRow, AccrualWrite, FlushBatch, HoldRequest, Posted, Progress, SessionRecord, Store, UsageBucket, now_secs,
 };
 use crate::sync::lock;
 use crate::telemetry::BillingCounters;
@@ -613,16 +612,7 @@ impl Billing {
                 progress: Some(progress),
             };
             batch.accruals.push(if due {
-                let accrual = Accrual {
-                    session: row.session,
-                    client: row.client.to_owned(),
-                    owner: row.owner.to_owned(),
-                    pending: row.pending,
-                    carry: row.carry,
-                    posts: row.posts,
-                    progress: row.progress,
-                };
-                AccrualWrite::Post { accrual, ended: ended.is_some() }
+                AccrualWrite::Post { accrual: row.to_accrual(), ended: ended.is_some() }
             } else {
                 AccrualWrite::Keep { session: s.id, row: row.encode() }
             });

@@ -96,6 +96,11 @@ const ACCRUAL_V1: u8 = 0xA1;
 impl Accrual {
     /// The row as stored (see [`AccrualRow::encode`]).
     pub fn encode(&self) -> Vec<u8> {
+        self.row().encode()
+    }
+
+    /// Its fields, borrowed.
+    pub fn row(&self) -> AccrualRow<'_> {
         AccrualRow {
             session: self.session,
             client: &self.client,
@@ -105,7 +110,6 @@ impl Accrual {
             posts: self.posts,
             progress: self.progress,
         }
-        .encode()
     }
 
     /// Reads a row in either encoding.
@@ -172,6 +176,19 @@ pub struct AccrualRow<'a> {
 }
 
 impl AccrualRow<'_> {
+    /// An owned copy (for a row that is posted: the posting needs the names).
+    pub fn to_accrual(&self) -> Accrual {
+        Accrual {
+            session: self.session,
+            client: self.client.to_owned(),
+            owner: self.owner.to_owned(),
+            pending: self.pending,
+            carry: self.carry,
+            posts: self.posts,
+            progress: self.progress,
+        }
+    }
+
     /// The row as stored: a compact fixed layout, rewritten every second for every live session
     /// (JSON cost a third of a flush). Little-endian: tag, session, the pending charge (client,
     /// node, fee), the carry (debit remainder, split remainder), posts, a progress flag and its
