@@ -764,11 +764,16 @@ async fn run(k: Knobs, nofile: u64) {
     tokio::time::sleep(Duration::from_secs(k.idle_secs)).await;
     let wall = t0.elapsed().as_secs_f64();
     let (s_cpu, a_cpu) = ((cpu_secs(&spid) - s0) / wall * 100.0, (cpu_secs(&me) - a0) / wall * 100.0);
+    // Settled: what the first start's pairing left behind has had the idle window to go back.
+    let rss2 = rss_kib(server.pid());
+    let settled = rss2.saturating_sub(rss0) as f64 / (n - 1).max(1) as f64;
     let limits = traffix::config::Limits::default();
     println!(
-        "idle, {n} nodes: server RSS {:.1} MiB ({:.1} MiB with 1 node) = {per_node:.1} KiB per idle node (target ≤ 48)",
+        "idle, {n} nodes: server RSS 5 s after the first start {:.1} MiB ({:.1} MiB with 1 node) = {per_node:.1} KiB \
+         per node; after the idle window {:.1} MiB = {settled:.1} KiB per idle node (target ≤ 48)",
         rss1 as f64 / 1024.0,
-        rss0 as f64 / 1024.0
+        rss0 as f64 / 1024.0,
+        rss2 as f64 / 1024.0,
     );
     println!(
         "idle CPU over {wall:.0} s (heartbeats every {} s per idle node): server {s_cpu:.2} % of one core, \

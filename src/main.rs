@@ -3,7 +3,9 @@
 /// jemalloc instead of glibc's malloc: a tunnel moves bytes in 16–64 KiB buffers allocated on
 /// one thread and freed on another, and glibc trims each freed run at the top of a thread's
 /// arena back to the kernel, so the next frame faults zeroed pages in again (about a quarter
-/// of the data path's CPU; docs/benchmarks.md, "Where the time goes").
+/// of the data path's CPU; docs/benchmarks.md, "Where the time goes"). Its background thread
+/// (the `background_threads` feature) gives freed pages back on a timer, so memory a burst
+/// used returns to the system while the server idles, not only at its next allocation.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
