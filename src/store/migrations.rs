@@ -7,7 +7,7 @@ use super::StoreError;
 use super::tables::*;
 
 /// The schema this build writes.
-pub const LAST_SCHEMA_VERSION: u64 = 8;
+pub const LAST_SCHEMA_VERSION: u64 = 9;
 
 /// The schema version of a database (0: a new, empty one), open for writing or read-only.
 pub fn version(db: &impl ReadableDatabase) -> Result<u64, StoreError> {
@@ -50,6 +50,7 @@ pub fn migrate(db: &redb::Database) -> Result<u64, StoreError> {
             6 => migrate_to_v6(&txn)?,
             7 => migrate_to_v7(&txn)?,
             8 => migrate_to_v8(&txn)?,
+            9 => migrate_to_v9(&txn)?,
             _ => unreachable_step(version)?,
         }
         txn.open_table(META)?.insert("schema_version", version)?;
@@ -90,7 +91,7 @@ fn migrate_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(HOLDS)?;
     txn.open_table(WITHDRAWALS)?;
     txn.open_table(USAGE)?;
-    let totals = super::usage::accrued_by(&txn.open_table(ACCRUALS)?)?;
+    let totals = super::usage::accrued_by(&flat_accruals(&txn.open_table(ACCRUALS)?)?);
     let mut t = txn.open_table(ACCRUED)?;
     for (client, owed) in totals {
         t.insert(client.as_str(), owed)?;
@@ -157,10 +158,25 @@ fn migrate_to_v8(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// v9: accrual rows packed 64 session ids to a chunk (`accrual_chunks`): a flush rewrites one
+/// B-tree entry per chunk instead of one per live session. The rows a v8 server left (a crash,
+/// to be posted at the next start) move there, and the per-session table goes.
+fn migrate_to_v9(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let rows = flat_accruals(&txn.open_table(ACCRUALS)?)?;
+    let writes: Vec<_> =
+        rows.into_iter().map(|a| super::usage::AccrualWrite::Keep { session: a.session, row: a.encode() }).collect();
+    super::usage::write_accruals(&mut txn.open_table(ACCRUAL_CHUNKS)?, &writes)?;
+    txn.delete_table(ACCRUALS)?;
+    Ok(())
+}
+
+/// The rows of the per-session accrual table of schemas 2–8 (JSON or compact).
+fn flat_accruals(t: &impl redb::ReadableTable<u64, &'static [u8]>) -> Result<Vec<super::usage::Accrual>, StoreError> {
+    t.iter()?.map(|r| super::usage::Accrual::decode(r?.1.value())).collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use redb::ReadableTableMetadata;
-
     use super::*;
     use crate::billing::rules::{Carry, Charge};
     use crate::money::Micros;
@@ -205,8 +221,12 @@ mod tests {
         totals.sort();
         // bo used its own node: it owes only the fee.
         assert_eq!(totals, vec![("ann".to_owned(), 150), ("bo".to_owned(), 3)]);
+        // v9 moved the rows into chunks and dropped the per-session table.
         let rtx = redb::ReadableDatabase::begin_read(&s.db).unwrap();
-        assert_eq!(rtx.open_table(ACCRUALS).unwrap().len().unwrap(), 3);
+        let rows = crate::store::usage::all_accruals(&rtx.open_table(ACCRUAL_CHUNKS).unwrap()).unwrap();
+        assert_eq!(rows.iter().map(|a| a.session).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(rows[0].pending.client_debit, Micros(100), "JSON rows of v2 read and re-encoded");
+        assert!(rtx.open_table(ACCRUALS).is_err(), "the v2–v8 table is gone");
     }
 
     /// A v5 database whose users carry a Telegram id (set before the bot existed) gets their
@@ -227,7 +247,7 @@ mod tests {
             txn.commit().unwrap();
         }
         let s = Store::open(&p).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 8);
+        assert_eq!(s.schema_version().unwrap(), LAST_SCHEMA_VERSION);
         assert_eq!(s.telegram_user(77).unwrap().map(|u| u.name), Some("ann".into()));
         assert!(s.telegram_user(78).unwrap().is_none());
     }

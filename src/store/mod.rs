@@ -363,7 +363,7 @@ impl Store {
         copy!(tables::BALANCES);
         copy!(tables::AUDIT);
         copy!(tables::SESSIONS);
-        copy!(tables::ACCRUALS);
+        copy!(tables::ACCRUAL_CHUNKS);
         copy!(tables::HOLDS);
         copy!(tables::WITHDRAWALS);
         copy!(tables::USAGE);

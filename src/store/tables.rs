@@ -23,9 +23,13 @@ pub const BALANCES: TableDefinition<'_, &str, i64> = TableDefinition::new("balan
 pub const AUDIT: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("audit");
 /// Session id → `SessionRecord` JSON: one row per client stream (the seed's `sessions`).
 pub const SESSIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("sessions");
-/// Session id → `Accrual` JSON: unposted usage of a live session, rewritten every flush
-/// (bounded: one row per live session).
+/// Session id → `Accrual`: unposted usage of a live session, one row per session (schemas 2–8;
+/// v9 moved its rows to [`ACCRUAL_CHUNKS`] and dropped it).
 pub const ACCRUALS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("accruals");
+/// Session id ÷ 64 → the accrual rows of the live sessions among those 64 ids, in id order
+/// (`store::usage`): unposted usage, rewritten every flush. Bounded: one row per live session,
+/// one entry per 64 ids that have one.
+pub const ACCRUAL_CHUNKS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("accrual_chunks");
 /// Hold id → `Hold` JSON: money reserved for a client's live streams (SECURITY.md §4.4). Holds
 /// live only while the server runs: a restart expires them all.
 pub const HOLDS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("holds");

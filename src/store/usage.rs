@@ -1,6 +1,7 @@
-//! Metered usage: the `sessions` table (one row per client stream) and the bounded `accruals`
-//! (unposted charges of live sessions). One call, [`Store::flush_usage`], writes a whole
-//! flush — session rows, accruals, and the postings that are due — in one write transaction.
+//! Metered usage: the `sessions` table (one row per client stream) and the bounded accruals
+//! (unposted charges of live sessions, packed 64 session ids to a chunk). One call,
+//! [`Store::flush_usage`], writes a whole flush — session rows, accruals, and the postings that
+//! are due — in one write transaction.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::ledger::{Account, Postings, Transfer};
-use super::tables::{ACCRUALS, ACCRUED, META, SESSIONS, USAGE};
+use super::tables::{ACCRUAL_CHUNKS, ACCRUED, META, SESSIONS, USAGE};
 use super::{Store, StoreError, from_json, to_json};
 use crate::billing::rules::{Carry, Charge, Tariff};
 use crate::money::Micros;
@@ -223,13 +224,152 @@ impl AccrualRow<'_> {
 
 /// Unposted accruals per client, as the client owes them, summed from the accrual rows
 /// (migration and verification; the hot paths read [`ACCRUED`]).
-pub(crate) fn accrued_by(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<HashMap<String, i64>, StoreError> {
+pub(crate) fn accrued_by(rows: &[Accrual]) -> HashMap<String, i64> {
     let mut out: HashMap<String, i64> = HashMap::new();
-    for row in t.iter()? {
-        let a = Accrual::decode(row?.1.value())?;
+    for a in rows {
         *out.entry(a.client.clone()).or_default() += a.owed() as i64;
     }
+    out
+}
+
+/// How many low bits of a session id an accrual chunk spans: [`ACCRUAL_CHUNKS`] keys rows by
+/// `session >> CHUNK_BITS`, so a flush that rewrites 10,000 live sessions' rows makes ~160
+/// B-tree inserts instead of 10,000 (each insert, not the bytes, was most of a flush's write).
+const CHUNK_BITS: u32 = 6;
+
+fn chunk_key(session: u64) -> u64 {
+    session >> CHUNK_BITS
+}
+
+/// The rows of one accrual chunk, in session order: `(session, encoded row)`. A chunk is a run
+/// of rows ([`AccrualRow::encode`]), each after its length as a little-endian u32; a row that
+/// is truncated, of another chunk or out of order is [`StoreError::Corrupt`] (and ends the
+/// iteration).
+pub(crate) fn chunk_rows(key: u64, chunk: &[u8]) -> ChunkRows<'_> {
+    ChunkRows { key, rest: chunk, last: None }
+}
+
+pub(crate) struct ChunkRows<'a> {
+    key: u64,
+    rest: &'a [u8],
+    last: Option<u64>,
+}
+
+impl<'a> ChunkRows<'a> {
+    fn step(&mut self) -> Result<(u64, &'a [u8]), StoreError> {
+        let key = self.key;
+        let bad = |what: &str| StoreError::Corrupt(format!("accrual chunk {key}: {what}"));
+        let (len, rest) = self.rest.split_first_chunk::<4>().ok_or_else(|| bad("truncated row length"))?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| bad("row too long"))?;
+        let (row, rest) = rest.split_at_checked(len).ok_or_else(|| bad("truncated row"))?;
+        let session = match row {
+            [ACCRUAL_V1, id @ ..] => id.first_chunk::<8>().map(|b| u64::from_le_bytes(*b)),
+            _ => None,
+        }
+        .ok_or_else(|| bad("malformed row"))?;
+        if chunk_key(session) != key || self.last.is_some_and(|l| l >= session) {
+            return Err(bad(&format!("row of session {session} out of place")));
+        }
+        self.last = Some(session);
+        self.rest = rest;
+        Ok((session, row))
+    }
+}
+
+impl<'a> Iterator for ChunkRows<'a> {
+    type Item = Result<(u64, &'a [u8]), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let r = self.step();
+        if r.is_err() {
+            self.rest = &[];
+        }
+        Some(r)
+    }
+}
+
+fn push_row(chunk: &mut Vec<u8>, row: &[u8]) {
+    let len = u32::try_from(row.len()).unwrap_or(u32::MAX);
+    chunk.extend_from_slice(&len.to_le_bytes());
+    chunk.extend_from_slice(row);
+}
+
+/// Every accrual row of a chunk table, decoded.
+pub(crate) fn all_accruals(t: &impl ReadableTable<u64, &'static [u8]>) -> Result<Vec<Accrual>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in t.iter()? {
+        let (k, v) = chunk?;
+        for row in chunk_rows(k.value(), v.value()) {
+            out.push(Accrual::decode(row?.1)?);
+        }
+    }
     Ok(out)
+}
+
+/// `session`'s accrual row, if it has one.
+pub(crate) fn accrual_of(
+    t: &impl ReadableTable<u64, &'static [u8]>,
+    session: u64,
+) -> Result<Option<Accrual>, StoreError> {
+    let key = chunk_key(session);
+    let Some(chunk) = t.get(key)? else { return Ok(None) };
+    for row in chunk_rows(key, chunk.value()) {
+        let (s, row) = row?;
+        if s == session {
+            return Accrual::decode(row).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Applies `writes` (one per session) to a chunk table: each touched chunk is read once,
+/// merged with the writes that fall in it, and written back (or removed when it empties).
+pub(crate) fn write_accruals(
+    t: &mut redb::Table<'_, u64, &'static [u8]>,
+    writes: &[AccrualWrite],
+) -> Result<(), StoreError> {
+    let mut order: Vec<&AccrualWrite> = writes.iter().collect();
+    order.sort_unstable_by_key(|w| w.session());
+    if let Some(w) = order.windows(2).find(|w| w[0].session() == w[1].session()) {
+        return Err(StoreError::Invalid(format!("session {} written twice in one flush", w[0].session())));
+    }
+    let (mut old, mut new) = (Vec::new(), Vec::new());
+    for group in order.chunk_by(|a, b| chunk_key(a.session()) == chunk_key(b.session())) {
+        let key = chunk_key(group[0].session());
+        old.clear();
+        if let Some(v) = t.get(key)? {
+            old.extend_from_slice(v.value());
+        }
+        new.clear();
+        let mut writes = group.iter().peekable();
+        let put = |chunk: &mut Vec<u8>, w: &AccrualWrite| match w {
+            AccrualWrite::Keep { row, .. } => push_row(chunk, row),
+            AccrualWrite::Post { ended: true, .. } => {}
+            AccrualWrite::Post { accrual, ended: false } => push_row(chunk, &accrual.encode()),
+        };
+        for row in chunk_rows(key, &old) {
+            let (session, row) = row?;
+            while let Some(w) = writes.next_if(|w| w.session() < session) {
+                put(&mut new, w);
+            }
+            match writes.next_if(|w| w.session() == session) {
+                Some(w) => put(&mut new, w),
+                None => push_row(&mut new, row),
+            }
+        }
+        for w in writes {
+            put(&mut new, w);
+        }
+        if new.is_empty() {
+            t.remove(key)?;
+        } else {
+            t.insert(key, new.as_slice())?;
+        }
+    }
+    Ok(())
 }
 
 /// Usage of one subject in one hour (the roll-up behind usage and earnings charts).
@@ -378,22 +518,7 @@ impl Store {
                 }
             }
         }
-        {
-            let mut accruals = txn.open_table(ACCRUALS)?;
-            for w in &batch.accruals {
-                match w {
-                    AccrualWrite::Keep { session, row } => {
-                        accruals.insert(*session, row.as_slice())?;
-                    }
-                    AccrualWrite::Post { accrual, ended: true } => {
-                        accruals.remove(accrual.session)?;
-                    }
-                    AccrualWrite::Post { accrual, ended: false } => {
-                        accruals.insert(accrual.session, accrual.encode().as_slice())?;
-                    }
-                }
-            }
-        }
+        write_accruals(&mut txn.open_table(ACCRUAL_CHUNKS)?, &batch.accruals)?;
         super::holds::settle_holds(&txn, &batch.hold_used, &batch.hold_release)?;
         {
             let mut totals = txn.open_table(ACCRUED)?;
@@ -491,16 +616,13 @@ impl Store {
         // Every accrual is posted below: nothing stays accrued.
         txn.open_table(ACCRUED)?.retain(|_, _| false)?;
         {
-            let mut accruals = txn.open_table(ACCRUALS)?;
-            let rows: Vec<Accrual> = accruals
-                .iter()?
-                .map(|r| r.map_err(StoreError::from).and_then(|r| Accrual::decode(r.1.value())))
-                .collect::<Result<_, _>>()?;
+            let mut accruals = txn.open_table(ACCRUAL_CHUNKS)?;
+            let rows = all_accruals(&accruals)?;
+            accruals.retain(|_, _| false)?;
             let mut sessions = txn.open_table(SESSIONS)?;
             let mut postings = Postings::open(&txn)?;
             for mut a in rows {
                 post_accrual(&mut postings, &mut a, now, &mut posted)?;
-                accruals.remove(a.session)?;
                 let rec: Option<SessionRecord> = sessions.get(a.session)?.map(|v| from_json(v.value())).transpose()?;
                 if let Some(mut rec) = rec
                     && rec.end.is_none()
@@ -535,7 +657,7 @@ impl Store {
     pub fn list_sessions(&self, filter: &SessionFilter<'_>) -> Result<Vec<SessionRecord>, StoreError> {
         let rtx = self.db.begin_read()?;
         let t = rtx.open_table(SESSIONS)?;
-        let accruals = rtx.open_table(ACCRUALS)?;
+        let accruals = rtx.open_table(ACCRUAL_CHUNKS)?;
         let mut out = Vec::new();
         for row in t.range(..filter.window.before.unwrap_or(u64::MAX))?.rev() {
             if filter.window.full(out.len()) {
@@ -547,8 +669,7 @@ impl Store {
                 && filter.window.overlaps(s.start, s.end)
             {
                 if s.end.is_none()
-                    && let Some(a) = accruals.get(s.id)?
-                    && let Some(p) = Accrual::decode(a.value())?.progress
+                    && let Some(p) = accrual_of(&accruals, s.id)?.and_then(|a| a.progress)
                 {
                     s.apply(&p);
                 }
@@ -614,10 +735,81 @@ mod tests {
         assert!(Accrual::decode(&carry).is_err(), "carry out of range");
     }
 
+    fn with_session(session: u64) -> Accrual {
+        Accrual { session, ..sample(None) }
+    }
+
+    fn keep(session: u64) -> AccrualWrite {
+        AccrualWrite::Keep { session, row: with_session(session).encode() }
+    }
+
+    /// A flush's writes merge with the rows already in their chunks: untouched rows stay,
+    /// new ones go in order, ended ones go, and a chunk left empty is removed.
+    #[test]
+    fn accrual_writes_merge_into_their_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.redb")).unwrap();
+        let txn = s.write_for_test().unwrap();
+        {
+            let mut t = txn.open_table(ACCRUAL_CHUNKS).unwrap();
+            write_accruals(&mut t, &[keep(70), keep(2), keep(1), keep(63)]).unwrap();
+            let sessions = |t: &redb::Table<'_, u64, &'static [u8]>| -> Vec<u64> {
+                all_accruals(t).unwrap().iter().map(|a| a.session).collect()
+            };
+            assert_eq!(sessions(&t), [1, 2, 63, 70]);
+            assert_eq!(redb::ReadableTableMetadata::len(&t).unwrap(), 2, "ids 0–63 and 64–127");
+            let mut posted = with_session(70);
+            posted.posts = 8;
+            write_accruals(
+                &mut t,
+                &[
+                    keep(3),
+                    AccrualWrite::Post { accrual: with_session(2), ended: true },
+                    AccrualWrite::Post { accrual: posted.clone(), ended: false },
+                ],
+            )
+            .unwrap();
+            assert_eq!(sessions(&t), [1, 3, 63, 70]);
+            assert_eq!(accrual_of(&t, 70).unwrap(), Some(posted));
+            assert_eq!(accrual_of(&t, 2).unwrap(), None);
+            assert_eq!(accrual_of(&t, 1 << 40).unwrap(), None);
+            let ended = |id| AccrualWrite::Post { accrual: with_session(id), ended: true };
+            write_accruals(&mut t, &[ended(1), ended(3), ended(63)]).unwrap();
+            assert_eq!(sessions(&t), [70]);
+            assert_eq!(redb::ReadableTableMetadata::len(&t).unwrap(), 1, "the emptied chunk is removed");
+            assert!(matches!(write_accruals(&mut t, &[keep(5), keep(5)]), Err(StoreError::Invalid(_))));
+        }
+    }
+
+    #[test]
+    fn malformed_accrual_chunks_are_errors() {
+        let mut chunk = Vec::new();
+        for id in [1, 2] {
+            push_row(&mut chunk, &with_session(id).encode());
+        }
+        assert_eq!(chunk_rows(0, &chunk).map(|r| r.unwrap().0).collect::<Vec<_>>(), [1, 2]);
+        let fails = |key: u64, b: &[u8]| chunk_rows(key, b).any(|r| r.is_err());
+        for n in 1..chunk.len() {
+            let whole = n == chunk.len() / 2;
+            assert_eq!(fails(0, &chunk[..n]), !whole, "cut at {n}");
+        }
+        assert!(fails(1, &chunk), "rows of another chunk");
+        let mut twice = chunk.clone();
+        twice.extend_from_slice(&chunk);
+        assert!(fails(0, &twice), "out of order");
+        let mut tag = chunk.clone();
+        tag[4] = 0xA2;
+        assert!(fails(0, &tag), "unknown encoding");
+        let mut long = chunk.clone();
+        long[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(fails(0, &long), "length past the end");
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Accrual::decode(&b);
+            let _ = chunk_rows(0, &b).count();
         }
     }
 }

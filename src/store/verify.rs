@@ -28,7 +28,7 @@ use super::deposits::Deposit;
 use super::holds::held_by;
 use super::ledger::{Account, Transfer};
 use super::tables::*;
-use super::usage::{Accrual, SessionRecord, UsageBucket, accrued_by};
+use super::usage::{Accrual, SessionRecord, UsageBucket, accrued_by, all_accruals};
 use super::withdrawals::{Withdrawal, WithdrawalStatus};
 use super::{Store, StoreError, from_json};
 use crate::money::Micros;
@@ -296,8 +296,8 @@ impl Store {
         }
 
         // 4: overdraft bound and holds.
-        let accruals_t = rtx.open_table(ACCRUALS)?;
-        let accrued = accrued_by(&accruals_t)?;
+        let accrual_rows = all_accruals(&rtx.open_table(ACCRUAL_CHUNKS)?)?;
+        let accrued = accrued_by(&accrual_rows);
         let mut totals: HashMap<String, i64> = HashMap::new();
         for row in rtx.open_table(ACCRUED)?.iter()? {
             let (k, v) = row?;
@@ -318,11 +318,7 @@ impl Store {
         }
 
         // 2, 3 and 8: sessions against their postings and accruals.
-        let mut live: HashMap<u64, Accrual> = HashMap::new();
-        for row in accruals_t.iter()? {
-            let a = Accrual::decode(row?.1.value())?;
-            live.insert(a.session, a);
-        }
+        let mut live: HashMap<u64, Accrual> = accrual_rows.into_iter().map(|a| (a.session, a)).collect();
         let live_sessions = live.len();
         let sessions_t = rtx.open_table(SESSIONS)?;
         let mut sessions = 0usize;
