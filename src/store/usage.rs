@@ -67,7 +67,7 @@ pub struct Accrual {
     pub carry: Carry,
     /// Postings made so far (the next posting's id uses this number).
     pub posts: u32,
-    /// The session's totals so far (its row is rewritten only at postings and at its end).
+    /// The session's totals so far (its row is written only at its start and its end).
     #[serde(default)]
     pub progress: Option<Progress>,
 }
@@ -517,6 +517,7 @@ impl Store {
                     post_accrual(&mut postings, accrual, now, &mut posted)?;
                 }
             }
+            postings.finish()?;
         }
         write_accruals(&mut txn.open_table(ACCRUAL_CHUNKS)?, &batch.accruals)?;
         super::holds::settle_holds(&txn, &batch.hold_used, &batch.hold_release)?;
@@ -636,6 +637,7 @@ impl Store {
                 }
                 n += 1;
             }
+            postings.finish()?;
             // Sessions written without an accrual (nothing charged) but never ended.
             let open: Vec<SessionRecord> = sessions
                 .iter()?
