@@ -9,8 +9,11 @@
 //! new bytes (64 KiB up, 256 KiB down, one relay meter batch) and reservations settle, so the
 //! timed call is the flush alone. Flushes are run for just over a minute, so the one where all
 //! sessions come due for their periodic posting (every 60 s) is included; it is printed
-//! separately. Last, every session is ended and the flush that posts and closes them all is
-//! timed. Timings are printed, never asserted.
+//! separately. Then every session is ended and the flush that posts and closes them all is
+//! timed. Last, the mass end: in each of three rounds, `n` new sessions are opened and flushed,
+//! 1,000 concurrent 1 MiB loopback downloads are timed in the same runtime alone, then again
+//! while all `n` sessions end and the flush that closes them runs (p99 completion, and its ratio
+//! to the baseline). Timings are printed, never asserted.
 //!
 //! Run: `cargo bench --bench billing` (`TRAFFIX_BENCH_SESSIONS=1000` for a quick look;
 //! `TRAFFIX_BENCH_FLUSH_SECS` bounds the steady flushes, two posting periods by default: the CI
@@ -112,24 +115,7 @@ async fn run() {
 
     // Open every session at once (each client's first stream takes its hold).
     let t = Instant::now();
-    let mut opens = tokio::task::JoinSet::new();
-    for i in 0..n {
-        let billing = billing.clone();
-        opens.spawn(async move {
-            let info = SessionInfo {
-                client: format!("client{}", i % CLIENTS),
-                sub: None,
-                device: format!("{:016x}", 0xd0_0000 + (i % OWNERS) as u64),
-                owner: format!("owner{}", i % OWNERS),
-                vip: format!("100.64.0.{}", 1 + i % OWNERS),
-                node_ip: format!("203.0.113.{}", 1 + i % OWNERS),
-                target: format!("example{}.com:443", i % 997),
-            };
-            billing.open(info).await.unwrap()
-        });
-    }
-    let mut live: Vec<Arc<LiveSession>> = opens.join_all().await;
-    live.sort_by_key(|s| s.id);
+    let live = open_sessions(&billing, n).await;
     let open_time = t.elapsed();
     println!(
         "open: {n} sessions in {:.0} ms ({:.1} µs each), {} holds",
@@ -261,6 +247,135 @@ async fn run() {
         report.accounts
     );
     println!("database: {:.1} MiB", size as f64 / (1u64 << 20) as f64);
+
+    mass_end(&billing, &store, &params, n).await;
+}
+
+/// Rounds of the mass-end measurement.
+const MASS_END_ROUNDS: usize = 3;
+/// Bytes each concurrent stream carries (the tunnel benchmark's 1 MiB).
+const STREAM_BYTES: usize = 1 << 20;
+
+/// While `n` sessions end in the same second, how much later do concurrent streams complete?
+/// Each round opens `n` sessions and flushes them once, then times concurrent 1 MiB downloads
+/// over loopback TCP in this runtime (the server's data path shares its runtime and its two
+/// cores with the flusher): once alone (the baseline), and once with all `n` sessions ended and
+/// the flush that posts and closes them started with the streams. Prints p99 completion of
+/// each and their ratio; the target is within 2× of the baseline.
+async fn mass_end(billing: &Arc<Billing>, store: &Store, params: &VerifyParams, n: usize) {
+    let streams = (n / 10).clamp(10, 1000);
+    let origin = origin().await;
+    println!();
+    println!(
+        "| mass end: {n} sessions end in the same second, {streams} concurrent 1 MiB streams | p99 completion alone | p99 with the flush | ratio | that flush |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for round in 1..=MASS_END_ROUNDS {
+        let live = open_sessions(billing, n).await;
+        for s in &live {
+            s.record(UP, DOWN);
+        }
+        billing.settle().await;
+        billing.flush().await.unwrap();
+        let alone = p99(&download(origin, streams).await);
+        for s in &live {
+            s.record(UP, DOWN);
+        }
+        billing.settle().await;
+        for s in &live {
+            billing.end(s, "closed");
+        }
+        let (times, flush) = tokio::join!(download(origin, streams), async {
+            let t = Instant::now();
+            billing.flush().await.unwrap();
+            t.elapsed()
+        });
+        let with = p99(&times);
+        ratios.push(with / alone);
+        println!("| round {round} | {alone:.1} ms | {with:.1} ms | {:.2}× | {:.1} ms |", with / alone, ms(flush));
+    }
+    println!("mass end: median ratio {:.2}× (target ≤ 2×)", median(&ratios));
+    let report = store.verify(params).unwrap();
+    assert!(report.ok, "{:#?}", report.problems);
+}
+
+/// Opens `n` sessions at once (client `i % CLIENTS`, owner `i % OWNERS`), in id order.
+async fn open_sessions(billing: &Arc<Billing>, n: usize) -> Vec<Arc<LiveSession>> {
+    let mut opens = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let billing = billing.clone();
+        opens.spawn(async move {
+            let info = SessionInfo {
+                client: format!("client{}", i % CLIENTS),
+                sub: None,
+                device: format!("{:016x}", 0xd0_0000 + (i % OWNERS) as u64),
+                owner: format!("owner{}", i % OWNERS),
+                vip: format!("100.64.0.{}", 1 + i % OWNERS),
+                node_ip: format!("203.0.113.{}", 1 + i % OWNERS),
+                target: format!("example{}.com:443", i % 997),
+            };
+            billing.open(info).await.unwrap()
+        });
+    }
+    let mut live: Vec<Arc<LiveSession>> = opens.join_all().await;
+    live.sort_by_key(|s| s.id);
+    live
+}
+
+/// A loopback origin that sends [`STREAM_BYTES`] on every connection and closes it.
+async fn origin() -> std::net::SocketAddr {
+    // A deep accept queue: 1,000 connects at once overflow std's 128, and a connection whose
+    // handshake the kernel dropped waits for bytes forever.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = sock.listen(8192).unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let buf: Arc<[u8]> = vec![0x5a; 64 * 1024].into();
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { continue };
+            let buf = buf.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                for _ in 0..STREAM_BYTES / buf.len() {
+                    if s.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `k` concurrent downloads from `origin`: each one's completion time (connect to last byte).
+async fn download(origin: std::net::SocketAddr, k: usize) -> Vec<Duration> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..k {
+        set.spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let t = Instant::now();
+            let mut s = tokio::net::TcpStream::connect(origin).await.unwrap();
+            let (mut buf, mut got) = (vec![0u8; 64 * 1024], 0);
+            loop {
+                match s.read(&mut buf).await.unwrap() {
+                    0 => break,
+                    k => got += k,
+                }
+            }
+            assert_eq!(got, STREAM_BYTES, "every stream gets its bytes");
+            t.elapsed()
+        });
+    }
+    set.join_all().await
+}
+
+/// p99 of `v` in ms.
+fn p99(v: &[Duration]) -> f64 {
+    let mut s: Vec<f64> = v.iter().map(|d| ms(*d)).collect();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s[((s.len() as f64 - 1.0) * 0.99).round() as usize]
 }
 
 fn median(v: &[f64]) -> f64 {
