@@ -682,10 +682,10 @@ impl Billing {
             } else {
                 st.pending.client_debit.0
             };
-            if owed != st.owed_on_disk {
-                if let Some(k) = s.subject(CLIENT) {
-                    *accrued_delta.entry(k).or_default() += owed as i64 - st.owed_on_disk as i64;
-                }
+            if owed != st.owed_on_disk
+                && let Some(k) = s.subject(CLIENT)
+            {
+                *accrued_delta.entry(k).or_default() += owed as i64 - st.owed_on_disk as i64;
             }
             st.owed_on_disk = owed;
             staged.push((s, st));
