@@ -143,7 +143,9 @@ impl<'txn> Postings<'txn> {
             None => self.meta.get("transfer_seq")?.map(|v| v.value()).unwrap_or(0),
         };
         let seq = last + 1;
-        // Both legs are checked before either moves: a refused posting leaves nothing behind.
+        // Both legs are checked before either moves, and the sequence and balances kept in memory
+        // move only once the transfer is written: a posting refused for its amount leaves nothing
+        // behind (a storage error leaves the transaction to be dropped, as every caller does).
         let mut legs = [(tr.debit.as_str(), -amount, 0i64), (tr.credit.as_str(), amount, 0i64)];
         for (acct, delta, new) in &mut legs {
             let cur = match self.moved.get(*acct) {
@@ -152,13 +154,13 @@ impl<'txn> Postings<'txn> {
             };
             *new = cur.checked_add(*delta).ok_or_else(|| StoreError::Invalid(format!("balance overflow on {acct}")))?;
         }
+        tr.seq = seq;
+        self.transfers.insert(seq, to_json(&tr)?.as_slice())?;
+        self.ids.insert(tr.id.as_str(), seq)?;
         for (acct, _, new) in legs {
             self.moved.insert(acct.to_owned(), new);
         }
         self.seq = Some(seq);
-        tr.seq = seq;
-        self.transfers.insert(seq, to_json(&tr)?.as_slice())?;
-        self.ids.insert(tr.id.as_str(), seq)?;
         Ok(tr)
     }
 }

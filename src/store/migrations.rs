@@ -170,9 +170,19 @@ fn migrate_to_v9(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The rows of the per-session accrual table of schemas 2–8 (JSON or compact).
+/// The rows of the per-session accrual table of schemas 2–8 (JSON or compact); a row whose
+/// session is not its key is corruption (it would move to another session).
 fn flat_accruals(t: &impl redb::ReadableTable<u64, &'static [u8]>) -> Result<Vec<super::usage::Accrual>, StoreError> {
-    t.iter()?.map(|r| super::usage::Accrual::decode(r?.1.value())).collect()
+    t.iter()?
+        .map(|r| {
+            let (k, v) = r?;
+            let a = super::usage::Accrual::decode(v.value())?;
+            if a.session != k.value() {
+                return Err(StoreError::Corrupt(format!("accrual row {} holds session {}", k.value(), a.session)));
+            }
+            Ok(a)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -67,7 +67,8 @@ pub struct Accrual {
     pub carry: Carry,
     /// Postings made so far (the next posting's id uses this number).
     pub posts: u32,
-    /// The session's totals so far (its row is written only at its start and its end).
+    /// The session's totals as of the last flush that wrote this row (the session's own row is
+    /// written only at its start and its end).
     #[serde(default)]
     pub progress: Option<Progress>,
 }
@@ -326,7 +327,9 @@ pub(crate) fn accrual_of(
 }
 
 /// Applies `writes` (one per session) to a chunk table: each touched chunk is read once,
-/// merged with the writes that fall in it, and written back (or removed when it empties).
+/// merged with the writes that fall in it, and written back (or removed when it empties). A
+/// chunk that does not parse fails the write (and so every flush that touches it) rather than
+/// losing the rows in it: `ledger verify` names it.
 pub(crate) fn write_accruals(
     t: &mut redb::Table<'_, u64, &'static [u8]>,
     writes: &[AccrualWrite],
@@ -346,7 +349,10 @@ pub(crate) fn write_accruals(
         new.clear();
         let mut writes = group.iter().peekable();
         let put = |chunk: &mut Vec<u8>, w: &AccrualWrite| match w {
-            AccrualWrite::Keep { row, .. } => push_row(chunk, row),
+            AccrualWrite::Keep { session, row } => {
+                debug_assert_eq!(row.get(1..9), Some(&session.to_le_bytes()[..]), "a row under its own session");
+                push_row(chunk, row)
+            }
             AccrualWrite::Post { ended: true, .. } => {}
             AccrualWrite::Post { accrual, ended: false } => push_row(chunk, &accrual.encode()),
         };
