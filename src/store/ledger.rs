@@ -72,19 +72,15 @@ pub(crate) fn ensure_account(txn: &WriteTransaction, account: &Account) -> Resul
 /// Appends a transfer and moves the balances, inside `txn`. Returns the stored transfer; a
 /// replay of the same id with the same payload returns the original, a different payload fails.
 pub(crate) fn post(txn: &WriteTransaction, tr: Transfer) -> Result<Transfer, StoreError> {
-    let mut p = Postings::open(txn)?;
-    let tr = p.post(tr)?;
-    p.finish()?;
-    Ok(tr)
+    Postings::with(txn, |p| p.post(tr))
 }
 
 /// The ledger's tables, open in one write transaction, for many postings: opening and closing
 /// four tables cost more than the posting itself (a flush that posts 10,000 ended sessions made
 /// 100,000 table opens). The transfer sequence and the balances it moves are kept in memory and
-/// written once, by [`Postings::finish`] (a flush's 334 postings moved ~150 balances 668 times).
-/// Every caller finishes before it commits: without it the transfers are written and their
-/// balances and sequence are not. While it lives, nothing else in the transaction may open its
-/// tables.
+/// written once, when [`Postings::with`]'s closure has returned (a flush's 334 postings moved
+/// ~150 balances 668 times), so no caller can leave transfers written without their balances.
+/// While it lives, nothing else in the transaction may open its tables.
 pub(crate) struct Postings<'txn> {
     ids: Table<'txn, &'static str, u64>,
     meta: Table<'txn, &'static str, u64>,
@@ -97,7 +93,19 @@ pub(crate) struct Postings<'txn> {
 }
 
 impl<'txn> Postings<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Postings<'txn>, StoreError> {
+    /// Runs `f` with the ledger's tables open, then writes the sequence and the balances its
+    /// postings moved. When `f` fails nothing is finished: the caller drops the transaction.
+    pub(crate) fn with<T>(
+        txn: &'txn WriteTransaction,
+        f: impl FnOnce(&mut Postings<'txn>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut p = Postings::open(txn)?;
+        let out = f(&mut p)?;
+        p.finish()?;
+        Ok(out)
+    }
+
+    fn open(txn: &'txn WriteTransaction) -> Result<Postings<'txn>, StoreError> {
         Ok(Postings {
             ids: txn.open_table(TRANSFER_IDS)?,
             meta: txn.open_table(META)?,
@@ -109,7 +117,7 @@ impl<'txn> Postings<'txn> {
     }
 
     /// Writes the sequence and the balances the postings moved.
-    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
+    fn finish(mut self) -> Result<(), StoreError> {
         if let Some(seq) = self.seq {
             self.meta.insert("transfer_seq", seq)?;
         }
@@ -221,7 +229,7 @@ mod tests {
     }
 
     /// Many postings in one `Postings` keep the sequence and the balances in memory and write
-    /// them at `finish`: the same result as posting each alone, a refused one moving nothing.
+    /// them when its closure returns: the same result as posting each alone, a refused one moving nothing.
     #[test]
     fn postings_write_sequence_and_balances_once_at_finish() {
         let dir = tempfile::tempdir().unwrap();
@@ -238,14 +246,14 @@ mod tests {
         };
         let txn = s.write_for_test().unwrap();
         post(&txn, tr("t1", "a", "b", 5)).unwrap();
-        {
-            let mut p = Postings::open(&txn).unwrap();
+        Postings::with(&txn, |p| {
             assert_eq!(p.post(tr("t2", "b", "c", 3)).unwrap().seq, 2);
             assert_eq!(p.post(tr("t1", "a", "b", 5)).unwrap().seq, 1, "a replay returns the original");
             assert!(p.post(tr("t3", "b", "c", i64::MAX as u64)).is_err(), "c would overflow: b does not move either");
             assert_eq!(p.post(tr("t4", "a", "c", 1)).unwrap().seq, 3);
-            p.finish().unwrap();
-        }
+            Ok(())
+        })
+        .unwrap();
         txn.commit().unwrap();
         let bal = |a: &str| s.balances().unwrap().into_iter().find(|(k, _)| k == a).map(|(_, v)| v);
         assert_eq!((bal("a"), bal("b"), bal("c")), (Some(-6), Some(2), Some(4)));

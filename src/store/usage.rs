@@ -517,13 +517,14 @@ impl Store {
         let mut posted = Posted::default();
         // (Most flushes post nothing: they leave the ledger's tables closed.)
         if batch.accruals.iter().any(|w| matches!(w, AccrualWrite::Post { .. })) {
-            let mut postings = Postings::open(&txn)?;
-            for w in &mut batch.accruals {
-                if let AccrualWrite::Post { accrual, .. } = w {
-                    post_accrual(&mut postings, accrual, now, &mut posted)?;
+            Postings::with(&txn, |postings| {
+                for w in &mut batch.accruals {
+                    if let AccrualWrite::Post { accrual, .. } = w {
+                        post_accrual(postings, accrual, now, &mut posted)?;
+                    }
                 }
-            }
-            postings.finish()?;
+                Ok(())
+            })?;
         }
         write_accruals(&mut txn.open_table(ACCRUAL_CHUNKS)?, &batch.accruals)?;
         super::holds::settle_holds(&txn, &batch.hold_used, &batch.hold_release)?;
@@ -627,23 +628,25 @@ impl Store {
             let rows = all_accruals(&accruals)?;
             accruals.retain(|_, _| false)?;
             let mut sessions = txn.open_table(SESSIONS)?;
-            let mut postings = Postings::open(&txn)?;
-            for mut a in rows {
-                post_accrual(&mut postings, &mut a, now, &mut posted)?;
-                let rec: Option<SessionRecord> = sessions.get(a.session)?.map(|v| from_json(v.value())).transpose()?;
-                if let Some(mut rec) = rec
-                    && rec.end.is_none()
-                {
-                    if let Some(p) = &a.progress {
-                        rec.apply(p);
+            Postings::with(&txn, |postings| {
+                for mut a in rows {
+                    post_accrual(postings, &mut a, now, &mut posted)?;
+                    let rec: Option<SessionRecord> =
+                        sessions.get(a.session)?.map(|v| from_json(v.value())).transpose()?;
+                    if let Some(mut rec) = rec
+                        && rec.end.is_none()
+                    {
+                        if let Some(p) = &a.progress {
+                            rec.apply(p);
+                        }
+                        rec.end = Some(now);
+                        rec.end_reason = Some(reason.into());
+                        sessions.insert(a.session, to_json(&rec)?.as_slice())?;
                     }
-                    rec.end = Some(now);
-                    rec.end_reason = Some(reason.into());
-                    sessions.insert(a.session, to_json(&rec)?.as_slice())?;
+                    n += 1;
                 }
-                n += 1;
-            }
-            postings.finish()?;
+                Ok(())
+            })?;
             // Sessions written without an accrual (nothing charged) but never ended.
             let open: Vec<SessionRecord> = sessions
                 .iter()?
