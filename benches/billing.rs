@@ -56,10 +56,21 @@ fn summary(v: &[Duration]) -> String {
     if v.is_empty() {
         return "-".into();
     }
+    let s = sorted_ms(v);
+    let at = |p| at(&s, p);
+    format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} flushes)", at(0.5), at(0.99), at(1.0), s.len())
+}
+
+/// `v` in ms, sorted.
+fn sorted_ms(v: &[Duration]) -> Vec<f64> {
     let mut s: Vec<f64> = v.iter().map(|d| ms(*d)).collect();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |p: f64| s[((s.len() as f64 - 1.0) * p).round() as usize];
-    format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} flushes)", at(0.5), at(0.99), at(1.0), s.len())
+    s
+}
+
+/// The `p` quantile of sorted, non-empty `s`.
+fn at(s: &[f64], p: f64) -> f64 {
+    s[((s.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() {
@@ -373,9 +384,7 @@ async fn download(origin: std::net::SocketAddr, k: usize) -> Vec<Duration> {
 
 /// p99 of `v` in ms.
 fn p99(v: &[Duration]) -> f64 {
-    let mut s: Vec<f64> = v.iter().map(|d| ms(*d)).collect();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    s[((s.len() as f64 - 1.0) * 0.99).round() as usize]
+    at(&sorted_ms(v), 0.99)
 }
 
 fn median(v: &[f64]) -> f64 {

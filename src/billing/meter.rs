@@ -1,7 +1,7 @@
 //! Real-time metering: every client stream is a session whose byte counters live with it; a
 //! flusher persists them once a second as accruals (one bounded row per live session, packed 64
-//! session ids to a store entry; one write transaction per flush) and posts them to the ledger at least once a minute and when
-//! the session ends.
+//! session ids to a store entry; one write transaction per flush) and posts them to the ledger
+//! at least once a minute and when the session ends.
 //!
 //! Streams bill against a **hold** (SECURITY.md §4.4): a client's live streams share one
 //! budget, backed by a reservation in the store of at most [`HoldPolicy::chunk`] at a time.
