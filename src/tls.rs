@@ -27,12 +27,37 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// The process-wide crypto provider (ring). Installed first thing in `main` and in tests.
+/// The process-wide crypto provider: ring, with its cipher suites in the order this project
+/// prefers. Installed first thing in `main` and in tests.
+///
+/// ring lists AES-256-GCM first; here AES-128-GCM comes first in each protocol version, as in
+/// Go's and BoringSSL's defaults: 128-bit security, and 10 AES rounds per block instead of 14,
+/// which a tunnel pays on every byte twice (docs/benchmarks.md). ChaCha20-Poly1305 stays last:
+/// a server follows the client's order, so a phone without AES instructions that lists ChaCha20
+/// first gets it.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite as cs;
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 /// Installs [`provider`] as the process default; harmless if one is installed already.
+pub fn install_provider() {
+    let _ = Arc::unwrap_or_clone(provider()).install_default();
+}
+
 /// A client config for HTTPS to public services (ACME CAs, GeoIP sources, payment APIs): the
 /// web PKI roots plus `extra` (a test CA), HTTP/1.1 over ALPN, the one crypto provider.
 pub fn public_client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustls::ClientConfig, String> {
@@ -47,10 +72,6 @@ pub fn public_client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustl
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
-}
-
-pub fn install_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A freshly generated certificate and key, PEM-encoded, with its pin.
@@ -449,5 +470,51 @@ mod tests {
         for len in 0..der.len() {
             let _ = names_of_cert(&der[..len]);
         }
+    }
+
+    /// Runs a TLS handshake between two in-memory connections.
+    fn handshake(client: &mut rustls::ClientConnection, server: &mut rustls::ServerConnection) {
+        for _ in 0..10 {
+            let mut to_server = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut to_server).unwrap();
+            }
+            server.read_tls(&mut to_server.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            let mut to_client = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut to_client).unwrap();
+            }
+            client.read_tls(&mut to_client.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return;
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn the_tunnel_negotiates_aes_128_gcm_and_the_server_follows_the_client_s_order() {
+        let g = generate_self_signed(&["localhost".into()]).unwrap();
+        let certs: Vec<_> = rustls_pemfile::certs(&mut g.cert_pem.as_bytes()).map(Result::unwrap).collect();
+        let key = rustls_pemfile::private_key(&mut g.key_pem.as_bytes()).unwrap().unwrap();
+        let server = Arc::new(server_config(certs, key).unwrap());
+        assert!(!server.ignore_client_order, "a client without AES instructions may ask for ChaCha20 first");
+        let pin: [u8; 32] = hex::decode(&g.pin).unwrap().try_into().unwrap();
+        let client = Arc::new(pinned_client_config(pin).unwrap());
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(client, name).unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        handshake(&mut c, &mut s);
+        let suite = s.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        // Every suite ring offers is still offered, 1.3 before 1.2, AES-128 first within each.
+        let ours: Vec<_> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        let mut ring: Vec<_> =
+            rustls::crypto::ring::default_provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(ours.len(), ring.len());
+        ring.retain(|s| !ours.contains(s));
+        assert!(ring.is_empty(), "dropped: {ring:?}");
     }
 }
