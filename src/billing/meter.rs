@@ -361,6 +361,42 @@ pub struct FlushStats {
     pub write: Duration,
 }
 
+/// A stream's billing session that is ended exactly once: by [`Billed::end`] with the stream's
+/// end reason, or, when it is dropped first (the client's success reply could not be written,
+/// the task was cancelled), as `abandoned`. A session that is never ended stays in the live
+/// table, is walked by every flush and keeps its client's hold.
+pub struct Billed {
+    billing: Arc<Billing>,
+    session: Arc<LiveSession>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Billed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Billed").field("session", &self.session.id).field("ended", &self.ended).finish()
+    }
+}
+
+impl Billed {
+    pub fn session(&self) -> &Arc<LiveSession> {
+        &self.session
+    }
+
+    /// Ends the session; the next flush bills its last bytes and posts it.
+    pub fn end(mut self, reason: &str) {
+        self.ended = true;
+        self.billing.end(&self.session, reason);
+    }
+}
+
+impl Drop for Billed {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.billing.end(&self.session, "abandoned");
+        }
+    }
+}
+
 /// The metering service.
 pub struct Billing {
     tariff: Mutex<Tariff>,
@@ -550,6 +586,13 @@ impl Billing {
     pub fn end(&self, s: &LiveSession, reason: &str) {
         *lock(&s.end) = Some((now_secs(), reason.to_owned()));
         s.budget.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Opens a session that is ended exactly once ([`Billed`]): by its owner with the stream's
+    /// end, or as `abandoned` when it is dropped first.
+    pub async fn open_billed(self: &Arc<Self>, info: SessionInfo) -> Result<Billed, BillingError> {
+        let session = self.open(info).await?;
+        Ok(Billed { billing: self.clone(), session, ended: false })
     }
 
     /// A deposit landed: a client with live streams gets a fresh reservation at once.
@@ -989,6 +1032,28 @@ mod tests {
                 Ok(())
             })?;
         }
+    }
+
+    /// A stream dropped before its relay ended it (its client's success reply failed, its task
+    /// was cancelled) ends its session as `abandoned`: the flush posts it and takes it out of
+    /// the live table, and the client's hold is released. Ending a kept one happens once.
+    #[tokio::test]
+    async fn a_billed_session_dropped_unended_is_ended_as_abandoned_and_posted() {
+        let (_dir, store, billing, _) = thin_client(300_000);
+        let billing = Arc::new(billing);
+        let dropped = billing.open_billed(thin_session()).await.unwrap();
+        let kept = billing.open_billed(thin_session()).await.unwrap();
+        assert_eq!(billing.flush().await.unwrap().live, 2);
+        drop(dropped);
+        kept.end("closed");
+        billing.flush().await.unwrap();
+        assert_eq!(billing.flush().await.unwrap().live, 0, "both left the live table");
+        let filter = crate::store::SessionFilter { client: Some("thin"), node_ip: None, window: Default::default() };
+        let mut reasons: Vec<_> =
+            store.list_sessions(&filter).unwrap().into_iter().map(|r| r.end_reason.unwrap_or_default()).collect();
+        reasons.sort();
+        assert_eq!(reasons, ["abandoned", "closed"]);
+        assert_eq!(store.available("thin").unwrap(), 300_000, "the hold went back");
     }
 
     /// Client "thin" with `deposit` micro-units and node owner "node", billed 1.00 per GB with

@@ -28,7 +28,7 @@ use self::accounts::{Accounts, Denied, ProxyAccount, StreamSlot, SubUsage};
 use self::live::{Cutter, LiveStreams, StreamOwner};
 use self::router::{RouteError, Routed, Router};
 use self::username::Targeting;
-use crate::billing::meter::{Billing, BillingError, LiveSession, METER_BATCH_BYTES, SessionInfo};
+use crate::billing::meter::{Billed, Billing, BillingError, LiveSession, METER_BATCH_BYTES, SessionInfo};
 use crate::config::Limits;
 use crate::target::{OpenErrReason, ResetReason, Target};
 use crate::telemetry::{DirLabel, Direction, Frontend, Metrics};
@@ -89,7 +89,8 @@ pub struct Opened {
     routed: Routed,
     slot: StreamSlot,
     started: Instant,
-    session: Option<Arc<LiveSession>>,
+    /// Ended by the relay, or as `abandoned` if this is dropped before the relay ends it.
+    session: Option<Billed>,
     /// A sub-user's byte counter and cap.
     sub: Option<(Arc<SubUsage>, Option<u64>)>,
     /// Its place in the live table, for admin cuts.
@@ -172,7 +173,7 @@ impl RelayService {
                 target: target.to_string(),
             };
             let session = match &self.billing {
-                Some(billing) => Some(billing.open(info).await.map_err(|e| match e {
+                Some(billing) => Some(billing.open_billed(info).await.map_err(|e| match e {
                     BillingError::Exhausted => ConnectError::Denied(Denied::BalanceExhausted),
                     BillingError::Store(m) => ConnectError::Billing(m),
                 })?),
@@ -180,8 +181,8 @@ impl RelayService {
             };
             let sub = acct.sub.as_ref().map(|s| (s.usage.clone(), s.byte_cap));
             if let Some(reason) = cutter.routed(node.device_id, &node.owner) {
-                if let (Some(billing), Some(session)) = (&self.billing, &session) {
-                    billing.end(session, reason);
+                if let Some(session) = session {
+                    session.end(reason);
                 }
                 return Err(ConnectError::Denied(Denied::Disabled(reason.replace('_', " "))));
             }
@@ -215,13 +216,13 @@ impl RelayService {
         let mut over = sub.as_ref().map(|(u, _)| u.over());
         let relay_meter = Arc::new(RelayMeter {
             metrics: self.metrics.clone(),
-            session: session.clone(),
+            session: session.as_ref().map(|b| b.session().clone()),
             sub,
             first_down: std::sync::OnceLock::new(),
         });
         let opened_at = Instant::now();
         let meter: Arc<dyn Meter> = relay_meter.clone();
-        let mut exhausted = session.as_ref().map(|s| s.budget.exhausted());
+        let mut exhausted = session.as_ref().map(|s| s.session().budget.exhausted());
         // The relay runs until it ends, the client's money runs out, a sub-user reaches its
         // byte cap or expires, or an admin change cuts it (then the stream is cut: dropping it
         // resets the node side and closes the client socket). The watch guards are dropped inside the blocks: the relay's drop
@@ -244,13 +245,13 @@ impl RelayService {
         self.metrics.streams_active.dec();
         drop(slot);
         let (up, down) = match (&session, &stats) {
-            (Some(s), _) => s.bytes(),
+            (Some(s), _) => s.session().bytes(),
             (None, Some(st)) => (st.sent, st.received),
             (None, None) => (0, 0),
         };
         let end = stats.as_ref().map(|s| s.end.as_str()).unwrap_or(cut);
-        if let (Some(billing), Some(session)) = (&self.billing, &session) {
-            billing.end(session, end);
+        if let Some(session) = session {
+            session.end(end);
         }
         let stats = CopyStats {
             sent: up,
