@@ -208,6 +208,10 @@ impl RelayService {
         S: AsyncRead + AsyncWrite + Send + Unpin,
     {
         let Opened { routed, slot, started, session, sub, mut cutter, expires_at } = opened;
+        // Declared after the cutter, so dropped before it if this future is dropped unfinished
+        // (shutdown): the session's end (`abandoned`) is recorded before the stream leaves the
+        // live table, as on the normal path below.
+        let session = session;
         // Only a sub-user with an expiry pays for a timer (boxed, so idle streams stay small).
         let mut expires = expires_at.map(|at| Box::pin(until_unix(at)));
         let node = routed.node.clone();
