@@ -284,6 +284,28 @@ impl Server {
         self.child = Some(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap());
     }
 
+    /// Waits until the server answers its metrics endpoint: the time it took. Panics with the
+    /// end of its log if it exits first (a port taken since `init` picked it, say) instead of
+    /// waiting out `timeout`, or if `timeout` passes.
+    async fn answering(&mut self, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if online(self.metrics).await.is_some() {
+                return start.elapsed();
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                panic!(
+                    "the server exited ({status}) before answering; its log ends:\n{}",
+                    lines[lines.len().saturating_sub(10)..].join("\n")
+                );
+            }
+            assert!(start.elapsed() < timeout, "the server did not answer within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// SIGKILL, as a crash or the OOM killer would.
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -710,7 +732,7 @@ async fn run(k: Knobs, nofile: u64) {
     let d = server.dir.path().to_path_buf();
     let states = tempfile::tempdir().unwrap();
     let c = Client { socks: server.socks, origin, pass };
-    wait_online(server.metrics, 0, k.timeout, "server start", &|| 0).await.expect("the server starts");
+    server.answering(k.timeout).await;
     let (_trigger, shutdown) = traffix::shutdown::channel();
     let mut agents = Vec::with_capacity(n);
 
@@ -798,7 +820,7 @@ async fn run(k: Knobs, nofile: u64) {
     server.kill9();
     let t = Instant::now();
     server.spawn();
-    let up = wait_online(server.metrics, 0, k.timeout, "restart", &|| stopped(&agents)).await.map(|d| d.as_secs_f64());
+    let up = server.answering(k.timeout).await.as_secs_f64();
     let back = wait_online(server.metrics, n, k.timeout, "reconnect storm", &|| stopped(&agents)).await;
     let ov_storm = listen_overflows() - ov0;
     let after_back = Instant::now();
@@ -815,7 +837,7 @@ async fn run(k: Knobs, nofile: u64) {
             "reconnect storm (SIGKILL, immediate restart): server answering after {:.2} s, all {n} back online {:.2} s \
              after the restart; listen overflows {ov_storm}; server RSS 15 s later {:.1} MiB = {:.1} KiB per node over \
              the 1-node figure",
-            up.unwrap_or(f64::NAN),
+            up,
             (after_back - t).as_secs_f64(),
             rss_back as f64 / 1024.0,
             rss_back.saturating_sub(rss0) as f64 / n.saturating_sub(1).max(1) as f64,
