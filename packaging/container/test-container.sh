@@ -11,7 +11,6 @@ bin="$1"
 skip() { echo "==> container: SKIPPED $*"; }
 command -v podman >/dev/null || { skip "podman is not installed"; exit 0; }
 [ "$(id -u)" = 0 ] || { skip "chroot needs root"; exit 0; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 work=$(mktemp -d)
 pid=""
@@ -55,7 +54,7 @@ podman export traffix-pkgtest | tar -x -C "$rootfs"
 [ "$(stat -c '%u:%g %a' "$rootfs/var/lib/traffix")" = "10001:10001 700" ]
 
 echo "==> container: first start, serve and health check (chroot as 10001)"
-web=$(free_port); socks=$(free_port); http=$(free_port); metrics=$(free_port)
+{ read -r web; read -r socks; read -r http; read -r metrics; } < <(python3 tests/free-ports.py 4)
 run() {
   ${RUN_EXEC:+exec} chroot --userspec=10001:10001 "$rootfs" /bin/env -i PATH=/usr/bin:/bin TRAFFIX_DATA_DIR=/var/lib/traffix \
     TRAFFIX_PUBLIC_ADDRESS="127.0.0.1:$web" TRAFFIX_SERVER__WEB_LISTEN="127.0.0.1:$web" \

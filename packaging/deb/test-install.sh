@@ -22,7 +22,6 @@ if ! command -v debootstrap >/dev/null; then
     || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null 2>&1; }; } \
     || { skip "debootstrap cannot be installed"; exit 0; }
 fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 fail() { echo "install test: $*" >&2; exit 1; }
 has() { grep -qF -- "$2" <<<"$1" || fail "expected '$2' in:
 $1"; }
@@ -56,7 +55,7 @@ fi
 echo "    $((SECONDS - t0)) s"
 mount -t proc proc "$root/proc"
 cp "$deb" "$root/tmp/traffix.deb"
-web=$(free_port); socks=$(free_port); http=$(free_port); metrics=$(free_port)
+{ read -r web; read -r socks; read -r http; read -r metrics; } < <(python3 tests/free-ports.py 4)
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 # The installed config listens on the default ports; the test serves on free loopback ones.
 ports=(TRAFFIX_SERVER__WEB_LISTEN="127.0.0.1:$web" TRAFFIX_SERVER__SOCKS_LISTEN="127.0.0.1:$socks"
