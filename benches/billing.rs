@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use traffix::billing::meter::{Billing, LiveSession, POST_EVERY_SECS, SessionInfo, overdraft_bound};
+use traffix::billing::meter::{Billed, Billing, POST_EVERY_SECS, SessionInfo, overdraft_bound};
 use traffix::billing::rules::{HoldPolicy, Tariff};
 use traffix::money::Micros;
 use traffix::store::{Account, Store, UserRecord, VerifyParams};
@@ -137,7 +137,7 @@ async fn run() {
 
     let fees = || store.balance(&Account::PlatformFees).unwrap();
     let mut record_ns = Vec::new();
-    let mut record_all = |live: &[Arc<LiveSession>]| {
+    let mut record_all = |live: &[Billed]| {
         let t = Instant::now();
         for s in live {
             s.record(UP, DOWN);
@@ -205,8 +205,8 @@ async fn run() {
     // Every session ends: the flush posts all of them, drops their accruals, releases the holds.
     record_all(&live);
     billing.settle().await;
-    for s in &live {
-        billing.end(s, "closed");
+    for s in live {
+        s.end("closed");
     }
     let t = Instant::now();
     billing.flush().await.unwrap();
@@ -294,8 +294,8 @@ async fn mass_end(billing: &Arc<Billing>, store: &Store, params: &VerifyParams, 
             s.record(UP, DOWN);
         }
         billing.settle().await;
-        for s in &live {
-            billing.end(s, "closed");
+        for s in live {
+            s.end("closed");
         }
         let (times, flush) = tokio::join!(download(origin, streams), async {
             let t = Instant::now();
@@ -312,7 +312,7 @@ async fn mass_end(billing: &Arc<Billing>, store: &Store, params: &VerifyParams, 
 }
 
 /// Opens `n` sessions at once (client `i % CLIENTS`, owner `i % OWNERS`), in id order.
-async fn open_sessions(billing: &Arc<Billing>, n: usize) -> Vec<Arc<LiveSession>> {
+async fn open_sessions(billing: &Arc<Billing>, n: usize) -> Vec<Billed> {
     let mut opens = tokio::task::JoinSet::new();
     for i in 0..n {
         let billing = billing.clone();
@@ -329,7 +329,7 @@ async fn open_sessions(billing: &Arc<Billing>, n: usize) -> Vec<Arc<LiveSession>
             billing.open(info).await.unwrap()
         });
     }
-    let mut live: Vec<Arc<LiveSession>> = opens.join_all().await;
+    let mut live: Vec<Billed> = opens.join_all().await;
     live.sort_by_key(|s| s.id);
     live
 }

@@ -389,6 +389,13 @@ impl Billed {
     }
 }
 
+impl std::ops::Deref for Billed {
+    type Target = LiveSession;
+    fn deref(&self) -> &LiveSession {
+        &self.session
+    }
+}
+
 impl Drop for Billed {
     fn drop(&mut self) {
         if !self.ended {
@@ -517,7 +524,7 @@ impl Billing {
 
     /// Admits a stream: reserves money for the client when its budget is empty, refuses the
     /// stream when there is none, otherwise opens a session charged against the budget.
-    pub async fn open(&self, info: SessionInfo) -> Result<Arc<LiveSession>, BillingError> {
+    async fn open_session(&self, info: SessionInfo) -> Result<Arc<LiveSession>, BillingError> {
         // Counted under the map lock, so a flush never releases a budget a stream is joining.
         let (mut claim, releasing) = {
             let mut budgets = lock(&self.budgets);
@@ -582,16 +589,17 @@ impl Billing {
         }
     }
 
-    /// Marks a session ended; the next flush bills its last bytes and posts it.
-    pub fn end(&self, s: &LiveSession, reason: &str) {
+    /// Marks a session ended; the next flush bills its last bytes and posts it. Only through
+    /// [`Billed`], which calls it exactly once (it uncounts the stream).
+    fn end(&self, s: &LiveSession, reason: &str) {
         *lock(&s.end) = Some((now_secs(), reason.to_owned()));
         s.budget.streams.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Opens a session that is ended exactly once ([`Billed`]): by its owner with the stream's
     /// end, or as `abandoned` when it is dropped first.
-    pub async fn open_billed(self: &Arc<Self>, info: SessionInfo) -> Result<Billed, BillingError> {
-        let session = self.open(info).await?;
+    pub async fn open(self: &Arc<Self>, info: SessionInfo) -> Result<Billed, BillingError> {
+        let session = self.open_session(info).await?;
         Ok(Billed { billing: self.clone(), session, ended: false })
     }
 
@@ -927,8 +935,8 @@ mod tests {
                 }
                 // One set of counters across restarts: together they saw every posting.
                 let counters = BillingCounters::default();
-                let mut billing = Billing::start(store.clone(), tariff, policy(&tariff), counters.clone()).unwrap();
-                let mut live: Vec<Arc<LiveSession>> = Vec::new();
+                let mut billing = Arc::new(Billing::start(store.clone(), tariff, policy(&tariff), counters.clone()).unwrap());
+                let mut live: Vec<Billed> = Vec::new();
                 let mut recorded: u64 = 0;
                 let mut deposits = 0u64;
                 let mut paid_out = 0u64;
@@ -965,7 +973,7 @@ mod tests {
                         Op::End(i) => {
                             if !live.is_empty() {
                                 let s = live.remove(i % live.len());
-                                billing.end(&s, "closed");
+                                s.end("closed");
                             }
                         }
                         Op::Flush => {
@@ -993,7 +1001,7 @@ mod tests {
                             drop(billing);
                             drop(store);
                             store = Arc::new(Store::open(&path).unwrap());
-                            billing = Billing::start(store.clone(), tariff, policy(&tariff), counters.clone()).unwrap();
+                            billing = Arc::new(Billing::start(store.clone(), tariff, policy(&tariff), counters.clone()).unwrap());
                             prop_assert!(store.list_holds().unwrap().is_empty(), "a restart expires every hold");
                         }
                     }
@@ -1001,7 +1009,7 @@ mod tests {
                     check_ledger(&store, &tariff);
                 }
                 for s in live.drain(..) {
-                    billing.end(&s, "closed");
+                    s.end("closed");
                 }
                 billing.flush().await.unwrap();
                 check_ledger(&store, &tariff);
@@ -1041,8 +1049,8 @@ mod tests {
     async fn a_billed_session_dropped_unended_is_ended_as_abandoned_and_posted() {
         let (_dir, store, billing, _) = thin_client(300_000);
         let billing = Arc::new(billing);
-        let dropped = billing.open_billed(thin_session()).await.unwrap();
-        let kept = billing.open_billed(thin_session()).await.unwrap();
+        let dropped = billing.open(thin_session()).await.unwrap();
+        let kept = billing.open(thin_session()).await.unwrap();
         assert_eq!(billing.flush().await.unwrap().live, 2);
         drop(dropped);
         kept.end("closed");
@@ -1094,7 +1102,7 @@ mod tests {
         let billing = Arc::new(billing);
         let s = billing.open(thin_session()).await.unwrap();
         assert_eq!(store.available("thin").unwrap(), 0, "the hold reserved everything");
-        billing.end(&s, "done");
+        s.end("done");
         // The flush stops inside its write: it has taken the idle budget out, and the hold's
         // deletion has not committed.
         let writing = store.write_for_test().unwrap();
@@ -1119,7 +1127,7 @@ mod tests {
         assert!(may.await.unwrap(), "the money is back once the old hold is gone");
         let s2 = open.await.expect("the stream opens on a new hold");
         assert_eq!(store.list_holds().unwrap().len(), 1, "one hold: the new one");
-        billing.end(&s2, "done");
+        s2.end("done");
         billing.flush().await.unwrap();
         assert!(store.list_holds().unwrap().is_empty());
     }
@@ -1131,6 +1139,7 @@ mod tests {
     async fn exhaustion_cuts_within_the_bound_and_a_deposit_reopens() {
         // 1.00 per GB: 1.20 buys 1.2 GB, in holds of 0.50.
         let (_dir, store, billing, holds) = thin_client(1_200_000);
+        let billing = Arc::new(billing);
         let s = billing.open(thin_session()).await.unwrap();
         assert_eq!(store.list_holds().unwrap()[0].1.amount, 500_000, "one chunk reserved");
         assert_eq!(store.available("thin").unwrap(), 700_000);
@@ -1149,7 +1158,7 @@ mod tests {
         assert!(moved >= 1_190_000_000 && moved <= 1_200_000_000 + bound, "cut after {moved} bytes");
         assert!(matches!(billing.open(thin_session()).await, Err(BillingError::Exhausted)));
         assert!(!billing.may_open("thin").await.unwrap());
-        billing.end(&s, "billing");
+        s.end("billing");
         billing.flush().await.unwrap();
         assert!(store.list_holds().unwrap().is_empty(), "released with the last stream");
         let bal = store.balance(&Account::User("thin".into())).unwrap();

@@ -173,7 +173,7 @@ impl RelayService {
                 target: target.to_string(),
             };
             let session = match &self.billing {
-                Some(billing) => Some(billing.open_billed(info).await.map_err(|e| match e {
+                Some(billing) => Some(billing.open(info).await.map_err(|e| match e {
                     BillingError::Exhausted => ConnectError::Denied(Denied::BalanceExhausted),
                     BillingError::Store(m) => ConnectError::Billing(m),
                 })?),
@@ -226,7 +226,7 @@ impl RelayService {
         });
         let opened_at = Instant::now();
         let meter: Arc<dyn Meter> = relay_meter.clone();
-        let mut exhausted = session.as_ref().map(|s| s.session().budget.exhausted());
+        let mut exhausted = session.as_ref().map(|s| s.budget.exhausted());
         // The relay runs until it ends, the client's money runs out, a sub-user reaches its
         // byte cap or expires, or an admin change cuts it (then the stream is cut: dropping it
         // resets the node side and closes the client socket). The watch guards are dropped inside the blocks: the relay's drop
@@ -249,7 +249,7 @@ impl RelayService {
         self.metrics.streams_active.dec();
         drop(slot);
         let (up, down) = match (&session, &stats) {
-            (Some(s), _) => s.session().bytes(),
+            (Some(s), _) => s.bytes(),
             (None, Some(st)) => (st.sent, st.received),
             (None, None) => (0, 0),
         };
