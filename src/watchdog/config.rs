@@ -3,13 +3,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Buckets a node's counts over the window are kept in (see [`WatchdogConfig::bucket_minutes`]).
+pub const WINDOW_BUCKETS: u64 = 12;
+
 /// The quality watchdog's settings (docs/watchdog.md explains each number).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatchdogConfig {
     /// false: nothing is measured or judged; every online node is routed as before.
     pub enabled: bool,
-    /// Seconds of measurements a score is computed from (a sliding window of minutes).
+    /// Seconds of measurements a score is computed from (a sliding window of buckets of minutes).
     pub window_secs: u64,
     /// Seconds between two evaluations (scores, states, the summary written to the database).
     pub evaluate_secs: u64,
@@ -175,6 +178,13 @@ impl WatchdogConfig {
     /// Minutes in the window.
     pub fn window_minutes(&self) -> usize {
         (self.window_secs / 60).max(1) as usize
+    }
+
+    /// Minutes each bucket of a node's counts spans: the window is kept as about
+    /// [`WINDOW_BUCKETS`] buckets (5 minutes each for the default hour), so a busy node's counts
+    /// stay about a kilobyte whatever the window.
+    pub fn bucket_minutes(&self) -> u64 {
+        (self.window_minutes() as u64 / WINDOW_BUCKETS).max(1)
     }
 }
 

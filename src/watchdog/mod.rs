@@ -465,7 +465,7 @@ impl Watchdog {
                 if q.online {
                     // A new connection replacing a live one: the node lost its tunnel.
                     if q.serving {
-                        q.minute(now).reconnects += 1;
+                        q.minute(now, self.cfg.bucket_minutes()).reconnects += 1;
                     }
                     if let Some(old) = q.public_ip {
                         self.ip_count(old, -1);
@@ -497,7 +497,7 @@ impl Watchdog {
             Event::Heartbeat { device, serving, pause_reason, rtt, counter } => {
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
-                    q.count_traffic(now, counter);
+                    q.count_traffic(now, self.cfg.bucket_minutes(), counter);
                     q.serving = serving;
                     q.pause_reason = if serving { None } else { pause_reason.map(|r| r.chars().take(32).collect()) };
                     if let Some(r) = rtt {
@@ -516,7 +516,7 @@ impl Watchdog {
                         }
                         // A node that paused itself, with its owner's reason, is not churning.
                         if node_side && q.serving {
-                            q.minute(now).reconnects += 1;
+                            q.minute(now, self.cfg.bucket_minutes()).reconnects += 1;
                         }
                     }
                     q.online = false;
@@ -528,7 +528,7 @@ impl Watchdog {
                     && let Some(n) = self.node(&device)
                 {
                     let mut q = crate::sync::lock(&n);
-                    let m = q.minute(now);
+                    let m = q.minute(now, self.cfg.bucket_minutes());
                     m.busy_below += 1;
                     m.busy_max_active = m.busy_max_active.max(active.min(u32::MAX as usize) as u32);
                     m.busy_declared = declared.min(u32::MAX as usize) as u32;
@@ -538,7 +538,7 @@ impl Watchdog {
                 self.targets.insert(target.to_owned(), device);
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
-                    q.minute(now).opens_ok += 1;
+                    q.minute(now, self.cfg.bucket_minutes()).opens_ok += 1;
                     if q.unresponsive_since.take().is_some() {
                         self.retier(&device, &q);
                     }
@@ -562,7 +562,7 @@ impl Watchdog {
                     .inc();
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
-                    q.record_failure(now, class, counted);
+                    q.record_failure(now, self.cfg.bucket_minutes(), class, counted);
                     if !answered && class == FailureClass::Timeout {
                         q.unresponsive_since = Some(now);
                         self.retier(&device, &q);
@@ -577,7 +577,7 @@ impl Watchdog {
                     // Judged only within one address family: a dual-stack node's IPv6 tunnel
                     // and IPv4 egress are one connection, not a relay.
                     if let Some(t) = tunnel.filter(|t| t.is_ipv4() == egress_key.is_ipv4()) {
-                        let m = q.minute(now);
+                        let m = q.minute(now, self.cfg.bucket_minutes());
                         m.probes += 1;
                         if t != egress_key {
                             m.egress_mismatch += 1;
@@ -604,7 +604,7 @@ impl Watchdog {
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
                     if up > 0 && judged {
-                        let m = q.minute(now);
+                        let m = q.minute(now, self.cfg.bucket_minutes());
                         m.streams += 1;
                         if down == 0 {
                             m.silent += 1;

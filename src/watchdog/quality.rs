@@ -168,10 +168,11 @@ pub struct Override {
     pub at: u64,
 }
 
-/// One minute of counts.
+/// The counts of one bucket of minutes ([`WatchdogConfig::bucket_minutes`] long; records
+/// written before buckets were one minute each, and are read as such).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Minute {
-    /// Minutes since the epoch.
+    /// The bucket's first minute, in minutes since the epoch.
     pub minute: u64,
     pub opens_ok: u32,
     /// Failures by [`FailureClass`], whether or not they counted against the node.
@@ -286,13 +287,13 @@ pub struct NodeQuality {
     pub pause_reason: Option<String>,
     #[serde(default)]
     pub minutes: VecDeque<Minute>,
-    /// (Unix second, milliseconds). Not written to the database every minute (up to 256 samples
-    /// each, for every node): after a restart the percentiles start again from fresh samples
-    /// (judged once there are `min_samples`).
+    /// (Unix second, milliseconds): 8 bytes a sample. Not written to the database every minute
+    /// (up to 256 samples each, for every node): after a restart the percentiles start again
+    /// from fresh samples (judged once there are `min_samples`).
     #[serde(skip)]
-    pub rtt: VecDeque<(u64, u32)>,
+    pub rtt: VecDeque<(u32, u32)>,
     #[serde(skip)]
-    pub ttfb: VecDeque<(u64, u32)>,
+    pub ttfb: VecDeque<(u32, u32)>,
     /// Set when the node did not answer an OPEN; cleared by its next sign of life.
     #[serde(default)]
     pub unresponsive_since: Option<u64>,
@@ -337,7 +338,7 @@ pub struct Change {
     pub score: u8,
 }
 
-fn percentile(samples: &VecDeque<(u64, u32)>, p: usize) -> Option<u32> {
+fn percentile(samples: &VecDeque<(u32, u32)>, p: usize) -> Option<u32> {
     if samples.is_empty() {
         return None;
     }
@@ -377,18 +378,20 @@ impl NodeQuality {
         }
     }
 
-    /// The counts of the minute of `now`, created when needed (the window is pruned at each
-    /// evaluation, and at most one entry per minute is kept).
-    pub fn minute(&mut self, now: u64) -> &mut Minute {
-        let m = now / 60;
+    /// The counts of the bucket of `now` (`width` minutes, [`WatchdogConfig::bucket_minutes`]),
+    /// created when needed (the window is pruned at each evaluation, and at most one entry per
+    /// bucket is kept).
+    pub fn minute(&mut self, now: u64, width: u64) -> &mut Minute {
+        let width = width.max(1);
+        let m = now / 60 / width * width;
         if self.minutes.back().is_none_or(|b| b.minute < m) {
             self.minutes.push_back(Minute { minute: m, ..Minute::default() });
-            // Never more than a day of minutes, even without an evaluation.
+            // Never more than a day of buckets, even without an evaluation.
             while self.minutes.len() > 1440 {
                 self.minutes.pop_front();
             }
         }
-        // A clock that went back writes into the newest minute.
+        // A clock that went back writes into the newest bucket.
         self.minutes.back_mut().expect("pushed above")
     }
 
@@ -400,8 +403,8 @@ impl NodeQuality {
         push_sample(&mut self.ttfb, now, ms);
     }
 
-    pub fn record_failure(&mut self, now: u64, class: FailureClass, counted: bool) {
-        let m = self.minute(now);
+    pub fn record_failure(&mut self, now: u64, width: u64, class: FailureClass, counted: bool) {
+        let m = self.minute(now, width);
         m.failures[class.index()] += 1;
         if counted {
             m.counted += 1;
@@ -411,7 +414,7 @@ impl NodeQuality {
     /// Adds the growth of the node's traffic counter since its last heartbeat, and of what the
     /// server carried meanwhile, to the minute of `now`. An interval where the node's counter
     /// went back (its day or month rolled over, it restarted) is skipped.
-    pub fn count_traffic(&mut self, now: u64, counter: Option<super::Counter>) {
+    pub fn count_traffic(&mut self, now: u64, width: u64, counter: Option<super::Counter>) {
         let Some(c) = counter else {
             self.counter = None;
             return;
@@ -422,7 +425,7 @@ impl NodeQuality {
             && c.carried >= last.carried
             && (c.node, c.carried) != (last.node, last.carried)
         {
-            let m = self.minute(now);
+            let m = self.minute(now, width);
             m.counted_node = m.counted_node.saturating_add(c.node - last.node);
             m.counted_carried = m.counted_carried.saturating_add(c.carried - last.carried);
         }
@@ -436,13 +439,16 @@ impl NodeQuality {
     }
 
     fn prune(&mut self, cfg: &WatchdogConfig, now: u64) {
+        // A bucket stays while any of its minutes is in the window: the counts span the window
+        // and at most one bucket's minutes more, never less.
         let oldest_minute = (now / 60).saturating_sub(cfg.window_minutes() as u64 - 1);
-        while self.minutes.front().is_some_and(|m| m.minute < oldest_minute) {
+        let width = cfg.bucket_minutes();
+        while self.minutes.front().is_some_and(|m| m.minute.saturating_add(width) <= oldest_minute) {
             self.minutes.pop_front();
         }
         let oldest = now.saturating_sub(cfg.window_secs);
         for s in [&mut self.rtt, &mut self.ttfb] {
-            while s.front().is_some_and(|(t, _)| *t < oldest) {
+            while s.front().is_some_and(|(t, _)| u64::from(*t) < oldest) {
                 s.pop_front();
             }
         }
@@ -730,9 +736,10 @@ impl NodeQuality {
     }
 }
 
-fn push_sample(v: &mut VecDeque<(u64, u32)>, now: u64, ms: u32) {
+fn push_sample(v: &mut VecDeque<(u32, u32)>, now: u64, ms: u32) {
     if v.len() >= MAX_SAMPLES {
         v.pop_front();
     }
-    v.push_back((now, ms));
+    // A Unix second fits 32 bits until 2106; one past that is kept as the last one that fits.
+    v.push_back((u32::try_from(now).unwrap_or(u32::MAX), ms));
 }

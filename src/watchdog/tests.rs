@@ -343,7 +343,7 @@ fn hysteresis_keeps_a_node_degraded_until_it_is_clearly_better() {
     q.online = true;
     let feed = |q: &mut NodeQuality, ok: u32, failed: u32, now: u64| {
         q.minutes.clear();
-        let m = q.minute(now);
+        let m = q.minute(now, c.bucket_minutes());
         m.opens_ok = ok;
         m.failures[2] = failed;
         m.counted = failed;
@@ -812,4 +812,37 @@ fn only_records_that_changed_are_written_and_a_removed_device_is_forgotten() {
     assert!(stored.iter().all(|(id, _)| *id != many(7)));
     // Its address no longer counts as shared with it.
     assert!(!w.online_ips().contains(&IpAddr::from([10, 0, 0, 7])));
+}
+
+#[test]
+fn a_busy_node_s_history_is_a_dozen_buckets_spanning_the_window_and_at_most_one_bucket_more() {
+    let c = cfg();
+    assert_eq!((c.window_secs, c.bucket_minutes()), (3600, 5));
+    let w = watchdog(c.clone());
+    online(&w, 1, T0);
+    // Two hours of a busy node: two streams and a heartbeat every 15 s (minutes 0–119 after
+    // T0, eight opens each), evaluated every minute.
+    for s in (0..7200).step_by(15) {
+        good_traffic(&w, 1, 2, T0 + s);
+        if s % 60 == 0 {
+            w.evaluate(T0 + s);
+        }
+    }
+    let (_, mut q) = w.snapshot().into_iter().find(|(d, _)| *d == id(1)).unwrap();
+    // Minute 122: the window is minutes 63–122 (57 minutes of traffic, 456 opens); the bucket
+    // of minutes 60–64 still has minutes in it, so it stays whole.
+    q.evaluate(&c, T0 + 122 * 60);
+    assert_eq!(q.minutes.len(), 12);
+    assert_eq!(q.summary.opens_ok, 480);
+    // Minute 125: the window is 66–125 (432 opens); that bucket has left, the next (65–69) not.
+    q.evaluate(&c, T0 + 125 * 60);
+    assert_eq!(q.minutes.len(), 11);
+    assert_eq!(q.summary.opens_ok, 440);
+    // Samples leave with the window (the RTTs of the heartbeats since second 3900) and stop at
+    // 256 (the TTFBs, eight a minute), 8 bytes each: the whole history of a node busy all hour is
+    // about 5 KiB (it was ~14 KiB with a record per minute and 16-byte samples).
+    assert_eq!((q.rtt.len(), q.ttfb.len()), ((7200 - 3900) / 15, super::quality::MAX_SAMPLES));
+    let bytes = q.minutes.capacity() * std::mem::size_of::<super::quality::Minute>()
+        + (q.rtt.capacity() + q.ttfb.capacity()) * std::mem::size_of::<(u32, u32)>();
+    assert!(bytes <= 6 * 1024, "{bytes} bytes");
 }
