@@ -21,9 +21,11 @@
 //! counts and durations are multiplied by `TRAFFIX_BENCH_SCALE` (CI smoke: `benches/smoke.sh`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_traffix");
+use common::{BIN, Proc, cpu_secs, listen_overflows, origin, pct, rss_kib, scale, traffix};
 
 /// The `[limits]` profile of this benchmark (printed with the results). Every key raised here
 /// is one the benchmark's *clients* would hit: they all come from 127.0.0.1 under one account
@@ -52,10 +54,6 @@ const PROFILE: &[(&str, &str)] = &[
 
 /// The soak's sampling period.
 const SAMPLE: Duration = Duration::from_secs(10);
-
-fn scale() -> f64 {
-    std::env::var("TRAFFIX_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0)
-}
 
 /// `name` from the environment, else `default × scale`, at least `min`.
 fn knob(name: &str, default: f64, min: u64) -> u64 {
@@ -90,75 +88,11 @@ impl Knobs {
     }
 }
 
-// ---------------------------------------------------------------- origin
-// Request: op (1 byte) + n (u64). 'D'/'P': send n bytes and close.
-async fn origin() -> SocketAddr {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let l = sock.listen(8192).unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let buf: Arc<[u8]> = vec![0x5au8; 256 * 1024].into();
-        loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
-            let buf = buf.clone();
-            tokio::spawn(async move {
-                let _ = s.set_nodelay(true);
-                let mut hdr = [0u8; 9];
-                if s.read_exact(&mut hdr).await.is_err() {
-                    return;
-                }
-                let mut left = u64::from_be_bytes(hdr[1..].try_into().unwrap());
-                while left > 0 {
-                    let k = left.min(buf.len() as u64) as usize;
-                    if s.write_all(&buf[..k]).await.is_err() {
-                        return;
-                    }
-                    left -= k as u64;
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
 // ---------------------------------------------------------------- clients
-async fn socks_connect(proxy: SocketAddr, user: &str, pass: &str, origin: SocketAddr) -> std::io::Result<TcpStream> {
-    let mut s = TcpStream::connect(proxy).await?;
-    s.set_nodelay(true)?;
-    s.write_all(&[5, 1, 2]).await?;
-    let mut r = [0u8; 2];
-    s.read_exact(&mut r).await?;
-    if r[1] != 2 {
-        return Err(std::io::Error::other("socks method refused"));
-    }
-    let mut m = vec![1, user.len() as u8];
-    m.extend_from_slice(user.as_bytes());
-    m.push(pass.len() as u8);
-    m.extend_from_slice(pass.as_bytes());
-    s.write_all(&m).await?;
-    s.read_exact(&mut r).await?;
-    if r[1] != 0 {
-        return Err(std::io::Error::other("socks auth failed"));
-    }
-    let IpAddr::V4(ip) = origin.ip() else { unreachable!() };
-    let mut req = vec![5, 1, 0, 1];
-    req.extend_from_slice(&ip.octets());
-    req.extend_from_slice(&origin.port().to_be_bytes());
-    s.write_all(&req).await?;
-    let mut rep = [0u8; 10];
-    s.read_exact(&mut rep).await?;
-    if rep[1] != 0 {
-        return Err(std::io::Error::other(format!("socks reply {}", rep[1])));
-    }
-    Ok(s)
-}
-
 /// One stream through the proxy asking for `n` bytes: its time to first byte once all arrived.
 async fn fetch(c: &Client, n: u64) -> std::io::Result<Duration> {
     let start = Instant::now();
-    let mut s = socks_connect(c.socks, "bench", &c.pass, c.origin).await?;
+    let mut s = common::socks5(c.socks, Some(("bench", &c.pass)), c.origin).await?;
     let mut hdr = vec![b'D'];
     hdr.extend_from_slice(&n.to_be_bytes());
     s.write_all(&hdr).await?;
@@ -204,33 +138,7 @@ async fn ttfb_sequential(c: &Client, n: usize) -> (f64, f64, usize) {
     (pct(&mut lat, 0.5), pct(&mut lat, 0.99), errors)
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 // ---------------------------------------------------------------- processes
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
-}
-
 /// Bytes the process caused to be written to storage (`write_bytes` of `/proc/PID/io`).
 fn write_bytes(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
@@ -239,37 +147,21 @@ fn write_bytes(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("write_bytes:").and_then(|v| v.trim().parse().ok()))
 }
 
-fn listen_overflows() -> u64 {
-    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
-    if lines.len() < 2 {
-        return 0;
-    }
-    let names: Vec<&str> = lines[0].split_whitespace().collect();
-    let vals: Vec<&str> = lines[1].split_whitespace().collect();
-    names.iter().position(|n| *n == "ListenOverflows").and_then(|i| vals.get(i)?.parse().ok()).unwrap_or(0)
-}
-
 fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-fn traffix(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN).args(args).arg("--data-dir").arg(dir).arg("--json").output().unwrap();
-    assert!(out.status.success(), "traffix {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 struct Server {
+    /// Before `dir`: fields drop in order, so the server is killed before its directory goes.
+    child: Option<Proc>,
     dir: tempfile::TempDir,
-    child: Option<Child>,
     socks: SocketAddr,
     metrics: SocketAddr,
 }
 
 impl Server {
     fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.child.as_ref().map(|c| c.0.id()).unwrap_or(0)
     }
 
     /// `traffix serve` on the data directory, its log (warnings) appended to `server.log`.
@@ -281,7 +173,7 @@ impl Server {
         for (k, v) in PROFILE {
             cmd.env(k, v);
         }
-        self.child = Some(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap());
+        self.child = Some(Proc(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()));
     }
 
     /// Waits until the server answers its metrics endpoint: the time it took. Panics with the
@@ -293,7 +185,7 @@ impl Server {
             if online(self.metrics).await.is_some() {
                 return start.elapsed();
             }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.0.try_wait()) {
                 let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
                 let lines: Vec<&str> = log.lines().collect();
                 panic!(
@@ -306,50 +198,22 @@ impl Server {
         }
     }
 
-    /// SIGKILL, as a crash or the OOM killer would.
+    /// SIGKILL, as a crash or the OOM killer would (dropping the [`Proc`] kills it).
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child = None;
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
+/// A data directory whose listeners are on ports below the ephemeral range (the server is
+/// restarted on the same ones after the storm, and the soak's million outgoing connections
+/// cannot take them meanwhile), and the server started on it.
 fn start_server() -> (Server, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let init = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(d)
-        .args([
-            "--web-listen",
-            "127.0.0.1:0",
-            "--socks-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "traffix init: {}", String::from_utf8_lossy(&init.stderr));
-    let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(d.join("traffix.toml")).unwrap()).unwrap();
-    let addr = |k: &str| -> SocketAddr { cfg["server"][k].as_str().unwrap().parse().unwrap() };
-    let (socks, metrics) = (addr("socks_listen"), addr("metrics_listen"));
-    let pass = traffix(d, &["user", "add", "bench"])["proxy_password"].as_str().unwrap().to_owned();
-    let out = Command::new(BIN).args(["user", "credit", "bench", "1000000", "--data-dir"]).arg(d).output().unwrap();
-    assert!(out.status.success());
+    let (socks, metrics, pass) = common::init(d);
     // The nodes belong to another user, so every stream pays an owner and the platform.
     traffix(d, &["user", "add", "fleet"]);
-    let mut s = Server { dir, child: None, socks, metrics };
+    let mut s = Server { child: None, dir, socks, metrics };
     s.spawn();
     (s, pass)
 }
@@ -716,7 +580,7 @@ fn main() {
 
 async fn run(k: Knobs, nofile: u64) {
     let n = k.nodes;
-    let me = std::process::id().to_string();
+    let me = std::process::id();
     println!(
         "traffix fleet benchmark — {n} nodes, {} soak clients, {} requests, idle {} s, soak {} s — {} — open files {nofile}",
         k.clients,
@@ -781,11 +645,11 @@ async fn run(k: Knobs, nofile: u64) {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss1 = rss_kib(server.pid());
     let per_node = rss1.saturating_sub(rss0) as f64 / (n - 1).max(1) as f64;
-    let spid = server.pid().to_string();
-    let (s0, a0, t0) = (cpu_secs(&spid), cpu_secs(&me), Instant::now());
+    let spid = server.pid();
+    let (s0, a0, t0) = (cpu_secs(spid), cpu_secs(me), Instant::now());
     tokio::time::sleep(Duration::from_secs(k.idle_secs)).await;
     let wall = t0.elapsed().as_secs_f64();
-    let (s_cpu, a_cpu) = ((cpu_secs(&spid) - s0) / wall * 100.0, (cpu_secs(&me) - a0) / wall * 100.0);
+    let (s_cpu, a_cpu) = ((cpu_secs(spid) - s0) / wall * 100.0, (cpu_secs(me) - a0) / wall * 100.0);
     // Settled: what the first start's pairing left behind has had the idle window to go back.
     let rss2 = rss_kib(server.pid());
     let settled = rss2.saturating_sub(rss0) as f64 / (n - 1).max(1) as f64;

@@ -3,6 +3,11 @@
 //! (sslocal → ssserver) and Dante when they are installed (`benches/setup-peers.sh`).
 //! Every figure is printed with its ratio to direct TCP measured in the same run.
 //!
+//! The client authenticates with SOCKS5 username/password (RFC 1929) against traffix and against
+//! sslocal alike (issue 19's TTFB: connect, SOCKS5 auth, open, 100-byte answer), so neither skips
+//! the auth round trip. Dante is run without authentication: its username method checks system
+//! accounts, which a benchmark should not create; its TTFB has one round trip fewer.
+//!
 //! Run: `cargo bench --bench tunnel` (quick: `TRAFFIX_BENCH_SCALE=0.1 cargo bench --bench tunnel`).
 //!
 //! `TRAFFIX_BENCH_BILLING=compare` runs instead the same workload against two traffix servers
@@ -15,15 +20,18 @@
 //! `TRAFFIX_BENCH_ONLY=ttfb` runs only the sequential new-connection probes (TTFB p50 / p99).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
 
+mod common;
+
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_traffix");
+use common::{BIN, Proc, cpu_secs, listen_overflows, origin, pct, rss_kib, scale, traffix};
 
 /// The `[limits]` profile of this benchmark (printed with the results).
 const PROFILE: &[(&str, &str)] = &[
@@ -38,10 +46,6 @@ const PROFILE: &[(&str, &str)] = &[
     ("TRAFFIX_LIMITS__MAX_HANDSHAKES_PER_IP", "20000"),
 ];
 
-fn scale() -> f64 {
-    std::env::var("TRAFFIX_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0)
-}
-
 /// `TRAFFIX_BENCH_ONLY=stream`: the one-stream workload only.
 fn stream_only() -> bool {
     std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "stream")
@@ -55,60 +59,6 @@ fn ttfb_only() -> bool {
 /// `TRAFFIX_BENCH_ONLY=memory`: the memory figures only.
 fn memory_only() -> bool {
     std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "memory")
-}
-
-// ---------------------------------------------------------------- origin
-// Request: op (1 byte) + n (u64). 'D': send n bytes. 'U': read n bytes, answer 1 byte.
-// 'P': send n bytes at once (TTFB). 'H': hold until EOF.
-async fn origin() -> SocketAddr {
-    // A deep accept queue, so listen overflows counted below belong to the proxies under test.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let l = sock.listen(8192).unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
-            tokio::spawn(async move {
-                let _ = s.set_nodelay(true);
-                let mut hdr = [0u8; 9];
-                if s.read_exact(&mut hdr).await.is_err() {
-                    return;
-                }
-                let n = u64::from_be_bytes(hdr[1..].try_into().unwrap());
-                match hdr[0] {
-                    b'D' | b'P' => {
-                        let buf = vec![0x5au8; 256 * 1024];
-                        let mut left = n;
-                        while left > 0 {
-                            let k = left.min(buf.len() as u64) as usize;
-                            if s.write_all(&buf[..k]).await.is_err() {
-                                return;
-                            }
-                            left -= k as u64;
-                        }
-                        let _ = s.shutdown().await;
-                    }
-                    b'U' => {
-                        let mut buf = vec![0u8; 256 * 1024];
-                        let mut left = n;
-                        while left > 0 {
-                            match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(k) => left = left.saturating_sub(k as u64),
-                            }
-                        }
-                        let _ = s.write_all(b"k").await;
-                    }
-                    _ => {
-                        let mut b = [0u8; 1];
-                        let _ = s.read(&mut b).await;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 // ---------------------------------------------------------------- clients
@@ -126,40 +76,7 @@ async fn connect(path: &Path_, origin: SocketAddr) -> std::io::Result<TcpStream>
             Ok(s)
         }
         Path_::Socks { proxy, auth } => {
-            let mut s = TcpStream::connect(proxy).await?;
-            s.set_nodelay(true)?;
-            let method = if auth.is_some() { 2u8 } else { 0u8 };
-            s.write_all(&[5, 1, method]).await?;
-            let mut r = [0u8; 2];
-            s.read_exact(&mut r).await?;
-            if r[1] != method {
-                return Err(std::io::Error::other("socks method refused"));
-            }
-            if let Some((u, p)) = auth {
-                let mut m = vec![1, u.len() as u8];
-                m.extend_from_slice(u.as_bytes());
-                m.push(p.len() as u8);
-                m.extend_from_slice(p.as_bytes());
-                s.write_all(&m).await?;
-                s.read_exact(&mut r).await?;
-                if r[1] != 0 {
-                    return Err(std::io::Error::other("socks auth failed"));
-                }
-            }
-            let ip = match origin.ip() {
-                std::net::IpAddr::V4(v4) => v4.octets(),
-                _ => unreachable!(),
-            };
-            let mut req = vec![5, 1, 0, 1];
-            req.extend_from_slice(&ip);
-            req.extend_from_slice(&origin.port().to_be_bytes());
-            s.write_all(&req).await?;
-            let mut rep = [0u8; 10];
-            s.read_exact(&mut rep).await?;
-            if rep[1] != 0 {
-                return Err(std::io::Error::other(format!("socks reply {}", rep[1])));
-            }
-            Ok(s)
+            common::socks5(*proxy, auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str())), origin).await
         }
     }
 }
@@ -213,48 +130,6 @@ async fn ttfb(path: &Path_, origin: SocketAddr) -> std::io::Result<Duration> {
 }
 
 // ---------------------------------------------------------------- processes
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
-        .unwrap_or(0)
-}
-
-fn listen_overflows() -> u64 {
-    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
-    if lines.len() < 2 {
-        return 0;
-    }
-    let names: Vec<&str> = lines[0].split_whitespace().collect();
-    let vals: Vec<&str> = lines[1].split_whitespace().collect();
-    names.iter().position(|n| *n == "ListenOverflows").and_then(|i| vals.get(i)?.parse().ok()).unwrap_or(0)
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn traffix(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BIN).args(args).arg("--data-dir").arg(dir).arg("--json").output().unwrap();
-    assert!(out.status.success(), "traffix {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 struct Traffix {
     dir: tempfile::TempDir,
     server: Proc,
@@ -272,28 +147,7 @@ fn start_traffix() -> Traffix {
 fn start_traffix_with(env: &[(&str, &str)], owner: &str) -> Traffix {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let init = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(d)
-        .args([
-            "--web-listen",
-            "127.0.0.1:0",
-            "--socks-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(d.join("traffix.toml")).unwrap()).unwrap();
-    let socks: SocketAddr = cfg["server"]["socks_listen"].as_str().unwrap().parse().unwrap();
-    let pass = traffix(d, &["user", "add", "bench"])["proxy_password"].as_str().unwrap().to_owned();
-    let out = Command::new(BIN).args(["user", "credit", "bench", "1000000", "--data-dir"]).arg(d).output().unwrap();
-    assert!(out.status.success());
+    let (socks, _metrics, pass) = common::init(d);
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--allow-private-targets", "--data-dir"]).arg(d).env("RUST_LOG", "warn");
     for (k, v) in PROFILE.iter().chain(env) {
@@ -328,10 +182,6 @@ fn wait(mut f: impl FnMut() -> bool) {
 }
 
 // ---------------------------------------------------------------- peers
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn which(cmd: &str) -> Option<PathBuf> {
     let out = Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().ok()?;
     out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
@@ -341,18 +191,23 @@ fn wait_port(port: u16) {
     wait(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
-/// shadowsocks-rust: sslocal (SOCKS5) → ssserver, aes-256-gcm.
 /// `TRAFFIX_BENCH_PEERS=0`: leave the peers out even where they are installed (the CI smoke).
 fn peers_wanted() -> bool {
     std::env::var("TRAFFIX_BENCH_PEERS").map_or(true, |v| v != "0")
 }
 
-fn start_shadowsocks() -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
+/// The SOCKS5 user sslocal accepts (and the only one).
+const SS_USER: (&str, &str) = ("bench", "bench-pass");
+
+/// shadowsocks-rust: sslocal (SOCKS5 with username/password auth for [`SS_USER`]) → ssserver,
+/// aes-256-gcm. sslocal takes its SOCKS5 users only from a config file (`locals[].
+/// socks5_auth_config_path`), so both its configs are written to `dir`.
+fn start_shadowsocks(dir: &Path) -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
     if !peers_wanted() {
         return None;
     }
     let (local, server) = (which("sslocal")?, which("ssserver")?);
-    let (sp, lp) = (free_port(), free_port());
+    let (sp, lp) = (common::free_port(), common::free_port());
     let key = "traffix-bench-password";
     let srv = Proc(
         Command::new(server)
@@ -363,26 +218,32 @@ fn start_shadowsocks() -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
             .ok()?,
     );
     wait_port(sp);
-    let loc = Proc(
-        Command::new(local)
-            .args(["-b", &format!("127.0.0.1:{lp}"), "-s", &format!("127.0.0.1:{sp}"), "-m", "aes-256-gcm", "-k", key])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?,
-    );
+    let auth = dir.join("sslocal-auth.json");
+    let users = serde_json::json!({ "password": { "users": [{ "user_name": SS_USER.0, "password": SS_USER.1 }] } });
+    std::fs::write(&auth, users.to_string()).ok()?;
+    let conf = dir.join("sslocal.json");
+    let config = serde_json::json!({
+        "server": "127.0.0.1",
+        "server_port": sp,
+        "password": key,
+        "method": "aes-256-gcm",
+        "locals": [{ "local_address": "127.0.0.1", "local_port": lp, "socks5_auth_config_path": auth }],
+    });
+    std::fs::write(&conf, config.to_string()).ok()?;
+    let loc = Proc(Command::new(local).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?);
     wait_port(lp);
     let pids = vec![srv.0.id(), loc.0.id()];
     Some((vec![srv, loc], SocketAddr::from(([127, 0, 0, 1], lp)), pids))
 }
 
-/// Dante's sockd as a plain SOCKS5 server (no auth).
-fn start_dante(dir: &Path) -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
+/// Dante's sockd as a plain SOCKS5 server, without authentication: its username method checks
+/// the machine's accounts, and a benchmark should not create one.
+fn start_dante(dir: &Path) -> Option<(Group, SocketAddr, Vec<u32>)> {
     if !peers_wanted() {
         return None;
     }
     let sockd = which("sockd").or_else(|| which("danted"))?;
-    let port = free_port();
+    let port = common::free_port();
     let conf = dir.join("sockd.conf");
     std::fs::write(
         &conf,
@@ -392,21 +253,34 @@ fn start_dante(dir: &Path) -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
         ),
     )
     .ok()?;
-    let p = Proc(
+    let p = Group(Proc(
         Command::new(sockd)
             .arg("-f")
             .arg(&conf)
             .arg("-N")
             .arg("2")
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .ok()?,
-    );
+    ));
     wait_port(port);
-    let pid = p.0.id();
+    let pid = p.0.0.id();
     // sockd forks workers: count the whole process group's CPU through its children.
-    Some((vec![p], SocketAddr::from(([127, 0, 0, 1], port)), vec![pid]))
+    Some((p, SocketAddr::from(([127, 0, 0, 1], port)), vec![pid]))
+}
+
+/// A child that leads its own process group, the whole group killed when dropped: with `-N 2`
+/// sockd forks a second server process (with its own workers) that outlives the first, and
+/// went on listening after the benchmark ended when only the first was killed.
+struct Group(Proc);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        use rustix::process::{Pid, Signal, kill_process_group};
+        let _ = kill_process_group(Pid::from_child(&self.0.0), Signal::KILL);
+    }
 }
 
 fn all_pids(roots: &[u32]) -> Vec<u32> {
@@ -436,11 +310,6 @@ struct Figures {
     conc_errors: usize,
     cpu_s_per_gib: Option<f64>,
     overflows: u64,
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
@@ -644,8 +513,11 @@ fn main() {
         let path = Path_::Socks { proxy: t.socks, auth: Some((format!("bench-node-{vip}"), t.pass.clone())) };
         let tf = workload(&path, origin, &[t.server.0.id(), t.node.0.id()]).await;
         let tmp = tempfile::tempdir().unwrap();
-        let ss = match start_shadowsocks() {
-            Some((procs, addr, pids)) => Some((workload(&Path_::Socks { proxy: addr, auth: None }, origin, &pids).await, procs)),
+        let ss = match start_shadowsocks(tmp.path()) {
+            Some((procs, addr, pids)) => {
+                let auth = Some((SS_USER.0.to_owned(), SS_USER.1.to_owned()));
+                Some((workload(&Path_::Socks { proxy: addr, auth }, origin, &pids).await, procs))
+            }
             None => None,
         };
         let dante = match start_dante(tmp.path()) {
@@ -659,11 +531,11 @@ fn main() {
         row("direct TCP", &direct, &direct);
         row("traffix (SOCKS5 → TLS WS → node)", &tf, &direct);
         match &ss {
-            Some((f, _)) => row("shadowsocks-rust (sslocal → ssserver)", f, &direct),
+            Some((f, _)) => row("shadowsocks-rust (sslocal, SOCKS5 username/password auth → ssserver)", f, &direct),
             None => println!("| shadowsocks-rust | not installed (benches/setup-peers.sh) | | | | | |"),
         }
         match &dante {
-            Some((f, _)) => row("dante sockd", f, &direct),
+            Some((f, _)) => row("dante sockd (SOCKS5 without auth: one round trip fewer)", f, &direct),
             None => println!("| dante | not installed (benches/setup-peers.sh) | | | | | |"),
         }
         println!();
