@@ -283,17 +283,30 @@ impl Drop for Group {
     }
 }
 
+/// The roots and all their descendants (Dante's sockd forks a second server whose workers are
+/// its grandchildren).
 fn all_pids(roots: &[u32]) -> Vec<u32> {
-    let mut pids = roots.to_vec();
+    let mut parents = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
-            if ppid.is_some_and(|p| roots.contains(&p)) && !pids.contains(&pid) {
+            if let Some(ppid) =
+                stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok())
+            {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut pids = roots.to_vec();
+    let mut i = 0;
+    while let Some(&parent) = pids.get(i) {
+        for &(pid, ppid) in &parents {
+            if ppid == parent && !pids.contains(&pid) {
                 pids.push(pid);
             }
         }
+        i += 1;
     }
     pids
 }
