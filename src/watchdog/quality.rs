@@ -170,41 +170,54 @@ pub struct Override {
 
 /// The counts of one bucket of minutes ([`WatchdogConfig::bucket_minutes`] long; records
 /// written before buckets were one minute each, and are read as such).
+///
+/// Counts of zero are left out of the JSON the database keeps (most are zero in most buckets).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Minute {
     /// The bucket's first minute, in minutes since the epoch.
     pub minute: u64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub opens_ok: u32,
     /// Failures by [`FailureClass`], whether or not they counted against the node.
+    #[serde(skip_serializing_if = "is_zero")]
     pub failures: [u32; 5],
     /// Failures attributed to the node.
+    #[serde(skip_serializing_if = "is_zero")]
     pub counted: u32,
     /// Finished streams to which the client sent bytes.
+    #[serde(skip_serializing_if = "is_zero")]
     pub streams: u32,
     /// Of those, the ones that got no byte back.
+    #[serde(skip_serializing_if = "is_zero")]
     pub silent: u32,
     /// Reconnects that count as churn.
+    #[serde(skip_serializing_if = "is_zero")]
     pub reconnects: u32,
     /// Probes that came back and were judged (egress and tunnel in one address family).
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero")]
     pub probes: u32,
     /// Of those, the ones the probe endpoint saw from another IP than the tunnel's.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero")]
     pub egress_mismatch: u32,
     /// Busy refusals with clearly fewer streams open than the node declared it takes.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero")]
     pub busy_below: u32,
     /// The most streams open at such a refusal, and the cap the node had declared.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero")]
     pub busy_max_active: u32,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero")]
     pub busy_declared: u32,
     /// Growth of the node's own traffic counter between heartbeats, and of the payload the
     /// server carried through it over the same heartbeats.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero")]
     pub counted_node: u64,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero")]
     pub counted_carried: u64,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 /// The measurements of a window, summarised (what the database keeps and the pages show).

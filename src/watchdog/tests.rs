@@ -846,3 +846,15 @@ fn a_busy_node_s_history_is_a_dozen_buckets_spanning_the_window_and_at_most_one_
         + (q.rtt.capacity() + q.ttfb.capacity()) * std::mem::size_of::<(u32, u32)>();
     assert!(bytes <= 6 * 1024, "{bytes} bytes");
 }
+
+#[test]
+fn a_bucket_is_stored_without_its_zero_counts_and_records_written_in_full_still_read() {
+    use super::quality::Minute;
+    let m = Minute { minute: 30_000_000, opens_ok: 8, streams: 8, ..Minute::default() };
+    let json = serde_json::to_string(&m).unwrap();
+    assert_eq!(json, r#"{"minute":30000000,"opens_ok":8,"streams":8}"#);
+    assert_eq!(serde_json::from_str::<Minute>(&json).unwrap(), m);
+    let full = r#"{"minute":1,"opens_ok":2,"failures":[0,0,3,0,0],"counted":3,"streams":0,"silent":0,"reconnects":1}"#;
+    let m: Minute = serde_json::from_str(full).unwrap();
+    assert_eq!((m.opens_ok, m.failures[2], m.counted, m.reconnects, m.probes), (2, 3, 3, 1, 0));
+}
