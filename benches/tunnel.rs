@@ -230,8 +230,22 @@ fn start_shadowsocks(dir: &Path) -> Option<(Vec<Proc>, SocketAddr, Vec<u32>)> {
         "locals": [{ "local_address": "127.0.0.1", "local_port": lp, "socks5_auth_config_path": auth }],
     });
     std::fs::write(&conf, config.to_string()).ok()?;
-    let loc = Proc(Command::new(local).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?);
-    wait_port(lp);
+    let log = dir.join("sslocal.log");
+    let mut loc = Proc(
+        Command::new(local)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).ok()?)
+            .spawn()
+            .ok()?,
+    );
+    // A config sslocal refuses ends it at once: say why instead of waiting out the setup timeout.
+    wait(|| {
+        let exited = loc.0.try_wait().ok().flatten();
+        assert!(exited.is_none(), "sslocal exited ({exited:?}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::net::TcpStream::connect(("127.0.0.1", lp)).is_ok()
+    });
     let pids = vec![srv.0.id(), loc.0.id()];
     Some((vec![srv, loc], SocketAddr::from(([127, 0, 0, 1], lp)), pids))
 }

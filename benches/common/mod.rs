@@ -29,10 +29,11 @@ pub fn pct(v: &mut [f64], p: f64) -> f64 {
 static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
 /// A port free right now and never handed out before in this process, chosen in 20000-31999,
-/// below Linux's ephemeral range (32768-60999 by default; the machine's own range is left out
-/// too), as `tests/common/mod.rs` `free_port` does. A port the kernel hands out for port 0 can
-/// be taken again by any outgoing connection before the server binds it, and the benchmarks
-/// make many (the fleet's soak over a million). Panics rather than fall back to port 0.
+/// below Linux's default ephemeral range (32768-60999), like `tests/common/mod.rs` `free_port`;
+/// unlike it, this one also leaves out the machine's own ephemeral range where that reaches
+/// lower, and panics rather than fall back to port 0. A port the kernel hands out for port 0
+/// can be taken again by any outgoing connection before the server binds it, and the
+/// benchmarks make many (the fleet's soak over a million).
 pub fn free_port() -> u16 {
     let (lo, hi) = ephemeral_range();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
@@ -206,8 +207,9 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime, then cutime and cstime: the children it has reaped (a peer's workers
+    // that came and went during the workload).
+    let ticks: f64 = (11..=14).filter_map(|i| f.get(i)?.parse::<f64>().ok()).sum();
     ticks / 100.0
 }
 

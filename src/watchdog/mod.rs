@@ -1011,15 +1011,25 @@ impl Watchdog {
 
     /// Writes the records that changed since they were last written, [`PERSIST_CHUNK`] to a
     /// transaction (none when nothing changed); how many. What [`durable`] leaves out is no
-    /// change. A write that fails leaves the chunks before it written.
+    /// change. A chunk that fails to write does not stop the others: the first error is
+    /// returned once all were tried (its records are tried again at the next call).
     pub fn persist(&self, store: &Store) -> Result<usize, crate::store::StoreError> {
         let nodes: Vec<(DeviceId, Arc<Mutex<NodeQuality>>)> =
             self.nodes.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
-        let mut written = 0;
+        let (mut written, mut failed) = (0, None);
         for chunk in nodes.chunks(PERSIST_CHUNK) {
-            written += self.persist_chunk(store, chunk)?;
+            match self.persist_chunk(store, chunk) {
+                Ok(n) => written += n,
+                Err(e) => _ = failed.get_or_insert(e),
+            }
         }
-        Ok(written)
+        match failed {
+            None => Ok(written),
+            Some(e) => {
+                tracing::warn!(written, "a chunk of node quality records could not be written (the other chunks were)");
+                Err(e)
+            }
+        }
     }
 
     fn persist_chunk(

@@ -399,7 +399,8 @@ impl NodeQuality {
         let m = now / 60 / width * width;
         if self.minutes.back().is_none_or(|b| b.minute < m) {
             self.minutes.push_back(Minute { minute: m, ..Minute::default() });
-            // Never more than a day of buckets, even without an evaluation.
+            // Never more than 1,440 buckets (a day of one-minute ones), even without an
+            // evaluation.
             while self.minutes.len() > 1440 {
                 self.minutes.pop_front();
             }
@@ -509,9 +510,16 @@ impl NodeQuality {
         self.minutes.iter().map(|m| m.opens_ok + m.counted).sum()
     }
 
-    /// The score (0–100) and its reasons, from the window as it stands.
-    pub fn score(&self, cfg: &WatchdogConfig, s: &Summary) -> (u8, Vec<Reason>) {
-        let mins = cfg.window_secs / 60;
+    /// Minutes the counts span at `now`, as the reasons say it: the window, or up to one
+    /// bucket's minutes more while the oldest bucket still holds minutes from before it.
+    fn counted_minutes(&self, cfg: &WatchdogConfig, now: u64) -> u64 {
+        let window = cfg.window_minutes() as u64;
+        self.minutes.front().map_or(window, |m| window.max((now / 60).saturating_sub(m.minute) + 1))
+    }
+
+    /// The score (0–100) and its reasons, from the window as it stands at `now`.
+    pub fn score(&self, cfg: &WatchdogConfig, s: &Summary, now: u64) -> (u8, Vec<Reason>) {
+        let mins = self.counted_minutes(cfg, now);
         let mut reasons = Vec::new();
         let judged = s.opens_ok + s.failed_counted;
         if judged >= cfg.min_opens && s.failed_counted > 0 {
@@ -669,7 +677,7 @@ impl NodeQuality {
     pub fn evaluate(&mut self, cfg: &WatchdogConfig, now: u64) -> Option<Change> {
         self.prune(cfg, now);
         let summary = self.summarise(cfg, now);
-        let (score, reasons) = self.score(cfg, &summary);
+        let (score, reasons) = self.score(cfg, &summary, now);
         self.summary = summary;
         self.score = score;
         self.reasons = reasons;

@@ -858,3 +858,38 @@ fn a_bucket_is_stored_without_its_zero_counts_and_records_written_in_full_still_
     let m: Minute = serde_json::from_str(full).unwrap();
     assert_eq!((m.opens_ok, m.failures[2], m.counted, m.reconnects, m.probes), (2, 3, 3, 1, 0));
 }
+
+#[test]
+fn records_kept_a_minute_at_a_time_before_buckets_are_read_as_buckets_and_the_reasons_say_their_span() {
+    let c = cfg();
+    let base = T0 / 60;
+    let mut q = NodeQuality::new("bob", T0);
+    q.online = true;
+    // As restored from a database written before buckets: one entry per minute, minutes 1–60,
+    // one open and one counted timeout each.
+    for m in 1..=60 {
+        q.minutes.push_back(super::quality::Minute {
+            minute: base + m,
+            opens_ok: 1,
+            failures: [0, 0, 1, 0, 0],
+            counted: 1,
+            ..Default::default()
+        });
+    }
+    // Minute 62 falls in the bucket of minutes 60–64, whose first minute has an entry: added
+    // to it, not a second entry.
+    q.minute(T0 + 62 * 60, c.bucket_minutes()).opens_ok += 1;
+    assert_eq!(q.minutes.len(), 60);
+    // Minute 65: the window is 6–65. An old entry is read as a bucket of 5 minutes, so the
+    // entries of minutes 2–5 stay (their "bucket" reaches into the window) and minute 1 leaves.
+    q.evaluate(&c, T0 + 65 * 60);
+    assert_eq!(q.minutes.len(), 59);
+    assert_eq!((q.summary.opens_ok, q.summary.failed_counted), (60, 59));
+    let reason = q.reasons.iter().find(|r| r.code == ReasonCode::OpenFailures).unwrap();
+    assert!(reason.detail.contains("in the last 64 min"), "{}", reason.detail);
+    // Minute 70: the window is 11–70; the entries of minutes 2–6 have left.
+    q.evaluate(&c, T0 + 70 * 60);
+    assert_eq!((q.minutes.len(), q.summary.opens_ok), (54, 55));
+    let reason = q.reasons.iter().find(|r| r.code == ReasonCode::OpenFailures).unwrap();
+    assert!(reason.detail.contains("in the last 64 min"), "{}", reason.detail);
+}
