@@ -1026,7 +1026,7 @@ impl Watchdog {
         match failed {
             None => Ok(written),
             Some(e) => {
-                tracing::warn!(written, "a chunk of node quality records could not be written (the other chunks were)");
+                tracing::warn!(written, "not every changed node quality record could be written");
                 Err(e)
             }
         }
