@@ -78,23 +78,16 @@ pub fn traffix(dir: &Path, args: &[&str]) -> serde_json::Value {
 /// `bench` with a deposit of 1,000,000.00: (SOCKS5 address, metrics address, `bench`'s proxy
 /// password). The addresses are read back from the saved config, as the server will use them.
 pub fn init(dir: &Path) -> (SocketAddr, SocketAddr, String) {
-    let port = |flag: &str| [flag.to_owned(), format!("127.0.0.1:{}", free_port())];
-    let init = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(dir)
-        .args(port("--web-listen"))
-        .args(port("--socks-listen"))
-        .args(port("--http-listen"))
-        .args(port("--metrics-listen"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "traffix init: {}", String::from_utf8_lossy(&init.stderr));
+    let ports: Vec<String> = (0..4).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let [web, socks, http, metrics] = [0, 1, 2, 3].map(|i| ports[i].as_str());
+    traffix(
+        dir,
+        &["init", "--web-listen", web, "--socks-listen", socks, "--http-listen", http, "--metrics-listen", metrics],
+    );
     let cfg: toml::Table = toml::from_str(&std::fs::read_to_string(dir.join("traffix.toml")).unwrap()).unwrap();
     let addr = |k: &str| -> SocketAddr { cfg["server"][k].as_str().unwrap().parse().unwrap() };
     let pass = traffix(dir, &["user", "add", "bench"])["proxy_password"].as_str().unwrap().to_owned();
-    let out = Command::new(BIN).args(["user", "credit", "bench", "1000000", "--data-dir"]).arg(dir).output().unwrap();
-    assert!(out.status.success(), "traffix user credit: {}", String::from_utf8_lossy(&out.stderr));
+    traffix(dir, &["user", "credit", "bench", "1000000"]);
     (addr("socks_listen"), addr("metrics_listen"), pass)
 }
 

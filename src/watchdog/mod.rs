@@ -462,6 +462,7 @@ impl Watchdog {
     /// Records one event at `now` (Unix seconds). Never blocks on I/O.
     pub fn record(&self, ev: Event<'_>, now: u64) -> Verdict {
         let mut verdict = Verdict { counted: false, client_capped: false };
+        let width = self.cfg.bucket_minutes();
         match ev {
             Event::Online { device, owner, ip, country } => {
                 let n = self.entry(&device, owner, now);
@@ -470,7 +471,7 @@ impl Watchdog {
                 if q.online {
                     // A new connection replacing a live one: the node lost its tunnel.
                     if q.serving {
-                        q.minute(now, self.cfg.bucket_minutes()).reconnects += 1;
+                        q.minute(now, width).reconnects += 1;
                     }
                     if let Some(old) = q.public_ip {
                         self.ip_count(old, -1);
@@ -502,7 +503,7 @@ impl Watchdog {
             Event::Heartbeat { device, serving, pause_reason, rtt, counter } => {
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
-                    q.count_traffic(now, self.cfg.bucket_minutes(), counter);
+                    q.count_traffic(now, width, counter);
                     q.serving = serving;
                     q.pause_reason = if serving { None } else { pause_reason.map(|r| r.chars().take(32).collect()) };
                     if let Some(r) = rtt {
@@ -521,7 +522,7 @@ impl Watchdog {
                         }
                         // A node that paused itself, with its owner's reason, is not churning.
                         if node_side && q.serving {
-                            q.minute(now, self.cfg.bucket_minutes()).reconnects += 1;
+                            q.minute(now, width).reconnects += 1;
                         }
                     }
                     q.online = false;
@@ -533,7 +534,7 @@ impl Watchdog {
                     && let Some(n) = self.node(&device)
                 {
                     let mut q = crate::sync::lock(&n);
-                    let m = q.minute(now, self.cfg.bucket_minutes());
+                    let m = q.minute(now, width);
                     m.busy_below += 1;
                     m.busy_max_active = m.busy_max_active.max(active.min(u32::MAX as usize) as u32);
                     m.busy_declared = declared.min(u32::MAX as usize) as u32;
@@ -543,7 +544,7 @@ impl Watchdog {
                 self.targets.insert(target.to_owned(), device);
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
-                    q.minute(now, self.cfg.bucket_minutes()).opens_ok += 1;
+                    q.minute(now, width).opens_ok += 1;
                     if q.unresponsive_since.take().is_some() {
                         self.retier(&device, &q);
                     }
@@ -567,7 +568,7 @@ impl Watchdog {
                     .inc();
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
-                    q.record_failure(now, self.cfg.bucket_minutes(), class, counted);
+                    q.record_failure(now, width, class, counted);
                     if !answered && class == FailureClass::Timeout {
                         q.unresponsive_since = Some(now);
                         self.retier(&device, &q);
@@ -582,7 +583,7 @@ impl Watchdog {
                     // Judged only within one address family: a dual-stack node's IPv6 tunnel
                     // and IPv4 egress are one connection, not a relay.
                     if let Some(t) = tunnel.filter(|t| t.is_ipv4() == egress_key.is_ipv4()) {
-                        let m = q.minute(now, self.cfg.bucket_minutes());
+                        let m = q.minute(now, width);
                         m.probes += 1;
                         if t != egress_key {
                             m.egress_mismatch += 1;
@@ -609,7 +610,7 @@ impl Watchdog {
                 if let Some(n) = self.node(&device) {
                     let mut q = crate::sync::lock(&n);
                     if up > 0 && judged {
-                        let m = q.minute(now, self.cfg.bucket_minutes());
+                        let m = q.minute(now, width);
                         m.streams += 1;
                         if down == 0 {
                             m.silent += 1;
