@@ -11,7 +11,7 @@ import net.traffix.core.agent.StatsResult
 import net.traffix.core.agent.UnpairResult
 import net.traffix.core.identity.SigningException
 import net.traffix.core.protocol.NetworkType
-import net.traffix.core.transport.OkHttpTransport
+import net.traffix.core.transport.SocketTransport
 
 /**
  * History and unpair while the node's service does not run (the owner stopped it): the running
@@ -58,7 +58,7 @@ internal object ControlOnce {
             AgentConfig(link = pairing.link, paired = true),
             signer,
             // The process is not bound to a network while the service is stopped: the default one.
-            OkHttpTransport(),
+            SocketTransport(),
             object : AgentListener {
                 /** The server forgot this device (the unpair, or the admin removed it): as the service does. */
                 override fun onUnpaired() {

@@ -61,7 +61,7 @@ import net.traffix.core.onboarding.Consent
 import net.traffix.core.policy.Action
 import net.traffix.core.policy.DataUsage
 import net.traffix.core.support.LogRing
-import net.traffix.core.transport.OkHttpTransport
+import net.traffix.core.transport.SocketTransport
 import net.traffix.core.usage.RadioUsageMeter
 import net.traffix.node.ui.MainActivity
 
@@ -371,7 +371,7 @@ class NodeService : LifecycleService() {
             Agent(
                 config,
                 signer,
-                OkHttpTransport(socketFactory = boundSockets),
+                SocketTransport(socketFactory = boundSockets),
                 ev,
                 store.settings.value,
                 monitor.sample,

@@ -17,7 +17,7 @@ import net.traffix.core.pairing.PairLink
 import net.traffix.core.policy.ResourceSettings
 import net.traffix.core.protocol.NetworkType
 import net.traffix.core.testing.SoftwareSigner
-import net.traffix.core.transport.OkHttpTransport
+import net.traffix.core.transport.SocketTransport
 import org.junit.After
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertTrue
@@ -61,7 +61,7 @@ class ControlE2ETest {
             Agent(
                 AgentConfig(link, paired = false, allowPrivateTargets = true, agentName = "traffix-core-e2e"),
                 SoftwareSigner.newP256(),
-                OkHttpTransport(),
+                SocketTransport(),
                 object : AgentListener {
                     override fun onUnpaired() {
                         unpaired.incrementAndGet()
@@ -109,7 +109,7 @@ class ControlE2ETest {
             Agent(
                 AgentConfig(link, paired = false, allowPrivateTargets = true, agentName = "traffix-core-e2e"),
                 SoftwareSigner.newP256(),
-                OkHttpTransport(),
+                SocketTransport(),
                 object : AgentListener {
                     override fun onUnpaired() {
                         unpaired.incrementAndGet()

@@ -13,15 +13,18 @@ import net.traffix.core.policy.ResourceSettings
 import net.traffix.core.protocol.NetworkType
 import net.traffix.core.testing.SoftwareSigner
 import net.traffix.core.transport.OkHttpTransport
+import net.traffix.core.transport.SocketTransport
+import net.traffix.core.transport.TunnelTransport
 
 /*
  * The Kotlin node's data path, measured (android/scripts/bench-core.sh runs it; results in
  * docs/benchmarks.md). One `traffix serve` (TLS on, billing on), two nodes of the same owner —
- * the Rust `traffix node` and the Kotlin core's Agent on the JVM — and curl as the client, each
+ * the Rust `traffix node` and the Kotlin core's Agent on the JVM, once over its own WebSocket
+ * framing (SocketTransport, the app's) and once over OkHttp's — and curl as the client, each
  * workload run in the same process run against direct TCP, then through each node (pinned with
  * the username option `-node-VIP`). Every figure is printed with its ratio to direct TCP.
  *
- * The JVM is not a phone: this measures the core's own overhead (threads, copies, OkHttp) next
+ * The JVM is not a phone: this measures the core's own overhead (threads, copies, WebSocket framing) next
  * to the Rust agent on the same machine, not what a phone's radio allows.
  */
 fun main(args: Array<String>) {
@@ -38,9 +41,10 @@ fun main(args: Array<String>) {
             server.addUser("bob", credit = "0")
             val password = server.addUser("alice", credit = "1000")
             val rust = server.startRustNode(server.pairLink("bob"))
-            val kotlin = startKotlinNode(server)
-            ServerE2ETest.waitFor("both nodes online", 60) { server.onlineDevices() == 2 && kotlin.status.vip != null }
-            val rustVip = server.vipOtherThan(kotlin.status.vip!!)
+            val kotlin = startKotlinNode(server, SocketTransport())
+            val okhttp = startKotlinNode(server, OkHttpTransport())
+            ServerE2ETest.waitFor("all three nodes online", 60) { server.onlineDevices() == 3 && kotlin.status.vip != null && okhttp.status.vip != null }
+            val rustVip = server.vipOtherThan(kotlin.status.vip!!, okhttp.status.vip!!)
             val upload = Files.createTempFile("traffix-bench", ".bin").toFile()
             upload.outputStream().use { out ->
                 val chunk = Origin.payload(1 shl 20, 1)
@@ -56,7 +60,8 @@ fun main(args: Array<String>) {
                     listOf(
                         "direct TCP" to emptyList(),
                         "traffix, Rust node" to listOf("-x", "socks5h://alice-node-$rustVip:$password@${server.socks}"),
-                        "traffix, Kotlin node (JVM)" to listOf("-x", "socks5h://alice-node-${kotlin.status.vip}:$password@${server.socks}"),
+                        "traffix, Kotlin node (JVM), own framing" to listOf("-x", "socks5h://alice-node-${kotlin.status.vip}:$password@${server.socks}"),
+                        "traffix, Kotlin node (JVM), OkHttp" to listOf("-x", "socks5h://alice-node-${okhttp.status.vip}:$password@${server.socks}"),
                     )
                 println("limits: " + BENCH_LIMITS.entries.joinToString(" ") { "${it.key.removePrefix("TRAFFIX_LIMITS__").lowercase()}=${it.value}" })
                 println("NodeBench: ${downBytes shr 20} MiB down, ${upBytes shr 20} MiB up, $ttfbCount × 100 B sequential, $parallel × 1 MiB concurrent; client curl")
@@ -77,6 +82,7 @@ fun main(args: Array<String>) {
             } finally {
                 upload.delete()
                 kotlin.close()
+                okhttp.close()
                 rust.destroy()
                 rust.waitFor(10, TimeUnit.SECONDS)
             }
@@ -99,13 +105,13 @@ private val BENCH_LIMITS =
 
 private class Figures(val down: Double, val up: Double, val ttfbP50: Double, val ttfbP99: Double, val parallel: Double)
 
-private fun startKotlinNode(server: TraffixServer): Agent {
+private fun startKotlinNode(server: TraffixServer, transport: TunnelTransport): Agent {
     val link = (PairLink.parse(server.pairLink("bob")) as PairLink.Result.Ok).link
     val a =
         Agent(
             AgentConfig(link, paired = false, allowPrivateTargets = true, agentName = "traffix-core-bench"),
             SoftwareSigner.newP256(),
-            OkHttpTransport(),
+            transport,
             object : AgentListener {},
             ResourceSettings(wifiOnly = false, batteryFloorPct = null, maxStreams = 1024),
             DeviceSample(NetworkType.ETHERNET, null, false),

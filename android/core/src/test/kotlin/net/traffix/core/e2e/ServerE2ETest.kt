@@ -28,6 +28,8 @@ import net.traffix.core.testing.AttestingSigner
 import net.traffix.core.testing.SoftwareSigner
 import net.traffix.core.testing.TestAttestationCa
 import net.traffix.core.transport.OkHttpTransport
+import net.traffix.core.transport.SocketTransport
+import net.traffix.core.transport.TunnelTransport
 import net.traffix.core.util.Bytes
 import net.traffix.core.util.Hex
 import org.junit.After
@@ -41,7 +43,8 @@ import org.junit.Test
 /**
  * The Kotlin core as a node against the real `traffix serve` over TLS, with clients nobody here
  * wrote (curl, python-socks): the same rig as the Rust E2E tests (tests/common/mod.rs), with the
- * Kotlin [Agent] and [OkHttpTransport] in place of `traffix node`.
+ * Kotlin [Agent] and [SocketTransport] (the app's) in place of `traffix node`; one test runs the
+ * node over [OkHttpTransport], a WebSocket client nobody here wrote.
  *
  * The binary comes from the system property `traffix.bin` (scripts/test-core.sh builds it and
  * sets it; a Gradle run without a Rust build skips these tests, test-core.sh never does).
@@ -81,12 +84,13 @@ class ServerE2ETest {
         link: PairLink,
         blockedPorts: List<IntRange> = EgressPolicy.DEFAULT_BLOCKED_PORTS,
         settings: ResourceSettings = ResourceSettings(wifiOnly = false, batteryFloorPct = null),
+        transport: TunnelTransport = SocketTransport(),
     ): Agent {
         val a =
             Agent(
                 AgentConfig(link, paired = false, allowPrivateTargets = true, blockedPorts = blockedPorts, agentName = "traffix-core-e2e"),
                 SoftwareSigner.newP256(),
-                OkHttpTransport(),
+                transport,
                 object : AgentListener {},
                 settings,
                 DeviceSample(NetworkType.ETHERNET, batteryPct = null, charging = false),
@@ -116,6 +120,21 @@ class ServerE2ETest {
     @Test
     fun curlThroughTheKotlinNodeGetsAnIntactPayload() {
         val a = startNode(pairLink())
+        downloadAndUpload()
+        // The status is a snapshot the agent publishes as streams end, just after curl is done.
+        waitFor("both streams counted, with their bytes", detail = { "${a.status}" }) {
+            a.status.streamsServed >= 2 && a.status.usage.bytesToday >= (1 shl 20) + 300_000
+        }
+        // The server's count for today comes back in HEARTBEAT_ACK: what the owner's notification shows.
+        waitFor("the server's tally in a HEARTBEAT_ACK", detail = { "${a.status.server}" }) {
+            val t = a.status.server
+            t != null && (t.bytesToday ?: 0) >= (1 shl 20) + 300_000 && (t.earnedToday ?: 0) > 0
+        }
+        assertEquals("USD", a.status.server!!.currency)
+    }
+
+    /** 1 MiB down and 300 kB up through the node with curl, both intact. */
+    private fun downloadAndUpload() {
         assertEquals(Origin.expectedSha(1 shl 20, 1), fetch("/bytes/${1 shl 20}/1"))
         // Upload too: the origin hashes what it received.
         val body = Origin.payload(300_000, 9)
@@ -127,16 +146,13 @@ class ServerE2ETest {
         } finally {
             file.delete()
         }
-        // The status is a snapshot the agent publishes as streams end, just after curl is done.
-        waitFor("both streams counted, with their bytes", detail = { "${a.status}" }) {
-            a.status.streamsServed >= 2 && a.status.usage.bytesToday >= (1 shl 20) + 300_000
-        }
-        // The server's count for today comes back in HEARTBEAT_ACK: what the owner's notification shows.
-        waitFor("the server's tally in a HEARTBEAT_ACK", detail = { "${a.status.server}" }) {
-            val t = a.status.server
-            t != null && (t.bytesToday ?: 0) >= (1 shl 20) + 300_000 && (t.earnedToday ?: 0) > 0
-        }
-        assertEquals("USD", a.status.server!!.currency)
+    }
+
+    /** The server takes a node whose WebSocket is OkHttp's (frames, masking and close not ours). */
+    @Test
+    fun aNodeOnOkHttpsWebSocketCarriesTheSameStreams() {
+        startNode(pairLink(), transport = OkHttpTransport())
+        downloadAndUpload()
     }
 
     @Test
@@ -275,7 +291,7 @@ class ServerE2ETest {
                 Agent(
                     AgentConfig(link, paired = false, allowPrivateTargets = true, agentName = "traffix-core-e2e"),
                     signer,
-                    OkHttpTransport(),
+                    SocketTransport(),
                     object : AgentListener {},
                     ResourceSettings(wifiOnly = false, batteryFloorPct = null),
                     DeviceSample(NetworkType.ETHERNET, batteryPct = null, charging = false),
@@ -307,7 +323,7 @@ class ServerE2ETest {
             Agent(
                 AgentConfig(bad, paired = false, allowPrivateTargets = true),
                 SoftwareSigner.newP256(),
-                OkHttpTransport(),
+                SocketTransport(),
                 object : AgentListener {},
                 ResourceSettings(wifiOnly = false, batteryFloorPct = null),
                 DeviceSample(NetworkType.ETHERNET, null, false),
@@ -409,8 +425,10 @@ class TraffixServer(private val bin: File, private val env: Map<String, String> 
     private fun devicesJson(): String = cli("device", "list", "--json")
 
     /** The vIP of the one device whose vIP is not [vip] (benchmarks pair two nodes). */
-    fun vipOtherThan(vip: String): String =
-        Regex(""""vip"\s*:\s*"([^"]+)"""").findAll(devicesJson()).map { it.groupValues[1] }.first { it != vip }
+    fun vipOtherThan(vararg vip: String): String = vips().first { it !in vip }
+
+    /** The VIPs of every device the server lists. */
+    fun vips(): List<String> = Regex(""""vip"\s*:\s*"([^"]+)"""").findAll(devicesJson()).map { it.groupValues[1] }.toList()
 
     /** Pairs and starts the Rust agent (`traffix node`) with [link]; the caller stops it. */
     fun startRustNode(link: String): Process {

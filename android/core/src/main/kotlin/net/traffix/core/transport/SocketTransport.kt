@@ -1,0 +1,421 @@
+package net.traffix.core.transport
+
+import java.io.BufferedInputStream
+import java.io.EOFException
+import java.io.IOException
+import java.io.InputStream
+import java.io.OutputStream
+import java.net.InetAddress
+import java.net.InetSocketAddress
+import java.net.ProtocolException
+import java.net.Socket
+import java.net.URI
+import java.net.UnknownHostException
+import java.security.SecureRandom
+import java.util.ArrayDeque
+import java.util.Base64
+import java.util.concurrent.CountDownLatch
+import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicBoolean
+import javax.net.SocketFactory
+import javax.net.ssl.SSLContext
+import javax.net.ssl.SSLPeerUnverifiedException
+import javax.net.ssl.SSLSocket
+import net.traffix.core.util.Bytes
+
+/*
+ * The tunnel's WebSocket on a plain JDK socket: TCP from the given socket factory (on Android the
+ * chosen network's), TLS 1.3 from the platform with trust by pin, the HTTP upgrade written and
+ * checked here, and RFC 6455 frames from WsFraming.kt. It replaces OkHttp's WebSocket on the data
+ * path: OkHttp masks each client frame a byte at a time, which was 70 % of the Kotlin node's
+ * profile (docs/benchmarks.md "Android core"); here masking is a word-wide pass fused with the
+ * copy into the write buffer.
+ *
+ * Two threads per tunnel: the reader connects, then hears frames and calls the listener; the
+ * writer drains the queue, gathering what is queued into as few TLS writes as it can.
+ */
+
+/**
+ * Tunnels over a JDK socket: TLS 1.3 only, trust by [PinnedTrustManager], no WebSocket pings (the
+ * agent's heartbeats are the tunnel's only keepalive, docs/protocol.md "One keepalive"); the
+ * server's pings, should an older server send them, are answered.
+ *
+ * A write to a server that stopped reading blocks the writer (JDK sockets have no write timeout);
+ * the agent's liveness rule then cancels the socket, which ends the write.
+ */
+class SocketTransport(
+    /** Bounds the TCP connect, the TLS handshake and the HTTP upgrade, each. */
+    private val connectTimeoutMillis: Int = 10_000,
+    /** Test servers run `--insecure-http`: allow `ws://` only when asked. */
+    private val allowPlainWs: Boolean = false,
+    /** Makes the tunnel's TCP sockets (TLS goes on top). */
+    private val socketFactory: SocketFactory = SocketFactory.getDefault(),
+    /** Bytes queued for the writer at most; past it the socket closes (as OkHttp's, 16 MiB). */
+    private val maxQueuedBytes: Long = 16L * 1024 * 1024,
+    /** Largest message accepted from the server (a tunnel frame is at most 64 KiB + 6 bytes). */
+    private val maxMessageBytes: Int = 1 shl 20,
+) : TunnelTransport {
+    override fun open(url: String, pin: Bytes, listener: TunnelListener): TunnelSocket {
+        val target = TunnelUrl.parse(url, allowPlainWs)
+        val conn = Conn(target, pin, listener)
+        Thread(conn::runReader, "traffix-tunnel-reader").apply { isDaemon = true }.start()
+        return conn
+    }
+
+    /** What the writer is asked to send. */
+    private sealed class Out(val size: Int) {
+        class Message(val bytes: ByteArray) : Out(bytes.size)
+
+        class Pong(val payload: ByteArray) : Out(payload.size)
+
+        class Close(val payload: ByteArray) : Out(payload.size)
+    }
+
+    private inner class Conn(
+        private val target: TunnelUrl,
+        private val pin: Bytes,
+        private val listener: TunnelListener,
+    ) : TunnelSocket {
+        private val lock = Object()
+        private val queue = ArrayDeque<Out>()
+        private var queuedBytes = 0L
+
+        /** A close frame is queued: nothing more may be sent. */
+        private var closeQueued = false
+
+        /** The reader has ended: the writer stops. */
+        private var readerDone = false
+        private val readerEnded = CountDownLatch(1)
+
+        /** The writer has sent a close frame, or stopped. */
+        private val writerDone = CountDownLatch(1)
+        private val ended = AtomicBoolean(false)
+
+        @Volatile private var socket: Socket? = null
+
+        @Volatile private var cancelled = false
+
+        override fun send(message: ByteArray): Boolean = enqueue(Out.Message(message))
+
+        override fun close(code: Int, reason: String) {
+            enqueue(Out.Close(closePayload(code, reason)))
+        }
+
+        override fun cancel() {
+            cancelled = true
+            synchronized(lock) {
+                queue.clear()
+                queuedBytes = 0
+                lock.notifyAll()
+            }
+            closeQuietly(socket)
+        }
+
+        private fun enqueue(out: Out): Boolean {
+            synchronized(lock) {
+                if (closeQueued || cancelled || readerDone) return false
+                if (out is Out.Close) {
+                    closeQueued = true
+                } else if (out is Out.Message && queuedBytes + out.size > maxQueuedBytes) {
+                    // The server does not read what we send: close as OkHttp does (1001, going away).
+                    closeQueued = true
+                    queue.add(Out.Close(closePayload(1001, "")))
+                    lock.notifyAll()
+                    return false
+                }
+                queue.add(out)
+                queuedBytes += out.size
+                lock.notifyAll()
+                return true
+            }
+        }
+
+        fun runReader() {
+            val why =
+                try {
+                    val (s, input) = connect()
+                    Thread({ runWriter(s) }, "traffix-tunnel-writer").apply { isDaemon = true }.start()
+                    listener.onOpen(this)
+                    readFrames(WsFrameReader(input, maxMessageBytes))
+                } catch (e: Exception) {
+                    if (cancelled) "cancelled" else describe(e)
+                }
+            synchronized(lock) {
+                readerDone = true
+                lock.notifyAll()
+            }
+            readerEnded.countDown()
+            closeQuietly(socket)
+            if (ended.compareAndSet(false, true)) listener.onClosed(this, why)
+        }
+
+        /** Hears messages until the server closes; returns why the tunnel ended. */
+        private fun readFrames(frames: WsFrameReader): String {
+            while (true) {
+                val m = frames.next()
+                when (m.op) {
+                    WsOp.BINARY -> listener.onMessage(this, m.payload)
+                    WsOp.TEXT -> listener.onText(this)
+                    WsOp.PING -> enqueue(Out.Pong(m.payload))
+                    WsOp.PONG -> {}
+                    WsOp.CLOSE -> {
+                        enqueue(Out.Close(closePayload(CloseCodes.NORMAL, "")))
+                        val code = if (m.payload.size >= 2) ((m.payload[0].toInt() and 0xFF) shl 8) or (m.payload[1].toInt() and 0xFF) else 1005
+                        val reason = if (m.payload.size > 2) String(m.payload, 2, m.payload.size - 2, Charsets.UTF_8) else ""
+                        // Let the writer send our close frame before the socket goes.
+                        awaitWriter()
+                        return "server closed the tunnel ($code${if (reason.isEmpty()) "" else ": $reason"})"
+                    }
+                }
+            }
+        }
+
+        private fun awaitWriter() {
+            writerDone.await(CLOSE_LINGER_MILLIS, TimeUnit.MILLISECONDS)
+        }
+
+        private fun runWriter(s: Socket) {
+            val out = s.getOutputStream()
+            val w = FrameWriter(out)
+            try {
+                while (true) {
+                    val batch = ArrayList<Out>()
+                    synchronized(lock) {
+                        while (queue.isEmpty() && !readerDone && !cancelled) lock.wait()
+                        if (queue.isEmpty()) return
+                        while (batch.size < MAX_BATCH_FRAMES) {
+                            val o = queue.poll() ?: break
+                            queuedBytes -= o.size
+                            batch.add(o)
+                        }
+                    }
+                    var closing = false
+                    for (o in batch) {
+                        when (o) {
+                            is Out.Message -> w.frame(WsOp.BINARY, o.bytes)
+                            is Out.Pong -> w.frame(WsOp.PONG, o.payload)
+                            is Out.Close -> {
+                                w.frame(WsOp.CLOSE, o.payload)
+                                closing = true
+                            }
+                        }
+                        if (closing) break
+                    }
+                    w.flush()
+                    if (closing) {
+                        // Wait for the server's close frame (the reader ends), then hang up.
+                        writerDone.countDown()
+                        if (!readerEnded.await(CLOSE_LINGER_MILLIS, TimeUnit.MILLISECONDS)) closeQuietly(s)
+                        return
+                    }
+                }
+            } catch (e: IOException) {
+                closeQuietly(s) // the reader sees the failure and ends the tunnel
+            } catch (e: InterruptedException) {
+                closeQuietly(s)
+            } finally {
+                writerDone.countDown()
+            }
+        }
+
+        /** TCP, TLS with the pin, the upgrade: the socket and its buffered input, ready for frames. */
+        private fun connect(): Pair<Socket, InputStream> {
+            val raw = dial()
+            raw.tcpNoDelay = true
+            raw.soTimeout = connectTimeoutMillis
+            val s =
+                if (target.tls) {
+                    val trust = PinnedTrustManager(pin)
+                    val ctx = SSLContext.getInstance("TLS")
+                    ctx.init(null, arrayOf(trust), SecureRandom())
+                    // The host name goes into SNI (the platform leaves it out for an IP literal).
+                    val ssl = ctx.socketFactory.createSocket(raw, target.host, target.port, true) as SSLSocket
+                    socket = ssl
+                    ssl.enabledProtocols = arrayOf("TLSv1.3")
+                    ssl.startHandshake()
+                    if (!PinnedHostnameVerifier(pin).verify(target.host, ssl.session)) {
+                        throw SSLPeerUnverifiedException("server key does not match the pairing link's pin")
+                    }
+                    ssl
+                } else {
+                    raw
+                }
+            if (cancelled) throw IOException("cancelled")
+            val input = BufferedInputStream(s.getInputStream(), READ_BUFFER)
+            val key = ByteArray(16).also { SecureRandom().nextBytes(it) }.let { Base64.getEncoder().encodeToString(it) }
+            val out = s.getOutputStream()
+            out.write(target.upgradeRequest(key).toByteArray(Charsets.US_ASCII))
+            out.flush()
+            UpgradeResponse.read(input).check(key)
+            s.soTimeout = 0 // a quiet tunnel is normal: the agent's liveness rule decides
+            return s to input
+        }
+
+        /** Connects to the first address of the host that answers. */
+        private fun dial(): Socket {
+            var last: IOException? = null
+            for (addr in InetAddress.getAllByName(target.host)) {
+                if (cancelled) throw IOException("cancelled")
+                val s = socketFactory.createSocket()
+                socket = s
+                try {
+                    s.connect(InetSocketAddress(addr, target.port), connectTimeoutMillis)
+                    return s
+                } catch (e: IOException) {
+                    closeQuietly(s)
+                    last = e
+                }
+            }
+            throw last ?: UnknownHostException(target.host)
+        }
+    }
+
+    /** Frames into one buffer, handed to the socket when full and at the end of a batch. */
+    private class FrameWriter(private val out: OutputStream) {
+        private val buf = ByteArray(WRITE_BUFFER)
+        private var used = 0
+        private val keys = MaskKeys()
+
+        fun frame(op: Int, payload: ByteArray) {
+            val key = keys.next()
+            if (used + WsFraming.MAX_CLIENT_HEADER > buf.size) flush()
+            used += WsFraming.writeClientHeader(buf, used, op, payload.size, key)
+            var off = 0
+            while (off < payload.size) {
+                if (used == buf.size) flush()
+                val n = minOf(payload.size - off, buf.size - used)
+                WsFraming.maskCopy(payload, off, buf, used, n, key, off and 3)
+                used += n
+                off += n
+            }
+        }
+
+        fun flush() {
+            if (used > 0) out.write(buf, 0, used)
+            used = 0
+            out.flush()
+        }
+    }
+
+    /**
+     * Mask keys: xorshift seeded from the platform's SecureRandom. Inside TLS a key protects
+     * nothing; RFC 6455 still asks for one an observer cannot predict, and a SecureRandom call per
+     * frame would cost more than the masking.
+     */
+    private class MaskKeys {
+        private var x: Long = SecureRandom().nextLong() or 1L
+
+        fun next(): Int {
+            x = x xor (x shl 13)
+            x = x xor (x ushr 7)
+            x = x xor (x shl 17)
+            return x.toInt()
+        }
+    }
+
+    companion object {
+        private const val READ_BUFFER = 64 * 1024
+        private const val WRITE_BUFFER = 128 * 1024
+        private const val MAX_BATCH_FRAMES = 256
+
+        /** How long a closing side waits for the other's close frame before hanging up. */
+        private const val CLOSE_LINGER_MILLIS = 5_000L
+
+        private fun closePayload(code: Int, reason: String): ByteArray {
+            val r = reason.toByteArray(Charsets.UTF_8).let { if (it.size > 123) it.copyOf(123) else it }
+            return byteArrayOf((code ushr 8).toByte(), code.toByte()) + r
+        }
+
+        private fun closeQuietly(s: Socket?) {
+            try {
+                s?.close()
+            } catch (ignored: IOException) {
+                // already closed or failed: nothing left to release
+            }
+        }
+
+        private fun describe(e: Exception): String =
+            when (e) {
+                is EOFException -> e.message ?: "connection closed by the server"
+                else -> "${e.javaClass.simpleName}: ${e.message ?: "connection failed"}"
+            }
+    }
+}
+
+/** Where a tunnel URL points: `wss://HOST:PORT/PATH` (or `ws://` for test servers). */
+internal class TunnelUrl(val tls: Boolean, val host: String, val port: Int, private val path: String, private val hostHeader: String) {
+    /** The HTTP/1.1 upgrade request (RFC 6455 §4.1) with [key] as Sec-WebSocket-Key. */
+    fun upgradeRequest(key: String): String =
+        "GET $path HTTP/1.1\r\n" +
+            "Host: $hostHeader\r\n" +
+            "Upgrade: websocket\r\n" +
+            "Connection: Upgrade\r\n" +
+            "Sec-WebSocket-Key: $key\r\n" +
+            "Sec-WebSocket-Version: 13\r\n" +
+            "\r\n"
+
+    companion object {
+        fun parse(url: String, allowPlain: Boolean): TunnelUrl {
+            require(url.startsWith("wss://") || (allowPlain && url.startsWith("ws://"))) { "tunnel URL must be wss://: $url" }
+            val uri = URI(url)
+            val tls = uri.scheme == "wss"
+            val hostPart = uri.host ?: throw IllegalArgumentException("tunnel URL has no host: $url")
+            val host = hostPart.removePrefix("[").removeSuffix("]")
+            val port = if (uri.port >= 0) uri.port else if (tls) 443 else 80
+            val path = (uri.rawPath?.takeIf { it.isNotEmpty() } ?: "/") + (uri.rawQuery?.let { "?$it" } ?: "")
+            val defaultPort = if (tls) 443 else 80
+            return TunnelUrl(tls, host, port, path, if (port == defaultPort) hostPart else "$hostPart:$port")
+        }
+    }
+}
+
+/** The server's answer to the upgrade: status and headers (names lower-cased). */
+internal class UpgradeResponse(val status: Int, val statusLine: String, val headers: Map<String, List<String>>) {
+    /** Throws unless this is a WebSocket upgrade answering [key] (RFC 6455 §4.2.2). */
+    fun check(key: String) {
+        if (status != 101) throw ProtocolException("Expected HTTP 101 response but was '$statusLine' (HTTP $status)")
+        fun has(name: String, token: String) =
+            headers[name].orEmpty().any { v -> v.split(',').any { it.trim().equals(token, ignoreCase = true) } }
+        if (!has("upgrade", "websocket")) throw ProtocolException("upgrade answer without Upgrade: websocket")
+        if (!has("connection", "upgrade")) throw ProtocolException("upgrade answer without Connection: Upgrade")
+        val accept = headers["sec-websocket-accept"]?.singleOrNull()?.trim()
+        if (accept != WsFraming.acceptFor(key)) throw ProtocolException("upgrade answer with a wrong Sec-WebSocket-Accept: $accept")
+        if (headers.containsKey("sec-websocket-extensions")) throw ProtocolException("the server chose an extension no node asked for")
+    }
+
+    companion object {
+        /** Largest response head read. */
+        const val MAX_HEAD = 16 * 1024
+
+        /** Reads the head (up to the empty line) from [input]; the frames after it stay there. */
+        fun read(input: InputStream): UpgradeResponse {
+            val lines = ArrayList<String>()
+            val line = StringBuilder()
+            var total = 0
+            while (true) {
+                val b = input.read()
+                if (b < 0) throw EOFException("connection closed during the WebSocket upgrade")
+                if (++total > MAX_HEAD) throw ProtocolException("upgrade answer head over $MAX_HEAD bytes")
+                if (b == '\n'.code) {
+                    val l = line.toString().removeSuffix("\r")
+                    line.setLength(0)
+                    if (l.isEmpty()) break
+                    lines.add(l)
+                } else {
+                    line.append(b.toChar())
+                }
+            }
+            val statusLine = lines.firstOrNull() ?: throw ProtocolException("empty upgrade answer")
+            val parts = statusLine.split(' ', limit = 3)
+            if (parts.size < 2 || !parts[0].startsWith("HTTP/1.")) throw ProtocolException("not an HTTP answer: ${statusLine.take(80)}")
+            val status = parts[1].toIntOrNull() ?: throw ProtocolException("bad status in ${statusLine.take(80)}")
+            val headers = HashMap<String, MutableList<String>>()
+            for (l in lines.drop(1)) {
+                val colon = l.indexOf(':')
+                if (colon <= 0) throw ProtocolException("bad header line in the upgrade answer: ${l.take(80)}")
+                headers.getOrPut(l.substring(0, colon).trim().lowercase()) { ArrayList() }.add(l.substring(colon + 1).trim())
+            }
+            return UpgradeResponse(status, statusLine.substringAfter(' '), headers)
+        }
+    }
+}
