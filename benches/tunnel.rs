@@ -18,6 +18,8 @@
 //! every path and skips the memory figures: the shape to run under `perf record`.
 //! `TRAFFIX_BENCH_ONLY=memory` measures only the memory figures (per idle node, per idle stream).
 //! `TRAFFIX_BENCH_ONLY=ttfb` runs only the sequential new-connection probes (TTFB p50 / p99).
+//! `TRAFFIX_BENCH_NODE_BIN=PATH` runs the node from another build than the server (an A/B of a
+//! node-side change against the same server).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
 
 mod common;
@@ -159,8 +161,9 @@ fn start_traffix_with(env: &[(&str, &str)], owner: &str) -> Traffix {
         traffix(d, &["user", "add", owner]);
     }
     let link = traffix(d, &["pair", owner])["link"].as_str().unwrap().to_owned();
+    let node_bin = std::env::var("TRAFFIX_BENCH_NODE_BIN").unwrap_or_else(|_| BIN.to_owned());
     let node = Proc(
-        Command::new(BIN)
+        Command::new(node_bin)
             .args(["node", "--allow-private-targets", "--pair", &link, "--state"])
             .arg(d.join("node.json"))
             .env("RUST_LOG", "warn")

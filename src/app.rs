@@ -800,6 +800,7 @@ impl App {
             store: self.store.clone(),
             registry: self.registry.clone(),
             limits: cfg.limits.clone(),
+            tls: self.tls.is_some(),
             pin: crate::tls::parse_pin(&self.pin).unwrap_or_default(),
             geoip: self.geoip.clone(),
             metrics: self.metrics.clone(),

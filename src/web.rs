@@ -90,6 +90,12 @@ async fn tunnel(
     }
     let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else { return bad_upgrade("missing Sec-WebSocket-Key") };
     let accept = derive_accept_key(key.as_bytes());
+    // A node that offers it sends its frames unmasked; only inside TLS (docs/protocol.md).
+    let unmasked = svc.tls
+        && h.get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(crate::tunnel::ws::names_unmasked);
     // The tunnel's node handshake (HELLO → WELCOME) counts as a handshake of its address again;
     // refused, the connection keeps its place and closes after the 503.
     let admitted = match &conn {
@@ -110,6 +116,7 @@ async fn tunnel(
             Ok(upgraded) => {
                 let ws =
                     crate::tunnel::ws::WsConn::new(TokioIo::new(upgraded), crate::tunnel::ws::Role::Server, limits);
+                let ws = if unmasked { ws.with_unmasked_frames() } else { ws };
                 let admitted = Arc::new(Mutex::new(admitted));
                 let welcomed = admitted.clone();
                 serve_node(svc, ws, peer, move || {
@@ -130,6 +137,9 @@ async fn tunnel(
     hd.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(v) = HeaderValue::from_str(&accept) {
         hd.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if unmasked {
+        hd.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(crate::tunnel::ws::UNMASKED));
     }
     resp
 }

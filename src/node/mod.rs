@@ -266,17 +266,38 @@ async fn session(
 /// The WebSocket upgrade on an established (TLS or plain) connection, under the handshake timeout.
 /// tungstenite does the HTTP upgrade only; frames are then read and written on the stream
 /// directly ([`ws::WsConn`]). Nothing is left in tungstenite's buffer: the server sends no frame
-/// before the node's HELLO.
+/// before the node's HELLO. Over TLS the node offers to send its frames unmasked
+/// ([`ws::UNMASKED`]) and stops masking when the server accepts.
 async fn upgrade<S>(opts: &NodeOptions, url: String, io: S) -> Result<ws::WsConn<S>, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let upgrade = tokio_tungstenite::client_async_with_config(url, io, Some(ws::ws_config(&opts.limits)));
-    let (wsock, _) = tokio::time::timeout(opts.limits.handshake_timeout(), upgrade)
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderValue, header::SEC_WEBSOCKET_EXTENSIONS};
+    let tls = url.starts_with("wss://");
+    let mut request = url.into_client_request().map_err(|e| format!("bad tunnel URL: {e}"))?;
+    if tls {
+        request.headers_mut().insert(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(ws::UNMASKED));
+    }
+    let upgrade = tokio_tungstenite::client_async_with_config(request, io, Some(ws::ws_config(&opts.limits)));
+    let (wsock, response) = tokio::time::timeout(opts.limits.handshake_timeout(), upgrade)
         .await
         .map_err(|_| "WebSocket upgrade timed out".to_string())?
         .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
-    Ok(ws::WsConn::new(wsock.into_inner(), ws::Role::Client, ws::ws_limits(&opts.limits)))
+    let chosen: Vec<&str> =
+        response.headers().get_all(SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok()).collect();
+    let unmasked = tls && chosen.iter().any(|v| ws::names_unmasked(v));
+    // RFC 6455 §4.1: an extension the node did not offer fails the connection.
+    if chosen
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|e| !e.trim().is_empty())
+        .any(|e| !(tls && ws::names_unmasked(e)))
+    {
+        return Err(format!("the server chose a WebSocket extension the node did not offer: {}", chosen.join(", ")));
+    }
+    let conn = ws::WsConn::new(wsock.into_inner(), ws::Role::Client, ws::ws_limits(&opts.limits));
+    Ok(if unmasked { conn.with_unmasked_frames() } else { conn })
 }
 
 /// Runs the handshake and the serving loop on an upgraded WebSocket (TLS or, in development,

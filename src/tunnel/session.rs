@@ -27,6 +27,9 @@ pub struct TunnelService {
     pub store: Arc<Store>,
     pub registry: Arc<Registry>,
     pub limits: Limits,
+    /// The web listener runs TLS: only then may a node's frames go unmasked (docs/protocol.md
+    /// "Unmasked frames"); `false` with `--insecure-http`.
+    pub tls: bool,
     /// The raw pin of the web certificate (bound into every device signature).
     pub pin: [u8; 32],
     /// Countries of nodes' addresses (the databases in use when a node connects).

@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::mux::{Out, OutQueue};
 use super::protocol::{Frame, ProtocolError};
-pub use super::wsframe::Role;
 use super::wsframe::{self, Decoder, MAX_HEADER_LEN, Msg, WsError};
+pub use super::wsframe::{Role, UNMASKED, names_unmasked};
 use crate::config::Limits;
 
 // Config validation keeps `limits.ws_max_frame` at or above its own minimum, which must fit the
@@ -238,6 +238,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     /// a peer that does not read is given up on after [`HANDSHAKE_SEND_TIMEOUT`].
     pub async fn close(&mut self) {
         let _ = tokio::time::timeout(HANDSHAKE_SEND_TIMEOUT, self.write.close(&mut self.io)).await;
+    }
+
+    /// Frames from the node go unmasked ([`UNMASKED`] was negotiated): a node stops masking
+    /// what it writes, a server accepts unmasked frames.
+    pub fn with_unmasked_frames(mut self) -> WsConn<S> {
+        self.read.dec.accept_unmasked();
+        self.write.mask = None;
+        self
     }
 
     /// The reading and writing halves, for the session's reader and writer tasks.

@@ -3,11 +3,22 @@
 //! the header encoder. No I/O here, so the fuzz target drives exactly what the network does.
 //!
 //! The tunnel needs only part of RFC 6455: binary messages, ping/pong and close. A text message
-//! is reported (the tunnel refuses it); extensions are never negotiated, so a set RSV bit is an
+//! is reported (the tunnel refuses it); no extension uses the RSV bits, so a set one is an
 //! error, as is an unknown opcode, a fragmented or oversized control frame, a frame from a
-//! client that is not masked, or one from a server that is.
+//! client that is not masked (unless it negotiated [`UNMASKED`]), or one from a server that is.
 
 use bytes::{Buf, Bytes, BytesMut};
+
+/// The WebSocket extension by which a node sends its frames unmasked inside TLS
+/// (docs/protocol.md "Unmasked frames"): offered in the node's `Sec-WebSocket-Extensions`,
+/// accepted by the server's echoing it. It has no parameters and uses no RSV bit.
+pub const UNMASKED: &str = "x-traffix-unmasked";
+
+/// Whether a `Sec-WebSocket-Extensions` value (a comma-separated list of extensions, each with
+/// optional `;`-separated parameters) names [`UNMASKED`] without parameters.
+pub fn names_unmasked(value: &str) -> bool {
+    value.split(',').any(|ext| ext.trim().eq_ignore_ascii_case(UNMASKED))
+}
 
 /// Which end of the WebSocket this is: the side that reads masked frames (server) or unmasked
 /// ones (client), and the opposite when writing.
@@ -177,6 +188,8 @@ pub struct Decoder {
     role: Role,
     max_frame: usize,
     max_message: usize,
+    /// A server that negotiated [`UNMASKED`]: a node's frames may come unmasked.
+    unmasked_ok: bool,
     /// A binary message whose later fragments are still to come.
     partial: Option<BytesMut>,
     /// Bytes the frame at the front of the buffer needs in all (header and payload), once known.
@@ -185,7 +198,13 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(role: Role, max_frame: usize, max_message: usize) -> Decoder {
-        Decoder { role, max_frame, max_message: max_message.max(max_frame), partial: None, need: 0 }
+        Decoder { role, max_frame, max_message: max_message.max(max_frame), unmasked_ok: false, partial: None, need: 0 }
+    }
+
+    /// On a server that accepted [`UNMASKED`]: the node's frames may come unmasked (masked ones
+    /// are still read).
+    pub fn accept_unmasked(&mut self) {
+        self.unmasked_ok = true;
     }
 
     /// How many bytes the buffer must hold for the next frame to be decoded (at least the
@@ -204,7 +223,7 @@ impl Decoder {
                 return Ok(None);
             };
             match (self.role, h.mask.is_some()) {
-                (Role::Server, false) => return Err(WsError::Unmasked),
+                (Role::Server, false) if !self.unmasked_ok => return Err(WsError::Unmasked),
                 (Role::Client, true) => return Err(WsError::Masked),
                 _ => {}
             }
@@ -434,6 +453,47 @@ mod tests {
             let mut buf = BytesMut::from(&wire[..cut]);
             assert_eq!(d.decode(&mut buf), Ok(None), "cut {cut}");
             assert_eq!(buf.len(), cut, "nothing consumed before the frame is whole");
+        }
+    }
+
+    /// tests/vectors/websocket.json (shared with the Kotlin node): which extension offers name
+    /// `x-traffix-unmasked`, and the node's frames with and without masking. Our encoder writes
+    /// each; a server decoder reads a masked one always and an unmasked one only after the
+    /// extension was accepted.
+    #[test]
+    fn the_shared_websocket_vectors_hold() {
+        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/websocket.json"));
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(v["extension"], UNMASKED);
+        for o in v["offers"].as_array().unwrap() {
+            let value = o["value"].as_str().unwrap();
+            assert_eq!(names_unmasked(value), o["names_unmasked"].as_bool().unwrap(), "{value:?}");
+        }
+        let frames = v["node_frames"].as_array().unwrap();
+        assert!(frames.len() >= 6);
+        for f in frames {
+            let name = f["name"].as_str().unwrap();
+            let op = f["op"].as_u64().unwrap() as u8;
+            let payload = hex::decode(f["payload"].as_str().unwrap()).unwrap();
+            let wire = hex::decode(f["hex"].as_str().unwrap()).unwrap();
+            let key = f["key"].as_str().map(|k| <[u8; 4]>::try_from(hex::decode(k).unwrap()).unwrap());
+            let mut h = [0u8; MAX_HEADER_LEN];
+            let n = encode_header(&mut h, op, payload.len(), key);
+            let mut body = BytesMut::from(&payload[..]);
+            if let Some(k) = key {
+                apply_mask(&mut body, k);
+            }
+            assert_eq!([&h[..n], &body[..]].concat(), wire, "{name}: encoded");
+            let expect = if op == OP_TEXT { Msg::Text } else { Msg::Binary(Bytes::from(payload.clone())) };
+            let mut negotiated = Decoder::new(Role::Server, 64 * 1024, 64 * 1024);
+            negotiated.accept_unmasked();
+            assert_eq!(negotiated.decode(&mut BytesMut::from(&wire[..])), Ok(Some(expect)), "{name}: negotiated");
+            let plain = Decoder::new(Role::Server, 64 * 1024, 64 * 1024).decode(&mut BytesMut::from(&wire[..]));
+            if key.is_some() {
+                assert!(matches!(plain, Ok(Some(_))), "{name}: a masked frame is always read");
+            } else {
+                assert_eq!(plain, Err(WsError::Unmasked), "{name}: refused without the extension");
+            }
         }
     }
 }

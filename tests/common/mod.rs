@@ -691,15 +691,25 @@ pub enum WsRead {
 pub struct Ws {
     pub io: Tls,
     rbuf: Vec<u8>,
+    /// Send frames without the mask bit (docs/protocol.md "Unmasked frames").
+    pub unmasked: bool,
 }
 
 impl Ws {
     /// Upgrades on /v1/tunnel from `src` and checks the 101.
     pub fn tunnel(s: &Server, src: &str) -> Ws {
+        Ws::tunnel_offering(s, src, None).0
+    }
+
+    /// Upgrades on /v1/tunnel from `src`, offering `extensions` (a `Sec-WebSocket-Extensions`
+    /// value) when given; checks the 101 and returns its head too.
+    pub fn tunnel_offering(s: &Server, src: &str, extensions: Option<&str>) -> (Ws, String) {
         let mut io = tls_to(s, src);
-        io.write_all(
-            b"GET /v1/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        let offer = extensions.map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n")).unwrap_or_default();
+        write!(
+            io,
+            "GET /v1/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         )
         .unwrap();
         let mut head = Vec::new();
@@ -708,24 +718,29 @@ impl Ws {
             assert_eq!(io.read(&mut b).unwrap(), 1, "upgrade answer cut: {}", String::from_utf8_lossy(&head));
             head.push(b[0]);
         }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-        Ws { io, rbuf: Vec::new() }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        (Ws { io, rbuf: Vec::new(), unmasked: false }, head)
     }
 
-    /// Sends one WebSocket frame (masked with a zero key, which leaves the payload as is).
+    /// Sends one WebSocket frame (masked with a zero key, which leaves the payload as is, unless
+    /// [`Ws::unmasked`]).
     pub fn send(&mut self, opcode: u8, fin: bool, payload: &[u8]) -> std::io::Result<()> {
         let mut hdr = vec![if fin { 0x80 } else { 0 } | opcode];
         let n = payload.len();
+        let m = if self.unmasked { 0 } else { 0x80 };
         if n < 126 {
-            hdr.push(0x80 | n as u8);
+            hdr.push(m | n as u8);
         } else if n < 65536 {
-            hdr.push(0x80 | 126);
+            hdr.push(m | 126);
             hdr.extend_from_slice(&(n as u16).to_be_bytes());
         } else {
-            hdr.push(0x80 | 127);
+            hdr.push(m | 127);
             hdr.extend_from_slice(&(n as u64).to_be_bytes());
         }
-        hdr.extend_from_slice(&[0, 0, 0, 0]);
+        if !self.unmasked {
+            hdr.extend_from_slice(&[0, 0, 0, 0]);
+        }
         self.io.write_all(&hdr)?;
         self.io.write_all(payload)?;
         self.io.flush()

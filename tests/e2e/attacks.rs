@@ -405,6 +405,32 @@ fn fragmented_websocket_messages_past_the_message_limit_close_the_tunnel() {
     );
 }
 
+/// docs/protocol.md "Unmasked frames": a node that offers `x-traffix-unmasked` over TLS has it
+/// echoed and may send its HELLO unmasked (answered with a CHALLENGE), in any case and beside
+/// another extension the server ignores; a node that did not offer it, or offered it with a
+/// parameter, is cut at its first unmasked frame, as RFC 6455 says.
+#[test]
+fn a_node_sends_unmasked_frames_only_after_offering_the_extension() {
+    let s = small_server(&[]);
+    for offer in ["x-traffix-unmasked", "permessage-deflate; client_max_window_bits, X-Traffix-Unmasked"] {
+        let (mut ws, head) = Ws::tunnel_offering(&s, "127.0.0.1", Some(offer));
+        assert!(head.to_ascii_lowercase().contains("sec-websocket-extensions: x-traffix-unmasked\r\n"), "{head}");
+        ws.unmasked = true;
+        ws.send(2, true, &hello_bytes()).unwrap();
+        assert!(matches!(ws.next_frame(), Some(Frame::Challenge(_))), "an unmasked HELLO is read after {offer:?}");
+    }
+    for offer in [None, Some("x-traffix-unmasked; v=2"), Some("permessage-deflate")] {
+        let (mut ws, head) = Ws::tunnel_offering(&s, "127.0.0.1", offer);
+        assert!(!head.to_ascii_lowercase().contains("sec-websocket-extensions"), "{offer:?}: {head}");
+        ws.unmasked = true;
+        ws.send(2, true, &hello_bytes()).unwrap();
+        assert!(ws.until_closed().iter().all(|f| !matches!(f, Frame::Challenge(_))), "{offer:?}");
+    }
+    wait_for("the log names the unmasked frames", || {
+        (s.log().matches("a client frame must be masked").count() == 3).then_some(())
+    });
+}
+
 /// Collects the frames until the server closes; asserts it sent ERROR `code`.
 fn closed_with(ws: &mut Ws, code: ErrorCode) -> String {
     let frames = ws.until_closed();

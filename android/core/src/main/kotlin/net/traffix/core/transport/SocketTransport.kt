@@ -54,6 +54,11 @@ class SocketTransport(
     private val maxQueuedBytes: Long = 16L * 1024 * 1024,
     /** Largest message accepted from the server (a tunnel frame is at most 64 KiB + 6 bytes). */
     private val maxMessageBytes: Int = 1 shl 20,
+    /**
+     * Over TLS, offer to send frames unmasked ([WsFraming.UNMASKED]); masking is kept when the
+     * server does not accept. Off only to measure masking (docs/benchmarks.md).
+     */
+    private val offerUnmasked: Boolean = true,
 ) : TunnelTransport {
     override fun open(url: String, pin: Bytes, listener: TunnelListener): TunnelSocket {
         val target = TunnelUrl.parse(url, allowPlainWs)
@@ -133,8 +138,9 @@ class SocketTransport(
         fun runReader() {
             val why =
                 try {
-                    val (s, input) = connect()
-                    Thread({ runWriter(s) }, "traffix-tunnel-writer").apply { isDaemon = true }.start()
+                    val s = connect()
+                    val input = s.second
+                    Thread({ runWriter(s.first, s.third) }, "traffix-tunnel-writer").apply { isDaemon = true }.start()
                     listener.onOpen(this)
                     readFrames(WsFrameReader(input, maxMessageBytes))
                 } catch (e: Exception) {
@@ -174,9 +180,9 @@ class SocketTransport(
             writerDone.await(CLOSE_LINGER_MILLIS, TimeUnit.MILLISECONDS)
         }
 
-        private fun runWriter(s: Socket) {
+        private fun runWriter(s: Socket, unmasked: Boolean) {
             val out = s.getOutputStream()
-            val w = FrameWriter(out)
+            val w = FrameWriter(out, unmasked)
             try {
                 while (true) {
                     val batch = ArrayList<Out>()
@@ -218,8 +224,11 @@ class SocketTransport(
             }
         }
 
-        /** TCP, TLS with the pin, the upgrade: the socket and its buffered input, ready for frames. */
-        private fun connect(): Pair<Socket, InputStream> {
+        /**
+         * TCP, TLS with the pin, the upgrade: the socket, its buffered input (ready for frames),
+         * and whether the server accepted unmasked frames.
+         */
+        private fun connect(): Triple<Socket, InputStream, Boolean> {
             val raw = dial()
             raw.tcpNoDelay = true
             raw.soTimeout = connectTimeoutMillis
@@ -244,11 +253,12 @@ class SocketTransport(
             val input = BufferedInputStream(s.getInputStream(), READ_BUFFER)
             val key = ByteArray(16).also { SecureRandom().nextBytes(it) }.let { Base64.getEncoder().encodeToString(it) }
             val out = s.getOutputStream()
-            out.write(target.upgradeRequest(key).toByteArray(Charsets.US_ASCII))
+            val offer = offerUnmasked && target.tls
+            out.write(target.upgradeRequest(key, if (offer) WsFraming.UNMASKED else null).toByteArray(Charsets.US_ASCII))
             out.flush()
-            UpgradeResponse.read(input).check(key)
+            val unmasked = UpgradeResponse.read(input).check(key, offer)
             s.soTimeout = 0 // a quiet tunnel is normal: the agent's liveness rule decides
-            return s to input
+            return Triple(s, input, unmasked)
         }
 
         /** Connects to the first address of the host that answers. */
@@ -270,15 +280,36 @@ class SocketTransport(
         }
     }
 
-    /** Frames into one buffer, handed to the socket when full and at the end of a batch. */
-    private class FrameWriter(private val out: OutputStream) {
+    /**
+     * Frames into one buffer, handed to the socket when full and at the end of a batch. Unmasked
+     * (after [WsFraming.UNMASKED]), a large payload goes to the socket from the message itself.
+     */
+    private class FrameWriter(private val out: OutputStream, private val unmasked: Boolean) {
         private val buf = ByteArray(WRITE_BUFFER)
         private var used = 0
         private val keys = MaskKeys()
 
         fun frame(op: Int, payload: ByteArray) {
-            val key = keys.next()
             if (used + WsFraming.MAX_CLIENT_HEADER > buf.size) flush()
+            if (unmasked) {
+                used += WsFraming.writeClientHeader(buf, used, op, payload.size, null)
+                if (payload.size >= DIRECT_WRITE) {
+                    out.write(buf, 0, used)
+                    used = 0
+                    out.write(payload)
+                    return
+                }
+                var off = 0
+                while (off < payload.size) {
+                    if (used == buf.size) flush()
+                    val n = minOf(payload.size - off, buf.size - used)
+                    System.arraycopy(payload, off, buf, used, n)
+                    used += n
+                    off += n
+                }
+                return
+            }
+            val key = keys.next()
             used += WsFraming.writeClientHeader(buf, used, op, payload.size, key)
             var off = 0
             while (off < payload.size) {
@@ -318,6 +349,9 @@ class SocketTransport(
         private const val WRITE_BUFFER = 128 * 1024
         private const val MAX_BATCH_FRAMES = 256
 
+        /** An unmasked payload at least this long is written from the message, not copied. */
+        private const val DIRECT_WRITE = 16 * 1024
+
         /** How long a closing side waits for the other's close frame before hanging up. */
         private const val CLOSE_LINGER_MILLIS = 5_000L
 
@@ -344,14 +378,18 @@ class SocketTransport(
 
 /** Where a tunnel URL points: `wss://HOST:PORT/PATH` (or `ws://` for test servers). */
 internal class TunnelUrl(val tls: Boolean, val host: String, val port: Int, private val path: String, private val hostHeader: String) {
-    /** The HTTP/1.1 upgrade request (RFC 6455 §4.1) with [key] as Sec-WebSocket-Key. */
-    fun upgradeRequest(key: String): String =
+    /**
+     * The HTTP/1.1 upgrade request (RFC 6455 §4.1) with [key] as Sec-WebSocket-Key, offering
+     * [extension] when given.
+     */
+    fun upgradeRequest(key: String, extension: String? = null): String =
         "GET $path HTTP/1.1\r\n" +
             "Host: $hostHeader\r\n" +
             "Upgrade: websocket\r\n" +
             "Connection: Upgrade\r\n" +
             "Sec-WebSocket-Key: $key\r\n" +
             "Sec-WebSocket-Version: 13\r\n" +
+            (if (extension != null) "Sec-WebSocket-Extensions: $extension\r\n" else "") +
             "\r\n"
 
     companion object {
@@ -371,8 +409,11 @@ internal class TunnelUrl(val tls: Boolean, val host: String, val port: Int, priv
 
 /** The server's answer to the upgrade: status and headers (names lower-cased). */
 internal class UpgradeResponse(val status: Int, val statusLine: String, val headers: Map<String, List<String>>) {
-    /** Throws unless this is a WebSocket upgrade answering [key] (RFC 6455 §4.2.2). */
-    fun check(key: String) {
+    /**
+     * Throws unless this is a WebSocket upgrade answering [key] (RFC 6455 §4.2.2); returns whether
+     * the server accepted [WsFraming.UNMASKED], which may only be chosen when [offeredUnmasked].
+     */
+    fun check(key: String, offeredUnmasked: Boolean): Boolean {
         if (status != 101) throw ProtocolException("Expected HTTP 101 response but was '$statusLine' (HTTP $status)")
         fun has(name: String, token: String) =
             headers[name].orEmpty().any { v -> v.split(',').any { it.trim().equals(token, ignoreCase = true) } }
@@ -380,7 +421,11 @@ internal class UpgradeResponse(val status: Int, val statusLine: String, val head
         if (!has("connection", "upgrade")) throw ProtocolException("upgrade answer without Connection: Upgrade")
         val accept = headers["sec-websocket-accept"]?.singleOrNull()?.trim()
         if (accept != WsFraming.acceptFor(key)) throw ProtocolException("upgrade answer with a wrong Sec-WebSocket-Accept: $accept")
-        if (headers.containsKey("sec-websocket-extensions")) throw ProtocolException("the server chose an extension no node asked for")
+        val chosen = headers["sec-websocket-extensions"].orEmpty().flatMap { it.split(',') }.filter { it.isNotBlank() }
+        if (chosen.any { !(offeredUnmasked && WsFraming.namesUnmasked(it)) }) {
+            throw ProtocolException("the server chose a WebSocket extension the node did not offer: ${chosen.joinToString(",")}")
+        }
+        return chosen.isNotEmpty()
     }
 
     companion object {

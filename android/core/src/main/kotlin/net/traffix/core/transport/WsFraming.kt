@@ -9,10 +9,11 @@ import java.security.MessageDigest
 import java.util.Base64
 
 /*
- * RFC 6455 framing for the node's side of the tunnel (a WebSocket client): masked frames out,
- * unmasked frames in. [SocketTransport] drives it on a TLS socket. Masking is done eight bytes at
- * a time while the payload is copied into the write buffer, so it costs one pass over bytes the
- * writer copies anyway (OkHttp masks a byte at a time: docs/benchmarks.md "Android core").
+ * RFC 6455 framing for the node's side of the tunnel (a WebSocket client): masked frames out
+ * (unmasked once the server accepted [WsFraming.UNMASKED]), unmasked frames in. [SocketTransport]
+ * drives it on a TLS socket. Masking is done eight bytes at a time while the payload is copied
+ * into the write buffer, so it costs one pass over bytes the writer copies anyway (OkHttp masks a
+ * byte at a time: docs/benchmarks.md "Android core").
  */
 
 /** A violation of RFC 6455 by the server, or a frame past our limits. */
@@ -43,27 +44,37 @@ object WsFraming {
     private const val ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
     /**
-     * Writes the header of one final, masked frame of [op] with a payload of [length] bytes and
-     * mask [key] at [off] of [out] (which has [MAX_CLIENT_HEADER] bytes of room); returns its
-     * length.
+     * The extension by which a node sends its frames unmasked inside TLS (docs/protocol.md
+     * "Unmasked frames"): offered in Sec-WebSocket-Extensions, accepted by the server's echo.
      */
-    fun writeClientHeader(out: ByteArray, off: Int, op: Int, length: Int, key: Int): Int {
+    const val UNMASKED = "x-traffix-unmasked"
+
+    /** Whether a Sec-WebSocket-Extensions value names [UNMASKED] (without parameters). */
+    fun namesUnmasked(value: String): Boolean = value.split(',').any { it.trim().equals(UNMASKED, ignoreCase = true) }
+
+    /**
+     * Writes the header of one final frame of [op] with a payload of [length] bytes at [off] of
+     * [out] (which has [MAX_CLIENT_HEADER] bytes of room), masked with [key], or unmasked when it
+     * is null (after [UNMASKED]); returns its length.
+     */
+    fun writeClientHeader(out: ByteArray, off: Int, op: Int, length: Int, key: Int?): Int {
         require(length >= 0)
+        val m = if (key != null) 0x80 else 0
         out[off] = (0x80 or op).toByte()
         var p = off + 1
         when {
-            length <= 125 -> out[p++] = (0x80 or length).toByte()
+            length <= 125 -> out[p++] = (m or length).toByte()
             length <= 0xFFFF -> {
-                out[p++] = (0x80 or 126).toByte()
+                out[p++] = (m or 126).toByte()
                 out[p++] = (length ushr 8).toByte()
                 out[p++] = length.toByte()
             }
             else -> {
-                out[p++] = (0x80 or 127).toByte()
+                out[p++] = (m or 127).toByte()
                 for (shift in 56 downTo 0 step 8) out[p++] = (length.toLong() ushr shift).toByte()
             }
         }
-        for (shift in 24 downTo 0 step 8) out[p++] = (key ushr shift).toByte()
+        if (key != null) for (shift in 24 downTo 0 step 8) out[p++] = (key ushr shift).toByte()
         return p - off
     }
 

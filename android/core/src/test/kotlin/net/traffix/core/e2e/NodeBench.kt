@@ -19,8 +19,9 @@ import net.traffix.core.transport.TunnelTransport
 /*
  * The Kotlin node's data path, measured (android/scripts/bench-core.sh runs it; results in
  * docs/benchmarks.md). One `traffix serve` (TLS on, billing on), two nodes of the same owner —
- * the Rust `traffix node` and the Kotlin core's Agent on the JVM, once over its own WebSocket
- * framing (SocketTransport, the app's) and once over OkHttp's — and curl as the client, each
+ * the Rust `traffix node` and the Kotlin core's Agent on the JVM three times: over its own
+ * WebSocket framing (SocketTransport, the app's) with unmasked frames negotiated and with masking
+ * kept, and over OkHttp's — and curl as the client, each
  * workload run in the same process run against direct TCP, then through each node (pinned with
  * the username option `-node-VIP`). Every figure is printed with its ratio to direct TCP.
  *
@@ -42,9 +43,11 @@ fun main(args: Array<String>) {
             val password = server.addUser("alice", credit = "1000")
             val rust = server.startRustNode(server.pairLink("bob"))
             val kotlin = startKotlinNode(server, SocketTransport())
+            val masked = startKotlinNode(server, SocketTransport(offerUnmasked = false))
             val okhttp = startKotlinNode(server, OkHttpTransport())
-            ServerE2ETest.waitFor("all three nodes online", 60) { server.onlineDevices() == 3 && kotlin.status.vip != null && okhttp.status.vip != null }
-            val rustVip = server.vipOtherThan(kotlin.status.vip!!, okhttp.status.vip!!)
+            val kotlins = listOf(kotlin, masked, okhttp)
+            ServerE2ETest.waitFor("all four nodes online", 60) { server.onlineDevices() == 4 && kotlins.all { it.status.vip != null } }
+            val rustVip = server.vipOtherThan(*kotlins.map { it.status.vip!! }.toTypedArray())
             val upload = Files.createTempFile("traffix-bench", ".bin").toFile()
             upload.outputStream().use { out ->
                 val chunk = Origin.payload(1 shl 20, 1)
@@ -60,7 +63,8 @@ fun main(args: Array<String>) {
                     listOf(
                         "direct TCP" to emptyList(),
                         "traffix, Rust node" to listOf("-x", "socks5h://alice-node-$rustVip:$password@${server.socks}"),
-                        "traffix, Kotlin node (JVM), own framing" to listOf("-x", "socks5h://alice-node-${kotlin.status.vip}:$password@${server.socks}"),
+                        "traffix, Kotlin node (JVM), own framing, unmasked" to listOf("-x", "socks5h://alice-node-${kotlin.status.vip}:$password@${server.socks}"),
+                        "traffix, Kotlin node (JVM), own framing, masked" to listOf("-x", "socks5h://alice-node-${masked.status.vip}:$password@${server.socks}"),
                         "traffix, Kotlin node (JVM), OkHttp" to listOf("-x", "socks5h://alice-node-${okhttp.status.vip}:$password@${server.socks}"),
                     )
                 println("limits: " + BENCH_LIMITS.entries.joinToString(" ") { "${it.key.removePrefix("TRAFFIX_LIMITS__").lowercase()}=${it.value}" })
@@ -81,8 +85,7 @@ fun main(args: Array<String>) {
                 }
             } finally {
                 upload.delete()
-                kotlin.close()
-                okhttp.close()
+                kotlins.forEach { it.close() }
                 rust.destroy()
                 rust.waitFor(10, TimeUnit.SECONDS)
             }

@@ -226,7 +226,7 @@ class SocketTransportTest {
                 { p: Peer, r: List<String> -> p.write("HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${WsFraming.acceptFor(keyOf(r))}\r\n\r\n") } to "Upgrade: websocket",
                 { p: Peer, r: List<String> ->
                     p.write("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${WsFraming.acceptFor(keyOf(r))}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
-                } to "extension",
+                } to "did not offer",
                 { p: Peer, _: List<String> -> p.write("SSH-2.0-OpenSSH_9.2\r\n\r\n") } to "not an HTTP answer",
                 { p: Peer, _: List<String> -> p.write("HTTP/1.1 101 OK\r\nX: " + "a".repeat(20_000) + "\r\n\r\n") } to "over 16384 bytes",
                 { p: Peer, _: List<String> -> p.write("HTTP/1.1 101 OK\r\nUpgr") } to "connection closed during the WebSocket upgrade",

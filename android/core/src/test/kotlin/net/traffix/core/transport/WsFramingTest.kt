@@ -3,9 +3,12 @@ package net.traffix.core.transport
 import java.io.ByteArrayInputStream
 import java.io.EOFException
 import java.util.Random
+import net.traffix.core.testing.Case
+import net.traffix.core.testing.Vectors
 import net.traffix.core.util.Hex
 import org.junit.Assert.assertArrayEquals
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertFalse
 import org.junit.Assert.assertThrows
 import org.junit.Assert.assertTrue
 import org.junit.Test
@@ -136,5 +139,50 @@ class WsFramingTest {
     fun theAcceptKeyIsTheRfcsExample() {
         // RFC 6455 §1.3.
         assertEquals("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", WsFraming.acceptFor("dGhlIHNhbXBsZSBub25jZQ=="))
+    }
+
+    /**
+     * tests/vectors/websocket.json (shared with the Rust server): which Sec-WebSocket-Extensions
+     * values name the unmasked-frames extension, and the node's frames with and without masking
+     * as the writer produces them.
+     */
+    @Test
+    fun theSharedWebSocketVectorsHold() {
+        val v = Vectors.load("websocket.json")
+        assertEquals(WsFraming.UNMASKED, v["extension"])
+        for (o in Case.listOf(v, "offers")) {
+            assertEquals(o.str("value"), o.bool("names_unmasked"), WsFraming.namesUnmasked(o.str("value")))
+        }
+        val frames = Case.listOf(v, "node_frames")
+        assertTrue(frames.size >= 6)
+        for (f in frames) {
+            val payload = Hex.decode(f.str("payload"))
+            val key = f.optStr("key")?.let { java.lang.Long.parseLong(it, 16).toInt() }
+            val out = ByteArray(WsFraming.MAX_CLIENT_HEADER + payload.size)
+            val h = WsFraming.writeClientHeader(out, 0, f.int("op"), payload.size, key)
+            if (key != null) WsFraming.maskCopy(payload, 0, out, h, payload.size, key, 0) else System.arraycopy(payload, 0, out, h, payload.size)
+            assertEquals(f.name, f.str("hex"), Hex.encode(out.copyOf(h + payload.size)))
+        }
+    }
+
+    @Test
+    fun theUpgradeAnswerMayChooseOnlyTheOfferedExtension() {
+        fun answer(ext: String?) =
+            UpgradeResponse(
+                101,
+                "101 Switching Protocols",
+                mapOf(
+                    "upgrade" to listOf("websocket"),
+                    "connection" to listOf("Upgrade"),
+                    "sec-websocket-accept" to listOf(WsFraming.acceptFor("k")),
+                ) + (ext?.let { mapOf("sec-websocket-extensions" to listOf(it)) } ?: emptyMap()),
+            )
+        assertTrue("offered and echoed", answer("x-traffix-unmasked").check("k", offeredUnmasked = true))
+        assertFalse("offered, not echoed: the node keeps masking", answer(null).check("k", offeredUnmasked = true))
+        assertFalse(answer(null).check("k", offeredUnmasked = false))
+        for ((ext, offered) in listOf("x-traffix-unmasked" to false, "permessage-deflate" to true, "x-traffix-unmasked, permessage-deflate" to true)) {
+            val e = assertThrows(java.net.ProtocolException::class.java) { answer(ext).check("k", offered) }
+            assertTrue(e.message!!, e.message!!.contains("did not offer"))
+        }
     }
 }
