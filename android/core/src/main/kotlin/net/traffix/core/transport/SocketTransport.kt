@@ -9,7 +9,6 @@ import java.net.InetAddress
 import java.net.InetSocketAddress
 import java.net.ProtocolException
 import java.net.Socket
-import java.net.URI
 import java.net.UnknownHostException
 import java.security.SecureRandom
 import java.util.ArrayDeque
@@ -17,6 +16,8 @@ import java.util.Base64
 import java.util.concurrent.CountDownLatch
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.atomic.AtomicBoolean
+import java.util.concurrent.locks.ReentrantLock
+import kotlin.concurrent.withLock
 import javax.net.SocketFactory
 import javax.net.ssl.SSLContext
 import javax.net.ssl.SSLPeerUnverifiedException
@@ -41,7 +42,8 @@ import net.traffix.core.util.Bytes
  * server's pings, should an older server send them, are answered.
  *
  * A write to a server that stopped reading blocks the writer (JDK sockets have no write timeout);
- * the agent's liveness rule then cancels the socket, which ends the write.
+ * the agent's liveness rule then cancels the socket, which closes the TCP socket under TLS and so
+ * ends the write. A close that cannot be written ends the tunnel after [CLOSE_LINGER_MILLIS].
  */
 class SocketTransport(
     /** Bounds the TCP connect, the TLS handshake and the HTTP upgrade, each. */
@@ -81,7 +83,8 @@ class SocketTransport(
         private val pin: Bytes,
         private val listener: TunnelListener,
     ) : TunnelSocket {
-        private val lock = Object()
+        private val lock = ReentrantLock()
+        private val changed = lock.newCondition()
         private val queue = ArrayDeque<Out>()
         private var queuedBytes = 0L
 
@@ -96,7 +99,12 @@ class SocketTransport(
         private val writerDone = CountDownLatch(1)
         private val ended = AtomicBoolean(false)
 
-        @Volatile private var socket: Socket? = null
+        /**
+         * The TCP socket under TLS. Closing it (not the TLS socket, whose close waits for a write
+         * in progress on the JDK) is how [cancel] and the close deadline end blocked reads and
+         * writes at once.
+         */
+        @Volatile private var raw: Socket? = null
 
         @Volatile private var cancelled = false
 
@@ -108,51 +116,72 @@ class SocketTransport(
 
         override fun cancel() {
             cancelled = true
-            synchronized(lock) {
+            lock.withLock {
                 queue.clear()
                 queuedBytes = 0
-                lock.notifyAll()
+                changed.signalAll()
             }
-            closeQuietly(socket)
+            closeQuietly(raw)
         }
 
         private fun enqueue(out: Out): Boolean {
-            synchronized(lock) {
+            lock.withLock {
                 if (closeQueued || cancelled || readerDone) return false
-                if (out is Out.Close) {
+                val close =
+                    when {
+                        out is Out.Close -> out
+                        queuedBytes + out.size <= maxQueuedBytes -> null
+                        // A server that floods pings and does not read: its pongs are dropped.
+                        out is Out.Pong -> return false
+                        // The server does not read what we send: close as OkHttp does (1001, going away).
+                        else -> Out.Close(closePayload(1001, ""))
+                    }
+                if (close != null) {
                     closeQueued = true
-                } else if (out is Out.Message && queuedBytes + out.size > maxQueuedBytes) {
-                    // The server does not read what we send: close as OkHttp does (1001, going away).
-                    closeQueued = true
-                    queue.add(Out.Close(closePayload(1001, "")))
-                    lock.notifyAll()
-                    return false
+                    startCloseDeadline()
                 }
-                queue.add(out)
-                queuedBytes += out.size
-                lock.notifyAll()
-                return true
+                val queued = close ?: out
+                queue.add(queued)
+                queuedBytes += queued.size
+                changed.signalAll()
+                return queued === out
             }
         }
 
+        /**
+         * A close must end the tunnel even when the writer cannot get the close frame out (a
+         * server that stopped reading): after [CLOSE_LINGER_MILLIS] the TCP socket is closed.
+         */
+        private fun startCloseDeadline() {
+            Thread({
+                if (!readerEnded.await(CLOSE_LINGER_MILLIS, TimeUnit.MILLISECONDS)) closeQuietly(raw)
+            }, "traffix-tunnel-close").apply { isDaemon = true }.start()
+        }
+
         fun runReader() {
-            val why =
-                try {
-                    val s = connect()
-                    val input = s.second
-                    Thread({ runWriter(s.first, s.third) }, "traffix-tunnel-writer").apply { isDaemon = true }.start()
-                    listener.onOpen(this)
-                    readFrames(WsFrameReader(input, maxMessageBytes))
-                } catch (e: Exception) {
-                    if (cancelled) "cancelled" else describe(e)
+            var why = "reader stopped"
+            try {
+                val c = connect()
+                Thread({ runWriter(c.out, c.unmasked) }, "traffix-tunnel-writer").apply { isDaemon = true }.start()
+                listener.onOpen(this)
+                why = readFrames(WsFrameReader(c.input, maxMessageBytes))
+            } catch (e: Exception) {
+                why = if (cancelled) "cancelled" else describe(e)
+            } finally {
+                lock.withLock {
+                    readerDone = true
+                    changed.signalAll()
                 }
-            synchronized(lock) {
-                readerDone = true
-                lock.notifyAll()
+                readerEnded.countDown()
+                closeQuietly(raw)
+                if (ended.compareAndSet(false, true)) {
+                    try {
+                        listener.onClosed(this, why)
+                    } catch (e: RuntimeException) {
+                        // The listener's own failure must not take the process down with it.
+                    }
+                }
             }
-            readerEnded.countDown()
-            closeQuietly(socket)
-            if (ended.compareAndSet(false, true)) listener.onClosed(this, why)
         }
 
         /** Hears messages until the server closes; returns why the tunnel ended. */
@@ -169,25 +198,20 @@ class SocketTransport(
                         val code = if (m.payload.size >= 2) ((m.payload[0].toInt() and 0xFF) shl 8) or (m.payload[1].toInt() and 0xFF) else 1005
                         val reason = if (m.payload.size > 2) String(m.payload, 2, m.payload.size - 2, Charsets.UTF_8) else ""
                         // Let the writer send our close frame before the socket goes.
-                        awaitWriter()
+                        writerDone.await(CLOSE_LINGER_MILLIS, TimeUnit.MILLISECONDS)
                         return "server closed the tunnel ($code${if (reason.isEmpty()) "" else ": $reason"})"
                     }
                 }
             }
         }
 
-        private fun awaitWriter() {
-            writerDone.await(CLOSE_LINGER_MILLIS, TimeUnit.MILLISECONDS)
-        }
-
-        private fun runWriter(s: Socket, unmasked: Boolean) {
-            val out = s.getOutputStream()
-            val w = FrameWriter(out, unmasked)
+        private fun runWriter(out: OutputStream, unmasked: Boolean) {
             try {
+                val w = FrameWriter(out, unmasked)
                 while (true) {
                     val batch = ArrayList<Out>()
-                    synchronized(lock) {
-                        while (queue.isEmpty() && !readerDone && !cancelled) lock.wait()
+                    lock.withLock {
+                        while (queue.isEmpty() && !readerDone && !cancelled) changed.await()
                         if (queue.isEmpty()) return
                         while (batch.size < MAX_BATCH_FRAMES) {
                             val o = queue.poll() ?: break
@@ -208,38 +232,32 @@ class SocketTransport(
                         if (closing) break
                     }
                     w.flush()
-                    if (closing) {
-                        // Wait for the server's close frame (the reader ends), then hang up.
-                        writerDone.countDown()
-                        if (!readerEnded.await(CLOSE_LINGER_MILLIS, TimeUnit.MILLISECONDS)) closeQuietly(s)
-                        return
-                    }
+                    if (closing) return // the reader waits for the server's close; the deadline bounds it
                 }
             } catch (e: IOException) {
-                closeQuietly(s) // the reader sees the failure and ends the tunnel
+                closeQuietly(raw) // the reader sees the failure and ends the tunnel
             } catch (e: InterruptedException) {
-                closeQuietly(s)
+                closeQuietly(raw)
             } finally {
                 writerDone.countDown()
             }
         }
 
-        /**
-         * TCP, TLS with the pin, the upgrade: the socket, its buffered input (ready for frames),
-         * and whether the server accepted unmasked frames.
-         */
-        private fun connect(): Triple<Socket, InputStream, Boolean> {
-            val raw = dial()
-            raw.tcpNoDelay = true
-            raw.soTimeout = connectTimeoutMillis
+        /** What [connect] hands to the reader and the writer. */
+        private inner class Connected(val input: InputStream, val out: OutputStream, val unmasked: Boolean)
+
+        /** TCP, TLS with the pin, the upgrade: the streams, ready for frames. */
+        private fun connect(): Connected {
+            val tcp = dial()
+            tcp.tcpNoDelay = true
+            tcp.soTimeout = connectTimeoutMillis
             val s =
                 if (target.tls) {
                     val trust = PinnedTrustManager(pin)
                     val ctx = SSLContext.getInstance("TLS")
                     ctx.init(null, arrayOf(trust), SecureRandom())
                     // The host name goes into SNI (the platform leaves it out for an IP literal).
-                    val ssl = ctx.socketFactory.createSocket(raw, target.host, target.port, true) as SSLSocket
-                    socket = ssl
+                    val ssl = ctx.socketFactory.createSocket(tcp, target.host, target.port, true) as SSLSocket
                     ssl.enabledProtocols = arrayOf("TLSv1.3")
                     ssl.startHandshake()
                     if (!PinnedHostnameVerifier(pin).verify(target.host, ssl.session)) {
@@ -247,7 +265,7 @@ class SocketTransport(
                     }
                     ssl
                 } else {
-                    raw
+                    tcp
                 }
             if (cancelled) throw IOException("cancelled")
             val input = BufferedInputStream(s.getInputStream(), READ_BUFFER)
@@ -258,16 +276,20 @@ class SocketTransport(
             out.flush()
             val unmasked = UpgradeResponse.read(input).check(key, offer)
             s.soTimeout = 0 // a quiet tunnel is normal: the agent's liveness rule decides
-            return Triple(s, input, unmasked)
+            return Connected(input, out, unmasked)
         }
 
         /** Connects to the first address of the host that answers. */
         private fun dial(): Socket {
             var last: IOException? = null
             for (addr in InetAddress.getAllByName(target.host)) {
-                if (cancelled) throw IOException("cancelled")
                 val s = socketFactory.createSocket()
-                socket = s
+                raw = s
+                // A cancel that read the previous socket must not miss this one.
+                if (cancelled) {
+                    closeQuietly(s)
+                    throw IOException("cancelled")
+                }
                 try {
                     s.connect(InetSocketAddress(addr, target.port), connectTimeoutMillis)
                     return s
@@ -280,11 +302,8 @@ class SocketTransport(
         }
     }
 
-    /**
-     * Frames into one buffer, handed to the socket when full and at the end of a batch. Unmasked
-     * (after [WsFraming.UNMASKED]), a large payload goes to the socket from the message itself.
-     */
-    private class FrameWriter(private val out: OutputStream, private val unmasked: Boolean) {
+    /** Frames into one buffer, handed to the socket when full and at the end of a batch. */
+    internal class FrameWriter(private val out: OutputStream, private val unmasked: Boolean) {
         private val buf = ByteArray(WRITE_BUFFER)
         private var used = 0
         private val keys = MaskKeys()
@@ -292,13 +311,9 @@ class SocketTransport(
         fun frame(op: Int, payload: ByteArray) {
             if (used + WsFraming.MAX_CLIENT_HEADER > buf.size) flush()
             if (unmasked) {
+                // Copied like a masked payload (without the XOR): batched frames make few, large
+                // TLS records; a header written apart from its payload would be a record of its own.
                 used += WsFraming.writeClientHeader(buf, used, op, payload.size, null)
-                if (payload.size >= DIRECT_WRITE) {
-                    out.write(buf, 0, used)
-                    used = 0
-                    out.write(payload)
-                    return
-                }
                 var off = 0
                 while (off < payload.size) {
                     if (used == buf.size) flush()
@@ -333,7 +348,7 @@ class SocketTransport(
      * nothing; RFC 6455 still asks for one an observer cannot predict, and a SecureRandom call per
      * frame would cost more than the masking.
      */
-    private class MaskKeys {
+    internal class MaskKeys {
         private var x: Long = SecureRandom().nextLong() or 1L
 
         fun next(): Int {
@@ -348,9 +363,6 @@ class SocketTransport(
         private const val READ_BUFFER = 64 * 1024
         private const val WRITE_BUFFER = 128 * 1024
         private const val MAX_BATCH_FRAMES = 256
-
-        /** An unmasked payload at least this long is written from the message, not copied. */
-        private const val DIRECT_WRITE = 16 * 1024
 
         /** How long a closing side waits for the other's close frame before hanging up. */
         private const val CLOSE_LINGER_MILLIS = 5_000L
@@ -395,13 +407,32 @@ internal class TunnelUrl(val tls: Boolean, val host: String, val port: Int, priv
     companion object {
         fun parse(url: String, allowPlain: Boolean): TunnelUrl {
             require(url.startsWith("wss://") || (allowPlain && url.startsWith("ws://"))) { "tunnel URL must be wss://: $url" }
-            val uri = URI(url)
-            val tls = uri.scheme == "wss"
-            val hostPart = uri.host ?: throw IllegalArgumentException("tunnel URL has no host: $url")
-            val host = hostPart.removePrefix("[").removeSuffix("]")
-            val port = if (uri.port >= 0) uri.port else if (tls) 443 else 80
-            val path = (uri.rawPath?.takeIf { it.isNotEmpty() } ?: "/") + (uri.rawQuery?.let { "?$it" } ?: "")
+            // It goes into the request line and Host header: no spaces or control characters.
+            require(url.none { it <= ' ' || it == '\u007f' }) { "tunnel URL with a space or control character: $url" }
+            val tls = url.startsWith("wss://")
+            val rest = url.substringAfter("://")
+            val slash = rest.indexOf('/').let { if (it < 0) rest.length else it }
+            val authority = rest.substring(0, slash)
+            val path = rest.substring(slash).ifEmpty { "/" }
             val defaultPort = if (tls) 443 else 80
+            val hostPart: String
+            val portText: String?
+            if (authority.startsWith("[")) {
+                val close = authority.indexOf(']')
+                require(close > 0) { "tunnel URL with an unclosed IPv6 literal: $url" }
+                hostPart = authority.substring(0, close + 1)
+                val after = authority.substring(close + 1)
+                require(after.isEmpty() || after.startsWith(":")) { "tunnel URL with text after its IPv6 literal: $url" }
+                portText = after.removePrefix(":").takeIf { after.isNotEmpty() }
+            } else {
+                val colon = authority.lastIndexOf(':')
+                hostPart = if (colon < 0) authority else authority.substring(0, colon)
+                portText = if (colon < 0) null else authority.substring(colon + 1)
+            }
+            val port = portText?.toIntOrNull() ?: if (portText == null) defaultPort else 0
+            require(hostPart.length > 2 || (hostPart.isNotEmpty() && !hostPart.startsWith("["))) { "tunnel URL has no host: $url" }
+            require(port in 1..65535) { "tunnel URL with a bad port: $url" }
+            val host = hostPart.removePrefix("[").removeSuffix("]")
             return TunnelUrl(tls, host, port, path, if (port == defaultPort) hostPart else "$hostPart:$port")
         }
     }

@@ -268,15 +268,17 @@ class SocketTransportTest {
 
     @Test
     fun cancelEndsATunnelStillConnectingAndOneThatIsOpen() {
-        // A server that accepts TCP and never answers the upgrade.
+        // A server that accepts TCP, reads the upgrade request and never answers it.
+        val asked = CountDownLatch(1)
         val silent = CountDownLatch(1)
         serveOne { p ->
             p.readRequest()
+            asked.countDown()
             silent.await(20, TimeUnit.SECONDS)
         }
         val events = Events()
         val socket = transport.open(url, pin, events)
-        Thread.sleep(200)
+        assertTrue(asked.await(10, TimeUnit.SECONDS))
         socket.cancel()
         assertEquals("closed: cancelled", events.awaitClosed())
         assertFalse(socket.send(byteArrayOf(1)))
@@ -293,6 +295,41 @@ class SocketTransportTest {
         assertEquals("closed: cancelled", open.awaitClosed())
     }
 
+    /**
+     * A server that stops reading: the writer blocks on a full socket. cancel() still ends the
+     * tunnel at once, and a close() whose frame can never be written ends it after the linger,
+     * not never; sends past the queue's bound are refused.
+     */
+    @Test
+    fun aServerThatStopsReadingCannotHoldTheTunnel() {
+        val small = SocketTransport(connectTimeoutMillis = 5_000, allowPlainWs = true, maxQueuedBytes = 4L shl 20)
+        for (how in listOf("cancel", "close")) {
+            val stop = CountDownLatch(1)
+            serveOne { p ->
+                p.accept(p.readRequest())
+                stop.await(30, TimeUnit.SECONDS) // never reads
+            }
+            val events = Events()
+            val socket = small.open(url, pin, events)
+            assertTrue(events.opened.await(10, TimeUnit.SECONDS))
+            val chunk = ByteArray(64 * 1024)
+            var refused = false
+            for (i in 0 until 200) {
+                if (!socket.send(chunk)) {
+                    refused = true
+                    break
+                }
+            }
+            assertTrue("the queue's bound refuses sends to a server that does not read", refused)
+            val started = System.nanoTime()
+            if (how == "cancel") socket.cancel() else socket.close(CloseCodes.NORMAL, "bye")
+            events.awaitClosed()
+            val secs = (System.nanoTime() - started) / 1e9
+            assertTrue("$how ended the tunnel after $secs s", secs < 9)
+            stop.countDown()
+        }
+    }
+
     @Test
     fun onlyWssUnlessPlainIsAllowed() {
         val strict = SocketTransport()
@@ -302,6 +339,12 @@ class SocketTransportTest {
         assertEquals("::1", TunnelUrl.parse("wss://[::1]:8443/v1/tunnel", false).host)
         assertEquals("example.net", TunnelUrl.parse("wss://example.net/v1/tunnel", false).upgradeRequest("k").lines()[1].substringAfter("Host: "))
         assertEquals(443, TunnelUrl.parse("wss://example.net/v1/tunnel", false).port)
+        // Host names java.net.URI refuses are fine; what would break the request line is not.
+        assertEquals("my_box.lan", TunnelUrl.parse("wss://my_box.lan:8443/v1/tunnel", false).host)
+        for (bad in listOf("wss://a.net\r\nX: y/v1/tunnel", "wss://a net/v1", "wss://a.net:99999/v1", "wss://a.net:x/v1", "wss://[::1/v1", "wss:///v1", "wss://[]:1/v1")) {
+            val err = runCatching { TunnelUrl.parse(bad, false) }.exceptionOrNull()
+            assertTrue("$bad: $err", err is IllegalArgumentException)
+        }
     }
 
     private fun readAll(input: InputStream) {

@@ -185,4 +185,44 @@ class WsFramingTest {
             assertTrue(e.message!!, e.message!!.contains("did not offer"))
         }
     }
+
+    /** The writer's output, masked and unmasked, reads back as the messages sent, in order. */
+    @Test
+    fun theWriterFramesMaskedAndUnmaskedBatchesThatReadBack() {
+        val rnd = Random(7)
+        val messages = listOf(0, 1, 125, 126, 65_535, 65_536, 200_000, 3).map { n -> ByteArray(n).also { rnd.nextBytes(it) } }
+        for (unmasked in listOf(false, true)) {
+            val sink = java.io.ByteArrayOutputStream()
+            val w = SocketTransport.FrameWriter(sink, unmasked)
+            for (m in messages) w.frame(WsOp.BINARY, m)
+            w.flush()
+            val wire = sink.toByteArray()
+            // Unmask what a node sent, then read it as the server's frames are read.
+            val plain = java.io.ByteArrayOutputStream()
+            var p = 0
+            while (p < wire.size) {
+                val b1 = wire[p + 1].toInt() and 0xff
+                assertEquals("mask bit", !unmasked, b1 and 0x80 != 0)
+                var len = (b1 and 0x7f).toLong()
+                var h = 2
+                if (len == 126L) {
+                    len = java.nio.ByteBuffer.wrap(wire, p + 2, 2).short.toLong() and 0xffff
+                    h = 4
+                } else if (len == 127L) {
+                    len = java.nio.ByteBuffer.wrap(wire, p + 2, 8).long
+                    h = 10
+                }
+                plain.write(wire[p].toInt())
+                plain.write(b1 and 0x7f)
+                plain.write(wire, p + 2, h - 2)
+                val key = if (unmasked) null else wire.copyOfRange(p + h, p + h + 4)
+                val body = p + h + (if (unmasked) 0 else 4)
+                for (i in 0 until len.toInt()) plain.write(wire[body + i].toInt() xor (key?.get(i % 4)?.toInt() ?: 0))
+                p = body + len.toInt()
+            }
+            val r = reader(plain.toByteArray(), max = 1 shl 20)
+            for (m in messages) assertArrayEquals(m, r.next().payload)
+            assertThrows(EOFException::class.java) { r.next() }
+        }
+    }
 }
