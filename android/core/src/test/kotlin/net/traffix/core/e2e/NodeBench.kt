@@ -69,19 +69,31 @@ fun main(args: Array<String>) {
                     )
                 println("limits: " + BENCH_LIMITS.entries.joinToString(" ") { "${it.key.removePrefix("TRAFFIX_LIMITS__").lowercase()}=${it.value}" })
                 println("NodeBench: ${downBytes shr 20} MiB down, ${upBytes shr 20} MiB up, $ttfbCount × 100 B sequential, $parallel × 1 MiB concurrent; client curl")
-                val rows = paths.map { (name, proxy) -> name to measure(origin, proxy, downBytes, upload, ttfbCount, parallel, parallelBytes) }
-                val direct = rows.first().second
-                println()
-                println("| path | ${downBytes shr 20} MiB down | ${upBytes shr 20} MiB up | TTFB p50 / p99 | $parallel × 1 MiB concurrent |")
-                println("|---|---|---|---|---|")
-                for ((name, r) in rows) {
-                    fun ratio(a: Double, b: Double) = if (r === direct) "" else " (%.2f×)".format(a / b)
-                    println(
-                        "| $name | %.2f Gbit/s%s | %.2f Gbit/s%s | %.2f / %.2f ms | %.2f Gbit/s%s |".format(
-                            r.down, ratio(r.down, direct.down), r.up, ratio(r.up, direct.up),
-                            r.ttfbP50, r.ttfbP99, r.parallel, ratio(r.parallel, direct.parallel),
-                        ),
-                    )
+                // Warm-up, every path before any is measured: the first streams pay for the TLS
+                // session, and the Kotlin nodes share their classes, so whichever Kotlin path
+                // came first would also pay for the JIT (a quarter of the download each).
+                for ((_, proxy) in paths) curl(proxy, "-w", "%{time_total}", "http://${origin.addr}/stream/${maxOf(downBytes / 4, 1L shl 20)}")
+                // Rounds (TRAFFIX_BENCH_ROUNDS, default 2), every path in each, the order of the
+                // Kotlin paths reversed every other round: the first Kotlin path measured in a
+                // JVM came out slower whatever it was, so compare within a round and across both.
+                val rounds = System.getenv("TRAFFIX_BENCH_ROUNDS")?.toIntOrNull() ?: 2
+                for (round in 1..rounds) {
+                    val order = if (round % 2 == 1) paths else paths.take(2) + paths.drop(2).reversed()
+                    val rows = order.map { (name, proxy) -> name to measure(origin, proxy, downBytes, upload, ttfbCount, parallel, parallelBytes) }
+                    val direct = rows.first().second
+                    println()
+                    println("round $round of $rounds")
+                    println("| path | ${downBytes shr 20} MiB down | ${upBytes shr 20} MiB up | TTFB p50 / p99 | $parallel × 1 MiB concurrent |")
+                    println("|---|---|---|---|---|")
+                    for ((name, r) in rows) {
+                        fun ratio(a: Double, b: Double) = if (r === direct) "" else " (%.2f×)".format(a / b)
+                        println(
+                            "| $name | %.2f Gbit/s%s | %.2f Gbit/s%s | %.2f / %.2f ms | %.2f Gbit/s%s |".format(
+                                r.down, ratio(r.down, direct.down), r.up, ratio(r.up, direct.up),
+                                r.ttfbP50, r.ttfbP99, r.parallel, ratio(r.parallel, direct.parallel),
+                            ),
+                        )
+                    }
                 }
             } finally {
                 upload.delete()
@@ -135,8 +147,6 @@ private fun gbit(bytes: Long, seconds: Double) = bytes * 8 / seconds / 1e9
 
 private fun measure(origin: Origin, proxy: List<String>, down: Long, upload: File, ttfbCount: Int, parallel: Int, each: Long): Figures {
     val url = "http://${origin.addr}"
-    // Warm-up: the first stream through a node pays for TLS session and JIT.
-    curl(proxy, "-w", "%{time_total}", "$url/stream/${1 shl 20}")
     val downSecs = curl(proxy, "-w", "%{time_total}", "$url/stream/$down")[0].toDouble()
     val upSecs = curl(proxy, "-w", "%{time_total}", "--data-binary", "@${upload.path}", "$url/discard")[0].toDouble()
     val ttfb =
