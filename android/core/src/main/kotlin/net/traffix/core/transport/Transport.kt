@@ -4,8 +4,9 @@ import net.traffix.core.util.Bytes
 
 /*
  * The WebSocket under the tunnel, as the agent sees it: open, send one binary message, hear
- * messages and the end. One implementation talks OkHttp (OkHttpTransport.kt, the only file
- * that imports it); tests may plug in their own.
+ * messages and the end. SocketTransport.kt is the app's (its own framing on a JDK TLS socket);
+ * OkHttpTransport.kt, the only file that imports OkHttp, is kept as a third-party client for tests
+ * and the node benchmark; tests may plug in their own.
  */
 
 /** Opens tunnels. Safe to call from any thread. */
