@@ -284,18 +284,8 @@ where
         .await
         .map_err(|_| "WebSocket upgrade timed out".to_string())?
         .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
-    let chosen: Vec<&str> =
-        response.headers().get_all(SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok()).collect();
-    let unmasked = tls && chosen.iter().any(|v| ws::names_unmasked(v));
-    // RFC 6455 §4.1: an extension the node did not offer fails the connection.
-    if chosen
-        .iter()
-        .flat_map(|v| v.split(','))
-        .filter(|e| !e.trim().is_empty())
-        .any(|e| !(tls && ws::names_unmasked(e)))
-    {
-        return Err(format!("the server chose a WebSocket extension the node did not offer: {}", chosen.join(", ")));
-    }
+    let values = response.headers().get_all(SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok());
+    let unmasked = ws::unmasked_chosen(tls, values)?;
     let conn = ws::WsConn::new(wsock.into_inner(), ws::Role::Client, ws::ws_limits(&opts.limits));
     Ok(if unmasked { conn.with_unmasked_frames() } else { conn })
 }

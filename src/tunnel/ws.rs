@@ -49,6 +49,18 @@ pub struct WsLimits {
     pub max_batch: usize,
 }
 
+/// What a node makes of the server's `Sec-WebSocket-Extensions` answer (`answer`: its header
+/// values): whether it now sends its frames unmasked, or why the answer fails the connection (an
+/// extension it did not offer, RFC 6455 §4.1). `offered`: the node offered [`UNMASKED`].
+pub fn unmasked_chosen<'a>(offered: bool, answer: impl IntoIterator<Item = &'a str>) -> Result<bool, String> {
+    let chosen: Vec<&str> =
+        answer.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|e| !e.is_empty()).collect();
+    if let Some(other) = chosen.iter().find(|e| !(offered && names_unmasked(e))) {
+        return Err(format!("the server chose a WebSocket extension the node did not offer: {other}"));
+    }
+    Ok(!chosen.is_empty())
+}
+
 /// The framing limits from `[limits]`.
 pub fn ws_limits(l: &Limits) -> WsLimits {
     WsLimits {
@@ -502,6 +514,23 @@ where
 mod tests {
     use super::*;
     use crate::tunnel::protocol::liveness_timeout;
+
+    #[test]
+    fn a_node_takes_only_the_extension_it_offered() {
+        assert_eq!(unmasked_chosen(true, ["x-traffix-unmasked"]), Ok(true));
+        assert_eq!(unmasked_chosen(true, ["X-Traffix-Unmasked, "]), Ok(true), "case and a stray comma");
+        assert_eq!(unmasked_chosen(true, []), Ok(false), "not echoed: the node keeps masking");
+        assert_eq!(unmasked_chosen(false, []), Ok(false));
+        for (offered, answer) in [
+            (false, vec!["x-traffix-unmasked"]),
+            (true, vec!["permessage-deflate"]),
+            (true, vec!["x-traffix-unmasked", "permessage-deflate"]),
+            (true, vec!["x-traffix-unmasked; v=2"]),
+        ] {
+            let e = unmasked_chosen(offered, answer.iter().copied()).unwrap_err();
+            assert!(e.contains("did not offer"), "{e}");
+        }
+    }
 
     #[test]
     fn the_liveness_rule_is_two_and_a_half_intervals_and_ten_seconds() {
