@@ -393,6 +393,7 @@ where
         max_queued: (who.max_inflight as usize).saturating_add(limits.node_queue_bytes),
         opens_streams: true,
     });
+    let unmasked = ws.unmasked_frames();
     let (mut stream, sink) = ws.split();
     // No WebSocket pings: the node's heartbeats are the keepalive (docs/protocol.md).
     let mut writer = tokio::spawn(ws::run_writer(sink, out_rx));
@@ -437,7 +438,7 @@ where
         svc.watchdog.set_country(&who.device_id, now_country);
     }
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
-    info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, "node online");
+    info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, unmasked, "node online");
     persist_seen(&svc, &node);
     let today = Today::new(&svc, &who.device.id);
     if let Some(t) = &today {

@@ -260,6 +260,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
         self
     }
 
+    /// Whether frames from the node go unmasked on this connection ([`UNMASKED`] negotiated).
+    pub fn unmasked_frames(&self) -> bool {
+        self.read.dec.unmasked_ok()
+    }
+
     /// The reading and writing halves, for the session's reader and writer tasks.
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
         let (r, w) = tokio::io::split(self.io);

@@ -207,6 +207,11 @@ impl Decoder {
         self.unmasked_ok = true;
     }
 
+    /// Whether [`Decoder::accept_unmasked`] was called.
+    pub fn unmasked_ok(&self) -> bool {
+        self.unmasked_ok
+    }
+
     /// How many bytes the buffer must hold for the next frame to be decoded (at least the
     /// longest header when nothing is known yet).
     pub fn needed(&self) -> usize {

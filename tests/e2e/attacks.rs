@@ -429,6 +429,12 @@ fn a_node_sends_unmasked_frames_only_after_offering_the_extension() {
     wait_for("the log names the unmasked frames", || {
         (s.log().matches("a client frame must be masked").count() == 3).then_some(())
     });
+    // `traffix node` offers it, and the server's "node online" line says it was taken.
+    s.add_user("una", None);
+    let _node = s.start_node("una", "127.0.0.2");
+    wait_for("the Rust node online with unmasked frames", || {
+        s.log().lines().any(|l| l.contains("node online") && l.contains("unmasked=true")).then_some(())
+    });
 }
 
 /// Collects the frames until the server closes; asserts it sent ERROR `code`.

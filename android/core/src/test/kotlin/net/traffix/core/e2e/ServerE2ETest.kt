@@ -117,9 +117,15 @@ class ServerE2ETest {
         }
     }
 
+    /** The server's "node online" lines: whether each node's frames went unmasked. */
+    private fun unmaskedOnline(): List<String> =
+        server.log().lines().filter { it.contains("node online") }.map { Regex("unmasked=(\\w+)").find(it)?.groupValues?.get(1) ?: "absent" }
+
     @Test
     fun curlThroughTheKotlinNodeGetsAnIntactPayload() {
         val a = startNode(pairLink())
+        // The node offered x-traffix-unmasked over TLS and the server accepted it.
+        assertEquals(listOf("true"), unmaskedOnline())
         downloadAndUpload()
         // The status is a snapshot the agent publishes as streams end, just after curl is done.
         waitFor("both streams counted, with their bytes", detail = { "${a.status}" }) {
@@ -152,6 +158,7 @@ class ServerE2ETest {
     @Test
     fun aNodeOnOkHttpsWebSocketCarriesTheSameStreams() {
         startNode(pairLink(), transport = OkHttpTransport())
+        assertEquals("OkHttp never offers the extension: its frames stay masked", listOf("false"), unmaskedOnline())
         downloadAndUpload()
     }
 
@@ -418,6 +425,9 @@ class TraffixServer(private val bin: File, private val env: Map<String, String> 
         val out = cli("pair", user, "--json")
         return Regex(""""link"\s*:\s*"([^"]+)"""").find(out)?.groupValues?.get(1) ?: error("no link in $out")
     }
+
+    /** The server's whole log. */
+    fun log(): String = File(dir, "serve.log").readText()
 
     /** The end of the server's log, for failure messages. */
     fun logTail(lines: Int = 40): String = File(dir, "serve.log").readLines().takeLast(lines).joinToString("\n")
