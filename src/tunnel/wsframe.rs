@@ -188,7 +188,7 @@ pub struct Decoder {
     role: Role,
     max_frame: usize,
     max_message: usize,
-    /// A server that negotiated [`UNMASKED`]: a node's frames may come unmasked.
+    /// [`UNMASKED`] was negotiated: on a server, a node's frames may come unmasked.
     unmasked_ok: bool,
     /// A binary message whose later fragments are still to come.
     partial: Option<BytesMut>,

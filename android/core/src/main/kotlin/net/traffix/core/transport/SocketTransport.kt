@@ -234,9 +234,9 @@ class SocketTransport(
                     w.flush()
                     if (closing) return // the reader waits for the server's close; the deadline bounds it
                 }
-            } catch (e: IOException) {
-                closeQuietly(raw) // the reader sees the failure and ends the tunnel
-            } catch (e: InterruptedException) {
+            } catch (e: Exception) {
+                // A failed write (or anything else): the reader sees the socket go and ends the
+                // tunnel; nothing escapes this thread.
                 closeQuietly(raw)
             } finally {
                 writerDone.countDown()
