@@ -675,6 +675,27 @@ pub fn client_hello(s: &Server) -> Vec<u8> {
     out
 }
 
+/// The upgrade request of /v1/tunnel (with RFC 6455's sample key), offering `extensions` (a
+/// `Sec-WebSocket-Extensions` value) when given.
+pub fn tunnel_upgrade_request(extensions: Option<&str>) -> String {
+    let offer = extensions.map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n")).unwrap_or_default();
+    format!(
+        "GET /v1/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    )
+}
+
+/// An HTTP response head read a byte at a time up to its empty line (or the end of the stream),
+/// so nothing after it is consumed.
+pub fn read_head(io: &mut impl Read) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && io.read(&mut b).is_ok_and(|n| n == 1) {
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// What a raw WebSocket read got.
 #[derive(Debug)]
 pub enum WsRead {
@@ -705,21 +726,9 @@ impl Ws {
     /// value) when given; checks the 101 and returns its head too.
     pub fn tunnel_offering(s: &Server, src: &str, extensions: Option<&str>) -> (Ws, String) {
         let mut io = tls_to(s, src);
-        let offer = extensions.map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n")).unwrap_or_default();
-        write!(
-            io,
-            "GET /v1/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(io.read(&mut b).unwrap(), 1, "upgrade answer cut: {}", String::from_utf8_lossy(&head));
-            head.push(b[0]);
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        io.write_all(tunnel_upgrade_request(extensions).as_bytes()).unwrap();
+        let head = read_head(&mut io);
+        assert!(head.starts_with("HTTP/1.1 101") && head.ends_with("\r\n\r\n"), "{head}");
         (Ws { io, rbuf: Vec::new(), unmasked: false }, head)
     }
 

@@ -243,18 +243,7 @@ fn insecure_http_serves_plain_http_and_its_links_tell_nodes_so() {
     // Unmasked frames are for TLS only (docs/protocol.md): offered over plain HTTP, not echoed.
     let mut raw = std::net::TcpStream::connect(s.web).unwrap();
     raw.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    std::io::Write::write_all(
-        &mut raw,
-        b"GET /v1/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-          Sec-WebSocket-Extensions: x-traffix-unmasked\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && std::io::Read::read(&mut raw, &mut b).unwrap() == 1 {
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    std::io::Write::write_all(&mut raw, tunnel_upgrade_request(Some("x-traffix-unmasked")).as_bytes()).unwrap();
+    let head = read_head(&mut raw).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101") && !head.contains("x-traffix-unmasked"), "{head}");
 }

@@ -54,6 +54,7 @@ import net.traffix.core.transport.CloseCodes
 import net.traffix.core.transport.TunnelListener
 import net.traffix.core.transport.TunnelSocket
 import net.traffix.core.transport.TunnelTransport
+import net.traffix.core.util.cutUtf8
 
 /**
  * The node agent: holds one tunnel to the server, answers its challenges, reports the owner's
@@ -1005,15 +1006,6 @@ class Agent(
 
         /** How long a control request waits for its answer. */
         const val CONTROL_TIMEOUT_MILLIS = 30_000L
-
-        /** [text] cut to at most [max] bytes of UTF-8 without splitting a character. */
-        internal fun cutUtf8(text: String, max: Int): String {
-            val b = text.toByteArray(Charsets.UTF_8)
-            if (b.size <= max) return text
-            var end = max
-            while (end > 0 && (b[end].toInt() and 0xc0) == 0x80) end--
-            return String(b, 0, end, Charsets.UTF_8)
-        }
 
         /** Stream threads: daemon, named, created on demand (two per live stream). */
         fun newStreamPool(): ExecutorService {

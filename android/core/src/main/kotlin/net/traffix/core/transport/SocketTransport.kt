@@ -23,6 +23,7 @@ import javax.net.ssl.SSLContext
 import javax.net.ssl.SSLPeerUnverifiedException
 import javax.net.ssl.SSLSocket
 import net.traffix.core.util.Bytes
+import net.traffix.core.util.cutUtf8
 
 /*
  * The tunnel's WebSocket on a plain JDK socket: TCP from the given socket factory (on Android the
@@ -310,27 +311,15 @@ class SocketTransport(
 
         fun frame(op: Int, payload: ByteArray) {
             if (used + WsFraming.MAX_CLIENT_HEADER > buf.size) flush()
-            if (unmasked) {
-                // Copied like a masked payload (without the XOR): batched frames make few, large
-                // TLS records; a header written apart from its payload would be a record of its own.
-                used += WsFraming.writeClientHeader(buf, used, op, payload.size, null)
-                var off = 0
-                while (off < payload.size) {
-                    if (used == buf.size) flush()
-                    val n = minOf(payload.size - off, buf.size - used)
-                    System.arraycopy(payload, off, buf, used, n)
-                    used += n
-                    off += n
-                }
-                return
-            }
-            val key = keys.next()
+            // Unmasked payloads are copied too: batched frames make few, large TLS records, and a
+            // header written apart from its payload would be a record of its own.
+            val key = if (unmasked) null else keys.next()
             used += WsFraming.writeClientHeader(buf, used, op, payload.size, key)
             var off = 0
             while (off < payload.size) {
                 if (used == buf.size) flush()
                 val n = minOf(payload.size - off, buf.size - used)
-                WsFraming.maskCopy(payload, off, buf, used, n, key, off and 3)
+                if (key == null) System.arraycopy(payload, off, buf, used, n) else WsFraming.maskCopy(payload, off, buf, used, n, key, off and 3)
                 used += n
                 off += n
             }
@@ -367,10 +356,9 @@ class SocketTransport(
         /** How long a closing side waits for the other's close frame before hanging up. */
         private const val CLOSE_LINGER_MILLIS = 5_000L
 
-        private fun closePayload(code: Int, reason: String): ByteArray {
-            val r = reason.toByteArray(Charsets.UTF_8).let { if (it.size > 123) it.copyOf(123) else it }
-            return byteArrayOf((code ushr 8).toByte(), code.toByte()) + r
-        }
+        /** A close frame's payload: the code, then the reason within the 125-byte control limit. */
+        private fun closePayload(code: Int, reason: String): ByteArray =
+            byteArrayOf((code ushr 8).toByte(), code.toByte()) + cutUtf8(reason, WsFraming.MAX_CONTROL_PAYLOAD - 2).toByteArray(Charsets.UTF_8)
 
         private fun closeQuietly(s: Socket?) {
             try {

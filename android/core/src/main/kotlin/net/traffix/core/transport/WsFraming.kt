@@ -84,11 +84,10 @@ object WsFraming {
      * payload. Eight bytes a time; the tail byte by byte.
      */
     fun maskCopy(src: ByteArray, srcOff: Int, dst: ByteArray, dstOff: Int, length: Int, key: Int, phase: Int) {
-        val k = ByteArray(4)
-        for (j in 0 until 4) k[j] = (key ushr (24 - 8 * ((phase + j) and 3))).toByte()
-        // The key repeated over eight bytes, read in the same byte order as the data below, so
-        // byte i of the data meets k[i % 4] whatever the platform's order.
-        val wide = ByteBuffer.wrap(byteArrayOf(k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3])).order(ByteOrder.LITTLE_ENDIAN).getLong(0)
+        // The key's bytes from [phase] on, repeated over eight bytes as a little-endian long (the
+        // order the data is read in below): byte i of the data meets the key's byte (phase + i) % 4.
+        val rotated = Integer.reverseBytes(Integer.rotateLeft(key, 8 * phase)).toLong() and 0xFFFFFFFFL
+        val wide = rotated or (rotated shl 32)
         val s = ByteBuffer.wrap(src).order(ByteOrder.LITTLE_ENDIAN)
         val d = ByteBuffer.wrap(dst).order(ByteOrder.LITTLE_ENDIAN)
         var i = 0
@@ -98,7 +97,7 @@ object WsFraming {
             i += 8
         }
         while (i < length) {
-            dst[dstOff + i] = (src[srcOff + i].toInt() xor k[i and 3].toInt()).toByte()
+            dst[dstOff + i] = (src[srcOff + i].toLong() xor (wide ushr (8 * (i and 3)))).toByte()
             i++
         }
     }
