@@ -413,7 +413,18 @@ impl NodeQuality {
         push_sample(&mut self.rtt, now, ms);
     }
 
+    /// A stream's time to first byte. The node's first one gives its history the room a busy
+    /// node fills over the window (both kinds of samples and the buckets, about 5 KiB), at
+    /// once: grown in doubling steps, that memory was claimed over the whole hour (a soak's
+    /// RSS rose for as long) and each step copied the samples. Nodes that never carry a
+    /// stream keep growing only as far as their heartbeats' RTTs need.
     pub fn sample_ttfb(&mut self, now: u64, ms: u32) {
+        if self.ttfb.capacity() == 0 {
+            self.ttfb.reserve_exact(MAX_SAMPLES);
+            self.rtt.reserve_exact(MAX_SAMPLES.saturating_sub(self.rtt.len()));
+            let buckets = super::config::WINDOW_BUCKETS as usize + 1;
+            self.minutes.reserve_exact(buckets.saturating_sub(self.minutes.len()));
+        }
         push_sample(&mut self.ttfb, now, ms);
     }
 

@@ -848,6 +848,36 @@ fn a_busy_node_s_history_is_a_dozen_buckets_spanning_the_window_and_at_most_one_
 }
 
 #[test]
+fn a_node_s_first_stream_gives_its_history_the_window_s_room_at_once_and_it_never_grows_after() {
+    use super::quality::MAX_SAMPLES;
+    let c = cfg();
+    let mut q = NodeQuality::new("bob", T0);
+    // Heartbeats alone (an idle node): the RTTs' room grows only as they come.
+    q.sample_rtt(T0, 20);
+    assert!(q.rtt.capacity() < MAX_SAMPLES, "{}", q.rtt.capacity());
+    assert_eq!((q.minutes.capacity(), q.ttfb.capacity()), (0, 0));
+    // The first stream: room for a busy hour of samples and buckets.
+    q.sample_ttfb(T0, 30);
+    let room = (q.minutes.capacity(), q.rtt.capacity(), q.ttfb.capacity());
+    assert!(room.0 > super::config::WINDOW_BUCKETS as usize, "{room:?}");
+    assert!(room.1 >= MAX_SAMPLES && room.2 >= MAX_SAMPLES, "{room:?}");
+    // Two busy hours (a stream and a heartbeat every 15 s, evaluated every minute) fill it
+    // and never make it grow.
+    for s in (15..7200).step_by(15) {
+        q.minute(T0 + s, c.bucket_minutes()).opens_ok += 1;
+        q.sample_ttfb(T0 + s, 30);
+        q.sample_rtt(T0 + s, 20);
+        if s % 60 == 0 {
+            q.evaluate(&c, T0 + s);
+        }
+        assert_eq!((q.minutes.capacity(), q.rtt.capacity(), q.ttfb.capacity()), room, "at {s} s");
+    }
+    // An hour of samples 15 s apart (the window keeps 240 and the last evaluation's minute).
+    assert_eq!((q.rtt.len(), q.ttfb.len()), (244, 244));
+    assert!(q.minutes.len() >= super::config::WINDOW_BUCKETS as usize, "{}", q.minutes.len());
+}
+
+#[test]
 fn a_bucket_is_stored_without_its_zero_counts_and_records_written_in_full_still_read() {
     use super::quality::Minute;
     let m = Minute { minute: 30_000_000, opens_ok: 8, streams: 8, ..Minute::default() };
