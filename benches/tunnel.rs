@@ -18,6 +18,9 @@
 //! every path and skips the memory figures: the shape to run under `perf record`.
 //! `TRAFFIX_BENCH_ONLY=memory` measures only the memory figures (per idle node, per idle stream).
 //! `TRAFFIX_BENCH_ONLY=ttfb` runs only the sequential new-connection probes (TTFB p50 / p99).
+//! `TRAFFIX_BENCH_ONLY=concurrent` runs only the 1,000 concurrent 1 MiB streams.
+//! Every run also prints the CPU seconds per GiB of the processes on each path over the
+//! concurrent streams (below the table).
 //! `TRAFFIX_BENCH_NODE_BIN=PATH` runs the node from another build than the server (an A/B of a
 //! node-side change against the same server).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
@@ -56,6 +59,11 @@ fn stream_only() -> bool {
 /// `TRAFFIX_BENCH_ONLY=ttfb`: the TTFB probes only.
 fn ttfb_only() -> bool {
     std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "ttfb")
+}
+
+/// `TRAFFIX_BENCH_ONLY=concurrent`: the 1,000 concurrent streams only.
+fn concurrent_only() -> bool {
+    std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "concurrent")
 }
 
 /// `TRAFFIX_BENCH_ONLY=memory`: the memory figures only.
@@ -339,13 +347,13 @@ struct Figures {
     conc_p99_s: f64,
     conc_errors: usize,
     cpu_s_per_gib: Option<f64>,
+    /// CPU seconds per GiB over the concurrent streams.
+    conc_cpu_s_per_gib: Option<f64>,
     overflows: u64,
 }
 
 async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
     let s = scale();
-    let down = ((1u64 << 30) as f64 * s) as u64;
-    let up = ((256u64 << 20) as f64 * s) as u64;
     let n_ttfb = ((1000.0 * s) as usize).max(50);
     let n_conc = ((1000.0 * s) as usize).max(50);
     let mut f = Figures::default();
@@ -355,25 +363,16 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
         (f.ttfb_p50_ms, f.ttfb_p99_ms) = ttfb_probes(path, origin, n_ttfb).await;
         return f;
     }
-    let cpu0: f64 = pids.iter().map(|p| cpu_secs(*p)).sum();
-    let t = Instant::now();
-    download(path, origin, down).await.unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    f.down_gbps = down as f64 * 8.0 / secs / 1e9;
-    let t = Instant::now();
-    upload(path, origin, up).await.unwrap();
-    f.up_gbps = up as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
-    if !pids.is_empty() {
-        let cpu1: f64 = all_pids(&pids).iter().map(|p| cpu_secs(*p)).sum();
-        f.cpu_s_per_gib = Some((cpu1 - cpu0) / ((down + up) as f64 / (1u64 << 30) as f64));
+    if !concurrent_only() {
+        one_stream(path, origin, &pids, &mut f).await;
+        if stream_only() {
+            return f;
+        }
+        (f.ttfb_p50_ms, f.ttfb_p99_ms) = ttfb_probes(path, origin, n_ttfb).await;
     }
-    if stream_only() {
-        return f;
-    }
-
-    (f.ttfb_p50_ms, f.ttfb_p99_ms) = ttfb_probes(path, origin, n_ttfb).await;
 
     let ov0 = listen_overflows();
+    let cpu0 = cpu_of(&pids);
     let start = Instant::now();
     let tasks: Vec<_> = (0..n_conc)
         .map(|_| {
@@ -397,7 +396,33 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
     f.conc_gbps = (done.len() as f64 * (1u64 << 20) as f64 * 8.0) / wall / 1e9;
     f.conc_p99_s = if done.is_empty() { f64::NAN } else { pct(&mut done, 0.99) };
     f.overflows = listen_overflows() - ov0;
+    if !pids.is_empty() && !done.is_empty() {
+        f.conc_cpu_s_per_gib = Some((cpu_of(&pids) - cpu0) / (done.len() as f64 / 1024.0));
+    }
     f
+}
+
+/// CPU seconds so far of `pids` and their descendants.
+fn cpu_of(pids: &[u32]) -> f64 {
+    all_pids(pids).iter().map(|p| cpu_secs(*p)).sum()
+}
+
+/// The one stream, 1 GiB down and 256 MiB up (× scale), and the CPU per GiB over both.
+async fn one_stream(path: &Path_, origin: SocketAddr, pids: &[u32], f: &mut Figures) {
+    let s = scale();
+    let down = ((1u64 << 30) as f64 * s) as u64;
+    let up = ((256u64 << 20) as f64 * s) as u64;
+    let cpu0 = cpu_of(pids);
+    let t = Instant::now();
+    download(path, origin, down).await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    f.down_gbps = down as f64 * 8.0 / secs / 1e9;
+    let t = Instant::now();
+    upload(path, origin, up).await.unwrap();
+    f.up_gbps = up as f64 * 8.0 / t.elapsed().as_secs_f64() / 1e9;
+    if !pids.is_empty() {
+        f.cpu_s_per_gib = Some((cpu_of(pids) - cpu0) / ((down + up) as f64 / (1u64 << 30) as f64));
+    }
 }
 
 /// `n` sequential new connections, each asking for a 100-byte answer: TTFB p50 and p99 in ms.
@@ -534,7 +559,7 @@ fn main() {
         let t = tokio::task::spawn_blocking(start_traffix).await.unwrap();
         // Memory first, on a fresh server: after bulk transfers the allocator keeps its pages.
         let ((streams, per_stream), (nodes, per_node)) =
-            if stream_only() || ttfb_only() { ((0, f64::NAN), (0, f64::NAN)) } else { (idle_streams(&t, origin).await, idle_nodes(&t).await) };
+            if stream_only() || ttfb_only() || concurrent_only() { ((0, f64::NAN), (0, f64::NAN)) } else { (idle_streams(&t, origin).await, idle_nodes(&t).await) };
         // Pin the workload to the bench node (the idle nodes above may still be leaving).
         let vip = serde_json::from_slice::<serde_json::Value>(&std::fs::read(t.dir.path().join("node.json")).unwrap()).unwrap()["vip"]
             .as_str()
@@ -569,6 +594,14 @@ fn main() {
             None => println!("| dante | not installed (benches/setup-peers.sh) | | | | | |"),
         }
         println!();
+        let conc_cpu = |f: &Figures| f.conc_cpu_s_per_gib.map(|c| format!("{c:.2}")).unwrap_or("-".into());
+        let mut line = format!("CPU s/GiB over the 1,000 concurrent streams: traffix {}", conc_cpu(&tf));
+        for (name, f) in [("shadowsocks-rust", ss.as_ref().map(|x| &x.0)), ("dante", dante.as_ref().map(|x| &x.0))] {
+            if let Some(f) = f {
+                line += &format!(", {name} {}", conc_cpu(f));
+            }
+        }
+        println!("{line}");
         println!("server RSS per idle connected TLS node: {per_node:.1} KiB ({nodes} nodes)");
         println!("server + node RSS per open idle stream: {per_stream:.1} KiB ({streams} streams)");
         drop(t);
@@ -592,6 +625,7 @@ fn median_figures(v: &[Figures]) -> Figures {
         conc_p99_s: median_of(v, |f| f.conc_p99_s),
         conc_errors: v.iter().map(|f| f.conc_errors).max().unwrap_or(0),
         cpu_s_per_gib: Some(median_of(v, |f| f.cpu_s_per_gib.unwrap_or(f64::NAN))),
+        conc_cpu_s_per_gib: Some(median_of(v, |f| f.conc_cpu_s_per_gib.unwrap_or(f64::NAN))),
         overflows: v.iter().map(|f| f.overflows).max().unwrap_or(0),
     }
 }
