@@ -51,24 +51,9 @@ const PROFILE: &[(&str, &str)] = &[
     ("TRAFFIX_LIMITS__MAX_HANDSHAKES_PER_IP", "20000"),
 ];
 
-/// `TRAFFIX_BENCH_ONLY=stream`: the one-stream workload only.
-fn stream_only() -> bool {
-    std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "stream")
-}
-
-/// `TRAFFIX_BENCH_ONLY=ttfb`: the TTFB probes only.
-fn ttfb_only() -> bool {
-    std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "ttfb")
-}
-
-/// `TRAFFIX_BENCH_ONLY=concurrent`: the 1,000 concurrent streams only.
-fn concurrent_only() -> bool {
-    std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "concurrent")
-}
-
-/// `TRAFFIX_BENCH_ONLY=memory`: the memory figures only.
-fn memory_only() -> bool {
-    std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == "memory")
+/// `TRAFFIX_BENCH_ONLY=<what>`: one workload only (`stream`, `ttfb`, `concurrent` or `memory`).
+fn only(what: &str) -> bool {
+    std::env::var("TRAFFIX_BENCH_ONLY").is_ok_and(|v| v == what)
 }
 
 // ---------------------------------------------------------------- clients
@@ -359,13 +344,13 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
     let mut f = Figures::default();
 
     let pids = all_pids(pids);
-    if ttfb_only() {
+    if only("ttfb") {
         (f.ttfb_p50_ms, f.ttfb_p99_ms) = ttfb_probes(path, origin, n_ttfb).await;
         return f;
     }
-    if !concurrent_only() {
+    if !only("concurrent") {
         one_stream(path, origin, &pids, &mut f).await;
-        if stream_only() {
+        if only("stream") {
             return f;
         }
         (f.ttfb_p50_ms, f.ttfb_p99_ms) = ttfb_probes(path, origin, n_ttfb).await;
@@ -547,7 +532,7 @@ fn main() {
         let origin = origin().await;
         println!("traffix tunnel benchmark — scale {} — {}", scale(), std::env::consts::ARCH);
         println!("limits profile: {}", PROFILE.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
-        if memory_only() {
+        if only("memory") {
             let t = tokio::task::spawn_blocking(start_traffix).await.unwrap();
             let (streams, per_stream) = idle_streams(&t, origin).await;
             let (nodes, per_node) = idle_nodes(&t).await;
@@ -559,7 +544,7 @@ fn main() {
         let t = tokio::task::spawn_blocking(start_traffix).await.unwrap();
         // Memory first, on a fresh server: after bulk transfers the allocator keeps its pages.
         let ((streams, per_stream), (nodes, per_node)) =
-            if stream_only() || ttfb_only() || concurrent_only() { ((0, f64::NAN), (0, f64::NAN)) } else { (idle_streams(&t, origin).await, idle_nodes(&t).await) };
+            if only("stream") || only("ttfb") || only("concurrent") { ((0, f64::NAN), (0, f64::NAN)) } else { (idle_streams(&t, origin).await, idle_nodes(&t).await) };
         // Pin the workload to the bench node (the idle nodes above may still be leaving).
         let vip = serde_json::from_slice::<serde_json::Value>(&std::fs::read(t.dir.path().join("node.json")).unwrap()).unwrap()["vip"]
             .as_str()
@@ -614,6 +599,12 @@ fn median_of(v: &[Figures], f: impl Fn(&Figures) -> f64) -> f64 {
     pct(&mut x, 0.5)
 }
 
+/// The median over the rounds that have the figure (`TRAFFIX_BENCH_ONLY` leaves some out).
+fn median_some(v: &[Figures], f: impl Fn(&Figures) -> Option<f64>) -> Option<f64> {
+    let mut x: Vec<f64> = v.iter().filter_map(f).collect();
+    (!x.is_empty()).then(|| pct(&mut x, 0.5))
+}
+
 /// Each figure's median over rounds (errors and overflows: the worst round).
 fn median_figures(v: &[Figures]) -> Figures {
     Figures {
@@ -624,8 +615,8 @@ fn median_figures(v: &[Figures]) -> Figures {
         conc_gbps: median_of(v, |f| f.conc_gbps),
         conc_p99_s: median_of(v, |f| f.conc_p99_s),
         conc_errors: v.iter().map(|f| f.conc_errors).max().unwrap_or(0),
-        cpu_s_per_gib: Some(median_of(v, |f| f.cpu_s_per_gib.unwrap_or(f64::NAN))),
-        conc_cpu_s_per_gib: Some(median_of(v, |f| f.conc_cpu_s_per_gib.unwrap_or(f64::NAN))),
+        cpu_s_per_gib: median_some(v, |f| f.cpu_s_per_gib),
+        conc_cpu_s_per_gib: median_some(v, |f| f.conc_cpu_s_per_gib),
         overflows: v.iter().map(|f| f.overflows).max().unwrap_or(0),
     }
 }

@@ -617,7 +617,7 @@ impl Watchdog {
                         }
                     }
                     if let Some(t) = ttfb {
-                        q.sample_ttfb(now, t.as_millis().min(u128::from(u32::MAX)) as u32);
+                        q.sample_stream_ttfb(now, t.as_millis().min(u128::from(u32::MAX)) as u32);
                     }
                 }
             }

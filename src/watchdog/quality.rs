@@ -277,6 +277,11 @@ pub const MIN_CARRIED_JUDGED: u64 = 256 << 20;
 /// Samples kept per kind (RTT, time to first byte), newest last.
 pub const MAX_SAMPLES: usize = 256;
 
+/// Buckets a busy node's history holds at most with the default window: the window's
+/// [`WINDOW_BUCKETS`](super::config::WINDOW_BUCKETS), the one it started in, and a new one
+/// begun before the next evaluation prunes the oldest.
+pub const BUSY_BUCKETS: usize = super::config::WINDOW_BUCKETS as usize + 2;
+
 /// Everything the watchdog knows of one device.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeQuality {
@@ -413,17 +418,21 @@ impl NodeQuality {
         push_sample(&mut self.rtt, now, ms);
     }
 
-    /// A stream's time to first byte. The node's first one gives its history the room a busy
-    /// node fills over the window (both kinds of samples and the buckets, about 5 KiB), at
-    /// once: grown in doubling steps, that memory was claimed over the whole hour (a soak's
-    /// RSS rose for as long) and each step copied the samples. Nodes that never carry a
-    /// stream keep growing only as far as their heartbeats' RTTs need.
+    /// A probe's time to first byte.
     pub fn sample_ttfb(&mut self, now: u64, ms: u32) {
-        if self.ttfb.capacity() == 0 {
-            self.ttfb.reserve_exact(MAX_SAMPLES);
+        push_sample(&mut self.ttfb, now, ms);
+    }
+
+    /// A stream's time to first byte. The node's first stream gives its history the room a
+    /// busy node fills over the window (both kinds of samples and the buckets, about 5 KiB) at
+    /// once: grown in doubling steps, that memory was claimed over the whole hour (a soak's RSS
+    /// rose for as long) and each step copied the samples. Nodes that carry no stream (idle,
+    /// or only probed) keep growing only as far as their heartbeats and probes need.
+    pub fn sample_stream_ttfb(&mut self, now: u64, ms: u32) {
+        if self.ttfb.capacity() < MAX_SAMPLES {
+            self.ttfb.reserve_exact(MAX_SAMPLES - self.ttfb.len().min(MAX_SAMPLES));
             self.rtt.reserve_exact(MAX_SAMPLES.saturating_sub(self.rtt.len()));
-            let buckets = super::config::WINDOW_BUCKETS as usize + 1;
-            self.minutes.reserve_exact(buckets.saturating_sub(self.minutes.len()));
+            self.minutes.reserve_exact(BUSY_BUCKETS.saturating_sub(self.minutes.len()));
         }
         push_sample(&mut self.ttfb, now, ms);
     }

@@ -856,16 +856,22 @@ fn a_node_s_first_stream_gives_its_history_the_window_s_room_at_once_and_it_neve
     q.sample_rtt(T0, 20);
     assert!(q.rtt.capacity() < MAX_SAMPLES, "{}", q.rtt.capacity());
     assert_eq!((q.minutes.capacity(), q.ttfb.capacity()), (0, 0));
+    // A probe's sample takes no more than it needs.
+    q.sample_ttfb(T0, 40);
+    assert!(q.ttfb.capacity() < MAX_SAMPLES, "{}", q.ttfb.capacity());
     // The first stream: room for a busy hour of samples and buckets.
-    q.sample_ttfb(T0, 30);
+    q.sample_stream_ttfb(T0, 30);
     let room = (q.minutes.capacity(), q.rtt.capacity(), q.ttfb.capacity());
-    assert!(room.0 > super::config::WINDOW_BUCKETS as usize, "{room:?}");
+    assert!(room.0 >= super::quality::BUSY_BUCKETS, "{room:?}");
     assert!(room.1 >= MAX_SAMPLES && room.2 >= MAX_SAMPLES, "{room:?}");
+    let bytes =
+        room.0 * std::mem::size_of::<super::quality::Minute>() + (room.1 + room.2) * std::mem::size_of::<(u32, u32)>();
+    assert!(bytes <= 6 * 1024, "{bytes} bytes");
     // Two busy hours (a stream and a heartbeat every 15 s, evaluated every minute) fill it
     // and never make it grow.
     for s in (15..7200).step_by(15) {
         q.minute(T0 + s, c.bucket_minutes()).opens_ok += 1;
-        q.sample_ttfb(T0 + s, 30);
+        q.sample_stream_ttfb(T0 + s, 30);
         q.sample_rtt(T0 + s, 20);
         if s % 60 == 0 {
             q.evaluate(&c, T0 + s);
