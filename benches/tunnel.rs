@@ -343,13 +343,12 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
     let n_conc = ((1000.0 * s) as usize).max(50);
     let mut f = Figures::default();
 
-    let pids = all_pids(pids);
     if only("ttfb") {
         (f.ttfb_p50_ms, f.ttfb_p99_ms) = ttfb_probes(path, origin, n_ttfb).await;
         return f;
     }
     if !only("concurrent") {
-        one_stream(path, origin, &pids, &mut f).await;
+        one_stream(path, origin, pids, &mut f).await;
         if only("stream") {
             return f;
         }
@@ -357,7 +356,7 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
     }
 
     let ov0 = listen_overflows();
-    let cpu0 = cpu_of(&pids);
+    let cpu0 = cpu_of(pids);
     let start = Instant::now();
     let tasks: Vec<_> = (0..n_conc)
         .map(|_| {
@@ -382,7 +381,7 @@ async fn workload(path: &Path_, origin: SocketAddr, pids: &[u32]) -> Figures {
     f.conc_p99_s = if done.is_empty() { f64::NAN } else { pct(&mut done, 0.99) };
     f.overflows = listen_overflows() - ov0;
     if !pids.is_empty() && !done.is_empty() {
-        f.conc_cpu_s_per_gib = Some((cpu_of(&pids) - cpu0) / (done.len() as f64 / 1024.0));
+        f.conc_cpu_s_per_gib = Some((cpu_of(pids) - cpu0) / (done.len() as f64 / 1024.0));
     }
     f
 }
@@ -595,8 +594,7 @@ fn main() {
 
 // ---------------------------------------------------------------- billing on vs off
 fn median_of(v: &[Figures], f: impl Fn(&Figures) -> f64) -> f64 {
-    let mut x: Vec<f64> = v.iter().map(f).collect();
-    pct(&mut x, 0.5)
+    median_some(v, |x| Some(f(x))).unwrap_or(f64::NAN)
 }
 
 /// The median over the rounds that have the figure (`TRAFFIX_BENCH_ONLY` leaves some out).

@@ -430,7 +430,7 @@ impl NodeQuality {
     /// or only probed) keep growing only as far as their heartbeats and probes need.
     pub fn sample_stream_ttfb(&mut self, now: u64, ms: u32) {
         if self.ttfb.capacity() < MAX_SAMPLES {
-            self.ttfb.reserve_exact(MAX_SAMPLES - self.ttfb.len().min(MAX_SAMPLES));
+            self.ttfb.reserve_exact(MAX_SAMPLES.saturating_sub(self.ttfb.len()));
             self.rtt.reserve_exact(MAX_SAMPLES.saturating_sub(self.rtt.len()));
             self.minutes.reserve_exact(BUSY_BUCKETS.saturating_sub(self.minutes.len()));
         }
