@@ -5,6 +5,9 @@
 //! connection. `FlowBuf` reads up to [`CHUNK`] bytes per syscall into a buffer it allocates on
 //! demand and frees as soon as the buffer is drained and the socket has nothing more: idle
 //! connections hold no buffer at all (SECURITY.md §2: memory per idle node).
+//!
+//! It also follows the TLS record boundaries in what it hands out, so a connection can tell
+//! that rustls holds no partial record before it leaves rustls (`super::record`).
 
 use std::io;
 use std::pin::Pin;
@@ -25,15 +28,67 @@ pub struct FlowBuf<S> {
     end: usize,
     /// Size of the last fill from the socket.
     last_fill: usize,
+    records: RecordBoundary,
+}
+
+/// Where the bytes handed out so far stand in the TLS record framing (5-byte headers, each
+/// giving its record's length).
+#[derive(Debug, Default, Clone, Copy)]
+struct RecordBoundary {
+    header: [u8; 5],
+    /// Header bytes seen of the record being handed out.
+    header_len: usize,
+    /// Body bytes still to come of the record being handed out.
+    body_left: usize,
+}
+
+impl RecordBoundary {
+    fn advance(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(b.len());
+                self.body_left -= n;
+                b = &b[n..];
+                continue;
+            }
+            let n = (5 - self.header_len).min(b.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&b[..n]);
+            self.header_len += n;
+            b = &b[n..];
+            if self.header_len == 5 {
+                self.header_len = 0;
+                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+            }
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.header_len == 0 && self.body_left == 0
+    }
 }
 
 impl<S> FlowBuf<S> {
     pub fn new(inner: S) -> Self {
-        FlowBuf { inner, buf: None, pos: 0, end: 0, last_fill: 0 }
+        FlowBuf { inner, buf: None, pos: 0, end: 0, last_fill: 0, records: RecordBoundary::default() }
     }
 
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// Whether everything handed out so far ends at a TLS record boundary: then a TLS library
+    /// reading through this holds no partial record.
+    pub fn at_record_boundary(&self) -> bool {
+        self.records.at_boundary()
+    }
+
+    /// The socket, and the bytes read from it that were not handed out yet.
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        let pending = match &self.buf {
+            Some(b) => b[self.pos..self.end].to_vec(),
+            None => Vec::new(),
+        };
+        (self.inner, pending)
     }
 }
 
@@ -44,7 +99,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for FlowBuf<S> {
             // Large reads need no staging.
             if out.remaining() >= CHUNK {
                 this.buf = None;
-                return Pin::new(&mut this.inner).poll_read(cx, out);
+                let before = out.filled().len();
+                let r = Pin::new(&mut this.inner).poll_read(cx, out);
+                this.records.advance(&out.filled()[before..]);
+                return r;
             }
             let buf = this.buf.get_or_insert_with(|| vec![0u8; CHUNK].into_boxed_slice());
             let mut rb = ReadBuf::new(buf);
@@ -73,6 +131,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FlowBuf<S> {
         if let Some(buf) = &this.buf {
             let n = (this.end - this.pos).min(out.remaining());
             out.put_slice(&buf[this.pos..this.pos + n]);
+            this.records.advance(&buf[this.pos..this.pos + n]);
             this.pos += n;
         }
         Poll::Ready(Ok(()))

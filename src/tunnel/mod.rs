@@ -8,6 +8,7 @@ pub mod copy;
 pub mod flowbuf;
 pub mod mux;
 pub mod protocol;
+pub mod record;
 pub mod registry;
 pub mod seen;
 pub mod session;

@@ -1,0 +1,837 @@
+//! A tunnel's TLS 1.3 records after rustls's handshake (RFC 8446 §5).
+//!
+//! rustls does the handshake, the HTTP upgrade runs over it, and then a tunnel connection takes
+//! its traffic keys ([`TrafficSecrets`], rustls' key log, checked against the keys rustls
+//! extracts) and protects its records itself with ring, the crypto provider rustls uses.
+//! The reason is copies: rustls' buffered reader copies every byte three times between the
+//! socket and its reader (into its deframer, into its plaintext queue, out to the caller);
+//! [`RecordStream`] reads the socket into one buffer, decrypts each record in place and copies
+//! the plaintext once, to its reader (docs/benchmarks.md). Writes gather the caller's slices
+//! into the record and seal it in place, with no allocation per record.
+//!
+//! What it does beyond application data: KeyUpdate both ways (a peer's update, an answer when
+//! the peer asks for one, and its own update before AES-GCM's confidentiality limit),
+//! close_notify both ways, session tickets ignored on the client, and every other record a
+//! fatal error: unexpected or oversized records, a bad tag, a handshake message split around
+//! other records or a key change, an unknown alert. A fatal error closes the connection
+//! without an alert (RFC 8446 §6.2 says SHOULD send one; the peer sees the TCP close).
+//!
+//! A connection switches only at a record boundary with nothing left inside rustls (see
+//! [`from_server`], [`from_client`]); otherwise it stays on rustls' own record layer.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::hkdf;
+use rustls::{CipherSuite, ConnectionTrafficSecrets, SupportedCipherSuite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use zeroize::Zeroizing;
+
+use super::flowbuf::FlowBuf;
+
+/// Largest plaintext in one record (RFC 8446 §5.1).
+pub const MAX_PLAINTEXT: usize = 1 << 14;
+/// Largest ciphertext a record may carry (RFC 8446 §5.2).
+const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
+const HEADER: usize = 5;
+const TAG: usize = 16;
+/// Bytes one full record of ours takes on the wire.
+const FULL_RECORD: usize = HEADER + MAX_PLAINTEXT + 1 + TAG;
+/// The read buffer: one `read` takes up to this much ciphertext.
+const READ_BUF: usize = 64 * 1024;
+/// A read that filled at least this much means data is flowing: keep the buffer across a pause.
+const FLOWING: usize = 16 * 1024;
+/// Plaintext taken per `poll_write` at most (four full records, one syscall's worth).
+const WRITE_CHUNK: usize = 4 * MAX_PLAINTEXT;
+/// Records sealed under one key before we update it: AES-GCM's confidentiality limit is
+/// 2^24.5 full records (RFC 8446 §5.5); this stays well under it, for every suite alike.
+const KEY_UPDATE_AFTER: u64 = 1 << 23;
+/// Handshake bytes buffered while a post-handshake message arrives in pieces, at most.
+const MAX_HANDSHAKE_BUF: usize = 64 * 1024;
+
+const CT_ALERT: u8 = 21;
+const CT_HANDSHAKE: u8 = 22;
+const CT_APPLICATION_DATA: u8 = 23;
+const HS_NEW_SESSION_TICKET: u8 = 4;
+const HS_KEY_UPDATE: u8 = 24;
+const ALERT_CLOSE_NOTIFY: u8 = 0;
+const ALERT_USER_CANCELED: u8 = 90;
+
+/// Which end of the TLS connection this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// Why a record was refused; the connection ends with it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("TLS record of type {0} after the handshake (only application_data is allowed)")]
+    UnexpectedRecordType(u8),
+    #[error("TLS record of {0} bytes (at most {MAX_CIPHERTEXT})")]
+    Overflow(usize),
+    #[error("TLS record failed authentication (bad_record_mac)")]
+    BadRecordMac,
+    #[error("TLS record without a content type")]
+    NoContentType,
+    #[error("TLS record of inner content type {0}")]
+    UnexpectedContentType(u8),
+    #[error("TLS alert of {0} bytes (2 expected)")]
+    BadAlert(usize),
+    #[error("peer sent TLS alert {0}")]
+    PeerAlert(u8),
+    #[error("TLS handshake message {0} after the handshake")]
+    UnexpectedHandshake(u8),
+    #[error("TLS handshake message split around other records")]
+    SplitHandshake,
+    #[error("TLS handshake messages over {MAX_HANDSHAKE_BUF} bytes after the handshake")]
+    HandshakeTooLong,
+    #[error("TLS KeyUpdate malformed or not at the end of its record")]
+    BadKeyUpdate,
+    #[error("TLS key update failed")]
+    KeyUpdate,
+    #[error("TLS record sequence number exhausted")]
+    SequenceExhausted,
+    #[error("TLS connection closed inside a record")]
+    Truncated,
+}
+
+impl From<RecordError> for io::Error {
+    fn from(e: RecordError) -> io::Error {
+        let kind = if e == RecordError::Truncated { io::ErrorKind::UnexpectedEof } else { io::ErrorKind::InvalidData };
+        io::Error::new(kind, e)
+    }
+}
+
+/// A connection's two application traffic secrets, caught by rustls' key log during the
+/// handshake (one [`TrafficSecrets`] per connection: its config's `key_log`).
+#[derive(Debug, Default)]
+pub struct TrafficSecrets(Mutex<(Option<Zeroizing<Vec<u8>>>, Option<Zeroizing<Vec<u8>>>)>);
+
+impl rustls::KeyLog for TrafficSecrets {
+    fn will_log(&self, label: &str) -> bool {
+        label == "CLIENT_TRAFFIC_SECRET_0" || label == "SERVER_TRAFFIC_SECRET_0"
+    }
+
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        let mut s = crate::sync::lock(&self.0);
+        match label {
+            "CLIENT_TRAFFIC_SECRET_0" => s.0 = Some(Zeroizing::new(secret.to_vec())),
+            "SERVER_TRAFFIC_SECRET_0" => s.1 = Some(Zeroizing::new(secret.to_vec())),
+            _ => {}
+        }
+    }
+}
+
+impl TrafficSecrets {
+    /// (client's, server's) secrets, taken out.
+    fn take(&self) -> Option<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>)> {
+        let mut s = crate::sync::lock(&self.0);
+        Some((s.0.take()?, s.1.take()?))
+    }
+}
+
+/// `base` for one connection: its own [`TrafficSecrets`] as key log, and secret extraction on.
+pub fn server_config_for_connection(base: &rustls::ServerConfig) -> (Arc<rustls::ServerConfig>, Arc<TrafficSecrets>) {
+    let secrets = Arc::new(TrafficSecrets::default());
+    let mut cfg = base.clone();
+    cfg.key_log = secrets.clone();
+    cfg.enable_secret_extraction = true;
+    (Arc::new(cfg), secrets)
+}
+
+/// `cfg` made ready for [`from_client`]: its own [`TrafficSecrets`] and secret extraction on.
+pub fn prepare_client_config(cfg: &mut rustls::ClientConfig) -> Arc<TrafficSecrets> {
+    let secrets = Arc::new(TrafficSecrets::default());
+    cfg.key_log = secrets.clone();
+    cfg.enable_secret_extraction = true;
+    secrets
+}
+
+/// The AEAD and hash of a TLS 1.3 suite.
+#[derive(Debug, Clone, Copy)]
+struct Suite {
+    aead: &'static aead::Algorithm,
+    hkdf: hkdf::Algorithm,
+}
+
+impl Suite {
+    fn of(s: SupportedCipherSuite) -> Option<Suite> {
+        let SupportedCipherSuite::Tls13(s) = s else { return None };
+        Some(match s.common.suite {
+            CipherSuite::TLS13_AES_128_GCM_SHA256 => Suite { aead: &aead::AES_128_GCM, hkdf: hkdf::HKDF_SHA256 },
+            CipherSuite::TLS13_AES_256_GCM_SHA384 => Suite { aead: &aead::AES_256_GCM, hkdf: hkdf::HKDF_SHA384 },
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => {
+                Suite { aead: &aead::CHACHA20_POLY1305, hkdf: hkdf::HKDF_SHA256 }
+            }
+            _ => return None,
+        })
+    }
+}
+
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// HKDF-Expand-Label(secret, label, "", len) (RFC 8446 §7.1).
+fn expand_label(alg: hkdf::Algorithm, secret: &[u8], label: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+    let prk = hkdf::Prk::new_less_safe(alg, secret);
+    let out_len = (len as u16).to_be_bytes();
+    let label_len = [(6 + label.len()) as u8];
+    let info: [&[u8]; 5] = [&out_len, &label_len, b"tls13 ", label, &[0]];
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    // Only lengths over 255 hash lengths fail; ours are key, IV and hash lengths.
+    if let Ok(okm) = prk.expand(&info, Len(len)) {
+        let _ = okm.fill(&mut out);
+    }
+    out
+}
+
+/// One direction's keys: the traffic secret (for KeyUpdate), the AEAD key, the IV and the
+/// record sequence number.
+struct Direction {
+    suite: Suite,
+    secret: Zeroizing<Vec<u8>>,
+    key: LessSafeKey,
+    iv: [u8; aead::NONCE_LEN],
+    seq: u64,
+}
+
+impl Direction {
+    /// Keys from `secret`, checked against what rustls extracted (`extracted`) when given.
+    fn new(
+        suite: Suite,
+        secret: Zeroizing<Vec<u8>>,
+        seq: u64,
+        extracted: Option<&ConnectionTrafficSecrets>,
+    ) -> Result<Direction, String> {
+        let key = expand_label(suite.hkdf, &secret, b"key", suite.aead.key_len());
+        let iv = expand_label(suite.hkdf, &secret, b"iv", aead::NONCE_LEN);
+        if let Some(x) = extracted {
+            let (k, i) = match x {
+                ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+                | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+                | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key.as_ref(), iv.as_ref()),
+                _ => return Err("rustls extracted keys of an unknown AEAD".into()),
+            };
+            if k != &key[..] || i != &iv[..] {
+                return Err("the logged traffic secret does not give rustls' keys".into());
+            }
+        }
+        let unbound = UnboundKey::new(suite.aead, &key).map_err(|_| "bad AEAD key length".to_string())?;
+        let mut ivb = [0u8; aead::NONCE_LEN];
+        ivb.copy_from_slice(&iv);
+        Ok(Direction { suite, secret, key: LessSafeKey::new(unbound), iv: ivb, seq })
+    }
+
+    /// The next generation of keys (KeyUpdate, RFC 8446 §7.2).
+    fn update(&mut self) -> Result<(), RecordError> {
+        let next = expand_label(self.suite.hkdf, &self.secret, b"traffic upd", self.secret.len());
+        *self = Direction::new(self.suite, next, 0, None).map_err(|_| RecordError::KeyUpdate)?;
+        Ok(())
+    }
+
+    /// The nonce of the next record; fails when the sequence is spent.
+    fn nonce(&mut self) -> Result<Nonce, RecordError> {
+        let seq = self.seq;
+        self.seq = seq.checked_add(1).ok_or(RecordError::SequenceExhausted)?;
+        let mut n = self.iv;
+        for (b, s) in n[4..].iter_mut().zip(seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        Ok(Nonce::assume_unique_for_key(n))
+    }
+}
+
+/// What one opened record was.
+enum Opened {
+    /// Application data at this range of the read buffer.
+    Data(usize, usize),
+    /// Nothing for the reader (an empty record, a ticket, a key update).
+    Nothing,
+    /// close_notify.
+    Close,
+}
+
+/// A TLS 1.3 connection after its handshake, protecting records itself (see the module docs).
+pub struct RecordStream<S> {
+    io: S,
+    side: Side,
+    rx: Direction,
+    tx: Direction,
+    /// Plaintext to hand out before any record (what the HTTP layer and rustls had read).
+    prefix: Bytes,
+    /// Ciphertext read from the socket (`None` while idle), `rpos..rend` not yet opened.
+    rbuf: Option<Box<[u8]>>,
+    rpos: usize,
+    rend: usize,
+    /// Plaintext of the last record, in `rbuf`, not yet handed out.
+    plain: (usize, usize),
+    last_fill: usize,
+    /// A post-handshake message arriving in pieces.
+    hs: Vec<u8>,
+    /// close_notify came: reads see the end.
+    read_closed: bool,
+    /// Records sealed, `wpos..` not yet written to the socket.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// The peer asked for a key update: ours goes out before our next record.
+    answer_key_update: bool,
+    /// Records after which our keys are updated ([`KEY_UPDATE_AFTER`]).
+    key_update_after: u64,
+    close_sent: bool,
+}
+
+impl<S> std::fmt::Debug for RecordStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordStream").field("side", &self.side).finish_non_exhaustive()
+    }
+}
+
+/// A connection that could not switch: it goes on over rustls (with the plaintext read so far).
+pub type NotSwitched<T> = (T, Bytes);
+
+/// Switches a server connection whose HTTP upgrade is done. `read` is what the HTTP layer read
+/// past the request. `Err` gives the connection back when it cannot switch (TLS 1.2, a
+/// partial record inside rustls, records waiting to be sent): the caller goes on over rustls.
+/// A switch that fails after rustls let go of the keys is an `Ok(Err(..))`: the connection is
+/// lost.
+#[allow(clippy::type_complexity)]
+pub fn from_server<S: AsyncRead + AsyncWrite + Unpin>(
+    tls: tokio_rustls::server::TlsStream<FlowBuf<S>>,
+    secrets: &TrafficSecrets,
+    read: Bytes,
+) -> Result<Result<(RecordStream<S>, Bytes), String>, NotSwitched<tokio_rustls::server::TlsStream<FlowBuf<S>>>> {
+    let mut tls = tls;
+    let (io, conn) = tls.get_mut();
+    let Some(suite) = conn.negotiated_cipher_suite().and_then(Suite::of) else { return Err((tls, read)) };
+    if !io.at_record_boundary() || conn.wants_write() || conn.is_handshaking() {
+        return Err((tls, read));
+    }
+    let prefix = drain_plaintext(conn.reader(), read);
+    let (io, conn) = tls.into_inner();
+    let secrets_out = conn.dangerous_extract_secrets().map_err(|e| format!("rustls kept the keys: {e}"));
+    Ok(secrets_out.and_then(|x| switch(io, Side::Server, suite, secrets, x, prefix)))
+}
+
+/// Switches the node's connection after its WebSocket upgrade (see [`from_server`]).
+#[allow(clippy::type_complexity)]
+pub fn from_client<S: AsyncRead + AsyncWrite + Unpin>(
+    tls: tokio_rustls::client::TlsStream<FlowBuf<S>>,
+    secrets: &TrafficSecrets,
+) -> Result<Result<(RecordStream<S>, Bytes), String>, NotSwitched<tokio_rustls::client::TlsStream<FlowBuf<S>>>> {
+    let mut tls = tls;
+    let (io, conn) = tls.get_mut();
+    let Some(suite) = conn.negotiated_cipher_suite().and_then(Suite::of) else { return Err((tls, Bytes::new())) };
+    if !io.at_record_boundary() || conn.wants_write() || conn.is_handshaking() {
+        return Err((tls, Bytes::new()));
+    }
+    let prefix = drain_plaintext(conn.reader(), Bytes::new());
+    let (io, conn) = tls.into_inner();
+    let secrets_out = conn.dangerous_extract_secrets().map_err(|e| format!("rustls kept the keys: {e}"));
+    Ok(secrets_out.and_then(|x| switch(io, Side::Client, suite, secrets, x, prefix)))
+}
+
+/// `read` followed by whatever plaintext rustls holds.
+fn drain_plaintext(mut r: rustls::Reader<'_>, read: Bytes) -> Bytes {
+    let mut more = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n @ 1..) = io::Read::read(&mut r, &mut chunk) {
+        more.extend_from_slice(&chunk[..n]);
+    }
+    if more.is_empty() {
+        return read;
+    }
+    let mut all = read.to_vec();
+    all.extend_from_slice(&more);
+    all.into()
+}
+
+fn switch<S>(
+    io: FlowBuf<S>,
+    side: Side,
+    suite: Suite,
+    secrets: &TrafficSecrets,
+    x: rustls::ExtractedSecrets,
+    prefix: Bytes,
+) -> Result<(RecordStream<S>, Bytes), String> {
+    let (client, server) = secrets.take().ok_or("the handshake logged no traffic secrets")?;
+    let (tx_secret, rx_secret) = match side {
+        Side::Client => (client, server),
+        Side::Server => (server, client),
+    };
+    let tx = Direction::new(suite, tx_secret, x.tx.0, Some(&x.tx.1))?;
+    let rx = Direction::new(suite, rx_secret, x.rx.0, Some(&x.rx.1))?;
+    let (io, pending) = io.into_parts();
+    let mut s = RecordStream::with_keys(io, side, rx, tx);
+    if !pending.is_empty() {
+        let mut buf = vec![0u8; READ_BUF.max(pending.len())].into_boxed_slice();
+        buf[..pending.len()].copy_from_slice(&pending);
+        s.rend = pending.len();
+        s.rbuf = Some(buf);
+    }
+    Ok((s, prefix))
+}
+
+impl<S> RecordStream<S> {
+    fn with_keys(io: S, side: Side, rx: Direction, tx: Direction) -> RecordStream<S> {
+        RecordStream {
+            io,
+            side,
+            rx,
+            tx,
+            prefix: Bytes::new(),
+            rbuf: None,
+            rpos: 0,
+            rend: 0,
+            plain: (0, 0),
+            last_fill: 0,
+            hs: Vec::new(),
+            read_closed: false,
+            wbuf: Vec::new(),
+            wpos: 0,
+            answer_key_update: false,
+            key_update_after: KEY_UPDATE_AFTER,
+            close_sent: false,
+        }
+    }
+
+    /// Opens the next complete record in the read buffer; `None` when it needs more bytes.
+    fn open_next(&mut self) -> Result<Option<Opened>, RecordError> {
+        let Some(buf) = self.rbuf.as_deref_mut() else { return Ok(None) };
+        let avail = &buf[self.rpos..self.rend];
+        if avail.len() < HEADER {
+            return Ok(None);
+        }
+        if avail[0] != CT_APPLICATION_DATA {
+            return Err(RecordError::UnexpectedRecordType(avail[0]));
+        }
+        let len = u16::from_be_bytes([avail[3], avail[4]]) as usize;
+        if len > MAX_CIPHERTEXT {
+            return Err(RecordError::Overflow(len));
+        }
+        if avail.len() < HEADER + len {
+            return Ok(None);
+        }
+        let start = self.rpos;
+        self.rpos += HEADER + len;
+        let (header, body) = buf[start..start + HEADER + len].split_at_mut(HEADER);
+        let nonce = self.rx.nonce()?;
+        let inner =
+            self.rx.key.open_in_place(nonce, Aad::from(&header[..]), body).map_err(|_| RecordError::BadRecordMac)?;
+        let Some(ct_at) = inner.iter().rposition(|&b| b != 0) else { return Err(RecordError::NoContentType) };
+        if ct_at > MAX_PLAINTEXT {
+            return Err(RecordError::Overflow(ct_at));
+        }
+        let content_type = inner[ct_at];
+        let data_start = start + HEADER;
+        if content_type != CT_HANDSHAKE && !self.hs.is_empty() {
+            return Err(RecordError::SplitHandshake);
+        }
+        match content_type {
+            CT_APPLICATION_DATA if ct_at == 0 => Ok(Some(Opened::Nothing)),
+            CT_APPLICATION_DATA => Ok(Some(Opened::Data(data_start, data_start + ct_at))),
+            CT_ALERT => match inner[..ct_at] {
+                [_, ALERT_CLOSE_NOTIFY] => Ok(Some(Opened::Close)),
+                [_, ALERT_USER_CANCELED] => Ok(Some(Opened::Nothing)),
+                [_, d] => Err(RecordError::PeerAlert(d)),
+                _ => Err(RecordError::BadAlert(ct_at)),
+            },
+            CT_HANDSHAKE => {
+                if self.hs.len() + ct_at > MAX_HANDSHAKE_BUF {
+                    return Err(RecordError::HandshakeTooLong);
+                }
+                self.hs.extend_from_slice(&inner[..ct_at]);
+                self.handshake_messages()?;
+                Ok(Some(Opened::Nothing))
+            }
+            other => Err(RecordError::UnexpectedContentType(other)),
+        }
+    }
+
+    /// Handles the complete post-handshake messages buffered (the rest waits for its record).
+    fn handshake_messages(&mut self) -> Result<(), RecordError> {
+        let mut at = 0;
+        while let [typ, a, b, c, rest @ ..] = &self.hs[at..] {
+            let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+            if rest.len() < len {
+                break;
+            }
+            let body = &rest[..len];
+            at += 4 + len;
+            match *typ {
+                HS_NEW_SESSION_TICKET if self.side == Side::Client => {} // no resumption for nodes
+                HS_KEY_UPDATE => {
+                    // A key change ends its record (RFC 8446 §5.1).
+                    if len != 1 || at != self.hs.len() || body[0] > 1 {
+                        return Err(RecordError::BadKeyUpdate);
+                    }
+                    self.answer_key_update |= body[0] == 1;
+                    self.rx.update()?;
+                }
+                other => return Err(RecordError::UnexpectedHandshake(other)),
+            }
+        }
+        self.hs.drain(..at);
+        if self.hs.is_empty() {
+            self.hs = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Seals one record of `content_type` whose plaintext the caller put at `wbuf[start + 5..]`.
+    fn seal_record(&mut self, start: usize, content_type: u8) -> Result<(), RecordError> {
+        self.wbuf.push(content_type);
+        let len = self.wbuf.len() - start - HEADER + TAG;
+        let header = [CT_APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        self.wbuf[start..start + HEADER].copy_from_slice(&header);
+        let nonce = self.tx.nonce()?;
+        let tag = self
+            .tx
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut self.wbuf[start + HEADER..])
+            .map_err(|_| RecordError::SequenceExhausted)?;
+        self.wbuf.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Seals a one-record message (an alert, a key update).
+    fn seal_message(&mut self, content_type: u8, body: &[u8]) -> Result<(), RecordError> {
+        let start = self.wbuf.len();
+        self.wbuf.extend_from_slice(&[0; HEADER]);
+        self.wbuf.extend_from_slice(body);
+        self.seal_record(start, content_type)
+    }
+
+    /// Our key update, when the peer asked for one or ours is due: sent, then the new keys.
+    fn maybe_update_tx(&mut self) -> Result<(), RecordError> {
+        if self.answer_key_update || self.tx.seq >= self.key_update_after {
+            self.seal_message(CT_HANDSHAKE, &[HS_KEY_UPDATE, 0, 0, 1, 0])?;
+            self.tx.update()?;
+            self.answer_key_update = false;
+        }
+        Ok(())
+    }
+
+    /// Seals up to [`WRITE_CHUNK`] bytes of `bufs` into records; returns how many it took.
+    fn seal_from(&mut self, bufs: &[io::IoSlice<'_>]) -> Result<usize, RecordError> {
+        self.maybe_update_tx()?;
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(WRITE_CHUNK);
+        self.wbuf.reserve(total + total.div_ceil(MAX_PLAINTEXT) * (HEADER + 1 + TAG));
+        let mut taken = 0;
+        let mut slices = bufs.iter().map(|b| &b[..]).filter(|b| !b.is_empty());
+        let mut cur: &[u8] = &[];
+        while taken < total {
+            let start = self.wbuf.len();
+            self.wbuf.extend_from_slice(&[0; HEADER]);
+            let mut room = MAX_PLAINTEXT.min(total - taken);
+            while room > 0 {
+                if cur.is_empty() {
+                    match slices.next() {
+                        Some(s) => cur = s,
+                        None => break,
+                    }
+                }
+                let n = room.min(cur.len());
+                self.wbuf.extend_from_slice(&cur[..n]);
+                cur = &cur[n..];
+                room -= n;
+                taken += n;
+            }
+            self.seal_record(start, CT_APPLICATION_DATA)?;
+        }
+        Ok(taken)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> RecordStream<S> {
+    /// Writes the sealed records out.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.wpos < self.wbuf.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wpos += n;
+        }
+        // A bulk write's buffer is kept for the next one; after small writes (heartbeats) it
+        // goes back, so an idle connection holds none.
+        if self.wbuf.capacity() > FULL_RECORD && self.wpos < FLOWING {
+            self.wbuf = Vec::new();
+        } else {
+            self.wbuf.clear();
+        }
+        self.wpos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for RecordStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if !this.prefix.is_empty() {
+                let n = this.prefix.len().min(out.remaining());
+                out.put_slice(&this.prefix.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            let (from, to) = this.plain;
+            if from < to {
+                if let Some(buf) = &this.rbuf {
+                    let n = (to - from).min(out.remaining());
+                    out.put_slice(&buf[from..from + n]);
+                    this.plain.0 += n;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            // Whatever follows close_notify is ignored (RFC 8446 §6.1).
+            if this.read_closed {
+                return Poll::Ready(Ok(()));
+            }
+            match this.open_next()? {
+                Some(Opened::Data(from, to)) => this.plain = (from, to),
+                Some(Opened::Nothing) => {}
+                Some(Opened::Close) => this.read_closed = true,
+                None => ready!(this.poll_fill(cx))?,
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> RecordStream<S> {
+    /// Reads more ciphertext (room for at least one whole record after what is buffered).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        }
+        let buf = self.rbuf.get_or_insert_with(|| vec![0u8; READ_BUF].into_boxed_slice());
+        if buf.len() - self.rend < HEADER + MAX_CIPHERTEXT {
+            buf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+        let mut rb = ReadBuf::new(&mut buf[self.rend..]);
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Err(if self.rpos < self.rend {
+                        RecordError::Truncated.into()
+                    } else {
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection without close_notify")
+                    }));
+                }
+                self.rend += n;
+                self.last_fill = n;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                // Nothing buffered and nothing arriving after small reads: the connection is
+                // idle (SECURITY.md §2, memory per idle node), so the buffer goes back.
+                if self.rpos == self.rend && self.last_fill < FLOWING {
+                    self.rbuf = None;
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for RecordStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(b)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        let n = this.seal_from(bufs)?;
+        // Start writing now; what does not go out yet goes with the next write or the flush.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if !this.close_sent {
+            this.close_sent = true;
+            this.seal_message(CT_ALERT, &[1, ALERT_CLOSE_NOTIFY])?;
+            ready!(this.poll_drain(cx))?;
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+    use crate::tls;
+
+    type ServerTls = tokio_rustls::server::TlsStream<FlowBuf<DuplexStream>>;
+    type ClientTls = tokio_rustls::client::TlsStream<FlowBuf<DuplexStream>>;
+
+    /// A handshake over an in-memory pipe with the tunnel's configs (`suite`: the only one the
+    /// client offers), then a request and its answer through rustls, as the HTTP upgrade does.
+    async fn connected(
+        suite: rustls::SupportedCipherSuite,
+    ) -> (ServerTls, Arc<TrafficSecrets>, ClientTls, Arc<TrafficSecrets>) {
+        tls::install_provider();
+        let g = tls::generate_self_signed(&["localhost".into()]).unwrap();
+        let certs: Vec<_> = rustls_pemfile::certs(&mut g.cert_pem.as_bytes()).map(Result::unwrap).collect();
+        let key = rustls_pemfile::private_key(&mut g.key_pem.as_bytes()).unwrap().unwrap();
+        let base = tls::server_config(certs, key).unwrap();
+        let (server_cfg, server_secrets) = server_config_for_connection(&base);
+        let pin: [u8; 32] = hex::decode(&g.pin).unwrap().try_into().unwrap();
+        let provider =
+            rustls::crypto::CryptoProvider { cipher_suites: vec![suite], ..Arc::unwrap_or_clone(tls::provider()) };
+        let mut client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(tls::PinVerifier::new(pin)))
+            .with_no_client_auth();
+        let client_secrets = prepare_client_config(&mut client_cfg);
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let accept = tokio_rustls::TlsAcceptor::from(server_cfg).accept(FlowBuf::new(a));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connect = tokio_rustls::TlsConnector::from(Arc::new(client_cfg)).connect(name, FlowBuf::new(b));
+        let (s, c) = tokio::join!(accept, connect);
+        let (mut s, mut c) = (s.unwrap(), c.unwrap());
+        c.write_all(b"GET /v1/tunnel").await.unwrap();
+        c.flush().await.unwrap();
+        let mut req = [0u8; 14];
+        s.read_exact(&mut req).await.unwrap();
+        s.write_all(b"101").await.unwrap();
+        s.flush().await.unwrap();
+        let mut resp = [0u8; 3];
+        c.read_exact(&mut resp).await.unwrap();
+        (s, server_secrets, c, client_secrets)
+    }
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    /// Sends `a_data` from `a` to `b` and `b_data` back at the same time, each closing after
+    /// (close_notify); returns what each read, to its end.
+    async fn exchange<A, B>(a: A, b: B, a_data: Vec<u8>, b_data: Vec<u8>) -> (Vec<u8>, Vec<u8>)
+    where
+        A: AsyncRead + AsyncWrite + Send + 'static,
+        B: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut ar, mut aw) = tokio::io::split(a);
+        let (mut br, mut bw) = tokio::io::split(b);
+        let w1 = tokio::spawn(async move {
+            aw.write_all(&a_data).await.unwrap();
+            aw.shutdown().await.unwrap();
+        });
+        let w2 = tokio::spawn(async move {
+            bw.write_all(&b_data).await.unwrap();
+            bw.shutdown().await.unwrap();
+        });
+        let r1 = tokio::spawn(async move {
+            let mut v = Vec::new();
+            ar.read_to_end(&mut v).await.map(|_| v)
+        });
+        let mut at_b = Vec::new();
+        br.read_to_end(&mut at_b).await.unwrap();
+        let at_a = r1.await.unwrap().unwrap();
+        w1.await.unwrap();
+        w2.await.unwrap();
+        (at_a, at_b)
+    }
+
+    #[tokio::test]
+    async fn either_end_or_both_switch_and_carry_every_byte_both_ways_in_every_suite() {
+        use rustls::crypto::ring::cipher_suite as cs;
+        let (up, down) = (pattern(700_001, 1), pattern(1_300_007, 2));
+        for suite in [cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256] {
+            let (s, ss, c, cs_) = connected(suite).await;
+            let (server, prefix) = from_server(s, &ss, Bytes::from_static(b"x")).ok().unwrap().unwrap();
+            assert_eq!(&prefix[..], b"x", "what the HTTP layer read comes first");
+            let (client, prefix) = from_client(c, &cs_).ok().unwrap().unwrap();
+            assert!(prefix.is_empty());
+            let (at_server, at_client) = exchange(server, client, down.clone(), up.clone()).await;
+            assert!(at_server == up && at_client == down, "both switched, {suite:?}");
+
+            let (s, ss, c, _) = connected(suite).await;
+            let (server, _) = from_server(s, &ss, Bytes::new()).ok().unwrap().unwrap();
+            let (at_server, at_client) = exchange(server, c, down.clone(), up.clone()).await;
+            assert!(at_server == up && at_client == down, "the server switched, {suite:?}");
+
+            let (s, _, c, cs_) = connected(suite).await;
+            let (client, _) = from_client(c, &cs_).ok().unwrap().unwrap();
+            let (at_server, at_client) = exchange(s, client, down.clone(), up.clone()).await;
+            assert!(at_server == up && at_client == down, "the client switched, {suite:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_switched_server_follows_rustls_key_updates_answers_them_and_rustls_follows_its_own() {
+        let (s, ss, mut c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
+        let (mut server, _) = from_server(s, &ss, Bytes::new()).ok().unwrap().unwrap();
+        // rustls asks for an update (update_requested) between two writes.
+        c.write_all(&pattern(100_000, 3)).await.unwrap();
+        c.get_mut().1.refresh_traffic_keys().unwrap();
+        c.write_all(&pattern(100_000, 4)).await.unwrap();
+        c.flush().await.unwrap();
+        let mut got = vec![0u8; 200_000];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..100_000], &pattern(100_000, 3)[..]);
+        assert_eq!(&got[100_000..], &pattern(100_000, 4)[..]);
+        assert!(server.answer_key_update, "the update request is noted");
+        assert_eq!(server.rx.seq, 7, "the reader's keys changed: 7 records since");
+        // Our answer goes out before our next record; then one of our own when it is due.
+        server.write_all(&pattern(50_000, 5)).await.unwrap();
+        assert!(!server.answer_key_update);
+        assert_eq!(server.tx.seq, 4);
+        server.key_update_after = 6;
+        server.write_all(&pattern(200_000, 6)).await.unwrap();
+        server.flush().await.unwrap();
+        assert!(server.tx.seq < 10, "our own update reset the sequence");
+        let mut back = vec![0u8; 250_000];
+        c.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back[..50_000], &pattern(50_000, 5)[..]);
+        assert_eq!(&back[50_000..], &pattern(200_000, 6)[..]);
+        // close_notify both ways.
+        c.shutdown().await.unwrap();
+        assert_eq!(server.read(&mut got).await.unwrap(), 0);
+        server.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+}
