@@ -152,6 +152,24 @@ WS = {
 }
 
 
+# tls_records: byte 0 = side (even: server) and read size; then records the fuzz target seals:
+# outer type, content type, padding, 2-byte body length, body.
+def rec(body, ct=23, pad=0, outer=23):
+    return bytes([outer, ct, pad]) + len(body).to_bytes(2, "big") + body
+
+
+CLOSE = rec(b"\x01\x00", ct=21)
+TLS_RECORDS = {
+    "data_then_close": b"\x00" + rec(b"hello") + rec(b"", pad=40) + CLOSE,
+    "key_update_requested": b"\x03" + rec(b"\x18\x00\x00\x01\x01", ct=22) + rec(b"after") + CLOSE,
+    "key_update_split": b"\x00" + rec(b"\x18\x00", ct=22) + rec(b"\x00\x01\x00", ct=22) + rec(b"x"),
+    "session_ticket": b"\x01" + rec(b"\x04\x00\x00\x02ab", ct=22) + rec(b"x") + CLOSE,
+    "fatal_alert": b"\x02" + rec(b"\x02\x28", ct=21),
+    "handshake_outer_type": b"\x00" + rec(b"x", outer=0),
+    "full_record": b"\x10" + rec(bytes(16384)) + rec(bytes(300)) + CLOSE,
+}
+
+
 def write(target, name, data):
     d = SEEDS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -171,6 +189,9 @@ def main():
 
     for name, data in WS.items():
         write("ws_frame", name, data)
+
+    for name, data in TLS_RECORDS.items():
+        write("tls_records", name, data)
 
     for name, data in TELEGRAM.items():
         write("telegram_update", name, data)

@@ -556,7 +556,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub relay: Arc<RelayService>,
     pin: String,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     /// The web listener's certificates and the ACME service.
     certificates: Arc<crate::acme::Certificates>,
     geoip: Arc<SharedGeoIp>,
@@ -617,7 +617,7 @@ impl App {
         } else {
             let alpn = certificates.acme().is_some_and(|a| a.challenge == crate::config::Challenge::TlsAlpn01);
             let server = crate::tls::server_config_with_resolver(certificates.resolver.clone(), alpn)?;
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+            Some(Arc::new(server))
         };
         let geoip = Arc::new(SharedGeoIp::load(&cfg).map_err(AppError::Other)?);
         let trust = Arc::new(

@@ -29,18 +29,23 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::either::Either;
 use tracing::{debug, warn};
 
 use crate::shutdown::Shutdown;
 use crate::telemetry::{StatusClass, StatusLabel};
 use crate::tunnel::flowbuf::FlowBuf;
+use crate::tunnel::record::{RecordStream, TrafficSecrets};
 use crate::tunnel::session::{TunnelService, serve_node};
 
 /// The remote address of the connection a request came in on.
@@ -75,10 +80,50 @@ fn listener_full(why: &str) -> Response {
     r
 }
 
+/// A TLS web connection's traffic secrets, for its tunnel's records (an extension on each of
+/// its requests).
+#[derive(Clone, Debug)]
+struct TunnelSecrets(Arc<TrafficSecrets>);
+
+/// A web connection over TLS, as hyper holds it.
+type WebTls = TokioIo<Deadlines<tokio_rustls::server::TlsStream<FlowBuf<TcpStream>>>>;
+
+/// What a tunnel runs on: its own records when its connection could switch to them
+/// (`crate::tunnel::record`), else rustls' records, else (plain HTTP) what hyper gave back.
+type TunnelIo =
+    Either<RecordStream<TcpStream>, Either<tokio_rustls::server::TlsStream<FlowBuf<TcpStream>>, TokioIo<Upgraded>>>;
+
+/// The upgraded connection a tunnel runs on, and the plaintext already read from it; `None`
+/// when the switch to our own records failed halfway (the connection is lost).
+fn tunnel_io(upgraded: Upgraded, secrets: Option<&TrafficSecrets>) -> Option<(TunnelIo, Bytes)> {
+    let upgraded = match secrets {
+        Some(secrets) => match upgraded.downcast::<WebTls>() {
+            Ok(parts) => {
+                let tls = parts.io.into_inner().io;
+                return match crate::tunnel::record::from_server(tls, secrets, parts.read_buf) {
+                    Ok(Ok((records, read))) => Some((Either::Left(records), read)),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "a tunnel could not take over its TLS records");
+                        None
+                    }
+                    Err((tls, read)) => {
+                        debug!("the tunnel stays on rustls' records");
+                        Some((Either::Right(Either::Left(tls)), read))
+                    }
+                };
+            }
+            Err(upgraded) => upgraded,
+        },
+        None => upgraded,
+    };
+    Some((Either::Right(Either::Right(TokioIo::new(upgraded))), Bytes::new()))
+}
+
 async fn tunnel(
     State(svc): State<Arc<TunnelService>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     conn: Option<Extension<Conn>>,
+    secrets: Option<Extension<TunnelSecrets>>,
     mut req: Request,
 ) -> Response {
     let h = req.headers();
@@ -114,8 +159,8 @@ async fn tunnel(
     tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws =
-                    crate::tunnel::ws::WsConn::new(TokioIo::new(upgraded), crate::tunnel::ws::Role::Server, limits);
+                let Some((io, read)) = tunnel_io(upgraded, secrets.as_ref().map(|s| &*s.0.0)) else { return };
+                let ws = crate::tunnel::ws::WsConn::new(io, crate::tunnel::ws::Role::Server, limits).with_read(read);
                 let ws = if unmasked { ws.with_unmasked_frames() } else { ws };
                 let admitted = Arc::new(Mutex::new(admitted));
                 let welcomed = admitted.clone();
@@ -432,7 +477,7 @@ where
 /// fits) and accepting goes on. Each connection gets the [`WebTimeouts`].
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
     t: WebTimeouts,
     gate: Arc<crate::listener::Gate>,
@@ -449,21 +494,25 @@ pub async fn serve(
         let Ok(mut admitted) = gate.admit(peer.ip()) else { continue };
         let _ = tcp.set_nodelay(true);
         let app = app.clone().layer(Extension(PeerAddr(peer)));
-        let tls = tls.clone();
+        // Each connection logs its own traffic secrets, for a tunnel's records (`record`).
+        let tls = tls.as_deref().map(crate::tunnel::record::server_config_for_connection);
         tracker.spawn(async move {
             match tls {
-                Some(acceptor) => match tokio::time::timeout(hs, acceptor.accept(FlowBuf::new(tcp))).await {
-                    // A TLS-ALPN-01 validator only looks at the certificate (RFC 8737).
-                    Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
-                        debug!(%peer, "TLS-ALPN-01 validation handshake done");
+                Some((cfg, secrets)) => {
+                    match tokio::time::timeout(hs, TlsAcceptor::from(cfg).accept(FlowBuf::new(tcp))).await {
+                        // A TLS-ALPN-01 validator only looks at the certificate (RFC 8737).
+                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+                            debug!(%peer, "TLS-ALPN-01 validation handshake done");
+                        }
+                        Ok(Ok(stream)) => {
+                            admitted.handshake_done();
+                            let app = app.layer(Extension(TunnelSecrets(secrets)));
+                            serve_web_conn(stream, app, t, admitted).await
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
-                    Ok(Ok(stream)) => {
-                        admitted.handshake_done();
-                        serve_web_conn(stream, app, t, admitted).await
-                    }
-                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
-                },
+                }
                 None => {
                     admitted.handshake_done();
                     serve_web_conn(tcp, app, t, admitted).await

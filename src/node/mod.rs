@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ring::signature::KeyPair;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::either::Either;
 use tracing::{debug, info, warn};
 
 use self::controls::{Controls, NodeMeter};
@@ -252,7 +253,8 @@ async fn session(
         let wsock = upgrade(opts, format!("ws://{server}/v1/tunnel"), tcp).await?;
         return tunnel(opts, identity, pair_code, shutdown, wsock, local, established).await;
     }
-    let tls_cfg = crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?;
+    let mut tls_cfg = crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?;
+    let secrets = crate::tunnel::record::prepare_client_config(&mut tls_cfg);
     let name =
         rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| format!("bad server name {host:?}"))?;
     let tls = tokio::time::timeout(hs, tokio_rustls::TlsConnector::from(Arc::new(tls_cfg)).connect(name, tcp))
@@ -260,6 +262,16 @@ async fn session(
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake with {server} failed (wrong pin?): {e}"))?;
     let wsock = upgrade(opts, format!("wss://{server}/v1/tunnel"), tls).await?;
+    // The tunnel's records are ours from here (`crate::tunnel::record`), when the connection can
+    // switch; else rustls goes on.
+    let wsock = wsock.map_io(|tls| match crate::tunnel::record::from_client(tls, &secrets) {
+        Ok(Ok((records, read))) => Ok((Either::Left(records), read)),
+        Ok(Err(e)) => Err(format!("taking over the tunnel's TLS records failed: {e}")),
+        Err((tls, read)) => {
+            debug!("the tunnel stays on rustls' records");
+            Ok((Either::Right(tls), read))
+        }
+    })?;
     tunnel(opts, identity, pair_code, shutdown, wsock, local, established).await
 }
 

@@ -69,7 +69,7 @@ pub enum Side {
 }
 
 /// Why a record was refused; the connection ends with it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     #[error("TLS record of type {0} after the handshake (only application_data is allowed)")]
     UnexpectedRecordType(u8),
@@ -693,6 +693,108 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for RecordStream<S> {
     }
 }
 
+/// Records from a made-up peer, for tests and fuzzing (`fuzz/fuzz_targets/tls_records.rs`):
+/// sealed with fixed keys (AES-128-GCM from a fixed secret), read by [`read_from_test_peer`].
+#[doc(hidden)]
+pub struct TestPeer {
+    tx: Direction,
+}
+
+const TEST_SECRET: [u8; 32] = [7; 32];
+
+fn test_suite() -> Suite {
+    Suite { aead: &aead::AES_128_GCM, hkdf: hkdf::HKDF_SHA256 }
+}
+
+impl TestPeer {
+    pub fn new() -> TestPeer {
+        TestPeer {
+            tx: Direction::new(test_suite(), Zeroizing::new(TEST_SECRET.to_vec()), 0, None).expect("fixed keys"),
+        }
+    }
+
+    /// One record: `body`, its `content_type` and `pad` zero bytes sealed, under the outer type
+    /// `outer` (23 for every valid record).
+    pub fn record(&mut self, outer: u8, body: &[u8], content_type: u8, pad: usize) -> Vec<u8> {
+        let len = body.len() + 1 + pad + TAG;
+        let header = [outer, 3, 3, (len >> 8) as u8, len as u8];
+        let mut out = header.to_vec();
+        out.extend_from_slice(body);
+        out.push(content_type);
+        out.resize(HEADER + len - TAG, 0);
+        match self.tx.nonce() {
+            Ok(nonce) => {
+                if let Ok(tag) = self.tx.key.seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[HEADER..]) {
+                    out.extend_from_slice(tag.as_ref());
+                }
+            }
+            Err(_) => out.resize(HEADER + len, 0),
+        }
+        out
+    }
+
+    /// The peer's next keys (after it sent a KeyUpdate).
+    pub fn update(&mut self) {
+        let _ = self.tx.update();
+    }
+}
+
+impl Default for TestPeer {
+    fn default() -> Self {
+        TestPeer::new()
+    }
+}
+
+/// What [`read_from_test_peer`] read: the application data in order, whether close_notify
+/// came, and the error that ended the reading (none only after close_notify).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TestRead {
+    pub data: Vec<u8>,
+    pub closed: bool,
+    pub error: Option<io::Error>,
+    /// The end asks for a key update of its own (the peer sent update_requested).
+    pub answers_key_update: bool,
+}
+
+/// Reads `wire` as `side` reading a [`TestPeer`]'s records, arriving in reads of `step` bytes,
+/// through the stream's own read path (buffering, compaction, records split anywhere).
+#[doc(hidden)]
+pub fn read_from_test_peer(side: Side, wire: &[u8], step: usize) -> TestRead {
+    let keys =
+        |secret: &[u8]| Direction::new(test_suite(), Zeroizing::new(secret.to_vec()), 0, None).expect("fixed keys");
+    let io = Steps { data: wire, step: step.max(1) };
+    let mut s = RecordStream::with_keys(io, side, keys(&TEST_SECRET), keys(&[8; 32]));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 3000];
+    let error = loop {
+        let mut rb = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut s).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => break None,
+            Poll::Ready(Ok(())) => data.extend_from_slice(rb.filled()),
+            Poll::Ready(Err(e)) => break Some(e),
+            Poll::Pending => break None,
+        }
+    };
+    TestRead { data, closed: s.read_closed, error, answers_key_update: s.answer_key_update }
+}
+
+/// A reader handing out `step` bytes per read, then the end.
+struct Steps<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl AsyncRead for Steps<'_> {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let n = self.step.min(self.data.len()).min(out.remaining());
+        out.put_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Poll::Ready(Ok(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -833,5 +935,160 @@ mod tests {
         let mut rest = Vec::new();
         c.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    const DATA: u8 = CT_APPLICATION_DATA;
+    const HS: u8 = CT_HANDSHAKE;
+
+    fn close(p: &mut TestPeer) -> Vec<u8> {
+        p.record(DATA, &[1, ALERT_CLOSE_NOTIFY], CT_ALERT, 0)
+    }
+
+    /// The error reading `wire` ends with, the same however it arrives.
+    fn refused(side: Side, wire: &[u8]) -> RecordError {
+        let mut seen: Option<RecordError> = None;
+        for step in [wire.len(), 1, 7, 4096] {
+            let r = read_from_test_peer(side, wire, step);
+            let e = r.error.unwrap_or_else(|| panic!("accepted in steps of {step}"));
+            let e = e
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<RecordError>())
+                .cloned()
+                .unwrap_or_else(|| panic!("not a record error: {e}"));
+            if let Some(prev) = &seen {
+                assert_eq!(prev, &e, "in steps of {step}");
+            }
+            seen = Some(e);
+        }
+        seen.expect("four reads")
+    }
+
+    #[test]
+    fn what_a_peer_may_send_is_read_however_it_arrives() {
+        let mut p = TestPeer::new();
+        let mut wire = Vec::new();
+        let mut want = Vec::new();
+        for (i, n) in [1usize, 0, 100, MAX_PLAINTEXT, 5000].into_iter().enumerate() {
+            let body: Vec<u8> = (0..n).map(|j| (i * 7 + j) as u8).collect();
+            wire.extend(p.record(DATA, &body, DATA, i * 50)); // padded records too
+            want.extend(body);
+        }
+        wire.extend(p.record(DATA, &[1, ALERT_USER_CANCELED], CT_ALERT, 0));
+        // A KeyUpdate split over two records, then data under the new keys.
+        wire.extend(p.record(DATA, &[HS_KEY_UPDATE, 0], HS, 0));
+        wire.extend(p.record(DATA, &[0, 1, 1], HS, 0));
+        p.update();
+        wire.extend(p.record(DATA, b"after the update", DATA, 0));
+        want.extend(b"after the update");
+        wire.extend(close(&mut p));
+        wire.extend(b"anything after close_notify is ignored");
+        for step in [1, 2, 5, 4096, 20_000, wire.len()] {
+            for side in [Side::Client, Side::Server] {
+                let r = read_from_test_peer(side, &wire, step);
+                assert!(r.error.is_none(), "step {step}: {:?}", r.error);
+                assert!(r.closed && r.data == want, "step {step}");
+                assert!(r.answers_key_update, "update_requested is answered");
+            }
+        }
+        // The node ignores a session ticket; the server has none to receive.
+        let mut p = TestPeer::new();
+        let mut wire = p.record(DATA, &[HS_NEW_SESSION_TICKET, 0, 0, 3, 1, 2, 3], HS, 0);
+        wire.extend(p.record(DATA, b"x", DATA, 0));
+        wire.extend(close(&mut p));
+        let r = read_from_test_peer(Side::Client, &wire, 3);
+        assert!(r.error.is_none() && r.data == b"x");
+        assert_eq!(refused(Side::Server, &wire), RecordError::UnexpectedHandshake(HS_NEW_SESSION_TICKET));
+        // Without close_notify the end is an unexpected EOF, not a clean one.
+        let mut p = TestPeer::new();
+        let r = read_from_test_peer(Side::Server, &p.record(DATA, b"x", DATA, 0), 1);
+        let e = r.error.expect("EOF without close_notify");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(!e.get_ref().is_some_and(|e| e.is::<RecordError>()));
+        assert_eq!(r.data, b"x");
+    }
+
+    #[test]
+    fn hostile_records_are_refused_with_their_reason_however_they_arrive() {
+        let p = || TestPeer::new();
+        let one = |outer: u8, body: &[u8], ct: u8, pad: usize| p().record(outer, body, ct, pad);
+        let cases: Vec<(&str, Vec<u8>, RecordError)> = vec![
+            ("a handshake record", one(HS, b"x", DATA, 0), RecordError::UnexpectedRecordType(HS)),
+            ("change_cipher_spec", one(20, &[], 1, 0), RecordError::UnexpectedRecordType(20)),
+            ("an oversized record", vec![DATA, 3, 3, 0x41, 0x01], RecordError::Overflow(MAX_CIPHERTEXT + 1)),
+            (
+                "a plaintext over 2^14",
+                one(DATA, &[1; MAX_PLAINTEXT + 1], DATA, 0),
+                RecordError::Overflow(MAX_PLAINTEXT + 1),
+            ),
+            ("no content type", one(DATA, &[], 0, 9), RecordError::NoContentType),
+            ("an unknown content type", one(DATA, b"x", 99, 0), RecordError::UnexpectedContentType(99)),
+            ("a fatal alert", one(DATA, &[2, 40], CT_ALERT, 0), RecordError::PeerAlert(40)),
+            ("a short alert", one(DATA, &[1], CT_ALERT, 0), RecordError::BadAlert(1)),
+            ("a long alert", one(DATA, &[1, 0, 0], CT_ALERT, 0), RecordError::BadAlert(3)),
+            ("a certificate request", one(DATA, &[13, 0, 0, 1, 0], HS, 0), RecordError::UnexpectedHandshake(13)),
+            ("a KeyUpdate of 2", one(DATA, &[HS_KEY_UPDATE, 0, 0, 1, 2], HS, 0), RecordError::BadKeyUpdate),
+            ("a long KeyUpdate", one(DATA, &[HS_KEY_UPDATE, 0, 0, 2, 0, 0], HS, 0), RecordError::BadKeyUpdate),
+            (
+                "a KeyUpdate before more in its record",
+                one(DATA, &[HS_KEY_UPDATE, 0, 0, 1, 0, HS_KEY_UPDATE, 0, 0, 1, 0], HS, 0),
+                RecordError::BadKeyUpdate,
+            ),
+            (
+                "a KeyUpdate before part of a message",
+                one(DATA, &[HS_KEY_UPDATE, 0, 0, 1, 0, 4], HS, 0),
+                RecordError::BadKeyUpdate,
+            ),
+        ];
+        for (what, wire, want) in cases {
+            assert_eq!(refused(Side::Server, &wire), want, "{what}");
+        }
+        // A flipped bit anywhere in a record fails its tag (or its header).
+        let good = p().record(DATA, b"hello", DATA, 0);
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x20;
+            let e = refused(Side::Client, &bad);
+            assert!(
+                matches!(e, RecordError::BadRecordMac | RecordError::UnexpectedRecordType(_) | RecordError::Truncated)
+                    || (i == 4 && matches!(e, RecordError::Overflow(_))),
+                "byte {i}: {e:?}"
+            );
+        }
+        // A replayed record: the sequence moved on.
+        let mut peer = p();
+        let mut wire = peer.record(DATA, b"once", DATA, 0);
+        wire.extend(wire.clone());
+        assert_eq!(refused(Side::Server, &wire), RecordError::BadRecordMac);
+        // Records from before a key update, after it.
+        let mut peer = p();
+        let mut wire = peer.record(DATA, &[HS_KEY_UPDATE, 0, 0, 1, 0], HS, 0);
+        wire.extend(peer.record(DATA, b"old keys", DATA, 0));
+        assert_eq!(refused(Side::Server, &wire), RecordError::BadRecordMac);
+        // A handshake message split around application data.
+        let mut peer = p();
+        let mut wire = peer.record(DATA, &[HS_KEY_UPDATE, 0], HS, 0);
+        wire.extend(peer.record(DATA, b"data", DATA, 0));
+        assert_eq!(refused(Side::Server, &wire), RecordError::SplitHandshake);
+        // A handshake message that never ends stops at the bound.
+        let mut peer = p();
+        let mut wire = peer.record(DATA, &[HS_NEW_SESSION_TICKET, 0xff, 0xff, 0xff], HS, 0);
+        for _ in 0..5 {
+            wire.extend(peer.record(DATA, &[0; MAX_PLAINTEXT], HS, 0));
+        }
+        assert_eq!(refused(Side::Client, &wire), RecordError::HandshakeTooLong);
+        // A record cut short by the end of the connection.
+        let good = p().record(DATA, &[5; 300], DATA, 0);
+        for cut in 1..good.len() {
+            let r = read_from_test_peer(Side::Server, &good[..cut], 1);
+            let e = r.error.expect("a cut record");
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}");
+            assert_eq!(e.get_ref().and_then(|e| e.downcast_ref::<RecordError>()), Some(&RecordError::Truncated));
+            assert!(r.data.is_empty());
+        }
     }
 }

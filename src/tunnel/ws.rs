@@ -252,6 +252,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
         let _ = tokio::time::timeout(HANDSHAKE_SEND_TIMEOUT, self.write.close(&mut self.io)).await;
     }
 
+    /// The same connection over another stream: `f` turns the stream into another one and
+    /// the bytes the old one had read but not handed out (they follow what this buffered).
+    pub fn map_io<T, E>(self, f: impl FnOnce(S) -> Result<(T, Bytes), E>) -> Result<WsConn<T>, E> {
+        let WsConn { io, mut read, write } = self;
+        let (io, pending) = f(io)?;
+        read.buf.extend_from_slice(&pending);
+        Ok(WsConn { io, read, write })
+    }
+
+    /// `read` (bytes read from `io` before, e.g. by the HTTP layer) comes before what `io` reads.
+    pub fn with_read(mut self, read: Bytes) -> WsConn<S> {
+        if !read.is_empty() {
+            let mut buf = BytesMut::from(&read[..]);
+            buf.extend_from_slice(&self.read.buf);
+            self.read.buf = buf;
+        }
+        self
+    }
+
     /// Frames from the node go unmasked ([`UNMASKED`] was negotiated): a node stops masking
     /// what it writes, a server accepts unmasked frames.
     pub fn with_unmasked_frames(mut self) -> WsConn<S> {
