@@ -63,6 +63,23 @@ pub enum Outcome {
 }
 snake_case_label!(Outcome { Ok => "ok", Failed => "failed" });
 
+/// The TLS record layer a node tunnel runs on after its upgrade (`crate::tunnel::record`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub enum RecordLayer {
+    /// The tunnel's own.
+    Own,
+    /// rustls': the connection could not switch.
+    Rustls,
+    /// The switch failed after rustls let go of the keys: the connection was lost.
+    Failed,
+}
+snake_case_label!(RecordLayer { Own => "own", Rustls => "rustls", Failed => "failed" });
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLayerLabel {
+    pub layer: RecordLayer,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: Outcome,
@@ -238,6 +255,8 @@ pub struct Metrics {
     pub relayed_bytes: Family<DirLabel, Counter>,
     pub tunnel_handshakes: Family<ResultLabel, Counter>,
     pub tunnel_disconnects: Family<DisconnectLabel, Counter>,
+    /// Node tunnels over TLS by the record layer they run on after the upgrade.
+    pub tunnel_record_layer: Family<RecordLayerLabel, Counter>,
     pub proxy_auth_failures: Counter,
     /// New connections refused by a listener's caps (all, per address, handshakes per address).
     pub connections_refused: Counter,
@@ -304,6 +323,9 @@ impl Metrics {
         }
         for reason in NodeDisconnect::ALL {
             self.tunnel_disconnects.get_or_create(&DisconnectLabel { reason: *reason }).inc_by(0);
+        }
+        for layer in RecordLayer::ALL {
+            self.tunnel_record_layer.get_or_create(&RecordLayerLabel { layer: layer.clone() }).inc_by(0);
         }
         for class in StatusClass::ALL {
             self.http_requests.get_or_create(&StatusLabel { class: *class }).inc_by(0);
@@ -389,6 +411,11 @@ impl Metrics {
             "traffix_tunnel_disconnects",
             "Node tunnels ended after a successful handshake, by reason",
             self.tunnel_disconnects.clone(),
+        );
+        reg.register(
+            "traffix_tunnel_record_layer",
+            "Node tunnels over TLS by the record layer they run on after the upgrade",
+            self.tunnel_record_layer.clone(),
         );
         reg.register("traffix_proxy_auth_failures", "Failed proxy authentications", self.proxy_auth_failures.clone());
         reg.register(

@@ -80,11 +80,6 @@ fn listener_full(why: &str) -> Response {
     r
 }
 
-/// A TLS web connection's traffic secrets, for its tunnel's records (an extension on each of
-/// its requests).
-#[derive(Clone, Debug)]
-struct TunnelSecrets(Arc<TrafficSecrets>);
-
 /// A web connection over TLS, as hyper holds it.
 type WebTls = TokioIo<Deadlines<tokio_rustls::server::TlsStream<FlowBuf<TcpStream>>>>;
 
@@ -95,22 +90,29 @@ type TunnelIo =
 
 /// The upgraded connection a tunnel runs on, and the plaintext already read from it; `None`
 /// when the switch to our own records failed halfway (the connection is lost).
-fn tunnel_io(upgraded: Upgraded, secrets: Option<&TrafficSecrets>) -> Option<(TunnelIo, Bytes)> {
+fn tunnel_io(
+    upgraded: Upgraded,
+    secrets: Option<&TrafficSecrets>,
+    metrics: &crate::telemetry::Metrics,
+) -> Option<(TunnelIo, Bytes)> {
+    use crate::telemetry::{RecordLayer, RecordLayerLabel};
     let upgraded = match secrets {
         Some(secrets) => match upgraded.downcast::<WebTls>() {
             Ok(parts) => {
                 let tls = parts.io.into_inner().io;
-                return match crate::tunnel::record::from_server(tls, secrets, parts.read_buf) {
-                    Ok(Ok((records, read))) => Some((Either::Left(records), read)),
+                let (io, layer) = match crate::tunnel::record::from_server(tls, secrets, parts.read_buf) {
+                    Ok(Ok((records, read))) => (Some((Either::Left(records), read)), RecordLayer::Own),
                     Ok(Err(e)) => {
                         warn!(error = %e, "a tunnel could not take over its TLS records");
-                        None
+                        (None, RecordLayer::Failed)
                     }
                     Err((tls, read)) => {
                         debug!("the tunnel stays on rustls' records");
-                        Some((Either::Right(Either::Left(tls)), read))
+                        (Some((Either::Right(Either::Left(tls)), read)), RecordLayer::Rustls)
                     }
                 };
+                metrics.tunnel_record_layer.get_or_create(&RecordLayerLabel { layer }).inc();
+                return io;
             }
             Err(upgraded) => upgraded,
         },
@@ -123,7 +125,6 @@ async fn tunnel(
     State(svc): State<Arc<TunnelService>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     conn: Option<Extension<Conn>>,
-    secrets: Option<Extension<TunnelSecrets>>,
     mut req: Request,
 ) -> Response {
     let h = req.headers();
@@ -153,13 +154,16 @@ async fn tunnel(
     if let Some(Extension(c)) = &conn {
         c.phase.upgraded();
     }
+    let secrets = conn.as_ref().and_then(|Extension(c)| c.secrets.clone());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let limits = crate::tunnel::ws::ws_limits(&svc.limits);
     let tasks = svc.tasks.clone();
     tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let Some((io, read)) = tunnel_io(upgraded, secrets.as_ref().map(|s| &*s.0.0)) else { return };
+                let Some((io, read)) = tunnel_io(upgraded, secrets.as_deref(), &svc.metrics) else {
+                    return;
+                };
                 let ws = crate::tunnel::ws::WsConn::new(io, crate::tunnel::ws::Role::Server, limits).with_read(read);
                 let ws = if unmasked { ws.with_unmasked_frames() } else { ws };
                 let admitted = Arc::new(Mutex::new(admitted));
@@ -239,6 +243,8 @@ struct Conn {
     phase: Arc<ConnPhase>,
     /// Its place in the listener's [`crate::listener::Gate`]; a tunnel takes it along.
     admitted: Arc<Mutex<Option<crate::listener::Admitted>>>,
+    /// Over TLS: its traffic secrets, for a tunnel's own records (`crate::tunnel::record`).
+    secrets: Option<Arc<TrafficSecrets>>,
 }
 
 impl Conn {
@@ -459,12 +465,17 @@ pub struct WebTimeouts {
     pub keepalive_idle: Duration,
 }
 
-async fn serve_web_conn<I>(io: I, app: Router, t: WebTimeouts, admitted: crate::listener::Admitted)
-where
+async fn serve_web_conn<I>(
+    io: I,
+    app: Router,
+    t: WebTimeouts,
+    admitted: crate::listener::Admitted,
+    secrets: Option<Arc<TrafficSecrets>>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let phase = Arc::new(ConnPhase(Mutex::new(Phase::Head(Instant::now()))));
-    let conn = Conn { phase: phase.clone(), admitted: Arc::new(Mutex::new(Some(admitted))) };
+    let conn = Conn { phase: phase.clone(), admitted: Arc::new(Mutex::new(Some(admitted))), secrets };
     let io = Deadlines { io, phase, head: t.handshake, timer: None };
     // An idle connection gets at least the time a request head gets.
     serve_conn(io, app.layer(Extension(conn.clone())), t.keepalive_idle.max(t.handshake)).await;
@@ -506,8 +517,7 @@ pub async fn serve(
                         }
                         Ok(Ok(stream)) => {
                             admitted.handshake_done();
-                            let app = app.layer(Extension(TunnelSecrets(secrets)));
-                            serve_web_conn(stream, app, t, admitted).await
+                            serve_web_conn(stream, app, t, admitted, Some(secrets)).await
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -515,7 +525,7 @@ pub async fn serve(
                 }
                 None => {
                     admitted.handshake_done();
-                    serve_web_conn(tcp, app, t, admitted).await
+                    serve_web_conn(tcp, app, t, admitted, None).await
                 }
             }
         });

@@ -265,7 +265,10 @@ async fn session(
     // The tunnel's records are ours from here (`crate::tunnel::record`), when the connection can
     // switch; else rustls goes on.
     let wsock = wsock.map_io(|tls| match crate::tunnel::record::from_client(tls, &secrets) {
-        Ok(Ok((records, read))) => Ok((Either::Left(records), read)),
+        Ok(Ok((records, read))) => {
+            debug!("the tunnel runs on its own TLS records");
+            Ok((Either::Left(records), read))
+        }
         Ok(Err(e)) => Err(format!("taking over the tunnel's TLS records failed: {e}")),
         Err((tls, read)) => {
             debug!("the tunnel stays on rustls' records");

@@ -6,7 +6,7 @@ use crate::common::*;
 fn large_payloads_are_intact_both_ways_through_socks5_http_and_connect() {
     let s = Server::start();
     let pass = s.add_user("alice", Some("100"));
-    let _node = s.start_node("alice", "127.0.0.2");
+    let node = s.start_node("alice", "127.0.0.2");
     let o = origin().addr;
     let size = 24 * 1024 * 1024;
     let expect = sha256_hex(&payload(size, 7));
@@ -47,6 +47,11 @@ fn large_payloads_are_intact_both_ways_through_socks5_http_and_connect() {
         assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{label} upload corrupted");
     }
+    // It all went over the tunnel's own TLS records (the node's and the server's).
+    assert!(node.log().contains("the tunnel runs on its own TLS records"), "{}", node.log());
+    assert_eq!(s.metric(r#"traffix_tunnel_record_layer_total{layer="own"}"#), 1.0, "{}", s.metrics_text());
+    assert_eq!(s.metric(r#"traffix_tunnel_record_layer_total{layer="rustls"}"#), 0.0);
+    assert_eq!(s.metric(r#"traffix_tunnel_record_layer_total{layer="failed"}"#), 0.0);
 }
 
 #[test]
