@@ -22,7 +22,7 @@
 //! Every run also prints the CPU seconds per GiB of the processes on each path over the
 //! concurrent streams (below the table).
 //! `TRAFFIX_BENCH_NODE_BIN=PATH` runs the node from another build than the server (an A/B of a
-//! node-side change against the same server).
+//! node-side change against the same server); `TRAFFIX_BENCH_SERVER_BIN=PATH` the server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
 
 mod common;
@@ -143,7 +143,7 @@ fn start_traffix_with(env: &[(&str, &str)], owner: &str) -> Traffix {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (socks, _metrics, pass) = common::init(d);
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(std::env::var("TRAFFIX_BENCH_SERVER_BIN").unwrap_or_else(|_| BIN.to_owned()));
     cmd.args(["serve", "--allow-private-targets", "--data-dir"]).arg(d).env("RUST_LOG", "warn");
     for (k, v) in PROFILE.iter().chain(env) {
         cmd.env(k, v);

@@ -192,4 +192,35 @@ mod tests {
         drop(b);
         assert_eq!(f.read(&mut chunk).await.unwrap(), 0);
     }
+
+    #[tokio::test]
+    async fn it_knows_whether_what_it_handed_out_ends_at_a_tls_record_boundary() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut f = FlowBuf::new(a);
+        let mut wire = Vec::new();
+        let mut boundaries = vec![0];
+        for len in [0usize, 1, 300, 16_401, 5, 40_000] {
+            wire.extend_from_slice(&[23, 3, 3, (len >> 8) as u8, len as u8]);
+            wire.extend(std::iter::repeat_n(7u8, len));
+            boundaries.push(wire.len());
+        }
+        b.write_all(&wire).await.unwrap();
+        assert!(f.at_record_boundary());
+        let mut at = 0;
+        for step in [1usize, 3, 4, 5, 2, 997, 4096, 70_000].iter().cycle() {
+            if at == wire.len() {
+                break;
+            }
+            let mut chunk = vec![0u8; *step];
+            let n = f.read(&mut chunk).await.unwrap();
+            at += n;
+            assert_eq!(f.at_record_boundary(), boundaries.contains(&at), "after {at} bytes");
+        }
+        // What was read from the socket and not handed out is given back.
+        b.write_all(b"rest").await.unwrap();
+        let mut one = [0u8; 1];
+        f.read_exact(&mut one).await.unwrap();
+        let (_, pending) = f.into_parts();
+        assert_eq!(pending, b"est");
+    }
 }
