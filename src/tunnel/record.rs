@@ -268,8 +268,6 @@ pub struct RecordStream<S> {
     side: Side,
     rx: Direction,
     tx: Direction,
-    /// Plaintext to hand out before any record (what the HTTP layer and rustls had read).
-    prefix: Bytes,
     /// Ciphertext read from the socket (`None` while idle), `rpos..rend` not yet opened.
     rbuf: Option<Box<[u8]>>,
     rpos: usize,
@@ -301,59 +299,62 @@ impl<S> std::fmt::Debug for RecordStream<S> {
 pub type NotSwitched<T> = (T, Bytes);
 
 /// Switches a server connection whose HTTP upgrade is done. `read` is what the HTTP layer read
-/// past the request. `Err` gives the connection back when it cannot switch (TLS 1.2, a
-/// partial record inside rustls, records waiting to be sent): the caller goes on over rustls.
-/// A switch that fails after rustls let go of the keys is an `Ok(Err(..))`: the connection is
-/// lost.
+/// past the request. `Err` gives the connection back when it cannot switch (a partial record
+/// inside rustls, records waiting to be sent): the caller goes on over rustls. A switch that
+/// fails after rustls let go of the keys is an `Ok(Err(..))`: the connection is lost.
 #[allow(clippy::type_complexity)]
-pub fn from_server<S: AsyncRead + AsyncWrite + Unpin>(
-    tls: tokio_rustls::server::TlsStream<FlowBuf<S>>,
+pub fn from_server<S>(
+    mut tls: tokio_rustls::server::TlsStream<FlowBuf<S>>,
     secrets: &TrafficSecrets,
     read: Bytes,
 ) -> Result<Result<(RecordStream<S>, Bytes), String>, NotSwitched<tokio_rustls::server::TlsStream<FlowBuf<S>>>> {
-    let mut tls = tls;
     let (io, conn) = tls.get_mut();
-    let Some(suite) = conn.negotiated_cipher_suite().and_then(Suite::of) else { return Err((tls, read)) };
-    if !io.at_record_boundary() || conn.wants_write() || conn.is_handshaking() {
-        return Err((tls, read));
-    }
-    let prefix = drain_plaintext(conn.reader(), read);
+    let (suite, prefix) = match ready_to_switch(io, conn, read) {
+        Ok(ready) => ready,
+        Err(read) => return Err((tls, read)),
+    };
     let (io, conn) = tls.into_inner();
-    let secrets_out = conn.dangerous_extract_secrets().map_err(|e| format!("rustls kept the keys: {e}"));
-    Ok(secrets_out.and_then(|x| switch(io, Side::Server, suite, secrets, x, prefix)))
+    Ok(switch(io, Side::Server, suite, secrets, conn.dangerous_extract_secrets(), prefix))
 }
 
 /// Switches the node's connection after its WebSocket upgrade (see [`from_server`]).
 #[allow(clippy::type_complexity)]
-pub fn from_client<S: AsyncRead + AsyncWrite + Unpin>(
-    tls: tokio_rustls::client::TlsStream<FlowBuf<S>>,
+pub fn from_client<S>(
+    mut tls: tokio_rustls::client::TlsStream<FlowBuf<S>>,
     secrets: &TrafficSecrets,
 ) -> Result<Result<(RecordStream<S>, Bytes), String>, NotSwitched<tokio_rustls::client::TlsStream<FlowBuf<S>>>> {
-    let mut tls = tls;
     let (io, conn) = tls.get_mut();
-    let Some(suite) = conn.negotiated_cipher_suite().and_then(Suite::of) else { return Err((tls, Bytes::new())) };
-    if !io.at_record_boundary() || conn.wants_write() || conn.is_handshaking() {
-        return Err((tls, Bytes::new()));
-    }
-    let prefix = drain_plaintext(conn.reader(), Bytes::new());
+    let (suite, prefix) = match ready_to_switch(io, conn, Bytes::new()) {
+        Ok(ready) => ready,
+        Err(read) => return Err((tls, read)),
+    };
     let (io, conn) = tls.into_inner();
-    let secrets_out = conn.dangerous_extract_secrets().map_err(|e| format!("rustls kept the keys: {e}"));
-    Ok(secrets_out.and_then(|x| switch(io, Side::Client, suite, secrets, x, prefix)))
+    Ok(switch(io, Side::Client, suite, secrets, conn.dangerous_extract_secrets(), prefix))
 }
 
-/// `read` followed by whatever plaintext rustls holds.
-fn drain_plaintext(mut r: rustls::Reader<'_>, read: Bytes) -> Bytes {
+/// Whether rustls can let go of `conn` with nothing inside it: TLS 1.3, its handshake done, no
+/// records to send, no partial record read through `io`. Then its suite and the plaintext
+/// read so far (`read`, then what rustls holds); else `read` back.
+fn ready_to_switch<S, D>(
+    io: &FlowBuf<S>,
+    conn: &mut rustls::ConnectionCommon<D>,
+    read: Bytes,
+) -> Result<(Suite, Bytes), Bytes> {
+    let Some(suite) = conn.negotiated_cipher_suite().and_then(Suite::of) else { return Err(read) };
+    if !io.at_record_boundary() || conn.wants_write() || conn.is_handshaking() {
+        return Err(read);
+    }
     let mut more = Vec::new();
     let mut chunk = [0u8; 4096];
-    while let Ok(n @ 1..) = io::Read::read(&mut r, &mut chunk) {
+    while let Ok(n @ 1..) = io::Read::read(&mut conn.reader(), &mut chunk) {
         more.extend_from_slice(&chunk[..n]);
     }
     if more.is_empty() {
-        return read;
+        return Ok((suite, read));
     }
     let mut all = read.to_vec();
     all.extend_from_slice(&more);
-    all.into()
+    Ok((suite, all.into()))
 }
 
 fn switch<S>(
@@ -361,9 +362,10 @@ fn switch<S>(
     side: Side,
     suite: Suite,
     secrets: &TrafficSecrets,
-    x: rustls::ExtractedSecrets,
+    extracted: Result<rustls::ExtractedSecrets, rustls::Error>,
     prefix: Bytes,
 ) -> Result<(RecordStream<S>, Bytes), String> {
+    let x = extracted.map_err(|e| format!("rustls kept the keys: {e}"))?;
     let (client, server) = secrets.take().ok_or("the handshake logged no traffic secrets")?;
     let (tx_secret, rx_secret) = match side {
         Side::Client => (client, server),
@@ -389,7 +391,6 @@ impl<S> RecordStream<S> {
             side,
             rx,
             tx,
-            prefix: Bytes::new(),
             rbuf: None,
             rpos: 0,
             rend: 0,
@@ -582,11 +583,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordStream<S> {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if !this.prefix.is_empty() {
-                let n = this.prefix.len().min(out.remaining());
-                out.put_slice(&this.prefix.split_to(n));
-                return Poll::Ready(Ok(()));
-            }
             let (from, to) = this.plain;
             if from < to {
                 if let Some(buf) = &this.rbuf {
