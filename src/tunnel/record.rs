@@ -183,17 +183,16 @@ impl hkdf::KeyType for Len {
 }
 
 /// HKDF-Expand-Label(secret, label, "", len) (RFC 8446 §7.1).
-fn expand_label(alg: hkdf::Algorithm, secret: &[u8], label: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+fn expand_label(alg: hkdf::Algorithm, secret: &[u8], label: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>, String> {
     let prk = hkdf::Prk::new_less_safe(alg, secret);
     let out_len = (len as u16).to_be_bytes();
     let label_len = [(6 + label.len()) as u8];
     let info: [&[u8]; 5] = [&out_len, &label_len, b"tls13 ", label, &[0]];
     let mut out = Zeroizing::new(vec![0u8; len]);
-    // Only lengths over 255 hash lengths fail; ours are key, IV and hash lengths.
-    if let Ok(okm) = prk.expand(&info, Len(len)) {
-        let _ = okm.fill(&mut out);
-    }
-    out
+    prk.expand(&info, Len(len))
+        .and_then(|okm| okm.fill(&mut out))
+        .map_err(|_| format!("HKDF-Expand-Label of {len} bytes failed"))?;
+    Ok(out)
 }
 
 /// One direction's keys: the traffic secret (for KeyUpdate), the AEAD key, the IV and the
@@ -214,8 +213,8 @@ impl Direction {
         seq: u64,
         extracted: Option<&ConnectionTrafficSecrets>,
     ) -> Result<Direction, String> {
-        let key = expand_label(suite.hkdf, &secret, b"key", suite.aead.key_len());
-        let iv = expand_label(suite.hkdf, &secret, b"iv", aead::NONCE_LEN);
+        let key = expand_label(suite.hkdf, &secret, b"key", suite.aead.key_len())?;
+        let iv = expand_label(suite.hkdf, &secret, b"iv", aead::NONCE_LEN)?;
         if let Some(x) = extracted {
             let (k, i) = match x {
                 ConnectionTrafficSecrets::Aes128Gcm { key, iv }
@@ -235,7 +234,8 @@ impl Direction {
 
     /// The next generation of keys (KeyUpdate, RFC 8446 §7.2).
     fn update(&mut self) -> Result<(), RecordError> {
-        let next = expand_label(self.suite.hkdf, &self.secret, b"traffic upd", self.secret.len());
+        let next = expand_label(self.suite.hkdf, &self.secret, b"traffic upd", self.secret.len())
+            .map_err(|_| RecordError::KeyUpdate)?;
         *self = Direction::new(self.suite, next, 0, None).map_err(|_| RecordError::KeyUpdate)?;
         Ok(())
     }
@@ -279,6 +279,8 @@ pub struct RecordStream<S> {
     hs: Vec<u8>,
     /// close_notify came: reads see the end.
     read_closed: bool,
+    /// A record was refused: every later read fails the same way.
+    read_failed: Option<RecordError>,
     /// Records sealed, `wpos..` not yet written to the socket.
     wbuf: Vec<u8>,
     wpos: usize,
@@ -398,6 +400,7 @@ impl<S> RecordStream<S> {
             last_fill: 0,
             hs: Vec::new(),
             read_closed: false,
+            read_failed: None,
             wbuf: Vec::new(),
             wpos: 0,
             answer_key_update: false,
@@ -596,7 +599,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordStream<S> {
             if this.read_closed {
                 return Poll::Ready(Ok(()));
             }
-            match this.open_next()? {
+            if let Some(e) = &this.read_failed {
+                return Poll::Ready(Err(e.clone().into()));
+            }
+            let opened = this.open_next();
+            if let Err(e) = &opened {
+                this.read_failed = Some(e.clone());
+            }
+            match opened? {
                 Some(Opened::Data(from, to)) => this.plain = (from, to),
                 Some(Opened::Nothing) => {}
                 Some(Opened::Close) => this.read_closed = true,
