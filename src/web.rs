@@ -45,7 +45,7 @@ use tracing::{debug, warn};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{StatusClass, StatusLabel};
 use crate::tunnel::flowbuf::FlowBuf;
-use crate::tunnel::record::{RecordStream, TrafficSecrets};
+use crate::tunnel::record::{RecordStream, Switch, TrafficSecrets};
 use crate::tunnel::session::{TunnelService, serve_node};
 
 /// The remote address of the connection a request came in on.
@@ -101,14 +101,14 @@ fn tunnel_io(
             Ok(parts) => {
                 let tls = parts.io.into_inner().io;
                 let (io, layer) = match crate::tunnel::record::from_server(tls, secrets, parts.read_buf) {
-                    Ok(Ok((records, read))) => (Some((Either::Left(records), read)), RecordLayer::Own),
-                    Ok(Err(e)) => {
-                        warn!(error = %e, "a tunnel could not take over its TLS records");
-                        (None, RecordLayer::Failed)
-                    }
-                    Err((tls, read)) => {
+                    Switch::Done(records, read) => (Some((Either::Left(records), read)), RecordLayer::Own),
+                    Switch::Stay(tls, read) => {
                         debug!("the tunnel stays on rustls' records");
                         (Some((Either::Right(Either::Left(tls)), read)), RecordLayer::Rustls)
+                    }
+                    Switch::Failed(e) => {
+                        warn!(error = %e, "a tunnel could not take over its TLS records");
+                        (None, RecordLayer::Failed)
                     }
                 };
                 metrics.tunnel_record_layer.get_or_create(&RecordLayerLabel { layer }).inc();

@@ -31,6 +31,7 @@ use crate::tunnel::mux::{Mux, MuxConfig, MuxStream};
 use crate::tunnel::protocol::{
     self, ErrorCode, Frame, Heartbeat, Hello, NetworkType, NodeState, Pair, PauseReason, Proof,
 };
+use crate::tunnel::record::Switch;
 use crate::tunnel::ws::{self, ReadEnd};
 
 /// The agent's declared stream cap (SECURITY.md §2: Linux agent 1024).
@@ -265,15 +266,15 @@ async fn session(
     // The tunnel's records are ours from here (`crate::tunnel::record`), when the connection can
     // switch; else rustls goes on.
     let wsock = wsock.map_io(|tls| match crate::tunnel::record::from_client(tls, &secrets) {
-        Ok(Ok((records, read))) => {
+        Switch::Done(records, read) => {
             debug!("the tunnel runs on its own TLS records");
             Ok((Either::Left(records), read))
         }
-        Ok(Err(e)) => Err(format!("taking over the tunnel's TLS records failed: {e}")),
-        Err((tls, read)) => {
+        Switch::Stay(tls, read) => {
             debug!("the tunnel stays on rustls' records");
             Ok((Either::Right(tls), read))
         }
+        Switch::Failed(e) => Err(format!("taking over the tunnel's TLS records failed: {e}")),
     })?;
     tunnel(opts, identity, pair_code, shutdown, wsock, local, established).await
 }

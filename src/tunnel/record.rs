@@ -108,10 +108,18 @@ impl From<RecordError> for io::Error {
     }
 }
 
+type Secret = Zeroizing<Vec<u8>>;
+
 /// A connection's two application traffic secrets, caught by rustls' key log during the
 /// handshake (one [`TrafficSecrets`] per connection: its config's `key_log`).
 #[derive(Debug, Default)]
-pub struct TrafficSecrets(Mutex<(Option<Zeroizing<Vec<u8>>>, Option<Zeroizing<Vec<u8>>>)>);
+pub struct TrafficSecrets(Mutex<Logged>);
+
+#[derive(Debug, Default)]
+struct Logged {
+    client: Option<Secret>,
+    server: Option<Secret>,
+}
 
 impl rustls::KeyLog for TrafficSecrets {
     fn will_log(&self, label: &str) -> bool {
@@ -121,8 +129,8 @@ impl rustls::KeyLog for TrafficSecrets {
     fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
         let mut s = crate::sync::lock(&self.0);
         match label {
-            "CLIENT_TRAFFIC_SECRET_0" => s.0 = Some(Zeroizing::new(secret.to_vec())),
-            "SERVER_TRAFFIC_SECRET_0" => s.1 = Some(Zeroizing::new(secret.to_vec())),
+            "CLIENT_TRAFFIC_SECRET_0" => s.client = Some(Zeroizing::new(secret.to_vec())),
+            "SERVER_TRAFFIC_SECRET_0" => s.server = Some(Zeroizing::new(secret.to_vec())),
             _ => {}
         }
     }
@@ -130,9 +138,9 @@ impl rustls::KeyLog for TrafficSecrets {
 
 impl TrafficSecrets {
     /// (client's, server's) secrets, taken out.
-    fn take(&self) -> Option<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>)> {
+    fn take(&self) -> Option<(Secret, Secret)> {
         let mut s = crate::sync::lock(&self.0);
-        Some((s.0.take()?, s.1.take()?))
+        Some((s.client.take()?, s.server.take()?))
     }
 }
 
@@ -297,41 +305,47 @@ impl<S> std::fmt::Debug for RecordStream<S> {
     }
 }
 
-/// A connection that could not switch: it goes on over rustls (with the plaintext read so far).
-pub type NotSwitched<T> = (T, Bytes);
+/// How a switch from rustls' records went; each carries the plaintext already read from the
+/// connection (it comes before anything read from the stream).
+#[allow(clippy::large_enum_variant)] // once per connection, moved straight into its reader
+pub enum Switch<T, S> {
+    /// The connection runs on its own records.
+    Done(RecordStream<S>, Bytes),
+    /// It could not switch (a partial record inside rustls, records waiting to be sent): it goes
+    /// on over rustls.
+    Stay(T, Bytes),
+    /// The switch failed after rustls let go of the keys: the connection is lost.
+    Failed(String),
+}
 
 /// Switches a server connection whose HTTP upgrade is done. `read` is what the HTTP layer read
-/// past the request. `Err` gives the connection back when it cannot switch (a partial record
-/// inside rustls, records waiting to be sent): the caller goes on over rustls. A switch that
-/// fails after rustls let go of the keys is an `Ok(Err(..))`: the connection is lost.
-#[allow(clippy::type_complexity)]
+/// past the request.
 pub fn from_server<S>(
     mut tls: tokio_rustls::server::TlsStream<FlowBuf<S>>,
     secrets: &TrafficSecrets,
     read: Bytes,
-) -> Result<Result<(RecordStream<S>, Bytes), String>, NotSwitched<tokio_rustls::server::TlsStream<FlowBuf<S>>>> {
+) -> Switch<tokio_rustls::server::TlsStream<FlowBuf<S>>, S> {
     let (io, conn) = tls.get_mut();
     let (suite, prefix) = match ready_to_switch(io, conn, read) {
         Ok(ready) => ready,
-        Err(read) => return Err((tls, read)),
+        Err(read) => return Switch::Stay(tls, read),
     };
     let (io, conn) = tls.into_inner();
-    Ok(switch(io, Side::Server, suite, secrets, conn.dangerous_extract_secrets(), prefix))
+    switch(io, Side::Server, suite, secrets, conn.dangerous_extract_secrets(), prefix)
 }
 
 /// Switches the node's connection after its WebSocket upgrade (see [`from_server`]).
-#[allow(clippy::type_complexity)]
 pub fn from_client<S>(
     mut tls: tokio_rustls::client::TlsStream<FlowBuf<S>>,
     secrets: &TrafficSecrets,
-) -> Result<Result<(RecordStream<S>, Bytes), String>, NotSwitched<tokio_rustls::client::TlsStream<FlowBuf<S>>>> {
+) -> Switch<tokio_rustls::client::TlsStream<FlowBuf<S>>, S> {
     let (io, conn) = tls.get_mut();
     let (suite, prefix) = match ready_to_switch(io, conn, Bytes::new()) {
         Ok(ready) => ready,
-        Err(read) => return Err((tls, read)),
+        Err(read) => return Switch::Stay(tls, read),
     };
     let (io, conn) = tls.into_inner();
-    Ok(switch(io, Side::Client, suite, secrets, conn.dangerous_extract_secrets(), prefix))
+    switch(io, Side::Client, suite, secrets, conn.dangerous_extract_secrets(), prefix)
 }
 
 /// Whether rustls can let go of `conn` with nothing inside it: TLS 1.3, its handshake done, no
@@ -359,14 +373,27 @@ fn ready_to_switch<S, D>(
     Ok((suite, all.into()))
 }
 
-fn switch<S>(
+fn switch<T, S>(
     io: FlowBuf<S>,
     side: Side,
     suite: Suite,
     secrets: &TrafficSecrets,
     extracted: Result<rustls::ExtractedSecrets, rustls::Error>,
     prefix: Bytes,
-) -> Result<(RecordStream<S>, Bytes), String> {
+) -> Switch<T, S> {
+    match switched(io, side, suite, secrets, extracted) {
+        Ok(stream) => Switch::Done(stream, prefix),
+        Err(e) => Switch::Failed(e),
+    }
+}
+
+fn switched<S>(
+    io: FlowBuf<S>,
+    side: Side,
+    suite: Suite,
+    secrets: &TrafficSecrets,
+    extracted: Result<rustls::ExtractedSecrets, rustls::Error>,
+) -> Result<RecordStream<S>, String> {
     let x = extracted.map_err(|e| format!("rustls kept the keys: {e}"))?;
     let (client, server) = secrets.take().ok_or("the handshake logged no traffic secrets")?;
     let (tx_secret, rx_secret) = match side {
@@ -383,7 +410,7 @@ fn switch<S>(
         s.rend = pending.len();
         s.rbuf = Some(buf);
     }
-    Ok((s, prefix))
+    Ok(s)
 }
 
 impl<S> RecordStream<S> {
@@ -587,13 +614,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for RecordStream<S> {
         }
         loop {
             let (from, to) = this.plain;
-            if from < to {
-                if let Some(buf) = &this.rbuf {
-                    let n = (to - from).min(out.remaining());
-                    out.put_slice(&buf[from..from + n]);
-                    this.plain.0 += n;
-                    return Poll::Ready(Ok(()));
-                }
+            if from < to
+                && let Some(buf) = &this.rbuf
+            {
+                let n = (to - from).min(out.remaining());
+                out.put_slice(&buf[from..from + n]);
+                this.plain.0 += n;
+                return Poll::Ready(Ok(()));
             }
             // Whatever follows close_notify is ignored (RFC 8446 §6.1).
             if this.read_closed {
@@ -849,6 +876,14 @@ mod tests {
         (s, server_secrets, c, client_secrets)
     }
 
+    fn done<T, S>(s: Switch<T, S>) -> (RecordStream<S>, Bytes) {
+        match s {
+            Switch::Done(stream, read) => (stream, read),
+            Switch::Stay(..) => panic!("stayed on rustls"),
+            Switch::Failed(e) => panic!("{e}"),
+        }
+    }
+
     fn pattern(n: usize, seed: u8) -> Vec<u8> {
         (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
     }
@@ -888,20 +923,20 @@ mod tests {
         let (up, down) = (pattern(700_001, 1), pattern(1_300_007, 2));
         for suite in [cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256] {
             let (s, ss, c, cs_) = connected(suite).await;
-            let (server, prefix) = from_server(s, &ss, Bytes::from_static(b"x")).ok().unwrap().unwrap();
+            let (server, prefix) = done(from_server(s, &ss, Bytes::from_static(b"x")));
             assert_eq!(&prefix[..], b"x", "what the HTTP layer read comes first");
-            let (client, prefix) = from_client(c, &cs_).ok().unwrap().unwrap();
+            let (client, prefix) = done(from_client(c, &cs_));
             assert!(prefix.is_empty());
             let (at_server, at_client) = exchange(server, client, down.clone(), up.clone()).await;
             assert!(at_server == up && at_client == down, "both switched, {suite:?}");
 
             let (s, ss, c, _) = connected(suite).await;
-            let (server, _) = from_server(s, &ss, Bytes::new()).ok().unwrap().unwrap();
+            let (server, _) = done(from_server(s, &ss, Bytes::new()));
             let (at_server, at_client) = exchange(server, c, down.clone(), up.clone()).await;
             assert!(at_server == up && at_client == down, "the server switched, {suite:?}");
 
             let (s, _, c, cs_) = connected(suite).await;
-            let (client, _) = from_client(c, &cs_).ok().unwrap().unwrap();
+            let (client, _) = done(from_client(c, &cs_));
             let (at_server, at_client) = exchange(s, client, down.clone(), up.clone()).await;
             assert!(at_server == up && at_client == down, "the client switched, {suite:?}");
         }
@@ -910,7 +945,7 @@ mod tests {
     #[tokio::test]
     async fn a_switched_server_follows_rustls_key_updates_answers_them_and_rustls_follows_its_own() {
         let (s, ss, mut c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
-        let (mut server, _) = from_server(s, &ss, Bytes::new()).ok().unwrap().unwrap();
+        let (mut server, _) = done(from_server(s, &ss, Bytes::new()));
         // rustls asks for an update (update_requested) between two writes.
         c.write_all(&pattern(100_000, 3)).await.unwrap();
         c.get_mut().1.refresh_traffic_keys().unwrap();
