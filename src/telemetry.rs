@@ -64,7 +64,7 @@ pub enum Outcome {
 snake_case_label!(Outcome { Ok => "ok", Failed => "failed" });
 
 /// The TLS record layer a node tunnel runs on after its upgrade (`crate::tunnel::record`).
-#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RecordLayer {
     /// The tunnel's own.
     Own,
@@ -325,7 +325,7 @@ impl Metrics {
             self.tunnel_disconnects.get_or_create(&DisconnectLabel { reason: *reason }).inc_by(0);
         }
         for layer in RecordLayer::ALL {
-            self.tunnel_record_layer.get_or_create(&RecordLayerLabel { layer: layer.clone() }).inc_by(0);
+            self.tunnel_record_layer.get_or_create(&RecordLayerLabel { layer: *layer }).inc_by(0);
         }
         for class in StatusClass::ALL {
             self.http_requests.get_or_create(&StatusLabel { class: *class }).inc_by(0);

@@ -114,7 +114,10 @@ fn tunnel_io(
                 metrics.tunnel_record_layer.get_or_create(&RecordLayerLabel { layer }).inc();
                 return io;
             }
-            Err(upgraded) => upgraded,
+            Err(upgraded) => {
+                metrics.tunnel_record_layer.get_or_create(&RecordLayerLabel { layer: RecordLayer::Rustls }).inc();
+                upgraded
+            }
         },
         None => upgraded,
     };
@@ -161,9 +164,9 @@ async fn tunnel(
     tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let Some((io, read)) = tunnel_io(upgraded, secrets.as_deref(), &svc.metrics) else {
-                    return;
-                };
+                let io = tunnel_io(upgraded, secrets.as_deref(), &svc.metrics);
+                drop(secrets);
+                let Some((io, read)) = io else { return };
                 let ws = crate::tunnel::ws::WsConn::new(io, crate::tunnel::ws::Role::Server, limits).with_read(read);
                 let ws = if unmasked { ws.with_unmasked_frames() } else { ws };
                 let admitted = Arc::new(Mutex::new(admitted));
@@ -505,10 +508,10 @@ pub async fn serve(
         let Ok(mut admitted) = gate.admit(peer.ip()) else { continue };
         let _ = tcp.set_nodelay(true);
         let app = app.clone().layer(Extension(PeerAddr(peer)));
-        // Each connection logs its own traffic secrets, for a tunnel's records (`record`).
-        let tls = tls.as_deref().map(crate::tunnel::record::server_config_for_connection);
+        let tls = tls.clone();
         tracker.spawn(async move {
-            match tls {
+            // Each connection logs its own traffic secrets, for a tunnel's records (`record`).
+            match tls.as_deref().map(crate::tunnel::record::server_config_for_connection) {
                 Some((cfg, secrets)) => {
                     match tokio::time::timeout(hs, TlsAcceptor::from(cfg).accept(FlowBuf::new(tcp))).await {
                         // A TLS-ALPN-01 validator only looks at the certificate (RFC 8737).

@@ -39,8 +39,6 @@ pub const MAX_PLAINTEXT: usize = 1 << 14;
 const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 const HEADER: usize = 5;
 const TAG: usize = 16;
-/// Bytes one full record of ours takes on the wire.
-const FULL_RECORD: usize = HEADER + MAX_PLAINTEXT + 1 + TAG;
 /// The read buffer: one `read` takes up to this much ciphertext.
 const READ_BUF: usize = 64 * 1024;
 /// A read that filled at least this much means data is flowing: keep the buffer across a pause.
@@ -52,6 +50,9 @@ const WRITE_CHUNK: usize = 4 * MAX_PLAINTEXT;
 const KEY_UPDATE_AFTER: u64 = 1 << 23;
 /// Handshake bytes buffered while a post-handshake message arrives in pieces, at most.
 const MAX_HANDSHAKE_BUF: usize = 64 * 1024;
+/// Records without data (empty ones, tickets, key updates, user_canceled) accepted in a row, at
+/// most, as rustls does.
+const MAX_EMPTY_IN_A_ROW: u8 = 32;
 
 const CT_ALERT: u8 = 21;
 const CT_HANDSHAKE: u8 = 22;
@@ -95,6 +96,14 @@ pub enum RecordError {
     BadKeyUpdate,
     #[error("TLS key update failed")]
     KeyUpdate,
+    #[error("sealing a TLS record failed")]
+    SealFailed,
+    #[error("write after TLS close_notify")]
+    WriteAfterClose,
+    #[error("TLS handshake record without a message")]
+    EmptyHandshake,
+    #[error("{MAX_EMPTY_IN_A_ROW} TLS records in a row without data")]
+    TooManyEmpty,
     #[error("TLS record sequence number exhausted")]
     SequenceExhausted,
     #[error("TLS connection closed inside a record")]
@@ -213,39 +222,64 @@ struct Direction {
     seq: u64,
 }
 
+/// Key updates a peer may have made before the switch that it can still follow: the logged
+/// secret is of the first generation, rustls' extracted keys of the current one.
+const MAX_UPDATES_BEFORE_SWITCH: usize = 8;
+
 impl Direction {
-    /// Keys from `secret`, checked against what rustls extracted (`extracted`) when given.
-    fn new(
-        suite: Suite,
-        secret: Zeroizing<Vec<u8>>,
-        seq: u64,
-        extracted: Option<&ConnectionTrafficSecrets>,
-    ) -> Result<Direction, String> {
-        let key = expand_label(suite.hkdf, &secret, b"key", suite.aead.key_len())?;
-        let iv = expand_label(suite.hkdf, &secret, b"iv", aead::NONCE_LEN)?;
-        if let Some(x) = extracted {
-            let (k, i) = match x {
-                ConnectionTrafficSecrets::Aes128Gcm { key, iv }
-                | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
-                | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key.as_ref(), iv.as_ref()),
-                _ => return Err("rustls extracted keys of an unknown AEAD".into()),
-            };
-            if k != &key[..] || i != &iv[..] {
-                return Err("the logged traffic secret does not give rustls' keys".into());
-            }
-        }
+    /// The keys of `secret`'s generation.
+    fn new(suite: Suite, secret: Secret, seq: u64) -> Result<Direction, String> {
+        let (key, iv) = Direction::keys(suite, &secret)?;
         let unbound = UnboundKey::new(suite.aead, &key).map_err(|_| "bad AEAD key length".to_string())?;
         let mut ivb = [0u8; aead::NONCE_LEN];
         ivb.copy_from_slice(&iv);
         Ok(Direction { suite, secret, key: LessSafeKey::new(unbound), iv: ivb, seq })
     }
 
+    /// The AEAD key and IV of `secret` (RFC 8446 §7.3).
+    fn keys(suite: Suite, secret: &[u8]) -> Result<(Secret, Secret), String> {
+        Ok((
+            expand_label(suite.hkdf, secret, b"key", suite.aead.key_len())?,
+            expand_label(suite.hkdf, secret, b"iv", aead::NONCE_LEN)?,
+        ))
+    }
+
+    /// The next generation's secret (RFC 8446 §7.2).
+    fn next_secret(suite: Suite, secret: &[u8]) -> Result<Secret, String> {
+        expand_label(suite.hkdf, secret, b"traffic upd", secret.len())
+    }
+
+    /// The keys rustls extracted (`extracted`, sequence `seq`), with the secret that gives them:
+    /// the logged one (`secret`) or a later generation of it, if key updates came before the
+    /// switch. A secret that gives other keys is refused.
+    fn caught_up(
+        suite: Suite,
+        mut secret: Secret,
+        seq: u64,
+        extracted: &ConnectionTrafficSecrets,
+    ) -> Result<Direction, String> {
+        let (want_key, want_iv) = match extracted {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+            | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+            | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key.as_ref(), iv.as_ref()),
+            _ => return Err("rustls extracted keys of an unknown AEAD".into()),
+        };
+        for _ in 0..=MAX_UPDATES_BEFORE_SWITCH {
+            let (key, iv) = Direction::keys(suite, &secret)?;
+            if want_key == &key[..] && want_iv == &iv[..] {
+                return Direction::new(suite, secret, seq);
+            }
+            secret = Direction::next_secret(suite, &secret)?;
+        }
+        Err(format!(
+            "the logged traffic secret does not give rustls' keys (more than {MAX_UPDATES_BEFORE_SWITCH} key updates before the switch?)"
+        ))
+    }
+
     /// The next generation of keys (KeyUpdate, RFC 8446 §7.2).
-    fn update(&mut self) -> Result<(), RecordError> {
-        let next = expand_label(self.suite.hkdf, &self.secret, b"traffic upd", self.secret.len())
-            .map_err(|_| RecordError::KeyUpdate)?;
-        *self = Direction::new(self.suite, next, 0, None).map_err(|_| RecordError::KeyUpdate)?;
-        Ok(())
+    fn next(&self) -> Result<Direction, RecordError> {
+        let next = Direction::next_secret(self.suite, &self.secret).map_err(|_| RecordError::KeyUpdate)?;
+        Direction::new(self.suite, next, 0).map_err(|_| RecordError::KeyUpdate)
     }
 
     /// The nonce of the next record; fails when the sequence is spent.
@@ -294,6 +328,10 @@ pub struct RecordStream<S> {
     wpos: usize,
     /// The peer asked for a key update: ours goes out before our next record.
     answer_key_update: bool,
+    /// Records without data in a row (bounded by [`MAX_EMPTY_IN_A_ROW`]).
+    empty_in_a_row: u8,
+    /// Sealing failed: nothing more is written.
+    write_failed: Option<RecordError>,
     /// Records after which our keys are updated ([`KEY_UPDATE_AFTER`]).
     key_update_after: u64,
     close_sent: bool,
@@ -326,12 +364,15 @@ pub fn from_server<S>(
     read: Bytes,
 ) -> Switch<tokio_rustls::server::TlsStream<FlowBuf<S>>, S> {
     let (io, conn) = tls.get_mut();
-    let (suite, prefix) = match ready_to_switch(io, conn, read) {
+    let ready = match ready_to_switch(io, conn, read) {
         Ok(ready) => ready,
-        Err(read) => return Switch::Stay(tls, read),
+        Err(read) => {
+            secrets.take();
+            return Switch::Stay(tls, read);
+        }
     };
     let (io, conn) = tls.into_inner();
-    switch(io, Side::Server, suite, secrets, conn.dangerous_extract_secrets(), prefix)
+    switch(io, Side::Server, ready, secrets, conn.dangerous_extract_secrets())
 }
 
 /// Switches the node's connection after its WebSocket upgrade (see [`from_server`]).
@@ -340,49 +381,67 @@ pub fn from_client<S>(
     secrets: &TrafficSecrets,
 ) -> Switch<tokio_rustls::client::TlsStream<FlowBuf<S>>, S> {
     let (io, conn) = tls.get_mut();
-    let (suite, prefix) = match ready_to_switch(io, conn, Bytes::new()) {
+    let ready = match ready_to_switch(io, conn, Bytes::new()) {
         Ok(ready) => ready,
-        Err(read) => return Switch::Stay(tls, read),
+        Err(read) => {
+            secrets.take();
+            return Switch::Stay(tls, read);
+        }
     };
     let (io, conn) = tls.into_inner();
-    switch(io, Side::Client, suite, secrets, conn.dangerous_extract_secrets(), prefix)
+    switch(io, Side::Client, ready, secrets, conn.dangerous_extract_secrets())
+}
+
+/// A connection rustls can let go of.
+struct Ready {
+    suite: Suite,
+    /// The plaintext read so far: what the caller had read, then what rustls held.
+    read: Bytes,
+    /// rustls had received close_notify.
+    peer_closed: bool,
 }
 
 /// Whether rustls can let go of `conn` with nothing inside it: TLS 1.3, its handshake done, no
-/// records to send, no partial record read through `io`. Then its suite and the plaintext
-/// read so far (`read`, then what rustls holds); else `read` back.
-fn ready_to_switch<S, D>(
-    io: &FlowBuf<S>,
-    conn: &mut rustls::ConnectionCommon<D>,
-    read: Bytes,
-) -> Result<(Suite, Bytes), Bytes> {
+/// records to send, no partial record read through `io`; else `read` back. (A handshake
+/// message split over records that rustls holds half of cannot be seen from here: the rest of
+/// it then fails the connection, which only its peer can cause.)
+fn ready_to_switch<S, D>(io: &FlowBuf<S>, conn: &mut rustls::ConnectionCommon<D>, read: Bytes) -> Result<Ready, Bytes> {
     let Some(suite) = conn.negotiated_cipher_suite().and_then(Suite::of) else { return Err(read) };
     if !io.at_record_boundary() || conn.wants_write() || conn.is_handshaking() {
         return Err(read);
     }
     let mut more = Vec::new();
     let mut chunk = [0u8; 4096];
-    while let Ok(n @ 1..) = io::Read::read(&mut conn.reader(), &mut chunk) {
-        more.extend_from_slice(&chunk[..n]);
-    }
-    if more.is_empty() {
-        return Ok((suite, read));
-    }
-    let mut all = read.to_vec();
-    all.extend_from_slice(&more);
-    Ok((suite, all.into()))
+    let peer_closed = loop {
+        match io::Read::read(&mut conn.reader(), &mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => more.extend_from_slice(&chunk[..n]),
+            // Nothing more for now (or the socket ended without close_notify: so will ours).
+            Err(_) => break false,
+        }
+    };
+    let read = if more.is_empty() {
+        read
+    } else {
+        let mut all = read.to_vec();
+        all.extend_from_slice(&more);
+        all.into()
+    };
+    Ok(Ready { suite, read, peer_closed })
 }
 
 fn switch<T, S>(
     io: FlowBuf<S>,
     side: Side,
-    suite: Suite,
+    ready: Ready,
     secrets: &TrafficSecrets,
     extracted: Result<rustls::ExtractedSecrets, rustls::Error>,
-    prefix: Bytes,
 ) -> Switch<T, S> {
-    match switched(io, side, suite, secrets, extracted) {
-        Ok(stream) => Switch::Done(stream, prefix),
+    match switched(io, side, ready.suite, secrets, extracted) {
+        Ok(mut stream) => {
+            stream.read_closed = ready.peer_closed;
+            Switch::Done(stream, ready.read)
+        }
         Err(e) => Switch::Failed(e),
     }
 }
@@ -400,8 +459,8 @@ fn switched<S>(
         Side::Client => (client, server),
         Side::Server => (server, client),
     };
-    let tx = Direction::new(suite, tx_secret, x.tx.0, Some(&x.tx.1))?;
-    let rx = Direction::new(suite, rx_secret, x.rx.0, Some(&x.rx.1))?;
+    let tx = Direction::caught_up(suite, tx_secret, x.tx.0, &x.tx.1)?;
+    let rx = Direction::caught_up(suite, rx_secret, x.rx.0, &x.rx.1)?;
     let (io, pending) = io.into_parts();
     let mut s = RecordStream::with_keys(io, side, rx, tx);
     if !pending.is_empty() {
@@ -431,6 +490,8 @@ impl<S> RecordStream<S> {
             wbuf: Vec::new(),
             wpos: 0,
             answer_key_update: false,
+            empty_in_a_row: 0,
+            write_failed: None,
             key_update_after: KEY_UPDATE_AFTER,
             close_sent: false,
         }
@@ -459,40 +520,56 @@ impl<S> RecordStream<S> {
         let nonce = self.rx.nonce()?;
         let inner =
             self.rx.key.open_in_place(nonce, Aad::from(&header[..]), body).map_err(|_| RecordError::BadRecordMac)?;
-        let Some(ct_at) = inner.iter().rposition(|&b| b != 0) else { return Err(RecordError::NoContentType) };
-        if ct_at > MAX_PLAINTEXT {
-            return Err(RecordError::Overflow(ct_at));
+        // The whole inner plaintext, padding included, is at most 2^14 + 1 (RFC 8446 §5.4).
+        if inner.len() > MAX_PLAINTEXT + 1 {
+            return Err(RecordError::Overflow(inner.len()));
         }
+        let Some(ct_at) = inner.iter().rposition(|&b| b != 0) else { return Err(RecordError::NoContentType) };
         let content_type = inner[ct_at];
         let data_start = start + HEADER;
         if content_type != CT_HANDSHAKE && !self.hs.is_empty() {
             return Err(RecordError::SplitHandshake);
         }
-        match content_type {
-            CT_APPLICATION_DATA if ct_at == 0 => Ok(Some(Opened::Nothing)),
-            CT_APPLICATION_DATA => Ok(Some(Opened::Data(data_start, data_start + ct_at))),
+        let opened = match content_type {
+            CT_APPLICATION_DATA if ct_at == 0 => Opened::Nothing,
+            CT_APPLICATION_DATA => Opened::Data(data_start, data_start + ct_at),
             CT_ALERT => match inner[..ct_at] {
-                [_, ALERT_CLOSE_NOTIFY] => Ok(Some(Opened::Close)),
-                [_, ALERT_USER_CANCELED] => Ok(Some(Opened::Nothing)),
-                [_, d] => Err(RecordError::PeerAlert(d)),
-                _ => Err(RecordError::BadAlert(ct_at)),
+                [_, ALERT_CLOSE_NOTIFY] => Opened::Close,
+                [_, ALERT_USER_CANCELED] => Opened::Nothing,
+                [_, d] => return Err(RecordError::PeerAlert(d)),
+                _ => return Err(RecordError::BadAlert(ct_at)),
             },
+            CT_HANDSHAKE if ct_at == 0 => return Err(RecordError::EmptyHandshake),
             CT_HANDSHAKE => {
                 if self.hs.len() + ct_at > MAX_HANDSHAKE_BUF {
                     return Err(RecordError::HandshakeTooLong);
                 }
                 self.hs.extend_from_slice(&inner[..ct_at]);
                 self.handshake_messages()?;
-                Ok(Some(Opened::Nothing))
+                Opened::Nothing
             }
-            other => Err(RecordError::UnexpectedContentType(other)),
+            other => return Err(RecordError::UnexpectedContentType(other)),
+        };
+        if matches!(opened, Opened::Nothing) {
+            self.empty_in_a_row += 1;
+            if self.empty_in_a_row > MAX_EMPTY_IN_A_ROW {
+                return Err(RecordError::TooManyEmpty);
+            }
+        } else {
+            self.empty_in_a_row = 0;
         }
+        Ok(Some(opened))
     }
 
     /// Handles the complete post-handshake messages buffered (the rest waits for its record).
     fn handshake_messages(&mut self) -> Result<(), RecordError> {
         let mut at = 0;
-        while let [typ, a, b, c, rest @ ..] = &self.hs[at..] {
+        while let [typ, header @ ..] = &self.hs[at..] {
+            // Refused as soon as its type is known, not after buffering it.
+            if !(*typ == HS_KEY_UPDATE || (*typ == HS_NEW_SESSION_TICKET && self.side == Side::Client)) {
+                return Err(RecordError::UnexpectedHandshake(*typ));
+            }
+            let [a, b, c, rest @ ..] = header else { break };
             let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
             if rest.len() < len {
                 break;
@@ -507,7 +584,7 @@ impl<S> RecordStream<S> {
                         return Err(RecordError::BadKeyUpdate);
                     }
                     self.answer_key_update |= body[0] == 1;
-                    self.rx.update()?;
+                    self.rx = self.rx.next()?;
                 }
                 other => return Err(RecordError::UnexpectedHandshake(other)),
             }
@@ -520,7 +597,17 @@ impl<S> RecordStream<S> {
     }
 
     /// Seals one record of `content_type` whose plaintext the caller put at `wbuf[start + 5..]`.
+    /// On failure the plaintext is taken back out and nothing more is written.
     fn seal_record(&mut self, start: usize, content_type: u8) -> Result<(), RecordError> {
+        let sealed = self.seal_in_place(start, content_type);
+        if let Err(e) = &sealed {
+            self.wbuf.truncate(start);
+            self.write_failed = Some(e.clone());
+        }
+        sealed
+    }
+
+    fn seal_in_place(&mut self, start: usize, content_type: u8) -> Result<(), RecordError> {
         self.wbuf.push(content_type);
         let len = self.wbuf.len() - start - HEADER + TAG;
         let header = [CT_APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
@@ -530,7 +617,7 @@ impl<S> RecordStream<S> {
             .tx
             .key
             .seal_in_place_separate_tag(nonce, Aad::from(header), &mut self.wbuf[start + HEADER..])
-            .map_err(|_| RecordError::SequenceExhausted)?;
+            .map_err(|_| RecordError::SealFailed)?;
         self.wbuf.extend_from_slice(tag.as_ref());
         Ok(())
     }
@@ -546,8 +633,9 @@ impl<S> RecordStream<S> {
     /// Our key update, when the peer asked for one or ours is due: sent, then the new keys.
     fn maybe_update_tx(&mut self) -> Result<(), RecordError> {
         if self.answer_key_update || self.tx.seq >= self.key_update_after {
+            let next = self.tx.next()?;
             self.seal_message(CT_HANDSHAKE, &[HS_KEY_UPDATE, 0, 0, 1, 0])?;
-            self.tx.update()?;
+            self.tx = next;
             self.answer_key_update = false;
         }
         Ok(())
@@ -587,6 +675,9 @@ impl<S> RecordStream<S> {
 impl<S: AsyncWrite + Unpin> RecordStream<S> {
     /// Writes the sealed records out.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.wbuf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
         while self.wpos < self.wbuf.len() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]))?;
             if n == 0 {
@@ -594,9 +685,9 @@ impl<S: AsyncWrite + Unpin> RecordStream<S> {
             }
             self.wpos += n;
         }
-        // A bulk write's buffer is kept for the next one; after small writes (heartbeats) it
+        // A bulk write's buffer is kept for the next one; after a small write (a heartbeat) it
         // goes back, so an idle connection holds none.
-        if self.wbuf.capacity() > FULL_RECORD && self.wpos < FLOWING {
+        if self.wbuf.len() < FLOWING {
             self.wbuf = Vec::new();
         } else {
             self.wbuf.clear();
@@ -696,6 +787,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for RecordStream<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
+        if let Some(e) = &this.write_failed {
+            return Poll::Ready(Err(e.clone().into()));
+        }
+        if this.close_sent {
+            return Poll::Ready(Err(RecordError::WriteAfterClose.into()));
+        }
         let n = this.seal_from(bufs)?;
         // Start writing now; what does not go out yet goes with the next write or the flush.
         if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
@@ -741,9 +838,7 @@ fn test_suite() -> Suite {
 
 impl TestPeer {
     pub fn new() -> TestPeer {
-        TestPeer {
-            tx: Direction::new(test_suite(), Zeroizing::new(TEST_SECRET.to_vec()), 0, None).expect("fixed keys"),
-        }
+        TestPeer { tx: Direction::new(test_suite(), Zeroizing::new(TEST_SECRET.to_vec()), 0).expect("fixed keys") }
     }
 
     /// One record: `body`, its `content_type` and `pad` zero bytes sealed, under the outer type
@@ -768,7 +863,9 @@ impl TestPeer {
 
     /// The peer's next keys (after it sent a KeyUpdate).
     pub fn update(&mut self) {
-        let _ = self.tx.update();
+        if let Ok(next) = self.tx.next() {
+            self.tx = next;
+        }
     }
 }
 
@@ -794,8 +891,7 @@ pub struct TestRead {
 /// through the stream's own read path (buffering, compaction, records split anywhere).
 #[doc(hidden)]
 pub fn read_from_test_peer(side: Side, wire: &[u8], step: usize) -> TestRead {
-    let keys =
-        |secret: &[u8]| Direction::new(test_suite(), Zeroizing::new(secret.to_vec()), 0, None).expect("fixed keys");
+    let keys = |secret: &[u8]| Direction::new(test_suite(), Zeroizing::new(secret.to_vec()), 0).expect("fixed keys");
     let io = Steps { data: wire, step: step.max(1) };
     let mut s = RecordStream::with_keys(io, side, keys(&TEST_SECRET), keys(&[8; 32]));
     let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -943,6 +1039,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_switch_catches_up_with_key_updates_before_it_and_keeps_a_close_notify_rustls_read() {
+        let (mut s, ss, mut c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
+        // The client updates its keys and asks for ours before the switch.
+        c.get_mut().1.refresh_traffic_keys().unwrap();
+        c.write_all(b"k").await.unwrap();
+        c.flush().await.unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+        s.write_all(b"a").await.unwrap(); // our answer goes out with it
+        s.flush().await.unwrap();
+        c.read_exact(&mut one).await.unwrap();
+        let (server, _) = done(from_server(s, &ss, Bytes::new()));
+        let (up, down) = (pattern(100_000, 7), pattern(100_000, 8));
+        let (at_server, at_client) = exchange(server, c, down.clone(), up.clone()).await;
+        assert!(at_server == up && at_client == down);
+
+        // close_notify that rustls already read is not lost.
+        let (mut s, ss, mut c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
+        c.write_all(b"last").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut four = [0u8; 4];
+        s.read_exact(&mut four).await.unwrap();
+        assert_eq!(s.read(&mut four).await.unwrap(), 0);
+        let (mut server, _) = done(from_server(s, &ss, Bytes::new()));
+        assert_eq!(server.read(&mut four).await.unwrap(), 0, "a clean end, not an unexpected EOF");
+    }
+
+    #[tokio::test]
+    async fn the_write_buffer_is_kept_while_bulk_flows_and_given_back_after_a_small_write() {
+        let (s, ss, c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
+        let (mut server, _) = done(from_server(s, &ss, Bytes::new()));
+        let reader = tokio::spawn(async move {
+            let (mut r, _w) = tokio::io::split(c);
+            let mut sink = vec![0u8; 1 << 16];
+            while r.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        server.write_all(&pattern(300_000, 9)).await.unwrap();
+        server.flush().await.unwrap();
+        assert!(server.wbuf.capacity() >= WRITE_CHUNK, "kept for the next bulk write");
+        server.write_all(b"heartbeat").await.unwrap();
+        server.flush().await.unwrap();
+        assert_eq!(server.wbuf.capacity(), 0, "an idle connection holds no write buffer");
+        server.shutdown().await.unwrap();
+        drop(server);
+        reader.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_switched_server_follows_rustls_key_updates_answers_them_and_rustls_follows_its_own() {
         let (s, ss, mut c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
         let (mut server, _) = done(from_server(s, &ss, Bytes::new()));
@@ -1016,7 +1160,8 @@ mod hostile {
         let mut want = Vec::new();
         for (i, n) in [1usize, 0, 100, MAX_PLAINTEXT, 5000].into_iter().enumerate() {
             let body: Vec<u8> = (0..n).map(|j| (i * 7 + j) as u8).collect();
-            wire.extend(p.record(DATA, &body, DATA, i * 50)); // padded records too
+            // Padded records too, up to the 2^14 + 1 bytes of a whole inner plaintext.
+            wire.extend(p.record(DATA, &body, DATA, (i * 50).min(MAX_PLAINTEXT - n)));
             want.extend(body);
         }
         wire.extend(p.record(DATA, &[1, ALERT_USER_CANCELED], CT_ALERT, 0));
@@ -1064,8 +1209,14 @@ mod hostile {
             (
                 "a plaintext over 2^14",
                 one(DATA, &[1; MAX_PLAINTEXT + 1], DATA, 0),
-                RecordError::Overflow(MAX_PLAINTEXT + 1),
+                RecordError::Overflow(MAX_PLAINTEXT + 2),
             ),
+            (
+                "padding over 2^14 + 1",
+                one(DATA, &[1; MAX_PLAINTEXT], DATA, 1),
+                RecordError::Overflow(MAX_PLAINTEXT + 2),
+            ),
+            ("an empty handshake record", one(DATA, &[], HS, 0), RecordError::EmptyHandshake),
             ("no content type", one(DATA, &[], 0, 9), RecordError::NoContentType),
             ("an unknown content type", one(DATA, b"x", 99, 0), RecordError::UnexpectedContentType(99)),
             ("a fatal alert", one(DATA, &[2, 40], CT_ALERT, 0), RecordError::PeerAlert(40)),
@@ -1100,6 +1251,17 @@ mod hostile {
                 "byte {i}: {e:?}"
             );
         }
+        // Records without data: 32 in a row pass, the 33rd ends the connection.
+        let mut peer = p();
+        let mut wire: Vec<u8> = (0..MAX_EMPTY_IN_A_ROW).flat_map(|_| peer.record(DATA, &[], DATA, 3)).collect();
+        wire.extend(peer.record(DATA, b"d", DATA, 0));
+        wire.extend((0..MAX_EMPTY_IN_A_ROW).flat_map(|_| peer.record(DATA, &[1, ALERT_USER_CANCELED], CT_ALERT, 0)));
+        let ok_part = wire.len();
+        wire.extend(peer.record(DATA, &[], DATA, 0));
+        let r = read_from_test_peer(Side::Server, &wire[..ok_part], 5);
+        assert_eq!(r.data, b"d");
+        assert!(r.error.is_some_and(|e| e.get_ref().is_none_or(|e| !e.is::<RecordError>())), "only the end");
+        assert_eq!(refused(Side::Server, &wire), RecordError::TooManyEmpty);
         // A replayed record: the sequence moved on.
         let mut peer = p();
         let mut wire = peer.record(DATA, b"once", DATA, 0);
