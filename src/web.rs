@@ -107,7 +107,8 @@ fn tunnel_io(
                         (Some((Either::Right(Either::Left(tls)), read)), RecordLayer::Rustls)
                     }
                     Switch::Failed(e) => {
-                        warn!(error = %e, "a tunnel could not take over its TLS records");
+                        // A peer can cause it (key updates before the switch): counted, not warned.
+                        debug!(error = %e, "a tunnel could not take over its TLS records");
                         (None, RecordLayer::Failed)
                     }
                 };
@@ -115,6 +116,8 @@ fn tunnel_io(
                 return io;
             }
             Err(upgraded) => {
+                // Not the web listener's TLS stream (a bug): the tunnel goes on over what hyper has.
+                warn!("a tunnel's connection is not the web listener's TLS stream: it stays on rustls' records");
                 metrics.tunnel_record_layer.get_or_create(&RecordLayerLabel { layer: RecordLayer::Rustls }).inc();
                 upgraded
             }

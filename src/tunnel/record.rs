@@ -51,7 +51,7 @@ const KEY_UPDATE_AFTER: u64 = 1 << 23;
 /// Handshake bytes buffered while a post-handshake message arrives in pieces, at most.
 const MAX_HANDSHAKE_BUF: usize = 64 * 1024;
 /// Records without data (empty ones, tickets, key updates, user_canceled) accepted in a row, at
-/// most, as rustls does.
+/// most (rustls has a like bound on empty records).
 const MAX_EMPTY_IN_A_ROW: u8 = 32;
 
 const CT_ALERT: u8 = 21;
@@ -76,6 +76,8 @@ pub enum RecordError {
     UnexpectedRecordType(u8),
     #[error("TLS record of {0} bytes (at most {MAX_CIPHERTEXT})")]
     Overflow(usize),
+    #[error("TLS inner plaintext of {0} bytes (at most 2^14 + 1)")]
+    InnerOverflow(usize),
     #[error("TLS record failed authentication (bad_record_mac)")]
     BadRecordMac,
     #[error("TLS record without a content type")]
@@ -407,6 +409,9 @@ struct Ready {
 /// it then fails the connection, which only its peer can cause.)
 fn ready_to_switch<S, D>(io: &FlowBuf<S>, conn: &mut rustls::ConnectionCommon<D>, read: Bytes) -> Result<Ready, Bytes> {
     let Some(suite) = conn.negotiated_cipher_suite().and_then(Suite::of) else { return Err(read) };
+    // rustls holds its answer to a peer's update_requested until its next write, where
+    // `wants_write` does not see it: an empty write queues it, and the connection stays.
+    let _ = io::Write::write(&mut conn.writer(), &[]);
     if !io.at_record_boundary() || conn.wants_write() || conn.is_handshaking() {
         return Err(read);
     }
@@ -522,7 +527,7 @@ impl<S> RecordStream<S> {
             self.rx.key.open_in_place(nonce, Aad::from(&header[..]), body).map_err(|_| RecordError::BadRecordMac)?;
         // The whole inner plaintext, padding included, is at most 2^14 + 1 (RFC 8446 §5.4).
         if inner.len() > MAX_PLAINTEXT + 1 {
-            return Err(RecordError::Overflow(inner.len()));
+            return Err(RecordError::InnerOverflow(inner.len()));
         }
         let Some(ct_at) = inner.iter().rposition(|&b| b != 0) else { return Err(RecordError::NoContentType) };
         let content_type = inner[ct_at];
@@ -814,7 +819,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for RecordStream<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        if !this.close_sent {
+        // After a failed seal nothing more can be sealed: the socket just closes.
+        if !this.close_sent && this.write_failed.is_none() {
             this.close_sent = true;
             this.seal_message(CT_ALERT, &[1, ALERT_CLOSE_NOTIFY])?;
             ready!(this.poll_drain(cx))?;
@@ -1055,6 +1061,16 @@ mod tests {
         let (at_server, at_client) = exchange(server, c, down.clone(), up.clone()).await;
         assert!(at_server == up && at_client == down);
 
+        // rustls answered an update request but has not sent the answer: it stays on rustls.
+        let (mut s, ss, mut c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
+        c.get_mut().1.refresh_traffic_keys().unwrap();
+        c.write_all(b"k").await.unwrap();
+        c.flush().await.unwrap();
+        s.read_exact(&mut one).await.unwrap();
+        let Switch::Stay(s, _) = from_server(s, &ss, Bytes::new()) else { panic!("switched with an answer queued") };
+        let (at_server, at_client) = exchange(s, c, down.clone(), up.clone()).await;
+        assert!(at_server == up && at_client == down, "and goes on over rustls");
+
         // close_notify that rustls already read is not lost.
         let (mut s, ss, mut c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
         c.write_all(b"last").await.unwrap();
@@ -1164,6 +1180,7 @@ mod hostile {
             wire.extend(p.record(DATA, &body, DATA, (i * 50).min(MAX_PLAINTEXT - n)));
             want.extend(body);
         }
+        wire.extend(p.record(DATA, &[], DATA, MAX_PLAINTEXT)); // all padding
         wire.extend(p.record(DATA, &[1, ALERT_USER_CANCELED], CT_ALERT, 0));
         // A KeyUpdate split over two records, then data under the new keys.
         wire.extend(p.record(DATA, &[HS_KEY_UPDATE, 0], HS, 0));
@@ -1209,13 +1226,14 @@ mod hostile {
             (
                 "a plaintext over 2^14",
                 one(DATA, &[1; MAX_PLAINTEXT + 1], DATA, 0),
-                RecordError::Overflow(MAX_PLAINTEXT + 2),
+                RecordError::InnerOverflow(MAX_PLAINTEXT + 2),
             ),
             (
                 "padding over 2^14 + 1",
                 one(DATA, &[1; MAX_PLAINTEXT], DATA, 1),
-                RecordError::Overflow(MAX_PLAINTEXT + 2),
+                RecordError::InnerOverflow(MAX_PLAINTEXT + 2),
             ),
+            ("an unknown handshake type, alone", one(DATA, &[13], HS, 0), RecordError::UnexpectedHandshake(13)),
             ("an empty handshake record", one(DATA, &[], HS, 0), RecordError::EmptyHandshake),
             ("no content type", one(DATA, &[], 0, 9), RecordError::NoContentType),
             ("an unknown content type", one(DATA, b"x", 99, 0), RecordError::UnexpectedContentType(99)),
