@@ -83,6 +83,8 @@ fn listener_full(why: &str) -> Response {
 /// A web connection over TLS, as hyper holds it.
 type WebTls = TokioIo<Deadlines<tokio_rustls::server::TlsStream<FlowBuf<TcpStream>>>>;
 
+crate::tunnel::ws::split_with_lock!(TokioIo<Upgraded>);
+
 /// What a tunnel runs on: its own records when its connection could switch to them
 /// (`crate::tunnel::record`), else rustls' records, else (plain HTTP) what hyper gave back.
 type TunnelIo =

@@ -318,7 +318,7 @@ async fn tunnel<S>(
     established: &AtomicBool,
 ) -> Result<SessionEnd, String>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: ws::SplitIo + Send + 'static,
 {
     let pin = identity.pin_bytes()?;
     let keypair = identity.keypair()?;

@@ -21,6 +21,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -29,6 +30,7 @@ use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf;
 use rustls::{CipherSuite, ConnectionTrafficSecrets, SupportedCipherSuite};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use zeroize::Zeroizing;
 
 use super::flowbuf::FlowBuf;
@@ -307,11 +309,29 @@ enum Opened {
 }
 
 /// A TLS 1.3 connection after its handshake, protecting records itself (see the module docs).
+/// [`RecordStream::into_split`] gives it two halves that work without a lock between them.
 pub struct RecordStream<S> {
     io: S,
+    r: Reading,
+    w: Writing,
+}
+
+/// The reading half of a [`RecordStream`] over TCP.
+pub struct RecordReader<R> {
+    io: R,
+    r: Reading,
+}
+
+/// The writing half of a [`RecordStream`] over TCP.
+pub struct RecordWriter<W> {
+    io: W,
+    w: Writing,
+}
+
+/// What the reading side keeps.
+struct Reading {
     side: Side,
     rx: Direction,
-    tx: Direction,
     /// Ciphertext read from the socket (`None` while idle), `rpos..rend` not yet opened.
     rbuf: Option<Box<[u8]>>,
     rpos: usize,
@@ -325,13 +345,20 @@ pub struct RecordStream<S> {
     read_closed: bool,
     /// A record was refused: every later read fails the same way.
     read_failed: Option<RecordError>,
+    /// Records without data in a row (bounded by [`MAX_EMPTY_IN_A_ROW`]).
+    empty_in_a_row: u8,
+    /// The peer asked for a key update: set here, answered by the writing side.
+    answer_key_update: Arc<AtomicBool>,
+}
+
+/// What the writing side keeps.
+struct Writing {
+    tx: Direction,
     /// Records sealed, `wpos..` not yet written to the socket.
     wbuf: Vec<u8>,
     wpos: usize,
     /// The peer asked for a key update: ours goes out before our next record.
-    answer_key_update: bool,
-    /// Records without data in a row (bounded by [`MAX_EMPTY_IN_A_ROW`]).
-    empty_in_a_row: u8,
+    answer_key_update: Arc<AtomicBool>,
     /// Sealing failed: nothing more is written.
     write_failed: Option<RecordError>,
     /// Records after which our keys are updated ([`KEY_UPDATE_AFTER`]).
@@ -341,7 +368,7 @@ pub struct RecordStream<S> {
 
 impl<S> std::fmt::Debug for RecordStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecordStream").field("side", &self.side).finish_non_exhaustive()
+        f.debug_struct("RecordStream").field("side", &self.r.side).finish_non_exhaustive()
     }
 }
 
@@ -444,7 +471,7 @@ fn switch<T, S>(
 ) -> Switch<T, S> {
     match switched(io, side, ready.suite, secrets, extracted) {
         Ok(mut stream) => {
-            stream.read_closed = ready.peer_closed;
+            stream.r.read_closed = ready.peer_closed;
             Switch::Done(stream, ready.read)
         }
         Err(e) => Switch::Failed(e),
@@ -471,37 +498,54 @@ fn switched<S>(
     if !pending.is_empty() {
         let mut buf = vec![0u8; READ_BUF.max(pending.len())].into_boxed_slice();
         buf[..pending.len()].copy_from_slice(&pending);
-        s.rend = pending.len();
-        s.rbuf = Some(buf);
+        s.r.rend = pending.len();
+        s.r.rbuf = Some(buf);
     }
     Ok(s)
 }
 
 impl<S> RecordStream<S> {
     fn with_keys(io: S, side: Side, rx: Direction, tx: Direction) -> RecordStream<S> {
+        let answer_key_update = Arc::new(AtomicBool::new(false));
         RecordStream {
             io,
-            side,
-            rx,
-            tx,
-            rbuf: None,
-            rpos: 0,
-            rend: 0,
-            plain: (0, 0),
-            last_fill: 0,
-            hs: Vec::new(),
-            read_closed: false,
-            read_failed: None,
-            wbuf: Vec::new(),
-            wpos: 0,
-            answer_key_update: false,
-            empty_in_a_row: 0,
-            write_failed: None,
-            key_update_after: KEY_UPDATE_AFTER,
-            close_sent: false,
+            r: Reading {
+                side,
+                rx,
+                rbuf: None,
+                rpos: 0,
+                rend: 0,
+                plain: (0, 0),
+                last_fill: 0,
+                hs: Vec::new(),
+                read_closed: false,
+                read_failed: None,
+                empty_in_a_row: 0,
+                answer_key_update: answer_key_update.clone(),
+            },
+            w: Writing {
+                tx,
+                wbuf: Vec::new(),
+                wpos: 0,
+                answer_key_update,
+                write_failed: None,
+                key_update_after: KEY_UPDATE_AFTER,
+                close_sent: false,
+            },
         }
     }
+}
 
+impl RecordStream<tokio::net::TcpStream> {
+    /// The reading and writing halves, each on its own half of the socket: the tunnel's reader
+    /// and writer tasks then never wait for each other.
+    pub fn into_split(self) -> (RecordReader<OwnedReadHalf>, RecordWriter<OwnedWriteHalf>) {
+        let (r, w) = self.io.into_split();
+        (RecordReader { io: r, r: self.r }, RecordWriter { io: w, w: self.w })
+    }
+}
+
+impl Reading {
     /// Opens the next complete record in the read buffer; `None` when it needs more bytes.
     fn open_next(&mut self) -> Result<Option<Opened>, RecordError> {
         let Some(buf) = self.rbuf.as_deref_mut() else { return Ok(None) };
@@ -588,7 +632,9 @@ impl<S> RecordStream<S> {
                     if len != 1 || at != self.hs.len() || body[0] > 1 {
                         return Err(RecordError::BadKeyUpdate);
                     }
-                    self.answer_key_update |= body[0] == 1;
+                    if body[0] == 1 {
+                        self.answer_key_update.store(true, Ordering::Relaxed);
+                    }
                     self.rx = self.rx.next()?;
                 }
                 other => return Err(RecordError::UnexpectedHandshake(other)),
@@ -600,7 +646,9 @@ impl<S> RecordStream<S> {
         }
         Ok(())
     }
+}
 
+impl Writing {
     /// Seals one record of `content_type` whose plaintext the caller put at `wbuf[start + 5..]`.
     /// On failure the plaintext is taken back out and nothing more is written.
     fn seal_record(&mut self, start: usize, content_type: u8) -> Result<(), RecordError> {
@@ -637,11 +685,11 @@ impl<S> RecordStream<S> {
 
     /// Our key update, when the peer asked for one or ours is due: sent, then the new keys.
     fn maybe_update_tx(&mut self) -> Result<(), RecordError> {
-        if self.answer_key_update || self.tx.seq >= self.key_update_after {
+        let asked = self.answer_key_update.swap(false, Ordering::Relaxed);
+        if asked || self.tx.seq >= self.key_update_after {
             let next = self.tx.next()?;
             self.seal_message(CT_HANDSHAKE, &[HS_KEY_UPDATE, 0, 0, 1, 0])?;
             self.tx = next;
-            self.answer_key_update = false;
         }
         Ok(())
     }
@@ -677,14 +725,14 @@ impl<S> RecordStream<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> RecordStream<S> {
+impl Writing {
     /// Writes the sealed records out.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_drain<W: AsyncWrite + Unpin>(&mut self, io: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.wbuf.is_empty() {
             return Poll::Ready(Ok(()));
         }
         while self.wpos < self.wbuf.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]))?;
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.wbuf[self.wpos..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -702,46 +750,50 @@ impl<S: AsyncWrite + Unpin> RecordStream<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for RecordStream<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+impl Reading {
+    fn poll_read<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if out.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
         loop {
-            let (from, to) = this.plain;
+            let (from, to) = self.plain;
             if from < to
-                && let Some(buf) = &this.rbuf
+                && let Some(buf) = &self.rbuf
             {
                 let n = (to - from).min(out.remaining());
                 out.put_slice(&buf[from..from + n]);
-                this.plain.0 += n;
+                self.plain.0 += n;
                 return Poll::Ready(Ok(()));
             }
             // Whatever follows close_notify is ignored (RFC 8446 §6.1).
-            if this.read_closed {
+            if self.read_closed {
                 return Poll::Ready(Ok(()));
             }
-            if let Some(e) = &this.read_failed {
+            if let Some(e) = &self.read_failed {
                 return Poll::Ready(Err(e.clone().into()));
             }
-            let opened = this.open_next();
+            let opened = self.open_next();
             if let Err(e) = &opened {
-                this.read_failed = Some(e.clone());
+                self.read_failed = Some(e.clone());
             }
             match opened? {
-                Some(Opened::Data(from, to)) => this.plain = (from, to),
+                Some(Opened::Data(from, to)) => self.plain = (from, to),
                 Some(Opened::Nothing) => {}
-                Some(Opened::Close) => this.read_closed = true,
-                None => ready!(this.poll_fill(cx))?,
+                Some(Opened::Close) => self.read_closed = true,
+                None => ready!(self.poll_fill(io, cx))?,
             }
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> RecordStream<S> {
+impl Reading {
     /// Reads more ciphertext (room for at least one whole record after what is buffered).
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_fill<R: AsyncRead + Unpin>(&mut self, io: &mut R, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.rpos == self.rend {
             self.rpos = 0;
             self.rend = 0;
@@ -753,7 +805,7 @@ impl<S: AsyncRead + Unpin> RecordStream<S> {
             self.rpos = 0;
         }
         let mut rb = ReadBuf::new(&mut buf[self.rend..]);
-        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+        match Pin::new(&mut *io).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => {
                 let n = rb.filled().len();
                 if n == 0 {
@@ -780,54 +832,96 @@ impl<S: AsyncRead + Unpin> RecordStream<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for RecordStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        self.poll_write_vectored(cx, &[io::IoSlice::new(b)])
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
+impl Writing {
+    fn poll_write_vectored<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        if let Some(e) = &this.write_failed {
+        ready!(self.poll_drain(io, cx))?;
+        if let Some(e) = &self.write_failed {
             return Poll::Ready(Err(e.clone().into()));
         }
-        if this.close_sent {
+        if self.close_sent {
             return Poll::Ready(Err(RecordError::WriteAfterClose.into()));
         }
-        let n = this.seal_from(bufs)?;
+        let n = self.seal_from(bufs)?;
         // Start writing now; what does not go out yet goes with the next write or the flush.
-        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+        if let Poll::Ready(Err(e)) = self.poll_drain(io, cx) {
             return Poll::Ready(Err(e));
         }
         Poll::Ready(Ok(n))
     }
 
-    fn is_write_vectored(&self) -> bool {
-        true
+    fn poll_flush<W: AsyncWrite + Unpin>(&mut self, io: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(io, cx))?;
+        Pin::new(io).poll_flush(cx)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
+    fn poll_shutdown<W: AsyncWrite + Unpin>(&mut self, io: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(io, cx))?;
         // After a failed seal nothing more can be sealed: the socket just closes.
-        if !this.close_sent && this.write_failed.is_none() {
-            this.close_sent = true;
-            this.seal_message(CT_ALERT, &[1, ALERT_CLOSE_NOTIFY])?;
-            ready!(this.poll_drain(cx))?;
+        if !self.close_sent && self.write_failed.is_none() {
+            self.close_sent = true;
+            self.seal_message(CT_ALERT, &[1, ALERT_CLOSE_NOTIFY])?;
+            ready!(self.poll_drain(io, cx))?;
         }
-        Pin::new(&mut this.io).poll_shutdown(cx)
+        Pin::new(io).poll_shutdown(cx)
     }
 }
+
+/// `AsyncRead` for a type holding its socket in `io` and its [`Reading`] in `r`.
+macro_rules! read_half {
+    ($t:ident) => {
+        impl<S: AsyncRead + Unpin> AsyncRead for $t<S> {
+            fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                this.r.poll_read(&mut this.io, cx, out)
+            }
+        }
+    };
+}
+
+/// `AsyncWrite` for a type holding its socket in `io` and its [`Writing`] in `w`.
+macro_rules! write_half {
+    ($t:ident) => {
+        impl<S: AsyncWrite + Unpin> AsyncWrite for $t<S> {
+            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                this.w.poll_write_vectored(&mut this.io, cx, &[io::IoSlice::new(b)])
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                this.w.poll_write_vectored(&mut this.io, cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                this.w.poll_flush(&mut this.io, cx)
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                this.w.poll_shutdown(&mut this.io, cx)
+            }
+        }
+    };
+}
+
+read_half!(RecordStream);
+read_half!(RecordReader);
+write_half!(RecordStream);
+write_half!(RecordWriter);
 
 /// Records from a made-up peer, for tests and fuzzing (`fuzz/fuzz_targets/tls_records.rs`):
 /// sealed with fixed keys (AES-128-GCM from a fixed secret), read by [`read_from_test_peer`].
@@ -912,7 +1006,7 @@ pub fn read_from_test_peer(side: Side, wire: &[u8], step: usize) -> TestRead {
             Poll::Pending => break None,
         }
     };
-    TestRead { data, closed: s.read_closed, error, answers_key_update: s.answer_key_update }
+    TestRead { data, closed: s.r.read_closed, error, answers_key_update: s.r.answer_key_update.load(Ordering::Relaxed) }
 }
 
 /// A reader handing out `step` bytes per read, then the end.
@@ -1093,10 +1187,10 @@ mod tests {
         });
         server.write_all(&pattern(300_000, 9)).await.unwrap();
         server.flush().await.unwrap();
-        assert!(server.wbuf.capacity() >= WRITE_CHUNK, "kept for the next bulk write");
+        assert!(server.w.wbuf.capacity() >= WRITE_CHUNK, "kept for the next bulk write");
         server.write_all(b"heartbeat").await.unwrap();
         server.flush().await.unwrap();
-        assert_eq!(server.wbuf.capacity(), 0, "an idle connection holds no write buffer");
+        assert_eq!(server.w.wbuf.capacity(), 0, "an idle connection holds no write buffer");
         server.shutdown().await.unwrap();
         drop(server);
         reader.await.unwrap();
@@ -1115,16 +1209,16 @@ mod tests {
         server.read_exact(&mut got).await.unwrap();
         assert_eq!(&got[..100_000], &pattern(100_000, 3)[..]);
         assert_eq!(&got[100_000..], &pattern(100_000, 4)[..]);
-        assert!(server.answer_key_update, "the update request is noted");
-        assert_eq!(server.rx.seq, 7, "the reader's keys changed: 7 records since");
+        assert!(server.r.answer_key_update.load(Ordering::Relaxed), "the update request is noted");
+        assert_eq!(server.r.rx.seq, 7, "the reader's keys changed: 7 records since");
         // Our answer goes out before our next record; then one of our own when it is due.
         server.write_all(&pattern(50_000, 5)).await.unwrap();
-        assert!(!server.answer_key_update);
-        assert_eq!(server.tx.seq, 4);
-        server.key_update_after = 6;
+        assert!(!server.w.answer_key_update.load(Ordering::Relaxed));
+        assert_eq!(server.w.tx.seq, 4);
+        server.w.key_update_after = 6;
         server.write_all(&pattern(200_000, 6)).await.unwrap();
         server.flush().await.unwrap();
-        assert!(server.tx.seq < 10, "our own update reset the sequence");
+        assert!(server.w.tx.seq < 10, "our own update reset the sequence");
         let mut back = vec![0u8; 250_000];
         c.read_exact(&mut back).await.unwrap();
         assert_eq!(&back[..50_000], &pattern(50_000, 5)[..]);

@@ -111,7 +111,7 @@ pub async fn serve_node<S>(
     peer: SocketAddr,
     welcomed: impl FnOnce() + Send,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ws::SplitIo + Send + 'static,
 {
     let span = info_span!("node", peer = %peer, device = tracing::field::Empty, vip = tracing::field::Empty);
     async move {
@@ -366,7 +366,7 @@ impl ControlRate {
 
 async fn run_connected<S>(svc: Arc<TunnelService>, mut ws: ws::WsConn<S>, peer: SocketAddr, mut who: Authenticated)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ws::SplitIo + Send + 'static,
 {
     let limits = &svc.limits;
     let welcome = Welcome {
@@ -615,7 +615,7 @@ async fn run_control_session<S>(
     device: DeviceRecord,
     device_id: DeviceId,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ws::SplitIo + Send + 'static,
 {
     let Some(slot) = svc.control_sessions.take(device_id) else {
         let msg =

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::mux::{Out, OutQueue};
 use super::protocol::{Frame, ProtocolError};
@@ -283,23 +283,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     pub fn unmasked_frames(&self) -> bool {
         self.read.dec.unmasked_ok()
     }
+}
 
+impl<S: SplitIo> WsConn<S> {
     /// The reading and writing halves, for the session's reader and writer tasks.
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
-        let (r, w) = tokio::io::split(self.io);
+        let (r, w) = self.io.split_io();
         (WsReader { io: r, state: self.read }, WsWriter { io: w, state: self.write })
     }
 }
 
+/// A stream a tunnel's reader and writer tasks share: split into its two halves.
+pub trait SplitIo: AsyncRead + AsyncWrite + Unpin {
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    fn split_io(self) -> (Self::Reader, Self::Writer);
+}
+
+/// [`SplitIo`] with tokio's lock between the halves (one stream underneath, as rustls' is).
+macro_rules! split_with_lock {
+    ($($t:ty),* $(,)?) => {$(
+        impl $crate::tunnel::ws::SplitIo for $t {
+            type Reader = tokio::io::ReadHalf<$t>;
+            type Writer = tokio::io::WriteHalf<$t>;
+            fn split_io(self) -> (Self::Reader, Self::Writer) {
+                tokio::io::split(self)
+            }
+        }
+    )*};
+}
+pub(crate) use split_with_lock;
+
+split_with_lock!(
+    tokio::io::DuplexStream,
+    super::flowbuf::FlowBuf<tokio::net::TcpStream>,
+    tokio_rustls::server::TlsStream<super::flowbuf::FlowBuf<tokio::net::TcpStream>>,
+    tokio_rustls::client::TlsStream<super::flowbuf::FlowBuf<tokio::net::TcpStream>>,
+);
+
+/// The tunnel's own records split without a lock: each half on its half of the socket.
+impl SplitIo for super::record::RecordStream<tokio::net::TcpStream> {
+    type Reader = super::record::RecordReader<tokio::net::tcp::OwnedReadHalf>;
+    type Writer = super::record::RecordWriter<tokio::net::tcp::OwnedWriteHalf>;
+    fn split_io(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+}
+
+impl<A: SplitIo, B: SplitIo> SplitIo for tokio_util::either::Either<A, B> {
+    type Reader = tokio_util::either::Either<A::Reader, B::Reader>;
+    type Writer = tokio_util::either::Either<A::Writer, B::Writer>;
+    fn split_io(self) -> (Self::Reader, Self::Writer) {
+        use tokio_util::either::Either;
+        match self {
+            Either::Left(a) => {
+                let (r, w) = a.split_io();
+                (Either::Left(r), Either::Left(w))
+            }
+            Either::Right(b) => {
+                let (r, w) = b.split_io();
+                (Either::Right(r), Either::Right(w))
+            }
+        }
+    }
+}
+
 /// The reading half of a tunnel's WebSocket.
-pub struct WsReader<S> {
-    io: ReadHalf<S>,
+pub struct WsReader<S: SplitIo> {
+    io: S::Reader,
     state: ReadState,
 }
 
 /// The writing half of a tunnel's WebSocket.
-pub struct WsWriter<S> {
-    io: WriteHalf<S>,
+pub struct WsWriter<S: SplitIo> {
+    io: S::Writer,
     state: WriteState,
 }
 
@@ -310,7 +367,7 @@ pub struct WsWriter<S> {
 /// closes, a close request arrives (after a close frame), or the socket fails.
 pub async fn run_writer<S>(mut w: WsWriter<S>, mut rx: OutQueue)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: SplitIo,
 {
     let mut closing = false;
     while let Some(first) = rx.recv().await {
@@ -467,7 +524,7 @@ fn tunnel_frame(msg: Msg) -> Result<Option<Frame>, ReadEnd> {
 /// session loop checks [`Liveness`]. Cancel-safe.
 pub async fn next_frame<S>(r: &mut WsReader<S>, mux: &super::mux::Mux, heard: &Heard) -> Result<Frame, ReadEnd>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: SplitIo,
 {
     loop {
         let msg = r.state.next(&mut r.io).await?;
@@ -486,7 +543,7 @@ where
 /// between frames, so it can sit in a `select!` loop.
 pub async fn next_control<S>(r: &mut WsReader<S>, mux: &super::mux::Mux, heard: &Heard) -> Result<Frame, ControlEnd>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: SplitIo,
 {
     loop {
         let frame = match next_frame(r, mux, heard).await {
