@@ -67,6 +67,9 @@ impl RecordBoundary {
     }
 }
 
+/// A read buffer and the range of it that holds bytes not handed out yet.
+pub type Pending = (Box<[u8]>, std::ops::Range<usize>);
+
 impl<S> FlowBuf<S> {
     pub fn new(inner: S) -> Self {
         FlowBuf { inner, buf: None, pos: 0, end: 0, last_fill: 0, records: RecordBoundary::default() }
@@ -82,12 +85,10 @@ impl<S> FlowBuf<S> {
         self.records.at_boundary()
     }
 
-    /// The socket, and the bytes read from it that were not handed out yet.
-    pub fn into_parts(self) -> (S, Vec<u8>) {
-        let pending = match &self.buf {
-            Some(b) => b[self.pos..self.end].to_vec(),
-            None => Vec::new(),
-        };
+    /// The socket, and its read buffer with the range of bytes read from the socket that were
+    /// not handed out yet (`None` when there are none).
+    pub fn into_parts(self) -> (S, Option<Pending>) {
+        let pending = self.buf.filter(|_| self.pos < self.end).map(|b| (b, self.pos..self.end));
         (self.inner, pending)
     }
 }
@@ -221,6 +222,7 @@ mod tests {
         let mut one = [0u8; 1];
         f.read_exact(&mut one).await.unwrap();
         let (_, pending) = f.into_parts();
-        assert_eq!(pending, b"est");
+        let (buf, range) = pending.expect("bytes not handed out");
+        assert_eq!(&buf[range], b"est");
     }
 }

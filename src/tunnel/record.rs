@@ -43,6 +43,9 @@ const HEADER: usize = 5;
 const TAG: usize = 16;
 /// The read buffer: one `read` takes up to this much ciphertext.
 const READ_BUF: usize = 64 * 1024;
+// A read buffer (ours, or FlowBuf's handed over at the switch) holds a whole record after any
+// partial one moved to its front.
+const _: () = assert!(READ_BUF >= HEADER + MAX_CIPHERTEXT && super::flowbuf::CHUNK >= HEADER + MAX_CIPHERTEXT);
 /// A read that filled at least this much means data is flowing: keep the buffer across a pause.
 const FLOWING: usize = 16 * 1024;
 /// Plaintext taken per `poll_write` at most (four full records, one syscall's worth).
@@ -493,13 +496,13 @@ fn switched<S>(
     };
     let tx = Direction::caught_up(suite, tx_secret, x.tx.0, &x.tx.1)?;
     let rx = Direction::caught_up(suite, rx_secret, x.rx.0, &x.rx.1)?;
+    // FlowBuf's buffer (64 KiB, as ours) becomes the read buffer, with what it still holds.
     let (io, pending) = io.into_parts();
     let mut s = RecordStream::with_keys(io, side, rx, tx);
-    if !pending.is_empty() {
-        let mut buf = vec![0u8; READ_BUF.max(pending.len())].into_boxed_slice();
-        buf[..pending.len()].copy_from_slice(&pending);
-        s.r.rend = pending.len();
+    if let Some((buf, range)) = pending {
         s.r.rbuf = Some(buf);
+        s.r.rpos = range.start;
+        s.r.rend = range.end;
     }
     Ok(s)
 }
@@ -1174,6 +1177,28 @@ mod tests {
         assert_eq!(s.read(&mut four).await.unwrap(), 0);
         let (mut server, _) = done(from_server(s, &ss, Bytes::new()));
         assert_eq!(server.read(&mut four).await.unwrap(), 0, "a clean end, not an unexpected EOF");
+    }
+
+    #[tokio::test]
+    async fn ciphertext_read_past_rustls_is_handed_over_with_the_read_buffer() {
+        let (mut s, ss, mut c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
+        // A request whose record is exactly rustls' 4 KiB read (5 + 4074 + 1 + 16 bytes), and
+        // data behind it that FlowBuf read from the socket too but rustls did not.
+        let request = pattern(4074, 10);
+        let after = pattern(30_000, 11);
+        c.write_all(&request).await.unwrap();
+        c.write_all(&after).await.unwrap();
+        c.flush().await.unwrap();
+        let mut got = vec![0u8; request.len()];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, request);
+        assert!(s.get_ref().0.at_record_boundary());
+        let (mut server, read) = done(from_server(s, &ss, Bytes::new()));
+        assert!(read.is_empty(), "nothing decrypted inside rustls");
+        assert!(server.r.rpos < server.r.rend, "FlowBuf's bytes came along");
+        let mut rest = vec![0u8; after.len()];
+        server.read_exact(&mut rest).await.unwrap();
+        assert_eq!(rest, after);
     }
 
     #[tokio::test]

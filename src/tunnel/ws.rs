@@ -234,6 +234,23 @@ pub struct WsConn<S> {
     write: WriteState,
 }
 
+impl<S> WsConn<S> {
+    /// The same connection over another stream: `f` turns the stream into another one and
+    /// the bytes the old one had read but not handed out ([`WsConn::with_read`]).
+    pub fn map_io<T, E>(self, f: impl FnOnce(S) -> Result<(T, Bytes), E>) -> Result<WsConn<T>, E> {
+        let WsConn { io, read, write } = self;
+        let (io, pending) = f(io)?;
+        Ok(WsConn { io, read, write }.with_read(pending))
+    }
+
+    /// `read`, bytes read from the stream by someone else (the HTTP layer, rustls), comes after
+    /// what this connection buffered and before what it reads next.
+    pub fn with_read(mut self, read: Bytes) -> WsConn<S> {
+        self.read.buf.extend_from_slice(&read);
+        self
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     /// Frames on `io` as `role` (the server reads masked frames and writes unmasked ones).
     pub fn new(io: S, role: Role, limits: WsLimits) -> WsConn<S> {
@@ -250,25 +267,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     /// a peer that does not read is given up on after [`HANDSHAKE_SEND_TIMEOUT`].
     pub async fn close(&mut self) {
         let _ = tokio::time::timeout(HANDSHAKE_SEND_TIMEOUT, self.write.close(&mut self.io)).await;
-    }
-
-    /// The same connection over another stream: `f` turns the stream into another one and
-    /// the bytes the old one had read but not handed out (they follow what this buffered).
-    pub fn map_io<T, E>(self, f: impl FnOnce(S) -> Result<(T, Bytes), E>) -> Result<WsConn<T>, E> {
-        let WsConn { io, mut read, write } = self;
-        let (io, pending) = f(io)?;
-        read.buf.extend_from_slice(&pending);
-        Ok(WsConn { io, read, write })
-    }
-
-    /// `read` (bytes read from `io` before, e.g. by the HTTP layer) comes before what `io` reads.
-    pub fn with_read(mut self, read: Bytes) -> WsConn<S> {
-        if !read.is_empty() {
-            let mut buf = BytesMut::from(&read[..]);
-            buf.extend_from_slice(&self.read.buf);
-            self.read.buf = buf;
-        }
-        self
     }
 
     /// Frames from the node go unmasked ([`UNMASKED`] was negotiated): a node stops masking
