@@ -715,9 +715,8 @@ async fn serve_stream(
         dial(&policy, &target, timeout, bind).await
     };
     match dialled {
-        Ok(sock) => {
-            let peer = sock.peer_addr().ok();
-            stream.send_open_ok(peer);
+        Ok((sock, peer)) => {
+            stream.send_open_ok(Some(peer));
             let stats = copy::bidirectional(sock, stream, meter, false).await;
             debug!(target = %target, sent = stats.sent, received = stats.received, end = stats.end.as_str(), "stream done");
         }
@@ -729,14 +728,15 @@ async fn serve_stream(
 }
 
 /// SECURITY.md §1 on the node: check the spelling and port, resolve once, check every
-/// address, dial the checked literal, and make sure the connected peer is the checked one.
-/// With `bind`, outgoing connections use that source address (as the tunnel does).
+/// address, dial the checked literal, and make sure the connected peer is the checked one
+/// (returned with the socket). With `bind`, outgoing connections use that source address (as
+/// the tunnel does).
 pub async fn dial(
     policy: &EgressPolicy,
     target: &Target,
     timeout: Duration,
     bind: Option<IpAddr>,
-) -> Result<TcpStream, (OpenErrReason, String)> {
+) -> Result<(TcpStream, SocketAddr), (OpenErrReason, String)> {
     let refused = |r: crate::egress::Refusal| (OpenErrReason::RefusedByPolicy, r.to_string());
     let port = target.port();
     let host = policy.check_target(&target.host(), port).map_err(refused)?;
@@ -767,7 +767,7 @@ pub async fn dial(
                     ));
                 }
                 let _ = s.set_nodelay(true);
-                return Ok(s);
+                return Ok((s, a));
             }
             Ok(Err(e)) => {
                 let reason = match e.kind() {
@@ -808,13 +808,13 @@ async fn dial_probe(
     target: &Target,
     timeout: Duration,
     bind: Option<IpAddr>,
-) -> Result<TcpStream, (OpenErrReason, String)> {
+) -> Result<(TcpStream, SocketAddr), (OpenErrReason, String)> {
     let a = probe_target(policy, target)?;
     match tokio::time::timeout(timeout, connect_from(a, bind)).await {
         Err(_) => Err((OpenErrReason::Timeout, format!("connecting to {a} timed out"))),
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
-            Ok(s)
+            Ok((s, a))
         }
         Ok(Err(e)) => Err((OpenErrReason::ConnectionRefused, format!("{a}: {e}"))),
     }

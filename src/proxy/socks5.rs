@@ -12,6 +12,7 @@ use fast_socks5::{ReplyError, Socks5Command};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info_span};
 
+use super::handshake_io::HandshakeIo;
 use crate::listener::{Admitted, Gate};
 use crate::relay::accounts::ProxyAccount;
 use crate::relay::router::RouteError;
@@ -60,7 +61,7 @@ pub async fn serve(listener: TcpListener, svc: Arc<RelayService>, shutdown: Shut
 
 enum Handshake {
     Ready(
-        Socks5ServerProtocol<TcpStream, fast_socks5::server::states::CommandRead>,
+        Socks5ServerProtocol<HandshakeIo<TcpStream>, fast_socks5::server::states::CommandRead>,
         Arc<ProxyAccount>,
         Targeting,
         Target,
@@ -93,7 +94,8 @@ async fn handle(sock: TcpStream, peer: SocketAddr, svc: &RelayService, mut admit
         }
     };
     let bound = SocketAddr::from(([0, 0, 0, 0], 0));
-    let Ok(sock) = proto.reply_success(bound).await else { return };
+    let Ok(mut sock) = proto.reply_success(bound).await else { return };
+    sock.finish();
     svc.relay(sock, opened, &acct.name, &target).await;
 }
 
@@ -102,7 +104,7 @@ async fn handshake(
     peer: SocketAddr,
     svc: &RelayService,
 ) -> Result<Handshake, fast_socks5::server::SocksServerError> {
-    let started = Socks5ServerProtocol::start(sock).negotiate_auth(&[PasswordAuthentication]).await?;
+    let started = Socks5ServerProtocol::start(HandshakeIo::new(sock)).negotiate_auth(&[PasswordAuthentication]).await?;
     let (user, pass, auth) = started.read_username_password().await?;
     let (acct, targeting) = match svc.accounts.authenticate(&user, &pass, peer.ip()) {
         Ok(x) => x,
