@@ -142,7 +142,7 @@ fn refusal(code: ErrorCode, message: &str) -> String {
 
 async fn exchange<S>(mut wsock: ws::WsConn<S>, identity: &NodeIdentity, req: &Request) -> Result<Answer, String>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: ws::WsRead + tokio::io::AsyncWrite,
 {
     let pin = identity.pin_bytes()?;
     let keypair = identity.keypair()?;

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf;
 use rustls::{CipherSuite, ConnectionTrafficSecrets, SupportedCipherSuite};
@@ -303,8 +303,8 @@ impl Direction {
 
 /// What one opened record was.
 enum Opened {
-    /// Application data at this range of the read buffer.
-    Data(usize, usize),
+    /// This many bytes of application data, where the plaintext was asked to go.
+    Data(usize),
     /// Nothing for the reader (an empty record, a ticket, a key update).
     Nothing,
     /// close_notify.
@@ -331,16 +331,22 @@ pub struct RecordWriter<W> {
     w: Writing,
 }
 
-/// What the reading side keeps.
+/// What the reading side keeps. Records are read into a buffer the caller owns (the WebSocket
+/// reader's, [`Reading::poll_fill`]) and opened in place there, each record's plaintext moved
+/// down onto the end of the plaintext before it as it is decrypted: the frames are then sliced
+/// from the very bytes that came off the socket, with no copy.
 struct Reading {
     side: Side,
     rx: Direction,
-    /// Ciphertext read from the socket (`None` while idle), `rpos..rend` not yet opened.
-    rbuf: Option<Box<[u8]>>,
-    rpos: usize,
-    rend: usize,
-    /// Plaintext of the last record, in `rbuf`, not yet handed out.
-    plain: (usize, usize),
+    /// Ciphertext read past the handshake (FlowBuf's buffer and the range it still held): put
+    /// into the first buffer filled.
+    carry: Option<(Box<[u8]>, std::ops::Range<usize>)>,
+    /// Bytes at the end of the caller's buffer that are ciphertext not opened yet (the start
+    /// of the next record).
+    pending: usize,
+    /// The buffer of the plain `AsyncRead` path: `own[..own_plain]` opened, not handed out.
+    own: BytesMut,
+    own_plain: usize,
     last_fill: usize,
     /// A post-handshake message arriving in pieces.
     hs: Vec<u8>,
@@ -499,11 +505,7 @@ fn switched<S>(
     // FlowBuf's buffer (64 KiB, as ours) becomes the read buffer, with what it still holds.
     let (io, pending) = io.into_parts();
     let mut s = RecordStream::with_keys(io, side, rx, tx);
-    if let Some((buf, range)) = pending {
-        s.r.rbuf = Some(buf);
-        s.r.rpos = range.start;
-        s.r.rend = range.end;
-    }
+    s.r.carry = pending.filter(|(_, range)| !range.is_empty());
     Ok(s)
 }
 
@@ -515,10 +517,10 @@ impl<S> RecordStream<S> {
             r: Reading {
                 side,
                 rx,
-                rbuf: None,
-                rpos: 0,
-                rend: 0,
-                plain: (0, 0),
+                carry: None,
+                pending: 0,
+                own: BytesMut::new(),
+                own_plain: 0,
                 last_fill: 0,
                 hs: Vec::new(),
                 read_closed: false,
@@ -549,10 +551,11 @@ impl RecordStream<tokio::net::TcpStream> {
 }
 
 impl Reading {
-    /// Opens the next complete record in the read buffer; `None` when it needs more bytes.
-    fn open_next(&mut self) -> Result<Option<Opened>, RecordError> {
-        let Some(buf) = self.rbuf.as_deref_mut() else { return Ok(None) };
-        let avail = &buf[self.rpos..self.rend];
+    /// Opens the record at `buf[at..]`, its plaintext written from `buf[out..]` (`out` ≤ `at`;
+    /// the record's header and the bytes between are overwritten). `None` while the record is
+    /// not all there; else what it was and its length on the wire.
+    fn open_at(&mut self, buf: &mut [u8], at: usize, out: usize) -> Result<Option<(Opened, usize)>, RecordError> {
+        let avail = &buf[at..];
         if avail.len() < HEADER {
             return Ok(None);
         }
@@ -566,25 +569,25 @@ impl Reading {
         if avail.len() < HEADER + len {
             return Ok(None);
         }
-        let start = self.rpos;
-        self.rpos += HEADER + len;
-        let (header, body) = buf[start..start + HEADER + len].split_at_mut(HEADER);
+        let header = [avail[0], avail[1], avail[2], avail[3], avail[4]];
         let nonce = self.rx.nonce()?;
-        let inner =
-            self.rx.key.open_in_place(nonce, Aad::from(&header[..]), body).map_err(|_| RecordError::BadRecordMac)?;
+        let inner = self
+            .rx
+            .key
+            .open_within(nonce, Aad::from(header), &mut buf[out..at + HEADER + len], at + HEADER - out..)
+            .map_err(|_| RecordError::BadRecordMac)?;
         // The whole inner plaintext, padding included, is at most 2^14 + 1 (RFC 8446 §5.4).
         if inner.len() > MAX_PLAINTEXT + 1 {
             return Err(RecordError::InnerOverflow(inner.len()));
         }
         let Some(ct_at) = inner.iter().rposition(|&b| b != 0) else { return Err(RecordError::NoContentType) };
         let content_type = inner[ct_at];
-        let data_start = start + HEADER;
         if content_type != CT_HANDSHAKE && !self.hs.is_empty() {
             return Err(RecordError::SplitHandshake);
         }
         let opened = match content_type {
             CT_APPLICATION_DATA if ct_at == 0 => Opened::Nothing,
-            CT_APPLICATION_DATA => Opened::Data(data_start, data_start + ct_at),
+            CT_APPLICATION_DATA => Opened::Data(ct_at),
             CT_ALERT => match inner[..ct_at] {
                 [_, ALERT_CLOSE_NOTIFY] => Opened::Close,
                 [_, ALERT_USER_CANCELED] => Opened::Nothing,
@@ -610,7 +613,23 @@ impl Reading {
         } else {
             self.empty_in_a_row = 0;
         }
-        Ok(Some(opened))
+        Ok(Some((opened, HEADER + len)))
+    }
+
+    /// Opens every whole record pending at the end of `buf`, each one's plaintext moved down to
+    /// `buf[*plain..]` (and `*plain` moved past it). Stops at close_notify.
+    fn open_pending(&mut self, buf: &mut BytesMut, plain: &mut usize) -> Result<(), RecordError> {
+        while !self.read_closed {
+            let at = buf.len() - self.pending;
+            let Some((opened, wire)) = self.open_at(&mut buf[..], at, *plain)? else { break };
+            self.pending -= wire;
+            match opened {
+                Opened::Data(n) => *plain += n,
+                Opened::Nothing => {}
+                Opened::Close => self.read_closed = true,
+            }
+        }
+        Ok(())
     }
 
     /// Handles the complete post-handshake messages buffered (the rest waits for its record).
@@ -753,7 +772,86 @@ impl Writing {
     }
 }
 
+/// The block a flowing connection's reads go into (see [`Reading::make_room`]).
+const READ_BLOCK: usize = 4 * READ_BUF;
+
+/// A gap this large between the plaintext and the ciphertext after it (headers, tags and
+/// padding of the records opened since the ciphertext last ran out) is closed before reading on.
+const MAX_GAP: usize = 4 * 1024;
+
 impl Reading {
+    /// Reads records into `buf` and opens them there. `buf[..*plain]` is plaintext not taken
+    /// yet; what follows it is this reader's (a gap, then ciphertext). Ready with the number of
+    /// plaintext bytes added, 0 once close_notify came.
+    fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        plain: &mut usize,
+    ) -> Poll<io::Result<usize>> {
+        if let Some((carried, range)) = self.carry.take() {
+            self.make_room(buf, *plain);
+            buf.extend_from_slice(&carried[range.clone()]);
+            self.pending += range.len();
+        }
+        loop {
+            if let Some(e) = &self.read_failed {
+                return Poll::Ready(Err(e.clone().into()));
+            }
+            // Whatever follows close_notify is ignored (RFC 8446 §6.1).
+            if self.read_closed {
+                return Poll::Ready(Ok(0));
+            }
+            let before = *plain;
+            if let Err(e) = self.open_pending(buf, plain) {
+                self.read_failed = Some(e.clone());
+                return Poll::Ready(Err(e.into()));
+            }
+            if *plain > before {
+                return Poll::Ready(Ok(*plain - before));
+            }
+            if self.read_closed {
+                continue;
+            }
+            self.make_room(buf, *plain);
+            match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(if self.pending > 0 {
+                        RecordError::Truncated.into()
+                    } else {
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection without close_notify")
+                    }));
+                }
+                Ok(n) => {
+                    self.pending += n;
+                    self.last_fill = n;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Room for at least one whole record after what `buf` holds (a frame's worth while data
+    /// flows), the gap after the plaintext closed first when it grew.
+    fn make_room(&mut self, buf: &mut BytesMut, plain: usize) {
+        let gap = buf.len() - plain - self.pending;
+        if self.pending == 0 {
+            buf.truncate(plain);
+        } else if gap >= MAX_GAP {
+            buf.copy_within(plain + gap.., plain);
+            buf.truncate(plain + self.pending);
+        }
+        // While data flows, reads go on into one block of several reads' size: a new block
+        // takes along the frame in progress (copied), so fewer blocks copy less.
+        let flowing = self.last_fill >= FLOWING;
+        let room = if flowing { READ_BUF } else { HEADER + MAX_CIPHERTEXT };
+        if buf.capacity() - buf.len() < room {
+            buf.reserve(if flowing { READ_BLOCK } else { room });
+        }
+    }
+
+    /// The plain `AsyncRead` path: opened into a buffer of its own, copied out.
     fn poll_read<R: AsyncRead + Unpin>(
         &mut self,
         io: &mut R,
@@ -763,75 +861,24 @@ impl Reading {
         if out.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        loop {
-            let (from, to) = self.plain;
-            if from < to
-                && let Some(buf) = &self.rbuf
-            {
-                let n = (to - from).min(out.remaining());
-                out.put_slice(&buf[from..from + n]);
-                self.plain.0 += n;
+        if self.own_plain == 0 {
+            let (mut own, mut plain) = (std::mem::take(&mut self.own), 0);
+            let filled = self.poll_fill(io, cx, &mut own, &mut plain);
+            // Nothing kept and nothing arriving after small reads: the connection is idle
+            // (SECURITY.md §2, memory per idle node), so the buffer goes back.
+            if filled.is_pending() && own.is_empty() && self.last_fill < FLOWING {
+                own = BytesMut::new();
+            }
+            (self.own, self.own_plain) = (own, plain);
+            if ready!(filled)? == 0 {
                 return Poll::Ready(Ok(()));
             }
-            // Whatever follows close_notify is ignored (RFC 8446 §6.1).
-            if self.read_closed {
-                return Poll::Ready(Ok(()));
-            }
-            if let Some(e) = &self.read_failed {
-                return Poll::Ready(Err(e.clone().into()));
-            }
-            let opened = self.open_next();
-            if let Err(e) = &opened {
-                self.read_failed = Some(e.clone());
-            }
-            match opened? {
-                Some(Opened::Data(from, to)) => self.plain = (from, to),
-                Some(Opened::Nothing) => {}
-                Some(Opened::Close) => self.read_closed = true,
-                None => ready!(self.poll_fill(io, cx))?,
-            }
         }
-    }
-}
-
-impl Reading {
-    /// Reads more ciphertext (room for at least one whole record after what is buffered).
-    fn poll_fill<R: AsyncRead + Unpin>(&mut self, io: &mut R, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.rpos == self.rend {
-            self.rpos = 0;
-            self.rend = 0;
-        }
-        let buf = self.rbuf.get_or_insert_with(|| vec![0u8; READ_BUF].into_boxed_slice());
-        if buf.len() - self.rend < HEADER + MAX_CIPHERTEXT {
-            buf.copy_within(self.rpos..self.rend, 0);
-            self.rend -= self.rpos;
-            self.rpos = 0;
-        }
-        let mut rb = ReadBuf::new(&mut buf[self.rend..]);
-        match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                if n == 0 {
-                    return Poll::Ready(Err(if self.rpos < self.rend {
-                        RecordError::Truncated.into()
-                    } else {
-                        io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection without close_notify")
-                    }));
-                }
-                self.rend += n;
-                self.last_fill = n;
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                // Nothing buffered and nothing arriving after small reads: the connection is
-                // idle (SECURITY.md §2, memory per idle node), so the buffer goes back.
-                if self.rpos == self.rend && self.last_fill < FLOWING {
-                    self.rbuf = None;
-                }
-                Poll::Pending
-            }
-        }
+        let n = self.own_plain.min(out.remaining());
+        out.put_slice(&self.own[..n]);
+        self.own.advance(n);
+        self.own_plain -= n;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -923,6 +970,26 @@ macro_rules! write_half {
 
 read_half!(RecordStream);
 read_half!(RecordReader);
+
+/// [`super::ws::WsRead`] for a type holding its socket in `io` and its [`Reading`] in `r`: the
+/// records are opened in the WebSocket reader's own buffer.
+macro_rules! ws_read {
+    ($t:ident) => {
+        impl<S: AsyncRead + Unpin> super::ws::WsRead for $t<S> {
+            fn poll_fill(
+                &mut self,
+                cx: &mut Context<'_>,
+                buf: &mut BytesMut,
+                plain: &mut usize,
+            ) -> Poll<io::Result<usize>> {
+                self.r.poll_fill(&mut self.io, cx, buf, plain)
+            }
+        }
+    };
+}
+
+ws_read!(RecordStream);
+ws_read!(RecordReader);
 write_half!(RecordStream);
 write_half!(RecordWriter);
 
@@ -1010,6 +1077,14 @@ pub fn read_from_test_peer(side: Side, wire: &[u8], step: usize) -> TestRead {
         }
     };
     TestRead { data, closed: s.r.read_closed, error, answers_key_update: s.r.answer_key_update.load(Ordering::Relaxed) }
+}
+
+/// A stream on `io` reading a [`TestPeer`]'s records as `side` (tests: the WebSocket reader
+/// over records, `tunnel::ws`).
+#[cfg(test)]
+pub(crate) fn reading_test_peer<S>(io: S, side: Side) -> RecordStream<S> {
+    let keys = |secret: &[u8]| Direction::new(test_suite(), Zeroizing::new(secret.to_vec()), 0).expect("fixed keys");
+    RecordStream::with_keys(io, side, keys(&TEST_SECRET), keys(&[8; 32]))
 }
 
 /// A reader handing out `step` bytes per read, then the end.
@@ -1195,7 +1270,7 @@ mod tests {
         assert!(s.get_ref().0.at_record_boundary());
         let (mut server, read) = done(from_server(s, &ss, Bytes::new()));
         assert!(read.is_empty(), "nothing decrypted inside rustls");
-        assert!(server.r.rpos < server.r.rend, "FlowBuf's bytes came along");
+        assert!(server.r.carry.is_some(), "FlowBuf's bytes came along");
         let mut rest = vec![0u8; after.len()];
         server.read_exact(&mut rest).await.unwrap();
         assert_eq!(rest, after);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::mux::{Mux, MuxConfig};
@@ -159,7 +159,7 @@ async fn handshake<S>(
     from: std::net::IpAddr,
 ) -> Result<Authenticated, Refuse>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ws::WsRead + AsyncWrite,
 {
     let violation = |e: ReadEnd| Refuse(ErrorCode::ProtocolViolation, e.to_string());
     let hello = match ws::read_handshake_frame(ws).await.map_err(violation)? {

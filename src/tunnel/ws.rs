@@ -9,7 +9,7 @@ use std::future::poll_fn;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -35,6 +35,9 @@ const MAX_BATCH_FRAMES: usize = 64;
 /// A read that filled at least this much means data is flowing: the read buffer is kept across
 /// a pause. After smaller reads (heartbeats) an idle connection gives it back.
 const FLOWING: usize = 16 * 1024;
+
+/// The buffer bulk reads go into: four of the largest frames.
+const FLOWING_BLOCK: usize = 4 * (super::protocol::MAX_FRAME_LEN + MAX_HEADER_LEN);
 
 /// The framing limits of SECURITY.md §2, from `[limits]`.
 #[derive(Debug, Clone, Copy)]
@@ -85,16 +88,58 @@ pub fn ws_config(l: &Limits) -> tokio_tungstenite::tungstenite::protocol::WebSoc
 /// The reading side's state: the buffer frames are sliced from, and the decoder.
 #[derive(Debug)]
 struct ReadState {
+    /// `buf[..plain]` is the stream's bytes not decoded yet; the rest belongs to the stream
+    /// underneath ([`WsRead`]: the tunnel's own TLS records keep their ciphertext there).
     buf: BytesMut,
+    plain: usize,
     dec: Decoder,
     read_chunk: usize,
     last_fill: usize,
+}
+
+/// A stream a WebSocket reader reads: it appends what arrives to the reader's buffer. The
+/// tunnel's own TLS records ([`super::record`]) are read into that buffer and opened in place
+/// there, so a frame is sliced from the bytes that came off the socket; every other stream
+/// reads into it as `AsyncRead`.
+pub trait WsRead: AsyncRead + Unpin {
+    /// Appends bytes to `buf`, whose first `*plain` bytes are the stream's not decoded yet (and
+    /// all it holds, for a stream that keeps nothing of its own there), and moves `*plain`
+    /// past them. Ready with the number added; 0 is the end of the stream.
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        plain: &mut usize,
+    ) -> Poll<std::io::Result<usize>> {
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(self), cx, buf))?;
+        *plain = buf.len();
+        Poll::Ready(Ok(n))
+    }
+}
+
+// Streams a WebSocket is read from without being split (the node's control sessions).
+impl WsRead for tokio::net::TcpStream {}
+impl WsRead for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {}
+
+impl<A: WsRead, B: WsRead> WsRead for tokio_util::either::Either<A, B> {
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        plain: &mut usize,
+    ) -> Poll<std::io::Result<usize>> {
+        match self {
+            tokio_util::either::Either::Left(a) => a.poll_fill(cx, buf, plain),
+            tokio_util::either::Either::Right(b) => b.poll_fill(cx, buf, plain),
+        }
+    }
 }
 
 impl ReadState {
     fn new(role: Role, l: WsLimits) -> ReadState {
         ReadState {
             buf: BytesMut::new(),
+            plain: 0,
             dec: Decoder::new(role, l.max_frame, l.max_message),
             read_chunk: l.read_chunk,
             last_fill: 0,
@@ -102,19 +147,19 @@ impl ReadState {
     }
 
     /// The next message. Cancel-safe: bytes read are kept in the buffer.
-    async fn next<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Msg, ReadEnd> {
+    async fn next<R: WsRead>(&mut self, io: &mut R) -> Result<Msg, ReadEnd> {
         loop {
-            if let Some(m) = self.dec.decode(&mut self.buf)? {
+            if let Some(m) = self.decode()? {
                 return Ok(m);
             }
-            let want = self.dec.needed().saturating_sub(self.buf.len()).max(self.read_chunk);
-            if self.buf.capacity() - self.buf.len() < want {
-                // A frame in flight gets room for the rest of it; bulk reads a whole frame's worth.
-                let more = if self.last_fill >= FLOWING {
-                    want.max(super::protocol::MAX_FRAME_LEN + MAX_HEADER_LEN)
-                } else {
-                    want
-                };
+            let want = self.dec.needed().saturating_sub(self.plain).max(self.read_chunk);
+            // Counted from the plaintext: what follows it is the stream's, already on its way to
+            // becoming the rest of the frame (the records' own room is theirs to keep).
+            if self.buf.capacity() - self.plain < want {
+                // A frame in flight gets room for the rest of it; bulk reads go into a block of
+                // several frames (a new block takes along the frame in progress, copied: fewer
+                // blocks copy less).
+                let more = if self.last_fill >= FLOWING { want.max(FLOWING_BLOCK) } else { want };
                 self.buf.reserve(more);
             }
             let n = poll_fn(|cx| self.poll_fill(cx, io)).await?;
@@ -124,8 +169,22 @@ impl ReadState {
         }
     }
 
-    fn poll_fill<R: AsyncRead + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut R) -> Poll<std::io::Result<usize>> {
-        match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf) {
+    /// Decodes from the plaintext only (what follows it is the stream's).
+    fn decode(&mut self) -> Result<Option<Msg>, WsError> {
+        if self.plain == self.buf.len() {
+            let m = self.dec.decode(&mut self.buf);
+            self.plain = self.buf.len();
+            return m;
+        }
+        let rest = self.buf.split_off(self.plain);
+        let m = self.dec.decode(&mut self.buf);
+        self.plain = self.buf.len();
+        self.buf.unsplit(rest);
+        m
+    }
+
+    fn poll_fill<R: WsRead>(&mut self, cx: &mut Context<'_>, io: &mut R) -> Poll<std::io::Result<usize>> {
+        match io.poll_fill(cx, &mut self.buf, &mut self.plain) {
             Poll::Ready(Ok(n)) => {
                 self.last_fill = n;
                 Poll::Ready(Ok(n))
@@ -136,6 +195,7 @@ impl ReadState {
                 // idle (SECURITY.md §2, memory per idle node), so the buffer goes back.
                 if self.buf.is_empty() && self.last_fill < FLOWING {
                     self.buf = BytesMut::new();
+                    self.plain = 0;
                 }
                 Poll::Pending
             }
@@ -246,7 +306,10 @@ impl<S> WsConn<S> {
     /// `read`, bytes read from the stream by someone else (the HTTP layer, rustls), comes after
     /// what this connection buffered and before what it reads next.
     pub fn with_read(mut self, read: Bytes) -> WsConn<S> {
+        let rest = self.read.buf.split_off(self.read.plain);
         self.read.buf.extend_from_slice(&read);
+        self.read.plain = self.read.buf.len();
+        self.read.buf.unsplit(rest);
         self
     }
 }
@@ -255,12 +318,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     /// Frames on `io` as `role` (the server reads masked frames and writes unmasked ones).
     pub fn new(io: S, role: Role, limits: WsLimits) -> WsConn<S> {
         WsConn { io, read: ReadState::new(role, limits), write: WriteState::new(role, limits) }
-    }
-
-    /// The next message. Pings are not answered during the handshake (it lasts seconds; a
-    /// peer that floods pings and never reads must not stall it on its own answers).
-    async fn next(&mut self) -> Result<Msg, ReadEnd> {
-        self.read.next(&mut self.io).await
     }
 
     /// Sends a close frame and shuts the stream down (TLS close_notify), ignoring failures;
@@ -283,6 +340,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsConn<S> {
     }
 }
 
+impl<S: WsRead> WsConn<S> {
+    /// The next message. Pings are not answered during the handshake (it lasts seconds; a
+    /// peer that floods pings and never reads must not stall it on its own answers).
+    async fn next(&mut self) -> Result<Msg, ReadEnd> {
+        self.read.next(&mut self.io).await
+    }
+}
+
 impl<S: SplitIo> WsConn<S> {
     /// The reading and writing halves, for the session's reader and writer tasks.
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
@@ -292,8 +357,8 @@ impl<S: SplitIo> WsConn<S> {
 }
 
 /// A stream a tunnel's reader and writer tasks share: split into its two halves.
-pub trait SplitIo: AsyncRead + AsyncWrite + Unpin {
-    type Reader: AsyncRead + Unpin + Send + 'static;
+pub trait SplitIo: WsRead + AsyncWrite + Unpin {
+    type Reader: WsRead + Send + 'static;
     type Writer: AsyncWrite + Unpin + Send + 'static;
     fn split_io(self) -> (Self::Reader, Self::Writer);
 }
@@ -301,6 +366,8 @@ pub trait SplitIo: AsyncRead + AsyncWrite + Unpin {
 /// [`SplitIo`] with tokio's lock between the halves (one stream underneath, as rustls' is).
 macro_rules! split_with_lock {
     ($($t:ty),* $(,)?) => {$(
+        impl $crate::tunnel::ws::WsRead for $t {}
+        impl $crate::tunnel::ws::WsRead for tokio::io::ReadHalf<$t> {}
         impl $crate::tunnel::ws::SplitIo for $t {
             type Reader = tokio::io::ReadHalf<$t>;
             type Writer = tokio::io::WriteHalf<$t>;
@@ -567,7 +634,7 @@ where
 /// Reads one frame from an unsplit connection (used during the handshake).
 pub async fn read_handshake_frame<S>(ws: &mut WsConn<S>) -> Result<Frame, ReadEnd>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: WsRead + AsyncWrite,
 {
     loop {
         if let Some(f) = tunnel_frame(ws.next().await?)? {
@@ -664,6 +731,93 @@ mod tests {
 
     fn limits() -> WsLimits {
         ws_limits(&crate::config::Limits::default())
+    }
+
+    /// A peer's bytes arriving `step` at a time; what is written goes nowhere.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = self.step.min(self.data.len() - self.at).min(out.remaining());
+            let at = self.at;
+            out.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_are_sliced_from_records_opened_in_the_readers_own_buffer_however_they_arrive() {
+        use crate::tunnel::record::{Side, TestPeer, reading_test_peer};
+        // The server's frames as a node reads them: sizes around the record size, the read
+        // chunk and the frame size, cut into records of every size, some padded, with empty
+        // records between, then close_notify.
+        let sizes = [1usize, 0, 125, 126, 4000, 16_383, 16_384, 16_385, 65_535, 65_536, 70_000, 3, 200_000];
+        let mut stream = Vec::new();
+        let mut want = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..n).map(|j| (j * 31 + i * 7) as u8).collect();
+            let mut h = [0u8; MAX_HEADER_LEN];
+            let hl = wsframe::encode_header(&mut h, wsframe::OP_BINARY, n, None);
+            stream.extend_from_slice(&h[..hl]);
+            stream.extend_from_slice(&payload);
+            want.push(payload);
+        }
+        let mut peer = TestPeer::new();
+        let mut wire = Vec::new();
+        let mut at = 0;
+        for k in 0usize.. {
+            if at == stream.len() {
+                break;
+            }
+            let len = [1, 16_384, 7, 9000, 16_384, 300, 16_384, 16_384, 5][k % 9].min(stream.len() - at);
+            let pad = if k % 4 == 3 { 1000.min(16_384 - len) } else { 0 };
+            wire.extend(peer.record(23, &stream[at..at + len], 23, pad));
+            if k % 5 == 0 {
+                wire.extend(peer.record(23, &[], 23, 0));
+            }
+            at += len;
+        }
+        wire.extend(peer.record(23, &[1, 0], 21, 0));
+        let limits =
+            WsLimits { max_frame: 256 * 1024, max_message: 256 * 1024, read_chunk: 8 * 1024, max_batch: 1 << 20 };
+        for step in [1, 5, 4096, 16_389, 65_536, 1 << 20] {
+            let io = reading_test_peer(Trickle { data: wire.clone(), at: 0, step }, Side::Client);
+            let mut ws = WsConn::new(io, Role::Client, limits);
+            let mut got = Vec::new();
+            let end = loop {
+                match ws.next().await {
+                    Ok(Msg::Binary(b)) => got.push(b.to_vec()),
+                    Ok(other) => panic!("unexpected {other:?}"),
+                    Err(e) => break e,
+                }
+            };
+            assert!(matches!(end, ReadEnd::Closed), "step {step}: ends at close_notify, not {end}");
+            assert_eq!(got.len(), want.len(), "step {step}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(g == w, "step {step}: message {i} ({} bytes) differs", w.len());
+            }
+        }
     }
 
     /// Our server end and a tungstenite client (a node nobody here wrote) on one pipe.
