@@ -16,7 +16,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const HANDSHAKE_BUF: usize = 1024;
 
 /// A socket whose reads are buffered until [`HandshakeIo::finish`].
-#[derive(Debug)]
 pub struct HandshakeIo<S> {
     io: S,
     /// `pos..end` read from the socket and not handed out yet; `None` once finished and drained.
@@ -24,6 +23,13 @@ pub struct HandshakeIo<S> {
     pos: usize,
     end: usize,
     finished: bool,
+}
+
+// The buffer holds the client's credentials: never printed.
+impl<S> std::fmt::Debug for HandshakeIo<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeIo").field("buffered", &(self.end - self.pos)).finish_non_exhaustive()
+    }
 }
 
 impl<S> HandshakeIo<S> {

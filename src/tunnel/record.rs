@@ -5,9 +5,11 @@
 //! extracts) and protects its records itself with ring, the crypto provider rustls uses.
 //! The reason is copies: rustls' buffered reader copies every byte three times between the
 //! socket and its reader (into its deframer, into its plaintext queue, out to the caller);
-//! [`RecordStream`] reads the socket into one buffer, decrypts each record in place and copies
-//! the plaintext once, to its reader (docs/benchmarks.md). Writes gather the caller's slices
-//! into the record and seal it in place, with no allocation per record.
+//! [`RecordStream`] reads the socket into the WebSocket reader's own buffer and decrypts each
+//! record there, its plaintext moved down onto the plaintext before it in the same pass, so the
+//! frames are sliced from the bytes that came off the socket (`tunnel::ws::WsRead`; a plain
+//! `AsyncRead` reader gets a copy; docs/benchmarks.md). Writes gather the caller's slices into
+//! the record and seal it in place, with no allocation per record.
 //!
 //! What it does beyond application data: KeyUpdate both ways (a peer's update, an answer when
 //! the peer asks for one, and its own update before AES-GCM's confidentiality limit),
@@ -41,11 +43,10 @@ pub const MAX_PLAINTEXT: usize = 1 << 14;
 const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 const HEADER: usize = 5;
 const TAG: usize = 16;
-/// The read buffer: one `read` takes up to this much ciphertext.
+/// While data flows, a read has room for at least this much ciphertext.
 const READ_BUF: usize = 64 * 1024;
-// A read buffer (ours, or FlowBuf's handed over at the switch) holds a whole record after any
-// partial one moved to its front.
-const _: () = assert!(READ_BUF >= HEADER + MAX_CIPHERTEXT && super::flowbuf::CHUNK >= HEADER + MAX_CIPHERTEXT);
+// A flowing read has room for a whole record.
+const _: () = assert!(READ_BUF >= HEADER + MAX_CIPHERTEXT);
 /// A read that filled at least this much means data is flowing: keep the buffer across a pause.
 const FLOWING: usize = 16 * 1024;
 /// Plaintext taken per `poll_write` at most (four full records, one syscall's worth).
@@ -344,9 +345,11 @@ struct Reading {
     /// Bytes at the end of the caller's buffer that are ciphertext not opened yet (the start
     /// of the next record).
     pending: usize,
-    /// The buffer of the plain `AsyncRead` path: `own[..own_plain]` opened, not handed out.
+    /// The buffer of the plain `AsyncRead` path: `own[..own_plain]` opened, not handed out,
+    /// and its own count of ciphertext pending (a stream is read one way or the other).
     own: BytesMut,
     own_plain: usize,
+    own_pending: usize,
     last_fill: usize,
     /// A post-handshake message arriving in pieces.
     hs: Vec<u8>,
@@ -502,7 +505,7 @@ fn switched<S>(
     };
     let tx = Direction::caught_up(suite, tx_secret, x.tx.0, &x.tx.1)?;
     let rx = Direction::caught_up(suite, rx_secret, x.rx.0, &x.rx.1)?;
-    // FlowBuf's buffer (64 KiB, as ours) becomes the read buffer, with what it still holds.
+    // What FlowBuf read past rustls goes into the first buffer the records are read into.
     let (io, pending) = io.into_parts();
     let mut s = RecordStream::with_keys(io, side, rx, tx);
     s.r.carry = pending.filter(|(_, range)| !range.is_empty());
@@ -521,6 +524,7 @@ impl<S> RecordStream<S> {
                 pending: 0,
                 own: BytesMut::new(),
                 own_plain: 0,
+                own_pending: 0,
                 last_fill: 0,
                 hs: Vec::new(),
                 read_closed: false,
@@ -568,6 +572,9 @@ impl Reading {
         }
         if avail.len() < HEADER + len {
             return Ok(None);
+        }
+        if len < TAG {
+            return Err(RecordError::BadRecordMac);
         }
         let header = [avail[0], avail[1], avail[2], avail[3], avail[4]];
         let nonce = self.rx.nonce()?;
@@ -773,7 +780,7 @@ impl Writing {
 }
 
 /// The block a flowing connection's reads go into (see [`Reading::make_room`]).
-const READ_BLOCK: usize = 4 * READ_BUF;
+const READ_BLOCK: usize = 2 * READ_BUF;
 
 /// A gap this large between the plaintext and the ciphertext after it (headers, tags and
 /// padding of the records opened since the ciphertext last ran out) is closed before reading on.
@@ -806,7 +813,10 @@ impl Reading {
             let before = *plain;
             if let Err(e) = self.open_pending(buf, plain) {
                 self.read_failed = Some(e.clone());
-                return Poll::Ready(Err(e.into()));
+                // The data of the records before the bad one comes first; the next call fails.
+                if *plain == before {
+                    return Poll::Ready(Err(e.into()));
+                }
             }
             if *plain > before {
                 return Poll::Ready(Ok(*plain - before));
@@ -863,7 +873,9 @@ impl Reading {
         }
         if self.own_plain == 0 {
             let (mut own, mut plain) = (std::mem::take(&mut self.own), 0);
+            std::mem::swap(&mut self.pending, &mut self.own_pending);
             let filled = self.poll_fill(io, cx, &mut own, &mut plain);
+            std::mem::swap(&mut self.pending, &mut self.own_pending);
             // Nothing kept and nothing arriving after small reads: the connection is idle
             // (SECURITY.md §2, memory per idle node), so the buffer goes back.
             if filled.is_pending() && own.is_empty() && self.last_fill < FLOWING {
@@ -971,12 +983,13 @@ macro_rules! write_half {
 read_half!(RecordStream);
 read_half!(RecordReader);
 
-/// [`super::ws::WsRead`] for a type holding its socket in `io` and its [`Reading`] in `r`: the
-/// records are opened in the WebSocket reader's own buffer.
-macro_rules! ws_read {
+/// `poll_fill` for a type holding its socket in `io` and its [`Reading`] in `r`: records read
+/// into `buf` (a WebSocket reader's, `tunnel::ws::WsRead`) and opened there, see
+/// [`Reading::poll_fill`].
+macro_rules! fill_half {
     ($t:ident) => {
-        impl<S: AsyncRead + Unpin> super::ws::WsRead for $t<S> {
-            fn poll_fill(
+        impl<S: AsyncRead + Unpin> $t<S> {
+            pub(crate) fn poll_fill(
                 &mut self,
                 cx: &mut Context<'_>,
                 buf: &mut BytesMut,
@@ -988,8 +1001,8 @@ macro_rules! ws_read {
     };
 }
 
-ws_read!(RecordStream);
-ws_read!(RecordReader);
+fill_half!(RecordStream);
+fill_half!(RecordReader);
 write_half!(RecordStream);
 write_half!(RecordWriter);
 
@@ -1255,7 +1268,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ciphertext_read_past_rustls_is_handed_over_with_the_read_buffer() {
+    async fn ciphertext_read_past_rustls_is_carried_into_the_first_buffer_filled() {
         let (mut s, ss, mut c, _) = connected(crate::tls::provider().cipher_suites[0]).await;
         // A request whose record is exactly rustls' 4 KiB read (5 + 4074 + 1 + 16 bytes), and
         // data behind it that FlowBuf read from the socket too but rustls did not.
@@ -1347,8 +1360,10 @@ mod hostile {
     /// The error reading `wire` ends with, the same however it arrives.
     fn refused(side: Side, wire: &[u8]) -> RecordError {
         let mut seen: Option<RecordError> = None;
+        let whole = read_from_test_peer(side, wire, wire.len()).data;
         for step in [wire.len(), 1, 7, 4096] {
             let r = read_from_test_peer(side, wire, step);
+            assert_eq!(r.data, whole, "the data before the bad record, in steps of {step}");
             let e = r.error.unwrap_or_else(|| panic!("accepted in steps of {step}"));
             let e = e
                 .get_ref()

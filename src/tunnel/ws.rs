@@ -36,8 +36,9 @@ const MAX_BATCH_FRAMES: usize = 64;
 /// a pause. After smaller reads (heartbeats) an idle connection gives it back.
 const FLOWING: usize = 16 * 1024;
 
-/// The buffer bulk reads go into: four of the largest frames.
-const FLOWING_BLOCK: usize = 4 * (super::protocol::MAX_FRAME_LEN + MAX_HEADER_LEN);
+/// The buffer bulk reads go into: two of the largest frames (a frame sliced from it pins it:
+/// `wsframe::COPY_BELOW`).
+const FLOWING_BLOCK: usize = 2 * (super::protocol::MAX_FRAME_LEN + MAX_HEADER_LEN);
 
 /// The framing limits of SECURITY.md §2, from `[limits]`.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +122,29 @@ pub trait WsRead: AsyncRead + Unpin {
 impl WsRead for tokio::net::TcpStream {}
 impl WsRead for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {}
 
+// The tunnel's own records: read into the reader's buffer and opened there.
+impl<S: AsyncRead + Unpin> WsRead for super::record::RecordStream<S> {
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        plain: &mut usize,
+    ) -> Poll<std::io::Result<usize>> {
+        super::record::RecordStream::poll_fill(self, cx, buf, plain)
+    }
+}
+
+impl<R: AsyncRead + Unpin> WsRead for super::record::RecordReader<R> {
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        plain: &mut usize,
+    ) -> Poll<std::io::Result<usize>> {
+        super::record::RecordReader::poll_fill(self, cx, buf, plain)
+    }
+}
+
 impl<A: WsRead, B: WsRead> WsRead for tokio_util::either::Either<A, B> {
     fn poll_fill(
         &mut self,
@@ -157,7 +181,7 @@ impl ReadState {
             // becoming the rest of the frame (the records' own room is theirs to keep).
             if self.buf.capacity() - self.plain < want {
                 // A frame in flight gets room for the rest of it; bulk reads go into a block of
-                // several frames (a new block takes along the frame in progress, copied: fewer
+                // two frames (a new block takes along the frame in progress, copied: fewer
                 // blocks copy less).
                 let more = if self.last_fill >= FLOWING { want.max(FLOWING_BLOCK) } else { want };
                 self.buf.reserve(more);

@@ -170,9 +170,10 @@ pub const OP_PING: u8 = 9;
 pub const OP_PONG: u8 = 10;
 
 /// Payloads shorter than this are copied out of the read buffer instead of sliced from it: a
-/// slice keeps the whole buffer (64–128 KiB) alive, and windows count only payload bytes, so a
-/// peer sending small frames that are never read could pin many times what it is allowed.
-/// At or above it a slice pins at most about four times its length.
+/// slice keeps the whole buffer alive (a block of two frames, 128 KiB, or up to twice that when
+/// it grew), and windows count only payload bytes, so a peer sending small frames that are
+/// never read could pin many times what it is allowed. At or above it a slice pins at most
+/// about eight times its length.
 pub const COPY_BELOW: usize = 32 * 1024;
 
 /// `body` as its own allocation when it is small, else as a slice of the read buffer.
