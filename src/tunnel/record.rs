@@ -1074,9 +1074,7 @@ pub struct TestRead {
 /// through the stream's own read path (buffering, compaction, records split anywhere).
 #[doc(hidden)]
 pub fn read_from_test_peer(side: Side, wire: &[u8], step: usize) -> TestRead {
-    let keys = |secret: &[u8]| Direction::new(test_suite(), Zeroizing::new(secret.to_vec()), 0).expect("fixed keys");
-    let io = Steps { data: wire, step: step.max(1) };
-    let mut s = RecordStream::with_keys(io, side, keys(&TEST_SECRET), keys(&[8; 32]));
+    let mut s = reading_test_peer(Steps { data: wire, step: step.max(1) }, side);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut data = Vec::new();
     let mut chunk = [0u8; 3000];
@@ -1093,8 +1091,7 @@ pub fn read_from_test_peer(side: Side, wire: &[u8], step: usize) -> TestRead {
 }
 
 /// A stream on `io` reading a [`TestPeer`]'s records as `side` (tests: the WebSocket reader
-/// over records, `tunnel::ws`).
-#[cfg(test)]
+/// over records, `tunnel::ws`; [`read_from_test_peer`]).
 pub(crate) fn reading_test_peer<S>(io: S, side: Side) -> RecordStream<S> {
     let keys = |secret: &[u8]| Direction::new(test_suite(), Zeroizing::new(secret.to_vec()), 0).expect("fixed keys");
     RecordStream::with_keys(io, side, keys(&TEST_SECRET), keys(&[8; 32]))
