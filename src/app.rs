@@ -137,17 +137,23 @@ async fn watch_for_notices(
         }
         let (ctx, reg) = (admin.clone(), registry.clone());
         let round = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
+            // In this order, so a node that just left is never taken for one gone without a
+            // word: who is online; then the rows not yet written (a session records its last row
+            // before it leaves the registry, and a row leaves these only once committed); then
+            // the store.
+            let online: std::collections::HashSet<crate::identity::DeviceId> =
+                reg.all().iter().map(|n| n.device_id).collect();
+            let pending = ctx.live.as_ref().map(|l| l.seen.pending_rows()).unwrap_or_default();
             let devices: Vec<crate::notify::DeviceState> = ctx
                 .store
                 .list_devices()?
                 .into_iter()
-                // A node that just left: its last-seen row may still wait for the batched writer.
-                .map(|d| match ctx.live.as_ref().and_then(|l| l.seen.overlay(&d)) {
-                    Some(pending) => pending,
+                .map(|d| match d.device_id().and_then(|id| pending.get(&id)) {
+                    Some(row) => crate::tunnel::seen::apply(&d, row),
                     None => d,
                 })
                 .map(|d| {
-                    let online = d.device_id().is_some_and(|id| reg.get(&id).is_some());
+                    let online = d.device_id().is_some_and(|id| online.contains(&id));
                     // The pause reason a node reports: its heartbeat (via the watchdog) while
                     // online, the one it left with (kept with its last-seen) while gone.
                     let reason = if online {

@@ -391,8 +391,9 @@ pub struct Limits {
     pub watchdog_probe_connections: usize,
     /// Notification events waiting for delivery; when full, a new event is dropped (counted).
     pub notify_queue: usize,
-    /// Nodes' last-seen rows waiting for the writer; when full, a row is coalesced with the
-    /// device's other waiting row (one per device), never dropped and never waited for.
+    /// Devices whose last-seen rows, waiting for the writer, make it write a batch before
+    /// `server.seen_flush_ms`. Rows wait one per device (the newest), never dropped and never
+    /// waited for.
     pub seen_queue: usize,
     /// Notifications kept in each user's inbox (the oldest go first).
     pub notify_inbox_per_user: usize,

@@ -1,23 +1,23 @@
 //! Last-seen persistence in batches. Every node session reports when it came online, every
 //! minute while online, and when it went away ([`SeenLog::record`]); one writer task
 //! ([`SeenLog::run`]) keeps the newest row per device and writes them all with one
-//! `Store::touch_devices` transaction at most every `server.seen_flush_ms`, and once more when
-//! the server stops ([`SeenLog::close`]). So a restart or a network blip that brings 10,000
-//! nodes back (or drops them) costs a handful of fsyncs, not 10,000.
+//! `Store::touch_devices` transaction at most every `server.seen_flush_ms` (sooner once
+//! `limits.seen_queue` devices have rows waiting), and once more when the server stops
+//! ([`SeenLog::close`]). So a restart or a network blip that brings 10,000 nodes back (or drops
+//! them) costs a handful of fsyncs, not 10,000.
 //!
-//! Rows travel through a channel of `limits.seen_queue`; when it is full a row is coalesced
-//! into a map keyed by device (at most one row per paired device), so a session never waits
-//! and the newest row of a device is never lost. Rows not yet written are shown by
-//! [`SeenLog::overlay`] to whoever reads a device right after its node left (the admin views,
-//! the notification watcher): an overflowed row at once, a queued one as soon as the writer
-//! took it (it takes rows as they come, also while a batch is being written).
+//! A row goes straight into a map keyed by device (at most one row per paired device, the
+//! newest), so a session never waits for the writer and the newest row of a device is never
+//! lost. It is visible the moment it is recorded: [`SeenLog::overlay`] and
+//! [`SeenLog::pending_rows`] show rows not yet written to whoever reads a device right after its
+//! node left (the admin views, the notification watcher). A session records its last row before
+//! it leaves the registry, so a reader that finds a node gone also finds how it left.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::identity::DeviceId;
@@ -52,18 +52,13 @@ impl Row {
     }
 }
 
-/// Rows the writer holds: waiting for the next batch, and in the batch being written.
+/// Rows not yet written: waiting for the next batch, and in the batch being written; `closed`
+/// once the writer took its last batch (later rows are written one by one). One lock for all
+/// of it, so a reader never finds a row in neither map.
 #[derive(Debug, Default)]
 struct Book {
     pending: HashMap<DeviceId, Row>,
     writing: HashMap<DeviceId, Row>,
-}
-
-/// Rows that found the channel full; `closed` once the writer took its last batch (later rows
-/// are written one by one).
-#[derive(Debug, Default)]
-struct Overflow {
-    rows: HashMap<DeviceId, Row>,
     closed: bool,
 }
 
@@ -71,11 +66,11 @@ struct Overflow {
 pub struct SeenLog {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    tx: mpsc::Sender<Row>,
-    rx: Mutex<Option<mpsc::Receiver<Row>>>,
+    /// Devices with a row waiting that make the writer start a batch before its tick.
+    early: usize,
     seq: AtomicU64,
     book: Mutex<Book>,
-    overflow: Mutex<Overflow>,
+    full: tokio::sync::Notify,
     closing: tokio::sync::Notify,
     close_asked: AtomicBool,
 }
@@ -102,38 +97,37 @@ fn keep_newest(map: &mut HashMap<DeviceId, Row>, row: Row) -> bool {
 }
 
 impl SeenLog {
-    /// A writer for `store` whose channel holds `queue` rows (`limits.seen_queue`, at least 1).
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, queue: usize) -> Arc<SeenLog> {
-        let (tx, rx) = mpsc::channel(queue.max(1));
+    /// A writer for `store` that starts a batch early once `early` devices have rows waiting
+    /// (`limits.seen_queue`, at least 1).
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, early: usize) -> Arc<SeenLog> {
         Arc::new(SeenLog {
             store,
             metrics,
-            tx,
-            rx: Mutex::new(Some(rx)),
+            early: early.max(1),
             seq: AtomicU64::new(0),
             book: Mutex::default(),
-            overflow: Mutex::default(),
+            full: tokio::sync::Notify::new(),
             closing: tokio::sync::Notify::new(),
             close_asked: AtomicBool::new(false),
         })
     }
 
-    /// Takes a device's last-seen row for the next batch. Never waits: a full channel coalesces
-    /// the row into the overflow map; after [`SeenLog::close`] it is written on its own.
+    /// Takes a device's last-seen row for the next batch, visible to readers at once. Never
+    /// waits for the writer (a map insert under a lock no one holds for long); after
+    /// [`SeenLog::close`] the row is written on its own.
     pub fn record(&self, device: DeviceId, seen: Seen) {
         let row = Row { seq: self.seq.fetch_add(1, Ordering::Relaxed), device, seen };
-        let row = match self.tx.try_send(row) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) => r,
-        };
-        let mut o = crate::sync::lock(&self.overflow);
-        if !o.closed {
-            if keep_newest(&mut o.rows, row) {
+        let mut b = crate::sync::lock(&self.book);
+        if !b.closed {
+            if keep_newest(&mut b.pending, row) {
                 self.metrics.seen_coalesced.inc();
+            }
+            if b.pending.len() >= self.early {
+                self.full.notify_one();
             }
             return;
         }
-        drop(o);
+        drop(b);
         // The server is past its last batch (a session that ended late): this row alone.
         let store = self.store.clone();
         match tokio::runtime::Handle::try_current() {
@@ -150,20 +144,29 @@ impl SeenLog {
 
     /// The row of `device` not yet written, if any.
     pub fn pending(&self, device: &DeviceId) -> Option<Seen> {
-        let from_book = {
-            let b = crate::sync::lock(&self.book);
-            [b.pending.get(device), b.writing.get(device)].into_iter().flatten().max_by_key(|r| r.seq).cloned()
-        };
-        let from_overflow = crate::sync::lock(&self.overflow).rows.get(device).cloned();
-        [from_book, from_overflow].into_iter().flatten().max_by_key(|r| r.seq).map(|r| r.seen)
+        let b = crate::sync::lock(&self.book);
+        newest(b.pending.get(device), b.writing.get(device)).map(|r| r.seen.clone())
+    }
+
+    /// Every row not yet written, one per device (the newest). Taken before the devices are
+    /// read from the store, it misses none: a row leaves it only once it is committed.
+    pub fn pending_rows(&self) -> HashMap<DeviceId, Seen> {
+        let b = crate::sync::lock(&self.book);
+        let mut out: HashMap<DeviceId, Seen> = HashMap::with_capacity(b.pending.len() + b.writing.len());
+        for r in b.writing.values() {
+            out.insert(r.device, r.seen.clone());
+        }
+        for r in b.pending.values() {
+            // A waiting row is later than the one being written.
+            out.insert(r.device, r.seen.clone());
+        }
+        out
     }
 
     /// `d` as it will be once its pending row is written; `None` when it has none.
     pub fn overlay(&self, d: &DeviceRecord) -> Option<DeviceRecord> {
         let s = self.pending(&d.device_id()?)?;
-        let mut d = d.clone();
-        d.saw(s.at, s.ip.as_deref(), s.country.as_deref(), s.pause.as_deref());
-        Some(d)
+        Some(apply(d, &s))
     }
 
     /// Asks the writer to write what it holds and stop ([`SeenLog::run`] returns once it has).
@@ -172,27 +175,10 @@ impl SeenLog {
         self.closing.notify_one();
     }
 
-    fn take(&self, row: Row) {
-        if keep_newest(&mut crate::sync::lock(&self.book).pending, row) {
-            self.metrics.seen_coalesced.inc();
-        }
-    }
-
-    /// Moves the overflow and then everything in the channel (rows a session sent before the
-    /// ones that overflowed) to the pending rows, and those to the batch being written.
-    fn start_batch(&self, rx: &mut mpsc::Receiver<Row>, last: bool) -> Vec<SeenRow> {
-        let overflow = {
-            let mut o = crate::sync::lock(&self.overflow);
-            o.closed = last;
-            std::mem::take(&mut o.rows)
-        };
-        for row in overflow.into_values() {
-            self.take(row);
-        }
-        while let Ok(row) = rx.try_recv() {
-            self.take(row);
-        }
+    /// Moves the waiting rows to the batch being written.
+    fn start_batch(&self, last: bool) -> Vec<SeenRow> {
         let mut b = crate::sync::lock(&self.book);
+        b.closed = last;
         b.writing = std::mem::take(&mut b.pending);
         b.writing.values().map(Row::to_store).collect()
     }
@@ -240,45 +226,40 @@ impl SeenLog {
         self.end_batch(result, n, started.elapsed());
     }
 
-    /// Writes the rows at most every `every`, until [`SeenLog::close`]; then writes what is
-    /// left and returns. Rows keep arriving (and coalescing) while a batch is written.
+    /// Writes the rows at most every `every` (sooner when `limits.seen_queue` devices wait),
+    /// until [`SeenLog::close`]; then writes what is left and returns. Rows keep arriving (and
+    /// coalescing) while a batch is written.
     pub async fn run(self: Arc<Self>, every: Duration) {
-        let Some(mut rx) = crate::sync::lock(&self.rx).take() else { return };
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
-        loop {
-            if self.close_asked.load(Ordering::Acquire) {
-                break;
-            }
+        while !self.close_asked.load(Ordering::Acquire) {
             tokio::select! {
                 biased;
-                row = rx.recv() => match row {
-                    Some(row) => self.take(row),
-                    None => break,
-                },
                 _ = self.closing.notified() => break,
-                _ = tick.tick() => {
-                    let rows = self.start_batch(&mut rx, false);
-                    let write = self.write(rows);
-                    tokio::pin!(write);
-                    // Rows keep coming in while the batch is written.
-                    loop {
-                        tokio::select! {
-                            biased;
-                            _ = &mut write => break,
-                            Some(row) = rx.recv() => self.take(row),
-                        }
-                    }
-                }
+                _ = tick.tick() => {}
+                _ = self.full.notified() => tick.reset(),
             }
+            let rows = self.start_batch(false);
+            self.write(rows).await;
         }
-        rx.close();
-        let rows = self.start_batch(&mut rx, true);
+        let rows = self.start_batch(true);
         let n = rows.len();
         self.write(rows).await;
         debug!(rows = n, "last-seen writer stopped");
     }
+}
+
+/// The later of a waiting row and one being written.
+fn newest<'a>(pending: Option<&'a Row>, writing: Option<&'a Row>) -> Option<&'a Row> {
+    [pending, writing].into_iter().flatten().max_by_key(|r| r.seq)
+}
+
+/// `d` with the row `s` applied, as the store will have it.
+pub fn apply(d: &DeviceRecord, s: &Seen) -> DeviceRecord {
+    let mut d = d.clone();
+    d.saw(s.at, s.ip.as_deref(), s.country.as_deref(), s.pause.as_deref());
+    d
 }
 
 #[cfg(test)]
@@ -308,13 +289,6 @@ mod tests {
         (dir, store)
     }
 
-    /// Lets the writer take every row in the channel (readers see a row once it is taken).
-    async fn taken(log: &SeenLog) {
-        while log.tx.capacity() < log.tx.max_capacity() {
-            tokio::task::yield_now().await;
-        }
-    }
-
     fn batches(m: &Metrics, result: ResultLabel) -> u64 {
         m.seen_batches.get_or_create(&result).get()
     }
@@ -323,7 +297,8 @@ mod tests {
     async fn ten_thousand_session_ends_are_a_handful_of_transactions_and_the_newest_row_wins() {
         let (_dir, store) = store_with(DEV);
         let metrics = Arc::new(Metrics::default());
-        let log = SeenLog::new(store.clone(), metrics.clone(), 1024);
+        // No early batch: only the tick writes.
+        let log = SeenLog::new(store.clone(), metrics.clone(), 2 * DEV);
         let writer = tokio::spawn(log.clone().run(Duration::from_millis(1000)));
         // Each node came online (t=100) and went away paused (t=105); node 0 twice more.
         for i in 0..DEV {
@@ -334,7 +309,6 @@ mod tests {
             }
         }
         log.record(id(0), Seen { at: 106, ip: None, country: None, pause: None });
-        taken(&log).await;
         // Before anything is written, readers see the newest rows.
         assert_eq!(store.get_device(&id(1)).unwrap().unwrap().last_seen, None);
         let d = store.get_device(&id(1)).unwrap().unwrap();
@@ -365,34 +339,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_channel_coalesces_by_device_and_loses_no_newest_row() {
+    async fn a_row_is_visible_as_soon_as_recorded_and_enough_waiting_devices_start_a_batch_early() {
         let (_dir, store) = store_with(3);
         let metrics = Arc::new(Metrics::default());
-        // A channel of one row and a writer not yet running: everything past it overflows.
-        let log = SeenLog::new(store.clone(), metrics.clone(), 1);
+        // A batch early once 3 devices wait; the tick is an hour away.
+        let log = SeenLog::new(store.clone(), metrics.clone(), 3);
+        let writer = tokio::spawn(log.clone().run(Duration::from_secs(3600)));
+        tokio::task::yield_now().await;
         log.record(id(0), seen(10, None));
         for t in 11..=50 {
-            log.record(id(1), seen(t, None));
-            log.record(id(2), seen(t, Some("by_owner")));
+            log.record(id(1), seen(t, Some("by_owner")));
         }
-        // Overflow holds one row per device: 2 rows, however many came.
-        assert_eq!(crate::sync::lock(&log.overflow).rows.len(), 2);
-        assert_eq!(metrics.seen_coalesced.get(), 78);
-        // A device whose older row waits in the channel and newer one overflowed: the newer wins.
-        log.record(id(0), seen(60, Some("daily_cap")));
-        assert_eq!(log.pending(&id(0)).map(|s| s.at), Some(60));
-        let writer = tokio::spawn(log.clone().run(Duration::from_millis(1000)));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // Recorded, not written, and shown to readers at once (no task had to run).
+        assert_eq!(log.pending(&id(0)).map(|s| s.at), Some(10));
+        let rows = log.pending_rows();
+        assert_eq!(rows.len(), 2, "one row per device");
+        assert_eq!(rows[&id(1)], seen(50, Some("by_owner")));
+        let d = store.get_device(&id(1)).unwrap().unwrap();
+        assert_eq!(apply(&d, &rows[&id(1)]).node_pause.as_deref(), Some("by_owner"));
+        assert_eq!(metrics.seen_coalesced.get(), 39);
+        // Two devices wait: no batch, however long the writer runs.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(batches(&metrics, ResultLabel::ok()), 0);
+        // The third does: one transaction for all three, long before the tick.
+        log.record(id(2), seen(60, Some("daily_cap")));
         while batches(&metrics, ResultLabel::ok()) == 0 {
             tokio::task::yield_now().await;
         }
         let at = |i| store.get_device(&id(i)).unwrap().unwrap();
-        assert_eq!((at(0).last_seen, at(0).node_pause.as_deref()), (Some(60), Some("daily_cap")));
-        assert_eq!(at(1).last_seen, Some(50));
-        assert_eq!((at(2).last_seen, at(2).node_pause.as_deref()), (Some(50), Some("by_owner")));
-        assert_eq!(batches(&metrics, ResultLabel::ok()), 1, "one transaction for all of it");
+        assert_eq!(at(0).last_seen, Some(10));
+        assert_eq!((at(1).last_seen, at(1).node_pause.as_deref()), (Some(50), Some("by_owner")));
+        assert_eq!((at(2).last_seen, at(2).node_pause.as_deref()), (Some(60), Some("daily_cap")));
+        assert!(log.pending_rows().is_empty(), "written rows are no longer pending");
+        assert_eq!(metrics.seen_rows.get(), 3);
         log.close();
         writer.await.unwrap();
+        assert_eq!(batches(&metrics, ResultLabel::ok()), 1, "the early batch (the last one had nothing to write)");
     }
 
     #[tokio::test]

@@ -582,6 +582,9 @@ where
             }
         }
     };
+    // Its last row first: whoever finds it gone from the registry also finds how it left (a
+    // pause of its own is not "offline").
+    persist_seen(&svc, &node);
     let still_registered = svc.registry.remove(&who.device_id, node.session_id);
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     // A ban or a newer connection of the device takes the node out of the registry before it
@@ -598,7 +601,6 @@ where
     mux.close(&end);
     // The writer sends what was queued (an ERROR frame) and closes; a node that does not read
     // would hold it (and the socket) forever, so it is aborted after a grace period.
-    persist_seen(&svc, &node);
     if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
         writer.abort();
     }
