@@ -1,5 +1,8 @@
 //! Bytes go through intact, both ways, through every front-end.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
 use crate::common::*;
 
 #[test]
@@ -141,4 +144,102 @@ fn http_proxy_keeps_the_client_connection_alive_across_requests() {
         "no connection reuse:\n{err}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello from origin\n"));
+}
+
+/// Greeting, RFC 1929 sign-in, CONNECT to `to` and the stream's first bytes as one write, as a
+/// client that pipelines its handshake sends them before it has seen a reply. Returns the
+/// socket after that write.
+fn socks5_pipelined(s: &Server, user: &str, pass: &str, to: std::net::SocketAddr, first: &[u8]) -> TcpStream {
+    let std::net::SocketAddr::V4(to) = to else { panic!("the origin listens on IPv4") };
+    let mut all = vec![5, 1, 2, 1, user.len() as u8];
+    all.extend_from_slice(user.as_bytes());
+    all.push(pass.len() as u8);
+    all.extend_from_slice(pass.as_bytes());
+    all.extend_from_slice(&[5, 1, 0, 1]);
+    all.extend_from_slice(&to.ip().octets());
+    all.extend_from_slice(&to.port().to_be_bytes());
+    all.extend_from_slice(first);
+    let mut sock = connect_from("127.0.0.1", s.socks);
+    let n = sock.write(&all).unwrap();
+    assert_eq!(n, all.len(), "one write");
+    sock
+}
+
+/// The HTTP/1.1 responses in `raw`, as (status line, body), read by their Content-Length;
+/// panics on bytes that are not a whole response.
+fn http_responses(mut raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !raw.is_empty() {
+        let text = String::from_utf8_lossy(raw);
+        let Some(head_len) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { panic!("not a response: {text:?}") };
+        let head = String::from_utf8_lossy(&raw[..head_len]);
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no content-length: {head}"));
+        let body = raw[head_len + 4..].get(..len).unwrap_or_else(|| panic!("body cut short: {text:?}"));
+        out.push((head.lines().next().unwrap_or_default().to_owned(), body.to_vec()));
+        raw = &raw[head_len + 4 + len..];
+    }
+    out
+}
+
+/// A client sends its whole SOCKS5 handshake and `body_len` bytes of an upload (a POST to the
+/// origin's /sha256, then a GET /hello pipelined behind it) in one write: it gets the three
+/// replies, then the origin's answers to exactly those bytes — a byte lost would leave the
+/// origin waiting, a byte repeated or a handshake byte leaked would change the hash or break
+/// the second request — and the session is billed for every byte of both requests.
+fn pipelined_handshake_and_upload(body_len: usize) {
+    let s = Server::start();
+    let user = format!("eager{body_len}");
+    let pass = s.add_user(&user, Some("100"));
+    let _node = s.start_node(&user, "127.0.0.2");
+    let o = origin().addr;
+    let body = payload(body_len, 11);
+    let mut first = format!(
+        "POST /sha256 HTTP/1.1\r\nHost: {o}\r\nContent-Type: application/octet-stream\r\nContent-Length: {body_len}\r\n\r\n"
+    )
+    .into_bytes();
+    first.extend_from_slice(&body);
+    first.extend_from_slice(format!("GET /hello HTTP/1.1\r\nHost: {o}\r\nConnection: close\r\n\r\n").as_bytes());
+
+    let mut sock = socks5_pipelined(&s, &user, &pass, o, &first);
+    let mut replies = [0u8; 2 + 2 + 10];
+    sock.read_exact(&mut replies).unwrap();
+    assert_eq!(replies[..4], [5, 2, 1, 0], "password method chosen, then accepted");
+    assert_eq!(replies[4..6], [5, 0], "CONNECT succeeded: {replies:?}");
+    let reader = sock.try_clone().unwrap();
+    let raw = read_until_closed(&mut &reader, &sock).expect("the origin's answers, then the end of the stream");
+    let responses = http_responses(&raw);
+    let want = format!("{body_len} {}", sha256_hex(&body));
+    assert_eq!(responses.len(), 2, "{responses:?}");
+    assert_eq!(responses[0].0, "HTTP/1.1 200 OK");
+    assert_eq!(String::from_utf8_lossy(&responses[0].1), want, "the upload reached the origin intact");
+    assert_eq!(responses[1].0, "HTTP/1.1 200 OK");
+    assert_eq!(responses[1].1, b"hello from origin\n", "the request behind it too");
+    // Both handles of the socket: the client's end closes the stream.
+    drop((reader, sock));
+
+    let session = wait_for("the session ended", || {
+        let list = s.cli_json(&["session", "list", "--user", &user]);
+        let rows = list.as_array().unwrap().clone();
+        (rows.len() == 1 && rows[0]["live"] == false).then(|| rows[0].clone())
+    });
+    assert_eq!(
+        session["bytes_up"].as_u64().unwrap(),
+        first.len() as u64,
+        "every byte after the handshake billed once: {session}"
+    );
+}
+
+#[test]
+fn a_socks5_client_may_send_its_sign_in_connect_and_first_request_in_one_write() {
+    // Everything fits the server's 1 KiB handshake buffer: the request is read from it alone.
+    pipelined_handshake_and_upload(100);
+}
+
+#[test]
+fn a_first_write_far_larger_than_the_handshake_buffer_arrives_intact_and_is_billed() {
+    // 64 KiB behind the handshake: the first part is read from the buffer, the rest from the socket.
+    pipelined_handshake_and_upload(64 * 1024);
 }
