@@ -170,6 +170,42 @@ TLS_RECORDS = {
 }
 
 
+# ws_records: byte 0 = side (even: server, reading masked frames) and read size; then records as
+# for tls_records, except the content type byte: below 0x80 application data, else its low 7 bits.
+# The bodies are WebSocket bytes, frames split across records anywhere.
+def wsrec(body, ct=None, pad=0, outer=23):
+    return bytes([outer, 23 if ct is None else 0x80 | ct, pad]) + len(body).to_bytes(2, "big") + body
+
+
+def split(stream, sizes):
+    out, at, k = b"", 0, 0
+    while at < len(stream):
+        n = sizes[k % len(sizes)]
+        out += wsrec(stream[at:at + n])
+        at, k = at + n, k + 1
+    return out
+
+
+WS_CLOSE = wsrec(b"\x01\x00", ct=21)
+WS_NODE = ws(0x82, bytes(range(256)) * 2) + ws(0x89, b"p") + ws(0x82, b"\x01\x00\x00\x00\x03\x00hello")
+WS_MASKED = ws(0x82, b"\x04\x00\x00\x00\x01", KEY) + ws(0x02, b"ab", KEY) + ws(0x80, b"cd", KEY)
+WS_RECORDS = {
+    "frames_across_records": b"\x01" + split(WS_NODE, [1, 100, 7, 300]) + WS_CLOSE,
+    "masked_frames_to_server": b"\x02" + split(WS_MASKED, [3, 5]) + WS_CLOSE,
+    "key_update_inside_a_frame": b"\x03" + wsrec(WS_NODE[:200]) + wsrec(b"\x18\x00\x00\x01\x01", ct=22)
+    + wsrec(WS_NODE[200:]) + WS_CLOSE,
+    "padded_and_empty_records": b"\x05" + wsrec(WS_NODE[:50], pad=200) + wsrec(b"") + wsrec(b"", ct=0, pad=9)
+    + wsrec(b"\x01\x5a", ct=21) + wsrec(WS_NODE[50:]) + WS_CLOSE,
+    "close_frame_then_more": b"\x01" + wsrec(ws(0x88, b"\x03\xe8bye") + ws(0x82, b"late")) + WS_CLOSE,
+    "oversized_frame_then_bad_record": b"\x07" + wsrec(ws(0x82, b"ok") + bytes([0x82, 0x7F, 0, 0, 0, 0, 0, 0x10, 0, 0]))
+    + wsrec(b"x", outer=0),
+    "frame_cut_by_a_bad_alert": b"\x09" + wsrec(WS_NODE[:30]) + wsrec(b"\x02\x28", ct=21),
+    "truncated_record": b"\x01" + wsrec(WS_NODE[:100]) + wsrec(WS_NODE[100:])[:40],
+    "unmasked_to_server": b"\x00" + wsrec(ws(0x82, b"x")) + WS_CLOSE,
+    "full_records_of_a_large_frame": b"\x20" + split(ws(0x82, bytes(40000)), [16384]) + WS_CLOSE,
+}
+
+
 def write(target, name, data):
     d = SEEDS / target
     d.mkdir(parents=True, exist_ok=True)
@@ -192,6 +228,9 @@ def main():
 
     for name, data in TLS_RECORDS.items():
         write("tls_records", name, data)
+
+    for name, data in WS_RECORDS.items():
+        write("ws_records", name, data)
 
     for name, data in TELEGRAM.items():
         write("telegram_update", name, data)

@@ -1074,7 +1074,7 @@ pub struct TestRead {
 /// through the stream's own read path (buffering, compaction, records split anywhere).
 #[doc(hidden)]
 pub fn read_from_test_peer(side: Side, wire: &[u8], step: usize) -> TestRead {
-    let mut s = reading_test_peer(Steps { data: wire, step: step.max(1) }, side);
+    let mut s = reading_test_peer(Steps::new(wire, step), side);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut data = Vec::new();
     let mut chunk = [0u8; 3000];
@@ -1090,17 +1090,33 @@ pub fn read_from_test_peer(side: Side, wire: &[u8], step: usize) -> TestRead {
     TestRead { data, closed: s.r.read_closed, error, answers_key_update: s.r.answer_key_update.load(Ordering::Relaxed) }
 }
 
-/// A stream on `io` reading a [`TestPeer`]'s records as `side` (tests: the WebSocket reader
-/// over records, `tunnel::ws`; [`read_from_test_peer`]).
+/// A stream on `io` reading a [`TestPeer`]'s records as `side` (tests and fuzzing: the
+/// WebSocket reader over records, `tunnel::ws::read_ws_from_test_peer`; [`read_from_test_peer`]).
 pub(crate) fn reading_test_peer<S>(io: S, side: Side) -> RecordStream<S> {
     let keys = |secret: &[u8]| Direction::new(test_suite(), Zeroizing::new(secret.to_vec()), 0).expect("fixed keys");
     RecordStream::with_keys(io, side, keys(&TEST_SECRET), keys(&[8; 32]))
 }
 
-/// A reader handing out `step` bytes per read, then the end.
-struct Steps<'a> {
+#[cfg(test)]
+impl<S> RecordStream<S> {
+    /// The stream with `buf[range]` as the ciphertext read past the handshake, as [`switched`]
+    /// takes it from FlowBuf (tests of the WebSocket reader over a switched connection).
+    pub(crate) fn carrying(mut self, buf: Box<[u8]>, range: std::ops::Range<usize>) -> RecordStream<S> {
+        self.r.carry = Some((buf, range));
+        self
+    }
+}
+
+/// A reader handing out `step` bytes per read (at least 1), then the end.
+pub(crate) struct Steps<'a> {
     data: &'a [u8],
     step: usize,
+}
+
+impl Steps<'_> {
+    pub(crate) fn new(data: &[u8], step: usize) -> Steps<'_> {
+        Steps { data, step: step.max(1) }
+    }
 }
 
 impl AsyncRead for Steps<'_> {

@@ -680,6 +680,78 @@ where
     }
 }
 
+/// What [`read_ws_from_test_peer`] read: the messages in order (a close frame is the last), the
+/// plaintext the records handed the WebSocket reader, and why the reading ended (none after a
+/// close frame).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TestWsRead {
+    pub msgs: Vec<Msg>,
+    /// Plaintext bytes the records added to the reader's buffer, in all.
+    pub plain: usize,
+    pub end: Option<ReadEnd>,
+}
+
+/// Reads `wire`, records from a [`super::record::TestPeer`] whose plaintext is WebSocket frames,
+/// as `side`'s WebSocket reader (a server reads masked frames) with the default `[limits]`,
+/// arriving in reads of `step` bytes: the tunnel's own read path, each record opened in the
+/// reader's buffer (`WsRead::poll_fill`). For tests and `fuzz/fuzz_targets/ws_records.rs`;
+/// `record::read_from_test_peer` is the plain `AsyncRead` path.
+#[doc(hidden)]
+pub fn read_ws_from_test_peer(side: super::record::Side, wire: &[u8], step: usize) -> TestWsRead {
+    let role = match side {
+        super::record::Side::Server => Role::Server,
+        super::record::Side::Client => Role::Client,
+    };
+    let stream = super::record::reading_test_peer(super::record::Steps::new(wire, step), side);
+    let mut io = Counted { io: stream, plain: 0 };
+    let mut read = ReadState::new(role, ws_limits(&Limits::default()));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut msgs = Vec::new();
+    let end = loop {
+        match std::pin::pin!(read.next(&mut io)).poll(&mut cx) {
+            Poll::Ready(Ok(Msg::Close(code))) => {
+                msgs.push(Msg::Close(code));
+                break None;
+            }
+            Poll::Ready(Ok(m)) => msgs.push(m),
+            Poll::Ready(Err(e)) => break Some(e),
+            // The steps never wait; were they to, this is where the reading would stall.
+            Poll::Pending => break Some(ReadEnd::Io(std::io::ErrorKind::WouldBlock.into())),
+        }
+    };
+    TestWsRead { msgs, plain: io.plain, end }
+}
+
+/// A stream that counts the bytes its `poll_fill` adds ([`read_ws_from_test_peer`]).
+struct Counted<R> {
+    io: R,
+    plain: usize,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, out)
+    }
+}
+
+impl<R: WsRead> WsRead for Counted<R> {
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        plain: &mut usize,
+    ) -> Poll<std::io::Result<usize>> {
+        let n = ready!(self.io.poll_fill(cx, buf, plain))?;
+        self.plain += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -842,6 +914,287 @@ mod tests {
                 assert!(g == w, "step {step}: message {i} ({} bytes) differs", w.len());
             }
         }
+    }
+
+    impl WsRead for Trickle {}
+
+    /// A frame with `payload`, masked with `key` when given (a node's frame to a server).
+    fn frame(op: u8, payload: &[u8], key: Option<[u8; 4]>) -> Vec<u8> {
+        let mut h = [0u8; MAX_HEADER_LEN];
+        let n = wsframe::encode_header(&mut h, op, payload.len(), key);
+        let mut f = h[..n].to_vec();
+        let at = f.len();
+        f.extend_from_slice(payload);
+        if let Some(k) = key {
+            wsframe::apply_mask(&mut f[at..], k);
+        }
+        f
+    }
+
+    fn pattern(n: usize, seed: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 + seed * 7) as u8).collect()
+    }
+
+    /// `stream` sealed by `peer` as application data, in records of `sizes` bytes in turn.
+    fn sealed(peer: &mut crate::tunnel::record::TestPeer, stream: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut at = 0;
+        for k in 0usize.. {
+            if at == stream.len() {
+                break;
+            }
+            let n = sizes[k % sizes.len()].clamp(1, stream.len() - at);
+            wire.extend(peer.record(23, &stream[at..at + n], 23, 0));
+            at += n;
+        }
+        wire
+    }
+
+    /// What `wire` reads as through the WebSocket reader over records: the same messages and
+    /// the same end however it arrives; the read in one piece.
+    fn read_every_way(side: crate::tunnel::record::Side, wire: &[u8]) -> TestWsRead {
+        let whole = read_ws_from_test_peer(side, wire, wire.len());
+        let end = |r: &TestWsRead| r.end.as_ref().map(ToString::to_string);
+        for step in [1, 2, 7, 100, 4096, 16_389] {
+            let r = read_ws_from_test_peer(side, wire, step);
+            assert_eq!(r.msgs, whole.msgs, "in steps of {step}");
+            assert_eq!(end(&r), end(&whole), "in steps of {step}");
+        }
+        whole
+    }
+
+    /// The record error a read ended with, if it was one.
+    fn record_error(end: &Option<ReadEnd>) -> Option<crate::tunnel::record::RecordError> {
+        match end {
+            Some(ReadEnd::Io(e)) => e.get_ref().and_then(|e| e.downcast_ref()).cloned(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn hostile_frames_and_records_end_the_websocket_reader_the_same_however_they_arrive() {
+        use crate::tunnel::record::{RecordError, Side, TestPeer};
+        let bin = |p: &[u8]| frame(wsframe::OP_BINARY, p, None);
+        let msg = |p: &[u8]| Msg::Binary(Bytes::copy_from_slice(p));
+        let close_notify = |peer: &mut TestPeer| peer.record(23, &[1, 0], 21, 0);
+        let (a, b, c) = (pattern(300, 1), pattern(5000, 2), pattern(10, 3));
+
+        // A bad tag in the middle: the frame whole before it comes out, then the record's error.
+        let stream = [bin(&a), bin(&b), bin(&c)].concat();
+        let mut wire = sealed(&mut TestPeer::new(), &stream, &[1000]);
+        wire[3 * (5 + 1000 + 1 + 16) + 10] ^= 1;
+        let r = read_every_way(Side::Client, &wire);
+        assert_eq!(r.msgs, [msg(&a)]);
+        assert_eq!(record_error(&r.end), Some(RecordError::BadRecordMac), "{:?}", r.end);
+        assert_eq!(r.plain, 3000, "the three records before it");
+
+        // Frames across a key update; a record of another type after them.
+        let mut peer = TestPeer::new();
+        let stream = [bin(&a), bin(&b)].concat();
+        let mut wire = sealed(&mut peer, &stream[..2000], &[700]);
+        wire.extend(peer.record(23, &[24, 0, 0, 1, 0], 22, 0));
+        peer.update();
+        wire.extend(sealed(&mut peer, &stream[2000..], &[900]));
+        wire.extend(peer.record(22, b"x", 23, 0));
+        let r = read_every_way(Side::Client, &wire);
+        assert_eq!(r.msgs, [msg(&a), msg(&b)]);
+        assert_eq!(record_error(&r.end), Some(RecordError::UnexpectedRecordType(22)));
+
+        // An oversized frame header is refused before the bad record after it is reached, and
+        // however the records come, the frames before it come out first.
+        for len in [1u64 << 20, 1 << 62] {
+            let mut stream = [bin(&a), bin(&c)].concat();
+            stream.extend([0x82, 127]);
+            stream.extend(len.to_be_bytes());
+            stream.extend(pattern(3000, 4));
+            let mut wire = sealed(&mut TestPeer::new(), &stream, &[100, 7, 4000]);
+            wire.extend(TestPeer::new().record(23, b"replayed", 23, 0));
+            let r = read_every_way(Side::Client, &wire);
+            assert_eq!(r.msgs, [msg(&a), msg(&c)]);
+            let max = crate::config::Limits::default().ws_max_frame;
+            assert!(
+                matches!(r.end, Some(ReadEnd::Ws(WsError::FrameTooLarge { len: l, max: m })) if l == len && m == max)
+            );
+        }
+
+        // A close frame ends the messages: nothing after it is read.
+        let mut peer = TestPeer::new();
+        let stream = [
+            bin(&a),
+            frame(wsframe::OP_PING, b"p", None),
+            frame(wsframe::OP_CLOSE, &[0x03, 0xe8], None),
+            bin(&b),
+            vec![0xff; 20],
+        ]
+        .concat();
+        let mut wire = sealed(&mut peer, &stream, &[1, 311]);
+        wire.extend(close_notify(&mut peer));
+        wire.extend(b"junk after close_notify");
+        let r = read_every_way(Side::Client, &wire);
+        assert_eq!(r.msgs, [msg(&a), Msg::Ping(Bytes::from_static(b"p")), Msg::Close(Some(1000))]);
+        assert!(r.end.is_none());
+
+        // The server reads a node's masked frames and refuses an unmasked one.
+        let key = Some([1, 2, 3, 4]);
+        let stream = [frame(2, &b, key), frame(2, &c, key), bin(&a)].concat();
+        let r = read_every_way(Side::Server, &sealed(&mut TestPeer::new(), &stream, &[333]));
+        assert_eq!(r.msgs, [msg(&b), msg(&c)]);
+        assert!(matches!(r.end, Some(ReadEnd::Ws(WsError::Unmasked))), "{:?}", r.end);
+
+        // Truncated input: inside a record, at a record's end inside a frame, close_notify
+        // inside a frame.
+        let stream = [bin(&a), bin(&b)].concat();
+        let wire = sealed(&mut TestPeer::new(), &stream, &[500]);
+        let record = 5 + 500 + 1 + 16;
+        for cut in [3, record + 2, 3 * record - 1] {
+            let r = read_every_way(Side::Client, &wire[..cut]);
+            assert_eq!(r.msgs.len(), usize::from(cut > record), "cut at {cut}");
+            assert_eq!(record_error(&r.end), Some(RecordError::Truncated), "cut at {cut}");
+        }
+        let r = read_every_way(Side::Client, &wire[..4 * record]);
+        assert_eq!(r.msgs, [msg(&a)]);
+        assert!(matches!(&r.end, Some(ReadEnd::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof));
+        assert_eq!(record_error(&r.end), None, "the records were whole: an end without close_notify");
+        let mut peer = TestPeer::new();
+        let mut wire = sealed(&mut peer, &stream[..4000], &[500]);
+        wire.extend(close_notify(&mut peer));
+        let r = read_every_way(Side::Client, &wire);
+        assert_eq!(r.msgs, [msg(&a)]);
+        assert!(matches!(r.end, Some(ReadEnd::Closed)), "{:?}", r.end);
+    }
+
+    #[tokio::test]
+    async fn bytes_read_past_the_handshake_then_records_come_out_as_the_same_frames_however_they_arrive() {
+        use crate::tunnel::record::{Side, TestPeer, reading_test_peer};
+        // The server's frames as a node reads them across the switch from rustls: the WsConn
+        // read the first part through rustls (and buffered what it read past the first
+        // frame); rustls held the next part, handed over with the switch (`with_read`);
+        // FlowBuf had read the start of the records past rustls (the carry); the rest arrives
+        // from the socket.
+        let sizes = [10usize, 3000, 20_000, 1, 70_000, 126, 0, 40_000];
+        let payloads: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| pattern(n, i)).collect();
+        let stream: Vec<u8> = payloads.iter().flat_map(|p| frame(wsframe::OP_BINARY, p, None)).collect();
+        let first = 2 + sizes[0];
+        let limits =
+            WsLimits { max_frame: 256 * 1024, max_message: 256 * 1024, read_chunk: 8 * 1024, max_batch: 1 << 20 };
+        // (bytes read through rustls, bytes rustls held): cuts inside frames and on their edges.
+        for (through_rustls, held) in [(first + 1500, 10_000), (first, 0), (first + 3004, 1), (30_000, 60_000)] {
+            let records_from = through_rustls + held;
+            let mut peer = TestPeer::new();
+            let mut wire = Vec::new();
+            for (k, chunk) in stream[records_from..].chunks(9000).enumerate() {
+                wire.extend(peer.record(23, chunk, 23, if k % 3 == 1 { 100 } else { 0 }));
+                if k == 2 {
+                    wire.extend(peer.record(23, &[], 23, 0));
+                    wire.extend(peer.record(23, &[24, 0, 0, 1, 0], 22, 0));
+                    peer.update();
+                }
+            }
+            wire.extend(peer.record(23, &[1, 0], 21, 0));
+            // The carry ends inside a header, inside a record, at a record's end, or is all.
+            for carried in [0, 3, 4000, 9000 + 5 + 1 + 16, wire.len()] {
+                for (old_step, step) in [(1 << 20, 1), (1000, 7), (1 << 20, 4096), (5, 1 << 20)] {
+                    let old = Trickle { data: stream[..through_rustls].to_vec(), at: 0, step: old_step };
+                    let mut ws = WsConn::new(old, Role::Client, limits);
+                    assert_eq!(ws.next().await.unwrap(), Msg::Binary(payloads[0].clone().into()));
+                    // FlowBuf's buffer held the carry among other bytes.
+                    let flowbuf: Box<[u8]> = [&[9u8; 7][..], &wire[..carried], &[9; 11]].concat().into();
+                    let later = Trickle { data: wire[carried..].to_vec(), at: 0, step };
+                    let mut ws = ws
+                        .map_io(|old| {
+                            // What the old stream had not handed out yet, then what rustls held.
+                            let rustls = [&old.data[old.at..], &stream[through_rustls..records_from]].concat();
+                            let io = reading_test_peer(later, Side::Client);
+                            let io = if carried > 0 { io.carrying(flowbuf, 7..7 + carried) } else { io };
+                            Ok::<_, std::convert::Infallible>((io, Bytes::from(rustls)))
+                        })
+                        .unwrap();
+                    let case = format!("through rustls {through_rustls}, held {held}, carried {carried}, step {step}");
+                    for (i, p) in payloads.iter().enumerate().skip(1) {
+                        match ws.next().await {
+                            Ok(Msg::Binary(b)) => assert!(b == p[..], "{case}: message {i} differs"),
+                            other => panic!("{case}: message {i}: {other:?}"),
+                        }
+                    }
+                    let end = ws.next().await.unwrap_err();
+                    assert!(matches!(end, ReadEnd::Closed), "{case}: {end}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_on_records_gives_its_read_buffer_back_when_idle_and_loses_nothing() {
+        use crate::tunnel::record::{Side, TestPeer, reading_test_peer};
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut ws = WsConn::new(reading_test_peer(near, Side::Client), Role::Client, limits());
+        let mut peer = TestPeer::new();
+        let bin = |p: &[u8]| frame(wsframe::OP_BINARY, p, None);
+        /// Nothing arrives for a while (the read is cancelled: it is cancel-safe).
+        async fn idle<S: WsRead>(ws: &mut WsConn<S>) {
+            assert!(tokio::time::timeout(Duration::from_secs(1), ws.next()).await.is_err(), "nothing to read");
+        }
+        let heartbeat = pattern(20, 0);
+
+        // A heartbeat, then silence: no buffer.
+        far.write_all(&peer.record(23, &bin(&heartbeat), 23, 0)).await.unwrap();
+        assert_eq!(ws.next().await.unwrap(), Msg::Binary(heartbeat.clone().into()));
+        idle(&mut ws).await;
+        assert_eq!(ws.read.buf.capacity(), 0, "a heartbeat, then silence: buffer freed");
+
+        // A burst in full records, then a heartbeat, then silence: the buffer grew, and goes.
+        let burst: Vec<Vec<u8>> = (1..=8).map(|i| pattern(60_000, i)).collect();
+        let stream: Vec<u8> = burst.iter().flat_map(|p| bin(p)).collect();
+        far.write_all(&sealed(&mut peer, &stream, &[16_384])).await.unwrap();
+        let mut grown = 0;
+        for p in &burst {
+            assert_eq!(ws.next().await.unwrap(), Msg::Binary(p.clone().into()));
+            grown = grown.max(ws.read.buf.capacity());
+        }
+        assert!(grown >= FLOWING_BLOCK, "bulk reads go into blocks of two frames ({grown})");
+        far.write_all(&peer.record(23, &bin(&heartbeat), 23, 0)).await.unwrap();
+        assert_eq!(ws.next().await.unwrap(), Msg::Binary(heartbeat.clone().into()));
+        idle(&mut ws).await;
+        assert_eq!(ws.read.buf.capacity(), 0, "after the burst and a heartbeat, silence: buffer freed");
+
+        // Silence with half a record read, or a record holding half a frame: nothing is lost.
+        let small = pattern(3000, 9);
+        let record = peer.record(23, &bin(&small), 23, 0);
+        far.write_all(&record[..1000]).await.unwrap();
+        idle(&mut ws).await;
+        assert!(ws.read.buf.len() >= 1000, "the ciphertext read is kept");
+        far.write_all(&record[1000..]).await.unwrap();
+        assert_eq!(ws.next().await.unwrap(), Msg::Binary(small.clone().into()));
+        let f = bin(&small);
+        far.write_all(&peer.record(23, &f[..1500], 23, 0)).await.unwrap();
+        idle(&mut ws).await;
+        assert!(ws.read.plain >= 1500, "the half frame is kept");
+        far.write_all(&peer.record(23, &f[1500..], 23, 0)).await.unwrap();
+        assert_eq!(ws.next().await.unwrap(), Msg::Binary(small.clone().into()));
+
+        // A burst cut inside a record and inside a frame: read, a pause, the rest.
+        let wire = sealed(&mut peer, &stream, &[16_384, 1000]);
+        let cut = wire.len() / 2 + 3;
+        far.write_all(&wire[..cut]).await.unwrap();
+        let mut got = Vec::new();
+        let pause = loop {
+            match tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
+                Ok(m) => got.push(m.unwrap()),
+                Err(_) => break ws.read.buf.len(),
+            }
+        };
+        assert!(pause > 0 && got.len() < burst.len());
+        far.write_all(&wire[cut..]).await.unwrap();
+        while got.len() < burst.len() {
+            got.push(ws.next().await.unwrap());
+        }
+        for (g, p) in got.iter().zip(&burst) {
+            assert_eq!(g, &Msg::Binary(p.clone().into()));
+        }
+        far.write_all(&peer.record(23, &bin(&heartbeat), 23, 0)).await.unwrap();
+        assert_eq!(ws.next().await.unwrap(), Msg::Binary(heartbeat.into()));
+        idle(&mut ws).await;
+        assert_eq!(ws.read.buf.capacity(), 0, "and freed again");
     }
 
     /// Our server end and a tungstenite client (a node nobody here wrote) on one pipe.
