@@ -277,13 +277,14 @@ def main():
     # bytes are a stand-in: the target also opens its whole input as a MaxMind DB).
     write("geoip_archive", "sha256_line", b"a" * 64 + b"  GeoLite2-Country_20260512.tar.gz\n")
     write("geoip_archive", "mmdb_gz", gzip.compress(b"\xab\xcd\xefMaxMind.com" + b"\0" * 64, mtime=0))
-    tgz = io.BytesIO()
-    with tarfile.open(fileobj=tgz, mode="w:gz", format=tarfile.GNU_FORMAT) as t:
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.GNU_FORMAT) as t:
         for name, data in [("COPYRIGHT.txt", b"(c) MaxMind"), ("GeoLite2-Country.mmdb", b"\xab\xcd\xefMaxMind.com")]:
             info = tarfile.TarInfo(f"GeoLite2-Country_20260512/{name}")
             info.size, info.mtime = len(data), 0
             t.addfile(info, io.BytesIO(data))
-    write("geoip_archive", "maxmind_tar_gz", tgz.getvalue())
+    # Compressed apart with mtime 0 ("w:gz" stamps the current time): the seeds are reproducible.
+    write("geoip_archive", "maxmind_tar_gz", gzip.compress(tar.getvalue(), mtime=0))
     # Payment webhooks: a header length byte, the header, the body.
     import hashlib
     import hmac
