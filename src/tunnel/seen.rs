@@ -184,8 +184,9 @@ impl SeenLog {
     }
 
     /// After a batch: forgets it when written; when not, its rows wait for the next one (unless
-    /// a later row of the device came meanwhile).
-    fn end_batch(&self, result: Result<(), StoreError>, rows: usize, took: Duration) {
+    /// a later row of the device came meanwhile). True when it was written.
+    fn end_batch(&self, result: Result<(), StoreError>, rows: usize, took: Duration) -> bool {
+        let written = result.is_ok();
         let label = match result {
             Ok(()) => ResultLabel::ok(),
             Err(_) => ResultLabel::failed(),
@@ -210,38 +211,42 @@ impl SeenLog {
                 self.metrics.seen_coalesced.inc_by(coalesced);
             }
         }
+        written
     }
 
-    async fn write(&self, rows: Vec<SeenRow>) {
+    /// Writes a batch; true unless it failed.
+    async fn write(&self, rows: Vec<SeenRow>) -> bool {
         let n = rows.len();
         if n == 0 {
             crate::sync::lock(&self.book).writing.clear();
-            return;
+            return true;
         }
         let started = tokio::time::Instant::now();
         let store = self.store.clone();
         let result = tokio::task::spawn_blocking(move || store.touch_devices(&rows))
             .await
             .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("last-seen writer: {e}"))));
-        self.end_batch(result, n, started.elapsed());
+        self.end_batch(result, n, started.elapsed())
     }
 
-    /// Writes the rows at most every `every` (sooner when `limits.seen_queue` devices wait),
-    /// until [`SeenLog::close`]; then writes what is left and returns. Rows keep arriving (and
+    /// Writes the rows at most every `every` (sooner when `limits.seen_queue` devices wait,
+    /// unless the last batch failed: then the next try waits for the tick), until
+    /// [`SeenLog::close`]; then writes what is left and returns. Rows keep arriving (and
     /// coalescing) while a batch is written.
     pub async fn run(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut failed = false;
         while !self.close_asked.load(Ordering::Acquire) {
             tokio::select! {
                 biased;
                 _ = self.closing.notified() => break,
                 _ = tick.tick() => {}
-                _ = self.full.notified() => tick.reset(),
+                _ = self.full.notified(), if !failed => tick.reset(),
             }
             let rows = self.start_batch(false);
-            self.write(rows).await;
+            failed = !self.write(rows).await;
         }
         let rows = self.start_batch(true);
         let n = rows.len();
@@ -377,6 +382,52 @@ mod tests {
         log.close();
         writer.await.unwrap();
         assert_eq!(batches(&metrics, ResultLabel::ok()), 1, "the early batch (the last one had nothing to write)");
+    }
+
+    /// Puts `value` as device `n`'s row, as it is stored (a row that does not parse fails the
+    /// batch that touches it).
+    fn put_raw(store: &Store, n: usize, value: &[u8]) {
+        let txn = store.write_for_test().unwrap();
+        txn.open_table(crate::store::tables::DEVICES).unwrap().insert(id(n).as_slice(), value).unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_batch_keeps_its_rows_and_is_retried_at_the_tick_not_at_every_new_row() {
+        let (_dir, store) = store_with(3);
+        let good = serde_json::to_vec(&store.get_device(&id(1)).unwrap().unwrap()).unwrap();
+        put_raw(&store, 1, b"not a device");
+        let metrics = Arc::new(Metrics::default());
+        // A batch early once 2 devices wait; the tick a minute apart.
+        let log = SeenLog::new(store.clone(), metrics.clone(), 2);
+        let writer = tokio::spawn(log.clone().run(Duration::from_secs(60)));
+        tokio::task::yield_now().await;
+        log.record(id(0), seen(10, None));
+        log.record(id(1), seen(10, None));
+        while batches(&metrics, ResultLabel::failed()) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(log.pending(&id(0)).map(|s| s.at), Some(10), "the failed batch's rows wait again");
+        // More rows while the store fails: no batch until the tick, however many come.
+        for t in 11..=40 {
+            log.record(id(2), seen(t, Some("by_owner")));
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(batches(&metrics, ResultLabel::failed()), 1, "not retried at every row");
+        // The store mended: the tick writes everything, the newest row of each device.
+        put_raw(&store, 1, &good);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        while batches(&metrics, ResultLabel::ok()) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let at = |i| store.get_device(&id(i)).unwrap().unwrap();
+        assert_eq!((at(0).last_seen, at(1).last_seen), (Some(10), Some(10)));
+        assert_eq!((at(2).last_seen, at(2).node_pause.as_deref()), (Some(40), Some("by_owner")));
+        assert!(log.pending_rows().is_empty());
+        log.close();
+        writer.await.unwrap();
     }
 
     #[tokio::test]
