@@ -194,7 +194,7 @@ WS_RECORDS = {
     "masked_frames_to_server": b"\x02" + split(WS_MASKED, [3, 5]) + WS_CLOSE,
     "key_update_inside_a_frame": b"\x03" + wsrec(WS_NODE[:200]) + wsrec(b"\x18\x00\x00\x01\x01", ct=22)
     + wsrec(WS_NODE[200:]) + WS_CLOSE,
-    "padded_and_empty_records": b"\x05" + wsrec(WS_NODE[:50], pad=200) + wsrec(b"") + wsrec(b"", ct=0, pad=9)
+    "padded_and_empty_records": b"\x05" + wsrec(WS_NODE[:50], pad=200) + wsrec(b"") + wsrec(b"", pad=9)
     + wsrec(b"\x01\x5a", ct=21) + wsrec(WS_NODE[50:]) + WS_CLOSE,
     "close_frame_then_more": b"\x01" + wsrec(ws(0x88, b"\x03\xe8bye") + ws(0x82, b"late")) + WS_CLOSE,
     "oversized_frame_then_bad_record": b"\x07" + wsrec(ws(0x82, b"ok") + bytes([0x82, 0x7F, 0, 0, 0, 0, 0, 0x10, 0, 0]))

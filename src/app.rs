@@ -139,9 +139,9 @@ async fn watch_for_notices(
         let round = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
             // In this order, so a node that just left is never taken for one gone without a
             // word: who is online; then the rows not yet written (a session records its last row
-            // before it leaves the registry, and a row leaves these only once committed); then
+            // under the registry's lock as it leaves, and a row leaves these only once committed); then
             // the store.
-            let online: std::collections::HashSet<crate::identity::DeviceId> =
+            let connected: std::collections::HashSet<crate::identity::DeviceId> =
                 reg.all().iter().map(|n| n.device_id).collect();
             let pending = ctx.live.as_ref().map(|l| l.seen.pending_rows()).unwrap_or_default();
             let devices: Vec<crate::notify::DeviceState> = ctx
@@ -153,7 +153,9 @@ async fn watch_for_notices(
                     None => d,
                 })
                 .map(|d| {
-                    let online = d.device_id().is_some_and(|id| online.contains(&id));
+                    // Or connected since the snapshot: its new session's first row may have
+                    // replaced the one it left with.
+                    let online = d.device_id().is_some_and(|id| connected.contains(&id) || reg.get(&id).is_some());
                     // The pause reason a node reports: its heartbeat (via the watchdog) while
                     // online, the one it left with (kept with its last-seen) while gone.
                     let reason = if online {

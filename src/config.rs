@@ -87,8 +87,9 @@ pub struct ServerConfig {
     /// resolved when it is a host name), which are refused as targets.
     #[serde(default = "d_address_refresh")]
     pub address_refresh_secs: u64,
-    /// Nodes' last-seen rows (came, left, their pause reason) are written together at most
-    /// this often, in one transaction, and at shutdown (`tunnel::seen`).
+    /// Nodes' last-seen rows (came, left, their pause reason) are written together this often
+    /// (sooner once `limits.seen_queue` devices wait), in one transaction, and at shutdown
+    /// (`tunnel::seen`).
     #[serde(default = "d_seen_flush")]
     pub seen_flush_ms: u64,
     /// Memory for the database's page cache, in MiB. redb's own default is 1 GiB, which a busy
@@ -393,7 +394,8 @@ pub struct Limits {
     pub notify_queue: usize,
     /// Devices whose last-seen rows, waiting for the writer, make it write a batch before
     /// `server.seen_flush_ms`. Rows wait one per device (the newest), never dropped and never
-    /// waited for.
+    /// waited for. (The name is from when they waited in a queue of this length; kept so that
+    /// existing configuration files still load.)
     pub seen_queue: usize,
     /// Notifications kept in each user's inbox (the oldest go first).
     pub notify_inbox_per_user: usize,

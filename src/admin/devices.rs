@@ -105,7 +105,18 @@ impl Command for DeviceList {
     type Output = Vec<DeviceView>;
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<DeviceView>, AdminError> {
-        let mut devices = ctx.store.list_devices()?;
+        // The rows not yet written before the store: a row leaves them only once committed, so
+        // a device read before a batch landed still shows it.
+        let pending = ctx.live.as_ref().map(|l| l.seen.pending_rows()).unwrap_or_default();
+        let mut devices: Vec<DeviceRecord> = ctx
+            .store
+            .list_devices()?
+            .into_iter()
+            .map(|d| match d.device_id().and_then(|id| pending.get(&id)) {
+                Some(row) => crate::tunnel::seen::apply(&d, row),
+                None => d,
+            })
+            .collect();
         devices.sort_by(|a, b| (a.paired_at, &a.id).cmp(&(b.paired_at, &b.id)));
         let keys = key_accounts(&devices);
         let devices = self.window.apply(devices, |d| d.paired_at);
@@ -281,10 +292,11 @@ impl AdminCtx {
 
     /// [`AdminCtx::device_view`] with the accounts of every attestation key worked out once.
     pub fn device_view_with(&self, d: &DeviceRecord, keys: &KeyAccounts) -> DeviceView {
-        // A node that just left: its last-seen row may still wait for the batched writer.
+        // The registry first: a node that left has recorded its last row by then. That row may
+        // still wait for the batched writer.
+        let live = self.live.as_ref().and_then(|l| d.device_id().and_then(|id| l.registry.get(&id)));
         let pending = self.live.as_ref().and_then(|l| l.seen.overlay(d));
         let d = pending.as_ref().unwrap_or(d);
-        let live = self.live.as_ref().and_then(|l| d.device_id().and_then(|id| l.registry.get(&id)));
         let status = live.as_ref().map(|n| n.status());
         let today = self.store.device_today(&d.id, now_secs()).unwrap_or_default();
         let name = |v: Result<Value, serde_json::Error>| v.ok().and_then(|v| v.as_str().map(str::to_owned));

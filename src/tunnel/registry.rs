@@ -252,15 +252,39 @@ impl Registry {
 
     /// Removes the node if `session_id` is still its current session.
     pub fn remove(&self, device_id: &DeviceId, session_id: u64) -> bool {
-        if let Ok(mut m) = self.nodes.write()
+        self.remove_with(device_id, session_id, || {})
+    }
+
+    /// [`Registry::remove`], running `last` first under the node map's lock unless a newer
+    /// session of the device took this one's place: whoever finds the device gone finds what
+    /// `last` left (its last-seen row), and a replaced session's `last` never lands after its
+    /// successor's first.
+    pub fn remove_with(&self, device_id: &DeviceId, session_id: u64, last: impl FnOnce()) -> bool {
+        let Ok(mut m) = self.nodes.write() else { return false };
+        match m.get(device_id) {
+            Some(n) if n.session_id != session_id => false,
+            Some(_) => {
+                last();
+                if let Some(n) = m.remove(device_id) {
+                    self.forget_vip(&n);
+                }
+                true
+            }
+            None => {
+                last();
+                false
+            }
+        }
+    }
+
+    /// Runs `f` under the node map's lock if `session_id` is the device's current session (a
+    /// session that a newer one replaced has nothing more to say about the device).
+    pub fn while_current(&self, device_id: &DeviceId, session_id: u64, f: impl FnOnce()) {
+        if let Ok(m) = self.nodes.read()
             && m.get(device_id).is_some_and(|n| n.session_id == session_id)
         {
-            if let Some(n) = m.remove(device_id) {
-                self.forget_vip(&n);
-            }
-            return true;
+            f();
         }
-        false
     }
 
     pub fn get(&self, device_id: &DeviceId) -> Option<Arc<NodeHandle>> {
@@ -383,6 +407,32 @@ mod tests {
         let k = kicks.try_recv().unwrap();
         assert_eq!((k.device, k.code, k.why.as_str()), ([7; 16], ErrorCode::DeviceBanned, "banned"));
         assert_eq!(r.generation(), 3);
+    }
+
+    #[test]
+    fn a_session_says_its_last_unless_a_newer_one_took_its_place() {
+        let r = Registry::new();
+        let said = std::cell::RefCell::new(Vec::new());
+        let log = &said;
+        let say = |what: &'static str| move || log.borrow_mut().push(what);
+        r.insert(handle(1, 1));
+        r.while_current(&[1; 16], 1, say("1 ticks"));
+        // Replaced: the old session's tick and its end say nothing, and leave the new one.
+        r.insert(handle(1, 2));
+        r.while_current(&[1; 16], 1, say("1 ticks late"));
+        assert!(!r.remove_with(&[1; 16], 1, say("1 leaves late")));
+        assert_eq!(r.get(&[1; 16]).map(|n| n.session_id), Some(2));
+        // The current one says its last, then is gone.
+        assert!(r.remove_with(&[1; 16], 2, || {
+            assert!(r.nodes.try_write().is_err(), "said under the lock, before it is gone");
+            said.borrow_mut().push("2 leaves");
+        }));
+        assert!(r.get(&[1; 16]).is_none());
+        // Kicked (taken out by someone else, no successor): its end still says its last.
+        r.insert(handle(2, 3));
+        assert!(r.kick(&[2; 16], ErrorCode::DeviceBanned, "banned"));
+        assert!(!r.remove_with(&[2; 16], 3, say("3 leaves kicked")));
+        assert_eq!(*said.borrow(), ["1 ticks", "2 leaves", "3 leaves kicked"]);
     }
 
     #[test]

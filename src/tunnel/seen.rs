@@ -10,8 +10,9 @@
 //! newest), so a session never waits for the writer and the newest row of a device is never
 //! lost. It is visible the moment it is recorded: [`SeenLog::overlay`] and
 //! [`SeenLog::pending_rows`] show rows not yet written to whoever reads a device right after its
-//! node left (the admin views, the notification watcher). A session records its last row before
-//! it leaves the registry, so a reader that finds a node gone also finds how it left.
+//! node left (the admin views, the notification watcher). A session records its last row under
+//! the registry's lock as it leaves it, so a reader that finds a node gone also finds how it
+//! left. (After [`SeenLog::close`], late rows are written one by one and not shown meanwhile.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,7 +59,8 @@ impl Row {
 #[derive(Debug, Default)]
 struct Book {
     pending: HashMap<DeviceId, Row>,
-    writing: HashMap<DeviceId, Row>,
+    /// Shared with the writer, which turns it into store rows without the lock.
+    writing: Arc<HashMap<DeviceId, Row>>,
     closed: bool,
 }
 
@@ -113,8 +115,9 @@ impl SeenLog {
     }
 
     /// Takes a device's last-seen row for the next batch, visible to readers at once. Never
-    /// waits for the writer (a map insert under a lock no one holds for long); after
-    /// [`SeenLog::close`] the row is written on its own.
+    /// waits for a write (the lock is held for map inserts and swaps; the writer builds and
+    /// frees its batches outside it); after [`SeenLog::close`] the row is written on its own,
+    /// and is not shown by [`SeenLog::pending`].
     pub fn record(&self, device: DeviceId, seen: Seen) {
         let row = Row { seq: self.seq.fetch_add(1, Ordering::Relaxed), device, seen };
         let mut b = crate::sync::lock(&self.book);
@@ -177,10 +180,15 @@ impl SeenLog {
 
     /// Moves the waiting rows to the batch being written.
     fn start_batch(&self, last: bool) -> Vec<SeenRow> {
-        let mut b = crate::sync::lock(&self.book);
-        b.closed = last;
-        b.writing = std::mem::take(&mut b.pending);
-        b.writing.values().map(Row::to_store).collect()
+        let batch = {
+            let mut b = crate::sync::lock(&self.book);
+            b.closed = last;
+            let room = b.pending.len();
+            let batch = Arc::new(std::mem::replace(&mut b.pending, HashMap::with_capacity(room)));
+            b.writing = batch.clone();
+            batch
+        };
+        batch.values().map(Row::to_store).collect()
     }
 
     /// After a batch: forgets it when written; when not, its rows wait for the next one (unless
@@ -197,13 +205,20 @@ impl SeenLog {
         let batch = std::mem::take(&mut b.writing);
         match result {
             Ok(()) => {
+                drop(b);
+                // Freed outside the lock.
+                drop(batch);
                 self.metrics.seen_rows.inc_by(rows as u64);
                 debug!(rows, took_ms = took.as_millis() as u64, "last-seen batch written");
             }
+            Err(e) if b.closed => {
+                drop(b);
+                warn!(error = %e, rows, "could not persist last-seen at shutdown: the rows are lost");
+            }
             Err(e) => {
-                warn!(error = %e, rows, "could not persist last-seen; retrying with the next batch");
+                warn!(error = %e, rows, "could not persist last-seen; retrying at the next tick");
                 let mut coalesced = 0;
-                for row in batch.into_values() {
+                for row in Arc::unwrap_or_clone(batch).into_values() {
                     if keep_newest(&mut b.pending, row) {
                         coalesced += 1;
                     }
@@ -218,7 +233,7 @@ impl SeenLog {
     async fn write(&self, rows: Vec<SeenRow>) -> bool {
         let n = rows.len();
         if n == 0 {
-            crate::sync::lock(&self.book).writing.clear();
+            crate::sync::lock(&self.book).writing = Arc::default();
             return true;
         }
         let started = tokio::time::Instant::now();
@@ -363,11 +378,14 @@ mod tests {
         let d = store.get_device(&id(1)).unwrap().unwrap();
         assert_eq!(apply(&d, &rows[&id(1)]).node_pause.as_deref(), Some("by_owner"));
         assert_eq!(metrics.seen_coalesced.get(), 39);
-        // Two devices wait: no batch, however long the writer runs.
+        // Two devices wait: no batch, however long the writer runs (a batch begun shows in
+        // `writing` at once, before its transaction ends).
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
         assert_eq!(batches(&metrics, ResultLabel::ok()), 0);
+        assert!(crate::sync::lock(&log.book).writing.is_empty());
+        assert_eq!(crate::sync::lock(&log.book).pending.len(), 2);
         // The third does: one transaction for all three, long before the tick.
         log.record(id(2), seen(60, Some("daily_cap")));
         while batches(&metrics, ResultLabel::ok()) == 0 {
@@ -416,6 +434,8 @@ mod tests {
             }
         }
         assert_eq!(batches(&metrics, ResultLabel::failed()), 1, "not retried at every row");
+        assert!(crate::sync::lock(&log.book).writing.is_empty(), "no batch begun");
+        assert_eq!(crate::sync::lock(&log.book).pending.len(), 3);
         // The store mended: the tick writes everything, the newest row of each device.
         put_raw(&store, 1, &good);
         tokio::time::sleep(Duration::from_secs(61)).await;

@@ -439,7 +439,7 @@ where
     }
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, unmasked, "node online");
-    persist_seen(&svc, &node);
+    svc.registry.while_current(&who.device_id, node.session_id, || persist_seen(&svc, &node));
     let today = Today::new(&svc, &who.device.id);
     if let Some(t) = &today {
         // Read once before the first heartbeat is answered, so the first ACK has the count.
@@ -566,7 +566,7 @@ where
                     break (read_end_cause(&e), e.to_string());
                 }
             }
-            _ = persist.tick() => persist_seen(&svc, &node),
+            _ = persist.tick() => svc.registry.while_current(&who.device_id, node.session_id, || persist_seen(&svc, &node)),
             _ = shutdown.recv(), if !draining => {
                 // Graceful stop: no new streams are routed here (the front-ends stopped
                 // accepting); live ones finish, then the node is told to come back later.
@@ -582,10 +582,10 @@ where
             }
         }
     };
-    // Its last row first: whoever finds it gone from the registry also finds how it left (a
-    // pause of its own is not "offline").
-    persist_seen(&svc, &node);
-    let still_registered = svc.registry.remove(&who.device_id, node.session_id);
+    // Its last row first, under the registry's lock: whoever finds it gone from the registry
+    // also finds how it left (a pause of its own is not "offline"). Not when a newer session of
+    // the device took its place: that one's rows are the device's now.
+    let still_registered = svc.registry.remove_with(&who.device_id, node.session_id, || persist_seen(&svc, &node));
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     // A ban or a newer connection of the device takes the node out of the registry before it
     // tells the node, and shutdown closes the mux: then the server ended the tunnel, whatever

@@ -208,6 +208,7 @@ fn pipelined_handshake_and_upload(body_len: usize) {
     sock.read_exact(&mut replies).unwrap();
     assert_eq!(replies[..4], [5, 2, 1, 0], "password method chosen, then accepted");
     assert_eq!(replies[4..6], [5, 0], "CONNECT succeeded: {replies:?}");
+    assert_eq!(replies[7], 1, "an IPv4 bound address (the 14 bytes read): {replies:?}");
     let reader = sock.try_clone().unwrap();
     let raw = read_until_closed(&mut &reader, &sock).expect("the origin's answers, then the end of the stream");
     let responses = http_responses(&raw);
