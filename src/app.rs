@@ -143,43 +143,37 @@ async fn watch_for_notices(
             // the store.
             let connected: std::collections::HashSet<crate::identity::DeviceId> =
                 reg.all().iter().map(|n| n.device_id).collect();
-            let pending = ctx.live.as_ref().map(|l| l.seen.pending_rows()).unwrap_or_default();
-            let devices: Vec<crate::notify::DeviceState> = ctx
-                .store
-                .list_devices()?
-                .into_iter()
-                .map(|d| match d.device_id().and_then(|id| pending.get(&id)) {
-                    Some(row) => crate::tunnel::seen::apply(&d, row),
-                    None => d,
-                })
-                .map(|d| {
-                    // Or connected since the snapshot: its new session's first row may have
-                    // replaced the one it left with.
-                    let online = d.device_id().is_some_and(|id| connected.contains(&id) || reg.get(&id).is_some());
-                    // The pause reason a node reports: its heartbeat (via the watchdog) while
-                    // online, the one it left with (kept with its last-seen) while gone.
-                    let reason = if online {
-                        d.device_id().and_then(|id| ctx.live.as_ref()?.watchdog.as_ref()?.pause_reason(&id))
-                    } else {
-                        d.node_pause.clone()
-                    };
-                    crate::notify::DeviceState {
-                        cap: reason.as_deref().and_then(|r| match r {
-                            "daily_cap" => Some("daily"),
-                            "monthly_cap" => Some("monthly"),
-                            _ => None,
-                        }),
-                        left_paused: !online && d.node_pause.is_some(),
-                        online,
-                        id: d.id,
-                        owner: d.owner,
-                        vip: d.vip.to_string(),
-                        paused: d.paused,
-                        banned: d.banned,
-                        last_seen: d.last_seen,
-                    }
-                })
-                .collect();
+            let devices: Vec<crate::notify::DeviceState> =
+                crate::tunnel::seen::list_devices(&ctx.store, ctx.live.as_ref().map(|l| l.seen.as_ref()))?
+                    .into_iter()
+                    .map(|d| {
+                        // Or connected since the snapshot: its new session's first row may have
+                        // replaced the one it left with.
+                        let online = d.device_id().is_some_and(|id| connected.contains(&id) || reg.get(&id).is_some());
+                        // The pause reason a node reports: its heartbeat (via the watchdog) while
+                        // online, the one it left with (kept with its last-seen) while gone.
+                        let reason = if online {
+                            d.device_id().and_then(|id| ctx.live.as_ref()?.watchdog.as_ref()?.pause_reason(&id))
+                        } else {
+                            d.node_pause.clone()
+                        };
+                        crate::notify::DeviceState {
+                            cap: reason.as_deref().and_then(|r| match r {
+                                "daily_cap" => Some("daily"),
+                                "monthly_cap" => Some("monthly"),
+                                _ => None,
+                            }),
+                            left_paused: !online && d.node_pause.is_some(),
+                            online,
+                            id: d.id,
+                            owner: d.owner,
+                            vip: d.vip.to_string(),
+                            paused: d.paused,
+                            banned: d.banned,
+                            last_seen: d.last_seen,
+                        }
+                    })
+                    .collect();
             let mut prefs = std::collections::HashMap::new();
             for u in ctx.store.list_users()? {
                 prefs.insert(u.name.clone(), ctx.store.notify_prefs(&u.name)?);

@@ -105,18 +105,8 @@ impl Command for DeviceList {
     type Output = Vec<DeviceView>;
 
     fn run(self, ctx: &AdminCtx, _actor: &str) -> Result<Vec<DeviceView>, AdminError> {
-        // The rows not yet written before the store: a row leaves them only once committed, so
-        // a device read before a batch landed still shows it.
-        let pending = ctx.live.as_ref().map(|l| l.seen.pending_rows()).unwrap_or_default();
-        let mut devices: Vec<DeviceRecord> = ctx
-            .store
-            .list_devices()?
-            .into_iter()
-            .map(|d| match d.device_id().and_then(|id| pending.get(&id)) {
-                Some(row) => crate::tunnel::seen::apply(&d, row),
-                None => d,
-            })
-            .collect();
+        // With the last-seen rows not yet written.
+        let mut devices = crate::tunnel::seen::list_devices(&ctx.store, ctx.live.as_ref().map(|l| l.seen.as_ref()))?;
         devices.sort_by(|a, b| (a.paired_at, &a.id).cmp(&(b.paired_at, &b.id)));
         let keys = key_accounts(&devices);
         let devices = self.window.apply(devices, |d| d.paired_at);

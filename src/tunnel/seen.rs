@@ -9,7 +9,7 @@
 //! A row goes straight into a map keyed by device (at most one row per paired device, the
 //! newest), so a session never waits for the writer and the newest row of a device is never
 //! lost. It is visible the moment it is recorded: [`SeenLog::overlay`] and
-//! [`SeenLog::pending_rows`] show rows not yet written to whoever reads a device right after its
+//! [`list_devices`] show rows not yet written to whoever reads a device right after its
 //! node left (the admin views, the notification watcher). A session records its last row under
 //! the registry's lock as it leaves it, so a reader that finds a node gone also finds how it
 //! left. (After [`SeenLog::close`], late rows are written one by one and not shown meanwhile.)
@@ -153,7 +153,7 @@ impl SeenLog {
 
     /// Every row not yet written, one per device (the newest). Taken before the devices are
     /// read from the store, it misses none: a row leaves it only once it is committed.
-    pub fn pending_rows(&self) -> HashMap<DeviceId, Seen> {
+    fn pending_rows(&self) -> HashMap<DeviceId, Seen> {
         let b = crate::sync::lock(&self.book);
         let mut out: HashMap<DeviceId, Seen> = HashMap::with_capacity(b.pending.len() + b.writing.len());
         for r in b.writing.values() {
@@ -275,8 +275,23 @@ fn newest<'a>(pending: Option<&'a Row>, writing: Option<&'a Row>) -> Option<&'a 
     [pending, writing].into_iter().flatten().max_by_key(|r| r.seq)
 }
 
+/// Every device in `store` as it will be once the rows `log` has not yet written are: the rows
+/// are taken before the store is read (a row leaves them only once committed), so a device read
+/// before a batch landed still shows its row.
+pub fn list_devices(store: &Store, log: Option<&SeenLog>) -> Result<Vec<DeviceRecord>, StoreError> {
+    let pending = log.map(SeenLog::pending_rows).unwrap_or_default();
+    let devices = store.list_devices()?;
+    Ok(devices
+        .into_iter()
+        .map(|d| match d.device_id().and_then(|id| pending.get(&id)) {
+            Some(row) => apply(&d, row),
+            None => d,
+        })
+        .collect())
+}
+
 /// `d` with the row `s` applied, as the store will have it.
-pub fn apply(d: &DeviceRecord, s: &Seen) -> DeviceRecord {
+fn apply(d: &DeviceRecord, s: &Seen) -> DeviceRecord {
     let mut d = d.clone();
     d.saw(s.at, s.ip.as_deref(), s.country.as_deref(), s.pause.as_deref());
     d
