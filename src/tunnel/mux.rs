@@ -144,6 +144,8 @@ struct Inner {
     queued: Arc<AtomicUsize>,
     /// Set once a frame would have passed `cfg.max_queued`.
     overflow: watch::Sender<bool>,
+    /// Set by [`Mux::close`], for whoever waits on the connection ([`Mux::closed`]).
+    ended: watch::Sender<bool>,
     streams: Mutex<HashMap<u32, Slot>>,
     conn_credit: Semaphore,
     conn_unreturned: AtomicU64,
@@ -178,6 +180,7 @@ impl Mux {
             out,
             queued: queued.clone(),
             overflow: watch::channel(false).0,
+            ended: watch::channel(false).0,
             streams: Mutex::new(HashMap::new()),
             conn_credit: Semaphore::new(cfg.peer_inflight as usize),
             conn_unreturned: AtomicU64::new(0),
@@ -228,6 +231,13 @@ impl Mux {
     /// read). Cancel-safe.
     pub async fn overflowed(&self) {
         let mut rx = self.inner.overflow.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+
+    /// Resolves once [`Mux::close`] was called (a newer session of the device replaced this
+    /// one, a kick, shutdown). Cancel-safe.
+    pub async fn closed(&self) {
+        let mut rx = self.inner.ended.subscribe();
         let _ = rx.wait_for(|v| *v).await;
     }
 
@@ -485,6 +495,7 @@ impl Mux {
     /// Ends the connection: every stream sees a reset, pending opens fail, new opens fail.
     pub fn close(&self, reason: &str) {
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.ended.send_replace(true);
         let slots: Vec<Slot> =
             self.inner.streams.lock().map(|mut m| m.drain().map(|(_, s)| s).collect()).unwrap_or_default();
         for slot in slots {

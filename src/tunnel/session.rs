@@ -541,6 +541,13 @@ where
                     }
                 }
             }
+            _ = mux.closed(), if !draining => {
+                // Replaced by a newer connection of the device, or kicked: the writer stops
+                // after the ERROR it was given. The reading ends too, instead of holding the
+                // socket until the liveness timeout (a phone that changed networks leaves its
+                // old connection half-open, with nothing more to read).
+                break (NodeDisconnect::Server, "closed by the server".into());
+            }
             _ = rechallenge.tick() => {
                 if let Some((_, since)) = pending {
                     if since.elapsed() > Duration::from_secs(60) {

@@ -196,6 +196,21 @@ async fn closing_the_tunnel_resets_every_stream_and_fails_new_opens() {
     assert!(matches!(server.open(target(), 64, std::time::Duration::from_secs(1)).await, Err(OpenFailure::Closed)));
 }
 
+#[tokio::test]
+async fn whoever_waits_on_the_connection_hears_that_it_was_closed() {
+    let (server, _node) = pair(1024);
+    let waiting = tokio::spawn({
+        let server = server.clone();
+        async move { server.closed().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    server.close("replaced by a newer connection");
+    waiting.await.unwrap();
+    // And whoever starts waiting afterwards.
+    server.closed().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_idle_stream_is_reset_after_the_idle_timeout() {
     let (server, _node) = pair(64 * 1024);

@@ -154,6 +154,37 @@ fn a_second_connection_of_the_same_device_replaces_the_first() {
     assert!(exit_ip(&s, "nina", &pass).is_ok());
 }
 
+/// A phone that changed networks leaves its old connection half-open: nothing more comes on it
+/// and nothing closes it. When the device connects again, the server ends the old session at
+/// once (its writer told it "replaced"; its reading stops too) instead of holding the socket
+/// until the liveness timeout.
+#[test]
+fn a_replaced_connection_that_went_quiet_is_ended_at_once() {
+    let s = Server::start();
+    s.add_user("nora", Some("5"));
+    let mut first = s.start_node("nora", "127.0.0.2");
+    // Frozen: it neither reads nor closes; the kernel keeps its socket open.
+    let pid = first.child.as_ref().unwrap().id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let clone_state = s.data_dir().join("clone.json");
+    std::fs::copy(&first.state, &clone_state).unwrap();
+    let mut second = Node {
+        child: None,
+        state: clone_state,
+        bind: "127.0.0.3".into(),
+        vip: String::new(),
+        log: s.data_dir().join("clone.log"),
+    };
+    second.spawn(None);
+    wait_for("the quiet session ended by the server", || {
+        s.log().lines().any(|l| l.contains("node offline") && l.contains("closed by the server")).then_some(())
+    });
+    assert_eq!(s.online_count(), 1, "the new connection serves");
+    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    second.kill9();
+    first.kill9();
+}
+
 /// SIGTERM on a node agent drains it: the server is told (DRAIN, so no new stream is routed
 /// there), a stream in flight finishes, and the agent closes its tunnel cleanly and exits 0.
 #[test]
