@@ -117,6 +117,32 @@ async fn notify_quality(
     }
 }
 
+/// A device as the notification watcher sees it: `online` or not, and the pause reason it
+/// reports: its heartbeat's (via the watchdog) while online, the one it left with (kept with its
+/// last-seen) while gone.
+fn notice_state(
+    d: crate::store::DeviceRecord,
+    online: bool,
+    watchdog: Option<&crate::watchdog::Watchdog>,
+) -> crate::notify::DeviceState {
+    let reason = if online { d.device_id().and_then(|id| watchdog?.pause_reason(&id)) } else { d.node_pause.clone() };
+    crate::notify::DeviceState {
+        cap: reason.as_deref().and_then(|r| match r {
+            "daily_cap" => Some("daily"),
+            "monthly_cap" => Some("monthly"),
+            _ => None,
+        }),
+        left_paused: !online && d.node_pause.is_some(),
+        online,
+        id: d.id,
+        owner: d.owner,
+        vip: d.vip.to_string(),
+        paused: d.paused,
+        banned: d.banned,
+        last_seen: d.last_seen,
+    }
+}
+
 /// Looks at nodes and balances every `every` until shutdown and emits what users should hear
 /// about: a node offline for its owner's threshold (not when paused by its owner) and back, a
 /// node at its own data cap, a balance below its owner's alert level, a sub-user at its byte cap, a mass disconnect and a
@@ -138,40 +164,20 @@ async fn watch_for_notices(
         let (ctx, reg) = (admin.clone(), registry.clone());
         let round = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
             // In this order, so a node that just left is never taken for one gone without a
-            // word: who is online; then the rows not yet written (a session records its last row
-            // under the registry's lock as it leaves, and a row leaves these only once committed); then
-            // the store.
+            // word: who is online; then the rows not yet written (a session records its last
+            // row under the registry's lock as it leaves, and a row leaves these only once
+            // committed), with the store.
             let connected: std::collections::HashSet<crate::identity::DeviceId> =
                 reg.all().iter().map(|n| n.device_id).collect();
+            let live = ctx.live.as_ref();
             let devices: Vec<crate::notify::DeviceState> =
-                crate::tunnel::seen::list_devices(&ctx.store, ctx.live.as_ref().map(|l| l.seen.as_ref()))?
+                crate::tunnel::seen::list_devices(&ctx.store, live.map(|l| l.seen.as_ref()))?
                     .into_iter()
                     .map(|d| {
                         // Or connected since the snapshot: its new session's first row may have
                         // replaced the one it left with.
                         let online = d.device_id().is_some_and(|id| connected.contains(&id) || reg.get(&id).is_some());
-                        // The pause reason a node reports: its heartbeat (via the watchdog) while
-                        // online, the one it left with (kept with its last-seen) while gone.
-                        let reason = if online {
-                            d.device_id().and_then(|id| ctx.live.as_ref()?.watchdog.as_ref()?.pause_reason(&id))
-                        } else {
-                            d.node_pause.clone()
-                        };
-                        crate::notify::DeviceState {
-                            cap: reason.as_deref().and_then(|r| match r {
-                                "daily_cap" => Some("daily"),
-                                "monthly_cap" => Some("monthly"),
-                                _ => None,
-                            }),
-                            left_paused: !online && d.node_pause.is_some(),
-                            online,
-                            id: d.id,
-                            owner: d.owner,
-                            vip: d.vip.to_string(),
-                            paused: d.paused,
-                            banned: d.banned,
-                            last_seen: d.last_seen,
-                        }
+                        notice_state(d, online, live.and_then(|l| l.watchdog.as_deref()))
                     })
                     .collect();
             let mut prefs = std::collections::HashMap::new();

@@ -144,7 +144,8 @@ struct Inner {
     queued: Arc<AtomicUsize>,
     /// Set once a frame would have passed `cfg.max_queued`.
     overflow: watch::Sender<bool>,
-    /// Set by [`Mux::close`], for whoever waits on the connection ([`Mux::closed`]).
+    /// Set by [`Mux::close`], for whoever waits on the connection ([`Mux::closed`]); `closed`
+    /// holds the same fact for the routing's per-node checks, an atomic load.
     ended: watch::Sender<bool>,
     streams: Mutex<HashMap<u32, Slot>>,
     conn_credit: Semaphore,

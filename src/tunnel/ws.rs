@@ -122,28 +122,24 @@ pub trait WsRead: AsyncRead + Unpin {
 impl WsRead for tokio::net::TcpStream {}
 impl WsRead for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {}
 
-// The tunnel's own records: read into the reader's buffer and opened there.
-impl<S: AsyncRead + Unpin> WsRead for super::record::RecordStream<S> {
-    fn poll_fill(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        plain: &mut usize,
-    ) -> Poll<std::io::Result<usize>> {
-        super::record::RecordStream::poll_fill(self, cx, buf, plain)
-    }
+/// The tunnel's own records, whole and read half: read into the reader's buffer and opened
+/// there (their own `poll_fill`; `record` cannot name this trait without an import cycle).
+macro_rules! opened_in_place {
+    ($($t:ident),*) => {$(
+        impl<S: AsyncRead + Unpin> WsRead for super::record::$t<S> {
+            fn poll_fill(
+                &mut self,
+                cx: &mut Context<'_>,
+                buf: &mut BytesMut,
+                plain: &mut usize,
+            ) -> Poll<std::io::Result<usize>> {
+                super::record::$t::poll_fill(self, cx, buf, plain)
+            }
+        }
+    )*};
 }
 
-impl<R: AsyncRead + Unpin> WsRead for super::record::RecordReader<R> {
-    fn poll_fill(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        plain: &mut usize,
-    ) -> Poll<std::io::Result<usize>> {
-        super::record::RecordReader::poll_fill(self, cx, buf, plain)
-    }
-}
+opened_in_place!(RecordStream, RecordReader);
 
 impl<A: WsRead, B: WsRead> WsRead for tokio_util::either::Either<A, B> {
     fn poll_fill(
@@ -157,6 +153,19 @@ impl<A: WsRead, B: WsRead> WsRead for tokio_util::either::Either<A, B> {
             tokio_util::either::Either::Right(b) => b.poll_fill(cx, buf, plain),
         }
     }
+}
+
+/// Runs `f` on the plaintext alone (`buf[..*plain]`: what follows it is the stream's, [`WsRead`])
+/// and moves `*plain` to where `f` left its end; what followed comes back after it. O(1): the
+/// split and the join stay in one allocation, and are skipped when nothing follows.
+fn on_plain<T>(buf: &mut BytesMut, plain: &mut usize, f: impl FnOnce(&mut BytesMut) -> T) -> T {
+    let rest = (*plain < buf.len()).then(|| buf.split_off(*plain));
+    let out = f(buf);
+    *plain = buf.len();
+    if let Some(rest) = rest {
+        buf.unsplit(rest);
+    }
+    out
 }
 
 impl ReadState {
@@ -195,16 +204,7 @@ impl ReadState {
 
     /// Decodes from the plaintext only (what follows it is the stream's).
     fn decode(&mut self) -> Result<Option<Msg>, WsError> {
-        if self.plain == self.buf.len() {
-            let m = self.dec.decode(&mut self.buf);
-            self.plain = self.buf.len();
-            return m;
-        }
-        let rest = self.buf.split_off(self.plain);
-        let m = self.dec.decode(&mut self.buf);
-        self.plain = self.buf.len();
-        self.buf.unsplit(rest);
-        m
+        on_plain(&mut self.buf, &mut self.plain, |b| self.dec.decode(b))
     }
 
     fn poll_fill<R: WsRead>(&mut self, cx: &mut Context<'_>, io: &mut R) -> Poll<std::io::Result<usize>> {
@@ -330,10 +330,7 @@ impl<S> WsConn<S> {
     /// `read`, bytes read from the stream by someone else (the HTTP layer, rustls), comes after
     /// what this connection buffered and before what it reads next.
     pub fn with_read(mut self, read: Bytes) -> WsConn<S> {
-        let rest = self.read.buf.split_off(self.read.plain);
-        self.read.buf.extend_from_slice(&read);
-        self.read.plain = self.read.buf.len();
-        self.read.buf.unsplit(rest);
+        on_plain(&mut self.read.buf, &mut self.read.plain, |b| b.extend_from_slice(&read));
         self
     }
 }

@@ -888,6 +888,15 @@ pub fn raw_node(
     }
 }
 
+/// A SOCKS5 client's greeting offering username/password, then its RFC 1929 request.
+pub fn socks5_sign_in(user: &str, pass: &str) -> Vec<u8> {
+    let mut req = vec![5, 1, 2, 1, user.len() as u8];
+    req.extend_from_slice(user.as_bytes());
+    req.push(pass.len() as u8);
+    req.extend_from_slice(pass.as_bytes());
+    req
+}
+
 /// A SOCKS5 CONNECT (RFC 1929 authentication) from `src` to a domain target: the socket and the
 /// reply code (0 = succeeded), or `None` when the server closed before replying.
 pub fn socks5_connect(
@@ -900,11 +909,7 @@ pub fn socks5_connect(
 ) -> (TcpStream, Option<u8>) {
     let mut s = connect_from(src, addr);
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = vec![5, 1, 2, 1, user.len() as u8];
-    req.extend_from_slice(user.as_bytes());
-    req.push(pass.len() as u8);
-    req.extend_from_slice(pass.as_bytes());
-    let _ = s.write_all(&req);
+    let _ = s.write_all(&socks5_sign_in(user, pass));
     let mut b = [0u8; 4];
     if s.read_exact(&mut b).is_err() || b != [5, 2, 1, 0] {
         return (s, None);

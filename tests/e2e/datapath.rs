@@ -151,10 +151,7 @@ fn http_proxy_keeps_the_client_connection_alive_across_requests() {
 /// socket after that write.
 fn socks5_pipelined(s: &Server, user: &str, pass: &str, to: std::net::SocketAddr, first: &[u8]) -> TcpStream {
     let std::net::SocketAddr::V4(to) = to else { panic!("the origin listens on IPv4") };
-    let mut all = vec![5, 1, 2, 1, user.len() as u8];
-    all.extend_from_slice(user.as_bytes());
-    all.push(pass.len() as u8);
-    all.extend_from_slice(pass.as_bytes());
+    let mut all = socks5_sign_in(user, pass);
     all.extend_from_slice(&[5, 1, 0, 1]);
     all.extend_from_slice(&to.ip().octets());
     all.extend_from_slice(&to.port().to_be_bytes());

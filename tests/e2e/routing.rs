@@ -128,22 +128,23 @@ fn a_node_killed_mid_stream_gives_a_clean_error_and_comes_back() {
     assert_eq!(exit_ip(&s, "frank", &pass).unwrap(), "127.0.0.2");
 }
 
+/// The same identity as `node` (a copy of its state file) started again from `bind`.
+fn started_clone(s: &Server, node: &Node, bind: &str) -> Node {
+    let state = s.data_dir().join("clone.json");
+    std::fs::copy(&node.state, &state).unwrap();
+    let mut clone =
+        Node { child: None, state, bind: bind.into(), vip: String::new(), log: s.data_dir().join("clone.log") };
+    clone.spawn(None);
+    clone
+}
+
 #[test]
 fn a_second_connection_of_the_same_device_replaces_the_first() {
     let s = Server::start();
     let pass = s.add_user("nina", Some("5"));
     let mut first = s.start_node("nina", "127.0.0.2");
     // The same identity started again (a cloned state file): the newer connection wins.
-    let clone_state = s.data_dir().join("clone.json");
-    std::fs::copy(&first.state, &clone_state).unwrap();
-    let mut second = Node {
-        child: None,
-        state: clone_state,
-        bind: "127.0.0.3".into(),
-        vip: String::new(),
-        log: s.data_dir().join("clone.log"),
-    };
-    second.spawn(None);
+    let mut second = started_clone(&s, &first, "127.0.0.3");
     wait_for("the older session is replaced", || first.log().contains("replaced by a newer connection").then_some(()));
     assert_eq!(s.devices().len(), 1, "one device, however many connections");
     assert_eq!(s.online_count(), 1);
@@ -166,16 +167,7 @@ fn a_replaced_connection_that_went_quiet_is_ended_at_once() {
     // Frozen: it neither reads nor closes; the kernel keeps its socket open.
     let pid = first.child.as_ref().unwrap().id().to_string();
     assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-    let clone_state = s.data_dir().join("clone.json");
-    std::fs::copy(&first.state, &clone_state).unwrap();
-    let mut second = Node {
-        child: None,
-        state: clone_state,
-        bind: "127.0.0.3".into(),
-        vip: String::new(),
-        log: s.data_dir().join("clone.log"),
-    };
-    second.spawn(None);
+    let mut second = started_clone(&s, &first, "127.0.0.3");
     wait_for("the quiet session ended by the server", || {
         s.log().lines().any(|l| l.contains("node offline") && l.contains("closed by the server")).then_some(())
     });
