@@ -1,6 +1,7 @@
 //! Last-seen persistence in batches. Every node session reports when it came online, every
-//! minute while online, and when it went away ([`SeenLog::record`]); one writer task
-//! ([`SeenLog::run`]) keeps the newest row per device and writes them all with one
+//! minute while online (each session at its own second of the minute, so the rows of nodes
+//! that connected together arrive spread out), and when it went away ([`SeenLog::record`]); one
+//! writer task ([`SeenLog::run`]) keeps the newest row per device and writes them all with one
 //! `Store::touch_devices` transaction every `server.seen_flush_ms` (sooner once
 //! `limits.seen_queue` devices have rows waiting), and once more when the server stops
 //! ([`SeenLog::close`]). So a restart or a network blip that brings 10,000 nodes back (or drops

@@ -440,6 +440,7 @@ where
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, unmasked, "node online");
     svc.registry.while_current(&who.device_id, node.session_id, || persist_seen(&svc, &node));
+    let mut persist = persist_timer(&who.device_id);
     let today = Today::new(&svc, &who.device.id);
     if let Some(t) = &today {
         // Read once before the first heartbeat is answered, so the first ACK has the count.
@@ -451,8 +452,6 @@ where
     let mut liveness = ws::Liveness::new(limits.heartbeat_interval_secs, limits.idle_heartbeat_interval());
     let mut rechallenge = tokio::time::interval(Duration::from_secs(u64::from(limits.challenge_interval_secs).max(1)));
     rechallenge.tick().await;
-    let mut persist = tokio::time::interval(Duration::from_secs(60));
-    persist.tick().await;
     let mut pending: Option<([u8; NONCE_LEN], tokio::time::Instant)> = None;
     let pk = hex::decode(&who.device.public_key).unwrap_or_default();
     let mut draining = false;
@@ -755,6 +754,29 @@ fn read_end_cause(e: &ControlEnd) -> NodeDisconnect {
     }
 }
 
+/// How often a session hands its device's last-seen row to the writer while the node is online,
+/// besides when it comes and goes.
+const PERSIST_EVERY: Duration = Duration::from_secs(60);
+
+/// How long after it begins a session hands over its first minute row: the device id (a
+/// SHA-256 prefix, so uniform) modulo a minute. Sessions that began together (10,000 nodes back
+/// within seconds of a restart) then spread their rows over the minute, and the writer commits
+/// a small batch every `server.seen_flush_ms` instead of holding the database's one write lock
+/// for a few batches of thousands of rows in the same seconds of every minute, while billing
+/// flushes and pairings wait (docs/reliability.md, "Soak").
+fn persist_phase(device: &DeviceId) -> Duration {
+    Duration::from_millis((u128::from_le_bytes(*device) % PERSIST_EVERY.as_millis()) as u64)
+}
+
+/// The session's minute timer: first at its phase, then every minute. A stalled server catches
+/// up with one tick, not a burst, and keeps the phase (`Delay` would line the sessions up again
+/// at the end of the stall).
+fn persist_timer(device: &DeviceId) -> tokio::time::Interval {
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + persist_phase(device), PERSIST_EVERY);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    t
+}
+
 /// Hands the node's last-seen row to the batched writer (never waits).
 fn persist_seen(svc: &TunnelService, node: &NodeHandle) {
     let seen = super::seen::Seen {
@@ -900,6 +922,37 @@ fn limits_grace(svc: &TunnelService) -> u16 {
 mod tests {
     use super::*;
     use crate::store::FlushBatch;
+
+    #[test]
+    fn sessions_that_begin_together_spread_their_minute_rows_over_the_minute() {
+        // 10,000 devices as pairing names them, their sessions all begun at the same instant:
+        // each tenth of the minute takes about 1,000 first rows, not the same few seconds all.
+        let mut tenths = [0usize; 10];
+        for i in 0..10_000u32 {
+            let phase = persist_phase(&device_id(crate::identity::KeyAlg::Ed25519, &i.to_le_bytes()));
+            tenths[(phase.as_millis() * 10 / PERSIST_EVERY.as_millis()) as usize] += 1;
+        }
+        assert!(tenths.iter().all(|n| (850..=1150).contains(n)), "{tenths:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sessions_minute_timer_fires_at_its_phase_then_every_minute_and_skips_a_stall() {
+        let id = device_id(crate::identity::KeyAlg::EcdsaP256, b"a phone");
+        let phase = persist_phase(&id);
+        assert!(phase > Duration::ZERO && phase < PERSIST_EVERY, "{phase:?}");
+        let start = tokio::time::Instant::now();
+        let mut t = persist_timer(&id);
+        t.tick().await;
+        assert_eq!(start.elapsed(), phase, "the first row waits for the device's share of the minute");
+        t.tick().await;
+        assert_eq!(start.elapsed(), phase + PERSIST_EVERY);
+        // The server stalls for three minutes: one tick, then the same second of the minute again.
+        tokio::time::advance(3 * PERSIST_EVERY + Duration::from_secs(1)).await;
+        t.tick().await;
+        let stalled = start.elapsed();
+        t.tick().await;
+        assert_eq!(start.elapsed(), phase + 5 * PERSIST_EVERY, "after {stalled:?}");
+    }
 
     #[test]
     fn a_tunnel_that_stopped_reading_is_counted_under_its_cause() {
