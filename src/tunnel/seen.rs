@@ -170,7 +170,7 @@ impl SeenLog {
     /// `d` as it will be once its pending row is written; `None` when it has none.
     pub fn overlay(&self, d: &DeviceRecord) -> Option<DeviceRecord> {
         let s = self.pending(&d.device_id()?)?;
-        Some(apply(d, &s))
+        Some(apply(d.clone(), &s))
     }
 
     /// Asks the writer to write what it holds and stop ([`SeenLog::run`] returns once it has).
@@ -285,15 +285,14 @@ pub fn list_devices(store: &Store, log: Option<&SeenLog>) -> Result<Vec<DeviceRe
     Ok(devices
         .into_iter()
         .map(|d| match d.device_id().and_then(|id| pending.get(&id)) {
-            Some(row) => apply(&d, row),
+            Some(row) => apply(d, row),
             None => d,
         })
         .collect())
 }
 
 /// `d` with the row `s` applied, as the store will have it.
-fn apply(d: &DeviceRecord, s: &Seen) -> DeviceRecord {
-    let mut d = d.clone();
+fn apply(mut d: DeviceRecord, s: &Seen) -> DeviceRecord {
     d.saw(s.at, s.ip.as_deref(), s.country.as_deref(), s.pause.as_deref());
     d
 }
@@ -392,7 +391,7 @@ mod tests {
         assert_eq!(rows.len(), 2, "one row per device");
         assert_eq!(rows[&id(1)], seen(50, Some("by_owner")));
         let d = store.get_device(&id(1)).unwrap().unwrap();
-        assert_eq!(apply(&d, &rows[&id(1)]).node_pause.as_deref(), Some("by_owner"));
+        assert_eq!(apply(d, &rows[&id(1)]).node_pause.as_deref(), Some("by_owner"));
         assert_eq!(metrics.seen_coalesced.get(), 39);
         // Two devices wait: no batch, however long the writer runs (a batch begun shows in
         // `writing` at once, before its transaction ends).

@@ -439,7 +439,7 @@ where
     }
     svc.metrics.nodes_online.set(svc.registry.len() as i64);
     info!(owner = %node.owner, country = node.country_str(), paired_now = who.paired_now, unmasked, "node online");
-    svc.registry.while_current(&who.device_id, node.session_id, || persist_seen(&svc, &node));
+    persist_seen_while_current(&svc, &node);
     let mut persist = persist_timer(&who.device_id);
     let today = Today::new(&svc, &who.device.id);
     if let Some(t) = &today {
@@ -572,7 +572,7 @@ where
                     break (read_end_cause(&e), e.to_string());
                 }
             }
-            _ = persist.tick() => svc.registry.while_current(&who.device_id, node.session_id, || persist_seen(&svc, &node)),
+            _ = persist.tick() => persist_seen_while_current(&svc, &node),
             _ = shutdown.recv(), if !draining => {
                 // Graceful stop: no new streams are routed here (the front-ends stopped
                 // accepting); live ones finish, then the node is told to come back later.
@@ -775,6 +775,12 @@ fn persist_timer(device: &DeviceId) -> tokio::time::Interval {
     let mut t = tokio::time::interval_at(tokio::time::Instant::now() + persist_phase(device), PERSIST_EVERY);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     t
+}
+
+/// [`persist_seen`] unless a newer session of the device took this one's place (then that one's
+/// rows are the device's).
+fn persist_seen_while_current(svc: &TunnelService, node: &NodeHandle) {
+    svc.registry.while_current(&node.device_id, node.session_id, || persist_seen(svc, node));
 }
 
 /// Hands the node's last-seen row to the batched writer (never waits).
