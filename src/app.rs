@@ -170,16 +170,14 @@ async fn watch_for_notices(
             let connected: std::collections::HashSet<crate::identity::DeviceId> =
                 reg.all().iter().map(|n| n.device_id).collect();
             let live = ctx.live.as_ref();
-            let devices: Vec<crate::notify::DeviceState> =
-                crate::tunnel::seen::list_devices(&ctx.store, live.map(|l| l.seen.as_ref()))?
-                    .into_iter()
-                    .map(|d| {
-                        // Or connected since the snapshot: its new session's first row may have
-                        // replaced the one it left with.
-                        let online = d.device_id().is_some_and(|id| connected.contains(&id) || reg.get(&id).is_some());
-                        notice_state(d, online, live.and_then(|l| l.watchdog.as_deref()))
-                    })
-                    .collect();
+            // One record at a time: only the small state of each is kept.
+            let mut devices: Vec<crate::notify::DeviceState> = Vec::with_capacity(connected.len());
+            crate::tunnel::seen::visit_devices(&ctx.store, live.map(|l| l.seen.as_ref()), |d| {
+                // Or connected since the snapshot: its new session's first row may have
+                // replaced the one it left with.
+                let online = d.device_id().is_some_and(|id| connected.contains(&id) || reg.get(&id).is_some());
+                devices.push(notice_state(d, online, live.and_then(|l| l.watchdog.as_deref())));
+            })?;
             let mut prefs = std::collections::HashMap::new();
             for u in ctx.store.list_users()? {
                 prefs.insert(u.name.clone(), ctx.store.notify_prefs(&u.name)?);

@@ -280,15 +280,24 @@ fn newest<'a>(pending: Option<&'a Row>, writing: Option<&'a Row>) -> Option<&'a 
 /// are taken before the store is read (a row leaves them only once committed), so a device read
 /// before a batch landed still shows its row.
 pub fn list_devices(store: &Store, log: Option<&SeenLog>) -> Result<Vec<DeviceRecord>, StoreError> {
+    let mut out = Vec::new();
+    visit_devices(store, log, |d| out.push(d))?;
+    Ok(out)
+}
+
+/// [`list_devices`], one device at a time: for a reader that keeps only a little of each.
+pub fn visit_devices(
+    store: &Store,
+    log: Option<&SeenLog>,
+    mut visit: impl FnMut(DeviceRecord),
+) -> Result<(), StoreError> {
     let pending = log.map(SeenLog::pending_rows).unwrap_or_default();
-    let devices = store.list_devices()?;
-    Ok(devices
-        .into_iter()
-        .map(|d| match d.device_id().and_then(|id| pending.get(&id)) {
+    store.visit_devices(|d| {
+        visit(match d.device_id().and_then(|id| pending.get(&id)) {
             Some(row) => apply(d, row),
             None => d,
         })
-        .collect())
+    })
 }
 
 /// `d` with the row `s` applied, as the store will have it.
