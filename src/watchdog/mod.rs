@@ -358,6 +358,37 @@ fn durable(id: &DeviceId, q: &mut NodeQuality) -> Option<(Vec<u8>, u64)> {
 /// ~100 MiB a minute at 10,000 nodes), and every other writer waited for it whole.
 const PERSIST_CHUNK: usize = 500;
 
+/// A share of the fleet: the nodes whose device id (a SHA-256 prefix, so uniform) modulo `of`
+/// is `index`. [`Watchdog::run`] walks the fleet one share at a time, [`EVALUATION_SHARES`] of
+/// them spread over each `evaluate_secs`: each node is still judged every `evaluate_secs`, but
+/// the summaries, reasons and records of 10,000 nodes are not all built and written in the same
+/// second (a spike of 20–30 MiB every minute in the soak, docs/reliability.md "Soak").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub index: u64,
+    pub of: u64,
+}
+
+impl Share {
+    /// The whole fleet at once.
+    pub const ALL: Share = Share { index: 0, of: 1 };
+
+    fn holds(self, id: &DeviceId) -> bool {
+        u128::from_le_bytes(*id) % u128::from(self.of.max(1)) == u128::from(self.index)
+    }
+}
+
+/// How many shares [`Watchdog::run`] walks the fleet in (fewer when `evaluate_secs` is shorter:
+/// a share a second at most).
+pub const EVALUATION_SHARES: u64 = 12;
+
+/// How often [`Watchdog::run`] takes the next share, and how many shares there are: each node
+/// once every `evaluate_secs`.
+fn share_interval(evaluate_secs: u64) -> (Duration, u64) {
+    let shares = EVALUATION_SHARES.min(evaluate_secs).max(1);
+    (Duration::from_secs(evaluate_secs.max(1)) / shares as u32, shares)
+}
+
 fn tier_of(cfg: &WatchdogConfig, q: &NodeQuality) -> Option<Tier> {
     if !q.routable() {
         return None;
@@ -842,14 +873,18 @@ impl Watchdog {
     /// Re-scores every node at `now`; the changes, published and counted (side effects on
     /// the database and the device ban are [`Watchdog::apply`]'s).
     pub fn evaluate(&self, now: u64) -> Vec<Transition> {
+        self.evaluate_share(now, Share::ALL)
+    }
+
+    /// [`Watchdog::evaluate`] for the nodes in `share`; the online nodes by state are counted
+    /// over the whole fleet.
+    pub fn evaluate_share(&self, now: u64, share: Share) -> Vec<Transition> {
         if !self.cfg.enabled {
             return Vec::new();
         }
-        let nodes: Vec<(DeviceId, Arc<Mutex<NodeQuality>>)> =
-            self.nodes.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
+        let nodes = self.nodes_in(share);
         let ips = crate::sync::lock(&self.ips).clone();
         let mut out = Vec::new();
-        let mut by_state = [0i64; 4];
         for (id, n) in nodes {
             let mut q = crate::sync::lock(&n);
             q.shared_ip = q.public_ip.filter(|_| q.online).and_then(|ip| {
@@ -864,10 +899,14 @@ impl Watchdog {
             if let Some(c) = q.evaluate(&self.cfg, now) {
                 out.push(self.transition(&id, &q.owner, c, now));
             }
+            self.retier(&id, &q);
+        }
+        let mut by_state = [0i64; 4];
+        for n in self.nodes.read().unwrap_or_else(|p| p.into_inner()).values() {
+            let q = crate::sync::lock(n);
             if q.online {
                 by_state[q.state as usize] += 1;
             }
-            self.retier(&id, &q);
         }
         for (s, n) in State::ALL.iter().zip(by_state) {
             self.metrics
@@ -1015,8 +1054,12 @@ impl Watchdog {
     /// change. A chunk that fails to write does not stop the others: the first error is
     /// returned once all were tried (its records are tried again at the next call).
     pub fn persist(&self, store: &Store) -> Result<usize, crate::store::StoreError> {
-        let nodes: Vec<(DeviceId, Arc<Mutex<NodeQuality>>)> =
-            self.nodes.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
+        self.persist_share(store, Share::ALL)
+    }
+
+    /// [`Watchdog::persist`] for the nodes in `share`.
+    pub fn persist_share(&self, store: &Store, share: Share) -> Result<usize, crate::store::StoreError> {
+        let nodes = self.nodes_in(share);
         let (mut written, mut failed) = (0, None);
         for chunk in nodes.chunks(PERSIST_CHUNK) {
             match self.persist_chunk(store, chunk) {
@@ -1031,6 +1074,17 @@ impl Watchdog {
                 Err(e)
             }
         }
+    }
+
+    /// The nodes in `share`, taken out of the map (its read lock is held only for that).
+    fn nodes_in(&self, share: Share) -> Vec<(DeviceId, Arc<Mutex<NodeQuality>>)> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, _)| share.holds(k))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
     }
 
     fn persist_chunk(
@@ -1053,7 +1107,7 @@ impl Watchdog {
         if rows.is_empty() {
             return Ok(0);
         }
-        store.put_quality_json(&rows)?;
+        let stored = store.put_quality_json(&rows)?;
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         let mut written = crate::sync::lock(&self.written);
         for (id, print) in prints {
@@ -1062,7 +1116,7 @@ impl Watchdog {
                 written.insert(id, print);
             }
         }
-        Ok(rows.len())
+        Ok(stored)
     }
 
     /// Every node's record, to write to the database.
@@ -1106,8 +1160,9 @@ impl Watchdog {
         }
     }
 
-    /// Evaluates every `evaluate_secs`, applies the changes and writes the summaries, until
-    /// shutdown.
+    /// Evaluates each node every `evaluate_secs`, applies the changes and writes the summaries,
+    /// until shutdown: one [`Share`] of the fleet at a time, [`EVALUATION_SHARES`] of them spread
+    /// over the interval.
     pub async fn run(self: Arc<Self>, store: Arc<Store>, ban: BanHook, mut shutdown: crate::shutdown::Shutdown) {
         if !self.cfg.enabled {
             return;
@@ -1116,21 +1171,25 @@ impl Watchdog {
             // Lookups in their own task: evaluations read only the cache.
             tokio::spawn(r.run(self.clone(), Duration::from_secs(self.cfg.evaluate_secs), shutdown.clone()));
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(self.cfg.evaluate_secs));
+        let (every, shares) = share_interval(self.cfg.evaluate_secs);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut next = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => break,
             }
+            let share = Share { index: next, of: shares };
+            next = (next + 1) % shares;
             let me = self.clone();
             let (store, ban) = (store.clone(), ban.clone());
             let done = tokio::task::spawn_blocking(move || {
                 let now = crate::store::now_secs();
-                let changes = me.evaluate(now);
+                let changes = me.evaluate_share(now, share);
                 me.apply(&store, &changes, &ban);
-                match me.persist(&store) {
+                match me.persist_share(&store, share) {
                     Ok(n) => tracing::debug!(records = n, "node quality records written"),
                     Err(e) => tracing::warn!(error = %e, "could not write node quality summaries"),
                 }

@@ -929,3 +929,59 @@ fn records_kept_a_minute_at_a_time_before_buckets_are_read_as_buckets_and_the_re
     let reason = q.reasons.iter().find(|r| r.code == ReasonCode::OpenFailures).unwrap();
     assert!(reason.detail.contains("in the last 64 min"), "{}", reason.detail);
 }
+
+#[test]
+fn the_fleet_is_judged_and_written_a_share_at_a_time_each_node_in_exactly_one_share() {
+    // A share every 5 s for the default minute; fewer shares for a shorter interval, never
+    // more than one a second; each node once every `evaluate_secs` either way.
+    assert_eq!(share_interval(60), (Duration::from_secs(5), 12));
+    assert_eq!(share_interval(90), (Duration::from_millis(7500), 12));
+    assert_eq!(share_interval(7), (Duration::from_secs(1), 7));
+    assert_eq!(share_interval(1), (Duration::from_secs(1), 1));
+
+    // 600 nodes as pairing names them, all behind one public IP: each evaluation degrades
+    // the nodes it judges (shared_ip), so the transitions show which nodes a share judged.
+    const NODES: u32 = 600;
+    let ids: Vec<DeviceId> =
+        (0..NODES).map(|i| crate::identity::device_id(crate::identity::KeyAlg::Ed25519, &i.to_le_bytes())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("w.redb")).unwrap();
+    let recs: Vec<_> = ids
+        .iter()
+        .map(|d| crate::store::DeviceRecord::new(hex::encode(d), crate::identity::KeyAlg::Ed25519, hex::encode(d)))
+        .collect();
+    store.put_devices_for_test(&recs).unwrap();
+    let w = watchdog(cfg());
+    for d in &ids {
+        w.record(Event::Online { device: *d, owner: "bob", ip: ip(9), country: None }, T0);
+    }
+    let healthy = || {
+        w.metrics.watchdog_nodes.get_or_create(&crate::telemetry::QualityStateLabel { state: "healthy".into() }).get()
+    };
+    let degraded = || {
+        w.metrics.watchdog_nodes.get_or_create(&crate::telemetry::QualityStateLabel { state: "degraded".into() }).get()
+    };
+    let mut judged = std::collections::HashSet::new();
+    let mut written = 0;
+    for index in 0..12 {
+        let share = Share { index, of: 12 };
+        let changes = w.evaluate_share(T0 + 5 * index, share);
+        // A twelfth of the fleet each (50 on average), every node of it and no other.
+        assert!((25..=75).contains(&changes.len()), "share {index}: {}", changes.len());
+        for t in &changes {
+            assert_eq!(t.to, State::Degraded);
+            let d: DeviceId = hex::decode(&t.device).unwrap().try_into().unwrap();
+            assert!(share.holds(&d), "{} judged in share {index}", t.device);
+            assert!(judged.insert(d), "{} judged twice", t.device);
+        }
+        // The gauges count the whole fleet, not the share.
+        assert_eq!((healthy(), degraded()), (i64::from(NODES) - judged.len() as i64, judged.len() as i64));
+        // Only the share's records are written.
+        let n = w.persist_share(&store, share).unwrap();
+        assert_eq!(n, changes.len(), "share {index}");
+        written += n;
+        assert_eq!(store.list_quality::<NodeQuality>().unwrap().len(), written);
+    }
+    assert_eq!(judged.len(), NODES as usize, "every node judged once over the interval");
+    assert_eq!(w.persist(&store).unwrap(), 0, "every record written once");
+}
