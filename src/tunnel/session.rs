@@ -450,8 +450,7 @@ where
     let mut shutdown = svc.shutdown.clone();
     let heard = ws::Heard::new();
     let mut liveness = ws::Liveness::new(limits.heartbeat_interval_secs, limits.idle_heartbeat_interval());
-    let mut rechallenge = tokio::time::interval(Duration::from_secs(u64::from(limits.challenge_interval_secs).max(1)));
-    rechallenge.tick().await;
+    let mut rechallenge = rechallenge_timer(&who.device_id, limits.challenge_interval_secs);
     let mut pending: Option<([u8; NONCE_LEN], tokio::time::Instant)> = None;
     let pk = hex::decode(&who.device.public_key).unwrap_or_default();
     let mut draining = false;
@@ -758,23 +757,37 @@ fn read_end_cause(e: &ControlEnd) -> NodeDisconnect {
 /// besides when it comes and goes.
 const PERSIST_EVERY: Duration = Duration::from_secs(60);
 
-/// How long after it begins a session hands over its first minute row: the device id (a
-/// SHA-256 prefix, so uniform) modulo a minute. Sessions that began together (10,000 nodes back
-/// within seconds of a restart) then spread their rows over the minute, and the writer commits
-/// a small batch every `server.seen_flush_ms` instead of holding the database's one write lock
-/// for a few batches of thousands of rows in the same seconds of every minute, while billing
-/// flushes and pairings wait (docs/reliability.md, "Soak").
-fn persist_phase(device: &DeviceId) -> Duration {
-    Duration::from_millis((u128::from_le_bytes(*device) % PERSIST_EVERY.as_millis()) as u64)
+/// Where in each `period` a session of `device` does its periodic work: the device id (a
+/// SHA-256 prefix, so uniform) modulo `period`. Sessions that began together (10,000 nodes back
+/// within seconds of a restart) then spread that work over the period instead of doing it in
+/// the same seconds of every period: the minute last-seen rows (the writer commits a small
+/// batch every `server.seen_flush_ms` instead of holding the database's one write lock for a
+/// few batches of thousands of rows while billing flushes and pairings wait; docs/reliability.md,
+/// "Soak"), and the periodic CHALLENGE (its signature checks).
+fn phase(device: &DeviceId, period: Duration) -> Duration {
+    let period_ms = period.as_millis().max(1);
+    Duration::from_millis((u128::from_le_bytes(*device) % period_ms) as u64)
 }
 
-/// The session's minute timer: first at its phase, then every minute. A stalled server catches
-/// up with one tick, not a burst, and keeps the phase (`Delay` would line the sessions up again
-/// at the end of the stall).
-fn persist_timer(device: &DeviceId) -> tokio::time::Interval {
-    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + persist_phase(device), PERSIST_EVERY);
+/// A session's timer of `period`: first at the device's [`phase`], then every `period`. A
+/// stalled server catches up with one tick, not a burst, and keeps the phase (`Delay` would
+/// line the sessions up again at the end of the stall).
+fn phased_interval(device: &DeviceId, period: Duration) -> tokio::time::Interval {
+    let period = period.max(Duration::from_millis(1));
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase(device, period), period);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     t
+}
+
+/// The session's minute timer for its last-seen rows.
+fn persist_timer(device: &DeviceId) -> tokio::time::Interval {
+    phased_interval(device, PERSIST_EVERY)
+}
+
+/// The session's timer for the periodic CHALLENGE: the first within `challenge_interval_secs`
+/// of the WELCOME (never later than a timer started with the session), then every interval.
+fn rechallenge_timer(device: &DeviceId, interval_secs: u16) -> tokio::time::Interval {
+    phased_interval(device, Duration::from_secs(u64::from(interval_secs).max(1)))
 }
 
 /// [`persist_seen`] unless a newer session of the device took this one's place (then that one's
@@ -935,7 +948,7 @@ mod tests {
         // each tenth of the minute takes about 1,000 first rows, not the same few seconds all.
         let mut tenths = [0usize; 10];
         for i in 0..10_000u32 {
-            let phase = persist_phase(&device_id(crate::identity::KeyAlg::Ed25519, &i.to_le_bytes()));
+            let phase = phase(&device_id(crate::identity::KeyAlg::Ed25519, &i.to_le_bytes()), PERSIST_EVERY);
             tenths[(phase.as_millis() * 10 / PERSIST_EVERY.as_millis()) as usize] += 1;
         }
         assert!(tenths.iter().all(|n| (850..=1150).contains(n)), "{tenths:?}");
@@ -944,20 +957,44 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_sessions_minute_timer_fires_at_its_phase_then_every_minute_and_skips_a_stall() {
         let id = device_id(crate::identity::KeyAlg::EcdsaP256, b"a phone");
-        let phase = persist_phase(&id);
-        assert!(phase > Duration::ZERO && phase < PERSIST_EVERY, "{phase:?}");
+        let at = phase(&id, PERSIST_EVERY);
+        assert!(at > Duration::ZERO && at < PERSIST_EVERY, "{at:?}");
         let start = tokio::time::Instant::now();
         let mut t = persist_timer(&id);
         t.tick().await;
-        assert_eq!(start.elapsed(), phase, "the first row waits for the device's share of the minute");
+        assert_eq!(start.elapsed(), at, "the first row waits for the device's share of the minute");
         t.tick().await;
-        assert_eq!(start.elapsed(), phase + PERSIST_EVERY);
+        assert_eq!(start.elapsed(), at + PERSIST_EVERY);
         // The server stalls for three minutes: one tick, then the same second of the minute again.
         tokio::time::advance(3 * PERSIST_EVERY + Duration::from_secs(1)).await;
         t.tick().await;
         let stalled = start.elapsed();
         t.tick().await;
-        assert_eq!(start.elapsed(), phase + 5 * PERSIST_EVERY, "after {stalled:?}");
+        assert_eq!(start.elapsed(), at + 5 * PERSIST_EVERY, "after {stalled:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_that_begin_together_spread_their_challenges_over_the_interval() {
+        // 1,000 sessions begun at the same instant with the default five minutes: each fifth
+        // of the interval takes about 200 first challenges, and each device's first comes
+        // within the interval (never later than a timer begun with the session), then every
+        // interval after it.
+        let every = Duration::from_secs(300);
+        let start = tokio::time::Instant::now();
+        let mut fifths = [0usize; 5];
+        for i in 0..1_000u32 {
+            let id = device_id(crate::identity::KeyAlg::Ed25519, &i.to_le_bytes());
+            let at = phase(&id, every);
+            assert!(at < every, "{at:?}");
+            fifths[(at.as_millis() * 5 / every.as_millis()) as usize] += 1;
+        }
+        assert!(fifths.iter().all(|n| (150..=250).contains(n)), "{fifths:?}");
+        let id = device_id(crate::identity::KeyAlg::EcdsaP256, b"a phone");
+        let mut t = rechallenge_timer(&id, 300);
+        t.tick().await;
+        assert_eq!(start.elapsed(), phase(&id, every));
+        t.tick().await;
+        assert_eq!(start.elapsed(), phase(&id, every) + every);
     }
 
     #[test]
