@@ -171,7 +171,7 @@ async fn watch_for_notices(
                 reg.all().iter().map(|n| n.device_id).collect();
             let live = ctx.live.as_ref();
             // One record at a time: only the small state of each is kept.
-            let mut devices: Vec<crate::notify::DeviceState> = Vec::with_capacity(connected.len());
+            let mut devices: Vec<crate::notify::DeviceState> = Vec::new();
             crate::tunnel::seen::visit_devices(&ctx.store, live.map(|l| l.seen.as_ref()), |d| {
                 // Or connected since the snapshot: its new session's first row may have
                 // replaced the one it left with.

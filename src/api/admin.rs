@@ -216,7 +216,7 @@ fn compute_overview(state: &ApiState) -> Result<Overview, ApiError> {
         nodes_flagged: by_state[2],
         unmet_demand: watchdog.map(|w| w.unmet_demand()).unwrap_or_default(),
         nodes_online: state.registry.len(),
-        nodes_total: store.list_devices()?.len(),
+        nodes_total: store.count_devices()?,
         streams_active: state.metrics.streams_active.get(),
         users: store.list_users()?.len(),
         bytes_up_total: bytes(Direction::Up),

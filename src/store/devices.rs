@@ -310,6 +310,13 @@ impl Store {
         Ok(out)
     }
 
+    /// How many devices there are (the table's length: no record is read).
+    pub fn count_devices(&self) -> Result<usize, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(DEVICES)?;
+        Ok(redb::ReadableTableMetadata::len(&t)? as usize)
+    }
+
     /// Hands every device to `visit`, one at a time, from one read transaction: a reader that
     /// keeps a little of each (the notification watcher, every 30 s) never holds all the
     /// records at once (about 1 KiB each, 10 MiB at 10,000 nodes).

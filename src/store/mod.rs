@@ -441,7 +441,7 @@ mod tests {
         assert!(crate::auth::verify_password("fixture-password", u.password_hash.as_deref().unwrap()));
         assert_eq!(s.balance(&Account::User("fixture_user".into())).unwrap(), 1_230_000);
         let devices = s.list_devices().unwrap();
-        assert_eq!(devices.len(), 1);
+        assert_eq!((devices.len(), s.count_devices().unwrap()), (1, 1));
         assert_eq!(devices[0].vip, std::net::Ipv4Addr::new(100, 64, 0, 1));
         assert_eq!(devices[0].owner, "fixture_user");
         assert!(s.get_user("admin").unwrap().is_some_and(|a| a.admin));

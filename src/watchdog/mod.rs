@@ -365,8 +365,8 @@ const PERSIST_CHUNK: usize = 500;
 /// second (a spike of 20–30 MiB every minute in the soak, docs/reliability.md "Soak").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share {
-    pub index: u64,
-    pub of: u64,
+    index: u64,
+    of: u64,
 }
 
 impl Share {
@@ -374,7 +374,7 @@ impl Share {
     pub const ALL: Share = Share { index: 0, of: 1 };
 
     fn holds(self, id: &DeviceId) -> bool {
-        u128::from_le_bytes(*id) % u128::from(self.of.max(1)) == u128::from(self.index)
+        u128::from_le_bytes(*id) % u128::from(self.of) == u128::from(self.index)
     }
 }
 
@@ -382,11 +382,13 @@ impl Share {
 /// a share a second at most).
 pub const EVALUATION_SHARES: u64 = 12;
 
-/// How often [`Watchdog::run`] takes the next share, and how many shares there are: each node
-/// once every `evaluate_secs`.
-fn share_interval(evaluate_secs: u64) -> (Duration, u64) {
-    let shares = EVALUATION_SHARES.min(evaluate_secs).max(1);
-    (Duration::from_secs(evaluate_secs.max(1)) / shares as u32, shares)
+/// [`Watchdog::run`]'s schedule for `evaluate_secs`: how long between two shares, and the
+/// shares in turn, round and round (each node in one of them, so each judged once every
+/// `evaluate_secs`).
+fn share_schedule(evaluate_secs: u64) -> (Duration, impl Iterator<Item = Share>) {
+    let of = EVALUATION_SHARES.min(evaluate_secs).max(1);
+    let every = Duration::from_secs(evaluate_secs.max(1)) / of as u32;
+    (every, (0..of).cycle().map(move |index| Share { index, of }))
 }
 
 fn tier_of(cfg: &WatchdogConfig, q: &NodeQuality) -> Option<Tier> {
@@ -901,9 +903,11 @@ impl Watchdog {
             }
             self.retier(&id, &q);
         }
+        // Counted outside the map's lock: a new device waiting to be added would hold up
+        // every reader behind it (heartbeats, opens) for the whole count.
         let mut by_state = [0i64; 4];
-        for n in self.nodes.read().unwrap_or_else(|p| p.into_inner()).values() {
-            let q = crate::sync::lock(n);
+        for (_, n) in self.nodes_in(Share::ALL) {
+            let q = crate::sync::lock(&n);
             if q.online {
                 by_state[q.state as usize] += 1;
             }
@@ -1110,6 +1114,8 @@ impl Watchdog {
         let stored = store.put_quality_json(&rows)?;
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         let mut written = crate::sync::lock(&self.written);
+        // A row the store skipped (its device removed meanwhile) is remembered too: the device
+        // is forgotten with it (`forget`), and a record only comes back with a device.
         for (id, print) in prints {
             // Forgotten meanwhile (removed): nothing to remember.
             if nodes.contains_key(&id) {
@@ -1171,18 +1177,16 @@ impl Watchdog {
             // Lookups in their own task: evaluations read only the cache.
             tokio::spawn(r.run(self.clone(), Duration::from_secs(self.cfg.evaluate_secs), shutdown.clone()));
         }
-        let (every, shares) = share_interval(self.cfg.evaluate_secs);
+        let (every, mut shares) = share_schedule(self.cfg.evaluate_secs);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
-        let mut next = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.recv() => break,
             }
-            let share = Share { index: next, of: shares };
-            next = (next + 1) % shares;
+            let Some(share) = shares.next() else { break };
             let me = self.clone();
             let (store, ban) = (store.clone(), ban.clone());
             let done = tokio::task::spawn_blocking(move || {

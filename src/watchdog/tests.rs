@@ -934,10 +934,14 @@ fn records_kept_a_minute_at_a_time_before_buckets_are_read_as_buckets_and_the_re
 fn the_fleet_is_judged_and_written_a_share_at_a_time_each_node_in_exactly_one_share() {
     // A share every 5 s for the default minute; fewer shares for a shorter interval, never
     // more than one a second; each node once every `evaluate_secs` either way.
-    assert_eq!(share_interval(60), (Duration::from_secs(5), 12));
-    assert_eq!(share_interval(90), (Duration::from_millis(7500), 12));
-    assert_eq!(share_interval(7), (Duration::from_secs(1), 7));
-    assert_eq!(share_interval(1), (Duration::from_secs(1), 1));
+    for (secs, every, of) in [(60, 5000, 12), (90, 7500, 12), (13, 1083, 12), (7, 1000, 7), (1, 1000, 1)] {
+        let (gap, shares) = share_schedule(secs);
+        assert_eq!(gap.as_millis(), every, "evaluate_secs {secs}");
+        // Round and round: every share once in each `evaluate_secs`, in turn.
+        let turns: Vec<Share> = shares.take(2 * of as usize).collect();
+        let want: Vec<Share> = (0..2 * of).map(|i| Share { index: i % of, of }).collect();
+        assert_eq!(turns, want, "evaluate_secs {secs}");
+    }
 
     // 600 nodes as pairing names them, all behind one public IP: each evaluation degrades
     // the nodes it judges (shared_ip), so the transitions show which nodes a share judged.
@@ -984,4 +988,9 @@ fn the_fleet_is_judged_and_written_a_share_at_a_time_each_node_in_exactly_one_sh
     }
     assert_eq!(judged.len(), NODES as usize, "every node judged once over the interval");
     assert_eq!(w.persist(&store).unwrap(), 0, "every record written once");
+    // A node whose device record is gone: its record is not written, and not counted.
+    let gone = crate::identity::device_id(crate::identity::KeyAlg::Ed25519, b"gone");
+    w.record(Event::Online { device: gone, owner: "bob", ip: ip(10), country: None }, T0 + 60);
+    assert_eq!(w.persist(&store).unwrap(), 0);
+    assert_eq!(store.list_quality::<NodeQuality>().unwrap().len(), NODES as usize);
 }
