@@ -948,8 +948,8 @@ mod tests {
         // each tenth of the minute takes about 1,000 first rows, not the same few seconds all.
         let mut tenths = [0usize; 10];
         for i in 0..10_000u32 {
-            let phase = phase(&device_id(crate::identity::KeyAlg::Ed25519, &i.to_le_bytes()), PERSIST_EVERY);
-            tenths[(phase.as_millis() * 10 / PERSIST_EVERY.as_millis()) as usize] += 1;
+            let at = phase(&device_id(crate::identity::KeyAlg::Ed25519, &i.to_le_bytes()), PERSIST_EVERY);
+            tenths[(at.as_millis() * 10 / PERSIST_EVERY.as_millis()) as usize] += 1;
         }
         assert!(tenths.iter().all(|n| (850..=1150).contains(n)), "{tenths:?}");
     }

@@ -1114,10 +1114,9 @@ impl Watchdog {
         let stored = store.put_quality_json(&rows)?;
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         let mut written = crate::sync::lock(&self.written);
-        // A row the store skipped (its device removed meanwhile) is remembered too: the device
-        // is forgotten with it (`forget`), and a record only comes back with a device.
         for (id, print) in prints {
-            // Forgotten meanwhile (removed): nothing to remember.
+            // Forgotten meanwhile (removed): nothing to remember. A row the store skipped (its
+            // device gone) is remembered like the others: the watchdog forgets the device too.
             if nodes.contains_key(&id) {
                 written.insert(id, print);
             }
