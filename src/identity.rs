@@ -52,6 +52,13 @@ pub fn device_id(alg: KeyAlg, public_key: &[u8]) -> DeviceId {
     id
 }
 
+/// Where `device` falls among `n` (below `n`): its id modulo `n`. The id is a SHA-256 prefix, so
+/// devices fall evenly; periodic work over the fleet is spread by it (a session's timers, the
+/// watchdog's shares) so that nodes that came together do not all do it at once.
+pub fn spread(device: &DeviceId, n: u128) -> u128 {
+    u128::from_le_bytes(*device) % n.max(1)
+}
+
 /// The Android Key Attestation challenge for pairing with `code` at the server whose pin is
 /// `pin` (docs/protocol.md, "Attestation challenge"): `SHA-256("traffix-attest-v1" ‖ pin ‖ code)`,
 /// `code` as the UTF-8 text of the pairing link. A phone computes it before it dials (making a

@@ -765,8 +765,7 @@ const PERSIST_EVERY: Duration = Duration::from_secs(60);
 /// few batches of thousands of rows while billing flushes and pairings wait; docs/reliability.md,
 /// "Soak"), and the periodic CHALLENGE (its signature checks).
 fn phase(device: &DeviceId, period: Duration) -> Duration {
-    let period_ms = period.as_millis().max(1);
-    Duration::from_millis((u128::from_le_bytes(*device) % period_ms) as u64)
+    Duration::from_millis(crate::identity::spread(device, period.as_millis()) as u64)
 }
 
 /// A session's timer of `period`: first at the device's [`phase`], then every `period`. A

@@ -358,8 +358,8 @@ fn durable(id: &DeviceId, q: &mut NodeQuality) -> Option<(Vec<u8>, u64)> {
 /// ~100 MiB a minute at 10,000 nodes), and every other writer waited for it whole.
 const PERSIST_CHUNK: usize = 500;
 
-/// A share of the fleet: the nodes whose device id (a SHA-256 prefix, so uniform) modulo `of`
-/// is `index`. [`Watchdog::run`] walks the fleet one share at a time, [`EVALUATION_SHARES`] of
+/// A share of the fleet: the nodes whose device id falls at `index` among `of`
+/// ([`crate::identity::spread`]). [`Watchdog::run`] walks the fleet one share at a time, [`EVALUATION_SHARES`] of
 /// them spread over each `evaluate_secs`: each node is still judged every `evaluate_secs`, but
 /// the summaries, reasons and records of 10,000 nodes are not all built and written in the same
 /// second (a spike of 20–30 MiB every minute in the soak, docs/reliability.md "Soak").
@@ -374,7 +374,7 @@ impl Share {
     pub const ALL: Share = Share { index: 0, of: 1 };
 
     fn holds(self, id: &DeviceId) -> bool {
-        u128::from_le_bytes(*id) % u128::from(self.of) == u128::from(self.index)
+        crate::identity::spread(id, u128::from(self.of)) == u128::from(self.index)
     }
 }
 
@@ -885,12 +885,13 @@ impl Watchdog {
             return Vec::new();
         }
         let nodes = self.nodes_in(share);
-        let ips = crate::sync::lock(&self.ips).clone();
         let mut out = Vec::new();
         for (id, n) in nodes {
             let mut q = crate::sync::lock(&n);
             q.shared_ip = q.public_ip.filter(|_| q.online).and_then(|ip| {
-                let count = ips.get(&crate::listener::source_key(ip)).copied().unwrap_or(0);
+                // Looked up, not the whole map copied for each share; a node's lock before the
+                // addresses', as `record` takes them.
+                let count = crate::sync::lock(&self.ips).get(&crate::listener::source_key(ip)).copied().unwrap_or(0);
                 let cgnat = q.asn.as_ref().is_some_and(|(a, _)| self.cfg.cgnat_asns.contains(a));
                 (count > self.cfg.max_devices_per_ip && !cgnat).then_some(count)
             });
